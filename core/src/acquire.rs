@@ -1,0 +1,457 @@
+//! Acquire: one node, or Redlock over N, with retry, waiting on the wake-up signal, fencing
+//! and re-entry.
+//!
+//! An *attempt* sends the acquire to every node at `t0` and counts votes. A quorum
+//! ([`crate::lock::quorum`]) of grants wins — if validity remains: the lease is valid until
+//! `t0 + ttl - drift` ([`crate::Lock::valid_until`]). As soon as a quorum can no longer be
+//! reached the attempt fails; whatever it may have taken (nodes that granted, and nodes still
+//! silent, whose grant may yet land) is rolled back by compare-and-delete, so a failed
+//! attempt never leaves a minority holding keys until their TTL.
+//!
+//! Between attempts the machine either sleeps out a backoff delay — never past the wait
+//! deadline, and never past the moment the holder's key expires, when a node said — or, when
+//! wake-up signals are on, blocks on the signal list of a node that said "busy" (`BLPOP`) for
+//! up to the same span: a release then hands the lock over within a round trip. A signal is a
+//! hint only: every wake-up is followed by a full attempt.
+//!
+//! ## Fencing over N nodes
+//! With one node the fence is the counter's `INCR` inside the acquire script: one counter,
+//! strictly increasing. With N nodes each node has its own counter and a single round is not
+//! enough: two quorums may read different counters. So after winning a quorum with fence `F`
+//! (the largest counter among the granting nodes) the machine raises the counter to at least
+//! `F` on a quorum ([`crate::script::RAISE_FENCE`]) *before* reporting the lease.
+//!
+//! Claim: if lease A is reported before lease B's winning attempt starts, then `F_B > F_A`.
+//! A's raise quorum and B's grant quorum share a node `x` (two majorities intersect). On
+//! `x` the raise completed before A was reported, hence before B's attempt reached `x`, so
+//! `x`'s counter was at least `F_A` when B's script incremented it: B's counter on `x` is
+//! `> F_A`, and `F_B`, the largest of B's counters, is too. The argument needs counters that
+//! survive restarts (persistence on, as for any Redlock guarantee); the simulator shows what
+//! breaks without. A lease whose validity ran out during the raise round is not reported.
+//!
+//! Invariant: the outcome is `Ok` only when a quorum of well-formed grants for *this*
+//! attempt arrived (replies of earlier attempts are stale and discarded by the links) and
+//! validity remains at the time of reporting.
+
+use crate::error::{ConfigError, Error, NodeFailure, ServerError};
+use crate::keys::Token;
+use crate::link::{Answer, Request};
+use crate::lock::{Lease, Lock, quorum};
+use crate::machine::{Context, Decide, Machine};
+use crate::retry::Backoff;
+use crate::server::ServerInfo;
+use crate::time::{Duration, Instant};
+
+/// Acquires a lock over up to `N` nodes. See [`Machine`] for the driver loop.
+pub type Acquire<const N: usize> = Machine<AcquireOp, N>;
+
+/// A node's vote in the current round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vote {
+    /// Asked, no answer yet.
+    Pending,
+    /// Yes.
+    Granted,
+    /// Another token holds the lock.
+    Busy,
+    /// No usable answer, and the command did not run (an error reply).
+    Failed,
+    /// No answer (timeout, disconnect): the command may have run, so the node is rolled back
+    /// like a grant.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Round 1: asking every node for the lock.
+    Acquiring,
+    /// Round 2 (fenced, N > 1): raising the fence counter on a quorum to `fence`.
+    Raising { fence: u64 },
+    /// Sleeping out a retry delay.
+    Sleeping { until: Instant },
+    /// Blocked on a node's wake-up signal.
+    Waiting { node: usize },
+    /// The outcome is out.
+    Done,
+}
+
+/// The decisions of an acquire (the operation behind [`Acquire`]).
+#[derive(Debug, Clone)]
+pub struct AcquireOp {
+    phase: Phase,
+    /// When the current attempt's first request was queued (validity counts from here).
+    started: Instant,
+    wait_until: Instant,
+    attempts: u32,
+    backoff: Backoff,
+    votes: heapless::Vec<Vote, 16>,
+    granted_fence: u64,
+    granted_holds: u32,
+    raised: usize,
+    raise_failed: usize,
+    holder_ttl: Option<Duration>,
+    last_failure: Option<NodeFailure>,
+    fatal: Option<(usize, ServerError)>,
+    fatal_nodes: usize,
+    signal_usable: bool,
+    outcome: Option<Result<Lease, Error>>,
+}
+
+/// The most nodes an acquire can run over (votes are kept in a fixed array).
+pub const MAX_NODES: usize = 16;
+
+impl<const N: usize> Machine<AcquireOp, N> {
+    /// Starts acquiring `lock` with `token` on the nodes described by `servers` (one per
+    /// node, in node order; [`ServerInfo::default`] when not known), waiting up to `wait`
+    /// for a holder to let go (`Duration::ZERO`: one attempt, a try-lock). `seed` randomises
+    /// the retry jitter: pass random bits.
+    pub fn new(
+        lock: &Lock,
+        token: Token,
+        servers: &[ServerInfo],
+        wait: Duration,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        if servers.len() > N.min(MAX_NODES) {
+            return Err(ConfigError::BadNodeCount {
+                nodes: servers.len(),
+                capacity: N.min(MAX_NODES),
+            });
+        }
+        let mut ctx = Context::new(lock, token, servers)?;
+        let options = lock.options();
+        let mut op = AcquireOp {
+            phase: Phase::Acquiring,
+            started: now,
+            wait_until: now.saturating_add(wait),
+            attempts: 0,
+            backoff: Backoff::new(options.retry, seed),
+            votes: heapless::Vec::new(),
+            granted_fence: 0,
+            granted_holds: 0,
+            raised: 0,
+            raise_failed: 0,
+            holder_ttl: None,
+            last_failure: None,
+            fatal: None,
+            fatal_nodes: 0,
+            signal_usable: options.wake_signal.is_some(),
+            outcome: None,
+        };
+        op.start_attempt(&mut ctx, now);
+        Ok(Machine { ctx, op })
+    }
+}
+
+impl AcquireOp {
+    fn may_retry_after(&self, lock: &Lock, now: Instant) -> bool {
+        let attempts_left = lock
+            .options()
+            .retry
+            .max_attempts
+            .is_none_or(|max| self.attempts < max);
+        attempts_left && now < self.wait_until
+    }
+
+    fn start_attempt<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        self.attempts = self.attempts.saturating_add(1);
+        self.phase = Phase::Acquiring;
+        self.started = now;
+        self.granted_fence = 0;
+        self.granted_holds = u32::MAX;
+        self.fatal = None;
+        self.fatal_nodes = 0;
+        self.votes.clear();
+        // Ask how long the holder's key lives only when that can time a later attempt.
+        let probe_ttl = self.may_retry_after(&ctx.lock, now);
+        for node in 0..ctx.links.len() {
+            let vote = if ctx.links.queue(node, Request::Acquire { probe_ttl }) {
+                Vote::Pending
+            } else {
+                self.last_failure = Some(NodeFailure::Disconnected);
+                Vote::Failed
+            };
+            let _ = self.votes.push(vote);
+        }
+        self.decide(ctx, now);
+    }
+
+    fn count(&self, vote: Vote) -> usize {
+        self.votes.iter().filter(|&&v| v == vote).count()
+    }
+
+    /// Settles the round when its result is certain.
+    fn decide<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        let nodes = self.votes.len();
+        let needed = quorum(nodes);
+        let granted = self.count(Vote::Granted);
+        let against = self.count(Vote::Busy) + self.count(Vote::Failed) + self.count(Vote::Lost);
+        if granted >= needed {
+            if ctx.lock.options().fenced && nodes > 1 {
+                self.start_raise(ctx, now);
+            } else {
+                self.succeed(ctx, now);
+            }
+        } else if against > nodes - needed {
+            self.fail_attempt(ctx, now, None);
+        }
+    }
+
+    fn start_raise<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        let fence = self.granted_fence;
+        self.phase = Phase::Raising { fence };
+        self.raised = 0;
+        self.raise_failed = 0;
+        for (node, vote) in self.votes.iter_mut().enumerate() {
+            // A silent node's grant may still land: it stays a node to roll back.
+            if *vote == Vote::Pending {
+                *vote = Vote::Granted;
+            }
+            // Raising is safe on any node (it only ever increases a counter), and every node
+            // that takes it brings the quorum closer.
+            if !ctx.links.queue(node, Request::RaiseFence(fence)) {
+                self.raise_failed += 1;
+            }
+        }
+        self.raise_decide(ctx, now);
+    }
+
+    fn raise_decide<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        let nodes = self.votes.len();
+        let needed = quorum(nodes);
+        if self.raised >= needed {
+            self.succeed(ctx, now);
+        } else if self.raise_failed > nodes - needed {
+            self.fail_attempt(ctx, now, None);
+        }
+    }
+
+    fn succeed<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        let valid_until = ctx.lock.valid_until(self.started);
+        if now >= valid_until {
+            return self.fail_attempt(ctx, now, Some(Error::Expired));
+        }
+        // Replies still owed (slow nodes) are stale now; their grants are ours and go with
+        // the release, which is sent to every node.
+        ctx.links.abandon_all();
+        let lease = Lease {
+            token: ctx.token.clone(),
+            fence: ctx.lock.options().fenced.then_some(self.granted_fence),
+            started: self.started,
+            valid_until,
+            holds: if self.granted_holds == u32::MAX {
+                1
+            } else {
+                self.granted_holds
+            },
+        };
+        self.finish(Ok(lease));
+    }
+
+    /// The attempt cannot win: roll back, then retry, wait or give up.
+    fn fail_attempt<const N: usize>(
+        &mut self,
+        ctx: &mut Context<N>,
+        now: Instant,
+        reason: Option<Error>,
+    ) {
+        let nodes = self.votes.len();
+        let needed = quorum(nodes);
+        let granted = self.count(Vote::Granted);
+        let busy = self.count(Vote::Busy);
+        for node in 0..nodes {
+            if matches!(
+                self.votes.get(node),
+                Some(Vote::Granted | Vote::Pending | Vote::Lost)
+            ) {
+                let _ = ctx.links.queue(node, Request::Rollback);
+            }
+        }
+        ctx.links.abandon_all();
+        if let Some((node, error)) = self.fatal.take()
+            && nodes - self.fatal_nodes < needed
+        {
+            let node = u8::try_from(node).unwrap_or(u8::MAX);
+            return self.finish(Err(Error::Server { node, error }));
+        }
+        if !self.may_retry_after(&ctx.lock, now) {
+            let error = match reason {
+                Some(error) => error,
+                None if busy > 0 && granted + busy >= needed => Error::NotAcquired {
+                    attempts: self.attempts,
+                    holder_ttl: self.holder_ttl,
+                },
+                None => Error::QuorumLost {
+                    granted: u8::try_from(granted).unwrap_or(u8::MAX),
+                    needed: u8::try_from(needed).unwrap_or(u8::MAX),
+                    nodes: u8::try_from(nodes).unwrap_or(u8::MAX),
+                    last_failure: self.last_failure.clone(),
+                },
+            };
+            return self.finish(Err(error));
+        }
+        let remaining = self.wait_until.saturating_since(now);
+        // Past the holder's expiry there is nothing to wait for.
+        let until_free = self
+            .holder_ttl
+            .map(|t| t.saturating_add(Duration::from_millis(1)));
+        // Block on the signal of a node that said "busy": it has no rollback queued.
+        let waiter = self
+            .votes
+            .iter()
+            .position(|&v| v == Vote::Busy)
+            .filter(|_| self.signal_usable);
+        let span = until_free
+            .unwrap_or(ctx.lock.options().retry.cap)
+            .min(remaining)
+            .max(Duration::from_millis(1));
+        match waiter {
+            Some(node) if ctx.links.queue(node, Request::Wait(span)) => {
+                self.phase = Phase::Waiting { node };
+            }
+            _ => {
+                let delay = self.backoff.next_delay();
+                let delay = until_free.map_or(delay, |t| delay.min(t)).min(remaining);
+                self.phase = Phase::Sleeping {
+                    until: now.saturating_add(delay),
+                };
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: Result<Lease, Error>) {
+        self.phase = Phase::Done;
+        self.outcome = Some(outcome);
+    }
+
+    fn record_failure(&mut self, node: usize, failure: NodeFailure) {
+        if let NodeFailure::Server(error) = &failure
+            && !error.kind.is_transient()
+        {
+            self.fatal_nodes += 1;
+            if self.fatal.is_none() {
+                self.fatal = Some((node, error.clone()));
+            }
+        }
+        self.last_failure = Some(failure);
+    }
+}
+
+impl Decide for AcquireOp {
+    type Outcome = Result<Lease, Error>;
+
+    fn on_answer<const N: usize>(
+        &mut self,
+        ctx: &mut Context<N>,
+        node: usize,
+        request: Request,
+        answer: Answer,
+        now: Instant,
+    ) {
+        match (self.phase, request) {
+            (Phase::Acquiring, Request::Acquire { .. }) => {
+                if self.votes.get(node) != Some(&Vote::Pending) {
+                    return;
+                }
+                let vote = match answer {
+                    Answer::Granted { holds, fence } => {
+                        self.granted_fence = self.granted_fence.max(fence);
+                        self.granted_holds = self.granted_holds.min(holds);
+                        Vote::Granted
+                    }
+                    Answer::Busy { holder_ttl } => {
+                        // The longest TTL this round reported; an earlier round's only
+                        // where this one did not ask.
+                        self.holder_ttl = if self.count(Vote::Busy) == 0 {
+                            holder_ttl.or(self.holder_ttl)
+                        } else {
+                            self.holder_ttl.max(holder_ttl)
+                        };
+                        Vote::Busy
+                    }
+                    Answer::Failed(
+                        failure @ (NodeFailure::Timeout | NodeFailure::Disconnected),
+                    ) => {
+                        self.record_failure(node, failure);
+                        Vote::Lost
+                    }
+                    Answer::Failed(failure) => {
+                        self.record_failure(node, failure);
+                        Vote::Failed
+                    }
+                    _ => {
+                        self.record_failure(
+                            node,
+                            NodeFailure::Protocol(crate::ProtocolError::UnexpectedReply),
+                        );
+                        Vote::Failed
+                    }
+                };
+                if let Some(slot) = self.votes.get_mut(node) {
+                    *slot = vote;
+                }
+                self.decide(ctx, now);
+            }
+            (Phase::Raising { fence }, Request::RaiseFence(asked)) if asked == fence => {
+                match answer {
+                    Answer::Raised(value) if value >= fence => self.raised += 1,
+                    Answer::Failed(failure) => {
+                        self.raise_failed += 1;
+                        self.record_failure(node, failure);
+                    }
+                    _ => self.raise_failed += 1,
+                }
+                self.raise_decide(ctx, now);
+            }
+            (Phase::Waiting { node: waiting }, Request::Wait(_)) if waiting == node => {
+                if let Answer::Failed(NodeFailure::Server(error)) = &answer
+                    && !error.kind.is_transient()
+                {
+                    // BLPOP refused (ACL, or no such command): poll instead from now on.
+                    self.signal_usable = false;
+                }
+                self.start_attempt(ctx, now);
+            }
+            // Rollbacks, and replies of rounds already settled.
+            _ => {}
+        }
+    }
+
+    fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        if let Phase::Sleeping { until } = self.phase
+            && now >= until
+        {
+            self.start_attempt(ctx, now);
+        }
+    }
+
+    fn timer(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Sleeping { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    fn on_cancel<const N: usize>(&mut self, ctx: &mut Context<N>, _now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if matches!(self.phase, Phase::Acquiring | Phase::Raising { .. }) {
+            for node in 0..self.votes.len() {
+                if matches!(
+                    self.votes.get(node),
+                    Some(Vote::Granted | Vote::Pending | Vote::Lost)
+                ) {
+                    let _ = ctx.links.queue(node, Request::Rollback);
+                }
+            }
+        }
+        ctx.links.abandon_all();
+        self.finish(Err(Error::Cancelled));
+    }
+
+    fn take_outcome(&mut self) -> Option<Self::Outcome> {
+        self.outcome.take()
+    }
+}

@@ -1,0 +1,303 @@
+//! A lock's configuration, the lease it yields, and the Redlock arithmetic.
+//!
+//! Validity (Redlock): a lease acquired by an attempt that started at `t0` — before its first
+//! request left — is valid until `t0 + ttl - drift`, where `drift = ttl * per_million / 10^6 +
+//! fixed` covers the servers' clocks running faster than the client's. Measuring from `t0`
+//! rather than from the replies makes network delay shorten the lease, never lengthen it.
+//!
+//! Invariants: `ttl` is in `1..=MAX_TTL`; `drift(ttl) < ttl`; a quorum of `n` nodes is
+//! `n / 2 + 1`, so any two quorums share a node.
+
+use crate::error::ConfigError;
+use crate::keys::{KeyLayout, Keys, LockName, Token};
+use crate::retry::RetryPolicy;
+use crate::time::{Duration, Instant};
+
+/// The longest TTL: 2^44 ms, about 557 years, far inside what `PX` accepts.
+pub const MAX_TTL: Duration = Duration::from_millis(1 << 44);
+
+/// Allowance for the servers' clocks running fast relative to the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Drift {
+    /// Proportional part, in millionths of the TTL.
+    pub per_million: u32,
+    /// Fixed part.
+    pub fixed: Duration,
+}
+
+impl Default for Drift {
+    /// Redlock's allowance: 1% of the TTL plus 2 ms.
+    fn default() -> Self {
+        Drift {
+            per_million: 10_000,
+            fixed: Duration::from_millis(2),
+        }
+    }
+}
+
+impl Drift {
+    /// The allowance for `ttl` (rounded up).
+    #[must_use]
+    pub fn allowance(&self, ttl: Duration) -> Duration {
+        let scaled = u128::from(ttl.as_millis()) * u128::from(self.per_million);
+        let proportional = scaled.div_ceil(1_000_000);
+        Duration::from_millis(u64::try_from(proportional).unwrap_or(u64::MAX))
+            .saturating_add(self.fixed)
+    }
+}
+
+/// How a lock behaves. `Default` gives the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockOptions {
+    /// How long the lock's keys live on the server without an extend. Default 30 s.
+    pub ttl: Duration,
+    /// Hand out fencing tokens (a number larger than any earlier holder's). Default off.
+    pub fenced: bool,
+    /// Let the holder of the token acquire again; it is free after as many releases.
+    /// Default off.
+    pub reentrant: bool,
+    /// On release, push a wake-up signal that lives this long, so a waiter blocked on it
+    /// acquires at once instead of sleeping out a retry delay; `None`: no signal, waiters
+    /// poll with backoff. Default 1 s.
+    pub wake_signal: Option<Duration>,
+    /// Retry timing.
+    pub retry: RetryPolicy,
+    /// How long to wait for a node's reply before counting it as failed. Default 1 s.
+    pub request_timeout: Duration,
+    /// Clock-drift allowance subtracted from every validity.
+    pub drift: Drift,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            ttl: Duration::from_secs(30),
+            fenced: false,
+            reentrant: false,
+            wake_signal: Some(Duration::from_secs(1)),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(1),
+            drift: Drift::default(),
+        }
+    }
+}
+
+/// A named lock with checked options: what every machine is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lock {
+    keys: Keys,
+    options: LockOptions,
+}
+
+impl Lock {
+    /// Checks `name` and `options` and builds the lock under `layout`.
+    pub fn new(layout: KeyLayout, name: &[u8], options: LockOptions) -> Result<Self, ConfigError> {
+        let name = LockName::new(name)?;
+        options.validate()?;
+        Ok(Lock {
+            keys: Keys::new(layout, name),
+            options,
+        })
+    }
+
+    /// The lock's keys.
+    #[must_use]
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The lock's options.
+    #[must_use]
+    pub fn options(&self) -> &LockOptions {
+        &self.options
+    }
+
+    /// The same lock with another TTL (an extend for a different span).
+    pub fn with_ttl(&self, ttl: Duration) -> Result<Self, ConfigError> {
+        let options = LockOptions {
+            ttl,
+            ..self.options
+        };
+        options.validate()?;
+        Ok(Lock {
+            keys: self.keys.clone(),
+            options,
+        })
+    }
+
+    /// When a lease whose attempt started at `started` stops being valid.
+    #[must_use]
+    pub fn valid_until(&self, started: Instant) -> Instant {
+        let ttl = self.options.ttl;
+        started.saturating_add(ttl.saturating_sub(self.options.drift.allowance(ttl)))
+    }
+}
+
+impl LockOptions {
+    /// Checks the options can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ttl.is_zero() || self.ttl > MAX_TTL {
+            return Err(ConfigError::BadTtl);
+        }
+        if self.drift.allowance(self.ttl) >= self.ttl {
+            return Err(ConfigError::DriftExceedsTtl);
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::BadRetry);
+        }
+        if self.wake_signal.is_some_and(Duration::is_zero) {
+            return Err(ConfigError::BadRetry);
+        }
+        self.retry.validate()
+    }
+}
+
+/// The votes a quorum of `nodes` needs.
+#[must_use]
+pub const fn quorum(nodes: usize) -> usize {
+    nodes / 2 + 1
+}
+
+/// A held lock, as an acquire reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub(crate) token: Token,
+    pub(crate) fence: Option<u64>,
+    pub(crate) started: Instant,
+    pub(crate) valid_until: Instant,
+    pub(crate) holds: u32,
+}
+
+impl Lease {
+    /// The token that proves ownership (for release, extend, or hand-off to another process).
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The fencing token, for fenced locks: larger than every earlier holder's. Pass it to
+    /// the resource you protect and have it reject smaller ones.
+    #[must_use]
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// When the acquire attempt that won started (validity is measured from here).
+    #[must_use]
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Until when the holder may act as the owner, on the caller's clock.
+    #[must_use]
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// How much validity is left at `now` (zero once it ran out).
+    #[must_use]
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.valid_until.saturating_since(now)
+    }
+
+    /// How many times the token holds a reentrant lock (1 for a plain lock).
+    #[must_use]
+    pub fn holds(&self) -> u32 {
+        self.holds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_a_strict_majority() {
+        assert_eq!([1, 2, 3, 4, 5, 7].map(quorum), [1, 2, 2, 3, 3, 4]);
+        for n in 1..=16 {
+            assert!(2 * quorum(n) > n, "two quorums of {n} must share a node");
+        }
+    }
+
+    #[test]
+    fn drift_is_redlocks_by_default() {
+        let d = Drift::default();
+        assert_eq!(
+            d.allowance(Duration::from_secs(10)),
+            Duration::from_millis(102)
+        );
+        assert_eq!(
+            d.allowance(Duration::from_millis(1)),
+            Duration::from_millis(3)
+        );
+        let huge = Drift {
+            per_million: u32::MAX,
+            fixed: Duration::MAX,
+        };
+        assert_eq!(huge.allowance(MAX_TTL), Duration::MAX);
+    }
+
+    #[test]
+    fn validity_subtracts_the_drift_from_the_start() {
+        let lock = Lock::new(
+            KeyLayout::default(),
+            b"x",
+            LockOptions {
+                ttl: Duration::from_secs(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            lock.valid_until(Instant::from_millis(1000)),
+            Instant::from_millis(1000 + 10_000 - 102)
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let ok = LockOptions::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(
+            LockOptions {
+                ttl: Duration::ZERO,
+                ..ok
+            }
+            .validate(),
+            Err(ConfigError::BadTtl)
+        );
+        assert_eq!(
+            LockOptions {
+                ttl: MAX_TTL.saturating_add(Duration::from_millis(1)),
+                ..ok
+            }
+            .validate(),
+            Err(ConfigError::BadTtl)
+        );
+        // 2 ms of fixed drift leaves nothing of a 2 ms TTL.
+        assert_eq!(
+            LockOptions {
+                ttl: Duration::from_millis(2),
+                ..ok
+            }
+            .validate(),
+            Err(ConfigError::DriftExceedsTtl)
+        );
+        assert!(
+            LockOptions {
+                wake_signal: Some(Duration::ZERO),
+                ..ok
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            LockOptions {
+                request_timeout: Duration::ZERO,
+                ..ok
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! The sans-IO driving surface every lock operation shares.
+//!
+//! A [`Machine`] is one operation (acquire, release, extend) over `N` nodes at most. The
+//! driver loop, the same for every operation and every driver (tokio host, wasm component,
+//! simulator, fuzzer):
+//!
+//! 1. After building the machine and after every `handle_*` call, drain
+//!    [`Machine::poll_transmit`] and write each [`Transmit`] to its node's connection. If a
+//!    node has no connection, call [`Machine::handle_disconnect`] for it.
+//! 2. Feed bytes read from node `i` to [`Machine::handle_input`] — any split, any coalescing.
+//! 3. At [`Machine::poll_timeout`], call [`Machine::handle_timeout`].
+//! 4. When [`Machine::poll_outcome`] returns `Some`, the operation is over. Before reusing a
+//!    node's connection for something else, discard [`Machine::owed_replies`] replies from it
+//!    (or reconnect when that says `None`).
+//!
+//! The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
+//! in as arguments, so the same inputs give the same outputs, byte for byte.
+
+use crate::error::ConfigError;
+use crate::keys::Token;
+use crate::link::{Answer, Links, Request, Transmit};
+use crate::lock::Lock;
+use crate::resp::BufferTooSmall;
+use crate::server::ServerInfo;
+use crate::time::Instant;
+
+/// What the links and the operation share: the lock and the token it acts with.
+#[derive(Debug, Clone)]
+pub struct Context<const N: usize> {
+    pub(crate) links: Links<N>,
+    pub(crate) lock: Lock,
+    pub(crate) token: Token,
+}
+
+impl<const N: usize> Context<N> {
+    pub(crate) fn new(
+        lock: &Lock,
+        token: Token,
+        servers: &[ServerInfo],
+    ) -> Result<Self, ConfigError> {
+        let links = Links::new(servers).ok_or(ConfigError::BadNodeCount {
+            nodes: servers.len(),
+            capacity: N,
+        })?;
+        Ok(Context {
+            links,
+            lock: lock.clone(),
+            token,
+        })
+    }
+}
+
+pub(crate) mod sealed {
+    use super::{Answer, Context, Instant, Request};
+
+    /// The decisions of an operation, called by [`super::Machine`]. Sealed: its types are the
+    /// crate's own.
+    pub trait Decide {
+        /// What the operation ends with.
+        type Outcome;
+
+        /// A node answered a request.
+        fn on_answer<const N: usize>(
+            &mut self,
+            ctx: &mut Context<N>,
+            node: usize,
+            request: Request,
+            answer: Answer,
+            now: Instant,
+        );
+
+        /// The operation's own timer fired.
+        fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant);
+
+        /// When the operation's own timer fires.
+        fn timer(&self) -> Option<Instant>;
+
+        /// The caller gave up.
+        fn on_cancel<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant);
+
+        /// The outcome, once.
+        fn take_outcome(&mut self) -> Option<Self::Outcome>;
+    }
+}
+
+/// A lock operation (acquire, release, extend); implemented by this crate's operations only.
+pub trait Operation: sealed::Decide {}
+
+impl<T: sealed::Decide> Operation for T {}
+
+pub(crate) use sealed::Decide;
+
+/// One lock operation over up to `N` nodes; see the module doc for the driver loop.
+#[derive(Debug, Clone)]
+pub struct Machine<Op, const N: usize> {
+    pub(crate) ctx: Context<N>,
+    pub(crate) op: Op,
+}
+
+impl<Op: Operation, const N: usize> Machine<Op, N> {
+    /// The next bytes to send, written to the front of `buf`. Call until it returns
+    /// `Ok(None)`. A short buffer is left untouched and the error says the size needed.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
+        let Context { links, lock, token } = &mut self.ctx;
+        links.poll_transmit(lock, token, now, buf)
+    }
+
+    /// Bytes read from `node`'s connection.
+    pub fn handle_input(&mut self, node: usize, bytes: &[u8], now: Instant) {
+        let mut answers: heapless::Vec<(usize, Request, Answer), 4> = heapless::Vec::new();
+        let Context { links, lock, .. } = &mut self.ctx;
+        // One request per node is in flight, so at most one answer comes out of one read.
+        links.handle_input(node, bytes, lock, |n, r, a| {
+            let _ = answers.push((n, r, a));
+        });
+        for (n, r, a) in answers {
+            self.op.on_answer(&mut self.ctx, n, r, a, now);
+        }
+    }
+
+    /// Time has reached [`Machine::poll_timeout`] (calling it early or late is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut answers: heapless::Vec<(usize, Request, Answer), N> = heapless::Vec::new();
+        self.ctx.links.handle_timeout(now, |n, r, a| {
+            let _ = answers.push((n, r, a));
+        });
+        for (n, r, a) in answers {
+            self.op.on_answer(&mut self.ctx, n, r, a, now);
+        }
+        if self.op.timer().is_some_and(|t| t <= now) {
+            self.op.on_timer(&mut self.ctx, now);
+        }
+    }
+
+    /// `node`'s connection was lost, could not be opened, or was replaced by a new one: what
+    /// was in flight on it failed, and nothing is owed on the new connection.
+    pub fn handle_disconnect(&mut self, node: usize, now: Instant) {
+        let mut answer = None;
+        self.ctx
+            .links
+            .disconnected(node, |n, r, a| answer = Some((n, r, a)));
+        if let Some((n, r, a)) = answer {
+            self.op.on_answer(&mut self.ctx, n, r, a, now);
+        }
+    }
+
+    /// When to call [`Machine::handle_timeout`] next; `None` once the outcome is out.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.op.timer(), self.ctx.links.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The operation's result, once; `None` until then, and while transmits it still needs
+    /// sent (a rollback, say) are queued.
+    #[must_use]
+    pub fn poll_outcome(&mut self) -> Option<<Op as Decide>::Outcome> {
+        if self.ctx.links.has_queued() {
+            return None;
+        }
+        self.op.take_outcome()
+    }
+
+    /// Gives the operation up. An acquire rolls back what it may have taken; the outcome
+    /// becomes [`crate::Error::Cancelled`] unless it had already ended.
+    pub fn cancel(&mut self, now: Instant) {
+        self.op.on_cancel(&mut self.ctx, now);
+    }
+
+    /// Replies `node`'s connection still owes this machine, to discard before reusing it;
+    /// `None`: the connection is out of step, reconnect it.
+    #[must_use]
+    pub fn owed_replies(&self, node: usize) -> Option<u32> {
+        self.ctx.links.owed(node)
+    }
+
+    /// How many nodes the operation runs over.
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.ctx.links.len()
+    }
+
+    /// The lock the machine acts on.
+    #[must_use]
+    pub fn lock(&self) -> &Lock {
+        &self.ctx.lock
+    }
+
+    /// The token it acts with.
+    #[must_use]
+    pub fn token(&self) -> &Token {
+        &self.ctx.token
+    }
+}

@@ -1,0 +1,129 @@
+//! The Lua scripts, each with its SHA-1 computed at compile time for `EVALSHA`.
+//!
+//! A script is sent by `EVALSHA` first; a `NOSCRIPT` reply (after a failover, a restart or
+//! `SCRIPT FLUSH`) makes the machine resend it by `EVAL`, which also loads it, and use `EVAL`
+//! on that node for the rest of its run.
+//!
+//! Invariants: every script touches only keys passed in `KEYS` (one hash tag, one slot);
+//! each returns integers or a flat array of integers, so a reply never needs more than one
+//! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
+
+use crate::sha1::sha1_hex;
+
+/// A script's text and digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Script {
+    /// The Lua source, as sent by `EVAL`.
+    pub source: &'static str,
+    /// Lowercase hex SHA-1 of `source`, as sent by `EVALSHA`.
+    pub sha: [u8; 40],
+}
+
+impl Script {
+    const fn new(source: &'static str) -> Self {
+        Script {
+            source,
+            sha: sha1_hex(source.as_bytes()),
+        }
+    }
+}
+
+/// Acquire with fencing and/or re-entry.
+///
+/// `KEYS`: lock, fence, holds. `ARGV`: token, ttl ms, fenced (`1`/`0`), reentrant (`1`/`0`).
+/// Returns `{holds, fence}` when acquired (holds ≥ 1; fence 0 when not fenced), or
+/// `{0, pttl}` when another token holds it.
+pub const ACQUIRE: Script = Script::new(
+    r"local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  local fence = 0
+  if ARGV[3] == '1' then fence = redis.call('INCR', KEYS[2]) end
+  if ARGV[4] == '1' then redis.call('SET', KEYS[3], 1, 'PX', ARGV[2]) end
+  return {1, fence}
+end
+if holder == ARGV[1] and ARGV[4] == '1' then
+  local holds = redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  local fence = 0
+  if ARGV[3] == '1' then fence = tonumber(redis.call('GET', KEYS[2]) or '0') end
+  return {holds, fence}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+);
+
+/// Compare-and-delete, with re-entry and the wake-up signal.
+///
+/// `KEYS`: lock, holds, signal. `ARGV`: token, reentrant (`1`/`0`), signal ttl ms (`0`: no
+/// signal). Returns -1 when the token does not hold the lock, 0 when released, n > 0 when a
+/// reentrant lock is still held n times.
+pub const RELEASE: Script = Script::new(
+    r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[2] == '1' then
+  local left = redis.call('DECR', KEYS[2])
+  if left > 0 then return left end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[1])
+if ARGV[3] ~= '0' then
+  redis.call('DEL', KEYS[3])
+  redis.call('LPUSH', KEYS[3], 1)
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+return 0
+",
+);
+
+/// Compare-and-extend.
+///
+/// `KEYS`: lock, holds. `ARGV`: token, ttl ms. Returns 1 when extended, 0 when the token
+/// does not hold the lock.
+pub const EXTEND: Script = Script::new(
+    r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+",
+);
+
+/// Raise the fencing counter to at least a value (the second round of a fenced Redlock).
+///
+/// `KEYS`: fence. `ARGV`: the value. Returns the counter afterwards.
+pub const RAISE_FENCE: Script = Script::new(
+    r"local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if current < wanted then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return wanted
+end
+return current
+",
+);
+
+/// Every script, for tests and for preloading with `SCRIPT LOAD`.
+pub const ALL: [Script; 4] = [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha1::{Digest, Sha1};
+
+    #[test]
+    fn every_digest_matches_its_script_text() {
+        for script in ALL {
+            let reference = Sha1::digest(script.source.as_bytes());
+            let hex: alloc::string::String = reference
+                .iter()
+                .map(|b| alloc::format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                core::str::from_utf8(&script.sha).unwrap(),
+                hex,
+                "{}",
+                script.source
+            );
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Helpers the core's integration tests share: decoding what a machine sends.
+#![allow(dead_code)] // each test file uses a different subset
+#![allow(unreachable_pub)] // shared by the test crates, not a public API
+
+use distlock_core::{
+    Duration, Instant, KeyLayout, Lock, LockOptions, ServerInfo, Token,
+    machine::{Machine, Operation},
+};
+use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+
+pub fn ms(n: u64) -> Instant {
+    Instant::from_millis(n)
+}
+
+pub fn lock_with(options: LockOptions) -> Lock {
+    Lock::new(KeyLayout::default(), b"job", options).unwrap()
+}
+
+pub fn token(byte: u8) -> Token {
+    Token::from_entropy([byte; 16])
+}
+
+pub fn plain() -> [ServerInfo; 1] {
+    [ServerInfo::default()]
+}
+
+pub fn servers(n: usize) -> Vec<ServerInfo> {
+    vec![ServerInfo::default(); n]
+}
+
+/// One command as its arguments.
+pub type Command = Vec<Vec<u8>>;
+
+/// A write the machine asked for, decoded.
+#[derive(Debug)]
+pub struct Sent {
+    pub node: usize,
+    pub commands: Vec<Command>,
+    pub blocking: Option<Duration>,
+}
+
+/// Drains every transmit, decoding each into commands.
+pub fn drain<Op: Operation, const N: usize>(m: &mut Machine<Op, N>, now: Instant) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Some(tx) = m.poll_transmit(now, &mut buf).unwrap() {
+        let mut bytes = &buf[..tx.len];
+        let mut commands = Vec::new();
+        while !bytes.is_empty() {
+            let (frame, used) = decode(bytes).unwrap().expect("a whole command");
+            let OwnedFrame::Array(items) = frame else {
+                panic!("not an array: {frame:?}")
+            };
+            commands.push(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        OwnedFrame::BulkString(b) => b,
+                        other => panic!("not a bulk string: {other:?}"),
+                    })
+                    .collect(),
+            );
+            bytes = &bytes[used..];
+        }
+        out.push(Sent {
+            node: tx.node,
+            commands,
+            blocking: tx.blocking,
+        });
+    }
+    out
+}
+
+/// A "held by another token" reply for a sent acquire: nil, plus the PTTL answer when the
+/// batch asked for it.
+pub fn busy(sent: &Sent, holder_ttl_ms: u64) -> Vec<u8> {
+    let mut reply = b"$-1\r\n".to_vec();
+    if sent.commands.len() == 2 {
+        reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n").as_bytes());
+    }
+    reply
+}
+
+pub fn args(list: &[&str]) -> Command {
+    list.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+pub fn name_of(cmd: &Command) -> &str {
+    std::str::from_utf8(&cmd[0]).unwrap()
+}

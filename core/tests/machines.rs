@@ -1,0 +1,836 @@
+//! The lock machines driven by hand: exact commands out, scripted replies in.
+//!
+//! Every transmit is decoded with `redis-protocol`'s own decoder, so these tests also check
+//! that what the core writes is well-formed RESP (an array of bulk strings per command).
+
+mod common;
+
+use common::{args, busy, drain, lock_with, ms, name_of, plain, servers, token};
+use distlock_core::{
+    Acquire, Drift, Duration, Error, Extend, Extended, Flavor, LockOptions, NodeFailure, Protocol,
+    ProtocolError, Release, Released, RetryPolicy, ServerErrorKind, ServerInfo, Version, script,
+};
+
+#[test]
+fn single_node_acquire_is_set_nx_px_and_validity_subtracts_drift() {
+    let lock = lock_with(LockOptions {
+        ttl: Duration::from_secs(10),
+        ..Default::default()
+    });
+    let t = token(1);
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, t.clone(), &plain(), Duration::ZERO, ms(100), 0).unwrap();
+    let sent = drain(&mut m, ms(100));
+    assert_eq!(sent.len(), 1);
+    // A try-lock asks nothing about the holder: no PTTL.
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&[
+            "SET",
+            "distlock:{job}",
+            t.as_str(),
+            "NX",
+            "PX",
+            "10000"
+        ])]
+    );
+    assert_eq!(m.poll_outcome(), None);
+    assert_eq!(
+        m.poll_timeout(),
+        Some(ms(100 + 1000)),
+        "the reply deadline is the request timeout"
+    );
+    m.handle_input(0, b"+OK\r\n", ms(104));
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(lease.token(), &t);
+    assert_eq!(lease.fence(), None);
+    assert_eq!(lease.started(), ms(100));
+    assert_eq!(lease.valid_until(), ms(100 + 10_000 - 102));
+    assert_eq!(m.poll_timeout(), None);
+    assert_eq!(m.owed_replies(0), Some(0));
+}
+
+#[test]
+fn try_lock_on_a_held_lock_fails_at_once() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(1), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"$-1\r\n", ms(1));
+    assert_eq!(
+        m.poll_outcome(),
+        Some(Err(Error::NotAcquired {
+            attempts: 1,
+            holder_ttl: None
+        }))
+    );
+    assert!(
+        drain(&mut m, ms(1)).is_empty(),
+        "nothing to roll back: nothing was taken"
+    );
+}
+
+#[test]
+fn replies_split_at_every_byte_still_decide() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(1), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    for b in b"+OK\r\n" {
+        assert_eq!(m.poll_outcome(), None);
+        m.handle_input(0, &[*b], ms(1));
+    }
+    assert!(m.poll_outcome().unwrap().is_ok());
+}
+
+#[test]
+fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(sent[0].commands.len(), 2, "SET NX PX and PTTL, pipelined");
+    assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
+    // Held; the holder's key has 700 ms left.
+    m.handle_input(0, b"$-1\r\n:700\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), None);
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent.len(), 1);
+    // Fractional timeouts need a known server ≥ 6; unknown servers get whole seconds.
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&["BLPOP", "distlock:{job}:signal", "1"])]
+    );
+    assert_eq!(sent[0].blocking, Some(Duration::from_millis(701)));
+    // The release's signal arrives: try again at once.
+    m.handle_input(
+        0,
+        b"*2\r\n$21\r\ndistlock:{job}:signal\r\n$1\r\n1\r\n",
+        ms(50),
+    );
+    let sent = drain(&mut m, ms(50));
+    assert_eq!(name_of(&sent[0].commands[0]), "SET");
+    m.handle_input(0, b"+OK\r\n:-2\r\n", ms(51));
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(lease.started(), ms(50));
+}
+
+#[test]
+fn fractional_block_timeouts_on_servers_that_take_them() {
+    let lock = lock_with(LockOptions::default());
+    let redis7 = [ServerInfo {
+        protocol: Protocol::Resp3,
+        flavor: Flavor::Redis,
+        version: Version::new(7, 0, 15),
+    }];
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(2),
+        &redis7,
+        Duration::from_millis(250),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"_\r\n:9000\r\n", ms(1));
+    let sent = drain(&mut m, ms(1));
+    // The wait has 249 ms left, less than the holder's 9 s.
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&["BLPOP", "distlock:{job}:signal", "0.249"])]
+    );
+}
+
+#[test]
+fn without_signals_a_waiter_sleeps_and_gives_up_at_its_deadline() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let wait = Duration::from_millis(300);
+    let mut m: Acquire<1> = Acquire::new(&lock, token(3), &plain(), wait, ms(0), 7).unwrap();
+    let mut now = ms(0);
+    let mut attempts = 0;
+    loop {
+        let sent = drain(&mut m, now);
+        assert!(sent.iter().all(|s| s.blocking.is_none()));
+        if let Some(sent) = sent.first() {
+            attempts += 1;
+            m.handle_input(0, &busy(sent, 60_000), now);
+        }
+        if let Some(outcome) = m.poll_outcome() {
+            assert_eq!(
+                outcome,
+                Err(Error::NotAcquired {
+                    attempts,
+                    holder_ttl: Some(Duration::from_secs(60))
+                })
+            );
+            break;
+        }
+        let next = m.poll_timeout().expect("a sleeping waiter has a timer");
+        assert!(next > now, "no spinning: the next attempt is in the future");
+        now = next;
+        m.handle_timeout(now);
+    }
+    assert!(
+        attempts >= 2,
+        "retried within the wait ({attempts} attempts)"
+    );
+    assert_eq!(
+        now,
+        ms(300),
+        "the last attempt is at the deadline, not after"
+    );
+}
+
+#[test]
+fn fenced_acquire_runs_the_script_and_reports_the_fence() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..Default::default()
+    });
+    let t = token(4);
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, t.clone(), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    let sha = std::str::from_utf8(&script::ACQUIRE.sha).unwrap();
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&[
+            "EVALSHA",
+            sha,
+            "3",
+            "distlock:{job}",
+            "distlock:{job}:fence",
+            "distlock:{job}:holds",
+            t.as_str(),
+            "30000",
+            "1",
+            "0"
+        ])]
+    );
+    m.handle_input(0, b"*2\r\n:1\r\n:41\r\n", ms(1));
+    assert_eq!(m.poll_outcome().unwrap().unwrap().fence(), Some(41));
+}
+
+#[test]
+fn noscript_resends_by_eval_and_keeps_using_it() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(4), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(
+        0,
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+        ms(1),
+    );
+    assert_eq!(m.poll_outcome(), None, "NOSCRIPT is not an answer");
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent[0].commands[0][0], b"EVAL");
+    assert_eq!(sent[0].commands[0][1], script::ACQUIRE.source.as_bytes());
+    m.handle_input(0, b"*2\r\n:1\r\n:2\r\n", ms(2));
+    assert_eq!(m.poll_outcome().unwrap().unwrap().fence(), Some(2));
+}
+
+#[test]
+fn reentrant_acquire_counts_holds() {
+    let lock = lock_with(LockOptions {
+        reentrant: true,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(5), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(sent[0].commands[0][9], b"1", "the reentrant flag");
+    m.handle_input(0, b"*2\r\n:3\r\n:0\r\n", ms(1));
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(lease.holds(), 3);
+    assert_eq!(lease.fence(), None);
+}
+
+#[test]
+fn a_fenced_grant_without_a_fence_is_a_protocol_error_not_a_lease() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(5), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"*2\r\n:1\r\n:0\r\n", ms(1));
+    let outcome = m.poll_outcome().unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::QuorumLost {
+                last_failure: Some(NodeFailure::Protocol(ProtocolError::UnexpectedReply)),
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn redlock_wins_with_a_majority() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, token(6), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(
+        sent.iter().map(|s| s.node).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "sent to every node"
+    );
+    m.handle_input(1, b"$-1\r\n", ms(3));
+    m.handle_input(0, b"+OK\r\n", ms(4));
+    assert_eq!(m.poll_outcome(), None, "one grant of three is not a quorum");
+    m.handle_input(2, b"+OK\r\n", ms(5));
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(lease.valid_until(), ms(30_000 - 302));
+}
+
+#[test]
+fn redlock_failure_rolls_back_the_minority_it_took() {
+    let lock = lock_with(LockOptions::default());
+    let t = token(7);
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, t.clone(), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_input(1, b"$-1\r\n", ms(1));
+    m.handle_input(2, b"$-1\r\n", ms(2));
+    assert_eq!(
+        m.poll_outcome(),
+        None,
+        "the rollback must be sent before the outcome is out"
+    );
+    let sent = drain(&mut m, ms(2));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].node, 0);
+    let release = &sent[0].commands[0];
+    assert_eq!(name_of(release), "EVALSHA");
+    assert_eq!(release[1], script::RELEASE.sha);
+    assert_eq!(
+        release.last().unwrap(),
+        b"0",
+        "a rollback pushes no wake-up signal"
+    );
+    assert_eq!(
+        m.poll_outcome(),
+        Some(Err(Error::NotAcquired {
+            attempts: 1,
+            holder_ttl: None
+        }))
+    );
+    assert_eq!(m.owed_replies(0), Some(1), "the rollback's reply is owed");
+}
+
+#[test]
+fn redlock_with_two_of_three_nodes_silent_is_a_quorum_error_in_bounded_time() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, token(8), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_disconnect(1, ms(2));
+    assert_eq!(m.poll_timeout(), Some(ms(1000)));
+    m.handle_timeout(ms(1000));
+    let sent = drain(&mut m, ms(1000));
+    // Node 0 granted and node 2 may have: both are rolled back. Node 1 has no connection.
+    let mut rolled: Vec<usize> = sent.iter().map(|s| s.node).collect();
+    rolled.sort();
+    assert_eq!(rolled, [0, 1, 2]);
+    let outcome = m.poll_outcome().unwrap();
+    assert_eq!(
+        outcome,
+        Err(Error::QuorumLost {
+            granted: 1,
+            needed: 2,
+            nodes: 3,
+            last_failure: Some(NodeFailure::Timeout)
+        })
+    );
+}
+
+#[test]
+fn fenced_redlock_raises_the_counter_on_a_quorum_before_reporting() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..Default::default()
+    });
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, token(9), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"*2\r\n:1\r\n:5\r\n", ms(1));
+    m.handle_input(1, b"*2\r\n:1\r\n:9\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), None, "no lease before the raise round");
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent.len(), 3, "raise on every node");
+    for s in &sent {
+        assert_eq!(s.commands[0][1], script::RAISE_FENCE.sha);
+        assert_eq!(
+            s.commands[0].last().unwrap(),
+            b"9",
+            "raise to the largest counter seen"
+        );
+    }
+    // Node 2's first-round reply was stale by now; it arrives and is skipped.
+    m.handle_input(2, b"*2\r\n:0\r\n:100\r\n", ms(2));
+    m.handle_input(0, b":9\r\n", ms(3));
+    assert_eq!(m.poll_outcome(), None);
+    m.handle_input(2, b":12\r\n", ms(3));
+    assert_eq!(m.poll_outcome().unwrap().unwrap().fence(), Some(9));
+}
+
+#[test]
+fn a_lease_whose_validity_ran_out_in_flight_is_not_reported() {
+    let lock = lock_with(LockOptions {
+        ttl: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(10), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    // 100 ms ttl - 3 ms drift: valid until 97.
+    m.handle_input(0, b"+OK\r\n", ms(97));
+    let sent = drain(&mut m, ms(97));
+    assert_eq!(sent.len(), 1, "the key it took is rolled back");
+    assert_eq!(m.poll_outcome(), Some(Err(Error::Expired)));
+}
+
+#[test]
+fn errors_that_waiting_cannot_fix_surface_at_once() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(11),
+        &plain(),
+        Duration::from_secs(10),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(
+        0,
+        b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n:-1\r\n",
+        ms(1),
+    );
+    match m.poll_outcome() {
+        Some(Err(Error::Server { node: 0, error })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn transient_errors_are_retried_within_the_wait() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(12),
+        &plain(),
+        Duration::from_secs(10),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(
+        0,
+        b"-LOADING Redis is loading the dataset in memory\r\n-LOADING Redis is loading\r\n",
+        ms(1),
+    );
+    assert_eq!(m.poll_outcome(), None);
+    let at = m.poll_timeout().unwrap();
+    m.handle_timeout(at);
+    let sent = drain(&mut m, at);
+    assert_eq!(name_of(&sent[0].commands[0]), "SET");
+    m.handle_input(0, b"+OK\r\n:-2\r\n", at);
+    assert!(m.poll_outcome().unwrap().is_ok());
+}
+
+#[test]
+fn a_late_reply_to_a_timed_out_attempt_never_completes_the_next() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(13),
+        &plain(),
+        Duration::from_secs(10),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    drain(&mut m, ms(0));
+    // No reply within the request timeout.
+    m.handle_timeout(ms(1000));
+    let rollback = drain(&mut m, ms(1000));
+    assert_eq!(
+        rollback.len(),
+        1,
+        "the silent node may have granted: roll it back"
+    );
+    let at = m.poll_timeout().unwrap();
+    m.handle_timeout(at);
+    let retry = drain(&mut m, at);
+    assert_eq!(name_of(&retry[0].commands[0]), "SET");
+    // Now the first attempt's two replies (+OK: it did take the key) and the rollback's
+    // arrive, then the retry's: only the last pair answers the retry.
+    m.handle_input(0, b"+OK\r\n:30000\r\n:1\r\n", at);
+    assert_eq!(m.poll_outcome(), None, "stale replies decide nothing");
+    m.handle_input(0, b"$-1\r\n:29000\r\n", at);
+    assert_eq!(
+        m.poll_outcome(),
+        None,
+        "the retry's own reply: busy, keep waiting"
+    );
+}
+
+#[test]
+fn push_frames_are_not_replies() {
+    let lock = lock_with(LockOptions::default());
+    let resp3 = [ServerInfo {
+        protocol: Protocol::Resp3,
+        ..Default::default()
+    }];
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(14), &resp3, Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(
+        0,
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n+OK\r\n",
+        ms(1),
+    );
+    assert!(m.poll_outcome().unwrap().is_ok());
+}
+
+#[test]
+fn bytes_nobody_asked_for_desynchronise_the_link() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(15), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n+OK\r\n", ms(1));
+    assert!(m.poll_outcome().unwrap().is_ok());
+    assert_eq!(
+        m.owed_replies(0),
+        None,
+        "the connection is out of step: reconnect it"
+    );
+}
+
+#[test]
+fn garbage_is_a_protocol_error() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(16), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"HTTP/1.1 400 Bad Request\r\n", ms(1));
+    let outcome = m.poll_outcome().unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::QuorumLost {
+                last_failure: Some(NodeFailure::Protocol(ProtocolError::Malformed)),
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn cancel_rolls_back_what_may_have_been_taken() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, token(17), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_input(1, b"$-1\r\n", ms(1));
+    m.cancel(ms(2));
+    let nodes: Vec<usize> = drain(&mut m, ms(2)).iter().map(|s| s.node).collect();
+    assert_eq!(
+        nodes,
+        [0, 2],
+        "the grant and the silent node; not the busy one"
+    );
+    assert_eq!(m.poll_outcome(), Some(Err(Error::Cancelled)));
+}
+
+#[test]
+fn a_short_buffer_is_reported_and_left_untouched() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(18), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    let mut small = [0xAAu8; 8];
+    let err = m.poll_transmit(ms(0), &mut small).unwrap_err();
+    assert!(err.required > 8);
+    assert_eq!(small, [0xAA; 8]);
+    let mut buf = vec![0u8; err.required];
+    assert_eq!(
+        m.poll_transmit(ms(0), &mut buf).unwrap().unwrap().len,
+        err.required
+    );
+}
+
+#[test]
+fn node_counts_beyond_capacity_are_refused() {
+    let lock = lock_with(LockOptions::default());
+    assert!(Acquire::<2>::new(&lock, token(1), &servers(3), Duration::ZERO, ms(0), 0).is_err());
+    assert!(Acquire::<2>::new(&lock, token(1), &[], Duration::ZERO, ms(0), 0).is_err());
+}
+
+// ---- release and extend ----
+
+#[test]
+fn release_script_and_its_answers() {
+    let lock = lock_with(LockOptions::default());
+    let t = token(20);
+    for (reply, expected) in [
+        (&b":0\r\n"[..], Ok(Released::Free)),
+        (b":-1\r\n", Err(Error::NotHeld)),
+        (b":2\r\n", Ok(Released::StillHeld { holds: 2 })),
+    ] {
+        let mut m: Release<1> = Release::new(&lock, t.clone(), &plain(), ms(0), 0).unwrap();
+        let sent = drain(&mut m, ms(0));
+        assert_eq!(
+            sent[0].commands,
+            vec![args(&[
+                "EVALSHA",
+                std::str::from_utf8(&script::RELEASE.sha).unwrap(),
+                "3",
+                "distlock:{job}",
+                "distlock:{job}:holds",
+                "distlock:{job}:signal",
+                t.as_str(),
+                "0",
+                "1000"
+            ])]
+        );
+        m.handle_input(0, reply, ms(1));
+        assert_eq!(m.poll_outcome(), Some(expected));
+    }
+}
+
+#[test]
+fn release_uses_native_compare_and_delete_where_the_server_has_it() {
+    let lock = lock_with(LockOptions::default());
+    let t = token(21);
+    let valkey9 = [ServerInfo {
+        protocol: Protocol::Resp3,
+        flavor: Flavor::Valkey,
+        version: Version::new(9, 0, 0),
+    }];
+    let mut m: Release<1> = Release::new(&lock, t.clone(), &valkey9, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(
+        sent[0].commands,
+        vec![
+            args(&["DELIFEQ", "distlock:{job}", t.as_str()]),
+            args(&["LPUSH", "distlock:{job}:signal", "1"]),
+            args(&["LTRIM", "distlock:{job}:signal", "0", "0"]),
+            args(&["PEXPIRE", "distlock:{job}:signal", "1000"]),
+        ]
+    );
+    m.handle_input(0, b":1\r\n:1\r\n+OK\r\n:1\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+
+    let redis84 = [ServerInfo {
+        protocol: Protocol::Resp3,
+        flavor: Flavor::Redis,
+        version: Version::new(8, 4, 0),
+    }];
+    let quiet = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let mut m: Release<1> = Release::new(&quiet, t.clone(), &redis84, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&["DELEX", "distlock:{job}", "IFEQ", t.as_str()])]
+    );
+    m.handle_input(0, b":0\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), Some(Err(Error::NotHeld)));
+}
+
+#[test]
+fn an_unknown_native_command_falls_back_to_the_script() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let claims_valkey9 = [ServerInfo {
+        protocol: Protocol::Resp2,
+        flavor: Flavor::Valkey,
+        version: Version::new(9, 0, 0),
+    }];
+    let mut m: Release<1> = Release::new(&lock, token(22), &claims_valkey9, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(
+        0,
+        b"-ERR unknown command 'DELIFEQ', with args beginning with: \r\n",
+        ms(1),
+    );
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(name_of(&sent[0].commands[0]), "EVALSHA");
+    m.handle_input(0, b":0\r\n", ms(2));
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+}
+
+#[test]
+fn release_retries_a_loading_node_but_never_a_timed_out_one() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Release<1> = Release::new(&lock, token(23), &plain(), ms(0), 1).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"-LOADING loading\r\n", ms(1));
+    let at = m.poll_timeout().unwrap();
+    assert!(at > ms(1) && at <= ms(1000));
+    m.handle_timeout(at);
+    assert_eq!(drain(&mut m, at).len(), 1, "asked again");
+    m.handle_input(0, b":0\r\n", at);
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+
+    let mut m: Release<1> = Release::new(&lock, token(23), &plain(), ms(0), 1).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_timeout(ms(1000));
+    assert!(
+        drain(&mut m, ms(1000)).is_empty(),
+        "a release that may have run is not repeated"
+    );
+    assert!(matches!(
+        m.poll_outcome(),
+        Some(Err(Error::QuorumLost {
+            last_failure: Some(NodeFailure::Timeout),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn redlock_release_needs_a_majority() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Release<3> = Release::new(&lock, token(24), &servers(3), ms(0), 0).unwrap();
+    assert_eq!(drain(&mut m, ms(0)).len(), 3);
+    m.handle_input(0, b":0\r\n", ms(1));
+    m.handle_input(1, b":-1\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), None);
+    m.handle_input(2, b":0\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+}
+
+#[test]
+fn extend_native_and_script_and_its_validity() {
+    let lock = lock_with(LockOptions {
+        ttl: Duration::from_secs(20),
+        ..Default::default()
+    });
+    let t = token(25);
+    let valkey81 = [ServerInfo {
+        protocol: Protocol::Resp3,
+        flavor: Flavor::Valkey,
+        version: Version::new(8, 1, 0),
+    }];
+    let mut m: Extend<1> = Extend::new(&lock, t.clone(), &valkey81, ms(500), 0).unwrap();
+    let sent = drain(&mut m, ms(500));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&[
+            "SET",
+            "distlock:{job}",
+            t.as_str(),
+            "IFEQ",
+            t.as_str(),
+            "PX",
+            "20000"
+        ])]
+    );
+    m.handle_input(0, b"+OK\r\n", ms(510));
+    assert_eq!(
+        m.poll_outcome(),
+        Some(Ok(Extended {
+            started: ms(500),
+            valid_until: ms(500 + 20_000 - 202)
+        }))
+    );
+
+    let mut m: Extend<1> = Extend::new(&lock, t.clone(), &plain(), ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(sent[0].commands[0][1], script::EXTEND.sha);
+    m.handle_input(0, b":0\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), Some(Err(Error::NotHeld)));
+}
+
+#[test]
+fn drift_is_configurable() {
+    let lock = lock_with(LockOptions {
+        ttl: Duration::from_secs(10),
+        drift: Drift {
+            per_million: 50_000,
+            fixed: Duration::from_millis(10),
+        },
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(26), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    assert_eq!(
+        m.poll_outcome().unwrap().unwrap().valid_until(),
+        ms(10_000 - 510)
+    );
+}
+
+#[test]
+fn retry_policy_attempt_limit_is_honoured() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        retry: RetryPolicy {
+            max_attempts: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(27),
+        &plain(),
+        Duration::from_secs(60),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    let mut now = ms(0);
+    loop {
+        for sent in drain(&mut m, now) {
+            m.handle_input(0, &busy(&sent, 50_000), now);
+        }
+        if let Some(outcome) = m.poll_outcome() {
+            assert_eq!(
+                outcome,
+                Err(Error::NotAcquired {
+                    attempts: 2,
+                    holder_ttl: Some(Duration::from_secs(50))
+                })
+            );
+            break;
+        }
+        now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+    }
+}

@@ -9,6 +9,8 @@
 //! Invariant: an error value owns all it says (no borrow of the input), and its `Display`
 //! tells the user what happened and what to do.
 
+use alloc::boxed::Box;
+use alloc::string::String;
 use core::fmt;
 
 use crate::time::Duration;
@@ -103,8 +105,8 @@ pub struct ServerError {
     /// What kind of error it is.
     pub kind: ServerErrorKind,
     /// The message as the server sent it, cut at [`SERVER_MESSAGE_CAP`] bytes; invalid UTF-8
-    /// is replaced.
-    pub message: heapless::String<SERVER_MESSAGE_CAP>,
+    /// is replaced. (Boxed: errors are rare, and a small `Error` keeps every `Result` small.)
+    pub message: Box<str>,
 }
 
 /// The classes of server error the lock protocol reacts to differently.
@@ -192,24 +194,19 @@ impl ServerError {
     /// Classifies `message` and keeps a printable copy of it.
     #[must_use]
     pub fn from_message(message: &[u8]) -> Self {
-        let mut kept = heapless::String::new();
-        for chunk in message.utf8_chunks() {
-            for c in chunk.valid().chars().chain(if chunk.invalid().is_empty() {
-                None
-            } else {
-                Some(char::REPLACEMENT_CHARACTER)
-            }) {
-                if kept.push(c).is_err() {
-                    return ServerError {
-                        kind: ServerErrorKind::classify(message),
-                        message: kept,
-                    };
+        let mut kept = String::new();
+        'cut: for chunk in message.utf8_chunks() {
+            let replacement = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+            for c in chunk.valid().chars().chain(replacement) {
+                if kept.len().saturating_add(c.len_utf8()) > SERVER_MESSAGE_CAP {
+                    break 'cut;
                 }
+                kept.push(c);
             }
         }
         ServerError {
             kind: ServerErrorKind::classify(message),
-            message: kept,
+            message: kept.into_boxed_str(),
         }
     }
 }
@@ -256,14 +253,14 @@ pub enum ConfigError {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotAcquired { attempts, holder_ttl: Some(ttl) } => write!(
-                f,
-                "lock is held by another owner (gave up after {attempts} attempts; the holder's key expires in {ttl}); wait longer or try later"
-            ),
-            Error::NotAcquired { attempts, holder_ttl: None } => write!(
-                f,
-                "lock is held by another owner (gave up after {attempts} attempts); wait longer or try later"
-            ),
+            Error::NotAcquired { attempts, holder_ttl } => {
+                let plural = if *attempts == 1 { "" } else { "s" };
+                write!(f, "lock is held by another owner (gave up after {attempts} attempt{plural}")?;
+                if let Some(ttl) = holder_ttl {
+                    write!(f, "; the holder's key expires in {ttl}")?;
+                }
+                f.write_str("); wait longer or try later")
+            }
             Error::NotHeld => f.write_str(
                 "this token does not hold the lock: the lease expired, was released or was reset; stop the work it protected",
             ),

@@ -1,0 +1,877 @@
+//! The lock machines against a real `redis-server`, over real TCP, with a real clock.
+//!
+//! Checks what only a real server can show: the handshake learns RESP3 and the installed
+//! version; the scripts and commands the core sends do what the replies claim (the keys are
+//! read back on a separate raw connection); `NOSCRIPT` is recovered by `EVAL`; a waiter
+//! blocks on the wake-up signal instead of spinning; Redlock over three servers survives one
+//! lost node and reports a lost quorum with two; a lock key of the wrong type is a typed
+//! server error.
+//!
+//! Needs `redis-server` on `PATH` (CI installs it and sets `DISTLOCK_REQUIRE_REDIS=1`, which
+//! turns a missing server into a failure). Without it, and without that variable, every test
+//! prints "skipping: redis-server not installed" and passes. Each test starts its own
+//! server(s) on free ports, so the tests run in parallel.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::Duration as StdDuration;
+
+use distlock_core::handshake::HandshakeOptions;
+use distlock_core::machine::Operation;
+use distlock_core::{
+    Acquire, Duration, Error, Extend, Extended, Flavor, Handshake, Instant, KeyLayout, Lease, Lock,
+    LockOptions, Machine, NodeFailure, Protocol, Release, Released, ServerErrorKind, ServerInfo,
+    Token, Transmit, Version, script,
+};
+use redis_protocol::resp2::decode::decode as decode_resp2;
+use redis_protocol::resp2::types::OwnedFrame;
+
+// ---------------------------------------------------------------------------------------
+// Test support: servers, a raw client, the driver.
+// ---------------------------------------------------------------------------------------
+
+/// Milliseconds on the process's monotonic clock, as the core wants time.
+fn now() -> Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    Instant::from_millis(u64::try_from(origin.elapsed().as_millis()).expect("clock"))
+}
+
+/// `redis-server` on `PATH` (what `which` does); `None` (after saying so) when missing.
+fn redis_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("redis-server"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("DISTLOCK_REQUIRE_REDIS").as_deref() == Ok("1") {
+            panic!(
+                "DISTLOCK_REQUIRE_REDIS=1 but redis-server is not on PATH: install it (apt-get install redis-server)"
+            );
+        }
+        eprintln!("skipping: redis-server not installed");
+    }
+    found
+}
+
+/// A `redis-server` child process on its own port, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start(binary: &PathBuf) -> Self {
+        // A port can be taken between probing and binding: then the server exits; try again.
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let child = Command::new(binary)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            // Owned at once, so a panic below still kills it.
+            let mut server = RedisServer { port, child };
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(5);
+            loop {
+                if server
+                    .child
+                    .try_wait()
+                    .expect("redis-server status")
+                    .is_some()
+                {
+                    break;
+                }
+                // Ready when *our* child answers: another test's server may hold the port.
+                if Raw::connect(port)
+                    .and_then(|mut raw| raw.pid())
+                    .is_ok_and(|pid| pid == server.child.id())
+                {
+                    return server;
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!("redis-server on port {port} did not accept connections within 5 s");
+                }
+                thread::sleep(StdDuration::from_millis(10));
+            }
+        }
+        panic!("redis-server exited right after starting, three times");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `K` fresh servers, or `None` when the test should skip.
+fn servers<const K: usize>() -> Option<[RedisServer; K]> {
+    let binary = redis_binary()?;
+    Some(std::array::from_fn(|_| RedisServer::start(&binary)))
+}
+
+/// What `redis-server --version` says it is.
+fn installed_version() -> (Flavor, Version) {
+    let binary = redis_binary().expect("redis-server");
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("redis-server --version");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "Redis server v=7.0.15 sha=… bits=64 build=…"
+    let v = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .expect("v= in --version output");
+    let version = Version::parse(v.as_bytes()).expect("a version after v=");
+    let flavor = if text.starts_with("Valkey") {
+        Flavor::Valkey
+    } else {
+        Flavor::Redis
+    };
+    (flavor, version)
+}
+
+/// A plain RESP2 connection for looking at keys behind the lock's back.
+struct Raw {
+    conn: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> std::io::Result<Self> {
+        let conn = TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(StdDuration::from_secs(5)))?;
+        Ok(Raw {
+            conn,
+            buf: Vec::new(),
+        })
+    }
+
+    fn to(server: &RedisServer) -> Self {
+        Raw::connect(server.port).expect("raw connection")
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> OwnedFrame {
+        self.try_cmd(args).expect("raw connection")
+    }
+
+    fn try_cmd(&mut self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.conn.write_all(&out)?;
+        loop {
+            if let Some((frame, used)) = decode_resp2(&self.buf).expect("raw reply is RESP2") {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.conn.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The server's process id (`INFO server`).
+    fn pid(&mut self) -> std::io::Result<u32> {
+        let OwnedFrame::BulkString(text) = self.try_cmd(&[b"INFO", b"server"])? else {
+            return Err(ErrorKind::InvalidData.into());
+        };
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .ok_or_else(|| ErrorKind::InvalidData.into())
+    }
+
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        match self.cmd(&[b"GET", key.as_bytes()]) {
+            OwnedFrame::BulkString(value) => Some(value),
+            OwnedFrame::Null => None,
+            other => panic!("GET {key}: {other:?}"),
+        }
+    }
+
+    fn int(&mut self, args: &[&[u8]]) -> i64 {
+        match self.cmd(args) {
+            OwnedFrame::Integer(n) => n,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&args.concat())),
+        }
+    }
+
+    /// A field of `INFO <section>`, e.g. `blocked_clients`.
+    fn info(&mut self, section: &str, field: &str) -> String {
+        let OwnedFrame::BulkString(text) = self.cmd(&[b"INFO", section.as_bytes()]) else {
+            panic!("INFO")
+        };
+        let text = String::from_utf8(text).expect("INFO is text");
+        let prefix = format!("{field}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .expect("INFO field")
+    }
+}
+
+/// Polls `check` for up to `limit` (what another connection sent may land a moment later).
+fn eventually(limit: StdDuration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(StdDuration::from_millis(10));
+    }
+    true
+}
+
+/// Runs the handshake on `conn` (which it leaves with a 5 ms read timeout for the driver).
+fn handshake(conn: &mut TcpStream) -> ServerInfo {
+    conn.set_nodelay(true).expect("nodelay");
+    conn.set_read_timeout(Some(StdDuration::from_millis(5)))
+        .expect("read timeout");
+    let mut hs = Handshake::new(HandshakeOptions::default(), now());
+    let (mut out, mut input) = ([0u8; 1024], [0u8; 16 * 1024]);
+    loop {
+        while let Some(len) = hs.poll_transmit(&mut out).expect("handshake buffer") {
+            conn.write_all(&out[..len]).expect("handshake write");
+        }
+        if let Some(outcome) = hs.poll_outcome() {
+            return outcome.expect("handshake");
+        }
+        if hs.poll_timeout().is_some_and(|t| t <= now()) {
+            hs.handle_timeout(now());
+            continue;
+        }
+        match conn.read(&mut input) {
+            Ok(0) => panic!("server closed the connection during the handshake"),
+            Ok(n) => hs.handle_input(&input[..n], now()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("handshake read: {e}"),
+        }
+    }
+}
+
+/// One connection per port, handshaken; `None` (and a default [`ServerInfo`]) where the
+/// connection is refused, so the machine is told the node is down.
+fn connect(ports: &[u16]) -> (Vec<Option<TcpStream>>, Vec<ServerInfo>) {
+    ports
+        .iter()
+        .map(|&port| match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut conn) => {
+                let info = handshake(&mut conn);
+                (Some(conn), info)
+            }
+            Err(_) => (None, ServerInfo::default()),
+        })
+        .unzip()
+}
+
+/// One write the machine asked for.
+struct Sent {
+    tx: Transmit,
+    bytes: Vec<u8>,
+}
+
+/// Sends everything the machine has queued; a node without a (working) connection is
+/// reported disconnected.
+fn flush<Op: Operation, const N: usize>(
+    m: &mut Machine<Op, N>,
+    conns: &mut [Option<TcpStream>],
+    sent: &mut Vec<Sent>,
+) {
+    let mut buf = [0u8; 4096];
+    while let Some(tx) = m.poll_transmit(now(), &mut buf).expect("transmit buffer") {
+        let bytes = &buf[..tx.len];
+        let written = conns[tx.node].as_mut().map(|conn| conn.write_all(bytes));
+        if !matches!(written, Some(Ok(()))) {
+            conns[tx.node] = None;
+            m.handle_disconnect(tx.node, now());
+        }
+        sent.push(Sent {
+            tx,
+            bytes: bytes.to_vec(),
+        });
+    }
+}
+
+/// The driver loop of the `machine` module doc, blocking, over `conns` (5 ms read timeouts).
+fn drive<Op: Operation, const N: usize>(
+    m: &mut Machine<Op, N>,
+    conns: &mut [Option<TcpStream>],
+) -> (Op::Outcome, Vec<Sent>) {
+    let started = std::time::Instant::now();
+    let mut sent = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        flush(m, conns, &mut sent);
+        if let Some(outcome) = m.poll_outcome() {
+            return (outcome, sent);
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "operation still running after 30 s"
+        );
+        if m.poll_timeout().is_some_and(|t| t <= now()) {
+            m.handle_timeout(now());
+            continue;
+        }
+        for node in 0..conns.len() {
+            let Some(conn) = conns[node].as_mut() else {
+                continue;
+            };
+            match conn.read(&mut buf) {
+                Ok(n) if n > 0 => m.handle_input(node, &buf[..n], now()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
+                }
+                _ => {
+                    conns[node] = None;
+                    m.handle_disconnect(node, now());
+                }
+            }
+            flush(m, conns, &mut sent);
+        }
+    }
+}
+
+/// Every helper builds machines of this capacity (up to three nodes).
+const CAP: usize = 3;
+
+fn acquire(
+    lock: &Lock,
+    token: &Token,
+    ports: &[u16],
+    wait: Duration,
+) -> (Result<Lease, Error>, Vec<Sent>) {
+    let (mut conns, servers) = connect(ports);
+    let mut m = Acquire::<CAP>::new(lock, token.clone(), &servers, wait, now(), 0x5eed)
+        .expect("acquire config");
+    drive(&mut m, &mut conns)
+}
+
+fn release(lock: &Lock, token: &Token, ports: &[u16]) -> Result<Released, Error> {
+    let (mut conns, servers) = connect(ports);
+    let mut m =
+        Release::<CAP>::new(lock, token.clone(), &servers, now(), 0x5eed).expect("release config");
+    drive(&mut m, &mut conns).0
+}
+
+fn extend(lock: &Lock, token: &Token, ports: &[u16]) -> Result<Extended, Error> {
+    let (mut conns, servers) = connect(ports);
+    let mut m =
+        Extend::<CAP>::new(lock, token.clone(), &servers, now(), 0x5eed).expect("extend config");
+    drive(&mut m, &mut conns).0
+}
+
+fn lock(name: &str, options: LockOptions) -> Lock {
+    Lock::new(KeyLayout::default(), name.as_bytes(), options).expect("lock config")
+}
+
+fn token(n: u8) -> Token {
+    Token::from_entropy([n; 16])
+}
+
+/// The key holding the token of lock `name` (plus `suffix`, e.g. `:fence`).
+fn key(name: &str, suffix: &str) -> String {
+    format!("distlock:{{{name}}}{suffix}")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn handshake_learns_resp3_and_the_installed_version() {
+    let Some([server]) = servers() else { return };
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    let info = handshake(&mut conn);
+    let (flavor, version) = installed_version();
+    assert_eq!(info.protocol, Protocol::Resp3);
+    assert!(
+        info.version > Version::default(),
+        "a version was learned: {info:?}"
+    );
+    assert_eq!(
+        info.version, version,
+        "the version HELLO reports is the one --version prints"
+    );
+    assert_eq!(info.flavor, flavor);
+}
+
+#[test]
+fn try_acquire_of_a_held_lock_is_refused_and_release_frees_it() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock("plain", LockOptions::default());
+    let (a, b) = (token(1), token(2));
+
+    let lease = acquire(&lock, &a, &ports, Duration::ZERO)
+        .0
+        .expect("first acquire");
+    assert_eq!(lease.token(), &a);
+    assert_eq!(lease.holds(), 1);
+    assert_eq!(lease.fence(), None);
+
+    let refused = acquire(&lock, &b, &ports, Duration::ZERO).0;
+    assert!(
+        matches!(refused, Err(Error::NotAcquired { attempts: 1, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        raw.get(&key("plain", "")),
+        Some(a.as_bytes().to_vec()),
+        "GET shows the holder's token"
+    );
+    let pttl = raw.int(&[b"PTTL", key("plain", "").as_bytes()]);
+    assert!(
+        (1..=30_000).contains(&pttl),
+        "the key lives at most the ttl: {pttl}"
+    );
+
+    assert_eq!(release(&lock, &a, &ports), Ok(Released::Free));
+    assert_eq!(raw.get(&key("plain", "")), None, "the key is gone");
+    // Free again: the second token gets it now.
+    assert!(acquire(&lock, &b, &ports, Duration::ZERO).0.is_ok());
+}
+
+#[test]
+fn release_with_a_foreign_token_is_refused_and_leaves_the_key() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock("foreign", LockOptions::default());
+    let (holder, stranger) = (token(1), token(2));
+
+    acquire(&lock, &holder, &ports, Duration::ZERO)
+        .0
+        .expect("acquire");
+    assert_eq!(release(&lock, &stranger, &ports), Err(Error::NotHeld));
+    assert_eq!(
+        raw.get(&key("foreign", "")),
+        Some(holder.as_bytes().to_vec())
+    );
+    assert!(
+        raw.int(&[b"PTTL", key("foreign", "").as_bytes()]) > 0,
+        "still expiring, not persisted"
+    );
+    assert_eq!(
+        extend(&lock, &stranger, &ports),
+        Err(Error::NotHeld),
+        "nor may a stranger extend it"
+    );
+    assert_eq!(release(&lock, &holder, &ports), Ok(Released::Free));
+}
+
+#[test]
+fn extend_gives_the_key_a_new_ttl() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let short = lock(
+        "extend",
+        LockOptions {
+            ttl: secs(2),
+            ..LockOptions::default()
+        },
+    );
+    let t = token(1);
+
+    acquire(&short, &t, &ports, Duration::ZERO)
+        .0
+        .expect("acquire");
+    assert!(raw.int(&[b"PTTL", key("extend", "").as_bytes()]) <= 2000);
+
+    let long = short.with_ttl(secs(10)).expect("10 s ttl");
+    let extended = extend(&long, &t, &ports).expect("extend");
+    // Validity counts from the extend's start, less 1% + 2 ms of drift.
+    assert_eq!(
+        extended.valid_until,
+        extended
+            .started
+            .saturating_add(Duration::from_millis(10_000 - 102))
+    );
+    let pttl = raw.int(&[b"PTTL", key("extend", "").as_bytes()]);
+    assert!(
+        (2001..=10_000).contains(&pttl),
+        "PTTL after the extend: {pttl}"
+    );
+    assert_eq!(
+        raw.get(&key("extend", "")),
+        Some(t.as_bytes().to_vec()),
+        "same holder"
+    );
+}
+
+#[test]
+fn fenced_acquires_give_strictly_increasing_fences() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let lock = lock(
+        "fenced",
+        LockOptions {
+            fenced: true,
+            ..LockOptions::default()
+        },
+    );
+    let mut fences = Vec::new();
+    for i in 1..=3 {
+        let t = token(i);
+        let lease = acquire(&lock, &t, &ports, Duration::ZERO)
+            .0
+            .expect("fenced acquire");
+        fences.push(lease.fence().expect("a fenced lock hands out fences"));
+        assert_eq!(release(&lock, &t, &ports), Ok(Released::Free));
+    }
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "fences: {fences:?}");
+    let counter = Raw::to(&server)
+        .get(&key("fenced", ":fence"))
+        .expect("fence counter");
+    assert_eq!(
+        counter,
+        fences[2].to_string().into_bytes(),
+        "the counter is the last fence and never expires"
+    );
+}
+
+#[test]
+fn reentrant_lock_counts_holds() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock(
+        "again",
+        LockOptions {
+            reentrant: true,
+            ..LockOptions::default()
+        },
+    );
+    let (t, other) = (token(1), token(2));
+
+    assert_eq!(
+        acquire(&lock, &t, &ports, Duration::ZERO)
+            .0
+            .expect("first")
+            .holds(),
+        1
+    );
+    assert_eq!(
+        acquire(&lock, &t, &ports, Duration::ZERO)
+            .0
+            .expect("re-entry")
+            .holds(),
+        2
+    );
+    assert!(matches!(
+        acquire(&lock, &other, &ports, Duration::ZERO).0,
+        Err(Error::NotAcquired { .. })
+    ));
+
+    assert_eq!(
+        release(&lock, &t, &ports),
+        Ok(Released::StillHeld { holds: 1 })
+    );
+    assert_eq!(
+        raw.get(&key("again", "")),
+        Some(t.as_bytes().to_vec()),
+        "still held after one release"
+    );
+    assert_eq!(release(&lock, &t, &ports), Ok(Released::Free));
+    assert_eq!(raw.get(&key("again", "")), None);
+    assert_eq!(
+        raw.get(&key("again", ":holds")),
+        None,
+        "the hold count goes with the lock"
+    );
+}
+
+#[test]
+fn noscript_after_script_flush_is_recovered_by_eval() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock(
+        "flushed",
+        LockOptions {
+            fenced: true,
+            ..LockOptions::default()
+        },
+    );
+    let sha: &[u8] = &script::ACQUIRE.sha;
+    let script_exists = |raw: &mut Raw| match raw.cmd(&[b"SCRIPT", b"EXISTS", sha]) {
+        OwnedFrame::Array(items) => items == [OwnedFrame::Integer(1)],
+        other => panic!("SCRIPT EXISTS: {other:?}"),
+    };
+
+    let first = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("first fenced acquire");
+    assert_eq!(release(&lock, &token(1), &ports), Ok(Released::Free));
+    assert!(script_exists(&mut raw), "the acquire script was loaded");
+
+    assert_eq!(
+        raw.cmd(&[b"SCRIPT", b"FLUSH"]),
+        OwnedFrame::SimpleString(b"OK".to_vec())
+    );
+    assert!(!script_exists(&mut raw));
+
+    let (second, sent) = acquire(&lock, &token(2), &ports, Duration::ZERO);
+    let second = second.expect("a fenced acquire after SCRIPT FLUSH");
+    assert!(
+        second.fence() > first.fence(),
+        "{:?} then {:?}",
+        first.fence(),
+        second.fence()
+    );
+    // EVALSHA, refused with NOSCRIPT, then the same request again by EVAL.
+    assert_eq!(sent.len(), 2, "one EVALSHA and one EVAL");
+    assert!(contains(&sent[0].bytes, b"$7\r\nEVALSHA\r\n"));
+    assert!(contains(&sent[1].bytes, b"$4\r\nEVAL\r\n"));
+    assert!(script_exists(&mut raw), "EVAL loaded the script again");
+}
+
+#[test]
+fn a_waiter_blocks_on_the_signal_and_gets_the_lock_on_release() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock(
+        "handover",
+        LockOptions {
+            ttl: secs(10),
+            ..LockOptions::default()
+        },
+    );
+    let (a, b) = (token(1), token(2));
+    acquire(&lock, &a, &ports, Duration::ZERO)
+        .0
+        .expect("A acquires");
+
+    let waiter = {
+        let (lock, b) = (lock.clone(), b.clone());
+        thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let (outcome, sent) = acquire(&lock, &b, &ports, secs(5));
+            (outcome, sent, start.elapsed())
+        })
+    };
+    // B is parked in BLPOP on the server (not polling) before A lets go.
+    let blocked = eventually(StdDuration::from_secs(5), || {
+        raw.info("clients", "blocked_clients") == "1"
+    });
+    assert!(blocked, "B never blocked on the wake-up signal");
+    thread::sleep(StdDuration::from_millis(200));
+    assert_eq!(release(&lock, &a, &ports), Ok(Released::Free));
+
+    let (outcome, sent, elapsed) = waiter.join().expect("waiter thread");
+    let lease = outcome.expect("B acquires once A releases");
+    assert_eq!(lease.token(), &b);
+    assert!(
+        elapsed < StdDuration::from_secs(2),
+        "B took {elapsed:?}; A's ttl was 10 s"
+    );
+    assert!(
+        sent.iter().any(|s| s.tx.blocking.is_some()),
+        "B waited with a blocking BLPOP"
+    );
+    assert!(sent.iter().any(|s| contains(&s.bytes, b"BLPOP")));
+    // Attempt, BLPOP, attempt: no spinning while A held the lock.
+    assert!(sent.len() <= 4, "{} transmits", sent.len());
+    assert_eq!(raw.get(&key("handover", "")), Some(b.as_bytes().to_vec()));
+}
+
+#[test]
+fn a_waiter_gets_the_lock_when_the_holders_key_expires() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let (a, b) = (token(1), token(2));
+    let holder = lock(
+        "abandoned",
+        LockOptions {
+            ttl: Duration::from_millis(300),
+            ..LockOptions::default()
+        },
+    );
+    let waiter = lock("abandoned", LockOptions::default());
+    acquire(&holder, &a, &ports, Duration::ZERO)
+        .0
+        .expect("A acquires and never releases");
+
+    let start = std::time::Instant::now();
+    let (outcome, sent) = acquire(&waiter, &b, &ports, secs(3));
+    let elapsed = start.elapsed();
+    assert_eq!(
+        outcome.expect("B acquires after A's key expires").token(),
+        &b
+    );
+    assert!(
+        elapsed >= StdDuration::from_millis(250),
+        "B got it before A's key expired: {elapsed:?}"
+    );
+    assert!(
+        elapsed < StdDuration::from_secs(2),
+        "B waited {elapsed:?} for a 300 ms key"
+    );
+    assert!(
+        sent.len() <= 8,
+        "{} transmits: the wait is timed by the holder's PTTL",
+        sent.len()
+    );
+}
+
+#[test]
+fn redlock_over_three_servers_acquires_and_releases() {
+    let Some(nodes) = servers::<3>() else { return };
+    let ports = nodes.each_ref().map(|s| s.port);
+    let lock = lock("quorum", LockOptions::default());
+    let t = token(1);
+
+    let lease = acquire(&lock, &t, &ports, Duration::ZERO)
+        .0
+        .expect("Redlock acquire");
+    assert!(
+        lease.remaining(now()) > secs(29),
+        "validity is ttl less drift and elapsed time"
+    );
+    for node in &nodes {
+        assert_eq!(
+            Raw::to(node).get(&key("quorum", "")),
+            Some(t.as_bytes().to_vec())
+        );
+    }
+    assert!(matches!(
+        acquire(&lock, &token(2), &ports, Duration::ZERO).0,
+        Err(Error::NotAcquired { .. })
+    ));
+    assert_eq!(release(&lock, &t, &ports), Ok(Released::Free));
+    for node in &nodes {
+        assert_eq!(Raw::to(node).get(&key("quorum", "")), None);
+    }
+}
+
+#[test]
+fn redlock_acquires_with_one_server_down() {
+    let Some([a, b, c]) = servers::<3>() else {
+        return;
+    };
+    let ports = [a.port, b.port, c.port];
+    drop(c);
+    let lock = lock("one-down", LockOptions::default());
+    let t = token(1);
+
+    let lease = acquire(&lock, &t, &ports, Duration::ZERO)
+        .0
+        .expect("two of three is a quorum");
+    assert_eq!(lease.token(), &t);
+    for live in [&a, &b] {
+        assert_eq!(
+            Raw::to(live).get(&key("one-down", "")),
+            Some(t.as_bytes().to_vec())
+        );
+    }
+    assert_eq!(release(&lock, &t, &ports), Ok(Released::Free));
+    for live in [&a, &b] {
+        assert_eq!(Raw::to(live).get(&key("one-down", "")), None);
+    }
+}
+
+#[test]
+fn redlock_with_two_servers_down_reports_quorum_lost_and_rolls_back() {
+    let Some([a, b, c]) = servers::<3>() else {
+        return;
+    };
+    let ports = [a.port, b.port, c.port];
+    drop(b);
+    drop(c);
+    let lock = lock("two-down", LockOptions::default());
+
+    let start = std::time::Instant::now();
+    let outcome = acquire(&lock, &token(1), &ports, secs(1)).0;
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::QuorumLost {
+                granted: 0 | 1,
+                needed: 2,
+                nodes: 3,
+                last_failure: Some(NodeFailure::Disconnected)
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        elapsed < StdDuration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+    // No minority keeps a key until its TTL: the live node's grant was rolled back.
+    let mut raw = Raw::to(&a);
+    assert!(eventually(StdDuration::from_secs(1), || raw
+        .get(&key("two-down", ""))
+        .is_none()));
+}
+
+#[test]
+fn a_lock_key_of_the_wrong_type_is_a_server_error() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    assert_eq!(raw.int(&[b"LPUSH", key("w", "").as_bytes(), b"x"]), 1);
+    let lock = lock(
+        "w",
+        LockOptions {
+            fenced: true,
+            ..LockOptions::default()
+        },
+    );
+
+    let start = std::time::Instant::now();
+    let outcome = acquire(&lock, &token(1), &ports, secs(2)).0;
+    let Err(Error::Server { node: 0, error }) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(error.kind, ServerErrorKind::WrongType, "{error:?}");
+    assert!(
+        start.elapsed() < StdDuration::from_secs(1),
+        "waiting cannot fix WRONGTYPE: no retries"
+    );
+    assert_eq!(
+        raw.cmd(&[b"TYPE", key("w", "").as_bytes()]),
+        OwnedFrame::SimpleString(b"list".to_vec())
+    );
+}

@@ -1,4 +1,4 @@
-//! RESP on the wire: commands out ([`encode`]), replies in ([`decode`]).
+//! RESP on the wire: commands out ([`mod@encode`]), replies in ([`mod@decode`]).
 //!
 //! Commands are always RESP arrays of bulk strings, so any bytes in a name or token (CRLF,
 //! NUL, invalid UTF-8) travel as data and can never change the command. Replies are framed by

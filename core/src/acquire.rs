@@ -11,8 +11,9 @@
 //! Between attempts the machine either sleeps out a backoff delay — never past the wait
 //! deadline, and never past the moment the holder's key expires, when a node said — or, when
 //! wake-up signals are on, blocks on the signal list of a node that said "busy" (`BLPOP`) for
-//! up to the same span: a release then hands the lock over within a round trip. A signal is a
-//! hint only: every wake-up is followed by a full attempt.
+//! up to the same span, and never longer than the retry cap: a release then hands the lock
+//! over within a round trip, and one that pushes no signal is noticed within the cap. A
+//! signal is a hint only: every wake-up is followed by a full attempt.
 //!
 //! ## Fencing over N nodes
 //! With one node the fence is the counter's `INCR` inside the acquire script: one counter,
@@ -302,8 +303,11 @@ impl AcquireOp {
             .iter()
             .position(|&v| v == Vote::Busy)
             .filter(|_| self.signal_usable);
+        // Never longer than the retry cap either: a release that pushes no signal (a client
+        // with signals off, another library, a reset) is then noticed within the cap.
+        let cap = ctx.lock.options().retry.cap;
         let span = until_free
-            .unwrap_or(ctx.lock.options().retry.cap)
+            .map_or(cap, |t| t.min(cap))
             .min(remaining)
             .max(Duration::from_millis(1));
         match waiter {

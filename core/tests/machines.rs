@@ -91,8 +91,8 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     let sent = drain(&mut m, ms(0));
     assert_eq!(sent[0].commands.len(), 2, "SET NX PX and PTTL, pipelined");
     assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
-    // Held; the holder's key has 700 ms left.
-    m.handle_input(0, b"$-1\r\n:700\r\n", ms(1));
+    // Held; the holder's key has 300 ms left.
+    m.handle_input(0, b"$-1\r\n:300\r\n", ms(1));
     assert_eq!(m.poll_outcome(), None);
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent.len(), 1);
@@ -101,7 +101,7 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
         sent[0].commands,
         vec![args(&["BLPOP", "distlock:{job}:signal", "1"])]
     );
-    assert_eq!(sent[0].blocking, Some(Duration::from_millis(701)));
+    assert_eq!(sent[0].blocking, Some(Duration::from_millis(301)));
     // The release's signal arrives: try again at once.
     m.handle_input(
         0,
@@ -113,6 +113,22 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     m.handle_input(0, b"+OK\r\n:-2\r\n", ms(51));
     let lease = m.poll_outcome().unwrap().unwrap();
     assert_eq!(lease.started(), ms(50));
+}
+
+#[test]
+fn a_waiter_blocks_no_longer_than_the_retry_cap() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(60), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    // The holder's key lives 30 s more; its release might push no signal.
+    m.handle_input(0, b"$-1\r\n:30000\r\n", ms(1));
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent[0].blocking, Some(Duration::from_millis(500)));
+    // The wait times out without a signal: another attempt, not a sleep.
+    m.handle_input(0, b"*-1\r\n", ms(501));
+    let sent = drain(&mut m, ms(501));
+    assert_eq!(name_of(&sent[0].commands[0]), "SET");
 }
 
 #[test]

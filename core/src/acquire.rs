@@ -95,6 +95,8 @@ pub struct AcquireOp {
     fatal: Option<(usize, ServerError)>,
     fatal_nodes: usize,
     signal_usable: bool,
+    /// What the last failed attempt would report, should no other attempt start.
+    gave_up: Option<Error>,
     outcome: Option<Result<Lease, Error>>,
 }
 
@@ -114,12 +116,6 @@ impl<const N: usize> Machine<AcquireOp, N> {
         now: Instant,
         seed: u64,
     ) -> Result<Self, ConfigError> {
-        if servers.len() > N.min(MAX_NODES) {
-            return Err(ConfigError::BadNodeCount {
-                nodes: servers.len(),
-                capacity: N.min(MAX_NODES),
-            });
-        }
         let mut ctx = Context::new(lock, token, servers)?;
         let options = lock.options();
         let mut op = AcquireOp {
@@ -138,6 +134,7 @@ impl<const N: usize> Machine<AcquireOp, N> {
             fatal: None,
             fatal_nodes: 0,
             signal_usable: options.wake_signal.is_some(),
+            gave_up: None,
             outcome: None,
         };
         op.start_attempt(&mut ctx, now);
@@ -276,22 +273,24 @@ impl AcquireOp {
             let node = u8::try_from(node).unwrap_or(u8::MAX);
             return self.finish(Err(Error::Server { node, error }));
         }
+        let error = match reason {
+            Some(error) => error,
+            None if busy > 0 && granted + busy >= needed => Error::NotAcquired {
+                attempts: self.attempts,
+                holder_ttl: self.holder_ttl,
+            },
+            None => Error::QuorumLost {
+                granted: u8::try_from(granted).unwrap_or(u8::MAX),
+                needed: u8::try_from(needed).unwrap_or(u8::MAX),
+                nodes: u8::try_from(nodes).unwrap_or(u8::MAX),
+                last_failure: self.last_failure.clone(),
+            },
+        };
         if !self.may_retry_after(&ctx.lock, now) {
-            let error = match reason {
-                Some(error) => error,
-                None if busy > 0 && granted + busy >= needed => Error::NotAcquired {
-                    attempts: self.attempts,
-                    holder_ttl: self.holder_ttl,
-                },
-                None => Error::QuorumLost {
-                    granted: u8::try_from(granted).unwrap_or(u8::MAX),
-                    needed: u8::try_from(needed).unwrap_or(u8::MAX),
-                    nodes: u8::try_from(nodes).unwrap_or(u8::MAX),
-                    last_failure: self.last_failure.clone(),
-                },
-            };
             return self.finish(Err(error));
         }
+        // Reported if the next attempt cannot start before the wait runs out.
+        self.gave_up = Some(error);
         let remaining = self.wait_until.saturating_since(now);
         // Past the holder's expiry there is nothing to wait for.
         let until_free = self
@@ -322,6 +321,21 @@ impl AcquireOp {
                 };
             }
         }
+    }
+
+    /// Starts the next attempt, unless the wait ran out meanwhile (the driver was late, or a
+    /// wake-up came at the deadline): no attempt starts after the deadline, so an acquire
+    /// ends by `wait + 2 × request_timeout` on the caller's clock.
+    fn retry_or_give_up<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        if now <= self.wait_until {
+            self.gave_up = None;
+            return self.start_attempt(ctx, now);
+        }
+        let error = self.gave_up.take().unwrap_or(Error::NotAcquired {
+            attempts: self.attempts,
+            holder_ttl: self.holder_ttl,
+        });
+        self.finish(Err(error));
     }
 
     fn finish(&mut self, outcome: Result<Lease, Error>) {
@@ -415,7 +429,7 @@ impl Decide for AcquireOp {
                     // BLPOP refused (ACL, or no such command): poll instead from now on.
                     self.signal_usable = false;
                 }
-                self.start_attempt(ctx, now);
+                self.retry_or_give_up(ctx, now);
             }
             // Rollbacks, and replies of rounds already settled.
             _ => {}
@@ -426,7 +440,7 @@ impl Decide for AcquireOp {
         if let Phase::Sleeping { until } = self.phase
             && now >= until
         {
-            self.start_attempt(ctx, now);
+            self.retry_or_give_up(ctx, now);
         }
     }
 

@@ -92,12 +92,6 @@ impl Ballot {
         now: Instant,
         seed: u64,
     ) -> Result<(Context<N>, Ballot), ConfigError> {
-        if servers.len() > N.min(MAX_NODES) {
-            return Err(ConfigError::BadNodeCount {
-                nodes: servers.len(),
-                capacity: N.min(MAX_NODES),
-            });
-        }
         let mut ctx = Context::new(lock, token, servers)?;
         let options = lock.options();
         let mut ballot = Ballot {

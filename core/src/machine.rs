@@ -33,15 +33,21 @@ pub struct Context<const N: usize> {
 }
 
 impl<const N: usize> Context<N> {
+    /// One link per server: between 1 and `N` (and at most [`crate::MAX_NODES`]) of them.
     pub(crate) fn new(
         lock: &Lock,
         token: Token,
         servers: &[ServerInfo],
     ) -> Result<Self, ConfigError> {
-        let links = Links::new(servers).ok_or(ConfigError::BadNodeCount {
+        let capacity = N.min(crate::MAX_NODES);
+        let count = ConfigError::BadNodeCount {
             nodes: servers.len(),
-            capacity: N,
-        })?;
+            capacity,
+        };
+        if servers.len() > capacity {
+            return Err(count);
+        }
+        let links = Links::new(servers).ok_or(count)?;
         Ok(Context {
             links,
             lock: lock.clone(),

@@ -30,6 +30,17 @@
 //! survive restarts (persistence on, as for any Redlock guarantee); the simulator shows what
 //! breaks without. A lease whose validity ran out during the raise round is not reported.
 //!
+//! ## One token per attempt
+//! Each attempt writes its own token ([`crate::Token::for_attempt`]), and a rollback deletes
+//! only its attempt's. Found by the simulator: with one token for every attempt, a rollback
+//! that reached a node late — over a connection the driver had replaced, while the server
+//! still ran what the old one carried — deleted the key of a later, winning attempt, and a
+//! second client got in. The lease reports the winning attempt's token. A re-entry is
+//! recognised by the owner's token (the one passed in: for re-entry, the first lease's), never
+//! by an attempt's; a re-entry attempt that has to be rolled back (it timed out, or won only a
+//! minority) keeps its extra hold on the nodes it reached, so such a lock frees at its TTL
+//! rather than at the last release.
+//!
 //! Invariant: the outcome is `Ok` only when a quorum of well-formed grants for *this*
 //! attempt arrived (replies of earlier attempts are stale and discarded by the links) and
 //! validity remains at the time of reporting.
@@ -87,7 +98,12 @@ pub struct AcquireOp {
     backoff: Backoff,
     votes: heapless::Vec<Vote, 16>,
     granted_fence: u64,
-    granted_holds: u32,
+    /// Grants that took the lock fresh (with this attempt's token).
+    fresh_grants: usize,
+    /// The smallest hold count among grants that re-entered (the owner's token).
+    reentered: Option<u32>,
+    /// Grants that re-entered.
+    reentered_grants: usize,
     raised: usize,
     raise_failed: usize,
     holder_ttl: Option<Duration>,
@@ -126,7 +142,9 @@ impl<const N: usize> Machine<AcquireOp, N> {
             backoff: Backoff::new(options.retry, seed),
             votes: heapless::Vec::new(),
             granted_fence: 0,
-            granted_holds: 0,
+            fresh_grants: 0,
+            reentered: None,
+            reentered_grants: 0,
             raised: 0,
             raise_failed: 0,
             holder_ttl: None,
@@ -157,14 +175,22 @@ impl AcquireOp {
         self.phase = Phase::Acquiring;
         self.started = now;
         self.granted_fence = 0;
-        self.granted_holds = u32::MAX;
+        self.fresh_grants = 0;
+        self.reentered = None;
+        self.reentered_grants = 0;
         self.fatal = None;
         self.fatal_nodes = 0;
         self.votes.clear();
         // Ask how long the holder's key lives only when that can time a later attempt.
         let probe_ttl = self.may_retry_after(&ctx.lock, now);
         for node in 0..ctx.links.len() {
-            let vote = if ctx.links.queue(node, Request::Acquire { probe_ttl }) {
+            let vote = if ctx.links.queue(
+                node,
+                Request::Acquire {
+                    probe_ttl,
+                    attempt: self.attempts,
+                },
+            ) {
                 Vote::Pending
             } else {
                 self.last_failure = Some(NodeFailure::Disconnected);
@@ -230,19 +256,28 @@ impl AcquireOp {
         if now >= valid_until {
             return self.fail_attempt(ctx, now, Some(Error::Expired));
         }
+        // A fresh acquisition holds this attempt's token; a re-entry holds the owner's (the
+        // token the caller passed: the lease token of its first acquisition). The lease is the
+        // token a quorum holds; grants split between the two (some nodes lost the key) hold
+        // neither by a quorum, and win nothing.
+        let needed = quorum(self.votes.len());
+        let (token, holds) = match self.reentered {
+            Some(holds) if self.reentered_grants >= needed => (ctx.token.clone(), holds),
+            _ if self.fresh_grants >= needed => {
+                let reentrant = ctx.lock.options().reentrant;
+                (ctx.token.for_attempt(self.attempts, reentrant), 1)
+            }
+            _ => return self.fail_attempt(ctx, now, None),
+        };
         // Replies still owed (slow nodes) are stale now; their grants are ours and go with
         // the release, which is sent to every node.
         ctx.links.abandon_all();
         let lease = Lease {
-            token: ctx.token.clone(),
+            token,
             fence: ctx.lock.options().fenced.then_some(self.granted_fence),
             started: self.started,
             valid_until,
-            holds: if self.granted_holds == u32::MAX {
-                1
-            } else {
-                self.granted_holds
-            },
+            holds,
         };
         self.finish(Ok(lease));
     }
@@ -263,7 +298,12 @@ impl AcquireOp {
                 self.votes.get(node),
                 Some(Vote::Granted | Vote::Pending | Vote::Lost)
             ) {
-                let _ = ctx.links.queue(node, Request::Rollback);
+                let _ = ctx.links.queue(
+                    node,
+                    Request::Rollback {
+                        attempt: self.attempts,
+                    },
+                );
             }
         }
         ctx.links.abandon_all();
@@ -375,7 +415,12 @@ impl Decide for AcquireOp {
                 let vote = match answer {
                     Answer::Granted { holds, fence } => {
                         self.granted_fence = self.granted_fence.max(fence);
-                        self.granted_holds = self.granted_holds.min(holds);
+                        if holds > 1 {
+                            self.reentered = Some(self.reentered.map_or(holds, |h| h.min(holds)));
+                            self.reentered_grants += 1;
+                        } else {
+                            self.fresh_grants += 1;
+                        }
                         Vote::Granted
                     }
                     Answer::Busy { holder_ttl } => {
@@ -461,7 +506,12 @@ impl Decide for AcquireOp {
                     self.votes.get(node),
                     Some(Vote::Granted | Vote::Pending | Vote::Lost)
                 ) {
-                    let _ = ctx.links.queue(node, Request::Rollback);
+                    let _ = ctx.links.queue(
+                        node,
+                        Request::Rollback {
+                            attempt: self.attempts,
+                        },
+                    );
                 }
             }
         }

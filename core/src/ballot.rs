@@ -174,13 +174,17 @@ impl Ballot {
         let yes = self.count(Vote::Yes);
         let not_held = self.count(Vote::NotHeld);
         let can_retry = now < self.deadline;
-        let hopeful = yes
-            + self.count(Vote::Pending)
-            + if can_retry {
-                self.count(Vote::Retry)
-            } else {
-                0
-            };
+        let pending = self.count(Vote::Pending);
+        let retry = self.count(Vote::Retry);
+        let hopeful = yes + pending + if can_retry { retry } else { 0 };
+        // A release hears every node out (each has a reply deadline) before it reports, so a
+        // slow node's key is deleted too — its NOSCRIPT fallback included — and not left to
+        // its TTL. An extend may report as soon as its quorum is in.
+        let settled =
+            self.request != Request::Release || (pending == 0 && (retry == 0 || !can_retry));
+        if !settled {
+            return self.retry_later(now);
+        }
         if yes >= needed {
             let holds = if self.still_held == u32::MAX {
                 0
@@ -207,7 +211,15 @@ impl Ballot {
             };
             return self.finish(ctx, Err(error));
         }
-        if self.count(Vote::Pending) == 0 && self.sleeping_until.is_none() {
+        self.retry_later(now);
+    }
+
+    /// When only nodes worth asking again are left, asks them after a pause.
+    fn retry_later(&mut self, now: Instant) {
+        if self.count(Vote::Pending) == 0
+            && self.count(Vote::Retry) > 0
+            && self.sleeping_until.is_none()
+        {
             // Only retryable nodes keep the outcome open: ask them again after a pause.
             let delay = self.backoff.next_delay();
             self.sleeping_until = Some(now.saturating_add(delay).min(self.deadline));

@@ -21,6 +21,7 @@ use core::fmt;
 
 use crate::error::{ProtocolError, ServerError, ServerErrorKind};
 use crate::resp::{self, BufferTooSmall, Framer, Protocol, Reply, Sink};
+use crate::script;
 use crate::server::{Flavor, ServerInfo, Version};
 use crate::time::{Duration, Instant};
 
@@ -65,6 +66,10 @@ pub struct HandshakeOptions {
     pub resp3: bool,
     /// How long the whole handshake may take. Default 5 s.
     pub timeout: Duration,
+    /// `SCRIPT LOAD` the lock scripts, so that no lock operation on this connection needs the
+    /// `NOSCRIPT` round trip (unless the cache is flushed later). Refusals (an ACL without
+    /// `SCRIPT`) are ignored: the machines fall back to `EVAL`. Default on.
+    pub load_scripts: bool,
 }
 
 impl Default for HandshakeOptions {
@@ -75,6 +80,7 @@ impl Default for HandshakeOptions {
             database: 0,
             resp3: true,
             timeout: Duration::from_secs(5),
+            load_scripts: true,
         }
     }
 }
@@ -118,6 +124,12 @@ enum Step {
     SendLegacy,
     /// Waiting for its replies.
     AwaitLegacy,
+    /// Loading the lock scripts: one `SCRIPT LOAD` per transmit (so a 1 KiB buffer holds
+    /// each); how many were sent and how many answered.
+    Loading {
+        sent: u8,
+        answered: u8,
+    },
     Done,
 }
 
@@ -159,16 +171,33 @@ impl Handshake {
 
     /// The next bytes to send, written to the front of `buf` (`Ok(None)`: nothing now).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BufferTooSmall> {
-        let len = match self.step {
-            Step::SendHello => resp::encode_into(buf, |sink| self.encode_hello(sink))?,
-            Step::SendLegacy => resp::encode_into(buf, |sink| self.encode_legacy(sink))?,
+        let (len, next) = match self.step {
+            Step::SendHello => (
+                resp::encode_into(buf, |sink| self.encode_hello(sink))?,
+                Step::AwaitHello,
+            ),
+            Step::SendLegacy => (
+                resp::encode_into(buf, |sink| self.encode_legacy(sink))?,
+                Step::AwaitLegacy,
+            ),
+            Step::Loading { sent, answered } => {
+                let Some(script) = script::ALL.get(usize::from(sent)) else {
+                    return Ok(None);
+                };
+                let len = resp::encode_into(buf, |sink| {
+                    sink.command(&[b"SCRIPT", b"LOAD", script.source.as_bytes()]);
+                })?;
+                (
+                    len,
+                    Step::Loading {
+                        sent: sent.saturating_add(1),
+                        answered,
+                    },
+                )
+            }
             _ => return Ok(None),
         };
-        self.step = if self.step == Step::SendHello {
-            Step::AwaitHello
-        } else {
-            Step::AwaitLegacy
-        };
+        self.step = next;
         self.seen = 0;
         Ok(Some(len))
     }
@@ -222,7 +251,8 @@ impl Handshake {
     pub fn handle_input(&mut self, mut bytes: &[u8], _now: Instant) {
         // The framer is lent out while replies borrowed from it are handled.
         let mut framer = core::mem::take(&mut self.framer);
-        'read: while self.outcome.is_none() {
+        // Once the handshake is over, what follows on the connection is not its business.
+        'read: while self.step != Step::Done {
             let taken = framer.push(bytes);
             bytes = bytes.get(taken..).unwrap_or_default();
             loop {
@@ -230,7 +260,7 @@ impl Handshake {
                     Ok(Some(len)) => {
                         self.on_frame(framer.frame(len));
                         framer.consume(len);
-                        if self.outcome.is_some() {
+                        if self.step == Step::Done {
                             break 'read;
                         }
                     }
@@ -249,10 +279,10 @@ impl Handshake {
     }
 
     fn on_frame(&mut self, frame: &[u8]) {
-        let protocol = if self.step == Step::AwaitHello {
-            Protocol::Resp3
-        } else {
-            Protocol::Resp2
+        let protocol = match self.step {
+            Step::AwaitHello => Protocol::Resp3,
+            Step::Loading { .. } => self.info.protocol,
+            _ => Protocol::Resp2,
         };
         let reply = match resp::decode(frame, protocol) {
             Ok(Reply::Push(_)) => return,
@@ -263,6 +293,19 @@ impl Handshake {
             self.skip -= 1;
             return;
         }
+        if let Step::Loading { sent, answered } = self.step {
+            // Loaded, or refused: either way the machines cope.
+            let answered = answered.saturating_add(1);
+            if answered > sent {
+                return self.finish(Err(HandshakeError::Protocol(ProtocolError::Unsolicited)));
+            }
+            self.step = Step::Loading { sent, answered };
+            if usize::from(answered) == script::ALL.len() {
+                let info = self.info;
+                self.finish(Ok(info));
+            }
+            return;
+        }
         let index = self.seen;
         self.seen = self.seen.saturating_add(1);
         let result = match self.step {
@@ -271,6 +314,12 @@ impl Handshake {
             _ => Err(HandshakeError::Protocol(ProtocolError::Unsolicited)),
         };
         match result {
+            Ok(true) if self.options.load_scripts => {
+                self.step = Step::Loading {
+                    sent: 0,
+                    answered: 0,
+                };
+            }
             Ok(true) => {
                 let info = self.info;
                 self.finish(Ok(info));
@@ -455,7 +504,12 @@ mod tests {
     use super::*;
     use alloc::vec;
 
+    /// Starts a handshake without the script loading step (tested on its own below).
     fn run(options: HandshakeOptions) -> (Handshake, Vec<u8>) {
+        let options = HandshakeOptions {
+            load_scripts: false,
+            ..options
+        };
         let mut h = Handshake::new(options, Instant::ZERO);
         let mut buf = vec![0u8; 1024];
         let len = h.poll_transmit(&mut buf).unwrap().unwrap();
@@ -606,6 +660,43 @@ mod tests {
         assert_eq!(
             h.poll_outcome(),
             Some(Err(HandshakeError::Protocol(ProtocolError::Malformed)))
+        );
+    }
+
+    #[test]
+    fn the_lock_scripts_are_loaded_after_the_handshake() {
+        let mut h = Handshake::new(HandshakeOptions::default(), Instant::ZERO);
+        let mut buf = vec![0u8; 1024];
+        h.poll_transmit(&mut buf).unwrap().unwrap();
+        h.handle_input(&hello_map("redis", "7.0.15"), Instant::ZERO);
+        assert_eq!(h.poll_outcome(), None, "not before the scripts are loaded");
+        let mut loaded = Vec::new();
+        while let Some(len) = h.poll_transmit(&mut buf).unwrap() {
+            loaded.push(buf[..len].to_vec());
+        }
+        assert_eq!(
+            loaded.len(),
+            script::ALL.len(),
+            "one SCRIPT LOAD per transmit"
+        );
+        for (bytes, script) in loaded.iter().zip(script::ALL) {
+            assert!(bytes.ends_with(alloc::format!("{}\r\n", script.source).as_bytes()));
+        }
+        // One load refused (an ACL without SCRIPT): still a working connection.
+        let sha = |s: &crate::script::Script| {
+            alloc::format!("$40\r\n{}\r\n", core::str::from_utf8(&s.sha).unwrap())
+        };
+        let replies = [
+            sha(&script::ALL[0]),
+            "-NOPERM no\r\n".into(),
+            sha(&script::ALL[2]),
+            sha(&script::ALL[3]),
+        ]
+        .concat();
+        h.handle_input(replies.as_bytes(), Instant::ZERO);
+        assert_eq!(
+            h.poll_outcome().unwrap().unwrap().version,
+            Version::new(7, 0, 15)
         );
     }
 

@@ -197,6 +197,33 @@ impl Token {
             .map_err(|_| ConfigError::BadToken)
     }
 
+    /// The token acquire attempt `attempt` writes: the token itself for the first attempt on
+    /// a plain lock, `<token>.<attempt>` otherwise (the token cut to fit [`MAX_TOKEN_LEN`]).
+    /// Distinct per attempt, so a compare-and-delete that rolls back a failed attempt can
+    /// never remove what a later attempt took — even when it reaches the node late, over a
+    /// connection the driver has already replaced. On a reentrant lock the owner's token is
+    /// what re-enters, so no attempt writes it: a later attempt never mistakes an earlier
+    /// one's key for a re-entry. The lease reports the winning attempt's token: that is the
+    /// one to release, extend or re-enter with.
+    #[must_use]
+    pub fn for_attempt(&self, attempt: u32, reentrant: bool) -> Token {
+        if attempt <= 1 && !reentrant {
+            return self.clone();
+        }
+        let mut digits = [0u8; 20];
+        let suffix = crate::resp::encode::decimal(u64::from(attempt), &mut digits);
+        let keep = self
+            .0
+            .len()
+            .min(MAX_TOKEN_LEN.saturating_sub(suffix.len() + 1));
+        let mut text = heapless::String::new();
+        // All ASCII, and `keep + 1 + suffix` fits MAX_TOKEN_LEN by construction.
+        let _ = text.push_str(self.0.get(..keep).unwrap_or_default());
+        let _ = text.push('.');
+        let _ = text.push_str(core::str::from_utf8(suffix).unwrap_or_default());
+        Token(text)
+    }
+
     /// The token's text.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -301,6 +328,26 @@ mod tests {
         );
         assert_eq!(Token::new(&[b'a'; 65]), Err(ConfigError::BadToken));
         assert_eq!(Token::new(t.as_bytes()), Ok(t));
+    }
+
+    #[test]
+    fn every_attempt_has_its_own_token() {
+        let t = Token::from_entropy([0x11; 16]);
+        assert_eq!(t.for_attempt(1, false), t);
+        assert_eq!(
+            t.for_attempt(1, true).as_str(),
+            alloc::format!("{}.1", t.as_str())
+        );
+        assert_eq!(
+            t.for_attempt(2, false).as_str(),
+            alloc::format!("{}.2", t.as_str())
+        );
+        let long = Token::new(&[b'z'; MAX_TOKEN_LEN]).unwrap();
+        let fourth = long.for_attempt(4_000_000_000, false);
+        assert_eq!(fourth.as_str().len(), MAX_TOKEN_LEN);
+        assert!(fourth.as_str().ends_with(".4000000000"));
+        assert_ne!(long.for_attempt(5, false), long.for_attempt(6, false));
+        assert_eq!(Token::new(fourth.as_bytes()), Ok(fourth));
     }
 
     #[test]

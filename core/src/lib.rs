@@ -61,6 +61,8 @@ pub mod keys;
 mod link;
 pub mod lock;
 pub mod machine;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod resp;
 pub mod retry;
 pub mod script;

@@ -46,15 +46,16 @@ pub struct Transmit {
 /// What a request asks a node to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
-    /// Take the lock; `probe_ttl`: also ask how long the holder's key lives (to time waits).
-    Acquire { probe_ttl: bool },
+    /// Take the lock for attempt `attempt`; `probe_ttl`: also ask how long the holder's key
+    /// lives (to time waits).
+    Acquire { probe_ttl: bool, attempt: u32 },
     /// Raise the fencing counter to at least this.
     RaiseFence(u64),
     /// Compare-and-delete.
     Release,
-    /// Compare-and-delete of what a failed attempt may have taken, pushing no wake-up signal
-    /// (the attempt's own waiter would swallow it).
-    Rollback,
+    /// Compare-and-delete of what failed attempt `attempt` may have taken, pushing no wake-up
+    /// signal (the attempt's own waiter would swallow it).
+    Rollback { attempt: u32 },
     /// Compare-and-extend.
     Extend,
     /// Block on the wake-up list for this long.
@@ -337,7 +338,7 @@ impl Link {
             Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
             Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
             Request::RaiseFence(_) => Encoding::Script,
-            Request::Release | Request::Rollback
+            Request::Release | Request::Rollback { .. }
                 if !options.reentrant
                     && !self.scripts_only
                     && self.server.native_delete().is_some() =>
@@ -349,7 +350,7 @@ impl Link {
             {
                 Encoding::Native
             }
-            Request::Release | Request::Rollback | Request::Extend => Encoding::Script,
+            Request::Release | Request::Rollback { .. } | Request::Extend => Encoding::Script,
         }
     }
 
@@ -362,13 +363,17 @@ impl Link {
         Some(flight.request)
     }
 
-    /// The link is out of step with its connection.
+    /// The link is out of step with its connection. The request in flight, or one queued to
+    /// go again (after `NOSCRIPT`) that now never will, fails: the operation must hear of it.
     fn desync(&mut self, error: ProtocolError) -> Option<(Request, Answer)> {
         self.desynced = true;
-        self.queued = None;
         self.framer.clear();
-        let flight = self.in_flight.take()?;
-        Some((flight.request, Answer::Failed(NodeFailure::Protocol(error))))
+        let request = match self.in_flight.take() {
+            Some(flight) => Some(flight.request),
+            None => self.queued.take(),
+        };
+        self.queued = None;
+        Some((request?, Answer::Failed(NodeFailure::Protocol(error))))
     }
 
     /// Matches one complete frame (the first `len` buffered bytes) to what is owed.
@@ -406,8 +411,12 @@ impl Link {
                 }
                 _ => flight.answer = Some(interpret(flight.request, flight.encoding, &reply, lock)),
             }
-        } else if let (Some(Answer::Busy { holder_ttl }), Request::Acquire { probe_ttl: true }) =
-            (flight.answer.as_mut(), flight.request)
+        } else if let (
+            Some(Answer::Busy { holder_ttl }),
+            Request::Acquire {
+                probe_ttl: true, ..
+            },
+        ) = (flight.answer.as_mut(), flight.request)
         {
             // The PTTL piggy-backed on SET NX: how long until the holder's key expires.
             *holder_ttl = match reply {
@@ -461,12 +470,12 @@ fn interpret(request: Request, encoding: Encoding, reply: &Reply<'_>, lock: &Loc
             Reply::Integer(n @ 0..) => Answer::Raised(n.unsigned_abs()),
             _ => unexpected,
         },
-        (Request::Release | Request::Rollback, Encoding::Native) => match reply {
+        (Request::Release | Request::Rollback { .. }, Encoding::Native) => match reply {
             Reply::Integer(1) => Answer::Released { still_held: 0 },
             Reply::Integer(0) => Answer::NotHeld,
             _ => unexpected,
         },
-        (Request::Release | Request::Rollback, _) => match reply {
+        (Request::Release | Request::Rollback { .. }, _) => match reply {
             Reply::Integer(-1) => Answer::NotHeld,
             Reply::Integer(n @ 0..) => Answer::Released {
                 still_held: u32::try_from(*n).unwrap_or(u32::MAX),
@@ -513,8 +522,13 @@ impl Encoder<'_> {
     /// How many replies the encoded batch produces.
     fn replies(&self, request: Request, encoding: Encoding) -> u8 {
         match (request, encoding) {
-            (Request::Acquire { probe_ttl: true }, Encoding::Command) => 2,
-            (Request::Release | Request::Rollback, Encoding::Native)
+            (
+                Request::Acquire {
+                    probe_ttl: true, ..
+                },
+                Encoding::Command,
+            ) => 2,
+            (Request::Release | Request::Rollback { .. }, Encoding::Native)
                 if self.signal_ttl(request).is_some() =>
             {
                 4
@@ -534,10 +548,19 @@ impl Encoder<'_> {
     fn encode(&self, request: Request, encoding: Encoding, sink: &mut dyn Sink) {
         let keys = self.lock.keys();
         let options = self.lock.options();
-        let token = self.token.as_bytes();
+        // Each acquire attempt writes its own token, and its rollback deletes only that (see
+        // `Token::for_attempt`); release and extend act with the owner's (the lease's) token,
+        // and a re-entry is recognised by it.
+        let attempt_token = match request {
+            Request::Acquire { attempt, .. } | Request::Rollback { attempt } => {
+                Some(self.token.for_attempt(attempt, options.reentrant))
+            }
+            _ => None,
+        };
+        let token = attempt_token.as_ref().unwrap_or(self.token).as_bytes();
         let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
         match (request, encoding) {
-            (Request::Acquire { probe_ttl }, Encoding::Command) => {
+            (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
                 sink.array(6);
                 sink.bulk(b"SET");
                 sink.bulk_parts(&keys.lock());
@@ -556,18 +579,19 @@ impl Encoder<'_> {
                     sink,
                     &script::ACQUIRE,
                     &[&keys.lock(), &keys.fence(), &keys.holds()],
-                    4,
+                    5,
                 );
                 sink.bulk(token);
                 sink.bulk_u64(options.ttl.as_millis());
                 sink.bulk(flag(options.fenced));
                 sink.bulk(flag(options.reentrant));
+                sink.bulk(self.token.as_bytes());
             }
             (Request::RaiseFence(value), _) => {
                 self.script_header(sink, &script::RAISE_FENCE, &[&keys.fence()], 1);
                 sink.bulk_u64(value);
             }
-            (Request::Release | Request::Rollback, Encoding::Native) => {
+            (Request::Release | Request::Rollback { .. }, Encoding::Native) => {
                 match self.server.native_delete() {
                     Some(NativeDelete::DelExIfEq) => {
                         sink.array(4);
@@ -600,7 +624,7 @@ impl Encoder<'_> {
                     sink.bulk_u64(signal_ttl.as_millis());
                 }
             }
-            (Request::Release | Request::Rollback, _) => {
+            (Request::Release | Request::Rollback { .. }, _) => {
                 self.script_header(
                     sink,
                     &script::RELEASE,

@@ -30,8 +30,11 @@ impl Script {
 
 /// Acquire with fencing and/or re-entry.
 ///
-/// `KEYS`: lock, fence, holds. `ARGV`: token, ttl ms, fenced (`1`/`0`), reentrant (`1`/`0`).
-/// Returns `{holds, fence}` when acquired (holds ≥ 1; fence 0 when not fenced), or
+/// `KEYS`: lock, fence, holds. `ARGV`: this attempt's token, ttl ms, fenced (`1`/`0`),
+/// reentrant (`1`/`0`), the owner's token. A free lock takes the attempt's token (unique per
+/// attempt, so a late rollback of another attempt cannot delete it); a reentrant lock is
+/// re-entered when it holds the owner's token. Returns `{holds, fence}` when acquired (holds
+/// 1: taken fresh, with the attempt's token; more: re-entered; fence 0 when not fenced), or
 /// `{0, pttl}` when another token holds it.
 pub const ACQUIRE: Script = Script::new(
     r"local holder = redis.call('GET', KEYS[1])
@@ -42,7 +45,7 @@ if not holder then
   if ARGV[4] == '1' then redis.call('SET', KEYS[3], 1, 'PX', ARGV[2]) end
   return {1, fence}
 end
-if holder == ARGV[1] and ARGV[4] == '1' then
+if holder == ARGV[5] and ARGV[4] == '1' then
   local holds = redis.call('INCR', KEYS[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ARGV[2])

@@ -22,13 +22,13 @@ fn single_node_acquire_is_set_nx_px_and_validity_subtracts_drift() {
         Acquire::new(&lock, t.clone(), &plain(), Duration::ZERO, ms(100), 0).unwrap();
     let sent = drain(&mut m, ms(100));
     assert_eq!(sent.len(), 1);
-    // A try-lock asks nothing about the holder: no PTTL.
+    // A try-lock asks nothing about the holder: no PTTL. The attempt writes its own token.
     assert_eq!(
         sent[0].commands,
         vec![args(&[
             "SET",
             "distlock:{job}",
-            t.as_str(),
+            t.for_attempt(1, false).as_str(),
             "NX",
             "PX",
             "10000"
@@ -42,7 +42,7 @@ fn single_node_acquire_is_set_nx_px_and_validity_subtracts_drift() {
     );
     m.handle_input(0, b"+OK\r\n", ms(104));
     let lease = m.poll_outcome().unwrap().unwrap();
-    assert_eq!(lease.token(), &t);
+    assert_eq!(lease.token(), &t.for_attempt(1, false));
     assert_eq!(lease.fence(), None);
     assert_eq!(lease.started(), ms(100));
     assert_eq!(lease.valid_until(), ms(100 + 10_000 - 102));
@@ -221,10 +221,11 @@ fn fenced_acquire_runs_the_script_and_reports_the_fence() {
             "distlock:{job}",
             "distlock:{job}:fence",
             "distlock:{job}:holds",
-            t.as_str(),
+            t.for_attempt(1, false).as_str(),
             "30000",
             "1",
-            "0"
+            "0",
+            t.as_str()
         ])]
     );
     m.handle_input(0, b"*2\r\n:1\r\n:41\r\n", ms(1));
@@ -514,6 +515,54 @@ fn a_late_reply_to_a_timed_out_attempt_never_completes_the_next() {
         m.poll_outcome(),
         None,
         "the retry's own reply: busy, keep waiting"
+    );
+}
+
+#[test]
+fn every_attempt_writes_its_own_token_and_rolls_back_only_that() {
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let t = token(30);
+    let mut m: Acquire<3> = Acquire::new(
+        &lock,
+        t.clone(),
+        &servers(3),
+        Duration::from_secs(5),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    let first = drain(&mut m, ms(0));
+    assert_eq!(first[0].commands[0][2], t.for_attempt(1, false).as_bytes());
+    // Attempt 1 wins node 0 only: it is rolled back with attempt 1's token.
+    m.handle_input(0, b"+OK\r\n:-2\r\n", ms(1));
+    m.handle_input(1, b"$-1\r\n:100\r\n", ms(1));
+    m.handle_input(2, b"$-1\r\n:100\r\n", ms(1));
+    let rollback = drain(&mut m, ms(1));
+    assert_eq!(rollback.len(), 1);
+    assert_eq!(
+        rollback[0].commands[0][6],
+        t.for_attempt(1, false).as_bytes(),
+        "{:?}",
+        rollback[0].commands
+    );
+    let at = m.poll_timeout().unwrap();
+    m.handle_timeout(at);
+    let second = drain(&mut m, at);
+    let second_token = t.for_attempt(2, false);
+    for sent in &second {
+        assert_eq!(sent.commands[0][2], second_token.as_bytes());
+    }
+    for node in 0..3 {
+        m.handle_input(node, b"+OK\r\n:-2\r\n", at);
+    }
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(
+        lease.token(),
+        &second_token,
+        "the lease carries the winning attempt's token"
     );
 }
 
@@ -849,4 +898,45 @@ fn retry_policy_attempt_limit_is_honoured() {
         now = m.poll_timeout().unwrap();
         m.handle_timeout(now);
     }
+}
+
+#[test]
+fn a_redlock_release_hears_every_node_out_so_slow_nodes_lose_their_key_too() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Release<3> = Release::new(&lock, token(28), &servers(3), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b":0\r\n", ms(1));
+    m.handle_input(1, b":0\r\n", ms(1));
+    assert_eq!(
+        m.poll_outcome(),
+        None,
+        "a quorum released, but node 2 has not answered yet"
+    );
+    // Node 2 lost its script cache: the release goes again by EVAL, and is waited for.
+    m.handle_input(2, b"-NOSCRIPT No matching script.\r\n", ms(2));
+    let sent = drain(&mut m, ms(2));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].node, 2);
+    assert_eq!(name_of(&sent[0].commands[0]), "EVAL");
+    assert_eq!(m.poll_outcome(), None);
+    m.handle_input(2, b":0\r\n", ms(3));
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+    assert_eq!(m.owed_replies(2), Some(0));
+}
+
+#[test]
+fn a_redlock_release_does_not_wait_past_a_silent_nodes_deadline() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Release<3> = Release::new(&lock, token(29), &servers(3), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b":0\r\n", ms(1));
+    m.handle_input(1, b":0\r\n", ms(1));
+    assert_eq!(m.poll_timeout(), Some(ms(1000)));
+    m.handle_timeout(ms(1000));
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+    assert_eq!(
+        m.owed_replies(2),
+        Some(1),
+        "the silent node's reply is still owed"
+    );
 }

@@ -251,12 +251,23 @@ fn eventually(limit: StdDuration, mut check: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// Runs the handshake on `conn` (which it leaves with a 5 ms read timeout for the driver).
+/// Runs the handshake on `conn` (which it leaves with a 5 ms read timeout for the driver),
+/// without loading the scripts, so the tests see the `NOSCRIPT` fallback at work.
 fn handshake(conn: &mut TcpStream) -> ServerInfo {
+    handshake_with(
+        conn,
+        HandshakeOptions {
+            load_scripts: false,
+            ..HandshakeOptions::default()
+        },
+    )
+}
+
+fn handshake_with(conn: &mut TcpStream, options: HandshakeOptions) -> ServerInfo {
     conn.set_nodelay(true).expect("nodelay");
     conn.set_read_timeout(Some(StdDuration::from_millis(5)))
         .expect("read timeout");
-    let mut hs = Handshake::new(HandshakeOptions::default(), now());
+    let mut hs = Handshake::new(options, now());
     let (mut out, mut input) = ([0u8; 1024], [0u8; 16 * 1024]);
     loop {
         while let Some(len) = hs.poll_transmit(&mut out).expect("handshake buffer") {
@@ -414,6 +425,23 @@ fn secs(s: u64) -> Duration {
 // ---------------------------------------------------------------------------------------
 // Tests.
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_default_handshake_loads_the_lock_scripts() {
+    let Some([server]) = servers() else { return };
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    handshake_with(&mut conn, HandshakeOptions::default());
+    let mut raw = Raw::to(&server);
+    for script in distlock_core::script::ALL {
+        let exists = raw.cmd(&[b"SCRIPT", b"EXISTS", &script.sha]);
+        assert_eq!(
+            exists,
+            OwnedFrame::Array(vec![OwnedFrame::Integer(1)]),
+            "{}",
+            script.source
+        );
+    }
+}
 
 #[test]
 fn handshake_learns_resp3_and_the_installed_version() {
@@ -581,22 +609,20 @@ fn reentrant_lock_counts_holds() {
             ..LockOptions::default()
         },
     );
-    let (t, other) = (token(1), token(2));
+    let other = token(2);
 
-    assert_eq!(
-        acquire(&lock, &t, &ports, Duration::ZERO)
-            .0
-            .expect("first")
-            .holds(),
-        1
-    );
-    assert_eq!(
-        acquire(&lock, &t, &ports, Duration::ZERO)
-            .0
-            .expect("re-entry")
-            .holds(),
-        2
-    );
+    let first = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("first");
+    assert_eq!(first.holds(), 1);
+    // The lease's token is the owner's: it re-enters, releases and is what the key holds.
+    let t = first.token().clone();
+    assert_eq!(raw.get(&key("again", "")), Some(t.as_bytes().to_vec()));
+    let again = acquire(&lock, &t, &ports, Duration::ZERO)
+        .0
+        .expect("re-entry");
+    assert_eq!(again.holds(), 2);
+    assert_eq!(again.token(), &t);
     assert!(matches!(
         acquire(&lock, &other, &ports, Duration::ZERO).0,
         Err(Error::NotAcquired { .. })
@@ -700,7 +726,12 @@ fn a_waiter_blocks_on_the_signal_and_gets_the_lock_on_release() {
 
     let (outcome, sent, elapsed) = waiter.join().expect("waiter thread");
     let lease = outcome.expect("B acquires once A releases");
-    assert_eq!(lease.token(), &b);
+    // B's winning attempt writes B's token, suffixed with the attempt number after the first.
+    assert!(
+        lease.token().as_str().starts_with(b.as_str()),
+        "{:?}",
+        lease.token()
+    );
     assert!(
         elapsed < StdDuration::from_secs(2),
         "B took {elapsed:?}; A's ttl was 10 s"
@@ -712,7 +743,11 @@ fn a_waiter_blocks_on_the_signal_and_gets_the_lock_on_release() {
     assert!(sent.iter().any(|s| contains(&s.bytes, b"BLPOP")));
     // Attempt, BLPOP, attempt: no spinning while A held the lock.
     assert!(sent.len() <= 4, "{} transmits", sent.len());
-    assert_eq!(raw.get(&key("handover", "")), Some(b.as_bytes().to_vec()));
+    assert_eq!(
+        raw.get(&key("handover", "")),
+        Some(lease.token().as_bytes().to_vec()),
+        "the key holds the winning attempt's token"
+    );
 }
 
 #[test]
@@ -735,9 +770,11 @@ fn a_waiter_gets_the_lock_when_the_holders_key_expires() {
     let start = std::time::Instant::now();
     let (outcome, sent) = acquire(&waiter, &b, &ports, secs(3));
     let elapsed = start.elapsed();
-    assert_eq!(
-        outcome.expect("B acquires after A's key expires").token(),
-        &b
+    let lease = outcome.expect("B acquires after A's key expires");
+    assert!(
+        lease.token().as_str().starts_with(b.as_str()),
+        "{:?}",
+        lease.token()
     );
     assert!(
         elapsed >= StdDuration::from_millis(250),

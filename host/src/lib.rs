@@ -1,4 +1,37 @@
-//! `distlock-host` drives the `distlock-core` state machines over real connections.
+//! # distlock-host
 //!
-//! This crate is a placeholder until the host issue lands: connections, the Rust API, the
-//! wasmtime adapter and the `distlock` command will live here.
+//! Drives the `distlock-core` lock machines over real connections. What a Rust program and a
+//! shell user touch:
+//!
+//! - [`Client`]: one Redis node, several for Redlock, or the embedded in-process store;
+//!   connections are pooled per node, TLS (`rediss://`) and ACL users come from the URL.
+//! - [`LockBuilder`] → [`Guard`]: acquire with a wait, a TTL, fencing, re-entry and
+//!   auto-renewal; the guard reports its validity and loss, and releases on drop.
+//! - [`blocking`]: the same API for code without an async runtime.
+//! - The `distlock` command (`src/main.rs`): `exec`, `acquire`, `release`, `extend`,
+//!   `status`, `reset`, `demo`.
+//!
+//! The host makes no lock decision of its own: retry, quorum, validity and fencing are the
+//! core's; this crate moves bytes and keeps time.
+
+mod admin;
+pub mod bench;
+pub mod blocking;
+mod client;
+mod clock;
+mod conn;
+pub mod demo;
+mod drive;
+mod embedded;
+mod endpoint;
+mod error;
+
+pub use admin::{NodeStatus, Status};
+pub use client::{Client, Guard, LockBuilder};
+pub use conn::{ConnectOptions, TlsSettings};
+pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy};
+pub use endpoint::Endpoint;
+pub use error::Error;
+
+/// The most nodes a client can run Redlock over.
+pub const MAX_NODES: usize = 7;

@@ -1,0 +1,2827 @@
+//! A model Redis node: an in-memory, single-threaded server with the semantics the lock
+//! protocol relies on, for tests, the deterministic simulator and single-process users (the
+//! host's embedded in-process store).
+//!
+//! Like the rest of the core it does no I/O and reads no clock: every call takes `now`, the
+//! node's own clock in milliseconds, and keys expire against it. The same inputs give the same
+//! outputs, byte for byte.
+//!
+//! ## What it models
+//! - Strings and lists in one keyspace (a server configured with `databases 1`: `SELECT 0`
+//!   works, any other index is out of range), with millisecond TTLs checked lazily as Redis
+//!   does (a key with expiry `e` is alive while `now <= e`).
+//! - The commands the core sends: `SET` (`NX`, `XX`, `IFEQ`, `GET`, `PX`, `EX`, `KEEPTTL`),
+//!   `GET`, `PTTL`, `DEL`, `DELIFEQ`, `DELEX … IFEQ|IFNE`, `INCR`, `DECR`, `LPUSH`, `LTRIM`,
+//!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
+//!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
+//!   `-ERR unknown command`.
+//! - Scripts: the model has no Lua. It recognises the core's four scripts
+//!   ([`crate::script::ALL`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
+//!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
+//!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
+//!   writes it made before the failing call (there is no rollback). An unknown SHA is
+//!   `NOSCRIPT`; an unknown source is `-ERR unknown command`.
+//! - The server's flavour and version ([`ModelConfig`]), reported by `HELLO` and `INFO` and
+//!   deciding which commands exist: `HELLO` (Redis ≥ 6, Valkey), `SET … IFEQ` (Valkey ≥ 8.1,
+//!   Redis ≥ 8.4), `DELIFEQ` (Valkey ≥ 9.0), `DELEX` (Redis ≥ 8.4), fractional `BLPOP`
+//!   timeouts (Redis ≥ 6, Valkey). So both the script paths and the native paths of the core
+//!   can be exercised.
+//! - Faults a test can switch on: [`ModelNode::flush_scripts`] (`NOSCRIPT` afterwards),
+//!   [`ModelNode::restart`] (volatile keys lost; keys without a TTL — the fencing counters —
+//!   kept or lost, as with and without AOF), [`ModelNode::set_loading`] (`-LOADING` for
+//!   everything but the connection commands), [`ModelNode::set_readonly`] (`-READONLY` for
+//!   writes, also inside scripts, as on a replica), and [`ModelFaults`], a deliberately broken
+//!   server for showing that a checker notices.
+//!
+//! ## Shape
+//! - [`ModelNode::execute`] runs one command (its arguments) and gives back the RESP reply,
+//!   or [`Exec::Block`] when a `BLPOP` has to wait; [`ModelNode::retry_pop`] tries that pop
+//!   again later (after another command pushed, or at its timeout).
+//! - [`ModelConnection`] is one client connection: it reassembles requests from arbitrary
+//!   read boundaries (RESP arrays of bulk strings, pipelined, or inline commands), remembers
+//!   the protocol `HELLO` chose and a blocked `BLPOP`. [`ModelNode::serve`] runs everything a
+//!   connection has buffered and appends the replies, stopping at a blocked pop as Redis
+//!   does.
+//!
+//! ```
+//! use distlock_core::model::{ModelConnection, ModelNode};
+//! use distlock_core::Instant;
+//!
+//! let mut node = ModelNode::new();
+//! let mut conn = ModelConnection::new();
+//! let mut replies = Vec::new();
+//! // `SET k v NX PX 100`, then a second `SET NX` and a `GET`, pipelined and split anywhere.
+//! conn.receive(b"*6\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nNX\r\n$2\r\nPX\r\n$3\r\n10");
+//! node.serve(&mut conn, Instant::from_millis(0), &mut replies);
+//! assert!(replies.is_empty(), "nothing complete yet");
+//! conn.receive(b"0\r\n*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nw\r\n$2\r\nNX\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+//! node.serve(&mut conn, Instant::from_millis(5), &mut replies);
+//! assert_eq!(replies, b"+OK\r\n$-1\r\n$1\r\nv\r\n");
+//! // The SET ran when it was complete, at 5 ms: the key lives until 105 ms on the node's
+//! // clock (the time handed in), inclusive.
+//! assert_eq!(node.value(b"k", Instant::from_millis(105)), Some(&b"v"[..]));
+//! assert_eq!(node.value(b"k", Instant::from_millis(106)), None);
+//! ```
+//!
+//! Invariants: no input panics the model (requests are parsed by a bounded scanner, every
+//! argument is checked); every command either replies exactly once or blocks (a blocked pop
+//! replies exactly once later); a key is never visible after its expiry.
+//!
+//! Not modelled: other data types, replication, eviction, `MULTI`, ACL users (the only user is
+//! `default`, with no password), keyspace notifications, and Lua beyond the four scripts.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use crate::resp::Protocol;
+use crate::resp::encode::decimal;
+use crate::script::{self, Script};
+use crate::server::{Flavor, Version};
+use crate::time::{Duration, Instant};
+
+/// Which server the model claims to be; decides the commands it has (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelConfig {
+    /// Redis, Valkey, or another Redis-protocol server ([`Flavor::Unknown`], which reports
+    /// itself as `distlock-model` and has the commands of a Redis of the same version).
+    pub flavor: Flavor,
+    /// The version reported.
+    pub version: Version,
+}
+
+impl Default for ModelConfig {
+    /// Redis 7.2.4: `HELLO` and RESP3, no native compare commands.
+    fn default() -> Self {
+        ModelConfig::redis(7, 2, 4)
+    }
+}
+
+impl ModelConfig {
+    /// A Redis of this version.
+    #[must_use]
+    pub const fn redis(major: u16, minor: u16, patch: u16) -> Self {
+        ModelConfig {
+            flavor: Flavor::Redis,
+            version: Version::new(major, minor, patch),
+        }
+    }
+
+    /// A Valkey of this version.
+    #[must_use]
+    pub const fn valkey(major: u16, minor: u16, patch: u16) -> Self {
+        ModelConfig {
+            flavor: Flavor::Valkey,
+            version: Version::new(major, minor, patch),
+        }
+    }
+
+    fn at_least(&self, major: u16, minor: u16) -> bool {
+        self.version >= Version::new(major, minor, 0)
+    }
+
+    fn has_hello(&self) -> bool {
+        self.flavor == Flavor::Valkey || self.at_least(6, 0)
+    }
+
+    fn has_set_ifeq(&self) -> bool {
+        match self.flavor {
+            Flavor::Valkey => self.at_least(8, 1),
+            Flavor::Redis => self.at_least(8, 4),
+            _ => false,
+        }
+    }
+
+    fn has_delifeq(&self) -> bool {
+        self.flavor == Flavor::Valkey && self.at_least(9, 0)
+    }
+
+    fn has_delex(&self) -> bool {
+        self.flavor == Flavor::Redis && self.at_least(8, 4)
+    }
+
+    fn has_fractional_timeouts(&self) -> bool {
+        self.flavor == Flavor::Valkey || self.at_least(6, 0)
+    }
+}
+
+/// A deliberately broken server, for showing that a checker notices. All off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ModelFaults {
+    /// The release script, `DELIFEQ` and `DELEX … IFEQ` delete the lock whatever token holds
+    /// it: a server whose compare-and-delete lost its compare.
+    pub release_ignores_token: bool,
+    /// The extend script and `SET … IFEQ` prolong the lock whatever token holds it.
+    pub extend_ignores_token: bool,
+}
+
+/// What [`ModelNode::execute`] did with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exec {
+    /// The command ran; its reply, RESP-encoded in the caller's protocol.
+    Reply(Vec<u8>),
+    /// A `BLPOP` found every list empty and must wait: call [`ModelNode::retry_pop`] with
+    /// these keys after something was pushed, and at `until` (`None`: no timeout), until it
+    /// gives a reply.
+    Block {
+        /// The lists it waits on, in the order given.
+        keys: Vec<Vec<u8>>,
+        /// When it times out, on the node's clock.
+        until: Option<Instant>,
+    },
+}
+
+/// When an observer of [`ModelNode::serve_observed`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Just before a command runs.
+    Before,
+    /// Just after it ran (or blocked).
+    After,
+}
+
+/// A value in the keyspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Str(Vec<u8>),
+    List(VecDeque<Vec<u8>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    value: Value,
+    /// The last instant the key is alive at (Redis: expired when `now > expires_at`).
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn alive(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|e| now <= e)
+    }
+}
+
+/// One of the core's scripts, as the model recognises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Acquire,
+    Release,
+    Extend,
+    RaiseFence,
+}
+
+static KNOWN: [(Known, Script); 4] = [
+    (Known::Acquire, script::ACQUIRE),
+    (Known::Release, script::RELEASE),
+    (Known::Extend, script::EXTEND),
+    (Known::RaiseFence, script::RAISE_FENCE),
+];
+
+impl Known {
+    fn index(self) -> usize {
+        match self {
+            Known::Acquire => 0,
+            Known::Release => 1,
+            Known::Extend => 2,
+            Known::RaiseFence => 3,
+        }
+    }
+
+    fn sha(self) -> &'static [u8; 40] {
+        match KNOWN.get(self.index()) {
+            Some((_, s)) => &s.sha,
+            None => &script::ACQUIRE.sha,
+        }
+    }
+
+    fn by_sha(sha: &[u8]) -> Option<Known> {
+        KNOWN
+            .iter()
+            .find(|(_, s)| s.sha.eq_ignore_ascii_case(sha))
+            .map(|(k, _)| *k)
+    }
+
+    fn by_source(source: &[u8]) -> Option<Known> {
+        KNOWN
+            .iter()
+            .find(|(_, s)| s.source.as_bytes() == source)
+            .map(|(k, _)| *k)
+    }
+}
+
+/// An error reply: the message without the leading `-` (its first word is the error code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fail(Vec<u8>);
+
+impl Fail {
+    fn new(message: &[u8]) -> Self {
+        Fail(message.to_vec())
+    }
+
+    fn wrong_type() -> Self {
+        Fail::new(b"WRONGTYPE Operation against a key holding the wrong kind of value")
+    }
+
+    fn not_integer() -> Self {
+        Fail::new(b"ERR value is not an integer or out of range")
+    }
+
+    fn syntax() -> Self {
+        Fail::new(b"ERR syntax error")
+    }
+
+    fn readonly() -> Self {
+        Fail::new(b"READONLY You can't write against a read only replica.")
+    }
+
+    fn arity(name: &[u8]) -> Self {
+        let mut m = b"ERR wrong number of arguments for '".to_vec();
+        push_sanitised(&mut m, &name.to_ascii_lowercase());
+        m.extend_from_slice(b"' command");
+        Fail(m)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+/// The model server: a keyspace, a script cache, the reported server, and fault switches.
+#[derive(Debug, Clone, Default)]
+pub struct ModelNode {
+    config: ModelConfig,
+    faults: ModelFaults,
+    keys: BTreeMap<Vec<u8>, Entry>,
+    scripts: [bool; 4],
+    loading: bool,
+    readonly: bool,
+    next_id: u64,
+}
+
+impl ModelNode {
+    /// An empty Redis 7.2.4 ([`ModelConfig::default`]).
+    #[must_use]
+    pub fn new() -> Self {
+        ModelNode::default()
+    }
+
+    /// An empty node that reports itself as `config`.
+    #[must_use]
+    pub fn with_config(config: ModelConfig) -> Self {
+        ModelNode {
+            config,
+            ..ModelNode::default()
+        }
+    }
+
+    /// What the node reports itself as.
+    #[must_use]
+    pub fn config(&self) -> ModelConfig {
+        self.config
+    }
+
+    /// Breaks the node on purpose (see [`ModelFaults`]).
+    pub fn set_faults(&mut self, faults: ModelFaults) {
+        self.faults = faults;
+    }
+
+    /// The faults switched on.
+    #[must_use]
+    pub fn faults(&self) -> ModelFaults {
+        self.faults
+    }
+
+    /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
+    pub fn flush_scripts(&mut self) {
+        self.scripts = [false; 4];
+    }
+
+    /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
+    /// keys without one — the fencing counters — are kept when `keep_fence_counters` (a
+    /// server whose persistence, AOF say, saved them) and lost otherwise. The script cache is
+    /// empty afterwards and `LOADING`/`READONLY` are off. Connections do not survive a
+    /// restart: the caller drops every [`ModelConnection`] of this node.
+    pub fn restart(&mut self, keep_fence_counters: bool) {
+        self.keys
+            .retain(|_, e| keep_fence_counters && e.expires_at.is_none());
+        self.flush_scripts();
+        self.loading = false;
+        self.readonly = false;
+    }
+
+    /// While on, every command except `HELLO`, `AUTH`, `INFO`, `SELECT`, `CLIENT` and `QUIT`
+    /// replies `-LOADING` (a server loading its dataset after a restart).
+    pub fn set_loading(&mut self, loading: bool) {
+        self.loading = loading;
+    }
+
+    /// While on, writes reply `-READONLY`, including writes made inside a script (a replica,
+    /// or a primary demoted mid-failover). `HELLO` then reports the role `replica`.
+    pub fn set_readonly(&mut self, readonly: bool) {
+        self.readonly = readonly;
+    }
+
+    /// The string value of `key` at `now` (`None` when absent, expired or a list).
+    #[must_use]
+    pub fn value(&self, key: &[u8], now: Instant) -> Option<&[u8]> {
+        match self.keys.get(key) {
+            Some(Entry {
+                value: Value::Str(v),
+                expires_at,
+            }) if expires_at.is_none_or(|e| now <= e) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The expiry of `key` at `now`: `None` when the key is absent or expired, `Some(None)`
+    /// when it has no TTL, `Some(Some(t))` when it is alive up to and including `t`.
+    #[must_use]
+    pub fn expiry(&self, key: &[u8], now: Instant) -> Option<Option<Instant>> {
+        self.keys
+            .get(key)
+            .filter(|e| e.alive(now))
+            .map(|e| e.expires_at)
+    }
+
+    /// The length of the list at `key` at `now` (0 when absent, expired or not a list).
+    #[must_use]
+    pub fn list_len(&self, key: &[u8], now: Instant) -> usize {
+        match self.keys.get(key) {
+            Some(
+                e @ Entry {
+                    value: Value::List(l),
+                    ..
+                },
+            ) if e.alive(now) => l.len(),
+            _ => 0,
+        }
+    }
+
+    /// Keys alive at `now`.
+    #[must_use]
+    pub fn key_count(&self, now: Instant) -> usize {
+        self.keys.values().filter(|e| e.alive(now)).count()
+    }
+
+    /// Drops every key expired at `now` (Redis's active expiry; the model otherwise expires
+    /// lazily, so a long-running embedded store calls this now and then to bound memory).
+    pub fn expire_keys(&mut self, now: Instant) {
+        self.keys.retain(|_, e| e.alive(now));
+    }
+
+    /// Runs one command, given as its arguments (name first), at `now` on the node's clock,
+    /// with the reply encoded for `protocol`. `HELLO` replies in the protocol it asks for; a
+    /// caller that keeps the connection's protocol itself switches to it when the reply is not
+    /// an error ([`ModelConnection`] does). `QUIT` replies `+OK`; closing is the caller's part.
+    pub fn execute(&mut self, args: &[&[u8]], now: Instant, protocol: Protocol) -> Exec {
+        let mut out = Vec::new();
+        match self.execute_into(args, now, protocol, &mut out) {
+            Some((keys, until)) => Exec::Block { keys, until },
+            None => Exec::Reply(out),
+        }
+    }
+
+    /// Tries a blocked `BLPOP` again at `now`: the reply once an element could be popped or
+    /// the timeout passed (a null array), `None` while it must go on waiting. Callers with
+    /// several pops blocked on one key retry them oldest first, as Redis serves them.
+    pub fn retry_pop(
+        &mut self,
+        keys: &[Vec<u8>],
+        until: Option<Instant>,
+        now: Instant,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(element) = self.pop_front(key, now) {
+                let mut w = Writer::new(&mut out, protocol);
+                w.array(2);
+                w.bulk(key);
+                w.bulk(&element);
+                return Some(out);
+            }
+        }
+        if until.is_some_and(|u| now >= u) {
+            Writer::new(&mut out, protocol).null_array();
+            return Some(out);
+        }
+        None
+    }
+
+    /// Runs every complete command `conn` has buffered, appending the replies to `out`:
+    /// first a blocked pop (if it can finish now), then the rest in order, stopping at the
+    /// next pop that blocks. Call it when bytes arrived, after any other connection ran a
+    /// command (a push may unblock this one; oldest blocked connection first), and at
+    /// [`ModelConnection::blocked_until`].
+    pub fn serve(&mut self, conn: &mut ModelConnection, now: Instant, out: &mut Vec<u8>) {
+        self.serve_observed(conn, now, out, |_, _, _| {});
+    }
+
+    /// [`ModelNode::serve`], calling `observe` with the node's state just before and just
+    /// after each command (for checkers: who changed which key).
+    pub fn serve_observed(
+        &mut self,
+        conn: &mut ModelConnection,
+        now: Instant,
+        out: &mut Vec<u8>,
+        mut observe: impl FnMut(Stage, &ModelNode, &[Vec<u8>]),
+    ) {
+        if conn.closed {
+            return;
+        }
+        if let Some((keys, until)) = &conn.blocked {
+            match self.retry_pop(keys, *until, now, conn.protocol) {
+                Some(reply) => {
+                    out.extend_from_slice(&reply);
+                    conn.blocked = None;
+                }
+                None => return,
+            }
+        }
+        while let Some(next) = conn.next_command() {
+            let args = match next {
+                Ok(args) => args,
+                Err(error) => {
+                    out.extend_from_slice(b"-ERR Protocol error: ");
+                    out.extend_from_slice(error.message().as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    conn.close();
+                    return;
+                }
+            };
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            observe(Stage::Before, self, &args);
+            let start = out.len();
+            let blocked = self.execute_into(&refs, now, conn.protocol, out);
+            observe(Stage::After, self, &args);
+            if let Some(blocked) = blocked {
+                conn.blocked = Some(blocked);
+                return;
+            }
+            let ok = out.get(start) != Some(&b'-');
+            let name = refs.first().copied().unwrap_or_default();
+            if ok && name.eq_ignore_ascii_case(b"HELLO") {
+                if let Some(protocol) = hello_protocol(&refs) {
+                    conn.protocol = protocol;
+                }
+            } else if name.eq_ignore_ascii_case(b"QUIT") {
+                conn.close();
+                return;
+            }
+        }
+    }
+
+    // ---- dispatch ----
+
+    /// Runs one command, writing its reply to `out`; `Some` when it blocks.
+    fn execute_into(
+        &mut self,
+        args: &[&[u8]],
+        now: Instant,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Option<(Vec<Vec<u8>>, Option<Instant>)> {
+        let (&name, rest) = args.split_first()?;
+        let result = self.dispatch(name, rest, now, protocol, out);
+        match result {
+            Ok(Done::Written) => None,
+            Ok(Done::Block(keys, until)) => Some((keys, until)),
+            Err(Fail(message)) => {
+                out.push(b'-');
+                push_sanitised(out, &message);
+                out.extend_from_slice(b"\r\n");
+                None
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        name: &[u8],
+        args: &[&[u8]],
+        now: Instant,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Res<Done> {
+        let command = Command::parse(name, &self.config).ok_or_else(|| unknown(name, args))?;
+        if !command.arity_ok(args.len()) {
+            return Err(Fail::arity(name));
+        }
+        if self.readonly && command.writes() {
+            return Err(Fail::readonly());
+        }
+        if self.loading && !command.allowed_while_loading() {
+            return Err(Fail::new(b"LOADING Redis is loading the dataset in memory"));
+        }
+        let mut w = Writer::new(out, protocol);
+        match command {
+            Command::Get => match self.get_str(arg(args, 0), now)? {
+                Some(v) => w.bulk(&v),
+                None => w.null_bulk(),
+            },
+            Command::Set => return self.cmd_set(args, now, w),
+            Command::Pttl => {
+                let ttl = self.pttl(arg(args, 0), now);
+                w.int(ttl);
+            }
+            Command::Del => {
+                let n = args.iter().filter(|k| self.del(k, now)).count();
+                w.int(as_i64(n));
+            }
+            Command::DelIfEq => {
+                let deleted = self.del_if(arg(args, 0), arg(args, 1), true, now)?;
+                w.int(i64::from(deleted));
+            }
+            Command::DelEx => return self.cmd_delex(args, now, w),
+            Command::Incr | Command::Decr => {
+                let delta = if command == Command::Incr { 1 } else { -1 };
+                let n = self.incr_by(arg(args, 0), delta, now)?;
+                w.int(n);
+            }
+            Command::Lpush => {
+                let (key, values) = args.split_first().ok_or_else(|| Fail::arity(name))?;
+                let mut len = 0;
+                for v in values {
+                    len = self.lpush(key, v, now)?;
+                }
+                w.int(as_i64(len));
+            }
+            Command::Ltrim => {
+                let start = parse_i64(arg(args, 1)).ok_or_else(Fail::not_integer)?;
+                let stop = parse_i64(arg(args, 2)).ok_or_else(Fail::not_integer)?;
+                self.ltrim(arg(args, 0), start, stop, now)?;
+                w.ok();
+            }
+            Command::Pexpire => return self.cmd_pexpire(args, now, w),
+            Command::Blpop => return self.cmd_blpop(args, now, w),
+            Command::Eval | Command::EvalSha => {
+                return self.cmd_eval(command == Command::EvalSha, args, now, w);
+            }
+            Command::Script => return self.cmd_script(args, w),
+            Command::Hello => return self.cmd_hello(args, w),
+            Command::Auth => match args {
+                [user, _] if user.eq_ignore_ascii_case(b"default") => w.ok(),
+                [_, _] => {
+                    return Err(Fail::new(
+                        b"WRONGPASS invalid username-password pair or user is disabled.",
+                    ));
+                }
+                _ => {
+                    return Err(Fail::new(
+                        b"ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                    ));
+                }
+            },
+            Command::Client => match args {
+                [sub, name] if sub.eq_ignore_ascii_case(b"SETNAME") => {
+                    if name.iter().any(|&b| b <= b' ' || b >= 0x7f) {
+                        return Err(Fail::new(
+                            b"ERR Client names cannot contain spaces, newlines or special characters.",
+                        ));
+                    }
+                    w.ok();
+                }
+                [sub, ..] => return Err(unknown_subcommand(sub, b"CLIENT")),
+                [] => return Err(Fail::arity(name)),
+            },
+            Command::Info => {
+                let text = self.info_text();
+                w.verbatim(&text);
+            }
+            Command::Select => match parse_i64(arg(args, 0)) {
+                Some(0) => w.ok(),
+                Some(_) => return Err(Fail::new(b"ERR DB index is out of range")),
+                None => return Err(Fail::not_integer()),
+            },
+            Command::Ping => match args {
+                [] => w.simple(b"PONG"),
+                [message] => w.bulk(message),
+                _ => return Err(Fail::arity(name)),
+            },
+            Command::Quit => w.ok(),
+        }
+        Ok(Done::Written)
+    }
+
+    // ---- commands with options ----
+
+    fn cmd_set(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
+        let (key, value) = (arg(args, 0), arg(args, 1));
+        let mut condition = SetCondition::Always;
+        let mut expiry = SetExpiry::Clear;
+        let mut get = false;
+        let mut i = 2;
+        while let Some(option) = args.get(i) {
+            let next = args.get(i + 1);
+            let option = option.to_ascii_uppercase();
+            match option.as_slice() {
+                b"NX" | b"XX" if condition == SetCondition::Always => {
+                    condition = if option == b"NX" {
+                        SetCondition::Nx
+                    } else {
+                        SetCondition::Xx
+                    };
+                }
+                b"IFEQ" if condition == SetCondition::Always && self.config.has_set_ifeq() => {
+                    let expected = next.ok_or_else(Fail::syntax)?;
+                    condition = SetCondition::IfEq(expected);
+                    i += 1;
+                }
+                b"GET" => get = true,
+                b"KEEPTTL" if expiry == SetExpiry::Clear => expiry = SetExpiry::Keep,
+                b"PX" | b"EX" if expiry == SetExpiry::Clear => {
+                    let amount = next.ok_or_else(Fail::syntax)?;
+                    let amount = parse_i64(amount).ok_or_else(Fail::not_integer)?;
+                    let ms = if option == b"EX" {
+                        amount.checked_mul(1000)
+                    } else {
+                        Some(amount)
+                    };
+                    let at = ms
+                        .filter(|&ms| ms > 0)
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .and_then(|ms| now.as_millis().checked_add(ms))
+                        .ok_or_else(|| Fail::new(b"ERR invalid expire time in 'set' command"))?;
+                    expiry = SetExpiry::At(Instant::from_millis(at));
+                    i += 1;
+                }
+                _ => return Err(Fail::syntax()),
+            }
+            i += 1;
+        }
+        let (exists, old, old_expiry) = match self.live(key, now) {
+            None => (false, None, None),
+            Some(Entry {
+                value: Value::Str(v),
+                expires_at,
+            }) => (true, Some(v.clone()), *expires_at),
+            Some(Entry { expires_at, .. }) => {
+                if get || matches!(condition, SetCondition::IfEq(_)) {
+                    return Err(Fail::wrong_type());
+                }
+                (true, None, *expires_at)
+            }
+        };
+        let proceed = match condition {
+            SetCondition::Always => true,
+            SetCondition::Nx => !exists,
+            SetCondition::Xx => exists,
+            SetCondition::IfEq(expected) => {
+                old.as_deref() == Some(expected) || (exists && self.faults.extend_ignores_token)
+            }
+        };
+        if proceed {
+            let expires_at = match expiry {
+                SetExpiry::Clear => None,
+                SetExpiry::Keep => old_expiry,
+                SetExpiry::At(at) => Some(at),
+            };
+            self.keys.insert(
+                key.to_vec(),
+                Entry {
+                    value: Value::Str(value.to_vec()),
+                    expires_at,
+                },
+            );
+        }
+        match (get, proceed) {
+            (true, _) => match old {
+                Some(v) => w.bulk(&v),
+                None => w.null_bulk(),
+            },
+            (false, true) => w.ok(),
+            (false, false) => w.null_bulk(),
+        }
+        Ok(Done::Written)
+    }
+
+    fn cmd_delex(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
+        let key = arg(args, 0);
+        let deleted = match args.get(1..) {
+            Some([]) | None => self.del(key, now),
+            Some([condition, value]) if condition.eq_ignore_ascii_case(b"IFEQ") => {
+                self.del_if(key, value, true, now)?
+            }
+            Some([condition, value]) if condition.eq_ignore_ascii_case(b"IFNE") => {
+                self.del_if(key, value, false, now)?
+            }
+            Some(_) => return Err(Fail::syntax()),
+        };
+        w.int(i64::from(deleted));
+        Ok(Done::Written)
+    }
+
+    fn cmd_pexpire(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
+        let ms = parse_i64(arg(args, 1)).ok_or_else(Fail::not_integer)?;
+        let mode = match args.get(2) {
+            None => ExpireMode::Always,
+            Some(m) if m.eq_ignore_ascii_case(b"NX") => ExpireMode::Nx,
+            Some(m) if m.eq_ignore_ascii_case(b"XX") => ExpireMode::Xx,
+            Some(m) if m.eq_ignore_ascii_case(b"GT") => ExpireMode::Gt,
+            Some(m) if m.eq_ignore_ascii_case(b"LT") => ExpireMode::Lt,
+            Some(_) => {
+                return Err(Fail::new(b"ERR Unsupported option"));
+            }
+        };
+        if args.len() > 3 {
+            return Err(Fail::new(b"ERR Unsupported option"));
+        }
+        let set = self.pexpire(arg(args, 0), ms, mode, now)?;
+        w.int(i64::from(set));
+        Ok(Done::Written)
+    }
+
+    fn cmd_blpop(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
+        let Some((timeout, keys)) = args.split_last() else {
+            return Err(Fail::arity(b"blpop"));
+        };
+        let ms = parse_timeout(timeout, self.config.has_fractional_timeouts())?;
+        for key in keys {
+            match self.live(key, now).map(|e| &e.value) {
+                Some(Value::List(_)) => {
+                    if let Some(element) = self.pop_front(key, now) {
+                        w.array(2);
+                        w.bulk(key);
+                        w.bulk(&element);
+                        return Ok(Done::Written);
+                    }
+                }
+                Some(Value::Str(_)) => return Err(Fail::wrong_type()),
+                None => {}
+            }
+        }
+        let until = if ms == 0 {
+            None
+        } else {
+            Some(now.saturating_add(Duration::from_millis(ms)))
+        };
+        Ok(Done::Block(
+            keys.iter().map(|k| k.to_vec()).collect(),
+            until,
+        ))
+    }
+
+    fn cmd_eval(
+        &mut self,
+        by_sha: bool,
+        args: &[&[u8]],
+        now: Instant,
+        mut w: Writer<'_>,
+    ) -> Res<Done> {
+        let body = arg(args, 0);
+        let known = if by_sha {
+            match Known::by_sha(body) {
+                Some(k) if self.scripts.get(k.index()) == Some(&true) => k,
+                _ => return Err(Fail::new(b"NOSCRIPT No matching script. Please use EVAL.")),
+            }
+        } else {
+            let known = Known::by_source(body).ok_or_else(unknown_script)?;
+            if let Some(loaded) = self.scripts.get_mut(known.index()) {
+                *loaded = true;
+            }
+            known
+        };
+        let numkeys = parse_i64(arg(args, 1)).ok_or_else(Fail::not_integer)?;
+        let rest = args.get(2..).unwrap_or_default();
+        let numkeys = usize::try_from(numkeys)
+            .map_err(|_| Fail::new(b"ERR Number of keys can't be negative"))?;
+        if numkeys > rest.len() {
+            return Err(Fail::new(
+                b"ERR Number of keys can't be greater than number of args",
+            ));
+        }
+        let (keys, argv) = rest.split_at(numkeys);
+        match self.run_script(known, keys, argv, now) {
+            Ok(ScriptValue::Int(n)) => w.int(n),
+            Ok(ScriptValue::Pair(a, b)) => {
+                w.array(2);
+                w.int(a);
+                w.int(b);
+            }
+            Err((Fail(mut message), line)) => {
+                message.extend_from_slice(b" script: ");
+                message.extend_from_slice(known.sha());
+                message.extend_from_slice(b", on @user_script:");
+                message.extend_from_slice(decimal(line, &mut [0; 20]));
+                message.push(b'.');
+                return Err(Fail(message));
+            }
+        }
+        Ok(Done::Written)
+    }
+
+    fn cmd_script(&mut self, args: &[&[u8]], mut w: Writer<'_>) -> Res<Done> {
+        let sub = arg(args, 0);
+        let rest = args.get(1..).unwrap_or_default();
+        if sub.eq_ignore_ascii_case(b"FLUSH") {
+            match rest {
+                [] => {}
+                [mode]
+                    if mode.eq_ignore_ascii_case(b"ASYNC")
+                        || mode.eq_ignore_ascii_case(b"SYNC") => {}
+                _ => {
+                    return Err(Fail::new(
+                        b"ERR SCRIPT FLUSH only support SYNC|ASYNC option",
+                    ));
+                }
+            }
+            self.flush_scripts();
+            w.ok();
+        } else if sub.eq_ignore_ascii_case(b"LOAD") {
+            let [source] = rest else {
+                return Err(Fail::arity(b"script|load"));
+            };
+            let known = Known::by_source(source).ok_or_else(unknown_script)?;
+            if let Some(loaded) = self.scripts.get_mut(known.index()) {
+                *loaded = true;
+            }
+            w.bulk(known.sha());
+        } else if sub.eq_ignore_ascii_case(b"EXISTS") {
+            if rest.is_empty() {
+                return Err(Fail::arity(b"script|exists"));
+            }
+            w.array(rest.len());
+            for sha in rest {
+                let loaded =
+                    Known::by_sha(sha).is_some_and(|k| self.scripts.get(k.index()) == Some(&true));
+                w.int(i64::from(loaded));
+            }
+        } else {
+            return Err(unknown_subcommand(sub, b"SCRIPT"));
+        }
+        Ok(Done::Written)
+    }
+
+    fn cmd_hello(&mut self, args: &[&[u8]], w: Writer<'_>) -> Res<Done> {
+        let protocol = match args.first() {
+            None => w.protocol,
+            Some(v) => match parse_i64(v) {
+                Some(2) => Protocol::Resp2,
+                Some(3) => Protocol::Resp3,
+                Some(_) => return Err(Fail::new(b"NOPROTO unsupported protocol version")),
+                None => {
+                    return Err(Fail::new(
+                        b"ERR Protocol version is not an integer or out of range",
+                    ));
+                }
+            },
+        };
+        let mut i = 1;
+        while let Some(option) = args.get(i) {
+            if option.eq_ignore_ascii_case(b"AUTH") && args.len() > i + 2 {
+                if !arg(args, i + 1).eq_ignore_ascii_case(b"default") {
+                    return Err(Fail::new(
+                        b"WRONGPASS invalid username-password pair or user is disabled.",
+                    ));
+                }
+                i += 3;
+            } else if option.eq_ignore_ascii_case(b"SETNAME") && args.len() > i + 1 {
+                i += 2;
+            } else {
+                let mut m = b"ERR Syntax error in HELLO option '".to_vec();
+                m.extend_from_slice(option);
+                m.push(b'\'');
+                return Err(Fail(m));
+            }
+        }
+        self.next_id = self.next_id.saturating_add(1);
+        let mut w = Writer {
+            out: w.out,
+            protocol,
+        };
+        let mut version = Vec::new();
+        push_version(&mut version, self.config.version);
+        w.map(7);
+        w.bulk(b"server");
+        w.bulk(match self.config.flavor {
+            Flavor::Redis => b"redis",
+            Flavor::Valkey => b"valkey",
+            _ => b"distlock-model",
+        });
+        w.bulk(b"version");
+        w.bulk(&version);
+        w.bulk(b"proto");
+        w.int(if protocol == Protocol::Resp3 { 3 } else { 2 });
+        w.bulk(b"id");
+        w.int(i64::try_from(self.next_id).unwrap_or(i64::MAX));
+        w.bulk(b"mode");
+        w.bulk(b"standalone");
+        w.bulk(b"role");
+        w.bulk(if self.readonly { b"replica" } else { b"master" });
+        w.bulk(b"modules");
+        w.array(0);
+        Ok(Done::Written)
+    }
+
+    fn info_text(&self) -> Vec<u8> {
+        let mut text = b"# Server\r\n".to_vec();
+        let mut version = Vec::new();
+        push_version(&mut version, self.config.version);
+        match self.config.flavor {
+            Flavor::Valkey => {
+                // Valkey reports the Redis version it is compatible with, and its own.
+                text.extend_from_slice(
+                    b"redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:",
+                );
+                text.extend_from_slice(&version);
+            }
+            Flavor::Redis => {
+                text.extend_from_slice(b"redis_version:");
+                text.extend_from_slice(&version);
+            }
+            _ => {
+                text.extend_from_slice(b"server_name:distlock-model\r\nredis_version:");
+                text.extend_from_slice(&version);
+            }
+        }
+        text.extend_from_slice(b"\r\nredis_mode:standalone\r\nos:distlock-model\r\n");
+        text.extend_from_slice(if self.loading {
+            b"loading:1\r\n"
+        } else {
+            b"loading:0\r\n"
+        });
+        text
+    }
+
+    // ---- scripts ----
+
+    /// Runs a recognised script. Errors carry the script line of the failing call.
+    fn run_script(
+        &mut self,
+        known: Known,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> Result<ScriptValue, (Fail, u64)> {
+        let key = |i: usize| keys.get(i).copied();
+        let argument = |i: usize| argv.get(i).copied();
+        // A missing KEYS[i]/ARGV[i] is nil in Lua; passing nil to redis.call is an error.
+        let nil = |line| {
+            (
+                Fail::new(b"ERR Lua redis lib command arguments must be strings or integers"),
+                line,
+            )
+        };
+        match known {
+            Known::Acquire => {
+                let lock = key(0).ok_or_else(|| nil(1))?;
+                let token = argument(0).ok_or_else(|| nil(1))?;
+                let holder = self.get_str(lock, now).map_err(|e| (e, 1))?;
+                let ttl = argument(1);
+                let fenced = argument(2) == Some(b"1");
+                let reentrant = argument(3) == Some(b"1");
+                // Re-entry is by the owner's token (ARGV[5]); a fresh hold takes the attempt's.
+                let owner = argument(4).unwrap_or(token);
+                match holder {
+                    None => {
+                        let ttl = ttl.ok_or_else(|| nil(3))?;
+                        self.script_set_px(lock, token, ttl, now)
+                            .map_err(|e| (e, 3))?;
+                        let mut fence = 0;
+                        if fenced {
+                            let fence_key = key(1).ok_or_else(|| nil(5))?;
+                            fence = self.incr_by(fence_key, 1, now).map_err(|e| (e, 5))?;
+                        }
+                        if reentrant {
+                            let holds = key(2).ok_or_else(|| nil(6))?;
+                            self.script_set_px(holds, b"1", ttl, now)
+                                .map_err(|e| (e, 6))?;
+                        }
+                        Ok(ScriptValue::Pair(1, fence))
+                    }
+                    Some(holder) if holder == owner && reentrant => {
+                        let holds_key = key(2).ok_or_else(|| nil(10))?;
+                        let holds = self.incr_by(holds_key, 1, now).map_err(|e| (e, 10))?;
+                        let ttl = ttl.ok_or_else(|| nil(11))?;
+                        let ms = parse_i64(ttl).ok_or_else(|| (Fail::not_integer(), 11))?;
+                        self.pexpire(lock, ms, ExpireMode::Always, now)
+                            .map_err(|e| (e, 11))?;
+                        self.pexpire(holds_key, ms, ExpireMode::Always, now)
+                            .map_err(|e| (e, 12))?;
+                        let mut fence = 0;
+                        if fenced {
+                            let fence_key = key(1).ok_or_else(|| nil(14))?;
+                            fence = match self.get_str(fence_key, now).map_err(|e| (e, 14))? {
+                                None => 0,
+                                Some(v) => lua_tonumber(&v).unwrap_or(0),
+                            };
+                        }
+                        Ok(ScriptValue::Pair(holds, fence))
+                    }
+                    Some(_) => Ok(ScriptValue::Pair(0, self.pttl(lock, now))),
+                }
+            }
+            Known::Release => {
+                let lock = key(0).ok_or_else(|| nil(1))?;
+                let holder = self.get_str(lock, now).map_err(|e| (e, 1))?;
+                let holds_token = holder.is_some() && holder.as_deref() == argument(0);
+                let broken = self.faults.release_ignores_token && holder.is_some();
+                if !holds_token && !broken {
+                    return Ok(ScriptValue::Int(-1));
+                }
+                if argument(1) == Some(b"1") {
+                    let holds = key(1).ok_or_else(|| nil(3))?;
+                    let left = self.incr_by(holds, -1, now).map_err(|e| (e, 3))?;
+                    if left > 0 {
+                        return Ok(ScriptValue::Int(left));
+                    }
+                    self.write_check().map_err(|e| (e, 5))?;
+                    self.del(holds, now);
+                }
+                self.write_check().map_err(|e| (e, 7))?;
+                self.del(lock, now);
+                let signal_ttl = argument(2).ok_or_else(|| nil(8))?;
+                if signal_ttl != b"0" {
+                    let signal = key(2).ok_or_else(|| nil(9))?;
+                    self.write_check().map_err(|e| (e, 9))?;
+                    self.del(signal, now);
+                    self.lpush(signal, b"1", now).map_err(|e| (e, 10))?;
+                    let ms = parse_i64(signal_ttl).ok_or_else(|| (Fail::not_integer(), 11))?;
+                    self.pexpire(signal, ms, ExpireMode::Always, now)
+                        .map_err(|e| (e, 11))?;
+                }
+                Ok(ScriptValue::Int(0))
+            }
+            Known::Extend => {
+                let lock = key(0).ok_or_else(|| nil(1))?;
+                let holder = self.get_str(lock, now).map_err(|e| (e, 1))?;
+                let holds_token = holder.is_some() && holder.as_deref() == argument(0);
+                let broken = self.faults.extend_ignores_token && holder.is_some();
+                if !holds_token && !broken {
+                    return Ok(ScriptValue::Int(0));
+                }
+                let ttl = argument(1).ok_or_else(|| nil(2))?;
+                let ms = parse_i64(ttl).ok_or_else(|| (Fail::not_integer(), 2))?;
+                self.pexpire(lock, ms, ExpireMode::Always, now)
+                    .map_err(|e| (e, 2))?;
+                let holds = key(1).ok_or_else(|| nil(3))?;
+                self.pexpire(holds, ms, ExpireMode::Always, now)
+                    .map_err(|e| (e, 3))?;
+                Ok(ScriptValue::Int(1))
+            }
+            Known::RaiseFence => {
+                let fence = key(0).ok_or_else(|| nil(1))?;
+                let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
+                    None => Some(0),
+                    Some(v) => lua_tonumber(&v),
+                };
+                let wanted_text = argument(0);
+                let wanted = wanted_text.and_then(lua_tonumber);
+                let (Some(current), Some(wanted), Some(text)) = (current, wanted, wanted_text)
+                else {
+                    return Err((
+                        Fail::new(b"ERR user_script:3: attempt to compare nil with number"),
+                        3,
+                    ));
+                };
+                if current < wanted {
+                    self.write_check().map_err(|e| (e, 4))?;
+                    self.keys.insert(
+                        fence.to_vec(),
+                        Entry {
+                            value: Value::Str(text.to_vec()),
+                            expires_at: None,
+                        },
+                    );
+                    Ok(ScriptValue::Int(wanted))
+                } else {
+                    Ok(ScriptValue::Int(current))
+                }
+            }
+        }
+    }
+
+    /// `redis.call('SET', key, value, 'PX', ttl)` inside a script.
+    fn script_set_px(&mut self, key: &[u8], value: &[u8], ttl: &[u8], now: Instant) -> Res<()> {
+        self.write_check()?;
+        let ms = parse_i64(ttl).ok_or_else(Fail::not_integer)?;
+        let at = u64::try_from(ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .and_then(|ms| now.as_millis().checked_add(ms))
+            .ok_or_else(|| Fail::new(b"ERR invalid expire time in 'set' command"))?;
+        self.keys.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Str(value.to_vec()),
+                expires_at: Some(Instant::from_millis(at)),
+            },
+        );
+        Ok(())
+    }
+
+    // ---- keyspace primitives (each checks types; writes check READONLY) ----
+
+    fn write_check(&self) -> Res<()> {
+        if self.readonly {
+            Err(Fail::readonly())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The live entry at `key`, dropping it first when it expired.
+    fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        if self.keys.get(key).is_some_and(|e| !e.alive(now)) {
+            self.keys.remove(key);
+        }
+        self.keys.get_mut(key)
+    }
+
+    fn get_str(&mut self, key: &[u8], now: Instant) -> Res<Option<Vec<u8>>> {
+        match self.live(key, now).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Str(v)) => Ok(Some(v.clone())),
+            Some(Value::List(_)) => Err(Fail::wrong_type()),
+        }
+    }
+
+    fn pttl(&mut self, key: &[u8], now: Instant) -> i64 {
+        match self.live(key, now) {
+            None => -2,
+            Some(Entry {
+                expires_at: None, ..
+            }) => -1,
+            Some(Entry {
+                expires_at: Some(e),
+                ..
+            }) => i64::try_from(e.saturating_since(now).as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn del(&mut self, key: &[u8], now: Instant) -> bool {
+        self.live(key, now).is_some() && self.keys.remove(key).is_some()
+    }
+
+    /// Deletes `key` when its string value is (`equal`) or is not (`!equal`) `value`.
+    fn del_if(&mut self, key: &[u8], value: &[u8], equal: bool, now: Instant) -> Res<bool> {
+        let broken = self.faults.release_ignores_token && equal;
+        let matches = match self.live(key, now).map(|e| &e.value) {
+            None => return Ok(false),
+            Some(Value::Str(v)) => (v.as_slice() == value) == equal || broken,
+            Some(Value::List(_)) => return Err(Fail::wrong_type()),
+        };
+        if matches {
+            self.keys.remove(key);
+        }
+        Ok(matches)
+    }
+
+    fn incr_by(&mut self, key: &[u8], delta: i64, now: Instant) -> Res<i64> {
+        self.write_check()?;
+        let entry = self.live(key, now);
+        let (current, expires_at) = match entry {
+            None => (0, None),
+            Some(Entry {
+                value: Value::Str(v),
+                expires_at,
+            }) => (parse_i64(v).ok_or_else(Fail::not_integer)?, *expires_at),
+            Some(_) => return Err(Fail::wrong_type()),
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| Fail::new(b"ERR increment or decrement would overflow"))?;
+        let mut digits = [0u8; 20];
+        let mut text = Vec::with_capacity(21);
+        if next < 0 {
+            text.push(b'-');
+        }
+        text.extend_from_slice(decimal(next.unsigned_abs(), &mut digits));
+        self.keys.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Str(text),
+                expires_at,
+            },
+        );
+        Ok(next)
+    }
+
+    fn lpush(&mut self, key: &[u8], value: &[u8], now: Instant) -> Res<usize> {
+        self.write_check()?;
+        match self.live(key, now) {
+            Some(Entry {
+                value: Value::List(list),
+                ..
+            }) => {
+                list.push_front(value.to_vec());
+                Ok(list.len())
+            }
+            Some(_) => Err(Fail::wrong_type()),
+            None => {
+                let mut list = VecDeque::new();
+                list.push_front(value.to_vec());
+                self.keys.insert(
+                    key.to_vec(),
+                    Entry {
+                        value: Value::List(list),
+                        expires_at: None,
+                    },
+                );
+                Ok(1)
+            }
+        }
+    }
+
+    fn ltrim(&mut self, key: &[u8], start: i64, stop: i64, now: Instant) -> Res<()> {
+        let Some(entry) = self.live(key, now) else {
+            return Ok(());
+        };
+        let Value::List(list) = &mut entry.value else {
+            return Err(Fail::wrong_type());
+        };
+        let len = as_i64(list.len());
+        let start = if start < 0 { start + len } else { start }.max(0);
+        let stop = if stop < 0 { stop + len } else { stop };
+        if start > stop || start >= len {
+            self.keys.remove(key);
+            return Ok(());
+        }
+        let stop = stop.min(len - 1);
+        let (start, stop) = (
+            usize::try_from(start).unwrap_or(0),
+            usize::try_from(stop).unwrap_or(0),
+        );
+        list.truncate(stop + 1);
+        list.drain(..start);
+        Ok(())
+    }
+
+    fn pexpire(&mut self, key: &[u8], ms: i64, mode: ExpireMode, now: Instant) -> Res<bool> {
+        self.write_check()?;
+        let Some(entry) = self.live(key, now) else {
+            return Ok(false);
+        };
+        // A deadline at or before now deletes the key (Redis's checkAlreadyExpired).
+        let at = i128::from(now.as_millis()) + i128::from(ms);
+        let current = entry.expires_at.map(|e| i128::from(e.as_millis()));
+        let set = match mode {
+            ExpireMode::Always => true,
+            ExpireMode::Nx => current.is_none(),
+            ExpireMode::Xx => current.is_some(),
+            // No TTL counts as an infinite one.
+            ExpireMode::Gt => current.is_some_and(|c| at > c),
+            ExpireMode::Lt => current.is_none_or(|c| at < c),
+        };
+        if !set {
+            return Ok(false);
+        }
+        if at <= i128::from(now.as_millis()) {
+            self.keys.remove(key);
+            return Ok(true);
+        }
+        let at = u64::try_from(at)
+            .map_err(|_| Fail::new(b"ERR invalid expire time in 'pexpire' command"))?;
+        entry.expires_at = Some(Instant::from_millis(at));
+        Ok(true)
+    }
+
+    fn pop_front(&mut self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let entry = self.live(key, now)?;
+        let Value::List(list) = &mut entry.value else {
+            return None;
+        };
+        let element = list.pop_front()?;
+        if list.is_empty() {
+            self.keys.remove(key);
+        }
+        Some(element)
+    }
+}
+
+/// A script's return value.
+enum ScriptValue {
+    Int(i64),
+    Pair(i64, i64),
+}
+
+/// What a command did when it did not fail.
+enum Done {
+    Written,
+    Block(Vec<Vec<u8>>, Option<Instant>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetCondition<'a> {
+    Always,
+    Nx,
+    Xx,
+    IfEq(&'a [u8]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetExpiry {
+    Clear,
+    Keep,
+    At(Instant),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpireMode {
+    Always,
+    Nx,
+    Xx,
+    Gt,
+    Lt,
+}
+
+/// The commands the model has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Get,
+    Set,
+    Pttl,
+    Del,
+    DelIfEq,
+    DelEx,
+    Incr,
+    Decr,
+    Lpush,
+    Ltrim,
+    Pexpire,
+    Blpop,
+    Eval,
+    EvalSha,
+    Script,
+    Hello,
+    Auth,
+    Client,
+    Info,
+    Select,
+    Ping,
+    Quit,
+}
+
+impl Command {
+    fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
+        const TABLE: [(&[u8], Command); 22] = [
+            (b"GET", Command::Get),
+            (b"SET", Command::Set),
+            (b"PTTL", Command::Pttl),
+            (b"DEL", Command::Del),
+            (b"DELIFEQ", Command::DelIfEq),
+            (b"DELEX", Command::DelEx),
+            (b"INCR", Command::Incr),
+            (b"DECR", Command::Decr),
+            (b"LPUSH", Command::Lpush),
+            (b"LTRIM", Command::Ltrim),
+            (b"PEXPIRE", Command::Pexpire),
+            (b"BLPOP", Command::Blpop),
+            (b"EVAL", Command::Eval),
+            (b"EVALSHA", Command::EvalSha),
+            (b"SCRIPT", Command::Script),
+            (b"HELLO", Command::Hello),
+            (b"AUTH", Command::Auth),
+            (b"CLIENT", Command::Client),
+            (b"INFO", Command::Info),
+            (b"SELECT", Command::Select),
+            (b"PING", Command::Ping),
+            (b"QUIT", Command::Quit),
+        ];
+        let command = TABLE
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, c)| *c)?;
+        let exists = match command {
+            Command::DelIfEq => config.has_delifeq(),
+            Command::DelEx => config.has_delex(),
+            Command::Hello => config.has_hello(),
+            _ => true,
+        };
+        exists.then_some(command)
+    }
+
+    /// Whether `n` arguments (after the name) fit the command.
+    fn arity_ok(self, n: usize) -> bool {
+        match self {
+            Command::Get | Command::Pttl | Command::Incr | Command::Decr | Command::Select => {
+                n == 1
+            }
+            Command::Set => n >= 2,
+            Command::Del | Command::Script | Command::Client | Command::Auth => n >= 1,
+            Command::DelIfEq => n == 2,
+            Command::DelEx => n >= 1,
+            Command::Lpush | Command::Pexpire | Command::Blpop | Command::Eval => n >= 2,
+            Command::EvalSha => n >= 2,
+            Command::Ltrim => n == 3,
+            Command::Hello | Command::Info | Command::Ping | Command::Quit => true,
+        }
+    }
+
+    /// Refused with `READONLY` on a replica before running (scripts check each write).
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Command::Set
+                | Command::Del
+                | Command::DelIfEq
+                | Command::DelEx
+                | Command::Incr
+                | Command::Decr
+                | Command::Lpush
+                | Command::Ltrim
+                | Command::Pexpire
+                | Command::Blpop
+        )
+    }
+
+    fn allowed_while_loading(self) -> bool {
+        matches!(
+            self,
+            Command::Hello
+                | Command::Auth
+                | Command::Client
+                | Command::Info
+                | Command::Select
+                | Command::Quit
+        )
+    }
+}
+
+fn unknown(name: &[u8], args: &[&[u8]]) -> Fail {
+    let mut m = b"ERR unknown command '".to_vec();
+    push_sanitised(&mut m, name.get(..128).unwrap_or(name));
+    m.extend_from_slice(b"', with args beginning with: ");
+    for a in args.iter().take(4) {
+        m.push(b'\'');
+        push_sanitised(&mut m, a.get(..64).unwrap_or(a));
+        m.extend_from_slice(b"' ");
+    }
+    Fail(m)
+}
+
+fn unknown_subcommand(sub: &[u8], command: &[u8]) -> Fail {
+    let mut m = b"ERR unknown subcommand '".to_vec();
+    push_sanitised(&mut m, sub.get(..128).unwrap_or(sub));
+    m.extend_from_slice(b"'. Try ");
+    m.extend_from_slice(command);
+    m.extend_from_slice(b" HELP.");
+    Fail(m)
+}
+
+fn unknown_script() -> Fail {
+    Fail::new(b"ERR unknown command: the model node runs only distlock's own scripts")
+}
+
+/// Appends `bytes` with CR and LF made spaces, so an error reply stays one line.
+fn push_sanitised(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend(
+        bytes
+            .iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+}
+
+fn push_version(out: &mut Vec<u8>, v: Version) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(u64::from(v.major), &mut digits));
+    out.push(b'.');
+    out.extend_from_slice(decimal(u64::from(v.minor), &mut digits));
+    out.push(b'.');
+    out.extend_from_slice(decimal(u64::from(v.patch), &mut digits));
+}
+
+fn arg<'a>(args: &[&'a [u8]], i: usize) -> &'a [u8] {
+    args.get(i).copied().unwrap_or_default()
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A Redis integer: optional `-`, decimal digits, no spaces, no `+`, fits `i64`.
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Like Redis's string2ll: no leading zeros, and no "-0".
+    if digits.first() == Some(&b'0') && (digits.len() > 1 || negative) {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for &d in digits {
+        n = n * 10 + i128::from(d - b'0');
+    }
+    if negative {
+        n = -n;
+    }
+    i64::try_from(n).ok()
+}
+
+/// Lua's `tonumber` on what the core stores: a decimal integer (surrounding spaces allowed).
+/// Values beyond 2^53 lose precision in real Lua; the model keeps them exact.
+fn lua_tonumber(text: &[u8]) -> Option<i64> {
+    let trimmed = text.trim_ascii();
+    parse_i64(trimmed).or_else(|| {
+        // Lua accepts leading zeros and a `+`; Redis's integer parser does not.
+        let digits = trimmed.strip_prefix(b"+").unwrap_or(trimmed);
+        let digits = match digits.iter().position(|&b| b != b'0') {
+            Some(p) => digits.get(p..)?,
+            None if !digits.is_empty() => b"0",
+            None => return None,
+        };
+        parse_i64(digits)
+    })
+}
+
+/// A blocking timeout in seconds (`1`, `0.25`) to milliseconds, truncating as Redis does.
+fn parse_timeout(text: &[u8], fractional: bool) -> Res<u64> {
+    let not_float = || {
+        if fractional {
+            Fail::new(b"ERR timeout is not a float or out of range")
+        } else {
+            Fail::new(b"ERR timeout is not an integer or out of range")
+        }
+    };
+    if text.first() == Some(&b'-') {
+        return match parse_timeout(text.get(1..).unwrap_or_default(), fractional) {
+            Ok(0) => Ok(0),
+            Ok(_) => Err(Fail::new(b"ERR timeout is negative")),
+            Err(e) => Err(e),
+        };
+    }
+    let (whole, frac) = match text.iter().position(|&b| b == b'.') {
+        Some(dot) if fractional => (
+            text.get(..dot).unwrap_or_default(),
+            text.get(dot + 1..).unwrap_or_default(),
+        ),
+        Some(_) => return Err(not_float()),
+        None => (text, &b""[..]),
+    };
+    if (whole.is_empty() && frac.is_empty())
+        || !whole.iter().chain(frac).all(u8::is_ascii_digit)
+        || whole.len() > 12
+    {
+        return Err(not_float());
+    }
+    let mut ms: u64 = 0;
+    for &d in whole {
+        ms = ms * 10 + u64::from(d - b'0');
+    }
+    ms = ms.saturating_mul(1000);
+    let mut scale = 100;
+    for &d in frac.iter().take(3) {
+        ms += u64::from(d - b'0') * scale;
+        scale /= 10;
+    }
+    Ok(ms)
+}
+
+/// The protocol a `HELLO` asks for (`None`: it names none, the connection's stays).
+fn hello_protocol(args: &[&[u8]]) -> Option<Protocol> {
+    match parse_i64(args.get(1)?)? {
+        2 => Some(Protocol::Resp2),
+        3 => Some(Protocol::Resp3),
+        _ => None,
+    }
+}
+
+/// Writes RESP replies in one protocol.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    protocol: Protocol,
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut Vec<u8>, protocol: Protocol) -> Self {
+        Writer { out, protocol }
+    }
+
+    fn header(&mut self, kind: u8, n: u64) {
+        self.out.push(kind);
+        self.out.extend_from_slice(decimal(n, &mut [0; 20]));
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn simple(&mut self, text: &[u8]) {
+        self.out.push(b'+');
+        self.out.extend_from_slice(text);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn ok(&mut self) {
+        self.simple(b"OK");
+    }
+
+    fn int(&mut self, n: i64) {
+        self.out.push(b':');
+        if n < 0 {
+            self.out.push(b'-');
+        }
+        self.out
+            .extend_from_slice(decimal(n.unsigned_abs(), &mut [0; 20]));
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn bulk(&mut self, bytes: &[u8]) {
+        self.header(b'$', bytes.len() as u64);
+        self.out.extend_from_slice(bytes);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// A text reply: a bulk string in RESP2, a verbatim string in RESP3 (as `INFO` is).
+    fn verbatim(&mut self, text: &[u8]) {
+        match self.protocol {
+            Protocol::Resp3 => {
+                self.header(b'=', text.len() as u64 + 4);
+                self.out.extend_from_slice(b"txt:");
+                self.out.extend_from_slice(text);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            _ => self.bulk(text),
+        }
+    }
+
+    fn null_bulk(&mut self) {
+        match self.protocol {
+            Protocol::Resp3 => self.out.extend_from_slice(b"_\r\n"),
+            _ => self.out.extend_from_slice(b"$-1\r\n"),
+        }
+    }
+
+    fn null_array(&mut self) {
+        match self.protocol {
+            Protocol::Resp3 => self.out.extend_from_slice(b"_\r\n"),
+            _ => self.out.extend_from_slice(b"*-1\r\n"),
+        }
+    }
+
+    fn array(&mut self, n: usize) {
+        self.header(b'*', n as u64);
+    }
+
+    /// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
+    fn map(&mut self, n: usize) {
+        match self.protocol {
+            Protocol::Resp3 => self.header(b'%', n as u64),
+            _ => self.header(b'*', 2 * n as u64),
+        }
+    }
+}
+
+// ---- connections ----
+
+/// The longest inline request or multibulk header line, as in Redis.
+const MAX_INLINE: usize = 64 * 1024;
+/// The most arguments one request may have.
+const MAX_ARGS: i64 = 1024 * 1024;
+/// The longest argument.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+
+/// A request that is not RESP: the connection is closed after replying with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestError(&'static str);
+
+impl RequestError {
+    /// What was wrong, as Redis words it after `-ERR Protocol error: `.
+    #[must_use]
+    pub fn message(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl core::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "protocol error: {}", self.0)
+    }
+}
+
+impl core::error::Error for RequestError {}
+
+/// One client connection to a [`ModelNode`]: reassembles requests from any read boundaries,
+/// and keeps the protocol `HELLO` chose and a blocked `BLPOP`.
+#[derive(Debug, Clone, Default)]
+pub struct ModelConnection {
+    input: Vec<u8>,
+    protocol: Protocol,
+    blocked: Option<(Vec<Vec<u8>>, Option<Instant>)>,
+    closed: bool,
+}
+
+impl ModelConnection {
+    /// A new connection, speaking RESP2 until a `HELLO 3`.
+    #[must_use]
+    pub fn new() -> Self {
+        ModelConnection::default()
+    }
+
+    /// The protocol replies are encoded in.
+    #[must_use]
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Bytes the client wrote; run them with [`ModelNode::serve`].
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if !self.closed {
+            self.input.extend_from_slice(bytes);
+        }
+    }
+
+    /// Whether a `BLPOP` is waiting (nothing after it runs until it replies).
+    #[must_use]
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// When the blocked `BLPOP` times out on the node's clock: `Some(None)` when it waits
+    /// forever, `None` when nothing is blocked.
+    #[must_use]
+    pub fn blocked_until(&self) -> Option<Option<Instant>> {
+        self.blocked.as_ref().map(|(_, until)| *until)
+    }
+
+    /// The keys the blocked `BLPOP` waits on (empty when nothing is blocked).
+    #[must_use]
+    pub fn blocked_keys(&self) -> &[Vec<u8>] {
+        self.blocked.as_ref().map_or(&[], |(keys, _)| keys)
+    }
+
+    /// Whether the server closed the connection (a protocol error, or `QUIT`): nothing more
+    /// is read from it; the client must reconnect.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Bytes received and not yet run.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.input.clear();
+        self.blocked = None;
+    }
+
+    /// Takes the next complete command off the input: its arguments, name first; `None`
+    /// until one is complete. Empty requests (`*0`, blank inline lines) are skipped. After an
+    /// error the stream cannot be trusted: reply with it and close the connection.
+    pub fn next_command(&mut self) -> Option<Result<Vec<Vec<u8>>, RequestError>> {
+        if self.closed {
+            return None;
+        }
+        loop {
+            match parse_request(&self.input) {
+                Ok(Some((args, used))) => {
+                    self.input.drain(..used.min(self.input.len()));
+                    if args.is_empty() {
+                        continue;
+                    }
+                    return Some(Ok(args));
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// The position just past the CRLF (or LF) ending the line at `from`, and the line's end.
+fn line_at(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let rest = buf.get(from..)?;
+    let lf = rest.iter().position(|&b| b == b'\n')?;
+    let end = from + lf;
+    let line_end = if lf > 0 && rest.get(lf - 1) == Some(&b'\r') {
+        end - 1
+    } else {
+        end
+    };
+    Some((line_end, end + 1))
+}
+
+/// A request's arguments and the bytes it took; `None` while incomplete.
+type Parsed = Option<(Vec<Vec<u8>>, usize)>;
+
+/// One request from the front of `buf`: `Ok(None)` while incomplete.
+fn parse_request(buf: &[u8]) -> Result<Parsed, RequestError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != b'*' {
+        return parse_inline(buf);
+    }
+    let Some((line_end, mut pos)) = line_at(buf, 1) else {
+        return if buf.len() > MAX_INLINE {
+            Err(RequestError("too big mbulk count string"))
+        } else {
+            Ok(None)
+        };
+    };
+    let count = parse_i64(buf.get(1..line_end).unwrap_or_default())
+        .filter(|&n| n <= MAX_ARGS)
+        .ok_or(RequestError("invalid multibulk length"))?;
+    let mut args = Vec::new();
+    for _ in 0..count.max(0) {
+        match buf.get(pos) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(_) => return Err(RequestError("expected '$'")),
+        }
+        let Some((line_end, payload)) = line_at(buf, pos + 1) else {
+            return if buf.len() - pos > MAX_INLINE {
+                Err(RequestError("too big bulk count string"))
+            } else {
+                Ok(None)
+            };
+        };
+        let len = parse_i64(buf.get(pos + 1..line_end).unwrap_or_default())
+            .filter(|&n| (0..=MAX_BULK).contains(&n))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(RequestError("invalid bulk length"))?;
+        let end = payload.saturating_add(len);
+        let Some(crlf) = buf.get(end..end.saturating_add(2)) else {
+            return Ok(None);
+        };
+        if crlf.len() < 2 {
+            return Ok(None);
+        }
+        if crlf != b"\r\n" {
+            return Err(RequestError("expected CRLF after bulk"));
+        }
+        args.push(buf.get(payload..end).unwrap_or_default().to_vec());
+        pos = end + 2;
+    }
+    Ok(Some((args, pos)))
+}
+
+/// An inline command: one line, arguments split on whitespace (no quoting).
+fn parse_inline(buf: &[u8]) -> Result<Parsed, RequestError> {
+    let Some((line_end, next)) = line_at(buf, 0) else {
+        return if buf.len() > MAX_INLINE {
+            Err(RequestError("too big inline request"))
+        } else {
+            Ok(None)
+        };
+    };
+    let args = buf
+        .get(..line_end)
+        .unwrap_or_default()
+        .split(u8::is_ascii_whitespace)
+        .filter(|a| !a.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    Ok(Some((args, next)))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use alloc::string::{String, ToString};
+    use alloc::vec;
+    use std::format;
+
+    use super::*;
+    use crate::handshake::{Handshake, HandshakeOptions};
+    use crate::machine::{Machine, Operation};
+    use crate::{
+        Acquire, Extend, KeyLayout, Lock, LockOptions, Release, Released, ServerInfo, Token,
+    };
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    /// Runs one command given as words and returns the reply as text.
+    fn run(node: &mut ModelNode, words: &[&str], now: u64) -> String {
+        run_in(node, words, now, Protocol::Resp2)
+    }
+
+    fn run_in(node: &mut ModelNode, words: &[&str], now: u64, protocol: Protocol) -> String {
+        let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+        match node.execute(&args, ms(now), protocol) {
+            Exec::Reply(r) => String::from_utf8(r).unwrap(),
+            Exec::Block { .. } => String::from("<blocked>"),
+        }
+    }
+
+    fn sha(s: &Script) -> &str {
+        core::str::from_utf8(&s.sha).unwrap()
+    }
+
+    #[test]
+    fn set_nx_px_lives_up_to_and_including_its_expiry() {
+        let mut n = ModelNode::new();
+        assert_eq!(
+            run(&mut n, &["SET", "k", "a", "NX", "PX", "100"], 0),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["set", "k", "b", "nx", "px", "100"], 50),
+            "$-1\r\n"
+        );
+        assert_eq!(run(&mut n, &["PTTL", "k"], 40), ":60\r\n");
+        assert_eq!(run(&mut n, &["GET", "k"], 100), "$1\r\na\r\n");
+        assert_eq!(run(&mut n, &["GET", "k"], 101), "$-1\r\n");
+        assert_eq!(run(&mut n, &["PTTL", "k"], 101), ":-2\r\n");
+        assert_eq!(
+            run(&mut n, &["SET", "k", "b", "NX", "PX", "100"], 101),
+            "+OK\r\n"
+        );
+        assert_eq!(run(&mut n, &["SET", "p", "x"], 0), "+OK\r\n");
+        assert_eq!(run(&mut n, &["PTTL", "p"], 0), ":-1\r\n");
+        assert_eq!(
+            run_in(&mut n, &["GET", "nope"], 0, Protocol::Resp3),
+            "_\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["SET", "k", "b", "PX", "0"], 0),
+            "-ERR invalid expire time in 'set' command\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["SET", "k", "b", "PX", "x"], 0),
+            "-ERR value is not an integer or out of range\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["SET", "k", "b", "NX", "XX"], 0),
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["SET", "k"], 0),
+            "-ERR wrong number of arguments for 'set' command\r\n"
+        );
+        // KEEPTTL and GET.
+        assert_eq!(run(&mut n, &["SET", "t", "1", "PX", "500"], 0), "+OK\r\n");
+        assert_eq!(
+            run(&mut n, &["SET", "t", "2", "KEEPTTL", "GET"], 100),
+            "$1\r\n1\r\n"
+        );
+        assert_eq!(run(&mut n, &["PTTL", "t"], 100), ":400\r\n");
+    }
+
+    #[test]
+    fn native_compare_commands_follow_the_configured_server() {
+        let mut redis7 = ModelNode::new();
+        assert_eq!(
+            run(&mut redis7, &["SET", "k", "t", "IFEQ", "t", "PX", "10"], 0),
+            "-ERR syntax error\r\n"
+        );
+        assert!(
+            run(&mut redis7, &["DELIFEQ", "k", "t"], 0)
+                .starts_with("-ERR unknown command 'DELIFEQ'")
+        );
+        assert!(
+            run(&mut redis7, &["DELEX", "k", "IFEQ", "t"], 0).starts_with("-ERR unknown command")
+        );
+
+        let mut valkey = ModelNode::with_config(ModelConfig::valkey(9, 0, 0));
+        run(&mut valkey, &["SET", "k", "t", "PX", "100"], 0);
+        assert_eq!(
+            run(&mut valkey, &["SET", "k", "u", "IFEQ", "x", "PX", "500"], 1),
+            "$-1\r\n"
+        );
+        assert_eq!(
+            run(&mut valkey, &["SET", "k", "t", "IFEQ", "t", "PX", "500"], 1),
+            "+OK\r\n"
+        );
+        assert_eq!(run(&mut valkey, &["PTTL", "k"], 1), ":500\r\n");
+        assert_eq!(
+            run(&mut valkey, &["SET", "m", "t", "IFEQ", "t"], 1),
+            "$-1\r\n",
+            "IFEQ never creates"
+        );
+        assert_eq!(run(&mut valkey, &["DELIFEQ", "k", "x"], 2), ":0\r\n");
+        assert_eq!(run(&mut valkey, &["DELIFEQ", "k", "t"], 2), ":1\r\n");
+        assert_eq!(run(&mut valkey, &["GET", "k"], 2), "$-1\r\n");
+        assert!(run(&mut valkey, &["DELEX", "k"], 2).starts_with("-ERR unknown command"));
+
+        let mut redis84 = ModelNode::with_config(ModelConfig::redis(8, 4, 0));
+        run(&mut redis84, &["SET", "k", "t"], 0);
+        assert_eq!(run(&mut redis84, &["DELEX", "k", "IFEQ", "x"], 0), ":0\r\n");
+        assert_eq!(run(&mut redis84, &["DELEX", "k", "IFNE", "x"], 0), ":1\r\n");
+        run(&mut redis84, &["LPUSH", "l", "1"], 0);
+        assert!(run(&mut redis84, &["DELEX", "l", "IFEQ", "x"], 0).starts_with("-WRONGTYPE"));
+        assert_eq!(run(&mut redis84, &["DELEX", "l"], 0), ":1\r\n");
+    }
+
+    #[test]
+    fn counters_lists_and_types() {
+        let mut n = ModelNode::new();
+        assert_eq!(run(&mut n, &["INCR", "c"], 0), ":1\r\n");
+        assert_eq!(run(&mut n, &["INCR", "c"], 0), ":2\r\n");
+        assert_eq!(run(&mut n, &["DECR", "c"], 0), ":1\r\n");
+        run(&mut n, &["SET", "s", "abc"], 0);
+        assert_eq!(
+            run(&mut n, &["INCR", "s"], 0),
+            "-ERR value is not an integer or out of range\r\n"
+        );
+        run(&mut n, &["SET", "big", "9223372036854775807"], 0);
+        assert_eq!(
+            run(&mut n, &["INCR", "big"], 0),
+            "-ERR increment or decrement would overflow\r\n"
+        );
+        // INCR keeps the TTL.
+        run(&mut n, &["SET", "v", "5", "PX", "100"], 0);
+        assert_eq!(run(&mut n, &["INCR", "v"], 10), ":6\r\n");
+        assert_eq!(run(&mut n, &["PTTL", "v"], 10), ":90\r\n");
+
+        assert_eq!(run(&mut n, &["LPUSH", "l", "a", "b", "c"], 0), ":3\r\n");
+        assert_eq!(
+            run(&mut n, &["GET", "l"], 0),
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["INCR", "l"], 0),
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+        );
+        assert!(run(&mut n, &["LPUSH", "s", "x"], 0).starts_with("-WRONGTYPE"));
+        assert_eq!(run(&mut n, &["LTRIM", "l", "0", "0"], 0), "+OK\r\n");
+        assert_eq!(n.list_len(b"l", ms(0)), 1);
+        assert_eq!(
+            run(&mut n, &["BLPOP", "l", "1"], 0),
+            "*2\r\n$1\r\nl\r\n$1\r\nc\r\n",
+            "the head: last pushed"
+        );
+        assert_eq!(n.key_count(ms(0)), 4, "an emptied list is gone");
+        run(&mut n, &["LPUSH", "l", "a", "b"], 0);
+        assert_eq!(run(&mut n, &["LTRIM", "l", "5", "9"], 0), "+OK\r\n");
+        assert_eq!(run(&mut n, &["PTTL", "l"], 0), ":-2\r\n");
+
+        assert_eq!(run(&mut n, &["PEXPIRE", "s", "50"], 0), ":1\r\n");
+        assert_eq!(run(&mut n, &["PEXPIRE", "s", "10", "GT"], 0), ":0\r\n");
+        assert_eq!(run(&mut n, &["PEXPIRE", "s", "10", "LT"], 0), ":1\r\n");
+        assert_eq!(run(&mut n, &["PEXPIRE", "s", "10", "NX"], 0), ":0\r\n");
+        assert_eq!(run(&mut n, &["PEXPIRE", "nope", "10"], 0), ":0\r\n");
+        assert_eq!(run(&mut n, &["PEXPIRE", "s", "0"], 0), ":1\r\n");
+        assert_eq!(
+            run(&mut n, &["GET", "s"], 0),
+            "$-1\r\n",
+            "a deadline not in the future deletes"
+        );
+        assert_eq!(run(&mut n, &["DEL", "c", "v", "nope"], 0), ":2\r\n");
+        assert_eq!(run(&mut n, &["SELECT", "0"], 0), "+OK\r\n");
+        assert_eq!(
+            run(&mut n, &["SELECT", "1"], 0),
+            "-ERR DB index is out of range\r\n"
+        );
+        assert_eq!(run(&mut n, &["PING"], 0), "+PONG\r\n");
+        assert!(run(&mut n, &["FLUSHALL"], 0).starts_with("-ERR unknown command 'FLUSHALL'"));
+    }
+
+    #[test]
+    fn blpop_blocks_and_is_retried() {
+        let mut n = ModelNode::new();
+        let args: [&[u8]; 3] = [b"BLPOP", b"sig", b"0.25"];
+        let Exec::Block { keys, until } = n.execute(&args, ms(100), Protocol::Resp2) else {
+            panic!("must block");
+        };
+        assert_eq!(keys, [b"sig".to_vec()]);
+        assert_eq!(until, Some(ms(350)));
+        assert_eq!(n.retry_pop(&keys, until, ms(200), Protocol::Resp2), None);
+        run(&mut n, &["LPUSH", "sig", "1"], 200);
+        assert_eq!(
+            n.retry_pop(&keys, until, ms(201), Protocol::Resp3).unwrap(),
+            b"*2\r\n$3\r\nsig\r\n$1\r\n1\r\n"
+        );
+        assert_eq!(n.retry_pop(&keys, until, ms(349), Protocol::Resp2), None);
+        assert_eq!(
+            n.retry_pop(&keys, until, ms(350), Protocol::Resp2).unwrap(),
+            b"*-1\r\n"
+        );
+        assert_eq!(
+            n.retry_pop(&keys, until, ms(350), Protocol::Resp3).unwrap(),
+            b"_\r\n"
+        );
+        // Whole seconds only before Redis 6.
+        let mut old = ModelNode::with_config(ModelConfig::redis(5, 0, 14));
+        assert_eq!(
+            run(&mut old, &["BLPOP", "sig", "0.5"], 0),
+            "-ERR timeout is not an integer or out of range\r\n"
+        );
+        assert_eq!(run(&mut old, &["BLPOP", "sig", "1"], 0), "<blocked>");
+        assert_eq!(
+            run(&mut n, &["BLPOP", "sig", "-1"], 0),
+            "-ERR timeout is negative\r\n"
+        );
+        assert_eq!(
+            run(&mut n, &["BLPOP", "sig", "x"], 0),
+            "-ERR timeout is not a float or out of range\r\n"
+        );
+        // Forever.
+        let args: [&[u8]; 3] = [b"BLPOP", b"sig", b"0"];
+        assert!(matches!(
+            n.execute(&args, ms(0), Protocol::Resp2),
+            Exec::Block { until: None, .. }
+        ));
+    }
+
+    #[test]
+    fn scripts_by_sha_and_by_source_and_noscript_after_a_flush() {
+        let mut n = ModelNode::new();
+        let acquire = |via: &str, body: &str, token: &str| {
+            vec![
+                via.to_string(),
+                body.to_string(),
+                "3".into(),
+                "L".into(),
+                "F".into(),
+                "H".into(),
+                token.to_string(),
+                "1000".into(),
+                "1".into(),
+                "0".into(),
+            ]
+        };
+        let exec = |n: &mut ModelNode, words: Vec<String>, now: u64| {
+            let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+            run(n, &refs, now)
+        };
+        let src = script::ACQUIRE.source;
+        assert_eq!(
+            exec(
+                &mut n,
+                acquire("EVALSHA", sha(&script::ACQUIRE), "tok-a"),
+                0
+            ),
+            "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+        );
+        assert_eq!(
+            exec(&mut n, acquire("EVAL", src, "tok-a"), 0),
+            "*2\r\n:1\r\n:1\r\n"
+        );
+        assert_eq!(
+            exec(
+                &mut n,
+                acquire("EVALSHA", &sha(&script::ACQUIRE).to_uppercase(), "tok-b"),
+                10
+            ),
+            "*2\r\n:0\r\n:990\r\n",
+            "busy, with the holder's PTTL; the SHA is case-insensitive"
+        );
+        n.flush_scripts();
+        assert!(
+            exec(
+                &mut n,
+                acquire("EVALSHA", sha(&script::ACQUIRE), "tok-b"),
+                10
+            )
+            .starts_with("-NOSCRIPT")
+        );
+        assert_eq!(
+            run(&mut n, &["SCRIPT", "LOAD", src], 10),
+            format!("$40\r\n{}\r\n", sha(&script::ACQUIRE))
+        );
+        assert_eq!(
+            run(
+                &mut n,
+                &[
+                    "SCRIPT",
+                    "EXISTS",
+                    sha(&script::ACQUIRE),
+                    sha(&script::RELEASE)
+                ],
+                10
+            ),
+            "*2\r\n:1\r\n:0\r\n"
+        );
+        assert!(run(&mut n, &["EVAL", "return 1", "0"], 0).starts_with("-ERR unknown command"));
+        assert!(
+            run(&mut n, &["SCRIPT", "LOAD", "return 1"], 0).starts_with("-ERR unknown command")
+        );
+        // After the holder's key expires the fence counter goes on from where it was.
+        assert_eq!(
+            exec(
+                &mut n,
+                acquire("EVALSHA", sha(&script::ACQUIRE), "tok-b"),
+                1001
+            ),
+            "*2\r\n:1\r\n:2\r\n"
+        );
+
+        // Release: not the holder, then the holder (pushing a signal).
+        let release = |token: &str, signal: &str| {
+            vec![
+                "EVAL".to_string(),
+                script::RELEASE.source.into(),
+                "3".into(),
+                "L".into(),
+                "H".into(),
+                "S".into(),
+                token.to_string(),
+                "0".into(),
+                signal.to_string(),
+            ]
+        };
+        assert_eq!(exec(&mut n, release("tok-a", "500"), 1002), ":-1\r\n");
+        assert_eq!(n.value(b"L", ms(1002)), Some(&b"tok-b"[..]));
+        assert_eq!(exec(&mut n, release("tok-b", "500"), 1002), ":0\r\n");
+        assert_eq!(n.value(b"L", ms(1002)), None);
+        assert_eq!(n.list_len(b"S", ms(1002)), 1);
+        assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
+
+        // Extend and raise-fence.
+        run(&mut n, &["SET", "L", "tok-c", "PX", "100"], 2000);
+        let extend = |token: &str| {
+            vec![
+                "EVAL".to_string(),
+                script::EXTEND.source.into(),
+                "2".into(),
+                "L".into(),
+                "H".into(),
+                token.to_string(),
+                "700".into(),
+            ]
+        };
+        assert_eq!(exec(&mut n, extend("tok-x"), 2010), ":0\r\n");
+        assert_eq!(n.expiry(b"L", ms(2010)), Some(Some(ms(2100))));
+        assert_eq!(exec(&mut n, extend("tok-c"), 2010), ":1\r\n");
+        assert_eq!(n.expiry(b"L", ms(2010)), Some(Some(ms(2710))));
+        let raise = |to: &str| {
+            vec![
+                "EVAL".to_string(),
+                script::RAISE_FENCE.source.into(),
+                "1".into(),
+                "F".into(),
+                to.to_string(),
+            ]
+        };
+        assert_eq!(exec(&mut n, raise("7"), 2010), ":7\r\n");
+        assert_eq!(exec(&mut n, raise("5"), 2010), ":7\r\n");
+        assert_eq!(n.value(b"F", ms(2010)), Some(&b"7"[..]));
+        assert!(
+            exec(&mut n, raise("x"), 2010)
+                .starts_with("-ERR user_script:3: attempt to compare nil with number script: ")
+        );
+    }
+
+    #[test]
+    fn reentrant_acquire_and_release_count_holds() {
+        let mut n = ModelNode::new();
+        let words = |token: &str| {
+            vec![
+                "EVAL".to_string(),
+                script::ACQUIRE.source.into(),
+                "3".into(),
+                "L".into(),
+                "F".into(),
+                "H".into(),
+                token.to_string(),
+                "1000".into(),
+                "0".into(),
+                "1".into(),
+            ]
+        };
+        let exec = |n: &mut ModelNode, words: Vec<String>, now: u64| {
+            let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+            run(n, &refs, now)
+        };
+        assert_eq!(exec(&mut n, words("t"), 0), "*2\r\n:1\r\n:0\r\n");
+        assert_eq!(exec(&mut n, words("t"), 100), "*2\r\n:2\r\n:0\r\n");
+        assert_eq!(
+            n.expiry(b"L", ms(100)),
+            Some(Some(ms(1100))),
+            "re-entry refreshes the TTL"
+        );
+        let release = vec![
+            "EVAL".to_string(),
+            script::RELEASE.source.into(),
+            "3".into(),
+            "L".into(),
+            "H".into(),
+            "S".into(),
+            "t".into(),
+            "1".into(),
+            "0".into(),
+        ];
+        assert_eq!(exec(&mut n, release.clone(), 200), ":1\r\n");
+        assert_eq!(exec(&mut n, release.clone(), 200), ":0\r\n");
+        assert_eq!(n.key_count(ms(200)), 0);
+    }
+
+    #[test]
+    fn a_failing_script_keeps_its_earlier_writes_and_names_the_error() {
+        let mut n = ModelNode::new();
+        run(&mut n, &["SET", "F", "not-a-number"], 0);
+        let reply = run(
+            &mut n,
+            &[
+                "EVAL",
+                script::ACQUIRE.source,
+                "3",
+                "L",
+                "F",
+                "H",
+                "tok",
+                "1000",
+                "1",
+                "0",
+            ],
+            0,
+        );
+        assert_eq!(
+            reply,
+            format!(
+                "-ERR value is not an integer or out of range script: {}, on @user_script:5.\r\n",
+                sha(&script::ACQUIRE)
+            )
+        );
+        assert_eq!(
+            n.value(b"L", ms(0)),
+            Some(&b"tok"[..]),
+            "no rollback, as in Redis"
+        );
+        run(&mut n, &["LPUSH", "M", "x"], 0);
+        let reply = run(
+            &mut n,
+            &[
+                "EVAL",
+                script::RELEASE.source,
+                "3",
+                "M",
+                "H",
+                "S",
+                "tok",
+                "0",
+                "0",
+            ],
+            0,
+        );
+        assert!(
+            reply.starts_with(
+                "-WRONGTYPE Operation against a key holding the wrong kind of value script:"
+            ),
+            "{reply}"
+        );
+        assert!(
+            run(&mut n, &["EVAL", script::EXTEND.source, "5", "L"], 0)
+                .starts_with("-ERR Number of keys can't be greater")
+        );
+    }
+
+    #[test]
+    fn loading_and_readonly() {
+        let mut n = ModelNode::new();
+        run(&mut n, &["SET", "L", "other", "PX", "1000"], 0);
+        n.set_loading(true);
+        assert_eq!(
+            run(&mut n, &["GET", "L"], 0),
+            "-LOADING Redis is loading the dataset in memory\r\n"
+        );
+        assert!(run(&mut n, &["EVALSHA", sha(&script::RELEASE), "0"], 0).starts_with("-LOADING"));
+        assert!(run(&mut n, &["HELLO", "3"], 0).starts_with('%'));
+        assert!(run(&mut n, &["INFO", "server"], 0).contains("redis_version:7.2.4"));
+        n.set_loading(false);
+        n.set_readonly(true);
+        assert_eq!(
+            run(&mut n, &["SET", "x", "1"], 0),
+            "-READONLY You can't write against a read only replica.\r\n"
+        );
+        assert!(run(&mut n, &["BLPOP", "s", "1"], 0).starts_with("-READONLY"));
+        assert_eq!(run(&mut n, &["GET", "L"], 0), "$5\r\nother\r\n");
+        // Inside a script, only the writes fail: a replica can still say "busy".
+        let acquire = [
+            "EVAL",
+            script::ACQUIRE.source,
+            "3",
+            "L",
+            "F",
+            "H",
+            "mine",
+            "1000",
+            "1",
+            "0",
+        ];
+        assert_eq!(run(&mut n, &acquire, 10), "*2\r\n:0\r\n:990\r\n");
+        assert!(
+            run(&mut n, &acquire, 1001)
+                .starts_with("-READONLY You can't write against a read only replica. script: ")
+        );
+        assert!(run(&mut n, &["HELLO"], 0).contains("replica"));
+    }
+
+    #[test]
+    fn restart_loses_volatile_keys_and_optionally_the_counters() {
+        let mut n = ModelNode::new();
+        for (keep, fence) in [(true, Some(&b"3"[..])), (false, None)] {
+            run(&mut n, &["SET", "F", "3"], 0);
+            run(&mut n, &["SET", "L", "t", "PX", "10000"], 0);
+            run(
+                &mut n,
+                &["EVAL", script::EXTEND.source, "2", "L", "H", "t", "10"],
+                0,
+            );
+            n.restart(keep);
+            assert_eq!(n.value(b"L", ms(1)), None);
+            assert_eq!(n.value(b"F", ms(1)), fence);
+            assert!(
+                run(&mut n, &["EVALSHA", sha(&script::EXTEND), "0"], 1).starts_with("-NOSCRIPT")
+            );
+        }
+    }
+
+    #[test]
+    fn hello_picks_the_protocol_and_old_servers_lack_it() {
+        let mut n = ModelNode::with_config(ModelConfig::valkey(8, 1, 1));
+        let mut conn = ModelConnection::new();
+        let mut out = Vec::new();
+        conn.receive(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        n.serve(&mut conn, ms(0), &mut out);
+        assert_eq!(conn.protocol(), Protocol::Resp3);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "%7\r\n$6\r\nserver\r\n$6\r\nvalkey\r\n$7\r\nversion\r\n$5\r\n8.1.1\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("_\r\n"), "the GET after it answers in RESP3");
+        assert_eq!(
+            run(&mut n, &["HELLO", "4"], 0),
+            "-NOPROTO unsupported protocol version\r\n"
+        );
+        assert!(run(&mut n, &["HELLO", "2"], 0).starts_with("*14\r\n"));
+        let mut old = ModelNode::with_config(ModelConfig::redis(5, 0, 14));
+        assert!(run(&mut old, &["HELLO", "3"], 0).starts_with("-ERR unknown command 'HELLO'"));
+        assert!(run_in(&mut old, &["INFO", "server"], 0, Protocol::Resp3).starts_with("="));
+    }
+
+    #[test]
+    fn requests_split_anywhere_pipelined_or_inline_and_garbage_closes() {
+        let mut n = ModelNode::new();
+        let mut conn = ModelConnection::new();
+        let mut out = Vec::new();
+        let bytes = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\n";
+        for b in bytes {
+            conn.receive(&[*b]);
+            n.serve(&mut conn, ms(0), &mut out);
+        }
+        assert_eq!(out, b"+OK\r\n$2\r\nv1\r\n+PONG\r\n");
+        assert_eq!(conn.buffered(), 0);
+        out.clear();
+        conn.receive(b"*1\r\n+PING\r\n");
+        n.serve(&mut conn, ms(0), &mut out);
+        assert_eq!(out, b"-ERR Protocol error: expected '$'\r\n");
+        assert!(conn.is_closed());
+        conn.receive(b"*1\r\n$4\r\nPING\r\n");
+        n.serve(&mut conn, ms(0), &mut out);
+        assert_eq!(
+            out, b"-ERR Protocol error: expected '$'\r\n",
+            "a closed connection runs nothing"
+        );
+        let mut conn = ModelConnection::new();
+        conn.receive(b"*99999999999\r\n");
+        assert_eq!(
+            conn.next_command(),
+            Some(Err(RequestError("invalid multibulk length")))
+        );
+    }
+
+    #[test]
+    fn a_blocked_connection_runs_nothing_after_the_pop_until_it_replies() {
+        let mut n = ModelNode::new();
+        let mut waiter = ModelConnection::new();
+        let mut pusher = ModelConnection::new();
+        let mut out = Vec::new();
+        waiter.receive(b"*3\r\n$5\r\nBLPOP\r\n$1\r\ns\r\n$1\r\n5\r\n*1\r\n$4\r\nPING\r\n");
+        n.serve(&mut waiter, ms(0), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(waiter.blocked_until(), Some(Some(ms(5000))));
+        pusher.receive(b"*3\r\n$5\r\nLPUSH\r\n$1\r\ns\r\n$1\r\n1\r\n");
+        let mut pushed = Vec::new();
+        n.serve(&mut pusher, ms(10), &mut pushed);
+        assert_eq!(pushed, b":1\r\n");
+        n.serve(&mut waiter, ms(10), &mut out);
+        assert_eq!(out, b"*2\r\n$1\r\ns\r\n$1\r\n1\r\n+PONG\r\n");
+        assert!(!waiter.is_blocked());
+    }
+
+    #[test]
+    fn a_broken_server_ignores_the_token() {
+        let mut n = ModelNode::with_config(ModelConfig::valkey(9, 0, 0));
+        n.set_faults(ModelFaults {
+            release_ignores_token: true,
+            extend_ignores_token: true,
+        });
+        run(&mut n, &["SET", "L", "owner", "PX", "100"], 0);
+        assert_eq!(
+            run(
+                &mut n,
+                &["SET", "L", "thief", "IFEQ", "thief", "PX", "900"],
+                0
+            ),
+            "+OK\r\n"
+        );
+        assert_eq!(run(&mut n, &["DELIFEQ", "L", "stranger"], 0), ":1\r\n");
+    }
+
+    // ---- against the core's machines ----
+
+    /// One client's connections to a set of model nodes, driving machines to their outcome.
+    struct Cluster {
+        nodes: Vec<ModelNode>,
+        conns: Vec<ModelConnection>,
+        infos: Vec<ServerInfo>,
+    }
+
+    impl Cluster {
+        fn new(configs: &[ModelConfig], now: Instant) -> Self {
+            let mut nodes: Vec<ModelNode> =
+                configs.iter().map(|c| ModelNode::with_config(*c)).collect();
+            let mut conns = Vec::new();
+            let mut infos = Vec::new();
+            for node in &mut nodes {
+                let mut conn = ModelConnection::new();
+                let mut hs = Handshake::new(HandshakeOptions::default(), now);
+                let mut buf = vec![0u8; 1024];
+                let info = loop {
+                    while let Some(len) = hs.poll_transmit(&mut buf).unwrap() {
+                        conn.receive(&buf[..len]);
+                    }
+                    let mut out = Vec::new();
+                    node.serve(&mut conn, now, &mut out);
+                    hs.handle_input(&out, now);
+                    if let Some(outcome) = hs.poll_outcome() {
+                        break outcome.unwrap();
+                    }
+                };
+                conns.push(conn);
+                infos.push(info);
+            }
+            Cluster {
+                nodes,
+                conns,
+                infos,
+            }
+        }
+
+        /// Drives `m` until its outcome, stepping time to its timeouts and the nodes' blocked
+        /// pops; `meanwhile` runs at each step (another client's commands, say).
+        fn drive<Op: Operation, const N: usize>(
+            &mut self,
+            m: &mut Machine<Op, N>,
+            mut now: Instant,
+            mut meanwhile: impl FnMut(&mut [ModelNode], Instant),
+        ) -> (Op::Outcome, Instant) {
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..10_000 {
+                // Exchange bytes until nothing moves at this instant.
+                loop {
+                    let mut moved = false;
+                    while let Some(tx) = m.poll_transmit(now, &mut buf).unwrap() {
+                        self.conns[tx.node].receive(&buf[..tx.len]);
+                    }
+                    for (i, (node, conn)) in self.nodes.iter_mut().zip(&mut self.conns).enumerate()
+                    {
+                        let mut out = Vec::new();
+                        node.serve(conn, now, &mut out);
+                        if !out.is_empty() {
+                            moved = true;
+                            m.handle_input(i, &out, now);
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+                if self
+                    .conns
+                    .iter()
+                    .all(|c| !c.is_blocked() && c.buffered() == 0)
+                    && let Some(outcome) = m.poll_outcome()
+                {
+                    return (outcome, now);
+                }
+                meanwhile(&mut self.nodes, now);
+                let blocked = self
+                    .conns
+                    .iter()
+                    .filter_map(|c| c.blocked_until().flatten())
+                    .min();
+                let next = [m.poll_timeout(), blocked].into_iter().flatten().min();
+                // Small steps, so `meanwhile` acts close to when it means to.
+                let step = now.saturating_add(Duration::from_millis(10));
+                now = next
+                    .map_or(step, |t| t.min(step))
+                    .max(now.saturating_add(Duration::from_millis(1)));
+                m.handle_timeout(now);
+            }
+            panic!("no outcome");
+        }
+    }
+
+    fn configs() -> [ModelConfig; 5] {
+        [
+            ModelConfig::redis(5, 0, 14),
+            ModelConfig::redis(7, 2, 4),
+            ModelConfig::redis(8, 4, 0),
+            ModelConfig::valkey(8, 1, 0),
+            ModelConfig::valkey(9, 0, 0),
+        ]
+    }
+
+    #[test]
+    fn the_handshake_learns_what_the_model_reports() {
+        let c = Cluster::new(&configs(), ms(0));
+        let learned: Vec<(Protocol, Flavor, Version)> = c
+            .infos
+            .iter()
+            .map(|i| (i.protocol, i.flavor, i.version))
+            .collect();
+        assert_eq!(
+            learned,
+            [
+                (Protocol::Resp2, Flavor::Redis, Version::new(5, 0, 14)),
+                (Protocol::Resp3, Flavor::Redis, Version::new(7, 2, 4)),
+                (Protocol::Resp3, Flavor::Redis, Version::new(8, 4, 0)),
+                (Protocol::Resp3, Flavor::Valkey, Version::new(8, 1, 0)),
+                (Protocol::Resp3, Flavor::Valkey, Version::new(9, 0, 0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn core_machines_acquire_extend_and_release_on_every_server_and_path() {
+        for config in configs() {
+            for (fenced, reentrant) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                for nodes in [1usize, 3] {
+                    let lock = Lock::new(
+                        KeyLayout::default(),
+                        b"m",
+                        LockOptions {
+                            fenced,
+                            reentrant,
+                            ttl: Duration::from_millis(1000),
+                            ..LockOptions::default()
+                        },
+                    )
+                    .unwrap();
+                    let mut c = Cluster::new(&vec![config; nodes], ms(0));
+                    let key = b"distlock:{m}";
+                    let a = Token::from_entropy([1; 16]);
+                    let b = Token::from_entropy([2; 16]);
+                    let ctx = format!("{config:?} fenced={fenced} reentrant={reentrant} n={nodes}");
+                    let mut acq: Acquire<3> =
+                        Acquire::new(&lock, a.clone(), &c.infos, Duration::ZERO, ms(0), 1).unwrap();
+                    let (lease, now) = c.drive(&mut acq, ms(0), |_, _| {});
+                    let lease = lease.unwrap();
+                    // The key holds the winning attempt's token, which the lease reports.
+                    let a = lease.token().clone();
+                    assert_eq!(lease.fence(), fenced.then_some(1), "{ctx}");
+                    for node in &c.nodes {
+                        assert_eq!(node.value(key, now), Some(a.as_bytes()), "{ctx}");
+                    }
+                    // Another token: busy; its extend and release are refused and change nothing.
+                    let mut other: Acquire<3> =
+                        Acquire::new(&lock, b.clone(), &c.infos, Duration::ZERO, now, 2).unwrap();
+                    assert!(c.drive(&mut other, now, |_, _| {}).0.is_err(), "{ctx}");
+                    let mut ext: Extend<3> =
+                        Extend::new(&lock, b.clone(), &c.infos, now, 3).unwrap();
+                    assert_eq!(
+                        c.drive(&mut ext, now, |_, _| {}).0,
+                        Err(crate::Error::NotHeld),
+                        "{ctx}"
+                    );
+                    let mut rel: Release<3> =
+                        Release::new(&lock, b.clone(), &c.infos, now, 4).unwrap();
+                    assert_eq!(
+                        c.drive(&mut rel, now, |_, _| {}).0,
+                        Err(crate::Error::NotHeld),
+                        "{ctx}"
+                    );
+                    assert_eq!(c.nodes[0].value(key, now), Some(a.as_bytes()), "{ctx}");
+                    // A script flush in between: NOSCRIPT, then EVAL.
+                    for node in &mut c.nodes {
+                        node.flush_scripts();
+                    }
+                    let later = now.saturating_add(Duration::from_millis(500));
+                    let mut ext: Extend<3> =
+                        Extend::new(&lock, a.clone(), &c.infos, later, 5).unwrap();
+                    let (extended, _) = c.drive(&mut ext, later, |_, _| {});
+                    assert!(extended.is_ok(), "{ctx}: {extended:?}");
+                    assert_eq!(
+                        c.nodes[0].expiry(key, later),
+                        Some(Some(later.saturating_add(Duration::from_millis(1000)))),
+                        "{ctx}"
+                    );
+                    let mut rel: Release<3> =
+                        Release::new(&lock, a.clone(), &c.infos, later, 6).unwrap();
+                    assert_eq!(
+                        c.drive(&mut rel, later, |_, _| {}).0,
+                        Ok(Released::Free),
+                        "{ctx}"
+                    );
+                    for node in &c.nodes {
+                        assert_eq!(node.value(key, later), None, "{ctx}");
+                    }
+                    // The fence goes on increasing.
+                    let mut again: Acquire<3> =
+                        Acquire::new(&lock, b.clone(), &c.infos, Duration::ZERO, later, 7).unwrap();
+                    let (lease, _) = c.drive(&mut again, later, |_, _| {});
+                    assert_eq!(lease.unwrap().fence(), fenced.then_some(2), "{ctx}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_waiter_blocked_on_the_signal_is_woken_by_the_release() {
+        for config in configs() {
+            let lock = Lock::new(
+                KeyLayout::default(),
+                b"w",
+                LockOptions {
+                    ttl: Duration::from_secs(20),
+                    ..LockOptions::default()
+                },
+            )
+            .unwrap();
+            let mut c = Cluster::new(&[config], ms(0));
+            let mut acq: Acquire<1> = Acquire::new(
+                &lock,
+                Token::from_entropy([1; 16]),
+                &c.infos,
+                Duration::ZERO,
+                ms(0),
+                1,
+            )
+            .unwrap();
+            // The lease's token (the winning attempt's) is what releases it.
+            let holder = c
+                .drive(&mut acq, ms(0), |_, _| {})
+                .0
+                .unwrap()
+                .token()
+                .clone();
+            // The holder releases at 300 ms through its own connection to the node.
+            let mut holder_conn = ModelConnection::new();
+            let mut released = false;
+            let mut waiter: Acquire<1> = Acquire::new(
+                &lock,
+                Token::from_entropy([2; 16]),
+                &c.infos,
+                Duration::from_secs(10),
+                ms(0),
+                2,
+            )
+            .unwrap();
+            let info = c.infos.clone();
+            let (lease, at) = c.drive(&mut waiter, ms(0), |nodes, now| {
+                if !released && now >= ms(300) {
+                    released = true;
+                    let mut rel: Release<1> =
+                        Release::new(&lock, holder.clone(), &info, now, 3).unwrap();
+                    let mut buf = vec![0u8; 1024];
+                    // NOSCRIPT first (nothing loaded the script yet), then EVAL.
+                    for _ in 0..2 {
+                        while let Some(tx) = rel.poll_transmit(now, &mut buf).unwrap() {
+                            holder_conn.receive(&buf[..tx.len]);
+                        }
+                        let mut out = Vec::new();
+                        nodes[0].serve(&mut holder_conn, now, &mut out);
+                        rel.handle_input(0, &out, now);
+                    }
+                    assert_eq!(rel.poll_outcome(), Some(Ok(Released::Free)));
+                }
+            });
+            assert!(lease.is_ok(), "{config:?}");
+            // Woken at the release, not at the end of a retry delay or the holder's expiry.
+            assert!(at <= ms(310), "{config:?}: acquired at {at:?}");
+        }
+    }
+}

@@ -1,0 +1,2019 @@
+//! The simulated world: clocks, network, model nodes and clients, driven by one event queue
+//! in true time (microseconds). One seeded generator decides everything, in event order, so a
+//! run replays exactly.
+//!
+//! Each client is a driver of the real core machines, as the host would be: one connection
+//! per node with a [`Handshake`], machines built from what the handshake learned, every
+//! transmit written to its node's connection, `handle_input`/`handle_timeout`/
+//! `handle_disconnect` fed as events arrive, and before a connection is reused the replies
+//! still owed to earlier machines ([`Machine::owed_replies`]) are framed and discarded.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+use distlock_core::handshake::HandshakeOptions;
+use distlock_core::model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
+use distlock_core::resp::frame_len;
+use distlock_core::retry::SplitMix64;
+use distlock_core::{
+    Acquire, Drift, Duration, Error, Extend, Handshake, Instant, Jitter, KeyLayout, Lock,
+    LockOptions, Release, RetryPolicy, ServerInfo, Token,
+};
+
+use super::check::{Checker, Property, Stats, Violation, us};
+use super::params::{Params, Variant};
+
+/// Machine capacity: up to 5 nodes.
+const CAP: usize = 5;
+/// The one lock every client contends for.
+const LOCK_NAME: &[u8] = b"sim";
+const LOCK_KEY: &[u8] = b"distlock:{sim}";
+/// How many trace lines a failure report shows.
+pub const TRACE_TAIL: usize = 120;
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub params: Params,
+    /// Lock operations run to their outcome.
+    pub ops: u64,
+    /// True time simulated, µs.
+    pub sim_us: u64,
+    /// From the faults' end (the drain) until every client's final acquire and release were
+    /// done, µs.
+    pub heal_us: Option<u64>,
+    pub violation: Option<Violation>,
+    pub stats: Stats,
+    /// The trace (only when asked for).
+    pub trace: Vec<String>,
+}
+
+impl Report {
+    /// A failure report: what broke, the params, the replay command and the trace's tail.
+    pub fn describe(&self, trace_tail: usize) -> String {
+        let mut s = String::new();
+        if let Some(v) = &self.violation {
+            let _ = writeln!(
+                s,
+                "SIMULATION VIOLATION: {} at t={}\n  {}",
+                v.property.name(),
+                us(v.at),
+                v.detail
+            );
+        }
+        let _ = writeln!(s, "  params: {}", self.params);
+        let _ = writeln!(s, "  replay: {}", self.params.replay_command());
+        let _ = writeln!(
+            s,
+            "  after {} ops, {} simulated; {:?}",
+            self.ops,
+            us(self.sim_us),
+            self.stats
+        );
+        if let Some(heal) = self.heal_us {
+            let _ = writeln!(
+                s,
+                "  after the faults stopped, every client acquired and released within {}",
+                us(heal)
+            );
+        }
+        if !self.trace.is_empty() {
+            let skip = self.trace.len().saturating_sub(trace_tail);
+            let _ = writeln!(
+                s,
+                "  trace (last {} of {} events; true time, then the actor's own clock):",
+                self.trace.len() - skip,
+                self.trace.len()
+            );
+            for line in &self.trace[skip..] {
+                let _ = writeln!(s, "    {line}");
+            }
+        }
+        s
+    }
+}
+
+/// Runs one simulation. With `tracing`, every event is recorded in the report's trace.
+pub fn run(params: &Params, tracing: bool) -> Report {
+    let trace = Rc::new(RefCell::new(Vec::new()));
+    let sink = tracing.then(|| Rc::clone(&trace));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut world = World::new(*params, sink);
+        world.run();
+        let heal = world
+            .drain
+            .as_ref()
+            .filter(|_| world.clients.iter().all(|c| c.phase == Phase::Done))
+            .map(|d| world.now - d.start);
+        (
+            world.ops,
+            world.now,
+            heal,
+            world.check.violation.take(),
+            world.check.stats,
+        )
+    }));
+    let trace = trace.take();
+    match result {
+        Ok((ops, now, heal_us, violation, stats)) => Report {
+            params: *params,
+            ops,
+            sim_us: now,
+            heal_us,
+            violation,
+            stats,
+            trace,
+        },
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Report {
+                params: *params,
+                ops: 0,
+                sim_us: 0,
+                heal_us: None,
+                violation: Some(Violation {
+                    property: Property::NoStuckMachines,
+                    at: 0,
+                    detail: format!("panic: {message}"),
+                }),
+                stats: Stats::default(),
+                trace,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clocks
+// ---------------------------------------------------------------------------------------
+
+/// A monotonic clock: `offset + t * (1 + ppm / 10^6)` microseconds at true time `t`.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    offset: u64,
+    ppm: i64,
+}
+
+impl Clock {
+    fn local_us(&self, t: u64) -> u64 {
+        let t = i128::from(t);
+        (i128::from(self.offset) + t + t * i128::from(self.ppm) / 1_000_000) as u64
+    }
+
+    fn ms(&self, t: u64) -> u64 {
+        self.local_us(t) / 1000
+    }
+
+    /// The earliest true time at which this clock reads `local_ms` or later.
+    fn true_at(&self, local_ms: u64) -> u64 {
+        let target = u64::try_from(u128::from(local_ms) * 1000).unwrap_or(u64::MAX / 2);
+        if self.local_us(0) >= target {
+            return 0;
+        }
+        let base = i128::from(target) - i128::from(self.offset);
+        let mut t = (base * 1_000_000 / (1_000_000 + i128::from(self.ppm))).max(0) as u64;
+        while self.local_us(t) < target {
+            t += 1;
+        }
+        while t > 0 && self.local_us(t - 1) >= target {
+            t -= 1;
+        }
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The world's parts
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+enum Ev {
+    ToNode {
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    ToClient {
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    /// The client learns its connection is gone.
+    Lost {
+        client: usize,
+        node: usize,
+        conn: u64,
+    },
+    ClientTick {
+        client: usize,
+        generation: u64,
+    },
+    /// A blocked pop's timeout on the node.
+    NodeTick {
+        node: usize,
+        conn: u64,
+    },
+    NodeUp {
+        node: usize,
+        epoch: u64,
+    },
+    LoadingOff {
+        node: usize,
+        epoch: u64,
+    },
+    ReadonlyOff {
+        node: usize,
+    },
+    Crash,
+    Partition,
+    Flush,
+    Readonly,
+    Pause,
+    /// A client's write reaches the protected resource.
+    Write {
+        client: usize,
+        lease: usize,
+        fence: Option<u64>,
+    },
+}
+
+/// One TCP connection (or a stray one replaying a request, `client: None`).
+#[derive(Debug)]
+struct Conn {
+    client: Option<usize>,
+    node: usize,
+    /// The client's side: it writes and reads.
+    alive: bool,
+    /// The node's side still reads requests already on their way (a half-open connection
+    /// the client gave up on).
+    node_reads: bool,
+    /// FIFO per direction: the latest delivery time scheduled, to node and to client.
+    ready: [u64; 2],
+    /// What a partition does to it: (partition id, dies).
+    fate: Option<(u64, bool)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Node(usize),
+    Client(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    id: u64,
+    target: Target,
+    start: u64,
+    end: u64,
+}
+
+struct NodeConn {
+    mc: ModelConnection,
+    client: Option<usize>,
+    blocked_since: u64,
+}
+
+struct Node {
+    model: ModelNode,
+    clock: Clock,
+    up: bool,
+    /// Bumped at each crash: stale `NodeUp`/`LoadingOff` events are ignored.
+    epoch: u64,
+    conns: BTreeMap<u64, NodeConn>,
+    next_block: u64,
+    /// True time the node is back (and done loading), for the drain's bound.
+    busy_until: u64,
+}
+
+struct Link {
+    conn: Option<u64>,
+    hs: Option<Handshake>,
+    ready: bool,
+    /// What the last handshake learned; `known` once one completed.
+    info: ServerInfo,
+    known: bool,
+    /// Bytes of a machine written while the handshake runs.
+    pending: Vec<Vec<u8>>,
+    /// Replies owed to machines that have ended, to discard.
+    skip: u32,
+    inbuf: Vec<u8>,
+    reconnect_at: Option<u64>,
+}
+
+enum Op {
+    Acquire(Box<Acquire<CAP>>),
+    Release(Box<Release<CAP>>),
+    Extend(Box<Extend<CAP>>),
+}
+
+/// Runs `$body` with `$m` bound to the machine, whatever its operation.
+macro_rules! with_op {
+    ($op:expr, $m:ident => $body:expr) => {
+        match $op {
+            Op::Acquire($m) => $body,
+            Op::Release($m) => $body,
+            Op::Extend($m) => $body,
+        }
+    };
+}
+
+struct Running {
+    op: Op,
+    started: u64,
+    /// Client ms by which the machine must have its outcome.
+    bound: u64,
+}
+
+struct Held {
+    lease: usize,
+    token: Token,
+    fence: Option<u64>,
+    valid_until: u64,
+    cs_end: u64,
+    /// Client ms of writes still to do, latest first.
+    writes: Vec<u64>,
+    extend_at: Option<u64>,
+    extends_left: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Idle { until: u64 },
+    Acquiring,
+    Holding,
+    Extending,
+    Releasing,
+    Done,
+}
+
+struct Client {
+    clock: Clock,
+    lock: Lock,
+    wait: Duration,
+    think_max: u64,
+    links: Vec<Link>,
+    phase: Phase,
+    run: Option<Running>,
+    held: Option<Held>,
+    /// The final acquire (after the faults healed) is running or done.
+    final_round: bool,
+    paused_until: u64,
+    tick_gen: u64,
+    tick_at: u64,
+}
+
+struct Drain {
+    start: u64,
+    /// The final acquires' wait, ms.
+    wait_ms: u64,
+}
+
+struct World {
+    p: Params,
+    rng: SplitMix64,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    conns: BTreeMap<u64, Conn>,
+    next_conn: u64,
+    partitions: Vec<Partition>,
+    check: Checker,
+    ops: u64,
+    tokens: u64,
+    drain: Option<Drain>,
+    max_ttl: u64,
+    max_rt: u64,
+    max_cap: u64,
+    rho: u32,
+    keep_fence: bool,
+    delayed_restart: bool,
+    buf: Vec<u8>,
+    trace: Option<Rc<RefCell<Vec<String>>>>,
+}
+
+impl World {
+    fn new(p: Params, trace: Option<Rc<RefCell<Vec<String>>>>) -> Self {
+        let mut rng = SplitMix64::new(p.seed ^ 0x5157_4c4f_434b_0001);
+        let rho = match p.variant {
+            Variant::WideClocksDefaultDrift => 10_000,
+            Variant::ZeroDrift => p.faults.drift_ppm.max(2_000),
+            _ => p.faults.drift_ppm.min(10_000),
+        };
+        let rho_i = i64::from(rho);
+        let clock = |rng: &mut SplitMix64| Clock {
+            offset: rng.between(0, 1_000_000_000),
+            ppm: rng.between(0, 2 * rho_i as u64) as i64 - rho_i,
+        };
+        let server_configs = [
+            ModelConfig::redis(5, 0, 14),
+            ModelConfig::redis(6, 2, 14),
+            ModelConfig::redis(7, 2, 4),
+            ModelConfig::redis(8, 4, 0),
+            ModelConfig::valkey(8, 1, 1),
+            ModelConfig::valkey(9, 0, 0),
+        ];
+        let faults = ModelFaults {
+            release_ignores_token: p.variant == Variant::BrokenRelease,
+            extend_ignores_token: p.variant == Variant::BrokenExtend,
+        };
+        let nodes: Vec<Node> = (0..p.nodes)
+            .map(|_| {
+                let config =
+                    server_configs[rng.between(0, server_configs.len() as u64 - 1) as usize];
+                let mut model = ModelNode::with_config(config);
+                model.set_faults(faults);
+                Node {
+                    model,
+                    clock: clock(&mut rng),
+                    up: true,
+                    epoch: 0,
+                    conns: BTreeMap::new(),
+                    next_block: 0,
+                    busy_until: 0,
+                }
+            })
+            .collect();
+        let fenced = p.fenced && p.variant != Variant::UnfencedPauses;
+        let drift = match p.variant {
+            Variant::ZeroDrift => Drift {
+                per_million: 0,
+                fixed: Duration::ZERO,
+            },
+            Variant::WideClocksDefaultDrift => Drift::default(),
+            // Each clock within ±ρ: the relative drift of two clocks is up to 2ρ.
+            _ => Drift {
+                per_million: (2 * rho).max(10_000),
+                fixed: Duration::from_millis(2),
+            },
+        };
+        let (mut max_ttl, mut max_rt, mut max_cap) = (0, 0, 0);
+        let clients: Vec<Client> = (0..p.clients)
+            .map(|_| {
+                let ttl = match rng.between(0, 9) {
+                    0..=2 => rng.between(20, 200),
+                    3..=6 => rng.between(200, 1000),
+                    _ => rng.between(1000, 5000),
+                };
+                let request_timeout = rng.between(20, 300);
+                let base = rng.between(1, 20);
+                let cap = rng.between((2 * base).max(20), 500);
+                let jitter = match rng.between(0, 9) {
+                    0 => Jitter::None,
+                    1..=3 => Jitter::Decorrelated,
+                    _ => Jitter::Full,
+                };
+                let options = LockOptions {
+                    ttl: Duration::from_millis(ttl),
+                    fenced,
+                    reentrant: rng.between(0, 3) == 0,
+                    wake_signal: (rng.between(0, 9) < 7)
+                        .then(|| Duration::from_millis(rng.between(100, 2000))),
+                    retry: RetryPolicy {
+                        base: Duration::from_millis(base),
+                        cap: Duration::from_millis(cap),
+                        jitter,
+                        max_attempts: None,
+                    },
+                    request_timeout: Duration::from_millis(request_timeout),
+                    drift,
+                };
+                max_ttl = max_ttl.max(ttl);
+                max_rt = max_rt.max(request_timeout);
+                max_cap = max_cap.max(cap);
+                let wait = if rng.between(0, 4) == 0 {
+                    0
+                } else {
+                    rng.between(0, 4 * ttl)
+                };
+                Client {
+                    clock: clock(&mut rng),
+                    lock: Lock::new(KeyLayout::default(), LOCK_NAME, options)
+                        .expect("valid options"),
+                    wait: Duration::from_millis(wait),
+                    think_max: rng.between(0, ttl),
+                    links: (0..p.nodes)
+                        .map(|_| Link {
+                            conn: None,
+                            hs: None,
+                            ready: false,
+                            info: ServerInfo::default(),
+                            known: false,
+                            pending: Vec::new(),
+                            skip: 0,
+                            inbuf: Vec::new(),
+                            reconnect_at: None,
+                        })
+                        .collect(),
+                    phase: Phase::Connecting,
+                    run: None,
+                    held: None,
+                    final_round: false,
+                    paused_until: 0,
+                    tick_gen: 0,
+                    tick_at: u64::MAX,
+                }
+            })
+            .collect();
+        World {
+            p,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            clients,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            partitions: Vec::new(),
+            check: Checker::new(p.clients),
+            ops: 0,
+            tokens: 0,
+            drain: None,
+            max_ttl,
+            max_rt,
+            max_cap,
+            rho,
+            keep_fence: p.variant != Variant::LostFenceCounter,
+            delayed_restart: p.variant != Variant::ImmediateRestart,
+            buf: vec![0; 4096],
+            trace,
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn at(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.now), self.seq), ev);
+    }
+
+    fn rand(&mut self, low: u64, high: u64) -> u64 {
+        self.rng.between(low, high)
+    }
+
+    fn chance(&mut self, per_mille: u32) -> bool {
+        per_mille > 0 && self.rng.between(0, 999) < u64::from(per_mille)
+    }
+
+    /// One-way latency, µs.
+    fn latency(&mut self) -> u64 {
+        let ordinary = self.rand(20, u64::from(self.p.faults.latency_us.max(20)));
+        if self.chance(self.p.faults.spikes) {
+            ordinary + self.rand(0, 3 * self.max_rt * 1000)
+        } else {
+            ordinary
+        }
+    }
+
+    fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    fn log(&self, who: &str, clock_ms: Option<u64>, text: impl FnOnce() -> String) {
+        if let Some(trace) = &self.trace {
+            let clock = clock_ms.map(|c| format!(" @{c}ms")).unwrap_or_default();
+            trace
+                .borrow_mut()
+                .push(format!("[{:>14}] {who}{clock}: {}", us(self.now), text()));
+        }
+    }
+
+    fn client_ms(&self, c: usize) -> u64 {
+        self.clients[c].clock.ms(self.now)
+    }
+
+    fn node_now(&self, node: usize) -> Instant {
+        Instant::from_millis(self.nodes[node].clock.ms(self.now))
+    }
+
+    // ---- the run ----
+
+    fn run(&mut self) {
+        for c in 0..self.clients.len() {
+            for node in 0..self.nodes.len() {
+                self.connect(c, node);
+            }
+            self.schedule_tick(c);
+        }
+        let f = self.p.faults;
+        for (rate, ev) in [
+            (f.crashes, Ev::Crash),
+            (f.partitions, Ev::Partition),
+            (f.flushes, Ev::Flush),
+            (f.readonly, Ev::Readonly),
+            (f.pauses, Ev::Pause),
+        ] {
+            if rate > 0 {
+                let at = self.rand(1, 2 * u64::from(rate)) * 1000;
+                self.at(at, ev);
+            }
+        }
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            self.now = at;
+            self.handle(ev);
+            if self.check.violation.is_some() {
+                return;
+            }
+            if self.drain.is_none() && (self.ops >= self.p.ops || self.now > 3_600_000_000) {
+                self.start_drain();
+            }
+            if let Some(drain) = &self.drain {
+                if self.clients.iter().all(|c| c.phase == Phase::Done) {
+                    return;
+                }
+                let limit = drain.start + 2 * drain.wait_ms * 1000 + 60_000_000;
+                if self.now > limit {
+                    let stuck: Vec<String> = self
+                        .clients
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.phase != Phase::Done)
+                        .map(|(i, c)| format!("client {i} in {:?}", c.phase))
+                        .collect();
+                    self.check.fail(
+                        Property::Liveness,
+                        self.now,
+                        format!(
+                            "the run did not finish after the faults healed: {}",
+                            stuck.join(", ")
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+        if self.clients.iter().any(|c| c.phase != Phase::Done) {
+            self.check.fail(
+                Property::NoStuckMachines,
+                self.now,
+                "nothing left to happen, yet some client has not finished".into(),
+            );
+        }
+    }
+
+    /// Stops injecting faults; every client then takes the lock once more, with a wait long
+    /// enough for the faults still in progress to end and for every other client's turn.
+    fn start_drain(&mut self) {
+        let mut heal = self.now;
+        for p in &self.partitions {
+            heal = heal.max(p.end);
+        }
+        for n in &self.nodes {
+            heal = heal.max(n.busy_until);
+        }
+        for c in &self.clients {
+            heal = heal.max(c.paused_until);
+        }
+        // Readonly spells last at most 500 ms.
+        heal += 500_000;
+        let per_client = 2 * self.max_rt + self.max_cap + 100;
+        let wait_ms = (heal - self.now) / 1000
+            + 3 * self.max_ttl
+            + self.clients.len() as u64 * per_client
+            + 2_000;
+        // Slow clocks count fewer ms: pad by the drift.
+        let wait_ms = wait_ms + wait_ms * u64::from(self.rho) / 500_000;
+        self.log("world", None, || {
+            format!("drain: faults stop; final acquires wait up to {wait_ms} ms")
+        });
+        self.drain = Some(Drain {
+            start: self.now,
+            wait_ms,
+        });
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::ToNode { conn, bytes } => self.deliver_to_node(conn, bytes),
+            Ev::ToClient { conn, bytes } => self.deliver_to_client(conn, bytes),
+            Ev::Lost { client, node, conn } => {
+                if self.defer_if_paused(client, Ev::Lost { client, node, conn }) {
+                    return;
+                }
+                if self.clients[client].links[node].conn == Some(conn) {
+                    self.log(&format!("c{client}"), Some(self.client_ms(client)), || {
+                        format!("connection to n{node} lost")
+                    });
+                    self.drop_link(client, node);
+                }
+                self.step(client);
+            }
+            Ev::ClientTick { client, generation } => {
+                if self.defer_if_paused(client, Ev::ClientTick { client, generation }) {
+                    return;
+                }
+                if self.clients[client].tick_gen == generation {
+                    self.clients[client].tick_at = u64::MAX;
+                    self.step(client);
+                }
+            }
+            Ev::NodeTick { node, conn } => {
+                if self.nodes[node].up {
+                    self.serve(node, conn);
+                }
+            }
+            Ev::NodeUp { node, epoch } => {
+                if self.nodes[node].epoch == epoch {
+                    self.nodes[node].up = true;
+                    let loading = self.chance(500);
+                    let now = self.now;
+                    self.log(&format!("n{node}"), None, || {
+                        format!("back up{}", if loading { ", LOADING" } else { "" })
+                    });
+                    if loading {
+                        self.nodes[node].model.set_loading(true);
+                        let until = now + self.rand(1_000, 500_000);
+                        self.nodes[node].busy_until = until;
+                        self.at(until, Ev::LoadingOff { node, epoch });
+                    }
+                }
+            }
+            Ev::LoadingOff { node, epoch } => {
+                if self.nodes[node].epoch == epoch {
+                    self.nodes[node].model.set_loading(false);
+                    self.log(&format!("n{node}"), None, || "done loading".into());
+                }
+            }
+            Ev::ReadonlyOff { node } => {
+                self.nodes[node].model.set_readonly(false);
+                self.log(&format!("n{node}"), None, || "writable again".into());
+            }
+            Ev::Crash => self.fault_crash(),
+            Ev::Partition => self.fault_partition(),
+            Ev::Flush => {
+                if self.drain.is_none() {
+                    let node = self.rand(0, self.nodes.len() as u64 - 1) as usize;
+                    self.nodes[node].model.flush_scripts();
+                    self.log(&format!("n{node}"), None, || "SCRIPT FLUSH".into());
+                    self.reschedule(self.p.faults.flushes, Ev::Flush);
+                }
+            }
+            Ev::Readonly => {
+                if self.drain.is_none() {
+                    let node = self.rand(0, self.nodes.len() as u64 - 1) as usize;
+                    self.nodes[node].model.set_readonly(true);
+                    let until = self.now + self.rand(10_000, 500_000);
+                    self.log(&format!("n{node}"), None, || {
+                        format!("READONLY until t={}", us(until))
+                    });
+                    self.at(until, Ev::ReadonlyOff { node });
+                    self.reschedule(self.p.faults.readonly, Ev::Readonly);
+                }
+            }
+            Ev::Pause => {
+                if self.drain.is_none() {
+                    let c = self.rand(0, self.clients.len() as u64 - 1) as usize;
+                    self.pause(c);
+                    let mean = u64::from(self.p.faults.pauses) / self.clients.len() as u64;
+                    self.reschedule(mean.max(1) as u32, Ev::Pause);
+                }
+            }
+            Ev::Write {
+                client,
+                lease,
+                fence,
+            } => {
+                self.log("resource", None, || {
+                    format!("write of lease #{lease} (fence {fence:?}) from c{client}")
+                });
+                let now = self.now;
+                self.check.write(client, lease, fence, now);
+            }
+        }
+    }
+
+    fn reschedule(&mut self, mean_ms: u32, ev: Ev) {
+        let at = self.now + self.rand(1, 2 * u64::from(mean_ms)) * 1000;
+        self.at(at, ev);
+    }
+
+    fn defer_if_paused(&mut self, client: usize, ev: Ev) -> bool {
+        let until = self.clients[client].paused_until;
+        if until > self.now {
+            self.at(until, ev);
+            return true;
+        }
+        false
+    }
+
+    fn pause(&mut self, c: usize) {
+        let max = u64::from(self.p.faults.pause_max.max(1)) * 1000;
+        let until = self.now + self.rand(1_000, max);
+        let client = &mut self.clients[c];
+        client.paused_until = client.paused_until.max(until);
+        self.check.stats.pauses += 1;
+        self.log(&format!("c{c}"), Some(self.client_ms(c)), || {
+            format!("paused until t={}", us(until))
+        });
+    }
+
+    // ---- faults ----
+
+    fn fault_crash(&mut self) {
+        if self.drain.is_some() {
+            return;
+        }
+        self.reschedule(self.p.faults.crashes, Ev::Crash);
+        let node = self.rand(0, self.nodes.len() as u64 - 1) as usize;
+        if !self.nodes[node].up {
+            return;
+        }
+        self.check.stats.crashes += 1;
+        let keep = self.keep_fence;
+        let n = &mut self.nodes[node];
+        n.up = false;
+        n.epoch += 1;
+        n.model.restart(keep);
+        let conns: Vec<u64> = n.conns.keys().copied().collect();
+        let epoch = n.epoch;
+        // Delayed restart: stay down until every key the node held would have expired on
+        // its own clock (the longest TTL, plus the clock's drift and a margin).
+        let down = if self.delayed_restart {
+            let ttl_us = self.max_ttl * 1000;
+            ttl_us + ttl_us * u64::from(self.rho) / 500_000 + 20_000 + self.rand(0, 1_000_000)
+        } else {
+            self.rand(1_000, 100_000)
+        };
+        let up = self.now + down;
+        self.nodes[node].busy_until = up + 500_000;
+        self.log(&format!("n{node}"), None, || {
+            format!(
+                "CRASH: volatile keys lost, fence counters {}; down until t={}",
+                if keep { "kept" } else { "lost" },
+                us(up)
+            )
+        });
+        for conn in conns {
+            let learn = self.now + self.latency() + self.rand(0, 50_000);
+            self.kill_conn(conn, Some(learn));
+        }
+        // Connections the node never saw a byte of die too, half-open ones included.
+        let unseen: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| (c.alive || c.node_reads) && c.node == node)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in unseen {
+            let learn = self.now + self.latency() + self.rand(0, 50_000);
+            self.kill_conn(conn, Some(learn));
+        }
+        self.at(up, Ev::NodeUp { node, epoch });
+    }
+
+    fn fault_partition(&mut self) {
+        if self.drain.is_some() {
+            return;
+        }
+        self.reschedule(self.p.faults.partitions, Ev::Partition);
+        let target = if self.chance(500) {
+            Target::Node(self.rand(0, self.nodes.len() as u64 - 1) as usize)
+        } else {
+            Target::Client(self.rand(0, self.clients.len() as u64 - 1) as usize)
+        };
+        let end = self.now + self.rand(10_000, 3_000_000);
+        self.check.stats.partitions += 1;
+        self.log("network", None, || {
+            format!("PARTITION: {target:?} cut off until t={}", us(end))
+        });
+        let now = self.now;
+        self.partitions.retain(|p| p.end > now);
+        self.seq += 1;
+        self.partitions.push(Partition {
+            id: self.seq,
+            target,
+            start: self.now,
+            end,
+        });
+    }
+
+    /// The partition cutting `conn` off now, if any: its id and end.
+    fn cut(&self, conn: &Conn) -> Option<(u64, u64)> {
+        self.partitions
+            .iter()
+            .rev()
+            .find(|p| {
+                p.start <= self.now
+                    && self.now < p.end
+                    && match p.target {
+                        Target::Node(n) => n == conn.node,
+                        Target::Client(c) => Some(c) == conn.client,
+                    }
+            })
+            .map(|p| (p.id, p.end))
+    }
+
+    // ---- network ----
+
+    /// Sends bytes on a connection; `to_node` picks the direction.
+    fn send(&mut self, conn_id: u64, to_node: bool, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        if !conn.alive {
+            return;
+        }
+        let (client, node) = (conn.client, conn.node);
+        if client.is_some() && self.chance(self.p.faults.loss) {
+            self.check.stats.lost_messages += 1;
+            let learn = self.now + self.latency() + self.rand(0, 2 * self.max_rt * 1000);
+            self.log("network", None, || {
+                format!("message on connection {conn_id} lost: the connection breaks")
+            });
+            let half_open = self.chance(self.p.faults.late);
+            self.break_conn(conn_id, Some(learn), half_open);
+            return;
+        }
+        let at = self.now + self.latency();
+        if to_node && client.is_some() && self.chance(self.p.faults.dup) {
+            self.check.stats.duplicated_requests += 1;
+            let ghost = self.next_conn;
+            self.next_conn += 1;
+            self.conns.insert(
+                ghost,
+                Conn {
+                    client: None,
+                    node,
+                    alive: true,
+                    node_reads: true,
+                    ready: [0, 0],
+                    fate: None,
+                },
+            );
+            let later = at + self.rand(0, 3 * self.max_rt * 1000);
+            self.at(
+                later,
+                Ev::ToNode {
+                    conn: ghost,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+        self.schedule_delivery(conn_id, to_node, at, bytes);
+    }
+
+    /// Delivers in FIFO order per direction, holding messages a partition cuts off until it
+    /// heals (TCP retransmits) or breaking the connection (keepalive gives up).
+    fn schedule_delivery(&mut self, conn_id: u64, to_node: bool, at: u64, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        let mut at = at;
+        let (fate, has_client, cut) = (conn.fate, conn.client.is_some(), self.cut(conn));
+        if let Some((partition, end)) = cut {
+            let dies = match fate {
+                Some((p, dies)) if p == partition => dies,
+                _ => {
+                    let dies = has_client && self.chance(300);
+                    if let Some(c) = self.conns.get_mut(&conn_id) {
+                        c.fate = Some((partition, dies));
+                    }
+                    dies
+                }
+            };
+            if dies {
+                let learn = self.rand(self.now, end + 1_000);
+                let half_open = self.chance(self.p.faults.late);
+                self.break_conn(conn_id, Some(learn), half_open);
+                if !half_open || !to_node {
+                    return;
+                }
+            }
+            at = at.max(end + self.latency());
+        }
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if !(conn.alive || to_node && conn.node_reads) {
+            return;
+        }
+        let dir = usize::from(!to_node);
+        at = at.max(conn.ready[dir]);
+        conn.ready[dir] = at;
+        let ev = if to_node {
+            Ev::ToNode {
+                conn: conn_id,
+                bytes,
+            }
+        } else {
+            Ev::ToClient {
+                conn: conn_id,
+                bytes,
+            }
+        };
+        self.at(at, ev);
+    }
+
+    /// Breaks a connection: the node forgets it at once; the client learns at `learn`.
+    fn kill_conn(&mut self, conn_id: u64, learn: Option<u64>) {
+        self.break_conn(conn_id, learn, false);
+    }
+
+    /// Breaks a connection; `half_open`: requests already on their way still reach the node
+    /// and run (their replies are lost), as when the client gives up on a connection the
+    /// server still has.
+    fn break_conn(&mut self, conn_id: u64, learn: Option<u64>, half_open: bool) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if !conn.alive {
+            if !half_open {
+                conn.node_reads = false;
+            }
+            return;
+        }
+        conn.alive = false;
+        conn.node_reads = half_open;
+        let (client, node) = (conn.client, conn.node);
+        if half_open {
+            self.log("network", None, || {
+                format!("connection {conn_id} half-open: requests in flight still reach n{node}")
+            });
+        } else {
+            self.nodes[node].conns.remove(&conn_id);
+        }
+        if let (Some(client), Some(learn)) = (client, learn) {
+            self.at(
+                learn,
+                Ev::Lost {
+                    client,
+                    node,
+                    conn: conn_id,
+                },
+            );
+        }
+    }
+
+    /// A message arrived in flight: was it cut off by a partition that started meanwhile?
+    fn held_by_partition(&mut self, conn_id: u64, to_node: bool, bytes: &mut Vec<u8>) -> bool {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return true;
+        };
+        if !(conn.alive || to_node && conn.node_reads) {
+            return true;
+        }
+        if self.cut(conn).is_some() {
+            let bytes = std::mem::take(bytes);
+            self.schedule_delivery(conn_id, to_node, self.now, bytes);
+            return true;
+        }
+        false
+    }
+
+    // ---- nodes ----
+
+    fn deliver_to_node(&mut self, conn_id: u64, mut bytes: Vec<u8>) {
+        if self.held_by_partition(conn_id, true, &mut bytes) {
+            return;
+        }
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        let (node, client) = (conn.node, conn.client);
+        if !self.nodes[node].up {
+            // Refused: the process is down, the OS answers with a reset.
+            let learn = self.now + self.latency();
+            self.kill_conn(conn_id, Some(learn));
+            return;
+        }
+        self.nodes[node]
+            .conns
+            .entry(conn_id)
+            .or_insert_with(|| NodeConn {
+                mc: ModelConnection::new(),
+                client,
+                blocked_since: 0,
+            })
+            .mc
+            .receive(&bytes);
+        self.serve(node, conn_id);
+        self.serve_blocked(node);
+    }
+
+    /// Runs what a node connection has buffered, checks owner-only on every command, sends
+    /// the replies.
+    fn serve(&mut self, node: usize, conn_id: u64) {
+        let now = self.node_now(node);
+        let tracing = self.tracing();
+        let Node {
+            model,
+            conns,
+            next_block,
+            clock,
+            ..
+        } = &mut self.nodes[node];
+        let Some(nc) = conns.get_mut(&conn_id) else {
+            return;
+        };
+        let was_blocked = nc.mc.is_blocked();
+        let client = nc.client;
+        let mut out = Vec::new();
+        let mut before: Option<(Vec<u8>, Option<Instant>)> = None;
+        let mut bad: Option<String> = None;
+        let mut lines: Vec<String> = Vec::new();
+        model.serve_observed(&mut nc.mc, now, &mut out, |stage, m, args| match stage {
+            Stage::Before => {
+                before = m
+                    .value(LOCK_KEY, now)
+                    .map(|v| (v.to_vec(), m.expiry(LOCK_KEY, now).flatten()));
+                if tracing {
+                    lines.push(render_command(args));
+                }
+            }
+            Stage::After => {
+                if let Some((holder, expiry)) = &before {
+                    let unchanged = m.value(LOCK_KEY, now) == Some(holder.as_slice())
+                        && m.expiry(LOCK_KEY, now).flatten() == *expiry;
+                    if !unchanged
+                        && !args.iter().any(|a| a == holder)
+                        && bad.is_none()
+                    {
+                        let after = m
+                            .value(LOCK_KEY, now)
+                            .map(|v| (short(v), m.expiry(LOCK_KEY, now).flatten().map(Instant::as_millis)));
+                        bad = Some(format!(
+                            "`{}` changed the lock held by token {} (expiring at node ms {:?}) to {:?} without that token",
+                            render_command(args),
+                            short(holder),
+                            expiry.map(Instant::as_millis),
+                            after
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        });
+        let blocked = nc.mc.is_blocked();
+        if blocked && !was_blocked {
+            *next_block += 1;
+            nc.blocked_since = *next_block;
+        }
+        let block_until = nc.mc.blocked_until().flatten();
+        let closed = nc.mc.is_closed();
+        let ghost_done = client.is_none() && !blocked;
+        let wake = block_until.map(|u| clock.true_at(u.as_millis()));
+        if tracing {
+            let who = match client {
+                Some(c) => format!("n{node}<c{c}#{conn_id}"),
+                None => format!("n{node}<stray#{conn_id}"),
+            };
+            let reply = render_reply(&out);
+            let at = Some(now.as_millis());
+            for line in lines {
+                self.log(&who, at, || line);
+            }
+            if !out.is_empty() {
+                self.log(&who, at, || format!("replies {reply}"));
+            } else if blocked && !was_blocked {
+                self.log(&who, at, || "blocks".into());
+            }
+        }
+        if let Some(detail) = bad {
+            let at = self.now;
+            self.check
+                .fail(Property::OwnerOnly, at, format!("on node {node}: {detail}"));
+        }
+        if let Some(wake) = wake
+            && blocked
+            && !was_blocked
+        {
+            self.at(
+                wake,
+                Ev::NodeTick {
+                    node,
+                    conn: conn_id,
+                },
+            );
+        }
+        if !out.is_empty() && client.is_some() {
+            self.send(conn_id, false, out);
+        }
+        if closed || ghost_done {
+            let learn = client.map(|_| self.now + self.latency());
+            if closed {
+                self.kill_conn(conn_id, learn);
+            } else {
+                self.nodes[node].conns.remove(&conn_id);
+                if let Some(c) = self.conns.get_mut(&conn_id) {
+                    c.alive = false;
+                }
+            }
+        }
+    }
+
+    /// After a command ran, retries blocked pops, oldest first (as Redis serves them).
+    fn serve_blocked(&mut self, node: usize) {
+        let mut blocked: Vec<(u64, u64)> = self.nodes[node]
+            .conns
+            .iter()
+            .filter(|(_, nc)| nc.mc.is_blocked())
+            .map(|(id, nc)| (nc.blocked_since, *id))
+            .collect();
+        if blocked.is_empty() {
+            return;
+        }
+        blocked.sort_unstable();
+        for (_, id) in blocked {
+            self.serve(node, id);
+        }
+    }
+
+    // ---- clients: connections ----
+
+    fn connect(&mut self, c: usize, node: usize) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                client: Some(c),
+                node,
+                alive: true,
+                node_reads: true,
+                ready: [0, 0],
+                fate: None,
+            },
+        );
+        let now = Instant::from_millis(self.client_ms(c));
+        let link = &mut self.clients[c].links[node];
+        link.conn = Some(id);
+        link.ready = false;
+        link.pending.clear();
+        link.skip = 0;
+        link.inbuf.clear();
+        link.reconnect_at = None;
+        let mut hs = Handshake::new(HandshakeOptions::default(), now);
+        let mut bytes = Vec::new();
+        while let Ok(Some(len)) = hs.poll_transmit(&mut self.buf) {
+            bytes.extend_from_slice(&self.buf[..len]);
+        }
+        link.hs = Some(hs);
+        self.log(&format!("c{c}"), Some(now.as_millis()), || {
+            format!("connects to n{node} (#{id})")
+        });
+        self.send(id, true, bytes);
+    }
+
+    /// Forgets the link's connection: a running machine loses what was in flight on it.
+    fn drop_link(&mut self, c: usize, node: usize) {
+        let now_ms = self.client_ms(c);
+        let reconnect = now_ms + self.rand(1, 100);
+        let client = &mut self.clients[c];
+        let link = &mut client.links[node];
+        link.conn = None;
+        link.hs = None;
+        link.ready = false;
+        link.pending.clear();
+        link.skip = 0;
+        link.inbuf.clear();
+        link.reconnect_at = Some(reconnect);
+        if let Some(run) = &mut client.run {
+            with_op!(&mut run.op, m => m.handle_disconnect(node, Instant::from_millis(now_ms)));
+        }
+    }
+
+    /// The client closes the link (out of step, or its handshake failed) and reconnects later.
+    fn close_link(&mut self, c: usize, node: usize) {
+        if let Some(conn) = self.clients[c].links[node].conn {
+            self.kill_conn(conn, None);
+        }
+        self.drop_link(c, node);
+    }
+
+    /// Writes a machine's bytes for `node`; false when there is no connection to write to.
+    fn client_write(&mut self, c: usize, node: usize, bytes: Vec<u8>) -> bool {
+        let link = &mut self.clients[c].links[node];
+        match link.conn {
+            Some(conn) if link.ready => {
+                self.send(conn, true, bytes);
+                true
+            }
+            // Only when the link's server is known: a machine built for another protocol
+            // would misread the replies.
+            Some(_) if link.hs.is_some() && link.known => {
+                link.pending.push(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn deliver_to_client(&mut self, conn_id: u64, mut bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        let (Some(c), node) = (conn.client, conn.node) else {
+            return;
+        };
+        let paused_until = self.clients[c].paused_until;
+        if paused_until > self.now {
+            self.at(
+                paused_until,
+                Ev::ToClient {
+                    conn: conn_id,
+                    bytes,
+                },
+            );
+            return;
+        }
+        if self.held_by_partition(conn_id, false, &mut bytes) {
+            return;
+        }
+        if self.clients[c].links[node].conn != Some(conn_id) {
+            return;
+        }
+        self.catch_up(c);
+        if self.clients[c].links[node].conn != Some(conn_id) {
+            self.step(c);
+            return;
+        }
+        let now_ms = self.client_ms(c);
+        let now = Instant::from_millis(now_ms);
+        if self.tracing() {
+            let text = render_reply(&bytes);
+            self.log(&format!("c{c}<n{node}#{conn_id}"), Some(now_ms), || {
+                format!("reads {text}")
+            });
+        }
+        let mut again = Vec::new();
+        let handshake = match &mut self.clients[c].links[node].hs {
+            Some(hs) => {
+                hs.handle_input(&bytes, now);
+                // A refused `HELLO` is followed by the RESP2 pipeline.
+                while let Ok(Some(len)) = hs.poll_transmit(&mut self.buf) {
+                    again.extend_from_slice(&self.buf[..len]);
+                }
+                Some(hs.poll_outcome())
+            }
+            None => None,
+        };
+        if !again.is_empty() {
+            self.send(conn_id, true, again);
+        }
+        if let Some(outcome) = handshake {
+            match outcome {
+                Some(Ok(info)) => {
+                    let link = &mut self.clients[c].links[node];
+                    link.hs = None;
+                    link.ready = true;
+                    link.info = info;
+                    link.known = true;
+                    let pending = std::mem::take(&mut link.pending);
+                    for bytes in pending {
+                        self.send(conn_id, true, bytes);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.log(&format!("c{c}"), Some(now_ms), || {
+                        format!("handshake with n{node} failed: {e}")
+                    });
+                    self.close_link(c, node);
+                }
+                None => {}
+            }
+            self.step(c);
+            return;
+        }
+        if !self.clients[c].links[node].ready {
+            return;
+        }
+        let data = match skip_owed(&mut self.clients[c].links[node], bytes) {
+            Ok(data) => data,
+            Err(e) => {
+                let at = self.now;
+                self.check.fail(
+                    Property::NoStuckMachines,
+                    at,
+                    format!("client {c}: garbled reply stream from node {node}: {e:?}"),
+                );
+                return;
+            }
+        };
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.clients[c].run {
+            Some(run) => with_op!(&mut run.op, m => m.handle_input(node, &data, now)),
+            None => {
+                let at = self.now;
+                self.check.fail(
+                    Property::NoStuckMachines,
+                    at,
+                    format!(
+                        "client {c}: node {node} sent {} that no machine owes (the owed-replies count was short)",
+                        render_reply(&data)
+                    ),
+                );
+                return;
+            }
+        }
+        self.step(c);
+    }
+
+    // ---- clients: the driver loop ----
+
+    /// Handles what is due on the client's clock: handshake deadlines, reconnects, the
+    /// machine's timeout (a paused client catches up on these before anything else).
+    fn catch_up(&mut self, c: usize) {
+        let now_ms = self.client_ms(c);
+        let now = Instant::from_millis(now_ms);
+        for node in 0..self.nodes.len() {
+            let failed = match &mut self.clients[c].links[node].hs {
+                Some(hs) if hs.poll_timeout().is_some_and(|t| t <= now) => {
+                    hs.handle_timeout(now);
+                    match hs.poll_outcome() {
+                        Some(Err(e)) => Some(e.to_string()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(e) = failed {
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!("handshake with n{node} failed: {e}")
+                });
+                self.close_link(c, node);
+            }
+            let link = &self.clients[c].links[node];
+            if link.conn.is_none() && link.reconnect_at.is_some_and(|t| t <= now_ms) {
+                self.connect(c, node);
+            }
+        }
+        if let Some(run) = &mut self.clients[c].run {
+            with_op!(&mut run.op, m => {
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                }
+            });
+        }
+    }
+
+    /// Runs the client until nothing more happens at this instant, then sets its next tick.
+    fn step(&mut self, c: usize) {
+        self.catch_up(c);
+        for _ in 0..1000 {
+            if self.check.violation.is_some() {
+                return;
+            }
+            if !self.pump(c) && !self.program(c) {
+                break;
+            }
+        }
+        self.check_bound(c);
+        self.schedule_tick(c);
+    }
+
+    /// Drains the machine's transmits and takes its outcome; true when something happened.
+    fn pump(&mut self, c: usize) -> bool {
+        let now = Instant::from_millis(self.client_ms(c));
+        let mut sends = Vec::new();
+        {
+            let Some(run) = &mut self.clients[c].run else {
+                return false;
+            };
+            let buf = &mut self.buf;
+            with_op!(&mut run.op, m => loop {
+                match m.poll_transmit(now, buf) {
+                    Ok(Some(tx)) => sends.push((tx.node, buf[..tx.len].to_vec())),
+                    Ok(None) => break,
+                    Err(short) => buf.resize(short.required, 0),
+                }
+            });
+        }
+        let mut unreachable = Vec::new();
+        let moved = !sends.is_empty();
+        for (node, bytes) in sends {
+            if self.tracing() {
+                let text = render_request(&bytes);
+                self.log(&format!("c{c}>n{node}"), Some(now.as_millis()), || text);
+            }
+            if !self.client_write(c, node, bytes) {
+                unreachable.push(node);
+            }
+        }
+        if !unreachable.is_empty() {
+            if let Some(run) = &mut self.clients[c].run {
+                for node in unreachable {
+                    with_op!(&mut run.op, m => m.handle_disconnect(node, now));
+                }
+            }
+            return true;
+        }
+        self.take_outcome(c) || moved
+    }
+
+    fn take_outcome(&mut self, c: usize) -> bool {
+        let now_ms = self.client_ms(c);
+        let Some(run) = &mut self.clients[c].run else {
+            return false;
+        };
+        enum Out {
+            Acquired(Result<distlock_core::Lease, Error>),
+            Released(bool),
+            Extended(Result<distlock_core::Extended, Error>),
+        }
+        let out = match &mut run.op {
+            Op::Acquire(m) => m.poll_outcome().map(Out::Acquired),
+            Op::Release(m) => m.poll_outcome().map(|r| Out::Released(r.is_ok())),
+            Op::Extend(m) => m.poll_outcome().map(Out::Extended),
+        };
+        let Some(out) = out else {
+            return false;
+        };
+        let run = self.clients[c].run.take().expect("running");
+        self.ops += 1;
+        // Replies still owed go to the next machine's connection reader, to discard.
+        for node in 0..self.nodes.len() {
+            let owed = with_op!(&run.op, m => m.owed_replies(node));
+            match owed {
+                Some(n) => self.clients[c].links[node].skip += n,
+                None => self.close_link(c, node),
+            }
+        }
+        let now = self.now;
+        match out {
+            Out::Acquired(result) => {
+                self.check.stats.acquires += 1;
+                if result.is_ok() && self.clients[c].final_round {
+                    self.check.stats.final_acquires += 1;
+                }
+                self.on_acquired(c, result, now_ms, now);
+            }
+            Out::Released(ok) => {
+                self.check.stats.releases += 1;
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!("release ends: {}", if ok { "ok" } else { "failed" })
+                });
+                self.clients[c].held = None;
+                self.clients[c].phase = if self.clients[c].final_round {
+                    Phase::Done
+                } else {
+                    let think = self.rand(1, self.clients[c].think_max.max(1));
+                    Phase::Idle {
+                        until: now_ms + think,
+                    }
+                };
+            }
+            Out::Extended(result) => self.on_extended(c, result, now_ms, now),
+        }
+        true
+    }
+
+    fn on_acquired(
+        &mut self,
+        c: usize,
+        result: Result<distlock_core::Lease, Error>,
+        now_ms: u64,
+        now: u64,
+    ) {
+        let lease = match result {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!("acquire fails: {e:?}")
+                });
+                if self.clients[c].final_round {
+                    self.check.fail(
+                        Property::Liveness,
+                        now,
+                        format!(
+                            "client {c} did not acquire within {} ms of its final attempt, after the faults healed: {e:?}",
+                            self.drain.as_ref().map_or(0, |d| d.wait_ms)
+                        ),
+                    );
+                    return;
+                }
+                let think = self.rand(1, self.clients[c].think_max.max(1));
+                self.clients[c].phase = Phase::Idle {
+                    until: now_ms + think,
+                };
+                return;
+            }
+        };
+        let clock = self.clients[c].clock;
+        let valid_until = lease.valid_until().as_millis();
+        let end = clock.true_at(valid_until);
+        let attempt_start = clock.true_at(lease.started().as_millis());
+        let index = self
+            .check
+            .acquired(c, lease.fence(), attempt_start, now, end);
+        self.log(&format!("c{c}"), Some(now_ms), || {
+            format!(
+                "ACQUIRED lease #{index} fence {:?}, attempt started @{}ms, valid until @{valid_until}ms (t={})",
+                lease.fence(),
+                lease.started().as_millis(),
+                us(end)
+            )
+        });
+        // The critical section: mostly well inside the validity, sometimes near its end,
+        // sometimes beyond it (extending, or overrunning without).
+        let left = valid_until.saturating_sub(now_ms);
+        let final_round = self.clients[c].final_round;
+        let worst_case_clocks = matches!(
+            self.p.variant,
+            Variant::ZeroDrift | Variant::WideClocksDefaultDrift
+        );
+        let cs = if final_round {
+            self.rand(0, 5)
+        } else if worst_case_clocks {
+            // Work to the end of the validity: the case the drift allowance is for.
+            self.rand(left, 2 * left.max(1))
+        } else {
+            match self.rand(0, 9) {
+                0..=5 => self.rand(0, left / 2),
+                6..=7 => self.rand(left / 2, left),
+                _ => self.rand(left, 3 * left.max(1)),
+            }
+        };
+        let cs_end = now_ms + cs;
+        let mut writes: Vec<u64> = (0..self.rand(if final_round { 1 } else { 0 }, 3))
+            .map(|_| now_ms + self.rand(0, cs))
+            .collect();
+        writes.sort_unstable_by(|a, b| b.cmp(a));
+        let extends_left = if final_round || worst_case_clocks || self.rand(0, 9) < 3 {
+            0
+        } else {
+            4
+        };
+        let mut held = Held {
+            lease: index,
+            token: lease.token().clone(),
+            fence: lease.fence(),
+            valid_until,
+            cs_end,
+            writes,
+            extend_at: None,
+            extends_left,
+        };
+        self.plan_extend(c, &mut held, now_ms);
+        self.clients[c].held = Some(held);
+        self.clients[c].phase = Phase::Holding;
+    }
+
+    /// Extends before the validity runs out when the critical section needs longer.
+    fn plan_extend(&mut self, c: usize, held: &mut Held, now_ms: u64) {
+        held.extend_at = None;
+        if held.extends_left == 0 || held.cs_end <= held.valid_until {
+            return;
+        }
+        let rt = self.clients[c].lock.options().request_timeout.as_millis();
+        let left = held.valid_until.saturating_sub(now_ms);
+        let margin = self.rand(0, (2 * rt).min(left / 2));
+        held.extend_at = Some(held.valid_until.saturating_sub(margin).max(now_ms));
+    }
+
+    fn on_extended(
+        &mut self,
+        c: usize,
+        result: Result<distlock_core::Extended, Error>,
+        now_ms: u64,
+        now: u64,
+    ) {
+        let Some(mut held) = self.clients[c].held.take() else {
+            return;
+        };
+        match result {
+            Ok(extended) => {
+                let valid_until = extended.valid_until.as_millis();
+                let end = self.clients[c].clock.true_at(valid_until);
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!(
+                        "EXTENDED lease #{} until @{valid_until}ms (t={})",
+                        held.lease,
+                        us(end)
+                    )
+                });
+                self.check.extended(c, held.lease, now, end);
+                held.valid_until = held.valid_until.max(valid_until);
+                held.extends_left -= 1;
+                self.plan_extend(c, &mut held, now_ms);
+            }
+            Err(e) => {
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!(
+                        "extend of lease #{} fails: {e:?}; stops and releases",
+                        held.lease
+                    )
+                });
+                self.check.stop(c, now);
+                held.cs_end = now_ms;
+                held.extend_at = None;
+            }
+        }
+        self.clients[c].held = Some(held);
+        self.clients[c].phase = Phase::Holding;
+    }
+
+    /// The client's program between machines; true when it started something.
+    fn program(&mut self, c: usize) -> bool {
+        if self.clients[c].run.is_some() {
+            return false;
+        }
+        let now_ms = self.client_ms(c);
+        let now = Instant::from_millis(now_ms);
+        match self.clients[c].phase {
+            Phase::Connecting => {
+                let settled = self.clients[c]
+                    .links
+                    .iter()
+                    .all(|l| l.ready || l.conn.is_none());
+                if settled {
+                    self.clients[c].phase = Phase::Idle { until: now_ms };
+                    return true;
+                }
+                false
+            }
+            Phase::Idle { until } if until <= now_ms => {
+                let (wait, final_round) = match &self.drain {
+                    Some(drain) => (Duration::from_millis(drain.wait_ms), true),
+                    None => (self.clients[c].wait, false),
+                };
+                self.tokens += 1;
+                // Random, and unique by construction.
+                let mut entropy = [0u8; 16];
+                entropy[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+                entropy[8..].copy_from_slice(&self.tokens.to_be_bytes());
+                let token = Token::from_entropy(entropy);
+                let seed = self.rng.next_u64();
+                let client = &mut self.clients[c];
+                client.final_round = final_round;
+                let servers: Vec<ServerInfo> = client.links.iter().map(|l| l.info).collect();
+                let machine = Acquire::new(&client.lock, token.clone(), &servers, wait, now, seed)
+                    .expect("acquire config");
+                let rt = client.lock.options().request_timeout.as_millis();
+                client.run = Some(Running {
+                    op: Op::Acquire(Box::new(machine)),
+                    started: now_ms,
+                    bound: now_ms + wait.as_millis() + 2 * rt,
+                });
+                client.phase = Phase::Acquiring;
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!(
+                        "acquire{} with token {}, wait {}ms",
+                        if final_round { " (final)" } else { "" },
+                        &token.as_str()[..8],
+                        wait.as_millis()
+                    )
+                });
+                true
+            }
+            Phase::Holding => self.holding(c, now_ms),
+            _ => false,
+        }
+    }
+
+    fn holding(&mut self, c: usize, now_ms: u64) -> bool {
+        let now = Instant::from_millis(now_ms);
+        let Some(mut held) = self.clients[c].held.take() else {
+            return false;
+        };
+        // Writes to the protected resource: check validity, then write. A pause may fall
+        // in between (that is what fencing is for).
+        while held.writes.last().is_some_and(|&t| t <= now_ms) {
+            held.writes.pop();
+            if now_ms >= held.valid_until {
+                continue;
+            }
+            let mut depart = self.now;
+            if self.p.faults.pauses > 0 && self.drain.is_none() && self.chance(100) {
+                self.pause(c);
+                depart = self.clients[c].paused_until;
+            }
+            let at = depart + self.latency();
+            let (lease, fence) = (held.lease, held.fence);
+            self.log(&format!("c{c}"), Some(now_ms), || {
+                format!("lease #{lease} still valid: writes (fence {fence:?})")
+            });
+            self.at(
+                at,
+                Ev::Write {
+                    client: c,
+                    lease,
+                    fence,
+                },
+            );
+        }
+        let client = &self.clients[c];
+        let servers: Vec<ServerInfo> = client.links.iter().map(|l| l.info).collect();
+        let rt = client.lock.options().request_timeout.as_millis();
+        if held.extend_at.is_some_and(|t| t <= now_ms) && now_ms < held.cs_end {
+            held.extend_at = None;
+            let seed = self.rng.next_u64();
+            let client = &mut self.clients[c];
+            let machine = Extend::new(&client.lock, held.token.clone(), &servers, now, seed)
+                .expect("extend config");
+            client.run = Some(Running {
+                op: Op::Extend(Box::new(machine)),
+                started: now_ms,
+                bound: now_ms + 2 * rt,
+            });
+            client.phase = Phase::Extending;
+            let lease = held.lease;
+            client.held = Some(held);
+            self.log(&format!("c{c}"), Some(now_ms), || {
+                format!("extends lease #{lease}")
+            });
+            return true;
+        }
+        if held.cs_end <= now_ms {
+            let now_true = self.now;
+            self.check.stop(c, now_true);
+            let seed = self.rng.next_u64();
+            let client = &mut self.clients[c];
+            let machine = Release::new(&client.lock, held.token.clone(), &servers, now, seed)
+                .expect("release config");
+            client.run = Some(Running {
+                op: Op::Release(Box::new(machine)),
+                started: now_ms,
+                bound: now_ms + 2 * rt,
+            });
+            client.phase = Phase::Releasing;
+            let lease = held.lease;
+            client.held = Some(held);
+            self.log(&format!("c{c}"), Some(now_ms), || {
+                format!("releases lease #{lease}")
+            });
+            return true;
+        }
+        self.clients[c].held = Some(held);
+        false
+    }
+
+    /// Property 5: a machine ends by its deadline, and a machine without an outcome always
+    /// has a timeout to wait for.
+    fn check_bound(&mut self, c: usize) {
+        let now_ms = self.client_ms(c);
+        let Some(run) = &self.clients[c].run else {
+            return;
+        };
+        let (kind, timeout) = match &run.op {
+            Op::Acquire(m) => ("acquire", m.poll_timeout()),
+            Op::Release(m) => ("release", m.poll_timeout()),
+            Op::Extend(m) => ("extend", m.poll_timeout()),
+        };
+        let (started, bound) = (run.started, run.bound);
+        let at = self.now;
+        if now_ms > bound {
+            self.check.fail(
+                Property::NoStuckMachines,
+                at,
+                format!(
+                    "client {c}'s {kind} started @{started}ms has no outcome @{now_ms}ms, past its deadline @{bound}ms"
+                ),
+            );
+        } else if timeout.is_none() {
+            self.check.fail(
+                Property::NoStuckMachines,
+                at,
+                format!("client {c}'s {kind} has no outcome and no timeout: stuck"),
+            );
+        }
+    }
+
+    /// Sets the client's next tick: the earliest of what its machine, links and program wait
+    /// for, on its clock.
+    fn schedule_tick(&mut self, c: usize) {
+        let client = &self.clients[c];
+        let mut next: Option<u64> = None;
+        let mut consider = |t: Option<u64>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if let Some(run) = &client.run {
+            consider(with_op!(&run.op, m => m.poll_timeout()).map(Instant::as_millis));
+        }
+        for link in &client.links {
+            consider(
+                link.hs
+                    .as_ref()
+                    .and_then(|h| h.poll_timeout())
+                    .map(Instant::as_millis),
+            );
+            if link.conn.is_none() {
+                consider(link.reconnect_at);
+            }
+        }
+        if client.run.is_none() {
+            match client.phase {
+                Phase::Idle { until } => consider(Some(until)),
+                Phase::Holding => {
+                    if let Some(h) = &client.held {
+                        consider(h.writes.last().copied());
+                        consider(h.extend_at);
+                        consider(Some(h.cs_end));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(next_ms) = next else {
+            return;
+        };
+        let at = client
+            .clock
+            .true_at(next_ms)
+            .max(self.now)
+            .max(client.paused_until);
+        if at == client.tick_at {
+            return;
+        }
+        let client = &mut self.clients[c];
+        client.tick_gen += 1;
+        client.tick_at = at;
+        let generation = client.tick_gen;
+        self.at(
+            at,
+            Ev::ClientTick {
+                client: c,
+                generation,
+            },
+        );
+    }
+}
+
+/// Discards the replies a link still owes to machines that ended; what is left is for the
+/// running machine.
+fn skip_owed(link: &mut Link, bytes: Vec<u8>) -> Result<Vec<u8>, distlock_core::ProtocolError> {
+    if link.skip == 0 && link.inbuf.is_empty() {
+        return Ok(bytes);
+    }
+    link.inbuf.extend_from_slice(&bytes);
+    while link.skip > 0 {
+        match frame_len(&link.inbuf)? {
+            Some(len) => {
+                link.inbuf.drain(..len);
+                link.skip -= 1;
+            }
+            None => return Ok(Vec::new()),
+        }
+    }
+    Ok(std::mem::take(&mut link.inbuf))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering for the trace
+// ---------------------------------------------------------------------------------------
+
+fn short(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"distlock:").unwrap_or(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() > 12 {
+        format!("{}…", &text[..8])
+    } else {
+        text.into_owned()
+    }
+}
+
+fn render_command(args: &[Vec<u8>]) -> String {
+    let mut parts = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i == 1 && args[0].eq_ignore_ascii_case(b"EVAL") {
+            let name = distlock_core::script::ALL
+                .iter()
+                .position(|s| s.source.as_bytes() == a.as_slice())
+                .map_or("<script>", |i| {
+                    ["<ACQUIRE>", "<RELEASE>", "<EXTEND>", "<RAISE_FENCE>"][i]
+                });
+            parts.push(name.to_string());
+        } else if i == 1 && args[0].eq_ignore_ascii_case(b"EVALSHA") {
+            let name = distlock_core::script::ALL
+                .iter()
+                .position(|s| s.sha.as_slice() == a.as_slice())
+                .map_or("<sha>", |i| {
+                    ["<acquire>", "<release>", "<extend>", "<raise_fence>"][i]
+                });
+            parts.push(name.to_string());
+        } else {
+            parts.push(short(a));
+        }
+    }
+    parts.join(" ")
+}
+
+fn render_request(bytes: &[u8]) -> String {
+    let mut conn = ModelConnection::new();
+    conn.receive(bytes);
+    let mut commands = Vec::new();
+    while let Some(Ok(args)) = conn.next_command() {
+        commands.push(render_command(&args));
+    }
+    commands.join(" | ")
+}
+
+fn render_reply(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes)
+        .replace("\r\n", " ")
+        .chars()
+        .take(120)
+        .collect();
+    text.trim_end().to_string()
+}

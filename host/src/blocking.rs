@@ -1,0 +1,194 @@
+//! The Rust API for code without an async runtime: each call blocks on a runtime this
+//! module owns.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let client = distlock_host::blocking::Client::connect(["redis://127.0.0.1:6379"])?;
+//! let guard = client.lock("nightly-report").wait(Duration::from_secs(10)).acquire()?;
+//! // … the critical section …
+//! guard.release()?;
+//! # Ok::<(), distlock_host::Error>(())
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock_core::Released;
+use tokio::runtime::Runtime;
+
+use crate::error::Error;
+
+fn runtime() -> Result<Arc<Runtime>, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map(Arc::new)
+        .map_err(|source| Error::Connect {
+            endpoint: "runtime".into(),
+            source,
+        })
+}
+
+/// A blocking [`crate::Client`].
+#[derive(Clone, Debug)]
+pub struct Client {
+    runtime: Arc<Runtime>,
+    inner: crate::Client,
+}
+
+impl Client {
+    /// See [`crate::Client::connect`].
+    pub fn connect<I, S>(urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let runtime = runtime()?;
+        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let inner = runtime.block_on(crate::Client::connect(urls))?;
+        Ok(Client { runtime, inner })
+    }
+
+    /// See [`crate::Client::embedded`].
+    pub fn embedded() -> Result<Client, Error> {
+        let runtime = runtime()?;
+        let inner = {
+            let _entered = runtime.enter();
+            crate::Client::embedded()
+        };
+        Ok(Client { runtime, inner })
+    }
+
+    /// See [`crate::Client::lock`].
+    pub fn lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            runtime: Arc::clone(&self.runtime),
+            inner: self.inner.lock(name),
+        }
+    }
+
+    /// See [`crate::Client::release`].
+    pub fn release(&self, name: impl AsRef<[u8]>, token: &str) -> Result<Released, Error> {
+        self.runtime
+            .block_on(self.inner.release(name, token, false))
+    }
+}
+
+/// A blocking [`crate::LockBuilder`].
+#[derive(Debug)]
+#[must_use]
+pub struct LockBuilder {
+    runtime: Arc<Runtime>,
+    inner: crate::LockBuilder,
+}
+
+impl LockBuilder {
+    /// See [`crate::LockBuilder::ttl`].
+    pub fn ttl(self, ttl: Duration) -> Self {
+        LockBuilder {
+            inner: self.inner.ttl(ttl),
+            ..self
+        }
+    }
+
+    /// See [`crate::LockBuilder::wait`].
+    pub fn wait(self, wait: Duration) -> Self {
+        LockBuilder {
+            inner: self.inner.wait(wait),
+            ..self
+        }
+    }
+
+    /// See [`crate::LockBuilder::fenced`].
+    pub fn fenced(self, on: bool) -> Self {
+        LockBuilder {
+            inner: self.inner.fenced(on),
+            ..self
+        }
+    }
+
+    /// See [`crate::LockBuilder::auto_renew`].
+    pub fn auto_renew(self, on: bool) -> Self {
+        LockBuilder {
+            inner: self.inner.auto_renew(on),
+            ..self
+        }
+    }
+
+    /// See [`crate::LockBuilder::acquire`].
+    pub fn acquire(self) -> Result<Guard, Error> {
+        let guard = self.runtime.block_on(self.inner.acquire())?;
+        Ok(Guard {
+            runtime: self.runtime,
+            inner: Some(guard),
+        })
+    }
+
+    /// See [`crate::LockBuilder::try_acquire`].
+    pub fn try_acquire(self) -> Result<Guard, Error> {
+        let guard = self.runtime.block_on(self.inner.try_acquire())?;
+        Ok(Guard {
+            runtime: self.runtime,
+            inner: Some(guard),
+        })
+    }
+}
+
+/// A blocking [`crate::Guard`]; dropping it releases the lock before returning.
+#[derive(Debug)]
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct Guard {
+    runtime: Arc<Runtime>,
+    inner: Option<crate::Guard>,
+}
+
+impl Guard {
+    fn guard(&self) -> &crate::Guard {
+        // Only `release` and `drop` take the inner guard, and both consume `self`.
+        self.inner.as_ref().expect("guard present until release")
+    }
+
+    /// See [`crate::Guard::token`].
+    #[must_use]
+    pub fn token(&self) -> &str {
+        self.guard().token()
+    }
+
+    /// See [`crate::Guard::fence`].
+    #[must_use]
+    pub fn fence(&self) -> Option<u64> {
+        self.guard().fence()
+    }
+
+    /// See [`crate::Guard::validity`].
+    #[must_use]
+    pub fn validity(&self) -> Duration {
+        self.guard().validity()
+    }
+
+    /// See [`crate::Guard::is_held`].
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.guard().is_held()
+    }
+
+    /// See [`crate::Guard::extend`].
+    pub fn extend(&self, ttl: Duration) -> Result<Duration, Error> {
+        self.runtime.block_on(self.guard().extend(ttl))
+    }
+
+    /// See [`crate::Guard::release`].
+    pub fn release(mut self) -> Result<Released, Error> {
+        let guard = self.inner.take().expect("guard present until release");
+        self.runtime.block_on(guard.release())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(guard) = self.inner.take() {
+            let _ = self.runtime.block_on(guard.release());
+        }
+    }
+}

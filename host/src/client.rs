@@ -1,0 +1,740 @@
+//! The Rust API: a [`Client`] over one node or a Redlock quorum, [`LockBuilder`] for each
+//! acquire, and the [`Guard`] that holds a lease, renews it and releases it on drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use distlock_core::machine::{Machine, Operation};
+use distlock_core::{
+    Acquire, ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released,
+    RetryPolicy, ServerInfo, Token, quorum,
+};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::MAX_NODES;
+use crate::clock::{Clock, from_std, to_std};
+use crate::conn::{Conn, ConnectOptions};
+use crate::drive::drive;
+use crate::embedded::Store;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+/// Where a node's connections go.
+#[derive(Clone)]
+enum Target {
+    Remote(Endpoint),
+    Embedded(Store),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Remote(e) => e.fmt(f),
+            Target::Embedded(_) => f.write_str("embedded in-process store"),
+        }
+    }
+}
+
+/// One node and its idle connections.
+struct Node {
+    target: Target,
+    idle: std::sync::Mutex<Vec<Conn>>,
+    /// After a failed connect: no new attempt before this, and the next pause.
+    down: std::sync::Mutex<Option<(tokio::time::Instant, Duration)>>,
+}
+
+/// The first pause after a failed connect; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between connects to a node that is down.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+struct Inner {
+    nodes: Vec<Node>,
+    layout: KeyLayout,
+    clock: Clock,
+    connect: ConnectOptions,
+}
+
+/// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded
+/// in-process store. Cheap to clone; connections are pooled per node.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), distlock_host::Error> {
+/// use std::time::Duration;
+/// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+/// let guard = client.lock("nightly-report").ttl(Duration::from_secs(30)).wait(Duration::from_secs(10)).acquire().await?;
+/// // … the critical section; pass guard.fence() to the resource if the lock is fenced …
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self
+            .inner
+            .nodes
+            .iter()
+            .map(|n| n.target.to_string())
+            .collect();
+        f.debug_struct("Client").field("nodes", &nodes).finish()
+    }
+}
+
+impl Client {
+    /// Connects to the nodes at `urls` (one URL: a single node; several: Redlock over them).
+    /// With no URL at all, uses the embedded in-process store ([`Client::embedded`]). Fails
+    /// when fewer nodes than a quorum answer.
+    pub async fn connect<I, S>(urls: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::connect_with(urls, ConnectOptions::default(), KeyLayout::default()).await
+    }
+
+    /// [`Client::connect`] with connection options and a key layout.
+    pub async fn connect_with<I, S>(
+        urls: I,
+        connect: ConnectOptions,
+        layout: KeyLayout,
+    ) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints = urls
+            .into_iter()
+            .map(|u| u.as_ref().parse::<Endpoint>())
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Ok(Self::embedded_with(layout));
+        }
+        if endpoints.len() > MAX_NODES {
+            return Err(Error::TooManyNodes(endpoints.len()));
+        }
+        let client = Self::with_targets(
+            endpoints.into_iter().map(Target::Remote).collect(),
+            connect,
+            layout,
+        );
+        // Check reachability now, so a typo fails here rather than at the first lock.
+        let conns = client.checkout().await;
+        let reachable = conns.iter().filter(|c| c.is_ok()).count();
+        let nodes = client.inner.nodes.len();
+        let needed = quorum(nodes);
+        let mut last = None;
+        for (node, conn) in conns.into_iter().enumerate() {
+            match conn {
+                Ok(conn) => client.checkin(node, conn),
+                Err(e) => last = Some(e),
+            }
+        }
+        if reachable < needed {
+            let last = last.unwrap_or(Error::TooManyNodes(0));
+            // One node: its own error says it best.
+            return Err(if nodes == 1 {
+                last
+            } else {
+                Error::TooFewNodes {
+                    reachable,
+                    nodes,
+                    needed,
+                    last: Box::new(last),
+                }
+            });
+        }
+        Ok(client)
+    }
+
+    /// The embedded in-process store: the same lock semantics with no server, for demos,
+    /// tests and locks between the tasks and threads of **one process only**.
+    #[must_use]
+    pub fn embedded() -> Client {
+        Self::embedded_with(KeyLayout::default())
+    }
+
+    fn embedded_with(layout: KeyLayout) -> Client {
+        Self::with_targets(
+            vec![Target::Embedded(Store::new())],
+            ConnectOptions::default(),
+            layout,
+        )
+    }
+
+    fn with_targets(targets: Vec<Target>, connect: ConnectOptions, layout: KeyLayout) -> Client {
+        let nodes = targets
+            .into_iter()
+            .map(|target| Node {
+                target,
+                idle: std::sync::Mutex::new(Vec::new()),
+                down: std::sync::Mutex::new(None),
+            })
+            .collect();
+        Client {
+            inner: Arc::new(Inner {
+                nodes,
+                layout,
+                clock: Clock::new(),
+                connect,
+            }),
+        }
+    }
+
+    /// How many nodes (1: single node; more: Redlock).
+    #[must_use]
+    pub fn nodes(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// Whether this client runs on the embedded in-process store.
+    #[must_use]
+    pub fn is_embedded(&self) -> bool {
+        self.inner
+            .nodes
+            .iter()
+            .any(|n| matches!(n.target, Target::Embedded(_)))
+    }
+
+    /// Starts building an acquire of the lock `name`.
+    pub fn lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            client: self.clone(),
+            name: name.as_ref().to_vec(),
+            options: LockOptions::default(),
+            wait: Duration::ZERO,
+            auto_renew: false,
+            token: None,
+        }
+    }
+
+    /// Releases `name` held by `token` (printed by [`Guard::token`], possibly in another
+    /// process).
+    pub async fn release(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        reentrant: bool,
+    ) -> Result<Released, Error> {
+        let lock = self.lock_spec(
+            name.as_ref(),
+            LockOptions {
+                reentrant,
+                ..LockOptions::default()
+            },
+        )?;
+        let token = Token::new(token.as_bytes())?;
+        self.release_lock(&lock, token).await
+    }
+
+    /// Extends `name` held by `token` to `ttl` from now.
+    pub async fn extend(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extended, Error> {
+        let lock = self.lock_spec(
+            name.as_ref(),
+            LockOptions {
+                ttl: from_std(ttl),
+                ..LockOptions::default()
+            },
+        )?;
+        let token = Token::new(token.as_bytes())?;
+        self.extend_lock(&lock, token).await
+    }
+
+    fn lock_spec(&self, name: &[u8], options: LockOptions) -> Result<Lock, Error> {
+        Ok(Lock::new(self.inner.layout.clone(), name, options)?)
+    }
+
+    pub(crate) async fn release_lock(&self, lock: &Lock, token: Token) -> Result<Released, Error> {
+        let seed = random_u64();
+        let outcome = self
+            .run(|servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed))
+            .await?;
+        Ok(outcome?)
+    }
+
+    pub(crate) async fn extend_lock(&self, lock: &Lock, token: Token) -> Result<Extended, Error> {
+        let seed = random_u64();
+        let outcome = self
+            .run(|servers, now| Extend::<MAX_NODES>::new(lock, token, servers, now, seed))
+            .await?;
+        Ok(outcome?)
+    }
+
+    /// Checks out a connection per node, builds the machine, drives it, returns the
+    /// connections that are still in step.
+    async fn run<Op: Operation>(
+        &self,
+        build: impl FnOnce(
+            &[ServerInfo],
+            distlock_core::Instant,
+        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+    ) -> Result<Op::Outcome, Error> {
+        let mut conns: Vec<Option<Conn>> = self
+            .checkout()
+            .await
+            .into_iter()
+            .map(|c| c.map_err(|e| debug!(error = %e, "node unavailable")).ok())
+            .collect();
+        let servers: Vec<ServerInfo> = conns
+            .iter()
+            .map(|c| c.as_ref().map(|c| c.server).unwrap_or_default())
+            .collect();
+        let mut machine = build(&servers, self.inner.clock.now())?;
+        let outcome = drive(&mut machine, &mut conns, self).await;
+        for (node, conn) in conns.into_iter().enumerate() {
+            if let Some(conn) = conn {
+                self.checkin(node, conn);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One connection per node: an idle one that is still alive, or a new one (opened
+    /// concurrently).
+    async fn checkout(&self) -> Vec<Result<Conn, Error>> {
+        let idle: Vec<Option<Conn>> = (0..self.inner.nodes.len())
+            .map(|node| self.take_idle(node))
+            .collect();
+        // The common case: every node has a live idle connection; no task, no wait.
+        if idle.iter().all(Option::is_some) {
+            return idle.into_iter().flatten().map(Ok).collect();
+        }
+        let mut opening = Vec::new();
+        for (node, idle) in idle.into_iter().enumerate() {
+            let client = self.clone();
+            opening.push(tokio::spawn(async move {
+                match idle {
+                    Some(conn) => Ok(conn),
+                    None => client.connect_node(node).await,
+                }
+            }));
+        }
+        let mut conns = Vec::with_capacity(opening.len());
+        for task in opening {
+            conns.push(task.await.unwrap_or_else(|e| {
+                Err(Error::Connect {
+                    endpoint: "node".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }));
+        }
+        conns
+    }
+
+    /// An idle connection to `node` that is still alive; dead ones are dropped.
+    fn take_idle(&self, node: usize) -> Option<Conn> {
+        let mut idle = self.inner.nodes.get(node)?.idle.lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if !conn.is_stale() {
+                return Some(conn);
+            }
+            debug!(node, "dropping a dead idle connection");
+        }
+        None
+    }
+
+    /// Opens a new connection to `node`. A node whose last connect failed is not tried again
+    /// until its backoff pause (100 ms, doubling to 2 s) is over, so a dead node costs an
+    /// operation nothing but its vote.
+    pub(crate) async fn connect_node(&self, node: usize) -> Result<Conn, Error> {
+        let Some(slot) = self.inner.nodes.get(node) else {
+            return Err(Error::TooManyNodes(node));
+        };
+        let down_until = slot
+            .down
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .map(|(until, _)| until);
+        if down_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            return Err(Error::Connect {
+                endpoint: slot.target.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "down at the last attempt; waiting before reconnecting",
+                ),
+            });
+        }
+        let clock = self.inner.clock;
+        let conn = match &slot.target {
+            Target::Remote(endpoint) => Conn::open(endpoint, &self.inner.connect, &clock).await,
+            Target::Embedded(store) => store.connect(&clock).await,
+        };
+        if let Ok(mut down) = slot.down.lock() {
+            *down = match (&conn, *down) {
+                (Ok(_), _) => None,
+                (Err(_), previous) => {
+                    let pause = previous.map_or(RECONNECT_MIN, |(_, p)| (p * 2).min(RECONNECT_MAX));
+                    Some((tokio::time::Instant::now() + pause, pause))
+                }
+            };
+        }
+        conn
+    }
+
+    fn checkin(&self, node: usize, conn: Conn) {
+        if let Some(node) = self.inner.nodes.get(node)
+            && let Ok(mut idle) = node.idle.lock()
+        {
+            // A few idle connections per node are plenty; more are closed.
+            if idle.len() < 16 {
+                idle.push(conn);
+            }
+        }
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    /// Runs `f` on a connection to each node (for status and reset), one node at a time.
+    pub(crate) async fn on_each_node<T>(
+        &self,
+        mut f: impl AsyncFnMut(&mut Conn) -> Result<T, Error>,
+    ) -> Vec<Result<T, Error>> {
+        let conns = self.checkout().await;
+        let mut results = Vec::new();
+        for (node, conn) in conns.into_iter().enumerate() {
+            match conn {
+                Ok(mut conn) => {
+                    let result = f(&mut conn).await;
+                    if result.is_ok() {
+                        self.checkin(node, conn);
+                    }
+                    results.push(result);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        results
+    }
+
+    pub(crate) fn layout(&self) -> &KeyLayout {
+        &self.inner.layout
+    }
+}
+
+/// Options for one acquire; finish with [`LockBuilder::acquire`] or [`LockBuilder::try_acquire`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LockBuilder {
+    client: Client,
+    name: Vec<u8>,
+    options: LockOptions,
+    wait: Duration,
+    auto_renew: bool,
+    token: Option<String>,
+}
+
+impl LockBuilder {
+    /// How long the lock lives without renewal (default 30 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = from_std(ttl);
+        self
+    }
+
+    /// How long [`LockBuilder::acquire`] waits for a holder to let go (default: not at all).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Retry timing while waiting.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.options.retry = retry;
+        self
+    }
+
+    /// Hand out fencing tokens ([`Guard::fence`]).
+    pub fn fenced(mut self, on: bool) -> Self {
+        self.options.fenced = on;
+        self
+    }
+
+    /// Allow the token's holder to acquire again (pass the token with [`LockBuilder::token`]).
+    pub fn reentrant(mut self, on: bool) -> Self {
+        self.options.reentrant = on;
+        self
+    }
+
+    /// Acquire with this token instead of a fresh random one (re-entry, or hand-off).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Renew the lease in the background while the guard lives (every third of the TTL).
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = on;
+        self
+    }
+
+    /// Replace all lock options at once.
+    pub fn options(mut self, options: LockOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Acquires, waiting up to [`LockBuilder::wait`].
+    pub async fn acquire(self) -> Result<Guard, Error> {
+        let wait = self.wait;
+        self.acquire_within(wait).await
+    }
+
+    /// Acquires only if the lock is free right now.
+    pub async fn try_acquire(self) -> Result<Guard, Error> {
+        self.acquire_within(Duration::ZERO).await
+    }
+
+    async fn acquire_within(self, wait: Duration) -> Result<Guard, Error> {
+        let lock = self.client.lock_spec(&self.name, self.options)?;
+        let token = match &self.token {
+            Some(t) => Token::new(t.as_bytes())?,
+            None => Token::from_entropy(random_bytes()),
+        };
+        let seed = random_u64();
+        let client = &self.client;
+        let lease = client
+            .run(|servers, now| {
+                Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
+            })
+            .await??;
+        Ok(Guard::new(client.clone(), lock, lease, self.auto_renew))
+    }
+}
+
+/// State a guard shares with its renewal task.
+struct Held {
+    valid_until: AtomicU64,
+    lost: watch::Sender<bool>,
+    released: AtomicBool,
+}
+
+/// A held lock. Dropping it releases the lock (in the background); call
+/// [`Guard::release`] to release it and see the result.
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct Guard {
+    client: Client,
+    lock: Lock,
+    token: Token,
+    fence: Option<u64>,
+    holds: u32,
+    held: Arc<Held>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field(
+                "name",
+                &String::from_utf8_lossy(self.lock.keys().name().as_bytes()),
+            )
+            .field("token", &self.token.as_str())
+            .field("fence", &self.fence)
+            .field("validity", &self.validity())
+            .finish()
+    }
+}
+
+impl Guard {
+    fn new(client: Client, lock: Lock, lease: distlock_core::Lease, auto_renew: bool) -> Guard {
+        let (lost, _) = watch::channel(false);
+        let held = Arc::new(Held {
+            valid_until: AtomicU64::new(lease.valid_until().as_millis()),
+            lost,
+            released: AtomicBool::new(false),
+        });
+        let renewal = auto_renew.then(|| {
+            tokio::spawn(renew(
+                client.clone(),
+                lock.clone(),
+                lease.token().clone(),
+                Arc::clone(&held),
+            ))
+        });
+        Guard {
+            client,
+            lock,
+            token: lease.token().clone(),
+            fence: lease.fence(),
+            holds: lease.holds(),
+            held,
+            renewal,
+        }
+    }
+
+    /// The token: print it to release or extend from another process.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        self.token.as_str()
+    }
+
+    /// The fencing token of a fenced lock: larger than every earlier holder's.
+    #[must_use]
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// How many times the token holds a reentrant lock.
+    #[must_use]
+    pub fn holds(&self) -> u32 {
+        self.holds
+    }
+
+    /// The lock's name.
+    #[must_use]
+    pub fn name(&self) -> &[u8] {
+        self.lock.keys().name().as_bytes()
+    }
+
+    /// How much validity is left (zero once it ran out or the lease was lost).
+    #[must_use]
+    pub fn validity(&self) -> Duration {
+        if *self.held.lost.borrow() {
+            return Duration::ZERO;
+        }
+        let until =
+            distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
+        to_std(until.saturating_since(self.client.clock().now()))
+    }
+
+    /// Whether the lease is still valid: the holder may act as the owner.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        !self.validity().is_zero()
+    }
+
+    /// Resolves when the lease is lost: its validity ran out (renewal failed or was not
+    /// asked for) or the lock turned out to be held by another token.
+    pub async fn lost(&self) {
+        let mut lost = self.held.lost.subscribe();
+        loop {
+            if *lost.borrow_and_update() {
+                return;
+            }
+            let until =
+                distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
+            let clock = self.client.clock();
+            if clock.now() >= until {
+                return;
+            }
+            tokio::select! {
+                _ = lost.changed() => {}
+                _ = tokio::time::sleep_until(clock.to_tokio(until)) => {}
+            }
+        }
+    }
+
+    /// Extends the lease to `ttl` from now.
+    pub async fn extend(&self, ttl: Duration) -> Result<Duration, Error> {
+        let lock = self.lock.with_ttl(from_std(ttl))?;
+        match self.client.extend_lock(&lock, self.token.clone()).await {
+            Ok(extended) => {
+                self.held
+                    .valid_until
+                    .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                Ok(self.validity())
+            }
+            Err(e) => {
+                if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) {
+                    self.held.lost.send_replace(true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the lock and reports how it went.
+    pub async fn release(mut self) -> Result<Released, Error> {
+        self.stop_renewal();
+        self.held.released.store(true, Ordering::Release);
+        self.client
+            .release_lock(&self.lock, self.token.clone())
+            .await
+    }
+
+    fn stop_renewal(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_renewal();
+        if self.held.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (client, lock, token) = (self.client.clone(), self.lock.clone(), self.token.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = client.release_lock(&lock, token).await {
+                        warn!(error = %e, "releasing a dropped guard failed; the lock expires at its TTL");
+                    }
+                });
+            }
+            Err(_) => warn!("guard dropped outside a tokio runtime: the lock expires at its TTL"),
+        }
+    }
+}
+
+/// The watchdog: extends every third of the TTL; declares the lease lost when it cannot.
+async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>) {
+    let clock = client.clock();
+    let ttl = lock.options().ttl;
+    let period = to_std(distlock_core::Duration::from_millis(
+        (ttl.as_millis() / 3).max(1),
+    ));
+    let mut next = tokio::time::Instant::now() + period;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let until = distlock_core::Instant::from_millis(held.valid_until.load(Ordering::Acquire));
+        match client.extend_lock(&lock, token.clone()).await {
+            Ok(extended) => {
+                held.valid_until
+                    .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                next = tokio::time::Instant::now() + period;
+            }
+            Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
+                warn!("lease lost: the lock is no longer held by this token");
+                held.lost.send_replace(true);
+                return;
+            }
+            Err(e) => {
+                if clock.now() >= until {
+                    warn!(error = %e, "lease lost: renewal kept failing until the validity ran out");
+                    held.lost.send_replace(true);
+                    return;
+                }
+                debug!(error = %e, "renewal failed; trying again");
+                next = tokio::time::Instant::now() + (period / 4).max(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// 16 bytes from the OS's CSPRNG, for tokens.
+pub(crate) fn random_bytes() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing is not recoverable for a lock: a predictable token is a security bug.
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    bytes
+}
+
+fn random_u64() -> u64 {
+    let b = random_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}

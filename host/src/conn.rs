@@ -1,0 +1,321 @@
+//! One connection to one node: TCP, TLS, or an in-process pipe to the embedded store; opened
+//! with the core's [`Handshake`] so the lock machines know the server.
+//!
+//! This module moves bytes and nothing else: what to send and what a reply means is the
+//! core's business.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use distlock_core::handshake::HandshakeOptions;
+use distlock_core::{Credentials, Handshake, ServerInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+use crate::clock::Clock;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+
+/// The bytes underneath a connection.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// An in-process pipe to the embedded store.
+    Pipe(DuplexStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Pipe(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Pipe(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Pipe(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Pipe(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// TLS settings for `rediss://` nodes.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsSettings")
+    }
+}
+
+impl TlsSettings {
+    /// Trust the system's CA store.
+    pub fn system() -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+        Self::with_roots(roots, None)
+    }
+
+    /// Trust the CA certificates in this PEM file, and present a client certificate and key
+    /// (PEM) when given.
+    pub fn from_pem_files(
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?
+        {
+            roots
+                .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
+                .map_err(|e| e.to_string())?;
+        }
+        let client = match client {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| format!("{}: {e}", cert.display()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("{}: {e}", key.display()))?;
+                Some((chain, key))
+            }
+            None => None,
+        };
+        Self::with_roots(roots, client)
+    }
+
+    fn with_roots(
+        roots: rustls::RootCertStore,
+        client: Option<(
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(TlsSettings {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// How to open connections.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// TCP connect plus handshake, at most.
+    pub connect_timeout: Duration,
+    /// TLS for `rediss://` nodes; the system CA store when `None`.
+    pub tls: Option<TlsSettings>,
+    /// `CLIENT SETNAME`.
+    pub client_name: Option<String>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(5),
+            tls: None,
+            client_name: Some("distlock".into()),
+        }
+    }
+}
+
+/// A connection that has done its handshake.
+pub(crate) struct Conn {
+    pub(crate) stream: Stream,
+    pub(crate) server: ServerInfo,
+}
+
+impl Stream {
+    /// Opens TCP to `endpoint`, with TLS for `rediss://`, and no handshake: what
+    /// [`Conn::open`] and the wasm adapter's `transport` share.
+    pub(crate) async fn connect(
+        endpoint: &Endpoint,
+        options: &ConnectOptions,
+    ) -> Result<Stream, Error> {
+        let name = endpoint.to_string();
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|source| Error::Connect {
+                endpoint: name.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if endpoint.tls {
+            let settings = match &options.tls {
+                Some(s) => s.clone(),
+                None => TlsSettings::system().map_err(|why| Error::Tls {
+                    endpoint: name.clone(),
+                    why,
+                })?,
+            };
+            let server_name =
+                ServerName::try_from(endpoint.host.clone()).map_err(|e| Error::Tls {
+                    endpoint: name.clone(),
+                    why: e.to_string(),
+                })?;
+            let tls = TlsConnector::from(settings.config)
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| Error::Tls {
+                    endpoint: name.clone(),
+                    why: e.to_string(),
+                })?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Tcp(tcp)
+        };
+        Ok(stream)
+    }
+}
+
+impl Conn {
+    /// Whether an idle connection is dead or out of step: an idle connection owes nothing, so
+    /// anything readable (an EOF after a server restart, stray bytes) means it must go.
+    pub(crate) fn is_stale(&self) -> bool {
+        let tcp = match &self.stream {
+            Stream::Tcp(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Pipe(_) => return false,
+        };
+        let mut probe = [0u8; 1];
+        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Opens and handshakes a connection to `endpoint`.
+    pub(crate) async fn open(
+        endpoint: &Endpoint,
+        options: &ConnectOptions,
+        clock: &Clock,
+    ) -> Result<Conn, Error> {
+        let name = endpoint.to_string();
+        let work = async {
+            let stream = Stream::connect(endpoint, options).await?;
+            let credentials = endpoint.password.as_ref().map(|password| Credentials {
+                username: endpoint.username.as_ref().map(|u| u.clone().into_bytes()),
+                password: password.clone().into_bytes(),
+            });
+            let handshake = HandshakeOptions {
+                credentials,
+                client_name: options.client_name.as_ref().map(|n| n.clone().into_bytes()),
+                database: endpoint.database,
+                resp3: true,
+                timeout: distlock_core::Duration::from_millis(
+                    options.connect_timeout.as_millis() as u64
+                ),
+                load_scripts: true,
+            };
+            Conn::handshake(stream, handshake, clock)
+                .await
+                .map_err(|e| match e {
+                    HandshakeFailure::Io(source) => Error::Connect {
+                        endpoint: name.clone(),
+                        source,
+                    },
+                    HandshakeFailure::Refused(source) => Error::Handshake {
+                        endpoint: name.clone(),
+                        source,
+                    },
+                })
+        };
+        match tokio::time::timeout(options.connect_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Connect {
+                endpoint: name,
+                source: io::Error::new(io::ErrorKind::TimedOut, "connect and handshake timed out"),
+            }),
+        }
+    }
+
+    /// Runs the core's handshake over `stream`.
+    pub(crate) async fn handshake(
+        mut stream: Stream,
+        options: HandshakeOptions,
+        clock: &Clock,
+    ) -> Result<Conn, HandshakeFailure> {
+        let mut machine = Handshake::new(options, clock.now());
+        let mut buf = vec![0u8; 4096];
+        loop {
+            while let Some(len) = machine.poll_transmit(&mut buf).map_err(|e| {
+                HandshakeFailure::Io(io::Error::other(format!("handshake encoding: {e}")))
+            })? {
+                stream
+                    .write_all(&buf[..len])
+                    .await
+                    .map_err(HandshakeFailure::Io)?;
+            }
+            if let Some(outcome) = machine.poll_outcome() {
+                return outcome
+                    .map(|server| Conn { stream, server })
+                    .map_err(HandshakeFailure::Refused);
+            }
+            let n = stream.read(&mut buf).await.map_err(HandshakeFailure::Io)?;
+            if n == 0 {
+                return Err(HandshakeFailure::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the handshake",
+                )));
+            }
+            machine.handle_input(&buf[..n], clock.now());
+        }
+    }
+}
+
+/// Why a handshake did not complete.
+pub(crate) enum HandshakeFailure {
+    Io(io::Error),
+    Refused(distlock_core::HandshakeError),
+}

@@ -1,0 +1,272 @@
+//! `distlock demo`: workers contend on one lock and prove, by counting, that it excludes.
+//!
+//! Each worker loops: acquire (waiting), enter the critical section, do a deliberately
+//! racy read-sleep-write on a shared counter, leave, release. Two holders at once would show
+//! twice: the "inside" flag is found set (an overlap), and the counter loses an update. The
+//! hand-off gap is the time from one release to the next acquisition.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// How a demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Workers contending.
+    pub workers: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// How long each holder stays in the critical section.
+    pub hold: Duration,
+    /// The lock's name.
+    pub name: String,
+    /// Print a progress line each second (to stderr).
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            workers: 4,
+            duration: Duration::from_secs(5),
+            hold: Duration::from_millis(1),
+            name: "distlock-demo".into(),
+            progress: true,
+        }
+    }
+}
+
+/// What a demo measured.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// Acquisitions per worker.
+    pub per_worker: Vec<u64>,
+    /// Times a worker entered the critical section while another was inside.
+    pub overlaps: u64,
+    /// The shared counter at the end (equals the acquisitions when nothing overlapped).
+    pub counter: u64,
+    /// Hand-off gaps (release → next acquisition), sorted.
+    pub handoffs: Vec<Duration>,
+    /// Errors other than "not acquired" (a wait running out is counted, not an error).
+    pub errors: u64,
+    /// Acquires that ran out of wait.
+    pub timeouts: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Where it ran.
+    pub backend: String,
+}
+
+impl DemoReport {
+    /// All acquisitions.
+    #[must_use]
+    pub fn acquisitions(&self) -> u64 {
+        self.per_worker.iter().sum()
+    }
+
+    /// The `q`-quantile (0..=1) of the hand-off gaps.
+    #[must_use]
+    pub fn handoff_quantile(&self, q: f64) -> Option<Duration> {
+        if self.handoffs.is_empty() {
+            return None;
+        }
+        let index = ((self.handoffs.len() - 1) as f64 * q).round() as usize;
+        self.handoffs.get(index).copied()
+    }
+
+    /// The summary table.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let total = self.acquisitions();
+        out.push_str(&format!(
+            "distlock demo on {} — {:.1} s\n\n",
+            self.backend,
+            self.elapsed.as_secs_f64()
+        ));
+        out.push_str("worker  acquisitions\n");
+        for (i, n) in self.per_worker.iter().enumerate() {
+            out.push_str(&format!("{i:>6}  {n:>12}\n"));
+        }
+        out.push_str(&format!("{:>6}  {total:>12}\n\n", "total"));
+        let fmt = |d: Option<Duration>| {
+            d.map_or("-".to_owned(), |d| {
+                format!("{:.2} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        out.push_str(&format!(
+            "acquisitions/s      {:.0}\n",
+            total as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        ));
+        out.push_str(&format!(
+            "hand-off p50        {}\n",
+            fmt(self.handoff_quantile(0.50))
+        ));
+        out.push_str(&format!(
+            "hand-off p99        {}\n",
+            fmt(self.handoff_quantile(0.99))
+        ));
+        out.push_str(&format!("overlaps detected   {}\n", self.overlaps));
+        out.push_str(&format!(
+            "shared counter      {} ({})\n",
+            self.counter,
+            if self.counter == total {
+                "exact"
+            } else {
+                "LOST UPDATES"
+            }
+        ));
+        out.push_str(&format!("waits timed out     {}\n", self.timeouts));
+        out.push_str(&format!("errors              {}\n", self.errors));
+        out
+    }
+}
+
+struct Shared {
+    inside: AtomicBool,
+    overlaps: AtomicU64,
+    counter: AtomicU64,
+    /// When the last holder released, in µs since `origin`; 0: nobody yet.
+    released_at: AtomicU64,
+    origin: Instant,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// Runs the demo on `client`.
+pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, Error> {
+    let shared = Arc::new(Shared {
+        inside: AtomicBool::new(false),
+        overlaps: AtomicU64::new(0),
+        counter: AtomicU64::new(0),
+        released_at: AtomicU64::new(0),
+        origin: Instant::now(),
+        errors: AtomicU64::new(0),
+        timeouts: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let stop_at = started + options.duration;
+    let counts: Vec<Arc<AtomicU64>> = (0..options.workers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let mut tasks = Vec::new();
+    for count in &counts {
+        let (client, shared, count, options) = (
+            client.clone(),
+            Arc::clone(&shared),
+            Arc::clone(count),
+            options.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            worker(client, shared, count, options, stop_at).await
+        }));
+    }
+    let progress = options.progress.then(|| {
+        let counts = counts.clone();
+        let shared = Arc::clone(&shared);
+        let backend = describe(client);
+        tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                eprint!(
+                    "\r{backend}: {total} acquisitions, {} overlaps, {:.0} s left   ",
+                    shared.overlaps.load(Ordering::Relaxed),
+                    stop_at
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        })
+    });
+    let mut handoffs = Vec::new();
+    for task in tasks {
+        if let Ok(mut gaps) = task.await {
+            handoffs.append(&mut gaps);
+        }
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    handoffs.sort();
+    Ok(DemoReport {
+        per_worker: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        overlaps: shared.overlaps.load(Ordering::Relaxed),
+        counter: shared.counter.load(Ordering::Relaxed),
+        handoffs,
+        errors: shared.errors.load(Ordering::Relaxed),
+        timeouts: shared.timeouts.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        backend: describe(client),
+    })
+}
+
+fn describe(client: &Client) -> String {
+    match (client.is_embedded(), client.nodes()) {
+        (true, _) => "the embedded in-process store".to_owned(),
+        (false, 1) => "1 Redis node".to_owned(),
+        (false, n) => format!("{n} Redis nodes (Redlock)"),
+    }
+}
+
+async fn worker(
+    client: Client,
+    shared: Arc<Shared>,
+    count: Arc<AtomicU64>,
+    options: DemoOptions,
+    stop_at: Instant,
+) -> Vec<Duration> {
+    let mut gaps = Vec::new();
+    while Instant::now() < stop_at {
+        let attempt = client
+            .lock(&options.name)
+            .ttl(Duration::from_secs(10))
+            .wait(
+                stop_at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            )
+            .acquire()
+            .await;
+        let guard = match attempt {
+            Ok(guard) => guard,
+            Err(e) if e.is_not_acquired() => {
+                shared.timeouts.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let now_us = shared.origin.elapsed().as_micros() as u64;
+        let released = shared.released_at.load(Ordering::Acquire);
+        if released != 0 && now_us >= released {
+            gaps.push(Duration::from_micros(now_us - released));
+        }
+        if shared.inside.swap(true, Ordering::AcqRel) {
+            shared.overlaps.fetch_add(1, Ordering::Relaxed);
+        }
+        // Racy on purpose: without the lock, concurrent holders lose updates here.
+        let seen = shared.counter.load(Ordering::Acquire);
+        tokio::time::sleep(options.hold).await;
+        shared.counter.store(seen + 1, Ordering::Release);
+        count.fetch_add(1, Ordering::Relaxed);
+        shared.inside.store(false, Ordering::Release);
+        shared.released_at.store(
+            shared.origin.elapsed().as_micros().max(1) as u64,
+            Ordering::Release,
+        );
+        if guard.release().await.is_err() {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    gaps
+}

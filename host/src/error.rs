@@ -1,0 +1,83 @@
+//! The host's one error type: the core's lock errors plus what connections can go through.
+
+use distlock_core::{ConfigError, HandshakeError};
+
+/// Anything a lock operation or a connection can fail with. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock operation failed (held by another, not held, quorum lost, server error…).
+    #[error(transparent)]
+    Lock(#[from] distlock_core::Error),
+    /// The lock's name or options are not usable.
+    #[error("invalid lock settings: {0}")]
+    Config(#[from] ConfigError),
+    /// A node URL could not be parsed.
+    #[error(
+        "bad Redis URL {url}: {why} (expected redis://[user:pass@]host:port[/db] or rediss://…)"
+    )]
+    BadUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A node could not be reached.
+    #[error("cannot connect to {endpoint}: {source}; is redis-server running there?")]
+    Connect {
+        /// The node.
+        endpoint: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The node answered the handshake with an error (a wrong password, say).
+    #[error("{endpoint}: {source}")]
+    Handshake {
+        /// The node.
+        endpoint: String,
+        /// Why.
+        source: HandshakeError,
+    },
+    /// TLS could not be set up.
+    #[error("TLS to {endpoint}: {why}")]
+    Tls {
+        /// The node.
+        endpoint: String,
+        /// Why.
+        why: String,
+    },
+    /// Fewer nodes are reachable than a quorum needs.
+    #[error(
+        "only {reachable} of {nodes} Redis nodes are reachable; a quorum needs {needed} (last error: {last})"
+    )]
+    TooFewNodes {
+        /// Nodes that answered.
+        reachable: usize,
+        /// Nodes configured.
+        nodes: usize,
+        /// Nodes a quorum needs.
+        needed: usize,
+        /// The last connection error.
+        last: Box<Error>,
+    },
+    /// More nodes than the lock machines support.
+    #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
+    TooManyNodes(usize),
+}
+
+impl Error {
+    /// The core's lock error, when that is what this is.
+    #[must_use]
+    pub fn lock_error(&self) -> Option<&distlock_core::Error> {
+        match self {
+            Error::Lock(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the lock is simply held by someone else (a try-lock or wait that ran out).
+    #[must_use]
+    pub fn is_not_acquired(&self) -> bool {
+        matches!(self, Error::Lock(distlock_core::Error::NotAcquired { .. }))
+    }
+}

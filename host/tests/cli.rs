@@ -1,0 +1,540 @@
+//! The `distlock` command against real `redis-server` processes: mutual exclusion between OS
+//! processes, a SIGKILLed holder's lock expiring at its TTL, and the exit codes and messages
+//! of `acquire`, `release`, `exec`, `reset` and `demo`.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{
+    KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, unique_name, wait_for,
+};
+
+/// Every CLI run in these tests finishes within this, or the test fails.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn run(url: &str, args: &[&str]) -> std::process::Output {
+    run_bounded(distlock(url, args), RUN_TIMEOUT).expect("run distlock")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// 8 processes × 5 runs of `distlock exec` each do a racy read-sleep-write increment of a
+/// counter file; with the lock, no update is lost and no two critical sections overlap.
+#[test]
+fn exec_excludes_across_processes() {
+    require_redis!();
+    const PROCS: usize = 8;
+    const ITERATIONS: usize = 5;
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("mutex");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let counter = dir.path().join("counter");
+    let log = dir.path().join("log");
+    std::fs::write(&counter, "0\n").expect("write counter");
+    // Racy on purpose: two holders at once would both read n and both write n+1. The log
+    // records entries and exits, which must strictly alternate.
+    let script = r#"echo "enter $$" >> "$2"; n=$(cat "$1"); sleep 0.05; echo $((n + 1)) > "$1"; echo "leave $$" >> "$2""#;
+    let barrier = Arc::new(Barrier::new(PROCS));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..PROCS)
+        .map(|_| {
+            let (url, name, barrier) = (url.clone(), name.clone(), Arc::clone(&barrier));
+            let (counter, log) = (counter.display().to_string(), log.display().to_string());
+            thread::spawn(move || {
+                barrier.wait();
+                let mut codes = Vec::new();
+                for _ in 0..ITERATIONS {
+                    let out = run(
+                        &url,
+                        &[
+                            "exec", "--name", &name, "--ttl", "10s", "--wait", "60s", "--", "sh",
+                            "-c", script, "sh", &counter, &log,
+                        ],
+                    );
+                    codes.push((out.status.code(), show(&out)));
+                }
+                codes
+            })
+        })
+        .collect();
+    for worker in workers {
+        for (code, shown) in worker.join().expect("worker thread") {
+            assert_eq!(code, Some(0), "distlock exec failed:\n{shown}");
+        }
+    }
+    let count: u64 = std::fs::read_to_string(&counter)
+        .expect("read counter")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(
+        count,
+        (PROCS * ITERATIONS) as u64,
+        "updates were lost: the lock did not exclude"
+    );
+    let log = std::fs::read_to_string(&log).expect("read log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2 * PROCS * ITERATIONS, "log:\n{log}");
+    for pair in lines.chunks(2) {
+        let (enter, leave) = (pair[0], pair[1]);
+        assert!(
+            enter.starts_with("enter ") && leave.starts_with("leave ") && enter[6..] == leave[6..],
+            "critical sections overlapped ({enter:?} then {leave:?}); log:\n{log}"
+        );
+    }
+    eprintln!(
+        "{} exclusive critical sections in {:?}",
+        PROCS * ITERATIONS,
+        started.elapsed()
+    );
+}
+
+/// A holder killed with SIGKILL neither releases nor renews: the next acquirer gets the lock
+/// when the key expires, not before, and not much after.
+#[test]
+fn sigkilled_holder_lock_frees_at_ttl() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("killed");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("child.pid");
+    let holder = distlock(
+        &url,
+        &[
+            "exec",
+            "--name",
+            &name,
+            "--ttl",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            r#"echo $$ > "$1"; exec sleep 60"#,
+            "sh",
+            &pid_file.display().to_string(),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn distlock exec");
+    let mut holder = KillOnDrop(holder);
+    // The lock's command: killed at the end however the test goes (it is not distlock's
+    // child any more once distlock is dead).
+    struct KillPid(Option<i32>);
+    impl Drop for KillPid {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+    let mut sleeper = KillPid(None);
+
+    // Held once `status` names a holder.
+    let token = wait_for(
+        "distlock status to show a holder",
+        Duration::from_secs(10),
+        || {
+            let out = run(&url, &["status", "--name", &name, "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            status["holder"].as_str().map(str::to_owned)
+        },
+    );
+    sleeper.0 = Some(wait_for(
+        "the child's pid file",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok(),
+    ));
+    assert!(!token.is_empty());
+
+    // Kill just after a renewal (the key's TTL back near 2 s), so the wait is long enough to
+    // tell "at the TTL" from "at once".
+    let mut raw = server.raw();
+    let key = support::lock_key(&name);
+    wait_for(
+        "a fresh renewal (PTTL > 1800 ms)",
+        Duration::from_secs(10),
+        || (raw.ok(&["PTTL", &key]).int()? > 1800).then_some(()),
+    );
+    holder.0.kill().expect("SIGKILL distlock");
+    let killed = Instant::now();
+    let _ = holder.0.wait();
+    let pttl_after_kill = raw.ok(&["PTTL", &key]).int().expect("PTTL");
+    assert!(
+        pttl_after_kill > 1000,
+        "the key should outlive its killed holder for a while: PTTL {pttl_after_kill}"
+    );
+
+    let out = run(
+        &url,
+        &["acquire", "--name", &name, "--ttl", "10s", "--wait", "10s"],
+    );
+    let elapsed = killed.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "acquire after the holder died:\n{}",
+        show(&out)
+    );
+    let new_token = stdout(&out).lines().next().unwrap_or_default().to_owned();
+    assert_ne!(new_token, token, "a new token holds it");
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "acquired {elapsed:?} after the kill: before the killed holder's key (PTTL {pttl_after_kill} ms) expired"
+    );
+    assert!(
+        elapsed
+            >= Duration::from_millis(
+                u64::try_from(pttl_after_kill)
+                    .unwrap_or(0)
+                    .saturating_sub(100)
+            ),
+        "acquired {elapsed:?} after the kill, but the key had {pttl_after_kill} ms left"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "acquired only {elapsed:?} after the kill; the TTL was 2 s"
+    );
+    eprintln!("acquired {elapsed:?} after the kill; the key had {pttl_after_kill} ms left");
+}
+
+/// `exec` renews the lock while the command runs; when the lock is lost (an operator reset
+/// it), the command is killed and `exec` exits 75.
+#[test]
+fn exec_kills_the_command_when_the_lock_is_lost() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("lost");
+    let holder = distlock(
+        &url,
+        &["exec", "--name", &name, "--ttl", "3s", "--", "sleep", "60"],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn distlock exec");
+    let mut holder = KillOnDrop(holder);
+    let mut raw = server.raw();
+    let key = support::lock_key(&name);
+    wait_for("exec to hold the lock", Duration::from_secs(10), || {
+        raw.ok(&["GET", &key]).text()
+    });
+    // Renewed past its TTL: still held after 4 s.
+    thread::sleep(Duration::from_secs(4));
+    assert!(
+        holder.0.try_wait().expect("status").is_none(),
+        "exec ended while holding a renewed lock"
+    );
+    assert!(
+        raw.ok(&["GET", &key]).text().is_some(),
+        "the lock was not renewed"
+    );
+
+    let reset = run(&url, &["reset", "--name", &name]);
+    assert_eq!(reset.status.code(), Some(0), "{}", show(&reset));
+    let reset_at = Instant::now();
+    let status = wait_for("exec to notice the loss", Duration::from_secs(10), || {
+        holder.0.try_wait().expect("status")
+    });
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "exec should exit 75 when the lock is lost"
+    );
+    assert!(
+        reset_at.elapsed() < Duration::from_secs(3),
+        "noticed the loss only after {:?}",
+        reset_at.elapsed()
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut holder.0.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(err.contains("lost"), "stderr: {err}");
+}
+
+#[test]
+fn acquire_no_wait_on_a_held_lock_exits_75() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("busy");
+    let first = run(&url, &["acquire", "--name", &name, "--ttl", "30s"]);
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let token = stdout(&first).trim().to_owned();
+    assert!((16..=64).contains(&token.len()), "token {token:?}");
+
+    let started = Instant::now();
+    let second = run(
+        &url,
+        &["acquire", "--name", &name, "--ttl", "30s", "--no-wait"],
+    );
+    assert_eq!(second.status.code(), Some(75), "{}", show(&second));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "--no-wait waited {:?}",
+        started.elapsed()
+    );
+    let err = stderr(&second);
+    assert!(
+        err.contains("lock is held by another owner"),
+        "stderr: {err}"
+    );
+    assert!(
+        stdout(&second).trim().is_empty(),
+        "no token printed: {}",
+        stdout(&second)
+    );
+
+    // JSON output of a successful acquire, for scripts.
+    let other = unique_name("json");
+    let json = run(
+        &url,
+        &[
+            "acquire", "--name", &other, "--ttl", "30s", "--fenced", "--json",
+        ],
+    );
+    assert_eq!(json.status.code(), Some(0), "{}", show(&json));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(value["name"], other.as_str());
+    assert!(
+        value["token"].as_str().is_some_and(|t| t.len() >= 16),
+        "{value}"
+    );
+    assert_eq!(value["fence"], 1, "{value}");
+}
+
+#[test]
+fn release_with_a_wrong_token_is_refused() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("release");
+    let acquired = run(&url, &["acquire", "--name", &name, "--ttl", "30s"]);
+    assert_eq!(acquired.status.code(), Some(0), "{}", show(&acquired));
+    let token = stdout(&acquired).trim().to_owned();
+
+    let wrong = run(
+        &url,
+        &[
+            "release",
+            "--name",
+            &name,
+            "--token",
+            "not-the-holders-token",
+        ],
+    );
+    assert_ne!(wrong.status.code(), Some(0), "{}", show(&wrong));
+    assert!(
+        stderr(&wrong).contains("does not hold the lock"),
+        "{}",
+        show(&wrong)
+    );
+    // Still held by the real token.
+    let held = server.raw().ok(&["GET", &support::lock_key(&name)]).text();
+    assert_eq!(held.as_deref(), Some(token.as_str()));
+
+    let right = run(&url, &["release", "--name", &name, "--token", &token]);
+    assert_eq!(right.status.code(), Some(0), "{}", show(&right));
+    assert_eq!(stdout(&right).trim(), "released");
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["EXISTS", &support::lock_key(&name)])
+            .int(),
+        Some(0)
+    );
+    // Releasing twice: the token no longer holds it.
+    let again = run(&url, &["release", "--name", &name, "--token", &token]);
+    assert_eq!(again.status.code(), Some(1), "{}", show(&again));
+    assert!(
+        stderr(&again).contains("does not hold the lock"),
+        "{}",
+        show(&again)
+    );
+}
+
+#[test]
+fn exec_exits_with_the_commands_code() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("exec");
+    let out = run(
+        &url,
+        &[
+            "exec", "--name", &name, "--ttl", "5s", "--", "sh", "-c", "exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", show(&out));
+    let out = run(
+        &url,
+        &["exec", "--name", &name, "--ttl", "5s", "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Killed by a signal: 128 + the signal, as shells report it.
+    let out = run(
+        &url,
+        &[
+            "exec",
+            "--name",
+            &name,
+            "--ttl",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", show(&out));
+    // The command sees the token, and the lock is free again afterwards.
+    let out = run(
+        &url,
+        &[
+            "exec",
+            "--name",
+            &name,
+            "--ttl",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            r#"printf %s "$DISTLOCK_TOKEN""#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).len() >= 16,
+        "DISTLOCK_TOKEN {:?}",
+        stdout(&out)
+    );
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["EXISTS", &support::lock_key(&name)])
+            .int(),
+        Some(0),
+        "released after exec"
+    );
+    // A command that cannot be run: 127, and the lock is released.
+    let out = run(
+        &url,
+        &[
+            "exec",
+            "--name",
+            &name,
+            "--ttl",
+            "5s",
+            "--",
+            "/nonexistent/command",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(127), "{}", show(&out));
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["EXISTS", &support::lock_key(&name)])
+            .int(),
+        Some(0),
+        "released after exec"
+    );
+    // Held elsewhere and no wait: 75, and the command does not run.
+    let held = run(&url, &["acquire", "--name", &name, "--ttl", "30s"]);
+    assert_eq!(held.status.code(), Some(0), "{}", show(&held));
+    let out = run(
+        &url,
+        &["exec", "--name", &name, "--ttl", "5s", "--", "echo", "ran"],
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    assert!(!stdout(&out).contains("ran"), "{}", show(&out));
+}
+
+#[test]
+fn reset_all_needs_yes() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let names = [unique_name("reset-a"), unique_name("reset-b")];
+    for name in &names {
+        let out = run(
+            &url,
+            &["acquire", "--name", name, "--ttl", "60s", "--fenced"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+    let refused = run(&url, &["reset", "--all"]);
+    assert_eq!(refused.status.code(), Some(64), "{}", show(&refused));
+    assert!(stderr(&refused).contains("--yes"), "{}", show(&refused));
+    let mut raw = server.raw();
+    for name in &names {
+        assert_eq!(
+            raw.ok(&["EXISTS", &support::lock_key(name)]).int(),
+            Some(1),
+            "reset without --yes deleted {name}"
+        );
+    }
+
+    let done = run(&url, &["reset", "--all", "--yes"]);
+    assert_eq!(done.status.code(), Some(0), "{}", show(&done));
+    assert!(stdout(&done).contains("deleted 2 keys"), "{}", show(&done));
+    for name in &names {
+        assert_eq!(
+            raw.ok(&["EXISTS", &support::lock_key(name)]).int(),
+            Some(0),
+            "{name} not reset"
+        );
+        // Fencing counters survive a reset.
+        let fence = format!("{}:fence", support::lock_key(name));
+        assert_eq!(raw.ok(&["GET", &fence]).text().as_deref(), Some("1"));
+        let status = run(&url, &["status", "--name", name]);
+        assert!(stdout(&status).starts_with("not held"), "{}", show(&status));
+    }
+    // The locks can be had again.
+    let again = run(
+        &url,
+        &["acquire", "--name", &names[0], "--no-wait", "--fenced"],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert!(stdout(&again).contains("fence 2"), "{}", show(&again));
+}
+
+#[test]
+fn demo_reports_no_overlaps_and_an_exact_counter() {
+    require_redis!();
+    let server = RedisServer::start();
+    let started = Instant::now();
+    let out = run(&server.url(), &["demo", "--duration", "2s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let table = stdout(&out);
+    assert!(table.contains("overlaps detected   0"), "{table}");
+    assert!(table.contains("(exact)"), "{table}");
+    assert!(table.contains("1 Redis node"), "{table}");
+    let total: u64 = table
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("total")?.trim().parse().ok())
+        .expect("a total line");
+    assert!(total > 0, "{table}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the 2 s demo took {:?}",
+        started.elapsed()
+    );
+}

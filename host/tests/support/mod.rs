@@ -1,0 +1,584 @@
+//! Test support for the host's integration tests: real `redis-server` processes on free
+//! loopback ports, a tiny raw RESP client to look at them, and bounded runs of the `distlock`
+//! binary.
+//!
+//! Without `redis-server` on `PATH` every test prints a skip notice and passes, unless
+//! `DISTLOCK_REQUIRE_REDIS=1` (CI), which turns a missing server into a failure.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server gets to accept connections after it was started.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Returns early from the test (after a skip notice) when `redis-server` is missing, or
+/// panics when `DISTLOCK_REQUIRE_REDIS=1`.
+macro_rules! require_redis {
+    () => {
+        if !$crate::support::redis_available() {
+            return;
+        }
+    };
+}
+pub(crate) use require_redis;
+
+/// Whether `redis-server` can be run; prints a skip notice when not, panics when it must.
+pub(crate) fn redis_available() -> bool {
+    if redis_server_binary().is_some() {
+        return true;
+    }
+    if std::env::var("DISTLOCK_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!(
+            "DISTLOCK_REQUIRE_REDIS=1 but redis-server is not on PATH: install it (apt-get install redis-server)"
+        );
+    }
+    eprintln!(
+        "skipping: redis-server not installed (set DISTLOCK_REQUIRE_REDIS=1 to make this a failure)"
+    );
+    false
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `redis-server` on `PATH`.
+pub(crate) fn redis_server_binary() -> Option<PathBuf> {
+    on_path("redis-server")
+}
+
+/// `redis-cli`: next to `redis-server`, else on `PATH`.
+pub(crate) fn redis_cli_binary() -> Option<PathBuf> {
+    redis_server_binary()
+        .and_then(|server| server.parent().map(|dir| dir.join("redis-cli")))
+        .filter(|p| p.is_file())
+        .or_else(|| on_path("redis-cli"))
+}
+
+/// A lock name no other test (or earlier run) uses.
+pub(crate) fn unique_name(what: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{what}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free loopback port (bound then released: another process may take it before the
+/// server does, which [`RedisServer`] detects and retries).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// TLS files for a server started with [`RedisServer::start_tls`].
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+/// A `redis-server` child process on its own loopback port; killed on drop.
+pub(crate) struct RedisServer {
+    port: u16,
+    extra: Vec<String>,
+    tls: Option<TlsFiles>,
+    /// User and password for `redis-cli`.
+    login: Option<(String, String)>,
+    child: Option<Child>,
+    /// stdout and stderr of every run (deleted with the server).
+    log: tempfile::NamedTempFile,
+}
+
+impl RedisServer {
+    /// A server with no persistence on a free loopback port.
+    pub(crate) fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// [`RedisServer::start`] with extra command-line arguments.
+    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
+        Self::launch(extra, None)
+    }
+
+    /// A TLS-only server (`--port 0 --tls-port P`) with these files; clients need not
+    /// present certificates. `login`: the user and password `redis-cli` logs in with (when
+    /// `extra` switches the default user off).
+    pub(crate) fn start_tls(
+        tls: TlsFiles,
+        login: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> RedisServer {
+        Self::try_start_tls(tls, login, extra)
+            .unwrap_or_else(|log| panic!("redis-server would not start:\n{log}"))
+    }
+
+    /// [`RedisServer::start_tls`], or why the server would not start (its log): a build
+    /// without TLS refuses the TLS options.
+    pub(crate) fn try_start_tls(
+        tls: TlsFiles,
+        login: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> Result<RedisServer, String> {
+        Self::try_launch(extra, Some(tls), login)
+    }
+
+    fn launch(extra: &[&str], tls: Option<TlsFiles>) -> RedisServer {
+        Self::try_launch(extra, tls, None)
+            .unwrap_or_else(|log| panic!("redis-server would not start:\n{log}"))
+    }
+
+    fn try_launch(
+        extra: &[&str],
+        tls: Option<TlsFiles>,
+        login: Option<(&str, &str)>,
+    ) -> Result<RedisServer, String> {
+        let log = tempfile::Builder::new()
+            .prefix("distlock-redis-")
+            .suffix(".log")
+            .tempfile()
+            .expect("log file");
+        let mut server = RedisServer {
+            port: 0,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            tls,
+            login: login.map(|(user, pass)| (user.to_owned(), pass.to_owned())),
+            child: None,
+            log,
+        };
+        // The probed port can be taken before the server binds it: then try another.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn_and_wait(START_TIMEOUT) {
+                return Ok(server);
+            }
+        }
+        Err(server.log_text())
+    }
+
+    /// The server's log so far (all runs).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Spawns on `self.port`; true once it answers, false when it exited (port taken).
+    fn spawn_and_wait(&mut self, timeout: Duration) -> bool {
+        let binary = redis_server_binary().expect("redis-server on PATH");
+        let port = self.port.to_string();
+        let mut args: Vec<String> = Vec::new();
+        match &self.tls {
+            None => args.extend(["--port".into(), port]),
+            Some(tls) => args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port,
+                "--tls-cert-file".into(),
+                tls.cert.display().to_string(),
+                "--tls-key-file".into(),
+                tls.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                tls.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]),
+        }
+        args.extend(
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "no",
+            ]
+            .map(String::from),
+        );
+        args.extend(self.extra.iter().cloned());
+        let log = self.log.as_file().try_clone().expect("log file handle");
+        let log_err = log.try_clone().expect("log file handle");
+        let child = Command::new(&binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn redis-server");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("redis-server status"))
+                .is_some();
+            if exited {
+                self.child = None;
+                return false;
+            }
+            // Ready when *our* child answers: another test's server may hold the port.
+            if self.answering_pid() == Some(pid) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server on port {} did not accept connections within {timeout:?}; its log:\n{}",
+                    self.port,
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The pid of whatever server answers on the port.
+    fn answering_pid(&self) -> Option<u32> {
+        let info = match &self.tls {
+            None => Raw::connect(self.port)
+                .ok()?
+                .command(&["INFO", "server"])
+                .ok()?
+                .text()?,
+            Some(_) => {
+                let out = self.cli_output(&["INFO", "server"]).ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())?
+            }
+        };
+        info_field(&info, "process_id")?.parse().ok()
+    }
+
+    /// The port it listens on (the TLS port for a TLS server).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the server process is running.
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server at once (SIGKILL): no save, no goodbye to clients.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing was persisted). Retries for a
+    /// few seconds if the port is briefly taken by another test's probe.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.spawn_and_wait(START_TIMEOUT) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not take port {} again within 5 s",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A raw RESP connection to the server (plain servers only).
+    pub(crate) fn raw(&self) -> Raw {
+        assert!(self.tls.is_none(), "raw connections are plain TCP");
+        Raw::connect(self.port).expect("raw connection to redis-server")
+    }
+
+    /// Runs `redis-cli` against the server, bounded to 10 s.
+    pub(crate) fn cli_output(&self, args: &[&str]) -> std::io::Result<Output> {
+        let cli = redis_cli_binary().ok_or_else(|| std::io::Error::other("redis-cli not found"))?;
+        let mut command = Command::new(cli);
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        if let Some((user, pass)) = &self.login {
+            command.args(["--user", user, "--pass", pass, "--no-auth-warning"]);
+        }
+        command.args(args);
+        run_bounded(command, Duration::from_secs(10))
+    }
+
+    /// `redis-cli … args`, its stdout; panics when it fails.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args).expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of `field:` in an `INFO` reply.
+pub(crate) fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// The `calls=` count of `cmdstat_<command>` in `INFO commandstats` (0 when absent).
+pub(crate) fn command_calls(commandstats: &str, command: &str) -> u64 {
+    info_field(commandstats, &format!("cmdstat_{command}"))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("calls=")?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as text (simple or bulk string).
+    pub(crate) fn text(&self) -> Option<String> {
+        match self {
+            Reply::Simple(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The reply as an integer.
+    pub(crate) fn int(&self) -> Option<i64> {
+        match self {
+            Reply::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// A plain RESP2 connection, for looking at a server from the side; every read is bounded.
+pub(crate) struct Raw {
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    /// Connects to `127.0.0.1:port`.
+    pub(crate) fn connect(port: u16) -> std::io::Result<Raw> {
+        let stream =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        Ok(Raw {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one command, reads its reply.
+    pub(crate) fn command(&mut self, args: &[&str]) -> std::io::Result<Reply> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        self.reader.get_mut().write_all(&out)?;
+        self.read_reply()
+    }
+
+    /// [`Raw::command`], panicking on I/O errors and error replies.
+    pub(crate) fn ok(&mut self, args: &[&str]) -> Reply {
+        match self.command(args) {
+            Ok(Reply::Error(e)) => panic!("{args:?}: server error {e}"),
+            Ok(reply) => reply,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn read_line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    fn read_reply(&mut self) -> std::io::Result<Reply> {
+        let line = self.read_line()?;
+        let bad = || std::io::Error::other(format!("bad RESP line {line:?}"));
+        let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+        Ok(match kind {
+            "+" => Reply::Simple(rest.to_owned()),
+            "-" => Reply::Error(rest.to_owned()),
+            ":" => Reply::Int(rest.parse().map_err(|_| bad())?),
+            "$" => {
+                let len: i64 = rest.parse().map_err(|_| bad())?;
+                if len < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut data = vec![0u8; usize::try_from(len).map_err(|_| bad())? + 2];
+                    self.reader.read_exact(&mut data)?;
+                    data.truncate(data.len() - 2);
+                    Reply::Bulk(Some(data))
+                }
+            }
+            "*" => {
+                let len: i64 = rest.parse().map_err(|_| bad())?;
+                if len < 0 {
+                    Reply::Array(None)
+                } else {
+                    let mut items = Vec::new();
+                    for _ in 0..len {
+                        items.push(self.read_reply()?);
+                    }
+                    Reply::Array(Some(items))
+                }
+            }
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// The key holding a lock's token under the default layout.
+pub(crate) fn lock_key(name: &str) -> String {
+    format!("distlock:{{{name}}}")
+}
+
+/// The `distlock` binary built for these tests.
+pub(crate) fn distlock_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_distlock"))
+}
+
+/// `distlock --redis URL args…`, with a clean environment for the variables it reads.
+pub(crate) fn distlock(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(distlock_binary());
+    command
+        .env_remove("DISTLOCK_REDIS")
+        .env_remove("RUST_LOG")
+        .arg("--redis")
+        .arg(url)
+        .args(args);
+    command
+}
+
+/// Runs `command` to completion with its output captured; kills it and panics after
+/// `timeout`.
+pub(crate) fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = format!("{command:?}");
+    let mut child = command.spawn()?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{shown} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Reads a pipe to its end on a thread (so a chatty child never blocks on a full pipe).
+fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut out);
+        }
+        out
+    })
+}
+
+/// Polls `check` every 20 ms until it returns `Some`; panics with `what` after `timeout`.
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop, so a failing test leaves nothing
+/// behind.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Output as text, for messages.
+pub(crate) fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

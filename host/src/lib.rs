@@ -19,6 +19,8 @@ pub mod bench;
 pub mod blocking;
 mod client;
 mod clock;
+#[cfg(feature = "component")]
+pub mod component;
 mod conn;
 pub mod demo;
 mod drive;

@@ -145,6 +145,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
+    #[cfg(feature = "component")]
+    Run(distlock_host::component::cli::RunArgs),
     /// Workers contend on one lock; prints acquisitions, hand-off latency and overlaps (0).
     Demo {
         /// Concurrent workers.
@@ -258,6 +261,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     {
         return bench(&cli, scenario, *duration, *workers, *json).await;
     }
+    #[cfg(feature = "component")]
+    if let Command::Run(args) = cli.command {
+        return Ok(distlock_host::component::cli::run(args, &cli.redis).await);
+    }
     let client = connect(&cli).await?;
     match cli.command {
         Command::Exec {
@@ -336,6 +343,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { .. } => unreachable!("bench runs before connecting"),
+        #[cfg(feature = "component")]
+        Command::Run(_) => unreachable!("run runs before connecting"),
         Command::Demo {
             workers,
             duration,

@@ -1,3 +1,237 @@
-//! `distlock-wasm` will export the `distlock` WIT interface as a WebAssembly component built
-//! from `distlock-core`. A placeholder until the component issue lands.
+//! # distlock-wasm
+//!
+//! The distlock core as a WebAssembly component: the `provider` world of `wit/distlock.wit`.
+//! It exports `distlock:lock/distlock` (clients and leases) and imports only
+//! `distlock:lock/transport` (byte streams, supplied by the runtime),
+//! `wasi:clocks/monotonic-clock` and `wasi:random/random`.
+//!
+//! Everything the lock decides — commands, retries, quorum, fencing, validity — is
+//! `distlock-core`'s; this crate is the driver loop of `distlock_core::machine` over blocking
+//! `transport` calls ([`driver`]), the conversion of node URLs ([`url`]) and of errors
+//! ([`convert`]), and the glue a `no_std` component needs ([`rt`]).
+//!
+//! Built for `wasm32-wasip2` only (`cargo build --release --target wasm32-wasip2`); the
+//! target's linker turns the module into a component.
 #![no_std]
+
+extern crate alloc;
+
+mod convert;
+mod driver;
+mod rt;
+mod url;
+
+use alloc::rc::Rc;
+use alloc::string::{String, ToString};
+use core::cell::Cell;
+
+use distlock_core::{
+    Acquire, Duration, Extend, Instant, KeyLayout, Lock, LockOptions, Release, Token,
+};
+
+use crate::bindings::exports::distlock::lock::distlock as api;
+use crate::driver::{MAX_NODES, Servers};
+
+/// The bindings `wit-bindgen` generates for the `provider` world.
+#[allow(unsafe_code, missing_docs, unreachable_pub, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "provider",
+        generate_all,
+    });
+
+    use super::Component;
+    export!(Component with_types_in crate::bindings);
+}
+
+/// The component's exports.
+struct Component;
+
+impl api::Guest for Component {
+    type Client = Client;
+    type Lease = Lease;
+}
+
+/// Milliseconds on the runtime's monotonic clock, as the core wants time.
+fn now() -> Instant {
+    Instant::from_millis(bindings::wasi::clocks::monotonic_clock::now() / 1_000_000)
+}
+
+/// 16 bytes of the runtime's CSPRNG, for a token.
+fn entropy() -> [u8; 16] {
+    let bytes = bindings::wasi::random::random::get_random_bytes(16);
+    let mut out = [0u8; 16];
+    for (slot, byte) in out.iter_mut().zip(bytes) {
+        *slot = byte;
+    }
+    out
+}
+
+/// Random bits for retry jitter.
+fn seed() -> u64 {
+    bindings::wasi::random::random::get_random_u64()
+}
+
+/// What a client's locks share: the servers and the defaults.
+struct Shared {
+    servers: Servers,
+    layout: KeyLayout,
+    options: LockOptions,
+}
+
+/// `distlock.client`.
+struct Client {
+    shared: Rc<Shared>,
+}
+
+impl api::GuestClient for Client {
+    fn open(config: api::Config) -> Result<api::Client, api::Error> {
+        let mut options = LockOptions {
+            fenced: config.fenced,
+            ..LockOptions::default()
+        };
+        if let Some(ttl) = config.ttl_ms {
+            options.ttl = Duration::from_millis(ttl);
+        }
+        if let Some(timeout) = config.request_timeout_ms {
+            options.request_timeout = Duration::from_millis(timeout);
+        }
+        options.validate().map_err(convert::config_error)?;
+        let layout = match &config.key_prefix {
+            Some(prefix) => KeyLayout::tagged(prefix.as_bytes()).map_err(convert::config_error)?,
+            None => KeyLayout::default(),
+        };
+        let nodes = if config.nodes.is_empty() {
+            bindings::distlock::lock::transport::nodes()
+        } else {
+            config.nodes
+        };
+        let servers = Servers::connect(&nodes)?;
+        Ok(api::Client::new(Client {
+            shared: Rc::new(Shared {
+                servers,
+                layout,
+                options,
+            }),
+        }))
+    }
+
+    fn acquire(&self, name: String, wait_ms: u64) -> Result<api::Lease, api::Error> {
+        self.acquire_within(name, Duration::from_millis(wait_ms))
+    }
+
+    fn try_acquire(&self, name: String) -> Result<api::Lease, api::Error> {
+        self.acquire_within(name, Duration::ZERO)
+    }
+}
+
+impl Client {
+    fn acquire_within(&self, name: String, wait: Duration) -> Result<api::Lease, api::Error> {
+        let shared = &self.shared;
+        let lock = Lock::new(shared.layout.clone(), name.as_bytes(), shared.options)
+            .map_err(convert::config_error)?;
+        let token = Token::from_entropy(entropy());
+        let seed = seed();
+        let lease = shared
+            .servers
+            .run(|servers, now| Acquire::<MAX_NODES>::new(&lock, token, servers, wait, now, seed))?
+            .map_err(convert::lock_error)?;
+        Ok(api::Lease::new(Lease {
+            shared: Rc::clone(shared),
+            name,
+            lock,
+            token: lease.token().clone(),
+            fence: lease.fence(),
+            valid_until: Cell::new(lease.valid_until()),
+            released: Cell::new(false),
+        }))
+    }
+}
+
+/// `distlock.lease`.
+struct Lease {
+    shared: Rc<Shared>,
+    name: String,
+    lock: Lock,
+    token: Token,
+    fence: Option<u64>,
+    valid_until: Cell<Instant>,
+    /// Released (or a release was tried): dropping does nothing more.
+    released: Cell<bool>,
+}
+
+impl api::GuestLease for Lease {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn token(&self) -> String {
+        self.token.as_str().to_string()
+    }
+
+    fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    fn validity_ms(&self) -> u64 {
+        if self.released.get() {
+            return 0;
+        }
+        self.valid_until.get().saturating_since(now()).as_millis()
+    }
+
+    fn extend(&self, ttl_ms: u64) -> Result<u64, api::Error> {
+        if self.released.get() {
+            return Err(api::Error::NotHeld);
+        }
+        let lock = self
+            .lock
+            .with_ttl(Duration::from_millis(ttl_ms))
+            .map_err(convert::config_error)?;
+        let seed = seed();
+        let token = self.token.clone();
+        let outcome = self
+            .shared
+            .servers
+            .run(|servers, now| Extend::<MAX_NODES>::new(&lock, token, servers, now, seed))?;
+        match outcome {
+            Ok(extended) => {
+                let until = self.valid_until.get().max(extended.valid_until);
+                self.valid_until.set(until);
+                Ok(until.saturating_since(now()).as_millis())
+            }
+            Err(error) => {
+                if error == distlock_core::Error::NotHeld {
+                    self.valid_until.set(Instant::ZERO);
+                }
+                Err(convert::lock_error(error))
+            }
+        }
+    }
+
+    fn release(&self) -> Result<(), api::Error> {
+        if self.released.replace(true) {
+            return Err(api::Error::NotHeld);
+        }
+        self.valid_until.set(Instant::ZERO);
+        let seed = seed();
+        let token = self.token.clone();
+        let lock = &self.lock;
+        self.shared
+            .servers
+            .run(|servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed))?
+            .map(|_| ())
+            .map_err(convert::lock_error)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.released.get() {
+            // Errors are the caller's to see only on an explicit release; the lock then
+            // expires at its TTL.
+            let _ = api::GuestLease::release(self);
+        }
+    }
+}

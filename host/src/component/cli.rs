@@ -1,0 +1,134 @@
+//! `distlock run APP.wasm [--redis URL…] [-- ARGS…]`: runs a guest app.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve};
+
+/// EX_USAGE: bad arguments.
+const EXIT_USAGE: u8 = 64;
+/// EX_NOINPUT: the app cannot be read.
+const EXIT_NOINPUT: u8 = 66;
+/// EX_SOFTWARE: the guest trapped or was stopped.
+const EXIT_GUEST_FAILED: u8 = 70;
+/// EX_UNAVAILABLE: the adapter could not start.
+const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Run a WebAssembly guest app: a component targeting the `app` world of
+/// `wit/distlock.wit` (a WASI command that imports `distlock:lock/distlock`).
+///
+/// The guest reaches only the `--redis` nodes, through the lock; it gets no network, no
+/// environment and no files unless given (`--dir`, `--env`). Exits with the guest's exit code;
+/// 70 when it traps or is stopped (its leases are released first).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    distlock --redis redis://127.0.0.1 run app.wasm -- --jobs 10\n  \
+    distlock --redis redis://127.0.0.1 run --example --dir /tmp/n::/data -- count jobs /data/counter 100")]
+pub struct RunArgs {
+    /// The guest app (a `.wasm` component).
+    #[arg(required_unless_present = "example", conflicts_with = "example")]
+    app: Option<PathBuf>,
+    /// Run the built-in example instead: a counter file incremented under a lock
+    /// (`count NAME FILE ITERATIONS [HOLD_MS]`).
+    #[arg(long)]
+    example: bool,
+    /// A host directory the guest may read and write: HOST[::GUEST] (GUEST defaults to HOST).
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// An environment variable for the guest: KEY=VALUE.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Serve `distlock` from the Rust driver instead of a linked lock component.
+    #[arg(long)]
+    native: bool,
+    /// Stop the guest after this long, wall clock (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    time_limit: Option<Duration>,
+    /// The most memory each of the guest's linear memories may grow to, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_limit_mib: usize,
+    /// Arguments for the guest.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// Runs `args` against the nodes `redis`; the process's exit code.
+pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
+    let nodes: Vec<String> = redis.iter().filter(|u| !u.is_empty()).cloned().collect();
+    if nodes.is_empty() {
+        eprintln!(
+            "distlock: `run` needs --redis (or DISTLOCK_REDIS): a guest reaches only the nodes given here"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (wasm, program) = match &args.app {
+        Some(path) => match std::fs::read(path) {
+            Ok(wasm) => (wasm, path.display().to_string()),
+            Err(e) => {
+                eprintln!("distlock: cannot read {}: {e}", path.display());
+                return ExitCode::from(EXIT_NOINPUT);
+            }
+        },
+        None => (COUNTER_WASM.to_vec(), "distlock-counter".to_owned()),
+    };
+    let mut options = RunOptions::args(std::iter::once(program).chain(args.args.iter().cloned()));
+    options.serve = if args.native {
+        Serve::Native
+    } else {
+        Serve::Linked
+    };
+    options.limits = Limits {
+        memory: args.memory_limit_mib.saturating_mul(1 << 20),
+        time: args.time_limit,
+    };
+    for dir in &args.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+        options.dirs.push((PathBuf::from(host), guest.to_owned()));
+    }
+    for pair in &args.env {
+        let Some((key, value)) = pair.split_once('=') else {
+            eprintln!("distlock: --env wants KEY=VALUE, not {pair}");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        options.env.push((key.to_owned(), value.to_owned()));
+    }
+    let runtime = tokio::runtime::Handle::current();
+    // Compiling and running block: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let adapter = Adapter::new(
+            AdapterOptions {
+                nodes,
+                ..AdapterOptions::default()
+            },
+            runtime,
+        )?;
+        let guest = adapter.load(&wasm)?;
+        adapter.run(&guest, &options)
+    })
+    .await;
+    let report = match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            eprintln!("distlock: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+        Err(e) => {
+            eprintln!("distlock: the guest's thread failed: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    if report.leases_released > 0 {
+        eprintln!(
+            "distlock: released {} lease(s) the guest still held",
+            report.leases_released
+        );
+    }
+    match report.ended {
+        Ended::Exited(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        ended => {
+            eprintln!("distlock: the guest {ended}");
+            ExitCode::from(EXIT_GUEST_FAILED)
+        }
+    }
+}

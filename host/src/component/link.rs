@@ -1,0 +1,202 @@
+//! A guest's `distlock` import served by a lock component instance in the same store: each
+//! import is a host function that calls the matching export of the lock component
+//! (instance to instance, through the host's `Linker`).
+//!
+//! The guest holds host resources ([`LinkedClient`], [`LinkedLease`]) that wrap the lock
+//! component's own handles; dropping one drops the wrapped handle, so the lock component's
+//! destructor runs (a dropped lease releases its lock there). Each lease also keeps what a
+//! release needs (name, token, nodes, prefix), so the host can release it natively if the
+//! guest ends without dropping it, even when the lock component itself cannot be called
+//! any more (it ran out of time inside a call, say).
+
+use std::sync::Arc;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceAny, ResourceType};
+
+use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error};
+use super::state::HostState;
+
+/// The interface the functions below serve.
+const INTERFACE: &str = "distlock:lock/distlock@0.1.0";
+
+/// What a lock needs to be released natively.
+#[derive(Debug)]
+pub(crate) struct ClientSpec {
+    /// As the guest gave them (empty: the adapter's).
+    pub(crate) nodes: Vec<String>,
+    pub(crate) prefix: Option<String>,
+}
+
+/// A guest's `client`: the lock component's.
+pub(crate) struct LinkedClient {
+    inner: ResourceAny,
+    spec: Arc<ClientSpec>,
+}
+
+/// A lease, as [`HostState::release_leftovers`] releases it.
+pub(crate) struct LeaseRecord {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) prefix: Option<String>,
+}
+
+/// A guest's `lease`: the lock component's, and what releasing it natively needs.
+pub(crate) struct LinkedLease {
+    inner: ResourceAny,
+    name: String,
+    token: String,
+    spec: Arc<ClientSpec>,
+    /// Released (or dropped) through the lock component: nothing left to do.
+    done: bool,
+}
+
+impl LinkedLease {
+    /// What is left to release, once.
+    pub(crate) fn take_record(&mut self) -> Option<LeaseRecord> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        Some(LeaseRecord {
+            name: self.name.clone(),
+            token: self.token.clone(),
+            nodes: self.spec.nodes.clone(),
+            prefix: self.spec.prefix.clone(),
+        })
+    }
+}
+
+type Cx<'a> = StoreContextMut<'a, HostState>;
+
+/// Defines the `distlock` interface in `linker` as calls into the store's lock component.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut i = linker.instance(INTERFACE)?;
+    i.resource(
+        "client",
+        ResourceType::host::<LinkedClient>(),
+        |mut cx: Cx<'_>, rep| {
+            let client = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedClient>::new_own(rep))?;
+            client.inner.resource_drop(&mut cx)
+        },
+    )?;
+    i.resource(
+        "lease",
+        ResourceType::host::<LinkedLease>(),
+        |mut cx: Cx<'_>, rep| {
+            let lease = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedLease>::new_own(rep))?;
+            // The lock component's destructor releases the lock unless it was released.
+            lease.inner.resource_drop(&mut cx)
+        },
+    )?;
+
+    i.func_wrap(
+        "[static]client.open",
+        |mut cx: Cx<'_>, (config,): (Config,)| {
+            let api = cx.data().provider()?;
+            let spec = Arc::new(ClientSpec {
+                nodes: config.nodes.clone(),
+                prefix: config.key_prefix.clone(),
+            });
+            Ok((match api.client().call_open(&mut cx, &config)? {
+                Ok(inner) => Ok(cx.data_mut().table.push(LinkedClient { inner, spec })?),
+                Err(e) => Err(e),
+            },))
+        },
+    )?;
+    i.func_wrap(
+        "[method]client.acquire",
+        |cx: Cx<'_>, (client, name, wait_ms): (Resource<LinkedClient>, String, u64)| {
+            acquire(cx, &client, name, Some(wait_ms))
+        },
+    )?;
+    i.func_wrap(
+        "[method]client.try-acquire",
+        |cx: Cx<'_>, (client, name): (Resource<LinkedClient>, String)| {
+            acquire(cx, &client, name, None)
+        },
+    )?;
+
+    i.func_wrap(
+        "[method]lease.name",
+        |cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            Ok((cx.data().table.get(&lease)?.name.clone(),))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.token",
+        |cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            Ok((cx.data().table.get(&lease)?.token.clone(),))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.fence",
+        |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_fence(&mut cx, inner)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.validity-ms",
+        |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_validity_ms(&mut cx, inner)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.extend",
+        |mut cx: Cx<'_>, (lease, ttl_ms): (Resource<LinkedLease>, u64)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_extend(&mut cx, inner, ttl_ms)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.release",
+        |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            let released = api.lease().call_release(&mut cx, inner)?;
+            // Tried, whatever the answer: nothing is left for the host to release.
+            cx.data_mut().table.get_mut(&lease)?.done = true;
+            Ok((released,))
+        },
+    )?;
+    Ok(())
+}
+
+/// `acquire` (`wait_ms` given) or `try-acquire`, forwarded.
+fn acquire(
+    mut cx: Cx<'_>,
+    client: &Resource<LinkedClient>,
+    name: String,
+    wait_ms: Option<u64>,
+) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
+    let api = cx.data().provider()?;
+    let (inner, spec) = {
+        let client = cx.data().table.get(client)?;
+        (client.inner, Arc::clone(&client.spec))
+    };
+    let acquired = match wait_ms {
+        Some(wait_ms) => api.client().call_acquire(&mut cx, inner, &name, wait_ms)?,
+        None => api.client().call_try_acquire(&mut cx, inner, &name)?,
+    };
+    let lease = match acquired {
+        Ok(lease) => lease,
+        Err(e) => return Ok((Err(e),)),
+    };
+    // Kept host-side: what a native release needs if the guest never drops the lease.
+    let token = api.lease().call_token(&mut cx, lease)?;
+    let lease = LinkedLease {
+        inner: lease,
+        name,
+        token,
+        spec,
+        done: false,
+    };
+    Ok((Ok(cx.data_mut().table.push(lease)?),))
+}

@@ -1,0 +1,297 @@
+//! A guest's `distlock` import served by the Rust driver: each call runs [`crate::Client`]
+//! on the adapter's runtime, blocking the guest's thread until it is done.
+//!
+//! Same semantics as the lock component: a lease released (or found lost) is inert, a
+//! dropped lease is released, errors are the `error` variant case for case.
+
+use std::time::Duration;
+
+use distlock_core::{ConfigError as CoreConfigError, LockOptions};
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::bindings::app::distlock::lock::distlock::{
+    self as api, Config, ConfigError, ConfigErrorKind, Error, NodeFailure, NodeProtocolError,
+    NodeServerError, NotAcquired, ProtocolError, QuorumLost, ServerError, ServerErrorKind,
+};
+use super::state::HostState;
+
+/// A guest's `client`.
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct NativeClient {
+    client: crate::Client,
+    options: LockOptions,
+}
+
+/// A guest's `lease`; `None` once released.
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct NativeLease {
+    guard: Option<crate::Guard>,
+    name: String,
+    token: String,
+    fence: Option<u64>,
+}
+
+impl NativeLease {
+    /// The guard, if the lease still holds one.
+    pub(crate) fn take_guard(&mut self) -> Option<crate::Guard> {
+        self.guard.take()
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+impl api::Host for HostState {}
+
+impl api::HostClient for HostState {
+    fn open(&mut self, config: Config) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
+        let mut options = LockOptions {
+            fenced: config.fenced,
+            ..LockOptions::default()
+        };
+        if let Some(ttl) = config.ttl_ms {
+            options.ttl = distlock_core::Duration::from_millis(ttl);
+        }
+        if let Some(timeout) = config.request_timeout_ms {
+            options.request_timeout = distlock_core::Duration::from_millis(timeout);
+        }
+        if let Err(e) = options.validate() {
+            return Ok(Err(config_error(e)));
+        }
+        let client = match self.net.client(&config.nodes, config.key_prefix.as_deref()) {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(host_error(e))),
+        };
+        Ok(Ok(self.table.push(NativeClient { client, options })?))
+    }
+
+    fn acquire(
+        &mut self,
+        client: Resource<NativeClient>,
+        name: String,
+        wait_ms: u64,
+    ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
+        self.acquire_within(&client, name, Duration::from_millis(wait_ms))
+    }
+
+    fn try_acquire(
+        &mut self,
+        client: Resource<NativeClient>,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
+        self.acquire_within(&client, name, Duration::ZERO)
+    }
+
+    fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
+        self.table.delete(client)?;
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn acquire_within(
+        &mut self,
+        client: &Resource<NativeClient>,
+        name: String,
+        wait: Duration,
+    ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
+        let client = self.table.get(client)?;
+        let builder = client.client.lock(&name).options(client.options).wait(wait);
+        let guard = match self.net.runtime.block_on(builder.acquire()) {
+            Ok(guard) => guard,
+            Err(e) => return Ok(Err(host_error(e))),
+        };
+        let lease = NativeLease {
+            token: guard.token().to_owned(),
+            fence: guard.fence(),
+            guard: Some(guard),
+            name,
+        };
+        Ok(Ok(self.table.push(lease)?))
+    }
+}
+
+impl api::HostLease for HostState {
+    fn name(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&lease)?.name.clone())
+    }
+
+    fn token(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&lease)?.token.clone())
+    }
+
+    fn fence(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Option<u64>> {
+        Ok(self.table.get(&lease)?.fence)
+    }
+
+    fn validity_ms(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<u64> {
+        let lease = self.table.get(&lease)?;
+        Ok(lease.guard.as_ref().map_or(0, |g| {
+            u64::try_from(g.validity().as_millis()).unwrap_or(u64::MAX)
+        }))
+    }
+
+    fn extend(
+        &mut self,
+        lease: Resource<NativeLease>,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let runtime = self.net.runtime.clone();
+        let lease = self.table.get(&lease)?;
+        let Some(guard) = lease.guard.as_ref() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(
+            match runtime.block_on(guard.extend(Duration::from_millis(ttl_ms))) {
+                Ok(validity) => Ok(u64::try_from(validity.as_millis()).unwrap_or(u64::MAX)),
+                Err(e) => Err(host_error(e)),
+            },
+        )
+    }
+
+    fn release(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<(), Error>> {
+        let runtime = self.net.runtime.clone();
+        let Some(guard) = self.table.get_mut(&lease)?.guard.take() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(runtime
+            .block_on(guard.release())
+            .map(|_| ())
+            .map_err(host_error))
+    }
+
+    fn drop(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<()> {
+        let lease = self.table.delete(lease)?;
+        if let Some(guard) = lease.guard {
+            // As the lock component does: errors are not the guest's to see; the lock
+            // expires at its TTL.
+            if let Err(e) = self.net.runtime.block_on(guard.release()) {
+                tracing::debug!(error = %e, "releasing a dropped lease failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host error as the `error` variant.
+fn host_error(error: crate::Error) -> Error {
+    match error {
+        crate::Error::Lock(e) => lock_error(e),
+        crate::Error::Config(e) => config_error(e),
+        e @ crate::Error::BadUrl { .. } => Error::Invalid(ConfigError {
+            kind: ConfigErrorKind::BadUrl,
+            message: e.to_string(),
+        }),
+        e @ crate::Error::TooManyNodes(_) => Error::Invalid(ConfigError {
+            kind: ConfigErrorKind::BadNodeCount,
+            message: e.to_string(),
+        }),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+/// The core's lock error, case for case (as the lock component's `convert` does).
+fn lock_error(error: distlock_core::Error) -> Error {
+    use distlock_core::Error as E;
+    match error {
+        E::NotAcquired {
+            attempts,
+            holder_ttl,
+        } => Error::NotAcquired(NotAcquired {
+            attempts,
+            holder_ttl_ms: holder_ttl.map(|t| t.as_millis()),
+        }),
+        E::NotHeld => Error::NotHeld,
+        E::Expired => Error::Expired,
+        E::QuorumLost {
+            granted,
+            needed,
+            nodes,
+            last_failure,
+        } => Error::QuorumLost(QuorumLost {
+            granted,
+            needed,
+            nodes,
+            last_failure: last_failure.map(node_failure),
+        }),
+        E::Server { node, error } => Error::Server(NodeServerError {
+            node,
+            error: server_error(error),
+        }),
+        E::Protocol { node, error } => Error::Protocol(NodeProtocolError {
+            node,
+            error: protocol_error(error),
+        }),
+        E::Cancelled => Error::Cancelled,
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+fn config_error(error: CoreConfigError) -> Error {
+    use ConfigErrorKind as K;
+    let kind = match error {
+        CoreConfigError::EmptyName => K::EmptyName,
+        CoreConfigError::NameTooLong { .. } => K::NameTooLong,
+        CoreConfigError::NameControlByte { .. } => K::NameControlByte,
+        CoreConfigError::NameStartsWithBrace => K::NameStartsWithBrace,
+        CoreConfigError::BadPrefix => K::BadPrefix,
+        CoreConfigError::BadToken => K::BadToken,
+        CoreConfigError::BadTtl => K::BadTtl,
+        CoreConfigError::BadNodeCount { .. } => K::BadNodeCount,
+        CoreConfigError::BadRetry => K::BadRetry,
+        CoreConfigError::DriftExceedsTtl => K::DriftExceedsTtl,
+        _ => K::Other,
+    };
+    Error::Invalid(ConfigError {
+        kind,
+        message: error.to_string(),
+    })
+}
+
+fn node_failure(failure: distlock_core::NodeFailure) -> NodeFailure {
+    use distlock_core::NodeFailure as F;
+    match failure {
+        F::Timeout => NodeFailure::Timeout,
+        F::Server(e) => NodeFailure::Server(server_error(e)),
+        F::Protocol(e) => NodeFailure::Protocol(protocol_error(e)),
+        _ => NodeFailure::Disconnected,
+    }
+}
+
+fn server_error(error: distlock_core::ServerError) -> ServerError {
+    use distlock_core::ServerErrorKind as S;
+    let kind = match error.kind {
+        S::NoScript => ServerErrorKind::NoScript,
+        S::ReadOnly => ServerErrorKind::ReadOnly,
+        S::Loading => ServerErrorKind::Loading,
+        S::Busy => ServerErrorKind::Busy,
+        S::TryAgain => ServerErrorKind::TryAgain,
+        S::NoAuth => ServerErrorKind::NoAuth,
+        S::NoPerm => ServerErrorKind::NoPerm,
+        S::WrongType => ServerErrorKind::WrongType,
+        S::Moved => ServerErrorKind::Moved,
+        S::Ask => ServerErrorKind::Ask,
+        S::UnknownCommand => ServerErrorKind::UnknownCommand,
+        S::OutOfMemory => ServerErrorKind::OutOfMemory,
+        _ => ServerErrorKind::Other,
+    };
+    ServerError {
+        kind,
+        message: error.message.into(),
+    }
+}
+
+fn protocol_error(error: distlock_core::ProtocolError) -> ProtocolError {
+    use distlock_core::ProtocolError as P;
+    match error {
+        P::Malformed => ProtocolError::Malformed,
+        P::FrameTooLarge { .. } => ProtocolError::FrameTooLarge,
+        P::TooDeep => ProtocolError::TooDeep,
+        P::Streamed => ProtocolError::Streamed,
+        P::Unsolicited => ProtocolError::Unsolicited,
+        _ => ProtocolError::UnexpectedReply,
+    }
+}

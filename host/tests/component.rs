@@ -1,0 +1,1034 @@
+//! The lock as a WebAssembly component, against real `redis-server` processes.
+//!
+//! - The lock component is a real component whose imports and exports are what
+//!   `wit/distlock.wit` says (read with `wasmparser`).
+//! - One conformance suite runs against four paths: the native driver ([`Client`]), the lock
+//!   component over the host's `transport`, and a guest (which re-exports `distlock`) served
+//!   by a linked lock component or natively.
+//! - Guests and native clients exclude each other on one lock (same keys, same protocol): a
+//!   shared counter file, incremented racily under the lock, ends exact.
+//! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
+//!   clear report, its lease is released, and the adapter keeps serving.
+//! - The per-acquire cost of the component paths next to the native one (printed).
+
+mod support;
+
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use distlock_host::component::{
+    Adapter, AdapterOptions, COUNTER_WASM, CallError, ClientHandle, Ended, Guest, LeaseHandle,
+    Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
+};
+use distlock_host::{Client, Guard, KeyLayout, LockOptions};
+use support::{RedisServer, lock_key, require_redis, unique_name};
+
+// ---------------------------------------------------------------------------------------
+// Shared fixtures: one runtime, one compiled adapter per test binary.
+// ---------------------------------------------------------------------------------------
+
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    adapter: Adapter,
+    counter: Guest,
+    passthrough: Guest,
+}
+
+/// The runtime and the compiled components, made once (compiling is the slow part).
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = Instant::now();
+        let adapter =
+            Adapter::new(AdapterOptions::default(), runtime.handle().clone()).expect("adapter");
+        let counter = adapter
+            .load(COUNTER_WASM)
+            .expect("compile the counter guest");
+        let passthrough = adapter
+            .load(PASSTHROUGH_WASM)
+            .expect("compile the passthrough guest");
+        eprintln!(
+            "compiled the lock component and two guests in {:?}",
+            started.elapsed()
+        );
+        Shared {
+            runtime,
+            adapter,
+            counter,
+            passthrough,
+        }
+    })
+}
+
+/// The shared adapter, serving `server`.
+fn adapter_for(server: &RedisServer) -> Adapter {
+    let shared = shared();
+    let options = AdapterOptions {
+        nodes: vec![server.url()],
+        ..AdapterOptions::default()
+    };
+    shared
+        .adapter
+        .configure(options, shared.runtime.handle().clone())
+        .expect("adapter for the server")
+}
+
+// ---------------------------------------------------------------------------------------
+// The component is one.
+// ---------------------------------------------------------------------------------------
+
+/// The top-level import and export names of a component (after validating it).
+fn interface_names(wasm: &[u8]) -> (Vec<String>, Vec<String>) {
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator.validate_all(wasm).expect("a valid component");
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.expect("parse") {
+            wasmparser::Payload::Version { encoding, .. } => {
+                if depth == 0 {
+                    assert_eq!(
+                        encoding,
+                        wasmparser::Encoding::Component,
+                        "a component, not a core module"
+                    );
+                }
+                depth += 1;
+            }
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    imports.push(import.expect("import").name.name.to_owned());
+                }
+            }
+            wasmparser::Payload::ComponentExportSection(section) if depth == 1 => {
+                for export in section {
+                    exports.push(export.expect("export").name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    (imports, exports)
+}
+
+#[test]
+fn the_lock_component_imports_only_transport_clocks_and_random() {
+    let (mut imports, exports) = interface_names(PROVIDER_WASM);
+    imports.sort();
+    eprintln!(
+        "lock component: {} bytes; imports {imports:?}; exports {exports:?}",
+        PROVIDER_WASM.len()
+    );
+    assert_eq!(
+        imports,
+        [
+            "distlock:lock/transport@0.1.0",
+            "wasi:clocks/monotonic-clock@0.2.12",
+            "wasi:random/random@0.2.12"
+        ]
+    );
+    assert_eq!(exports, ["distlock:lock/distlock@0.1.0"]);
+    assert!(
+        PROVIDER_WASM.len() < 400 * 1024,
+        "the lock component grew to {} bytes",
+        PROVIDER_WASM.len()
+    );
+}
+
+#[test]
+fn the_example_app_imports_distlock_and_is_a_command() {
+    let (imports, exports) = interface_names(COUNTER_WASM);
+    assert!(
+        imports.iter().any(|i| i == "distlock:lock/distlock@0.1.0"),
+        "{imports:?}"
+    );
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.starts_with("distlock:lock/transport")),
+        "{imports:?}"
+    );
+    assert!(
+        exports.iter().any(|e| e.starts_with("wasi:cli/run@")),
+        "{exports:?}"
+    );
+    let (imports, exports) = interface_names(PASSTHROUGH_WASM);
+    assert!(
+        imports.iter().any(|i| i == "distlock:lock/distlock@0.1.0"),
+        "{imports:?}"
+    );
+    assert_eq!(exports, ["distlock:lock/distlock@0.1.0"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// The conformance suite, and the four paths it runs on.
+// ---------------------------------------------------------------------------------------
+
+/// What the suite tells apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    NotAcquired { attempts: u32 },
+    NotHeld,
+    Invalid,
+    Unavailable,
+    Other(String),
+}
+
+/// How a suite client is set up.
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    /// Empty: the adapter's nodes (the server's URL for the native path).
+    nodes: Vec<String>,
+    prefix: Option<String>,
+    ttl: Option<Duration>,
+    fenced: bool,
+}
+
+/// One lock client, whichever path it takes.
+trait Locks {
+    type Lease;
+    fn acquire(&mut self, name: &str, wait: Duration) -> Result<Self::Lease, Kind>;
+    fn try_acquire(&mut self, name: &str) -> Result<Self::Lease, Kind>;
+    fn name(&mut self, lease: &Self::Lease) -> String;
+    fn token(&mut self, lease: &Self::Lease) -> String;
+    fn fence(&mut self, lease: &Self::Lease) -> Option<u64>;
+    fn validity(&mut self, lease: &Self::Lease) -> Duration;
+    fn extend(&mut self, lease: &Self::Lease, ttl: Duration) -> Result<Duration, Kind>;
+    fn release(&mut self, lease: &Self::Lease) -> Result<(), Kind>;
+    fn drop_lease(&mut self, lease: Self::Lease);
+}
+
+/// Opens clients of one path.
+trait Path {
+    type Locks: Locks;
+    fn open(&self, settings: Settings) -> Result<Self::Locks, Kind>;
+}
+
+/// The suite. `server` is what the clients use; names are fresh per run.
+fn conformance<P: Path>(path: &P, server: &RedisServer) {
+    let ttl = Duration::from_secs(10);
+    let settings = Settings {
+        ttl: Some(ttl),
+        ..Settings::default()
+    };
+    let mut a = path.open(settings.clone()).expect("open a");
+    let mut b = path.open(settings.clone()).expect("open b");
+
+    // Exclusion, tokens, validity, release, drop.
+    let name = unique_name("conformance");
+    let held = a.try_acquire(&name).expect("a free lock is acquired");
+    let token = a.token(&held);
+    assert_eq!(token.len(), 32, "{token}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    assert_eq!(a.name(&held), name);
+    assert_eq!(a.fence(&held), None, "unfenced");
+    let validity = a.validity(&held);
+    assert!(
+        validity > Duration::from_secs(9) && validity <= ttl,
+        "{validity:?}"
+    );
+    // The same keys as every other path: `distlock:{name}` holds the token.
+    assert_eq!(
+        server.raw().ok(&["GET", &lock_key(&name)]).text(),
+        Some(token.clone())
+    );
+    assert!(
+        matches!(b.try_acquire(&name), Err(Kind::NotAcquired { attempts: 1 })),
+        "a held lock is refused"
+    );
+    a.release(&held).expect("release");
+    assert_eq!(
+        server.raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+        Some(0)
+    );
+    assert_eq!(a.release(&held), Err(Kind::NotHeld), "a second release");
+    assert_eq!(
+        a.extend(&held, ttl),
+        Err(Kind::NotHeld),
+        "extend after release"
+    );
+    assert_eq!(a.validity(&held), Duration::ZERO, "validity after release");
+    a.drop_lease(held);
+    let by_b = b.try_acquire(&name).expect("free again");
+    assert!(matches!(
+        a.try_acquire(&name),
+        Err(Kind::NotAcquired { .. })
+    ));
+    b.drop_lease(by_b);
+    let again = a.try_acquire(&name).expect("dropping a lease releases it");
+    a.drop_lease(again);
+
+    // Extend.
+    let name = unique_name("extend");
+    let held = a.try_acquire(&name).expect("acquire");
+    let validity = a.extend(&held, Duration::from_secs(60)).expect("extend");
+    assert!(validity > Duration::from_secs(55), "{validity:?}");
+    let pttl = server
+        .raw()
+        .ok(&["PTTL", &lock_key(&name)])
+        .int()
+        .unwrap_or(0);
+    assert!(pttl > 55_000, "the key lives {pttl} ms after the extend");
+    a.release(&held).expect("release");
+    a.drop_lease(held);
+
+    // Waiting: for a holder that lets its lease expire, and running out of wait.
+    let short = Settings {
+        ttl: Some(Duration::from_millis(300)),
+        ..Settings::default()
+    };
+    let mut expiring = path.open(short).expect("open");
+    let name = unique_name("wait");
+    let held = expiring.try_acquire(&name).expect("acquire");
+    let started = Instant::now();
+    let got = b
+        .acquire(&name, Duration::from_secs(5))
+        .expect("acquired once the holder's key expired");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(4),
+        "waited {waited:?}"
+    );
+    let started = Instant::now();
+    match a.acquire(&name, Duration::from_millis(300)) {
+        Err(Kind::NotAcquired { attempts }) => assert!(attempts >= 1),
+        other => panic!("expected not-acquired, got {:?}", other.map(|_| ())),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    b.release(&got).expect("release");
+    b.drop_lease(got);
+    expiring.drop_lease(held);
+
+    // Fencing: each holder's fence is larger.
+    let mut fenced = path
+        .open(Settings {
+            fenced: true,
+            ..settings.clone()
+        })
+        .expect("open fenced");
+    let name = unique_name("fenced");
+    let first = fenced.try_acquire(&name).expect("acquire");
+    let f1 = fenced.fence(&first).expect("a fence");
+    fenced.release(&first).expect("release");
+    let second = fenced.try_acquire(&name).expect("acquire");
+    let f2 = fenced.fence(&second).expect("a fence");
+    assert!(f2 > f1, "fences {f1} then {f2}");
+    fenced.drop_lease(first);
+    fenced.drop_lease(second);
+
+    // A key prefix.
+    let mut prefixed = path
+        .open(Settings {
+            prefix: Some("suite:".into()),
+            ..settings.clone()
+        })
+        .expect("open");
+    let name = unique_name("prefixed");
+    let held = prefixed.try_acquire(&name).expect("acquire");
+    let token = prefixed.token(&held);
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["GET", &format!("suite:{{{name}}}")])
+            .text(),
+        Some(token)
+    );
+    prefixed.drop_lease(held);
+
+    // Refusals: bad names, bad settings, unreachable nodes.
+    assert_eq!(a.try_acquire("").err(), Some(Kind::Invalid), "empty name");
+    assert_eq!(
+        a.try_acquire("a\r\nb").err(),
+        Some(Kind::Invalid),
+        "control bytes"
+    );
+    assert_eq!(
+        path.open(Settings {
+            prefix: Some("a{b".into()),
+            ..settings.clone()
+        })
+        .err(),
+        Some(Kind::Invalid)
+    );
+    assert_eq!(
+        path.open(Settings {
+            ttl: Some(Duration::ZERO),
+            ..settings.clone()
+        })
+        .err(),
+        Some(Kind::Invalid)
+    );
+    assert_eq!(
+        path.open(Settings {
+            nodes: vec!["http://x".into()],
+            ..settings.clone()
+        })
+        .err(),
+        Some(Kind::Invalid)
+    );
+    assert_eq!(
+        path.open(Settings {
+            nodes: vec!["redis://127.0.0.1:1".into()],
+            ..settings
+        })
+        .err(),
+        Some(Kind::Unavailable)
+    );
+}
+
+// The native driver.
+
+struct NativePath<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    url: String,
+}
+
+struct NativeLocks<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: Client,
+    options: LockOptions,
+}
+
+fn native_kind(e: distlock_host::Error) -> Kind {
+    match e {
+        distlock_host::Error::Lock(distlock_core::Error::NotAcquired { attempts, .. }) => {
+            Kind::NotAcquired { attempts }
+        }
+        distlock_host::Error::Lock(distlock_core::Error::NotHeld) => Kind::NotHeld,
+        distlock_host::Error::Config(_) | distlock_host::Error::BadUrl { .. } => Kind::Invalid,
+        distlock_host::Error::Connect { .. } | distlock_host::Error::TooFewNodes { .. } => {
+            Kind::Unavailable
+        }
+        other => Kind::Other(other.to_string()),
+    }
+}
+
+impl<'a> Path for NativePath<'a> {
+    type Locks = NativeLocks<'a>;
+
+    fn open(&self, settings: Settings) -> Result<NativeLocks<'a>, Kind> {
+        let mut options = LockOptions {
+            fenced: settings.fenced,
+            ..LockOptions::default()
+        };
+        if let Some(ttl) = settings.ttl {
+            options.ttl = distlock_core::Duration::from_millis(ttl.as_millis() as u64);
+        }
+        options.validate().map_err(|_| Kind::Invalid)?;
+        let layout = match &settings.prefix {
+            Some(p) => KeyLayout::tagged(p.as_bytes()).map_err(|_| Kind::Invalid)?,
+            None => KeyLayout::default(),
+        };
+        let nodes = if settings.nodes.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            settings.nodes
+        };
+        let client = self
+            .runtime
+            .block_on(Client::connect_with(
+                nodes,
+                distlock_host::ConnectOptions::default(),
+                layout,
+            ))
+            .map_err(native_kind)?;
+        Ok(NativeLocks {
+            runtime: self.runtime,
+            client,
+            options,
+        })
+    }
+}
+
+impl Locks for NativeLocks<'_> {
+    type Lease = std::cell::RefCell<Option<Guard>>;
+
+    fn acquire(&mut self, name: &str, wait: Duration) -> Result<Self::Lease, Kind> {
+        let builder = self.client.lock(name).options(self.options).wait(wait);
+        let guard = self
+            .runtime
+            .block_on(builder.acquire())
+            .map_err(native_kind)?;
+        Ok(std::cell::RefCell::new(Some(guard)))
+    }
+
+    fn try_acquire(&mut self, name: &str) -> Result<Self::Lease, Kind> {
+        let builder = self.client.lock(name).options(self.options);
+        let guard = self
+            .runtime
+            .block_on(builder.try_acquire())
+            .map_err(native_kind)?;
+        Ok(std::cell::RefCell::new(Some(guard)))
+    }
+
+    fn name(&mut self, lease: &Self::Lease) -> String {
+        String::from_utf8_lossy(lease.borrow().as_ref().expect("held").name()).into_owned()
+    }
+
+    fn token(&mut self, lease: &Self::Lease) -> String {
+        lease.borrow().as_ref().expect("held").token().to_owned()
+    }
+
+    fn fence(&mut self, lease: &Self::Lease) -> Option<u64> {
+        lease.borrow().as_ref().expect("held").fence()
+    }
+
+    fn validity(&mut self, lease: &Self::Lease) -> Duration {
+        lease
+            .borrow()
+            .as_ref()
+            .map_or(Duration::ZERO, Guard::validity)
+    }
+
+    fn extend(&mut self, lease: &Self::Lease, ttl: Duration) -> Result<Duration, Kind> {
+        let lease = lease.borrow();
+        let guard = lease.as_ref().ok_or(Kind::NotHeld)?;
+        self.runtime
+            .block_on(guard.extend(ttl))
+            .map_err(native_kind)
+    }
+
+    fn release(&mut self, lease: &Self::Lease) -> Result<(), Kind> {
+        let guard = lease.borrow_mut().take().ok_or(Kind::NotHeld)?;
+        self.runtime
+            .block_on(guard.release())
+            .map(|_| ())
+            .map_err(native_kind)
+    }
+
+    fn drop_lease(&mut self, lease: Self::Lease) {
+        if let Some(guard) = lease.into_inner() {
+            let _ = self.runtime.block_on(guard.release());
+        }
+    }
+}
+
+// A component that exports `distlock`: the lock component, or the passthrough guest.
+
+struct ComponentPath {
+    /// A store per `open`, as separate processes would have.
+    make: Box<dyn Fn() -> LockInstance>,
+}
+
+struct ComponentLocks {
+    instance: LockInstance,
+    client: ClientHandle,
+}
+
+fn component_kind(e: CallError) -> Kind {
+    match e {
+        CallError::Lock(wit::Error::NotAcquired(n)) => Kind::NotAcquired {
+            attempts: n.attempts,
+        },
+        CallError::Lock(wit::Error::NotHeld) => Kind::NotHeld,
+        CallError::Lock(wit::Error::Invalid(_)) => Kind::Invalid,
+        CallError::Lock(wit::Error::Unavailable(_)) => Kind::Unavailable,
+        other => Kind::Other(other.to_string()),
+    }
+}
+
+impl Path for ComponentPath {
+    type Locks = ComponentLocks;
+
+    fn open(&self, settings: Settings) -> Result<ComponentLocks, Kind> {
+        let mut instance = (self.make)();
+        let config = wit::Config {
+            nodes: settings.nodes,
+            key_prefix: settings.prefix,
+            ttl_ms: settings.ttl.map(|t| t.as_millis() as u64),
+            fenced: settings.fenced,
+            request_timeout_ms: None,
+        };
+        let client = instance.open(&config).map_err(component_kind)?;
+        Ok(ComponentLocks { instance, client })
+    }
+}
+
+impl Locks for ComponentLocks {
+    type Lease = LeaseHandle;
+
+    fn acquire(&mut self, name: &str, wait: Duration) -> Result<LeaseHandle, Kind> {
+        self.instance
+            .acquire(&self.client, name, wait)
+            .map_err(component_kind)
+    }
+
+    fn try_acquire(&mut self, name: &str) -> Result<LeaseHandle, Kind> {
+        self.instance
+            .try_acquire(&self.client, name)
+            .map_err(component_kind)
+    }
+
+    fn name(&mut self, lease: &LeaseHandle) -> String {
+        self.instance.name(lease).expect("name")
+    }
+
+    fn token(&mut self, lease: &LeaseHandle) -> String {
+        self.instance.token(lease).expect("token")
+    }
+
+    fn fence(&mut self, lease: &LeaseHandle) -> Option<u64> {
+        self.instance.fence(lease).expect("fence")
+    }
+
+    fn validity(&mut self, lease: &LeaseHandle) -> Duration {
+        self.instance.validity(lease).expect("validity")
+    }
+
+    fn extend(&mut self, lease: &LeaseHandle, ttl: Duration) -> Result<Duration, Kind> {
+        self.instance.extend(lease, ttl).map_err(component_kind)
+    }
+
+    fn release(&mut self, lease: &LeaseHandle) -> Result<(), Kind> {
+        self.instance.release(lease).map_err(component_kind)
+    }
+
+    fn drop_lease(&mut self, lease: LeaseHandle) {
+        self.instance.drop_lease(lease).expect("drop");
+    }
+}
+
+#[test]
+fn conformance_native_driver() {
+    require_redis!();
+    let server = RedisServer::start();
+    conformance(
+        &NativePath {
+            runtime: &shared().runtime,
+            url: server.url(),
+        },
+        &server,
+    );
+}
+
+#[test]
+fn conformance_lock_component_over_the_host_transport() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let path = ComponentPath {
+        make: Box::new(move || adapter.lock_component(Limits::default()).expect("instance")),
+    };
+    conformance(&path, &server);
+}
+
+#[test]
+fn conformance_guest_linked_to_the_lock_component() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let guest = shared().passthrough.clone();
+    let path = ComponentPath {
+        make: Box::new(move || {
+            adapter
+                .guest_exports(&guest, Serve::Linked, Limits::default())
+                .expect("instance")
+        }),
+    };
+    conformance(&path, &server);
+}
+
+#[test]
+fn conformance_guest_served_natively() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let guest = shared().passthrough.clone();
+    let path = ComponentPath {
+        make: Box::new(move || {
+            adapter
+                .guest_exports(&guest, Serve::Native, Limits::default())
+                .expect("instance")
+        }),
+    };
+    conformance(&path, &server);
+}
+
+/// Redlock over three nodes through the lock component: every node holds the token, one lost
+/// node leaves a majority, two do not (and the error says so).
+#[test]
+fn lock_component_runs_redlock_over_three_nodes() {
+    require_redis!();
+    let mut servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let shared = shared();
+    let options = AdapterOptions {
+        nodes: servers.iter().map(RedisServer::url).collect(),
+        ..AdapterOptions::default()
+    };
+    let adapter = shared
+        .adapter
+        .configure(options, shared.runtime.handle().clone())
+        .expect("adapter");
+    let config = |fenced| wit::Config {
+        nodes: vec![],
+        key_prefix: None,
+        ttl_ms: None,
+        fenced,
+        request_timeout_ms: Some(300),
+    };
+    let mut instance = adapter.lock_component(Limits::default()).expect("instance");
+    let client = instance.open(&config(true)).expect("open");
+    let name = unique_name("redlock");
+    let lease = instance
+        .try_acquire(&client, &name)
+        .expect("acquire on three nodes");
+    let token = instance.token(&lease).expect("token");
+    let first_fence = instance.fence(&lease).expect("fence").expect("fenced");
+    for server in &servers {
+        assert_eq!(
+            server.raw().ok(&["GET", &lock_key(&name)]).text(),
+            Some(token.clone())
+        );
+    }
+    instance.release(&lease).expect("release");
+    instance.drop_lease(lease).expect("drop");
+
+    servers[2].stop();
+    let lease = instance
+        .try_acquire(&client, &name)
+        .expect("two of three nodes are a majority");
+    assert!(instance.fence(&lease).expect("fence").expect("fenced") > first_fence);
+    instance.release(&lease).expect("release on the majority");
+    instance.drop_lease(lease).expect("drop");
+
+    servers[1].stop();
+    match instance.try_acquire(&client, &name) {
+        // Decided as soon as two nodes failed, whether or not the third's grant was in.
+        Err(CallError::Lock(wit::Error::QuorumLost(q))) => {
+            assert!(q.granted <= 1 && (q.needed, q.nodes) == (2, 3), "{q:?}")
+        }
+        other => panic!("expected quorum-lost, got {:?}", other.map(|_| ())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Guests and native clients on one lock.
+// ---------------------------------------------------------------------------------------
+
+/// The racy read–sleep–write the counter guest does, natively.
+fn increment(file: &std::path::Path) {
+    let seen: u64 = std::fs::read_to_string(file)
+        .expect("read")
+        .trim()
+        .parse()
+        .expect("a number");
+    thread::sleep(Duration::from_millis(1));
+    std::fs::write(file, (seen + 1).to_string()).expect("write");
+}
+
+#[test]
+fn guests_and_native_clients_exclude_each_other() {
+    require_redis!();
+    const GUESTS: usize = 4;
+    const NATIVE: usize = 4;
+    const ROUNDS: u64 = 25;
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let name = unique_name("counter");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("counter");
+    std::fs::write(&file, "0").expect("write");
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..GUESTS {
+        let (adapter, name, dir) = (adapter.clone(), name.clone(), dir.path().to_path_buf());
+        threads.push(thread::spawn(move || {
+            let mut options = RunOptions::args([
+                "distlock-counter",
+                "count",
+                &name,
+                "/data/counter",
+                &ROUNDS.to_string(),
+                "1",
+            ]);
+            options.dirs.push((dir, "/data".into()));
+            let report = adapter
+                .run(&shared().counter, &options)
+                .expect("run the guest");
+            assert_eq!(
+                report,
+                distlock_host::component::RunReport {
+                    ended: Ended::Exited(0),
+                    leases_released: 0
+                }
+            );
+        }));
+    }
+    for _ in 0..NATIVE {
+        let (url, name, file) = (server.url(), name.clone(), file.clone());
+        threads.push(thread::spawn(move || {
+            let runtime = &shared().runtime;
+            let client = runtime.block_on(Client::connect([url])).expect("connect");
+            for _ in 0..ROUNDS {
+                let lock = client
+                    .lock(&name)
+                    .ttl(Duration::from_secs(10))
+                    .wait(Duration::from_secs(30));
+                let guard = runtime.block_on(lock.acquire()).expect("acquire");
+                increment(&file);
+                runtime.block_on(guard.release()).expect("release");
+            }
+        }));
+    }
+    for t in threads {
+        t.join().expect("a worker panicked");
+    }
+    let count: u64 = std::fs::read_to_string(&file)
+        .expect("read")
+        .trim()
+        .parse()
+        .expect("a number");
+    eprintln!(
+        "{} increments by {GUESTS} guests and {NATIVE} native clients in {:?}",
+        count,
+        started.elapsed()
+    );
+    assert_eq!(
+        count,
+        (GUESTS + NATIVE) as u64 * ROUNDS,
+        "lost updates: the paths did not exclude each other"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Guests that fail while holding a lease.
+// ---------------------------------------------------------------------------------------
+
+/// Runs the counter guest in `mode` on `name` under `limits`; returns the report and how long
+/// the run took.
+fn run_failing(
+    adapter: &Adapter,
+    mode: &str,
+    name: &str,
+    serve: Serve,
+    limits: Limits,
+) -> distlock_host::component::RunReport {
+    let mut options = RunOptions::args(["distlock-counter", mode, name]);
+    options.serve = serve;
+    options.limits = limits;
+    // The trap's panic message is expected; keep it out of the test output.
+    options.inherit_stdio = false;
+    adapter
+        .run(&shared().counter, &options)
+        .expect("run the guest")
+}
+
+/// The lock is free at once (not after its 10 s TTL), and the adapter still serves guests.
+fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &str) {
+    assert_eq!(
+        server.raw().ok(&["EXISTS", &lock_key(name)]).int(),
+        Some(0),
+        "the lease was not released"
+    );
+    let mut instance = adapter
+        .lock_component(Limits::default())
+        .expect("a new instance");
+    let client = instance
+        .open(&wit::Config {
+            nodes: vec![],
+            key_prefix: None,
+            ttl_ms: None,
+            fenced: false,
+            request_timeout_ms: None,
+        })
+        .expect("open");
+    let lease = instance
+        .try_acquire(&client, name)
+        .expect("the lock is free and the host still serves");
+    instance.drop_lease(lease).expect("drop");
+}
+
+#[test]
+fn a_guest_that_traps_while_holding_a_lease_has_it_released() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("trap");
+        let report = run_failing(&adapter, "trap", &name, serve, Limits::default());
+        assert!(
+            matches!(report.ended, Ended::Trapped(_)),
+            "{serve:?}: {:?}",
+            report.ended
+        );
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        assert_released_and_serving(&adapter, &server, &name);
+    }
+}
+
+#[test]
+fn a_runaway_guest_is_stopped_and_its_lease_released() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let limit = Duration::from_secs(1);
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("spin");
+        let started = Instant::now();
+        let report = run_failing(
+            &adapter,
+            "spin",
+            &name,
+            serve,
+            Limits {
+                time: Some(limit),
+                ..Limits::default()
+            },
+        );
+        assert_eq!(report.ended, Ended::TimeLimit(limit), "{serve:?}");
+        assert!(
+            started.elapsed() < limit + Duration::from_secs(5),
+            "stopped after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        assert!(
+            report.ended.to_string().contains("time limit"),
+            "{}",
+            report.ended
+        );
+        assert_released_and_serving(&adapter, &server, &name);
+    }
+}
+
+#[test]
+fn a_guest_that_eats_memory_is_stopped_and_its_lease_released() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let limit = 32 << 20;
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("hog");
+        let report = run_failing(
+            &adapter,
+            "hog",
+            &name,
+            serve,
+            Limits {
+                memory: limit,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(report.ended, Ended::MemoryLimit(limit), "{serve:?}");
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        assert!(
+            report.ended.to_string().contains("32 MiB"),
+            "{}",
+            report.ended
+        );
+        assert_released_and_serving(&adapter, &server, &name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What a component path costs.
+// ---------------------------------------------------------------------------------------
+
+/// Mean time of one uncontended try-acquire + release (+ drop) on each path, same server,
+/// same run, interleaved so that noise hits all alike. Printed; asserted only loosely.
+#[test]
+fn per_acquire_overhead() {
+    require_redis!();
+    const ROUNDS: u32 = 300;
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let runtime = &shared().runtime;
+    let name = unique_name("overhead");
+    let native = runtime
+        .block_on(Client::connect([server.url()]))
+        .expect("connect");
+    let config = wit::Config {
+        nodes: vec![],
+        key_prefix: None,
+        ttl_ms: None,
+        fenced: false,
+        request_timeout_ms: None,
+    };
+    let mut provider = adapter.lock_component(Limits::default()).expect("instance");
+    let provider_client = provider.open(&config).expect("open");
+    let mut linked = adapter
+        .guest_exports(&shared().passthrough, Serve::Linked, Limits::default())
+        .expect("instance");
+    let linked_client = linked.open(&config).expect("open");
+
+    let native_round = || {
+        let guard = runtime
+            .block_on(native.lock(&name).try_acquire())
+            .expect("acquire");
+        runtime.block_on(guard.release()).expect("release");
+    };
+    let component_round = |instance: &mut LockInstance, client: &ClientHandle| {
+        let lease = instance.try_acquire(client, &name).expect("acquire");
+        instance.release(&lease).expect("release");
+        instance.drop_lease(lease).expect("drop");
+    };
+    // Warm up connections and caches.
+    for _ in 0..20 {
+        native_round();
+        component_round(&mut provider, &provider_client);
+        component_round(&mut linked, &linked_client);
+    }
+    let mut totals = [Duration::ZERO; 3];
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        native_round();
+        totals[0] += t.elapsed();
+        let t = Instant::now();
+        component_round(&mut provider, &provider_client);
+        totals[1] += t.elapsed();
+        let t = Instant::now();
+        component_round(&mut linked, &linked_client);
+        totals[2] += t.elapsed();
+    }
+    let [native_us, provider_us, linked_us] =
+        totals.map(|t| t.as_secs_f64() * 1e6 / f64::from(ROUNDS));
+    eprintln!(
+        "per try-acquire + release, {ROUNDS} rounds: native {native_us:.1} µs; lock component {provider_us:.1} µs \
+         ({:+.1} µs); guest linked to it {linked_us:.1} µs ({:+.1} µs)",
+        provider_us - native_us,
+        linked_us - native_us
+    );
+    // One call with no I/O, a string copied out: `lease.token`. Into the lock component
+    // (one crossing), and into the guest (guest → host → lock component's record: two).
+    const CALLS: u32 = 2000;
+    let lease = provider
+        .try_acquire(&provider_client, &name)
+        .expect("acquire");
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(provider.token(&lease).expect("token"));
+    }
+    let direct_call = t.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+    provider.drop_lease(lease).expect("drop");
+    let lease = linked.try_acquire(&linked_client, &name).expect("acquire");
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        std::hint::black_box(linked.token(&lease).expect("token"));
+    }
+    let linked_call = t.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS);
+    linked.drop_lease(lease).expect("drop");
+    eprintln!(
+        "lease.token, {CALLS} calls: into the lock component {direct_call:.2} µs; into a guest that asks the \
+         host {linked_call:.2} µs"
+    );
+    // Loose: a component path should not cost several times the round trips themselves.
+    assert!(
+        provider_us < native_us * 5.0 + 500.0,
+        "lock component: {provider_us:.1} µs vs native {native_us:.1} µs"
+    );
+}

@@ -293,20 +293,7 @@ impl AcquireOp {
         let needed = quorum(nodes);
         let granted = self.count(Vote::Granted);
         let busy = self.count(Vote::Busy);
-        for node in 0..nodes {
-            if matches!(
-                self.votes.get(node),
-                Some(Vote::Granted | Vote::Pending | Vote::Lost)
-            ) {
-                let _ = ctx.links.queue(
-                    node,
-                    Request::Rollback {
-                        attempt: self.attempts,
-                    },
-                );
-            }
-        }
-        ctx.links.abandon_all();
+        self.roll_back(ctx);
         if let Some((node, error)) = self.fatal.take()
             && nodes - self.fatal_nodes < needed
         {
@@ -376,6 +363,23 @@ impl AcquireOp {
             holder_ttl: self.holder_ttl,
         });
         self.finish(Err(error));
+    }
+
+    /// Queues the compare-and-delete of this attempt's token on every node that granted or
+    /// may have (still silent, or lost); their replies, and everything else in flight, are
+    /// no longer needed.
+    fn roll_back<const N: usize>(&self, ctx: &mut Context<N>) {
+        for (node, vote) in self.votes.iter().enumerate() {
+            if matches!(vote, Vote::Granted | Vote::Pending | Vote::Lost) {
+                let _ = ctx.links.queue(
+                    node,
+                    Request::Rollback {
+                        attempt: self.attempts,
+                    },
+                );
+            }
+        }
+        ctx.links.abandon_all();
     }
 
     fn finish(&mut self, outcome: Result<Lease, Error>) {
@@ -501,19 +505,7 @@ impl Decide for AcquireOp {
             return;
         }
         if matches!(self.phase, Phase::Acquiring | Phase::Raising { .. }) {
-            for node in 0..self.votes.len() {
-                if matches!(
-                    self.votes.get(node),
-                    Some(Vote::Granted | Vote::Pending | Vote::Lost)
-                ) {
-                    let _ = ctx.links.queue(
-                        node,
-                        Request::Rollback {
-                            attempt: self.attempts,
-                        },
-                    );
-                }
-            }
+            self.roll_back(ctx);
         }
         ctx.links.abandon_all();
         self.finish(Err(Error::Cancelled));

@@ -154,7 +154,8 @@ impl<Op: Operation, const N: usize> Machine<Op, N> {
         }
     }
 
-    /// When to call [`Machine::handle_timeout`] next; `None` once the outcome is out.
+    /// When to call [`Machine::handle_timeout`] next. After the outcome it may still name the
+    /// deadline of a reply owed (a rollback's); the driver may stop calling then.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.op.timer(), self.ctx.links.next_deadline()) {

@@ -1,0 +1,477 @@
+//! What a machine sends, decoded independently of the core (a strict reader here;
+//! `command_encoding` also decodes every transmit with `redis-protocol` and checks that the
+//! two agree) and checked argument by argument against the lock it was built for.
+//!
+//! The expected commands are rebuilt here from the raw prefix, name and token bytes and the
+//! options, following the documented protocol (`core/src/script.rs`, `core/src/server.rs`):
+//! so a name with CR, LF, NUL or invalid UTF-8 that changed a command, split it, or leaked
+//! into another argument fails here.
+
+use distlock_core::{
+    Duration, Flavor, ServerInfo, Token, Transmit, Version,
+    keys::MAX_TOKEN_LEN,
+    script::{ACQUIRE, EXTEND, RAISE_FENCE, RELEASE, Script},
+};
+use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
+
+use crate::setup::{Kind, Setup};
+
+/// One command: its arguments.
+pub type Command = Vec<Vec<u8>>;
+
+/// What a command asks, as far as matching its reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// `SET key token NX PX ttl`.
+    AcquireSet,
+    /// `PTTL key` (pipelined after `SET NX`).
+    Pttl,
+    /// The acquire script.
+    AcquireScript,
+    /// The raise-fence script, with the value asked for.
+    RaiseFence(u64),
+    /// The release script (a release, or an acquire's rollback).
+    ReleaseScript,
+    /// `DELEX key IFEQ token` or `DELIFEQ key token`.
+    ReleaseNative,
+    /// The extend script.
+    ExtendScript,
+    /// `SET key token IFEQ token PX ttl`.
+    ExtendNative,
+    /// `LPUSH signal 1` (after a native release).
+    Lpush,
+    /// `LTRIM signal 0 0`.
+    Ltrim,
+    /// `PEXPIRE signal ms`.
+    Pexpire,
+    /// `BLPOP signal timeout`.
+    Blpop,
+}
+
+impl Cmd {
+    /// Whether the command is an acquire of the lock (either encoding).
+    pub fn is_acquire(self) -> bool {
+        matches!(self, Cmd::AcquireSet | Cmd::AcquireScript)
+    }
+}
+
+/// Reads `<kind><decimal>\r\n` at the front of `bytes`: the number and the rest.
+fn header(bytes: &[u8], kind: u8) -> (usize, &[u8]) {
+    assert_eq!(
+        bytes.first(),
+        Some(&kind),
+        "expected {}: {}",
+        kind as char,
+        bytes.escape_ascii()
+    );
+    let end = bytes
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or_else(|| panic!("no CRLF: {}", bytes.escape_ascii()));
+    let digits = &bytes[1..end];
+    assert!(
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        "a bad length: {}",
+        bytes.escape_ascii()
+    );
+    assert!(
+        digits == b"0" || digits[0] != b'0',
+        "a length with a leading zero"
+    );
+    let n = std::str::from_utf8(digits)
+        .unwrap()
+        .parse()
+        .expect("a length that fits");
+    (n, &bytes[end + 2..])
+}
+
+/// Splits a transmit into commands, strictly (arrays of bulk strings, canonical lengths,
+/// exact CRLFs, nothing left over). The fast path; [`decode_commands`] is the same with
+/// `redis-protocol`, and `command_encoding` checks the two agree on every transmit.
+pub fn split_commands(mut bytes: &[u8]) -> Vec<Command> {
+    let mut commands = Vec::new();
+    while !bytes.is_empty() {
+        let (n, mut rest) = header(bytes, b'*');
+        assert!(n > 0, "an empty command");
+        let mut command = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (len, after) = header(rest, b'$');
+            assert!(after.len() >= len + 2, "a short bulk string");
+            assert_eq!(
+                &after[len..len + 2],
+                b"\r\n",
+                "a bulk string without its CRLF"
+            );
+            command.push(after[..len].to_vec());
+            rest = &after[len + 2..];
+        }
+        commands.push(command);
+        bytes = rest;
+    }
+    assert!(!commands.is_empty(), "an empty transmit");
+    commands
+}
+
+/// Splits a transmit into commands with `redis-protocol`'s decoder; panics unless it is a
+/// sequence of RESP arrays of bulk strings spanning the bytes exactly.
+pub fn decode_commands(mut bytes: &[u8]) -> Vec<Command> {
+    let mut commands = Vec::new();
+    while !bytes.is_empty() {
+        let (frame, used) = match decode(bytes) {
+            Ok(Some(found)) => found,
+            other => panic!(
+                "a transmit is not whole RESP commands ({other:?}): {}",
+                bytes.escape_ascii()
+            ),
+        };
+        let OwnedFrame::Array(items) = frame else {
+            panic!("a command that is not an array: {frame:?}");
+        };
+        assert!(!items.is_empty(), "an empty command");
+        commands.push(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    OwnedFrame::BulkString(b) => b,
+                    other => panic!("an argument that is not a bulk string: {other:?}"),
+                })
+                .collect(),
+        );
+        bytes = &bytes[used..];
+    }
+    assert!(!commands.is_empty(), "an empty transmit");
+    commands
+}
+
+fn dec(n: u64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+/// The lock's keys and token, rebuilt from the raw bytes.
+struct Expect<'a> {
+    setup: &'a Setup,
+}
+
+impl Expect<'_> {
+    fn key(&self, suffix: &[u8]) -> Vec<u8> {
+        [&self.setup.prefix[..], b"{", &self.setup.name, suffix].concat()
+    }
+    fn lock(&self) -> Vec<u8> {
+        self.key(b"}")
+    }
+    fn fence(&self) -> Vec<u8> {
+        self.key(b"}:fence")
+    }
+    fn holds(&self) -> Vec<u8> {
+        self.key(b"}:holds")
+    }
+    fn signal(&self) -> Vec<u8> {
+        self.key(b"}:signal")
+    }
+    fn token(&self) -> Vec<u8> {
+        self.setup.token.as_bytes().to_vec()
+    }
+    /// `arg`, checked to be one of the token's attempt tokens.
+    fn attempt(&self, arg: &[u8]) -> Vec<u8> {
+        assert!(
+            is_attempt_token(&self.setup.token, arg),
+            "token {} is not one {} may write",
+            arg.escape_ascii(),
+            self.setup.token
+        );
+        arg.to_vec()
+    }
+    fn ttl(&self) -> Vec<u8> {
+        dec(self.setup.lock.options().ttl.as_millis())
+    }
+    fn flag(on: bool) -> Vec<u8> {
+        if on { b"1".to_vec() } else { b"0".to_vec() }
+    }
+}
+
+/// Whether `token` is one an acquire with the owner's token `base` may write for an attempt
+/// (`Token::for_attempt`'s documented forms): `base` itself, or `<base>.<n>` with `base` cut
+/// so the whole fits `MAX_TOKEN_LEN`. Which form an attempt uses is the core's choice; what
+/// the harness checks is how they are used: the lease reports what its nodes hold, and no
+/// rollback deletes with the lease's token.
+pub fn is_attempt_token(base: &Token, token: &[u8]) -> bool {
+    let base = base.as_bytes();
+    if token == base {
+        return true;
+    }
+    let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let Some(n) = std::str::from_utf8(&token[dot + 1..])
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let suffix = n.to_string();
+    let keep = base.len().min(MAX_TOKEN_LEN - suffix.len() - 1);
+    token == [&base[..keep], b".", suffix.as_bytes()].concat()
+}
+
+fn args(list: &[&[u8]]) -> Command {
+    list.iter().map(|a| a.to_vec()).collect()
+}
+
+/// A script call, checked: `EVALSHA sha` or `EVAL source`, then the keys and `args` more.
+fn script_call(cmd: &Command, script: &Script, keys: &[Vec<u8>], rest: &[Vec<u8>]) -> bool {
+    let head_ok = match cmd[0].as_slice() {
+        b"EVALSHA" => cmd.get(1).is_some_and(|s| s == &script.sha),
+        b"EVAL" => cmd.get(1).is_some_and(|s| s == script.source.as_bytes()),
+        _ => false,
+    };
+    if !head_ok {
+        return false;
+    }
+    let mut want: Command = vec![cmd[0].clone(), cmd[1].clone(), dec(keys.len() as u64)];
+    want.extend(keys.iter().cloned());
+    want.extend(rest.iter().cloned());
+    assert_eq!(
+        cmd,
+        &want,
+        "script {} called with the wrong arguments",
+        script.sha.escape_ascii()
+    );
+    true
+}
+
+/// Which script a call runs, if any.
+fn script_of(cmd: &Command) -> Option<Script> {
+    let body = cmd.get(1)?;
+    [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE]
+        .into_iter()
+        .find(|s| match cmd[0].as_slice() {
+            b"EVALSHA" => body == &s.sha,
+            b"EVAL" => body == s.source.as_bytes(),
+            _ => false,
+        })
+}
+
+/// Native compare-and-delete: `Some(true)` for `DELEX … IFEQ`, `Some(false)` for `DELIFEQ`.
+fn native_delete(server: &ServerInfo) -> Option<bool> {
+    match server.flavor {
+        Flavor::Valkey if server.version >= Version::new(9, 0, 0) => Some(false),
+        Flavor::Redis if server.version >= Version::new(8, 4, 0) => Some(true),
+        _ => None,
+    }
+}
+
+fn has_set_ifeq(server: &ServerInfo) -> bool {
+    match server.flavor {
+        Flavor::Valkey => server.version >= Version::new(8, 1, 0),
+        Flavor::Redis => server.version >= Version::new(8, 4, 0),
+        _ => false,
+    }
+}
+
+fn fractional_block(server: &ServerInfo) -> bool {
+    match server.flavor {
+        Flavor::Valkey => true,
+        _ => server.version >= Version::new(6, 0, 0),
+    }
+}
+
+/// What one transmit asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Each command, in order (each gets one reply).
+    pub cmds: Vec<Cmd>,
+    /// For an acquire or a rollback: the token it writes or deletes.
+    pub token: Option<Vec<u8>>,
+}
+
+/// Checks one transmit of `setup`'s machine to `tx.node` and says what each command asks.
+///
+/// Panics on anything the protocol does not send: an unknown command, a wrong argument, a
+/// native command the server does not have, a signal pushed by a rollback, a blocking flag
+/// on a non-blocking command, a `BLPOP` timeout that would block forever.
+pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
+    assert!(
+        tx.node < setup.nodes,
+        "a transmit to node {} of {}",
+        tx.node,
+        setup.nodes
+    );
+    assert_eq!(tx.len, bytes.len());
+    let server = setup.servers[tx.node];
+    let options = setup.lock.options();
+    let e = Expect { setup };
+    let commands = split_commands(bytes);
+    let verb = commands[0][0].as_slice();
+    let kind = setup.kind;
+    let scripted = options.fenced || options.reentrant;
+    let mut attempt = None;
+    let out = match (verb, commands.len()) {
+        (b"SET", 1 | 2) if commands[0].iter().any(|a| a == b"NX") => {
+            assert_eq!(kind, Kind::Acquire, "only an acquire sends SET NX");
+            assert!(
+                !scripted,
+                "a fenced or reentrant acquire must use the script"
+            );
+            let token = commands[0].get(2).cloned().unwrap_or_default();
+            attempt = Some(e.attempt(&token));
+            assert_eq!(
+                commands[0],
+                args(&[b"SET", &e.lock(), &token, b"NX", b"PX", &e.ttl()])
+            );
+            if let Some(pttl) = commands.get(1) {
+                assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
+                vec![Cmd::AcquireSet, Cmd::Pttl]
+            } else {
+                vec![Cmd::AcquireSet]
+            }
+        }
+        (b"SET", 1) => {
+            assert_eq!(kind, Kind::Extend, "only an extend sends SET IFEQ");
+            assert!(has_set_ifeq(&server), "SET IFEQ sent to {server:?}");
+            assert!(!options.reentrant, "a reentrant extend must use the script");
+            assert_eq!(
+                commands[0],
+                args(&[
+                    b"SET",
+                    &e.lock(),
+                    &e.token(),
+                    b"IFEQ",
+                    &e.token(),
+                    b"PX",
+                    &e.ttl()
+                ])
+            );
+            vec![Cmd::ExtendNative]
+        }
+        (b"DELEX" | b"DELIFEQ", n) => {
+            assert_ne!(kind, Kind::Extend, "an extend never deletes");
+            assert!(
+                !options.reentrant,
+                "a reentrant release must use the script"
+            );
+            let token = match kind {
+                Kind::Acquire => {
+                    let token = commands[0].last().cloned().unwrap_or_default();
+                    attempt = Some(e.attempt(&token));
+                    token
+                }
+                _ => e.token(),
+            };
+            let want = match native_delete(&server) {
+                Some(true) => args(&[b"DELEX", &e.lock(), b"IFEQ", &token]),
+                Some(false) => args(&[b"DELIFEQ", &e.lock(), &token]),
+                None => panic!("a native delete sent to {server:?}"),
+            };
+            assert_eq!(commands[0], want);
+            // A release pushes the wake-up signal; a rollback never does.
+            let signal = options.wake_signal.filter(|_| kind == Kind::Release);
+            match signal {
+                Some(ttl) => {
+                    assert_eq!(n, 4, "a release with signals pushes one: {commands:?}");
+                    assert_eq!(commands[1], args(&[b"LPUSH", &e.signal(), b"1"]));
+                    assert_eq!(commands[2], args(&[b"LTRIM", &e.signal(), b"0", b"0"]));
+                    assert_eq!(
+                        commands[3],
+                        args(&[b"PEXPIRE", &e.signal(), &dec(ttl.as_millis())])
+                    );
+                    vec![Cmd::ReleaseNative, Cmd::Lpush, Cmd::Ltrim, Cmd::Pexpire]
+                }
+                None => {
+                    assert_eq!(n, 1, "a rollback or signal-less release: {commands:?}");
+                    vec![Cmd::ReleaseNative]
+                }
+            }
+        }
+        (b"EVALSHA" | b"EVAL", 1) => {
+            let cmd = &commands[0];
+            let script = script_of(cmd).unwrap_or_else(|| panic!("an unknown script: {cmd:?}"));
+            if script == ACQUIRE {
+                assert_eq!(kind, Kind::Acquire);
+                assert!(scripted, "a plain acquire must use SET NX");
+                // ARGV[1] follows EVAL(SHA), the body, numkeys and the three keys.
+                let token = cmd.get(6).cloned().unwrap_or_default();
+                attempt = Some(e.attempt(&token));
+                let mut argv = vec![
+                    token,
+                    e.ttl(),
+                    Expect::flag(options.fenced),
+                    Expect::flag(options.reentrant),
+                ];
+                // Since per-attempt tokens, ARGV[5] is the owner's token (a reentrant lock
+                // is re-entered when it holds that one); the script's doc says which.
+                if ACQUIRE.source.contains("ARGV[5]") {
+                    argv.push(e.token());
+                }
+                script_call(cmd, &ACQUIRE, &[e.lock(), e.fence(), e.holds()], &argv);
+                vec![Cmd::AcquireScript]
+            } else if script == RAISE_FENCE {
+                assert_eq!(kind, Kind::Acquire);
+                assert!(
+                    options.fenced && setup.nodes > 1,
+                    "a raise outside fenced Redlock"
+                );
+                let value = cmd.last().expect("an argument");
+                let parsed: u64 = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("a fence that is not a number: {value:?}"));
+                assert_eq!(dec(parsed), *value, "a fence not in canonical decimal");
+                script_call(cmd, &RAISE_FENCE, &[e.fence()], std::slice::from_ref(value));
+                vec![Cmd::RaiseFence(parsed)]
+            } else if script == RELEASE {
+                assert_ne!(kind, Kind::Extend);
+                let signal = options
+                    .wake_signal
+                    .filter(|_| kind == Kind::Release)
+                    .map_or(0, Duration::as_millis);
+                let token = match kind {
+                    Kind::Acquire => {
+                        let token = cmd.get(6).cloned().unwrap_or_default();
+                        attempt = Some(e.attempt(&token));
+                        token
+                    }
+                    _ => e.token(),
+                };
+                script_call(
+                    cmd,
+                    &RELEASE,
+                    &[e.lock(), e.holds(), e.signal()],
+                    &[token, Expect::flag(options.reentrant), dec(signal)],
+                );
+                vec![Cmd::ReleaseScript]
+            } else {
+                assert_eq!(kind, Kind::Extend);
+                script_call(cmd, &EXTEND, &[e.lock(), e.holds()], &[e.token(), e.ttl()]);
+                vec![Cmd::ExtendScript]
+            }
+        }
+        (b"BLPOP", 1) => {
+            assert_eq!(kind, Kind::Acquire);
+            assert!(
+                options.wake_signal.is_some(),
+                "BLPOP without wake-up signals"
+            );
+            let blocking = tx.blocking.expect("a BLPOP transmit must say it blocks");
+            let ms = blocking.as_millis();
+            assert!(ms >= 1, "a BLPOP for 0 ms");
+            let timeout = if fractional_block(&server) {
+                format!("{}.{:03}", ms / 1000, ms % 1000).into_bytes()
+            } else {
+                dec(ms.div_ceil(1000))
+            };
+            assert_eq!(commands[0], args(&[b"BLPOP", &e.signal(), &timeout]));
+            vec![Cmd::Blpop]
+        }
+        _ => panic!("an unexpected transmit: {commands:?}"),
+    };
+    assert_eq!(
+        tx.blocking.is_some(),
+        out == [Cmd::Blpop],
+        "only BLPOP blocks: {commands:?} {:?}",
+        tx.blocking
+    );
+    Checked {
+        cmds: out,
+        token: attempt,
+    }
+}

@@ -1,16 +1,25 @@
 //! `distlock bench`: lock latency and throughput against a real `redis-server`, each
 //! scenario next to the round-trip floor measured in the same run.
 //!
-//! The floor is what the same round trips cost without the lock library: `SET key token NX
-//! PX ttl` followed by the release script by `EVALSHA`, written straight to one socket and
-//! read back, one pair at a time. A scenario's ratio is its pairs per second over the
-//! floor's; the machine's noise cancels out of the ratio, not out of the raw numbers.
+//! **The floor** is what the same round trips cost without the lock library: `SET key token
+//! NX PX ttl` followed by the release script by `EVALSHA`, written straight to one socket per
+//! node of the scenario (all nodes at once for Redlock) and read back, one pair at a time.
+//!
+//! **Method.** A scenario never runs on its own: its time is cut into slices (half a second
+//! by default) and its slices alternate with slices of the floor (and, where both paths are
+//! measured, with the other path's slices): floor, native, guest, floor, native, guest, …
+//! Noise from the rest of the machine then lands on all of them alike, and the ratio of a
+//! scenario to the floor interleaved with it is the result to read; the raw numbers move
+//! with the machine. Latency is recorded per operation in an HDR histogram (µs, 3
+//! significant figures).
+//!
+//! Paths: *native* is the Rust driver ([`Client`]); *guest* is a WebAssembly guest app
+//! linked to the lock component, so each call crosses guest → host → lock component, and
+//! the component's sockets are the host's `transport` (needs the `component` feature).
 
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use distlock_core::resp::{self, Framer, Sink};
@@ -21,25 +30,63 @@ use tokio::net::TcpStream;
 
 use crate::client::Client;
 use crate::demo::{self, DemoOptions};
-use crate::error::Error;
+use crate::error::Error as LockError;
 
-/// One scenario's result.
+/// Why a bench could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A lock operation or connection failed (a lock that is busy is not a failure).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The guest path could not be set up, or a guest call failed.
+    #[error("guest path: {0}")]
+    Guest(String),
+    /// A worker task ended abnormally.
+    #[error("bench worker: {0}")]
+    Worker(String),
+}
+
+/// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
     /// Scenario id and description.
     pub scenario: String,
-    /// Lock operations (acquire + release pairs, or acquisitions) per second.
+    /// `floor`, `native` or `guest`.
+    pub path: String,
+    /// Lock operations per second: acquire + release pairs, or acquisitions (B).
     pub ops_per_sec: f64,
-    /// Latency quantiles in µs (of one acquire + release, or of the hand-off gap).
+    /// Latency quantiles in µs: of one acquire + release, or of the hand-off gap (B).
     pub p50_us: u64,
     /// 99th percentile, µs.
     pub p99_us: u64,
     /// 99.9th percentile, µs.
     pub p999_us: u64,
-    /// `ops_per_sec` over the floor's pairs per second, measured in the same run.
+    /// The floor's pairs per second in the slices interleaved with this scenario.
+    pub floor_ops_per_sec: f64,
+    /// The floor's p50 (one SET + EVALSHA pair) in those slices, µs.
+    pub floor_p50_us: u64,
+    /// `ops_per_sec / floor_ops_per_sec`, for the scenarios whose operation is the floor's
+    /// pair (A, C, D).
     pub ratio_to_floor: Option<f64>,
-    /// Anything else worth saying (fairness, overlaps).
+    /// Fairness, overlaps, comparisons with the other path.
     pub note: String,
+}
+
+/// What `distlock bench` runs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// a, b, c, d or all.
+    pub scenario: String,
+    /// How long each scenario's measured slices add up to (per path).
+    pub duration: Duration,
+    /// Workers in B.
+    pub workers: usize,
+    /// Redis URLs: the first for A–C, the first 3 and 5 for D.
+    pub urls: Vec<String>,
+    /// Also measure the guest path (when built with the `component` feature).
+    pub guest: bool,
+    /// Length of one slice.
+    pub slice: Duration,
 }
 
 /// A `redis-server` the bench started on a free loopback port; stopped on drop.
@@ -96,106 +143,180 @@ impl Drop for LocalRedis {
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s at 3 significant figures; the bounds are constants, so this cannot fail.
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+/// What one or more slices of a workload measured.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Operations completed.
+    pub ops: u64,
+    /// Time spent measuring.
+    pub elapsed: Duration,
+    /// Per-operation latency (or hand-off gap), µs.
+    pub latency: Histogram<u64>,
+    /// Operations per worker (B's fairness).
+    pub per_worker: Vec<u64>,
+    /// Times a worker entered the critical section while another was inside (B).
+    pub overlaps: u64,
+    /// B's racy shared counter lost an update (only possible with two holders at once).
+    pub lost_updates: bool,
 }
 
-fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64) {
-    (
-        h.value_at_quantile(0.50),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-    )
-}
-
-fn progress(label: &str, done: u64, left: Duration) {
-    eprint!(
-        "\r{label}: {done} ops, {:.0} s left    ",
-        left.as_secs_f64()
-    );
-    let _ = std::io::stderr().flush();
-}
-
-/// The floor: `SET NX PX` + release `EVALSHA` pairs over one raw connection.
-pub async fn floor(url: &str, duration: Duration) -> Result<BenchResult, Error> {
-    let endpoint: crate::Endpoint = url.parse()?;
-    let io = |e: std::io::Error| Error::Connect {
-        endpoint: endpoint.to_string(),
-        source: e,
-    };
-    let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(io)?;
-    socket.set_nodelay(true).map_err(io)?;
-    let token = b"floor-token-0123456789abcdef";
-    let mut set = vec![0u8; 256];
-    let set_len = encode(&mut set, |s| {
-        s.command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"])
-    });
-    let mut release = vec![0u8; 1024];
-    let release_len = encode(&mut release, |s| {
-        s.command(&[
-            b"EVALSHA",
-            &script::RELEASE.sha,
-            b"3",
-            b"distlock:{floor}",
-            b"distlock:{floor}:holds",
-            b"distlock:{floor}:signal",
-            token,
-            b"0",
-            b"1000",
-        ])
-    });
-    // Load the script once, as any client would.
-    let mut load = vec![0u8; 1024];
-    let load_len = encode(&mut load, |s| {
-        s.command(&[b"SCRIPT", b"LOAD", script::RELEASE.source.as_bytes()])
-    });
-    round_trip(&mut socket, &load[..load_len])
-        .await
-        .map_err(io)?;
-    let mut h = histogram();
-    let started = Instant::now();
-    let mut pairs = 0u64;
-    while started.elapsed() < duration {
-        let t = Instant::now();
-        round_trip(&mut socket, &set[..set_len]).await.map_err(io)?;
-        round_trip(&mut socket, &release[..release_len])
-            .await
-            .map_err(io)?;
-        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-        pairs += 1;
-        if pairs.is_multiple_of(2000) {
-            progress("floor", pairs, duration.saturating_sub(started.elapsed()));
+impl Sample {
+    fn new() -> Sample {
+        Sample {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            // 1 µs to 60 s at 3 significant figures; constant bounds, so this cannot fail.
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            per_worker: Vec::new(),
+            overlaps: 0,
+            lost_updates: false,
         }
     }
-    let (p50, p99, p999) = quantiles(&h);
-    Ok(BenchResult {
-        scenario: "floor: raw SET NX PX + EVALSHA release, one socket".into(),
-        ops_per_sec: pairs as f64 / started.elapsed().as_secs_f64(),
-        p50_us: p50,
-        p99_us: p99,
-        p999_us: p999,
-        ratio_to_floor: Some(1.0),
-        note: String::new(),
+
+    fn record(&mut self, latency: Duration) {
+        let _ = self
+            .latency
+            .record((latency.as_micros() as u64).clamp(1, 60_000_000));
+    }
+
+    fn absorb(&mut self, other: Sample) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        let _ = self.latency.add(other.latency);
+        if self.per_worker.len() < other.per_worker.len() {
+            self.per_worker.resize(other.per_worker.len(), 0);
+        }
+        for (mine, theirs) in self.per_worker.iter_mut().zip(other.per_worker) {
+            *mine += theirs;
+        }
+        self.overlaps += other.overlaps;
+        self.lost_updates |= other.lost_updates;
+    }
+
+    /// Operations per second of measuring time.
+    #[must_use]
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        if self.latency.is_empty() {
+            0
+        } else {
+            self.latency.value_at_quantile(q)
+        }
+    }
+}
+
+/// The floor: `SET NX PX` + release `EVALSHA` pairs over one raw connection per node. With
+/// several nodes each command goes to all of them at once and the pair waits for every reply
+/// (what a Redlock round costs without the lock library).
+pub struct Floor {
+    nodes: Vec<(TcpStream, String)>,
+    set: Vec<u8>,
+    release: Vec<u8>,
+}
+
+impl Floor {
+    /// Connects to each node and loads the release script, as any client would.
+    pub async fn connect(urls: &[String]) -> Result<Floor, Error> {
+        let token = b"floor-token-0123456789abcdef";
+        let set = encode(|s| {
+            s.command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
+        });
+        let release = encode(|s| {
+            s.command(&[
+                b"EVALSHA",
+                &script::RELEASE.sha,
+                b"3",
+                b"distlock:{floor}",
+                b"distlock:{floor}:holds",
+                b"distlock:{floor}:signal",
+                token,
+                b"0",
+                b"1000",
+            ]);
+        });
+        let load = encode(|s| s.command(&[b"SCRIPT", b"LOAD", script::RELEASE.source.as_bytes()]));
+        let mut nodes = Vec::new();
+        for url in urls {
+            let endpoint: crate::Endpoint = url.parse()?;
+            let name = endpoint.to_string();
+            let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(|e| connect_error(&name, e))?;
+            socket
+                .set_nodelay(true)
+                .map_err(|e| connect_error(&name, e))?;
+            round_trip(&mut socket, &load)
+                .await
+                .map_err(|e| connect_error(&name, e))?;
+            nodes.push((socket, name));
+        }
+        Ok(Floor {
+            nodes,
+            set,
+            release,
+        })
+    }
+
+    /// Pairs for `duration`, one at a time.
+    pub async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
+        let mut sample = Sample::new();
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            let t = Instant::now();
+            for command in [&self.set, &self.release] {
+                for (socket, name) in &mut self.nodes {
+                    socket
+                        .write_all(command)
+                        .await
+                        .map_err(|e| connect_error(name, e))?;
+                }
+                for (socket, name) in &mut self.nodes {
+                    read_reply(socket)
+                        .await
+                        .map_err(|e| connect_error(name, e))?;
+                }
+            }
+            sample.record(t.elapsed());
+            sample.ops += 1;
+        }
+        sample.elapsed = started.elapsed();
+        Ok(sample)
+    }
+}
+
+fn connect_error(endpoint: &str, source: std::io::Error) -> Error {
+    Error::Lock(LockError::Connect {
+        endpoint: endpoint.to_owned(),
+        source,
     })
 }
 
-fn encode(buf: &mut [u8], write: impl Fn(&mut dyn Sink)) -> usize {
-    // The buffers above are sized for these commands.
-    resp::encode_into(buf, write).expect("bench command fits its buffer")
+fn encode(write: impl Fn(&mut dyn Sink)) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    // 4 KiB holds each of these commands (the longest is SCRIPT LOAD of the release script).
+    let len = resp::encode_into(&mut buf, write).expect("bench command fits its buffer");
+    buf.truncate(len);
+    buf
 }
 
 /// Writes one command and reads exactly one reply.
 async fn round_trip(socket: &mut TcpStream, command: &[u8]) -> std::io::Result<()> {
     socket.write_all(command).await?;
+    read_reply(socket).await
+}
+
+/// Reads exactly one reply (the bench's replies are small, and nothing else is in flight).
+async fn read_reply(socket: &mut TcpStream) -> std::io::Result<()> {
     let mut framer: Framer<1024> = Framer::new();
     let mut buf = [0u8; 1024];
     loop {
-        if let Some(_len) = framer
+        if framer
             .next_frame_len()
             .map_err(|e| std::io::Error::other(e.to_string()))?
+            .is_some()
         {
             return Ok(());
         }
@@ -210,167 +331,340 @@ async fn round_trip(socket: &mut TcpStream, command: &[u8]) -> std::io::Result<(
     }
 }
 
-/// A: one client, one name, acquire + release in a loop.
-pub async fn uncontended(
-    client: &Client,
-    label: &str,
-    duration: Duration,
-) -> Result<BenchResult, Error> {
-    let mut h = histogram();
-    let started = Instant::now();
-    let mut pairs = 0u64;
-    while started.elapsed() < duration {
-        let t = Instant::now();
-        let guard = client
-            .lock("bench:a")
-            .ttl(Duration::from_secs(30))
-            .try_acquire()
-            .await?;
-        guard.release().await?;
-        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-        pairs += 1;
-        if pairs.is_multiple_of(1000) {
-            progress(label, pairs, duration.saturating_sub(started.elapsed()));
+/// What the clients of a workload do.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Concurrent clients (tasks, or guest threads).
+    pub clients: usize,
+    /// Names they spread over (uniformly at random).
+    pub names: u64,
+    /// `None`: try-acquire + release at once, latency = the pair. `Some(hold)`: acquire
+    /// with a wait, hold for `hold`, release; latency = the hand-off gap (release → next
+    /// acquisition, by anyone), with overlaps counted.
+    pub hold: Option<Duration>,
+    /// Prefix of the lock names.
+    pub tag: &'static str,
+}
+
+/// The name the `i`-th draw of worker `worker` locks.
+fn pick(worker: u64, i: &mut u64, names: u64) -> u64 {
+    *i = i
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407 ^ worker);
+    (*i >> 33) % names.max(1)
+}
+
+/// A workload measured in slices.
+pub enum Workload {
+    /// The Rust driver.
+    Native {
+        /// Its client (one node, or Redlock).
+        client: Client,
+        /// What it does.
+        load: Load,
+    },
+    /// Guest apps linked to the lock component, one instance per client thread.
+    #[cfg(feature = "component")]
+    Guest(guest::GuestLoad),
+}
+
+impl Workload {
+    /// `native` or `guest`.
+    #[must_use]
+    pub fn path(&self) -> &'static str {
+        match self {
+            Workload::Native { .. } => "native",
+            #[cfg(feature = "component")]
+            Workload::Guest(_) => "guest",
         }
     }
-    let (p50, p99, p999) = quantiles(&h);
-    Ok(BenchResult {
-        scenario: label.into(),
-        ops_per_sec: pairs as f64 / started.elapsed().as_secs_f64(),
-        p50_us: p50,
-        p99_us: p99,
-        p999_us: p999,
-        ratio_to_floor: None,
-        note: String::new(),
-    })
+
+    async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
+        match self {
+            Workload::Native { client, load } => native(client, *load, duration).await,
+            #[cfg(feature = "component")]
+            Workload::Guest(guest) => guest.run(duration).await,
+        }
+    }
 }
 
-/// B: workers contend on one name, holding ~1 ms each (the demo, measured).
-pub async fn contended(
-    client: &Client,
-    workers: usize,
-    duration: Duration,
-) -> Result<BenchResult, Error> {
-    let options = DemoOptions {
-        workers,
-        duration,
-        hold: Duration::from_millis(1),
-        name: "bench:b".into(),
-        progress: true,
-    };
-    let report = demo::run(client, &options).await?;
-    let us = |q| {
-        report
-            .handoff_quantile(q)
-            .map_or(0, |d| d.as_micros() as u64)
-    };
-    let min = report.per_worker.iter().min().copied().unwrap_or(0);
-    let max = report.per_worker.iter().max().copied().unwrap_or(0);
-    Ok(BenchResult {
-        scenario: format!("B: {workers} workers on one name, ~1 ms hold (latency = hand-off gap)"),
-        ops_per_sec: report.acquisitions() as f64 / report.elapsed.as_secs_f64(),
-        p50_us: us(0.50),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        ratio_to_floor: None,
-        note: format!(
-            "per worker min {min} max {max}; overlaps {}; counter {}",
-            report.overlaps,
-            if report.counter == report.acquisitions() {
-                "exact"
-            } else {
-                "LOST UPDATES"
-            }
-        ),
-    })
-}
-
-/// C: concurrent clients over many names, try-acquire + release.
-pub async fn many_names(
-    client: &Client,
-    clients: usize,
-    names: u64,
-    duration: Duration,
-) -> Result<BenchResult, Error> {
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sample, Error> {
+    if let Some(hold) = load.hold {
+        let report = demo::run(
+            client,
+            &DemoOptions {
+                workers: load.clients,
+                duration,
+                hold,
+                name: format!("{}:0", load.tag),
+                progress: false,
+            },
+        )
+        .await?;
+        let mut sample = Sample::new();
+        for gap in &report.handoffs {
+            sample.record(*gap);
+        }
+        sample.ops = report.acquisitions();
+        sample.elapsed = report.elapsed;
+        sample.lost_updates = report.counter != report.acquisitions();
+        sample.per_worker = report.per_worker;
+        sample.overlaps = report.overlaps;
+        return Ok(sample);
+    }
+    if load.clients == 1 {
+        // Inline, as the floor runs: no task hop to compare against it.
+        return native_client(client, load, 0, duration).await;
+    }
     let mut tasks = Vec::new();
-    for worker in 0..clients as u64 {
-        let (client, done) = (client.clone(), Arc::clone(&done));
+    for worker in 0..load.clients as u64 {
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let mut h = histogram();
-            let mut i = worker;
-            while started.elapsed() < duration {
-                i = i
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let name = format!("bench:c:{}", (i >> 33) % names);
-                let t = Instant::now();
-                match client
-                    .lock(&name)
-                    .ttl(Duration::from_secs(30))
-                    .try_acquire()
-                    .await
-                {
-                    Ok(guard) => {
-                        let _ = guard.release().await;
-                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) if e.is_not_acquired() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(h)
+            native_client(&client, load, worker, duration).await
         }));
     }
-    let mut h = histogram();
-    let reporter = {
-        let done = Arc::clone(&done);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                progress(
-                    "C",
-                    done.load(Ordering::Relaxed),
-                    duration.saturating_sub(started.elapsed()),
-                );
-            }
-        })
-    };
+    let mut total = Sample::new();
+    let mut elapsed = Duration::ZERO;
     for task in tasks {
-        if let Ok(Ok(part)) = task.await {
-            let _ = h.add(part);
+        let part = task.await.map_err(|e| Error::Worker(e.to_string()))??;
+        elapsed = elapsed.max(part.elapsed);
+        total.absorb(part);
+    }
+    total.elapsed = elapsed;
+    Ok(total)
+}
+
+async fn native_client(
+    client: &Client,
+    load: Load,
+    worker: u64,
+    duration: Duration,
+) -> Result<Sample, Error> {
+    let mut sample = Sample::new();
+    let mut draw = worker;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
+        let t = Instant::now();
+        match client
+            .lock(&name)
+            .ttl(Duration::from_secs(30))
+            .try_acquire()
+            .await
+        {
+            Ok(guard) => {
+                guard.release().await?;
+                sample.record(t.elapsed());
+                sample.ops += 1;
+            }
+            Err(e) if e.is_not_acquired() => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    reporter.abort();
-    let (p50, p99, p999) = quantiles(&h);
-    Ok(BenchResult {
-        scenario: format!("C: {clients} clients over {names} names"),
-        ops_per_sec: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
-        p50_us: p50,
-        p99_us: p99,
-        p999_us: p999,
-        ratio_to_floor: None,
-        note: String::new(),
-    })
+    sample.elapsed = started.elapsed();
+    Ok(sample)
+}
+
+/// Runs `floor` and each workload in alternating slices until each has had `total`; returns
+/// the floor's sample and each workload's.
+pub async fn interleave(
+    label: &str,
+    floor: &mut Floor,
+    workloads: &mut [Workload],
+    total: Duration,
+    slice: Duration,
+) -> Result<(Sample, Vec<Sample>), Error> {
+    let slices = (total.as_secs_f64() / slice.as_secs_f64().max(1e-3))
+        .ceil()
+        .max(1.0) as u32;
+    let slice = total / slices;
+    let mut floor_sample = Sample::new();
+    let mut samples: Vec<Sample> = workloads.iter().map(|_| Sample::new()).collect();
+    for i in 0..slices {
+        eprint!("\r{label}: slice {}/{slices}   ", i + 1);
+        let _ = std::io::stderr().flush();
+        floor_sample.absorb(floor.run(slice).await?);
+        for (workload, sample) in workloads.iter_mut().zip(samples.iter_mut()) {
+            sample.absorb(workload.run(slice).await?);
+        }
+    }
+    eprint!("\r{label}: done{:20}\r", "");
+    Ok((floor_sample, samples))
+}
+
+/// Runs the scenarios `options` asks for and returns the rows of the table.
+pub async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
+    let want = |id: &str| options.scenario == "all" || options.scenario.eq_ignore_ascii_case(id);
+    let single = Client::connect([&options.urls[0]]).await?;
+    #[cfg(feature = "component")]
+    let guests = if options.guest {
+        Some(guest::Guests::new(&options.urls)?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "component"))]
+    if options.guest {
+        eprintln!("distlock: built without the component feature: guest rows skipped");
+    }
+
+    let mut rows = Vec::new();
+    let scenario = async |id: &str,
+                          label: String,
+                          client: &Client,
+                          load: Load,
+                          urls: &[String],
+                          rows: &mut Vec<BenchResult>|
+           -> Result<(), Error> {
+        let mut workloads = vec![Workload::Native {
+            client: client.clone(),
+            load,
+        }];
+        #[cfg(feature = "component")]
+        if let Some(guests) = &guests {
+            workloads.push(Workload::Guest(guests.load(urls, load).await?));
+        }
+        let mut floor = Floor::connect(urls).await?;
+        let (floor_sample, samples) = interleave(
+            id,
+            &mut floor,
+            &mut workloads,
+            options.duration,
+            options.slice,
+        )
+        .await?;
+        let native_p50 = samples.first().map_or(0, |s| s.quantile(0.5));
+        for (workload, sample) in workloads.iter().zip(&samples) {
+            rows.push(row(
+                &label,
+                workload.path(),
+                sample,
+                &floor_sample,
+                load,
+                native_p50,
+            ));
+        }
+        Ok(())
+    };
+
+    let one = std::slice::from_ref(&options.urls[0]);
+    if want("a") {
+        let load = Load {
+            clients: 1,
+            names: 1,
+            hold: None,
+            tag: "bench:a",
+        };
+        let label = "A: uncontended acquire + release, 1 node".to_owned();
+        scenario("A", label, &single, load, one, &mut rows).await?;
+    }
+    if want("b") {
+        let load = Load {
+            clients: options.workers,
+            names: 1,
+            hold: Some(Duration::from_millis(1)),
+            tag: "bench:b",
+        };
+        let label = format!(
+            "B: {} workers, one name, ~1 ms hold (latency: hand-off gap)",
+            options.workers
+        );
+        scenario("B", label, &single, load, one, &mut rows).await?;
+    }
+    if want("c") {
+        for clients in [1usize, 4, 16] {
+            let load = Load {
+                clients,
+                names: 1024,
+                hold: None,
+                tag: "bench:c",
+            };
+            let label = format!("C: {clients} clients over 1024 names");
+            scenario("C", label, &single, load, one, &mut rows).await?;
+        }
+    }
+    if want("d") {
+        for n in [3usize, 5] {
+            if options.urls.len() < n {
+                eprintln!("distlock: scenario D over {n} nodes needs {n} --redis URLs; skipped");
+                continue;
+            }
+            let client = Client::connect(&options.urls[..n]).await?;
+            let load = Load {
+                clients: 1,
+                names: 1,
+                hold: None,
+                tag: "bench:d",
+            };
+            let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
+            scenario("D", label, &client, load, &options.urls[..n], &mut rows).await?;
+        }
+    }
+    eprintln!();
+    Ok(rows)
+}
+
+fn row(
+    label: &str,
+    path: &str,
+    sample: &Sample,
+    floor: &Sample,
+    load: Load,
+    native_p50: u64,
+) -> BenchResult {
+    let floor_p50 = floor.quantile(0.5);
+    let mut notes = Vec::new();
+    let ratio_to_floor = if load.hold.is_some() {
+        let min = sample.per_worker.iter().min().copied().unwrap_or(0);
+        let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+        notes.push(format!(
+            "hand-off p50 = {:.2} floor pairs ({:.1} round trips); per worker min {min} max {max}; overlaps {}; counter {}",
+            sample.quantile(0.5) as f64 / floor_p50.max(1) as f64,
+            2.0 * sample.quantile(0.5) as f64 / floor_p50.max(1) as f64,
+            sample.overlaps,
+            if sample.lost_updates { "LOST UPDATES" } else { "exact" },
+        ));
+        None
+    } else {
+        Some(sample.ops_per_sec() / floor.ops_per_sec().max(1e-9))
+    };
+    if path == "guest" && native_p50 > 0 {
+        notes.push(format!(
+            "p50 = {:.2}× the native path's p50 in the same slices",
+            sample.quantile(0.5) as f64 / native_p50 as f64
+        ));
+    }
+    BenchResult {
+        scenario: label.to_owned(),
+        path: path.to_owned(),
+        ops_per_sec: sample.ops_per_sec(),
+        p50_us: sample.quantile(0.5),
+        p99_us: sample.quantile(0.99),
+        p999_us: sample.quantile(0.999),
+        floor_ops_per_sec: floor.ops_per_sec(),
+        floor_p50_us: floor_p50,
+        ratio_to_floor,
+        note: notes.join("; "),
+    }
 }
 
 /// The results as a table.
 #[must_use]
 pub fn table(results: &[BenchResult]) -> String {
     let mut out = format!(
-        "{:<64} {:>10} {:>9} {:>9} {:>9} {:>8}\n",
-        "scenario", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "÷floor"
+        "{:<58} {:<6} {:>9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}\n",
+        "scenario", "path", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "floor/s", "flr p50", "÷floor"
     );
     for r in results {
         out.push_str(&format!(
-            "{:<64} {:>10.0} {:>9} {:>9} {:>9} {:>8}\n",
+            "{:<58} {:<6} {:>9.0} {:>7} {:>7} {:>8} {:>9.0} {:>7} {:>6}\n",
             r.scenario,
+            r.path,
             r.ops_per_sec,
             r.p50_us,
             r.p99_us,
             r.p999_us,
+            r.floor_ops_per_sec,
+            r.floor_p50_us,
             r.ratio_to_floor.map_or("-".into(), |x| format!("{x:.2}")),
         ));
         if !r.note.is_empty() {
@@ -378,4 +672,221 @@ pub fn table(results: &[BenchResult]) -> String {
         }
     }
     out
+}
+
+/// The guest path: guest apps linked to the lock component, on their own threads.
+#[cfg(feature = "component")]
+pub mod guest {
+    use super::{Error, Load, Sample, pick};
+    use crate::component::{
+        Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
+        Serve, wit,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// The compiled components, shared by every guest workload of a run.
+    pub struct Guests {
+        adapter: Adapter,
+        guest: Guest,
+    }
+
+    fn adapter_error(e: impl std::fmt::Display) -> Error {
+        Error::Guest(e.to_string())
+    }
+
+    impl Guests {
+        /// Compiles the lock component and the guest app, for `urls`.
+        pub fn new(urls: &[String]) -> Result<Guests, Error> {
+            let adapter = Adapter::new(
+                AdapterOptions {
+                    nodes: urls.to_vec(),
+                    ..AdapterOptions::default()
+                },
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(adapter_error)?;
+            let guest = adapter.load(PASSTHROUGH_WASM).map_err(adapter_error)?;
+            Ok(Guests { adapter, guest })
+        }
+
+        /// One guest instance per client of `load`, each with a client open on `urls`.
+        pub async fn load(&self, urls: &[String], load: Load) -> Result<GuestLoad, Error> {
+            let (adapter, guest, urls) = (self.adapter.clone(), self.guest.clone(), urls.to_vec());
+            let workers = tokio::task::spawn_blocking(move || {
+                (0..load.clients)
+                    .map(|_| {
+                        let mut instance = adapter
+                            .guest_exports(&guest, Serve::Linked, Limits::default())
+                            .map_err(adapter_error)?;
+                        let client = instance
+                            .open(&wit::Config {
+                                nodes: urls.clone(),
+                                key_prefix: None,
+                                ttl_ms: Some(30_000),
+                                fenced: false,
+                                request_timeout_ms: None,
+                            })
+                            .map_err(adapter_error)?;
+                        Ok(Worker { instance, client })
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+            .await
+            .map_err(adapter_error)??;
+            Ok(GuestLoad {
+                workers: Some(workers),
+                load,
+            })
+        }
+    }
+
+    struct Worker {
+        instance: LockInstance,
+        client: ClientHandle,
+    }
+
+    /// Guest instances doing a [`Load`].
+    pub struct GuestLoad {
+        workers: Option<Vec<Worker>>,
+        load: Load,
+    }
+
+    /// Shared between the threads of a contended (B) slice.
+    struct Section {
+        inside: AtomicBool,
+        overlaps: AtomicU64,
+        counter: AtomicU64,
+        released_at: AtomicU64,
+        origin: Instant,
+    }
+
+    impl GuestLoad {
+        /// One slice: every guest on its own thread for `duration`.
+        pub(super) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
+            let mut workers = self
+                .workers
+                .take()
+                .ok_or_else(|| adapter_error("a previous slice failed"))?;
+            let load = self.load;
+            let (workers, result) = tokio::task::spawn_blocking(move || {
+                let section = Arc::new(Section {
+                    inside: AtomicBool::new(false),
+                    overlaps: AtomicU64::new(0),
+                    counter: AtomicU64::new(0),
+                    released_at: AtomicU64::new(0),
+                    origin: Instant::now(),
+                });
+                let parts: Vec<Result<Sample, Error>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = workers
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(index, worker)| {
+                            let section = Arc::clone(&section);
+                            scope
+                                .spawn(move || worker.slice(load, index as u64, duration, &section))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked")))
+                        })
+                        .collect()
+                });
+                let mut total = Sample::new();
+                let mut elapsed = Duration::ZERO;
+                let mut per_worker = Vec::new();
+                for part in parts {
+                    match part {
+                        Ok(part) => {
+                            elapsed = elapsed.max(part.elapsed);
+                            per_worker.push(part.ops);
+                            total.absorb(Sample {
+                                per_worker: Vec::new(),
+                                ..part
+                            });
+                        }
+                        Err(e) => return (workers, Err(e)),
+                    }
+                }
+                total.elapsed = elapsed;
+                total.per_worker = per_worker;
+                total.overlaps = section.overlaps.load(Ordering::Relaxed);
+                total.lost_updates =
+                    load.hold.is_some() && section.counter.load(Ordering::Relaxed) != total.ops;
+                (workers, Ok(total))
+            })
+            .await
+            .map_err(adapter_error)?;
+            self.workers = Some(workers);
+            result
+        }
+    }
+
+    impl Worker {
+        fn slice(
+            &mut self,
+            load: Load,
+            index: u64,
+            duration: Duration,
+            section: &Section,
+        ) -> Result<Sample, Error> {
+            let mut sample = Sample::new();
+            let mut draw = index;
+            let started = Instant::now();
+            let stop_at = started + duration;
+            while Instant::now() < stop_at {
+                let name = format!("{}:{}", load.tag, pick(index, &mut draw, load.names));
+                let t = Instant::now();
+                let acquired = match load.hold {
+                    None => self.instance.try_acquire(&self.client, &name),
+                    Some(_) => self.instance.acquire(
+                        &self.client,
+                        &name,
+                        stop_at
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(1)),
+                    ),
+                };
+                let lease = match acquired {
+                    Ok(lease) => lease,
+                    Err(e) if matches!(e.lock_error(), Some(wit::Error::NotAcquired(_))) => {
+                        continue;
+                    }
+                    Err(e) => return Err(adapter_error(e)),
+                };
+                if let Some(hold) = load.hold {
+                    let now_us = section.origin.elapsed().as_micros() as u64;
+                    let released = section.released_at.load(Ordering::Acquire);
+                    if released != 0 && now_us >= released {
+                        sample.record(Duration::from_micros(now_us - released));
+                    }
+                    if section.inside.swap(true, Ordering::AcqRel) {
+                        section.overlaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Racy on purpose, as in the demo: two holders would lose an update.
+                    let seen = section.counter.load(Ordering::Acquire);
+                    std::thread::sleep(hold);
+                    section.counter.store(seen + 1, Ordering::Release);
+                    section.inside.store(false, Ordering::Release);
+                    section.released_at.store(
+                        section.origin.elapsed().as_micros().max(1) as u64,
+                        Ordering::Release,
+                    );
+                }
+                let released = self.instance.release(&lease);
+                self.instance.drop_lease(lease).map_err(adapter_error)?;
+                released.map_err(adapter_error)?;
+                if load.hold.is_none() {
+                    sample.record(t.elapsed());
+                }
+                sample.ops += 1;
+            }
+            sample.elapsed = started.elapsed();
+            Ok(sample)
+        }
+    }
 }

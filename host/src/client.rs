@@ -1,8 +1,8 @@
 //! The Rust API: a [`Client`] over one node or a Redlock quorum, [`LockBuilder`] for each
 //! acquire, and the [`Guard`] that holds a lease, renews it and releases it on drop.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use distlock_core::machine::{Machine, Operation};
@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std, to_std};
 use crate::conn::{Conn, ConnectOptions};
-use crate::drive::drive;
+use crate::drive::{drive, in_step, settle};
 use crate::embedded::Store;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -49,6 +49,9 @@ struct Node {
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// The longest pause between connects to a node that is down.
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// The longest a finished operation's connections are read in the background for the replies
+/// they still owe before being closed instead of pooled.
+const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 struct Inner {
     nodes: Vec<Node>,
@@ -278,7 +281,10 @@ impl Client {
             &[ServerInfo],
             distlock_core::Instant,
         ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
-    ) -> Result<Op::Outcome, Error> {
+    ) -> Result<Op::Outcome, Error>
+    where
+        Machine<Op, MAX_NODES>: Send + 'static,
+    {
         let mut conns: Vec<Option<Conn>> = self
             .checkout()
             .await
@@ -291,12 +297,27 @@ impl Client {
             .collect();
         let mut machine = build(&servers, self.inner.clock.now())?;
         let outcome = drive(&mut machine, &mut conns, self).await;
+        if in_step(&machine, &conns) {
+            self.checkin_all(conns);
+        } else {
+            // Replies still owed (a Redlock round's slower nodes, a rollback's answers): read
+            // them in the background, so the caller has its outcome now and the connections
+            // go back to the pool instead of being reopened.
+            let client = self.clone();
+            tokio::spawn(async move {
+                settle(&mut machine, &mut conns, &client, SETTLE_LIMIT).await;
+                client.checkin_all(conns);
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn checkin_all(&self, conns: Vec<Option<Conn>>) {
         for (node, conn) in conns.into_iter().enumerate() {
             if let Some(conn) = conn {
                 self.checkin(node, conn);
             }
         }
-        Ok(outcome)
     }
 
     /// One connection per node: an idle one that is still alive, or a new one (opened
@@ -734,7 +755,18 @@ pub(crate) fn random_bytes() -> [u8; 16] {
     bytes
 }
 
+/// A seed for retry jitter: spread, not secret, so no system call per operation. A
+/// process-wide counter, started at a random point, run through SplitMix64.
 fn random_u64() -> u64 {
-    let b = random_bytes();
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let b = random_bytes();
+        AtomicU64::new(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
+    });
+    let mut z = next.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -25,14 +25,59 @@ enum Wake {
 /// Drives `machine` to its outcome over `conns` (one per node; `None`: no connection).
 /// A connection that fails is dropped and reported to the machine as a disconnect; the next
 /// time the machine sends to that node, a new connection is opened (the node's reconnect
-/// backoff permitting), so a long wait survives a server restart. Afterwards, connections
-/// that still owe replies are dropped, so a late reply can never reach the next user of a
-/// pooled connection.
+/// backoff permitting), so a long wait survives a server restart. Connections may still owe
+/// replies afterwards (a Redlock round's slower nodes, a rollback's answers): see [`settle`].
 pub(crate) async fn drive<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
     conns: &mut [Option<Conn>],
     client: &Client,
 ) -> Op::Outcome {
+    pump(machine, conns, client, |machine, _| machine.poll_outcome()).await
+}
+
+/// Whether every connection still open owes `machine` nothing.
+pub(crate) fn in_step<Op: Operation, const N: usize>(
+    machine: &Machine<Op, N>,
+    conns: &[Option<Conn>],
+) -> bool {
+    conns
+        .iter()
+        .enumerate()
+        .all(|(node, conn)| conn.is_none() || machine.owed_replies(node) == Some(0))
+}
+
+/// After the outcome: reads the replies the connections still owe, so they can be pooled
+/// again instead of reopened, for at most `limit` (the machine's own request timeouts end
+/// it sooner when a node stays silent). Connections still owing replies at the end are
+/// dropped, so a late reply can never reach the next user of a pooled connection.
+pub(crate) async fn settle<Op: Operation, const N: usize>(
+    machine: &mut Machine<Op, N>,
+    conns: &mut [Option<Conn>],
+    client: &Client,
+    limit: std::time::Duration,
+) {
+    let _ = tokio::time::timeout(
+        limit,
+        pump(machine, conns, client, |machine, conns| {
+            in_step(machine, conns).then_some(())
+        }),
+    )
+    .await;
+    for (node, conn) in conns.iter_mut().enumerate() {
+        if conn.is_some() && machine.owed_replies(node) != Some(0) {
+            *conn = None;
+        }
+    }
+}
+
+/// Sends what `machine` asks, feeds it what arrives and its deadlines, until `done` gives a
+/// value (asked after each round of sends).
+async fn pump<Op: Operation, const N: usize, T>(
+    machine: &mut Machine<Op, N>,
+    conns: &mut [Option<Conn>],
+    client: &Client,
+    mut done: impl FnMut(&mut Machine<Op, N>, &[Option<Conn>]) -> Option<T>,
+) -> T {
     let clock = &client.clock();
     // Most commands fit the stack buffer; an EVAL with a long key may need the heap.
     let mut stack = [0u8; WRITE_BUF];
@@ -43,7 +88,7 @@ pub(crate) async fn drive<Op: Operation, const N: usize>(
     } else {
         Vec::new()
     };
-    let outcome = loop {
+    loop {
         // 1. Everything the machine wants sent, now.
         loop {
             let now = clock.now();
@@ -78,8 +123,8 @@ pub(crate) async fn drive<Op: Operation, const N: usize>(
                 machine.handle_disconnect(tx.node, clock.now());
             }
         }
-        if let Some(outcome) = machine.poll_outcome() {
-            break outcome;
+        if let Some(value) = done(machine, conns) {
+            return value;
         }
         // 2. Wait for bytes from any node, or the machine's deadline.
         let deadline = machine.poll_timeout();
@@ -127,13 +172,7 @@ pub(crate) async fn drive<Op: Operation, const N: usize>(
             }
             Wake::Timer => machine.handle_timeout(now),
         }
-    };
-    for (node, conn) in conns.iter_mut().enumerate() {
-        if conn.is_some() && machine.owed_replies(node) != Some(0) {
-            *conn = None;
-        }
     }
-    outcome
 }
 
 /// Sleeps until the machine's deadline. No deadline while waiting for nothing cannot happen

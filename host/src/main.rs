@@ -144,6 +144,9 @@ enum Command {
         /// Also print one JSON line per scenario.
         #[arg(long)]
         json: bool,
+        /// Only the native path (skip the guest app linked to the lock component).
+        #[arg(long)]
+        native_only: bool,
     },
     /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
     #[cfg(feature = "component")]
@@ -257,9 +260,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         duration,
         workers,
         json,
+        native_only,
     } = &cli.command
     {
-        return bench(&cli, scenario, *duration, *workers, *json).await;
+        return bench(&cli, scenario, *duration, *workers, *json, *native_only).await;
     }
     #[cfg(feature = "component")]
     if let Command::Run(args) = cli.command {
@@ -374,9 +378,9 @@ async fn bench(
     duration: Duration,
     workers: usize,
     json: bool,
+    native_only: bool,
 ) -> Result<ExitCode, Error> {
-    use distlock_host::bench::{self, LocalRedis};
-    let want = |id: &str| scenario == "all" || scenario.eq_ignore_ascii_case(id);
+    use distlock_host::bench::{self, BenchOptions, LocalRedis};
     if !["all", "a", "b", "c", "d"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
@@ -384,10 +388,7 @@ async fn bench(
         eprintln!("distlock: unknown scenario '{scenario}': use a, b, c, d or all");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let unavailable = |e: std::io::Error| Error::Connect {
-        endpoint: "local redis-server".into(),
-        source: e,
-    };
+    let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");
     // Our own servers unless the user gave some; Redlock needs 5 at most.
     let mut local = Vec::new();
     let mut urls: Vec<String> = cli
@@ -396,59 +397,35 @@ async fn bench(
         .filter(|u| !u.is_empty())
         .cloned()
         .collect();
-    let wanted_nodes = if want("d") { 5 } else { 1 };
     if urls.is_empty() {
-        for _ in 0..wanted_nodes {
-            local.push(LocalRedis::start().map_err(unavailable)?);
+        for _ in 0..if want_d { 5 } else { 1 } {
+            local.push(LocalRedis::start().map_err(|e| Error::Connect {
+                endpoint: "local redis-server".into(),
+                source: e,
+            })?);
         }
         urls = local.iter().map(|r| r.url.clone()).collect();
     }
-    let single = Client::connect([&urls[0]]).await?;
-    let floor = bench::floor(&urls[0], duration).await?;
-    let floor_ops = floor.ops_per_sec;
-    let floor_p50 = floor.p50_us;
-    let mut results = vec![floor];
-    let ratio = |r: &mut bench::BenchResult| r.ratio_to_floor = Some(r.ops_per_sec / floor_ops);
-    if want("a") {
-        let mut r = bench::uncontended(
-            &single,
-            "A: uncontended acquire + release, 1 node",
-            duration,
-        )
-        .await?;
-        ratio(&mut r);
-        results.push(r);
-    }
-    if want("b") {
-        let mut r = bench::contended(&single, workers, duration).await?;
-        r.note.push_str(&format!(
-            "; hand-off p50 = {:.2} floor round-trip pairs",
-            r.p50_us as f64 / floor_p50.max(1) as f64
-        ));
-        results.push(r);
-    }
-    if want("c") {
-        let mut r = bench::many_names(&single, 16, 1024, duration).await?;
-        ratio(&mut r);
-        results.push(r);
-    }
-    if want("d") {
-        for n in [3usize, 5] {
-            if urls.len() < n {
-                eprintln!("distlock: scenario d over {n} nodes needs {n} --redis URLs; skipped");
-                continue;
-            }
-            let client = Client::connect(&urls[..n]).await?;
-            let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
-            let mut r = bench::uncontended(&client, &label, duration).await?;
-            ratio(&mut r);
-            results.push(r);
+    let options = BenchOptions {
+        scenario: scenario.to_ascii_lowercase(),
+        duration,
+        workers,
+        urls,
+        guest: !native_only,
+        slice: Duration::from_millis(500),
+    };
+    let results = match bench::run(&options).await {
+        Ok(results) => results,
+        Err(bench::Error::Lock(e)) => return Err(e),
+        Err(e) => {
+            eprintln!("distlock: {e}");
+            return Ok(ExitCode::FAILURE);
         }
-    }
-    eprintln!();
+    };
     println!("{}", bench::table(&results));
     println!(
-        "floor = raw SET NX PX + EVALSHA release pairs on one connection, same run; ÷floor = ops/s over the floor's pairs/s"
+        "floor = raw SET NX PX + EVALSHA release pairs, one connection per node of the scenario, in slices \
+         interleaved with the scenario's; ÷floor = ops/s over that floor's pairs/s"
     );
     if json {
         for r in &results {

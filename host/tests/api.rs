@@ -561,3 +561,51 @@ async fn release_reaches_a_slow_node_without_the_script() {
         "the released lock is still on a node: PTTL per node {left:?}"
     );
 }
+
+/// Redlock answers at a quorum, so the slowest node's reply is often still in flight when an
+/// acquire returns. Those connections are read to the end in the background and pooled again,
+/// not closed: a hundred rounds over three servers open a handful of connections, not one
+/// per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redlock_rounds_reuse_their_connections() {
+    require_redis!();
+    let servers: Vec<RedisServer> = blocking(|| (0..3).map(|_| RedisServer::start()).collect());
+    blocking(|| servers.iter().for_each(load_scripts));
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let client = Client::connect(&urls).await.expect("connect to 3 nodes");
+    let name = unique_name("reuse");
+    let connections = |servers: &[RedisServer]| -> u64 {
+        servers
+            .iter()
+            .map(|server| {
+                let info = server
+                    .raw()
+                    .ok(&["INFO", "stats"])
+                    .text()
+                    .unwrap_or_default();
+                info_field(&info, "total_connections_received")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("INFO stats has total_connections_received")
+            })
+            .sum()
+    };
+    let before = blocking(|| connections(&servers));
+    const ROUNDS: u64 = 100;
+    for _ in 0..ROUNDS {
+        let guard = client
+            .lock(&name)
+            .ttl(Duration::from_secs(10))
+            .try_acquire()
+            .await
+            .expect("free lock");
+        guard.release().await.expect("release");
+    }
+    // Let the last background reads finish before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each `raw()` above and below is one connection per server, counted too.
+    let opened = blocking(|| connections(&servers)) - before;
+    assert!(
+        opened <= 3 * 4,
+        "{ROUNDS} Redlock rounds opened {opened} connections over 3 servers"
+    );
+}

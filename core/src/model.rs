@@ -1012,38 +1012,39 @@ impl ModelNode {
                 let owner = argument(4).unwrap_or(token);
                 match holder {
                     None => {
-                        let ttl = ttl.ok_or_else(|| nil(3))?;
-                        self.script_set_px(lock, token, ttl, now)
-                            .map_err(|e| (e, 3))?;
                         let mut fence = 0;
                         if fenced {
-                            let fence_key = key(1).ok_or_else(|| nil(5))?;
-                            fence = self.incr_by(fence_key, 1, now).map_err(|e| (e, 5))?;
+                            let fence_key = key(1).ok_or_else(|| nil(4))?;
+                            fence = self.incr_by(fence_key, 1, now).map_err(|e| (e, 4))?;
                         }
                         if reentrant {
-                            let holds = key(2).ok_or_else(|| nil(6))?;
+                            let holds = key(2).ok_or_else(|| nil(5))?;
+                            let ttl = ttl.ok_or_else(|| nil(5))?;
                             self.script_set_px(holds, b"1", ttl, now)
-                                .map_err(|e| (e, 6))?;
+                                .map_err(|e| (e, 5))?;
                         }
+                        let ttl = ttl.ok_or_else(|| nil(6))?;
+                        self.script_set_px(lock, token, ttl, now)
+                            .map_err(|e| (e, 6))?;
                         Ok(ScriptValue::Pair(1, fence))
                     }
                     Some(holder) if holder == owner && reentrant => {
-                        let holds_key = key(2).ok_or_else(|| nil(10))?;
-                        let holds = self.incr_by(holds_key, 1, now).map_err(|e| (e, 10))?;
-                        let ttl = ttl.ok_or_else(|| nil(11))?;
-                        let ms = parse_i64(ttl).ok_or_else(|| (Fail::not_integer(), 11))?;
-                        self.pexpire(lock, ms, ExpireMode::Always, now)
-                            .map_err(|e| (e, 11))?;
-                        self.pexpire(holds_key, ms, ExpireMode::Always, now)
-                            .map_err(|e| (e, 12))?;
                         let mut fence = 0;
                         if fenced {
-                            let fence_key = key(1).ok_or_else(|| nil(14))?;
-                            fence = match self.get_str(fence_key, now).map_err(|e| (e, 14))? {
+                            let fence_key = key(1).ok_or_else(|| nil(11))?;
+                            fence = match self.get_str(fence_key, now).map_err(|e| (e, 11))? {
                                 None => 0,
                                 Some(v) => lua_tonumber(&v).unwrap_or(0),
                             };
                         }
+                        let holds_key = key(2).ok_or_else(|| nil(12))?;
+                        let holds = self.incr_by(holds_key, 1, now).map_err(|e| (e, 12))?;
+                        let ttl = ttl.ok_or_else(|| nil(13))?;
+                        let ms = parse_i64(ttl).ok_or_else(|| (Fail::not_integer(), 13))?;
+                        self.pexpire(lock, ms, ExpireMode::Always, now)
+                            .map_err(|e| (e, 13))?;
+                        self.pexpire(holds_key, ms, ExpireMode::Always, now)
+                            .map_err(|e| (e, 14))?;
                         Ok(ScriptValue::Pair(holds, fence))
                     }
                     Some(_) => Ok(ScriptValue::Pair(0, self.pttl(lock, now))),
@@ -2337,9 +2338,8 @@ mod tests {
     fn a_failing_script_keeps_its_earlier_writes_and_names_the_error() {
         let mut n = ModelNode::new();
         run(&mut n, &["SET", "F", "not-a-number"], 0);
-        let reply = run(
-            &mut n,
-            &[
+        let acquire = |ttl: &'static str, fenced: &'static str| {
+            [
                 "EVAL",
                 script::ACQUIRE.source,
                 "3",
@@ -2347,22 +2347,37 @@ mod tests {
                 "F",
                 "H",
                 "tok",
-                "1000",
+                ttl,
+                fenced,
                 "1",
-                "0",
-            ],
-            0,
-        );
+                "tok",
+            ]
+        };
+        let reply = run(&mut n, &acquire("1000", "1"), 0);
         assert_eq!(
             reply,
             format!(
-                "-ERR value is not an integer or out of range script: {}, on @user_script:5.\r\n",
+                "-ERR value is not an integer or out of range script: {}, on @user_script:4.\r\n",
                 sha(&script::ACQUIRE)
             )
         );
         assert_eq!(
             n.value(b"L", ms(0)),
-            Some(&b"tok"[..]),
+            None,
+            "the acquire script fails before its first write"
+        );
+        // A re-entry with a TTL that is no number fails after counting the hold.
+        run(&mut n, &["SET", "L", "tok", "PX", "1000"], 0);
+        run(&mut n, &["SET", "H", "1", "PX", "1000"], 0);
+        let reply = run(&mut n, &acquire("soon", "0"), 0);
+        assert!(
+            reply.starts_with("-ERR value is not an integer or out of range script: ")
+                && reply.ends_with(", on @user_script:13.\r\n"),
+            "{reply}"
+        );
+        assert_eq!(
+            n.value(b"H", ms(0)),
+            Some(&b"2"[..]),
             "no rollback, as in Redis"
         );
         run(&mut n, &["LPUSH", "M", "x"], 0);

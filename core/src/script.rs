@@ -36,21 +36,27 @@ impl Script {
 /// re-entered when it holds the owner's token. Returns `{holds, fence}` when acquired (holds
 /// 1: taken fresh, with the attempt's token; more: re-entered; fence 0 when not fenced), or
 /// `{0, pttl}` when another token holds it.
+///
+/// Every call that can fail (`WRONGTYPE` on the fence or holds key, a counter that is not
+/// a number) comes before the first write, and the lock key is written last: Redis does not
+/// roll a failed script back, and an error reply after the lock key was set would leave the
+/// lock held for its TTL by nobody (or a re-entry counted that the caller was told failed).
+/// A fence raised without the lock is harmless: fences only need to grow.
 pub const ACQUIRE: Script = Script::new(
     r"local holder = redis.call('GET', KEYS[1])
 if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   local fence = 0
   if ARGV[3] == '1' then fence = redis.call('INCR', KEYS[2]) end
   if ARGV[4] == '1' then redis.call('SET', KEYS[3], 1, 'PX', ARGV[2]) end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, fence}
 end
 if holder == ARGV[5] and ARGV[4] == '1' then
+  local fence = 0
+  if ARGV[3] == '1' then fence = tonumber(redis.call('GET', KEYS[2]) or '0') end
   local holds = redis.call('INCR', KEYS[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  local fence = 0
-  if ARGV[3] == '1' then fence = tonumber(redis.call('GET', KEYS[2]) or '0') end
   return {holds, fence}
 end
 return {0, redis.call('PTTL', KEYS[1])}

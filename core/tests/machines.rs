@@ -620,6 +620,31 @@ fn garbage_is_a_protocol_error() {
 }
 
 #[test]
+fn a_huge_declared_length_fails_the_node_at_once() {
+    for header in [&b"$9999999999\r\n"[..], b"*2147483647\r\n"] {
+        let lock = lock_with(LockOptions::default());
+        let mut m: Acquire<1> =
+            Acquire::new(&lock, token(16), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+        drain(&mut m, ms(0));
+        m.handle_input(0, header, ms(1));
+        let outcome = m.poll_outcome();
+        assert!(
+            matches!(
+                outcome,
+                Some(Err(Error::QuorumLost {
+                    last_failure: Some(NodeFailure::Protocol(ProtocolError::FrameTooLarge {
+                        capacity: distlock_core::REPLY_CAP
+                    })),
+                    ..
+                }))
+            ),
+            "{outcome:?}: the header alone proves the reply can never fit"
+        );
+        assert_eq!(m.owed_replies(0), None, "the connection is out of step");
+    }
+}
+
+#[test]
 fn cancel_rolls_back_what_may_have_been_taken() {
     let lock = lock_with(LockOptions::default());
     let mut m: Acquire<3> =

@@ -12,6 +12,8 @@
 //!   fixed array of [`MAX_DEPTH`] counters, every loop step consumes input, and declared
 //!   lengths are only compared with the bytes present, never allocated or looped over. A
 //!   hostile server can make it return an error, never exhaust memory or the stack.
+//! * A [`Framer`] refuses a header that declares more than its buffer can hold as soon as the
+//!   header arrives ([`ProtocolError::FrameTooLarge`]), so a 10 GB length costs no timeout.
 //! * `redis-protocol` (recursive, allocating) only ever sees a frame [`frame_len`] accepted
 //!   whole, so its recursion is bounded by [`MAX_DEPTH`] and its allocations by the frame's
 //!   size (which the [`Framer`] bounds).
@@ -85,6 +87,18 @@ pub enum Reply<'a> {
 /// reply may be `Ok(None)` and the full reply an error; a prefix of a good reply is always
 /// `Ok(None)`. A declared length larger than the buffer is simply incomplete.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+    scan(buf, None)
+}
+
+/// The fewest bytes a frame takes: a type byte and CRLF (`_\r\n`, `+\r\n`).
+const MIN_FRAME_LEN: u64 = 3;
+
+/// [`frame_len`]; with `cap`, also [`ProtocolError::FrameTooLarge`] as soon as a header
+/// declares more than `cap` bytes can hold: a bulk string whose payload would end past `cap`,
+/// or an aggregate with more children than `cap` has room for at [`MIN_FRAME_LEN`] each.
+/// Such a frame could never complete in a `cap`-byte buffer, so waiting for its bytes would
+/// only sit out a timeout.
+fn scan(buf: &[u8], cap: Option<usize>) -> Result<Option<usize>, ProtocolError> {
     // Children each open aggregate still needs. Fixed size: nesting beyond it is refused.
     let mut open = [Open {
         remaining: 0,
@@ -98,11 +112,30 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         };
         match header {
             Header::Scalar { end } => pos = end,
+            Header::Blob { end } => {
+                if let Some(cap) = cap
+                    && end > cap as u64
+                {
+                    return Err(ProtocolError::FrameTooLarge { capacity: cap });
+                }
+                match blob_end(buf, end)? {
+                    Some(end) => pos = end,
+                    None => return Ok(None),
+                }
+            }
             Header::Aggregate {
                 end,
                 children,
                 attribute,
             } => {
+                if let Some(cap) = cap {
+                    let least = children
+                        .checked_mul(MIN_FRAME_LEN)
+                        .and_then(|n| n.checked_add(end as u64));
+                    if least.is_none_or(|least| least > cap as u64) {
+                        return Err(ProtocolError::FrameTooLarge { capacity: cap });
+                    }
+                }
                 pos = end;
                 if depth >= MAX_DEPTH {
                     return Err(ProtocolError::TooDeep);
@@ -157,6 +190,9 @@ struct Open {
 enum Header {
     /// A whole scalar frame, ending at `end`.
     Scalar { end: usize },
+    /// A length-prefixed frame whose payload and CRLF end at `end` (which may lie past the
+    /// bytes read so far, or past any buffer).
+    Blob { end: u64 },
     /// An aggregate header ending at `end`, opening `children` child frames.
     Aggregate {
         end: usize,
@@ -195,10 +231,12 @@ fn read_header(buf: &[u8], pos: usize) -> Result<Option<Header>, ProtocolError> 
                     if kind == b'=' {
                         check_verbatim(buf, payload, len)?;
                     }
-                    match blob_end(buf, payload, len)? {
-                        Some(end) => Header::Scalar { end },
-                        None => return Ok(None),
-                    }
+                    // The CRLF must fit too; a length that overflows with it is not RESP.
+                    let end = (payload as u64)
+                        .checked_add(len)
+                        .and_then(|end| end.checked_add(2))
+                        .ok_or(ProtocolError::Malformed)?;
+                    Header::Blob { end }
                 }
             }
         }
@@ -316,27 +354,20 @@ fn line_end(buf: &[u8], start: usize) -> Result<Option<(usize, usize)>, Protocol
     }
 }
 
-/// The end of a length-prefixed payload of `len` bytes at `payload`, with its CRLF.
-fn blob_end(buf: &[u8], payload: usize, len: u64) -> Result<Option<usize>, ProtocolError> {
-    let payload_end = (payload as u64)
-        .checked_add(len)
-        .ok_or(ProtocolError::Malformed)?;
-    // The CRLF must fit too; a length that overflows with it is not RESP.
-    payload_end.checked_add(2).ok_or(ProtocolError::Malformed)?;
-    let Ok(payload_end) = usize::try_from(payload_end) else {
+/// Where a length-prefixed frame ending at `end` (payload and CRLF) ends in `buf`: `None`
+/// while incomplete, `Malformed` when the payload is not followed by CRLF.
+fn blob_end(buf: &[u8], end: u64) -> Result<Option<usize>, ProtocolError> {
+    let Ok(end) = usize::try_from(end) else {
         // Longer than any buffer this machine can hold: incomplete, never allocated.
         return Ok(None);
     };
+    let payload_end = end.checked_sub(2).ok_or(ProtocolError::Malformed)?;
     if payload_end > buf.len() {
         return Ok(None);
     }
     let after = buf.get(payload_end..).unwrap_or_default();
     match expect_prefix(after, b"\r\n")? {
-        Some(crlf) => Ok(Some(
-            payload_end
-                .checked_add(crlf)
-                .ok_or(ProtocolError::Malformed)?,
-        )),
+        Some(_) => Ok(Some(end)),
         None => Ok(None),
     }
 }
@@ -536,15 +567,17 @@ impl<const CAP: usize> Framer<CAP> {
     }
 
     /// The length of the complete frame at the front, if there is one.
-    /// `Err(FrameTooLarge)` when the buffer is full without holding a complete frame.
+    /// `Err(FrameTooLarge)` when the frame cannot fit the buffer: as soon as a header
+    /// declares more than `CAP` bytes (a 10 GB bulk string, a 2^31-element array), else when
+    /// the buffer is full without holding a complete frame.
     ///
     /// # Errors
     ///
     /// [`ProtocolError::FrameTooLarge`] as above; otherwise [`frame_len`]'s errors, which take
-    /// precedence. After any error the connection's byte stream can no longer be trusted, so
-    /// the caller should drop the connection and [`Framer::clear`].
+    /// precedence over a full buffer. After any error the connection's byte stream can no
+    /// longer be trusted, so the caller should drop the connection and [`Framer::clear`].
     pub fn next_frame_len(&self) -> Result<Option<usize>, ProtocolError> {
-        match frame_len(&self.buf)? {
+        match scan(&self.buf, Some(CAP))? {
             None if self.buf.len() >= CAP => Err(ProtocolError::FrameTooLarge { capacity: CAP }),
             found => Ok(found),
         }
@@ -1024,10 +1057,17 @@ mod tests {
             framer.next_frame_len(),
             Err(ProtocolError::FrameTooLarge { capacity: 8 })
         );
-        // Room left: just incomplete.
+        // Room left for what the header declares: just incomplete.
+        framer.clear();
+        assert_eq!(framer.push(b"$1\r\n"), 4);
+        assert_eq!(framer.next_frame_len(), Ok(None));
+        // A header declaring more than the buffer holds: refused at once, room or not.
         framer.clear();
         assert_eq!(framer.push(b"$20\r\n"), 5);
-        assert_eq!(framer.next_frame_len(), Ok(None));
+        assert_eq!(
+            framer.next_frame_len(),
+            Err(ProtocolError::FrameTooLarge { capacity: 8 })
+        );
         // Full, but holding a complete frame: the frame comes first.
         let mut framer = Framer::<8>::new();
         assert_eq!(framer.push(b"+OK\r\n+OK\r\n"), 8);
@@ -1035,6 +1075,57 @@ mod tests {
         // Protocol errors win over fullness.
         let mut framer = Framer::<4>::new();
         framer.push(b"junk");
+        assert_eq!(framer.next_frame_len(), Err(ProtocolError::Malformed));
+    }
+
+    #[test]
+    fn framer_refuses_declared_lengths_beyond_its_buffer_at_once() {
+        // What `huge_declared_lengths_are_just_incomplete` lets `frame_len` wait for, a
+        // framer knows can never fit: refused from the header alone, nothing allocated.
+        for huge in [
+            &b"$9999999999\r\n"[..],
+            b"$999999999999\r\nabc",
+            b"*2147483647\r\n",
+            b"*4000000000\r\n:1\r\n:2\r\n",
+            b"%4611686018427387903\r\n",
+            b"%9223372036854775807\r\n",
+            b"~18446744073709551615\r\n",
+            b"!4294967296\r\n",
+            b"=4294967296\r\ntxt:",
+            b"|9223372036854775807\r\n",
+            b">1000\r\n",
+            b"*1\r\n$18446744073709551000\r\n",
+            b"*1\r\n*1\r\n$513\r\n",
+        ] {
+            let mut framer = Framer::<512>::new();
+            assert_eq!(framer.push(huge), huge.len());
+            assert_eq!(
+                framer.next_frame_len(),
+                Err(ProtocolError::FrameTooLarge { capacity: 512 }),
+                "{}",
+                show(huge)
+            );
+        }
+        // Exactly what fits is waited for.
+        let mut framer = Framer::<10>::new();
+        framer.push(b"$3\r\n");
+        assert_eq!(framer.next_frame_len(), Ok(None));
+        framer.push(b"abc\r\n");
+        assert_eq!(framer.next_frame_len(), Ok(Some(9)));
+        let mut framer = Framer::<10>::new();
+        framer.push(b"*2\r\n");
+        assert_eq!(framer.next_frame_len(), Ok(None));
+        framer.push(b"_\r\n_\r\n");
+        assert_eq!(framer.next_frame_len(), Ok(Some(10)));
+        let mut framer = Framer::<10>::new();
+        framer.push(b"*3\r\n");
+        assert_eq!(
+            framer.next_frame_len(),
+            Err(ProtocolError::FrameTooLarge { capacity: 10 })
+        );
+        // Malformed input is still reported as such.
+        let mut framer = Framer::<10>::new();
+        framer.push(b"$3\r\nabcd");
         assert_eq!(framer.next_frame_len(), Err(ProtocolError::Malformed));
     }
 

@@ -1,6 +1,6 @@
 //! Test support for the host's integration tests: real `redis-server` processes on free
-//! loopback ports, a tiny raw RESP client to look at them, and bounded runs of the `distlock`
-//! binary.
+//! loopback ports, a tiny raw RESP client to look at them, a scripted fake server for hostile
+//! replies ([`fake`]), and bounded runs of the `distlock` binary.
 //!
 //! Without `redis-server` on `PATH` every test prints a skip notice and passes, unless
 //! `DISTLOCK_REQUIRE_REDIS=1` (CI), which turns a missing server into a failure.
@@ -15,6 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub(crate) mod fake;
 
 /// How long a server gets to accept connections after it was started.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -414,10 +416,16 @@ impl Raw {
 
     /// Sends one command, reads its reply.
     pub(crate) fn command(&mut self, args: &[&str]) -> std::io::Result<Reply> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.command_bytes(&args)
+    }
+
+    /// [`Raw::command`] with binary arguments.
+    pub(crate) fn command_bytes(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg.as_bytes());
+            out.extend_from_slice(arg);
             out.extend_from_slice(b"\r\n");
         }
         self.reader.get_mut().write_all(&out)?;

@@ -226,8 +226,17 @@ impl Client {
 
     /// Force-unlocks every lock under the key prefix: walks the prefix with `SCAN` (never
     /// `KEYS`, which blocks the server) and deletes all but the fencing counters.
+    ///
+    /// Refused with [`Error::NoPrefixToWalk`], before anything is sent, under a layout
+    /// without a private prefix ([`distlock_core::KeyLayout::prefix`] is `None`: redis-py's
+    /// and python-redis-lock's).
     pub async fn reset_all(&self) -> Result<u64, Error> {
-        let pattern = glob_escape(self.layout().prefix());
+        let Some(prefix) = self.layout().prefix() else {
+            return Err(Error::NoPrefixToWalk {
+                layout: self.layout().name(),
+            });
+        };
+        let pattern = glob_escape(prefix);
         let results = self
             .on_each_node(async |conn| {
                 let mut cursor = b"0".to_vec();

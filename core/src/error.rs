@@ -229,6 +229,9 @@ pub enum ConfigError {
     },
     /// The lock name starts with `}`, which would give its keys an empty hash tag.
     NameStartsWithBrace,
+    /// The lock name is reserved for distlock's own keys under this key layout (under
+    /// [`crate::KeyLayout::RedisPy`]: names starting with [`crate::keys::REDIS_PY_PREFIX`]).
+    ReservedName,
     /// The key prefix is longer than [`crate::keys::MAX_PREFIX_LEN`] or has a control byte or
     /// a brace.
     BadPrefix,
@@ -355,6 +358,11 @@ impl fmt::Display for ConfigError {
             ConfigError::NameStartsWithBrace => {
                 f.write_str("lock name may not start with '}' (it would break the keys' hash tag)")
             }
+            ConfigError::ReservedName => write!(
+                f,
+                "lock name is reserved for distlock's own keys under this key layout (it starts with '{}')",
+                crate::keys::REDIS_PY_PREFIX.escape_ascii()
+            ),
             ConfigError::BadPrefix => write!(
                 f,
                 "key prefix must be at most {} bytes without control bytes or braces",

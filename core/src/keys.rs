@@ -1,23 +1,78 @@
-//! Lock names, key layout and tokens.
+//! Lock names, key layouts and tokens.
 //!
-//! A lock named `N` under the default layout lives in these keys, all sharing the hash tag
-//! `{N}` so that every script touches one Redis Cluster slot:
+//! A lock lives in up to four keys: the lock key (the holder's token, a plain string: `GET`
+//! shows who holds it), the fencing counter (never expires), the re-entry count of a
+//! reentrant lock, and the wake-up list a release pushes to and waiters `BLPOP`. Where they
+//! are is the [`KeyLayout`]'s choice.
+//!
+//! ## Tagged (the default)
+//! A lock named `N` lives in these keys, all sharing the hash tag `{N}` so that every script
+//! touches one Redis Cluster slot:
 //!
 //! | key | holds |
 //! |---|---|
-//! | `<prefix>{N}` | the holder's token (a plain string: `GET` shows who holds it) |
-//! | `<prefix>{N}:fence` | the fencing counter (never expires) |
-//! | `<prefix>{N}:holds` | the re-entry count of a reentrant lock |
-//! | `<prefix>{N}:signal` | the wake-up list a release pushes to and waiters `BLPOP` |
+//! | `<prefix>{N}` | the holder's token |
+//! | `<prefix>{N}:fence` | the fencing counter |
+//! | `<prefix>{N}:holds` | the re-entry count |
+//! | `<prefix>{N}:signal` | the wake-up list |
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
 //! lies in the part all four keys share (at the latest, our closing `}`); and a name may not
 //! start with `}`, so the tag is never empty. A property test checks this for any bytes.
 //!
+//! ## Layouts shared with Python libraries
+//! For users who run distlock next to a Python lock library on the same locks, the lock key
+//! (and the wake-up list, where the library has one) are exactly that library's; the keys
+//! the library has no counterpart for are distlock's own, under a prefix no Python library
+//! writes and that the default tagged prefix `distlock:` does not cover (so a tagged
+//! `reset --all` never walks them).
+//!
+//! | key | [`KeyLayout::RedisPy`] | [`KeyLayout::PythonRedisLock`] |
+//! |---|---|---|
+//! | lock | `N` (redis-py's `Redis.lock(N)`) | `lock:N` (python-redis-lock's `Lock(conn, N)`) |
+//! | wake-up list | `distlock-redis-py:{N}:signal` | `lock-signal:N` (python-redis-lock's own) |
+//! | fencing counter | `distlock-redis-py:{N}:fence` | `distlock-python-redis-lock:N:fence` |
+//! | re-entry count | `distlock-redis-py:{N}:holds` | `distlock-python-redis-lock:N:holds` |
+//!
+//! - redis-py has no wake-up list (its waiters sleep and poll), so a redis-py release wakes
+//!   no distlock waiter: they notice within the retry cap. distlock's releases push to the
+//!   list only distlock waiters block on.
+//! - python-redis-lock's release deletes `lock:N`, deletes `lock-signal:N`, `LPUSH`es `1` to
+//!   it and `PEXPIRE`s it (1 s by default), and its waiters `BLPOP` it: the same steps as
+//!   [`crate::script::RELEASE`], so a release by either library wakes a waiter of either.
+//! - Names of a redis-py lock that contain a `}` use `distlock-redis-py:raw:N:fence` (and
+//!   `:holds`, `:signal`) instead: see below. Under [`KeyLayout::RedisPy`] a name may not
+//!   start with `distlock-redis-py:` ([`ConfigError::ReservedName`]), so no lock key is ever
+//!   one of distlock's own keys; such a name is just as reserved for redis-py users of the
+//!   same server. python-redis-lock's keys start with `lock:` or `lock-signal:`, ours with
+//!   `distlock-python-redis-lock:`: they never meet.
+//! - Tokens cross over: redis-py's (32 hex digits) and python-redis-lock's ids (24 base64
+//!   characters) are valid [`Token`]s, so a distlock release or extend with one acts on the
+//!   Python lock, and the other way round.
+//! - Fencing and re-entry stay distlock's: a Python holder takes no fence, so fences order
+//!   distlock's holders only, and only distlock re-enters.
+//!
+//! **Redis Cluster.** A script touches the lock key with its siblings, so they must share a
+//! slot. The lock key of a redis-py lock is `N` itself, hashed as a whole unless `N` holds a
+//! hash tag (a `{`, then a `}` after it with at least one byte between). So:
+//! - `N` without `}` (so without a tag): the siblings `distlock-redis-py:{N}:…` carry `N`
+//!   as their tag and land in `N`'s slot.
+//! - `N` with a tag `T`: the siblings `distlock-redis-py:raw:N:…` add no brace before `N`,
+//!   so their tag is `T` too. (Wrapping such a name in braces would cut the tag short.)
+//! - `N` with a `}` but no tag (`a}b`, `{}x`): `N` is hashed as a whole and no other key can
+//!   carry a tag equal to it (a tag never contains `}`): such locks work on single nodes and
+//!   by Redlock, not on a Cluster.
+//!
+//! python-redis-lock's own two keys, `lock:N` and `lock-signal:N`, share a slot only when `N`
+//! holds a hash tag — python-redis-lock's release script touches both, so on a Cluster it
+//! needs tagged names itself. For those names `distlock-python-redis-lock:N:…` share the tag
+//! too; for the others nothing can. Property tests check all of this for any bytes.
+//!
 //! Invariants: a [`LockName`] is 1 to [`MAX_NAME_LEN`] bytes, no ASCII control byte, not
 //! starting with `}`; a prefix has no control byte and no brace; a [`Token`] is 16 to 64
-//! printable ASCII bytes. All are checked once, at construction.
+//! printable ASCII bytes. All are checked once, at construction (a layout's reserved names
+//! by [`crate::Lock::new`]).
 
 use crate::error::ConfigError;
 
@@ -27,6 +82,11 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_PREFIX_LEN: usize = 64;
 /// The prefix of the default layout.
 pub const DEFAULT_PREFIX: &[u8] = b"distlock:";
+/// Where [`KeyLayout::RedisPy`] keeps distlock's own keys (fence, holds, signal); lock names
+/// under it are refused in that layout.
+pub const REDIS_PY_PREFIX: &[u8] = b"distlock-redis-py:";
+/// Where [`KeyLayout::PythonRedisLock`] keeps distlock's own keys (fence, holds).
+pub const PYTHON_REDIS_LOCK_PREFIX: &[u8] = b"distlock-python-redis-lock:";
 /// The shortest token accepted (16 bytes: 128 bits when random hex is 32 bytes; 16 allows
 /// tokens of other libraries that are shorter but still unguessable).
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -63,7 +123,21 @@ impl LockName {
     }
 }
 
-/// Where a lock's keys live.
+/// Where a lock's keys live (see the module doc for every layout's keys).
+///
+/// ```
+/// use distlock_core::{KeyLayout, Lock, LockOptions};
+///
+/// // Next to Python processes that lock with `redis_lock.Lock(conn, "invoices", expire=60)`:
+/// let lock = Lock::new(KeyLayout::python_redis_lock(), b"invoices", LockOptions::default())?;
+/// assert_eq!(lock.keys().lock().concat(), b"lock:invoices");
+/// assert_eq!(lock.keys().signal().concat(), b"lock-signal:invoices");
+///
+/// // Next to redis-py's `redis.Redis().lock("invoices")`:
+/// let lock = Lock::new(KeyLayout::redis_py(), b"invoices", LockOptions::default())?;
+/// assert_eq!(lock.keys().lock().concat(), b"invoices");
+/// # Ok::<(), distlock_core::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum KeyLayout {
@@ -72,6 +146,14 @@ pub enum KeyLayout {
         /// Prepended to every key; [`DEFAULT_PREFIX`] by default.
         prefix: heapless::Vec<u8, MAX_PREFIX_LEN>,
     },
+    /// The lock key of redis-py's `Lock` (`redis.Redis().lock(name)`): the key `name`
+    /// itself, holding the token, taken by `SET NX PX` and released by compare-and-delete.
+    /// redis-py waiters poll; distlock's own keys are under [`REDIS_PY_PREFIX`].
+    RedisPy,
+    /// The keys of python-redis-lock (`redis_lock.Lock(conn, name, expire=…)`): the lock key
+    /// `lock:<name>` holding the holder's id and the wake-up list `lock-signal:<name>` that
+    /// its waiters `BLPOP`; distlock's own keys are under [`PYTHON_REDIS_LOCK_PREFIX`].
+    PythonRedisLock,
 }
 
 impl Default for KeyLayout {
@@ -97,13 +179,62 @@ impl KeyLayout {
             .map_err(|_| ConfigError::BadPrefix)
     }
 
-    /// The key prefix.
+    /// The layout of redis-py's `Lock`: [`KeyLayout::RedisPy`].
     #[must_use]
-    pub fn prefix(&self) -> &[u8] {
+    pub const fn redis_py() -> Self {
+        KeyLayout::RedisPy
+    }
+
+    /// The layout of python-redis-lock: [`KeyLayout::PythonRedisLock`].
+    #[must_use]
+    pub const fn python_redis_lock() -> Self {
+        KeyLayout::PythonRedisLock
+    }
+
+    /// The layout's short name, as the command line spells it: `tagged`, `redis-py` or
+    /// `python-redis-lock`.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
         match self {
-            KeyLayout::Tagged { prefix } => prefix,
+            KeyLayout::Tagged { .. } => "tagged",
+            KeyLayout::RedisPy => "redis-py",
+            KeyLayout::PythonRedisLock => "python-redis-lock",
         }
     }
+
+    /// The prefix every key of the layout starts with and that nothing else writes under:
+    /// what a "reset every lock" may walk. `None` for the layouts whose lock keys belong to
+    /// another library: a redis-py lock key is any key at all, and python-redis-lock's
+    /// `lock:` is a namespace other code may share. Walking those would delete keys that are
+    /// not locks.
+    #[must_use]
+    pub fn prefix(&self) -> Option<&[u8]> {
+        match self {
+            KeyLayout::Tagged { prefix } => Some(prefix),
+            KeyLayout::RedisPy | KeyLayout::PythonRedisLock => None,
+        }
+    }
+
+    /// Checks that `name` may be used under this layout: under [`KeyLayout::RedisPy`] the
+    /// lock key is the name itself, so names under [`REDIS_PY_PREFIX`] (distlock's own keys)
+    /// are refused.
+    pub fn check_name(&self, name: &LockName) -> Result<(), ConfigError> {
+        match self {
+            KeyLayout::RedisPy if name.as_bytes().starts_with(REDIS_PY_PREFIX) => {
+                Err(ConfigError::ReservedName)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which of a lock's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Lock,
+    Fence,
+    Holds,
+    Signal,
 }
 
 /// The keys of one lock, as parts ready for [`crate::resp::Sink::bulk_parts`].
@@ -132,32 +263,73 @@ impl Keys {
         &self.layout
     }
 
-    fn with_suffix<'a>(&'a self, suffix: &'static [u8]) -> [&'a [u8]; 4] {
-        [self.layout.prefix(), b"{", self.name.as_bytes(), suffix]
+    /// One key, as up to four parts to concatenate.
+    fn key(&self, role: Role) -> [&[u8]; 4] {
+        let name = self.name.as_bytes();
+        match (&self.layout, role) {
+            (KeyLayout::Tagged { prefix }, role) => [prefix, b"{", name, role.closing_suffix()],
+            (KeyLayout::RedisPy, Role::Lock) => [name, b"", b"", b""],
+            (KeyLayout::RedisPy, role) => {
+                if name.contains(&b'}') {
+                    // Keeps the name's own hash tag (if it has one): see the module doc.
+                    [REDIS_PY_PREFIX, b"raw:", name, role.suffix()]
+                } else {
+                    // `{N}` is the tag: the slot of the key `N`, which is hashed whole.
+                    [REDIS_PY_PREFIX, b"{", name, role.closing_suffix()]
+                }
+            }
+            (KeyLayout::PythonRedisLock, Role::Lock) => [b"lock:", name, b"", b""],
+            (KeyLayout::PythonRedisLock, Role::Signal) => [b"lock-signal:", name, b"", b""],
+            (KeyLayout::PythonRedisLock, role) => {
+                [PYTHON_REDIS_LOCK_PREFIX, name, role.suffix(), b""]
+            }
+        }
     }
 
     /// The key holding the token.
     #[must_use]
     pub fn lock(&self) -> [&[u8]; 4] {
-        self.with_suffix(b"}")
+        self.key(Role::Lock)
     }
 
     /// The fencing counter.
     #[must_use]
     pub fn fence(&self) -> [&[u8]; 4] {
-        self.with_suffix(b"}:fence")
+        self.key(Role::Fence)
     }
 
     /// The re-entry count.
     #[must_use]
     pub fn holds(&self) -> [&[u8]; 4] {
-        self.with_suffix(b"}:holds")
+        self.key(Role::Holds)
     }
 
     /// The wake-up list.
     #[must_use]
     pub fn signal(&self) -> [&[u8]; 4] {
-        self.with_suffix(b"}:signal")
+        self.key(Role::Signal)
+    }
+}
+
+impl Role {
+    /// `:fence`, `:holds`, `:signal` (nothing for the lock key).
+    fn suffix(self) -> &'static [u8] {
+        match self {
+            Role::Lock => b"",
+            Role::Fence => b":fence",
+            Role::Holds => b":holds",
+            Role::Signal => b":signal",
+        }
+    }
+
+    /// The suffix after a name wrapped in a hash tag: `}:fence`, ….
+    fn closing_suffix(self) -> &'static [u8] {
+        match self {
+            Role::Lock => b"}",
+            Role::Fence => b"}:fence",
+            Role::Holds => b"}:holds",
+            Role::Signal => b"}:signal",
+        }
     }
 }
 
@@ -309,6 +481,181 @@ mod tests {
             let lock = joined(keys.lock());
             for other in [joined(keys.fence()), joined(keys.holds()), joined(keys.signal())] {
                 proptest::prop_assert_eq!(hash_tag(&lock), hash_tag(&other));
+            }
+        }
+    }
+
+    #[test]
+    fn redis_py_layout_keys() {
+        let keys = Keys::new(KeyLayout::redis_py(), LockName::new(b"jobs").unwrap());
+        assert_eq!(joined(keys.lock()), b"jobs");
+        assert_eq!(joined(keys.fence()), b"distlock-redis-py:{jobs}:fence");
+        assert_eq!(joined(keys.holds()), b"distlock-redis-py:{jobs}:holds");
+        assert_eq!(joined(keys.signal()), b"distlock-redis-py:{jobs}:signal");
+        // A name with a `}` keeps its own hash tag: no brace of ours before it.
+        let keys = Keys::new(KeyLayout::redis_py(), LockName::new(b"a{b}c").unwrap());
+        assert_eq!(joined(keys.lock()), b"a{b}c");
+        assert_eq!(joined(keys.fence()), b"distlock-redis-py:raw:a{b}c:fence");
+        assert_eq!(joined(keys.holds()), b"distlock-redis-py:raw:a{b}c:holds");
+        assert_eq!(joined(keys.signal()), b"distlock-redis-py:raw:a{b}c:signal");
+        // A `{` alone is no tag: the name is wrapped like any other.
+        let keys = Keys::new(KeyLayout::redis_py(), LockName::new(b"a{b").unwrap());
+        assert_eq!(joined(keys.fence()), b"distlock-redis-py:{a{b}:fence");
+    }
+
+    #[test]
+    fn python_redis_lock_layout_keys() {
+        let keys = Keys::new(
+            KeyLayout::python_redis_lock(),
+            LockName::new(b"jobs").unwrap(),
+        );
+        assert_eq!(joined(keys.lock()), b"lock:jobs");
+        assert_eq!(joined(keys.signal()), b"lock-signal:jobs");
+        assert_eq!(
+            joined(keys.fence()),
+            b"distlock-python-redis-lock:jobs:fence"
+        );
+        assert_eq!(
+            joined(keys.holds()),
+            b"distlock-python-redis-lock:jobs:holds"
+        );
+    }
+
+    #[test]
+    fn only_the_tagged_layout_has_a_prefix_to_walk() {
+        assert_eq!(KeyLayout::default().prefix(), Some(DEFAULT_PREFIX));
+        assert_eq!(KeyLayout::tagged(b"").unwrap().prefix(), Some(&b""[..]));
+        assert_eq!(KeyLayout::redis_py().prefix(), None);
+        assert_eq!(KeyLayout::python_redis_lock().prefix(), None);
+        assert_eq!(
+            [
+                KeyLayout::default(),
+                KeyLayout::redis_py(),
+                KeyLayout::python_redis_lock()
+            ]
+            .map(|l| l.name()),
+            ["tagged", "redis-py", "python-redis-lock"]
+        );
+    }
+
+    #[test]
+    fn redis_py_names_may_not_be_our_own_keys() {
+        let ours = LockName::new(b"distlock-redis-py:{jobs}:fence").unwrap();
+        assert_eq!(
+            KeyLayout::redis_py().check_name(&ours),
+            Err(ConfigError::ReservedName)
+        );
+        assert_eq!(KeyLayout::default().check_name(&ours), Ok(()));
+        assert_eq!(KeyLayout::python_redis_lock().check_name(&ours), Ok(()));
+        let plain = LockName::new(b"distlock-redis-py").unwrap();
+        assert_eq!(KeyLayout::redis_py().check_name(&plain), Ok(()));
+    }
+
+    /// Names from bytes that make keys meet if anything can: braces, colons, and the letters
+    /// of the prefixes.
+    fn tricky_name() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                Just(b'{'),
+                Just(b'}'),
+                Just(b':'),
+                Just(b'-'),
+                proptest::sample::select(b"distlockredispyfencholdsgnaw".to_vec()),
+                0x20u8..=0xff
+            ],
+            1..14,
+        )
+    }
+
+    fn every_key(keys: &Keys) -> [Vec<u8>; 4] {
+        [keys.lock(), keys.fence(), keys.holds(), keys.signal()].map(joined)
+    }
+
+    fn has_hash_tag(name: &[u8]) -> bool {
+        hash_tag(name).len() < name.len()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn redis_py_keys_share_the_lock_keys_slot_unless_no_key_can(name in tricky_name()) {
+            let Ok(name) = LockName::new(&name) else {
+                return Ok(());
+            };
+            let can = !name.as_bytes().contains(&b'}') || has_hash_tag(name.as_bytes());
+            let keys = Keys::new(KeyLayout::redis_py(), name);
+            let lock = joined(keys.lock());
+            // The lock key is the name itself: hashed on its tag, or whole.
+            proptest::prop_assert_eq!(&lock, keys.name().as_bytes());
+            for other in [joined(keys.fence()), joined(keys.holds()), joined(keys.signal())] {
+                // Exactly the names with a `}` and no tag are out of reach (module doc).
+                proptest::prop_assert_eq!(hash_tag(&lock) == hash_tag(&other), can);
+            }
+        }
+
+        #[test]
+        fn python_redis_lock_keys_share_a_slot_when_its_own_keys_do(name in tricky_name()) {
+            let Ok(name) = LockName::new(&name) else {
+                return Ok(());
+            };
+            let tagged = has_hash_tag(name.as_bytes());
+            let keys = Keys::new(KeyLayout::python_redis_lock(), name);
+            let lock = joined(keys.lock());
+            // python-redis-lock's own two keys: one slot only for a tagged name.
+            proptest::prop_assert_eq!(hash_tag(&lock) == hash_tag(&joined(keys.signal())), tagged);
+            for other in [joined(keys.fence()), joined(keys.holds())] {
+                proptest::prop_assert_eq!(hash_tag(&lock) == hash_tag(&other), tagged);
+            }
+        }
+
+        #[test]
+        fn no_two_locks_share_a_key(
+            a in tricky_name(),
+            other in tricky_name(),
+            relation in 0usize..5,
+            la in 0usize..3,
+            lb in 0usize..3,
+        ) {
+            let layouts = [KeyLayout::default(), KeyLayout::redis_py(), KeyLayout::python_redis_lock()];
+            // The second name is often made from the first: that is how keys would meet.
+            let b: Vec<u8> = match relation {
+                0 => other,
+                1 => [&b"{"[..], &a, b"}"].concat(),
+                2 => [&a[..], &other].concat(),
+                3 => [&other[..], &a].concat(),
+                _ => a.clone(),
+            };
+            let (Ok(a), Ok(b)) = (LockName::new(&a), LockName::new(&b)) else {
+                return Ok(());
+            };
+            let keys_a = Keys::new(layouts[la].clone(), a);
+            let keys_b = Keys::new(layouts[lb].clone(), b);
+            if layouts[la].check_name(keys_a.name()).is_err()
+                || layouts[lb].check_name(keys_b.name()).is_err()
+            {
+                return Ok(());
+            }
+            let (all_a, all_b) = (every_key(&keys_a), every_key(&keys_b));
+            // A lock's four keys are four keys.
+            for (i, x) in all_a.iter().enumerate() {
+                for y in &all_a[i + 1..] {
+                    proptest::prop_assert_ne!(x, y);
+                }
+            }
+            if keys_a == keys_b {
+                return Ok(());
+            }
+            for (i, x) in all_a.iter().enumerate() {
+                for (j, y) in all_b.iter().enumerate() {
+                    // A redis-py lock key is whatever name the user picked, so it may be any
+                    // other library's or layout's key by choice; never one of our own keys
+                    // of its layout, though (reserved names).
+                    let user_picked = (la == 1 && i == 0) || (lb == 1 && j == 0);
+                    let same_layout_own = la == 1 && lb == 1;
+                    if user_picked && !same_layout_own {
+                        continue;
+                    }
+                    proptest::prop_assert_ne!(x, y, "{} of {:?} and {} of {:?}", i, keys_a, j, keys_b);
+                }
             }
         }
     }

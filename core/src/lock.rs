@@ -90,9 +90,11 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Checks `name` and `options` and builds the lock under `layout`.
+    /// Checks `name` (also against the layout's reserved names) and `options` and builds the
+    /// lock under `layout`.
     pub fn new(layout: KeyLayout, name: &[u8], options: LockOptions) -> Result<Self, ConfigError> {
         let name = LockName::new(name)?;
+        layout.check_name(&name)?;
         options.validate()?;
         Ok(Lock {
             keys: Keys::new(layout, name),

@@ -136,7 +136,7 @@ pub fn run(data: &[u8]) {
     let layout = match KeyLayout::tagged(prefix) {
         Ok(layout) => {
             assert!(prefix_ok, "prefix {} accepted", prefix.escape_ascii());
-            assert_eq!(layout.prefix(), prefix);
+            assert_eq!(layout.prefix(), Some(prefix));
             layout
         }
         Err(e) => {
@@ -215,7 +215,7 @@ pub fn run(data: &[u8]) {
     // Every command of a short run, checked argument by argument in `wire`.
     let base = p.setup.machine_setup();
     let setup = Setup {
-        prefix: layout.prefix().to_vec(),
+        prefix: layout.prefix().unwrap_or_default().to_vec(),
         name: name.to_vec(),
         lock,
         token,

@@ -203,7 +203,9 @@ impl Client {
     }
 
     /// Force-unlocks `name` on every node, whoever holds it (for operators after a crash).
-    /// The fencing counter is kept, so fences stay monotonic. Returns the keys deleted.
+    /// The fencing counter is kept, so fences stay monotonic. Like a release it then pushes a
+    /// wake-up signal, so waiters blocked on it — ours, and python-redis-lock's, which may
+    /// block with no timeout at all — try at once. Returns the keys deleted.
     pub async fn reset(&self, name: impl AsRef<[u8]>) -> Result<u64, Error> {
         let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
         let keys = [
@@ -211,14 +213,24 @@ impl Client {
             key(lock.keys().holds()),
             key(lock.keys().signal()),
         ];
+        let signal = key(lock.keys().signal());
+        let signal_ms = LockOptions::default()
+            .wake_signal
+            .map_or(1000, |d| d.as_millis())
+            .to_string();
         let results = self
             .on_each_node(async |conn| {
                 let mut args: Vec<&[u8]> = vec![b"DEL"];
                 args.extend(keys.iter().map(Vec::as_slice));
-                match command(conn, &args).await? {
-                    Value::Int(n) => Ok(n.unsigned_abs()),
-                    other => Err(unexpected(other)),
-                }
+                let deleted = match command(conn, &args).await? {
+                    Value::Int(n) => n.unsigned_abs(),
+                    other => return Err(unexpected(other)),
+                };
+                // What python-redis-lock's own reset does after the delete; a wake-up is a
+                // hint only, so a lost one just leaves waiters to their timeouts.
+                command(conn, &[b"LPUSH", &signal, b"1"]).await?;
+                command(conn, &[b"PEXPIRE", &signal, signal_ms.as_bytes()]).await?;
+                Ok(deleted)
             })
             .await;
         sum(results)
@@ -226,8 +238,17 @@ impl Client {
 
     /// Force-unlocks every lock under the key prefix: walks the prefix with `SCAN` (never
     /// `KEYS`, which blocks the server) and deletes all but the fencing counters.
+    ///
+    /// Refused with [`Error::NoPrefixToWalk`], before anything is sent, under a layout
+    /// without a private prefix ([`distlock_core::KeyLayout::prefix`] is `None`: redis-py's
+    /// and python-redis-lock's).
     pub async fn reset_all(&self) -> Result<u64, Error> {
-        let pattern = glob_escape(self.layout().prefix());
+        let Some(prefix) = self.layout().prefix() else {
+            return Err(Error::NoPrefixToWalk {
+                layout: self.layout().name(),
+            });
+        };
+        let pattern = glob_escape(prefix);
         let results = self
             .on_each_node(async |conn| {
                 let mut cursor = b"0".to_vec();

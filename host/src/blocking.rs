@@ -50,6 +50,22 @@ impl Client {
         Ok(Client { runtime, inner })
     }
 
+    /// See [`crate::Client::connect_with`]: connection options and a key layout.
+    pub fn connect_with<I, S>(
+        urls: I,
+        connect: crate::ConnectOptions,
+        layout: crate::KeyLayout,
+    ) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let runtime = runtime()?;
+        let urls: Vec<String> = urls.into_iter().map(|u| u.as_ref().to_owned()).collect();
+        let inner = runtime.block_on(crate::Client::connect_with(urls, connect, layout))?;
+        Ok(Client { runtime, inner })
+    }
+
     /// See [`crate::Client::embedded`].
     pub fn embedded() -> Result<Client, Error> {
         let runtime = runtime()?;

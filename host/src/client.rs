@@ -102,6 +102,36 @@ impl Client {
     }
 
     /// [`Client::connect`] with connection options and a key layout.
+    ///
+    /// The layout decides which keys hold a lock ([`KeyLayout`]): the default tagged one, or
+    /// exactly the keys of a Python lock library, so that distlock and that library exclude
+    /// each other on the same names while users move from one to the other.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// use std::time::Duration;
+    /// use distlock_host::{Client, ConnectOptions, KeyLayout};
+    ///
+    /// // Python processes lock with `redis_lock.Lock(conn, "invoices", expire=60)`: the key
+    /// // `lock:invoices`, and releases push to `lock-signal:invoices`, which wakes us too.
+    /// let client = Client::connect_with(
+    ///     ["redis://127.0.0.1:6379"],
+    ///     ConnectOptions::default(),
+    ///     KeyLayout::python_redis_lock(),
+    /// )
+    /// .await?;
+    /// let guard = client.lock("invoices").ttl(Duration::from_secs(60)).wait(Duration::from_secs(10)).acquire().await?;
+    /// guard.release().await?; // wakes a Python waiter blocked in `acquire()`
+    ///
+    /// // redis-py's `redis.Redis().lock("invoices")` is the key `invoices` itself.
+    /// let client = Client::connect_with(
+    ///     ["redis://127.0.0.1:6379"],
+    ///     ConnectOptions::default(),
+    ///     KeyLayout::redis_py(),
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with<I, S>(
         urls: I,
         connect: ConnectOptions,
@@ -440,7 +470,9 @@ impl Client {
         results
     }
 
-    pub(crate) fn layout(&self) -> &KeyLayout {
+    /// The key layout of this client's locks.
+    #[must_use]
+    pub fn layout(&self) -> &KeyLayout {
         &self.inner.layout
     }
 }

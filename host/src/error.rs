@@ -60,6 +60,17 @@ pub enum Error {
         /// The last connection error.
         last: Box<Error>,
     },
+    /// `reset --all` ([`crate::Client::reset_all`]) under a key layout whose keys have no
+    /// private prefix to walk: its lock keys are another library's names (any key for
+    /// redis-py, `lock:*` for python-redis-lock), so walking them could delete keys that are
+    /// not locks. Nothing was sent.
+    #[error(
+        "resetting every lock needs a key layout with a private prefix; under the {layout} layout the lock keys are another library's names, so a SCAN could reach keys that are not locks: reset the locks one by one by name"
+    )]
+    NoPrefixToWalk {
+        /// The layout's name ([`distlock_core::KeyLayout::name`]).
+        layout: &'static str,
+    },
     /// More nodes than the lock machines support.
     #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
     TooManyNodes(usize),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use distlock_host::demo::{self, DemoOptions};
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, TlsSettings};
 
@@ -21,12 +21,21 @@ const EXIT_UNAVAILABLE: u8 = 69;
     about = "A distributed lock for Redis and Valkey, on one node or by Redlock over several",
     long_about = "A distributed lock for Redis and Valkey, on one node or by Redlock over several.\n\n\
         With no --redis (and no DISTLOCK_REDIS) it uses an embedded in-process store: fine for \
-        the demo, useless across processes.",
+        the demo, useless across processes.\n\n\
+        --layout picks the keys a lock lives in. `tagged` (the default): PREFIX{NAME} and its \
+        :fence, :holds and :signal siblings. `redis-py`: the key NAME itself, exactly as \
+        redis-py's `redis.Redis().lock(NAME)` (our own keys under distlock-redis-py:). \
+        `python-redis-lock`: lock:NAME and the wake-up list lock-signal:NAME, exactly as \
+        python-redis-lock's `redis_lock.Lock(conn, NAME)` (our own keys under \
+        distlock-python-redis-lock:); releases by either side wake waiters of both. With \
+        either Python layout, distlock and the Python processes exclude each other on the same \
+        names; `reset --all` is refused there (those keys have no prefix of their own to walk).",
     after_help = "Examples:\n  \
         distlock demo\n  \
         distlock --redis redis://127.0.0.1:6379 exec --name backup --ttl 30s --wait 10s -- ./backup.sh\n  \
         distlock --redis redis://a:6379 --redis redis://b:6379 --redis redis://c:6379 acquire --name job --ttl 1m --json\n  \
-        distlock --redis redis://127.0.0.1 release --name job --token 5f0c…"
+        distlock --redis redis://127.0.0.1 release --name job --token 5f0c…\n  \
+        distlock --layout python-redis-lock --redis redis://127.0.0.1 exec --name report --wait 1m -- ./report.sh"
 )]
 struct Cli {
     /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS. Repeat for
@@ -38,9 +47,19 @@ struct Cli {
         value_delimiter = ','
     )]
     redis: Vec<String>,
-    /// Key prefix of every lock key.
-    #[arg(long, global = true, default_value = "distlock:")]
-    prefix: String,
+    /// Which keys a lock lives in: ours, or exactly those of a Python lock library, to share
+    /// locks with Python processes (see --help).
+    #[arg(
+        long,
+        global = true,
+        env = "DISTLOCK_LAYOUT",
+        value_enum,
+        default_value_t = Layout::Tagged
+    )]
+    layout: Layout,
+    /// Key prefix of every lock key (tagged layout only) [default: distlock:].
+    #[arg(long, global = true)]
+    prefix: Option<String>,
     /// CA certificates (PEM) to trust for rediss:// instead of the system's.
     #[arg(long, global = true)]
     tls_ca: Option<std::path::PathBuf>,
@@ -119,7 +138,7 @@ enum Command {
         /// The lock's name.
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
-        /// Every lock under the prefix (walked with SCAN).
+        /// Every lock under the prefix (walked with SCAN; tagged layout only).
         #[arg(long)]
         all: bool,
         /// Confirm --all.
@@ -184,6 +203,32 @@ struct LockArgs {
     fenced: bool,
 }
 
+/// The `--layout` choices (`distlock_host::KeyLayout`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Layout {
+    /// PREFIX{NAME} and PREFIX{NAME}:fence, :holds, :signal (PREFIX: --prefix).
+    Tagged,
+    /// NAME, as redis-py's `Redis.lock(NAME)`.
+    RedisPy,
+    /// lock:NAME and lock-signal:NAME, as python-redis-lock's `Lock(conn, NAME)`.
+    PythonRedisLock,
+}
+
+impl Cli {
+    /// The key prefix of the tagged layout.
+    fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("distlock:")
+    }
+
+    fn layout(&self) -> Result<KeyLayout, Error> {
+        Ok(match self.layout {
+            Layout::Tagged => KeyLayout::tagged(self.prefix().as_bytes())?,
+            Layout::RedisPy => KeyLayout::redis_py(),
+            Layout::PythonRedisLock => KeyLayout::python_redis_lock(),
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OnLost {
     /// Kill COMMAND (SIGKILL) and exit 75.
@@ -212,6 +257,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if cli.prefix.is_some() && cli.layout != Layout::Tagged {
+        let _ = Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--prefix applies to the tagged layout only: the redis-py and python-redis-lock layouts use exactly those libraries' keys",
+            )
+            .print();
+        return ExitCode::from(EXIT_USAGE);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -231,14 +285,17 @@ fn main() -> ExitCode {
 fn exit_code_of(e: &Error) -> u8 {
     match e {
         e if e.is_not_acquired() => EXIT_NOT_ACQUIRED,
-        Error::Config(_) | Error::BadUrl { .. } | Error::TooManyNodes(_) => EXIT_USAGE,
+        Error::Config(_)
+        | Error::BadUrl { .. }
+        | Error::TooManyNodes(_)
+        | Error::NoPrefixToWalk { .. } => EXIT_USAGE,
         Error::Lock(distlock_core::Error::NotHeld) => 1,
         _ => EXIT_UNAVAILABLE,
     }
 }
 
 async fn connect(cli: &Cli) -> Result<Client, Error> {
-    let layout = KeyLayout::tagged(cli.prefix.as_bytes())?;
+    let layout = cli.layout()?;
     let mut options = ConnectOptions::default();
     if let Some(ca) = &cli.tls_ca {
         let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
@@ -343,15 +400,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Reset { name, all, yes } => {
             if all {
-                if !yes {
+                // Without a prefix to walk, `reset_all` refuses before asking for --yes.
+                let prefix = client
+                    .layout()
+                    .prefix()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                if let (false, Some(prefix)) = (yes, &prefix) {
                     eprintln!(
-                        "distlock: reset --all force-unlocks every lock under '{}'; add --yes to confirm",
-                        cli.prefix
+                        "distlock: reset --all force-unlocks every lock under '{prefix}'; add --yes to confirm"
                     );
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
                 let deleted = client.reset_all().await?;
-                println!("deleted {deleted} keys under '{}'", cli.prefix);
+                println!(
+                    "deleted {deleted} keys under '{}'",
+                    prefix.unwrap_or_default()
+                );
             } else if let Some(name) = name {
                 let deleted = client.reset(&name).await?;
                 println!("deleted {deleted} keys of '{name}'");

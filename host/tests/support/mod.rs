@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub(crate) mod fake;
+pub(crate) mod python;
 
 /// How long a server gets to accept connections after it was started.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -503,6 +504,7 @@ pub(crate) fn distlock(url: &str, args: &[&str]) -> Command {
     let mut command = Command::new(distlock_binary());
     command
         .env_remove("DISTLOCK_REDIS")
+        .env_remove("DISTLOCK_LAYOUT")
         .env_remove("RUST_LOG")
         .arg("--redis")
         .arg(url)

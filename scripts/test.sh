@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine (redis-server,
-# started by the tests themselves on free loopback ports), then runs every test once.
+# started by the tests themselves on free loopback ports; python3 with venv, for the interop
+# tests' Python lock libraries), then runs every test once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
   apt-get update -qq
   apt-get install -y -qq redis-server >/dev/null
+fi
+# The interop tests run redis-py and python-redis-lock in a venv they create (pip install).
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "test.sh: installing python3-venv (the interop tests run the Python lock libraries)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: python3 with venv is missing and this is not root: install python3-venv" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
 fi
 # The tests fail, rather than skip, when they cannot start redis-server.
 export DISTLOCK_REQUIRE_REDIS=1

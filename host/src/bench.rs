@@ -68,7 +68,11 @@ pub struct BenchResult {
     /// `ops_per_sec / floor_ops_per_sec`, for the scenarios whose operation is the floor's
     /// pair (A, C, D).
     pub ratio_to_floor: Option<f64>,
-    /// Fairness, overlaps, comparisons with the other path.
+    /// B: times a worker found another inside the critical section (must be 0).
+    pub overlaps: Option<u64>,
+    /// B: whether the racy shared counter equals the acquisitions (it cannot with overlaps).
+    pub counter_exact: Option<bool>,
+    /// Fairness, comparisons with the other path.
     pub note: String,
 }
 
@@ -643,6 +647,8 @@ fn row(
         floor_ops_per_sec: floor.ops_per_sec(),
         floor_p50_us: floor_p50,
         ratio_to_floor,
+        overlaps: load.hold.map(|_| sample.overlaps),
+        counter_exact: load.hold.map(|_| !sample.lost_updates),
         note: notes.join("; "),
     }
 }

@@ -538,3 +538,66 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
         started.elapsed()
     );
 }
+
+/// `distlock bench` against a given server: every row comes with the floor measured in the
+/// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
+/// counter, and, with the component feature, the guest path beside the native one.
+#[test]
+fn bench_reports_each_scenario_against_its_floor() {
+    require_redis!();
+    let server = RedisServer::start();
+    let out = run(
+        &server.url(),
+        &[
+            "bench",
+            "--scenario",
+            "all",
+            "--duration",
+            "600ms",
+            "--workers",
+            "3",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let paths: &[&str] = if cfg!(feature = "component") {
+        &["native", "guest"]
+    } else {
+        &["native"]
+    };
+    // A, B, C at 1/4/16 clients; D is skipped with one --redis URL.
+    assert_eq!(rows.len(), 5 * paths.len(), "{}", show(&out));
+    for row in &rows {
+        let scenario = row["scenario"].as_str().expect("scenario");
+        assert!(
+            paths.contains(&row["path"].as_str().expect("path")),
+            "{row}"
+        );
+        assert!(
+            row["floor_ops_per_sec"].as_f64().expect("floor") > 0.0,
+            "{row}"
+        );
+        assert!(
+            row["floor_p50_us"].as_u64().expect("floor p50") > 0,
+            "{row}"
+        );
+        assert!(row["ops_per_sec"].as_f64().expect("ops") > 0.0, "{row}");
+        assert!(row["p50_us"].as_u64().expect("p50") <= row["p999_us"].as_u64().expect("p999"));
+        if scenario.starts_with("B:") {
+            assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");
+            assert_eq!(row["counter_exact"].as_bool(), Some(true), "{row}");
+            assert!(row["ratio_to_floor"].is_null(), "{row}");
+        } else {
+            let ratio = row["ratio_to_floor"].as_f64().expect("ratio");
+            let expected = row["ops_per_sec"].as_f64().unwrap_or(0.0)
+                / row["floor_ops_per_sec"].as_f64().unwrap_or(1.0);
+            assert!((ratio - expected).abs() < 1e-6 * expected.max(1.0), "{row}");
+        }
+    }
+    assert!(stdout(&out).contains("÷floor"), "the table: {}", show(&out));
+}

@@ -191,6 +191,28 @@ impl<const N: usize> Links<N> {
         Some(link.stale.saturating_add(in_flight))
     }
 
+    /// [`Links::owed`], when the connection can be handed to another machine as it is: not
+    /// while part of a reply sits in this link's buffer (the next machine would start reading
+    /// mid-frame).
+    pub(crate) fn handover(&self, node: usize) -> Option<u32> {
+        let link = self.links.get(node)?;
+        if link.framer.buffered() > 0 {
+            return None;
+        }
+        self.owed(node)
+    }
+
+    /// `node`'s connection still owes `replies` replies to an earlier machine: discard that
+    /// many frames before matching anything of ours (they arrive first: same connection,
+    /// sent earlier). False when there is no such node.
+    pub(crate) fn discard(&mut self, node: usize, replies: u32) -> bool {
+        let Some(link) = self.links.get_mut(node) else {
+            return false;
+        };
+        link.stale = link.stale.saturating_add(replies);
+        true
+    }
+
     /// The earliest reply deadline of the requests in flight.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.links

@@ -11,7 +11,9 @@
 //! 3. At [`Machine::poll_timeout`], call [`Machine::handle_timeout`].
 //! 4. When [`Machine::poll_outcome`] returns `Some`, the operation is over. Before reusing a
 //!    node's connection for something else, discard [`Machine::owed_replies`] replies from it
-//!    (or reconnect when that says `None`).
+//!    (or reconnect when that says `None`) — or hand it to the next machine as it is:
+//!    [`Machine::handover`] here, [`Machine::discard_replies`] there, and that machine skips
+//!    them itself.
 //!
 //! The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
 //! in as arguments, so the same inputs give the same outputs, byte for byte.
@@ -185,6 +187,22 @@ impl<Op: Operation, const N: usize> Machine<Op, N> {
     #[must_use]
     pub fn owed_replies(&self, node: usize) -> Option<u32> {
         self.ctx.links.owed(node)
+    }
+
+    /// Hands `node`'s connection on to the next operation without waiting for what it still
+    /// owes: the number of replies to pass to that machine's [`Machine::discard_replies`].
+    /// `None`: reconnect instead (out of step, or a reply half-read).
+    #[must_use]
+    pub fn handover(&self, node: usize) -> Option<u32> {
+        self.ctx.links.handover(node)
+    }
+
+    /// `node`'s connection comes from an earlier machine's [`Machine::handover`] and still
+    /// owes it `replies` replies: this machine discards that many frames from the node before
+    /// matching its own, so a late reply to the earlier operation never answers this one.
+    /// Call it before the first [`Machine::poll_transmit`]. False when there is no such node.
+    pub fn discard_replies(&mut self, node: usize, replies: u32) -> bool {
+        self.ctx.links.discard(node, replies)
     }
 
     /// How many nodes the operation runs over.

@@ -965,3 +965,57 @@ fn a_redlock_release_does_not_wait_past_a_silent_nodes_deadline() {
         "the silent node's reply is still owed"
     );
 }
+
+/// A Redlock acquire answers at a quorum; the slow node's connection can go on to the next
+/// operation as it is: that machine discards the late reply itself and matches its own.
+#[test]
+fn a_connection_owing_replies_is_handed_to_the_next_machine() {
+    let lock = lock_with(LockOptions::default());
+    let t = token(8);
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, t.clone(), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    let replies_to_node_2 = sent.iter().find(|s| s.node == 2).unwrap().commands.len() as u32;
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_input(1, b"+OK\r\n", ms(1));
+    let lease = m.poll_outcome().unwrap().unwrap();
+    assert_eq!(m.owed_replies(2), Some(replies_to_node_2));
+    assert_eq!(m.handover(2), Some(replies_to_node_2));
+    assert_eq!(m.handover(0), Some(0));
+
+    let mut release: Release<3> =
+        Release::new(&lock, lease.token().clone(), &servers(3), ms(2), 0).unwrap();
+    assert!(release.discard_replies(2, replies_to_node_2));
+    assert!(!release.discard_replies(3, 1), "no such node");
+    drain(&mut release, ms(2));
+    release.handle_input(0, b":1\r\n", ms(3));
+    release.handle_input(1, b":1\r\n", ms(3));
+    // The acquire's late grant arrives first, then the release's own answer.
+    for _ in 0..replies_to_node_2 {
+        release.handle_input(2, b"+OK\r\n", ms(4));
+    }
+    assert_eq!(
+        release.owed_replies(2),
+        Some(1),
+        "only its own reply is owed now"
+    );
+    release.handle_input(2, b":1\r\n", ms(4));
+    assert!(release.poll_outcome().unwrap().is_ok());
+    assert_eq!(release.owed_replies(2), Some(0));
+}
+
+/// Half a reply in the machine's buffer cannot be handed on: the next machine would start
+/// reading mid-frame. Reconnect instead.
+#[test]
+fn a_half_read_reply_is_not_handed_over() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<3> =
+        Acquire::new(&lock, token(9), &servers(3), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_input(1, b"+OK\r\n", ms(1));
+    m.handle_input(2, b"+O", ms(1));
+    assert!(m.poll_outcome().unwrap().is_ok());
+    assert!(m.owed_replies(2).is_some_and(|n| n > 0));
+    assert_eq!(m.handover(2), None);
+}

@@ -22,7 +22,7 @@ use distlock_host::component::{
     Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
 };
 use distlock_host::{Client, Guard, KeyLayout, LockOptions};
-use support::{RedisServer, lock_key, require_redis, unique_name};
+use support::{RedisServer, info_field, lock_key, require_redis, unique_name};
 
 // ---------------------------------------------------------------------------------------
 // Shared fixtures: one runtime, one compiled adapter per test binary.
@@ -713,6 +713,73 @@ fn lock_component_runs_redlock_over_three_nodes() {
             assert!(q.granted <= 1 && (q.needed, q.nodes) == (2, 3), "{q:?}")
         }
         other => panic!("expected quorum-lost, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// A Redlock round answers at a quorum; the lock component hands the slower node's
+/// connection to the next operation (which discards the late reply) instead of reconnecting:
+/// a hundred rounds over three servers open a handful of connections, not one per round.
+#[test]
+fn lock_component_keeps_its_redlock_connections() {
+    require_redis!();
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let shared = shared();
+    let options = AdapterOptions {
+        nodes: servers.iter().map(RedisServer::url).collect(),
+        ..AdapterOptions::default()
+    };
+    let adapter = shared
+        .adapter
+        .configure(options, shared.runtime.handle().clone())
+        .expect("adapter");
+    let connections = || -> u64 {
+        servers
+            .iter()
+            .map(|server| {
+                let info = server
+                    .raw()
+                    .ok(&["INFO", "stats"])
+                    .text()
+                    .unwrap_or_default();
+                info_field(&info, "total_connections_received")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("INFO stats has total_connections_received")
+            })
+            .sum()
+    };
+    let mut instance = adapter.lock_component(Limits::default()).expect("instance");
+    let client = instance
+        .open(&wit::Config {
+            nodes: vec![],
+            key_prefix: None,
+            ttl_ms: None,
+            fenced: false,
+            request_timeout_ms: None,
+        })
+        .expect("open");
+    let name = unique_name("keep");
+    let before = connections();
+    const ROUNDS: u64 = 100;
+    for _ in 0..ROUNDS {
+        let lease = instance.try_acquire(&client, &name).expect("free lock");
+        instance.release(&lease).expect("release");
+        instance.drop_lease(lease).expect("drop");
+    }
+    // Each `raw()` in `connections` is one connection per server, counted too.
+    let opened = connections() - before;
+    assert!(
+        opened <= 3 * 2,
+        "{ROUNDS} Redlock rounds opened {opened} connections over 3 servers"
+    );
+    for server in &servers {
+        assert_eq!(
+            server.raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+            Some(0)
+        );
     }
 }
 

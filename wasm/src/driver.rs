@@ -2,8 +2,10 @@
 //! connections it keeps: one per node, opened with the core's handshake.
 //!
 //! This module moves bytes and keeps time; what to send and what a reply means is the core's.
-//! Invariant: a connection that may still owe replies to a finished machine is dropped, so a
-//! late reply never reaches the next operation.
+//! Invariant: a late reply never reaches the wrong operation. A connection that still owes
+//! replies to a finished machine goes on to the next one with the count
+//! ([`Machine::handover`] → [`Machine::discard_replies`]), which discards them before matching
+//! its own; one that is out of step is reconnected.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -44,6 +46,9 @@ struct Node {
 struct Conn {
     io: Connection,
     server: ServerInfo,
+    /// Replies still owed to the last operation (a Redlock round's slower node, a rollback's
+    /// answer): the next operation's machine discards them itself.
+    owed: u32,
 }
 
 /// A node's connection slot.
@@ -132,8 +137,8 @@ impl Servers {
         })
     }
 
-    /// Reconnects nodes that are down, builds the machine, drives it to its outcome, and
-    /// drops the connections that still owe it replies.
+    /// Reconnects nodes that are down, builds the machine (telling it what each connection
+    /// still owes the previous one), drives it to its outcome, and keeps the connections.
     pub(crate) fn run<Op: Operation>(
         &self,
         build: impl FnOnce(&[ServerInfo], Instant) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
@@ -162,12 +167,24 @@ impl Servers {
             })
             .collect();
         let mut machine = build(&servers, now()).map_err(convert::config_error)?;
+        for (node, slot) in slots.iter().enumerate() {
+            if let Slot::Open(conn) = slot {
+                machine.discard_replies(node, conn.owed);
+            }
+        }
         let outcome = drive(&mut machine, &mut slots);
+        // Hand each connection on as it is, with what it still owes; one that is out of step
+        // (or has half a reply read) is reconnected by the next operation instead.
         for (node, slot) in slots.iter_mut().enumerate() {
-            if matches!(slot, Slot::Open(_)) && machine.owed_replies(node) != Some(0) {
-                *slot = Slot::Down {
-                    retry_at: Instant::ZERO,
-                };
+            if let Slot::Open(conn) = slot {
+                match machine.handover(node) {
+                    Some(owed) => conn.owed = owed,
+                    None => {
+                        *slot = Slot::Down {
+                            retry_at: Instant::ZERO,
+                        }
+                    }
+                }
             }
         }
         Ok(outcome)
@@ -301,7 +318,11 @@ fn open(node: &Node) -> Result<Conn, String> {
         }
         if let Some(outcome) = handshake.poll_outcome() {
             return outcome
-                .map(|server| Conn { io, server })
+                .map(|server| Conn {
+                    io,
+                    server,
+                    owed: 0,
+                })
                 .map_err(|e| format!("{}: {e}", node.shown));
         }
         let wait_ms = handshake

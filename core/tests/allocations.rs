@@ -1,0 +1,234 @@
+//! Heap allocations of complete lock operations, and the size of each state machine.
+//!
+//! Its own test binary because linking `allocation-counter` installs its counting
+//! `#[global_allocator]` for the whole binary. The counter is per thread, so libtest's other
+//! threads do not disturb a measurement.
+//!
+//! An operation is counted the way a driver runs it: build the machine, drain
+//! `poll_transmit` into a stack buffer, feed each node the exact bytes a Redis server
+//! answers, until `poll_outcome` is `Some`. "Built" counts only the drain-and-feed part on a
+//! machine built beforehand; "including build" counts `new` too. The lock, token and
+//! servers are made before either (a `Lock` is inline storage: building one does not
+//! allocate either, checked below).
+//!
+//! The single-node hot path (the crate doc promises it) and a 5-node Redlock round do not
+//! allocate, with or without building the machine. A reply that decodes to a RESP aggregate
+//! allocates its items (`Reply::Array` is a `Vec`): a fenced or reentrant acquire's
+//! `{holds, fence}` (pinned below), a signalled `BLPOP`, the handshake's `HELLO` map; so does
+//! a server error's message (`Box<str>`). None is on a plain lock's hot path.
+//!
+//! `machine_sizes_are_bounded` prints each machine's `size_of` (`--nocapture`).
+
+mod common;
+
+use allocation_counter::{AllocationInfo, measure};
+use common::{lock_with, ms, token};
+use distlock_core::{
+    Acquire, Duration, Extend, Extended, Flavor, Handshake, Lock, LockOptions, Protocol, Release,
+    Released, ServerInfo, Token, Version,
+    machine::{Machine, Operation},
+};
+
+/// Drains every transmit, then feeds `reply` to each node in order until the outcome.
+fn run<Op: Operation, const N: usize>(m: &mut Machine<Op, N>, reply: &[u8]) -> Op::Outcome {
+    let mut buf = [0u8; 512];
+    while let Some(_tx) = m.poll_transmit(ms(0), &mut buf).unwrap() {}
+    for node in 0..m.nodes() {
+        m.handle_input(node, reply, ms(1));
+        if let Some(outcome) = m.poll_outcome() {
+            return outcome;
+        }
+    }
+    panic!("no outcome after every node answered")
+}
+
+/// What an operation allocates: (machine built beforehand, machine built inside).
+struct Counts {
+    built: AllocationInfo,
+    including_build: AllocationInfo,
+}
+
+fn count<Op: Operation, const N: usize>(
+    build: impl Fn() -> Machine<Op, N>,
+    reply: &[u8],
+    check: impl Fn(Op::Outcome),
+) -> Counts {
+    // Once outside, so nothing lazily set up on first use is charged to the operation.
+    check(run(&mut build(), reply));
+    let mut m = build();
+    let mut outcome = None;
+    let built = measure(|| outcome = Some(run(&mut m, reply)));
+    check(outcome.take().unwrap());
+    let including_build = measure(|| outcome = Some(run(&mut build(), reply)));
+    check(outcome.unwrap());
+    Counts {
+        built,
+        including_build,
+    }
+}
+
+fn servers<const N: usize>(server: ServerInfo) -> [ServerInfo; N] {
+    [server; N]
+}
+
+/// A server the handshake found to have the native compare-and-delete and `SET IFEQ`.
+fn redis_8_4() -> ServerInfo {
+    ServerInfo {
+        protocol: Protocol::Resp3,
+        flavor: Flavor::Redis,
+        version: Version::new(8, 4, 0),
+    }
+}
+
+fn acquire<const N: usize>(lock: &Lock, token: &Token, server: ServerInfo) -> Counts {
+    count(
+        || {
+            Acquire::<N>::new(
+                lock,
+                token.clone(),
+                &servers::<N>(server),
+                Duration::ZERO,
+                ms(0),
+                1,
+            )
+            .unwrap()
+        },
+        b"+OK\r\n",
+        |outcome| assert!(outcome.is_ok(), "{outcome:?}"),
+    )
+}
+
+fn release<const N: usize>(lock: &Lock, token: &Token, server: ServerInfo, reply: &[u8]) -> Counts {
+    count(
+        || Release::<N>::new(lock, token.clone(), &servers::<N>(server), ms(0), 1).unwrap(),
+        reply,
+        |outcome| assert_eq!(outcome, Ok(Released::Free)),
+    )
+}
+
+fn extend<const N: usize>(lock: &Lock, token: &Token, server: ServerInfo, reply: &[u8]) -> Counts {
+    count(
+        || Extend::<N>::new(lock, token.clone(), &servers::<N>(server), ms(0), 1).unwrap(),
+        reply,
+        |outcome: Result<Extended, _>| assert!(outcome.is_ok(), "{outcome:?}"),
+    )
+}
+
+fn report(name: &str, counts: &Counts) {
+    let (b, i) = (&counts.built, &counts.including_build);
+    println!(
+        "{name:<36} built: {:>2} allocs {:>5} B   including build: {:>2} allocs {:>5} B",
+        b.count_total, b.bytes_total, i.count_total, i.bytes_total
+    );
+}
+
+fn assert_none(name: &str, counts: &Counts) {
+    report(name, counts);
+    assert_eq!(counts.built.count_total, 0, "{name}: {:?}", counts.built);
+    assert_eq!(
+        counts.including_build.count_total, 0,
+        "{name} (including build): {:?}",
+        counts.including_build
+    );
+}
+
+#[test]
+fn plain_lock_operations_do_not_allocate() {
+    // The counter is installed and sees this thread (else every zero below is vacuous).
+    let boxed = measure(|| drop(std::hint::black_box(Box::new(7u64))));
+    assert_eq!((boxed.count_total, boxed.bytes_total), (1, 8));
+
+    let setup = measure(|| {
+        let lock = lock_with(LockOptions::default());
+        std::hint::black_box(&lock);
+    });
+    assert_eq!(setup.count_total, 0, "building a Lock: {setup:?}");
+
+    let lock = lock_with(LockOptions::default());
+    let t = token(1);
+    let unknown = ServerInfo::default();
+    // No handshake: `SET NX PX` and the scripts by `EVALSHA`.
+    assert_none("acquire, 1 node", &acquire::<1>(&lock, &t, unknown));
+    assert_none("acquire, 5 nodes", &acquire::<5>(&lock, &t, unknown));
+    assert_none(
+        "release, 1 node",
+        &release::<1>(&lock, &t, unknown, b":0\r\n"),
+    );
+    assert_none(
+        "release, 5 nodes",
+        &release::<5>(&lock, &t, unknown, b":0\r\n"),
+    );
+    assert_none(
+        "extend, 1 node",
+        &extend::<1>(&lock, &t, unknown, b":1\r\n"),
+    );
+    // Redis 8.4: `DELEX IFEQ` pipelined with the signal's `LPUSH`, `LTRIM`, `PEXPIRE`;
+    // `SET IFEQ PX`.
+    let server = redis_8_4();
+    assert_none(
+        "release, 1 node, native (Redis 8.4)",
+        &release::<1>(&lock, &t, server, b":1\r\n:1\r\n+OK\r\n:1\r\n"),
+    );
+    assert_none(
+        "extend, 1 node, native (Redis 8.4)",
+        &extend::<1>(&lock, &t, server, b"+OK\r\n"),
+    );
+}
+
+/// The counter sees the core's own allocations: a fenced acquire's script answers
+/// `{holds, fence}`, an array, which is decoded into `Vec`s. The exact count is pinned so a
+/// change is noticed (this is not the plain hot path, which allocates nothing).
+#[test]
+fn an_array_reply_allocates() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..LockOptions::default()
+    });
+    let t = token(1);
+    let counts = count(
+        || {
+            Acquire::<1>::new(
+                &lock,
+                t.clone(),
+                &[ServerInfo::default()],
+                Duration::ZERO,
+                ms(0),
+                1,
+            )
+            .unwrap()
+        },
+        b"*2\r\n:1\r\n:5\r\n",
+        |outcome| assert_eq!(outcome.map(|lease| lease.fence()), Ok(Some(5))),
+    );
+    report("acquire, 1 node, fenced", &counts);
+    // redis-protocol's range frames for the two items, then the `Reply`s borrowing from them.
+    assert_eq!(counts.built.count_total, 2, "{:?}", counts.built);
+    assert_eq!(counts.including_build.count_total, 2);
+}
+
+/// Prints (`--nocapture`) and bounds the size of every machine, so growth is noticed. Most of
+/// a lock machine is inline storage: the lock (a name of up to 256 bytes, a prefix of up to
+/// 64), the token (up to 64) and, per node, a 512-byte reply framer. The handshake buffers
+/// replies up to 16 KiB (`INFO server`, `HELLO`).
+#[test]
+fn machine_sizes_are_bounded() {
+    use std::mem::size_of;
+    let sizes = [
+        ("Acquire<1>", size_of::<Acquire<1>>(), 1_600),
+        ("Acquire<3>", size_of::<Acquire<3>>(), 2_900),
+        ("Acquire<5>", size_of::<Acquire<5>>(), 4_200),
+        ("Release<1>", size_of::<Release<1>>(), 1_450),
+        ("Release<3>", size_of::<Release<3>>(), 2_750),
+        ("Release<5>", size_of::<Release<5>>(), 4_000),
+        ("Extend<1>", size_of::<Extend<1>>(), 1_450),
+        ("Extend<3>", size_of::<Extend<3>>(), 2_750),
+        ("Extend<5>", size_of::<Extend<5>>(), 4_000),
+        ("Handshake", size_of::<Handshake>(), 17_000),
+    ];
+    for (name, size, bound) in sizes {
+        println!("size_of::<{name}>() = {size} bytes (bound {bound})");
+    }
+    for (name, size, bound) in sizes {
+        assert!(size <= bound, "{name} grew to {size} bytes (bound {bound})");
+    }
+}

@@ -293,6 +293,7 @@ impl AcquireOp {
         let needed = quorum(nodes);
         let granted = self.count(Vote::Granted);
         let busy = self.count(Vote::Busy);
+        let pending = self.count(Vote::Pending);
         self.roll_back(ctx);
         if let Some((node, error)) = self.fatal.take()
             && nodes - self.fatal_nodes < needed
@@ -300,9 +301,12 @@ impl AcquireOp {
             let node = u8::try_from(node).unwrap_or(u8::MAX);
             return self.finish(Err(Error::Server { node, error }));
         }
+        // The attempt may be settled before every node answered (two "busy" of five with
+        // one node down already rule a quorum out). Nodes still silent count for the cluster:
+        // it is contention, not a lost quorum, unless the failures alone leave too few nodes.
         let error = match reason {
             Some(error) => error,
-            None if busy > 0 && granted + busy >= needed => Error::NotAcquired {
+            None if busy > 0 && granted + busy + pending >= needed => Error::NotAcquired {
                 attempts: self.attempts,
                 holder_ttl: self.holder_ttl,
             },

@@ -375,6 +375,50 @@ fn redlock_with_two_of_three_nodes_silent_is_a_quorum_error_in_bounded_time() {
     );
 }
 
+/// Found by the host's fault tests (Redlock over five servers, one frozen): an attempt
+/// settled early — one node down and two "busy" rule a quorum out before the last two answer
+/// — was reported as a lost quorum, though four nodes were up and the lock was simply held.
+#[test]
+fn redlock_lost_to_a_holder_with_a_node_down_is_contention_not_a_lost_quorum() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<5> =
+        Acquire::new(&lock, token(9), &servers(5), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_disconnect(0, ms(1));
+    m.handle_input(1, b"$-1\r\n", ms(2));
+    m.handle_input(2, b"$-1\r\n", ms(2));
+    drain(&mut m, ms(2));
+    assert_eq!(
+        m.poll_outcome(),
+        Some(Err(Error::NotAcquired {
+            attempts: 1,
+            holder_ttl: None
+        }))
+    );
+
+    // Three of five down: whatever the other two say, that is a lost quorum.
+    let mut m: Acquire<5> =
+        Acquire::new(&lock, token(10), &servers(5), Duration::ZERO, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    for node in 0..3 {
+        m.handle_disconnect(node, ms(1));
+    }
+    m.handle_input(4, b"$-1\r\n", ms(2));
+    drain(&mut m, ms(2));
+    assert!(
+        matches!(
+            m.poll_outcome(),
+            Some(Err(Error::QuorumLost {
+                granted: 0,
+                needed: 3,
+                nodes: 5,
+                ..
+            }))
+        ),
+        "three of five nodes down"
+    );
+}
+
 #[test]
 fn fenced_redlock_raises_the_counter_on_a_quorum_before_reporting() {
     let lock = lock_with(LockOptions {

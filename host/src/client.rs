@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use distlock_core::machine::{Machine, Operation};
 use distlock_core::{
-    Acquire, ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released,
-    RetryPolicy, ServerInfo, Token, quorum,
+    Acquire, ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Protocol, Release,
+    Released, RetryPolicy, ServerInfo, Token, quorum,
 };
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std, to_std};
 use crate::conn::{Conn, ConnectOptions};
-use crate::drive::{drive, in_step, settle};
+use crate::drive::{Slot, drive, in_step, settle};
 use crate::embedded::Store;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -43,6 +44,10 @@ struct Node {
     idle: std::sync::Mutex<Vec<Conn>>,
     /// After a failed connect: no new attempt before this, and the next pause.
     down: std::sync::Mutex<Option<(tokio::time::Instant, Duration)>>,
+    /// What the node's last handshake learned: what a machine is built with for a node whose
+    /// connection is still to be opened.
+    known: std::sync::Mutex<Option<ServerInfo>>,
+    connecting: std::sync::Mutex<Connecting>,
 }
 
 /// The first pause after a failed connect; it doubles up to [`RECONNECT_MAX`].
@@ -52,6 +57,91 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// The longest a finished operation's connections are read in the background for the replies
 /// they still owe before being closed instead of pooled.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+/// A node whose connects have gone this long without one being answered is not answering
+/// (frozen, or behind a partition). Operations do not wait for connects (their request
+/// timeout gives up on the node), so without a limit every operation would leave one more
+/// connect hanging for the whole connect timeout, and each would wait out its request timeout
+/// on it. Instead, once a node is silent, connects to it fail at once, and one connect per
+/// this period goes on in the background as a probe: when the node answers again, the
+/// probe's connection joins the pool and the node is back.
+const SILENT_CONNECT: Duration = Duration::from_secs(1);
+
+/// Connects to a node under way, since when none of them has been answered, and when the
+/// last one started.
+#[derive(Default)]
+struct Connecting {
+    count: usize,
+    unanswered_since: Option<tokio::time::Instant>,
+    last_start: Option<tokio::time::Instant>,
+}
+
+/// Whether a connect may start.
+enum Admission {
+    /// Connect, and let the caller wait for it.
+    Go(Attempt),
+    /// The node is silent: connect in the background only (a probe).
+    Probe(Attempt),
+    /// The node is silent and was probed less than [`SILENT_CONNECT`] ago.
+    Refuse,
+}
+
+/// One connect under way (counted in [`Node::connecting`] while it lives).
+struct Attempt {
+    client: Client,
+    node: usize,
+    /// Set when the server answered (the connect succeeded).
+    answered: bool,
+}
+
+impl Attempt {
+    fn admit(client: &Client, node: usize) -> Admission {
+        let Some(mut connecting) = client
+            .inner
+            .nodes
+            .get(node)
+            .and_then(|n| n.connecting.lock().ok())
+        else {
+            return Admission::Refuse;
+        };
+        let now = tokio::time::Instant::now();
+        let long = |at: Option<tokio::time::Instant>| {
+            at.is_some_and(|at| now.duration_since(at) >= SILENT_CONNECT)
+        };
+        let silent = connecting.count > 0 && long(connecting.unanswered_since);
+        if silent && !long(connecting.last_start) {
+            return Admission::Refuse;
+        }
+        connecting.count += 1;
+        connecting.unanswered_since.get_or_insert(now);
+        connecting.last_start = Some(now);
+        let attempt = Attempt {
+            client: client.clone(),
+            node,
+            answered: false,
+        };
+        if silent {
+            Admission::Probe(attempt)
+        } else {
+            Admission::Go(attempt)
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(node) = self.client.inner.nodes.get(self.node) else {
+            return;
+        };
+        if let Ok(mut connecting) = node.connecting.lock() {
+            connecting.count = connecting.count.saturating_sub(1);
+            if connecting.count == 0 {
+                connecting.unanswered_since = None;
+            } else if self.answered {
+                connecting.unanswered_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+}
 
 struct Inner {
     nodes: Vec<Node>,
@@ -207,6 +297,8 @@ impl Client {
                 target,
                 idle: std::sync::Mutex::new(Vec::new()),
                 down: std::sync::Mutex::new(None),
+                known: std::sync::Mutex::new(None),
+                connecting: std::sync::Mutex::new(Connecting::default()),
             })
             .collect();
         Client {
@@ -303,8 +395,10 @@ impl Client {
         Ok(outcome?)
     }
 
-    /// Checks out a connection per node, builds the machine, drives it, returns the
-    /// connections that are still in step.
+    /// Takes an idle connection per node where there is one, builds the machine at once (a
+    /// node without one is described by what its last handshake learned, and its connection
+    /// is opened while the machine runs), drives it, and returns the connections that are
+    /// still in step to the pool.
     async fn run<Op: Operation>(
         &self,
         build: impl FnOnce(
@@ -315,39 +409,75 @@ impl Client {
     where
         Machine<Op, MAX_NODES>: Send + 'static,
     {
-        let mut conns: Vec<Option<Conn>> = self
-            .checkout()
-            .await
-            .into_iter()
-            .map(|c| c.map_err(|e| debug!(error = %e, "node unavailable")).ok())
-            .collect();
-        let servers: Vec<ServerInfo> = conns
-            .iter()
-            .map(|c| c.as_ref().map(|c| c.server).unwrap_or_default())
-            .collect();
+        let mut slots = Vec::with_capacity(self.inner.nodes.len());
+        let mut servers = Vec::with_capacity(self.inner.nodes.len());
+        for node in 0..self.inner.nodes.len() {
+            match self.take_idle(node) {
+                Some(conn) => {
+                    servers.push(conn.server);
+                    slots.push(Slot::Ready(conn));
+                }
+                None => {
+                    servers.push(self.known_server(node));
+                    slots.push(Slot::Closed);
+                }
+            }
+        }
         let mut machine = build(&servers, self.inner.clock.now())?;
-        let outcome = drive(&mut machine, &mut conns, self).await;
-        if in_step(&machine, &conns) {
-            self.checkin_all(conns);
+        let outcome = drive(&mut machine, &mut slots, &servers, self).await;
+        if in_step(&machine, &slots) {
+            self.return_slots(slots);
         } else {
             // Replies still owed (a Redlock round's slower nodes, a rollback's answers): read
             // them in the background, so the caller has its outcome now and the connections
             // go back to the pool instead of being reopened.
             let client = self.clone();
             tokio::spawn(async move {
-                settle(&mut machine, &mut conns, &client, SETTLE_LIMIT).await;
-                client.checkin_all(conns);
+                settle(&mut machine, &mut slots, &servers, &client, SETTLE_LIMIT).await;
+                client.return_slots(slots);
             });
         }
         Ok(outcome)
     }
 
-    fn checkin_all(&self, conns: Vec<Option<Conn>>) {
-        for (node, conn) in conns.into_iter().enumerate() {
-            if let Some(conn) = conn {
-                self.checkin(node, conn);
+    /// Puts an operation's connections back in the pool (those still opening once open).
+    fn return_slots(&self, slots: Vec<Slot>) {
+        for (node, slot) in slots.into_iter().enumerate() {
+            match slot {
+                Slot::Ready(conn) => self.checkin(node, conn),
+                // Nothing was written on it: it joins the pool clean once open.
+                Slot::Opening { connect, .. } => {
+                    let client = self.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Ok(conn)) = connect.await {
+                            client.checkin(node, conn);
+                        }
+                    });
+                }
+                Slot::Closed => {}
             }
         }
+    }
+
+    /// What `node`'s last handshake learned; before any, a server assumed to speak RESP3
+    /// (as the handshake asks) with nothing else known.
+    fn known_server(&self, node: usize) -> ServerInfo {
+        self.inner
+            .nodes
+            .get(node)
+            .and_then(|n| *n.known.lock().ok()?)
+            .unwrap_or(ServerInfo {
+                protocol: Protocol::Resp3,
+                ..ServerInfo::default()
+            })
+    }
+
+    /// Opens a connection to `node` speaking `protocol` (where the server can), in a task of
+    /// its own: it goes on when the operation that asked for it has ended, bounded by the
+    /// connect timeout.
+    pub(crate) fn open(&self, node: usize, protocol: Protocol) -> JoinHandle<Result<Conn, Error>> {
+        let client = self.clone();
+        tokio::spawn(async move { client.connect_node(node, protocol).await })
     }
 
     /// One connection per node: an idle one that is still alive, or a new one (opened
@@ -366,7 +496,10 @@ impl Client {
             opening.push(tokio::spawn(async move {
                 match idle {
                     Some(conn) => Ok(conn),
-                    None => client.connect_node(node).await,
+                    None => {
+                        let protocol = client.known_server(node).protocol;
+                        client.connect_node(node, protocol).await
+                    }
                 }
             }));
         }
@@ -394,10 +527,15 @@ impl Client {
         None
     }
 
-    /// Opens a new connection to `node`. A node whose last connect failed is not tried again
-    /// until its backoff pause (100 ms, doubling to 2 s) is over, so a dead node costs an
-    /// operation nothing but its vote.
-    pub(crate) async fn connect_node(&self, node: usize) -> Result<Conn, Error> {
+    /// Opens a new connection to `node`, asking for `protocol`. A node whose last connect
+    /// failed is not tried again until its backoff pause (100 ms, doubling to 2 s) is over,
+    /// and one whose connects go unanswered ([`SILENT_CONNECT`]) is only probed in the
+    /// background, so a dead or frozen node costs an operation nothing but its vote.
+    pub(crate) async fn connect_node(
+        &self,
+        node: usize,
+        protocol: Protocol,
+    ) -> Result<Conn, Error> {
         let Some(slot) = self.inner.nodes.get(node) else {
             return Err(Error::TooManyNodes(node));
         };
@@ -416,11 +554,46 @@ impl Client {
                 ),
             });
         }
+        let silent = || Error::Connect {
+            endpoint: slot.target.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "not answering: its connects have gone unanswered for a second",
+            ),
+        };
+        match Attempt::admit(self, node) {
+            Admission::Go(attempt) => self.dial(attempt, protocol).await,
+            Admission::Probe(attempt) => {
+                let client = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(conn) = client.dial(attempt, protocol).await {
+                        client.checkin(node, conn);
+                    }
+                });
+                Err(silent())
+            }
+            Admission::Refuse => Err(silent()),
+        }
+    }
+
+    /// Connects for `attempt` and records how it went (what the server is, or its backoff).
+    async fn dial(&self, mut attempt: Attempt, protocol: Protocol) -> Result<Conn, Error> {
+        let node = attempt.node;
+        let Some(slot) = self.inner.nodes.get(node) else {
+            return Err(Error::TooManyNodes(node));
+        };
         let clock = self.inner.clock;
         let conn = match &slot.target {
-            Target::Remote(endpoint) => Conn::open(endpoint, &self.inner.connect, &clock).await,
-            Target::Embedded(store) => store.connect(&clock).await,
+            Target::Remote(endpoint) => {
+                Conn::open(endpoint, &self.inner.connect, protocol, &clock).await
+            }
+            Target::Embedded(store) => store.connect(protocol, &clock).await,
         };
+        if let (Ok(conn), Ok(mut known)) = (&conn, slot.known.lock()) {
+            *known = Some(conn.server);
+        }
+        attempt.answered = conn.is_ok();
+        drop(attempt);
         if let Ok(mut down) = slot.down.lock() {
             *down = match (&conn, *down) {
                 (Ok(_), _) => None,
@@ -433,7 +606,7 @@ impl Client {
         conn
     }
 
-    fn checkin(&self, node: usize, conn: Conn) {
+    pub(crate) fn checkin(&self, node: usize, conn: Conn) {
         if let Some(node) = self.inner.nodes.get(node)
             && let Ok(mut idle) = node.idle.lock()
         {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use distlock_core::handshake::HandshakeOptions;
-use distlock_core::{Credentials, Handshake, ServerInfo};
+use distlock_core::{Credentials, Handshake, Protocol, ServerInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -235,10 +235,12 @@ impl Conn {
         !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Opens and handshakes a connection to `endpoint`.
+    /// Opens and handshakes a connection to `endpoint`, asking for `protocol` (a server
+    /// without RESP3 gives RESP2 whatever is asked; `conn.server.protocol` says which).
     pub(crate) async fn open(
         endpoint: &Endpoint,
         options: &ConnectOptions,
+        protocol: Protocol,
         clock: &Clock,
     ) -> Result<Conn, Error> {
         let name = endpoint.to_string();
@@ -252,7 +254,7 @@ impl Conn {
                 credentials,
                 client_name: options.client_name.as_ref().map(|n| n.clone().into_bytes()),
                 database: endpoint.database,
-                resp3: true,
+                resp3: protocol == Protocol::Resp3,
                 timeout: distlock_core::Duration::from_millis(
                     options.connect_timeout.as_millis() as u64
                 ),

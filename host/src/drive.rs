@@ -1,95 +1,129 @@
 //! Runs a core machine over real connections: writes what it asks, feeds what arrives,
 //! sleeps until its deadline. No lock decision is made here.
+//!
+//! Opening a connection is part of a request's time, not something an operation waits for
+//! before it starts: a node without a connection gets one opened in a task of its own, what
+//! the machine sends it meanwhile is held back until it is open, and the machine's own
+//! request timeout is what gives up on a node that does not answer — so a node whose
+//! handshake hangs (a frozen server, a partition) costs the operation that node's vote, never
+//! more time than the machine allows.
 
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 
 use distlock_core::machine::{Machine, Operation};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use distlock_core::{Protocol, ServerInfo};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
 use crate::client::Client;
 use crate::clock::Clock;
 use crate::conn::Conn;
+use crate::error::Error;
 
 /// Bytes a single read takes.
 const READ_CHUNK: usize = 4096;
 /// The largest transmit the core produces (an `EVAL` with the longest script and key).
 const WRITE_BUF: usize = 4096;
 
+/// One node's connection, as the driver sees it.
+pub(crate) enum Slot {
+    /// Open and handshaken.
+    Ready(Conn),
+    /// Being opened (by [`Client::open`]); what the machine sent meanwhile waits in
+    /// `pending`, to be written once it is open.
+    Opening {
+        connect: JoinHandle<Result<Conn, Error>>,
+        pending: Vec<u8>,
+    },
+    /// No connection: opened when the machine next sends to the node.
+    Closed,
+}
+
 /// What happened while waiting.
 enum Wake {
     Read(usize, io::Result<usize>),
+    Opened(usize, Result<Conn, Error>),
     Timer,
 }
 
-/// Drives `machine` to its outcome over `conns` (one per node; `None`: no connection).
-/// A connection that fails is dropped and reported to the machine as a disconnect; the next
-/// time the machine sends to that node, a new connection is opened (the node's reconnect
-/// backoff permitting), so a long wait survives a server restart. Connections may still owe
-/// replies afterwards (a Redlock round's slower nodes, a rollback's answers): see [`settle`].
+/// Drives `machine` to its outcome over `slots` (one per node). `servers` is what the
+/// machine was built with: a connection opened for node `i` must speak
+/// `servers[i].protocol`, the RESP version the machine reads that node's replies in.
+///
+/// A connection that fails, or that the machine reports out of step, is dropped and reported
+/// to the machine as a disconnect; the next time the machine sends to that node a new one is
+/// opened (the node's reconnect backoff permitting), so a long wait survives a server restart.
+/// Connections may still owe replies afterwards (a Redlock round's slower nodes, a
+/// rollback's answers): see [`settle`].
 pub(crate) async fn drive<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
-    conns: &mut [Option<Conn>],
+    slots: &mut [Slot],
+    servers: &[ServerInfo],
     client: &Client,
 ) -> Op::Outcome {
-    pump(machine, conns, client, |machine, _| machine.poll_outcome()).await
+    pump(machine, slots, servers, client, |machine, _| {
+        machine.poll_outcome()
+    })
+    .await
 }
 
-/// Whether every connection still open owes `machine` nothing.
+/// Whether no connection owes `machine` anything: every open one is in step, and none still
+/// opening has requests of its to carry.
 pub(crate) fn in_step<Op: Operation, const N: usize>(
     machine: &Machine<Op, N>,
-    conns: &[Option<Conn>],
+    slots: &[Slot],
 ) -> bool {
-    conns
-        .iter()
-        .enumerate()
-        .all(|(node, conn)| conn.is_none() || machine.owed_replies(node) == Some(0))
+    slots.iter().enumerate().all(|(node, slot)| match slot {
+        Slot::Closed => true,
+        Slot::Ready(_) | Slot::Opening { .. } => machine.owed_replies(node) == Some(0),
+    })
 }
 
 /// After the outcome: reads the replies the connections still owe, so they can be pooled
 /// again instead of reopened, for at most `limit` (the machine's own request timeouts end
-/// it sooner when a node stays silent). Connections still owing replies at the end are
-/// dropped, so a late reply can never reach the next user of a pooled connection.
+/// it sooner when a node stays silent). Open connections still owing replies at the end are
+/// dropped, so a late reply can never reach the next user of a pooled connection;
+/// connections still opening are left to finish in their tasks (see [`Client::open`]).
 pub(crate) async fn settle<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
-    conns: &mut [Option<Conn>],
+    slots: &mut [Slot],
+    servers: &[ServerInfo],
     client: &Client,
     limit: std::time::Duration,
 ) {
     let _ = tokio::time::timeout(
         limit,
-        pump(machine, conns, client, |machine, conns| {
-            in_step(machine, conns).then_some(())
+        pump(machine, slots, servers, client, |machine, slots| {
+            in_step(machine, slots).then_some(())
         }),
     )
     .await;
-    for (node, conn) in conns.iter_mut().enumerate() {
-        if conn.is_some() && machine.owed_replies(node) != Some(0) {
-            *conn = None;
+    for (node, slot) in slots.iter_mut().enumerate() {
+        if !matches!(slot, Slot::Closed) && machine.owed_replies(node) != Some(0) {
+            *slot = Slot::Closed;
         }
     }
 }
 
-/// Sends what `machine` asks, feeds it what arrives and its deadlines, until `done` gives a
-/// value (asked after each round of sends).
+/// Sends what `machine` asks, feeds it what arrives, opens connections and honours its
+/// deadlines, until `done` gives a value (asked after each round of sends).
 async fn pump<Op: Operation, const N: usize, T>(
     machine: &mut Machine<Op, N>,
-    conns: &mut [Option<Conn>],
+    slots: &mut [Slot],
+    servers: &[ServerInfo],
     client: &Client,
-    mut done: impl FnMut(&mut Machine<Op, N>, &[Option<Conn>]) -> Option<T>,
+    mut done: impl FnMut(&mut Machine<Op, N>, &[Slot]) -> Option<T>,
 ) -> T {
     let clock = &client.clock();
     // Most commands fit the stack buffer; an EVAL with a long key may need the heap.
     let mut stack = [0u8; WRITE_BUF];
     let mut heap = Vec::new();
     let mut read_buf = [0u8; READ_CHUNK];
-    let mut reads: Vec<Vec<u8>> = if conns.len() > 1 {
-        (0..conns.len()).map(|_| vec![0u8; READ_CHUNK]).collect()
-    } else {
-        Vec::new()
-    };
     loop {
-        // 1. Everything the machine wants sent, now.
+        // 1. Everything the machine wants sent, now (or as soon as its connection is open).
         loop {
             let now = clock.now();
             let out: &mut [u8] = if heap.is_empty() {
@@ -105,74 +139,139 @@ async fn pump<Op: Operation, const N: usize, T>(
                     continue;
                 }
             };
-            if let Some(slot @ None) = conns.get_mut(tx.node) {
-                match client.connect_node(tx.node).await {
-                    Ok(conn) => *slot = Some(conn),
-                    Err(e) => debug!(node = tx.node, error = %e, "reconnect failed"),
-                }
-            }
-            let written = match conns.get_mut(tx.node).and_then(Option::as_mut) {
-                Some(conn) => conn.stream.write_all(&out[..tx.len]).await,
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "no connection")),
+            let bytes = &out[..tx.len];
+            let Some(slot) = slots.get_mut(tx.node) else {
+                machine.handle_disconnect(tx.node, now);
+                continue;
             };
-            if let Err(e) = written {
-                debug!(node = tx.node, error = %e, "write failed");
-                if let Some(slot) = conns.get_mut(tx.node) {
-                    *slot = None;
+            match slot {
+                Slot::Ready(conn) => {
+                    if let Err(e) = conn.stream.write_all(bytes).await {
+                        debug!(node = tx.node, error = %e, "write failed");
+                        *slot = Slot::Closed;
+                        machine.handle_disconnect(tx.node, clock.now());
+                    }
                 }
-                machine.handle_disconnect(tx.node, clock.now());
+                Slot::Opening { pending, .. } => pending.extend_from_slice(bytes),
+                Slot::Closed => {
+                    let protocol = servers.get(tx.node).map_or(Protocol::Resp3, |s| s.protocol);
+                    *slot = Slot::Opening {
+                        connect: client.open(tx.node, protocol),
+                        pending: bytes.to_vec(),
+                    };
+                }
             }
         }
-        if let Some(value) = done(machine, conns) {
+        if let Some(value) = done(machine, slots) {
             return value;
         }
-        // 2. Wait for bytes from any node, or the machine's deadline.
-        let deadline = machine.poll_timeout();
-        let wake = if let [Some(conn)] = conns {
-            // One node (the common case): no boxed futures.
-            tokio::select! {
-                read = conn.stream.read(&mut read_buf) => Wake::Read(0, read),
-                () = sleep_until_deadline(deadline, clock) => Wake::Timer,
-            }
-        } else {
-            let mut pending = Vec::new();
-            for ((node, conn), buf) in conns.iter_mut().enumerate().zip(reads.iter_mut()) {
-                if let Some(conn) = conn.as_mut() {
-                    pending.push(Box::pin(async move {
-                        Wake::Read(node, conn.stream.read(buf).await)
-                    }));
-                }
-            }
-            let timer = async {
-                sleep_until_deadline(deadline, clock).await;
-                Wake::Timer
-            };
-            if pending.is_empty() {
-                timer.await
-            } else {
-                tokio::select! {
-                    wake = first_ready(pending) => wake,
-                    wake = timer => wake,
-                }
-            }
-        };
+        // 2. Wait for bytes from a node, a connection to open, or the machine's deadline.
+        let wake = wait(slots, &mut read_buf, machine.poll_timeout(), clock).await;
         let now = clock.now();
         match wake {
             Wake::Read(node, Ok(n)) if n > 0 => {
                 trace!(node, bytes = n, "read");
-                let buf = reads.get(node).map_or(&read_buf[..], Vec::as_slice);
-                machine.handle_input(node, &buf[..n], now);
+                machine.handle_input(node, &read_buf[..n], now);
+                if machine.owed_replies(node).is_none() {
+                    // Out of step: the machine takes nothing more from this connection.
+                    debug!(node, "connection out of step; replacing it");
+                    close(slots, node);
+                    machine.handle_disconnect(node, now);
+                }
             }
             Wake::Read(node, result) => {
                 debug!(node, ?result, "connection closed");
-                if let Some(slot) = conns.get_mut(node) {
-                    *slot = None;
-                }
+                close(slots, node);
                 machine.handle_disconnect(node, now);
+            }
+            Wake::Opened(node, result) => {
+                let Some(slot) = slots.get_mut(node) else {
+                    continue;
+                };
+                let pending = match std::mem::replace(slot, Slot::Closed) {
+                    Slot::Opening { pending, .. } => pending,
+                    _ => Vec::new(),
+                };
+                let expected = servers.get(node).map_or(Protocol::Resp3, |s| s.protocol);
+                let written = match result {
+                    Ok(mut conn) if conn.server.protocol == expected => {
+                        match conn.stream.write_all(&pending).await {
+                            Ok(()) => {
+                                *slot = Slot::Ready(conn);
+                                Ok(())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Ok(conn) => {
+                        // The server would not speak the protocol this machine reads (it
+                        // lost RESP3 over a restart, say): no use here, fine for the next.
+                        let got = conn.server.protocol;
+                        client.checkin(node, conn);
+                        Err(format!(
+                            "the new connection speaks {got:?}, not {expected:?}"
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(why) = written {
+                    debug!(node, %why, "connection not opened");
+                    machine.handle_disconnect(node, clock.now());
+                }
             }
             Wake::Timer => machine.handle_timeout(now),
         }
     }
+}
+
+fn close(slots: &mut [Slot], node: usize) {
+    if let Some(slot) = slots.get_mut(node) {
+        *slot = Slot::Closed;
+    }
+}
+
+/// Waits for the first of: bytes on a ready connection (read into `buf`), a connection
+/// opening (or failing to), the deadline. Reads are preferred over the timer, so a reply
+/// that is there is used even when its deadline has just passed.
+async fn wait(
+    slots: &mut [Slot],
+    buf: &mut [u8],
+    deadline: Option<distlock_core::Instant>,
+    clock: &Clock,
+) -> Wake {
+    let timer = sleep_until_deadline(deadline, clock);
+    let mut timer = std::pin::pin!(timer);
+    std::future::poll_fn(|cx| {
+        for (node, slot) in slots.iter_mut().enumerate() {
+            match slot {
+                Slot::Ready(conn) => {
+                    let mut read = ReadBuf::new(buf);
+                    if let Poll::Ready(result) = Pin::new(&mut conn.stream).poll_read(cx, &mut read)
+                    {
+                        let n = read.filled().len();
+                        return Poll::Ready(Wake::Read(node, result.map(|()| n)));
+                    }
+                }
+                Slot::Opening { connect, .. } => {
+                    if let Poll::Ready(joined) = Pin::new(connect).poll(cx) {
+                        let result = joined.unwrap_or_else(|e| {
+                            Err(Error::Connect {
+                                endpoint: format!("node {node}"),
+                                source: io::Error::other(e.to_string()),
+                            })
+                        });
+                        return Poll::Ready(Wake::Opened(node, result));
+                    }
+                }
+                Slot::Closed => {}
+            }
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Wake::Timer),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Sleeps until the machine's deadline. No deadline while waiting for nothing cannot happen
@@ -182,18 +281,4 @@ async fn sleep_until_deadline(deadline: Option<distlock_core::Instant>, clock: &
         Some(at) => tokio::time::sleep_until(clock.to_tokio(at)).await,
         None => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
     }
-}
-
-/// The output of whichever future is ready first (reads are cancel-safe, so the others can
-/// be dropped).
-async fn first_ready<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> F::Output {
-    std::future::poll_fn(move |cx| {
-        for f in futures.iter_mut() {
-            if let std::task::Poll::Ready(out) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(out);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }

@@ -10,6 +10,7 @@
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 
+use distlock_core::Protocol;
 use distlock_core::handshake::HandshakeOptions;
 use distlock_core::model::{ModelConnection, ModelNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -45,10 +46,14 @@ impl Store {
     }
 
     /// A new connection to the store, handshake done.
-    pub(crate) async fn connect(&self, clock: &Clock) -> Result<Conn, Error> {
+    pub(crate) async fn connect(&self, protocol: Protocol, clock: &Clock) -> Result<Conn, Error> {
         let (client, server) = tokio::io::duplex(PIPE_BYTES);
         tokio::spawn(serve(Arc::clone(&self.shared), server, *clock));
-        Conn::handshake(Stream::Pipe(client), HandshakeOptions::default(), clock)
+        let options = HandshakeOptions {
+            resp3: protocol == Protocol::Resp3,
+            ..HandshakeOptions::default()
+        };
+        Conn::handshake(Stream::Pipe(client), options, clock)
             .await
             .map_err(|e| match e {
                 HandshakeFailure::Io(source) => Error::Connect {

@@ -79,6 +79,11 @@ enum Command {
     ///
     /// Acquires, renews the lock while COMMAND runs, releases when it ends, and exits with
     /// its exit code. Exits 75 when the lock cannot be had.
+    ///
+    /// COMMAND finds the lock's token in DISTLOCK_TOKEN and, with --fenced, its fence in
+    /// DISTLOCK_FENCE (empty without): pass the fence along with every write to the resource
+    /// the lock protects, and have the resource refuse a fence smaller than one it has seen —
+    /// that stops a holder that was paused past its TTL.
     #[command(
         after_help = "Example:\n  distlock --redis redis://127.0.0.1 exec --name nightly --ttl 30s --wait 5m -- ./nightly.sh --full"
     )]

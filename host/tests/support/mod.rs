@@ -1,12 +1,15 @@
 //! Test support for the host's integration tests: real `redis-server` processes on free
 //! loopback ports, a tiny raw RESP client to look at them, a scripted fake server for hostile
-//! replies ([`fake`]), and bounded runs of the `distlock` binary.
+//! replies ([`fake`]), bounded runs of the `distlock` binary, and a TCP fault proxy
+//! ([`proxy`]) to put between a client and a server.
 //!
 //! Without `redis-server` on `PATH` every test prints a skip notice and passes, unless
 //! `DISTLOCK_REQUIRE_REDIS=1` (CI), which turns a missing server into a failure.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
+
+pub(crate) mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -296,8 +299,34 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty: nothing was persisted). Retries for a
-    /// few seconds if the port is briefly taken by another test's probe.
+    /// Freezes the server (SIGSTOP): its sockets stay open and the kernel still completes new
+    /// connections, but nothing is answered until [`RedisServer::resume`].
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+        let pid = self.pid().expect("the server is running");
+        wait_for("the server to stop", START_TIMEOUT, || {
+            (process_state(pid) == Some('T')).then_some(())
+        });
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// The server's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the server is running");
+        send_signal(pid, signal);
+    }
+
+    /// Starts the server again on the same port with the same arguments (so in the same
+    /// `--dir`): empty unless they turned persistence on. Retries for a few seconds if the
+    /// port is briefly taken by another test's probe.
     pub(crate) fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -413,6 +442,13 @@ impl Raw {
         Ok(Raw {
             reader: BufReader::new(stream),
         })
+    }
+
+    /// Bounds every read and write to `limit` (5 s unless set).
+    pub(crate) fn set_timeout(&mut self, limit: Duration) -> std::io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))
     }
 
     /// Sends one command, reads its reply.
@@ -570,6 +606,24 @@ pub(crate) fn wait_for<T>(
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped…), from `/proc`.
+pub(crate) fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S …`: the command may contain spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Sends `signal` (a name: `STOP`, `CONT`, `KILL`…) to process `pid` with kill(1); panics
+/// when that fails.
+pub(crate) fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
 }
 
 /// A child process killed (SIGKILL) and reaped on drop, so a failing test leaves nothing

@@ -688,8 +688,8 @@ pub mod guest {
         Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
         Serve, wit,
     };
+    use crate::demo::Section;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     /// The compiled components, shared by every guest workload of a run.
@@ -759,15 +759,6 @@ pub mod guest {
         load: Load,
     }
 
-    /// Shared between the threads of a contended (B) slice.
-    struct Section {
-        inside: AtomicBool,
-        overlaps: AtomicU64,
-        counter: AtomicU64,
-        released_at: AtomicU64,
-        origin: Instant,
-    }
-
     impl GuestLoad {
         /// One slice: every guest on its own thread for `duration`.
         pub(super) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
@@ -777,13 +768,7 @@ pub mod guest {
                 .ok_or_else(|| adapter_error("a previous slice failed"))?;
             let load = self.load;
             let (workers, result) = tokio::task::spawn_blocking(move || {
-                let section = Arc::new(Section {
-                    inside: AtomicBool::new(false),
-                    overlaps: AtomicU64::new(0),
-                    counter: AtomicU64::new(0),
-                    released_at: AtomicU64::new(0),
-                    origin: Instant::now(),
-                });
+                let section = Arc::new(Section::new());
                 let parts: Vec<Result<Sample, Error>> = std::thread::scope(|scope| {
                     let handles: Vec<_> = workers
                         .iter_mut()
@@ -820,9 +805,8 @@ pub mod guest {
                 }
                 total.elapsed = elapsed;
                 total.per_worker = per_worker;
-                total.overlaps = section.overlaps.load(Ordering::Relaxed);
-                total.lost_updates =
-                    load.hold.is_some() && section.counter.load(Ordering::Relaxed) != total.ops;
+                total.overlaps = section.overlaps();
+                total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
                 (workers, Ok(total))
             })
             .await
@@ -865,23 +849,12 @@ pub mod guest {
                     Err(e) => return Err(adapter_error(e)),
                 };
                 if let Some(hold) = load.hold {
-                    let now_us = section.origin.elapsed().as_micros() as u64;
-                    let released = section.released_at.load(Ordering::Acquire);
-                    if released != 0 && now_us >= released {
-                        sample.record(Duration::from_micros(now_us - released));
+                    let entry = section.enter();
+                    if let Some(gap) = entry.handoff {
+                        sample.record(gap);
                     }
-                    if section.inside.swap(true, Ordering::AcqRel) {
-                        section.overlaps.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Racy on purpose, as in the demo: two holders would lose an update.
-                    let seen = section.counter.load(Ordering::Acquire);
                     std::thread::sleep(hold);
-                    section.counter.store(seen + 1, Ordering::Release);
-                    section.inside.store(false, Ordering::Release);
-                    section.released_at.store(
-                        section.origin.elapsed().as_micros().max(1) as u64,
-                        Ordering::Release,
-                    );
+                    section.leave(entry);
                 }
                 let released = self.instance.release(&lease);
                 self.instance.drop_lease(lease).map_err(adapter_error)?;

@@ -126,13 +126,75 @@ impl DemoReport {
     }
 }
 
-struct Shared {
+/// The critical section the demo's (and the bench's) workers share: catches overlaps and
+/// lost updates, and times hand-offs.
+pub(crate) struct Section {
     inside: AtomicBool,
     overlaps: AtomicU64,
     counter: AtomicU64,
-    /// When the last holder released, in µs since `origin`; 0: nobody yet.
+    /// When the last holder left, in µs since `origin`; 0: nobody yet.
     released_at: AtomicU64,
     origin: Instant,
+}
+
+/// What a holder saw on entering a [`Section`].
+pub(crate) struct Entry {
+    /// Time since the previous holder left (`None` for the first holder).
+    pub(crate) handoff: Option<Duration>,
+    seen: u64,
+}
+
+impl Section {
+    pub(crate) fn new() -> Section {
+        Section {
+            inside: AtomicBool::new(false),
+            overlaps: AtomicU64::new(0),
+            counter: AtomicU64::new(0),
+            released_at: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Enters (the lock is held): counts an overlap if another holder is inside, and reads
+    /// the shared counter.
+    pub(crate) fn enter(&self) -> Entry {
+        let now_us = self.origin.elapsed().as_micros() as u64;
+        let released = self.released_at.load(Ordering::Acquire);
+        let handoff =
+            (released != 0 && now_us >= released).then(|| Duration::from_micros(now_us - released));
+        if self.inside.swap(true, Ordering::AcqRel) {
+            self.overlaps.fetch_add(1, Ordering::Relaxed);
+        }
+        Entry {
+            handoff,
+            seen: self.counter.load(Ordering::Acquire),
+        }
+    }
+
+    /// Leaves (just before releasing): writes back the counter read on entry plus one —
+    /// racy on purpose, so two holders at once lose an update — and stamps the time.
+    pub(crate) fn leave(&self, entry: Entry) {
+        self.counter.store(entry.seen + 1, Ordering::Release);
+        self.inside.store(false, Ordering::Release);
+        self.released_at.store(
+            self.origin.elapsed().as_micros().max(1) as u64,
+            Ordering::Release,
+        );
+    }
+
+    /// Times a holder found another inside.
+    pub(crate) fn overlaps(&self) -> u64 {
+        self.overlaps.load(Ordering::Relaxed)
+    }
+
+    /// The shared counter (the number of holders, unless updates were lost).
+    pub(crate) fn counter(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+}
+
+struct Shared {
+    section: Section,
     errors: AtomicU64,
     timeouts: AtomicU64,
 }
@@ -140,11 +202,7 @@ struct Shared {
 /// Runs the demo on `client`.
 pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, Error> {
     let shared = Arc::new(Shared {
-        inside: AtomicBool::new(false),
-        overlaps: AtomicU64::new(0),
-        counter: AtomicU64::new(0),
-        released_at: AtomicU64::new(0),
-        origin: Instant::now(),
+        section: Section::new(),
         errors: AtomicU64::new(0),
         timeouts: AtomicU64::new(0),
     });
@@ -175,7 +233,7 @@ pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, E
                 let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
                 eprint!(
                     "\r{backend}: {total} acquisitions, {} overlaps, {:.0} s left   ",
-                    shared.overlaps.load(Ordering::Relaxed),
+                    shared.section.overlaps(),
                     stop_at
                         .saturating_duration_since(Instant::now())
                         .as_secs_f64()
@@ -197,8 +255,8 @@ pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, E
     handoffs.sort();
     Ok(DemoReport {
         per_worker: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
-        overlaps: shared.overlaps.load(Ordering::Relaxed),
-        counter: shared.counter.load(Ordering::Relaxed),
+        overlaps: shared.section.overlaps(),
+        counter: shared.section.counter(),
         handoffs,
         errors: shared.errors.load(Ordering::Relaxed),
         timeouts: shared.timeouts.load(Ordering::Relaxed),
@@ -246,24 +304,13 @@ async fn worker(
                 continue;
             }
         };
-        let now_us = shared.origin.elapsed().as_micros() as u64;
-        let released = shared.released_at.load(Ordering::Acquire);
-        if released != 0 && now_us >= released {
-            gaps.push(Duration::from_micros(now_us - released));
+        let entry = shared.section.enter();
+        if let Some(gap) = entry.handoff {
+            gaps.push(gap);
         }
-        if shared.inside.swap(true, Ordering::AcqRel) {
-            shared.overlaps.fetch_add(1, Ordering::Relaxed);
-        }
-        // Racy on purpose: without the lock, concurrent holders lose updates here.
-        let seen = shared.counter.load(Ordering::Acquire);
         tokio::time::sleep(options.hold).await;
-        shared.counter.store(seen + 1, Ordering::Release);
         count.fetch_add(1, Ordering::Relaxed);
-        shared.inside.store(false, Ordering::Release);
-        shared.released_at.store(
-            shared.origin.elapsed().as_micros().max(1) as u64,
-            Ordering::Release,
-        );
+        shared.section.leave(entry);
         if guard.release().await.is_err() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, Error};
-use support::{RedisServer, command_calls, info_field, require_redis, unique_name};
+use support::{RedisServer, command_calls, require_redis, unique_name};
 use tokio::time::timeout;
 
 /// Runs blocking test-support code (server start/stop, raw connections) off the runtime's
@@ -17,22 +17,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Clients blocked in `BLPOP` (or any blocking command) on `server`.
-fn blocked_clients(server: &RedisServer) -> u64 {
-    let info = server
-        .raw()
-        .ok(&["INFO", "clients"])
-        .text()
-        .unwrap_or_default();
-    info_field(&info, "blocked_clients")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Polls until `server` has `n` blocked clients (bounded).
 async fn until_blocked(server: &RedisServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while blocking(|| blocked_clients(server)) != n {
+    while blocking(|| server.blocked_clients()) != n {
         assert!(
             Instant::now() < deadline,
             "no client blocked on the wake-up signal within 5 s"
@@ -575,19 +563,7 @@ async fn redlock_rounds_reuse_their_connections() {
     let client = Client::connect(&urls).await.expect("connect to 3 nodes");
     let name = unique_name("reuse");
     let connections = |servers: &[RedisServer]| -> u64 {
-        servers
-            .iter()
-            .map(|server| {
-                let info = server
-                    .raw()
-                    .ok(&["INFO", "stats"])
-                    .text()
-                    .unwrap_or_default();
-                info_field(&info, "total_connections_received")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .expect("INFO stats has total_connections_received")
-            })
-            .sum()
+        servers.iter().map(RedisServer::connections_received).sum()
     };
     let before = blocking(|| connections(&servers));
     const ROUNDS: u64 = 100;

@@ -22,7 +22,7 @@ use distlock_host::component::{
     Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
 };
 use distlock_host::{Client, Guard, KeyLayout, LockOptions};
-use support::{RedisServer, info_field, lock_key, require_redis, unique_name};
+use support::{RedisServer, lock_key, require_redis, unique_name};
 
 // ---------------------------------------------------------------------------------------
 // Shared fixtures: one runtime, one compiled adapter per test binary.
@@ -736,21 +736,7 @@ fn lock_component_keeps_its_redlock_connections() {
         .adapter
         .configure(options, shared.runtime.handle().clone())
         .expect("adapter");
-    let connections = || -> u64 {
-        servers
-            .iter()
-            .map(|server| {
-                let info = server
-                    .raw()
-                    .ok(&["INFO", "stats"])
-                    .text()
-                    .unwrap_or_default();
-                info_field(&info, "total_connections_received")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .expect("INFO stats has total_connections_received")
-            })
-            .sum()
-    };
+    let connections = || -> u64 { servers.iter().map(RedisServer::connections_received).sum() };
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance
         .open(&wit::Config {

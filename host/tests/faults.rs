@@ -153,18 +153,6 @@ async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Clients blocked in `BLPOP` on `server`.
-fn blocked_clients(server: &RedisServer) -> u64 {
-    let info = server
-        .raw()
-        .ok(&["INFO", "clients"])
-        .text()
-        .unwrap_or_default();
-    info_field(&info, "blocked_clients")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The lock key's holder on `server` (its token), if any.
 fn holder(server: &RedisServer, name: &str) -> Option<String> {
     server.raw().ok(&["GET", &support::lock_key(name)]).text()
@@ -293,7 +281,7 @@ async fn dropped_connections_mid_acquire() {
     until(
         "B to block on the wake-up signal",
         Duration::from_secs(5),
-        || blocking(|| blocked_clients(&server)) == 1,
+        || blocking(|| server.blocked_clients()) == 1,
     )
     .await;
     let accepted = proxy.accepted();
@@ -406,7 +394,7 @@ async fn server_down_at_acquire_start_then_back_and_busy() {
         .await
         .expect("A acquires on the restarted server");
     until("B to wait on the held lock", deadline(wait), || {
-        waiter.is_finished() || blocking(|| blocked_clients(&server)) == 1
+        waiter.is_finished() || blocking(|| server.blocked_clients()) == 1
     })
     .await;
     assert!(

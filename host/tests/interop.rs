@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, RetryPolicy};
 use support::python::{Library, PyLock, Python, require_python};
-use support::{RedisServer, distlock, info_field, require_redis, run_bounded, show, unique_name};
+use support::{RedisServer, distlock, require_redis, run_bounded, show, unique_name};
 
 /// How long the Python side's keys live: far longer than any test, so nothing expires.
 const PY_TTL_SECS: u64 = 60;
@@ -59,22 +59,10 @@ fn get(server: &RedisServer, key: &str) -> Option<String> {
     blocking(|| server.raw().ok(&["GET", key]).text())
 }
 
-/// Clients blocked in `BLPOP` on `server`.
-fn blocked_clients(server: &RedisServer) -> u64 {
-    let info = server
-        .raw()
-        .ok(&["INFO", "clients"])
-        .text()
-        .unwrap_or_default();
-    info_field(&info, "blocked_clients")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Polls until `server` has `n` blocked clients (bounded).
 async fn until_blocked(server: &RedisServer, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while blocking(|| blocked_clients(server)) != n {
+    while blocking(|| server.blocked_clients()) != n {
         assert!(
             Instant::now() < deadline,
             "no client blocked on the wake-up list within 5 s"
@@ -404,7 +392,7 @@ fn cli_status_and_reset_under_the_python_layouts() {
             let mut waiter = PyLock::start(python, library, &url, &name, PY_TTL_SECS);
             waiter.send("wait 10");
             support::wait_for("the Python waiter to block", Duration::from_secs(5), || {
-                (blocked_clients(&server) == 1).then_some(())
+                (server.blocked_clients() == 1).then_some(())
             });
             waiter
         });

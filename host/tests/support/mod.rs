@@ -346,6 +346,24 @@ impl RedisServer {
         Raw::connect(self.port).expect("raw connection to redis-server")
     }
 
+    /// A number from `INFO <section>` (0 when absent).
+    pub(crate) fn info_number(&self, section: &str, field: &str) -> u64 {
+        let info = self.raw().ok(&["INFO", section]).text().unwrap_or_default();
+        info_field(&info, field)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Clients blocked in `BLPOP` (waiters on a wake-up list).
+    pub(crate) fn blocked_clients(&self) -> u64 {
+        self.info_number("clients", "blocked_clients")
+    }
+
+    /// Connections the server has accepted since it started (each `raw()` counts one).
+    pub(crate) fn connections_received(&self) -> u64 {
+        self.info_number("stats", "total_connections_received")
+    }
+
     /// Runs `redis-cli` against the server, bounded to 10 s.
     pub(crate) fn cli_output(&self, args: &[&str]) -> std::io::Result<Output> {
         let cli = redis_cli_binary().ok_or_else(|| std::io::Error::other("redis-cli not found"))?;

@@ -48,8 +48,11 @@
 //!   time (ρ up to 1%). Clients pause (GC, VM) for up to 3 s; a pause may fall between checking
 //!   the validity and writing to the protected resource.
 //! - **Clients** (2 to 16) drive the machines as the host does: a handshake per connection,
-//!   machines built from what it learned, `owed_replies` discarded before a connection is
-//!   reused, reconnects. Each loops: acquire (a try-lock, or a wait of up to 4 TTLs) →
+//!   machines built from what it learned, reconnects, and a connection's owed replies either
+//!   discarded by the client before it is reused (odd-numbered clients, as the simulator's own
+//!   reader) or handed to the next machine to discard itself (even-numbered clients,
+//!   `Machine::handover` / `discard_replies`, as the lock component does; a `discard_replies`
+//!   that discards nothing fails every budget test). Each loops: acquire (a try-lock, or a wait of up to 4 TTLs) →
 //!   critical section (mostly inside the validity, sometimes to its end or past it) with writes
 //!   to a protected resource → maybe extend → release. Policies are drawn per client: TTL 20 ms
 //!   to 5 s, request timeout 20–300 ms, retry base/cap/jitter, wake-up signal or polling,

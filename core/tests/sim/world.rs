@@ -301,6 +301,11 @@ struct Link {
     pending: Vec<Vec<u8>>,
     /// Replies owed to machines that have ended, to discard.
     skip: u32,
+    /// Handover mode (even-numbered clients): replies owed to the ended machine, for the next
+    /// machine to discard itself (`Machine::discard_replies`), and the bytes that arrived
+    /// between the two machines, for the next one to read.
+    carry: u32,
+    held: Vec<u8>,
     inbuf: Vec<u8>,
     reconnect_at: Option<u64>,
 }
@@ -508,6 +513,8 @@ impl World {
                             known: false,
                             pending: Vec::new(),
                             skip: 0,
+                            carry: 0,
+                            held: Vec::new(),
                             inbuf: Vec::new(),
                             reconnect_at: None,
                         })
@@ -1248,6 +1255,8 @@ impl World {
         link.ready = false;
         link.pending.clear();
         link.skip = 0;
+        link.carry = 0;
+        link.held.clear();
         link.inbuf.clear();
         link.reconnect_at = None;
         let mut hs = Handshake::new(HandshakeOptions::default(), now);
@@ -1262,6 +1271,27 @@ impl World {
         self.send(id, true, bytes);
     }
 
+    /// Handover mode: the new machine discards what its connections still owe the previous
+    /// one, then reads what arrived between the two.
+    fn carry_into_run(&mut self, c: usize) {
+        let now = Instant::from_millis(self.client_ms(c));
+        let client = &mut self.clients[c];
+        let Some(run) = &mut client.run else {
+            return;
+        };
+        for (node, link) in client.links.iter_mut().enumerate() {
+            let carry = std::mem::take(&mut link.carry);
+            if carry > 0 {
+                let known = with_op!(&mut run.op, m => m.discard_replies(node, carry));
+                assert!(known, "node {node} is one of the machine's");
+            }
+            let held = std::mem::take(&mut link.held);
+            if !held.is_empty() {
+                with_op!(&mut run.op, m => m.handle_input(node, &held, now));
+            }
+        }
+    }
+
     /// Forgets the link's connection: a running machine loses what was in flight on it.
     fn drop_link(&mut self, c: usize, node: usize) {
         let now_ms = self.client_ms(c);
@@ -1273,6 +1303,8 @@ impl World {
         link.ready = false;
         link.pending.clear();
         link.skip = 0;
+        link.carry = 0;
+        link.held.clear();
         link.inbuf.clear();
         link.reconnect_at = Some(reconnect);
         if let Some(run) = &mut client.run {
@@ -1400,8 +1432,13 @@ impl World {
         if data.is_empty() {
             return;
         }
-        match &mut self.clients[c].run {
+        let client = &mut self.clients[c];
+        match &mut client.run {
             Some(run) => with_op!(&mut run.op, m => m.handle_input(node, &data, now)),
+            None if client.links[node].carry > 0 => {
+                client.links[node].held.extend_from_slice(&data);
+                return;
+            }
             None => {
                 let at = self.now;
                 self.check.fail(
@@ -1530,10 +1567,18 @@ impl World {
         };
         let run = self.clients[c].run.take().expect("running");
         self.ops += 1;
-        // Replies still owed go to the next machine's connection reader, to discard.
+        // Replies still owed: odd-numbered clients discard them in the connection reader;
+        // even-numbered ones hand the connection to the next machine, which discards them
+        // itself (`handover` / `discard_replies`), so both ways stay checked.
+        let handover = c % 2 == 0;
         for node in 0..self.nodes.len() {
-            let owed = with_op!(&run.op, m => m.owed_replies(node));
+            let owed = if handover {
+                with_op!(&run.op, m => m.handover(node))
+            } else {
+                with_op!(&run.op, m => m.owed_replies(node))
+            };
             match owed {
+                Some(n) if handover => self.clients[c].links[node].carry += n,
                 Some(n) => self.clients[c].links[node].skip += n,
                 None => self.close_link(c, node),
             }
@@ -1763,6 +1808,7 @@ impl World {
                         wait.as_millis()
                     )
                 });
+                self.carry_into_run(c);
                 true
             }
             Phase::Holding => self.holding(c, now_ms),
@@ -1821,6 +1867,7 @@ impl World {
             self.log(&format!("c{c}"), Some(now_ms), || {
                 format!("extends lease #{lease}")
             });
+            self.carry_into_run(c);
             return true;
         }
         if held.cs_end <= now_ms {
@@ -1841,6 +1888,7 @@ impl World {
             self.log(&format!("c{c}"), Some(now_ms), || {
                 format!("releases lease #{lease}")
             });
+            self.carry_into_run(c);
             return true;
         }
         self.clients[c].held = Some(held);

@@ -1570,7 +1570,7 @@ impl World {
         // Replies still owed: odd-numbered clients discard them in the connection reader;
         // even-numbered ones hand the connection to the next machine, which discards them
         // itself (`handover` / `discard_replies`), so both ways stay checked.
-        let handover = c % 2 == 0;
+        let handover = c.is_multiple_of(2);
         for node in 0..self.nodes.len() {
             let owed = if handover {
                 with_op!(&run.op, m => m.handover(node))

@@ -1911,11 +1911,9 @@ fn parse_inline(buf: &[u8]) -> Result<Parsed, RequestError> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
+    use alloc::format;
     use alloc::string::{String, ToString};
     use alloc::vec;
-    use std::format;
 
     use super::*;
     use crate::handshake::{Handshake, HandshakeOptions};

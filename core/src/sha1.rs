@@ -192,9 +192,7 @@ const fn hex_digit(nibble: u8) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
-    use std::vec::Vec;
+    use alloc::vec::Vec;
 
     use super::*;
 
@@ -232,7 +230,7 @@ mod tests {
 
     #[test]
     fn million_a() {
-        let data = std::vec![b'a'; 1_000_000];
+        let data = alloc::vec![b'a'; 1_000_000];
         assert_eq!(
             hex(&sha1_hex(&data)),
             "34aa973cd4c4daa4f61eeb2bdbad27316534016f"
@@ -257,7 +255,7 @@ mod tests {
         let digest = sha1(b"hex");
         let text = sha1_hex(b"hex");
         for (i, byte) in digest.iter().enumerate() {
-            let pair = std::format!("{byte:02x}");
+            let pair = alloc::format!("{byte:02x}");
             assert_eq!(&text[2 * i..2 * i + 2], pair.as_bytes());
         }
     }
@@ -275,7 +273,7 @@ mod tests {
             let mut out = [0u8; 40];
             let r = reference(SCRIPT.as_bytes());
             for (i, b) in r.iter().enumerate() {
-                out[2 * i..2 * i + 2].copy_from_slice(std::format!("{b:02x}").as_bytes());
+                out[2 * i..2 * i + 2].copy_from_slice(alloc::format!("{b:02x}").as_bytes());
             }
             out
         });

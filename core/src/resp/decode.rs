@@ -614,9 +614,7 @@ impl<const CAP: usize> Framer<CAP> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
-    use std::{
+    use alloc::{
         string::{String, ToString as _},
         vec,
         vec::Vec,
@@ -1506,7 +1504,7 @@ mod tests {
                 while !piece.is_empty() {
                     let taken = framer.push(piece);
                     piece = &piece[taken..];
-                    while let Some(len) = framer.next_frame_len().map_err(|e| TestCaseError::fail(std::format!("{e:?}")))? {
+                    while let Some(len) = framer.next_frame_len().map_err(|e| TestCaseError::fail(alloc::format!("{e:?}")))? {
                         got.push(framer.frame(len).to_vec());
                         framer.consume(len);
                     }

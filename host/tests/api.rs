@@ -8,26 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, Error};
-use support::{RedisServer, command_calls, require_redis, unique_name};
+use support::{RedisServer, blocking, command_calls, require_redis, unique_name, until_blocked};
 use tokio::time::timeout;
-
-/// Runs blocking test-support code (server start/stop, raw connections) off the runtime's
-/// async path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
-/// Polls until `server` has `n` blocked clients (bounded).
-async fn until_blocked(server: &RedisServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while blocking(|| server.blocked_clients()) != n {
-        assert!(
-            Instant::now() < deadline,
-            "no client blocked on the wake-up signal within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A typed error a client may see while its server is down, and nothing else.
 fn assert_outage_error(e: &Error, what: &str) {

@@ -18,17 +18,12 @@ use distlock_core::{
 use distlock_host::{Client, Error};
 use support::fake::{FakeServer, Step};
 use support::{
-    RedisServer, Reply, distlock, require_redis, run_bounded, show, unique_name, wait_for,
+    RedisServer, Reply, blocking, distlock, require_redis, run_bounded, show, unique_name, wait_for,
 };
 use tokio::time::timeout;
 
 /// Every operation against a hostile server ends within this (the request timeout is 1 s).
 const BOUND: Duration = Duration::from_secs(5);
-
-/// Runs blocking test-support code (servers, raw connections) off the async path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 /// A server that answers `DEBUG DIGEST`.
 fn server() -> RedisServer {
@@ -907,11 +902,7 @@ async fn fake_client(fake: &FakeServer) -> Client {
 
 /// Runs `op` bounded by [`BOUND`]; returns its result and how long it took.
 async fn bounded<T>(op: impl std::future::Future<Output = T>, what: &str) -> (T, Duration) {
-    let started = Instant::now();
-    let result = timeout(BOUND, op)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: still running after {BOUND:?}"));
-    (result, started.elapsed())
+    support::bounded(what, BOUND, op).await
 }
 
 /// The node failure a single-node operation ended with.

@@ -25,8 +25,8 @@ use distlock_core::{Drift, NodeFailure};
 use distlock_host::{Client, Error, Guard, LockOptions, Released};
 use support::proxy::{Dir, Proxy};
 use support::{
-    KillOnDrop, RedisServer, command_calls, distlock, info_field, require_redis, run_bounded,
-    send_signal, show, unique_name, wait_for,
+    KillOnDrop, RedisServer, blocking, bounded, command_calls, distlock, info_field, require_redis,
+    run_bounded, send_signal, show, unique_name, wait_for,
 };
 
 /// The default request timeout: a silent node counts as failed after this.
@@ -34,26 +34,10 @@ const RT: Duration = Duration::from_secs(1);
 /// Slack on every deadline for a loaded 2-core CI machine.
 const MARGIN: Duration = Duration::from_millis(1500);
 
-/// Runs blocking test-support code (servers, raw connections, processes) off the runtime's
-/// async path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 /// The longest an operation with this wait may take: `wait + 2 × request timeout`, plus the
 /// margin.
 fn deadline(wait: Duration) -> Duration {
     wait + 2 * RT + MARGIN
-}
-
-/// Awaits `op`, failing the test if it has not returned within `limit`; also returns how
-/// long it took.
-async fn bounded<T>(what: &str, limit: Duration, op: impl Future<Output = T>) -> (T, Duration) {
-    let started = Instant::now();
-    match tokio::time::timeout(limit, op).await {
-        Ok(out) => (out, started.elapsed()),
-        Err(_) => panic!("{what} still running after {limit:?}: it should have ended by then"),
-    }
 }
 
 /// Validity Redlock subtracts for clock drift at `ttl` (the default: 1% + 2 ms).

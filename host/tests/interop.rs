@@ -13,17 +13,14 @@ use std::time::{Duration, Instant};
 
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, RetryPolicy};
 use support::python::{Library, PyLock, Python, require_python};
-use support::{RedisServer, distlock, require_redis, run_bounded, show, unique_name};
+use support::{
+    RedisServer, blocking, distlock, require_redis, run_bounded, show, unique_name, until_blocked,
+};
 
 /// How long the Python side's keys live: far longer than any test, so nothing expires.
 const PY_TTL_SECS: u64 = 60;
 /// A wake-up counts as prompt below this (the retry cap and the TTL are far above it).
 const PROMPT: Duration = Duration::from_millis(500);
-
-/// Runs blocking test-support code (servers, Python processes) off the runtime's async path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 fn layout_of(library: Library) -> KeyLayout {
     match library {
@@ -57,18 +54,6 @@ fn ask(py: &mut PyLock, command: &str) -> String {
 /// What the server holds at `key` (`None`: no such key).
 fn get(server: &RedisServer, key: &str) -> Option<String> {
     blocking(|| server.raw().ok(&["GET", key]).text())
-}
-
-/// Polls until `server` has `n` blocked clients (bounded).
-async fn until_blocked(server: &RedisServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while blocking(|| server.blocked_clients()) != n {
-        assert!(
-            Instant::now() < deadline,
-            "no client blocked on the wake-up list within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A Python holder excludes distlock and the other way round; after either releases, the

@@ -664,3 +664,35 @@ pub(crate) fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Runs blocking test-support code (servers, raw connections, processes) off the runtime's
+/// async path (multi-threaded runtimes only).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Awaits `op`, failing the test if it has not returned within `limit`; also returns how
+/// long it took.
+pub(crate) async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    op: impl std::future::Future<Output = T>,
+) -> (T, Duration) {
+    let started = Instant::now();
+    match tokio::time::timeout(limit, op).await {
+        Ok(out) => (out, started.elapsed()),
+        Err(_) => panic!("{what} still running after {limit:?}: it should have ended by then"),
+    }
+}
+
+/// Polls until `server` has `n` clients blocked on a wake-up list (at most 5 s).
+pub(crate) async fn until_blocked(server: &RedisServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blocking(|| server.blocked_clients()) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} clients not blocked on the wake-up list within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -9,6 +9,11 @@
 //! The jobserver (`CARGO_MAKEFLAGS`) is passed on, so both together stay within `-j`.
 //!
 //! Without the `component` feature nothing is built.
+//!
+//! A toolchain that rustup installed before this checkout existed lacks the `wasm32-wasip2`
+//! target (rustup adds `rust-toolchain.toml` targets only when it installs the toolchain), so
+//! the script adds it through rustup when the active sysroot has no standard library for it:
+//! `cargo run` and `cargo test` then work on a fresh clone with nothing added by hand.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -44,8 +49,9 @@ fn main() {
     }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = wasm_target_dir(&out_dir);
+    ensure_wasm_target();
     build_wasm(&root, &target_dir);
-    let built = target_dir.join("wasm32-wasip2").join("release");
+    let built = target_dir.join(WASM_TARGET).join("release");
     for (from, to) in ARTIFACTS {
         let from = built.join(from);
         let to = out_dir.join(to);
@@ -66,6 +72,50 @@ fn wasm_target_dir(out_dir: &Path) -> PathBuf {
     target.join("wasm")
 }
 
+/// The target the wasm crates are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Adds [`WASM_TARGET`] to the active toolchain through rustup when its standard library is
+/// missing from the sysroot of the `rustc` this build uses.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        // The nested build reports a missing target itself, with the hint below.
+        return;
+    };
+    if sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir() {
+        return;
+    }
+    eprintln!("distlock-host build: the toolchain lacks {WASM_TARGET}; adding it with rustup");
+    let mut command = Command::new("rustup");
+    command.args(["target", "add", WASM_TARGET]);
+    // rustup's proxies name the toolchain in use; pin the install to that one.
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        command.arg("--toolchain").arg(toolchain);
+    }
+    let status = command
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "`rustup target add {WASM_TARGET}` failed ({status}); the error is above. Add the \
+             target to the toolchain that builds this workspace, then build again."
+        ),
+        Err(e) => panic!(
+            "the toolchain lacks the {WASM_TARGET} target and rustup cannot be run ({e}): \
+             install the target for {}, then build again.",
+            sysroot.display()
+        ),
+    }
+}
+
 fn build_wasm(root: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
@@ -76,7 +126,7 @@ fn build_wasm(root: &Path, target_dir: &Path) {
             "--release",
             "--workspace",
             "--target",
-            "wasm32-wasip2",
+            WASM_TARGET,
             "--target-dir",
         ])
         .arg(target_dir)
@@ -114,8 +164,7 @@ fn build_wasm(root: &Path, target_dir: &Path) {
     if !status.success() {
         panic!(
             "building the wasm crates failed ({status}); the error is above. They need the \
-             wasm32-wasip2 target, which rust-toolchain.toml installs (`rustup target add \
-             wasm32-wasip2` if your toolchain lacks it)."
+             {WASM_TARGET} target (`rustup target add {WASM_TARGET}`)."
         );
     }
 }

@@ -71,6 +71,17 @@ pub enum Error {
         /// The layout's name ([`distlock_core::KeyLayout::name`]).
         layout: &'static str,
     },
+    /// The same server given twice (two URLs that reach one address, such as `localhost` and
+    /// `127.0.0.1` on one port): its vote would count twice, so nothing is sent.
+    #[error("{first} and {second} are the same server ({address}): give each node once")]
+    DuplicateNode {
+        /// The first URL (password hidden).
+        first: String,
+        /// The second URL that reaches the same server.
+        second: String,
+        /// The address both reach.
+        address: String,
+    },
     /// More nodes than the lock machines support.
     #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
     TooManyNodes(usize),

@@ -8,7 +8,7 @@
 //! - [`LockBuilder`] → [`Guard`]: acquire with a wait, a TTL, fencing, re-entry and
 //!   auto-renewal; the guard reports its validity and loss, and releases on drop.
 //! - [`blocking`]: the same API for code without an async runtime.
-//! - The `distlock` command (`src/main.rs`): `exec`, `acquire`, `release`, `extend`,
+//! - The `distlock` command (`src/bin/distlock/`): `exec`, `acquire`, `release`, `extend`,
 //!   `status`, `reset`, `demo`.
 //!
 //! The host makes no lock decision of its own: retry, quorum, validity and fencing are the

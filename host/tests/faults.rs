@@ -9,8 +9,8 @@
 //! typed errors (matched on [`distlock_host::Error`]), and no call running past its deadline
 //! (`wait + 2 × request timeout`, plus a margin for a loaded CI machine).
 //!
-//! Each test starts its own servers on free ports; without `redis-server` they skip, unless
-//! `DISTLOCK_REQUIRE_REDIS=1` (CI) makes that a failure. `DISTLOCK_LOAD_OPS=10000` raises the
+//! Each test starts its own servers on free ports; without `redis-server` they fail
+//! (`DISTLOCK_SKIP_REDIS=1` skips them). `DISTLOCK_LOAD_OPS=10000` raises the
 //! load run from its CI size to a long run.
 
 mod support;

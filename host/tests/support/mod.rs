@@ -3,8 +3,10 @@
 //! replies ([`fake`]), bounded runs of the `distlock` binary, and a TCP fault proxy
 //! ([`proxy`]) to put between a client and a server.
 //!
-//! Without `redis-server` on `PATH` every test prints a skip notice and passes, unless
-//! `DISTLOCK_REQUIRE_REDIS=1` (CI), which turns a missing server into a failure.
+//! Without `redis-server` on `PATH` every test that needs it fails, saying how to install it.
+//! Skipping is an explicit opt-out: `DISTLOCK_SKIP_REDIS=1` turns the failure into a skip
+//! notice (for a machine that cannot have Redis; the summary then counts those tests as
+//! passed, so never set it in CI).
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -25,8 +27,8 @@ pub(crate) mod python;
 /// How long a server gets to accept connections after it was started.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Returns early from the test (after a skip notice) when `redis-server` is missing, or
-/// panics when `DISTLOCK_REQUIRE_REDIS=1`.
+/// Panics when `redis-server` is missing; returns early from the test (after a skip notice)
+/// instead when the user opted out with `DISTLOCK_SKIP_REDIS=1`.
 macro_rules! require_redis {
     () => {
         if !$crate::support::redis_available() {
@@ -36,20 +38,27 @@ macro_rules! require_redis {
 }
 pub(crate) use require_redis;
 
-/// Whether `redis-server` can be run; prints a skip notice when not, panics when it must.
+/// Whether `redis-server` can be run: panics when not, unless skipping was asked for.
 pub(crate) fn redis_available() -> bool {
     if redis_server_binary().is_some() {
         return true;
     }
-    if std::env::var("DISTLOCK_REQUIRE_REDIS").as_deref() == Ok("1") {
-        panic!(
-            "DISTLOCK_REQUIRE_REDIS=1 but redis-server is not on PATH: install it (apt-get install redis-server)"
-        );
-    }
-    eprintln!(
-        "skipping: redis-server not installed (set DISTLOCK_REQUIRE_REDIS=1 to make this a failure)"
-    );
+    skip_or_fail("redis-server is not on PATH: install it (apt-get install redis-server)");
     false
+}
+
+/// Whether the user opted out of the tests that need real servers (`DISTLOCK_SKIP_REDIS=1`).
+pub(crate) fn skipping_allowed() -> bool {
+    std::env::var("DISTLOCK_SKIP_REDIS").as_deref() == Ok("1")
+}
+
+/// Fails the test with `why`, or, under `DISTLOCK_SKIP_REDIS=1`, prints a skip notice (the
+/// caller then returns).
+pub(crate) fn skip_or_fail(why: &str) {
+    if !skipping_allowed() {
+        panic!("{why} (or set DISTLOCK_SKIP_REDIS=1 to skip the tests that need it)");
+    }
+    eprintln!("skipping: {why} (DISTLOCK_SKIP_REDIS=1)");
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {

@@ -8,8 +8,8 @@
 //! processes from building it twice. `DISTLOCK_PYTHON=/path/to/python` uses that interpreter
 //! as it is (it must import both packages).
 //!
-//! When the setup fails, the tests print why and pass, unless `DISTLOCK_REQUIRE_REDIS=1`
-//! (CI), which turns a failed setup into a failure.
+//! When the setup fails, the tests fail and say why, unless `DISTLOCK_SKIP_REDIS=1` asks to
+//! skip them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 const PACKAGES: [&str; 2] = ["redis", "python-redis-lock"];
 
 /// Returns early from the test (after a skip notice) when no Python with both libraries can
-/// be had, or panics when `DISTLOCK_REQUIRE_REDIS=1`; otherwise evaluates to the [`Python`].
+/// be had under `DISTLOCK_SKIP_REDIS=1`, and fails it without; otherwise evaluates to the
+/// [`Python`].
 // Only the interop tests use it; the other test binaries share this module.
 #[allow(unused_macros)]
 macro_rules! require_python {
@@ -65,14 +66,9 @@ pub(crate) fn python() -> Option<&'static Python> {
     match PYTHON.get_or_init(setup) {
         Ok(python) => Some(python),
         Err(why) => {
-            if std::env::var("DISTLOCK_REQUIRE_REDIS").as_deref() == Ok("1") {
-                panic!(
-                    "DISTLOCK_REQUIRE_REDIS=1 but no Python with redis and python-redis-lock could be set up: {why}"
-                );
-            }
-            eprintln!(
-                "skipping: no Python with redis and python-redis-lock ({why}); set DISTLOCK_REQUIRE_REDIS=1 to make this a failure"
-            );
+            super::skip_or_fail(&format!(
+                "no Python with redis and python-redis-lock could be set up: {why}"
+            ));
             None
         }
     }

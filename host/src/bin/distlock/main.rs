@@ -1,4 +1,12 @@
 //! `distlock`: a distributed lock from the shell, and its demo.
+//!
+//! This file holds the command line and what each subcommand prints; `exec` (a job under the
+//! lock) has its own module, the exit codes theirs ([`exit`]), and every write to the
+//! terminal goes through [`output`], which never panics.
+
+mod exec;
+mod exit;
+mod output;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,12 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use distlock_host::demo::{self, DemoOptions};
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, TlsSettings};
 
-/// EX_TEMPFAIL: the lock could not be had; try again later.
-const EXIT_NOT_ACQUIRED: u8 = 75;
-/// EX_USAGE-like: bad input or configuration.
-const EXIT_USAGE: u8 = 64;
-/// EX_UNAVAILABLE: the servers could not be reached or refused.
-const EXIT_UNAVAILABLE: u8 = 69;
+use output::{say, tell};
 
 #[derive(Parser)]
 #[command(
@@ -30,12 +33,14 @@ const EXIT_UNAVAILABLE: u8 = 69;
         distlock-python-redis-lock:); releases by either side wake waiters of both. With \
         either Python layout, distlock and the Python processes exclude each other on the same \
         names; `reset --all` is refused there (those keys have no prefix of their own to walk).",
-    after_help = "Examples:\n  \
+    after_help = concat!("Examples:\n  \
         distlock demo\n  \
         distlock --redis redis://127.0.0.1:6379 exec --name backup --ttl 30s --wait 10s -- ./backup.sh\n  \
         distlock --redis redis://a:6379 --redis redis://b:6379 --redis redis://c:6379 acquire --name job --ttl 1m --json\n  \
         distlock --redis redis://127.0.0.1 release --name job --token 5f0c…\n  \
-        distlock --layout python-redis-lock --redis redis://127.0.0.1 exec --name report --wait 1m -- ./report.sh"
+        distlock --layout python-redis-lock --redis redis://127.0.0.1 exec --name report --wait 1m -- ./report.sh\n\n",
+        exit::table!()
+    )
 )]
 struct Cli {
     /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS. Repeat for
@@ -248,6 +253,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(output::stderr_is_terminal())
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -258,7 +264,7 @@ fn main() -> ExitCode {
             return if e.exit_code() == 0 {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(EXIT_USAGE)
+                ExitCode::from(exit::USAGE)
             };
         }
     };
@@ -269,33 +275,32 @@ fn main() -> ExitCode {
                 "--prefix applies to the tagged layout only: the redis-py and python-redis-lock layouts use exactly those libraries' keys",
             )
             .print();
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(exit::USAGE);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("distlock: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            tell!("distlock: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::UNAVAILABLE);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("distlock: {e}");
-            ExitCode::from(exit_code_of(&e))
+            tell!("distlock: {e}");
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }
 
-fn exit_code_of(e: &Error) -> u8 {
-    match e {
-        e if e.is_not_acquired() => EXIT_NOT_ACQUIRED,
-        Error::Config(_)
-        | Error::BadUrl { .. }
-        | Error::TooManyNodes(_)
-        | Error::NoPrefixToWalk { .. } => EXIT_USAGE,
-        Error::Lock(distlock_core::Error::NotHeld) => 1,
-        _ => EXIT_UNAVAILABLE,
+/// Exit 0 when the result was written; 74 (with a message) when stdout would not take it.
+fn printed(written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tell!("distlock: cannot write the result: {e}");
+            ExitCode::from(exit::IO_ERROR)
+        }
     }
 }
 
@@ -322,7 +327,7 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
 
 fn warn_if_embedded(client: &Client, what: &str) {
     if client.is_embedded() {
-        eprintln!(
+        tell!(
             "distlock: warning: no --redis given: `{what}` runs on the embedded in-process store, which no other process can see"
         );
     }
@@ -349,25 +354,34 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             lock,
             on_lost,
             command,
-        } => exec(&client, &lock, on_lost, &command).await,
+        } => exec::exec(&client, &lock, on_lost, &command).await,
         Command::Acquire { lock, json } => {
             warn_if_embedded(&client, "acquire");
             let guard = builder(&client, &lock).acquire().await?;
-            let (token, fence) = (guard.token().to_owned(), guard.fence());
-            let validity = guard.validity();
+            let (token, fence) = (guard.token(), guard.fence());
+            let written = if json {
+                let out = serde_json::json!({
+                    "name": lock.name, "token": token, "fence": fence,
+                    "validity_ms": guard.validity().as_millis() as u64,
+                });
+                say!("{out}")
+            } else {
+                let fence = fence.map(|f| format!("\nfence {f}")).unwrap_or_default();
+                say!("{token}{fence}")
+            };
+            if let Err(e) = written {
+                // Nobody learned the token, so nobody could release the lock: let it go now.
+                tell!("distlock: cannot write the token ({e}); releasing the lock");
+                if let Err(e) = guard.release().await {
+                    tell!(
+                        "distlock: releasing '{}' failed: {e}; it expires at its TTL",
+                        lock.name
+                    );
+                }
+                return Ok(ExitCode::from(exit::IO_ERROR));
+            }
             // The lock outlives this process: the caller releases it with the token.
             std::mem::forget(guard);
-            if json {
-                let out = serde_json::json!({
-                    "name": lock.name, "token": token, "fence": fence, "validity_ms": validity.as_millis() as u64,
-                });
-                println!("{out}");
-            } else {
-                println!("{token}");
-                if let Some(fence) = fence {
-                    println!("fence {fence}");
-                }
-            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Release {
@@ -376,13 +390,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             reentrant,
         } => {
             warn_if_embedded(&client, "release");
-            match client.release(&name, &token, reentrant).await? {
-                distlock_core::Released::StillHeld { holds } => {
-                    println!("released one hold; {holds} left")
-                }
-                _ => println!("released"),
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(printed(
+                match client.release(&name, &token, reentrant).await? {
+                    distlock_core::Released::StillHeld { holds } => {
+                        say!("released one hold; {holds} left")
+                    }
+                    _ => say!("released"),
+                },
+            ))
         }
         Command::Extend { name, token, ttl } => {
             warn_if_embedded(&client, "extend");
@@ -391,17 +406,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .valid_until
                 .as_millis()
                 .saturating_sub(extended.started.as_millis());
-            println!("extended; valid for {} ms", left);
-            Ok(ExitCode::SUCCESS)
+            Ok(printed(say!("extended; valid for {left} ms")))
         }
         Command::Status { name, json } => {
             let status = client.status(&name).await?;
-            if json {
-                println!("{}", status.to_json(&name));
+            Ok(printed(if json {
+                say!("{}", status.to_json(&name))
             } else {
-                print!("{}", status.describe());
-            }
-            Ok(ExitCode::SUCCESS)
+                output::stdout_text(&status.describe())
+            }))
         }
         Command::Reset { name, all, yes } => {
             if all {
@@ -411,21 +424,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     .prefix()
                     .map(|p| String::from_utf8_lossy(p).into_owned());
                 if let (false, Some(prefix)) = (yes, &prefix) {
-                    eprintln!(
+                    tell!(
                         "distlock: reset --all force-unlocks every lock under '{prefix}'; add --yes to confirm"
                     );
-                    return Ok(ExitCode::from(EXIT_USAGE));
+                    return Ok(ExitCode::from(exit::USAGE));
                 }
                 let deleted = client.reset_all().await?;
-                println!(
+                Ok(printed(say!(
                     "deleted {deleted} keys under '{}'",
                     prefix.unwrap_or_default()
-                );
+                )))
             } else if let Some(name) = name {
                 let deleted = client.reset(&name).await?;
-                println!("deleted {deleted} keys of '{name}'");
+                Ok(printed(say!("deleted {deleted} keys of '{name}'")))
+            } else {
+                Ok(ExitCode::from(exit::USAGE))
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { .. } => unreachable!("bench runs before connecting"),
         #[cfg(feature = "component")]
@@ -442,13 +456,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 ..DemoOptions::default()
             };
             let report = demo::run(&client, &options).await?;
-            println!("{}", report.table());
             let ok = report.overlaps == 0 && report.counter == report.acquisitions();
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let written = printed(say!("{}", report.table()));
+            Ok(if ok { written } else { ExitCode::FAILURE })
         }
     }
 }
@@ -466,8 +476,8 @@ async fn bench(
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        eprintln!("distlock: unknown scenario '{scenario}': use a, b, c, d or all");
-        return Ok(ExitCode::from(EXIT_USAGE));
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d or all");
+        return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");
     // Our own servers unless the user gave some; Redlock needs 5 at most.
@@ -499,21 +509,22 @@ async fn bench(
         Ok(results) => results,
         Err(bench::Error::Lock(e)) => return Err(e),
         Err(e) => {
-            eprintln!("distlock: {e}");
+            tell!("distlock: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{}", bench::table(&results));
-    println!(
-        "floor = raw SET NX PX + EVALSHA release pairs, one connection per node of the scenario, in slices \
-         interleaved with the scenario's; ÷floor = ops/s over that floor's pairs/s"
+    let mut text = format!(
+        "{}\nfloor = raw SET NX PX + EVALSHA release pairs, one connection per node of the scenario, in slices \
+         interleaved with the scenario's; ÷floor = ops/s over that floor's pairs/s",
+        bench::table(&results)
     );
     if json {
         for r in &results {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            text.push('\n');
+            text.push_str(&serde_json::to_string(r).unwrap_or_default());
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(printed(say!("{text}")))
 }
 
 fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
@@ -527,72 +538,4 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
         .ttl(lock.ttl)
         .wait(wait)
         .fenced(lock.fenced)
-}
-
-async fn exec(
-    client: &Client,
-    lock: &LockArgs,
-    on_lost: OnLost,
-    command: &[String],
-) -> Result<ExitCode, Error> {
-    warn_if_embedded(client, "exec");
-    let guard = builder(client, lock).auto_renew(true).acquire().await?;
-    let Some((program, args)) = command.split_first() else {
-        return Ok(ExitCode::from(EXIT_USAGE));
-    };
-    let mut child = match tokio::process::Command::new(program)
-        .args(args)
-        .env("DISTLOCK_TOKEN", guard.token())
-        .env(
-            "DISTLOCK_FENCE",
-            guard.fence().map(|f| f.to_string()).unwrap_or_default(),
-        )
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("distlock: cannot run {program}: {e}");
-            let _ = guard.release().await;
-            return Ok(ExitCode::from(127));
-        }
-    };
-    let status = tokio::select! {
-        status = child.wait() => status,
-        () = guard.lost() => match on_lost {
-            OnLost::Kill => {
-                eprintln!("distlock: lock '{}' lost; killing {program}", lock.name);
-                let _ = child.kill().await;
-                let _ = child.wait().await;
-                return Ok(ExitCode::from(EXIT_NOT_ACQUIRED));
-            }
-            OnLost::Warn => {
-                eprintln!("distlock: warning: lock '{}' lost; {program} runs on unprotected", lock.name);
-                child.wait().await
-            }
-        },
-    };
-    if let Err(e) = guard.release().await {
-        eprintln!("distlock: releasing '{}' failed: {e}", lock.name);
-    }
-    let code = match status {
-        Ok(status) => status
-            .code()
-            .map_or(128 + signal_of(&status), |c| c as u8 as i32),
-        Err(e) => {
-            eprintln!("distlock: waiting for {program} failed: {e}");
-            EXIT_UNAVAILABLE as i32
-        }
-    };
-    Ok(ExitCode::from(code as u8))
-}
-
-#[cfg(unix)]
-fn signal_of(status: &std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal().unwrap_or(0)
-}
-
-#[cfg(not(unix))]
-fn signal_of(_: &std::process::ExitStatus) -> i32 {
-    0
 }

@@ -1,0 +1,88 @@
+//! The command's exit codes: one table, used by every subcommand and printed in `--help`.
+//!
+//! The codes follow `sysexits.h` where one fits, and the shell's conventions for a command
+//! that cannot run (126, 127) or was stopped by a signal (128 + N).
+
+use distlock_core::{HandshakeError, ServerError, ServerErrorKind};
+use distlock_host::Error;
+
+/// `release` / `extend`: the token does not hold the lock (it expired, was released or reset).
+pub(crate) const NOT_HELD: u8 = 1;
+/// EX_USAGE: bad arguments, names, TTLs, tokens, URLs or a node given twice.
+pub(crate) const USAGE: u8 = 64;
+/// EX_UNAVAILABLE: too few servers answered (not connected, timed out, or lost mid-wait).
+pub(crate) const UNAVAILABLE: u8 = 69;
+/// EX_IOERR: the result could not be written (stdout closed); what was taken was released.
+pub(crate) const IO_ERROR: u8 = 74;
+/// EX_TEMPFAIL: the lock is held by another owner (or `exec --on-lost kill` lost it).
+pub(crate) const NOT_ACQUIRED: u8 = 75;
+/// EX_PROTOCOL: a server refused the command or broke the protocol (`WRONGTYPE`, `OOM`,
+/// a Cluster `MOVED`, a reply that is not RESP).
+pub(crate) const SERVER_REFUSED: u8 = 76;
+/// EX_NOPERM: a server refused the credentials or the ACL user's rights (`NOAUTH`,
+/// `WRONGPASS`, `NOPERM`).
+pub(crate) const NO_PERMISSION: u8 = 77;
+/// `exec`: the command exists but cannot be executed (permissions, not an executable).
+pub(crate) const CANNOT_EXECUTE: u8 = 126;
+/// `exec`: the command was not found.
+pub(crate) const NOT_FOUND: u8 = 127;
+/// `exec`: stopped by signal N exits `SIGNALLED + N`.
+pub(crate) const SIGNALLED: u8 = 128;
+
+/// The table for `--help`, as a literal so `concat!` can put it after the examples.
+macro_rules! table {
+    () => {
+        "Exit codes:\n  \
+        0     done\n  \
+        1     release/extend: the token does not hold the lock\n  \
+        64    bad arguments, names, TTLs, tokens or URLs; a node given twice\n  \
+        69    too few servers answered (unreachable, timed out, or lost while waiting)\n  \
+        74    the result could not be written (stdout closed); an acquired lock was released\n  \
+        75    the lock is held by another owner; exec --on-lost kill lost it\n  \
+        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP)\n  \
+        77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
+        126   exec: the command cannot be executed\n  \
+        127   exec: the command was not found\n  \
+        128+N exec: distlock or the command was stopped by signal N (the lock released first)\n  \
+        other exec: the command's own exit code"
+    };
+}
+pub(crate) use table;
+
+/// The exit code for an error.
+pub(crate) fn code_of(e: &Error) -> u8 {
+    match e {
+        Error::Lock(lock) => code_of_lock(lock),
+        Error::Config(_)
+        | Error::BadUrl { .. }
+        | Error::TooManyNodes(_)
+        | Error::NoPrefixToWalk { .. }
+        | Error::DuplicateNode { .. } => USAGE,
+        Error::Handshake { source, .. } => match source {
+            HandshakeError::Auth(_) => NO_PERMISSION,
+            HandshakeError::Server(e) => code_of_server(e),
+            HandshakeError::Protocol(_) => SERVER_REFUSED,
+            HandshakeError::Timeout => UNAVAILABLE,
+            _ => UNAVAILABLE,
+        },
+        _ => UNAVAILABLE,
+    }
+}
+
+fn code_of_lock(e: &distlock_core::Error) -> u8 {
+    use distlock_core::Error as E;
+    match e {
+        E::NotAcquired { .. } | E::Expired => NOT_ACQUIRED,
+        E::NotHeld => NOT_HELD,
+        E::Server { error, .. } => code_of_server(error),
+        E::Protocol { .. } => SERVER_REFUSED,
+        _ => UNAVAILABLE,
+    }
+}
+
+fn code_of_server(e: &ServerError) -> u8 {
+    match e.kind {
+        ServerErrorKind::NoAuth | ServerErrorKind::NoPerm => NO_PERMISSION,
+        _ => SERVER_REFUSED,
+    }
+}

@@ -301,22 +301,7 @@ impl AcquireOp {
             let node = u8::try_from(node).unwrap_or(u8::MAX);
             return self.finish(Err(Error::Server { node, error }));
         }
-        // The attempt may be settled before every node answered (two "busy" of five with
-        // one node down already rule a quorum out). Nodes still silent count for the cluster:
-        // it is contention, not a lost quorum, unless the failures alone leave too few nodes.
-        let error = match reason {
-            Some(error) => error,
-            None if busy > 0 && granted + busy + pending >= needed => Error::NotAcquired {
-                attempts: self.attempts,
-                holder_ttl: self.holder_ttl,
-            },
-            None => Error::QuorumLost {
-                granted: u8::try_from(granted).unwrap_or(u8::MAX),
-                needed: u8::try_from(needed).unwrap_or(u8::MAX),
-                nodes: u8::try_from(nodes).unwrap_or(u8::MAX),
-                last_failure: self.last_failure.clone(),
-            },
-        };
+        let error = reason.unwrap_or_else(|| self.attempt_error(granted, busy, pending));
         if !self.may_retry_after(&ctx.lock, now) {
             return self.finish(Err(error));
         }
@@ -351,6 +336,52 @@ impl AcquireOp {
                     until: now.saturating_add(delay),
                 };
             }
+        }
+    }
+
+    /// What a failed attempt reports, from its votes. The attempt may be settled before every
+    /// node answered (two "busy" of five with one node down already rule a quorum out).
+    /// Nodes still silent count for the cluster: it is contention, not a lost quorum, unless
+    /// the failures alone leave too few nodes.
+    fn attempt_error(&self, granted: usize, busy: usize, pending: usize) -> Error {
+        let nodes = self.votes.len();
+        let needed = quorum(nodes);
+        if busy > 0 && granted + busy + pending >= needed {
+            Error::NotAcquired {
+                attempts: self.attempts,
+                holder_ttl: self.holder_ttl,
+            }
+        } else {
+            Error::QuorumLost {
+                granted: u8::try_from(granted).unwrap_or(u8::MAX),
+                needed: u8::try_from(needed).unwrap_or(u8::MAX),
+                nodes: u8::try_from(nodes).unwrap_or(u8::MAX),
+                last_failure: self.last_failure.clone(),
+            }
+        }
+    }
+
+    /// Between attempts, `node` turned out to be down (its connection dropped, or the wait on
+    /// its signal got no answer): what the last attempt would report must not claim it still
+    /// says "busy". Found against real servers: a waiter whose majority died while it waited
+    /// reported "held by another owner" at its deadline, though no quorum was left to hold it.
+    fn node_went_down(&mut self, node: usize, failure: NodeFailure) {
+        if !matches!(self.phase, Phase::Sleeping { .. } | Phase::Waiting { .. }) {
+            return;
+        }
+        let Some(vote) = self.votes.get_mut(node) else {
+            return;
+        };
+        // A node still silent when the attempt settled counted for the cluster, like a
+        // "busy" one; neither does once it is seen down.
+        if !matches!(*vote, Vote::Busy | Vote::Pending) {
+            return;
+        }
+        *vote = Vote::Lost;
+        self.last_failure = Some(failure);
+        if self.gave_up.is_some() {
+            let (granted, busy) = (self.count(Vote::Granted), self.count(Vote::Busy));
+            self.gave_up = Some(self.attempt_error(granted, busy, self.count(Vote::Pending)));
         }
     }
 
@@ -482,10 +513,24 @@ impl Decide for AcquireOp {
                     // BLPOP refused (ACL, or no such command): poll instead from now on.
                     self.signal_usable = false;
                 }
+                if let Answer::Failed(
+                    failure @ (NodeFailure::Timeout | NodeFailure::Disconnected),
+                ) = answer
+                {
+                    self.node_went_down(node, failure);
+                }
                 self.retry_or_give_up(ctx, now);
             }
-            // Rollbacks, and replies of rounds already settled.
-            _ => {}
+            // Rollbacks, and replies of rounds already settled: nothing to decide, but a node
+            // that stopped answering between attempts is down for what they report.
+            (_, _) => {
+                if let Answer::Failed(
+                    failure @ (NodeFailure::Timeout | NodeFailure::Disconnected),
+                ) = answer
+                {
+                    self.node_went_down(node, failure);
+                }
+            }
         }
     }
 
@@ -502,6 +547,15 @@ impl Decide for AcquireOp {
             Phase::Sleeping { until } => Some(until),
             _ => None,
         }
+    }
+
+    fn on_idle_disconnect<const N: usize>(
+        &mut self,
+        _ctx: &mut Context<N>,
+        node: usize,
+        _now: Instant,
+    ) {
+        self.node_went_down(node, NodeFailure::Disconnected);
     }
 
     fn on_cancel<const N: usize>(&mut self, ctx: &mut Context<N>, _now: Instant) {

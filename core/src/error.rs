@@ -191,9 +191,13 @@ fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
 }
 
 impl ServerError {
-    /// Classifies `message` and keeps a printable copy of it.
+    /// Classifies `message` and keeps a printable copy of it, without the script location a
+    /// server adds to errors raised inside a script (`script: <sha>, on @user_script:4.`, or
+    /// Redis 6's `Error running script (call to f_<sha>): @user_script:4: ` before it): the
+    /// user should read what went wrong, not where in our Lua it happened.
     #[must_use]
     pub fn from_message(message: &[u8]) -> Self {
+        let message = without_script_location(message);
         let mut kept = String::new();
         'cut: for chunk in message.utf8_chunks() {
             let replacement = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
@@ -209,6 +213,39 @@ impl ServerError {
             message: kept.into_boxed_str(),
         }
     }
+}
+
+/// `message` without the script location servers add to errors raised in a script.
+fn without_script_location(message: &[u8]) -> &[u8] {
+    const MARK: &[u8] = b"@user_script:";
+    let Some(at) = find(message, MARK) else {
+        return message;
+    };
+    // Redis 6: "ERR Error running script (call to f_…): @user_script:4: WRONGTYPE …".
+    let after = &message[at + MARK.len()..];
+    let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+    if let Some(inner) = after[digits..].strip_prefix(b": ")
+        && !inner.is_empty()
+    {
+        return without_script_location(inner);
+    }
+    // Redis 7: "WRONGTYPE … script: <sha>, on @user_script:4.".
+    match find(message, b" script: ") {
+        Some(cut) if cut < at => trim_end(&message[..cut]),
+        _ => message,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != b'.')
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
 }
 
 /// A lock could not be set up as asked; nothing was sent.
@@ -327,7 +364,7 @@ impl fmt::Display for ServerError {
                 "; the ACL user needs the lock's keys and commands (SET, GET, DEL, PEXPIRE, EVAL, EVALSHA, INCR, LPUSH, BLPOP)"
             }
             ServerErrorKind::WrongType => {
-                "; the lock key holds another kind of value: pick another name or key prefix"
+                "; a key of this lock holds another kind of value: pick another name or key prefix, or remove that key"
             }
             ServerErrorKind::Moved | ServerErrorKind::Ask => {
                 "; this is a Redis Cluster node for another slot: connect to the node that owns the key"
@@ -371,7 +408,10 @@ impl fmt::Display for ConfigError {
             ConfigError::BadToken => f.write_str("token must be 16 to 64 printable ASCII bytes"),
             ConfigError::BadTtl => write!(
                 f,
-                "ttl must be between 1 ms and {} ms",
+                "ttl must be between {} ms (with the default clock-drift allowance) and {} ms",
+                crate::lock::Drift::default()
+                    .min_ttl()
+                    .map_or(1, |min| min.as_millis()),
                 crate::lock::MAX_TTL.as_millis()
             ),
             ConfigError::BadNodeCount { nodes, capacity } => {
@@ -383,8 +423,13 @@ impl fmt::Display for ConfigError {
             ConfigError::BadRetry => {
                 f.write_str("retry policy: base delay must be > 0 and at most the cap")
             }
-            ConfigError::DriftExceedsTtl => f.write_str(
-                "the clock-drift allowance is as long as the ttl: no validity would remain",
+            ConfigError::DriftExceedsTtl => write!(
+                f,
+                "the clock-drift allowance is as long as the ttl: no validity would remain (with \
+                 the default allowance, 1% of the ttl + 2 ms, the ttl must be at least {} ms)",
+                crate::lock::Drift::default()
+                    .min_ttl()
+                    .map_or(1, |min| min.as_millis()),
             ),
         }
     }
@@ -399,6 +444,31 @@ impl core::error::Error for NodeFailure {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_locations_are_cut_from_messages() {
+        let redis7 = ServerError::from_message(
+            b"WRONGTYPE Operation against a key holding the wrong kind of value script: 5f3a9c0e, on @user_script:4.",
+        );
+        assert_eq!(redis7.kind, ServerErrorKind::WrongType);
+        assert_eq!(
+            &*redis7.message,
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        );
+        let redis6 = ServerError::from_message(
+            b"ERR Error running script (call to f_5f3a9c0e): @user_script:4: WRONGTYPE Operation against a key holding the wrong kind of value",
+        );
+        assert_eq!(redis6.kind, ServerErrorKind::WrongType);
+        assert_eq!(
+            &*redis6.message,
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        );
+        let plain = ServerError::from_message(b"OOM command not allowed");
+        assert_eq!(&*plain.message, "OOM command not allowed");
+        // A bare mark with nothing after it is left as the server sent it.
+        let odd = ServerError::from_message(b"ERR @user_script:");
+        assert_eq!(&*odd.message, "ERR @user_script:");
+    }
 
     #[test]
     fn classifies_the_errors_the_protocol_reacts_to() {

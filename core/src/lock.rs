@@ -44,6 +44,29 @@ impl Drift {
         Duration::from_millis(u64::try_from(proportional).unwrap_or(u64::MAX))
             .saturating_add(self.fixed)
     }
+
+    /// The shortest TTL that leaves any validity after this allowance (`allowance(ttl) <
+    /// ttl`), or `None` when no TTL up to [`MAX_TTL`] does: what a user is told up front,
+    /// instead of a TTL in range that is then refused.
+    #[must_use]
+    pub fn min_ttl(&self) -> Option<Duration> {
+        let leaves_validity = |ms: u64| self.allowance(Duration::from_millis(ms)).as_millis() < ms;
+        let (mut low, mut high) = (1, MAX_TTL.as_millis());
+        if !leaves_validity(high) {
+            return None;
+        }
+        // The allowance grows slower than the TTL (per_million < 1_000_000 here, or even
+        // MAX_TTL would fail), so "leaves validity" is false up to a point and true after it.
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if leaves_validity(mid) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        Some(Duration::from_millis(low))
+    }
 }
 
 /// How a lock behaves. `Default` gives the documented defaults.
@@ -237,6 +260,26 @@ mod tests {
             fixed: Duration::MAX,
         };
         assert_eq!(huge.allowance(MAX_TTL), Duration::MAX);
+    }
+
+    #[test]
+    fn min_ttl_is_the_first_ttl_the_drift_leaves_validity_in() {
+        let default = Drift::default();
+        let min = default.min_ttl().unwrap();
+        assert_eq!(min, Duration::from_millis(4));
+        assert!(default.allowance(min) < min);
+        let below = Duration::from_millis(min.as_millis() - 1);
+        assert!(default.allowance(below) >= below);
+        let none = Drift {
+            per_million: 1_000_000,
+            fixed: Duration::ZERO,
+        };
+        assert_eq!(none.min_ttl(), None);
+        let fixed_only = Drift {
+            per_million: 0,
+            fixed: Duration::from_millis(10),
+        };
+        assert_eq!(fixed_only.min_ttl(), Some(Duration::from_millis(11)));
     }
 
     #[test]

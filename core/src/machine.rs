@@ -83,6 +83,16 @@ pub(crate) mod sealed {
         /// When the operation's own timer fires.
         fn timer(&self) -> Option<Instant>;
 
+        /// A node's connection was lost while nothing was in flight on it (between
+        /// attempts, say): no request failed, but what the operation knows of the node may.
+        fn on_idle_disconnect<const N: usize>(
+            &mut self,
+            _ctx: &mut Context<N>,
+            _node: usize,
+            _now: Instant,
+        ) {
+        }
+
         /// The caller gave up.
         fn on_cancel<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant);
 
@@ -151,8 +161,9 @@ impl<Op: Operation, const N: usize> Machine<Op, N> {
         self.ctx
             .links
             .disconnected(node, |n, r, a| answer = Some((n, r, a)));
-        if let Some((n, r, a)) = answer {
-            self.op.on_answer(&mut self.ctx, n, r, a, now);
+        match answer {
+            Some((n, r, a)) => self.op.on_answer(&mut self.ctx, n, r, a, now),
+            None => self.op.on_idle_disconnect(&mut self.ctx, node, now),
         }
     }
 

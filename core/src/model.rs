@@ -253,9 +253,29 @@ impl Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fail(Vec<u8>);
 
+/// In place of a script line: the error is one the script returned with
+/// `redis.error_reply`, which the server passes on without a location.
+const SCRIPT_REPLY: u64 = 0;
+
 impl Fail {
     fn new(message: &[u8]) -> Self {
         Fail(message.to_vec())
+    }
+
+    /// The error as `ACQUIRE` returns it through `redis.pcall` and `redis.error_reply`: the
+    /// role of the key after the first word (`WRONGTYPE fence key: Operation …`).
+    fn about(self, role: &str) -> Self {
+        let Fail(message) = self;
+        let Some(space) = message.iter().position(|&b| b == b' ') else {
+            return Fail(message);
+        };
+        let (word, rest) = message.split_at(space);
+        let mut out = word.to_vec();
+        out.push(b' ');
+        out.extend_from_slice(role.as_bytes());
+        out.extend_from_slice(b" key:");
+        out.extend_from_slice(rest);
+        Fail(out)
     }
 
     fn wrong_type() -> Self {
@@ -836,6 +856,8 @@ impl ModelNode {
                 w.int(a);
                 w.int(b);
             }
+            // An error the script returned itself (`redis.error_reply`): as it is.
+            Err((fail, SCRIPT_REPLY)) => return Err(fail),
             Err((Fail(mut message), line)) => {
                 message.extend_from_slice(b" script: ");
                 message.extend_from_slice(known.sha());
@@ -983,7 +1005,8 @@ impl ModelNode {
 
     // ---- scripts ----
 
-    /// Runs a recognised script. Errors carry the script line of the failing call.
+    /// Runs a recognised script. Errors carry the script line of the failing call, or
+    /// [`SCRIPT_REPLY`] for an error the script returns itself.
     fn run_script(
         &mut self,
         known: Known,
@@ -1004,7 +1027,9 @@ impl ModelNode {
             Known::Acquire => {
                 let lock = key(0).ok_or_else(|| nil(1))?;
                 let token = argument(0).ok_or_else(|| nil(1))?;
-                let holder = self.get_str(lock, now).map_err(|e| (e, 1))?;
+                let holder = self
+                    .get_str(lock, now)
+                    .map_err(|e| (e.about("lock"), SCRIPT_REPLY))?;
                 let ttl = argument(1);
                 let fenced = argument(2) == Some(b"1");
                 let reentrant = argument(3) == Some(b"1");
@@ -1015,7 +1040,9 @@ impl ModelNode {
                         let mut fence = 0;
                         if fenced {
                             let fence_key = key(1).ok_or_else(|| nil(4))?;
-                            fence = self.incr_by(fence_key, 1, now).map_err(|e| (e, 4))?;
+                            fence = self
+                                .incr_by(fence_key, 1, now)
+                                .map_err(|e| (e.about("fence"), SCRIPT_REPLY))?;
                         }
                         if reentrant {
                             let holds = key(2).ok_or_else(|| nil(5))?;
@@ -1032,13 +1059,18 @@ impl ModelNode {
                         let mut fence = 0;
                         if fenced {
                             let fence_key = key(1).ok_or_else(|| nil(11))?;
-                            fence = match self.get_str(fence_key, now).map_err(|e| (e, 11))? {
+                            fence = match self
+                                .get_str(fence_key, now)
+                                .map_err(|e| (e.about("fence"), SCRIPT_REPLY))?
+                            {
                                 None => 0,
                                 Some(v) => lua_tonumber(&v).unwrap_or(0),
                             };
                         }
                         let holds_key = key(2).ok_or_else(|| nil(12))?;
-                        let holds = self.incr_by(holds_key, 1, now).map_err(|e| (e, 12))?;
+                        let holds = self
+                            .incr_by(holds_key, 1, now)
+                            .map_err(|e| (e.about("holds"), SCRIPT_REPLY))?;
                         let ttl = ttl.ok_or_else(|| nil(13))?;
                         let ms = parse_i64(ttl).ok_or_else(|| (Fail::not_integer(), 13))?;
                         self.pexpire(lock, ms, ExpireMode::Always, now)
@@ -2353,11 +2385,8 @@ mod tests {
         };
         let reply = run(&mut n, &acquire("1000", "1"), 0);
         assert_eq!(
-            reply,
-            format!(
-                "-ERR value is not an integer or out of range script: {}, on @user_script:4.\r\n",
-                sha(&script::ACQUIRE)
-            )
+            reply, "-ERR fence key: value is not an integer or out of range\r\n",
+            "the script names the key it failed on, and the server adds no location"
         );
         assert_eq!(
             n.value(b"L", ms(0)),
@@ -2442,7 +2471,7 @@ mod tests {
         assert_eq!(run(&mut n, &acquire, 10), "*2\r\n:0\r\n:990\r\n");
         assert!(
             run(&mut n, &acquire, 1001)
-                .starts_with("-READONLY You can't write against a read only replica. script: ")
+                .starts_with("-READONLY fence key: You can't write against a read only replica.")
         );
         assert!(run(&mut n, &["HELLO"], 0).contains("replica"));
     }

@@ -42,22 +42,43 @@ impl Script {
 /// roll a failed script back, and an error reply after the lock key was set would leave the
 /// lock held for its TTL by nobody (or a re-entry counted that the caller was told failed).
 /// A fence raised without the lock is harmless: fences only need to grow.
+///
+/// Those calls go through `redis.pcall`, so an error says which of the lock's keys it is about
+/// (`WRONGTYPE fence key: Operation against a key holding the wrong kind of value`): the
+/// server's own message says only "a key", and a user told the lock key has the wrong type
+/// when it is the fence key looks in the wrong place.
 pub const ACQUIRE: Script = Script::new(
-    r"local holder = redis.call('GET', KEYS[1])
+    r"local function try(role, cmd, key)
+ local r = redis.pcall(cmd, key)
+ if type(r) == 'table' and r.err then
+  return nil, redis.error_reply((string.gsub(r.err, ' ', ' '..role..' key: ', 1)))
+ end
+ return r
+end
+local holder, e = try('lock', 'GET', KEYS[1])
+if e then return e end
 if not holder then
-  local fence = 0
-  if ARGV[3] == '1' then fence = redis.call('INCR', KEYS[2]) end
-  if ARGV[4] == '1' then redis.call('SET', KEYS[3], 1, 'PX', ARGV[2]) end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, fence}
+ local fence = 0
+ if ARGV[3] == '1' then
+  fence, e = try('fence', 'INCR', KEYS[2])
+  if e then return e end
+ end
+ if ARGV[4] == '1' then redis.call('SET', KEYS[3], 1, 'PX', ARGV[2]) end
+ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+ return {1, fence}
 end
 if holder == ARGV[5] and ARGV[4] == '1' then
-  local fence = 0
-  if ARGV[3] == '1' then fence = tonumber(redis.call('GET', KEYS[2]) or '0') end
-  local holds = redis.call('INCR', KEYS[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
-  return {holds, fence}
+ local fence, holds = 0
+ if ARGV[3] == '1' then
+  fence, e = try('fence', 'GET', KEYS[2])
+  if e then return e end
+  fence = tonumber(fence or '0')
+ end
+ holds, e = try('holds', 'INCR', KEYS[3])
+ if e then return e end
+ redis.call('PEXPIRE', KEYS[1], ARGV[2])
+ redis.call('PEXPIRE', KEYS[3], ARGV[2])
+ return {holds, fence}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 ",

@@ -419,6 +419,76 @@ fn redlock_lost_to_a_holder_with_a_node_down_is_contention_not_a_lost_quorum() {
     );
 }
 
+/// Found against real servers: a Redlock waiter whose majority died while it waited reported
+/// "held by another owner" at its deadline (the last attempt's word), though no quorum was
+/// left to hold anything. Nodes seen going down between attempts change what it reports.
+/// The node a waiter blocks on: the one sent a `BLPOP` (the attempt settled before the last
+/// node answered also rolls that node back).
+fn blocked_on(sent: &[common::Sent]) -> usize {
+    let blocking: Vec<usize> = sent
+        .iter()
+        .filter(|s| name_of(&s.commands[0]) == "BLPOP")
+        .map(|s| s.node)
+        .collect();
+    assert_eq!(blocking.len(), 1, "blocks on one busy node's signal");
+    blocking[0]
+}
+
+#[test]
+fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
+    let lock = lock_with(LockOptions::default());
+    let wait = Duration::from_millis(400);
+    let mut m: Acquire<3> = Acquire::new(&lock, token(11), &servers(3), wait, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    for node in 0..3 {
+        m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
+    }
+    let waited = blocked_on(&drain(&mut m, ms(1)));
+    let others: Vec<usize> = (0..3).filter(|&n| n != waited).collect();
+    // One idle node's connection drops: two of three still said "busy", which is contention.
+    m.handle_disconnect(others[0], ms(100));
+    // The signal wait itself ends, past the deadline: the last attempt's word stands.
+    let mut alive = m.clone();
+    alive.handle_input(waited, b"*-1\r\n", ms(401));
+    drain(&mut alive, ms(401));
+    assert!(
+        matches!(alive.poll_outcome(), Some(Err(Error::NotAcquired { .. }))),
+        "one of three down while two say busy is contention"
+    );
+    // The second idle node drops too: no majority is left to hold the lock.
+    m.handle_disconnect(others[1], ms(200));
+    m.handle_input(waited, b"*-1\r\n", ms(401));
+    drain(&mut m, ms(401));
+    assert!(
+        matches!(
+            m.poll_outcome(),
+            Some(Err(Error::QuorumLost {
+                granted: 0,
+                needed: 2,
+                nodes: 3,
+                ..
+            }))
+        ),
+        "two of three down mid-wait"
+    );
+
+    // The node waited on is the one that dies (its wait gets no answer), with one idle node.
+    let mut m: Acquire<3> = Acquire::new(&lock, token(12), &servers(3), wait, ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    for node in 0..3 {
+        m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
+    }
+    let waited = blocked_on(&drain(&mut m, ms(1)));
+    let idle = (0..3).find(|&n| n != waited).unwrap();
+    m.handle_disconnect(idle, ms(100));
+    m.handle_disconnect(waited, ms(450));
+    drain(&mut m, ms(450));
+    assert!(
+        matches!(m.poll_outcome(), Some(Err(Error::QuorumLost { .. }))),
+        "the waited node and an idle one down"
+    );
+}
+
 #[test]
 fn fenced_redlock_raises_the_counter_on_a_quorum_before_reporting() {
     let lock = lock_with(LockOptions {

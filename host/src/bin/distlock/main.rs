@@ -130,8 +130,8 @@ enum Command {
         /// The token `acquire` printed.
         #[arg(long)]
         token: String,
-        /// The new TTL (e.g. 30s, 2m).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// The new TTL (e.g. 30s, 2m; at least 4 ms).
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Duration,
     },
     /// Show who holds a lock, on each node.
@@ -199,8 +199,9 @@ struct LockArgs {
     /// The lock's name.
     #[arg(long)]
     name: String,
-    /// How long the lock lives without renewal.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long the lock lives without renewal (at least 4 ms: the clock-drift allowance,
+    /// 1% + 2 ms, must leave some validity).
+    #[arg(long, default_value = "30s", value_parser = parse_ttl)]
     ttl: Duration,
     /// How long to wait for the lock.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, conflicts_with = "no_wait")]
@@ -525,6 +526,30 @@ async fn bench(
         }
     }
     Ok(printed(say!("{text}")))
+}
+
+/// A TTL, refused up front when the core would refuse it: below the shortest TTL the default
+/// clock-drift allowance leaves validity in, or above the longest.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let options = distlock_core::LockOptions {
+        ttl: distlock_core::Duration::from_millis(
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        ),
+        ..distlock_core::LockOptions::default()
+    };
+    let min = options.drift.min_ttl().map_or(0, |m| m.as_millis());
+    if ttl.subsec_nanos() % 1_000_000 != 0 {
+        return Err("ttl is counted in whole milliseconds".into());
+    }
+    options.validate().map_err(|e| match e {
+        distlock_core::ConfigError::DriftExceedsTtl | distlock_core::ConfigError::BadTtl => format!(
+            "must be between {min} ms and {} ms (the clock-drift allowance, 1% + 2 ms, must leave some validity)",
+            distlock_core::lock::MAX_TTL.as_millis()
+        ),
+        other => other.to_string(),
+    })?;
+    Ok(ttl)
 }
 
 fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {

@@ -12,7 +12,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
     exit 1
   fi
   apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
+  apt-get install -y -qq redis-server redis-tools redis-sentinel >/dev/null
 fi
 # The interop tests run redis-py and python-redis-lock in a venv they create (pip install).
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -365,7 +365,10 @@ async fn bad_ttls_are_refused_and_change_nothing() {
         .await
         .expect("acquire");
     let before = blocking(|| before(&server));
-    let bad_ttl = format!("ttl must be between 1 ms and {} ms", MAX_TTL.as_millis());
+    let bad_ttl = format!(
+        "ttl must be between 4 ms (with the default clock-drift allowance) and {} ms",
+        MAX_TTL.as_millis()
+    );
     assert_eq!(MAX_TTL.as_millis(), 1 << 44);
     for ttl in [
         Duration::ZERO,
@@ -389,7 +392,8 @@ async fn bad_ttls_are_refused_and_change_nothing() {
     }
     // 1 or 2 ms leave nothing after the default drift allowance (1% + 2 ms).
     for ms in [1, 2] {
-        let drift = "the clock-drift allowance is as long as the ttl: no validity would remain";
+        let drift = "the clock-drift allowance is as long as the ttl: no validity would remain \
+                     (with the default allowance, 1% of the ttl + 2 ms, the ttl must be at least 4 ms)";
         let ttl = Duration::from_millis(ms);
         assert_config(
             client
@@ -663,7 +667,7 @@ async fn a_lock_key_of_the_wrong_type_is_a_typed_server_error() {
             assert_eq!(error.kind, ServerErrorKind::WrongType, "{kind} {what}");
             assert!(
                 shown.starts_with("node 0: server error: WRONGTYPE")
-                    && shown.ends_with("pick another name or key prefix"),
+                    && shown.ends_with("pick another name or key prefix, or remove that key"),
                 "{kind} {what}: {shown}"
             );
         };
@@ -850,7 +854,7 @@ fn cli_refuses_bad_durations_as_usage_errors() {
         (&["acquire", "--name", name, "--ttl", "-5s"], "-5"),
         (
             &["acquire", "--name", name, "--ttl", "0s"],
-            "ttl must be between 1 ms and",
+            "must be between 4 ms and",
         ),
         (
             &["acquire", "--name", name, "--ttl", "1ms"],
@@ -866,7 +870,7 @@ fn cli_refuses_bad_durations_as_usage_errors() {
                 "--ttl",
                 "0s",
             ],
-            "ttl must be between 1 ms and",
+            "must be between 4 ms and",
         ),
         (
             &["release", "--name", name, "--token", ""],

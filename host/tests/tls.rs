@@ -236,13 +236,13 @@ async fn tls_and_acl_user_lock_and_unlock() {
     ]);
     assert_eq!(exec.status.code(), Some(3), "{}", show(&exec));
 
-    // The CLI with a wrong password: unavailable (69), and the message says why.
+    // The CLI with a wrong password: refused credentials (77), and the message says why.
     let mut command = distlock(&wrong, &["--tls-ca", &ca, "acquire", "--name", &cli_name]);
     command.env_remove("DISTLOCK_REDIS");
     let out = tokio::task::block_in_place(|| {
         run_bounded(command, Duration::from_secs(30)).expect("run distlock")
     });
-    assert_eq!(out.status.code(), Some(69), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(77), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(

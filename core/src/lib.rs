@@ -63,6 +63,7 @@ pub mod lock;
 pub mod machine;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod renewal;
 pub mod resp;
 pub mod retry;
 pub mod script;
@@ -78,6 +79,7 @@ pub use keys::{KeyLayout, LockName, Token};
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Drift, Lease, Lock, LockOptions, quorum};
 pub use machine::Machine;
+pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Jitter, RetryPolicy};
 pub use server::{Flavor, ServerInfo, Version};

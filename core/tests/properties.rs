@@ -450,3 +450,100 @@ proptest! {
         }
     }
 }
+
+/// One step a renewal driver can take: time passes to some point, and an extend that is out
+/// ends one way or another.
+#[derive(Debug, Clone)]
+enum RenewalStep {
+    Advance(u64),
+    Extended { took: u64, ttl_left: u64 },
+    Failed,
+    NotHeld,
+}
+
+fn renewal_step() -> impl Strategy<Value = RenewalStep> {
+    prop_oneof![
+        (0u64..20_000).prop_map(RenewalStep::Advance),
+        (0u64..2_000, 0u64..40_000)
+            .prop_map(|(took, ttl_left)| RenewalStep::Extended { took, ttl_left }),
+        Just(RenewalStep::Failed),
+        Just(RenewalStep::NotHeld),
+    ]
+}
+
+proptest! {
+    /// Whatever the driver and the servers do, the renewal schedule never asks to act past
+    /// the validity, never reports a loss before the validity ends unless another token holds
+    /// the lock, never moves the validity back, and once lost stays lost.
+    #[test]
+    fn renewal_schedule_keeps_its_invariants(
+        ttl in 1u64..60_000,
+        seed in any::<u64>(),
+        steps in proptest::collection::vec(renewal_step(), 0..60),
+    ) {
+        use distlock_core::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
+        let ttl = Duration::from_millis(ttl);
+        let mut now = ms(0);
+        let mut r = Renewal::new(ttl, now, ms(0).saturating_add(ttl), seed);
+        let mut extending = false;
+        let mut lost = None;
+        for step in steps {
+            let before = r.valid_until();
+            match step {
+                RenewalStep::Advance(by) => {
+                    let target = now.saturating_add(Duration::from_millis(by));
+                    // A driver wakes at each deadline on the way (or late, at the target).
+                    while let Some(at) = r.poll_timeout() {
+                        if lost.is_none() {
+                            prop_assert!(at <= r.valid_until(), "deadline past the validity");
+                        }
+                        let at = at.max(now);
+                        if at > target { break; }
+                        now = at;
+                        r.handle_timeout(now);
+                        match r.poll_event() {
+                            Some(RenewalEvent::Extend) => extending = true,
+                            Some(RenewalEvent::Lost(reason)) => {
+                                prop_assert!(lost.is_none(), "lost twice");
+                                prop_assert_eq!(reason, LostReason::Expired);
+                                prop_assert!(now >= r.valid_until(), "expired early");
+                                lost = Some(reason);
+                            }
+                            None => {
+                                if r.poll_timeout() == Some(at) { break; }
+                            }
+                            Some(other) => prop_assert!(false, "unknown event {:?}", other),
+                        }
+                        if extending { break; }
+                    }
+                    now = now.max(target);
+                }
+                RenewalStep::Extended { took, ttl_left } => {
+                    let started = now;
+                    now = now.saturating_add(Duration::from_millis(took));
+                    let until = started.saturating_add(Duration::from_millis(ttl_left));
+                    r.handle_extend_outcome(ExtendOutcome::Extended { started, valid_until: until }, now);
+                    extending = false;
+                }
+                RenewalStep::Failed => {
+                    r.handle_extend_outcome(ExtendOutcome::Failed, now);
+                    extending = false;
+                }
+                RenewalStep::NotHeld => {
+                    let was_extending = extending && lost.is_none();
+                    r.handle_extend_outcome(ExtendOutcome::NotHeld, now);
+                    if was_extending {
+                        prop_assert_eq!(r.poll_event(), Some(RenewalEvent::Lost(LostReason::NotHeld)));
+                        lost = Some(LostReason::NotHeld);
+                    }
+                    extending = false;
+                }
+            }
+            prop_assert!(r.valid_until() >= before, "validity moved back");
+            if lost.is_some() {
+                prop_assert_eq!(r.poll_timeout(), None);
+                prop_assert_eq!(r.lost(), lost);
+            }
+        }
+    }
+}

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use distlock_core::machine::{Machine, Operation};
 use distlock_core::{
-    Acquire, ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Protocol, Release,
-    Released, RetryPolicy, ServerInfo, Token, quorum,
+    Acquire, ConfigError, Extend, ExtendOutcome, Extended, KeyLayout, Lock, LockOptions,
+    LostReason, Protocol, Release, Released, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,
+    quorum,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -782,11 +783,18 @@ impl Guard {
             released: AtomicBool::new(false),
         });
         let renewal = auto_renew.then(|| {
+            let schedule = Renewal::new(
+                lock.options().ttl,
+                lease.started(),
+                lease.valid_until(),
+                random_u64(),
+            );
             tokio::spawn(renew(
                 client.clone(),
                 lock.clone(),
                 lease.token().clone(),
                 Arc::clone(&held),
+                schedule,
             ))
         });
         Guard {
@@ -917,38 +925,62 @@ impl Drop for Guard {
     }
 }
 
-/// The watchdog: extends every third of the TTL; declares the lease lost when it cannot.
-async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>) {
+/// The watchdog: runs the core's renewal schedule ([`Renewal`]) — it says when to extend,
+/// when to try again and when the lease is lost; this task only waits, sends the extend and
+/// reports the outcome.
+async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut schedule: Renewal) {
     let clock = client.clock();
-    let ttl = lock.options().ttl;
-    let period = to_std(distlock_core::Duration::from_millis(
-        (ttl.as_millis() / 3).max(1),
-    ));
-    let mut next = tokio::time::Instant::now() + period;
     loop {
-        tokio::time::sleep_until(next).await;
-        let until = distlock_core::Instant::from_millis(held.valid_until.load(Ordering::Acquire));
-        match client.extend_lock(&lock, token.clone()).await {
-            Ok(extended) => {
-                held.valid_until
-                    .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
-                next = tokio::time::Instant::now() + period;
-            }
-            Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
-                warn!("lease lost: the lock is no longer held by this token");
-                held.lost.send_replace(true);
-                return;
-            }
-            Err(e) => {
-                if clock.now() >= until {
-                    warn!(error = %e, "lease lost: renewal kept failing until the validity ran out");
+        while let Some(event) = schedule.poll_event() {
+            match event {
+                RenewalEvent::Extend => {
+                    // An extend can take its request timeout; the validity's end does not
+                    // wait for it.
+                    let until = clock.to_tokio(schedule.valid_until());
+                    let outcome = tokio::select! {
+                        outcome = client.extend_lock(&lock, token.clone()) => outcome,
+                        () = tokio::time::sleep_until(until) => {
+                            schedule.handle_timeout(clock.now());
+                            continue;
+                        }
+                    };
+                    let outcome = match outcome {
+                        Ok(extended) => {
+                            held.valid_until
+                                .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                            ExtendOutcome::Extended {
+                                started: extended.started,
+                                valid_until: extended.valid_until,
+                            }
+                        }
+                        Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
+                            ExtendOutcome::NotHeld
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "renewal failed; the schedule tries again");
+                            ExtendOutcome::Failed
+                        }
+                    };
+                    schedule.handle_extend_outcome(outcome, clock.now());
+                }
+                RenewalEvent::Lost(reason) => {
+                    match reason {
+                        LostReason::NotHeld => {
+                            warn!("lease lost: the lock is no longer held by this token")
+                        }
+                        _ => warn!("lease lost: renewal kept failing until the validity ran out"),
+                    }
                     held.lost.send_replace(true);
                     return;
                 }
-                debug!(error = %e, "renewal failed; trying again");
-                next = tokio::time::Instant::now() + (period / 4).max(Duration::from_millis(10));
+                _ => {}
             }
         }
+        let Some(at) = schedule.poll_timeout() else {
+            return;
+        };
+        tokio::time::sleep_until(clock.to_tokio(at)).await;
+        schedule.handle_timeout(clock.now());
     }
 }
 

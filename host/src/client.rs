@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use distlock_core::machine::{Machine, Operation};
+use distlock_core::retry::SplitMix64;
 use distlock_core::{
     Acquire, ConfigError, Extend, ExtendOutcome, Extended, KeyLayout, Lock, LockOptions,
     LostReason, Protocol, Release, Released, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,
@@ -993,7 +994,8 @@ pub(crate) fn random_bytes() -> [u8; 16] {
 }
 
 /// A seed for retry jitter: spread, not secret, so no system call per operation. A
-/// process-wide counter, started at a random point, run through SplitMix64.
+/// process-wide counter, started at a random point, each value run through the core's
+/// generator (a different counter value gives an unrelated seed).
 fn random_u64() -> u64 {
     static NEXT: OnceLock<AtomicU64> = OnceLock::new();
     let next = NEXT.get_or_init(|| {
@@ -1002,8 +1004,5 @@ fn random_u64() -> u64 {
             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
         ]))
     });
-    let mut z = next.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    SplitMix64::new(next.fetch_add(1, Ordering::Relaxed)).next_u64()
 }

@@ -48,7 +48,7 @@
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
 use crate::keys::Token;
 use crate::link::{Answer, Request};
-use crate::lock::{Lease, Lock, quorum};
+use crate::lock::{Lease, Lock, MAX_NODES, quorum};
 use crate::machine::{Context, Decide, Machine};
 use crate::retry::Backoff;
 use crate::server::ServerInfo;
@@ -96,7 +96,7 @@ pub struct AcquireOp {
     wait_until: Instant,
     attempts: u32,
     backoff: Backoff,
-    votes: heapless::Vec<Vote, 16>,
+    votes: heapless::Vec<Vote, MAX_NODES>,
     granted_fence: u64,
     /// Grants that took the lock fresh (with this attempt's token).
     fresh_grants: usize,
@@ -115,9 +115,6 @@ pub struct AcquireOp {
     gave_up: Option<Error>,
     outcome: Option<Result<Lease, Error>>,
 }
-
-/// The most nodes an acquire can run over (votes are kept in a fixed array).
-pub const MAX_NODES: usize = 16;
 
 impl<const N: usize> Machine<AcquireOp, N> {
     /// Starts acquiring `lock` with `token` on the nodes described by `servers` (one per

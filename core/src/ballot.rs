@@ -16,10 +16,10 @@
 //!
 //! Invariant: `Ok` needs a quorum of well-formed yes replies to this ballot's requests.
 
-use crate::acquire::MAX_NODES;
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
 use crate::keys::Token;
 use crate::link::{Answer, Request};
+use crate::lock::MAX_NODES;
 use crate::lock::{Lock, quorum};
 use crate::machine::{Context, Decide, Machine};
 use crate::retry::Backoff;

@@ -71,13 +71,13 @@ pub mod server;
 pub mod sha1;
 pub mod time;
 
-pub use acquire::{Acquire, MAX_NODES};
+pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use keys::{KeyLayout, LockName, Token};
 pub use link::{REPLY_CAP, Transmit};
-pub use lock::{Drift, Lease, Lock, LockOptions, quorum};
+pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};

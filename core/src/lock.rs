@@ -13,6 +13,11 @@ use crate::keys::{KeyLayout, Keys, LockName, Token};
 use crate::retry::RetryPolicy;
 use crate::time::{Duration, Instant};
 
+/// The most nodes one lock runs over, for every driver: machines keep their per-node state in
+/// fixed arrays of this size. Redlock's majority of 7 already survives 3 lost nodes; more
+/// nodes add a round trip's worth of tail latency each and no safety a user asks for.
+pub const MAX_NODES: usize = 7;
+
 /// The longest TTL: 2^44 ms, about 557 years, far inside what `PX` accepts.
 pub const MAX_TTL: Duration = Duration::from_millis(1 << 44);
 

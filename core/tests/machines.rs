@@ -797,6 +797,12 @@ fn node_counts_beyond_capacity_are_refused() {
     let lock = lock_with(LockOptions::default());
     assert!(Acquire::<2>::new(&lock, token(1), &servers(3), Duration::ZERO, ms(0), 0).is_err());
     assert!(Acquire::<2>::new(&lock, token(1), &[], Duration::ZERO, ms(0), 0).is_err());
+    // One limit for every driver, whatever capacity a machine is declared with.
+    let too_many = servers(distlock_core::MAX_NODES + 1);
+    assert!(Acquire::<16>::new(&lock, token(1), &too_many, Duration::ZERO, ms(0), 0).is_err());
+    assert!(Release::<16>::new(&lock, token(1), &too_many, ms(0), 0).is_err());
+    let most = servers(distlock_core::MAX_NODES);
+    assert!(Acquire::<16>::new(&lock, token(1), &most, Duration::ZERO, ms(0), 0).is_ok());
 }
 
 // ---- release and extend ----

@@ -35,5 +35,5 @@ pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy}
 pub use endpoint::Endpoint;
 pub use error::Error;
 
-/// The most nodes a client can run Redlock over.
-pub const MAX_NODES: usize = 7;
+/// The most nodes a client can run Redlock over (the core's limit, for every driver).
+pub use distlock_core::MAX_NODES;

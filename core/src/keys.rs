@@ -333,6 +333,122 @@ impl Role {
     }
 }
 
+/// Which of a lock's keys a key is: what [`KeyLayout::recognise`] says of a key found on a
+/// server, so operator commands (`reset`) act only on keys this layout provably built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyRole {
+    /// The lock key: a string holding the holder's token.
+    Lock,
+    /// The fencing counter: a string holding a number; never reset, so fences only grow.
+    Fence,
+    /// The re-entry count: a string holding a number, with the lock's TTL.
+    Holds,
+    /// The wake-up list: a list of `1`s, always with a short TTL (it expires on its own).
+    Signal,
+}
+
+impl KeyRole {
+    const ALL: [KeyRole; 4] = [
+        KeyRole::Lock,
+        KeyRole::Fence,
+        KeyRole::Holds,
+        KeyRole::Signal,
+    ];
+
+    fn role(self) -> Role {
+        match self {
+            KeyRole::Lock => Role::Lock,
+            KeyRole::Fence => Role::Fence,
+            KeyRole::Holds => Role::Holds,
+            KeyRole::Signal => Role::Signal,
+        }
+    }
+
+    /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key and the
+    /// re-entry count. Never the fencing counter (fences must stay monotonic across a reset);
+    /// the wake-up list is not deleted either: it always carries a TTL of its own, and a reset
+    /// replaces it with a fresh wake-up as a release does.
+    #[must_use]
+    pub const fn is_reset(self) -> bool {
+        matches!(self, KeyRole::Lock | KeyRole::Holds)
+    }
+
+    /// Whether `value`, the string a key of this role holds, is what the lock protocol writes
+    /// there: a [`Token`] in the lock key, a decimal count (1 to 10 digits) in the re-entry
+    /// count or the fence. A reset deletes a key only when it is (anything else is someone
+    /// else's data under a name that happens to look like ours). The wake-up list is no
+    /// string, so no string fits it.
+    #[must_use]
+    pub fn fits(self, value: &[u8]) -> bool {
+        match self {
+            KeyRole::Lock => Token::new(value).is_ok(),
+            KeyRole::Holds | KeyRole::Fence => {
+                (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
+            }
+            KeyRole::Signal => false,
+        }
+    }
+}
+
+impl KeyLayout {
+    /// The lock name and role of `key` when `key` is exactly a key this layout builds for
+    /// some valid lock name (and `None` for every other key): the check an operator command
+    /// makes before it touches a key it found by `SCAN`. The answer is proved by rebuilding:
+    /// a key is recognised only when [`Keys::new`] for the parsed name gives back the same
+    /// bytes for that role. So `distlock:config`, `distlock:{x}:other` or a key of another
+    /// prefix are never recognised under the default layout.
+    #[must_use]
+    pub fn recognise(&self, key: &[u8]) -> Option<(LockName, KeyRole)> {
+        KeyRole::ALL.into_iter().find_map(|role| {
+            let name = self.name_in(key, role.role())?;
+            let name = LockName::new(name).ok()?;
+            self.check_name(&name).ok()?;
+            let keys = Keys::new(self.clone(), name);
+            let built = keys.key(role.role());
+            let matches = built.iter().map(|p| p.len()).sum::<usize>() == key.len()
+                && built
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .zip(key)
+                    .all(|(a, b)| a == b);
+            matches.then_some((keys.name, role))
+        })
+    }
+
+    /// The bytes that would be the lock name if `key` were this layout's key of `role`
+    /// (unchecked: [`KeyLayout::recognise`] rebuilds the key to prove it).
+    fn name_in<'k>(&self, key: &'k [u8], role: Role) -> Option<&'k [u8]> {
+        match (self, role) {
+            (KeyLayout::Tagged { prefix }, role) => key
+                .strip_prefix(prefix.as_slice())?
+                .strip_prefix(b"{")?
+                .strip_suffix(role.closing_suffix()),
+            (KeyLayout::RedisPy, Role::Lock) => Some(key),
+            (KeyLayout::RedisPy, role) => {
+                let ours = key.strip_prefix(REDIS_PY_PREFIX)?;
+                match ours.strip_prefix(b"raw:") {
+                    Some(raw) => raw.strip_suffix(role.suffix()),
+                    None => ours.strip_prefix(b"{")?.strip_suffix(role.closing_suffix()),
+                }
+            }
+            (KeyLayout::PythonRedisLock, Role::Lock) => key.strip_prefix(b"lock:"),
+            (KeyLayout::PythonRedisLock, Role::Signal) => key.strip_prefix(b"lock-signal:"),
+            (KeyLayout::PythonRedisLock, role) => key
+                .strip_prefix(PYTHON_REDIS_LOCK_PREFIX)?
+                .strip_suffix(role.suffix()),
+        }
+    }
+}
+
+/// How many keys one `SCAN` call of a reset walk asks the server to look at: small enough
+/// that each call is short on a large database, large enough that a walk takes few calls.
+pub const RESET_SCAN_COUNT: u32 = 500;
+
+/// The longest a reset walk of one node (`reset --all`) may run before it stops and reports
+/// how far it got (each call within it is bounded by the request timeout as well).
+pub const RESET_WALK_LIMIT: crate::time::Duration = crate::time::Duration::from_secs(30);
+
 /// The secret that proves ownership of a lease: only the holder of the token releases or
 /// extends it. Printable, so it can be printed by one process and handed to another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -656,6 +772,129 @@ mod tests {
                     }
                     proptest::prop_assert_ne!(x, y, "{} of {:?} and {} of {:?}", i, keys_a, j, keys_b);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn only_keys_the_layout_builds_are_recognised() {
+        let layout = KeyLayout::default();
+        let name = |n: &[u8]| LockName::new(n).unwrap();
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}"),
+            Some((name(b"jobs"), KeyRole::Lock))
+        );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:fence"),
+            Some((name(b"jobs"), KeyRole::Fence))
+        );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:holds"),
+            Some((name(b"jobs"), KeyRole::Holds))
+        );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:signal"),
+            Some((name(b"jobs"), KeyRole::Signal))
+        );
+        // A name may hold a `}`: the role is the suffix after the last brace.
+        assert_eq!(
+            layout.recognise(b"distlock:{a}:fence}"),
+            Some((name(b"a}:fence"), KeyRole::Lock))
+        );
+        for foreign in [
+            &b"distlock:config"[..],
+            b"distlock:{x}:other",
+            b"distlock:{}",
+            b"distlock:{}x}",
+            b"distlock:{x",
+            b"distlock:x}",
+            b"other:{x}",
+            b"{x}",
+            b"user:1",
+            b"distlock:{a\nb}",
+        ] {
+            assert_eq!(layout.recognise(foreign), None, "{foreign:?}");
+        }
+        let empty = KeyLayout::tagged(b"").unwrap();
+        assert_eq!(empty.recognise(b"{x}"), Some((name(b"x"), KeyRole::Lock)));
+        assert_eq!(empty.recognise(b"user:1"), None);
+        assert_eq!(
+            KeyLayout::python_redis_lock().recognise(b"lock-signal:jobs"),
+            Some((name(b"jobs"), KeyRole::Signal))
+        );
+        assert_eq!(KeyLayout::python_redis_lock().recognise(b"user:1"), None);
+        assert_eq!(
+            KeyLayout::redis_py().recognise(b"distlock-redis-py:raw:a{b}c:holds"),
+            Some((name(b"a{b}c"), KeyRole::Holds))
+        );
+        // The raw form is only for names with a `}`, the braced form only without.
+        assert_eq!(
+            KeyLayout::redis_py().recognise(b"distlock-redis-py:raw:abc:holds"),
+            None
+        );
+    }
+
+    #[test]
+    fn reset_deletes_only_what_the_protocol_wrote() {
+        assert!(KeyRole::Lock.fits(b"0123456789abcdef0123456789abcdef"));
+        assert!(KeyRole::Lock.fits(b"0123456789abcdef.2"));
+        assert!(!KeyRole::Lock.fits(b"alice"));
+        assert!(!KeyRole::Lock.fits(b"a value with spaces, long enough"));
+        assert!(KeyRole::Holds.fits(b"3"));
+        assert!(!KeyRole::Holds.fits(b""));
+        assert!(!KeyRole::Holds.fits(b"-1"));
+        assert!(!KeyRole::Holds.fits(b"12345678901"));
+        assert!(!KeyRole::Signal.fits(b"1"));
+        assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset());
+        assert!(!KeyRole::Fence.is_reset() && !KeyRole::Signal.is_reset());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_built_key_is_recognised_as_itself(
+            name in tricky_name(),
+            prefix in proptest::collection::vec(proptest::prop_oneof![Just(b':'), Just(b'*'), 0x20u8..=0x7e], 0..10),
+            which in 0usize..3,
+        ) {
+            let layout = match which {
+                0 => match KeyLayout::tagged(&prefix) { Ok(l) => l, Err(_) => return Ok(()) },
+                1 => KeyLayout::redis_py(),
+                _ => KeyLayout::python_redis_lock(),
+            };
+            let Ok(name) = LockName::new(&name) else { return Ok(()) };
+            if layout.check_name(&name).is_err() {
+                return Ok(());
+            }
+            let keys = Keys::new(layout.clone(), name.clone());
+            for (key, role) in [
+                (joined(keys.lock()), KeyRole::Lock),
+                (joined(keys.fence()), KeyRole::Fence),
+                (joined(keys.holds()), KeyRole::Holds),
+                (joined(keys.signal()), KeyRole::Signal),
+            ] {
+                proptest::prop_assert_eq!(layout.recognise(&key), Some((name.clone(), role)));
+            }
+        }
+
+        #[test]
+        fn a_recognised_key_is_one_the_layout_builds(
+            key in proptest::collection::vec(
+                proptest::prop_oneof![
+                    Just(b'{'), Just(b'}'), Just(b':'),
+                    proptest::sample::select(b"distlock:fenceholdssignal".to_vec()),
+                    0x00u8..=0xff
+                ],
+                0..24,
+            ),
+            with_prefix in proptest::bool::ANY,
+            which in 0usize..3,
+        ) {
+            let layout = [KeyLayout::default(), KeyLayout::redis_py(), KeyLayout::python_redis_lock()][which].clone();
+            // Random keys, often starting like the layout's own.
+            let key = if with_prefix { [&b"distlock:{"[..], &key].concat() } else { key };
+            if let Some((name, role)) = layout.recognise(&key) {
+                let keys = Keys::new(layout, name);
+                proptest::prop_assert_eq!(joined(keys.key(role.role())), key);
             }
         }
     }

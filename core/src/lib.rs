@@ -75,7 +75,7 @@ pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
-pub use keys::{KeyLayout, LockName, Token};
+pub use keys::{KeyLayout, KeyRole, LockName, Token};
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;

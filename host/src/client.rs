@@ -623,26 +623,51 @@ impl Client {
         self.inner.clock
     }
 
-    /// Runs `f` on a connection to each node (for status and reset), one node at a time.
+    /// Runs `f` on a connection to each node (for status and reset), all nodes at once, each
+    /// within `deadline` whatever its connect or its server does: a node that has not finished
+    /// by then gives [`Error::NodeTimeout`] and its connection is dropped (it may still owe a
+    /// reply, so it never returns to the pool). Gives each node's endpoint and result, in node
+    /// order.
     pub(crate) async fn on_each_node<T>(
         &self,
-        mut f: impl AsyncFnMut(&mut Conn) -> Result<T, Error>,
-    ) -> Vec<Result<T, Error>> {
-        let conns = self.checkout().await;
-        let mut results = Vec::new();
-        for (node, conn) in conns.into_iter().enumerate() {
-            match conn {
-                Ok(mut conn) => {
-                    let result = f(&mut conn).await;
+        deadline: Duration,
+        f: impl AsyncFn(usize, &mut Conn) -> Result<T, Error>,
+    ) -> Vec<(String, Result<T, Error>)> {
+        let f = &f;
+        let work = self.inner.nodes.iter().enumerate().map(|(node, slot)| {
+            let endpoint = slot.target.to_string();
+            async move {
+                let run = async {
+                    let mut conn = match self.take_idle(node) {
+                        Some(conn) => conn,
+                        None => {
+                            let protocol = self.known_server(node).protocol;
+                            self.open(node, protocol).await.unwrap_or_else(|e| {
+                                Err(Error::Connect {
+                                    endpoint: endpoint.clone(),
+                                    source: std::io::Error::other(e.to_string()),
+                                })
+                            })?
+                        }
+                    };
+                    let result = f(node, &mut conn).await;
                     if result.is_ok() {
                         self.checkin(node, conn);
                     }
-                    results.push(result);
-                }
-                Err(e) => results.push(Err(e)),
+                    result
+                };
+                let result = tokio::time::timeout(deadline, run)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::NodeTimeout {
+                            endpoint: endpoint.clone(),
+                            after: deadline,
+                        })
+                    });
+                (endpoint, result)
             }
-        }
-        results
+        });
+        join_all(work.collect()).await
     }
 
     /// The key layout of this client's locks.
@@ -1005,4 +1030,29 @@ fn random_u64() -> u64 {
         ]))
     });
     SplitMix64::new(next.fetch_add(1, Ordering::Relaxed)).next_u64()
+}
+
+/// Runs futures concurrently in the calling task and gives their outputs in order (each
+/// future is polled until it is done, then never again).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

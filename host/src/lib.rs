@@ -28,7 +28,7 @@ mod embedded;
 mod endpoint;
 mod error;
 
-pub use admin::{NodeStatus, Status};
+pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
 pub use client::{Client, Guard, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy};

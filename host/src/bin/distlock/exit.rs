@@ -57,6 +57,7 @@ pub(crate) fn code_of(e: &Error) -> u8 {
         | Error::BadUrl { .. }
         | Error::TooManyNodes(_)
         | Error::NoPrefixToWalk { .. }
+        | Error::EmptyPrefix
         | Error::DuplicateNode { .. } => USAGE,
         Error::Handshake { source, .. } => match source {
             HandshakeError::Auth(_) => NO_PERMISSION,

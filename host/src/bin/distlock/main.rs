@@ -135,25 +135,42 @@ enum Command {
         ttl: Duration,
     },
     /// Show who holds a lock, on each node.
+    ///
+    /// Says "held by TOKEN" when a majority of nodes has TOKEN, "not held" when no token can
+    /// have a majority, and "unknown" when the nodes that answered cannot decide; a node that
+    /// could not be read is listed with what failed, never as free. Exits 69 when a majority
+    /// of nodes could not be read. Each node is asked within the request timeout (1 s).
     Status {
         /// The lock's name.
         #[arg(long)]
         name: String,
-        /// Print JSON.
+        /// Print JSON (`state`: held, free or unknown; each node's holder or error).
         #[arg(long)]
         json: bool,
     },
     /// Force-unlock (for operators after a crash). Fencing counters are kept.
+    ///
+    /// Deletes a lock's key and re-entry count only where they hold what distlock writes
+    /// there (a token, a count); any other key of the same name is left alone and reported.
+    /// Exits 69 when a majority of nodes failed.
+    #[command(
+        after_help = "Examples:\n  distlock --redis redis://127.0.0.1 reset --name nightly\n  distlock --redis redis://127.0.0.1 reset --all --dry-run\n  distlock --redis redis://127.0.0.1 reset --all --yes"
+    )]
     Reset {
         /// The lock's name.
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
-        /// Every lock under the prefix (walked with SCAN; tagged layout only).
+        /// Every lock under the prefix (walked with SCAN; tagged layout with a non-empty
+        /// prefix only): only keys shaped PREFIX{NAME} (and their :holds) holding what
+        /// distlock writes there are deleted.
         #[arg(long)]
         all: bool,
         /// Confirm --all.
         #[arg(long)]
         yes: bool,
+        /// Delete nothing: print the keys that would be deleted, one per line.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Measure lock latency and throughput next to the raw round-trip floor, in one run.
     ///
@@ -411,36 +428,75 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Status { name, json } => {
             let status = client.status(&name).await?;
-            Ok(printed(if json {
+            let written = printed(if json {
                 say!("{}", status.to_json(&name))
             } else {
                 output::stdout_text(&status.describe())
-            }))
+            });
+            // Unknown is not free: a caller must not read "could not ask" as "free".
+            Ok(if status.majority_unreadable() {
+                ExitCode::from(exit::UNAVAILABLE)
+            } else {
+                written
+            })
         }
-        Command::Reset { name, all, yes } => {
-            if all {
-                // Without a prefix to walk, `reset_all` refuses before asking for --yes.
+        Command::Reset {
+            name,
+            all,
+            yes,
+            dry_run,
+        } => {
+            let report = if all {
+                // Without a walkable prefix, the walk refuses (64) before asking for --yes.
                 let prefix = client
                     .layout()
                     .prefix()
+                    .filter(|p| !p.is_empty())
                     .map(|p| String::from_utf8_lossy(p).into_owned());
-                if let (false, Some(prefix)) = (yes, &prefix) {
+                if let (false, false, Some(prefix)) = (yes, dry_run, &prefix) {
                     tell!(
-                        "distlock: reset --all force-unlocks every lock under '{prefix}'; add --yes to confirm"
+                        "distlock: reset --all force-unlocks every lock under '{prefix}'; add --yes to confirm (or --dry-run to list them)"
                     );
                     return Ok(ExitCode::from(exit::USAGE));
                 }
-                let deleted = client.reset_all().await?;
-                Ok(printed(say!(
-                    "deleted {deleted} keys under '{}'",
-                    prefix.unwrap_or_default()
-                )))
+                client.reset_all_report(dry_run).await?
             } else if let Some(name) = name {
-                let deleted = client.reset(&name).await?;
-                Ok(printed(say!("deleted {deleted} keys of '{name}'")))
+                client.reset_report(&name, dry_run).await?
             } else {
-                Ok(ExitCode::from(exit::USAGE))
+                return Ok(ExitCode::from(exit::USAGE));
+            };
+            let written = if dry_run {
+                // One key a line, nothing else on stdout: fit for scripts; details on stderr.
+                let keys = report.keys();
+                output::stdout_text(&keys.iter().map(|k| format!("{k}\n")).collect::<String>())
+            } else {
+                output::stdout_text(&report.describe()).and_then(|()| {
+                    say!(
+                        "deleted {} keys; {} left alone",
+                        report.deleted(),
+                        report
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.outcome.as_ref().ok())
+                            .map(|d| d.left_alone.len())
+                            .sum::<usize>()
+                    )
+                })
+            };
+            if dry_run {
+                for line in report
+                    .describe()
+                    .lines()
+                    .filter(|l| !l.contains("would delete"))
+                {
+                    tell!("distlock: {line}");
+                }
             }
+            Ok(if report.majority_failed() {
+                ExitCode::from(exit::UNAVAILABLE)
+            } else {
+                printed(written)
+            })
         }
         Command::Bench { .. } => unreachable!("bench runs before connecting"),
         #[cfg(feature = "component")]

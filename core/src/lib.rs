@@ -61,8 +61,6 @@ pub mod keys;
 mod link;
 pub mod lock;
 pub mod machine;
-#[cfg(feature = "model")]
-pub mod model;
 pub mod renewal;
 pub mod resp;
 pub mod retry;

@@ -2,7 +2,7 @@
 //!
 //! A lock that ever lets two holders in is worse than no lock, so this simulator drives the
 //! real `distlock-core` machines — the same [`distlock_core::Acquire`], `Release`, `Extend`
-//! and `Handshake` the host drives — against model Redis nodes ([`distlock_core::model`])
+//! and `Handshake` the host drives — against model Redis nodes ([`distlock_model`])
 //! through a faulty network, with drifting and pausing clocks, in the spirit of
 //! FoundationDB's simulator and TigerBeetle's VOPR. One seed decides everything; a failing
 //! run replays exactly, event for event (`sim_same_params_same_run`).
@@ -29,7 +29,7 @@
 //!
 //! ## The world
 //!
-//! - **Nodes**: [`distlock_core::model::ModelNode`], each drawn from Redis 5.0 (no `HELLO`,
+//! - **Nodes**: [`distlock_model::ModelNode`], each drawn from Redis 5.0 (no `HELLO`,
 //!   RESP2, whole-second `BLPOP`), 6.2, 7.2, 8.4 (`DELEX`, `SET IFEQ`), Valkey 8.1 (`SET IFEQ`)
 //!   and 9.0 (`DELIFEQ`), so every encoding path of the core runs. Faults: crash-restart
 //!   (volatile keys lost, fence counters kept as with AOF; the node stays down until every key

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use distlock_core::Protocol;
 use distlock_core::handshake::HandshakeOptions;
-use distlock_core::model::{ModelConnection, ModelNode};
+use distlock_model::{ModelConnection, ModelNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::Notify;
 

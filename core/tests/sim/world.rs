@@ -15,13 +15,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use distlock_core::handshake::HandshakeOptions;
-use distlock_core::model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
 use distlock_core::resp::frame_len;
 use distlock_core::retry::SplitMix64;
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, Handshake, Instant, Jitter, KeyLayout, Lock,
     LockOptions, Release, RetryPolicy, ServerInfo, Token,
 };
+use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
 
 use super::check::{Checker, Property, Stats, Violation, us};
 use super::params::{Params, Variant};

@@ -1,8 +1,11 @@
+//! # distlock-model
+//!
 //! A model Redis node: an in-memory, single-threaded server with the semantics the lock
 //! protocol relies on, for tests, the deterministic simulator and single-process users (the
-//! host's embedded in-process store).
+//! host's embedded in-process store). It is a server, not protocol, so it lives beside the
+//! protocol crate (`distlock-core`) rather than in it: the core ships without it.
 //!
-//! Like the rest of the core it does no I/O and reads no clock: every call takes `now`, the
+//! Like the core it does no I/O and reads no clock: every call takes `now`, the
 //! node's own clock in milliseconds, and keys expire against it. The same inputs give the same
 //! outputs, byte for byte.
 //!
@@ -16,7 +19,7 @@
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
 //!   `-ERR unknown command`.
 //! - Scripts: the model has no Lua. It recognises the core's four scripts
-//!   ([`crate::script::ALL`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
+//!   ([`distlock_core::script::ALL`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
 //!   writes it made before the failing call (there is no rollback). An unknown SHA is
@@ -44,7 +47,7 @@
 //!   does.
 //!
 //! ```
-//! use distlock_core::model::{ModelConnection, ModelNode};
+//! use distlock_model::{ModelConnection, ModelNode};
 //! use distlock_core::Instant;
 //!
 //! let mut node = ModelNode::new();
@@ -70,14 +73,18 @@
 //! Not modelled: other data types, replication, eviction, `MULTI`, ACL users (the only user is
 //! `default`, with no password), keyspace notifications, and Lua beyond the four scripts.
 
+#![no_std]
+
+extern crate alloc;
+
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
-use crate::resp::Protocol;
-use crate::resp::encode::decimal;
-use crate::script::{self, Script};
-use crate::server::{Flavor, Version};
-use crate::time::{Duration, Instant};
+use distlock_core::resp::Protocol;
+use distlock_core::resp::encode::decimal;
+use distlock_core::script::{self, Script};
+use distlock_core::server::{Flavor, Version};
+use distlock_core::time::{Duration, Instant};
 
 /// Which server the model claims to be; decides the commands it has (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1948,9 +1955,9 @@ mod tests {
     use alloc::vec;
 
     use super::*;
-    use crate::handshake::{Handshake, HandshakeOptions};
-    use crate::machine::{Machine, Operation};
-    use crate::{
+    use distlock_core::handshake::{Handshake, HandshakeOptions};
+    use distlock_core::machine::{Machine, Operation};
+    use distlock_core::{
         Acquire, Extend, KeyLayout, Lock, LockOptions, Release, Released, ServerInfo, Token,
     };
 
@@ -2756,14 +2763,14 @@ mod tests {
                         Extend::new(&lock, b.clone(), &c.infos, now, 3).unwrap();
                     assert_eq!(
                         c.drive(&mut ext, now, |_, _| {}).0,
-                        Err(crate::Error::NotHeld),
+                        Err(distlock_core::Error::NotHeld),
                         "{ctx}"
                     );
                     let mut rel: Release<3> =
                         Release::new(&lock, b.clone(), &c.infos, now, 4).unwrap();
                     assert_eq!(
                         c.drive(&mut rel, now, |_, _| {}).0,
-                        Err(crate::Error::NotHeld),
+                        Err(distlock_core::Error::NotHeld),
                         "{ctx}"
                     );
                     assert_eq!(c.nodes[0].value(key, now), Some(a.as_bytes()), "{ctx}");

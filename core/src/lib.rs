@@ -66,7 +66,6 @@ pub mod resp;
 pub mod retry;
 pub mod script;
 pub mod server;
-pub mod sha1;
 pub mod time;
 
 pub use acquire::Acquire;

@@ -79,6 +79,6 @@ pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Drift, Lease, Lock, LockOptions, quorum};
 pub use machine::Machine;
 pub use resp::{BufferTooSmall, Protocol};
-pub use retry::{Jitter, RetryPolicy};
+pub use retry::{Jitter, RetryPolicy, reconnect_pause};
 pub use server::{Flavor, ServerInfo, Version};
 pub use time::{Duration, Instant};

@@ -275,3 +275,50 @@ fn a_frozen_node_costs_the_lock_component_a_vote_not_a_connect_timeout() {
         show(&out)
     );
 }
+
+/// The same with the node frozen mid-run, its connection open: the first operation after the
+/// freeze waits out the request timeout for it, then the silent connection is dropped and the
+/// node reconnected in the background, so the later operations do not wait for it again.
+/// (Keeping the connection cost every remaining operation a request timeout.) The bound is a
+/// few request timeouts plus the holds and start-up, far below one per remaining operation.
+#[test]
+fn a_node_frozen_mid_run_costs_the_lock_component_one_request_timeout() {
+    require_redis!();
+    const ITERATIONS: u32 = 14;
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let name = unique_name("run-frozen-mid");
+    let iterations = ITERATIONS.to_string();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let mut args = vec!["--redis", urls[1].as_str(), "--redis", urls[2].as_str()];
+    args.extend(count_args(&[], &[], &dir_arg, &name, &iterations, "50"));
+    let mut child = spawn(distlock(&urls[0], &args));
+    let counter = dir.path().join("counter");
+    let count = || {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    // Every node has answered an operation by now: the frozen one's connection is open.
+    wait_for("two iterations", Duration::from_secs(20), || {
+        count().filter(|&n| n >= 2)
+    });
+    servers[2].pause();
+    let frozen = Instant::now();
+    let (status, out) = wait_exit(&mut child, Duration::from_secs(60));
+    let took = frozen.elapsed();
+    servers[2].resume();
+    eprintln!("the rest of {ITERATIONS} iterations after a node froze: {took:?}");
+    assert!(status.success(), "{}", show(&out));
+    assert_eq!(count(), Some(ITERATIONS), "every iteration counted");
+    let bound =
+        REQUEST_TIMEOUT * 4 + Duration::from_millis(50) * ITERATIONS + Duration::from_secs(3);
+    assert!(
+        took < bound,
+        "after the freeze the run took {took:?}, more than {bound:?}: operations kept waiting \
+         for the frozen node\n{}",
+        show(&out)
+    );
+}

@@ -365,12 +365,25 @@ impl Servers {
                 machine.discard_replies(node, conn.owed);
             }
         }
-        let outcome = drive(&mut machine, &self.nodes, &mut links, &servers);
+        let (outcome, unanswered_since) = drive(&mut machine, &self.nodes, &mut links, &servers);
         // Hand each connection on as it is, with what it still owes; one that is out of step
-        // (or has half a reply read) is reconnected by the next operation instead.
+        // (or has half a reply read) is reconnected by the next operation instead. One that
+        // has not answered for a whole request timeout (a frozen node) is closed and the node
+        // reconnected in the background: kept, it would cost every later operation that
+        // timeout again.
+        let at = now();
         for (node, link) in links.iter_mut().enumerate() {
+            let silent = unanswered_since
+                .get(node)
+                .copied()
+                .flatten()
+                .is_some_and(|since| at.saturating_since(since) >= self.connect_timeout);
             if let Slot::Open(conn) = &mut link.slot {
                 match machine.handover(node) {
+                    Some(owed) if owed > 0 && silent => {
+                        let shown = self.nodes.get(node).map_or("", |n| n.shown.as_str());
+                        link.fail(format!("{shown} did not answer within the request timeout"));
+                    }
                     Some(owed) => conn.owed = owed,
                     None => link.lose(),
                 }
@@ -387,14 +400,16 @@ fn earliest_handshake_deadline(links: &[Link]) -> Option<Instant> {
 
 /// The loop of `distlock_core::machine`: send what the machine asks, feed what arrives,
 /// honour its deadline; handshakes under way progress in the same waits. `built` is the
-/// server each node's part of the machine was built for.
+/// server each node's part of the machine was built for. Returns the outcome and, for each
+/// node, since when a request sent to it has gone without any reply bytes.
 fn drive<Op: Operation>(
     machine: &mut Machine<Op, MAX_NODES>,
     nodes: &[Node],
     links: &mut [Link],
     built: &[ServerInfo],
-) -> Op::Outcome {
+) -> (Op::Outcome, Vec<Option<Instant>>) {
     let mut out = vec![0u8; 1024];
+    let mut unanswered_since: Vec<Option<Instant>> = vec![None; links.len()];
     loop {
         // 1. Everything the machine wants sent, now. A node that is not open has no
         //    connection for this request: the machine counts it as failed, at once.
@@ -417,6 +432,9 @@ fn drive<Op: Operation>(
                     if !sent && let Some(link) = links.get_mut(tx.node) {
                         link.lose();
                     }
+                    if sent && let Some(since) = unanswered_since.get_mut(tx.node) {
+                        since.get_or_insert_with(now);
+                    }
                     sent
                 }
                 _ => false,
@@ -426,7 +444,7 @@ fn drive<Op: Operation>(
             }
         }
         if let Some(outcome) = machine.poll_outcome() {
-            return outcome;
+            return (outcome, unanswered_since);
         }
         // 2. Wait for bytes from any node, or the machine's deadline (or a handshake's).
         let until = match (machine.poll_timeout(), earliest_handshake_deadline(links)) {
@@ -445,6 +463,9 @@ fn drive<Op: Operation>(
                     continue;
                 };
                 if link.is_open() {
+                    if let Some(since) = unanswered_since.get_mut(node) {
+                        *since = None;
+                    }
                     machine.handle_input(node, &bytes, now());
                 } else if link.step_handshake(spec, Some(&bytes)) {
                     join(machine, node, link, built);

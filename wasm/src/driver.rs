@@ -14,6 +14,9 @@
 //! [`reconnect_pause`], which grows with each failure in a row; meanwhile operations go on
 //! without it. A handshake that completes while an operation runs joins that operation only
 //! if the machine was built for the server it found; otherwise the next operation uses it.
+//! A connection whose request went a whole request timeout without a reply byte (a node
+//! frozen while connected) is closed when its operation ends and the node reconnected the
+//! same way: such a node costs one operation a request timeout, not every one after it.
 
 use alloc::format;
 use alloc::string::{String, ToString};

@@ -11,7 +11,9 @@
 //! `transport` reads and writes, the native driver's acquire and extend, WASI `poll`) waits
 //! on it beside its own work ([`Halt::block_on`]), so a guest blocked in the host is stopped
 //! as promptly as one that computes. Releasing is the one wait that is never cut short: it
-//! is what stopping is for.
+//! is what stopping is for. An acquire cut short may have been granted by a server in the
+//! instant before: the guest never got that lease, so nobody holds it, and it frees at its
+//! TTL.
 
 use std::future::Future;
 use std::sync::Arc;

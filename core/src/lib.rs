@@ -78,6 +78,6 @@ pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
-pub use retry::{Jitter, RetryPolicy};
+pub use retry::{Jitter, RetryPolicy, reconnect_pause};
 pub use server::{Flavor, ServerInfo, Version};
 pub use time::{Duration, Instant};

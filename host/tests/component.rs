@@ -817,7 +817,8 @@ fn guests_and_native_clients_exclude_each_other() {
                 report,
                 distlock_host::component::RunReport {
                     ended: Ended::Exited(0),
-                    leases_released: 0
+                    leases_released: 0,
+                    leases_not_released: Vec::new(),
                 }
             );
         }));

@@ -6,6 +6,17 @@
 //! replies to a finished machine goes on to the next one with the count
 //! ([`Machine::handover`] → [`Machine::discard_replies`]), which discards them before matching
 //! its own; one that is out of step is reconnected.
+//!
+//! A dead or frozen node costs an operation its vote, not a timeout. Opening a connection is
+//! bounded by the client's request timeout, and its handshake runs beside the operations (its
+//! replies are read by the same waits that read the lock's): no operation waits for a node to
+//! come up. A node whose connect failed is tried again after the core's
+//! [`reconnect_pause`], which grows with each failure in a row; meanwhile operations go on
+//! without it. A handshake that completes while an operation runs joins that operation only
+//! if the machine was built for the server it found; otherwise the next operation uses it.
+//! A connection whose request went a whole request timeout without a reply byte (a node
+//! frozen while connected) is closed when its operation ends and the node reconnected the
+//! same way: such a node costs one operation a request timeout, not every one after it.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -15,7 +26,9 @@ use core::cell::RefCell;
 
 use distlock_core::handshake::HandshakeOptions;
 use distlock_core::machine::{Machine, Operation};
-use distlock_core::{ConfigError, Credentials, Duration, Handshake, Instant, ServerInfo, quorum};
+use distlock_core::{
+    ConfigError, Credentials, Duration, Handshake, Instant, ServerInfo, quorum, reconnect_pause,
+};
 
 use crate::api;
 use crate::bindings::distlock::lock::transport::{self, Connection, Endpoint, TransportError};
@@ -23,11 +36,6 @@ use crate::{convert, now, url};
 
 /// The most nodes a client can run Redlock over (the host's limit too).
 pub(crate) const MAX_NODES: usize = 7;
-/// TCP (and TLS) connect, at most.
-const CONNECT_TIMEOUT_MS: u64 = 5_000;
-/// After a node could not be reached, operations do not try it again for this long (a dead
-/// host would otherwise cost every operation a connect timeout).
-const RECONNECT_AFTER: Duration = Duration::from_millis(1_000);
 /// Bytes one receive takes.
 const READ_CHUNK: u32 = 4096;
 /// How long to wait when the machine names no deadline (it always does while it waits for
@@ -51,25 +59,176 @@ struct Conn {
     owed: u32,
 }
 
-/// A node's connection slot.
+/// A connection whose handshake is under way.
+struct Pending {
+    io: Connection,
+    handshake: Handshake,
+}
+
+/// A node's connection.
 enum Slot {
     Open(Conn),
+    /// Connected; the handshake goes on beside the operations. Boxed: a handshake carries
+    /// its reply buffer.
+    Connecting(alloc::boxed::Box<Pending>),
     /// Not connected; not worth trying again before this.
     Down {
         retry_at: Instant,
     },
 }
 
+/// A node's connection and what the driver remembers of it.
+struct Link {
+    slot: Slot,
+    /// What the last handshake found: what a machine is built with while the node is not
+    /// open.
+    known: ServerInfo,
+    /// Failed connects in a row (the core's [`reconnect_pause`] grows with it).
+    failures: u32,
+    /// Why the last connect failed, for an error that names it.
+    last_error: String,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        matches!(self.slot, Slot::Open(_))
+    }
+
+    /// The connect failed: wait before the next one.
+    fn fail(&mut self, why: String) {
+        self.failures = self.failures.saturating_add(1);
+        self.slot = Slot::Down {
+            retry_at: now().saturating_add(reconnect_pause(self.failures)),
+        };
+        self.last_error = why;
+    }
+
+    /// The open connection was lost: the next operation connects again at once.
+    fn lose(&mut self) {
+        self.slot = Slot::Down {
+            retry_at: Instant::ZERO,
+        };
+    }
+
+    /// Starts connecting if the node is down and its pause is over: opens the stream (for at
+    /// most `timeout`) and sends the handshake's first commands.
+    fn start_connect(&mut self, node: &Node, timeout: Duration) {
+        let Slot::Down { retry_at } = self.slot else {
+            return;
+        };
+        if now() < retry_at {
+            return;
+        }
+        let failed =
+            |e: TransportError| format!("cannot connect to {}: {}", node.shown, describe(&e));
+        match transport::open(&node.endpoint, timeout.as_millis().max(1)) {
+            Ok(io) => {
+                let handshake = Handshake::new(node.handshake.clone(), now());
+                self.slot = Slot::Connecting(alloc::boxed::Box::new(Pending { io, handshake }));
+                self.step_handshake(node, None);
+            }
+            Err(e) => self.fail(failed(e)),
+        }
+    }
+
+    /// Feeds a connecting node's handshake `bytes` (`None`: only check its deadline and send
+    /// what it asks); true when the node has just become open.
+    fn step_handshake(&mut self, node: &Node, bytes: Option<&[u8]>) -> bool {
+        let Slot::Connecting(pending) = &mut self.slot else {
+            return false;
+        };
+        let at = now();
+        match bytes {
+            Some(bytes) => pending.handshake.handle_input(bytes, at),
+            None => {
+                if pending.handshake.poll_timeout().is_some_and(|t| t <= at) {
+                    pending.handshake.handle_timeout(at);
+                }
+            }
+        }
+        let mut buf = vec![0u8; 512];
+        loop {
+            match pending.handshake.poll_transmit(&mut buf) {
+                Ok(Some(len)) => {
+                    if let Err(e) = pending.io.send(buf.get(..len).unwrap_or_default()) {
+                        self.fail(format!(
+                            "cannot connect to {}: {}",
+                            node.shown,
+                            describe(&e)
+                        ));
+                        return false;
+                    }
+                }
+                Ok(None) => break,
+                Err(short) => buf.resize(short.required, 0),
+            }
+        }
+        let Some(outcome) = pending.handshake.poll_outcome() else {
+            return false;
+        };
+        match outcome {
+            Ok(server) => {
+                let Slot::Connecting(pending) = core::mem::replace(
+                    &mut self.slot,
+                    Slot::Down {
+                        retry_at: Instant::ZERO,
+                    },
+                ) else {
+                    return false;
+                };
+                let Pending { io, .. } = *pending;
+                self.slot = Slot::Open(Conn {
+                    io,
+                    server,
+                    owed: 0,
+                });
+                self.known = server;
+                self.failures = 0;
+                true
+            }
+            Err(e) => {
+                self.fail(format!("{}: {e}", node.shown));
+                false
+            }
+        }
+    }
+
+    /// When a connecting node's handshake gives up, if it is connecting.
+    fn handshake_deadline(&self) -> Option<Instant> {
+        match &self.slot {
+            Slot::Connecting(pending) => pending.handshake.poll_timeout(),
+            _ => None,
+        }
+    }
+
+    /// The connection to wait on for bytes: an open one, or one whose handshake is under way.
+    fn io(&self) -> Option<&Connection> {
+        match &self.slot {
+            Slot::Open(conn) => Some(&conn.io),
+            Slot::Connecting(pending) => Some(&pending.io),
+            Slot::Down { .. } => None,
+        }
+    }
+}
+
 /// The nodes of one client and a connection to each.
 pub(crate) struct Servers {
     nodes: Vec<Node>,
-    slots: RefCell<Vec<Slot>>,
+    links: RefCell<Vec<Link>>,
+    /// The client's request timeout: the longest an open (TCP, TLS) may block.
+    connect_timeout: Duration,
 }
 
 impl Servers {
-    /// Parses `urls` and connects to every node; fails unless a majority answers.
+    /// Parses `urls` and connects to every node, each open bounded by `request_timeout`;
+    /// fails unless a majority answers. Returns once every node has answered or failed, or
+    /// once a majority has answered and the request timeout has passed: a silent node's
+    /// handshake goes on beside the first operations.
     #[inline(never)]
-    pub(crate) fn connect(urls: &[String]) -> Result<Servers, api::Error> {
+    pub(crate) fn connect(
+        urls: &[String],
+        request_timeout: Duration,
+    ) -> Result<Servers, api::Error> {
         if urls.is_empty() || urls.len() > MAX_NODES {
             return Err(convert::config_error(ConfigError::BadNodeCount {
                 nodes: urls.len(),
@@ -106,22 +265,64 @@ impl Servers {
                 },
             });
         }
-        let mut slots = Vec::with_capacity(nodes.len());
-        let mut last = String::new();
-        for node in &nodes {
-            match open(node) {
-                Ok(conn) => slots.push(Slot::Open(conn)),
-                Err(why) => {
-                    last = why;
-                    slots.push(Slot::Down {
-                        retry_at: now().saturating_add(RECONNECT_AFTER),
-                    });
+        let started = now();
+        let mut links: Vec<Link> = nodes
+            .iter()
+            .map(|_| Link {
+                slot: Slot::Down {
+                    retry_at: Instant::ZERO,
+                },
+                known: ServerInfo::default(),
+                failures: 0,
+                last_error: String::new(),
+            })
+            .collect();
+        for (node, link) in nodes.iter().zip(links.iter_mut()) {
+            link.start_connect(node, request_timeout);
+        }
+        let needed = quorum(nodes.len());
+        loop {
+            let open = links.iter().filter(|l| l.is_open()).count();
+            let connecting = links.iter().any(|l| matches!(l.slot, Slot::Connecting(_)));
+            let patience = started.saturating_add(request_timeout);
+            if !connecting || (open >= needed && now() >= patience) {
+                break;
+            }
+            let mut until = earliest_handshake_deadline(&links);
+            if open >= needed {
+                until = Some(until.map_or(patience, |t| t.min(patience)));
+            }
+            let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
+            match receive(&links, wait_ms) {
+                Received::Bytes(node, bytes) => {
+                    if let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) {
+                        link.step_handshake(spec, Some(&bytes));
+                    }
+                }
+                Received::Nothing => {
+                    for (spec, link) in nodes.iter().zip(links.iter_mut()) {
+                        link.step_handshake(spec, None);
+                    }
+                }
+                Received::Lost(node) => {
+                    if let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) {
+                        link.fail(format!(
+                            "cannot connect to {}: the server closed the connection",
+                            spec.shown
+                        ));
+                    }
                 }
             }
         }
-        let reachable = slots.iter().filter(|s| matches!(s, Slot::Open(_))).count();
-        let needed = quorum(nodes.len());
+        let reachable = links.iter().filter(|l| l.is_open()).count();
         if reachable < needed {
+            let last = links
+                .iter()
+                .rev()
+                .map(|l| l.last_error.as_str())
+                .find(|e| !e.is_empty())
+                .unwrap_or("no answer within the request timeout")
+                .to_string();
             return Err(api::Error::Unavailable(if nodes.len() == 1 {
                 last
             } else {
@@ -133,57 +334,61 @@ impl Servers {
         }
         Ok(Servers {
             nodes,
-            slots: RefCell::new(slots),
+            links: RefCell::new(links),
+            connect_timeout: request_timeout,
         })
     }
 
-    /// Reconnects nodes that are down, builds the machine (telling it what each connection
-    /// still owes the previous one), drives it to its outcome, and keeps the connections.
+    /// Starts connecting nodes that are down (without waiting for them), builds the machine
+    /// (telling it what each connection still owes the previous one), drives it to its
+    /// outcome, and keeps the connections.
     pub(crate) fn run<Op: Operation>(
         &self,
         build: impl FnOnce(&[ServerInfo], Instant) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
     ) -> Result<Op::Outcome, api::Error> {
-        // Calls into one component instance never nest, so the slots are never borrowed here.
-        let Ok(mut slots) = self.slots.try_borrow_mut() else {
+        // Calls into one component instance never nest, so the links are never borrowed here.
+        let Ok(mut links) = self.links.try_borrow_mut() else {
             return Err(api::Error::Unavailable("re-entered a client".to_string()));
         };
-        for (node, slot) in self.nodes.iter().zip(slots.iter_mut()) {
-            if let Slot::Down { retry_at } = *slot
-                && now() >= retry_at
-            {
-                *slot = match open(node) {
-                    Ok(conn) => Slot::Open(conn),
-                    Err(_) => Slot::Down {
-                        retry_at: now().saturating_add(RECONNECT_AFTER),
-                    },
-                };
-            }
+        for (node, link) in self.nodes.iter().zip(links.iter_mut()) {
+            link.start_connect(node, self.connect_timeout);
+            // A handshake that answered between operations, or ran out of time.
+            link.step_handshake(node, None);
         }
-        let servers: Vec<ServerInfo> = slots
+        let servers: Vec<ServerInfo> = links
             .iter()
-            .map(|s| match s {
+            .map(|l| match &l.slot {
                 Slot::Open(conn) => conn.server,
-                Slot::Down { .. } => ServerInfo::default(),
+                _ => l.known,
             })
             .collect();
         let mut machine = build(&servers, now()).map_err(convert::config_error)?;
-        for (node, slot) in slots.iter().enumerate() {
-            if let Slot::Open(conn) = slot {
+        for (node, link) in links.iter().enumerate() {
+            if let Slot::Open(conn) = &link.slot {
                 machine.discard_replies(node, conn.owed);
             }
         }
-        let outcome = drive(&mut machine, &mut slots);
+        let (outcome, unanswered_since) = drive(&mut machine, &self.nodes, &mut links, &servers);
         // Hand each connection on as it is, with what it still owes; one that is out of step
-        // (or has half a reply read) is reconnected by the next operation instead.
-        for (node, slot) in slots.iter_mut().enumerate() {
-            if let Slot::Open(conn) = slot {
+        // (or has half a reply read) is reconnected by the next operation instead. One that
+        // has not answered for a whole request timeout (a frozen node) is closed and the node
+        // reconnected in the background: kept, it would cost every later operation that
+        // timeout again.
+        let at = now();
+        for (node, link) in links.iter_mut().enumerate() {
+            let silent = unanswered_since
+                .get(node)
+                .copied()
+                .flatten()
+                .is_some_and(|since| at.saturating_since(since) >= self.connect_timeout);
+            if let Slot::Open(conn) = &mut link.slot {
                 match machine.handover(node) {
-                    Some(owed) => conn.owed = owed,
-                    None => {
-                        *slot = Slot::Down {
-                            retry_at: Instant::ZERO,
-                        }
+                    Some(owed) if owed > 0 && silent => {
+                        let shown = self.nodes.get(node).map_or("", |n| n.shown.as_str());
+                        link.fail(format!("{shown} did not answer within the request timeout"));
                     }
+                    Some(owed) => conn.owed = owed,
+                    None => link.lose(),
                 }
             }
         }
@@ -191,22 +396,26 @@ impl Servers {
     }
 }
 
-/// Marks `node` lost and tells the machine.
-fn lose<Op: Operation>(machine: &mut Machine<Op, MAX_NODES>, slots: &mut [Slot], node: usize) {
-    if let Some(slot) = slots.get_mut(node) {
-        *slot = Slot::Down {
-            retry_at: Instant::ZERO,
-        };
-    }
-    machine.handle_disconnect(node, now());
+/// The earliest deadline among the handshakes under way.
+fn earliest_handshake_deadline(links: &[Link]) -> Option<Instant> {
+    links.iter().filter_map(Link::handshake_deadline).min()
 }
 
 /// The loop of `distlock_core::machine`: send what the machine asks, feed what arrives,
-/// honour its deadline.
-fn drive<Op: Operation>(machine: &mut Machine<Op, MAX_NODES>, slots: &mut [Slot]) -> Op::Outcome {
+/// honour its deadline; handshakes under way progress in the same waits. `built` is the
+/// server each node's part of the machine was built for. Returns the outcome and, for each
+/// node, since when a request sent to it has gone without any reply bytes.
+fn drive<Op: Operation>(
+    machine: &mut Machine<Op, MAX_NODES>,
+    nodes: &[Node],
+    links: &mut [Link],
+    built: &[ServerInfo],
+) -> (Op::Outcome, Vec<Option<Instant>>) {
     let mut out = vec![0u8; 1024];
+    let mut unanswered_since: Vec<Option<Instant>> = vec![None; links.len()];
     loop {
-        // 1. Everything the machine wants sent, now.
+        // 1. Everything the machine wants sent, now. A node that is not open has no
+        //    connection for this request: the machine counts it as failed, at once.
         loop {
             let tx = match machine.poll_transmit(now(), &mut out) {
                 Ok(Some(tx)) => tx,
@@ -216,30 +425,104 @@ fn drive<Op: Operation>(machine: &mut Machine<Op, MAX_NODES>, slots: &mut [Slot]
                     continue;
                 }
             };
-            let sent = out
-                .get(..tx.len)
-                .is_some_and(|bytes| send(slots, tx.node, bytes));
+            let link = links.get_mut(tx.node);
+            let sent = match link {
+                Some(Link {
+                    slot: Slot::Open(conn),
+                    ..
+                }) => {
+                    let sent = out.get(..tx.len).is_some_and(|b| conn.io.send(b).is_ok());
+                    if !sent && let Some(link) = links.get_mut(tx.node) {
+                        link.lose();
+                    }
+                    if sent && let Some(since) = unanswered_since.get_mut(tx.node) {
+                        since.get_or_insert_with(now);
+                    }
+                    sent
+                }
+                _ => false,
+            };
             if !sent {
-                lose(machine, slots, tx.node);
+                machine.handle_disconnect(tx.node, now());
             }
         }
         if let Some(outcome) = machine.poll_outcome() {
-            return outcome;
+            return (outcome, unanswered_since);
         }
-        // 2. Wait for bytes from any node, or the machine's deadline.
-        let wait_ms = machine
-            .poll_timeout()
-            .map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
+        // 2. Wait for bytes from any node, or the machine's deadline (or a handshake's).
+        let until = match (machine.poll_timeout(), earliest_handshake_deadline(links)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
         if wait_ms == 0 {
+            settle_handshakes(machine, nodes, links, built);
             machine.handle_timeout(now());
             continue;
         }
-        let received = receive(slots, wait_ms);
-        match received {
-            Received::Bytes(node, bytes) => machine.handle_input(node, &bytes, now()),
-            Received::Nothing => machine.handle_timeout(now()),
-            Received::Lost(node) => lose(machine, slots, node),
+        match receive(links, wait_ms) {
+            Received::Bytes(node, bytes) => {
+                let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) else {
+                    continue;
+                };
+                if link.is_open() {
+                    if let Some(since) = unanswered_since.get_mut(node) {
+                        *since = None;
+                    }
+                    machine.handle_input(node, &bytes, now());
+                } else if link.step_handshake(spec, Some(&bytes)) {
+                    join(machine, node, link, built);
+                }
+            }
+            Received::Nothing => {
+                settle_handshakes(machine, nodes, links, built);
+                machine.handle_timeout(now());
+            }
+            Received::Lost(node) => {
+                let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) else {
+                    continue;
+                };
+                if link.is_open() {
+                    link.lose();
+                    machine.handle_disconnect(node, now());
+                } else {
+                    link.fail(format!(
+                        "cannot connect to {}: the server closed the connection",
+                        spec.shown
+                    ));
+                }
+            }
         }
+    }
+}
+
+/// Gives handshakes whose deadline passed their timeout.
+fn settle_handshakes<Op: Operation>(
+    machine: &mut Machine<Op, MAX_NODES>,
+    nodes: &[Node],
+    links: &mut [Link],
+    built: &[ServerInfo],
+) {
+    for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
+        if link.step_handshake(spec, None) {
+            join(machine, node, link, built);
+        }
+    }
+}
+
+/// A node whose handshake just completed joins the running machine, as a fresh connection
+/// that owes nothing, if the machine was built for the server it found; else it waits, open,
+/// for the next operation.
+fn join<Op: Operation>(
+    machine: &mut Machine<Op, MAX_NODES>,
+    node: usize,
+    link: &Link,
+    built: &[ServerInfo],
+) {
+    if let Slot::Open(conn) = &link.slot
+        && built.get(node) == Some(&conn.server)
+    {
+        machine.handle_disconnect(node, now());
     }
 }
 
@@ -253,88 +536,36 @@ enum Received {
     Lost(usize),
 }
 
-/// Waits up to `wait_ms` for bytes from any open connection. Not generic: one copy serves
-/// every operation.
+/// Waits up to `wait_ms` for bytes from any connection (open, or with a handshake under
+/// way). Not generic: one copy serves every operation.
 #[inline(never)]
-fn receive(slots: &[Slot], wait_ms: u64) -> Received {
-    let open: Vec<usize> = slots
+fn receive(links: &[Link], wait_ms: u64) -> Received {
+    let live: Vec<(usize, &Connection)> = links
         .iter()
         .enumerate()
-        .filter_map(|(node, s)| matches!(s, Slot::Open(_)).then_some(node))
+        .filter_map(|(node, l)| l.io().map(|io| (node, io)))
         .collect();
-    if let [node] = open.as_slice() {
-        let Some(Slot::Open(conn)) = slots.get(*node) else {
-            return Received::Nothing;
-        };
-        return match conn.io.receive(READ_CHUNK, wait_ms) {
+    if let [(node, io)] = live.as_slice() {
+        return match io.receive(READ_CHUNK, wait_ms) {
             Ok(bytes) if bytes.is_empty() => Received::Nothing,
             Ok(bytes) => Received::Bytes(*node, bytes),
             Err(_) => Received::Lost(*node),
         };
     }
     // With no connection at all, `receive-any` of nothing is a plain sleep.
-    let conns: Vec<&Connection> = open
-        .iter()
-        .filter_map(|&node| match slots.get(node) {
-            Some(Slot::Open(conn)) => Some(&conn.io),
-            _ => None,
-        })
-        .collect();
-    let node_of = |i: u32| usize::try_from(i).ok().and_then(|i| open.get(i).copied());
+    let conns: Vec<&Connection> = live.iter().map(|(_, io)| *io).collect();
+    let node_of = |i: u32| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| live.get(i))
+            .map(|(node, _)| *node)
+    };
     match transport::receive_any(&conns, READ_CHUNK, wait_ms) {
         Ok(Some(arrived)) => node_of(arrived.index).map_or(Received::Nothing, |node| {
             Received::Bytes(node, arrived.bytes)
         }),
         Ok(None) => Received::Nothing,
         Err(failed) => node_of(failed.index).map_or(Received::Nothing, Received::Lost),
-    }
-}
-
-/// Writes `bytes` to `node`'s connection; false when it has none or the write failed.
-#[inline(never)]
-fn send(slots: &[Slot], node: usize, bytes: &[u8]) -> bool {
-    match slots.get(node) {
-        Some(Slot::Open(conn)) => conn.io.send(bytes).is_ok(),
-        _ => false,
-    }
-}
-
-/// Opens `node`'s connection and runs the handshake over it.
-#[inline(never)]
-fn open(node: &Node) -> Result<Conn, String> {
-    let failed = |e: TransportError| format!("cannot connect to {}: {}", node.shown, describe(&e));
-    let io = transport::open(&node.endpoint, CONNECT_TIMEOUT_MS).map_err(failed)?;
-    let mut handshake = Handshake::new(node.handshake.clone(), now());
-    let mut buf = vec![0u8; 512];
-    loop {
-        loop {
-            match handshake.poll_transmit(&mut buf) {
-                Ok(Some(len)) => io
-                    .send(buf.get(..len).unwrap_or_default())
-                    .map_err(failed)?,
-                Ok(None) => break,
-                Err(short) => buf.resize(short.required, 0),
-            }
-        }
-        if let Some(outcome) = handshake.poll_outcome() {
-            return outcome
-                .map(|server| Conn {
-                    io,
-                    server,
-                    owed: 0,
-                })
-                .map_err(|e| format!("{}: {e}", node.shown));
-        }
-        let wait_ms = handshake
-            .poll_timeout()
-            .map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis())
-            .max(1);
-        let bytes = io.receive(READ_CHUNK, wait_ms).map_err(failed)?;
-        if bytes.is_empty() {
-            handshake.handle_timeout(now());
-        } else {
-            handshake.handle_input(&bytes, now());
-        }
     }
 }
 

@@ -107,7 +107,7 @@ impl api::GuestClient for Client {
         } else {
             config.nodes
         };
-        let servers = Servers::connect(&nodes)?;
+        let servers = Servers::connect(&nodes, options.request_timeout)?;
         Ok(api::Client::new(Client {
             shared: Rc::new(Shared {
                 servers,

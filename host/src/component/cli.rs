@@ -1,10 +1,20 @@
 //! `distlock run APP.wasm [--redis URL…] [-- ARGS…]`: runs a guest app.
+//!
+//! Owns the command's signals: SIGTERM, SIGINT, SIGHUP and SIGQUIT stop the guest (wherever
+//! it is: computing, waiting for a lock, sleeping), the host releases every lease it still
+//! held, and the command exits 128 + the signal's number. A guest that runs on after the
+//! command is gone would hold its locks to their TTL with nobody to release them.
+//!
+//! Messages go to stderr without ever panicking (a closed stderr must not turn a release
+//! into a crash); each says one thing that is true.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::{Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve};
+use super::{Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper};
 
 /// EX_USAGE: bad arguments.
 const EXIT_USAGE: u8 = 64;
@@ -14,13 +24,27 @@ const EXIT_NOINPUT: u8 = 66;
 const EXIT_GUEST_FAILED: u8 = 70;
 /// EX_UNAVAILABLE: the adapter could not start.
 const EXIT_UNAVAILABLE: u8 = 69;
+/// Stopped by signal N: exit `EXIT_SIGNALLED + N`, as a shell reports it.
+const EXIT_SIGNALLED: i32 = 128;
+
+/// One line to stderr; a write that fails is ignored (there is nowhere left to say it).
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, $($arg)*);
+        let _ = err.flush();
+    }};
+}
 
 /// Run a WebAssembly guest app: a component targeting the `app` world of
 /// `wit/distlock.wit` (a WASI command that imports `distlock:lock/distlock`).
 ///
 /// The guest reaches only the `--redis` nodes, through the lock; it gets no network, no
 /// environment and no files unless given (`--dir`, `--env`). Exits with the guest's exit code;
-/// 70 when it traps or is stopped (its leases are released first).
+/// 70 when it traps or is stopped by a limit (`--time-limit` holds whatever it is doing:
+/// computing, waiting for a lock, sleeping); 128+N when distlock gets signal N (TERM, INT,
+/// HUP, QUIT): the guest is stopped. Whatever leases it still held are released first.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     distlock --redis redis://127.0.0.1 run app.wasm -- --jobs 10\n  \
@@ -57,7 +81,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     let nodes: Vec<String> = redis.iter().filter(|u| !u.is_empty()).cloned().collect();
     if nodes.is_empty() {
-        eprintln!(
+        tell!(
             "distlock: `run` needs --redis (or DISTLOCK_REDIS): a guest reaches only the nodes given here"
         );
         return ExitCode::from(EXIT_USAGE);
@@ -66,7 +90,7 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         Some(path) => match std::fs::read(path) {
             Ok(wasm) => (wasm, path.display().to_string()),
             Err(e) => {
-                eprintln!("distlock: cannot read {}: {e}", path.display());
+                tell!("distlock: cannot read {}: {e}", path.display());
                 return ExitCode::from(EXIT_NOINPUT);
             }
         },
@@ -88,11 +112,22 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     }
     for pair in &args.env {
         let Some((key, value)) = pair.split_once('=') else {
-            eprintln!("distlock: --env wants KEY=VALUE, not {pair}");
+            tell!("distlock: --env wants KEY=VALUE, not {pair}");
             return ExitCode::from(EXIT_USAGE);
         };
         options.env.push((key.to_owned(), value.to_owned()));
     }
+    // Listening from before the guest is compiled: a signal at any moment stops it.
+    let stopper = Stopper::new();
+    let signalled = Arc::new(AtomicI32::new(0));
+    let listening = match listen_for_signals(stopper.clone(), Arc::clone(&signalled)) {
+        Ok(task) => task,
+        Err(e) => {
+            tell!("distlock: cannot listen for signals: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    options.stopper = Some(stopper);
     let runtime = tokio::runtime::Handle::current();
     // Compiling and running block: off the async threads.
     let outcome = tokio::task::spawn_blocking(move || {
@@ -107,28 +142,87 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         adapter.run(&guest, &options)
     })
     .await;
+    listening.abort();
     let report = match outcome {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => {
-            eprintln!("distlock: {e}");
+            tell!("distlock: {e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
         Err(e) => {
-            eprintln!("distlock: the guest's thread failed: {e}");
+            tell!("distlock: the guest's thread failed: {e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
     if report.leases_released > 0 {
-        eprintln!(
+        tell!(
             "distlock: released {} lease(s) the guest still held",
             report.leases_released
         );
     }
+    for lease in &report.leases_not_released {
+        tell!("distlock: a lease the guest still held was not released: {lease}");
+    }
     match report.ended {
         Ended::Exited(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ended::Stopped => {
+            let signal = signalled.load(Ordering::Acquire);
+            tell!("distlock: the guest was stopped by signal {signal}");
+            ExitCode::from(u8::try_from(EXIT_SIGNALLED + signal).unwrap_or(EXIT_GUEST_FAILED))
+        }
         ended => {
-            eprintln!("distlock: the guest {ended}");
+            tell!("distlock: the guest {ended}");
             ExitCode::from(EXIT_GUEST_FAILED)
         }
     }
+}
+
+/// Stops the guest on the first of SIGTERM, SIGINT, SIGHUP, SIGQUIT, noting which (later ones
+/// are caught too, so a second Ctrl-C cannot kill the command while it releases).
+#[cfg(unix)]
+fn listen_for_signals(
+    stopper: Stopper,
+    signalled: Arc<AtomicI32>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kinds = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ];
+    let mut streams = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        streams.push((kind.as_raw_value(), signal(kind)?));
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let received = std::future::poll_fn(|cx| {
+                for (number, stream) in &mut streams {
+                    if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                        return std::task::Poll::Ready(*number);
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            // The first signal is the one the exit code tells.
+            let _ = signalled.compare_exchange(0, received, Ordering::AcqRel, Ordering::Acquire);
+            stopper.stop();
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn listen_for_signals(
+    stopper: Stopper,
+    signalled: Arc<AtomicI32>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // SIGINT's number, as a shell would report Ctrl-C.
+            signalled.store(2, Ordering::Release);
+            stopper.stop();
+        }
+    }))
 }

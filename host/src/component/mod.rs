@@ -8,9 +8,11 @@
 //!   linking it to a lock component instance in the same store ([`Serve::Linked`]: every call
 //!   is forwarded instance to instance, `link.rs`) or from the Rust driver
 //!   ([`Serve::Native`], `native.rs`). Both pass the same conformance suite.
-//! - Guests run under a **time limit** (epoch interruption) and a **memory limit**
-//!   ([`Limits`]). A guest that is stopped, traps or exits while holding leases has them
-//!   released by the host, which keeps serving.
+//! - Guests run under a **time limit** and a **memory limit** ([`Limits`]), and can be
+//!   stopped from another thread ([`Stopper`]). The time limit and a stop hold whatever the
+//!   guest is doing: computing (epoch interruption), blocked in a `distlock` call, or
+//!   sleeping through `wasi:io/poll` (`poll.rs`). A guest that is stopped, traps or exits
+//!   while holding leases has them released by the host, which keeps serving.
 //!
 //! Nothing here decides anything about the lock: that is the core's, inside the component or
 //! behind [`crate::Client`]; this module moves calls and bytes.
@@ -34,6 +36,7 @@ pub mod cli;
 mod instance;
 mod link;
 mod native;
+mod poll;
 mod state;
 mod transport;
 
@@ -49,6 +52,7 @@ use crate::conn::ConnectOptions;
 use state::{HostState, Net};
 
 pub use instance::{CallError, ClientHandle, LeaseHandle, LockInstance};
+pub use state::Stopper;
 
 /// The `distlock` interface's types (`config`, `error`, …), as Rust types.
 pub mod wit {
@@ -87,8 +91,8 @@ pub enum Serve {
 pub struct Limits {
     /// The most bytes each linear memory may grow to. Default 64 MiB.
     pub memory: usize,
-    /// The longest a guest may run, wall clock, calls into the host included; `None`: no
-    /// limit. Default none.
+    /// The longest a guest may run, wall clock, whatever it does (computing, waiting for a
+    /// lock, sleeping); `None`: no limit. Default none.
     pub time: Option<Duration>,
 }
 
@@ -163,6 +167,9 @@ pub struct RunOptions {
     pub serve: Serve,
     /// What it may use.
     pub limits: Limits,
+    /// Stops the run from another thread (a signal handler, say); `None`: only its limits
+    /// stop it.
+    pub stopper: Option<Stopper>,
 }
 
 impl RunOptions {
@@ -191,6 +198,8 @@ pub enum Ended {
     TimeLimit(Duration),
     /// It was stopped when it tried to grow a memory past its limit (bytes).
     MemoryLimit(usize),
+    /// It was stopped by its [`Stopper`].
+    Stopped,
 }
 
 impl std::fmt::Display for Ended {
@@ -208,6 +217,7 @@ impl std::fmt::Display for Ended {
                     bytes >> 20
                 )
             }
+            Ended::Stopped => f.write_str("was stopped"),
         }
     }
 }
@@ -217,8 +227,11 @@ impl std::fmt::Display for Ended {
 pub struct RunReport {
     /// How it ended.
     pub ended: Ended,
-    /// Leases it still held when it ended, which the host released.
+    /// Leases it still held when it ended, which the host released: those locks are free.
     pub leases_released: usize,
+    /// Leases it left behind that the host did not release, one sentence each saying why (no
+    /// longer held, or the release failed and the lock frees at its TTL).
+    pub leases_not_released: Vec<String>,
 }
 
 struct Inner {
@@ -272,17 +285,15 @@ impl Adapter {
             .map_err(AdapterError::wasm("compiling the lock component"))?;
 
         let mut provider_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut provider_linker)
+        poll::add_wasi_to_linker(&mut provider_linker)
             .map_err(AdapterError::wasm("linking WASI"))?;
         transport::add_to_linker(&mut provider_linker)
             .map_err(AdapterError::wasm("linking transport"))?;
         let mut linked_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linked_linker)
-            .map_err(AdapterError::wasm("linking WASI"))?;
+        poll::add_wasi_to_linker(&mut linked_linker).map_err(AdapterError::wasm("linking WASI"))?;
         link::add_to_linker(&mut linked_linker).map_err(AdapterError::wasm("linking distlock"))?;
         let mut native_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut native_linker)
-            .map_err(AdapterError::wasm("linking WASI"))?;
+        poll::add_wasi_to_linker(&mut native_linker).map_err(AdapterError::wasm("linking WASI"))?;
         native::add_to_linker(&mut native_linker)
             .map_err(AdapterError::wasm("linking distlock"))?;
 
@@ -339,6 +350,14 @@ impl Adapter {
     /// releases whatever leases it still holds.
     pub fn run(&self, guest: &Guest, options: &RunOptions) -> Result<RunReport, AdapterError> {
         let mut store = self.store(options)?;
+        if store.data().stopped().is_some() {
+            // Stopped before it started: it never runs, so it holds nothing.
+            return Ok(RunReport {
+                ended: ended_by(&store, &options.limits, wasmtime::Error::msg("stopped")),
+                leases_released: 0,
+                leases_not_released: Vec::new(),
+            });
+        }
         let linker = self.link(&mut store, options.serve)?;
         let pre = linker
             .instantiate_pre(&guest.component)
@@ -358,10 +377,11 @@ impl Adapter {
             }
             Err(e) => return Err(e),
         };
-        let leases_released = store.data_mut().release_leftovers();
+        let leftovers = store.data_mut().release_leftovers();
         Ok(RunReport {
             ended,
-            leases_released,
+            leases_released: leftovers.released,
+            leases_not_released: leftovers.not_released,
         })
     }
 
@@ -415,16 +435,17 @@ impl Adapter {
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)
                 .map_err(AdapterError::wasm(format!("opening {}", host.display())))?;
         }
-        let state = HostState::new(wasi.build(), Arc::clone(&self.net), options.limits);
+        let state = HostState::new(
+            wasi.build(),
+            Arc::clone(&self.net),
+            options.limits,
+            options.stopper.as_ref(),
+        );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| state.limiter());
-        match options.limits.time {
-            Some(_) => {
-                store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_epoch());
-                store.set_epoch_deadline(1);
-            }
-            None => store.set_epoch_deadline(1 << 48),
-        }
+        // Every tick: a stop (time limit, stopper) can come at any moment.
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_epoch());
+        store.set_epoch_deadline(1);
         Ok(store)
     }
 
@@ -464,6 +485,7 @@ fn ended_by(store: &Store<HostState>, limits: &Limits, error: wasmtime::Error) -
     match store.data().stopped() {
         Some(state::Stop::Time) => return Ended::TimeLimit(limits.time.unwrap_or_default()),
         Some(state::Stop::Memory) => return Ended::MemoryLimit(limits.memory),
+        Some(state::Stop::Asked) => return Ended::Stopped,
         None => {}
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {

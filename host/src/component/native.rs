@@ -34,6 +34,11 @@ pub struct NativeLease {
 }
 
 impl NativeLease {
+    /// The lock's name, as the guest gave it.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The guard, if the lease still holds one.
     pub(crate) fn take_guard(&mut self) -> Option<crate::Guard> {
         self.guard.take()
@@ -61,7 +66,10 @@ impl api::HostClient for HostState {
         if let Err(e) = options.validate() {
             return Ok(Err(config_error(e)));
         }
-        let client = match self.net.client(&config.nodes, config.key_prefix.as_deref()) {
+        let (halt, net) = (self.halt(), std::sync::Arc::clone(&self.net));
+        let connected =
+            halt.block_on(net.connect_client(&config.nodes, config.key_prefix.as_deref()))?;
+        let client = match connected {
             Ok(client) => client,
             Err(e) => return Ok(Err(host_error(e))),
         };
@@ -98,9 +106,11 @@ impl HostState {
         name: String,
         wait: Duration,
     ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
+        let halt = self.halt();
         let client = self.table.get(client)?;
         let builder = client.client.lock(&name).options(client.options).wait(wait);
-        let guard = match self.net.runtime.block_on(builder.acquire()) {
+        // A stop drops the acquire mid-way: whatever it took then frees at its TTL.
+        let guard = match halt.block_on(builder.acquire())? {
             Ok(guard) => guard,
             Err(e) => return Ok(Err(host_error(e))),
         };
@@ -139,19 +149,21 @@ impl api::HostLease for HostState {
         lease: Resource<NativeLease>,
         ttl_ms: u64,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let runtime = self.net.runtime.clone();
+        let halt = self.halt();
         let lease = self.table.get(&lease)?;
         let Some(guard) = lease.guard.as_ref() else {
             return Ok(Err(Error::NotHeld));
         };
         Ok(
-            match runtime.block_on(guard.extend(Duration::from_millis(ttl_ms))) {
+            match halt.block_on(guard.extend(Duration::from_millis(ttl_ms)))? {
                 Ok(validity) => Ok(u64::try_from(validity.as_millis()).unwrap_or(u64::MAX)),
                 Err(e) => Err(host_error(e)),
             },
         )
     }
 
+    // Releasing is never cut short by a stop (it is what stopping is for): a plain wait,
+    // bounded by the request timeout.
     fn release(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<(), Error>> {
         let runtime = self.net.runtime.clone();
         let Some(guard) = self.table.get_mut(&lease)?.guard.take() else {

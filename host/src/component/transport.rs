@@ -3,7 +3,8 @@
 //! `rediss://`). Each call blocks the guest's thread on the adapter's tokio runtime.
 //!
 //! Invariant: a connection opens only to an endpoint among the adapter's nodes; the
-//! component does the Redis handshake (and so authentication) itself.
+//! component does the Redis handshake (and so authentication) itself. Every wait here ends
+//! when the guest is stopped ([`super::state::Halt`]): the call traps instead of returning.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -73,10 +74,10 @@ impl transport::HostConnection for HostState {
         conn: Resource<Connection>,
         bytes: Vec<u8>,
     ) -> wasmtime::Result<Result<(), TransportError>> {
-        let runtime = self.net.runtime.clone();
+        let halt = self.halt();
         let conn = self.table.get_mut(&conn)?;
-        Ok(runtime
-            .block_on(conn.stream.write_all(&bytes))
+        Ok(halt
+            .block_on(conn.stream.write_all(&bytes))?
             .map_err(|e| io_error(&e)))
     }
 
@@ -86,12 +87,12 @@ impl transport::HostConnection for HostState {
         max_len: u32,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, TransportError>> {
-        let runtime = self.net.runtime.clone();
+        let halt = self.halt();
         let (stream, buf) = self.table.get_mut(&conn)?.parts(max_len);
         let timeout = Duration::from_millis(timeout_ms);
         // The timer is made inside `block_on`: it needs the runtime's context.
         let result =
-            runtime.block_on(async { tokio::time::timeout(timeout, stream.read(buf)).await });
+            halt.block_on(async { tokio::time::timeout(timeout, stream.read(buf)).await })?;
         Ok(read_result(result, buf))
     }
 
@@ -127,9 +128,10 @@ impl transport::Host for HostState {
             database: 0,
         };
         let timeout = Duration::from_millis(timeout_ms);
-        let opened = self.net.runtime.block_on(async {
-            tokio::time::timeout(timeout, Stream::connect(&target, &self.net.connect)).await
-        });
+        let net = &self.net;
+        let opened = self.halt().block_on(async {
+            tokio::time::timeout(timeout, Stream::connect(&target, &net.connect)).await
+        })?;
         let stream = match opened {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Ok(Err(TransportError::Connect(e.to_string()))),
@@ -151,7 +153,7 @@ impl transport::Host for HostState {
         max_len: u32,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<Option<Arrived>, Failed>> {
-        let runtime = self.net.runtime.clone();
+        let halt = self.halt();
         let timeout = Duration::from_millis(timeout_ms);
         let index_of: BTreeMap<u32, u32> = connections
             .iter()
@@ -167,7 +169,7 @@ impl transport::Host for HostState {
         }
         if conns.is_empty() {
             // Nothing to read from: a plain wait.
-            runtime.block_on(async { tokio::time::sleep(timeout).await });
+            halt.block_on(async { tokio::time::sleep(timeout).await })?;
             return Ok(Ok(None));
         }
         let reads = conns.into_iter().map(|(index, conn)| {
@@ -179,7 +181,7 @@ impl transport::Host for HostState {
         });
         let reads: Vec<_> = reads.collect();
         let first =
-            runtime.block_on(async { tokio::time::timeout(timeout, first_ready(reads)).await });
+            halt.block_on(async { tokio::time::timeout(timeout, first_ready(reads)).await })?;
         Ok(match first {
             Err(_elapsed) => Ok(None),
             Ok((index, Ok(bytes))) if bytes.is_empty() => Err(Failed {

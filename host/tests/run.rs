@@ -1,0 +1,324 @@
+//! `distlock run`, as a user runs it: real `distlock` processes running the built-in example
+//! guest (`run --example -- count NAME FILE N HOLD_MS`) against real `redis-server`s, on both
+//! ways of serving the guest (linked to the lock component, and `--native`).
+//!
+//! - A signal (TERM, INT) stops the guest wherever it is, the host releases what it held, and
+//!   the command exits 128 + the signal's number.
+//! - `--time-limit` stops a guest that waits for a lock or sleeps while it holds one (not
+//!   only one that computes), and the output says one true thing.
+//! - A frozen node costs the lock component's operations their vote, not a connect timeout.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{
+    KillOnDrop, RedisServer, distlock, lock_key, require_redis, run_bounded, send_signal, show,
+    unique_name, wait_for,
+};
+
+/// Each way of serving the guest's `distlock` import: (label, extra `run` flags).
+const SERVES: [(&str, &[&str]); 2] = [("linked", &[]), ("native", &["--native"])];
+
+/// The `run` arguments for the example guest counting `iterations` times on `name`, holding
+/// the lock `hold_ms` each time, with its counter file in `dir`.
+fn count_args<'a>(
+    serve: &'a [&'a str],
+    extra: &'a [&'a str],
+    dir_arg: &'a str,
+    name: &'a str,
+    iterations: &'a str,
+    hold_ms: &'a str,
+) -> Vec<&'a str> {
+    let mut args = vec!["run", "--example", "--dir", dir_arg];
+    args.extend_from_slice(serve);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "count", name, "/data/counter", iterations, hold_ms]);
+    args
+}
+
+/// `HOST::/data` for `--dir`.
+fn dir_arg(dir: &Path) -> String {
+    format!("{}::/data", dir.display())
+}
+
+/// Spawns `command` with its output piped (read after it exits).
+fn spawn(mut command: Command) -> KillOnDrop {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    KillOnDrop(command.spawn().expect("spawn distlock run"))
+}
+
+/// Waits (at most `limit`) for `child` to exit; its status and output.
+fn wait_exit(child: &mut KillOnDrop, limit: Duration) -> (ExitStatus, Output) {
+    let status = wait_for("distlock run to exit", limit, || {
+        child.0.try_wait().expect("try_wait")
+    });
+    let child: &mut Child = &mut child.0;
+    let mut out = Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    use std::io::Read as _;
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_end(&mut out.stdout);
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_end(&mut out.stderr);
+    }
+    (status, out)
+}
+
+fn exists(server: &RedisServer, name: &str) -> bool {
+    server.raw().ok(&["EXISTS", &lock_key(name)]).int() == Some(1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A signal to `distlock run` while its guest holds a lease (sleeping through a long hold):
+/// the guest is stopped, the lease released before distlock exits (not at its TTL), and the
+/// exit code is 128 + the signal.
+#[test]
+fn a_signal_stops_the_guest_and_releases_its_lease() {
+    require_redis!();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    for (label, serve) in SERVES {
+        for (signal, code) in [("TERM", 143), ("INT", 130)] {
+            let name = unique_name("run-signal");
+            // One iteration holding the lock for a minute: far past the test's bounds.
+            let args = count_args(serve, &[], &dir_arg, &name, "1", "60000");
+            let mut child = spawn(distlock(&server.url(), &args));
+            wait_for(
+                &format!("{label}: the guest to hold {name}"),
+                Duration::from_secs(20),
+                || exists(&server, &name).then_some(()),
+            );
+            let signalled = Instant::now();
+            send_signal(child.0.id(), signal);
+            let (status, out) = wait_exit(&mut child, Duration::from_secs(10));
+            assert!(
+                !exists(&server, &name),
+                "{label}/{signal}: the lock is still held after distlock exited\n{}",
+                show(&out)
+            );
+            assert_eq!(
+                status.code(),
+                Some(code),
+                "{label}/{signal}: after {:?}\n{}",
+                signalled.elapsed(),
+                show(&out)
+            );
+            let err = stderr(&out);
+            assert!(
+                err.contains("released 1 lease") && err.contains("stopped by signal"),
+                "{label}/{signal}: {err}"
+            );
+            assert!(!err.contains("not released"), "{label}/{signal}: {err}");
+        }
+    }
+}
+
+/// SIGTERM while the guest waits for a lock another owner holds: it stops waiting at once,
+/// exits 143, and the other owner's lock is untouched.
+#[test]
+fn a_signal_stops_a_guest_waiting_for_a_lock() {
+    require_redis!();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    for (label, serve) in SERVES {
+        let name = unique_name("run-signal-wait");
+        server
+            .raw()
+            .ok(&["SET", &lock_key(&name), "someone-else", "PX", "60000"]);
+        let args = count_args(serve, &[], &dir_arg, &name, "1", "1");
+        let mut child = spawn(distlock(&server.url(), &args));
+        // The example waits up to 30 s, blocked on the lock's wake-up list.
+        wait_for(
+            &format!("{label}: the guest to wait for {name}"),
+            Duration::from_secs(20),
+            || (server.blocked_clients() >= 1).then_some(()),
+        );
+        send_signal(child.0.id(), "TERM");
+        let (status, out) = wait_exit(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(143), "{label}\n{}", show(&out));
+        assert_eq!(
+            server
+                .raw()
+                .ok(&["GET", &lock_key(&name)])
+                .text()
+                .as_deref(),
+            Some("someone-else"),
+            "{label}: the other owner's lock was touched"
+        );
+    }
+}
+
+/// `--time-limit 1s` on a guest blocked waiting for a held lock (it would wait 30 s) and on
+/// one sleeping while it holds (a 60 s hold): each ends within a few seconds with exit 70,
+/// says it ran past its time limit, its own lease is released, and no message contradicts
+/// another.
+#[test]
+fn the_time_limit_holds_while_the_guest_waits_or_sleeps() {
+    require_redis!();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let limit = ["--time-limit", "1s"];
+    for (label, serve) in SERVES {
+        // Waiting for a lock someone else holds.
+        let name = unique_name("run-limit-wait");
+        server
+            .raw()
+            .ok(&["SET", &lock_key(&name), "someone-else", "PX", "60000"]);
+        let args = count_args(serve, &limit, &dir_arg, &name, "1", "1");
+        let started = Instant::now();
+        let out = run_bounded(distlock(&server.url(), &args), Duration::from_secs(30))
+            .expect("run distlock");
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(70), "{label}: {}", show(&out));
+        assert!(
+            took < Duration::from_secs(10),
+            "{label}: a waiting guest ran {took:?} under a 1 s limit"
+        );
+        let err = stderr(&out);
+        assert!(err.contains("time limit of 1s"), "{label}: {err}");
+        assert!(
+            !err.contains("released") && !err.contains("not released"),
+            "{label}: the guest held nothing, yet: {err}"
+        );
+        assert_eq!(
+            server
+                .raw()
+                .ok(&["GET", &lock_key(&name)])
+                .text()
+                .as_deref(),
+            Some("someone-else"),
+            "{label}: the other owner's lock was touched"
+        );
+
+        // Sleeping while it holds.
+        let name = unique_name("run-limit-hold");
+        let args = count_args(serve, &limit, &dir_arg, &name, "1", "60000");
+        let started = Instant::now();
+        let out = run_bounded(distlock(&server.url(), &args), Duration::from_secs(30))
+            .expect("run distlock");
+        let took = started.elapsed();
+        assert!(
+            !exists(&server, &name),
+            "{label}: the lease outlived distlock\n{}",
+            show(&out)
+        );
+        assert_eq!(out.status.code(), Some(70), "{label}: {}", show(&out));
+        assert!(
+            took < Duration::from_secs(10),
+            "{label}: a sleeping guest ran {took:?} under a 1 s limit"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("time limit of 1s") && err.contains("released 1 lease"),
+            "{label}: {err}"
+        );
+        assert!(
+            !err.contains("not released") && !err.contains("fail"),
+            "{label}: {err}"
+        );
+    }
+}
+
+/// Redlock over three nodes with one frozen (SIGSTOP) from the start: the lock component
+/// counts to N with each operation (an acquire, a release) costing at most about a request
+/// timeout (1 s), not the 5 s connect timeout it paid for reconnecting the frozen node before
+/// each one. The bound is 2 operations × N × the request timeout, plus start-up.
+#[test]
+fn a_frozen_node_costs_the_lock_component_a_vote_not_a_connect_timeout() {
+    require_redis!();
+    const ITERATIONS: u32 = 6;
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    servers[2].pause();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let name = unique_name("run-frozen");
+    let iterations = ITERATIONS.to_string();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let mut full = vec!["--redis", urls[1].as_str(), "--redis", urls[2].as_str()];
+    full.extend(count_args(&[], &[], &dir_arg, &name, &iterations, "1"));
+    let bound = REQUEST_TIMEOUT * 2 * ITERATIONS + Duration::from_secs(8);
+    let started = Instant::now();
+    let out =
+        run_bounded(distlock(&urls[0], &full), Duration::from_secs(120)).expect("run distlock");
+    let took = started.elapsed();
+    servers[2].resume();
+    eprintln!("{ITERATIONS} iterations over 3 nodes, one frozen: {took:?} (bound {bound:?})");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("counter"))
+            .expect("the counter file")
+            .trim(),
+        iterations,
+        "every iteration counted"
+    );
+    assert!(
+        took < bound,
+        "{ITERATIONS} iterations with a frozen node took {took:?}: more than {bound:?}, so \
+         operations waited on connects\n{}",
+        show(&out)
+    );
+}
+
+/// The same with the node frozen mid-run, its connection open: the first operation after the
+/// freeze waits out the request timeout for it, then the silent connection is dropped and the
+/// node reconnected in the background, so the later operations do not wait for it again.
+/// (Keeping the connection cost every remaining operation a request timeout.) The bound is a
+/// few request timeouts plus the holds and start-up, far below one per remaining operation.
+#[test]
+fn a_node_frozen_mid_run_costs_the_lock_component_one_request_timeout() {
+    require_redis!();
+    const ITERATIONS: u32 = 14;
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let name = unique_name("run-frozen-mid");
+    let iterations = ITERATIONS.to_string();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let mut args = vec!["--redis", urls[1].as_str(), "--redis", urls[2].as_str()];
+    args.extend(count_args(&[], &[], &dir_arg, &name, &iterations, "50"));
+    let mut child = spawn(distlock(&urls[0], &args));
+    let counter = dir.path().join("counter");
+    let count = || {
+        std::fs::read_to_string(&counter)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+    };
+    // Every node has answered an operation by now: the frozen one's connection is open.
+    wait_for("two iterations", Duration::from_secs(20), || {
+        count().filter(|&n| n >= 2)
+    });
+    servers[2].pause();
+    let frozen = Instant::now();
+    let (status, out) = wait_exit(&mut child, Duration::from_secs(60));
+    let took = frozen.elapsed();
+    servers[2].resume();
+    eprintln!("the rest of {ITERATIONS} iterations after a node froze: {took:?}");
+    assert!(status.success(), "{}", show(&out));
+    assert_eq!(count(), Some(ITERATIONS), "every iteration counted");
+    let bound =
+        REQUEST_TIMEOUT * 4 + Duration::from_millis(50) * ITERATIONS + Duration::from_secs(3);
+    assert!(
+        took < bound,
+        "after the freeze the run took {took:?}, more than {bound:?}: operations kept waiting \
+         for the frozen node\n{}",
+        show(&out)
+    );
+}

@@ -34,8 +34,8 @@ use crate::api;
 use crate::bindings::distlock::lock::transport::{self, Connection, Endpoint, TransportError};
 use crate::{convert, now, url};
 
-/// The most nodes a client can run Redlock over (the host's limit too).
-pub(crate) const MAX_NODES: usize = 7;
+/// The most nodes a client can run Redlock over: the core's limit, for every driver.
+pub(crate) use distlock_core::MAX_NODES;
 /// Bytes one receive takes.
 const READ_CHUNK: u32 = 4096;
 /// How long to wait when the machine names no deadline (it always does while it waits for

@@ -32,7 +32,6 @@
 //! ```
 
 mod bindings;
-pub mod cli;
 mod instance;
 mod link;
 mod native;

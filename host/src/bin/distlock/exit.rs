@@ -10,8 +10,12 @@ use distlock_host::Error;
 pub(crate) const NOT_HELD: u8 = 1;
 /// EX_USAGE: bad arguments, names, TTLs, tokens, URLs or a node given twice.
 pub(crate) const USAGE: u8 = 64;
+/// EX_NOINPUT: `run`: the guest app cannot be read.
+pub(crate) const NO_INPUT: u8 = 66;
 /// EX_UNAVAILABLE: too few servers answered (not connected, timed out, or lost mid-wait).
 pub(crate) const UNAVAILABLE: u8 = 69;
+/// EX_SOFTWARE: `run`: the guest trapped, or a limit (time, memory) stopped it.
+pub(crate) const GUEST_FAILED: u8 = 70;
 /// EX_IOERR: the result could not be written (stdout closed); what was taken was released.
 pub(crate) const IO_ERROR: u8 = 74;
 /// EX_TEMPFAIL: the lock is held by another owner (or `exec --on-lost kill` lost it).
@@ -26,7 +30,7 @@ pub(crate) const NO_PERMISSION: u8 = 77;
 pub(crate) const CANNOT_EXECUTE: u8 = 126;
 /// `exec`: the command was not found.
 pub(crate) const NOT_FOUND: u8 = 127;
-/// `exec`: stopped by signal N exits `SIGNALLED + N`.
+/// `exec`, `run`: stopped by signal N exits `SIGNALLED + N`.
 pub(crate) const SIGNALLED: u8 = 128;
 
 /// The table for `--help`, as a literal so `concat!` can put it after the examples.
@@ -36,15 +40,17 @@ macro_rules! table {
         0     done\n  \
         1     release/extend: the token does not hold the lock\n  \
         64    bad arguments, names, TTLs, tokens or URLs; a node given twice\n  \
+        66    run: the guest app cannot be read\n  \
         69    too few servers answered (unreachable, timed out, or lost while waiting)\n  \
+        70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
         76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP)\n  \
         77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \
-        128+N exec: distlock or the command was stopped by signal N (the lock released first)\n  \
-        other exec: the command's own exit code"
+        128+N exec, run: stopped by signal N (the locks released first)\n  \
+        other exec, run: the command's (guest's) own exit code"
     };
 }
 pub(crate) use table;

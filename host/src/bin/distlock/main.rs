@@ -7,6 +7,8 @@
 mod exec;
 mod exit;
 mod output;
+#[cfg(feature = "component")]
+mod run;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -196,7 +198,7 @@ enum Command {
     },
     /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
     #[cfg(feature = "component")]
-    Run(distlock_host::component::cli::RunArgs),
+    Run(run::RunArgs),
     /// Workers contend on one lock; prints acquisitions, hand-off latency and overlaps (0).
     Demo {
         /// Concurrent workers.
@@ -364,7 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     #[cfg(feature = "component")]
     if let Command::Run(args) = cli.command {
-        return Ok(distlock_host::component::cli::run(args, &cli.redis).await);
+        return Ok(run::run(args, &cli.redis).await);
     }
     let client = connect(&cli).await?;
     match cli.command {

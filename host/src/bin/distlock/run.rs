@@ -14,28 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::{Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper};
+use distlock_host::component::{
+    Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
+};
 
-/// EX_USAGE: bad arguments.
-const EXIT_USAGE: u8 = 64;
-/// EX_NOINPUT: the app cannot be read.
-const EXIT_NOINPUT: u8 = 66;
-/// EX_SOFTWARE: the guest trapped or was stopped.
-const EXIT_GUEST_FAILED: u8 = 70;
-/// EX_UNAVAILABLE: the adapter could not start.
-const EXIT_UNAVAILABLE: u8 = 69;
-/// Stopped by signal N: exit `EXIT_SIGNALLED + N`, as a shell reports it.
-const EXIT_SIGNALLED: i32 = 128;
-
-/// One line to stderr; a write that fails is ignored (there is nowhere left to say it).
-macro_rules! tell {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, $($arg)*);
-        let _ = err.flush();
-    }};
-}
+use crate::exit;
+use crate::output::tell;
 
 /// Run a WebAssembly guest app: a component targeting the `app` world of
 /// `wit/distlock.wit` (a WASI command that imports `distlock:lock/distlock`).
@@ -49,7 +33,7 @@ macro_rules! tell {
 #[command(after_help = "Examples:\n  \
     distlock --redis redis://127.0.0.1 run app.wasm -- --jobs 10\n  \
     distlock --redis redis://127.0.0.1 run --example --dir /tmp/n::/data -- count jobs /data/counter 100")]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The guest app (a `.wasm` component).
     #[arg(required_unless_present = "example", conflicts_with = "example")]
     app: Option<PathBuf>,
@@ -78,20 +62,20 @@ pub struct RunArgs {
 }
 
 /// Runs `args` against the nodes `redis`; the process's exit code.
-pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
+pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     let nodes: Vec<String> = redis.iter().filter(|u| !u.is_empty()).cloned().collect();
     if nodes.is_empty() {
         tell!(
             "distlock: `run` needs --redis (or DISTLOCK_REDIS): a guest reaches only the nodes given here"
         );
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(exit::USAGE);
     }
     let (wasm, program) = match &args.app {
         Some(path) => match std::fs::read(path) {
             Ok(wasm) => (wasm, path.display().to_string()),
             Err(e) => {
                 tell!("distlock: cannot read {}: {e}", path.display());
-                return ExitCode::from(EXIT_NOINPUT);
+                return ExitCode::from(exit::NO_INPUT);
             }
         },
         None => (COUNTER_WASM.to_vec(), "distlock-counter".to_owned()),
@@ -113,7 +97,7 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     for pair in &args.env {
         let Some((key, value)) = pair.split_once('=') else {
             tell!("distlock: --env wants KEY=VALUE, not {pair}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(exit::USAGE);
         };
         options.env.push((key.to_owned(), value.to_owned()));
     }
@@ -124,7 +108,7 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         Ok(task) => task,
         Err(e) => {
             tell!("distlock: cannot listen for signals: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return ExitCode::from(exit::UNAVAILABLE);
         }
     };
     options.stopper = Some(stopper);
@@ -147,11 +131,11 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => {
             tell!("distlock: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return ExitCode::from(exit::UNAVAILABLE);
         }
         Err(e) => {
             tell!("distlock: the guest's thread failed: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return ExitCode::from(exit::UNAVAILABLE);
         }
     };
     if report.leases_released > 0 {
@@ -168,11 +152,13 @@ pub async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         Ended::Stopped => {
             let signal = signalled.load(Ordering::Acquire);
             tell!("distlock: the guest was stopped by signal {signal}");
-            ExitCode::from(u8::try_from(EXIT_SIGNALLED + signal).unwrap_or(EXIT_GUEST_FAILED))
+            ExitCode::from(
+                u8::try_from(i32::from(exit::SIGNALLED) + signal).unwrap_or(exit::GUEST_FAILED),
+            )
         }
         ended => {
             tell!("distlock: the guest {ended}");
-            ExitCode::from(EXIT_GUEST_FAILED)
+            ExitCode::from(exit::GUEST_FAILED)
         }
     }
 }

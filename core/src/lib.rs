@@ -55,6 +55,7 @@ extern crate alloc;
 
 pub mod acquire;
 pub mod ballot;
+pub mod connect;
 pub mod error;
 pub mod handshake;
 pub mod keys;
@@ -72,6 +73,7 @@ pub mod time;
 
 pub use acquire::{Acquire, MAX_NODES};
 pub use ballot::{Extend, Extended, Release, Released};
+pub use connect::{Reachability, reachability};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use keys::{KeyLayout, LockName, Token};

@@ -252,18 +252,21 @@ impl Client {
         Ok(client)
     }
 
-    /// Connects to every node at once and waits until a quorum has answered, a quorum can no
-    /// longer answer, or `deadline`, whichever comes first. The connects still under way go
-    /// on in the background, and their connections join the pool if their nodes answer.
+    /// Connects to every node at once and waits until a quorum has answered, every node has
+    /// reported, or `deadline`, whichever comes first. Once a quorum is out of reach it still
+    /// waits (within the same deadline) for the nodes under way, so the error counts every
+    /// node that answered and blames a real failure. The connects still under way go on in
+    /// the background, and their connections join the pool if their nodes answer.
     async fn until_ready(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
         let nodes = self.inner.nodes.len();
         let mut reports = self.connect_each(0..nodes);
         let mut reported = vec![false; nodes];
         let (mut answered, mut failed, mut last) = (0, 0, None);
-        let state = loop {
-            let state = reachability(nodes, answered, failed);
-            if state != Reachability::Waiting {
-                break state;
+        loop {
+            if reachability(nodes, answered, failed) == Reachability::Ready
+                || answered + failed == nodes
+            {
+                break;
             }
             match tokio::time::timeout_at(deadline, reports.recv()).await {
                 Ok(Some((node, result))) => {
@@ -283,15 +286,16 @@ impl Client {
                 }
                 // The deadline (every task reports before it ends, so the channel closes
                 // only after all have).
-                Ok(None) | Err(_) => break state,
+                Ok(None) | Err(_) => break,
             }
-        };
-        self.pool_the_rest(reports);
-        if state == Reachability::Ready {
-            return Ok(());
         }
+        self.pool_the_rest(reports);
         for (node, _) in reported.iter().enumerate().filter(|(_, seen)| !**seen) {
+            failed += 1;
             last = Some(self.no_answer(node));
+        }
+        if reachability(nodes, answered, failed) == Reachability::Ready {
+            return Ok(());
         }
         let last = last.unwrap_or(Error::TooManyNodes(0));
         // One node: its own error says it best.

@@ -55,6 +55,7 @@ extern crate alloc;
 
 pub mod acquire;
 pub mod ballot;
+pub mod connect;
 pub mod error;
 pub mod handshake;
 pub mod keys;
@@ -70,6 +71,7 @@ pub mod time;
 
 pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};
+pub use connect::{Reachability, reachability, reconnect_pause};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use keys::{KeyLayout, KeyRole, LockName, Token};
@@ -78,6 +80,6 @@ pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
-pub use retry::{Jitter, RetryPolicy, reconnect_pause};
+pub use retry::{Jitter, RetryPolicy};
 pub use server::{Flavor, ServerInfo, Version};
 pub use time::{Duration, Instant};

@@ -134,50 +134,9 @@ impl Backoff {
     }
 }
 
-/// The first pause before connecting again to a node whose connect failed (refused, timed
-/// out, or its handshake went unanswered); it doubles with each failure in a row up to
-/// [`RECONNECT_CAP`]. A dead or frozen node is then tried a few times a second at first and
-/// every 2 s at most after that, so it costs an operation its vote, not a connect each time.
-pub const RECONNECT_BASE: Duration = Duration::from_millis(100);
-/// The longest pause between connects to a node that keeps failing.
-pub const RECONNECT_CAP: Duration = Duration::from_secs(2);
-
-/// The pause before the next connect to a node after `failures` failed connects in a row
-/// (0: none, connect at once): [`RECONNECT_BASE`] doubling, capped at [`RECONNECT_CAP`].
-/// No jitter: one client's connects to one node contend with nobody.
-#[must_use]
-pub const fn reconnect_pause(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    let doublings = if failures - 1 < 32 { failures - 1 } else { 32 };
-    RECONNECT_BASE
-        .saturating_mul(1u64 << doublings)
-        .min(RECONNECT_CAP)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reconnect_pauses_double_from_the_base_to_the_cap() {
-        assert_eq!(reconnect_pause(0), Duration::ZERO);
-        assert_eq!(reconnect_pause(1), RECONNECT_BASE);
-        assert_eq!(reconnect_pause(2), Duration::from_millis(200));
-        assert_eq!(reconnect_pause(5), Duration::from_millis(1600));
-        assert_eq!(reconnect_pause(6), RECONNECT_CAP);
-        assert_eq!(reconnect_pause(u32::MAX), RECONNECT_CAP);
-        let mut previous = Duration::ZERO;
-        for failures in 0..100 {
-            let pause = reconnect_pause(failures);
-            assert!(
-                pause >= previous && pause <= RECONNECT_CAP,
-                "{failures}: {pause:?}"
-            );
-            previous = pause;
-        }
-    }
 
     #[test]
     fn bad_policies_are_refused() {

@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use distlock_core::connect::RECONNECT;
 use distlock_core::machine::{Machine, Operation};
-use distlock_core::retry::SplitMix64;
+use distlock_core::retry::{Backoff, SplitMix64};
 use distlock_core::{
     Acquire, ConfigError, Extend, ExtendOutcome, Extended, KeyLayout, Lock, LockOptions,
-    LostReason, Protocol, Release, Released, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,
-    quorum,
+    LostReason, Protocol, Reachability, Release, Released, Renewal, RenewalEvent, RetryPolicy,
+    ServerInfo, Token, quorum, reachability,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -44,29 +45,24 @@ impl std::fmt::Display for Target {
 struct Node {
     target: Target,
     idle: std::sync::Mutex<Vec<Conn>>,
-    /// After a failed connect: no new attempt before this, and the next pause.
-    down: std::sync::Mutex<Option<(tokio::time::Instant, Duration)>>,
+    /// After a failed connect: no new attempt before this, and the pauses to come.
+    down: std::sync::Mutex<Option<(tokio::time::Instant, Backoff)>>,
     /// What the node's last handshake learned: what a machine is built with for a node whose
     /// connection is still to be opened.
     known: std::sync::Mutex<Option<ServerInfo>>,
     connecting: std::sync::Mutex<Connecting>,
 }
 
-/// The first pause after a failed connect; it doubles up to [`RECONNECT_MAX`].
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-/// The longest pause between connects to a node that is down.
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// The longest a finished operation's connections are read in the background for the replies
 /// they still owe before being closed instead of pooled.
 const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-/// A node whose connects have gone this long without one being answered is not answering
-/// (frozen, or behind a partition). Operations do not wait for connects (their request
-/// timeout gives up on the node), so without a limit every operation would leave one more
-/// connect hanging for the whole connect timeout, and each would wait out its request timeout
-/// on it. Instead, once a node is silent, connects to it fail at once, and one connect per
-/// this period goes on in the background as a probe: when the node answers again, the
-/// probe's connection joins the pool and the node is back.
-const SILENT_CONNECT: Duration = Duration::from_secs(1);
+// A node whose connects have gone `ConnectOptions::ready_timeout` (the request timeout)
+// without one being answered is *silent* (frozen, or behind a partition). Operations do not
+// wait for connects (their request timeout gives up on the node), so without a limit every
+// operation would leave one more connect hanging for the whole connect timeout, and each
+// would wait out its request timeout on it. Instead, once a node is silent, connects to it
+// fail at once, and one connect per that period goes on in the background as a probe: when
+// the node answers again, the probe's connection joins the pool and the node is back.
 
 /// Connects to a node under way, since when none of them has been answered, and when the
 /// last one started.
@@ -83,7 +79,7 @@ enum Admission {
     Go(Attempt),
     /// The node is silent: connect in the background only (a probe).
     Probe(Attempt),
-    /// The node is silent and was probed less than [`SILENT_CONNECT`] ago.
+    /// The node is silent and was probed less than a ready timeout ago.
     Refuse,
 }
 
@@ -106,8 +102,9 @@ impl Attempt {
             return Admission::Refuse;
         };
         let now = tokio::time::Instant::now();
+        let silent_after = client.inner.connect.ready_timeout;
         let long = |at: Option<tokio::time::Instant>| {
-            at.is_some_and(|at| now.duration_since(at) >= SILENT_CONNECT)
+            at.is_some_and(|at| now.duration_since(at) >= silent_after)
         };
         let silent = connecting.count > 0 && long(connecting.unanswered_since);
         if silent && !long(connecting.last_start) {
@@ -243,38 +240,126 @@ impl Client {
         if endpoints.len() > MAX_NODES {
             return Err(Error::TooManyNodes(endpoints.len()));
         }
+        // One budget for the whole of connecting: looking the hosts up and waiting for them.
+        let deadline = tokio::time::Instant::now() + connect.ready_timeout;
+        refuse_duplicates(&endpoints, deadline).await?;
         let client = Self::with_targets(
             endpoints.into_iter().map(Target::Remote).collect(),
             connect,
             layout,
         );
         // Check reachability now, so a typo fails here rather than at the first lock.
-        let conns = client.checkout().await;
-        let reachable = conns.iter().filter(|c| c.is_ok()).count();
-        let nodes = client.inner.nodes.len();
-        let needed = quorum(nodes);
-        let mut last = None;
-        for (node, conn) in conns.into_iter().enumerate() {
-            match conn {
-                Ok(conn) => client.checkin(node, conn),
-                Err(e) => last = Some(e),
+        client.until_ready(deadline).await?;
+        Ok(client)
+    }
+
+    /// Connects to every node at once and waits until a quorum has answered, every node has
+    /// reported, or `deadline`, whichever comes first. Once a quorum is out of reach it still
+    /// waits (within the same deadline) for the nodes under way, so the error counts every
+    /// node that answered and blames a real failure. The connects still under way go on in
+    /// the background, and their connections join the pool if their nodes answer.
+    async fn until_ready(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
+        let nodes = self.inner.nodes.len();
+        let mut reports = self.connect_each(0..nodes);
+        let mut reported = vec![false; nodes];
+        let (mut answered, mut failed, mut last) = (0, 0, None);
+        loop {
+            if reachability(nodes, answered, failed) == Reachability::Ready
+                || answered + failed == nodes
+            {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some((node, result))) => {
+                    if let Some(seen) = reported.get_mut(node) {
+                        *seen = true;
+                    }
+                    match result {
+                        Ok(conn) => {
+                            answered += 1;
+                            self.checkin(node, conn);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            last = Some(e);
+                        }
+                    }
+                }
+                // The deadline (every task reports before it ends, so the channel closes
+                // only after all have).
+                Ok(None) | Err(_) => break,
             }
         }
-        if reachable < needed {
-            let last = last.unwrap_or(Error::TooManyNodes(0));
-            // One node: its own error says it best.
-            return Err(if nodes == 1 {
-                last
-            } else {
-                Error::TooFewNodes {
-                    reachable,
-                    nodes,
-                    needed,
-                    last: Box::new(last),
+        self.pool_the_rest(reports);
+        for (node, _) in reported.iter().enumerate().filter(|(_, seen)| !**seen) {
+            failed += 1;
+            last = Some(self.no_answer(node));
+        }
+        if reachability(nodes, answered, failed) == Reachability::Ready {
+            return Ok(());
+        }
+        let last = last.unwrap_or(Error::TooManyNodes(0));
+        // One node: its own error says it best.
+        if nodes == 1 {
+            return Err(last);
+        }
+        Err(Error::TooFewNodes {
+            reachable: answered,
+            nodes,
+            needed: quorum(nodes),
+            last: Box::new(last),
+        })
+    }
+
+    /// Opens a connection to each of `nodes` at once, each in a task of its own that goes on
+    /// when the caller stops waiting; each reports `(node, result)` on the channel returned.
+    /// Hand the channel to [`Client::pool_the_rest`] when done with it.
+    fn connect_each(
+        &self,
+        nodes: impl Iterator<Item = usize>,
+    ) -> mpsc::UnboundedReceiver<(usize, Result<Conn, Error>)> {
+        let (reports, receiver) = mpsc::unbounded_channel();
+        for node in nodes {
+            let client = self.clone();
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                let protocol = client.known_server(node).protocol;
+                let result = client.connect_node(node, protocol).await;
+                // Nobody is waiting any more: the connection is still worth pooling.
+                if let Err(mpsc::error::SendError((node, Ok(conn)))) = reports.send((node, result))
+                {
+                    client.checkin(node, conn);
                 }
             });
         }
-        Ok(client)
+        receiver
+    }
+
+    /// Stops listening to [`Client::connect_each`]'s reports: connections already reported
+    /// and those still to come go to the pool.
+    fn pool_the_rest(&self, mut reports: mpsc::UnboundedReceiver<(usize, Result<Conn, Error>)>) {
+        reports.close();
+        while let Ok((node, result)) = reports.try_recv() {
+            if let Ok(conn) = result {
+                self.checkin(node, conn);
+            }
+        }
+    }
+
+    /// The error of a node whose connect did not answer within the ready timeout.
+    fn no_answer(&self, node: usize) -> Error {
+        let endpoint = self
+            .inner
+            .nodes
+            .get(node)
+            .map_or_else(|| format!("node {node}"), |n| n.target.to_string());
+        Error::Connect {
+            endpoint,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {:?}", self.inner.connect.ready_timeout),
+            ),
+        }
     }
 
     /// The embedded in-process store: the same lock semantics with no server, for demos,
@@ -482,41 +567,6 @@ impl Client {
         tokio::spawn(async move { client.connect_node(node, protocol).await })
     }
 
-    /// One connection per node: an idle one that is still alive, or a new one (opened
-    /// concurrently).
-    async fn checkout(&self) -> Vec<Result<Conn, Error>> {
-        let idle: Vec<Option<Conn>> = (0..self.inner.nodes.len())
-            .map(|node| self.take_idle(node))
-            .collect();
-        // The common case: every node has a live idle connection; no task, no wait.
-        if idle.iter().all(Option::is_some) {
-            return idle.into_iter().flatten().map(Ok).collect();
-        }
-        let mut opening = Vec::new();
-        for (node, idle) in idle.into_iter().enumerate() {
-            let client = self.clone();
-            opening.push(tokio::spawn(async move {
-                match idle {
-                    Some(conn) => Ok(conn),
-                    None => {
-                        let protocol = client.known_server(node).protocol;
-                        client.connect_node(node, protocol).await
-                    }
-                }
-            }));
-        }
-        let mut conns = Vec::with_capacity(opening.len());
-        for task in opening {
-            conns.push(task.await.unwrap_or_else(|e| {
-                Err(Error::Connect {
-                    endpoint: "node".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            }));
-        }
-        conns
-    }
-
     /// An idle connection to `node` that is still alive; dead ones are dropped.
     fn take_idle(&self, node: usize) -> Option<Conn> {
         let mut idle = self.inner.nodes.get(node)?.idle.lock().ok()?;
@@ -530,9 +580,9 @@ impl Client {
     }
 
     /// Opens a new connection to `node`, asking for `protocol`. A node whose last connect
-    /// failed is not tried again until its backoff pause (100 ms, doubling to 2 s) is over,
-    /// and one whose connects go unanswered ([`SILENT_CONNECT`]) is only probed in the
-    /// background, so a dead or frozen node costs an operation nothing but its vote.
+    /// failed is not tried again until its backoff pause ([`RECONNECT`]: 100 ms, doubling to
+    /// 2 s) is over, and one whose connects go unanswered for a ready timeout is only probed
+    /// in the background, so a dead or frozen node costs an operation nothing but its vote.
     pub(crate) async fn connect_node(
         &self,
         node: usize,
@@ -560,7 +610,10 @@ impl Client {
             endpoint: slot.target.to_string(),
             source: std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "not answering: its connects have gone unanswered for a second",
+                format!(
+                    "not answering: its connects have gone unanswered for {:?}",
+                    self.inner.connect.ready_timeout
+                ),
             ),
         };
         match Attempt::admit(self, node) {
@@ -600,8 +653,11 @@ impl Client {
             *down = match (&conn, *down) {
                 (Ok(_), _) => None,
                 (Err(_), previous) => {
-                    let pause = previous.map_or(RECONNECT_MIN, |(_, p)| (p * 2).min(RECONNECT_MAX));
-                    Some((tokio::time::Instant::now() + pause, pause))
+                    // Without jitter the seed draws nothing: the pauses are the policy's.
+                    let mut backoff =
+                        previous.map_or_else(|| Backoff::new(RECONNECT, 0), |(_, b)| b);
+                    let pause = to_std(backoff.next_delay());
+                    Some((tokio::time::Instant::now() + pause, backoff))
                 }
             };
         }
@@ -1008,6 +1064,57 @@ async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut sc
         tokio::time::sleep_until(clock.to_tokio(at)).await;
         schedule.handle_timeout(clock.now());
     }
+}
+
+/// Refuses a server given twice, whose vote would count twice (a lock "held" by our own
+/// other attempt): first the same host and port in the URLs, before anything is looked up;
+/// then two hosts that resolve to a shared address (`localhost` and `127.0.0.1`), before
+/// anything is sent. A host that does not resolve by `deadline` is left to its connect,
+/// which reports it.
+async fn refuse_duplicates(
+    endpoints: &[Endpoint],
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    let duplicate = |first: &Endpoint, second: &Endpoint, address: String| Error::DuplicateNode {
+        first: first.to_string(),
+        second: second.to_string(),
+        address,
+    };
+    for (i, second) in endpoints.iter().enumerate() {
+        if let Some(first) = endpoints[..i].iter().find(|e| e.same_address(second)) {
+            return Err(duplicate(first, second, second.address()));
+        }
+    }
+    if endpoints.len() < 2 {
+        return Ok(());
+    }
+    let lookups: Vec<JoinHandle<Vec<std::net::SocketAddr>>> = endpoints
+        .iter()
+        .map(|e| {
+            let (host, port) = (e.host.clone(), e.port);
+            tokio::spawn(async move {
+                tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map(Iterator::collect)
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    let mut resolved = Vec::with_capacity(lookups.len());
+    for lookup in lookups {
+        resolved.push(match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(Ok(addresses)) => addresses,
+            _ => Vec::new(),
+        });
+    }
+    for (i, second) in endpoints.iter().enumerate() {
+        for (j, first) in endpoints[..i].iter().enumerate() {
+            if let Some(shared) = resolved[i].iter().find(|a| resolved[j].contains(a)) {
+                return Err(duplicate(first, second, shared.to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// 16 bytes from the OS's CSPRNG, for tokens.

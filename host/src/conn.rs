@@ -155,7 +155,17 @@ impl TlsSettings {
 /// How to open connections.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// TCP connect plus handshake, at most.
+    /// How long connecting waits for nodes to answer before going on with those that did:
+    /// [`Client::connect_with`](crate::Client::connect_with) is ready once a quorum answered
+    /// and fails with the nodes still silent after this; a node whose connects have gone
+    /// unanswered this long is only probed in the background, once per this period.
+    /// Default: the lock's request timeout (`LockOptions::default().request_timeout`, 1 s),
+    /// so a node that does not answer costs connecting what it costs an operation: its vote,
+    /// not more time.
+    pub ready_timeout: Duration,
+    /// TCP connect plus handshake of one connection, at most (default 5 s). Nothing waits
+    /// for this long: a connect still under way after `ready_timeout` goes on in the
+    /// background, and its connection joins the pool if the node answers in time.
     pub connect_timeout: Duration,
     /// TLS for `rediss://` nodes; the system CA store when `None`.
     pub tls: Option<TlsSettings>,
@@ -166,6 +176,11 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
+            ready_timeout: crate::clock::to_std(
+                distlock_core::LockOptions::default().request_timeout,
+            ),
+            // A host number, not the core's: how long a socket and its handshake may take in
+            // the background is the driver's budget; no operation waits for it.
             connect_timeout: Duration::from_secs(5),
             tls: None,
             client_name: Some("distlock".into()),

@@ -54,6 +54,17 @@ struct Cli {
         value_delimiter = ','
     )]
     redis: Vec<String>,
+    /// How long to wait for the servers to answer when connecting: a node silent for longer
+    /// is left out (its vote lost) and the command goes on with a quorum, or fails with 69
+    /// without one. A connect still under way goes on in the background [default: 1s, the
+    /// lock's request timeout].
+    #[arg(
+        long,
+        global = true,
+        env = "DISTLOCK_CONNECT_TIMEOUT",
+        value_parser = positive_duration
+    )]
+    connect_timeout: Option<Duration>,
     /// Which keys a lock lives in: ours, or exactly those of a Python lock library, to share
     /// locks with Python processes (see --help).
     #[arg(
@@ -327,6 +338,9 @@ fn printed(written: std::io::Result<()>) -> ExitCode {
 async fn connect(cli: &Cli) -> Result<Client, Error> {
     let layout = cli.layout()?;
     let mut options = ConnectOptions::default();
+    if let Some(wait) = cli.connect_timeout {
+        options.ready_timeout = wait;
+    }
     if let Some(ca) = &cli.tls_ca {
         let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
         options.tls = Some(
@@ -343,6 +357,15 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
         .filter(|u| !u.is_empty())
         .collect();
     Client::connect_with(urls, options, layout).await
+}
+
+/// A duration above zero (a zero wait would give up on every node before it could answer).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn warn_if_embedded(client: &Client, what: &str) {

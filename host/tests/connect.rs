@@ -1,0 +1,309 @@
+//! Connecting, against real `redis-server` processes and the `distlock` binary: a frozen or
+//! silent node costs a command at most the request timeout (the connect wait), never the
+//! 5 s connect timeout; the same server given twice is refused before anything is sent;
+//! endpoints print as URLs a user can paste (IPv6 in brackets); URL parts distlock does not
+//! read are refused rather than ignored.
+//!
+//! Deadlines are generous (`LIMIT`): they say "ended well before the connect timeout", not
+//! how fast anything is.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use distlock_host::{Client, ConnectOptions, Error, KeyLayout};
+use support::{
+    RedisServer, blocking, bounded, distlock, lock_key, require_redis, run_bounded, show,
+    unique_name,
+};
+
+/// A command against a frozen or silent node must end by this: the request timeout (1 s)
+/// plus a margin for a loaded machine, and well under the 5 s connect timeout.
+const LIMIT: Duration = Duration::from_secs(3);
+/// What `run_bounded` allows before it kills a command that hangs.
+const HANG: Duration = Duration::from_secs(20);
+
+/// `distlock` with `--redis` once per URL, and none of the variables it reads.
+fn distlock_nodes(urls: &[&str], args: &[&str]) -> Command {
+    let (first, rest) = urls.split_first().expect("a URL");
+    let mut command = distlock(first, &[]);
+    command.env_remove("DISTLOCK_CONNECT_TIMEOUT");
+    for url in rest {
+        command.arg("--redis").arg(url);
+    }
+    command.args(args);
+    command
+}
+
+/// Runs `command`, returning its output and how long it took.
+fn timed(command: Command) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = run_bounded(command, HANG).expect("run distlock");
+    (out, started.elapsed())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A listening socket nobody accepts from: the kernel completes connects, nothing ever
+/// answers (a hung server, as far as a client can tell).
+fn silent_server() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, format!("redis://127.0.0.1:{port}"))
+}
+
+/// Whether this machine has an IPv6 loopback.
+fn has_ipv6_loopback() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// One of three nodes frozen (SIGSTOP): `acquire` and `release` through the command each end
+/// within the request timeout plus a margin — not the 5 s connect timeout — and succeed on
+/// the two that answer.
+#[test]
+fn one_frozen_node_of_three_costs_a_command_no_connect_timeout() {
+    require_redis!();
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    servers[2].pause();
+    let name = unique_name("frozen-one");
+
+    let (out, took) = timed(distlock_nodes(
+        &urls,
+        &["acquire", "--name", &name, "--ttl", "30s"],
+    ));
+    assert!(out.status.success(), "acquire: {}", show(&out));
+    assert!(took < LIMIT, "acquire took {took:?}: {}", show(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    for server in &servers[..2] {
+        let held = server.raw().ok(&["GET", &lock_key(&name)]).text();
+        assert!(held.is_some(), "the live nodes hold the lock");
+    }
+
+    let (out, took) = timed(distlock_nodes(
+        &urls,
+        &["release", "--name", &name, "--token", &token],
+    ));
+    assert!(out.status.success(), "release: {}", show(&out));
+    assert!(took < LIMIT, "release took {took:?}: {}", show(&out));
+    for server in &servers[..2] {
+        let held = server.raw().ok(&["EXISTS", &lock_key(&name)]).int();
+        assert_eq!(held, Some(0), "released on the live nodes");
+    }
+    servers[2].resume();
+}
+
+/// A single server that accepts and never answers: every command fails with 69 (too few
+/// servers answered) within the request timeout plus a margin, and says which node.
+#[test]
+fn a_silent_server_fails_each_command_within_the_request_timeout() {
+    let (_listener, url) = silent_server();
+    let token = "0123456789abcdef0123456789abcdef";
+    for args in [
+        &["acquire", "--name", "silent"][..],
+        &["release", "--name", "silent", "--token", token],
+        &[
+            "extend", "--name", "silent", "--token", token, "--ttl", "10s",
+        ],
+    ] {
+        let (out, took) = timed(distlock_nodes(&[&url], args));
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {}", show(&out));
+        assert!(took < LIMIT, "{args:?} took {took:?}: {}", show(&out));
+        let said = stderr(&out);
+        assert!(said.contains(&url), "{args:?} names the node: {said}");
+    }
+    // The wait is the user's to choose.
+    let mut command = distlock_nodes(&[&url], &["acquire", "--name", "silent"]);
+    command.env("DISTLOCK_CONNECT_TIMEOUT", "200ms");
+    let (out, took) = timed(command);
+    assert_eq!(out.status.code(), Some(69), "{}", show(&out));
+    assert!(stderr(&out).contains("200ms"), "{}", show(&out));
+    assert!(took < LIMIT, "took {took:?}");
+}
+
+/// The Rust API: `ready_timeout` bounds `connect_with` against a silent node; with a quorum
+/// answering the client is ready at once, and a frozen node whose connect was still under
+/// way takes part again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_joins_once_it_answers() {
+    require_redis!();
+    let (_listener, silent) = silent_server();
+    let options = ConnectOptions {
+        ready_timeout: Duration::from_millis(300),
+        ..ConnectOptions::default()
+    };
+    let (result, _) = bounded(
+        "connect to a silent node",
+        LIMIT,
+        Client::connect_with([&silent], options, KeyLayout::default()),
+    )
+    .await;
+    match result {
+        Err(Error::Connect { endpoint, source }) => {
+            assert_eq!(endpoint, silent);
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}");
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+
+    let servers: Vec<RedisServer> = blocking(|| (0..3).map(|_| RedisServer::start()).collect());
+    blocking(|| servers[2].pause());
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let (client, _) = bounded(
+        "connect with one node frozen",
+        LIMIT,
+        Client::connect(&urls),
+    )
+    .await;
+    let client = client.expect("a quorum answers");
+    blocking(|| servers[2].resume());
+    let name = unique_name("late-node");
+    let key = lock_key(&name);
+    // Each acquire goes to every node; the resumed one holds the key once its connection
+    // (the one connect_with left in the background, or a probe) is in the pool.
+    let joined = async {
+        loop {
+            let guard = client
+                .lock(&name)
+                .ttl(Duration::from_secs(30))
+                .try_acquire()
+                .await
+                .expect("acquire on the live nodes");
+            let on_third = blocking(|| servers[2].raw().ok(&["EXISTS", &key]).int()) == Some(1);
+            guard.release().await.expect("release");
+            if on_third {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    bounded(
+        "the resumed node to take part",
+        Duration::from_secs(10),
+        joined,
+    )
+    .await;
+}
+
+/// The same server twice — the same URL, or `localhost` and `127.0.0.1` on one port — is a
+/// usage error (64) naming both, and nothing reaches the server: not even a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_server_twice_is_refused_before_anything_is_sent() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let port = server.port();
+    let by_ip = format!("redis://127.0.0.1:{port}");
+    let by_name = format!("redis://localhost:{port}");
+    let other = blocking(RedisServer::start);
+    let before = blocking(|| server.connections_received());
+    for urls in [
+        [by_ip.as_str(), by_ip.as_str()],
+        [by_ip.as_str(), by_name.as_str()],
+    ] {
+        let with_a_third = [urls[0], urls[1], &other.url()].map(str::to_owned);
+        let with_a_third: Vec<&str> = with_a_third.iter().map(String::as_str).collect();
+        for urls in [&urls[..], &with_a_third[..]] {
+            let out = blocking(|| {
+                run_bounded(distlock_nodes(urls, &["acquire", "--name", "twice"]), HANG)
+            })
+            .expect("run distlock");
+            assert_eq!(out.status.code(), Some(64), "{urls:?}: {}", show(&out));
+            let said = stderr(&out);
+            assert!(
+                said.contains(urls[0]) && said.contains(urls[1]) && said.contains("same server"),
+                "{urls:?}: {said}"
+            );
+        }
+        match Client::connect(urls).await {
+            Err(Error::DuplicateNode { first, second, .. }) => {
+                assert_eq!([first.as_str(), second.as_str()], urls);
+            }
+            other => panic!("{urls:?}: expected DuplicateNode, got {other:?}"),
+        }
+    }
+    // `connections_received` opens one connection itself: that one, and no other.
+    let after = blocking(|| server.connections_received());
+    assert_eq!(after, before + 1, "nothing connected to the server");
+}
+
+/// An IPv6 endpoint prints as `redis://[::1]:PORT` — in the duplicate and connect errors, and
+/// it works against a server bound to `::1`.
+#[test]
+fn ipv6_endpoints_print_in_brackets() {
+    require_redis!();
+    if !has_ipv6_loopback() {
+        // `endpoint.rs`'s unit tests cover printing and parsing without a socket.
+        eprintln!("skipping: no IPv6 loopback on this machine");
+        return;
+    }
+    let server = RedisServer::start_with(&["--bind", "127.0.0.1", "::1"]);
+    let url = format!("redis://[::1]:{}", server.port());
+    let name = unique_name("ipv6");
+    let out = run_bounded(distlock_nodes(&[&url], &["acquire", "--name", &name]), HANG)
+        .expect("run distlock");
+    assert!(out.status.success(), "acquire over IPv6: {}", show(&out));
+    assert!(server.raw().ok(&["GET", &lock_key(&name)]).text().is_some());
+
+    let out = run_bounded(
+        distlock_nodes(&[&url, &url], &["acquire", "--name", &name]),
+        HANG,
+    )
+    .expect("run distlock");
+    assert_eq!(out.status.code(), Some(64), "{}", show(&out));
+    assert!(
+        stderr(&out).contains(&format!("{url} and {url} are the same server")),
+        "{}",
+        show(&out)
+    );
+
+    // Nothing listens on this port: the connect error names the node as a URL.
+    let free = TcpListener::bind("[::1]:0").expect("bind [::1]:0");
+    let nobody = format!(
+        "redis://[::1]:{}",
+        free.local_addr().expect("address").port()
+    );
+    drop(free);
+    let out = run_bounded(
+        distlock_nodes(&[&nobody], &["acquire", "--name", &name]),
+        HANG,
+    )
+    .expect("run distlock");
+    assert_eq!(out.status.code(), Some(69), "{}", show(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot connect to {nobody}:")),
+        "{}",
+        show(&out)
+    );
+}
+
+/// URL parts distlock does not read are usage errors (64) saying which, before any connect:
+/// `?timeout=1` would otherwise be silently ignored, and `/db0` is no database number.
+#[test]
+fn unknown_url_parameters_and_paths_are_usage_errors() {
+    require_redis!();
+    let server = RedisServer::start();
+    let before = server.connections_received();
+    let url = server.url();
+    for (bad, says) in [
+        (
+            format!("{url}/0?timeout=1"),
+            "unknown query parameter 'timeout'",
+        ),
+        (format!("{url}/db0"), "'/db0' is not a database number"),
+    ] {
+        let out = run_bounded(distlock_nodes(&[&bad], &["acquire", "--name", "q"]), HANG)
+            .expect("run distlock");
+        assert_eq!(out.status.code(), Some(64), "{bad}: {}", show(&out));
+        assert!(stderr(&out).contains(says), "{bad}: {}", show(&out));
+    }
+    assert_eq!(
+        server.connections_received(),
+        before + 1,
+        "nothing connected to the server"
+    );
+}

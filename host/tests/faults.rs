@@ -26,7 +26,7 @@ use distlock_host::{Client, Error, Guard, LockOptions, Released};
 use support::proxy::{Dir, Proxy};
 use support::{
     KillOnDrop, RedisServer, blocking, bounded, command_calls, distlock, info_field, require_redis,
-    run_bounded, send_signal, show, unique_name, wait_for,
+    run_bounded, send_signal, show, unique_name, until, wait_for,
 };
 
 /// The default request timeout: a silent node counts as failed after this.
@@ -123,18 +123,6 @@ fn is_outage(e: &Error) -> bool {
                     | distlock_core::Error::Expired
             )
     )
-}
-
-/// Polls `check` every 10 ms until it holds; panics with `what` after `limit`.
-async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The lock key's holder on `server` (its token), if any.

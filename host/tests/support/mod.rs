@@ -252,8 +252,10 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            // Ready when *our* child answers: another test's server may hold the port.
-            if self.answering_pid() == Some(pid) {
+            // Ready when *our* child answers (another test's server may hold the port) and has
+            // loaded its data: until then (an append-only file after a restart) it answers
+            // `INFO` but refuses every other command with `LOADING`.
+            if self.answering() == Some((pid, false)) {
                 return true;
             }
             if Instant::now() > deadline {
@@ -267,22 +269,25 @@ impl RedisServer {
         }
     }
 
-    /// The pid of whatever server answers on the port.
-    fn answering_pid(&self) -> Option<u32> {
+    /// The pid of whatever server answers on the port, and whether it is still loading its
+    /// data (from the default `INFO` sections: `server` and `persistence`).
+    fn answering(&self) -> Option<(u32, bool)> {
         let info = match &self.tls {
             None => Raw::connect(self.port)
                 .ok()?
-                .command(&["INFO", "server"])
+                .command(&["INFO"])
                 .ok()?
                 .text()?,
             Some(_) => {
-                let out = self.cli_output(&["INFO", "server"]).ok()?;
+                let out = self.cli_output(&["INFO"]).ok()?;
                 out.status
                     .success()
                     .then(|| String::from_utf8_lossy(&out.stdout).into_owned())?
             }
         };
-        info_field(&info, "process_id")?.parse().ok()
+        let pid = info_field(&info, "process_id")?.parse().ok()?;
+        let loading = info_field(&info, "loading").as_deref() != Some("0");
+        Some((pid, loading))
     }
 
     /// The port it listens on (the TLS port for a TLS server).

@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, Error};
-use support::{RedisServer, blocking, command_calls, require_redis, unique_name, until_blocked};
+use support::{
+    RedisServer, blocking, command_calls, require_redis, unique_name, until, until_blocked,
+};
 use tokio::time::timeout;
 
 /// A typed error a client may see while its server is down, and nothing else.
@@ -70,6 +72,8 @@ async fn server_restart_while_held_and_waited() {
         .expect("bounded extend");
     let e = during.expect_err("extend while the server is down");
     assert_outage_error(&e, "extend during the outage");
+    // Not a wait for anything: the outage lasts a second by design, so that A's renewal and
+    // B's wait meet a server that is gone, not a blip.
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(stopped.elapsed())).await;
     blocking(|| server.restart());
     let restarted = Instant::now();
@@ -153,6 +157,8 @@ async fn server_restart_errors_are_typed_and_clients_recover() {
     };
     until_blocked(&server, 1).await;
     blocking(|| server.stop());
+    // Not a wait for anything: the outage lasts a second by design (a server that is gone,
+    // not a blip).
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocking(|| server.restart());
     let restarted = Instant::now();
@@ -373,6 +379,8 @@ async fn release_signal_wakes_the_waiter() {
     };
     let started = Instant::now();
     until_blocked(&server, 1).await;
+    // B is blocked; an observation window (not a wait): it must still be waiting 300 ms
+    // after it started, while A holds the lock.
     tokio::time::sleep(Duration::from_millis(300).saturating_sub(started.elapsed())).await;
     assert!(
         !waiter.is_finished(),
@@ -493,19 +501,44 @@ async fn release_with_a_slow_node(scripts_on_slow_node: bool) -> Vec<Option<i64>
             .expect("raw")
             .ok(&["DEBUG", "SLEEP", "0.5"]);
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The release must leave while node 2 is stalled: wait until its main thread sleeps.
+    until(
+        "node 2 to stall in DEBUG SLEEP",
+        Duration::from_secs(5),
+        || {
+            assert!(
+                !sleeper.is_finished(),
+                "node 2's 0.5 s stall ended before the test saw it began: nothing to release into"
+            );
+            blocking(|| servers[2].is_in_debug_sleep())
+        },
+    )
+    .await;
     let released = timeout(Duration::from_secs(5), guard.release())
         .await
         .expect("bounded release");
     assert!(released.is_ok(), "a quorum released: {released:?}");
     blocking(|| sleeper.join().expect("sleeper"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    blocking(|| {
-        servers
-            .iter()
-            .map(|s| s.raw().ok(&["PTTL", &key]).int())
-            .collect()
-    })
+    // Node 2 runs the release once it wakes (without its scripts, the `EVALSHA` answers
+    // `NOSCRIPT` and the release goes again as `EVAL`): wait for the key to leave every node,
+    // for at most 5 s (the TTL is 30 s, so expiry cannot stand in for it), and return what
+    // is left then, for the callers to assert on.
+    let left = || -> Vec<Option<i64>> {
+        blocking(|| {
+            servers
+                .iter()
+                .map(|s| s.raw().ok(&["PTTL", &key]).int())
+                .collect()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pttls = left();
+        if pttls.iter().all(|pttl| *pttl == Some(-2)) || Instant::now() >= deadline {
+            return pttls;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A slow node still runs the release sent to it (the ballot stops waiting for its reply
@@ -547,6 +580,9 @@ async fn redlock_rounds_reuse_their_connections() {
     let connections = |servers: &[RedisServer]| -> u64 {
         servers.iter().map(RedisServer::connections_received).sum()
     };
+    // Opened before counting starts, so that watching the servers below opens nothing.
+    let mut watchers: Vec<support::Raw> =
+        blocking(|| servers.iter().map(RedisServer::raw).collect());
     let before = blocking(|| connections(&servers));
     const ROUNDS: u64 = 100;
     for _ in 0..ROUNDS {
@@ -558,8 +594,27 @@ async fn redlock_rounds_reuse_their_connections() {
             .expect("free lock");
         guard.release().await.expect("release");
     }
-    // Let the last background reads finish before counting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A round returns at a quorum, with the slowest node's request possibly still on its way
+    // (over a connection perhaps still opening): count once every server has run every
+    // round's acquire (`SET`) and release (a script, or `DELIFEQ`/`DELEX` where the server
+    // has them), so every connection the rounds opened has been accepted.
+    until(
+        "every server to run every round's acquire and release",
+        Duration::from_secs(10),
+        || {
+            blocking(|| {
+                watchers.iter_mut().all(|raw| {
+                    let stats = raw.ok(&["INFO", "commandstats"]).text().unwrap_or_default();
+                    let releases: u64 = ["evalsha", "eval", "delifeq", "delex"]
+                        .iter()
+                        .map(|command| command_calls(&stats, command))
+                        .sum();
+                    command_calls(&stats, "set") >= ROUNDS && releases >= ROUNDS
+                })
+            })
+        },
+    )
+    .await;
     // Each `raw()` above and below is one connection per server, counted too.
     let opened = blocking(|| connections(&servers)) - before;
     assert!(

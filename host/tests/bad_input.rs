@@ -18,7 +18,8 @@ use distlock_core::{
 use distlock_host::{Client, Error};
 use support::fake::{FakeServer, Step};
 use support::{
-    RedisServer, Reply, blocking, distlock, require_redis, run_bounded, show, unique_name, wait_for,
+    RedisServer, Reply, blocking, distlock, require_redis, run_bounded, show, unique_name, until,
+    wait_for,
 };
 use tokio::time::timeout;
 
@@ -463,7 +464,11 @@ async fn the_longest_wait_saturates_and_still_acquires() {
         let (client, name) = (client.clone(), name.clone());
         tokio::spawn(async move { client.lock(&name).wait(Duration::MAX).acquire().await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It tried, found the lock held and blocked on the wake-up signal (or, wrongly, gave up).
+    until("the waiter to block on the wake-up signal", BOUND, || {
+        waiter.is_finished() || blocking(|| server.blocked_clients()) == 1
+    })
+    .await;
     assert!(
         !waiter.is_finished(),
         "the waiter waits while the lock is held"

@@ -29,7 +29,45 @@ async fn a_held_lock_refuses_a_second_holder_until_released() {
         .unwrap();
 }
 
-#[tokio::test]
+/// Waits (at most 5 s) until the runtime's only worker has parked, after at least
+/// `at_least` parks and unparks, and stays parked for 20 ms; returns that count
+/// (`worker_park_unpark_count`, odd while parked). A worker parked like that has nothing left
+/// to run and no timer about to fire: every task on it — a waiter, the store's connections —
+/// waits for input or a wake-up signal. (It also parks for a moment when only a timer is
+/// due, e.g. a zero-length one on the way to a `BLPOP`; the 20 ms rule that out.) The
+/// embedded store has no `INFO` to ask whether a waiter is blocked; an idle runtime is what
+/// can be observed.
+///
+/// For a test body on a multi-threaded runtime with one worker: the body runs beside the
+/// worker, not on it, and polls with a thread sleep, so its polling never wakes the worker.
+fn until_the_worker_parks(at_least: u64) -> u64 {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    assert_eq!(metrics.num_workers(), 1, "one worker to watch");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut parked_since: Option<(u64, Instant)> = None;
+    loop {
+        let count = metrics.worker_park_unpark_count(0);
+        if count % 2 == 1 && count >= at_least {
+            match parked_since {
+                Some((was, since)) if was == count => {
+                    if since.elapsed() >= Duration::from_millis(20) {
+                        return count;
+                    }
+                }
+                _ => parked_since = Some((count, Instant::now())),
+            }
+        } else {
+            parked_since = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runtime's worker did not settle within 5 s (park/unpark count {count})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_waiter_gets_the_lock_when_it_is_released() {
     let client = Client::embedded();
     let holder = client
@@ -38,6 +76,8 @@ async fn a_waiter_gets_the_lock_when_it_is_released() {
         .try_acquire()
         .await
         .unwrap();
+    // Settled: the holder's connection has nothing left to do.
+    let settled = until_the_worker_parks(0);
     let waiter = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -51,7 +91,11 @@ async fn a_waiter_gets_the_lock_when_it_is_released() {
             (started.elapsed(), guard.release().await.unwrap())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The waiter tried, found the lock held and blocked on the wake-up signal.
+    // The worker woke for it (one unpark) and parked again (one park) once nothing was left
+    // to run.
+    until_the_worker_parks(settled + 2);
+    assert!(!waiter.is_finished(), "the waiter got a held lock");
     holder.release().await.unwrap();
     let (waited, released) = waiter.await.unwrap();
     assert_eq!(released, Released::Free);
@@ -82,6 +126,7 @@ async fn auto_renewal_keeps_a_lease_past_its_ttl() {
         .try_acquire()
         .await
         .unwrap();
+    // Time that must pass (not a wait for anything): the lease outlives its TTL three times.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(guard.is_held(), "renewed three times over");
     assert!(

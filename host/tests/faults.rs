@@ -26,7 +26,7 @@ use distlock_host::{Client, Error, Guard, LockOptions, Released};
 use support::proxy::{Dir, Proxy};
 use support::{
     KillOnDrop, RedisServer, blocking, bounded, command_calls, distlock, info_field, require_redis,
-    run_bounded, send_signal, show, unique_name, wait_for,
+    run_bounded, send_signal, show, unique_name, until, wait_for,
 };
 
 /// The default request timeout: a silent node counts as failed after this.
@@ -125,18 +125,6 @@ fn is_outage(e: &Error) -> bool {
     )
 }
 
-/// Polls `check` every 10 ms until it holds; panics with `what` after `limit`.
-async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The lock key's holder on `server` (its token), if any.
 fn holder(server: &RedisServer, name: &str) -> Option<String> {
     server.raw().ok(&["GET", &support::lock_key(name)]).text()
@@ -211,6 +199,7 @@ async fn latency_slows_but_keeps_exclusion() {
                     validity <= ttl - drift(ttl) - rtt,
                     "validity {validity:?} does not lack the round trip and the drift"
                 );
+                // Stay inside a little (work, not a wait): a second holder would overlap.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 section.leave();
                 let (released, _) =
@@ -268,6 +257,7 @@ async fn dropped_connections_mid_acquire() {
         || blocking(|| server.blocked_clients()) == 1,
     )
     .await;
+    let blocked_before = blocking(|| server.blocked_client_ids());
     let accepted = proxy.accepted();
     proxy.drop_all();
     // B reconnects and blocks again (or gives up): A holds the lock throughout.
@@ -275,7 +265,17 @@ async fn dropped_connections_mid_acquire() {
         proxy.accepted() > accepted || waiter.is_finished()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until(
+        "B to block again on a new connection (or give up)",
+        deadline(wait),
+        || {
+            waiter.is_finished()
+                || blocking(|| server.blocked_client_ids())
+                    .iter()
+                    .any(|id| !blocked_before.contains(id))
+        },
+    )
+    .await;
     assert_eq!(
         blocking(|| holder(&server, &name)).as_deref(),
         Some(guard.token())
@@ -424,6 +424,7 @@ async fn dropped_connections_mid_hold() {
     let mut cuts = 0;
     let started = Instant::now();
     while started.elapsed() < ttl * 8 / 5 {
+        // The fault's schedule (by design, not a wait): a cut every 300 ms.
         tokio::time::sleep(Duration::from_millis(300)).await;
         proxy.drop_all();
         cuts += 1;
@@ -501,6 +502,7 @@ async fn dropped_connections_mid_hold() {
         match extended {
             Err(e) if e.lock_error() == Some(&distlock_core::Error::NotHeld) => break e,
             Err(e) if is_outage(&e) && started.elapsed() < Duration::from_secs(5) => {
+                // Polling the outcome (bounded above): try again a little later.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => panic!("A's extend after the loss: {other:?}"),
@@ -666,8 +668,13 @@ async fn black_hole_while_held_with_auto_renew() {
         )
         .await;
         let guard = guard.expect("A acquires");
-        // One renewal gets through first.
-        tokio::time::sleep(ttl / 2).await;
+        // One renewal gets through first: the end of the guard's validity moves on (by about
+        // a third of the TTL; only a renewal can move it).
+        let first_end = Instant::now() + guard.validity();
+        until("one renewal to get through", 2 * ttl, || {
+            Instant::now() + guard.validity() > first_end + ttl / 10
+        })
+        .await;
         assert!(guard.is_held());
         proxy.black_hole(dir, true);
         let holed_at = Instant::now();
@@ -1310,6 +1317,7 @@ async fn redlock_five_nodes_lose_one_two_three() {
                         );
                     }
                 }
+                // Stay inside a little (work, not a wait): a second holder would overlap.
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 section.leave();
                 let (released, release_took) =
@@ -1326,16 +1334,38 @@ async fn redlock_five_nodes_lose_one_two_three() {
         }));
     }
 
+    // Each phase runs for `run_for` under its fault (by design), and on — for at most 10 s
+    // more — until its workers have had a lock (with three frozen: lost the quorum), so that
+    // a loaded machine cannot leave a phase's counts empty by luck. The assertions after the
+    // run judge what the phases saw.
     let run_for = Duration::from_millis(1500);
+    let run_phase = |at: usize| {
+        let stats = Arc::clone(&stats);
+        async move {
+            tokio::time::sleep(run_for).await;
+            let seen = || {
+                let s = &stats[at];
+                if at == 3 {
+                    s.quorum_lost.load(Ordering::SeqCst) > 0
+                } else {
+                    s.acquired.load(Ordering::SeqCst) > 0
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !seen() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     for (next, server) in [(1, 0usize), (2, 1), (3, 2)] {
-        tokio::time::sleep(run_for).await;
+        run_phase(next - 1).await;
         epoch.fetch_add(1, Ordering::SeqCst);
         paused.lock().unwrap().push(server);
         blocking(|| servers[server].pause());
         epoch.fetch_add(1, Ordering::SeqCst);
         phase.store(next, Ordering::SeqCst);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run_phase(3).await;
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
         bounded("a worker to stop", 2 * limit, worker)

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, RetryPolicy};
 use support::python::{Library, PyLock, Python, require_python};
 use support::{
-    RedisServer, blocking, distlock, require_redis, run_bounded, show, unique_name, until_blocked,
+    RedisServer, blocking, distlock, require_redis, run_bounded, show, unique_name, until,
+    until_blocked,
 };
 
 /// How long the Python side's keys live: far longer than any test, so nothing expires.
@@ -110,7 +111,13 @@ async fn exclusion_both_ways(library: Library) {
             (guard, Instant::now())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // It tried, found the lock held and blocked on a wake-up list (or, wrongly, got in).
+    until(
+        "the distlock waiter to block on a wake-up list",
+        Duration::from_secs(5),
+        || waiter.is_finished() || blocking(|| server.blocked_clients()) == 1,
+    )
+    .await;
     assert!(!waiter.is_finished(), "the waiter got a held lock");
     let released = Instant::now();
     assert_eq!(ask(&mut py, "release"), "released");

@@ -252,8 +252,10 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            // Ready when *our* child answers: another test's server may hold the port.
-            if self.answering_pid() == Some(pid) {
+            // Ready when *our* child answers (another test's server may hold the port) and has
+            // loaded its data: until then (an append-only file after a restart) it answers
+            // `INFO` but refuses every other command with `LOADING`.
+            if self.answering() == Some((pid, false)) {
                 return true;
             }
             if Instant::now() > deadline {
@@ -267,22 +269,25 @@ impl RedisServer {
         }
     }
 
-    /// The pid of whatever server answers on the port.
-    fn answering_pid(&self) -> Option<u32> {
+    /// The pid of whatever server answers on the port, and whether it is still loading its
+    /// data (from the default `INFO` sections: `server` and `persistence`).
+    fn answering(&self) -> Option<(u32, bool)> {
         let info = match &self.tls {
             None => Raw::connect(self.port)
                 .ok()?
-                .command(&["INFO", "server"])
+                .command(&["INFO"])
                 .ok()?
                 .text()?,
             Some(_) => {
-                let out = self.cli_output(&["INFO", "server"]).ok()?;
+                let out = self.cli_output(&["INFO"]).ok()?;
                 out.status
                     .success()
                     .then(|| String::from_utf8_lossy(&out.stdout).into_owned())?
             }
         };
-        info_field(&info, "process_id")?.parse().ok()
+        let pid = info_field(&info, "process_id")?.parse().ok()?;
+        let loading = info_field(&info, "loading").as_deref() != Some("0");
+        Some((pid, loading))
     }
 
     /// The port it listens on (the TLS port for a TLS server).
@@ -366,6 +371,58 @@ impl RedisServer {
     /// Clients blocked in `BLPOP` (waiters on a wake-up list).
     pub(crate) fn blocked_clients(&self) -> u64 {
         self.info_number("clients", "blocked_clients")
+    }
+
+    /// The ids of the clients blocked on a list (`flags` with `b` in `CLIENT LIST`): a waiter
+    /// that blocks again after a reconnect shows up under a new id.
+    pub(crate) fn blocked_client_ids(&self) -> Vec<u64> {
+        let list = self
+            .raw()
+            .ok(&["CLIENT", "LIST"])
+            .text()
+            .unwrap_or_default();
+        list.lines()
+            .filter(|line| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix("flags="))
+                    .is_some_and(|flags| flags.contains('b'))
+            })
+            .filter_map(|line| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix("id="))?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Whether the server's main thread is asleep in `nanosleep`, as `DEBUG SLEEP` stalls it
+    /// (an idle server waits in `epoll_wait`). Read from `/proc/PID/wchan`, or where the kernel
+    /// hides that, the syscall number in `/proc/PID/syscall`.
+    pub(crate) fn is_in_debug_sleep(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        if let Ok(wchan) = std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+            if wchan.contains("nanosleep") {
+                return true;
+            }
+            if !wchan.trim().is_empty() && wchan.trim() != "0" {
+                return false;
+            }
+        }
+        // nanosleep and clock_nanosleep.
+        let sleeps: &[u64] = if cfg!(target_arch = "x86_64") {
+            &[35, 230]
+        } else if cfg!(target_arch = "aarch64") {
+            &[101, 115]
+        } else {
+            &[]
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .ok()
+            .and_then(|s| s.split(' ').next()?.trim().parse::<u64>().ok())
+            .is_some_and(|nr| sleeps.contains(&nr))
     }
 
     /// Connections the server has accepted since it started (each `raw()` counts one).
@@ -691,6 +748,19 @@ pub(crate) async fn bounded<T>(
     match tokio::time::timeout(limit, op).await {
         Ok(out) => (out, started.elapsed()),
         Err(_) => panic!("{what} still running after {limit:?}: it should have ended by then"),
+    }
+}
+
+/// Polls `check` every 10 ms (the runtime runs on meanwhile) until it holds; panics with
+/// `what` after `limit`.
+pub(crate) async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock_core::{Drift, NodeFailure};
-use distlock_host::{Client, Error, Guard, LockOptions, Released};
+use distlock_host::{Client, ConnectOptions, Error, Guard, KeyLayout, LockOptions, Released};
 use support::proxy::{Dir, Proxy};
 use support::{
     KillOnDrop, RedisServer, blocking, bounded, command_calls, distlock, info_field, require_redis,
@@ -756,8 +756,17 @@ async fn slow_drip_still_correct() {
     let fences = Arc::new(Mutex::new(Vec::new()));
     let wait = Duration::from_secs(15);
     let mut workers = Vec::new();
+    // The handshake's replies (HELLO's map, the script digests) take seconds at a byte every
+    // 2 ms: longer than the default 1 s a command waits for a connect, so this client allows
+    // for it.
+    let options = ConnectOptions {
+        ready_timeout: Duration::from_secs(10),
+        ..ConnectOptions::default()
+    };
     for _ in 0..WORKERS {
-        let client = Client::connect([proxy.url()]).await.expect("connect");
+        let client = Client::connect_with([proxy.url()], options.clone(), KeyLayout::default())
+            .await
+            .expect("connect");
         let (name, section, fences) = (name.clone(), Arc::clone(&section), Arc::clone(&fences));
         workers.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {

@@ -68,6 +68,7 @@ pub mod retry;
 pub mod script;
 pub mod server;
 pub mod time;
+pub mod wit;
 
 pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};

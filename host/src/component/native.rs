@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use distlock_core::{ConfigError as CoreConfigError, LockOptions};
+use distlock_core::LockOptions;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::app::distlock::lock::distlock::{
-    self as api, Config, ConfigError, ConfigErrorKind, Error, NodeFailure, NodeProtocolError,
-    NodeServerError, NotAcquired, ProtocolError, QuorumLost, ServerError, ServerErrorKind,
+    self as api, Config, ConfigError, ConfigErrorKind, Error,
 };
 use super::state::HostState;
 
@@ -205,105 +204,5 @@ fn host_error(error: crate::Error) -> Error {
     }
 }
 
-/// The core's lock error, case for case (as the lock component's `convert` does).
-fn lock_error(error: distlock_core::Error) -> Error {
-    use distlock_core::Error as E;
-    match error {
-        E::NotAcquired {
-            attempts,
-            holder_ttl,
-        } => Error::NotAcquired(NotAcquired {
-            attempts,
-            holder_ttl_ms: holder_ttl.map(|t| t.as_millis()),
-        }),
-        E::NotHeld => Error::NotHeld,
-        E::Expired => Error::Expired,
-        E::QuorumLost {
-            granted,
-            needed,
-            nodes,
-            last_failure,
-        } => Error::QuorumLost(QuorumLost {
-            granted,
-            needed,
-            nodes,
-            last_failure: last_failure.map(node_failure),
-        }),
-        E::Server { node, error } => Error::Server(NodeServerError {
-            node,
-            error: server_error(error),
-        }),
-        E::Protocol { node, error } => Error::Protocol(NodeProtocolError {
-            node,
-            error: protocol_error(error),
-        }),
-        E::Cancelled => Error::Cancelled,
-        other => Error::Unavailable(other.to_string()),
-    }
-}
-
-fn config_error(error: CoreConfigError) -> Error {
-    use ConfigErrorKind as K;
-    let kind = match error {
-        CoreConfigError::EmptyName => K::EmptyName,
-        CoreConfigError::NameTooLong { .. } => K::NameTooLong,
-        CoreConfigError::NameControlByte { .. } => K::NameControlByte,
-        CoreConfigError::NameStartsWithBrace => K::NameStartsWithBrace,
-        CoreConfigError::BadPrefix => K::BadPrefix,
-        CoreConfigError::BadToken => K::BadToken,
-        CoreConfigError::BadTtl => K::BadTtl,
-        CoreConfigError::BadNodeCount { .. } => K::BadNodeCount,
-        CoreConfigError::BadRetry => K::BadRetry,
-        CoreConfigError::DriftExceedsTtl => K::DriftExceedsTtl,
-        _ => K::Other,
-    };
-    Error::Invalid(ConfigError {
-        kind,
-        message: error.to_string(),
-    })
-}
-
-fn node_failure(failure: distlock_core::NodeFailure) -> NodeFailure {
-    use distlock_core::NodeFailure as F;
-    match failure {
-        F::Timeout => NodeFailure::Timeout,
-        F::Server(e) => NodeFailure::Server(server_error(e)),
-        F::Protocol(e) => NodeFailure::Protocol(protocol_error(e)),
-        _ => NodeFailure::Disconnected,
-    }
-}
-
-fn server_error(error: distlock_core::ServerError) -> ServerError {
-    use distlock_core::ServerErrorKind as S;
-    let kind = match error.kind {
-        S::NoScript => ServerErrorKind::NoScript,
-        S::ReadOnly => ServerErrorKind::ReadOnly,
-        S::Loading => ServerErrorKind::Loading,
-        S::Busy => ServerErrorKind::Busy,
-        S::TryAgain => ServerErrorKind::TryAgain,
-        S::NoAuth => ServerErrorKind::NoAuth,
-        S::NoPerm => ServerErrorKind::NoPerm,
-        S::WrongType => ServerErrorKind::WrongType,
-        S::Moved => ServerErrorKind::Moved,
-        S::Ask => ServerErrorKind::Ask,
-        S::UnknownCommand => ServerErrorKind::UnknownCommand,
-        S::OutOfMemory => ServerErrorKind::OutOfMemory,
-        _ => ServerErrorKind::Other,
-    };
-    ServerError {
-        kind,
-        message: error.message.into(),
-    }
-}
-
-fn protocol_error(error: distlock_core::ProtocolError) -> ProtocolError {
-    use distlock_core::ProtocolError as P;
-    match error {
-        P::Malformed => ProtocolError::Malformed,
-        P::FrameTooLarge { .. } => ProtocolError::FrameTooLarge,
-        P::TooDeep => ProtocolError::TooDeep,
-        P::Streamed => ProtocolError::Streamed,
-        P::Unsolicited => ProtocolError::Unsolicited,
-        _ => ProtocolError::UnexpectedReply,
-    }
-}
+// The core's errors, case for case: the same conversions the lock component expands.
+distlock_core::wit_error_conversions!(super::bindings::app::distlock::lock::distlock);

@@ -1,0 +1,139 @@
+//! The core's errors as the WIT `distlock` interface's `error` variant (`wit/distlock.wit`),
+//! case for case, written once.
+//!
+//! Two crates implement that interface: the lock component (`wasm/`, bindings from
+//! wit-bindgen) and the host's native driver (`host/src/component/native.rs`, bindings from
+//! wasmtime). Their generated types have the same names and shapes but are different Rust
+//! types, so a function cannot serve both; [`wit_error_conversions!`] expands the same
+//! conversion functions next to each set of bindings instead. A change to the core's errors
+//! or to the WIT then fails to compile in both places at once, never in one only.
+
+/// Expands, in the calling module, the conversions from the core's errors to the WIT
+/// `distlock` interface's types found at the given module path:
+/// `lock_error(Error) -> Error`, `config_error(ConfigError) -> Error`, and the helpers they
+/// use (`node_failure`, `server_error`, `protocol_error`). A core error kind the WIT does not
+/// name becomes its `unavailable` (lock errors) or `other` (kinds) case, in words.
+///
+/// ```ignore
+/// distlock_core::wit_error_conversions!(crate::bindings::exports::distlock::lock::distlock);
+/// ```
+#[macro_export]
+macro_rules! wit_error_conversions {
+    ($($api:ident)::+) => {
+        /// A lock operation's error, case for case.
+        pub(crate) fn lock_error(error: $crate::Error) -> $($api)::+::Error {
+            use $($api)::+ as api;
+            use $crate::Error as E;
+            match error {
+                E::NotAcquired { attempts, holder_ttl } => {
+                    api::Error::NotAcquired(api::NotAcquired {
+                        attempts,
+                        holder_ttl_ms: holder_ttl.map(|t| t.as_millis()),
+                    })
+                }
+                E::NotHeld => api::Error::NotHeld,
+                E::Expired => api::Error::Expired,
+                E::QuorumLost { granted, needed, nodes, last_failure } => {
+                    api::Error::QuorumLost(api::QuorumLost {
+                        granted,
+                        needed,
+                        nodes,
+                        last_failure: last_failure.map(node_failure),
+                    })
+                }
+                E::Server { node, error } => api::Error::Server(api::NodeServerError {
+                    node,
+                    error: server_error(error),
+                }),
+                E::Protocol { node, error } => api::Error::Protocol(api::NodeProtocolError {
+                    node,
+                    error: protocol_error(error),
+                }),
+                E::Cancelled => api::Error::Cancelled,
+                // A kind the interface does not name yet: say it in words.
+                other => api::Error::Unavailable($crate::wit::message(&other)),
+            }
+        }
+
+        /// A setting the core refused.
+        pub(crate) fn config_error(error: $crate::ConfigError) -> $($api)::+::Error {
+            use $($api)::+ as api;
+            use $crate::ConfigError as C;
+            use api::ConfigErrorKind as K;
+            let kind = match error {
+                C::EmptyName => K::EmptyName,
+                C::NameTooLong { .. } => K::NameTooLong,
+                C::NameControlByte { .. } => K::NameControlByte,
+                C::NameStartsWithBrace => K::NameStartsWithBrace,
+                C::BadPrefix => K::BadPrefix,
+                C::BadToken => K::BadToken,
+                C::BadTtl => K::BadTtl,
+                C::BadNodeCount { .. } => K::BadNodeCount,
+                C::BadRetry => K::BadRetry,
+                C::DriftExceedsTtl => K::DriftExceedsTtl,
+                _ => K::Other,
+            };
+            api::Error::Invalid(api::ConfigError {
+                kind,
+                message: $crate::wit::message(&error),
+            })
+        }
+
+        fn node_failure(failure: $crate::NodeFailure) -> $($api)::+::NodeFailure {
+            use $($api)::+ as api;
+            use $crate::NodeFailure as F;
+            match failure {
+                F::Timeout => api::NodeFailure::Timeout,
+                F::Server(error) => api::NodeFailure::Server(server_error(error)),
+                F::Protocol(error) => api::NodeFailure::Protocol(protocol_error(error)),
+                // `Disconnected`, and kinds the interface does not name yet.
+                _ => api::NodeFailure::Disconnected,
+            }
+        }
+
+        fn server_error(error: $crate::ServerError) -> $($api)::+::ServerError {
+            use $($api)::+ as api;
+            use $crate::ServerErrorKind as S;
+            use api::ServerErrorKind as K;
+            let kind = match error.kind {
+                S::NoScript => K::NoScript,
+                S::ReadOnly => K::ReadOnly,
+                S::Loading => K::Loading,
+                S::Busy => K::Busy,
+                S::TryAgain => K::TryAgain,
+                S::NoAuth => K::NoAuth,
+                S::NoPerm => K::NoPerm,
+                S::WrongType => K::WrongType,
+                S::Moved => K::Moved,
+                S::Ask => K::Ask,
+                S::UnknownCommand => K::UnknownCommand,
+                S::OutOfMemory => K::OutOfMemory,
+                _ => K::Other,
+            };
+            api::ServerError {
+                kind,
+                message: error.message.into(),
+            }
+        }
+
+        fn protocol_error(error: $crate::ProtocolError) -> $($api)::+::ProtocolError {
+            use $($api)::+ as api;
+            use $crate::ProtocolError as P;
+            match error {
+                P::Malformed => api::ProtocolError::Malformed,
+                P::FrameTooLarge { .. } => api::ProtocolError::FrameTooLarge,
+                P::TooDeep => api::ProtocolError::TooDeep,
+                P::Streamed => api::ProtocolError::Streamed,
+                P::Unsolicited => api::ProtocolError::Unsolicited,
+                _ => api::ProtocolError::UnexpectedReply,
+            }
+        }
+    };
+}
+
+/// An error's message as the interface's `string` (for [`wit_error_conversions!`]: the
+/// calling crates differ in whether `ToString` is in their prelude).
+#[doc(hidden)]
+pub fn message(error: &impl core::fmt::Display) -> alloc::string::String {
+    alloc::string::ToString::to_string(error)
+}

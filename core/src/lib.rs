@@ -17,6 +17,8 @@
 //!   machines can use native compare commands where the server has them.
 //! - [`Acquire`], [`Release`], [`Extend`]: [`Machine`]s over `N` nodes. The driver loop is
 //!   documented on [`machine`].
+//! - [`stop_deadlines`]: when a job run under a lease must be terminated and killed so that
+//!   it never outlives the lease ([`stop`]).
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -68,6 +70,7 @@ pub mod retry;
 pub mod script;
 pub mod server;
 pub mod sha1;
+pub mod stop;
 pub mod time;
 
 pub use acquire::{Acquire, MAX_NODES};
@@ -81,4 +84,5 @@ pub use machine::Machine;
 pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Jitter, RetryPolicy};
 pub use server::{Flavor, ServerInfo, Version};
+pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

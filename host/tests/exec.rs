@@ -66,6 +66,8 @@ impl Job {
             .env("GOT", self.path("got"))
             .env("INNER", BEATING)
             .env("IGNORE", ignore)
+            // A shell that dies of SIGQUIT may dump core: into the job's directory.
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.stderr_file())

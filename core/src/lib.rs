@@ -17,6 +17,8 @@
 //!   machines can use native compare commands where the server has them.
 //! - [`Acquire`], [`Release`], [`Extend`]: [`Machine`]s over `N` nodes. The driver loop is
 //!   documented on [`machine`].
+//! - [`stop_deadlines`]: when a job run under a lease must be terminated and killed so that
+//!   it never outlives the lease ([`stop`]).
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -67,6 +69,7 @@ pub mod resp;
 pub mod retry;
 pub mod script;
 pub mod server;
+pub mod stop;
 pub mod time;
 pub mod wit;
 
@@ -83,4 +86,5 @@ pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Jitter, RetryPolicy};
 pub use server::{Flavor, ServerInfo, Version};
+pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

@@ -237,11 +237,18 @@ fn a_ttl_below_the_real_minimum_is_refused_up_front() {
     // The INFO command itself is the only one counted in between.
     let after = server.info_number("stats", "total_commands_processed");
     assert_eq!(after, before + 1, "nothing may be sent for a refused TTL");
+    // 4 ms is taken and sent. Its validity is 1 ms, so on a loaded machine the acquire may
+    // honestly report that it ran out before it could answer (75): either way, not a usage
+    // error, and the server saw the attempt.
     let out = run(distlock(
         &server.url(),
         &["acquire", "--name", "short", "--ttl", "4ms"],
     ));
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(matches!(out.status.code(), Some(0 | 75)), "{}", show(&out));
+    assert!(
+        server.info_number("stats", "total_commands_processed") > after + 1,
+        "a 4 ms TTL is sent to the server"
+    );
 }
 
 /// Colour codes are for terminals: written to a pipe or a file they are noise.

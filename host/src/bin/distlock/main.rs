@@ -98,6 +98,25 @@ enum Command {
     /// Acquires, renews the lock while COMMAND runs, releases when it ends, and exits with
     /// its exit code. Exits 75 when the lock cannot be had.
     ///
+    /// COMMAND runs in a process group of its own, and whatever stops it stops that whole
+    /// group: COMMAND and everything it started that stayed in its group (pipelines, `sh -c`
+    /// children, background jobs; not what moved to a session or group of its own).
+    ///
+    /// The lock lost (--on-lost kill, the default): when renewal keeps failing, the group gets
+    /// SIGTERM up to --kill-grace before the lease's validity ends and SIGKILL shortly before
+    /// it ends (the grace is at most a third of the TTL, so renewal on schedule always comes
+    /// first); when the lock turns out to be someone else's (reset by an operator, say), SIGTERM
+    /// and SIGKILL at once. Exits 75.
+    ///
+    /// Signals: SIGTERM, SIGINT, SIGHUP and SIGQUIT to distlock are passed on to the group,
+    /// which gets --kill-grace to end (the lock is renewed meanwhile) before SIGKILL; then the
+    /// lock is released and distlock exits 128 + the signal (or COMMAND's own exit code if it
+    /// exited by itself). SIGUSR1 and SIGUSR2 are passed on and COMMAND goes on. When COMMAND
+    /// ends, what it left running in its group is stopped the same way before the lock is
+    /// released. When distlock has the terminal's foreground, COMMAND's group gets it while it
+    /// runs (COMMAND can read the terminal, Ctrl-C reaches it). distlock itself killed with
+    /// SIGKILL cannot stop COMMAND: it then runs on unprotected past the TTL.
+    ///
     /// COMMAND finds the lock's token in DISTLOCK_TOKEN and, with --fenced, its fence in
     /// DISTLOCK_FENCE (empty without): pass the fence along with every write to the resource
     /// the lock protects, and have the resource refuse a fence smaller than one it has seen —
@@ -108,9 +127,13 @@ enum Command {
     Exec {
         #[command(flatten)]
         lock: LockArgs,
-        /// What to do with COMMAND if the lock is lost while it runs.
+        /// What to do with COMMAND's process group if the lock is lost while it runs.
         #[arg(long, value_enum, default_value_t = OnLost::Kill)]
         on_lost: OnLost,
+        /// How long COMMAND's group gets to end after SIGTERM before SIGKILL (when the lock is
+        /// about to be lost, at most a third of the TTL).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        kill_grace: Duration,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -272,9 +295,10 @@ impl Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum OnLost {
-    /// Kill COMMAND (SIGKILL) and exit 75.
+    /// Stop COMMAND's process group (SIGTERM, then SIGKILL before the lease's validity ends)
+    /// and exit 75.
     Kill,
-    /// Print a warning and let COMMAND run on.
+    /// Print a warning and let COMMAND run on, unprotected.
     Warn,
 }
 
@@ -396,8 +420,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Exec {
             lock,
             on_lost,
+            kill_grace,
             command,
-        } => exec::exec(&client, &lock, on_lost, &command).await,
+        } => exec::exec(&client, &lock, on_lost, kill_grace, &command).await,
         Command::Acquire { lock, json } => {
             warn_if_embedded(&client, "acquire");
             let guard = builder(&client, &lock).acquire().await?;

@@ -697,7 +697,18 @@ impl World {
         // Readonly spells last at most 500 ms.
         heal += 500_000;
         let per_client = 2 * self.max_rt + self.max_cap + 100;
+        // A renewing holder keeps the lock for the rest of its critical section (up to three
+        // TTLs) before anyone's turn comes.
+        let renewing_ms = (0..self.clients.len())
+            .filter_map(|c| {
+                let held = self.clients[c].held.as_ref()?;
+                held.renewal.as_ref()?;
+                Some(held.cs_end.saturating_sub(self.client_ms(c)))
+            })
+            .max()
+            .unwrap_or(0);
         let wait_ms = (heal - self.now) / 1000
+            + renewing_ms
             + 3 * self.max_ttl
             + self.clients.len() as u64 * per_client
             + 2_000;

@@ -1,8 +1,8 @@
-//! # Deterministic simulation: mutual exclusion and fencing under faults
+//! # Deterministic simulation: mutual exclusion, fencing and renewal under faults
 //!
 //! A lock that ever lets two holders in is worse than no lock, so this simulator drives the
-//! real `distlock-core` machines — the same [`distlock_core::Acquire`], `Release`, `Extend`
-//! and `Handshake` the host drives — against model Redis nodes ([`distlock_model`])
+//! real `distlock-core` machines — the same [`distlock_core::Acquire`], `Release`, `Extend`,
+//! `Handshake` and renewal schedule ([`distlock_core::Renewal`]) the host drives — against model Redis nodes ([`distlock_model`])
 //! through a faulty network, with drifting and pausing clocks, in the spirit of
 //! FoundationDB's simulator and TigerBeetle's VOPR. One seed decides everything; a failing
 //! run replays exactly, event for event (`sim_same_params_same_run`).
@@ -54,12 +54,20 @@
 //!   `Machine::handover` / `discard_replies`, as the lock component does; a `discard_replies`
 //!   that discards nothing fails every budget test). Each loops: acquire (a try-lock, or a wait of up to 4 TTLs) →
 //!   critical section (mostly inside the validity, sometimes to its end or past it) with writes
-//!   to a protected resource → maybe extend → release. Policies are drawn per client: TTL 20 ms
+//!   to a protected resource → maybe extend → release. A third of the holders instead hold one
+//!   to three TTLs under a [`distlock_core::Renewal`], driven as the host's watchdog drives it
+//!   (`renew` in `host/src/client.rs`): an `Extend` event runs an extend machine over the same
+//!   network and its outcome goes back to `handle_extend_outcome`; the schedule's
+//!   `poll_timeout` wakes the client, also while an extend is out (the host races the extend
+//!   against the validity's end); on `Lost` the client stops acting as the holder, gives up
+//!   the extend it awaited and releases. Such a holder writes only while the schedule has not
+//!   reported `Lost` and its own clock is before `valid_until()`. Policies are drawn per client: TTL 20 ms
 //!   to 5 s, request timeout 20–300 ms, retry base/cap/jitter, wake-up signal or polling,
 //!   reentrant or not; fencing per run. The drift allowance is what the deployment's clocks
 //!   need: `per_million = max(1%, 2ρ)` plus 2 ms (two clocks within ±ρ drift 2ρ apart).
 //! - **Drain**: after the run's operations the faults stop, and every client takes the lock
-//!   once more, with a wait long enough for what is still healing plus everyone's turn.
+//!   once more, with a wait long enough for what is still healing, the rest of a renewing
+//!   holder's critical section, plus everyone's turn.
 //!
 //! ## The properties, and how each is checked
 //!
@@ -77,17 +85,39 @@
 //!    release, rollback or extend with a stale or foreign token removes or prolongs a lease.
 //! 4. **Liveness** — after the faults stop, every client's final acquire succeeds within its
 //!    bounded wait and the run ends; `sim_without_faults_every_client_acquires` checks 16
-//!    clients on 1, 3 and 5 nodes without faults.
+//!    clients on 1, 3 and 5 nodes without faults. Renewal: on a healthy network (no fault
+//!    but clock drift, round trips ≤ 2 ms) a schedule that reports `Lost` is a violation
+//!    (`sim_without_faults_renewing_holders_keep_their_leases`).
 //! 5. **No panics, no stuck machines** — a panic anywhere is a violation; every machine has its
 //!    outcome by its deadline on the client's clock (acquire: wait + 2 request timeouts;
 //!    release, extend: 2 request timeouts); a machine without an outcome always has a timeout
 //!    to wait for; a reply beyond what `owed_replies` announced is a violation.
+//! 6. **Lost before validity ends** — a renewing holder never believes in its lease past the
+//!    instant the servers stop holding it for its token on a majority (the keys expire, or
+//!    another token takes them): so `Lost` comes before anyone else could take the lock. The
+//!    simulator reads the nodes' keys: a majority holds the lease until the quorum-th latest
+//!    expiry (in true time, through each node's clock) among the nodes holding its token; a
+//!    node that is down keeps the key it crashed with until that key's expiry, since nobody
+//!    can take the lock there and the delayed restart outlasts it. Checked whenever a node
+//!    runs a command and whenever the holder's belief changes (acquire, renewal): the belief
+//!    must not end later. Between those instants keys only expire on their own, so no instant
+//!    escapes; and a belief is what the client acts on even if every later message is lost,
+//!    so one that outlasts the keys is a second holder in waiting, whether or not someone
+//!    else got in this time.
 //!
 //! ## Where the properties hold
 //!
 //! Under everything above except the replay faults: the CI budget (200,000+ operations, every
 //! property, zero violations) and campaigns (2,471 runs, 5,002,956 operations in 190 s on two
-//! threads of a shared machine, 26,320 ops/s, zero violations).
+//! threads of a shared machine, 26,320 ops/s, zero violations). With renewing holders
+//! (`DISTLOCK_SIM_OPS=2000000 DISTLOCK_SIM_THREADS=1`, release): 987 runs, 2,000,764
+//! operations in 75.7 s, 26,437 ops/s; no violation of properties 1–3 or 6, and one of
+//! property 4 (`seed=14726277675834894422,nodes=5,clients=7,…,loss=17`): message loss goes on
+//! through the drain, and seven final acquires on five nodes split their votes while rollbacks
+//! that cannot be sent over broken connections leave keys for a TTL — no client acquired for
+//! 7 s, one of them not within its 24.6 s wait. The same params pass without renewal using
+//! 17.6 s of a 23.2 s wait: the drain's bound is tight under sustained loss, with or without
+//! renewal (a liveness bound of the simulator, not a safety finding).
 //!
 //! ## Where they cannot hold, and the simulation result that shows it
 //!
@@ -103,6 +133,8 @@
 //! | A client pause (or slow write) longer than the remaining validity, without fencing | the protected resource | `limit_pauses_without_fencing_let_stale_writes_in` | 167 of 3,067 writes in 10 runs arrived after a newer lease wrote and were accepted; with fencing, the same pauses: 173 of 2,751 refused, none accepted out of order |
 //! | A server whose compare-and-delete ignores the token | owner-only (then mutual exclusion) | `sim_catches_release_without_the_token_check` | caught in run 1, 6 ms in |
 //! | A server whose compare-and-extend ignores the token | owner-only | `sim_catches_extend_without_the_token_check` | caught in run 1 |
+//! | A renewal driver that ignores `Lost` and acts until its own deadline (last validity + one renewal period) | lost before validity ends | `sim_catches_renewal_that_ignores_lost` | caught in run 1, at the first renewing acquire: believes until t=244 ms, keys expire on a majority at t=190 ms |
+//! | A renewal schedule run on validities without the drift term (`started + ttl`), clocks ±0.2–1% | lost before validity ends | `sim_catches_renewal_without_the_drift_term` | caught in run 1: the keys expire on 3 of 5 nodes 2.9 ms before the holder stops |
 //! | Requests replayed late (duplicates, half-open connections) | held since the fix below | `late_rollbacks_cannot_delete_a_later_attempts_key`, and the CI budget (replays on) | was: 12 of 30 runs broke mutual exclusion |
 //!
 //! Pauses alone do not break property 1 as defined (a paused client's belief still ends at
@@ -275,26 +307,41 @@ fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64
     let started = WallClock::now();
     let ops = Cell::new(0u64);
     let runs = Cell::new(0u64);
+    let leases = Cell::new(0u64);
+    // Renewing holds, their successful renewals, and holds whose schedule reported `Lost`.
+    let renewing = Cell::new((0u64, 0u64, 0u64));
     let strategy = params(nodes, OPS_PER_RUN, Variant::Correct, true);
     let result = runner(base_seed(seed), cases).run(&strategy, |p| {
         let report = sim::run(&p, false);
         ops.set(ops.get() + report.ops);
         runs.set(runs.get() + 1);
+        leases.set(leases.get() + report.stats.leases);
+        let (holds, renewals, lost) = renewing.get();
+        renewing.set((
+            holds + report.stats.renewing_holds,
+            renewals + report.stats.renewals,
+            lost + report.stats.renewals_lost,
+        ));
         match &report.violation {
             None => Ok(()),
             Some(_) => Err(TestCaseError::fail(failure(&report))),
         }
     });
     let secs = started.elapsed().as_secs_f64();
+    let (holds, renewals, lost) = renewing.get();
     println!(
-        "{name}: {} runs, {} lock operations in {secs:.1} s ({:.0} ops/s)",
+        "{name}: {} runs, {} lock operations in {secs:.1} s ({:.0} ops/s); {} leases, {holds} of them renewing: {renewals} renewals, {lost} lost",
         runs.get(),
         ops.get(),
-        ops.get() as f64 / secs
+        ops.get() as f64 / secs,
+        leases.get()
     );
     if let Err(e) = result {
         panic!("{e}");
     }
+    // The renewal schedule ran, both ways: leases kept past their TTL, and leases lost to
+    // the faults (each checked by property 6).
+    assert!(renewals > holds && lost > 0, "{name}: renewal barely ran");
     assert!(
         ops.get() >= u64::from(cases) * OPS_PER_RUN,
         "{name}: only {} operations",
@@ -335,6 +382,44 @@ fn sim_without_faults_every_client_acquires() {
         assert_eq!(report.stats.final_acquires, 16, "{}", report.describe(0));
         assert!(report.stats.leases > 16, "{}", report.describe(0));
     }
+}
+
+/// Property 4's renewal clause and property 6 without faults: holders that renew (a third
+/// of them) keep their leases one to three TTLs long, over clocks drifting within the
+/// allowance, and never believe past the servers' keys.
+#[test]
+fn sim_without_faults_renewing_holders_keep_their_leases() {
+    let (mut holds, mut renewals) = (0, 0);
+    for (i, nodes) in [1usize, 3, 5].into_iter().enumerate() {
+        let p = Params {
+            seed: 0x04e4_e0a1 + i as u64,
+            nodes,
+            clients: 4,
+            ops: 3_000,
+            fenced: i != 1,
+            variant: Variant::Correct,
+            faults: Faults {
+                drift_ppm: 5_000,
+                ..Faults::NONE
+            },
+        };
+        let report = sim::run(&p, false);
+        assert!(report.violation.is_none(), "{}", failure(&report));
+        let stats = report.stats;
+        println!(
+            "{nodes} nodes: {} leases, {} renewing, {} renewals, {} lost",
+            stats.leases, stats.renewing_holds, stats.renewals, stats.renewals_lost
+        );
+        assert!(stats.renewing_holds > 0, "{}", report.describe(0));
+        assert_eq!(stats.renewals_lost, 0, "{}", report.describe(0));
+        holds += stats.renewing_holds;
+        renewals += stats.renewals;
+    }
+    // Held one to three TTLs, renewed every third of one: several renewals per hold.
+    assert!(
+        holds >= 20 && renewals >= 2 * holds,
+        "{holds} holds, {renewals} renewals"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,6 +493,27 @@ fn sim_catches_extend_without_the_token_check() {
     let strategy = params(any_nodes(), 1_000, Variant::BrokenExtend, false);
     let (report, runs) = hunt(strategy, 0xe07e, 10, Property::OwnerOnly);
     caught("extend without the token check", &report, runs);
+}
+
+/// A renewal driver that ignores `Lost` and acts until its own deadline (the last validity
+/// plus one renewal period of slack): it believes past the moment the servers' keys expire.
+#[test]
+fn sim_catches_renewal_that_ignores_lost() {
+    let strategy = params(any_nodes(), 1_000, Variant::RenewalIgnoresLost, false);
+    let (report, runs) = hunt(strategy, 0x1057, 10, Property::LostBeforeValidityEnds);
+    caught("renewal that ignores Lost", &report, runs);
+}
+
+/// A renewal schedule run on validities without the drift term (`started + ttl`), while
+/// clocks drift: servers whose clocks run fast let the keys expire before the holder stops.
+#[test]
+fn sim_catches_renewal_without_the_drift_term() {
+    let strategy = with(
+        params(any_nodes(), 1_000, Variant::RenewalWithoutDrift, false),
+        |p| p.faults.drift_ppm = p.faults.drift_ppm.max(2_000),
+    );
+    let (report, runs) = hunt(strategy, 0xd21f8, 20, Property::LostBeforeValidityEnds);
+    caught("renewal without the drift term", &report, runs);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ pub enum Property {
     /// 5. No panic; every machine reaches its outcome by its deadline; the driver contract
     ///    (owed replies) holds.
     NoStuckMachines,
+    /// 6. A renewing holder never believes in its lease past the instant the servers stop
+    ///    holding it for its token on a majority (the keys expire, or another token takes
+    ///    them): its renewal schedule reports `Lost` before anyone else could take the lock.
+    LostBeforeValidityEnds,
 }
 
 impl Property {
@@ -44,6 +48,7 @@ impl Property {
             Property::OwnerOnly => "owner-only release/extend",
             Property::Liveness => "liveness",
             Property::NoStuckMachines => "no panics, no stuck machines",
+            Property::LostBeforeValidityEnds => "lost reported before validity ends",
         }
     }
 }
@@ -70,6 +75,12 @@ pub struct Stats {
     pub lost_messages: u64,
     pub duplicated_requests: u64,
     pub final_acquires: u64,
+    /// Leases held longer than their TTL under a renewal schedule.
+    pub renewing_holds: u64,
+    /// Extends the renewal schedules asked for that succeeded.
+    pub renewals: u64,
+    /// Renewing holds whose schedule reported `Lost`.
+    pub renewals_lost: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +234,12 @@ impl Checker {
     /// An extend of `lease` succeeded at `now`, valid until `end`.
     pub fn extended(&mut self, client: usize, lease: usize, now: u64, end: u64) {
         self.stats.extends += 1;
+        self.believes(client, lease, now, end);
+    }
+
+    /// From `now`, client `client` believes in `lease` until `end` (a renewing holder's
+    /// schedule moved its validity): nobody else may believe in one at `now`.
+    pub fn believes(&mut self, client: usize, lease: usize, now: u64, end: u64) {
         if end > now {
             self.believe(client, lease, now, end);
         }
@@ -232,6 +249,36 @@ impl Checker {
     pub fn stop(&mut self, client: usize, now: u64) {
         if let Some(b) = &mut self.beliefs[client] {
             b.end = b.end.min(now);
+        }
+    }
+
+    /// Property 6: the servers hold client `client`'s renewing lease for its token on a
+    /// majority until `servers_end` (true µs, as their state is at `now`; keys expire on their
+    /// own after that unless extended). The client must not believe in the lease past it:
+    /// a belief is what the client acts on even if every later message is lost, so a belief
+    /// ending later lets it act while another client may take the lock.
+    pub fn servers_hold(&mut self, client: usize, now: u64, servers_end: u64) {
+        let Some(b) = self.beliefs[client] else {
+            return;
+        };
+        if b.end > now && b.end > servers_end {
+            let detail = if servers_end <= now {
+                format!(
+                    "client {client} believes in lease #{} until t={}, but at t={} the servers no longer hold it on a majority",
+                    b.lease,
+                    us(b.end),
+                    us(now)
+                )
+            } else {
+                format!(
+                    "client {client} believes in lease #{} until t={}, but its keys expire on a majority at t={}: another client could take the lock {} µs before it stops",
+                    b.lease,
+                    us(b.end),
+                    us(servers_end),
+                    b.end - servers_end
+                )
+            };
+            self.fail(Property::LostBeforeValidityEnds, now, detail);
         }
     }
 

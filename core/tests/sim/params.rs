@@ -27,10 +27,16 @@ pub enum Variant {
     LostFenceCounter,
     /// No fencing, and clients pause (GC, VM) between checking validity and writing.
     UnfencedPauses,
+    /// Renewing holders' driver ignores the schedule's `Lost` and acts until its own deadline:
+    /// the last validity plus one renewal period of slack ("the key's TTL is longer anyway").
+    RenewalIgnoresLost,
+    /// Renewing holders run the schedule with validities not moved back by the drift
+    /// allowance (`started + ttl`), and act until them.
+    RenewalWithoutDrift,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Correct,
         Variant::ZeroDrift,
         Variant::WideClocksDefaultDrift,
@@ -39,6 +45,8 @@ impl Variant {
         Variant::ImmediateRestart,
         Variant::LostFenceCounter,
         Variant::UnfencedPauses,
+        Variant::RenewalIgnoresLost,
+        Variant::RenewalWithoutDrift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,7 +59,19 @@ impl Variant {
             Variant::ImmediateRestart => "immediate-restart",
             Variant::LostFenceCounter => "lost-fence-counter",
             Variant::UnfencedPauses => "unfenced-pauses",
+            Variant::RenewalIgnoresLost => "renewal-ignores-lost",
+            Variant::RenewalWithoutDrift => "renewal-without-drift",
         }
+    }
+
+    /// Whether holders in this variant may renew (the correct protocol, and the broken
+    /// renewal drivers). The other variants show a limit of acquire and validity; they keep
+    /// their runs exactly as they were.
+    pub fn renews(self) -> bool {
+        matches!(
+            self,
+            Variant::Correct | Variant::RenewalIgnoresLost | Variant::RenewalWithoutDrift
+        )
     }
 
     fn parse(text: &str) -> Option<Variant> {

@@ -18,13 +18,14 @@ use distlock_core::handshake::HandshakeOptions;
 use distlock_core::resp::frame_len;
 use distlock_core::retry::SplitMix64;
 use distlock_core::{
-    Acquire, Drift, Duration, Error, Extend, Handshake, Instant, Jitter, KeyLayout, Lock,
-    LockOptions, Release, RetryPolicy, ServerInfo, Token,
+    Acquire, Drift, Duration, Error, Extend, ExtendOutcome, Handshake, Instant, Jitter, KeyLayout,
+    Lock, LockOptions, LostReason, Release, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,
+    quorum,
 };
 use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
 
 use super::check::{Checker, Property, Stats, Violation, us};
-use super::params::{Params, Variant};
+use super::params::{Faults, Params, Variant};
 
 /// Machine capacity: up to 5 nodes.
 const CAP: usize = 5;
@@ -288,6 +289,11 @@ struct Node {
     next_block: u64,
     /// True time the node is back (and done loading), for the drain's bound.
     busy_until: u64,
+    /// While the node is down: the lock key it held when it crashed (value, true µs its
+    /// expiry passes). Nobody can take the lock on a node that is down, and a delayed
+    /// restart brings it back only after that key would have expired, so for property 6 the
+    /// node goes on holding it until then.
+    shadow: Option<(Vec<u8>, u64)>,
 }
 
 struct Link {
@@ -344,6 +350,11 @@ struct Held {
     writes: Vec<u64>,
     extend_at: Option<u64>,
     extends_left: u32,
+    /// The renewal schedule of a lease held longer than its TTL; `None` for holders that
+    /// extend by hand (or not at all), and once the release started.
+    renewal: Option<Renewal>,
+    /// The schedule reported `Lost`: the client no longer acts as the holder.
+    lost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,6 +409,8 @@ struct World {
     max_rt: u64,
     max_cap: u64,
     rho: u32,
+    /// [`healthy`]: property 4's renewal clause (a renewing holder keeps its lease) applies.
+    healthy: bool,
     keep_fence: bool,
     delayed_restart: bool,
     buf: Vec<u8>,
@@ -443,6 +456,7 @@ impl World {
                     conns: BTreeMap::new(),
                     next_block: 0,
                     busy_until: 0,
+                    shadow: None,
                 }
             })
             .collect();
@@ -548,6 +562,7 @@ impl World {
             max_rt,
             max_cap,
             rho,
+            healthy: healthy(&p.faults),
             keep_fence: p.variant != Variant::LostFenceCounter,
             delayed_restart: p.variant != Variant::ImmediateRestart,
             buf: vec![0; 4096],
@@ -682,7 +697,18 @@ impl World {
         // Readonly spells last at most 500 ms.
         heal += 500_000;
         let per_client = 2 * self.max_rt + self.max_cap + 100;
+        // A renewing holder keeps the lock for the rest of its critical section (up to three
+        // TTLs) before anyone's turn comes.
+        let renewing_ms = (0..self.clients.len())
+            .filter_map(|c| {
+                let held = self.clients[c].held.as_ref()?;
+                held.renewal.as_ref()?;
+                Some(held.cs_end.saturating_sub(self.client_ms(c)))
+            })
+            .max()
+            .unwrap_or(0);
         let wait_ms = (heal - self.now) / 1000
+            + renewing_ms
             + 3 * self.max_ttl
             + self.clients.len() as u64 * per_client
             + 2_000;
@@ -730,6 +756,7 @@ impl World {
             Ev::NodeUp { node, epoch } => {
                 if self.nodes[node].epoch == epoch {
                     self.nodes[node].up = true;
+                    self.nodes[node].shadow = None;
                     let loading = self.chance(500);
                     let now = self.now;
                     self.log(&format!("n{node}"), None, || {
@@ -822,6 +849,66 @@ impl World {
         });
     }
 
+    // ---- property 6: what the servers hold ----
+
+    /// The lock key on a node that is up: its value and the true µs its expiry passes
+    /// (`u64::MAX` without one). The model keeps a key alive while the node's clock reads at
+    /// most its expiry.
+    fn lock_key_on(&self, node: usize) -> Option<(Vec<u8>, u64)> {
+        let n = &self.nodes[node];
+        let now = self.node_now(node);
+        let value = n.model.value(LOCK_KEY, now)?.to_vec();
+        let end = match n.model.expiry(LOCK_KEY, now).flatten() {
+            Some(at) => n.clock.true_at(at.as_millis() + 1),
+            None => u64::MAX,
+        };
+        Some((value, end))
+    }
+
+    /// Until when (true µs) a majority of nodes hold the lock for `token`, as things stand:
+    /// the quorum-th latest end among the nodes holding it (a node that is down counts with
+    /// the key it had). At or before `now` when they no longer do.
+    fn servers_end(&self, token: &Token) -> u64 {
+        let mut ends: Vec<u64> = (0..self.nodes.len())
+            .filter_map(|node| {
+                let key = if self.nodes[node].up {
+                    self.lock_key_on(node)
+                } else {
+                    self.nodes[node].shadow.clone()
+                };
+                key.filter(|(value, _)| value.as_slice() == token.as_bytes())
+                    .map(|(_, end)| end)
+            })
+            .collect();
+        let q = quorum(self.nodes.len());
+        if ends.len() < q {
+            return 0;
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        ends[q - 1]
+    }
+
+    /// Property 6 for every renewing holder that still acts: checked whenever a node ran a
+    /// command (the only way the servers' state changes, besides keys expiring, which
+    /// `servers_end` already accounts for) and whenever a holder's belief changes.
+    fn audit_renewing(&mut self) {
+        for c in 0..self.clients.len() {
+            self.audit_client(c);
+        }
+    }
+
+    fn audit_client(&mut self, c: usize) {
+        let Some(held) = &self.clients[c].held else {
+            return;
+        };
+        if held.renewal.is_none() {
+            return;
+        }
+        let end = self.servers_end(&held.token);
+        let now = self.now;
+        self.check.servers_hold(c, now, end);
+    }
+
     // ---- faults ----
 
     fn fault_crash(&mut self) {
@@ -835,7 +922,9 @@ impl World {
         }
         self.check.stats.crashes += 1;
         let keep = self.keep_fence;
+        let shadow = self.lock_key_on(node);
         let n = &mut self.nodes[node];
+        n.shadow = shadow;
         n.up = false;
         n.epoch += 1;
         n.model.restart(keep);
@@ -1188,6 +1277,7 @@ impl World {
             self.check
                 .fail(Property::OwnerOnly, at, format!("on node {node}: {detail}"));
         }
+        self.audit_renewing();
         if let Some(wake) = wake
             && blocked
             && !was_blocked
@@ -1500,7 +1590,7 @@ impl World {
             if self.check.violation.is_some() {
                 return;
             }
-            if !self.pump(c) && !self.program(c) {
+            if !self.pump(c) && !self.renew(c) && !self.program(c) {
                 break;
             }
         }
@@ -1697,10 +1787,83 @@ impl World {
             writes,
             extend_at: None,
             extends_left,
+            renewal: None,
+            lost: false,
         };
-        self.plan_extend(c, &mut held, now_ms);
+        // A third of the holders (where the variant renews) hold one to three TTLs under a
+        // renewal schedule instead, driven as the host's watchdog drives it.
+        let renews = !final_round
+            && match self.p.variant {
+                Variant::Correct => self.rand(0, 2) == 0,
+                v => v.renews(),
+            };
+        if renews {
+            self.start_renewal(c, &mut held, &lease, now_ms);
+        } else {
+            self.plan_extend(c, &mut held, now_ms);
+        }
         self.clients[c].held = Some(held);
         self.clients[c].phase = Phase::Holding;
+        if renews {
+            // The belief just recorded must not outlast the servers' keys (property 6).
+            self.audit_client(c);
+        }
+    }
+
+    /// Turns a fresh hold into a renewing one: a [`Renewal`] from the lease, a critical
+    /// section of one to three TTLs with writes spread over it, no extends by hand.
+    fn start_renewal(
+        &mut self,
+        c: usize,
+        held: &mut Held,
+        lease: &distlock_core::Lease,
+        now_ms: u64,
+    ) {
+        let ttl = self.clients[c].lock.options().ttl;
+        let valid_until = match self.p.variant {
+            // Broken: the validity the schedule runs on is not moved back by the drift term.
+            Variant::RenewalWithoutDrift => lease.started().saturating_add(ttl),
+            _ => lease.valid_until(),
+        };
+        let seed = self.rng.next_u64();
+        let renewal = Renewal::new(ttl, lease.started(), valid_until, seed);
+        let cs = self.rand(ttl.as_millis(), 3 * ttl.as_millis());
+        held.cs_end = now_ms + cs;
+        let mut writes: Vec<u64> = (0..self.rand(1, 4))
+            .map(|_| now_ms + self.rand(0, cs))
+            .collect();
+        writes.sort_unstable_by(|a, b| b.cmp(a));
+        held.writes = writes;
+        held.extends_left = 0;
+        held.extend_at = None;
+        held.renewal = Some(renewal);
+        self.check.stats.renewing_holds += 1;
+        self.believe_renewing(c, held);
+        let lease_no = held.lease;
+        self.log(&format!("c{c}"), Some(now_ms), || {
+            format!(
+                "holds lease #{lease_no} for {cs}ms with renewal, valid until @{}ms",
+                valid_until.as_millis()
+            )
+        });
+    }
+
+    /// Sets what a renewing holder acts on — until the schedule's validity (plus, in the
+    /// broken `RenewalIgnoresLost`, a renewal period of slack) — and tells the checker, which
+    /// makes sure nobody else believes past now (property 1).
+    fn believe_renewing(&mut self, c: usize, held: &mut Held) {
+        let Some(renewal) = &held.renewal else {
+            return;
+        };
+        let ttl = self.clients[c].lock.options().ttl;
+        let mut until = renewal.valid_until().as_millis();
+        if self.p.variant == Variant::RenewalIgnoresLost {
+            until += Renewal::period_of(ttl).as_millis();
+        }
+        held.valid_until = until;
+        let end = self.clients[c].clock.true_at(until);
+        let now = self.now;
+        self.check.believes(c, held.lease, now, end);
     }
 
     /// Extends before the validity runs out when the critical section needs longer.
@@ -1725,6 +1888,51 @@ impl World {
         let Some(mut held) = self.clients[c].held.take() else {
             return;
         };
+        if let Some(renewal) = &mut held.renewal {
+            // A renewal's extend: its outcome goes to the schedule, which decides what is
+            // next (the next extend, a retry, or `Lost`).
+            let outcome = match &result {
+                Ok(e) if self.p.variant == Variant::RenewalWithoutDrift => {
+                    let ttl = self.clients[c].lock.options().ttl;
+                    ExtendOutcome::Extended {
+                        started: e.started,
+                        valid_until: e.started.saturating_add(ttl),
+                    }
+                }
+                Ok(e) => ExtendOutcome::Extended {
+                    started: e.started,
+                    valid_until: e.valid_until,
+                },
+                Err(Error::NotHeld) => ExtendOutcome::NotHeld,
+                Err(_) => ExtendOutcome::Failed,
+            };
+            renewal.handle_extend_outcome(outcome, Instant::from_millis(now_ms));
+            let lease = held.lease;
+            match &result {
+                Ok(_) if !held.lost => {
+                    self.check.stats.extends += 1;
+                    self.check.stats.renewals += 1;
+                    self.believe_renewing(c, &mut held);
+                    let until = held.valid_until;
+                    self.log(&format!("c{c}"), Some(now_ms), || {
+                        format!("renewal: EXTENDED lease #{lease}, acts until @{until}ms")
+                    });
+                }
+                other => {
+                    let what = match other {
+                        Ok(_) => "extended, but the lease was already lost".to_string(),
+                        Err(e) => format!("{e:?}"),
+                    };
+                    self.log(&format!("c{c}"), Some(now_ms), || {
+                        format!("renewal: extend of lease #{lease}: {what}")
+                    });
+                }
+            }
+            self.clients[c].held = Some(held);
+            self.clients[c].phase = Phase::Holding;
+            self.audit_client(c);
+            return;
+        }
         match result {
             Ok(extended) => {
                 let valid_until = extended.valid_until.as_millis();
@@ -1755,6 +1963,98 @@ impl World {
         }
         self.clients[c].held = Some(held);
         self.clients[c].phase = Phase::Holding;
+    }
+
+    /// Runs a renewing holder's schedule the way the host's watchdog does (`renew` in
+    /// `host/src/client.rs`): its timeout on the client's clock, even while an extend is out
+    /// (the host races the extend against the validity's end); `Extend` starts an extend
+    /// machine; `Lost` stops the client acting as the holder, gives up the extend it awaited,
+    /// and releases. True when something happened.
+    fn renew(&mut self, c: usize) -> bool {
+        let now_ms = self.client_ms(c);
+        let now = Instant::from_millis(now_ms);
+        let client = &mut self.clients[c];
+        let phase = client.phase;
+        let Some(held) = &mut client.held else {
+            return false;
+        };
+        let ending = phase == Phase::Holding && held.cs_end <= now_ms;
+        let Some(renewal) = &mut held.renewal else {
+            return false;
+        };
+        if ending || !matches!(phase, Phase::Holding | Phase::Extending) {
+            // The critical section is over: the release comes next, and ends the schedule.
+            return false;
+        }
+        if renewal.poll_timeout().is_some_and(|t| t <= now) {
+            renewal.handle_timeout(now);
+        }
+        match renewal.poll_event() {
+            Some(RenewalEvent::Extend) => self.renewal_extend(c, now_ms),
+            Some(RenewalEvent::Lost(reason)) => self.renewal_lost(c, reason, now_ms),
+            Some(other) => unreachable!("a renewal event the simulator does not know: {other:?}"),
+            None => return false,
+        }
+        true
+    }
+
+    fn renewal_extend(&mut self, c: usize, now_ms: u64) {
+        let now = Instant::from_millis(now_ms);
+        let seed = self.rng.next_u64();
+        let client = &mut self.clients[c];
+        let servers: Vec<ServerInfo> = client.links.iter().map(|l| l.info).collect();
+        let rt = client.lock.options().request_timeout.as_millis();
+        let Some(held) = &client.held else {
+            return;
+        };
+        let machine = Extend::new(&client.lock, held.token.clone(), &servers, now, seed)
+            .expect("extend config");
+        let lease = held.lease;
+        client.run = Some(Running {
+            op: Op::Extend(Box::new(machine)),
+            started: now_ms,
+            bound: now_ms + 2 * rt,
+        });
+        client.phase = Phase::Extending;
+        self.log(&format!("c{c}"), Some(now_ms), || {
+            format!("renewal: extends lease #{lease}")
+        });
+        self.carry_into_run(c);
+    }
+
+    fn renewal_lost(&mut self, c: usize, reason: LostReason, now_ms: u64) {
+        let now = self.now;
+        self.check.stats.renewals_lost += 1;
+        let lease = self.clients[c].held.as_ref().map_or(0, |h| h.lease);
+        self.log(&format!("c{c}"), Some(now_ms), || {
+            format!("renewal: lease #{lease} LOST ({reason:?})")
+        });
+        if self.healthy {
+            self.check.fail(
+                Property::Liveness,
+                now,
+                format!(
+                    "on a healthy network, the renewal schedule lost client {c}'s lease #{lease} ({reason:?})"
+                ),
+            );
+        }
+        if self.p.variant == Variant::RenewalIgnoresLost {
+            // Broken: acts on until its own deadline.
+            return;
+        }
+        self.check.stop(c, now);
+        let client = &mut self.clients[c];
+        if let Some(held) = &mut client.held {
+            held.lost = true;
+            held.cs_end = held.cs_end.min(now_ms);
+        }
+        // The host stops awaiting an extend still out; its replies are discarded as owed.
+        if let Some(Running {
+            op: Op::Extend(m), ..
+        }) = &mut client.run
+        {
+            m.cancel(Instant::from_millis(now_ms));
+        }
     }
 
     /// The client's program between machines; true when it started something.
@@ -1825,7 +2125,7 @@ impl World {
         // in between (that is what fencing is for).
         while held.writes.last().is_some_and(|&t| t <= now_ms) {
             held.writes.pop();
-            if now_ms >= held.valid_until {
+            if now_ms >= held.valid_until || held.lost {
                 continue;
             }
             let mut depart = self.now;
@@ -1873,6 +2173,8 @@ impl World {
         if held.cs_end <= now_ms {
             let now_true = self.now;
             self.check.stop(c, now_true);
+            // Releasing ends the renewal schedule, as dropping the host's guard does.
+            held.renewal = None;
             let seed = self.rng.next_u64();
             let client = &mut self.clients[c];
             let machine = Release::new(&client.lock, held.token.clone(), &servers, now, seed)
@@ -1950,6 +2252,11 @@ impl World {
                 consider(link.reconnect_at);
             }
         }
+        if let Some(renewal) = client.held.as_ref().and_then(|h| h.renewal.as_ref())
+            && matches!(client.phase, Phase::Holding | Phase::Extending)
+        {
+            consider(renewal.poll_timeout().map(Instant::as_millis));
+        }
         if client.run.is_none() {
             match client.phase {
                 Phase::Idle { until } => consider(Some(until)),
@@ -1986,6 +2293,24 @@ impl World {
             },
         );
     }
+}
+
+/// No fault at all (clocks may drift: the allowance covers them) and round trips of at most
+/// 2 ms, far inside the shortest TTL's renewal margin (an extend due at a third of a 20 ms
+/// TTL has about 10 ms left of the validity): where a renewing holder must keep its lease.
+fn healthy(f: &Faults) -> bool {
+    let rates = [
+        f.spikes,
+        f.loss,
+        f.dup,
+        f.late,
+        f.partitions,
+        f.crashes,
+        f.flushes,
+        f.readonly,
+        f.pauses,
+    ];
+    rates.iter().all(|&rate| rate == 0) && f.latency_us <= 1_000
 }
 
 /// Discards the replies a link still owes to machines that ended; what is left is for the

@@ -161,8 +161,8 @@ impl Client {
         }
     }
 
-    /// Releases `name` held by `token` (printed by [`Guard::token`], possibly in another
-    /// process).
+    /// Releases `name` held by `token` (printed by [`Guard::token`](crate::Guard::token),
+    /// possibly in another process).
     pub async fn release(
         &self,
         name: impl AsRef<[u8]>,
@@ -312,7 +312,7 @@ impl LockBuilder {
         self
     }
 
-    /// Hand out fencing tokens ([`Guard::fence`]).
+    /// Hand out fencing tokens ([`Guard::fence`](crate::Guard::fence)).
     pub fn fenced(mut self, on: bool) -> Self {
         self.options.fenced = on;
         self

@@ -7,6 +7,10 @@
 //! request timeout is what gives up on a node that does not answer — so a node whose
 //! handshake hangs (a frozen server, a partition) costs the operation that node's vote, never
 //! more time than the machine allows.
+//!
+//! The driver works on the node pool ([`Pool`]), never on the client: the pool opens
+//! connections, reads the clock and takes back the connections left in step
+//! ([`return_slots`]), so the client depends on the driver and not the other way round.
 
 use std::io;
 use std::pin::Pin;

@@ -536,6 +536,7 @@ impl Client {
         let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
         let (lock_key, fence_key) = (key(lock.keys().lock()), key(lock.keys().fence()));
         let results = self
+            .pool()
             .on_each_node(request_timeout(), async |node, conn| {
                 let holder = match command(conn, &[b"GET", &lock_key]).await? {
                     Value::Nil => None,
@@ -605,6 +606,7 @@ impl Client {
             (KeyRole::Holds, key(lock.keys().holds())),
         ];
         let results = self
+            .pool()
             .on_each_node(request_timeout(), async |node, conn| {
                 let mut done = ResetDone::default();
                 for (role, key) in &keys {
@@ -648,6 +650,7 @@ impl Client {
         let walk_limit = to_std(RESET_WALK_LIMIT);
         let count = RESET_SCAN_COUNT.to_string();
         let results = self
+            .pool()
             .on_each_node(walk_limit + request_timeout(), async |node, conn| {
                 let started = Instant::now();
                 let mut done = ResetDone::default();

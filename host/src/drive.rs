@@ -7,9 +7,14 @@
 //! request timeout is what gives up on a node that does not answer — so a node whose
 //! handshake hangs (a frozen server, a partition) costs the operation that node's vote, never
 //! more time than the machine allows.
+//!
+//! The driver works on the node pool ([`Pool`]), never on the client: the pool opens
+//! connections, reads the clock and takes back the connections left in step
+//! ([`return_slots`]), so the client depends on the driver and not the other way round.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use distlock_core::machine::{Machine, Operation};
@@ -18,10 +23,10 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-use crate::client::Client;
 use crate::clock::Clock;
 use crate::conn::Conn;
 use crate::error::Error;
+use crate::pool::Pool;
 
 /// Bytes a single read takes.
 const READ_CHUNK: usize = 4096;
@@ -32,7 +37,7 @@ const WRITE_BUF: usize = 4096;
 pub(crate) enum Slot {
     /// Open and handshaken.
     Ready(Conn),
-    /// Being opened (by [`Client::open`]); what the machine sent meanwhile waits in
+    /// Being opened (by [`Pool::open`]); what the machine sent meanwhile waits in
     /// `pending`, to be written once it is open.
     Opening {
         connect: JoinHandle<Result<Conn, Error>>,
@@ -62,9 +67,9 @@ pub(crate) async fn drive<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
     slots: &mut [Slot],
     servers: &[ServerInfo],
-    client: &Client,
+    pool: &Arc<Pool>,
 ) -> Op::Outcome {
-    pump(machine, slots, servers, client, |machine, _| {
+    pump(machine, slots, servers, pool, |machine, _| {
         machine.poll_outcome()
     })
     .await
@@ -86,17 +91,17 @@ pub(crate) fn in_step<Op: Operation, const N: usize>(
 /// again instead of reopened, for at most `limit` (the machine's own request timeouts end
 /// it sooner when a node stays silent). Open connections still owing replies at the end are
 /// dropped, so a late reply can never reach the next user of a pooled connection;
-/// connections still opening are left to finish in their tasks (see [`Client::open`]).
+/// connections still opening are left to finish in their tasks (see [`Pool::open`]).
 pub(crate) async fn settle<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
     slots: &mut [Slot],
     servers: &[ServerInfo],
-    client: &Client,
+    pool: &Arc<Pool>,
     limit: std::time::Duration,
 ) {
     let _ = tokio::time::timeout(
         limit,
-        pump(machine, slots, servers, client, |machine, slots| {
+        pump(machine, slots, servers, pool, |machine, slots| {
             in_step(machine, slots).then_some(())
         }),
     )
@@ -108,16 +113,36 @@ pub(crate) async fn settle<Op: Operation, const N: usize>(
     }
 }
 
+/// Puts an operation's connections back in the pool (those still opening once open): only
+/// those in step, so call it after [`drive`] or [`settle`] left every open one so.
+pub(crate) fn return_slots(pool: &Arc<Pool>, slots: Vec<Slot>) {
+    for (node, slot) in slots.into_iter().enumerate() {
+        match slot {
+            Slot::Ready(conn) => pool.checkin(node, conn),
+            // Nothing was written on it: it joins the pool clean once open.
+            Slot::Opening { connect, .. } => {
+                let pool = Arc::clone(pool);
+                tokio::spawn(async move {
+                    if let Ok(Ok(conn)) = connect.await {
+                        pool.checkin(node, conn);
+                    }
+                });
+            }
+            Slot::Closed => {}
+        }
+    }
+}
+
 /// Sends what `machine` asks, feeds it what arrives, opens connections and honours its
 /// deadlines, until `done` gives a value (asked after each round of sends).
 async fn pump<Op: Operation, const N: usize, T>(
     machine: &mut Machine<Op, N>,
     slots: &mut [Slot],
     servers: &[ServerInfo],
-    client: &Client,
+    pool: &Arc<Pool>,
     mut done: impl FnMut(&mut Machine<Op, N>, &[Slot]) -> Option<T>,
 ) -> T {
-    let clock = &client.clock();
+    let clock = &pool.clock();
     // Most commands fit the stack buffer; an EVAL with a long key may need the heap.
     let mut stack = [0u8; WRITE_BUF];
     let mut heap = Vec::new();
@@ -156,7 +181,7 @@ async fn pump<Op: Operation, const N: usize, T>(
                 Slot::Closed => {
                     let protocol = servers.get(tx.node).map_or(Protocol::Resp3, |s| s.protocol);
                     *slot = Slot::Opening {
-                        connect: client.open(tx.node, protocol),
+                        connect: pool.open(tx.node, protocol),
                         pending: bytes.to_vec(),
                     };
                 }
@@ -207,7 +232,7 @@ async fn pump<Op: Operation, const N: usize, T>(
                         // The server would not speak the protocol this machine reads (it
                         // lost RESP3 over a restart, say): no use here, fine for the next.
                         let got = conn.server.protocol;
-                        client.checkin(node, conn);
+                        pool.checkin(node, conn);
                         Err(format!(
                             "the new connection speaks {got:?}, not {expected:?}"
                         ))

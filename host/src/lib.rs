@@ -27,13 +27,16 @@ mod drive;
 mod embedded;
 mod endpoint;
 mod error;
+mod guard;
+mod pool;
 
 pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
-pub use client::{Client, Guard, LockBuilder};
+pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy};
 pub use endpoint::Endpoint;
 pub use error::Error;
+pub use guard::Guard;
 
 /// The most nodes a client can run Redlock over (the core's limit, for every driver).
 pub use distlock_core::MAX_NODES;

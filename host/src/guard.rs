@@ -1,0 +1,304 @@
+//! A held lock: the [`Guard`] an acquire gives (made here, by [`LockBuilder::acquire`]), what
+//! it knows of its lease, the renewal task that keeps the lease, and the release when the
+//! guard is dropped.
+//!
+//! The guard uses the client to extend and release; the client does not know the guard
+//! (the acquire that makes one is here, not in `client.rs`), so the two modules import in
+//! one direction only.
+//!
+//! Invariants:
+//! - **The guard never claims more than the lease.** Its validity is the latest lease end
+//!   an extend confirmed (only ever moved forward), and zero once the lease was lost: a
+//!   holder that asks is told the truth before it acts as the owner.
+//! - **Renewal makes no decision.** The core's [`Renewal`] schedule says when to extend,
+//!   when to try again and when the lease is lost; the task waits, sends and reports.
+//! - **A guard is released once.** By [`Guard::release`], or else in the background when it
+//!   is dropped; the renewal task is stopped first either way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use distlock_core::{
+    Acquire, ExtendOutcome, Lock, LostReason, Released, Renewal, RenewalEvent, Token,
+};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::MAX_NODES;
+use crate::client::{Client, LockBuilder, random_bytes, random_u64};
+use crate::clock::{from_std, to_std};
+use crate::error::Error;
+
+impl LockBuilder {
+    /// Acquires, waiting up to [`LockBuilder::wait`].
+    pub async fn acquire(self) -> Result<Guard, Error> {
+        let wait = self.wait;
+        self.acquire_within(wait).await
+    }
+
+    /// Acquires only if the lock is free right now.
+    pub async fn try_acquire(self) -> Result<Guard, Error> {
+        self.acquire_within(Duration::ZERO).await
+    }
+
+    async fn acquire_within(self, wait: Duration) -> Result<Guard, Error> {
+        let lock = self.client.lock_spec(&self.name, self.options)?;
+        let token = match &self.token {
+            Some(t) => Token::new(t.as_bytes())?,
+            None => Token::from_entropy(random_bytes()),
+        };
+        let seed = random_u64();
+        let client = &self.client;
+        let lease = client
+            .run(|servers, now| {
+                Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
+            })
+            .await??;
+        Ok(Guard::new(client.clone(), lock, lease, self.auto_renew))
+    }
+}
+
+/// State a guard shares with its renewal task.
+struct Held {
+    valid_until: AtomicU64,
+    lost: watch::Sender<bool>,
+    released: AtomicBool,
+}
+
+/// A held lock. Dropping it releases the lock (in the background); call
+/// [`Guard::release`] to release it and see the result.
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct Guard {
+    client: Client,
+    lock: Lock,
+    token: Token,
+    fence: Option<u64>,
+    holds: u32,
+    held: Arc<Held>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field(
+                "name",
+                &String::from_utf8_lossy(self.lock.keys().name().as_bytes()),
+            )
+            .field("token", &self.token.as_str())
+            .field("fence", &self.fence)
+            .field("validity", &self.validity())
+            .finish()
+    }
+}
+
+impl Guard {
+    fn new(client: Client, lock: Lock, lease: distlock_core::Lease, auto_renew: bool) -> Guard {
+        let (lost, _) = watch::channel(false);
+        let held = Arc::new(Held {
+            valid_until: AtomicU64::new(lease.valid_until().as_millis()),
+            lost,
+            released: AtomicBool::new(false),
+        });
+        let renewal = auto_renew.then(|| {
+            let schedule = Renewal::new(
+                lock.options().ttl,
+                lease.started(),
+                lease.valid_until(),
+                random_u64(),
+            );
+            tokio::spawn(renew(
+                client.clone(),
+                lock.clone(),
+                lease.token().clone(),
+                Arc::clone(&held),
+                schedule,
+            ))
+        });
+        Guard {
+            client,
+            lock,
+            token: lease.token().clone(),
+            fence: lease.fence(),
+            holds: lease.holds(),
+            held,
+            renewal,
+        }
+    }
+
+    /// The token: print it to release or extend from another process.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        self.token.as_str()
+    }
+
+    /// The fencing token of a fenced lock: larger than every earlier holder's.
+    #[must_use]
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// How many times the token holds a reentrant lock.
+    #[must_use]
+    pub fn holds(&self) -> u32 {
+        self.holds
+    }
+
+    /// The lock's name.
+    #[must_use]
+    pub fn name(&self) -> &[u8] {
+        self.lock.keys().name().as_bytes()
+    }
+
+    /// How much validity is left (zero once it ran out or the lease was lost).
+    #[must_use]
+    pub fn validity(&self) -> Duration {
+        if *self.held.lost.borrow() {
+            return Duration::ZERO;
+        }
+        let until =
+            distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
+        to_std(until.saturating_since(self.client.clock().now()))
+    }
+
+    /// Whether the lease is still valid: the holder may act as the owner.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        !self.validity().is_zero()
+    }
+
+    /// Resolves when the lease is lost: its validity ran out (renewal failed or was not
+    /// asked for) or the lock turned out to be held by another token.
+    pub async fn lost(&self) {
+        let mut lost = self.held.lost.subscribe();
+        loop {
+            if *lost.borrow_and_update() {
+                return;
+            }
+            let until =
+                distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
+            let clock = self.client.clock();
+            if clock.now() >= until {
+                return;
+            }
+            tokio::select! {
+                _ = lost.changed() => {}
+                _ = tokio::time::sleep_until(clock.to_tokio(until)) => {}
+            }
+        }
+    }
+
+    /// Extends the lease to `ttl` from now.
+    pub async fn extend(&self, ttl: Duration) -> Result<Duration, Error> {
+        let lock = self.lock.with_ttl(from_std(ttl))?;
+        match self.client.extend_lock(&lock, self.token.clone()).await {
+            Ok(extended) => {
+                self.held
+                    .valid_until
+                    .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                Ok(self.validity())
+            }
+            Err(e) => {
+                if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) {
+                    self.held.lost.send_replace(true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the lock and reports how it went.
+    pub async fn release(mut self) -> Result<Released, Error> {
+        self.stop_renewal();
+        self.held.released.store(true, Ordering::Release);
+        self.client
+            .release_lock(&self.lock, self.token.clone())
+            .await
+    }
+
+    fn stop_renewal(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_renewal();
+        if self.held.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (client, lock, token) = (self.client.clone(), self.lock.clone(), self.token.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = client.release_lock(&lock, token).await {
+                        warn!(error = %e, "releasing a dropped guard failed; the lock expires at its TTL");
+                    }
+                });
+            }
+            Err(_) => warn!("guard dropped outside a tokio runtime: the lock expires at its TTL"),
+        }
+    }
+}
+
+/// The watchdog: runs the core's renewal schedule ([`Renewal`]) — it says when to extend,
+/// when to try again and when the lease is lost; this task only waits, sends the extend and
+/// reports the outcome.
+async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut schedule: Renewal) {
+    let clock = client.clock();
+    loop {
+        while let Some(event) = schedule.poll_event() {
+            match event {
+                RenewalEvent::Extend => {
+                    // An extend can take its request timeout; the validity's end does not
+                    // wait for it.
+                    let until = clock.to_tokio(schedule.valid_until());
+                    let outcome = tokio::select! {
+                        outcome = client.extend_lock(&lock, token.clone()) => outcome,
+                        () = tokio::time::sleep_until(until) => {
+                            schedule.handle_timeout(clock.now());
+                            continue;
+                        }
+                    };
+                    let outcome = match outcome {
+                        Ok(extended) => {
+                            held.valid_until
+                                .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                            ExtendOutcome::Extended {
+                                started: extended.started,
+                                valid_until: extended.valid_until,
+                            }
+                        }
+                        Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
+                            ExtendOutcome::NotHeld
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "renewal failed; the schedule tries again");
+                            ExtendOutcome::Failed
+                        }
+                    };
+                    schedule.handle_extend_outcome(outcome, clock.now());
+                }
+                RenewalEvent::Lost(reason) => {
+                    match reason {
+                        LostReason::NotHeld => {
+                            warn!("lease lost: the lock is no longer held by this token")
+                        }
+                        _ => warn!("lease lost: renewal kept failing until the validity ran out"),
+                    }
+                    held.lost.send_replace(true);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let Some(at) = schedule.poll_timeout() else {
+            return;
+        };
+        tokio::time::sleep_until(clock.to_tokio(at)).await;
+        schedule.handle_timeout(clock.now());
+    }
+}

@@ -4,7 +4,7 @@
 //! Two crates implement that interface: the lock component (`wasm/`, bindings from
 //! wit-bindgen) and the host's native driver (`host/src/component/native.rs`, bindings from
 //! wasmtime). Their generated types have the same names and shapes but are different Rust
-//! types, so a function cannot serve both; [`wit_error_conversions!`] expands the same
+//! types, so a function cannot serve both; [`wit_error_conversions!`](crate::wit_error_conversions) expands the same
 //! conversion functions next to each set of bindings instead. A change to the core's errors
 //! or to the WIT then fails to compile in both places at once, never in one only.
 
@@ -131,7 +131,7 @@ macro_rules! wit_error_conversions {
     };
 }
 
-/// An error's message as the interface's `string` (for [`wit_error_conversions!`]: the
+/// An error's message as the interface's `string` (for [`wit_error_conversions!`](crate::wit_error_conversions): the
 /// calling crates differ in whether `ToString` is in their prelude).
 #[doc(hidden)]
 pub fn message(error: &impl core::fmt::Display) -> alloc::string::String {

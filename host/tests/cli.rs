@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, unique_name, wait_for,
+    KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, stderr, stdout,
+    unique_name, wait_for,
 };
 
 /// Every CLI run in these tests finishes within this, or the test fails.
@@ -18,14 +19,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn run(url: &str, args: &[&str]) -> std::process::Output {
     run_bounded(distlock(url, args), RUN_TIMEOUT).expect("run distlock")
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// 8 processes × 5 runs of `distlock exec` each do a racy read-sleep-write increment of a

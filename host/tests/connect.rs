@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout};
 use support::{
-    RedisServer, blocking, bounded, distlock, lock_key, require_redis, run_bounded, show,
+    RedisServer, blocking, bounded, distlock, lock_key, require_redis, run_bounded, show, stderr,
     unique_name,
 };
 
@@ -42,10 +42,6 @@ fn timed(command: Command) -> (Output, Duration) {
     let started = Instant::now();
     let out = run_bounded(command, HANG).expect("run distlock");
     (out, started.elapsed())
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A listening socket nobody accepts from: the kernel completes connects, nothing ever

@@ -9,17 +9,15 @@ mod support;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, unique_name};
+use support::{
+    KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, stderr, unique_name,
+};
 
 /// Every run in these tests ends within this, or the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn run(command: Command) -> Output {
     run_bounded(command, RUN_TIMEOUT).expect("run distlock")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `command` with stdout connected to `stdout` (stdin empty, stderr captured), bounded.

@@ -9,7 +9,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::fake::{FakeServer, Step};
-use support::{RedisServer, distlock, require_redis, run_bounded, show, unique_name};
+use support::{
+    RedisServer, distlock, require_redis, run_bounded, show, stderr, stdout, unique_name,
+};
 
 /// Every CLI run in these tests finishes within this, or the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,14 +22,6 @@ const BOUNDED: Duration = Duration::from_secs(3);
 
 fn run(url: &str, args: &[&str]) -> std::process::Output {
     run_bounded(distlock(url, args), RUN_TIMEOUT).expect("run distlock")
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A token as distlock writes it.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     KillOnDrop, RedisServer, distlock, lock_key, require_redis, run_bounded, send_signal, show,
-    unique_name, wait_for,
+    stderr, unique_name, wait_for,
 };
 
 /// Each way of serving the guest's `distlock` import: (label, extra `run` flags).
@@ -76,10 +76,6 @@ fn wait_exit(child: &mut KillOnDrop, limit: Duration) -> (ExitStatus, Output) {
 
 fn exists(server: &RedisServer, name: &str) -> bool {
     server.raw().ok(&["EXISTS", &lock_key(name)]).int() == Some(1)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A signal to `distlock run` while its guest holds a lease (sleeping through a long hold):

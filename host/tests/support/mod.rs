@@ -721,6 +721,16 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A run's stdout as text.
+pub(crate) fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A run's stderr as text.
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Output as text, for messages.
 pub(crate) fn show(out: &Output) -> String {
     format!(

@@ -15,14 +15,12 @@
 //! core's; this crate moves bytes and keeps time.
 
 mod admin;
-pub mod bench;
 pub mod blocking;
 mod client;
 mod clock;
 #[cfg(feature = "component")]
 pub mod component;
 mod conn;
-pub mod demo;
 mod drive;
 mod embedded;
 mod endpoint;

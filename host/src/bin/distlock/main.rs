@@ -4,6 +4,8 @@
 //! lock) has its own module, the exit codes theirs ([`exit`]), and every write to the
 //! terminal goes through [`output`], which never panics.
 
+mod bench;
+mod demo;
 mod exec;
 mod exit;
 mod output;
@@ -14,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use distlock_host::demo::{self, DemoOptions};
+use demo::DemoOptions;
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout, TlsSettings};
 
 use output::{say, tell};
@@ -578,7 +580,7 @@ async fn bench(
     json: bool,
     native_only: bool,
 ) -> Result<ExitCode, Error> {
-    use distlock_host::bench::{self, BenchOptions, LocalRedis};
+    use bench::{BenchOptions, LocalRedis};
     if !["all", "a", "b", "c", "d"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))

@@ -32,6 +32,14 @@ pub(crate) fn stderr_line(line: Arguments<'_>) {
     let _ = err.flush();
 }
 
+/// Writes to stderr as it is (a progress line ending in `\r`, say) and flushes it; a failure
+/// to write is ignored.
+pub(crate) fn stderr_text(text: Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(text);
+    let _ = err.flush();
+}
+
 /// Whether stderr is a terminal (colour codes only then).
 pub(crate) fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
@@ -51,4 +59,11 @@ macro_rules! tell {
     };
 }
 
-pub(crate) use {say, tell};
+/// `eprint!` (no newline) that never panics: progress lines.
+macro_rules! tell_inline {
+    ($($arg:tt)*) => {
+        $crate::output::stderr_text(format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {say, tell, tell_inline};

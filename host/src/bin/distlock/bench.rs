@@ -17,7 +17,6 @@
 //! linked to the lock component, so each call crosses guest → host → lock component, and
 //! the component's sockets are the host's `transport` (needs the `component` feature).
 
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,13 +27,13 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::Client;
 use crate::demo::{self, DemoOptions};
-use crate::error::Error as LockError;
+use distlock_host::Client;
+use distlock_host::Error as LockError;
 
 /// Why a bench could not run to its end.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// A lock operation or connection failed (a lock that is busy is not a failure).
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -48,61 +47,61 @@ pub enum Error {
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct BenchResult {
+pub(crate) struct BenchResult {
     /// Scenario id and description.
-    pub scenario: String,
+    pub(crate) scenario: String,
     /// `floor`, `native` or `guest`.
-    pub path: String,
+    pub(crate) path: String,
     /// Lock operations per second: acquire + release pairs, or acquisitions (B).
-    pub ops_per_sec: f64,
+    pub(crate) ops_per_sec: f64,
     /// Latency quantiles in µs: of one acquire + release, or of the hand-off gap (B).
-    pub p50_us: u64,
+    pub(crate) p50_us: u64,
     /// 99th percentile, µs.
-    pub p99_us: u64,
+    pub(crate) p99_us: u64,
     /// 99.9th percentile, µs.
-    pub p999_us: u64,
+    pub(crate) p999_us: u64,
     /// The floor's pairs per second in the slices interleaved with this scenario.
-    pub floor_ops_per_sec: f64,
+    pub(crate) floor_ops_per_sec: f64,
     /// The floor's p50 (one SET + EVALSHA pair) in those slices, µs.
-    pub floor_p50_us: u64,
+    pub(crate) floor_p50_us: u64,
     /// `ops_per_sec / floor_ops_per_sec`, for the scenarios whose operation is the floor's
     /// pair (A, C, D).
-    pub ratio_to_floor: Option<f64>,
+    pub(crate) ratio_to_floor: Option<f64>,
     /// B: times a worker found another inside the critical section (must be 0).
-    pub overlaps: Option<u64>,
+    pub(crate) overlaps: Option<u64>,
     /// B: whether the racy shared counter equals the acquisitions (it cannot with overlaps).
-    pub counter_exact: Option<bool>,
+    pub(crate) counter_exact: Option<bool>,
     /// Fairness, comparisons with the other path.
-    pub note: String,
+    pub(crate) note: String,
 }
 
 /// What `distlock bench` runs.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// a, b, c, d or all.
-    pub scenario: String,
+    pub(crate) scenario: String,
     /// How long each scenario's measured slices add up to (per path).
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Workers in B.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Redis URLs: the first for A–C, the first 3 and 5 for D.
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     /// Also measure the guest path (when built with the `component` feature).
-    pub guest: bool,
+    pub(crate) guest: bool,
     /// Length of one slice.
-    pub slice: Duration,
+    pub(crate) slice: Duration,
 }
 
 /// A `redis-server` the bench started on a free loopback port; stopped on drop.
-pub struct LocalRedis {
+pub(crate) struct LocalRedis {
     child: Child,
     /// Its URL.
-    pub url: String,
+    pub(crate) url: String,
 }
 
 impl LocalRedis {
     /// Starts one, or says why it could not.
-    pub fn start() -> std::io::Result<LocalRedis> {
+    pub(crate) fn start() -> std::io::Result<LocalRedis> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new("redis-server")
             .args([
@@ -149,19 +148,19 @@ impl Drop for LocalRedis {
 
 /// What one or more slices of a workload measured.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Operations completed.
-    pub ops: u64,
+    pub(crate) ops: u64,
     /// Time spent measuring.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Per-operation latency (or hand-off gap), µs.
-    pub latency: Histogram<u64>,
+    pub(crate) latency: Histogram<u64>,
     /// Operations per worker (B's fairness).
-    pub per_worker: Vec<u64>,
+    pub(crate) per_worker: Vec<u64>,
     /// Times a worker entered the critical section while another was inside (B).
-    pub overlaps: u64,
+    pub(crate) overlaps: u64,
     /// B's racy shared counter lost an update (only possible with two holders at once).
-    pub lost_updates: bool,
+    pub(crate) lost_updates: bool,
 }
 
 impl Sample {
@@ -199,7 +198,7 @@ impl Sample {
 
     /// Operations per second of measuring time.
     #[must_use]
-    pub fn ops_per_sec(&self) -> f64 {
+    pub(crate) fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
@@ -215,7 +214,7 @@ impl Sample {
 /// The floor: `SET NX PX` + release `EVALSHA` pairs over one raw connection per node. With
 /// several nodes each command goes to all of them at once and the pair waits for every reply
 /// (what a Redlock round costs without the lock library).
-pub struct Floor {
+pub(crate) struct Floor {
     nodes: Vec<(TcpStream, String)>,
     set: Vec<u8>,
     release: Vec<u8>,
@@ -223,7 +222,7 @@ pub struct Floor {
 
 impl Floor {
     /// Connects to each node and loads the release script, as any client would.
-    pub async fn connect(urls: &[String]) -> Result<Floor, Error> {
+    pub(crate) async fn connect(urls: &[String]) -> Result<Floor, Error> {
         let token = b"floor-token-0123456789abcdef";
         let set = encode(|s| {
             s.command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
@@ -244,7 +243,7 @@ impl Floor {
         let load = encode(|s| s.command(&[b"SCRIPT", b"LOAD", script::RELEASE.source.as_bytes()]));
         let mut nodes = Vec::new();
         for url in urls {
-            let endpoint: crate::Endpoint = url.parse()?;
+            let endpoint: distlock_host::Endpoint = url.parse()?;
             let name = endpoint.to_string();
             let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
                 .await
@@ -265,7 +264,7 @@ impl Floor {
     }
 
     /// Pairs for `duration`, one at a time.
-    pub async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
+    pub(crate) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
         let mut sample = Sample::new();
         let started = Instant::now();
         while started.elapsed() < duration {
@@ -337,17 +336,17 @@ async fn read_reply(socket: &mut TcpStream) -> std::io::Result<()> {
 
 /// What the clients of a workload do.
 #[derive(Debug, Clone, Copy)]
-pub struct Load {
+pub(crate) struct Load {
     /// Concurrent clients (tasks, or guest threads).
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Names they spread over (uniformly at random).
-    pub names: u64,
+    pub(crate) names: u64,
     /// `None`: try-acquire + release at once, latency = the pair. `Some(hold)`: acquire
     /// with a wait, hold for `hold`, release; latency = the hand-off gap (release → next
     /// acquisition, by anyone), with overlaps counted.
-    pub hold: Option<Duration>,
+    pub(crate) hold: Option<Duration>,
     /// Prefix of the lock names.
-    pub tag: &'static str,
+    pub(crate) tag: &'static str,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -359,7 +358,7 @@ fn pick(worker: u64, i: &mut u64, names: u64) -> u64 {
 }
 
 /// A workload measured in slices.
-pub enum Workload {
+pub(crate) enum Workload {
     /// The Rust driver.
     Native {
         /// Its client (one node, or Redlock).
@@ -375,7 +374,7 @@ pub enum Workload {
 impl Workload {
     /// `native` or `guest`.
     #[must_use]
-    pub fn path(&self) -> &'static str {
+    pub(crate) fn path(&self) -> &'static str {
         match self {
             Workload::Native { .. } => "native",
             #[cfg(feature = "component")]
@@ -471,7 +470,7 @@ async fn native_client(
 
 /// Runs `floor` and each workload in alternating slices until each has had `total`; returns
 /// the floor's sample and each workload's.
-pub async fn interleave(
+pub(crate) async fn interleave(
     label: &str,
     floor: &mut Floor,
     workloads: &mut [Workload],
@@ -485,19 +484,18 @@ pub async fn interleave(
     let mut floor_sample = Sample::new();
     let mut samples: Vec<Sample> = workloads.iter().map(|_| Sample::new()).collect();
     for i in 0..slices {
-        eprint!("\r{label}: slice {}/{slices}   ", i + 1);
-        let _ = std::io::stderr().flush();
+        crate::output::tell_inline!("\r{label}: slice {}/{slices}   ", i + 1);
         floor_sample.absorb(floor.run(slice).await?);
         for (workload, sample) in workloads.iter_mut().zip(samples.iter_mut()) {
             sample.absorb(workload.run(slice).await?);
         }
     }
-    eprint!("\r{label}: done{:20}\r", "");
+    crate::output::tell_inline!("\r{label}: done{:20}\r", "");
     Ok((floor_sample, samples))
 }
 
 /// Runs the scenarios `options` asks for and returns the rows of the table.
-pub async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
+pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
     let want = |id: &str| options.scenario == "all" || options.scenario.eq_ignore_ascii_case(id);
     let single = Client::connect([&options.urls[0]]).await?;
     #[cfg(feature = "component")]
@@ -508,7 +506,7 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
     };
     #[cfg(not(feature = "component"))]
     if options.guest {
-        eprintln!("distlock: built without the component feature: guest rows skipped");
+        crate::output::tell!("distlock: built without the component feature: guest rows skipped");
     }
 
     let mut rows = Vec::new();
@@ -589,7 +587,9 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
     if want("d") {
         for n in [3usize, 5] {
             if options.urls.len() < n {
-                eprintln!("distlock: scenario D over {n} nodes needs {n} --redis URLs; skipped");
+                crate::output::tell!(
+                    "distlock: scenario D over {n} nodes needs {n} --redis URLs; skipped"
+                );
                 continue;
             }
             let client = Client::connect(&options.urls[..n]).await?;
@@ -603,7 +603,7 @@ pub async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
             scenario("D", label, &client, load, &options.urls[..n], &mut rows).await?;
         }
     }
-    eprintln!();
+    crate::output::tell!("");
     Ok(rows)
 }
 
@@ -655,7 +655,7 @@ fn row(
 
 /// The results as a table.
 #[must_use]
-pub fn table(results: &[BenchResult]) -> String {
+pub(crate) fn table(results: &[BenchResult]) -> String {
     let mut out = format!(
         "{:<58} {:<6} {:>9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}\n",
         "scenario", "path", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "floor/s", "flr p50", "÷floor"
@@ -682,18 +682,18 @@ pub fn table(results: &[BenchResult]) -> String {
 
 /// The guest path: guest apps linked to the lock component, on their own threads.
 #[cfg(feature = "component")]
-pub mod guest {
+pub(crate) mod guest {
     use super::{Error, Load, Sample, pick};
-    use crate::component::{
+    use crate::demo::Section;
+    use distlock_host::component::{
         Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
         Serve, wit,
     };
-    use crate::demo::Section;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     /// The compiled components, shared by every guest workload of a run.
-    pub struct Guests {
+    pub(crate) struct Guests {
         adapter: Adapter,
         guest: Guest,
     }
@@ -704,7 +704,7 @@ pub mod guest {
 
     impl Guests {
         /// Compiles the lock component and the guest app, for `urls`.
-        pub fn new(urls: &[String]) -> Result<Guests, Error> {
+        pub(crate) fn new(urls: &[String]) -> Result<Guests, Error> {
             let adapter = Adapter::new(
                 AdapterOptions {
                     nodes: urls.to_vec(),
@@ -718,7 +718,7 @@ pub mod guest {
         }
 
         /// One guest instance per client of `load`, each with a client open on `urls`.
-        pub async fn load(&self, urls: &[String], load: Load) -> Result<GuestLoad, Error> {
+        pub(crate) async fn load(&self, urls: &[String], load: Load) -> Result<GuestLoad, Error> {
             let (adapter, guest, urls) = (self.adapter.clone(), self.guest.clone(), urls.to_vec());
             let workers = tokio::task::spawn_blocking(move || {
                 (0..load.clients)
@@ -754,7 +754,7 @@ pub mod guest {
     }
 
     /// Guest instances doing a [`Load`].
-    pub struct GuestLoad {
+    pub(crate) struct GuestLoad {
         workers: Option<Vec<Worker>>,
         load: Load,
     }

@@ -5,27 +5,26 @@
 //! twice: the "inside" flag is found set (an overlap), and the counter loses an update. The
 //! hand-off gap is the time from one release to the next acquisition.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
-use crate::error::Error;
+use distlock_host::Client;
+use distlock_host::Error;
 
 /// How a demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Workers contending.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// How long to run.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// How long each holder stays in the critical section.
-    pub hold: Duration,
+    pub(crate) hold: Duration,
     /// The lock's name.
-    pub name: String,
+    pub(crate) name: String,
     /// Print a progress line each second (to stderr).
-    pub progress: bool,
+    pub(crate) progress: bool,
 }
 
 impl Default for DemoOptions {
@@ -42,35 +41,35 @@ impl Default for DemoOptions {
 
 /// What a demo measured.
 #[derive(Debug, Clone)]
-pub struct DemoReport {
+pub(crate) struct DemoReport {
     /// Acquisitions per worker.
-    pub per_worker: Vec<u64>,
+    pub(crate) per_worker: Vec<u64>,
     /// Times a worker entered the critical section while another was inside.
-    pub overlaps: u64,
+    pub(crate) overlaps: u64,
     /// The shared counter at the end (equals the acquisitions when nothing overlapped).
-    pub counter: u64,
+    pub(crate) counter: u64,
     /// Hand-off gaps (release → next acquisition), sorted.
-    pub handoffs: Vec<Duration>,
+    pub(crate) handoffs: Vec<Duration>,
     /// Errors other than "not acquired" (a wait running out is counted, not an error).
-    pub errors: u64,
+    pub(crate) errors: u64,
     /// Acquires that ran out of wait.
-    pub timeouts: u64,
+    pub(crate) timeouts: u64,
     /// Wall time.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Where it ran.
-    pub backend: String,
+    pub(crate) backend: String,
 }
 
 impl DemoReport {
     /// All acquisitions.
     #[must_use]
-    pub fn acquisitions(&self) -> u64 {
+    pub(crate) fn acquisitions(&self) -> u64 {
         self.per_worker.iter().sum()
     }
 
     /// The `q`-quantile (0..=1) of the hand-off gaps.
     #[must_use]
-    pub fn handoff_quantile(&self, q: f64) -> Option<Duration> {
+    pub(crate) fn handoff_quantile(&self, q: f64) -> Option<Duration> {
         if self.handoffs.is_empty() {
             return None;
         }
@@ -80,7 +79,7 @@ impl DemoReport {
 
     /// The summary table.
     #[must_use]
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let total = self.acquisitions();
         out.push_str(&format!(
@@ -200,7 +199,7 @@ struct Shared {
 }
 
 /// Runs the demo on `client`.
-pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, Error> {
+pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, Error> {
     let shared = Arc::new(Shared {
         section: Section::new(),
         errors: AtomicU64::new(0),
@@ -231,14 +230,13 @@ pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, E
             while Instant::now() < stop_at {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                eprint!(
+                crate::output::tell_inline!(
                     "\r{backend}: {total} acquisitions, {} overlaps, {:.0} s left   ",
                     shared.section.overlaps(),
                     stop_at
                         .saturating_duration_since(Instant::now())
                         .as_secs_f64()
                 );
-                let _ = std::io::stderr().flush();
             }
         })
     });
@@ -250,7 +248,7 @@ pub async fn run(client: &Client, options: &DemoOptions) -> Result<DemoReport, E
     }
     if let Some(progress) = progress {
         progress.abort();
-        eprintln!();
+        crate::output::tell!("");
     }
     handoffs.sort();
     Ok(DemoReport {

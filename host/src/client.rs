@@ -19,7 +19,7 @@ use distlock_core::{
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std};
 use crate::conn::ConnectOptions;
-use crate::drive::{Slot, drive, in_step, return_slots, settle};
+use crate::drive::{Cancel, Slot, drive, in_step, return_slots, settle};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::pool::Pool;
@@ -232,6 +232,22 @@ impl Client {
     where
         Machine<Op, MAX_NODES>: Send + 'static,
     {
+        self.run_until(build, None).await
+    }
+
+    /// [`Client::run`], giving the operation up when `cancel` completes first (see
+    /// [`crate::drive::drive`]).
+    pub(crate) async fn run_until<Op: Operation>(
+        &self,
+        build: impl FnOnce(
+            &[ServerInfo],
+            distlock_core::Instant,
+        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+        cancel: Cancel<'_>,
+    ) -> Result<Op::Outcome, Error>
+    where
+        Machine<Op, MAX_NODES>: Send + 'static,
+    {
         let pool = &self.pool;
         let mut slots = Vec::with_capacity(pool.len());
         let mut servers = Vec::with_capacity(pool.len());
@@ -248,7 +264,7 @@ impl Client {
             }
         }
         let mut machine = build(&servers, pool.clock().now())?;
-        let outcome = drive(&mut machine, &mut slots, &servers, pool).await;
+        let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
         if in_step(&machine, &slots) {
             return_slots(pool, slots);
         } else {

@@ -52,7 +52,13 @@ enum Wake {
     Read(usize, io::Result<usize>),
     Opened(usize, Result<Conn, Error>),
     Timer,
+    /// The caller's cancel future completed.
+    Cancel,
 }
+
+/// A caller's request to give an operation up: when it completes, the machine is cancelled
+/// (an acquire rolls back what it may have taken) and driven to its outcome.
+pub(crate) type Cancel<'a> = Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
 
 /// Drives `machine` to its outcome over `slots` (one per node). `servers` is what the
 /// machine was built with: a connection opened for node `i` must speak
@@ -63,13 +69,18 @@ enum Wake {
 /// opened (the node's reconnect backoff permitting), so a long wait survives a server restart.
 /// Connections may still owe replies afterwards (a Redlock round's slower nodes, a
 /// rollback's answers): see [`settle`].
+///
+/// When `cancel` completes first, the machine is cancelled between two waits — never in the
+/// middle of a write, so no connection is left holding half a command — and driven on until
+/// its outcome (the rollback sent).
 pub(crate) async fn drive<Op: Operation, const N: usize>(
     machine: &mut Machine<Op, N>,
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
+    cancel: Cancel<'_>,
 ) -> Op::Outcome {
-    pump(machine, slots, servers, pool, |machine, _| {
+    pump(machine, slots, servers, pool, cancel, |machine, _| {
         machine.poll_outcome()
     })
     .await
@@ -101,7 +112,7 @@ pub(crate) async fn settle<Op: Operation, const N: usize>(
 ) {
     let _ = tokio::time::timeout(
         limit,
-        pump(machine, slots, servers, pool, |machine, slots| {
+        pump(machine, slots, servers, pool, None, |machine, slots| {
             in_step(machine, slots).then_some(())
         }),
     )
@@ -140,6 +151,7 @@ async fn pump<Op: Operation, const N: usize, T>(
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
+    mut cancel: Cancel<'_>,
     mut done: impl FnMut(&mut Machine<Op, N>, &[Slot]) -> Option<T>,
 ) -> T {
     let clock = &pool.clock();
@@ -191,7 +203,14 @@ async fn pump<Op: Operation, const N: usize, T>(
             return value;
         }
         // 2. Wait for bytes from a node, a connection to open, or the machine's deadline.
-        let wake = wait(slots, &mut read_buf, machine.poll_timeout(), clock).await;
+        let wake = wait(
+            slots,
+            &mut read_buf,
+            machine.poll_timeout(),
+            &mut cancel,
+            clock,
+        )
+        .await;
         let now = clock.now();
         match wake {
             Wake::Read(node, Ok(n)) if n > 0 => {
@@ -245,6 +264,10 @@ async fn pump<Op: Operation, const N: usize, T>(
                 }
             }
             Wake::Timer => machine.handle_timeout(now),
+            Wake::Cancel => {
+                debug!("operation cancelled by the caller");
+                machine.cancel(now);
+            }
         }
     }
 }
@@ -256,12 +279,14 @@ fn close(slots: &mut [Slot], node: usize) {
 }
 
 /// Waits for the first of: bytes on a ready connection (read into `buf`), a connection
-/// opening (or failing to), the deadline. Reads are preferred over the timer, so a reply
-/// that is there is used even when its deadline has just passed.
+/// opening (or failing to), the caller's cancel (taken, once), the deadline. Reads are
+/// preferred over the timer, so a reply that is there is used even when its deadline has
+/// just passed.
 async fn wait(
     slots: &mut [Slot],
     buf: &mut [u8],
     deadline: Option<distlock_core::Instant>,
+    cancel: &mut Cancel<'_>,
     clock: &Clock,
 ) -> Wake {
     let timer = sleep_until_deadline(deadline, clock);
@@ -290,6 +315,12 @@ async fn wait(
                 }
                 Slot::Closed => {}
             }
+        }
+        if let Some(request) = cancel.as_mut()
+            && request.as_mut().poll(cx).is_ready()
+        {
+            *cancel = None;
+            return Poll::Ready(Wake::Cancel);
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Wake::Timer),

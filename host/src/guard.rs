@@ -42,7 +42,27 @@ impl LockBuilder {
         self.acquire_within(Duration::ZERO).await
     }
 
+    /// Acquires like [`LockBuilder::acquire`], giving up when `cancel` completes first (a
+    /// shutdown signal, say): whatever the acquire may already have taken on the servers is
+    /// rolled back before this returns `Err(Error::Lock(distlock_core::Error::Cancelled))`,
+    /// so no lock is left behind for its TTL.
+    pub async fn acquire_until(
+        self,
+        cancel: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<Guard, Error> {
+        let wait = self.wait;
+        self.acquire_cancellable(wait, Some(Box::pin(cancel))).await
+    }
+
     async fn acquire_within(self, wait: Duration) -> Result<Guard, Error> {
+        self.acquire_cancellable(wait, None).await
+    }
+
+    async fn acquire_cancellable(
+        self,
+        wait: Duration,
+        cancel: crate::drive::Cancel<'_>,
+    ) -> Result<Guard, Error> {
         let lock = self.client.lock_spec(&self.name, self.options)?;
         let token = match &self.token {
             Some(t) => Token::new(t.as_bytes())?,
@@ -51,9 +71,12 @@ impl LockBuilder {
         let seed = random_u64();
         let client = &self.client;
         let lease = client
-            .run(|servers, now| {
-                Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
-            })
+            .run_until(
+                |servers, now| {
+                    Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
+                },
+                cancel,
+            )
             .await??;
         Ok(Guard::new(client.clone(), lock, lease, self.auto_renew))
     }

@@ -526,3 +526,70 @@ fn a_job_reads_the_terminal() {
     }
     assert!(!exists(&server, &name), "released after the job ended");
 }
+
+/// A signal while `exec` still waits for the lock gives the acquire up (its wake-up wait is
+/// cancelled and whatever it may have taken rolled back) and exits 128 + N at once, instead
+/// of dying by the signal's default action; the holder's lock is untouched and no job runs.
+#[test]
+fn a_signal_while_waiting_for_the_lock_gives_up_cleanly() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("waiting");
+    let held = run_bounded(
+        distlock(&url, &["acquire", "--name", &name, "--ttl", "60s"]),
+        LIMIT,
+    )
+    .expect("run distlock");
+    assert_eq!(held.status.code(), Some(0), "{}", show(&held));
+    let holder = String::from_utf8_lossy(&held.stdout).trim().to_owned();
+    let job = Job::new();
+    let ran = job.path("ran");
+    let mut waiter = distlock(
+        &url,
+        &[
+            "exec",
+            "--name",
+            &name,
+            "--wait",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            r#"touch "$0""#,
+            ran.to_str().expect("utf-8 path"),
+        ],
+    );
+    waiter
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut waiter = KillOnDrop(waiter.spawn().expect("spawn the waiter"));
+    wait_for("the waiter to block on the wake-up list", LIMIT, || {
+        (server.blocked_clients() > 0).then_some(())
+    });
+    let signalled_at = Instant::now();
+    send_signal(waiter.0.id(), "TERM");
+    let status = ended(&mut waiter.0);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(
+        signalled_at.elapsed() < Duration::from_secs(5),
+        "gave up only after {:?}",
+        signalled_at.elapsed()
+    );
+    let mut err = String::new();
+    if let Some(mut pipe) = waiter.0.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut err).expect("read stderr");
+    }
+    assert!(err.contains("not acquired"), "stderr: {err}");
+    assert!(!ran.exists(), "no job may run without the lock");
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["GET", &lock_key(&name)])
+            .text()
+            .as_deref(),
+        Some(holder.as_str()),
+        "the holder's lock is untouched"
+    );
+}

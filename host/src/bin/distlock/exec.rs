@@ -55,16 +55,43 @@ pub(crate) async fn exec(
     let Some((program, args)) = command.split_first() else {
         return Ok(ExitCode::from(exit::USAGE));
     };
-    let guard = builder(client, lock).auto_renew(true).acquire().await?;
-    // From here on a signal to distlock is passed on to the job, never its default action:
-    // that would leave the job running with nobody renewing or releasing the lock.
+    // From here on a signal to distlock never takes its default action: while waiting for
+    // the lock it gives the acquire up (rolling back what it may have taken, so nothing is
+    // left held to its TTL); once the job runs it is passed on to the job, which would
+    // otherwise run on with nobody renewing or releasing the lock.
     let mut signals = match Signals::new() {
         Ok(signals) => signals,
         Err(e) => {
             tell!("distlock: cannot handle signals: {e}");
-            release(guard, &lock.name).await;
             return Ok(ExitCode::from(exit::UNAVAILABLE));
         }
+    };
+    let mut stopped_by = None;
+    let acquired = builder(client, lock)
+        .auto_renew(true)
+        .acquire_until(async {
+            loop {
+                // No job yet: USR1 and USR2 have no one to reach, and end nothing.
+                let signal = signals.recv().await;
+                if !matches!(signal, Signal::SIGUSR1 | Signal::SIGUSR2) {
+                    stopped_by = Some(signal);
+                    return;
+                }
+            }
+        })
+        .await;
+    let guard = match (acquired, stopped_by) {
+        (Ok(guard), _) => guard,
+        (Err(e), Some(signal))
+            if matches!(e.lock_error(), Some(distlock_core::Error::Cancelled)) =>
+        {
+            tell!(
+                "distlock: {signal} while waiting for lock '{}': not acquired",
+                lock.name
+            );
+            return Ok(ExitCode::from(signalled(signal as i32)));
+        }
+        (Err(e), _) => return Err(e),
     };
     let spawned = tokio::process::Command::new(program)
         .args(args)

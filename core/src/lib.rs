@@ -84,7 +84,7 @@ pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
-pub use retry::{Jitter, RetryPolicy};
+pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use server::{Flavor, ServerInfo, Version};
 pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

@@ -59,6 +59,15 @@ impl RetryPolicy {
     }
 }
 
+/// The jitter seed of a driver's `n`-th operation, from one draw of entropy (`base`) per
+/// process: consecutive `n` give unrelated seeds, so a driver needs no system call per
+/// operation and no generator of its own. Seeds spread retries; they are not secrets (tokens
+/// come from the driver's entropy, never from here).
+#[must_use]
+pub fn operation_seed(base: u64, n: u64) -> u64 {
+    SplitMix64::new(base.wrapping_add(n)).next_u64()
+}
+
 /// A deterministic generator (SplitMix64) over the caller's seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix64(u64);
@@ -137,6 +146,20 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_seeds_differ_from_one_operation_to_the_next() {
+        let seeds: alloc::vec::Vec<u64> = (0..1000).map(|n| operation_seed(42, n)).collect();
+        for (i, a) in seeds.iter().enumerate() {
+            assert!(!seeds[i + 1..].contains(a), "seed {i} repeats");
+        }
+        assert_ne!(operation_seed(1, 0), operation_seed(2, 0));
+        assert_eq!(
+            operation_seed(7, 3),
+            operation_seed(7, 3),
+            "replays from its inputs"
+        );
+    }
 
     #[test]
     fn bad_policies_are_refused() {

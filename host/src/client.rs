@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use distlock_core::machine::{Machine, Operation};
-use distlock_core::retry::SplitMix64;
 use distlock_core::{
     ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released, RetryPolicy,
     ServerInfo, Token,
@@ -367,16 +366,15 @@ pub(crate) fn random_bytes() -> [u8; 16] {
     bytes
 }
 
-/// A seed for retry jitter: spread, not secret, so no system call per operation. A
-/// process-wide counter, started at a random point, each value run through the core's
-/// generator (a different counter value gives an unrelated seed).
+/// A seed for retry jitter: the core's seed for this process's next operation
+/// ([`distlock_core::operation_seed`]) from one draw of OS entropy, so no system call per
+/// operation.
 pub(crate) fn random_u64() -> u64 {
-    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
         let b = random_bytes();
-        AtomicU64::new(u64::from_le_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
     });
-    SplitMix64::new(next.fetch_add(1, Ordering::Relaxed)).next_u64()
+    distlock_core::operation_seed(base, NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -257,9 +257,7 @@ fn exec_kills_the_command_when_the_lock_is_lost() {
         "noticed the loss only after {:?}",
         reset_at.elapsed()
     );
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut holder.0.stderr.take().expect("stderr"), &mut err)
-        .expect("read stderr");
+    let err = support::take_stderr(&mut holder.0);
     assert!(err.contains("lost"), "stderr: {err}");
 }
 

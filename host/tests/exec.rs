@@ -577,10 +577,7 @@ fn a_signal_while_waiting_for_the_lock_gives_up_cleanly() {
         "gave up only after {:?}",
         signalled_at.elapsed()
     );
-    let mut err = String::new();
-    if let Some(mut pipe) = waiter.0.stderr.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut err).expect("read stderr");
-    }
+    let err = support::take_stderr(&mut waiter.0);
     assert!(err.contains("not acquired"), "stderr: {err}");
     assert!(!ran.exists(), "no job may run without the lock");
     assert_eq!(

@@ -31,10 +31,7 @@ fn run_with_stdout(mut command: Command, stdout: Stdio) -> Output {
     let status = support::wait_for("distlock to exit", RUN_TIMEOUT, || {
         child.0.try_wait().expect("status")
     });
-    let mut err = Vec::new();
-    if let Some(mut pipe) = child.0.stderr.take() {
-        std::io::Read::read_to_end(&mut pipe, &mut err).expect("read stderr");
-    }
+    let err = support::take_stderr(&mut child.0).into_bytes();
     Output {
         status,
         stdout: Vec::new(),
@@ -148,10 +145,7 @@ fn a_waiter_whose_majority_dies_mid_wait_exits_69() {
     let status = support::wait_for("the waiter to give up", RUN_TIMEOUT, || {
         waiter.0.try_wait().expect("status")
     });
-    let mut err = String::new();
-    if let Some(mut pipe) = waiter.0.stderr.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut err).expect("read stderr");
-    }
+    let err = support::take_stderr(&mut waiter.0);
     assert_eq!(
         status.code(),
         Some(69),

@@ -721,6 +721,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// What a finished child (spawned with piped stderr) wrote to stderr.
+pub(crate) fn take_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut err).expect("read stderr");
+    }
+    err
+}
+
 /// A run's stdout as text.
 pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

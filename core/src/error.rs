@@ -254,7 +254,7 @@ fn trim_end(bytes: &[u8]) -> &[u8] {
 pub enum ConfigError {
     /// The lock name is empty.
     EmptyName,
-    /// The lock name is longer than [`crate::keys::MAX_NAME_LEN`] bytes.
+    /// The lock name is longer than [`crate::limits::MAX_NAME_LEN`] bytes.
     NameTooLong {
         /// Its length.
         len: usize,
@@ -269,12 +269,12 @@ pub enum ConfigError {
     /// The lock name is reserved for distlock's own keys under this key layout (under
     /// [`crate::KeyLayout::RedisPy`]: names starting with [`crate::keys::REDIS_PY_PREFIX`]).
     ReservedName,
-    /// The key prefix is longer than [`crate::keys::MAX_PREFIX_LEN`] or has a control byte or
+    /// The key prefix is longer than [`crate::limits::MAX_PREFIX_LEN`] or has a control byte or
     /// a brace.
     BadPrefix,
     /// A token must be 16 to 64 printable ASCII bytes.
     BadToken,
-    /// The TTL is zero or above [`crate::lock::MAX_TTL`].
+    /// The TTL is zero or above [`crate::limits::MAX_TTL`].
     BadTtl,
     /// The node count is zero, above the machine's capacity, or does not match the
     /// server descriptions given.
@@ -384,7 +384,7 @@ impl fmt::Display for ConfigError {
             ConfigError::NameTooLong { len } => write!(
                 f,
                 "lock name is {len} bytes; at most {} are allowed",
-                crate::keys::MAX_NAME_LEN
+                crate::limits::MAX_NAME_LEN
             ),
             ConfigError::NameControlByte { at } => {
                 write!(
@@ -395,24 +395,24 @@ impl fmt::Display for ConfigError {
             ConfigError::NameStartsWithBrace => {
                 f.write_str("lock name may not start with '}' (it would break the keys' hash tag)")
             }
-            ConfigError::ReservedName => write!(
-                f,
-                "lock name is reserved for distlock's own keys under this key layout (it starts with '{}')",
-                crate::keys::REDIS_PY_PREFIX.escape_ascii()
+            // The prefix is `keys::REDIS_PY_PREFIX`, written out so errors need no key module
+            // (a keys test checks the two agree).
+            ConfigError::ReservedName => f.write_str(
+                "lock name is reserved for distlock's own keys under this key layout (it starts with 'distlock-redis-py:')",
             ),
             ConfigError::BadPrefix => write!(
                 f,
                 "key prefix must be at most {} bytes without control bytes or braces",
-                crate::keys::MAX_PREFIX_LEN
+                crate::limits::MAX_PREFIX_LEN
             ),
             ConfigError::BadToken => f.write_str("token must be 16 to 64 printable ASCII bytes"),
             ConfigError::BadTtl => write!(
                 f,
                 "ttl must be between {} ms (with the default clock-drift allowance) and {} ms",
-                crate::lock::Drift::default()
+                crate::drift::Drift::default()
                     .min_ttl()
                     .map_or(1, |min| min.as_millis()),
-                crate::lock::MAX_TTL.as_millis()
+                crate::limits::MAX_TTL.as_millis()
             ),
             ConfigError::BadNodeCount { nodes, capacity } => {
                 write!(
@@ -427,7 +427,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "the clock-drift allowance is as long as the ttl: no validity would remain (with \
                  the default allowance, 1% of the ttl + 2 ms, the ttl must be at least {} ms)",
-                crate::lock::Drift::default()
+                crate::drift::Drift::default()
                     .min_ttl()
                     .map_or(1, |min| min.as_millis()),
             ),

@@ -76,10 +76,7 @@
 
 use crate::error::ConfigError;
 
-/// The longest lock name, in bytes.
-pub const MAX_NAME_LEN: usize = 256;
-/// The longest key prefix, in bytes.
-pub const MAX_PREFIX_LEN: usize = 64;
+pub use crate::limits::{MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 /// The prefix of the default layout.
 pub const DEFAULT_PREFIX: &[u8] = b"distlock:";
 /// Where [`KeyLayout::RedisPy`] keeps distlock's own keys (fence, holds, signal); lock names
@@ -87,11 +84,6 @@ pub const DEFAULT_PREFIX: &[u8] = b"distlock:";
 pub const REDIS_PY_PREFIX: &[u8] = b"distlock-redis-py:";
 /// Where [`KeyLayout::PythonRedisLock`] keeps distlock's own keys (fence, holds).
 pub const PYTHON_REDIS_LOCK_PREFIX: &[u8] = b"distlock-python-redis-lock:";
-/// The shortest token accepted (16 bytes: 128 bits when random hex is 32 bytes; 16 allows
-/// tokens of other libraries that are shorter but still unguessable).
-pub const MIN_TOKEN_LEN: usize = 16;
-/// The longest token accepted.
-pub const MAX_TOKEN_LEN: usize = 64;
 
 /// A validated lock name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -539,6 +531,16 @@ mod tests {
 
     fn joined(parts: [&[u8]; 4]) -> Vec<u8> {
         parts.concat()
+    }
+
+    #[test]
+    fn the_reserved_name_message_quotes_the_reserved_prefix() {
+        use alloc::string::ToString;
+        let prefix = core::str::from_utf8(REDIS_PY_PREFIX).unwrap();
+        assert!(
+            ConfigError::ReservedName.to_string().contains(prefix),
+            "the message must name the prefix the layout reserves"
+        );
     }
 
     /// The slot-relevant part of a key, as Redis Cluster computes it.

@@ -588,7 +588,8 @@ impl World {
     /// One-way latency, µs.
     fn latency(&mut self) -> u64 {
         let ordinary = self.rand(20, u64::from(self.p.faults.latency_us.max(20)));
-        if self.chance(self.p.faults.spikes) {
+        // Spikes are a fault: they stop with the others at the drain.
+        if self.drain.is_none() && self.chance(self.p.faults.spikes) {
             ordinary + self.rand(0, 3 * self.max_rt * 1000)
         } else {
             ordinary
@@ -1018,7 +1019,10 @@ impl World {
             return;
         }
         let (client, node) = (conn.client, conn.node);
-        if client.is_some() && self.chance(self.p.faults.loss) {
+        // Loss and duplication are faults: they stop at the drain (the module doc's "the
+        // faults stop"), so the final acquires are not split by losses nobody heals.
+        let faulty = self.drain.is_none();
+        if faulty && client.is_some() && self.chance(self.p.faults.loss) {
             self.check.stats.lost_messages += 1;
             let learn = self.now + self.latency() + self.rand(0, 2 * self.max_rt * 1000);
             self.log("network", None, || {
@@ -1029,7 +1033,7 @@ impl World {
             return;
         }
         let at = self.now + self.latency();
-        if to_node && client.is_some() && self.chance(self.p.faults.dup) {
+        if faulty && to_node && client.is_some() && self.chance(self.p.faults.dup) {
             self.check.stats.duplicated_requests += 1;
             let ghost = self.next_conn;
             self.next_conn += 1;

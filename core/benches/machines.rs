@@ -28,9 +28,8 @@ use std::hint::black_box;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use distlock_core::{
-    Acquire, Duration, Error, Extend, Flavor, Instant, KeyLayout, Lock, LockOptions, Protocol,
-    Release, ServerInfo, Token, Version,
-    machine::{Machine, Operation},
+    Acquire, Duration, Error, Extend, Flavor, Instant, KeyLayout, Lock, LockOptions, Machine,
+    Operation, Protocol, Release, ServerInfo, Token, Version,
 };
 
 /// When the machine is built and its requests go out.

@@ -1,53 +1,11 @@
 //! Acquire: one node, or Redlock over N, with retry, waiting on the wake-up signal, fencing
 //! and re-entry.
 //!
-//! An *attempt* sends the acquire to every node at `t0` and counts votes. A quorum
-//! ([`crate::lock::quorum`]) of grants wins — if validity remains: the lease is valid until
-//! `t0 + ttl - drift` ([`crate::Lock::valid_until`]). As soon as a quorum can no longer be
-//! reached the attempt fails; whatever it may have taken (nodes that granted, and nodes still
-//! silent, whose grant may yet land) is rolled back by compare-and-delete, so a failed
-//! attempt never leaves a minority holding keys until their TTL.
-//!
-//! Between attempts the machine either sleeps out a backoff delay — never past the wait
-//! deadline, and never past the moment the holder's key expires, when a node said — or, when
-//! wake-up signals are on, blocks on the signal list of a node that said "busy" (`BLPOP`) for
-//! up to the same span, and never longer than the retry cap: a release then hands the lock
-//! over within a round trip, and one that pushes no signal is noticed within the cap. A
-//! signal is a hint only: every wake-up is followed by a full attempt.
-//!
-//! ## Fencing over N nodes
-//! With one node the fence is the counter's `INCR` inside the acquire script: one counter,
-//! strictly increasing. With N nodes each node has its own counter and a single round is not
-//! enough: two quorums may read different counters. So after winning a quorum with fence `F`
-//! (the largest counter among the granting nodes) the machine raises the counter to at least
-//! `F` on a quorum ([`crate::script::RAISE_FENCE`]) *before* reporting the lease.
-//!
-//! Claim: if lease A is reported before lease B's winning attempt starts, then `F_B > F_A`.
-//! A's raise quorum and B's grant quorum share a node `x` (two majorities intersect). On
-//! `x` the raise completed before A was reported, hence before B's attempt reached `x`, so
-//! `x`'s counter was at least `F_A` when B's script incremented it: B's counter on `x` is
-//! `> F_A`, and `F_B`, the largest of B's counters, is too. The argument needs counters that
-//! survive restarts (persistence on, as for any Redlock guarantee); the simulator shows what
-//! breaks without. A lease whose validity ran out during the raise round is not reported.
-//!
-//! ## One token per attempt
-//! Each attempt writes its own token ([`crate::Token::for_attempt`]), and a rollback deletes
-//! only its attempt's. Found by the simulator: with one token for every attempt, a rollback
-//! that reached a node late — over a connection the driver had replaced, while the server
-//! still ran what the old one carried — deleted the key of a later, winning attempt, and a
-//! second client got in. The lease reports the winning attempt's token. A re-entry is
-//! recognised by the owner's token (the one passed in: for re-entry, the first lease's), never
-//! by an attempt's; a re-entry attempt that has to be rolled back (it timed out, or won only a
-//! minority) keeps its extra hold on the nodes it reached, so such a lock frees at its TTL
-//! rather than at the last release.
-//!
-//! Invariant: the outcome is `Ok` only when a quorum of well-formed grants for *this*
-//! attempt arrived (replies of earlier attempts are stale and discarded by the links) and
-//! validity remains at the time of reporting.
+//! The machine and its guarantees are documented on [`Acquire`].
 
+use crate::commands::{Answer, Request};
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
 use crate::keys::Token;
-use crate::link::{Answer, Request};
 use crate::lock::{Lease, Lock, MAX_NODES, quorum};
 use crate::machine::{Context, Decide, Machine};
 use crate::retry::Backoff;
@@ -55,6 +13,53 @@ use crate::server::ServerInfo;
 use crate::time::{Duration, Instant};
 
 /// Acquires a lock over up to `N` nodes. See [`Machine`] for the driver loop.
+///
+/// Acquire: one node, or Redlock over N, with retry, waiting on the wake-up signal, fencing
+/// and re-entry.
+///
+/// An *attempt* sends the acquire to every node at `t0` and counts votes. A quorum
+/// ([`crate::lock::quorum`]) of grants wins — if validity remains: the lease is valid until
+/// `t0 + ttl - drift` ([`crate::Lock::valid_until`]). As soon as a quorum can no longer be
+/// reached the attempt fails; whatever it may have taken (nodes that granted, and nodes still
+/// silent, whose grant may yet land) is rolled back by compare-and-delete, so a failed
+/// attempt never leaves a minority holding keys until their TTL.
+///
+/// Between attempts the machine either sleeps out a backoff delay — never past the wait
+/// deadline, and never past the moment the holder's key expires, when a node said — or, when
+/// wake-up signals are on, blocks on the signal list of a node that said "busy" (`BLPOP`) for
+/// up to the same span, and never longer than the retry cap: a release then hands the lock
+/// over within a round trip, and one that pushes no signal is noticed within the cap. A
+/// signal is a hint only: every wake-up is followed by a full attempt.
+///
+/// ## Fencing over N nodes
+/// With one node the fence is the counter's `INCR` inside the acquire script: one counter,
+/// strictly increasing. With N nodes each node has its own counter and a single round is not
+/// enough: two quorums may read different counters. So after winning a quorum with fence `F`
+/// (the largest counter among the granting nodes) the machine raises the counter to at least
+/// `F` on a quorum ([`crate::script::RAISE_FENCE`]) *before* reporting the lease.
+///
+/// Claim: if lease A is reported before lease B's winning attempt starts, then `F_B > F_A`.
+/// A's raise quorum and B's grant quorum share a node `x` (two majorities intersect). On
+/// `x` the raise completed before A was reported, hence before B's attempt reached `x`, so
+/// `x`'s counter was at least `F_A` when B's script incremented it: B's counter on `x` is
+/// `> F_A`, and `F_B`, the largest of B's counters, is too. The argument needs counters that
+/// survive restarts (persistence on, as for any Redlock guarantee); the simulator shows what
+/// breaks without. A lease whose validity ran out during the raise round is not reported.
+///
+/// ## One token per attempt
+/// Each attempt writes its own token ([`crate::Token::for_attempt`]), and a rollback deletes
+/// only its attempt's. Found by the simulator: with one token for every attempt, a rollback
+/// that reached a node late — over a connection the driver had replaced, while the server
+/// still ran what the old one carried — deleted the key of a later, winning attempt, and a
+/// second client got in. The lease reports the winning attempt's token. A re-entry is
+/// recognised by the owner's token (the one passed in: for re-entry, the first lease's), never
+/// by an attempt's; a re-entry attempt that has to be rolled back (it timed out, or won only a
+/// minority) keeps its extra hold on the nodes it reached, so such a lock frees at its TTL
+/// rather than at the last release.
+///
+/// Invariant: the outcome is `Ok` only when a quorum of well-formed grants for *this*
+/// attempt arrived (replies of earlier attempts are stale and discarded by the links) and
+/// validity remains at the time of reporting.
 pub type Acquire<const N: usize> = Machine<AcquireOp, N>;
 
 /// A node's vote in the current round.

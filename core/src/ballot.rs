@@ -1,4 +1,5 @@
-//! Release and extend: one compare-and-act sent to every node, decided by quorum.
+//! The vote that release ([`crate::release`]) and extend ([`crate::extend`]) share: one
+//! compare-and-act sent to every node, decided by quorum.
 //!
 //! Both are a *ballot*: every node is asked once; a quorum of yes wins, more than `n -
 //! quorum` "not held" loses with [`Error::NotHeld`], and anything else is
@@ -16,43 +17,15 @@
 //!
 //! Invariant: `Ok` needs a quorum of well-formed yes replies to this ballot's requests.
 
+use crate::commands::{Answer, Request};
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
 use crate::keys::Token;
-use crate::link::{Answer, Request};
 use crate::lock::MAX_NODES;
 use crate::lock::{Lock, quorum};
-use crate::machine::{Context, Decide, Machine};
+use crate::machine::Context;
 use crate::retry::Backoff;
 use crate::server::ServerInfo;
 use crate::time::Instant;
-
-/// Releases a lease over up to `N` nodes. See [`Machine`] for the driver loop.
-pub type Release<const N: usize> = Machine<ReleaseOp, N>;
-
-/// Extends a lease over up to `N` nodes. See [`Machine`] for the driver loop.
-pub type Extend<const N: usize> = Machine<ExtendOp, N>;
-
-/// A successful release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Released {
-    /// The lock is free (and a waiter was signalled, when signals are on).
-    Free,
-    /// A reentrant lock is still held this many times by the token.
-    StillHeld {
-        /// Holds left.
-        holds: u32,
-    },
-}
-
-/// A successful extend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extended {
-    /// When the extend started (validity counts from here).
-    pub started: Instant,
-    /// Until when the holder may now act as the owner.
-    pub valid_until: Instant,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vote {
@@ -67,7 +40,7 @@ enum Vote {
 
 /// The shared state of a release or an extend.
 #[derive(Debug, Clone)]
-pub struct Ballot {
+pub(crate) struct Ballot {
     request: Request,
     votes: heapless::Vec<Vote, MAX_NODES>,
     started: Instant,
@@ -84,7 +57,8 @@ pub struct Ballot {
 }
 
 impl Ballot {
-    fn start<const N: usize>(
+    /// Queues `request` to every node and starts counting votes.
+    pub(crate) fn start<const N: usize>(
         request: Request,
         lock: &Lock,
         token: Token,
@@ -120,11 +94,26 @@ impl Ballot {
         Ok((ctx, ballot))
     }
 
+    /// When the round started (an extend's validity counts from here).
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// For an extend: `started + ttl - drift`.
+    pub(crate) fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// The decision, once: the holds left (release) or 0.
+    pub(crate) fn take_decided(&mut self) -> Option<Result<u32, Error>> {
+        self.decided.take()
+    }
+
     fn count(&self, vote: Vote) -> usize {
         self.votes.iter().filter(|&&v| v == vote).count()
     }
 
-    fn on_answer<const N: usize>(
+    pub(crate) fn on_answer<const N: usize>(
         &mut self,
         ctx: &mut Context<N>,
         node: usize,
@@ -226,7 +215,7 @@ impl Ballot {
         }
     }
 
-    fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+    pub(crate) fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
         if self.done || self.sleeping_until.is_none_or(|t| now < t) {
             return;
         }
@@ -245,11 +234,11 @@ impl Ballot {
         self.decide(ctx, now);
     }
 
-    fn timer(&self) -> Option<Instant> {
+    pub(crate) fn timer(&self) -> Option<Instant> {
         if self.done { None } else { self.sleeping_until }
     }
 
-    fn cancel<const N: usize>(&mut self, ctx: &mut Context<N>) {
+    pub(crate) fn cancel<const N: usize>(&mut self, ctx: &mut Context<N>) {
         if !self.done {
             self.finish(ctx, Err(Error::Cancelled));
         }
@@ -261,50 +250,6 @@ impl Ballot {
         self.done = true;
         self.sleeping_until = None;
         self.decided = Some(outcome);
-    }
-}
-
-/// The decisions of a release (the operation behind [`Release`]).
-#[derive(Debug, Clone)]
-pub struct ReleaseOp(Ballot);
-
-/// The decisions of an extend (the operation behind [`Extend`]).
-#[derive(Debug, Clone)]
-pub struct ExtendOp(Ballot);
-
-impl<const N: usize> Machine<ReleaseOp, N> {
-    /// Starts releasing `lock` held by `token` on the nodes described by `servers`. Works
-    /// from any process that has the token. `seed` randomises retry jitter.
-    pub fn new(
-        lock: &Lock,
-        token: Token,
-        servers: &[ServerInfo],
-        now: Instant,
-        seed: u64,
-    ) -> Result<Self, ConfigError> {
-        let (ctx, ballot) = Ballot::start(Request::Release, lock, token, servers, now, seed)?;
-        Ok(Machine {
-            ctx,
-            op: ReleaseOp(ballot),
-        })
-    }
-}
-
-impl<const N: usize> Machine<ExtendOp, N> {
-    /// Starts extending `lock` held by `token` to a fresh TTL (`lock`'s; see
-    /// [`Lock::with_ttl`] for another span) on the nodes described by `servers`.
-    pub fn new(
-        lock: &Lock,
-        token: Token,
-        servers: &[ServerInfo],
-        now: Instant,
-        seed: u64,
-    ) -> Result<Self, ConfigError> {
-        let (ctx, ballot) = Ballot::start(Request::Extend, lock, token, servers, now, seed)?;
-        Ok(Machine {
-            ctx,
-            op: ExtendOp(ballot),
-        })
     }
 }
 
@@ -340,22 +285,11 @@ macro_rules! ballot_operation {
 
             fn take_outcome(&mut self) -> Option<Self::Outcome> {
                 let settle: fn(&Ballot, u32) -> $outcome = $settle;
-                let decided = self.0.decided.take()?;
+                let decided = self.0.take_decided()?;
                 Some(decided.map(|holds| settle(&self.0, holds)))
             }
         }
     };
 }
 
-ballot_operation!(ReleaseOp, Released, |_, holds| {
-    if holds == 0 {
-        Released::Free
-    } else {
-        Released::StillHeld { holds }
-    }
-});
-
-ballot_operation!(ExtendOp, Extended, |ballot, _| Extended {
-    started: ballot.started,
-    valid_until: ballot.valid_until,
-});
+pub(crate) use ballot_operation;

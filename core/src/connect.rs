@@ -53,7 +53,7 @@ pub const RECONNECT: RetryPolicy = RetryPolicy {
 
 /// The pause before the next connect to a node after `failures` failed connects in a row
 /// (0: none, connect at once): [`RECONNECT`]'s delays, for a driver that counts failures
-/// instead of keeping a [`crate::retry::Backoff`].
+/// instead of keeping a backoff.
 #[must_use]
 pub const fn reconnect_pause(failures: u32) -> Duration {
     if failures == 0 {

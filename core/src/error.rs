@@ -17,7 +17,8 @@ use crate::time::Duration;
 
 /// How many bytes of a server's error message an error keeps (enough for any Redis message
 /// worth reading; longer ones are cut, never refused).
-pub const SERVER_MESSAGE_CAP: usize = 120;
+// `ServerError::message` documents this number: change both together.
+pub(crate) const SERVER_MESSAGE_CAP: usize = 120;
 
 /// A lock operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +105,7 @@ pub enum ProtocolError {
 pub struct ServerError {
     /// What kind of error it is.
     pub kind: ServerErrorKind,
-    /// The message as the server sent it, cut at [`SERVER_MESSAGE_CAP`] bytes; invalid UTF-8
+    /// The message as the server sent it, cut at 120 bytes; invalid UTF-8
     /// is replaced. (Boxed: errors are rare, and a small `Error` keeps every `Result` small.)
     pub message: Box<str>,
 }

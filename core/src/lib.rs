@@ -10,15 +10,20 @@
 //! component, the deterministic simulator and the fuzzer. It is `#![no_std]` with `alloc`
 //! (only decoded aggregate replies allocate; the single-node hot path does not).
 //!
-//! ## Shape
-//! - [`Lock`]: a checked name and [`LockOptions`] (TTL, fencing, re-entry, wake-up signals,
-//!   retry, timeouts, clock drift).
-//! - [`Handshake`]: learns a connection's RESP version and server version, so the lock
-//!   machines can use native compare commands where the server has them.
-//! - [`Acquire`], [`Release`], [`Extend`]: [`Machine`]s over `N` nodes. The driver loop is
-//!   documented on [`machine`].
-//! - [`stop_deadlines`]: when a job run under a lease must be terminated and killed so that
-//!   it never outlives the lease ([`stop`]).
+//! ## Shape (every public item is re-exported here; the modules are private)
+//! - **What to lock**: [`Lock`] = a checked [`LockName`] under a [`KeyLayout`] (distlock's
+//!   own, redis-py's, python-redis-lock's) and [`LockOptions`] (TTL, fencing, re-entry,
+//!   wake-up signals, [`RetryPolicy`], request timeout, [`Drift`]). Bounds: [`MAX_NODES`],
+//!   [`MAX_TTL`], [`MAX_NAME_LEN`], [`MAX_PREFIX_LEN`], [`MIN_TOKEN_LEN`]..[`MAX_TOKEN_LEN`].
+//! - **Connections**: [`Handshake`] learns a connection's RESP version and [`ServerInfo`];
+//!   [`reachability`] and [`reconnect_pause`] say when a node set is ready and when to retry
+//!   a node.
+//! - **Operations**: [`Acquire`], [`Release`], [`Extend`] are [`Machine`]s over up to `N`
+//!   nodes; the driver loop, the same for every driver, is on [`Machine`]. An acquire yields a
+//!   [`Lease`]; errors are [`Error`] (operations) and [`ConfigError`] (bad input).
+//! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
+//!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
+//!   never outlives it.
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -41,9 +46,10 @@
 //!
 //! ## Guarantees (and where they are shown)
 //! - Mutual exclusion while the lease is valid, given node persistence and clocks within the
-//!   drift allowance: quorum + validity from the attempt's start ([`acquire`] docs).
-//! - Fencing tokens strictly increase across holders, on one node and on N ([`acquire`]).
-//! - Only the token's holder releases or extends ([`script`]; compare-and-act is atomic).
+//!   drift allowance: quorum + validity from the attempt's start ([`Acquire`]).
+//! - Fencing tokens strictly increase across holders, on one node and on N ([`Acquire`]).
+//! - Only the token's holder releases or extends (every release and extend compares the
+//!   token and acts in one atomic step: a script or a native compare command).
 //! - No input panics the core: every reply byte sequence is framed by a bounded scanner and
 //!   either matched to a request or refused with a typed [`Error`].
 #![no_std]
@@ -55,37 +61,48 @@
 
 extern crate alloc;
 
-pub mod acquire;
-pub mod ballot;
-pub mod connect;
+// Every module is private: the re-exports below are the API. `resp` and `script` open up
+// under the `fuzzing` feature, for distlock's own fuzz targets, model server and simulator.
+mod acquire;
+mod ballot;
+mod commands;
+mod connect;
 mod drift;
-pub mod error;
-pub mod handshake;
+mod error;
+mod extend;
+mod handshake;
 pub mod keys;
 mod limits;
 mod link;
-pub mod lock;
-pub mod machine;
-pub mod renewal;
+mod lock;
+mod machine;
+mod release;
+mod renewal;
 pub mod resp;
-pub mod retry;
+mod retry;
 pub mod script;
-pub mod server;
-pub mod stop;
-pub mod time;
+mod server;
+mod stop;
+mod time;
+#[doc(hidden)]
 pub mod wit;
 
 pub use acquire::Acquire;
-pub use ballot::{Extend, Extended, Release, Released};
-pub use connect::{Reachability, reachability, reconnect_pause};
+pub use connect::{RECONNECT, Reachability, reachability, reconnect_pause};
+pub use drift::Drift;
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
+pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use keys::{KeyLayout, KeyRole, LockName, Token};
+pub use limits::{MAX_NAME_LEN, MAX_NODES, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN};
 pub use link::{REPLY_CAP, Transmit};
-pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
-pub use machine::Machine;
+pub use lock::{Lease, Lock, LockOptions, quorum};
+pub use machine::{Machine, Operation};
+pub use release::{Release, Released};
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
+#[cfg(feature = "fuzzing")]
+pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use server::{Flavor, ServerInfo, Version};
 pub use stop::{StopDeadlines, stop_deadlines};

@@ -13,8 +13,8 @@ use crate::keys::{KeyLayout, Keys, LockName, Token};
 use crate::retry::RetryPolicy;
 use crate::time::{Duration, Instant};
 
-pub use crate::drift::Drift;
-pub use crate::limits::{MAX_NODES, MAX_TTL};
+pub(crate) use crate::drift::Drift;
+pub(crate) use crate::limits::{MAX_NODES, MAX_TTL};
 
 /// How a lock behaves. `Default` gives the documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,26 +1,11 @@
 //! The sans-IO driving surface every lock operation shares.
 //!
-//! A [`Machine`] is one operation (acquire, release, extend) over `N` nodes at most. The
-//! driver loop, the same for every operation and every driver (tokio host, wasm component,
-//! simulator, fuzzer):
-//!
-//! 1. After building the machine and after every `handle_*` call, drain
-//!    [`Machine::poll_transmit`] and write each [`Transmit`] to its node's connection. If a
-//!    node has no connection, call [`Machine::handle_disconnect`] for it.
-//! 2. Feed bytes read from node `i` to [`Machine::handle_input`] — any split, any coalescing.
-//! 3. At [`Machine::poll_timeout`], call [`Machine::handle_timeout`].
-//! 4. When [`Machine::poll_outcome`] returns `Some`, the operation is over. Before reusing a
-//!    node's connection for something else, discard [`Machine::owed_replies`] replies from it
-//!    (or reconnect when that says `None`) — or hand it to the next machine as it is:
-//!    [`Machine::handover`] here, [`Machine::discard_replies`] there, and that machine skips
-//!    them itself.
-//!
-//! The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
-//! in as arguments, so the same inputs give the same outputs, byte for byte.
+//! The driver loop is documented on [`Machine`].
 
+use crate::commands::{Answer, Request};
 use crate::error::ConfigError;
 use crate::keys::Token;
-use crate::link::{Answer, Links, Request, Transmit};
+use crate::link::{Links, Transmit};
 use crate::lock::Lock;
 use crate::resp::BufferTooSmall;
 use crate::server::ServerInfo;
@@ -108,7 +93,25 @@ impl<T: sealed::Decide> Operation for T {}
 
 pub(crate) use sealed::Decide;
 
-/// One lock operation over up to `N` nodes; see the module doc for the driver loop.
+/// The sans-IO driving surface every lock operation shares.
+///
+/// A [`Machine`] is one operation (acquire, release, extend) over `N` nodes at most. The
+/// driver loop, the same for every operation and every driver (tokio host, wasm component,
+/// simulator, fuzzer):
+///
+/// 1. After building the machine and after every `handle_*` call, drain
+///    [`Machine::poll_transmit`] and write each [`Transmit`] to its node's connection. If a
+///    node has no connection, call [`Machine::handle_disconnect`] for it.
+/// 2. Feed bytes read from node `i` to [`Machine::handle_input`] — any split, any coalescing.
+/// 3. At [`Machine::poll_timeout`], call [`Machine::handle_timeout`].
+/// 4. When [`Machine::poll_outcome`] returns `Some`, the operation is over. Before reusing a
+///    node's connection for something else, discard [`Machine::owed_replies`] replies from it
+///    (or reconnect when that says `None`) — or hand it to the next machine as it is:
+///    [`Machine::handover`] here, [`Machine::discard_replies`] there, and that machine skips
+///    them itself.
+///
+/// The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
+/// in as arguments, so the same inputs give the same outputs, byte for byte.
 #[derive(Debug, Clone)]
 pub struct Machine<Op, const N: usize> {
     pub(crate) ctx: Context<N>,

@@ -1,24 +1,6 @@
 //! When to renew a held lease, and when it is lost: the watchdog's schedule, sans-IO.
 //!
-//! A driver holding a lease with auto-renewal runs one [`Renewal`] beside it. The schedule
-//! says when to send an extend (the driver runs an [`crate::Extend`] machine then, and hands
-//! its outcome back), when to try again after a failed one, and when the lease is lost. It
-//! reads no clock and keeps no socket: like the lock machines it takes `now` and gives back
-//! deadlines ([`Renewal::poll_timeout`]) and events ([`Renewal::poll_event`]), so the host's
-//! guard, the WebAssembly component and the simulator decide renewal the same way.
-//!
-//! The rules:
-//! - an extend is due every third of the TTL, counted from when the last successful one (or
-//!   the acquire) started — a renewed lease always has two thirds of its TTL ahead of it;
-//! - a failed extend (timeout, lost connection, a transient server error) is retried after a
-//!   jittered delay of at most a quarter of that period, for as long as the validity lasts;
-//! - the lease is lost when its validity runs out without a successful extend — on the
-//!   caller's clock at `valid_until`, which already leaves the drift allowance before any
-//!   server lets the key expire, so "lost" is reported before anyone else can take the lock —
-//!   or at once when an extend finds another token holding it ([`crate::Error::NotHeld`]).
-//!
-//! Invariants: while held, [`Renewal::poll_timeout`] is never later than the validity's end;
-//! the validity only moves forward; once lost, the schedule stays lost and asks for nothing.
+//! The schedule is documented on [`Renewal`].
 
 use crate::retry::{Backoff, Jitter, RetryPolicy};
 use crate::time::{Duration, Instant};
@@ -74,6 +56,28 @@ enum Phase {
 }
 
 /// The renewal schedule of one held lease. See the module doc for the rules.
+///
+/// When to renew a held lease, and when it is lost: the watchdog's schedule, sans-IO.
+///
+/// A driver holding a lease with auto-renewal runs one [`Renewal`] beside it. The schedule
+/// says when to send an extend (the driver runs an [`crate::Extend`] machine then, and hands
+/// its outcome back), when to try again after a failed one, and when the lease is lost. It
+/// reads no clock and keeps no socket: like the lock machines it takes `now` and gives back
+/// deadlines ([`Renewal::poll_timeout`]) and events ([`Renewal::poll_event`]), so the host's
+/// guard, the WebAssembly component and the simulator decide renewal the same way.
+///
+/// The rules:
+/// - an extend is due every third of the TTL, counted from when the last successful one (or
+///   the acquire) started — a renewed lease always has two thirds of its TTL ahead of it;
+/// - a failed extend (timeout, lost connection, a transient server error) is retried after a
+///   jittered delay of at most a quarter of that period, for as long as the validity lasts;
+/// - the lease is lost when its validity runs out without a successful extend — on the
+///   caller's clock at `valid_until`, which already leaves the drift allowance before any
+///   server lets the key expire, so "lost" is reported before anyone else can take the lock —
+///   or at once when an extend finds another token holding it ([`crate::Error::NotHeld`]).
+///
+/// Invariants: while held, [`Renewal::poll_timeout`] is never later than the validity's end;
+/// the validity only moves forward; once lost, the schedule stays lost and asks for nothing.
 #[derive(Debug, Clone)]
 pub struct Renewal {
     period: Duration,

@@ -68,10 +68,13 @@ pub fn operation_seed(base: u64, n: u64) -> u64 {
     SplitMix64::new(base.wrapping_add(n)).next_u64()
 }
 
-/// A deterministic generator (SplitMix64) over the caller's seed.
+/// A deterministic generator (SplitMix64) over the caller's seed. Crate-private: drivers take
+/// seeds from [`operation_seed`]; the fuzzer and simulator reach it under `fuzzing`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub struct SplitMix64(u64);
 
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 impl SplitMix64 {
     /// A generator from `seed`.
     #[must_use]
@@ -101,8 +104,10 @@ impl SplitMix64 {
     }
 }
 
-/// The delays of one acquire's retries.
+/// The delays of one operation's retries (and of a node's reconnects). Crate-private: the
+/// machines keep it; the fuzzer and simulator reach it under `fuzzing`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub struct Backoff {
     policy: RetryPolicy,
     rng: SplitMix64,
@@ -110,6 +115,7 @@ pub struct Backoff {
     previous: Duration,
 }
 
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 impl Backoff {
     /// Delays under `policy`, randomised from `seed`.
     #[must_use]

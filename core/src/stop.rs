@@ -1,31 +1,11 @@
 //! When a job run under a lease must be stopped: the rule that keeps a job from outliving
 //! its lock.
 //!
-//! A driver that runs a job while it holds a lease (the host's `distlock exec`) asks a
-//! termination signal to be sent at [`StopDeadlines::term`] and a kill at
-//! [`StopDeadlines::kill`]. A job still running when the lease's validity ends would be a
-//! second holder beside the next one, so:
-//!
-//! - `kill` is **strictly before** `valid_until` (whenever `valid_until` is after the clock's
-//!   origin): a [margin](kill_margin) is left for the kill to land and the kernel to tear the
-//!   job down before the validity runs out;
-//! - `term ≤ kill`: the job gets up to `grace` to end by itself, but never past the kill;
-//! - the grace is bounded by a third of the TTL, so a lease renewed on schedule (the host
-//!   renews every third of the TTL and retries until the validity ends) is renewed before the
-//!   termination is due: a healthy job is never signalled, however long a grace was asked
-//!   for;
-//! - a deadline already past means "now": `term` is never set before `now` unless `kill` is,
-//!   so a driver that acts on `now >= term` signals at once and not twice.
-//!
-//! Deadlines move forward when a renewal moves `valid_until` forward: compute them again
-//! after every renewal (or whenever a deadline comes, before acting on it).
-//!
-//! When the lock is known to be someone else's (an extend found another token, or none), the
-//! deadlines are moot: stop the job at once, termination and kill together.
+//! The rule is documented on [`stop_deadlines`].
 
 use crate::time::{Duration, Instant};
 
-/// When to ask the job to stop and when to kill it; see the [module docs](self).
+/// When to ask the job to stop and when to kill it; see [`stop_deadlines`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopDeadlines {
     /// Ask the job to end (SIGTERM) at this instant.
@@ -41,22 +21,47 @@ const KILL_MARGIN_MAX: Duration = Duration::from_secs(1);
 /// at least 1 ms and at most 1 s (enough for a kill to land on a loaded machine, little
 /// enough not to eat into short TTLs).
 #[must_use]
-pub const fn kill_margin(ttl: Duration) -> Duration {
+pub(crate) const fn kill_margin(ttl: Duration) -> Duration {
     Duration::from_millis(ttl.as_millis() / 10)
         .min(KILL_MARGIN_MAX)
         .max(Duration::from_millis(1))
 }
 
 /// The longest grace a job gets between the termination and the kill under a lease of `ttl`:
-/// `grace` bounded by a third of the TTL (see the [module docs](self)).
+/// `grace` bounded by a third of the TTL (see [`stop_deadlines`]).
 #[must_use]
-pub const fn bounded_grace(ttl: Duration, grace: Duration) -> Duration {
+pub(crate) const fn bounded_grace(ttl: Duration, grace: Duration) -> Duration {
     grace.min(Duration::from_millis(ttl.as_millis() / 3))
 }
 
 /// When to terminate and when to kill a job whose lease (of `ttl`) is valid until
 /// `valid_until`, given that the job should get `grace` to end after the termination, at
-/// `now`. Never panics; see the [module docs](self) for the guarantees.
+/// `now`. Never panics; see [`stop_deadlines`] for the guarantees.
+///
+/// When a job run under a lease must be stopped: the rule that keeps a job from outliving
+/// its lock.
+///
+/// A driver that runs a job while it holds a lease (the host's `distlock exec`) asks a
+/// termination signal to be sent at [`StopDeadlines::term`] and a kill at
+/// [`StopDeadlines::kill`]. A job still running when the lease's validity ends would be a
+/// second holder beside the next one, so:
+///
+/// - `kill` is **strictly before** `valid_until` (whenever `valid_until` is after the clock's
+///   origin): a margin (a tenth of the TTL, 1 ms to 1 s) is left for the kill to land and the kernel to tear the
+///   job down before the validity runs out;
+/// - `term ≤ kill`: the job gets up to `grace` to end by itself, but never past the kill;
+/// - the grace is bounded by a third of the TTL, so a lease renewed on schedule (the host
+///   renews every third of the TTL and retries until the validity ends) is renewed before the
+///   termination is due: a healthy job is never signalled, however long a grace was asked
+///   for;
+/// - a deadline already past means "now": `term` is never set before `now` unless `kill` is,
+///   so a driver that acts on `now >= term` signals at once and not twice.
+///
+/// Deadlines move forward when a renewal moves `valid_until` forward: compute them again
+/// after every renewal (or whenever a deadline comes, before acting on it).
+///
+/// When the lock is known to be someone else's (an extend found another token, or none), the
+/// deadlines are moot: stop the job at once, termination and kill together.
 #[must_use]
 pub const fn stop_deadlines(
     valid_until: Instant,

@@ -24,9 +24,8 @@ mod common;
 use allocation_counter::{AllocationInfo, measure};
 use common::{lock_with, ms, token};
 use distlock_core::{
-    Acquire, Duration, Extend, Extended, Flavor, Handshake, Lock, LockOptions, Protocol, Release,
-    Released, ServerInfo, Token, Version,
-    machine::{Machine, Operation},
+    Acquire, Duration, Extend, Extended, Flavor, Handshake, Lock, LockOptions, Machine, Operation,
+    Protocol, Release, Released, ServerInfo, Token, Version,
 };
 
 /// Drains every transmit, then feeds `reply` to each node in order until the outcome.

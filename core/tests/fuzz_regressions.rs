@@ -8,10 +8,8 @@ mod common;
 
 use common::{drain, lock_with, ms, servers, token};
 use distlock_core::{
-    Acquire, Duration, Flavor, Handshake, HandshakeOptions, Instant, LockOptions, Release,
-    ServerInfo, Version,
-    machine::{Machine, Operation},
-    script,
+    Acquire, Duration, Flavor, Handshake, HandshakeOptions, Instant, LockOptions, Machine,
+    Operation, Release, ServerInfo, Version, script,
 };
 
 /// The driver loop of `core/src/machine.rs` with every node silent from now on: the outcome

@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use common::{Command, Sent, drain, ms};
 use distlock_core::{
     Acquire, ConfigError, Drift, Duration, Error, Extend, Flavor, Instant, KeyLayout, Lock,
-    LockOptions, Protocol, Release, RetryPolicy, ServerInfo, Token, Version,
-    machine::{Machine, Operation},
+    LockOptions, Machine, Operation, Protocol, Release, RetryPolicy, ServerInfo, Token, Version,
     quorum,
 };
 use proptest::prelude::*;

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration as StdDuration;
 
-use distlock_core::handshake::HandshakeOptions;
-use distlock_core::machine::Operation;
+use distlock_core::HandshakeOptions;
+use distlock_core::Operation;
 use distlock_core::{
     Acquire, Duration, Error, Extend, Extended, Flavor, Handshake, Instant, KeyLayout, Lease, Lock,
     LockOptions, Machine, NodeFailure, Protocol, Release, Released, ServerErrorKind, ServerInfo,

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use distlock_core::machine::{Machine, Operation};
 use distlock_core::{
     ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released, RetryPolicy,
     ServerInfo, Token,
 };
+use distlock_core::{Machine, Operation};
 
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std};

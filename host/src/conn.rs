@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use distlock_core::handshake::HandshakeOptions;
+use distlock_core::HandshakeOptions;
 use distlock_core::{Credentials, Handshake, Protocol, ServerInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;

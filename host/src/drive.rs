@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use distlock_core::machine::{Machine, Operation};
+use distlock_core::{Machine, Operation};
 use distlock_core::{Protocol, ServerInfo};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;

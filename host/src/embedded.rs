@@ -10,8 +10,8 @@
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 
+use distlock_core::HandshakeOptions;
 use distlock_core::Protocol;
-use distlock_core::handshake::HandshakeOptions;
 use distlock_model::{ModelConnection, ModelNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::Notify;

@@ -14,15 +14,14 @@
 //! - **A silent node costs no time.** Once a node's connects have gone unanswered for the
 //!   ready timeout, connects to it fail at once and one probe per ready timeout runs in the
 //!   background; a node whose connect failed waits out its reconnect backoff
-//!   ([`RECONNECT`]) before the next.
+//!   ([`distlock_core::RECONNECT`]) before the next.
 //! - **A node appears once.** The same server given twice (by URL, or by two names for one
 //!   address) is refused before anything is sent: its vote would count twice.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_core::connect::RECONNECT;
-use distlock_core::retry::Backoff;
+use distlock_core::reconnect_pause;
 use distlock_core::{Protocol, Reachability, ServerInfo, quorum, reachability};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -55,7 +54,7 @@ struct Node {
     target: Target,
     idle: std::sync::Mutex<Vec<Conn>>,
     /// After a failed connect: no new attempt before this, and the pauses to come.
-    down: std::sync::Mutex<Option<(tokio::time::Instant, Backoff)>>,
+    down: std::sync::Mutex<Option<(tokio::time::Instant, u32)>>,
     /// What the node's last handshake learned: what a machine is built with for a node whose
     /// connection is still to be opened.
     known: std::sync::Mutex<Option<ServerInfo>>,
@@ -361,7 +360,7 @@ impl Pool {
     }
 
     /// Opens a new connection to `node`, asking for `protocol`. A node whose last connect
-    /// failed is not tried again until its backoff pause ([`RECONNECT`]: 100 ms, doubling to
+    /// failed is not tried again until its backoff pause ([`distlock_core::RECONNECT`]: 100 ms, doubling to
     /// 2 s) is over, and one whose connects go unanswered for a ready timeout is only probed
     /// in the background, so a dead or frozen node costs an operation nothing but its vote.
     async fn connect_node(
@@ -432,11 +431,9 @@ impl Pool {
             *down = match (&conn, *down) {
                 (Ok(_), _) => None,
                 (Err(_), previous) => {
-                    // Without jitter the seed draws nothing: the pauses are the policy's.
-                    let mut backoff =
-                        previous.map_or_else(|| Backoff::new(RECONNECT, 0), |(_, b)| b);
-                    let pause = to_std(backoff.next_delay());
-                    Some((tokio::time::Instant::now() + pause, backoff))
+                    let failures = previous.map_or(1, |(_, f)| f.saturating_add(1));
+                    let pause = to_std(reconnect_pause(failures));
+                    Some((tokio::time::Instant::now() + pause, failures))
                 }
             };
         }

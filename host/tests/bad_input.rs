@@ -12,8 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_core::{
-    ConfigError, HandshakeError, NodeFailure, ProtocolError, Released, ServerErrorKind,
-    lock::MAX_TTL,
+    ConfigError, HandshakeError, MAX_TTL, NodeFailure, ProtocolError, Released, ServerErrorKind,
 };
 use distlock_host::{Client, Error};
 use support::fake::{FakeServer, Step};

@@ -24,8 +24,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use distlock_core::handshake::HandshakeOptions;
-use distlock_core::machine::{Machine, Operation};
+use distlock_core::HandshakeOptions;
+use distlock_core::{Machine, Operation};
 use distlock_core::{
     ConfigError, Credentials, Duration, Handshake, Instant, ServerInfo, quorum, reconnect_pause,
 };

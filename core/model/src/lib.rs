@@ -83,8 +83,8 @@ use alloc::vec::Vec;
 use distlock_core::resp::Protocol;
 use distlock_core::resp::encode::decimal;
 use distlock_core::script::{self, Script};
-use distlock_core::server::{Flavor, Version};
-use distlock_core::time::{Duration, Instant};
+use distlock_core::{Duration, Instant};
+use distlock_core::{Flavor, Version};
 
 /// Which server the model claims to be; decides the commands it has (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1955,11 +1955,11 @@ mod tests {
     use alloc::vec;
 
     use super::*;
-    use distlock_core::handshake::{Handshake, HandshakeOptions};
-    use distlock_core::machine::{Machine, Operation};
     use distlock_core::{
         Acquire, Extend, KeyLayout, Lock, LockOptions, Release, Released, ServerInfo, Token,
     };
+    use distlock_core::{Handshake, HandshakeOptions};
+    use distlock_core::{Machine, Operation};
 
     fn ms(n: u64) -> Instant {
         Instant::from_millis(n)

@@ -3,8 +3,7 @@
 #![allow(unreachable_pub)] // shared by the test crates, not a public API
 
 use distlock_core::{
-    Duration, Instant, KeyLayout, Lock, LockOptions, ServerInfo, Token,
-    machine::{Machine, Operation},
+    Duration, Instant, KeyLayout, Lock, LockOptions, Machine, Operation, ServerInfo, Token,
 };
 use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
 

@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
-use distlock_core::handshake::HandshakeOptions;
+use distlock_core::HandshakeOptions;
+use distlock_core::SplitMix64;
 use distlock_core::resp::frame_len;
-use distlock_core::retry::SplitMix64;
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, ExtendOutcome, Handshake, Instant, Jitter, KeyLayout,
     Lock, LockOptions, LostReason, Release, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,

@@ -653,7 +653,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     options.validate().map_err(|e| match e {
         distlock_core::ConfigError::DriftExceedsTtl | distlock_core::ConfigError::BadTtl => format!(
             "must be between {min} ms and {} ms (the clock-drift allowance, 1% + 2 ms, must leave some validity)",
-            distlock_core::lock::MAX_TTL.as_millis()
+            distlock_core::MAX_TTL.as_millis()
         ),
         other => other.to_string(),
     })?;

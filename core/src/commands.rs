@@ -1,0 +1,331 @@
+//! The commands each request puts on the wire, and what their replies mean.
+//!
+//! A [`Request`] is what an operation asks one node (take the lock, release it, extend it,
+//! wait for a wake-up signal, ...). [`Encoder`] writes it as RESP — a plain command, a
+//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal), a script by
+//! digest or by source, or a native compare command — for the server it goes to, and says how
+//! many replies that batch produces. [`interpret`] turns the batch's first reply into the
+//! [`Answer`] the operation decides on. Which encoding a request gets, and the fallbacks
+//! between them, are the link's ([`crate::link`]).
+//!
+//! Invariant: every encoding of a request has the same effect on the server (the scripts and
+//! the native commands compare the token before they act), so a fallback never changes what
+//! a request does, only how it is spelled.
+
+use crate::error::{NodeFailure, ProtocolError, ServerError};
+use crate::keys::Token;
+use crate::lock::Lock;
+use crate::resp::{self, Reply, Sink};
+use crate::script::{self, Script};
+use crate::server::{NativeDelete, ServerInfo};
+use crate::time::Duration;
+
+/// What a request asks a node to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Take the lock for attempt `attempt`; `probe_ttl`: also ask how long the holder's key
+    /// lives (to time waits).
+    Acquire { probe_ttl: bool, attempt: u32 },
+    /// Raise the fencing counter to at least this.
+    RaiseFence(u64),
+    /// Compare-and-delete.
+    Release,
+    /// Compare-and-delete of what failed attempt `attempt` may have taken, pushing no wake-up
+    /// signal (the attempt's own waiter would swallow it).
+    Rollback { attempt: u32 },
+    /// Compare-and-extend.
+    Extend,
+    /// Block on the wake-up list for this long.
+    Wait(Duration),
+}
+
+/// A node's answer to one request, as the operation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Acquired (or re-entered `holds` times), with the node's fencing counter (0 unfenced).
+    Granted { holds: u32, fence: u64 },
+    /// Another token holds it; its key lives this much longer where known.
+    Busy { holder_ttl: Option<Duration> },
+    /// The fencing counter is now at least this.
+    Raised(u64),
+    /// Released; a reentrant lock is still held this many times.
+    Released { still_held: u32 },
+    /// The token does not hold the lock.
+    NotHeld,
+    /// Extended.
+    Extended,
+    /// The wait ended (a signal, or its timeout): time to try again.
+    Woken,
+    /// No usable answer.
+    Failed(NodeFailure),
+}
+
+/// How a request was encoded (decides what its replies mean and which fallback applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Command,
+    Script,
+    Native,
+}
+
+/// What a reply means for the request it answers.
+pub(crate) fn interpret(
+    request: Request,
+    encoding: Encoding,
+    reply: &Reply<'_>,
+    lock: &Lock,
+) -> Answer {
+    let unexpected = Answer::Failed(NodeFailure::Protocol(ProtocolError::UnexpectedReply));
+    if let Reply::Error(message) = reply {
+        return Answer::Failed(NodeFailure::Server(ServerError::from_message(message)));
+    }
+    match (request, encoding) {
+        (Request::Acquire { .. }, Encoding::Command) => match reply {
+            Reply::Simple(b"OK") => Answer::Granted { holds: 1, fence: 0 },
+            Reply::Nil => Answer::Busy { holder_ttl: None },
+            _ => unexpected,
+        },
+        (Request::Acquire { .. }, _) => match int_pair(reply) {
+            Some((holds @ 1.., fence)) if fence >= 0 && (fence > 0 || !lock.options().fenced) => {
+                Answer::Granted {
+                    holds: u32::try_from(holds).unwrap_or(u32::MAX),
+                    fence: fence.unsigned_abs(),
+                }
+            }
+            Some((0, ttl)) => Answer::Busy {
+                holder_ttl: u64::try_from(ttl).ok().map(Duration::from_millis),
+            },
+            _ => unexpected,
+        },
+        (Request::RaiseFence(_), _) => match reply {
+            Reply::Integer(n @ 0..) => Answer::Raised(n.unsigned_abs()),
+            _ => unexpected,
+        },
+        (Request::Release | Request::Rollback { .. }, Encoding::Native) => match reply {
+            Reply::Integer(1) => Answer::Released { still_held: 0 },
+            Reply::Integer(0) => Answer::NotHeld,
+            _ => unexpected,
+        },
+        (Request::Release | Request::Rollback { .. }, _) => match reply {
+            Reply::Integer(-1) => Answer::NotHeld,
+            Reply::Integer(n @ 0..) => Answer::Released {
+                still_held: u32::try_from(*n).unwrap_or(u32::MAX),
+            },
+            _ => unexpected,
+        },
+        (Request::Extend, Encoding::Native) => match reply {
+            Reply::Simple(b"OK") => Answer::Extended,
+            Reply::Nil => Answer::NotHeld,
+            _ => unexpected,
+        },
+        (Request::Extend, _) => match reply {
+            Reply::Integer(1) => Answer::Extended,
+            Reply::Integer(0) => Answer::NotHeld,
+            _ => unexpected,
+        },
+        (Request::Wait(_), _) => match reply {
+            Reply::Array(_) | Reply::Nil => Answer::Woken,
+            _ => unexpected,
+        },
+    }
+}
+
+/// `{a, b}` of two integers, the shape every array-returning script uses.
+fn int_pair(reply: &Reply<'_>) -> Option<(i64, i64)> {
+    match reply {
+        Reply::Array(items) => match items.as_slice() {
+            [Reply::Integer(a), Reply::Integer(b)] => Some((*a, *b)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Everything needed to put a request into bytes for one node.
+pub(crate) struct Encoder<'a> {
+    pub(crate) lock: &'a Lock,
+    pub(crate) token: &'a Token,
+    pub(crate) server: ServerInfo,
+    pub(crate) use_eval: bool,
+}
+
+impl Encoder<'_> {
+    /// How many replies the encoded batch produces.
+    pub(crate) fn replies(&self, request: Request, encoding: Encoding) -> u8 {
+        match (request, encoding) {
+            (
+                Request::Acquire {
+                    probe_ttl: true, ..
+                },
+                Encoding::Command,
+            ) => 2,
+            (Request::Release | Request::Rollback { .. }, Encoding::Native)
+                if self.signal_ttl(request).is_some() =>
+            {
+                4
+            }
+            _ => 1,
+        }
+    }
+
+    /// How long a release's wake-up signal lives; `None`: push none.
+    fn signal_ttl(&self, request: Request) -> Option<Duration> {
+        match request {
+            Request::Release => self.lock.options().wake_signal,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn encode(&self, request: Request, encoding: Encoding, sink: &mut dyn Sink) {
+        let keys = self.lock.keys();
+        let options = self.lock.options();
+        // Each acquire attempt writes its own token, and its rollback deletes only that (see
+        // `Token::for_attempt`); release and extend act with the owner's (the lease's) token,
+        // and a re-entry is recognised by it.
+        let attempt_token = match request {
+            Request::Acquire { attempt, .. } | Request::Rollback { attempt } => {
+                Some(self.token.for_attempt(attempt, options.reentrant))
+            }
+            _ => None,
+        };
+        let token = attempt_token.as_ref().unwrap_or(self.token).as_bytes();
+        let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
+        match (request, encoding) {
+            (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
+                sink.array(6);
+                sink.bulk(b"SET");
+                sink.bulk_parts(&keys.lock());
+                sink.bulk(token);
+                sink.bulk(b"NX");
+                sink.bulk(b"PX");
+                sink.bulk_u64(options.ttl.as_millis());
+                if probe_ttl {
+                    sink.array(2);
+                    sink.bulk(b"PTTL");
+                    sink.bulk_parts(&keys.lock());
+                }
+            }
+            (Request::Acquire { .. }, _) => {
+                self.script_header(
+                    sink,
+                    &script::ACQUIRE,
+                    &[&keys.lock(), &keys.fence(), &keys.holds()],
+                    5,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+                sink.bulk(flag(options.fenced));
+                sink.bulk(flag(options.reentrant));
+                sink.bulk(self.token.as_bytes());
+            }
+            (Request::RaiseFence(value), _) => {
+                self.script_header(sink, &script::RAISE_FENCE, &[&keys.fence()], 1);
+                sink.bulk_u64(value);
+            }
+            (Request::Release | Request::Rollback { .. }, Encoding::Native) => {
+                match self.server.native_delete() {
+                    Some(NativeDelete::DelExIfEq) => {
+                        sink.array(4);
+                        sink.bulk(b"DELEX");
+                        sink.bulk_parts(&keys.lock());
+                        sink.bulk(b"IFEQ");
+                    }
+                    _ => {
+                        sink.array(3);
+                        sink.bulk(b"DELIFEQ");
+                        sink.bulk_parts(&keys.lock());
+                    }
+                }
+                sink.bulk(token);
+                if let Some(signal_ttl) = self.signal_ttl(request) {
+                    // Unconditional, so a failed release may wake a waiter for nothing: it
+                    // retries and waits again. LTRIM keeps the list at one element.
+                    sink.array(3);
+                    sink.bulk(b"LPUSH");
+                    sink.bulk_parts(&keys.signal());
+                    sink.bulk(b"1");
+                    sink.array(4);
+                    sink.bulk(b"LTRIM");
+                    sink.bulk_parts(&keys.signal());
+                    sink.bulk(b"0");
+                    sink.bulk(b"0");
+                    sink.array(3);
+                    sink.bulk(b"PEXPIRE");
+                    sink.bulk_parts(&keys.signal());
+                    sink.bulk_u64(signal_ttl.as_millis());
+                }
+            }
+            (Request::Release | Request::Rollback { .. }, _) => {
+                self.script_header(
+                    sink,
+                    &script::RELEASE,
+                    &[&keys.lock(), &keys.holds(), &keys.signal()],
+                    3,
+                );
+                sink.bulk(token);
+                sink.bulk(flag(options.reentrant));
+                sink.bulk_u64(self.signal_ttl(request).map_or(0, Duration::as_millis));
+            }
+            (Request::Extend, Encoding::Native) => {
+                sink.array(7);
+                sink.bulk(b"SET");
+                sink.bulk_parts(&keys.lock());
+                sink.bulk(token);
+                sink.bulk(b"IFEQ");
+                sink.bulk(token);
+                sink.bulk(b"PX");
+                sink.bulk_u64(options.ttl.as_millis());
+            }
+            (Request::Extend, _) => {
+                self.script_header(sink, &script::EXTEND, &[&keys.lock(), &keys.holds()], 2);
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+            }
+            (Request::Wait(timeout), _) => {
+                sink.array(3);
+                sink.bulk(b"BLPOP");
+                sink.bulk_parts(&keys.signal());
+                self.block_timeout(timeout, sink);
+            }
+        }
+    }
+
+    /// `EVALSHA sha numkeys keys…` (or `EVAL source …` after a `NOSCRIPT`), announcing
+    /// `args` more arguments to follow.
+    fn script_header(
+        &self,
+        sink: &mut dyn Sink,
+        script: &Script,
+        keys: &[&[&[u8]; 4]],
+        args: usize,
+    ) {
+        sink.array(3usize.saturating_add(keys.len()).saturating_add(args));
+        if self.use_eval {
+            sink.bulk(b"EVAL");
+            sink.bulk(script.source.as_bytes());
+        } else {
+            sink.bulk(b"EVALSHA");
+            sink.bulk(&script.sha);
+        }
+        sink.bulk_u64(keys.len() as u64);
+        for key in keys {
+            sink.bulk_parts(&key[..]);
+        }
+    }
+
+    /// A `BLPOP` timeout: never 0 (that blocks forever); fractional seconds where the server
+    /// takes them, else whole seconds rounded up.
+    fn block_timeout(&self, timeout: Duration, sink: &mut dyn Sink) {
+        let ms = timeout.as_millis().max(1);
+        if self.server.has_fractional_block_timeout() {
+            let mut whole = [0u8; 20];
+            let mut frac = [0u8; 20];
+            let whole = resp::encode::decimal(ms / 1000, &mut whole);
+            let frac = resp::encode::decimal(1000 + ms % 1000, &mut frac);
+            // `1000 + r` for r < 1000 is four digits; the last three are r zero-padded.
+            sink.bulk_parts(&[whole, b".", frac.get(1..).unwrap_or_default()]);
+        } else {
+            sink.bulk_u64(ms.div_ceil(1000));
+        }
+    }
+}

@@ -21,7 +21,7 @@ use core::fmt;
 
 use crate::error::{ProtocolError, ServerError, ServerErrorKind};
 use crate::resp::{self, BufferTooSmall, Framer, Protocol, Reply, Sink};
-use crate::script;
+use crate::script::SCRIPTS;
 use crate::server::{Flavor, ServerInfo, Version};
 use crate::time::{Duration, Instant};
 
@@ -181,7 +181,7 @@ impl Handshake {
                 Step::AwaitLegacy,
             ),
             Step::Loading { sent, answered } => {
-                let Some(script) = script::ALL.get(usize::from(sent)) else {
+                let Some(script) = SCRIPTS.get(usize::from(sent)) else {
                     return Ok(None);
                 };
                 let len = resp::encode_into(buf, |sink| {
@@ -300,7 +300,7 @@ impl Handshake {
                 return self.finish(Err(HandshakeError::Protocol(ProtocolError::Unsolicited)));
             }
             self.step = Step::Loading { sent, answered };
-            if usize::from(answered) == script::ALL.len() {
+            if usize::from(answered) == SCRIPTS.len() {
                 let info = self.info;
                 self.finish(Ok(info));
             }
@@ -674,12 +674,8 @@ mod tests {
         while let Some(len) = h.poll_transmit(&mut buf).unwrap() {
             loaded.push(buf[..len].to_vec());
         }
-        assert_eq!(
-            loaded.len(),
-            script::ALL.len(),
-            "one SCRIPT LOAD per transmit"
-        );
-        for (bytes, script) in loaded.iter().zip(script::ALL) {
+        assert_eq!(loaded.len(), SCRIPTS.len(), "one SCRIPT LOAD per transmit");
+        for (bytes, script) in loaded.iter().zip(SCRIPTS) {
             assert!(bytes.ends_with(alloc::format!("{}\r\n", script.source).as_bytes()));
         }
         // One load refused (an ACL without SCRIPT): still a working connection.
@@ -687,10 +683,10 @@ mod tests {
             alloc::format!("$40\r\n{}\r\n", core::str::from_utf8(&s.sha).unwrap())
         };
         let replies = [
-            sha(&script::ALL[0]),
+            sha(&SCRIPTS[0]),
             "-NOPERM no\r\n".into(),
-            sha(&script::ALL[2]),
-            sha(&script::ALL[3]),
+            sha(&SCRIPTS[2]),
+            sha(&SCRIPTS[3]),
         ]
         .concat();
         h.handle_input(replies.as_bytes(), Instant::ZERO);

@@ -24,6 +24,8 @@
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
+//! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
+//!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -104,6 +106,7 @@ pub use resp::{BufferTooSmall, Protocol};
 #[cfg(feature = "fuzzing")]
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
+pub use script::{SCRIPTS, Script};
 pub use server::{Flavor, ServerInfo, Version};
 pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

@@ -8,9 +8,11 @@
 //! each returns integers or a flat array of integers, so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
-/// A script's text and digest.
+/// A script's name, text and digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Script {
+    /// What it does: `acquire`, `release`, `extend` or `raise-fence`.
+    pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
     /// Lowercase hex SHA-1 of `source`, as sent by `EVALSHA`.
@@ -21,8 +23,8 @@ impl Script {
     /// A script and its digest, written out: `every_digest_matches_its_script_text` checks
     /// each against a SHA-1 implementation, so a changed script fails that test until its
     /// digest is updated.
-    const fn new(source: &'static str, sha: [u8; 40]) -> Self {
-        Script { source, sha }
+    const fn new(name: &'static str, source: &'static str, sha: [u8; 40]) -> Self {
+        Script { name, source, sha }
     }
 }
 
@@ -46,6 +48,7 @@ impl Script {
 /// server's own message says only "a key", and a user told the lock key has the wrong type
 /// when it is the fence key looks in the wrong place.
 pub const ACQUIRE: Script = Script::new(
+    "acquire",
     r"local function try(role, cmd, key)
  local r = redis.pcall(cmd, key)
  if type(r) == 'table' and r.err then
@@ -89,6 +92,7 @@ return {0, redis.call('PTTL', KEYS[1])}
 /// signal). Returns -1 when the token does not hold the lock, 0 when released, n > 0 when a
 /// reentrant lock is still held n times.
 pub const RELEASE: Script = Script::new(
+    "release",
     r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if ARGV[2] == '1' then
   local left = redis.call('DECR', KEYS[2])
@@ -111,6 +115,7 @@ return 0
 /// `KEYS`: lock, holds. `ARGV`: token, ttl ms. Returns 1 when extended, 0 when the token
 /// does not hold the lock.
 pub const EXTEND: Script = Script::new(
+    "extend",
     r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -123,6 +128,7 @@ return 1
 ///
 /// `KEYS`: fence. `ARGV`: the value. Returns the counter afterwards.
 pub const RAISE_FENCE: Script = Script::new(
+    "raise-fence",
     r"local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local wanted = tonumber(ARGV[1])
 if current < wanted then
@@ -134,8 +140,9 @@ return current
     *b"303c7a9b869e409db36ccd3303a570fd6acc8510",
 );
 
-/// Every script, for tests and for preloading with `SCRIPT LOAD`.
-pub const ALL: [Script; 4] = [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE];
+/// Every script the protocol runs on a server: for operators who preload them with
+/// `SCRIPT LOAD` or allow-list them by digest, and for tests.
+pub const SCRIPTS: [Script; 4] = [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE];
 
 #[cfg(test)]
 mod tests {
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn every_digest_matches_its_script_text() {
-        for script in ALL {
+        for script in SCRIPTS {
             let reference = Sha1::digest(script.source.as_bytes());
             let hex: alloc::string::String = reference
                 .iter()

@@ -9,7 +9,7 @@ mod common;
 use common::{drain, lock_with, ms, servers, token};
 use distlock_core::{
     Acquire, Duration, Flavor, Handshake, HandshakeOptions, Instant, LockOptions, Machine,
-    Operation, Release, ServerInfo, Version, script,
+    Operation, Release, SCRIPTS, ServerInfo, Version,
 };
 
 /// The driver loop of `core/src/machine.rs` with every node silent from now on: the outcome
@@ -156,7 +156,7 @@ fn handshake_outcome_comes_once_even_if_bytes_follow() {
             ms(2),
         );
     }
-    assert_eq!(loads, script::ALL.len());
+    assert_eq!(loads, SCRIPTS.len());
     assert!(matches!(hs.poll_outcome(), Some(Ok(_))));
     // Anything more on the connection (here a stray reply) is not the handshake's business.
     hs.handle_input(b"+OK\r\n", ms(3));

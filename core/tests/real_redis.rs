@@ -432,7 +432,7 @@ fn the_default_handshake_loads_the_lock_scripts() {
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     handshake_with(&mut conn, HandshakeOptions::default());
     let mut raw = Raw::to(&server);
-    for script in distlock_core::script::ALL {
+    for script in distlock_core::SCRIPTS {
         let exists = raw.cmd(&[b"SCRIPT", b"EXISTS", &script.sha]);
         assert_eq!(
             exists,

@@ -2,7 +2,7 @@
 //! memory bounded, must send exactly the commands its options describe, and must end by its
 //! deadline.
 
-use distlock_core::{Credentials, Duration, Handshake, HandshakeOptions, Instant, script};
+use distlock_core::{Credentials, Duration, Handshake, HandshakeOptions, Instant, SCRIPTS};
 
 use crate::meter;
 use crate::wire::{Command, decode_commands};
@@ -47,7 +47,7 @@ pub enum Batch {
 
 /// The `SCRIPT LOAD` batch.
 pub fn expected_loads() -> Vec<Command> {
-    script::ALL
+    SCRIPTS
         .iter()
         .map(|s| {
             vec![
@@ -149,7 +149,7 @@ impl HandshakeHarness {
                         Batch::Loads => {
                             self.options.load_scripts
                                 && self.sent.iter().any(|b| *b != Batch::Loads)
-                                && self.loads + commands.len() <= script::ALL.len()
+                                && self.loads + commands.len() <= SCRIPTS.len()
                         }
                     };
                     assert!(

@@ -452,7 +452,7 @@ async fn pooled_connection_dead_after_restart_is_replaced() {
 /// Loads the lock scripts into `server`'s script cache (as an earlier release would have).
 fn load_scripts(server: &RedisServer) {
     let mut raw = server.raw();
-    for script in distlock_core::script::ALL {
+    for script in distlock_core::SCRIPTS {
         raw.ok(&["SCRIPT", "LOAD", script.source]);
     }
 }

@@ -1187,7 +1187,7 @@ async fn server_restart_without_persistence_forgets_lock_and_fences() {
 /// Loads the lock scripts into `server`'s cache (so no release needs a `NOSCRIPT` round).
 fn load_scripts(server: &RedisServer) {
     let mut raw = server.raw();
-    for script in distlock_core::script::ALL {
+    for script in distlock_core::SCRIPTS {
         raw.ok(&["SCRIPT", "LOAD", script.source]);
     }
 }

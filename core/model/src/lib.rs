@@ -19,7 +19,7 @@
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
 //!   `-ERR unknown command`.
 //! - Scripts: the model has no Lua. It recognises the core's four scripts
-//!   ([`distlock_core::script::ALL`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
+//!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
 //!   writes it made before the failing call (there is no rollback). An unknown SHA is
@@ -80,11 +80,9 @@ extern crate alloc;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
-use distlock_core::resp::Protocol;
-use distlock_core::resp::encode::decimal;
-use distlock_core::script::{self, Script};
 use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
+use distlock_core::{Protocol, SCRIPTS, Script};
 
 /// Which server the model claims to be; decides the commands it has (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -217,12 +215,27 @@ enum Known {
     RaiseFence,
 }
 
+/// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
+/// checks the names line up).
 static KNOWN: [(Known, Script); 4] = [
-    (Known::Acquire, script::ACQUIRE),
-    (Known::Release, script::RELEASE),
-    (Known::Extend, script::EXTEND),
-    (Known::RaiseFence, script::RAISE_FENCE),
+    (Known::Acquire, SCRIPTS[0]),
+    (Known::Release, SCRIPTS[1]),
+    (Known::Extend, SCRIPTS[2]),
+    (Known::RaiseFence, SCRIPTS[3]),
 ];
+
+/// `n` in decimal, written to the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
 
 impl Known {
     fn index(self) -> usize {
@@ -237,7 +250,7 @@ impl Known {
     fn sha(self) -> &'static [u8; 40] {
         match KNOWN.get(self.index()) {
             Some((_, s)) => &s.sha,
-            None => &script::ACQUIRE.sha,
+            None => &KNOWN[0].1.sha,
         }
     }
 
@@ -1960,6 +1973,38 @@ mod tests {
     };
     use distlock_core::{Handshake, HandshakeOptions};
     use distlock_core::{Machine, Operation};
+
+    /// The core's scripts by name, as the tests below use them.
+    mod script {
+        use super::KNOWN;
+        use distlock_core::Script;
+        pub(super) const ACQUIRE: Script = KNOWN[0].1;
+        pub(super) const RELEASE: Script = KNOWN[1].1;
+        pub(super) const EXTEND: Script = KNOWN[2].1;
+        pub(super) const RAISE_FENCE: Script = KNOWN[3].1;
+    }
+
+    #[test]
+    fn every_known_script_is_the_core_script_of_its_name() {
+        let names = KNOWN.map(|(known, script)| (known, script.name));
+        assert_eq!(
+            names,
+            [
+                (Known::Acquire, "acquire"),
+                (Known::Release, "release"),
+                (Known::Extend, "extend"),
+                (Known::RaiseFence, "raise-fence"),
+            ]
+        );
+    }
+
+    #[test]
+    fn decimals_are_written_as_redis_writes_them() {
+        let mut buf = [0; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1_234_567, &mut buf), b"1234567");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
 
     fn ms(n: u64) -> Instant {
         Instant::from_millis(n)

@@ -2354,7 +2354,7 @@ fn render_command(args: &[Vec<u8>]) -> String {
     let mut parts = Vec::new();
     for (i, a) in args.iter().enumerate() {
         if i == 1 && args[0].eq_ignore_ascii_case(b"EVAL") {
-            let name = distlock_core::script::ALL
+            let name = distlock_core::SCRIPTS
                 .iter()
                 .position(|s| s.source.as_bytes() == a.as_slice())
                 .map_or("<script>", |i| {
@@ -2362,7 +2362,7 @@ fn render_command(args: &[Vec<u8>]) -> String {
                 });
             parts.push(name.to_string());
         } else if i == 1 && args[0].eq_ignore_ascii_case(b"EVALSHA") {
-            let name = distlock_core::script::ALL
+            let name = distlock_core::SCRIPTS
                 .iter()
                 .position(|s| s.sha.as_slice() == a.as_slice())
                 .map_or("<sha>", |i| {

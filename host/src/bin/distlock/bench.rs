@@ -21,8 +21,6 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use distlock_core::resp::{self, Framer, Sink};
-use distlock_core::script;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -224,23 +222,23 @@ impl Floor {
     /// Connects to each node and loads the release script, as any client would.
     pub(crate) async fn connect(urls: &[String]) -> Result<Floor, Error> {
         let token = b"floor-token-0123456789abcdef";
-        let set = encode(|s| {
-            s.command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
-        });
-        let release = encode(|s| {
-            s.command(&[
-                b"EVALSHA",
-                &script::RELEASE.sha,
-                b"3",
-                b"distlock:{floor}",
-                b"distlock:{floor}:holds",
-                b"distlock:{floor}:signal",
-                token,
-                b"0",
-                b"1000",
-            ]);
-        });
-        let load = encode(|s| s.command(&[b"SCRIPT", b"LOAD", script::RELEASE.source.as_bytes()]));
+        let release_script = distlock_core::SCRIPTS
+            .iter()
+            .find(|s| s.name == "release")
+            .expect("the core has a release script");
+        let set = command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
+        let release = command(&[
+            b"EVALSHA",
+            &release_script.sha,
+            b"3",
+            b"distlock:{floor}",
+            b"distlock:{floor}:holds",
+            b"distlock:{floor}:signal",
+            token,
+            b"0",
+            b"1000",
+        ]);
+        let load = command(&[b"SCRIPT", b"LOAD", release_script.source.as_bytes()]);
         let mut nodes = Vec::new();
         for url in urls {
             let endpoint: distlock_host::Endpoint = url.parse()?;
@@ -297,12 +295,15 @@ fn connect_error(endpoint: &str, source: std::io::Error) -> Error {
     })
 }
 
-fn encode(write: impl Fn(&mut dyn Sink)) -> Vec<u8> {
-    let mut buf = vec![0u8; 4096];
-    // 4 KiB holds each of these commands (the longest is SCRIPT LOAD of the release script).
-    let len = resp::encode_into(&mut buf, write).expect("bench command fits its buffer");
-    buf.truncate(len);
-    buf
+/// One command as RESP: an array of bulk strings, as every client writes it.
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// Writes one command and reads exactly one reply.
@@ -311,26 +312,29 @@ async fn round_trip(socket: &mut TcpStream, command: &[u8]) -> std::io::Result<(
     read_reply(socket).await
 }
 
-/// Reads exactly one reply (the bench's replies are small, and nothing else is in flight).
+/// Reads exactly one reply (the bench's replies are small, and nothing else is in flight),
+/// framed by `redis-protocol` as an independent client would.
 async fn read_reply(socket: &mut TcpStream) -> std::io::Result<()> {
-    let mut framer: Framer<1024> = Framer::new();
-    let mut buf = [0u8; 1024];
+    // On the stack, as the lock's own reads are: the floor pays no allocation either.
+    let mut pending = [0u8; 1024];
+    let mut len = 0;
     loop {
-        if framer
-            .next_frame_len()
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .is_some()
-        {
-            return Ok(());
+        match redis_protocol::resp2::decode::decode_range(&pending[..len]) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
         }
-        let n = socket.read(&mut buf).await?;
+        let Some(room) = pending.get_mut(len..).filter(|r| !r.is_empty()) else {
+            return Err(std::io::Error::other("reply longer than the bench expects"));
+        };
+        let n = socket.read(room).await?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "server closed",
             ));
         }
-        framer.push(&buf[..n]);
+        len += n;
     }
 }
 

@@ -23,10 +23,6 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::pool::Pool;
 
-/// The longest a finished operation's connections are read in the background for the replies
-/// they still owe before being closed instead of pooled.
-const SETTLE_LIMIT: Duration = Duration::from_secs(2);
-
 /// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded
 /// in-process store. Cheap to clone; connections are pooled per node.
 ///
@@ -272,7 +268,7 @@ impl Client {
             // go back to the pool instead of being reopened.
             let pool = Arc::clone(pool);
             tokio::spawn(async move {
-                settle(&mut machine, &mut slots, &servers, &pool, SETTLE_LIMIT).await;
+                settle(&mut machine, &mut slots, &servers, &pool).await;
                 return_slots(&pool, slots);
             });
         }

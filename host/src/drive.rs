@@ -99,8 +99,9 @@ pub(crate) fn in_step<Op: Operation, const N: usize>(
 }
 
 /// After the outcome: reads the replies the connections still owe, so they can be pooled
-/// again instead of reopened, for at most `limit` (the machine's own request timeouts end
-/// it sooner when a node stays silent). Open connections still owing replies at the end are
+/// again instead of reopened, for at most the lock's request timeout — the core's rule for
+/// how long a node may stay silent (replies the machine abandoned carry no deadline of their
+/// own; those it still awaits end sooner at theirs). Open connections still owing replies at the end are
 /// dropped, so a late reply can never reach the next user of a pooled connection;
 /// connections still opening are left to finish in their tasks (see [`Pool::open`]).
 pub(crate) async fn settle<Op: Operation, const N: usize>(
@@ -108,8 +109,8 @@ pub(crate) async fn settle<Op: Operation, const N: usize>(
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
-    limit: std::time::Duration,
 ) {
+    let limit = crate::clock::to_std(machine.lock().options().request_timeout);
     let _ = tokio::time::timeout(
         limit,
         pump(machine, slots, servers, pool, None, |machine, slots| {

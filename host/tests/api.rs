@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, Error};
+use support::faults::{is_outage, load_scripts};
 use support::{
     RedisServer, blocking, command_calls, require_redis, unique_name, until, until_blocked,
 };
@@ -15,19 +16,7 @@ use tokio::time::timeout;
 
 /// A typed error a client may see while its server is down, and nothing else.
 fn assert_outage_error(e: &Error, what: &str) {
-    assert!(
-        matches!(
-            e,
-            Error::Connect { .. }
-                | Error::Lock(
-                    distlock_core::Error::QuorumLost { .. }
-                        | distlock_core::Error::NotAcquired { .. }
-                        | distlock_core::Error::NotHeld
-                        | distlock_core::Error::Expired
-                )
-        ),
-        "{what}: unexpected error {e:?} ({e})"
-    );
+    assert!(is_outage(e), "{what}: unexpected error {e:?} ({e})");
 }
 
 /// The server restarts (empty) while A holds the lock with auto-renewal and B waits for it:
@@ -447,14 +436,6 @@ async fn pooled_connection_dead_after_restart_is_replaced() {
         "the free lock took {elapsed:?}"
     );
     guard.release().await.expect("release");
-}
-
-/// Loads the lock scripts into `server`'s script cache (as an earlier release would have).
-fn load_scripts(server: &RedisServer) {
-    let mut raw = server.raw();
-    for script in distlock_core::script::ALL {
-        raw.ok(&["SCRIPT", "LOAD", script.source]);
-    }
 }
 
 /// Redlock over three nodes; node 2 stalls for 500 ms (`DEBUG SLEEP`, under the 1 s request

@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_host::{Client, ConnectOptions, KeyLayout, Released};
@@ -37,19 +37,17 @@ async fn latency_slows_but_keeps_exclusion() {
     proxy.latency(Dir::Down, rtt / 2);
     let name = unique_name("latency");
     let section = Arc::new(Section::default());
-    let fences = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let client = Client::connect([proxy.url()]).await.expect("connect");
-        let (name, section, fences) = (name.clone(), Arc::clone(&section), Arc::clone(&fences));
+        let (name, section) = (name.clone(), Arc::clone(&section));
         workers.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
                 let acquire = client.lock(&name).ttl(ttl).wait(wait).fenced(true);
                 let (guard, took) = bounded("acquire", deadline(wait), acquire.acquire()).await;
                 let guard = guard.unwrap_or_else(|e| panic!("acquire under latency: {e:?}"));
                 let validity = guard.validity();
-                section.enter();
-                fences.lock().unwrap().push(guard.fence().expect("fenced"));
+                section.enter_fenced(guard.fence().expect("fenced"));
                 assert!(took >= rtt, "an acquire took {took:?}, under a round trip");
                 assert!(
                     validity <= ttl - drift(ttl) - rtt,
@@ -67,11 +65,7 @@ async fn latency_slows_but_keeps_exclusion() {
     for worker in workers {
         worker.await.expect("worker");
     }
-    assert_eq!(section.overlaps(), 0, "two holders at once");
-    assert_eq!(section.entries(), (WORKERS * ROUNDS) as u64);
-    let fences = fences.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=(WORKERS * ROUNDS) as u64).collect();
-    assert_eq!(fences, expected, "fences in the order the lock was held");
+    section.assert_one_at_a_time_fenced((WORKERS * ROUNDS) as u64);
 }
 
 /// Both directions trickle (replies a byte every 2 ms, requests 8 bytes a millisecond), so
@@ -88,7 +82,6 @@ async fn slow_drip_still_correct() {
     proxy.drip(Dir::Up, Some((8, Duration::from_millis(1))));
     let name = unique_name("drip");
     let section = Arc::new(Section::default());
-    let fences = Arc::new(Mutex::new(Vec::new()));
     let wait = Duration::from_secs(15);
     let mut workers = Vec::new();
     // The handshake's replies (HELLO's map, the script digests) take seconds at a byte every
@@ -102,15 +95,14 @@ async fn slow_drip_still_correct() {
         let client = Client::connect_with([proxy.url()], options.clone(), KeyLayout::default())
             .await
             .expect("connect");
-        let (name, section, fences) = (name.clone(), Arc::clone(&section), Arc::clone(&fences));
+        let (name, section) = (name.clone(), Arc::clone(&section));
         workers.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
                 let acquire = client.lock(&name).ttl(Duration::from_secs(10)).wait(wait);
                 let (guard, _) =
                     bounded("acquire", deadline(wait), acquire.fenced(true).acquire()).await;
                 let guard = guard.unwrap_or_else(|e| panic!("acquire under a drip: {e:?}"));
-                section.enter();
-                fences.lock().unwrap().push(guard.fence().expect("fenced"));
+                section.enter_fenced(guard.fence().expect("fenced"));
                 let (extended, _) = bounded(
                     "extend",
                     deadline(Duration::ZERO),
@@ -129,9 +121,5 @@ async fn slow_drip_still_correct() {
     for worker in workers {
         worker.await.expect("worker");
     }
-    assert_eq!(section.overlaps(), 0, "two holders at once");
-    assert_eq!(section.entries(), (WORKERS * ROUNDS) as u64);
-    let fences = fences.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=(WORKERS * ROUNDS) as u64).collect();
-    assert_eq!(fences, expected, "fences in the order the lock was held");
+    section.assert_one_at_a_time_fenced((WORKERS * ROUNDS) as u64);
 }

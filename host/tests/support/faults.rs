@@ -58,6 +58,15 @@ pub(crate) fn is_outage(e: &Error) -> bool {
     )
 }
 
+/// Whether `result` is the refusal a holder gets once its lock is gone: `NotHeld`, typed —
+/// its call did not touch whoever holds the lock now.
+pub(crate) fn is_not_held<T>(result: &Result<T, Error>) -> bool {
+    matches!(
+        result.as_ref().map_err(Error::lock_error),
+        Err(Some(distlock_core::Error::NotHeld))
+    )
+}
+
 /// The lock key's holder on `server` (its token), if any.
 pub(crate) fn holder_token(server: &RedisServer, name: &str) -> Option<String> {
     server.raw().ok(&["GET", &lock_key(name)]).text()

@@ -9,17 +9,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{KillOnDrop, distlock, process_state, wait_for};
 
-/// A critical section that counts entries and catches overlaps.
+/// A critical section that counts entries and catches overlaps, and remembers the fences
+/// its holders entered with.
 #[derive(Default)]
 pub(crate) struct Section {
     inside: AtomicBool,
     entries: AtomicU64,
     overlaps: AtomicU64,
+    fences: Mutex<Vec<u64>>,
 }
 
 impl Section {
@@ -29,6 +32,12 @@ impl Section {
         if self.inside.swap(true, Ordering::SeqCst) {
             self.overlaps.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Enters holding `fence`; the fences are kept in the order the section was entered.
+    pub(crate) fn enter_fenced(&self, fence: u64) {
+        self.enter();
+        self.fences.lock().expect("fences").push(fence);
     }
 
     pub(crate) fn leave(&self) {
@@ -41,6 +50,16 @@ impl Section {
 
     pub(crate) fn overlaps(&self) -> u64 {
         self.overlaps.load(Ordering::SeqCst)
+    }
+
+    /// Checks that `entries` holders entered, one at a time, with fences 1, 2, … in the
+    /// order they entered: what one lock taken `entries` times must give.
+    pub(crate) fn assert_one_at_a_time_fenced(&self, entries: u64) {
+        assert_eq!(self.overlaps(), 0, "two holders at once");
+        assert_eq!(self.entries(), entries);
+        let fences = self.fences.lock().expect("fences").clone();
+        let expected: Vec<u64> = (1..=entries).collect();
+        assert_eq!(fences, expected, "fences in the order the lock was held");
     }
 }
 

@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, Error};
+use support::faults::{is_not_held, is_outage, load_scripts};
 use support::{
     RedisServer, blocking, command_calls, require_redis, unique_name, until, until_blocked,
 };
@@ -15,19 +16,7 @@ use tokio::time::timeout;
 
 /// A typed error a client may see while its server is down, and nothing else.
 fn assert_outage_error(e: &Error, what: &str) {
-    assert!(
-        matches!(
-            e,
-            Error::Connect { .. }
-                | Error::Lock(
-                    distlock_core::Error::QuorumLost { .. }
-                        | distlock_core::Error::NotAcquired { .. }
-                        | distlock_core::Error::NotHeld
-                        | distlock_core::Error::Expired
-                )
-        ),
-        "{what}: unexpected error {e:?} ({e})"
-    );
+    assert!(is_outage(e), "{what}: unexpected error {e:?} ({e})");
 }
 
 /// The server restarts (empty) while A holds the lock with auto-renewal and B waits for it:
@@ -113,13 +102,7 @@ async fn server_restart_while_held_and_waited() {
     assert_eq!(guard.validity(), Duration::ZERO);
     // A's release is refused, typed, and leaves B's lock alone.
     let released = guard.release().await;
-    assert!(
-        matches!(
-            released.as_ref().map_err(Error::lock_error),
-            Err(Some(distlock_core::Error::NotHeld))
-        ),
-        "{released:?}"
-    );
+    assert!(is_not_held(&released), "{released:?}");
     assert!(b_guard.is_held());
     b_guard.release().await.expect("B releases");
 }
@@ -447,14 +430,6 @@ async fn pooled_connection_dead_after_restart_is_replaced() {
         "the free lock took {elapsed:?}"
     );
     guard.release().await.expect("release");
-}
-
-/// Loads the lock scripts into `server`'s script cache (as an earlier release would have).
-fn load_scripts(server: &RedisServer) {
-    let mut raw = server.raw();
-    for script in distlock_core::SCRIPTS {
-        raw.ok(&["SCRIPT", "LOAD", script.source]);
-    }
 }
 
 /// Redlock over three nodes; node 2 stalls for 500 ms (`DEBUG SLEEP`, under the 1 s request

@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::holders::ExecHolder;
 use support::{
     KillOnDrop, RedisServer, distlock, require_redis, run_bounded, show, stderr, stdout,
     unique_name, wait_for,
@@ -101,43 +102,9 @@ fn sigkilled_holder_lock_frees_at_ttl() {
     let server = RedisServer::start();
     let url = server.url();
     let name = unique_name("killed");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pid_file = dir.path().join("child.pid");
-    let holder = distlock(
-        &url,
-        &[
-            "exec",
-            "--name",
-            &name,
-            "--ttl",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            r#"echo $$ > "$1"; exec sleep 60"#,
-            "sh",
-            &pid_file.display().to_string(),
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn distlock exec");
-    let mut holder = KillOnDrop(holder);
-    // The lock's command: killed at the end however the test goes (it is not distlock's
+    // The lock's command is killed at the end however the test goes (it is not distlock's
     // child any more once distlock is dead).
-    struct KillPid(Option<i32>);
-    impl Drop for KillPid {
-        fn drop(&mut self) {
-            if let Some(pid) = self.0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-    let mut sleeper = KillPid(None);
+    let mut holder = ExecHolder::spawn(&url, &name, &["--ttl", "2s"], "exec sleep 60");
 
     // Held once `status` names a holder.
     let token = wait_for(
@@ -149,11 +116,7 @@ fn sigkilled_holder_lock_frees_at_ttl() {
             status["holder"].as_str().map(str::to_owned)
         },
     );
-    sleeper.0 = Some(wait_for(
-        "the child's pid file",
-        Duration::from_secs(10),
-        || std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok(),
-    ));
+    holder.command_pid();
     assert!(!token.is_empty());
 
     // Kill just after a renewal (the key's TTL back near 2 s), so the wait is long enough to
@@ -165,9 +128,9 @@ fn sigkilled_holder_lock_frees_at_ttl() {
         Duration::from_secs(10),
         || (raw.ok(&["PTTL", &key]).int()? > 1800).then_some(()),
     );
-    holder.0.kill().expect("SIGKILL distlock");
+    holder.distlock.0.kill().expect("SIGKILL distlock");
     let killed = Instant::now();
-    let _ = holder.0.wait();
+    let _ = holder.distlock.0.wait();
     let pttl_after_kill = raw.ok(&["PTTL", &key]).int().expect("PTTL");
     assert!(
         pttl_after_kill > 1000,

@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::holders::{gone, kill_if_running, read_number};
 use support::proxy::{Dir, Proxy};
 use support::{
     KillOnDrop, RedisServer, distlock, lock_key, process_state, require_redis, run_bounded,
@@ -90,11 +91,7 @@ impl Job {
     /// The innermost process's pid, once it runs.
     fn pid(&self) -> u32 {
         wait_for("the job's pid file", LIMIT, || {
-            std::fs::read_to_string(self.path("pid"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
+            read_number(&self.path("pid")).and_then(|p| u32::try_from(p).ok())
         })
     }
 
@@ -124,21 +121,10 @@ impl Job {
 
 impl Drop for Job {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.path("pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            && !gone(pid)
-        {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        if let Some(pid) = read_number(&self.path("pid")).and_then(|p| u32::try_from(p).ok()) {
+            kill_if_running(pid);
         }
     }
-}
-
-/// Whether process `pid` no longer runs (absent, or a zombie).
-fn gone(pid: u32) -> bool {
-    matches!(process_state(pid), None | Some('Z' | 'X'))
 }
 
 /// Now on the wall clock, in ns since the epoch (the heartbeat's clock).

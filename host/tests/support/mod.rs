@@ -1,7 +1,10 @@
 //! Test support for the host's integration tests: real `redis-server` processes on free
 //! loopback ports, a tiny raw RESP client to look at them, a scripted fake server for hostile
-//! replies ([`fake`]), bounded runs of the `distlock` binary, and a TCP fault proxy
-//! ([`proxy`]) to put between a client and a server.
+//! replies ([`fake`]), bounded runs of the `distlock` binary, a TCP fault proxy
+//! ([`proxy`]) to put between a client and a server, what every fault test checks
+//! ([`faults`]: deadlines, typed outage errors, a guard's claim against its key), and lock
+//! holders ([`holders`]: a critical section that catches overlaps, a fenced resource,
+//! `distlock exec` holder processes).
 //!
 //! Without `redis-server` on `PATH` every test that needs it fails, saying how to install it.
 //! Skipping is an explicit opt-out: `DISTLOCK_SKIP_REDIS=1` turns the failure into a skip
@@ -22,6 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub(crate) mod fake;
+pub(crate) mod faults;
+pub(crate) mod holders;
 pub(crate) mod python;
 
 /// How long a server gets to accept connections after it was started.

@@ -6,9 +6,8 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use super::bindings::provider::exports::distlock::lock::distlock::Guest as Api;
+use super::bindings::provider::exports::distlock::lock::distlock::{self as wit, Guest as Api};
 use super::state::HostState;
-use super::wit;
 
 /// A `client` of a [`LockInstance`].
 #[derive(Debug)]

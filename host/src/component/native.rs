@@ -1,5 +1,6 @@
 //! A guest's `distlock` import served by the Rust driver: each call runs [`crate::Client`]
-//! on the adapter's runtime, blocking the guest's thread until it is done.
+//! on the adapter's runtime, blocking the guest's thread until it is done (or the guest is
+//! stopped). The resources it hands out are [`NativeClient`] and [`NativeLease`].
 //!
 //! Same semantics as the lock component: a lease released (or found lost) is inert, a
 //! dropped lease is released, errors are the `error` variant case for case.
@@ -12,37 +13,8 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use super::bindings::app::distlock::lock::distlock::{
     self as api, Config, ConfigError, ConfigErrorKind, Error,
 };
+use super::resources::{NativeClient, NativeLease};
 use super::state::HostState;
-
-/// A guest's `client`.
-// `pub`: the generated bindings re-export it.
-#[allow(unreachable_pub)]
-pub struct NativeClient {
-    client: crate::Client,
-    options: LockOptions,
-}
-
-/// A guest's `lease`; `None` once released.
-// `pub`: the generated bindings re-export it.
-#[allow(unreachable_pub)]
-pub struct NativeLease {
-    guard: Option<crate::Guard>,
-    name: String,
-    token: String,
-    fence: Option<u64>,
-}
-
-impl NativeLease {
-    /// The lock's name, as the guest gave it.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The guard, if the lease still holds one.
-    pub(crate) fn take_guard(&mut self) -> Option<crate::Guard> {
-        self.guard.take()
-    }
-}
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)

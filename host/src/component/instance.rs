@@ -142,6 +142,17 @@ impl LockInstance {
         Ok(Duration::from_millis(ms))
     }
 
+    /// `lease.renew`: extends the lease if the core's renewal schedule says it is due;
+    /// how long until the next call is due.
+    pub fn renew(&mut self, lease: &LeaseHandle) -> Result<Duration, CallError> {
+        let ms = self
+            .api
+            .lease()
+            .call_renew(&mut self.store, lease.0)?
+            .map_err(CallError::Lock)?;
+        Ok(Duration::from_millis(ms))
+    }
+
     /// `lease.release`.
     pub fn release(&mut self, lease: &LeaseHandle) -> Result<(), CallError> {
         self.api

@@ -111,6 +111,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         },
     )?;
     i.func_wrap(
+        "[method]lease.renew",
+        |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_renew(&mut cx, inner)?,))
+        },
+    )?;
+    i.func_wrap(
         "[method]lease.release",
         |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
             let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);

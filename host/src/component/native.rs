@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use distlock_core::LockOptions;
+use distlock_core::{LockOptions, LostReason};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::app::distlock::lock::distlock::{
@@ -88,6 +88,7 @@ impl HostState {
         let lease = NativeLease {
             token: guard.token().to_owned(),
             fence: guard.fence(),
+            renewal: guard.renewal(),
             guard: Some(guard),
             name,
         };
@@ -131,6 +132,21 @@ impl api::HostLease for HostState {
                 Err(e) => Err(host_error(e)),
             },
         )
+    }
+
+    // The guard runs the core's schedule one step; a stop cuts the extend short like any
+    // other wait (the guest ends, and its leases are released).
+    fn renew(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<u64, Error>> {
+        let halt = self.halt();
+        let NativeLease { guard, renewal, .. } = self.table.get_mut(&lease)?;
+        let Some(guard) = guard.as_ref() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(match halt.block_on(guard.renew_due(renewal))? {
+            Ok(next) => Ok(u64::try_from(next.as_millis()).unwrap_or(u64::MAX)),
+            Err(LostReason::NotHeld) => Err(Error::NotHeld),
+            Err(_) => Err(Error::Expired),
+        })
     }
 
     // Releasing is never cut short by a stop (it is what stopping is for): a plain wait,

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use distlock_core::LockOptions;
+use distlock_core::{LockOptions, Renewal};
 use wasmtime::component::ResourceAny;
 
 use crate::conn::Stream;
@@ -57,6 +57,8 @@ pub struct NativeLease {
     pub(crate) name: String,
     pub(crate) token: String,
     pub(crate) fence: Option<u64>,
+    /// The core's renewal schedule of the lease, driven by the guest's `renew` calls.
+    pub(crate) renewal: Renewal,
 }
 
 impl NativeLease {

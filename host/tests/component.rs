@@ -7,6 +7,9 @@
 //!   by a linked lock component or natively.
 //! - Guests and native clients exclude each other on one lock (same keys, same protocol): a
 //!   shared counter file, incremented racily under the lock, ends exact.
+//! - `lease.renew` on the three component paths: a guest renewing when due keeps its lease
+//!   past the TTL; with its node frozen it is told `expired` within the validity, before the
+//!   key could expire.
 //! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - The per-acquire cost of the component paths next to the native one (printed).

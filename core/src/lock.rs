@@ -97,6 +97,20 @@ impl Lock {
         })
     }
 
+    /// The same lock with another request timeout (an operation that must answer sooner,
+    /// such as a renewal's extend near the end of the validity).
+    pub fn with_request_timeout(&self, request_timeout: Duration) -> Result<Self, ConfigError> {
+        let options = LockOptions {
+            request_timeout,
+            ..self.options
+        };
+        options.validate()?;
+        Ok(Lock {
+            keys: self.keys.clone(),
+            options,
+        })
+    }
+
     /// When a lease whose attempt started at `started` stops being valid.
     #[must_use]
     pub fn valid_until(&self, started: Instant) -> Instant {

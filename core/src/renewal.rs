@@ -2,6 +2,7 @@
 //!
 //! The schedule is documented on [`Renewal`].
 
+use crate::lock::Lock;
 use crate::retry::{Backoff, Jitter, RetryPolicy};
 use crate::time::{Duration, Instant};
 
@@ -75,6 +76,11 @@ enum Phase {
 ///   caller's clock at `valid_until`, which already leaves the drift allowance before any
 ///   server lets the key expire, so "lost" is reported before anyone else can take the lock —
 ///   or at once when an extend finds another token holding it ([`crate::Error::NotHeld`]).
+/// - the extend it asks for answers by the validity's end at the latest
+///   ([`Renewal::extend_lock`] cuts its request timeout to the validity left), so a driver
+///   that cannot wait on the extend and the validity's end at once — a single-threaded
+///   WebAssembly guest blocked in the call — still hears of a failed renewal, and reports
+///   the lease lost, no later than the validity ends.
 ///
 /// Invariants: while held, [`Renewal::poll_timeout`] is never later than the validity's end;
 /// the validity only moves forward; once lost, the schedule stays lost and asks for nothing.
@@ -127,6 +133,22 @@ impl Renewal {
     #[must_use]
     pub fn valid_until(&self) -> Instant {
         self.valid_until
+    }
+
+    /// The lock to send the extend asked for by [`RenewalEvent::Extend`] with, at `now`:
+    /// `lock` (the lease's, to its TTL), its request timeout cut to the validity left (at
+    /// least 1 ms), so that the extend's outcome is in by the validity's end.
+    #[must_use]
+    pub fn extend_lock(&self, lock: &Lock, now: Instant) -> Lock {
+        let left = self.valid_until.saturating_since(now);
+        let timeout = lock
+            .options()
+            .request_timeout
+            .min(left)
+            .max(Duration::from_millis(1));
+        // Only a zero timeout is refused, and this one is positive.
+        lock.with_request_timeout(timeout)
+            .unwrap_or_else(|_| lock.clone())
     }
 
     /// Why the lease was lost, once it was.
@@ -292,6 +314,32 @@ mod tests {
             fire(&mut r, ms(400)),
             Some(RenewalEvent::Lost(LostReason::Expired))
         );
+    }
+
+    #[test]
+    fn the_extend_answers_by_the_end_of_the_validity() {
+        use crate::keys::KeyLayout;
+        use crate::lock::LockOptions;
+        let options = LockOptions {
+            ttl: Duration::from_secs(3),
+            ..LockOptions::default()
+        };
+        let lock = Lock::new(KeyLayout::default(), b"job", options).unwrap_or_else(|_| {
+            unreachable!("valid options");
+        });
+        let r = Renewal::new(Duration::from_secs(3), ms(0), ms(2_968), 1);
+        let timeout = |now| r.extend_lock(&lock, ms(now)).options().request_timeout;
+        // Plenty of validity left: the lock's own request timeout.
+        assert_eq!(timeout(1_000), Duration::from_secs(1));
+        // Near the end: only what is left, so the outcome is in by then.
+        assert_eq!(timeout(2_500), Duration::from_millis(468));
+        // At or past the end (the schedule has lost the lease by then): still a valid lock.
+        assert_eq!(timeout(2_968), Duration::from_millis(1));
+        assert_eq!(timeout(5_000), Duration::from_millis(1));
+        // Everything else is the lease's: the keys and the TTL.
+        let cut = r.extend_lock(&lock, ms(2_500));
+        assert_eq!(cut.keys(), lock.keys());
+        assert_eq!(cut.options().ttl, lock.options().ttl);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //!
 //! Invariants:
 //! - **The guard never claims more than the lease.** Its validity is the latest lease end
-//!   an extend confirmed (only ever moved forward), and zero once the lease was lost: a
-//!   holder that asks is told the truth before it acts as the owner.
+//!   an extend confirmed (only ever moved forward, except by a renewal driven by hand,
+//!   [`Guard::renew_due`], where nothing races it and the latest extend is the truth), and
+//!   zero once the lease was lost: a holder that asks is told the truth before it acts as
+//!   the owner.
 //! - **Renewal makes no decision.** The core's [`Renewal`] schedule says when to extend,
 //!   when to try again and when the lease is lost; the task waits, sends and reports.
 //! - **A guard is released once.** By [`Guard::release`], or else in the background when it
@@ -98,6 +100,8 @@ pub struct Guard {
     token: Token,
     fence: Option<u64>,
     holds: u32,
+    /// When the acquire started: where a renewal schedule starts counting.
+    started: distlock_core::Instant,
     held: Arc<Held>,
     renewal: Option<tokio::task::JoinHandle<()>>,
 }
@@ -145,6 +149,7 @@ impl Guard {
             token: lease.token().clone(),
             fence: lease.fence(),
             holds: lease.holds(),
+            started: lease.started(),
             held,
             renewal,
         }
@@ -229,6 +234,62 @@ impl Guard {
                 Err(e)
             }
         }
+    }
+
+    /// The core's renewal schedule of this lease, counted from its acquire: for a holder
+    /// that renews by hand, one [`Guard::renew_due`] at a time (a WebAssembly guest's
+    /// `lease.renew`), instead of the background task.
+    pub(crate) fn renewal(&self) -> Renewal {
+        let valid_until =
+            distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
+        Renewal::new(
+            self.lock.options().ttl,
+            self.started,
+            valid_until,
+            random_u64(),
+        )
+    }
+
+    /// One step of `schedule`, driven by hand: sends the extend it asks for if one is due —
+    /// to the lease's TTL, answered by the validity's end ([`Renewal::extend_lock`]) — and
+    /// returns how long until the next step is due, or why the lease is lost (the guard's
+    /// validity is zero from then on). Makes no decision: the schedule makes them all.
+    pub(crate) async fn renew_due(&self, schedule: &mut Renewal) -> Result<Duration, LostReason> {
+        let clock = self.client.clock();
+        schedule.handle_timeout(clock.now());
+        while let Some(event) = schedule.poll_event() {
+            if event != RenewalEvent::Extend {
+                break;
+            }
+            let lock = schedule.extend_lock(&self.lock, clock.now());
+            let outcome = match self.client.extend_lock(&lock, self.token.clone()).await {
+                Ok(extended) => {
+                    // Nothing races a renewal driven by hand: the latest extend set the keys'
+                    // expiry, shorter than an earlier `extend` to a longer TTL may have.
+                    self.held
+                        .valid_until
+                        .store(extended.valid_until.as_millis(), Ordering::Release);
+                    ExtendOutcome::Extended {
+                        started: extended.started,
+                        valid_until: extended.valid_until,
+                    }
+                }
+                Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
+                    ExtendOutcome::NotHeld
+                }
+                Err(e) => {
+                    debug!(error = %e, "renewal failed; the schedule tries again");
+                    ExtendOutcome::Failed
+                }
+            };
+            schedule.handle_extend_outcome(outcome, clock.now());
+        }
+        if let Some(reason) = schedule.lost() {
+            self.held.lost.send_replace(true);
+            return Err(reason);
+        }
+        let next = schedule.poll_timeout().unwrap_or_else(|| clock.now());
+        Ok(to_std(next.saturating_since(clock.now())))
     }
 
     /// Releases the lock and reports how it went.

@@ -7,6 +7,9 @@
 //!   by a linked lock component or natively.
 //! - Guests and native clients exclude each other on one lock (same keys, same protocol): a
 //!   shared counter file, incremented racily under the lock, ends exact.
+//! - `lease.renew` on the three component paths: a guest renewing when due keeps its lease
+//!   past the TTL; with its node frozen it is told `expired` within the validity, before the
+//!   key could expire.
 //! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - The per-acquire cost of the component paths next to the native one (printed).
@@ -857,6 +860,268 @@ fn guests_and_native_clients_exclude_each_other() {
         (GUESTS + NATIVE) as u64 * ROUNDS,
         "lost updates: the paths did not exclude each other"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Renewal: a guest without threads keeps its lease by calling `lease.renew` when due.
+// ---------------------------------------------------------------------------------------
+
+/// The three ways a guest's `lease.renew` is served.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// The lock component itself, over the host's `transport`.
+    Component,
+    /// A guest linked to the lock component.
+    Linked,
+    /// A guest served by the native driver.
+    Native,
+}
+
+const VIAS: [Via; 3] = [Via::Component, Via::Linked, Via::Native];
+
+impl Via {
+    fn instance(self, adapter: &Adapter) -> LockInstance {
+        let serve = match self {
+            Via::Component => return adapter.lock_component(Limits::default()).expect("instance"),
+            Via::Linked => Serve::Linked,
+            Via::Native => Serve::Native,
+        };
+        adapter
+            .guest_exports(&shared().passthrough, serve, Limits::default())
+            .expect("instance")
+    }
+}
+
+fn config_with_ttl(ttl: Duration) -> wit::Config {
+    wit::Config {
+        nodes: vec![],
+        key_prefix: None,
+        ttl_ms: Some(ttl.as_millis() as u64),
+        fenced: false,
+        request_timeout_ms: None,
+    }
+}
+
+/// Lock commands the server ran (`SET` for an acquire, a script for an extend).
+fn lock_commands(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    ["set", "evalsha", "eval"]
+        .iter()
+        .map(|c| support::command_calls(&stats, c))
+        .sum()
+}
+
+/// A guest that calls `renew` when it says keeps its lease through three TTLs; a call that
+/// is not due sends nothing; a lock reset by an operator is reported `not-held` at the next
+/// renewal, and the lease stays lost.
+#[test]
+fn a_renewing_guest_keeps_its_lease_past_the_ttl() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let ttl = Duration::from_millis(600);
+    for via in VIAS {
+        let mut instance = via.instance(&adapter);
+        let client = instance.open(&config_with_ttl(ttl)).expect("open");
+        let name = unique_name("renew");
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        let token = instance.token(&lease).expect("token");
+
+        // Just acquired: nothing is due, nothing is sent.
+        let sent = lock_commands(&server);
+        let due = instance.renew(&lease).expect("renew");
+        assert!(
+            due > Duration::ZERO && due <= ttl / 3,
+            "{via:?}: first renewal due in {due:?}"
+        );
+        assert_eq!(
+            lock_commands(&server),
+            sent,
+            "{via:?}: a call not due sent something"
+        );
+
+        // A manual extend to a longer TTL does not move the schedule: the next renewal
+        // brings the lease back to the client's TTL, and the validity says so (a validity
+        // kept at the longer extend's would outlive the key).
+        let long = instance.extend(&lease, 10 * ttl).expect("extend");
+        assert!(long > 5 * ttl, "{via:?}: {long:?}");
+        thread::sleep(due);
+        instance.renew(&lease).expect("renew");
+        let validity = instance.validity(&lease).expect("validity");
+        let pttl = server
+            .raw()
+            .ok(&["PTTL", &lock_key(&name)])
+            .int()
+            .unwrap_or(0);
+        assert!(
+            validity <= ttl && pttl <= ttl.as_millis() as i64,
+            "{via:?}: after the renewal the validity is {validity:?}, the key lives {pttl} ms"
+        );
+        let sent = lock_commands(&server);
+
+        // The guest's loop: work, then renew when due.
+        let started = Instant::now();
+        while started.elapsed() < 3 * ttl {
+            let due = instance
+                .renew(&lease)
+                .unwrap_or_else(|e| panic!("{via:?}: a renewing guest lost its lease: {e}"));
+            assert!(due <= ttl / 3, "{via:?}: next renewal due in {due:?}");
+            assert!(
+                instance.validity(&lease).expect("validity") > Duration::ZERO,
+                "{via:?}"
+            );
+            thread::sleep(due);
+        }
+        let extends = lock_commands(&server) - sent;
+        assert!(extends >= 6, "{via:?}: {extends} extends in three TTLs");
+        assert_eq!(
+            server.raw().ok(&["GET", &lock_key(&name)]).text(),
+            Some(token.clone()),
+            "{via:?}: the lease outlived its TTL three times over"
+        );
+        let mut other = Via::Component.instance(&adapter);
+        let other_client = other.open(&config_with_ttl(ttl)).expect("open");
+        assert!(
+            matches!(
+                other.try_acquire(&other_client, &name),
+                Err(CallError::Lock(wit::Error::NotAcquired(_)))
+            ),
+            "{via:?}: another client took a renewed lock"
+        );
+
+        // An operator resets the lock: the next renewal finds it gone, within a period.
+        server.raw().ok(&["DEL", &lock_key(&name)]);
+        let reset = Instant::now();
+        let lost = loop {
+            match instance.renew(&lease) {
+                Ok(due) => thread::sleep(due),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(lost.lock_error(), Some(wit::Error::NotHeld)),
+            "{via:?}: {lost}"
+        );
+        assert!(
+            reset.elapsed() < ttl,
+            "{via:?}: noticed after {:?}",
+            reset.elapsed()
+        );
+        assert_eq!(instance.validity(&lease).expect("validity"), Duration::ZERO);
+        assert!(
+            matches!(
+                instance.renew(&lease).map_err(|e| e.lock_error().cloned()),
+                Err(Some(wit::Error::NotHeld))
+            ),
+            "{via:?}: a lost lease stays lost"
+        );
+        instance.drop_lease(lease).expect("drop");
+        instance.drop_client(client).expect("drop");
+    }
+}
+
+/// With its only node frozen (SIGSTOP), a guest renewing on schedule is told `expired` no
+/// earlier than its validity ends (the schedule retries while it lasts) and before the key
+/// could expire on the server, so before anyone else could take the lock; no `renew` before
+/// that says the lease is held after the key could have expired.
+///
+/// Two request timeouts: the default (1 s: extends fail and are retried within the
+/// validity), and one longer than the validity left at the first renewal (5 s of a 6 s TTL:
+/// the blocked extend is cut short at the validity's end, or `expired` would come a second
+/// after the key could expire).
+fn frozen_node_renewal_reports_lost_within_the_validity(via: Via) {
+    thread::scope(|s| {
+        for request_timeout in [None, Some(Duration::from_secs(5))] {
+            s.spawn(move || frozen_node_renewal(via, request_timeout));
+        }
+    });
+}
+
+fn frozen_node_renewal(via: Via, request_timeout: Option<Duration>) {
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    // The drift allowance (1% + 2 ms) is the gap between the validity's end and the key's
+    // expiry: the margin by which "lost" must come, whatever the machine's load.
+    let ttl = Duration::from_secs(6);
+    let mut instance = via.instance(&adapter);
+    let config = wit::Config {
+        request_timeout_ms: request_timeout.map(|t| t.as_millis() as u64),
+        ..config_with_ttl(ttl)
+    };
+    let client = instance.open(&config).expect("open");
+    let name = unique_name("frozen-renew");
+    let before_acquire = Instant::now();
+    let lease = instance.try_acquire(&client, &name).expect("acquire");
+    // The key cannot expire before this: it was set after the acquire started.
+    let key_expiry = before_acquire + ttl;
+    let measured = Instant::now();
+    let validity = instance.validity(&lease).expect("validity");
+    server.pause();
+
+    let what = format!("{via:?}, request timeout {request_timeout:?}");
+    let mut calls = 0;
+    let (lost, lost_at) = loop {
+        match instance.renew(&lease) {
+            Ok(due) => {
+                let at = Instant::now();
+                assert!(
+                    at < key_expiry,
+                    "{what}: renew said the lease was held {:?} after the key could expire",
+                    at - key_expiry
+                );
+                calls += 1;
+                thread::sleep(due);
+            }
+            Err(e) => break (e, Instant::now()),
+        }
+    };
+    server.resume();
+    assert!(
+        matches!(lost.lock_error(), Some(wit::Error::Expired)),
+        "{what}: {lost}"
+    );
+    assert!(
+        lost_at < key_expiry,
+        "{what}: lost reported {:?} after the key could expire",
+        lost_at - key_expiry
+    );
+    assert!(
+        lost_at + Duration::from_millis(5) >= measured + validity,
+        "{what}: lost reported {:?} before the validity ended",
+        (measured + validity) - lost_at
+    );
+    if request_timeout.is_none() {
+        // The call that found the first renewal not due yet, the first failed extend, and
+        // at least one retry.
+        assert!(calls >= 3, "{what}: only {calls} calls were needed");
+    }
+    assert_eq!(instance.validity(&lease).expect("validity"), Duration::ZERO);
+    assert!(
+        matches!(
+            instance.renew(&lease).map_err(|e| e.lock_error().cloned()),
+            Err(Some(wit::Error::Expired))
+        ),
+        "{what}: a lost lease stays lost"
+    );
+    instance.drop_lease(lease).expect("drop");
+}
+
+#[test]
+fn frozen_node_renewal_reports_lost_within_the_validity_lock_component() {
+    require_redis!();
+    frozen_node_renewal_reports_lost_within_the_validity(Via::Component);
+}
+
+#[test]
+fn frozen_node_renewal_reports_lost_within_the_validity_linked_guest() {
+    require_redis!();
+    frozen_node_renewal_reports_lost_within_the_validity(Via::Linked);
+}
+
+#[test]
+fn frozen_node_renewal_reports_lost_within_the_validity_native_guest() {
+    require_redis!();
+    frozen_node_renewal_reports_lost_within_the_validity(Via::Native);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,10 +5,11 @@
 //! `distlock:lock/transport` (byte streams, supplied by the runtime),
 //! `wasi:clocks/monotonic-clock` and `wasi:random/random`.
 //!
-//! Everything the lock decides — commands, retries, quorum, fencing, validity — is
-//! `distlock-core`'s; this crate is the driver loop of `distlock_core::machine` over blocking
-//! `transport` calls ([`driver`]), the conversion of node URLs ([`url`]) and of errors
-//! ([`convert`]), and the glue a `no_std` component needs ([`rt`]).
+//! Everything the lock decides — commands, retries, quorum, fencing, validity, when to renew
+//! a lease and when it is lost — is `distlock-core`'s; this crate is the driver loop of
+//! `distlock_core::machine` over blocking `transport` calls ([`driver`]), a lease's renewal
+//! schedule ([`Renewal`]) run one `lease.renew` call at a time, the conversion of node URLs
+//! ([`url`]) and of errors ([`convert`]), and the glue a `no_std` component needs ([`rt`]).
 //!
 //! Built for `wasm32-wasip2` only (`cargo build --release --target wasm32-wasip2`); the
 //! target's linker turns the module into a component.
@@ -23,10 +24,11 @@ mod url;
 
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 
 use distlock_core::{
-    Acquire, Duration, Extend, Instant, KeyLayout, Lock, LockOptions, Release, Token,
+    Acquire, Duration, Extend, ExtendOutcome, Instant, KeyLayout, Lock, LockOptions, LostReason,
+    Release, Renewal, RenewalEvent, Token,
 };
 
 use crate::bindings::exports::distlock::lock::distlock as api;
@@ -137,6 +139,12 @@ impl Client {
             .servers
             .run(|servers, now| Acquire::<MAX_NODES>::new(&lock, token, servers, wait, now, seed))?
             .map_err(convert::lock_error)?;
+        let renewal = Renewal::new(
+            shared.options.ttl,
+            lease.started(),
+            lease.valid_until(),
+            crate::seed(),
+        );
         Ok(api::Lease::new(Lease {
             shared: Rc::clone(shared),
             name,
@@ -144,6 +152,7 @@ impl Client {
             token: lease.token().clone(),
             fence: lease.fence(),
             valid_until: Cell::new(lease.valid_until()),
+            renewal: RefCell::new(renewal),
             released: Cell::new(false),
         }))
     }
@@ -156,7 +165,12 @@ struct Lease {
     lock: Lock,
     token: Token,
     fence: Option<u64>,
+    /// Until when the holder may act as the owner: what the latest extend that succeeded
+    /// (or the acquire) set; zero once the lease was found lost.
     valid_until: Cell<Instant>,
+    /// The core's renewal schedule, driven by `renew` (calls into one instance never
+    /// nest, so it is never borrowed twice).
+    renewal: RefCell<Renewal>,
     /// Released (or a release was tried): dropping does nothing more.
     released: Cell<bool>,
 }
@@ -197,9 +211,9 @@ impl api::GuestLease for Lease {
             .run(|servers, now| Extend::<MAX_NODES>::new(&lock, token, servers, now, seed))?;
         match outcome {
             Ok(extended) => {
-                let until = self.valid_until.get().max(extended.valid_until);
-                self.valid_until.set(until);
-                Ok(until.saturating_since(now()).as_millis())
+                // The latest extend set the keys' expiry, shorter or longer than before.
+                self.valid_until.set(extended.valid_until);
+                Ok(extended.valid_until.saturating_since(now()).as_millis())
             }
             Err(error) => {
                 if error == distlock_core::Error::NotHeld {
@@ -208,6 +222,35 @@ impl api::GuestLease for Lease {
                 Err(convert::lock_error(error))
             }
         }
+    }
+
+    fn renew(&self) -> Result<u64, api::Error> {
+        if self.released.get() {
+            return Err(api::Error::NotHeld);
+        }
+        let Ok(mut schedule) = self.renewal.try_borrow_mut() else {
+            return Err(api::Error::Unavailable("re-entered a lease".to_string()));
+        };
+        schedule.handle_timeout(now());
+        while let Some(event) = schedule.poll_event() {
+            match event {
+                RenewalEvent::Extend => {
+                    let outcome = self.extend_for(&schedule);
+                    schedule.handle_extend_outcome(outcome, now());
+                }
+                RenewalEvent::Lost(_) => break,
+                _ => {}
+            }
+        }
+        if let Some(reason) = schedule.lost() {
+            self.valid_until.set(Instant::ZERO);
+            return Err(match reason {
+                LostReason::NotHeld => api::Error::NotHeld,
+                _ => api::Error::Expired,
+            });
+        }
+        let next = schedule.poll_timeout().unwrap_or_else(now);
+        Ok(next.saturating_since(now()).as_millis())
     }
 
     fn release(&self) -> Result<(), api::Error> {
@@ -223,6 +266,33 @@ impl api::GuestLease for Lease {
             .run(|servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed))?
             .map(|_| ())
             .map_err(convert::lock_error)
+    }
+}
+
+impl Lease {
+    /// The extend `schedule` asked for: to the client's TTL, answered by the end of the
+    /// validity ([`Renewal::extend_lock`]); its outcome, for the schedule.
+    fn extend_for(&self, schedule: &Renewal) -> ExtendOutcome {
+        let lock = schedule.extend_lock(&self.lock, now());
+        let seed = seed();
+        let token = self.token.clone();
+        let outcome = self
+            .shared
+            .servers
+            .run(|servers, now| Extend::<MAX_NODES>::new(&lock, token, servers, now, seed));
+        match outcome {
+            Ok(Ok(extended)) => {
+                self.valid_until.set(extended.valid_until);
+                ExtendOutcome::Extended {
+                    started: extended.started,
+                    valid_until: extended.valid_until,
+                }
+            }
+            Ok(Err(distlock_core::Error::NotHeld)) => ExtendOutcome::NotHeld,
+            // No majority, a server error, or the driver could not run it: the schedule tries
+            // again while the validity lasts.
+            Ok(Err(_)) | Err(_) => ExtendOutcome::Failed,
+        }
     }
 }
 

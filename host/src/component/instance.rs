@@ -6,9 +6,8 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use super::bindings::provider::exports::distlock::lock::distlock::Guest as Api;
+use super::bindings::provider::exports::distlock::lock::distlock::{self as wit, Guest as Api};
 use super::state::HostState;
-use super::wit;
 
 /// A `client` of a [`LockInstance`].
 #[derive(Debug)]
@@ -139,6 +138,17 @@ impl LockInstance {
             .api
             .lease()
             .call_extend(&mut self.store, lease.0, millis(ttl))?
+            .map_err(CallError::Lock)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// `lease.renew`: extends the lease if the core's renewal schedule says it is due;
+    /// how long until the next call is due.
+    pub fn renew(&mut self, lease: &LeaseHandle) -> Result<Duration, CallError> {
+        let ms = self
+            .api
+            .lease()
+            .call_renew(&mut self.store, lease.0)?
             .map_err(CallError::Lock)?;
         Ok(Duration::from_millis(ms))
     }

@@ -2,7 +2,7 @@
 //! import is a host function that calls the matching export of the lock component
 //! (instance to instance, through the host's `Linker`).
 //!
-//! The guest holds host resources ([`LinkedClient`], [`LinkedLease`]) that wrap the lock
+//! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], in `resources.rs`) that wrap the lock
 //! component's own handles; dropping one drops the wrapped handle, so the lock component's
 //! destructor runs (a dropped lease releases its lock there). Each lease also keeps what a
 //! release needs (name, token, nodes, prefix), so the host can release it natively if the
@@ -12,60 +12,14 @@
 use std::sync::Arc;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceAny, ResourceType};
+use wasmtime::component::{Linker, Resource, ResourceType};
 
 use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error};
+use super::resources::{ClientSpec, LinkedClient, LinkedLease};
 use super::state::HostState;
 
 /// The interface the functions below serve.
 const INTERFACE: &str = "distlock:lock/distlock@0.1.0";
-
-/// What a lock needs to be released natively.
-#[derive(Debug)]
-pub(crate) struct ClientSpec {
-    /// As the guest gave them (empty: the adapter's).
-    pub(crate) nodes: Vec<String>,
-    pub(crate) prefix: Option<String>,
-}
-
-/// A guest's `client`: the lock component's.
-pub(crate) struct LinkedClient {
-    inner: ResourceAny,
-    spec: Arc<ClientSpec>,
-}
-
-/// A lease, as [`HostState::release_leftovers`] releases it.
-pub(crate) struct LeaseRecord {
-    pub(crate) name: String,
-    pub(crate) token: String,
-    pub(crate) nodes: Vec<String>,
-    pub(crate) prefix: Option<String>,
-}
-
-/// A guest's `lease`: the lock component's, and what releasing it natively needs.
-pub(crate) struct LinkedLease {
-    inner: ResourceAny,
-    name: String,
-    token: String,
-    spec: Arc<ClientSpec>,
-    /// Released (or dropped) through the lock component: nothing left to do.
-    done: bool,
-}
-
-impl LinkedLease {
-    /// What is left to release, once.
-    pub(crate) fn take_record(&mut self) -> Option<LeaseRecord> {
-        if std::mem::replace(&mut self.done, true) {
-            return None;
-        }
-        Some(LeaseRecord {
-            name: self.name.clone(),
-            token: self.token.clone(),
-            nodes: self.spec.nodes.clone(),
-            prefix: self.spec.prefix.clone(),
-        })
-    }
-}
 
 type Cx<'a> = StoreContextMut<'a, HostState>;
 
@@ -154,6 +108,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         |mut cx: Cx<'_>, (lease, ttl_ms): (Resource<LinkedLease>, u64)| {
             let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
             Ok((api.lease().call_extend(&mut cx, inner, ttl_ms)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]lease.renew",
+        |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_renew(&mut cx, inner)?,))
         },
     )?;
     i.func_wrap(

@@ -31,12 +31,25 @@
 //! # Ok(()) }
 //! ```
 
+// The layers, each importing only those above it:
+//   options                        settings and the adapter's error
+//   net, stop                      the way to the servers; stopping a guest
+//   resources                      what the resource table holds per WIT resource
+//   bindings                       the generated bindings (resources mapped in)
+//   state                          a store's data, and the leases a guest left behind
+//   transport, native, link, poll  the drivers: each serves one interface to the store
+//   instance                       a component's `distlock` exports, called from Rust
+//   mod.rs                         the public API: the Adapter and its runs
 mod bindings;
 mod instance;
 mod link;
 mod native;
+mod net;
+mod options;
 mod poll;
+mod resources;
 mod state;
+mod stop;
 mod transport;
 
 use std::path::PathBuf;
@@ -47,11 +60,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
-use crate::conn::ConnectOptions;
-use state::{HostState, Net};
+use net::Net;
+use state::HostState;
+use stop::Stop;
 
 pub use instance::{CallError, ClientHandle, LeaseHandle, LockInstance};
-pub use state::Stopper;
+pub use options::{AdapterError, AdapterOptions, Limits};
+pub use stop::Stopper;
 
 /// The `distlock` interface's types (`config`, `error`, …), as Rust types.
 pub mod wit {
@@ -83,60 +98,6 @@ pub enum Serve {
     Linked,
     /// By the Rust driver ([`crate::Client`]).
     Native,
-}
-
-/// What a guest may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The most bytes each linear memory may grow to. Default 64 MiB.
-    pub memory: usize,
-    /// The longest a guest may run, wall clock, whatever it does (computing, waiting for a
-    /// lock, sleeping); `None`: no limit. Default none.
-    pub time: Option<Duration>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: 64 << 20,
-            time: None,
-        }
-    }
-}
-
-/// How an [`Adapter`] reaches the lock servers.
-#[derive(Debug, Clone, Default)]
-pub struct AdapterOptions {
-    /// The Redis nodes (`redis://…`), what a guest's empty `config.nodes` stands for. Guests
-    /// reach these and nothing else (with none, they can take no lock).
-    pub nodes: Vec<String>,
-    /// Connect timeout, TLS settings and client name for the `transport` connections and the
-    /// native driver.
-    pub connect: ConnectOptions,
-}
-
-/// Why the adapter could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    /// A node URL is not usable.
-    #[error(transparent)]
-    Config(#[from] crate::Error),
-    /// A component could not be compiled or instantiated (not a component, or it imports what
-    /// the adapter does not supply).
-    #[error("{what}: {error:#}")]
-    Wasm {
-        /// What was being done.
-        what: String,
-        /// Wasmtime's explanation.
-        error: wasmtime::Error,
-    },
-}
-
-impl AdapterError {
-    fn wasm(what: impl Into<String>) -> impl FnOnce(wasmtime::Error) -> AdapterError {
-        let what = what.into();
-        move |error| AdapterError::Wasm { what, error }
-    }
 }
 
 /// A compiled guest component (an app, or any component exporting `distlock`).
@@ -482,9 +443,9 @@ impl Adapter {
 /// How a guest that failed with `error` ended: stopped by a limit, exited, or trapped.
 fn ended_by(store: &Store<HostState>, limits: &Limits, error: wasmtime::Error) -> Ended {
     match store.data().stopped() {
-        Some(state::Stop::Time) => return Ended::TimeLimit(limits.time.unwrap_or_default()),
-        Some(state::Stop::Memory) => return Ended::MemoryLimit(limits.memory),
-        Some(state::Stop::Asked) => return Ended::Stopped,
+        Some(Stop::Time) => return Ended::TimeLimit(limits.time.unwrap_or_default()),
+        Some(Stop::Memory) => return Ended::MemoryLimit(limits.memory),
+        Some(Stop::Asked) => return Ended::Stopped,
         None => {}
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {

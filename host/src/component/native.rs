@@ -1,48 +1,20 @@
 //! A guest's `distlock` import served by the Rust driver: each call runs [`crate::Client`]
-//! on the adapter's runtime, blocking the guest's thread until it is done.
+//! on the adapter's runtime, blocking the guest's thread until it is done (or the guest is
+//! stopped). The resources it hands out are [`NativeClient`] and [`NativeLease`].
 //!
 //! Same semantics as the lock component: a lease released (or found lost) is inert, a
 //! dropped lease is released, errors are the `error` variant case for case.
 
 use std::time::Duration;
 
-use distlock_core::LockOptions;
+use distlock_core::{LockOptions, LostReason};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::app::distlock::lock::distlock::{
     self as api, Config, ConfigError, ConfigErrorKind, Error,
 };
+use super::resources::{NativeClient, NativeLease};
 use super::state::HostState;
-
-/// A guest's `client`.
-// `pub`: the generated bindings re-export it.
-#[allow(unreachable_pub)]
-pub struct NativeClient {
-    client: crate::Client,
-    options: LockOptions,
-}
-
-/// A guest's `lease`; `None` once released.
-// `pub`: the generated bindings re-export it.
-#[allow(unreachable_pub)]
-pub struct NativeLease {
-    guard: Option<crate::Guard>,
-    name: String,
-    token: String,
-    fence: Option<u64>,
-}
-
-impl NativeLease {
-    /// The lock's name, as the guest gave it.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The guard, if the lease still holds one.
-    pub(crate) fn take_guard(&mut self) -> Option<crate::Guard> {
-        self.guard.take()
-    }
-}
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     api::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
@@ -116,6 +88,7 @@ impl HostState {
         let lease = NativeLease {
             token: guard.token().to_owned(),
             fence: guard.fence(),
+            renewal: guard.renewal(),
             guard: Some(guard),
             name,
         };
@@ -159,6 +132,21 @@ impl api::HostLease for HostState {
                 Err(e) => Err(host_error(e)),
             },
         )
+    }
+
+    // The guard runs the core's schedule one step; a stop cuts the extend short like any
+    // other wait (the guest ends, and its leases are released).
+    fn renew(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<u64, Error>> {
+        let halt = self.halt();
+        let NativeLease { guard, renewal, .. } = self.table.get_mut(&lease)?;
+        let Some(guard) = guard.as_ref() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(match halt.block_on(guard.renew_due(renewal))? {
+            Ok(next) => Ok(u64::try_from(next.as_millis()).unwrap_or(u64::MAX)),
+            Err(LostReason::NotHeld) => Err(Error::NotHeld),
+            Err(_) => Err(Error::Expired),
+        })
     }
 
     // Releasing is never cut short by a stop (it is what stopping is for): a plain wait,

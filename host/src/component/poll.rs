@@ -6,7 +6,7 @@
 //! through its time limit and through a stop, since epoch interruption only reaches wasm code.
 //! This module links wasmtime-wasi as usual, then replaces those two functions with the same
 //! waits (wasmtime-wasi's own asynchronous implementation) run through
-//! [`super::state::Halt`]: a stop makes them trap, which ends the guest.
+//! [`super::stop::Halt`]: a stop makes them trap, which ends the guest.
 //!
 //! Invariant: every other WASI function is wasmtime-wasi's, unchanged.
 

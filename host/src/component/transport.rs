@@ -4,7 +4,7 @@
 //!
 //! Invariant: a connection opens only to an endpoint among the adapter's nodes; the
 //! component does the Redis handshake (and so authentication) itself. Every wait here ends
-//! when the guest is stopped ([`super::state::Halt`]): the call traps instead of returning.
+//! when the guest is stopped ([`super::stop::Halt`]): the call traps instead of returning.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -16,31 +16,9 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use super::bindings::provider::distlock::lock::transport::{
     self, Arrived, Endpoint, Failed, TransportError,
 };
+use super::resources::Connection;
 use super::state::HostState;
 use crate::conn::Stream;
-
-/// The most bytes one receive returns.
-const MAX_READ: u32 = 64 * 1024;
-
-/// An open byte stream (the `connection` resource).
-// `pub`: the generated bindings re-export it.
-#[allow(unreachable_pub)]
-pub struct Connection {
-    stream: Stream,
-    /// Reused across receives.
-    buf: Vec<u8>,
-}
-
-impl Connection {
-    /// The stream and a buffer of `max_len` bytes (at least 1, at most [`MAX_READ`]).
-    fn parts(&mut self, max_len: u32) -> (&mut Stream, &mut [u8]) {
-        let len = max_len.clamp(1, MAX_READ) as usize;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        (&mut self.stream, &mut self.buf[..len])
-    }
-}
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     transport::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)

@@ -85,6 +85,10 @@ impl outer::GuestLease for Lease {
         self.0.extend(ttl_ms).map_err(error)
     }
 
+    fn renew(&self) -> Result<u64, outer::Error> {
+        self.0.renew().map_err(error)
+    }
+
     fn release(&self) -> Result<(), outer::Error> {
         self.0.release().map_err(error)
     }

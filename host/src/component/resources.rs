@@ -1,0 +1,121 @@
+//! What a store's resource table holds for each WIT resource the host serves: a
+//! `transport` [`Connection`]; a natively served `client` and `lease` ([`NativeClient`],
+//! [`NativeLease`]); a linked guest's `client` and `lease` ([`LinkedClient`],
+//! [`LinkedLease`]), which wrap the lock component's own handles.
+//!
+//! Data only, importing nothing of the adapter: the generated bindings map the WIT resources
+//! to these types (`bindings.rs`), the drivers (`transport.rs`, `native.rs`, `link.rs`) give
+//! them behaviour, and the store (`state.rs`) finds the leases a guest left behind.
+//!
+//! Invariant: a lease that still holds its lock says so — [`NativeLease::take_guard`] and
+//! [`LinkedLease::take_record`] give it up once — so the host releases each lock at most
+//! once.
+
+use std::sync::Arc;
+
+use distlock_core::{LockOptions, Renewal};
+use wasmtime::component::ResourceAny;
+
+use crate::conn::Stream;
+
+/// The most bytes one `transport` receive returns.
+pub(crate) const MAX_READ: u32 = 64 * 1024;
+
+/// An open byte stream (`transport`'s `connection` resource).
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct Connection {
+    pub(crate) stream: Stream,
+    /// Reused across receives.
+    pub(crate) buf: Vec<u8>,
+}
+
+impl Connection {
+    /// The stream and a buffer of `max_len` bytes (at least 1, at most [`MAX_READ`]).
+    pub(crate) fn parts(&mut self, max_len: u32) -> (&mut Stream, &mut [u8]) {
+        let len = max_len.clamp(1, MAX_READ) as usize;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        (&mut self.stream, &mut self.buf[..len])
+    }
+}
+
+/// A natively served guest's `client`.
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct NativeClient {
+    pub(crate) client: crate::Client,
+    pub(crate) options: LockOptions,
+}
+
+/// A natively served guest's `lease`; its guard is `None` once released.
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct NativeLease {
+    pub(crate) guard: Option<crate::Guard>,
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) fence: Option<u64>,
+    /// The core's renewal schedule of the lease, driven by the guest's `renew` calls.
+    pub(crate) renewal: Renewal,
+}
+
+impl NativeLease {
+    /// The lock's name, as the guest gave it.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The guard, if the lease still holds one.
+    pub(crate) fn take_guard(&mut self) -> Option<crate::Guard> {
+        self.guard.take()
+    }
+}
+
+/// What a linked lock needs to be released natively.
+#[derive(Debug)]
+pub(crate) struct ClientSpec {
+    /// As the guest gave them (empty: the adapter's).
+    pub(crate) nodes: Vec<String>,
+    pub(crate) prefix: Option<String>,
+}
+
+/// A linked guest's `client`: the lock component's.
+pub(crate) struct LinkedClient {
+    pub(crate) inner: ResourceAny,
+    pub(crate) spec: Arc<ClientSpec>,
+}
+
+/// A linked lease, as the store releases it when the guest left it behind.
+pub(crate) struct LeaseRecord {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) prefix: Option<String>,
+}
+
+/// A linked guest's `lease`: the lock component's, and what releasing it natively needs.
+pub(crate) struct LinkedLease {
+    pub(crate) inner: ResourceAny,
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) spec: Arc<ClientSpec>,
+    /// Released (or dropped) through the lock component: nothing left to do.
+    pub(crate) done: bool,
+}
+
+impl LinkedLease {
+    /// What is left to release, once.
+    pub(crate) fn take_record(&mut self) -> Option<LeaseRecord> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        Some(LeaseRecord {
+            name: self.name.clone(),
+            token: self.token.clone(),
+            nodes: self.spec.nodes.clone(),
+            prefix: self.spec.prefix.clone(),
+        })
+    }
+}

@@ -17,6 +17,8 @@
 //!   machines can use native compare commands where the server has them.
 //! - [`Acquire`], [`Release`], [`Extend`]: [`Machine`]s over `N` nodes. The driver loop is
 //!   documented on [`machine`].
+//! - [`Inspect`] (`status`) and [`Reset`] (`reset`): the operator commands as machines over
+//!   `N` nodes. Every machine is [`Driven`] the same way.
 //! - [`stop_deadlines`]: when a job run under a lease must be terminated and killed so that
 //!   it never outlives the lease ([`stop`]).
 //!
@@ -58,13 +60,17 @@ extern crate alloc;
 pub mod acquire;
 pub mod ballot;
 pub mod connect;
+pub mod dialogue;
+pub mod driven;
 pub mod error;
 pub mod handshake;
+pub mod inspect;
 pub mod keys;
 mod link;
 pub mod lock;
 pub mod machine;
 pub mod renewal;
+pub mod reset;
 pub mod resp;
 pub mod retry;
 pub mod script;
@@ -76,13 +82,17 @@ pub mod wit;
 pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};
 pub use connect::{Reachability, reachability, reconnect_pause};
+pub use dialogue::NodeError;
+pub use driven::Driven;
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
+pub use inspect::{Inspect, Inspection};
 pub use keys::{KeyLayout, KeyRole, LockName, Token};
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Drift, Lease, Lock, LockOptions, MAX_NODES, quorum};
 pub use machine::Machine;
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
+pub use reset::{Reset, ResetOutcome};
 pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use server::{Flavor, ServerInfo, Version};

@@ -253,3 +253,282 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
         n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Driven;
+    use crate::error::ServerErrorKind;
+    use crate::keys::KeyLayout;
+    use crate::lock::LockOptions;
+    use crate::resp::{self, Protocol, Reply};
+
+    const TOKEN: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn servers(n: usize) -> Vec<ServerInfo> {
+        vec![ServerInfo::default(); n]
+    }
+
+    fn lock() -> Lock {
+        Lock::new(KeyLayout::default(), b"job", LockOptions::default()).unwrap()
+    }
+
+    /// Every command the machine wants sent now, as `(node, args)`.
+    fn sent(machine: &mut impl Driven, now: Instant) -> Vec<(usize, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Some(tx) = machine.poll_transmit(now, &mut buf).unwrap() {
+            let Reply::Array(args) = resp::decode(&buf[..tx.len], Protocol::Resp2).unwrap() else {
+                panic!("not a command");
+            };
+            let args = args
+                .iter()
+                .map(|a| match a {
+                    Reply::Bulk(b) => b.to_vec(),
+                    _ => panic!("not a bulk"),
+                })
+                .collect();
+            out.push((tx.node, args));
+        }
+        out
+    }
+
+    fn args(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        parts.iter().map(|p| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn reads_holder_ttl_and_fence_one_command_at_a_time() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"GET", b"distlock:{job}"]))]
+        );
+        assert_eq!(inspect.poll_timeout(), Some(Instant::from_millis(1000)));
+        // Split anyhow: a reply in pieces is normal.
+        let reply = b"$32\r\n0123456789abcdef0123456789abcdef\r\n";
+        for chunk in reply.chunks(3) {
+            inspect.handle_input(0, chunk, t0);
+        }
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"PTTL", b"distlock:{job}"]))]
+        );
+        inspect.handle_input(0, b":1500\r\n", t0);
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"GET", b"distlock:{job}:fence"]))]
+        );
+        assert!(inspect.poll_outcome().is_none());
+        inspect.handle_input(0, b"$1\r\n7\r\n", t0);
+        let outcome = inspect.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(Reading {
+                holder: Some(Token::new(TOKEN).unwrap()),
+                ttl: Some(Duration::from_millis(1500)),
+                fence: Some(7),
+            })]
+        );
+        assert_eq!(
+            outcome.verdict(),
+            Verdict::Held(&Token::new(TOKEN).unwrap())
+        );
+        assert_eq!(inspect.owed_replies(0), Some(0), "the connection is clean");
+        assert!(inspect.poll_outcome().is_none(), "the outcome comes once");
+    }
+
+    #[test]
+    fn every_failure_is_unread_never_free() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(5), t0).unwrap();
+        assert_eq!(sent(&mut inspect, t0).len(), 5);
+        inspect.handle_input(0, b"-NOPERM this user has no permissions\r\n", t0);
+        inspect.handle_input(1, b"$5\r\nalice\r\n", t0);
+        inspect.handle_input(2, b"garbage\r\n", t0);
+        inspect.handle_disconnect(3, t0);
+        // Node 4 stays silent: the request timeout ends it.
+        assert!(inspect.poll_outcome().is_none());
+        let deadline = inspect.poll_timeout().unwrap();
+        assert_eq!(deadline, Instant::from_millis(1000));
+        inspect.handle_timeout(deadline);
+        let outcome = inspect.poll_outcome().unwrap();
+        let errors: Vec<NodeError> = outcome
+            .nodes
+            .iter()
+            .cloned()
+            .map(Result::unwrap_err)
+            .collect();
+        assert!(matches!(&errors[0], NodeError::Server(e) if e.kind == ServerErrorKind::NoPerm));
+        assert!(matches!(&errors[1], NodeError::NotALock { .. }));
+        assert!(matches!(
+            errors[2],
+            NodeError::Protocol(ProtocolError::Malformed)
+        ));
+        assert_eq!(errors[3], NodeError::Disconnected);
+        assert_eq!(
+            errors[4],
+            NodeError::Timeout {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(outcome.verdict(), Verdict::Unknown);
+        assert_eq!(inspect.owed_replies(2), None, "garbage: reconnect");
+        assert_eq!(inspect.owed_replies(4), None, "a reply is still owed");
+    }
+
+    #[test]
+    fn the_node_budget_bounds_all_three_requests() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, b"$-1\r\n", Instant::from_millis(600));
+        let _ = sent(&mut inspect, Instant::from_millis(600));
+        // The second request would have until 1600; the node's budget ends at 1000.
+        assert_eq!(inspect.poll_timeout(), Some(Instant::from_millis(1000)));
+        inspect.handle_timeout(Instant::from_millis(1000));
+        assert!(matches!(
+            inspect.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Timeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_fence_that_is_no_number_is_not_a_lock() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, b"$-1\r\n:-2\r\n", t0);
+        let _ = sent(&mut inspect, t0);
+        // The PTTL reply came with the GET's: unsolicited, so the node fails.
+        assert!(matches!(
+            inspect.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Protocol(ProtocolError::Unsolicited))
+        ));
+
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for reply in [&b"$-1\r\n"[..], b":-2\r\n", b"+x1\r\n"] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        let node = inspect.poll_outcome().unwrap().nodes.remove(0);
+        assert!(
+            matches!(&node, Err(NodeError::NotALock { key, .. }) if key == b"distlock:{job}:fence"),
+            "{node:?}"
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        use Seen::{Free as F, Holder as H, Unread as U};
+        assert_eq!(verdict([H("a"), H("a"), F]), Verdict::Held("a"));
+        assert_eq!(
+            verdict([H("a"), H("b"), U]),
+            Verdict::Unknown,
+            "U may hold a"
+        );
+        assert_eq!(verdict([U]), Verdict::<&str>::Unknown);
+        assert_eq!(verdict([F]), Verdict::<&str>::Free);
+        assert_eq!(
+            verdict([F, F, U]),
+            Verdict::<&str>::Free,
+            "no token can reach 2"
+        );
+        assert_eq!(verdict([H("a"), F, U]), Verdict::Unknown);
+        assert_eq!(verdict([F, U, U]), Verdict::<&str>::Unknown);
+        assert!(is_majority(1, 1) && is_majority(2, 3) && !is_majority(1, 3));
+    }
+
+    fn seen() -> impl Strategy<Value = Seen<u8>> {
+        prop_oneof![
+            (0u8..3).prop_map(Seen::Holder),
+            Just(Seen::Free),
+            Just(Seen::Unread)
+        ]
+    }
+
+    proptest! {
+        /// Free only when no token could reach a majority even counting every unread node;
+        /// held only by a token on a majority.
+        #[test]
+        fn the_verdict_never_calls_a_possible_majority_free(
+            nodes in proptest::collection::vec(seen(), 1..8)
+        ) {
+            let needed = quorum(nodes.len());
+            let unread = nodes.iter().filter(|s| matches!(s, Seen::Unread)).count();
+            let count = |t: u8| nodes.iter().filter(|s| **s == Seen::Holder(t)).count();
+            match verdict(nodes.iter().copied()) {
+                Verdict::Held(t) => prop_assert!(count(t) >= needed),
+                Verdict::Free => {
+                    for t in 0..3 {
+                        prop_assert!(count(t) + unread < needed);
+                    }
+                }
+                Verdict::Unknown => {
+                    prop_assert!((0..3).all(|t| count(t) < needed));
+                    prop_assert!((0..3).any(|t| count(t) + unread >= needed));
+                }
+            }
+        }
+
+        /// Any bytes from any node, cut anyhow: no panic, an outcome by the deadline, and
+        /// "held" only for a token a majority of nodes really sent as the lock key's value.
+        #[test]
+        fn arbitrary_replies_never_panic_nor_fake_a_holder(
+            inputs in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just(b"$32\r\n0123456789abcdef0123456789abcdef\r\n".to_vec()),
+                        Just(b":100\r\n".to_vec()),
+                        Just(b"$1\r\n3\r\n".to_vec()),
+                        Just(b"$-1\r\n".to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..12),
+                    ],
+                    0..6,
+                ),
+                1..6,
+            ),
+            chunk in 1usize..9,
+            resp3 in any::<bool>(),
+        ) {
+            let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+            let servers: Vec<ServerInfo> = inputs
+                .iter()
+                .map(|_| ServerInfo { protocol, ..ServerInfo::default() })
+                .collect();
+            let t0 = Instant::from_millis(0);
+            let mut inspect = Inspect::new(&lock(), &servers, t0).unwrap();
+            let mut buf = [0u8; 256];
+            for (node, replies) in inputs.iter().enumerate() {
+                for reply in replies {
+                    while inspect.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+                    for piece in reply.chunks(chunk) {
+                        inspect.handle_input(node, piece, t0);
+                    }
+                }
+            }
+            while inspect.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+            let deadline = inspect.poll_timeout();
+            prop_assert!(deadline.is_none_or(|d| d <= Instant::from_millis(1000)));
+            inspect.handle_timeout(Instant::from_millis(1000));
+            let outcome = inspect.poll_outcome();
+            prop_assert!(outcome.is_some(), "every node ends by its deadline");
+            let outcome = outcome.unwrap();
+            if let Verdict::Held(token) = outcome.verdict() {
+                prop_assert_eq!(token.as_bytes(), TOKEN);
+                let said = inputs
+                    .iter()
+                    .filter(|replies| replies.first().is_some_and(|r| r.as_slice()
+                        == b"$32\r\n0123456789abcdef0123456789abcdef\r\n"))
+                    .count();
+                prop_assert!(said >= quorum(inputs.len()));
+            }
+        }
+    }
+}

@@ -468,3 +468,348 @@ impl Task for ResetNode {
         self.next(now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::collections::BTreeMap;
+    use alloc::string::ToString;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Driven;
+    use crate::resp::{self, Protocol, Reply};
+
+    const TOKEN: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn servers(n: usize) -> Vec<ServerInfo> {
+        vec![ServerInfo::default(); n]
+    }
+
+    fn lock(layout: KeyLayout) -> Lock {
+        Lock::new(layout, b"job", LockOptions::default()).unwrap()
+    }
+
+    /// The one command the machine wants sent to node 0 now.
+    fn next(machine: &mut impl Driven, now: Instant) -> Option<Vec<Vec<u8>>> {
+        let mut buf = vec![0u8; 8192];
+        let tx = machine.poll_transmit(now, &mut buf).unwrap()?;
+        assert_eq!(tx.node, 0);
+        let Reply::Array(args) = resp::decode(&buf[..tx.len], Protocol::Resp2).unwrap() else {
+            panic!("not a command");
+        };
+        let args: Vec<Vec<u8>> = args
+            .iter()
+            .map(|a| match a {
+                Reply::Bulk(b) => b.to_vec(),
+                _ => panic!("not a bulk"),
+            })
+            .collect();
+        assert!(
+            machine.poll_transmit(now, &mut buf).unwrap().is_none(),
+            "one at a time"
+        );
+        Some(args)
+    }
+
+    fn bulk(value: &[u8]) -> Vec<u8> {
+        let mut out = alloc::format!("${}\r\n", value.len()).into_bytes();
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[test]
+    fn walk_patterns_escape_globs_and_need_a_private_prefix() {
+        let pattern = |p: &[u8]| walk_pattern(&KeyLayout::tagged(p).unwrap());
+        assert_eq!(pattern(b"distlock:").unwrap(), b"distlock:{*");
+        assert_eq!(pattern(b"a*b?[c]\\").unwrap(), b"a\\*b\\?\\[c\\]\\\\{*");
+        assert_eq!(pattern(b""), Err(WalkRefused::EmptyPrefix));
+        for layout in [KeyLayout::redis_py(), KeyLayout::python_redis_lock()] {
+            let refused = Reset::all(
+                &layout,
+                &LockOptions::default(),
+                &servers(1),
+                false,
+                Instant::from_millis(0),
+            );
+            assert!(matches!(refused, Err(WalkRefused::NoPrefix { .. })));
+        }
+    }
+
+    #[test]
+    fn a_reset_by_name_deletes_with_the_value_just_read_and_signals() {
+        let t0 = Instant::from_millis(0);
+        let mut reset =
+            Reset::by_name(&lock(KeyLayout::default()), &servers(1), false, t0).unwrap();
+        assert_eq!(
+            next(&mut reset, t0).unwrap()[..2],
+            [b"GET".to_vec(), b"distlock:{job}".to_vec()]
+        );
+        reset.handle_input(0, &bulk(TOKEN), t0);
+        let eval = next(&mut reset, t0).unwrap();
+        assert_eq!(eval[0], b"EVAL");
+        assert_eq!(eval[1], script::RELEASE.source.as_bytes());
+        let rest: Vec<&[u8]> = eval[2..].iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            rest,
+            [
+                &b"3"[..],
+                b"distlock:{job}",
+                b"distlock:{job}:holds",
+                b"distlock:{job}:signal",
+                TOKEN,
+                b"0",
+                b"1000"
+            ]
+        );
+        reset.handle_input(0, b":0\r\n", t0);
+        assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:holds");
+        reset.handle_input(0, b"$-1\r\n", t0);
+        assert!(next(&mut reset, t0).is_none());
+        let outcome = reset.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(NodeReset {
+                deleted: vec![b"distlock:{job}".to_vec()],
+                ..NodeReset::default()
+            })]
+        );
+    }
+
+    #[test]
+    fn a_users_key_or_a_changed_one_is_left_alone() {
+        let t0 = Instant::from_millis(0);
+        let mut reset =
+            Reset::by_name(&lock(KeyLayout::redis_py()), &servers(1), false, t0).unwrap();
+        assert_eq!(next(&mut reset, t0).unwrap()[1], b"job");
+        reset.handle_input(
+            0,
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            t0,
+        );
+        assert_eq!(
+            next(&mut reset, t0).unwrap(),
+            [b"TYPE".to_vec(), b"job".to_vec()]
+        );
+        reset.handle_input(0, b"+hash\r\n", t0);
+        // The re-entry count: a count, but rewritten before the delete.
+        assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
+        reset.handle_input(0, b"$1\r\n2\r\n", t0);
+        assert_eq!(next(&mut reset, t0).unwrap()[0], b"EVAL");
+        reset.handle_input(0, b":-1\r\n", t0);
+        assert!(next(&mut reset, t0).is_none());
+        let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+        assert!(node.deleted.is_empty());
+        assert_eq!(
+            node.left_alone,
+            vec![
+                (
+                    b"job".to_vec(),
+                    LeftAlone::NotAString {
+                        kind: Some("hash".into())
+                    }
+                ),
+                (
+                    b"distlock-redis-py:{job}:holds".to_vec(),
+                    LeftAlone::Changed
+                ),
+            ]
+        );
+        assert_eq!(
+            node.left_alone[0].1.to_string(),
+            "it is a hash, not a string: not a lock key"
+        );
+    }
+
+    #[test]
+    fn a_walk_stops_at_its_limit_and_says_how_far_it_got() {
+        let t0 = Instant::from_millis(0);
+        let layout = KeyLayout::default();
+        let mut reset =
+            Reset::all(&layout, &LockOptions::default(), &servers(1), true, t0).unwrap();
+        let scan = next(&mut reset, t0).unwrap();
+        let scan: Vec<&[u8]> = scan.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            scan,
+            [
+                &b"SCAN"[..],
+                b"0",
+                b"MATCH",
+                b"distlock:{*",
+                b"COUNT",
+                b"500"
+            ]
+        );
+        let page = b"*2\r\n$2\r\n17\r\n*2\r\n$12\r\ndistlock:{a}\r\n$18\r\ndistlock:{a}:fence\r\n";
+        reset.handle_input(0, page, Instant::from_millis(10));
+        assert_eq!(
+            next(&mut reset, t0).unwrap()[1],
+            b"distlock:{a}",
+            "never the fence"
+        );
+        let late = t0.saturating_add(RESET_WALK_LIMIT);
+        reset.handle_input(0, &bulk(TOKEN), late);
+        assert!(
+            next(&mut reset, late).is_none(),
+            "no SCAN after the limit; dry: no EVAL"
+        );
+        let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+        assert_eq!(node.deleted, vec![b"distlock:{a}".to_vec()]);
+        let unfinished = node.unfinished.unwrap();
+        assert_eq!(
+            (unfinished.scans, unfinished.cursor.as_slice()),
+            (1, &b"17"[..])
+        );
+        assert_eq!(
+            unfinished.to_string(),
+            "the walk stopped at its 30 s limit after 1 SCAN calls (cursor 17); run it again"
+        );
+    }
+
+    #[test]
+    fn a_walk_is_bounded_by_its_limit_plus_one_request() {
+        let t0 = Instant::from_millis(0);
+        let mut reset = Reset::all(
+            &KeyLayout::default(),
+            &LockOptions::default(),
+            &servers(1),
+            false,
+            t0,
+        )
+        .unwrap();
+        let _ = next(&mut reset, t0);
+        assert_eq!(reset.poll_timeout(), Some(Instant::from_millis(1000)));
+        reset.handle_timeout(Instant::from_millis(1000));
+        assert_eq!(
+            reset.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Timeout {
+                after: Duration::from_secs(1)
+            })
+        );
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"distlock:{a}".to_vec()),
+            Just(b"distlock:{a}:holds".to_vec()),
+            Just(b"distlock:{a}:fence".to_vec()),
+            Just(b"distlock:{a}:signal".to_vec()),
+            Just(b"distlock:{a}:other".to_vec()),
+            Just(b"distlock:config".to_vec()),
+            Just(b"distlock:{}x".to_vec()),
+            Just(b"other:{a}".to_vec()),
+            "[a-z{}:]{1,12}".prop_map(|s| alloc::format!("distlock:{s}").into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"$-1\r\n".to_vec()),
+            Just(bulk(TOKEN)),
+            Just(bulk(b"2")),
+            Just(bulk(b"alice")),
+            Just(b"-WRONGTYPE Operation against a key\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 1..20).prop_map(|v| bulk(&v)),
+        ]
+    }
+
+    fn page(cursor: &[u8], keys: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"*2\r\n".to_vec();
+        out.extend(bulk(cursor));
+        out.extend(alloc::format!("*{}\r\n", keys.len()).into_bytes());
+        for key in keys {
+            out.extend(bulk(key));
+        }
+        out
+    }
+
+    proptest! {
+        /// Fed arbitrary SCAN pages and values, a walk deletes only keys the layout
+        /// recognises for a role a reset deletes, each with the value just read, which fits
+        /// its role; a dry run writes nothing; only reads and that delete are ever sent.
+        #[test]
+        fn a_walk_deletes_only_lock_keys_holding_what_the_protocol_writes(
+            pages in proptest::collection::vec(proptest::collection::vec(key(), 0..6), 1..4),
+            values in proptest::collection::vec(value(), 1..8),
+            dry_run in any::<bool>(),
+        ) {
+            let layout = KeyLayout::default();
+            let t0 = Instant::from_millis(0);
+            let mut reset = Reset::all(&layout, &LockOptions::default(), &servers(1), dry_run, t0)
+                .unwrap();
+            let mut served: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let (mut pages_served, mut reads) = (0usize, 0usize);
+            let mut deleted = 0usize;
+            while let Some(command) = next(&mut reset, t0) {
+                let reply = match command[0].as_slice() {
+                    b"SCAN" => {
+                        pages_served += 1;
+                        let last = pages_served == pages.len();
+                        let cursor = if last { &b"0"[..] } else { b"9" };
+                        page(cursor, &pages[pages_served - 1])
+                    }
+                    b"GET" => {
+                        let key = &command[1];
+                        let (_, role) = layout.recognise(key).expect("GET of a key not recognised");
+                        prop_assert!(role.is_reset());
+                        reads += 1;
+                        let reply = values[reads % values.len()].clone();
+                        served.insert(key.clone(), reply.clone());
+                        reply
+                    }
+                    b"TYPE" => b"+hash\r\n".to_vec(),
+                    b"EVAL" => {
+                        prop_assert!(!dry_run, "a dry run sent a delete");
+                        let key = &command[3];
+                        let (_, role) = layout.recognise(key).expect("delete of a key not recognised");
+                        prop_assert!(role.is_reset());
+                        let value = &command[6];
+                        prop_assert!(role.fits(value));
+                        prop_assert_eq!(served.get(key), Some(&bulk(value)), "not the value read");
+                        deleted += 1;
+                        b":0\r\n".to_vec()
+                    }
+                    other => {
+                        prop_assert!(false, "unexpected command {:?}", other);
+                        unreachable!()
+                    }
+                };
+                reset.handle_input(0, &reply, t0);
+            }
+            let node = reset.poll_outcome().unwrap().nodes.remove(0);
+            prop_assert!(node.is_ok(), "{:?}", node);
+            let node = node.unwrap();
+            if !dry_run {
+                prop_assert_eq!(node.deleted.len(), deleted);
+            }
+            for key in &node.deleted {
+                let (_, role) = layout.recognise(key).unwrap();
+                prop_assert!(role.is_reset());
+            }
+        }
+
+        /// Whatever bytes a node sends during a walk: no panic, and an outcome by the
+        /// node's deadline.
+        #[test]
+        fn arbitrary_bytes_during_a_walk_never_panic(
+            replies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..6),
+        ) {
+            let t0 = Instant::from_millis(0);
+            let mut reset =
+                Reset::all(&KeyLayout::default(), &LockOptions::default(), &servers(1), false, t0)
+                    .unwrap();
+            let mut buf = vec![0u8; 8192];
+            for reply in &replies {
+                while reset.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+                reset.handle_input(0, reply, t0);
+            }
+            while reset.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+            reset.handle_timeout(t0.saturating_add(RESET_WALK_LIMIT).saturating_add(Duration::from_secs(1)));
+            prop_assert!(reset.poll_outcome().is_some());
+        }
+    }
+}

@@ -24,6 +24,9 @@
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
+//! - **Operator commands**: [`Inspect`] (`status`) and [`Reset`] (`reset`) are machines over
+//!   up to `N` nodes too; [`verdict`] says held, free or unknown (never free when unread
+//!   nodes could make a majority). Every machine is [`Driven`] the same way.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
 //!
@@ -69,10 +72,13 @@ mod acquire;
 mod ballot;
 mod commands;
 mod connect;
+mod dialogue;
 mod drift;
+mod driven;
 mod error;
 mod extend;
 mod handshake;
+mod inspect;
 pub mod keys;
 mod limits;
 mod link;
@@ -80,6 +86,7 @@ mod lock;
 mod machine;
 mod release;
 mod renewal;
+mod reset;
 pub mod resp;
 mod retry;
 pub mod script;
@@ -91,10 +98,13 @@ pub mod wit;
 
 pub use acquire::Acquire;
 pub use connect::{RECONNECT, Reachability, reachability, reconnect_pause};
+pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
+pub use driven::Driven;
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
+pub use inspect::{Inspect, Inspection, Reading, Seen, Verdict, is_majority, verdict};
 pub use keys::{KeyLayout, KeyRole, LockName, Token};
 pub use limits::{MAX_NAME_LEN, MAX_NODES, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN};
 pub use link::{REPLY_CAP, Transmit};
@@ -102,6 +112,7 @@ pub use lock::{Lease, Lock, LockOptions, quorum};
 pub use machine::{Machine, Operation};
 pub use release::{Release, Released};
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
+pub use reset::{LeftAlone, NodeReset, Reset, ResetOutcome, Unfinished, WalkRefused, walk_pattern};
 pub use resp::{BufferTooSmall, Protocol};
 #[cfg(feature = "fuzzing")]
 pub use retry::{Backoff, SplitMix64};

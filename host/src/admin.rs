@@ -1,32 +1,32 @@
 //! Operator commands: look at a lock (`status`), and force-unlock after a crash (`reset`).
 //!
-//! They read and delete keys directly (with the core's RESP encoder and decoder) and take no
-//! lock decision of their own: which keys are a lock's, what value each must hold and which a
-//! reset deletes are the core's ([`KeyLayout::recognise`], [`KeyRole`]); majorities are
-//! [`distlock_core::quorum`]; the deadlines are the core's request timeout and reset walk limit.
+//! A thin driver: the commands are the core's machines ([`Inspect`], [`Reset`]), which decide
+//! what is sent, which keys are a lock's and which a reset deletes, what a reply means, the
+//! deadlines and the majorities ([`distlock_core::verdict`],
+//! [`distlock_core::is_majority`]). This module moves their bytes over the pool's
+//! connections ([`crate::drive`]) and turns their outcome into the host's report types, with
+//! their text and JSON forms.
 //!
-//! Invariants:
-//! - **Unknown is not free.** A node that could not be read (unreachable, silent, a garbage
-//!   reply, `NOPERM`, a lock key of another type) is reported with what failed, never as
-//!   free; the verdict is "unknown" whenever the nodes that answered cannot decide it.
-//! - **Only lock keys are deleted.** A key is deleted only when the layout built it, its role
-//!   is one a reset deletes (never the fencing counter), and it holds the value the protocol
-//!   writes there; the delete is the core's compare-and-delete script given the value just
-//!   read, so a key rewritten between the check and the delete is left alone.
+//! Invariants (the core's, kept in what is reported):
+//! - **Unknown is not free.** A node that could not be read is reported with what failed,
+//!   never as free; the verdict is "unknown" whenever the nodes that answered cannot decide it.
+//! - **Only lock keys are deleted**, each by compare-and-delete with the value just read.
 //! - **Bounded.** Every node is asked concurrently and its whole work (connect included) ends
-//!   within its deadline; a reset walk stops at its limit and reports how far it got.
+//!   within the core's deadline; a reset walk stops at its limit and reports how far it got.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use distlock_core::keys::{Keys, RESET_SCAN_COUNT, RESET_WALK_LIMIT};
-use distlock_core::resp::{self, Framer, Reply, Sink};
-use distlock_core::{KeyLayout, KeyRole, Lock, LockName, LockOptions, ServerError, quorum, script};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use distlock_core::{
+    ConfigError, Driven, Inspect, Inspection, Lock, LockOptions, Reset, ResetOutcome, ServerInfo,
+};
+use distlock_core::{Seen, WalkRefused};
 
 use crate::client::Client;
 use crate::clock::to_std;
-use crate::conn::Conn;
+use crate::drive::{Slot, close_out_of_step, drive, return_slots};
 use crate::error::Error;
+use crate::pool::Pool;
 
 /// What the nodes say about a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,23 +68,22 @@ pub enum Verdict<'a> {
 
 impl Status {
     /// The verdict: held by a token on a majority, free when no token can have a majority
-    /// even if every unread node had it, unknown otherwise.
+    /// even if every unread node had it, unknown otherwise (the core's
+    /// [`distlock_core::verdict`]).
     #[must_use]
     pub fn verdict(&self) -> Verdict<'_> {
-        let needed = quorum(self.nodes.len());
-        if let Some(holder) = self.holder() {
-            return Verdict::Held(holder);
-        }
-        let holders: Vec<&str> = self.holders().collect();
-        let most = holders
-            .iter()
-            .map(|h| holders.iter().filter(|o| *o == h).count())
-            .max()
-            .unwrap_or(0);
-        if most + self.unreadable() < needed {
-            Verdict::Free
-        } else {
-            Verdict::Unknown
+        let seen = self.nodes.iter().map(|n| match n {
+            NodeStatus::Answered {
+                holder: Some(h), ..
+            } => Seen::Holder(h.as_str()),
+            NodeStatus::Answered { holder: None, .. } => Seen::Free,
+            NodeStatus::Unreachable(_) => Seen::Unread,
+        });
+        match distlock_core::verdict(seen) {
+            distlock_core::Verdict::Held(holder) => Verdict::Held(holder),
+            distlock_core::Verdict::Free => Verdict::Free,
+            // Anything the core may add later is no verdict of "free".
+            _ => Verdict::Unknown,
         }
     }
 
@@ -100,16 +99,7 @@ impl Status {
     /// Whether a majority of nodes could not be read (the command then exits 69).
     #[must_use]
     pub fn majority_unreadable(&self) -> bool {
-        self.unreadable() >= quorum(self.nodes.len())
-    }
-
-    fn holders(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter_map(|n| match n {
-            NodeStatus::Answered {
-                holder: Some(h), ..
-            } => Some(h.as_str()),
-            _ => None,
-        })
+        distlock_core::is_majority(self.unreadable(), self.nodes.len())
     }
 
     /// A readable summary: the verdict, then one line per node.
@@ -178,12 +168,10 @@ impl Status {
     /// The token a majority of nodes agree holds the lock.
     #[must_use]
     pub fn holder(&self) -> Option<&str> {
-        let holders: Vec<&str> = self.holders().collect();
-        let needed = quorum(self.nodes.len());
-        holders
-            .iter()
-            .copied()
-            .find(|h| holders.iter().filter(|o| *o == h).count() >= needed)
+        match self.verdict() {
+            Verdict::Held(holder) => Some(holder),
+            Verdict::Free | Verdict::Unknown => None,
+        }
     }
 }
 
@@ -239,7 +227,7 @@ impl ResetReport {
     /// Whether a majority of nodes failed or did not finish (the command then exits 69).
     #[must_use]
     pub fn majority_failed(&self) -> bool {
-        self.failed() >= quorum(self.nodes.len())
+        distlock_core::is_majority(self.failed(), self.nodes.len())
     }
 
     /// One line per key deleted (or, dry, that would be) and per key left alone, then one per
@@ -287,226 +275,49 @@ impl ResetReport {
     }
 }
 
-/// A reply as owned values (admin replies are small).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value {
-    Nil,
-    Int(i64),
-    Text(Vec<u8>),
-    List(Vec<Value>),
-    Error(Vec<u8>),
-}
-
-fn owned(reply: &Reply<'_>) -> Value {
-    match reply {
-        Reply::Nil => Value::Nil,
-        Reply::Integer(i) => Value::Int(*i),
-        Reply::Simple(b) | Reply::Bulk(b) => Value::Text(b.to_vec()),
-        Reply::Error(e) => Value::Error(e.to_vec()),
-        Reply::Array(items) | Reply::Push(items) => Value::List(items.iter().map(owned).collect()),
-        _ => Value::Nil,
-    }
-}
-
-/// Sends one command and reads its reply (a server's error reply is `Value::Error`). Callers
-/// bound it: `on_each_node` by the node's deadline, a walk's calls by the request timeout.
-pub(crate) async fn command(conn: &mut Conn, args: &[&[u8]]) -> Result<Value, Error> {
-    let io = |e: std::io::Error| Error::Connect {
-        endpoint: "node".into(),
-        source: e,
-    };
-    let mut out = vec![0u8; 1024];
-    let len = loop {
-        match resp::encode_into(&mut out, |s: &mut dyn Sink| s.command(args)) {
-            Ok(len) => break len,
-            Err(short) => out.resize(short.required, 0),
-        }
-    };
-    conn.stream.write_all(&out[..len]).await.map_err(io)?;
-    let mut framer: Box<Framer<65536>> = Box::default();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match framer.next_frame_len() {
-            Ok(Some(len)) => {
-                let reply = resp::decode(framer.frame(len), conn.server.protocol)
-                    .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-                if matches!(reply, Reply::Push(_)) {
-                    framer.consume(len);
-                    continue;
-                }
-                return Ok(owned(&reply));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(io(std::io::Error::other(e.to_string()))),
-        }
-        let n = conn.stream.read(&mut buf).await.map_err(io)?;
-        if n == 0 {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            )));
-        }
-        framer.push(&buf[..n]);
-    }
-}
-
-/// [`command`] within `limit`.
-async fn command_within(conn: &mut Conn, args: &[&[u8]], limit: Duration) -> Result<Value, Error> {
-    tokio::time::timeout(limit, command(conn, args))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::NodeTimeout {
-                endpoint: "node".into(),
-                after: limit,
-            })
-        })
-}
-
-fn key(parts: [&[u8]; 4]) -> Vec<u8> {
-    parts.concat()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The deadline of one node's part of `status` and `reset --name`, and of each call of a walk:
-/// the core's request timeout, as release and extend have.
-fn request_timeout() -> Duration {
-    to_std(LockOptions::default().request_timeout)
+/// The host's status of the core's inspection.
+fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
+    let nodes = inspection
+        .nodes
+        .into_iter()
+        .map(|node| match node {
+            Ok(reading) => NodeStatus::Answered {
+                holder: reading.holder.map(|t| t.as_str().to_owned()),
+                ttl: reading.ttl.map(to_std),
+                fence: reading.fence,
+            },
+            Err(e) => NodeStatus::Unreachable(e.to_string()),
+        })
+        .collect();
+    Status { nodes, endpoints }
 }
 
-/// A server's error reply as the core's typed error.
-fn refused(node: usize, message: &[u8]) -> Error {
-    Error::Lock(distlock_core::Error::Server {
-        node: u8::try_from(node).unwrap_or(u8::MAX),
-        error: ServerError::from_message(message),
-    })
-}
-
-fn unexpected(value: Value) -> Error {
-    Error::Connect {
-        endpoint: "node".into(),
-        source: std::io::Error::other(format!("unexpected reply {value:?}")),
-    }
-}
-
-/// What one key's reset came to.
-enum KeyOutcome {
-    /// Deleted (or, dry, would be).
-    Deleted,
-    /// Left alone, and why.
-    LeftAlone(String),
-    /// Not there.
-    Absent,
-}
-
-/// One reset of one node: its layout, whether dry, and the wake-up signal's TTL.
-struct Resetter<'a> {
-    layout: &'a KeyLayout,
-    dry_run: bool,
-    signal_ms: Vec<u8>,
-    limit: Duration,
-}
-
-impl Resetter<'_> {
-    /// Resets `key`, the `role` key of lock `name`, when it holds what the protocol writes
-    /// there; the delete is the core's compare-and-delete (the release script) given the value
-    /// just read. Deleting a lock key also pushes the wake-up signal, as a release does.
-    async fn reset_key(
-        &self,
-        conn: &mut Conn,
-        node: usize,
-        name: &LockName,
-        role: KeyRole,
-        key: &[u8],
-    ) -> Result<KeyOutcome, Error> {
-        let value = match command_within(conn, &[b"GET", key], self.limit).await? {
-            Value::Nil => return Ok(KeyOutcome::Absent),
-            Value::Text(value) => value,
-            Value::Error(e) if e.starts_with(b"WRONGTYPE") => {
-                let kind = match command_within(conn, &[b"TYPE", key], self.limit).await {
-                    Ok(Value::Text(kind)) => text(&kind),
-                    _ => "not a string".into(),
-                };
-                return Ok(KeyOutcome::LeftAlone(format!(
-                    "it is a {kind}, not a string: not a lock key"
-                )));
-            }
-            Value::Error(e) => return Err(refused(node, &e)),
-            other => return Err(unexpected(other)),
-        };
-        if !role.fits(&value) {
-            let why = match role {
-                KeyRole::Lock => "its value is not a lock token",
-                _ => "its value is not a count",
-            };
-            return Ok(KeyOutcome::LeftAlone(why.into()));
-        }
-        if self.dry_run {
-            return Ok(KeyOutcome::Deleted);
-        }
-        let keys = Keys::new(self.layout.clone(), name.clone());
-        let (holds, signal) = (key_of(keys.holds()), key_of(keys.signal()));
-        // The release script's KEYS are lock, holds, signal; for the re-entry count itself the
-        // same key stands in for all three (it is deleted, never decremented: not reentrant),
-        // and no signal is pushed.
-        let (keys, signal_ms): ([&[u8]; 3], &[u8]) = match role {
-            KeyRole::Lock => ([key, &holds, &signal], &self.signal_ms),
-            _ => ([key, key, key], b"0"),
-        };
-        let args: [&[u8]; 9] = [
-            b"EVAL",
-            script::RELEASE.source.as_bytes(),
-            b"3",
-            keys[0],
-            keys[1],
-            keys[2],
-            &value,
-            b"0",
-            signal_ms,
-        ];
-        match command_within(conn, &args, self.limit).await? {
-            Value::Int(0) => Ok(KeyOutcome::Deleted),
-            Value::Int(_) => Ok(KeyOutcome::LeftAlone(
-                "it changed after it was checked".into(),
-            )),
-            Value::Error(e) if e.starts_with(b"WRONGTYPE") => Ok(KeyOutcome::LeftAlone(
-                "it changed type after it was checked".into(),
-            )),
-            Value::Error(e) => Err(refused(node, &e)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    fn record(done: &mut ResetDone, key: &[u8], outcome: KeyOutcome) {
-        match outcome {
-            KeyOutcome::Deleted => done.deleted.push(text(key)),
-            KeyOutcome::LeftAlone(why) => done.left_alone.push((text(key), why)),
-            KeyOutcome::Absent => {}
-        }
-    }
-}
-
-fn key_of(parts: [&[u8]; 4]) -> Vec<u8> {
-    key(parts)
-}
-
-fn report<T>(
-    results: Vec<(String, Result<T, Error>)>,
-    mut f: impl FnMut(T) -> ResetDone,
-    dry_run: bool,
-) -> ResetReport {
-    ResetReport {
-        nodes: results
-            .into_iter()
-            .map(|(endpoint, r)| NodeReset {
-                endpoint,
-                outcome: r.map(&mut f).map_err(|e| e.to_string()),
-            })
-            .collect(),
-        dry_run,
-    }
+/// The host's report of the core's reset outcome.
+fn report_of(outcome: ResetOutcome, endpoints: Vec<String>, dry_run: bool) -> ResetReport {
+    let nodes = outcome
+        .nodes
+        .into_iter()
+        .zip(endpoints)
+        .map(|(node, endpoint)| NodeReset {
+            endpoint,
+            outcome: node
+                .map(|done| ResetDone {
+                    deleted: done.deleted.iter().map(|k| text(k)).collect(),
+                    left_alone: done
+                        .left_alone
+                        .iter()
+                        .map(|(k, why)| (text(k), why.to_string()))
+                        .collect(),
+                    unfinished: done.unfinished.map(|u| u.to_string()),
+                })
+                .map_err(|e| e.to_string()),
+        })
+        .collect();
+    ResetReport { nodes, dry_run }
 }
 
 /// The report's count, or the first node's error when a majority failed.
@@ -528,56 +339,52 @@ fn count(report: ResetReport) -> Result<u64, Error> {
     Ok(report.deleted())
 }
 
+/// Builds an operator machine over the pool's nodes (an idle connection where there is one,
+/// else one opened while it runs), drives it to its outcome, and pools again the connections
+/// left in step.
+async fn run<M: Driven, E>(
+    pool: &Arc<Pool>,
+    build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
+) -> Result<M::Outcome, E> {
+    let mut slots = Vec::with_capacity(pool.len());
+    let mut servers = Vec::with_capacity(pool.len());
+    for node in 0..pool.len() {
+        match pool.take_idle(node) {
+            Some(conn) => {
+                servers.push(conn.server);
+                slots.push(Slot::Ready(conn));
+            }
+            None => {
+                servers.push(pool.known_server(node));
+                slots.push(Slot::Closed);
+            }
+        }
+    }
+    let mut machine = match build(&servers, pool.clock().now()) {
+        Ok(machine) => machine,
+        Err(e) => {
+            // Nothing was sent on them.
+            return_slots(pool, slots);
+            return Err(e);
+        }
+    };
+    let outcome = drive(&mut machine, &mut slots, &servers, pool, None).await;
+    close_out_of_step(&machine, &mut slots);
+    return_slots(pool, slots);
+    Ok(outcome)
+}
+
 impl Client {
     /// What each node says about the lock `name`: holder token, its key's TTL, the fence.
     /// Nodes are asked concurrently, each within the request timeout; one that could not be
     /// read is [`NodeStatus::Unreachable`] with what failed ([`Status::verdict`]).
     pub async fn status(&self, name: impl AsRef<[u8]>) -> Result<Status, Error> {
         let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
-        let (lock_key, fence_key) = (key(lock.keys().lock()), key(lock.keys().fence()));
-        let results = self
-            .pool()
-            .on_each_node(request_timeout(), async |node, conn| {
-                let holder = match command(conn, &[b"GET", &lock_key]).await? {
-                    Value::Nil => None,
-                    Value::Text(t) if KeyRole::Lock.fits(&t) => Some(text(&t)),
-                    Value::Text(_) => {
-                        return Err(Error::NotALock {
-                            key: text(&lock_key),
-                            why: "it holds a string that is not a lock token",
-                        });
-                    }
-                    Value::Error(e) => return Err(refused(node, &e)),
-                    other => return Err(unexpected(other)),
-                };
-                let ttl = match command(conn, &[b"PTTL", &lock_key]).await? {
-                    Value::Int(ms) if ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
-                    Value::Int(_) => None,
-                    Value::Error(e) => return Err(refused(node, &e)),
-                    other => return Err(unexpected(other)),
-                };
-                let fence = match command(conn, &[b"GET", &fence_key]).await? {
-                    Value::Nil => None,
-                    Value::Text(t) => {
-                        Some(text(&t).parse::<u64>().map_err(|_| Error::NotALock {
-                            key: text(&fence_key),
-                            why: "the fencing counter is not a number",
-                        })?)
-                    }
-                    Value::Error(e) => return Err(refused(node, &e)),
-                    other => return Err(unexpected(other)),
-                };
-                Ok(NodeStatus::Answered { holder, ttl, fence })
-            })
-            .await;
-        let (endpoints, nodes) = results
-            .into_iter()
-            .map(|(endpoint, r)| {
-                let status = r.unwrap_or_else(|e| NodeStatus::Unreachable(e.to_string()));
-                (endpoint, status)
-            })
-            .unzip();
-        Ok(Status { nodes, endpoints })
+        let inspection = run(self.pool(), |servers, now| {
+            Inspect::new(&lock, servers, now)
+        })
+        .await?;
+        Ok(status_of(inspection, self.pool().endpoints()))
     }
 
     /// Force-unlocks `name` on every node, whoever holds it (for operators after a crash):
@@ -599,24 +406,11 @@ impl Client {
         dry_run: bool,
     ) -> Result<ResetReport, Error> {
         let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
-        let name = lock.keys().name().clone();
-        let resetter = self.resetter(dry_run, request_timeout());
-        let keys = [
-            (KeyRole::Lock, key(lock.keys().lock())),
-            (KeyRole::Holds, key(lock.keys().holds())),
-        ];
-        let results = self
-            .pool()
-            .on_each_node(request_timeout(), async |node, conn| {
-                let mut done = ResetDone::default();
-                for (role, key) in &keys {
-                    let outcome = resetter.reset_key(conn, node, &name, *role, key).await?;
-                    Resetter::record(&mut done, key, outcome);
-                }
-                Ok(done)
-            })
-            .await;
-        Ok(report(results, |d| d, dry_run))
+        let outcome = run(self.pool(), |servers, now| {
+            Reset::by_name(&lock, servers, dry_run, now)
+        })
+        .await?;
+        Ok(report_of(outcome, self.pool().endpoints(), dry_run))
     }
 
     /// Force-unlocks every lock under the key prefix; returns the keys deleted, and fails when
@@ -626,125 +420,37 @@ impl Client {
     }
 
     /// Walks the prefix with `SCAN` (never `KEYS`, which blocks the server;
-    /// [`RESET_SCAN_COUNT`] keys a call) and resets every key the layout recognises as a lock
-    /// key or re-entry count of some lock, each only when it holds what the protocol writes
-    /// there ([`KeyRole::fits`]). Everything else under the prefix — other keys, fencing
-    /// counters, wake-up lists (they expire on their own) — is left as it is. Each node's walk
-    /// stops at [`RESET_WALK_LIMIT`] and then reports how far it got; each call is bounded by
-    /// the request timeout. A dry run deletes nothing and reports what would go.
+    /// [`distlock_core::keys::RESET_SCAN_COUNT`] keys a call) and resets every key the layout
+    /// recognises as a lock key or re-entry count of some lock, each only when it holds what
+    /// the protocol writes there ([`distlock_core::KeyRole::fits`]). Everything else under the
+    /// prefix — other keys, fencing counters, wake-up lists (they expire on their own) — is
+    /// left as it is. Each node's walk stops at [`distlock_core::keys::RESET_WALK_LIMIT`] and
+    /// then reports how far it got; each call is bounded by the request timeout. A dry run
+    /// deletes nothing and reports what would go ([`distlock_core::Reset`]).
     ///
     /// Refused before anything is sent with [`Error::NoPrefixToWalk`] under a layout without
-    /// a private prefix ([`KeyLayout::prefix`] is `None`: redis-py's and python-redis-lock's),
-    /// and with [`Error::EmptyPrefix`] under an empty one (that walk is the whole database).
+    /// a private prefix ([`crate::KeyLayout::prefix`] is `None`: redis-py's and
+    /// python-redis-lock's), and with [`Error::EmptyPrefix`] under an empty one (that walk is
+    /// the whole database).
     pub async fn reset_all_report(&self, dry_run: bool) -> Result<ResetReport, Error> {
-        let Some(prefix) = self.layout().prefix() else {
-            return Err(Error::NoPrefixToWalk {
-                layout: self.layout().name(),
-            });
-        };
-        if prefix.is_empty() {
-            return Err(Error::EmptyPrefix);
-        }
-        let pattern = scan_pattern(prefix);
-        let resetter = self.resetter(dry_run, request_timeout());
-        let walk_limit = to_std(RESET_WALK_LIMIT);
-        let count = RESET_SCAN_COUNT.to_string();
-        let results = self
-            .pool()
-            .on_each_node(walk_limit + request_timeout(), async |node, conn| {
-                let started = Instant::now();
-                let mut done = ResetDone::default();
-                let mut cursor = b"0".to_vec();
-                let mut calls = 0u64;
-                loop {
-                    if started.elapsed() >= walk_limit {
-                        done.unfinished = Some(format!(
-                            "the walk stopped at its {} s limit after {calls} SCAN calls (cursor {}); run it again",
-                            walk_limit.as_secs(),
-                            text(&cursor)
-                        ));
-                        return Ok(done);
-                    }
-                    let reply = command_within(
-                        conn,
-                        &[
-                            b"SCAN",
-                            &cursor,
-                            b"MATCH",
-                            &pattern,
-                            b"COUNT",
-                            count.as_bytes(),
-                        ],
-                        resetter.limit,
-                    )
-                    .await?;
-                    calls += 1;
-                    let parts = match reply {
-                        Value::List(parts) => parts,
-                        Value::Error(e) => return Err(refused(node, &e)),
-                        other => return Err(unexpected(other)),
-                    };
-                    let [Value::Text(next), Value::List(keys)] = parts.as_slice() else {
-                        return Err(unexpected(Value::List(parts)));
-                    };
-                    for found in keys {
-                        let Value::Text(found) = found else { continue };
-                        let Some((name, role)) = resetter.layout.recognise(found) else {
-                            continue;
-                        };
-                        if !role.is_reset() {
-                            continue;
-                        }
-                        let outcome = resetter.reset_key(conn, node, &name, role, found).await?;
-                        Resetter::record(&mut done, found, outcome);
-                    }
-                    if next.as_slice() == b"0" {
-                        return Ok(done);
-                    }
-                    cursor = next.clone();
-                }
-            })
-            .await;
-        Ok(report(results, |d| d, dry_run))
+        let layout = self.layout();
+        let outcome = run(self.pool(), |servers, now| {
+            Reset::all(layout, &LockOptions::default(), servers, dry_run, now)
+        })
+        .await
+        .map_err(|refused| match refused {
+            WalkRefused::NoPrefix { layout } => Error::NoPrefixToWalk { layout },
+            WalkRefused::EmptyPrefix => Error::EmptyPrefix,
+            WalkRefused::Config(e) => Error::Config(e),
+            _ => Error::Config(ConfigError::BadPrefix),
+        })?;
+        Ok(report_of(outcome, self.pool().endpoints(), dry_run))
     }
-
-    fn resetter(&self, dry_run: bool, limit: Duration) -> Resetter<'_> {
-        Resetter {
-            layout: self.layout(),
-            dry_run,
-            signal_ms: LockOptions::default()
-                .wake_signal
-                .map_or(1000, |d| d.as_millis())
-                .to_string()
-                .into_bytes(),
-            limit,
-        }
-    }
-}
-
-/// `prefix{*` with the prefix's glob characters escaped, for `SCAN MATCH`: every key that
-/// can be a tagged lock key under the prefix.
-fn scan_pattern(prefix: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + 2);
-    for &b in prefix {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.extend_from_slice(b"{*");
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scan_patterns_escape_globs() {
-        assert_eq!(scan_pattern(b"distlock:"), b"distlock:{*");
-        assert_eq!(scan_pattern(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\{*");
-    }
 
     fn answered(h: Option<&str>) -> NodeStatus {
         NodeStatus::Answered {

@@ -268,7 +268,8 @@ impl Client {
             // go back to the pool instead of being reopened.
             let pool = Arc::clone(pool);
             tokio::spawn(async move {
-                settle(&mut machine, &mut slots, &servers, &pool).await;
+                let request_timeout = machine.lock().options().request_timeout;
+                settle(&mut machine, &mut slots, &servers, &pool, request_timeout).await;
                 return_slots(&pool, slots);
             });
         }

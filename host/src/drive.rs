@@ -1,5 +1,6 @@
 //! Runs a core machine over real connections: writes what it asks, feeds what arrives,
-//! sleeps until its deadline. No lock decision is made here.
+//! sleeps until its deadline. Any [`Driven`] machine — a lock operation, or an operator
+//! command's (`status`, `reset`) — goes through the same loop. No lock decision is made here.
 //!
 //! Opening a connection is part of a request's time, not something an operation waits for
 //! before it starts: a node without a connection gets one opened in a task of its own, what
@@ -17,8 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use distlock_core::{Machine, Operation};
-use distlock_core::{Protocol, ServerInfo};
+use distlock_core::{Driven, Protocol, ServerInfo};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
@@ -73,13 +73,13 @@ pub(crate) type Cancel<'a> = Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>
 /// When `cancel` completes first, the machine is cancelled between two waits — never in the
 /// middle of a write, so no connection is left holding half a command — and driven on until
 /// its outcome (the rollback sent).
-pub(crate) async fn drive<Op: Operation, const N: usize>(
-    machine: &mut Machine<Op, N>,
+pub(crate) async fn drive<M: Driven>(
+    machine: &mut M,
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
     cancel: Cancel<'_>,
-) -> Op::Outcome {
+) -> M::Outcome {
     pump(machine, slots, servers, pool, cancel, |machine, _| {
         machine.poll_outcome()
     })
@@ -88,10 +88,7 @@ pub(crate) async fn drive<Op: Operation, const N: usize>(
 
 /// Whether no connection owes `machine` anything: every open one is in step, and none still
 /// opening has requests of its to carry.
-pub(crate) fn in_step<Op: Operation, const N: usize>(
-    machine: &Machine<Op, N>,
-    slots: &[Slot],
-) -> bool {
+pub(crate) fn in_step<M: Driven>(machine: &M, slots: &[Slot]) -> bool {
     slots.iter().enumerate().all(|(node, slot)| match slot {
         Slot::Closed => true,
         Slot::Ready(_) | Slot::Opening { .. } => machine.owed_replies(node) == Some(0),
@@ -99,18 +96,19 @@ pub(crate) fn in_step<Op: Operation, const N: usize>(
 }
 
 /// After the outcome: reads the replies the connections still owe, so they can be pooled
-/// again instead of reopened, for at most the lock's request timeout — the core's rule for
+/// again instead of reopened, for at most the lock's `request_timeout` — the core's rule for
 /// how long a node may stay silent (replies the machine abandoned carry no deadline of their
 /// own; those it still awaits end sooner at theirs). Open connections still owing replies at the end are
 /// dropped, so a late reply can never reach the next user of a pooled connection;
 /// connections still opening are left to finish in their tasks (see [`Pool::open`]).
-pub(crate) async fn settle<Op: Operation, const N: usize>(
-    machine: &mut Machine<Op, N>,
+pub(crate) async fn settle<M: Driven>(
+    machine: &mut M,
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
+    request_timeout: distlock_core::Duration,
 ) {
-    let limit = crate::clock::to_std(machine.lock().options().request_timeout);
+    let limit = crate::clock::to_std(request_timeout);
     let _ = tokio::time::timeout(
         limit,
         pump(machine, slots, servers, pool, None, |machine, slots| {
@@ -118,6 +116,12 @@ pub(crate) async fn settle<Op: Operation, const N: usize>(
         }),
     )
     .await;
+    close_out_of_step(machine, slots);
+}
+
+/// Drops the open connections that still owe `machine` replies (or are out of step), so a
+/// late reply can never reach the next user of a pooled connection.
+pub(crate) fn close_out_of_step<M: Driven>(machine: &M, slots: &mut [Slot]) {
     for (node, slot) in slots.iter_mut().enumerate() {
         if !matches!(slot, Slot::Closed) && machine.owed_replies(node) != Some(0) {
             *slot = Slot::Closed;
@@ -147,13 +151,13 @@ pub(crate) fn return_slots(pool: &Arc<Pool>, slots: Vec<Slot>) {
 
 /// Sends what `machine` asks, feeds it what arrives, opens connections and honours its
 /// deadlines, until `done` gives a value (asked after each round of sends).
-async fn pump<Op: Operation, const N: usize, T>(
-    machine: &mut Machine<Op, N>,
+async fn pump<M: Driven, T>(
+    machine: &mut M,
     slots: &mut [Slot],
     servers: &[ServerInfo],
     pool: &Arc<Pool>,
     mut cancel: Cancel<'_>,
-    mut done: impl FnMut(&mut Machine<Op, N>, &[Slot]) -> Option<T>,
+    mut done: impl FnMut(&mut M, &[Slot]) -> Option<T>,
 ) -> T {
     let clock = &pool.clock();
     // Most commands fit the stack buffer; an EVAL with a long key may need the heap.

@@ -19,7 +19,6 @@
 //!   address) is refused before anything is sent: its vote would count twice.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use distlock_core::reconnect_pause;
 use distlock_core::{Protocol, Reachability, ServerInfo, quorum, reachability};
@@ -452,53 +451,6 @@ impl Pool {
             }
         }
     }
-
-    /// Runs `f` on a connection to each node (for status and reset), all nodes at once, each
-    /// within `deadline` whatever its connect or its server does: a node that has not finished
-    /// by then gives [`Error::NodeTimeout`] and its connection is dropped (it may still owe a
-    /// reply, so it never returns to the pool). Gives each node's endpoint and result, in node
-    /// order.
-    pub(crate) async fn on_each_node<T>(
-        self: &Arc<Self>,
-        deadline: Duration,
-        f: impl AsyncFn(usize, &mut Conn) -> Result<T, Error>,
-    ) -> Vec<(String, Result<T, Error>)> {
-        let f = &f;
-        let work = self.nodes.iter().enumerate().map(|(node, slot)| {
-            let endpoint = slot.target.to_string();
-            async move {
-                let run = async {
-                    let mut conn = match self.take_idle(node) {
-                        Some(conn) => conn,
-                        None => {
-                            let protocol = self.known_server(node).protocol;
-                            self.open(node, protocol).await.unwrap_or_else(|e| {
-                                Err(Error::Connect {
-                                    endpoint: endpoint.clone(),
-                                    source: std::io::Error::other(e.to_string()),
-                                })
-                            })?
-                        }
-                    };
-                    let result = f(node, &mut conn).await;
-                    if result.is_ok() {
-                        self.checkin(node, conn);
-                    }
-                    result
-                };
-                let result = tokio::time::timeout(deadline, run)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::NodeTimeout {
-                            endpoint: endpoint.clone(),
-                            after: deadline,
-                        })
-                    });
-                (endpoint, result)
-            }
-        });
-        join_all(work.collect()).await
-    }
 }
 
 /// Refuses a server given twice, whose vote would count twice (a lock "held" by our own
@@ -550,29 +502,4 @@ async fn refuse_duplicates(
         }
     }
     Ok(())
-}
-
-/// Runs futures concurrently in the calling task and gives their outputs in order (each
-/// future is polled until it is done, then never again).
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

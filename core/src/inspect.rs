@@ -1,0 +1,534 @@
+//! `status`: what each node says about one lock, and what that says about the lock.
+//!
+//! [`Inspect`] reads, on every node at once, the lock key (`GET`: the holder's token), its
+//! time to live (`PTTL`) and the fencing counter (`GET`), one command at a time, and ends with
+//! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
+//! [`verdict`] turns readings into held / free / unknown.
+//!
+//! Invariants:
+//! - **Read only.** It sends `GET` and `PTTL`, nothing that writes.
+//! - **Unknown is never free.** A node that could not be read — unreachable, silent past the
+//!   request timeout, not RESP, a refusal (`NOPERM`, `WRONGTYPE`), a lock key holding no token,
+//!   a fence that is no number — is an `Err`, and [`verdict`] says free only when no token can
+//!   reach a majority even if every such node held it.
+//! - **Held means a majority.** [`Verdict::Held`] only for a token on [`quorum`] nodes.
+//! - **Bounded.** Each node's three requests together end within the lock's request timeout.
+
+use alloc::vec::Vec;
+
+use crate::dialogue::{Dialogues, NodeError, Step, Task, Value, command, driven_by_dialogues};
+use crate::error::{ConfigError, ProtocolError, ServerError};
+use crate::keys::{KeyRole, Token};
+use crate::lock::{Lock, MAX_NODES, quorum};
+use crate::server::ServerInfo;
+use crate::time::{Duration, Instant};
+
+/// What one node says about the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// The token in the lock key, if any.
+    pub holder: Option<Token>,
+    /// How long the lock key lives (`None`: no key, or no expiry).
+    pub ttl: Option<Duration>,
+    /// The fencing counter: the last fence handed out.
+    pub fence: Option<u64>,
+}
+
+/// What every node says, in node order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Each node's reading, or why it could not be read.
+    pub nodes: Vec<Result<Reading, NodeError>>,
+}
+
+impl Inspection {
+    /// The verdict over every node ([`verdict`]).
+    #[must_use]
+    pub fn verdict(&self) -> Verdict<&Token> {
+        verdict(self.nodes.iter().map(|n| match n {
+            Ok(Reading {
+                holder: Some(token),
+                ..
+            }) => Seen::Holder(token),
+            Ok(_) => Seen::Free,
+            Err(_) => Seen::Unread,
+        }))
+    }
+}
+
+/// One node's answer, as [`verdict`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Seen<T> {
+    /// The node has this token in the lock key.
+    Holder(T),
+    /// The node has no lock key.
+    Free,
+    /// The node could not be read: it may hold anything.
+    Unread,
+}
+
+/// What the nodes say about the lock as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict<T> {
+    /// A majority of nodes has this token in the lock key.
+    Held(T),
+    /// No token can be on a majority, even counting every node that could not be read.
+    Free,
+    /// The nodes that answered cannot decide: too many could not be read.
+    Unknown,
+}
+
+/// The verdict of the nodes' answers: held by a token on a majority ([`quorum`]), free when
+/// no token can have a majority even if every unread node had it, unknown otherwise.
+pub fn verdict<T: Copy + PartialEq>(seen: impl IntoIterator<Item = Seen<T>>) -> Verdict<T> {
+    let seen: Vec<Seen<T>> = seen.into_iter().collect();
+    let needed = quorum(seen.len());
+    let unread = seen.iter().filter(|s| matches!(s, Seen::Unread)).count();
+    let mut most = 0;
+    for s in &seen {
+        let Seen::Holder(token) = s else { continue };
+        let count = seen
+            .iter()
+            .filter(|o| matches!(o, Seen::Holder(t) if t == token))
+            .count();
+        if count >= needed {
+            return Verdict::Held(*token);
+        }
+        most = most.max(count);
+    }
+    if most.saturating_add(unread) < needed {
+        Verdict::Free
+    } else {
+        Verdict::Unknown
+    }
+}
+
+/// Whether `count` of `nodes` nodes are a majority ([`quorum`]): when that many could not be
+/// read (or reset), an operator command says so with its exit status.
+#[must_use]
+pub const fn is_majority(count: usize, nodes: usize) -> bool {
+    count >= quorum(nodes)
+}
+
+/// The `status` machine over every node (see the module doc); drive it as a
+/// [`crate::Driven`].
+pub struct Inspect {
+    dialogues: Dialogues<ReadLock>,
+}
+
+impl core::fmt::Debug for Inspect {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Inspect")
+    }
+}
+
+impl Inspect {
+    /// Reads `lock` on each of `servers` (1 to [`MAX_NODES`]), each node within the lock's
+    /// request timeout.
+    pub fn new(lock: &Lock, servers: &[ServerInfo], now: Instant) -> Result<Self, ConfigError> {
+        check_nodes(servers.len())?;
+        let keys = lock.keys();
+        let lock_key = keys.lock().concat();
+        let fence_key = keys.fence().concat();
+        let tasks = servers
+            .iter()
+            .map(|_| ReadLock {
+                lock_key: lock_key.clone(),
+                fence_key: fence_key.clone(),
+                stage: Stage::Holder,
+            })
+            .collect();
+        let timeout = lock.options().request_timeout;
+        Ok(Inspect {
+            dialogues: Dialogues::new(tasks, servers, timeout, timeout, now),
+        })
+    }
+
+    fn outcome(nodes: Vec<Result<Reading, NodeError>>) -> Inspection {
+        Inspection { nodes }
+    }
+}
+
+driven_by_dialogues!(Inspect, Inspection);
+
+/// Between 1 and [`MAX_NODES`] nodes, as for every machine.
+pub(crate) fn check_nodes(nodes: usize) -> Result<(), ConfigError> {
+    if (1..=MAX_NODES).contains(&nodes) {
+        Ok(())
+    } else {
+        Err(ConfigError::BadNodeCount {
+            nodes,
+            capacity: MAX_NODES,
+        })
+    }
+}
+
+/// A server's error reply, or a reply the command never gives: the node fails with it.
+pub(crate) fn failure(reply: Value) -> NodeError {
+    match reply {
+        Value::Error(e) => NodeError::Server(ServerError::from_message(&e)),
+        _ => NodeError::Protocol(ProtocolError::UnexpectedReply),
+    }
+}
+
+enum Stage {
+    Holder,
+    Ttl {
+        holder: Option<Token>,
+    },
+    Fence {
+        holder: Option<Token>,
+        ttl: Option<Duration>,
+    },
+}
+
+/// One node's reading: `GET` lock, `PTTL` lock, `GET` fence.
+struct ReadLock {
+    lock_key: Vec<u8>,
+    fence_key: Vec<u8>,
+    stage: Stage,
+}
+
+impl Task for ReadLock {
+    type Done = Reading;
+
+    fn start(&mut self, _now: Instant) -> Step<Reading> {
+        Step::Send(command(&[b"GET", &self.lock_key]))
+    }
+
+    fn on_reply(&mut self, reply: Value, _now: Instant) -> Step<Reading> {
+        match core::mem::replace(&mut self.stage, Stage::Holder) {
+            Stage::Holder => {
+                let holder = match reply {
+                    Value::Nil => None,
+                    Value::Text(t) if KeyRole::Lock.fits(&t) => Token::new(&t).ok(),
+                    Value::Text(_) => {
+                        return Step::Fail(NodeError::NotALock {
+                            key: self.lock_key.clone(),
+                            why: "it holds a string that is not a lock token",
+                        });
+                    }
+                    other => return Step::Fail(failure(other)),
+                };
+                self.stage = Stage::Ttl { holder };
+                Step::Send(command(&[b"PTTL", &self.lock_key]))
+            }
+            Stage::Ttl { holder } => {
+                let ttl = match reply {
+                    Value::Int(ms) => u64::try_from(ms).ok().map(Duration::from_millis),
+                    other => return Step::Fail(failure(other)),
+                };
+                self.stage = Stage::Fence { holder, ttl };
+                Step::Send(command(&[b"GET", &self.fence_key]))
+            }
+            Stage::Fence { holder, ttl } => {
+                let fence = match reply {
+                    Value::Nil => None,
+                    Value::Text(t) => match parse_u64(&t) {
+                        Some(fence) => Some(fence),
+                        None => {
+                            return Step::Fail(NodeError::NotALock {
+                                key: self.fence_key.clone(),
+                                why: "the fencing counter is not a number",
+                            });
+                        }
+                    },
+                    other => return Step::Fail(failure(other)),
+                };
+                Step::Done(Reading { holder, ttl, fence })
+            }
+        }
+    }
+}
+
+/// A decimal `u64` (what `INCR` leaves), nothing else.
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Driven;
+    use crate::error::ServerErrorKind;
+    use crate::keys::KeyLayout;
+    use crate::lock::LockOptions;
+    use crate::resp::{self, Protocol, Reply};
+
+    const TOKEN: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn servers(n: usize) -> Vec<ServerInfo> {
+        vec![ServerInfo::default(); n]
+    }
+
+    fn lock() -> Lock {
+        Lock::new(KeyLayout::default(), b"job", LockOptions::default()).unwrap()
+    }
+
+    /// Every command the machine wants sent now, as `(node, args)`.
+    fn sent(machine: &mut impl Driven, now: Instant) -> Vec<(usize, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Some(tx) = machine.poll_transmit(now, &mut buf).unwrap() {
+            let Reply::Array(args) = resp::decode(&buf[..tx.len], Protocol::Resp2).unwrap() else {
+                panic!("not a command");
+            };
+            let args = args
+                .iter()
+                .map(|a| match a {
+                    Reply::Bulk(b) => b.to_vec(),
+                    _ => panic!("not a bulk"),
+                })
+                .collect();
+            out.push((tx.node, args));
+        }
+        out
+    }
+
+    fn args(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        parts.iter().map(|p| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn reads_holder_ttl_and_fence_one_command_at_a_time() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"GET", b"distlock:{job}"]))]
+        );
+        assert_eq!(inspect.poll_timeout(), Some(Instant::from_millis(1000)));
+        // Split anyhow: a reply in pieces is normal.
+        let reply = b"$32\r\n0123456789abcdef0123456789abcdef\r\n";
+        for chunk in reply.chunks(3) {
+            inspect.handle_input(0, chunk, t0);
+        }
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"PTTL", b"distlock:{job}"]))]
+        );
+        inspect.handle_input(0, b":1500\r\n", t0);
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"GET", b"distlock:{job}:fence"]))]
+        );
+        assert!(inspect.poll_outcome().is_none());
+        inspect.handle_input(0, b"$1\r\n7\r\n", t0);
+        let outcome = inspect.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(Reading {
+                holder: Some(Token::new(TOKEN).unwrap()),
+                ttl: Some(Duration::from_millis(1500)),
+                fence: Some(7),
+            })]
+        );
+        assert_eq!(
+            outcome.verdict(),
+            Verdict::Held(&Token::new(TOKEN).unwrap())
+        );
+        assert_eq!(inspect.owed_replies(0), Some(0), "the connection is clean");
+        assert!(inspect.poll_outcome().is_none(), "the outcome comes once");
+    }
+
+    #[test]
+    fn every_failure_is_unread_never_free() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(5), t0).unwrap();
+        assert_eq!(sent(&mut inspect, t0).len(), 5);
+        inspect.handle_input(0, b"-NOPERM this user has no permissions\r\n", t0);
+        inspect.handle_input(1, b"$5\r\nalice\r\n", t0);
+        inspect.handle_input(2, b"garbage\r\n", t0);
+        inspect.handle_disconnect(3, t0);
+        // Node 4 stays silent: the request timeout ends it.
+        assert!(inspect.poll_outcome().is_none());
+        let deadline = inspect.poll_timeout().unwrap();
+        assert_eq!(deadline, Instant::from_millis(1000));
+        inspect.handle_timeout(deadline);
+        let outcome = inspect.poll_outcome().unwrap();
+        let errors: Vec<NodeError> = outcome
+            .nodes
+            .iter()
+            .cloned()
+            .map(Result::unwrap_err)
+            .collect();
+        assert!(matches!(&errors[0], NodeError::Server(e) if e.kind == ServerErrorKind::NoPerm));
+        assert!(matches!(&errors[1], NodeError::NotALock { .. }));
+        assert!(matches!(
+            errors[2],
+            NodeError::Protocol(ProtocolError::Malformed)
+        ));
+        assert_eq!(errors[3], NodeError::Disconnected);
+        assert_eq!(
+            errors[4],
+            NodeError::Timeout {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(outcome.verdict(), Verdict::Unknown);
+        assert_eq!(inspect.owed_replies(2), None, "garbage: reconnect");
+        assert_eq!(inspect.owed_replies(4), None, "a reply is still owed");
+    }
+
+    #[test]
+    fn the_node_budget_bounds_all_three_requests() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, b"$-1\r\n", Instant::from_millis(600));
+        let _ = sent(&mut inspect, Instant::from_millis(600));
+        // The second request would have until 1600; the node's budget ends at 1000.
+        assert_eq!(inspect.poll_timeout(), Some(Instant::from_millis(1000)));
+        inspect.handle_timeout(Instant::from_millis(1000));
+        assert!(matches!(
+            inspect.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Timeout { .. })
+        ));
+    }
+
+    #[test]
+    fn a_fence_that_is_no_number_is_not_a_lock() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, b"$-1\r\n:-2\r\n", t0);
+        let _ = sent(&mut inspect, t0);
+        // The PTTL reply came with the GET's: unsolicited, so the node fails.
+        assert!(matches!(
+            inspect.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Protocol(ProtocolError::Unsolicited))
+        ));
+
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for reply in [&b"$-1\r\n"[..], b":-2\r\n", b"+x1\r\n"] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        let node = inspect.poll_outcome().unwrap().nodes.remove(0);
+        assert!(
+            matches!(&node, Err(NodeError::NotALock { key, .. }) if key == b"distlock:{job}:fence"),
+            "{node:?}"
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        use Seen::{Free as F, Holder as H, Unread as U};
+        assert_eq!(verdict([H("a"), H("a"), F]), Verdict::Held("a"));
+        assert_eq!(
+            verdict([H("a"), H("b"), U]),
+            Verdict::Unknown,
+            "U may hold a"
+        );
+        assert_eq!(verdict([U]), Verdict::<&str>::Unknown);
+        assert_eq!(verdict([F]), Verdict::<&str>::Free);
+        assert_eq!(
+            verdict([F, F, U]),
+            Verdict::<&str>::Free,
+            "no token can reach 2"
+        );
+        assert_eq!(verdict([H("a"), F, U]), Verdict::Unknown);
+        assert_eq!(verdict([F, U, U]), Verdict::<&str>::Unknown);
+        assert!(is_majority(1, 1) && is_majority(2, 3) && !is_majority(1, 3));
+    }
+
+    fn seen() -> impl Strategy<Value = Seen<u8>> {
+        prop_oneof![
+            (0u8..3).prop_map(Seen::Holder),
+            Just(Seen::Free),
+            Just(Seen::Unread)
+        ]
+    }
+
+    proptest! {
+        /// Free only when no token could reach a majority even counting every unread node;
+        /// held only by a token on a majority.
+        #[test]
+        fn the_verdict_never_calls_a_possible_majority_free(
+            nodes in proptest::collection::vec(seen(), 1..8)
+        ) {
+            let needed = quorum(nodes.len());
+            let unread = nodes.iter().filter(|s| matches!(s, Seen::Unread)).count();
+            let count = |t: u8| nodes.iter().filter(|s| **s == Seen::Holder(t)).count();
+            match verdict(nodes.iter().copied()) {
+                Verdict::Held(t) => prop_assert!(count(t) >= needed),
+                Verdict::Free => {
+                    for t in 0..3 {
+                        prop_assert!(count(t) + unread < needed);
+                    }
+                }
+                Verdict::Unknown => {
+                    prop_assert!((0..3).all(|t| count(t) < needed));
+                    prop_assert!((0..3).any(|t| count(t) + unread >= needed));
+                }
+            }
+        }
+
+        /// Any bytes from any node, cut anyhow: no panic, an outcome by the deadline, and
+        /// "held" only for a token a majority of nodes really sent as the lock key's value.
+        #[test]
+        fn arbitrary_replies_never_panic_nor_fake_a_holder(
+            inputs in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just(b"$32\r\n0123456789abcdef0123456789abcdef\r\n".to_vec()),
+                        Just(b":100\r\n".to_vec()),
+                        Just(b"$1\r\n3\r\n".to_vec()),
+                        Just(b"$-1\r\n".to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..12),
+                    ],
+                    0..6,
+                ),
+                1..6,
+            ),
+            chunk in 1usize..9,
+            resp3 in any::<bool>(),
+        ) {
+            let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+            let servers: Vec<ServerInfo> = inputs
+                .iter()
+                .map(|_| ServerInfo { protocol, ..ServerInfo::default() })
+                .collect();
+            let t0 = Instant::from_millis(0);
+            let mut inspect = Inspect::new(&lock(), &servers, t0).unwrap();
+            let mut buf = [0u8; 256];
+            for (node, replies) in inputs.iter().enumerate() {
+                for reply in replies {
+                    while inspect.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+                    for piece in reply.chunks(chunk) {
+                        inspect.handle_input(node, piece, t0);
+                    }
+                }
+            }
+            while inspect.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+            let deadline = inspect.poll_timeout();
+            prop_assert!(deadline.is_none_or(|d| d <= Instant::from_millis(1000)));
+            inspect.handle_timeout(Instant::from_millis(1000));
+            let outcome = inspect.poll_outcome();
+            prop_assert!(outcome.is_some(), "every node ends by its deadline");
+            let outcome = outcome.unwrap();
+            if let Verdict::Held(token) = outcome.verdict() {
+                prop_assert_eq!(token.as_bytes(), TOKEN);
+                let said = inputs
+                    .iter()
+                    .filter(|replies| replies.first().is_some_and(|r| r.as_slice()
+                        == b"$32\r\n0123456789abcdef0123456789abcdef\r\n"))
+                    .count();
+                prop_assert!(said >= quorum(inputs.len()));
+            }
+        }
+    }
+}

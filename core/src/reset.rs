@@ -1,0 +1,815 @@
+//! `reset`: force-unlock after a crash — one lock by name, or every lock under the layout's
+//! prefix by a bounded `SCAN` walk.
+//!
+//! [`Reset`] runs on every node at once, one command at a time per node. For each candidate
+//! key it reads the value (`GET`), checks it, and deletes it with the release script
+//! ([`script::RELEASE`]) given the value just read; a lock key's delete also pushes the
+//! wake-up signal, as a release does. It ends with a [`ResetOutcome`]: per node the keys
+//! deleted (a dry run: that would be), those left alone and why, how far an unfinished walk
+//! got, or the [`NodeError`] that stopped the node.
+//!
+//! Invariants:
+//! - **Only lock keys are deleted.** A key is a candidate only when the layout built it
+//!   ([`KeyLayout::recognise`]) for a role a reset deletes ([`KeyRole::is_reset`]: never the
+//!   fencing counter, so fences stay monotonic), and it is deleted only when it holds what the
+//!   protocol writes there ([`KeyRole::fits`]). The delete compares with the value just read,
+//!   so a key rewritten between the check and the delete is left alone. A dry run sends no
+//!   write at all.
+//! - **Bounded.** Every request ends within the lock's request timeout. A node's reset by name
+//!   ends within one request timeout; a walk starts no `SCAN` after [`RESET_WALK_LIMIT`] and
+//!   reports how far it got ([`Unfinished`]), its node's whole part ending within that limit
+//!   plus one request timeout. Each `SCAN` asks for [`RESET_SCAN_COUNT`] keys (never `KEYS`,
+//!   which blocks the server).
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::dialogue::{Dialogues, NodeError, Step, Task, Value, command, driven_by_dialogues};
+use crate::error::ConfigError;
+use crate::inspect::{check_nodes, failure};
+use crate::keys::{KeyLayout, KeyRole, Keys, LockName, RESET_SCAN_COUNT, RESET_WALK_LIMIT};
+use crate::lock::{Lock, LockOptions};
+use crate::resp::encode::decimal;
+use crate::script;
+use crate::server::ServerInfo;
+use crate::time::{Duration, Instant};
+
+/// Why a key shaped like a lock key was left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeftAlone {
+    /// It is no string (a hash, a list…): not a lock key. `kind` is what `TYPE` said.
+    NotAString {
+        /// The key's type, when the server said.
+        kind: Option<String>,
+    },
+    /// A lock key whose value is no token.
+    NotAToken,
+    /// A re-entry count whose value is no count.
+    NotACount,
+    /// Its value changed between the check and the delete.
+    Changed,
+    /// Its type changed between the check and the delete.
+    ChangedType,
+}
+
+impl fmt::Display for LeftAlone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeftAlone::NotAString { kind: Some(kind) } => {
+                write!(f, "it is a {kind}, not a string: not a lock key")
+            }
+            LeftAlone::NotAString { kind: None } => {
+                f.write_str("it is not a string: not a lock key")
+            }
+            LeftAlone::NotAToken => f.write_str("its value is not a lock token"),
+            LeftAlone::NotACount => f.write_str("its value is not a count"),
+            LeftAlone::Changed => f.write_str("it changed after it was checked"),
+            LeftAlone::ChangedType => f.write_str("it changed type after it was checked"),
+        }
+    }
+}
+
+/// How far a walk got when it stopped at [`RESET_WALK_LIMIT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// `SCAN` calls made.
+    pub scans: u64,
+    /// The cursor the next call would have used.
+    pub cursor: Vec<u8>,
+    /// The limit it stopped at.
+    pub limit: Duration,
+}
+
+impl fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the walk stopped at its {} s limit after {} SCAN calls (cursor {}); run it again",
+            self.limit.as_millis() / 1000,
+            self.scans,
+            String::from_utf8_lossy(&self.cursor)
+        )
+    }
+}
+
+/// What a reset did (a dry run: would do) on one node that answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeReset {
+    /// The keys deleted (a dry run: that would be).
+    pub deleted: Vec<Vec<u8>>,
+    /// Keys shaped like lock keys that were left alone, and why.
+    pub left_alone: Vec<(Vec<u8>, LeftAlone)>,
+    /// Set when a walk stopped at its limit before the end.
+    pub unfinished: Option<Unfinished>,
+}
+
+/// What a reset did on every node, in node order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetOutcome {
+    /// Each node's part, or why it failed.
+    pub nodes: Vec<Result<NodeReset, NodeError>>,
+}
+
+/// Why `reset --all` will not walk (nothing is sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WalkRefused {
+    /// The layout's lock keys are another library's names, with no private prefix
+    /// ([`KeyLayout::prefix`] is `None`): a walk could reach keys that are not locks.
+    NoPrefix {
+        /// The layout's name.
+        layout: &'static str,
+    },
+    /// An empty prefix: the walk would be the whole database.
+    EmptyPrefix,
+    /// The node count is not usable.
+    Config(ConfigError),
+}
+
+/// The `reset` machine over every node (see the module doc); drive it as a
+/// [`crate::Driven`].
+pub struct Reset {
+    dialogues: Dialogues<ResetNode>,
+}
+
+impl fmt::Debug for Reset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reset")
+    }
+}
+
+impl Reset {
+    /// Resets `lock` on each of `servers` (1 to [`crate::MAX_NODES`]): its lock key and its
+    /// re-entry count, each node within the lock's request timeout. `dry_run`: reads only.
+    pub fn by_name(
+        lock: &Lock,
+        servers: &[ServerInfo],
+        dry_run: bool,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        check_nodes(servers.len())?;
+        let keys = lock.keys();
+        let name = keys.name();
+        let pending: VecDeque<Candidate> = [
+            (KeyRole::Lock, keys.lock().concat()),
+            (KeyRole::Holds, keys.holds().concat()),
+        ]
+        .into_iter()
+        .map(|(role, key)| Candidate {
+            name: name.clone(),
+            role,
+            key,
+        })
+        .collect();
+        let options = lock.options();
+        let tasks = servers
+            .iter()
+            .map(|_| ResetNode::new(keys.layout(), options, dry_run, pending.clone(), None))
+            .collect();
+        let timeout = options.request_timeout;
+        Ok(Reset {
+            dialogues: Dialogues::new(tasks, servers, timeout, timeout, now),
+        })
+    }
+
+    /// Resets every lock under `layout`'s prefix on each of `servers`: walks it with `SCAN`
+    /// and resets every candidate key found (see the module doc). Refused before anything is
+    /// sent for a layout without a private prefix or with an empty one.
+    pub fn all(
+        layout: &KeyLayout,
+        options: &LockOptions,
+        servers: &[ServerInfo],
+        dry_run: bool,
+        now: Instant,
+    ) -> Result<Self, WalkRefused> {
+        let pattern = walk_pattern(layout)?;
+        check_nodes(servers.len()).map_err(WalkRefused::Config)?;
+        let walk = Walk {
+            pattern,
+            cursor: b"0".to_vec(),
+            scans: 0,
+            done: false,
+            stop_at: now.saturating_add(RESET_WALK_LIMIT),
+        };
+        let tasks = servers
+            .iter()
+            .map(|_| {
+                ResetNode::new(
+                    layout,
+                    options,
+                    dry_run,
+                    VecDeque::new(),
+                    Some(walk.clone()),
+                )
+            })
+            .collect();
+        let timeout = options.request_timeout;
+        let budget = RESET_WALK_LIMIT.saturating_add(timeout);
+        Ok(Reset {
+            dialogues: Dialogues::new(tasks, servers, timeout, budget, now),
+        })
+    }
+
+    fn outcome(nodes: Vec<Result<NodeReset, NodeError>>) -> ResetOutcome {
+        ResetOutcome { nodes }
+    }
+}
+
+driven_by_dialogues!(Reset, ResetOutcome);
+
+/// The `SCAN MATCH` pattern of a walk under `layout`: `prefix{*`, the prefix's glob
+/// characters escaped — every key that can be a tagged lock key under the prefix.
+pub fn walk_pattern(layout: &KeyLayout) -> Result<Vec<u8>, WalkRefused> {
+    let Some(prefix) = layout.prefix() else {
+        return Err(WalkRefused::NoPrefix {
+            layout: layout.name(),
+        });
+    };
+    if prefix.is_empty() {
+        return Err(WalkRefused::EmptyPrefix);
+    }
+    let mut out = Vec::with_capacity(prefix.len().saturating_add(8));
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(b"{*");
+    Ok(out)
+}
+
+/// A key to reset, with the lock and role the layout proved it belongs to.
+#[derive(Debug, Clone)]
+struct Candidate {
+    name: LockName,
+    role: KeyRole,
+    key: Vec<u8>,
+}
+
+/// A walk's progress on one node.
+#[derive(Debug, Clone)]
+struct Walk {
+    pattern: Vec<u8>,
+    cursor: Vec<u8>,
+    scans: u64,
+    /// The last page was read (the server gave cursor 0).
+    done: bool,
+    /// No `SCAN` starts at or after this.
+    stop_at: Instant,
+}
+
+/// What the last command sent was.
+enum Asked {
+    Nothing,
+    Scan,
+    Value(Candidate),
+    Type(Candidate),
+    Delete(Candidate),
+}
+
+/// One node's reset: candidates by name, or found by a walk.
+struct ResetNode {
+    layout: KeyLayout,
+    dry_run: bool,
+    /// The wake-up signal's TTL in ms, for the release script (`0`: none).
+    signal_ms: Vec<u8>,
+    pending: VecDeque<Candidate>,
+    walk: Option<Walk>,
+    asked: Asked,
+    report: NodeReset,
+}
+
+impl ResetNode {
+    fn new(
+        layout: &KeyLayout,
+        options: &LockOptions,
+        dry_run: bool,
+        pending: VecDeque<Candidate>,
+        walk: Option<Walk>,
+    ) -> Self {
+        let mut digits = [0u8; 20];
+        let signal_ms = decimal(
+            options.wake_signal.map_or(0, Duration::as_millis),
+            &mut digits,
+        );
+        ResetNode {
+            layout: layout.clone(),
+            dry_run,
+            signal_ms: signal_ms.to_vec(),
+            pending,
+            walk,
+            asked: Asked::Nothing,
+            report: NodeReset::default(),
+        }
+    }
+
+    /// The next command: the next candidate's value, else the next page, else done.
+    fn next(&mut self, now: Instant) -> Step<NodeReset> {
+        if let Some(candidate) = self.pending.pop_front() {
+            let get = command(&[b"GET", &candidate.key]);
+            self.asked = Asked::Value(candidate);
+            return Step::Send(get);
+        }
+        if let Some(walk) = &self.walk
+            && !walk.done
+        {
+            if now >= walk.stop_at {
+                self.report.unfinished = Some(Unfinished {
+                    scans: walk.scans,
+                    cursor: walk.cursor.clone(),
+                    limit: RESET_WALK_LIMIT,
+                });
+            } else {
+                let mut digits = [0u8; 20];
+                let count = decimal(u64::from(RESET_SCAN_COUNT), &mut digits);
+                self.asked = Asked::Scan;
+                return Step::Send(command(&[
+                    b"SCAN",
+                    &walk.cursor,
+                    b"MATCH",
+                    &walk.pattern,
+                    b"COUNT",
+                    count,
+                ]));
+            }
+        }
+        self.asked = Asked::Nothing;
+        Step::Done(core::mem::take(&mut self.report))
+    }
+
+    fn left_alone(&mut self, candidate: Candidate, why: LeftAlone) {
+        self.report.left_alone.push((candidate.key, why));
+    }
+
+    /// A page of keys: the candidates among them, and where the walk goes on.
+    fn on_page(&mut self, reply: Value) -> Result<(), NodeError> {
+        let Value::List(parts) = reply else {
+            return Err(failure(reply));
+        };
+        let [Value::Text(cursor), Value::List(keys)] = parts.as_slice() else {
+            return Err(failure(Value::Other));
+        };
+        for found in keys {
+            let Value::Text(found) = found else { continue };
+            let Some((name, role)) = self.layout.recognise(found) else {
+                continue;
+            };
+            if role.is_reset() {
+                self.pending.push_back(Candidate {
+                    name,
+                    role,
+                    key: found.clone(),
+                });
+            }
+        }
+        if let Some(walk) = &mut self.walk {
+            walk.scans = walk.scans.saturating_add(1);
+            walk.done = cursor.as_slice() == b"0";
+            walk.cursor.clone_from(cursor);
+        }
+        Ok(())
+    }
+
+    /// The candidate's value: delete it when it fits its role.
+    fn on_value(&mut self, candidate: Candidate, reply: Value) -> Option<Step<NodeReset>> {
+        let value = match reply {
+            Value::Nil => return None,
+            Value::Text(value) => value,
+            Value::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                let ask = command(&[b"TYPE", &candidate.key]);
+                self.asked = Asked::Type(candidate);
+                return Some(Step::Send(ask));
+            }
+            other => return Some(Step::Fail(failure(other))),
+        };
+        if !candidate.role.fits(&value) {
+            let why = match candidate.role {
+                KeyRole::Lock => LeftAlone::NotAToken,
+                _ => LeftAlone::NotACount,
+            };
+            self.left_alone(candidate, why);
+            return None;
+        }
+        if self.dry_run {
+            self.report.deleted.push(candidate.key);
+            return None;
+        }
+        let delete = self.delete(&candidate, &value);
+        self.asked = Asked::Delete(candidate);
+        Some(Step::Send(delete))
+    }
+
+    /// The release script, as the holder of `value` would run it: compare-and-delete.
+    fn delete(&self, candidate: &Candidate, value: &[u8]) -> Vec<u8> {
+        let keys = Keys::new(self.layout.clone(), candidate.name.clone());
+        let (holds, signal) = (keys.holds().concat(), keys.signal().concat());
+        let key = candidate.key.as_slice();
+        // The release script's KEYS are lock, holds, signal; for the re-entry count itself the
+        // same key stands in for all three (it is deleted, never decremented: not reentrant),
+        // and no signal is pushed.
+        let (keys, signal_ms): ([&[u8]; 3], &[u8]) = match candidate.role {
+            KeyRole::Lock => ([key, &holds, &signal], &self.signal_ms),
+            _ => ([key, key, key], b"0"),
+        };
+        command(&[
+            b"EVAL",
+            script::RELEASE.source.as_bytes(),
+            b"3",
+            keys[0],
+            keys[1],
+            keys[2],
+            value,
+            b"0",
+            signal_ms,
+        ])
+    }
+}
+
+impl Task for ResetNode {
+    type Done = NodeReset;
+
+    fn start(&mut self, now: Instant) -> Step<NodeReset> {
+        self.next(now)
+    }
+
+    fn on_reply(&mut self, reply: Value, now: Instant) -> Step<NodeReset> {
+        match core::mem::replace(&mut self.asked, Asked::Nothing) {
+            Asked::Nothing => return Step::Fail(failure(Value::Other)),
+            Asked::Scan => {
+                if let Err(e) = self.on_page(reply) {
+                    return Step::Fail(e);
+                }
+            }
+            Asked::Value(candidate) => {
+                if let Some(step) = self.on_value(candidate, reply) {
+                    return step;
+                }
+            }
+            Asked::Type(candidate) => {
+                let kind = match reply {
+                    Value::Text(kind) => Some(String::from_utf8_lossy(&kind).into_owned()),
+                    _ => None,
+                };
+                self.left_alone(candidate, LeftAlone::NotAString { kind });
+            }
+            Asked::Delete(candidate) => match reply {
+                Value::Int(0) => self.report.deleted.push(candidate.key),
+                Value::Int(_) => self.left_alone(candidate, LeftAlone::Changed),
+                Value::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                    self.left_alone(candidate, LeftAlone::ChangedType);
+                }
+                other => return Step::Fail(failure(other)),
+            },
+        }
+        self.next(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::collections::BTreeMap;
+    use alloc::string::ToString;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Driven;
+    use crate::resp::{self, Protocol, Reply};
+
+    const TOKEN: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn servers(n: usize) -> Vec<ServerInfo> {
+        vec![ServerInfo::default(); n]
+    }
+
+    fn lock(layout: KeyLayout) -> Lock {
+        Lock::new(layout, b"job", LockOptions::default()).unwrap()
+    }
+
+    /// The one command the machine wants sent to node 0 now.
+    fn next(machine: &mut impl Driven, now: Instant) -> Option<Vec<Vec<u8>>> {
+        let mut buf = vec![0u8; 8192];
+        let tx = machine.poll_transmit(now, &mut buf).unwrap()?;
+        assert_eq!(tx.node, 0);
+        let Reply::Array(args) = resp::decode(&buf[..tx.len], Protocol::Resp2).unwrap() else {
+            panic!("not a command");
+        };
+        let args: Vec<Vec<u8>> = args
+            .iter()
+            .map(|a| match a {
+                Reply::Bulk(b) => b.to_vec(),
+                _ => panic!("not a bulk"),
+            })
+            .collect();
+        assert!(
+            machine.poll_transmit(now, &mut buf).unwrap().is_none(),
+            "one at a time"
+        );
+        Some(args)
+    }
+
+    fn bulk(value: &[u8]) -> Vec<u8> {
+        let mut out = alloc::format!("${}\r\n", value.len()).into_bytes();
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[test]
+    fn walk_patterns_escape_globs_and_need_a_private_prefix() {
+        let pattern = |p: &[u8]| walk_pattern(&KeyLayout::tagged(p).unwrap());
+        assert_eq!(pattern(b"distlock:").unwrap(), b"distlock:{*");
+        assert_eq!(pattern(b"a*b?[c]\\").unwrap(), b"a\\*b\\?\\[c\\]\\\\{*");
+        assert_eq!(pattern(b""), Err(WalkRefused::EmptyPrefix));
+        for layout in [KeyLayout::redis_py(), KeyLayout::python_redis_lock()] {
+            let refused = Reset::all(
+                &layout,
+                &LockOptions::default(),
+                &servers(1),
+                false,
+                Instant::from_millis(0),
+            );
+            assert!(matches!(refused, Err(WalkRefused::NoPrefix { .. })));
+        }
+    }
+
+    #[test]
+    fn a_reset_by_name_deletes_with_the_value_just_read_and_signals() {
+        let t0 = Instant::from_millis(0);
+        let mut reset =
+            Reset::by_name(&lock(KeyLayout::default()), &servers(1), false, t0).unwrap();
+        assert_eq!(
+            next(&mut reset, t0).unwrap()[..2],
+            [b"GET".to_vec(), b"distlock:{job}".to_vec()]
+        );
+        reset.handle_input(0, &bulk(TOKEN), t0);
+        let eval = next(&mut reset, t0).unwrap();
+        assert_eq!(eval[0], b"EVAL");
+        assert_eq!(eval[1], script::RELEASE.source.as_bytes());
+        let rest: Vec<&[u8]> = eval[2..].iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            rest,
+            [
+                &b"3"[..],
+                b"distlock:{job}",
+                b"distlock:{job}:holds",
+                b"distlock:{job}:signal",
+                TOKEN,
+                b"0",
+                b"1000"
+            ]
+        );
+        reset.handle_input(0, b":0\r\n", t0);
+        assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:holds");
+        reset.handle_input(0, b"$-1\r\n", t0);
+        assert!(next(&mut reset, t0).is_none());
+        let outcome = reset.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(NodeReset {
+                deleted: vec![b"distlock:{job}".to_vec()],
+                ..NodeReset::default()
+            })]
+        );
+    }
+
+    #[test]
+    fn a_users_key_or_a_changed_one_is_left_alone() {
+        let t0 = Instant::from_millis(0);
+        let mut reset =
+            Reset::by_name(&lock(KeyLayout::redis_py()), &servers(1), false, t0).unwrap();
+        assert_eq!(next(&mut reset, t0).unwrap()[1], b"job");
+        reset.handle_input(
+            0,
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            t0,
+        );
+        assert_eq!(
+            next(&mut reset, t0).unwrap(),
+            [b"TYPE".to_vec(), b"job".to_vec()]
+        );
+        reset.handle_input(0, b"+hash\r\n", t0);
+        // The re-entry count: a count, but rewritten before the delete.
+        assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
+        reset.handle_input(0, b"$1\r\n2\r\n", t0);
+        assert_eq!(next(&mut reset, t0).unwrap()[0], b"EVAL");
+        reset.handle_input(0, b":-1\r\n", t0);
+        assert!(next(&mut reset, t0).is_none());
+        let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+        assert!(node.deleted.is_empty());
+        assert_eq!(
+            node.left_alone,
+            vec![
+                (
+                    b"job".to_vec(),
+                    LeftAlone::NotAString {
+                        kind: Some("hash".into())
+                    }
+                ),
+                (
+                    b"distlock-redis-py:{job}:holds".to_vec(),
+                    LeftAlone::Changed
+                ),
+            ]
+        );
+        assert_eq!(
+            node.left_alone[0].1.to_string(),
+            "it is a hash, not a string: not a lock key"
+        );
+    }
+
+    #[test]
+    fn a_walk_stops_at_its_limit_and_says_how_far_it_got() {
+        let t0 = Instant::from_millis(0);
+        let layout = KeyLayout::default();
+        let mut reset =
+            Reset::all(&layout, &LockOptions::default(), &servers(1), true, t0).unwrap();
+        let scan = next(&mut reset, t0).unwrap();
+        let scan: Vec<&[u8]> = scan.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            scan,
+            [
+                &b"SCAN"[..],
+                b"0",
+                b"MATCH",
+                b"distlock:{*",
+                b"COUNT",
+                b"500"
+            ]
+        );
+        let page = b"*2\r\n$2\r\n17\r\n*2\r\n$12\r\ndistlock:{a}\r\n$18\r\ndistlock:{a}:fence\r\n";
+        reset.handle_input(0, page, Instant::from_millis(10));
+        assert_eq!(
+            next(&mut reset, t0).unwrap()[1],
+            b"distlock:{a}",
+            "never the fence"
+        );
+        let late = t0.saturating_add(RESET_WALK_LIMIT);
+        reset.handle_input(0, &bulk(TOKEN), late);
+        assert!(
+            next(&mut reset, late).is_none(),
+            "no SCAN after the limit; dry: no EVAL"
+        );
+        let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+        assert_eq!(node.deleted, vec![b"distlock:{a}".to_vec()]);
+        let unfinished = node.unfinished.unwrap();
+        assert_eq!(
+            (unfinished.scans, unfinished.cursor.as_slice()),
+            (1, &b"17"[..])
+        );
+        assert_eq!(
+            unfinished.to_string(),
+            "the walk stopped at its 30 s limit after 1 SCAN calls (cursor 17); run it again"
+        );
+    }
+
+    #[test]
+    fn a_walk_is_bounded_by_its_limit_plus_one_request() {
+        let t0 = Instant::from_millis(0);
+        let mut reset = Reset::all(
+            &KeyLayout::default(),
+            &LockOptions::default(),
+            &servers(1),
+            false,
+            t0,
+        )
+        .unwrap();
+        let _ = next(&mut reset, t0);
+        assert_eq!(reset.poll_timeout(), Some(Instant::from_millis(1000)));
+        reset.handle_timeout(Instant::from_millis(1000));
+        assert_eq!(
+            reset.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Timeout {
+                after: Duration::from_secs(1)
+            })
+        );
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"distlock:{a}".to_vec()),
+            Just(b"distlock:{a}:holds".to_vec()),
+            Just(b"distlock:{a}:fence".to_vec()),
+            Just(b"distlock:{a}:signal".to_vec()),
+            Just(b"distlock:{a}:other".to_vec()),
+            Just(b"distlock:config".to_vec()),
+            Just(b"distlock:{}x".to_vec()),
+            Just(b"other:{a}".to_vec()),
+            "[a-z{}:]{1,12}".prop_map(|s| alloc::format!("distlock:{s}").into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"$-1\r\n".to_vec()),
+            Just(bulk(TOKEN)),
+            Just(bulk(b"2")),
+            Just(bulk(b"alice")),
+            Just(b"-WRONGTYPE Operation against a key\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 1..20).prop_map(|v| bulk(&v)),
+        ]
+    }
+
+    fn page(cursor: &[u8], keys: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"*2\r\n".to_vec();
+        out.extend(bulk(cursor));
+        out.extend(alloc::format!("*{}\r\n", keys.len()).into_bytes());
+        for key in keys {
+            out.extend(bulk(key));
+        }
+        out
+    }
+
+    proptest! {
+        /// Fed arbitrary SCAN pages and values, a walk deletes only keys the layout
+        /// recognises for a role a reset deletes, each with the value just read, which fits
+        /// its role; a dry run writes nothing; only reads and that delete are ever sent.
+        #[test]
+        fn a_walk_deletes_only_lock_keys_holding_what_the_protocol_writes(
+            pages in proptest::collection::vec(proptest::collection::vec(key(), 0..6), 1..4),
+            values in proptest::collection::vec(value(), 1..8),
+            dry_run in any::<bool>(),
+        ) {
+            let layout = KeyLayout::default();
+            let t0 = Instant::from_millis(0);
+            let mut reset = Reset::all(&layout, &LockOptions::default(), &servers(1), dry_run, t0)
+                .unwrap();
+            let mut served: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let (mut pages_served, mut reads) = (0usize, 0usize);
+            let mut deleted = 0usize;
+            while let Some(command) = next(&mut reset, t0) {
+                let reply = match command[0].as_slice() {
+                    b"SCAN" => {
+                        pages_served += 1;
+                        let last = pages_served == pages.len();
+                        let cursor = if last { &b"0"[..] } else { b"9" };
+                        page(cursor, &pages[pages_served - 1])
+                    }
+                    b"GET" => {
+                        let key = &command[1];
+                        let (_, role) = layout.recognise(key).expect("GET of a key not recognised");
+                        prop_assert!(role.is_reset());
+                        reads += 1;
+                        let reply = values[reads % values.len()].clone();
+                        served.insert(key.clone(), reply.clone());
+                        reply
+                    }
+                    b"TYPE" => b"+hash\r\n".to_vec(),
+                    b"EVAL" => {
+                        prop_assert!(!dry_run, "a dry run sent a delete");
+                        let key = &command[3];
+                        let (_, role) = layout.recognise(key).expect("delete of a key not recognised");
+                        prop_assert!(role.is_reset());
+                        let value = &command[6];
+                        prop_assert!(role.fits(value));
+                        prop_assert_eq!(served.get(key), Some(&bulk(value)), "not the value read");
+                        deleted += 1;
+                        b":0\r\n".to_vec()
+                    }
+                    other => {
+                        prop_assert!(false, "unexpected command {:?}", other);
+                        unreachable!()
+                    }
+                };
+                reset.handle_input(0, &reply, t0);
+            }
+            let node = reset.poll_outcome().unwrap().nodes.remove(0);
+            prop_assert!(node.is_ok(), "{:?}", node);
+            let node = node.unwrap();
+            if !dry_run {
+                prop_assert_eq!(node.deleted.len(), deleted);
+            }
+            for key in &node.deleted {
+                let (_, role) = layout.recognise(key).unwrap();
+                prop_assert!(role.is_reset());
+            }
+        }
+
+        /// Whatever bytes a node sends during a walk: no panic, and an outcome by the
+        /// node's deadline.
+        #[test]
+        fn arbitrary_bytes_during_a_walk_never_panic(
+            replies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..6),
+        ) {
+            let t0 = Instant::from_millis(0);
+            let mut reset =
+                Reset::all(&KeyLayout::default(), &LockOptions::default(), &servers(1), false, t0)
+                    .unwrap();
+            let mut buf = vec![0u8; 8192];
+            for reply in &replies {
+                while reset.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+                reset.handle_input(0, reply, t0);
+            }
+            while reset.poll_transmit(t0, &mut buf).unwrap().is_some() {}
+            reset.handle_timeout(t0.saturating_add(RESET_WALK_LIMIT).saturating_add(Duration::from_secs(1)));
+            prop_assert!(reset.poll_outcome().is_some());
+        }
+    }
+}

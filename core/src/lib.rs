@@ -17,6 +17,8 @@
 //!   machines can use native compare commands where the server has them.
 //! - [`Acquire`], [`Release`], [`Extend`]: [`Machine`]s over `N` nodes. The driver loop is
 //!   documented on [`machine`].
+//! - [`Session`]: which of the nodes to (re)connect and when, connect deadlines, reconnect
+//!   backoff, and whether a quorum is reachable ([`session`]).
 //! - [`stop_deadlines`]: when a job run under a lease must be terminated and killed so that
 //!   it never outlives the lease ([`stop`]).
 //!
@@ -57,7 +59,6 @@ extern crate alloc;
 
 pub mod acquire;
 pub mod ballot;
-pub mod connect;
 pub mod error;
 pub mod handshake;
 pub mod keys;
@@ -69,13 +70,13 @@ pub mod resp;
 pub mod retry;
 pub mod script;
 pub mod server;
+pub mod session;
 pub mod stop;
 pub mod time;
 pub mod wit;
 
 pub use acquire::Acquire;
 pub use ballot::{Extend, Extended, Release, Released};
-pub use connect::{Reachability, reachability, reconnect_pause};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use keys::{KeyLayout, KeyRole, LockName, Token};
@@ -86,5 +87,8 @@ pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use server::{Flavor, ServerInfo, Version};
+pub use session::{
+    ConnectOutcome, NodeDown, NodeState, Reachability, Session, SessionOptions, reachability,
+};
 pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

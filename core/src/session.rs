@@ -33,7 +33,8 @@
 //!   `Unreachable` exactly when the ready nodes and those whose attempt can still answer
 //!   (closed, or connecting within the deadline) are fewer than a quorum;
 //! - [`Session::poll_connect`] never names a node that is backing off, nor one with a
-//!   connect outstanding;
+//!   connect outstanding; [`Session::may_connect`] allows more than one connect at a time
+//!   only to a ready node (a pool of connections);
 //! - every backoff pause is within the reconnect policy's bounds (`[1 ms, cap]`);
 //! - a connecting node's deadline is never later than its first outstanding connect's start
 //!   plus the connect timeout (nor than the last answer's, for a ready node's extra connects).
@@ -303,9 +304,11 @@ impl<const N: usize> Session<N> {
     }
 
     /// Whether a driver that lends connections to concurrent operations may open one more
-    /// to `node` now: to a ready node (its pool grows), alongside a connect still within its
-    /// deadline, or as [`Session::poll_connect`] would. Never while the node backs off or is
-    /// silent, so a down or frozen node costs an operation its vote, not a connect.
+    /// to `node` now: to a ready node (its pool grows, until a connect goes unanswered past
+    /// its deadline), or as [`Session::poll_connect`] would. Never while the node backs off,
+    /// nor beside a connect to a node that is not ready: until a node answers, one connect
+    /// at a time finds out whether it will, so a down or frozen node costs the operations
+    /// meanwhile its vote, not a pile of hanging connects.
     #[must_use]
     pub fn may_connect(&self, node: usize, now: Instant) -> bool {
         let Some(slot) = self.slot(node) else {
@@ -315,7 +318,8 @@ impl<const N: usize> Session<N> {
             return false;
         }
         match slot.standing {
-            Standing::Ready | Standing::Closed => true,
+            Standing::Ready => true,
+            Standing::Closed => slot.outstanding == 0,
             Standing::BackingOff(until) => until <= now && slot.outstanding == 0,
         }
     }
@@ -619,6 +623,11 @@ mod tests {
     #[test]
     fn a_silent_connection_backs_the_node_off() {
         let mut s = session(3);
+        s.connect_started(1, at(0));
+        assert!(
+            !s.may_connect(1, at(1)),
+            "one connect at a time until it answers"
+        );
         s.connect_started(0, at(0));
         s.connected(0, at(1));
         s.silent(0, at(2000));
@@ -778,6 +787,10 @@ mod tests {
                     }
                     Event::Extra(node) if s.may_connect(node, at(now)) => {
                         let state = s.state(node).unwrap();
+                        prop_assert!(
+                            matches!(state, NodeState::Ready) || s.outstanding(node) == 0,
+                            "opened beside a connect to a node not ready: {:?}", state
+                        );
                         prop_assert!(
                             !matches!(state, NodeState::BackingOff { until } if until > at(now)),
                             "opened while backing off: {:?}", state

@@ -15,7 +15,8 @@
 //!   may go unanswered (the ready timeout) and how long a node that failed is left alone
 //!   (jittered backoff) are the core's [`Session`]: the pool reports each connect's start and
 //!   end and asks before opening, so a down or frozen node costs an operation its vote, not a
-//!   connect. A connect past its deadline goes on in the background (up to the connect
+//!   connect. Until a node answers, one connect at a time finds out whether it will; a ready
+//!   node gets as many connections as operations need. A connect past its deadline goes on in the background (up to the connect
 //!   timeout): if the node answers, its connection joins the pool and the node is back.
 //! - **A node appears once.** The same server given twice (by URL, or by two names for one
 //!   address) is refused before anything is sent: its vote would count twice.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::{
-    ConnectOutcome, NodeDown, Protocol, ServerInfo, Session, SessionOptions, quorum,
+    ConnectOutcome, NodeDown, NodeState, Protocol, ServerInfo, Session, SessionOptions, quorum,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -306,8 +307,9 @@ impl Pool {
             if !conn.is_stale() {
                 return Some(conn);
             }
+            // Not a session event: an idle connection the server closed (a restart, its idle
+            // timeout) says nothing of whether the node answers now; the next connect does.
             debug!(node, "dropping a dead idle connection");
-            self.session(|s, now| s.disconnected(node, now));
         }
         None
     }
@@ -333,6 +335,10 @@ impl Pool {
             return Ok(());
         };
         let (kind, why) = match down {
+            _ if matches!(state, Some(NodeState::Connecting { .. })) => (
+                std::io::ErrorKind::NotConnected,
+                "still connecting: its first connect has not answered yet".to_string(),
+            ),
             Some(NodeDown::TimedOut | NodeDown::Silent) => (
                 std::io::ErrorKind::TimedOut,
                 format!(

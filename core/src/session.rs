@@ -33,11 +33,14 @@
 //!   `Unreachable` exactly when the ready nodes and those whose attempt can still answer
 //!   (closed, or connecting within the deadline) are fewer than a quorum;
 //! - [`Session::poll_connect`] never names a node that is backing off, nor one with a
-//!   connect outstanding; [`Session::may_connect`] allows more than one connect at a time
-//!   only to a ready node (a pool of connections);
+//!   connect outstanding within its deadline; [`Session::may_connect`] allows more than one
+//!   such connect at a time only to a ready node (a pool of connections). A connect past its
+//!   deadline does not hold the node's next one back: the session gave up on it, and waiting
+//!   for a host's background connect to end would delay the node's return by that host's
+//!   own connect timeout (5 s for the tokio host);
 //! - every backoff pause is within the reconnect policy's bounds (`[1 ms, cap]`);
-//! - a connecting node's deadline is never later than its first outstanding connect's start
-//!   plus the connect timeout (nor than the last answer's, for a ready node's extra connects).
+//! - a connect deadline is never more than the connect timeout away, and none is left past
+//!   due after [`Session::handle_timeout`].
 //!
 //! No input panics the session: unknown nodes are ignored and counts saturate.
 
@@ -281,6 +284,13 @@ impl<const N: usize> Session<N> {
         slot.down
     }
 
+    /// When the connects under way to `node` count as unanswered (`None`: none is within
+    /// its deadline).
+    #[must_use]
+    pub fn deadline(&self, node: usize) -> Option<Instant> {
+        self.slot(node)?.deadline
+    }
+
     /// Connects started to `node` and not yet reported.
     #[must_use]
     pub fn outstanding(&self, node: usize) -> u32 {
@@ -288,13 +298,13 @@ impl<const N: usize> Session<N> {
     }
 
     /// The next node to open on the session's own account, if any: one that is closed, or
-    /// whose pause is over, with no connect outstanding. Call it until `None` (each answer
+    /// whose pause is over, with no connect outstanding within its deadline. Call it until `None` (each answer
     /// must be followed by [`Session::connect_started`] or the same node comes back), after
     /// [`Session::handle_timeout`] and after each event.
     #[must_use]
     pub fn poll_connect(&self, now: Instant) -> Option<usize> {
         self.active().iter().position(|slot| {
-            slot.outstanding == 0
+            slot.deadline.is_none()
                 && match slot.standing {
                     Standing::Closed => true,
                     Standing::BackingOff(until) => until <= now,
@@ -319,8 +329,8 @@ impl<const N: usize> Session<N> {
         }
         match slot.standing {
             Standing::Ready => true,
-            Standing::Closed => slot.outstanding == 0,
-            Standing::BackingOff(until) => until <= now && slot.outstanding == 0,
+            Standing::Closed => slot.deadline.is_none(),
+            Standing::BackingOff(until) => until <= now && slot.deadline.is_none(),
         }
     }
 
@@ -407,7 +417,7 @@ impl<const N: usize> Session<N> {
             .iter()
             .filter_map(|slot| match (slot.deadline, slot.standing) {
                 (Some(deadline), _) => Some(deadline),
-                (None, Standing::BackingOff(until)) if slot.outstanding == 0 => Some(until),
+                (None, Standing::BackingOff(until)) => Some(until),
                 _ => None,
             })
             .min()
@@ -588,8 +598,10 @@ mod tests {
         assert_eq!(s.reachability(), Reachability::Unreachable);
         assert_eq!(s.down(0), Some(NodeDown::Failed));
         assert_eq!(s.down(2), Some(NodeDown::TimedOut));
-        // The late connect is still outstanding: no second one while it hangs.
-        assert!(!s.may_connect(2, at(60_000)));
+        // The late connect is given up on: after the pause, the node is tried again (the
+        // first one may still answer).
+        assert!(!s.may_connect(2, at(1000)));
+        assert!(s.may_connect(2, at(60_000)));
         assert_eq!(s.poll_connect(at(60_000)), Some(0));
         // It answers late: the node is back.
         s.connected(2, at(3000));
@@ -651,9 +663,13 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(at(1008)));
         s.handle_timeout(at(1008));
         assert!(matches!(s.state(0), Some(NodeState::BackingOff { .. })));
-        assert!(!s.may_connect(0, at(1_000_000)), "one still hangs");
+        assert!(!s.may_connect(0, at(1008)), "it backs off");
+        assert!(
+            s.may_connect(0, at(1_000_000)),
+            "a hanging connect holds nothing back"
+        );
         s.connect_failed(0, at(5000));
-        assert!(s.may_connect(0, at(1_000_000)));
+        assert_eq!(s.outstanding(0), 0);
     }
 
     #[test]
@@ -764,11 +780,8 @@ mod tests {
             let options = SessionOptions::new(Duration::from_millis(timeout));
             let mut s: Session<MAX_NODES> = Session::new(nodes, options, seed).unwrap();
             let mut now = 0u64;
-            // The model: connects outstanding per node, when each started, and when the
-            // node was last seen answering (a ready node's extra connects are measured from
-            // the later of the two).
+            // The model: the connects outstanding per node, when each started.
             let mut started: Vec<Vec<u64>> = (0..nodes).map(|_| Vec::new()).collect();
-            let mut answered_at: Vec<u64> = (0..nodes).map(|_| 0).collect();
             for event in events {
                 match event {
                     Event::Tick(ms) => now += ms,
@@ -779,7 +792,7 @@ mod tests {
                                 !matches!(state, NodeState::BackingOff { until } if until > at(now)),
                                 "opened while backing off: {:?}", state
                             );
-                            prop_assert_eq!(s.outstanding(node), 0, "opened beside a connect");
+                            prop_assert_eq!(s.deadline(node), None, "opened beside a connect");
                             prop_assert!(!matches!(state, NodeState::Ready));
                             s.connect_started(node, at(now));
                             started[node].push(now);
@@ -788,7 +801,7 @@ mod tests {
                     Event::Extra(node) if s.may_connect(node, at(now)) => {
                         let state = s.state(node).unwrap();
                         prop_assert!(
-                            matches!(state, NodeState::Ready) || s.outstanding(node) == 0,
+                            matches!(state, NodeState::Ready) || s.deadline(node).is_none(),
                             "opened beside a connect to a node not ready: {:?}", state
                         );
                         prop_assert!(
@@ -805,7 +818,6 @@ mod tests {
                         started[node].remove(0);
                         if matches!(event, Event::Connected(_)) {
                             s.connected(node, at(now));
-                            answered_at[node] = now;
                             prop_assert_eq!(s.state(node), Some(NodeState::Ready));
                         } else {
                             s.connect_failed(node, at(now));
@@ -829,14 +841,15 @@ mod tests {
                 for (node, pending) in started.iter().enumerate() {
                     prop_assert_eq!(s.outstanding(node) as usize, pending.len());
                 }
-                // Deadlines: never later than a connect timeout after the first outstanding
-                // connect (or the last answer), and none past due after handle_timeout.
+                // Deadlines: never more than a connect timeout away, only while connects
+                // are outstanding, and none past due once timeouts are handled.
                 for node in 0..nodes {
-                    if let Some(NodeState::Connecting { deadline }) = s.state(node) {
-                        let first = started[node].first().copied().unwrap_or(now);
-                        let from = first.max(answered_at[node]);
-                        prop_assert!(deadline <= at(from + timeout), "{:?} > {} + {}", deadline, from, timeout);
+                    if let Some(deadline) = s.deadline(node) {
+                        prop_assert!(deadline <= at(now + timeout), "{:?} > {} + {}", deadline, now, timeout);
                         prop_assert!(!started[node].is_empty());
+                        if matches!(event, Event::Timeout) {
+                            prop_assert!(deadline > at(now));
+                        }
                     }
                     if let Some(NodeState::BackingOff { until }) = s.state(node) {
                         prop_assert!(until <= at(now + RECONNECT.cap.as_millis()));

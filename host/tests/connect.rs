@@ -189,10 +189,11 @@ async fn a_late_node_joins_once_it_answers() {
 }
 
 /// A silent node is not flooded with connects while operations go on without it: until it
-/// answers, the core's session lets one connect at a time find out whether it will (the one
-/// left hanging by connecting, up to the 5 s connect timeout), and backs the node off after
-/// its ready timeout. Before, every operation within the ready timeout opened a connect of
-/// its own, and a background probe followed every ready timeout, each left hanging.
+/// answers, the core's session lets one connect at a time find out whether it will, and
+/// after each ready timeout without an answer backs the node off by a jittered pause that
+/// grows (100 ms, up to 2 s). Before, every operation within the ready timeout opened a
+/// connect of its own, and a background probe followed every ready timeout, each left
+/// hanging up to the 5 s connect timeout (some 25 connects in these 4 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
     require_redis!();
@@ -222,11 +223,12 @@ async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
     .await;
     let client = client.expect("a quorum answers");
     let name = unique_name("silent-flood");
-    // Two seconds of operations (twenty ready timeouts, well under the connect timeout), as
-    // many as fit: each must succeed on the two nodes that answer.
+    // Four seconds of operations (forty ready timeouts, under the connect timeout), as many
+    // as fit: each must succeed on the two nodes that answer. With every pause at its
+    // shortest a connect would start every 200 ms (20); the pauses grow, so far fewer do.
     let window = Instant::now();
     let mut operations = 0;
-    while window.elapsed() < Duration::from_secs(2) {
+    while window.elapsed() < Duration::from_secs(4) {
         let guard = client
             .lock(&name)
             .ttl(Duration::from_secs(10))
@@ -237,9 +239,9 @@ async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
         operations += 1;
     }
     let connects = accepted.load(Ordering::SeqCst);
-    assert!(operations >= 10, "only {operations} operations in 2 s");
+    assert!(operations >= 10, "only {operations} operations in 4 s");
     assert!(
-        (1..=2).contains(&connects),
+        (1..=12).contains(&connects),
         "{operations} operations opened {connects} connects to the silent node"
     );
 }

@@ -843,10 +843,10 @@ mod tests {
                 }
                 // Deadlines: never more than a connect timeout away, only while connects
                 // are outstanding, and none past due once timeouts are handled.
-                for node in 0..nodes {
+                for (node, pending) in started.iter().enumerate() {
                     if let Some(deadline) = s.deadline(node) {
                         prop_assert!(deadline <= at(now + timeout), "{:?} > {} + {}", deadline, now, timeout);
-                        prop_assert!(!started[node].is_empty());
+                        prop_assert!(!pending.is_empty());
                         if matches!(event, Event::Timeout) {
                             prop_assert!(deadline > at(now));
                         }

@@ -16,8 +16,8 @@
 //!   wake-up signals, [`RetryPolicy`], request timeout, [`Drift`]). Bounds: [`MAX_NODES`],
 //!   [`MAX_TTL`], [`MAX_NAME_LEN`], [`MAX_PREFIX_LEN`], [`MIN_TOKEN_LEN`]..[`MAX_TOKEN_LEN`].
 //! - **Connections**: [`Handshake`] learns a connection's RESP version and [`ServerInfo`];
-//!   [`reachability`] and [`reconnect_pause`] say when a node set is ready and when to retry
-//!   a node.
+//!   [`Session`] decides which nodes to (re)connect and when (connect deadlines bounded by
+//!   the request timeout, jittered reconnect backoff) and whether a quorum is reachable.
 //! - **Operations**: [`Acquire`], [`Release`], [`Extend`] are [`Machine`]s over up to `N`
 //!   nodes; the driver loop, the same for every driver, is on [`Machine`]. An acquire yields a
 //!   [`Lease`]; errors are [`Error`] (operations) and [`ConfigError`] (bad input).
@@ -71,7 +71,6 @@ extern crate alloc;
 mod acquire;
 mod ballot;
 mod commands;
-mod connect;
 mod dialogue;
 mod drift;
 mod driven;
@@ -91,13 +90,13 @@ pub mod resp;
 mod retry;
 pub mod script;
 mod server;
+mod session;
 mod stop;
 mod time;
 #[doc(hidden)]
 pub mod wit;
 
 pub use acquire::Acquire;
-pub use connect::{RECONNECT, Reachability, reachability, reconnect_pause};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
@@ -119,5 +118,9 @@ pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use script::{SCRIPTS, Script};
 pub use server::{Flavor, ServerInfo, Version};
+pub use session::{
+    ConnectOutcome, NodeDown, NodeState, RECONNECT, Reachability, Session, SessionOptions,
+    reachability,
+};
 pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

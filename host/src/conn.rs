@@ -158,7 +158,7 @@ pub struct ConnectOptions {
     /// How long connecting waits for nodes to answer before going on with those that did:
     /// [`Client::connect_with`](crate::Client::connect_with) is ready once a quorum answered
     /// and fails with the nodes still silent after this; a node whose connects have gone
-    /// unanswered this long is only probed in the background, once per this period.
+    /// unanswered this long backs off (the core's `Session`) before it is tried again.
     /// Default: the lock's request timeout (`LockOptions::default().request_timeout`, 1 s),
     /// so a node that does not answer costs connecting what it costs an operation: its vote,
     /// not more time.

@@ -11,22 +11,27 @@
 //! - **Only clean connections are idle.** A connection is checked in only when it owes no
 //!   reply (fresh from its handshake, or in step with the machine that used it), so a late
 //!   reply never reaches the next user; callers drop the others instead.
-//! - **A silent node costs no time.** Once a node's connects have gone unanswered for the
-//!   ready timeout, connects to it fail at once and one probe per ready timeout runs in the
-//!   background; a node whose connect failed waits out its reconnect backoff
-//!   ([`distlock_core::RECONNECT`]) before the next.
+//! - **The core decides when to connect.** Which node may be opened now, how long a connect
+//!   may go unanswered (the ready timeout) and how long a node that failed is left alone
+//!   (jittered backoff) are the core's [`Session`]: the pool reports each connect's start and
+//!   end and asks before opening, so a down or frozen node costs an operation its vote, not a
+//!   connect. Until a node answers, one connect at a time finds out whether it will; a ready
+//!   node gets as many connections as operations need. A connect past its deadline goes on in the background (up to the connect
+//!   timeout): if the node answers, its connection joins the pool and the node is back.
 //! - **A node appears once.** The same server given twice (by URL, or by two names for one
 //!   address) is refused before anything is sent: its vote would count twice.
 
 use std::sync::Arc;
 
-use distlock_core::reconnect_pause;
-use distlock_core::{Protocol, Reachability, ServerInfo, quorum, reachability};
+use distlock_core::{
+    ConnectOutcome, NodeDown, NodeState, Protocol, ServerInfo, Session, SessionOptions, quorum,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::clock::{Clock, to_std};
+use crate::MAX_NODES;
+use crate::clock::{Clock, from_std};
 use crate::conn::{Conn, ConnectOptions};
 use crate::embedded::Store;
 use crate::endpoint::Endpoint;
@@ -52,99 +57,16 @@ impl std::fmt::Display for Target {
 struct Node {
     target: Target,
     idle: std::sync::Mutex<Vec<Conn>>,
-    /// After a failed connect: no new attempt before this, and the pauses to come.
-    down: std::sync::Mutex<Option<(tokio::time::Instant, u32)>>,
     /// What the node's last handshake learned: what a machine is built with for a node whose
     /// connection is still to be opened.
     known: std::sync::Mutex<Option<ServerInfo>>,
-    connecting: std::sync::Mutex<Connecting>,
-}
-
-// A node whose connects have gone `ConnectOptions::ready_timeout` (the request timeout)
-// without one being answered is *silent* (frozen, or behind a partition). Operations do not
-// wait for connects (their request timeout gives up on the node), so without a limit every
-// operation would leave one more connect hanging for the whole connect timeout, and each
-// would wait out its request timeout on it. Instead, once a node is silent, connects to it
-// fail at once, and one connect per that period goes on in the background as a probe: when
-// the node answers again, the probe's connection joins the pool and the node is back.
-
-/// Connects to a node under way, since when none of them has been answered, and when the
-/// last one started.
-#[derive(Default)]
-struct Connecting {
-    count: usize,
-    unanswered_since: Option<tokio::time::Instant>,
-    last_start: Option<tokio::time::Instant>,
-}
-
-/// Whether a connect may start.
-enum Admission {
-    /// Connect, and let the caller wait for it.
-    Go(Attempt),
-    /// The node is silent: connect in the background only (a probe).
-    Probe(Attempt),
-    /// The node is silent and was probed less than a ready timeout ago.
-    Refuse,
-}
-
-/// One connect under way (counted in [`Node::connecting`] while it lives).
-struct Attempt {
-    pool: Arc<Pool>,
-    node: usize,
-    /// Set when the server answered (the connect succeeded).
-    answered: bool,
-}
-
-impl Attempt {
-    fn admit(pool: &Arc<Pool>, node: usize) -> Admission {
-        let Some(mut connecting) = pool.nodes.get(node).and_then(|n| n.connecting.lock().ok())
-        else {
-            return Admission::Refuse;
-        };
-        let now = tokio::time::Instant::now();
-        let silent_after = pool.connect.ready_timeout;
-        let long = |at: Option<tokio::time::Instant>| {
-            at.is_some_and(|at| now.duration_since(at) >= silent_after)
-        };
-        let silent = connecting.count > 0 && long(connecting.unanswered_since);
-        if silent && !long(connecting.last_start) {
-            return Admission::Refuse;
-        }
-        connecting.count += 1;
-        connecting.unanswered_since.get_or_insert(now);
-        connecting.last_start = Some(now);
-        let attempt = Attempt {
-            pool: Arc::clone(pool),
-            node,
-            answered: false,
-        };
-        if silent {
-            Admission::Probe(attempt)
-        } else {
-            Admission::Go(attempt)
-        }
-    }
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        let Some(node) = self.pool.nodes.get(self.node) else {
-            return;
-        };
-        if let Ok(mut connecting) = node.connecting.lock() {
-            connecting.count = connecting.count.saturating_sub(1);
-            if connecting.count == 0 {
-                connecting.unanswered_since = None;
-            } else if self.answered {
-                connecting.unanswered_since = Some(tokio::time::Instant::now());
-            }
-        }
-    }
 }
 
 /// The nodes of one client, their idle connections and the clock (see the module doc).
 pub(crate) struct Pool {
     nodes: Vec<Node>,
+    /// Which nodes may be connected now, and where the set stands: the core's decision.
+    session: std::sync::Mutex<Session<MAX_NODES>>,
     clock: Clock,
     connect: ConnectOptions,
 }
@@ -160,7 +82,8 @@ impl Pool {
         // One budget for the whole of connecting: looking the hosts up and waiting for them.
         let deadline = tokio::time::Instant::now() + connect.ready_timeout;
         refuse_duplicates(&endpoints, deadline).await?;
-        let pool = Self::with_targets(endpoints.into_iter().map(Target::Remote).collect(), connect);
+        let pool =
+            Self::with_targets(endpoints.into_iter().map(Target::Remote).collect(), connect)?;
         // Check reachability now, so a typo fails here rather than at the first lock.
         pool.until_ready(deadline).await?;
         Ok(pool)
@@ -172,24 +95,47 @@ impl Pool {
             vec![Target::Embedded(Store::new())],
             ConnectOptions::default(),
         )
+        .expect("one node is within every session's capacity")
     }
 
-    fn with_targets(targets: Vec<Target>, connect: ConnectOptions) -> Arc<Pool> {
+    /// A pool over `targets`, none connected yet; the session's connect deadline is the ready
+    /// timeout and its reconnect jitter is drawn from OS entropy.
+    fn with_targets(targets: Vec<Target>, connect: ConnectOptions) -> Result<Arc<Pool>, Error> {
+        let count = targets.len();
+        let options = SessionOptions::new(from_std(connect.ready_timeout));
+        let session = Session::new(count, options, crate::client::random_u64())
+            .map_err(|_| Error::TooManyNodes(count))?;
         let nodes = targets
             .into_iter()
             .map(|target| Node {
                 target,
                 idle: std::sync::Mutex::new(Vec::new()),
-                down: std::sync::Mutex::new(None),
                 known: std::sync::Mutex::new(None),
-                connecting: std::sync::Mutex::new(Connecting::default()),
             })
             .collect();
-        Arc::new(Pool {
+        Ok(Arc::new(Pool {
             nodes,
+            session: std::sync::Mutex::new(session),
             clock: Clock::new(),
             connect,
-        })
+        }))
+    }
+
+    /// Runs `f` on the session, brought up to now first (its deadlines are checked whenever
+    /// it is asked, so no timer task is needed).
+    fn session<R>(
+        &self,
+        f: impl FnOnce(&mut Session<MAX_NODES>, distlock_core::Instant) -> R,
+    ) -> R {
+        let now = self.clock.now();
+        // A panic elsewhere while it was held leaves the session consistent: every update is
+        // one call.
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        session.handle_timeout(now);
+        f(&mut session, now)
     }
 
     /// How many nodes.
@@ -214,50 +160,47 @@ impl Pool {
         self.clock
     }
 
-    /// Connects to every node at once and waits until a quorum has answered, every node has
-    /// reported, or `deadline`, whichever comes first. Once a quorum is out of reach it still
-    /// waits (within the same deadline) for the nodes under way, so the error counts every
-    /// node that answered and blames a real failure. The connects still under way go on in
-    /// the background, and their connections join the pool if their nodes answer.
+    /// Connects to every node at once and waits until the session says how it went (a quorum
+    /// is ready, or every node has answered, failed or passed its deadline), or `deadline`,
+    /// whichever comes first. Once a quorum is out of reach it still waits (within the same
+    /// deadline) for the nodes under way, so the error counts every node that answered and
+    /// blames a real failure. The connects still under way go on in the background, and their
+    /// connections join the pool if their nodes answer.
     async fn until_ready(self: &Arc<Self>, deadline: tokio::time::Instant) -> Result<(), Error> {
         let nodes = self.nodes.len();
         let mut reports = self.connect_each(0..nodes);
         let mut reported = vec![false; nodes];
-        let (mut answered, mut failed, mut last) = (0, 0, None);
+        let mut last = None;
         loop {
-            if reachability(nodes, answered, failed) == Reachability::Ready
-                || answered + failed == nodes
-            {
+            let (outcome, next) = self.session(|s, _| (s.connect_outcome(), s.poll_timeout()));
+            if outcome.is_some() {
                 break;
             }
-            match tokio::time::timeout_at(deadline, reports.recv()).await {
+            // Wake for the session's next deadline too: that is when a silent node gives up.
+            let wake = next.map_or(deadline, |at| self.clock.to_tokio(at).min(deadline));
+            match tokio::time::timeout_at(wake, reports.recv()).await {
                 Ok(Some((node, result))) => {
                     if let Some(seen) = reported.get_mut(node) {
                         *seen = true;
                     }
                     match result {
-                        Ok(conn) => {
-                            answered += 1;
-                            self.checkin(node, conn);
-                        }
-                        Err(e) => {
-                            failed += 1;
-                            last = Some(e);
-                        }
+                        Ok(conn) => self.checkin(node, conn),
+                        Err(e) => last = Some(e),
                     }
                 }
-                // The deadline (every task reports before it ends, so the channel closes
-                // only after all have).
-                Ok(None) | Err(_) => break,
+                // Every task reports before it ends, so the channel closes only after all have.
+                Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => break,
+                Err(_) => {}
             }
         }
         self.pool_the_rest(reports);
-        for (node, _) in reported.iter().enumerate().filter(|(_, seen)| !**seen) {
-            failed += 1;
-            last = Some(self.no_answer(node));
-        }
-        if reachability(nodes, answered, failed) == Reachability::Ready {
+        let (outcome, reachable) = self.session(|s, _| (s.connect_outcome(), s.ready()));
+        if outcome == Some(ConnectOutcome::Ready) {
             return Ok(());
+        }
+        for (node, _) in reported.iter().enumerate().filter(|(_, seen)| !**seen) {
+            last = Some(self.no_answer(node));
         }
         let last = last.unwrap_or(Error::TooManyNodes(0));
         // One node: its own error says it best.
@@ -265,7 +208,7 @@ impl Pool {
             return Err(last);
         }
         Err(Error::TooFewNodes {
-            reachable: answered,
+            reachable,
             nodes,
             needed: quorum(nodes),
             last: Box::new(last),
@@ -283,9 +226,15 @@ impl Pool {
         for node in nodes {
             let pool = Arc::clone(self);
             let reports = reports.clone();
+            let protocol = self.known_server(node).protocol;
+            // Admitted here, not in the task: the session knows of the connect before the
+            // caller next asks it.
+            let admitted = self.admit(node);
             tokio::spawn(async move {
-                let protocol = pool.known_server(node).protocol;
-                let result = pool.connect_node(node, protocol).await;
+                let result = match admitted {
+                    Ok(()) => pool.dial(node, protocol).await,
+                    Err(e) => Err(e),
+                };
                 // Nobody is waiting any more: the connection is still worth pooling.
                 if let Err(mpsc::error::SendError((node, Ok(conn)))) = reports.send((node, result))
                 {
@@ -343,7 +292,11 @@ impl Pool {
         protocol: Protocol,
     ) -> JoinHandle<Result<Conn, Error>> {
         let pool = Arc::clone(self);
-        tokio::spawn(async move { pool.connect_node(node, protocol).await })
+        let admitted = self.admit(node);
+        tokio::spawn(async move {
+            admitted?;
+            pool.dial(node, protocol).await
+        })
     }
 
     /// An idle connection to `node` that is still alive; dead ones are dropped.
@@ -353,66 +306,60 @@ impl Pool {
             if !conn.is_stale() {
                 return Some(conn);
             }
+            // Not a session event: an idle connection the server closed (a restart, its idle
+            // timeout) says nothing of whether the node answers now; the next connect does.
             debug!(node, "dropping a dead idle connection");
         }
         None
     }
 
-    /// Opens a new connection to `node`, asking for `protocol`. A node whose last connect
-    /// failed is not tried again until its backoff pause ([`distlock_core::RECONNECT`]: 100 ms, doubling to
-    /// 2 s) is over, and one whose connects go unanswered for a ready timeout is only probed
-    /// in the background, so a dead or frozen node costs an operation nothing but its vote.
-    async fn connect_node(
-        self: &Arc<Self>,
-        node: usize,
-        protocol: Protocol,
-    ) -> Result<Conn, Error> {
+    /// Asks the core's session whether a connect to `node` may start now, and tells it one
+    /// does (see the module doc): a node that backs off (its last connect failed, or its
+    /// connects went unanswered for the ready timeout) fails at once, so a dead or frozen node
+    /// costs an operation nothing but its vote. Each `Ok` must be followed by [`Pool::dial`],
+    /// which reports how the connect ended.
+    fn admit(&self, node: usize) -> Result<(), Error> {
         let Some(slot) = self.nodes.get(node) else {
             return Err(Error::TooManyNodes(node));
         };
-        let down_until = slot
-            .down
-            .lock()
-            .ok()
-            .and_then(|d| *d)
-            .map(|(until, _)| until);
-        if down_until.is_some_and(|t| tokio::time::Instant::now() < t) {
-            return Err(Error::Connect {
-                endpoint: slot.target.to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "down at the last attempt; waiting before reconnecting",
-                ),
-            });
-        }
-        let silent = || Error::Connect {
-            endpoint: slot.target.to_string(),
-            source: std::io::Error::new(
+        let admitted = self.session(|s, now| {
+            if s.may_connect(node, now) {
+                s.connect_started(node, now);
+                Ok(())
+            } else {
+                Err((s.state(node), s.down(node)))
+            }
+        });
+        let Err((state, down)) = admitted else {
+            return Ok(());
+        };
+        let (kind, why) = match down {
+            _ if matches!(state, Some(NodeState::Connecting { .. })) => (
+                std::io::ErrorKind::NotConnected,
+                "still connecting: its first connect has not answered yet".to_string(),
+            ),
+            Some(NodeDown::TimedOut | NodeDown::Silent) => (
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "not answering: its connects have gone unanswered for {:?}",
+                    "not answering: its connects have gone unanswered for {:?}; waiting before trying again",
                     self.connect.ready_timeout
                 ),
             ),
+            _ => (
+                std::io::ErrorKind::NotConnected,
+                "down at the last attempt; waiting before reconnecting".to_string(),
+            ),
         };
-        match Attempt::admit(self, node) {
-            Admission::Go(attempt) => self.dial(attempt, protocol).await,
-            Admission::Probe(attempt) => {
-                let pool = Arc::clone(self);
-                tokio::spawn(async move {
-                    if let Ok(conn) = pool.dial(attempt, protocol).await {
-                        pool.checkin(node, conn);
-                    }
-                });
-                Err(silent())
-            }
-            Admission::Refuse => Err(silent()),
-        }
+        debug!(node, ?state, ?down, "not connecting");
+        Err(Error::Connect {
+            endpoint: slot.target.to_string(),
+            source: std::io::Error::new(kind, why),
+        })
     }
 
-    /// Connects for `attempt` and records how it went (what the server is, or its backoff).
-    async fn dial(&self, mut attempt: Attempt, protocol: Protocol) -> Result<Conn, Error> {
-        let node = attempt.node;
+    /// Opens a connection to `node`, asking for `protocol`, for a connect [`Pool::admit`]ted,
+    /// and reports to the session how it ended.
+    async fn dial(&self, node: usize, protocol: Protocol) -> Result<Conn, Error> {
         let Some(slot) = self.nodes.get(node) else {
             return Err(Error::TooManyNodes(node));
         };
@@ -424,18 +371,10 @@ impl Pool {
         if let (Ok(conn), Ok(mut known)) = (&conn, slot.known.lock()) {
             *known = Some(conn.server);
         }
-        attempt.answered = conn.is_ok();
-        drop(attempt);
-        if let Ok(mut down) = slot.down.lock() {
-            *down = match (&conn, *down) {
-                (Ok(_), _) => None,
-                (Err(_), previous) => {
-                    let failures = previous.map_or(1, |(_, f)| f.saturating_add(1));
-                    let pause = to_std(reconnect_pause(failures));
-                    Some((tokio::time::Instant::now() + pause, failures))
-                }
-            };
-        }
+        self.session(|s, now| match &conn {
+            Ok(_) => s.connected(node, now),
+            Err(_) => s.connect_failed(node, now),
+        });
         conn
     }
 

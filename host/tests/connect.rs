@@ -11,6 +11,8 @@ mod support;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use distlock_host::{Client, ConnectOptions, Error, KeyLayout};
@@ -184,6 +186,64 @@ async fn a_late_node_joins_once_it_answers() {
         joined,
     )
     .await;
+}
+
+/// A silent node is not flooded with connects while operations go on without it: until it
+/// answers, the core's session lets one connect at a time find out whether it will, and
+/// after each ready timeout without an answer backs the node off by a jittered pause that
+/// grows (100 ms, up to 2 s). Before, every operation within the ready timeout opened a
+/// connect of its own, and a background probe followed every ready timeout, each left
+/// hanging up to the 5 s connect timeout (some 25 connects in these 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
+    require_redis!();
+    let (listener, silent) = silent_server();
+    // Accepts and keeps every connection, and never answers: counts the connects.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            kept.push(stream);
+        }
+    });
+    let servers: Vec<RedisServer> = blocking(|| (0..2).map(|_| RedisServer::start()).collect());
+    let mut urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    urls.push(silent.clone());
+    let options = ConnectOptions {
+        ready_timeout: Duration::from_millis(100),
+        ..ConnectOptions::default()
+    };
+    let (client, _) = bounded(
+        "connect with one node silent",
+        LIMIT,
+        Client::connect_with(&urls, options, KeyLayout::default()),
+    )
+    .await;
+    let client = client.expect("a quorum answers");
+    let name = unique_name("silent-flood");
+    // Four seconds of operations (forty ready timeouts, under the connect timeout), as many
+    // as fit: each must succeed on the two nodes that answer. With every pause at its
+    // shortest a connect would start every 200 ms (20); the pauses grow, so far fewer do.
+    let window = Instant::now();
+    let mut operations = 0;
+    while window.elapsed() < Duration::from_secs(4) {
+        let guard = client
+            .lock(&name)
+            .ttl(Duration::from_secs(10))
+            .try_acquire()
+            .await
+            .expect("acquire on the two live nodes");
+        guard.release().await.expect("release");
+        operations += 1;
+    }
+    let connects = accepted.load(Ordering::SeqCst);
+    assert!(operations >= 10, "only {operations} operations in 4 s");
+    assert!(
+        (1..=12).contains(&connects),
+        "{operations} operations opened {connects} connects to the silent node"
+    );
 }
 
 /// The same server twice — the same URL, or `localhost` and `127.0.0.1` on one port — is a

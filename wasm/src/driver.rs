@@ -7,16 +7,18 @@
 //! ([`Machine::handover`] → [`Machine::discard_replies`]), which discards them before matching
 //! its own; one that is out of step is reconnected.
 //!
-//! A dead or frozen node costs an operation its vote, not a timeout. Opening a connection is
-//! bounded by the client's request timeout, and its handshake runs beside the operations (its
-//! replies are read by the same waits that read the lock's): no operation waits for a node to
-//! come up. A node whose connect failed is tried again after the core's
-//! [`reconnect_pause`], which grows with each failure in a row; meanwhile operations go on
-//! without it. A handshake that completes while an operation runs joins that operation only
-//! if the machine was built for the server it found; otherwise the next operation uses it.
-//! A connection whose request went a whole request timeout without a reply byte (a node
-//! frozen while connected) is closed when its operation ends and the node reconnected the
-//! same way: such a node costs one operation a request timeout, not every one after it.
+//! A dead or frozen node costs an operation its vote, not a timeout. Which node to connect
+//! and when is the core's [`Session`]: this driver opens what
+//! [`Session::poll_connect`] names, reports each connect's end, and closes a handshake the
+//! session gave up on (connect plus handshake bounded by the request timeout). The handshake
+//! runs beside the operations (its replies are read by the same waits that read the lock's):
+//! no operation waits for a node to come up. A node whose connect failed is tried again after
+//! the session's jittered backoff; meanwhile operations go on without it. A handshake that
+//! completes while an operation runs joins that operation only if the machine was built for
+//! the server it found; otherwise the next operation uses it. A connection whose request went
+//! a whole request timeout without a reply byte (a node frozen while connected) is closed
+//! when its operation ends and reported to the session as silent, which backs the node off:
+//! such a node costs one operation a request timeout, not every one after it.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -27,12 +29,13 @@ use core::cell::RefCell;
 use distlock_core::HandshakeOptions;
 use distlock_core::{Machine, Operation};
 use distlock_core::{
-    ConfigError, Credentials, Duration, Handshake, Instant, ServerInfo, quorum, reconnect_pause,
+    ConfigError, ConnectOutcome, Credentials, Duration, Handshake, Instant, NodeState, ServerInfo,
+    Session, SessionOptions,
 };
 
 use crate::api;
 use crate::bindings::distlock::lock::transport::{self, Connection, Endpoint, TransportError};
-use crate::{convert, now, url};
+use crate::{convert, now, seed, url};
 
 /// The most nodes a client can run Redlock over: the core's limit, for every driver.
 pub(crate) use distlock_core::MAX_NODES;
@@ -71,10 +74,8 @@ enum Slot {
     /// Connected; the handshake goes on beside the operations. Boxed: a handshake carries
     /// its reply buffer.
     Connecting(alloc::boxed::Box<Pending>),
-    /// Not connected; not worth trying again before this.
-    Down {
-        retry_at: Instant,
-    },
+    /// Not connected (the session says when to try again).
+    Closed,
 }
 
 /// A node's connection and what the driver remembers of it.
@@ -83,8 +84,6 @@ struct Link {
     /// What the last handshake found: what a machine is built with while the node is not
     /// open.
     known: ServerInfo,
-    /// Failed connects in a row (the core's [`reconnect_pause`] grows with it).
-    failures: u32,
     /// Why the last connect failed, for an error that names it.
     last_error: String,
 }
@@ -94,46 +93,53 @@ impl Link {
         matches!(self.slot, Slot::Open(_))
     }
 
-    /// The connect failed: wait before the next one.
-    fn fail(&mut self, why: String) {
-        self.failures = self.failures.saturating_add(1);
-        self.slot = Slot::Down {
-            retry_at: now().saturating_add(reconnect_pause(self.failures)),
-        };
+    /// The connect (or its handshake) failed: the session backs the node off.
+    fn fail(&mut self, session: &mut Session<MAX_NODES>, node: usize, why: String) {
+        self.slot = Slot::Closed;
         self.last_error = why;
+        session.connect_failed(node, now());
     }
 
-    /// The open connection was lost: the next operation connects again at once.
-    fn lose(&mut self) {
-        self.slot = Slot::Down {
-            retry_at: Instant::ZERO,
-        };
+    /// The open connection was lost (or fell out of step): the session reconnects it when
+    /// next asked.
+    fn lose(&mut self, session: &mut Session<MAX_NODES>, node: usize) {
+        self.slot = Slot::Closed;
+        session.disconnected(node, now());
     }
 
-    /// Starts connecting if the node is down and its pause is over: opens the stream (for at
-    /// most `timeout`) and sends the handshake's first commands.
-    fn start_connect(&mut self, node: &Node, timeout: Duration) {
-        let Slot::Down { retry_at } = self.slot else {
-            return;
-        };
-        if now() < retry_at {
-            return;
-        }
-        let failed =
-            |e: TransportError| format!("cannot connect to {}: {}", node.shown, describe(&e));
-        match transport::open(&node.endpoint, timeout.as_millis().max(1)) {
+    /// Opens the stream (for at most `timeout`) and sends the handshake's first commands:
+    /// the session named this node ([`Session::poll_connect`]).
+    fn start_connect(
+        &mut self,
+        spec: &Node,
+        node: usize,
+        session: &mut Session<MAX_NODES>,
+        timeout: Duration,
+    ) {
+        session.connect_started(node, now());
+        match transport::open(&spec.endpoint, timeout.as_millis().max(1)) {
             Ok(io) => {
-                let handshake = Handshake::new(node.handshake.clone(), now());
+                let handshake = Handshake::new(spec.handshake.clone(), now());
                 self.slot = Slot::Connecting(alloc::boxed::Box::new(Pending { io, handshake }));
-                self.step_handshake(node, None);
+                self.step_handshake(spec, node, session, None);
             }
-            Err(e) => self.fail(failed(e)),
+            Err(e) => self.fail(
+                session,
+                node,
+                format!("cannot connect to {}: {}", spec.shown, describe(&e)),
+            ),
         }
     }
 
     /// Feeds a connecting node's handshake `bytes` (`None`: only check its deadline and send
     /// what it asks); true when the node has just become open.
-    fn step_handshake(&mut self, node: &Node, bytes: Option<&[u8]>) -> bool {
+    fn step_handshake(
+        &mut self,
+        spec: &Node,
+        node: usize,
+        session: &mut Session<MAX_NODES>,
+        bytes: Option<&[u8]>,
+    ) -> bool {
         let Slot::Connecting(pending) = &mut self.slot else {
             return false;
         };
@@ -151,11 +157,8 @@ impl Link {
             match pending.handshake.poll_transmit(&mut buf) {
                 Ok(Some(len)) => {
                     if let Err(e) = pending.io.send(buf.get(..len).unwrap_or_default()) {
-                        self.fail(format!(
-                            "cannot connect to {}: {}",
-                            node.shown,
-                            describe(&e)
-                        ));
+                        let why = format!("cannot connect to {}: {}", spec.shown, describe(&e));
+                        self.fail(session, node, why);
                         return false;
                     }
                 }
@@ -168,12 +171,8 @@ impl Link {
         };
         match outcome {
             Ok(server) => {
-                let Slot::Connecting(pending) = core::mem::replace(
-                    &mut self.slot,
-                    Slot::Down {
-                        retry_at: Instant::ZERO,
-                    },
-                ) else {
+                let Slot::Connecting(pending) = core::mem::replace(&mut self.slot, Slot::Closed)
+                else {
                     return false;
                 };
                 let Pending { io, .. } = *pending;
@@ -183,11 +182,11 @@ impl Link {
                     owed: 0,
                 });
                 self.known = server;
-                self.failures = 0;
+                session.connected(node, now());
                 true
             }
             Err(e) => {
-                self.fail(format!("{}: {e}", node.shown));
+                self.fail(session, node, format!("{}: {e}", spec.shown));
                 false
             }
         }
@@ -206,8 +205,46 @@ impl Link {
         match &self.slot {
             Slot::Open(conn) => Some(&conn.io),
             Slot::Connecting(pending) => Some(&pending.io),
-            Slot::Down { .. } => None,
+            Slot::Closed => None,
         }
+    }
+}
+
+/// Brings the session up to now: closes the handshakes it gave up on (no answer within the
+/// request timeout), then opens every node it names.
+fn tend(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>, timeout: Duration) {
+    abandon_silent(nodes, links, session);
+    let at = now();
+    while let Some(node) = session.poll_connect(at) {
+        match (nodes.get(node), links.get_mut(node)) {
+            (Some(spec), Some(link)) => link.start_connect(spec, node, session, timeout),
+            // Cannot happen (one link per node); never ask about it again.
+            _ => session.connect_failed(node, at),
+        }
+    }
+}
+
+/// Brings the session's deadlines up to now and closes the handshakes it gave up on (no
+/// answer within the request timeout). The node's pause already runs: the report only ends
+/// the connect.
+fn abandon_silent(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>) {
+    session.handle_timeout(now());
+    for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
+        if matches!(link.slot, Slot::Connecting(_))
+            && !matches!(session.state(node), Some(NodeState::Connecting { .. }))
+        {
+            let why = format!("{} did not answer within the request timeout", spec.shown);
+            link.fail(session, node, why);
+        }
+    }
+}
+
+/// When to wake for connecting: the session's next deadline or a handshake's, if sooner.
+fn connect_deadline(links: &[Link], session: &Session<MAX_NODES>) -> Option<Instant> {
+    let handshakes = links.iter().filter_map(Link::handshake_deadline).min();
+    match (session.poll_timeout(), handshakes) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -215,26 +252,28 @@ impl Link {
 pub(crate) struct Servers {
     nodes: Vec<Node>,
     links: RefCell<Vec<Link>>,
+    /// Which nodes to connect and when (the core's decision).
+    session: RefCell<Session<MAX_NODES>>,
     /// The client's request timeout: the longest an open (TCP, TLS) may block.
     connect_timeout: Duration,
 }
 
 impl Servers {
     /// Parses `urls` and connects to every node, each open bounded by `request_timeout`;
-    /// fails unless a majority answers. Returns once every node has answered or failed, or
-    /// once a majority has answered and the request timeout has passed: a silent node's
-    /// handshake goes on beside the first operations.
+    /// fails unless a majority answers. Returns once every node has answered, failed or
+    /// gone the request timeout without an answer (the session's deadline), or earlier when
+    /// a majority failed. A handshake here progresses only while this driver waits, so unlike
+    /// a host whose connects run in tasks of their own, it waits out the nodes still within
+    /// their deadline after a quorum answered: the first operation then has every node that
+    /// answers in time.
     #[inline(never)]
     pub(crate) fn connect(
         urls: &[String],
         request_timeout: Duration,
     ) -> Result<Servers, api::Error> {
-        if urls.is_empty() || urls.len() > MAX_NODES {
-            return Err(convert::config_error(ConfigError::BadNodeCount {
-                nodes: urls.len(),
-                capacity: MAX_NODES,
-            }));
-        }
+        let mut session =
+            Session::<MAX_NODES>::new(urls.len(), SessionOptions::new(request_timeout), seed())
+                .map_err(convert::config_error)?;
         let mut nodes = Vec::with_capacity(urls.len());
         for text in urls {
             let parsed = url::parse(text).map_err(|why| {
@@ -265,57 +304,53 @@ impl Servers {
                 },
             });
         }
-        let started = now();
         let mut links: Vec<Link> = nodes
             .iter()
             .map(|_| Link {
-                slot: Slot::Down {
-                    retry_at: Instant::ZERO,
-                },
+                slot: Slot::Closed,
                 known: ServerInfo::default(),
-                failures: 0,
                 last_error: String::new(),
             })
             .collect();
-        for (node, link) in nodes.iter().zip(links.iter_mut()) {
-            link.start_connect(node, request_timeout);
-        }
-        let needed = quorum(nodes.len());
-        loop {
-            let open = links.iter().filter(|l| l.is_open()).count();
-            let connecting = links.iter().any(|l| matches!(l.slot, Slot::Connecting(_)));
-            let patience = started.saturating_add(request_timeout);
-            if !connecting || (open >= needed && now() >= patience) {
-                break;
+        tend(&nodes, &mut links, &mut session, request_timeout);
+        let outcome = loop {
+            match session.connect_outcome() {
+                Some(ConnectOutcome::Ready) if session.any_connecting() => {}
+                Some(outcome) => break outcome,
+                None => {}
             }
-            let mut until = earliest_handshake_deadline(&links);
-            if open >= needed {
-                until = Some(until.map_or(patience, |t| t.min(patience)));
-            }
+            let until = connect_deadline(&links, &session);
             let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
             match receive(&links, wait_ms) {
                 Received::Bytes(node, bytes) => {
                     if let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) {
-                        link.step_handshake(spec, Some(&bytes));
+                        link.step_handshake(spec, node, &mut session, Some(&bytes));
                     }
                 }
                 Received::Nothing => {
-                    for (spec, link) in nodes.iter().zip(links.iter_mut()) {
-                        link.step_handshake(spec, None);
+                    for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
+                        link.step_handshake(spec, node, &mut session, None);
                     }
                 }
                 Received::Lost(node) => {
                     if let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) {
-                        link.fail(format!(
+                        let why = format!(
                             "cannot connect to {}: the server closed the connection",
                             spec.shown
-                        ));
+                        );
+                        link.fail(&mut session, node, why);
                     }
                 }
             }
-        }
-        let reachable = links.iter().filter(|l| l.is_open()).count();
-        if reachable < needed {
+            // Only give up on silent handshakes here: the first connect is one try per node.
+            abandon_silent(&nodes, &mut links, &mut session);
+        };
+        if let ConnectOutcome::TooFew {
+            ready,
+            nodes: count,
+            needed,
+        } = outcome
+        {
             let last = links
                 .iter()
                 .rev()
@@ -323,18 +358,18 @@ impl Servers {
                 .find(|e| !e.is_empty())
                 .unwrap_or("no answer within the request timeout")
                 .to_string();
-            return Err(api::Error::Unavailable(if nodes.len() == 1 {
+            return Err(api::Error::Unavailable(if count == 1 {
                 last
             } else {
                 format!(
-                    "only {reachable} of {} Redis nodes are reachable; a quorum needs {needed} (last error: {last})",
-                    nodes.len()
+                    "only {ready} of {count} Redis nodes are reachable; a quorum needs {needed} (last error: {last})"
                 )
             }));
         }
         Ok(Servers {
             nodes,
             links: RefCell::new(links),
+            session: RefCell::new(session),
             connect_timeout: request_timeout,
         })
     }
@@ -347,14 +382,19 @@ impl Servers {
         build: impl FnOnce(&[ServerInfo], Instant) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
     ) -> Result<Op::Outcome, api::Error> {
         // Calls into one component instance never nest, so the links are never borrowed here.
-        let Ok(mut links) = self.links.try_borrow_mut() else {
+        let (Ok(mut links), Ok(mut session)) =
+            (self.links.try_borrow_mut(), self.session.try_borrow_mut())
+        else {
             return Err(api::Error::Unavailable("re-entered a client".to_string()));
         };
-        for (node, link) in self.nodes.iter().zip(links.iter_mut()) {
-            link.start_connect(node, self.connect_timeout);
+        let session = &mut *session;
+        for (node, (spec, link)) in self.nodes.iter().zip(links.iter_mut()).enumerate() {
             // A handshake that answered between operations, or ran out of time.
-            link.step_handshake(node, None);
+            link.step_handshake(spec, node, session, None);
         }
+        // Reconnect what the session says is due (a lost node at once, a failed one after its
+        // pause), without waiting for it.
+        tend(&self.nodes, &mut links, session, self.connect_timeout);
         let servers: Vec<ServerInfo> = links
             .iter()
             .map(|l| match &l.slot {
@@ -368,7 +408,8 @@ impl Servers {
                 machine.discard_replies(node, conn.owed);
             }
         }
-        let (outcome, unanswered_since) = drive(&mut machine, &self.nodes, &mut links, &servers);
+        let (outcome, unanswered_since) =
+            drive(&mut machine, &self.nodes, &mut links, session, &servers);
         // Hand each connection on as it is, with what it still owes; one that is out of step
         // (or has half a reply read) is reconnected by the next operation instead. One that
         // has not answered for a whole request timeout (a frozen node) is closed and the node
@@ -385,20 +426,18 @@ impl Servers {
                 match machine.handover(node) {
                     Some(owed) if owed > 0 && silent => {
                         let shown = self.nodes.get(node).map_or("", |n| n.shown.as_str());
-                        link.fail(format!("{shown} did not answer within the request timeout"));
+                        link.last_error =
+                            format!("{shown} did not answer within the request timeout");
+                        link.slot = Slot::Closed;
+                        session.silent(node, at);
                     }
                     Some(owed) => conn.owed = owed,
-                    None => link.lose(),
+                    None => link.lose(session, node),
                 }
             }
         }
         Ok(outcome)
     }
-}
-
-/// The earliest deadline among the handshakes under way.
-fn earliest_handshake_deadline(links: &[Link]) -> Option<Instant> {
-    links.iter().filter_map(Link::handshake_deadline).min()
 }
 
 /// The loop of `distlock_core::machine`: send what the machine asks, feed what arrives,
@@ -409,6 +448,7 @@ fn drive<Op: Operation>(
     machine: &mut Machine<Op, MAX_NODES>,
     nodes: &[Node],
     links: &mut [Link],
+    session: &mut Session<MAX_NODES>,
     built: &[ServerInfo],
 ) -> (Op::Outcome, Vec<Option<Instant>>) {
     let mut out = vec![0u8; 1024];
@@ -433,7 +473,7 @@ fn drive<Op: Operation>(
                 }) => {
                     let sent = out.get(..tx.len).is_some_and(|b| conn.io.send(b).is_ok());
                     if !sent && let Some(link) = links.get_mut(tx.node) {
-                        link.lose();
+                        link.lose(session, tx.node);
                     }
                     if sent && let Some(since) = unanswered_since.get_mut(tx.node) {
                         since.get_or_insert_with(now);
@@ -449,14 +489,14 @@ fn drive<Op: Operation>(
         if let Some(outcome) = machine.poll_outcome() {
             return (outcome, unanswered_since);
         }
-        // 2. Wait for bytes from any node, or the machine's deadline (or a handshake's).
-        let until = match (machine.poll_timeout(), earliest_handshake_deadline(links)) {
+        // 2. Wait for bytes from any node, or the machine's deadline (or the session's).
+        let until = match (machine.poll_timeout(), connect_deadline(links, session)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
         if wait_ms == 0 {
-            settle_handshakes(machine, nodes, links, built);
+            settle_handshakes(machine, nodes, links, session, built);
             machine.handle_timeout(now());
             continue;
         }
@@ -470,12 +510,12 @@ fn drive<Op: Operation>(
                         *since = None;
                     }
                     machine.handle_input(node, &bytes, now());
-                } else if link.step_handshake(spec, Some(&bytes)) {
+                } else if link.step_handshake(spec, node, session, Some(&bytes)) {
                     join(machine, node, link, built);
                 }
             }
             Received::Nothing => {
-                settle_handshakes(machine, nodes, links, built);
+                settle_handshakes(machine, nodes, links, session, built);
                 machine.handle_timeout(now());
             }
             Received::Lost(node) => {
@@ -483,31 +523,35 @@ fn drive<Op: Operation>(
                     continue;
                 };
                 if link.is_open() {
-                    link.lose();
+                    link.lose(session, node);
                     machine.handle_disconnect(node, now());
                 } else {
-                    link.fail(format!(
+                    let why = format!(
                         "cannot connect to {}: the server closed the connection",
                         spec.shown
-                    ));
+                    );
+                    link.fail(session, node, why);
                 }
             }
         }
     }
 }
 
-/// Gives handshakes whose deadline passed their timeout.
+/// Gives handshakes whose deadline passed their timeout, and closes those the session gave
+/// up on. Nothing new is opened mid-operation (an open may block): the next operation does.
 fn settle_handshakes<Op: Operation>(
     machine: &mut Machine<Op, MAX_NODES>,
     nodes: &[Node],
     links: &mut [Link],
+    session: &mut Session<MAX_NODES>,
     built: &[ServerInfo],
 ) {
     for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
-        if link.step_handshake(spec, None) {
+        if link.step_handshake(spec, node, session, None) {
             join(machine, node, link, built);
         }
     }
+    abandon_silent(nodes, links, session);
 }
 
 /// A node whose handshake just completed joins the running machine, as a fresh connection

@@ -36,7 +36,7 @@ use crate::time::{Duration, Instant};
 /// strictly increasing. With N nodes each node has its own counter and a single round is not
 /// enough: two quorums may read different counters. So after winning a quorum with fence `F`
 /// (the largest counter among the granting nodes) the machine raises the counter to at least
-/// `F` on a quorum ([`crate::script::RAISE_FENCE`]) *before* reporting the lease.
+/// `F` on a quorum (the raise-fence script of [`SCRIPTS`](crate::SCRIPTS)) *before* reporting the lease.
 ///
 /// Claim: if lease A is reported before lease B's winning attempt starts, then `F_B > F_A`.
 /// A's raise quorum and B's grant quorum share a node `x` (two majorities intersect). On

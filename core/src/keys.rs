@@ -76,7 +76,7 @@
 
 use crate::error::ConfigError;
 
-pub use crate::limits::{MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
+use crate::limits::{MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN};
 /// The prefix of the default layout.
 pub const DEFAULT_PREFIX: &[u8] = b"distlock:";
 /// Where [`KeyLayout::RedisPy`] keeps distlock's own keys (fence, holds, signal); lock names
@@ -229,7 +229,7 @@ enum Role {
     Signal,
 }
 
-/// The keys of one lock, as parts ready for [`crate::resp::Sink::bulk_parts`].
+/// The keys of one lock, as parts a key is written from (concatenated, they are the key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Keys {
     layout: KeyLayout,

@@ -78,7 +78,7 @@ mod error;
 mod extend;
 mod handshake;
 mod inspect;
-pub mod keys;
+mod keys;
 mod limits;
 mod link;
 mod lock;
@@ -86,9 +86,15 @@ mod machine;
 mod release;
 mod renewal;
 mod reset;
+#[cfg(feature = "fuzzing")]
 pub mod resp;
+#[cfg(not(feature = "fuzzing"))]
+mod resp;
 mod retry;
+#[cfg(feature = "fuzzing")]
 pub mod script;
+#[cfg(not(feature = "fuzzing"))]
+mod script;
 mod server;
 mod session;
 mod stop;
@@ -104,7 +110,10 @@ pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, Ser
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{Inspect, Inspection, Reading, Seen, Verdict, is_majority, verdict};
-pub use keys::{KeyLayout, KeyRole, LockName, Token};
+pub use keys::{
+    DEFAULT_PREFIX, KeyLayout, KeyRole, Keys, LockName, PYTHON_REDIS_LOCK_PREFIX, REDIS_PY_PREFIX,
+    RESET_SCAN_COUNT, RESET_WALK_LIMIT, Token,
+};
 pub use limits::{MAX_NAME_LEN, MAX_NODES, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN};
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Lease, Lock, LockOptions, quorum};

@@ -8,6 +8,9 @@
 //! each returns integers or a flat array of integers, so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
+// Public to the fuzzer, model and simulator under `fuzzing`; crate-private otherwise.
+#![cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub, dead_code))]
+
 /// A script's name, text and digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Script {

@@ -7,7 +7,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use distlock_core::{
     ConfigError, Drift, Duration, Jitter, KeyLayout, Lock, LockOptions, RetryPolicy, Token,
-    keys::{MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN},
+    MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN,
     MAX_TTL,
     resp::encode_into,
 };

@@ -180,7 +180,7 @@ impl SetupChoice {
         Setup {
             kind,
             nodes,
-            prefix: distlock_core::keys::DEFAULT_PREFIX.to_vec(),
+            prefix: distlock_core::DEFAULT_PREFIX.to_vec(),
             name,
             lock,
             token: Token::from_entropy([self.seed; 16]),

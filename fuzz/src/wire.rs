@@ -9,7 +9,7 @@
 
 use distlock_core::{
     Duration, Flavor, ServerInfo, Token, Transmit, Version,
-    keys::MAX_TOKEN_LEN,
+    MAX_TOKEN_LEN,
     script::{ACQUIRE, EXTEND, RAISE_FENCE, RELEASE, Script},
 };
 use redis_protocol::resp2::{decode::decode, types::OwnedFrame};

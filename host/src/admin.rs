@@ -420,11 +420,11 @@ impl Client {
     }
 
     /// Walks the prefix with `SCAN` (never `KEYS`, which blocks the server;
-    /// [`distlock_core::keys::RESET_SCAN_COUNT`] keys a call) and resets every key the layout
+    /// [`distlock_core::RESET_SCAN_COUNT`] keys a call) and resets every key the layout
     /// recognises as a lock key or re-entry count of some lock, each only when it holds what
     /// the protocol writes there ([`distlock_core::KeyRole::fits`]). Everything else under the
     /// prefix — other keys, fencing counters, wake-up lists (they expire on their own) — is
-    /// left as it is. Each node's walk stops at [`distlock_core::keys::RESET_WALK_LIMIT`] and
+    /// left as it is. Each node's walk stops at [`distlock_core::RESET_WALK_LIMIT`] and
     /// then reports how far it got; each call is bounded by the request timeout. A dry run
     /// deletes nothing and reports what would go ([`distlock_core::Reset`]).
     ///

@@ -283,7 +283,7 @@ async fn binary_names_round_trip_exactly() {
         b"a}b{c",
         b"quote\"and'and\\",
         b" ",
-        distlock_core::keys::DEFAULT_PREFIX,
+        distlock_core::DEFAULT_PREFIX,
         b"distlock:{other}",
     ];
     let keys_before = blocking(|| server.raw().ok(&["DBSIZE"]).int());

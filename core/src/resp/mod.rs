@@ -5,6 +5,9 @@
 //! a bounded, iterative scanner before `redis-protocol` decodes them, so a hostile server can
 //! neither exhaust memory nor the stack.
 
+// Public to the fuzzer, model and simulator under `fuzzing`; crate-private otherwise.
+#![cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub, dead_code))]
+
 pub mod decode;
 pub mod encode;
 

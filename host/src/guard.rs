@@ -86,7 +86,13 @@ impl LockBuilder {
 
 /// State a guard shares with its renewal task.
 struct Held {
+    /// The validity the last extend to finish set (or the acquire's). Stored, never maxed: an
+    /// extend to a shorter TTL moves the keys' expiry earlier, and the guard must not claim
+    /// the longer one it had.
     valid_until: AtomicU64,
+    /// Held across each extend, by hand or by the renewal task: one extend at a time, so the
+    /// one whose result is stored last is also the one that reached the servers last.
+    extending: tokio::sync::Mutex<()>,
     lost: watch::Sender<bool>,
     released: AtomicBool,
 }
@@ -125,6 +131,7 @@ impl Guard {
         let (lost, _) = watch::channel(false);
         let held = Arc::new(Held {
             valid_until: AtomicU64::new(lease.valid_until().as_millis()),
+            extending: tokio::sync::Mutex::new(()),
             lost,
             released: AtomicBool::new(false),
         });
@@ -220,11 +227,12 @@ impl Guard {
     /// Extends the lease to `ttl` from now.
     pub async fn extend(&self, ttl: Duration) -> Result<Duration, Error> {
         let lock = self.lock.with_ttl(from_std(ttl))?;
+        let _one_at_a_time = self.held.extending.lock().await;
         match self.client.extend_lock(&lock, self.token.clone()).await {
             Ok(extended) => {
                 self.held
                     .valid_until
-                    .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
+                    .store(extended.valid_until.as_millis(), Ordering::Release);
                 Ok(self.validity())
             }
             Err(e) => {
@@ -262,10 +270,11 @@ impl Guard {
                 break;
             }
             let lock = schedule.extend_lock(&self.lock, clock.now());
+            let _one_at_a_time = self.held.extending.lock().await;
             let outcome = match self.client.extend_lock(&lock, self.token.clone()).await {
                 Ok(extended) => {
-                    // Nothing races a renewal driven by hand: the latest extend set the keys'
-                    // expiry, shorter than an earlier `extend` to a longer TTL may have.
+                    // The latest extend set the keys' expiry, shorter than an earlier `extend`
+                    // to a longer TTL may have.
                     self.held
                         .valid_until
                         .store(extended.valid_until.as_millis(), Ordering::Release);
@@ -340,22 +349,27 @@ async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut sc
                     // An extend can take its request timeout; the validity's end does not
                     // wait for it.
                     let until = clock.to_tokio(schedule.valid_until());
+                    let extend = async {
+                        let _one_at_a_time = held.extending.lock().await;
+                        let outcome = client.extend_lock(&lock, token.clone()).await;
+                        if let Ok(extended) = &outcome {
+                            held.valid_until
+                                .store(extended.valid_until.as_millis(), Ordering::Release);
+                        }
+                        outcome
+                    };
                     let outcome = tokio::select! {
-                        outcome = client.extend_lock(&lock, token.clone()) => outcome,
+                        outcome = extend => outcome,
                         () = tokio::time::sleep_until(until) => {
                             schedule.handle_timeout(clock.now());
                             continue;
                         }
                     };
                     let outcome = match outcome {
-                        Ok(extended) => {
-                            held.valid_until
-                                .fetch_max(extended.valid_until.as_millis(), Ordering::AcqRel);
-                            ExtendOutcome::Extended {
-                                started: extended.started,
-                                valid_until: extended.valid_until,
-                            }
-                        }
+                        Ok(extended) => ExtendOutcome::Extended {
+                            started: extended.started,
+                            valid_until: extended.valid_until,
+                        },
                         Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
                             ExtendOutcome::NotHeld
                         }

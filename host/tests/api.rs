@@ -597,3 +597,39 @@ async fn redlock_rounds_reuse_their_connections() {
         "{ROUNDS} Redlock rounds opened {opened} connections over 3 servers"
     );
 }
+
+/// An extend to a shorter TTL moves the key's expiry earlier: the guard must say so, with or
+/// without its background renewal running beside it, and never keep the longer validity it
+/// had (that would be a holder believing in a lease the server no longer keeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_extend_to_a_shorter_ttl_shortens_the_validity() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    for auto_renew in [false, true] {
+        let name = unique_name("shorter");
+        let guard = client
+            .lock(&name)
+            .ttl(Duration::from_secs(20))
+            .auto_renew(auto_renew)
+            .acquire()
+            .await
+            .expect("acquire");
+        assert!(guard.validity() > Duration::from_secs(15));
+        let validity = guard.extend(Duration::from_secs(2)).await.expect("extend");
+        assert!(
+            validity <= Duration::from_secs(2) && guard.validity() <= Duration::from_secs(2),
+            "auto_renew {auto_renew}: the guard claims {:?} after an extend to 2 s",
+            guard.validity()
+        );
+        let key = format!("distlock:{{{name}}}");
+        let pttl = blocking(|| server.raw().ok(&["PTTL", &key]))
+            .int()
+            .expect("PTTL is an integer");
+        assert!(
+            (0..=2_000).contains(&pttl),
+            "auto_renew {auto_renew}: the key lives {pttl} ms"
+        );
+        guard.release().await.expect("release");
+    }
+}

@@ -5,8 +5,7 @@
 //! The [`Guard`](crate::Guard) an acquire gives, and the acquire itself, are in `guard.rs`:
 //! the guard extends and releases through this module, never the other way round.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::{
@@ -20,6 +19,7 @@ use crate::clock::{Clock, from_std};
 use crate::conn::ConnectOptions;
 use crate::drive::{Cancel, Slot, drive, in_step, return_slots, settle};
 use crate::endpoint::Endpoint;
+use crate::entropy::random_u64;
 use crate::error::Error;
 use crate::pool::Pool;
 
@@ -353,25 +353,4 @@ impl LockBuilder {
         self.options = options;
         self
     }
-}
-
-/// 16 bytes from the OS's CSPRNG, for tokens.
-pub(crate) fn random_bytes() -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    // The OS RNG failing is not recoverable for a lock: a predictable token is a security bug.
-    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
-    bytes
-}
-
-/// A seed for retry jitter: the core's seed for this process's next operation
-/// ([`distlock_core::operation_seed`]) from one draw of OS entropy, so no system call per
-/// operation.
-pub(crate) fn random_u64() -> u64 {
-    static BASE: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = *BASE.get_or_init(|| {
-        let b = random_bytes();
-        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-    });
-    distlock_core::operation_seed(base, NEXT.fetch_add(1, Ordering::Relaxed))
 }

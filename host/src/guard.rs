@@ -28,8 +28,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::MAX_NODES;
-use crate::client::{Client, LockBuilder, random_bytes, random_u64};
+use crate::client::{Client, LockBuilder};
 use crate::clock::{from_std, to_std};
+use crate::entropy::{random_bytes, random_u64};
 use crate::error::Error;
 
 impl LockBuilder {

@@ -24,6 +24,7 @@ mod conn;
 mod drive;
 mod embedded;
 mod endpoint;
+mod entropy;
 mod error;
 mod guard;
 mod pool;

@@ -103,7 +103,7 @@ impl Pool {
     fn with_targets(targets: Vec<Target>, connect: ConnectOptions) -> Result<Arc<Pool>, Error> {
         let count = targets.len();
         let options = SessionOptions::new(from_std(connect.ready_timeout));
-        let session = Session::new(count, options, crate::client::random_u64())
+        let session = Session::new(count, options, crate::entropy::random_u64())
             .map_err(|_| Error::TooManyNodes(count))?;
         let nodes = targets
             .into_iter()

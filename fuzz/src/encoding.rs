@@ -6,10 +6,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use distlock_core::{
-    ConfigError, Drift, Duration, Jitter, KeyLayout, Lock, LockOptions, RetryPolicy, Token,
-    MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MIN_TOKEN_LEN,
-    MAX_TTL,
-    resp::encode_into,
+    ConfigError, Drift, Duration, Jitter, KeyLayout, Lock, LockOptions, MAX_NAME_LEN,
+    MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN, RetryPolicy, Token, resp::encode_into,
 };
 
 use crate::driver::{Harness, START};

@@ -8,8 +8,7 @@
 //! into another argument fails here.
 
 use distlock_core::{
-    Duration, Flavor, ServerInfo, Token, Transmit, Version,
-    MAX_TOKEN_LEN,
+    Duration, Flavor, MAX_TOKEN_LEN, ServerInfo, Token, Transmit, Version,
     script::{ACQUIRE, EXTEND, RAISE_FENCE, RELEASE, Script},
 };
 use redis_protocol::resp2::{decode::decode, types::OwnedFrame};

@@ -27,11 +27,11 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use distlock_core::HandshakeOptions;
-use distlock_core::{Machine, Operation};
 use distlock_core::{
     ConfigError, ConnectOutcome, Credentials, Duration, Handshake, Instant, NodeState, ServerInfo,
     Session, SessionOptions,
 };
+use distlock_core::{Machine, Operation};
 
 use crate::api;
 use crate::bindings::distlock::lock::transport::{self, Connection, Endpoint, TransportError};

@@ -11,8 +11,29 @@
 //! - The `distlock` command (`src/bin/distlock/`): `exec`, `acquire`, `release`, `extend`,
 //!   `status`, `reset`, `demo`.
 //!
-//! The host makes no lock decision of its own: retry, quorum, validity and fencing are the
-//! core's; this crate moves bytes and keeps time.
+//! The host makes no lock decision of its own. Retry, quorum, validity and fencing
+//! ([`distlock_core::Acquire`], `Release`, `Extend`), renewal ([`distlock_core::Renewal`]),
+//! which node to (re)connect and when ([`distlock_core::Session`]), what `status` and `reset`
+//! read and delete ([`distlock_core::Inspect`], [`distlock_core::Reset`]), when a job under a
+//! lease is stopped ([`distlock_core::stop_deadlines`]) and the node limit ([`MAX_NODES`]) are
+//! the core's; this crate opens sockets, moves bytes, reads the clock and draws entropy.
+//!
+//! ## From a lock name to the bytes, one straight line
+//! `distlock exec --name backup -- ./backup.sh`:
+//! 1. `src/bin/distlock/main.rs` parses the command line into a [`Client`] and a
+//!    [`LockBuilder`] (`exec.rs` runs the job);
+//! 2. `guard.rs` ([`LockBuilder::acquire`]) checks the name into a `distlock_core::Lock`, draws
+//!    the token and seed (`entropy.rs`) and asks the client to run an `Acquire` machine;
+//! 3. `client.rs` builds the machine from what each node's handshake learned and hands it to
+//!    `drive.rs`;
+//! 4. `drive.rs` is the core's driver loop: it writes each `poll_transmit` to its node's
+//!    connection, feeds what it reads to `handle_input`, sleeps until `poll_timeout`, and stops
+//!    at `poll_outcome`;
+//! 5. `pool.rs` lends the connections, opening one when the core's session allows it, and
+//!    `conn.rs` is the socket (TCP or TLS, `HELLO`/`AUTH` by the core's `Handshake`).
+//!
+//! Nothing flows back up but the outcome: the core never calls the host, and each file above
+//! imports only the ones after it.
 
 mod admin;
 pub mod blocking;

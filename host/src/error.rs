@@ -78,25 +78,6 @@ pub enum Error {
         "resetting every lock needs a non-empty --prefix: with an empty one the walk covers every key of the database, not only locks; reset the locks one by one by name"
     )]
     EmptyPrefix,
-    /// An operator command found something else at a lock's key: a key of the lock's name
-    /// that the lock protocol did not write (a user's own key), so it says nothing about the
-    /// lock.
-    #[error("{key} is not a lock key: {why}")]
-    NotALock {
-        /// The key.
-        key: String,
-        /// What it holds instead.
-        why: &'static str,
-    },
-    /// A node did not finish an operator command (`status`, `reset`) within its deadline:
-    /// not connected in time, silent, or answering too slowly.
-    #[error("{endpoint}: no complete answer within {} ms", after.as_millis())]
-    NodeTimeout {
-        /// The node.
-        endpoint: String,
-        /// The deadline it missed.
-        after: std::time::Duration,
-    },
     /// The same server given twice (two URLs that reach one address, such as `localhost` and
     /// `127.0.0.1` on one port): its vote would count twice, so nothing is sent.
     #[error("{first} and {second} are the same server ({address}): give each node once")]

@@ -11,7 +11,8 @@
 //! Each node is, at any time, in one [`NodeState`]:
 //! - **closed**: never tried, or its connection was lost; open it when it is needed;
 //! - **connecting**, with a deadline: connect plus handshake must answer within the request
-//!   timeout ([`SessionOptions::connect_timeout`]), or the node counts as silent;
+//!   timeout ([`SessionOptions::connect_timeout`]), or the node counts as silent; a node
+//!   tried again after its pause is connecting too (it can answer again);
 //! - **ready**: a connect answered, and nothing has failed since;
 //! - **backing off** until an instant: its last connect failed or went unanswered; the pause
 //!   comes from [`RetryPolicy`] with jitter ([`RECONNECT`]), drawn from the caller's seed, so
@@ -342,6 +343,14 @@ impl<const N: usize> Session<N> {
         };
         slot.outstanding = slot.outstanding.saturating_add(1);
         slot.deadline.get_or_insert(now.saturating_add(timeout));
+        // A node tried again after its pause is connecting, no longer backing off: a driver
+        // that closes the handshakes the session gave up on (its state is not connecting)
+        // must not close this one, and reachability must count it as able to answer.
+        if let Standing::BackingOff(until) = slot.standing
+            && until <= now
+        {
+            slot.standing = Standing::Closed;
+        }
     }
 
     /// A connect to `node` answered (its handshake completed): the node is ready, its
@@ -633,6 +642,43 @@ mod tests {
     }
 
     #[test]
+    fn a_node_tried_again_after_its_pause_is_connecting() {
+        let mut s = session(3);
+        for node in 0..3 {
+            s.connect_started(node, at(0));
+        }
+        s.connected(0, at(1));
+        s.connect_failed(1, at(1));
+        s.connect_failed(2, at(1));
+        assert_eq!(s.reachability(), Reachability::Unreachable);
+        let Some(NodeState::BackingOff { until }) = s.state(1) else {
+            panic!("{:?}", s.state(1));
+        };
+        assert_eq!(s.poll_connect(until), Some(1));
+        s.connect_started(1, until);
+        // Not taken for a connect the session gave up on: a driver keeps its handshake.
+        let deadline = until.saturating_add(SECOND);
+        assert_eq!(s.state(1), Some(NodeState::Connecting { deadline }));
+        assert!(s.any_connecting());
+        assert_eq!(s.reachability(), Reachability::Waiting, "node 1 may answer");
+        assert_eq!(s.down(1), Some(NodeDown::Failed), "why it was down last");
+        s.connected(1, at(until.as_millis() + 3));
+        assert_eq!(s.reachability(), Reachability::Ready);
+        // Unanswered, it backs off again, its pause grown from the last one.
+        let mut t: Session<1> = Session::new(1, SessionOptions::new(SECOND), 7).unwrap();
+        t.connect_started(0, at(0));
+        t.connect_failed(0, at(0));
+        let Some(NodeState::BackingOff { until }) = t.state(0) else {
+            panic!();
+        };
+        t.connect_started(0, until);
+        assert!(matches!(t.state(0), Some(NodeState::Connecting { .. })));
+        t.handle_timeout(until.saturating_add(SECOND));
+        assert!(matches!(t.state(0), Some(NodeState::BackingOff { .. })));
+        assert_eq!(t.down(0), Some(NodeDown::TimedOut));
+    }
+
+    #[test]
     fn a_silent_connection_backs_the_node_off() {
         let mut s = session(3);
         s.connect_started(1, at(0));
@@ -796,6 +842,11 @@ mod tests {
                             prop_assert!(!matches!(state, NodeState::Ready));
                             s.connect_started(node, at(now));
                             started[node].push(now);
+                            // What it opened is connecting (not taken for one given up on).
+                            prop_assert!(
+                                matches!(s.state(node), Some(NodeState::Connecting { .. })),
+                                "opened, yet {:?}", s.state(node)
+                            );
                         }
                     }
                     Event::Extra(node) if s.may_connect(node, at(now)) => {

@@ -48,7 +48,16 @@
 //!   time (ρ up to 1%). Clients pause (GC, VM) for up to 3 s; a pause may fall between checking
 //!   the validity and writing to the protected resource.
 //! - **Clients** (2 to 16) drive the machines as the host does: a handshake per connection,
-//!   machines built from what it learned, reconnects, and a connection's owed replies either
+//!   machines built from what it learned, reconnects decided by the core's node-set
+//!   [`distlock_core::Session`] (options from the client's request timeout, jitter seeded
+//!   from the world's generator), driven as the lock component drives it: each connect is
+//!   reported started, then ended once — `connected` when its handshake completes,
+//!   `connect_failed` when the handshake fails or the connection breaks before it completes,
+//!   `disconnected` when a ready connection is lost or falls out of step; `handle_timeout`
+//!   runs whenever the client acts (its next tick includes `poll_timeout`), a handshake the
+//!   session gave up on (past the request timeout) is closed, and every node `poll_connect`
+//!   names is opened (a lost node at once, a failed one after its jittered pause); the first
+//!   connects end when `any_connecting` is false. A connection's owed replies either
 //!   discarded by the client before it is reused (odd-numbered clients, as the simulator's own
 //!   reader) or handed to the next machine to discard itself (even-numbered clients,
 //!   `Machine::handover` / `discard_replies`, as the lock component does; a `discard_replies`
@@ -104,11 +113,19 @@
 //!    escapes; and a belief is what the client acts on even if every later message is lost,
 //!    so one that outlasts the keys is a second holder in waiting, whether or not someone
 //!    else got in this time.
+//! 7. **Connects as the session allows** — a client opens a connection only when its
+//!    session allows one (`may_connect`: never while the node backs off, never beside a
+//!    connect still under way) and the node has none open; every connect reported started is
+//!    answered by exactly one end: after every client step, the connects reported started and
+//!    not ended, the session's `outstanding` count and the handshakes under way (one or none
+//!    per node) agree, and no end is reported for a connect never started. Checked on every
+//!    connect and after every step; `sim_catches_reconnects_that_ignore_the_session` shows a
+//!    client that reconnects a failed node on its own is caught.
 //!
 //! ## Where the properties hold
 //!
-//! Under everything above except the replay faults: the CI budget (200,000+ operations, every
-//! property, zero violations) and campaigns (2,471 runs, 5,002,956 operations in 190 s on two
+//! Under everything above except the replay faults: the CI budget (202,790 operations in 100
+//! runs with the session driving reconnects, every property, zero violations) and campaigns (2,471 runs, 5,002,956 operations in 190 s on two
 //! threads of a shared machine, 26,320 ops/s, zero violations). With renewing holders
 //! (`DISTLOCK_SIM_OPS=2000000 DISTLOCK_SIM_THREADS=1`, release): 987 runs, 2,000,764
 //! operations in 75.7 s, 26,437 ops/s; no violation of properties 1–3 or 6, and one of
@@ -117,7 +134,18 @@
 //! that cannot be sent over broken connections leave keys for a TTL — no client acquired for
 //! 7 s, one of them not within its 24.6 s wait. The same params pass without renewal using
 //! 17.6 s of a 23.2 s wait: the drain's bound is tight under sustained loss, with or without
-//! renewal (a liveness bound of the simulator, not a safety finding).
+//! renewal (a liveness bound of the simulator, not a safety finding). With the session
+//! driving reconnects (same command, on a shared machine): 987 runs, 2,000,557 operations in
+//! 105 s, 19,060 ops/s, **zero violations** of every property, 7 included. The drain's wait
+//! now also covers one reconnect pause ([`distlock_core::RECONNECT`]'s cap, 2 s): a node that
+//! failed just before the faults stopped is tried again only after it.
+//!
+//! Driving the session found a core bug (fixed in `core/src/session.rs`, unit test
+//! `a_node_tried_again_after_its_pause_is_connecting`): a node tried again after its pause
+//! was still reported backing off, so a driver that closes the handshakes the session gave up
+//! on (the lock component does) closed the new one at once, and a node that had failed once
+//! never came back — the first CI budget runs failed property 4 (a one-node run acquired
+//! nothing after the faults healed).
 //!
 //! ## Where they cannot hold, and the simulation result that shows it
 //!
@@ -126,15 +154,16 @@
 //!
 //! | Condition | What breaks | Test | Result |
 //! |---|---|---|---|
-//! | Validity without the drift term (`Drift { per_million: 0, fixed: 0 }`), clocks ±0.2–1% | mutual exclusion | `sim_catches_validity_without_the_drift_term` | caught in run 5: two clients both valid for 0.9 ms on one node |
-//! | Redlock's default allowance (1% + 2 ms) with clocks ±1% each (2% apart) | mutual exclusion | `limit_default_drift_does_not_cover_one_percent_clocks` | caught in run 26: both valid for 9.7 ms over 5 nodes |
-//! | A node restarts at once without its keys (no delayed restart) | mutual exclusion | `limit_restart_without_delay_breaks_mutual_exclusion` | caught in run 1: both valid for 157 ms |
+//! | Validity without the drift term (`Drift { per_million: 0, fixed: 0 }`), clocks ±0.2–1% | mutual exclusion | `sim_catches_validity_without_the_drift_term` | caught in run 3: two clients both valid for 0.55 ms over 5 nodes |
+//! | Redlock's default allowance (1% + 2 ms) with clocks ±1% each (2% apart) | mutual exclusion | `limit_default_drift_does_not_cover_one_percent_clocks` | caught in run 23: both valid for 7.8 ms over 3 nodes |
+//! | A node restarts at once without its keys (no delayed restart) | mutual exclusion | `limit_restart_without_delay_breaks_mutual_exclusion` | caught in run 1: both valid for 56.5 ms |
 //! | A node loses its fence counters in a restart (no AOF) | fence order | `limit_lost_fence_counters_break_the_fence_order` | caught in run 1: a lease with fence 1 after a lease with fence 1 |
-//! | A client pause (or slow write) longer than the remaining validity, without fencing | the protected resource | `limit_pauses_without_fencing_let_stale_writes_in` | 167 of 3,067 writes in 10 runs arrived after a newer lease wrote and were accepted; with fencing, the same pauses: 173 of 2,751 refused, none accepted out of order |
+//! | A client pause (or slow write) longer than the remaining validity, without fencing | the protected resource | `limit_pauses_without_fencing_let_stale_writes_in` | 155 of 3,100 writes in 10 runs arrived after a newer lease wrote and were accepted; with fencing, the same pauses: 101 of 2,404 refused, none accepted out of order |
 //! | A server whose compare-and-delete ignores the token | owner-only (then mutual exclusion) | `sim_catches_release_without_the_token_check` | caught in run 1, 6 ms in |
 //! | A server whose compare-and-extend ignores the token | owner-only | `sim_catches_extend_without_the_token_check` | caught in run 1 |
-//! | A renewal driver that ignores `Lost` and acts until its own deadline (last validity + one renewal period) | lost before validity ends | `sim_catches_renewal_that_ignores_lost` | caught in run 1, at the first renewing acquire: believes until t=244 ms, keys expire on a majority at t=190 ms |
-//! | A renewal schedule run on validities without the drift term (`started + ttl`), clocks ±0.2–1% | lost before validity ends | `sim_catches_renewal_without_the_drift_term` | caught in run 1: the keys expire on 3 of 5 nodes 2.9 ms before the holder stops |
+//! | A renewal driver that ignores `Lost` and acts until its own deadline (last validity + one renewal period) | lost before validity ends | `sim_catches_renewal_that_ignores_lost` | caught in run 1, at the first renewing acquire: believes until t=1,092 ms, keys expire on a majority at t=831 ms |
+//! | A renewal schedule run on validities without the drift term (`started + ttl`), clocks ±0.2–1% | lost before validity ends | `sim_catches_renewal_without_the_drift_term` | caught in run 1: the keys expire on a majority 7.0 ms before the holder stops |
+//! | A client that reconnects a failed node at once, ignoring the session's pause | connects as the session allows | `sim_catches_reconnects_that_ignore_the_session` | caught in run 1: a connect to a node backing off |
 //! | Requests replayed late (duplicates, half-open connections) | held since the fix below | `late_rollbacks_cannot_delete_a_later_attempts_key`, and the CI budget (replays on) | was: 12 of 30 runs broke mutual exclusion |
 //!
 //! Pauses alone do not break property 1 as defined (a paused client's belief still ends at
@@ -514,6 +543,15 @@ fn sim_catches_renewal_without_the_drift_term() {
     );
     let (report, runs) = hunt(strategy, 0xd21f8, 20, Property::LostBeforeValidityEnds);
     caught("renewal without the drift term", &report, runs);
+}
+
+/// A client that reconnects a failed node at once, on its own, instead of waiting out the
+/// session's reconnect pause: property 7 catches the first such connect.
+#[test]
+fn sim_catches_reconnects_that_ignore_the_session() {
+    let strategy = params(any_nodes(), 1_000, Variant::ReconnectIgnoresSession, false);
+    let (report, runs) = hunt(strategy, 0x5e55, 10, Property::Session);
+    caught("reconnects that ignore the session", &report, runs);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ pub enum Property {
     ///    holding it for its token on a majority (the keys expire, or another token takes
     ///    them): its renewal schedule reports `Lost` before anyone else could take the lock.
     LostBeforeValidityEnds,
+    /// 7. The client drives its node-set session as the drivers do: it opens a connection
+    ///    only when the session allows one (never while the node backs off, never beside a
+    ///    connect under way), and every connect it reported started is answered by exactly
+    ///    one end (connected or failed), none left unreported.
+    Session,
 }
 
 impl Property {
@@ -49,6 +54,7 @@ impl Property {
             Property::Liveness => "liveness",
             Property::NoStuckMachines => "no panics, no stuck machines",
             Property::LostBeforeValidityEnds => "lost reported before validity ends",
+            Property::Session => "connects only as the session allows, each reported once",
         }
     }
 }

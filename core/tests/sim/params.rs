@@ -33,10 +33,13 @@ pub enum Variant {
     /// Renewing holders run the schedule with validities not moved back by the drift
     /// allowance (`started + ttl`), and act until them.
     RenewalWithoutDrift,
+    /// Clients reconnect a node whose connect failed at once, on their own, instead of
+    /// waiting out the session's reconnect pause.
+    ReconnectIgnoresSession,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Correct,
         Variant::ZeroDrift,
         Variant::WideClocksDefaultDrift,
@@ -47,6 +50,7 @@ impl Variant {
         Variant::UnfencedPauses,
         Variant::RenewalIgnoresLost,
         Variant::RenewalWithoutDrift,
+        Variant::ReconnectIgnoresSession,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Variant {
             Variant::UnfencedPauses => "unfenced-pauses",
             Variant::RenewalIgnoresLost => "renewal-ignores-lost",
             Variant::RenewalWithoutDrift => "renewal-without-drift",
+            Variant::ReconnectIgnoresSession => "reconnect-ignores-session",
         }
     }
 

@@ -19,8 +19,8 @@ use distlock_core::SplitMix64;
 use distlock_core::resp::frame_len;
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, ExtendOutcome, Handshake, Instant, Jitter, KeyLayout,
-    Lock, LockOptions, LostReason, Release, Renewal, RenewalEvent, RetryPolicy, ServerInfo, Token,
-    quorum,
+    Lock, LockOptions, LostReason, NodeState, RECONNECT, Release, Renewal, RenewalEvent,
+    RetryPolicy, ServerInfo, Session, SessionOptions, Token, quorum,
 };
 use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
 
@@ -313,7 +313,9 @@ struct Link {
     carry: u32,
     held: Vec<u8>,
     inbuf: Vec<u8>,
-    reconnect_at: Option<u64>,
+    /// Connects reported to the session as started and not yet as ended: the handshake
+    /// under way, if any, is the only one (checked after every step).
+    reported: u32,
 }
 
 enum Op {
@@ -374,6 +376,8 @@ struct Client {
     wait: Duration,
     think_max: u64,
     links: Vec<Link>,
+    /// Which nodes to (re)connect and when: the core's policy, driven as the drivers do.
+    session: Session<CAP>,
     phase: Phase,
     run: Option<Running>,
     held: Option<Held>,
@@ -530,9 +534,15 @@ impl World {
                             carry: 0,
                             held: Vec::new(),
                             inbuf: Vec::new(),
-                            reconnect_at: None,
+                            reported: 0,
                         })
                         .collect(),
+                    session: Session::new(
+                        p.nodes,
+                        SessionOptions::new(Duration::from_millis(request_timeout)),
+                        rng.next_u64(),
+                    )
+                    .expect("a session over the run's nodes"),
                     phase: Phase::Connecting,
                     run: None,
                     held: None,
@@ -621,9 +631,7 @@ impl World {
 
     fn run(&mut self) {
         for c in 0..self.clients.len() {
-            for node in 0..self.nodes.len() {
-                self.connect(c, node);
-            }
+            self.tend(c);
             self.schedule_tick(c);
         }
         let f = self.p.faults;
@@ -712,6 +720,8 @@ impl World {
             + renewing_ms
             + 3 * self.max_ttl
             + self.clients.len() as u64 * per_client
+            // A node that failed just before may be in its session's reconnect pause.
+            + RECONNECT.cap.as_millis()
             + 2_000;
         // Slow clocks count fewer ms: pad by the drift.
         let wait_ms = wait_ms + wait_ms * u64::from(self.rho) / 500_000;
@@ -1329,7 +1339,26 @@ impl World {
 
     // ---- clients: connections ----
 
+    /// Opens a connection to `node` and starts its handshake: only when the session named
+    /// the node ([`Session::poll_connect`], see [`World::tend`]), and reported to it as a
+    /// connect started.
     fn connect(&mut self, c: usize, node: usize) {
+        let now = Instant::from_millis(self.client_ms(c));
+        let client = &self.clients[c];
+        let state = client.session.state(node);
+        if !client.session.may_connect(node, now) || client.links[node].conn.is_some() {
+            let at = self.now;
+            let open = client.links[node].conn.is_some();
+            self.check.fail(
+                Property::Session,
+                at,
+                format!(
+                    "client {c} connects to node {node} while the session does not allow it: {state:?}{}",
+                    if open { ", beside an open connection" } else { "" }
+                ),
+            );
+            return;
+        }
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -1343,8 +1372,10 @@ impl World {
                 fate: None,
             },
         );
-        let now = Instant::from_millis(self.client_ms(c));
-        let link = &mut self.clients[c].links[node];
+        let client = &mut self.clients[c];
+        client.session.connect_started(node, now);
+        let link = &mut client.links[node];
+        link.reported += 1;
         link.conn = Some(id);
         link.ready = false;
         link.pending.clear();
@@ -1352,7 +1383,6 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
-        link.reconnect_at = None;
         let mut hs = Handshake::new(HandshakeOptions::default(), now);
         let mut bytes = Vec::new();
         while let Ok(Some(len)) = hs.poll_transmit(&mut self.buf) {
@@ -1386,11 +1416,30 @@ impl World {
         }
     }
 
-    /// Forgets the link's connection: a running machine loses what was in flight on it.
+    /// Forgets the link's connection: a running machine loses what was in flight on it. The
+    /// session learns how the connection ended, once: a handshake under way is a connect
+    /// that failed, a ready connection one that was lost; a link already closed reports
+    /// nothing. It says when to reconnect.
     fn drop_link(&mut self, c: usize, node: usize) {
         let now_ms = self.client_ms(c);
-        let reconnect = now_ms + self.rand(1, 100);
+        let now = Instant::from_millis(now_ms);
         let client = &mut self.clients[c];
+        let link = &mut client.links[node];
+        if link.conn.is_some() && link.hs.is_some() {
+            client.session.connect_failed(node, now);
+            if link.reported == 0 {
+                let at = self.now;
+                self.check.fail(
+                    Property::Session,
+                    at,
+                    format!("client {c} reports a connect to node {node} ended that it never reported started (or already ended)"),
+                );
+                return;
+            }
+            link.reported -= 1;
+        } else if link.conn.is_some() && link.ready {
+            client.session.disconnected(node, now);
+        }
         let link = &mut client.links[node];
         link.conn = None;
         link.hs = None;
@@ -1400,13 +1449,13 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
-        link.reconnect_at = Some(reconnect);
         if let Some(run) = &mut client.run {
             with_op!(&mut run.op, m => m.handle_disconnect(node, Instant::from_millis(now_ms)));
         }
     }
 
-    /// The client closes the link (out of step, or its handshake failed) and reconnects later.
+    /// The client closes the link (out of step, its handshake failed, or the session gave up
+    /// on it); the session says when to reconnect.
     fn close_link(&mut self, c: usize, node: usize) {
         if let Some(conn) = self.clients[c].links[node].conn {
             self.kill_conn(conn, None);
@@ -1487,7 +1536,10 @@ impl World {
         if let Some(outcome) = handshake {
             match outcome {
                 Some(Ok(info)) => {
-                    let link = &mut self.clients[c].links[node];
+                    let client = &mut self.clients[c];
+                    client.session.connected(node, now);
+                    let link = &mut client.links[node];
+                    link.reported = link.reported.saturating_sub(1);
                     link.hs = None;
                     link.ready = true;
                     link.info = info;
@@ -1573,17 +1625,82 @@ impl World {
                 });
                 self.close_link(c, node);
             }
-            let link = &self.clients[c].links[node];
-            if link.conn.is_none() && link.reconnect_at.is_some_and(|t| t <= now_ms) {
-                self.connect(c, node);
-            }
         }
+        self.tend(c);
         if let Some(run) = &mut self.clients[c].run {
             with_op!(&mut run.op, m => {
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);
                 }
             });
+        }
+    }
+
+    /// Brings the client's session up to now, as the lock component's driver does: its
+    /// connect deadlines first (a handshake the session gave up on is closed, and reported
+    /// ended once), then every node it names is opened. True when it opened one.
+    fn tend(&mut self, c: usize) -> bool {
+        let now_ms = self.client_ms(c);
+        let now = Instant::from_millis(now_ms);
+        self.clients[c].session.handle_timeout(now);
+        for node in 0..self.nodes.len() {
+            let link = &self.clients[c].links[node];
+            if link.conn.is_some()
+                && link.hs.is_some()
+                && !matches!(
+                    self.clients[c].session.state(node),
+                    Some(NodeState::Connecting { .. })
+                )
+            {
+                self.log(&format!("c{c}"), Some(now_ms), || {
+                    format!("gives up on n{node}: no answer within the request timeout")
+                });
+                self.close_link(c, node);
+            }
+        }
+        let mut opened = false;
+        if self.p.variant == Variant::ReconnectIgnoresSession {
+            // The broken driver: a node that failed is reconnected without asking.
+            for node in 0..self.nodes.len() {
+                let pausing = matches!(
+                    self.clients[c].session.state(node),
+                    Some(NodeState::BackingOff { until }) if until > now
+                );
+                if pausing && self.clients[c].links[node].conn.is_none() {
+                    self.connect(c, node);
+                    return true;
+                }
+            }
+        }
+        while let Some(node) = self.clients[c].session.poll_connect(now) {
+            if self.check.violation.is_some() {
+                break;
+            }
+            self.connect(c, node);
+            opened = true;
+        }
+        opened
+    }
+
+    /// The session property: the session's count of connects outstanding is the handshake
+    /// the client has under way (one or none): every connect reported started is answered
+    /// by exactly one end, and none is left unreported.
+    fn check_session(&mut self, c: usize) {
+        for node in 0..self.nodes.len() {
+            let link = &self.clients[c].links[node];
+            let under_way = u32::from(link.conn.is_some() && link.hs.is_some());
+            let outstanding = self.clients[c].session.outstanding(node);
+            if link.reported != under_way || outstanding != under_way {
+                let (reported, at) = (link.reported, self.now);
+                self.check.fail(
+                    Property::Session,
+                    at,
+                    format!(
+                        "client {c}, node {node}: {under_way} handshake(s) under way, {reported} connect(s) reported started and not ended, the session counts {outstanding} outstanding"
+                    ),
+                );
+                return;
+            }
         }
     }
 
@@ -1594,10 +1711,11 @@ impl World {
             if self.check.violation.is_some() {
                 return;
             }
-            if !self.pump(c) && !self.renew(c) && !self.program(c) {
+            if !self.pump(c) && !self.renew(c) && !self.program(c) && !self.tend(c) {
                 break;
             }
         }
+        self.check_session(c);
         self.check_bound(c);
         self.schedule_tick(c);
     }
@@ -2070,11 +2188,9 @@ impl World {
         let now = Instant::from_millis(now_ms);
         match self.clients[c].phase {
             Phase::Connecting => {
-                let settled = self.clients[c]
-                    .links
-                    .iter()
-                    .all(|l| l.ready || l.conn.is_none());
-                if settled {
+                // As the lock component: every first connect answered, failed or given up
+                // on (the session's outcome is then known).
+                if !self.clients[c].session.any_connecting() {
                     self.clients[c].phase = Phase::Idle { until: now_ms };
                     return true;
                 }
@@ -2252,10 +2368,9 @@ impl World {
                     .and_then(|h| h.poll_timeout())
                     .map(Instant::as_millis),
             );
-            if link.conn.is_none() {
-                consider(link.reconnect_at);
-            }
         }
+        // The session's next connect deadline, or the end of a node's pause.
+        consider(client.session.poll_timeout().map(Instant::as_millis));
         if let Some(renewal) = client.held.as_ref().and_then(|h| h.renewal.as_ref())
             && matches!(client.phase, Phase::Holding | Phase::Extending)
         {

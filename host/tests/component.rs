@@ -719,6 +719,71 @@ fn lock_component_runs_redlock_over_three_nodes() {
     }
 }
 
+/// Nodes that went down come back: after two of three servers died (quorum lost) and were
+/// restarted, the lock component reconnects them once the core's session lets it — a node
+/// that failed is backed off, then retried, never given up on — even when every operation
+/// is a try-acquire that ends at once (the returning nodes' handshakes are read between
+/// operations).
+#[test]
+fn lock_component_takes_back_nodes_that_return() {
+    require_redis!();
+    let mut servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let shared = shared();
+    let options = AdapterOptions {
+        nodes: servers.iter().map(RedisServer::url).collect(),
+        ..AdapterOptions::default()
+    };
+    let adapter = shared
+        .adapter
+        .configure(options, shared.runtime.handle().clone())
+        .expect("adapter");
+    let mut instance = adapter.lock_component(Limits::default()).expect("instance");
+    let client = instance
+        .open(&wit::Config {
+            nodes: vec![],
+            key_prefix: None,
+            ttl_ms: None,
+            fenced: false,
+            request_timeout_ms: Some(300),
+        })
+        .expect("open");
+    let name = unique_name("return");
+    servers[1].stop();
+    servers[2].stop();
+    // Fail a few times, so both nodes are backing off with a grown pause.
+    for _ in 0..3 {
+        assert!(
+            instance.try_acquire(&client, &name).is_err(),
+            "one node of three is no majority"
+        );
+    }
+    servers[1].restart();
+    servers[2].restart();
+    // The reconnect pause is at most 2 s (the core's RECONNECT cap); allow several.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let lease = loop {
+        match instance.try_acquire(&client, &name) {
+            Ok(lease) => break lease,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the restarted nodes never came back: {e:?}"
+            ),
+        }
+    };
+    let token = instance.token(&lease).expect("token");
+    let holding = servers
+        .iter()
+        .filter(|s| s.raw().ok(&["GET", &lock_key(&name)]).text() == Some(token.clone()))
+        .count();
+    assert!(holding >= 2, "a majority holds the lease ({holding} of 3)");
+    instance.release(&lease).expect("release");
+    instance.drop_lease(lease).expect("drop");
+}
+
 /// A Redlock round answers at a quorum; the lock component hands the slower node's
 /// connection to the next operation (which discards the late reply) instead of reconnecting:
 /// a hundred rounds over three servers open a handful of connections, not one per round.

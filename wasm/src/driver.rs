@@ -210,6 +210,28 @@ impl Link {
     }
 }
 
+/// Feeds the handshakes under way what their connections already hold, without waiting,
+/// then checks their deadlines. An operation that ends at once — a try-acquire while too few
+/// nodes are open — never waits for bytes, so without this a returning node's handshake
+/// would never be read and the node would never join.
+fn read_ready_handshakes(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>) {
+    for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
+        while let Slot::Connecting(pending) = &link.slot {
+            match pending.io.receive(READ_CHUNK, 0) {
+                Ok(bytes) if bytes.is_empty() => break,
+                Ok(bytes) => {
+                    link.step_handshake(spec, node, session, Some(&bytes));
+                }
+                Err(e) => {
+                    let why = format!("cannot connect to {}: {}", spec.shown, describe(&e));
+                    link.fail(session, node, why);
+                }
+            }
+        }
+        link.step_handshake(spec, node, session, None);
+    }
+}
+
 /// Brings the session up to now: closes the handshakes it gave up on (no answer within the
 /// request timeout), then opens every node it names.
 fn tend(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>, timeout: Duration) {
@@ -388,10 +410,8 @@ impl Servers {
             return Err(api::Error::Unavailable("re-entered a client".to_string()));
         };
         let session = &mut *session;
-        for (node, (spec, link)) in self.nodes.iter().zip(links.iter_mut()).enumerate() {
-            // A handshake that answered between operations, or ran out of time.
-            link.step_handshake(spec, node, session, None);
-        }
+        // Handshakes that answered between operations, or ran out of time.
+        read_ready_handshakes(&self.nodes, &mut links, session);
         // Reconnect what the session says is due (a lost node at once, a failed one after its
         // pause), without waiting for it.
         tend(&self.nodes, &mut links, session, self.connect_timeout);

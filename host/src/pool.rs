@@ -60,6 +60,9 @@ struct Node {
     /// What the node's last handshake learned: what a machine is built with for a node whose
     /// connection is still to be opened.
     known: std::sync::Mutex<Option<ServerInfo>>,
+    /// Woken when a connect to the node ends or a connection comes back idle: what an
+    /// operation waiting on the node's one connect under way listens for.
+    changed: tokio::sync::Notify,
 }
 
 /// The nodes of one client, their idle connections and the clock (see the module doc).
@@ -111,6 +114,7 @@ impl Pool {
                 target,
                 idle: std::sync::Mutex::new(Vec::new()),
                 known: std::sync::Mutex::new(None),
+                changed: tokio::sync::Notify::new(),
             })
             .collect();
         Ok(Arc::new(Pool {
@@ -294,9 +298,55 @@ impl Pool {
         let pool = Arc::clone(self);
         let admitted = self.admit(node);
         tokio::spawn(async move {
-            admitted?;
-            pool.dial(node, protocol).await
+            match admitted {
+                Ok(()) => pool.dial(node, protocol).await,
+                Err(refused) => pool.join_connect(node, protocol, refused).await,
+            }
         })
+    }
+
+    /// `node` was not admitted. When that is because its one connect is under way (the
+    /// session allows one at a time until a node answers — the connect a client started, say,
+    /// still going when it returned at a quorum), waits for that connect up to the session's
+    /// deadline for it and takes the connection it brings, or connects anew once the node is
+    /// ready, instead of counting an answering node as unreachable. Otherwise `refused`.
+    async fn join_connect(
+        &self,
+        node: usize,
+        protocol: Protocol,
+        refused: Error,
+    ) -> Result<Conn, Error> {
+        let Some(slot) = self.nodes.get(node) else {
+            return Err(refused);
+        };
+        loop {
+            // Created before the checks: a wake-up between them and the wait is not lost.
+            let changed = slot.changed.notified();
+            let deadline = match self.session(|s, _| s.state(node)) {
+                Some(NodeState::Connecting { deadline }) => deadline,
+                // The connect ended: admitted now (ready, or closed again), or refused for
+                // good (backing off).
+                _ => {
+                    return match self.admit(node) {
+                        Ok(()) => self.dial(node, protocol).await,
+                        Err(e) => Err(e),
+                    };
+                }
+            };
+            if let Some(conn) = self.take_idle(node) {
+                if conn.server.protocol == protocol {
+                    return Ok(conn);
+                }
+                // Built for another RESP version: the next operation, built for this
+                // server, takes it.
+                self.checkin(node, conn);
+                return Err(refused);
+            }
+            let until = self.clock.to_tokio(deadline);
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return Err(refused);
+            }
+        }
     }
 
     /// An idle connection to `node` that is still alive; dead ones are dropped.
@@ -375,6 +425,7 @@ impl Pool {
             Ok(_) => s.connected(node, now),
             Err(_) => s.connect_failed(node, now),
         });
+        slot.changed.notify_waiters();
         conn
     }
 
@@ -388,6 +439,8 @@ impl Pool {
             if idle.len() < 16 {
                 idle.push(conn);
             }
+            drop(idle);
+            node.changed.notify_waiters();
         }
     }
 }

@@ -363,3 +363,36 @@ fn unknown_url_parameters_and_paths_are_usage_errors() {
         "nothing connected to the server"
     );
 }
+
+/// A client returns from connecting at a quorum while a slower node's connect is still under
+/// way; the session then lets no second connect start to that node until the first answers.
+/// An operation right after must wait for that connect (within its deadline), not count an
+/// answering node as unreachable: `status` reads all three nodes.
+#[test]
+fn an_operation_right_after_connecting_waits_for_the_slower_nodes_connect() {
+    require_redis!();
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let proxy = support::proxy::Proxy::start(servers[2].port());
+    // Round trips of ~100 ms: the handshake's and status's own few fit the 1 s request
+    // timeout, and the two direct nodes answer long before.
+    proxy.latency(support::proxy::Dir::Up, Duration::from_millis(50));
+    proxy.latency(support::proxy::Dir::Down, Duration::from_millis(50));
+    let urls = [servers[0].url(), servers[1].url(), proxy.url()];
+    let name = support::unique_name("slower");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = runtime.block_on(async {
+        let client = Client::connect(urls.iter()).await.expect("connect");
+        client.status(&name).await.expect("status")
+    });
+    for (node, seen) in status.nodes.iter().enumerate() {
+        assert!(
+            matches!(seen, distlock_host::NodeStatus::Answered { .. }),
+            "node {node} was not read: {seen:?}\n{}",
+            status.describe()
+        );
+    }
+}

@@ -191,6 +191,7 @@ async fn pump<M: Driven, T>(
                     if let Err(e) = conn.stream.write_all(bytes).await {
                         debug!(node = tx.node, error = %e, "write failed");
                         *slot = Slot::Closed;
+                        pool.lost(tx.node);
                         machine.handle_disconnect(tx.node, clock.now());
                     }
                 }
@@ -231,6 +232,7 @@ async fn pump<M: Driven, T>(
             Wake::Read(node, result) => {
                 debug!(node, ?result, "connection closed");
                 close(slots, node);
+                pool.lost(node);
                 machine.handle_disconnect(node, now);
             }
             Wake::Opened(node, result) => {

@@ -429,6 +429,13 @@ impl Pool {
         conn
     }
 
+    /// A connection to `node` in use by an operation failed (closed by the server, a read or
+    /// write error): the session hears of it, as from the lock component's driver, so it
+    /// knows the node is no longer ready and the next connect finds out whether it is back.
+    pub(crate) fn lost(&self, node: usize) {
+        self.session(|s, now| s.disconnected(node, now));
+    }
+
     /// Takes `conn` back as one of `node`'s idle connections. Only a connection that owes no
     /// reply may come back (see the module doc).
     pub(crate) fn checkin(&self, node: usize, conn: Conn) {

@@ -24,7 +24,7 @@ use distlock_core::{Seen, WalkRefused};
 
 use crate::client::Client;
 use crate::clock::to_std;
-use crate::drive::{Slot, close_out_of_step, drive, return_slots};
+use crate::drive::{close_out_of_step, drive, return_slots, take_slots};
 use crate::error::Error;
 use crate::pool::Pool;
 
@@ -346,20 +346,7 @@ async fn run<M: Driven, E>(
     pool: &Arc<Pool>,
     build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
 ) -> Result<M::Outcome, E> {
-    let mut slots = Vec::with_capacity(pool.len());
-    let mut servers = Vec::with_capacity(pool.len());
-    for node in 0..pool.len() {
-        match pool.take_idle(node) {
-            Some(conn) => {
-                servers.push(conn.server);
-                slots.push(Slot::Ready(conn));
-            }
-            None => {
-                servers.push(pool.known_server(node));
-                slots.push(Slot::Closed);
-            }
-        }
-    }
+    let (mut slots, servers) = take_slots(pool);
     let mut machine = match build(&servers, pool.clock().now()) {
         Ok(machine) => machine,
         Err(e) => {

@@ -17,7 +17,7 @@ use distlock_core::{Machine, Operation};
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std};
 use crate::conn::ConnectOptions;
-use crate::drive::{Cancel, Slot, drive, in_step, return_slots, settle};
+use crate::drive::{Cancel, drive, in_step, return_slots, settle, take_slots};
 use crate::endpoint::Endpoint;
 use crate::entropy::random_u64;
 use crate::error::Error;
@@ -244,21 +244,15 @@ impl Client {
         Machine<Op, MAX_NODES>: Send + 'static,
     {
         let pool = &self.pool;
-        let mut slots = Vec::with_capacity(pool.len());
-        let mut servers = Vec::with_capacity(pool.len());
-        for node in 0..pool.len() {
-            match pool.take_idle(node) {
-                Some(conn) => {
-                    servers.push(conn.server);
-                    slots.push(Slot::Ready(conn));
-                }
-                None => {
-                    servers.push(pool.known_server(node));
-                    slots.push(Slot::Closed);
-                }
+        let (mut slots, servers) = take_slots(pool);
+        let mut machine = match build(&servers, pool.clock().now()) {
+            Ok(machine) => machine,
+            Err(e) => {
+                // Nothing was sent on them: they go back to the pool as they came.
+                return_slots(pool, slots);
+                return Err(e.into());
             }
-        }
-        let mut machine = build(&servers, pool.clock().now())?;
+        };
         let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
         if in_step(&machine, &slots) {
             return_slots(pool, slots);

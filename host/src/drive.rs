@@ -86,6 +86,27 @@ pub(crate) async fn drive<M: Driven>(
     .await
 }
 
+/// One slot per node for the next operation: an idle connection where the pool has one,
+/// else none (opened while the machine runs), and for each node the server the machine is to
+/// be built for — the connection's, or what the node's last handshake learned.
+pub(crate) fn take_slots(pool: &Pool) -> (Vec<Slot>, Vec<ServerInfo>) {
+    let mut slots = Vec::with_capacity(pool.len());
+    let mut servers = Vec::with_capacity(pool.len());
+    for node in 0..pool.len() {
+        match pool.take_idle(node) {
+            Some(conn) => {
+                servers.push(conn.server);
+                slots.push(Slot::Ready(conn));
+            }
+            None => {
+                servers.push(pool.known_server(node));
+                slots.push(Slot::Closed);
+            }
+        }
+    }
+    (slots, servers)
+}
+
 /// Whether no connection owes `machine` anything: every open one is in step, and none still
 /// opening has requests of its to carry.
 pub(crate) fn in_step<M: Driven>(machine: &M, slots: &[Slot]) -> bool {

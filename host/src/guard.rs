@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use distlock_core::{
-    Acquire, ExtendOutcome, Lock, LostReason, Released, Renewal, RenewalEvent, Token,
+    Acquire, ExtendOutcome, Extended, Lock, LostReason, Released, Renewal, RenewalEvent, Token,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -96,6 +96,39 @@ struct Held {
     extending: tokio::sync::Mutex<()>,
     lost: watch::Sender<bool>,
     released: AtomicBool,
+}
+
+impl Held {
+    /// Extends `lock` held by `token`, one extend at a time (by hand or by the renewal), and
+    /// stores the validity it gives: the last extend to finish is the one that reached the
+    /// servers last, so its validity is the keys' (a shorter TTL moves it earlier).
+    async fn extend(&self, client: &Client, lock: &Lock, token: &Token) -> Result<Extended, Error> {
+        let _one_at_a_time = self.extending.lock().await;
+        let result = client.extend_lock(lock, token.clone()).await;
+        if let Ok(extended) = &result {
+            self.valid_until
+                .store(extended.valid_until.as_millis(), Ordering::Release);
+        }
+        result
+    }
+}
+
+/// An extend's result as the renewal schedule takes it: `NotHeld` loses the lease at once;
+/// any other failure is retried within the validity.
+fn schedule_outcome(result: &Result<Extended, Error>) -> ExtendOutcome {
+    match result {
+        Ok(extended) => ExtendOutcome::Extended {
+            started: extended.started,
+            valid_until: extended.valid_until,
+        },
+        Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
+            ExtendOutcome::NotHeld
+        }
+        Err(e) => {
+            debug!(error = %e, "renewal failed; the schedule tries again");
+            ExtendOutcome::Failed
+        }
+    }
 }
 
 /// A held lock. Dropping it releases the lock (in the background); call
@@ -228,14 +261,8 @@ impl Guard {
     /// Extends the lease to `ttl` from now.
     pub async fn extend(&self, ttl: Duration) -> Result<Duration, Error> {
         let lock = self.lock.with_ttl(from_std(ttl))?;
-        let _one_at_a_time = self.held.extending.lock().await;
-        match self.client.extend_lock(&lock, self.token.clone()).await {
-            Ok(extended) => {
-                self.held
-                    .valid_until
-                    .store(extended.valid_until.as_millis(), Ordering::Release);
-                Ok(self.validity())
-            }
+        match self.held.extend(&self.client, &lock, &self.token).await {
+            Ok(_) => Ok(self.validity()),
             Err(e) => {
                 if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) {
                     self.held.lost.send_replace(true);
@@ -271,27 +298,8 @@ impl Guard {
                 break;
             }
             let lock = schedule.extend_lock(&self.lock, clock.now());
-            let _one_at_a_time = self.held.extending.lock().await;
-            let outcome = match self.client.extend_lock(&lock, self.token.clone()).await {
-                Ok(extended) => {
-                    // The latest extend set the keys' expiry, shorter than an earlier `extend`
-                    // to a longer TTL may have.
-                    self.held
-                        .valid_until
-                        .store(extended.valid_until.as_millis(), Ordering::Release);
-                    ExtendOutcome::Extended {
-                        started: extended.started,
-                        valid_until: extended.valid_until,
-                    }
-                }
-                Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
-                    ExtendOutcome::NotHeld
-                }
-                Err(e) => {
-                    debug!(error = %e, "renewal failed; the schedule tries again");
-                    ExtendOutcome::Failed
-                }
-            };
+            let result = self.held.extend(&self.client, &lock, &self.token).await;
+            let outcome = schedule_outcome(&result);
             schedule.handle_extend_outcome(outcome, clock.now());
         }
         if let Some(reason) = schedule.lost() {
@@ -350,35 +358,14 @@ async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut sc
                     // An extend can take its request timeout; the validity's end does not
                     // wait for it.
                     let until = clock.to_tokio(schedule.valid_until());
-                    let extend = async {
-                        let _one_at_a_time = held.extending.lock().await;
-                        let outcome = client.extend_lock(&lock, token.clone()).await;
-                        if let Ok(extended) = &outcome {
-                            held.valid_until
-                                .store(extended.valid_until.as_millis(), Ordering::Release);
-                        }
-                        outcome
-                    };
-                    let outcome = tokio::select! {
-                        outcome = extend => outcome,
+                    let result = tokio::select! {
+                        result = held.extend(&client, &lock, &token) => result,
                         () = tokio::time::sleep_until(until) => {
                             schedule.handle_timeout(clock.now());
                             continue;
                         }
                     };
-                    let outcome = match outcome {
-                        Ok(extended) => ExtendOutcome::Extended {
-                            started: extended.started,
-                            valid_until: extended.valid_until,
-                        },
-                        Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
-                            ExtendOutcome::NotHeld
-                        }
-                        Err(e) => {
-                            debug!(error = %e, "renewal failed; the schedule tries again");
-                            ExtendOutcome::Failed
-                        }
-                    };
+                    let outcome = schedule_outcome(&result);
                     schedule.handle_extend_outcome(outcome, clock.now());
                 }
                 RenewalEvent::Lost(reason) => {

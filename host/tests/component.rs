@@ -71,15 +71,20 @@ fn shared() -> &'static Shared {
 
 /// The shared adapter, serving `server`.
 fn adapter_for(server: &RedisServer) -> Adapter {
+    adapter_over(std::slice::from_ref(server))
+}
+
+/// The shared adapter, serving `servers` (Redlock when more than one).
+fn adapter_over(servers: &[RedisServer]) -> Adapter {
     let shared = shared();
     let options = AdapterOptions {
-        nodes: vec![server.url()],
+        nodes: servers.iter().map(RedisServer::url).collect(),
         ..AdapterOptions::default()
     };
     shared
         .adapter
         .configure(options, shared.runtime.handle().clone())
-        .expect("adapter for the server")
+        .expect("adapter for the servers")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -668,15 +673,7 @@ fn lock_component_runs_redlock_over_three_nodes() {
         RedisServer::start(),
         RedisServer::start(),
     ];
-    let shared = shared();
-    let options = AdapterOptions {
-        nodes: servers.iter().map(RedisServer::url).collect(),
-        ..AdapterOptions::default()
-    };
-    let adapter = shared
-        .adapter
-        .configure(options, shared.runtime.handle().clone())
-        .expect("adapter");
+    let adapter = adapter_over(&servers);
     let config = |fenced| wit::Config {
         nodes: vec![],
         key_prefix: None,
@@ -732,15 +729,7 @@ fn lock_component_takes_back_nodes_that_return() {
         RedisServer::start(),
         RedisServer::start(),
     ];
-    let shared = shared();
-    let options = AdapterOptions {
-        nodes: servers.iter().map(RedisServer::url).collect(),
-        ..AdapterOptions::default()
-    };
-    let adapter = shared
-        .adapter
-        .configure(options, shared.runtime.handle().clone())
-        .expect("adapter");
+    let adapter = adapter_over(&servers);
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance
         .open(&wit::Config {
@@ -795,15 +784,7 @@ fn lock_component_keeps_its_redlock_connections() {
         RedisServer::start(),
         RedisServer::start(),
     ];
-    let shared = shared();
-    let options = AdapterOptions {
-        nodes: servers.iter().map(RedisServer::url).collect(),
-        ..AdapterOptions::default()
-    };
-    let adapter = shared
-        .adapter
-        .configure(options, shared.runtime.handle().clone())
-        .expect("adapter");
+    let adapter = adapter_over(&servers);
     let connections = || -> u64 { servers.iter().map(RedisServer::connections_received).sum() };
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance

@@ -28,7 +28,7 @@ macro_rules! wit_error_conversions {
                 E::NotAcquired { attempts, holder_ttl } => {
                     api::Error::NotAcquired(api::NotAcquired {
                         attempts,
-                        holder_ttl_ms: holder_ttl.map(|t| t.as_millis()),
+                        holder_ttl_ms: holder_ttl.map($crate::wit::millis),
                     })
                 }
                 E::NotHeld => api::Error::NotHeld,
@@ -129,6 +129,32 @@ macro_rules! wit_error_conversions {
             }
         }
     };
+}
+
+/// A span as an interface's milliseconds: `u64` in `distlock`, `u32` (saturating) in
+/// `machines`, whose numbers a JavaScript number must carry exactly.
+#[doc(hidden)]
+pub fn millis<T: FromMillis>(span: crate::Duration) -> T {
+    T::from_millis(span.as_millis())
+}
+
+/// The integer types an interface carries milliseconds in (see [`millis`]).
+#[doc(hidden)]
+pub trait FromMillis {
+    /// `ms`, saturating at the type's largest value.
+    fn from_millis(ms: u64) -> Self;
+}
+
+impl FromMillis for u64 {
+    fn from_millis(ms: u64) -> Self {
+        ms
+    }
+}
+
+impl FromMillis for u32 {
+    fn from_millis(ms: u64) -> Self {
+        u32::try_from(ms).unwrap_or(u32::MAX)
+    }
 }
 
 /// An error's message as the interface's `string` (for [`wit_error_conversions!`](crate::wit_error_conversions): the

@@ -22,6 +22,7 @@ use std::process::Command;
 /// The wasm artifacts the host embeds: (file cargo produces, name in `OUT_DIR`).
 const ARTIFACTS: &[(&str, &str)] = &[
     ("distlock_wasm.wasm", "distlock_provider.wasm"),
+    ("distlock_engine.wasm", "distlock_engine.wasm"),
     ("distlock-counter.wasm", "distlock_counter.wasm"),
     ("distlock_passthrough.wasm", "distlock_passthrough.wasm"),
 ];

@@ -79,6 +79,11 @@ pub mod wit {
 /// The lock component (`wasm/`, the `provider` world), built by the build script.
 pub const PROVIDER_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/distlock_provider.wasm"));
+/// The sans-IO lock engine (`wasm/engine/`, the `engine` world of `wit/engine.wit`): the
+/// core's machines as resources, for runtimes that drive them from their own event loop. The
+/// host does not run it itself; its conformance test (`tests/engine.rs`) and the bindings for
+/// other runtimes (`bindings/`) do.
+pub const ENGINE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/distlock_engine.wasm"));
 /// The example guest app (`wasm/examples/counter`): a WASI command that increments a counter
 /// file under a lock.
 pub const COUNTER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/distlock_counter.wasm"));

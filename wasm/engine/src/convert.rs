@@ -1,0 +1,70 @@
+//! The core's errors and outcomes as the `machines` interface's types. The lock errors are
+//! the core's own conversions ([`distlock_core::wit_error_conversions`], the same ones the
+//! `provider` component expands for `distlock`); this module adds the handshake's errors and
+//! `status` readings, which only this interface carries.
+
+use alloc::format;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use distlock_core::{HandshakeError, Inspection, NodeError, Reading, Verdict};
+
+use crate::api;
+use crate::input::node_index;
+
+distlock_core::wit_error_conversions!(crate::bindings::exports::distlock::lock::machines);
+
+/// A failed handshake of node `node` (`shown`: its URL without password).
+pub(crate) fn handshake_error(node: usize, shown: &str, error: HandshakeError) -> api::Error {
+    let node = node_index(node);
+    match error {
+        HandshakeError::Auth(error) | HandshakeError::Server(error) => {
+            api::Error::Server(api::NodeServerError {
+                node,
+                error: server_error(error),
+            })
+        }
+        HandshakeError::Protocol(error) => api::Error::Protocol(api::NodeProtocolError {
+            node,
+            error: protocol_error(error),
+        }),
+        other => api::Error::Unavailable(format!("{shown}: {other}")),
+    }
+}
+
+/// What `status` read.
+pub(crate) fn status(inspection: Inspection) -> api::Status {
+    let verdict = match inspection.verdict() {
+        Verdict::Held(token) => api::Verdict::Held(token.as_str().to_string()),
+        Verdict::Free => api::Verdict::Free,
+        _ => api::Verdict::Unknown,
+    };
+    let nodes: Vec<_> = inspection
+        .nodes
+        .into_iter()
+        .map(|node| node.map(reading).map_err(read_failure))
+        .collect();
+    api::Status { verdict, nodes }
+}
+
+fn reading(reading: Reading) -> api::Reading {
+    api::Reading {
+        holder: reading.holder.map(|t| t.as_str().to_string()),
+        ttl_ms: reading.ttl.map(distlock_core::wit::millis),
+        fence: reading.fence,
+    }
+}
+
+/// Why a node could not be read. A key that holds no lock (a user's key of the lock's name)
+/// is a reply the lock never gives there: `unexpected-reply`.
+fn read_failure(error: NodeError) -> api::NodeFailure {
+    match error {
+        NodeError::Timeout { .. } => api::NodeFailure::Timeout,
+        NodeError::Server(error) => api::NodeFailure::Server(server_error(error)),
+        NodeError::Protocol(error) => api::NodeFailure::Protocol(protocol_error(error)),
+        NodeError::NotALock { .. } => {
+            api::NodeFailure::Protocol(api::ProtocolError::UnexpectedReply)
+        }
+        _ => api::NodeFailure::Disconnected,
+    }
+}

@@ -1,0 +1,345 @@
+//! `machines.session`: one client's node set — the core's [`distlock_core::Session`] (which
+//! node to connect and when), what each node's last handshake found, the lock defaults — and
+//! the factory of every machine over those nodes.
+//!
+//! Invariant: a machine is built from the session's settings and the servers its handshakes
+//! found, never from numbers of this crate's own. A call refused for its input changes
+//! nothing.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use distlock_core::{
+    Acquire, ConnectOutcome, Credentials, Duration, Extend, HandshakeOptions, Inspect, Instant,
+    KeyLayout, Lock, LockOptions, MAX_NODES, Release, ServerInfo, SessionOptions, Token,
+};
+
+use crate::api;
+use crate::convert::config_error;
+use crate::handshake::Handshake;
+use crate::input::{self, node, node_index};
+use crate::operation::{Machine, Operation};
+use crate::renewal::Renewal;
+use crate::url;
+
+/// One node: where it is and how to log in.
+pub(crate) struct Node {
+    /// The URL with any password hidden, for messages.
+    pub(crate) shown: String,
+    pub(crate) endpoint: api::Endpoint,
+    pub(crate) handshake: HandshakeOptions,
+}
+
+/// What a session's machines share.
+pub(crate) struct Shared {
+    pub(crate) policy: distlock_core::Session<MAX_NODES>,
+    pub(crate) nodes: Vec<Node>,
+    /// What each node's last handshake found: what machines are built for.
+    pub(crate) known: Vec<ServerInfo>,
+    pub(crate) layout: KeyLayout,
+    pub(crate) options: LockOptions,
+}
+
+impl Shared {
+    /// `name` under the session's layout and defaults.
+    pub(crate) fn lock(&self, name: &str) -> Result<Lock, api::Error> {
+        Lock::new(self.layout.clone(), name.as_bytes(), self.options).map_err(config_error)
+    }
+}
+
+/// `machines.session`.
+pub(crate) struct Session {
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Session {
+    /// Checks `options` and parses every URL; opens nothing.
+    pub(crate) fn open(options: api::Options, entropy: &[u8]) -> Result<Session, api::Error> {
+        let seed = input::seed(entropy)?;
+        let mut lock_options = LockOptions {
+            fenced: options.fenced,
+            ..LockOptions::default()
+        };
+        if let Some(ttl) = options.ttl_ms {
+            lock_options.ttl = input::span(ttl);
+        }
+        if let Some(timeout) = options.request_timeout_ms {
+            lock_options.request_timeout = input::span(timeout);
+        }
+        lock_options.validate().map_err(config_error)?;
+        let layout = match &options.key_prefix {
+            Some(prefix) => KeyLayout::tagged(prefix.as_bytes()).map_err(config_error)?,
+            None => KeyLayout::default(),
+        };
+        let request_timeout = lock_options.request_timeout;
+        let policy = distlock_core::Session::<MAX_NODES>::new(
+            options.nodes.len(),
+            SessionOptions::new(request_timeout),
+            seed,
+        )
+        .map_err(config_error)?;
+        let nodes = options
+            .nodes
+            .iter()
+            .map(|text| parse_node(text, request_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Session {
+            shared: Rc::new(RefCell::new(Shared {
+                policy,
+                known: nodes.iter().map(|_| ServerInfo::default()).collect(),
+                nodes,
+                layout,
+                options: lock_options,
+            })),
+        })
+    }
+
+    /// Builds a machine from the shared settings, at `now`.
+    fn build(
+        &self,
+        make: impl FnOnce(&Shared) -> Result<Machine, api::Error>,
+        now: Instant,
+    ) -> Result<api::Operation, api::Error> {
+        let machine = make(&self.shared.borrow())?;
+        Ok(api::Operation::new(Operation::new(machine, None, now)))
+    }
+}
+
+/// One URL as a node, its handshake bounded by the request timeout (the session's connect
+/// deadline).
+fn parse_node(text: &str, request_timeout: Duration) -> Result<Node, api::Error> {
+    let parsed = url::parse(text).map_err(|why| {
+        api::Error::Invalid(api::ConfigError {
+            kind: api::ConfigErrorKind::BadUrl,
+            message: format!(
+                "bad Redis URL {}: {why} (expected redis://[user:pass@]host:port[/db] or rediss://…)",
+                url::redact(text)
+            ),
+        })
+    })?;
+    let credentials = parsed.password.map(|password| Credentials {
+        username: parsed.username.map(String::into_bytes),
+        password: password.into_bytes(),
+    });
+    Ok(Node {
+        shown: url::redact(text),
+        endpoint: api::Endpoint {
+            host: parsed.host,
+            port: parsed.port,
+            tls: parsed.tls,
+        },
+        handshake: HandshakeOptions {
+            credentials,
+            client_name: Some(b"distlock-engine".to_vec()),
+            database: parsed.database,
+            timeout: request_timeout,
+            ..HandshakeOptions::default()
+        },
+    })
+}
+
+/// A token the caller passed in.
+fn token(text: &str) -> Result<Token, api::Error> {
+    Token::new(text.as_bytes()).map_err(config_error)
+}
+
+impl api::GuestSession for Session {
+    fn nodes(&self) -> u8 {
+        node_index(self.shared.borrow().nodes.len())
+    }
+
+    fn endpoint(&self, n: u8) -> Option<api::Endpoint> {
+        let shared = self.shared.borrow();
+        shared.nodes.get(node(n)).map(|spec| spec.endpoint.clone())
+    }
+
+    fn shown(&self, n: u8) -> Option<String> {
+        let shared = self.shared.borrow();
+        shared.nodes.get(node(n)).map(|spec| spec.shown.clone())
+    }
+
+    fn poll_connect(&self, now: api::Instant) -> Option<u8> {
+        let shared = self.shared.borrow();
+        shared
+            .policy
+            .poll_connect(input::instant(now))
+            .map(node_index)
+    }
+
+    fn connect(&self, n: u8, now: api::Instant) -> Option<api::Handshake> {
+        let at = input::instant(now);
+        let mut shared = self.shared.borrow_mut();
+        let spec = shared.nodes.get(node(n))?;
+        let options = spec.handshake.clone();
+        if !shared.policy.may_connect(node(n), at) {
+            return None;
+        }
+        shared.policy.connect_started(node(n), at);
+        drop(shared);
+        Some(api::Handshake::new(Handshake::new(
+            Rc::clone(&self.shared),
+            node(n),
+            options,
+            at,
+        )))
+    }
+
+    fn connect_failed(&self, n: u8, now: api::Instant) {
+        let mut shared = self.shared.borrow_mut();
+        shared.policy.connect_failed(node(n), input::instant(now));
+    }
+
+    fn disconnected(&self, n: u8, now: api::Instant) {
+        let mut shared = self.shared.borrow_mut();
+        shared.policy.disconnected(node(n), input::instant(now));
+    }
+
+    fn silent(&self, n: u8, now: api::Instant) {
+        let mut shared = self.shared.borrow_mut();
+        shared.policy.silent(node(n), input::instant(now));
+    }
+
+    fn poll_timeout(&self) -> Option<api::Instant> {
+        self.shared
+            .borrow()
+            .policy
+            .poll_timeout()
+            .map(input::millis)
+    }
+
+    fn handle_timeout(&self, now: api::Instant) {
+        let mut shared = self.shared.borrow_mut();
+        shared.policy.handle_timeout(input::instant(now));
+    }
+
+    fn ready(&self) -> u8 {
+        node_index(self.shared.borrow().policy.ready())
+    }
+
+    fn connect_outcome(&self) -> Option<Result<(), api::Error>> {
+        match self.shared.borrow().policy.connect_outcome()? {
+            ConnectOutcome::TooFew {
+                ready,
+                nodes,
+                needed,
+            } => Some(Err(api::Error::Unavailable(format!(
+                "only {ready} of {nodes} Redis nodes are reachable; a quorum needs {needed}"
+            )))),
+            _ => Some(Ok(())),
+        }
+    }
+
+    fn acquire(
+        &self,
+        name: String,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared| {
+                let lock = shared.lock(&name)?;
+                let (token, seed) = input::token_and_seed(&entropy)?;
+                let token = Token::from_entropy(token);
+                let wait = input::span(wait_ms);
+                Acquire::<MAX_NODES>::new(&lock, token, &shared.known, wait, at, seed)
+                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn try_acquire(
+        &self,
+        name: String,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        self.acquire(name, 0, now, entropy)
+    }
+
+    fn release(
+        &self,
+        name: String,
+        token_text: String,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared| {
+                let lock = shared.lock(&name)?;
+                let token = token(&token_text)?;
+                let seed = input::seed(&entropy)?;
+                Release::<MAX_NODES>::new(&lock, token, &shared.known, at, seed)
+                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn extend(
+        &self,
+        name: String,
+        token_text: String,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared| {
+                let lock = shared
+                    .lock(&name)?
+                    .with_ttl(input::span(ttl_ms))
+                    .map_err(config_error)?;
+                let token = token(&token_text)?;
+                let seed = input::seed(&entropy)?;
+                Extend::<MAX_NODES>::new(&lock, token, &shared.known, at, seed)
+                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn status(&self, name: String, now: api::Instant) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared| {
+                let lock = shared.lock(&name)?;
+                Inspect::new(&lock, &shared.known, at)
+                    .map(|m| Machine::Status(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn renewal(
+        &self,
+        name: String,
+        lease: api::Lease,
+        entropy: api::Entropy,
+    ) -> Result<api::Renewal, api::Error> {
+        let shared = self.shared.borrow();
+        let lock = shared.lock(&name)?;
+        let token = token(&lease.token)?;
+        let seed = input::seed(&entropy)?;
+        let renewal = Renewal::new(
+            Rc::clone(&self.shared),
+            lock,
+            token,
+            input::instant(lease.started),
+            input::instant(lease.valid_until),
+            seed,
+        );
+        Ok(api::Renewal::new(renewal))
+    }
+}

@@ -1,0 +1,444 @@
+//! Conformance of the engine component (`wit/engine.wit`, `wasm/engine/`): the cases of
+//! `bindings/conformance.json`, each driven by a reference host ([`engine_host`]: wasmtime,
+//! TCP sockets, one event loop) against real `redis-server` processes on free loopback ports.
+//!
+//! The case list is written once, in that file, for every host of the engine (this one, the
+//! Node.js binding's tests); `every_case_has_a_test` fails when a case has no test here or a
+//! test names no case.
+
+mod engine_host;
+mod support;
+
+use std::thread;
+use std::time::Duration;
+
+use engine_host::{Host, api, entropy, instantiate, options};
+use support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
+
+/// The case ids this file implements, in the order of `bindings/conformance.json`.
+const IMPLEMENTED: &[&str] = &[
+    "acquire-release",
+    "try-acquire-held",
+    "wait-for-release",
+    "release-by-token",
+    "extend",
+    "fencing-order",
+    "redlock-frozen-node",
+    "redlock-majority-down",
+    "renewal-keeps-lease",
+    "lease-lost",
+    "dropped-lease-expires",
+    "status",
+    "bad-names",
+    "bad-ttls",
+    "bad-input",
+];
+
+#[test]
+fn every_case_has_a_test() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bindings/conformance.json"
+    ))
+    .expect("read bindings/conformance.json");
+    let cases: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let ids: Vec<&str> = cases["cases"]
+        .as_array()
+        .expect("a case list")
+        .iter()
+        .map(|case| case["id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(
+        ids, IMPLEMENTED,
+        "bindings/conformance.json and this file differ"
+    );
+}
+
+fn host(server: &RedisServer) -> Host {
+    Host::connect(options(&[server.url()])).expect("connect")
+}
+
+fn key_value(server: &RedisServer, key: &str) -> Option<String> {
+    server.raw().ok(&["GET", key]).text()
+}
+
+/// The error's config kind, for an `invalid` error.
+fn invalid_kind(error: &api::Error) -> api::ConfigErrorKind {
+    match error {
+        api::Error::Invalid(config) => config.kind,
+        other => panic!("expected an invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn acquire_release() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let name = unique_name("engine-acquire");
+    let lease = host.acquire(&name, 0).expect("acquire a free lock");
+    assert_eq!(lease.token.len(), 32, "a fresh token: {}", lease.token);
+    assert!(lease.valid_until > lease.started);
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone())
+    );
+    assert_eq!(host.release(&name, &lease.token), Ok(0));
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+}
+
+#[test]
+fn try_acquire_held() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = host(&server);
+    let mut other = host(&server);
+    let name = unique_name("engine-try");
+    let lease = holder.acquire(&name, 0).expect("acquire");
+    match other.try_acquire(&name) {
+        Err(api::Error::NotAcquired(not)) => {
+            assert_eq!(not.attempts, 1);
+            // A plain `SET NX` refusal carries no TTL; a script's does.
+            if let Some(ttl) = not.holder_ttl_ms {
+                assert!(ttl <= 30_000, "holder TTL {ttl}");
+            }
+        }
+        other => panic!("expected not-acquired, got {other:?}"),
+    }
+    assert_eq!(key_value(&server, &lock_key(&name)), Some(lease.token));
+}
+
+#[test]
+fn wait_for_release() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut holder = host(&server);
+    let name = unique_name("engine-wait");
+    let lease = holder.acquire(&name, 0).expect("acquire");
+    let waiter = {
+        let name = name.clone();
+        thread::spawn(move || {
+            let mut host = Host::connect(options(&[url])).expect("connect");
+            host.acquire(&name, 10_000)
+        })
+    };
+    // The waiter blocks on the lock's wake-up list: release once it does.
+    wait_for("the waiter to block", Duration::from_secs(5), || {
+        (server.blocked_clients() > 0).then_some(())
+    });
+    holder.release(&name, &lease.token).expect("release");
+    let taken = waiter
+        .join()
+        .expect("the waiter thread")
+        .expect("the waiter gets the lock");
+    assert_ne!(taken.token, lease.token);
+    assert_eq!(key_value(&server, &lock_key(&name)), Some(taken.token));
+}
+
+#[test]
+fn release_by_token() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = host(&server);
+    let mut other = host(&server);
+    let name = unique_name("engine-token");
+    let lease = holder.acquire(&name, 0).expect("acquire");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    assert_eq!(other.release(&name, wrong), Err(api::Error::NotHeld));
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone())
+    );
+    assert_eq!(other.release(&name, &lease.token), Ok(0));
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+}
+
+#[test]
+fn extend() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let name = unique_name("engine-extend");
+    let lease = host.acquire(&name, 0).expect("acquire");
+    let extended = host.extend(&name, &lease.token, 120_000).expect("extend");
+    assert!(extended.valid_until > lease.valid_until + 60_000.0);
+    let pttl = server
+        .raw()
+        .ok(&["PTTL", &lock_key(&name)])
+        .int()
+        .expect("PTTL");
+    assert!(
+        pttl > 60_000,
+        "the key lives {pttl} ms after a 120 s extend"
+    );
+    let wrong = "0123456789abcdef0123456789abcdef";
+    assert_eq!(host.extend(&name, wrong, 120_000), Err(api::Error::NotHeld));
+}
+
+/// Three fenced acquire/release rounds on `urls`: the fences, in order.
+fn fences(urls: &[String]) -> Vec<u64> {
+    let mut opts = options(urls);
+    opts.fenced = true;
+    let mut host = Host::connect(opts).expect("connect");
+    let name = unique_name("engine-fence");
+    (0..3)
+        .map(|_| {
+            let lease = host.acquire(&name, 0).expect("acquire");
+            host.release(&name, &lease.token).expect("release");
+            lease.fence.expect("a fenced session hands out fences")
+        })
+        .collect()
+}
+
+#[test]
+fn fencing_order() {
+    require_redis!();
+    let one = RedisServer::start();
+    let single = fences(&[one.url()]);
+    assert!(single.windows(2).all(|w| w[0] < w[1]), "{single:?}");
+    let three: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = three.iter().map(RedisServer::url).collect();
+    let redlock = fences(&urls);
+    assert!(redlock.windows(2).all(|w| w[0] < w[1]), "{redlock:?}");
+}
+
+#[test]
+fn redlock_frozen_node() {
+    require_redis!();
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let mut opts = options(&urls);
+    opts.request_timeout_ms = Some(300);
+    let mut host = Host::connect(opts).expect("connect");
+    servers[2].pause();
+    let name = unique_name("engine-frozen");
+    let lease = host.acquire(&name, 0);
+    let released = match &lease {
+        Ok(lease) => Some(host.release(&name, &lease.token)),
+        Err(_) => None,
+    };
+    servers[2].resume();
+    let lease = lease.expect("a majority grants the lock");
+    for server in &servers[..2] {
+        // Released by majority: the running nodes no longer hold it.
+        assert_eq!(key_value(server, &lock_key(&name)), None);
+    }
+    assert_eq!(released.expect("acquired"), Ok(0));
+    assert_eq!(lease.token.len(), 32);
+}
+
+#[test]
+fn redlock_majority_down() {
+    require_redis!();
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    servers[1].stop();
+    servers[2].stop();
+    let mut opts = options(&urls);
+    opts.request_timeout_ms = Some(300);
+    match Host::connect(opts) {
+        Err(api::Error::Unavailable(why)) => assert!(why.contains("1 of 3"), "{why}"),
+        Err(other) => panic!("expected unavailable, got {other:?}"),
+        Ok(mut host) => panic!(
+            "connected without a majority; acquire says {:?}",
+            host.acquire("x", 0)
+        ),
+    }
+}
+
+/// A session with a short TTL, so renewal happens within the test.
+fn short_ttl_host(server: &RedisServer, ttl_ms: u32) -> Host {
+    let mut opts = options(&[server.url()]);
+    opts.ttl_ms = Some(ttl_ms);
+    opts.request_timeout_ms = Some(200);
+    Host::connect(opts).expect("connect")
+}
+
+#[test]
+fn renewal_keeps_lease() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = short_ttl_host(&server, 600);
+    let name = unique_name("engine-renew");
+    let lease = host.acquire(&name, 0).expect("acquire");
+    let renewal = host.renewal(&name, &lease).expect("a renewal");
+    // Held past three TTLs from the acquire: only extends can do that.
+    let until = lease.started + 1_800.0;
+    let lost = host.renew_until(renewal, |host, valid_until| {
+        host.now() > until && valid_until > until
+    });
+    assert_eq!(lost, None, "the lease was lost while the server ran");
+    assert_eq!(key_value(&server, &lock_key(&name)), Some(lease.token));
+}
+
+#[test]
+fn lease_lost() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = short_ttl_host(&server, 600);
+    let name = unique_name("engine-lost");
+    let lease = host.acquire(&name, 0).expect("acquire");
+    let renewal = host.renewal(&name, &lease).expect("a renewal");
+    let mut reset = false;
+    let lost = host.renew_until(renewal, |host, _| {
+        if !reset {
+            // An operator resets the lock under the holder.
+            server.raw().ok(&["DEL", &lock_key(&name)]);
+            reset = true;
+        }
+        assert!(
+            host.now() < lease.started + 5_000.0,
+            "the loss was not reported"
+        );
+        false
+    });
+    assert_eq!(lost, Some(api::LostReason::NotHeld));
+}
+
+#[test]
+fn dropped_lease_expires() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = short_ttl_host(&server, 400);
+    let mut waiter = host(&server);
+    let name = unique_name("engine-dropped");
+    let lease = holder.acquire(&name, 0).expect("acquire");
+    drop(holder); // Never released: the key expires at its TTL.
+    let taken = waiter
+        .acquire(&name, 5_000)
+        .expect("acquired after the TTL");
+    assert_ne!(taken.token, lease.token);
+}
+
+#[test]
+fn status() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let name = unique_name("engine-status");
+    let lease = host.acquire(&name, 0).expect("acquire");
+    let held = host.status(&name).expect("status");
+    assert_eq!(held.verdict, api::Verdict::Held(lease.token.clone()));
+    match held.nodes.as_slice() {
+        [Ok(reading)] => {
+            assert_eq!(reading.holder.as_deref(), Some(lease.token.as_str()));
+            assert!(reading.ttl_ms.is_some_and(|t| t > 0));
+        }
+        other => panic!("one reading expected: {other:?}"),
+    }
+    host.release(&name, &lease.token).expect("release");
+    assert_eq!(
+        host.status(&name).expect("status").verdict,
+        api::Verdict::Free
+    );
+}
+
+#[test]
+fn bad_names() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let long = "n".repeat(300);
+    for (name, kind) in [
+        ("", api::ConfigErrorKind::EmptyName),
+        (long.as_str(), api::ConfigErrorKind::NameTooLong),
+        ("a\r\nb", api::ConfigErrorKind::NameControlByte),
+        ("}x", api::ConfigErrorKind::NameStartsWithBrace),
+    ] {
+        let error = host.acquire(name, 0).expect_err("a bad name");
+        assert_eq!(invalid_kind(&error), kind, "{name:?}");
+        let error = host.status(name).expect_err("a bad name");
+        assert_eq!(invalid_kind(&error), kind, "{name:?}");
+    }
+    let keys = server.raw().ok(&["DBSIZE"]).int();
+    assert_eq!(keys, Some(0), "a refused name wrote nothing");
+}
+
+#[test]
+fn bad_ttls() {
+    require_redis!();
+    let server = RedisServer::start();
+    for (ttl, kind) in [
+        (0, api::ConfigErrorKind::BadTtl),
+        (3, api::ConfigErrorKind::DriftExceedsTtl),
+    ] {
+        let mut opts = options(&[server.url()]);
+        opts.ttl_ms = Some(ttl);
+        let error = Host::connect(opts).err().expect("a bad TTL");
+        assert_eq!(invalid_kind(&error), kind, "ttl {ttl}");
+    }
+    let mut host = host(&server);
+    let name = unique_name("engine-ttl");
+    let lease = host.acquire(&name, 0).expect("acquire");
+    let error = host.extend(&name, &lease.token, 0).expect_err("a zero TTL");
+    assert_eq!(invalid_kind(&error), api::ConfigErrorKind::BadTtl);
+    assert_eq!(key_value(&server, &lock_key(&name)), Some(lease.token));
+}
+
+#[test]
+fn the_engine_imports_nothing() {
+    // The runtime passes time and entropy in: no WASI, no callbacks into the host.
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::new(&engine, distlock_host::component::ENGINE_WASM)
+            .expect("compile");
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert_eq!(imports, Vec::<String>::new());
+}
+
+#[test]
+fn bad_input() {
+    // No server needed: nothing is built, so nothing is sent.
+    let (mut store, machines) = instantiate();
+    let guest = machines.distlock_lock_machines();
+    let bad_url = guest
+        .call_open(&mut store, &options(&["http://x".to_string()]), &entropy())
+        .expect("no trap")
+        .expect_err("a bad URL");
+    assert_eq!(invalid_kind(&bad_url), api::ConfigErrorKind::BadUrl);
+    let short = guest
+        .call_open(
+            &mut store,
+            &options(&["redis://127.0.0.1:1".to_string()]),
+            &vec![1, 2],
+        )
+        .expect("no trap")
+        .expect_err("short entropy");
+    assert_eq!(invalid_kind(&short), api::ConfigErrorKind::Other);
+    let none = guest
+        .call_open(&mut store, &options(&[]), &entropy())
+        .expect("no trap")
+        .expect_err("no nodes");
+    assert_eq!(invalid_kind(&none), api::ConfigErrorKind::BadNodeCount);
+    let session = guest
+        .call_open(
+            &mut store,
+            &options(&["redis://127.0.0.1:1".to_string()]),
+            &entropy(),
+        )
+        .expect("no trap")
+        .expect("a session (nothing is opened yet)");
+    let sessions = guest.session();
+    let token = sessions
+        .call_release(&mut store, session, "x", "short", 0.0, &entropy())
+        .expect("no trap")
+        .expect_err("a malformed token");
+    assert_eq!(invalid_kind(&token), api::ConfigErrorKind::BadToken);
+    let entropy_short = sessions
+        .call_acquire(&mut store, session, "x", 0, 0.0, &vec![0; 12])
+        .expect("no trap")
+        .expect_err("short entropy");
+    assert_eq!(invalid_kind(&entropy_short), api::ConfigErrorKind::Other);
+    // Instants a JavaScript host might pass by mistake are clamped, not trapped on.
+    assert_eq!(
+        sessions
+            .call_poll_connect(&mut store, session, f64::NAN)
+            .expect("no trap"),
+        Some(0)
+    );
+}

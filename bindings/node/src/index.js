@@ -1,0 +1,150 @@
+// distlock for Node.js: `Client.connect(urls)`, `await using lease = await client.acquire(name)`.
+// The lock protocol is the engine component's (generated/engine.js, transpiled from
+// wasm/engine by `npm run build`); src/driver.js moves its bytes over node:net/node:tls.
+import { machines } from '../generated/engine.js';
+import { Pool, now, entropy } from './driver.js';
+import { engineCall, fromEngine, LockLost } from './errors.js';
+
+export * from './errors.js';
+
+// `await using` syntax needs Node >= 24 (or a transpiler); an older Node gets the symbol here when it lacks
+// it, and its users write try/finally.
+if (!Symbol.asyncDispose) Object.defineProperty(Symbol, 'asyncDispose', { value: Symbol.for('nodejs.asyncDispose') });
+
+/** A handle on the lock servers: one session (and connection pool) per TTL/fencing pair. */
+export class Client {
+  #urls; #options; #pools = new Map();
+  constructor(urls, options) { this.#urls = urls; this.#options = options; }
+
+  /**
+   * Connects to `urls` (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS; several:
+   * Redlock). Resolves once a majority is ready; rejects with `Unavailable` otherwise.
+   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`.
+   */
+  static async connect(urls, options = {}) {
+    const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
+    const pool = client.#pool(options.ttl, options.fenced);
+    await new Promise((resolve, reject) => {
+      let timer;
+      const check = () => { // on every connection event, and at the session's deadlines
+        clearTimeout(timer);
+        pool.session.handleTimeout(now());
+        const outcome = pool.session.connectOutcome();
+        if (!outcome) return void (timer = setTimeout(check, Math.max(1, (pool.session.pollTimeout() ?? now() + 1000) - now())));
+        pool.onChange = null;
+        if (outcome.tag === 'err') { client.close(); reject(fromEngine(outcome.val)); } else resolve();
+      };
+      pool.onChange = check;
+      check();
+    });
+    return client;
+  }
+
+  #pool(ttl = this.#options.ttl, fenced = this.#options.fenced ?? false) {
+    const key = `${ttl}/${fenced}`;
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      const session = engineCall(() => machines.open({
+        nodes: this.#urls, keyPrefix: this.#options.keyPrefix, ttlMs: ttl, fenced,
+        requestTimeoutMs: this.#options.requestTimeout,
+      }, entropy()));
+      pool = new Pool(session);
+      pool.warm();
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  async #run(pool, make, signal) {
+    const op = engineCall(() => make(pool.session));
+    const outcome = await pool.run(op, signal);
+    if (outcome.tag === 'err') {
+      if (outcome.val.tag === 'cancelled') throw signal?.reason ?? new DOMException('aborted', 'AbortError');
+      throw fromEngine(outcome.val);
+    }
+    return outcome.val;
+  }
+
+  /**
+   * Acquires lock `name`. Options: `wait` (ms to wait for a holder to let go; 0: one
+   * attempt), `ttl`, `fenced`, `autoRenew` (default true), `signal` (an AbortSignal).
+   * Rejects with `NotAcquired`, `Unavailable`, `InvalidArgument`.
+   */
+  async acquire(name, { wait = 0, ttl, fenced, autoRenew = true, signal } = {}) {
+    const pool = this.#pool(ttl, fenced);
+    const { val } = await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal);
+    return new Lease(this, pool, name, val, autoRenew);
+  }
+
+  /** Acquires lock `name` only if it is free right now. */
+  tryAcquire(name, options = {}) { return this.acquire(name, { ...options, wait: 0 }); }
+
+  /** Releases lock `name` held by `token` (from any process that has it). */
+  async release(name, token) {
+    await this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()));
+  }
+
+  /** Extends lock `name` held by `token` to `ttl` ms from now; resolves with the new `validUntil`. */
+  async extend(name, token, ttl) {
+    return (await this.#run(this.#pool(), (s) => s.extend(name, token, ttl, now(), entropy()))).val.validUntil;
+  }
+
+  /** What the nodes say about lock `name`: `{ verdict: {tag: 'held', val: token} | {tag: 'free'} | {tag: 'unknown'}, nodes }`. */
+  async status(name) {
+    return (await this.#run(this.#pool(), (s) => s.status(name, now()))).val;
+  }
+
+  /** @internal */
+  runOn(pool, make, signal) { return this.#run(pool, make, signal); }
+
+  /** Closes every connection. Leases not released expire at their TTL. */
+  close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); }
+}
+
+/** A held lock. `signal` fires (with a `LockLost` reason) when the lease is lost. */
+export class Lease {
+  #client; #pool; #renewal; #timer; #controller = new AbortController(); #released = false;
+  constructor(client, pool, name, lease, autoRenew) {
+    Object.assign(this, { name, token: lease.token, fence: lease.fence, validUntil: lease.validUntil });
+    this.#client = client; this.#pool = pool;
+    if (autoRenew) { this.#renewal = engineCall(() => pool.session.renewal(name, lease, entropy())); this.#schedule(); }
+  }
+
+  /** An AbortSignal that fires when the lease is lost; its reason is a `LockLost`. */
+  get signal() { return this.#controller.signal; }
+  /** Milliseconds the holder may still act as the owner. */
+  get validity() { return this.#released ? 0 : Math.max(0, this.validUntil - now()); }
+
+  #schedule() {
+    const at = this.#renewal.pollTimeout();
+    if (at === undefined || this.#released) return;
+    this.#timer = setTimeout(() => this.#tick(), Math.max(0, at - now()));
+    this.#timer.unref?.();
+  }
+
+  async #tick() {
+    this.#renewal.handleTimeout(now());
+    // An extend's outcome can raise the next event (lost): poll until there is none.
+    for (let event; (event = this.#renewal.pollEvent(now(), entropy())); ) {
+      if (event.tag === 'lost') {
+        this.validUntil = 0;
+        return this.#controller.abort(new LockLost(`lease of ${this.name} lost (${event.val})`, event.val));
+      }
+      await this.#pool.run(event.val); // the renewal hears the extend's outcome itself
+      if (this.#released) return;
+    }
+    this.validUntil = this.#renewal.validUntil();
+    this.#schedule();
+  }
+
+  /** Releases the lock. Rejects with `LockLost` when it was no longer held. */
+  async release() {
+    if (this.#released) return;
+    this.#released = true;
+    clearTimeout(this.#timer);
+    await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()));
+  }
+
+  /** `await using lease = …`: releases at the end of the block (errors are swallowed: a lost lease needs no release). */
+  async [Symbol.asyncDispose]() { await this.release().catch(() => {}); }
+}

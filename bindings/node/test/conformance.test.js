@@ -1,0 +1,215 @@
+// The engine conformance cases (bindings/conformance.json), run through the Node API against
+// real redis-server processes. Every case id must have a test here, and every test a case.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
+import { RedisServer, command } from './redis.js';
+
+const { cases } = JSON.parse(readFileSync(new URL('../../conformance.json', import.meta.url)));
+const servers = [];
+const clients = [];
+after(() => { clients.forEach((c) => c.close()); servers.forEach((s) => s.stop()); });
+
+async function start(n = 1) {
+  const started = await Promise.all([...Array(n)].map(() => RedisServer.start()));
+  servers.push(...started);
+  return started;
+}
+async function connect(urls, options) {
+  const client = await Client.connect(urls, options);
+  clients.push(client);
+  return client;
+}
+let counter = 0;
+const unique = (what) => `${what}-${process.pid}-${counter++}`;
+const key = (name) => `distlock:{${name}}`;
+const rejectsWith = (promise, Class, check = () => true) => assert.rejects(promise, (e) => e instanceof Class && check(e));
+const WRONG = '0123456789abcdef0123456789abcdef';
+
+const impl = {
+  'acquire-release': async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const name = unique('acquire');
+    const lease = await client.acquire(name, { autoRenew: false });
+    assert.equal(lease.token.length, 32);
+    assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+    await lease.release();
+    assert.equal(await command(s.port, 'GET', key(name)), null);
+  },
+  'try-acquire-held': async () => {
+    const [s] = await start();
+    const [a, b] = [await connect(s.url), await connect(s.url)];
+    const name = unique('try');
+    const lease = await a.acquire(name);
+    await rejectsWith(b.tryAcquire(name), NotAcquired, (e) => e.detail.attempts === 1);
+    assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+    await lease.release();
+  },
+  'wait-for-release': async () => {
+    const [s] = await start();
+    const [a, b] = [await connect(s.url), await connect(s.url)];
+    const name = unique('wait');
+    const lease = await a.acquire(name);
+    const waiting = b.acquire(name, { wait: 10_000 });
+    while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10));
+    await lease.release();
+    const taken = await waiting;
+    assert.notEqual(taken.token, lease.token);
+    assert.equal(await command(s.port, 'GET', key(name)), taken.token);
+    await taken.release();
+  },
+  'release-by-token': async () => {
+    const [s] = await start();
+    const [a, b] = [await connect(s.url), await connect(s.url)];
+    const name = unique('token');
+    const lease = await a.acquire(name, { autoRenew: false });
+    await rejectsWith(b.release(name, WRONG), LockLost);
+    assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+    await b.release(name, lease.token);
+    assert.equal(await command(s.port, 'GET', key(name)), null);
+  },
+  extend: async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const name = unique('extend');
+    const lease = await client.acquire(name, { autoRenew: false });
+    const validUntil = await client.extend(name, lease.token, 120_000);
+    assert.ok(validUntil > lease.validUntil + 60_000);
+    assert.ok((await command(s.port, 'PTTL', key(name))) > 60_000);
+    await rejectsWith(client.extend(name, WRONG, 120_000), LockLost, (e) => e.code === 'not-held');
+    await lease.release();
+  },
+  'fencing-order': async () => {
+    for (const n of [1, 3]) {
+      const nodes = await start(n);
+      const client = await connect(nodes.map((s) => s.url), { fenced: true });
+      const name = unique('fence');
+      const fences = [];
+      for (let i = 0; i < 3; i++) {
+        const lease = await client.acquire(name, { autoRenew: false });
+        fences.push(lease.fence);
+        await lease.release();
+      }
+      assert.ok(fences.every((f, i) => typeof f === 'bigint' && (i === 0 || f > fences[i - 1])), `${fences}`);
+    }
+  },
+  'redlock-frozen-node': async () => {
+    const nodes = await start(3);
+    const client = await connect(nodes.map((s) => s.url), { requestTimeout: 300 });
+    nodes[2].pause();
+    try {
+      const name = unique('frozen');
+      const lease = await client.acquire(name, { autoRenew: false });
+      await lease.release();
+      for (const s of nodes.slice(0, 2)) assert.equal(await command(s.port, 'GET', key(name)), null);
+    } finally {
+      nodes[2].resume();
+    }
+  },
+  'redlock-majority-down': async () => {
+    const nodes = await start(3);
+    nodes[1].stop();
+    nodes[2].stop();
+    await rejectsWith(Client.connect(nodes.map((s) => s.url), { requestTimeout: 300 }), Unavailable, (e) => /1 of 3/.test(e.message));
+  },
+  'renewal-keeps-lease': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const name = unique('renew');
+    const lease = await client.acquire(name);
+    await new Promise((r) => setTimeout(r, 1800));
+    assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+    assert.ok(lease.validity > 0);
+    await lease.release();
+  },
+  'lease-lost': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const name = unique('lost');
+    const lease = await client.acquire(name);
+    const lost = new Promise((resolve) => lease.signal.addEventListener('abort', () => resolve(lease.signal.reason)));
+    await command(s.port, 'DEL', key(name)); // an operator resets the lock
+    const reason = await lost;
+    assert.ok(reason instanceof LockLost, `${reason}`);
+    assert.equal(lease.validity, 0);
+    await rejectsWith(lease.release(), LockLost);
+  },
+  'dropped-lease-expires': async () => {
+    const [s] = await start();
+    const holder = await connect(s.url, { ttl: 400 });
+    const waiter = await connect(s.url);
+    const name = unique('dropped');
+    const lease = await holder.acquire(name, { autoRenew: false });
+    holder.close(); // never released
+    const taken = await waiter.acquire(name, { wait: 5000, autoRenew: false });
+    assert.notEqual(taken.token, lease.token);
+    await taken.release();
+  },
+  status: async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const name = unique('status');
+    const lease = await client.acquire(name, { autoRenew: false });
+    const held = await client.status(name);
+    assert.deepEqual(held.verdict, { tag: 'held', val: lease.token });
+    assert.equal(held.nodes[0].val.holder, lease.token);
+    await lease.release();
+    assert.equal((await client.status(name)).verdict.tag, 'free');
+  },
+  'bad-names': async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const kinds = { '': 'empty-name', ['n'.repeat(300)]: 'name-too-long', 'a\r\nb': 'name-control-byte', '}x': 'name-starts-with-brace' };
+    for (const [name, kind] of Object.entries(kinds)) {
+      await rejectsWith(client.acquire(name), InvalidArgument, (e) => e.detail.kind === kind);
+    }
+    assert.equal(await command(s.port, 'DBSIZE'), 0);
+  },
+  'bad-ttls': async () => {
+    const [s] = await start();
+    await rejectsWith(Client.connect(s.url, { ttl: 0 }), InvalidArgument, (e) => e.detail.kind === 'bad-ttl');
+    await rejectsWith(Client.connect(s.url, { ttl: 3 }), InvalidArgument, (e) => e.detail.kind === 'drift-exceeds-ttl');
+    const client = await connect(s.url);
+    const lease = await client.acquire(unique('ttl'), { autoRenew: false });
+    await rejectsWith(client.extend(lease.name, lease.token, 0), InvalidArgument, (e) => e.detail.kind === 'bad-ttl');
+    await lease.release();
+  },
+  'bad-input': async () => {
+    await rejectsWith(Client.connect('http://x'), InvalidArgument, (e) => e.detail.kind === 'bad-url');
+    await rejectsWith(Client.connect([]), InvalidArgument, (e) => e.detail.kind === 'bad-node-count');
+    const [s] = await start();
+    const client = await connect(s.url);
+    await rejectsWith(client.release('x', 'short'), InvalidArgument, (e) => e.detail.kind === 'bad-token');
+  },
+};
+
+test('every conformance case has a test', () => {
+  assert.deepEqual(Object.keys(impl).sort(), cases.map((c) => c.id).sort());
+});
+for (const { id, says } of cases) test(`${id}: ${says}`, { timeout: 30_000 }, impl[id]);
+
+test('many concurrent locks on one client', async () => {
+  const [s] = await start();
+  const client = await connect(s.url);
+  const names = [...Array(20)].map(() => unique('many'));
+  const leases = await Promise.all(names.map((n) => client.acquire(n)));
+  for (const [i, lease] of leases.entries()) assert.equal(await command(s.port, 'GET', key(names[i])), lease.token);
+  await Promise.all(leases.map((l) => l.release()));
+  for (const n of names) assert.equal(await command(s.port, 'GET', key(n)), null);
+});
+
+test('an aborted wait rejects with the signal reason and leaves the holder alone', async () => {
+  const [s] = await start();
+  const [a, b] = [await connect(s.url), await connect(s.url)];
+  const name = unique('abort');
+  const lease = await a.acquire(name);
+  const controller = new AbortController();
+  const waiting = b.acquire(name, { wait: 10_000, signal: controller.signal });
+  while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10));
+  controller.abort(new Error('stop waiting'));
+  await assert.rejects(waiting, /stop waiting/);
+  assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+  await lease.release();
+});

@@ -14,6 +14,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq redis-server redis-tools redis-sentinel >/dev/null
 fi
+# The Node.js binding's tests (bindings/node) need node >= 20 and npm: no silent skip.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "test.sh: node and npm are missing: install Node.js >= 20 (apt-get install nodejs npm); the Node binding's tests need them" >&2
+  exit 1
+fi
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "test.sh: Node.js $(node --version) is too old: the Node binding needs >= 20" >&2
+  exit 1
+fi
 # The interop tests run redis-py and python-redis-lock in a venv they create (pip install).
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   echo "test.sh: installing python3-venv (the interop tests run the Python lock libraries)"
@@ -27,4 +36,8 @@ fi
 # The tests fail, rather than skip, when they cannot start redis-server (that is their default;
 # DISTLOCK_SKIP_REDIS=1 would be an explicit opt-out, so it is cleared here).
 unset DISTLOCK_SKIP_REDIS
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+# The Node binding over the engine component that cargo just built (npm ci transpiles it),
+# running the same conformance cases (bindings/conformance.json).
+echo "test.sh: the Node.js binding (bindings/node)"
+(cd bindings/node && npm ci --no-audit --no-fund && npm test)

@@ -98,6 +98,7 @@ pub(crate) fn options(nodes: &[String]) -> api::Options {
     api::Options {
         nodes: nodes.to_vec(),
         key_prefix: None,
+        layout: None,
         ttl_ms: None,
         fenced: false,
         request_timeout_ms: None,

@@ -1,13 +1,13 @@
 //! The core's errors and outcomes as the `machines` interface's types. The lock errors are
 //! the core's own conversions ([`distlock_core::wit_error_conversions`], the same ones the
 //! `provider` component expands for `distlock`); this module adds the handshake's errors and
-//! `status` readings, which only this interface carries.
+//! `status` readings and `reset` counts, which only this interface carries.
 
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use distlock_core::{HandshakeError, Inspection, NodeError, Reading, Verdict};
+use distlock_core::{HandshakeError, Inspection, NodeError, Reading, ResetOutcome, Verdict};
 
 use crate::api;
 use crate::input::node_index;
@@ -45,6 +45,19 @@ pub(crate) fn status(inspection: Inspection) -> api::Status {
         .map(|node| node.map(reading).map_err(read_failure))
         .collect();
     api::Status { verdict, nodes }
+}
+
+/// What `reset` did: per node, the keys deleted (saturating; a reset by name deletes at most
+/// two), or why the node failed.
+pub(crate) fn reset(outcome: ResetOutcome) -> Vec<Result<u32, api::NodeFailure>> {
+    outcome
+        .nodes
+        .into_iter()
+        .map(|node| {
+            node.map(|done| u32::try_from(done.deleted.len()).unwrap_or(u32::MAX))
+                .map_err(read_failure)
+        })
+        .collect()
 }
 
 fn reading(reading: Reading) -> api::Reading {

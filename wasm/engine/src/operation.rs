@@ -1,4 +1,5 @@
-//! `machines.operation`: one of the core's lock machines (acquire, release, extend, status)
+//! `machines.operation`: one of the core's lock machines (acquire, release, extend, status,
+//! reset)
 //! behind one WIT resource, driven by the runtime's loop.
 //!
 //! Invariant: an extend run for a [`crate::renewal::Renewal`] reports its outcome to that
@@ -11,10 +12,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
-use distlock_core::{Acquire, Driven, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release};
+use distlock_core::{
+    Acquire, Driven, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
+};
 
 use crate::api;
-use crate::convert::{lock_error, status};
+use crate::convert::{lock_error, reset, status};
 use crate::input::{self, node, node_index};
 use crate::renewal::Schedule;
 
@@ -24,6 +27,7 @@ pub(crate) enum Machine {
     Release(Box<Release<MAX_NODES>>),
     Extend(Box<Extend<MAX_NODES>>),
     Status(Box<Inspect>),
+    Reset(Box<Reset>),
 }
 
 /// Runs `$body` with `$m` bound to the machine, as a [`Driven`].
@@ -34,6 +38,7 @@ macro_rules! driven {
             Machine::Release($m) => $body,
             Machine::Extend($m) => $body,
             Machine::Status($m) => $body,
+            Machine::Reset($m) => $body,
         }
     };
 }
@@ -152,6 +157,7 @@ impl api::GuestOperation for Operation {
                 })
             }
             Machine::Status(m) => Ok(api::Outcome::Status(status(m.poll_outcome()?))),
+            Machine::Reset(m) => Ok(api::Outcome::Reset(reset(m.poll_outcome()?))),
         };
         Some(outcome.map_err(lock_error))
     }
@@ -167,6 +173,7 @@ impl api::GuestOperation for Operation {
             Machine::Release(m) => m.handover(node(n)),
             Machine::Extend(m) => m.handover(node(n)),
             Machine::Status(m) => m.owed_replies(node(n)),
+            Machine::Reset(m) => m.owed_replies(node(n)),
         }
     }
 
@@ -175,8 +182,8 @@ impl api::GuestOperation for Operation {
             Machine::Acquire(m) => m.discard_replies(node(n), replies),
             Machine::Release(m) => m.discard_replies(node(n), replies),
             Machine::Extend(m) => m.discard_replies(node(n), replies),
-            // `status` reads on connections that owe nothing.
-            Machine::Status(_) => replies == 0,
+            // `status` and `reset` run on connections that owe nothing.
+            Machine::Status(_) | Machine::Reset(_) => replies == 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use core::cell::RefCell;
 
 use distlock_core::{
     Acquire, ConnectOutcome, Credentials, Duration, Extend, HandshakeOptions, Inspect, Instant,
-    KeyLayout, Lock, LockOptions, MAX_NODES, Release, ServerInfo, SessionOptions, Token,
+    KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset, ServerInfo, SessionOptions, Token,
 };
 
 use crate::api;
@@ -70,10 +70,7 @@ impl Session {
             lock_options.request_timeout = input::span(timeout);
         }
         lock_options.validate().map_err(config_error)?;
-        let layout = match &options.key_prefix {
-            Some(prefix) => KeyLayout::tagged(prefix.as_bytes()).map_err(config_error)?,
-            None => KeyLayout::default(),
-        };
+        let layout = layout(options.layout, options.key_prefix.as_deref())?;
         let request_timeout = lock_options.request_timeout;
         let policy = distlock_core::Session::<MAX_NODES>::new(
             options.nodes.len(),
@@ -139,6 +136,22 @@ fn parse_node(text: &str, request_timeout: Duration) -> Result<Node, api::Error>
             ..HandshakeOptions::default()
         },
     })
+}
+
+/// The key layout the options name; a prefix belongs to the tagged layout only.
+fn layout(layout: Option<api::KeyLayout>, prefix: Option<&str>) -> Result<KeyLayout, api::Error> {
+    match (layout.unwrap_or(api::KeyLayout::Tagged), prefix) {
+        (api::KeyLayout::Tagged, Some(prefix)) => {
+            KeyLayout::tagged(prefix.as_bytes()).map_err(config_error)
+        }
+        (api::KeyLayout::Tagged, None) => Ok(KeyLayout::default()),
+        (_, Some(_)) => Err(api::Error::Invalid(api::ConfigError {
+            kind: api::ConfigErrorKind::BadPrefix,
+            message: "a key prefix applies to the tagged layout only".into(),
+        })),
+        (api::KeyLayout::RedisPy, None) => Ok(KeyLayout::redis_py()),
+        (api::KeyLayout::PythonRedisLock, None) => Ok(KeyLayout::python_redis_lock()),
+    }
 }
 
 /// A token the caller passed in.
@@ -316,6 +329,19 @@ impl api::GuestSession for Session {
                 let lock = shared.lock(&name)?;
                 Inspect::new(&lock, &shared.known, at)
                     .map(|m| Machine::Status(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn reset(&self, name: String, now: api::Instant) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared| {
+                let lock = shared.lock(&name)?;
+                Reset::by_name(&lock, &shared.known, false, at)
+                    .map(|m| Machine::Reset(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },
             at,

@@ -1,0 +1,221 @@
+"""The ``asyncio`` twin of ``client.py`` and ``lock.py``: ``AsyncClient``, its leases (renewed
+by a task on the engine's schedule) and ``AsyncLock`` (``async with``). The same engine, the
+same decisions; only the driver (``_aio_driver.py``) differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import Any
+
+from ._aio_driver import AsyncPool
+from ._engine import Handle, entropy, field, now, split_option, split_result
+from .client import Client, Lease, millis
+from .errors import LockError, LockLost, NotAcquired, engine_errors, from_engine
+from .lock import urls_of
+
+
+class AsyncClient(Client):
+    """``Client`` over asyncio streams; every operation is a coroutine. Use it from one loop."""
+
+    pool_class = AsyncPool
+
+    @classmethod
+    async def connect(cls, urls: Any, **options: Any) -> AsyncClient:  # type: ignore[override]
+        """A client whose nodes a majority of answered; raises ``Unavailable`` otherwise."""
+        client = cls(urls, **options)
+        try:
+            await client.ready(client.pool(client.ttl, client.fenced))
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def ready(self, pool: Any) -> None:  # type: ignore[override]
+        if not pool.connected:
+            await pool.connect()
+            _, error = split_option(pool.session.connect_outcome())
+            if error is not None:
+                raise from_engine(error)
+            pool.connected = True
+
+    async def run(self, pool: Any, method: str, *args: Any) -> Any:  # type: ignore[override]
+        await self.ready(pool)
+        with engine_errors():
+            op = Handle(self.engine, "operation", pool.session.fallible(method, *args))
+        try:
+            ok, value = split_result(await pool.run(op))
+        finally:
+            op.drop()
+        if not ok:
+            raise from_engine(value)
+        return value.payload
+
+    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, auto_renewal: bool = False) -> AsyncLease:  # type: ignore[override]
+        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced)
+        lease = await self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
+        return AsyncLease(self, pool, name, lease, auto_renewal)
+
+    async def release(self, name: str, token: str) -> None:  # type: ignore[override]
+        await self.run(self.pool(self.ttl, self.fenced), "release", name, token, now(), entropy())
+
+    async def extend(self, name: str, token: str, ttl: float) -> float:  # type: ignore[override]
+        extended = await self.run(self.pool(self.ttl, self.fenced), "extend", name, token, millis(ttl, "ttl"), now(), entropy())
+        return float(field(extended, "valid_until"))
+
+    async def status(self, name: str) -> Any:  # type: ignore[override]
+        return await self.run(self.pool(self.ttl, self.fenced), "status", name, now())
+
+    async def reset(self, name: str) -> list[Any]:  # type: ignore[override]
+        return [split_result(n)[1] for n in await self.run(self.pool(self.ttl, self.fenced), "reset", name, now())]
+
+
+class AsyncLease(Lease):
+    """A held lock; with ``auto_renewal`` a task runs the engine's renewal schedule."""
+
+    def __init__(self, client: AsyncClient, pool: Any, name: str, lease: Any, auto_renewal: bool) -> None:
+        super().__init__(client, pool, name, lease, False)
+        self._task: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+        if auto_renewal:
+            with engine_errors():
+                renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
+            self._task = asyncio.ensure_future(_renew(weakref.ref(self), renewal, self._stopped))
+
+    @property
+    def validity(self) -> float:
+        return 0.0 if self.lost or self._stopped.is_set() else max(0.0, (self.valid_until - now()) / 1000)
+
+    async def extend(self, ttl: float) -> None:  # type: ignore[override]
+        self.valid_until = await self.client.extend(self.name, self.token, ttl)
+
+    async def release(self) -> None:  # type: ignore[override]
+        self._stopped.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.lost:
+            raise self.lost
+        await self.client.release(self.name, self.token)
+
+
+async def _renew(lease_ref: Any, renewal: Handle, stopped: asyncio.Event) -> None:
+    try:
+        while not stopped.is_set():
+            at = renewal.poll_timeout()
+            if at is None:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopped.wait(), max(0.0, (at - now()) / 1000))
+                return
+            renewal.handle_timeout(now())
+            while (event := renewal.poll_event(now(), entropy())) is not None:
+                lease = lease_ref()
+                if lease is None:
+                    return
+                if isinstance(event, str):  # lost(lost-reason); otherwise extend(operation)
+                    lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
+                    return
+                op = Handle(renewal.engine, "operation", event)
+                try:
+                    await lease.pool.run(op)
+                finally:
+                    op.drop()
+                del lease
+            if (lease := lease_ref()) is not None:
+                lease.valid_until = renewal.valid_until()
+            del lease
+    except Exception as error:  # a renewal that cannot run keeps no lease: say it is lost
+        if (lease := lease_ref()) is not None:
+            lease.lost = LockLost(f"the renewal of {lease.name} failed: {error!r}", "renewal-failed")
+        raise
+    finally:
+        renewal.drop()
+
+
+_clients: dict[tuple, AsyncClient] = {}
+
+
+def async_client_of(source: Any, **options: Any) -> AsyncClient:
+    if isinstance(source, AsyncClient):
+        return source
+    key = (tuple(urls_of(source)), tuple(sorted(options.items())), id(asyncio.get_running_loop()))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = AsyncClient(list(key[0]), **options)
+    return client
+
+
+class AsyncLock:
+    """``async with AsyncLock(url_or_client, name, expire=60, timeout=10): …`` — ``Lock``'s
+    twin: ``await lock.acquire(blocking=…, timeout=…)``, ``extend``, ``release``, ``locked``."""
+
+    def __init__(self, url_or_client: Any, name: str, expire: float | None = None, timeout: float | None = None, *, auto_renewal: bool = False, fenced: bool = False, **settings: Any) -> None:
+        self._source, self._settings = url_or_client, {k: v for k, v in settings.items() if v is not None}
+        self.name, self.expire, self.timeout = name, expire, timeout
+        self.fenced, self.auto_renewal = fenced, auto_renewal
+        millis(expire, "expire"), millis(timeout, "timeout")
+        self._lease: AsyncLease | None = None
+
+    @property
+    def client(self) -> AsyncClient:
+        return async_client_of(self._source, **self._settings)
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if self._lease is not None and not self._lease.lost:
+            raise LockError(f"lock {self.name!r} is already held by this AsyncLock", "already-acquired")
+        if not blocking and timeout is not None:
+            from .errors import InvalidArgument
+
+            raise InvalidArgument("timeout only applies to a blocking acquire", "invalid")
+        wait = 0.0 if not blocking else timeout if timeout is not None else self.timeout
+        try:
+            self._lease = await self.client.acquire(self.name, wait=(2**32 - 1) / 1000 if wait is None else wait, ttl=self.expire, fenced=self.fenced, auto_renewal=self.auto_renewal)
+        except NotAcquired:
+            return False
+        return True
+
+    @property
+    def token(self) -> str | None:
+        return self._lease.token if self._lease else None
+
+    @property
+    def lost(self) -> LockLost | None:
+        return self._lease.lost if self._lease else None
+
+    async def locked(self) -> bool:
+        from .errors import Unavailable
+
+        verdict = (await self.client.status(self.name)).verdict
+        if verdict.tag == "unknown":
+            raise Unavailable(f"too few nodes could be read to tell whether {self.name!r} is held", "unavailable")
+        return verdict.tag == "held"
+
+    async def extend(self, expire: float | None = None) -> None:
+        lease = self._held()
+        ttl = expire if expire is not None else self.expire
+        await lease.extend(ttl if ttl is not None else (self.client.ttl or 30_000) / 1000)
+
+    async def release(self) -> None:
+        lease = self._held()
+        self._lease = None
+        await lease.release()
+
+    def _held(self) -> AsyncLease:
+        if self._lease is None:
+            raise NotAcquired(f"lock {self.name!r} is not held by this AsyncLock", "not-acquired")
+        return self._lease
+
+    async def __aenter__(self) -> AsyncLock:
+        if not await self.acquire(blocking=True):
+            raise NotAcquired(f"lock {self.name!r} is held by another owner (waited {self.timeout} s)", "not-acquired")
+        return self
+
+    async def __aexit__(self, kind: Any, value: Any, tb: Any) -> None:
+        try:
+            await self.release()
+        except LockLost:
+            if kind is None:
+                raise

@@ -1,0 +1,219 @@
+"""The blocking client: ``Client`` (one engine instance and its sessions) and ``Lease`` (a held
+lock, optionally renewed by a thread running the engine's renewal schedule).
+
+Owns: which session serves which TTL/fencing pair, and the renewal thread's life. Every number
+about the protocol (retry delays, renewal times, when a lease is lost) comes from the engine.
+A ``Lease`` dropped without ``release()`` is not released from a finalizer (no network I/O in
+``__del__``): its key expires at its TTL, and its renewal thread stops once the lease is
+collected or lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Iterable
+
+from ._driver import Pool
+from ._engine import MAX_SPAN_MS, Engine, Handle, Record, entropy, field, now, split_option, split_result
+from .errors import InvalidArgument, LockLost, engine_errors, from_engine
+
+LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
+
+
+def millis(seconds: float | None, what: str) -> int | None:
+    """Seconds (the Python libraries' unit) as the engine's u32 milliseconds."""
+    if seconds is None:
+        return None
+    if not isinstance(seconds, (int, float)) or seconds != seconds or not 0 <= seconds * 1000 <= MAX_SPAN_MS:
+        raise InvalidArgument(f"{what} must be between 0 and {MAX_SPAN_MS // 1000} seconds, not {seconds!r}", "invalid")
+    return int(seconds * 1000)
+
+
+class Client:
+    """A handle on the lock servers: one engine instance, one session (and connection pool)
+    per TTL/fencing pair. Thread-safe; close it to close every connection."""
+
+    pool_class: Any = Pool  # the driver: sockets and selectors
+
+    def __init__(
+        self,
+        urls: str | Iterable[str],
+        *,
+        ttl: float | None = None,
+        fenced: bool = False,
+        request_timeout: float | None = None,
+        key_prefix: str | None = None,
+        layout: str | None = None,
+    ) -> None:
+        """``urls``: ``redis://[user:pass@]host:port[/db]`` (several: Redlock). ``ttl`` and
+        ``request_timeout`` in seconds (defaults 30 and 1); ``layout``: ``tagged`` (default),
+        ``redis-py`` or ``python-redis-lock`` (share locks with those libraries)."""
+        if layout is not None and layout not in LAYOUTS:
+            raise InvalidArgument(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}", "invalid")
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.ttl, self.fenced = millis(ttl, "ttl"), fenced
+        self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"))
+        self.engine = Engine()
+        self._pools: dict[tuple[int | None, bool], Pool] = {}
+        self._lock = threading.Lock()
+        self.pool(self.ttl, fenced)  # checks the options now
+
+    @classmethod
+    def connect(cls, urls: str | Iterable[str], **options: Any) -> Client:
+        """A client whose nodes a majority of answered; raises ``Unavailable`` otherwise."""
+        client = cls(urls, **options)
+        try:
+            client.ready(client.pool(client.ttl, client.fenced))
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def ready(self, pool: Pool) -> None:
+        """Connects ``pool``'s session once, before its first machine: machines are built for
+        what the handshakes found (RESP version, scripts). Raises ``Unavailable``."""
+        if not pool.connected:
+            pool.connect()
+            _, error = split_option(pool.session.connect_outcome())
+            if error is not None:
+                raise from_engine(error)
+            pool.connected = True
+
+    def pool(self, ttl: int | None, fenced: bool) -> Pool:
+        with self._lock:
+            pool = self._pools.get((ttl, fenced))
+            if pool is None:
+                for url in self.urls:
+                    if isinstance(url, str) and url.startswith("rediss://"):
+                        raise InvalidArgument("rediss:// (TLS) is not supported by the Python driver yet", "invalid")
+                options = Record(nodes=self.urls, ttl_ms=ttl, fenced=fenced, **self._settings)
+                with engine_errors():
+                    session = Handle(self.engine, "session", self.engine.fallible("open", options, entropy()))
+                pool = self._pools[(ttl, fenced)] = self.pool_class(session)
+            return pool
+
+    def run(self, pool: Pool, method: str, *args: Any) -> Any:
+        """Builds operation ``method`` on ``pool``'s session and drives it to its outcome."""
+        self.ready(pool)
+        with engine_errors():
+            op = Handle(self.engine, "operation", pool.session.fallible(method, *args))
+        try:
+            ok, value = split_result(pool.run(op))
+        finally:
+            op.drop()
+        if not ok:
+            raise from_engine(value)
+        return value.payload
+
+    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, auto_renewal: bool = False) -> Lease:
+        """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go.
+        Raises ``NotAcquired``, ``Unavailable``, ``InvalidArgument``."""
+        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced)
+        lease = self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
+        return Lease(self, pool, name, lease, auto_renewal)
+
+    def release(self, name: str, token: str) -> None:
+        """Releases lock ``name`` held by ``token`` (from any process that has it)."""
+        self.run(self.pool(self.ttl, self.fenced), "release", name, token, now(), entropy())
+
+    def extend(self, name: str, token: str, ttl: float) -> float:
+        """Extends lock ``name`` held by ``token`` to ``ttl`` seconds from now; returns the new
+        end of validity (monotonic milliseconds)."""
+        extended = self.run(self.pool(self.ttl, self.fenced), "extend", name, token, millis(ttl, "ttl"), now(), entropy())
+        return float(field(extended, "valid_until"))
+
+    def status(self, name: str) -> Any:
+        """What the nodes say about lock ``name``: ``.verdict`` is ``Variant('held', token)``,
+        ``Variant('free')`` or ``Variant('unknown')``; ``.nodes`` each node's reading."""
+        return self.run(self.pool(self.ttl, self.fenced), "status", name, now())
+
+    def reset(self, name: str) -> list[Any]:
+        """Force-unlocks ``name`` (its holder loses it); per node, the keys deleted or why the
+        node failed (a ``Variant`` of ``node-failure``)."""
+        return [split_result(node)[1] for node in self.run(self.pool(self.ttl, self.fenced), "reset", name, now())]
+
+    def close(self) -> None:
+        """Closes every connection. Leases not released expire at their TTL."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Lease:
+    """A held lock: ``token``, ``fence`` (fenced clients), ``valid_until`` (monotonic ms)."""
+
+    def __init__(self, client: Client, pool: Pool, name: str, lease: Any, auto_renewal: bool) -> None:
+        self.client, self.pool, self.name = client, pool, name
+        self.token: str = field(lease, "token")
+        self.fence: int | None = field(lease, "fence")
+        self.valid_until: float = field(lease, "valid_until")
+        self.lost: LockLost | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if auto_renewal:
+            with engine_errors():
+                renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
+            self._thread = threading.Thread(target=_renew, args=(weakref.ref(self), renewal, self._stop), name=f"distlock-renewal:{name}", daemon=True)
+            self._thread.start()
+
+    @property
+    def validity(self) -> float:
+        """Seconds the holder may still act as the owner (0 once lost or released)."""
+        return 0.0 if self.lost or self._stop.is_set() else max(0.0, (self.valid_until - now()) / 1000)
+
+    def extend(self, ttl: float) -> None:
+        """Extends the lease to ``ttl`` seconds from now. Raises ``LockLost``."""
+        self.valid_until = self.client.extend(self.name, self.token, ttl)
+
+    def release(self) -> None:
+        """Releases the lock. Raises ``LockLost`` when it was no longer held."""
+        self.stop_renewal()
+        if self.lost:
+            raise self.lost
+        self.client.release(self.name, self.token)
+
+    def stop_renewal(self) -> None:
+        self._stop.set()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+def _renew(lease_ref: Any, renewal: Handle, stop: threading.Event) -> None:
+    """The renewal thread: waits for the schedule's next time (or a stop), runs its events."""
+    try:
+        while not stop.is_set():
+            at = renewal.poll_timeout()
+            if at is None or stop.wait(max(0.0, (at - now()) / 1000)):
+                return
+            renewal.handle_timeout(now())
+            while (event := renewal.poll_event(now(), entropy())) is not None:
+                lease = lease_ref()
+                if lease is None:
+                    return  # the lease was dropped: it expires at its TTL
+                if isinstance(event, str):  # lost(lost-reason); otherwise extend(operation)
+                    lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
+                    return
+                op = Handle(renewal.engine, "operation", event)
+                try:
+                    lease.pool.run(op)  # the renewal hears the extend's outcome itself
+                finally:
+                    op.drop()
+                del lease
+            lease = lease_ref()
+            if lease is not None:
+                lease.valid_until = renewal.valid_until()
+            del lease
+    except Exception as error:  # a renewal that cannot run keeps no lease: say it is lost
+        if (lease := lease_ref()) is not None:
+            lease.lost = LockLost(f"the renewal of {lease.name} failed: {error!r}", "renewal-failed")
+        raise
+    finally:
+        renewal.drop()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine (redis-server,
 # started by the tests themselves on free loopback ports; python3 with venv, for the interop
-# tests' Python lock libraries), then runs every test once.
+# tests' Python lock libraries and the Python binding), then runs every test once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,3 +41,11 @@ cargo test --workspace "$@"
 # running the same conformance cases (bindings/conformance.json).
 echo "test.sh: the Node.js binding (bindings/node)"
 (cd bindings/node && npm ci --no-audit --no-fund && npm test)
+# The Python binding over the same engine component (its setup.py copies the wasm in), in a
+# venv under target/pyvenv made once and reused, running the same conformance cases.
+echo "test.sh: the Python binding (bindings/python)"
+# (python3 with venv was checked above, for the interop tests.)
+pyvenv="$(realpath -m "${CARGO_TARGET_DIR:-target}")/pyvenv"
+[ -x "$pyvenv/bin/python" ] || python3 -m venv "$pyvenv"
+"$pyvenv/bin/python" -m pip install -q --disable-pip-version-check "./bindings/python[test]"
+(cd bindings/python/tests && "$pyvenv/bin/python" -m pytest -q)

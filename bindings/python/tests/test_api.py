@@ -1,0 +1,246 @@
+"""The Python API the users of redis-py's ``Lock`` and python-redis-lock know, against real
+redis-server processes: ``with Lock(...)``, ``acquire(blocking=…, timeout=…)``, ``extend``,
+``release``, ``token``, ``locked``, auto-renewal, ``reset``, ``AsyncLock``, the dogpile
+helper, and the two libraries' key layouts."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+import pytest
+import redis
+import redis_lock
+from conftest import free_port, unique, wait_until
+
+import distlock
+from distlock import AsyncLock, InvalidArgument, Lock, LockError, LockLost, NotAcquired, Unavailable
+
+
+def key(name: str) -> bytes:
+    return f"distlock:{{{name}}}".encode()
+
+
+def test_with_block_holds_the_lock_and_releases_it(start):
+    [s] = start()
+    name = unique("with")
+    with Lock(s.url, name, expire=60, timeout=10) as lock:
+        assert s.redis.get(key(name)) == lock.token.encode()
+        assert 55_000 < s.redis.pttl(key(name)) <= 60_000
+        assert lock.locked()
+    assert s.redis.get(key(name)) is None
+    assert lock.token is None and not lock.locked()
+
+
+def test_acquire_returns_false_while_another_holds_it(start):
+    [s] = start()
+    name = unique("nonblocking")
+    holder, other = Lock(s.url, name), Lock(s.url, name)
+    assert holder.acquire(blocking=False)
+    assert not other.acquire(blocking=False)
+    assert other.token is None
+    assert not other.acquire(blocking=True, timeout=0.2)
+    holder.release()
+    assert other.acquire(blocking=False)
+    other.release()
+
+
+def test_with_block_raises_not_acquired_after_its_timeout(start):
+    [s] = start()
+    name = unique("timeout")
+    holder = Lock(s.url, name)
+    holder.acquire()
+    with pytest.raises(NotAcquired):
+        with Lock(s.url, name, timeout=0.2):
+            pytest.fail("entered a held lock")
+    assert s.redis.get(key(name)) == holder.token.encode()
+    holder.release()
+
+
+def test_blocking_acquire_is_woken_by_the_release(start):
+    [s] = start()
+    name = unique("woken")
+    holder, waiter = Lock(s.url, name), Lock(s.url, name)
+    holder.acquire()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, timeout=10)))
+    thread.start()
+    wait_until(lambda: s.blocked_clients() > 0, "the waiter to block")
+    holder.release()
+    thread.join(15)
+    assert got == [True] and s.redis.get(key(name)) == waiter.token.encode()
+    waiter.release()
+
+
+def test_bad_arguments_are_invalid_and_send_nothing(start):
+    [s] = start()
+    lock = Lock(s.url, unique("args"))
+    with pytest.raises(InvalidArgument):
+        lock.acquire(blocking=False, timeout=1)
+    with pytest.raises(InvalidArgument):
+        Lock(s.url, "x", expire=-1)
+    with pytest.raises(InvalidArgument):
+        Lock(object(), "x")
+    with pytest.raises(InvalidArgument) as caught:
+        Lock(s.url, "").acquire()
+    assert caught.value.kind == "empty-name"
+    assert s.redis.dbsize() == 0
+    assert all(issubclass(e, LockError) for e in (NotAcquired, LockLost, Unavailable, InvalidArgument))
+
+
+def test_extend_resets_the_expiry(start):
+    [s] = start()
+    name = unique("extend")
+    lock = Lock(s.url, name, expire=5)
+    lock.acquire()
+    lock.extend(120)
+    assert s.redis.pttl(key(name)) > 60_000
+    lock.extend()
+    assert s.redis.pttl(key(name)) <= 5_000
+    lock.release()
+    with pytest.raises(NotAcquired):
+        lock.release()  # not held by this Lock any more
+
+
+def test_reset_unlocks_and_the_holder_learns_it_lost_the_lock(start):
+    [s] = start()
+    name = unique("reset")
+    lock = Lock(s.url, name)
+    lock.acquire()
+    assert distlock.reset(s.url, name) == 1
+    assert s.redis.get(key(name)) is None
+    with pytest.raises(LockLost):
+        lock.release()
+    assert distlock.reset(s.url, name) == 0
+
+
+def test_auto_renewal_keeps_the_lock_past_its_expiry(start):
+    [s] = start()
+    name = unique("renewal")
+    lock = Lock(s.url, name, expire=0.6, auto_renewal=True)
+    lock.acquire()
+    first_end = lock._lease.valid_until
+    wait_until(lambda: lock._lease.valid_until > first_end + 600, "two renewals")
+    assert lock.owned() and lock.lost is None
+    assert s.redis.get(key(name)) == lock.token.encode()
+    lock.release()
+    assert s.redis.get(key(name)) is None
+
+
+def test_a_dropped_lock_is_not_released_and_its_renewal_stops(start):
+    [s] = start()
+    name = unique("dropped")
+    lock = Lock(s.url, name, expire=30, auto_renewal=True)
+    lock.acquire()
+    token, thread = lock.token, lock._lease._thread
+    del lock
+    gc.collect()
+    wait_until(lambda: not thread.is_alive(), "the renewal thread to stop", 15)
+    # No release from a finalizer: the key stays until its TTL.
+    assert s.redis.get(key(name)) == token.encode()
+
+
+def test_unreachable_servers_are_unavailable_not_free():
+    with pytest.raises(Unavailable):
+        Lock(f"redis://127.0.0.1:{free_port()}", unique("down"), request_timeout=0.3).acquire(blocking=False)
+
+
+def test_a_redis_py_client_names_the_server(start):
+    [s] = start()
+    name = unique("client")
+    with Lock(redis.Redis(port=s.port), name) as lock:
+        assert s.redis.get(key(name)) == lock.token.encode()
+
+
+def test_redis_py_layout_excludes_a_redis_py_lock(start):
+    [s] = start()
+    name = unique("redispy")
+    theirs = s.redis.lock(name, timeout=60)
+    assert theirs.acquire(blocking=False)
+    ours = Lock(s.url, name, layout="redis-py")
+    assert not ours.acquire(blocking=False)
+    theirs.release()
+    assert ours.acquire(blocking=False)
+    assert s.redis.get(name) == ours.token.encode()
+    assert not s.redis.lock(name, timeout=60).acquire(blocking=False)
+    ours.release()
+    assert s.redis.lock(name, timeout=60).acquire(blocking=False)
+
+
+def test_python_redis_lock_layout_excludes_a_python_redis_lock(start):
+    [s] = start()
+    name = unique("prl")
+    theirs = redis_lock.Lock(s.redis, name, expire=60)
+    assert theirs.acquire(blocking=False)
+    ours = Lock(s.url, name, layout="python-redis-lock")
+    assert not ours.acquire(blocking=False)
+    theirs.release()
+    assert ours.acquire(blocking=False)
+    assert s.redis.get(f"lock:{name}") == ours.token.encode()
+    assert not redis_lock.Lock(s.redis, name, expire=60).acquire(blocking=False)
+    ours.release()
+    assert redis_lock.Lock(s.redis, name, expire=60).acquire(blocking=False)
+
+
+def test_get_or_compute_computes_once_while_the_others_wait_for_the_value(start):
+    [s] = start()
+    cache_key = unique("dogpile")
+    computed, release_fn = [], threading.Event()
+
+    def compute():
+        computed.append(1)
+        release_fn.wait(10)  # held until every other caller is observed waiting
+        return {"answer": 42}
+
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(distlock.get_or_compute(s.redis, cache_key, compute, expire=60))) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    wait_until(lambda: computed and s.blocked_clients() >= 3, "one computing, three waiting")
+    release_fn.set()
+    for caller in callers:
+        caller.join(15)
+    assert len(computed) == 1
+    assert results == [{"answer": 42}] * 4
+    assert distlock.get_or_compute(s.redis, cache_key, lambda: pytest.fail("recomputed"), expire=60) == {"answer": 42}
+
+
+def test_async_lock(start):
+    [s] = start()
+    name = unique("async")
+
+    async def main():
+        async with AsyncLock(s.url, name, expire=60, timeout=10) as lock:
+            assert s.redis.get(key(name)) == lock.token.encode()
+            assert await lock.locked()
+            other = AsyncLock(s.url, name)
+            assert not await other.acquire(blocking=False)
+            waiting = asyncio.ensure_future(other.acquire(blocking=True, timeout=10))
+            while s.blocked_clients() == 0:  # observed: the waiter blocks on the server
+                await asyncio.sleep(0.01)
+        assert await waiting
+        assert s.redis.get(key(name)) == other.token.encode()
+        await other.extend(120)
+        assert s.redis.pttl(key(name)) > 60_000
+        await other.release()
+        assert s.redis.get(key(name)) is None
+
+    asyncio.run(main())
+
+
+def test_async_renewal_reports_a_lost_lease(start):
+    [s] = start()
+    name = unique("async-lost")
+
+    async def main():
+        lock = AsyncLock(s.url, name, expire=0.6, auto_renewal=True, request_timeout=0.2)
+        assert await lock.acquire()
+        s.redis.delete(key(name))
+        while lock.lost is None:
+            await asyncio.sleep(0.01)
+        assert lock.lost.code == "not-held"
+        with pytest.raises(LockLost):
+            await lock.release()
+
+    asyncio.run(asyncio.wait_for(main(), 15))

@@ -148,7 +148,9 @@ class AsyncPool:
                 elif split_option(self.session.connect_outcome())[0]:
                     return None
                 live = [c for c in conns.values() if c.alive]
-                deadlines = [at for at in [(op or self.session).poll_timeout()] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
+                machine = op or self.session
+                deadline = machine.poll_timeout()
+                deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
                 wait = max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(wait, IDLE_WAIT_S))
@@ -158,7 +160,8 @@ class AsyncPool:
                     if (at := conn.hs.poll_timeout()) is not None and at <= t:
                         conn.hs.handle_timeout(t)
                         conn.step()
-                (op or self.session).handle_timeout(t)
+                if deadline is not None and deadline <= t:
+                    machine.handle_timeout(t)
         finally:
             for node, conn in conns.items():
                 owed = op.handover(node) if op is not None and conn.alive and not conn.hs else 0

@@ -11,6 +11,7 @@ import errno
 import selectors
 import socket
 import threading
+import time
 
 from ._engine import Handle, field, now, split_option
 
@@ -172,16 +173,22 @@ class Pool:
                 for conn in [c for c in masks if not c.alive]:
                     sel.unregister(conn.sock)
                     del masks[conn]
-                deadlines = [at for at in [(op or self.session).poll_timeout()] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
-                wait = max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S
-                for key, mask in sel.select(min(wait, IDLE_WAIT_S)) if masks else []:
-                    key.data.events(mask)
+                machine = op or self.session
+                deadline = machine.poll_timeout()
+                deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
+                wait = min(max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S, IDLE_WAIT_S)
+                if masks:
+                    for key, mask in sel.select(wait):
+                        key.data.events(mask)
+                else:
+                    time.sleep(wait)  # no socket to wait on: the next deadline is all there is
                 t = now()
                 for conn in [c for c in conns.values() if c.alive and c.hs]:
                     if (at := conn.hs.poll_timeout()) is not None and at <= t:
                         conn.hs.handle_timeout(t)
                         conn.step()
-                (op or self.session).handle_timeout(t)
+                if deadline is not None and deadline <= t:
+                    machine.handle_timeout(t)
         finally:
             sel.close()
             for node, conn in conns.items():

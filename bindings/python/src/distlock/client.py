@@ -163,6 +163,8 @@ class Lease:
                 renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
             self._thread = threading.Thread(target=_renew, args=(weakref.ref(self), renewal, self._stop), name=f"distlock-renewal:{name}", daemon=True)
             self._thread.start()
+            # Collected while held: stop renewing (setting an event, no I/O); the key expires.
+            weakref.finalize(self, self._stop.set)
 
     @property
     def validity(self) -> float:

@@ -244,3 +244,28 @@ def test_async_renewal_reports_a_lost_lease(start):
             await lock.release()
 
     asyncio.run(asyncio.wait_for(main(), 15))
+
+
+def test_threads_sharing_one_client_exclude_each_other(start):
+    [s] = start()
+    client = distlock.Client(s.url)
+    name, inside, overlaps, done = unique("threads"), [0], [], []
+
+    def worker():
+        for _ in range(5):
+            lease = client.acquire(name, wait=30)
+            inside[0] += 1
+            overlaps.append(inside[0])
+            assert s.redis.get(key(name)) == lease.token.encode()
+            inside[0] -= 1
+            lease.release()
+        done.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    client.close()
+    assert len(done) == 6 and len(overlaps) == 30
+    assert max(overlaps) == 1, "two holders at once"

@@ -56,7 +56,7 @@ class Client:
         self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"))
         self.engine = Engine()
         self._pools: dict[tuple[int | None, bool], Pool] = {}
-        self._lock = threading.Lock()
+        self._lock, self._connect_lock = threading.Lock(), threading.Lock()
         self.pool(self.ttl, fenced)  # checks the options now
 
     @classmethod
@@ -73,12 +73,13 @@ class Client:
     def ready(self, pool: Pool) -> None:
         """Connects ``pool``'s session once, before its first machine: machines are built for
         what the handshakes found (RESP version, scripts). Raises ``Unavailable``."""
-        if not pool.connected:
-            pool.connect()
-            _, error = split_option(pool.session.connect_outcome())
-            if error is not None:
-                raise from_engine(error)
-            pool.connected = True
+        with self._connect_lock:
+            if not pool.connected:
+                pool.connect()
+                _, error = split_option(pool.session.connect_outcome())
+                if error is not None:
+                    raise from_engine(error)
+                pool.connected = True
 
     def pool(self, ttl: int | None, fenced: bool) -> Pool:
         with self._lock:

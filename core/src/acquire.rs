@@ -112,6 +112,10 @@ pub struct AcquireOp {
     raised: usize,
     raise_failed: usize,
     holder_ttl: Option<Duration>,
+    /// Some attempt was refused ("busy"): later attempts ask for the holder's TTL.
+    refused: bool,
+    /// The current attempt asked for the holder's TTL (see [`AcquireOp::start_attempt`]).
+    probed: bool,
     last_failure: Option<NodeFailure>,
     fatal: Option<(usize, ServerError)>,
     fatal_nodes: usize,
@@ -150,6 +154,8 @@ impl<const N: usize> Machine<AcquireOp, N> {
             raised: 0,
             raise_failed: 0,
             holder_ttl: None,
+            refused: false,
+            probed: false,
             last_failure: None,
             fatal: None,
             fatal_nodes: 0,
@@ -183,8 +189,13 @@ impl AcquireOp {
         self.fatal = None;
         self.fatal_nodes = 0;
         self.votes.clear();
-        // Ask how long the holder's key lives only when that can time a later attempt.
-        let probe_ttl = self.may_retry_after(&ctx.lock, now);
+        // The first attempt sends only the command it needs: an uncontended acquire (the
+        // common case) is one `SET NX PX`, not two commands. Only after a refusal — when a
+        // wait is coming — does an attempt also ask how long the holder's key lives, and only
+        // when that can time a later attempt. `fail_attempt` retries a refused first attempt
+        // at once for that answer, so no wait is ever timed without it.
+        let probe_ttl = self.refused && self.may_retry_after(&ctx.lock, now);
+        self.probed = probe_ttl;
         for node in 0..ctx.links.len() {
             let vote = if ctx.links.queue(
                 node,
@@ -306,6 +317,25 @@ impl AcquireOp {
         let error = reason.unwrap_or_else(|| self.attempt_error(granted, busy, pending));
         if !self.may_retry_after(&ctx.lock, now) {
             return self.finish(Err(error));
+        }
+        if busy > 0 {
+            self.refused = true;
+            if self.holder_ttl.is_none() && !self.probed {
+                // Refused without learning the holder's TTL (a plain `SET NX`: the first
+                // attempt does not ask). Waiting now would be timed by the retry cap alone,
+                // and a holder whose key expires (a crashed holder pushes no signal) would
+                // keep this waiter blocked past the moment the lock became free. One more
+                // attempt at once asks for it; it is also the earliest retry there can be.
+                // A rollback queued for a node must go out before the next attempt's
+                // request replaces it there: then the retry waits for the driver's next turn.
+                self.gave_up = Some(error);
+                if ctx.links.has_queued() {
+                    self.phase = Phase::Sleeping { until: now };
+                    return;
+                }
+                self.gave_up = None;
+                return self.start_attempt(ctx, now);
+            }
         }
         // Reported if the next attempt cannot start before the wait runs out.
         self.gave_up = Some(error);

@@ -434,8 +434,8 @@ fn redlock_failure_rolls_back_the_minority_it_took() {
     assert_eq!(release[1], script::RELEASE.sha);
     assert_eq!(
         release.last().unwrap(),
-        b"0",
-        "a rollback pushes no wake-up signal"
+        b"1000",
+        "a rollback pushes the wake-up signal: a waiter refused by its key is woken"
     );
     assert_eq!(
         m.poll_outcome(),

@@ -66,6 +66,10 @@ pub struct WakeParams {
     pub clients: usize,
     /// Acquisitions the run starts, over all clients.
     pub acquisitions: u64,
+    /// Each client draws its own TTL (60–400 ms) instead of one for the run. The limit: a
+    /// waiter's span is timed by the holder that refused it, and a later holder with a
+    /// shorter TTL that crashes leaves its key to expire before that span ends, unsignalled.
+    pub mixed_ttls: bool,
     /// The broken variant: this many clients release with wake-up signals off (their
     /// releases push none; their own acquires poll), as another library or a client
     /// configured without signals would.
@@ -185,11 +189,17 @@ impl World {
                 expires: None,
             })
             .collect();
+        // Short enough that abandoned leases expire within the run.
+        let run_ttl = rng.between(60, 400);
         let clients = (0..p.clients)
             .map(|c| {
+                let ttl = if p.mixed_ttls {
+                    rng.between(60, 400)
+                } else {
+                    run_ttl
+                };
                 let options = LockOptions {
-                    // Short enough that abandoned leases expire within the run.
-                    ttl: Duration::from_millis(rng.between(60, 400)),
+                    ttl: Duration::from_millis(ttl),
                     wake_signal: (c >= p.silent_releasers).then(|| Duration::from_secs(1)),
                     ..LockOptions::default()
                 };

@@ -2,6 +2,35 @@
 //! and re-entry.
 //!
 //! The machine and its guarantees are documented on [`Acquire`].
+//!
+//! ## Waking up (the non-fair path)
+//!
+//! Invariant: a waiter is never blocked past the moment the lock became free by more than
+//! about one round trip on one node, and never past the retry cap over several (property 8
+//! of `core/tests/simulation.rs`, `core/tests/sim/wakeup.rs`). What made waiters sleep while
+//! the lock was free, and what keeps them from it now:
+//!
+//! - **Waits timed without the holder's TTL.** A wait is bounded by when the holder's key
+//!   expires, so a crashed holder (whose key expires, pushing no signal) frees its waiters at
+//!   once. The first attempt no longer asks for that TTL (an uncontended acquire is one
+//!   `SET NX PX`); a refusal that did not say it is retried at once with the `PTTL`, so no wait
+//!   is ever timed by the retry cap alone.
+//! - **Rollbacks that pushed no signal.** Over several nodes a failed attempt rolls back the
+//!   keys it took; a waiter refused by such a key was never woken when it went, and slept out
+//!   its span (up to the cap) while a quorum was free. Rollbacks now push the signal.
+//! - **The wrong span and the wrong list over several nodes.** The span is the time until a
+//!   quorum's keys have expired (the k-th shortest TTL, not the longest), and the waiter
+//!   blocks on the busy node whose key lives longest: keys that expire within the span need
+//!   no signal. A waiter watches one node, so a lock freed by a competitor's rollback on
+//!   another node is noticed at the end of the span (the documented Redlock limit).
+//!
+//! On one node no signal is lost: every release wakes the longest-blocked waiter. The tail
+//! measured there (acquire-wait p99 of tens of ms with 4 workers, workers starved outright
+//! with 8) came from barging: the releaser's next `SET NX` reached the server before the woken
+//! waiter's, so the waiter was refused and went to the back of the server's `BLPOP` queue,
+//! and its wake-up was spent. Non-fair mode allows that by definition; the host keeps its own
+//! releasers from winning every such race (see `host/src/guard.rs`), and the fair mode hands
+//! the lock over on the server.
 
 use crate::commands::{Answer, Request};
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
@@ -62,6 +91,9 @@ use crate::time::{Duration, Instant};
 /// validity remains at the time of reporting.
 pub type Acquire<const N: usize> = Machine<AcquireOp, N>;
 
+/// A "busy" node's TTL that the node did not say (see `AcquireOp::busy_ttls`).
+const UNKNOWN_TTL: u32 = u32::MAX;
+
 /// A node's vote in the current round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vote {
@@ -112,6 +144,14 @@ pub struct AcquireOp {
     raised: usize,
     raise_failed: usize,
     holder_ttl: Option<Duration>,
+    /// This round's word from each node that said "busy": how long its key lives, in ms
+    /// ([`UNKNOWN_TTL`]: not said). Compact, as the machine is stored inline: a TTL past
+    /// `u32::MAX - 1` ms (49 days) reads as that, far beyond any wait span.
+    busy_ttls: heapless::Vec<u32, MAX_NODES>,
+    /// Some attempt was refused ("busy"): later attempts ask for the holder's TTL.
+    refused: bool,
+    /// The current attempt asked for the holder's TTL (see [`AcquireOp::start_attempt`]).
+    probed: bool,
     last_failure: Option<NodeFailure>,
     fatal: Option<(usize, ServerError)>,
     fatal_nodes: usize,
@@ -150,6 +190,9 @@ impl<const N: usize> Machine<AcquireOp, N> {
             raised: 0,
             raise_failed: 0,
             holder_ttl: None,
+            busy_ttls: heapless::Vec::new(),
+            refused: false,
+            probed: false,
             last_failure: None,
             fatal: None,
             fatal_nodes: 0,
@@ -183,8 +226,14 @@ impl AcquireOp {
         self.fatal = None;
         self.fatal_nodes = 0;
         self.votes.clear();
-        // Ask how long the holder's key lives only when that can time a later attempt.
-        let probe_ttl = self.may_retry_after(&ctx.lock, now);
+        self.busy_ttls.clear();
+        // The first attempt sends only the command it needs: an uncontended acquire (the
+        // common case) is one `SET NX PX`, not two commands. Only after a refusal — when a
+        // wait is coming — does an attempt also ask how long the holder's key lives, and only
+        // when that can time a later attempt. `fail_attempt` retries a refused first attempt
+        // at once for that answer, so no wait is ever timed without it.
+        let probe_ttl = self.refused && self.may_retry_after(&ctx.lock, now);
+        self.probed = probe_ttl;
         for node in 0..ctx.links.len() {
             let vote = if ctx.links.queue(
                 node,
@@ -199,6 +248,7 @@ impl AcquireOp {
                 Vote::Failed
             };
             let _ = self.votes.push(vote);
+            let _ = self.busy_ttls.push(UNKNOWN_TTL);
         }
         self.decide(ctx, now);
     }
@@ -307,18 +357,48 @@ impl AcquireOp {
         if !self.may_retry_after(&ctx.lock, now) {
             return self.finish(Err(error));
         }
+        if busy > 0 {
+            self.refused = true;
+            if self.holder_ttl.is_none() && !self.probed {
+                // Refused without learning the holder's TTL (a plain `SET NX`: the first
+                // attempt does not ask). Waiting now would be timed by the retry cap alone,
+                // and a holder whose key expires (a crashed holder pushes no signal) would
+                // keep this waiter blocked past the moment the lock became free. One more
+                // attempt at once asks for it; it is also the earliest retry there can be.
+                // A rollback queued for a node must go out before the next attempt's
+                // request replaces it there: then the retry waits for the driver's next turn.
+                self.gave_up = Some(error);
+                if ctx.links.has_queued() {
+                    self.phase = Phase::Sleeping { until: now };
+                    return;
+                }
+                self.gave_up = None;
+                return self.start_attempt(ctx, now);
+            }
+        }
         // Reported if the next attempt cannot start before the wait runs out.
         self.gave_up = Some(error);
         let remaining = self.wait_until.saturating_since(now);
-        // Past the holder's expiry there is nothing to wait for.
+        // Past the moment a quorum's keys have expired there is nothing to wait for.
         let until_free = self
-            .holder_ttl
+            .quorum_free_in(needed)
             .map(|t| t.saturating_add(Duration::from_millis(1)));
-        // Block on the signal of a node that said "busy": it has no rollback queued.
+        // Block on the signal of a node that said "busy" (it has no rollback queued): the one
+        // whose key lives longest. Keys that expire within the span need no signal, the
+        // timeout covers them; the longest-lived is the one only a release or a rollback can
+        // free in time — typically a competitor's attempt on a split vote, rolled back at
+        // once. Found by the wake-up simulation: two waiters blocked on the first busy node,
+        // held by a key about to expire, while each one's rollback signalled the node the
+        // other one needed, and the lock stayed free and unwatched until the span ran out.
         let waiter = self
             .votes
             .iter()
-            .position(|&v| v == Vote::Busy)
+            .zip(&self.busy_ttls)
+            .enumerate()
+            .filter(|(_, (vote, _))| **vote == Vote::Busy)
+            // Unknown counts as longest; the first node wins a tie.
+            .max_by_key(|(node, (_, ttl))| (**ttl, core::cmp::Reverse(*node)))
+            .map(|(node, _)| node)
             .filter(|_| self.signal_usable);
         // Never longer than the retry cap either: a release that pushes no signal (a client
         // with signals off, another library, a reset) is then noticed within the cap.
@@ -339,6 +419,33 @@ impl AcquireOp {
                 };
             }
         }
+    }
+
+    /// How long until enough keys of this round's "busy" nodes have expired for a quorum to
+    /// be free, taking every other node as free (what granted is rolled back): the k-th
+    /// shortest of their TTLs, k = `needed` minus the nodes that did not say busy. `None`
+    /// when a TTL that counts is unknown. With one node, its holder's TTL.
+    ///
+    /// Not the longest TTL: over several nodes one lease's keys expire apart (each was set
+    /// when its request arrived), and a competitor's attempt may hold a minority whose keys
+    /// outlive the holder's; waiting for the last of them kept waiters blocked while a quorum
+    /// was free (found by the wake-up simulation, `core/tests/sim/wakeup.rs`).
+    fn quorum_free_in(&self, needed: usize) -> Option<Duration> {
+        let nodes = self.votes.len();
+        let busy = self.count(Vote::Busy);
+        let k = needed.saturating_sub(nodes - busy).max(1);
+        let mut ttls: heapless::Vec<u32, MAX_NODES> = self
+            .votes
+            .iter()
+            .zip(&self.busy_ttls)
+            .filter(|(vote, _)| **vote == Vote::Busy)
+            .map(|(_, ttl)| *ttl)
+            .collect();
+        // Unknown sorts last: it counts as "longer than any".
+        ttls.sort_unstable();
+        ttls.get(k - 1)
+            .filter(|&&ms| ms != UNKNOWN_TTL)
+            .map(|&ms| Duration::from_millis(u64::from(ms)))
     }
 
     /// What a failed attempt reports, from its votes. The attempt may be settled before every
@@ -472,6 +579,12 @@ impl Decide for AcquireOp {
                         } else {
                             self.holder_ttl.max(holder_ttl)
                         };
+                        if let Some(slot) = self.busy_ttls.get_mut(node) {
+                            *slot = holder_ttl.map_or(UNKNOWN_TTL, |t| {
+                                u32::try_from(t.as_millis())
+                                    .map_or(UNKNOWN_TTL - 1, |ms| ms.min(UNKNOWN_TTL - 1))
+                            });
+                        }
                         Vote::Busy
                     }
                     Answer::Failed(

@@ -30,8 +30,9 @@ pub enum Request {
     RaiseFence(u64),
     /// Compare-and-delete.
     Release,
-    /// Compare-and-delete of what failed attempt `attempt` may have taken, pushing no wake-up
-    /// signal (the attempt's own waiter would swallow it).
+    /// Compare-and-delete of what failed attempt `attempt` may have taken, pushing the wake-up
+    /// signal like a release: a waiter blocked on that node was refused by this attempt's
+    /// key, and nothing else would wake it when the key goes (see [`crate::Acquire`]).
     Rollback { attempt: u32 },
     /// Compare-and-extend.
     Extend,
@@ -171,7 +172,7 @@ impl Encoder<'_> {
     /// How long a release's wake-up signal lives; `None`: push none.
     fn signal_ttl(&self, request: Request) -> Option<Duration> {
         match request {
-            Request::Release => self.lock.options().wake_signal,
+            Request::Release | Request::Rollback { .. } => self.lock.options().wake_signal,
             _ => None,
         }
     }

@@ -11,6 +11,33 @@ use distlock_core::{
     ProtocolError, Release, Released, RetryPolicy, ServerErrorKind, ServerInfo, Version, script,
 };
 
+/// Drains a waiting acquire's first attempt — a plain `SET NX PX` on every node, no `PTTL` —
+/// and refuses it everywhere with a bare nil, as a held lock answers `SET NX`. What the
+/// machine sends next is the retry that asks for the holder's TTL.
+fn refuse_first_attempt<const N: usize>(m: &mut Acquire<N>, now: distlock_core::Instant) {
+    let sent = drain(m, now);
+    assert!(!sent.is_empty());
+    for s in &sent {
+        assert_eq!(
+            s.commands.len(),
+            1,
+            "the first attempt asks nothing about the holder"
+        );
+        assert_eq!(name_of(&s.commands[0]), "SET");
+        m.handle_input(s.node, b"$-1\r\n", now);
+    }
+    assert_eq!(m.poll_outcome(), None);
+    // Over several nodes the attempt may settle before the last node answered: that node
+    // is rolled back first, and the retry starts on the driver's next turn, at once.
+    if m.poll_timeout() == Some(now) {
+        for s in drain(m, now) {
+            assert_eq!(name_of(&s.commands[0]), "EVALSHA", "a rollback");
+            m.handle_input(s.node, b":-1\r\n", now);
+        }
+        m.handle_timeout(now);
+    }
+}
+
 #[test]
 fn single_node_acquire_is_set_nx_px_and_validity_subtracts_drift() {
     let lock = lock_with(LockOptions {
@@ -88,6 +115,8 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     let lock = lock_with(LockOptions::default());
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
+    // Refused without the holder's TTL: the next attempt goes at once, and asks for it.
     let sent = drain(&mut m, ms(0));
     assert_eq!(sent[0].commands.len(), 2, "SET NX PX and PTTL, pipelined");
     assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
@@ -116,10 +145,76 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
 }
 
 #[test]
+fn an_uncontended_waiting_acquire_sends_set_nx_px_alone() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].commands.len(), 1, "no PTTL while nobody refused");
+    assert_eq!(name_of(&sent[0].commands[0]), "SET");
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    assert!(m.poll_outcome().unwrap().is_ok(), "one reply settles it");
+    assert_eq!(m.owed_replies(0), Some(0));
+}
+
+#[test]
+fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
+    let lock = lock_with(LockOptions::default());
+    let redis7 = [ServerInfo {
+        protocol: Protocol::Resp2,
+        flavor: Flavor::Redis,
+        version: Version::new(7, 0, 15),
+    }];
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &redis7, Duration::from_secs(5), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"$-1\r\n", ms(1));
+    // No wait is timed without the holder's TTL: the retry goes now, with no timer between.
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent.len(), 1, "retried at once");
+    assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
+    m.handle_input(0, b"$-1\r\n:120\r\n", ms(2));
+    let sent = drain(&mut m, ms(2));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&["BLPOP", "distlock:{job}:signal", "0.121"])],
+        "the wait ends when the holder's key would expire"
+    );
+    // A holder that refuses again after the wake-up is asked again: the span is never an
+    // earlier round's.
+    m.handle_input(0, b"*-1\r\n", ms(123));
+    let sent = drain(&mut m, ms(123));
+    assert_eq!(sent[0].commands.len(), 2);
+    m.handle_input(0, b"$-1\r\n:40\r\n", ms(124));
+    let sent = drain(&mut m, ms(124));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&["BLPOP", "distlock:{job}:signal", "0.041"])]
+    );
+}
+
+#[test]
+fn a_script_refusal_carries_the_holder_ttl_so_the_waiter_blocks_at_once() {
+    let lock = lock_with(LockOptions {
+        reentrant: true,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"*2\r\n:0\r\n:250\r\n", ms(1));
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(name_of(&sent[0].commands[0]), "BLPOP", "no extra attempt");
+    assert_eq!(sent[0].blocking, Some(Duration::from_millis(251)));
+}
+
+#[test]
 fn a_waiter_blocks_no_longer_than_the_retry_cap() {
     let lock = lock_with(LockOptions::default());
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &plain(), Duration::from_secs(60), ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     // The holder's key lives 30 s more; its release might push no signal.
     m.handle_input(0, b"$-1\r\n:30000\r\n", ms(1));
@@ -148,6 +243,7 @@ fn fractional_block_timeouts_on_servers_that_take_them() {
         0,
     )
     .unwrap();
+    refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     m.handle_input(0, b"_\r\n:9000\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
@@ -169,9 +265,12 @@ fn without_signals_a_waiter_sleeps_and_gives_up_at_its_deadline() {
     let mut now = ms(0);
     let mut attempts = 0;
     loop {
-        let sent = drain(&mut m, now);
-        assert!(sent.iter().all(|s| s.blocking.is_none()));
-        if let Some(sent) = sent.first() {
+        // A refusal that did not say the holder's TTL is retried at once: answer until the
+        // machine sends nothing more at this time.
+        loop {
+            let sent = drain(&mut m, now);
+            assert!(sent.iter().all(|s| s.blocking.is_none()));
+            let Some(sent) = sent.first() else { break };
             attempts += 1;
             m.handle_input(0, &busy(sent, 60_000), now);
         }
@@ -335,8 +434,8 @@ fn redlock_failure_rolls_back_the_minority_it_took() {
     assert_eq!(release[1], script::RELEASE.sha);
     assert_eq!(
         release.last().unwrap(),
-        b"0",
-        "a rollback pushes no wake-up signal"
+        b"1000",
+        "a rollback pushes the wake-up signal: a waiter refused by its key is woken"
     );
     assert_eq!(
         m.poll_outcome(),
@@ -439,6 +538,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
     let lock = lock_with(LockOptions::default());
     let wait = Duration::from_millis(400);
     let mut m: Acquire<3> = Acquire::new(&lock, token(11), &servers(3), wait, ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
         m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
@@ -474,6 +574,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
 
     // The node waited on is the one that dies (its wait gets no answer), with one idle node.
     let mut m: Acquire<3> = Acquire::new(&lock, token(12), &servers(3), wait, ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
         m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
@@ -580,7 +681,7 @@ fn transient_errors_are_retried_within_the_wait() {
     drain(&mut m, ms(0));
     m.handle_input(
         0,
-        b"-LOADING Redis is loading the dataset in memory\r\n-LOADING Redis is loading\r\n",
+        b"-LOADING Redis is loading the dataset in memory\r\n",
         ms(1),
     );
     assert_eq!(m.poll_outcome(), None);
@@ -588,7 +689,8 @@ fn transient_errors_are_retried_within_the_wait() {
     m.handle_timeout(at);
     let sent = drain(&mut m, at);
     assert_eq!(name_of(&sent[0].commands[0]), "SET");
-    m.handle_input(0, b"+OK\r\n:-2\r\n", at);
+    assert_eq!(sent[0].commands.len(), 1, "no refusal yet: no PTTL");
+    m.handle_input(0, b"+OK\r\n", at);
     assert!(m.poll_outcome().unwrap().is_ok());
 }
 
@@ -651,9 +753,9 @@ fn every_attempt_writes_its_own_token_and_rolls_back_only_that() {
     let first = drain(&mut m, ms(0));
     assert_eq!(first[0].commands[0][2], t.for_attempt(1, false).as_bytes());
     // Attempt 1 wins node 0 only: it is rolled back with attempt 1's token.
-    m.handle_input(0, b"+OK\r\n:-2\r\n", ms(1));
-    m.handle_input(1, b"$-1\r\n:100\r\n", ms(1));
-    m.handle_input(2, b"$-1\r\n:100\r\n", ms(1));
+    m.handle_input(0, b"+OK\r\n", ms(1));
+    m.handle_input(1, b"$-1\r\n", ms(1));
+    m.handle_input(2, b"$-1\r\n", ms(1));
     let rollback = drain(&mut m, ms(1));
     assert_eq!(rollback.len(), 1);
     assert_eq!(
@@ -662,7 +764,10 @@ fn every_attempt_writes_its_own_token_and_rolls_back_only_that() {
         "{:?}",
         rollback[0].commands
     );
+    // Refused without the holder's TTL: the retry that asks for it follows the rollback
+    // at once (on the driver's next turn, so the rollback is not replaced before it goes).
     let at = m.poll_timeout().unwrap();
+    assert_eq!(at, ms(1));
     m.handle_timeout(at);
     let second = drain(&mut m, at);
     let second_token = t.for_attempt(2, false);
@@ -1027,15 +1132,23 @@ fn retry_policy_attempt_limit_is_honoured() {
     .unwrap();
     let mut now = ms(0);
     loop {
-        for sent in drain(&mut m, now) {
-            m.handle_input(0, &busy(&sent, 50_000), now);
+        loop {
+            let sent = drain(&mut m, now);
+            if sent.is_empty() {
+                break;
+            }
+            for sent in sent {
+                m.handle_input(0, &busy(&sent, 50_000), now);
+            }
         }
         if let Some(outcome) = m.poll_outcome() {
             assert_eq!(
                 outcome,
+                // The second attempt is the last: nothing after it to time, so it does not
+                // ask for the holder's TTL either.
                 Err(Error::NotAcquired {
                     attempts: 2,
-                    holder_ttl: Some(Duration::from_secs(50))
+                    holder_ttl: None
                 })
             );
             break;

@@ -244,6 +244,7 @@ impl Client {
         Machine<Op, MAX_NODES>: Send + 'static,
     {
         let pool = &self.pool;
+        let _counted = pool.operation();
         let (mut slots, servers) = take_slots(pool);
         let mut machine = match build(&servers, pool.clock().now()) {
             Ok(machine) => machine,

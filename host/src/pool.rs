@@ -72,9 +72,34 @@ pub(crate) struct Pool {
     session: std::sync::Mutex<Session<MAX_NODES>>,
     clock: Clock,
     connect: ConnectOptions,
+    /// Operations under way over this pool (see [`Pool::operation`]).
+    operations: std::sync::atomic::AtomicUsize,
+}
+
+/// One operation under way over a [`Pool`], counted until dropped.
+pub(crate) struct Operation<'a>(&'a Pool);
+
+impl Drop for Operation<'_> {
+    fn drop(&mut self) {
+        self.0
+            .operations
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Pool {
+    /// Counts an operation under way until the returned value is dropped.
+    pub(crate) fn operation(&self) -> Operation<'_> {
+        self.operations
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Operation(self)
+    }
+
+    /// Whether any operation is under way over this pool (a waiter of this process, say).
+    pub(crate) fn busy(&self) -> bool {
+        self.operations.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
     /// A pool over the Redis nodes at `endpoints`, once it is usable: refuses a server given
     /// twice, then connects to every node and waits until a quorum has answered (see
     /// [`Pool::until_ready`]), all within one ready timeout — looking the hosts up included.
@@ -122,6 +147,7 @@ impl Pool {
             session: std::sync::Mutex::new(session),
             clock: Clock::new(),
             connect,
+            operations: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

@@ -524,12 +524,14 @@ fn bench_reports_each_scenario_against_its_floor() {
     } else {
         &["native"]
     };
-    // A, B, C at 1/4/16 clients; D is skipped with one --redis URL.
-    assert_eq!(rows.len(), 5 * paths.len(), "{}", show(&out));
+    // A, B, C at 1/4/16 clients; D is skipped with one --redis URL. B also has its polling
+    // baseline (wake-up signals off).
+    assert_eq!(rows.len(), 5 * paths.len() + 1, "{}", show(&out));
     for row in &rows {
         let scenario = row["scenario"].as_str().expect("scenario");
+        let path = row["path"].as_str().expect("path");
         assert!(
-            paths.contains(&row["path"].as_str().expect("path")),
+            paths.contains(&path) || (path == "polling" && scenario.starts_with("B:")),
             "{row}"
         );
         assert!(
@@ -546,6 +548,16 @@ fn bench_reports_each_scenario_against_its_floor() {
             assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");
             assert_eq!(row["counter_exact"].as_bool(), Some(true), "{row}");
             assert!(row["ratio_to_floor"].is_null(), "{row}");
+            let fairness = row["fairness_min_over_max"].as_f64().expect("fairness");
+            assert!((0.0..=1.0).contains(&fairness), "{row}");
+            assert!(
+                row["handoff_round_trips"].as_f64().expect("round trips") > 0.0,
+                "{row}"
+            );
+            assert!(
+                row["acquire_wait_p99_us"].as_u64().expect("wait p99") > 0,
+                "{row}"
+            );
         } else {
             let ratio = row["ratio_to_floor"].as_f64().expect("ratio");
             let expected = row["ops_per_sec"].as_f64().unwrap_or(0.0)

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod params;
+pub mod wakeup;
 pub mod world;
 
 pub use check::Property;

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::demo::{self, DemoOptions};
+use distlock_core::LockOptions;
 use distlock_host::Client;
 use distlock_host::Error as LockError;
 
@@ -69,6 +70,12 @@ pub(crate) struct BenchResult {
     pub(crate) overlaps: Option<u64>,
     /// B: whether the racy shared counter equals the acquisitions (it cannot with overlaps).
     pub(crate) counter_exact: Option<bool>,
+    /// B: the fewest acquisitions of one worker over the most (1: perfectly even).
+    pub(crate) fairness_min_over_max: Option<f64>,
+    /// B: the hand-off gap's p50 in round trips (half the floor's SET + EVALSHA pair p50).
+    pub(crate) handoff_round_trips: Option<f64>,
+    /// B: 99th percentile of one acquire's time, from its call to its return, µs.
+    pub(crate) acquire_wait_p99_us: Option<u64>,
     /// Fairness, comparisons with the other path.
     pub(crate) note: String,
 }
@@ -80,14 +87,25 @@ pub(crate) struct BenchOptions {
     pub(crate) scenario: String,
     /// How long each scenario's measured slices add up to (per path).
     pub(crate) duration: Duration,
-    /// Workers in B.
-    pub(crate) workers: usize,
+    /// Worker counts B runs with, one row set each.
+    pub(crate) workers: Vec<usize>,
+    /// How every lock of the bench behaves: the one place its options are chosen.
+    pub(crate) lock: LockOptions,
     /// Redis URLs: the first for A–C, the first 3 and 5 for D.
     pub(crate) urls: Vec<String>,
     /// Also measure the guest path (when built with the `component` feature).
     pub(crate) guest: bool,
     /// Length of one slice.
     pub(crate) slice: Duration,
+}
+
+/// The lock every scenario takes: a 30 s TTL (no holder gets near it), every other option
+/// the default. The one place the bench chooses lock options: a mode switch is one line here.
+pub(crate) fn lock_options() -> LockOptions {
+    LockOptions {
+        ttl: distlock_core::Duration::from_secs(30),
+        ..LockOptions::default()
+    }
 }
 
 /// A `redis-server` the bench started on a free loopback port; stopped on drop.
@@ -153,6 +171,8 @@ pub(crate) struct Sample {
     pub(crate) elapsed: Duration,
     /// Per-operation latency (or hand-off gap), µs.
     pub(crate) latency: Histogram<u64>,
+    /// B: each acquire's time from call to return, µs.
+    pub(crate) waits: Histogram<u64>,
     /// Operations per worker (B's fairness).
     pub(crate) per_worker: Vec<u64>,
     /// Times a worker entered the critical section while another was inside (B).
@@ -168,6 +188,7 @@ impl Sample {
             elapsed: Duration::ZERO,
             // 1 µs to 60 s at 3 significant figures; constant bounds, so this cannot fail.
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            waits: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             per_worker: Vec::new(),
             overlaps: 0,
             lost_updates: false,
@@ -175,15 +196,18 @@ impl Sample {
     }
 
     fn record(&mut self, latency: Duration) {
-        let _ = self
-            .latency
-            .record((latency.as_micros() as u64).clamp(1, 60_000_000));
+        let _ = self.latency.record(micros(latency));
+    }
+
+    fn record_wait(&mut self, wait: Duration) {
+        let _ = self.waits.record(micros(wait));
     }
 
     fn absorb(&mut self, other: Sample) {
         self.ops += other.ops;
         self.elapsed += other.elapsed;
         let _ = self.latency.add(other.latency);
+        let _ = self.waits.add(other.waits);
         if self.per_worker.len() < other.per_worker.len() {
             self.per_worker.resize(other.per_worker.len(), 0);
         }
@@ -207,6 +231,11 @@ impl Sample {
             self.latency.value_at_quantile(q)
         }
     }
+}
+
+/// A duration as the histograms' µs, within their bounds.
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, 60_000_000)
 }
 
 /// The floor: `SET NX PX` + release `EVALSHA` pairs over one raw connection per node. With
@@ -351,6 +380,8 @@ pub(crate) struct Load {
     pub(crate) hold: Option<Duration>,
     /// Prefix of the lock names.
     pub(crate) tag: &'static str,
+    /// How the lock behaves.
+    pub(crate) lock: LockOptions,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -365,6 +396,8 @@ fn pick(worker: u64, i: &mut u64, names: u64) -> u64 {
 pub(crate) enum Workload {
     /// The Rust driver.
     Native {
+        /// The row's path: `native`, or `polling` for the baseline without wake-up signals.
+        path: &'static str,
         /// Its client (one node, or Redlock).
         client: Client,
         /// What it does.
@@ -380,7 +413,7 @@ impl Workload {
     #[must_use]
     pub(crate) fn path(&self) -> &'static str {
         match self {
-            Workload::Native { .. } => "native",
+            Workload::Native { path, .. } => path,
             #[cfg(feature = "component")]
             Workload::Guest(_) => "guest",
         }
@@ -388,7 +421,7 @@ impl Workload {
 
     async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
         match self {
-            Workload::Native { client, load } => native(client, *load, duration).await,
+            Workload::Native { client, load, .. } => native(client, *load, duration).await,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.run(duration).await,
         }
@@ -405,12 +438,16 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
                 hold,
                 name: format!("{}:0", load.tag),
                 progress: false,
+                lock: load.lock,
             },
         )
         .await?;
         let mut sample = Sample::new();
         for gap in &report.handoffs {
             sample.record(*gap);
+        }
+        for wait in &report.waits {
+            sample.record_wait(*wait);
         }
         sample.ops = report.acquisitions();
         sample.elapsed = report.elapsed;
@@ -453,12 +490,7 @@ async fn native_client(
     while started.elapsed() < duration {
         let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
         let t = Instant::now();
-        match client
-            .lock(&name)
-            .ttl(Duration::from_secs(30))
-            .try_acquire()
-            .await
-        {
+        match client.lock(&name).options(load.lock).try_acquire().await {
             Ok(guard) => {
                 guard.release().await?;
                 sample.record(t.elapsed());
@@ -514,17 +546,33 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
     }
 
     let mut rows = Vec::new();
+    // `polling`: B's baseline, the same workers with no wake-up signal (retry backoff only).
     let scenario = async |id: &str,
                           label: String,
                           client: &Client,
                           load: Load,
                           urls: &[String],
+                          polling: bool,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
         let mut workloads = vec![Workload::Native {
+            path: "native",
             client: client.clone(),
             load,
         }];
+        if polling {
+            workloads.push(Workload::Native {
+                path: "polling",
+                client: client.clone(),
+                load: Load {
+                    lock: LockOptions {
+                        wake_signal: None,
+                        ..load.lock
+                    },
+                    ..load
+                },
+            });
+        }
         #[cfg(feature = "component")]
         if let Some(guests) = &guests {
             workloads.push(Workload::Guest(guests.load(urls, load).await?));
@@ -538,7 +586,12 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             options.slice,
         )
         .await?;
-        let native_p50 = samples.first().map_or(0, |s| s.quantile(0.5));
+        let native = samples.first();
+        let polling_rate = workloads
+            .iter()
+            .zip(&samples)
+            .find(|(w, _)| w.path() == "polling")
+            .map(|(_, s)| s.ops_per_sec());
         for (workload, sample) in workloads.iter().zip(&samples) {
             rows.push(row(
                 &label,
@@ -546,7 +599,8 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 sample,
                 &floor_sample,
                 load,
-                native_p50,
+                native,
+                polling_rate,
             ));
         }
         Ok(())
@@ -559,22 +613,23 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             names: 1,
             hold: None,
             tag: "bench:a",
+            lock: options.lock,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
-        scenario("A", label, &single, load, one, &mut rows).await?;
+        scenario("A", label, &single, load, one, false, &mut rows).await?;
     }
     if want("b") {
-        let load = Load {
-            clients: options.workers,
-            names: 1,
-            hold: Some(Duration::from_millis(1)),
-            tag: "bench:b",
-        };
-        let label = format!(
-            "B: {} workers, one name, ~1 ms hold (latency: hand-off gap)",
-            options.workers
-        );
-        scenario("B", label, &single, load, one, &mut rows).await?;
+        for &workers in &options.workers {
+            let load = Load {
+                clients: workers,
+                names: 1,
+                hold: Some(Duration::from_millis(1)),
+                tag: "bench:b",
+                lock: options.lock,
+            };
+            let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
+            scenario("B", label, &single, load, one, true, &mut rows).await?;
+        }
     }
     if want("c") {
         for clients in [1usize, 4, 16] {
@@ -583,9 +638,10 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 names: 1024,
                 hold: None,
                 tag: "bench:c",
+                lock: options.lock,
             };
             let label = format!("C: {clients} clients over 1024 names");
-            scenario("C", label, &single, load, one, &mut rows).await?;
+            scenario("C", label, &single, load, one, false, &mut rows).await?;
         }
     }
     if want("d") {
@@ -602,35 +658,52 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 names: 1,
                 hold: None,
                 tag: "bench:d",
+                lock: options.lock,
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
-            scenario("D", label, &client, load, &options.urls[..n], &mut rows).await?;
+            let urls = &options.urls[..n];
+            scenario("D", label, &client, load, urls, false, &mut rows).await?;
         }
     }
     crate::output::tell!("");
     Ok(rows)
 }
 
+/// One row: `native` is the native path's sample of the same scenario, `polling_rate` the
+/// polling baseline's acquisitions/s (B).
 fn row(
     label: &str,
     path: &str,
     sample: &Sample,
     floor: &Sample,
     load: Load,
-    native_p50: u64,
+    native: Option<&Sample>,
+    polling_rate: Option<f64>,
 ) -> BenchResult {
     let floor_p50 = floor.quantile(0.5);
+    let native_p50 = native.map_or(0, |s| s.quantile(0.5));
     let mut notes = Vec::new();
-    let ratio_to_floor = if load.hold.is_some() {
-        let min = sample.per_worker.iter().min().copied().unwrap_or(0);
-        let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+    let contended = load.hold.is_some();
+    // The floor's pair is two round trips.
+    let round_trips = 2.0 * sample.quantile(0.5) as f64 / floor_p50.max(1) as f64;
+    let min = sample.per_worker.iter().min().copied().unwrap_or(0);
+    let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+    let fairness = min as f64 / max.max(1) as f64;
+    let wait_p99 = (!sample.waits.is_empty()).then(|| sample.waits.value_at_quantile(0.99));
+    let ratio_to_floor = if contended {
         notes.push(format!(
-            "hand-off p50 = {:.2} floor pairs ({:.1} round trips); per worker min {min} max {max}; overlaps {}; counter {}",
-            sample.quantile(0.5) as f64 / floor_p50.max(1) as f64,
-            2.0 * sample.quantile(0.5) as f64 / floor_p50.max(1) as f64,
+            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; acquire wait p99 {} µs; overlaps {}; counter {}",
+            wait_p99.map_or("-".to_owned(), |w| w.to_string()),
             sample.overlaps,
             if sample.lost_updates { "LOST UPDATES" } else { "exact" },
         ));
+        if let Some(polling) = polling_rate.filter(|_| path != "polling") {
+            notes.push(format!(
+                "{:.0} acquisitions/s against {polling:.0} polling ({:.2}×)",
+                sample.ops_per_sec(),
+                sample.ops_per_sec() / polling.max(1e-9)
+            ));
+        }
         None
     } else {
         Some(sample.ops_per_sec() / floor.ops_per_sec().max(1e-9))
@@ -653,6 +726,9 @@ fn row(
         ratio_to_floor,
         overlaps: load.hold.map(|_| sample.overlaps),
         counter_exact: load.hold.map(|_| !sample.lost_updates),
+        fairness_min_over_max: contended.then_some(fairness),
+        handoff_round_trips: contended.then_some(round_trips),
+        acquire_wait_p99_us: wait_p99.filter(|_| contended),
         note: notes.join("; "),
     }
 }
@@ -734,9 +810,9 @@ pub(crate) mod guest {
                             .open(&wit::Config {
                                 nodes: urls.clone(),
                                 key_prefix: None,
-                                ttl_ms: Some(30_000),
-                                fenced: false,
-                                request_timeout_ms: None,
+                                ttl_ms: Some(load.lock.ttl.as_millis()),
+                                fenced: load.lock.fenced,
+                                request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
                             })
                             .map_err(adapter_error)?;
                         Ok(Worker { instance, client })
@@ -853,6 +929,7 @@ pub(crate) mod guest {
                     Err(e) => return Err(adapter_error(e)),
                 };
                 if let Some(hold) = load.hold {
+                    sample.record_wait(t.elapsed());
                     let entry = section.enter();
                     if let Some(gap) = entry.handoff {
                         sample.record(gap);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use distlock_core::LockOptions;
 use distlock_host::Client;
 use distlock_host::Error;
 
@@ -25,6 +26,16 @@ pub(crate) struct DemoOptions {
     pub(crate) name: String,
     /// Print a progress line each second (to stderr).
     pub(crate) progress: bool,
+    /// How every worker's lock behaves (TTL, wake-up signal, retry).
+    pub(crate) lock: LockOptions,
+}
+
+/// The demo's lock: a 10 s TTL (no holder gets near it), every other option the default.
+pub(crate) fn demo_lock_options() -> LockOptions {
+    LockOptions {
+        ttl: distlock_core::Duration::from_secs(10),
+        ..LockOptions::default()
+    }
 }
 
 impl Default for DemoOptions {
@@ -35,6 +46,7 @@ impl Default for DemoOptions {
             hold: Duration::from_millis(1),
             name: "distlock-demo".into(),
             progress: true,
+            lock: demo_lock_options(),
         }
     }
 }
@@ -50,6 +62,8 @@ pub(crate) struct DemoReport {
     pub(crate) counter: u64,
     /// Hand-off gaps (release → next acquisition), sorted.
     pub(crate) handoffs: Vec<Duration>,
+    /// How long each successful acquire took, from its call to its return, sorted.
+    pub(crate) waits: Vec<Duration>,
     /// Errors other than "not acquired" (a wait running out is counted, not an error).
     pub(crate) errors: u64,
     /// Acquires that ran out of wait.
@@ -70,11 +84,7 @@ impl DemoReport {
     /// The `q`-quantile (0..=1) of the hand-off gaps.
     #[must_use]
     pub(crate) fn handoff_quantile(&self, q: f64) -> Option<Duration> {
-        if self.handoffs.is_empty() {
-            return None;
-        }
-        let index = ((self.handoffs.len() - 1) as f64 * q).round() as usize;
-        self.handoffs.get(index).copied()
+        quantile(&self.handoffs, q)
     }
 
     /// The summary table.
@@ -109,6 +119,10 @@ impl DemoReport {
             "hand-off p99        {}\n",
             fmt(self.handoff_quantile(0.99))
         ));
+        out.push_str(&format!(
+            "acquire wait p99    {}\n",
+            fmt(quantile(&self.waits, 0.99))
+        ));
         out.push_str(&format!("overlaps detected   {}\n", self.overlaps));
         out.push_str(&format!(
             "shared counter      {} ({})\n",
@@ -123,6 +137,12 @@ impl DemoReport {
         out.push_str(&format!("errors              {}\n", self.errors));
         out
     }
+}
+
+/// The `q`-quantile (0..=1) of sorted durations.
+fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get((last as f64 * q).round() as usize).copied()
 }
 
 /// The critical section the demo's (and the bench's) workers share: catches overlaps and
@@ -241,9 +261,11 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
         })
     });
     let mut handoffs = Vec::new();
+    let mut waits = Vec::new();
     for task in tasks {
-        if let Ok(mut gaps) = task.await {
-            handoffs.append(&mut gaps);
+        if let Ok(mut times) = task.await {
+            handoffs.append(&mut times.handoffs);
+            waits.append(&mut times.waits);
         }
     }
     if let Some(progress) = progress {
@@ -251,11 +273,13 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
         crate::output::tell!("");
     }
     handoffs.sort();
+    waits.sort();
     Ok(DemoReport {
         per_worker: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
         overlaps: shared.section.overlaps(),
         counter: shared.section.counter(),
         handoffs,
+        waits,
         errors: shared.errors.load(Ordering::Relaxed),
         timeouts: shared.timeouts.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
@@ -271,18 +295,26 @@ fn describe(client: &Client) -> String {
     }
 }
 
+/// What one worker timed.
+#[derive(Default)]
+struct Times {
+    handoffs: Vec<Duration>,
+    waits: Vec<Duration>,
+}
+
 async fn worker(
     client: Client,
     shared: Arc<Shared>,
     count: Arc<AtomicU64>,
     options: DemoOptions,
     stop_at: Instant,
-) -> Vec<Duration> {
-    let mut gaps = Vec::new();
+) -> Times {
+    let mut times = Times::default();
     while Instant::now() < stop_at {
+        let asked = Instant::now();
         let attempt = client
             .lock(&options.name)
-            .ttl(Duration::from_secs(10))
+            .options(options.lock)
             .wait(
                 stop_at
                     .saturating_duration_since(Instant::now())
@@ -302,9 +334,10 @@ async fn worker(
                 continue;
             }
         };
+        times.waits.push(asked.elapsed());
         let entry = shared.section.enter();
         if let Some(gap) = entry.handoff {
-            gaps.push(gap);
+            times.handoffs.push(gap);
         }
         tokio::time::sleep(options.hold).await;
         count.fetch_add(1, Ordering::Relaxed);
@@ -313,5 +346,5 @@ async fn worker(
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-    gaps
+    times
 }

@@ -222,9 +222,9 @@ enum Command {
         /// How long each scenario runs.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: Duration,
-        /// Workers in scenario b.
-        #[arg(long, default_value_t = 8)]
-        workers: usize,
+        /// Worker counts for scenario b, comma-separated: one set of rows each.
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16")]
+        workers: Vec<usize>,
         /// Also print one JSON line per scenario.
         #[arg(long)]
         json: bool,
@@ -411,7 +411,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         native_only,
     } = &cli.command
     {
-        return bench(&cli, scenario, *duration, *workers, *json, *native_only).await;
+        let workers = workers.iter().map(|&w| w.max(1)).collect();
+        return bench(&cli, scenario, *duration, workers, *json, *native_only).await;
     }
     #[cfg(feature = "component")]
     if let Command::Run(args) = cli.command {
@@ -576,7 +577,7 @@ async fn bench(
     cli: &Cli,
     scenario: &str,
     duration: Duration,
-    workers: usize,
+    workers: Vec<usize>,
     json: bool,
     native_only: bool,
 ) -> Result<ExitCode, Error> {
@@ -610,6 +611,7 @@ async fn bench(
         scenario: scenario.to_ascii_lowercase(),
         duration,
         workers,
+        lock: bench::lock_options(),
         urls,
         guest: !native_only,
         slice: Duration::from_millis(500),

@@ -204,10 +204,7 @@ impl<const N: usize> Links<N> {
             ctx.encode(request, encoding, sink);
         })?;
         link.queued = None;
-        let blocking = match request {
-            Request::Wait(d) => Some(d),
-            _ => None,
-        };
+        let blocking = request.blocking();
         let timeout = lock
             .options()
             .request_timeout
@@ -311,10 +308,12 @@ impl Link {
         let options = lock.options();
         match request {
             Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
+            Request::FairAcquire { .. } => Encoding::Script,
             Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
             Request::RaiseFence(_) => Encoding::Script,
             Request::Release | Request::Rollback { .. }
                 if !options.reentrant
+                    && !options.fair
                     && !self.scripts_only
                     && self.server.native_delete().is_some() =>
             {
@@ -367,7 +366,7 @@ impl Link {
         };
         let index = flight.seen;
         flight.seen = flight.seen.saturating_add(1);
-        if index == 0 {
+        if index == flight.request.answering_reply() {
             match &reply {
                 Reply::Error(message)
                     if flight.encoding == Encoding::Script
@@ -405,7 +404,7 @@ impl Link {
         }
         let flight = self.in_flight.take()?;
         if flight.again {
-            self.queued = Some(flight.request);
+            self.queued = Some(flight.request.again());
             return None;
         }
         let answer = flight

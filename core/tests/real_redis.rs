@@ -268,7 +268,7 @@ fn handshake_with(conn: &mut TcpStream, options: HandshakeOptions) -> ServerInfo
     conn.set_read_timeout(Some(StdDuration::from_millis(5)))
         .expect("read timeout");
     let mut hs = Handshake::new(options, now());
-    let (mut out, mut input) = ([0u8; 1024], [0u8; 16 * 1024]);
+    let (mut out, mut input) = ([0u8; 4096], [0u8; 16 * 1024]);
     loop {
         while let Some(len) = hs.poll_transmit(&mut out).expect("handshake buffer") {
             conn.write_all(&out[..len]).expect("handshake write");

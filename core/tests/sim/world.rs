@@ -445,6 +445,7 @@ impl World {
         let faults = ModelFaults {
             release_ignores_token: p.variant == Variant::BrokenRelease,
             extend_ignores_token: p.variant == Variant::BrokenExtend,
+            ..ModelFaults::default()
         };
         let nodes: Vec<Node> = (0..p.nodes)
             .map(|_| {
@@ -507,6 +508,7 @@ impl World {
                     },
                     request_timeout: Duration::from_millis(request_timeout),
                     drift,
+                    fair: false,
                 };
                 max_ttl = max_ttl.max(ttl);
                 max_rt = max_rt.max(request_timeout);

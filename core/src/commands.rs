@@ -386,9 +386,7 @@ impl Encoder<'_> {
                 sink.bulk(flag(options.fenced));
                 sink.bulk(flag(options.reentrant));
                 sink.bulk(self.token.as_bytes());
-                let fractional = self.server.has_fractional_block_timeout();
-                let liveness = crate::fair::liveness(options.request_timeout, fractional);
-                sink.bulk_u64(liveness.as_millis());
+                sink.bulk_u64(crate::fair::liveness(options.request_timeout).as_millis());
                 sink.bulk(flag(enqueue));
             }
             (Request::Wait(timeout), _) => {

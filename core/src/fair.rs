@@ -39,16 +39,22 @@
 //!
 //! ## Dead waiters
 //! A waiter that dies stops refreshing its liveness key, which expires within
-//! [`liveness`]`(R) = R` (`R / 2` more on a server that blocks whole seconds). Releases and free-lock takes drop waiters without one from the
+//! [`liveness`]`(R) = R`. Releases and free-lock takes drop waiters without one from the
 //! queue's head (O(dead)). A hand-off to a waiter that dies before confirming sets the lock
 //! for at most `min(its remaining liveness, `[`handoff_cap`]`(R)) <= R`; after it runs out the
 //! next live waiter's cycle, at most `L` later, takes the lock: the stall is at most
 //! `1.5 R`, never a TTL.
 //!
-//! Requirements: one node (Redlock waiters use the non-fair wake-up signal), the tagged key
-//! layout, and a server with fractional `BLPOP` timeouts (Redis >= 6, Valkey): the block
-//! span is a fraction of a second. All clients of a lock must agree on fair mode: a
-//! non-fair acquire does not look at the queue.
+//! ## Servers without fractional `BLPOP` timeouts
+//! A server older than Redis 6 (or one the handshake did not identify) blocks whole seconds
+//! at least, longer than a cycle may take. There the waiter polls instead: after a busy
+//! cycle it sleeps `L` and sends the script alone. A hand-off then waits for the waiter's
+//! next poll (at most `L`) instead of waking it; order, liveness and every bound above stay.
+//!
+//! Requirements: one node (Redlock waiters use the non-fair wake-up signal) and the tagged
+//! key layout. All clients of a lock must agree on fair mode: a non-fair acquire does not
+//! look at the queue. The scripts use sorted sets and `PEXPIRE`: any Redis from 2.6, any
+//! Valkey.
 
 use crate::commands::{Answer, Request};
 use crate::error::{Error, NodeFailure, ProtocolError};
@@ -64,17 +70,11 @@ pub(crate) fn block_span(request_timeout: Duration) -> Duration {
 }
 
 /// How long a waiter counts as live after a cycle's script ran: its next cycle's block span
-/// as the server counts it, plus `R / 2` for the round trip in between (so `R` where `BLPOP`
-/// takes fractional timeouts; a server without them blocks whole seconds).
+/// (or poll delay) plus `R / 2` for the round trip in between, so `R`.
 #[must_use]
-pub(crate) fn liveness(request_timeout: Duration, fractional_block: bool) -> Duration {
-    let block = block_span(request_timeout);
-    let block = if fractional_block {
-        block
-    } else {
-        Duration::from_secs(block.as_millis().div_ceil(1000))
-    };
-    block.saturating_add(Duration::from_millis(request_timeout.as_millis() / 2))
+pub(crate) fn liveness(request_timeout: Duration) -> Duration {
+    block_span(request_timeout)
+        .saturating_add(Duration::from_millis(request_timeout.as_millis() / 2))
 }
 
 /// The longest lease a release hands to a waiter that has not confirmed yet: `R`.
@@ -105,6 +105,8 @@ enum Phase {
     Cycling { sent: Instant, extra: Duration },
     /// Between attempts, after a lost or failed cycle.
     Sleeping { until: Instant },
+    /// Waiting to poll again (a server without fractional `BLPOP` timeouts).
+    Polling { until: Instant },
     /// The outcome is out.
     Done,
 }
@@ -274,7 +276,17 @@ impl Queued {
         let block = block_span(ctx.lock.options().request_timeout)
             .min(self.wait_until.saturating_since(now))
             .max(Duration::from_millis(1));
-        self.send_cycle(ctx, block, now);
+        if ctx
+            .links
+            .server(0)
+            .is_some_and(|s| s.has_fractional_block_timeout())
+        {
+            self.send_cycle(ctx, block, now);
+        } else {
+            self.phase = Phase::Polling {
+                until: now.saturating_add(block),
+            };
+        }
     }
 
     /// A node answered.
@@ -310,6 +322,18 @@ impl Queued {
 
     /// The sleep between attempts is over.
     pub(crate) fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        if let Phase::Polling { until } = self.phase
+            && now >= until
+        {
+            if now < self.wait_until {
+                return self.send_cycle(ctx, Duration::ZERO, now);
+            }
+            self.roll_back(ctx);
+            return self.finish(Err(Error::NotAcquired {
+                attempts: self.cycles,
+                holder_ttl: self.holder_ttl,
+            }));
+        }
         if let Phase::Sleeping { until } = self.phase
             && now >= until
         {
@@ -328,7 +352,7 @@ impl Queued {
     /// When [`Queued::on_timer`] wants calling.
     pub(crate) fn timer(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Sleeping { until } => Some(until),
+            Phase::Sleeping { until } | Phase::Polling { until } => Some(until),
             _ => None,
         }
     }
@@ -338,7 +362,7 @@ impl Queued {
         if self.phase == Phase::Done {
             return;
         }
-        if matches!(self.phase, Phase::Cycling { .. }) {
+        if matches!(self.phase, Phase::Cycling { .. } | Phase::Polling { .. }) {
             // The cycle in flight may grant: roll it back whatever it was.
             self.enqueued = true;
         }
@@ -367,8 +391,7 @@ mod tests {
     fn the_numbers_follow_the_request_timeout() {
         let r = Duration::from_secs(1);
         assert_eq!(block_span(r), Duration::from_millis(500));
-        assert_eq!(liveness(r, true), r);
-        assert_eq!(liveness(r, false), Duration::from_millis(1500));
+        assert_eq!(liveness(r), r);
         assert_eq!(handoff_cap(r), r);
         assert_eq!(
             block_span(Duration::from_millis(1)),

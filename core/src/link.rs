@@ -103,6 +103,11 @@ impl<const N: usize> Links<N> {
         self.links.len()
     }
 
+    /// What `node`'s server is, as the machine was built with.
+    pub(crate) fn server(&self, node: usize) -> Option<ServerInfo> {
+        self.links.get(node).map(|l| l.server)
+    }
+
     /// Queues `request` for `node`, giving up on whatever the node still had in flight.
     /// Returns false when the link cannot take requests (desynchronised, or no such node):
     /// the operation must count the node as failed.

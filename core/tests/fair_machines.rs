@@ -515,9 +515,14 @@ proptest! {
             let at = Instant::from_millis(now);
             let who = names[who];
             let queue = n.sorted_set(b"distlock:{q}:queue", at);
+            // Live: the liveness key exists (what a take checks); a hand-off also needs some
+            // of it left to give (its PTTL above zero).
             let alive = |m: &Vec<u8>| {
                 let key = [b"distlock:{q}:alive:".as_slice(), m].concat();
-                n.value(&key, at).is_some()
+                match n.expiry(&key, at) {
+                    Some(Some(end)) => kind != 2 || end > at,
+                    _ => false,
+                }
             };
             // A cycle counts its own token as live; a release first drops its own.
             let live_head = if kind == 2 {
@@ -549,4 +554,31 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn on_a_server_without_fractional_block_timeouts_a_waiter_polls() {
+    let lock = fair(LockOptions::default());
+    let t = token(9);
+    // Unknown server (no handshake): BLPOP would block whole seconds.
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, t.clone(), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, &busy(4000), ms(1));
+    assert!(drain(&mut m, ms(1)).is_empty(), "no BLPOP");
+    assert_eq!(m.poll_timeout(), Some(ms(501)), "the next poll, L later");
+    m.handle_timeout(ms(501));
+    let sent = drain(&mut m, ms(501));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].commands.len(), 1, "the script alone");
+    let call = script_call(&sent[0]);
+    assert_eq!(argv(call, 1), t.as_str(), "same token, same place");
+    assert_eq!(argv(call, 3), "0");
+    assert_eq!(argv(call, 7), "1000", "liveness covers the poll delay");
+    m.handle_input(0, &granted(1, 0), ms(502));
+    assert_eq!(
+        m.poll_outcome().unwrap().unwrap().started(),
+        ms(501),
+        "from the send"
+    );
 }

@@ -869,7 +869,8 @@ fn sim_replay() {
 ///
 /// Settings: `DISTLOCK_SIM_OPS` (lock operations, default 2,000,000), `DISTLOCK_SIM_THREADS`
 /// (default: every core), `DISTLOCK_SIM_SEED` (where the seeds start), `DISTLOCK_SIM_REPLAYS=1`
-/// (also duplicate requests and leave connections half-open: finds the core bug).
+/// (also duplicate requests and leave connections half-open: finds the core bug),
+/// `DISTLOCK_SIM_FAIR=1` (every run one node, fair; otherwise half the one-node runs are).
 /// Prints ops/s, total ops and every violation with its replay command; fails if any.
 #[test]
 #[ignore = "long: run on demand"]
@@ -881,6 +882,7 @@ fn sim_campaign() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let seed = env("DISTLOCK_SIM_SEED").unwrap_or(0xca4a_1619);
     let replays = std::env::var("DISTLOCK_SIM_REPLAYS").is_ok_and(|v| v == "1");
+    let fair_only = std::env::var("DISTLOCK_SIM_FAIR").is_ok_and(|v| v == "1");
     let ops = AtomicU64::new(0);
     let runs = AtomicU64::new(0);
     let violations: Mutex<Vec<Report>> = Mutex::new(Vec::new());
@@ -889,10 +891,15 @@ fn sim_campaign() {
         for t in 0..threads {
             let (ops, runs, violations) = (&ops, &runs, &violations);
             scope.spawn(move || {
-                // Half the one-node runs are fair.
+                // Half the one-node runs are fair; with DISTLOCK_SIM_FAIR=1, every run.
                 let strategy = with(
                     params(any_nodes(), OPS_PER_RUN, Variant::Correct, replays),
-                    |p| p.fair = p.nodes == 1 && p.seed % 2 == 0,
+                    move |p| {
+                        if fair_only {
+                            p.nodes = 1;
+                        }
+                        p.fair = p.nodes == 1 && (fair_only || p.seed % 2 == 0);
+                    },
                 );
                 let mut runner = runner(seed.wrapping_add(t as u64), 1);
                 while ops.load(Ordering::Relaxed) < target {
@@ -921,7 +928,12 @@ fn sim_campaign() {
         runs.into_inner(),
         ops as f64 / secs,
         violations.len(),
-        if replays { " (with replays)" } else { "" }
+        match (replays, fair_only) {
+            (true, true) => " (fair, with replays)",
+            (true, false) => " (with replays)",
+            (false, true) => " (fair)",
+            (false, false) => "",
+        }
     );
     assert!(
         violations.is_empty(),

@@ -209,6 +209,12 @@ impl Queued {
                 last_failure: Some(failure),
             },
         };
+        self.next_attempt(ctx, error, now);
+    }
+
+    /// After a rollback: a new attempt after a backoff delay, or `error` when the wait (or
+    /// the attempts) ran out.
+    fn next_attempt<const N: usize>(&mut self, ctx: &mut Context<N>, error: Error, now: Instant) {
         let attempts_left = ctx
             .lock
             .options()
@@ -237,9 +243,12 @@ impl Queued {
         now: Instant,
     ) {
         let Some((started, valid_until)) = grant_validity(&ctx.lock, sent, extra, now) else {
+            // The reply came too late to use the lock: hand it on, and try again (a new
+            // token, at the back of the queue) while the wait lasts. Found by the simulator:
+            // a waiter whose grant arrived after a latency spike gave up with the wait left.
             self.enqueued = true;
             self.roll_back(ctx);
-            return self.finish(Err(Error::Expired));
+            return self.next_attempt(ctx, Error::Expired, now);
         };
         let options = ctx.lock.options();
         // A re-entry holds the owner's token; a fresh grant (a take or a confirmed hand-off)

@@ -582,3 +582,39 @@ fn on_a_server_without_fractional_block_timeouts_a_waiter_polls() {
         "from the send"
     );
 }
+
+#[test]
+fn a_grant_that_arrives_too_late_is_handed_on_and_the_wait_goes_on() {
+    let lock = fair(LockOptions {
+        ttl: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let t = token(10);
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        t.clone(),
+        &redis7(),
+        Duration::from_secs(5),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    drain(&mut m, ms(0));
+    // Granted, but the reply took longer than the lease lasts.
+    m.handle_input(0, &granted(1, 0), ms(150));
+    let sent = drain(&mut m, ms(150));
+    assert_eq!(script_call(&sent[0])[1], sha(&script::FAIR_RELEASE));
+    assert_eq!(
+        script_call(&sent[0])[8],
+        t.as_bytes(),
+        "the late grant is rolled back"
+    );
+    assert_eq!(m.poll_outcome(), None, "the wait goes on");
+    let at = m.poll_timeout().expect("a backoff timer");
+    m.handle_timeout(at);
+    let sent = drain(&mut m, at);
+    assert_eq!(
+        argv(script_call(&sent[0]), 1),
+        t.for_attempt(2, false).as_str()
+    );
+}

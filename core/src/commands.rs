@@ -2,10 +2,11 @@
 //!
 //! A [`Request`] is what an operation asks one node (take the lock, release it, extend it,
 //! wait for a wake-up signal, ...). [`Encoder`] writes it as RESP — a plain command, a
-//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal), a script by
-//! digest or by source, or a native compare command — for the server it goes to, and says how
-//! many replies that batch produces. [`interpret`] turns the batch's first reply into the
-//! [`Answer`] the operation decides on. Which encoding a request gets, and the fallbacks
+//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal; a fair
+//! waiter's `BLPOP` + fair acquire script), a script by digest or by source, or a native
+//! compare command — for the server it goes to, and says how many replies that batch
+//! produces. [`interpret`] turns the batch's answering reply (the first, except after a fair
+//! waiter's `BLPOP`) into the [`Answer`] the operation decides on. Which encoding a request gets, and the fallbacks
 //! between them, are the link's ([`crate::link`]).
 //!
 //! Invariant: every encoding of a request has the same effect on the server (the scripts and

@@ -34,6 +34,7 @@
 
 use crate::commands::{Answer, Request};
 use crate::error::{ConfigError, Error, NodeFailure, ServerError};
+use crate::fair::Queued;
 use crate::keys::Token;
 use crate::lock::{Lease, Lock, MAX_NODES, quorum};
 use crate::machine::{Context, Decide, Machine};
@@ -89,6 +90,16 @@ use crate::time::{Duration, Instant};
 /// Invariant: the outcome is `Ok` only when a quorum of well-formed grants for *this*
 /// attempt arrived (replies of earlier attempts are stale and discarded by the links) and
 /// validity remains at the time of reporting.
+///
+/// ## Fair mode
+/// With [`crate::LockOptions::fair`] (one node, tagged layout) waiters queue in arrival order
+/// instead of retrying: each waiter blocks on its own wake-up list, and a release sets the
+/// lock to the first live waiter's token and wakes only that waiter, which confirms it in the
+/// same cycle and returns already holding it — one round trip, no race with the releaser or
+/// newcomers, no herd. A try-lock never takes a lock that live waiters queue for. A waiter
+/// that dies is skipped, or the hand-off to it expires, within 1.5 × the request timeout.
+/// Re-entry and fencing work as without. The cycle, its validity argument and its numbers
+/// are documented in the `fair` module (`core/src/fair.rs`).
 pub type Acquire<const N: usize> = Machine<AcquireOp, N>;
 
 /// A "busy" node's TTL that the node did not say (see `AcquireOp::busy_ttls`).
@@ -159,6 +170,8 @@ pub struct AcquireOp {
     /// What the last failed attempt would report, should no other attempt start.
     gave_up: Option<Error>,
     outcome: Option<Result<Lease, Error>>,
+    /// Fair mode: every decision is the queued waiter's (the fields above stay unused).
+    fair: Option<Queued>,
 }
 
 impl<const N: usize> Machine<AcquireOp, N> {
@@ -199,8 +212,13 @@ impl<const N: usize> Machine<AcquireOp, N> {
             signal_usable: options.wake_signal.is_some(),
             gave_up: None,
             outcome: None,
+            fair: None,
         };
-        op.start_attempt(&mut ctx, now);
+        if options.fair {
+            op.fair = Some(Queued::start(&mut ctx, wait, now, seed));
+        } else {
+            op.start_attempt(&mut ctx, now);
+        }
         Ok(Machine { ctx, op })
     }
 }
@@ -555,6 +573,9 @@ impl Decide for AcquireOp {
         answer: Answer,
         now: Instant,
     ) {
+        if let Some(fair) = &mut self.fair {
+            return fair.on_answer(ctx, request, answer, now);
+        }
         match (self.phase, request) {
             (Phase::Acquiring, Request::Acquire { .. }) => {
                 if self.votes.get(node) != Some(&Vote::Pending) {
@@ -650,6 +671,9 @@ impl Decide for AcquireOp {
     }
 
     fn on_timer<const N: usize>(&mut self, ctx: &mut Context<N>, now: Instant) {
+        if let Some(fair) = &mut self.fair {
+            return fair.on_timer(ctx, now);
+        }
         if let Phase::Sleeping { until } = self.phase
             && now >= until
         {
@@ -658,6 +682,9 @@ impl Decide for AcquireOp {
     }
 
     fn timer(&self) -> Option<Instant> {
+        if let Some(fair) = &self.fair {
+            return fair.timer();
+        }
         match self.phase {
             Phase::Sleeping { until } => Some(until),
             _ => None,
@@ -674,6 +701,9 @@ impl Decide for AcquireOp {
     }
 
     fn on_cancel<const N: usize>(&mut self, ctx: &mut Context<N>, _now: Instant) {
+        if let Some(fair) = &mut self.fair {
+            return fair.on_cancel(ctx);
+        }
         if self.phase == Phase::Done {
             return;
         }
@@ -685,6 +715,9 @@ impl Decide for AcquireOp {
     }
 
     fn take_outcome(&mut self) -> Option<Self::Outcome> {
+        if let Some(fair) = &mut self.fair {
+            return fair.take_outcome();
+        }
         self.outcome.take()
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! A [`Request`] is what an operation asks one node (take the lock, release it, extend it,
 //! wait for a wake-up signal, ...). [`Encoder`] writes it as RESP — a plain command, a
-//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal), a script by
-//! digest or by source, or a native compare command — for the server it goes to, and says how
-//! many replies that batch produces. [`interpret`] turns the batch's first reply into the
-//! [`Answer`] the operation decides on. Which encoding a request gets, and the fallbacks
+//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal; a fair
+//! waiter's `BLPOP` + fair acquire script), a script by digest or by source, or a native
+//! compare command — for the server it goes to, and says how many replies that batch
+//! produces. [`interpret`] turns the batch's answering reply (the first, except after a fair
+//! waiter's `BLPOP`) into the [`Answer`] the operation decides on. Which encoding a request gets, and the fallbacks
 //! between them, are the link's ([`crate::link`]).
 //!
 //! Invariant: every encoding of a request has the same effect on the server (the scripts and
@@ -38,6 +39,56 @@ pub enum Request {
     Extend,
     /// Block on the wake-up list for this long.
     Wait(Duration),
+    /// One cycle of a fair-mode waiter for attempt `attempt`: `BLPOP` on its own wake-up
+    /// list for `block` (none when zero), pipelined with the fair acquire script, which sets
+    /// the lock for ttl + `extra` and, with `enqueue`, queues the waiter (see
+    /// [`crate::fair`]).
+    FairAcquire {
+        attempt: u32,
+        enqueue: bool,
+        block: Duration,
+        extra: Duration,
+    },
+}
+
+impl Request {
+    /// The request to send again after `NOSCRIPT`: the same, except that a fair cycle does
+    /// not block again (its wait is over; its `extra` stays, so the validity it reports
+    /// holds).
+    pub(crate) fn again(self) -> Request {
+        match self {
+            Request::FairAcquire {
+                attempt,
+                enqueue,
+                extra,
+                ..
+            } => Request::FairAcquire {
+                attempt,
+                enqueue,
+                block: Duration::ZERO,
+                extra,
+            },
+            other => other,
+        }
+    }
+
+    /// Which reply of the batch carries the answer (the others are ignored): a fair cycle's
+    /// script answers after its `BLPOP`.
+    pub(crate) fn answering_reply(self) -> u8 {
+        match self {
+            Request::FairAcquire { block, .. } if !block.is_zero() => 1,
+            _ => 0,
+        }
+    }
+
+    /// How long the batch may block the connection.
+    pub(crate) fn blocking(self) -> Option<Duration> {
+        match self {
+            Request::Wait(d) => Some(d),
+            Request::FairAcquire { block, .. } if !block.is_zero() => Some(block),
+            _ => None,
+        }
+    }
 }
 
 /// A node's answer to one request, as the operation sees it.
@@ -86,7 +137,7 @@ pub(crate) fn interpret(
             Reply::Nil => Answer::Busy { holder_ttl: None },
             _ => unexpected,
         },
-        (Request::Acquire { .. }, _) => match int_pair(reply) {
+        (Request::Acquire { .. } | Request::FairAcquire { .. }, _) => match int_pair(reply) {
             Some((holds @ 1.., fence)) if fence >= 0 && (fence > 0 || !lock.options().fenced) => {
                 Answer::Granted {
                     holds: u32::try_from(holds).unwrap_or(u32::MAX),
@@ -165,6 +216,7 @@ impl Encoder<'_> {
             {
                 4
             }
+            (Request::FairAcquire { block, .. }, _) if !block.is_zero() => 2,
             _ => 1,
         }
     }
@@ -184,7 +236,9 @@ impl Encoder<'_> {
         // `Token::for_attempt`); release and extend act with the owner's (the lease's) token,
         // and a re-entry is recognised by it.
         let attempt_token = match request {
-            Request::Acquire { attempt, .. } | Request::Rollback { attempt } => {
+            Request::Acquire { attempt, .. }
+            | Request::Rollback { attempt }
+            | Request::FairAcquire { attempt, .. } => {
                 Some(self.token.for_attempt(attempt, options.reentrant))
             }
             _ => None,
@@ -256,6 +310,23 @@ impl Encoder<'_> {
                     sink.bulk_u64(signal_ttl.as_millis());
                 }
             }
+            (Request::Release | Request::Rollback { .. }, _) if options.fair => {
+                self.script_header(
+                    sink,
+                    &script::FAIR_RELEASE,
+                    &[
+                        &keys.lock(),
+                        &keys.holds(),
+                        &keys.queue(),
+                        &keys.wake_prefix(),
+                        &keys.alive_prefix(),
+                    ],
+                    3,
+                );
+                sink.bulk(token);
+                sink.bulk(flag(options.reentrant));
+                sink.bulk_u64(crate::fair::handoff_cap(options.request_timeout).as_millis());
+            }
             (Request::Release | Request::Rollback { .. }, _) => {
                 self.script_header(
                     sink,
@@ -281,6 +352,44 @@ impl Encoder<'_> {
                 self.script_header(sink, &script::EXTEND, &[&keys.lock(), &keys.holds()], 2);
                 sink.bulk(token);
                 sink.bulk_u64(options.ttl.as_millis());
+            }
+            (
+                Request::FairAcquire {
+                    enqueue,
+                    block,
+                    extra,
+                    ..
+                },
+                _,
+            ) => {
+                if !block.is_zero() {
+                    let wake = keys.wake_prefix();
+                    sink.array(3);
+                    sink.bulk(b"BLPOP");
+                    sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);
+                    self.block_timeout(block, sink);
+                }
+                self.script_header(
+                    sink,
+                    &script::FAIR_ACQUIRE,
+                    &[
+                        &keys.lock(),
+                        &keys.fence(),
+                        &keys.holds(),
+                        &keys.queue(),
+                        &keys.wake_prefix(),
+                        &keys.alive_prefix(),
+                    ],
+                    8,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+                sink.bulk_u64(extra.as_millis());
+                sink.bulk(flag(options.fenced));
+                sink.bulk(flag(options.reentrant));
+                sink.bulk(self.token.as_bytes());
+                sink.bulk_u64(crate::fair::liveness(options.request_timeout).as_millis());
+                sink.bulk(flag(enqueue));
             }
             (Request::Wait(timeout), _) => {
                 sink.array(3);

@@ -289,6 +289,9 @@ pub enum ConfigError {
     BadRetry,
     /// The clock-drift allowance leaves no validity for this TTL.
     DriftExceedsTtl,
+    /// Fair mode ([`crate::LockOptions::fair`]) is single-node only and needs the tagged key
+    /// layout: Redlock waiters (N > 1) and the Python libraries' layouts use wake-up signals.
+    FairUnsupported,
 }
 
 impl fmt::Display for Error {
@@ -431,6 +434,9 @@ impl fmt::Display for ConfigError {
                 crate::drift::Drift::default()
                     .min_ttl()
                     .map_or(1, |min| min.as_millis()),
+            ),
+            ConfigError::FairUnsupported => f.write_str(
+                "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",
             ),
         }
     }

@@ -666,7 +666,7 @@ mod tests {
     #[test]
     fn the_lock_scripts_are_loaded_after_the_handshake() {
         let mut h = Handshake::new(HandshakeOptions::default(), Instant::ZERO);
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; 4096];
         h.poll_transmit(&mut buf).unwrap().unwrap();
         h.handle_input(&hello_map("redis", "7.0.15"), Instant::ZERO);
         assert_eq!(h.poll_outcome(), None, "not before the scripts are loaded");
@@ -687,6 +687,8 @@ mod tests {
             "-NOPERM no\r\n".into(),
             sha(&SCRIPTS[2]),
             sha(&SCRIPTS[3]),
+            sha(&SCRIPTS[4]),
+            sha(&SCRIPTS[5]),
         ]
         .concat();
         h.handle_input(replies.as_bytes(), Instant::ZERO);

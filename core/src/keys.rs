@@ -16,6 +16,15 @@
 //! | `<prefix>{N}:holds` | the re-entry count |
 //! | `<prefix>{N}:signal` | the wake-up list |
 //!
+//! Fair mode ([`crate::LockOptions::fair`], tagged layout only) adds a queue and two keys per
+//! waiter, with the same tag:
+//!
+//! | key | holds |
+//! |---|---|
+//! | `<prefix>{N}:queue` | the waiters' tokens in arrival order (sorted set, score = ticket) |
+//! | `<prefix>{N}:alive:<token>` | exists while that waiter is live (its expiry is the deadline) |
+//! | `<prefix>{N}:wake:<token>` | that waiter's own wake-up list, pushed by the hand-off to it |
+//!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
 //! lies in the part all four keys share (at the latest, our closing `}`); and a name may not
@@ -227,6 +236,9 @@ enum Role {
     Fence,
     Holds,
     Signal,
+    Queue,
+    Wake,
+    Alive,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -301,6 +313,25 @@ impl Keys {
     pub fn signal(&self) -> [&[u8]; 4] {
         self.key(Role::Signal)
     }
+
+    /// Fair mode's queue of waiters (a sorted set: waiter token by arrival ticket).
+    #[must_use]
+    pub fn queue(&self) -> [&[u8]; 4] {
+        self.key(Role::Queue)
+    }
+
+    /// Fair mode's per-waiter wake-up lists: this prefix followed by the waiter's token.
+    #[must_use]
+    pub fn wake_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::Wake)
+    }
+
+    /// Fair mode's per-waiter liveness keys: this prefix followed by the waiter's token; the
+    /// key exists while the waiter is live.
+    #[must_use]
+    pub fn alive_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::Alive)
+    }
 }
 
 impl Role {
@@ -311,6 +342,9 @@ impl Role {
             Role::Fence => b":fence",
             Role::Holds => b":holds",
             Role::Signal => b":signal",
+            Role::Queue => b":queue",
+            Role::Wake => b":wake:",
+            Role::Alive => b":alive:",
         }
     }
 
@@ -321,6 +355,9 @@ impl Role {
             Role::Fence => b"}:fence",
             Role::Holds => b"}:holds",
             Role::Signal => b"}:signal",
+            Role::Queue => b"}:queue",
+            Role::Wake => b"}:wake:",
+            Role::Alive => b"}:alive:",
         }
     }
 }

@@ -76,6 +76,7 @@ mod drift;
 mod driven;
 mod error;
 mod extend;
+mod fair;
 mod handshake;
 mod inspect;
 mod keys;

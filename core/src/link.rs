@@ -103,6 +103,11 @@ impl<const N: usize> Links<N> {
         self.links.len()
     }
 
+    /// What `node`'s server is, as the machine was built with.
+    pub(crate) fn server(&self, node: usize) -> Option<ServerInfo> {
+        self.links.get(node).map(|l| l.server)
+    }
+
     /// Queues `request` for `node`, giving up on whatever the node still had in flight.
     /// Returns false when the link cannot take requests (desynchronised, or no such node):
     /// the operation must count the node as failed.
@@ -204,10 +209,7 @@ impl<const N: usize> Links<N> {
             ctx.encode(request, encoding, sink);
         })?;
         link.queued = None;
-        let blocking = match request {
-            Request::Wait(d) => Some(d),
-            _ => None,
-        };
+        let blocking = request.blocking();
         let timeout = lock
             .options()
             .request_timeout
@@ -311,10 +313,12 @@ impl Link {
         let options = lock.options();
         match request {
             Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
+            Request::FairAcquire { .. } => Encoding::Script,
             Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
             Request::RaiseFence(_) => Encoding::Script,
             Request::Release | Request::Rollback { .. }
                 if !options.reentrant
+                    && !options.fair
                     && !self.scripts_only
                     && self.server.native_delete().is_some() =>
             {
@@ -367,7 +371,7 @@ impl Link {
         };
         let index = flight.seen;
         flight.seen = flight.seen.saturating_add(1);
-        if index == 0 {
+        if index == flight.request.answering_reply() {
             match &reply {
                 Reply::Error(message)
                     if flight.encoding == Encoding::Script
@@ -405,7 +409,7 @@ impl Link {
         }
         let flight = self.in_flight.take()?;
         if flight.again {
-            self.queued = Some(flight.request);
+            self.queued = Some(flight.request.again());
             return None;
         }
         let answer = flight

@@ -36,6 +36,12 @@ pub struct LockOptions {
     pub request_timeout: Duration,
     /// Clock-drift allowance subtracted from every validity.
     pub drift: Drift,
+    /// Fair mode: waiters queue in arrival order and a release hands the lock straight to
+    /// the first live waiter, which returns already holding it (see "Fair mode" on
+    /// [`crate::Acquire`]). One node and the tagged key layout only
+    /// ([`ConfigError::FairUnsupported`]); every client of a lock must agree on it. Default
+    /// off.
+    pub fair: bool,
 }
 
 impl Default for LockOptions {
@@ -48,6 +54,7 @@ impl Default for LockOptions {
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(1),
             drift: Drift::default(),
+            fair: false,
         }
     }
 }
@@ -66,6 +73,11 @@ impl Lock {
         let name = LockName::new(name)?;
         layout.check_name(&name)?;
         options.validate()?;
+        // The fair queue's keys are computed inside the scripts from the tagged layout's
+        // hash tag; the Python layouts have no room for them.
+        if options.fair && !matches!(layout, KeyLayout::Tagged { .. }) {
+            return Err(ConfigError::FairUnsupported);
+        }
         Ok(Lock {
             keys: Keys::new(layout, name),
             options,

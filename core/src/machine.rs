@@ -34,6 +34,11 @@ impl<const N: usize> Context<N> {
         if servers.len() > capacity {
             return Err(count);
         }
+        // One queue lives on one node: a Redlock of fair queues would need a quorum of
+        // hand-offs, which no single release can give.
+        if lock.options().fair && servers.len() > 1 {
+            return Err(ConfigError::FairUnsupported);
+        }
         let links = Links::new(servers).ok_or(count)?;
         Ok(Context {
             links,

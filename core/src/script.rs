@@ -4,7 +4,11 @@
 //! `SCRIPT FLUSH`) makes the machine resend it by `EVAL`, which also loads it, and use `EVAL`
 //! on that node for the rest of its run.
 //!
-//! Invariants: every script touches only keys passed in `KEYS` (one hash tag, one slot);
+//! Invariants: every script touches only keys passed in `KEYS` (one hash tag, one slot) — with
+//! one exception, fair mode's per-waiter keys: [`FAIR_ACQUIRE`] and [`FAIR_RELEASE`] build
+//! `<prefix>{N}:wake:<token>` and `<prefix>{N}:alive:<token>` by appending a waiter's token to
+//! a prefix passed in `KEYS`. The prefix carries the lock's hash tag, so those keys are in the
+//! same slot and a Cluster routes the script right;
 //! each returns integers or a flat array of integers, so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
@@ -14,7 +18,8 @@
 /// A script's name, text and digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Script {
-    /// What it does: `acquire`, `release`, `extend` or `raise-fence`.
+    /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire` or
+    /// `fair-release`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -143,9 +148,133 @@ return current
     *b"303c7a9b869e409db36ccd3303a570fd6acc8510",
 );
 
+/// Fair acquire: one waiter's cycle, run after its `BLPOP` on its own wake-up list (see
+/// [`crate::Acquire`], "Fair mode").
+///
+/// `KEYS`: lock, fence, holds, queue, wake-list prefix, liveness prefix. `ARGV`: this attempt's
+/// token, ttl ms, extra ms (the batch's `BLPOP` span, added to the key's life so that waiting
+/// costs the lease no validity), fenced (`1`/`0`), reentrant (`1`/`0`), the owner's token,
+/// liveness ms (how long this waiter counts as live without another cycle), enqueue (`1`/`0`).
+///
+/// In order: a re-entry by the owner's token; the lock holding this token (a release handed it
+/// over) is confirmed; a free lock is taken when the queue is empty or this token is at its
+/// head, after dropping dead waiters (no liveness key) from the head — O(dead), not O(queue);
+/// otherwise, with enqueue `1`, the token joins the queue behind the last ticket (or keeps its
+/// place) and its liveness key is set. A take or confirm sets the lock for ttl + extra,
+/// increments the fence when fenced, and drops the token from the queue. Returns
+/// `{holds, fence}` like [`ACQUIRE`], or `{0, pttl}` (0 when the lock is free but a live
+/// waiter is ahead). A try-lock (enqueue `0`) never takes a lock live waiters queue for and
+/// never joins the queue. The queue's own expiry is raised to the liveness on every enqueue, so
+/// an abandoned queue disappears. The failing calls (`WRONGTYPE`) come before the lock key is
+/// written; errors are the server's own.
+pub const FAIR_ACQUIRE: Script = Script::new(
+    "fair-acquire",
+    r"local px = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local fenced, reentrant, me = ARGV[4] == '1', ARGV[5] == '1', ARGV[1]
+local holder = redis.call('GET', KEYS[1])
+if holder and holder == ARGV[6] and reentrant then
+ local fence = 0
+ if fenced then fence = tonumber(redis.call('GET', KEYS[2]) or '0') end
+ local holds = redis.call('INCR', KEYS[3])
+ redis.call('PEXPIRE', KEYS[1], px)
+ redis.call('PEXPIRE', KEYS[3], px)
+ return {holds, fence}
+end
+local function take()
+ redis.call('ZREM', KEYS[4], me)
+ local fence = 0
+ if fenced then fence = redis.call('INCR', KEYS[2]) end
+ if reentrant then redis.call('SET', KEYS[3], 1, 'PX', px) end
+ redis.call('SET', KEYS[1], me, 'PX', px)
+ redis.call('DEL', KEYS[5] .. me, KEYS[6] .. me)
+ return {1, fence}
+end
+if holder == me then return take() end
+if not holder then
+ while true do
+  local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+  if not head or head == me then return take() end
+  if redis.call('EXISTS', KEYS[6] .. head) == 1 then break end
+  redis.call('ZREM', KEYS[4], head)
+ end
+end
+if ARGV[8] == '1' then
+ if not redis.call('ZSCORE', KEYS[4], me) then
+  local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')[2]
+  redis.call('ZADD', KEYS[4], (tonumber(last) or 0) + 1, me)
+ end
+ redis.call('SET', KEYS[6] .. me, 1, 'PX', ARGV[7])
+ if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[7]) then
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+ end
+end
+if not holder then return {0, 0} end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+    *b"c03587cd914c006e7ead9145eb10df391ed6cd03",
+);
+
+/// Fair release: compare-and-delete that hands the lock to the first live waiter.
+///
+/// `KEYS`: lock, holds, queue, wake-list prefix, liveness prefix. `ARGV`: token, reentrant
+/// (`1`/`0`), hand-off cap ms. First drops the token from the queue (with its liveness key and
+/// wake-up list: a waiter giving up, or a rolled-back cycle, leaves the queue here). Then
+/// compare-and-delete as [`RELEASE`] (re-entry holds count down first). If the lock is then
+/// free, dead waiters are dropped from the queue's head and the first live one, `H`, gets the
+/// lock: the lock key is set to `H`'s token for `min(H's remaining liveness, cap)`, `H` leaves
+/// the queue, and `1` is pushed to `H`'s own wake-up list (with the same expiry). Only `H` is
+/// woken. `H` confirms with [`FAIR_ACQUIRE`] within its cycle; if it died, the short lease
+/// runs out and the next waiter's cycle takes the lock. Returns -1 when the token did not hold
+/// the lock (a free lock is still handed on), 0 when released, n > 0 when a reentrant lock is
+/// still held n times.
+pub const FAIR_RELEASE: Script = Script::new(
+    "fair-release",
+    r"local me = ARGV[1]
+redis.call('ZREM', KEYS[3], me)
+redis.call('DEL', KEYS[4] .. me, KEYS[5] .. me)
+local holder = redis.call('GET', KEYS[1])
+local result = -1
+if holder == me then
+ if ARGV[2] == '1' then
+  local left = redis.call('DECR', KEYS[2])
+  if left > 0 then return left end
+  redis.call('DEL', KEYS[2])
+ end
+ redis.call('DEL', KEYS[1])
+ holder = false
+ result = 0
+end
+if not holder then
+ while true do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head then break end
+  redis.call('ZREM', KEYS[3], head)
+  local lease = redis.call('PTTL', KEYS[5] .. head)
+  if lease > 0 then
+   lease = math.min(lease, tonumber(ARGV[3]))
+   redis.call('SET', KEYS[1], head, 'PX', lease)
+   redis.call('DEL', KEYS[5] .. head, KEYS[4] .. head)
+   redis.call('LPUSH', KEYS[4] .. head, 1)
+   redis.call('PEXPIRE', KEYS[4] .. head, lease)
+   break
+  end
+ end
+end
+return result
+",
+    *b"2f86e761e7de7dc938e68693f174fa896165a09f",
+);
+
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 4] = [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE];
+pub const SCRIPTS: [Script; 6] = [
+    ACQUIRE,
+    RELEASE,
+    EXTEND,
+    RAISE_FENCE,
+    FAIR_ACQUIRE,
+    FAIR_RELEASE,
+];
 
 #[cfg(test)]
 mod tests {

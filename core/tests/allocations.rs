@@ -208,14 +208,15 @@ fn an_array_reply_allocates() {
 /// Prints (`--nocapture`) and bounds the size of every machine, so growth is noticed. Most of
 /// a lock machine is inline storage: the lock (a name of up to 256 bytes, a prefix of up to
 /// 64), the token (up to 64) and, per node, a 512-byte reply framer. The handshake buffers
-/// replies up to 16 KiB (`INFO server`, `HELLO`).
+/// replies up to 16 KiB (`INFO server`, `HELLO`). An acquire also carries fair mode's waiter
+/// state (about 190 bytes, its own outcome and backoff among them).
 #[test]
 fn machine_sizes_are_bounded() {
     use std::mem::size_of;
     let sizes = [
-        ("Acquire<1>", size_of::<Acquire<1>>(), 1_600),
-        ("Acquire<3>", size_of::<Acquire<3>>(), 2_900),
-        ("Acquire<5>", size_of::<Acquire<5>>(), 4_200),
+        ("Acquire<1>", size_of::<Acquire<1>>(), 1_900),
+        ("Acquire<3>", size_of::<Acquire<3>>(), 3_200),
+        ("Acquire<5>", size_of::<Acquire<5>>(), 4_500),
         ("Release<1>", size_of::<Release<1>>(), 1_450),
         ("Release<3>", size_of::<Release<3>>(), 2_750),
         ("Release<5>", size_of::<Release<5>>(), 4_000),
@@ -230,4 +231,38 @@ fn machine_sizes_are_bounded() {
     for (name, size, bound) in sizes {
         assert!(size <= bound, "{name} grew to {size} bytes (bound {bound})");
     }
+}
+
+/// Fair mode, uncontended: the acquire is one `EVALSHA` whose `{holds, fence}` array is its
+/// only allocation (as for any script acquire, pinned above); the release, one `EVALSHA`
+/// answered by an integer, allocates nothing.
+#[test]
+fn fair_uncontended_acquire_and_release_allocate_only_the_array_reply() {
+    let lock = lock_with(LockOptions {
+        fair: true,
+        ..LockOptions::default()
+    });
+    let t = token(1);
+    let counts = count(
+        || {
+            Acquire::<1>::new(
+                &lock,
+                t.clone(),
+                &[ServerInfo::default()],
+                Duration::from_secs(5),
+                ms(0),
+                1,
+            )
+            .unwrap()
+        },
+        b"*2\r\n:1\r\n:0\r\n",
+        |outcome| assert_eq!(outcome.map(|lease| lease.holds()), Ok(1)),
+    );
+    report("acquire, 1 node, fair", &counts);
+    assert_eq!(counts.built.count_total, 2, "{:?}", counts.built);
+    assert_eq!(counts.including_build.count_total, 2);
+    assert_none(
+        "release, 1 node, fair",
+        &release::<1>(&lock, &t, redis_8_4(), b":0\r\n"),
+    );
 }

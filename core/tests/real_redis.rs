@@ -5,7 +5,9 @@
 //! read back on a separate raw connection); `NOSCRIPT` is recovered by `EVAL`; a waiter
 //! blocks on the wake-up signal instead of spinning; Redlock over three servers survives one
 //! lost node and reports a lost quorum with two; a lock key of the wrong type is a typed
-//! server error.
+//! server error; in fair mode, waiters get the lock in arrival order with growing fences, a
+//! hand-off to a waiter that died is taken over within 2 request timeouts, and re-entry
+//! works.
 //!
 //! Needs `redis-server` on `PATH`: without it every test fails, saying how to install it,
 //! unless `DISTLOCK_SKIP_REDIS=1` asks to skip them. Each test starts its own
@@ -268,7 +270,7 @@ fn handshake_with(conn: &mut TcpStream, options: HandshakeOptions) -> ServerInfo
     conn.set_read_timeout(Some(StdDuration::from_millis(5)))
         .expect("read timeout");
     let mut hs = Handshake::new(options, now());
-    let (mut out, mut input) = ([0u8; 1024], [0u8; 16 * 1024]);
+    let (mut out, mut input) = ([0u8; 4096], [0u8; 16 * 1024]);
     loop {
         while let Some(len) = hs.poll_transmit(&mut out).expect("handshake buffer") {
             conn.write_all(&out[..len]).expect("handshake write");
@@ -911,4 +913,196 @@ fn a_lock_key_of_the_wrong_type_is_a_server_error() {
         raw.cmd(&[b"TYPE", key("w", "").as_bytes()]),
         OwnedFrame::SimpleString(b"list".to_vec())
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Fair mode.
+// ---------------------------------------------------------------------------------------
+
+fn fair_lock(name: &str, options: LockOptions) -> Lock {
+    lock(
+        name,
+        LockOptions {
+            fair: true,
+            ..options
+        },
+    )
+}
+
+/// How many waiters lock `name`'s queue holds.
+fn queued(raw: &mut Raw, name: &str) -> i64 {
+    raw.int(&[b"ZCARD", key(name, ":queue").as_bytes()])
+}
+
+/// Waiters queue in arrival order; each release hands the lock straight to the next one, and
+/// every hand-off takes a larger fence.
+#[test]
+fn fair_waiters_get_the_lock_in_arrival_order_with_growing_fences() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = fair_lock(
+        "fifo",
+        LockOptions {
+            ttl: secs(10),
+            fenced: true,
+            ..LockOptions::default()
+        },
+    );
+    let first = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("the first holder");
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 2..=5u8 {
+        let (lock, order) = (lock.clone(), order.clone());
+        waiters.push(thread::spawn(move || {
+            let lease = acquire(&lock, &token(n), &ports, secs(10))
+                .0
+                .expect("every waiter gets its turn");
+            order.lock().expect("order").push((n, lease.fence()));
+            assert_eq!(release(&lock, lease.token(), &ports), Ok(Released::Free));
+        }));
+        // The next waiter starts only once this one is queued: arrival order is known.
+        let in_queue = eventually(StdDuration::from_secs(5), || {
+            queued(&mut raw, "fifo") == i64::from(n - 1)
+        });
+        assert!(in_queue, "waiter {n} never queued");
+    }
+    assert_eq!(release(&lock, first.token(), &ports), Ok(Released::Free));
+    for waiter in waiters {
+        waiter.join().expect("waiter");
+    }
+    let order = order.lock().expect("order").clone();
+    let who: Vec<u8> = order.iter().map(|(n, _)| *n).collect();
+    assert_eq!(who, [2, 3, 4, 5], "first come, first served");
+    let mut last = first.fence().expect("fenced");
+    for (n, fence) in order {
+        let fence = fence.expect("fenced");
+        assert!(fence > last, "waiter {n}: fence {fence} after {last}");
+        last = fence;
+    }
+    assert_eq!(queued(&mut raw, "fifo"), 0, "the queue is gone");
+}
+
+/// A waiter whose process died (its connection closed after its cycle queued it) is handed
+/// the lock; nobody can barge in meanwhile, and the next waiter has the lock within 2 R of
+/// the release.
+#[test]
+fn a_hand_off_to_a_dead_waiter_is_taken_over_within_two_request_timeouts() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let r = StdDuration::from_millis(500);
+    let lock = fair_lock(
+        "dead",
+        LockOptions {
+            ttl: secs(10),
+            request_timeout: Duration::from_millis(500),
+            ..LockOptions::default()
+        },
+    );
+    let holder = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("holder");
+    // The dead waiter's one cycle, as its client sent it (liveness R), then its connection
+    // closes for good.
+    let dead = token(9);
+    {
+        let mut gone = Raw::to(&server);
+        let keys = ["", ":fence", ":holds", ":queue", ":wake:", ":alive:"].map(|s| key("dead", s));
+        let mut words: Vec<&[u8]> = vec![b"EVAL", script::FAIR_ACQUIRE.source.as_bytes(), b"6"];
+        words.extend(keys.iter().map(|k| k.as_bytes()));
+        words.extend([
+            dead.as_bytes(),
+            b"10000",
+            b"0",
+            b"0",
+            b"0",
+            dead.as_bytes(),
+            b"500",
+            b"1",
+        ]);
+        assert!(matches!(gone.cmd(&words), OwnedFrame::Array(_)));
+    }
+    let waiter = {
+        let lock = lock.clone();
+        thread::spawn(move || {
+            let lease = acquire(&lock, &token(3), &ports, secs(10)).0;
+            (lease, std::time::Instant::now())
+        })
+    };
+    assert!(
+        eventually(StdDuration::from_secs(5), || queued(&mut raw, "dead") == 2),
+        "the live waiter never queued"
+    );
+    let released = std::time::Instant::now();
+    assert_eq!(release(&lock, holder.token(), &ports), Ok(Released::Free));
+    assert_eq!(
+        raw.get(&key("dead", "")),
+        Some(dead.as_bytes().to_vec()),
+        "the lock went to the head of the queue"
+    );
+    let pttl = raw.int(&[b"PTTL", key("dead", "").as_bytes()]);
+    assert!(
+        (1..=500).contains(&pttl),
+        "a short hand-off lease, not a TTL: {pttl} ms"
+    );
+    assert!(
+        matches!(
+            acquire(&lock, &token(4), &ports, Duration::ZERO).0,
+            Err(Error::NotAcquired { .. })
+        ),
+        "a try-lock does not barge past the hand-off"
+    );
+    let (lease, got_it) = waiter.join().expect("waiter");
+    let lease = lease.expect("the live waiter takes over");
+    let stall = got_it.duration_since(released);
+    assert!(stall <= 2 * r, "took over after {stall:?}");
+    assert_eq!(
+        raw.get(&key("dead", "")),
+        Some(lease.token().as_bytes().to_vec())
+    );
+}
+
+/// Re-entry works in fair mode: the owner re-enters past the queue, and the waiter is handed
+/// the lock only at the last release.
+#[test]
+fn fair_mode_keeps_re_entry() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = fair_lock(
+        "fair-again",
+        LockOptions {
+            reentrant: true,
+            ttl: secs(10),
+            ..LockOptions::default()
+        },
+    );
+    let first = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("first");
+    let t = first.token().clone();
+    let waiter = {
+        let lock = lock.clone();
+        thread::spawn(move || acquire(&lock, &token(2), &ports, secs(10)).0)
+    };
+    assert!(eventually(StdDuration::from_secs(5), || {
+        queued(&mut raw, "fair-again") == 1
+    }));
+    let again = acquire(&lock, &t, &ports, Duration::ZERO)
+        .0
+        .expect("the owner re-enters past the queue");
+    assert_eq!((again.holds(), again.token()), (2, &t));
+    assert_eq!(
+        release(&lock, &t, &ports),
+        Ok(Released::StillHeld { holds: 1 })
+    );
+    assert_eq!(raw.get(&key("fair-again", "")), Some(t.as_bytes().to_vec()));
+    assert_eq!(queued(&mut raw, "fair-again"), 1, "the waiter still waits");
+    assert_eq!(release(&lock, &t, &ports), Ok(Released::Free));
+    let lease = waiter.join().expect("waiter").expect("handed over");
+    assert_eq!(lease.holds(), 1);
+    assert!(lease.token().as_str().starts_with(token(2).as_str()));
 }

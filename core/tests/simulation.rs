@@ -9,7 +9,8 @@
 //!
 //! ## Running it
 //!
-//! - **CI** (`cargo test --workspace`, no flags): `sim_budget_*` run 100 proptest cases of
+//! - **CI** (`cargo test --workspace`, no flags): `sim_budget_*` run 100 proptest cases (and
+//!   `sim_budget_one_node_fair` 30 fair ones) of
 //!   ≥ 2,000 lock operations each — **≥ 200,000 operations** over 1, 3 and 5 nodes, every fault
 //!   below, replays included — plus the tests that prove broken variants are caught and the
 //!   documented limits. The core is built with `opt-level = 2` in test builds (root
@@ -134,6 +135,20 @@
 //!    refused it). Campaign: `DISTLOCK_SIM_OPS=200000 cargo test -p distlock-core --test
 //!    simulation -- --ignored sim_wakeup_campaign --nocapture`: 334 runs, 200,400 leases,
 //!    443,528 frees with waiters checked, zero violations.
+//! 9. **Fair mode, first in first out among live waiters** (one-node runs with `fair=1`: every
+//!    client's lock is fair, and one waiting client at a time crashes — stops for 2 to 4
+//!    request timeouts or a second more — now and then) — around every command the node
+//!    runs, from its queue (`{sim}:queue`) and liveness keys before and after: a live waiter
+//!    leaves the queue only with the lock or by its own command; a hand-off goes only to a
+//!    live waiter; when the lock changes hands it goes to the first live waiter (a waiter's
+//!    own cycle counting itself live). Properties 1–5 hold in these runs as in any other.
+//! 10. **Fair mode, no lost wake-up, bounded stall** — on a healthy network, after every
+//!     command: while a live waiter queues and no *confirmed* holder has the lock (it is free,
+//!     or handed to a waiter that has not confirmed), the gap closes within one cycle
+//!     (`R / 2`), or within `2 R` while a crashed waiter may still stand in the queue (both
+//!     for the longest `R` of the run, plus 2% and 10 ms). Observed: 0.27 ms at most without
+//!     a crash (one round trip: the hand-off wakes the waiter at once), 284 ms after one
+//!     (`sim_fair_without_faults_serves_every_waiter_in_order`).
 //!
 //! ## Where the properties hold
 //!
@@ -178,6 +193,8 @@
 //! | A renewal driver that ignores `Lost` and acts until its own deadline (last validity + one renewal period) | lost before validity ends | `sim_catches_renewal_that_ignores_lost` | caught in run 1, at the first renewing acquire: believes until t=1,092 ms, keys expire on a majority at t=831 ms |
 //! | A renewal schedule run on validities without the drift term (`started + ttl`), clocks ±0.2–1% | lost before validity ends | `sim_catches_renewal_without_the_drift_term` | caught in run 1: the keys expire on a majority 7.0 ms before the holder stops |
 //! | A client that reconnects a failed node at once, ignoring the session's pause | connects as the session allows | `sim_catches_reconnects_that_ignore_the_session` | caught in run 1: a connect to a node backing off |
+//! | Fair mode: a release that hands the lock to the queue's head without checking its liveness, for good | fair: first in first out among live waiters | `sim_catches_handoff_without_liveness` | caught in run 1: handed to a crashed waiter |
+//! | Fair mode: a release that wakes the head without setting the lock to it | fair: first in first out among live waiters | `sim_catches_wake_before_handoff` | caught in run 1: a live waiter taken out of the queue without the lock |
 //! | Requests replayed late (duplicates, half-open connections) | held since the fix below | `late_rollbacks_cannot_delete_a_later_attempts_key`, and the CI budget (replays on) | was: 12 of 30 runs broke mutual exclusion |
 //!
 //! Pauses alone do not break property 1 as defined (a paused client's belief still ends at
@@ -302,6 +319,8 @@ fn params(
             clients,
             ops,
             fenced,
+            // Fair runs are drawn on their own (`fair_params`), so these draws stay as they were.
+            fair: false,
             variant,
             faults,
         })
@@ -309,6 +328,13 @@ fn params(
 
 fn any_nodes() -> impl Strategy<Value = usize> {
     prop_oneof![Just(1usize), Just(3), Just(5)]
+}
+
+/// Fair runs: one node, every client's lock fair, waiters crashing now and then.
+fn fair_params(ops: u64, variant: Variant, replays: bool) -> impl Strategy<Value = Params> {
+    with(params(Just(1usize), ops, variant, replays), |p| {
+        p.fair = true
+    })
 }
 
 /// The proptest seed: fixed, so CI runs the same cases every time; `DISTLOCK_SIM_SEED`
@@ -345,15 +371,21 @@ fn failure(report: &Report) -> String {
 /// Operations per run before the faults heal (each run then drains: a few dozen more).
 const OPS_PER_RUN: u64 = 2_000;
 
-/// Runs `cases` proptest cases over `nodes`; every property must hold in every run.
-fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64) {
+/// Runs `cases` proptest cases over `nodes` (fair ones with `fair`); every property must hold
+/// in every run.
+fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64, fair: bool) {
     let started = WallClock::now();
     let ops = Cell::new(0u64);
     let runs = Cell::new(0u64);
     let leases = Cell::new(0u64);
     // Renewing holds, their successful renewals, and holds whose schedule reported `Lost`.
     let renewing = Cell::new((0u64, 0u64, 0u64));
-    let strategy = params(nodes, OPS_PER_RUN, Variant::Correct, true);
+    // Fair runs: hand-offs and crashed waiters.
+    let fair_counts = Cell::new((0u64, 0u64));
+    let strategy = with(
+        params(nodes, OPS_PER_RUN, Variant::Correct, true),
+        move |p| p.fair = fair,
+    );
     let result = runner(base_seed(seed), cases).run(&strategy, |p| {
         let report = sim::run(&p, false);
         ops.set(ops.get() + report.ops);
@@ -364,6 +396,11 @@ fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64
             holds + report.stats.renewing_holds,
             renewals + report.stats.renewals,
             lost + report.stats.renewals_lost,
+        ));
+        let (handoffs, crashes) = fair_counts.get();
+        fair_counts.set((
+            handoffs + report.stats.handoffs,
+            crashes + report.stats.waiter_crashes,
         ));
         match &report.violation {
             None => Ok(()),
@@ -382,6 +419,11 @@ fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64
     if let Err(e) = result {
         panic!("{e}");
     }
+    if fair {
+        let (handoffs, crashes) = fair_counts.get();
+        println!("{name}: {handoffs} hand-offs, {crashes} waiters crashed");
+        assert!(handoffs > 0 && crashes > 0, "{name}: fair mode barely ran");
+    }
     // The renewal schedule ran, both ways: leases kept past their TTL, and leases lost to
     // the faults (each checked by property 6).
     assert!(renewals > holds && lost > 0, "{name}: renewal barely ran");
@@ -394,17 +436,67 @@ fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64
 
 #[test]
 fn sim_budget_one_node() {
-    budget("one node", Just(1usize), 50, 0xd157_0001);
+    budget("one node", Just(1usize), 50, 0xd157_0001, false);
 }
 
 #[test]
 fn sim_budget_three_nodes() {
-    budget("three nodes", Just(3usize), 30, 0xd157_0003);
+    budget("three nodes", Just(3usize), 30, 0xd157_0003, false);
 }
 
 #[test]
 fn sim_budget_five_nodes() {
-    budget("five nodes", Just(5usize), 20, 0xd157_0005);
+    budget("five nodes", Just(5usize), 20, 0xd157_0005, false);
+}
+
+/// Fair mode under the whole fault mix, crashed waiters included: exclusion, fence order
+/// and every other property, plus first in first out among live waiters (property 9).
+#[test]
+fn sim_budget_one_node_fair() {
+    budget("one node, fair", Just(1usize), 30, 0xd157_fa1e, true);
+}
+
+/// Fair mode on a healthy network (clocks drifting within the allowance), with waiters
+/// crashing: every client, up to 14, is served; no live waiter is passed over (property 9);
+/// the lock is never without a confirmed holder for more than one cycle while a live waiter
+/// queues, or `2 R` after a waiter crashed (property 10).
+#[test]
+fn sim_fair_without_faults_serves_every_waiter_in_order() {
+    let (mut handoffs, mut crashes, mut gap, mut gap_crashed) = (0, 0, 0, 0);
+    for i in 0..6u64 {
+        let p = Params {
+            seed: 0xfa1e_0000 + i,
+            nodes: 1,
+            clients: 4 + 2 * i as usize,
+            ops: 2_000,
+            fenced: i % 2 == 0,
+            fair: true,
+            variant: Variant::Correct,
+            faults: Faults {
+                drift_ppm: 3_000,
+                ..Faults::NONE
+            },
+        };
+        let report = sim::run(&p, false);
+        assert!(report.violation.is_none(), "{}", failure(&report));
+        assert_eq!(
+            report.stats.final_acquires,
+            p.clients as u64,
+            "{}",
+            report.describe(0)
+        );
+        handoffs += report.stats.handoffs;
+        crashes += report.stats.waiter_crashes;
+        gap = gap.max(report.stats.longest_gap_us);
+        gap_crashed = gap_crashed.max(report.stats.longest_gap_after_crash_us);
+    }
+    println!(
+        "fair, healthy: {handoffs} hand-offs, {crashes} waiters crashed; longest stall with a live waiter queued: {gap} µs, {gap_crashed} µs after a crash"
+    );
+    assert!(
+        handoffs > 100 && crashes > 10,
+        "{handoffs} hand-offs, {crashes} crashes"
+    );
 }
 
 /// Property 4 without faults: every client, up to 16 of them, acquires.
@@ -417,6 +509,7 @@ fn sim_without_faults_every_client_acquires() {
             clients: 16,
             ops: 1_000,
             fenced: i != 1,
+            fair: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -440,6 +533,7 @@ fn sim_without_faults_renewing_holders_keep_their_leases() {
             clients: 4,
             ops: 3_000,
             fenced: i != 1,
+            fair: false,
             variant: Variant::Correct,
             faults: Faults {
                 drift_ppm: 5_000,
@@ -557,6 +651,34 @@ fn sim_catches_renewal_without_the_drift_term() {
     );
     let (report, runs) = hunt(strategy, 0xd21f8, 20, Property::LostBeforeValidityEnds);
     caught("renewal without the drift term", &report, runs);
+}
+
+/// Fair mode on a server whose release hands the lock to the queue's head whether or not it
+/// is live (and for good): the first hand-off to a crashed waiter breaks property 9. On a
+/// healthy network, so that a lost rollback (which would leave such a lock held forever,
+/// breaking liveness first) does not hide it.
+#[test]
+fn sim_catches_handoff_without_liveness() {
+    let strategy = with(
+        fair_params(1_000, Variant::HandoffWithoutLiveness, false),
+        |p| {
+            p.faults = Faults {
+                drift_ppm: p.faults.drift_ppm,
+                ..Faults::NONE
+            }
+        },
+    );
+    let (report, runs) = hunt(strategy, 0xfa1ed, 20, Property::FairQueue);
+    caught("hand-off without liveness", &report, runs);
+}
+
+/// Fair mode on a server whose release wakes the head without setting the lock to it: the
+/// woken waiter finds the lock free but has lost its place (property 9).
+#[test]
+fn sim_catches_wake_before_handoff() {
+    let strategy = fair_params(1_000, Variant::WakeBeforeHandoff, false);
+    let (report, runs) = hunt(strategy, 0xfa1ee, 10, Property::FairQueue);
+    caught("wake before hand-off", &report, runs);
 }
 
 /// A client that reconnects a failed node at once, on its own, instead of waiting out the
@@ -760,7 +882,8 @@ fn sim_replay() {
 ///
 /// Settings: `DISTLOCK_SIM_OPS` (lock operations, default 2,000,000), `DISTLOCK_SIM_THREADS`
 /// (default: every core), `DISTLOCK_SIM_SEED` (where the seeds start), `DISTLOCK_SIM_REPLAYS=1`
-/// (also duplicate requests and leave connections half-open: finds the core bug).
+/// (also duplicate requests and leave connections half-open: finds the core bug),
+/// `DISTLOCK_SIM_FAIR=1` (every run one node, fair; otherwise half the one-node runs are).
 /// Prints ops/s, total ops and every violation with its replay command; fails if any.
 #[test]
 #[ignore = "long: run on demand"]
@@ -772,6 +895,7 @@ fn sim_campaign() {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let seed = env("DISTLOCK_SIM_SEED").unwrap_or(0xca4a_1619);
     let replays = std::env::var("DISTLOCK_SIM_REPLAYS").is_ok_and(|v| v == "1");
+    let fair_only = std::env::var("DISTLOCK_SIM_FAIR").is_ok_and(|v| v == "1");
     let ops = AtomicU64::new(0);
     let runs = AtomicU64::new(0);
     let violations: Mutex<Vec<Report>> = Mutex::new(Vec::new());
@@ -780,7 +904,16 @@ fn sim_campaign() {
         for t in 0..threads {
             let (ops, runs, violations) = (&ops, &runs, &violations);
             scope.spawn(move || {
-                let strategy = params(any_nodes(), OPS_PER_RUN, Variant::Correct, replays);
+                // Half the one-node runs are fair; with DISTLOCK_SIM_FAIR=1, every run.
+                let strategy = with(
+                    params(any_nodes(), OPS_PER_RUN, Variant::Correct, replays),
+                    move |p| {
+                        if fair_only {
+                            p.nodes = 1;
+                        }
+                        p.fair = p.nodes == 1 && (fair_only || p.seed % 2 == 0);
+                    },
+                );
                 let mut runner = runner(seed.wrapping_add(t as u64), 1);
                 while ops.load(Ordering::Relaxed) < target {
                     let p = strategy.new_tree(&mut runner).expect("params").current();
@@ -808,7 +941,12 @@ fn sim_campaign() {
         runs.into_inner(),
         ops as f64 / secs,
         violations.len(),
-        if replays { " (with replays)" } else { "" }
+        match (replays, fair_only) {
+            (true, true) => " (fair, with replays)",
+            (true, false) => " (with replays)",
+            (false, true) => " (fair)",
+            (false, false) => "",
+        }
     );
     assert!(
         violations.is_empty(),

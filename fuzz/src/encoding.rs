@@ -165,6 +165,7 @@ pub fn run(data: &[u8]) {
             per_million: u32::from(p.per_million) * 20,
             fixed: Duration::from_millis(u64::from(p.fixed)),
         },
+        fair: false,
     };
     let reasons = lock_reasons(name, &options);
     let lock = match Lock::new(layout.clone(), name, options) {

@@ -140,6 +140,7 @@ impl SetupChoice {
             } else {
                 Drift::default()
             },
+            fair: false,
         }
     }
 

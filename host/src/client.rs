@@ -164,13 +164,28 @@ impl Client {
         token: &str,
         reentrant: bool,
     ) -> Result<Released, Error> {
-        let lock = self.lock_spec(
-            name.as_ref(),
+        self.release_with(
+            name,
+            token,
             LockOptions {
                 reentrant,
                 ..LockOptions::default()
             },
-        )?;
+        )
+        .await
+    }
+
+    /// [`Client::release`] of a lock acquired with `options` (its `reentrant` and `fair`
+    /// matter): a fair lock's release hands it to the first live waiter. A fair lock
+    /// released without `fair` is still freed; its first waiter then takes it within one
+    /// cycle (half the request timeout) instead of at once.
+    pub async fn release_with(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        options: LockOptions,
+    ) -> Result<Released, Error> {
+        let lock = self.lock_spec(name.as_ref(), options)?;
         let token = Token::new(token.as_bytes())?;
         self.release_lock(&lock, token).await
     }
@@ -328,6 +343,16 @@ impl LockBuilder {
     /// Allow the token's holder to acquire again (pass the token with [`LockBuilder::token`]).
     pub fn reentrant(mut self, on: bool) -> Self {
         self.options.reentrant = on;
+        self
+    }
+
+    /// Fair mode: waiters queue in arrival order, and the guard's release hands the lock
+    /// straight to the first live waiter, whose acquire returns already holding it. One node
+    /// and the tagged key layout only (else the acquire fails with
+    /// [`ConfigError::FairUnsupported`]); every client of the lock should use it. See
+    /// "Fair mode" in the README.
+    pub fn fair(mut self, on: bool) -> Self {
+        self.options.fair = on;
         self
     }
 

@@ -633,3 +633,68 @@ async fn an_extend_to_a_shorter_ttl_shortens_the_validity() {
         guard.release().await.expect("release");
     }
 }
+
+/// Fair mode through the Rust API: tasks that queue one after another get the lock in that
+/// order, each handed it by the previous holder's release, with growing fences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fair_waiters_are_handed_the_lock_in_arrival_order() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let url = server.url();
+    let name = unique_name("fair");
+    let queue = format!("{}:queue", support::lock_key(&name));
+    let first = Client::connect([&url]).await.expect("connect");
+    let guard = first
+        .lock(&name)
+        .ttl(Duration::from_secs(10))
+        .fenced(true)
+        .fair(true)
+        .acquire()
+        .await
+        .expect("the first holder");
+    let first_fence = guard.fence().expect("fenced");
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for n in 1..=4i64 {
+        let client = Client::connect([&url]).await.expect("connect");
+        let (name, order) = (name.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let guard = client
+                .lock(&name)
+                .ttl(Duration::from_secs(10))
+                .wait(Duration::from_secs(10))
+                .fenced(true)
+                .fair(true)
+                .acquire()
+                .await
+                .expect("every waiter gets its turn");
+            order.lock().expect("order").push((n, guard.fence()));
+            guard.release().await.expect("release");
+        }));
+        // The next task starts only once this one is queued: the arrival order is known.
+        let queue = queue.clone();
+        until("the waiter to queue", Duration::from_secs(5), || {
+            blocking(|| server.raw().ok(&["ZCARD", &queue]).int()) == Some(n)
+        })
+        .await;
+    }
+    guard.release().await.expect("release");
+    for task in tasks {
+        timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the waiters finish")
+            .expect("waiter task");
+    }
+    let order = order.lock().expect("order").clone();
+    assert_eq!(
+        order.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "first come, first served"
+    );
+    let mut last = first_fence;
+    for (n, fence) in order {
+        let fence = fence.expect("fenced");
+        assert!(fence > last, "waiter {n}: fence {fence} after {last}");
+        last = fence;
+    }
+}

@@ -1,6 +1,6 @@
 //! The `distlock` command against real `redis-server` processes: mutual exclusion between OS
 //! processes, a SIGKILLed holder's lock expiring at its TTL, and the exit codes and messages
-//! of `acquire`, `release`, `exec`, `reset` and `demo`.
+//! of `acquire`, `release`, `exec`, `reset` and `demo`; `--fair` queueing and hand-off.
 
 mod support;
 
@@ -322,6 +322,64 @@ fn release_with_a_wrong_token_is_refused() {
         stderr(&again).contains("does not hold the lock"),
         "{}",
         show(&again)
+    );
+}
+
+/// `--fair`: a second `acquire` queues; `release --fair` hands the lock straight to it (its
+/// token is what the key holds when it returns). Fair mode where it cannot work is refused.
+#[test]
+fn fair_acquire_queues_and_release_hands_over() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("fair");
+    let first = run(
+        &url,
+        &["acquire", "--name", &name, "--ttl", "30s", "--fair"],
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let token = stdout(&first).trim().to_owned();
+
+    let waiter = {
+        let (url, name) = (url.clone(), name.clone());
+        thread::spawn(move || {
+            run(
+                &url,
+                &[
+                    "acquire", "--name", &name, "--ttl", "30s", "--wait", "20s", "--fair",
+                ],
+            )
+        })
+    };
+    let queue = format!("{}:queue", support::lock_key(&name));
+    wait_for(
+        "the second acquire to queue",
+        Duration::from_secs(10),
+        || (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(()),
+    );
+    let released = run(
+        &url,
+        &["release", "--name", &name, "--token", &token, "--fair"],
+    );
+    assert_eq!(released.status.code(), Some(0), "{}", show(&released));
+    let second = waiter.join().expect("waiter");
+    assert_eq!(second.status.code(), Some(0), "{}", show(&second));
+    let second_token = stdout(&second).trim().to_owned();
+    assert_ne!(second_token, token);
+    let held = server.raw().ok(&["GET", &support::lock_key(&name)]).text();
+    assert_eq!(held.as_deref(), Some(second_token.as_str()));
+
+    let refused = run(
+        &url,
+        &[
+            "--layout", "redis-py", "acquire", "--name", &name, "--ttl", "30s", "--fair",
+        ],
+    );
+    assert_ne!(refused.status.code(), Some(0), "{}", show(&refused));
+    assert!(
+        stderr(&refused).contains("fair mode is single-node only"),
+        "{}",
+        show(&refused)
     );
 }
 

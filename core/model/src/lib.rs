@@ -10,7 +10,7 @@
 //! outputs, byte for byte.
 //!
 //! ## What it models
-//! - Strings and lists in one keyspace (a server configured with `databases 1`: `SELECT 0`
+//! - Strings, lists and sorted sets (integer scores; fair mode's queue) in one keyspace (a server configured with `databases 1`: `SELECT 0`
 //!   works, any other index is out of range), with millisecond TTLs checked lazily as Redis
 //!   does (a key with expiry `e` is alive while `now <= e`).
 //! - The commands the core sends: `SET` (`NX`, `XX`, `IFEQ`, `GET`, `PX`, `EX`, `KEEPTTL`),
@@ -18,7 +18,7 @@
 //!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
 //!   `-ERR unknown command`.
-//! - Scripts: the model has no Lua. It recognises the core's four scripts
+//! - Scripts: the model has no Lua. It recognises the core's six scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
@@ -71,7 +71,8 @@
 //! replies exactly once later); a key is never visible after its expiry.
 //!
 //! Not modelled: other data types, replication, eviction, `MULTI`, ACL users (the only user is
-//! `default`, with no password), keyspace notifications, and Lua beyond the four scripts.
+//! `default`, with no password), keyspace notifications, and Lua beyond the six scripts. Sorted
+//! sets are reached only through the fair scripts (no `Z*` command of their own).
 
 #![no_std]
 
@@ -157,6 +158,12 @@ pub struct ModelFaults {
     pub release_ignores_token: bool,
     /// The extend script and `SET … IFEQ` prolong the lock whatever token holds it.
     pub extend_ignores_token: bool,
+    /// The fair release hands the lock to the queue's head whether or not it is live, and
+    /// for good (no expiry): a hand-off without liveness.
+    pub handoff_ignores_liveness: bool,
+    /// The fair release wakes the queue's head without setting the lock to its token: a
+    /// wake-up before the hand-off.
+    pub wake_before_handoff: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -191,6 +198,8 @@ pub enum Stage {
 enum Value {
     Str(Vec<u8>),
     List(VecDeque<Vec<u8>>),
+    /// Members by ascending (score, member), as Redis orders a sorted set.
+    ZSet(Members),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,15 +222,19 @@ enum Known {
     Release,
     Extend,
     RaiseFence,
+    FairAcquire,
+    FairRelease,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 4] = [
+static KNOWN: [(Known, Script); 6] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
     (Known::RaiseFence, SCRIPTS[3]),
+    (Known::FairAcquire, SCRIPTS[4]),
+    (Known::FairRelease, SCRIPTS[5]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -244,6 +257,8 @@ impl Known {
             Known::Release => 1,
             Known::Extend => 2,
             Known::RaiseFence => 3,
+            Known::FairAcquire => 4,
+            Known::FairRelease => 5,
         }
     }
 
@@ -330,7 +345,7 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 4],
+    scripts: [bool; 6],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -371,7 +386,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 4];
+        self.scripts = [false; 6];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -432,6 +447,21 @@ impl ModelNode {
                 },
             ) if e.alive(now) => l.len(),
             _ => 0,
+        }
+    }
+
+    /// The members of the sorted set at `key` at `now`, lowest score first (empty when
+    /// absent, expired or not a sorted set): fair mode's queue, for checkers.
+    #[must_use]
+    pub fn sorted_set(&self, key: &[u8], now: Instant) -> Vec<Vec<u8>> {
+        match self.keys.get(key) {
+            Some(
+                e @ Entry {
+                    value: Value::ZSet(z),
+                    ..
+                },
+            ) if e.alive(now) => z.iter().map(|(_, m)| m.clone()).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -824,7 +854,7 @@ impl ModelNode {
                         return Ok(Done::Written);
                     }
                 }
-                Some(Value::Str(_)) => return Err(Fail::wrong_type()),
+                Some(_) => return Err(Fail::wrong_type()),
                 None => {}
             }
         }
@@ -1150,6 +1180,8 @@ impl ModelNode {
                     .map_err(|e| (e, 3))?;
                 Ok(ScriptValue::Int(1))
             }
+            Known::FairAcquire => self.fair_acquire(keys, argv, now),
+            Known::FairRelease => self.fair_release(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -1180,6 +1212,287 @@ impl ModelNode {
                 }
             }
         }
+    }
+
+    /// [`distlock_core::script::FAIR_ACQUIRE`], call for call as its Lua does it.
+    fn fair_acquire(
+        &mut self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> Result<ScriptValue, (Fail, u64)> {
+        let nil = || {
+            (
+                Fail::new(b"ERR Lua redis lib command arguments must be strings or integers"),
+                1,
+            )
+        };
+        let [lock, fence, holds, queue, wake, alive, ..] = *keys else {
+            return Err(nil());
+        };
+        let [me, ttl, extra, fenced, reentrant, owner, live, enqueue, ..] = *argv else {
+            return Err(nil());
+        };
+        let keys = FairKeys {
+            lock,
+            fence,
+            holds,
+            queue,
+            wake,
+            alive,
+        };
+        let arithmetic = || {
+            (
+                Fail::new(b"ERR user_script:1: attempt to perform arithmetic on a nil value"),
+                1,
+            )
+        };
+        let px = lua_tonumber(ttl)
+            .zip(lua_tonumber(extra))
+            .map(|(t, e)| t.saturating_add(e))
+            .ok_or_else(arithmetic)?;
+        let (fenced, reentrant) = (fenced == b"1", reentrant == b"1");
+        let holder = self.get_str(lock, now).map_err(|e| (e, 3))?;
+        if reentrant && holder.as_deref() == Some(owner) {
+            let fence = if fenced {
+                match self.get_str(fence, now).map_err(|e| (e, 6))? {
+                    None => 0,
+                    Some(v) => lua_tonumber(&v).unwrap_or(0),
+                }
+            } else {
+                0
+            };
+            let held = self.incr_by(holds, 1, now).map_err(|e| (e, 7))?;
+            self.pexpire(lock, px, ExpireMode::Always, now)
+                .map_err(|e| (e, 8))?;
+            self.pexpire(holds, px, ExpireMode::Always, now)
+                .map_err(|e| (e, 9))?;
+            return Ok(ScriptValue::Pair(held, fence));
+        }
+        if holder.as_deref() == Some(me) {
+            return self.fair_take(&keys, me, px, (fenced, reentrant), now);
+        }
+        if holder.is_none() {
+            loop {
+                match self.zset_first(queue, now).map_err(|e| (e, 24))? {
+                    None => return self.fair_take(&keys, me, px, (fenced, reentrant), now),
+                    Some(head) if head == me => {
+                        return self.fair_take(&keys, me, px, (fenced, reentrant), now);
+                    }
+                    Some(head) => {
+                        if self.live(&cat(alive, &head), now).is_some() {
+                            break;
+                        }
+                        self.zset_rem(queue, &head, now).map_err(|e| (e, 27))?;
+                    }
+                }
+            }
+        }
+        if enqueue == b"1" {
+            if self
+                .zset_score(queue, me, now)
+                .map_err(|e| (e, 31))?
+                .is_none()
+            {
+                let last = self.zset_last_score(queue, now).map_err(|e| (e, 32))?;
+                self.zset_add(queue, last.unwrap_or(0).saturating_add(1), me, now)
+                    .map_err(|e| (e, 33))?;
+            }
+            self.script_set_px(&cat(alive, me), b"1", live, now)
+                .map_err(|e| (e, 35))?;
+            let live_ms = lua_tonumber(live).ok_or_else(arithmetic)?;
+            if self.pttl(queue, now) < live_ms {
+                self.pexpire(queue, live_ms, ExpireMode::Always, now)
+                    .map_err(|e| (e, 37))?;
+            }
+        }
+        Ok(ScriptValue::Pair(
+            0,
+            if holder.is_some() {
+                self.pttl(lock, now)
+            } else {
+                0
+            },
+        ))
+    }
+
+    /// The `take()` of the fair acquire script: leave the queue, fence, hold, set the lock.
+    fn fair_take(
+        &mut self,
+        keys: &FairKeys<'_>,
+        me: &[u8],
+        px: i64,
+        (fenced, reentrant): (bool, bool),
+        now: Instant,
+    ) -> Result<ScriptValue, (Fail, u64)> {
+        self.zset_rem(keys.queue, me, now).map_err(|e| (e, 13))?;
+        let fence = if fenced {
+            self.incr_by(keys.fence, 1, now).map_err(|e| (e, 15))?
+        } else {
+            0
+        };
+        let mut digits = [0u8; 20];
+        let px_text = decimal(px.unsigned_abs(), &mut digits);
+        if reentrant {
+            self.script_set_px(keys.holds, b"1", px_text, now)
+                .map_err(|e| (e, 16))?;
+        }
+        self.script_set_px(keys.lock, me, px_text, now)
+            .map_err(|e| (e, 17))?;
+        self.del(&cat(keys.wake, me), now);
+        self.del(&cat(keys.alive, me), now);
+        Ok(ScriptValue::Pair(1, fence))
+    }
+
+    /// [`distlock_core::script::FAIR_RELEASE`], call for call as its Lua does it (and broken
+    /// as [`ModelFaults`] asks).
+    fn fair_release(
+        &mut self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> Result<ScriptValue, (Fail, u64)> {
+        let nil = || {
+            (
+                Fail::new(b"ERR Lua redis lib command arguments must be strings or integers"),
+                1,
+            )
+        };
+        let [lock, holds, queue, wake, alive, ..] = *keys else {
+            return Err(nil());
+        };
+        let [me, reentrant, cap, ..] = *argv else {
+            return Err(nil());
+        };
+        self.zset_rem(queue, me, now).map_err(|e| (e, 2))?;
+        self.write_check().map_err(|e| (e, 3))?;
+        self.del(&cat(wake, me), now);
+        self.del(&cat(alive, me), now);
+        let holder = self.get_str(lock, now).map_err(|e| (e, 4))?;
+        let broken = self.faults.release_ignores_token && holder.is_some();
+        let mut free = holder.is_none();
+        let mut result = -1;
+        if holder.as_deref() == Some(me) || broken {
+            if reentrant == b"1" {
+                let left = self.incr_by(holds, -1, now).map_err(|e| (e, 8))?;
+                if left > 0 {
+                    return Ok(ScriptValue::Int(left));
+                }
+                self.del(holds, now);
+            }
+            self.del(lock, now);
+            free = true;
+            result = 0;
+        }
+        if free {
+            let cap = lua_tonumber(cap).ok_or_else(|| {
+                (
+                    Fail::new(b"ERR user_script:22: bad argument #2 to 'min'"),
+                    22,
+                )
+            })?;
+            while let Some(head) = self.zset_first(queue, now).map_err(|e| (e, 18))? {
+                self.zset_rem(queue, &head, now).map_err(|e| (e, 20))?;
+                let liveness = self.pttl(&cat(alive, &head), now);
+                let ignore_liveness = self.faults.handoff_ignores_liveness;
+                if liveness <= 0 && !ignore_liveness {
+                    continue;
+                }
+                let lease = if liveness > 0 { liveness.min(cap) } else { cap };
+                if !self.faults.wake_before_handoff {
+                    if ignore_liveness {
+                        // Broken on purpose: the hand-off never expires.
+                        self.keys.insert(
+                            lock.to_vec(),
+                            Entry {
+                                value: Value::Str(head.clone()),
+                                expires_at: None,
+                            },
+                        );
+                    } else {
+                        let mut digits = [0u8; 20];
+                        let text = decimal(lease.unsigned_abs(), &mut digits);
+                        self.script_set_px(lock, &head, text, now)
+                            .map_err(|e| (e, 24))?;
+                    }
+                }
+                let wake_key = cat(wake, &head);
+                self.del(&cat(alive, &head), now);
+                self.del(&wake_key, now);
+                self.lpush(&wake_key, b"1", now).map_err(|e| (e, 26))?;
+                self.pexpire(&wake_key, lease, ExpireMode::Always, now)
+                    .map_err(|e| (e, 27))?;
+                break;
+            }
+        }
+        Ok(ScriptValue::Int(result))
+    }
+
+    // ---- sorted sets (fair mode's queue), reached only from the fair scripts ----
+
+    fn zset(&mut self, key: &[u8], now: Instant) -> Res<Option<&mut Members>> {
+        match self.live(key, now).map(|e| &mut e.value) {
+            None => Ok(None),
+            Some(Value::ZSet(z)) => Ok(Some(z)),
+            Some(_) => Err(Fail::wrong_type()),
+        }
+    }
+
+    /// `ZRANGE key 0 0`.
+    fn zset_first(&mut self, key: &[u8], now: Instant) -> Res<Option<Vec<u8>>> {
+        Ok(self
+            .zset(key, now)?
+            .and_then(|z| z.first().map(|(_, m)| m.clone())))
+    }
+
+    /// The score of `ZRANGE key -1 -1 WITHSCORES`.
+    fn zset_last_score(&mut self, key: &[u8], now: Instant) -> Res<Option<i64>> {
+        Ok(self.zset(key, now)?.and_then(|z| z.last().map(|(s, _)| *s)))
+    }
+
+    /// `ZSCORE key member`.
+    fn zset_score(&mut self, key: &[u8], member: &[u8], now: Instant) -> Res<Option<i64>> {
+        Ok(self.zset(key, now)?.and_then(|z| {
+            z.iter()
+                .find(|(_, m)| m.as_slice() == member)
+                .map(|(s, _)| *s)
+        }))
+    }
+
+    /// `ZADD key score member` (a new set has no expiry).
+    fn zset_add(&mut self, key: &[u8], score: i64, member: &[u8], now: Instant) -> Res<()> {
+        self.write_check()?;
+        let entry = (score, member.to_vec());
+        match self.zset(key, now)? {
+            Some(z) => {
+                z.retain(|(_, m)| m.as_slice() != member);
+                let at = z.partition_point(|e| *e < entry);
+                z.insert(at, entry);
+            }
+            None => {
+                self.keys.insert(
+                    key.to_vec(),
+                    Entry {
+                        value: Value::ZSet(alloc::vec![entry]),
+                        expires_at: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `ZREM key member` (an emptied set is deleted, as Redis does).
+    fn zset_rem(&mut self, key: &[u8], member: &[u8], now: Instant) -> Res<()> {
+        self.write_check()?;
+        let Some(z) = self.zset(key, now)? else {
+            return Ok(());
+        };
+        z.retain(|(_, m)| m.as_slice() != member);
+        if z.is_empty() {
+            self.keys.remove(key);
+        }
+        Ok(())
     }
 
     /// `redis.call('SET', key, value, 'PX', ttl)` inside a script.
@@ -1223,7 +1536,7 @@ impl ModelNode {
         match self.live(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::Str(v)) => Ok(Some(v.clone())),
-            Some(Value::List(_)) => Err(Fail::wrong_type()),
+            Some(_) => Err(Fail::wrong_type()),
         }
     }
 
@@ -1250,7 +1563,7 @@ impl ModelNode {
         let matches = match self.live(key, now).map(|e| &e.value) {
             None => return Ok(false),
             Some(Value::Str(v)) => (v.as_slice() == value) == equal || broken,
-            Some(Value::List(_)) => return Err(Fail::wrong_type()),
+            Some(_) => return Err(Fail::wrong_type()),
         };
         if matches {
             self.keys.remove(key);
@@ -1378,6 +1691,27 @@ impl ModelNode {
         }
         Some(element)
     }
+}
+
+/// A sorted set's (score, member) pairs, ascending.
+type Members = Vec<(i64, Vec<u8>)>;
+
+/// The keys of the fair scripts (the wake-up and liveness entries are prefixes).
+struct FairKeys<'a> {
+    lock: &'a [u8],
+    fence: &'a [u8],
+    holds: &'a [u8],
+    queue: &'a [u8],
+    wake: &'a [u8],
+    alive: &'a [u8],
+}
+
+/// `a .. b`, as the fair scripts build a waiter's key from a prefix and its token.
+fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + b.len());
+    key.extend_from_slice(a);
+    key.extend_from_slice(b);
+    key
 }
 
 /// A script's return value.
@@ -1994,6 +2328,8 @@ mod tests {
                 (Known::Release, "release"),
                 (Known::Extend, "extend"),
                 (Known::RaiseFence, "raise-fence"),
+                (Known::FairAcquire, "fair-acquire"),
+                (Known::FairRelease, "fair-release"),
             ]
         );
     }
@@ -2630,6 +2966,7 @@ mod tests {
         n.set_faults(ModelFaults {
             release_ignores_token: true,
             extend_ignores_token: true,
+            ..ModelFaults::default()
         });
         run(&mut n, &["SET", "L", "owner", "PX", "100"], 0);
         assert_eq!(
@@ -2661,7 +2998,7 @@ mod tests {
             for node in &mut nodes {
                 let mut conn = ModelConnection::new();
                 let mut hs = Handshake::new(HandshakeOptions::default(), now);
-                let mut buf = vec![0u8; 1024];
+                let mut buf = vec![0u8; 4096];
                 let info = loop {
                     while let Some(len) = hs.poll_transmit(&mut buf).unwrap() {
                         conn.receive(&buf[..len]);

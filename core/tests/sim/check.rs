@@ -42,6 +42,14 @@ pub enum Property {
     ///    connect under way), and every connect it reported started is answered by exactly
     ///    one end (connected or failed), none left unreported.
     Session,
+    /// 8. Fair mode, first in first out among live waiters: a live waiter leaves the queue
+    ///    only with the lock or by its own command; a hand-off goes only to a live waiter;
+    ///    the lock goes to the first live waiter.
+    FairQueue,
+    /// 9. Fair mode, no lost wake-up: on a healthy network, while a live waiter queues, the
+    ///    lock is without a confirmed holder for at most one cycle (`R / 2`), or `2 R` while
+    ///    a waiter has crashed.
+    FairWakeUp,
 }
 
 impl Property {
@@ -55,6 +63,8 @@ impl Property {
             Property::NoStuckMachines => "no panics, no stuck machines",
             Property::LostBeforeValidityEnds => "lost reported before validity ends",
             Property::Session => "connects only as the session allows, each reported once",
+            Property::FairQueue => "fair: first in first out among live waiters",
+            Property::FairWakeUp => "fair: no lost wake-up, bounded stall after a waiter crash",
         }
     }
 }
@@ -87,6 +97,14 @@ pub struct Stats {
     pub renewals: u64,
     /// Renewing holds whose schedule reported `Lost`.
     pub renewals_lost: u64,
+    /// Fair runs: waiters crashed (stopped for 2 to 4 request timeouts or more).
+    pub waiter_crashes: u64,
+    /// Fair runs: releases that handed the lock to a waiter.
+    pub handoffs: u64,
+    /// Fair runs on healthy networks: the longest time a live waiter queued with no confirmed
+    /// holder, µs (property 10), with no waiter crashed, and while one had.
+    pub longest_gap_us: u64,
+    pub longest_gap_after_crash_us: u64,
 }
 
 #[derive(Debug, Clone, Copy)]

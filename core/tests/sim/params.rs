@@ -36,10 +36,16 @@ pub enum Variant {
     /// Clients reconnect a node whose connect failed at once, on their own, instead of
     /// waiting out the session's reconnect pause.
     ReconnectIgnoresSession,
+    /// Fair mode on a node whose release hands the lock to the queue's head whether or not
+    /// it is live, for good (`ModelFaults::handoff_ignores_liveness`).
+    HandoffWithoutLiveness,
+    /// Fair mode on a node whose release wakes the head without setting the lock to it
+    /// (`ModelFaults::wake_before_handoff`).
+    WakeBeforeHandoff,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 13] = [
         Variant::Correct,
         Variant::ZeroDrift,
         Variant::WideClocksDefaultDrift,
@@ -51,6 +57,8 @@ impl Variant {
         Variant::RenewalIgnoresLost,
         Variant::RenewalWithoutDrift,
         Variant::ReconnectIgnoresSession,
+        Variant::HandoffWithoutLiveness,
+        Variant::WakeBeforeHandoff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +74,8 @@ impl Variant {
             Variant::RenewalIgnoresLost => "renewal-ignores-lost",
             Variant::RenewalWithoutDrift => "renewal-without-drift",
             Variant::ReconnectIgnoresSession => "reconnect-ignores-session",
+            Variant::HandoffWithoutLiveness => "handoff-without-liveness",
+            Variant::WakeBeforeHandoff => "wake-before-handoff",
         }
     }
 
@@ -150,6 +160,8 @@ pub struct Params {
     pub ops: u64,
     /// Fencing tokens on (every client's lock is fenced) or off.
     pub fenced: bool,
+    /// Fair mode (every client's lock is fair): one node only.
+    pub fair: bool,
     pub variant: Variant,
     pub faults: Faults,
 }
@@ -159,12 +171,13 @@ impl Params {
     pub fn encode(&self) -> String {
         let f = &self.faults;
         format!(
-            "seed={},nodes={},clients={},ops={},fenced={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
+            "seed={},nodes={},clients={},ops={},fenced={},fair={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
             self.seed,
             self.nodes,
             self.clients,
             self.ops,
             u8::from(self.fenced),
+            u8::from(self.fair),
             self.variant.name(),
             f.drift_ppm,
             f.latency_us,
@@ -189,6 +202,7 @@ impl Params {
             clients: 4,
             ops: 2000,
             fenced: true,
+            fair: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -208,6 +222,7 @@ impl Params {
                 "clients" => p.clients = num()? as usize,
                 "ops" => p.ops = num()?,
                 "fenced" => p.fenced = num()? != 0,
+                "fair" => p.fair = num()? != 0,
                 "variant" => {
                     p.variant =
                         Variant::parse(value).ok_or_else(|| format!("unknown variant `{value}`"))?
@@ -229,6 +244,9 @@ impl Params {
         }
         if ![1, 3, 5].contains(&p.nodes) {
             return Err(format!("nodes must be 1, 3 or 5, not {}", p.nodes));
+        }
+        if p.fair && p.nodes != 1 {
+            return Err("fair mode is single-node only".into());
         }
         if !(1..=16).contains(&p.clients) {
             return Err(format!("clients must be 1 to 16, not {}", p.clients));

@@ -32,6 +32,9 @@ const CAP: usize = 5;
 /// The one lock every client contends for.
 const LOCK_NAME: &[u8] = b"sim";
 const LOCK_KEY: &[u8] = b"distlock:{sim}";
+/// Fair mode's queue of the lock, and the prefix of its waiters' liveness keys.
+const QUEUE_KEY: &[u8] = b"distlock:{sim}:queue";
+const ALIVE_PREFIX: &[u8] = b"distlock:{sim}:alive:";
 /// How many trace lines a failure report shows.
 pub const TRACE_TAIL: usize = 120;
 
@@ -235,6 +238,8 @@ enum Ev {
     Flush,
     Readonly,
     Pause,
+    /// Fair runs: a waiting client stops (a crash, as far as the queue can tell) for a while.
+    WaiterCrash,
     /// A client's write reaches the protected resource.
     Write {
         client: usize,
@@ -417,6 +422,8 @@ struct World {
     healthy: bool,
     keep_fence: bool,
     delayed_restart: bool,
+    /// Fair runs: the queue's state as the checks of property 9 follow it.
+    fair: FairWatch,
     buf: Vec<u8>,
     trace: Option<Rc<RefCell<Vec<String>>>>,
 }
@@ -445,6 +452,8 @@ impl World {
         let faults = ModelFaults {
             release_ignores_token: p.variant == Variant::BrokenRelease,
             extend_ignores_token: p.variant == Variant::BrokenExtend,
+            handoff_ignores_liveness: p.variant == Variant::HandoffWithoutLiveness,
+            wake_before_handoff: p.variant == Variant::WakeBeforeHandoff,
         };
         let nodes: Vec<Node> = (0..p.nodes)
             .map(|_| {
@@ -507,6 +516,7 @@ impl World {
                     },
                     request_timeout: Duration::from_millis(request_timeout),
                     drift,
+                    fair: p.fair,
                 };
                 max_ttl = max_ttl.max(ttl);
                 max_rt = max_rt.max(request_timeout);
@@ -575,6 +585,7 @@ impl World {
             healthy: healthy(&p.faults),
             keep_fence: p.variant != Variant::LostFenceCounter,
             delayed_restart: p.variant != Variant::ImmediateRestart,
+            fair: FairWatch::default(),
             buf: vec![0; 4096],
             trace,
         }
@@ -646,6 +657,10 @@ impl World {
                 let at = self.rand(1, 2 * u64::from(rate)) * 1000;
                 self.at(at, ev);
             }
+        }
+        if self.p.fair {
+            let at = self.rand(100, 1_000) * 1000;
+            self.at(at, Ev::WaiterCrash);
         }
         while let Some(((at, _), ev)) = self.queue.pop_first() {
             self.now = at;
@@ -821,6 +836,7 @@ impl World {
                     self.reschedule(mean.max(1) as u32, Ev::Pause);
                 }
             }
+            Ev::WaiterCrash => self.waiter_crash(),
             Ev::Write {
                 client,
                 lease,
@@ -832,6 +848,90 @@ impl World {
                 let now = self.now;
                 self.check.write(client, lease, fence, now);
             }
+        }
+    }
+
+    /// Fair runs: one waiting client at a time stops for two to four request timeouts (or
+    /// a second more), as a crashed waiter does for the queue: it refreshes nothing and
+    /// confirms no hand-off. Its liveness key runs out; property 10 bounds the stall.
+    fn waiter_crash(&mut self) {
+        if self.drain.is_some() {
+            return;
+        }
+        let now = self.now;
+        let none_paused = self.clients.iter().all(|c| c.paused_until <= now);
+        let waiting: Vec<usize> = (0..self.clients.len())
+            .filter(|&c| self.clients[c].phase == Phase::Acquiring)
+            .collect();
+        if none_paused && !waiting.is_empty() {
+            let c = waiting[self.rand(0, waiting.len() as u64 - 1) as usize];
+            let until = now + self.rand(2 * self.max_rt, 4 * self.max_rt + 1_000) * 1000;
+            self.clients[c].paused_until = until;
+            // Until its stale cycle is settled (rolled back, or confirmed late), the crashed
+            // waiter may still stand in the queue.
+            self.fair.crash_effect_until = until + 2 * self.max_rt * 1000;
+            self.check.stats.waiter_crashes += 1;
+            self.log(&format!("c{c}"), Some(self.client_ms(c)), || {
+                format!("waiter crashes until t={}", us(until))
+            });
+        }
+        let next = now + self.rand(200, 2_000) * 1000;
+        self.at(next, Ev::WaiterCrash);
+    }
+
+    /// Property 10's bound on stalls, after each command on the node of a fair run: while a
+    /// live waiter queues and no confirmed holder has the lock (it is free, or handed to a
+    /// waiter that has not confirmed), the gap must close within one cycle (`R / 2`) — no
+    /// lost wake-up — or, while a waiter has crashed, within `2 R`. Checked on healthy
+    /// networks, where the network cannot stretch a cycle.
+    fn watch_fair_gap(&mut self, state: FairState) {
+        if state.handed {
+            self.check.stats.handoffs += 1;
+        }
+        let w = &mut self.fair;
+        match &state.holder {
+            None => w.unconfirmed = None,
+            Some(h) if state.handed => w.unconfirmed = Some(h.clone()),
+            Some(h)
+                if w.unconfirmed
+                    .as_ref()
+                    .is_some_and(|u| u != h || state.confirmed) =>
+            {
+                w.unconfirmed = None;
+            }
+            Some(_) => {}
+        }
+        let held = state.holder.is_some() && w.unconfirmed.is_none();
+        if !self.healthy || held || !state.waiting {
+            w.gap_since = None;
+            return;
+        }
+        let since = *w.gap_since.get_or_insert(self.now);
+        let crashed = self.now < w.crash_effect_until;
+        let bound_ms = if crashed {
+            2 * self.max_rt
+        } else {
+            self.max_rt.div_ceil(2)
+        };
+        // Clocks within 1%, round trips of a few ms.
+        let bound = bound_ms * 1000 * 102 / 100 + 10_000;
+        let gap = self.now - since;
+        let stats = &mut self.check.stats;
+        if crashed {
+            stats.longest_gap_after_crash_us = stats.longest_gap_after_crash_us.max(gap);
+        } else {
+            stats.longest_gap_us = stats.longest_gap_us.max(gap);
+        }
+        if gap > bound {
+            let detail = format!(
+                "the lock has had no confirmed holder since t={} while a live waiter queued: {} µs, above the {} bound ({} ms)",
+                us(since),
+                gap,
+                if crashed { "2 R" } else { "one-cycle" },
+                bound_ms
+            );
+            let at = self.now;
+            self.check.fail(Property::FairWakeUp, at, detail);
         }
     }
 
@@ -1228,12 +1328,19 @@ impl World {
         let mut out = Vec::new();
         let mut before: Option<(Vec<u8>, Option<Instant>)> = None;
         let mut bad: Option<String> = None;
+        let fair = self.p.fair;
+        let mut queue_before: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut fair_bad: Option<String> = None;
+        let mut fair_after: Option<FairState> = None;
         let mut lines: Vec<String> = Vec::new();
         model.serve_observed(&mut nc.mc, now, &mut out, |stage, m, args| match stage {
             Stage::Before => {
                 before = m
                     .value(LOCK_KEY, now)
                     .map(|v| (v.to_vec(), m.expiry(LOCK_KEY, now).flatten()));
+                if fair {
+                    queue_before = queued(m, now);
+                }
                 if tracing {
                     lines.push(render_command(args));
                 }
@@ -1257,6 +1364,21 @@ impl World {
                             after
                         ));
                     }
+                }
+                if fair {
+                    let holder_before = before.as_ref().map(|(h, _)| h.as_slice());
+                    let holder = m.value(LOCK_KEY, now).map(<[u8]>::to_vec);
+                    let in_args = holder.as_ref().is_some_and(|h| args.iter().any(|a| a == h));
+                    let state = FairState {
+                        handed: holder.is_some() && !in_args && holder.as_deref() != holder_before,
+                        confirmed: in_args,
+                        holder,
+                        waiting: queued(m, now).iter().any(|(_, live)| *live),
+                    };
+                    if fair_bad.is_none() {
+                        fair_bad = fair_violation(&queue_before, holder_before, &state, m, now, args);
+                    }
+                    fair_after = Some(state);
                 }
             }
             _ => {}
@@ -1290,6 +1412,13 @@ impl World {
             let at = self.now;
             self.check
                 .fail(Property::OwnerOnly, at, format!("on node {node}: {detail}"));
+        }
+        if let Some(detail) = fair_bad {
+            let at = self.now;
+            self.check.fail(Property::FairQueue, at, detail);
+        }
+        if let Some(state) = fair_after {
+            self.watch_fair_gap(state);
         }
         self.audit_renewing();
         if let Some(wake) = wake
@@ -2414,6 +2543,98 @@ impl World {
     }
 }
 
+/// What property 9 follows of a fair run's queue between commands.
+#[derive(Debug, Default)]
+struct FairWatch {
+    /// The token a release handed the lock to, until it confirms (or the lease ends).
+    unconfirmed: Option<Vec<u8>>,
+    /// Since when (true µs) a live waiter has queued with no confirmed holder.
+    gap_since: Option<u64>,
+    /// Until when (true µs) a crashed waiter may still stand in the queue.
+    crash_effect_until: u64,
+}
+
+/// The lock and queue after one command on the node of a fair run.
+struct FairState {
+    holder: Option<Vec<u8>>,
+    /// A live waiter queues.
+    waiting: bool,
+    /// The command gave the lock to a token not among its arguments: a hand-off.
+    handed: bool,
+    /// The holder's token is among the command's arguments (its take, confirm or re-entry).
+    confirmed: bool,
+}
+
+/// Fair mode's queue at `now`, first come first: each waiter's token, and whether it is
+/// live (its liveness key has time left, so a hand-off can give it some).
+fn queued(m: &ModelNode, now: Instant) -> Vec<(Vec<u8>, bool)> {
+    m.sorted_set(QUEUE_KEY, now)
+        .into_iter()
+        .map(|token| {
+            let key = [ALIVE_PREFIX, &token].concat();
+            let live = matches!(m.expiry(&key, now), Some(Some(end)) if end > now);
+            (token, live)
+        })
+        .collect()
+}
+
+/// Property 9, first in first out among live waiters, around one command: a live waiter
+/// leaves the queue only with the lock or by its own command; a hand-off goes only to a live
+/// waiter; and the lock, when it changes hands, goes to the first live waiter (counting the
+/// command's own token as live: a waiter's cycle).
+fn fair_violation(
+    before: &[(Vec<u8>, bool)],
+    holder_before: Option<&[u8]>,
+    after: &FairState,
+    m: &ModelNode,
+    now: Instant,
+    args: &[Vec<u8>],
+) -> Option<String> {
+    let in_args = |t: &[u8]| args.iter().any(|a| a.as_slice() == t);
+    let queue_after = m.sorted_set(QUEUE_KEY, now);
+    for (waiter, live) in before {
+        if *live
+            && !queue_after.contains(waiter)
+            && after.holder.as_ref() != Some(waiter)
+            && !in_args(waiter)
+        {
+            return Some(format!(
+                "`{}` took live waiter {} out of the queue without giving it the lock",
+                render_command(args),
+                short(waiter)
+            ));
+        }
+    }
+    let new = after
+        .holder
+        .as_ref()
+        .filter(|t| holder_before != Some(t.as_slice()))?;
+    let own = in_args(new);
+    if !own && !before.iter().any(|(w, live)| w == new && *live) {
+        return Some(format!(
+            "`{}` handed the lock to {}, which is no live waiter",
+            render_command(args),
+            short(new)
+        ));
+    }
+    let first = before.iter().find(|(w, live)| {
+        if own {
+            *live || w == new
+        } else {
+            *live && !in_args(w)
+        }
+    });
+    match first {
+        Some((w, _)) if w != new => Some(format!(
+            "`{}` gave the lock to {} while live waiter {} was ahead of it",
+            render_command(args),
+            short(new),
+            short(w)
+        )),
+        _ => None,
+    }
+}
+
 /// No fault at all (clocks may drift: the allowance covers them) and round trips of at most
 /// 2 ms, far inside the shortest TTL's renewal margin (an extend due at a third of a 20 ms
 /// TTL has about 10 ms left of the validity): where a renewing holder must keep its lease.
@@ -2472,18 +2693,18 @@ fn render_command(args: &[Vec<u8>]) -> String {
             let name = distlock_core::SCRIPTS
                 .iter()
                 .position(|s| s.source.as_bytes() == a.as_slice())
-                .map_or("<script>", |i| {
-                    ["<ACQUIRE>", "<RELEASE>", "<EXTEND>", "<RAISE_FENCE>"][i]
+                .map_or("<script>".to_string(), |i| {
+                    format!("<{}>", distlock_core::SCRIPTS[i].name.to_uppercase())
                 });
-            parts.push(name.to_string());
+            parts.push(name);
         } else if i == 1 && args[0].eq_ignore_ascii_case(b"EVALSHA") {
             let name = distlock_core::SCRIPTS
                 .iter()
                 .position(|s| s.sha.as_slice() == a.as_slice())
-                .map_or("<sha>", |i| {
-                    ["<acquire>", "<release>", "<extend>", "<raise_fence>"][i]
+                .map_or("<sha>".to_string(), |i| {
+                    format!("<{}>", distlock_core::SCRIPTS[i].name)
                 });
-            parts.push(name.to_string());
+            parts.push(name);
         } else {
             parts.push(short(a));
         }

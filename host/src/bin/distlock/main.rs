@@ -159,6 +159,9 @@ enum Command {
         /// The lock is reentrant: release one hold.
         #[arg(long)]
         reentrant: bool,
+        /// The lock is fair (acquired with --fair): hand it to the first live waiter.
+        #[arg(long)]
+        fair: bool,
     },
     /// Extend a lock held by TOKEN to TTL from now.
     Extend {
@@ -267,6 +270,10 @@ struct LockArgs {
     /// Hand out a fencing token.
     #[arg(long)]
     fenced: bool,
+    /// Fair mode: wait in arrival order; a release hands the lock straight to the first live
+    /// waiter. One node and the tagged layout only; every client of the lock should use it.
+    #[arg(long)]
+    fair: bool,
 }
 
 /// The `--layout` choices (`distlock_host::KeyLayout`).
@@ -459,10 +466,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             name,
             token,
             reentrant,
+            fair,
         } => {
             warn_if_embedded(&client, "release");
+            let options = distlock_core::LockOptions {
+                reentrant,
+                fair,
+                ..distlock_core::LockOptions::default()
+            };
             Ok(printed(
-                match client.release(&name, &token, reentrant).await? {
+                match client.release_with(&name, &token, options).await? {
                     distlock_core::Released::StillHeld { holds } => {
                         say!("released one hold; {holds} left")
                     }
@@ -673,4 +686,5 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
         .ttl(lock.ttl)
         .wait(wait)
         .fenced(lock.fenced)
+        .fair(lock.fair)
 }

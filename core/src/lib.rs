@@ -31,7 +31,8 @@
 //!   lock's keys share ([`key_slot`]: CRC16 of the hash tag), [`SlotMap`] says which
 //!   [`Primary`] owns it (read from `CLUSTER SHARDS` / `CLUSTER SLOTS`, at most
 //!   [`MAX_SHARDS`]), and [`Redirects`] says what a [`Redirect`] (`MOVED`, `ASK`,
-//!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline.
+//!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline;
+//!   [`ClusterLink`] puts them together as one node's byte pipe for a driver.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
 //!
@@ -76,6 +77,7 @@ extern crate alloc;
 mod acquire;
 mod ballot;
 mod cluster;
+mod cluster_link;
 mod commands;
 mod dialogue;
 mod drift;
@@ -115,6 +117,7 @@ pub use cluster::{
     Primary, Redirect, Redirects, RouteError, SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,
     TRY_AGAIN_DELAY,
 };
+pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;

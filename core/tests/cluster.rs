@@ -3,8 +3,8 @@
 //! and redirect parsing. The real-cluster tests are `host/tests/cluster.rs`.
 
 use distlock_core::{
-    Duration, Instant, KeyLayout, Keys, LockName, MAX_REDIRECTS, NextHop, Primary, Protocol,
-    Redirect, Redirects, SLOTS, SlotMap, SlotMapError, key_slot, lock_slot,
+    ASKING, ClusterLink, Duration, Instant, KeyLayout, Keys, LockName, MAX_REDIRECTS, NextHop,
+    Primary, Protocol, Redirect, Redirects, SLOTS, SlotMap, SlotMapError, key_slot, lock_slot,
 };
 use proptest::prelude::*;
 
@@ -136,6 +136,82 @@ proptest! {
             followed += 1;
             prop_assert!(followed <= MAX_REDIRECTS);
             now = now.saturating_add(Duration::from_millis(step));
+        }
+    }
+}
+
+/// `GET k<i>`, and the `i` back out of such a command.
+fn get(i: usize) -> Vec<u8> {
+    let key = format!("k{i}");
+    format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
+}
+
+fn key_of(command: &[u8]) -> usize {
+    let text = std::str::from_utf8(command).unwrap();
+    let key = text.trim_end().rsplit('\n').next().unwrap();
+    key.trim_start_matches('k').trim().parse().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A cluster that answers each command with its value or a random redirect: every
+    /// command written gets exactly one reply, in write order — its own value, or an error
+    /// once the redirects run out — and the link ends idle.
+    #[test]
+    fn every_command_gets_one_reply_in_order_whatever_the_cluster_redirects(
+        commands in 1usize..12,
+        answers in proptest::collection::vec(0u8..5, 0..80),
+        split in 1usize..40,
+    ) {
+        let map = SlotMap::from_slots(&slots_reply(&[(0, SLOTS - 1, 1)]), Protocol::Resp2, "h").unwrap();
+        let seed = Primary::new("h", 1).unwrap();
+        let mut link = ClusterLink::new(map, seed, Protocol::Resp2, Duration::from_millis(1000));
+        let mut now = Instant::from_millis(0);
+        let written: Vec<u8> = (0..commands).flat_map(get).collect();
+        for chunk in written.chunks(split) {
+            link.write(chunk, now).unwrap();
+        }
+        let mut answers = answers.into_iter();
+        let mut replies = Vec::new();
+        for _ in 0..1000 {
+            while let Some((to, bytes)) = link.poll_transmit() {
+                let (asking, command) = match bytes.strip_prefix(ASKING) {
+                    Some(rest) => (true, rest),
+                    None => (false, &bytes[..]),
+                };
+                let i = key_of(command);
+                let slot = key_slot(format!("k{i}").as_bytes());
+                let other = if to.port() == 1 { 2 } else { 1 };
+                let answer = match answers.next().unwrap_or(0) {
+                    1 => format!("-MOVED {slot} h:{other}\r\n"),
+                    2 => format!("-ASK {slot} h:{other}\r\n"),
+                    3 => "-TRYAGAIN Multiple keys request during rehashing of slot\r\n".into(),
+                    _ => format!(":{i}\r\n"),
+                };
+                let answer = if asking { format!("+OK\r\n{answer}") } else { answer };
+                link.handle_input(&to, answer.as_bytes(), now).unwrap();
+            }
+            let mut buf = [0u8; 64];
+            loop {
+                let n = link.read(&mut buf);
+                if n == 0 { break; }
+                replies.extend_from_slice(&buf[..n]);
+            }
+            match link.poll_timeout() {
+                Some(at) => { now = at; link.handle_timeout(now); }
+                None => break,
+            }
+        }
+        prop_assert!(link.is_idle());
+        let text = String::from_utf8(replies).unwrap();
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        prop_assert_eq!(lines.len(), commands, "{}", text);
+        for (i, line) in lines.iter().enumerate() {
+            prop_assert!(
+                *line == format!(":{i}") || line.starts_with("-CLUSTERDOWN"),
+                "reply {} is {}", i, line
+            );
         }
     }
 }

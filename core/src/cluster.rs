@@ -50,6 +50,16 @@ pub const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
 /// `ASKING`, encoded: sent right before a command an [`Redirect::Ask`] redirected.
 pub const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
+/// How long the slot-map reply at the front of `buf` is: `Ok(None)` while incomplete, so a
+/// driver reads until it has one whole reply (and gives up past [`SLOT_MAP_REPLY_CAP`]).
+///
+/// # Errors
+///
+/// [`SlotMapError::Malformed`] when the bytes are not RESP.
+pub fn slot_map_reply_len(buf: &[u8]) -> Result<Option<usize>, SlotMapError> {
+    Ok(frame_len(buf)?)
+}
+
 /// A primary's address: where a slot's requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Primary {

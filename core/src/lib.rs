@@ -115,7 +115,7 @@ pub use acquire::Acquire;
 pub use cluster::{
     ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, MAX_HOST_LEN, MAX_REDIRECTS, MAX_SHARDS, NextHop,
     Primary, Redirect, Redirects, RouteError, SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,
-    TRY_AGAIN_DELAY,
+    TRY_AGAIN_DELAY, slot_map_reply_len,
 };
 pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};

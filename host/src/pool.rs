@@ -154,6 +154,13 @@ impl Pool {
             .any(|n| matches!(n.target, Target::Embedded(_)))
     }
 
+    /// Whether a node is a Redis Cluster (`redis+cluster://`).
+    pub(crate) fn has_cluster(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(&n.target, Target::Remote(e) if e.cluster))
+    }
+
     /// Each node's endpoint, in node order, as messages name it.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.target.to_string()).collect()

@@ -64,7 +64,10 @@ pub(crate) fn code_of(e: &Error) -> u8 {
         | Error::TooManyNodes(_)
         | Error::NoPrefixToWalk { .. }
         | Error::EmptyPrefix
-        | Error::DuplicateNode { .. } => USAGE,
+        | Error::DuplicateNode { .. }
+        | Error::SpansSlots(_)
+        | Error::NotOnCluster(_) => USAGE,
+        Error::ClusterMap { .. } => SERVER_REFUSED,
         Error::Handshake { source, .. } => match source {
             HandshakeError::Auth(_) => NO_PERMISSION,
             HandshakeError::Server(e) => code_of_server(e),

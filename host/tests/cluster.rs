@@ -319,3 +319,85 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
         String::from_utf8_lossy(&walk.stderr)
     );
 }
+
+/// Bad cluster URLs are usage errors (64) that name what is wrong, and nothing is sent: the
+/// seed given (a real server) sees no connection.
+#[test]
+fn bad_cluster_urls_are_usage_errors_before_anything_is_sent() {
+    require_redis!();
+    let server = support::RedisServer::start();
+    let port = server.port();
+    let before = server.connections_received();
+    for (url, says) in [
+        ("redis+cluster://".to_owned(), "no seed nodes"),
+        (
+            format!("redis+cluster://127.0.0.1:{port},,b:1"),
+            "empty host",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port},b:99999"),
+            "not a port",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port}/3"),
+            "only database 0",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port}?addr=b:1"),
+            "unknown query parameter 'addr'",
+        ),
+        (
+            format!("redis+cluster://u:hunter2@127.0.0.1:{port}/db"),
+            "not a database number",
+        ),
+    ] {
+        let out = run_bounded(
+            distlock(&url, &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+    assert_eq!(
+        server.connections_received(),
+        before + 1,
+        "only this check's own connection reached the server"
+    );
+}
+
+/// Redlock over a cluster and two plain servers: three votes, the cluster's cast by the
+/// primary that owns the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_is_one_vote_of_a_redlock() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let plain: Vec<support::RedisServer> =
+        blocking(|| (0..2).map(|_| support::RedisServer::start()).collect());
+    let client = Client::connect([cluster.url(&[0]), plain[0].url(), plain[1].url()])
+        .await
+        .expect("connect");
+    assert_eq!(client.nodes(), 3);
+    let name = unique_name("redlock");
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    let owner = cluster.owner(cluster.slot(&name), 0);
+    for (what, holder) in [
+        (
+            "the cluster",
+            cluster.nodes[owner].raw().ok(&["GET", &lock_key(&name)]),
+        ),
+        (
+            "plain node 0",
+            plain[0].raw().ok(&["GET", &lock_key(&name)]),
+        ),
+        (
+            "plain node 1",
+            plain[1].raw().ok(&["GET", &lock_key(&name)]),
+        ),
+    ] {
+        assert_eq!(holder.text().as_deref(), Some(guard.token()), "{what}");
+    }
+    guard.release().await.expect("release");
+}

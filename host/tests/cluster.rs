@@ -304,7 +304,7 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
             .int(),
         Some(0)
     );
-    // A database other than 0, and reset --all, are usage errors before anything is sent.
+    // A database other than 0, reset --all and run are usage errors before anything is sent.
     let bad = run_bounded(
         distlock(&format!("{url}/2"), &["status", "--name", &name]),
         Duration::from_secs(20),
@@ -318,6 +318,15 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
         "{}",
         String::from_utf8_lossy(&walk.stderr)
     );
+    // The lock component does not route a cluster yet: `run` says so instead of guessing.
+    let guest = run(&["run", "--example"]);
+    assert_eq!(
+        guest.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&guest.stderr)
+    );
+    assert!(String::from_utf8_lossy(&guest.stderr).contains("Redis Cluster"));
 }
 
 /// Bad cluster URLs are usage errors (64) that name what is wrong, and nothing is sent: the

@@ -477,6 +477,18 @@ async fn refuse_duplicates(
         if let Some(first) = endpoints[..i].iter().find(|e| e.same_address(second)) {
             return Err(duplicate(first, second, second.address()));
         }
+        // A seed shared by two URLs: one cluster given twice, or a cluster and one of its
+        // own nodes.
+        for first in &endpoints[..i] {
+            if let Some((host, port)) = second.seeds().into_iter().find(|(host, port)| {
+                first
+                    .seeds()
+                    .iter()
+                    .any(|(h, p)| p == port && h.eq_ignore_ascii_case(host))
+            }) {
+                return Err(duplicate(first, second, first.at(&host, port).address()));
+            }
+        }
     }
     if endpoints.len() < 2 {
         return Ok(());

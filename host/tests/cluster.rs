@@ -370,6 +370,26 @@ fn bad_cluster_urls_are_usage_errors_before_anything_is_sent() {
         assert!(stderr.contains(says), "{url}: {stderr}");
         assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
     }
+    // One cluster (or one of its nodes) given twice would vote twice.
+    for urls in [
+        vec![
+            format!("redis+cluster://a:1,127.0.0.1:{port}"),
+            format!("redis+cluster://127.0.0.1:{port}"),
+        ],
+        vec![
+            format!("redis+cluster://a:1,127.0.0.1:{port}"),
+            format!("redis://127.0.0.1:{port}"),
+        ],
+    ] {
+        let out = run_bounded(
+            distlock(&urls.join(","), &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{urls:?}: {stderr}");
+        assert!(stderr.contains("same server"), "{urls:?}: {stderr}");
+    }
     assert_eq!(
         server.connections_received(),
         before + 1,

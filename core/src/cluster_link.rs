@@ -26,7 +26,11 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::vec::Vec;
 
-use crate::cluster::{ASKING, NextHop, Primary, Redirect, Redirects, SlotMap};
+use crate::cluster::{
+    ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, NextHop, Primary, Redirect, Redirects,
+    SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,
+};
+use crate::error::ServerErrorKind;
 use crate::resp::{Protocol, Reply, decode, frame_len};
 use crate::slot::key_slot;
 use crate::time::{Duration, Instant};
@@ -69,6 +73,8 @@ enum Owed {
     Asking,
     /// The reply to command `id`.
     Command(u64),
+    /// A slot map: `CLUSTER SHARDS` (true) or `CLUSTER SLOTS`.
+    Map { shards: bool },
 }
 
 #[derive(Debug)]
@@ -92,15 +98,24 @@ pub struct ClusterLink {
     primaries: Vec<PrimaryState>,
     transmits: VecDeque<(Primary, Vec<u8>)>,
     replies: Vec<u8>,
-    refresh: bool,
+    tls: bool,
+    /// A slot-map read is under way (one at a time).
+    refreshing: bool,
 }
 
 impl ClusterLink {
     /// A link over the cluster `map` describes, opened on `seed` (where keyless commands
     /// go), reading replies in `protocol`; each command's redirects must end within
-    /// `request_timeout` of when it was written.
+    /// `request_timeout` of when it was written. `tls`: a map read again routes to the
+    /// primaries' TLS ports.
     #[must_use]
-    pub fn new(map: SlotMap, seed: Primary, protocol: Protocol, request_timeout: Duration) -> Self {
+    pub fn new(
+        map: SlotMap,
+        seed: Primary,
+        protocol: Protocol,
+        request_timeout: Duration,
+        tls: bool,
+    ) -> Self {
         ClusterLink {
             map: Box::new(map),
             seed,
@@ -112,25 +127,17 @@ impl ClusterLink {
             primaries: Vec::new(),
             transmits: VecDeque::new(),
             replies: Vec::new(),
-            refresh: false,
+            tls,
+            refreshing: false,
         }
     }
 
-    /// The slot map as the link knows it (updated by `MOVED`).
+    /// The slot map as the link knows it: updated for one slot by a `MOVED`, which also has
+    /// the link read the whole map again (`CLUSTER SHARDS`, else `CLUSTER SLOTS`) from the
+    /// slot's new owner; a map that cannot be read leaves the one it has.
     #[must_use]
     pub fn map(&self) -> &SlotMap {
         &self.map
-    }
-
-    /// Replaces the slot map (after a refresh).
-    pub fn set_map(&mut self, map: SlotMap) {
-        *self.map = map;
-    }
-
-    /// Whether a `MOVED` said the map is stale since the last call; the driver may read a
-    /// new one (`CLUSTER SHARDS`) and [`ClusterLink::set_map`] it.
-    pub fn take_refresh(&mut self) -> bool {
-        core::mem::take(&mut self.refresh)
     }
 
     /// Bytes the lock machine wrote to this node (any split). Complete commands are routed
@@ -188,6 +195,10 @@ impl ClusterLink {
             .ok_or(ClusterLinkError::BadReply)?;
         self.primaries[index].input.extend_from_slice(bytes);
         loop {
+            if self.primaries[index].input.len() > SLOT_MAP_REPLY_CAP {
+                // No reply to anything the link sends is this long: a bounded buffer.
+                return Err(ClusterLinkError::BadReply);
+            }
             let state = &mut self.primaries[index];
             let len = match frame_len(&state.input) {
                 Ok(Some(len)) => len,
@@ -199,12 +210,12 @@ impl ClusterLink {
             if frame.first() == Some(&b'>') {
                 continue;
             }
-            let owed = state.owed.pop_front().ok_or(ClusterLinkError::BadReply)?;
-            let Owed::Command(id) = owed else {
+            match state.owed.pop_front().ok_or(ClusterLinkError::BadReply)? {
+                Owed::Command(id) => self.answer(id, frame, primary, now),
+                Owed::Map { shards } => self.read_map(&frame, shards, primary),
                 // `ASKING` says `+OK`; were it refused, the command after it says why.
-                continue;
-            };
-            self.answer(id, frame, primary, now);
+                Owed::Asking => {}
+            }
         }
         self.hand_back();
         Ok(())
@@ -261,7 +272,10 @@ impl ClusterLink {
     /// Whether every command written has been answered and read: the link may be pooled.
     #[must_use]
     pub fn is_idle(&self) -> bool {
-        self.commands.is_empty() && self.replies.is_empty() && self.written.is_empty()
+        self.commands.is_empty()
+            && self.replies.is_empty()
+            && self.written.is_empty()
+            && self.primaries.iter().all(|p| p.owed.is_empty())
     }
 
     fn command(&mut self, id: u64) -> Option<&mut Command> {
@@ -297,23 +311,60 @@ impl ClusterLink {
             bytes.extend_from_slice(ASKING);
         }
         bytes.extend_from_slice(&command.bytes);
-        let state = match self.primaries.iter().position(|p| p.primary == target) {
-            Some(index) => &mut self.primaries[index],
-            None => {
-                self.primaries.push(PrimaryState {
-                    primary: target.clone(),
-                    owed: VecDeque::new(),
-                    input: Vec::new(),
-                });
-                let last = self.primaries.len() - 1;
-                &mut self.primaries[last]
-            }
-        };
+        let state = self.state(&target);
         if asking {
             state.owed.push_back(Owed::Asking);
         }
         state.owed.push_back(Owed::Command(id));
         self.transmits.push_back((target, bytes));
+    }
+
+    /// What the link knows of `primary`'s connection, made when new.
+    fn state(&mut self, primary: &Primary) -> &mut PrimaryState {
+        let index = match self.primaries.iter().position(|p| &p.primary == primary) {
+            Some(index) => index,
+            None => {
+                self.primaries.push(PrimaryState {
+                    primary: primary.clone(),
+                    owed: VecDeque::new(),
+                    input: Vec::new(),
+                });
+                self.primaries.len() - 1
+            }
+        };
+        &mut self.primaries[index]
+    }
+
+    /// Asks `from` for the slot map.
+    fn request_map(&mut self, from: Primary, shards: bool) {
+        self.refreshing = true;
+        self.state(&from).owed.push_back(Owed::Map { shards });
+        let command = if shards {
+            CLUSTER_SHARDS
+        } else {
+            CLUSTER_SLOTS
+        };
+        self.transmits.push_back((from, command.to_vec()));
+    }
+
+    /// A slot-map reply from `from`: the new map, or `CLUSTER SLOTS` after a server too old
+    /// for `CLUSTER SHARDS`; anything else keeps the map the link has.
+    fn read_map(&mut self, frame: &[u8], shards: bool, from: &Primary) {
+        self.refreshing = false;
+        let read = if shards {
+            SlotMap::from_shards(frame, self.protocol, from.host(), self.tls)
+        } else {
+            SlotMap::from_slots(frame, self.protocol, from.host())
+        };
+        match read {
+            Ok(map) if map.served() > 0 => *self.map = map,
+            Err(SlotMapError::Refused(e))
+                if shards && e.kind == ServerErrorKind::UnknownCommand =>
+            {
+                self.request_map(from.clone(), false);
+            }
+            _ => {}
+        }
     }
 
     /// `frame` answers command `id`, from `from`.
@@ -344,8 +395,11 @@ impl ClusterLink {
                 asking,
                 refresh,
             } => {
-                self.refresh |= refresh;
+                let owner = (*to).clone();
                 self.route(id, Some((*to, asking)));
+                if refresh && !self.refreshing {
+                    self.request_map(owner, true);
+                }
             }
             NextHop::ResendAt(at) => command.resend_at = Some(at),
             NextHop::GiveUp(why) => self.give_up(id, &format!("{why}")),
@@ -449,6 +503,7 @@ mod tests {
             primary(9),
             Protocol::Resp2,
             Duration::from_millis(1000),
+            false,
         )
     }
 
@@ -488,10 +543,40 @@ mod tests {
         link.handle_input(&primary(1), b"-MOVED 12182 h:2\r\n", NOW)
             .unwrap();
         assert_eq!(link.poll_transmit(), Some((primary(2), GET_FOO.to_vec())));
-        assert!(link.take_refresh());
         assert_eq!(link.map().owner(12182), Ok(&primary(2)));
+        // The whole map is read again from the new owner; before 7.0 by CLUSTER SLOTS.
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(2), CLUSTER_SHARDS.to_vec()))
+        );
         link.handle_input(&primary(2), b"$-1\r\n", NOW).unwrap();
         assert_eq!(read_all(&mut link), b"$-1\r\n");
+        assert!(!link.is_idle(), "the map is still owed");
+        link.handle_input(&primary(2), b"-ERR unknown subcommand 'SHARDS'\r\n", NOW)
+            .unwrap();
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(2), CLUSTER_SLOTS.to_vec()))
+        );
+        link.handle_input(
+            &primary(2),
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:3\r\n",
+            NOW,
+        )
+        .unwrap();
+        assert!(link.is_idle());
+        assert_eq!(link.map().owner(0), Ok(&primary(3)));
+        // What is not a map keeps the map the link has.
+        link.write(GET_FOO, NOW).unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(3), b"-MOVED 12182 h:4\r\n", NOW)
+            .unwrap();
+        let _ = link.poll_transmit();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(4), b":1\r\n+OK\r\n", NOW)
+            .unwrap();
+        assert_eq!(link.map().owner(12182), Ok(&primary(4)));
+        assert_eq!(link.map().owner(0), Ok(&primary(3)));
     }
 
     #[test]
@@ -504,7 +589,6 @@ mod tests {
         let (to, bytes) = link.poll_transmit().unwrap();
         assert_eq!(to, primary(2));
         assert_eq!(bytes, [ASKING, GET_FOO].concat());
-        assert!(!link.take_refresh());
         assert_eq!(link.map().owner(12182), Ok(&primary(1)));
         link.handle_input(&primary(2), b"+OK\r\n$1\r\ny\r\n", NOW)
             .unwrap();
@@ -550,6 +634,7 @@ mod tests {
             primary(9),
             Protocol::Resp2,
             Duration::from_millis(1000),
+            false,
         );
         link.write(GET_FOO, NOW).unwrap();
         assert_eq!(link.poll_transmit(), None);

@@ -82,6 +82,7 @@ fn drive_link(protocol: Protocol, ops: Vec<Op>) {
         seed,
         protocol,
         Duration::from_millis(1000),
+        false,
     );
     let mut now = Instant::from_millis(0);
     let mut written = 0usize;

@@ -6,8 +6,8 @@
 //! [`ClusterStream`] over the core's [`ClusterLink`], which decides where each command goes
 //! and what a redirect means. This module only opens the connections the link names (lazily,
 //! with the endpoint's login and TLS, the seed's RESP version), writes what it says and feeds
-//! it what arrives. A `MOVED` updates the link's map for that slot; the whole map is read
-//! again on the next connect.
+//! it what arrives. A `MOVED` updates the link's map for that slot and has the link read the
+//! whole map again from the slot's new owner.
 //!
 //! Invariants: a primary's connection that fails, closes while it owes replies, or sends
 //! something that is not a reply ends the whole stream with an I/O error — the driver drops
@@ -84,8 +84,13 @@ pub(crate) async fn open(
                 let server = conn.server;
                 let request_timeout =
                     distlock_core::Duration::from_millis(options.ready_timeout.as_millis() as u64);
-                let link =
-                    ClusterLink::new(map, seed_primary.clone(), server.protocol, request_timeout);
+                let link = ClusterLink::new(
+                    map,
+                    seed_primary.clone(),
+                    server.protocol,
+                    request_timeout,
+                    endpoint.tls,
+                );
                 let stream = ClusterStream {
                     link,
                     endpoint: endpoint.clone(),
@@ -234,7 +239,6 @@ impl ClusterStream {
             while let Some((primary, bytes)) = self.link.poll_transmit() {
                 self.to(primary).out.extend_from_slice(&bytes);
             }
-            let _ = self.link.take_refresh();
             let mut closed = Vec::new();
             for (index, to) in self.primaries.iter_mut().enumerate() {
                 if let PrimaryConn::Opening(connect) = &mut to.conn {

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 seconds=${FUZZ_SECONDS:-30}
-targets=${FUZZ_TARGETS:-"reply_bytes event_sequence command_encoding"}
+targets=${FUZZ_TARGETS:-"reply_bytes event_sequence command_encoding cluster_routing"}
 work="$root/fuzz/work/smoke"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "test.sh: installing redis-server (the tests start their own servers on loopback)"
+# redis-cli (Debian's redis-tools) joins the cluster tests' servers into a Redis Cluster.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  echo "test.sh: installing redis-server and redis-cli (the tests start their own servers on loopback)"
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test.sh: redis-server is missing and this is not root: install it (apt-get install redis-server)" >&2
+    echo "test.sh: redis-server or redis-cli is missing and this is not root: install them (apt-get install redis-server redis-tools)" >&2
     exit 1
   fi
   apt-get update -qq

@@ -27,6 +27,12 @@
 //! - **Operator commands**: [`Inspect`] (`status`) and [`Reset`] (`reset`) are machines over
 //!   up to `N` nodes too; [`verdict`] says held, free or unknown (never free when unread
 //!   nodes could make a majority). Every machine is [`Driven`] the same way.
+//! - **Redis Cluster**: a cluster is one node of a lock; [`lock_slot`] is the one hash slot a
+//!   lock's keys share ([`key_slot`]: CRC16 of the hash tag), [`SlotMap`] says which
+//!   [`Primary`] owns it (read from `CLUSTER SHARDS` / `CLUSTER SLOTS`, at most
+//!   [`MAX_SHARDS`]), and [`Redirects`] says what a [`Redirect`] (`MOVED`, `ASK`,
+//!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline;
+//!   [`ClusterLink`] puts them together as one node's byte pipe for a driver.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
 //!
@@ -70,6 +76,8 @@ extern crate alloc;
 // under the `fuzzing` feature, for distlock's own fuzz targets, model server and simulator.
 mod acquire;
 mod ballot;
+mod cluster;
+mod cluster_link;
 mod commands;
 mod dialogue;
 mod drift;
@@ -98,12 +106,19 @@ pub mod script;
 mod script;
 mod server;
 mod session;
+mod slot;
 mod stop;
 mod time;
 #[doc(hidden)]
 pub mod wit;
 
 pub use acquire::Acquire;
+pub use cluster::{
+    ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, MAX_HOST_LEN, MAX_REDIRECTS, MAX_SHARDS, NextHop,
+    Primary, Redirect, Redirects, RouteError, SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,
+    TRY_AGAIN_DELAY, slot_map_reply_len,
+};
+pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
@@ -132,5 +147,6 @@ pub use session::{
     ConnectOutcome, NodeDown, NodeState, RECONNECT, Reachability, Session, SessionOptions,
     reachability,
 };
+pub use slot::{SLOTS, SpansSlots, key_slot, lock_slot};
 pub use stop::{StopDeadlines, stop_deadlines};
 pub use time::{Duration, Instant};

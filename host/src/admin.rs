@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::{
-    ConfigError, Driven, Inspect, Inspection, Lock, LockOptions, Reset, ResetOutcome, ServerInfo,
+    ConfigError, Driven, Inspect, Inspection, LockOptions, Reset, ResetOutcome, ServerInfo,
 };
 use distlock_core::{Seen, WalkRefused};
 
@@ -366,7 +366,7 @@ impl Client {
     /// Nodes are asked concurrently, each within the request timeout; one that could not be
     /// read is [`NodeStatus::Unreachable`] with what failed ([`Status::verdict`]).
     pub async fn status(&self, name: impl AsRef<[u8]>) -> Result<Status, Error> {
-        let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
+        let lock = self.lock_spec(name.as_ref(), LockOptions::default())?;
         let inspection = run(self.pool(), |servers, now| {
             Inspect::new(&lock, servers, now)
         })
@@ -392,7 +392,7 @@ impl Client {
         name: impl AsRef<[u8]>,
         dry_run: bool,
     ) -> Result<ResetReport, Error> {
-        let lock = Lock::new(self.layout().clone(), name.as_ref(), LockOptions::default())?;
+        let lock = self.lock_spec(name.as_ref(), LockOptions::default())?;
         let outcome = run(self.pool(), |servers, now| {
             Reset::by_name(&lock, servers, dry_run, now)
         })
@@ -417,9 +417,15 @@ impl Client {
     ///
     /// Refused before anything is sent with [`Error::NoPrefixToWalk`] under a layout without
     /// a private prefix ([`crate::KeyLayout::prefix`] is `None`: redis-py's and
-    /// python-redis-lock's), and with [`Error::EmptyPrefix`] under an empty one (that walk is
-    /// the whole database).
+    /// python-redis-lock's), with [`Error::EmptyPrefix`] under an empty one (that walk is
+    /// the whole database), and with [`Error::NotOnCluster`] when a node is a Redis Cluster.
     pub async fn reset_all_report(&self, dry_run: bool) -> Result<ResetReport, Error> {
+        if self.pool().has_cluster() {
+            // SCAN walks one server's keys: on a cluster it would see one primary's share.
+            return Err(Error::NotOnCluster(
+                "reset --all (a SCAN sees one primary's keys)",
+            ));
+        }
         let layout = self.layout();
         let outcome = run(self.pool(), |servers, now| {
             Reset::all(layout, &LockOptions::default(), servers, dry_run, now)

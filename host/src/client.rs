@@ -209,7 +209,12 @@ impl Client {
     }
 
     pub(crate) fn lock_spec(&self, name: &[u8], options: LockOptions) -> Result<Lock, Error> {
-        Ok(Lock::new((*self.layout).clone(), name, options)?)
+        let lock = Lock::new((*self.layout).clone(), name, options)?;
+        if self.pool.has_cluster() {
+            // A cluster runs a lock's scripts only when all its keys share one slot.
+            distlock_core::lock_slot(lock.keys())?;
+        }
+        Ok(lock)
     }
 
     pub(crate) async fn release_lock(&self, lock: &Lock, token: Token) -> Result<Released, Error> {

@@ -19,6 +19,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use crate::clock::Clock;
+use crate::cluster::ClusterStream;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 
@@ -28,6 +29,8 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// An in-process pipe to the embedded store.
     Pipe(DuplexStream),
+    /// A Redis Cluster, carried to its primaries (`redis+cluster://`).
+    Cluster(Box<ClusterStream>),
 }
 
 impl AsyncRead for Stream {
@@ -40,6 +43,7 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Pipe(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Cluster(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -54,6 +58,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Pipe(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Cluster(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -62,6 +67,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
             Stream::Pipe(s) => Pin::new(s).poll_flush(cx),
+            Stream::Cluster(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -70,6 +76,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Pipe(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Cluster(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -245,6 +252,7 @@ impl Conn {
             Stream::Tcp(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref().0,
             Stream::Pipe(_) => return false,
+            Stream::Cluster(cluster) => return cluster.is_stale(),
         };
         let mut probe = [0u8; 1];
         !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -258,6 +266,10 @@ impl Conn {
         protocol: Protocol,
         clock: &Clock,
     ) -> Result<Conn, Error> {
+        if endpoint.cluster {
+            // Each seed and primary is opened, bounded, by this function.
+            return Box::pin(crate::cluster::open(endpoint, options, protocol, clock)).await;
+        }
         let name = endpoint.to_string();
         let work = async {
             let stream = Stream::connect(endpoint, options).await?;

@@ -14,7 +14,7 @@ pub enum Error {
     Config(#[from] ConfigError),
     /// A node URL could not be parsed.
     #[error(
-        "bad Redis URL {url}: {why} (expected redis://[user:pass@]host:port[/db] or rediss://…)"
+        "bad Redis URL {url}: {why} (expected redis://[user:pass@]host:port[/db], rediss://…, or redis+cluster://host:port[,host:port…])"
     )]
     BadUrl {
         /// The URL, password hidden.
@@ -89,6 +89,23 @@ pub enum Error {
         /// The address both reach.
         address: String,
     },
+    /// A Redis Cluster's seed node gave no usable slot map (not a cluster, or a reply the
+    /// core refused: see [`distlock_core::SlotMapError`]).
+    #[error("{endpoint}: cannot read the cluster's slot map: {why}")]
+    ClusterMap {
+        /// The seed node.
+        endpoint: String,
+        /// Why.
+        why: distlock_core::SlotMapError,
+    },
+    /// A lock whose keys span hash slots, on a Redis Cluster node: its scripts could not run
+    /// there (`CROSSSLOT`), so nothing is sent. python-redis-lock's layout does this unless
+    /// the name has a `{tag}` of its own.
+    #[error("{0}")]
+    SpansSlots(#[from] distlock_core::SpansSlots),
+    /// An operator command a Redis Cluster node cannot run yet. Nothing was sent.
+    #[error("{0} is not supported on a Redis Cluster node yet: reset the locks one by one by name")]
+    NotOnCluster(&'static str),
     /// More nodes than the lock machines support.
     #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
     TooManyNodes(usize),

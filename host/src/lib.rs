@@ -39,6 +39,7 @@ mod admin;
 pub mod blocking;
 mod client;
 mod clock;
+mod cluster;
 #[cfg(feature = "component")]
 pub mod component;
 mod conn;

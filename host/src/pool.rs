@@ -180,6 +180,13 @@ impl Pool {
             .any(|n| matches!(n.target, Target::Embedded(_)))
     }
 
+    /// Whether a node is a Redis Cluster (`redis+cluster://`).
+    pub(crate) fn has_cluster(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(&n.target, Target::Remote(e) if e.cluster))
+    }
+
     /// Each node's endpoint, in node order, as messages name it.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.target.to_string()).collect()
@@ -495,6 +502,18 @@ async fn refuse_duplicates(
     for (i, second) in endpoints.iter().enumerate() {
         if let Some(first) = endpoints[..i].iter().find(|e| e.same_address(second)) {
             return Err(duplicate(first, second, second.address()));
+        }
+        // A seed shared by two URLs: one cluster given twice, or a cluster and one of its
+        // own nodes.
+        for first in &endpoints[..i] {
+            if let Some((host, port)) = second.seeds().into_iter().find(|(host, port)| {
+                first
+                    .seeds()
+                    .iter()
+                    .any(|(h, p)| p == port && h.eq_ignore_ascii_case(host))
+            }) {
+                return Err(duplicate(first, second, first.at(&host, port).address()));
+            }
         }
     }
     if endpoints.len() < 2 {

@@ -104,6 +104,8 @@ impl transport::Host for HostState {
             username: None,
             password: None,
             database: 0,
+            cluster: false,
+            more_seeds: Vec::new(),
         };
         let timeout = Duration::from_millis(timeout_ms);
         let net = &self.net;

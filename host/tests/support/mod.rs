@@ -14,6 +14,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
 pub(crate) mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};

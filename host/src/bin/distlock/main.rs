@@ -47,8 +47,9 @@ use output::{say, tell};
     )
 )]
 struct Cli {
-    /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS. Repeat for
-    /// Redlock over several nodes.
+    /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS; a Redis
+    /// Cluster (one node of the lock): redis+cluster://host:port[,host:port…] or
+    /// rediss+cluster://. Repeat for Redlock over several nodes.
     #[arg(
         long = "redis",
         global = true,
@@ -319,7 +320,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(output::stderr_is_terminal())
         .init();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // clap would exit 2; a bad argument is a usage error like a bad lock name, so it
@@ -332,6 +333,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    cli.redis = join_cluster_seeds(std::mem::take(&mut cli.redis));
     if cli.prefix.is_some() && cli.layout != Layout::Tagged {
         let _ = Cli::command()
             .error(
@@ -687,4 +689,21 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
         .wait(wait)
         .fenced(lock.fenced)
         .fair(lock.fair)
+}
+
+/// Puts a cluster URL's seed list back together after the comma split of `--redis` and
+/// `DISTLOCK_REDIS`: a piece without a scheme (`host:port`) continues the URL before it, so
+/// `redis+cluster://a:7000,b:7001,redis://c` is a cluster and a node.
+fn join_cluster_seeds(pieces: Vec<String>) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match urls.last_mut() {
+            Some(last) if !piece.contains("://") && last.contains("+cluster://") => {
+                last.push(',');
+                last.push_str(&piece);
+            }
+            _ => urls.push(piece),
+        }
+    }
+    urls
 }

@@ -70,6 +70,13 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         );
         return ExitCode::from(exit::USAGE);
     }
+    if let Some(cluster) = nodes.iter().find(|u| u.contains("+cluster://")) {
+        tell!(
+            "distlock: `run` cannot reach a Redis Cluster yet ({}): the lock component talks to fixed nodes; give redis:// nodes",
+            cluster.split('@').next_back().unwrap_or_default()
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     let (wasm, program) = match &args.app {
         Some(path) => match std::fs::read(path) {
             Ok(wasm) => (wasm, path.display().to_string()),

@@ -1,0 +1,668 @@
+//! One lock node that is a Redis Cluster, as a byte pipe: the lock machines write commands
+//! to "node i" and read its replies, exactly as for a single server; this link routes each
+//! command to the primary that owns its key's slot, follows `MOVED`, `ASK` and `TRYAGAIN` as
+//! [`Redirects`] says, and hands the replies back in the order the commands were written,
+//! redirects removed. A driver only opens the connections it is told to and moves bytes.
+//!
+//! Invariants:
+//! - Every command written gets exactly one reply, in write order: the primary's answer, or
+//!   (when routing gives up) a `CLUSTERDOWN` error reply that names why, which the lock
+//!   machines treat as a transient server error and retry within their deadline.
+//! - A command goes to one primary at a time; it is sent again only after that primary
+//!   answered it with a redirect, so a command is never executed twice.
+//! - Replies from a primary are matched to what was sent to that primary, in order (an
+//!   `ASKING` sent before a command has its own reply, which is consumed here).
+//! - Bytes that are not RESP, from the writer or a primary, end the link
+//!   ([`ClusterLinkError`]): the driver drops it and the machine sees a disconnect.
+//!
+//! A command's slot is that of its first key: the key after `numkeys` for
+//! `EVAL`/`EVALSHA`/`FCALL` (and their `_RO` forms), the first argument otherwise; commands
+//! without keys (`HELLO`, `AUTH`, `SCRIPT`, `CLIENT`, `PING`, …) go to the seed the link was
+//! opened on. Every command distlock sends for one lock names only keys of that lock's one
+//! slot ([`crate::lock_slot`]).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::vec::Vec;
+
+use crate::cluster::{
+    ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, NextHop, Primary, Redirect, Redirects,
+    SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,
+};
+use crate::error::ServerErrorKind;
+use crate::resp::{Protocol, Reply, decode, frame_len};
+use crate::slot::key_slot;
+use crate::time::{Duration, Instant};
+
+/// The link cannot go on: the driver drops it (the machine sees a disconnect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterLinkError {
+    /// The writer's bytes are not RESP commands.
+    BadCommand,
+    /// A primary's bytes are not RESP, or answer nothing sent to it.
+    BadReply,
+}
+
+impl core::fmt::Display for ClusterLinkError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::BadCommand => "a command written to the cluster link is not RESP",
+            Self::BadReply => "a cluster primary sent bytes that are not a reply to anything sent",
+        })
+    }
+}
+
+impl core::error::Error for ClusterLinkError {}
+
+/// One command written, until its reply is handed back.
+#[derive(Debug)]
+struct Command {
+    bytes: Vec<u8>,
+    slot: Option<u16>,
+    redirects: Option<Redirects>,
+    resend_at: Option<Instant>,
+    reply: Option<Vec<u8>>,
+}
+
+/// What a primary owes, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    /// The reply to an `ASKING`.
+    Asking,
+    /// The reply to command `id`.
+    Command(u64),
+    /// A slot map: `CLUSTER SHARDS` (true) or `CLUSTER SLOTS`.
+    Map { shards: bool },
+}
+
+#[derive(Debug)]
+struct PrimaryState {
+    primary: Primary,
+    owed: VecDeque<Owed>,
+    input: Vec<u8>,
+}
+
+/// A Redis Cluster as one lock node. See the module doc.
+#[derive(Debug)]
+pub struct ClusterLink {
+    map: Box<SlotMap>,
+    seed: Primary,
+    protocol: Protocol,
+    request_timeout: Duration,
+    written: Vec<u8>,
+    /// Commands not yet handed back; `first_id` is the id of the front one.
+    commands: VecDeque<Command>,
+    first_id: u64,
+    primaries: Vec<PrimaryState>,
+    transmits: VecDeque<(Primary, Vec<u8>)>,
+    replies: Vec<u8>,
+    tls: bool,
+    /// A slot-map read is under way (one at a time).
+    refreshing: bool,
+}
+
+impl ClusterLink {
+    /// A link over the cluster `map` describes, opened on `seed` (where keyless commands
+    /// go), reading replies in `protocol`; each command's redirects must end within
+    /// `request_timeout` of when it was written. `tls`: a map read again routes to the
+    /// primaries' TLS ports.
+    #[must_use]
+    pub fn new(
+        map: SlotMap,
+        seed: Primary,
+        protocol: Protocol,
+        request_timeout: Duration,
+        tls: bool,
+    ) -> Self {
+        ClusterLink {
+            map: Box::new(map),
+            seed,
+            protocol,
+            request_timeout,
+            written: Vec::new(),
+            commands: VecDeque::new(),
+            first_id: 0,
+            primaries: Vec::new(),
+            transmits: VecDeque::new(),
+            replies: Vec::new(),
+            tls,
+            refreshing: false,
+        }
+    }
+
+    /// The slot map as the link knows it: updated for one slot by a `MOVED`, which also has
+    /// the link read the whole map again (`CLUSTER SHARDS`, else `CLUSTER SLOTS`) from the
+    /// slot's new owner; a map that cannot be read leaves the one it has.
+    #[must_use]
+    pub fn map(&self) -> &SlotMap {
+        &self.map
+    }
+
+    /// Bytes the lock machine wrote to this node (any split). Complete commands are routed
+    /// at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterLinkError::BadCommand`] when they are not RESP.
+    pub fn write(&mut self, bytes: &[u8], now: Instant) -> Result<(), ClusterLinkError> {
+        self.written.extend_from_slice(bytes);
+        loop {
+            let len = match frame_len(&self.written) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(_) => return Err(ClusterLinkError::BadCommand),
+            };
+            let bytes: Vec<u8> = self.written.drain(..len).collect();
+            let slot = command_slot(&bytes).ok_or(ClusterLinkError::BadCommand)?;
+            let id = self.first_id + self.commands.len() as u64;
+            self.commands.push_back(Command {
+                bytes,
+                slot,
+                redirects: Some(Redirects::new(now, self.request_timeout)),
+                resend_at: None,
+                reply: None,
+            });
+            self.route(id, None);
+        }
+        // A command routing gave up on at once (an unserved slot) is answered already.
+        self.hand_back();
+        Ok(())
+    }
+
+    /// The next bytes to send, and to which primary (open a connection to it when there is
+    /// none: what the link sends a primary goes in order on one connection).
+    pub fn poll_transmit(&mut self) -> Option<(Primary, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// Bytes read from `primary`'s connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterLinkError::BadReply`] when they are not RESP or answer nothing sent.
+    pub fn handle_input(
+        &mut self,
+        primary: &Primary,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), ClusterLinkError> {
+        let index = self
+            .primaries
+            .iter()
+            .position(|p| &p.primary == primary)
+            .ok_or(ClusterLinkError::BadReply)?;
+        self.primaries[index].input.extend_from_slice(bytes);
+        loop {
+            if self.primaries[index].input.len() > SLOT_MAP_REPLY_CAP {
+                // No reply to anything the link sends is this long: a bounded buffer.
+                return Err(ClusterLinkError::BadReply);
+            }
+            let state = &mut self.primaries[index];
+            let len = match frame_len(&state.input) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(_) => return Err(ClusterLinkError::BadReply),
+            };
+            let frame: Vec<u8> = state.input.drain(..len).collect();
+            // RESP3 push frames answer nothing.
+            if frame.first() == Some(&b'>') {
+                continue;
+            }
+            match state.owed.pop_front().ok_or(ClusterLinkError::BadReply)? {
+                Owed::Command(id) => self.answer(id, frame, primary, now),
+                Owed::Map { shards } => self.read_map(&frame, shards, primary),
+                // `ASKING` says `+OK`; were it refused, the command after it says why.
+                Owed::Asking => {}
+            }
+        }
+        self.hand_back();
+        Ok(())
+    }
+
+    /// `primary`'s connection is gone: what it owed will never come. The driver ends the
+    /// link (its machine sees a disconnect): this only says whether anything was owed.
+    #[must_use]
+    pub fn owes(&self, primary: &Primary) -> bool {
+        self.primaries
+            .iter()
+            .any(|p| &p.primary == primary && !p.owed.is_empty())
+    }
+
+    /// Time has reached [`ClusterLink::poll_timeout`]: commands waiting out a `TRYAGAIN` go
+    /// again.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .commands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.resend_at.is_some_and(|at| at <= now))
+            .map(|(i, _)| self.first_id + i as u64)
+            .collect();
+        for id in due {
+            if let Some(command) = self.command(id) {
+                command.resend_at = None;
+            }
+            self.route(id, None);
+        }
+        self.hand_back();
+    }
+
+    /// When to call [`ClusterLink::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.commands.iter().filter_map(|c| c.resend_at).min()
+    }
+
+    /// Reply bytes for the lock machine, in command order; returns how many were copied.
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.replies.len());
+        buf[..n].copy_from_slice(&self.replies[..n]);
+        self.replies.drain(..n);
+        n
+    }
+
+    /// Reply bytes waiting for [`ClusterLink::read`].
+    #[must_use]
+    pub fn readable(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Whether every command written has been answered and read: the link may be pooled.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.commands.is_empty()
+            && self.replies.is_empty()
+            && self.written.is_empty()
+            && self.primaries.iter().all(|p| p.owed.is_empty())
+    }
+
+    fn command(&mut self, id: u64) -> Option<&mut Command> {
+        let index = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        self.commands.get_mut(index)
+    }
+
+    /// Sends command `id` to its slot's owner, or to `to` (a redirect) with `ASKING` first
+    /// when `asking`.
+    fn route(&mut self, id: u64, to: Option<(Primary, bool)>) {
+        let Some(command) = self.command(id) else {
+            return;
+        };
+        let slot = command.slot;
+        let (target, asking) = match to {
+            Some(to) => to,
+            None => match slot {
+                None => (self.seed.clone(), false),
+                Some(slot) => match self.map.owner(slot) {
+                    Ok(owner) => (owner.clone(), false),
+                    Err(unserved) => {
+                        self.give_up(id, &format!("{unserved}"));
+                        return;
+                    }
+                },
+            },
+        };
+        let Some(command) = self.command(id) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(command.bytes.len() + ASKING.len());
+        if asking {
+            bytes.extend_from_slice(ASKING);
+        }
+        bytes.extend_from_slice(&command.bytes);
+        let state = self.state(&target);
+        if asking {
+            state.owed.push_back(Owed::Asking);
+        }
+        state.owed.push_back(Owed::Command(id));
+        self.transmits.push_back((target, bytes));
+    }
+
+    /// What the link knows of `primary`'s connection, made when new.
+    fn state(&mut self, primary: &Primary) -> &mut PrimaryState {
+        let index = match self.primaries.iter().position(|p| &p.primary == primary) {
+            Some(index) => index,
+            None => {
+                self.primaries.push(PrimaryState {
+                    primary: primary.clone(),
+                    owed: VecDeque::new(),
+                    input: Vec::new(),
+                });
+                self.primaries.len() - 1
+            }
+        };
+        &mut self.primaries[index]
+    }
+
+    /// Asks `from` for the slot map.
+    fn request_map(&mut self, from: Primary, shards: bool) {
+        self.refreshing = true;
+        self.state(&from).owed.push_back(Owed::Map { shards });
+        let command = if shards {
+            CLUSTER_SHARDS
+        } else {
+            CLUSTER_SLOTS
+        };
+        self.transmits.push_back((from, command.to_vec()));
+    }
+
+    /// A slot-map reply from `from`: the new map, or `CLUSTER SLOTS` after a server too old
+    /// for `CLUSTER SHARDS`; anything else keeps the map the link has.
+    fn read_map(&mut self, frame: &[u8], shards: bool, from: &Primary) {
+        self.refreshing = false;
+        let read = if shards {
+            SlotMap::from_shards(frame, self.protocol, from.host(), self.tls)
+        } else {
+            SlotMap::from_slots(frame, self.protocol, from.host())
+        };
+        match read {
+            Ok(map) if map.served() > 0 => *self.map = map,
+            Err(SlotMapError::Refused(e))
+                if shards && e.kind == ServerErrorKind::UnknownCommand =>
+            {
+                self.request_map(from.clone(), false);
+            }
+            _ => {}
+        }
+    }
+
+    /// `frame` answers command `id`, from `from`.
+    fn answer(&mut self, id: u64, frame: Vec<u8>, from: &Primary, now: Instant) {
+        let redirect = match decode(&frame, self.protocol) {
+            Ok(Reply::Error(message)) => Redirect::parse(message, from.host()),
+            _ => None,
+        };
+        let Some(redirect) = redirect else {
+            if let Some(command) = self.command(id) {
+                command.reply = Some(frame);
+            }
+            return;
+        };
+        let map = &mut *self.map;
+        let Some(command) = self
+            .commands
+            .get_mut(usize::try_from(id.wrapping_sub(self.first_id)).unwrap_or(usize::MAX))
+        else {
+            return;
+        };
+        let Some(redirects) = command.redirects.as_mut() else {
+            return;
+        };
+        match redirects.follow(redirect, map, now) {
+            NextHop::Resend {
+                to,
+                asking,
+                refresh,
+            } => {
+                let owner = (*to).clone();
+                self.route(id, Some((*to, asking)));
+                if refresh && !self.refreshing {
+                    self.request_map(owner, true);
+                }
+            }
+            NextHop::ResendAt(at) => command.resend_at = Some(at),
+            NextHop::GiveUp(why) => self.give_up(id, &format!("{why}")),
+        }
+    }
+
+    /// Command `id` ends with a `CLUSTERDOWN` error reply saying `why`.
+    fn give_up(&mut self, id: u64, why: &str) {
+        let clean: alloc::string::String = why
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect();
+        if let Some(command) = self.command(id) {
+            command.reply = Some(format!("-CLUSTERDOWN {clean}\r\n").into_bytes());
+        }
+    }
+
+    /// Moves the answered commands at the front to the reply bytes.
+    fn hand_back(&mut self) {
+        while self.commands.front().is_some_and(|c| c.reply.is_some()) {
+            if let Some(command) = self.commands.pop_front() {
+                self.replies
+                    .extend_from_slice(command.reply.as_deref().unwrap_or_default());
+                self.first_id += 1;
+            }
+        }
+    }
+}
+
+/// The slot of a command's first key, `Some(None)` for a command without keys, `None` when
+/// the bytes are not a command.
+fn command_slot(frame: &[u8]) -> Option<Option<u16>> {
+    let Ok(Reply::Array(args)) = decode(frame, Protocol::Resp2) else {
+        return None;
+    };
+    let arg = |i: usize| match args.get(i) {
+        Some(Reply::Bulk(bytes)) => Some(*bytes),
+        _ => None,
+    };
+    let name = arg(0)?;
+    let upper = |name: &[u8], of: &[u8]| name.eq_ignore_ascii_case(of);
+    const KEYLESS: [&[u8]; 14] = [
+        b"HELLO",
+        b"AUTH",
+        b"PING",
+        b"SCRIPT",
+        b"CLIENT",
+        b"SELECT",
+        b"ASKING",
+        b"READONLY",
+        b"CLUSTER",
+        b"INFO",
+        b"COMMAND",
+        b"ECHO",
+        b"FUNCTION",
+        b"QUIT",
+    ];
+    if KEYLESS.iter().any(|k| upper(name, k)) {
+        return Some(None);
+    }
+    const SCRIPTED: [&[u8]; 6] = [
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ];
+    if SCRIPTED.iter().any(|k| upper(name, k)) {
+        let keys = core::str::from_utf8(arg(2)?).ok()?.parse::<u64>().ok()?;
+        return Some(if keys == 0 {
+            None
+        } else {
+            Some(key_slot(arg(3)?))
+        });
+    }
+    Some(arg(1).map(key_slot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn primary(port: u16) -> Primary {
+        Primary::new("h", port).unwrap()
+    }
+
+    /// All slots on port 1.
+    fn one_primary() -> SlotMap {
+        SlotMap::from_slots(
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:1\r\n",
+            Protocol::Resp2,
+            "h",
+        )
+        .unwrap()
+    }
+
+    fn link() -> ClusterLink {
+        ClusterLink::new(
+            one_primary(),
+            primary(9),
+            Protocol::Resp2,
+            Duration::from_millis(1000),
+            false,
+        )
+    }
+
+    const GET_FOO: &[u8] = b"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n";
+    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+    const NOW: Instant = Instant::from_millis(0);
+
+    fn read_all(link: &mut ClusterLink) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        let n = link.read(&mut buf);
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn commands_go_to_the_slot_owner_and_keyless_ones_to_the_seed() {
+        let mut link = link();
+        // Split anywhere: routed once whole.
+        link.write(&GET_FOO[..5], NOW).unwrap();
+        assert_eq!(link.poll_transmit(), None);
+        link.write(&GET_FOO[5..], NOW).unwrap();
+        link.write(PING, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(1), GET_FOO.to_vec())));
+        assert_eq!(link.poll_transmit(), Some((primary(9), PING.to_vec())));
+        // The seed answers first; the reply waits for the one written before it.
+        link.handle_input(&primary(9), b"+PONG\r\n", NOW).unwrap();
+        assert_eq!(read_all(&mut link), b"");
+        link.handle_input(&primary(1), b"$1\r\nx\r\n", NOW).unwrap();
+        assert_eq!(read_all(&mut link), b"$1\r\nx\r\n+PONG\r\n");
+        assert!(link.is_idle());
+    }
+
+    #[test]
+    fn moved_resends_to_the_new_owner_and_updates_the_map() {
+        let mut link = link();
+        link.write(GET_FOO, NOW).unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(1), b"-MOVED 12182 h:2\r\n", NOW)
+            .unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(2), GET_FOO.to_vec())));
+        assert_eq!(link.map().owner(12182), Ok(&primary(2)));
+        // The whole map is read again from the new owner; before 7.0 by CLUSTER SLOTS.
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(2), CLUSTER_SHARDS.to_vec()))
+        );
+        link.handle_input(&primary(2), b"$-1\r\n", NOW).unwrap();
+        assert_eq!(read_all(&mut link), b"$-1\r\n");
+        assert!(!link.is_idle(), "the map is still owed");
+        link.handle_input(&primary(2), b"-ERR unknown subcommand 'SHARDS'\r\n", NOW)
+            .unwrap();
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(2), CLUSTER_SLOTS.to_vec()))
+        );
+        link.handle_input(
+            &primary(2),
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:3\r\n",
+            NOW,
+        )
+        .unwrap();
+        assert!(link.is_idle());
+        assert_eq!(link.map().owner(0), Ok(&primary(3)));
+        // What is not a map keeps the map the link has.
+        link.write(GET_FOO, NOW).unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(3), b"-MOVED 12182 h:4\r\n", NOW)
+            .unwrap();
+        let _ = link.poll_transmit();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(4), b":1\r\n+OK\r\n", NOW)
+            .unwrap();
+        assert_eq!(link.map().owner(12182), Ok(&primary(4)));
+        assert_eq!(link.map().owner(0), Ok(&primary(3)));
+    }
+
+    #[test]
+    fn ask_sends_asking_once_and_leaves_the_map() {
+        let mut link = link();
+        link.write(GET_FOO, NOW).unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(1), b"-ASK 12182 h:2\r\n", NOW)
+            .unwrap();
+        let (to, bytes) = link.poll_transmit().unwrap();
+        assert_eq!(to, primary(2));
+        assert_eq!(bytes, [ASKING, GET_FOO].concat());
+        assert_eq!(link.map().owner(12182), Ok(&primary(1)));
+        link.handle_input(&primary(2), b"+OK\r\n$1\r\ny\r\n", NOW)
+            .unwrap();
+        assert_eq!(read_all(&mut link), b"$1\r\ny\r\n");
+        // The next command goes to the map's owner again.
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(1), GET_FOO.to_vec())));
+    }
+
+    #[test]
+    fn tryagain_waits_then_resends_and_endless_redirects_end_in_an_error_reply() {
+        let mut link = link();
+        link.write(GET_FOO, NOW).unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(&primary(1), b"-TRYAGAIN Multiple keys\r\n", NOW)
+            .unwrap();
+        assert_eq!(link.poll_transmit(), None);
+        let at = link.poll_timeout().unwrap();
+        link.handle_timeout(at);
+        assert_eq!(link.poll_transmit(), Some((primary(1), GET_FOO.to_vec())));
+        // A cluster that keeps bouncing the command: it ends with an error reply.
+        for i in 0..10u16 {
+            let (to, _) = match link.poll_transmit() {
+                Some(t) => t,
+                None => (primary(1 + (i % 2)), Vec::new()),
+            };
+            let other = if to == primary(1) { 2 } else { 1 };
+            let moved = format!("-MOVED 12182 h:{other}\r\n");
+            link.handle_input(&to, moved.as_bytes(), at).unwrap();
+            if link.readable() > 0 {
+                break;
+            }
+        }
+        let reply = read_all(&mut link);
+        assert!(reply.starts_with(b"-CLUSTERDOWN more than 5"), "{reply:?}");
+        assert!(link.is_idle());
+    }
+
+    #[test]
+    fn an_unserved_slot_is_an_error_reply_and_garbage_ends_the_link() {
+        let mut link = ClusterLink::new(
+            SlotMap::empty(),
+            primary(9),
+            Protocol::Resp2,
+            Duration::from_millis(1000),
+            false,
+        );
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), None);
+        assert!(
+            read_all(&mut link)
+                .starts_with(b"-CLUSTERDOWN no cluster primary serves hash slot 12182")
+        );
+        assert_eq!(
+            link.write(b"!garbage\r\n", NOW),
+            Err(ClusterLinkError::BadCommand)
+        );
+        let mut link = self::link();
+        assert_eq!(
+            link.handle_input(&primary(1), b"+OK\r\n", NOW),
+            Err(ClusterLinkError::BadReply)
+        );
+    }
+
+    #[test]
+    fn scripts_route_by_their_first_key() {
+        let eval = b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$3\r\nfoo\r\n$1\r\nx\r\n";
+        assert_eq!(command_slot(eval), Some(Some(12182)));
+        let none = b"*3\r\n$4\r\nEVAL\r\n$2\r\nab\r\n$1\r\n0\r\n";
+        assert_eq!(command_slot(none), Some(None));
+        assert_eq!(
+            command_slot(b"*2\r\n$4\r\nPTTL\r\n$3\r\nbar\r\n"),
+            Some(Some(5061))
+        );
+        assert_eq!(command_slot(b"+OK\r\n"), None);
+    }
+}

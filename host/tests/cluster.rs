@@ -1,0 +1,440 @@
+//! Locks on a real Redis Cluster (three primaries from `redis-server`, joined by
+//! `redis-cli --cluster create`): operations routed through a seed that does not own the
+//! lock's slot, locks spread over every primary, a slot migrated while workers contend, a
+//! primary killed, and the `distlock` command with a `redis+cluster://` URL.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use distlock_host::{Client, ConnectOptions, Error, KeyLayout};
+use support::cluster::Cluster;
+use support::holders::Section;
+use support::{blocking, bounded, distlock, require_redis, run_bounded, unique_name};
+
+/// The request timeout the tests run with (the default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The lock key of `name` under the default layout.
+fn lock_key(name: &str) -> String {
+    format!("distlock:{{{name}}}")
+}
+
+/// A name whose slot node `node` owns.
+fn name_on(cluster: &Cluster, node: usize, what: &str) -> String {
+    loop {
+        let name = unique_name(what);
+        if cluster.owner(cluster.slot(&name), 0) == node {
+            return name;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acquire_extend_release_through_a_seed_that_does_not_own_the_slot() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let name = name_on(&cluster, 2, "routed");
+    // The only seed given owns nothing of this lock.
+    let client = Client::connect([cluster.url(&[0])]).await.expect("connect");
+    assert_eq!(client.nodes(), 1, "a cluster is one node of the lock");
+    let guard = client
+        .lock(&name)
+        .ttl(Duration::from_secs(30))
+        .fenced(true)
+        .acquire()
+        .await
+        .expect("acquire");
+    assert_eq!(guard.fence(), Some(1));
+    let on_owner = |key: &str| cluster.nodes[2].raw().ok(&["GET", key]).text();
+    assert_eq!(
+        on_owner(&lock_key(&name)).as_deref(),
+        Some(guard.token()),
+        "the lock key lives on the slot's owner"
+    );
+    guard.extend(Duration::from_secs(60)).await.expect("extend");
+    let ttl = cluster.nodes[2]
+        .raw()
+        .ok(&["PTTL", &lock_key(&name)])
+        .int()
+        .expect("PTTL");
+    assert!(ttl > 30_000, "the extend reached the owner: PTTL {ttl}");
+    guard.release().await.expect("release");
+    assert_eq!(on_owner(&lock_key(&name)), None, "released on the owner");
+    // Another client now gets it, with the next fence.
+    let again = client
+        .lock(&name)
+        .fenced(true)
+        .acquire()
+        .await
+        .expect("acquire again");
+    assert_eq!(again.fence(), Some(2));
+    again.release().await.expect("release again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locks_over_many_names_land_on_every_primary() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let client = Client::connect([cluster.url(&[1, 0])])
+        .await
+        .expect("connect");
+    let names: Vec<String> = (0..48).map(|_| unique_name("spread")).collect();
+    let mut guards = Vec::new();
+    for name in &names {
+        guards.push(
+            client
+                .lock(name)
+                .ttl(Duration::from_secs(30))
+                .acquire()
+                .await
+                .expect("acquire"),
+        );
+    }
+    let per_node: Vec<i64> = (0..3)
+        .map(|i| {
+            cluster.nodes[i]
+                .raw()
+                .ok(&["DBSIZE"])
+                .int()
+                .expect("DBSIZE")
+        })
+        .collect();
+    assert!(
+        per_node.iter().all(|&keys| keys > 0),
+        "every primary holds locks: {per_node:?}"
+    );
+    for (name, guard) in names.iter().zip(&guards) {
+        let owner = cluster.owner(cluster.slot(name), 0);
+        let held = cluster.nodes[owner]
+            .raw()
+            .ok(&["GET", &lock_key(name)])
+            .text();
+        assert_eq!(held.as_deref(), Some(guard.token()), "{name} on its owner");
+    }
+    for guard in guards {
+        guard.release().await.expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_migration_during_a_lock_run_lets_no_two_holders_in() {
+    require_redis!();
+    let cluster = Arc::new(blocking(|| Cluster::start(3)));
+    let name = name_on(&cluster, 0, "migrate");
+    let slot = cluster.slot(&name);
+    let section = Arc::new(Section::default());
+    let moved = Arc::new(AtomicBool::new(false));
+    const WORKERS: usize = 4;
+    // Rounds each worker runs after the slot moved: every client follows the move.
+    const AFTER: u64 = 10;
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (url, name, section) = (cluster.url(&[1]), name.clone(), Arc::clone(&section));
+        let moved = Arc::clone(&moved);
+        workers.push(tokio::spawn(async move {
+            let client = Client::connect([url]).await.expect("connect");
+            let mut after = 0;
+            while after < AFTER {
+                let since_moved = moved.load(Ordering::SeqCst);
+                let acquired = client
+                    .lock(&name)
+                    .ttl(Duration::from_secs(10))
+                    .fenced(true)
+                    .wait(Duration::from_secs(20))
+                    .acquire()
+                    .await;
+                // A round may fail while the slot moves (a typed error); it is tried again.
+                let Ok(guard) = acquired else { continue };
+                section.enter();
+                tokio::task::yield_now().await;
+                section.leave();
+                guard.release().await.expect("release");
+                if since_moved {
+                    after += 1;
+                }
+            }
+        }));
+    }
+    // Move the slot while they run: once some rounds are in.
+    support::until(
+        "some rounds before the migration",
+        Duration::from_secs(20),
+        || section.entries() >= 10,
+    )
+    .await;
+    blocking(|| {
+        cluster.begin_migration(slot, 0, 2);
+        while cluster.migrate_keys(slot, 0, 2) > 0 {}
+        cluster.end_migration(slot, 2);
+    });
+    let before = section.entries();
+    moved.store(true, Ordering::SeqCst);
+    for worker in workers {
+        bounded("a worker's rounds", Duration::from_secs(60), worker)
+            .await
+            .0
+            .expect("worker");
+    }
+    assert_eq!(section.overlaps(), 0, "two holders at once");
+    assert!(section.entries() >= before + WORKERS as u64 * AFTER);
+    // The clients were sent on by the old owner, and followed.
+    let errors = cluster.nodes[0].raw().ok(&["INFO", "errorstats"]).text();
+    let moved_replies = support::info_field(&errors.unwrap_or_default(), "errorstat_MOVED");
+    assert!(moved_replies.is_some(), "the old owner answered MOVED");
+    assert_eq!(cluster.owner(slot, 1), 2, "the slot moved");
+    // The new owner holds what the lock left (its fence), the old one nothing of it.
+    let fence = format!("{}:fence", lock_key(&name));
+    assert_eq!(
+        cluster.nodes[2].raw().ok(&["EXISTS", &fence]).int(),
+        Some(1)
+    );
+    assert_eq!(
+        cluster.nodes[0]
+            .raw()
+            .command(&["EXISTS", &fence])
+            .ok()
+            .and_then(|r| r.int()),
+        None,
+        "the old owner redirects"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_primary_fails_its_slots_within_the_request_timeout_and_others_keep_working() {
+    require_redis!();
+    let mut cluster = blocking(|| Cluster::start(3));
+    let dead = name_on(&cluster, 2, "dead");
+    let alive = name_on(&cluster, 1, "alive");
+    let options = ConnectOptions {
+        ready_timeout: REQUEST_TIMEOUT,
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect_with([cluster.url(&[0, 1])], options, KeyLayout::default())
+        .await
+        .expect("connect");
+    blocking(|| cluster.nodes[2].stop());
+    let (result, took) = bounded(
+        "an acquire on the killed primary's slot",
+        Duration::from_secs(5),
+        client.lock(&dead).acquire(),
+    )
+    .await;
+    let err = result.expect_err("the killed primary's slot cannot be locked");
+    assert!(
+        matches!(err, Error::Lock(_) | Error::Connect { .. }),
+        "a typed error: {err:?}"
+    );
+    assert!(
+        took <= REQUEST_TIMEOUT * 2,
+        "failed within the request timeout's bound: {took:?}"
+    );
+    // Slots of the primaries still running keep working.
+    let guard = bounded(
+        "an acquire on a live primary's slot",
+        Duration::from_secs(5),
+        client.lock(&alive).acquire(),
+    )
+    .await
+    .0
+    .expect("a live slot is still served");
+    guard.release().await.expect("release");
+}
+
+#[test]
+fn python_redis_lock_names_without_a_tag_are_refused_on_a_cluster() {
+    require_redis!();
+    let cluster = Cluster::start(3);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect_with(
+            [cluster.url(&[0])],
+            ConnectOptions::default(),
+            KeyLayout::python_redis_lock(),
+        )
+        .await
+        .expect("connect");
+        let err = client.lock("jobs").acquire().await.expect_err("refused");
+        assert!(matches!(err, Error::SpansSlots(_)), "{err:?}");
+        // Its own hash tag keeps every key in one slot.
+        let guard = client.lock("{jobs}").acquire().await.expect("tagged name");
+        guard.release().await.expect("release");
+    });
+}
+
+#[test]
+fn the_command_acquires_reports_and_releases_on_a_cluster() {
+    require_redis!();
+    let cluster = Cluster::start(3);
+    let url = cluster.url(&[0, 1, 2]);
+    let name = unique_name("cli");
+    let run = |args: &[&str]| {
+        run_bounded(distlock(&url, args), Duration::from_secs(20)).expect("run distlock")
+    };
+    let acquired = run(&["acquire", "--name", &name, "--ttl", "30s", "--json"]);
+    assert_eq!(
+        acquired.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&acquired.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&acquired.stdout).expect("JSON");
+    let token = value["token"].as_str().expect("token").to_owned();
+    let status = run(&["status", "--name", &name]);
+    assert_eq!(status.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&token),
+        "status names the holder: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let released = run(&["release", "--name", &name, "--token", &token]);
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    let owner = cluster.owner(cluster.slot(&name), 0);
+    assert_eq!(
+        cluster.nodes[owner]
+            .raw()
+            .ok(&["EXISTS", &lock_key(&name)])
+            .int(),
+        Some(0)
+    );
+    // A database other than 0, reset --all and run are usage errors before anything is sent.
+    let bad = run_bounded(
+        distlock(&format!("{url}/2"), &["status", "--name", &name]),
+        Duration::from_secs(20),
+    )
+    .expect("run distlock");
+    assert_eq!(bad.status.code(), Some(64));
+    let walk = run(&["reset", "--all", "--yes"]);
+    assert_eq!(
+        walk.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&walk.stderr)
+    );
+    // The lock component does not route a cluster yet: `run` says so instead of guessing.
+    let guest = run(&["run", "--example"]);
+    assert_eq!(
+        guest.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&guest.stderr)
+    );
+    assert!(String::from_utf8_lossy(&guest.stderr).contains("Redis Cluster"));
+}
+
+/// Bad cluster URLs are usage errors (64) that name what is wrong, and nothing is sent: the
+/// seed given (a real server) sees no connection.
+#[test]
+fn bad_cluster_urls_are_usage_errors_before_anything_is_sent() {
+    require_redis!();
+    let server = support::RedisServer::start();
+    let port = server.port();
+    let before = server.connections_received();
+    for (url, says) in [
+        ("redis+cluster://".to_owned(), "no seed nodes"),
+        (
+            format!("redis+cluster://127.0.0.1:{port},,b:1"),
+            "empty host",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port},b:99999"),
+            "not a port",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port}/3"),
+            "only database 0",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{port}?addr=b:1"),
+            "unknown query parameter 'addr'",
+        ),
+        (
+            format!("redis+cluster://u:hunter2@127.0.0.1:{port}/db"),
+            "not a database number",
+        ),
+    ] {
+        let out = run_bounded(
+            distlock(&url, &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+    // One cluster (or one of its nodes) given twice would vote twice.
+    for urls in [
+        vec![
+            format!("redis+cluster://a:1,127.0.0.1:{port}"),
+            format!("redis+cluster://127.0.0.1:{port}"),
+        ],
+        vec![
+            format!("redis+cluster://a:1,127.0.0.1:{port}"),
+            format!("redis://127.0.0.1:{port}"),
+        ],
+    ] {
+        let out = run_bounded(
+            distlock(&urls.join(","), &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{urls:?}: {stderr}");
+        assert!(stderr.contains("same server"), "{urls:?}: {stderr}");
+    }
+    assert_eq!(
+        server.connections_received(),
+        before + 1,
+        "only this check's own connection reached the server"
+    );
+}
+
+/// Redlock over a cluster and two plain servers: three votes, the cluster's cast by the
+/// primary that owns the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_is_one_vote_of_a_redlock() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let plain: Vec<support::RedisServer> =
+        blocking(|| (0..2).map(|_| support::RedisServer::start()).collect());
+    let client = Client::connect([cluster.url(&[0]), plain[0].url(), plain[1].url()])
+        .await
+        .expect("connect");
+    assert_eq!(client.nodes(), 3);
+    let name = unique_name("redlock");
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    let owner = cluster.owner(cluster.slot(&name), 0);
+    // An acquire returns at a quorum: the cluster's vote (its connect is the slowest: it
+    // reads the slot map first) may land just after.
+    let on_cluster = || {
+        cluster.nodes[owner]
+            .raw()
+            .ok(&["GET", &lock_key(&name)])
+            .text()
+    };
+    support::until("the cluster's vote", Duration::from_secs(5), || {
+        on_cluster().as_deref() == Some(guard.token())
+    })
+    .await;
+    for (what, holder) in [
+        (
+            "plain node 0",
+            plain[0].raw().ok(&["GET", &lock_key(&name)]),
+        ),
+        (
+            "plain node 1",
+            plain[1].raw().ok(&["GET", &lock_key(&name)]),
+        ),
+    ] {
+        assert_eq!(holder.text().as_deref(), Some(guard.token()), "{what}");
+    }
+    guard.release().await.expect("release");
+}

@@ -24,19 +24,12 @@ export class Client {
   static async connect(urls, options = {}) {
     const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
     const pool = client.#pool(options.ttl, options.fenced);
-    await new Promise((resolve, reject) => {
-      let timer;
-      const check = () => { // on every connection event, and at the session's deadlines
-        clearTimeout(timer);
-        pool.session.handleTimeout(now());
-        const outcome = pool.session.connectOutcome();
-        if (!outcome) return void (timer = setTimeout(check, Math.max(1, (pool.session.pollTimeout() ?? now() + 1000) - now())));
-        pool.onChange = null;
-        if (outcome.tag === 'err') { client.close(); reject(fromEngine(outcome.val)); } else resolve();
-      };
-      pool.onChange = check;
-      check();
-    });
+    try {
+      await pool.ready();
+    } catch (error) {
+      client.close();
+      throw fromEngine(error);
+    }
     return client;
   }
 
@@ -56,6 +49,8 @@ export class Client {
   }
 
   async #run(pool, make, signal) {
+    // The engine builds operations for the servers the handshakes found: connect first.
+    await pool.ready().catch((error) => { throw fromEngine(error); });
     const op = engineCall(() => make(pool.session));
     const outcome = await pool.run(op, signal);
     if (outcome.tag === 'err') {

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
 import { RedisServer, command } from './redis.js';
+import { machines } from '../generated/engine.js';
+import { now, entropy } from '../src/driver.js';
 
 const { cases } = JSON.parse(readFileSync(new URL('../../conformance.json', import.meta.url)));
 const servers = [];
@@ -182,6 +184,47 @@ const impl = {
     const [s] = await start();
     const client = await connect(s.url);
     await rejectsWith(client.release('x', 'short'), InvalidArgument, (e) => e.detail.kind === 'bad-token');
+  },
+  'not-tried-yet': async () => {
+    const [s] = await start();
+    const session = machines.open({ nodes: [s.url], fenced: false }, entropy());
+    assert.equal(session.connectOutcome(), undefined);
+    await connect(s.url); // resolves once the connect outcome is ok
+  },
+  'operation-before-handshake': async () => {
+    const [s] = await start();
+    const session = machines.open({ nodes: [s.url], fenced: false }, entropy());
+    assert.ok(session.connect(0, now()), 'a connect under way, its handshake not completed');
+    assert.throws(() => session.status('x', now()), (e) => e.tag === 'unavailable');
+    const client = new Client([s.url], {}); // no explicit connect: the first operation waits for it
+    clients.push(client);
+    assert.deepEqual((await client.status(unique('fresh'))).verdict, { tag: 'free' });
+  },
+  'frozen-node-skipped': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { requestTimeout: 300 });
+    const name = unique('frozen-one');
+    const attempt = () => client.tryAcquire(name, { autoRenew: false }).catch((e) => e);
+    s.pause();
+    let first, second, took;
+    try {
+      first = await attempt();
+      const started = now();
+      second = await attempt();
+      took = now() - started;
+    } finally {
+      s.resume();
+    }
+    assert.ok(first instanceof Unavailable && first.detail.lastFailure?.tag === 'timeout', `${first}`);
+    assert.ok(second instanceof Unavailable && second.detail.lastFailure?.tag === 'disconnected', `${second}`);
+    assert.ok(took < 300, `the second try waited ${took} ms`);
+    const deadline = now() + 10_000; // once it answers again (after its backoff pause), the lock is had
+    let lease;
+    while (!((lease = await attempt()) instanceof Object && lease.token)) {
+      assert.ok(now() < deadline, `not taken back: ${lease}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await lease.release();
   },
 };
 

@@ -116,6 +116,25 @@ def _bytes_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
     ptr.contents.of.list = raw
 
 
+_BOOL_KIND = ffi.WASMTIME_COMPONENT_BOOL
+
+
+def _record_from_c(self: Any, c: Any) -> Any:
+    """A frozen record lifted by field position (the package's own conversion also decodes
+    and compares every field's name, which the type already fixes)."""
+    record = c.of.record
+    ret = wc.Record()
+    try:
+        data = record.data
+        for i, (name, ty) in enumerate(self._frozen["fields"]):
+            raw = data[i].val
+            setattr(ret, name, ty.convert_from_c(raw))
+            raw.kind = _BOOL_KIND  # moved out: the record's delete must not free it again
+        return ret
+    finally:
+        ffi.wasmtime_component_valrecord_delete(record)
+
+
 def _frozen_class(cls: type) -> type:
     """``cls`` with its type properties and derived methods answered from ``_frozen``."""
     frozen = _frozen_classes.get(cls)
@@ -129,6 +148,8 @@ def _frozen_class(cls: type) -> type:
                 attrs[name] = lambda self, name=name: self._frozen[name]
         if issubclass(cls, _types.ListType):
             attrs.update(convert_from_c=_bytes_from_c, convert_to_c=_bytes_to_c)
+        if issubclass(cls, _types.RecordType):
+            attrs.update(convert_from_c=_record_from_c)
         frozen = _frozen_classes[cls] = type(cls.__name__, (cls,), attrs)
     return frozen
 

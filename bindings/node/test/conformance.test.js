@@ -256,3 +256,21 @@ test('an aborted wait rejects with the signal reason and leaves the holder alone
   assert.equal(await command(s.port, 'GET', key(name)), lease.token);
   await lease.release();
 });
+
+test('a wait blocked past the request timeout is not a silent node', async () => {
+  const [s] = await start();
+  const [a, b] = [await connect(s.url), await connect(s.url, { requestTimeout: 200 })];
+  const name = unique('long-wait');
+  const lease = await a.acquire(name);
+  const controller = new AbortController();
+  const started = now();
+  const waiting = b.acquire(name, { wait: 10_000, signal: controller.signal });
+  // The server blocks the waiter (BLPOP) longer than the request timeout: that silence is
+  // the command's, not a frozen node's.
+  while ((await s.blockedClients()) === 0 || now() - started < 400) await new Promise((r) => setTimeout(r, 20));
+  controller.abort(new Error('stop waiting'));
+  await assert.rejects(waiting, /stop waiting/);
+  await lease.release();
+  const taken = await b.tryAcquire(name, { autoRenew: false });
+  await taken.release();
+});

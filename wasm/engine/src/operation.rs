@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use distlock_core::{
-    Acquire, Driven, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
+    Acquire, Driven, Duration, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
 };
 
 use crate::api;
@@ -64,7 +64,9 @@ pub(crate) struct Operation {
     shared: Rc<RefCell<Shared>>,
     /// Per node, whether nothing may be sent to it (see the module doc).
     absent: RefCell<Vec<bool>>,
-    /// Per node, since when a request `step` handed out has gone without a reply byte.
+    /// Per node, since when a request `step` handed out has gone without a reply byte —
+    /// counted from the end of its blocking time for a blocking command (`BLPOP`), whose
+    /// server rightly stays silent that long.
     unanswered: RefCell<Vec<Option<Instant>>>,
     /// `step` gave the outcome out: the operation is over.
     finished: Cell<bool>,
@@ -92,9 +94,10 @@ impl Operation {
         }
     }
 
-    /// The next bytes to send to a node that is not absent; a transmit for an absent node
-    /// fails that node's request in the machine instead.
-    fn next_transmit(&self, at: Instant) -> Option<api::Transmit> {
+    /// The next bytes to send to a node that is not absent, and for how long the command
+    /// may rightly block; a transmit for an absent node fails that node's request in the
+    /// machine instead.
+    fn next_transmit(&self, at: Instant) -> Option<(api::Transmit, Option<Duration>)> {
         let mut machine = self.machine.borrow_mut();
         let mut buf = self.buf.borrow_mut();
         loop {
@@ -104,10 +107,11 @@ impl Operation {
                         driven!(&mut *machine, m => m.handle_disconnect(tx.node, at));
                         continue;
                     }
-                    return Some(api::Transmit {
+                    let transmit = api::Transmit {
                         node: node_index(tx.node),
                         bytes: buf.get(..tx.len).map(<[u8]>::to_vec).unwrap_or_default(),
-                    });
+                    };
+                    return Some((transmit, tx.blocking));
                 }
                 Ok(None) => return None,
                 Err(short) => buf.resize(short.required, 0),
@@ -190,9 +194,9 @@ impl api::GuestOperation for Operation {
         if due {
             driven!(&mut *self.machine.borrow_mut(), m => m.handle_timeout(at));
         }
-        while let Some(tx) = self.next_transmit(at) {
+        while let Some((tx, blocking)) = self.next_transmit(at) {
             if let Some(since) = self.unanswered.borrow_mut().get_mut(node(tx.node)) {
-                since.get_or_insert(at);
+                since.get_or_insert(at.saturating_add(blocking.unwrap_or(Duration::ZERO)));
             }
             result.transmits.push(tx);
         }
@@ -208,7 +212,7 @@ impl api::GuestOperation for Operation {
 
     fn poll_transmit(&self, now: api::Instant) -> Option<api::Transmit> {
         let at = self.at(now);
-        self.next_transmit(at)
+        self.next_transmit(at).map(|(tx, _)| tx)
     }
 
     fn handle_input(&self, n: u8, bytes: Vec<u8>, now: api::Instant) {

@@ -14,7 +14,8 @@ class Conn {
   constructor(pool, node, handshake) {
     Object.assign(this, { pool, node, handshake, runner: null, owed: 0, idle: [], queued: [], alive: true });
     const { host, port, tls: secure } = pool.session.endpoint(node);
-    this.socket = secure ? tls.connect({ host, port, servername: host }) : net.connect({ host, port });
+    // TLS (`rediss://`): the system's CAs, or those of the client's `tls` option (`{ ca }`).
+    this.socket = secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port });
     this.socket.setNoDelay(true);
     this.socket.on('data', (bytes) => this.input(bytes));
     this.socket.on('error', () => {}); // 'close' follows
@@ -50,7 +51,7 @@ class Conn {
 
 // The connections of one session, per node; `run` drives one operation to its outcome.
 export class Pool {
-  constructor(session) { Object.assign(this, { session, idle: [...Array(session.nodes())].map(() => []) }); }
+  constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []) }); }
   warm() { for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); }
   open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
   give(conn, owed) { conn.runner = null; conn.owed = owed; if (conn.alive && !this.idle[conn.node].includes(conn)) this.idle[conn.node].push(conn); this.onChange?.(); }

@@ -19,7 +19,8 @@ export class Client {
   /**
    * Connects to `urls` (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS; several:
    * Redlock). Resolves once a majority is ready; rejects with `Unavailable` otherwise.
-   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`.
+   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`, `tls`
+   * (node:tls options for `rediss://` nodes, such as `{ ca }`; default: the system's CAs).
    */
   static async connect(urls, options = {}) {
     const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
@@ -41,7 +42,7 @@ export class Client {
         nodes: this.#urls, keyPrefix: this.#options.keyPrefix, ttlMs: ttl, fenced,
         requestTimeoutMs: this.#options.requestTimeout,
       }, entropy()));
-      pool = new Pool(session);
+      pool = new Pool(session, this.#options.tls);
       pool.warm();
       this.#pools.set(key, pool);
     }

@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
-import { RedisServer, command } from './redis.js';
+import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
 import { machines } from '../generated/engine.js';
 import { now, entropy } from '../src/driver.js';
 
@@ -273,4 +273,17 @@ test('a wait blocked past the request timeout is not a silent node', async () =>
   await lease.release();
   const taken = await b.tryAcquire(name, { autoRenew: false });
   await taken.release();
+});
+
+test('rediss:// locks over TLS, trusting the CA given in the tls option', async () => {
+  const tls = makeCertificates();
+  const s = await RedisServer.start(tls);
+  servers.push(s);
+  await rejectsWith(Client.connect(s.url, { requestTimeout: 500 }), Unavailable); // the system's CAs do not know it
+  const client = await connect(s.url, { tls: { ca: readFileSync(tls.ca) } });
+  const name = unique('tls');
+  const lease = await client.acquire(name, { autoRenew: false });
+  assert.equal(await commandOver(s.port, tls, 'GET', key(name)), lease.token);
+  await lease.release();
+  assert.equal(await commandOver(s.port, tls, 'GET', key(name)), null);
 });

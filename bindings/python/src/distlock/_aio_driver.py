@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 from ._engine import Handle, Record, field, now, split_option
@@ -28,7 +29,8 @@ class AsyncConn:
     async def serve(self) -> None:
         ep = self.pool.session.endpoint(self.node)
         try:
-            reader, self.writer = await asyncio.open_connection(field(ep, "host"), field(ep, "port"))
+            host, tls = field(ep, "host"), self.pool.tls if field(ep, "tls") else None
+            reader, self.writer = await asyncio.open_connection(host, field(ep, "port"), ssl=tls, server_hostname=host if tls else None)
         except OSError:
             if self.alive and self.hs:
                 self.failed = True
@@ -93,8 +95,8 @@ class AsyncConn:
 class AsyncPool:
     """The connections of one session, per node; ``run`` drives one operation to its outcome."""
 
-    def __init__(self, session: Handle) -> None:
-        self.session, self.connected = session, False
+    def __init__(self, session: Handle, tls: ssl.SSLContext | None = None) -> None:
+        self.session, self.tls, self.connected = session, tls, False
         self.idle: list[list[AsyncConn]] = [[] for _ in range(session.nodes())]
 
     def open(self, node: int, wake: asyncio.Event) -> AsyncConn | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import selectors
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -32,34 +33,51 @@ class Conn:
         self.events: list[Any] | None = None  # the borrowing operation's next step's events
         self.owed, self.out, self.queued, self.alive, self.failed = 0, b"", [], True, False
         ep = pool.session.endpoint(node)
+        self.host, self.tls = field(ep, "host"), pool.tls if field(ep, "tls") else None
+        self.want = 0  # while a TLS handshake runs: the event it waits for (R or W)
         try:
-            family, kind, proto, _, addr = socket.getaddrinfo(field(ep, "host"), field(ep, "port"), type=socket.SOCK_STREAM)[0]
+            family, kind, proto, _, addr = socket.getaddrinfo(self.host, field(ep, "port"), type=socket.SOCK_STREAM)[0]
             self.sock = socket.socket(family, kind, proto)
+            self.fd = self.sock.fileno()
             self.sock.setblocking(False)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connecting = self.sock.connect_ex(addr) in (errno.EINPROGRESS, errno.EWOULDBLOCK)
         except OSError:
             self.connecting = False
         if not self.connecting:
-            self.failed = True
-            pool.session.connect_failed(node, now())
-            self.close()
+            self.connect_failed()
+
+    def connect_failed(self) -> None:
+        self.failed = True
+        self.pool.session.connect_failed(self.node, now())
+        self.close()
+
+    def mask(self) -> int:
+        """What to wait for: the TLS handshake's need, or reads (and writes while connecting or
+        with bytes left to send)."""
+        return self.want or R | (W if self.connecting or self.out else 0)
 
     def ready(self, mask: int) -> None:
         """The selector says the socket can be read or written (``mask``)."""
         if mask & W and self.connecting:
             self.connecting = False
             if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                self.failed = True
-                self.pool.session.connect_failed(self.node, now())
-                return self.close()
-            self.step()
+                return self.connect_failed()
+            if self.tls:
+                self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+                self.want = W
+            else:
+                self.step()
+        if self.want:
+            return self.tls_handshake()
         if mask & W and self.alive:
             self.send(b"")
         if mask & R and self.alive:
             try:
                 data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
+                while self.tls and self.sock.pending():  # decrypted already: no socket event follows
+                    data += self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError:
                 data = b""
@@ -70,6 +88,21 @@ class Conn:
                 self.step()
             elif self.events is not None:
                 self.events.append(Record(node=self.node, bytes=data))
+
+    def tls_handshake(self) -> None:
+        """One round of the TLS handshake; when it is done, the engine's handshake starts."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.want = R
+            return
+        except ssl.SSLWantWriteError:
+            self.want = W
+            return
+        except OSError:  # a certificate refused, the connection reset
+            return self.connect_failed()
+        self.want = 0
+        self.step()
 
     def step(self) -> None:
         """Sends what the handshake asks; at its end the socket is ready or closed."""
@@ -94,9 +127,9 @@ class Conn:
     def send(self, data: bytes) -> None:
         self.out += data
         try:
-            if self.out and not self.connecting:
+            if self.out and not self.connecting and not self.want:
                 self.out = self.out[self.sock.send(self.out) :]
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError:
             self.close()
@@ -119,8 +152,8 @@ class Conn:
 class Pool:
     """The connections of one session, per node; ``run`` drives one operation to its outcome."""
 
-    def __init__(self, session: Handle) -> None:
-        self.session, self.lock, self.connected = session, threading.Lock(), False
+    def __init__(self, session: Handle, tls: ssl.SSLContext | None = None) -> None:
+        self.session, self.tls, self.lock, self.connected = session, tls, threading.Lock(), False
         self.idle: list[list[Conn]] = [[] for _ in range(session.nodes())]
 
     def open(self, node: int) -> Conn | None:
@@ -206,15 +239,15 @@ class _Waiter:
         self.sel.close()
 
     def wait(self, conns: Any, deadline: float | None) -> None:
-        live = [c for c in conns if c.alive]
-        for conn in live:
-            mask = R | (W if conn.connecting or conn.out else 0)
-            if self.masks.get(conn) != mask:
-                (self.sel.modify if conn in self.masks else self.sel.register)(conn.sock, mask, conn)
-                self.masks[conn] = mask
-        for conn in [c for c in self.masks if not c.alive]:
-            self.sel.unregister(conn.sock)
+        for conn in [c for c in self.masks if not c.alive]:  # first: a new socket may reuse its fd
+            self.sel.unregister(conn.fd)
             del self.masks[conn]
+        live = [c for c in conns if c.alive]
+        for conn in live:  # by fd: wrapping a socket in TLS keeps the fd, not the object
+            mask = conn.mask()
+            if self.masks.get(conn) != mask:
+                (self.sel.modify if conn in self.masks else self.sel.register)(conn.fd, mask, conn)
+                self.masks[conn] = mask
         deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
         wait = min(max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S, IDLE_WAIT_S)
         if self.masks:

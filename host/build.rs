@@ -37,6 +37,8 @@ fn main() {
     for watched in [
         "wit",
         "wasm/src",
+        "wasm/engine/src",
+        "wasm/engine/Cargo.toml",
         "wasm/examples",
         "wasm/Cargo.toml",
         "wasm/Cargo.lock",

@@ -467,9 +467,10 @@ impl<const N: usize> Session<N> {
     }
 
     /// How the first connect to the set ended, once it has: `Ready` as soon as a quorum is
-    /// ready; `TooFew` once no node is connecting any more (each answered, failed or passed
-    /// its deadline: a driver waits out the pending ones, so the error counts every node that
-    /// answered). `None` while it is still open.
+    /// ready; `TooFew` once every node was tried and none is connecting any more (each
+    /// answered, failed or passed its deadline: a driver waits out the pending ones, so the
+    /// error counts every node that answered). `None` while it is still open — and before
+    /// any connect was tried, so that "not tried yet" never reads as "unreachable".
     #[must_use]
     pub fn connect_outcome(&self) -> Option<ConnectOutcome> {
         let ready = self.ready();
@@ -477,7 +478,8 @@ impl<const N: usize> Session<N> {
         if ready >= needed {
             return Some(ConnectOutcome::Ready);
         }
-        (!self.any_connecting()).then_some(ConnectOutcome::TooFew {
+        let untried = self.active().iter().any(Slot::untried);
+        (!untried && !self.any_connecting()).then_some(ConnectOutcome::TooFew {
             ready,
             nodes: self.nodes,
             needed,
@@ -486,6 +488,12 @@ impl<const N: usize> Session<N> {
 }
 
 impl Slot {
+    /// Never tried: no connect was started, so nothing is known about the node yet (a node
+    /// whose connection was lost is closed too, but with a reason in `down`).
+    fn untried(&self) -> bool {
+        self.standing == Standing::Closed && self.deadline.is_none() && self.down.is_none()
+    }
+
     /// Pauses the node after a failure, unless a pause is already running (connects that
     /// fail together count once).
     fn back_off(&mut self, now: Instant, why: NodeDown) {
@@ -577,6 +585,44 @@ mod tests {
         assert_eq!(s.reachability(), Reachability::Ready);
         assert_eq!(s.down(1), Some(NodeDown::Failed));
         assert!(!s.any_connecting());
+    }
+
+    #[test]
+    fn connect_outcome_is_open_until_every_node_was_tried() {
+        let mut s = session(3);
+        assert_eq!(
+            s.connect_outcome(),
+            None,
+            "nothing tried is not unreachable"
+        );
+        s.connect_started(0, at(0));
+        s.connect_failed(0, at(1));
+        assert_eq!(s.connect_outcome(), None, "nodes 1 and 2 were never tried");
+        s.connect_started(1, at(1));
+        s.connect_failed(1, at(2));
+        s.connect_started(2, at(2));
+        s.connect_failed(2, at(3));
+        assert_eq!(
+            s.connect_outcome(),
+            Some(ConnectOutcome::TooFew {
+                ready: 0,
+                nodes: 3,
+                needed: 2
+            })
+        );
+        // A node lost after it was ready counts as tried: the outcome stays decided.
+        let mut s = session(1);
+        s.connect_started(0, at(0));
+        s.connected(0, at(1));
+        s.disconnected(0, at(2));
+        assert_eq!(
+            s.connect_outcome(),
+            Some(ConnectOutcome::TooFew {
+                ready: 0,
+                nodes: 1,
+                needed: 1
+            })
+        );
     }
 
     #[test]

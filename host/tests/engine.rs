@@ -10,7 +10,7 @@ mod engine_host;
 mod support;
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine_host::{Host, api, entropy, instantiate, options};
 use support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
@@ -32,6 +32,9 @@ const IMPLEMENTED: &[&str] = &[
     "bad-names",
     "bad-ttls",
     "bad-input",
+    "not-tried-yet",
+    "operation-before-handshake",
+    "frozen-node-skipped",
 ];
 
 #[test]
@@ -441,4 +444,104 @@ fn bad_input() {
             .expect("no trap"),
         Some(0)
     );
+}
+
+#[test]
+fn not_tried_yet() {
+    require_redis!();
+    let server = RedisServer::start();
+    let (mut store, machines) = instantiate();
+    let guest = machines.distlock_lock_machines();
+    let session = guest
+        .call_open(&mut store, &options(&[server.url()]), &entropy())
+        .expect("no trap")
+        .expect("a session");
+    let outcome = guest
+        .session()
+        .call_connect_outcome(&mut store, session)
+        .expect("no trap");
+    assert_eq!(outcome, None, "nothing tried yet is not unavailable");
+    // After a connect, a majority ready: ok.
+    let host = host(&server);
+    assert_eq!(host.connect_outcome(), Some(Ok(())));
+}
+
+#[test]
+fn operation_before_handshake() {
+    require_redis!();
+    let server = RedisServer::start();
+    let (mut store, machines) = instantiate();
+    let guest = machines.distlock_lock_machines();
+    let session = guest
+        .call_open(&mut store, &options(&[server.url()]), &entropy())
+        .expect("no trap")
+        .expect("a session");
+    let sessions = guest.session();
+    // A connect under way whose handshake has not completed (its socket is never opened).
+    let handshake = sessions
+        .call_connect(&mut store, session, 0, 0.0)
+        .expect("no trap")
+        .expect("the first connect to a node");
+    let refused = sessions
+        .call_status(&mut store, session, "x", 0.0)
+        .expect("no trap")
+        .expect_err("no node has completed a handshake");
+    assert!(
+        matches!(&refused, api::Error::Unavailable(why) if why.contains("handshake")),
+        "{refused:?}"
+    );
+    let acquire = sessions
+        .call_acquire(&mut store, session, "x", 0, 0.0, &entropy())
+        .expect("no trap")
+        .expect_err("no node has completed a handshake");
+    assert!(matches!(acquire, api::Error::Unavailable(_)), "{acquire:?}");
+    handshake.resource_drop(&mut store).expect("no trap");
+    // A client connects first, so its first operation on a fresh session reads right.
+    let mut host = host(&server);
+    let name = unique_name("engine-fresh");
+    assert_eq!(
+        host.status(&name).expect("status").verdict,
+        api::Verdict::Free
+    );
+}
+
+#[test]
+fn frozen_node_skipped() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut opts = options(&[server.url()]);
+    opts.request_timeout_ms = Some(300);
+    let mut host = Host::connect(opts).expect("connect");
+    let name = unique_name("engine-frozen-one");
+    server.pause();
+    let first = host.try_acquire(&name);
+    let started = Instant::now();
+    let second = host.try_acquire(&name);
+    let second_took = started.elapsed();
+    server.resume();
+    let last_failure = |result: &Result<api::Lease, api::Error>| match result {
+        Err(api::Error::QuorumLost(lost)) => lost.last_failure.clone(),
+        other => panic!("expected quorum-lost, got {other:?}"),
+    };
+    assert_eq!(
+        last_failure(&first),
+        Some(api::NodeFailure::Timeout),
+        "the frozen node costs the first try its request timeout"
+    );
+    assert_eq!(
+        last_failure(&second),
+        Some(api::NodeFailure::Disconnected),
+        "the silent node is skipped, not waited for again"
+    );
+    assert!(
+        second_took < Duration::from_millis(300),
+        "the second try waited {second_took:?}"
+    );
+    // Once it answers again (after its backoff pause), the lock is had.
+    let lease = wait_for(
+        "the node to be taken back once it answers",
+        Duration::from_secs(10),
+        || host.try_acquire(&name).ok(),
+    );
+    host.release(&name, &lease.token).expect("release");
 }

@@ -14,7 +14,8 @@ class Conn {
   constructor(pool, node, handshake) {
     Object.assign(this, { pool, node, handshake, runner: null, owed: 0, idle: [], queued: [], alive: true });
     const { host, port, tls: secure } = pool.session.endpoint(node);
-    this.socket = secure ? tls.connect({ host, port, servername: host }) : net.connect({ host, port });
+    // TLS (`rediss://`): the system's CAs, or those of the client's `tls` option (`{ ca }`).
+    this.socket = secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port });
     this.socket.setNoDelay(true);
     this.socket.on('data', (bytes) => this.input(bytes));
     this.socket.on('error', () => {}); // 'close' follows
@@ -50,47 +51,66 @@ class Conn {
 
 // The connections of one session, per node; `run` drives one operation to its outcome.
 export class Pool {
-  constructor(session) { Object.assign(this, { session, idle: [...Array(session.nodes())].map(() => []) }); }
+  constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []) }); }
   warm() { for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); }
   open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
-  give(conn, owed) { conn.runner = null; conn.owed = owed; if (conn.alive) this.idle[conn.node].push(conn); this.onChange?.(); }
+  give(conn, owed) { conn.runner = null; conn.owed = owed; if (conn.alive && !this.idle[conn.node].includes(conn)) this.idle[conn.node].push(conn); this.onChange?.(); }
   forget(conn) { this.idle[conn.node] = this.idle[conn.node].filter((c) => c !== conn); this.onChange?.(); }
   close() { for (const conns of this.idle) for (const c of conns.splice(0)) c.socket.destroy(); }
+  // Resolves once the session's first connect reached a majority (the engine builds no
+  // operation before); rejects with the engine's error when too few answered. Once only:
+  // later operations reconnect through `run`.
+  ready() {
+    this.connecting ??= new Promise((resolve, reject) => {
+      let timer;
+      const check = () => { // on every connection event, and at the session's deadlines
+        clearTimeout(timer);
+        this.session.handleTimeout(now());
+        const outcome = this.session.connectOutcome();
+        if (!outcome) return void (timer = setTimeout(check, Math.max(1, (this.session.pollTimeout() ?? now() + 1000) - now())));
+        this.onChange = null;
+        if (outcome.tag === 'err') { this.connecting = null; reject(outcome.val); } else resolve();
+      };
+      this.onChange = check;
+      this.warm();
+      check();
+    });
+    return this.connecting;
+  }
   run(op, signal) {
     return new Promise((resolve) => {
       const conns = [];
       let timer, done = false;
-      const runner = {
-        input: (node, bytes) => { op.handleInput(node, bytes, now()); drive(); },
-        lost: (node) => { conns[node] = null; op.handleDisconnect(node, now()); drive(); },
-      };
-      const drive = () => {
+      const step = (events) => { // one engine call per event: what happened in, what to do out
         if (done) return;
         clearTimeout(timer);
-        for (let tx; (tx = op.pollTransmit(now())); ) {
-          if (conns[tx.node]) conns[tx.node].write(tx.bytes); else op.handleDisconnect(tx.node, now());
-        }
-        const outcome = op.pollOutcome();
-        if (outcome) return finish(outcome);
-        const at = op.pollTimeout();
-        if (at !== undefined) timer = after(at, () => { op.handleTimeout(now()); drive(); });
+        const { transmits, timeout, outcome, connections } = op.step(now(), events);
+        for (const { node, bytes } of transmits) conns[node]?.write(bytes);
+        if (outcome) return finish(outcome, connections);
+        if (timeout !== undefined) timer = after(timeout, () => step([]));
       };
-      const finish = (outcome) => {
+      const runner = {
+        input: (node, bytes) => step([{ tag: 'data', val: { node, bytes } }]),
+        lost: (node) => { conns[node] = null; step([{ tag: 'disconnect', val: node }]); },
+      };
+      const finish = (outcome, connections) => {
         done = true; signal?.removeEventListener('abort', abort);
-        conns.forEach((c, node) => { if (!c) return; const owed = op.handover(node); if (owed === undefined) c.destroy(); else this.give(c, owed); });
+        // keep(owed): pooled; close (out of step) or silent (frozen: the session backs it off).
+        conns.forEach((c, node) => { if (!c) return; const fate = connections[node]; if (fate?.tag === 'keep') this.give(c, fate.val); else c.destroy(); });
         op[Symbol.dispose]?.(); resolve(outcome);
       };
-      const abort = () => { op.cancel(now()); drive(); };
+      const abort = () => { op.cancel(now()); step([]); };
       signal?.addEventListener('abort', abort, { once: true });
-      this.session.handleTimeout(now());
+      const events = [];
       for (let node = 0; node < this.idle.length; node++) {
         let conn = this.idle[node].pop();
-        if (conn && !op.discardReplies(node, conn.owed)) { conn.destroy(); conn = null; }
+        if (conn?.owed && !op.discardReplies(node, conn.owed)) { conn.destroy(); conn = null; }
         conn ??= this.open(node);
-        if (conn) { conn.runner = runner; conns[node] = conn; }
+        if (conn) { conn.runner = runner; conns[node] = conn; } else events.push({ tag: 'disconnect', val: node });
+        for (const bytes of conn?.idle.splice(0) ?? []) events.push({ tag: 'data', val: { node, bytes } });
       }
-      conns.forEach((c, node) => { for (const b of c?.idle.splice(0) ?? []) op.handleInput(node, b, now()); });
-      if (signal?.aborted) abort(); else drive();
+      if (signal?.aborted) { op.cancel(now()); }
+      step(events);
     });
   }
 }

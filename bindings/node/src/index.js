@@ -19,24 +19,18 @@ export class Client {
   /**
    * Connects to `urls` (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS; several:
    * Redlock). Resolves once a majority is ready; rejects with `Unavailable` otherwise.
-   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`.
+   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`, `tls`
+   * (node:tls options for `rediss://` nodes, such as `{ ca }`; default: the system's CAs).
    */
   static async connect(urls, options = {}) {
     const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
     const pool = client.#pool(options.ttl, options.fenced);
-    await new Promise((resolve, reject) => {
-      let timer;
-      const check = () => { // on every connection event, and at the session's deadlines
-        clearTimeout(timer);
-        pool.session.handleTimeout(now());
-        const outcome = pool.session.connectOutcome();
-        if (!outcome) return void (timer = setTimeout(check, Math.max(1, (pool.session.pollTimeout() ?? now() + 1000) - now())));
-        pool.onChange = null;
-        if (outcome.tag === 'err') { client.close(); reject(fromEngine(outcome.val)); } else resolve();
-      };
-      pool.onChange = check;
-      check();
-    });
+    try {
+      await pool.ready();
+    } catch (error) {
+      client.close();
+      throw fromEngine(error);
+    }
     return client;
   }
 
@@ -48,7 +42,7 @@ export class Client {
         nodes: this.#urls, keyPrefix: this.#options.keyPrefix, ttlMs: ttl, fenced,
         requestTimeoutMs: this.#options.requestTimeout,
       }, entropy()));
-      pool = new Pool(session);
+      pool = new Pool(session, this.#options.tls);
       pool.warm();
       this.#pools.set(key, pool);
     }
@@ -56,6 +50,8 @@ export class Client {
   }
 
   async #run(pool, make, signal) {
+    // The engine builds operations for the servers the handshakes found: connect first.
+    await pool.ready().catch((error) => { throw fromEngine(error); });
     const op = engineCall(() => make(pool.session));
     const outcome = await pool.run(op, signal);
     if (outcome.tag === 'err') {

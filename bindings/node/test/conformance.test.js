@@ -4,7 +4,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
-import { RedisServer, command } from './redis.js';
+import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
+import { machines } from '../generated/engine.js';
+import { now, entropy } from '../src/driver.js';
 
 const { cases } = JSON.parse(readFileSync(new URL('../../conformance.json', import.meta.url)));
 const servers = [];
@@ -183,6 +185,47 @@ const impl = {
     const client = await connect(s.url);
     await rejectsWith(client.release('x', 'short'), InvalidArgument, (e) => e.detail.kind === 'bad-token');
   },
+  'not-tried-yet': async () => {
+    const [s] = await start();
+    const session = machines.open({ nodes: [s.url], fenced: false }, entropy());
+    assert.equal(session.connectOutcome(), undefined);
+    await connect(s.url); // resolves once the connect outcome is ok
+  },
+  'operation-before-handshake': async () => {
+    const [s] = await start();
+    const session = machines.open({ nodes: [s.url], fenced: false }, entropy());
+    assert.ok(session.connect(0, now()), 'a connect under way, its handshake not completed');
+    assert.throws(() => session.status('x', now()), (e) => e.tag === 'unavailable');
+    const client = new Client([s.url], {}); // no explicit connect: the first operation waits for it
+    clients.push(client);
+    assert.deepEqual((await client.status(unique('fresh'))).verdict, { tag: 'free' });
+  },
+  'frozen-node-skipped': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { requestTimeout: 300 });
+    const name = unique('frozen-one');
+    const attempt = () => client.tryAcquire(name, { autoRenew: false }).catch((e) => e);
+    s.pause();
+    let first, second, took;
+    try {
+      first = await attempt();
+      const started = now();
+      second = await attempt();
+      took = now() - started;
+    } finally {
+      s.resume();
+    }
+    assert.ok(first instanceof Unavailable && first.detail.lastFailure?.tag === 'timeout', `${first}`);
+    assert.ok(second instanceof Unavailable && second.detail.lastFailure?.tag === 'disconnected', `${second}`);
+    assert.ok(took < 300, `the second try waited ${took} ms`);
+    const deadline = now() + 10_000; // once it answers again (after its backoff pause), the lock is had
+    let lease;
+    while (!((lease = await attempt()) instanceof Object && lease.token)) {
+      assert.ok(now() < deadline, `not taken back: ${lease}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await lease.release();
+  },
 };
 
 test('every conformance case has a test', () => {
@@ -212,4 +255,35 @@ test('an aborted wait rejects with the signal reason and leaves the holder alone
   await assert.rejects(waiting, /stop waiting/);
   assert.equal(await command(s.port, 'GET', key(name)), lease.token);
   await lease.release();
+});
+
+test('a wait blocked past the request timeout is not a silent node', async () => {
+  const [s] = await start();
+  const [a, b] = [await connect(s.url), await connect(s.url, { requestTimeout: 200 })];
+  const name = unique('long-wait');
+  const lease = await a.acquire(name);
+  const controller = new AbortController();
+  const started = now();
+  const waiting = b.acquire(name, { wait: 10_000, signal: controller.signal });
+  // The server blocks the waiter (BLPOP) longer than the request timeout: that silence is
+  // the command's, not a frozen node's.
+  while ((await s.blockedClients()) === 0 || now() - started < 400) await new Promise((r) => setTimeout(r, 20));
+  controller.abort(new Error('stop waiting'));
+  await assert.rejects(waiting, /stop waiting/);
+  await lease.release();
+  const taken = await b.tryAcquire(name, { autoRenew: false });
+  await taken.release();
+});
+
+test('rediss:// locks over TLS, trusting the CA given in the tls option', async () => {
+  const tls = makeCertificates();
+  const s = await RedisServer.start(tls);
+  servers.push(s);
+  await rejectsWith(Client.connect(s.url, { requestTimeout: 500 }), Unavailable); // the system's CAs do not know it
+  const client = await connect(s.url, { tls: { ca: readFileSync(tls.ca) } });
+  const name = unique('tls');
+  const lease = await client.acquire(name, { autoRenew: false });
+  assert.equal(await commandOver(s.port, tls, 'GET', key(name)), lease.token);
+  await lease.release();
+  assert.equal(await commandOver(s.port, tls, 'GET', key(name)), null);
 });

@@ -1,7 +1,11 @@
 // Real redis-server processes for the tests, on free loopback ports, and a tiny RESP client to
 // look at them. Startup waits on an observed PONG, never on a sleep alone.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export async function freePort() {
   return new Promise((resolve, reject) => {
@@ -14,9 +18,14 @@ export async function freePort() {
 }
 
 /** One RESP command; resolves with the reply (string, number, null) or rejects on `-ERR`. */
-export function command(port, ...args) {
+export const command = (port, ...args) => commandOver(port, undefined, ...args);
+
+/** `command` over TLS when `tls` (from `makeCertificates`) is given. */
+export function commandOver(port, tls, ...args) {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = tls
+      ? tlsConnect({ host: '127.0.0.1', port, ca: readFileSync(tls.ca), servername: 'localhost' })
+      : net.connect({ host: '127.0.0.1', port });
     let data = '';
     socket.on('error', reject);
     socket.on('data', (chunk) => {
@@ -39,19 +48,36 @@ export function command(port, ...args) {
   });
 }
 
+/** A CA and a `localhost`/127.0.0.1 server certificate signed by it, made with openssl in a
+ * fresh directory (as host/tests/tls.rs does): `{ ca, cert, key }` file paths. */
+export function makeCertificates() {
+  const dir = mkdtempSync(join(tmpdir(), 'distlock-tls-'));
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2',
+    '-subj', '/CN=distlock test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
+  writeFileSync(join(dir, 'server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext');
+  return { ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') };
+}
+
 export class RedisServer {
-  static async start() {
+  /** A server on a free loopback port; with `tls` (from `makeCertificates`), TLS only. */
+  static async start(tls) {
     const port = await freePort();
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    const server = new RedisServer(port, child);
+    const listen = tls
+      ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no']
+      : ['--port', String(port)];
+    const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const server = new RedisServer(port, child, tls);
     const deadline = Date.now() + 5000;
     for (;;) {
-      try { if ((await command(port, 'PING')) === 'PONG') return server; } catch { /* not up yet */ }
+      try { if ((await commandOver(port, tls, 'PING')) === 'PONG') return server; } catch { /* not up yet */ }
       if (Date.now() > deadline || child.exitCode !== null) { child.kill('SIGKILL'); throw new Error(`redis-server on ${port} did not start`); }
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  constructor(port, child) { Object.assign(this, { port, child, url: `redis://127.0.0.1:${port}` }); }
+  constructor(port, child, tls) { Object.assign(this, { port, child, url: `${tls ? 'rediss' : 'redis'}://127.0.0.1:${port}` }); }
   pause() { this.child.kill('SIGSTOP'); }
   resume() { this.child.kill('SIGCONT'); }
   stop() { this.child.kill('SIGKILL'); }

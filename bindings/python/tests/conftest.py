@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -37,16 +38,40 @@ def wait_until(check: Callable[[], object], what: str, deadline_s: float = 10.0)
         threading.Event().wait(0.01)
 
 
+def make_certificates(directory: Path) -> dict[str, str]:
+    """A CA and a ``localhost``/127.0.0.1 server certificate signed by it, made with openssl
+    as ``host/tests/tls.rs`` does: ``{"ca", "cert", "key"}`` file paths."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=distlock test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (directory / "server.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    return {"ca": str(directory / "ca.crt"), "cert": str(directory / "server.crt"), "key": str(directory / "server.key")}
+
+
 class RedisServer:
-    def __init__(self) -> None:
+    """A server on a free loopback port; with ``tls`` (from ``make_certificates``), TLS only."""
+
+    def __init__(self, tls: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        listen = ["--port", str(self.port)]
+        if tls:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"],
+                      "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", "no"]  # fmt: skip
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [REDIS_SERVER, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.redis = redis.Redis(port=self.port, socket_timeout=5)
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
+        self.redis = redis.Redis(port=self.port, socket_timeout=5, ssl=bool(tls), ssl_ca_certs=tls and tls["ca"])
 
         def pong() -> bool:
             if self.process.poll() is not None:
@@ -78,8 +103,8 @@ def start():
     """``start(n)``: ``n`` fresh servers, stopped after the test."""
     servers: list[RedisServer] = []
 
-    def make(n: int = 1) -> list[RedisServer]:
-        made = [RedisServer() for _ in range(n)]
+    def make(n: int = 1, tls: dict[str, str] | None = None) -> list[RedisServer]:
+        made = [RedisServer(tls) for _ in range(n)]
         servers.extend(made)
         return made
 

@@ -12,7 +12,7 @@ import threading
 import pytest
 import redis
 import redis_lock
-from conftest import free_port, unique, wait_until
+from conftest import free_port, make_certificates, unique, wait_until
 
 import distlock
 from distlock import AsyncLock, InvalidArgument, Lock, LockError, LockLost, NotAcquired, Unavailable
@@ -269,3 +269,31 @@ def test_threads_sharing_one_client_exclude_each_other(start):
     client.close()
     assert len(done) == 6 and len(overlaps) == 30
     assert max(overlaps) == 1, "two holders at once"
+
+
+def test_rediss_locks_over_tls_trusting_the_given_ca(start, tmp_path):
+    tls = make_certificates(tmp_path)
+    [s] = start(tls=tls)
+    with pytest.raises(distlock.Unavailable):  # the system's CAs do not know this one
+        distlock.Client.connect(s.url, request_timeout=0.5).close()
+    with distlock.Client.connect(s.url, tls_ca=tls["ca"]) as client:
+        name = unique("tls")
+        lease = client.acquire(name)
+        assert s.redis.get(key(name)) == lease.token.encode()
+        lease.release()
+        assert s.redis.get(key(name)) is None
+
+
+def test_rediss_with_asyncio(start, tmp_path):
+    tls = make_certificates(tmp_path)
+    [s] = start(tls=tls)
+
+    async def run() -> None:
+        client = await distlock.AsyncClient.connect(s.url, tls_ca=tls["ca"])
+        name = unique("tls-async")
+        lease = await client.acquire(name)
+        assert s.redis.get(key(name)) == lease.token.encode()
+        await lease.release()
+        client.close()
+
+    asyncio.run(run())

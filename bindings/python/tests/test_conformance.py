@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import unique, wait_until
 
 from distlock import Client, InvalidArgument, LockLost, NotAcquired, Unavailable
+from distlock._engine import Engine, EngineError, Handle, Record, entropy, now, split_option
 
 CASES = json.loads((Path(__file__).resolve().parents[2] / "conformance.json").read_text())["cases"]
 WRONG = "0123456789abcdef0123456789abcdef"
@@ -239,6 +241,61 @@ def bad_input(start, clients):
     with pytest.raises(InvalidArgument) as caught:
         client.release("x", "short")
     assert caught.value.kind == "bad-token"
+
+
+def open_session(url: str) -> Handle:
+    """A session of a fresh engine instance, nothing opened."""
+    engine = Engine()
+    options = Record(nodes=[url], key_prefix=None, layout=None, ttl_ms=None, fenced=False, request_timeout_ms=None)
+    return Handle(engine, "session", engine.fallible("open", options, entropy()))
+
+
+@case("not-tried-yet")
+def not_tried_yet(start, clients):
+    [s] = start()
+    session = open_session(s.url)
+    assert split_option(session.connect_outcome()) == (False, None)
+    connect(clients, s.url)  # returns once the connect outcome is ok
+
+
+@case("operation-before-handshake")
+def operation_before_handshake(start, clients):
+    [s] = start()
+    session = open_session(s.url)
+    assert session.connect(0, now()) is not None  # a connect under way, its handshake not completed
+    with pytest.raises(EngineError) as caught:
+        session.fallible("status", "x", now())
+    assert caught.value.error.tag == "unavailable"
+    client = Client(s.url)  # no explicit connect: the first operation connects first
+    clients.append(client)
+    assert client.status(unique("fresh")).verdict.tag == "free"
+
+
+@case("frozen-node-skipped")
+def frozen_node_skipped(start, clients):
+    [s] = start()
+    client = connect(clients, s.url, request_timeout=0.3)
+    name = unique("frozen-one")
+
+    def attempt():
+        try:
+            return client.acquire(name, wait=0)
+        except Unavailable as error:
+            return error
+
+    s.pause()
+    try:
+        first = attempt()
+        started = time.monotonic()
+        second = attempt()
+        took = time.monotonic() - started
+    finally:
+        s.resume()
+    assert isinstance(first, Unavailable) and getattr(first.detail, "last-failure").tag == "timeout", first
+    assert isinstance(second, Unavailable) and getattr(second.detail, "last-failure").tag == "disconnected", second
+    assert took < 0.3, f"the second try waited {took:.3f} s"
+    lease = wait_until(lambda: (lambda r: None if isinstance(r, Unavailable) else r)(attempt()), "the node to be taken back once it answers")
+    lease.release()
 
 
 def test_every_conformance_case_has_a_test():

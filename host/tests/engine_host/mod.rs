@@ -5,8 +5,9 @@
 //! The loop waits on one channel: a reader thread per socket sends what it reads (or that
 //! the socket closed), and `recv_timeout` waits until the earliest deadline any machine
 //! names. Every decision — which node to connect, when to retry, what a reply means, when a
-//! lease is lost — comes from the engine; this module only moves bytes and reads the clock.
-//! One operation runs at a time on a host (a second client is a second host).
+//! lease is lost, which connection to close as silent — comes from the engine; this module
+//! only moves bytes and reads the clock. Operations are driven by `operation.step`, one call
+//! per event. One operation runs at a time on a host (a second client is a second host).
 
 #![allow(dead_code)]
 
@@ -46,13 +47,13 @@ enum Conn {
         stream: TcpStream,
         handshake: ResourceAny,
     },
-    /// Ready for operations; owes `owed` replies to the last operation.
+    /// Ready for operations; owes `owed` replies to the last operation, and `early` holds
+    /// what arrived while no operation ran (fed to the next one, which skips what is owed).
     Ready {
         id: u64,
         stream: TcpStream,
         owed: u32,
-        /// Since when a request sent on it has gone without a reply byte.
-        unanswered_since: Option<Instant>,
+        early: Vec<u8>,
     },
 }
 
@@ -163,6 +164,13 @@ impl Host {
         }
     }
 
+    /// The session's `connect-outcome`.
+    pub(crate) fn connect_outcome(&self) -> Option<Result<(), api::Error>> {
+        self.sessions()
+            .call_connect_outcome(&mut *self.store.borrow_mut(), self.session)
+            .expect("no trap")
+    }
+
     fn sessions(&self) -> api::GuestSession<'_> {
         self.machines.distlock_lock_machines().session()
     }
@@ -188,8 +196,12 @@ impl Host {
         self.epoch + Duration::from_secs_f64(ms.max(0.0) / 1000.0)
     }
 
-    /// Brings the session up to now and opens every node it names.
+    /// Handles what the sockets said since the last wait (handshakes progress between
+    /// operations too), brings the session up to now and opens every node it names.
     fn tend(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.dispatch(event, None);
+        }
         let now = self.now();
         self.sessions()
             .call_handle_timeout(&mut *self.store.borrow_mut(), self.session, now)
@@ -296,9 +308,10 @@ impl Host {
         deadline
     }
 
-    /// Waits for one event or until `deadline`, and hands it to the handshakes, the session
-    /// and `op` (the operation running, if any).
-    fn wait(&mut self, deadline: Option<f64>, op: Option<ResourceAny>) {
+    /// Waits for one event or until `deadline`, and hands it to the handshakes and the
+    /// session; what happened on a ready connection goes to `events` (the running
+    /// operation's next step), if any.
+    fn wait(&mut self, deadline: Option<f64>, events: Option<&mut Vec<api::NodeEvent>>) {
         let timeout = match deadline {
             Some(at) => self
                 .instant_of(at)
@@ -306,18 +319,25 @@ impl Host {
             None => IDLE_WAIT,
         };
         match self.events.recv_timeout(timeout) {
-            Ok(Event::Bytes(id, bytes)) => {
-                if let Some(node) = self.node_of(id) {
-                    self.input(node, bytes, op);
-                }
-            }
-            Ok(Event::Closed(id)) => {
-                if let Some(node) = self.node_of(id) {
-                    self.lost(node, op);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => self.timeouts(op),
+            Ok(event) => self.dispatch(event, events),
+            Err(RecvTimeoutError::Timeout) => self.timeouts(),
             Err(RecvTimeoutError::Disconnected) => unreachable!("the host holds a sender"),
+        }
+    }
+
+    /// One socket event, to its handshake, the session, or `events`.
+    fn dispatch(&mut self, event: Event, events: Option<&mut Vec<api::NodeEvent>>) {
+        match event {
+            Event::Bytes(id, bytes) => {
+                if let Some(node) = self.node_of(id) {
+                    self.input(node, bytes, events);
+                }
+            }
+            Event::Closed(id) => {
+                if let Some(node) = self.node_of(id) {
+                    self.lost(node, events);
+                }
+            }
         }
     }
 
@@ -327,8 +347,8 @@ impl Host {
             .position(|c| c.as_ref().is_some_and(|c| c.id() == id))
     }
 
-    /// Bytes from `node`: to its handshake, or to the operation.
-    fn input(&mut self, node: usize, bytes: Vec<u8>, op: Option<ResourceAny>) {
+    /// Bytes from `node`: to its handshake, or to the operation's next step.
+    fn input(&mut self, node: usize, bytes: Vec<u8>, events: Option<&mut Vec<api::NodeEvent>>) {
         let now = self.now();
         match &mut self.conns[node] {
             Some(Conn::Handshaking { handshake, .. }) => {
@@ -336,31 +356,22 @@ impl Host {
                 self.handshakes()
                     .call_handle_input(&mut *self.store.borrow_mut(), handshake, &bytes, now)
                     .expect("no trap");
-                self.settle_handshake(node, op);
+                self.settle_handshake(node);
             }
-            Some(Conn::Ready {
-                unanswered_since, ..
-            }) => {
-                *unanswered_since = None;
-                if let Some(op) = op {
-                    self.ops()
-                        .call_handle_input(
-                            &mut *self.store.borrow_mut(),
-                            op,
-                            node as u8,
-                            &bytes,
-                            now,
-                        )
-                        .expect("no trap");
-                }
-            }
+            Some(Conn::Ready { early, .. }) => match events {
+                Some(events) => events.push(api::NodeEvent::Data(api::Received {
+                    node: node as u8,
+                    bytes,
+                })),
+                None => early.extend_from_slice(&bytes),
+            },
             None => {}
         }
     }
 
     /// Sends what `node`'s handshake asks and, once it ended, makes the connection ready (a
     /// node that comes up during an operation joins the next one) or closes it.
-    fn settle_handshake(&mut self, node: usize, _op: Option<ResourceAny>) {
+    fn settle_handshake(&mut self, node: usize) {
         let Some(Conn::Handshaking {
             handshake, stream, ..
         }) = &mut self.conns[node]
@@ -393,7 +404,7 @@ impl Host {
                     id,
                     stream,
                     owed: 0,
-                    unanswered_since: None,
+                    early: Vec::new(),
                 });
             }
             Some(Err(_)) => self.close(node),
@@ -401,7 +412,7 @@ impl Host {
     }
 
     /// `node`'s socket closed.
-    fn lost(&mut self, node: usize, op: Option<ResourceAny>) {
+    fn lost(&mut self, node: usize, events: Option<&mut Vec<api::NodeEvent>>) {
         let now = self.now();
         match &self.conns[node] {
             Some(Conn::Handshaking { handshake, .. }) => {
@@ -409,7 +420,7 @@ impl Host {
                 self.handshakes()
                     .call_handle_disconnect(&mut *self.store.borrow_mut(), handshake, now)
                     .expect("no trap");
-                self.settle_handshake(node, op);
+                self.settle_handshake(node);
                 self.close(node);
             }
             Some(Conn::Ready { .. }) => {
@@ -417,18 +428,17 @@ impl Host {
                 self.sessions()
                     .call_disconnected(&mut *self.store.borrow_mut(), self.session, node as u8, now)
                     .expect("no trap");
-                if let Some(op) = op {
-                    self.ops()
-                        .call_handle_disconnect(&mut *self.store.borrow_mut(), op, node as u8, now)
-                        .expect("no trap");
+                if let Some(events) = events {
+                    events.push(api::NodeEvent::Disconnect(node as u8));
                 }
             }
             None => {}
         }
     }
 
-    /// A deadline passed: every machine checks its own.
-    fn timeouts(&mut self, op: Option<ResourceAny>) {
+    /// A deadline passed: the handshakes and the session check their own (an operation
+    /// checks its own in its next step).
+    fn timeouts(&mut self) {
         let now = self.now();
         for node in 0..self.conns.len() {
             if let Some(Conn::Handshaking { handshake, .. }) = &self.conns[node] {
@@ -436,31 +446,88 @@ impl Host {
                 self.handshakes()
                     .call_handle_timeout(&mut *self.store.borrow_mut(), handshake, now)
                     .expect("no trap");
-                self.settle_handshake(node, op);
+                self.settle_handshake(node);
             }
         }
         self.sessions()
             .call_handle_timeout(&mut *self.store.borrow_mut(), self.session, now)
             .expect("no trap");
-        if let Some(op) = op {
-            self.ops()
-                .call_handle_timeout(&mut *self.store.borrow_mut(), op, now)
-                .expect("no trap");
-        }
     }
 
-    /// Drives `op` to its outcome on the ready connections, then keeps them for the next one
-    /// (with what they still owe) or closes those the engine says are out of step.
+    /// Drives `op` to its outcome on the ready connections (a node without one, or still
+    /// handshaking, is reported disconnected to it), then does with each connection what
+    /// the engine says: keep it with what it owes, or close it (out of step, or silent).
     pub(crate) fn run(&mut self, op: ResourceAny) -> Result<api::Outcome, api::Error> {
         self.tend();
+        let mut events = Vec::new();
         for node in 0..self.conns.len() {
-            if let Some(Conn::Ready { owed, .. }) = &self.conns[node] {
-                let owed = *owed;
-                let taken = self
+            let (owed, early) = match &mut self.conns[node] {
+                Some(Conn::Ready { owed, early, .. }) => (*owed, std::mem::take(early)),
+                _ => {
+                    events.push(api::NodeEvent::Disconnect(node as u8));
+                    continue;
+                }
+            };
+            let taken = owed == 0
+                || self
                     .ops()
                     .call_discard_replies(&mut *self.store.borrow_mut(), op, node as u8, owed)
                     .expect("no trap");
-                if !taken {
+            if !taken {
+                self.close(node);
+                let now = self.now();
+                self.sessions()
+                    .call_disconnected(&mut *self.store.borrow_mut(), self.session, node as u8, now)
+                    .expect("no trap");
+                events.push(api::NodeEvent::Disconnect(node as u8));
+            } else if !early.is_empty() {
+                events.push(api::NodeEvent::Data(api::Received {
+                    node: node as u8,
+                    bytes: early,
+                }));
+            }
+        }
+        let (outcome, connections) = loop {
+            let now = self.now();
+            let step = self
+                .ops()
+                .call_step(&mut *self.store.borrow_mut(), op, now, &events)
+                .expect("no trap");
+            events.clear();
+            for tx in step.transmits {
+                let sent = match self.conns.get_mut(usize::from(tx.node)) {
+                    Some(Some(Conn::Ready { stream, .. })) => stream.write_all(&tx.bytes).is_ok(),
+                    _ => false,
+                };
+                if !sent {
+                    events.push(api::NodeEvent::Disconnect(tx.node));
+                }
+            }
+            if let Some(outcome) = step.outcome {
+                break (outcome, step.connections);
+            }
+            if events.is_empty() {
+                let deadline = earliest(step.timeout, self.connect_deadline());
+                self.wait(deadline, Some(&mut events));
+            }
+        };
+        self.hand_over(&connections);
+        op.resource_drop(&mut *self.store.borrow_mut())
+            .expect("no trap");
+        outcome
+    }
+
+    /// After an outcome: each ready connection keeps what it owes, or is closed — out of
+    /// step (the session hears `disconnected`), or silent (the engine told the session).
+    fn hand_over(&mut self, connections: &[api::After]) {
+        for (node, after) in connections.iter().enumerate() {
+            let Some(Conn::Ready { owed, .. }) = &mut self.conns[node] else {
+                continue;
+            };
+            match after {
+                api::After::Keep(n) => *owed = *n,
+                api::After::Silent => self.close(node),
+                api::After::Close => {
                     self.close(node);
                     let now = self.now();
                     self.sessions()
@@ -471,107 +538,6 @@ impl Host {
                             now,
                         )
                         .expect("no trap");
-                }
-            }
-        }
-        let outcome = loop {
-            self.flush(op);
-            if let Some(outcome) = self
-                .ops()
-                .call_poll_outcome(&mut *self.store.borrow_mut(), op)
-                .expect("no trap")
-            {
-                break outcome;
-            }
-            let deadline = self
-                .ops()
-                .call_poll_timeout(&mut *self.store.borrow_mut(), op)
-                .expect("no trap");
-            let deadline = earliest(deadline, self.connect_deadline());
-            self.wait(deadline, Some(op));
-        };
-        self.hand_over(op);
-        op.resource_drop(&mut *self.store.borrow_mut())
-            .expect("no trap");
-        outcome
-    }
-
-    /// Writes everything `op` wants sent; a node with no ready connection fails its request.
-    fn flush(&mut self, op: ResourceAny) {
-        loop {
-            let now = self.now();
-            let Some(tx) = self
-                .ops()
-                .call_poll_transmit(&mut *self.store.borrow_mut(), op, now)
-                .expect("no trap")
-            else {
-                return;
-            };
-            let node = usize::from(tx.node);
-            let sent = match self.conns.get_mut(node) {
-                Some(Some(Conn::Ready {
-                    stream,
-                    unanswered_since,
-                    ..
-                })) => {
-                    let sent = stream.write_all(&tx.bytes).is_ok();
-                    if sent {
-                        unanswered_since.get_or_insert_with(Instant::now);
-                    }
-                    sent
-                }
-                _ => false,
-            };
-            if !sent {
-                self.ops()
-                    .call_handle_disconnect(&mut *self.store.borrow_mut(), op, tx.node, now)
-                    .expect("no trap");
-            }
-        }
-    }
-
-    /// After `op`'s outcome: each connection keeps what it owes, or is closed when out of
-    /// step, or when it went a request timeout without a reply byte (a frozen node: kept, it
-    /// would cost every later operation that timeout again).
-    fn hand_over(&mut self, op: ResourceAny) {
-        for node in 0..self.conns.len() {
-            let handover = self
-                .ops()
-                .call_handover(&mut *self.store.borrow_mut(), op, node as u8)
-                .expect("no trap");
-            let now = self.now();
-            if let Some(Conn::Ready {
-                owed,
-                unanswered_since,
-                ..
-            }) = &mut self.conns[node]
-            {
-                let silent =
-                    unanswered_since.is_some_and(|since| since.elapsed() >= self.request_timeout);
-                match handover {
-                    Some(n) if n > 0 && silent => {
-                        self.close(node);
-                        self.sessions()
-                            .call_silent(
-                                &mut *self.store.borrow_mut(),
-                                self.session,
-                                node as u8,
-                                now,
-                            )
-                            .expect("no trap");
-                    }
-                    Some(n) => *owed = n,
-                    None => {
-                        self.close(node);
-                        self.sessions()
-                            .call_disconnected(
-                                &mut *self.store.borrow_mut(),
-                                self.session,
-                                node as u8,
-                                now,
-                            )
-                            .expect("no trap");
-                    }
                 }
             }
         }

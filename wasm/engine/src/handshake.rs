@@ -69,7 +69,7 @@ impl Handshake {
         let converted = match outcome {
             Ok(server) => {
                 if let Some(known) = shared.known.get_mut(self.node) {
-                    *known = server;
+                    *known = Some(server);
                 }
                 shared.policy.connected(self.node, now);
                 Ok(())

@@ -1,10 +1,18 @@
 //! `machines.operation`: one of the core's lock machines (acquire, release, extend, status,
-//! reset)
-//! behind one WIT resource, driven by the runtime's loop.
+//! reset) behind one WIT resource, driven by the runtime's loop — one `step` per event, or
+//! the fine-grained `poll-*`/`handle-*` calls.
 //!
-//! Invariant: an extend run for a [`crate::renewal::Renewal`] reports its outcome to that
-//! renewal exactly once — when the runtime reads it, or as a failure when the operation is
-//! dropped unfinished — so the schedule never waits on an extend nobody drives.
+//! Invariants:
+//! - an extend run for a [`crate::renewal::Renewal`] reports its outcome to that renewal
+//!   exactly once — when the runtime reads it, or as a failure when the operation is dropped
+//!   unfinished — so the schedule never waits on an extend nobody drives;
+//! - nothing is ever sent to an *absent* node — one with no completed handshake when the
+//!   operation was built (its protocol is unknown, so bytes framed for a guess could be
+//!   misread both ways), or one the runtime reported disconnected in a `step`: the machine
+//!   counts such a node as failed instead;
+//! - a node whose request went a whole request timeout without a reply byte is reported
+//!   `silent` with the outcome, and the session hears it (`Session::silent`) once, so a
+//!   frozen node costs one operation its request timeout and the next ones nothing.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -13,13 +21,14 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use distlock_core::{
-    Acquire, Driven, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
+    Acquire, Driven, Duration, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
 };
 
 use crate::api;
 use crate::convert::{lock_error, reset, status};
 use crate::input::{self, node, node_index};
 use crate::renewal::Schedule;
+use crate::session::Shared;
 
 /// The machine an operation runs. Boxed: each carries its nodes' reply buffers.
 pub(crate) enum Machine {
@@ -51,20 +60,87 @@ pub(crate) struct Operation {
     /// The latest `now` the runtime passed (time never goes back for one operation).
     last_now: Cell<Instant>,
     buf: RefCell<Vec<u8>>,
+    /// The session: its request timeout, and whom to tell about a silent node.
+    shared: Rc<RefCell<Shared>>,
+    /// Per node, whether nothing may be sent to it (see the module doc).
+    absent: RefCell<Vec<bool>>,
+    /// Per node, since when a request `step` handed out has gone without a reply byte —
+    /// counted from the end of its blocking time for a blocking command (`BLPOP`), whose
+    /// server rightly stays silent that long.
+    unanswered: RefCell<Vec<Option<Instant>>>,
+    /// `step` gave the outcome out: the operation is over.
+    finished: Cell<bool>,
 }
 
 impl Operation {
+    /// `unknown`: per node, whether no handshake had completed when `machine` was built.
     pub(crate) fn new(
         machine: Machine,
         renewal: Option<Rc<RefCell<Schedule>>>,
+        shared: Rc<RefCell<Shared>>,
+        unknown: Vec<bool>,
         now: Instant,
     ) -> Operation {
+        let nodes = unknown.len();
         Operation {
             machine: RefCell::new(machine),
             renewal: RefCell::new(renewal),
             last_now: Cell::new(now),
             buf: RefCell::new(vec![0u8; 1024]),
+            shared,
+            absent: RefCell::new(unknown),
+            unanswered: RefCell::new(vec![None; nodes]),
+            finished: Cell::new(false),
         }
+    }
+
+    /// The next bytes to send to a node that is not absent, and for how long the command
+    /// may rightly block; a transmit for an absent node fails that node's request in the
+    /// machine instead.
+    fn next_transmit(&self, at: Instant) -> Option<(api::Transmit, Option<Duration>)> {
+        let mut machine = self.machine.borrow_mut();
+        let mut buf = self.buf.borrow_mut();
+        loop {
+            match driven!(&mut *machine, m => m.poll_transmit(at, &mut buf)) {
+                Ok(Some(tx)) => {
+                    if self.absent.borrow().get(tx.node).copied().unwrap_or(true) {
+                        driven!(&mut *machine, m => m.handle_disconnect(tx.node, at));
+                        continue;
+                    }
+                    let transmit = api::Transmit {
+                        node: node_index(tx.node),
+                        bytes: buf.get(..tx.len).map(<[u8]>::to_vec).unwrap_or_default(),
+                    };
+                    return Some((transmit, tx.blocking));
+                }
+                Ok(None) => return None,
+                Err(short) => buf.resize(short.required, 0),
+            }
+        }
+    }
+
+    /// After the outcome, per node: keep the connection with what it owes, close it when
+    /// out of step, or close it as silent (and tell the session) when a request on it went
+    /// a whole request timeout without a reply byte.
+    fn connections(&self, at: Instant) -> Vec<api::After> {
+        let request_timeout = self.shared.borrow().options.request_timeout;
+        let unanswered = self.unanswered.borrow().clone();
+        unanswered
+            .iter()
+            .enumerate()
+            .map(|(n, since)| {
+                let silent =
+                    since.is_some_and(|since| at.saturating_since(since) >= request_timeout);
+                match api::GuestOperation::handover(self, node_index(n)) {
+                    None => api::After::Close,
+                    Some(owed) if owed > 0 && silent => {
+                        self.shared.borrow_mut().policy.silent(n, at);
+                        api::After::Silent
+                    }
+                    Some(owed) => api::After::Keep(owed),
+                }
+            })
+            .collect()
     }
 
     fn at(&self, now: api::Instant) -> Instant {
@@ -84,22 +160,59 @@ impl Operation {
 }
 
 impl api::GuestOperation for Operation {
-    fn poll_transmit(&self, now: api::Instant) -> Option<api::Transmit> {
+    fn step(&self, now: api::Instant, events: Vec<api::NodeEvent>) -> api::StepResult {
         let at = self.at(now);
-        let mut machine = self.machine.borrow_mut();
-        let mut buf = self.buf.borrow_mut();
-        loop {
-            match driven!(&mut *machine, m => m.poll_transmit(at, &mut buf)) {
-                Ok(Some(tx)) => {
-                    return Some(api::Transmit {
-                        node: node_index(tx.node),
-                        bytes: buf.get(..tx.len).map(<[u8]>::to_vec).unwrap_or_default(),
-                    });
+        let mut result = api::StepResult {
+            transmits: Vec::new(),
+            timeout: None,
+            outcome: None,
+            connections: Vec::new(),
+        };
+        if self.finished.get() {
+            return result;
+        }
+        for event in events {
+            match event {
+                api::NodeEvent::Data(received) => {
+                    let n = node(received.node);
+                    if !received.bytes.is_empty()
+                        && let Some(since) = self.unanswered.borrow_mut().get_mut(n)
+                    {
+                        *since = None;
+                    }
+                    driven!(&mut *self.machine.borrow_mut(), m => m.handle_input(n, &received.bytes, at));
                 }
-                Ok(None) => return None,
-                Err(short) => buf.resize(short.required, 0),
+                api::NodeEvent::Disconnect(n) => {
+                    if let Some(absent) = self.absent.borrow_mut().get_mut(node(n)) {
+                        *absent = true;
+                    }
+                    driven!(&mut *self.machine.borrow_mut(), m => m.handle_disconnect(node(n), at));
+                }
             }
         }
+        let due = driven!(&*self.machine.borrow(), m => m.poll_timeout()).is_some_and(|t| t <= at);
+        if due {
+            driven!(&mut *self.machine.borrow_mut(), m => m.handle_timeout(at));
+        }
+        while let Some((tx, blocking)) = self.next_transmit(at) {
+            if let Some(since) = self.unanswered.borrow_mut().get_mut(node(tx.node)) {
+                since.get_or_insert(at.saturating_add(blocking.unwrap_or(Duration::ZERO)));
+            }
+            result.transmits.push(tx);
+        }
+        result.outcome = api::GuestOperation::poll_outcome(self);
+        if result.outcome.is_some() {
+            self.finished.set(true);
+            result.connections = self.connections(at);
+        } else {
+            result.timeout = api::GuestOperation::poll_timeout(self);
+        }
+        result
+    }
+
+    fn poll_transmit(&self, now: api::Instant) -> Option<api::Transmit> {
+        let at = self.at(now);
+        self.next_transmit(at).map(|(tx, _)| tx)
     }
 
     fn handle_input(&self, n: u8, bytes: Vec<u8>, now: api::Instant) {

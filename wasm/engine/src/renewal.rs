@@ -74,15 +74,20 @@ impl api::GuestRenewal for Renewal {
         match event {
             RenewalEvent::Extend => {
                 let lock = self.schedule.borrow().extend_lock(&self.lock, at);
-                let built = {
+                let (built, unknown) = {
                     let shared = self.shared.borrow();
-                    Extend::<MAX_NODES>::new(&lock, self.token.clone(), &shared.known, at, seed)
+                    let servers = shared.servers();
+                    let built =
+                        Extend::<MAX_NODES>::new(&lock, self.token.clone(), &servers, at, seed);
+                    (built, shared.unknown())
                 };
                 match built {
                     Ok(machine) => Some(api::RenewalEvent::Extend(api::Operation::new(
                         Operation::new(
                             Machine::Extend(Box::new(machine)),
                             Some(Rc::clone(&self.schedule)),
+                            Rc::clone(&self.shared),
+                            unknown,
                             at,
                         ),
                     ))),

@@ -15,6 +15,7 @@ use core::cell::RefCell;
 use distlock_core::{
     Acquire, ConnectOutcome, Credentials, Duration, Extend, HandshakeOptions, Inspect, Instant,
     KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset, ServerInfo, SessionOptions, Token,
+    quorum,
 };
 
 use crate::api;
@@ -37,8 +38,9 @@ pub(crate) struct Node {
 pub(crate) struct Shared {
     pub(crate) policy: distlock_core::Session<MAX_NODES>,
     pub(crate) nodes: Vec<Node>,
-    /// What each node's last handshake found: what machines are built for.
-    pub(crate) known: Vec<ServerInfo>,
+    /// What each node's last completed handshake found: what machines are built for.
+    /// `None`: no handshake of the node has completed, so its protocol is not known.
+    pub(crate) known: Vec<Option<ServerInfo>>,
     pub(crate) layout: KeyLayout,
     pub(crate) options: LockOptions,
 }
@@ -47,6 +49,32 @@ impl Shared {
     /// `name` under the session's layout and defaults.
     pub(crate) fn lock(&self, name: &str) -> Result<Lock, api::Error> {
         Lock::new(self.layout.clone(), name.as_bytes(), self.options).map_err(config_error)
+    }
+
+    /// The servers a machine is built for, in node order (a node not known yet as the
+    /// default: the machine never talks to it, see [`Shared::unknown`]).
+    pub(crate) fn servers(&self) -> Vec<ServerInfo> {
+        self.known.iter().map(|k| k.unwrap_or_default()).collect()
+    }
+
+    /// Per node, whether no handshake has completed: a machine built now leaves it out.
+    pub(crate) fn unknown(&self) -> Vec<bool> {
+        self.known.iter().map(Option::is_none).collect()
+    }
+
+    /// Refuses to build a machine while fewer than a majority of the nodes have completed
+    /// a handshake: it could not reach a quorum of nodes whose protocol is known.
+    fn check_known(&self) -> Result<(), api::Error> {
+        let nodes = self.known.len();
+        let known = self.known.iter().filter(|k| k.is_some()).count();
+        let needed = quorum(nodes);
+        if known >= needed {
+            return Ok(());
+        }
+        Err(api::Error::Unavailable(format!(
+            "not connected yet: {known} of {nodes} Redis nodes have completed a handshake and \
+             a quorum needs {needed} (connect first, and wait for connect-outcome)"
+        )))
     }
 }
 
@@ -86,7 +114,7 @@ impl Session {
         Ok(Session {
             shared: Rc::new(RefCell::new(Shared {
                 policy,
-                known: nodes.iter().map(|_| ServerInfo::default()).collect(),
+                known: nodes.iter().map(|_| None).collect(),
                 nodes,
                 layout,
                 options: lock_options,
@@ -94,14 +122,27 @@ impl Session {
         })
     }
 
-    /// Builds a machine from the shared settings, at `now`.
+    /// Builds a machine from the shared settings and the servers the handshakes found, at
+    /// `now`, after bringing the session up to `now`.
     fn build(
         &self,
-        make: impl FnOnce(&Shared) -> Result<Machine, api::Error>,
+        make: impl FnOnce(&Shared, &[ServerInfo]) -> Result<Machine, api::Error>,
         now: Instant,
     ) -> Result<api::Operation, api::Error> {
-        let machine = make(&self.shared.borrow())?;
-        Ok(api::Operation::new(Operation::new(machine, None, now)))
+        let shared = self.shared.borrow();
+        // Input errors first: bad input is `invalid` whatever the connections.
+        let machine = make(&shared, &shared.servers())?;
+        shared.check_known()?;
+        let unknown = shared.unknown();
+        drop(shared);
+        self.shared.borrow_mut().policy.handle_timeout(now);
+        Ok(api::Operation::new(Operation::new(
+            machine,
+            None,
+            Rc::clone(&self.shared),
+            unknown,
+            now,
+        )))
     }
 }
 
@@ -233,7 +274,12 @@ impl api::GuestSession for Session {
     }
 
     fn connect_outcome(&self) -> Option<Result<(), api::Error>> {
-        match self.shared.borrow().policy.connect_outcome()? {
+        let shared = self.shared.borrow();
+        match shared.policy.connect_outcome()? {
+            // The nodes still within their connect deadline are waited for, so the first
+            // operation (built only for nodes whose handshake completed) has every node that
+            // answers in time.
+            ConnectOutcome::Ready if shared.policy.any_connecting() => None,
             ConnectOutcome::TooFew {
                 ready,
                 nodes,
@@ -254,12 +300,12 @@ impl api::GuestSession for Session {
     ) -> Result<api::Operation, api::Error> {
         let at = input::instant(now);
         self.build(
-            |shared| {
+            |shared, servers| {
                 let lock = shared.lock(&name)?;
                 let (token, seed) = input::token_and_seed(&entropy)?;
                 let token = Token::from_entropy(token);
                 let wait = input::span(wait_ms);
-                Acquire::<MAX_NODES>::new(&lock, token, &shared.known, wait, at, seed)
+                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
                     .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },
@@ -285,11 +331,11 @@ impl api::GuestSession for Session {
     ) -> Result<api::Operation, api::Error> {
         let at = input::instant(now);
         self.build(
-            |shared| {
+            |shared, servers| {
                 let lock = shared.lock(&name)?;
                 let token = token(&token_text)?;
                 let seed = input::seed(&entropy)?;
-                Release::<MAX_NODES>::new(&lock, token, &shared.known, at, seed)
+                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
                     .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },
@@ -307,14 +353,14 @@ impl api::GuestSession for Session {
     ) -> Result<api::Operation, api::Error> {
         let at = input::instant(now);
         self.build(
-            |shared| {
+            |shared, servers| {
                 let lock = shared
                     .lock(&name)?
                     .with_ttl(input::span(ttl_ms))
                     .map_err(config_error)?;
                 let token = token(&token_text)?;
                 let seed = input::seed(&entropy)?;
-                Extend::<MAX_NODES>::new(&lock, token, &shared.known, at, seed)
+                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
                     .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },
@@ -325,9 +371,9 @@ impl api::GuestSession for Session {
     fn status(&self, name: String, now: api::Instant) -> Result<api::Operation, api::Error> {
         let at = input::instant(now);
         self.build(
-            |shared| {
+            |shared, servers| {
                 let lock = shared.lock(&name)?;
-                Inspect::new(&lock, &shared.known, at)
+                Inspect::new(&lock, servers, at)
                     .map(|m| Machine::Status(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },
@@ -338,9 +384,9 @@ impl api::GuestSession for Session {
     fn reset(&self, name: String, now: api::Instant) -> Result<api::Operation, api::Error> {
         let at = input::instant(now);
         self.build(
-            |shared| {
+            |shared, servers| {
                 let lock = shared.lock(&name)?;
-                Reset::by_name(&lock, &shared.known, false, at)
+                Reset::by_name(&lock, servers, false, at)
                     .map(|m| Machine::Reset(alloc::boxed::Box::new(m)))
                     .map_err(config_error)
             },

@@ -1,14 +1,17 @@
 """The glue between the engine component and ``asyncio`` streams: the asyncio twin of
 ``_driver.py``. Every decision is the engine's; this file moves bytes and waits on the event
-loop until the earliest deadline a machine names. Nothing blocks the loop.
+loop until the earliest deadline a machine names. Nothing blocks the loop. An operation is
+driven by ``operation.step``, one engine call per round, as in ``_driver.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from typing import Any
 
-from ._engine import Handle, field, now, split_option
+from ._engine import Handle, Record, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 
@@ -16,17 +19,18 @@ IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine n
 class AsyncConn:
     """One stream to one node: its handshake first, then lent to one operation at a time."""
 
-    def __init__(self, pool: AsyncPool, node: int, handshake: Handle) -> None:
-        self.pool, self.node, self.hs, self.op = pool, node, handshake, None
+    def __init__(self, pool: AsyncPool, node: int, handshake: Handle, wake: asyncio.Event) -> None:
+        self.pool, self.node, self.hs, self.wake = pool, node, handshake, wake
+        self.events: list[Any] | None = None  # the borrowing operation's next step's events
         self.owed, self.inbox, self.queued, self.alive, self.failed = 0, [], [], True, False
         self.writer: asyncio.StreamWriter | None = None
-        self.wake = asyncio.Event()
         self.task = asyncio.ensure_future(self.serve())
 
     async def serve(self) -> None:
         ep = self.pool.session.endpoint(self.node)
         try:
-            reader, self.writer = await asyncio.open_connection(field(ep, "host"), field(ep, "port"))
+            host, tls = field(ep, "host"), self.pool.tls if field(ep, "tls") else None
+            reader, self.writer = await asyncio.open_connection(host, field(ep, "port"), ssl=tls, server_hostname=host if tls else None)
         except OSError:
             if self.alive and self.hs:
                 self.failed = True
@@ -40,8 +44,8 @@ class AsyncConn:
                 if self.hs:
                     self.hs.handle_input(data, now())
                     self.step()
-                elif self.op:
-                    self.op.handle_input(self.node, data, now())
+                elif self.events is not None:
+                    self.events.append(Record(node=self.node, bytes=data))
                 else:
                     self.inbox.append(data)  # owed to the last operation: the next one skips it
                 self.wake.set()
@@ -83,25 +87,21 @@ class AsyncConn:
             self.hs = None
         elif not self.failed:
             self.pool.session.disconnected(self.node, now())
-        if self.op:
-            self.op.handle_disconnect(self.node, now())
+        if self.events is not None:
+            self.events.append(self.node)  # node-event `disconnect`
         self.wake.set()
 
 
 class AsyncPool:
     """The connections of one session, per node; ``run`` drives one operation to its outcome."""
 
-    def __init__(self, session: Handle) -> None:
-        self.session, self.connected = session, False
+    def __init__(self, session: Handle, tls: ssl.SSLContext | None = None) -> None:
+        self.session, self.tls, self.connected = session, tls, False
         self.idle: list[list[AsyncConn]] = [[] for _ in range(session.nodes())]
 
     def open(self, node: int, wake: asyncio.Event) -> AsyncConn | None:
         handshake = self.session.connect(node, now())
-        if not handshake:
-            return None
-        conn = AsyncConn(self, node, Handle(self.session.engine, "handshake", handshake))
-        conn.wake = wake
-        return conn
+        return handshake and AsyncConn(self, node, Handle(self.session.engine, "handshake", handshake), wake)
 
     def close(self) -> None:
         for conns in self.idle:
@@ -113,61 +113,68 @@ class AsyncPool:
     async def connect(self) -> None:
         """Opens what the session asks for and runs the handshakes until its connect outcome."""
         self.session.handle_timeout(now())
-        wake, conns = asyncio.Event(), {}
+        wake, conns = asyncio.Event(), []
         while (node := self.session.poll_connect(now())) is not None:
-            conns[node] = self.open(node, wake)
-        await self.run(None, {n: c for n, c in conns.items() if c}, wake)
+            if conn := self.open(node, wake):
+                conns.append(conn)
+        while not split_option(self.session.connect_outcome())[0]:
+            await _wait(wake, conns, self.session.poll_timeout())
+            self.session.handle_timeout(now())
+        for conn in conns:
+            self.idle[conn.node].append(conn) if conn.alive and not conn.hs else conn.close()
 
-    async def run(self, op: Handle | None, conns: dict | None = None, wake: asyncio.Event | None = None):
-        """``op``'s outcome; without ``op``, drives ``conns`` until the connect outcome."""
-        self.session.handle_timeout(now())
-        wake = wake or asyncio.Event()
-        if op is not None:
-            conns = {}
-            for node in range(len(self.idle)):
-                conn = self.idle[node].pop() if self.idle[node] else None
-                if conn and not op.discard_replies(node, conn.owed):
-                    conn.failed = True
-                    conn.close()
-                    conn = None
-                conn = conn or self.open(node, wake)
-                if conn:
-                    conn.op, conn.wake, conns[node] = op, wake, conn
-                    for data in conn.inbox:
-                        op.handle_input(node, data, now())
-                    conn.inbox = []
-        assert conns is not None
+    async def run(self, op: Handle) -> Any:
+        """``op``'s outcome (a ``result<outcome, error>`` value)."""
+        wake, conns = asyncio.Event(), {}
+        events: list[Any] = []  # the next step's node events; the connections append to it
+        for node in range(len(self.idle)):
+            conn = self.idle[node].pop() if self.idle[node] else None
+            if conn and conn.owed and not op.discard_replies(node, conn.owed):
+                conn.failed = True
+                conn.close()
+                conn = None
+            conn = conn or self.open(node, wake)
+            if conn and conn.alive:
+                conn.events, conn.wake, conns[node] = events, wake, conn
+                events.extend(Record(node=node, bytes=data) for data in conn.inbox)
+                conn.inbox = []
+            else:
+                events.append(node)  # no connection: the operation counts the node as failed
+        after = None
         try:
             while True:
-                if op is not None:
-                    while (tx := op.poll_transmit(now())) is not None:
-                        conn = conns.get(tx.node)
-                        conn.write(tx.bytes) if conn and conn.alive else op.handle_disconnect(tx.node, now())
-                    if (outcome := op.poll_outcome()) is not None:
-                        return outcome
-                elif split_option(self.session.connect_outcome())[0]:
-                    return None
-                live = [c for c in conns.values() if c.alive]
-                machine = op or self.session
-                deadline = machine.poll_timeout()
-                deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
-                wait = max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(wait, IDLE_WAIT_S))
-                wake.clear()
-                t = now()
-                for conn in [c for c in conns.values() if c.alive and c.hs]:
-                    if (at := conn.hs.poll_timeout()) is not None and at <= t:
-                        conn.hs.handle_timeout(t)
-                        conn.step()
-                if deadline is not None and deadline <= t:
-                    machine.handle_timeout(t)
+                result = op.step(now(), events[:])
+                events.clear()
+                for tx in result.transmits:
+                    conns[tx.node].write(tx.bytes)
+                present, outcome = split_option(result.outcome)
+                if present:
+                    after = result.connections
+                    return outcome
+                if not events:
+                    await _wait(wake, conns.values(), result.timeout)
         finally:
             for node, conn in conns.items():
-                owed = op.handover(node) if op is not None and conn.alive and not conn.hs else 0
-                conn.op = None
-                if conn.alive and (owed is None or conn.hs):
-                    conn.close()  # out of step with the next operation, or never ready
-                elif conn.alive:
-                    conn.owed = owed
+                fate = after[node] if after else None
+                conn.events = None
+                if conn.alive and fate is not None and fate.tag == "keep":
+                    conn.owed = fate.payload
                     self.idle[node].append(conn)
+                else:  # out of step, silent (the session backs the node off), or cancelled
+                    conn.close()
+
+
+async def _wait(wake: asyncio.Event, conns: Any, deadline: float | None) -> None:
+    """Until a connection wakes the loop or the earliest deadline (the machine's, or a
+    handshake's); then runs the handshakes' timeouts."""
+    live = [c for c in conns if c.alive]
+    deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
+    wait = max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(wake.wait(), min(wait, IDLE_WAIT_S))
+    wake.clear()
+    t = now()
+    for conn in [c for c in live if c.alive and c.hs]:
+        if (at := conn.hs.poll_timeout()) is not None and at <= t:
+            conn.hs.handle_timeout(t)
+            conn.step()

@@ -1,8 +1,12 @@
 """The glue between the engine component and ``socket`` + ``selectors``: sockets, the clock and
 the wait for the next deadline. Every decision (which node to connect, retries, quorum, what a
-reply means) is the engine's; this file only moves bytes and honours the deadlines the
-machines name. A call blocks its thread; several threads may run operations on one pool at
-once (each operation borrows its own connections).
+reply means, which connection to close) is the engine's; this file only moves bytes and
+honours the deadlines the machines name. A call blocks its thread; several threads may run
+operations on one pool at once (each operation borrows its own connections).
+
+An operation is driven by ``operation.step``: one engine call per round of the loop, carrying
+what the sockets said (``events``) and bringing back what to send, the next deadline and, at
+the end, what to do with each connection.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import errno
 import selectors
 import socket
+import ssl
 import threading
 import time
+from typing import Any
 
-from ._engine import Handle, field, now, split_option
+from ._engine import Handle, Record, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -23,12 +29,16 @@ class Conn:
     """One socket to one node: its handshake first, then lent to one operation at a time."""
 
     def __init__(self, pool: Pool, node: int, handshake: Handle) -> None:
-        self.pool, self.node, self.hs, self.op = pool, node, handshake, None
+        self.pool, self.node, self.hs = pool, node, handshake
+        self.events: list[Any] | None = None  # the borrowing operation's next step's events
         self.owed, self.out, self.queued, self.alive, self.failed = 0, b"", [], True, False
         ep = pool.session.endpoint(node)
+        self.host, self.tls = field(ep, "host"), pool.tls if field(ep, "tls") else None
+        self.want = 0  # while a TLS handshake runs: the event it waits for (R or W)
         try:
-            family, kind, proto, _, addr = socket.getaddrinfo(field(ep, "host"), field(ep, "port"), type=socket.SOCK_STREAM)[0]
+            family, kind, proto, _, addr = socket.getaddrinfo(self.host, field(ep, "port"), type=socket.SOCK_STREAM)[0]
             self.sock = socket.socket(family, kind, proto)
+            self.fd = self.sock.fileno()
             self.sock.setblocking(False)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connecting = self.sock.connect_ex(addr) in (errno.EINPROGRESS, errno.EWOULDBLOCK)
@@ -42,18 +52,32 @@ class Conn:
         self.pool.session.connect_failed(self.node, now())
         self.close()
 
-    def events(self, mask: int) -> None:
+    def mask(self) -> int:
+        """What to wait for: the TLS handshake's need, or reads (and writes while connecting or
+        with bytes left to send)."""
+        return self.want or R | (W if self.connecting or self.out else 0)
+
+    def ready(self, mask: int) -> None:
+        """The selector says the socket can be read or written (``mask``)."""
         if mask & W and self.connecting:
             self.connecting = False
             if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 return self.connect_failed()
-            self.step()
+            if self.tls:
+                self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+                self.want = W
+            else:
+                self.step()
+        if self.want:
+            return self.tls_handshake()
         if mask & W and self.alive:
             self.send(b"")
         if mask & R and self.alive:
             try:
                 data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
+                while self.tls and self.sock.pending():  # decrypted already: no socket event follows
+                    data += self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError:
                 data = b""
@@ -62,8 +86,23 @@ class Conn:
             if self.hs:
                 self.hs.handle_input(data, now())
                 self.step()
-            elif self.op:
-                self.op.handle_input(self.node, data, now())
+            elif self.events is not None:
+                self.events.append(Record(node=self.node, bytes=data))
+
+    def tls_handshake(self) -> None:
+        """One round of the TLS handshake; when it is done, the engine's handshake starts."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.want = R
+            return
+        except ssl.SSLWantWriteError:
+            self.want = W
+            return
+        except OSError:  # a certificate refused, the connection reset
+            return self.connect_failed()
+        self.want = 0
+        self.step()
 
     def step(self) -> None:
         """Sends what the handshake asks; at its end the socket is ready or closed."""
@@ -88,9 +127,9 @@ class Conn:
     def send(self, data: bytes) -> None:
         self.out += data
         try:
-            if self.out and not self.connecting:
+            if self.out and not self.connecting and not self.want:
                 self.out = self.out[self.sock.send(self.out) :]
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError:
             self.close()
@@ -106,15 +145,15 @@ class Conn:
             self.hs = None
         elif not self.failed:
             self.pool.session.disconnected(self.node, now())
-        if self.op:
-            self.op.handle_disconnect(self.node, now())
+        if self.events is not None:
+            self.events.append(self.node)  # node-event `disconnect`
 
 
 class Pool:
     """The connections of one session, per node; ``run`` drives one operation to its outcome."""
 
-    def __init__(self, session: Handle) -> None:
-        self.session, self.lock, self.connected = session, threading.Lock(), False
+    def __init__(self, session: Handle, tls: ssl.SSLContext | None = None) -> None:
+        self.session, self.tls, self.lock, self.connected = session, tls, threading.Lock(), False
         self.idle: list[list[Conn]] = [[] for _ in range(session.nodes())]
 
     def open(self, node: int) -> Conn | None:
@@ -129,74 +168,95 @@ class Pool:
                     conn.close()
                 conns.clear()
 
+    def keep(self, conn: Conn, owed: int) -> None:
+        conn.events, conn.owed = None, owed
+        with self.lock:
+            self.idle[conn.node].append(conn)
+
     def connect(self) -> None:
         """Opens what the session asks for and runs the handshakes until its connect outcome."""
         self.session.handle_timeout(now())
         conns = {}
         while (node := self.session.poll_connect(now())) is not None:
-            conns[node] = self.open(node)
-        self.run(None, {n: c for n, c in conns.items() if c})
+            if conn := self.open(node):
+                conns[node] = conn
+        with _Waiter() as waiter:
+            while not split_option(self.session.connect_outcome())[0]:
+                waiter.wait(conns.values(), self.session.poll_timeout())
+                self.session.handle_timeout(now())
+        for conn in conns.values():
+            self.keep(conn, 0) if conn.alive and not conn.hs else conn.close()
 
-    def run(self, op: Handle | None, conns: dict[int, Conn] | None = None):
-        """``op``'s outcome; without ``op``, drives ``conns`` until the connect outcome."""
-        self.session.handle_timeout(now())
-        if op is not None:
-            conns = {}
-            for node in range(len(self.idle)):
-                with self.lock:
-                    conn = self.idle[node].pop() if self.idle[node] else None
-                if conn and not op.discard_replies(node, conn.owed):
-                    conn.failed = True
-                    conn.close()
-                    conn = None
-                conn = conn or self.open(node)
-                if conn:
-                    conn.op, conns[node] = op, conn
-        assert conns is not None
-        sel, masks = selectors.DefaultSelector(), {}
+    def run(self, op: Handle) -> Any:
+        """``op``'s outcome (a ``result<outcome, error>`` value)."""
+        conns: dict[int, Conn] = {}
+        events: list[Any] = []  # the next step's node events; the connections append to it
+        for node in range(len(self.idle)):
+            with self.lock:
+                conn = self.idle[node].pop() if self.idle[node] else None
+            if conn and conn.owed and not op.discard_replies(node, conn.owed):
+                conn.failed = True
+                conn.close()
+                conn = None
+            conn = conn or self.open(node)
+            if conn and conn.alive:
+                conn.events, conns[node] = events, conn
+            else:
+                events.append(node)  # no connection: the operation counts the node as failed
+        after = None
         try:
-            while True:
-                if op is not None:
-                    while (tx := op.poll_transmit(now())) is not None:
-                        conn = conns.get(tx.node)
-                        conn.write(tx.bytes) if conn and conn.alive else op.handle_disconnect(tx.node, now())
-                    if (outcome := op.poll_outcome()) is not None:
+            with _Waiter() as waiter:
+                while True:
+                    result = op.step(now(), events[:])
+                    events.clear()
+                    for tx in result.transmits:
+                        conns[tx.node].write(tx.bytes)
+                    present, outcome = split_option(result.outcome)
+                    if present:
+                        after = result.connections
                         return outcome
-                elif split_option(self.session.connect_outcome())[0]:
-                    return None
-                live = [c for c in conns.values() if c.alive]
-                for conn in live:
-                    mask = R | (W if conn.connecting or conn.out else 0)
-                    if masks.get(conn) != mask:
-                        (sel.modify if conn in masks else sel.register)(conn.sock, mask, conn)
-                        masks[conn] = mask
-                for conn in [c for c in masks if not c.alive]:
-                    sel.unregister(conn.sock)
-                    del masks[conn]
-                machine = op or self.session
-                deadline = machine.poll_timeout()
-                deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
-                wait = min(max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S, IDLE_WAIT_S)
-                if masks:
-                    for key, mask in sel.select(wait):
-                        key.data.events(mask)
-                else:
-                    time.sleep(wait)  # no socket to wait on: the next deadline is all there is
-                t = now()
-                for conn in [c for c in conns.values() if c.alive and c.hs]:
-                    if (at := conn.hs.poll_timeout()) is not None and at <= t:
-                        conn.hs.handle_timeout(t)
-                        conn.step()
-                if deadline is not None and deadline <= t:
-                    machine.handle_timeout(t)
+                    if not events:
+                        waiter.wait(conns.values(), result.timeout)
         finally:
-            sel.close()
             for node, conn in conns.items():
-                owed = op.handover(node) if op is not None and conn.alive and not conn.hs else 0
-                conn.op = None
-                if conn.alive and (owed is None or conn.hs):
-                    conn.close()  # out of step with the next operation, or never ready
-                elif conn.alive:
-                    conn.owed = owed
-                    with self.lock:
-                        self.idle[node].append(conn)
+                fate = after[node] if after else None
+                if conn.alive and fate is not None and fate.tag == "keep":
+                    self.keep(conn, fate.payload)
+                else:  # out of step, silent (the session backs the node off), or interrupted
+                    conn.events = None
+                    conn.close()
+
+
+class _Waiter:
+    """One selector for one loop: waits until a socket is ready or the earliest deadline (the
+    machine's, or a handshake's), and runs the handshakes' timeouts."""
+
+    def __enter__(self) -> _Waiter:
+        self.sel, self.masks = selectors.DefaultSelector(), {}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.sel.close()
+
+    def wait(self, conns: Any, deadline: float | None) -> None:
+        for conn in [c for c in self.masks if not c.alive]:  # first: a new socket may reuse its fd
+            self.sel.unregister(conn.fd)
+            del self.masks[conn]
+        live = [c for c in conns if c.alive]
+        for conn in live:  # by fd: wrapping a socket in TLS keeps the fd, not the object
+            mask = conn.mask()
+            if self.masks.get(conn) != mask:
+                (self.sel.modify if conn in self.masks else self.sel.register)(conn.fd, mask, conn)
+                self.masks[conn] = mask
+        deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
+        wait = min(max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S, IDLE_WAIT_S)
+        if self.masks:
+            for key, mask in self.sel.select(wait):
+                key.data.ready(mask)
+        else:
+            time.sleep(wait)  # no socket to wait on: the next deadline is all there is
+        t = now()
+        for conn in [c for c in live if c.alive and c.hs]:
+            if (at := conn.hs.poll_timeout()) is not None and at <= t:
+                conn.hs.handle_timeout(t)
+                conn.step()

@@ -1,9 +1,16 @@
 """The engine component (``wit/engine.wit``, world ``engine``) loaded with wasmtime.
 
 Owns: compiling the component once per process, one wasmtime ``Store`` per :class:`Engine`,
-and turning the component model's values into Python ones (records with kebab-case fields,
-``result``/``option``/``variant``). Every decision about the lock protocol is the
-component's; this module only calls it.
+calling its exports fast, and turning the component model's values into Python ones (records
+with kebab-case fields, ``result``/``option``/``variant``). Every decision about the lock
+protocol is the component's; this module only calls it.
+
+Speed: ``wasmtime.component.Func.__call__`` reads the function's type through the C API on
+every call, and each value conversion walks its type's fields or cases again (``error`` alone
+has dozens) — most of a call's time. :class:`Export` reads a function's types once and
+*freezes* them (:func:`freeze`: every field, case and payload read once and kept), then calls
+the C API as ``Func.__call__`` does. Pinned to wasmtime 51 (see ``pyproject.toml``), whose
+internals this relies on.
 
 Invariants: a ``Store`` is used by one thread at a time (every call holds ``Engine.lock``);
 resources are dropped explicitly (``drop``), never from a finalizer, and dropping one does no
@@ -19,8 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import ctypes
+
 import wasmtime
 import wasmtime.component as wc
+from wasmtime import _ffi as ffi
+from wasmtime.component import _types
+from wasmtime.component._enter import enter_wasm
 
 INTERFACE = "distlock:lock/machines@0.1.0"
 # A wasm32 u32 span: the engine's longest wait (about 49 days).
@@ -62,6 +74,145 @@ def _component() -> tuple[wasmtime.Engine, wc.Component]:
             engine = wasmtime.Engine()
             _compiled = (engine, wc.Component.from_file(engine, str(path)))
         return _compiled
+
+
+# The type properties each conversion reads, and the methods derived from them.
+_TYPE_PROPERTIES = ("element", "fields", "elements", "cases", "names", "names_count", "payload", "ok", "err")
+_DERIVED = ("_cases", "_tagged", "_is_bytes")
+_frozen_classes: dict[type, type] = {}
+
+
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_VAL_PAYLOAD = ffi.wasmtime_component_val_t.of.offset
+_U8_KIND = bytes([ffi.WASMTIME_COMPONENT_U8.value])
+
+
+def _bytes_from_c(self: Any, c: Any) -> Any:
+    """A frozen ``list<u8>`` lifted in one copy (the package's own conversion goes element by
+    element): the values sit ``_VAL_SIZE`` bytes apart in the C array, each a kind byte and
+    then the byte itself at ``_VAL_PAYLOAD``."""
+    if not self._frozen["_is_bytes"]:
+        return _types.ListType.convert_from_c(self, c)
+    items = c.of.list
+    data = ctypes.string_at(items.data, items.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE] if items.size else b""
+    ffi.wasmtime_component_vallist_delete(ctypes.byref(items))
+    return data
+
+
+def _bytes_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
+    """A frozen ``list<u8>`` lowered in one copy (see :func:`_bytes_from_c`)."""
+    if not self._frozen["_is_bytes"]:
+        return _types.ListType.convert_to_c(self, store, val, ptr)
+    if not isinstance(val, (bytes, bytearray)):
+        raise TypeError("expected bytes value")
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, len(val))
+    if val:
+        values = bytearray(len(val) * _VAL_SIZE)
+        values[0::_VAL_SIZE] = _U8_KIND * len(val)
+        values[_VAL_PAYLOAD::_VAL_SIZE] = val
+        ctypes.memmove(raw.data, bytes(values), len(values))
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.of.list = raw
+
+
+_BOOL_KIND = ffi.WASMTIME_COMPONENT_BOOL
+
+
+def _record_from_c(self: Any, c: Any) -> Any:
+    """A frozen record lifted by field position (the package's own conversion also decodes
+    and compares every field's name, which the type already fixes)."""
+    record = c.of.record
+    ret = wc.Record()
+    try:
+        data = record.data
+        for i, (name, ty) in enumerate(self._frozen["fields"]):
+            raw = data[i].val
+            setattr(ret, name, ty.convert_from_c(raw))
+            raw.kind = _BOOL_KIND  # moved out: the record's delete must not free it again
+        return ret
+    finally:
+        ffi.wasmtime_component_valrecord_delete(record)
+
+
+def _frozen_class(cls: type) -> type:
+    """``cls`` with its type properties and derived methods answered from ``_frozen``."""
+    frozen = _frozen_classes.get(cls)
+    if frozen is None:
+        attrs: dict[str, Any] = {}
+        for name in _TYPE_PROPERTIES:
+            if isinstance(getattr(cls, name, None), property):
+                attrs[name] = property(lambda self, name=name: self._frozen[name])
+        for name in _DERIVED:
+            if hasattr(cls, name):
+                attrs[name] = lambda self, name=name: self._frozen[name]
+        if issubclass(cls, _types.ListType):
+            attrs.update(convert_from_c=_bytes_from_c, convert_to_c=_bytes_to_c)
+        if issubclass(cls, _types.RecordType):
+            attrs.update(convert_from_c=_record_from_c)
+        frozen = _frozen_classes[cls] = type(cls.__name__, (cls,), attrs)
+    return frozen
+
+
+def _freeze_member(value: Any) -> Any:
+    if isinstance(value, _types.ValType):
+        return freeze(value)
+    if isinstance(value, list):
+        return [_freeze_member(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_freeze_member(item) for item in value)
+    return value
+
+
+def freeze(ty: _types.ValType) -> _types.ValType:
+    """``ty`` with every nested type read once and kept, so converting a value no longer
+    walks the type through the C API."""
+    cls = type(ty)
+    if cls in _frozen_classes.values():
+        return ty
+    values = {name: _freeze_member(getattr(ty, name)) for name in _TYPE_PROPERTIES if isinstance(getattr(cls, name, None), property)}
+    ty._frozen = values  # type: ignore[attr-defined]
+    ty.__class__ = _frozen_class(cls)
+    for name in _DERIVED:  # in this order: `_tagged` reads `_cases`
+        if hasattr(cls, name):
+            values[name] = getattr(cls, name)(ty)
+    return ty
+
+
+class Export:
+    """One exported function, its types read once: ``Func.__call__`` without the type walk."""
+
+    def __init__(self, func: wc.Func, store: wasmtime.Store) -> None:
+        fty = func.type(store)
+        self.func = func
+        self.params = [freeze(ty) for _, ty in fty.params]
+        result = fty.result
+        self.result = freeze(result) if result is not None else None
+
+    def __call__(self, store: wasmtime.Store, *params: Any) -> Any:
+        if len(params) != len(self.params):
+            raise TypeError(f"{len(params)} parameters given, {len(self.params)} expected")
+        param_capi = (ffi.wasmtime_component_val_t * len(params))()
+        n = 0
+        try:
+            for ty, val in zip(self.params, params):
+                ty.convert_to_c(store, val, ctypes.pointer(param_capi[n]))
+                n += 1
+            result_space = ffi.wasmtime_component_val_t() if self.result is not None else None
+            result_capi = ctypes.byref(result_space) if result_space is not None else None
+
+            def run() -> Any:
+                return ffi.wasmtime_component_func_call(
+                    ctypes.byref(self.func._func), store._context(), param_capi, n, result_capi, 1 if result_capi else 0
+                )
+
+            enter_wasm(run)
+            if self.result is None:
+                return None
+            return self.result.convert_from_c(result_space)
+        finally:
+            for i in range(n):
+                ffi.wasmtime_component_val_delete(ctypes.byref(param_capi[i]))
 
 
 class Record(wc.Record):
@@ -114,16 +265,16 @@ class Engine:
         self.store = wasmtime.Store(engine)
         self.instance = wc.Linker(engine).instantiate(self.store, component)
         self._iface = self.instance.get_export_index(self.store, INTERFACE)
-        self._funcs: dict[str, wc.Func] = {}
+        self._funcs: dict[str, Export] = {}
 
-    def _func(self, name: str) -> wc.Func:
+    def _func(self, name: str) -> Export:
         func = self._funcs.get(name)
         if func is None:
             index = self.instance.get_export_index(self.store, name, self._iface)
-            func = self.instance.get_func(self.store, index) if index else None
-            if func is None:
+            raw = self.instance.get_func(self.store, index) if index else None
+            if raw is None:
                 raise RuntimeError(f"distlock: the engine component lacks {name}")
-            self._funcs[name] = func
+            func = self._funcs[name] = Export(raw, self.store)
         return func
 
     def call(self, name: str, *args: Any) -> Any:
@@ -153,7 +304,9 @@ class Handle:
 
     def __getattr__(self, method: str) -> Any:
         name = f"[method]{self.kind}.{method.replace('_', '-')}"
-        return lambda *args: self.engine.call(name, self.resource, *args)
+        call = lambda *args: self.engine.call(name, self.resource, *args)  # noqa: E731
+        setattr(self, method, call)  # found directly from now on
+        return call
 
     def fallible(self, method: str, *args: Any) -> Any:
         return self.engine.fallible(f"[method]{self.kind}.{method.replace('_', '-')}", self.resource, *args)

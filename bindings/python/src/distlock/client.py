@@ -10,6 +10,7 @@ collected or lost.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import weakref
 from typing import Any, Iterable
@@ -45,15 +46,18 @@ class Client:
         request_timeout: float | None = None,
         key_prefix: str | None = None,
         layout: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
-        """``urls``: ``redis://[user:pass@]host:port[/db]`` (several: Redlock). ``ttl`` and
-        ``request_timeout`` in seconds (defaults 30 and 1); ``layout``: ``tagged`` (default),
-        ``redis-py`` or ``python-redis-lock`` (share locks with those libraries)."""
+        """``urls``: ``redis://[user:pass@]host:port[/db]``, ``rediss://`` for TLS (several:
+        Redlock). ``ttl`` and ``request_timeout`` in seconds (defaults 30 and 1); ``layout``:
+        ``tagged`` (default), ``redis-py`` or ``python-redis-lock`` (share locks with those
+        libraries); ``tls_ca``: a CA file to trust for ``rediss://`` (default: the system's)."""
         if layout is not None and layout not in LAYOUTS:
             raise InvalidArgument(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}", "invalid")
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.ttl, self.fenced = millis(ttl, "ttl"), fenced
         self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"))
+        self.tls = ssl.create_default_context(cafile=tls_ca) if any(str(u).startswith("rediss://") for u in self.urls) else None
         self.engine = Engine()
         self._pools: dict[tuple[int | None, bool], Pool] = {}
         self._lock, self._connect_lock = threading.Lock(), threading.Lock()
@@ -85,13 +89,10 @@ class Client:
         with self._lock:
             pool = self._pools.get((ttl, fenced))
             if pool is None:
-                for url in self.urls:
-                    if isinstance(url, str) and url.startswith("rediss://"):
-                        raise InvalidArgument("rediss:// (TLS) is not supported by the Python driver yet", "invalid")
                 options = Record(nodes=self.urls, ttl_ms=ttl, fenced=fenced, **self._settings)
                 with engine_errors():
                     session = Handle(self.engine, "session", self.engine.fallible("open", options, entropy()))
-                pool = self._pools[(ttl, fenced)] = self.pool_class(session)
+                pool = self._pools[(ttl, fenced)] = self.pool_class(session, self.tls)
             return pool
 
     def run(self, pool: Pool, method: str, *args: Any) -> Any:

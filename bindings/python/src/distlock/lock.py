@@ -30,7 +30,7 @@ def urls_of(source: Any) -> list[str]:
         if "path" in kw:
             raise InvalidArgument("a redis-py client over a Unix socket is not supported: pass a redis:// URL", "invalid")
         if "ssl_cert_reqs" in kw or getattr(pool.connection_class, "__name__", "") == "SSLConnection":
-            raise InvalidArgument("rediss:// (TLS) is not supported by the Python driver yet", "invalid")
+            raise InvalidArgument("a redis-py client over TLS is not taken as it is: pass a rediss:// URL (and tls_ca)", "invalid")
         from urllib.parse import quote
 
         user, password = kw.get("username"), kw.get("password")

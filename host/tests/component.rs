@@ -968,16 +968,18 @@ fn a_renewing_guest_keeps_its_lease_past_the_ttl() {
     let ttl = Duration::from_millis(600);
     for via in VIAS {
         let mut instance = via.instance(&adapter);
-        let client = instance.open(&config_with_ttl(ttl)).expect("open");
-        let name = unique_name("renew");
-        let lease = instance.try_acquire(&client, &name).expect("acquire");
-        let token = instance.token(&lease).expect("token");
 
-        // Just acquired: nothing is due, nothing is sent.
+        // Just acquired: nothing is due, nothing is sent. With a 60 s TTL, so that a slow
+        // machine between the acquire and the call cannot make the first renewal due.
+        let long_ttl = Duration::from_secs(60);
+        let patient = instance.open(&config_with_ttl(long_ttl)).expect("open");
+        let quiet = instance
+            .try_acquire(&patient, &unique_name("renew-not-due"))
+            .expect("acquire");
         let sent = lock_commands(&server);
-        let due = instance.renew(&lease).expect("renew");
+        let due = instance.renew(&quiet).expect("renew");
         assert!(
-            due > Duration::ZERO && due <= ttl / 3,
+            due > Duration::ZERO && due <= long_ttl / 3,
             "{via:?}: first renewal due in {due:?}"
         );
         assert_eq!(
@@ -985,6 +987,14 @@ fn a_renewing_guest_keeps_its_lease_past_the_ttl() {
             sent,
             "{via:?}: a call not due sent something"
         );
+        instance.release(&quiet).expect("release");
+
+        let client = instance.open(&config_with_ttl(ttl)).expect("open");
+        let name = unique_name("renew");
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        let token = instance.token(&lease).expect("token");
+        let due = instance.renew(&lease).expect("renew");
+        assert!(due <= ttl / 3, "{via:?}: first renewal due in {due:?}");
 
         // A manual extend to a longer TTL does not move the schedule: the next renewal
         // brings the lease back to the client's TTL, and the validity says so (a validity

@@ -1528,7 +1528,15 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
-        let mut hs = Handshake::new(HandshakeOptions::default(), now);
+        // The simulator's runs (and the seeds its tests pin) date from handshakes that loaded
+        // the scripts; it keeps doing so, as a driver may (`load_scripts`). The path without
+        // (`NOSCRIPT`, then `EVAL`) runs whenever a node restarts or flushes its scripts.
+        // Scriptless runs load none: their servers have no scripting.
+        let options = HandshakeOptions {
+            load_scripts: !self.p.scriptless,
+            ..HandshakeOptions::default()
+        };
+        let mut hs = Handshake::new(options, now);
         let mut bytes = Vec::new();
         while let Ok(Some(len)) = hs.poll_transmit(&mut self.buf) {
             bytes.extend_from_slice(&self.buf[..len]);

@@ -13,6 +13,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
+use crate::server::NativeCommand;
 use crate::time::Duration;
 
 /// How many bytes of a server's error message an error keeps (enough for any Redis message
@@ -292,6 +293,41 @@ pub enum ConfigError {
     /// Fair mode ([`crate::LockOptions::fair`]) is single-node only and needs the tagged key
     /// layout: Redlock waiters (N > 1) and the Python libraries' layouts use wake-up signals.
     FairUnsupported,
+    /// [`crate::Scripts::Never`] with an option only a Lua script can provide.
+    NeedsScripts(ScriptedFeature),
+    /// [`crate::Scripts::Never`], but node `node`'s server (as its handshake reported it)
+    /// lacks `command`, and the lock would need a script in its place.
+    MissingNativeCommand {
+        /// Which node, in node order.
+        node: usize,
+        /// The command it lacks.
+        command: NativeCommand,
+    },
+}
+
+/// What only a Lua script gives a lock, so [`crate::Scripts::Never`] refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScriptedFeature {
+    /// Fencing tokens ([`crate::LockOptions::fenced`]): the counter's `INCR` and the lock's
+    /// `SET` must happen together.
+    Fencing,
+    /// Re-entry ([`crate::LockOptions::reentrant`]): the hold count moves with the lock key.
+    Reentry,
+    /// Fair mode ([`crate::LockOptions::fair`]): the queue and the hand-off are scripts.
+    Fair,
+}
+
+impl ScriptedFeature {
+    /// The option's name, as the builders and the command line spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            ScriptedFeature::Fencing => "fenced",
+            ScriptedFeature::Reentry => "reentrant",
+            ScriptedFeature::Fair => "fair",
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -437,6 +473,17 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::FairUnsupported => f.write_str(
                 "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",
+            ),
+            ConfigError::NeedsScripts(feature) => write!(
+                f,
+                "the {} option needs Lua scripts, and scripts are set to never (drop one of them)",
+                feature.name()
+            ),
+            ConfigError::MissingNativeCommand { node, command } => write!(
+                f,
+                "scripts are set to never, but node {node}'s server has no {} ({}); allow scripts or upgrade the server",
+                command.name(),
+                command.since()
             ),
         }
     }

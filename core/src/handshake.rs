@@ -9,6 +9,9 @@
 //! [`Handshake::poll_transmit`], feed [`Handshake::handle_input`], honour
 //! [`Handshake::poll_timeout`], read [`Handshake::poll_outcome`].
 //!
+//! Scripts are not loaded unless asked for ([`HandshakeOptions::load_scripts`]): a connect
+//! costs one round trip of one command (`HELLO`), or of the RESP2 pipeline.
+//!
 //! Invariant: a wrong password or missing ACL permission ends the handshake with an error
 //! that says so; the machine never retries authentication.
 
@@ -66,9 +69,14 @@ pub struct HandshakeOptions {
     pub resp3: bool,
     /// How long the whole handshake may take. Default 5 s.
     pub timeout: Duration,
-    /// `SCRIPT LOAD` the lock scripts, so that no lock operation on this connection needs the
-    /// `NOSCRIPT` round trip (unless the cache is flushed later). Refusals (an ACL without
-    /// `SCRIPT`) are ignored: the machines fall back to `EVAL`. Default on.
+    /// `SCRIPT LOAD` all of the protocol's scripts ([`crate::SCRIPTS`]) after the handshake.
+    /// Refusals (an ACL without `SCRIPT`) are ignored. Default off: the script cache is the
+    /// server's, not the connection's, so loading on every connection repeats work, and a
+    /// lock that uses no script ([`crate::Scripts::Never`], or the native commands of a
+    /// recent server) needs none. Without it, the first `EVALSHA` of a script after the
+    /// server started (or flushed its cache) is answered `NOSCRIPT` and goes again as
+    /// `EVAL`, which caches it for every later connection: one extra round trip per script
+    /// and server, not per connection.
     pub load_scripts: bool,
 }
 
@@ -80,7 +88,7 @@ impl Default for HandshakeOptions {
             database: 0,
             resp3: true,
             timeout: Duration::from_secs(5),
-            load_scripts: true,
+            load_scripts: false,
         }
     }
 }
@@ -663,9 +671,67 @@ mod tests {
         );
     }
 
+    /// Every command the handshake sends to a Redis 7 that answers `HELLO` and loads
+    /// whatever it is asked to load.
+    fn commands_sent(options: HandshakeOptions) -> Vec<Vec<u8>> {
+        let mut h = Handshake::new(options, Instant::ZERO);
+        let mut buf = vec![0u8; 4096];
+        let mut sent = Vec::new();
+        let mut answered = false;
+        while h.poll_outcome().is_none() {
+            let len = h
+                .poll_transmit(&mut buf)
+                .unwrap()
+                .expect("something to send");
+            let (mut at, mut commands) = (0, 0);
+            while at < len {
+                // Each command the handshake sends is one RESP array of bulk strings.
+                let frame = &buf[at..len];
+                let mut framer: Framer<4096> = Framer::new();
+                framer.push(frame);
+                let n = framer.next_frame_len().unwrap().unwrap();
+                sent.push(frame[..n].to_vec());
+                at += n;
+                commands += 1;
+            }
+            let replies = if answered {
+                "$40\r\n0000000000000000000000000000000000000000\r\n".repeat(commands)
+            } else {
+                answered = true;
+                alloc::string::String::from_utf8(hello_map("redis", "7.0.15")).unwrap()
+            };
+            h.handle_input(replies.as_bytes(), Instant::ZERO);
+        }
+        sent
+    }
+
+    #[test]
+    fn a_connect_sends_one_command_unless_scripts_are_asked_for() {
+        let by_default = commands_sent(HandshakeOptions::default());
+        assert_eq!(by_default.len(), 1, "HELLO only");
+        assert!(by_default[0].starts_with(b"*2\r\n$5\r\nHELLO"));
+        let loading = commands_sent(HandshakeOptions {
+            load_scripts: true,
+            ..HandshakeOptions::default()
+        });
+        // Before scripts were loaded on demand, every connect cost this: HELLO + 6 loads.
+        assert_eq!(loading.len(), 1 + SCRIPTS.len());
+        assert!(
+            loading[1..]
+                .iter()
+                .all(|c| c.starts_with(b"*3\r\n$6\r\nSCRIPT"))
+        );
+    }
+
     #[test]
     fn the_lock_scripts_are_loaded_after_the_handshake() {
-        let mut h = Handshake::new(HandshakeOptions::default(), Instant::ZERO);
+        let mut h = Handshake::new(
+            HandshakeOptions {
+                load_scripts: true,
+                ..HandshakeOptions::default()
+            },
+            Instant::ZERO,
+        );
         let mut buf = vec![0u8; 4096];
         h.poll_transmit(&mut buf).unwrap().unwrap();
         h.handle_input(&hello_map("redis", "7.0.15"), Instant::ZERO);

@@ -122,7 +122,9 @@ pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
-pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
+pub use error::{
+    ConfigError, Error, NodeFailure, ProtocolError, ScriptedFeature, ServerError, ServerErrorKind,
+};
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{Inspect, Inspection, Reading, Seen, Verdict, is_majority, verdict};
@@ -132,7 +134,7 @@ pub use keys::{
 };
 pub use limits::{MAX_NAME_LEN, MAX_NODES, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN};
 pub use link::{REPLY_CAP, Transmit};
-pub use lock::{Lease, Lock, LockOptions, quorum};
+pub use lock::{Lease, Lock, LockOptions, Scripts, quorum};
 pub use machine::{Machine, Operation};
 pub use release::{Release, Released};
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
@@ -142,7 +144,7 @@ pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use script::{SCRIPTS, Script};
-pub use server::{Flavor, ServerInfo, Version};
+pub use server::{Flavor, NativeCommand, ServerInfo, Version};
 pub use session::{
     ConnectOutcome, NodeDown, NodeState, RECONNECT, Reachability, Session, SessionOptions,
     reachability,

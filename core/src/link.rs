@@ -16,13 +16,15 @@
 //! - RESP3 push frames are out-of-band and never count as replies.
 //! - `NOSCRIPT` makes the request go again by `EVAL` (and the link use `EVAL` from then on);
 //!   `ERR unknown command` on a native command makes it go again as a script (and the link
-//!   use scripts from then on). Neither reaches the operation.
+//!   use scripts from then on). Neither reaches the operation — except under
+//!   [`Scripts::Never`], where the `unknown command` is the operation's answer (a server
+//!   error naming the command): a scriptless lock never falls back to a script.
 
 use crate::commands::{Answer, Request};
 use crate::commands::{Encoder, Encoding, interpret};
 use crate::error::{NodeFailure, ProtocolError, ServerErrorKind};
 use crate::keys::Token;
-use crate::lock::Lock;
+use crate::lock::{Lock, LockOptions, Scripts};
 use crate::resp::{self, BufferTooSmall, Framer, Reply};
 use crate::server::ServerInfo;
 use crate::time::{Duration, Instant};
@@ -308,29 +310,48 @@ impl<const N: usize> Links<N> {
     }
 }
 
+/// How `request` is spelled for `server` under `options`; `scripts_only`: the server
+/// answered a native command with `unknown command` earlier. The one place that decides
+/// between scripts and native commands (the handshake's script loading asks it too).
+///
+/// Under [`Scripts::Never`] nothing is a script: the options were checked to need none
+/// ([`LockOptions::validate`]) and the known servers to have the native commands (the
+/// machine's constructor), and `scripts_only` is never set.
+pub(crate) fn encoding(
+    request: Request,
+    options: &LockOptions,
+    server: &ServerInfo,
+    scripts_only: bool,
+) -> Encoding {
+    let native_allowed = !options.reentrant && !scripts_only;
+    if options.scripts == Scripts::Never {
+        // A server not known yet (its node was down when the machine was built) gets the
+        // native command too: if it lacks it, its `unknown command` is the answer.
+        return match request {
+            Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
+            Request::Release | Request::Rollback { .. } | Request::Extend => Encoding::Native,
+            // Only fenced and fair locks send these, and `validate` refuses both.
+            Request::RaiseFence(_) | Request::FairAcquire { .. } => Encoding::Script,
+        };
+    }
+    match request {
+        Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
+        Request::FairAcquire { .. } => Encoding::Script,
+        Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
+        Request::RaiseFence(_) => Encoding::Script,
+        Request::Release | Request::Rollback { .. }
+            if native_allowed && !options.fair && server.native_delete().is_some() =>
+        {
+            Encoding::Native
+        }
+        Request::Extend if native_allowed && server.has_set_ifeq() => Encoding::Native,
+        Request::Release | Request::Rollback { .. } | Request::Extend => Encoding::Script,
+    }
+}
+
 impl Link {
     fn encoding_for(&self, request: Request, lock: &Lock) -> Encoding {
-        let options = lock.options();
-        match request {
-            Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
-            Request::FairAcquire { .. } => Encoding::Script,
-            Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
-            Request::RaiseFence(_) => Encoding::Script,
-            Request::Release | Request::Rollback { .. }
-                if !options.reentrant
-                    && !options.fair
-                    && !self.scripts_only
-                    && self.server.native_delete().is_some() =>
-            {
-                Encoding::Native
-            }
-            Request::Extend
-                if !options.reentrant && !self.scripts_only && self.server.has_set_ifeq() =>
-            {
-                Encoding::Native
-            }
-            Request::Release | Request::Rollback { .. } | Request::Extend => Encoding::Script,
-        }
+        encoding(request, lock.options(), &self.server, self.scripts_only)
     }
 
     /// Gives up on the request in flight; its missing replies become stale.
@@ -382,6 +403,7 @@ impl Link {
                 }
                 Reply::Error(message)
                     if flight.encoding == Encoding::Native
+                        && lock.options().scripts != Scripts::Never
                         && ServerErrorKind::classify(message)
                             == ServerErrorKind::UnknownCommand =>
                 {

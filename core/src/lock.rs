@@ -8,7 +8,7 @@
 //! Invariants: `ttl` is in `1..=MAX_TTL`; `drift(ttl) < ttl`; a quorum of `n` nodes is
 //! `n / 2 + 1`, so any two quorums share a node.
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ScriptedFeature};
 use crate::keys::{KeyLayout, Keys, LockName, Token};
 use crate::retry::RetryPolicy;
 use crate::time::{Duration, Instant};
@@ -42,6 +42,39 @@ pub struct LockOptions {
     /// ([`ConfigError::FairUnsupported`]); every client of a lock must agree on it. Default
     /// off.
     pub fair: bool,
+    /// Whether the lock may run Lua scripts (see [`Scripts`]). Default [`Scripts::Auto`].
+    pub scripts: Scripts,
+}
+
+/// Whether a lock may run Lua scripts (`EVALSHA`/`EVAL`).
+///
+/// Managed services often forbid scripting, and a failover empties the script cache. Where
+/// the server has the native compare commands, a plain lock needs no script: acquire is
+/// `SET NX PX`, extend `SET … IFEQ … PX` (Valkey ≥ 8.1, Redis ≥ 8.4), release and an
+/// acquire's rollback `DELIFEQ` (Valkey ≥ 9.0) or `DELEX … IFEQ` (Redis ≥ 8.4), followed by
+/// the wake-up signal's `LPUSH`, `LTRIM`, `PEXPIRE` in the same pipeline.
+///
+/// What a scriptless lock gives up:
+/// - fencing, re-entry and fair mode ([`ConfigError::NeedsScripts`]);
+/// - the wake-up signal's atomicity with the delete. The pipeline is not a transaction:
+///   another client's command may run between the delete and the `LPUSH`, and a client that
+///   dies between them deletes the key without pushing. A waiter then is not woken early: it
+///   tries again after its retry delay (bounded by the policy's cap), or when its `BLPOP`
+///   times out. Exclusion is not affected: the signal only says "try now", and the try is an
+///   atomic `SET NX`. A signal pushed after a failed compare-and-delete wakes a waiter for
+///   nothing; it finds the lock held and waits again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Scripts {
+    /// The native commands where the server has them, scripts for the rest (and for every
+    /// option that needs one). A server that answers a native command with `unknown command`
+    /// gets the script from then on.
+    #[default]
+    Auto,
+    /// Never a script: the options must need none, and every node must have the native
+    /// commands ([`ConfigError::MissingNativeCommand`] when the machine is built otherwise).
+    /// A native command refused at run time is an error, never a fallback to `EVAL`.
+    Never,
 }
 
 impl Default for LockOptions {
@@ -55,6 +88,7 @@ impl Default for LockOptions {
             request_timeout: Duration::from_secs(1),
             drift: Drift::default(),
             fair: false,
+            scripts: Scripts::Auto,
         }
     }
 }
@@ -146,7 +180,28 @@ impl LockOptions {
         if self.wake_signal.is_some_and(Duration::is_zero) {
             return Err(ConfigError::BadRetry);
         }
+        if self.scripts == Scripts::Never
+            && let Some(feature) = self.needs_scripts_for()
+        {
+            return Err(ConfigError::NeedsScripts(feature));
+        }
         self.retry.validate()
+    }
+}
+
+impl LockOptions {
+    /// The first option that only a script can provide, if any.
+    #[must_use]
+    pub fn needs_scripts_for(&self) -> Option<ScriptedFeature> {
+        if self.fenced {
+            Some(ScriptedFeature::Fencing)
+        } else if self.reentrant {
+            Some(ScriptedFeature::Reentry)
+        } else if self.fair {
+            Some(ScriptedFeature::Fair)
+        } else {
+            None
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::commands::{Answer, Request};
 use crate::error::ConfigError;
 use crate::keys::Token;
 use crate::link::{Links, Transmit};
-use crate::lock::Lock;
+use crate::lock::{Lock, Scripts};
 use crate::resp::BufferTooSmall;
 use crate::server::ServerInfo;
 use crate::time::Instant;
@@ -38,6 +38,15 @@ impl<const N: usize> Context<N> {
         // hand-offs, which no single release can give.
         if lock.options().fair && servers.len() > 1 {
             return Err(ConfigError::FairUnsupported);
+        }
+        // A scriptless lock refuses up front a server known to lack a native command (one
+        // not known yet is asked, and its reply tells).
+        if lock.options().scripts == Scripts::Never {
+            for (node, server) in servers.iter().enumerate() {
+                if let Some(command) = server.missing_for_scriptless() {
+                    return Err(ConfigError::MissingNativeCommand { node, command });
+                }
+            }
         }
         let links = Links::new(servers).ok_or(count)?;
         Ok(Context {

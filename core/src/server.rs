@@ -76,6 +76,36 @@ pub enum NativeDelete {
     DelExIfEq,
 }
 
+/// A native command a scriptless lock ([`crate::Scripts::Never`]) cannot do without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NativeCommand {
+    /// A compare-and-delete: `DELIFEQ` or `DELEX … IFEQ` (release, and an acquire's rollback).
+    CompareAndDelete,
+    /// `SET … IFEQ … PX` (extend).
+    SetIfEq,
+}
+
+impl NativeCommand {
+    /// The command as the servers spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            NativeCommand::CompareAndDelete => "DELIFEQ or DELEX … IFEQ",
+            NativeCommand::SetIfEq => "SET … IFEQ",
+        }
+    }
+
+    /// Which servers have it.
+    #[must_use]
+    pub const fn since(self) -> &'static str {
+        match self {
+            NativeCommand::CompareAndDelete => "Valkey ≥ 9.0, Redis ≥ 8.4",
+            NativeCommand::SetIfEq => "Valkey ≥ 8.1, Redis ≥ 8.4",
+        }
+    }
+}
+
 /// One server, as the lock machines need to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ServerInfo {
@@ -105,6 +135,27 @@ impl ServerInfo {
             Flavor::Valkey => self.version >= Version::new(8, 1, 0),
             Flavor::Redis => self.version >= Version::new(8, 4, 0),
             Flavor::Unknown => false,
+        }
+    }
+
+    /// Whether a handshake told anything about the server (its flavour or its version).
+    #[must_use]
+    pub fn is_known(&self) -> bool {
+        self.flavor != Flavor::Unknown || self.version != Version::default()
+    }
+
+    /// The first native command a scriptless lock needs that this known server lacks
+    /// (`None` for a server not known: its reply will tell).
+    #[must_use]
+    pub fn missing_for_scriptless(&self) -> Option<NativeCommand> {
+        if !self.is_known() {
+            None
+        } else if self.native_delete().is_none() {
+            Some(NativeCommand::CompareAndDelete)
+        } else if !self.has_set_ifeq() {
+            Some(NativeCommand::SetIfEq)
+        } else {
+            None
         }
     }
 

@@ -25,7 +25,7 @@ use allocation_counter::{AllocationInfo, measure};
 use common::{lock_with, ms, token};
 use distlock_core::{
     Acquire, Duration, Extend, Extended, Flavor, Handshake, Lock, LockOptions, Machine, Operation,
-    Protocol, Release, Released, ServerInfo, Token, Version,
+    Protocol, Release, Released, Scripts, ServerInfo, Token, Version,
 };
 
 /// Drains every transmit, then feeds `reply` to each node in order until the outcome.
@@ -171,6 +171,24 @@ fn plain_lock_operations_do_not_allocate() {
     assert_none(
         "extend, 1 node, native (Redis 8.4)",
         &extend::<1>(&lock, &t, server, b"+OK\r\n"),
+    );
+    // Scriptless (`Scripts::Never`): the same commands, and the check of the servers'
+    // commands at build time allocates nothing either.
+    let scriptless = lock_with(LockOptions {
+        scripts: Scripts::Never,
+        ..LockOptions::default()
+    });
+    assert_none(
+        "acquire, 1 node, scriptless",
+        &acquire::<1>(&scriptless, &t, server),
+    );
+    assert_none(
+        "release, 1 node, scriptless",
+        &release::<1>(&scriptless, &t, server, b":1\r\n:1\r\n+OK\r\n:1\r\n"),
+    );
+    assert_none(
+        "extend, 1 node, scriptless",
+        &extend::<1>(&scriptless, &t, server, b"+OK\r\n"),
     );
 }
 

@@ -140,7 +140,12 @@ fn bytes_after_the_end_of_a_resend_batch_do_not_stall_a_release() {
 #[test]
 fn handshake_outcome_comes_once_even_if_bytes_follow() {
     let hello = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:6\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
-    let mut hs = Handshake::new(HandshakeOptions::default(), Instant::ZERO);
+    // With the loads, as the fuzzer found it (they are off by default).
+    let options = HandshakeOptions {
+        load_scripts: true,
+        ..HandshakeOptions::default()
+    };
+    let mut hs = Handshake::new(options, Instant::ZERO);
     let mut buf = vec![0u8; 16 * 1024];
     hs.poll_transmit(&mut buf).unwrap().expect("HELLO");
     hs.handle_input(hello, ms(1));

@@ -429,11 +429,28 @@ fn secs(s: u64) -> Duration {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn the_default_handshake_loads_the_lock_scripts() {
+fn the_handshake_loads_the_lock_scripts_only_when_asked() {
     let Some([server]) = servers() else { return };
     let mut conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     handshake_with(&mut conn, HandshakeOptions::default());
     let mut raw = Raw::to(&server);
+    for script in distlock_core::SCRIPTS {
+        let exists = raw.cmd(&[b"SCRIPT", b"EXISTS", &script.sha]);
+        assert_eq!(
+            exists,
+            OwnedFrame::Array(vec![OwnedFrame::Integer(0)]),
+            "not loaded by default: {}",
+            script.source
+        );
+    }
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    handshake_with(
+        &mut conn,
+        HandshakeOptions {
+            load_scripts: true,
+            ..HandshakeOptions::default()
+        },
+    );
     for script in distlock_core::SCRIPTS {
         let exists = raw.cmd(&[b"SCRIPT", b"EXISTS", &script.sha]);
         assert_eq!(

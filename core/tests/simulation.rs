@@ -319,8 +319,10 @@ fn params(
             clients,
             ops,
             fenced,
-            // Fair runs are drawn on their own (`fair_params`), so these draws stay as they were.
+            // Fair runs are drawn on their own (`fair_params`), so these draws stay as they were;
+            // so are scriptless ones (`budget`).
             fair: false,
+            scriptless: false,
             variant,
             faults,
         })
@@ -374,6 +376,22 @@ const OPS_PER_RUN: u64 = 2_000;
 /// Runs `cases` proptest cases over `nodes` (fair ones with `fair`); every property must hold
 /// in every run.
 fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64, fair: bool) {
+    budget_of(name, nodes, cases, seed, move |p| p.fair = fair);
+}
+
+/// [`budget`] over runs that `shape` changes (fair, scriptless).
+fn budget_of(
+    name: &str,
+    nodes: impl Strategy<Value = usize>,
+    cases: u32,
+    seed: u64,
+    shape: impl Fn(&mut Params) + Copy + 'static,
+) {
+    let fair = {
+        let mut probe = Params::decode("").unwrap();
+        shape(&mut probe);
+        probe.fair
+    };
     let started = WallClock::now();
     let ops = Cell::new(0u64);
     let runs = Cell::new(0u64);
@@ -382,10 +400,7 @@ fn budget(name: &str, nodes: impl Strategy<Value = usize>, cases: u32, seed: u64
     let renewing = Cell::new((0u64, 0u64, 0u64));
     // Fair runs: hand-offs and crashed waiters.
     let fair_counts = Cell::new((0u64, 0u64));
-    let strategy = with(
-        params(nodes, OPS_PER_RUN, Variant::Correct, true),
-        move |p| p.fair = fair,
-    );
+    let strategy = with(params(nodes, OPS_PER_RUN, Variant::Correct, true), shape);
     let result = runner(base_seed(seed), cases).run(&strategy, |p| {
         let report = sim::run(&p, false);
         ops.set(ops.get() + report.ops);
@@ -456,6 +471,17 @@ fn sim_budget_one_node_fair() {
     budget("one node, fair", Just(1usize), 30, 0xd157_fa1e, true);
 }
 
+/// Scriptless locks (`Scripts::Never`: `SET NX PX`, `SET … IFEQ`, `DELIFEQ` / `DELEX … IFEQ`
+/// with the signal's non-atomic pipeline) on servers with no scripting at all, under the
+/// whole fault mix: every property holds (fencing aside: a scriptless lock has none).
+#[test]
+fn sim_budget_scriptless() {
+    budget_of("scriptless", any_nodes(), 30, 0xd157_5c01, |p| {
+        p.scriptless = true;
+        p.fenced = false;
+    });
+}
+
 /// Fair mode on a healthy network (clocks drifting within the allowance), with waiters
 /// crashing: every client, up to 14, is served; no live waiter is passed over (property 9);
 /// the lock is never without a confirmed holder for more than one cycle while a live waiter
@@ -471,6 +497,7 @@ fn sim_fair_without_faults_serves_every_waiter_in_order() {
             ops: 2_000,
             fenced: i % 2 == 0,
             fair: true,
+            scriptless: false,
             variant: Variant::Correct,
             faults: Faults {
                 drift_ppm: 3_000,
@@ -510,6 +537,7 @@ fn sim_without_faults_every_client_acquires() {
             ops: 1_000,
             fenced: i != 1,
             fair: false,
+            scriptless: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -534,6 +562,7 @@ fn sim_without_faults_renewing_holders_keep_their_leases() {
             ops: 3_000,
             fenced: i != 1,
             fair: false,
+            scriptless: false,
             variant: Variant::Correct,
             faults: Faults {
                 drift_ppm: 5_000,

@@ -166,6 +166,7 @@ pub fn run(data: &[u8]) {
             fixed: Duration::from_millis(u64::from(p.fixed)),
         },
         fair: false,
+        scripts: distlock_core::Scripts::Auto,
     };
     let reasons = lock_reasons(name, &options);
     let lock = match Lock::new(layout.clone(), name, options) {

@@ -141,6 +141,7 @@ impl SetupChoice {
                 Drift::default()
             },
             fair: false,
+            scripts: distlock_core::Scripts::Auto,
         }
     }
 

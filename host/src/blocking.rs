@@ -76,6 +76,15 @@ impl Client {
         Ok(Client { runtime, inner })
     }
 
+    /// See [`crate::Client::with_scripts`].
+    #[must_use]
+    pub fn with_scripts(self, scripts: crate::Scripts) -> Client {
+        Client {
+            runtime: self.runtime,
+            inner: self.inner.with_scripts(scripts),
+        }
+    }
+
     /// See [`crate::Client::lock`].
     pub fn lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
         LockBuilder {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use distlock_core::{
     ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released, RetryPolicy,
-    ServerInfo, Token,
+    Scripts, ServerInfo, Token,
 };
 use distlock_core::{Machine, Operation};
 
@@ -39,6 +39,7 @@ use crate::pool::Pool;
 pub struct Client {
     pool: Arc<Pool>,
     layout: Arc<KeyLayout>,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for Client {
@@ -129,7 +130,20 @@ impl Client {
         Client {
             pool,
             layout: Arc::new(layout),
+            scripts: Scripts::Auto,
         }
+    }
+
+    /// The same client, whose locks, releases and extends run Lua scripts as `scripts` says
+    /// (default [`Scripts::Auto`]). [`Scripts::Never`] runs on native commands alone: it
+    /// needs Valkey ≥ 9.0 or Redis ≥ 8.4 on every node, refuses fenced, reentrant and fair
+    /// locks ([`ConfigError::NeedsScripts`]) and servers without the commands
+    /// ([`ConfigError::MissingNativeCommand`]), and never sends `EVAL`. See "Servers without
+    /// scripts" in the README.
+    #[must_use]
+    pub fn with_scripts(mut self, scripts: Scripts) -> Client {
+        self.scripts = scripts;
+        self
     }
 
     /// How many nodes (1: single node; more: Redlock).
@@ -149,7 +163,10 @@ impl Client {
         LockBuilder {
             client: self.clone(),
             name: name.as_ref().to_vec(),
-            options: LockOptions::default(),
+            options: LockOptions {
+                scripts: self.scripts,
+                ..LockOptions::default()
+            },
             wait: Duration::ZERO,
             auto_renew: false,
             token: None,
@@ -169,6 +186,7 @@ impl Client {
             token,
             LockOptions {
                 reentrant,
+                scripts: self.scripts,
                 ..LockOptions::default()
             },
         )
@@ -201,6 +219,7 @@ impl Client {
             name.as_ref(),
             LockOptions {
                 ttl: from_std(ttl),
+                scripts: self.scripts,
                 ..LockOptions::default()
             },
         )?;
@@ -358,6 +377,13 @@ impl LockBuilder {
     /// "Fair mode" in the README.
     pub fn fair(mut self, on: bool) -> Self {
         self.options.fair = on;
+        self
+    }
+
+    /// Whether this lock may run Lua scripts (default: the client's,
+    /// [`Client::with_scripts`]).
+    pub fn scripts(mut self, scripts: Scripts) -> Self {
+        self.options.scripts = scripts;
         self
     }
 

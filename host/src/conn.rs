@@ -285,7 +285,9 @@ impl Conn {
                 timeout: distlock_core::Duration::from_millis(
                     options.connect_timeout.as_millis() as u64
                 ),
-                load_scripts: true,
+                // Scripts load on first use (NOSCRIPT, then EVAL): the cache is the
+                // server's, and a lock on native commands needs none.
+                load_scripts: false,
             };
             Conn::handshake(stream, handshake, clock)
                 .await

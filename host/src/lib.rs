@@ -54,7 +54,10 @@ mod pool;
 pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
 pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
-pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy};
+pub use distlock_core::{
+    ConfigError, Extended, KeyLayout, LockOptions, NativeCommand, Released, RetryPolicy,
+    ScriptedFeature, Scripts,
+};
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use guard::Guard;

@@ -724,7 +724,8 @@ async fn a_lock_key_of_the_wrong_type_is_a_typed_server_error() {
             "{kind} plain acquire: {e:?}"
         );
         // The scripts' `GET` ran (and failed); the plain acquire's `SET NX` found the key.
-        blocking(|| assert_untouched(&server, &before, &["evalsha", "get", "set"], kind));
+        // Scripts load on first use: `NOSCRIPT` to an `EVALSHA`, then `EVAL`.
+        blocking(|| assert_untouched(&server, &before, &["evalsha", "eval", "get", "set"], kind));
         let kept = blocking(|| server.raw().ok(&["TYPE", &key]).text());
         assert_eq!(kept.as_deref(), Some(kind));
     }

@@ -29,6 +29,9 @@
 //!   Redis ≥ 8.4), `DELIFEQ` (Valkey ≥ 9.0), `DELEX` (Redis ≥ 8.4), fractional `BLPOP`
 //!   timeouts (Redis ≥ 6, Valkey). So both the script paths and the native paths of the core
 //!   can be exercised.
+//! - Scripting ([`ModelConfig::scripting`]): allowed, absent (`EVAL`, `EVALSHA`, `SCRIPT`
+//!   answer `-ERR unknown command`) or forbidden by an ACL (`-NOPERM`), for the core's
+//!   scriptless mode and its errors where scripts are refused.
 //! - Faults a test can switch on: [`ModelNode::flush_scripts`] (`NOSCRIPT` afterwards),
 //!   [`ModelNode::restart`] (volatile keys lost; keys without a TTL — the fencing counters —
 //!   kept or lost, as with and without AOF), [`ModelNode::set_loading`] (`-LOADING` for
@@ -93,6 +96,20 @@ pub struct ModelConfig {
     pub flavor: Flavor,
     /// The version reported.
     pub version: Version,
+    /// Whether `EVAL`, `EVALSHA` and `SCRIPT` run (a managed service may forbid them).
+    pub scripting: Scripting,
+}
+
+/// Whether the model runs scripts, and how it refuses them when it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scripting {
+    /// `EVAL`, `EVALSHA` and `SCRIPT` work.
+    #[default]
+    Allowed,
+    /// They are not there: `-ERR unknown command` (a service that renamed them away).
+    Absent,
+    /// An ACL forbids them: `-NOPERM`, as Redis answers a user without `+@scripting`.
+    Forbidden,
 }
 
 impl Default for ModelConfig {
@@ -109,6 +126,7 @@ impl ModelConfig {
         ModelConfig {
             flavor: Flavor::Redis,
             version: Version::new(major, minor, patch),
+            scripting: Scripting::Allowed,
         }
     }
 
@@ -118,7 +136,14 @@ impl ModelConfig {
         ModelConfig {
             flavor: Flavor::Valkey,
             version: Version::new(major, minor, patch),
+            scripting: Scripting::Allowed,
         }
+    }
+
+    /// The same server, with scripting as given.
+    #[must_use]
+    pub const fn with_scripting(self, scripting: Scripting) -> Self {
+        ModelConfig { scripting, ..self }
     }
 
     fn at_least(&self, major: u16, minor: u16) -> bool {
@@ -612,6 +637,13 @@ impl ModelNode {
         out: &mut Vec<u8>,
     ) -> Res<Done> {
         let command = Command::parse(name, &self.config).ok_or_else(|| unknown(name, args))?;
+        if matches!(command, Command::Eval | Command::EvalSha | Command::Script) {
+            match self.config.scripting {
+                Scripting::Allowed => {}
+                Scripting::Absent => return Err(unknown(name, args)),
+                Scripting::Forbidden => return Err(no_permission(name)),
+            }
+        }
         if !command.arity_ok(args.len()) {
             return Err(Fail::arity(name));
         }
@@ -1875,6 +1907,16 @@ fn unknown(name: &[u8], args: &[&[u8]]) -> Fail {
     Fail(m)
 }
 
+/// Redis 7's answer to a user whose ACL lacks the command.
+fn no_permission(name: &[u8]) -> Fail {
+    let mut m = b"NOPERM User default has no permissions to run the '".to_vec();
+    let mut lower = name.get(..128).unwrap_or(name).to_vec();
+    lower.make_ascii_lowercase();
+    push_sanitised(&mut m, &lower);
+    m.extend_from_slice(b"' command");
+    Fail(m)
+}
+
 fn unknown_subcommand(sub: &[u8], command: &[u8]) -> Fail {
     let mut m = b"ERR unknown subcommand '".to_vec();
     push_sanitised(&mut m, sub.get(..128).unwrap_or(sub));
@@ -2411,6 +2453,41 @@ mod tests {
             "$1\r\n1\r\n"
         );
         assert_eq!(run(&mut n, &["PTTL", "t"], 100), ":400\r\n");
+    }
+
+    #[test]
+    fn scripting_can_be_absent_or_forbidden_while_the_native_commands_stay() {
+        let source = script::RELEASE.source;
+        for (scripting, refusal) in [
+            (Scripting::Absent, "-ERR unknown command 'EVAL'"),
+            (
+                Scripting::Forbidden,
+                "-NOPERM User default has no permissions to run the 'eval' command",
+            ),
+        ] {
+            let mut n =
+                ModelNode::with_config(ModelConfig::valkey(9, 0, 0).with_scripting(scripting));
+            let eval = run(
+                &mut n,
+                &["EVAL", source, "3", "L", "H", "S", "t", "0", "0"],
+                0,
+            );
+            assert!(eval.starts_with(refusal), "{eval}");
+            assert!(
+                run(&mut n, &["EVALSHA", sha(&script::RELEASE), "0"], 0).starts_with(&refusal[..4])
+            );
+            assert!(run(&mut n, &["SCRIPT", "LOAD", source], 0).starts_with(&refusal[..4]));
+            assert_eq!(n.key_count(ms(0)), 0, "a refused script changes nothing");
+            assert_eq!(
+                run(&mut n, &["SET", "L", "t", "NX", "PX", "100"], 0),
+                "+OK\r\n"
+            );
+            assert_eq!(
+                run(&mut n, &["SET", "L", "t", "IFEQ", "t", "PX", "100"], 0),
+                "+OK\r\n"
+            );
+            assert_eq!(run(&mut n, &["DELIFEQ", "L", "t"], 0), ":1\r\n");
+        }
     }
 
     #[test]

@@ -162,6 +162,9 @@ pub struct Params {
     pub fenced: bool,
     /// Fair mode (every client's lock is fair): one node only.
     pub fair: bool,
+    /// Scriptless (every client's lock is `Scripts::Never`, unfenced, not reentrant): the
+    /// nodes have the native commands and no scripting at all.
+    pub scriptless: bool,
     pub variant: Variant,
     pub faults: Faults,
 }
@@ -171,13 +174,14 @@ impl Params {
     pub fn encode(&self) -> String {
         let f = &self.faults;
         format!(
-            "seed={},nodes={},clients={},ops={},fenced={},fair={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
+            "seed={},nodes={},clients={},ops={},fenced={},fair={},scriptless={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
             self.seed,
             self.nodes,
             self.clients,
             self.ops,
             u8::from(self.fenced),
             u8::from(self.fair),
+            u8::from(self.scriptless),
             self.variant.name(),
             f.drift_ppm,
             f.latency_us,
@@ -203,6 +207,7 @@ impl Params {
             ops: 2000,
             fenced: true,
             fair: false,
+            scriptless: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -223,6 +228,7 @@ impl Params {
                 "ops" => p.ops = num()?,
                 "fenced" => p.fenced = num()? != 0,
                 "fair" => p.fair = num()? != 0,
+                "scriptless" => p.scriptless = num()? != 0,
                 "variant" => {
                     p.variant =
                         Variant::parse(value).ok_or_else(|| format!("unknown variant `{value}`"))?
@@ -247,6 +253,9 @@ impl Params {
         }
         if p.fair && p.nodes != 1 {
             return Err("fair mode is single-node only".into());
+        }
+        if p.scriptless && (p.fair || p.fenced) {
+            return Err("scriptless locks are neither fair nor fenced".into());
         }
         if !(1..=16).contains(&p.clients) {
             return Err(format!("clients must be 1 to 16, not {}", p.clients));

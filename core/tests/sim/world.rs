@@ -20,9 +20,9 @@ use distlock_core::resp::frame_len;
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, ExtendOutcome, Handshake, Instant, Jitter, KeyLayout,
     Lock, LockOptions, LostReason, NodeState, RECONNECT, Release, Renewal, RenewalEvent,
-    RetryPolicy, ServerInfo, Session, SessionOptions, Token, quorum,
+    RetryPolicy, Scripts, ServerInfo, Session, SessionOptions, Token, quorum,
 };
-use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Stage};
+use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Scripting, Stage};
 
 use super::check::{Checker, Property, Stats, Violation, us};
 use super::params::{Faults, Params, Variant};
@@ -441,14 +441,24 @@ impl World {
             offset: rng.between(0, 1_000_000_000),
             ppm: rng.between(0, 2 * rho_i as u64) as i64 - rho_i,
         };
-        let server_configs = [
-            ModelConfig::redis(5, 0, 14),
-            ModelConfig::redis(6, 2, 14),
-            ModelConfig::redis(7, 2, 4),
-            ModelConfig::redis(8, 4, 0),
-            ModelConfig::valkey(8, 1, 1),
-            ModelConfig::valkey(9, 0, 0),
-        ];
+        let server_configs: &[ModelConfig] = if p.scriptless {
+            // The servers a scriptless lock runs on, with scripting gone or forbidden.
+            &[
+                ModelConfig::redis(8, 4, 0).with_scripting(Scripting::Absent),
+                ModelConfig::redis(8, 4, 0).with_scripting(Scripting::Forbidden),
+                ModelConfig::valkey(9, 0, 0).with_scripting(Scripting::Absent),
+                ModelConfig::valkey(9, 0, 0).with_scripting(Scripting::Forbidden),
+            ]
+        } else {
+            &[
+                ModelConfig::redis(5, 0, 14),
+                ModelConfig::redis(6, 2, 14),
+                ModelConfig::redis(7, 2, 4),
+                ModelConfig::redis(8, 4, 0),
+                ModelConfig::valkey(8, 1, 1),
+                ModelConfig::valkey(9, 0, 0),
+            ]
+        };
         let faults = ModelFaults {
             release_ignores_token: p.variant == Variant::BrokenRelease,
             extend_ignores_token: p.variant == Variant::BrokenExtend,
@@ -473,7 +483,7 @@ impl World {
                 }
             })
             .collect();
-        let fenced = p.fenced && p.variant != Variant::UnfencedPauses;
+        let fenced = p.fenced && p.variant != Variant::UnfencedPauses && !p.scriptless;
         let drift = match p.variant {
             Variant::ZeroDrift => Drift {
                 per_million: 0,
@@ -505,7 +515,8 @@ impl World {
                 let options = LockOptions {
                     ttl: Duration::from_millis(ttl),
                     fenced,
-                    reentrant: rng.between(0, 3) == 0,
+                    // Drawn in every run, so the other draws stay as they were.
+                    reentrant: rng.between(0, 3) == 0 && !p.scriptless,
                     wake_signal: (rng.between(0, 9) < 7)
                         .then(|| Duration::from_millis(rng.between(100, 2000))),
                     retry: RetryPolicy {
@@ -517,6 +528,11 @@ impl World {
                     request_timeout: Duration::from_millis(request_timeout),
                     drift,
                     fair: p.fair,
+                    scripts: if p.scriptless {
+                        Scripts::Never
+                    } else {
+                        Scripts::Auto
+                    },
                 };
                 max_ttl = max_ttl.max(ttl);
                 max_rt = max_rt.max(request_timeout);
@@ -1512,7 +1528,15 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
-        let mut hs = Handshake::new(HandshakeOptions::default(), now);
+        // The simulator's runs (and the seeds its tests pin) date from handshakes that loaded
+        // the scripts; it keeps doing so, as a driver may (`load_scripts`). The path without
+        // (`NOSCRIPT`, then `EVAL`) runs whenever a node restarts or flushes its scripts.
+        // Scriptless runs load none: their servers have no scripting.
+        let options = HandshakeOptions {
+            load_scripts: !self.p.scriptless,
+            ..HandshakeOptions::default()
+        };
+        let mut hs = Handshake::new(options, now);
         let mut bytes = Vec::new();
         while let Ok(Some(len)) = hs.poll_transmit(&mut self.buf) {
             bytes.extend_from_slice(&self.buf[..len]);

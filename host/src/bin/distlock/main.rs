@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use demo::DemoOptions;
-use distlock_host::{Client, ConnectOptions, Error, KeyLayout, TlsSettings};
+use distlock_host::{Client, ConnectOptions, Error, KeyLayout, Scripts, TlsSettings};
 
 use output::{say, tell};
 
@@ -78,6 +78,11 @@ struct Cli {
         default_value_t = Layout::Tagged
     )]
     layout: Layout,
+    /// Run no Lua script: locks use SET NX PX, SET IFEQ and DELIFEQ / DELEX IFEQ only
+    /// (Valkey 9.0 and later, Redis 8.4 and later), for servers that forbid EVAL. Refuses
+    /// --fenced, --fair and reentrant locks, and servers without the commands.
+    #[arg(long, global = true)]
+    no_scripts: bool,
     /// Key prefix of every lock key (tagged layout only) [default: distlock:].
     #[arg(long, global = true)]
     prefix: Option<String>,
@@ -391,7 +396,14 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
         .map(String::as_str)
         .filter(|u| !u.is_empty())
         .collect();
-    Client::connect_with(urls, options, layout).await
+    let scripts = if cli.no_scripts {
+        Scripts::Never
+    } else {
+        Scripts::Auto
+    };
+    Ok(Client::connect_with(urls, options, layout)
+        .await?
+        .with_scripts(scripts))
 }
 
 /// A duration above zero (a zero wait would give up on every node before it could answer).

@@ -44,11 +44,7 @@ class AsyncClient(Client):
     async def run(self, pool: Any, method: str, *args: Any) -> Any:  # type: ignore[override]
         await self.ready(pool)
         with engine_errors():
-            op = Handle(self.engine, "operation", pool.session.fallible(method, *args))
-        try:
-            ok, value = split_result(await pool.run(op))
-        finally:
-            op.drop()
+            ok, value = split_result(await pool.run(*self.builders(pool, method, args)))
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -119,10 +115,7 @@ async def _renew(lease_ref: Any, renewal: Handle, stopped: asyncio.Event) -> Non
                     lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
                     return
                 op = Handle(renewal.engine, "operation", event)
-                try:
-                    await lease.pool.run(op)
-                finally:
-                    op.drop()
+                await lease.pool.run(lambda op=op: op)
                 del lease
             if (lease := lease_ref()) is not None:
                 lease.valid_until = renewal.valid_until()

@@ -40,7 +40,11 @@ pub(crate) fn encode(
     out.push(u8::try_from(result.transmits.len()).unwrap_or(u8::MAX));
     for tx in result.transmits.iter().take(usize::from(u8::MAX)) {
         out.push(tx.node);
-        out.extend_from_slice(&u32::try_from(tx.bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(tx.bytes.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
         out.extend_from_slice(&tx.bytes);
     }
     let Some(outcome) = result.outcome else {

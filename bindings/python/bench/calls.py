@@ -11,7 +11,7 @@ import sys
 import time
 
 import distlock
-from distlock._engine import Handle, Record, entropy, now
+from distlock._engine import Handle, Operation, Record, entropy, now
 
 ROUNDS = 20000
 REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
@@ -28,7 +28,7 @@ def per_call(label: str, call) -> None:
     print(f"{label:34} p50 {statistics.median(samples):6.1f} us")
 
 
-class Kept(Handle):
+class Kept(Operation):
     """An operation ``pool.run`` drives but leaves alive, for the calls measured after."""
 
     def drop(self) -> None:
@@ -47,7 +47,7 @@ def main(url: str) -> None:
     per_call("tick(now)", lambda: op.tick(now()))
     per_call("status(...) build (result<operation>)", lambda: session.fallible("status", "bench-calls", now()).drop(client.engine.store))
     per_call("acquire-started (build + start)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
-    Handle.drop(op)
+    Operation.drop(op)
     client.close()
 
 

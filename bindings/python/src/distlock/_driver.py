@@ -254,7 +254,7 @@ class _Waiter:
     machine's, or a handshake's), and runs the handshakes' timeouts."""
 
     def __enter__(self) -> _Waiter:
-        self.sel, self.masks = selectors.DefaultSelector(), {}
+        self.sel, self.masks = selectors.PollSelector(), {}  # no fd to open per loop, unlike epoll
         return self
 
     def __exit__(self, *exc: Any) -> None:

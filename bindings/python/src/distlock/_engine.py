@@ -314,3 +314,87 @@ class Handle:
     def drop(self) -> None:
         self.engine.drop(self.resource)
         self.resource = None  # type: ignore[assignment]
+
+
+_F64_KIND = ffi.WASMTIME_COMPONENT_F64
+_U8_KIND_C = ffi.WASMTIME_COMPONENT_U8
+_RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
+_Vals = {n: ffi.wasmtime_component_val_t * n for n in (2, 3, 4)}
+
+
+class Operation(Handle):
+    """An ``operation`` with its flat calls (``start``, ``feed``, ``lose``, ``tick``: scalars
+    and bytes in, bytes out) made without the generic conversions: the operation's own handle
+    is lowered once (not cloned and freed per call), the scalars are written straight into the
+    C values, and the answer's bytes are lifted in one copy. ~6 µs less per call."""
+
+    def __init__(self, engine: Engine, kind: str, resource: wc.ResourceAny) -> None:
+        super().__init__(engine, kind, resource)
+        self._self = ffi.wasmtime_component_val_t()
+        self._self.kind = _RESOURCE_KIND
+        self._self.of.resource = ffi.wasmtime_component_resource_any_clone(resource.ptr())
+        self._funcs: dict[str, Any] = {}
+
+    def _flat(self, method: str, params: Any, n: int, lists: int) -> bytes:
+        """Calls ``method`` with ``params`` (the handle first, ``lists`` ``list<u8>`` values
+        last, which are freed after the call) and lifts its ``list<u8>`` answer."""
+        engine = self.engine
+        with engine.lock:
+            func = self._funcs.get(method)
+            if func is None:
+                func = self._funcs[method] = ctypes.byref(engine._func(f"[method]operation.{method}").func._func)
+            result = ffi.wasmtime_component_val_t()
+            try:
+                enter_wasm(lambda: ffi.wasmtime_component_func_call(func, engine.store._context(), params, n, ctypes.byref(result), 1))
+            finally:
+                for i in range(n - lists, n):
+                    ffi.wasmtime_component_val_delete(ctypes.byref(params[i]))
+            items = result.of.list
+            data = ctypes.string_at(items.data, items.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE] if items.size else b""
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(items))
+            return data
+
+    def _params(self, n: int, now_ms: float) -> Any:
+        params = _Vals[n]()
+        params[0] = self._self  # a copy of the handle's C value: not freed per call
+        params[1].kind = _F64_KIND
+        params[1].of.f64 = now_ms
+        return params
+
+    def _bytes_param(self, params: Any, i: int, data: bytes) -> None:
+        _bytes_to_c(_BYTES, None, data, ctypes.pointer(params[i]))
+
+    def start(self, now_ms: float, lent: bytes) -> bytes:
+        params = self._params(3, now_ms)
+        self._bytes_param(params, 2, lent)
+        return self._flat("start", params, 3, 1)
+
+    def feed(self, now_ms: float, node: int, data: bytes) -> bytes:
+        params = self._params(4, now_ms)
+        params[2].kind = _U8_KIND_C
+        params[2].of.u8 = node
+        self._bytes_param(params, 3, data)
+        return self._flat("feed", params, 4, 1)
+
+    def lose(self, now_ms: float, node: int) -> bytes:
+        params = self._params(3, now_ms)
+        params[2].kind = _U8_KIND_C
+        params[2].of.u8 = node
+        return self._flat("lose", params, 3, 0)
+
+    def tick(self, now_ms: float) -> bytes:
+        return self._flat("tick", self._params(2, now_ms), 2, 0)
+
+    def drop(self) -> None:
+        if self.resource is not None:
+            ffi.wasmtime_component_val_delete(ctypes.byref(self._self))
+        super().drop()
+
+
+class _BytesType:
+    """What :func:`_bytes_to_c` reads of a frozen ``list<u8>`` type."""
+
+    _frozen = {"_is_bytes": True}
+
+
+_BYTES = _BytesType()

@@ -16,7 +16,7 @@ import weakref
 from typing import Any, Iterable
 
 from ._driver import Pool
-from ._engine import MAX_SPAN_MS, Engine, Handle, Record, entropy, field, now, split_option, split_result
+from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
@@ -112,11 +112,11 @@ class Client:
         session = pool.session
 
         def build() -> Handle:
-            return Handle(self.engine, "operation", session.fallible(method, *args))
+            return Operation(self.engine, "operation", session.fallible(method, *args))
 
         def started(lent: bytes) -> tuple[Handle, bytes]:
             op, first = session.fallible(f"{method}_started", *args, lent)
-            return Handle(self.engine, "operation", op), first
+            return Operation(self.engine, "operation", op), first
 
         return build, started if method in STARTED else None
 
@@ -217,7 +217,7 @@ def _renew(lease_ref: Any, renewal: Handle, stop: threading.Event) -> None:
                 if isinstance(event, str):  # lost(lost-reason); otherwise extend(operation)
                     lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
                     return
-                op = Handle(renewal.engine, "operation", event)
+                op = Operation(renewal.engine, "operation", event)
                 lease.pool.run(lambda op=op: op)  # the renewal hears the extend's outcome itself
                 del lease
             lease = lease_ref()

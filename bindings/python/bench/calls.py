@@ -11,7 +11,7 @@ import sys
 import time
 
 import distlock
-from distlock._engine import Handle, Operation, Record, entropy, now
+from distlock._engine import Handle, Operation, Record, entropy, now, started
 
 ROUNDS = 20000
 REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
@@ -46,7 +46,8 @@ def main(url: str) -> None:
     per_call("feed(now, 0, reply)", lambda: op.feed(now(), 0, REPLY))
     per_call("tick(now)", lambda: op.tick(now()))
     per_call("status(...) build (result<operation>)", lambda: session.fallible("status", "bench-calls", now()).drop(client.engine.store))
-    per_call("acquire-started (build + start)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
+    per_call("acquire-started (generic lift)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
+    per_call("acquire-started (_engine.started)", lambda: started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop())
     Operation.drop(op)
     client.close()
 

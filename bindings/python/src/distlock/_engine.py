@@ -312,6 +312,9 @@ class Handle:
         return self.engine.fallible(f"[method]{self.kind}.{method.replace('_', '-')}", self.resource, *args)
 
     def drop(self) -> None:
+        held = self.__dict__.pop("_c_self", None)  # the handle `started` lowered once
+        if held is not None:
+            ffi.wasmtime_component_val_delete(ctypes.byref(held))
         self.engine.drop(self.resource)
         self.resource = None  # type: ignore[assignment]
 
@@ -398,3 +401,47 @@ class _BytesType:
 
 
 _BYTES = _BytesType()
+
+
+_TUPLE_KIND = ffi.WASMTIME_COMPONENT_TUPLE
+
+
+def started(session: Handle, method: str, *args: Any) -> tuple[Operation, bytes]:
+    """``session.<method>-started(args)``: the operation and its first flat step, or raises
+    ``EngineError``. The success's ``tuple<operation, list<u8>>`` is lifted straight from the
+    C value (an error takes the generic path), and the session's handle is lowered once per
+    session rather than cloned and freed per call."""
+    engine = session.engine
+    with engine.lock:
+        export = engine._func(f"[method]session.{method.replace('_', '-')}")
+        held = session.__dict__.get("_c_self")
+        if held is None:
+            held = session._c_self = ffi.wasmtime_component_val_t()  # type: ignore[attr-defined]
+            held.kind = _RESOURCE_KIND
+            held.of.resource = ffi.wasmtime_component_resource_any_clone(session.resource.ptr())
+        n = len(args) + 1
+        params = (ffi.wasmtime_component_val_t * n)()
+        params[0] = held  # a copy of the session's C value: not freed per call
+        lowered = 1
+        result = ffi.wasmtime_component_val_t()
+        try:
+            for ty, val in zip(export.params[1:], args):
+                ty.convert_to_c(engine.store, val, ctypes.pointer(params[lowered]))
+                lowered += 1
+            store = engine.store
+            enter_wasm(lambda: ffi.wasmtime_component_func_call(ctypes.byref(export.func._func), store._context(), params, n, ctypes.byref(result), 1))
+        finally:
+            for i in range(1, lowered):
+                ffi.wasmtime_component_val_delete(ctypes.byref(params[i]))
+        outcome = result.of.result
+        if not outcome.is_ok:
+            ok, error = split_result(export.result.convert_from_c(result))
+            raise EngineError(error)
+        pair = outcome.val.contents.of.tuple
+        op_val, bytes_val = pair.data[0], pair.data[1]
+        resource = wc.ResourceAny._from_ptr(ffi.take_pointer(op_val.of, "resource"))
+        op_val.kind = _BOOL_KIND  # moved out: the result's delete must not free it again
+        items = bytes_val.of.list
+        first = ctypes.string_at(items.data, items.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE] if items.size else b""
+        ffi.wasmtime_component_val_delete(ctypes.byref(result))
+        return Operation(engine, "operation", resource), first

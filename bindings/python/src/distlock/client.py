@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from ._driver import Pool
 from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
+from ._engine import started as start_operation
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
@@ -114,9 +115,8 @@ class Client:
         def build() -> Handle:
             return Operation(self.engine, "operation", session.fallible(method, *args))
 
-        def started(lent: bytes) -> tuple[Handle, bytes]:
-            op, first = session.fallible(f"{method}_started", *args, lent)
-            return Operation(self.engine, "operation", op), first
+        def started(lent: bytes) -> tuple[Operation, bytes]:
+            return start_operation(session, f"{method}_started", *args, lent)
 
         return build, started if method in STARTED else None
 

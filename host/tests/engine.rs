@@ -545,3 +545,45 @@ fn frozen_node_skipped() {
     );
     host.release(&name, &lease.token).expect("release");
 }
+
+/// The flat calls (`acquire-started`, `release-started`, `start`, `feed`, `lose`, `tick`, the
+/// path of the Node and Python hosts) drive the same machines as `step`: a lock taken, held
+/// against another flat client, extended, read, and released, with the server's key agreeing
+/// at each point.
+#[test]
+fn flat_calls_drive_the_same_machines() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = host(&server).flat();
+    let mut other = host(&server).flat();
+    let name = unique_name("engine-flat");
+    let lease = holder.acquire(&name, 0).expect("acquire a free lock");
+    assert_eq!(lease.token.len(), 32, "a fresh token: {}", lease.token);
+    assert!(lease.valid_until > lease.started);
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone())
+    );
+    // An error travels outside the flat layout, through `poll-outcome`.
+    match other.try_acquire(&name) {
+        Err(api::Error::NotAcquired(not)) => assert_eq!(not.attempts, 1),
+        refused => panic!("expected not-acquired, got {refused:?}"),
+    }
+    let extended = holder.extend(&name, &lease.token, 60_000).expect("extend");
+    assert!(extended.valid_until > lease.valid_until);
+    // So does a status.
+    let status = other.status(&name).expect("status");
+    assert_eq!(status.verdict, api::Verdict::Held(lease.token.clone()));
+    assert_eq!(
+        other.release(&name, &lease.token),
+        Ok(0),
+        "any holder of the token releases"
+    );
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+    assert_eq!(
+        holder.release(&name, &lease.token),
+        Err(api::Error::NotHeld)
+    );
+    let again = holder.acquire(&name, 0).expect("free again");
+    assert_ne!(again.token, lease.token);
+}

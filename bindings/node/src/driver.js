@@ -4,9 +4,17 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomFillSync } from 'node:crypto';
+import { decodeStep } from './flat.js';
 
 export const now = () => performance.now();
-export const entropy = () => randomFillSync(new Uint8Array(24));
+// Random bytes for the engine (24: a token and retry jitter), cut from a pool filled by the
+// CSPRNG 4 KiB at a time: one `randomFillSync` call costs about 3 us, more than the cut.
+const ENTROPY = 24, POOL = 4096;
+let pool = new Uint8Array(0), taken = 0;
+export const entropy = () => {
+  if (taken + ENTROPY > pool.length) { pool = randomFillSync(new Uint8Array(POOL)); taken = 0; }
+  return pool.subarray(taken, (taken += ENTROPY));
+};
 const after = (at, fn) => setTimeout(fn, Math.max(0, at - now()));
 
 // One socket to one node: its handshake first, then lent to one operation at a time.
@@ -77,21 +85,30 @@ export class Pool {
     });
     return this.connecting;
   }
-  run(op, signal) {
+  // Drives one operation to its outcome over the engine's flat calls (src/flat.js): `build()`
+  // makes the operation; `started(lent)`, where given, makes it and takes its first step in
+  // one call (used unless a pooled connection still owes an earlier operation replies).
+  run(build, signal, started) {
     return new Promise((resolve) => {
-      const conns = [];
-      let timer, done = false;
-      const step = (events) => { // one engine call per event: what happened in, what to do out
+      const conns = [], lent = new Uint8Array(this.idle.length), inbox = [];
+      let timer, done = false, op, first, owing = false;
+      for (let node = 0; node < this.idle.length; node++) {
+        const conn = this.idle[node].pop() ?? this.open(node);
+        if (!conn) continue;
+        conns[node] = conn; lent[node] = 1; owing ||= conn.owed > 0;
+        for (const bytes of conn.idle.splice(0)) inbox.push([node, bytes]);
+      }
+      const runner = {
+        input: (node, bytes) => handle(op.feed(now(), node, bytes)),
+        lost: (node) => { conns[node] = null; handle(op.lose(now(), node)); },
+      };
+      const handle = (bytes) => { // one engine call per event: what happened in, what to do out
         if (done) return;
         clearTimeout(timer);
-        const { transmits, timeout, outcome, connections } = op.step(now(), events);
-        for (const { node, bytes } of transmits) conns[node]?.write(bytes);
+        const { transmits, timeout, outcome, connections } = decodeStep(bytes, op);
+        for (const { node, bytes: out } of transmits) conns[node]?.write(out);
         if (outcome) return finish(outcome, connections);
-        if (timeout !== undefined) timer = after(timeout, () => step([]));
-      };
-      const runner = {
-        input: (node, bytes) => step([{ tag: 'data', val: { node, bytes } }]),
-        lost: (node) => { conns[node] = null; step([{ tag: 'disconnect', val: node }]); },
+        if (timeout !== undefined) timer = after(timeout, () => handle(op.tick(now())));
       };
       const finish = (outcome, connections) => {
         done = true; signal?.removeEventListener('abort', abort);
@@ -99,18 +116,27 @@ export class Pool {
         conns.forEach((c, node) => { if (!c) return; const fate = connections[node]; if (fate?.tag === 'keep') this.give(c, fate.val); else c.destroy(); });
         op[Symbol.dispose]?.(); resolve(outcome);
       };
-      const abort = () => { op.cancel(now()); step([]); };
-      signal?.addEventListener('abort', abort, { once: true });
-      const events = [];
-      for (let node = 0; node < this.idle.length; node++) {
-        let conn = this.idle[node].pop();
-        if (conn?.owed && !op.discardReplies(node, conn.owed)) { conn.destroy(); conn = null; }
-        conn ??= this.open(node);
-        if (conn) { conn.runner = runner; conns[node] = conn; } else events.push({ tag: 'disconnect', val: node });
-        for (const bytes of conn?.idle.splice(0) ?? []) events.push({ tag: 'data', val: { node, bytes } });
+      const abort = () => { op.cancel(now()); handle(op.tick(now())); };
+      try {
+        if (started && !owing) [op, first] = started(lent);
+        else {
+          op = build();
+          conns.forEach((conn, node) => {
+            if (!conn?.owed || op.discardReplies(node, conn.owed)) return;
+            conn.destroy(); // cannot skip what it owes (a status): another connection
+            conns[node] = this.open(node); lent[node] = conns[node] ? 1 : 0;
+          });
+          first = op.start(now(), lent);
+        }
+      } catch (error) { // not built: the connections go back as they were
+        conns.forEach((c) => c && this.give(c, c.owed));
+        throw error;
       }
-      if (signal?.aborted) { op.cancel(now()); }
-      step(events);
+      conns.forEach((c) => { if (c) c.runner = runner; });
+      signal?.addEventListener('abort', abort, { once: true });
+      if (signal?.aborted) op.cancel(now());
+      handle(first);
+      for (const [node, bytes] of inbox) handle(op.feed(now(), node, bytes));
     });
   }
 }

@@ -49,11 +49,13 @@ export class Client {
     return pool;
   }
 
-  async #run(pool, make, signal) {
+  // `make(session)` builds the operation; `started(session, lent)`, where given, builds it and
+  // takes its first step in one engine call (the fast path of an uncontended lock).
+  async #run(pool, make, signal, started) {
     // The engine builds operations for the servers the handshakes found: connect first.
     await pool.ready().catch((error) => { throw fromEngine(error); });
-    const op = engineCall(() => make(pool.session));
-    const outcome = await pool.run(op, signal);
+    const outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.session, lent)))
+      .catch((error) => { throw error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error; });
     if (outcome.tag === 'err') {
       if (outcome.val.tag === 'cancelled') throw signal?.reason ?? new DOMException('aborted', 'AbortError');
       throw fromEngine(outcome.val);
@@ -68,7 +70,8 @@ export class Client {
    */
   async acquire(name, { wait = 0, ttl, fenced, autoRenew = true, signal } = {}) {
     const pool = this.#pool(ttl, fenced);
-    const { val } = await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal);
+    const { val } = await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
+      (s, lent) => s.acquireStarted(name, wait, now(), entropy(), lent));
     return new Lease(this, pool, name, val, autoRenew);
   }
 
@@ -77,7 +80,8 @@ export class Client {
 
   /** Releases lock `name` held by `token` (from any process that has it). */
   async release(name, token) {
-    await this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()));
+    await this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
+      (s, lent) => s.releaseStarted(name, token, now(), entropy(), lent));
   }
 
   /** Extends lock `name` held by `token` to `ttl` ms from now; resolves with the new `validUntil`. */
@@ -91,7 +95,7 @@ export class Client {
   }
 
   /** @internal */
-  runOn(pool, make, signal) { return this.#run(pool, make, signal); }
+  runOn(pool, make, signal, started) { return this.#run(pool, make, signal, started); }
 
   /** Closes every connection. Leases not released expire at their TTL. */
   close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); }
@@ -126,7 +130,7 @@ export class Lease {
         this.validUntil = 0;
         return this.#controller.abort(new LockLost(`lease of ${this.name} lost (${event.val})`, event.val));
       }
-      await this.#pool.run(event.val); // the renewal hears the extend's outcome itself
+      await this.#pool.run(() => event.val); // the renewal hears the extend's outcome itself
       if (this.#released) return;
     }
     this.validUntil = this.#renewal.validUntil();
@@ -138,7 +142,8 @@ export class Lease {
     if (this.#released) return;
     this.#released = true;
     clearTimeout(this.#timer);
-    await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()));
+    await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()), undefined,
+      (s, lent) => s.releaseStarted(this.name, this.token, now(), entropy(), lent));
   }
 
   /** `await using lease = …`: releases at the end of the block (errors are swallowed: a lost lease needs no release). */

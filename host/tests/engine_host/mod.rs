@@ -7,9 +7,14 @@
 //! names. Every decision — which node to connect, when to retry, what a reply means, when a
 //! lease is lost, which connection to close as silent — comes from the engine; this module
 //! only moves bytes and reads the clock. Operations are driven by `operation.step`, one call
-//! per event. One operation runs at a time on a host (a second client is a second host).
+//! per event — or, on a host made `flat`, by its flat twins (`start`/`feed`/`lose`/`tick`,
+//! read by [`flat`], with `acquire`/`release` built and started in one call), the path the
+//! Node and Python hosts take. One operation runs at a time on a host (a second client is a
+//! second host).
 
 #![allow(dead_code)]
+
+mod flat;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -89,6 +94,8 @@ pub(crate) struct Host {
     sender: Sender<Event>,
     epoch: Instant,
     request_timeout: Duration,
+    /// Drive operations through the flat calls instead of `step`.
+    flat: bool,
 }
 
 /// The generated world (`Engine`, not to be confused with `wasmtime::Engine`).
@@ -140,6 +147,7 @@ impl Host {
             sender,
             epoch: Instant::now(),
             request_timeout,
+            flat: false,
         };
         host.tend();
         loop {
@@ -162,6 +170,12 @@ impl Host {
             let deadline = host.connect_deadline();
             host.wait(deadline, None);
         }
+    }
+
+    /// This host, driving its operations through the flat calls (see the module doc).
+    pub(crate) fn flat(mut self) -> Host {
+        self.flat = true;
+        self
     }
 
     /// The session's `connect-outcome`.
@@ -458,6 +472,17 @@ impl Host {
     /// handshaking, is reported disconnected to it), then does with each connection what
     /// the engine says: keep it with what it owes, or close it (out of step, or silent).
     pub(crate) fn run(&mut self, op: ResourceAny) -> Result<api::Outcome, api::Error> {
+        self.run_from(op, None)
+    }
+
+    /// `run`, where `first` is the first step's flat answer when the operation was built and
+    /// started in one call.
+    fn run_from(
+        &mut self,
+        op: ResourceAny,
+        mut first: Option<Vec<u8>>,
+    ) -> Result<api::Outcome, api::Error> {
+        let mut started = first.is_some();
         self.tend();
         let mut events = Vec::new();
         for node in 0..self.conns.len() {
@@ -488,12 +513,7 @@ impl Host {
             }
         }
         let (outcome, connections) = loop {
-            let now = self.now();
-            let step = self
-                .ops()
-                .call_step(&mut *self.store.borrow_mut(), op, now, &events)
-                .expect("no trap");
-            events.clear();
+            let step = self.step(op, &mut events, first.take(), &mut started);
             for tx in step.transmits {
                 let sent = match self.conns.get_mut(usize::from(tx.node)) {
                     Some(Some(Conn::Ready { stream, .. })) => stream.write_all(&tx.bytes).is_ok(),
@@ -515,6 +535,89 @@ impl Host {
         op.resource_drop(&mut *self.store.borrow_mut())
             .expect("no trap");
         outcome
+    }
+
+    /// Per node, 1 where a ready connection owing nothing can be lent to the next operation
+    /// (what `*-started` takes): such a node needs no `discard-replies` first.
+    fn lent(&self) -> Vec<u8> {
+        self.conns
+            .iter()
+            .map(|c| {
+                u8::from(matches!(c, Some(Conn::Ready { owed: 0, early, .. }) if early.is_empty()))
+            })
+            .collect()
+    }
+
+    /// One step with `events` (emptied): `step`, or on a `flat` host the flat calls — the
+    /// first step's answer `first` if given, else `start` for the first step, one `feed` or
+    /// `lose` per event, `tick` with none — their answers merged into one `step-result`.
+    fn step(
+        &mut self,
+        op: ResourceAny,
+        events: &mut Vec<api::NodeEvent>,
+        first: Option<Vec<u8>>,
+        started: &mut bool,
+    ) -> api::StepResult {
+        let now = self.now();
+        if !self.flat {
+            let step = self
+                .ops()
+                .call_step(&mut *self.store.borrow_mut(), op, now, events)
+                .expect("no trap");
+            events.clear();
+            return step;
+        }
+        let mut answers = Vec::new();
+        if let Some(first) = first {
+            answers.push(first);
+        }
+        let ops = self.ops();
+        let store = &mut *self.store.borrow_mut();
+        if !std::mem::replace(started, true) {
+            // The first step: the nodes reported disconnected so far get no connection.
+            let lent: Vec<u8> = (0..self.conns.len())
+                .map(|n| u8::from(!events.contains(&api::NodeEvent::Disconnect(n as u8))))
+                .collect();
+            events.retain(|e| !matches!(e, api::NodeEvent::Disconnect(_)));
+            answers.push(
+                ops.call_start(&mut *store, op, now, &lent)
+                    .expect("no trap"),
+            );
+        }
+        for event in events.drain(..) {
+            answers.push(
+                match event {
+                    api::NodeEvent::Data(data) => {
+                        ops.call_feed(&mut *store, op, now, data.node, &data.bytes)
+                    }
+                    api::NodeEvent::Disconnect(node) => ops.call_lose(&mut *store, op, now, node),
+                }
+                .expect("no trap"),
+            );
+        }
+        if answers.is_empty() {
+            answers.push(ops.call_tick(&mut *store, op, now).expect("no trap"));
+        }
+        let mut merged = api::StepResult {
+            transmits: Vec::new(),
+            timeout: None,
+            outcome: None,
+            connections: Vec::new(),
+        };
+        for answer in answers {
+            let step = flat::decode(&answer);
+            merged.transmits.extend(step.result.transmits);
+            merged.timeout = step.result.timeout;
+            if step.result.outcome.is_some() || step.outcome_elsewhere {
+                merged.outcome = match step.result.outcome {
+                    Some(outcome) => Some(outcome),
+                    None => ops.call_poll_outcome(&mut *store, op).expect("no trap"),
+                };
+                merged.connections = step.result.connections;
+                break; // the operation is over: later calls answer nothing
+            }
+        }
+        merged
     }
 
     /// After an outcome: each ready connection keeps what it owes, or is closed — out of
@@ -546,6 +649,26 @@ impl Host {
     /// `acquire` (wait in ms; 0: one attempt), run to its outcome.
     pub(crate) fn acquire(&mut self, name: &str, wait_ms: u32) -> Result<api::Lease, api::Error> {
         let now = self.now();
+        if self.flat {
+            self.tend();
+            let lent = self.lent();
+            let (op, first) = self
+                .sessions()
+                .call_acquire_started(
+                    &mut *self.store.borrow_mut(),
+                    self.session,
+                    name,
+                    wait_ms,
+                    now,
+                    &entropy(),
+                    &lent,
+                )
+                .expect("no trap")?;
+            return match self.run_from(op, Some(first))? {
+                api::Outcome::Acquired(lease) => Ok(lease),
+                other => panic!("acquire ended with {other:?}"),
+            };
+        }
         let op = self
             .sessions()
             .call_acquire(
@@ -585,6 +708,26 @@ impl Host {
     /// `release`, run to its outcome: the holds left.
     pub(crate) fn release(&mut self, name: &str, token: &str) -> Result<u32, api::Error> {
         let now = self.now();
+        if self.flat {
+            self.tend();
+            let lent = self.lent();
+            let (op, first) = self
+                .sessions()
+                .call_release_started(
+                    &mut *self.store.borrow_mut(),
+                    self.session,
+                    name,
+                    token,
+                    now,
+                    &entropy(),
+                    &lent,
+                )
+                .expect("no trap")?;
+            return match self.run_from(op, Some(first))? {
+                api::Outcome::Released(holds) => Ok(holds),
+                other => panic!("release ended with {other:?}"),
+            };
+        }
         let op = self
             .sessions()
             .call_release(

@@ -10,7 +10,7 @@
 //! when to renew and when a lease is lost — is `distlock-core`'s. This crate only holds the
 //! machines behind WIT resources: [`session`] (the node set and the factory of machines),
 //! [`handshake`], [`operation`], [`renewal`], plus the conversions of time, entropy
-//! ([`input`]) and errors ([`convert`]).
+//! ([`input`]) and errors ([`convert`]), and the flat step encoding ([`flat`]).
 //!
 //! Built for `wasm32-wasip2` only, like the `provider` component beside it.
 #![no_std]
@@ -18,6 +18,7 @@
 extern crate alloc;
 
 mod convert;
+mod flat;
 mod handshake;
 mod input;
 mod operation;

@@ -1,6 +1,7 @@
 //! `machines.operation`: one of the core's lock machines (acquire, release, extend, status,
-//! reset) behind one WIT resource, driven by the runtime's loop — one `step` per event, or
-//! the fine-grained `poll-*`/`handle-*` calls.
+//! reset) behind one WIT resource, driven by the runtime's loop — one `step` per event, its
+//! flat twins (`start`/`feed`/`lose`/`tick`, encoded by [`crate::flat`]), or the
+//! fine-grained `poll-*`/`handle-*` calls.
 //!
 //! Invariants:
 //! - an extend run for a [`crate::renewal::Renewal`] reports its outcome to that renewal
@@ -12,7 +13,9 @@
 //!   counts such a node as failed instead;
 //! - a node whose request went a whole request timeout without a reply byte is reported
 //!   `silent` with the outcome, and the session hears it (`Session::silent`) once, so a
-//!   frozen node costs one operation its request timeout and the next ones nothing.
+//!   frozen node costs one operation its request timeout and the next ones nothing;
+//! - the flat calls run exactly `step`: an outcome the flat layout does not carry is kept
+//!   and handed out once by `poll-outcome`.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -26,6 +29,7 @@ use distlock_core::{
 
 use crate::api;
 use crate::convert::{lock_error, reset, status};
+use crate::flat;
 use crate::input::{self, node, node_index};
 use crate::renewal::Schedule;
 use crate::session::Shared;
@@ -70,6 +74,8 @@ pub(crate) struct Operation {
     unanswered: RefCell<Vec<Option<Instant>>>,
     /// `step` gave the outcome out: the operation is over.
     finished: Cell<bool>,
+    /// An outcome a flat call ended with but could not encode, until `poll-outcome`.
+    kept: RefCell<Option<Result<api::Outcome, api::Error>>>,
 }
 
 impl Operation {
@@ -91,6 +97,7 @@ impl Operation {
             absent: RefCell::new(unknown),
             unanswered: RefCell::new(vec![None; nodes]),
             finished: Cell::new(false),
+            kept: RefCell::new(None),
         }
     }
 
@@ -147,6 +154,25 @@ impl Operation {
         let at = input::instant(now).max(self.last_now.get());
         self.last_now.set(at);
         at
+    }
+
+    /// `result` in the flat layout, keeping an outcome it cannot carry for `poll-outcome`.
+    fn flat(&self, result: api::StepResult) -> Vec<u8> {
+        let (bytes, kept) = flat::encode(result);
+        if kept.is_some() {
+            *self.kept.borrow_mut() = kept;
+        }
+        bytes
+    }
+
+    /// The first flat step: a `disconnect` for every node the runtime lends no connection.
+    pub(crate) fn start_flat(&self, now: api::Instant, lent: &[u8]) -> Vec<u8> {
+        let nodes = self.absent.borrow().len();
+        let events = (0..nodes)
+            .filter(|&n| lent.get(n) != Some(&1))
+            .map(|n| api::NodeEvent::Disconnect(node_index(n)))
+            .collect();
+        self.flat(api::GuestOperation::step(self, now, events))
     }
 
     /// Tells the renewal, if any, how its extend ended.
@@ -210,6 +236,24 @@ impl api::GuestOperation for Operation {
         result
     }
 
+    fn start(&self, now: api::Instant, lent: Vec<u8>) -> Vec<u8> {
+        self.start_flat(now, &lent)
+    }
+
+    fn feed(&self, now: api::Instant, n: u8, bytes: Vec<u8>) -> Vec<u8> {
+        let data = api::NodeEvent::Data(api::Received { node: n, bytes });
+        self.flat(api::GuestOperation::step(self, now, vec![data]))
+    }
+
+    fn lose(&self, now: api::Instant, n: u8) -> Vec<u8> {
+        let lost = api::NodeEvent::Disconnect(n);
+        self.flat(api::GuestOperation::step(self, now, vec![lost]))
+    }
+
+    fn tick(&self, now: api::Instant) -> Vec<u8> {
+        self.flat(api::GuestOperation::step(self, now, Vec::new()))
+    }
+
     fn poll_transmit(&self, now: api::Instant) -> Option<api::Transmit> {
         let at = self.at(now);
         self.next_transmit(at).map(|(tx, _)| tx)
@@ -235,6 +279,9 @@ impl api::GuestOperation for Operation {
     }
 
     fn poll_outcome(&self) -> Option<Result<api::Outcome, api::Error>> {
+        if let Some(kept) = self.kept.borrow_mut().take() {
+            return Some(kept);
+        }
         let mut machine = self.machine.borrow_mut();
         let outcome = match &mut *machine {
             Machine::Acquire(m) => m.poll_outcome()?.map(|lease| {

@@ -313,6 +313,32 @@ impl api::GuestSession for Session {
         )
     }
 
+    fn acquire_started(
+        &self,
+        name: String,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+        lent: Vec<u8>,
+    ) -> Result<(api::Operation, Vec<u8>), api::Error> {
+        let op = self.acquire(name, wait_ms, now, entropy)?;
+        let first = op.get::<Operation>().start_flat(now, &lent);
+        Ok((op, first))
+    }
+
+    fn release_started(
+        &self,
+        name: String,
+        token: String,
+        now: api::Instant,
+        entropy: api::Entropy,
+        lent: Vec<u8>,
+    ) -> Result<(api::Operation, Vec<u8>), api::Error> {
+        let op = self.release(name, token, now, entropy)?;
+        let first = op.get::<Operation>().start_flat(now, &lent);
+        Ok((op, first))
+    }
+
     fn try_acquire(
         &self,
         name: String,

@@ -1,7 +1,7 @@
 """The glue between the engine component and ``asyncio`` streams: the asyncio twin of
 ``_driver.py``. Every decision is the engine's; this file moves bytes and waits on the event
 loop until the earliest deadline a machine names. Nothing blocks the loop. An operation is
-driven by ``operation.step``, one engine call per round, as in ``_driver.py``.
+driven by the engine's flat calls, one per event, as in ``_driver.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import contextlib
 import ssl
 from typing import Any
 
-from ._engine import Handle, Record, field, now, split_option
+from . import _flat
+from ._engine import Handle, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 
@@ -45,7 +46,7 @@ class AsyncConn:
                     self.hs.handle_input(data, now())
                     self.step()
                 elif self.events is not None:
-                    self.events.append(Record(node=self.node, bytes=data))
+                    self.events.append((self.node, data))
                 else:
                     self.inbox.append(data)  # owed to the last operation: the next one skips it
                 self.wake.set()
@@ -123,45 +124,64 @@ class AsyncPool:
         for conn in conns:
             self.idle[conn.node].append(conn) if conn.alive and not conn.hs else conn.close()
 
-    async def run(self, op: Handle) -> Any:
-        """``op``'s outcome (a ``result<outcome, error>`` value)."""
+    async def run(self, build: Any, started: Any = None) -> Any:
+        """``Pool.run`` of ``_driver.py`` on the event loop: builds an operation, drives it to
+        its outcome (a ``result<outcome, error>`` value) and drops it."""
         wake, conns = asyncio.Event(), {}
-        events: list[Any] = []  # the next step's node events; the connections append to it
+        events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
+        lent = bytearray(len(self.idle))
+        owing = False
         for node in range(len(self.idle)):
             conn = self.idle[node].pop() if self.idle[node] else None
-            if conn and conn.owed and not op.discard_replies(node, conn.owed):
-                conn.failed = True
-                conn.close()
-                conn = None
             conn = conn or self.open(node, wake)
             if conn and conn.alive:
-                conn.events, conn.wake, conns[node] = events, wake, conn
-                events.extend(Record(node=node, bytes=data) for data in conn.inbox)
-                conn.inbox = []
-            else:
-                events.append(node)  # no connection: the operation counts the node as failed
-        after = None
+                conn.events, conn.wake, conns[node], lent[node] = events, wake, conn, 1
+                owing = owing or conn.owed > 0
+        op, after = None, None
         try:
+            if started is not None and not owing:
+                op, first = started(bytes(lent))
+            else:
+                op = build()
+                for node, conn in list(conns.items()):
+                    if conn.owed and not op.discard_replies(node, conn.owed):
+                        conn.events, conn.failed = None, True
+                        conn.close()  # cannot skip what it owes (a status): another connection
+                        del conns[node]
+                        lent[node] = 0
+                        if (fresh := self.open(node, wake)) and fresh.alive:
+                            fresh.events, conns[node], lent[node] = events, fresh, 1
+                first = op.start(now(), bytes(lent))
+            for node, conn in conns.items():  # read while idle: owed to the last operation
+                events[:0] = [(node, data) for data in conn.inbox]
+                conn.inbox = []
+            step = _flat.decode(first, op)
             while True:
-                result = op.step(now(), events[:])
-                events.clear()
-                for tx in result.transmits:
-                    conns[tx.node].write(tx.bytes)
-                present, outcome = split_option(result.outcome)
-                if present:
-                    after = result.connections
-                    return outcome
+                for node, data in step.transmits:
+                    conns[node].write(data)
+                if step.over:
+                    after = step.connections
+                    return step.outcome
                 if not events:
-                    await _wait(wake, conns.values(), result.timeout)
+                    await _wait(wake, conns.values(), step.timeout)
+                if events:
+                    event = events.pop(0)
+                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                else:
+                    raw = op.tick(now())
+                step = _flat.decode(raw, op)
         finally:
             for node, conn in conns.items():
-                fate = after[node] if after else None
                 conn.events = None
-                if conn.alive and fate is not None and fate.tag == "keep":
-                    conn.owed = fate.payload
+                if op is None and conn.alive and not conn.hs:  # never built: lent back as it was
+                    self.idle[node].append(conn)
+                elif conn.alive and after is not None and after[node][0] == _flat.KEEP:
+                    conn.owed = after[node][1]
                     self.idle[node].append(conn)
                 else:  # out of step, silent (the session backs the node off), or cancelled
                     conn.close()
+            if op is not None:
+                op.drop()
 
 
 async def _wait(wake: asyncio.Event, conns: Any, deadline: float | None) -> None:

@@ -4,9 +4,10 @@ reply means, which connection to close) is the engine's; this file only moves by
 honours the deadlines the machines name. A call blocks its thread; several threads may run
 operations on one pool at once (each operation borrows its own connections).
 
-An operation is driven by ``operation.step``: one engine call per round of the loop, carrying
-what the sockets said (``events``) and bringing back what to send, the next deadline and, at
-the end, what to do with each connection.
+An operation is driven by the engine's flat calls (``_flat.py``): one call per event — the
+first step (``start``, or built and started in one call by ``acquire-started``), bytes read
+(``feed``), a connection lost (``lose``), a deadline (``tick``) — each bringing back what to
+send, the next deadline and, at the end, what to do with each connection.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 import time
 from typing import Any
 
-from ._engine import Handle, Record, field, now, split_option
+from . import _flat
+from ._engine import Handle, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -87,7 +89,7 @@ class Conn:
                 self.hs.handle_input(data, now())
                 self.step()
             elif self.events is not None:
-                self.events.append(Record(node=self.node, bytes=data))
+                self.events.append((self.node, data))
 
     def tls_handshake(self) -> None:
         """One round of the TLS handshake; when it is done, the engine's handshake starts."""
@@ -187,44 +189,64 @@ class Pool:
         for conn in conns.values():
             self.keep(conn, 0) if conn.alive and not conn.hs else conn.close()
 
-    def run(self, op: Handle) -> Any:
-        """``op``'s outcome (a ``result<outcome, error>`` value)."""
+    def run(self, build: Any, started: Any = None) -> Any:
+        """Builds an operation (``build()``: its ``Handle``) and drives it to its outcome (a
+        ``result<outcome, error>`` value), dropping it at the end. ``started(lent)``, where
+        given, builds it and takes its first step in one engine call: the fast path, used
+        unless a pooled connection still owes an earlier operation replies."""
         conns: dict[int, Conn] = {}
-        events: list[Any] = []  # the next step's node events; the connections append to it
+        events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
+        lent = bytearray(len(self.idle))
+        owing = False
         for node in range(len(self.idle)):
             with self.lock:
                 conn = self.idle[node].pop() if self.idle[node] else None
-            if conn and conn.owed and not op.discard_replies(node, conn.owed):
-                conn.failed = True
-                conn.close()
-                conn = None
             conn = conn or self.open(node)
             if conn and conn.alive:
-                conn.events, conns[node] = events, conn
-            else:
-                events.append(node)  # no connection: the operation counts the node as failed
-        after = None
+                conn.events, conns[node], lent[node] = events, conn, 1
+                owing = owing or conn.owed > 0
+        op, after = None, None
         try:
+            if started is not None and not owing:
+                op, first = started(bytes(lent))
+            else:
+                op = build()
+                for node, conn in list(conns.items()):
+                    if conn.owed and not op.discard_replies(node, conn.owed):
+                        conn.events, conn.failed = None, True
+                        conn.close()  # cannot skip what it owes (a status): another connection
+                        del conns[node]
+                        lent[node] = 0
+                        if (fresh := self.open(node)) and fresh.alive:
+                            fresh.events, conns[node], lent[node] = events, fresh, 1
+                first = op.start(now(), bytes(lent))
+            step = _flat.decode(first, op)
             with _Waiter() as waiter:
                 while True:
-                    result = op.step(now(), events[:])
-                    events.clear()
-                    for tx in result.transmits:
-                        conns[tx.node].write(tx.bytes)
-                    present, outcome = split_option(result.outcome)
-                    if present:
-                        after = result.connections
-                        return outcome
+                    for node, data in step.transmits:
+                        conns[node].write(data)
+                    if step.over:
+                        after = step.connections
+                        return step.outcome
                     if not events:
-                        waiter.wait(conns.values(), result.timeout)
+                        waiter.wait(conns.values(), step.timeout)
+                    if events:
+                        event = events.pop(0)
+                        raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                    else:
+                        raw = op.tick(now())
+                    step = _flat.decode(raw, op)
         finally:
             for node, conn in conns.items():
-                fate = after[node] if after else None
-                if conn.alive and fate is not None and fate.tag == "keep":
-                    self.keep(conn, fate.payload)
+                conn.events = None
+                if op is None and conn.alive and not conn.hs:  # never built: lent back as it was
+                    self.keep(conn, conn.owed)
+                elif conn.alive and after is not None and after[node][0] == _flat.KEEP:
+                    self.keep(conn, after[node][1])
                 else:  # out of step, silent (the session backs the node off), or interrupted
-                    conn.events = None
                     conn.close()
+            if op is not None:
+                op.drop()
 
 
 class _Waiter:
@@ -232,7 +254,7 @@ class _Waiter:
     machine's, or a handshake's), and runs the handshakes' timeouts."""
 
     def __enter__(self) -> _Waiter:
-        self.sel, self.masks = selectors.DefaultSelector(), {}
+        self.sel, self.masks = selectors.PollSelector(), {}  # no fd to open per loop, unlike epoll
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -312,5 +312,136 @@ class Handle:
         return self.engine.fallible(f"[method]{self.kind}.{method.replace('_', '-')}", self.resource, *args)
 
     def drop(self) -> None:
+        held = self.__dict__.pop("_c_self", None)  # the handle `started` lowered once
+        if held is not None:
+            ffi.wasmtime_component_val_delete(ctypes.byref(held))
         self.engine.drop(self.resource)
         self.resource = None  # type: ignore[assignment]
+
+
+_F64_KIND = ffi.WASMTIME_COMPONENT_F64
+_U8_KIND_C = ffi.WASMTIME_COMPONENT_U8
+_RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
+_Vals = {n: ffi.wasmtime_component_val_t * n for n in (2, 3, 4)}
+
+
+class Operation(Handle):
+    """An ``operation`` with its flat calls (``start``, ``feed``, ``lose``, ``tick``: scalars
+    and bytes in, bytes out) made without the generic conversions: the operation's own handle
+    is lowered once (not cloned and freed per call), the scalars are written straight into the
+    C values, and the answer's bytes are lifted in one copy. ~6 µs less per call."""
+
+    def __init__(self, engine: Engine, kind: str, resource: wc.ResourceAny) -> None:
+        super().__init__(engine, kind, resource)
+        self._self = ffi.wasmtime_component_val_t()
+        self._self.kind = _RESOURCE_KIND
+        self._self.of.resource = ffi.wasmtime_component_resource_any_clone(resource.ptr())
+        self._funcs: dict[str, Any] = {}
+
+    def _flat(self, method: str, params: Any, n: int, lists: int) -> bytes:
+        """Calls ``method`` with ``params`` (the handle first, ``lists`` ``list<u8>`` values
+        last, which are freed after the call) and lifts its ``list<u8>`` answer."""
+        engine = self.engine
+        with engine.lock:
+            func = self._funcs.get(method)
+            if func is None:
+                func = self._funcs[method] = ctypes.byref(engine._func(f"[method]operation.{method}").func._func)
+            result = ffi.wasmtime_component_val_t()
+            try:
+                enter_wasm(lambda: ffi.wasmtime_component_func_call(func, engine.store._context(), params, n, ctypes.byref(result), 1))
+            finally:
+                for i in range(n - lists, n):
+                    ffi.wasmtime_component_val_delete(ctypes.byref(params[i]))
+            items = result.of.list
+            data = ctypes.string_at(items.data, items.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE] if items.size else b""
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(items))
+            return data
+
+    def _params(self, n: int, now_ms: float) -> Any:
+        params = _Vals[n]()
+        params[0] = self._self  # a copy of the handle's C value: not freed per call
+        params[1].kind = _F64_KIND
+        params[1].of.f64 = now_ms
+        return params
+
+    def _bytes_param(self, params: Any, i: int, data: bytes) -> None:
+        _bytes_to_c(_BYTES, None, data, ctypes.pointer(params[i]))
+
+    def start(self, now_ms: float, lent: bytes) -> bytes:
+        params = self._params(3, now_ms)
+        self._bytes_param(params, 2, lent)
+        return self._flat("start", params, 3, 1)
+
+    def feed(self, now_ms: float, node: int, data: bytes) -> bytes:
+        params = self._params(4, now_ms)
+        params[2].kind = _U8_KIND_C
+        params[2].of.u8 = node
+        self._bytes_param(params, 3, data)
+        return self._flat("feed", params, 4, 1)
+
+    def lose(self, now_ms: float, node: int) -> bytes:
+        params = self._params(3, now_ms)
+        params[2].kind = _U8_KIND_C
+        params[2].of.u8 = node
+        return self._flat("lose", params, 3, 0)
+
+    def tick(self, now_ms: float) -> bytes:
+        return self._flat("tick", self._params(2, now_ms), 2, 0)
+
+    def drop(self) -> None:
+        if self.resource is not None:
+            ffi.wasmtime_component_val_delete(ctypes.byref(self._self))
+        super().drop()
+
+
+class _BytesType:
+    """What :func:`_bytes_to_c` reads of a frozen ``list<u8>`` type."""
+
+    _frozen = {"_is_bytes": True}
+
+
+_BYTES = _BytesType()
+
+
+_TUPLE_KIND = ffi.WASMTIME_COMPONENT_TUPLE
+
+
+def started(session: Handle, method: str, *args: Any) -> tuple[Operation, bytes]:
+    """``session.<method>-started(args)``: the operation and its first flat step, or raises
+    ``EngineError``. The success's ``tuple<operation, list<u8>>`` is lifted straight from the
+    C value (an error takes the generic path), and the session's handle is lowered once per
+    session rather than cloned and freed per call."""
+    engine = session.engine
+    with engine.lock:
+        export = engine._func(f"[method]session.{method.replace('_', '-')}")
+        held = session.__dict__.get("_c_self")
+        if held is None:
+            held = session._c_self = ffi.wasmtime_component_val_t()  # type: ignore[attr-defined]
+            held.kind = _RESOURCE_KIND
+            held.of.resource = ffi.wasmtime_component_resource_any_clone(session.resource.ptr())
+        n = len(args) + 1
+        params = (ffi.wasmtime_component_val_t * n)()
+        params[0] = held  # a copy of the session's C value: not freed per call
+        lowered = 1
+        result = ffi.wasmtime_component_val_t()
+        try:
+            for ty, val in zip(export.params[1:], args):
+                ty.convert_to_c(engine.store, val, ctypes.pointer(params[lowered]))
+                lowered += 1
+            store = engine.store
+            enter_wasm(lambda: ffi.wasmtime_component_func_call(ctypes.byref(export.func._func), store._context(), params, n, ctypes.byref(result), 1))
+        finally:
+            for i in range(1, lowered):
+                ffi.wasmtime_component_val_delete(ctypes.byref(params[i]))
+        outcome = result.of.result
+        if not outcome.is_ok:
+            ok, error = split_result(export.result.convert_from_c(result))
+            raise EngineError(error)
+        pair = outcome.val.contents.of.tuple
+        op_val, bytes_val = pair.data[0], pair.data[1]
+        resource = wc.ResourceAny._from_ptr(ffi.take_pointer(op_val.of, "resource"))
+        op_val.kind = _BOOL_KIND  # moved out: the result's delete must not free it again
+        items = bytes_val.of.list
+        first = ctypes.string_at(items.data, items.size * _VAL_SIZE)[_VAL_PAYLOAD::_VAL_SIZE] if items.size else b""
+        ffi.wasmtime_component_val_delete(ctypes.byref(result))
+        return Operation(engine, "operation", resource), first

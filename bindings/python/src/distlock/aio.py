@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 from ._aio_driver import AsyncPool
-from ._engine import Handle, entropy, field, now, split_option, split_result
+from ._engine import Handle, Operation, entropy, field, now, split_option, split_result
 from .client import Client, Lease, millis
 from .errors import LockError, LockLost, NotAcquired, engine_errors, from_engine
 from .lock import urls_of
@@ -44,11 +44,7 @@ class AsyncClient(Client):
     async def run(self, pool: Any, method: str, *args: Any) -> Any:  # type: ignore[override]
         await self.ready(pool)
         with engine_errors():
-            op = Handle(self.engine, "operation", pool.session.fallible(method, *args))
-        try:
-            ok, value = split_result(await pool.run(op))
-        finally:
-            op.drop()
+            ok, value = split_result(await pool.run(*self.builders(pool, method, args)))
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -118,11 +114,8 @@ async def _renew(lease_ref: Any, renewal: Handle, stopped: asyncio.Event) -> Non
                 if isinstance(event, str):  # lost(lost-reason); otherwise extend(operation)
                     lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
                     return
-                op = Handle(renewal.engine, "operation", event)
-                try:
-                    await lease.pool.run(op)
-                finally:
-                    op.drop()
+                op = Operation(renewal.engine, "operation", event)
+                await lease.pool.run(lambda op=op: op)
                 del lease
             if (lease := lease_ref()) is not None:
                 lease.valid_until = renewal.valid_until()

@@ -16,10 +16,13 @@ import weakref
 from typing import Any, Iterable
 
 from ._driver import Pool
-from ._engine import MAX_SPAN_MS, Engine, Handle, Record, entropy, field, now, split_option, split_result
+from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
+from ._engine import started as start_operation
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
+# Operations the engine also builds and starts in one call (`<method>-started`).
+STARTED = ("acquire", "release")
 
 
 def millis(seconds: float | None, what: str) -> int | None:
@@ -99,14 +102,23 @@ class Client:
         """Builds operation ``method`` on ``pool``'s session and drives it to its outcome."""
         self.ready(pool)
         with engine_errors():
-            op = Handle(self.engine, "operation", pool.session.fallible(method, *args))
-        try:
-            ok, value = split_result(pool.run(op))
-        finally:
-            op.drop()
+            ok, value = split_result(pool.run(*self.builders(pool, method, args)))
         if not ok:
             raise from_engine(value)
         return value.payload
+
+    def builders(self, pool: Any, method: str, args: tuple[Any, ...]) -> tuple[Any, Any]:
+        """How ``pool.run`` builds operation ``method``: alone, and (for ``acquire`` and
+        ``release``, the hot path) built and started in one engine call."""
+        session = pool.session
+
+        def build() -> Handle:
+            return Operation(self.engine, "operation", session.fallible(method, *args))
+
+        def started(lent: bytes) -> tuple[Operation, bytes]:
+            return start_operation(session, f"{method}_started", *args, lent)
+
+        return build, started if method in STARTED else None
 
     def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, auto_renewal: bool = False) -> Lease:
         """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go.
@@ -205,11 +217,8 @@ def _renew(lease_ref: Any, renewal: Handle, stop: threading.Event) -> None:
                 if isinstance(event, str):  # lost(lost-reason); otherwise extend(operation)
                     lease.lost = LockLost(f"lease of {lease.name} lost ({event})", event)
                     return
-                op = Handle(renewal.engine, "operation", event)
-                try:
-                    lease.pool.run(op)  # the renewal hears the extend's outcome itself
-                finally:
-                    op.drop()
+                op = Operation(renewal.engine, "operation", event)
+                lease.pool.run(lambda op=op: op)  # the renewal hears the extend's outcome itself
                 del lease
             lease = lease_ref()
             if lease is not None:

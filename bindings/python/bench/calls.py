@@ -1,0 +1,56 @@
+"""Per-call cost of the engine's operation calls from Python: ``step`` with one ``data`` event
+(records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
+``feed`` (bytes in, bytes out), and the whole flat pair's calls. A measurement to report, not
+a test: ``python bench/calls.py redis://127.0.0.1:6379``. The calls go to an operation that is
+over, so each does the conversions and no lock work."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import distlock
+from distlock._engine import Handle, Operation, Record, entropy, now, started
+
+ROUNDS = 20000
+REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
+
+
+def per_call(label: str, call) -> None:
+    for _ in range(ROUNDS // 10):
+        call()
+    samples = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1e6)
+    print(f"{label:34} p50 {statistics.median(samples):6.1f} us")
+
+
+class Kept(Operation):
+    """An operation ``pool.run`` drives but leaves alive, for the calls measured after."""
+
+    def drop(self) -> None:
+        pass
+
+
+def main(url: str) -> None:
+    client = distlock.Client.connect(url, ttl=30)
+    pool = client.pool(client.ttl, client.fenced)
+    session = pool.session
+    op = Kept(client.engine, "operation", session.fallible("acquire", "bench-calls", 0, now(), entropy()))
+    pool.run(lambda: op)  # over: later calls answer nothing
+    per_call("step(now, [data(node 0, reply)])", lambda: op.step(now(), [Record(node=0, bytes=REPLY)]))
+    per_call("step(now, [])", lambda: op.step(now(), []))
+    per_call("feed(now, 0, reply)", lambda: op.feed(now(), 0, REPLY))
+    per_call("tick(now)", lambda: op.tick(now()))
+    per_call("status(...) build (result<operation>)", lambda: session.fallible("status", "bench-calls", now()).drop(client.engine.store))
+    per_call("acquire-started (generic lift)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
+    per_call("acquire-started (_engine.started)", lambda: started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop())
+    Operation.drop(op)
+    client.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "redis://127.0.0.1:6379")

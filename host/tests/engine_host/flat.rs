@@ -1,0 +1,87 @@
+//! The reference host's reader of the engine's flat step encoding (`operation.feed` in
+//! `wit/engine.wit`): the bytes back as the `step-result` the same step gives, so the
+//! conformance test can hold the flat calls to the record-typed `step`. Layout only.
+
+use super::api;
+
+/// One flat step: the `step-result`, and whether its outcome is one the layout does not
+/// carry (status, reset, an error: read with `poll-outcome`).
+pub(crate) struct FlatStep {
+    pub(crate) result: api::StepResult,
+    pub(crate) outcome_elsewhere: bool,
+}
+
+/// Reads `bytes`; panics on anything the layout does not allow (a test fails then).
+pub(crate) fn decode(bytes: &[u8]) -> FlatStep {
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let slice = &bytes[at..at + n];
+        at += n;
+        slice
+    };
+    assert_eq!(take(1)[0], 1, "flat encoding version");
+    let mut result = api::StepResult {
+        transmits: Vec::new(),
+        timeout: None,
+        outcome: None,
+        connections: Vec::new(),
+    };
+    for _ in 0..take(1)[0] {
+        let node = take(1)[0];
+        let length = u32::from_le_bytes(take(4).try_into().unwrap()) as usize;
+        let bytes = take(length).to_vec();
+        result.transmits.push(api::Transmit { node, bytes });
+    }
+    let f64_of = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap());
+    if take(1)[0] == 0 {
+        let timeout = f64_of(take(8));
+        result.timeout = (!timeout.is_nan()).then_some(timeout);
+        assert_eq!(at, bytes.len(), "nothing after a pending step");
+        return FlatStep {
+            result,
+            outcome_elsewhere: false,
+        };
+    }
+    let mut outcome_elsewhere = false;
+    result.outcome = match take(1)[0] {
+        0 => {
+            let length = usize::from(take(1)[0]);
+            let token = String::from_utf8(take(length).to_vec()).expect("an ASCII token");
+            let has_fence = take(1)[0] == 1;
+            let fence = u64::from_le_bytes(take(8).try_into().unwrap());
+            Some(Ok(api::Outcome::Acquired(api::Lease {
+                token,
+                fence: has_fence.then_some(fence),
+                started: f64_of(take(8)),
+                valid_until: f64_of(take(8)),
+            })))
+        }
+        1 => Some(Ok(api::Outcome::Released(u32::from_le_bytes(
+            take(4).try_into().unwrap(),
+        )))),
+        2 => Some(Ok(api::Outcome::Extended(api::Extended {
+            started: f64_of(take(8)),
+            valid_until: f64_of(take(8)),
+        }))),
+        3 => {
+            outcome_elsewhere = true;
+            None
+        }
+        code => panic!("unknown outcome code {code}"),
+    };
+    for _ in 0..take(1)[0] {
+        let verdict = take(1)[0];
+        let owed = u32::from_le_bytes(take(4).try_into().unwrap());
+        result.connections.push(match verdict {
+            0 => api::After::Keep(owed),
+            1 => api::After::Close,
+            2 => api::After::Silent,
+            other => panic!("unknown connection verdict {other}"),
+        });
+    }
+    assert_eq!(at, bytes.len(), "nothing after the connections");
+    FlatStep {
+        result,
+        outcome_elsewhere,
+    }
+}

@@ -557,6 +557,7 @@ impl Path for ComponentPath {
             ttl_ms: settings.ttl.map(|t| t.as_millis() as u64),
             fenced: settings.fenced,
             request_timeout_ms: None,
+            fair: None,
         };
         let client = instance.open(&config).map_err(component_kind)?;
         Ok(ComponentLocks { instance, client })
@@ -680,6 +681,7 @@ fn lock_component_runs_redlock_over_three_nodes() {
         ttl_ms: None,
         fenced,
         request_timeout_ms: Some(300),
+        fair: None,
     };
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance.open(&config(true)).expect("open");
@@ -738,6 +740,7 @@ fn lock_component_takes_back_nodes_that_return() {
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: Some(300),
+            fair: None,
         })
         .expect("open");
     let name = unique_name("return");
@@ -794,6 +797,7 @@ fn lock_component_keeps_its_redlock_connections() {
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: None,
+            fair: None,
         })
         .expect("open");
     let name = unique_name("keep");
@@ -945,6 +949,7 @@ fn config_with_ttl(ttl: Duration) -> wit::Config {
         ttl_ms: Some(ttl.as_millis() as u64),
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     }
 }
 
@@ -1092,6 +1097,7 @@ fn frozen_node_renewal(via: Via, request_timeout: Option<Duration>) {
     let mut instance = via.instance(&adapter);
     let config = wit::Config {
         request_timeout_ms: request_timeout.map(|t| t.as_millis() as u64),
+        fair: None,
         ..config_with_ttl(ttl)
     };
     let client = instance.open(&config).expect("open");
@@ -1210,6 +1216,7 @@ fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &s
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: None,
+            fair: None,
         })
         .expect("open");
     let lease = instance
@@ -1323,6 +1330,7 @@ fn per_acquire_overhead() {
         ttl_ms: None,
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     };
     let mut provider = adapter.lock_component(Limits::default()).expect("instance");
     let provider_client = provider.open(&config).expect("open");

@@ -1405,3 +1405,67 @@ fn per_acquire_overhead() {
         "lock component: {provider_us:.1} µs vs native {native_us:.1} µs"
     );
 }
+
+/// `config.fair` reaches the lock component's core: a waiter queues in fair mode's queue
+/// (which a non-fair waiter never writes) and gets the lock from the holder's release; over
+/// three nodes `open` is refused with the kind `fair-unsupported`.
+#[test]
+fn the_lock_component_takes_fair_mode_from_its_config() {
+    require_redis!();
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let adapter = adapter_over(&servers);
+    let fair = |nodes: Vec<String>| wit::Config {
+        nodes,
+        key_prefix: None,
+        ttl_ms: None,
+        fenced: false,
+        request_timeout_ms: None,
+        fair: Some(true),
+    };
+    let mut redlock = adapter.lock_component(Limits::default()).expect("instance");
+    match redlock.open(&fair(vec![])) {
+        Err(CallError::Lock(wit::Error::Invalid(e))) => {
+            assert_eq!(e.kind, wit::ConfigErrorKind::FairUnsupported, "{e:?}");
+        }
+        other => panic!("expected fair-unsupported, got {:?}", other.map(|_| ())),
+    }
+
+    let one = vec![servers[0].url()];
+    let name = unique_name("component-fair");
+    let mut holder = adapter.lock_component(Limits::default()).expect("instance");
+    let holder_client = holder.open(&fair(one.clone())).expect("open");
+    let lease = holder
+        .try_acquire(&holder_client, &name)
+        .expect("free lock");
+    let waiter = {
+        let (adapter, one, name) = (adapter.clone(), one.clone(), name.clone());
+        thread::spawn(move || {
+            let mut waiter = adapter.lock_component(Limits::default()).expect("instance");
+            let client = waiter.open(&fair(one)).expect("open");
+            let lease = waiter
+                .acquire(&client, &name, Duration::from_secs(20))
+                .expect("the waiter is handed the lock");
+            let token = waiter.token(&lease).expect("token");
+            waiter.release(&lease).expect("release");
+            waiter.drop_lease(lease).expect("drop");
+            token
+        })
+    };
+    let queue = format!("{}:queue", lock_key(&name));
+    support::wait_for("the waiter to queue", Duration::from_secs(10), || {
+        (servers[0].raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
+    });
+    let holder_token = holder.token(&lease).expect("token");
+    holder.release(&lease).expect("release");
+    holder.drop_lease(lease).expect("drop");
+    let waiter_token = waiter.join().expect("the waiter thread");
+    assert_ne!(waiter_token, holder_token);
+    assert_eq!(
+        servers[0].raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+        Some(0)
+    );
+}

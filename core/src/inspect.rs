@@ -1,12 +1,13 @@
 //! `status`: what each node says about one lock, and what that says about the lock.
 //!
 //! [`Inspect`] reads, on every node at once, the lock key (`GET`: the holder's token), its
-//! time to live (`PTTL`) and the fencing counter (`GET`), one command at a time, and ends with
+//! time to live (`PTTL`), the fencing counter (`GET`) and, under the tagged layout, how many
+//! waiters fair mode's queue holds (`ZCARD`, O(1)), one command at a time, and ends with
 //! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
 //! [`verdict`] turns readings into held / free / unknown.
 //!
 //! Invariants:
-//! - **Read only.** It sends `GET` and `PTTL`, nothing that writes.
+//! - **Read only.** It sends `GET`, `PTTL` and `ZCARD`, nothing that writes.
 //! - **Unknown is never free.** A node that could not be read — unreachable, silent past the
 //!   request timeout, not RESP, a refusal (`NOPERM`, `WRONGTYPE`), a lock key holding no token,
 //!   a fence that is no number — is an `Err`, and [`verdict`] says free only when no token can
@@ -32,6 +33,10 @@ pub struct Reading {
     pub ttl: Option<Duration>,
     /// The fencing counter: the last fence handed out.
     pub fence: Option<u64>,
+    /// Fair mode's queued waiters (`ZCARD` of the queue; 0 without one); `None` under a
+    /// layout that has no queue. It may still count a waiter that died less than a request
+    /// timeout ago: the next release or take drops it.
+    pub queued: Option<u64>,
 }
 
 /// What every node says, in node order.
@@ -132,11 +137,13 @@ impl Inspect {
         let keys = lock.keys();
         let lock_key = keys.lock().concat();
         let fence_key = keys.fence().concat();
+        let queue_key = keys.has_queue().then(|| keys.queue().concat());
         let tasks = servers
             .iter()
             .map(|_| ReadLock {
                 lock_key: lock_key.clone(),
                 fence_key: fence_key.clone(),
+                queue_key: queue_key.clone(),
                 stage: Stage::Holder,
             })
             .collect();
@@ -182,12 +189,19 @@ enum Stage {
         holder: Option<Token>,
         ttl: Option<Duration>,
     },
+    Queue {
+        holder: Option<Token>,
+        ttl: Option<Duration>,
+        fence: Option<u64>,
+    },
 }
 
-/// One node's reading: `GET` lock, `PTTL` lock, `GET` fence.
+/// One node's reading: `GET` lock, `PTTL` lock, `GET` fence, then `ZCARD` queue where the
+/// layout has one.
 struct ReadLock {
     lock_key: Vec<u8>,
     fence_key: Vec<u8>,
+    queue_key: Option<Vec<u8>>,
     stage: Stage,
 }
 
@@ -237,7 +251,38 @@ impl Task for ReadLock {
                     },
                     other => return Step::Fail(failure(other)),
                 };
-                Step::Done(Reading { holder, ttl, fence })
+                match &self.queue_key {
+                    Some(queue_key) => {
+                        let zcard = command(&[b"ZCARD", queue_key]);
+                        self.stage = Stage::Queue { holder, ttl, fence };
+                        Step::Send(zcard)
+                    }
+                    None => Step::Done(Reading {
+                        holder,
+                        ttl,
+                        fence,
+                        queued: None,
+                    }),
+                }
+            }
+            Stage::Queue { holder, ttl, fence } => {
+                // A queue of another type is someone else's key under our name: unknown,
+                // as a lock key holding no token is.
+                let Value::Int(count) = reply else {
+                    return Step::Fail(match reply {
+                        Value::Error(e) if e.starts_with(b"WRONGTYPE") => NodeError::NotALock {
+                            key: self.queue_key.clone().unwrap_or_default(),
+                            why: "fair mode's queue is not a sorted set",
+                        },
+                        other => failure(other),
+                    });
+                };
+                Step::Done(Reading {
+                    holder,
+                    ttl,
+                    fence,
+                    queued: Some(u64::try_from(count).unwrap_or(0)),
+                })
             }
         }
     }
@@ -327,6 +372,12 @@ mod tests {
         );
         assert!(inspect.poll_outcome().is_none());
         inspect.handle_input(0, b"$1\r\n7\r\n", t0);
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"ZCARD", b"distlock:{job}:queue"]))]
+        );
+        assert!(inspect.poll_outcome().is_none());
+        inspect.handle_input(0, b":2\r\n", t0);
         let outcome = inspect.poll_outcome().unwrap();
         assert_eq!(
             outcome.nodes,
@@ -334,6 +385,7 @@ mod tests {
                 holder: Some(Token::new(TOKEN).unwrap()),
                 ttl: Some(Duration::from_millis(1500)),
                 fence: Some(7),
+                queued: Some(2),
             })]
         );
         assert_eq!(
@@ -421,6 +473,42 @@ mod tests {
         assert!(
             matches!(&node, Err(NodeError::NotALock { key, .. }) if key == b"distlock:{job}:fence"),
             "{node:?}"
+        );
+    }
+
+    #[test]
+    fn a_queue_of_another_type_is_not_a_lock() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        for reply in [&b"$-1\r\n"[..], b":-2\r\n", b"$-1\r\n", wrong] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        let node = inspect.poll_outcome().unwrap().nodes.remove(0);
+        assert!(
+            matches!(&node, Err(NodeError::NotALock { key, .. }) if key == b"distlock:{job}:queue"),
+            "{node:?}"
+        );
+    }
+
+    #[test]
+    fn a_layout_without_a_queue_is_read_in_three_commands() {
+        let t0 = Instant::from_millis(0);
+        let lock = Lock::new(KeyLayout::redis_py(), b"job", LockOptions::default()).unwrap();
+        let mut inspect = Inspect::new(&lock, &servers(1), t0).unwrap();
+        for reply in [&b"$-1\r\n"[..], b":-2\r\n", b"$-1\r\n"] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        assert_eq!(
+            inspect.poll_outcome().unwrap().nodes,
+            vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: None,
+                queued: None,
+            })]
         );
     }
 

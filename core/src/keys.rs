@@ -314,6 +314,12 @@ impl Keys {
         self.key(Role::Signal)
     }
 
+    /// Whether the layout has room for fair mode's keys (the tagged layout only).
+    #[must_use]
+    pub fn has_queue(&self) -> bool {
+        matches!(self.layout, KeyLayout::Tagged { .. })
+    }
+
     /// Fair mode's queue of waiters (a sorted set: waiter token by arrival ticket).
     #[must_use]
     pub fn queue(&self) -> [&[u8]; 4] {
@@ -375,14 +381,19 @@ pub enum KeyRole {
     Holds,
     /// The wake-up list: a list of `1`s, always with a short TTL (it expires on its own).
     Signal,
+    /// Fair mode's queue of waiters (tagged layout only): a sorted set, with a TTL of a
+    /// request timeout that every waiter's cycle renews. Its per-waiter keys (`:alive:<token>`,
+    /// `:wake:<token>`) are not recognised: they live at most a request timeout.
+    Queue,
 }
 
 impl KeyRole {
-    const ALL: [KeyRole; 4] = [
+    const ALL: [KeyRole; 5] = [
         KeyRole::Lock,
         KeyRole::Fence,
         KeyRole::Holds,
         KeyRole::Signal,
+        KeyRole::Queue,
     ];
 
     fn role(self) -> Role {
@@ -391,23 +402,25 @@ impl KeyRole {
             KeyRole::Fence => Role::Fence,
             KeyRole::Holds => Role::Holds,
             KeyRole::Signal => Role::Signal,
+            KeyRole::Queue => Role::Queue,
         }
     }
 
-    /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key and the
-    /// re-entry count. Never the fencing counter (fences must stay monotonic across a reset);
-    /// the wake-up list is not deleted either: it always carries a TTL of its own, and a reset
-    /// replaces it with a fresh wake-up as a release does.
+    /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key, the
+    /// re-entry count and fair mode's queue (its waiters queue again on their next cycle).
+    /// Never the fencing counter (fences must stay monotonic across a reset); the wake-up list
+    /// is not deleted either: it always carries a TTL of its own, and a reset replaces it with
+    /// a fresh wake-up as a release does.
     #[must_use]
     pub const fn is_reset(self) -> bool {
-        matches!(self, KeyRole::Lock | KeyRole::Holds)
+        matches!(self, KeyRole::Lock | KeyRole::Holds | KeyRole::Queue)
     }
 
     /// Whether `value`, the string a key of this role holds, is what the lock protocol writes
     /// there: a [`Token`] in the lock key, a decimal count (1 to 10 digits) in the re-entry
     /// count or the fence. A reset deletes a key only when it is (anything else is someone
-    /// else's data under a name that happens to look like ours). The wake-up list is no
-    /// string, so no string fits it.
+    /// else's data under a name that happens to look like ours). The wake-up list and the
+    /// queue are no strings, so no string fits them.
     #[must_use]
     pub fn fits(self, value: &[u8]) -> bool {
         match self {
@@ -415,7 +428,7 @@ impl KeyRole {
             KeyRole::Holds | KeyRole::Fence => {
                 (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
             }
-            KeyRole::Signal => false,
+            KeyRole::Signal | KeyRole::Queue => false,
         }
     }
 }
@@ -430,6 +443,10 @@ impl KeyLayout {
     #[must_use]
     pub fn recognise(&self, key: &[u8]) -> Option<(LockName, KeyRole)> {
         KeyRole::ALL.into_iter().find_map(|role| {
+            // Only the tagged layout has fair mode's queue.
+            if role == KeyRole::Queue && !matches!(self, KeyLayout::Tagged { .. }) {
+                return None;
+            }
             let name = self.name_in(key, role.role())?;
             let name = LockName::new(name).ok()?;
             self.check_name(&name).ok()?;
@@ -835,6 +852,20 @@ mod tests {
             layout.recognise(b"distlock:{jobs}:signal"),
             Some((name(b"jobs"), KeyRole::Signal))
         );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:queue"),
+            Some((name(b"jobs"), KeyRole::Queue))
+        );
+        // A waiter's own keys are not recognised: they end with its token.
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:alive:0123456789abcdef0123456789abcdef"),
+            None
+        );
+        // The Python layouts have no queue.
+        assert_eq!(
+            KeyLayout::redis_py().recognise(b"distlock-redis-py:{jobs}:queue"),
+            None
+        );
         // A name may hold a `}`: the role is the suffix after the last brace.
         assert_eq!(
             layout.recognise(b"distlock:{a}:fence}"),
@@ -884,7 +915,8 @@ mod tests {
         assert!(!KeyRole::Holds.fits(b"-1"));
         assert!(!KeyRole::Holds.fits(b"12345678901"));
         assert!(!KeyRole::Signal.fits(b"1"));
-        assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset());
+        assert!(!KeyRole::Queue.fits(b"1"));
+        assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset() && KeyRole::Queue.is_reset());
         assert!(!KeyRole::Fence.is_reset() && !KeyRole::Signal.is_reset());
     }
 
@@ -913,6 +945,12 @@ mod tests {
             ] {
                 proptest::prop_assert_eq!(layout.recognise(&key), Some((name.clone(), role)));
             }
+            let queue = layout.recognise(&joined(keys.queue()));
+            if keys.has_queue() {
+                proptest::prop_assert_eq!(queue, Some((name.clone(), KeyRole::Queue)));
+            } else {
+                proptest::prop_assert_eq!(queue, None);
+            }
         }
 
         #[test]
@@ -920,7 +958,7 @@ mod tests {
             key in proptest::collection::vec(
                 proptest::prop_oneof![
                     Just(b'{'), Just(b'}'), Just(b':'),
-                    proptest::sample::select(b"distlock:fenceholdssignal".to_vec()),
+                    proptest::sample::select(b"distlock:fenceholdssignalqueue".to_vec()),
                     0x00u8..=0xff
                 ],
                 0..24,

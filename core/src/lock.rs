@@ -107,11 +107,7 @@ impl Lock {
         let name = LockName::new(name)?;
         layout.check_name(&name)?;
         options.validate()?;
-        // The fair queue's keys are computed inside the scripts from the tagged layout's
-        // hash tag; the Python layouts have no room for them.
-        if options.fair && !matches!(layout, KeyLayout::Tagged { .. }) {
-            return Err(ConfigError::FairUnsupported);
-        }
+        options.check_layout(&layout)?;
         Ok(Lock {
             keys: Keys::new(layout, name),
             options,
@@ -166,6 +162,30 @@ impl Lock {
 }
 
 impl LockOptions {
+    /// Checks that these options can work over `nodes` nodes with `layout`: what a driver
+    /// calls when a client opens, so a setup no lock of it could use is refused before
+    /// anything is sent. Fair mode needs one node and the tagged layout
+    /// ([`ConfigError::FairUnsupported`]).
+    pub fn check_setup(&self, layout: &KeyLayout, nodes: usize) -> Result<(), ConfigError> {
+        self.validate()?;
+        self.check_layout(layout)?;
+        // One queue lives on one node: a Redlock of fair queues would need a quorum of
+        // hand-offs, which no single release can give.
+        if self.fair && nodes > 1 {
+            return Err(ConfigError::FairUnsupported);
+        }
+        Ok(())
+    }
+
+    /// The fair queue's keys are computed inside the scripts from the tagged layout's hash
+    /// tag; the Python layouts have no room for them.
+    fn check_layout(&self, layout: &KeyLayout) -> Result<(), ConfigError> {
+        if self.fair && !matches!(layout, KeyLayout::Tagged { .. }) {
+            return Err(ConfigError::FairUnsupported);
+        }
+        Ok(())
+    }
+
     /// Checks the options can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ttl.is_zero() || self.ttl > MAX_TTL {
@@ -324,6 +344,34 @@ mod tests {
         assert_eq!(
             lock.valid_until(Instant::from_millis(1000)),
             Instant::from_millis(1000 + 10_000 - 102)
+        );
+    }
+
+    #[test]
+    fn fair_setups_are_checked_before_any_lock_is_built() {
+        let fair = LockOptions {
+            fair: true,
+            ..LockOptions::default()
+        };
+        assert_eq!(fair.check_setup(&KeyLayout::default(), 1), Ok(()));
+        assert_eq!(
+            fair.check_setup(&KeyLayout::default(), 3),
+            Err(ConfigError::FairUnsupported)
+        );
+        assert_eq!(
+            fair.check_setup(&KeyLayout::redis_py(), 1),
+            Err(ConfigError::FairUnsupported)
+        );
+        // Without fair mode every layout and node count the lock supports is fine.
+        let plain = LockOptions::default();
+        assert_eq!(plain.check_setup(&KeyLayout::redis_py(), 5), Ok(()));
+        assert_eq!(
+            LockOptions {
+                ttl: Duration::ZERO,
+                ..fair
+            }
+            .check_setup(&KeyLayout::default(), 1),
+            Err(ConfigError::BadTtl)
         );
     }
 

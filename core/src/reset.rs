@@ -4,7 +4,10 @@
 //! [`Reset`] runs on every node at once, one command at a time per node. For each candidate
 //! key it reads the value (`GET`), checks it, and deletes it with the release script
 //! ([`script::RELEASE`]) given the value just read; a lock key's delete also pushes the
-//! wake-up signal, as a release does. It ends with a [`ResetOutcome`]: per node the keys
+//! wake-up signal, as a release does. Fair mode's queue (tagged layout) is no string: it is
+//! deleted by a script that deletes it only while it is a sorted set ([`DELETE_QUEUE`]); a dry
+//! run asks its `TYPE`. Its waiters' own keys are left to expire (within a request timeout),
+//! and a waiter still live queues again on its next cycle. It ends with a [`ResetOutcome`]: per node the keys
 //! deleted (a dry run: that would be), those left alone and why, how far an unfinished walk
 //! got, or the [`NodeError`] that stopped the node.
 //!
@@ -12,7 +15,7 @@
 //! - **Only lock keys are deleted.** A key is a candidate only when the layout built it
 //!   ([`KeyLayout::recognise`]) for a role a reset deletes ([`KeyRole::is_reset`]: never the
 //!   fencing counter, so fences stay monotonic), and it is deleted only when it holds what the
-//!   protocol writes there ([`KeyRole::fits`]). The delete compares with the value just read,
+//!   protocol writes there ([`KeyRole::fits`]; for the queue: a sorted set). The delete compares with the value just read,
 //!   so a key rewritten between the check and the delete is left alone. A dry run sends no
 //!   write at all.
 //! - **Bounded.** Every request ends within the lock's request timeout. A node's reset by name
@@ -53,6 +56,11 @@ pub enum LeftAlone {
     Changed,
     /// Its type changed between the check and the delete.
     ChangedType,
+    /// Fair mode's queue key holds no sorted set. `kind` is what `TYPE` said.
+    NotAQueue {
+        /// The key's type, when the server said.
+        kind: Option<String>,
+    },
 }
 
 impl fmt::Display for LeftAlone {
@@ -68,6 +76,12 @@ impl fmt::Display for LeftAlone {
             LeftAlone::NotACount => f.write_str("its value is not a count"),
             LeftAlone::Changed => f.write_str("it changed after it was checked"),
             LeftAlone::ChangedType => f.write_str("it changed type after it was checked"),
+            LeftAlone::NotAQueue { kind: Some(kind) } => {
+                write!(f, "it is a {kind}, not a sorted set: not a fair-mode queue")
+            }
+            LeftAlone::NotAQueue { kind: None } => {
+                f.write_str("it is not a sorted set: not a fair-mode queue")
+            }
         }
     }
 }
@@ -142,8 +156,9 @@ impl fmt::Debug for Reset {
 }
 
 impl Reset {
-    /// Resets `lock` on each of `servers` (1 to [`crate::MAX_NODES`]): its lock key and its
-    /// re-entry count, each node within the lock's request timeout. `dry_run`: reads only.
+    /// Resets `lock` on each of `servers` (1 to [`crate::MAX_NODES`]): its lock key, its
+    /// re-entry count and (tagged layout) fair mode's queue, each node within the lock's
+    /// request timeout. `dry_run`: reads only.
     pub fn by_name(
         lock: &Lock,
         servers: &[ServerInfo],
@@ -153,11 +168,15 @@ impl Reset {
         check_nodes(servers.len())?;
         let keys = lock.keys();
         let name = keys.name();
+        let queue = keys
+            .has_queue()
+            .then(|| (KeyRole::Queue, keys.queue().concat()));
         let pending: VecDeque<Candidate> = [
             (KeyRole::Lock, keys.lock().concat()),
             (KeyRole::Holds, keys.holds().concat()),
         ]
         .into_iter()
+        .chain(queue)
         .map(|(role, key)| Candidate {
             name: name.clone(),
             role,
@@ -242,6 +261,14 @@ pub fn walk_pattern(layout: &KeyLayout) -> Result<Vec<u8>, WalkRefused> {
     Ok(out)
 }
 
+/// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue): `1` deleted, `0` no
+/// such key, else the key's type (left alone). One script, so the check and the delete are
+/// one step on the node.
+pub(crate) const DELETE_QUEUE: &str = "local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'zset' then return redis.call('DEL', KEYS[1]) end
+if t == 'none' then return 0 end
+return t";
+
 /// A key to reset, with the lock and role the layout proved it belongs to.
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -269,6 +296,8 @@ enum Asked {
     Value(Candidate),
     Type(Candidate),
     Delete(Candidate),
+    /// Fair mode's queue: its `TYPE` (dry run) or [`DELETE_QUEUE`].
+    Queue(Candidate),
 }
 
 /// One node's reset: candidates by name, or found by a walk.
@@ -310,6 +339,15 @@ impl ResetNode {
     /// The next command: the next candidate's value, else the next page, else done.
     fn next(&mut self, now: Instant) -> Step<NodeReset> {
         if let Some(candidate) = self.pending.pop_front() {
+            if candidate.role == KeyRole::Queue {
+                let ask = if self.dry_run {
+                    command(&[b"TYPE", &candidate.key])
+                } else {
+                    command(&[b"EVAL", DELETE_QUEUE.as_bytes(), b"1", &candidate.key])
+                };
+                self.asked = Asked::Queue(candidate);
+                return Step::Send(ask);
+            }
             let get = command(&[b"GET", &candidate.key]);
             self.asked = Asked::Value(candidate);
             return Step::Send(get);
@@ -456,6 +494,19 @@ impl Task for ResetNode {
                 };
                 self.left_alone(candidate, LeftAlone::NotAString { kind });
             }
+            Asked::Queue(candidate) => match reply {
+                Value::Int(1) => self.report.deleted.push(candidate.key),
+                Value::Int(0) => {}
+                Value::Text(kind) if kind.as_slice() == b"zset" => {
+                    self.report.deleted.push(candidate.key);
+                }
+                Value::Text(kind) if kind.as_slice() == b"none" => {}
+                Value::Text(kind) => {
+                    let kind = Some(String::from_utf8_lossy(&kind).into_owned());
+                    self.left_alone(candidate, LeftAlone::NotAQueue { kind });
+                }
+                other => return Step::Fail(failure(other)),
+            },
             Asked::Delete(candidate) => match reply {
                 Value::Int(0) => self.report.deleted.push(candidate.key),
                 Value::Int(_) => self.left_alone(candidate, LeftAlone::Changed),
@@ -568,14 +619,58 @@ mod tests {
         reset.handle_input(0, b":0\r\n", t0);
         assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:holds");
         reset.handle_input(0, b"$-1\r\n", t0);
+        // Fair mode's queue: deleted by one script, only while it is a sorted set.
+        let queue = next(&mut reset, t0).unwrap();
+        let queue: Vec<&[u8]> = queue.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            queue,
+            [
+                &b"EVAL"[..],
+                DELETE_QUEUE.as_bytes(),
+                b"1",
+                b"distlock:{job}:queue"
+            ]
+        );
+        reset.handle_input(0, b":1\r\n", t0);
         assert!(next(&mut reset, t0).is_none());
         let outcome = reset.poll_outcome().unwrap();
         assert_eq!(
             outcome.nodes,
             vec![Ok(NodeReset {
-                deleted: vec![b"distlock:{job}".to_vec()],
+                deleted: vec![b"distlock:{job}".to_vec(), b"distlock:{job}:queue".to_vec()],
                 ..NodeReset::default()
             })]
+        );
+    }
+
+    #[test]
+    fn a_queue_of_another_type_is_left_alone_and_a_dry_run_only_asks_its_type() {
+        let t0 = Instant::from_millis(0);
+        for (dry_run, reply, left_alone) in [
+            (false, &b"$6\r\nstring\r\n"[..], true),
+            (true, b"+list\r\n", true),
+            (true, b"+zset\r\n", false),
+        ] {
+            let mut reset =
+                Reset::by_name(&lock(KeyLayout::default()), &servers(1), dry_run, t0).unwrap();
+            for _ in 0..2 {
+                let _ = next(&mut reset, t0);
+                reset.handle_input(0, b"$-1\r\n", t0);
+            }
+            let ask = next(&mut reset, t0).unwrap();
+            assert_eq!(ask[0], if dry_run { &b"TYPE"[..] } else { b"EVAL" });
+            reset.handle_input(0, reply, t0);
+            assert!(next(&mut reset, t0).is_none());
+            let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+            assert_eq!(node.left_alone.len(), usize::from(left_alone), "{reply:?}");
+            assert_eq!(node.deleted.len(), usize::from(!left_alone), "{reply:?}");
+        }
+        let shown = LeftAlone::NotAQueue {
+            kind: Some("list".into()),
+        };
+        assert_eq!(
+            shown.to_string(),
+            "it is a list, not a sorted set: not a fair-mode queue"
         );
     }
 
@@ -697,6 +792,7 @@ mod tests {
             Just(b"distlock:{a}:holds".to_vec()),
             Just(b"distlock:{a}:fence".to_vec()),
             Just(b"distlock:{a}:signal".to_vec()),
+            Just(b"distlock:{a}:queue".to_vec()),
             Just(b"distlock:{a}:other".to_vec()),
             Just(b"distlock:config".to_vec()),
             Just(b"distlock:{}x".to_vec()),
@@ -762,6 +858,13 @@ mod tests {
                         reply
                     }
                     b"TYPE" => b"+hash\r\n".to_vec(),
+                    b"EVAL" if command[1] == DELETE_QUEUE.as_bytes() => {
+                        prop_assert!(!dry_run, "a dry run sent a delete");
+                        let (_, role) = layout.recognise(&command[3]).expect("delete of a key not recognised");
+                        prop_assert_eq!(role, KeyRole::Queue);
+                        deleted += 1;
+                        b":1\r\n".to_vec()
+                    }
                     b"EVAL" => {
                         prop_assert!(!dry_run, "a dry run sent a delete");
                         let key = &command[3];

@@ -71,6 +71,7 @@ macro_rules! wit_error_conversions {
                 C::BadNodeCount { .. } => K::BadNodeCount,
                 C::BadRetry => K::BadRetry,
                 C::DriftExceedsTtl => K::DriftExceedsTtl,
+                C::FairUnsupported => K::FairUnsupported,
                 _ => K::Other,
             };
             api::Error::Invalid(api::ConfigError {

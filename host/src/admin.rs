@@ -48,6 +48,8 @@ pub enum NodeStatus {
         ttl: Option<Duration>,
         /// The fencing counter (the last fence handed out).
         fence: Option<u64>,
+        /// Fair mode's queued waiters; `None` under a key layout without a queue.
+        queued: Option<u64>,
     },
     /// The node could not be read: unreachable, timed out, a reply that is not RESP, a
     /// refusal (`NOPERM`, `WRONGTYPE`), or a lock key holding something that is no token.
@@ -117,11 +119,20 @@ impl Status {
         for (i, node) in self.nodes.iter().enumerate() {
             let endpoint = self.endpoints.get(i).map_or("?", String::as_str);
             let line = match node {
-                NodeStatus::Answered { holder, ttl, fence } => format!(
-                    "node {i} ({endpoint}): {} ttl {} fence {}",
+                NodeStatus::Answered {
+                    holder,
+                    ttl,
+                    fence,
+                    queued,
+                } => format!(
+                    "node {i} ({endpoint}): {} ttl {} fence {}{}",
                     holder.as_deref().unwrap_or("free"),
                     ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis())),
                     fence.map_or("-".to_owned(), |f| f.to_string()),
+                    // Only fair mode queues: say nothing of an empty or absent queue.
+                    queued
+                        .filter(|&n| n > 0)
+                        .map_or(String::new(), |n| format!(" queued {n}")),
                 ),
                 NodeStatus::Unreachable(e) => {
                     format!("node {i} ({endpoint}): could not be read: {e}")
@@ -134,7 +145,8 @@ impl Status {
     }
 
     /// The status as JSON: `state` is `held`, `free` or `unknown`; each node has either
-    /// `holder`, `ttl_ms` and `fence`, or `error`.
+    /// `holder`, `ttl_ms`, `fence` and `queued` (fair mode's waiters; null without a queue),
+    /// or `error`.
     #[must_use]
     pub fn to_json(&self, name: &str) -> serde_json::Value {
         let nodes: Vec<serde_json::Value> = self
@@ -144,9 +156,15 @@ impl Status {
             .map(|(i, n)| {
                 let endpoint = self.endpoints.get(i);
                 match n {
-                    NodeStatus::Answered { holder, ttl, fence } => serde_json::json!({
+                    NodeStatus::Answered {
+                        holder,
+                        ttl,
+                        fence,
+                        queued,
+                    } => serde_json::json!({
                         "endpoint": endpoint, "holder": holder,
                         "ttl_ms": ttl.map(|t| t.as_millis() as u64), "fence": fence,
+                        "queued": queued,
                     }),
                     NodeStatus::Unreachable(e) => {
                         serde_json::json!({ "endpoint": endpoint, "error": e })
@@ -289,6 +307,7 @@ fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
                 holder: reading.holder.map(|t| t.as_str().to_owned()),
                 ttl: reading.ttl.map(to_std),
                 fence: reading.fence,
+                queued: reading.queued,
             },
             Err(e) => NodeStatus::Unreachable(e.to_string()),
         })
@@ -450,6 +469,7 @@ mod tests {
             holder: h.map(Into::into),
             ttl: None,
             fence: None,
+            queued: None,
         }
     }
 

@@ -553,7 +553,8 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 
 /// `distlock bench` against a given server: every row comes with the floor measured in the
 /// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
-/// counter, and, with the component feature, the guest path beside the native one.
+/// counter, and, with the component feature, the guest path beside the native one; with
+/// `--fair`, A and B also in fair mode, in the same slices.
 #[test]
 fn bench_reports_each_scenario_against_its_floor() {
     require_redis!();
@@ -568,6 +569,7 @@ fn bench_reports_each_scenario_against_its_floor() {
             "600ms",
             "--workers",
             "3",
+            "--fair",
             "--json",
         ],
     );
@@ -582,14 +584,27 @@ fn bench_reports_each_scenario_against_its_floor() {
     } else {
         &["native"]
     };
+    let fair_paths: &[&str] = if cfg!(feature = "component") {
+        &["fair", "guest-fair"]
+    } else {
+        &["fair"]
+    };
     // A, B, C at 1/4/16 clients; D is skipped with one --redis URL. B also has its polling
-    // baseline (wake-up signals off).
-    assert_eq!(rows.len(), 5 * paths.len() + 1, "{}", show(&out));
+    // baseline (wake-up signals off); A and B have their fair rows.
+    assert_eq!(
+        rows.len(),
+        5 * paths.len() + 2 * fair_paths.len() + 1,
+        "{}",
+        show(&out)
+    );
     for row in &rows {
         let scenario = row["scenario"].as_str().expect("scenario");
         let path = row["path"].as_str().expect("path");
+        let a_or_b = scenario.starts_with("A:") || scenario.starts_with("B:");
         assert!(
-            paths.contains(&path) || (path == "polling" && scenario.starts_with("B:")),
+            paths.contains(&path)
+                || (path == "polling" && scenario.starts_with("B:"))
+                || (fair_paths.contains(&path) && a_or_b),
             "{row}"
         );
         assert!(

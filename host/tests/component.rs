@@ -557,6 +557,7 @@ impl Path for ComponentPath {
             ttl_ms: settings.ttl.map(|t| t.as_millis() as u64),
             fenced: settings.fenced,
             request_timeout_ms: None,
+            fair: None,
         };
         let client = instance.open(&config).map_err(component_kind)?;
         Ok(ComponentLocks { instance, client })
@@ -680,6 +681,7 @@ fn lock_component_runs_redlock_over_three_nodes() {
         ttl_ms: None,
         fenced,
         request_timeout_ms: Some(300),
+        fair: None,
     };
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance.open(&config(true)).expect("open");
@@ -738,6 +740,7 @@ fn lock_component_takes_back_nodes_that_return() {
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: Some(300),
+            fair: None,
         })
         .expect("open");
     let name = unique_name("return");
@@ -794,6 +797,7 @@ fn lock_component_keeps_its_redlock_connections() {
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: None,
+            fair: None,
         })
         .expect("open");
     let name = unique_name("keep");
@@ -945,6 +949,7 @@ fn config_with_ttl(ttl: Duration) -> wit::Config {
         ttl_ms: Some(ttl.as_millis() as u64),
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     }
 }
 
@@ -1102,6 +1107,7 @@ fn frozen_node_renewal(via: Via, request_timeout: Option<Duration>) {
     let mut instance = via.instance(&adapter);
     let config = wit::Config {
         request_timeout_ms: request_timeout.map(|t| t.as_millis() as u64),
+        fair: None,
         ..config_with_ttl(ttl)
     };
     let client = instance.open(&config).expect("open");
@@ -1220,6 +1226,7 @@ fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &s
             ttl_ms: None,
             fenced: false,
             request_timeout_ms: None,
+            fair: None,
         })
         .expect("open");
     let lease = instance
@@ -1333,6 +1340,7 @@ fn per_acquire_overhead() {
         ttl_ms: None,
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     };
     let mut provider = adapter.lock_component(Limits::default()).expect("instance");
     let provider_client = provider.open(&config).expect("open");
@@ -1405,5 +1413,69 @@ fn per_acquire_overhead() {
     assert!(
         provider_us < native_us * 5.0 + 500.0,
         "lock component: {provider_us:.1} µs vs native {native_us:.1} µs"
+    );
+}
+
+/// `config.fair` reaches the lock component's core: a waiter queues in fair mode's queue
+/// (which a non-fair waiter never writes) and gets the lock from the holder's release; over
+/// three nodes `open` is refused with the kind `fair-unsupported`.
+#[test]
+fn the_lock_component_takes_fair_mode_from_its_config() {
+    require_redis!();
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let adapter = adapter_over(&servers);
+    let fair = |nodes: Vec<String>| wit::Config {
+        nodes,
+        key_prefix: None,
+        ttl_ms: None,
+        fenced: false,
+        request_timeout_ms: None,
+        fair: Some(true),
+    };
+    let mut redlock = adapter.lock_component(Limits::default()).expect("instance");
+    match redlock.open(&fair(vec![])) {
+        Err(CallError::Lock(wit::Error::Invalid(e))) => {
+            assert_eq!(e.kind, wit::ConfigErrorKind::FairUnsupported, "{e:?}");
+        }
+        other => panic!("expected fair-unsupported, got {:?}", other.map(|_| ())),
+    }
+
+    let one = vec![servers[0].url()];
+    let name = unique_name("component-fair");
+    let mut holder = adapter.lock_component(Limits::default()).expect("instance");
+    let holder_client = holder.open(&fair(one.clone())).expect("open");
+    let lease = holder
+        .try_acquire(&holder_client, &name)
+        .expect("free lock");
+    let waiter = {
+        let (adapter, one, name) = (adapter.clone(), one.clone(), name.clone());
+        thread::spawn(move || {
+            let mut waiter = adapter.lock_component(Limits::default()).expect("instance");
+            let client = waiter.open(&fair(one)).expect("open");
+            let lease = waiter
+                .acquire(&client, &name, Duration::from_secs(20))
+                .expect("the waiter is handed the lock");
+            let token = waiter.token(&lease).expect("token");
+            waiter.release(&lease).expect("release");
+            waiter.drop_lease(lease).expect("drop");
+            token
+        })
+    };
+    let queue = format!("{}:queue", lock_key(&name));
+    support::wait_for("the waiter to queue", Duration::from_secs(10), || {
+        (servers[0].raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
+    });
+    let holder_token = holder.token(&lease).expect("token");
+    holder.release(&lease).expect("release");
+    holder.drop_lease(lease).expect("drop");
+    let waiter_token = waiter.join().expect("the waiter thread");
+    assert_ne!(waiter_token, holder_token);
+    assert_eq!(
+        servers[0].raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+        Some(0)
     );
 }

@@ -29,6 +29,7 @@ const IMPLEMENTED: &[&str] = &[
     "lease-lost",
     "dropped-lease-expires",
     "status",
+    "fair-arrival-order",
     "bad-names",
     "bad-ttls",
     "bad-input",
@@ -334,6 +335,65 @@ fn status() {
     assert_eq!(
         host.status(&name).expect("status").verdict,
         api::Verdict::Free
+    );
+}
+
+#[test]
+fn fair_arrival_order() {
+    require_redis!();
+    let server = RedisServer::start();
+    let fair = api::Options {
+        fair: Some(true),
+        ..options(&[server.url()])
+    };
+    let mut holder = Host::connect(fair.clone()).expect("connect");
+    let name = unique_name("engine-fair");
+    let queue = format!("{}:queue", lock_key(&name));
+    let first = holder.acquire(&name, 0).expect("acquire");
+    let (granted, grants) = std::sync::mpsc::channel();
+    let mut waiters = Vec::new();
+    for arrival in 0..3i64 {
+        let (name, fair, granted) = (name.clone(), fair.clone(), granted.clone());
+        waiters.push(thread::spawn(move || {
+            let mut host = Host::connect(fair).expect("connect");
+            let taken = host.acquire(&name, 20_000);
+            granted.send((arrival, taken)).expect("the test listens");
+        }));
+        // The next waiter starts only once this one is in the queue: arrival order is known.
+        wait_for("the waiter to queue", Duration::from_secs(5), || {
+            (server.raw().ok(&["ZCARD", &queue]).int() == Some(arrival + 1)).then_some(())
+        });
+    }
+    let mut token = first.token;
+    for arrival in 0..3i64 {
+        holder.release(&name, &token).expect("release by token");
+        let (served, taken) = grants
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a waiter is handed the lock");
+        let taken = taken.expect("the waiter gets the lock");
+        assert_eq!(served, arrival, "served out of arrival order");
+        assert_eq!(
+            key_value(&server, &lock_key(&name)),
+            Some(taken.token.clone())
+        );
+        token = taken.token;
+    }
+    holder.release(&name, &token).expect("release by token");
+    for waiter in waiters {
+        waiter.join().expect("the waiter thread");
+    }
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+    // One queue lives on one node: a fair Redlock is refused before anything is opened.
+    let nodes = vec!["redis://127.0.0.1:1".to_owned(); 3];
+    let redlock = Host::connect(api::Options {
+        fair: Some(true),
+        ..options(&nodes)
+    })
+    .err()
+    .expect("fair mode over three nodes is refused");
+    assert_eq!(
+        invalid_kind(&redlock),
+        api::ConfigErrorKind::FairUnsupported
     );
 }
 

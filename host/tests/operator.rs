@@ -80,6 +80,11 @@ fn unrelated_keys(tag: &str) -> Vec<(String, Vec<Vec<String>>)> {
             k("distlock:{TAG-hash}:signal"),
             vec![cmd(&["HSET", "distlock:{TAG-hash}:signal", "f", "v"])],
         ),
+        // Shaped like fair mode's queue, but no sorted set.
+        (
+            k("distlock:{TAG-word}:queue"),
+            vec![cmd(&["SET", "distlock:{TAG-word}:queue", TOKEN])],
+        ),
         // A lock of another prefix.
         (
             k("other:{TAG-lock}"),
@@ -178,6 +183,69 @@ fn reset_all_deletes_only_lock_keys() {
         stdout(&done).contains(&format!("left distlock:{{{tag}-hash}} alone: it is a hash")),
         "{}",
         show(&done)
+    );
+}
+
+/// Fair mode's queue: `status` counts the queued waiters; `reset --name` deletes the lock key
+/// and the queue (never the fence), and a waiter still live queues again and takes the freed
+/// lock.
+#[test]
+fn status_counts_fair_waiters_and_reset_deletes_the_queue() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("fairq");
+    let queue = format!("{}:queue", support::lock_key(&name));
+    let held = run(
+        &url,
+        &["acquire", "--name", &name, "--ttl", "60s", "--fair"],
+    );
+    assert_eq!(held.status.code(), Some(0), "{}", show(&held));
+    let waiter = {
+        let (url, name) = (url.clone(), name.clone());
+        std::thread::spawn(move || {
+            run(
+                &url,
+                &[
+                    "acquire", "--name", &name, "--ttl", "60s", "--wait", "30s", "--fair",
+                ],
+            )
+        })
+    };
+    support::wait_for("the waiter to queue", Duration::from_secs(10), || {
+        (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
+    });
+
+    let status = run(&url, &["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).expect("status JSON");
+    assert_eq!(json["nodes"][0]["queued"], 1, "{}", show(&status));
+    let text = run(&url, &["status", "--name", &name]);
+    assert!(stdout(&text).contains("queued 1"), "{}", show(&text));
+
+    let dry = run(&url, &["reset", "--name", &name, "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", show(&dry));
+    assert!(stdout(&dry).contains(&queue), "{}", show(&dry));
+    assert!(exists(&server, &queue), "the dry run deleted the queue");
+
+    let reset = run(&url, &["reset", "--name", &name]);
+    assert_eq!(reset.status.code(), Some(0), "{}", show(&reset));
+    assert!(
+        stdout(&reset).contains("deleted 2 keys"),
+        "{}",
+        show(&reset)
+    );
+    // The waiter is still live: its next cycle finds the lock free and takes it.
+    let out = waiter.join().expect("the waiter thread");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["GET", &support::lock_key(&name)])
+            .text()
+            .as_deref(),
+        Some(stdout(&out).trim()),
+        "{}",
+        show(&out)
     );
 }
 

@@ -91,6 +91,7 @@ impl api::GuestClient for Client {
     fn open(config: api::Config) -> Result<api::Client, api::Error> {
         let mut options = LockOptions {
             fenced: config.fenced,
+            fair: config.fair.unwrap_or(false),
             ..LockOptions::default()
         };
         if let Some(ttl) = config.ttl_ms {
@@ -109,6 +110,9 @@ impl api::GuestClient for Client {
         } else {
             config.nodes
         };
+        options
+            .check_setup(&layout, nodes.len())
+            .map_err(convert::config_error)?;
         let servers = Servers::connect(&nodes, options.request_timeout)?;
         Ok(api::Client::new(Client {
             shared: Rc::new(Shared {

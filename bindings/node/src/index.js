@@ -11,7 +11,7 @@ export * from './errors.js';
 // it, and its users write try/finally.
 if (!Symbol.asyncDispose) Object.defineProperty(Symbol, 'asyncDispose', { value: Symbol.for('nodejs.asyncDispose') });
 
-/** A handle on the lock servers: one session (and connection pool) per TTL/fencing pair. */
+/** A handle on the lock servers: one session (and connection pool) per TTL/fencing/fair triple. */
 export class Client {
   #urls; #options; #pools = new Map();
   constructor(urls, options) { this.#urls = urls; this.#options = options; }
@@ -19,12 +19,12 @@ export class Client {
   /**
    * Connects to `urls` (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS; several:
    * Redlock). Resolves once a majority is ready; rejects with `Unavailable` otherwise.
-   * Options: `ttl` (ms, 30000), `fenced`, `requestTimeout` (ms, 1000), `keyPrefix`, `tls`
+   * Options: `ttl` (ms, 30000), `fenced`, `fair`, `requestTimeout` (ms, 1000), `keyPrefix`, `tls`
    * (node:tls options for `rediss://` nodes, such as `{ ca }`; default: the system's CAs).
    */
   static async connect(urls, options = {}) {
     const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
-    const pool = client.#pool(options.ttl, options.fenced);
+    const pool = client.#pool(options.ttl, options.fenced, options.fair);
     try {
       await pool.ready();
     } catch (error) {
@@ -34,13 +34,13 @@ export class Client {
     return client;
   }
 
-  #pool(ttl = this.#options.ttl, fenced = this.#options.fenced ?? false) {
-    const key = `${ttl}/${fenced}`;
+  #pool(ttl = this.#options.ttl, fenced = this.#options.fenced ?? false, fair = this.#options.fair ?? false) {
+    const key = `${ttl}/${fenced}/${fair}`;
     let pool = this.#pools.get(key);
     if (!pool) {
       const session = engineCall(() => machines.open({
         nodes: this.#urls, keyPrefix: this.#options.keyPrefix, ttlMs: ttl, fenced,
-        requestTimeoutMs: this.#options.requestTimeout,
+        requestTimeoutMs: this.#options.requestTimeout, fair,
       }, entropy()));
       pool = new Pool(session, this.#options.tls);
       pool.warm();
@@ -65,11 +65,13 @@ export class Client {
 
   /**
    * Acquires lock `name`. Options: `wait` (ms to wait for a holder to let go; 0: one
-   * attempt), `ttl`, `fenced`, `autoRenew` (default true), `signal` (an AbortSignal).
+   * attempt), `ttl`, `fenced`, `fair` (queue in arrival order; the release hands the lock to
+   * the first live waiter; one node only; every client of the lock must use it), `autoRenew`
+   * (default true), `signal` (an AbortSignal).
    * Rejects with `NotAcquired`, `Unavailable`, `InvalidArgument`.
    */
-  async acquire(name, { wait = 0, ttl, fenced, autoRenew = true, signal } = {}) {
-    const pool = this.#pool(ttl, fenced);
+  async acquire(name, { wait = 0, ttl, fenced, fair, autoRenew = true, signal } = {}) {
+    const pool = this.#pool(ttl, fenced, fair);
     const { val } = await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
       (s, lent) => s.acquireStarted(name, wait, now(), entropy(), lent));
     return new Lease(this, pool, name, val, autoRenew);

@@ -160,6 +160,32 @@ const impl = {
     await lease.release();
     assert.equal((await client.status(name)).verdict.tag, 'free');
   },
+  'fair-arrival-order': async () => {
+    const [s] = await start();
+    const name = unique('fair');
+    const holder = await connect(s.url, { fair: true });
+    let lease = await holder.acquire(name, { autoRenew: false });
+    const pending = new Map();
+    for (let arrival = 0; arrival < 3; arrival++) {
+      const waiter = await connect(s.url, { fair: true });
+      const taken = waiter.acquire(name, { wait: 20_000, autoRenew: false });
+      pending.set(arrival, taken.then((lease) => ({ arrival, lease })));
+      // The next waiter starts only once this one is in the queue: arrival order is known.
+      while ((await command(s.port, 'ZCARD', `${key(name)}:queue`)) !== arrival + 1) await new Promise((r) => setTimeout(r, 10));
+    }
+    for (let arrival = 0; arrival < 3; arrival++) {
+      await holder.release(name, lease.token);
+      const served = await Promise.race(pending.values());
+      assert.equal(served.arrival, arrival, 'served out of arrival order');
+      pending.delete(served.arrival);
+      lease = served.lease;
+      assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+    }
+    await lease.release();
+    assert.equal(await command(s.port, 'GET', key(name)), null);
+    const nodes = ['redis://127.0.0.1:1', 'redis://127.0.0.1:2', 'redis://127.0.0.1:3'];
+    await rejectsWith(Client.connect(nodes, { fair: true }), InvalidArgument, (e) => e.detail.kind === 'fair-unsupported');
+  },
   'bad-names': async () => {
     const [s] = await start();
     const client = await connect(s.url);

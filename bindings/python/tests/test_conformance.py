@@ -203,6 +203,45 @@ def status(start, clients):
     assert client.status(name).verdict.tag == "free"
 
 
+@case("fair-arrival-order")
+def fair_arrival_order(start, clients):
+    [s] = start()
+    name = unique("fair")
+    queue = key(name) + b":queue"
+    holder = connect(clients, s.url, fair=True)
+    token = holder.acquire(name).token
+    served: list[tuple[int, object]] = []
+    served_lock = threading.Lock()
+
+    def wait_in_line(arrival: int, client: Client) -> None:
+        taken = client.acquire(name, wait=20)
+        with served_lock:
+            served.append((arrival, taken))
+
+    waiters = []
+    for arrival in range(3):
+        client = connect(clients, s.url, fair=True)
+        waiter = threading.Thread(target=wait_in_line, args=(arrival, client))
+        waiter.start()
+        waiters.append(waiter)
+        # The next waiter starts only once this one is in the queue: arrival order is known.
+        wait_until(lambda: s.redis.zcard(queue) == arrival + 1, "the waiter to queue")
+    for arrival in range(3):
+        holder.release(name, token)
+        wait_until(lambda: len(served) == arrival + 1, "a waiter to be handed the lock")
+        assert served[arrival][0] == arrival, "served out of arrival order"
+        token = served[arrival][1].token
+        assert s.redis.get(key(name)) == token.encode()
+    holder.release(name, token)
+    for waiter in waiters:
+        waiter.join(15)
+    assert s.redis.get(key(name)) is None
+    nodes = ["redis://127.0.0.1:1", "redis://127.0.0.1:2", "redis://127.0.0.1:3"]
+    with pytest.raises(InvalidArgument) as caught:
+        Client.connect(nodes, fair=True)
+    assert caught.value.kind == "fair-unsupported"
+
+
 @case("bad-names")
 def bad_names(start, clients):
     [s] = start()

@@ -26,6 +26,7 @@ impl api::HostClient for HostState {
     fn open(&mut self, config: Config) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
         let mut options = LockOptions {
             fenced: config.fenced,
+            fair: config.fair.unwrap_or(false),
             ..LockOptions::default()
         };
         if let Some(ttl) = config.ttl_ms {
@@ -44,6 +45,9 @@ impl api::HostClient for HostState {
             Ok(client) => client,
             Err(e) => return Ok(Err(host_error(e))),
         };
+        if let Err(e) = options.check_setup(client.layout(), client.nodes()) {
+            return Ok(Err(config_error(e)));
+        }
         Ok(Ok(self.table.push(NativeClient { client, options })?))
     }
 

@@ -110,6 +110,7 @@ pub(crate) fn options(nodes: &[String]) -> api::Options {
         ttl_ms: None,
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     }
 }
 

@@ -89,6 +89,7 @@ impl Session {
         let seed = input::seed(entropy)?;
         let mut lock_options = LockOptions {
             fenced: options.fenced,
+            fair: options.fair.unwrap_or(false),
             ..LockOptions::default()
         };
         if let Some(ttl) = options.ttl_ms {
@@ -99,6 +100,9 @@ impl Session {
         }
         lock_options.validate().map_err(config_error)?;
         let layout = layout(options.layout, options.key_prefix.as_deref())?;
+        lock_options
+            .check_setup(&layout, options.nodes.len())
+            .map_err(config_error)?;
         let request_timeout = lock_options.request_timeout;
         let policy = distlock_core::Session::<MAX_NODES>::new(
             options.nodes.len(),

@@ -49,8 +49,8 @@ class AsyncClient(Client):
             raise from_engine(value)
         return value.payload
 
-    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, auto_renewal: bool = False) -> AsyncLease:  # type: ignore[override]
-        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced)
+    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False) -> AsyncLease:  # type: ignore[override]
+        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
         lease = await self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
         return AsyncLease(self, pool, name, lease, auto_renewal)
 
@@ -145,10 +145,10 @@ class AsyncLock:
     """``async with AsyncLock(url_or_client, name, expire=60, timeout=10): …`` — ``Lock``'s
     twin: ``await lock.acquire(blocking=…, timeout=…)``, ``extend``, ``release``, ``locked``."""
 
-    def __init__(self, url_or_client: Any, name: str, expire: float | None = None, timeout: float | None = None, *, auto_renewal: bool = False, fenced: bool = False, **settings: Any) -> None:
+    def __init__(self, url_or_client: Any, name: str, expire: float | None = None, timeout: float | None = None, *, auto_renewal: bool = False, fenced: bool = False, fair: bool | None = None, **settings: Any) -> None:
         self._source, self._settings = url_or_client, {k: v for k, v in settings.items() if v is not None}
         self.name, self.expire, self.timeout = name, expire, timeout
-        self.fenced, self.auto_renewal = fenced, auto_renewal
+        self.fenced, self.fair, self.auto_renewal = fenced, fair, auto_renewal
         millis(expire, "expire"), millis(timeout, "timeout")
         self._lease: AsyncLease | None = None
 
@@ -165,7 +165,7 @@ class AsyncLock:
             raise InvalidArgument("timeout only applies to a blocking acquire", "invalid")
         wait = 0.0 if not blocking else timeout if timeout is not None else self.timeout
         try:
-            self._lease = await self.client.acquire(self.name, wait=(2**32 - 1) / 1000 if wait is None else wait, ttl=self.expire, fenced=self.fenced, auto_renewal=self.auto_renewal)
+            self._lease = await self.client.acquire(self.name, wait=(2**32 - 1) / 1000 if wait is None else wait, ttl=self.expire, fenced=self.fenced, fair=self.fair, auto_renewal=self.auto_renewal)
         except NotAcquired:
             return False
         return True

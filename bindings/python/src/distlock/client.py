@@ -36,7 +36,7 @@ def millis(seconds: float | None, what: str) -> int | None:
 
 class Client:
     """A handle on the lock servers: one engine instance, one session (and connection pool)
-    per TTL/fencing pair. Thread-safe; close it to close every connection."""
+    per TTL/fencing/fair triple. Thread-safe; close it to close every connection."""
 
     pool_class: Any = Pool  # the driver: sockets and selectors
 
@@ -46,6 +46,7 @@ class Client:
         *,
         ttl: float | None = None,
         fenced: bool = False,
+        fair: bool = False,
         request_timeout: float | None = None,
         key_prefix: str | None = None,
         layout: str | None = None,
@@ -54,15 +55,17 @@ class Client:
         """``urls``: ``redis://[user:pass@]host:port[/db]``, ``rediss://`` for TLS (several:
         Redlock). ``ttl`` and ``request_timeout`` in seconds (defaults 30 and 1); ``layout``:
         ``tagged`` (default), ``redis-py`` or ``python-redis-lock`` (share locks with those
-        libraries); ``tls_ca``: a CA file to trust for ``rediss://`` (default: the system's)."""
+        libraries); ``tls_ca``: a CA file to trust for ``rediss://`` (default: the system's);
+        ``fair``: waiters queue in arrival order and a release hands the lock to the first live
+        waiter (one node, ``tagged`` layout; every client of a lock must use it)."""
         if layout is not None and layout not in LAYOUTS:
             raise InvalidArgument(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}", "invalid")
         self.urls = [urls] if isinstance(urls, str) else list(urls)
-        self.ttl, self.fenced = millis(ttl, "ttl"), fenced
+        self.ttl, self.fenced, self.fair = millis(ttl, "ttl"), fenced, fair
         self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"))
         self.tls = ssl.create_default_context(cafile=tls_ca) if any(str(u).startswith("rediss://") for u in self.urls) else None
         self.engine = Engine()
-        self._pools: dict[tuple[int | None, bool], Pool] = {}
+        self._pools: dict[tuple[int | None, bool, bool], Pool] = {}
         self._lock, self._connect_lock = threading.Lock(), threading.Lock()
         self.pool(self.ttl, fenced)  # checks the options now
 
@@ -88,14 +91,15 @@ class Client:
                     raise from_engine(error)
                 pool.connected = True
 
-    def pool(self, ttl: int | None, fenced: bool) -> Pool:
+    def pool(self, ttl: int | None, fenced: bool, fair: bool | None = None) -> Pool:
+        fair = self.fair if fair is None else fair
         with self._lock:
-            pool = self._pools.get((ttl, fenced))
+            pool = self._pools.get((ttl, fenced, fair))
             if pool is None:
-                options = Record(nodes=self.urls, ttl_ms=ttl, fenced=fenced, **self._settings)
+                options = Record(nodes=self.urls, ttl_ms=ttl, fenced=fenced, fair=fair, **self._settings)
                 with engine_errors():
                     session = Handle(self.engine, "session", self.engine.fallible("open", options, entropy()))
-                pool = self._pools[(ttl, fenced)] = self.pool_class(session, self.tls)
+                pool = self._pools[(ttl, fenced, fair)] = self.pool_class(session, self.tls)
             return pool
 
     def run(self, pool: Pool, method: str, *args: Any) -> Any:
@@ -120,10 +124,11 @@ class Client:
 
         return build, started if method in STARTED else None
 
-    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, auto_renewal: bool = False) -> Lease:
-        """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go.
-        Raises ``NotAcquired``, ``Unavailable``, ``InvalidArgument``."""
-        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced)
+    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False) -> Lease:
+        """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go;
+        ``fair``: queue in arrival order (default: the client's). Raises ``NotAcquired``,
+        ``Unavailable``, ``InvalidArgument``."""
+        pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
         lease = self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
         return Lease(self, pool, name, lease, auto_renewal)
 

@@ -69,6 +69,7 @@ class Lock:
         *,
         auto_renewal: bool = False,
         fenced: bool = False,
+        fair: bool | None = None,
         layout: str | None = None,
         key_prefix: str | None = None,
         request_timeout: float | None = None,
@@ -76,7 +77,7 @@ class Lock:
         settings = {k: v for k, v in dict(layout=layout, key_prefix=key_prefix, request_timeout=request_timeout).items() if v is not None}
         self.client = client_of(url_or_client, **settings)
         self.name, self.expire, self.timeout = name, expire, timeout
-        self.fenced, self.auto_renewal = fenced, auto_renewal
+        self.fenced, self.fair, self.auto_renewal = fenced, fair, auto_renewal
         millis(expire, "expire"), millis(timeout, "timeout")
         self._lease: Lease | None = None
 
@@ -95,6 +96,7 @@ class Lock:
                 wait=(2**32 - 1) / 1000 if wait is None else wait,
                 ttl=self.expire,
                 fenced=self.fenced,
+                fair=self.fair,
                 auto_renewal=self.auto_renewal,
             )
         except NotAcquired:

@@ -16,6 +16,8 @@
 //! Paths: *native* is the Rust driver ([`Client`]); *guest* is a WebAssembly guest app
 //! linked to the lock component, so each call crosses guest → host → lock component, and
 //! the component's sockets are the host's `transport` (needs the `component` feature).
+//! With `--fair`, A and B also run each path with fair mode on (`fair`, `guest-fair`) in the
+//! same interleaved slices, so fair and non-fair rows share one floor.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -49,7 +51,7 @@ pub(crate) enum Error {
 pub(crate) struct BenchResult {
     /// Scenario id and description.
     pub(crate) scenario: String,
-    /// `floor`, `native` or `guest`.
+    /// `floor`, `native`, `fair`, `polling`, `guest` or `guest-fair`.
     pub(crate) path: String,
     /// Lock operations per second: acquire + release pairs, or acquisitions (B).
     pub(crate) ops_per_sec: f64,
@@ -95,6 +97,8 @@ pub(crate) struct BenchOptions {
     pub(crate) urls: Vec<String>,
     /// Also measure the guest path (when built with the `component` feature).
     pub(crate) guest: bool,
+    /// Also measure A and B with fair mode on, beside the non-fair rows.
+    pub(crate) fair: bool,
     /// Length of one slice.
     pub(crate) slice: Duration,
 }
@@ -409,13 +413,24 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    /// `native` or `guest`.
+    /// The row's path: `native`, `fair`, `polling`, `guest` or `guest-fair`.
     #[must_use]
     pub(crate) fn path(&self) -> &'static str {
         match self {
             Workload::Native { path, .. } => path,
             #[cfg(feature = "component")]
+            Workload::Guest(guest) if guest.fair() => "guest-fair",
+            #[cfg(feature = "component")]
             Workload::Guest(_) => "guest",
+        }
+    }
+
+    /// Whether its locks are in fair mode.
+    fn fair(&self) -> bool {
+        match self {
+            Workload::Native { load, .. } => load.lock.fair,
+            #[cfg(feature = "component")]
+            Workload::Guest(guest) => guest.fair(),
         }
     }
 
@@ -530,6 +545,22 @@ pub(crate) async fn interleave(
     Ok((floor_sample, samples))
 }
 
+/// The rows a scenario runs beside its native row, in the same interleaved slices.
+#[derive(Debug, Clone, Copy)]
+struct Extra {
+    /// `polling`: B's baseline, the same workers with no wake-up signal (retry backoff only).
+    polling: bool,
+    /// `fair` (and `guest-fair`): the same load with fair mode on.
+    fair: bool,
+}
+
+impl Extra {
+    const NONE: Extra = Extra {
+        polling: false,
+        fair: false,
+    };
+}
+
 /// Runs the scenarios `options` asks for and returns the rows of the table.
 pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
     let want = |id: &str| options.scenario == "all" || options.scenario.eq_ignore_ascii_case(id);
@@ -546,20 +577,33 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
     }
 
     let mut rows = Vec::new();
-    // `polling`: B's baseline, the same workers with no wake-up signal (retry backoff only).
     let scenario = async |id: &str,
                           label: String,
                           client: &Client,
                           load: Load,
                           urls: &[String],
-                          polling: bool,
+                          Extra { polling, fair }: Extra,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
+        let fair_load = Load {
+            lock: LockOptions {
+                fair: true,
+                ..load.lock
+            },
+            ..load
+        };
         let mut workloads = vec![Workload::Native {
             path: "native",
             client: client.clone(),
             load,
         }];
+        if fair {
+            workloads.push(Workload::Native {
+                path: "fair",
+                client: client.clone(),
+                load: fair_load,
+            });
+        }
         if polling {
             workloads.push(Workload::Native {
                 path: "polling",
@@ -576,6 +620,9 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         #[cfg(feature = "component")]
         if let Some(guests) = &guests {
             workloads.push(Workload::Guest(guests.load(urls, load).await?));
+            if fair {
+                workloads.push(Workload::Guest(guests.load(urls, fair_load).await?));
+            }
         }
         let mut floor = Floor::connect(urls).await?;
         let (floor_sample, samples) = interleave(
@@ -586,7 +633,14 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             options.slice,
         )
         .await?;
-        let native = samples.first();
+        // A guest row is set against the native row of the same mode.
+        let native_of = |fair: bool| {
+            workloads
+                .iter()
+                .zip(&samples)
+                .find(|(w, _)| matches!(w.path(), "native" | "fair") && w.fair() == fair)
+                .map(|(_, s)| s)
+        };
         let polling_rate = workloads
             .iter()
             .zip(&samples)
@@ -599,7 +653,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 sample,
                 &floor_sample,
                 load,
-                native,
+                native_of(workload.fair()),
                 polling_rate,
             ));
         }
@@ -616,7 +670,11 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             lock: options.lock,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
-        scenario("A", label, &single, load, one, false, &mut rows).await?;
+        let extra = Extra {
+            polling: false,
+            fair: options.fair,
+        };
+        scenario("A", label, &single, load, one, extra, &mut rows).await?;
     }
     if want("b") {
         for &workers in &options.workers {
@@ -628,7 +686,11 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
             };
             let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
-            scenario("B", label, &single, load, one, true, &mut rows).await?;
+            let extra = Extra {
+                polling: true,
+                fair: options.fair,
+            };
+            scenario("B", label, &single, load, one, extra, &mut rows).await?;
         }
     }
     if want("c") {
@@ -641,7 +703,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
             };
             let label = format!("C: {clients} clients over 1024 names");
-            scenario("C", label, &single, load, one, false, &mut rows).await?;
+            scenario("C", label, &single, load, one, Extra::NONE, &mut rows).await?;
         }
     }
     if want("d") {
@@ -662,7 +724,8 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
             let urls = &options.urls[..n];
-            scenario("D", label, &client, load, urls, false, &mut rows).await?;
+            // Fair mode is single-node only.
+            scenario("D", label, &client, load, urls, Extra::NONE, &mut rows).await?;
         }
     }
     crate::output::tell!("");
@@ -708,7 +771,7 @@ fn row(
     } else {
         Some(sample.ops_per_sec() / floor.ops_per_sec().max(1e-9))
     };
-    if path == "guest" && native_p50 > 0 {
+    if path.starts_with("guest") && native_p50 > 0 {
         notes.push(format!(
             "p50 = {:.2}× the native path's p50 in the same slices",
             sample.quantile(0.5) as f64 / native_p50 as f64
@@ -737,12 +800,12 @@ fn row(
 #[must_use]
 pub(crate) fn table(results: &[BenchResult]) -> String {
     let mut out = format!(
-        "{:<58} {:<6} {:>9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}\n",
+        "{:<58} {:<10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}\n",
         "scenario", "path", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "floor/s", "flr p50", "÷floor"
     );
     for r in results {
         out.push_str(&format!(
-            "{:<58} {:<6} {:>9.0} {:>7} {:>7} {:>8} {:>9.0} {:>7} {:>6}\n",
+            "{:<58} {:<10} {:>9.0} {:>7} {:>7} {:>8} {:>9.0} {:>7} {:>6}\n",
             r.scenario,
             r.path,
             r.ops_per_sec,
@@ -813,6 +876,7 @@ pub(crate) mod guest {
                                 ttl_ms: Some(load.lock.ttl.as_millis()),
                                 fenced: load.lock.fenced,
                                 request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
+                                fair: Some(load.lock.fair),
                             })
                             .map_err(adapter_error)?;
                         Ok(Worker { instance, client })
@@ -840,6 +904,11 @@ pub(crate) mod guest {
     }
 
     impl GuestLoad {
+        /// Whether its locks are in fair mode.
+        pub(super) fn fair(&self) -> bool {
+            self.load.lock.fair
+        }
+
         /// One slice: every guest on its own thread for `duration`.
         pub(super) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
             let mut workers = self

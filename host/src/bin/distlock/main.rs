@@ -240,6 +240,9 @@ enum Command {
         /// Only the native path (skip the guest app linked to the lock component).
         #[arg(long)]
         native_only: bool,
+        /// Also run A and B with fair mode on, beside the non-fair rows, in the same slices.
+        #[arg(long)]
+        fair: bool,
     },
     /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
     #[cfg(feature = "component")]
@@ -430,10 +433,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         workers,
         json,
         native_only,
+        fair,
     } = &cli.command
     {
         let workers = workers.iter().map(|&w| w.max(1)).collect();
-        return bench(&cli, scenario, *duration, workers, *json, *native_only).await;
+        let paths = BenchPaths {
+            guest: !*native_only,
+            fair: *fair,
+        };
+        return bench(&cli, scenario, *duration, workers, *json, paths).await;
     }
     #[cfg(feature = "component")]
     if let Command::Run(args) = cli.command {
@@ -600,13 +608,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// Which paths `distlock bench` measures beside the native one.
+#[derive(Debug, Clone, Copy)]
+struct BenchPaths {
+    /// The guest app linked to the lock component.
+    guest: bool,
+    /// Fair mode (A and B).
+    fair: bool,
+}
+
 async fn bench(
     cli: &Cli,
     scenario: &str,
     duration: Duration,
     workers: Vec<usize>,
     json: bool,
-    native_only: bool,
+    paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
     if !["all", "a", "b", "c", "d"]
@@ -640,7 +657,8 @@ async fn bench(
         workers,
         lock: bench::lock_options(),
         urls,
-        guest: !native_only,
+        guest: paths.guest,
+        fair: paths.fair,
         slice: Duration::from_millis(500),
     };
     let results = match bench::run(&options).await {

@@ -54,6 +54,7 @@ fn run(args: &[String]) -> Result<(), String> {
         ttl_ms: Some(10_000),
         fenced: false,
         request_timeout_ms: None,
+        fair: None,
     })
     .map_err(|e| say(&e))?;
     match mode {

@@ -45,6 +45,7 @@ impl outer::GuestClient for Client {
             ttl_ms: config.ttl_ms,
             fenced: config.fenced,
             request_timeout_ms: config.request_timeout_ms,
+            fair: config.fair,
         };
         let client = inner::Client::open(&config).map_err(error)?;
         Ok(outer::Client::new(Client(client)))
@@ -186,6 +187,7 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::BadRetry => O::BadRetry,
         I::DriftExceedsTtl => O::DriftExceedsTtl,
         I::BadUrl => O::BadUrl,
+        I::FairUnsupported => O::FairUnsupported,
         I::Other => O::Other,
     }
 }

@@ -205,7 +205,11 @@ impl<const N: usize> Links<N> {
             lock,
             token,
             server: link.server,
-            use_eval: link.use_eval,
+            // A rollback's reply is abandoned with the attempt it undoes: nobody would read a
+            // `NOSCRIPT` and resend it, and the key it should free would then stand until its
+            // TTL. So it carries its script's source, whatever the server's script cache holds
+            // (connections load no scripts up front; a failover or `SCRIPT FLUSH` empties it).
+            use_eval: link.use_eval || matches!(request, Request::Rollback { .. }),
         };
         let len = resp::encode_into(buf, |sink| {
             ctx.encode(request, encoding, sink);

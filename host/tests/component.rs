@@ -691,12 +691,13 @@ fn lock_component_runs_redlock_over_three_nodes() {
         .expect("acquire on three nodes");
     let token = instance.token(&lease).expect("token");
     let first_fence = instance.fence(&lease).expect("fence").expect("fenced");
-    for server in &servers {
-        assert_eq!(
-            server.raw().ok(&["GET", &lock_key(&name)]).text(),
-            Some(token.clone())
-        );
-    }
+    // The acquire returns at a quorum: a third node still loading the script (`NOSCRIPT`,
+    // then `EVAL`) may not have the key yet, and need not.
+    let holding = servers
+        .iter()
+        .filter(|s| s.raw().ok(&["GET", &lock_key(&name)]).text() == Some(token.clone()))
+        .count();
+    assert!(holding >= 2, "a majority holds the lease ({holding} of 3)");
     instance.release(&lease).expect("release");
     instance.drop_lease(lease).expect("drop");
 

@@ -50,6 +50,7 @@ mod entropy;
 mod error;
 mod guard;
 mod pool;
+mod sentinel;
 
 pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
 pub use client::{Client, LockBuilder};

@@ -49,7 +49,9 @@ use output::{say, tell};
 struct Cli {
     /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS; a Redis
     /// Cluster (one node of the lock): redis+cluster://host:port[,host:port…] or
-    /// rediss+cluster://. Repeat for Redlock over several nodes.
+    /// rediss+cluster://; a primary found through Redis Sentinel (one node too):
+    /// redis+sentinel://host:port[,host:port…]/service[/db] or rediss+sentinel://. Repeat
+    /// for Redlock over several nodes.
     #[arg(
         long = "redis",
         global = true,
@@ -693,12 +695,16 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
 
 /// Puts a cluster URL's seed list back together after the comma split of `--redis` and
 /// `DISTLOCK_REDIS`: a piece without a scheme (`host:port`) continues the URL before it, so
-/// `redis+cluster://a:7000,b:7001,redis://c` is a cluster and a node.
+/// `redis+cluster://a:7000,b:7001,redis://c` is a cluster and a node. A sentinel URL's
+/// sentinel list is put back the same way.
 fn join_cluster_seeds(pieces: Vec<String>) -> Vec<String> {
     let mut urls: Vec<String> = Vec::with_capacity(pieces.len());
     for piece in pieces {
         match urls.last_mut() {
-            Some(last) if !piece.contains("://") && last.contains("+cluster://") => {
+            Some(last)
+                if !piece.contains("://")
+                    && (last.contains("+cluster://") || last.contains("+sentinel://")) =>
+            {
                 last.push(',');
                 last.push_str(&piece);
             }

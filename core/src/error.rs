@@ -292,6 +292,10 @@ pub enum ConfigError {
     /// Fair mode ([`crate::LockOptions::fair`]) is single-node only and needs the tagged key
     /// layout: Redlock waiters (N > 1) and the Python libraries' layouts use wake-up signals.
     FairUnsupported,
+    /// A durable lease ([`crate::Durability`]) needs at least one replica and a timeout of at
+    /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
+    /// quorum of independent primaries is the durability.
+    Durability,
 }
 
 impl fmt::Display for Error {
@@ -437,6 +441,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::FairUnsupported => f.write_str(
                 "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",
+            ),
+            ConfigError::Durability => f.write_str(
+                "a durable lease needs at least 1 replica, a timeout of at least 1 ms, and one node (a server or a sentinel group; Redlock's independent primaries are their own durability)",
             ),
         }
     }

@@ -33,6 +33,8 @@
 //!   [`MAX_SHARDS`]), and [`Redirects`] says what a [`Redirect`] (`MOVED`, `ASK`,
 //!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline;
 //!   [`ClusterLink`] puts them together as one node's byte pipe for a driver.
+//! - **Durable leases**: [`Durability`] says what to send after an acquire or extend
+//!   (`WAIT` / `WAITAOF`) and whether the reply confirms the lease ([`DurableError`]).
 //! - **Redis Sentinel**: a sentinel group is one node of a lock too; [`Discovery`] says which
 //!   sentinel to ask and when to give up, [`parse_primary_address`] and [`parse_role`] read
 //!   the answers (a primary is used only once its `ROLE` says `master`), and
@@ -86,6 +88,7 @@ mod commands;
 mod dialogue;
 mod drift;
 mod driven;
+mod durable;
 mod error;
 mod extend;
 mod fair;
@@ -127,6 +130,7 @@ pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
+pub use durable::{DURABLE_REPLY_CAP, Durability, DurableError};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};

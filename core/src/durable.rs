@@ -25,6 +25,10 @@ use crate::error::{ConfigError, ServerError};
 use crate::resp::{Protocol, Reply, decode, frame_len};
 use crate::time::{Duration, Instant};
 
+/// How long a durable lease waits for its replicas when the user names no timeout: the
+/// default request timeout, the time a node may stay silent.
+pub const DURABLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
 /// The longest reply to a `WAIT` / `WAITAOF` read.
 pub const DURABLE_REPLY_CAP: usize = 512;
 

@@ -130,7 +130,7 @@ pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
-pub use durable::{DURABLE_REPLY_CAP, Durability, DurableError};
+pub use durable::{DURABLE_REPLY_CAP, DURABLE_TIMEOUT, Durability, DurableError};
 pub use error::{ConfigError, Error, NodeFailure, ProtocolError, ServerError, ServerErrorKind};
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};

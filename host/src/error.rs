@@ -119,6 +119,17 @@ pub enum Error {
         /// The last thing a sentinel or a primary said or did, for the operator.
         last: String,
     },
+    /// A durable client's lease ([`crate::Client::durable`]) was not confirmed by enough
+    /// replicas in time, or the server refused to wait for them (`WAIT` unknown, `NOPERM`, a
+    /// managed service): an acquire's lease was released, an extend's validity was not
+    /// moved. Never a silent downgrade.
+    #[error("{endpoint}: lease not confirmed durable: {why}")]
+    NotDurable {
+        /// The node.
+        endpoint: String,
+        /// Why.
+        why: distlock_core::DurableError,
+    },
     /// More nodes than the lock machines support.
     #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
     TooManyNodes(usize),

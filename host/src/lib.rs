@@ -44,6 +44,7 @@ mod cluster;
 pub mod component;
 mod conn;
 mod drive;
+mod durable;
 mod embedded;
 mod endpoint;
 mod entropy;
@@ -55,7 +56,9 @@ mod sentinel;
 pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
 pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
-pub use distlock_core::{Extended, KeyLayout, LockOptions, Released, RetryPolicy};
+pub use distlock_core::{
+    Durability, DurableError, Extended, KeyLayout, LockOptions, Released, RetryPolicy,
+};
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use guard::Guard;

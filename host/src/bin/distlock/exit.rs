@@ -72,6 +72,11 @@ pub(crate) fn code_of(e: &Error) -> u8 {
             why: distlock_core::DiscoveryError::RoleRefused,
             ..
         } => NO_PERMISSION,
+        Error::NotDurable { why, .. } => match why {
+            distlock_core::DurableError::Refused(e) => code_of_server(e),
+            distlock_core::DurableError::Malformed => SERVER_REFUSED,
+            _ => UNAVAILABLE,
+        },
         Error::Handshake { source, .. } => match source {
             HandshakeError::Auth(_) => NO_PERMISSION,
             HandshakeError::Server(e) => code_of_server(e),

@@ -18,6 +18,7 @@
 //! - no reply bytes, however broken, panic anything here: they are a typed
 //!   [`SentinelReplyError`].
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::cluster::{MAX_HOST_LEN, Primary};
@@ -89,7 +90,7 @@ impl core::error::Error for SentinelReplyError {}
 #[non_exhaustive]
 pub enum SentinelAnswer {
     /// The service's primary, as the sentinel knows it.
-    Primary(Primary),
+    Primary(Box<Primary>),
     /// The sentinel monitors no service of that name (a nil reply).
     UnknownService,
 }
@@ -150,7 +151,7 @@ pub fn parse_primary_address(
         return Err(SentinelReplyError::Malformed);
     }
     Primary::new(host, port)
-        .map(SentinelAnswer::Primary)
+        .map(|p| SentinelAnswer::Primary(Box::new(p)))
         .ok_or(SentinelReplyError::Malformed)
 }
 
@@ -492,9 +493,9 @@ mod tests {
             parse_primary_address(b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n", Protocol::Resp2);
         assert_eq!(
             named,
-            Ok(SentinelAnswer::Primary(
+            Ok(SentinelAnswer::Primary(Box::new(
                 Primary::new("127.0.0.1", 6380).unwrap()
-            ))
+            )))
         );
         assert_eq!(
             parse_primary_address(b"*-1\r\n", Protocol::Resp2),

@@ -7,7 +7,8 @@
 //! reports each answer back; the core decides the order, the pause between rounds and when to
 //! give up. The connection returned is the primary's, wrapped in a [`SentinelStream`] whose
 //! core [`FailoverWatch`] sees every reply: after a `READONLY` (the primary was demoted) the
-//! connection is stale, so it is never pooled again and the next connect discovers anew. A
+//! connection reads as closed and is stale, so the driver drops it, it is never pooled
+//! again, and the next connect discovers anew. A
 //! closed connection (a killed primary) is dropped by the driver as for any server.
 //!
 //! Invariants: a lock command reaches a server only after that server's own `ROLE` said
@@ -56,6 +57,12 @@ impl AsyncRead for SentinelStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // A demoted primary's connection ends here, after the reply that showed it was
+        // delivered: the driver drops it, counts the node's vote as lost, and the next
+        // command's connect discovers the new primary — instead of retrying on a replica.
+        if this.watch.tripped() {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &polled {

@@ -45,7 +45,7 @@ macro_rules! table {
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
-        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP) or gave no slot map\n  \
+        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
         77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \

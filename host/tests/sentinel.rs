@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use distlock_host::{Client, Durability, DurableError, Error};
+use support::fake::{FakeServer, Step};
 use support::holders::Section;
 use support::sentinel::{GHOST, SERVICE, SentinelGroup};
 use support::{
@@ -56,6 +57,24 @@ async fn the_primary_is_found_through_the_sentinels_and_checked() {
     );
     guard.release().await.expect("release");
     assert_eq!(on(0), None);
+
+    // One vote of a Redlock beside two plain servers.
+    let (a, b) = blocking(|| (RedisServer::start(), RedisServer::start()));
+    let redlock = Client::connect([group.url(SERVICE), a.url(), b.url()])
+        .await
+        .expect("connect");
+    assert_eq!(redlock.nodes(), 3);
+    let guard = redlock
+        .lock(&name)
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .expect("acquire");
+    for server in [&group.servers[0], &a, &b] {
+        let held = server.raw().ok(&["GET", &lock_key(&name)]).text();
+        assert_eq!(held.as_deref(), Some(guard.token()), "every node voted");
+    }
+    guard.release().await.expect("release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,6 +273,40 @@ async fn durable_leases_wait_for_their_replicas_or_are_released() {
         .int();
     assert_eq!(left, Some(0), "a refused lease is released");
 
+    // The command: `--durable 1` reports the lease, `--durable 2` cannot (69, released).
+    for (durable, code) in [("1", 0), ("2,200ms", 69)] {
+        let name = unique_name("cli-durable");
+        let out = blocking(|| {
+            run_bounded(
+                distlock(
+                    &url,
+                    &[
+                        "--durable",
+                        durable,
+                        "acquire",
+                        "--name",
+                        &name,
+                        "--ttl",
+                        "10s",
+                    ],
+                ),
+                Duration::from_secs(20),
+            )
+        })
+        .expect("run distlock");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "--durable {durable}: {}",
+            support::show(&out)
+        );
+        let held = group.servers[0]
+            .raw()
+            .ok(&["EXISTS", &lock_key(&name)])
+            .int();
+        assert_eq!(held, Some(i64::from(code == 0)), "--durable {durable}");
+    }
+
     // Over several nodes, durability is refused up front.
     let plain = blocking(RedisServer::start);
     let two_nodes = Client::connect([url.clone(), plain.url()]).await;
@@ -416,4 +469,64 @@ async fn a_killed_primary_is_replaced_and_durable_leases_stay_exclusive() {
     println!("SIGKILLed primary, durable leases: {run:?}");
     assert_eq!(run.overlaps, 0, "two holders at once: {run:?}");
     assert_eq!(run.lost, 0, "a durable lease lost: {run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
+    require_redis!();
+    let (primary, other) = blocking(|| (RedisServer::start(), RedisServer::start()));
+    // A sentinel that goes on naming `primary`, whatever it has become.
+    let named = format!(
+        "*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{}\r\n",
+        primary.port().to_string().len(),
+        primary.port()
+    );
+    let sentinel = blocking(|| FakeServer::start(vec![Step::always(named.as_bytes())]));
+    let port = sentinel.url().rsplit(':').next().expect("port").to_owned();
+    let url = format!("redis+sentinel://127.0.0.1:{port}/{SERVICE}");
+    let client = Client::connect([&url]).await.expect("connect");
+    let name = unique_name("demoted");
+    let lock = || client.lock(&name).ttl(Duration::from_secs(10));
+    lock()
+        .acquire()
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+    let asked = sentinel.commands().len();
+
+    // Demoted under the client's pooled connection.
+    blocking(|| {
+        primary
+            .raw()
+            .ok(&["REPLICAOF", "127.0.0.1", &other.port().to_string()]);
+        support::wait_for("the primary to replicate", Duration::from_secs(10), || {
+            let info = primary.raw().ok(&["INFO", "replication"]).text()?;
+            info.contains("master_link_status:up").then_some(())
+        });
+    });
+    // The pooled connection answers READONLY and is left; the sentinel is asked again and
+    // the server it names says it is a replica: no lease, a typed error, nothing written.
+    for _ in 0..2 {
+        let result = lock().acquire().await;
+        assert!(result.is_err(), "a lease on a replica: {result:?}");
+    }
+    assert!(
+        sentinel.commands().len() > asked,
+        "the sentinel was asked again after READONLY"
+    );
+    let written = primary.raw().ok(&["EXISTS", &lock_key(&name)]).int();
+    assert_eq!(written, Some(0));
+
+    // Promoted again: the client follows.
+    blocking(|| primary.raw().ok(&["REPLICAOF", "NO", "ONE"]));
+    let guard = lock()
+        .wait(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("acquire on the primary again");
+    let held = primary.raw().ok(&["GET", &lock_key(&name)]).text();
+    assert_eq!(held.as_deref(), Some(guard.token()));
+    guard.release().await.expect("release");
 }

@@ -506,8 +506,12 @@ async fn refuse_duplicates(
         // A seed shared by two URLs: one cluster given twice, or a cluster and one of its
         // own nodes.
         for first in &endpoints[..i] {
-            // One group of sentinels commonly watches several services: each is a node.
-            if first.sentinel.is_some() && second.sentinel.is_some() {
+            // One group of sentinels commonly watches several services: each is a node. One
+            // service through a shared sentinel is one primary given twice.
+            if first.sentinel.is_some()
+                && second.sentinel.is_some()
+                && first.sentinel != second.sentinel
+            {
                 continue;
             }
             if let Some((host, port)) = second.seeds().into_iter().find(|(host, port)| {

@@ -126,6 +126,31 @@ async fn bad_sentinel_forms_are_typed_errors() {
             "{url}"
         );
     }
+    // One service given twice (its sentinels in another order) is one primary: refused
+    // before anything is sent. Two services of one sentinel group are two nodes.
+    let (s0, s1) = (group.sentinels[0].port, group.sentinels[1].port);
+    let twice = Client::connect([
+        format!("redis+sentinel://127.0.0.1:{s0},127.0.0.1:{s1}/{SERVICE}"),
+        format!("redis+sentinel://127.0.0.1:{s1},127.0.0.1:{s0}/{SERVICE}"),
+    ])
+    .await;
+    assert!(
+        matches!(twice, Err(Error::DuplicateNode { .. })),
+        "{twice:?}"
+    );
+    let two_services = Client::connect([group.url(SERVICE), group.url(GHOST)]).await;
+    assert!(
+        matches!(
+            two_services,
+            Err(Error::TooFewNodes {
+                reachable: 1,
+                nodes: 2,
+                ..
+            })
+        ),
+        "two nodes, the ghost's down: {two_services:?}"
+    );
+
     // The command: 69 when no sentinel names a primary; 64 for a bad URL, before anything
     // reaches a sentinel.
     let connections = || {

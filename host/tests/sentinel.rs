@@ -486,8 +486,13 @@ async fn a_killed_primary_is_replaced_and_durable_leases_stay_exclusive() {
         group.servers[0].stop();
         group.until_primary(1);
         // Until a replica is back, no lease can be confirmed durable (the workers' acquires
-        // fail, typed): the old primary returns empty and the sentinels make it a replica.
+        // fail, typed): the old primary returns empty and is made a replica of the new one,
+        // as an operator does (the sentinels would too, on their own schedule).
         group.servers[0].restart();
+        let new_primary = group.servers[1].port().to_string();
+        group.servers[0]
+            .raw()
+            .ok(&["REPLICAOF", "127.0.0.1", &new_primary]);
         group.until_replica(0);
     })
     .await;

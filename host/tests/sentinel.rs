@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use distlock_host::{Client, Durability, DurableError, Error};
+use distlock_host::{Client, ConnectOptions, Durability, DurableError, Error, KeyLayout};
 use support::fake::{FakeServer, Step};
 use support::holders::Section;
 use support::sentinel::{GHOST, SERVICE, SentinelGroup};
@@ -33,7 +33,7 @@ fn distlock_core_duration(ms: u64) -> distlock_core::Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_primary_is_found_through_the_sentinels_and_checked() {
     require_redis!();
-    let group = blocking(SentinelGroup::start);
+    let group = blocking(SentinelGroup::start_steady);
     let client = Client::connect([group.url(SERVICE)])
         .await
         .expect("connect");
@@ -58,9 +58,11 @@ async fn the_primary_is_found_through_the_sentinels_and_checked() {
     guard.release().await.expect("release");
     assert_eq!(on(0), None);
 
-    // One vote of a Redlock beside two plain servers.
-    let (a, b) = blocking(|| (RedisServer::start(), RedisServer::start()));
-    let redlock = Client::connect([group.url(SERVICE), a.url(), b.url()])
+    // One vote of a Redlock beside a plain server and a dead one: the lock is had only
+    // with the sentinel group's vote.
+    let a = blocking(RedisServer::start);
+    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let redlock = Client::connect([group.url(SERVICE), a.url(), dead])
         .await
         .expect("connect");
     assert_eq!(redlock.nodes(), 3);
@@ -70,9 +72,13 @@ async fn the_primary_is_found_through_the_sentinels_and_checked() {
         .acquire()
         .await
         .expect("acquire");
-    for server in [&group.servers[0], &a, &b] {
+    for server in [&group.servers[0], &a] {
         let held = server.raw().ok(&["GET", &lock_key(&name)]).text();
-        assert_eq!(held.as_deref(), Some(guard.token()), "every node voted");
+        assert_eq!(
+            held.as_deref(),
+            Some(guard.token()),
+            "both live nodes voted"
+        );
     }
     guard.release().await.expect("release");
 }
@@ -80,7 +86,13 @@ async fn the_primary_is_found_through_the_sentinels_and_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_sentinel_forms_are_typed_errors() {
     require_redis!();
-    let group = blocking(SentinelGroup::start);
+    let group = blocking(SentinelGroup::start_steady);
+    // Discovery must end (typed) before connecting stops waiting, even on a loaded machine.
+    let patient = ConnectOptions {
+        ready_timeout: Duration::from_secs(5),
+        ..ConnectOptions::default()
+    };
+    let connect = |url: String| Client::connect_with([url], patient.clone(), KeyLayout::default());
     let sentinel_error = |result: Result<Client, Error>| match result {
         Err(Error::Sentinel { why, .. }) => why,
         other => panic!("expected a sentinel error, got {other:?}"),
@@ -88,8 +100,8 @@ async fn bad_sentinel_forms_are_typed_errors() {
     // A service the sentinels do not know.
     let (result, took) = bounded(
         "connecting to an unknown service",
-        Duration::from_secs(5),
-        Client::connect([group.url("nosuch")]),
+        Duration::from_secs(10),
+        connect(group.url("nosuch")),
     )
     .await;
     assert_eq!(
@@ -100,8 +112,8 @@ async fn bad_sentinel_forms_are_typed_errors() {
     // Sentinels that name a primary nobody answers on.
     let (result, _) = bounded(
         "connecting to a service whose primary is down",
-        Duration::from_secs(5),
-        Client::connect([group.url(GHOST)]),
+        Duration::from_secs(10),
+        connect(group.url(GHOST)),
     )
     .await;
     assert_eq!(
@@ -114,12 +126,8 @@ async fn bad_sentinel_forms_are_typed_errors() {
         format!("redis+sentinel://127.0.0.1:{}/{SERVICE}", free_port()),
         format!("redis+sentinel://127.0.0.1:{}/{SERVICE}", plain.port()),
     ] {
-        let (result, _) = bounded(
-            "connecting",
-            Duration::from_secs(5),
-            Client::connect([&url]),
-        )
-        .await;
+        let (result, _) =
+            bounded("connecting", Duration::from_secs(10), connect(url.clone())).await;
         assert_eq!(
             sentinel_error(result),
             distlock_core::DiscoveryError::NoSentinel,
@@ -205,7 +213,7 @@ async fn bad_sentinel_forms_are_typed_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn durable_leases_wait_for_their_replicas_or_are_released() {
     require_redis!();
-    let group = blocking(SentinelGroup::start);
+    let group = blocking(SentinelGroup::start_steady);
     let url = group.url(SERVICE);
     let durable = Client::connect([&url])
         .await
@@ -435,6 +443,15 @@ async fn lock_run(url: String, durable: bool, fail_over: impl FnOnce() + Send + 
     }
 }
 
+/// `SENTINEL FAILOVER`, then waits until the sentinels name the other server, which says
+/// `ROLE master`, and the old primary replicates it.
+fn fail_over(group: &SentinelGroup) {
+    let before = group.until_settled();
+    group.force_failover();
+    group.until_primary(1 - before);
+    group.until_settled();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forced_failover_during_a_lock_run() {
     require_redis!();
@@ -443,29 +460,14 @@ async fn a_forced_failover_during_a_lock_run() {
 
     // Durable leases: no two reported holders, whatever the failover does.
     let moving = Arc::clone(&group);
-    let durable = lock_run(url.clone(), true, move || {
-        moving.force_failover();
-        moving.until_primary(1);
-        moving.until_replica(0);
-    })
-    .await;
+    let durable = lock_run(url.clone(), true, move || fail_over(&moving)).await;
     println!("forced failover, durable leases: {durable:?}");
     assert_eq!(durable.overlaps, 0, "two holders at once: {durable:?}");
     assert_eq!(durable.lost, 0, "a durable lease lost: {durable:?}");
-    assert_eq!(
-        blocking(|| group.role(0)).as_deref(),
-        Some("slave"),
-        "the old primary was demoted"
-    );
 
     // Without: the run goes on through the new primary; losses are counted, not ruled out.
     let moving = Arc::clone(&group);
-    let plain = lock_run(url, false, move || {
-        moving.force_failover();
-        moving.until_primary(0);
-        moving.until_replica(1);
-    })
-    .await;
+    let plain = lock_run(url, false, move || fail_over(&moving)).await;
     println!(
         "forced failover, plain leases: {} leases, {} lost across the failover, {} operations failed (typed) while the primary changed",
         plain.leases,
@@ -493,7 +495,9 @@ async fn a_killed_primary_is_replaced_and_durable_leases_stay_exclusive() {
         group.servers[0]
             .raw()
             .ok(&["REPLICAOF", "127.0.0.1", &new_primary]);
-        group.until_replica(0);
+        // Under load the sentinels may fail over again (a busy primary looks down for
+        // 500 ms): any primary with an in-sync replica will do.
+        group.until_settled();
     })
     .await;
     println!("SIGKILLed primary, durable leases: {run:?}");

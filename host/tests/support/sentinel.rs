@@ -33,8 +33,19 @@ pub(crate) struct SentinelGroup {
 }
 
 impl SentinelGroup {
-    /// Starts the group and waits until it can fail over.
+    /// Starts the group with `down-after-milliseconds` 500 and waits until it can fail
+    /// over. Under load a busy primary can look down for 500 ms: failover tests must accept
+    /// a failover they did not ask for.
     pub(crate) fn start() -> SentinelGroup {
+        Self::start_with(500)
+    }
+
+    /// A group for tests that need the primary to stay put: `down-after-milliseconds` 10 s.
+    pub(crate) fn start_steady() -> SentinelGroup {
+        Self::start_with(10_000)
+    }
+
+    fn start_with(down_after_ms: u32) -> SentinelGroup {
         let primary = RedisServer::start();
         let replica =
             RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
@@ -43,7 +54,7 @@ impl SentinelGroup {
         let sentinels = (0..3)
             .map(|i| {
                 let config = configs.path().join(format!("sentinel-{i}.conf"));
-                start_sentinel(&config, primary.port(), ghost)
+                start_sentinel(&config, primary.port(), ghost, down_after_ms)
             })
             .collect();
         let group = SentinelGroup {
@@ -111,24 +122,26 @@ impl SentinelGroup {
         }
     }
 
-    /// Waits until server `index` replicates the primary (the sentinels reconfigure a
-    /// returning old primary as a replica) and its link is up.
-    pub(crate) fn until_replica(&self, index: usize) {
+    /// Waits until the sentinels agree on a primary and the other server replicates it in
+    /// sync; returns the primary.
+    pub(crate) fn until_settled(&self) -> usize {
         let started = Instant::now();
         loop {
-            let up = Raw::connect(self.servers[index].port())
-                .and_then(|mut raw| raw.command(&["INFO", "replication"]))
-                .ok()
-                .and_then(|r| r.text())
-                .is_some_and(|info| {
-                    info.contains("role:slave") && info.contains("master_link_status:up")
-                });
-            if up {
-                return;
+            if let Some(primary) = self.agreed_primary() {
+                let replica = 1 - primary;
+                let info = Raw::connect(self.servers[replica].port())
+                    .and_then(|mut raw| raw.command(&["INFO", "replication"]))
+                    .ok()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default();
+                let port = format!("master_port:{}", self.servers[primary].port());
+                if info.contains(&port) && info.contains("master_link_status:up") {
+                    return primary;
+                }
             }
             assert!(
                 started.elapsed() < SETTLE,
-                "server {index} did not become an in-sync replica within {SETTLE:?}"
+                "the group did not settle on a primary and an in-sync replica within {SETTLE:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -187,13 +200,18 @@ impl SentinelGroup {
 
 /// Starts a sentinel watching the primary on `primary` (and the ghost service on `ghost`),
 /// configured through `config` (a sentinel rewrites its file), on a free port.
-fn start_sentinel(config: &std::path::Path, primary: u16, ghost: u16) -> Sentinel {
+fn start_sentinel(
+    config: &std::path::Path,
+    primary: u16,
+    ghost: u16,
+    down_after_ms: u32,
+) -> Sentinel {
     for _ in 0..5 {
         let port = free_port();
         let text = format!(
             "port {port}\nbind 127.0.0.1\ndaemonize no\n\
              sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
-             sentinel down-after-milliseconds {SERVICE} 500\n\
+             sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n\
              sentinel failover-timeout {SERVICE} 5000\n\
              sentinel parallel-syncs {SERVICE} 1\n\
              sentinel monitor {GHOST} 127.0.0.1 {ghost} 2\n\

@@ -508,7 +508,15 @@ async fn a_killed_primary_is_replaced_and_durable_leases_stay_exclusive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
     require_redis!();
-    let (primary, other) = blocking(|| (RedisServer::start(), RedisServer::start()));
+    // Its full sync writes an RDB file: into a directory of the test's own.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let dir = dir.path().to_str().expect("UTF-8").to_owned();
+    let (primary, other) = blocking(|| {
+        (
+            RedisServer::start_with(&["--dir", &dir]),
+            RedisServer::start_with(&["--dir", &dir]),
+        )
+    });
     // A sentinel that goes on naming `primary`, whatever it has become.
     let named = format!(
         "*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{}\r\n",

@@ -46,10 +46,22 @@ impl SentinelGroup {
     }
 
     fn start_with(down_after_ms: u32) -> SentinelGroup {
-        let primary = RedisServer::start();
-        let replica =
-            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+        // A replica's full sync writes an RDB file: into a directory of the test's own, never
+        // the working directory.
         let configs = tempfile::tempdir().expect("temporary directory");
+        let primary_dir = configs.path().join("primary");
+        let replica_dir = configs.path().join("replica");
+        for dir in [&primary_dir, &replica_dir] {
+            std::fs::create_dir(dir).expect("server directory");
+        }
+        let primary = RedisServer::start_with(&["--dir", primary_dir.to_str().expect("UTF-8")]);
+        let replica = RedisServer::start_with(&[
+            "--dir",
+            replica_dir.to_str().expect("UTF-8"),
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port().to_string(),
+        ]);
         let ghost = free_port();
         let sentinels = (0..3)
             .map(|i| {

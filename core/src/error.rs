@@ -303,6 +303,10 @@ pub enum ConfigError {
         /// The command it lacks.
         command: NativeCommand,
     },
+    /// A durable lease ([`crate::Durability`]) needs at least one replica and a timeout of at
+    /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
+    /// quorum of independent primaries is the durability.
+    Durability,
 }
 
 /// What only a Lua script gives a lock, so [`crate::Scripts::Never`] refuses it.
@@ -484,6 +488,9 @@ impl fmt::Display for ConfigError {
                 "scripts are set to never, but node {node}'s server has no {} ({}); allow scripts or upgrade the server",
                 command.name(),
                 command.since()
+            ),
+            ConfigError::Durability => f.write_str(
+                "a durable lease needs at least 1 replica, a timeout of at least 1 ms, and one node (a server or a sentinel group; Redlock's independent primaries are their own durability)",
             ),
         }
     }

@@ -33,6 +33,12 @@
 //!   [`MAX_SHARDS`]), and [`Redirects`] says what a [`Redirect`] (`MOVED`, `ASK`,
 //!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline;
 //!   [`ClusterLink`] puts them together as one node's byte pipe for a driver.
+//! - **Durable leases**: [`Durability`] says what to send after an acquire or extend
+//!   (`WAIT` / `WAITAOF`) and whether the reply confirms the lease ([`DurableError`]).
+//! - **Redis Sentinel**: a sentinel group is one node of a lock too; [`Discovery`] says which
+//!   sentinel to ask and when to give up, [`parse_primary_address`] and [`parse_role`] read
+//!   the answers (a primary is used only once its `ROLE` says `master`), and
+//!   [`FailoverWatch`] says when a `READONLY` reply means the primary was demoted.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
 //!
@@ -82,6 +88,7 @@ mod commands;
 mod dialogue;
 mod drift;
 mod driven;
+mod durable;
 mod error;
 mod extend;
 mod fair;
@@ -104,6 +111,7 @@ mod retry;
 pub mod script;
 #[cfg(not(feature = "fuzzing"))]
 mod script;
+mod sentinel;
 mod server;
 mod session;
 mod slot;
@@ -122,6 +130,7 @@ pub use cluster_link::{ClusterLink, ClusterLinkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
+pub use durable::{DURABLE_REPLY_CAP, DURABLE_TIMEOUT, Durability, DurableError};
 pub use error::{
     ConfigError, Error, NodeFailure, ProtocolError, ScriptedFeature, ServerError, ServerErrorKind,
 };
@@ -144,6 +153,12 @@ pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use script::{SCRIPTS, Script};
+pub use sentinel::{
+    Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,
+    SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,
+    SentinelReplyError, get_master_addr_command, parse_primary_address, parse_role,
+    sentinel_reply_len,
+};
 pub use server::{Flavor, NativeCommand, ServerInfo, Version};
 pub use session::{
     ConnectOutcome, NodeDown, NodeState, RECONNECT, Reachability, Session, SessionOptions,

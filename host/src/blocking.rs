@@ -85,6 +85,14 @@ impl Client {
         }
     }
 
+    /// See [`crate::Client::durable`]: every lease confirmed by `durability`'s replicas.
+    pub fn durable(self, durability: crate::Durability) -> Result<Client, Error> {
+        Ok(Client {
+            inner: self.inner.durable(durability)?,
+            ..self
+        })
+    }
+
     /// See [`crate::Client::lock`].
     pub fn lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
         LockBuilder {

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock_core::{
-    ConfigError, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released, RetryPolicy,
-    Scripts, ServerInfo, Token,
+    ConfigError, Durability, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released,
+    RetryPolicy, Scripts, ServerInfo, Token,
 };
 use distlock_core::{Machine, Operation};
 
 use crate::MAX_NODES;
 use crate::clock::{Clock, from_std};
 use crate::conn::ConnectOptions;
-use crate::drive::{Cancel, drive, in_step, return_slots, settle, take_slots};
+use crate::drive::{Cancel, Slot, drive, in_step, return_slots, settle, take_slots};
 use crate::endpoint::Endpoint;
 use crate::entropy::random_u64;
 use crate::error::Error;
@@ -40,6 +40,8 @@ pub struct Client {
     pool: Arc<Pool>,
     layout: Arc<KeyLayout>,
     scripts: Scripts,
+    /// Replica-durable leases ([`Client::durable`]).
+    durable: Option<Durability>,
 }
 
 impl std::fmt::Debug for Client {
@@ -131,7 +133,30 @@ impl Client {
             pool,
             layout: Arc::new(layout),
             scripts: Scripts::Auto,
+            durable: None,
         }
+    }
+
+    /// Makes every lease of this client replica-durable: after each acquire and extend, the
+    /// same connection sends `WAIT replicas timeout` (`WAITAOF 1 replicas timeout` with
+    /// [`Durability::with_aof`]), and the lease is reported only when the server says enough
+    /// replicas acknowledged it, within the timeout and the lease's validity (which still
+    /// counts from the acquire's start). An acquire whose lease was not confirmed releases it
+    /// and fails with [`Error::NotDurable`]; an extend not confirmed fails the same way and
+    /// leaves the validity where the last confirmed one put it. A server that refuses `WAIT`
+    /// fails every acquire with that refusal, never a silent downgrade. `WAIT` is not strong
+    /// consistency: see the README's "Sentinel" section.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (`ConfigError::Durability`) for a client over several nodes:
+    /// Redlock's quorum of independent primaries is its own durability.
+    pub fn durable(mut self, durability: Durability) -> Result<Client, Error> {
+        if self.pool.len() != 1 {
+            return Err(ConfigError::Durability.into());
+        }
+        self.durable = Some(durability);
+        Ok(self)
     }
 
     /// The same client, whose locks, releases and extends run Lua scripts as `scripts` says
@@ -246,10 +271,32 @@ impl Client {
 
     pub(crate) async fn extend_lock(&self, lock: &Lock, token: Token) -> Result<Extended, Error> {
         let seed = random_u64();
-        let outcome = self
-            .run(|servers, now| Extend::<MAX_NODES>::new(lock, token, servers, now, seed))
+        let (outcome, durable) = self
+            .run_durably(
+                |servers, now| Extend::<MAX_NODES>::new(lock, token, servers, now, seed),
+                None,
+                |outcome| outcome.as_ref().ok().map(|e| e.valid_until),
+            )
             .await?;
-        Ok(outcome?)
+        let extended = outcome?;
+        // Not confirmed: the validity stays where the last confirmed lease put it (the
+        // renewal schedule retries within it).
+        self.durable_verdict(durable)?;
+        Ok(extended)
+    }
+
+    /// What a durable check's verdict means for the caller.
+    pub(crate) fn durable_verdict(
+        &self,
+        verdict: Option<Result<(), distlock_core::DurableError>>,
+    ) -> Result<(), Error> {
+        match verdict {
+            Some(Err(why)) => Err(Error::NotDurable {
+                endpoint: self.pool.endpoints().into_iter().next().unwrap_or_default(),
+                why,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Takes an idle connection per node where there is one, builds the machine at once (a
@@ -282,6 +329,25 @@ impl Client {
     where
         Machine<Op, MAX_NODES>: Send + 'static,
     {
+        Ok(self.run_durably(build, cancel, |_| None).await?.0)
+    }
+
+    /// [`Client::run_until`]; for a durable client ([`Client::durable`]) whose outcome gave
+    /// a lease valid until the instant `valid_until` reads from it, also asks the node, on
+    /// the connection that carried the operation, whether enough replicas hold it (`None`:
+    /// not asked).
+    pub(crate) async fn run_durably<Op: Operation>(
+        &self,
+        build: impl FnOnce(
+            &[ServerInfo],
+            distlock_core::Instant,
+        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+        cancel: Cancel<'_>,
+        valid_until: impl FnOnce(&Op::Outcome) -> Option<distlock_core::Instant>,
+    ) -> Result<(Op::Outcome, Option<Result<(), distlock_core::DurableError>>), Error>
+    where
+        Machine<Op, MAX_NODES>: Send + 'static,
+    {
         let pool = &self.pool;
         let _counted = pool.operation();
         let (mut slots, servers) = take_slots(pool);
@@ -294,6 +360,13 @@ impl Client {
             }
         };
         let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
+        let durable = match (&self.durable, valid_until(&outcome)) {
+            (Some(durability), Some(until)) => Some(
+                self.confirm_durable(durability, &machine, &mut slots, until)
+                    .await,
+            ),
+            _ => None,
+        };
         if in_step(&machine, &slots) {
             return_slots(pool, slots);
         } else {
@@ -307,7 +380,39 @@ impl Client {
                 return_slots(&pool, slots);
             });
         }
-        Ok(outcome)
+        Ok((outcome, durable))
+    }
+
+    /// Sends the durable check on the one node's connection, which must be in step (it
+    /// carried the operation that just succeeded); a connection the check leaves out of step
+    /// is dropped.
+    async fn confirm_durable<Op: Operation>(
+        &self,
+        durability: &Durability,
+        machine: &Machine<Op, MAX_NODES>,
+        slots: &mut [Slot],
+        valid_until: distlock_core::Instant,
+    ) -> Result<(), distlock_core::DurableError> {
+        let not_confirmed = Err(distlock_core::DurableError::NotReplicated {
+            acknowledged: 0,
+            needed: durability.replicas(),
+        });
+        let Some(slot) = slots.first_mut() else {
+            return not_confirmed;
+        };
+        let Slot::Ready(conn) = slot else {
+            return not_confirmed;
+        };
+        if machine.owed_replies(0) != Some(0) {
+            return not_confirmed;
+        }
+        let clock = self.pool.clock();
+        let (verdict, in_step) =
+            crate::durable::confirm(conn, durability, valid_until, &clock).await;
+        if !in_step {
+            *slot = Slot::Closed;
+        }
+        verdict
     }
 
     pub(crate) fn clock(&self) -> Clock {

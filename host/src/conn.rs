@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::cluster::ClusterStream;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::sentinel::SentinelStream;
 
 /// The bytes underneath a connection.
 pub(crate) enum Stream {
@@ -31,6 +32,9 @@ pub(crate) enum Stream {
     Pipe(DuplexStream),
     /// A Redis Cluster, carried to its primaries (`redis+cluster://`).
     Cluster(Box<ClusterStream>),
+    /// A primary found through Redis Sentinel, watched for a failover
+    /// (`redis+sentinel://`).
+    Sentinel(Box<SentinelStream>),
 }
 
 impl AsyncRead for Stream {
@@ -44,6 +48,7 @@ impl AsyncRead for Stream {
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Pipe(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Cluster(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Sentinel(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -59,6 +64,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Pipe(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Cluster(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Sentinel(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -68,6 +74,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
             Stream::Pipe(s) => Pin::new(s).poll_flush(cx),
             Stream::Cluster(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Sentinel(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -77,6 +84,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Pipe(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Cluster(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Sentinel(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -202,6 +210,20 @@ pub(crate) struct Conn {
 }
 
 impl Stream {
+    /// Whether an idle connection's stream is dead or out of step: an idle connection owes nothing, so
+    /// anything readable (an EOF after a server restart, stray bytes) means it must go.
+    pub(crate) fn is_stale(&self) -> bool {
+        let tcp = match self {
+            Stream::Tcp(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Pipe(_) => return false,
+            Stream::Cluster(cluster) => return cluster.is_stale(),
+            Stream::Sentinel(sentinel) => return sentinel.is_stale(),
+        };
+        let mut probe = [0u8; 1];
+        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Opens TCP to `endpoint`, with TLS for `rediss://`, and no handshake: what
     /// [`Conn::open`] and the wasm adapter's `transport` share.
     pub(crate) async fn connect(
@@ -248,14 +270,7 @@ impl Conn {
     /// Whether an idle connection is dead or out of step: an idle connection owes nothing, so
     /// anything readable (an EOF after a server restart, stray bytes) means it must go.
     pub(crate) fn is_stale(&self) -> bool {
-        let tcp = match &self.stream {
-            Stream::Tcp(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-            Stream::Pipe(_) => return false,
-            Stream::Cluster(cluster) => return cluster.is_stale(),
-        };
-        let mut probe = [0u8; 1];
-        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.stream.is_stale()
     }
 
     /// Opens and handshakes a connection to `endpoint`, asking for `protocol` (a server
@@ -269,6 +284,10 @@ impl Conn {
         if endpoint.cluster {
             // Each seed and primary is opened, bounded, by this function.
             return Box::pin(crate::cluster::open(endpoint, options, protocol, clock)).await;
+        }
+        if endpoint.sentinel.is_some() {
+            // The sentinels are asked, and the primary opened and checked, by this function.
+            return Box::pin(crate::sentinel::open(endpoint, options, protocol, clock)).await;
         }
         let name = endpoint.to_string();
         let work = async {

@@ -1,7 +1,10 @@
 //! Where a node is and how to log in: `redis://[user:pass@]host:port[/db]`, `rediss://…`,
 //! and a Redis Cluster reached through seed nodes:
 //! `redis+cluster://[user:pass@]host:port[,host:port…]` (`rediss+cluster://` for TLS), which
-//! counts as one node of a lock.
+//! counts as one node of a lock; and a primary watched by Redis Sentinel:
+//! `redis+sentinel://[user:pass@]host[:port][,host[:port]…]/service[/db]` (`rediss+sentinel://`
+//! for TLS; sentinels listen on 26379 unless a port is given), one node of a lock too. The
+//! login of a sentinel URL is the primary's: sentinels are asked without one.
 //!
 //! Invariants: a parsed endpoint came from a URL with nothing this module would ignore (no
 //! query parameters, no fragment, a path that is empty or a database number in digits), so
@@ -30,8 +33,12 @@ pub struct Endpoint {
     pub database: u32,
     /// `redis+cluster://`: a Redis Cluster, of which `host:port` is the first seed node.
     pub cluster: bool,
-    /// A cluster's further seed nodes (host, port), tried in order after the first.
+    /// A cluster's further seed nodes (host, port), tried in order after the first; a
+    /// sentinel group's further sentinels.
     pub more_seeds: Vec<(String, u16)>,
+    /// `redis+sentinel://`: the service (master name) the sentinels at `host:port` and
+    /// `more_seeds` watch; the node is that service's primary.
+    pub sentinel: Option<String>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -44,7 +51,13 @@ impl fmt::Debug for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        let cluster = if self.cluster { "+cluster" } else { "" };
+        let cluster = if self.cluster {
+            "+cluster"
+        } else if self.sentinel.is_some() {
+            "+sentinel"
+        } else {
+            ""
+        };
         write!(f, "{scheme}{cluster}://")?;
         match (&self.username, &self.password) {
             (Some(user), Some(_)) => write!(f, "{user}:***@")?,
@@ -55,6 +68,9 @@ impl fmt::Display for Endpoint {
         write!(f, "{}", self.address())?;
         for (host, port) in &self.more_seeds {
             write!(f, ",{}", host_port(host, *port))?;
+        }
+        if let Some(service) = &self.sentinel {
+            write!(f, "/{service}")?;
         }
         if self.database != 0 {
             write!(f, "/{}", self.database)?;
@@ -91,6 +107,16 @@ impl Endpoint {
             database: 0,
             cluster: false,
             more_seeds: Vec::new(),
+            sentinel: None,
+        }
+    }
+
+    /// A sentinel group's primary at `host:port`: this endpoint's login, TLS and database.
+    #[must_use]
+    pub fn primary_at(&self, host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            database: self.database,
+            ..self.at(host, port)
         }
     }
 
@@ -98,7 +124,12 @@ impl Endpoint {
     /// port. The database, login and TLS do not matter: they are one server's keyspaces and
     /// doors, and a lock's quorum counts servers.
     #[must_use]
+    /// Two sentinel URLs name the same node only when they name one service too: one group
+    /// of sentinels commonly watches several primaries.
     pub fn same_address(&self, other: &Endpoint) -> bool {
+        if self.sentinel != other.sentinel {
+            return false;
+        }
         self.port == other.port && self.host.eq_ignore_ascii_case(&other.host)
     }
 }
@@ -116,13 +147,18 @@ impl FromStr for Endpoint {
         {
             return parse_cluster(scheme, rest).map_err(|why| bad(&why));
         }
+        if let Some((scheme, rest)) = text.split_once("://")
+            && scheme.ends_with("+sentinel")
+        {
+            return parse_sentinel(scheme, rest).map_err(|why| bad(&why));
+        }
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         let tls = match url.scheme() {
             "redis" => false,
             "rediss" => true,
             other => {
                 return Err(bad(&format!(
-                    "scheme '{other}' is not redis://, rediss://, redis+cluster:// or rediss+cluster://"
+                    "scheme '{other}' is not redis://, rediss://, redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
                 )));
             }
         };
@@ -176,6 +212,7 @@ impl FromStr for Endpoint {
             database,
             cluster: false,
             more_seeds: Vec::new(),
+            sentinel: None,
         })
     }
 }
@@ -227,6 +264,32 @@ fn parse_cluster(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         }
         db => return Err(format!("the path '{db}' is not a database number")),
     }
+    let (username, password, mut seeds) = login_and_hosts(authority, 6379, "seed node")?;
+    if seeds.is_empty() {
+        return Err("no seed nodes (write redis+cluster://host:port[,host:port…])".into());
+    }
+    let (host, port) = seeds.remove(0);
+    Ok(Endpoint {
+        tls,
+        host,
+        port,
+        username,
+        password,
+        database: 0,
+        cluster: true,
+        more_seeds: seeds,
+        sentinel: None,
+    })
+}
+
+/// The login and the comma-separated `host[:port]` list of a cluster's or a sentinel group's
+/// URL authority; `what` names the hosts in errors. Hosts given twice are refused.
+#[allow(clippy::type_complexity)]
+fn login_and_hosts(
+    authority: &str,
+    default_port: u16,
+    what: &str,
+) -> Result<(Option<String>, Option<String>, Vec<(String, u16)>), String> {
     let (login, hosts) = match authority.rsplit_once('@') {
         Some((login, hosts)) => (Some(login), hosts),
         None => (None, authority),
@@ -248,11 +311,11 @@ fn parse_cluster(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         },
     };
     if hosts.is_empty() {
-        return Err("no seed nodes (write redis+cluster://host:port[,host:port…])".into());
+        return Ok((username, password, Vec::new()));
     }
     let mut seeds = Vec::new();
     for seed in hosts.split(',') {
-        seeds.push(parse_seed(seed)?);
+        seeds.push(parse_seed(seed, default_port)?);
     }
     for (i, seed) in seeds.iter().enumerate() {
         if seeds[..i]
@@ -260,26 +323,101 @@ fn parse_cluster(scheme: &str, rest: &str) -> Result<Endpoint, String> {
             .any(|s| s.1 == seed.1 && s.0.eq_ignore_ascii_case(&seed.0))
         {
             return Err(format!(
-                "the seed node {} is given twice",
+                "the {what} {} is given twice",
                 host_port(&seed.0, seed.1)
             ));
         }
     }
-    let (host, port) = seeds.remove(0);
+    Ok((username, password, seeds))
+}
+
+/// Reads what follows `redis+sentinel://` / `rediss+sentinel://`: an optional login (the
+/// primary's), comma-separated sentinels `host[:port]` (26379 by default), then
+/// `/service` and optionally `/db`. The form of Lettuce's and Spring's sentinel URLs, with
+/// the service in the path where redis-py takes it as an argument. Query parameters are
+/// refused, as for single nodes.
+fn parse_sentinel(scheme: &str, rest: &str) -> Result<Endpoint, String> {
+    let tls = match scheme {
+        "redis+sentinel" => false,
+        "rediss+sentinel" => true,
+        other => {
+            return Err(format!(
+                "scheme '{other}' is not redis+sentinel:// or rediss+sentinel://"
+            ));
+        }
+    };
+    if rest.contains('#') {
+        return Err("unexpected '#' fragment (write the service as the path: /mymaster)".into());
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        let key = query.split(['=', '&']).next().unwrap_or_default();
+        return Err(if key.is_empty() {
+            "unexpected '?' (no query parameters are read)".into()
+        } else {
+            format!(
+                "unknown query parameter '{key}' (none are read: write redis+sentinel://host:port,host:port/service[/db])"
+            )
+        });
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (username, password, mut sentinels) =
+        login_and_hosts(authority, distlock_core::SENTINEL_PORT, "sentinel")?;
+    if sentinels.is_empty() {
+        return Err("no sentinels (write redis+sentinel://host:port[,host:port…]/service)".into());
+    }
+    if sentinels.len() > distlock_core::MAX_SENTINELS {
+        return Err(format!(
+            "{} sentinels given; at most {} are asked",
+            sentinels.len(),
+            distlock_core::MAX_SENTINELS
+        ));
+    }
+    let mut parts = path.trim_start_matches('/').split('/');
+    let service = parts.next().unwrap_or_default();
+    if service.is_empty() {
+        return Err(
+            "no service name (write redis+sentinel://host:port[,host:port…]/service, the name the sentinels monitor)"
+                .into(),
+        );
+    }
+    if !service
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "the service name '{service}' is not a sentinel master name (letters, digits, '-', '_', '.')"
+        ));
+    }
+    let database = match (parts.next(), parts.next()) {
+        (None | Some(""), None) => 0,
+        (Some(db), None) if db.bytes().all(|b| b.is_ascii_digit()) => db
+            .parse()
+            .map_err(|_| "the database number is too large".to_string())?,
+        _ => {
+            return Err(format!(
+                "the path '{path}' is not /service or /service/db (a database number)"
+            ));
+        }
+    };
+    let (host, port) = sentinels.remove(0);
     Ok(Endpoint {
         tls,
         host,
         port,
         username,
         password,
-        database: 0,
-        cluster: true,
-        more_seeds: seeds,
+        database,
+        cluster: false,
+        more_seeds: sentinels,
+        sentinel: Some(service.to_owned()),
     })
 }
 
-/// One seed node, `host[:port]` or `[v6]:port`.
-fn parse_seed(seed: &str) -> Result<(String, u16), String> {
+/// One seed node, `host[:port]` or `[v6]:port`; `default_port` when none is given.
+fn parse_seed(seed: &str, default_port: u16) -> Result<(String, u16), String> {
     let (host, port) = if let Some(v6) = seed.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
@@ -306,7 +444,7 @@ fn parse_seed(seed: &str) -> Result<(String, u16), String> {
         return Err(format!("the host '{host}' is not a host name or address"));
     }
     let port = match port {
-        None => 6379,
+        None => default_port,
         Some(port) => port
             .parse::<u16>()
             .ok()
@@ -319,7 +457,7 @@ fn parse_seed(seed: &str) -> Result<(String, u16), String> {
 /// The URL with any password replaced, for error messages.
 fn redact(text: &str) -> String {
     if let Some((scheme, rest)) = text.split_once("://")
-        && scheme.ends_with("+cluster")
+        && (scheme.ends_with("+cluster") || scheme.ends_with("+sentinel"))
     {
         // The login is everything before the last '@' of the seed list.
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -489,5 +627,76 @@ mod tests {
         let c: Endpoint = "redis://redis-a:7001".parse().unwrap();
         assert!(a.same_address(&b));
         assert!(!a.same_address(&c));
+    }
+
+    #[test]
+    fn sentinel_urls_list_sentinels_and_name_a_service() {
+        let e: Endpoint = "redis+sentinel://:p%40ss@s1:26380,s2,[::1]/mymaster/2"
+            .parse()
+            .unwrap();
+        assert_eq!(e.sentinel.as_deref(), Some("mymaster"));
+        assert!(!e.tls && !e.cluster);
+        assert_eq!(
+            e.seeds(),
+            vec![
+                ("s1".to_owned(), 26380),
+                ("s2".to_owned(), 26379),
+                ("::1".to_owned(), 26379)
+            ]
+        );
+        assert_eq!((e.password.as_deref(), e.database), (Some("p@ss"), 2));
+        assert_eq!(
+            e.to_string(),
+            "redis+sentinel://:***@s1:26380,s2:26379,[::1]:26379/mymaster/2"
+        );
+        assert_eq!(
+            e.to_string()
+                .replace("***", "p%40ss")
+                .parse::<Endpoint>()
+                .unwrap(),
+            e
+        );
+        let primary = e.primary_at("10.0.0.5", 6379);
+        assert_eq!(primary.to_string(), "redis://:***@10.0.0.5:6379/2");
+        let tls: Endpoint = "rediss+sentinel://s1/cache".parse().unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.to_string(), "rediss+sentinel://s1:26379/cache");
+        // One group of sentinels watching two services: two nodes, not one given twice.
+        let other: Endpoint = "redis+sentinel://s1:26380/other".parse().unwrap();
+        assert!(!e.same_address(&other));
+        let same: Endpoint = "redis+sentinel://S1:26380/mymaster".parse().unwrap();
+        assert!(e.same_address(&same));
+    }
+
+    #[test]
+    fn bad_sentinel_urls_say_what_is_wrong_and_hide_the_password() {
+        for (url, says) in [
+            ("redis+sentinel://", "no sentinels"),
+            ("redis+sentinel:///mymaster", "no sentinels"),
+            ("redis+sentinel://u:hunter2@/mymaster", "no sentinels"),
+            ("redis+sentinel://s1:26379", "no service name"),
+            ("redis+sentinel://s1:26379/", "no service name"),
+            (
+                "redis+sentinel://s1/my master",
+                "not a sentinel master name",
+            ),
+            ("redis+sentinel://s1/m/x", "not /service or /service/db"),
+            ("redis+sentinel://s1/m/1/2", "not /service or /service/db"),
+            (
+                "redis+sentinel://s1,s1:26379/m",
+                "sentinel s1:26379 is given twice",
+            ),
+            ("redis+sentinel://s1:0/m", "not a port"),
+            ("redis+sentinel://s1/m?db=1", "unknown query parameter 'db'"),
+            ("redis+sentinel://s1#m", "fragment"),
+            ("rediss+sentinel+x://s1/m", "not redis"),
+            ("redis+sentinel://u:hunter2@s1", "no service name"),
+        ] {
+            let err = url.parse::<Endpoint>().unwrap_err();
+            assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains(says), "{url}: {text}");
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+        }
     }
 }

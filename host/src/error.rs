@@ -14,7 +14,7 @@ pub enum Error {
     Config(#[from] ConfigError),
     /// A node URL could not be parsed.
     #[error(
-        "bad Redis URL {url}: {why} (expected redis://[user:pass@]host:port[/db], rediss://…, or redis+cluster://host:port[,host:port…])"
+        "bad Redis URL {url}: {why} (expected redis://[user:pass@]host:port[/db], rediss://…, redis+cluster://host:port[,host:port…], or redis+sentinel://host:port[,host:port…]/service[/db])"
     )]
     BadUrl {
         /// The URL, password hidden.
@@ -106,6 +106,30 @@ pub enum Error {
     /// An operator command a Redis Cluster node cannot run yet. Nothing was sent.
     #[error("{0} is not supported on a Redis Cluster node yet: reset the locks one by one by name")]
     NotOnCluster(&'static str),
+    /// No primary of a Redis Sentinel group could be found and checked (`redis+sentinel://`):
+    /// the sentinels do not know the service, none answered, or none named a primary that
+    /// answered `ROLE` with `master` within the request timeout (see
+    /// [`distlock_core::DiscoveryError`]). The node counts as unreachable.
+    #[error("{endpoint}: {why} (last: {last})")]
+    Sentinel {
+        /// The sentinel group's URL (password hidden).
+        endpoint: String,
+        /// Why.
+        why: distlock_core::DiscoveryError,
+        /// The last thing a sentinel or a primary said or did, for the operator.
+        last: String,
+    },
+    /// A durable client's lease ([`crate::Client::durable`]) was not confirmed by enough
+    /// replicas in time, or the server refused to wait for them (`WAIT` unknown, `NOPERM`, a
+    /// managed service): an acquire's lease was released, an extend's validity was not
+    /// moved. Never a silent downgrade.
+    #[error("{endpoint}: lease not confirmed durable: {why}")]
+    NotDurable {
+        /// The node.
+        endpoint: String,
+        /// Why.
+        why: distlock_core::DurableError,
+    },
     /// More nodes than the lock machines support.
     #[error("{0} nodes given; at most {max} are supported", max = crate::MAX_NODES)]
     TooManyNodes(usize),

@@ -73,14 +73,22 @@ impl LockBuilder {
         };
         let seed = random_u64();
         let client = &self.client;
-        let lease = client
-            .run_until(
+        let (lease, durable) = client
+            .run_durably(
                 |servers, now| {
                     Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
                 },
                 cancel,
+                |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
             )
-            .await??;
+            .await?;
+        let lease = lease?;
+        if let Err(e) = client.durable_verdict(durable) {
+            // Not confirmed by the replicas: a failover could lose it, so it is not reported
+            // and not kept (released when the node answers; else it expires at its TTL).
+            let _ = client.release_lock(&lock, lease.token().clone()).await;
+            return Err(e);
+        }
         Ok(Guard::new(client.clone(), lock, lease, self.auto_renew))
     }
 }

@@ -44,19 +44,21 @@ mod cluster;
 pub mod component;
 mod conn;
 mod drive;
+mod durable;
 mod embedded;
 mod endpoint;
 mod entropy;
 mod error;
 mod guard;
 mod pool;
+mod sentinel;
 
 pub use admin::{NodeReset, NodeStatus, ResetDone, ResetReport, Status, Verdict};
 pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{
-    ConfigError, Extended, KeyLayout, LockOptions, NativeCommand, Released, RetryPolicy,
-    ScriptedFeature, Scripts,
+    ConfigError, Durability, DurableError, Extended, KeyLayout, LockOptions, NativeCommand,
+    Released, RetryPolicy, ScriptedFeature, Scripts,
 };
 pub use endpoint::Endpoint;
 pub use error::Error;

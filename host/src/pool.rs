@@ -506,6 +506,14 @@ async fn refuse_duplicates(
         // A seed shared by two URLs: one cluster given twice, or a cluster and one of its
         // own nodes.
         for first in &endpoints[..i] {
+            // One group of sentinels commonly watches several services: each is a node. One
+            // service through a shared sentinel is one primary given twice.
+            if first.sentinel.is_some()
+                && second.sentinel.is_some()
+                && first.sentinel != second.sentinel
+            {
+                continue;
+            }
             if let Some((host, port)) = second.seeds().into_iter().find(|(host, port)| {
                 first
                     .seeds()
@@ -523,7 +531,13 @@ async fn refuse_duplicates(
         .iter()
         .map(|e| {
             let (host, port) = (e.host.clone(), e.port);
+            // A sentinel's address is not the lock node's: the primary it names is, and two
+            // services of one group share their sentinels.
+            let sentinel = e.sentinel.is_some();
             tokio::spawn(async move {
+                if sentinel {
+                    return Vec::new();
+                }
                 tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .map(Iterator::collect)

@@ -106,6 +106,7 @@ impl transport::Host for HostState {
             database: 0,
             cluster: false,
             more_seeds: Vec::new(),
+            sentinel: None,
         };
         let timeout = Duration::from_millis(timeout_ms);
         let net = &self.net;

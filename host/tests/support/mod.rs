@@ -16,6 +16,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod proxy;
+pub(crate) mod sentinel;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

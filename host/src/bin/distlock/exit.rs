@@ -41,11 +41,11 @@ macro_rules! table {
         1     release/extend: the token does not hold the lock\n  \
         64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots\n  \
         66    run: the guest app cannot be read\n  \
-        69    too few servers answered (unreachable, timed out, or lost while waiting)\n  \
+        69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
-        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP) or gave no slot map\n  \
+        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
         77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \
@@ -68,6 +68,15 @@ pub(crate) fn code_of(e: &Error) -> u8 {
         | Error::SpansSlots(_)
         | Error::NotOnCluster(_) => USAGE,
         Error::ClusterMap { .. } => SERVER_REFUSED,
+        Error::Sentinel {
+            why: distlock_core::DiscoveryError::RoleRefused,
+            ..
+        } => NO_PERMISSION,
+        Error::NotDurable { why, .. } => match why {
+            distlock_core::DurableError::Refused(e) => code_of_server(e),
+            distlock_core::DurableError::Malformed => SERVER_REFUSED,
+            _ => UNAVAILABLE,
+        },
         Error::Handshake { source, .. } => match source {
             HandshakeError::Auth(_) => NO_PERMISSION,
             HandshakeError::Server(e) => code_of_server(e),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use demo::DemoOptions;
-use distlock_host::{Client, ConnectOptions, Error, KeyLayout, Scripts, TlsSettings};
+use distlock_host::{Client, ConnectOptions, Durability, Error, KeyLayout, Scripts, TlsSettings};
 
 use output::{say, tell};
 
@@ -49,7 +49,9 @@ use output::{say, tell};
 struct Cli {
     /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS; a Redis
     /// Cluster (one node of the lock): redis+cluster://host:port[,host:port…] or
-    /// rediss+cluster://. Repeat for Redlock over several nodes.
+    /// rediss+cluster://; a primary found through Redis Sentinel (one node too):
+    /// redis+sentinel://host:port[,host:port…]/service[/db] or rediss+sentinel://. Repeat
+    /// for Redlock over several nodes.
     #[arg(
         long = "redis",
         global = true,
@@ -68,6 +70,16 @@ struct Cli {
         value_parser = positive_duration
     )]
     connect_timeout: Option<Duration>,
+    /// Replica-durable leases (one node: a server or a sentinel group): after each acquire
+    /// and extend, WAIT until N replicas acknowledged it, within TIMEOUT [default: 1s] and
+    /// the lease's validity; a lease not confirmed is released and the command fails (69; 76
+    /// or 77 when the server refuses WAIT). Written N or N,TIMEOUT (`1,500ms`).
+    #[arg(long, global = true, env = "DISTLOCK_DURABLE", value_name = "N[,TIMEOUT]", value_parser = durability)]
+    durable: Option<Durability>,
+    /// With --durable: WAITAOF 1 N TIMEOUT instead of WAIT (Redis 7.2+): the lease is also
+    /// fsynced to the primary's and the replicas' append-only files.
+    #[arg(long, global = true, requires = "durable")]
+    durable_aof: bool,
     /// Which keys a lock lives in: ours, or exactly those of a Python lock library, to share
     /// locks with Python processes (see --help).
     #[arg(
@@ -404,9 +416,34 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
     } else {
         Scripts::Auto
     };
-    Ok(Client::connect_with(urls, options, layout)
+    let client = Client::connect_with(urls, options, layout)
         .await?
-        .with_scripts(scripts))
+        .with_scripts(scripts);
+    match cli.durable {
+        Some(durability) if cli.durable_aof => client.durable(durability.with_aof()),
+        Some(durability) => client.durable(durability),
+        None => Ok(client),
+    }
+}
+
+/// `N` or `N,TIMEOUT`: replicas and how long to wait for them.
+fn durability(text: &str) -> Result<Durability, String> {
+    let (replicas, timeout) = match text.split_once(',') {
+        Some((n, timeout)) => (n, Some(timeout)),
+        None => (text, None),
+    };
+    let replicas: u32 = replicas
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{replicas}' is not a number of replicas"))?;
+    let timeout = match timeout {
+        Some(t) => {
+            let t = positive_duration(t.trim())?;
+            distlock_core::Duration::from_millis(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+        }
+        None => distlock_core::DURABLE_TIMEOUT,
+    };
+    Durability::new(replicas, timeout).map_err(|e| e.to_string())
 }
 
 /// A duration above zero (a zero wait would give up on every node before it could answer).
@@ -723,12 +760,16 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
 
 /// Puts a cluster URL's seed list back together after the comma split of `--redis` and
 /// `DISTLOCK_REDIS`: a piece without a scheme (`host:port`) continues the URL before it, so
-/// `redis+cluster://a:7000,b:7001,redis://c` is a cluster and a node.
+/// `redis+cluster://a:7000,b:7001,redis://c` is a cluster and a node. A sentinel URL's
+/// sentinel list is put back the same way.
 fn join_cluster_seeds(pieces: Vec<String>) -> Vec<String> {
     let mut urls: Vec<String> = Vec::with_capacity(pieces.len());
     for piece in pieces {
         match urls.last_mut() {
-            Some(last) if !piece.contains("://") && last.contains("+cluster://") => {
+            Some(last)
+                if !piece.contains("://")
+                    && (last.contains("+cluster://") || last.contains("+sentinel://")) =>
+            {
                 last.push(',');
                 last.push_str(&piece);
             }

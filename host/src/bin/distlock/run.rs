@@ -70,9 +70,12 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         );
         return ExitCode::from(exit::USAGE);
     }
-    if let Some(cluster) = nodes.iter().find(|u| u.contains("+cluster://")) {
+    if let Some(cluster) = nodes
+        .iter()
+        .find(|u| u.contains("+cluster://") || u.contains("+sentinel://"))
+    {
         tell!(
-            "distlock: `run` cannot reach a Redis Cluster yet ({}): the lock component talks to fixed nodes; give redis:// nodes",
+            "distlock: `run` cannot reach a Redis Cluster or Sentinel group yet ({}): the lock component talks to fixed nodes; give redis:// nodes",
             cluster.split('@').next_back().unwrap_or_default()
         );
         return ExitCode::from(exit::USAGE);

@@ -1,0 +1,119 @@
+//! Property tests of the Redis Sentinel pieces: sentinel and `ROLE` replies (well-formed,
+//! random and garbage) never panic and are read as what they say; a discovery always ends,
+//! within its rounds and its deadline, and reports a primary only after one was verified;
+//! the failover watch trips on `READONLY` however the bytes are split. The real-sentinel
+//! tests are `host/tests/sentinel.rs`.
+
+use distlock_core::{
+    Asked, Discovery, DiscoveryStep, FailoverWatch, Instant, Protocol, Role, SENTINEL_ROUNDS,
+    SentinelAnswer, SentinelReplyError, parse_primary_address, parse_role, sentinel_reply_len,
+};
+use proptest::prelude::*;
+
+fn asked() -> impl Strategy<Value = Asked> {
+    prop_oneof![
+        Just(Asked::NoAnswer),
+        Just(Asked::Refused),
+        Just(Asked::UnknownService),
+        Just(Asked::PrimaryUnreachable),
+        Just(Asked::NotPrimary),
+        Just(Asked::RoleRefused),
+        Just(Asked::Verified),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn garbage_replies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), resp3: bool) {
+        let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+        let _ = parse_primary_address(&bytes, protocol);
+        let _ = parse_role(&bytes, protocol);
+        let _ = sentinel_reply_len(&bytes);
+        let mut watch = FailoverWatch::new();
+        watch.observe(&bytes);
+        watch.observe(&bytes);
+    }
+
+    #[test]
+    fn well_formed_addresses_are_read_back(host in "[a-z0-9.]{1,40}", port in 1u16..) {
+        let reply = format!("*2\r\n${}\r\n{host}\r\n${}\r\n{port}\r\n", host.len(), port.to_string().len());
+        match parse_primary_address(reply.as_bytes(), Protocol::Resp2) {
+            Ok(SentinelAnswer::Primary(p)) => {
+                prop_assert_eq!(p.host(), host.as_str());
+                prop_assert_eq!(p.port(), port);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+        // Cut short, it is incomplete, never a primary.
+        for cut in 0..reply.len() {
+            prop_assert_eq!(
+                parse_primary_address(&reply.as_bytes()[..cut], Protocol::Resp2),
+                Err(SentinelReplyError::Incomplete)
+            );
+        }
+    }
+
+    #[test]
+    fn only_master_is_a_primary(role in "[a-z]{1,10}") {
+        let reply = format!("*1\r\n${}\r\n{role}\r\n", role.len());
+        let read = parse_role(reply.as_bytes(), Protocol::Resp2).unwrap();
+        prop_assert_eq!(read == Role::Primary, role == "master");
+    }
+
+    #[test]
+    fn discovery_ends_within_its_rounds_and_deadline(
+        sentinels in 0usize..6,
+        preferred in 0usize..10,
+        deadline in 0u64..2_000,
+        answers in proptest::collection::vec((asked(), 0u64..300), 0..64),
+    ) {
+        let deadline = Instant::from_millis(deadline);
+        let mut d = Discovery::new(sentinels, preferred, deadline);
+        let mut now = Instant::from_millis(0);
+        let mut answers = answers.into_iter().cycle();
+        let mut asks = 0u32;
+        let mut verified = false;
+        loop {
+            match d.next(now) {
+                DiscoveryStep::Ask(i) => {
+                    prop_assert!(i < sentinels);
+                    prop_assert!(now < deadline);
+                    asks += 1;
+                    prop_assert!(asks <= SENTINEL_ROUNDS * sentinels as u32);
+                    let (how, took) = answers.next().unwrap_or((Asked::NoAnswer, 1));
+                    verified = how == Asked::Verified;
+                    now = now.saturating_add(distlock_core::Duration::from_millis(took));
+                    d.asked(i, how);
+                }
+                DiscoveryStep::Pause(until) => {
+                    prop_assert!(until > now && until < deadline);
+                    now = until;
+                }
+                DiscoveryStep::Done => {
+                    prop_assert!(verified, "done without a verified primary");
+                    break;
+                }
+                _ => {
+                    prop_assert!(!verified);
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn readonly_trips_the_watch_in_any_split(prefix in proptest::collection::vec(0usize..3, 0..5), split in 0usize..200) {
+        let replies: [&[u8]; 3] = [b"+OK\r\n", b":7\r\n", b"$3\r\nabc\r\n"];
+        let mut stream: Vec<u8> = prefix.iter().flat_map(|&i| replies[i].iter().copied()).collect();
+        let clean = stream.clone();
+        stream.extend_from_slice(b"-READONLY You can't write against a read only replica.\r\n");
+        let at = split % (stream.len() + 1);
+        let mut watch = FailoverWatch::new();
+        watch.observe(&stream[..at]);
+        watch.observe(&stream[at..]);
+        prop_assert!(watch.tripped());
+        let mut watch = FailoverWatch::new();
+        watch.observe(&clean);
+        prop_assert!(!watch.tripped());
+    }
+}

@@ -40,7 +40,8 @@
 //!   the answers (a primary is used only once its `ROLE` says `master`), and
 //!   [`FailoverWatch`] says when a `READONLY` reply means the primary was demoted.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
-//!   preload them (`SCRIPT LOAD`) or allow-list them by digest.
+//!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`], what `reset`
+//!   sends by source for fair mode's queue.
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -152,7 +153,7 @@ pub use resp::{BufferTooSmall, Protocol};
 #[cfg(feature = "fuzzing")]
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
-pub use script::{SCRIPTS, Script};
+pub use script::{DELETE_QUEUE, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,
     SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,

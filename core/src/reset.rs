@@ -261,13 +261,7 @@ pub fn walk_pattern(layout: &KeyLayout) -> Result<Vec<u8>, WalkRefused> {
     Ok(out)
 }
 
-/// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue): `1` deleted, `0` no
-/// such key, else the key's type (left alone). One script, so the check and the delete are
-/// one step on the node.
-pub(crate) const DELETE_QUEUE: &str = "local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'zset' then return redis.call('DEL', KEYS[1]) end
-if t == 'none' then return 0 end
-return t";
+pub(crate) use crate::script::DELETE_QUEUE;
 
 /// A key to reset, with the lock and role the layout proved it belongs to.
 #[derive(Debug, Clone)]

@@ -265,6 +265,15 @@ return result
     *b"2f86e761e7de7dc938e68693f174fa896165a09f",
 );
 
+/// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue), for `reset`: `1`
+/// deleted, `0` no such key, else the key's type (left alone). One script, so the check and
+/// the delete are one step on the node. Sent by source (`EVAL`): an operator command, not a
+/// lock operation, so it is not among [`SCRIPTS`].
+pub const DELETE_QUEUE: &str = "local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'zset' then return redis.call('DEL', KEYS[1]) end
+if t == 'none' then return 0 end
+return t";
+
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
 pub const SCRIPTS: [Script; 6] = [

@@ -664,6 +664,20 @@ impl ModelNode {
                 let ttl = self.pttl(arg(args, 0), now);
                 w.int(ttl);
             }
+            Command::Zcard => match self.live(arg(args, 0), now).map(|e| &e.value) {
+                None => w.int(0),
+                Some(Value::ZSet(members)) => w.int(as_i64(members.len())),
+                Some(_) => return Err(Fail::wrong_type()),
+            },
+            Command::Type => {
+                let kind: &[u8] = match self.live(arg(args, 0), now).map(|e| &e.value) {
+                    None => b"none",
+                    Some(Value::Str(_)) => b"string",
+                    Some(Value::List(_)) => b"list",
+                    Some(Value::ZSet(_)) => b"zset",
+                };
+                w.simple(kind);
+            }
             Command::Del => {
                 let n = args.iter().filter(|k| self.del(k, now)).count();
                 w.int(as_i64(n));
@@ -914,6 +928,16 @@ impl ModelNode {
                 Some(k) if self.scripts.get(k.index()) == Some(&true) => k,
                 _ => return Err(Fail::new(b"NOSCRIPT No matching script. Please use EVAL.")),
             }
+        } else if body == distlock_core::DELETE_QUEUE.as_bytes() {
+            // `reset`'s queue delete, sent by source: delete only a sorted set.
+            let key = arg(args, 2);
+            match self.live(key, now).map(|e| &e.value) {
+                None => w.int(0),
+                Some(Value::ZSet(_)) => w.int(i64::from(self.del(key, now))),
+                Some(Value::Str(_)) => w.bulk(b"string"),
+                Some(Value::List(_)) => w.bulk(b"list"),
+            }
+            return Ok(Done::Written);
         } else {
             let known = Known::by_source(body).ok_or_else(unknown_script)?;
             if let Some(loaded) = self.scripts.get_mut(known.index()) {
@@ -1807,11 +1831,13 @@ enum Command {
     Select,
     Ping,
     Quit,
+    Zcard,
+    Type,
 }
 
 impl Command {
     fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
-        const TABLE: [(&[u8], Command); 22] = [
+        const TABLE: [(&[u8], Command); 24] = [
             (b"GET", Command::Get),
             (b"SET", Command::Set),
             (b"PTTL", Command::Pttl),
@@ -1834,6 +1860,8 @@ impl Command {
             (b"SELECT", Command::Select),
             (b"PING", Command::Ping),
             (b"QUIT", Command::Quit),
+            (b"ZCARD", Command::Zcard),
+            (b"TYPE", Command::Type),
         ];
         let command = TABLE
             .iter()
@@ -1851,9 +1879,13 @@ impl Command {
     /// Whether `n` arguments (after the name) fit the command.
     fn arity_ok(self, n: usize) -> bool {
         match self {
-            Command::Get | Command::Pttl | Command::Incr | Command::Decr | Command::Select => {
-                n == 1
-            }
+            Command::Get
+            | Command::Pttl
+            | Command::Incr
+            | Command::Decr
+            | Command::Select
+            | Command::Zcard
+            | Command::Type => n == 1,
             Command::Set => n >= 2,
             Command::Del | Command::Script | Command::Client | Command::Auth => n >= 1,
             Command::DelIfEq => n == 2,
@@ -2403,6 +2435,30 @@ mod tests {
 
     fn sha(s: &Script) -> &str {
         core::str::from_utf8(&s.sha).unwrap()
+    }
+
+    /// What `status` and `reset` send about fair mode's queue: `ZCARD`, `TYPE`, and the
+    /// queue delete, which deletes a sorted set and leaves any other type alone.
+    #[test]
+    fn the_queue_commands_of_status_and_reset() {
+        let mut n = ModelNode::new();
+        let delete = |n: &mut ModelNode, key: &str| {
+            run(n, &["EVAL", distlock_core::DELETE_QUEUE, "1", key], 0)
+        };
+        assert_eq!(run(&mut n, &["ZCARD", "q"], 0), ":0\r\n");
+        assert_eq!(run(&mut n, &["TYPE", "q"], 0), "+none\r\n");
+        assert_eq!(delete(&mut n, "q"), ":0\r\n");
+        n.zset_add(b"q", 1, b"w1", ms(0)).unwrap();
+        n.zset_add(b"q", 2, b"w2", ms(0)).unwrap();
+        assert_eq!(run(&mut n, &["ZCARD", "q"], 0), ":2\r\n");
+        assert_eq!(run(&mut n, &["TYPE", "q"], 0), "+zset\r\n");
+        assert_eq!(delete(&mut n, "q"), ":1\r\n");
+        assert_eq!(run(&mut n, &["TYPE", "q"], 0), "+none\r\n");
+        run(&mut n, &["SET", "s", "v"], 0);
+        assert_eq!(run(&mut n, &["TYPE", "s"], 0), "+string\r\n");
+        assert!(run(&mut n, &["ZCARD", "s"], 0).starts_with("-WRONGTYPE"));
+        assert_eq!(delete(&mut n, "s"), "$6\r\nstring\r\n");
+        assert_eq!(run(&mut n, &["GET", "s"], 0), "$1\r\nv\r\n", "left alone");
     }
 
     #[test]

@@ -138,7 +138,14 @@ pub(crate) fn interpret(
             _ => unexpected,
         },
         (Request::Acquire { .. } | Request::FairAcquire { .. }, _) => match int_pair(reply) {
-            Some((holds @ 1.., fence)) if fence >= 0 && (fence > 0 || !lock.options().fenced) => {
+            // More than one hold is a re-entry, which only a reentrant lock's script reports:
+            // taken from any other reply, it would make the lease the owner's token, which an
+            // earlier attempt's rollback may have deleted with (found by the fuzzer).
+            Some((holds @ 1.., fence))
+                if fence >= 0
+                    && (fence > 0 || !lock.options().fenced)
+                    && (holds == 1 || lock.options().reentrant) =>
+            {
                 Answer::Granted {
                     holds: u32::try_from(holds).unwrap_or(u32::MAX),
                     fence: fence.unsigned_abs(),

@@ -226,6 +226,24 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// A multi-host URL (cluster seeds, sentinels) reads no fragment and no query parameters:
+/// refuses them, saying what to write instead (`fragment_hint` follows the fragment's
+/// message, `form` the query parameter's).
+fn refuse_fragment_and_query(rest: &str, fragment_hint: &str, form: &str) -> Result<(), String> {
+    if rest.contains('#') {
+        return Err(format!("unexpected '#' fragment{fragment_hint}"));
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        let key = query.split(['=', '&']).next().unwrap_or_default();
+        return Err(if key.is_empty() {
+            "unexpected '?' (no query parameters are read)".into()
+        } else {
+            format!("unknown query parameter '{key}' (none are read: {form})")
+        });
+    }
+    Ok(())
+}
+
 /// Reads what follows `redis+cluster://` / `rediss+cluster://`: an optional login, then
 /// comma-separated seed nodes, each `host[:port]` (6379 by default; an IPv6 host in
 /// brackets), then nothing or `/0` — a cluster has database 0 only. Query parameters
@@ -240,19 +258,7 @@ fn parse_cluster(scheme: &str, rest: &str) -> Result<Endpoint, String> {
             ));
         }
     };
-    if rest.contains('#') {
-        return Err("unexpected '#' fragment".into());
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        let key = query.split(['=', '&']).next().unwrap_or_default();
-        return Err(if key.is_empty() {
-            "unexpected '?' (no query parameters are read)".into()
-        } else {
-            format!(
-                "unknown query parameter '{key}' (none are read: list the seed nodes as host:port,host:port)"
-            )
-        });
-    }
+    refuse_fragment_and_query(rest, "", "list the seed nodes as host:port,host:port")?;
     let (authority, path) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
@@ -346,19 +352,11 @@ fn parse_sentinel(scheme: &str, rest: &str) -> Result<Endpoint, String> {
             ));
         }
     };
-    if rest.contains('#') {
-        return Err("unexpected '#' fragment (write the service as the path: /mymaster)".into());
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        let key = query.split(['=', '&']).next().unwrap_or_default();
-        return Err(if key.is_empty() {
-            "unexpected '?' (no query parameters are read)".into()
-        } else {
-            format!(
-                "unknown query parameter '{key}' (none are read: write redis+sentinel://host:port,host:port/service[/db])"
-            )
-        });
-    }
+    refuse_fragment_and_query(
+        rest,
+        " (write the service as the path: /mymaster)",
+        "write redis+sentinel://host:port,host:port/service[/db]",
+    )?;
     let (authority, path) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, ""),

@@ -248,3 +248,29 @@ fn a_reentrant_redlock_lease_reports_a_token_its_quorum_holds() {
         );
     }
 }
+
+// ---- Finding 5: a non-reentrant lock takes a reply of several holds as a re-entry.
+//
+// The acquire script reports `holds > 1` only when a reentrant lock's owner takes it again.
+// A non-reentrant lock read such a reply as a grant all the same, and a re-entry's lease
+// carries the owner's token — which an earlier attempt of the same acquire may have rolled
+// back with (deleted), so the lease named a token no node held. Only a broken or hostile
+// server sends it. Found by `event_sequence` (a fenced one-node acquire, the node reset, a
+// reply of 56 holds and fence 256).
+
+#[test]
+fn several_holds_are_not_a_grant_for_a_lock_that_is_not_reentrant() {
+    let lock = lock_with(LockOptions {
+        fenced: true,
+        ..LockOptions::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(1), &servers(1), Duration::ZERO, ms(0), 1).unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"*2\r\n:56\r\n:256\r\n", ms(1));
+    let outcome = run_silent(&mut m, ms(1));
+    assert!(
+        outcome.is_err(),
+        "a forged re-entry was taken as a grant: {outcome:?}"
+    );
+}

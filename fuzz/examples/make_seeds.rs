@@ -67,6 +67,7 @@ fn setup(kind: u8, nodes: u8, flags: u8, wait: u8, server: u8) -> SetupChoice {
 const FENCED: u8 = 1;
 const REENTRANT: u8 = 2;
 const NO_SIGNAL: u8 = 4;
+const FAIR: u8 = 32;
 const WAIT_1S: u8 = 3;
 const WAIT_5S: u8 = 4;
 
@@ -460,6 +461,32 @@ fn event_sequence(dir: &Path) {
                 },
                 reply(0, Success),
             ],
+        ),
+        (
+            // A fair waiter: the first cycle is busy, the next one blocks on its own list,
+            // is woken and confirms the hand-off.
+            "fair-busy-then-handed-over",
+            s(0, 0, FAIR | FENCED, WAIT_1S, REDIS_7),
+            vec![reply(0, Refuse), reply(0, Success), reply(0, Success)],
+        ),
+        (
+            // A fair cycle's reply lost: the attempt is rolled back by the fair release and
+            // the next attempt queues again.
+            "fair-cycle-lost-then-rollback",
+            s(0, 0, FAIR, WAIT_5S, REDIS_7),
+            vec![
+                reply(0, Refuse),
+                Event::Timeout,
+                Event::Reset { node: 0 },
+                reply(0, Success),
+                Event::Timeout,
+                reply(0, Success),
+            ],
+        ),
+        (
+            "fair-release",
+            s(2, 0, FAIR, 0, REDIS_7),
+            vec![reply(0, Error(ErrorKind::NoScript)), reply(0, Success)],
         ),
     ];
     for (name, setup, events) in seeds {

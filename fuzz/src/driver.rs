@@ -147,20 +147,22 @@ enum Judged {
 fn judge(cmd: Cmd, reply: &Reply<'_>, fenced: bool) -> Judged {
     match (cmd, reply) {
         (Cmd::AcquireSet, Reply::Simple(b"OK")) => Judged::Grant { holds: 1, fence: 0 },
-        (Cmd::AcquireScript, Reply::Array(items)) => match items.as_slice() {
-            [Reply::Integer(holds @ 1..), Reply::Integer(fence @ 0..)]
-                if *holds >= 1 && (*fence >= 1 || !fenced) =>
-            {
-                Judged::Grant {
-                    holds: *holds,
-                    fence: fence.unsigned_abs(),
+        (Cmd::AcquireScript | Cmd::FairAcquireScript { .. }, Reply::Array(items)) => {
+            match items.as_slice() {
+                [Reply::Integer(holds @ 1..), Reply::Integer(fence @ 0..)]
+                    if *holds >= 1 && (*fence >= 1 || !fenced) =>
+                {
+                    Judged::Grant {
+                        holds: *holds,
+                        fence: fence.unsigned_abs(),
+                    }
                 }
+                _ => Judged::Other,
             }
-            _ => Judged::Other,
-        },
+        }
         (Cmd::RaiseFence(_), Reply::Integer(n @ 0..)) => Judged::Raised(*n),
-        (Cmd::ReleaseScript, Reply::Integer(0..)) => Judged::Yes,
-        (Cmd::ReleaseScript, Reply::Integer(-1)) => Judged::NotHeld,
+        (Cmd::ReleaseScript | Cmd::FairReleaseScript, Reply::Integer(0..)) => Judged::Yes,
+        (Cmd::ReleaseScript | Cmd::FairReleaseScript, Reply::Integer(-1)) => Judged::NotHeld,
         (Cmd::ReleaseNative | Cmd::ExtendScript, Reply::Integer(1)) => Judged::Yes,
         (Cmd::ReleaseNative | Cmd::ExtendScript, Reply::Integer(0)) => Judged::NotHeld,
         (Cmd::ExtendNative, Reply::Simple(b"OK")) => Judged::Yes,
@@ -173,6 +175,9 @@ fn judge(cmd: Cmd, reply: &Reply<'_>, fenced: bool) -> Judged {
 #[derive(Debug, Clone)]
 struct AcquireRec {
     sent_at: Instant,
+    /// A fair cycle's block span: its key lives this much longer than the ttl, and its
+    /// lease may count from up to this much after `sent_at` (`core/src/fair.rs`).
+    extra: Duration,
     /// The token it writes when the lock is free (its attempt's).
     token: Vec<u8>,
     /// `None`: unanswered; `Some(None)`: answered, not a grant; `Some(Some(g))`: granted.
@@ -528,7 +533,7 @@ impl Harness {
                 continue;
             };
             match cmd {
-                Cmd::AcquireSet | Cmd::AcquireScript => {
+                Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. } => {
                     n.acquires[rec].grant = Some(match judged {
                         Judged::Grant { holds, fence } => Some(Grant { holds, fence }),
                         _ => None,
@@ -557,9 +562,14 @@ impl Harness {
                 let text = format!("{outcome:?}");
                 let cut = text.find([' ', '{']).map_or(text.len(), |i| i);
                 format!(
-                    "outcome {:?}x{} {}",
+                    "outcome {:?}x{}{} {}",
                     self.setup.kind,
                     self.nodes.len(),
+                    if self.setup.lock.options().fair {
+                        " fair"
+                    } else {
+                        ""
+                    },
                     &text[..cut.min(40)]
                 )
             });
@@ -622,8 +632,10 @@ impl Harness {
             n.resend_armed = false;
             n.resend_dropped = false;
             let token = checked.token.clone().unwrap_or_default();
-            if matches!(checked.cmds[0], Cmd::ReleaseScript | Cmd::ReleaseNative)
-                && self.setup.kind == Kind::Acquire
+            if matches!(
+                checked.cmds[0],
+                Cmd::ReleaseScript | Cmd::ReleaseNative | Cmd::FairReleaseScript
+            ) && self.setup.kind == Kind::Acquire
             {
                 // A rollback never deletes what the reported lease holds.
                 assert!(
@@ -635,9 +647,14 @@ impl Harness {
             }
             for cmd in checked.cmds {
                 let rec = match cmd {
-                    Cmd::AcquireSet | Cmd::AcquireScript => {
+                    Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. } => {
+                        let extra = match cmd {
+                            Cmd::FairAcquireScript { extra } => Duration::from_millis(extra),
+                            _ => Duration::ZERO,
+                        };
                         n.acquires.push(AcquireRec {
                             sent_at: now,
+                            extra,
                             token: token.clone(),
                             grant: None,
                         });
@@ -692,6 +709,35 @@ impl Harness {
         );
     }
 
+    /// A fair lease counts from `t0 = min(reply, sent + extra)` of the cycle that granted it
+    /// and is valid until `t0 + ttl - drift(ttl + extra)`, since the script set the key for
+    /// `ttl + extra` (`core/src/fair.rs`, "Validity of a cycle's grant").
+    fn check_fair_validity(&self, lease: &Lease) {
+        let options = self.setup.lock.options();
+        let started = lease.started();
+        let cycle = self.nodes[0]
+            .acquires
+            .iter()
+            .rev()
+            .find(|a| a.sent_at <= started)
+            .unwrap_or_else(|| panic!("no fair cycle was sent by the lease's start {started:?}"));
+        assert!(
+            started <= cycle.sent_at.saturating_add(cycle.extra),
+            "a fair lease counts from {started:?}, past its cycle's send {:?} + extra {:?}",
+            cycle.sent_at,
+            cycle.extra
+        );
+        let drift = options
+            .drift
+            .allowance(options.ttl.saturating_add(cycle.extra));
+        assert_eq!(
+            lease.valid_until(),
+            started.saturating_add(options.ttl.saturating_sub(drift)),
+            "a fair lease's validity, its cycle's extra {:?}",
+            cycle.extra
+        );
+    }
+
     fn check_outcome(&self, outcome: &Outcome) {
         let nodes = self.nodes.len();
         let needed = quorum(nodes);
@@ -704,7 +750,9 @@ impl Harness {
                     "{lease:?} at {:?}",
                     self.now
                 );
-                assert_eq!(lease.valid_until(), self.setup.lock.valid_until(started));
+                if !options.fair {
+                    assert_eq!(lease.valid_until(), self.setup.lock.valid_until(started));
+                }
                 assert!(
                     self.now < lease.valid_until(),
                     "a lease already expired: {lease:?}"
@@ -726,20 +774,29 @@ impl Harness {
                         lease.token()
                     );
                 }
-                assert!(
-                    self.nodes
-                        .iter()
-                        .any(|n| n.acquires.iter().any(|a| a.sent_at == started)),
-                    "no acquire was sent when the lease says its attempt started ({started:?})"
-                );
+                if options.fair {
+                    self.check_fair_validity(lease);
+                } else {
+                    assert!(
+                        self.nodes
+                            .iter()
+                            .any(|n| n.acquires.iter().any(|a| a.sent_at == started)),
+                        "no acquire was sent when the lease says its attempt started ({started:?})"
+                    );
+                }
                 // Each node's latest acquire since the attempt started (the attempt's, or a
-                // resend of it): granted, and holding the lease's token — the attempt's when
-                // taken fresh, the owner's when re-entered.
+                // resend of it; for a fair cycle, the one in flight when its lease began):
+                // granted, and holding the lease's token — the attempt's when taken fresh or
+                // handed over, the owner's when re-entered.
                 let latest: Vec<Option<(&AcquireRec, Grant)>> = self
                     .nodes
                     .iter()
                     .map(|n| {
-                        let a = n.acquires.iter().rev().find(|a| a.sent_at >= started)?;
+                        let a = if options.fair {
+                            n.acquires.iter().rev().find(|a| a.sent_at <= started)?
+                        } else {
+                            n.acquires.iter().rev().find(|a| a.sent_at >= started)?
+                        };
                         Some((a, a.grant.flatten()?))
                     })
                     .collect();

@@ -223,7 +223,7 @@ fn success(target: Option<Cmd>, fenced: bool, signal: &[u8], state: &mut ServerS
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative | Cmd::Ltrim) | None => b"+OK\r\n".to_vec(),
         Some(Cmd::Pttl) => int(1500),
-        Some(Cmd::AcquireScript) => {
+        Some(Cmd::AcquireScript | Cmd::FairAcquireScript { .. }) => {
             let fence = if fenced {
                 state.fence = state.fence.saturating_add(1);
                 state.fence
@@ -236,20 +236,22 @@ fn success(target: Option<Cmd>, fenced: bool, signal: &[u8], state: &mut ServerS
             state.fence = state.fence.max(v);
             int(i64::try_from(state.fence).unwrap_or(i64::MAX))
         }
-        Some(Cmd::ReleaseScript) => int(0),
+        Some(Cmd::ReleaseScript | Cmd::FairReleaseScript) => int(0),
         Some(Cmd::ReleaseNative | Cmd::ExtendScript | Cmd::Lpush | Cmd::Pexpire) => int(1),
-        Some(Cmd::Blpop) => [&b"*2\r\n"[..], &bulk(signal), &bulk(b"1")].concat(),
+        // A fair cycle's BLPOP names the waiter's own list; its reply is not the answer, so
+        // the signal key stands in for it.
+        Some(Cmd::Blpop | Cmd::FairBlpop) => [&b"*2\r\n"[..], &bulk(signal), &bulk(b"1")].concat(),
     }
 }
 
 fn refuse(target: Option<Cmd>, protocol: Protocol) -> Vec<u8> {
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative) | None => null(protocol, false),
-        Some(Cmd::Blpop) => null(protocol, true),
+        Some(Cmd::Blpop | Cmd::FairBlpop) => null(protocol, true),
         Some(Cmd::Pttl) => int(-2),
-        Some(Cmd::AcquireScript) => pair(0, 900),
+        Some(Cmd::AcquireScript | Cmd::FairAcquireScript { .. }) => pair(0, 900),
         Some(Cmd::RaiseFence(_)) => int(0),
-        Some(Cmd::ReleaseScript) => int(-1),
+        Some(Cmd::ReleaseScript | Cmd::FairReleaseScript) => int(-1),
         Some(Cmd::ReleaseNative | Cmd::ExtendScript | Cmd::Lpush | Cmd::Pexpire) => int(0),
         Some(Cmd::Ltrim) => b"-ERR no such key\r\n".to_vec(),
     }

@@ -30,7 +30,7 @@ pub struct SetupChoice {
     /// Node count: indexes [`NODES`].
     pub nodes: u8,
     /// Bit 0 fenced, bit 1 reentrant, bit 2 no wake-up signal, bit 3 a 5 ms signal,
-    /// bit 4 no clock-drift allowance.
+    /// bit 4 no clock-drift allowance, bit 5 fair mode (one node only: on more it is off).
     pub flags: u8,
     /// TTL: indexes [`TTLS_MS`].
     pub ttl: u8,
@@ -140,7 +140,7 @@ impl SetupChoice {
             } else {
                 Drift::default()
             },
-            fair: false,
+            fair: self.flags & 32 != 0,
             scripts: distlock_core::Scripts::Auto,
         }
     }
@@ -177,7 +177,10 @@ impl SetupChoice {
     fn setup_as(&self, kind: Kind) -> Setup {
         let nodes = NODES[usize::from(self.nodes % 8)];
         let name = b"job".to_vec();
-        let lock = Lock::new(KeyLayout::default(), &name, self.options())
+        let mut options = self.options();
+        // Fair mode is one node's (Redlock waiters use the shared wake-up signal).
+        options.fair &= nodes == 1;
+        let lock = Lock::new(KeyLayout::default(), &name, options)
             .expect("the option tables only hold valid options");
         Setup {
             kind,

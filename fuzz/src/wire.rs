@@ -9,7 +9,7 @@
 
 use distlock_core::{
     Duration, Flavor, MAX_TOKEN_LEN, ServerInfo, Token, Transmit, Version,
-    script::{ACQUIRE, EXTEND, RAISE_FENCE, RELEASE, Script},
+    script::{ACQUIRE, EXTEND, FAIR_ACQUIRE, FAIR_RELEASE, RAISE_FENCE, RELEASE, Script},
 };
 use redis_protocol::resp2::{decode::decode, types::OwnedFrame};
 
@@ -45,12 +45,30 @@ pub enum Cmd {
     Pexpire,
     /// `BLPOP signal timeout`.
     Blpop,
+    /// `BLPOP <wake list of the attempt's token> timeout`: a fair cycle's block, pipelined
+    /// before its script (its reply is not the answer).
+    FairBlpop,
+    /// The fair acquire script, with its `extra` ms (the cycle's block span).
+    FairAcquireScript {
+        /// ARGV[3]: how much longer than the ttl a grant sets the key for.
+        extra: u64,
+    },
+    /// The fair release script (a fair release, or a fair acquire's rollback).
+    FairReleaseScript,
 }
 
 impl Cmd {
     /// Whether the command is an acquire of the lock (either encoding).
     pub fn is_acquire(self) -> bool {
-        matches!(self, Cmd::AcquireSet | Cmd::AcquireScript)
+        matches!(
+            self,
+            Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. }
+        )
+    }
+
+    /// Whether the command blocks the connection (a `BLPOP`).
+    pub fn blocks(self) -> bool {
+        matches!(self, Cmd::Blpop | Cmd::FairBlpop)
     }
 }
 
@@ -167,6 +185,15 @@ impl Expect<'_> {
     fn signal(&self) -> Vec<u8> {
         self.key(b"}:signal")
     }
+    fn queue(&self) -> Vec<u8> {
+        self.key(b"}:queue")
+    }
+    fn wake_prefix(&self) -> Vec<u8> {
+        self.key(b"}:wake:")
+    }
+    fn alive_prefix(&self) -> Vec<u8> {
+        self.key(b"}:alive:")
+    }
     fn token(&self) -> Vec<u8> {
         self.setup.token.as_bytes().to_vec()
     }
@@ -241,13 +268,20 @@ fn script_call(cmd: &Command, script: &Script, keys: &[Vec<u8>], rest: &[Vec<u8>
 /// Which script a call runs, if any.
 fn script_of(cmd: &Command) -> Option<Script> {
     let body = cmd.get(1)?;
-    [ACQUIRE, RELEASE, EXTEND, RAISE_FENCE]
-        .into_iter()
-        .find(|s| match cmd[0].as_slice() {
-            b"EVALSHA" => body == &s.sha,
-            b"EVAL" => body == s.source.as_bytes(),
-            _ => false,
-        })
+    [
+        ACQUIRE,
+        RELEASE,
+        EXTEND,
+        RAISE_FENCE,
+        FAIR_ACQUIRE,
+        FAIR_RELEASE,
+    ]
+    .into_iter()
+    .find(|s| match cmd[0].as_slice() {
+        b"EVALSHA" => body == &s.sha,
+        b"EVAL" => body == s.source.as_bytes(),
+        _ => false,
+    })
 }
 
 /// Native compare-and-delete: `Some(true)` for `DELEX … IFEQ`, `Some(false)` for `DELIFEQ`.
@@ -272,6 +306,64 @@ fn fractional_block(server: &ServerInfo) -> bool {
         Flavor::Valkey => true,
         _ => server.version >= Version::new(6, 0, 0),
     }
+}
+
+/// Fair mode's block span for request timeout `R`: `R / 2`, at least 1 ms
+/// (`core/src/fair.rs`, "A waiter's cycle").
+fn fair_block_span(request_timeout: Duration) -> u64 {
+    (request_timeout.as_millis() / 2).max(1)
+}
+
+/// ARGV[1] of a fair acquire call (after the head, numkeys and six keys).
+fn fair_token(cmd: &Command) -> Vec<u8> {
+    cmd.get(9).cloned().unwrap_or_default()
+}
+
+/// Checks a fair acquire call for attempt token `token`; returns its `extra` ms.
+///
+/// The liveness it asks for is the documented `R`: the next cycle's block span plus `R / 2`.
+fn check_fair_acquire(e: &Expect<'_>, cmd: &Command, token: &[u8]) -> u64 {
+    let options = e.setup.lock.options();
+    let extra: u64 = cmd
+        .get(11)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a fair acquire without a numeric extra: {cmd:?}"));
+    let enqueue = cmd.last().cloned().unwrap_or_default();
+    assert!(
+        enqueue == b"1" || enqueue == b"0",
+        "enqueue {}",
+        enqueue.escape_ascii()
+    );
+    assert!(
+        !(e.setup.wait.is_zero() && enqueue == b"1"),
+        "a try-lock joins the queue"
+    );
+    let liveness =
+        fair_block_span(options.request_timeout) + options.request_timeout.as_millis() / 2;
+    script_call(
+        cmd,
+        &FAIR_ACQUIRE,
+        &[
+            e.lock(),
+            e.fence(),
+            e.holds(),
+            e.queue(),
+            e.wake_prefix(),
+            e.alive_prefix(),
+        ],
+        &[
+            token.to_vec(),
+            e.ttl(),
+            dec(extra),
+            Expect::flag(options.fenced),
+            Expect::flag(options.reentrant),
+            e.token(),
+            dec(liveness),
+            enqueue,
+        ],
+    );
+    extra
 }
 
 /// What one transmit asks.
@@ -307,6 +399,7 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
     let out = match (verb, commands.len()) {
         (b"SET", 1 | 2) if commands[0].iter().any(|a| a == b"NX") => {
             assert_eq!(kind, Kind::Acquire, "only an acquire sends SET NX");
+            assert!(!options.fair, "a fair lock acquires with the fair script");
             assert!(
                 !scripted,
                 "a fenced or reentrant acquire must use the script"
@@ -382,10 +475,76 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
                 }
             }
         }
+        (b"BLPOP", 2) => {
+            // A fair cycle after the first: block on the attempt's own wake-up list, then
+            // the script, in one batch.
+            assert_eq!(kind, Kind::Acquire);
+            assert!(options.fair, "a fair cycle without fair mode");
+            assert!(
+                fractional_block(&server),
+                "a fair cycle blocks on {server:?}, which takes whole seconds (it must poll)"
+            );
+            let blocking = tx
+                .blocking
+                .expect("a fair cycle's BLPOP must say it blocks");
+            let ms = blocking.as_millis();
+            assert!(ms >= 1, "a BLPOP for 0 ms");
+            assert!(
+                ms <= fair_block_span(options.request_timeout),
+                "a fair cycle blocks {ms} ms, longer than R / 2"
+            );
+            let token = fair_token(&commands[1]);
+            attempt = Some(e.attempt(&token));
+            let timeout = format!("{}.{:03}", ms / 1000, ms % 1000).into_bytes();
+            assert_eq!(
+                commands[0],
+                args(&[b"BLPOP", &[&e.wake_prefix()[..], &token].concat(), &timeout])
+            );
+            let extra = check_fair_acquire(&e, &commands[1], &token);
+            assert_eq!(extra, ms, "a cycle's extra is its block span");
+            vec![Cmd::FairBlpop, Cmd::FairAcquireScript { extra }]
+        }
         (b"EVALSHA" | b"EVAL", 1) => {
             let cmd = &commands[0];
             let script = script_of(cmd).unwrap_or_else(|| panic!("an unknown script: {cmd:?}"));
-            if script == ACQUIRE {
+            if script == FAIR_ACQUIRE {
+                // The first cycle, or a poll (a server without fractional BLPOP timeouts).
+                assert_eq!(kind, Kind::Acquire);
+                assert!(options.fair, "the fair script without fair mode");
+                let token = fair_token(cmd);
+                attempt = Some(e.attempt(&token));
+                let extra = check_fair_acquire(&e, cmd, &token);
+                assert_eq!(extra, 0, "a cycle without a block has no extra");
+                vec![Cmd::FairAcquireScript { extra }]
+            } else if script == FAIR_RELEASE {
+                assert_ne!(kind, Kind::Extend);
+                assert!(options.fair, "the fair release without fair mode");
+                let token = match kind {
+                    Kind::Acquire => {
+                        let token = cmd.get(8).cloned().unwrap_or_default();
+                        attempt = Some(e.attempt(&token));
+                        token
+                    }
+                    _ => e.token(),
+                };
+                script_call(
+                    cmd,
+                    &FAIR_RELEASE,
+                    &[
+                        e.lock(),
+                        e.holds(),
+                        e.queue(),
+                        e.wake_prefix(),
+                        e.alive_prefix(),
+                    ],
+                    &[
+                        token,
+                        Expect::flag(options.reentrant),
+                        dec(options.request_timeout.as_millis()),
+                    ],
+                );
+                vec![Cmd::FairReleaseScript]
+            } else if script == ACQUIRE {
                 assert_eq!(kind, Kind::Acquire);
                 assert!(scripted, "a plain acquire must use SET NX");
                 // ARGV[1] follows EVAL(SHA), the body, numkeys and the three keys.
@@ -420,6 +579,7 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
                 vec![Cmd::RaiseFence(parsed)]
             } else if script == RELEASE {
                 assert_ne!(kind, Kind::Extend);
+                assert!(!options.fair, "a fair lock releases with the fair script");
                 let signal = options.wake_signal.map_or(0, Duration::as_millis);
                 let token = match kind {
                     Kind::Acquire => {
@@ -445,6 +605,10 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
         (b"BLPOP", 1) => {
             assert_eq!(kind, Kind::Acquire);
             assert!(
+                !options.fair,
+                "a fair waiter blocks on its own list, with its script"
+            );
+            assert!(
                 options.wake_signal.is_some(),
                 "BLPOP without wake-up signals"
             );
@@ -463,7 +627,7 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
     };
     assert_eq!(
         tx.blocking.is_some(),
-        out == [Cmd::Blpop],
+        out[0].blocks(),
         "only BLPOP blocks: {commands:?} {:?}",
         tx.blocking
     );

@@ -7,8 +7,17 @@
 //! - `Scripts::Auto` for an ACL user without scripting (`-@scripting`) acquires by `SET NX`
 //!   and fails its release with a typed `NOPERM`, not a hang.
 //!
-//! The native path itself (a server with the commands) is shown on the model only
-//! (`core/tests/scriptless.rs`, the simulator's `sim_budget_scriptless`).
+//!
+//! And against a real `valkey-server` 9.1 (`DELIFEQ`, `SET … IFEQ`; `scripts/test.sh`
+//! installs it, see `support::valkey_server_binary`), as a user whose ACL forbids every
+//! script, so a script sent by mistake fails the test:
+//! - `Scripts::Never` takes, refuses, extends, hands over to a blocked waiter (woken by the
+//!   native release's signal) and releases, and says "not held" for a wrong token;
+//! - `Scripts::Auto` releases by `DELIFEQ` and extends by `SET … IFEQ` there;
+//! - `--no-scripts` on the command line.
+//!
+//! The decisions are also on the model (`core/tests/scriptless.rs`, the simulator's
+//! `sim_budget_scriptless`).
 
 mod support;
 
@@ -17,8 +26,8 @@ use std::time::Duration;
 use distlock_core::{ConfigError, NativeCommand, ServerErrorKind};
 use distlock_host::{Client, Error, Scripts};
 use support::{
-    RedisServer, blocking, bounded, command_calls, distlock, require_redis, run_bounded, show,
-    stderr, unique_name,
+    RedisServer, blocking, bounded, command_calls, distlock, require_redis, require_valkey,
+    run_bounded, show, stderr, stdout, unique_name,
 };
 
 /// Generous: "ended, not hung", never a speed claim.
@@ -153,4 +162,144 @@ async fn auto_under_an_acl_without_scripting_fails_with_a_typed_noperm() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A Valkey 9.1 server with a user `app` that may run every command but no script.
+fn valkey_without_scripting() -> (RedisServer, String) {
+    let server = blocking(|| RedisServer::start_valkey_with(&[]));
+    blocking(|| {
+        server.raw().ok(&[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-@scripting",
+        ])
+    });
+    let url = format!("redis://app:pw@127.0.0.1:{}", server.port());
+    (server, url)
+}
+
+fn script_calls(server: &RedisServer) -> u64 {
+    let stats = commandstats(server);
+    command_calls(&stats, "eval") + command_calls(&stats, "evalsha")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_on_valkey_locks_hands_over_and_releases_without_a_script() {
+    require_valkey!();
+    let (server, url) = valkey_without_scripting();
+    let connect = || async {
+        Client::connect([url.as_str()])
+            .await
+            .unwrap()
+            .with_scripts(Scripts::Never)
+    };
+    let (a, b) = (connect().await, connect().await);
+    let name = unique_name("valkey-never");
+
+    let held = a.lock(&name).acquire().await.expect("SET NX PX");
+    let refused = b.lock(&name).try_acquire().await.unwrap_err();
+    assert!(refused.is_not_acquired(), "{refused:?}");
+    held.extend(Duration::from_secs(60))
+        .await
+        .expect("SET … IFEQ");
+    let pttl = blocking(|| {
+        server
+            .raw()
+            .ok(&["PTTL", &support::lock_key(&name)])
+            .int()
+            .unwrap()
+    });
+    assert!(pttl > 30_000, "the extend set the new ttl: {pttl} ms");
+
+    // A waiter blocked on the wake-up list is handed the lock when the holder releases
+    // natively (DELIFEQ, then the signal): it returns holding it.
+    let waiter = tokio::spawn({
+        let name = name.clone();
+        async move { b.lock(&name).wait(Duration::from_secs(20)).acquire().await }
+    });
+    blocking(|| {
+        support::wait_for("the waiter blocks on the wake-up list", LIMIT, || {
+            (server.blocked_clients() >= 1).then_some(())
+        })
+    });
+    held.release().await.expect("DELIFEQ");
+    let (taken, _) = bounded("the woken waiter's acquire", LIMIT, waiter).await;
+    let second = taken.unwrap().expect("the waiter takes the released lock");
+
+    // A wrong token is "not held" and leaves the holder's key alone.
+    let wrong = a
+        .release(&name, "0123456789abcdef0123", false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, Error::Lock(distlock_core::Error::NotHeld)),
+        "{wrong:?}"
+    );
+    second.release().await.expect("released");
+    let stats = commandstats(&server);
+    assert!(command_calls(&stats, "delifeq") >= 3, "{stats}");
+    assert_eq!(script_calls(&server), 0, "no script was sent: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_on_valkey_releases_and_extends_natively() {
+    require_valkey!();
+    let (server, url) = valkey_without_scripting();
+    // The default: scripts where needed, and on this server none is.
+    let client = Client::connect([url.as_str()]).await.unwrap();
+    let name = unique_name("valkey-auto");
+    let guard = client.lock(&name).acquire().await.unwrap();
+    guard.extend(Duration::from_secs(60)).await.unwrap();
+    guard.release().await.unwrap();
+    let stats = commandstats(&server);
+    assert_eq!(command_calls(&stats, "delifeq"), 1, "{stats}");
+    assert_eq!(script_calls(&server), 0, "{stats}");
+    assert_eq!(
+        blocking(|| server
+            .raw()
+            .ok(&["EXISTS", &support::lock_key(&name)])
+            .int()),
+        Some(0)
+    );
+}
+
+#[test]
+fn the_command_line_without_scripts_on_valkey() {
+    require_valkey!();
+    let (server, url) = valkey_without_scripting();
+    let name = unique_name("valkey-cli");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let acquired = run(&["--no-scripts", "acquire", "--name", &name, "--json"]);
+    assert_eq!(acquired.status.code(), Some(0), "{}", show(&acquired));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&acquired)).expect("JSON");
+    let token = value["token"].as_str().expect("token").to_owned();
+    let released = run(&[
+        "--no-scripts",
+        "release",
+        "--name",
+        &name,
+        "--token",
+        &token,
+    ]);
+    assert_eq!(released.status.code(), Some(0), "{}", show(&released));
+    let again = run(&[
+        "--no-scripts",
+        "release",
+        "--name",
+        &name,
+        "--token",
+        &token,
+    ]);
+    assert_ne!(
+        again.status.code(),
+        Some(0),
+        "released twice: {}",
+        show(&again)
+    );
+    assert_eq!(script_calls(&server), 0, "{}", commandstats(&server));
 }

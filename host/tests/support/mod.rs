@@ -103,7 +103,9 @@ pub(crate) fn valkey_server_binary() -> Option<PathBuf> {
 }
 
 /// Returns early from a test that needs `valkey-server` when it is missing and skipping was
-/// asked for (`DISTLOCK_SKIP_REDIS=1`); fails it when it is missing otherwise.
+/// asked for (`DISTLOCK_SKIP_REDIS=1`); fails it when it is missing otherwise. (Only the
+/// tests of the native commands use it; the others compile this module too.)
+#[allow(unused_macros)]
 macro_rules! require_valkey {
     () => {
         if $crate::support::valkey_server_binary().is_none() {
@@ -115,6 +117,7 @@ macro_rules! require_valkey {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use require_valkey;
 
 /// `redis-cli`: next to `redis-server`, else on `PATH`.

@@ -63,19 +63,7 @@ async fn a_connect_loads_no_script_and_the_first_use_still_works() {
 async fn never_on_a_server_without_the_native_commands_is_refused_up_front() {
     require_redis!();
     let server = blocking(RedisServer::start);
-    blocking(|| {
-        server.raw().ok(&[
-            "ACL",
-            "SETUSER",
-            "app",
-            "on",
-            ">pw",
-            "~*",
-            "+@all",
-            "-@scripting",
-        ])
-    });
-    let url = format!("redis://app:pw@127.0.0.1:{}", server.port());
+    let url = user_without_scripting(&server);
     let client = Client::connect([url.as_str()])
         .await
         .unwrap()
@@ -164,9 +152,8 @@ async fn auto_under_an_acl_without_scripting_fails_with_a_typed_noperm() {
     }
 }
 
-/// A Valkey 9.1 server with a user `app` that may run every command but no script.
-fn valkey_without_scripting() -> (RedisServer, String) {
-    let server = blocking(|| RedisServer::start_valkey_with(&[]));
+/// Adds a user `app` that may run every command but no script; its URL.
+fn user_without_scripting(server: &RedisServer) -> String {
     blocking(|| {
         server.raw().ok(&[
             "ACL",
@@ -179,7 +166,13 @@ fn valkey_without_scripting() -> (RedisServer, String) {
             "-@scripting",
         ])
     });
-    let url = format!("redis://app:pw@127.0.0.1:{}", server.port());
+    format!("redis://app:pw@127.0.0.1:{}", server.port())
+}
+
+/// A Valkey 9.1 server and the URL of [`user_without_scripting`] on it.
+fn valkey_without_scripting() -> (RedisServer, String) {
+    let server = blocking(|| RedisServer::start_valkey_with(&[]));
+    let url = user_without_scripting(&server);
     (server, url)
 }
 

@@ -17,7 +17,9 @@
 //! linked to the lock component, so each call crosses guest → host → lock component, and
 //! the component's sockets are the host's `transport` (needs the `component` feature).
 //! With `--fair`, A and B also run each path with fair mode on (`fair`, `guest-fair`) in the
-//! same interleaved slices, so fair and non-fair rows share one floor.
+//! same interleaved slices, so fair and non-fair rows share one floor. C also runs a `raw` row:
+//! as many raw connections as clients doing the floor's pair at once (the issue's "raw async
+//! client"), to set C's native row against the same work done without the library.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -51,7 +53,7 @@ pub(crate) enum Error {
 pub(crate) struct BenchResult {
     /// Scenario id and description.
     pub(crate) scenario: String,
-    /// `floor`, `native`, `fair`, `polling`, `guest` or `guest-fair`.
+    /// `floor`, `native`, `fair`, `polling`, `raw`, `guest` or `guest-fair`.
     pub(crate) path: String,
     /// Lock operations per second: acquire + release pairs, or acquisitions (B).
     pub(crate) ops_per_sec: f64,
@@ -255,10 +257,7 @@ impl Floor {
     /// Connects to each node and loads the release script, as any client would.
     pub(crate) async fn connect(urls: &[String]) -> Result<Floor, Error> {
         let token = b"floor-token-0123456789abcdef";
-        let release_script = distlock_core::SCRIPTS
-            .iter()
-            .find(|s| s.name == "release")
-            .expect("the core has a release script");
+        let release_script = release_script();
         let set = command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
         let release = command(&[
             b"EVALSHA",
@@ -407,17 +406,157 @@ pub(crate) enum Workload {
         /// What it does.
         load: Load,
     },
+    /// Raw clients without the lock library, one connection each: C's `raw` row.
+    Raw(RawLoad),
     /// Guest apps linked to the lock component, one instance per client thread.
     #[cfg(feature = "component")]
     Guest(guest::GuestLoad),
 }
 
+/// What C's load costs clients that need no lock library: as many raw connections as the
+/// load has clients, each doing the floor's pair (`SET NX PX`, then the release script by
+/// `EVALSHA`) on the load's names at once, pipelining nothing. Every pair is counted, also
+/// the few whose `SET` found the name taken (two clients drew it at once): its release then
+/// answers "not held", the same two round trips.
+pub(crate) struct RawLoad {
+    clients: Option<Vec<RawClient>>,
+    load: Load,
+}
+
+struct RawClient {
+    socket: TcpStream,
+    endpoint: String,
+}
+
+impl RawLoad {
+    /// One connection per client of `load`, to `url` (the release script loaded on it).
+    pub(crate) async fn connect(url: &str, load: Load) -> Result<RawLoad, Error> {
+        let endpoint: distlock_host::Endpoint = url.parse()?;
+        let name = endpoint.to_string();
+        let load_script = command(&[b"SCRIPT", b"LOAD", release_script().source.as_bytes()]);
+        let mut clients = Vec::new();
+        for _ in 0..load.clients {
+            let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+                .await
+                .map_err(|e| connect_error(&name, e))?;
+            socket
+                .set_nodelay(true)
+                .map_err(|e| connect_error(&name, e))?;
+            round_trip(&mut socket, &load_script)
+                .await
+                .map_err(|e| connect_error(&name, e))?;
+            clients.push(RawClient {
+                socket,
+                endpoint: name.clone(),
+            });
+        }
+        Ok(RawLoad {
+            clients: Some(clients),
+            load,
+        })
+    }
+
+    async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
+        let clients = self
+            .clients
+            .take()
+            .ok_or_else(|| Error::Worker("a previous raw slice failed".into()))?;
+        let load = self.load;
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(worker, client)| tokio::spawn(client.slice(load, worker as u64, duration)))
+            .collect();
+        let mut total = Sample::new();
+        let mut elapsed = Duration::ZERO;
+        let mut clients = Vec::new();
+        for task in tasks {
+            let (client, part) = task.await.map_err(|e| Error::Worker(e.to_string()))?;
+            let part = part?;
+            clients.push(client);
+            elapsed = elapsed.max(part.elapsed);
+            total.absorb(part);
+        }
+        total.elapsed = elapsed;
+        self.clients = Some(clients);
+        Ok(total)
+    }
+}
+
+impl RawClient {
+    async fn slice(
+        mut self,
+        load: Load,
+        worker: u64,
+        duration: Duration,
+    ) -> (RawClient, Result<Sample, Error>) {
+        let result = self.pairs(load, worker, duration).await;
+        (self, result)
+    }
+
+    async fn pairs(
+        &mut self,
+        load: Load,
+        worker: u64,
+        duration: Duration,
+    ) -> Result<Sample, Error> {
+        let token = format!("raw-token-{worker:016x}");
+        let sha = &release_script().sha;
+        let mut sample = Sample::new();
+        let mut draw = worker;
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
+            let t = Instant::now();
+            // Built per pair, as a client builds its commands from the name it is given.
+            let key = format!("distlock:{{{name}}}");
+            let set = command(&[
+                b"SET",
+                key.as_bytes(),
+                token.as_bytes(),
+                b"NX",
+                b"PX",
+                b"30000",
+            ]);
+            let release = command(&[
+                b"EVALSHA",
+                sha,
+                b"3",
+                key.as_bytes(),
+                format!("{key}:holds").as_bytes(),
+                format!("{key}:signal").as_bytes(),
+                token.as_bytes(),
+                b"0",
+                b"1000",
+            ]);
+            for request in [&set, &release] {
+                round_trip(&mut self.socket, request)
+                    .await
+                    .map_err(|e| connect_error(&self.endpoint, e))?;
+            }
+            sample.record(t.elapsed());
+            sample.ops += 1;
+        }
+        sample.elapsed = started.elapsed();
+        Ok(sample)
+    }
+}
+
+/// The core's release script, which the floor and the raw clients run.
+fn release_script() -> &'static distlock_core::Script {
+    distlock_core::SCRIPTS
+        .iter()
+        .find(|s| s.name == "release")
+        .expect("the core has a release script")
+}
+
 impl Workload {
-    /// The row's path: `native`, `fair`, `polling`, `guest` or `guest-fair`.
+    /// The row's path: `native`, `fair`, `polling`, `raw`, `guest` or `guest-fair`.
     #[must_use]
     pub(crate) fn path(&self) -> &'static str {
         match self {
             Workload::Native { path, .. } => path,
+            Workload::Raw(_) => "raw",
             #[cfg(feature = "component")]
             Workload::Guest(guest) if guest.fair() => "guest-fair",
             #[cfg(feature = "component")]
@@ -429,6 +568,7 @@ impl Workload {
     fn fair(&self) -> bool {
         match self {
             Workload::Native { load, .. } => load.lock.fair,
+            Workload::Raw(_) => false,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.fair(),
         }
@@ -437,6 +577,7 @@ impl Workload {
     async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
         match self {
             Workload::Native { client, load, .. } => native(client, *load, duration).await,
+            Workload::Raw(raw) => raw.run(duration).await,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.run(duration).await,
         }
@@ -552,12 +693,15 @@ struct Extra {
     polling: bool,
     /// `fair` (and `guest-fair`): the same load with fair mode on.
     fair: bool,
+    /// `raw`: C's baseline, as many raw connections as clients doing the floor's pair.
+    raw: bool,
 }
 
 impl Extra {
     const NONE: Extra = Extra {
         polling: false,
         fair: false,
+        raw: false,
     };
 }
 
@@ -582,7 +726,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                           client: &Client,
                           load: Load,
                           urls: &[String],
-                          Extra { polling, fair }: Extra,
+                          Extra { polling, fair, raw }: Extra,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
         let fair_load = Load {
@@ -617,6 +761,9 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 },
             });
         }
+        if raw {
+            workloads.push(Workload::Raw(RawLoad::connect(&urls[0], load).await?));
+        }
         #[cfg(feature = "component")]
         if let Some(guests) = &guests {
             workloads.push(Workload::Guest(guests.load(urls, load).await?));
@@ -641,11 +788,17 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 .find(|(w, _)| matches!(w.path(), "native" | "fair") && w.fair() == fair)
                 .map(|(_, s)| s)
         };
-        let polling_rate = workloads
-            .iter()
-            .zip(&samples)
-            .find(|(w, _)| w.path() == "polling")
-            .map(|(_, s)| s.ops_per_sec());
+        let rate_of = |path: &str| {
+            workloads
+                .iter()
+                .zip(&samples)
+                .find(|(w, _)| w.path() == path)
+                .map(|(_, s)| s.ops_per_sec())
+        };
+        let baselines = Baselines {
+            polling: rate_of("polling"),
+            raw: rate_of("raw"),
+        };
         for (workload, sample) in workloads.iter().zip(&samples) {
             rows.push(row(
                 &label,
@@ -654,7 +807,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 &floor_sample,
                 load,
                 native_of(workload.fair()),
-                polling_rate,
+                baselines,
             ));
         }
         Ok(())
@@ -671,8 +824,8 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
-            polling: false,
             fair: options.fair,
+            ..Extra::NONE
         };
         scenario("A", label, &single, load, one, extra, &mut rows).await?;
     }
@@ -689,6 +842,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             let extra = Extra {
                 polling: true,
                 fair: options.fair,
+                ..Extra::NONE
             };
             scenario("B", label, &single, load, one, extra, &mut rows).await?;
         }
@@ -703,7 +857,11 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
             };
             let label = format!("C: {clients} clients over 1024 names");
-            scenario("C", label, &single, load, one, Extra::NONE, &mut rows).await?;
+            let extra = Extra {
+                raw: true,
+                ..Extra::NONE
+            };
+            scenario("C", label, &single, load, one, extra, &mut rows).await?;
         }
     }
     if want("d") {
@@ -732,8 +890,16 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
     Ok(rows)
 }
 
-/// One row: `native` is the native path's sample of the same scenario, `polling_rate` the
-/// polling baseline's acquisitions/s (B).
+/// The baselines a scenario ran beside its rows, in the same slices: operations per second.
+#[derive(Debug, Clone, Copy)]
+struct Baselines {
+    /// B's polling workers.
+    polling: Option<f64>,
+    /// C's raw clients.
+    raw: Option<f64>,
+}
+
+/// One row: `native` is the native path's sample of the same scenario.
 fn row(
     label: &str,
     path: &str,
@@ -741,7 +907,7 @@ fn row(
     floor: &Sample,
     load: Load,
     native: Option<&Sample>,
-    polling_rate: Option<f64>,
+    baselines: Baselines,
 ) -> BenchResult {
     let floor_p50 = floor.quantile(0.5);
     let native_p50 = native.map_or(0, |s| s.quantile(0.5));
@@ -760,7 +926,7 @@ fn row(
             sample.overlaps,
             if sample.lost_updates { "LOST UPDATES" } else { "exact" },
         ));
-        if let Some(polling) = polling_rate.filter(|_| path != "polling") {
+        if let Some(polling) = baselines.polling.filter(|_| path != "polling") {
             notes.push(format!(
                 "{:.0} acquisitions/s against {polling:.0} polling ({:.2}×)",
                 sample.ops_per_sec(),
@@ -771,6 +937,13 @@ fn row(
     } else {
         Some(sample.ops_per_sec() / floor.ops_per_sec().max(1e-9))
     };
+    if let Some(raw) = baselines.raw.filter(|_| path != "raw") {
+        notes.push(format!(
+            "{:.2}× the raw clients' pairs/s ({} connections)",
+            sample.ops_per_sec() / raw.max(1e-9),
+            load.clients
+        ));
+    }
     if path.starts_with("guest") && native_p50 > 0 {
         notes.push(format!(
             "p50 = {:.2}× the native path's p50 in the same slices",

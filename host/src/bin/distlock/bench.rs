@@ -18,8 +18,8 @@
 //! the component's sockets are the host's `transport` (needs the `component` feature).
 //! With `--fair`, A and B also run each path with fair mode on (`fair`, `guest-fair`) in the
 //! same interleaved slices, so fair and non-fair rows share one floor. C also runs a `raw` row:
-//! as many raw connections as clients doing the floor's pair at once (the issue's "raw async
-//! client"), to set C's native row against the same work done without the library.
+//! as many raw connections as clients doing the floor's pair at once (a raw async client with
+//! no lock library), to set C's native row against the same work done without one.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -68,6 +68,7 @@ const FENCED: u8 = 1;
 const REENTRANT: u8 = 2;
 const NO_SIGNAL: u8 = 4;
 const FAIR: u8 = 32;
+const NO_SCRIPTS: u8 = 64;
 const WAIT_1S: u8 = 3;
 const WAIT_5S: u8 = 4;
 
@@ -487,6 +488,24 @@ fn event_sequence(dir: &Path) {
             "fair-release",
             s(2, 0, FAIR, 0, REDIS_7),
             vec![reply(0, Error(ErrorKind::NoScript)), reply(0, Success)],
+        ),
+        (
+            // No scripts on Valkey 9: a busy SET NX, the wake-up, the grant.
+            "no-scripts-valkey9-busy-woken-grant",
+            s(0, 0, NO_SCRIPTS, WAIT_1S, VALKEY_9),
+            vec![reply(0, Refuse), reply(0, Success), reply(0, Success)],
+        ),
+        (
+            "no-scripts-valkey9-extend",
+            s(3, 1, NO_SCRIPTS, 0, VALKEY_9),
+            { (0..3).map(|i| reply(i, Success)).collect() },
+        ),
+        (
+            // A server not known yet, without scripts: the native delete is refused as an
+            // unknown command, which is the answer (no fallback to a script).
+            "no-scripts-unknown-server-release-refused",
+            s(2, 0, NO_SCRIPTS, 0, 0),
+            vec![reply(0, Error(ErrorKind::UnknownCommand))],
         ),
     ];
     for (name, setup, events) in seeds {

@@ -565,10 +565,13 @@ impl Harness {
                     "outcome {:?}x{}{} {}",
                     self.setup.kind,
                     self.nodes.len(),
-                    if self.setup.lock.options().fair {
-                        " fair"
-                    } else {
-                        ""
+                    match (
+                        self.setup.lock.options().fair,
+                        self.setup.lock.options().scripts,
+                    ) {
+                        (true, _) => " fair",
+                        (_, distlock_core::Scripts::Never) => " no-scripts",
+                        _ => "",
                     },
                     &text[..cut.min(40)]
                 )

@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use distlock_core::{
-    Drift, Duration, Flavor, Jitter, KeyLayout, Lock, LockOptions, Protocol, RetryPolicy,
+    Drift, Duration, Flavor, Jitter, KeyLayout, Lock, LockOptions, Protocol, RetryPolicy, Scripts,
     ServerInfo, Token, Version,
 };
 
@@ -30,7 +30,9 @@ pub struct SetupChoice {
     /// Node count: indexes [`NODES`].
     pub nodes: u8,
     /// Bit 0 fenced, bit 1 reentrant, bit 2 no wake-up signal, bit 3 a 5 ms signal,
-    /// bit 4 no clock-drift allowance, bit 5 fair mode (one node only: on more it is off).
+    /// bit 4 no clock-drift allowance, bit 5 fair mode (one node only: on more it is off),
+    /// bit 6 no scripts (`Scripts::Never`: fencing, re-entry and fair mode off, and a node
+    /// known to lack a native command is drawn as one not known yet, whose reply tells).
     pub flags: u8,
     /// TTL: indexes [`TTLS_MS`].
     pub ttl: u8,
@@ -141,7 +143,7 @@ impl SetupChoice {
                 Drift::default()
             },
             fair: self.flags & 32 != 0,
-            scripts: distlock_core::Scripts::Auto,
+            scripts: Scripts::Auto,
         }
     }
 
@@ -180,6 +182,13 @@ impl SetupChoice {
         let mut options = self.options();
         // Fair mode is one node's (Redlock waiters use the shared wake-up signal).
         options.fair &= nodes == 1;
+        let never = self.flags & 64 != 0;
+        if never {
+            options.scripts = Scripts::Never;
+            options.fenced = false;
+            options.reentrant = false;
+            options.fair = false;
+        }
         let lock = Lock::new(KeyLayout::default(), &name, options)
             .expect("the option tables only hold valid options");
         Setup {
@@ -189,7 +198,19 @@ impl SetupChoice {
             name,
             lock,
             token: Token::from_entropy([self.seed; 16]),
-            servers: (0..nodes).map(|i| self.server(i)).collect(),
+            servers: (0..nodes)
+                .map(|i| {
+                    let server = self.server(i);
+                    if never && server.missing_for_scriptless().is_some() {
+                        ServerInfo {
+                            protocol: server.protocol,
+                            ..ServerInfo::default()
+                        }
+                    } else {
+                        server
+                    }
+                })
+                .collect(),
             wait: Duration::from_millis(WAITS_MS[usize::from(self.wait % 8)]),
             seed: u64::from(self.seed),
         }

@@ -496,9 +496,15 @@ fn event_sequence(dir: &Path) {
             vec![reply(0, Refuse), reply(0, Success), reply(0, Success)],
         ),
         (
+            // DELIFEQ and the wake-up signal's LPUSH, LTRIM, PEXPIRE in one pipeline.
+            "no-scripts-valkey9-release",
+            s(2, 0, NO_SCRIPTS, 0, VALKEY_9),
+            vec![reply(0, Success); 4],
+        ),
+        (
             "no-scripts-valkey9-extend",
             s(3, 1, NO_SCRIPTS, 0, VALKEY_9),
-            { (0..3).map(|i| reply(i, Success)).collect() },
+            (0..3).map(|i| reply(i, Success)).collect(),
         ),
         (
             // A server not known yet, without scripts: the native delete is refused as an

@@ -1,5 +1,8 @@
-//! The core's errors as the WIT `distlock` interface's `error` variant (`wit/distlock.wit`),
-//! case for case, written once.
+//! What the WIT interfaces (`wit/distlock.wit`, `wit/engine.wit`) carry, written once for
+//! every crate that implements them: the core's errors as their `error` variant, case for
+//! case, and their lock settings (the `distlock` interface's `config`, the engine's
+//! `options`) as [`LockOptions`], with the defaults and the checks in one place
+//! ([`LockSettings`]).
 //!
 //! Two crates implement that interface: the lock component (`wasm/`, bindings from
 //! wit-bindgen) and the host's native driver (`host/src/component/native.rs`, bindings from
@@ -7,6 +10,8 @@
 //! types, so a function cannot serve both; [`wit_error_conversions!`](crate::wit_error_conversions) expands the same
 //! conversion functions next to each set of bindings instead. A change to the core's errors
 //! or to the WIT then fails to compile in both places at once, never in one only.
+
+use crate::{ConfigError, LockOptions, Scripts};
 
 /// Expands, in the calling module, the conversions from the core's errors to the WIT
 /// `distlock` interface's types found at the given module path:
@@ -72,6 +77,8 @@ macro_rules! wit_error_conversions {
                 C::BadRetry => K::BadRetry,
                 C::DriftExceedsTtl => K::DriftExceedsTtl,
                 C::FairUnsupported => K::FairUnsupported,
+                C::NeedsScripts { .. } => K::NeedsScripts,
+                C::MissingNativeCommand { .. } => K::MissingNativeCommand,
                 _ => K::Other,
             };
             api::Error::Invalid(api::ConfigError {
@@ -130,6 +137,51 @@ macro_rules! wit_error_conversions {
             }
         }
     };
+}
+
+/// A client's lock settings as the WIT records carry them (`distlock.config`,
+/// `machines.options`): each implementation copies its generated record into this, and
+/// [`LockSettings::options`] makes the [`LockOptions`] — so the lock component, the engine
+/// and the host's native driver cannot differ in a default or a check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockSettings {
+    /// `fenced`.
+    pub fenced: bool,
+    /// `fair`: `none` is off.
+    pub fair: Option<bool>,
+    /// `no-scripts`: `none` is off ([`Scripts::Auto`]); `true` is [`Scripts::Never`].
+    pub no_scripts: Option<bool>,
+    /// `ttl-ms`: `none` is the default lease ([`LockOptions::default`]).
+    pub ttl_ms: Option<u64>,
+    /// `request-timeout-ms`: `none` is the default request timeout.
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl LockSettings {
+    /// The lock options these settings give, checked ([`LockOptions::validate`]).
+    ///
+    /// # Errors
+    /// The [`ConfigError`] of the first setting that is refused.
+    pub fn options(&self) -> Result<LockOptions, ConfigError> {
+        let mut options = LockOptions {
+            fenced: self.fenced,
+            fair: self.fair.unwrap_or(false),
+            scripts: if self.no_scripts.unwrap_or(false) {
+                Scripts::Never
+            } else {
+                Scripts::Auto
+            },
+            ..LockOptions::default()
+        };
+        if let Some(ttl) = self.ttl_ms {
+            options.ttl = crate::Duration::from_millis(ttl);
+        }
+        if let Some(timeout) = self.request_timeout_ms {
+            options.request_timeout = crate::Duration::from_millis(timeout);
+        }
+        options.validate()?;
+        Ok(options)
+    }
 }
 
 /// A span as an interface's milliseconds: `u64` in `distlock`, `u32` (saturating) in

@@ -558,6 +558,7 @@ impl Path for ComponentPath {
             fenced: settings.fenced,
             request_timeout_ms: None,
             fair: None,
+            no_scripts: None,
         };
         let client = instance.open(&config).map_err(component_kind)?;
         Ok(ComponentLocks { instance, client })
@@ -682,6 +683,7 @@ fn lock_component_runs_redlock_over_three_nodes() {
         fenced,
         request_timeout_ms: Some(300),
         fair: None,
+        no_scripts: None,
     };
     let mut instance = adapter.lock_component(Limits::default()).expect("instance");
     let client = instance.open(&config(true)).expect("open");
@@ -742,6 +744,7 @@ fn lock_component_takes_back_nodes_that_return() {
             fenced: false,
             request_timeout_ms: Some(300),
             fair: None,
+            no_scripts: None,
         })
         .expect("open");
     let name = unique_name("return");
@@ -799,6 +802,7 @@ fn lock_component_keeps_its_redlock_connections() {
             fenced: false,
             request_timeout_ms: None,
             fair: None,
+            no_scripts: None,
         })
         .expect("open");
     let name = unique_name("keep");
@@ -951,6 +955,7 @@ fn config_with_ttl(ttl: Duration) -> wit::Config {
         fenced: false,
         request_timeout_ms: None,
         fair: None,
+        no_scripts: None,
     }
 }
 
@@ -1109,6 +1114,7 @@ fn frozen_node_renewal(via: Via, request_timeout: Option<Duration>) {
     let config = wit::Config {
         request_timeout_ms: request_timeout.map(|t| t.as_millis() as u64),
         fair: None,
+        no_scripts: None,
         ..config_with_ttl(ttl)
     };
     let client = instance.open(&config).expect("open");
@@ -1228,6 +1234,7 @@ fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &s
             fenced: false,
             request_timeout_ms: None,
             fair: None,
+            no_scripts: None,
         })
         .expect("open");
     let lease = instance
@@ -1342,6 +1349,7 @@ fn per_acquire_overhead() {
         fenced: false,
         request_timeout_ms: None,
         fair: None,
+        no_scripts: None,
     };
     let mut provider = adapter.lock_component(Limits::default()).expect("instance");
     let provider_client = provider.open(&config).expect("open");
@@ -1436,6 +1444,7 @@ fn the_lock_component_takes_fair_mode_from_its_config() {
         fenced: false,
         request_timeout_ms: None,
         fair: Some(true),
+        no_scripts: None,
     };
     let mut redlock = adapter.lock_component(Limits::default()).expect("instance");
     match redlock.open(&fair(vec![])) {
@@ -1478,5 +1487,81 @@ fn the_lock_component_takes_fair_mode_from_its_config() {
     assert_eq!(
         servers[0].raw().ok(&["EXISTS", &lock_key(&name)]).int(),
         Some(0)
+    );
+}
+
+/// `config.no-scripts` reaches the lock component's core: with fencing it is refused
+/// (`needs-scripts`); on Redis 7.0, which lacks the native commands, the first lock call is
+/// refused naming the missing one (`missing-native-command`); on Valkey 9.1, as a user whose
+/// ACL forbids every script, a lock is taken, refused to another and released with no script.
+#[test]
+fn the_lock_component_takes_no_scripts_from_its_config() {
+    require_redis!();
+    support::require_valkey!();
+    let servers = [RedisServer::start(), RedisServer::start_valkey_with(&[])];
+    let (redis, valkey) = (&servers[0], &servers[1]);
+    valkey.raw().ok(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-@scripting",
+    ]);
+    let adapter = adapter_over(&servers);
+    let scriptless = |url: String, fenced: bool| wit::Config {
+        nodes: vec![url],
+        key_prefix: None,
+        ttl_ms: None,
+        fenced,
+        request_timeout_ms: None,
+        fair: None,
+        no_scripts: Some(true),
+    };
+    let invalid_kind = |result: Result<_, CallError>| match result {
+        Err(CallError::Lock(wit::Error::Invalid(e))) => e.kind,
+        Err(other) => panic!("expected an invalid error, got {other:?}"),
+        Ok(_) => panic!("expected an invalid error, got a success"),
+    };
+
+    let mut instance = adapter.lock_component(Limits::default()).expect("instance");
+    assert_eq!(
+        invalid_kind(instance.open(&scriptless(redis.url(), true)).map(|_| ())),
+        wit::ConfigErrorKind::NeedsScripts
+    );
+    let on_redis = instance
+        .open(&scriptless(redis.url(), false))
+        .expect("open");
+    assert_eq!(
+        invalid_kind(
+            instance
+                .try_acquire(&on_redis, &unique_name("component-no-scripts"))
+                .map(|_| ())
+        ),
+        wit::ConfigErrorKind::MissingNativeCommand
+    );
+
+    let url = format!("redis://app:pw@127.0.0.1:{}", valkey.port());
+    let name = unique_name("component-no-scripts");
+    let client = instance
+        .open(&scriptless(url.clone(), false))
+        .expect("open");
+    let lease = instance.try_acquire(&client, &name).expect("SET NX PX");
+    let mut other = adapter.lock_component(Limits::default()).expect("instance");
+    let other_client = other.open(&scriptless(url, false)).expect("open");
+    match other.try_acquire(&other_client, &name) {
+        Err(CallError::Lock(wit::Error::NotAcquired(_))) => {}
+        other => panic!("expected not-acquired, got {:?}", other.map(|_| ())),
+    }
+    instance.release(&lease).expect("DELIFEQ");
+    instance.drop_lease(lease).expect("drop");
+    let stats = valkey.raw().ok(&["INFO", "commandstats"]).text().unwrap();
+    assert_eq!(support::command_calls(&stats, "delifeq"), 1, "{stats}");
+    assert_eq!(
+        support::command_calls(&stats, "eval") + support::command_calls(&stats, "evalsha"),
+        0,
+        "{stats}"
     );
 }

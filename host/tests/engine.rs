@@ -647,3 +647,53 @@ fn flat_calls_drive_the_same_machines() {
     let again = holder.acquire(&name, 0).expect("free again");
     assert_ne!(again.token, lease.token);
 }
+
+/// `options.no-scripts` reaches the engine's core: with fencing it is refused
+/// (`needs-scripts`); on Valkey 9.1, as a user whose ACL forbids every script, a lock is
+/// taken, refused to another and released with no script.
+#[test]
+fn no_scripts_from_the_options() {
+    require_redis!();
+    support::require_valkey!();
+    let valkey = RedisServer::start_valkey_with(&[]);
+    valkey.raw().ok(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-@scripting",
+    ]);
+    let url = format!("redis://app:pw@127.0.0.1:{}", valkey.port());
+    let scriptless = api::Options {
+        no_scripts: Some(true),
+        ..options(&[url])
+    };
+    let fenced = Host::connect(api::Options {
+        fenced: true,
+        ..scriptless.clone()
+    })
+    .err()
+    .expect("fencing needs a script");
+    assert_eq!(invalid_kind(&fenced), api::ConfigErrorKind::NeedsScripts);
+
+    let name = unique_name("engine-no-scripts");
+    let mut holder = Host::connect(scriptless.clone()).expect("connect");
+    let mut other = Host::connect(scriptless).expect("connect");
+    let lease = holder.acquire(&name, 0).expect("SET NX PX");
+    assert!(matches!(
+        other.acquire(&name, 0),
+        Err(api::Error::NotAcquired(_))
+    ));
+    holder.release(&name, &lease.token).expect("DELIFEQ");
+    assert_eq!(key_value(&valkey, &lock_key(&name)), None);
+    let stats = valkey.raw().ok(&["INFO", "commandstats"]).text().unwrap();
+    assert_eq!(support::command_calls(&stats, "delifeq"), 1, "{stats}");
+    assert_eq!(
+        support::command_calls(&stats, "eval") + support::command_calls(&stats, "evalsha"),
+        0,
+        "{stats}"
+    );
+}

@@ -89,18 +89,15 @@ struct Client {
 
 impl api::GuestClient for Client {
     fn open(config: api::Config) -> Result<api::Client, api::Error> {
-        let mut options = LockOptions {
+        let options = distlock_core::wit::LockSettings {
             fenced: config.fenced,
-            fair: config.fair.unwrap_or(false),
-            ..LockOptions::default()
-        };
-        if let Some(ttl) = config.ttl_ms {
-            options.ttl = Duration::from_millis(ttl);
+            fair: config.fair,
+            no_scripts: config.no_scripts,
+            ttl_ms: config.ttl_ms,
+            request_timeout_ms: config.request_timeout_ms,
         }
-        if let Some(timeout) = config.request_timeout_ms {
-            options.request_timeout = Duration::from_millis(timeout);
-        }
-        options.validate().map_err(convert::config_error)?;
+        .options()
+        .map_err(convert::config_error)?;
         let layout = match &config.key_prefix {
             Some(prefix) => KeyLayout::tagged(prefix.as_bytes()).map_err(convert::config_error)?,
             None => KeyLayout::default(),

@@ -285,7 +285,7 @@ def bad_input(start, clients):
 def open_session(url: str) -> Handle:
     """A session of a fresh engine instance, nothing opened."""
     engine = Engine()
-    options = Record(nodes=[url], key_prefix=None, layout=None, ttl_ms=None, fenced=False, fair=None, request_timeout_ms=None)
+    options = Record(nodes=[url], key_prefix=None, layout=None, ttl_ms=None, fenced=False, fair=None, request_timeout_ms=None, no_scripts=None)
     return Handle(engine, "session", engine.fallible("open", options, entropy()))
 
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use distlock_core::{LockOptions, LostReason};
+use distlock_core::LostReason;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::app::distlock::lock::distlock::{
@@ -24,20 +24,17 @@ impl api::Host for HostState {}
 
 impl api::HostClient for HostState {
     fn open(&mut self, config: Config) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
-        let mut options = LockOptions {
+        let settings = distlock_core::wit::LockSettings {
             fenced: config.fenced,
-            fair: config.fair.unwrap_or(false),
-            ..LockOptions::default()
+            fair: config.fair,
+            no_scripts: config.no_scripts,
+            ttl_ms: config.ttl_ms,
+            request_timeout_ms: config.request_timeout_ms,
         };
-        if let Some(ttl) = config.ttl_ms {
-            options.ttl = distlock_core::Duration::from_millis(ttl);
-        }
-        if let Some(timeout) = config.request_timeout_ms {
-            options.request_timeout = distlock_core::Duration::from_millis(timeout);
-        }
-        if let Err(e) = options.validate() {
-            return Ok(Err(config_error(e)));
-        }
+        let options = match settings.options() {
+            Ok(options) => options,
+            Err(e) => return Ok(Err(config_error(e))),
+        };
         let (halt, net) = (self.halt(), std::sync::Arc::clone(&self.net));
         let connected =
             halt.block_on(net.connect_client(&config.nodes, config.key_prefix.as_deref()))?;

@@ -111,6 +111,7 @@ pub(crate) fn options(nodes: &[String]) -> api::Options {
         fenced: false,
         request_timeout_ms: None,
         fair: None,
+        no_scripts: None,
     }
 }
 

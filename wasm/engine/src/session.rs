@@ -87,18 +87,15 @@ impl Session {
     /// Checks `options` and parses every URL; opens nothing.
     pub(crate) fn open(options: api::Options, entropy: &[u8]) -> Result<Session, api::Error> {
         let seed = input::seed(entropy)?;
-        let mut lock_options = LockOptions {
+        let lock_options = distlock_core::wit::LockSettings {
             fenced: options.fenced,
-            fair: options.fair.unwrap_or(false),
-            ..LockOptions::default()
-        };
-        if let Some(ttl) = options.ttl_ms {
-            lock_options.ttl = input::span(ttl);
+            fair: options.fair,
+            no_scripts: options.no_scripts,
+            ttl_ms: options.ttl_ms.map(u64::from),
+            request_timeout_ms: options.request_timeout_ms.map(u64::from),
         }
-        if let Some(timeout) = options.request_timeout_ms {
-            lock_options.request_timeout = input::span(timeout);
-        }
-        lock_options.validate().map_err(config_error)?;
+        .options()
+        .map_err(config_error)?;
         let layout = layout(options.layout, options.key_prefix.as_deref())?;
         lock_options
             .check_setup(&layout, options.nodes.len())

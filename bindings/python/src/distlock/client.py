@@ -51,18 +51,22 @@ class Client:
         key_prefix: str | None = None,
         layout: str | None = None,
         tls_ca: str | None = None,
+        no_scripts: bool = False,
     ) -> None:
         """``urls``: ``redis://[user:pass@]host:port[/db]``, ``rediss://`` for TLS (several:
         Redlock). ``ttl`` and ``request_timeout`` in seconds (defaults 30 and 1); ``layout``:
         ``tagged`` (default), ``redis-py`` or ``python-redis-lock`` (share locks with those
         libraries); ``tls_ca``: a CA file to trust for ``rediss://`` (default: the system's);
         ``fair``: waiters queue in arrival order and a release hands the lock to the first live
-        waiter (one node, ``tagged`` layout; every client of a lock must use it)."""
+        waiter (one node, ``tagged`` layout; every client of a lock must use it);
+        ``no_scripts``: send no script, for servers that forbid them (acquire ``SET NX PX``,
+        extend ``SET … IFEQ``, release ``DELIFEQ``/``DELEX … IFEQ``: Valkey 9.0+, Redis 8.4+;
+        no fencing, re-entry or fair mode)."""
         if layout is not None and layout not in LAYOUTS:
             raise InvalidArgument(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}", "invalid")
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         self.ttl, self.fenced, self.fair = millis(ttl, "ttl"), fenced, fair
-        self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"))
+        self._settings = dict(key_prefix=key_prefix, layout=layout, request_timeout_ms=millis(request_timeout, "request_timeout"), no_scripts=no_scripts)
         self.tls = ssl.create_default_context(cafile=tls_ca) if any(str(u).startswith("rediss://") for u in self.urls) else None
         self.engine = Engine()
         self._pools: dict[tuple[int | None, bool, bool], Pool] = {}

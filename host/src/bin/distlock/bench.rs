@@ -1050,6 +1050,7 @@ pub(crate) mod guest {
                                 fenced: load.lock.fenced,
                                 request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
                                 fair: Some(load.lock.fair),
+                                no_scripts: None,
                             })
                             .map_err(adapter_error)?;
                         Ok(Worker { instance, client })

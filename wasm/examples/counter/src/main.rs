@@ -55,6 +55,7 @@ fn run(args: &[String]) -> Result<(), String> {
         fenced: false,
         request_timeout_ms: None,
         fair: None,
+        no_scripts: None,
     })
     .map_err(|e| say(&e))?;
     match mode {

@@ -46,6 +46,7 @@ impl outer::GuestClient for Client {
             fenced: config.fenced,
             request_timeout_ms: config.request_timeout_ms,
             fair: config.fair,
+            no_scripts: config.no_scripts,
         };
         let client = inner::Client::open(&config).map_err(error)?;
         Ok(outer::Client::new(Client(client)))
@@ -188,6 +189,8 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::DriftExceedsTtl => O::DriftExceedsTtl,
         I::BadUrl => O::BadUrl,
         I::FairUnsupported => O::FairUnsupported,
+        I::NeedsScripts => O::NeedsScripts,
+        I::MissingNativeCommand => O::MissingNativeCommand,
         I::Other => O::Other,
     }
 }

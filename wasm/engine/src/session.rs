@@ -197,6 +197,13 @@ fn layout(layout: Option<api::KeyLayout>, prefix: Option<&str>) -> Result<KeyLay
 }
 
 /// A token the caller passed in.
+/// A `…-started` call's answer: the operation built, and its first step's flat record (the
+/// transmits it has for the connections `lent` lends it).
+fn started(op: api::Operation, now: api::Instant, lent: &[u8]) -> (api::Operation, Vec<u8>) {
+    let first = op.get::<Operation>().start_flat(now, lent);
+    (op, first)
+}
+
 fn token(text: &str) -> Result<Token, api::Error> {
     Token::new(text.as_bytes()).map_err(config_error)
 }
@@ -322,9 +329,11 @@ impl api::GuestSession for Session {
         entropy: api::Entropy,
         lent: Vec<u8>,
     ) -> Result<(api::Operation, Vec<u8>), api::Error> {
-        let op = self.acquire(name, wait_ms, now, entropy)?;
-        let first = op.get::<Operation>().start_flat(now, &lent);
-        Ok((op, first))
+        Ok(started(
+            self.acquire(name, wait_ms, now, entropy)?,
+            now,
+            &lent,
+        ))
     }
 
     fn release_started(
@@ -335,9 +344,11 @@ impl api::GuestSession for Session {
         entropy: api::Entropy,
         lent: Vec<u8>,
     ) -> Result<(api::Operation, Vec<u8>), api::Error> {
-        let op = self.release(name, token, now, entropy)?;
-        let first = op.get::<Operation>().start_flat(now, &lent);
-        Ok((op, first))
+        Ok(started(
+            self.release(name, token, now, entropy)?,
+            now,
+            &lent,
+        ))
     }
 
     fn try_acquire(

@@ -270,21 +270,9 @@ impl Floor {
             b"0",
             b"1000",
         ]);
-        let load = command(&[b"SCRIPT", b"LOAD", release_script.source.as_bytes()]);
         let mut nodes = Vec::new();
         for url in urls {
-            let endpoint: distlock_host::Endpoint = url.parse()?;
-            let name = endpoint.to_string();
-            let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-                .await
-                .map_err(|e| connect_error(&name, e))?;
-            socket
-                .set_nodelay(true)
-                .map_err(|e| connect_error(&name, e))?;
-            round_trip(&mut socket, &load)
-                .await
-                .map_err(|e| connect_error(&name, e))?;
-            nodes.push((socket, name));
+            nodes.push(raw_connection(url).await?);
         }
         Ok(Floor {
             nodes,
@@ -318,6 +306,24 @@ impl Floor {
         sample.elapsed = started.elapsed();
         Ok(sample)
     }
+}
+
+/// A connection to `url` without the lock library, as the floor and the raw clients use:
+/// no delay, the release script loaded (as any client would before `EVALSHA`). Also its name.
+async fn raw_connection(url: &str) -> Result<(TcpStream, String), Error> {
+    let endpoint: distlock_host::Endpoint = url.parse()?;
+    let name = endpoint.to_string();
+    let load = command(&[b"SCRIPT", b"LOAD", release_script().source.as_bytes()]);
+    let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| connect_error(&name, e))?;
+    socket
+        .set_nodelay(true)
+        .map_err(|e| connect_error(&name, e))?;
+    round_trip(&mut socket, &load)
+        .await
+        .map_err(|e| connect_error(&name, e))?;
+    Ok((socket, name))
 }
 
 fn connect_error(endpoint: &str, source: std::io::Error) -> Error {
@@ -431,24 +437,10 @@ struct RawClient {
 impl RawLoad {
     /// One connection per client of `load`, to `url` (the release script loaded on it).
     pub(crate) async fn connect(url: &str, load: Load) -> Result<RawLoad, Error> {
-        let endpoint: distlock_host::Endpoint = url.parse()?;
-        let name = endpoint.to_string();
-        let load_script = command(&[b"SCRIPT", b"LOAD", release_script().source.as_bytes()]);
         let mut clients = Vec::new();
         for _ in 0..load.clients {
-            let mut socket = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-                .await
-                .map_err(|e| connect_error(&name, e))?;
-            socket
-                .set_nodelay(true)
-                .map_err(|e| connect_error(&name, e))?;
-            round_trip(&mut socket, &load_script)
-                .await
-                .map_err(|e| connect_error(&name, e))?;
-            clients.push(RawClient {
-                socket,
-                endpoint: name.clone(),
-            });
+            let (socket, endpoint) = raw_connection(url).await?;
+            clients.push(RawClient { socket, endpoint });
         }
         Ok(RawLoad {
             clients: Some(clients),

@@ -59,14 +59,14 @@ def make_certificates(directory: Path) -> dict[str, str]:
 class RedisServer:
     """A server on a free loopback port; with ``tls`` (from ``make_certificates``), TLS only."""
 
-    def __init__(self, tls: dict[str, str] | None = None) -> None:
+    def __init__(self, tls: dict[str, str] | None = None, binary: str = REDIS_SERVER) -> None:
         self.port = free_port()
         listen = ["--port", str(self.port)]
         if tls:
             listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"],
                       "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", "no"]  # fmt: skip
         self.process = subprocess.Popen(
-            [REDIS_SERVER, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -111,6 +111,21 @@ def start():
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def valkey():
+    """A fresh ``valkey-server`` 9.0+ (native ``DELIFEQ``, ``SET … IFEQ``), stopped after the
+    test: ``DISTLOCK_VALKEY_SERVER``, which ``scripts/test.sh`` sets to the Valkey it installs.
+    Missing, the test fails, unless ``DISTLOCK_SKIP_REDIS=1`` asks to skip."""
+    binary = os.environ.get("DISTLOCK_VALKEY_SERVER") or shutil.which("valkey-server")
+    if not binary:
+        if os.environ.get("DISTLOCK_SKIP_REDIS") == "1":
+            pytest.skip("no valkey-server (DISTLOCK_SKIP_REDIS=1)")
+        pytest.fail("valkey-server (9.0 or later) was not found: run scripts/test.sh, or set DISTLOCK_VALKEY_SERVER")
+    server = RedisServer(binary=binary)
+    yield server
+    server.stop()
 
 
 _counter = [0]

@@ -297,3 +297,24 @@ def test_rediss_with_asyncio(start, tmp_path):
         client.close()
 
     asyncio.run(run())
+
+
+def test_no_scripts_locks_with_native_commands_only(valkey):
+    """``no_scripts=True`` on Valkey 9, as a user whose ACL forbids every script: the lock is
+    taken, refused to another and released by native commands; fencing is refused up front."""
+    valkey.redis.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-@scripting")
+    url = f"redis://app:pw@127.0.0.1:{valkey.port}"
+    with pytest.raises(InvalidArgument) as refused:
+        distlock.Client(url, no_scripts=True, fenced=True)
+    assert refused.value.kind == "needs-scripts"
+    client, other = distlock.Client(url, no_scripts=True), distlock.Client(url, no_scripts=True)
+    name = unique("no-scripts")
+    with Lock(client, name, expire=60) as lock:
+        assert valkey.redis.get(key(name)) == lock.token.encode()
+        assert not Lock(other, name).acquire(blocking=False)
+    assert valkey.redis.get(key(name)) is None
+    stats = valkey.redis.info("commandstats")
+    assert stats["cmdstat_delifeq"]["calls"] == 1, stats
+    assert "cmdstat_eval" not in stats and "cmdstat_evalsha" not in stats, stats
+    client.close()
+    other.close()

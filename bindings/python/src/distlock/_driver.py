@@ -13,6 +13,8 @@ send, the next deadline and, at the end, what to do with each connection.
 from __future__ import annotations
 
 import errno
+import math
+import select
 import selectors
 import socket
 import ssl
@@ -37,6 +39,7 @@ class Conn:
         ep = pool.session.endpoint(node)
         self.host, self.tls = field(ep, "host"), pool.tls if field(ep, "tls") else None
         self.want = 0  # while a TLS handshake runs: the event it waits for (R or W)
+        self.poller: Any = None  # `wait_alone`'s, made once and kept with the socket
         try:
             family, kind, proto, _, addr = socket.getaddrinfo(self.host, field(ep, "port"), type=socket.SOCK_STREAM)[0]
             self.sock = socket.socket(family, kind, proto)
@@ -90,6 +93,21 @@ class Conn:
                 self.step()
             elif self.events is not None:
                 self.events.append((self.node, data))
+
+    def quiet(self) -> bool:
+        """Connected, handshakes over and nothing left to send: only a reply to wait for."""
+        return self.alive and not (self.hs or self.connecting or self.want or self.out)
+
+    def wait_alone(self, deadline: float | None) -> None:
+        """The wait of an operation on this one quiet connection: until a reply (read here)
+        or ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
+        operation and a reply already there costs one syscall."""
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+        wait = IDLE_WAIT_S * 1000 if deadline is None else min(max(0.0, deadline - now()), IDLE_WAIT_S * 1000)
+        if self.poller.poll(math.ceil(wait)):
+            self.ready(R)
 
     def tls_handshake(self) -> None:
         """One round of the TLS handshake; when it is done, the engine's handshake starts."""
@@ -205,7 +223,7 @@ class Pool:
             if conn and conn.alive:
                 conn.events, conns[node], lent[node] = events, conn, 1
                 owing = owing or conn.owed > 0
-        op, after = None, None
+        op, after, waiter = None, None, None
         try:
             if started is not None and not owing:
                 op, first = started(bytes(lent))
@@ -221,22 +239,28 @@ class Pool:
                             fresh.events, conns[node], lent[node] = events, fresh, 1
                 first = op.start(now(), bytes(lent))
             step = _flat.decode(first, op)
-            with _Waiter() as waiter:
-                while True:
-                    for node, data in step.transmits:
-                        conns[node].write(data)
-                    if step.over:
-                        after = step.connections
-                        return step.outcome
-                    if not events:
+            alone = next(iter(conns.values())) if len(conns) == 1 else None
+            while True:
+                for node, data in step.transmits:
+                    conns[node].write(data)
+                if step.over:
+                    after = step.connections
+                    return step.outcome
+                if not events:
+                    if alone is not None and waiter is None and alone.quiet():
+                        alone.wait_alone(step.timeout)
+                    else:  # several nodes, or a connection still connecting or sending
+                        waiter = waiter or _Waiter().__enter__()
                         waiter.wait(conns.values(), step.timeout)
-                    if events:
-                        event = events.pop(0)
-                        raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
-                    else:
-                        raw = op.tick(now())
-                    step = _flat.decode(raw, op)
+                if events:
+                    event = events.pop(0)
+                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                else:
+                    raw = op.tick(now())
+                step = _flat.decode(raw, op)
         finally:
+            if waiter is not None:
+                waiter.__exit__()
             for node, conn in conns.items():
                 conn.events = None
                 if op is None and conn.alive and not conn.hs:  # never built: lent back as it was

@@ -83,6 +83,8 @@ class Client:
     def ready(self, pool: Pool) -> None:
         """Connects ``pool``'s session once, before its first machine: machines are built for
         what the handshakes found (RESP version, scripts). Raises ``Unavailable``."""
+        if pool.connected:  # set once, never cleared: no lock needed to read it
+            return
         with self._connect_lock:
             if not pool.connected:
                 pool.connect()
@@ -175,9 +177,11 @@ class Lease:
         self.fence: int | None = field(lease, "fence")
         self.valid_until: float = field(lease, "valid_until")
         self.lost: LockLost | None = None
-        self._stop = threading.Event()
+        self._released = False
+        self._stop: threading.Event | None = None  # the renewal thread's, only with one
         self._thread: threading.Thread | None = None
         if auto_renewal:
+            self._stop = threading.Event()
             with engine_errors():
                 renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
             self._thread = threading.Thread(target=_renew, args=(weakref.ref(self), renewal, self._stop), name=f"distlock-renewal:{name}", daemon=True)
@@ -188,7 +192,7 @@ class Lease:
     @property
     def validity(self) -> float:
         """Seconds the holder may still act as the owner (0 once lost or released)."""
-        return 0.0 if self.lost or self._stop.is_set() else max(0.0, (self.valid_until - now()) / 1000)
+        return 0.0 if self.lost or self._released else max(0.0, (self.valid_until - now()) / 1000)
 
     def extend(self, ttl: float) -> None:
         """Extends the lease to ``ttl`` seconds from now. Raises ``LockLost``."""
@@ -202,7 +206,9 @@ class Lease:
         self.client.release(self.name, self.token)
 
     def stop_renewal(self) -> None:
-        self._stop.set()
+        self._released = True
+        if self._stop is not None:
+            self._stop.set()
         if self._thread and self._thread is not threading.current_thread():
             self._thread.join()
 

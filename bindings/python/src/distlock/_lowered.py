@@ -5,14 +5,15 @@ Owns: the C array a hot export is called with (``Args``), which value sits in ea
 freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
 and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_t``; a byte
 list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
-what changed: a scalar in place, the same name not at all, a byte list of the same length
-(entropy, ``lent``, a reply of the usual size) by one strided write into the values it already
-has. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
+what changed: a scalar in place, the same name not at all, a byte list of a length seen
+before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
+values kept for that length. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
 
 Invariants: wasmtime's ``wasmtime_component_func_call`` borrows its arguments (they are
 ``const`` in the C API, converted, never taken), so a value kept here stays valid across calls;
-a slot holds a value this module lowered (freed when replaced or by ``free``) or a borrowed
-resource handle its owner frees (``handle``); an ``Args`` is used under its engine's lock only.
+a slot holds a value this module lowered (freed when replaced, evicted or by ``free``) or a
+borrowed resource handle its owner frees (``handle``); an ``Args`` is used under its engine's
+lock only.
 """
 
 from __future__ import annotations
@@ -59,16 +60,21 @@ def moved_out(val: Any) -> None:
     val.kind = _BOOL
 
 
+_LISTS_PER_SLOT = 8  # lengths a byte-list slot keeps lowered (replies come in a few sizes)
+
+
 class Args:
     """``n`` argument slots for one export, kept lowered between calls (see the module doc)."""
 
-    __slots__ = ("vals", "n", "_kept", "_views")
+    __slots__ = ("vals", "n", "_kept", "_lists")
 
     def __init__(self, n: int) -> None:
         self.vals = (VAL * n)()
         self.n = n
-        self._kept: list[Any] = [None] * n  # what each lowered slot holds; None: nothing to free
-        self._views: list[memoryview | None] = [None] * n  # a byte list's C values, writable
+        self._kept: list[str | None] = [None] * n  # a lowered string slot's value (this owns it)
+        # A byte-list slot's lowered lists by length: [C list, its values as a writable view,
+        # the bytes they hold]; the slot points at one of them, this owns them all.
+        self._lists: list[dict[int, list[Any]]] = [{} for _ in range(n)]
 
     def handle(self, i: int, val: Any) -> None:
         """A resource handle whose owner keeps and frees it (a copy of its C value)."""
@@ -95,7 +101,7 @@ class Args:
             return
         if not isinstance(s, str):
             raise TypeError("expected a string")
-        self._free(i)
+        self._free_string(i)
         data = s.encode("utf-8")
         val = self.vals[i]
         _byte_vec_new(_byref(val.of.string), len(data), data)
@@ -103,35 +109,40 @@ class Args:
         self._kept[i] = s
 
     def bytes(self, i: int, data: bytes) -> None:
-        """A ``list<u8>``: written into the kept values when the length is the same, else
-        lowered anew (one strided copy)."""
-        kept, view = self._kept[i], self._views[i]
-        if kept is not None and len(kept) == len(data) and (view is not None or not data):
-            if kept != data:
-                view[PAYLOAD::VAL_SIZE] = data  # type: ignore[index]
-                self._kept[i] = data
-            return
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("expected bytes value")
-        self._free(i)
-        val = self.vals[i]
+        """A ``list<u8>``: the slot points at the list kept for this length, rewritten in
+        place (one strided write) when the bytes differ; a new length is lowered once."""
         size = len(data)
-        _vallist_new_uninit(_byref(val.of.list), size)
+        lists = self._lists[i]
+        entry = lists.get(size)
+        if entry is None:
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("expected bytes value")
+            if len(lists) >= _LISTS_PER_SLOT:
+                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+            raw = ffi.wasmtime_component_vallist_t()
+            _vallist_new_uninit(_byref(raw), size)
+            view = None
+            if size:
+                view = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+                view[0::VAL_SIZE] = _U8_KINDS[:size] if size <= len(_U8_KINDS) else bytes([_U8]) * size
+            entry = lists[size] = [raw, view, None]
+        if entry[2] != data:
+            if size:
+                entry[1][PAYLOAD::VAL_SIZE] = data
+            entry[2] = bytes(data)
+        val = self.vals[i]
         val.kind = _LIST
-        if size:
-            view = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(val.of.list.data.contents))).cast("B")
-            view[0::VAL_SIZE] = _U8_KINDS[:size] if size <= len(_U8_KINDS) else bytes([_U8]) * size
-            view[PAYLOAD::VAL_SIZE] = data
-            self._views[i] = view
-        self._kept[i] = bytes(data)
+        val.of.list = entry[0]
 
-    def _free(self, i: int) -> None:
+    def _free_string(self, i: int) -> None:
         if self._kept[i] is not None:
-            self._views[i] = None
             self._kept[i] = None
             _val_delete(_byref(self.vals[i]))
 
     def free(self) -> None:
         """Frees every value lowered here (the handles are their owners')."""
         for i in range(self.n):
-            self._free(i)
+            self._free_string(i)
+            for raw, _, _ in self._lists[i].values():
+                _vallist_delete(_byref(raw))
+            self._lists[i].clear()

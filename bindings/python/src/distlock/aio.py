@@ -18,7 +18,7 @@ from .lock import urls_of
 
 
 class AsyncClient(Client):
-    """``Client`` over asyncio streams; every operation is a coroutine. Use it from one loop."""
+    """``Client`` over asyncio (a protocol per connection); every operation is a coroutine. Use it from one loop."""
 
     pool_class = AsyncPool
 

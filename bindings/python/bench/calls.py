@@ -1,8 +1,10 @@
 """Per-call cost of the engine's operation calls from Python: ``step`` with one ``data`` event
 (records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
-``feed`` (bytes in, bytes out), and the whole flat pair's calls. A measurement to report, not
-a test: ``python bench/calls.py redis://127.0.0.1:6379``. The calls go to an operation that is
-over, so each does the conversions and no lock work."""
+``feed`` (bytes in, bytes out, arguments kept lowered between calls), the flat calls' floor
+(``tick``), an operation's build and its drop, and one acquire's engine work without the
+network. A measurement to report, not a test: ``python bench/calls.py
+redis://127.0.0.1:6379``. The calls go to an operation that is over, so each does the
+conversions and no lock work."""
 
 from __future__ import annotations
 
@@ -44,10 +46,26 @@ def main(url: str) -> None:
     per_call("step(now, [data(node 0, reply)])", lambda: op.step(now(), [Record(node=0, bytes=REPLY)]))
     per_call("step(now, [])", lambda: op.step(now(), []))
     per_call("feed(now, 0, reply)", lambda: op.feed(now(), 0, REPLY))
+    sizes = [REPLY, b"+OK\r\n"]
+    per_call("feed, two reply sizes in turn", lambda: op.feed(now(), 0, sizes.append(sizes.pop(0)) or sizes[0]))
+    per_call("feed(now, 0, 100 bytes)", lambda: op.feed(now(), 0, b"x" * 100))
+    per_call("lose(now, 0)", lambda: op.lose(now(), 0))
     per_call("tick(now)", lambda: op.tick(now()))
     per_call("status(...) build (result<operation>)", lambda: session.fallible("status", "bench-calls", now()).drop(client.engine.store))
     per_call("acquire-started (generic lift)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
     per_call("acquire-started (_engine.started)", lambda: started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop())
+    spent: list[Operation] = []
+    per_call("acquire-started, no drop", lambda: spent.append(started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0]))
+    per_call("drop (an operation's destructor)", lambda: spent.pop().drop())
+
+    def acquire_engine_work() -> None:
+        acquired, _ = started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")
+        acquired.feed(now(), 0, b"+OK\r\n")
+        acquired.drop()
+
+    per_call("acquire: started + feed(+OK) + drop", acquire_engine_work)
+    for left in spent:
+        left.drop()
     Operation.drop(op)
     client.close()
 

@@ -66,11 +66,14 @@ _LISTS_PER_SLOT = 8  # lengths a byte-list slot keeps lowered (replies come in a
 class Args:
     """``n`` argument slots for one export, kept lowered between calls (see the module doc)."""
 
-    __slots__ = ("vals", "n", "_kept", "_lists")
+    __slots__ = ("vals", "n", "_slots", "_payloads", "_kept", "_lists")
 
     def __init__(self, n: int) -> None:
         self.vals = (VAL * n)()
         self.n = n
+        # Views of each slot and of its payload, made once (``vals[i].of`` makes two objects).
+        self._slots = [self.vals[i] for i in range(n)]
+        self._payloads = [slot.of for slot in self._slots]
         self._kept: list[str | None] = [None] * n  # a lowered string slot's value (this owns it)
         # A byte-list slot's lowered lists by length: [C list, its values as a writable view,
         # the bytes they hold]; the slot points at one of them, this owns them all.
@@ -81,19 +84,16 @@ class Args:
         self.vals[i] = val
 
     def u8(self, i: int, x: int) -> None:
-        val = self.vals[i]
-        val.kind = _U8
-        val.of.u8 = x
+        self._slots[i].kind = _U8
+        self._payloads[i].u8 = x
 
     def u32(self, i: int, x: int) -> None:
-        val = self.vals[i]
-        val.kind = _U32
-        val.of.u32 = x
+        self._slots[i].kind = _U32
+        self._payloads[i].u32 = x
 
     def f64(self, i: int, x: float) -> None:
-        val = self.vals[i]
-        val.kind = _F64
-        val.of.f64 = x
+        self._slots[i].kind = _F64
+        self._payloads[i].f64 = x
 
     def string(self, i: int, s: str) -> None:
         """A ``string``: lowered again only when it differs from the one kept."""
@@ -130,9 +130,8 @@ class Args:
             if size:
                 entry[1][PAYLOAD::VAL_SIZE] = data
             entry[2] = bytes(data)
-        val = self.vals[i]
-        val.kind = _LIST
-        val.of.list = entry[0]
+        self._slots[i].kind = _LIST
+        self._payloads[i].list = entry[0]
 
     def _free_string(self, i: int) -> None:
         if self._kept[i] is not None:

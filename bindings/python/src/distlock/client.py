@@ -171,11 +171,13 @@ class Client:
 class Lease:
     """A held lock: ``token``, ``fence`` (fenced clients), ``valid_until`` (monotonic ms)."""
 
+    __slots__ = ("client", "pool", "name", "token", "fence", "valid_until", "lost", "_released", "_stop", "_thread", "__weakref__")
+
     def __init__(self, client: Client, pool: Pool, name: str, lease: Any, auto_renewal: bool) -> None:
         self.client, self.pool, self.name = client, pool, name
-        self.token: str = field(lease, "token")
-        self.fence: int | None = field(lease, "fence")
-        self.valid_until: float = field(lease, "valid_until")
+        self.token: str = lease.token
+        self.fence: int | None = lease.fence
+        self.valid_until: float = getattr(lease, "valid-until")
         self.lost: LockLost | None = None
         self._released = False
         self._stop: threading.Event | None = None  # the renewal thread's, only with one

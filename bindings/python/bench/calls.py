@@ -1,10 +1,10 @@
 """Per-call cost of the engine's operation calls from Python: ``step`` with one ``data`` event
 (records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
 ``feed`` (bytes in, bytes out, arguments kept lowered between calls), the flat calls' floor
-(``tick``), an operation's build and its drop, one acquire's engine work without the
-network, and each way to lower a ``list<u8>`` or a ``string``. A measurement to report, not a test: ``python bench/calls.py
-redis://127.0.0.1:6379``. The calls go to an operation that is over, so each does the
-conversions and no lock work."""
+(``tick``), an operation's build and its drop, one acquire's and one release's engine work
+without the network, and each way to lower a ``list<u8>`` or a ``string``. A measurement to
+report, not a test: ``python bench/calls.py redis://127.0.0.1:6379``. The per-call rows go to
+an operation that is over, so each does the conversions and no lock work."""
 
 from __future__ import annotations
 
@@ -70,6 +70,13 @@ def main(url: str) -> None:
         acquired.drop()
 
     per_call("acquire: started + feed(+OK) + drop", acquire_engine_work)
+
+    def release_engine_work() -> None:
+        released, _ = started(session, "release_started", "bench-calls", "0" * 32, now(), entropy(), b"\x01")
+        released.feed(now(), 0, b":1\r\n")
+        released.drop()
+
+    per_call("release: started + feed(:1) + drop", release_engine_work)
     for left in spent:
         left.drop()
     lowering(client)

@@ -84,7 +84,11 @@ def main(url: str) -> None:
         taken = sorted(samples[label])
         print(f"{label:28} p50 {statistics.median(taken):8.0f} us   p99 {taken[int(len(taken) * 0.99)]:8.0f} us")
     client.close()
-    aclient.close()
+
+    async def close_async() -> None:
+        aclient.close()
+
+    loop.run_until_complete(close_async())
     loop.close()
 
 

@@ -50,6 +50,14 @@ class Wake:
             self._future = None
 
 
+def _current_task() -> asyncio.Task[Any] | None:
+    """The running task, or None when called outside the loop (``close`` may be)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -131,7 +139,7 @@ class AsyncConn(asyncio.Protocol):
         self.alive = False
         if self.transport is not None:
             self.transport.close()
-        if not self.task.done() and self.task is not asyncio.current_task():
+        if not self.task.done() and self.task is not _current_task():
             self.task.cancel()
         if self.hs:
             self.hs.handle_disconnect(now())

@@ -229,6 +229,23 @@ def test_async_lock(start):
     asyncio.run(main())
 
 
+def test_async_acquire_gives_up_after_its_timeout_and_the_client_closes_outside_the_loop(start):
+    [s] = start()
+    name = unique("async-timeout")
+    holder = Lock(s.url, name)
+    holder.acquire()
+    loop = asyncio.new_event_loop()
+    try:
+        client = loop.run_until_complete(distlock.AsyncClient.connect(s.url))
+        with pytest.raises(NotAcquired):  # the wait ends on the engine's deadline, not a reply
+            loop.run_until_complete(client.acquire(name, wait=0.2))
+        assert s.redis.get(key(name)) == holder.token.encode()
+        client.close()  # outside the loop: closing asks no running loop for anything
+    finally:
+        loop.close()
+    holder.release()
+
+
 def test_async_renewal_reports_a_lost_lease(start):
     [s] = start()
     name = unique("async-lost")

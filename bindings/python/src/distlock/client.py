@@ -196,16 +196,21 @@ class Lease:
         """Seconds the holder may still act as the owner (0 once lost or released)."""
         return 0.0 if self.lost or self._released else max(0.0, (self.valid_until - now()) / 1000)
 
+    # Extend and release go through the session the lease was taken on, not the client's
+    # default one: a lease taken with `fair=True` must be released by the fair script, which
+    # hands the lock to the first waiter (the plain one only deletes it).
+
     def extend(self, ttl: float) -> None:
         """Extends the lease to ``ttl`` seconds from now. Raises ``LockLost``."""
-        self.valid_until = self.client.extend(self.name, self.token, ttl)
+        extended = self.client.run(self.pool, "extend", self.name, self.token, millis(ttl, "ttl"), now(), entropy())
+        self.valid_until = float(field(extended, "valid_until"))
 
     def release(self) -> None:
         """Releases the lock. Raises ``LockLost`` when it was no longer held."""
         self.stop_renewal()
         if self.lost:
             raise self.lost
-        self.client.release(self.name, self.token)
+        self.client.run(self.pool, "release", self.name, self.token, now(), entropy())
 
     def stop_renewal(self) -> None:
         self._released = True

@@ -1,8 +1,10 @@
 """Per-call cost of the engine's operation calls from Python: ``step`` with one ``data`` event
 (records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
-``feed`` (bytes in, bytes out), and the whole flat pair's calls. A measurement to report, not
-a test: ``python bench/calls.py redis://127.0.0.1:6379``. The calls go to an operation that is
-over, so each does the conversions and no lock work."""
+``feed`` (bytes in, bytes out, arguments kept lowered between calls), the flat calls' floor
+(``tick``), an operation's build and its drop, one acquire's and one release's engine work
+without the network, and each way to lower a ``list<u8>`` or a ``string``. A measurement to
+report, not a test: ``python bench/calls.py redis://127.0.0.1:6379``. The per-call rows go to
+an operation that is over, so each does the conversions and no lock work."""
 
 from __future__ import annotations
 
@@ -10,8 +12,14 @@ import statistics
 import sys
 import time
 
+import ctypes
+
+from wasmtime import _ffi as ffi
+from wasmtime.component import _types
+
 import distlock
-from distlock._engine import Handle, Operation, Record, entropy, now, started
+from distlock._engine import Operation, Record, entropy, now, started
+from distlock._lowered import VAL, Args
 
 ROUNDS = 20000
 REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
@@ -44,12 +52,59 @@ def main(url: str) -> None:
     per_call("step(now, [data(node 0, reply)])", lambda: op.step(now(), [Record(node=0, bytes=REPLY)]))
     per_call("step(now, [])", lambda: op.step(now(), []))
     per_call("feed(now, 0, reply)", lambda: op.feed(now(), 0, REPLY))
+    sizes = [REPLY, b"+OK\r\n"]
+    per_call("feed, two reply sizes in turn", lambda: op.feed(now(), 0, sizes.append(sizes.pop(0)) or sizes[0]))
+    per_call("feed(now, 0, 100 bytes)", lambda: op.feed(now(), 0, b"x" * 100))
+    per_call("lose(now, 0)", lambda: op.lose(now(), 0))
     per_call("tick(now)", lambda: op.tick(now()))
     per_call("status(...) build (result<operation>)", lambda: session.fallible("status", "bench-calls", now()).drop(client.engine.store))
     per_call("acquire-started (generic lift)", lambda: session.fallible("acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop(client.engine.store))
     per_call("acquire-started (_engine.started)", lambda: started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0].drop())
+    spent: list[Operation] = []
+    per_call("acquire-started, no drop", lambda: spent.append(started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")[0]))
+    per_call("drop (an operation's destructor)", lambda: spent.pop().drop())
+
+    def acquire_engine_work() -> None:
+        acquired, _ = started(session, "acquire_started", "bench-calls", 0, now(), entropy(), b"\x01")
+        acquired.feed(now(), 0, b"+OK\r\n")
+        acquired.drop()
+
+    per_call("acquire: started + feed(+OK) + drop", acquire_engine_work)
+
+    def release_engine_work() -> None:
+        released, _ = started(session, "release_started", "bench-calls", "0" * 32, now(), entropy(), b"\x01")
+        released.feed(now(), 0, b":1\r\n")
+        released.drop()
+
+    per_call("release: started + feed(:1) + drop", release_engine_work)
+    for left in spent:
+        left.drop()
+    lowering(client)
     Operation.drop(op)
     client.close()
+
+
+def lowering(client: distlock.Client) -> None:
+    """One argument into its C value and freed again: ``wasmtime.component``'s own conversion
+    (per element for a list), the one-copy ``_bytes_to_c``, and ``Args`` (kept lowered)."""
+    export = client.engine._func("[method]session.acquire-started")
+    string_type, list_type, store = export.params[1], export.params[4], client.engine.store
+
+    def generic(convert, ty, value) -> None:
+        val = VAL()
+        convert(ty, store, value, ctypes.pointer(val))
+        ffi.wasmtime_component_val_delete(ctypes.byref(val))
+
+    per_call("lower list<u8> x24: component API", lambda: generic(_types.ListType.convert_to_c, list_type, entropy()))
+    per_call("lower list<u8> x24: one copy", lambda: generic(type(list_type).convert_to_c, list_type, entropy()))
+    args = Args(1)
+    per_call("lower list<u8> x24: Args, new bytes", lambda: args.bytes(0, entropy()))
+    args.free()
+    per_call("lower string: component API", lambda: generic(_types.String.convert_to_c, string_type, "bench-calls"))
+    names = [f"bench-calls-{i}" for i in range(10)]
+    per_call("lower string: Args, a new one", lambda: args.string(0, names.append(names.pop(0)) or names[0]))
+    per_call("lower string: Args, the same", lambda: args.string(0, names[0]))
+    args.free()
 
 
 if __name__ == "__main__":

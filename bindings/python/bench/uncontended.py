@@ -1,10 +1,14 @@
 """Uncontended acquire+release latency (p50, p99) on one server, for this package (sync and
-asyncio drivers) beside redis-py's ``Lock`` and python-redis-lock on the same workload. A
-measurement to report, not a test: ``python bench/uncontended.py redis://127.0.0.1:6379``."""
+asyncio drivers) beside redis-py's ``Lock`` and python-redis-lock on the same workload, and
+the round-trip floor: the same two round trips (``SET NX PX``, then ``DEL``) on a bare
+socket. A measurement to report, not a test: ``python bench/uncontended.py
+redis://127.0.0.1:6379``. The rows run in interleaved slices of ``SLICE`` pairs, the order
+reversed every round, so drift in the shared machine's load lands on all of them alike."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import sys
 import time
@@ -15,46 +19,77 @@ import redis_lock
 
 import distlock
 
-ROUNDS, WARMUP = 2000, 200
+ROUNDS, SLICE, WARMUP = 10, 200, 200
 
 
-def measure(label: str, once) -> None:
-    for _ in range(WARMUP):
-        once()
-    samples = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        once()
-        samples.append((time.perf_counter() - start) * 1e6)
-    samples.sort()
-    print(f"{label:28} p50 {statistics.median(samples):8.0f} us   p99 {samples[int(len(samples) * 0.99)]:8.0f} us")
+def floor(port: int):
+    """One SET NX PX and one DEL on a blocking socket: the pair's round trips, no library."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = f"bench-floor-{uuid.uuid4().hex[:8]}".encode()
+    set_nx = b"*6\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$5\r\ntoken\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n30000\r\n" % (len(key), key)
+    delete = b"*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+    def pair() -> None:
+        sock.sendall(set_nx)
+        sock.recv(64)
+        sock.sendall(delete)
+        sock.recv(64)
+
+    return pair
 
 
 def main(url: str) -> None:
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     conn = redis.Redis(port=port)
     client = distlock.Client.connect(url, ttl=30)
-    measure("distlock (selectors)", lambda: client.acquire("bench-sync").release())
     lock = distlock.Lock(client, "bench-lock", expire=30)
-    measure("distlock.Lock", lambda: (lock.acquire(blocking=False), lock.release()))
+    loop = asyncio.new_event_loop()
+    aclient = loop.run_until_complete(distlock.AsyncClient.connect(url, ttl=30))
 
-    async def run_async() -> None:
-        aclient = await distlock.AsyncClient.connect(url, ttl=30)
-        for _ in range(WARMUP):
-            await (await aclient.acquire("bench-async")).release()
-        samples = []
-        for _ in range(ROUNDS):
+    async def async_slice(samples: list[float], n: int) -> None:
+        for _ in range(n):
             start = time.perf_counter()
             await (await aclient.acquire("bench-async")).release()
             samples.append((time.perf_counter() - start) * 1e6)
-        samples.sort()
-        print(f"{'distlock (asyncio)':28} p50 {statistics.median(samples):8.0f} us   p99 {samples[int(len(samples) * 0.99)]:8.0f} us")
 
-    asyncio.run(run_async())
+    def sync_slice(once):
+        def run(samples: list[float], n: int) -> None:
+            for _ in range(n):
+                start = time.perf_counter()
+                once()
+                samples.append((time.perf_counter() - start) * 1e6)
+
+        return run
+
     rp = conn.lock(f"bench-redis-py-{uuid.uuid4()}", timeout=30)
-    measure("redis-py Lock", lambda: (rp.acquire(blocking=False), rp.release()))
     prl = redis_lock.Lock(conn, f"bench-prl-{uuid.uuid4()}", expire=30)
-    measure("python-redis-lock", lambda: (prl.acquire(blocking=False), prl.release()))
+    rows = [
+        ("floor (SET NX + DEL)", sync_slice(floor(port))),
+        ("distlock (selectors)", sync_slice(lambda: client.acquire("bench-sync").release())),
+        ("distlock.Lock", sync_slice(lambda: (lock.acquire(blocking=False), lock.release()))),
+        ("distlock (asyncio)", lambda samples, n: loop.run_until_complete(async_slice(samples, n))),
+        ("redis-py Lock", sync_slice(lambda: (rp.acquire(blocking=False), rp.release()))),
+        ("python-redis-lock", sync_slice(lambda: (prl.acquire(blocking=False), prl.release()))),
+    ]
+    samples: dict[str, list[float]] = {label: [] for label, _ in rows}
+    for label, run in rows:
+        run([], WARMUP)
+    order = list(rows)
+    for _ in range(ROUNDS):
+        for label, run in order:
+            run(samples[label], SLICE)
+        order.reverse()
+    for label, _ in rows:
+        taken = sorted(samples[label])
+        print(f"{label:28} p50 {statistics.median(taken):8.0f} us   p99 {taken[int(len(taken) * 0.99)]:8.0f} us")
+    client.close()
+
+    async def close_async() -> None:
+        aclient.close()
+
+    loop.run_until_complete(close_async())
+    loop.close()
 
 
 if __name__ == "__main__":

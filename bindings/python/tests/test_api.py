@@ -206,6 +206,25 @@ def test_get_or_compute_computes_once_while_the_others_wait_for_the_value(start)
     assert distlock.get_or_compute(s.redis, cache_key, lambda: pytest.fail("recomputed"), expire=60) == {"answer": 42}
 
 
+def test_a_fair_lock_taken_through_a_url_hands_over_at_its_release(start):
+    [s] = start()
+    name = unique("fair-handoff")
+    holder, waiter = Lock(s.url, name, fair=True), Lock(s.url, name, fair=True)
+    holder.acquire()  # fair on a client whose default is not: the lease's own session is fair
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking=True, timeout=10)))
+    thread.start()
+    wait_until(lambda: s.redis.zcard(f"distlock:{{{name}}}:queue".encode()), "the waiter queued")
+    released = holder.token.encode()
+    holder.release()
+    # The fair release hands the key to the queued waiter in the same script: it is never free
+    # in between (the plain release would delete it and leave the waiter to its next retry).
+    assert s.redis.get(key(name)) not in (None, released)
+    thread.join()
+    assert got == [True] and s.redis.get(key(name)) == waiter.token.encode()
+    waiter.release()
+
+
 def test_async_lock(start):
     [s] = start()
     name = unique("async")
@@ -227,6 +246,23 @@ def test_async_lock(start):
         assert s.redis.get(key(name)) is None
 
     asyncio.run(main())
+
+
+def test_async_acquire_gives_up_after_its_timeout_and_the_client_closes_outside_the_loop(start):
+    [s] = start()
+    name = unique("async-timeout")
+    holder = Lock(s.url, name)
+    holder.acquire()
+    loop = asyncio.new_event_loop()
+    try:
+        client = loop.run_until_complete(distlock.AsyncClient.connect(s.url))
+        with pytest.raises(NotAcquired):  # the wait ends on the engine's deadline, not a reply
+            loop.run_until_complete(client.acquire(name, wait=0.2))
+        assert s.redis.get(key(name)) == holder.token.encode()
+        client.close()  # outside the loop: closing asks no running loop for anything
+    finally:
+        loop.close()
+    holder.release()
 
 
 def test_async_renewal_reports_a_lost_lease(start):

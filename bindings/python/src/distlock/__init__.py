@@ -1,6 +1,6 @@
 """distlock for Python: a distributed lock for Redis and Valkey (one node, or Redlock over
 several) on the sans-IO distlock engine component, driven over ``socket``/``selectors``
-(``Lock``, ``Client``) or ``asyncio`` streams (``AsyncLock``, ``AsyncClient``)."""
+(``Lock``, ``Client``) or ``asyncio`` (``AsyncLock``, ``AsyncClient``)."""
 
 from .aio import AsyncClient, AsyncLock
 from .client import Client, Lease

@@ -1,5 +1,5 @@
-"""The glue between the engine component and ``asyncio`` streams: the asyncio twin of
-``_driver.py``. Every decision is the engine's; this file moves bytes and waits on the event
+"""The glue between the engine component and ``asyncio`` (a protocol per connection): the
+asyncio twin of ``_driver.py``. Every decision is the engine's; this file moves bytes and waits on the event
 loop until the earliest deadline a machine names. Nothing blocks the loop. An operation is
 driven by the engine's flat calls, one per event, as in ``_driver.py``.
 """
@@ -7,7 +7,6 @@ driven by the engine's flat calls, one per event, as in ``_driver.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from typing import Any
 
@@ -17,21 +16,71 @@ from ._engine import Handle, field, now, split_option
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 
 
-class AsyncConn:
-    """One stream to one node: its handshake first, then lent to one operation at a time."""
+class Wake:
+    """What an operation (or the pool's connect) awaits: set by a connection when it reads
+    bytes or is lost. ``asyncio.Event`` with ``wait_for`` would start a task and a timer
+    handle per wait; this is one future and one timer."""
 
-    def __init__(self, pool: AsyncPool, node: int, handshake: Handle, wake: asyncio.Event) -> None:
+    __slots__ = ("is_set", "_future")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self.is_set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        self.is_set = False
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until set (returns at once if it is) or ``timeout_s`` seconds."""
+        if self.is_set:
+            return
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(timeout_s, _resolve, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The running task, or None when called outside the loop (``close`` may be)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncConn(asyncio.Protocol):
+    """One connection to one node: its handshake first, then lent to one operation at a time.
+    Bytes arrive through ``data_received`` (the loop calls it; no reading task per
+    connection); a task only opens the connection."""
+
+    def __init__(self, pool: AsyncPool, node: int, handshake: Handle, wake: Wake) -> None:
         self.pool, self.node, self.hs, self.wake = pool, node, handshake, wake
         self.events: list[Any] | None = None  # the borrowing operation's next step's events
         self.owed, self.inbox, self.queued, self.alive, self.failed = 0, [], [], True, False
-        self.writer: asyncio.StreamWriter | None = None
-        self.task = asyncio.ensure_future(self.serve())
+        self.transport: asyncio.Transport | None = None
+        self.task = asyncio.ensure_future(self.open())
 
-    async def serve(self) -> None:
+    async def open(self) -> None:
         ep = self.pool.session.endpoint(self.node)
         try:
             host, tls = field(ep, "host"), self.pool.tls if field(ep, "tls") else None
-            reader, self.writer = await asyncio.open_connection(host, field(ep, "port"), ssl=tls, server_hostname=host if tls else None)
+            loop = asyncio.get_running_loop()
+            await loop.create_connection(lambda: self, host, field(ep, "port"), ssl=tls, server_hostname=host if tls else None)
         except OSError:
             if self.alive and self.hs:
                 self.failed = True
@@ -39,22 +88,32 @@ class AsyncConn:
                 self.hs.drop()
                 self.hs = None
             return self.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.alive:  # closed while connecting
+            transport.close()
+            return
         self.step()
-        with contextlib.suppress(OSError):
-            while self.alive and (data := await reader.read(65536)):
-                if self.hs:
-                    self.hs.handle_input(data, now())
-                    self.step()
-                elif self.events is not None:
-                    self.events.append((self.node, data))
-                else:
-                    self.inbox.append(data)  # owed to the last operation: the next one skips it
-                self.wake.set()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.alive:
+            return
+        if self.hs:
+            self.hs.handle_input(data, now())
+            self.step()
+        elif self.events is not None:
+            self.events.append((self.node, data))
+        else:
+            self.inbox.append(data)  # owed to the last operation: the next one skips it
+        self.wake.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
         self.close()
 
     def step(self) -> None:
         while (out := self.hs.poll_transmit()) is not None:
-            self.writer.write(out)
+            self.transport.write(out)  # type: ignore[union-attr]
         done, error = split_option(self.hs.poll_outcome())
         if not done:
             return
@@ -71,16 +130,16 @@ class AsyncConn:
         """An operation's bytes: they wait for the handshake to end."""
         if self.hs:
             self.queued.append(data)
-        elif self.writer is not None:
-            self.writer.write(data)
+        elif self.transport is not None:
+            self.transport.write(data)
 
     def close(self) -> None:
         if not self.alive:
             return
         self.alive = False
-        if self.writer:
-            self.writer.close()
-        if self.task is not asyncio.current_task():
+        if self.transport is not None:
+            self.transport.close()
+        if not self.task.done() and self.task is not _current_task():
             self.task.cancel()
         if self.hs:
             self.hs.handle_disconnect(now())
@@ -100,7 +159,7 @@ class AsyncPool:
         self.session, self.tls, self.connected = session, tls, False
         self.idle: list[list[AsyncConn]] = [[] for _ in range(session.nodes())]
 
-    def open(self, node: int, wake: asyncio.Event) -> AsyncConn | None:
+    def open(self, node: int, wake: Wake) -> AsyncConn | None:
         handshake = self.session.connect(node, now())
         return handshake and AsyncConn(self, node, Handle(self.session.engine, "handshake", handshake), wake)
 
@@ -114,7 +173,7 @@ class AsyncPool:
     async def connect(self) -> None:
         """Opens what the session asks for and runs the handshakes until its connect outcome."""
         self.session.handle_timeout(now())
-        wake, conns = asyncio.Event(), []
+        wake, conns = Wake(), []
         while (node := self.session.poll_connect(now())) is not None:
             if conn := self.open(node, wake):
                 conns.append(conn)
@@ -127,7 +186,7 @@ class AsyncPool:
     async def run(self, build: Any, started: Any = None) -> Any:
         """``Pool.run`` of ``_driver.py`` on the event loop: builds an operation, drives it to
         its outcome (a ``result<outcome, error>`` value) and drops it."""
-        wake, conns = asyncio.Event(), {}
+        wake, conns = Wake(), {}
         events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
         lent = bytearray(len(self.idle))
         owing = False
@@ -184,14 +243,13 @@ class AsyncPool:
                 op.drop()
 
 
-async def _wait(wake: asyncio.Event, conns: Any, deadline: float | None) -> None:
+async def _wait(wake: Wake, conns: Any, deadline: float | None) -> None:
     """Until a connection wakes the loop or the earliest deadline (the machine's, or a
     handshake's); then runs the handshakes' timeouts."""
     live = [c for c in conns if c.alive]
     deadlines = [at for at in [deadline] + [c.hs.poll_timeout() for c in live if c.hs] if at is not None]
     wait = max(0.0, (min(deadlines) - now()) / 1000) if deadlines else IDLE_WAIT_S
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(wake.wait(), min(wait, IDLE_WAIT_S))
+    await wake.wait(min(wait, IDLE_WAIT_S))
     wake.clear()
     t = now()
     for conn in [c for c in live if c.alive and c.hs]:

@@ -13,11 +13,14 @@ send, the next deadline and, at the end, what to do with each connection.
 from __future__ import annotations
 
 import errno
+import math
+import select
 import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from . import _flat
@@ -37,6 +40,7 @@ class Conn:
         ep = pool.session.endpoint(node)
         self.host, self.tls = field(ep, "host"), pool.tls if field(ep, "tls") else None
         self.want = 0  # while a TLS handshake runs: the event it waits for (R or W)
+        self.poller: Any = None  # `wait_alone`'s, made once and kept with the socket
         try:
             family, kind, proto, _, addr = socket.getaddrinfo(self.host, field(ep, "port"), type=socket.SOCK_STREAM)[0]
             self.sock = socket.socket(family, kind, proto)
@@ -90,6 +94,26 @@ class Conn:
                 self.step()
             elif self.events is not None:
                 self.events.append((self.node, data))
+
+    def quiet(self) -> bool:
+        """Connected, handshakes over and nothing left to send: only a reply to wait for."""
+        return self.alive and not (self.hs or self.connecting or self.want or self.out)
+
+    def wait_alone(self, deadline: float | None, meanwhile: Any) -> None:
+        """The wait of an operation on this one quiet connection: until a reply (read here)
+        or ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
+        operation. A reply already there is read at once; otherwise ``meanwhile()`` runs
+        (bookkeeping that would otherwise delay the caller) before the wait."""
+        poller = self.poller
+        if poller is None:
+            poller = self.poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+        if not poller.poll(0):
+            meanwhile()
+            wait = IDLE_WAIT_S * 1000 if deadline is None else min(max(0.0, deadline - now()), IDLE_WAIT_S * 1000)
+            if not poller.poll(math.ceil(wait)):
+                return
+        self.ready(R)
 
     def tls_handshake(self) -> None:
         """One round of the TLS handshake; when it is done, the engine's handshake starts."""
@@ -157,12 +181,25 @@ class Pool:
     def __init__(self, session: Handle, tls: ssl.SSLContext | None = None) -> None:
         self.session, self.tls, self.lock, self.connected = session, tls, threading.Lock(), False
         self.idle: list[list[Conn]] = [[] for _ in range(session.nodes())]
+        # Operations over and not yet dropped: the next operation drops them while its first
+        # reply is on its way (a drop is an engine call, ~3 µs, off the caller's path).
+        self.spent: deque[Any] = deque()
 
     def open(self, node: int) -> Conn | None:
         handshake = self.session.connect(node, now())
         return handshake and Conn(self, node, Handle(self.session.engine, "handshake", handshake))
 
+    def drop_spent(self) -> None:
+        spent = self.spent
+        while spent:
+            try:
+                op = spent.popleft()  # atomic: another thread may drain too
+            except IndexError:
+                return
+            op.drop()
+
     def close(self) -> None:
+        self.drop_spent()
         with self.lock:
             for conns in self.idle:
                 for conn in conns:
@@ -191,7 +228,8 @@ class Pool:
 
     def run(self, build: Any, started: Any = None) -> Any:
         """Builds an operation (``build()``: its ``Handle``) and drives it to its outcome (a
-        ``result<outcome, error>`` value), dropping it at the end. ``started(lent)``, where
+        ``result<outcome, error>`` value), dropping it at the end (on one quiet connection:
+        in ``spent``, dropped during the next operation's first wait or ``close``). ``started(lent)``, where
         given, builds it and takes its first step in one engine call: the fast path, used
         unless a pooled connection still owes an earlier operation replies."""
         conns: dict[int, Conn] = {}
@@ -205,7 +243,7 @@ class Pool:
             if conn and conn.alive:
                 conn.events, conns[node], lent[node] = events, conn, 1
                 owing = owing or conn.owed > 0
-        op, after = None, None
+        op, after, waiter, alone = None, None, None, None
         try:
             if started is not None and not owing:
                 op, first = started(bytes(lent))
@@ -221,22 +259,28 @@ class Pool:
                             fresh.events, conns[node], lent[node] = events, fresh, 1
                 first = op.start(now(), bytes(lent))
             step = _flat.decode(first, op)
-            with _Waiter() as waiter:
-                while True:
-                    for node, data in step.transmits:
-                        conns[node].write(data)
-                    if step.over:
-                        after = step.connections
-                        return step.outcome
-                    if not events:
+            alone = next(iter(conns.values())) if len(conns) == 1 else None
+            while True:
+                for node, data in step.transmits:
+                    conns[node].write(data)
+                if step.over:
+                    after = step.connections
+                    return step.outcome
+                if not events:
+                    if alone is not None and waiter is None and alone.quiet():
+                        alone.wait_alone(step.timeout, self.drop_spent)
+                    else:  # several nodes, or a connection still connecting or sending
+                        waiter = waiter or _Waiter().__enter__()
                         waiter.wait(conns.values(), step.timeout)
-                    if events:
-                        event = events.pop(0)
-                        raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
-                    else:
-                        raw = op.tick(now())
-                    step = _flat.decode(raw, op)
+                if events:
+                    event = events.pop(0)
+                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                else:
+                    raw = op.tick(now())
+                step = _flat.decode(raw, op)
         finally:
+            if waiter is not None:
+                waiter.__exit__()
             for node, conn in conns.items():
                 conn.events = None
                 if op is None and conn.alive and not conn.hs:  # never built: lent back as it was
@@ -245,8 +289,12 @@ class Pool:
                     self.keep(conn, after[node][1])
                 else:  # out of step, silent (the session backs the node off), or interrupted
                     conn.close()
+            self.drop_spent()  # what this operation's wait had no time for (a reply at once)
             if op is not None:
-                op.drop()
+                if alone is None or waiter is not None or after is None:  # not the hot path
+                    op.drop()
+                else:
+                    self.spent.append(op)
 
 
 class _Waiter:

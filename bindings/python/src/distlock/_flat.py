@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import wasmtime.component as wc
 
-from ._engine import Record, split_option
+from ._engine import split_option
 
 VERSION = 1
 KEEP, CLOSE, SILENT = 0, 1, 2
@@ -55,7 +55,8 @@ def decode(data: bytes, op: Any) -> Step:
         length = data[at]
         token = data[at + 1 : at + 1 + length].decode("ascii")
         has_fence, fence, started, valid_until = _FENCE.unpack_from(data, at + 1 + length)
-        lease = Record(token=token, fence=fence if has_fence else None, started=started, valid_until=valid_until)
+        lease = wc.Record()
+        lease.__dict__.update({"token": token, "fence": fence if has_fence else None, "started": started, "valid-until": valid_until})
         outcome = wc.Variant("ok", wc.Variant("acquired", lease))
         at += 1 + length + _FENCE.size
     elif code == 1:
@@ -63,7 +64,9 @@ def decode(data: bytes, op: Any) -> Step:
         at += 4
     elif code == 2:
         started, valid_until = _SPAN.unpack_from(data, at)
-        outcome = wc.Variant("ok", wc.Variant("extended", Record(started=started, valid_until=valid_until)))
+        span = wc.Record()
+        span.__dict__.update({"started": started, "valid-until": valid_until})
+        outcome = wc.Variant("ok", wc.Variant("extended", span))
         at += _SPAN.size
     else:
         outcome = split_option(op.poll_outcome())[1]

@@ -18,7 +18,7 @@ from .lock import urls_of
 
 
 class AsyncClient(Client):
-    """``Client`` over asyncio streams; every operation is a coroutine. Use it from one loop."""
+    """``Client`` over asyncio (a protocol per connection); every operation is a coroutine. Use it from one loop."""
 
     pool_class = AsyncPool
 
@@ -85,7 +85,8 @@ class AsyncLease(Lease):
         return 0.0 if self.lost or self._stopped.is_set() else max(0.0, (self.valid_until - now()) / 1000)
 
     async def extend(self, ttl: float) -> None:  # type: ignore[override]
-        self.valid_until = await self.client.extend(self.name, self.token, ttl)
+        extended = await self.client.run(self.pool, "extend", self.name, self.token, millis(ttl, "ttl"), now(), entropy())
+        self.valid_until = float(field(extended, "valid_until"))
 
     async def release(self) -> None:  # type: ignore[override]
         self._stopped.set()
@@ -94,7 +95,7 @@ class AsyncLease(Lease):
                 await self._task
         if self.lost:
             raise self.lost
-        await self.client.release(self.name, self.token)
+        await self.client.run(self.pool, "release", self.name, self.token, now(), entropy())  # its own session
 
 
 async def _renew(lease_ref: Any, renewal: Handle, stopped: asyncio.Event) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ssl
 import threading
 import weakref
+from functools import partial
 from typing import Any, Iterable
 
 from ._driver import Pool
@@ -21,8 +22,8 @@ from ._engine import started as start_operation
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
-# Operations the engine also builds and starts in one call (`<method>-started`).
-STARTED = ("acquire", "release")
+# Operations the engine also builds and starts in one call: their `<method>-started`.
+STARTED = {"acquire": "acquire_started", "release": "release_started"}
 
 
 def millis(seconds: float | None, what: str) -> int | None:
@@ -87,6 +88,8 @@ class Client:
     def ready(self, pool: Pool) -> None:
         """Connects ``pool``'s session once, before its first machine: machines are built for
         what the handshakes found (RESP version, scripts). Raises ``Unavailable``."""
+        if pool.connected:  # set once, never cleared: no lock needed to read it
+            return
         with self._connect_lock:
             if not pool.connected:
                 pool.connect()
@@ -119,14 +122,9 @@ class Client:
         """How ``pool.run`` builds operation ``method``: alone, and (for ``acquire`` and
         ``release``, the hot path) built and started in one engine call."""
         session = pool.session
-
-        def build() -> Handle:
-            return Operation(self.engine, "operation", session.fallible(method, *args))
-
-        def started(lent: bytes) -> tuple[Operation, bytes]:
-            return start_operation(session, f"{method}_started", *args, lent)
-
-        return build, started if method in STARTED else None
+        started = STARTED.get(method)
+        # Partials rather than closures: called once per operation, one Python frame less.
+        return partial(_build, self.engine, session, method, args), started and partial(start_operation, session, started, *args)
 
     def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False) -> Lease:
         """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go;
@@ -170,18 +168,26 @@ class Client:
         self.close()
 
 
+def _build(engine: Engine, session: Handle, method: str, args: tuple[Any, ...]) -> Operation:
+    return Operation(engine, "operation", session.fallible(method, *args))
+
+
 class Lease:
     """A held lock: ``token``, ``fence`` (fenced clients), ``valid_until`` (monotonic ms)."""
 
+    __slots__ = ("client", "pool", "name", "token", "fence", "valid_until", "lost", "_released", "_stop", "_thread", "__weakref__")
+
     def __init__(self, client: Client, pool: Pool, name: str, lease: Any, auto_renewal: bool) -> None:
         self.client, self.pool, self.name = client, pool, name
-        self.token: str = field(lease, "token")
-        self.fence: int | None = field(lease, "fence")
-        self.valid_until: float = field(lease, "valid_until")
+        self.token: str = lease.token
+        self.fence: int | None = lease.fence
+        self.valid_until: float = getattr(lease, "valid-until")
         self.lost: LockLost | None = None
-        self._stop = threading.Event()
+        self._released = False
+        self._stop: threading.Event | None = None  # the renewal thread's, only with one
         self._thread: threading.Thread | None = None
         if auto_renewal:
+            self._stop = threading.Event()
             with engine_errors():
                 renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
             self._thread = threading.Thread(target=_renew, args=(weakref.ref(self), renewal, self._stop), name=f"distlock-renewal:{name}", daemon=True)
@@ -192,21 +198,28 @@ class Lease:
     @property
     def validity(self) -> float:
         """Seconds the holder may still act as the owner (0 once lost or released)."""
-        return 0.0 if self.lost or self._stop.is_set() else max(0.0, (self.valid_until - now()) / 1000)
+        return 0.0 if self.lost or self._released else max(0.0, (self.valid_until - now()) / 1000)
+
+    # Extend and release go through the session the lease was taken on, not the client's
+    # default one: a lease taken with `fair=True` must be released by the fair script, which
+    # hands the lock to the first waiter (the plain one only deletes it).
 
     def extend(self, ttl: float) -> None:
         """Extends the lease to ``ttl`` seconds from now. Raises ``LockLost``."""
-        self.valid_until = self.client.extend(self.name, self.token, ttl)
+        extended = self.client.run(self.pool, "extend", self.name, self.token, millis(ttl, "ttl"), now(), entropy())
+        self.valid_until = float(field(extended, "valid_until"))
 
     def release(self) -> None:
         """Releases the lock. Raises ``LockLost`` when it was no longer held."""
         self.stop_renewal()
         if self.lost:
             raise self.lost
-        self.client.release(self.name, self.token)
+        self.client.run(self.pool, "release", self.name, self.token, now(), entropy())
 
     def stop_renewal(self) -> None:
-        self._stop.set()
+        self._released = True
+        if self._stop is not None:
+            self._stop.set()
         if self._thread and self._thread is not threading.current_thread():
             self._thread.join()
 

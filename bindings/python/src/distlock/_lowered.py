@@ -1,0 +1,147 @@
+"""Arguments of an engine call lowered into the component's C values once and kept for the next
+call, and ``list<u8>`` answers lifted in one copy.
+
+Owns: the C array a hot export is called with (``Args``), which value sits in each slot, and
+freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
+and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_t``; a byte
+list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
+what changed: a scalar in place, the same name not at all, a byte list of a length seen
+before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
+values kept for that length. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
+
+Invariants: wasmtime's ``wasmtime_component_func_call`` borrows its arguments (they are
+``const`` in the C API, converted, never taken), so a value kept here stays valid across calls;
+a slot holds a value this module lowered (freed when replaced, evicted or by ``free``) or a
+borrowed resource handle its owner frees (``handle``); an ``Args`` is used under its engine's
+lock only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from wasmtime import _ffi as ffi
+
+VAL = ffi.wasmtime_component_val_t
+VAL_SIZE = ctypes.sizeof(VAL)
+PAYLOAD = VAL.of.offset  # where a value's payload starts, after its kind byte
+
+_U8 = ffi.WASMTIME_COMPONENT_U8.value
+_U8_KINDS = bytes([_U8]) * 4096
+_U32 = ffi.WASMTIME_COMPONENT_U32
+_F64 = ffi.WASMTIME_COMPONENT_F64
+_STRING = ffi.WASMTIME_COMPONENT_STRING
+_LIST = ffi.WASMTIME_COMPONENT_LIST
+_BOOL = ffi.WASMTIME_COMPONENT_BOOL
+
+# `wasm_byte_vec_new` taking the bytes object itself (wasmtime's own prototype wants a ctypes
+# array, one more copy): a function object of its own, so wasmtime's prototype stays as it is.
+_byte_vec_new = ctypes.CFUNCTYPE(None, ctypes.POINTER(ffi.wasm_byte_vec_t), ctypes.c_size_t, ctypes.c_char_p)(("wasm_byte_vec_new", ffi.dll))
+_vallist_new_uninit = ffi.wasmtime_component_vallist_new_uninit
+_vallist_delete = ffi.wasmtime_component_vallist_delete
+_val_delete = ffi.wasmtime_component_val_delete
+_string_at = ctypes.string_at
+_byref = ctypes.byref
+
+
+def lift_bytes(result: Any) -> bytes:
+    """A ``list<u8>`` answer (``result``, a ``VAL``) as bytes, freeing its C list: the bytes
+    sit ``VAL_SIZE`` apart, each at ``PAYLOAD``, so one copy and one strided slice."""
+    items = result.of.list
+    size = items.size
+    data = _string_at(items.data, size * VAL_SIZE)[PAYLOAD::VAL_SIZE] if size else b""
+    _vallist_delete(_byref(items))
+    return data
+
+
+def moved_out(val: Any) -> None:
+    """Marks ``val`` (inside an answer) as taken, so the answer's delete does not free it."""
+    val.kind = _BOOL
+
+
+_LISTS_PER_SLOT = 8  # lengths a byte-list slot keeps lowered (replies come in a few sizes)
+
+
+class Args:
+    """``n`` argument slots for one export, kept lowered between calls (see the module doc)."""
+
+    __slots__ = ("vals", "n", "_slots", "_payloads", "_kept", "_lists")
+
+    def __init__(self, n: int) -> None:
+        self.vals = (VAL * n)()
+        self.n = n
+        # Views of each slot and of its payload, made once (``vals[i].of`` makes two objects).
+        self._slots = [self.vals[i] for i in range(n)]
+        self._payloads = [slot.of for slot in self._slots]
+        self._kept: list[str | None] = [None] * n  # a lowered string slot's value (this owns it)
+        # A byte-list slot's lowered lists by length: [C list, its values as a writable view,
+        # the bytes they hold]; the slot points at one of them, this owns them all.
+        self._lists: list[dict[int, list[Any]]] = [{} for _ in range(n)]
+
+    def handle(self, i: int, val: Any) -> None:
+        """A resource handle whose owner keeps and frees it (a copy of its C value)."""
+        self.vals[i] = val
+
+    def u8(self, i: int, x: int) -> None:
+        self._slots[i].kind = _U8
+        self._payloads[i].u8 = x
+
+    def u32(self, i: int, x: int) -> None:
+        self._slots[i].kind = _U32
+        self._payloads[i].u32 = x
+
+    def f64(self, i: int, x: float) -> None:
+        self._slots[i].kind = _F64
+        self._payloads[i].f64 = x
+
+    def string(self, i: int, s: str) -> None:
+        """A ``string``: lowered again only when it differs from the one kept."""
+        if self._kept[i] == s:
+            return
+        if not isinstance(s, str):
+            raise TypeError("expected a string")
+        self._free_string(i)
+        data = s.encode("utf-8")
+        val = self.vals[i]
+        _byte_vec_new(_byref(val.of.string), len(data), data)
+        val.kind = _STRING
+        self._kept[i] = s
+
+    def bytes(self, i: int, data: bytes) -> None:
+        """A ``list<u8>``: the slot points at the list kept for this length, rewritten in
+        place (one strided write) when the bytes differ; a new length is lowered once."""
+        size = len(data)
+        lists = self._lists[i]
+        entry = lists.get(size)
+        if entry is None:
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("expected bytes value")
+            if len(lists) >= _LISTS_PER_SLOT:
+                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+            raw = ffi.wasmtime_component_vallist_t()
+            _vallist_new_uninit(_byref(raw), size)
+            view = None
+            if size:
+                view = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+                view[0::VAL_SIZE] = _U8_KINDS[:size] if size <= len(_U8_KINDS) else bytes([_U8]) * size
+            entry = lists[size] = [raw, view, None]
+        if entry[2] != data:
+            if size:
+                entry[1][PAYLOAD::VAL_SIZE] = data
+            entry[2] = bytes(data)
+        self._slots[i].kind = _LIST
+        self._payloads[i].list = entry[0]
+
+    def _free_string(self, i: int) -> None:
+        if self._kept[i] is not None:
+            self._kept[i] = None
+            _val_delete(_byref(self.vals[i]))
+
+    def free(self) -> None:
+        """Frees every value lowered here (the handles are their owners')."""
+        for i in range(self.n):
+            self._free_string(i)
+            for raw, _, _ in self._lists[i].values():
+                _vallist_delete(_byref(raw))
+            self._lists[i].clear()

@@ -1,0 +1,85 @@
+"""Arguments kept lowered between engine calls (``_lowered.Args``): whatever was written
+before, a slot's C value holds exactly the last value written, so a call never sees a stale
+name, token, entropy or reply. Checked by reading the C values back, over seeded random
+sequences that revisit lengths and names and pass the per-slot cache's size; then end to end,
+locks whose names alternate must lock exactly their own keys."""
+
+from __future__ import annotations
+
+import ctypes
+import random
+
+import pytest
+from conftest import unique
+
+from distlock import Client, NotAcquired
+from distlock._lowered import _LISTS_PER_SLOT, PAYLOAD, VAL_SIZE, Args
+from wasmtime import _ffi as ffi
+
+
+def read_bytes(args: Args, i: int) -> bytes:
+    val = args.vals[i]
+    assert val.kind == ffi.WASMTIME_COMPONENT_LIST.value
+    items = val.of.list
+    raw = ctypes.string_at(items.data, items.size * VAL_SIZE) if items.size else b""
+    assert raw[0::VAL_SIZE] == bytes([ffi.WASMTIME_COMPONENT_U8.value]) * items.size
+    return raw[PAYLOAD::VAL_SIZE]
+
+
+def read_string(args: Args, i: int) -> str:
+    val = args.vals[i]
+    assert val.kind == ffi.WASMTIME_COMPONENT_STRING.value
+    return ctypes.string_at(val.of.string.data, val.of.string.size).decode()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_slot_holds_the_last_value_written(seed):
+    rng = random.Random(seed)
+    args = Args(4)
+    names = ["a", "b", "lock:é", "x" * 300, ""]
+    lengths = range(_LISTS_PER_SLOT * 2)  # more lengths than a slot keeps: some are evicted
+    try:
+        for _ in range(500):
+            data = rng.randbytes(rng.choice(lengths))
+            name = rng.choice(names)
+            scalar = rng.random() * 1e12
+            args.bytes(0, data)
+            args.string(1, name)
+            args.f64(2, scalar)
+            args.u32(3, rng.randrange(2**32))
+            assert read_bytes(args, 0) == data
+            assert read_string(args, 1) == name
+            assert args.vals[2].of.f64 == scalar
+    finally:
+        args.free()
+
+
+def test_wrong_types_are_refused_and_change_nothing():
+    args = Args(2)
+    try:
+        args.bytes(0, b"kept")
+        args.string(1, "kept")
+        with pytest.raises(TypeError):
+            args.bytes(0, "text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            args.string(1, b"bytes")  # type: ignore[arg-type]
+        assert read_bytes(args, 0) == b"kept"
+        assert read_string(args, 1) == "kept"
+    finally:
+        args.free()
+
+
+def test_alternating_names_lock_their_own_keys(start):
+    [s] = start()
+    with Client.connect(s.url) as a, Client.connect(s.url) as b:
+        names = [unique("alt"), unique("alt-longer-name")]
+        held = [a.acquire(name) for name in names]  # one client: its kept name slot changes
+        for name, lease in zip(names, held):
+            assert s.redis.get(f"distlock:{{{name}}}".encode()) == lease.token.encode()
+            with pytest.raises(NotAcquired):
+                b.acquire(name, wait=0)
+        held[0].release()  # the token slot changes too; only the first lock is let go
+        assert s.redis.get(f"distlock:{{{names[0]}}}".encode()) is None
+        assert s.redis.get(f"distlock:{{{names[1]}}}".encode()) == held[1].token.encode()
+        b.acquire(names[0], wait=0).release()
+        held[1].release()

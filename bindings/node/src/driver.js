@@ -1,124 +1,99 @@
-// The glue between the engine component and node:net/node:tls: sockets, timers, the clock
-// and entropy. Every decision (which node to connect, retries, quorum, what a reply means)
-// is the engine's; this file only moves bytes and honours the deadlines the machines name.
+// The glue between the engine component and node:net/node:tls: sockets, timers, the clock and entropy. Every
+// decision (what to send, retries, quorum, which node to connect) is the engine's: this moves bytes and keeps time.
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomFillSync } from 'node:crypto';
 import { decodeStep } from './flat.js';
-
 export const now = () => performance.now();
-// Random bytes for the engine (24: a token and retry jitter), cut from a pool filled by the
-// CSPRNG 4 KiB at a time: one `randomFillSync` call costs about 3 us, more than the cut.
+// Random bytes, 24 a call (a token, retry jitter), cut from 4 KiB of CSPRNG output (one `randomFillSync` costs ~3 us).
 let random = new Uint8Array(0), taken = 0;
-export const entropy = () => {
-  if (taken + 24 > random.length) { random = randomFillSync(new Uint8Array(4096)); taken = 0; }
-  return random.subarray(taken, (taken += 24));
-};
-
+const refill = () => { random = randomFillSync(new Uint8Array(4096)); taken = 0; };
+export const entropy = () => { if (taken + 24 > random.length) refill(); return random.subarray(taken, (taken += 24)); };
 // One socket to one node: its handshake first, then lent to one operation (`run`) at a time.
 class Conn {
   constructor(pool, node, handshake) {
-    Object.assign(this, { pool, node, handshake, run: null, owed: 0, idle: [], queued: [], alive: true });
-    const { host, port, tls: secure } = pool.session.endpoint(node);
-    // TLS (`rediss://`): the system's CAs, or those of the client's `tls` option (`{ ca }`).
-    this.socket = secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port });
-    this.socket.setNoDelay(true).on('data', (bytes) => this.input(bytes)).on('close', () => this.closed()).on('error', () => {});
-    this.step();
+    Object.assign(this, { pool, node, handshake, run: null, owed: 0, idle: [], queued: [], alive: true, at: undefined });
+    const { host, port, tls: secure } = pool.session.endpoint(node); // TLS: the system's CAs, or the `tls` option's
+    this.socket = (secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port })).setNoDelay(true);
+    this.socket.on('data', (bytes) => this.input(bytes)).on('close', () => this.closed()).on('error', () => {}); this.step();
   }
   input(bytes) { // straight into the engine: a reply resolves its operation from here
     if (this.handshake) { this.handshake.handleInput(bytes, now()); this.step(); }
     else if (this.run) this.run.handle(this.run.op.feed(now(), this.node, bytes));
     else this.idle.push(bytes); // owed to the last operation: the next one skips it
   }
-  step() { // sends what the handshake asks; on its end, the socket is ready or closed
-    clearTimeout(this.timer);
+  tick() { this.handshake.handleTimeout(now()); this.step(); }
+  step() { // sends what the handshake asks; at its end the socket is ready (or closed)
     for (let out; (out = this.handshake.pollTransmit()); ) this.socket.write(out);
-    const outcome = this.handshake.pollOutcome(), at = this.handshake.pollTimeout();
-    if (!outcome) return void (at !== undefined && (this.timer = setTimeout(() => { this.handshake.handleTimeout(now()); this.step(); }, at - now())));
-    this.handshake = null;
-    if (outcome.tag === 'err') { this.failed = true; return this.destroy(); }
-    for (const bytes of this.queued.splice(0)) this.socket.write(bytes);
+    const outcome = this.handshake.pollOutcome(); if (!outcome) return this.pool.due(this, this.handshake.pollTimeout());
+    this.handshake = null; this.pool.running.delete(this); if (outcome.tag === 'err') { this.failed = true; return this.destroy(); }
+    for (const bytes of this.queued.splice(0)) this.socket.write(bytes); // written while it shook hands
     if (!this.run) this.pool.give(this, 0);
   }
   write(bytes) { if (this.handshake) this.queued.push(bytes); else this.socket.write(bytes); }
   closed() { // 'error' is always followed by 'close'
-    if (!this.alive) return;
-    this.alive = false; clearTimeout(this.timer);
-    if (this.handshake) { this.handshake.handleDisconnect(now()); this.handshake = null; }
-    else if (!this.failed) this.pool.session.disconnected(this.node, now());
-    this.pool.forget(this);
+    if (!this.alive) return; this.alive = false; this.pool.running.delete(this);
+    if (this.handshake) { this.handshake.handleDisconnect(now()); this.handshake = null; } else if (!this.failed) this.pool.session.disconnected(this.node, now());
     if (this.run) { this.run.conns[this.node] = null; this.run.handle(this.run.op.lose(now(), this.node)); }
+    this.pool.give(this, 0); // forgotten: it is closed
   }
   destroy() { this.socket.destroy(); this.closed(); }
 }
-
 // One operation over the flat calls (src/flat.js), from its first step to its outcome.
 class Run {
-  constructor(pool, resolve) { Object.assign(this, { pool, resolve, conns: [], op: null, at: undefined, write: (node, bytes) => this.conns[node]?.write(bytes) }); }
+  constructor(pool, resolve) { Object.assign(this, { pool, resolve, conns: [], op: null, first: null, at: undefined, write: (node, bytes) => this.conns[node]?.write(bytes) }); }
+  tick() { this.handle(this.op.tick(now())); }
   handle(bytes) { // one engine call per event: what happened in, what to do out
-    const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write);
-    if (!outcome) return this.pool.due(this, timeout);
-    const op = this.op; // over: its connections pooled (owing `owed[node]` replies) or closed
-    this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
-    this.conns.forEach((c, node) => { if (!c) return; c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); });
+    const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) return this.pool.due(this, timeout);
+    const op = this.op; this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
+    this.conns.forEach((c, node) => { if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } });
     op[Symbol.dispose]?.(); this.resolve(outcome);
   }
 }
-
-// The connections of one session, per node, and the operations running on them.
+// The connections of one session, per node, and what runs on them (handshakes, operations).
 export class Pool {
   constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []), lent: new Uint8Array(session.nodes()), running: new Set() }); }
-  warm() { for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); }
   open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
-  give(conn, owed) { conn.run = null; conn.owed = owed; if (conn.alive && !this.idle[conn.node].includes(conn)) this.idle[conn.node].push(conn); this.onChange?.(); }
-  forget(conn) { this.idle[conn.node] = this.idle[conn.node].filter((c) => c !== conn); this.onChange?.(); }
-  close() { clearTimeout(this.timer); for (const conns of this.idle) for (const c of conns.splice(0)) c.socket.destroy(); }
-  // One timer for all the pool's operations, at the earliest of their deadlines: an operation
-  // whose reply comes before its deadline (the common case) arms and clears none.
-  due(run, at) {
-    if ((run.at = at) === undefined || this.alarm <= at) return;
-    clearTimeout(this.timer); this.alarm = at;
-    this.timer = setTimeout(() => { this.alarm = undefined; for (const r of this.running) if (r.at <= now()) r.handle(r.op.tick(now())); for (const r of this.running) this.due(r, r.at); }, at - now());
+  give(conn, owed) { // back to the pool, owing `owed` replies (a closed one is forgotten)
+    const idle = this.idle[conn.node], at = idle.indexOf(conn); conn.run = null; conn.owed = owed;
+    if (at >= 0) idle.splice(at, 1); if (conn.alive) idle.push(conn); this.tick?.();
   }
-  // Resolves once the session's first connect reached a majority (the engine builds no operation
-  // before), or rejects with its error when too few answered; later operations reconnect in `run`.
+  close() { // every connection: idle, lent to an operation, or in its handshake
+    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c.socket?.destroy();
+  }
+  // One timer for the pool, at the earliest deadline (`at`, then `tick()`): most replies come first and arm none.
+  due(item, at) {
+    this.running.add(item); if ((item.at = at) === undefined || this.alarm <= at) return;
+    clearTimeout(this.timer); this.alarm = at;
+    this.timer = setTimeout(() => { this.alarm = undefined; for (const r of this.running) if (r.at <= now()) r.tick(); for (const r of this.running) this.due(r, r.at); }, at - now());
+  }
+  // Once: resolves when the first connect reached a majority (the engine builds no operation before), or rejects.
   ready() {
     return (this.connecting ??= new Promise((resolve, reject) => {
-      let timer;
-      this.onChange = () => { // on every connection event, and at the session's deadlines
-        clearTimeout(timer); this.session.handleTimeout(now());
-        const outcome = this.session.connectOutcome();
-        if (!outcome) return void (timer = setTimeout(this.onChange, Math.max(1, (this.session.pollTimeout() ?? now() + 1000) - now())));
-        this.onChange = null;
-        if (outcome.tag === 'err') { this.connecting = null; reject(outcome.val); } else { this.connected = true; resolve(); }
+      this.tick = () => { // at the connect's deadlines and every connection event (`give`)
+        this.session.handleTimeout(now());
+        const outcome = this.session.connectOutcome(); if (!outcome) return this.due(this, this.session.pollTimeout() ?? now() + 1000);
+        this.tick = null; this.running.delete(this); if (outcome.tag === 'err') { this.connecting = null; reject(outcome.val); } else { this.connected = true; resolve(); }
       };
-      this.warm(); this.onChange();
+      for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); this.tick();
     }));
   }
-  // Drives one operation to its outcome: `build()` makes it; `started(lent)`, where given, makes
-  // it and takes its first step in one call (unless a connection still owes an earlier one replies).
+  // One operation to its outcome: `build()` makes it, or `started(lent)` makes it and takes its first step at once.
   run(build, signal, started) {
     return new Promise((resolve) => {
       const run = new Run(this, resolve), { conns } = run, lent = this.lent;
       for (let node = 0; node < lent.length; node++) lent[node] = (conns[node] = this.idle[node].pop() ?? this.open(node)) ? 1 : 0;
       try {
         if (started && !conns.some((c) => c?.owed)) [run.op, run.first] = started(lent);
-        else {
+        else { // a connection that cannot skip what it owes (a status cannot) gives way to a new one
           run.op = build();
-          conns.forEach((conn, node) => { // a connection that cannot skip what it owes (a status): another one
-            if (conn?.owed && !run.op.discardReplies(node, conn.owed)) { conn.destroy(); lent[node] = (conns[node] = this.open(node)) ? 1 : 0; }
-          });
+          conns.forEach((c, node) => { if (c?.owed && !run.op.discardReplies(node, c.owed)) { c.destroy(); lent[node] = (conns[node] = this.open(node)) ? 1 : 0; } });
           run.first = run.op.start(now(), lent);
         }
-      } catch (error) { // not built: the connections go back as they were
-        conns.forEach((c) => c && this.give(c, c.owed));
-        throw error;
-      }
+      } catch (error) { conns.forEach((c) => c && this.give(c, c.owed)); throw error; } // not built: connections back as they were
       conns.forEach((c) => c && (c.run = run));
-      this.running.add(run);
-      if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.handle(run.op.tick(now())); }), { once: true });
-      if (signal?.aborted) run.op.cancel(now());
-      run.handle(run.first);
+      if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.tick(); }), { once: true });
+      if (signal?.aborted) run.op.cancel(now()); run.handle(run.first);
       conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(run.op.feed(now(), node, c.idle.shift())); });
     });
   }

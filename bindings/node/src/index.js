@@ -46,7 +46,6 @@ export class Client {
         requestTimeoutMs: this.#options.requestTimeout, fair,
       }, entropy()));
       pool = new Pool(session, this.#options.tls);
-      pool.warm();
       this.#pools.set(key, pool);
     }
     if (key === `${this.#options.ttl}/${this.#options.fenced ?? false}/${this.#options.fair ?? false}`) this.#default = pool;

@@ -59,7 +59,7 @@ export class Pool {
     if (at >= 0) idle.splice(at, 1); if (conn.alive) idle.push(conn); this.tick?.();
   }
   close() { // every connection: idle, lent to an operation, or in its handshake
-    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c.socket?.destroy();
+    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
   }
   // One timer for the pool, at the earliest deadline (`at`, then `tick()`): most replies come first and arm none.
   due(item, at) {

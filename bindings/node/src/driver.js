@@ -3,7 +3,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomFillSync } from 'node:crypto';
-import { decodeStep } from './flat.js';
+import { decodeStep, feed } from './flat.js';
 export const now = () => performance.now();
 // Random bytes, 24 a call (a token, retry jitter), cut from 4 KiB of CSPRNG output (one `randomFillSync` costs ~3 us).
 let random = new Uint8Array(0), taken = 0;
@@ -19,7 +19,7 @@ class Conn {
   }
   input(bytes) { // straight into the engine: a reply resolves its operation from here
     if (this.handshake) { this.handshake.handleInput(bytes, now()); this.step(); }
-    else if (this.run) this.run.handle(this.run.op.feed(now(), this.node, bytes));
+    else if (this.run) this.run.handle(feed(this.run.op, now(), this.node, bytes));
     else this.idle.push(bytes); // owed to the last operation: the next one skips it
   }
   tick() { this.handshake.handleTimeout(now()); this.step(); }
@@ -94,7 +94,7 @@ export class Pool {
       conns.forEach((c) => c && (c.run = run));
       if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.tick(); }), { once: true });
       if (signal?.aborted) run.op.cancel(now()); run.handle(run.first);
-      conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(run.op.feed(now(), node, c.idle.shift())); });
+      conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); });
     });
   }
 }

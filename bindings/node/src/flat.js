@@ -5,6 +5,11 @@
 //
 // Allocation is kept to what the caller keeps: the transmits go straight to `write`, and the
 // step comes back in one record reused by every call (read it before the next call).
+import { leanFeed } from '../generated/engine.js';
+
+/** `op.feed(now, node, bytes)`, by the lean call scripts/build.js adds where it could (once per reply: ~1.4 us against jco's ~3.7). */
+export const feed = leanFeed ?? ((op, now, node, bytes) => op.feed(now, node, bytes));
+
 const VERSION = 1;
 const ascii = new TextDecoder('latin1');
 /** The step just read: `timeout` while pending; once over, `outcome` and `owed` per node. */

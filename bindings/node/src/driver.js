@@ -1,142 +1,100 @@
-// The glue between the engine component and node:net/node:tls: sockets, timers, the clock
-// and entropy. Every decision (which node to connect, retries, quorum, what a reply means)
-// is the engine's; this file only moves bytes and honours the deadlines the machines name.
+// The glue between the engine component and node:net/node:tls: sockets, timers, the clock and entropy. Every
+// decision (what to send, retries, quorum, which node to connect) is the engine's: this moves bytes and keeps time.
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomFillSync } from 'node:crypto';
-import { decodeStep } from './flat.js';
-
+import { decodeStep, feed } from './flat.js';
 export const now = () => performance.now();
-// Random bytes for the engine (24: a token and retry jitter), cut from a pool filled by the
-// CSPRNG 4 KiB at a time: one `randomFillSync` call costs about 3 us, more than the cut.
-const ENTROPY = 24, POOL = 4096;
-let pool = new Uint8Array(0), taken = 0;
-export const entropy = () => {
-  if (taken + ENTROPY > pool.length) { pool = randomFillSync(new Uint8Array(POOL)); taken = 0; }
-  return pool.subarray(taken, (taken += ENTROPY));
-};
-const after = (at, fn) => setTimeout(fn, Math.max(0, at - now()));
-
-// One socket to one node: its handshake first, then lent to one operation at a time.
+// Random bytes, 24 a call (a token, retry jitter), cut from 4 KiB of CSPRNG output (one `randomFillSync` costs ~3 us).
+let random = new Uint8Array(0), taken = 0;
+const refill = () => { random = randomFillSync(new Uint8Array(4096)); taken = 0; };
+export const entropy = () => { if (taken + 24 > random.length) refill(); return random.subarray(taken, (taken += 24)); };
+// One socket to one node: its handshake first, then lent to one operation (`run`) at a time.
 class Conn {
   constructor(pool, node, handshake) {
-    Object.assign(this, { pool, node, handshake, runner: null, owed: 0, idle: [], queued: [], alive: true });
-    const { host, port, tls: secure } = pool.session.endpoint(node);
-    // TLS (`rediss://`): the system's CAs, or those of the client's `tls` option (`{ ca }`).
-    this.socket = secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port });
-    this.socket.setNoDelay(true);
-    this.socket.on('data', (bytes) => this.input(bytes));
-    this.socket.on('error', () => {}); // 'close' follows
-    this.socket.on('close', () => this.closed());
-    this.step();
+    Object.assign(this, { pool, node, handshake, run: null, owed: 0, idle: [], queued: [], alive: true, at: undefined });
+    const { host, port, tls: secure } = pool.session.endpoint(node); // TLS: the system's CAs, or the `tls` option's
+    this.socket = (secure ? tls.connect({ ...pool.tls, host, port, servername: host }) : net.connect({ host, port })).setNoDelay(true);
+    this.socket.on('data', (bytes) => this.input(bytes)).on('close', () => this.closed()).on('error', () => {}); this.step();
   }
-  input(bytes) {
+  input(bytes) { // straight into the engine: a reply resolves its operation from here
     if (this.handshake) { this.handshake.handleInput(bytes, now()); this.step(); }
-    else if (this.runner) this.runner.input(this.node, bytes);
+    else if (this.run) this.run.handle(feed(this.run.op, now(), this.node, bytes));
     else this.idle.push(bytes); // owed to the last operation: the next one skips it
   }
-  step() { // sends what the handshake asks; on its end, the socket is ready or closed
-    clearTimeout(this.timer);
+  tick() { this.handshake.handleTimeout(now()); this.step(); }
+  step() { // sends what the handshake asks; at its end the socket is ready (or closed)
     for (let out; (out = this.handshake.pollTransmit()); ) this.socket.write(out);
-    const outcome = this.handshake.pollOutcome();
-    if (!outcome) { const at = this.handshake.pollTimeout(); if (at !== undefined) this.timer = after(at, () => { this.handshake.handleTimeout(now()); this.step(); }); return; }
-    this.handshake = null;
-    if (outcome.tag === 'err') { this.failed = true; return this.destroy(); }
-    for (const bytes of this.queued.splice(0)) this.socket.write(bytes);
-    if (!this.runner) this.pool.give(this, 0);
+    const outcome = this.handshake.pollOutcome(); if (!outcome) return this.pool.due(this, this.handshake.pollTimeout());
+    this.handshake = null; this.pool.running.delete(this); if (outcome.tag === 'err') { this.failed = true; return this.destroy(); }
+    for (const bytes of this.queued.splice(0)) this.socket.write(bytes); // written while it shook hands
+    if (!this.run) this.pool.give(this, 0);
   }
   write(bytes) { if (this.handshake) this.queued.push(bytes); else this.socket.write(bytes); }
-  closed() {
-    if (!this.alive) return;
-    this.alive = false; clearTimeout(this.timer);
-    if (this.handshake) { this.handshake.handleDisconnect(now()); this.handshake = null; }
-    else if (!this.failed) this.pool.session.disconnected(this.node, now());
-    this.pool.forget(this);
-    this.runner?.lost(this.node);
+  closed() { // 'error' is always followed by 'close'
+    if (!this.alive) return; this.alive = false; this.pool.running.delete(this);
+    if (this.handshake) { this.handshake.handleDisconnect(now()); this.handshake = null; } else if (!this.failed) this.pool.session.disconnected(this.node, now());
+    if (this.run) { this.run.conns[this.node] = null; this.run.handle(this.run.op.lose(now(), this.node)); }
+    this.pool.give(this, 0); // forgotten: it is closed
   }
   destroy() { this.socket.destroy(); this.closed(); }
 }
-
-// The connections of one session, per node; `run` drives one operation to its outcome.
-export class Pool {
-  constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []) }); }
-  warm() { for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); }
-  open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
-  give(conn, owed) { conn.runner = null; conn.owed = owed; if (conn.alive && !this.idle[conn.node].includes(conn)) this.idle[conn.node].push(conn); this.onChange?.(); }
-  forget(conn) { this.idle[conn.node] = this.idle[conn.node].filter((c) => c !== conn); this.onChange?.(); }
-  close() { for (const conns of this.idle) for (const c of conns.splice(0)) c.socket.destroy(); }
-  // Resolves once the session's first connect reached a majority (the engine builds no
-  // operation before); rejects with the engine's error when too few answered. Once only:
-  // later operations reconnect through `run`.
-  ready() {
-    this.connecting ??= new Promise((resolve, reject) => {
-      let timer;
-      const check = () => { // on every connection event, and at the session's deadlines
-        clearTimeout(timer);
-        this.session.handleTimeout(now());
-        const outcome = this.session.connectOutcome();
-        if (!outcome) return void (timer = setTimeout(check, Math.max(1, (this.session.pollTimeout() ?? now() + 1000) - now())));
-        this.onChange = null;
-        if (outcome.tag === 'err') { this.connecting = null; reject(outcome.val); } else resolve();
-      };
-      this.onChange = check;
-      this.warm();
-      check();
-    });
-    return this.connecting;
+// One operation over the flat calls (src/flat.js), from its first step to its outcome.
+class Run {
+  constructor(pool, resolve) { Object.assign(this, { pool, resolve, conns: [], op: null, first: null, at: undefined, write: (node, bytes) => this.conns[node]?.write(bytes) }); }
+  tick() { this.handle(this.op.tick(now())); }
+  handle(bytes) { // one engine call per event: what happened in, what to do out
+    const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) return this.pool.due(this, timeout);
+    const op = this.op; this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
+    this.conns.forEach((c, node) => { if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } });
+    op[Symbol.dispose]?.(); this.resolve(outcome);
   }
-  // Drives one operation to its outcome over the engine's flat calls (src/flat.js): `build()`
-  // makes the operation; `started(lent)`, where given, makes it and takes its first step in
-  // one call (used unless a pooled connection still owes an earlier operation replies).
+}
+// The connections of one session, per node, and what runs on them (handshakes, operations).
+export class Pool {
+  constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []), lent: new Uint8Array(session.nodes()), running: new Set() }); }
+  open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
+  give(conn, owed) { // back to the pool, owing `owed` replies (a closed one is forgotten)
+    const idle = this.idle[conn.node], at = idle.indexOf(conn); conn.run = null; conn.owed = owed;
+    if (at >= 0) idle.splice(at, 1); if (conn.alive) idle.push(conn); this.tick?.();
+  }
+  close() { // every connection: idle, lent to an operation, or in its handshake
+    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
+  }
+  // One timer for the pool, at the earliest deadline (`at`, then `tick()`): most replies come first and arm none.
+  due(item, at) {
+    this.running.add(item); if ((item.at = at) === undefined || this.alarm <= at) return;
+    clearTimeout(this.timer); this.alarm = at;
+    this.timer = setTimeout(() => { this.alarm = undefined; for (const r of this.running) if (r.at <= now()) r.tick(); for (const r of this.running) this.due(r, r.at); }, at - now());
+  }
+  // Once: resolves when the first connect reached a majority (the engine builds no operation before), or rejects.
+  ready() {
+    return (this.connecting ??= new Promise((resolve, reject) => {
+      this.tick = () => { // at the connect's deadlines and every connection event (`give`)
+        this.session.handleTimeout(now());
+        const outcome = this.session.connectOutcome(); if (!outcome) return this.due(this, this.session.pollTimeout() ?? now() + 1000);
+        this.tick = null; this.running.delete(this); if (outcome.tag === 'err') { this.connecting = null; reject(outcome.val); } else { this.connected = true; resolve(); }
+      };
+      for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); this.tick();
+    }));
+  }
+  // One operation to its outcome: `build()` makes it, or `started(lent)` makes it and takes its first step at once.
   run(build, signal, started) {
     return new Promise((resolve) => {
-      const conns = [], lent = new Uint8Array(this.idle.length), inbox = [];
-      let timer, done = false, op, first, owing = false;
-      for (let node = 0; node < this.idle.length; node++) {
-        const conn = this.idle[node].pop() ?? this.open(node);
-        if (!conn) continue;
-        conns[node] = conn; lent[node] = 1; owing ||= conn.owed > 0;
-        for (const bytes of conn.idle.splice(0)) inbox.push([node, bytes]);
-      }
-      const runner = {
-        input: (node, bytes) => handle(op.feed(now(), node, bytes)),
-        lost: (node) => { conns[node] = null; handle(op.lose(now(), node)); },
-      };
-      const handle = (bytes) => { // one engine call per event: what happened in, what to do out
-        if (done) return;
-        clearTimeout(timer);
-        const { transmits, timeout, outcome, connections } = decodeStep(bytes, op);
-        for (const { node, bytes: out } of transmits) conns[node]?.write(out);
-        if (outcome) return finish(outcome, connections);
-        if (timeout !== undefined) timer = after(timeout, () => handle(op.tick(now())));
-      };
-      const finish = (outcome, connections) => {
-        done = true; signal?.removeEventListener('abort', abort);
-        // keep(owed): pooled; close (out of step) or silent (frozen: the session backs it off).
-        conns.forEach((c, node) => { if (!c) return; const fate = connections[node]; if (fate?.tag === 'keep') this.give(c, fate.val); else c.destroy(); });
-        op[Symbol.dispose]?.(); resolve(outcome);
-      };
-      const abort = () => { op.cancel(now()); handle(op.tick(now())); };
+      const run = new Run(this, resolve), { conns } = run, lent = this.lent;
+      for (let node = 0; node < lent.length; node++) lent[node] = (conns[node] = this.idle[node].pop() ?? this.open(node)) ? 1 : 0;
       try {
-        if (started && !owing) [op, first] = started(lent);
-        else {
-          op = build();
-          conns.forEach((conn, node) => {
-            if (!conn?.owed || op.discardReplies(node, conn.owed)) return;
-            conn.destroy(); // cannot skip what it owes (a status): another connection
-            conns[node] = this.open(node); lent[node] = conns[node] ? 1 : 0;
-          });
-          first = op.start(now(), lent);
+        if (started && !conns.some((c) => c?.owed)) [run.op, run.first] = started(lent);
+        else { // a connection that cannot skip what it owes (a status cannot) gives way to a new one
+          run.op = build();
+          conns.forEach((c, node) => { if (c?.owed && !run.op.discardReplies(node, c.owed)) { c.destroy(); lent[node] = (conns[node] = this.open(node)) ? 1 : 0; } });
+          run.first = run.op.start(now(), lent);
         }
-      } catch (error) { // not built: the connections go back as they were
-        conns.forEach((c) => c && this.give(c, c.owed));
-        throw error;
-      }
-      conns.forEach((c) => { if (c) c.runner = runner; });
-      signal?.addEventListener('abort', abort, { once: true });
-      if (signal?.aborted) op.cancel(now());
-      handle(first);
-      for (const [node, bytes] of inbox) handle(op.feed(now(), node, bytes));
+      } catch (error) { conns.forEach((c) => c && this.give(c, c.owed)); throw error; } // not built: connections back as they were
+      conns.forEach((c) => c && (c.run = run));
+      if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.tick(); }), { once: true });
+      if (signal?.aborted) run.op.cancel(now()); run.handle(run.first);
+      conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); });
     });
   }
 }

@@ -13,7 +13,7 @@ if (!Symbol.asyncDispose) Object.defineProperty(Symbol, 'asyncDispose', { value:
 
 /** A handle on the lock servers: one session (and connection pool) per TTL/fencing/fair triple. */
 export class Client {
-  #urls; #options; #pools = new Map();
+  #urls; #options; #pools = new Map(); #default = null;
   constructor(urls, options) { this.#urls = urls; this.#options = options; }
 
   /**
@@ -34,7 +34,10 @@ export class Client {
     return client;
   }
 
-  #pool(ttl = this.#options.ttl, fenced = this.#options.fenced ?? false, fair = this.#options.fair ?? false) {
+  #pool(ttl, fenced, fair) {
+    // The client's own options (most calls): no key to build.
+    if (ttl === undefined && fenced === undefined && fair === undefined && this.#default) return this.#default;
+    ttl ??= this.#options.ttl; fenced ??= this.#options.fenced ?? false; fair ??= this.#options.fair ?? false;
     const key = `${ttl}/${fenced}/${fair}`;
     let pool = this.#pools.get(key);
     if (!pool) {
@@ -43,19 +46,24 @@ export class Client {
         requestTimeoutMs: this.#options.requestTimeout, fair,
       }, entropy()));
       pool = new Pool(session, this.#options.tls);
-      pool.warm();
       this.#pools.set(key, pool);
     }
+    if (key === `${this.#options.ttl}/${this.#options.fenced ?? false}/${this.#options.fair ?? false}`) this.#default = pool;
     return pool;
   }
 
   // `make(session)` builds the operation; `started(session, lent)`, where given, builds it and
   // takes its first step in one engine call (the fast path of an uncontended lock).
   async #run(pool, make, signal, started) {
-    // The engine builds operations for the servers the handshakes found: connect first.
-    await pool.ready().catch((error) => { throw fromEngine(error); });
-    const outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.session, lent)))
-      .catch((error) => { throw error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error; });
+    let outcome;
+    try {
+      // The engine builds operations for the servers the handshakes found: connect first
+      // (once; a connected pool skips the await).
+      if (!pool.connected) await pool.ready();
+      outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.session, lent)));
+    } catch (error) {
+      throw error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error;
+    }
     if (outcome.tag === 'err') {
       if (outcome.val.tag === 'cancelled') throw signal?.reason ?? new DOMException('aborted', 'AbortError');
       throw fromEngine(outcome.val);
@@ -100,20 +108,22 @@ export class Client {
   runOn(pool, make, signal, started) { return this.#run(pool, make, signal, started); }
 
   /** Closes every connection. Leases not released expire at their TTL. */
-  close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); }
+  close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); this.#default = null; }
 }
 
 /** A held lock. `signal` fires (with a `LockLost` reason) when the lease is lost. */
 export class Lease {
-  #client; #pool; #renewal; #timer; #controller = new AbortController(); #released = false;
+  // The AbortController is made on the first read of `signal` (or on loss): most leases are
+  // released without anyone asking, and making one costs more than the rest of the lease.
+  #client; #pool; #renewal; #timer; #controller = null; #released = false;
   constructor(client, pool, name, lease, autoRenew) {
-    Object.assign(this, { name, token: lease.token, fence: lease.fence, validUntil: lease.validUntil });
+    this.name = name; this.token = lease.token; this.fence = lease.fence; this.validUntil = lease.validUntil;
     this.#client = client; this.#pool = pool;
     if (autoRenew) { this.#renewal = engineCall(() => pool.session.renewal(name, lease, entropy())); this.#schedule(); }
   }
 
   /** An AbortSignal that fires when the lease is lost; its reason is a `LockLost`. */
-  get signal() { return this.#controller.signal; }
+  get signal() { return (this.#controller ??= new AbortController()).signal; }
   /** Milliseconds the holder may still act as the owner. */
   get validity() { return this.#released ? 0 : Math.max(0, this.validUntil - now()); }
 
@@ -130,7 +140,7 @@ export class Lease {
     for (let event; (event = this.#renewal.pollEvent(now(), entropy())); ) {
       if (event.tag === 'lost') {
         this.validUntil = 0;
-        return this.#controller.abort(new LockLost(`lease of ${this.name} lost (${event.val})`, event.val));
+        return (this.#controller ??= new AbortController()).abort(new LockLost(`lease of ${this.name} lost (${event.val})`, event.val));
       }
       await this.#pool.run(() => event.val); // the renewal hears the extend's outcome itself
       if (this.#released) return;

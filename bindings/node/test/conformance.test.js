@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
 import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
-import { machines } from '../generated/engine.js';
+import { machines, leanFeed } from '../generated/engine.js';
+import { decodeStep } from '../src/flat.js';
+import net from 'node:net';
 import { now, entropy } from '../src/driver.js';
 
 const { cases } = JSON.parse(readFileSync(new URL('../../conformance.json', import.meta.url)));
@@ -281,6 +283,56 @@ test('an aborted wait rejects with the signal reason and leaves the holder alone
   await assert.rejects(waiting, /stop waiting/);
   assert.equal(await command(s.port, 'GET', key(name)), lease.token);
   await lease.release();
+});
+
+test('closing the client ends a wait in flight (its connection is closed, not left to the wait) and leaves the holder alone', async () => {
+  const [s] = await start();
+  const [a, b] = [await connect(s.url), await connect(s.url)];
+  const name = unique('close-wait');
+  const lease = await a.acquire(name);
+  const waiting = b.acquire(name, { wait: 60_000 });
+  while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10));
+  b.close();
+  // The node's connection is gone: the wait fails as unreachable, not as a wait that ran out.
+  await rejectsWith(waiting, Unavailable, (e) => e.detail.lastFailure?.tag === 'disconnected');
+  while ((await s.blockedClients()) !== 0) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await command(s.port, 'GET', key(name)), lease.token);
+  await lease.release();
+});
+
+// A session whose one handshake is done, driven by hand (the engine builds no operation before).
+async function handshaken(server) {
+  const session = machines.open({ nodes: [server.url], fenced: false }, entropy());
+  const handshake = session.connect(0, now());
+  const socket = net.connect({ host: '127.0.0.1', port: server.port });
+  await new Promise((resolve, reject) => {
+    const step = () => {
+      for (let out; (out = handshake.pollTransmit()); ) socket.write(out);
+      const outcome = handshake.pollOutcome();
+      if (outcome) (outcome.tag === 'ok' ? resolve : reject)(outcome.val);
+    };
+    socket.on('data', (bytes) => { handshake.handleInput(bytes, now()); step(); });
+    step();
+  });
+  socket.destroy();
+  return session;
+}
+
+test("the lean operation.feed scripts/build.js adds is in place and answers as jco's does", async () => {
+  assert.equal(typeof leanFeed, 'function', "scripts/build.js found what the lean feed needs in this jco's output");
+  const [s] = await start();
+  const session = await handshaken(s);
+  const reply = new TextEncoder().encode('+OK\r\n'), lent = new Uint8Array([1]);
+  const [viaLean] = session.acquireStarted(unique('lean'), 0, now(), entropy(), lent);
+  const [viaJco] = session.acquireStarted(unique('lean'), 0, now(), entropy(), lent);
+  const shape = (bytes) => { const { outcome, owed } = decodeStep(bytes, null, () => {}); return { tag: outcome?.val.tag, token: outcome?.val.val.token.length, owed: [...owed] }; };
+  assert.deepEqual(shape(leanFeed(viaLean, now(), 0, reply)), { tag: 'acquired', token: 32, owed: [0] });
+  assert.deepEqual(shape(viaJco.feed(now(), 0, reply)), { tag: 'acquired', token: 32, owed: [0] });
+  const at = now(); // over: both answer the same step, byte for byte
+  assert.deepEqual(leanFeed(viaLean, at, 0, reply), viaJco.feed(at, 0, reply));
+  viaLean[Symbol.dispose]();
+  viaJco[Symbol.dispose]();
+  assert.throws(() => leanFeed(viaLean, now(), 0, reply), /Not a valid "Operation" resource/);
 });
 
 test('a wait blocked past the request timeout is not a silent node', async () => {

@@ -20,7 +20,8 @@ export class Client {
    * Connects to `urls` (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS; several:
    * Redlock). Resolves once a majority is ready; rejects with `Unavailable` otherwise.
    * Options: `ttl` (ms, 30000), `fenced`, `fair`, `requestTimeout` (ms, 1000), `keyPrefix`, `tls`
-   * (node:tls options for `rediss://` nodes, such as `{ ca }`; default: the system's CAs).
+   * (node:tls options for `rediss://` nodes, such as `{ ca }`; default: the system's CAs),
+   * `noScripts` (send no script: native commands only, Valkey 9.0+ / Redis 8.4+).
    */
   static async connect(urls, options = {}) {
     const client = new Client(typeof urls === 'string' ? [urls] : [...urls], options);
@@ -43,7 +44,7 @@ export class Client {
     if (!pool) {
       const session = engineCall(() => machines.open({
         nodes: this.#urls, keyPrefix: this.#options.keyPrefix, ttlMs: ttl, fenced,
-        requestTimeoutMs: this.#options.requestTimeout, fair,
+        requestTimeoutMs: this.#options.requestTimeout, fair, noScripts: this.#options.noScripts,
       }, entropy()));
       pool = new Pool(session, this.#options.tls);
       this.#pools.set(key, pool);

@@ -62,18 +62,21 @@ export function makeCertificates() {
 }
 
 export class RedisServer {
-  /** A server on a free loopback port; with `tls` (from `makeCertificates`), TLS only. */
-  static async start(tls) {
+  /**
+   * A server on a free loopback port; with `tls` (from `makeCertificates`), TLS only; `binary`:
+   * another server taking redis-server's command line (valkey-server).
+   */
+  static async start(tls, binary = 'redis-server') {
     const port = await freePort();
     const listen = tls
       ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key, '--tls-ca-cert-file', tls.ca, '--tls-auth-clients', 'no']
       : ['--port', String(port)];
-    const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const child = spawn(binary, [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
     const server = new RedisServer(port, child, tls);
     const deadline = Date.now() + 5000;
     for (;;) {
       try { if ((await commandOver(port, tls, 'PING')) === 'PONG') return server; } catch { /* not up yet */ }
-      if (Date.now() > deadline || child.exitCode !== null) { child.kill('SIGKILL'); throw new Error(`redis-server on ${port} did not start`); }
+      if (Date.now() > deadline || child.exitCode !== null) { child.kill('SIGKILL'); throw new Error(`${binary} on ${port} did not start`); }
       await new Promise((r) => setTimeout(r, 20));
     }
   }

@@ -263,6 +263,62 @@ fn bad_limits_and_colliding_names_are_typed_with_their_exit_codes() {
 }
 
 #[test]
+fn status_shows_a_semaphores_holders_and_limit() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("status");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let out = run(&[
+            "acquire", "--name", &name, "--limit", "3", "--ttl", "20s", "--json",
+        ]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        tokens.push(json["token"].as_str().expect("token").to_owned());
+    }
+    let out = run(&["status", "--name", &name]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("semaphore: 2 of 3 permits held"), "{text}");
+    for token in &tokens {
+        assert!(text.contains(token.as_str()), "{text}");
+    }
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "held");
+    let permits = &json["nodes"][0]["permits"];
+    assert_eq!(permits["limit"], 3);
+    assert_eq!(permits["holders"].as_array().map(Vec::len), Some(2));
+    // Released permits leave it; the last one gone, the name is free.
+    for token in &tokens {
+        let out = run(&["release", "--name", &name, "--token", token, "--limit", "3"]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+    }
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "free", "{json}");
+}
+
+#[test]
+fn the_embedded_store_runs_semaphores_and_their_status() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::embedded();
+        let a = client.semaphore("e", 1).try_acquire().await.expect("a");
+        assert!(client.semaphore("e", 1).try_acquire().await.is_err());
+        let status = client.status("e").await.expect("status");
+        let permits = status.permits().expect("a semaphore");
+        assert_eq!(permits.limit, 1);
+        assert_eq!(permits.holders.len(), 1);
+        assert_eq!(permits.holders[0].0, a.token());
+        a.release().await.expect("release");
+        assert!(client.semaphore("e", 1).try_acquire().await.is_ok());
+    });
+}
+
+#[test]
 fn permits_are_guards_that_release_and_renew() {
     require_redis!();
     let server = RedisServer::start();

@@ -16,7 +16,8 @@
 //! - The commands the core sends: `SET` (`NX`, `XX`, `IFEQ`, `GET`, `PX`, `EX`, `KEEPTTL`),
 //!   `GET`, `PTTL`, `DEL`, `DELIFEQ`, `DELEX … IFEQ|IFNE`, `INCR`, `DECR`, `LPUSH`, `LTRIM`,
 //!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
-//!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
+//!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
+//!   `ZCARD`, `TYPE` and `ZSCAN` (the whole set in one page). Anything else is
 //!   `-ERR unknown command`.
 //! - Scripts: the model has no Lua. It recognises the core's nine scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
@@ -82,6 +83,7 @@
 extern crate alloc;
 
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use distlock_core::{Duration, Instant};
@@ -685,6 +687,35 @@ impl ModelNode {
                 Some(Value::ZSet(members)) => w.int(as_i64(members.len())),
                 Some(_) => return Err(Fail::wrong_type()),
             },
+            Command::Zscan => {
+                // `ZSCAN key cursor [COUNT n]`, what `status` reads a semaphore's holders
+                // with: the whole set in one page (cursor 0 then), scores as strings.
+                if parse_i64(arg(args, 1)).is_none() {
+                    return Err(Fail::new(b"ERR invalid cursor"));
+                }
+                match args.get(2..) {
+                    Some([]) | None => {}
+                    Some([word, n]) if word.eq_ignore_ascii_case(b"COUNT") => {
+                        if parse_i64(n).is_none_or(|n| n < 1) {
+                            return Err(Fail::syntax());
+                        }
+                    }
+                    Some(_) => return Err(Fail::syntax()),
+                }
+                let members: Vec<(i64, Vec<u8>)> =
+                    match self.live(arg(args, 0), now).map(|e| &e.value) {
+                        None => Vec::new(),
+                        Some(Value::ZSet(members)) => members.clone(),
+                        Some(_) => return Err(Fail::wrong_type()),
+                    };
+                w.array(2);
+                w.bulk(b"0");
+                w.array(members.len() * 2);
+                for (score, member) in members {
+                    w.bulk(&member);
+                    w.bulk(score.to_string().as_bytes());
+                }
+            }
             Command::Type => {
                 let kind: &[u8] = match self.live(arg(args, 0), now).map(|e| &e.value) {
                     None => b"none",
@@ -1851,12 +1882,13 @@ enum Command {
     Ping,
     Quit,
     Zcard,
+    Zscan,
     Type,
 }
 
 impl Command {
     fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
-        const TABLE: [(&[u8], Command); 24] = [
+        const TABLE: [(&[u8], Command); 25] = [
             (b"GET", Command::Get),
             (b"SET", Command::Set),
             (b"PTTL", Command::Pttl),
@@ -1880,6 +1912,7 @@ impl Command {
             (b"PING", Command::Ping),
             (b"QUIT", Command::Quit),
             (b"ZCARD", Command::Zcard),
+            (b"ZSCAN", Command::Zscan),
             (b"TYPE", Command::Type),
         ];
         let command = TABLE
@@ -1912,6 +1945,7 @@ impl Command {
             Command::Lpush | Command::Pexpire | Command::Blpop | Command::Eval => n >= 2,
             Command::EvalSha => n >= 2,
             Command::Ltrim => n == 3,
+            Command::Zscan => n == 2 || n == 4,
             Command::Hello | Command::Info | Command::Ping | Command::Quit => true,
         }
     }

@@ -66,7 +66,9 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// The verdict over every node ([`verdict`]).
+    /// The verdict over every node ([`verdict`]). A node holding a semaphore's live
+    /// permits counts as unread: a lock's verdict has no word for "held by several", and a
+    /// held semaphore must never read as free (read [`Reading::permits`] instead).
     #[must_use]
     pub fn verdict(&self) -> Verdict<&Token> {
         verdict(self.nodes.iter().map(|n| match n {
@@ -74,6 +76,10 @@ impl Inspection {
                 holder: Some(token),
                 ..
             }) => Seen::Holder(token),
+            Ok(Reading {
+                permits: Some(permits),
+                ..
+            }) if !permits.holders.is_empty() => Seen::Unread,
             Ok(_) => Seen::Free,
             Err(_) => Seen::Unread,
         }))
@@ -564,8 +570,14 @@ mod tests {
             vec![(0, args(&[b"GET", b"distlock:{job}:fence"]))]
         );
         inspect.handle_input(0, b"$1\r\n4\r\n", t0);
+        let outcome = inspect.poll_outcome().unwrap();
         assert_eq!(
-            inspect.poll_outcome().unwrap().nodes,
+            outcome.verdict(),
+            Verdict::Unknown,
+            "held by several: never free"
+        );
+        assert_eq!(
+            outcome.nodes,
             vec![Ok(Reading {
                 holder: None,
                 ttl: None,

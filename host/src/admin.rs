@@ -82,13 +82,18 @@ pub enum Verdict<'a> {
 impl Status {
     /// The verdict: held by a token on a majority, free when no token can have a majority
     /// even if every unread node had it, unknown otherwise (the core's
-    /// [`distlock_core::verdict`]).
+    /// [`distlock_core::verdict`]). A semaphore with live permits is unknown here, never
+    /// free: its holders are in [`Status::permits`].
     #[must_use]
     pub fn verdict(&self) -> Verdict<'_> {
         let seen = self.nodes.iter().map(|n| match n {
             NodeStatus::Answered {
                 holder: Some(h), ..
             } => Seen::Holder(h.as_str()),
+            // A held semaphore is never "free" (see `Status::permits` for its holders).
+            NodeStatus::Answered {
+                permits: Some(p), ..
+            } if !p.holders.is_empty() => Seen::Unread,
             NodeStatus::Answered { holder: None, .. } => Seen::Free,
             NodeStatus::Unreachable(_) => Seen::Unread,
         });

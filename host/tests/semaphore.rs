@@ -309,6 +309,11 @@ fn the_embedded_store_runs_semaphores_and_their_status() {
         let a = client.semaphore("e", 1).try_acquire().await.expect("a");
         assert!(client.semaphore("e", 1).try_acquire().await.is_err());
         let status = client.status("e").await.expect("status");
+        assert_eq!(
+            status.verdict(),
+            distlock_host::Verdict::Unknown,
+            "a held semaphore is never free"
+        );
         let permits = status.permits().expect("a semaphore");
         assert_eq!(permits.limit, 1);
         assert_eq!(permits.holders.len(), 1);

@@ -252,6 +252,9 @@ impl Encoder<'_> {
         };
         let token = attempt_token.as_ref().unwrap_or(self.token).as_bytes();
         let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
+        if let Some(limit) = self.lock.limit() {
+            return self.encode_semaphore(request, limit, token, sink);
+        }
         match (request, encoding) {
             (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
                 sink.array(6);
@@ -399,6 +402,61 @@ impl Encoder<'_> {
                 sink.bulk(flag(enqueue));
             }
             (Request::Wait(timeout), _) => {
+                sink.array(3);
+                sink.bulk(b"BLPOP");
+                sink.bulk_parts(&keys.signal());
+                self.block_timeout(timeout, sink);
+            }
+        }
+    }
+
+    /// A semaphore's request (see [`crate::Lock::semaphore`]): its scripts, with `token` the
+    /// attempt's (acquire, rollback) or the permit's (release, extend). The replies have the
+    /// mutex's shapes, so [`interpret`] reads them alike.
+    fn encode_semaphore(&self, request: Request, limit: u32, token: &[u8], sink: &mut dyn Sink) {
+        let keys = self.lock.keys();
+        let options = self.lock.options();
+        match request {
+            Request::Acquire { .. } | Request::FairAcquire { .. } => {
+                self.script_header(
+                    sink,
+                    &script::SEMAPHORE_ACQUIRE,
+                    &[&keys.lock(), &keys.fence(), &keys.permit_prefix()],
+                    4,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+                sink.bulk_u64(u64::from(limit));
+                sink.bulk(if options.fenced { b"1" } else { b"0" });
+            }
+            Request::Release | Request::Rollback { .. } => {
+                self.script_header(
+                    sink,
+                    &script::SEMAPHORE_RELEASE,
+                    &[&keys.lock(), &keys.permit_prefix(), &keys.signal()],
+                    3,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.wake_signal.map_or(0, Duration::as_millis));
+                sink.bulk_u64(u64::from(limit));
+            }
+            Request::Extend => {
+                self.script_header(
+                    sink,
+                    &script::SEMAPHORE_EXTEND,
+                    &[&keys.lock(), &keys.permit_prefix()],
+                    2,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+            }
+            // A semaphore's permits are never raised to a fence over several nodes (one node
+            // only): the raise, should it come, is the mutex's, on the shared fence counter.
+            Request::RaiseFence(value) => {
+                self.script_header(sink, &script::RAISE_FENCE, &[&keys.fence()], 1);
+                sink.bulk_u64(value);
+            }
+            Request::Wait(timeout) => {
                 sink.array(3);
                 sink.bulk(b"BLPOP");
                 sink.bulk_parts(&keys.signal());

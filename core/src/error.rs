@@ -129,8 +129,12 @@ pub enum ServerErrorKind {
     NoAuth,
     /// `NOPERM`: the ACL user may not run a command or touch a key.
     NoPerm,
-    /// `WRONGTYPE`: the lock key holds a value of another type.
+    /// `WRONGTYPE`: the lock key holds a value of another type — also a semaphore's scripts'
+    /// answer when the name is a mutex (and a mutex's when the name is a semaphore).
     WrongType,
+    /// `WRONGLIMIT`: the semaphore's live permits were taken with another limit; every
+    /// client of a semaphore must agree on it (see [`crate::Lock::semaphore`]).
+    WrongLimit,
     /// `MOVED`: the key lives on another cluster node.
     Moved,
     /// `ASK`: the key's slot is migrating.
@@ -170,6 +174,7 @@ impl ServerErrorKind {
             b"NOAUTH" | b"WRONGPASS" => Self::NoAuth,
             b"NOPERM" => Self::NoPerm,
             b"WRONGTYPE" => Self::WrongType,
+            b"WRONGLIMIT" => Self::WrongLimit,
             b"MOVED" => Self::Moved,
             b"ASK" => Self::Ask,
             b"OOM" => Self::OutOfMemory,
@@ -303,6 +308,15 @@ pub enum ConfigError {
         /// The command it lacks.
         command: NativeCommand,
     },
+    /// A semaphore's limit is 0 or above [`crate::limits::MAX_PERMITS`].
+    BadLimit {
+        /// The limit asked for.
+        limit: u32,
+    },
+    /// A semaphore ([`crate::Lock::semaphore`]) runs on one node with the tagged key layout,
+    /// and is neither reentrant nor fair (each permit is its own lease; fair hand-off of
+    /// permits is not built yet).
+    SemaphoreUnsupported,
     /// A durable lease ([`crate::Durability`]) needs at least one replica and a timeout of at
     /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
     /// quorum of independent primaries is the durability.
@@ -320,6 +334,8 @@ pub enum ScriptedFeature {
     Reentry,
     /// Fair mode ([`crate::LockOptions::fair`]): the queue and the hand-off are scripts.
     Fair,
+    /// A semaphore ([`crate::Lock::semaphore`]): counting live permits is a script.
+    Semaphore,
 }
 
 impl ScriptedFeature {
@@ -330,6 +346,7 @@ impl ScriptedFeature {
             ScriptedFeature::Fencing => "fenced",
             ScriptedFeature::Reentry => "reentrant",
             ScriptedFeature::Fair => "fair",
+            ScriptedFeature::Semaphore => "limit",
         }
     }
 }
@@ -410,6 +427,9 @@ impl fmt::Display for ServerError {
             ServerErrorKind::WrongType => {
                 "; a key of this lock holds another kind of value: pick another name or key prefix, or remove that key"
             }
+            ServerErrorKind::WrongLimit => {
+                "; every client of a semaphore must pass the same limit while any of its permits lives"
+            }
             ServerErrorKind::Moved | ServerErrorKind::Ask => {
                 "; this is a Redis Cluster node for another slot: connect to the node that owns the key"
             }
@@ -474,6 +494,14 @@ impl fmt::Display for ConfigError {
                 crate::drift::Drift::default()
                     .min_ttl()
                     .map_or(1, |min| min.as_millis()),
+            ),
+            ConfigError::BadLimit { limit } => write!(
+                f,
+                "semaphore limit {limit} is out of range: between 1 and {} permits",
+                crate::limits::MAX_PERMITS
+            ),
+            ConfigError::SemaphoreUnsupported => f.write_str(
+                "a semaphore runs on one node with the tagged key layout, and is neither reentrant nor fair",
             ),
             ConfigError::FairUnsupported => f.write_str(
                 "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",
@@ -559,6 +587,10 @@ mod tests {
             (
                 b"WRONGTYPE Operation against a key holding the wrong kind of value",
                 ServerErrorKind::WrongType,
+            ),
+            (
+                b"WRONGLIMIT semaphore permits were taken with limit 3",
+                ServerErrorKind::WrongLimit,
             ),
             (b"MOVED 3999 127.0.0.1:6381", ServerErrorKind::Moved),
             (b"ASK 3999 127.0.0.1:6381", ServerErrorKind::Ask),

@@ -748,15 +748,17 @@ mod tests {
         let sha = |s: &crate::script::Script| {
             alloc::format!("$40\r\n{}\r\n", core::str::from_utf8(&s.sha).unwrap())
         };
-        let replies = [
-            sha(&SCRIPTS[0]),
-            "-NOPERM no\r\n".into(),
-            sha(&SCRIPTS[2]),
-            sha(&SCRIPTS[3]),
-            sha(&SCRIPTS[4]),
-            sha(&SCRIPTS[5]),
-        ]
-        .concat();
+        let replies: alloc::string::String = SCRIPTS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == 1 {
+                    "-NOPERM no\r\n".into()
+                } else {
+                    sha(s)
+                }
+            })
+            .collect();
         h.handle_input(replies.as_bytes(), Instant::ZERO);
         assert_eq!(
             h.poll_outcome().unwrap().unwrap().version,

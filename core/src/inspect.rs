@@ -6,8 +6,13 @@
 //! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
 //! [`verdict`] turns readings into held / free / unknown.
 //!
+//! A name whose key is a semaphore's holders' set ([`Lock::semaphore`]; `GET` answers
+//! `WRONGTYPE`) is read as one: `ZSCAN` for the holders and their limit, then
+//! `PTTL` of each holder's permit key (at most [`crate::MAX_PERMITS`] of them), so the
+//! reading lists the live permits ([`Permits`]); its `holder` is `None`.
+//!
 //! Invariants:
-//! - **Read only.** It sends `GET`, `PTTL` and `ZCARD`, nothing that writes.
+//! - **Read only.** It sends `GET`, `PTTL`, `ZCARD` and `ZSCAN`, nothing that writes.
 //! - **Unknown is never free.** A node that could not be read — unreachable, silent past the
 //!   request timeout, not RESP, a refusal (`NOPERM`, `WRONGTYPE`), a lock key holding no token,
 //!   a fence that is no number — is an `Err`, and [`verdict`] says free only when no token can
@@ -37,6 +42,20 @@ pub struct Reading {
     /// layout that has no queue. It may still count a waiter that died less than a request
     /// timeout ago: the next release or take drops it.
     pub queued: Option<u64>,
+    /// The name is a semaphore ([`Lock::semaphore`]): its live permits and their limit
+    /// (`holder` is then `None`). `None` for a lock.
+    pub permits: Option<Permits>,
+}
+
+/// A semaphore's live permits on one node, as `status` reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permits {
+    /// The limit the permits were taken under.
+    pub limit: u32,
+    /// Each live permit's token and how long its key lives (`None`: no expiry), in token
+    /// order. Holders whose permit key is gone (dead, not yet pruned by an
+    /// acquire) are not listed.
+    pub holders: Vec<(Token, Option<Duration>)>,
 }
 
 /// What every node says, in node order.
@@ -47,7 +66,9 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// The verdict over every node ([`verdict`]).
+    /// The verdict over every node ([`verdict`]). A node holding a semaphore's live
+    /// permits counts as unread: a lock's verdict has no word for "held by several", and a
+    /// held semaphore must never read as free (read [`Reading::permits`] instead).
     #[must_use]
     pub fn verdict(&self) -> Verdict<&Token> {
         verdict(self.nodes.iter().map(|n| match n {
@@ -55,6 +76,10 @@ impl Inspection {
                 holder: Some(token),
                 ..
             }) => Seen::Holder(token),
+            Ok(Reading {
+                permits: Some(permits),
+                ..
+            }) if !permits.holders.is_empty() => Seen::Unread,
             Ok(_) => Seen::Free,
             Err(_) => Seen::Unread,
         }))
@@ -138,12 +163,14 @@ impl Inspect {
         let lock_key = keys.lock().concat();
         let fence_key = keys.fence().concat();
         let queue_key = keys.has_queue().then(|| keys.queue().concat());
+        let permit_prefix = keys.has_queue().then(|| keys.permit_prefix().concat());
         let tasks = servers
             .iter()
             .map(|_| ReadLock {
                 lock_key: lock_key.clone(),
                 fence_key: fence_key.clone(),
                 queue_key: queue_key.clone(),
+                permit_prefix: permit_prefix.clone(),
                 stage: Stage::Holder,
             })
             .collect();
@@ -194,15 +221,84 @@ enum Stage {
         ttl: Option<Duration>,
         fence: Option<u64>,
     },
+    /// `ZSCAN` pages of a semaphore's holders, sent after `GET` said `WRONGTYPE` (that
+    /// refusal is the node's failure should the key be no sorted set either).
+    Holders {
+        refusal: Vec<u8>,
+        seen: Vec<(Token, u32)>,
+    },
+    /// `PTTL` of `pending[0]`'s permit key.
+    PermitTtl {
+        permits: Permits,
+        pending: Vec<Token>,
+    },
+    /// `GET` fence of a semaphore.
+    SemaphoreFence {
+        permits: Permits,
+    },
 }
 
+/// A `ZSCAN` page of a semaphore's holders: the next cursor and each (token, limit).
+type ScanPage = (Vec<u8>, Vec<(Token, u32)>);
+
 /// One node's reading: `GET` lock, `PTTL` lock, `GET` fence, then `ZCARD` queue where the
-/// layout has one.
+/// layout has one; or, for a semaphore, `ZSCAN` holders, `PTTL` of each permit, `GET`
+/// fence.
 struct ReadLock {
     lock_key: Vec<u8>,
     fence_key: Vec<u8>,
     queue_key: Option<Vec<u8>>,
+    /// Where a semaphore's permit keys start (the tagged layout only).
+    permit_prefix: Option<Vec<u8>>,
     stage: Stage,
+}
+
+impl ReadLock {
+    /// The holders' set read (`pending` in reverse: the next is last): the next live-permit
+    /// check, or the fence.
+    fn next_permit(&mut self, permits: Permits, pending: Vec<Token>) -> Step<Reading> {
+        let (Some(prefix), Some(next)) = (&self.permit_prefix, pending.last()) else {
+            self.stage = Stage::SemaphoreFence { permits };
+            return Step::Send(command(&[b"GET", &self.fence_key]));
+        };
+        let key = [prefix.as_slice(), next.as_bytes()].concat();
+        let step = Step::Send(command(&[b"PTTL", &key]));
+        self.stage = Stage::PermitTtl { permits, pending };
+        step
+    }
+
+    /// `ZSCAN key cursor COUNT n`: a page of the holders' set. Not `ZRANGE … WITHSCORES`:
+    /// under RESP3 its scores are doubles, which the decoder does not keep; `ZSCAN` sends
+    /// them as strings under both protocols.
+    fn scan(&self, cursor: &[u8]) -> Step<Reading> {
+        Step::Send(command(&[
+            b"ZSCAN",
+            &self.lock_key,
+            cursor,
+            b"COUNT",
+            b"2048",
+        ]))
+    }
+
+    /// A `ZSCAN` reply: the next cursor and the page's (token, limit) pairs; `None` when it
+    /// is anything else.
+    fn page(reply: Value) -> Option<ScanPage> {
+        let Value::List(outer) = reply else {
+            return None;
+        };
+        let [Value::Text(cursor), Value::List(items)] = outer.as_slice() else {
+            return None;
+        };
+        let mut page = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks(2) {
+            let [Value::Text(member), Value::Text(score)] = pair else {
+                return None;
+            };
+            let score = u32::try_from(parse_u64(score)?).ok()?;
+            page.push((Token::new(member).ok()?, score));
+        }
+        Some((cursor.clone(), page))
+    }
 }
 
 impl Task for ReadLock {
@@ -223,6 +319,15 @@ impl Task for ReadLock {
                             key: self.lock_key.clone(),
                             why: "it holds a string that is not a lock token",
                         });
+                    }
+                    Value::Error(e)
+                        if e.starts_with(b"WRONGTYPE") && self.permit_prefix.is_some() =>
+                    {
+                        self.stage = Stage::Holders {
+                            refusal: e,
+                            seen: Vec::new(),
+                        };
+                        return self.scan(b"0");
                     }
                     other => return Step::Fail(failure(other)),
                 };
@@ -262,6 +367,7 @@ impl Task for ReadLock {
                         ttl,
                         fence,
                         queued: None,
+                        permits: None,
                     }),
                 }
             }
@@ -282,6 +388,76 @@ impl Task for ReadLock {
                     ttl,
                     fence,
                     queued: Some(u64::try_from(count).unwrap_or(0)),
+                    permits: None,
+                })
+            }
+            Stage::Holders { refusal, mut seen } => match Self::page(reply) {
+                // The set holds at most `MAX_PERMITS` tokens after any acquire; a scan that
+                // keeps going past several times that is no semaphore's.
+                Some(_) if seen.len() > 4 * crate::limits::MAX_PERMITS as usize => {
+                    Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply))
+                }
+                Some((cursor, page)) => {
+                    seen.extend(page);
+                    if cursor != b"0" {
+                        let step = self.scan(&cursor);
+                        self.stage = Stage::Holders { refusal, seen };
+                        return step;
+                    }
+                    // Holders of other limits cannot be live together (the acquire refuses
+                    // them): the first is the semaphore's.
+                    let limit = seen.first().map_or(0, |(_, limit)| *limit);
+                    let mut pending: Vec<Token> = seen.into_iter().map(|(t, _)| t).collect();
+                    // A scan may return a member twice.
+                    pending.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                    pending.dedup();
+                    pending.reverse();
+                    let permits = Permits {
+                        limit,
+                        holders: Vec::with_capacity(pending.len()),
+                    };
+                    self.next_permit(permits, pending)
+                }
+                // Not a semaphore's set either: the `GET`'s refusal stands.
+                None => Step::Fail(failure(Value::Error(refusal))),
+            },
+            Stage::PermitTtl {
+                mut permits,
+                mut pending,
+            } => {
+                let Some(token) = pending.pop() else {
+                    return Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply));
+                };
+                match reply {
+                    // Gone: a dead holder an acquire has not pruned yet, not a permit.
+                    Value::Int(-2) => {}
+                    Value::Int(ms) => permits
+                        .holders
+                        .push((token, u64::try_from(ms).ok().map(Duration::from_millis))),
+                    other => return Step::Fail(failure(other)),
+                }
+                self.next_permit(permits, pending)
+            }
+            Stage::SemaphoreFence { permits } => {
+                let fence = match reply {
+                    Value::Nil => None,
+                    Value::Text(t) => match parse_u64(&t) {
+                        Some(fence) => Some(fence),
+                        None => {
+                            return Step::Fail(NodeError::NotALock {
+                                key: self.fence_key.clone(),
+                                why: "the fencing counter is not a number",
+                            });
+                        }
+                    },
+                    other => return Step::Fail(failure(other)),
+                };
+                Step::Done(Reading {
+                    holder: None,
+                    ttl: None,
+                    fence,
+                    queued: None,
+                    permits: Some(permits),
                 })
             }
         }
@@ -348,6 +524,86 @@ mod tests {
     }
 
     #[test]
+    fn a_semaphores_name_is_read_as_its_live_permits() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        inspect.handle_input(0, wrong, t0);
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(
+                0,
+                args(&[b"ZSCAN", b"distlock:{job}", b"0", b"COUNT", b"2048"])
+            )]
+        );
+        let a = b"token-a-0000000001";
+        let b = b"token-b-0000000001";
+        inspect.handle_input(
+            0,
+            b"*2\r\n$1\r\n7\r\n*2\r\n$18\r\ntoken-b-0000000001\r\n$1\r\n3\r\n",
+            t0,
+        );
+        // A page, then the last one (cursor 0).
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(
+                0,
+                args(&[b"ZSCAN", b"distlock:{job}", b"7", b"COUNT", b"2048"])
+            )]
+        );
+        inspect.handle_input(
+            0,
+            b"*2\r\n$1\r\n0\r\n*2\r\n$18\r\ntoken-a-0000000001\r\n$1\r\n3\r\n",
+            t0,
+        );
+        for (key, reply) in [(&a[..], &b":500\r\n"[..]), (&b[..], b":-2\r\n")] {
+            let permit = [&b"distlock:{job}:permit:"[..], key].concat();
+            assert_eq!(
+                sent(&mut inspect, t0),
+                vec![(0, vec![b"PTTL".to_vec(), permit])]
+            );
+            inspect.handle_input(0, reply, t0);
+        }
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"GET", b"distlock:{job}:fence"]))]
+        );
+        inspect.handle_input(0, b"$1\r\n4\r\n", t0);
+        let outcome = inspect.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.verdict(),
+            Verdict::Unknown,
+            "held by several: never free"
+        );
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: Some(4),
+                queued: None,
+                permits: Some(Permits {
+                    limit: 3,
+                    holders: vec![(Token::new(a).unwrap(), Some(Duration::from_millis(500)))],
+                }),
+            })],
+            "b's permit key is gone: a dead holder, not a permit"
+        );
+
+        // A key that is no sorted set either (a user's list): the `GET`'s refusal stands.
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, wrong, t0);
+        let _ = sent(&mut inspect, t0);
+        inspect.handle_input(0, wrong, t0);
+        match &inspect.poll_outcome().unwrap().nodes[..] {
+            [Err(NodeError::Server(e))] => assert_eq!(e.kind, ServerErrorKind::WrongType),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn reads_holder_ttl_and_fence_one_command_at_a_time() {
         let t0 = Instant::from_millis(0);
         let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
@@ -386,6 +642,7 @@ mod tests {
                 ttl: Some(Duration::from_millis(1500)),
                 fence: Some(7),
                 queued: Some(2),
+                permits: None,
             })]
         );
         assert_eq!(
@@ -508,6 +765,7 @@ mod tests {
                 ttl: None,
                 fence: None,
                 queued: None,
+                permits: None,
             })]
         );
     }

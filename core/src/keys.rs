@@ -25,6 +25,14 @@
 //! | `<prefix>{N}:alive:<token>` | exists while that waiter is live (its expiry is the deadline) |
 //! | `<prefix>{N}:wake:<token>` | that waiter's own wake-up list, pushed by the hand-off to it |
 //!
+//! A semaphore ([`crate::Lock::semaphore`], tagged layout only) keeps its holders where a
+//! mutex keeps its token, so a name is either one or the other:
+//!
+//! | key | holds |
+//! |---|---|
+//! | `<prefix>{N}` | the holders' tokens (sorted set, score = the limit they took a permit under) |
+//! | `<prefix>{N}:permit:<token>` | exists while that permit is held (its expiry is the permit's) |
+//!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
 //! lies in the part all four keys share (at the latest, our closing `}`); and a name may not
@@ -239,6 +247,7 @@ enum Role {
     Queue,
     Wake,
     Alive,
+    Permit,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -338,6 +347,13 @@ impl Keys {
     pub fn alive_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::Alive)
     }
+
+    /// A semaphore's permit keys: this prefix followed by the permit's token; the key exists
+    /// while the permit is held, and its expiry is the permit's (see [`crate::Lock::semaphore`]).
+    #[must_use]
+    pub fn permit_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::Permit)
+    }
 }
 
 impl Role {
@@ -351,6 +367,7 @@ impl Role {
             Role::Queue => b":queue",
             Role::Wake => b":wake:",
             Role::Alive => b":alive:",
+            Role::Permit => b":permit:",
         }
     }
 
@@ -364,6 +381,7 @@ impl Role {
             Role::Queue => b"}:queue",
             Role::Wake => b"}:wake:",
             Role::Alive => b"}:alive:",
+            Role::Permit => b"}:permit:",
         }
     }
 }

@@ -21,6 +21,9 @@
 //! - **Operations**: [`Acquire`], [`Release`], [`Extend`] are [`Machine`]s over up to `N`
 //!   nodes; the driver loop, the same for every driver, is on [`Machine`]. An acquire yields a
 //!   [`Lease`]; errors are [`Error`] (operations) and [`ConfigError`] (bad input).
+//! - **Semaphores**: [`Lock::semaphore`] builds a counting semaphore of up to
+//!   [`MAX_PERMITS`] permits; the same machines take, renew and release a permit, each a
+//!   [`Lease`] of its own, reclaimed at its expiry when its holder dies.
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -112,6 +115,7 @@ mod retry;
 pub mod script;
 #[cfg(not(feature = "fuzzing"))]
 mod script;
+mod semaphore;
 mod sentinel;
 mod server;
 mod session;
@@ -137,12 +141,14 @@ pub use error::{
 };
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
-pub use inspect::{Inspect, Inspection, Reading, Seen, Verdict, is_majority, verdict};
+pub use inspect::{Inspect, Inspection, Permits, Reading, Seen, Verdict, is_majority, verdict};
 pub use keys::{
     DEFAULT_PREFIX, KeyLayout, KeyRole, Keys, LockName, PYTHON_REDIS_LOCK_PREFIX, REDIS_PY_PREFIX,
     RESET_SCAN_COUNT, RESET_WALK_LIMIT, Token,
 };
-pub use limits::{MAX_NAME_LEN, MAX_NODES, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN};
+pub use limits::{
+    MAX_NAME_LEN, MAX_NODES, MAX_PERMITS, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN,
+};
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Lease, Lock, LockOptions, Scripts, quorum};
 pub use machine::{Machine, Operation};

@@ -24,3 +24,9 @@ pub const MAX_PREFIX_LEN: usize = 64;
 pub const MIN_TOKEN_LEN: usize = 16;
 /// The longest token accepted.
 pub const MAX_TOKEN_LEN: usize = 64;
+
+/// The largest permit count of a semaphore ([`crate::Lock::semaphore`]). Every acquire of a
+/// semaphore reads each holder's permit key in one script (that is what makes reclaim exact:
+/// a dead holder's permit stops counting the moment its key expires), so a script runs
+/// O(limit) commands while it blocks the server; 1024 keeps that well under a millisecond.
+pub const MAX_PERMITS: u32 = 1024;

@@ -321,12 +321,22 @@ impl<const N: usize> Links<N> {
 /// Under [`Scripts::Never`] nothing is a script: the options were checked to need none
 /// ([`LockOptions::validate`]) and the known servers to have the native commands (the
 /// machine's constructor), and `scripts_only` is never set.
+///
+/// Every request of a semaphore (`semaphore`) but the wait is one of its scripts
+/// ([`crate::Lock::semaphore`] refuses [`Scripts::Never`]).
 pub(crate) fn encoding(
     request: Request,
     options: &LockOptions,
     server: &ServerInfo,
     scripts_only: bool,
+    semaphore: bool,
 ) -> Encoding {
+    if semaphore {
+        return match request {
+            Request::Wait(_) => Encoding::Command,
+            _ => Encoding::Script,
+        };
+    }
     let native_allowed = !options.reentrant && !scripts_only;
     if options.scripts == Scripts::Never {
         // A server not known yet (its node was down when the machine was built) gets the
@@ -355,7 +365,13 @@ pub(crate) fn encoding(
 
 impl Link {
     fn encoding_for(&self, request: Request, lock: &Lock) -> Encoding {
-        encoding(request, lock.options(), &self.server, self.scripts_only)
+        encoding(
+            request,
+            lock.options(),
+            &self.server,
+            self.scripts_only,
+            lock.limit().is_some(),
+        )
     }
 
     /// Gives up on the request in flight; its missing replies become stale.

@@ -96,8 +96,10 @@ impl Default for LockOptions {
 /// A named lock with checked options: what every machine is built from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lock {
-    keys: Keys,
-    options: LockOptions,
+    pub(crate) keys: Keys,
+    pub(crate) options: LockOptions,
+    /// `Some(n)`: a semaphore of `n` permits ([`Lock::semaphore`]); `None`: a mutex.
+    pub(crate) limit: Option<u32>,
 }
 
 impl Lock {
@@ -111,6 +113,7 @@ impl Lock {
         Ok(Lock {
             keys: Keys::new(layout, name),
             options,
+            limit: None,
         })
     }
 
@@ -136,6 +139,7 @@ impl Lock {
         Ok(Lock {
             keys: self.keys.clone(),
             options,
+            limit: self.limit,
         })
     }
 
@@ -150,6 +154,7 @@ impl Lock {
         Ok(Lock {
             keys: self.keys.clone(),
             options,
+            limit: self.limit,
         })
     }
 

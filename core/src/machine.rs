@@ -39,6 +39,10 @@ impl<const N: usize> Context<N> {
         if lock.options().fair && servers.len() > 1 {
             return Err(ConfigError::FairUnsupported);
         }
+        // The same for a semaphore's count of live permits (see `crate::semaphore`).
+        if lock.limit().is_some() && servers.len() > 1 {
+            return Err(ConfigError::SemaphoreUnsupported);
+        }
         // A scriptless lock refuses up front a server known to lack a native command (one
         // not known yet is asked, and its reply tells).
         if lock.options().scripts == Scripts::Never {

@@ -8,7 +8,9 @@
 //! one exception, fair mode's per-waiter keys: [`FAIR_ACQUIRE`] and [`FAIR_RELEASE`] build
 //! `<prefix>{N}:wake:<token>` and `<prefix>{N}:alive:<token>` by appending a waiter's token to
 //! a prefix passed in `KEYS`. The prefix carries the lock's hash tag, so those keys are in the
-//! same slot and a Cluster routes the script right;
+//! same slot and a Cluster routes the script right — and the semaphore's permit keys,
+//! `<prefix>{N}:permit:<token>`, built the same way by [`SEMAPHORE_ACQUIRE`],
+//! [`SEMAPHORE_RELEASE`] and [`SEMAPHORE_EXTEND`];
 //! each returns integers or a flat array of integers, so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
@@ -18,8 +20,8 @@
 /// A script's name, text and digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Script {
-    /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire` or
-    /// `fair-release`.
+    /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire`,
+    /// `fair-release`, `semaphore-acquire`, `semaphore-release` or `semaphore-extend`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -265,6 +267,100 @@ return result
     *b"2f86e761e7de7dc938e68693f174fa896165a09f",
 );
 
+/// Semaphore acquire: take one of `limit` permits (see [`crate::Lock::semaphore`]).
+///
+/// `KEYS`: holders (the name's own key, a sorted set), fence, permit prefix. `ARGV`: this
+/// attempt's token, ttl ms, limit, fenced (`1`/`0`).
+///
+/// Refuses a name whose key is no sorted set (a mutex holds it) with `WRONGTYPE`. Then reads
+/// every holder's permit key: a holder whose key is gone (released, or expired: a dead holder)
+/// leaves the set here, so a permit is reclaimed the moment its key expires, with no server
+/// clock; a live holder that took its permit under another limit refuses the call with
+/// `WRONGLIMIT`. With fewer than `limit` live holders the token takes a permit: its permit key
+/// is set for ttl, it joins the set (score: the limit), and the set lives at least as long as
+/// every permit key (so no live permit ever goes uncounted). Returns `{1, fence}` when taken
+/// (fence 0 when not fenced), or `{0, pttl}` with the soonest-expiring live permit's PTTL.
+/// The set holds at most `limit` tokens after any acquire, so a call is O(limit).
+pub const SEMAPHORE_ACQUIRE: Script = Script::new(
+    "semaphore-acquire",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a semaphore')
+end
+local ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live, soonest = 0, -1
+for i = 1, #members, 2 do
+ local left = redis.call('PTTL', KEYS[3] .. members[i])
+ if left == -2 then
+  redis.call('ZREM', KEYS[1], members[i])
+ else
+  if tonumber(members[i + 1]) ~= limit then
+   return redis.error_reply('WRONGLIMIT semaphore permits were taken with limit ' .. members[i + 1])
+  end
+  live = live + 1
+  if left >= 0 and (soonest < 0 or left < soonest) then soonest = left end
+ end
+end
+if live >= limit then return {0, soonest} end
+local fence = 0
+if ARGV[4] == '1' then fence = redis.call('INCR', KEYS[2]) end
+redis.call('SET', KEYS[3] .. ARGV[1], 1, 'PX', ttl)
+redis.call('ZADD', KEYS[1], limit, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, fence}
+",
+    *b"6b211205ee7e67a859888560432e5f61d24a4aa7",
+);
+
+/// Semaphore release: give one permit back and wake one waiter.
+///
+/// `KEYS`: holders, permit prefix, signal. `ARGV`: token, signal ttl ms (`0`: no signal),
+/// limit. The token leaves the set and its permit key is deleted; when the key existed, one
+/// `1` is pushed to the wake-up list, which is kept at most `limit` long: each release wakes
+/// one waiter (not a herd), and releases that come faster than waiters wake are not lost.
+/// Returns -1 when the token held no permit, 0 when released. `WRONGTYPE` on a mutex name.
+pub const SEMAPHORE_RELEASE: Script = Script::new(
+    "semaphore-release",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a semaphore')
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('DEL', KEYS[2] .. ARGV[1]) == 0 then return -1 end
+if ARGV[2] ~= '0' then
+ redis.call('LPUSH', KEYS[3], 1)
+ redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+ redis.call('PEXPIRE', KEYS[3], ARGV[2])
+end
+return 0
+",
+    *b"e00310fa320d3306f6624d5457d2706c3cbb3243",
+);
+
+/// Semaphore extend: compare-and-extend of one permit.
+///
+/// `KEYS`: holders, permit prefix. `ARGV`: token, ttl ms. Extends the token's permit key to
+/// ttl when the token is a holder and its key exists, and keeps the set alive at least as
+/// long. Returns 1 when extended, 0 when the token holds no permit. `WRONGTYPE` on a mutex
+/// name.
+pub const SEMAPHORE_EXTEND: Script = Script::new(
+    "semaphore-extend",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a semaphore')
+end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('PEXPIRE', KEYS[2] .. ARGV[1], ARGV[2]) == 0 then
+ redis.call('ZREM', KEYS[1], ARGV[1])
+ return 0
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+",
+    *b"61c4cb2c34db782dc616f7b0ace99eca3c011fcb",
+);
+
 /// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue), for `reset`: `1`
 /// deleted, `0` no such key, else the key's type (left alone). One script, so the check and
 /// the delete are one step on the node. Sent by source (`EVAL`): an operator command, not a
@@ -276,13 +372,16 @@ return t";
 
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 6] = [
+pub const SCRIPTS: [Script; 9] = [
     ACQUIRE,
     RELEASE,
     EXTEND,
     RAISE_FENCE,
     FAIR_ACQUIRE,
     FAIR_RELEASE,
+    SEMAPHORE_ACQUIRE,
+    SEMAPHORE_RELEASE,
+    SEMAPHORE_EXTEND,
 ];
 
 #[cfg(test)]

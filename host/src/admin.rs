@@ -50,11 +50,22 @@ pub enum NodeStatus {
         fence: Option<u64>,
         /// Fair mode's queued waiters; `None` under a key layout without a queue.
         queued: Option<u64>,
+        /// The name is a semaphore: its live permits (`holder` is then `None`).
+        permits: Option<Permits>,
     },
     /// The node could not be read: unreachable, timed out, a reply that is not RESP, a
     /// refusal (`NOPERM`, `WRONGTYPE`), or a lock key holding something that is no token.
     /// What failed, as text. Such a node says nothing about the lock: it is not free.
     Unreachable(String),
+}
+
+/// A semaphore's live permits on one node ([`Client::semaphore`](crate::Client::semaphore)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permits {
+    /// The limit the permits were taken under.
+    pub limit: u32,
+    /// Each live permit's token and how long its key lives.
+    pub holders: Vec<(String, Option<Duration>)>,
 }
 
 /// What a [`Status`] says about the lock as a whole.
@@ -71,13 +82,18 @@ pub enum Verdict<'a> {
 impl Status {
     /// The verdict: held by a token on a majority, free when no token can have a majority
     /// even if every unread node had it, unknown otherwise (the core's
-    /// [`distlock_core::verdict`]).
+    /// [`distlock_core::verdict`]). A semaphore with live permits is unknown here, never
+    /// free: its holders are in [`Status::permits`].
     #[must_use]
     pub fn verdict(&self) -> Verdict<'_> {
         let seen = self.nodes.iter().map(|n| match n {
             NodeStatus::Answered {
                 holder: Some(h), ..
             } => Seen::Holder(h.as_str()),
+            // A held semaphore is never "free" (see `Status::permits` for its holders).
+            NodeStatus::Answered {
+                permits: Some(p), ..
+            } if !p.holders.is_empty() => Seen::Unread,
             NodeStatus::Answered { holder: None, .. } => Seen::Free,
             NodeStatus::Unreachable(_) => Seen::Unread,
         });
@@ -104,9 +120,33 @@ impl Status {
         distlock_core::is_majority(self.unreadable(), self.nodes.len())
     }
 
+    /// The name's permits when it is a semaphore (the first node that read them; a
+    /// semaphore runs on one node).
+    #[must_use]
+    pub fn permits(&self) -> Option<&Permits> {
+        self.nodes.iter().find_map(|n| match n {
+            NodeStatus::Answered {
+                permits: Some(p), ..
+            } => Some(p),
+            _ => None,
+        })
+    }
+
     /// A readable summary: the verdict, then one line per node.
     #[must_use]
     pub fn describe(&self) -> String {
+        if let Some(permits) = self.permits() {
+            let mut out = format!(
+                "semaphore: {} of {} permits held\n",
+                permits.holders.len(),
+                permits.limit
+            );
+            for (token, ttl) in &permits.holders {
+                let ttl = ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
+                out.push_str(&format!("  {token} ttl {ttl}\n"));
+            }
+            return out;
+        }
         let mut out = match self.verdict() {
             Verdict::Held(holder) => format!("held by {holder}\n"),
             Verdict::Free => "not held\n".to_owned(),
@@ -124,6 +164,7 @@ impl Status {
                     ttl,
                     fence,
                     queued,
+                    ..
                 } => format!(
                     "node {i} ({endpoint}): {} ttl {} fence {}{}",
                     holder.as_deref().unwrap_or("free"),
@@ -145,8 +186,9 @@ impl Status {
     }
 
     /// The status as JSON: `state` is `held`, `free` or `unknown`; each node has either
-    /// `holder`, `ttl_ms`, `fence` and `queued` (fair mode's waiters; null without a queue),
-    /// or `error`.
+    /// `holder`, `ttl_ms`, `fence`, `queued` (fair mode's waiters; null without a queue) and
+    /// `permits` (a semaphore's `limit` and `holders`, each `token` and `ttl_ms`; null for a
+    /// lock), or `error`.
     #[must_use]
     pub fn to_json(&self, name: &str) -> serde_json::Value {
         let nodes: Vec<serde_json::Value> = self
@@ -161,10 +203,17 @@ impl Status {
                         ttl,
                         fence,
                         queued,
+                        permits,
                     } => serde_json::json!({
                         "endpoint": endpoint, "holder": holder,
                         "ttl_ms": ttl.map(|t| t.as_millis() as u64), "fence": fence,
                         "queued": queued,
+                        "permits": permits.as_ref().map(|p| serde_json::json!({
+                            "limit": p.limit,
+                            "holders": p.holders.iter().map(|(token, ttl)| serde_json::json!({
+                                "token": token, "ttl_ms": ttl.map(|t| t.as_millis() as u64),
+                            })).collect::<Vec<_>>(),
+                        })),
                     }),
                     NodeStatus::Unreachable(e) => {
                         serde_json::json!({ "endpoint": endpoint, "error": e })
@@ -172,10 +221,11 @@ impl Status {
                 }
             })
             .collect();
-        let state = match self.verdict() {
-            Verdict::Held(_) => "held",
-            Verdict::Free => "free",
-            Verdict::Unknown => "unknown",
+        let state = match (self.permits(), self.verdict()) {
+            (Some(p), _) if !p.holders.is_empty() => "held",
+            (_, Verdict::Held(_)) => "held",
+            (_, Verdict::Free) => "free",
+            (_, Verdict::Unknown) => "unknown",
         };
         serde_json::json!({
             "name": name, "state": state, "holder": self.holder(),
@@ -308,6 +358,14 @@ fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
                 ttl: reading.ttl.map(to_std),
                 fence: reading.fence,
                 queued: reading.queued,
+                permits: reading.permits.map(|p| Permits {
+                    limit: p.limit,
+                    holders: p
+                        .holders
+                        .into_iter()
+                        .map(|(token, ttl)| (token.as_str().to_owned(), ttl.map(to_std)))
+                        .collect(),
+                }),
             },
             Err(e) => NodeStatus::Unreachable(e.to_string()),
         })
@@ -470,6 +528,7 @@ mod tests {
             ttl: None,
             fence: None,
             queued: None,
+            permits: None,
         }
     }
 

@@ -101,6 +101,14 @@ impl Client {
         }
     }
 
+    /// See [`crate::Client::semaphore`].
+    pub fn semaphore(&self, name: impl AsRef<[u8]>, limit: u32) -> LockBuilder {
+        LockBuilder {
+            runtime: Arc::clone(&self.runtime),
+            inner: self.inner.semaphore(name, limit),
+        }
+    }
+
     /// See [`crate::Client::release`].
     pub fn release(&self, name: impl AsRef<[u8]>, token: &str) -> Result<Released, Error> {
         self.runtime

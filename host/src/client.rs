@@ -195,6 +195,33 @@ impl Client {
             wait: Duration::ZERO,
             auto_renew: false,
             token: None,
+            limit: None,
+        }
+    }
+
+    /// Starts building an acquire of one of `limit` permits of the semaphore `name`: at most
+    /// `limit` guards of that name are held at once, each a lease of its own (token, TTL,
+    /// renewal, release), and a holder that dies frees its permit when its TTL runs out.
+    /// Every client of the name must pass the same limit while any permit lives (else
+    /// [`distlock_core::ServerErrorKind::WrongLimit`]), and a name is either a lock or a
+    /// semaphore ([`distlock_core::ServerErrorKind::WrongType`]). One node and the tagged
+    /// key layout; `limit` in `1..=`[`distlock_core::MAX_PERMITS`] (else the acquire fails
+    /// with [`ConfigError::BadLimit`] or [`ConfigError::SemaphoreUnsupported`] before
+    /// anything is sent). See "Semaphores" in the README.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// use std::time::Duration;
+    /// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+    /// let permit = client.semaphore("encoders", 4).ttl(Duration::from_secs(30)).auto_renew(true).wait(Duration::from_secs(60)).acquire().await?;
+    /// // … at most four of these sections run at once …
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn semaphore(&self, name: impl AsRef<[u8]>, limit: u32) -> LockBuilder {
+        LockBuilder {
+            limit: Some(limit),
+            ..self.lock(name)
         }
     }
 
@@ -233,6 +260,43 @@ impl Client {
         self.release_lock(&lock, token).await
     }
 
+    /// Gives back the permit `token` holds of the semaphore `name` of `limit` permits
+    /// (printed by [`Guard::token`](crate::Guard::token), possibly in another process), and
+    /// wakes one waiter.
+    pub async fn release_permit(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        limit: u32,
+    ) -> Result<Released, Error> {
+        let options = LockOptions {
+            scripts: self.scripts,
+            ..LockOptions::default()
+        };
+        let lock = self.lock_spec_of(name.as_ref(), options, Some(limit))?;
+        let token = Token::new(token.as_bytes())?;
+        self.release_lock(&lock, token).await
+    }
+
+    /// Extends the permit `token` holds of the semaphore `name` of `limit` permits to `ttl`
+    /// from now.
+    pub async fn extend_permit(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Extended, Error> {
+        let options = LockOptions {
+            ttl: from_std(ttl),
+            scripts: self.scripts,
+            ..LockOptions::default()
+        };
+        let lock = self.lock_spec_of(name.as_ref(), options, Some(limit))?;
+        let token = Token::new(token.as_bytes())?;
+        self.extend_lock(&lock, token).await
+    }
+
     /// Extends `name` held by `token` to `ttl` from now.
     pub async fn extend(
         &self,
@@ -253,7 +317,21 @@ impl Client {
     }
 
     pub(crate) fn lock_spec(&self, name: &[u8], options: LockOptions) -> Result<Lock, Error> {
-        let lock = Lock::new((*self.layout).clone(), name, options)?;
+        self.lock_spec_of(name, options, None)
+    }
+
+    /// [`Client::lock_spec`] of a lock (`limit` `None`) or of a semaphore of `limit` permits.
+    pub(crate) fn lock_spec_of(
+        &self,
+        name: &[u8],
+        options: LockOptions,
+        limit: Option<u32>,
+    ) -> Result<Lock, Error> {
+        let layout = (*self.layout).clone();
+        let lock = match limit {
+            None => Lock::new(layout, name, options)?,
+            Some(limit) => Lock::semaphore(layout, name, limit, options)?,
+        };
         if self.pool.has_cluster() {
             // A cluster runs a lock's scripts only when all its keys share one slot.
             distlock_core::lock_slot(lock.keys())?;
@@ -442,6 +520,8 @@ pub struct LockBuilder {
     pub(crate) wait: Duration,
     pub(crate) auto_renew: bool,
     pub(crate) token: Option<String>,
+    /// `Some(n)`: one permit of a semaphore of `n` ([`Client::semaphore`]).
+    pub(crate) limit: Option<u32>,
 }
 
 impl LockBuilder {
@@ -501,6 +581,13 @@ impl LockBuilder {
     /// Renew the lease in the background while the guard lives (every third of the TTL).
     pub fn auto_renew(mut self, on: bool) -> Self {
         self.auto_renew = on;
+        self
+    }
+
+    /// Take one of `limit` permits of a semaphore of this name instead of the lock (see
+    /// [`Client::semaphore`]); `None`: the lock.
+    pub fn limit(mut self, limit: Option<u32>) -> Self {
+        self.limit = limit;
         self
     }
 

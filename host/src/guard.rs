@@ -66,7 +66,9 @@ impl LockBuilder {
         wait: Duration,
         cancel: crate::drive::Cancel<'_>,
     ) -> Result<Guard, Error> {
-        let lock = self.client.lock_spec(&self.name, self.options)?;
+        let lock = self
+            .client
+            .lock_spec_of(&self.name, self.options, self.limit)?;
         let token = match &self.token {
             Some(t) => Token::new(t.as_bytes())?,
             None => Token::from_entropy(random_bytes()),

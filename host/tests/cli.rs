@@ -554,7 +554,8 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 /// `distlock bench` against a given server: every row comes with the floor measured in the
 /// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
 /// counter, and, with the component feature, the guest path beside the native one; with
-/// `--fair`, A and B also in fair mode, in the same slices.
+/// `--fair`, A and B also in fair mode, in the same slices; S's permits never more than its
+/// limit at once.
 #[test]
 fn bench_reports_each_scenario_against_its_floor() {
     require_redis!();
@@ -590,10 +591,12 @@ fn bench_reports_each_scenario_against_its_floor() {
         &["fair"]
     };
     // A, B, C at 1/4/16 clients; D is skipped with one --redis URL. B also has its polling
-    // baseline (wake-up signals off); A and B have their fair rows.
+    // baseline (wake-up signals off), C its raw clients at each count; A and B have their fair
+    // rows. S (a semaphore of 4, at 4 and 16 clients) has the native path only: the component
+    // has no semaphores yet.
     assert_eq!(
         rows.len(),
-        5 * paths.len() + 2 * fair_paths.len() + 1,
+        5 * paths.len() + 2 * fair_paths.len() + 1 + 3 + 2,
         "{}",
         show(&out)
     );
@@ -601,12 +604,22 @@ fn bench_reports_each_scenario_against_its_floor() {
         let scenario = row["scenario"].as_str().expect("scenario");
         let path = row["path"].as_str().expect("path");
         let a_or_b = scenario.starts_with("A:") || scenario.starts_with("B:");
-        assert!(
-            paths.contains(&path)
-                || (path == "polling" && scenario.starts_with("B:"))
-                || (fair_paths.contains(&path) && a_or_b),
-            "{row}"
-        );
+        if scenario.starts_with("S:") {
+            assert_eq!(path, "native", "{row}");
+            assert_eq!(
+                row["overlaps"].as_u64(),
+                Some(0),
+                "never more than 4: {row}"
+            );
+        } else {
+            assert!(
+                paths.contains(&path)
+                    || (path == "polling" && scenario.starts_with("B:"))
+                    || (path == "raw" && scenario.starts_with("C:"))
+                    || (fair_paths.contains(&path) && a_or_b),
+                "{row}"
+            );
+        }
         assert!(
             row["floor_ops_per_sec"].as_f64().expect("floor") > 0.0,
             "{row}"

@@ -16,9 +16,10 @@
 //! - The commands the core sends: `SET` (`NX`, `XX`, `IFEQ`, `GET`, `PX`, `EX`, `KEEPTTL`),
 //!   `GET`, `PTTL`, `DEL`, `DELIFEQ`, `DELEX … IFEQ|IFNE`, `INCR`, `DECR`, `LPUSH`, `LTRIM`,
 //!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
-//!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`. Anything else is
+//!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
+//!   `ZCARD`, `TYPE` and `ZSCAN` (the whole set in one page). Anything else is
 //!   `-ERR unknown command`.
-//! - Scripts: the model has no Lua. It recognises the core's six scripts
+//! - Scripts: the model has no Lua. It recognises the core's nine scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
@@ -82,11 +83,14 @@
 extern crate alloc;
 
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::ToString;
 use alloc::vec::Vec;
 
 use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
 use distlock_core::{Protocol, SCRIPTS, Script};
+
+mod semaphore;
 
 /// Which server the model claims to be; decides the commands it has (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +193,11 @@ pub struct ModelFaults {
     /// The fair release wakes the queue's head without setting the lock to its token: a
     /// wake-up before the hand-off.
     pub wake_before_handoff: bool,
+    /// The semaphore acquire counts every holder in its set, dead ones too (no pruning): a
+    /// crashed holder's permit is never reclaimed.
+    pub semaphore_counts_dead_holders: bool,
+    /// The semaphore acquire takes a permit whatever the count: no limit at all.
+    pub semaphore_ignores_limit: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -249,17 +258,23 @@ enum Known {
     RaiseFence,
     FairAcquire,
     FairRelease,
+    SemaphoreAcquire,
+    SemaphoreRelease,
+    SemaphoreExtend,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 6] = [
+static KNOWN: [(Known, Script); 9] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
     (Known::RaiseFence, SCRIPTS[3]),
     (Known::FairAcquire, SCRIPTS[4]),
     (Known::FairRelease, SCRIPTS[5]),
+    (Known::SemaphoreAcquire, SCRIPTS[6]),
+    (Known::SemaphoreRelease, SCRIPTS[7]),
+    (Known::SemaphoreExtend, SCRIPTS[8]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -284,6 +299,9 @@ impl Known {
             Known::RaiseFence => 3,
             Known::FairAcquire => 4,
             Known::FairRelease => 5,
+            Known::SemaphoreAcquire => 6,
+            Known::SemaphoreRelease => 7,
+            Known::SemaphoreExtend => 8,
         }
     }
 
@@ -370,7 +388,7 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 6],
+    scripts: [bool; 9],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -411,7 +429,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 6];
+        self.scripts = [false; 9];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -669,6 +687,35 @@ impl ModelNode {
                 Some(Value::ZSet(members)) => w.int(as_i64(members.len())),
                 Some(_) => return Err(Fail::wrong_type()),
             },
+            Command::Zscan => {
+                // `ZSCAN key cursor [COUNT n]`, what `status` reads a semaphore's holders
+                // with: the whole set in one page (cursor 0 then), scores as strings.
+                if parse_i64(arg(args, 1)).is_none() {
+                    return Err(Fail::new(b"ERR invalid cursor"));
+                }
+                match args.get(2..) {
+                    Some([]) | None => {}
+                    Some([word, n]) if word.eq_ignore_ascii_case(b"COUNT") => {
+                        if parse_i64(n).is_none_or(|n| n < 1) {
+                            return Err(Fail::syntax());
+                        }
+                    }
+                    Some(_) => return Err(Fail::syntax()),
+                }
+                let members: Vec<(i64, Vec<u8>)> =
+                    match self.live(arg(args, 0), now).map(|e| &e.value) {
+                        None => Vec::new(),
+                        Some(Value::ZSet(members)) => members.clone(),
+                        Some(_) => return Err(Fail::wrong_type()),
+                    };
+                w.array(2);
+                w.bulk(b"0");
+                w.array(members.len() * 2);
+                for (score, member) in members {
+                    w.bulk(&member);
+                    w.bulk(score.to_string().as_bytes());
+                }
+            }
             Command::Type => {
                 let kind: &[u8] = match self.live(arg(args, 0), now).map(|e| &e.value) {
                     None => b"none",
@@ -1238,6 +1285,9 @@ impl ModelNode {
             }
             Known::FairAcquire => self.fair_acquire(keys, argv, now),
             Known::FairRelease => self.fair_release(keys, argv, now),
+            Known::SemaphoreAcquire => self.semaphore_acquire(keys, argv, now),
+            Known::SemaphoreRelease => self.semaphore_release(keys, argv, now),
+            Known::SemaphoreExtend => self.semaphore_extend(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -1832,12 +1882,13 @@ enum Command {
     Ping,
     Quit,
     Zcard,
+    Zscan,
     Type,
 }
 
 impl Command {
     fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
-        const TABLE: [(&[u8], Command); 24] = [
+        const TABLE: [(&[u8], Command); 25] = [
             (b"GET", Command::Get),
             (b"SET", Command::Set),
             (b"PTTL", Command::Pttl),
@@ -1861,6 +1912,7 @@ impl Command {
             (b"PING", Command::Ping),
             (b"QUIT", Command::Quit),
             (b"ZCARD", Command::Zcard),
+            (b"ZSCAN", Command::Zscan),
             (b"TYPE", Command::Type),
         ];
         let command = TABLE
@@ -1893,6 +1945,7 @@ impl Command {
             Command::Lpush | Command::Pexpire | Command::Blpop | Command::Eval => n >= 2,
             Command::EvalSha => n >= 2,
             Command::Ltrim => n == 3,
+            Command::Zscan => n == 2 || n == 4,
             Command::Hello | Command::Info | Command::Ping | Command::Quit => true,
         }
     }
@@ -2404,6 +2457,9 @@ mod tests {
                 (Known::RaiseFence, "raise-fence"),
                 (Known::FairAcquire, "fair-acquire"),
                 (Known::FairRelease, "fair-release"),
+                (Known::SemaphoreAcquire, "semaphore-acquire"),
+                (Known::SemaphoreRelease, "semaphore-release"),
+                (Known::SemaphoreExtend, "semaphore-extend"),
             ]
         );
     }

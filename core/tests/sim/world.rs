@@ -464,6 +464,7 @@ impl World {
             extend_ignores_token: p.variant == Variant::BrokenExtend,
             handoff_ignores_liveness: p.variant == Variant::HandoffWithoutLiveness,
             wake_before_handoff: p.variant == Variant::WakeBeforeHandoff,
+            ..ModelFaults::default()
         };
         let nodes: Vec<Node> = (0..p.nodes)
             .map(|_| {

@@ -23,6 +23,8 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -68,9 +70,10 @@ pub(crate) struct BenchResult {
     /// The floor's p50 (one SET + EVALSHA pair) in those slices, µs.
     pub(crate) floor_p50_us: u64,
     /// `ops_per_sec / floor_ops_per_sec`, for the scenarios whose operation is the floor's
-    /// pair (A, C, D).
+    /// pair (A, C, D, and S's acquire + release of a permit).
     pub(crate) ratio_to_floor: Option<f64>,
-    /// B: times a worker found another inside the critical section (must be 0).
+    /// B: times a worker found another inside the critical section; S: times a client found
+    /// the limit's worth of holders inside already (must be 0).
     pub(crate) overlaps: Option<u64>,
     /// B: whether the racy shared counter equals the acquisitions (it cannot with overlaps).
     pub(crate) counter_exact: Option<bool>,
@@ -87,7 +90,7 @@ pub(crate) struct BenchResult {
 /// What `distlock bench` runs.
 #[derive(Debug, Clone)]
 pub(crate) struct BenchOptions {
-    /// a, b, c, d or all.
+    /// a, b, c, d, s or all.
     pub(crate) scenario: String,
     /// How long each scenario's measured slices add up to (per path).
     pub(crate) duration: Duration,
@@ -113,6 +116,13 @@ pub(crate) fn lock_options() -> LockOptions {
         ..LockOptions::default()
     }
 }
+
+/// Scenario S's semaphore size.
+const SEMAPHORE_PERMITS: u32 = 4;
+
+/// How long a scenario S client waits for a permit: far beyond any hand-off, so a bench
+/// that fails to get one is a stuck semaphore, reported as an error.
+const SEMAPHORE_WAIT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` the bench started on a free loopback port; stopped on drop.
 pub(crate) struct LocalRedis {
@@ -391,6 +401,10 @@ pub(crate) struct Load {
     pub(crate) tag: &'static str,
     /// How the lock behaves.
     pub(crate) lock: LockOptions,
+    /// `Some(n)`: each name is a semaphore of `n` permits; every client acquires one
+    /// (waiting for it), releases it at once, and counts the holders inside: more than `n`
+    /// at once is an overlap (must be 0). The guest path has no semaphores yet.
+    pub(crate) limit: Option<u32>,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -604,15 +618,17 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
         sample.overlaps = report.overlaps;
         return Ok(sample);
     }
+    let inside = Arc::new(AtomicU32::new(0));
     if load.clients == 1 {
         // Inline, as the floor runs: no task hop to compare against it.
-        return native_client(client, load, 0, duration).await;
+        return native_client(client, load, 0, duration, &inside).await;
     }
     let mut tasks = Vec::new();
     for worker in 0..load.clients as u64 {
         let client = client.clone();
+        let inside = Arc::clone(&inside);
         tasks.push(tokio::spawn(async move {
-            native_client(&client, load, worker, duration).await
+            native_client(&client, load, worker, duration, &inside).await
         }));
     }
     let mut total = Sample::new();
@@ -626,11 +642,14 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
     Ok(total)
 }
 
+/// One client's acquire + release pairs; `inside` counts a semaphore's holders in this
+/// process (see [`Load::limit`]).
 async fn native_client(
     client: &Client,
     load: Load,
     worker: u64,
     duration: Duration,
+    inside: &AtomicU32,
 ) -> Result<Sample, Error> {
     let mut sample = Sample::new();
     let mut draw = worker;
@@ -638,6 +657,23 @@ async fn native_client(
     while started.elapsed() < duration {
         let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
         let t = Instant::now();
+        if let Some(limit) = load.limit {
+            let permit = client
+                .semaphore(&name, limit)
+                .options(load.lock)
+                .wait(SEMAPHORE_WAIT)
+                .acquire()
+                .await?;
+            if inside.fetch_add(1, Ordering::SeqCst) >= limit {
+                sample.overlaps += 1;
+            }
+            // Out before the release: the next holder can only come in after it.
+            inside.fetch_sub(1, Ordering::SeqCst);
+            permit.release().await?;
+            sample.record(t.elapsed());
+            sample.ops += 1;
+            continue;
+        }
         match client.lock(&name).options(load.lock).try_acquire().await {
             Ok(guard) => {
                 guard.release().await?;
@@ -757,7 +793,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             workloads.push(Workload::Raw(RawLoad::connect(&urls[0], load).await?));
         }
         #[cfg(feature = "component")]
-        if let Some(guests) = &guests {
+        if let Some(guests) = guests.as_ref().filter(|_| load.limit.is_none()) {
             workloads.push(Workload::Guest(guests.load(urls, load).await?));
             if fair {
                 workloads.push(Workload::Guest(guests.load(urls, fair_load).await?));
@@ -813,6 +849,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             hold: None,
             tag: "bench:a",
             lock: options.lock,
+            limit: None,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
@@ -829,6 +866,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 hold: Some(Duration::from_millis(1)),
                 tag: "bench:b",
                 lock: options.lock,
+                limit: None,
             };
             let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
             let extra = Extra {
@@ -847,6 +885,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 hold: None,
                 tag: "bench:c",
                 lock: options.lock,
+                limit: None,
             };
             let label = format!("C: {clients} clients over 1024 names");
             let extra = Extra {
@@ -871,11 +910,30 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 hold: None,
                 tag: "bench:d",
                 lock: options.lock,
+                limit: None,
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
             let urls = &options.urls[..n];
             // Fair mode is single-node only.
             scenario("D", label, &client, load, urls, Extra::NONE, &mut rows).await?;
+        }
+    }
+    if want("s") {
+        // Permits cycled through one semaphore of 4: as many clients as permits (each
+        // always finds one free: the script's cost against the floor), then 4× as many
+        // (waiting, each release waking one waiter).
+        for clients in [4usize, 16] {
+            let load = Load {
+                clients,
+                names: 1,
+                hold: None,
+                tag: "bench:s",
+                lock: options.lock,
+                limit: Some(SEMAPHORE_PERMITS),
+            };
+            let label =
+                format!("S: {clients} clients, one semaphore of {SEMAPHORE_PERMITS} permits");
+            scenario("S", label, &single, load, one, Extra::NONE, &mut rows).await?;
         }
     }
     crate::output::tell!("");
@@ -936,6 +994,12 @@ fn row(
             load.clients
         ));
     }
+    if let Some(limit) = load.limit {
+        notes.push(format!(
+            "permits cycled through a semaphore of {limit}; more than {limit} holders at once: {} times",
+            sample.overlaps
+        ));
+    }
     if path.starts_with("guest") && native_p50 > 0 {
         notes.push(format!(
             "p50 = {:.2}× the native path's p50 in the same slices",
@@ -952,7 +1016,7 @@ fn row(
         floor_ops_per_sec: floor.ops_per_sec(),
         floor_p50_us: floor_p50,
         ratio_to_floor,
-        overlaps: load.hold.map(|_| sample.overlaps),
+        overlaps: (load.hold.is_some() || load.limit.is_some()).then_some(sample.overlaps),
         counter_exact: load.hold.map(|_| !sample.lost_updates),
         fairness_min_over_max: contended.then_some(fairness),
         handoff_round_trips: contended.then_some(round_trips),

@@ -20,8 +20,8 @@ pub(crate) const GUEST_FAILED: u8 = 70;
 pub(crate) const IO_ERROR: u8 = 74;
 /// EX_TEMPFAIL: the lock is held by another owner (or `exec --on-lost kill` lost it).
 pub(crate) const NOT_ACQUIRED: u8 = 75;
-/// EX_PROTOCOL: a server refused the command or broke the protocol (`WRONGTYPE`, `OOM`,
-/// a Cluster `MOVED`, a reply that is not RESP).
+/// EX_PROTOCOL: a server refused the command or broke the protocol (`WRONGTYPE`,
+/// `WRONGLIMIT`, `OOM`, a Cluster `MOVED`, a reply that is not RESP).
 pub(crate) const SERVER_REFUSED: u8 = 76;
 /// EX_NOPERM: a server refused the credentials or the ACL user's rights (`NOAUTH`,
 /// `WRONGPASS`, `NOPERM`).
@@ -39,13 +39,13 @@ macro_rules! table {
         "Exit codes:\n  \
         0     done\n  \
         1     release/extend: the token does not hold the lock\n  \
-        64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots\n  \
+        64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024\n  \
         66    run: the guest app cannot be read\n  \
         69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
-        76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
+        76    a server refused the command or broke the protocol (WRONGTYPE, WRONGLIMIT, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
         77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \

@@ -180,6 +180,9 @@ enum Command {
         /// The lock is fair (acquired with --fair): hand it to the first live waiter.
         #[arg(long)]
         fair: bool,
+        /// The token holds a permit of a semaphore of N permits (acquired with --limit N).
+        #[arg(long, value_name = "N", conflicts_with_all = ["fair", "reentrant"])]
+        limit: Option<u32>,
     },
     /// Extend a lock held by TOKEN to TTL from now.
     Extend {
@@ -192,6 +195,9 @@ enum Command {
         /// The new TTL (e.g. 30s, 2m; at least 4 ms).
         #[arg(long, value_parser = parse_ttl)]
         ttl: Duration,
+        /// The token holds a permit of a semaphore of N permits (acquired with --limit N).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
     },
     /// Show who holds a lock, on each node.
     ///
@@ -237,7 +243,7 @@ enum Command {
     #[command(after_help = "Example:\n  distlock bench --scenario all --duration 5s --json")]
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
-        /// (Redlock over 3 and 5 nodes), or all.
+        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -295,6 +301,11 @@ struct LockArgs {
     /// waiter. One node and the tagged layout only; every client of the lock should use it.
     #[arg(long)]
     fair: bool,
+    /// Take one of N permits of a semaphore of this name instead of the lock: at most N
+    /// holders at once (`exec --limit N` runs at most N jobs). Every client of the name must
+    /// pass the same N; one node and the tagged layout only.
+    #[arg(long, value_name = "N", conflicts_with = "fair")]
+    limit: Option<u32>,
 }
 
 /// The `--layout` choices (`distlock_host::KeyLayout`).
@@ -526,6 +537,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             token,
             reentrant,
             fair,
+            limit,
         } => {
             warn_if_embedded(&client, "release");
             let options = distlock_core::LockOptions {
@@ -533,18 +545,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 fair,
                 ..distlock_core::LockOptions::default()
             };
-            Ok(printed(
-                match client.release_with(&name, &token, options).await? {
-                    distlock_core::Released::StillHeld { holds } => {
-                        say!("released one hold; {holds} left")
-                    }
-                    _ => say!("released"),
-                },
-            ))
+            let released = match limit {
+                Some(limit) => client.release_permit(&name, &token, limit).await?,
+                None => client.release_with(&name, &token, options).await?,
+            };
+            Ok(printed(match released {
+                distlock_core::Released::StillHeld { holds } => {
+                    say!("released one hold; {holds} left")
+                }
+                _ => say!("released"),
+            }))
         }
-        Command::Extend { name, token, ttl } => {
+        Command::Extend {
+            name,
+            token,
+            ttl,
+            limit,
+        } => {
             warn_if_embedded(&client, "extend");
-            let extended = client.extend(&name, &token, ttl).await?;
+            let extended = match limit {
+                Some(limit) => client.extend_permit(&name, &token, ttl, limit).await?,
+                None => client.extend(&name, &token, ttl).await?,
+            };
             let left = extended
                 .valid_until
                 .as_millis()
@@ -663,11 +685,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d"]
+    if !["all", "a", "b", "c", "d", "s"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");
@@ -756,6 +778,7 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
         .wait(wait)
         .fenced(lock.fenced)
         .fair(lock.fair)
+        .limit(lock.limit)
 }
 
 /// Puts a cluster URL's seed list back together after the comma split of `--redis` and

@@ -1,0 +1,188 @@
+//! The semaphore's three scripts ([`distlock_core::script::SEMAPHORE_ACQUIRE`],
+//! `SEMAPHORE_RELEASE`, `SEMAPHORE_EXTEND`), call for call as their Lua does them, and
+//! broken as [`crate::ModelFaults`] asks (a count without pruning, a permit taken without the
+//! count) so that the simulator's semaphore properties can be seen to fail.
+//!
+//! Invariant kept from the Lua: every error the script returns itself comes before its first
+//! write except the pruning of dead holders, which is a clean-up and changes no count.
+
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use distlock_core::Instant;
+
+use super::{
+    ExpireMode, Fail, ModelNode, Res, SCRIPT_REPLY, ScriptValue, Value, cat, lua_tonumber,
+};
+
+/// A failing script call: the error and the script line it stands for.
+type ScriptResult = Result<ScriptValue, (Fail, u64)>;
+
+/// A failing script call that returns nothing.
+type ScriptResultUnit = Result<(), (Fail, u64)>;
+
+fn nil() -> (Fail, u64) {
+    (
+        Fail::new(b"ERR Lua redis lib command arguments must be strings or integers"),
+        1,
+    )
+}
+
+impl ModelNode {
+    /// `TYPE KEYS[1]` must be `zset` or `none`: a mutex's token there is a `WRONGTYPE`.
+    fn semaphore_key_check(&mut self, holders: &[u8], now: Instant) -> Result<(), (Fail, u64)> {
+        let kind: &[u8] = match self.live(holders, now).map(|e| &e.value) {
+            None | Some(Value::ZSet(_)) => return Ok(()),
+            Some(Value::Str(_)) => b"string",
+            Some(Value::List(_)) => b"list",
+        };
+        let mut message = b"WRONGTYPE lock key: the name holds a ".to_vec();
+        message.extend_from_slice(kind);
+        message.extend_from_slice(b", not a semaphore");
+        Err((Fail(message), SCRIPT_REPLY))
+    }
+
+    /// `ZRANGE key 0 -1 WITHSCORES`, as (member, score) pairs.
+    fn zset_all(&mut self, key: &[u8], now: Instant) -> Res<Vec<(Vec<u8>, i64)>> {
+        Ok(self
+            .zset(key, now)?
+            .map(|z| z.iter().map(|(s, m)| (m.clone(), *s)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Raises `key`'s expiry to `ms` when it lives shorter (`PTTL < ms`, no TTL included).
+    fn keep_alive_for(&mut self, key: &[u8], ms: i64, now: Instant, line: u64) -> ScriptResultUnit {
+        if self.pttl(key, now) < ms {
+            self.pexpire(key, ms, ExpireMode::Always, now)
+                .map_err(|e| (e, line))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn semaphore_acquire(
+        &mut self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> ScriptResult {
+        let [holders, fence, permits, ..] = *keys else {
+            return Err(nil());
+        };
+        let [me, ttl, limit, fenced, ..] = *argv else {
+            return Err(nil());
+        };
+        self.semaphore_key_check(holders, now)?;
+        let arithmetic = || {
+            (
+                Fail::new(b"ERR user_script:5: attempt to compare nil with number"),
+                5,
+            )
+        };
+        let ttl_ms = lua_tonumber(ttl).ok_or_else(arithmetic)?;
+        let limit = lua_tonumber(limit).ok_or_else(arithmetic)?;
+        let mut live = 0;
+        let mut soonest = -1;
+        for (member, score) in self.zset_all(holders, now).map_err(|e| (e, 6))? {
+            let left = self.pttl(&cat(permits, &member), now);
+            if left == -2 && !self.faults.semaphore_counts_dead_holders {
+                self.zset_rem(holders, &member, now).map_err(|e| (e, 11))?;
+                continue;
+            }
+            if score != limit {
+                let mut message = b"WRONGLIMIT semaphore permits were taken with limit ".to_vec();
+                message.extend_from_slice(score.to_string().as_bytes());
+                return Err((Fail(message), SCRIPT_REPLY));
+            }
+            live += 1;
+            if left >= 0 && (soonest < 0 || left < soonest) {
+                soonest = left;
+            }
+        }
+        if live >= limit && !self.faults.semaphore_ignores_limit {
+            return Ok(ScriptValue::Pair(0, soonest));
+        }
+        let fence = if fenced == b"1" {
+            self.incr_by(fence, 1, now).map_err(|e| (e, 24))?
+        } else {
+            0
+        };
+        self.script_set_px(&cat(permits, me), b"1", ttl, now)
+            .map_err(|e| (e, 25))?;
+        self.zset_add(holders, limit, me, now)
+            .map_err(|e| (e, 26))?;
+        self.keep_alive_for(holders, ttl_ms, now, 27)?;
+        Ok(ScriptValue::Pair(1, fence))
+    }
+
+    pub(super) fn semaphore_release(
+        &mut self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> ScriptResult {
+        let [holders, permits, signal, ..] = *keys else {
+            return Err(nil());
+        };
+        let [me, signal_ttl, limit, ..] = *argv else {
+            return Err(nil());
+        };
+        self.semaphore_key_check(holders, now)?;
+        self.zset_rem(holders, me, now).map_err(|e| (e, 5))?;
+        self.write_check().map_err(|e| (e, 6))?;
+        if !self.del(&cat(permits, me), now) {
+            return Ok(ScriptValue::Int(-1));
+        }
+        if signal_ttl != b"0" {
+            let limit = lua_tonumber(limit).ok_or_else(|| {
+                (
+                    Fail::new(b"ERR user_script:9: attempt to perform arithmetic on a nil value"),
+                    9,
+                )
+            })?;
+            let ms = lua_tonumber(signal_ttl).ok_or_else(|| {
+                (
+                    Fail::new(b"ERR value is not an integer or out of range"),
+                    10,
+                )
+            })?;
+            self.lpush(signal, b"1", now).map_err(|e| (e, 8))?;
+            self.ltrim(signal, 0, limit - 1, now).map_err(|e| (e, 9))?;
+            self.pexpire(signal, ms, ExpireMode::Always, now)
+                .map_err(|e| (e, 10))?;
+        }
+        Ok(ScriptValue::Int(0))
+    }
+
+    pub(super) fn semaphore_extend(
+        &mut self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        now: Instant,
+    ) -> ScriptResult {
+        let [holders, permits, ..] = *keys else {
+            return Err(nil());
+        };
+        let [me, ttl, ..] = *argv else {
+            return Err(nil());
+        };
+        self.semaphore_key_check(holders, now)?;
+        if self
+            .zset_score(holders, me, now)
+            .map_err(|e| (e, 5))?
+            .is_none()
+        {
+            return Ok(ScriptValue::Int(0));
+        }
+        let ms = lua_tonumber(ttl)
+            .ok_or_else(|| (Fail::new(b"ERR value is not an integer or out of range"), 6))?;
+        if !self
+            .pexpire(&cat(permits, me), ms, ExpireMode::Always, now)
+            .map_err(|e| (e, 6))?
+        {
+            self.zset_rem(holders, me, now).map_err(|e| (e, 7))?;
+            return Ok(ScriptValue::Int(0));
+        }
+        self.keep_alive_for(holders, ms, now, 10)?;
+        Ok(ScriptValue::Int(1))
+    }
+}

@@ -1,0 +1,150 @@
+//! Counting semaphores with expiring permits: at most `limit` holders of a name at once,
+//! each permit a lease of its own.
+//!
+//! A semaphore is a [`Lock`] built by [`Lock::semaphore`]; the same machines drive it as a
+//! mutex ([`crate::Acquire`], [`crate::Release`], [`crate::Extend`], [`crate::Renewal`]) and
+//! yield the same [`crate::Lease`]: a permit has its own token, TTL, validity, renewal and
+//! release. Only the scripts differ ([`crate::script::SEMAPHORE_ACQUIRE`] and its siblings).
+//!
+//! ## Design, and why
+//! - **A permit is a key** `<prefix>{N}:permit:<token>` with `PX ttl`. Its expiry is the
+//!   permit's: a holder that dies frees its permit exactly when that key expires, with no
+//!   server clock and no sweeper ("eventually" is what Redisson's users report for expired
+//!   permits). The holders' set, `<prefix>{N}` (a sorted set, score = the limit), only says
+//!   which permit keys to read: every acquire drops the holders whose key is gone and counts
+//!   the rest, so a count is of live permits only.
+//! - **No permit goes uncounted**: a token is in the set whenever its permit key exists (the
+//!   release drops both in one script, and the set is kept alive at least as long as every
+//!   permit key it names). So at most `limit` permit keys exist at once — the claim the
+//!   simulator checks (`core/tests/semaphore.rs`).
+//! - **Bounded work**: an acquire adds a token only when fewer than `limit` live ones remain,
+//!   so the set never holds more than `limit` tokens after an acquire, and an acquire reads at
+//!   most `limit` keys (hence [`MAX_PERMITS`]).
+//! - **The limit must agree**: it is an argument of every acquire and stored as each
+//!   holder's score; an acquire under another limit while a permit taken under the stored one
+//!   lives is refused with `WRONGLIMIT` ([`crate::ServerErrorKind::WrongLimit`]). Once every
+//!   permit has gone, a new limit may start.
+//! - **A name is a mutex or a semaphore**: the holders' set is the mutex's lock key, so a
+//!   semaphore's script refuses a name holding a mutex's token, and a mutex's scripts and
+//!   native compare commands refuse the set, both with `WRONGTYPE`
+//!   ([`crate::ServerErrorKind::WrongType`]). (A plain mutex's `SET NX` sees the set as a
+//!   held lock: it waits, it never gets in.)
+//! - **Waiting**: a refused acquire learns when the soonest permit expires and blocks on the
+//!   wake-up list for at most that long; a release pushes one element, so it wakes one
+//!   waiter, not a herd, and the list keeps up to `limit` of them so that releases in quick
+//!   succession each wake one. Fair hand-off of permits is not built yet.
+//! - **Fencing**: the name's fence counter, incremented by every permit taken, as a mutex's.
+//!   Fences order permits, they do not make them exclusive: a resource guarded by a
+//!   semaphore admits up to `limit` holders by design.
+//!
+//! ## Limits
+//! One node (a Redlock of semaphores would need a quorum of counts, which the intersection
+//! argument for mutexes does not give), the tagged key layout, scripts on, not reentrant,
+//! not fair ([`ConfigError::SemaphoreUnsupported`], [`ConfigError::NeedsScripts`]); `limit`
+//! in `1..=`[`MAX_PERMITS`] ([`ConfigError::BadLimit`]). All are refused before anything is
+//! sent.
+
+use crate::error::{ConfigError, ScriptedFeature};
+use crate::keys::{KeyLayout, Keys, LockName};
+use crate::limits::MAX_PERMITS;
+use crate::lock::{Lock, LockOptions, Scripts};
+
+impl Lock {
+    /// A counting semaphore named `name` of `limit` permits under `layout`: each acquire
+    /// takes one permit, a lease of its own (see the `semaphore` module doc: permits are
+    /// reclaimed at their expiry, the limit must agree among clients, a name is a mutex or a
+    /// semaphore). Refused before anything is sent: a limit outside `1..=`[`MAX_PERMITS`]
+    /// ([`ConfigError::BadLimit`]), a layout other than the tagged one, re-entry or fair mode
+    /// ([`ConfigError::SemaphoreUnsupported`]), and [`Scripts::Never`]
+    /// ([`ConfigError::NeedsScripts`]). Over more than one node, the machines refuse it.
+    pub fn semaphore(
+        layout: KeyLayout,
+        name: &[u8],
+        limit: u32,
+        options: LockOptions,
+    ) -> Result<Self, ConfigError> {
+        if limit == 0 || limit > MAX_PERMITS {
+            return Err(ConfigError::BadLimit { limit });
+        }
+        let name = LockName::new(name)?;
+        layout.check_name(&name)?;
+        options.validate()?;
+        if options.scripts == Scripts::Never {
+            return Err(ConfigError::NeedsScripts(ScriptedFeature::Semaphore));
+        }
+        if options.reentrant || options.fair || !matches!(layout, KeyLayout::Tagged { .. }) {
+            return Err(ConfigError::SemaphoreUnsupported);
+        }
+        Ok(Lock {
+            keys: Keys::new(layout, name),
+            options,
+            limit: Some(limit),
+        })
+    }
+
+    /// The permit count of a semaphore; `None` for a mutex.
+    #[must_use]
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_limits_and_setups_are_refused_before_anything_is_sent() {
+        let options = LockOptions::default();
+        let layout = KeyLayout::default();
+        for limit in [0, MAX_PERMITS + 1, u32::MAX] {
+            assert_eq!(
+                Lock::semaphore(layout.clone(), b"jobs", limit, options),
+                Err(ConfigError::BadLimit { limit })
+            );
+        }
+        for limit in [1, MAX_PERMITS] {
+            let lock = Lock::semaphore(layout.clone(), b"jobs", limit, options).unwrap();
+            assert_eq!(lock.limit(), Some(limit));
+        }
+        assert_eq!(
+            Lock::new(layout.clone(), b"jobs", options).unwrap().limit(),
+            None
+        );
+        for refused in [
+            LockOptions {
+                reentrant: true,
+                ..options
+            },
+            LockOptions {
+                fair: true,
+                ..options
+            },
+        ] {
+            assert_eq!(
+                Lock::semaphore(layout.clone(), b"jobs", 2, refused),
+                Err(ConfigError::SemaphoreUnsupported)
+            );
+        }
+        assert_eq!(
+            Lock::semaphore(KeyLayout::redis_py(), b"jobs", 2, options),
+            Err(ConfigError::SemaphoreUnsupported)
+        );
+        assert_eq!(
+            Lock::semaphore(
+                layout.clone(),
+                b"jobs",
+                2,
+                LockOptions {
+                    scripts: Scripts::Never,
+                    ..options
+                }
+            ),
+            Err(ConfigError::NeedsScripts(ScriptedFeature::Semaphore))
+        );
+        assert_eq!(
+            Lock::semaphore(layout, b"", 2, options),
+            Err(ConfigError::EmptyName)
+        );
+    }
+}

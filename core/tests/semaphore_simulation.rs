@@ -1,0 +1,572 @@
+//! # Deterministic simulation of the semaphore: never more than `limit` valid permits, and a
+//! dead holder's permit free within its TTL
+//!
+//! The real machines ([`distlock_core::Acquire`], `Release`, `Extend`) of a semaphore
+//! ([`distlock_core::Lock::semaphore`]) against one model node ([`distlock_model`]) through a
+//! network that delays (up to past the request timeout), loses messages (the connection then
+//! breaks, and the client learns it later) and lets requests on a broken connection still run
+//! late. Clients take a permit (try or wait), hold it for up to 1.3 × its validity, extend
+//! it at times, release it, or crash holding it (never to release). One seed decides
+//! everything, so a failure replays with `DISTLOCK_SEM_SEED=<seed>`.
+//!
+//! ## Properties (checked as the run goes, against true time)
+//! - **S1, at most `limit` valid permits**: at no instant do more than `limit` clients
+//!   believe a permit valid (a grant, before its `valid_until`).
+//! - **S2, reclaim within the TTL**: every acquire the node runs while fewer than `limit`
+//!   permit keys of holders live is granted — so a dead holder's permit counts until its key
+//!   expires (its TTL after it was taken or last extended) and never after.
+//! - **S3, bounded operations**: an acquire ends by its wait plus three request timeouts;
+//!   a release or an extend by three request timeouts.
+//!
+//! ## Broken variants (each must be caught)
+//! - `IgnoresLimit`: the node takes a permit whatever the count
+//!   (`ModelFaults::semaphore_ignores_limit`): S1.
+//! - `CountsDeadHolders`: the node counts holders without pruning those whose permit key is
+//!   gone (`ModelFaults::semaphore_counts_dead_holders`): S2.
+//!
+//! CI runs `SEMAPHORE_RUNS` seeds of the correct protocol (`DISTLOCK_SEM_RUNS` for more) and
+//! shows each broken variant caught within `BROKEN_RUNS` seeds.
+
+use std::collections::VecDeque;
+
+use distlock_core::{
+    Acquire, Duration, Extend, Instant, KeyLayout, Lock, LockOptions, Machine, Operation, Release,
+    ServerInfo, SplitMix64, Token, script,
+};
+use distlock_model::{ModelConnection, ModelFaults, ModelNode, Stage};
+
+const SEMAPHORE_RUNS: u64 = 60;
+const BROKEN_RUNS: u64 = 40;
+/// Simulated time per run, ms.
+const RUN_MS: u64 = 20_000;
+const HOLDERS: &[u8] = b"distlock:{sim}";
+const PERMITS: &[u8] = b"distlock:{sim}:permit:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Correct,
+    IgnoresLimit,
+    CountsDeadHolders,
+}
+
+/// One client–node connection: bytes on their way in each direction, with delivery times.
+struct Wire {
+    server: ModelConnection,
+    to_node: VecDeque<(u64, Vec<u8>)>,
+    to_client: VecDeque<(u64, Vec<u8>)>,
+    /// Broken: replies are dropped; requests already on their way still run (late).
+    broken: bool,
+    /// When the client learns the break (then the machine hears of it).
+    notice_at: Option<u64>,
+}
+
+/// What a client is doing.
+enum Phase {
+    Idle {
+        until: u64,
+    },
+    Acquiring {
+        m: Box<Acquire<1>>,
+        deadline: u64,
+    },
+    Holding {
+        token: Token,
+        valid_until: u64,
+        release_at: u64,
+        extend: Option<(Box<Extend<1>>, u64)>,
+        extend_at: Option<u64>,
+    },
+    Releasing {
+        m: Box<Release<1>>,
+        deadline: u64,
+    },
+    Crashed,
+}
+
+struct Client {
+    phase: Phase,
+    wire: usize,
+}
+
+struct World {
+    variant: Variant,
+    rng: SplitMix64,
+    now: u64,
+    node: ModelNode,
+    wires: Vec<Wire>,
+    clients: Vec<Client>,
+    lock: Lock,
+    limit: u32,
+    violations: Vec<String>,
+    grants: u64,
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+impl World {
+    fn new(seed: u64, variant: Variant) -> World {
+        let mut rng = SplitMix64::new(seed);
+        let limit = rng.between(1, 4) as u32;
+        let clients = limit as usize + rng.between(2, 4) as usize;
+        let ttl = rng.between(200, 1500);
+        let lock = Lock::semaphore(
+            KeyLayout::default(),
+            b"sim",
+            limit,
+            LockOptions {
+                ttl: Duration::from_millis(ttl),
+                ..LockOptions::default()
+            },
+        )
+        .expect("semaphore");
+        let mut node = ModelNode::new();
+        node.set_faults(ModelFaults {
+            semaphore_ignores_limit: variant == Variant::IgnoresLimit,
+            semaphore_counts_dead_holders: variant == Variant::CountsDeadHolders,
+            ..ModelFaults::default()
+        });
+        // Scripts cached from the start (this world has no `SCRIPT FLUSH`), so every acquire
+        // that reaches the node runs: S2 judges each one.
+        for known in distlock_core::SCRIPTS {
+            let load: [&[u8]; 3] = [b"SCRIPT", b"LOAD", known.source.as_bytes()];
+            let _ = node.execute(&load, at(0), distlock_core::Protocol::Resp2);
+        }
+        let mut world = World {
+            variant,
+            rng,
+            now: 0,
+            node,
+            wires: Vec::new(),
+            clients: Vec::new(),
+            lock,
+            limit,
+            violations: Vec::new(),
+            grants: 0,
+        };
+        for _ in 0..clients {
+            let wire = world.open_wire();
+            let until = world.rng.between(0, 200);
+            world.clients.push(Client {
+                phase: Phase::Idle { until },
+                wire,
+            });
+        }
+        world
+    }
+
+    fn open_wire(&mut self) -> usize {
+        self.wires.push(Wire {
+            server: ModelConnection::new(),
+            to_node: VecDeque::new(),
+            to_client: VecDeque::new(),
+            broken: false,
+            notice_at: None,
+        });
+        self.wires.len() - 1
+    }
+
+    /// A one-way delay: usually a few ms, at times past the request timeout.
+    fn latency(&mut self) -> u64 {
+        if self.rng.between(0, 99) == 0 {
+            self.rng.between(500, 2500)
+        } else {
+            self.rng.between(0, 4)
+        }
+    }
+
+    /// A message lost (2 in 1000): the connection breaks, the client learns it later.
+    fn lose(&mut self, wire: usize) -> bool {
+        if self.rng.between(0, 999) < 2 {
+            let notice = self.now + self.rng.between(1, 300);
+            let w = &mut self.wires[wire];
+            w.broken = true;
+            w.notice_at = Some(notice);
+            return true;
+        }
+        false
+    }
+
+    fn send(&mut self, wire: usize, bytes: Vec<u8>) {
+        if self.wires[wire].broken || self.lose(wire) {
+            return;
+        }
+        let delay = self.latency();
+        let w = &mut self.wires[wire];
+        let when = w
+            .to_node
+            .back()
+            .map_or(0, |(t, _)| *t)
+            .max(self.now + delay);
+        w.to_node.push_back((when, bytes));
+    }
+
+    /// Writes everything a machine has to send on the client's current wire.
+    fn pump<O: Operation>(&mut self, client: usize, m: &mut Machine<O, 1>) {
+        let mut buf = vec![0u8; 2048];
+        while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
+            let wire = self.clients[client].wire;
+            self.send(wire, buf[..tx.len].to_vec());
+        }
+    }
+
+    /// Runs what reached the node, and every blocked pop that can finish, checking S2 at
+    /// each semaphore acquire.
+    fn serve_node(&mut self) {
+        let now = self.now;
+        for wire in 0..self.wires.len() {
+            let mut arrived = Vec::new();
+            while self.wires[wire]
+                .to_node
+                .front()
+                .is_some_and(|(t, _)| *t <= now)
+            {
+                arrived.push(self.wires[wire].to_node.pop_front().expect("front").1);
+            }
+            let has_input = !arrived.is_empty();
+            for bytes in arrived {
+                self.wires[wire].server.receive(&bytes);
+            }
+            if has_input || self.wires[wire].server.is_blocked() {
+                self.serve_wire(wire);
+            }
+        }
+        // A push may unblock a pop on any connection.
+        for wire in 0..self.wires.len() {
+            if self.wires[wire].server.is_blocked() {
+                self.serve_wire(wire);
+            }
+        }
+    }
+
+    fn serve_wire(&mut self, wire: usize) {
+        let now = self.now;
+        let limit = self.limit as usize;
+        let mut out = Vec::new();
+        let mut free_before = None;
+        let mut violation = None;
+        let mut server = std::mem::take(&mut self.wires[wire].server);
+        self.node
+            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                let is_acquire = args.len() > 7
+                    && (args[1] == script::SEMAPHORE_ACQUIRE.sha
+                        || args[1] == script::SEMAPHORE_ACQUIRE.source.as_bytes());
+                if !is_acquire {
+                    return;
+                }
+                let live = live_permits(node, now);
+                match stage {
+                    Stage::Before => free_before = Some(live.len() < limit),
+                    Stage::After => {
+                        let me = &args[6];
+                        if free_before == Some(true) && !live.contains(me) {
+                            violation = Some(format!(
+                                "S2: acquire by {} refused at {now} ms with a permit free",
+                                String::from_utf8_lossy(me)
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            });
+        self.wires[wire].server = server;
+        if let Some(v) = violation {
+            self.violations.push(v);
+        }
+        if out.is_empty() || self.wires[wire].broken || self.lose(wire) {
+            return;
+        }
+        let delay = self.latency();
+        let w = &mut self.wires[wire];
+        let when = w.to_client.back().map_or(0, |(t, _)| *t).max(now + delay);
+        w.to_client.push_back((when, out));
+    }
+
+    fn token(&mut self) -> Token {
+        let mut entropy = [0u8; 16];
+        entropy[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        entropy[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        Token::from_entropy(entropy)
+    }
+
+    /// Delivers replies and break notices to client `c`'s machine.
+    fn feed<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
+        let wire = self.clients[c].wire;
+        let now = self.now;
+        while let Some((t, _)) = self.wires[wire].to_client.front()
+            && *t <= now
+        {
+            let bytes = self.wires[wire].to_client.pop_front().expect("front").1;
+            m.handle_input(0, &bytes, at(now));
+        }
+        if self.wires[wire].notice_at.is_some_and(|t| t <= now) {
+            self.wires[wire].notice_at = None;
+            // A new connection for what comes next; the old one's requests may still run.
+            let fresh = self.open_wire();
+            self.clients[c].wire = fresh;
+            m.handle_disconnect(0, at(now));
+        }
+        m.handle_timeout(at(now));
+        self.pump(c, m);
+    }
+
+    /// A machine done: a fresh connection for the next one (what it still owes is dropped).
+    fn retire_wire(&mut self, c: usize) {
+        let old = self.clients[c].wire;
+        self.wires[old].broken = true;
+        self.wires[old].to_client.clear();
+        self.clients[c].wire = self.open_wire();
+    }
+
+    fn step_client(&mut self, c: usize) {
+        let now = self.now;
+        let phase = std::mem::replace(&mut self.clients[c].phase, Phase::Crashed);
+        let next = match phase {
+            Phase::Idle { until } if until <= now => {
+                let wait = if self.rng.between(0, 3) == 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(self.rng.between(100, 3000))
+                };
+                let token = self.token();
+                let seed = self.rng.next_u64();
+                let mut m = Box::new(
+                    Acquire::new(
+                        &self.lock,
+                        token,
+                        &[ServerInfo::default()],
+                        wait,
+                        at(now),
+                        seed,
+                    )
+                    .expect("acquire"),
+                );
+                self.pump(c, &mut *m);
+                let request = self.lock.options().request_timeout.as_millis();
+                Phase::Acquiring {
+                    m,
+                    deadline: now + wait.as_millis() + 3 * request,
+                }
+            }
+            Phase::Acquiring { mut m, deadline } => {
+                self.feed(c, &mut *m);
+                match m.poll_outcome() {
+                    None if now > deadline => {
+                        self.violations.push(format!(
+                            "S3: acquire of client {c} still running at {now} ms"
+                        ));
+                        Phase::Crashed
+                    }
+                    None => Phase::Acquiring { m, deadline },
+                    Some(outcome) => {
+                        self.retire_wire(c);
+                        match outcome {
+                            Ok(lease) => {
+                                self.grants += 1;
+                                let valid_until = lease.valid_until().as_millis();
+                                let span = valid_until.saturating_sub(now);
+                                if self.rng.between(0, 9) == 0 {
+                                    // Dies holding it: the permit must come back at its TTL.
+                                    Phase::Crashed
+                                } else {
+                                    let release_at = now + self.rng.between(0, span * 13 / 10);
+                                    let extend_at =
+                                        (self.rng.between(0, 2) == 0).then(|| now + span / 2);
+                                    Phase::Holding {
+                                        token: lease.token().clone(),
+                                        valid_until,
+                                        release_at,
+                                        extend: None,
+                                        extend_at,
+                                    }
+                                }
+                            }
+                            Err(_) => Phase::Idle {
+                                until: now + self.rng.between(0, 300),
+                            },
+                        }
+                    }
+                }
+            }
+            Phase::Holding {
+                token,
+                mut valid_until,
+                release_at,
+                mut extend,
+                mut extend_at,
+            } => {
+                let request = self.lock.options().request_timeout.as_millis();
+                if let Some((mut m, deadline)) = extend.take() {
+                    self.feed(c, &mut *m);
+                    match m.poll_outcome() {
+                        Some(Ok(extended)) => {
+                            self.retire_wire(c);
+                            valid_until = extended.valid_until.as_millis();
+                        }
+                        Some(Err(_)) => {
+                            self.retire_wire(c);
+                            // Lost: believe in it no more.
+                            valid_until = valid_until.min(now);
+                        }
+                        None if now > deadline => {
+                            self.violations
+                                .push(format!("S3: extend of client {c} still running at {now}"));
+                        }
+                        None => extend = Some((m, deadline)),
+                    }
+                }
+                if extend.is_none() && extend_at.is_some_and(|t| t <= now) && now < valid_until {
+                    extend_at = None;
+                    let seed = self.rng.next_u64();
+                    let mut m = Box::new(
+                        Extend::new(
+                            &self.lock,
+                            token.clone(),
+                            &[ServerInfo::default()],
+                            at(now),
+                            seed,
+                        )
+                        .expect("extend"),
+                    );
+                    self.pump(c, &mut *m);
+                    extend = Some((m, now + 3 * request));
+                }
+                if extend.is_none() && release_at <= now {
+                    self.retire_wire(c);
+                    let seed = self.rng.next_u64();
+                    let mut m = Box::new(
+                        Release::new(&self.lock, token, &[ServerInfo::default()], at(now), seed)
+                            .expect("release"),
+                    );
+                    self.pump(c, &mut *m);
+                    Phase::Releasing {
+                        m,
+                        deadline: now + 3 * request,
+                    }
+                } else {
+                    Phase::Holding {
+                        token,
+                        valid_until,
+                        release_at,
+                        extend,
+                        extend_at,
+                    }
+                }
+            }
+            Phase::Releasing { mut m, deadline } => {
+                self.feed(c, &mut *m);
+                match m.poll_outcome() {
+                    Some(_) => {
+                        self.retire_wire(c);
+                        Phase::Idle {
+                            until: now + self.rng.between(0, 300),
+                        }
+                    }
+                    None if now > deadline => {
+                        self.violations
+                            .push(format!("S3: release of client {c} still running at {now}"));
+                        Phase::Crashed
+                    }
+                    None => Phase::Releasing { m, deadline },
+                }
+            }
+            other => other,
+        };
+        self.clients[c].phase = next;
+    }
+
+    /// S1: clients that believe a permit valid now.
+    fn check_limit(&mut self) {
+        let now = self.now;
+        let believers = self
+            .clients
+            .iter()
+            .filter(|c| matches!(c.phase, Phase::Holding { valid_until, .. } if now < valid_until))
+            .count();
+        if believers > self.limit as usize {
+            self.violations.push(format!(
+                "S1: {believers} clients hold a valid permit at {now} ms, limit {}",
+                self.limit
+            ));
+        }
+    }
+
+    fn run(mut self) -> (Vec<String>, u64) {
+        // 1 ms steps: every timer in this world is in whole milliseconds.
+        while self.now < RUN_MS && self.violations.is_empty() {
+            self.serve_node();
+            for c in 0..self.clients.len() {
+                self.step_client(c);
+            }
+            self.check_limit();
+            self.now += 1;
+        }
+        let _ = self.variant;
+        (self.violations, self.grants)
+    }
+}
+
+/// The holders whose permit key lives at `now`, as the acquire script should count them.
+fn live_permits(node: &ModelNode, now: u64) -> Vec<Vec<u8>> {
+    node.sorted_set(HOLDERS, at(now))
+        .into_iter()
+        .filter(|m| {
+            let mut key = PERMITS.to_vec();
+            key.extend_from_slice(m);
+            node.value(&key, at(now)).is_some()
+        })
+        .collect()
+}
+
+fn campaign(variant: Variant, runs: u64) -> (Vec<(u64, String)>, u64) {
+    let base: u64 = std::env::var("DISTLOCK_SEM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5e3a);
+    let mut found = Vec::new();
+    let mut grants = 0;
+    for seed in base..base + runs {
+        let (violations, g) = World::new(seed, variant).run();
+        grants += g;
+        if let Some(v) = violations.into_iter().next() {
+            found.push((seed, v));
+        }
+    }
+    (found, grants)
+}
+
+#[test]
+fn sem_correct_never_exceeds_the_limit_and_reclaims_within_the_ttl() {
+    let runs = std::env::var("DISTLOCK_SEM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEMAPHORE_RUNS);
+    let (found, grants) = campaign(Variant::Correct, runs);
+    println!(
+        "semaphore simulation: {runs} runs, {grants} permits granted, {} violations",
+        found.len()
+    );
+    assert!(found.is_empty(), "{found:?}");
+    assert!(grants > runs * 20, "the runs took permits: {grants}");
+}
+
+#[test]
+fn sem_a_node_that_ignores_the_limit_is_caught_by_s1() {
+    let (found, _) = campaign(Variant::IgnoresLimit, BROKEN_RUNS);
+    println!(
+        "ignores-limit: caught in {} of {BROKEN_RUNS} runs",
+        found.len()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("S1")), "{found:?}");
+}
+
+#[test]
+fn sem_a_node_that_counts_dead_holders_is_caught_by_s2() {
+    let (found, _) = campaign(Variant::CountsDeadHolders, BROKEN_RUNS);
+    println!(
+        "counts-dead-holders: caught in {} of {BROKEN_RUNS} runs",
+        found.len()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("S2")), "{found:?}");
+}

@@ -1,0 +1,397 @@
+//! Semaphores against a real `redis-server`: `distlock exec --limit N` runs at most N jobs at
+//! once (each job counts itself in and out of a Redis counter, and the most it ever saw is
+//! asserted), a holder killed with SIGKILL frees its permit within its TTL, a lost permit
+//! stops its job as a lost lock does, the Rust API's permits are guards like leases, and bad
+//! input is a typed error with its exit code (N = 0, N too large, a name that is a mutex,
+//! another N).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use distlock_core::{ConfigError, MAX_PERMITS, ServerErrorKind};
+use distlock_host::{Client, Error};
+use support::holders::{gone, kill_if_running, read_number};
+use support::{
+    KillOnDrop, RedisServer, distlock, lock_key, redis_cli_binary, require_redis, run_bounded,
+    show, unique_name, wait_for,
+};
+
+/// Every wait in these tests ends within this, or the test fails.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn redis_cli() -> PathBuf {
+    redis_cli_binary().expect("redis-cli next to redis-server")
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+/// A job that counts itself in (`INCR running`, the value it saw appended to `$SEEN`), waits
+/// until `$N` jobs have started or 10 s passed (so the first N surely overlap), and counts
+/// itself out. A semaphore that let more than N in shows a value above N in `$SEEN`.
+const COUNTING_JOB: &str = r#"
+cli() { "$CLI" -p "$PORT" "$@"; }
+cli INCR "$RUNNING" >> "$SEEN"
+cli INCR "$STARTED" > /dev/null
+i=0
+while [ "$(cli GET "$STARTED")" -lt "$N" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+cli DECR "$RUNNING" > /dev/null
+"#;
+
+#[test]
+fn exec_limit_runs_at_most_n_jobs_at_once() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("pool");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seen = dir.path().join("seen");
+    let limit = 2;
+    let jobs: Vec<KillOnDrop> = (0..limit + 2)
+        .map(|_| {
+            let child = distlock(
+                &url,
+                &[
+                    "exec",
+                    "--name",
+                    &name,
+                    "--limit",
+                    &limit.to_string(),
+                    "--wait",
+                    "25s",
+                    "--ttl",
+                    "5s",
+                    "--",
+                    "sh",
+                    "-c",
+                    COUNTING_JOB,
+                ],
+            )
+            .env("CLI", redis_cli())
+            .env("PORT", server.port().to_string())
+            .env("RUNNING", format!("{name}:running"))
+            .env("STARTED", format!("{name}:started"))
+            .env("N", limit.to_string())
+            .env("SEEN", &seen)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn distlock exec");
+            KillOnDrop(child)
+        })
+        .collect();
+    for mut job in jobs {
+        let status = wait_for("an exec to finish", LIMIT, || {
+            job.0.try_wait().ok().flatten()
+        });
+        assert!(status.success(), "{status:?}");
+    }
+    let seen: Vec<u32> = std::fs::read_to_string(&seen)
+        .expect("the jobs ran")
+        .lines()
+        .map(|l| l.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(seen.len(), limit as usize + 2, "every job ran: {seen:?}");
+    assert_eq!(
+        seen.iter().max(),
+        Some(&limit),
+        "never more than {limit} at once, and {limit} did overlap: {seen:?}"
+    );
+}
+
+#[test]
+fn a_killed_holders_permit_is_reclaimed_within_its_ttl() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("killed");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("pid");
+    let ttl = Duration::from_secs(2);
+    let mut holder = KillOnDrop(
+        distlock(
+            &url,
+            &[
+                "exec",
+                "--name",
+                &name,
+                "--limit",
+                "1",
+                "--ttl",
+                "2s",
+                "--",
+                "sh",
+                "-c",
+                "echo $$ > \"$PIDF\"; exec sleep 60",
+            ],
+        )
+        .env("PIDF", &pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holder"),
+    );
+    let job = wait_for("the holder's job", LIMIT, || read_number(&pid_file));
+    let mut raw = server.raw();
+    // The holder dies without a word: no release, no renewal from now on.
+    holder.0.kill().expect("SIGKILL distlock");
+    let _ = holder.0.wait();
+    kill_if_running(u32::try_from(job).expect("pid"));
+    let killed = Instant::now();
+    let holders = raw.ok(&["ZCARD", &lock_key(&name)]).int().expect("ZCARD");
+    assert_eq!(holders, 1, "the dead holder's permit is still counted");
+    let out = run_bounded(
+        distlock(
+            &url,
+            &[
+                "exec", "--name", &name, "--limit", "1", "--wait", "20s", "--", "true",
+            ],
+        ),
+        LIMIT,
+    )
+    .expect("run the waiter");
+    let waited = killed.elapsed();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        waited < ttl + Duration::from_secs(2),
+        "reclaimed at the permit's expiry, not at the wait's end: {waited:?}"
+    );
+}
+
+#[test]
+fn a_lost_permit_stops_its_job() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("lost");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pid_file = dir.path().join("pid");
+    let mut holder = KillOnDrop(
+        distlock(
+            &url,
+            &[
+                "exec",
+                "--name",
+                &name,
+                "--limit",
+                "2",
+                "--ttl",
+                "3s",
+                "--",
+                "sh",
+                "-c",
+                "echo $$ > \"$PIDF\"; exec sleep 60",
+            ],
+        )
+        .env("PIDF", &pid_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holder"),
+    );
+    let job = u32::try_from(wait_for("the job", LIMIT, || read_number(&pid_file))).expect("pid");
+    // Someone deletes the holders' set: the renewal's extend finds no permit, the job must
+    // stop before the permit's validity would have ended.
+    let mut raw = server.raw();
+    assert_eq!(raw.ok(&["DEL", &lock_key(&name)]).int(), Some(1));
+    let status = wait_for("exec to stop its job", LIMIT, || {
+        holder.0.try_wait().ok().flatten()
+    });
+    assert_eq!(status.code(), Some(75), "lost: exit 75");
+    wait_for("the job to be gone", LIMIT, || gone(job).then_some(()));
+}
+
+#[test]
+fn bad_limits_and_colliding_names_are_typed_with_their_exit_codes() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let name = unique_name("bad");
+    for limit in ["0", &(MAX_PERMITS + 1).to_string()] {
+        let out = run(&["exec", "--name", &name, "--limit", limit, "--", "true"]);
+        assert_eq!(code(&out), Some(64), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("limit"),
+            "{}",
+            show(&out)
+        );
+    }
+    // A semaphore of 2 holds a permit; another N is refused (76), as is a fenced mutex.
+    let out = run(&["acquire", "--name", &name, "--limit", "2", "--ttl", "20s"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = run(&["exec", "--name", &name, "--limit", "3", "--", "true"]);
+    assert_eq!(code(&out), Some(76), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WRONGLIMIT"),
+        "{}",
+        show(&out)
+    );
+    let out = run(&["exec", "--name", &name, "--fenced", "--", "true"]);
+    assert_eq!(code(&out), Some(76), "{}", show(&out));
+    // A mutex's name is refused to a semaphore.
+    let mutex = unique_name("mutex");
+    let out = run(&["acquire", "--name", &mutex, "--ttl", "20s"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = run(&["exec", "--name", &mutex, "--limit", "2", "--", "true"]);
+    assert_eq!(code(&out), Some(76), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
+        "{}",
+        show(&out)
+    );
+    // Over several nodes a semaphore is refused before anything is sent.
+    let other = RedisServer::start();
+    let third = RedisServer::start();
+    let urls = format!("{url},{},{}", other.url(), third.url());
+    let out = run_bounded(
+        distlock(
+            &urls,
+            &["exec", "--name", &name, "--limit", "2", "--", "true"],
+        ),
+        LIMIT,
+    )
+    .expect("run distlock");
+    assert_eq!(code(&out), Some(64), "{}", show(&out));
+}
+
+#[test]
+fn status_shows_a_semaphores_holders_and_limit() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("status");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let out = run(&[
+            "acquire", "--name", &name, "--limit", "3", "--ttl", "20s", "--json",
+        ]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        tokens.push(json["token"].as_str().expect("token").to_owned());
+    }
+    let out = run(&["status", "--name", &name]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("semaphore: 2 of 3 permits held"), "{text}");
+    for token in &tokens {
+        assert!(text.contains(token.as_str()), "{text}");
+    }
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "held");
+    let permits = &json["nodes"][0]["permits"];
+    assert_eq!(permits["limit"], 3);
+    assert_eq!(permits["holders"].as_array().map(Vec::len), Some(2));
+    // Released permits leave it; the last one gone, the name is free.
+    for token in &tokens {
+        let out = run(&["release", "--name", &name, "--token", token, "--limit", "3"]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+    }
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "free", "{json}");
+}
+
+#[test]
+fn the_embedded_store_runs_semaphores_and_their_status() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::embedded();
+        let a = client.semaphore("e", 1).try_acquire().await.expect("a");
+        assert!(client.semaphore("e", 1).try_acquire().await.is_err());
+        let status = client.status("e").await.expect("status");
+        assert_eq!(
+            status.verdict(),
+            distlock_host::Verdict::Unknown,
+            "a held semaphore is never free"
+        );
+        let permits = status.permits().expect("a semaphore");
+        assert_eq!(permits.limit, 1);
+        assert_eq!(permits.holders.len(), 1);
+        assert_eq!(permits.holders[0].0, a.token());
+        a.release().await.expect("release");
+        assert!(client.semaphore("e", 1).try_acquire().await.is_ok());
+    });
+}
+
+#[test]
+fn permits_are_guards_that_release_and_renew() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect([url.as_str()]).await.expect("connect");
+        let name = unique_name("api");
+        let ttl = Duration::from_millis(600);
+        let a = client
+            .semaphore(&name, 2)
+            .ttl(ttl)
+            .auto_renew(true)
+            .try_acquire()
+            .await
+            .expect("a");
+        let b = client
+            .semaphore(&name, 2)
+            .ttl(ttl)
+            .auto_renew(true)
+            .try_acquire()
+            .await
+            .expect("b");
+        assert_ne!(a.token(), b.token());
+        let full = client.semaphore(&name, 2).try_acquire().await;
+        assert!(
+            matches!(full, Err(Error::Lock(distlock_core::Error::NotAcquired { .. }))),
+            "{full:?}"
+        );
+        // Renewed past several TTLs: the permits stay held.
+        let renewed_past = Instant::now() + 3 * ttl;
+        let mut raw = server.raw();
+        wait_for("three TTLs to pass while renewing", LIMIT, || {
+            (Instant::now() >= renewed_past).then_some(())
+        });
+        assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(2));
+        assert!(client.semaphore(&name, 2).try_acquire().await.is_err());
+        a.release().await.expect("release a");
+        let c = client
+            .semaphore(&name, 2)
+            .wait(Duration::from_secs(5))
+            .acquire()
+            .await
+            .expect("c takes a's permit");
+        c.release().await.expect("release c");
+        b.release().await.expect("release b");
+
+        for (limit, expected) in [
+            (0, ConfigError::BadLimit { limit: 0 }),
+            (
+                MAX_PERMITS + 1,
+                ConfigError::BadLimit {
+                    limit: MAX_PERMITS + 1,
+                },
+            ),
+        ] {
+            let refused = client.semaphore(&name, limit).try_acquire().await;
+            assert!(
+                matches!(&refused, Err(Error::Config(e)) if *e == expected),
+                "{refused:?}"
+            );
+        }
+        let mutex = client.lock(&name).try_acquire().await.expect("mutex");
+        let refused = client.semaphore(&name, 2).try_acquire().await;
+        assert!(
+            matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
+            "{refused:?}"
+        );
+        mutex.release().await.expect("release mutex");
+    });
+}

@@ -14,6 +14,11 @@
 //!   `ASKING` sent before a command has its own reply, which is consumed here).
 //! - Bytes that are not RESP, from the writer or a primary, end the link
 //!   ([`ClusterLinkError`]): the driver drops it and the machine sees a disconnect.
+//! - A slot the map says nobody serves (a primary that failed, before its replica was
+//!   promoted) fails its command at once and has the map read again through the seed, so
+//!   the operation's next attempt routes to the promoted replica. A primary that is gone
+//!   altogether fails its connection, which ends the link: the driver connects again
+//!   through the seeds still answering.
 //!
 //! A command's slot is that of its first key: the key after `numkeys` for
 //! `EVAL`/`EVALSHA`/`FCALL` (and their `_RO` forms), the first argument otherwise; commands
@@ -329,6 +334,11 @@ impl ClusterLink {
                     Ok(owner) => (owner.clone(), false),
                     Err(unserved) => {
                         self.give_up(id, &format!("{unserved}"));
+                        // A failed primary's slots come back on its promoted replica: the
+                        // map the next attempt routes by is read again, through the seed.
+                        if !self.refreshing {
+                            self.request_map(self.seed.clone(), true);
+                        }
                         return;
                     }
                 },
@@ -686,11 +696,30 @@ mod tests {
             false,
         );
         link.write(GET_FOO, NOW).unwrap();
-        assert_eq!(link.poll_transmit(), None);
         assert!(
             read_all(&mut link)
                 .starts_with(b"-CLUSTERDOWN no cluster primary serves hash slot 12182")
         );
+        // The map is read again through the seed (once at a time), and the next command
+        // goes to the owner it names: a promoted replica.
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(9), CLUSTER_SHARDS.to_vec()))
+        );
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), None, "one map read at a time");
+        let _ = read_all(&mut link);
+        link.handle_input(&primary(9), b"-ERR unknown subcommand 'SHARDS'\r\n", NOW)
+            .unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(
+            &primary(9),
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:7\r\n",
+            NOW,
+        )
+        .unwrap();
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(7), GET_FOO.to_vec())));
         assert_eq!(
             link.write(b"!garbage\r\n", NOW),
             Err(ClusterLinkError::BadCommand)

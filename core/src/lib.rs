@@ -85,6 +85,7 @@ mod acquire;
 mod ballot;
 mod cluster;
 mod cluster_link;
+mod cluster_walk;
 mod commands;
 mod dialogue;
 mod drift;
@@ -128,6 +129,7 @@ pub use cluster::{
     TRY_AGAIN_DELAY, slot_map_reply_len,
 };
 pub use cluster_link::{ClusterLink, ClusterLinkError};
+pub use cluster_walk::{ClusterWalk, ClusterWalkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;

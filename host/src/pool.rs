@@ -187,6 +187,20 @@ impl Pool {
             .any(|n| matches!(&n.target, Target::Remote(e) if e.cluster))
     }
 
+    /// The cluster's URL and the connect options, when this pool's one node is a Redis
+    /// Cluster (`redis+cluster://`).
+    pub(crate) fn only_cluster(&self) -> Option<(Endpoint, ConnectOptions)> {
+        match self.nodes.as_slice() {
+            [
+                Node {
+                    target: Target::Remote(endpoint),
+                    ..
+                },
+            ] if endpoint.cluster => Some((endpoint.clone(), self.connect.clone())),
+            _ => None,
+        }
+    }
+
     /// Each node's endpoint, in node order, as messages name it.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.target.to_string()).collect()

@@ -400,20 +400,13 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
             .int(),
         Some(0)
     );
-    // A database other than 0, reset --all and run are usage errors before anything is sent.
+    // A database other than 0 and run are usage errors before anything is sent.
     let bad = run_bounded(
         distlock(&format!("{url}/2"), &["status", "--name", &name]),
         Duration::from_secs(20),
     )
     .expect("run distlock");
     assert_eq!(bad.status.code(), Some(64));
-    let walk = run(&["reset", "--all", "--yes"]);
-    assert_eq!(
-        walk.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&walk.stderr)
-    );
     // The lock component does not route a cluster yet: `run` says so instead of guessing.
     let guest = run(&["run", "--example"]);
     assert_eq!(
@@ -423,6 +416,107 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
         String::from_utf8_lossy(&guest.stderr)
     );
     assert!(String::from_utf8_lossy(&guest.stderr).contains("Redis Cluster"));
+}
+
+/// `reset --all` walks every primary of the map: a dry run lists the locks on all of them,
+/// the reset removes them all (fencing counters stay), and a primary that cannot be walked
+/// fails the whole reset, typed (exit 69), with nothing deleted anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_all_walks_every_primary_and_a_dead_one_fails_it_whole() {
+    require_redis!();
+    let mut cluster = blocking(|| Cluster::start(3));
+    let url = cluster.url(&[0, 1]);
+    let client = Client::connect([url.clone()]).await.expect("connect");
+    let mut names: Vec<String> = (0..3)
+        .flat_map(|node| {
+            [
+                name_on(&cluster, node, "walk"),
+                name_on(&cluster, node, "walk"),
+            ]
+        })
+        .collect();
+    names.sort();
+    for name in &names {
+        let guard = client
+            .lock(name)
+            .ttl(Duration::from_secs(60))
+            .fenced(true)
+            .acquire()
+            .await
+            .expect("acquire");
+        std::mem::forget(guard);
+    }
+    let mut keys: Vec<String> = names.iter().map(|n| lock_key(n)).collect();
+    keys.sort();
+    let run = |args: &[&str]| {
+        run_bounded(distlock(&url, args), Duration::from_secs(30)).expect("run distlock")
+    };
+
+    // The API's dry run and the command's list every lock, on every primary.
+    let report = client.reset_all_report(true).await.expect("dry run");
+    assert_eq!(report.keys(), keys, "{}", report.describe());
+    let listed = run(&["reset", "--all", "--dry-run"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", support::show(&listed));
+    assert_eq!(support::stdout(&listed), format!("{}\n", keys.join("\n")));
+    let held = |cluster: &Cluster, name: &str| {
+        let owner = cluster.owner(cluster.slot(name), 0);
+        cluster.nodes[owner]
+            .raw()
+            .ok(&["EXISTS", &lock_key(name)])
+            .int()
+    };
+    assert!(
+        names.iter().all(|n| held(&cluster, n) == Some(1)),
+        "a dry run deletes nothing"
+    );
+
+    let reset = run(&["reset", "--all", "--yes"]);
+    assert_eq!(reset.status.code(), Some(0), "{}", support::show(&reset));
+    for name in &names {
+        assert_eq!(held(&cluster, name), Some(0), "{name} reset");
+        let owner = cluster.owner(cluster.slot(name), 0);
+        let fence = format!("{}:fence", lock_key(name));
+        assert_eq!(
+            cluster.nodes[owner].raw().ok(&["EXISTS", &fence]).int(),
+            Some(1),
+            "{name}'s fencing counter stays"
+        );
+    }
+    assert_eq!(client.reset_all().await.expect("nothing left"), 0);
+
+    // A primary that cannot be walked: typed, and the locks the others hold stay.
+    let kept = name_on(&cluster, 0, "kept");
+    std::mem::forget(
+        client
+            .lock(&kept)
+            .ttl(Duration::from_secs(60))
+            .acquire()
+            .await
+            .expect("acquire"),
+    );
+    blocking(|| cluster.nodes[2].stop());
+    let err = client
+        .reset_all()
+        .await
+        .expect_err("a primary was not read");
+    assert!(
+        matches!(
+            &err,
+            Error::ClusterWalk {
+                why: distlock_core::ClusterWalkError::Unread { primary, .. },
+                ..
+            } if primary.port() == cluster.nodes[2].port()
+        ),
+        "the dead primary named: {err:?}"
+    );
+    let failed = run(&["reset", "--all", "--yes"]);
+    assert_eq!(failed.status.code(), Some(69), "{}", support::show(&failed));
+    assert!(
+        support::stderr(&failed).contains("cannot walk the cluster"),
+        "{}",
+        support::show(&failed)
+    );
+    assert_eq!(held(&cluster, &kept), Some(1), "nothing deleted");
 }
 
 /// Bad cluster URLs are usage errors (64) that name what is wrong, and nothing is sent: the

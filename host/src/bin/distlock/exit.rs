@@ -41,7 +41,7 @@ macro_rules! table {
         1     release/extend: the token does not hold the lock\n  \
         64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots\n  \
         66    run: the guest app cannot be read\n  \
-        69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary)\n  \
+        69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary; a cluster primary reset --all could not walk)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \

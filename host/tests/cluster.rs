@@ -400,13 +400,25 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
             .int(),
         Some(0)
     );
-    // A database other than 0 and run are usage errors before anything is sent.
+    // A database other than 0, reset --all over a cluster beside another node (Redlock) and
+    // run are usage errors before anything is sent.
     let bad = run_bounded(
         distlock(&format!("{url}/2"), &["status", "--name", &name]),
         Duration::from_secs(20),
     )
     .expect("run distlock");
     assert_eq!(bad.status.code(), Some(64));
+    let plain = support::RedisServer::start();
+    let beside = run_bounded(
+        distlock(
+            &format!("{url},{}", plain.url()),
+            &["reset", "--all", "--yes"],
+        ),
+        Duration::from_secs(20),
+    )
+    .expect("run distlock");
+    assert_eq!(beside.status.code(), Some(64), "{}", support::show(&beside));
+    assert!(support::stderr(&beside).contains("beside other nodes"));
     // The lock component does not route a cluster yet: `run` says so instead of guessing.
     let guest = run(&["run", "--example"]);
     assert_eq!(

@@ -224,11 +224,18 @@ impl Pool {
         let mut last = None;
         loop {
             let (outcome, next) = self.session(|s, _| (s.connect_outcome(), s.poll_timeout()));
-            if outcome.is_some() {
+            // A node's failure reaches the session before its report reaches this loop: a
+            // failed outcome waits for the reports still on their way, so the error is the
+            // node's own (a refused login) and not "no answer".
+            let all_reported = reported.iter().all(|seen| *seen);
+            if outcome == Some(ConnectOutcome::Ready) || (outcome.is_some() && all_reported) {
                 break;
             }
             // Wake for the session's next deadline too: that is when a silent node gives up.
-            let wake = next.map_or(deadline, |at| self.clock.to_tokio(at).min(deadline));
+            let wake = match outcome {
+                Some(_) => deadline,
+                None => next.map_or(deadline, |at| self.clock.to_tokio(at).min(deadline)),
+            };
             match tokio::time::timeout_at(wake, reports.recv()).await {
                 Ok(Some((node, result))) => {
                     if let Some(seen) = reported.get_mut(node) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use distlock_host::{Client, ConnectOptions, Durability, DurableError, Error, KeyLayout};
 use support::failover::{AFTER, BEFORE, WORKERS, lock_run};
 use support::fake::{FakeServer, Step};
-use support::sentinel::{GHOST, SERVICE, SentinelGroup};
+use support::sentinel::{GHOST, PasswordSentinel, SERVICE, SentinelGroup};
 use support::{
     RedisServer, blocking, bounded, distlock, free_port, lock_key, require_redis, run_bounded,
     unique_name,
@@ -491,4 +491,90 @@ async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
     let held = primary.raw().ok(&["GET", &lock_key(&name)]).text();
     assert_eq!(held.as_deref(), Some(guard.token()));
     guard.release().await.expect("release");
+}
+
+/// Sentinels started with `requirepass`: the URL's `?sentinel_password=` logs in (`AUTH`
+/// before the question) and the primary is found; no password, or a wrong one, is a typed
+/// refusal (exit 77) and nothing reaches the primary; bad forms are usage errors (64).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinels_with_a_password_are_logged_in_to() {
+    require_redis!();
+    const PASSWORD: &str = "s3nt+nel@pw";
+    let group = blocking(|| PasswordSentinel::start(PASSWORD));
+    let with_password = group.url("?sentinel_password=s3nt%2Bnel%40pw");
+    let client = Client::connect([&with_password]).await.expect("logged in");
+    let name = unique_name("sentinel-login");
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    assert_eq!(
+        group
+            .primary
+            .raw()
+            .ok(&["GET", &lock_key(&name)])
+            .text()
+            .as_deref(),
+        Some(guard.token()),
+        "the lock is on the primary the sentinel named"
+    );
+    guard.release().await.expect("release");
+
+    let before = group.primary.connections_received();
+    for (url, says) in [
+        (group.url(""), "NOAUTH"),
+        (group.url("?sentinel_password=wrong"), "WRONGPASS"),
+    ] {
+        let err = Client::connect([&url]).await.expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                Error::Sentinel {
+                    why: distlock_core::DiscoveryError::SentinelAuthRefused,
+                    last,
+                    ..
+                } if last.contains(says)
+            ),
+            "{url}: {err:?}"
+        );
+        let out = run_bounded(
+            distlock(&url, &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{url}: {}",
+            support::show(&out)
+        );
+        assert!(
+            !support::stderr(&out).contains("wrong"),
+            "the password is hidden"
+        );
+    }
+    assert_eq!(
+        group.primary.connections_received(),
+        before + 1,
+        "only this check's own connection reached the primary: nothing without the sentinel's word"
+    );
+    for query in [
+        "?sentinel_password=",
+        "?sentinel_username=watcher",
+        "?sentinel_password=a&sentinel_password=b",
+        "?sentinel_pasword=typo",
+    ] {
+        let out = run_bounded(
+            distlock(&group.url(query), &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{query}: {}",
+            support::show(&out)
+        );
+        assert!(
+            !support::stderr(&out).contains("typo"),
+            "{query}: a password-like value is hidden"
+        );
+    }
 }

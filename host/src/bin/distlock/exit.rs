@@ -46,7 +46,7 @@ macro_rules! table {
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
         76    a server refused the command or broke the protocol (WRONGTYPE, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
-        77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
+        77    a server or a sentinel refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \
         128+N exec, run: stopped by signal N (the locks released first)\n  \
@@ -69,7 +69,9 @@ pub(crate) fn code_of(e: &Error) -> u8 {
         | Error::NotOnCluster(_) => USAGE,
         Error::ClusterMap { .. } => SERVER_REFUSED,
         Error::Sentinel {
-            why: distlock_core::DiscoveryError::RoleRefused,
+            why:
+                distlock_core::DiscoveryError::RoleRefused
+                | distlock_core::DiscoveryError::SentinelAuthRefused,
             ..
         } => NO_PERMISSION,
         Error::NotDurable { why, .. } => match why {

@@ -14,12 +14,23 @@
 //!   `ASKING` sent before a command has its own reply, which is consumed here).
 //! - Bytes that are not RESP, from the writer or a primary, end the link
 //!   ([`ClusterLinkError`]): the driver drops it and the machine sees a disconnect.
+//! - A slot the map says nobody serves (a primary that failed, before its replica was
+//!   promoted) fails its command at once and has the map read again through the seed, so
+//!   the operation's next attempt routes to the promoted replica. A primary that is gone
+//!   altogether fails its connection, which ends the link: the driver connects again
+//!   through the seeds still answering.
 //!
 //! A command's slot is that of its first key: the key after `numkeys` for
 //! `EVAL`/`EVALSHA`/`FCALL` (and their `_RO` forms), the first argument otherwise; commands
 //! without keys (`HELLO`, `AUTH`, `SCRIPT`, `CLIENT`, `PING`, …) go to the seed the link was
 //! opened on. Every command distlock sends for one lock names only keys of that lock's one
 //! slot ([`crate::lock_slot`]).
+//!
+//! `WAIT` and `WAITAOF` ask about what *this connection* wrote, so they have no slot of their
+//! own: each waits until every command written before it is answered, then goes to the
+//! primary that answered the last command with a key (the seed when none did). A durable
+//! lease's `WAIT` thus reaches the primary that holds the lock, on the connection that wrote
+//! it, after any redirect the write followed.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -56,11 +67,26 @@ impl core::fmt::Display for ClusterLinkError {
 
 impl core::error::Error for ClusterLinkError {}
 
+/// Where a command goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// No key: the seed.
+    Seed,
+    /// The owner of this slot.
+    Slot(u16),
+    /// Where the last command with a key was answered, once everything before it is
+    /// (`WAIT`, `WAITAOF`).
+    AfterPrevious,
+}
+
 /// One command written, until its reply is handed back.
 #[derive(Debug)]
 struct Command {
     bytes: Vec<u8>,
-    slot: Option<u16>,
+    target: Target,
+    /// Written, but not sent yet: an [`Target::AfterPrevious`] command waiting for the
+    /// replies before it.
+    held: bool,
     redirects: Option<Redirects>,
     resend_at: Option<Instant>,
     reply: Option<Vec<u8>>,
@@ -101,6 +127,8 @@ pub struct ClusterLink {
     tls: bool,
     /// A slot-map read is under way (one at a time).
     refreshing: bool,
+    /// The primary that answered the last command with a key: where `WAIT` goes.
+    last_keyed: Option<Primary>,
 }
 
 impl ClusterLink {
@@ -129,6 +157,7 @@ impl ClusterLink {
             replies: Vec::new(),
             tls,
             refreshing: false,
+            last_keyed: None,
         }
     }
 
@@ -155,16 +184,19 @@ impl ClusterLink {
                 Err(_) => return Err(ClusterLinkError::BadCommand),
             };
             let bytes: Vec<u8> = self.written.drain(..len).collect();
-            let slot = command_slot(&bytes).ok_or(ClusterLinkError::BadCommand)?;
+            let target = command_target(&bytes).ok_or(ClusterLinkError::BadCommand)?;
             let id = self.first_id + self.commands.len() as u64;
             self.commands.push_back(Command {
                 bytes,
-                slot,
+                target,
+                held: target == Target::AfterPrevious,
                 redirects: Some(Redirects::new(now, self.request_timeout)),
                 resend_at: None,
                 reply: None,
             });
-            self.route(id, None);
+            if target != Target::AfterPrevious {
+                self.route(id, None);
+            }
         }
         // A command routing gave up on at once (an unserved slot) is answered already.
         self.hand_back();
@@ -289,15 +321,24 @@ impl ClusterLink {
         let Some(command) = self.command(id) else {
             return;
         };
-        let slot = command.slot;
+        let target = command.target;
         let (target, asking) = match to {
             Some(to) => to,
-            None => match slot {
-                None => (self.seed.clone(), false),
-                Some(slot) => match self.map.owner(slot) {
+            None => match target {
+                Target::Seed => (self.seed.clone(), false),
+                Target::AfterPrevious => (
+                    self.last_keyed.clone().unwrap_or_else(|| self.seed.clone()),
+                    false,
+                ),
+                Target::Slot(slot) => match self.map.owner(slot) {
                     Ok(owner) => (owner.clone(), false),
                     Err(unserved) => {
                         self.give_up(id, &format!("{unserved}"));
+                        // A failed primary's slots come back on its promoted replica: the
+                        // map the next attempt routes by is read again, through the seed.
+                        if !self.refreshing {
+                            self.request_map(self.seed.clone(), true);
+                        }
                         return;
                     }
                 },
@@ -375,7 +416,11 @@ impl ClusterLink {
         };
         let Some(redirect) = redirect else {
             if let Some(command) = self.command(id) {
+                let keyed = matches!(command.target, Target::Slot(_));
                 command.reply = Some(frame);
+                if keyed {
+                    self.last_keyed = Some(from.clone());
+                }
             }
             return;
         };
@@ -417,8 +462,19 @@ impl ClusterLink {
         }
     }
 
-    /// Moves the answered commands at the front to the reply bytes.
+    /// Moves the answered commands at the front to the reply bytes, and sends a held
+    /// command once every command before it is answered.
     fn hand_back(&mut self) {
+        loop {
+            let ready = self
+                .commands
+                .iter()
+                .position(|c| c.reply.is_none())
+                .filter(|&i| self.commands[i].held);
+            let Some(index) = ready else { break };
+            self.commands[index].held = false;
+            self.route(self.first_id + index as u64, None);
+        }
         while self.commands.front().is_some_and(|c| c.reply.is_some()) {
             if let Some(command) = self.commands.pop_front() {
                 self.replies
@@ -429,9 +485,9 @@ impl ClusterLink {
     }
 }
 
-/// The slot of a command's first key, `Some(None)` for a command without keys, `None` when
-/// the bytes are not a command.
-fn command_slot(frame: &[u8]) -> Option<Option<u16>> {
+/// Where a command goes: by its first key's slot, to the seed without keys, or after the
+/// commands before it (`WAIT`, `WAITAOF`); `None` when the bytes are not a command.
+fn command_target(frame: &[u8]) -> Option<Target> {
     let Ok(Reply::Array(args)) = decode(frame, Protocol::Resp2) else {
         return None;
     };
@@ -458,7 +514,10 @@ fn command_slot(frame: &[u8]) -> Option<Option<u16>> {
         b"QUIT",
     ];
     if KEYLESS.iter().any(|k| upper(name, k)) {
-        return Some(None);
+        return Some(Target::Seed);
+    }
+    if upper(name, b"WAIT") || upper(name, b"WAITAOF") {
+        return Some(Target::AfterPrevious);
     }
     const SCRIPTED: [&[u8]; 6] = [
         b"EVAL",
@@ -471,12 +530,12 @@ fn command_slot(frame: &[u8]) -> Option<Option<u16>> {
     if SCRIPTED.iter().any(|k| upper(name, k)) {
         let keys = core::str::from_utf8(arg(2)?).ok()?.parse::<u64>().ok()?;
         return Some(if keys == 0 {
-            None
+            Target::Seed
         } else {
-            Some(key_slot(arg(3)?))
+            Target::Slot(key_slot(arg(3)?))
         });
     }
-    Some(arg(1).map(key_slot))
+    Some(arg(1).map_or(Target::Seed, |key| Target::Slot(key_slot(key))))
 }
 
 #[cfg(test)]
@@ -637,11 +696,30 @@ mod tests {
             false,
         );
         link.write(GET_FOO, NOW).unwrap();
-        assert_eq!(link.poll_transmit(), None);
         assert!(
             read_all(&mut link)
                 .starts_with(b"-CLUSTERDOWN no cluster primary serves hash slot 12182")
         );
+        // The map is read again through the seed (once at a time), and the next command
+        // goes to the owner it names: a promoted replica.
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(9), CLUSTER_SHARDS.to_vec()))
+        );
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), None, "one map read at a time");
+        let _ = read_all(&mut link);
+        link.handle_input(&primary(9), b"-ERR unknown subcommand 'SHARDS'\r\n", NOW)
+            .unwrap();
+        let _ = link.poll_transmit();
+        link.handle_input(
+            &primary(9),
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:7\r\n",
+            NOW,
+        )
+        .unwrap();
+        link.write(GET_FOO, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(7), GET_FOO.to_vec())));
         assert_eq!(
             link.write(b"!garbage\r\n", NOW),
             Err(ClusterLinkError::BadCommand)
@@ -654,15 +732,45 @@ mod tests {
     }
 
     #[test]
+    fn wait_follows_the_write_it_asks_about() {
+        const WAIT: &[u8] = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n100\r\n";
+        let mut link = link();
+        // Nothing with a key answered yet: the seed.
+        link.write(WAIT, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(9), WAIT.to_vec())));
+        link.handle_input(&primary(9), b":0\r\n", NOW).unwrap();
+        assert_eq!(read_all(&mut link), b":0\r\n");
+        // Written with the write still unanswered, it is held; the write is redirected, so
+        // the WAIT goes where the write was answered, not by the slot of its "1".
+        link.write(GET_FOO, NOW).unwrap();
+        link.write(WAIT, NOW).unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(1), GET_FOO.to_vec())));
+        assert_eq!(link.poll_transmit(), None, "the WAIT waits for the write");
+        link.handle_input(&primary(1), b"-ASK 12182 h:2\r\n", NOW)
+            .unwrap();
+        assert_eq!(
+            link.poll_transmit(),
+            Some((primary(2), [ASKING, GET_FOO].concat()))
+        );
+        assert_eq!(link.poll_transmit(), None);
+        link.handle_input(&primary(2), b"+OK\r\n+OK\r\n", NOW)
+            .unwrap();
+        assert_eq!(link.poll_transmit(), Some((primary(2), WAIT.to_vec())));
+        link.handle_input(&primary(2), b":1\r\n", NOW).unwrap();
+        assert_eq!(read_all(&mut link), b"+OK\r\n:1\r\n");
+        assert!(link.is_idle());
+    }
+
+    #[test]
     fn scripts_route_by_their_first_key() {
         let eval = b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$3\r\nfoo\r\n$1\r\nx\r\n";
-        assert_eq!(command_slot(eval), Some(Some(12182)));
+        assert_eq!(command_target(eval), Some(Target::Slot(12182)));
         let none = b"*3\r\n$4\r\nEVAL\r\n$2\r\nab\r\n$1\r\n0\r\n";
-        assert_eq!(command_slot(none), Some(None));
+        assert_eq!(command_target(none), Some(Target::Seed));
         assert_eq!(
-            command_slot(b"*2\r\n$4\r\nPTTL\r\n$3\r\nbar\r\n"),
-            Some(Some(5061))
+            command_target(b"*2\r\n$4\r\nPTTL\r\n$3\r\nbar\r\n"),
+            Some(Target::Slot(5061))
         );
-        assert_eq!(command_slot(b"+OK\r\n"), None);
+        assert_eq!(command_target(b"+OK\r\n"), None);
     }
 }

@@ -35,12 +35,15 @@
 //!   [`Primary`] owns it (read from `CLUSTER SHARDS` / `CLUSTER SLOTS`, at most
 //!   [`MAX_SHARDS`]), and [`Redirects`] says what a [`Redirect`] (`MOVED`, `ASK`,
 //!   `TRYAGAIN`) means for a request, within [`MAX_REDIRECTS`] and its deadline;
-//!   [`ClusterLink`] puts them together as one node's byte pipe for a driver.
+//!   [`ClusterLink`] puts them together as one node's byte pipe for a driver;
+//!   [`ClusterWalk`] says which primaries a `reset --all` must read, and refuses a partial
+//!   read.
 //! - **Durable leases**: [`Durability`] says what to send after an acquire or extend
 //!   (`WAIT` / `WAITAOF`) and whether the reply confirms the lease ([`DurableError`]).
 //! - **Redis Sentinel**: a sentinel group is one node of a lock too; [`Discovery`] says which
 //!   sentinel to ask and when to give up, [`parse_primary_address`] and [`parse_role`] read
-//!   the answers (a primary is used only once its `ROLE` says `master`), and
+//!   the answers (a primary is used only once its `ROLE` says `master`; a sentinel that
+//!   needs a password gets [`sentinel_auth_command`] first), and
 //!   [`FailoverWatch`] says when a `READONLY` reply means the primary was demoted.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`], what `reset`
@@ -88,6 +91,7 @@ mod acquire;
 mod ballot;
 mod cluster;
 mod cluster_link;
+mod cluster_walk;
 mod commands;
 mod dialogue;
 mod drift;
@@ -132,6 +136,7 @@ pub use cluster::{
     TRY_AGAIN_DELAY, slot_map_reply_len,
 };
 pub use cluster_link::{ClusterLink, ClusterLinkError};
+pub use cluster_walk::{ClusterWalk, ClusterWalkError};
 pub use dialogue::{ADMIN_REPLY_CAP, NodeError};
 pub use drift::Drift;
 pub use driven::Driven;
@@ -163,8 +168,8 @@ pub use script::{DELETE_QUEUE, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,
     SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,
-    SentinelReplyError, get_master_addr_command, parse_primary_address, parse_role,
-    sentinel_reply_len,
+    SentinelReplyError, get_master_addr_command, parse_auth_reply, parse_primary_address,
+    parse_role, sentinel_auth_command, sentinel_reply_len,
 };
 pub use server::{Flavor, NativeCommand, ServerInfo, Version};
 pub use session::{

@@ -16,13 +16,19 @@
 //!   primary; rounds of asks are at most [`SENTINEL_ROUNDS`], paused [`SENTINEL_ROUND_PAUSE`]
 //!   apart, and no step lies past the deadline the discovery was started with;
 //! - no reply bytes, however broken, panic anything here: they are a typed
-//!   [`SentinelReplyError`].
+//!   [`SentinelReplyError`];
+//! - sentinels that need a password are sent [`sentinel_auth_command`] first, on the same
+//!   connection, and the question only after [`parse_auth_reply`] said `OK`. A refused login
+//!   (`WRONGPASS`, `NOAUTH`: no password given to a sentinel that needs one, `NOPERM`) ends
+//!   the discovery at once ([`DiscoveryError::SentinelAuthRefused`]): one group's sentinels
+//!   share their credentials, so asking the others would only be refused again.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::cluster::{MAX_HOST_LEN, Primary};
-use crate::error::{ProtocolError, ServerError};
+use crate::error::{ProtocolError, ServerError, ServerErrorKind};
+use crate::handshake::Credentials;
 use crate::resp::{Protocol, Reply, decode, frame_len};
 use crate::time::{Duration, Instant};
 
@@ -52,6 +58,37 @@ pub fn get_master_addr_command(service: &str) -> Vec<u8> {
     out.extend_from_slice(service.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// `AUTH [username] password`, sent to a sentinel before anything else on its connection.
+#[must_use]
+pub fn sentinel_auth_command(credentials: &Credentials) -> Vec<u8> {
+    let mut args: Vec<&[u8]> = Vec::with_capacity(3);
+    args.push(b"AUTH");
+    if let Some(user) = &credentials.username {
+        args.push(user);
+    }
+    args.push(&credentials.password);
+    let mut out = alloc::format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(alloc::format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads the reply to [`sentinel_auth_command`] (one complete frame in `protocol`).
+///
+/// # Errors
+///
+/// [`SentinelReplyError::Refused`] when the sentinel refused the login (see
+/// [`Asked::after_refusal`]); [`SentinelReplyError::Malformed`] for anything but `OK`.
+pub fn parse_auth_reply(frame: &[u8], protocol: Protocol) -> Result<(), SentinelReplyError> {
+    match decode_whole(frame, protocol)? {
+        Reply::Simple(b"OK") => Ok(()),
+        _ => Err(SentinelReplyError::Malformed),
+    }
 }
 
 /// Why a sentinel's or a primary's reply could not be used.
@@ -190,8 +227,11 @@ pub fn parse_role(frame: &[u8], protocol: Protocol) -> Result<Role, SentinelRepl
 pub enum Asked {
     /// The sentinel could not be reached, did not answer in time, or answered garbage.
     NoAnswer,
-    /// The sentinel refused the command (not a sentinel, `NOPERM`).
+    /// The sentinel refused the command (not a sentinel).
     Refused,
+    /// The sentinel refused the login, or wants one that was not given (`WRONGPASS`,
+    /// `NOAUTH`, `NOPERM`): discovery stops.
+    AuthRefused,
     /// The sentinel monitors no such service.
     UnknownService,
     /// The primary named could not be reached, or its `ROLE` did not arrive.
@@ -204,6 +244,19 @@ pub enum Asked {
     RoleRefused,
     /// The primary named answered `ROLE` with `master`: use it.
     Verified,
+}
+
+impl Asked {
+    /// What a sentinel's refusal (of `AUTH` or of the question) means: a login refused or
+    /// missing ([`ServerErrorKind::NoAuth`], [`ServerErrorKind::NoPerm`]) is
+    /// [`Asked::AuthRefused`], anything else [`Asked::Refused`].
+    #[must_use]
+    pub fn after_refusal(error: &ServerError) -> Asked {
+        match error.kind {
+            ServerErrorKind::NoAuth | ServerErrorKind::NoPerm => Asked::AuthRefused,
+            _ => Asked::Refused,
+        }
+    }
 }
 
 /// What to do next in a discovery.
@@ -233,6 +286,8 @@ pub enum DiscoveryError {
     NoPrimary,
     /// A primary refused `ROLE`, so whether it is one cannot be checked.
     RoleRefused,
+    /// A sentinel refused the sentinel login, or wants one that was not given.
+    SentinelAuthRefused,
 }
 
 impl core::fmt::Display for DiscoveryError {
@@ -245,6 +300,9 @@ impl core::fmt::Display for DiscoveryError {
             }
             Self::RoleRefused => {
                 "the primary refused ROLE, so it cannot be checked to be a primary (allow +role for this user)"
+            }
+            Self::SentinelAuthRefused => {
+                "a sentinel refused the login, or needs one (give it with ?sentinel_password=)"
             }
         })
     }
@@ -365,6 +423,9 @@ impl Discovery {
             }
             Asked::RoleRefused => {
                 self.gave_up = Some(DiscoveryError::RoleRefused);
+            }
+            Asked::AuthRefused => {
+                self.gave_up = Some(DiscoveryError::SentinelAuthRefused);
             }
             Asked::Verified => {
                 self.first = sentinel;

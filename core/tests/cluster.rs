@@ -1,11 +1,12 @@
 //! Property tests of the Redis Cluster routing pieces: the hash slot of a key, the slot map
 //! read from `CLUSTER SHARDS` / `CLUSTER SLOTS` replies (well-formed, random and garbage),
-//! and redirect parsing. The real-cluster tests are `host/tests/cluster.rs`.
+//! redirect parsing, and which primaries a `reset --all` walk must read. The real-cluster
+//! tests are `host/tests/cluster.rs`.
 
 use distlock_core::{
-    ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, ClusterLink, Duration, Instant, KeyLayout, Keys,
-    LockName, MAX_REDIRECTS, NextHop, Primary, Protocol, Redirect, Redirects, SLOTS, SlotMap,
-    SlotMapError, key_slot, lock_slot,
+    ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, ClusterLink, ClusterWalk, ClusterWalkError, Duration,
+    Instant, KeyLayout, Keys, LockName, MAX_REDIRECTS, NextHop, NodeError, NodeReset, Primary,
+    Protocol, Redirect, Redirects, ResetOutcome, SLOTS, SlotMap, SlotMapError, key_slot, lock_slot,
 };
 use proptest::prelude::*;
 
@@ -76,6 +77,63 @@ proptest! {
         prop_assert_eq!(map.served(), usize::from(SLOTS));
         let (_, _, port) = ranges.iter().find(|(f, l, _)| (*f..=*l).contains(&probe)).unwrap();
         prop_assert_eq!(map.owner(probe).unwrap(), &Primary::new("h", *port).unwrap());
+    }
+
+    /// A walk reads every primary of a whole map, refuses one with a gap (those slots' keys
+    /// would go unread), and gives names only when every primary answered to the end.
+    #[test]
+    fn a_cluster_walk_reads_every_primary_or_says_nothing(
+        cuts in proptest::collection::vec(1u16..SLOTS, 0..40),
+        ports in proptest::collection::vec(1u16..u16::MAX, 1..8),
+        hole in any::<Option<prop::sample::Index>>(),
+        garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 0..16),
+        locks in proptest::collection::vec("[a-z]{1,4}", 0..6),
+        failed in any::<Option<prop::sample::Index>>(),
+    ) {
+        let mut ranges = partition(cuts, &ports);
+        if let Some(hole) = hole {
+            ranges.remove(hole.index(ranges.len()));
+        }
+        let map = SlotMap::from_slots(&slots_reply(&ranges), Protocol::Resp2, "seed").unwrap();
+        let walk = match ClusterWalk::plan(&map) {
+            Ok(walk) => walk,
+            Err(ClusterWalkError::Unserved { slots }) => {
+                prop_assert!(hole.is_some());
+                prop_assert_eq!(slots, usize::from(SLOTS) - map.served());
+                return Ok(());
+            }
+            Err(other) => return Err(TestCaseError::fail(format!("{other:?}"))),
+        };
+        prop_assert_eq!(map.served(), usize::from(SLOTS));
+        prop_assert_eq!(walk.primaries(), map.primaries());
+        let mut keys = garbage;
+        keys.extend(locks.iter().map(|name| format!("distlock:{{{name}}}").into_bytes()));
+        let found = NodeReset { deleted: keys.clone(), ..NodeReset::default() };
+        let mut nodes: Vec<Result<NodeReset, NodeError>> =
+            walk.primaries().iter().map(|_| Ok(found.clone())).collect();
+        let failed = failed.map(|i| i.index(nodes.len()));
+        if let Some(i) = failed {
+            nodes[i] = Err(NodeError::Disconnected);
+        }
+        let layout = KeyLayout::default();
+        match walk.names(&layout, &ResetOutcome { nodes }) {
+            Ok(names) => {
+                prop_assert!(failed.is_none());
+                for name in &names {
+                    let lock_key = Keys::new(layout.clone(), name.clone()).lock().concat();
+                    let holds = Keys::new(layout.clone(), name.clone()).holds().concat();
+                    prop_assert!(keys.iter().any(|k| *k == lock_key || *k == holds));
+                }
+                prop_assert!(names.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()));
+                for lock in &locks {
+                    prop_assert!(names.iter().any(|n| n.as_bytes() == lock.as_bytes()), "{}", lock);
+                }
+            }
+            Err(ClusterWalkError::Unread { primary, .. }) => {
+                prop_assert_eq!(Some(&*primary), failed.map(|i| &walk.primaries()[i]));
+            }
+            Err(other) => return Err(TestCaseError::fail(format!("{other:?}"))),
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Property tests of the Redis Sentinel pieces: sentinel and `ROLE` replies (well-formed,
 //! random and garbage) never panic and are read as what they say; a discovery always ends,
 //! within its rounds and its deadline, and reports a primary only after one was verified;
-//! the failover watch trips on `READONLY` however the bytes are split. The real-sentinel
+//! the failover watch trips on `READONLY` however the bytes are split; a sentinel's refused
+//! login ends a discovery at its next step, typed. The real-sentinel
 //! tests are `host/tests/sentinel.rs`.
 
 use distlock_core::{
-    Asked, Discovery, DiscoveryStep, FailoverWatch, Instant, Protocol, Role, SENTINEL_ROUNDS,
-    SentinelAnswer, SentinelReplyError, parse_primary_address, parse_role, sentinel_reply_len,
+    Asked, Credentials, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, Instant, Protocol,
+    Role, SENTINEL_ROUNDS, SentinelAnswer, SentinelReplyError, ServerError, ServerErrorKind,
+    parse_auth_reply, parse_primary_address, parse_role, sentinel_auth_command, sentinel_reply_len,
 };
 use proptest::prelude::*;
 
@@ -18,6 +20,7 @@ fn asked() -> impl Strategy<Value = Asked> {
         Just(Asked::PrimaryUnreachable),
         Just(Asked::NotPrimary),
         Just(Asked::RoleRefused),
+        Just(Asked::AuthRefused),
         Just(Asked::Verified),
     ]
 }
@@ -29,6 +32,7 @@ proptest! {
         let _ = parse_primary_address(&bytes, protocol);
         let _ = parse_role(&bytes, protocol);
         let _ = sentinel_reply_len(&bytes);
+        let _ = parse_auth_reply(&bytes, protocol);
         let mut watch = FailoverWatch::new();
         watch.observe(&bytes);
         watch.observe(&bytes);
@@ -82,8 +86,16 @@ proptest! {
                     prop_assert!(asks <= SENTINEL_ROUNDS * sentinels as u32);
                     let (how, took) = answers.next().unwrap_or((Asked::NoAnswer, 1));
                     verified = how == Asked::Verified;
+                    let refused = how == Asked::AuthRefused;
                     now = now.saturating_add(distlock_core::Duration::from_millis(took));
                     d.asked(i, how);
+                    if refused {
+                        prop_assert_eq!(
+                            d.next(now),
+                            DiscoveryStep::GiveUp(DiscoveryError::SentinelAuthRefused)
+                        );
+                        break;
+                    }
                 }
                 DiscoveryStep::Pause(until) => {
                     prop_assert!(until > now && until < deadline);
@@ -115,5 +127,49 @@ proptest! {
         let mut watch = FailoverWatch::new();
         watch.observe(&clean);
         prop_assert!(!watch.tripped());
+    }
+}
+
+#[test]
+fn the_sentinel_login_is_sent_as_auth_and_its_refusals_are_told_apart() {
+    let password = Credentials {
+        username: None,
+        password: b"s3cret".to_vec(),
+    };
+    assert_eq!(
+        sentinel_auth_command(&password),
+        b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n"
+    );
+    let user = Credentials {
+        username: Some(b"watcher".to_vec()),
+        ..password
+    };
+    assert_eq!(
+        sentinel_auth_command(&user),
+        b"*3\r\n$4\r\nAUTH\r\n$7\r\nwatcher\r\n$6\r\ns3cret\r\n"
+    );
+    assert_eq!(parse_auth_reply(b"+OK\r\n", Protocol::Resp2), Ok(()));
+    assert_eq!(
+        parse_auth_reply(b":1\r\n", Protocol::Resp2),
+        Err(SentinelReplyError::Malformed)
+    );
+    let refused = parse_auth_reply(
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+        Protocol::Resp2,
+    );
+    let Err(SentinelReplyError::Refused(error)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(error.kind, ServerErrorKind::NoAuth);
+    assert_eq!(Asked::after_refusal(&error), Asked::AuthRefused);
+    for (message, asked) in [
+        (&b"NOAUTH Authentication required."[..], Asked::AuthRefused),
+        (b"NOPERM no permissions", Asked::AuthRefused),
+        (b"ERR unknown command 'SENTINEL'", Asked::Refused),
+    ] {
+        assert_eq!(
+            Asked::after_refusal(&ServerError::from_message(message)),
+            asked
+        );
     }
 }

@@ -397,6 +397,16 @@ fn report_of(outcome: ResetOutcome, endpoints: Vec<String>, dry_run: bool) -> Re
     ResetReport { nodes, dry_run }
 }
 
+/// The host's error for a walk the core refused before anything was sent.
+pub(crate) fn walk_refused(refused: WalkRefused) -> Error {
+    match refused {
+        WalkRefused::NoPrefix { layout } => Error::NoPrefixToWalk { layout },
+        WalkRefused::EmptyPrefix => Error::EmptyPrefix,
+        WalkRefused::Config(e) => Error::Config(e),
+        _ => Error::Config(ConfigError::BadPrefix),
+    }
+}
+
 /// The report's count, or the first node's error when a majority failed.
 fn count(report: ResetReport) -> Result<u64, Error> {
     if report.majority_failed() {
@@ -419,7 +429,7 @@ fn count(report: ResetReport) -> Result<u64, Error> {
 /// Builds an operator machine over the pool's nodes (an idle connection where there is one,
 /// else one opened while it runs), drives it to its outcome, and pools again the connections
 /// left in step.
-async fn run<M: Driven, E>(
+pub(crate) async fn run<M: Driven, E>(
     pool: &Arc<Pool>,
     build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
 ) -> Result<M::Outcome, E> {
@@ -495,12 +505,21 @@ impl Client {
     /// Refused before anything is sent with [`Error::NoPrefixToWalk`] under a layout without
     /// a private prefix ([`crate::KeyLayout::prefix`] is `None`: redis-py's and
     /// python-redis-lock's), with [`Error::EmptyPrefix`] under an empty one (that walk is
-    /// the whole database), and with [`Error::NotOnCluster`] when a node is a Redis Cluster.
+    /// the whole database).
+    ///
+    /// On a Redis Cluster (the client's one node), every primary of the slot map is walked
+    /// (a dry run each), and each lock found is then reset by name through the cluster's
+    /// routing; a slot without a primary, or a primary that could
+    /// not be walked, fails the whole reset with [`Error::ClusterWalk`] before anything is
+    /// deleted. A cluster beside other nodes is refused with [`Error::NotOnCluster`].
     pub async fn reset_all_report(&self, dry_run: bool) -> Result<ResetReport, Error> {
+        if let Some((endpoint, options)) = self.pool().only_cluster() {
+            // Boxed: the walk's futures hold slot maps and whole reset machines.
+            return Box::pin(self.reset_all_on_cluster(&endpoint, &options, dry_run)).await;
+        }
         if self.pool().has_cluster() {
-            // SCAN walks one server's keys: on a cluster it would see one primary's share.
             return Err(Error::NotOnCluster(
-                "reset --all (a SCAN sees one primary's keys)",
+                "reset --all over a cluster beside other nodes",
             ));
         }
         let layout = self.layout();
@@ -508,12 +527,7 @@ impl Client {
             Reset::all(layout, &LockOptions::default(), servers, dry_run, now)
         })
         .await
-        .map_err(|refused| match refused {
-            WalkRefused::NoPrefix { layout } => Error::NoPrefixToWalk { layout },
-            WalkRefused::EmptyPrefix => Error::EmptyPrefix,
-            WalkRefused::Config(e) => Error::Config(e),
-            _ => Error::Config(ConfigError::BadPrefix),
-        })?;
+        .map_err(walk_refused)?;
         Ok(report_of(outcome, self.pool().endpoints(), dry_run))
     }
 }

@@ -118,6 +118,27 @@ pub(crate) async fn open(
     }))
 }
 
+/// Reads the cluster's slot map through the first seed of `endpoint` that answers (in the
+/// order given), as [`open`] does, and closes that connection.
+pub(crate) async fn read_map(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+    clock: &Clock,
+) -> Result<Box<SlotMap>, Error> {
+    let mut last = None;
+    for (host, port) in endpoint.seeds() {
+        let seed = endpoint.at(&host, port);
+        match Box::pin(discover(&seed, options, Protocol::Resp3, clock)).await {
+            Ok((_, map)) => return Ok(Box::new(map)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(Error::BadUrl {
+        url: endpoint.to_string(),
+        why: "no seed nodes".into(),
+    }))
+}
+
 /// Opens `seed` and reads the slot map from it.
 async fn discover(
     seed: &Endpoint,

@@ -4,10 +4,12 @@
 //! counts as one node of a lock; and a primary watched by Redis Sentinel:
 //! `redis+sentinel://[user:pass@]host[:port][,host[:port]…]/service[/db]` (`rediss+sentinel://`
 //! for TLS; sentinels listen on 26379 unless a port is given), one node of a lock too. The
-//! login of a sentinel URL is the primary's: sentinels are asked without one.
+//! login of a sentinel URL is the primary's; sentinels that need one of their own get it
+//! from the query parameters `sentinel_password` and `sentinel_username` (redis-py's
+//! `sentinel_kwargs`), the only query parameters read anywhere.
 //!
 //! Invariants: a parsed endpoint came from a URL with nothing this module would ignore (no
-//! query parameters, no fragment, a path that is empty or a database number in digits), so
+//! other query parameters, no fragment, a path that is empty or a database number in digits), so
 //! what a user wrote is what is used; `Display` writes a URL that parses back to the same
 //! node (an IPv6 host in brackets) and never the password.
 
@@ -39,6 +41,10 @@ pub struct Endpoint {
     /// `redis+sentinel://`: the service (master name) the sentinels at `host:port` and
     /// `more_seeds` watch; the node is that service's primary.
     pub sentinel: Option<String>,
+    /// `?sentinel_username=`: the ACL user the sentinels are asked as.
+    pub sentinel_username: Option<String>,
+    /// `?sentinel_password=`: the sentinels' password (`requirepass` in their config).
+    pub sentinel_password: Option<String>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -75,6 +81,13 @@ impl fmt::Display for Endpoint {
         if self.database != 0 {
             write!(f, "/{}", self.database)?;
         }
+        match (&self.sentinel_username, &self.sentinel_password) {
+            (Some(user), Some(_)) => {
+                write!(f, "?sentinel_username={user}&sentinel_password=***")?;
+            }
+            (_, Some(_)) => write!(f, "?sentinel_password=***")?,
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -108,6 +121,8 @@ impl Endpoint {
             cluster: false,
             more_seeds: Vec::new(),
             sentinel: None,
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 
@@ -213,6 +228,8 @@ impl FromStr for Endpoint {
             cluster: false,
             more_seeds: Vec::new(),
             sentinel: None,
+            sentinel_username: None,
+            sentinel_password: None,
         })
     }
 }
@@ -285,6 +302,8 @@ fn parse_cluster(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         cluster: true,
         more_seeds: seeds,
         sentinel: None,
+        sentinel_username: None,
+        sentinel_password: None,
     })
 }
 
@@ -340,7 +359,8 @@ fn login_and_hosts(
 /// Reads what follows `redis+sentinel://` / `rediss+sentinel://`: an optional login (the
 /// primary's), comma-separated sentinels `host[:port]` (26379 by default), then
 /// `/service` and optionally `/db`. The form of Lettuce's and Spring's sentinel URLs, with
-/// the service in the path where redis-py takes it as an argument. Query parameters are
+/// the service in the path where redis-py takes it as an argument. The sentinels' own login
+/// is read from `?sentinel_password=…[&sentinel_username=…]`; any other query parameter is
 /// refused, as for single nodes.
 fn parse_sentinel(scheme: &str, rest: &str) -> Result<Endpoint, String> {
     let tls = match scheme {
@@ -352,11 +372,19 @@ fn parse_sentinel(scheme: &str, rest: &str) -> Result<Endpoint, String> {
             ));
         }
     };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
     refuse_fragment_and_query(
         rest,
         " (write the service as the path: /mymaster)",
         "write redis+sentinel://host:port,host:port/service[/db]",
     )?;
+    if query.is_some_and(|q| q.contains('#')) {
+        return Err("unexpected '#' fragment (write the service as the path: /mymaster)".into());
+    }
+    let (sentinel_username, sentinel_password) = sentinel_login(query)?;
     let (authority, path) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
@@ -411,7 +439,47 @@ fn parse_sentinel(scheme: &str, rest: &str) -> Result<Endpoint, String> {
         cluster: false,
         more_seeds: sentinels,
         sentinel: Some(service.to_owned()),
+        sentinel_username,
+        sentinel_password,
     })
+}
+
+/// The sentinels' login from a sentinel URL's query: `sentinel_password` (required for a
+/// login) and `sentinel_username`, each at most once and not empty; nothing else.
+#[allow(clippy::type_complexity)]
+fn sentinel_login(query: Option<&str>) -> Result<(Option<String>, Option<String>), String> {
+    let Some(query) = query else {
+        return Ok((None, None));
+    };
+    let (mut username, mut password) = (None, None);
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "sentinel_password" => &mut password,
+            "sentinel_username" => &mut username,
+            "" => return Err("unexpected '?' without a query parameter".into()),
+            other => {
+                return Err(format!(
+                    "unknown query parameter '{other}' (only sentinel_password and sentinel_username are read: write redis+sentinel://host:port,host:port/service[/db][?sentinel_password=…])"
+                ));
+            }
+        };
+        if slot.is_some() {
+            return Err(format!("the query parameter '{key}' is given twice"));
+        }
+        let value: String = url::form_urlencoded::parse(format!("x={value}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        if value.is_empty() {
+            return Err(format!("the query parameter '{key}' is empty"));
+        }
+        *slot = Some(value);
+    }
+    if username.is_some() && password.is_none() {
+        return Err("sentinel_username is given without sentinel_password".into());
+    }
+    Ok((username, password))
 }
 
 /// One seed node, `host[:port]` or `[v6]:port`; `default_port` when none is given.
@@ -454,6 +522,8 @@ fn parse_seed(seed: &str, default_port: u16) -> Result<(String, u16), String> {
 
 /// The URL with any password replaced, for error messages.
 fn redact(text: &str) -> String {
+    let hidden = redact_query(text);
+    let text = hidden.as_str();
     if let Some((scheme, rest)) = text.split_once("://")
         && (scheme.ends_with("+cluster") || scheme.ends_with("+sentinel"))
     {
@@ -473,6 +543,31 @@ fn redact(text: &str) -> String {
         }
         _ => text.to_owned(),
     }
+}
+
+/// `text` with the value of every query parameter replaced by `***`: the name says what is
+/// wrong, and a value may be a password (`sentinel_password`, or a mistyped name for it).
+fn redact_query(text: &str) -> String {
+    let Some((before, after)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let (query, fragment) = match after.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (after, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{before}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -664,6 +759,23 @@ mod tests {
         assert!(!e.same_address(&other));
         let same: Endpoint = "redis+sentinel://S1:26380/mymaster".parse().unwrap();
         assert!(e.same_address(&same));
+        // The sentinels' own login, apart from the primary's, hidden when shown.
+        let login: Endpoint =
+            "redis+sentinel://u:pw@s1/m/2?sentinel_password=s%2Bc%40t&sentinel_username=watcher"
+                .parse()
+                .unwrap();
+        assert_eq!(login.sentinel_password.as_deref(), Some("s+c@t"));
+        assert_eq!(login.sentinel_username.as_deref(), Some("watcher"));
+        assert_eq!(login.password.as_deref(), Some("pw"));
+        assert_eq!(
+            login.to_string(),
+            "redis+sentinel://u:***@s1:26379/m/2?sentinel_username=watcher&sentinel_password=***"
+        );
+        let primary = login.primary_at("10.0.0.5", 6379);
+        assert_eq!(
+            primary.sentinel_password, None,
+            "the primary gets its own login only"
+        );
     }
 
     #[test]
@@ -689,6 +801,34 @@ mod tests {
             ("redis+sentinel://s1#m", "fragment"),
             ("rediss+sentinel+x://s1/m", "not redis"),
             ("redis+sentinel://u:hunter2@s1", "no service name"),
+            (
+                "redis+sentinel://s1/m?sentinel_password=hunter2&sentinel_password=x",
+                "'sentinel_password' is given twice",
+            ),
+            ("redis+sentinel://s1/m?sentinel_password=", "is empty"),
+            ("redis+sentinel://s1/m?sentinel_password", "is empty"),
+            (
+                "redis+sentinel://s1/m?sentinel_username=w",
+                "sentinel_username is given without sentinel_password",
+            ),
+            ("redis+sentinel://s1/m?", "without a query parameter"),
+            (
+                "redis+sentinel://s1/m?sentinel_password=hunter2&timeout=1",
+                "unknown query parameter 'timeout'",
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_password=hunter2#x",
+                "fragment",
+            ),
+            // The sentinels' login is the group's, never a cluster's or a server's.
+            (
+                "redis+cluster://s1?sentinel_password=hunter2",
+                "unknown query parameter 'sentinel_password'",
+            ),
+            (
+                "redis://s1?sentinel_password=hunter2",
+                "unknown query parameter 'sentinel_password'",
+            ),
         ] {
             let err = url.parse::<Endpoint>().unwrap_err();
             assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err:?}");

@@ -103,6 +103,16 @@ pub enum Error {
     /// the name has a `{tag}` of its own.
     #[error("{0}")]
     SpansSlots(#[from] distlock_core::SpansSlots),
+    /// `reset --all` on a Redis Cluster could not read every primary's keys (a slot without
+    /// a primary in the map, or a primary unreachable, timed out or whose walk did not
+    /// finish): its locks are unknown, so nothing was reset. Exit 69.
+    #[error("{endpoint}: reset --all cannot walk the cluster: {why}")]
+    ClusterWalk {
+        /// The cluster's URL (password hidden).
+        endpoint: String,
+        /// Why.
+        why: distlock_core::ClusterWalkError,
+    },
     /// An operator command a Redis Cluster node cannot run yet. Nothing was sent.
     #[error("{0} is not supported on a Redis Cluster node yet: reset the locks one by one by name")]
     NotOnCluster(&'static str),

@@ -40,6 +40,7 @@ pub mod blocking;
 mod client;
 mod clock;
 mod cluster;
+mod cluster_reset;
 #[cfg(feature = "component")]
 pub mod component;
 mod conn;

@@ -187,6 +187,20 @@ impl Pool {
             .any(|n| matches!(&n.target, Target::Remote(e) if e.cluster))
     }
 
+    /// The cluster's URL and the connect options, when this pool's one node is a Redis
+    /// Cluster (`redis+cluster://`).
+    pub(crate) fn only_cluster(&self) -> Option<(Endpoint, ConnectOptions)> {
+        match self.nodes.as_slice() {
+            [
+                Node {
+                    target: Target::Remote(endpoint),
+                    ..
+                },
+            ] if endpoint.cluster => Some((endpoint.clone(), self.connect.clone())),
+            _ => None,
+        }
+    }
+
     /// Each node's endpoint, in node order, as messages name it.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.target.to_string()).collect()
@@ -210,11 +224,18 @@ impl Pool {
         let mut last = None;
         loop {
             let (outcome, next) = self.session(|s, _| (s.connect_outcome(), s.poll_timeout()));
-            if outcome.is_some() {
+            // A node's failure reaches the session before its report reaches this loop: a
+            // failed outcome waits for the reports still on their way, so the error is the
+            // node's own (a refused login) and not "no answer".
+            let all_reported = reported.iter().all(|seen| *seen);
+            if outcome == Some(ConnectOutcome::Ready) || (outcome.is_some() && all_reported) {
                 break;
             }
             // Wake for the session's next deadline too: that is when a silent node gives up.
-            let wake = next.map_or(deadline, |at| self.clock.to_tokio(at).min(deadline));
+            let wake = match outcome {
+                Some(_) => deadline,
+                None => next.map_or(deadline, |at| self.clock.to_tokio(at).min(deadline)),
+            };
             match tokio::time::timeout_at(wake, reports.recv()).await {
                 Ok(Some((node, result))) => {
                     if let Some(seen) = reported.get_mut(node) {

@@ -22,9 +22,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use distlock_core::{
-    Asked, Discovery, DiscoveryStep, FailoverWatch, Protocol, ROLE, Role, SentinelAnswer,
-    SentinelReplyError, get_master_addr_command, parse_primary_address, parse_role,
-    sentinel_reply_len,
+    Asked, Credentials, Discovery, DiscoveryStep, FailoverWatch, Protocol, ROLE, Role,
+    SentinelAnswer, SentinelReplyError, get_master_addr_command, parse_auth_reply,
+    parse_primary_address, parse_role, sentinel_auth_command, sentinel_reply_len,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -108,6 +108,16 @@ pub(crate) async fn open(
 ) -> Result<Conn, Error> {
     let service = endpoint.sentinel.clone().unwrap_or_default();
     let sentinels = endpoint.seeds();
+    let login = endpoint
+        .sentinel_password
+        .as_ref()
+        .map(|password| Credentials {
+            username: endpoint
+                .sentinel_username
+                .as_ref()
+                .map(|u| u.as_bytes().to_vec()),
+            password: password.as_bytes().to_vec(),
+        });
     let budget = distlock_core::Duration::from_millis(options.connect_timeout.as_millis() as u64);
     let mut discovery = Discovery::new(sentinels.len(), 0, clock.now().saturating_add(budget));
     let mut last = String::from("no sentinel was asked");
@@ -143,11 +153,13 @@ pub(crate) async fn open(
         let until = clock
             .to_tokio(discovery.deadline())
             .min(tokio::time::Instant::now() + options.ready_timeout);
-        let named = match tokio::time::timeout_at(until, ask_sentinel(&at, &service, options)).await
-        {
+        let asking = ask_sentinel(&at, &service, login.as_ref(), options);
+        let named = match tokio::time::timeout_at(until, asking).await {
             Err(_) => Err((Asked::NoAnswer, "no answer in time".to_string())),
             Ok(Err(e)) => Err((Asked::NoAnswer, e.to_string())),
-            Ok(Ok(Err(SentinelReplyError::Refused(e)))) => Err((Asked::Refused, e.to_string())),
+            Ok(Ok(Err(SentinelReplyError::Refused(e)))) => {
+                Err((Asked::after_refusal(&e), e.to_string()))
+            }
             Ok(Ok(Err(e))) => Err((Asked::NoAnswer, e.to_string())),
             Ok(Ok(Ok(SentinelAnswer::UnknownService))) => Err((
                 Asked::UnknownService,
@@ -196,19 +208,30 @@ pub(crate) async fn open(
     }
 }
 
-/// Asks one sentinel for `service`'s primary (RESP2, no login).
+/// Asks one sentinel for `service`'s primary (RESP2), after logging in with `login` when
+/// given (the core's `AUTH`, judged before the question is sent).
 async fn ask_sentinel(
     sentinel: &Endpoint,
     service: &str,
+    login: Option<&Credentials>,
     options: &ConnectOptions,
 ) -> Result<Result<SentinelAnswer, SentinelReplyError>, Error> {
     let mut stream = Stream::connect(sentinel, options).await?;
+    let lost = |source| Error::Connect {
+        endpoint: sentinel.to_string(),
+        source,
+    };
+    if let Some(login) = login {
+        let reply = exchange(&mut stream, &sentinel_auth_command(login))
+            .await
+            .map_err(lost)?;
+        if let Err(refused) = reply.and_then(|reply| parse_auth_reply(&reply, Protocol::Resp2)) {
+            return Ok(Err(refused));
+        }
+    }
     let reply = exchange(&mut stream, &get_master_addr_command(service))
         .await
-        .map_err(|source| Error::Connect {
-            endpoint: sentinel.to_string(),
-            source,
-        })?;
+        .map_err(lost)?;
     Ok(reply.and_then(|reply| parse_primary_address(&reply, Protocol::Resp2)))
 }
 

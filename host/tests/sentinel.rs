@@ -9,13 +9,12 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use distlock_host::{Client, ConnectOptions, Durability, DurableError, Error, KeyLayout};
+use support::failover::{AFTER, BEFORE, WORKERS, lock_run};
 use support::fake::{FakeServer, Step};
-use support::holders::Section;
-use support::sentinel::{GHOST, SERVICE, SentinelGroup};
+use support::sentinel::{GHOST, PasswordSentinel, SERVICE, SentinelGroup};
 use support::{
     RedisServer, blocking, bounded, distlock, free_port, lock_key, require_redis, run_bounded,
     unique_name,
@@ -350,99 +349,6 @@ async fn durable_leases_wait_for_their_replicas_or_are_released() {
     ));
 }
 
-/// What a lock run across a failover saw.
-#[derive(Debug, Default)]
-struct Run {
-    /// Leases the library reported.
-    leases: u64,
-    /// Two reported holders inside at once.
-    overlaps: u64,
-    /// Releases that found the lock no longer held (lost across the failover).
-    lost: u64,
-    /// Operations that failed with a typed error while the primary changed.
-    failed: u64,
-}
-
-/// Runs `workers` clients on one lock until each has had `after` leases once `failed_over`
-/// is set; calls `fail_over` once some leases are in.
-async fn lock_run(url: String, durable: bool, fail_over: impl FnOnce() + Send + 'static) -> Run {
-    const WORKERS: usize = 4;
-    const AFTER: u64 = 5;
-    let name = unique_name("failover");
-    let section = Arc::new(Section::default());
-    let failed_over = Arc::new(AtomicBool::new(false));
-    let (lost, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..WORKERS {
-        let (url, name, section) = (url.clone(), name.clone(), Arc::clone(&section));
-        let (failed_over, lost, failed) = (
-            Arc::clone(&failed_over),
-            Arc::clone(&lost),
-            Arc::clone(&failed),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut client = Client::connect([url]).await.expect("connect");
-            if durable {
-                client = client.durable(one_replica()).expect("one node");
-            }
-            let mut after = 0;
-            while after < AFTER {
-                let since = failed_over.load(Ordering::SeqCst);
-                let acquired = client
-                    .lock(&name)
-                    .ttl(Duration::from_secs(5))
-                    .wait(Duration::from_secs(10))
-                    .acquire()
-                    .await;
-                let guard = match acquired {
-                    Ok(guard) => guard,
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        continue;
-                    }
-                };
-                section.enter();
-                tokio::task::yield_now().await;
-                section.leave();
-                match guard.release().await {
-                    Ok(_) => {}
-                    Err(e) if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) => {
-                        lost.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                if since {
-                    after += 1;
-                }
-            }
-        }));
-    }
-    support::until(
-        "some leases before the failover",
-        Duration::from_secs(20),
-        || section.entries() >= 10,
-    )
-    .await;
-    tokio::task::spawn_blocking(fail_over)
-        .await
-        .expect("failover");
-    failed_over.store(true, Ordering::SeqCst);
-    for worker in workers {
-        bounded("a worker's rounds", Duration::from_secs(90), worker)
-            .await
-            .0
-            .expect("worker");
-    }
-    Run {
-        leases: section.entries(),
-        overlaps: section.overlaps(),
-        lost: lost.load(Ordering::SeqCst),
-        failed: failed.load(Ordering::SeqCst),
-    }
-}
-
 /// `SENTINEL FAILOVER`, then waits until the sentinels name the other server, which says
 /// `ROLE master`, and the old primary replicates it.
 fn fail_over(group: &SentinelGroup) {
@@ -460,21 +366,30 @@ async fn a_forced_failover_during_a_lock_run() {
 
     // Durable leases: no two reported holders, whatever the failover does.
     let moving = Arc::clone(&group);
-    let durable = lock_run(url.clone(), true, move || fail_over(&moving)).await;
+    let durable = lock_run(
+        url.clone(),
+        unique_name("failover"),
+        Some(one_replica()),
+        move || fail_over(&moving),
+    )
+    .await;
     println!("forced failover, durable leases: {durable:?}");
     assert_eq!(durable.overlaps, 0, "two holders at once: {durable:?}");
     assert_eq!(durable.lost, 0, "a durable lease lost: {durable:?}");
 
     // Without: the run goes on through the new primary; losses are counted, not ruled out.
     let moving = Arc::clone(&group);
-    let plain = lock_run(url, false, move || fail_over(&moving)).await;
+    let plain = lock_run(url, unique_name("failover"), None, move || {
+        fail_over(&moving)
+    })
+    .await;
     println!(
         "forced failover, plain leases: {} leases, {} lost across the failover, {} operations failed (typed) while the primary changed",
         plain.leases,
         plain.lost + plain.overlaps,
         plain.failed
     );
-    assert!(plain.leases >= 10 + 4 * 5, "{plain:?}");
+    assert!(plain.leases >= BEFORE + WORKERS as u64 * AFTER, "{plain:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -483,22 +398,27 @@ async fn a_killed_primary_is_replaced_and_durable_leases_stay_exclusive() {
     let group = Arc::new(std::sync::Mutex::new(blocking(SentinelGroup::start)));
     let url = group.lock().expect("group").url(SERVICE);
     let killing = Arc::clone(&group);
-    let run = lock_run(url, true, move || {
-        let mut group = killing.lock().expect("group");
-        group.servers[0].stop();
-        group.until_primary(1);
-        // Until a replica is back, no lease can be confirmed durable (the workers' acquires
-        // fail, typed): the old primary returns empty and is made a replica of the new one,
-        // as an operator does (the sentinels would too, on their own schedule).
-        group.servers[0].restart();
-        let new_primary = group.servers[1].port().to_string();
-        group.servers[0]
-            .raw()
-            .ok(&["REPLICAOF", "127.0.0.1", &new_primary]);
-        // Under load the sentinels may fail over again (a busy primary looks down for
-        // 500 ms): any primary with an in-sync replica will do.
-        group.until_settled();
-    })
+    let run = lock_run(
+        url,
+        unique_name("failover"),
+        Some(one_replica()),
+        move || {
+            let mut group = killing.lock().expect("group");
+            group.servers[0].stop();
+            group.until_primary(1);
+            // Until a replica is back, no lease can be confirmed durable (the workers' acquires
+            // fail, typed): the old primary returns empty and is made a replica of the new one,
+            // as an operator does (the sentinels would too, on their own schedule).
+            group.servers[0].restart();
+            let new_primary = group.servers[1].port().to_string();
+            group.servers[0]
+                .raw()
+                .ok(&["REPLICAOF", "127.0.0.1", &new_primary]);
+            // Under load the sentinels may fail over again (a busy primary looks down for
+            // 500 ms): any primary with an in-sync replica will do.
+            group.until_settled();
+        },
+    )
     .await;
     println!("SIGKILLed primary, durable leases: {run:?}");
     assert_eq!(run.overlaps, 0, "two holders at once: {run:?}");
@@ -571,4 +491,90 @@ async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
     let held = primary.raw().ok(&["GET", &lock_key(&name)]).text();
     assert_eq!(held.as_deref(), Some(guard.token()));
     guard.release().await.expect("release");
+}
+
+/// Sentinels started with `requirepass`: the URL's `?sentinel_password=` logs in (`AUTH`
+/// before the question) and the primary is found; no password, or a wrong one, is a typed
+/// refusal (exit 77) and nothing reaches the primary; bad forms are usage errors (64).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinels_with_a_password_are_logged_in_to() {
+    require_redis!();
+    const PASSWORD: &str = "s3nt+nel@pw";
+    let group = blocking(|| PasswordSentinel::start(PASSWORD));
+    let with_password = group.url("?sentinel_password=s3nt%2Bnel%40pw");
+    let client = Client::connect([&with_password]).await.expect("logged in");
+    let name = unique_name("sentinel-login");
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    assert_eq!(
+        group
+            .primary
+            .raw()
+            .ok(&["GET", &lock_key(&name)])
+            .text()
+            .as_deref(),
+        Some(guard.token()),
+        "the lock is on the primary the sentinel named"
+    );
+    guard.release().await.expect("release");
+
+    let before = group.primary.connections_received();
+    for (url, says) in [
+        (group.url(""), "NOAUTH"),
+        (group.url("?sentinel_password=wrong"), "WRONGPASS"),
+    ] {
+        let err = Client::connect([&url]).await.expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                Error::Sentinel {
+                    why: distlock_core::DiscoveryError::SentinelAuthRefused,
+                    last,
+                    ..
+                } if last.contains(says)
+            ),
+            "{url}: {err:?}"
+        );
+        let out = run_bounded(
+            distlock(&url, &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{url}: {}",
+            support::show(&out)
+        );
+        assert!(
+            !support::stderr(&out).contains("wrong"),
+            "the password is hidden"
+        );
+    }
+    assert_eq!(
+        group.primary.connections_received(),
+        before + 1,
+        "only this check's own connection reached the primary: nothing without the sentinel's word"
+    );
+    for query in [
+        "?sentinel_password=",
+        "?sentinel_username=watcher",
+        "?sentinel_password=a&sentinel_password=b",
+        "?sentinel_pasword=typo",
+    ] {
+        let out = run_bounded(
+            distlock(&group.url(query), &["status", "--name", "x"]),
+            Duration::from_secs(20),
+        )
+        .expect("run distlock");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{query}: {}",
+            support::show(&out)
+        );
+        assert!(
+            !support::stderr(&out).contains("typo"),
+            "{query}: a password-like value is hidden"
+        );
+    }
 }

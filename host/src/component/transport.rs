@@ -107,6 +107,8 @@ impl transport::Host for HostState {
             cluster: false,
             more_seeds: Vec::new(),
             sentinel: None,
+            sentinel_username: None,
+            sentinel_password: None,
         };
         let timeout = Duration::from_millis(timeout_ms);
         let net = &self.net;

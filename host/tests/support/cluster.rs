@@ -1,7 +1,11 @@
 //! A real Redis Cluster for the cluster tests: `redis-server` processes with
 //! `--cluster-enabled yes` on free loopback ports (client and bus ports), joined by
-//! `redis-cli --cluster create`, ready once every node says `cluster_state:ok`; and what the
-//! tests do to it (look up a slot's owner, migrate a slot, kill a primary).
+//! `redis-cli --cluster create`, ready once every node says `cluster_state:ok` (and, with
+//! replicas, every replica's link to its primary is up); and what the tests do to it (look
+//! up a slot's owner, migrate a slot, kill a primary and wait for its replica to take over).
+//!
+//! Without replicas the node timeout stays at 5 s (a loaded machine never fails a node by
+//! mistake); with replicas it is 1 s, so a killed primary is replaced within seconds.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,7 +15,7 @@ use super::{RedisServer, free_port, redis_cli_binary, run_bounded};
 /// How long a cluster gets to form (`redis-cli --cluster create`, then every node agreeing).
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A Redis Cluster of primaries without replicas; its servers are killed on drop.
+/// A Redis Cluster; its servers are killed on drop.
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<RedisServer>,
     _configs: tempfile::TempDir,
@@ -21,20 +25,37 @@ impl Cluster {
     /// Starts `primaries` (at least 3: `redis-cli --cluster create` needs them) cluster
     /// nodes and joins them, each owning an equal share of the slots.
     pub(crate) fn start(primaries: usize) -> Cluster {
+        Self::launch(primaries, 0)
+    }
+
+    /// [`Cluster::start`] with one replica per primary (nodes `primaries..`, in an order
+    /// `redis-cli` picks: see [`Cluster::replica_of`]).
+    pub(crate) fn start_with_replicas(primaries: usize) -> Cluster {
+        Self::launch(primaries, 1)
+    }
+
+    fn launch(primaries: usize, replicas: usize) -> Cluster {
         let configs = tempfile::tempdir().expect("temporary directory");
-        let nodes: Vec<RedisServer> = (0..primaries)
+        let node_timeout = if replicas == 0 { "5000" } else { "1000" };
+        let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|i| {
                 let config = configs.path().join(format!("nodes-{i}.conf"));
+                // A replica's full sync writes an RDB file: into a directory of the test's
+                // own, never the working directory.
+                let dir = configs.path().join(format!("node-{i}"));
+                std::fs::create_dir(&dir).expect("node directory");
                 let bus = free_port().to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     config.to_str().expect("UTF-8 path"),
+                    "--dir",
+                    dir.to_str().expect("UTF-8 path"),
                     "--cluster-port",
                     &bus,
                     "--cluster-node-timeout",
-                    "5000",
+                    node_timeout,
                     // A killed primary's slots fail; the others keep being served.
                     "--cluster-require-full-coverage",
                     "no",
@@ -47,7 +68,8 @@ impl Cluster {
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port()));
         }
-        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let replicas = replicas.to_string();
+        create.args(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let out = run_bounded(create, FORM_TIMEOUT).expect("run redis-cli --cluster create");
         assert!(
             out.status.success(),
@@ -59,8 +81,120 @@ impl Cluster {
             nodes,
             _configs: configs,
         };
-        cluster.until_ok(&(0..primaries).collect::<Vec<_>>());
+        let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+        cluster.until_ok(&all);
+        cluster.until_replicated();
         cluster
+    }
+
+    /// Waits until every running replica's link to its primary is up and every running
+    /// primary that has a replica counts it as connected (`INFO replication`).
+    pub(crate) fn until_replicated(&self) {
+        let started = Instant::now();
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|node| {
+                let info = node
+                    .raw()
+                    .command(&["INFO", "replication"])
+                    .ok()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default();
+                let field = |name| super::info_field(&info, name).unwrap_or_default();
+                match field("role").as_str() {
+                    "slave" => field("master_link_status") == "up",
+                    "master" => {
+                        let has_replica = self.replica_port_of(node.port()).is_some();
+                        !has_replica || field("connected_slaves") != "0"
+                    }
+                    _ => false,
+                }
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                started.elapsed() < FORM_TIMEOUT,
+                "the replicas did not catch up within {FORM_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port of a running replica of the primary on `port`, as a running node sees it
+    /// (`CLUSTER NODES`: a replica's line names its primary's id).
+    fn replica_port_of(&self, port: u16) -> Option<u16> {
+        let asked = self.nodes.iter().find(|n| n.is_running())?;
+        let nodes = asked.raw().ok(&["CLUSTER", "NODES"]).text()?;
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|line| line.split(' ').collect())
+            .collect();
+        let node_port = |fields: &[&str]| {
+            fields
+                .get(1)?
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let id = lines
+            .iter()
+            .find(|f| node_port(f) == Some(port))?
+            .first()?
+            .to_string();
+        lines
+            .iter()
+            .filter(|f| f.get(3) == Some(&id.as_str()) && !f[2].contains("fail"))
+            .find_map(|f| node_port(f))
+            .filter(|&p| self.nodes.iter().any(|n| n.port() == p && n.is_running()))
+    }
+
+    /// The index of the replica of the primary `primary`.
+    pub(crate) fn replica_of(&self, primary: usize) -> usize {
+        let port = self
+            .replica_port_of(self.nodes[primary].port())
+            .unwrap_or_else(|| panic!("node {primary} has no running replica"));
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("a node of this cluster")
+    }
+
+    /// SIGKILLs the primary `primary`, waits until its replica was promoted and every
+    /// running node says `cluster_state:ok`, then starts the killed node again (same port,
+    /// same cluster config), which rejoins as the new primary's replica, and waits until it
+    /// replicates. Returns the promoted node.
+    pub(crate) fn kill_and_replace(&mut self, primary: usize) -> usize {
+        let replica = self.replica_of(primary);
+        self.nodes[primary].stop();
+        let started = Instant::now();
+        loop {
+            let role = self.nodes[replica]
+                .raw()
+                .command(&["ROLE"])
+                .ok()
+                .and_then(|r| match r {
+                    super::Reply::Array(Some(items)) => items.first().and_then(super::Reply::text),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if role == "master" {
+                break;
+            }
+            assert!(
+                started.elapsed() < FORM_TIMEOUT,
+                "node {replica} was not promoted within {FORM_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        self.until_ok(&running);
+        self.nodes[primary].restart();
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.until_ok(&all);
+        self.until_replicated();
+        replica
     }
 
     /// Waits until each of `nodes` says `cluster_state:ok` and knows every slot's owner.

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod failover;
 pub(crate) mod proxy;
 pub(crate) mod sentinel;
 

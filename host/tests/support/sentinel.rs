@@ -66,7 +66,7 @@ impl SentinelGroup {
         let sentinels = (0..3)
             .map(|i| {
                 let config = configs.path().join(format!("sentinel-{i}.conf"));
-                start_sentinel(&config, primary.port(), ghost, down_after_ms)
+                start_sentinel(&config, primary.port(), ghost, down_after_ms, None)
             })
             .collect();
         let group = SentinelGroup {
@@ -210,16 +210,55 @@ impl SentinelGroup {
     }
 }
 
+/// One sentinel started with `requirepass` (and the primary it watches, which needs no
+/// password): the sentinel login's tests. Killed on drop.
+pub(crate) struct PasswordSentinel {
+    pub(crate) primary: RedisServer,
+    pub(crate) sentinel: Sentinel,
+    _configs: tempfile::TempDir,
+}
+
+impl PasswordSentinel {
+    /// A primary and one sentinel whose password is `password`.
+    pub(crate) fn start(password: &str) -> PasswordSentinel {
+        let configs = tempfile::tempdir().expect("temporary directory");
+        let primary = RedisServer::start();
+        let sentinel = start_sentinel(
+            &configs.path().join("sentinel.conf"),
+            primary.port(),
+            free_port(),
+            10_000,
+            Some(password),
+        );
+        PasswordSentinel {
+            primary,
+            sentinel,
+            _configs: configs,
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:P/service`, then `query` as it is.
+    pub(crate) fn url(&self, query: &str) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{SERVICE}{query}",
+            self.sentinel.port
+        )
+    }
+}
+
 /// Starts a sentinel watching the primary on `primary` (and the ghost service on `ghost`),
-/// configured through `config` (a sentinel rewrites its file), on a free port.
+/// configured through `config` (a sentinel rewrites its file), on a free port; with
+/// `password`, the sentinel asks for it (`requirepass`).
 fn start_sentinel(
     config: &std::path::Path,
     primary: u16,
     ghost: u16,
     down_after_ms: u32,
+    password: Option<&str>,
 ) -> Sentinel {
     for _ in 0..5 {
         let port = free_port();
+        let requirepass = password.map_or(String::new(), |p| format!("requirepass {p}\n"));
         let text = format!(
             "port {port}\nbind 127.0.0.1\ndaemonize no\n\
              sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
@@ -227,7 +266,7 @@ fn start_sentinel(
              sentinel failover-timeout {SERVICE} 5000\n\
              sentinel parallel-syncs {SERVICE} 1\n\
              sentinel monitor {GHOST} 127.0.0.1 {ghost} 2\n\
-             sentinel down-after-milliseconds {GHOST} 500\n"
+             sentinel down-after-milliseconds {GHOST} 500\n{requirepass}"
         );
         std::fs::write(config, text).expect("write the sentinel config");
         let child = Command::new(redis_server_binary().expect("redis-server on PATH"))
@@ -245,7 +284,12 @@ fn start_sentinel(
                 break;
             }
             let answers = Raw::connect(port)
-                .and_then(|mut raw| raw.command(&["SENTINEL", "myid"]))
+                .and_then(|mut raw| {
+                    if let Some(password) = password {
+                        raw.command(&["AUTH", password])?;
+                    }
+                    raw.command(&["SENTINEL", "myid"])
+                })
                 .is_ok_and(|r| matches!(r, Reply::Bulk(Some(_))));
             if answers {
                 return Sentinel {

@@ -41,12 +41,12 @@ macro_rules! table {
         1     release/extend: the token does not hold the lock\n  \
         64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024\n  \
         66    run: the guest app cannot be read\n  \
-        69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary)\n  \
+        69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary; a cluster primary reset --all could not walk)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
         74    the result could not be written (stdout closed); an acquired lock was released\n  \
         75    the lock is held by another owner; exec --on-lost kill lost it\n  \
         76    a server refused the command or broke the protocol (WRONGTYPE, WRONGLIMIT, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
-        77    a server refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
+        77    a server or a sentinel refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
         126   exec: the command cannot be executed\n  \
         127   exec: the command was not found\n  \
         128+N exec, run: stopped by signal N (the locks released first)\n  \
@@ -69,7 +69,9 @@ pub(crate) fn code_of(e: &Error) -> u8 {
         | Error::NotOnCluster(_) => USAGE,
         Error::ClusterMap { .. } => SERVER_REFUSED,
         Error::Sentinel {
-            why: distlock_core::DiscoveryError::RoleRefused,
+            why:
+                distlock_core::DiscoveryError::RoleRefused
+                | distlock_core::DiscoveryError::SentinelAuthRefused,
             ..
         } => NO_PERMISSION,
         Error::NotDurable { why, .. } => match why {

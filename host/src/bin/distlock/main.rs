@@ -70,10 +70,10 @@ struct Cli {
         value_parser = positive_duration
     )]
     connect_timeout: Option<Duration>,
-    /// Replica-durable leases (one node: a server or a sentinel group): after each acquire
-    /// and extend, WAIT until N replicas acknowledged it, within TIMEOUT [default: 1s] and
-    /// the lease's validity; a lease not confirmed is released and the command fails (69; 76
-    /// or 77 when the server refuses WAIT). Written N or N,TIMEOUT (`1,500ms`).
+    /// Replica-durable leases (one node: a server, a sentinel group or a cluster): after each
+    /// acquire and extend, WAIT until N replicas acknowledged it, within TIMEOUT [default: 1s]
+    /// and the lease's validity; a lease not confirmed is released and the command fails (69;
+    /// 76 or 77 when the server refuses WAIT). Written N or N,TIMEOUT (`1,500ms`).
     #[arg(long, global = true, env = "DISTLOCK_DURABLE", value_name = "N[,TIMEOUT]", value_parser = durability)]
     durable: Option<Durability>,
     /// With --durable: WAITAOF 1 N TIMEOUT instead of WAIT (Redis 7.2+): the lease is also

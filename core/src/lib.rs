@@ -24,6 +24,8 @@
 //! - **Semaphores**: [`Lock::semaphore`] builds a counting semaphore of up to
 //!   [`MAX_PERMITS`] permits; the same machines take, renew and release a permit, each a
 //!   [`Lease`] of its own, reclaimed at its expiry when its holder dies.
+//! - **Read-write locks**: [`Lock::rw`] builds one side ([`RwMode`]) of a read-write lock
+//!   with writer preference; each read or write hold is a [`Lease`] of its own.
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -111,6 +113,7 @@ pub mod resp;
 #[cfg(not(feature = "fuzzing"))]
 mod resp;
 mod retry;
+mod rwlock;
 #[cfg(feature = "fuzzing")]
 pub mod script;
 #[cfg(not(feature = "fuzzing"))]
@@ -159,6 +162,7 @@ pub use resp::{BufferTooSmall, Protocol};
 #[cfg(feature = "fuzzing")]
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
+pub use rwlock::RwMode;
 pub use script::{DELETE_QUEUE, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,

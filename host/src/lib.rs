@@ -66,3 +66,4 @@ pub use guard::Guard;
 
 /// The most nodes a client can run Redlock over (the core's limit, for every driver).
 pub use distlock_core::MAX_NODES;
+pub use distlock_core::RwMode;

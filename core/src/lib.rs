@@ -144,7 +144,9 @@ pub use error::{
 };
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
-pub use inspect::{Inspect, Inspection, Permits, Reading, Seen, Verdict, is_majority, verdict};
+pub use inspect::{
+    Inspect, Inspection, Permits, Reading, RwHolds, Seen, Verdict, is_majority, verdict,
+};
 pub use keys::{
     DEFAULT_PREFIX, KeyLayout, KeyRole, Keys, LockName, PYTHON_REDIS_LOCK_PREFIX, REDIS_PY_PREFIX,
     RESET_SCAN_COUNT, RESET_WALK_LIMIT, Token,

@@ -53,7 +53,7 @@ mod guard;
 mod pool;
 mod sentinel;
 
-pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, Status, Verdict};
+pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{

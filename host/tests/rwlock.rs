@@ -456,3 +456,74 @@ fn colliding_names_and_unsupported_setups_are_typed_with_their_exit_codes() {
         );
     });
 }
+
+#[test]
+fn status_shows_a_rw_locks_readers_and_writer() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("status");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let take = |side: &str| {
+        let out = run(&["acquire", "--name", &name, side, "--ttl", "20s", "--json"]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["token"].as_str().expect("token").to_owned()
+    };
+    let readers = [take("--read"), take("--read")];
+    let out = run(&["status", "--name", &name]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("read-write lock: 2 readers"), "{text}");
+    for token in &readers {
+        assert!(text.contains(token.as_str()), "{text}");
+    }
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "held", "{json}");
+    let rw = &json["nodes"][0]["rw"];
+    assert_eq!(rw["readers"].as_array().map(Vec::len), Some(2), "{json}");
+    assert!(rw["writer"].is_null(), "{json}");
+    for token in &readers {
+        let out = run(&["release", "--name", &name, "--token", token, "--read"]);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+    }
+    let writer = take("--write");
+    let out = run(&["status", "--name", &name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("read-write lock: written by {writer}")),
+        "{text}"
+    );
+    let out = run(&["release", "--name", &name, "--token", &writer, "--write"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "free", "{json}");
+}
+
+#[test]
+fn the_embedded_store_runs_rw_locks_and_their_status() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::embedded();
+        let a = client.read_lock("e").try_acquire().await.expect("a");
+        let b = client.read_lock("e").try_acquire().await.expect("b");
+        assert!(client.write_lock("e").try_acquire().await.is_err());
+        let status = client.status("e").await.expect("status");
+        let holds = status.rw().expect("a read-write lock");
+        assert_eq!(holds.readers.len(), 2);
+        assert!(holds.writer.is_none());
+        a.release().await.expect("release a");
+        b.release().await.expect("release b");
+        let w = client.write_lock("e").try_acquire().await.expect("w");
+        assert!(client.read_lock("e").try_acquire().await.is_err());
+        let status = client.status("e").await.expect("status");
+        let writer = status
+            .rw()
+            .and_then(|h| h.writer.clone())
+            .expect("a writer");
+        assert_eq!(writer.0, w.token());
+        w.release().await.expect("release w");
+    });
+}

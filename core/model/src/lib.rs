@@ -17,7 +17,7 @@
 //!   `GET`, `PTTL`, `DEL`, `DELIFEQ`, `DELEX … IFEQ|IFNE`, `INCR`, `DECR`, `LPUSH`, `LTRIM`,
 //!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
-//!   `ZCARD`, `TYPE` and `ZSCAN` (the whole set in one page). Anything else is
+//!   `ZCARD`, `TYPE`, `ZSCAN` (the whole set in one page) and `HGET`. Anything else is
 //!   `-ERR unknown command`.
 //! - Scripts: the model has no Lua. It recognises the core's twelve scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
@@ -701,6 +701,17 @@ impl ModelNode {
                 let ttl = self.pttl(arg(args, 0), now);
                 w.int(ttl);
             }
+            Command::Hget => match self.live(arg(args, 0), now).map(|e| &e.value) {
+                // `HGET key field`, what `status` confirms a read-write lock's marker with.
+                None => w.null_bulk(),
+                Some(Value::Hash(fields)) => {
+                    match fields.iter().find(|(f, _)| f.as_slice() == arg(args, 1)) {
+                        Some((_, value)) => w.bulk(value),
+                        None => w.null_bulk(),
+                    }
+                }
+                Some(_) => return Err(Fail::wrong_type()),
+            },
             Command::Zcard => match self.live(arg(args, 0), now).map(|e| &e.value) {
                 None => w.int(0),
                 Some(Value::ZSet(members)) => w.int(as_i64(members.len())),
@@ -1908,11 +1919,12 @@ enum Command {
     Zcard,
     Zscan,
     Type,
+    Hget,
 }
 
 impl Command {
     fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
-        const TABLE: [(&[u8], Command); 25] = [
+        const TABLE: [(&[u8], Command); 26] = [
             (b"GET", Command::Get),
             (b"SET", Command::Set),
             (b"PTTL", Command::Pttl),
@@ -1938,6 +1950,7 @@ impl Command {
             (b"ZCARD", Command::Zcard),
             (b"ZSCAN", Command::Zscan),
             (b"TYPE", Command::Type),
+            (b"HGET", Command::Hget),
         ];
         let command = TABLE
             .iter()
@@ -1962,6 +1975,7 @@ impl Command {
             | Command::Select
             | Command::Zcard
             | Command::Type => n == 1,
+            Command::Hget => n == 2,
             Command::Set => n >= 2,
             Command::Del | Command::Script | Command::Client | Command::Auth => n >= 1,
             Command::DelIfEq => n == 2,

@@ -553,7 +553,7 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 
 /// `distlock bench` against a given server: every row comes with the floor measured in the
 /// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
-/// counter, and, with the component feature, the guest path beside the native one; with
+/// counter, R's overlap count (zero: no writer beside anyone, as the holders saw it), and, with the component feature, the guest path beside the native one; with
 /// `--fair`, A and B also in fair mode, in the same slices.
 #[test]
 fn bench_reports_each_scenario_against_its_floor() {
@@ -590,10 +590,11 @@ fn bench_reports_each_scenario_against_its_floor() {
         &["fair"]
     };
     // A, B, C at 1/4/16 clients; D is skipped with one --redis URL. B also has its polling
-    // baseline (wake-up signals off); A and B have their fair rows.
+    // baseline (wake-up signals off); A and B have their fair rows. R's two rows (reads
+    // only, a mix with writes) are native only.
     assert_eq!(
         rows.len(),
-        5 * paths.len() + 2 * fair_paths.len() + 1,
+        5 * paths.len() + 2 * fair_paths.len() + 1 + 2,
         "{}",
         show(&out)
     );
@@ -632,6 +633,9 @@ fn bench_reports_each_scenario_against_its_floor() {
                 "{row}"
             );
         } else {
+            if scenario.starts_with("R:") {
+                assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");
+            }
             let ratio = row["ratio_to_floor"].as_f64().expect("ratio");
             let expected = row["ops_per_sec"].as_f64().unwrap_or(0.0)
                 / row["floor_ops_per_sec"].as_f64().unwrap_or(1.0);

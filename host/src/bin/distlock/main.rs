@@ -255,7 +255,8 @@ enum Command {
     #[command(after_help = "Example:\n  distlock bench --scenario all --duration 5s --json")]
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
-        /// (Redlock over 3 and 5 nodes), or all.
+        /// (Redlock over 3 and 5 nodes), r (readers and writers of one read-write lock), or
+        /// all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -721,11 +722,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d"]
+    if !["all", "a", "b", "c", "d", "r"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, r or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");

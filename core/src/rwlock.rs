@@ -64,6 +64,7 @@ use crate::time::Duration;
 
 /// Which side of a read-write lock a [`Lock`] takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RwMode {
     /// Shared: any number of readers at once, never beside a writer.
     Read,

@@ -405,9 +405,10 @@ impl World {
                         self.retire_wire(c);
                         match outcome {
                             Ok(lease) => {
-                                match mode {
-                                    RwMode::Read => self.grants.0 += 1,
-                                    RwMode::Write => self.grants.1 += 1,
+                                if mode == RwMode::Write {
+                                    self.grants.1 += 1;
+                                } else {
+                                    self.grants.0 += 1;
                                 }
                                 let valid_until = lease.valid_until().as_millis();
                                 let span = valid_until.saturating_sub(now);
@@ -537,9 +538,10 @@ impl World {
 
     /// The lock of one side.
     fn lock(&self, mode: RwMode) -> &Lock {
-        match mode {
-            RwMode::Read => &self.read,
-            RwMode::Write => &self.write,
+        if mode == RwMode::Write {
+            &self.write
+        } else {
+            &self.read
         }
     }
 
@@ -553,9 +555,10 @@ impl World {
             } = c.phase
                 && now < valid_until
             {
-                match mode {
-                    RwMode::Read => readers += 1,
-                    RwMode::Write => writers += 1,
+                if mode == RwMode::Write {
+                    writers += 1;
+                } else {
+                    readers += 1;
                 }
             }
         }

@@ -84,7 +84,9 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// The verdict over every node ([`verdict`]).
+    /// The verdict over every node ([`verdict`]). A read-write lock with live holds has no
+    /// one holder to name: its node counts as unread, so the verdict is never "free" while a
+    /// reader or the writer lives (read [`Reading::rw`] for who holds it).
     #[must_use]
     pub fn verdict(&self) -> Verdict<&Token> {
         verdict(self.nodes.iter().map(|n| match n {
@@ -92,6 +94,9 @@ impl Inspection {
                 holder: Some(token),
                 ..
             }) => Seen::Holder(token),
+            Ok(Reading {
+                rw: Some(holds), ..
+            }) if holds.writer.is_some() || !holds.readers.is_empty() => Seen::Unread,
             Ok(_) => Seen::Free,
             Err(_) => Seen::Unread,
         }))
@@ -914,6 +919,19 @@ mod tests {
             Some((Token::new(a).unwrap(), Some(Duration::from_millis(300))))
         );
         assert!(holds.readers.is_empty());
+        let inspection = Inspection { nodes };
+        assert_eq!(inspection.verdict(), Verdict::Unknown, "held, never free");
+        let free = Inspection {
+            nodes: vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: None,
+                queued: None,
+                permits: None,
+                rw: Some(RwHolds::default()),
+            })],
+        };
+        assert_eq!(free.verdict(), Verdict::Free, "no live hold");
     }
 
     #[test]

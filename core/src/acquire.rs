@@ -250,7 +250,11 @@ impl AcquireOp {
         // wait is coming — does an attempt also ask how long the holder's key lives, and only
         // when that can time a later attempt. `fail_attempt` retries a refused first attempt
         // at once for that answer, so no wait is ever timed without it.
-        let probe_ttl = self.refused && self.may_retry_after(&ctx.lock, now);
+        // A read-write lock's writer that may wait says so from its first attempt (the flag is
+        // what registers its intent): a refusal then turns new readers away at once, not only
+        // after its first wait (see `crate::rwlock`).
+        let waits = self.refused || ctx.lock.is_write_side();
+        let probe_ttl = waits && self.may_retry_after(&ctx.lock, now);
         self.probed = probe_ttl;
         for node in 0..ctx.links.len() {
             let vote = if ctx.links.queue(

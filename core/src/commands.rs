@@ -138,12 +138,14 @@ pub(crate) fn interpret(
             _ => unexpected,
         },
         (Request::Acquire { .. } | Request::FairAcquire { .. }, _) => match int_pair(reply) {
+            // A fenced read reports the last write's fence, 0 before any write (see
+            // `crate::rwlock`); every other fenced grant has a fence of at least 1.
             // More than one hold is a re-entry, which only a reentrant lock's script reports:
             // taken from any other reply, it would make the lease the owner's token, which an
             // earlier attempt's rollback may have deleted with (found by the fuzzer).
             Some((holds @ 1.., fence))
                 if fence >= 0
-                    && (fence > 0 || !lock.options().fenced)
+                    && (fence > 0 || !lock.options().fenced || lock.is_read_side())
                     && (holds == 1 || lock.options().reentrant) =>
             {
                 Answer::Granted {
@@ -254,6 +256,9 @@ impl Encoder<'_> {
         let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
         if let Some(limit) = self.lock.limit() {
             return self.encode_semaphore(request, limit, token, sink);
+        }
+        if let Some(mode) = self.lock.rw_mode() {
+            return self.encode_rw(request, mode, token, sink);
         }
         match (request, encoding) {
             (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
@@ -467,7 +472,7 @@ impl Encoder<'_> {
 
     /// `EVALSHA sha numkeys keys…` (or `EVAL source …` after a `NOSCRIPT`), announcing
     /// `args` more arguments to follow.
-    fn script_header(
+    pub(crate) fn script_header(
         &self,
         sink: &mut dyn Sink,
         script: &Script,
@@ -490,7 +495,7 @@ impl Encoder<'_> {
 
     /// A `BLPOP` timeout: never 0 (that blocks forever); fractional seconds where the server
     /// takes them, else whole seconds rounded up.
-    fn block_timeout(&self, timeout: Duration, sink: &mut dyn Sink) {
+    pub(crate) fn block_timeout(&self, timeout: Duration, sink: &mut dyn Sink) {
         let ms = timeout.as_millis().max(1);
         if self.server.has_fractional_block_timeout() {
             let mut whole = [0u8; 20];

@@ -317,6 +317,9 @@ pub enum ConfigError {
     /// and is neither reentrant nor fair (each permit is its own lease; fair hand-off of
     /// permits is not built yet).
     SemaphoreUnsupported,
+    /// A read-write lock ([`crate::Lock::rw`]) runs on one node with the tagged key layout,
+    /// and is neither reentrant nor fair (each hold is its own lease).
+    RwLockUnsupported,
     /// A durable lease ([`crate::Durability`]) needs at least one replica and a timeout of at
     /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
     /// quorum of independent primaries is the durability.
@@ -336,6 +339,9 @@ pub enum ScriptedFeature {
     Fair,
     /// A semaphore ([`crate::Lock::semaphore`]): counting live permits is a script.
     Semaphore,
+    /// A read-write lock ([`crate::Lock::rw`]): readers, writers and their intents are
+    /// scripts.
+    RwLock,
 }
 
 impl ScriptedFeature {
@@ -347,6 +353,7 @@ impl ScriptedFeature {
             ScriptedFeature::Reentry => "reentrant",
             ScriptedFeature::Fair => "fair",
             ScriptedFeature::Semaphore => "limit",
+            ScriptedFeature::RwLock => "read-write",
         }
     }
 }
@@ -502,6 +509,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::SemaphoreUnsupported => f.write_str(
                 "a semaphore runs on one node with the tagged key layout, and is neither reentrant nor fair",
+            ),
+            ConfigError::RwLockUnsupported => f.write_str(
+                "a read-write lock runs on one node with the tagged key layout, and is neither reentrant nor fair",
             ),
             ConfigError::FairUnsupported => f.write_str(
                 "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",

@@ -11,8 +11,13 @@
 //! `PTTL` of each holder's permit key (at most [`crate::MAX_PERMITS`] of them), so the
 //! reading lists the live permits ([`Permits`]); its `holder` is `None`.
 //!
+//! A name whose key is a read-write lock's marker ([`Lock::rw`]; `GET` and `ZSCAN` answer
+//! `WRONGTYPE`, `HGET name rw` answers `1`) is read as one: `GET` and `PTTL` of its writer
+//! key, `ZSCAN` of its readers and `PTTL` of each reader's key ([`RwHolds`]).
+//!
 //! Invariants:
-//! - **Read only.** It sends `GET`, `PTTL`, `ZCARD` and `ZSCAN`, nothing that writes.
+//! - **Read only.** It sends `GET`, `PTTL`, `ZCARD`, `ZSCAN` and `HGET`, nothing that
+//!   writes.
 //! - **Unknown is never free.** A node that could not be read — unreachable, silent past the
 //!   request timeout, not RESP, a refusal (`NOPERM`, `WRONGTYPE`), a lock key holding no token,
 //!   a fence that is no number — is an `Err`, and [`verdict`] says free only when no token can
@@ -45,6 +50,19 @@ pub struct Reading {
     /// The name is a semaphore ([`Lock::semaphore`]): its live permits and their limit
     /// (`holder` is then `None`). `None` for a lock.
     pub permits: Option<Permits>,
+    /// The name is a read-write lock ([`Lock::rw`]): its live holds (`holder` is then
+    /// `None`). `None` otherwise.
+    pub rw: Option<RwHolds>,
+}
+
+/// A read-write lock's live holds on one node, as `status` reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RwHolds {
+    /// The write hold's token and how long its key lives (`None`: no expiry), if any.
+    pub writer: Option<(Token, Option<Duration>)>,
+    /// Each live read hold's token and how long its key lives, in token order. Readers
+    /// whose key is gone (dead, not yet pruned) are not listed.
+    pub readers: Vec<(Token, Option<Duration>)>,
 }
 
 /// A semaphore's live permits on one node, as `status` reads them.
@@ -67,8 +85,9 @@ pub struct Inspection {
 
 impl Inspection {
     /// The verdict over every node ([`verdict`]). A node holding a semaphore's live
-    /// permits counts as unread: a lock's verdict has no word for "held by several", and a
-    /// held semaphore must never read as free (read [`Reading::permits`] instead).
+    /// permits, or a read-write lock's live holds, counts as unread: a lock's verdict has no
+    /// word for "held by several", and a held semaphore or read-write lock must never read as
+    /// free (read [`Reading::permits`] or [`Reading::rw`] for who holds it).
     #[must_use]
     pub fn verdict(&self) -> Verdict<&Token> {
         verdict(self.nodes.iter().map(|n| match n {
@@ -80,6 +99,9 @@ impl Inspection {
                 permits: Some(permits),
                 ..
             }) if !permits.holders.is_empty() => Seen::Unread,
+            Ok(Reading {
+                rw: Some(holds), ..
+            }) if holds.writer.is_some() || !holds.readers.is_empty() => Seen::Unread,
             Ok(_) => Seen::Free,
             Err(_) => Seen::Unread,
         }))
@@ -164,6 +186,11 @@ impl Inspect {
         let fence_key = keys.fence().concat();
         let queue_key = keys.has_queue().then(|| keys.queue().concat());
         let permit_prefix = keys.has_queue().then(|| keys.permit_prefix().concat());
+        let rw_keys = keys.has_queue().then(|| RwKeys {
+            writer: keys.writer().concat(),
+            readers: keys.readers().concat(),
+            reader_prefix: keys.reader_prefix().concat(),
+        });
         let tasks = servers
             .iter()
             .map(|_| ReadLock {
@@ -171,6 +198,7 @@ impl Inspect {
                 fence_key: fence_key.clone(),
                 queue_key: queue_key.clone(),
                 permit_prefix: permit_prefix.clone(),
+                rw_keys: rw_keys.clone(),
                 stage: Stage::Holder,
             })
             .collect();
@@ -236,6 +264,39 @@ enum Stage {
     SemaphoreFence {
         permits: Permits,
     },
+    /// `HGET name rw`, sent after `ZSCAN` said `WRONGTYPE` too: is it a read-write lock's
+    /// marker? (If not, the `GET`'s refusal is the node's failure.)
+    RwMarker {
+        refusal: Vec<u8>,
+    },
+    /// `GET` of a read-write lock's writer key.
+    RwWriter,
+    /// `PTTL` of its writer key, which held this token.
+    RwWriterTtl {
+        token: Token,
+    },
+    /// `ZSCAN` pages of its readers.
+    RwReaders {
+        holds: RwHolds,
+        seen: Vec<Token>,
+    },
+    /// `PTTL` of the last of `pending`'s reader key.
+    RwReaderTtl {
+        holds: RwHolds,
+        pending: Vec<Token>,
+    },
+    /// `GET` fence of a read-write lock.
+    RwFence {
+        holds: RwHolds,
+    },
+}
+
+/// A read-write lock's keys (the tagged layout only).
+#[derive(Clone)]
+struct RwKeys {
+    writer: Vec<u8>,
+    readers: Vec<u8>,
+    reader_prefix: Vec<u8>,
 }
 
 /// A `ZSCAN` page of a semaphore's holders: the next cursor and each (token, limit).
@@ -250,10 +311,149 @@ struct ReadLock {
     queue_key: Option<Vec<u8>>,
     /// Where a semaphore's permit keys start (the tagged layout only).
     permit_prefix: Option<Vec<u8>>,
+    /// A read-write lock's keys (the tagged layout only).
+    rw_keys: Option<RwKeys>,
     stage: Stage,
 }
 
 impl ReadLock {
+    /// The read-write lock's steps after its writer: a `ZSCAN` page of its readers.
+    fn scan_readers(&mut self, holds: RwHolds, seen: Vec<Token>, cursor: &[u8]) -> Step<Reading> {
+        let Some(keys) = &self.rw_keys else {
+            return Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply));
+        };
+        let step = Step::Send(command(&[
+            b"ZSCAN",
+            &keys.readers,
+            cursor,
+            b"COUNT",
+            b"2048",
+        ]));
+        self.stage = Stage::RwReaders { holds, seen };
+        step
+    }
+
+    /// The readers read (`pending` in reverse: the next is last): the next reader's `PTTL`,
+    /// or the fence.
+    fn next_reader(&mut self, holds: RwHolds, pending: Vec<Token>) -> Step<Reading> {
+        let (Some(keys), Some(next)) = (&self.rw_keys, pending.last()) else {
+            self.stage = Stage::RwFence { holds };
+            return Step::Send(command(&[b"GET", &self.fence_key]));
+        };
+        let key = [keys.reader_prefix.as_slice(), next.as_bytes()].concat();
+        let step = Step::Send(command(&[b"PTTL", &key]));
+        self.stage = Stage::RwReaderTtl { holds, pending };
+        step
+    }
+
+    /// A `GET` of the fence: the counter, or why the node fails.
+    fn fence_of(&self, reply: Value) -> Result<Option<u64>, NodeError> {
+        match reply {
+            Value::Nil => Ok(None),
+            Value::Text(t) => parse_u64(&t).map(Some).ok_or_else(|| NodeError::NotALock {
+                key: self.fence_key.clone(),
+                why: "the fencing counter is not a number",
+            }),
+            other => Err(failure(other)),
+        }
+    }
+
+    /// A read-write lock's steps, after `ZSCAN` of the name said `WRONGTYPE`.
+    fn on_rw_reply(&mut self, stage: Stage, reply: Value) -> Step<Reading> {
+        let ttl_of = |ms: i64| u64::try_from(ms).ok().map(Duration::from_millis);
+        match (stage, reply) {
+            (Stage::RwMarker { .. }, Value::Text(t)) if t == b"1" => {
+                let Some(keys) = &self.rw_keys else {
+                    return Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply));
+                };
+                let step = Step::Send(command(&[b"GET", &keys.writer]));
+                self.stage = Stage::RwWriter;
+                step
+            }
+            // Not a read-write lock's marker either: the `GET`'s refusal stands.
+            (Stage::RwMarker { refusal }, _) => Step::Fail(failure(Value::Error(refusal))),
+            (Stage::RwWriter, Value::Nil) => {
+                self.scan_readers(RwHolds::default(), Vec::new(), b"0")
+            }
+            (Stage::RwWriter, Value::Text(t)) => match Token::new(&t) {
+                Ok(token) => {
+                    let Some(keys) = &self.rw_keys else {
+                        return Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply));
+                    };
+                    let step = Step::Send(command(&[b"PTTL", &keys.writer]));
+                    self.stage = Stage::RwWriterTtl { token };
+                    step
+                }
+                Err(_) => Step::Fail(NodeError::NotALock {
+                    key: self
+                        .rw_keys
+                        .as_ref()
+                        .map(|k| k.writer.clone())
+                        .unwrap_or_default(),
+                    why: "it holds a string that is not a lock token",
+                }),
+            },
+            (Stage::RwWriterTtl { token }, Value::Int(ms)) => {
+                // Gone since the `GET`: no writer.
+                let writer = (ms != -2).then(|| (token, ttl_of(ms)));
+                self.scan_readers(
+                    RwHolds {
+                        writer,
+                        readers: Vec::new(),
+                    },
+                    Vec::new(),
+                    b"0",
+                )
+            }
+            (Stage::RwReaders { holds, mut seen }, reply) => match Self::page(reply) {
+                // A scan that keeps going past this is no read-write lock's set we can list.
+                Some(_) if seen.len() > 4 * crate::limits::MAX_PERMITS as usize => {
+                    Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply))
+                }
+                Some((cursor, page)) => {
+                    seen.extend(page.into_iter().map(|(t, _)| t));
+                    if cursor != b"0" {
+                        return self.scan_readers(holds, seen, &cursor);
+                    }
+                    // A scan may return a member twice.
+                    seen.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                    seen.dedup();
+                    seen.reverse();
+                    self.next_reader(holds, seen)
+                }
+                None => Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply)),
+            },
+            (
+                Stage::RwReaderTtl {
+                    mut holds,
+                    mut pending,
+                },
+                Value::Int(ms),
+            ) => {
+                let Some(token) = pending.pop() else {
+                    return Step::Fail(NodeError::Protocol(ProtocolError::UnexpectedReply));
+                };
+                // Gone: a dead reader not pruned yet, not a hold.
+                if ms != -2 {
+                    holds.readers.push((token, ttl_of(ms)));
+                }
+                self.next_reader(holds, pending)
+            }
+            (Stage::RwFence { holds }, reply) => match self.fence_of(reply) {
+                Ok(fence) => Step::Done(Reading {
+                    holder: None,
+                    ttl: None,
+                    fence,
+                    queued: None,
+                    permits: None,
+                    rw: Some(holds),
+                }),
+                Err(e) => Step::Fail(e),
+            },
+            (_, other) => Step::Fail(failure(other)),
+        }
+    }
+
     /// The holders' set read (`pending` in reverse: the next is last): the next live-permit
     /// check, or the fence.
     fn next_permit(&mut self, permits: Permits, pending: Vec<Token>) -> Step<Reading> {
@@ -368,6 +568,7 @@ impl Task for ReadLock {
                         fence,
                         queued: None,
                         permits: None,
+                        rw: None,
                     }),
                 }
             }
@@ -389,7 +590,16 @@ impl Task for ReadLock {
                     fence,
                     queued: Some(u64::try_from(count).unwrap_or(0)),
                     permits: None,
+                    rw: None,
                 })
+            }
+            Stage::Holders { refusal, .. }
+                if matches!(&reply, Value::Error(e) if e.starts_with(b"WRONGTYPE"))
+                    && self.rw_keys.is_some() =>
+            {
+                let step = Step::Send(command(&[b"HGET", &self.lock_key, b"rw"]));
+                self.stage = Stage::RwMarker { refusal };
+                step
             }
             Stage::Holders { refusal, mut seen } => match Self::page(reply) {
                 // The set holds at most `MAX_PERMITS` tokens after any acquire; a scan that
@@ -458,8 +668,15 @@ impl Task for ReadLock {
                     fence,
                     queued: None,
                     permits: Some(permits),
+                    rw: None,
                 })
             }
+            stage @ (Stage::RwMarker { .. }
+            | Stage::RwWriter
+            | Stage::RwWriterTtl { .. }
+            | Stage::RwReaders { .. }
+            | Stage::RwReaderTtl { .. }
+            | Stage::RwFence { .. }) => self.on_rw_reply(stage, reply),
         }
     }
 }
@@ -587,20 +804,145 @@ mod tests {
                     limit: 3,
                     holders: vec![(Token::new(a).unwrap(), Some(Duration::from_millis(500)))],
                 }),
+                rw: None,
             })],
             "b's permit key is gone: a dead holder, not a permit"
         );
 
-        // A key that is no sorted set either (a user's list): the `GET`'s refusal stands.
+        // A key that is no sorted set either (a user's list), nor a read-write lock's marker
+        // (`HGET` refused too): the `GET`'s refusal stands.
         let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
         let _ = sent(&mut inspect, t0);
         inspect.handle_input(0, wrong, t0);
         let _ = sent(&mut inspect, t0);
         inspect.handle_input(0, wrong, t0);
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"HGET", b"distlock:{job}", b"rw"]))]
+        );
+        inspect.handle_input(0, wrong, t0);
         match &inspect.poll_outcome().unwrap().nodes[..] {
             [Err(NodeError::Server(e))] => assert_eq!(e.kind, ServerErrorKind::WrongType),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_rw_locks_name_is_read_as_its_live_holds() {
+        let t0 = Instant::from_millis(0);
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        let step = |inspect: &mut Inspect, expect: &[&[u8]], reply: &[u8]| {
+            assert_eq!(sent(inspect, t0), vec![(0, args(expect))]);
+            inspect.handle_input(0, reply, t0);
+        };
+        let a = b"token-a-0000000001";
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        step(&mut inspect, &[b"GET", b"distlock:{job}"], wrong);
+        step(
+            &mut inspect,
+            &[b"ZSCAN", b"distlock:{job}", b"0", b"COUNT", b"2048"],
+            wrong,
+        );
+        step(
+            &mut inspect,
+            &[b"HGET", b"distlock:{job}", b"rw"],
+            b"$1\r\n1\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"GET", b"distlock:{job}:writer"],
+            b"$-1\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"ZSCAN", b"distlock:{job}:readers", b"0", b"COUNT", b"2048"],
+            b"*2\r\n$1\r\n0\r\n*4\r\n$18\r\ntoken-b-0000000001\r\n$1\r\n0\r\n$18\r\ntoken-a-0000000001\r\n$1\r\n0\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"PTTL", b"distlock:{job}:reader:token-a-0000000001"],
+            b":700\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"PTTL", b"distlock:{job}:reader:token-b-0000000001"],
+            b":-2\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"GET", b"distlock:{job}:fence"],
+            b"$1\r\n9\r\n",
+        );
+        assert_eq!(
+            inspect.poll_outcome().unwrap().nodes,
+            vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: Some(9),
+                queued: None,
+                permits: None,
+                rw: Some(RwHolds {
+                    writer: None,
+                    readers: vec![(Token::new(a).unwrap(), Some(Duration::from_millis(700)))],
+                }),
+            })],
+            "b's key is gone: a dead reader, not a hold"
+        );
+
+        // A writer holding it.
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        step(&mut inspect, &[b"GET", b"distlock:{job}"], wrong);
+        step(
+            &mut inspect,
+            &[b"ZSCAN", b"distlock:{job}", b"0", b"COUNT", b"2048"],
+            wrong,
+        );
+        step(
+            &mut inspect,
+            &[b"HGET", b"distlock:{job}", b"rw"],
+            b"$1\r\n1\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"GET", b"distlock:{job}:writer"],
+            b"$18\r\ntoken-a-0000000001\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"PTTL", b"distlock:{job}:writer"],
+            b":300\r\n",
+        );
+        step(
+            &mut inspect,
+            &[b"ZSCAN", b"distlock:{job}:readers", b"0", b"COUNT", b"2048"],
+            b"*2\r\n$1\r\n0\r\n*0\r\n",
+        );
+        step(&mut inspect, &[b"GET", b"distlock:{job}:fence"], b"$-1\r\n");
+        let nodes = inspect.poll_outcome().unwrap().nodes;
+        let Ok(Reading {
+            rw: Some(holds), ..
+        }) = &nodes[0]
+        else {
+            panic!("{nodes:?}")
+        };
+        assert_eq!(
+            holds.writer,
+            Some((Token::new(a).unwrap(), Some(Duration::from_millis(300))))
+        );
+        assert!(holds.readers.is_empty());
+        let inspection = Inspection { nodes };
+        assert_eq!(inspection.verdict(), Verdict::Unknown, "held, never free");
+        let free = Inspection {
+            nodes: vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: None,
+                queued: None,
+                permits: None,
+                rw: Some(RwHolds::default()),
+            })],
+        };
+        assert_eq!(free.verdict(), Verdict::Free, "no live hold");
     }
 
     #[test]
@@ -643,6 +985,7 @@ mod tests {
                 fence: Some(7),
                 queued: Some(2),
                 permits: None,
+                rw: None,
             })]
         );
         assert_eq!(
@@ -766,6 +1109,7 @@ mod tests {
                 fence: None,
                 queued: None,
                 permits: None,
+                rw: None,
             })]
         );
     }

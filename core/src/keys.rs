@@ -33,6 +33,20 @@
 //! | `<prefix>{N}` | the holders' tokens (sorted set, score = the limit they took a permit under) |
 //! | `<prefix>{N}:permit:<token>` | exists while that permit is held (its expiry is the permit's) |
 //!
+//! A read-write lock ([`crate::Lock::rw`], tagged layout only) marks its name with a hash, so
+//! a name is a mutex, a semaphore or a read-write lock, never two:
+//!
+//! | key | holds |
+//! |---|---|
+//! | `<prefix>{N}` | a hash `{rw: 1}`: the name's marker, alive as long as any hold of it |
+//! | `<prefix>{N}:writer` | the write holder's token (its expiry is the write hold's) |
+//! | `<prefix>{N}:readers` | the read holders' tokens (sorted set, score 0) |
+//! | `<prefix>{N}:reader:<token>` | exists while that read hold lives (its expiry is the hold's) |
+//! | `<prefix>{N}:queue` | the waiting writers' tokens (sorted set, score 0) |
+//! | `<prefix>{N}:alive:<token>` | exists while that writer waits (its expiry is the deadline) |
+//! | `<prefix>{N}:signal` | wakes one writer |
+//! | `<prefix>{N}:read-signal` | wakes the waiting readers, one after another |
+//!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
 //! lies in the part all four keys share (at the latest, our closing `}`); and a name may not
@@ -248,6 +262,10 @@ enum Role {
     Wake,
     Alive,
     Permit,
+    Writer,
+    Readers,
+    Reader,
+    ReadSignal,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -354,6 +372,33 @@ impl Keys {
     pub fn permit_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::Permit)
     }
+
+    /// A read-write lock's write holder: a string holding its token, whose expiry is the
+    /// write hold's (see [`crate::Lock::rw`]).
+    #[must_use]
+    pub fn writer(&self) -> [&[u8]; 4] {
+        self.key(Role::Writer)
+    }
+
+    /// A read-write lock's read holders: a sorted set of their tokens, kept alive at least as
+    /// long as every read hold it names.
+    #[must_use]
+    pub fn readers(&self) -> [&[u8]; 4] {
+        self.key(Role::Readers)
+    }
+
+    /// A read-write lock's read-hold keys: this prefix followed by the reader's token; the key
+    /// exists while that read hold lives, and its expiry is the hold's.
+    #[must_use]
+    pub fn reader_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::Reader)
+    }
+
+    /// A read-write lock's readers' wake-up list (writers wait on [`Keys::signal`]).
+    #[must_use]
+    pub fn read_signal(&self) -> [&[u8]; 4] {
+        self.key(Role::ReadSignal)
+    }
 }
 
 impl Role {
@@ -368,6 +413,10 @@ impl Role {
             Role::Wake => b":wake:",
             Role::Alive => b":alive:",
             Role::Permit => b":permit:",
+            Role::Writer => b":writer",
+            Role::Readers => b":readers",
+            Role::Reader => b":reader:",
+            Role::ReadSignal => b":read-signal",
         }
     }
 
@@ -382,6 +431,10 @@ impl Role {
             Role::Wake => b"}:wake:",
             Role::Alive => b"}:alive:",
             Role::Permit => b"}:permit:",
+            Role::Writer => b"}:writer",
+            Role::Readers => b"}:readers",
+            Role::Reader => b"}:reader:",
+            Role::ReadSignal => b"}:read-signal",
         }
     }
 }

@@ -24,6 +24,8 @@
 //! - **Semaphores**: [`Lock::semaphore`] builds a counting semaphore of up to
 //!   [`MAX_PERMITS`] permits; the same machines take, renew and release a permit, each a
 //!   [`Lease`] of its own, reclaimed at its expiry when its holder dies.
+//! - **Read-write locks**: [`Lock::rw`] builds one side ([`RwMode`]) of a read-write lock
+//!   with writer preference; each read or write hold is a [`Lease`] of its own.
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -115,6 +117,7 @@ pub mod resp;
 #[cfg(not(feature = "fuzzing"))]
 mod resp;
 mod retry;
+mod rwlock;
 #[cfg(feature = "fuzzing")]
 pub mod script;
 #[cfg(not(feature = "fuzzing"))]
@@ -146,7 +149,9 @@ pub use error::{
 };
 pub use extend::{Extend, Extended};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
-pub use inspect::{Inspect, Inspection, Permits, Reading, Seen, Verdict, is_majority, verdict};
+pub use inspect::{
+    Inspect, Inspection, Permits, Reading, RwHolds, Seen, Verdict, is_majority, verdict,
+};
 pub use keys::{
     DEFAULT_PREFIX, KeyLayout, KeyRole, Keys, LockName, PYTHON_REDIS_LOCK_PREFIX, REDIS_PY_PREFIX,
     RESET_SCAN_COUNT, RESET_WALK_LIMIT, Token,
@@ -164,6 +169,7 @@ pub use resp::{BufferTooSmall, Protocol};
 #[cfg(feature = "fuzzing")]
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
+pub use rwlock::RwMode;
 pub use script::{DELETE_QUEUE, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,

@@ -322,8 +322,9 @@ impl<const N: usize> Links<N> {
 /// ([`LockOptions::validate`]) and the known servers to have the native commands (the
 /// machine's constructor), and `scripts_only` is never set.
 ///
-/// Every request of a semaphore (`semaphore`) but the wait is one of its scripts
-/// ([`crate::Lock::semaphore`] refuses [`Scripts::Never`]).
+/// Every request of a semaphore or a read-write lock (`semaphore`: a lock with scripts of its
+/// own) but the wait is one of its scripts ([`crate::Lock::semaphore`] and [`crate::Lock::rw`]
+/// refuse [`Scripts::Never`]).
 pub(crate) fn encoding(
     request: Request,
     options: &LockOptions,
@@ -370,7 +371,7 @@ impl Link {
             lock.options(),
             &self.server,
             self.scripts_only,
-            lock.limit().is_some(),
+            lock.limit().is_some() || lock.rw_mode().is_some(),
         )
     }
 

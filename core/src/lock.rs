@@ -100,6 +100,8 @@ pub struct Lock {
     pub(crate) options: LockOptions,
     /// `Some(n)`: a semaphore of `n` permits ([`Lock::semaphore`]); `None`: a mutex.
     pub(crate) limit: Option<u32>,
+    /// `Some(mode)`: one side of a read-write lock ([`Lock::rw`]); `None`: not one.
+    pub(crate) rw: Option<crate::rwlock::RwMode>,
 }
 
 impl Lock {
@@ -114,6 +116,7 @@ impl Lock {
             keys: Keys::new(layout, name),
             options,
             limit: None,
+            rw: None,
         })
     }
 
@@ -140,6 +143,7 @@ impl Lock {
             keys: self.keys.clone(),
             options,
             limit: self.limit,
+            rw: self.rw,
         })
     }
 
@@ -155,6 +159,7 @@ impl Lock {
             keys: self.keys.clone(),
             options,
             limit: self.limit,
+            rw: self.rw,
         })
     }
 

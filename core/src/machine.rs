@@ -43,6 +43,10 @@ impl<const N: usize> Context<N> {
         if lock.limit().is_some() && servers.len() > 1 {
             return Err(ConfigError::SemaphoreUnsupported);
         }
+        // And for a read-write lock's readers (see `crate::rwlock`).
+        if lock.rw_mode().is_some() && servers.len() > 1 {
+            return Err(ConfigError::RwLockUnsupported);
+        }
         // A scriptless lock refuses up front a server known to lack a native command (one
         // not known yet is asked, and its reply tells).
         if lock.options().scripts == Scripts::Never {

@@ -21,7 +21,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Script {
     /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire`,
-    /// `fair-release`, `semaphore-acquire`, `semaphore-release` or `semaphore-extend`.
+    /// `fair-release`, `semaphore-acquire`, `semaphore-release`, `semaphore-extend`, `rw-acquire`,
+    /// `rw-release` or `rw-extend`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -361,6 +362,170 @@ return 1
     *b"61c4cb2c34db782dc616f7b0ace99eca3c011fcb",
 );
 
+/// Read-write acquire: one read or write hold (see [`crate::Lock::rw`]).
+///
+/// `KEYS`: marker (the name's own key, a hash), fence, writer, readers, reader prefix, queue
+/// (waiting writers), liveness prefix, readers' signal. `ARGV`: this attempt's token, ttl ms,
+/// mode (`r`/`w`), fenced (`1`/`0`), waiting (`1`/`0`: the caller was refused before and
+/// waits on), the owner's token, liveness ms (how long a waiting writer's intent lives
+/// without another attempt), signal ttl ms (`0`: no signal).
+///
+/// Refuses a name whose key is no hash (a mutex or a semaphore holds it) with `WRONGTYPE`.
+/// `first_live` drops dead members (no key under the prefix) from a set's head and returns
+/// the first live one's PTTL (-2: none), so each call is O(dead members) + 1.
+/// - Write: busy while the writer key lives or a live reader remains; a waiting writer then
+///   registers its intent (its owner token in the queue, its liveness key set), so that new
+///   readers are refused. Taken: the fence is incremented (when fenced), the writer key set to
+///   the attempt's token for ttl, and the owner's intent dropped.
+/// - Read: busy while the writer key lives or a live writer waits. Taken: the reader key is
+///   set for ttl and the token joins the readers; the fence is the counter as it stands
+///   (`INCRBY 0`: the last write's, 0 before any); a reader that had waited pushes the readers' signal on, so
+///   the next waiting reader wakes (a chain: a writer's release wakes one reader, each woken
+///   reader wakes the next).
+///
+/// The marker and the readers' set live at least as long as every hold. Returns `{1, fence}`
+/// when taken, or `{0, pttl}` of what refused it (the writer key, the first live reader or
+/// the first live waiting writer's liveness key).
+pub const RW_ACQUIRE: Script = Script::new(
+    "rw-acquire",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'hash' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a read-write lock')
+end
+local me, ttl, owner = ARGV[1], tonumber(ARGV[2]), ARGV[6]
+local fenced, waiting = ARGV[4] == '1', ARGV[5] == '1'
+local function first_live(set, prefix)
+ while true do
+  local head = redis.call('ZRANGE', set, 0, 0)[1]
+  if not head then return -2 end
+  local left = redis.call('PTTL', prefix .. head)
+  if left ~= -2 then return left end
+  redis.call('ZREM', set, head)
+ end
+end
+local busy = redis.call('PTTL', KEYS[3])
+local fence = 0
+if ARGV[3] == 'w' then
+ if busy == -2 then busy = first_live(KEYS[4], KEYS[5]) end
+ if busy ~= -2 then
+  if waiting then
+   redis.call('ZADD', KEYS[6], 0, owner)
+   redis.call('SET', KEYS[7] .. owner, 1, 'PX', ARGV[7])
+   if redis.call('PTTL', KEYS[6]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[6], ARGV[7]) end
+  end
+  return {0, busy}
+ end
+ if fenced then fence = redis.call('INCR', KEYS[2]) end
+ redis.call('SET', KEYS[3], me, 'PX', ttl)
+ redis.call('ZREM', KEYS[6], owner)
+ redis.call('DEL', KEYS[7] .. owner)
+else
+ if busy == -2 then busy = first_live(KEYS[6], KEYS[7]) end
+ if busy ~= -2 then return {0, busy} end
+ if fenced then fence = redis.call('INCRBY', KEYS[2], 0) end
+ redis.call('SET', KEYS[5] .. me, 1, 'PX', ttl)
+ redis.call('ZADD', KEYS[4], 0, me)
+ if redis.call('PTTL', KEYS[4]) < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+ if waiting and ARGV[8] ~= '0' then
+  redis.call('DEL', KEYS[8])
+  redis.call('LPUSH', KEYS[8], 1)
+  redis.call('PEXPIRE', KEYS[8], ARGV[8])
+ end
+end
+redis.call('HSET', KEYS[1], 'rw', 1)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, fence}
+",
+    *b"963bd65dbcdbf64658c5c19bfb97ed4d02c56919",
+);
+
+/// Read-write release: give one hold back and wake whoever can proceed.
+///
+/// `KEYS`: marker, writer, readers, reader prefix, queue, liveness prefix, writers' signal,
+/// readers' signal. `ARGV`: token, mode (`r`/`w`), signal ttl ms (`0`: no signal).
+///
+/// A write release deletes the writer key when it holds the token; a read release drops the
+/// token from the readers and deletes its key. A read release that leaves a live reader wakes
+/// nobody (no one waits for readers but writers). Otherwise: with nothing held any more the
+/// marker goes; then, with signals on, one writer is woken when a live writer waits (writer
+/// preference: the readers wait on), else — after a write release — one reader, who wakes
+/// the next (see [`RW_ACQUIRE`]). Returns -1 when the token held nothing, 0 when released.
+/// `WRONGTYPE` on a name that is a mutex or a semaphore.
+pub const RW_RELEASE: Script = Script::new(
+    "rw-release",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'hash' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a read-write lock')
+end
+local function first_live(set, prefix)
+ while true do
+  local head = redis.call('ZRANGE', set, 0, 0)[1]
+  if not head then return -2 end
+  local left = redis.call('PTTL', prefix .. head)
+  if left ~= -2 then return left end
+  redis.call('ZREM', set, head)
+ end
+end
+local me = ARGV[1]
+if ARGV[2] == 'w' then
+ if redis.call('GET', KEYS[2]) ~= me then return -1 end
+ redis.call('DEL', KEYS[2])
+else
+ redis.call('ZREM', KEYS[3], me)
+ if redis.call('DEL', KEYS[4] .. me) == 0 then return -1 end
+end
+if first_live(KEYS[3], KEYS[4]) ~= -2 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+local function wake(list)
+ redis.call('DEL', list)
+ redis.call('LPUSH', list, 1)
+ redis.call('PEXPIRE', list, ARGV[3])
+end
+if ARGV[3] ~= '0' then
+ if first_live(KEYS[5], KEYS[6]) ~= -2 then
+  wake(KEYS[7])
+ elseif ARGV[2] == 'w' then
+  wake(KEYS[8])
+ end
+end
+return 0
+",
+    *b"8e83c5d1897e4061d50a7db06df287bd979a84e2",
+);
+
+/// Read-write extend: compare-and-extend of one hold, never another's.
+///
+/// `KEYS`: marker, writer, readers, reader prefix. `ARGV`: token, mode (`r`/`w`), ttl ms. A
+/// write hold is extended when the writer key holds the token; a read hold when the token is
+/// a reader and its own key exists (only that key: a read hold's expiry never moves another
+/// reader's). The readers' set and the marker are kept alive at least as long. Returns 1
+/// when extended, 0 when the token holds nothing. `WRONGTYPE` on a mutex's or semaphore's
+/// name.
+pub const RW_EXTEND: Script = Script::new(
+    "rw-extend",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'hash' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a read-write lock')
+end
+local me, ttl = ARGV[1], tonumber(ARGV[3])
+if ARGV[2] == 'w' then
+ if redis.call('GET', KEYS[2]) ~= me then return 0 end
+ redis.call('PEXPIRE', KEYS[2], ARGV[3])
+else
+ if not redis.call('ZSCORE', KEYS[3], me) then return 0 end
+ if redis.call('PEXPIRE', KEYS[4] .. me, ARGV[3]) == 0 then
+  redis.call('ZREM', KEYS[3], me)
+  return 0
+ end
+ if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+end
+redis.call('HSET', KEYS[1], 'rw', 1)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+",
+    *b"7fc6156cfda7ead395c3a73e74dd8988f03cc1af",
+);
+
 /// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue), for `reset`: `1`
 /// deleted, `0` no such key, else the key's type (left alone). One script, so the check and
 /// the delete are one step on the node. Sent by source (`EVAL`): an operator command, not a
@@ -372,7 +537,7 @@ return t";
 
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 9] = [
+pub const SCRIPTS: [Script; 12] = [
     ACQUIRE,
     RELEASE,
     EXTEND,
@@ -382,6 +547,9 @@ pub const SCRIPTS: [Script; 9] = [
     SEMAPHORE_ACQUIRE,
     SEMAPHORE_RELEASE,
     SEMAPHORE_EXTEND,
+    RW_ACQUIRE,
+    RW_RELEASE,
+    RW_EXTEND,
 ];
 
 #[cfg(test)]

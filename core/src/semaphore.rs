@@ -79,6 +79,7 @@ impl Lock {
             keys: Keys::new(layout, name),
             options,
             limit: Some(limit),
+            rw: None,
         })
     }
 

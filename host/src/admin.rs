@@ -52,6 +52,8 @@ pub enum NodeStatus {
         queued: Option<u64>,
         /// The name is a semaphore: its live permits (`holder` is then `None`).
         permits: Option<Permits>,
+        /// The name is a read-write lock: its live holds (`holder` is then `None`).
+        rw: Option<RwHolds>,
     },
     /// The node could not be read: unreachable, timed out, a reply that is not RESP, a
     /// refusal (`NOPERM`, `WRONGTYPE`), or a lock key holding something that is no token.
@@ -66,6 +68,15 @@ pub struct Permits {
     pub limit: u32,
     /// Each live permit's token and how long its key lives.
     pub holders: Vec<(String, Option<Duration>)>,
+}
+
+/// A read-write lock's live holds on one node ([`Client::read_lock`](crate::Client::read_lock)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RwHolds {
+    /// The write hold's token and how long its key lives, if a writer holds it.
+    pub writer: Option<(String, Option<Duration>)>,
+    /// Each live read hold's token and how long its key lives.
+    pub readers: Vec<(String, Option<Duration>)>,
 }
 
 /// What a [`Status`] says about the lock as a whole.
@@ -132,9 +143,35 @@ impl Status {
         })
     }
 
+    /// The name's holds when it is a read-write lock (the first node that read them; a
+    /// read-write lock runs on one node).
+    #[must_use]
+    pub fn rw(&self) -> Option<&RwHolds> {
+        self.nodes.iter().find_map(|n| match n {
+            NodeStatus::Answered { rw: Some(h), .. } => Some(h),
+            _ => None,
+        })
+    }
+
     /// A readable summary: the verdict, then one line per node.
     #[must_use]
     pub fn describe(&self) -> String {
+        let ms = |ttl: &Option<Duration>| {
+            ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()))
+        };
+        if let Some(holds) = self.rw() {
+            let mut out = match &holds.writer {
+                Some((token, ttl)) => {
+                    format!("read-write lock: written by {token} ttl {}\n", ms(ttl))
+                }
+                None if holds.readers.is_empty() => "read-write lock: not held\n".to_owned(),
+                None => format!("read-write lock: {} readers\n", holds.readers.len()),
+            };
+            for (token, ttl) in &holds.readers {
+                out.push_str(&format!("  reader {token} ttl {}\n", ms(ttl)));
+            }
+            return out;
+        }
         if let Some(permits) = self.permits() {
             let mut out = format!(
                 "semaphore: {} of {} permits held\n",
@@ -186,9 +223,10 @@ impl Status {
     }
 
     /// The status as JSON: `state` is `held`, `free` or `unknown`; each node has either
-    /// `holder`, `ttl_ms`, `fence`, `queued` (fair mode's waiters; null without a queue) and
+    /// `holder`, `ttl_ms`, `fence`, `queued` (fair mode's waiters; null without a queue),
     /// `permits` (a semaphore's `limit` and `holders`, each `token` and `ttl_ms`; null for a
-    /// lock), or `error`.
+    /// lock) and `rw` (a read-write lock's `writer` and `readers`, each `token` and `ttl_ms`;
+    /// null otherwise), or `error`.
     #[must_use]
     pub fn to_json(&self, name: &str) -> serde_json::Value {
         let nodes: Vec<serde_json::Value> = self
@@ -204,6 +242,7 @@ impl Status {
                         fence,
                         queued,
                         permits,
+                        rw,
                     } => serde_json::json!({
                         "endpoint": endpoint, "holder": holder,
                         "ttl_ms": ttl.map(|t| t.as_millis() as u64), "fence": fence,
@@ -214,6 +253,15 @@ impl Status {
                                 "token": token, "ttl_ms": ttl.map(|t| t.as_millis() as u64),
                             })).collect::<Vec<_>>(),
                         })),
+                        "rw": rw.as_ref().map(|h| {
+                            let hold = |(token, ttl): &(String, Option<Duration>)| serde_json::json!({
+                                "token": token, "ttl_ms": ttl.map(|t| t.as_millis() as u64),
+                            });
+                            serde_json::json!({
+                                "writer": h.writer.as_ref().map(hold),
+                                "readers": h.readers.iter().map(hold).collect::<Vec<_>>(),
+                            })
+                        }),
                     }),
                     NodeStatus::Unreachable(e) => {
                         serde_json::json!({ "endpoint": endpoint, "error": e })
@@ -221,7 +269,11 @@ impl Status {
                 }
             })
             .collect();
+        let rw_held = self
+            .rw()
+            .is_some_and(|h| h.writer.is_some() || !h.readers.is_empty());
         let state = match (self.permits(), self.verdict()) {
+            _ if rw_held => "held",
             (Some(p), _) if !p.holders.is_empty() => "held",
             (_, Verdict::Held(_)) => "held",
             (_, Verdict::Free) => "free",
@@ -365,6 +417,16 @@ fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
                         .into_iter()
                         .map(|(token, ttl)| (token.as_str().to_owned(), ttl.map(to_std)))
                         .collect(),
+                }),
+                rw: reading.rw.map(|h| {
+                    let hold =
+                        |(token, ttl): (distlock_core::Token, Option<distlock_core::Duration>)| {
+                            (token.as_str().to_owned(), ttl.map(to_std))
+                        };
+                    RwHolds {
+                        writer: h.writer.map(hold),
+                        readers: h.readers.into_iter().map(hold).collect(),
+                    }
                 }),
             },
             Err(e) => NodeStatus::Unreachable(e.to_string()),
@@ -543,6 +605,7 @@ mod tests {
             fence: None,
             queued: None,
             permits: None,
+            rw: None,
         }
     }
 

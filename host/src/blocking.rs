@@ -109,6 +109,22 @@ impl Client {
         }
     }
 
+    /// See [`crate::Client::read_lock`].
+    pub fn read_lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            runtime: Arc::clone(&self.runtime),
+            inner: self.inner.read_lock(name),
+        }
+    }
+
+    /// See [`crate::Client::write_lock`].
+    pub fn write_lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            runtime: Arc::clone(&self.runtime),
+            inner: self.inner.write_lock(name),
+        }
+    }
+
     /// See [`crate::Client::release`].
     pub fn release(&self, name: impl AsRef<[u8]>, token: &str) -> Result<Released, Error> {
         self.runtime

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distlock_core::RwMode;
 use distlock_core::{
     ConfigError, Durability, Extend, Extended, KeyLayout, Lock, LockOptions, Release, Released,
     RetryPolicy, Scripts, ServerInfo, Token,
@@ -196,6 +197,54 @@ impl Client {
             auto_renew: false,
             token: None,
             limit: None,
+            rw: None,
+        }
+    }
+
+    /// Starts building an acquire of a read hold of the read-write lock `name`: any number
+    /// of readers at once, never beside a writer, and never past a writer that waits (writer
+    /// preference: a stream of readers cannot starve a writer). Each read hold is a lease of
+    /// its own (token, TTL, renewal, release); a reader that dies frees its hold when its own
+    /// TTL runs out, and one reader's renewal never extends another's. A fenced read reports
+    /// the fence of the last write granted before it (0 before any). A name is a lock, a
+    /// semaphore or a read-write lock ([`distlock_core::ServerErrorKind::WrongType`]). One
+    /// node and the tagged key layout, not reentrant or fair (else the acquire fails with
+    /// [`ConfigError::RwLockUnsupported`] before anything is sent). See "Read-write locks"
+    /// in the README.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+    /// let read = client.read_lock("catalog").auto_renew(true).acquire().await?;
+    /// // … any number of readers, no writer …
+    /// read.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            rw: Some(RwMode::Read),
+            ..self.lock(name)
+        }
+    }
+
+    /// Starts building an acquire of the write hold of the read-write lock `name`: one
+    /// writer, no reader. While it waits it turns new readers away, so it gets in once the
+    /// read holds already there end. A fenced write takes the name's next fence. See
+    /// [`Client::read_lock`] for the rest.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// use std::time::Duration;
+    /// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+    /// let write = client.write_lock("catalog").fenced(true).wait(Duration::from_secs(30)).acquire().await?;
+    /// // … alone: no reader, no other writer …
+    /// write.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
+        LockBuilder {
+            rw: Some(RwMode::Write),
+            ..self.lock(name)
         }
     }
 
@@ -297,6 +346,43 @@ impl Client {
         self.extend_lock(&lock, token).await
     }
 
+    /// Gives back the `mode` hold `token` has of the read-write lock `name` (printed by
+    /// [`Guard::token`](crate::Guard::token), possibly in another process), waking whoever can
+    /// proceed.
+    pub async fn release_rw(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        mode: RwMode,
+    ) -> Result<Released, Error> {
+        let options = LockOptions {
+            scripts: self.scripts,
+            ..LockOptions::default()
+        };
+        let lock = self.rw_lock_spec(name.as_ref(), options, mode)?;
+        let token = Token::new(token.as_bytes())?;
+        self.release_lock(&lock, token).await
+    }
+
+    /// Extends the `mode` hold `token` has of the read-write lock `name` to `ttl` from now
+    /// (only that hold: another reader's is never moved).
+    pub async fn extend_rw(
+        &self,
+        name: impl AsRef<[u8]>,
+        token: &str,
+        ttl: Duration,
+        mode: RwMode,
+    ) -> Result<Extended, Error> {
+        let options = LockOptions {
+            ttl: from_std(ttl),
+            scripts: self.scripts,
+            ..LockOptions::default()
+        };
+        let lock = self.rw_lock_spec(name.as_ref(), options, mode)?;
+        let token = Token::new(token.as_bytes())?;
+        self.extend_lock(&lock, token).await
+    }
+
     /// Extends `name` held by `token` to `ttl` from now.
     pub async fn extend(
         &self,
@@ -318,6 +404,21 @@ impl Client {
 
     pub(crate) fn lock_spec(&self, name: &[u8], options: LockOptions) -> Result<Lock, Error> {
         self.lock_spec_of(name, options, None)
+    }
+
+    /// [`Client::lock_spec`] of one side of a read-write lock.
+    pub(crate) fn rw_lock_spec(
+        &self,
+        name: &[u8],
+        options: LockOptions,
+        mode: RwMode,
+    ) -> Result<Lock, Error> {
+        let lock = Lock::rw((*self.layout).clone(), name, mode, options)?;
+        if self.pool.has_cluster() {
+            // A cluster runs a lock's scripts only when all its keys share one slot.
+            distlock_core::lock_slot(lock.keys())?;
+        }
+        Ok(lock)
     }
 
     /// [`Client::lock_spec`] of a lock (`limit` `None`) or of a semaphore of `limit` permits.
@@ -522,6 +623,9 @@ pub struct LockBuilder {
     pub(crate) token: Option<String>,
     /// `Some(n)`: one permit of a semaphore of `n` ([`Client::semaphore`]).
     pub(crate) limit: Option<u32>,
+    /// `Some(mode)`: one hold of a read-write lock ([`Client::read_lock`],
+    /// [`Client::write_lock`]).
+    pub(crate) rw: Option<RwMode>,
 }
 
 impl LockBuilder {
@@ -588,6 +692,13 @@ impl LockBuilder {
     /// [`Client::semaphore`]); `None`: the lock.
     pub fn limit(mut self, limit: Option<u32>) -> Self {
         self.limit = limit;
+        self
+    }
+
+    /// Take a `mode` hold of a read-write lock of this name instead of the lock (see
+    /// [`Client::read_lock`]); `None`: the lock.
+    pub fn rw(mut self, mode: Option<RwMode>) -> Self {
+        self.rw = mode;
         self
     }
 

@@ -66,9 +66,12 @@ impl LockBuilder {
         wait: Duration,
         cancel: crate::drive::Cancel<'_>,
     ) -> Result<Guard, Error> {
-        let lock = self
-            .client
-            .lock_spec_of(&self.name, self.options, self.limit)?;
+        let lock = match self.rw {
+            Some(mode) => self.client.rw_lock_spec(&self.name, self.options, mode)?,
+            None => self
+                .client
+                .lock_spec_of(&self.name, self.options, self.limit)?,
+        };
         let token = match &self.token {
             Some(t) => Token::new(t.as_bytes())?,
             None => Token::from_entropy(random_bytes()),

@@ -54,7 +54,7 @@ mod guard;
 mod pool;
 mod sentinel;
 
-pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, Status, Verdict};
+pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{
@@ -67,3 +67,4 @@ pub use guard::Guard;
 
 /// The most nodes a client can run Redlock over (the core's limit, for every driver).
 pub use distlock_core::MAX_NODES;
+pub use distlock_core::RwMode;

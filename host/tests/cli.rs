@@ -553,9 +553,9 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 
 /// `distlock bench` against a given server: every row comes with the floor measured in the
 /// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
-/// counter, and, with the component feature, the guest path beside the native one; with
-/// `--fair`, A and B also in fair mode, in the same slices; S's permits never more than its
-/// limit at once.
+/// counter, R's overlap count (zero: no writer beside anyone, as the holders saw it), and,
+/// with the component feature, the guest path beside the native one; with `--fair`, A and B
+/// also in fair mode, in the same slices; S's permits never more than its limit at once.
 #[test]
 fn bench_reports_each_scenario_against_its_floor() {
     require_redis!();
@@ -592,11 +592,11 @@ fn bench_reports_each_scenario_against_its_floor() {
     };
     // A, B, C at 1/4/16 clients; D is skipped with one --redis URL. B also has its polling
     // baseline (wake-up signals off), C its raw clients at each count; A and B have their fair
-    // rows. S (a semaphore of 4, at 4 and 16 clients) has the native path only: the component
-    // has no semaphores yet.
+    // rows. S (a semaphore of 4, at 4 and 16 clients) and R's two rows (reads only, a mix with
+    // writes) have the native path only: the component has neither yet.
     assert_eq!(
         rows.len(),
-        5 * paths.len() + 2 * fair_paths.len() + 1 + 3 + 2,
+        5 * paths.len() + 2 * fair_paths.len() + 1 + 3 + 2 + 2,
         "{}",
         show(&out)
     );
@@ -645,6 +645,9 @@ fn bench_reports_each_scenario_against_its_floor() {
                 "{row}"
             );
         } else {
+            if scenario.starts_with("R:") {
+                assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");
+            }
             let ratio = row["ratio_to_floor"].as_f64().expect("ratio");
             let expected = row["ops_per_sec"].as_f64().unwrap_or(0.0)
                 / row["floor_ops_per_sec"].as_f64().unwrap_or(1.0);

@@ -17,9 +17,9 @@
 //!   `GET`, `PTTL`, `DEL`, `DELIFEQ`, `DELEX … IFEQ|IFNE`, `INCR`, `DECR`, `LPUSH`, `LTRIM`,
 //!   `PEXPIRE` (`NX`, `XX`, `GT`, `LT`), `BLPOP`, `EVAL`, `EVALSHA`, `SCRIPT FLUSH|LOAD|EXISTS`,
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
-//!   `ZCARD`, `TYPE` and `ZSCAN` (the whole set in one page). Anything else is
+//!   `ZCARD`, `TYPE`, `ZSCAN` (the whole set in one page) and `HGET`. Anything else is
 //!   `-ERR unknown command`.
-//! - Scripts: the model has no Lua. It recognises the core's nine scripts
+//! - Scripts: the model has no Lua. It recognises the core's twelve scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
@@ -90,6 +90,7 @@ use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
 use distlock_core::{Protocol, SCRIPTS, Script};
 
+mod rwlock;
 mod semaphore;
 
 /// Which server the model claims to be; decides the commands it has (see the module doc).
@@ -198,6 +199,13 @@ pub struct ModelFaults {
     pub semaphore_counts_dead_holders: bool,
     /// The semaphore acquire takes a permit whatever the count: no limit at all.
     pub semaphore_ignores_limit: bool,
+    /// The read-write write acquire takes the lock while readers hold it: no exclusion.
+    pub rw_write_ignores_readers: bool,
+    /// The read-write read acquire ignores waiting writers: no writer preference.
+    pub rw_read_ignores_waiting_writers: bool,
+    /// The read-write write acquire counts every reader in the set, dead ones too (no
+    /// pruning): a crashed reader's hold never ends.
+    pub rw_write_counts_dead_readers: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -234,6 +242,8 @@ enum Value {
     List(VecDeque<Vec<u8>>),
     /// Members by ascending (score, member), as Redis orders a sorted set.
     ZSet(Members),
+    /// Fields and values, as `HSET` sets them: a read-write lock's marker.
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,11 +271,14 @@ enum Known {
     SemaphoreAcquire,
     SemaphoreRelease,
     SemaphoreExtend,
+    RwAcquire,
+    RwRelease,
+    RwExtend,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 9] = [
+static KNOWN: [(Known, Script); 12] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -275,6 +288,9 @@ static KNOWN: [(Known, Script); 9] = [
     (Known::SemaphoreAcquire, SCRIPTS[6]),
     (Known::SemaphoreRelease, SCRIPTS[7]),
     (Known::SemaphoreExtend, SCRIPTS[8]),
+    (Known::RwAcquire, SCRIPTS[9]),
+    (Known::RwRelease, SCRIPTS[10]),
+    (Known::RwExtend, SCRIPTS[11]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -302,6 +318,9 @@ impl Known {
             Known::SemaphoreAcquire => 6,
             Known::SemaphoreRelease => 7,
             Known::SemaphoreExtend => 8,
+            Known::RwAcquire => 9,
+            Known::RwRelease => 10,
+            Known::RwExtend => 11,
         }
     }
 
@@ -388,7 +407,7 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 9],
+    scripts: [bool; 12],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -429,7 +448,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 9];
+        self.scripts = [false; 12];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -682,6 +701,17 @@ impl ModelNode {
                 let ttl = self.pttl(arg(args, 0), now);
                 w.int(ttl);
             }
+            Command::Hget => match self.live(arg(args, 0), now).map(|e| &e.value) {
+                // `HGET key field`, what `status` confirms a read-write lock's marker with.
+                None => w.null_bulk(),
+                Some(Value::Hash(fields)) => {
+                    match fields.iter().find(|(f, _)| f.as_slice() == arg(args, 1)) {
+                        Some((_, value)) => w.bulk(value),
+                        None => w.null_bulk(),
+                    }
+                }
+                Some(_) => return Err(Fail::wrong_type()),
+            },
             Command::Zcard => match self.live(arg(args, 0), now).map(|e| &e.value) {
                 None => w.int(0),
                 Some(Value::ZSet(members)) => w.int(as_i64(members.len())),
@@ -722,6 +752,7 @@ impl ModelNode {
                     Some(Value::Str(_)) => b"string",
                     Some(Value::List(_)) => b"list",
                     Some(Value::ZSet(_)) => b"zset",
+                    Some(Value::Hash(_)) => b"hash",
                 };
                 w.simple(kind);
             }
@@ -983,6 +1014,7 @@ impl ModelNode {
                 Some(Value::ZSet(_)) => w.int(i64::from(self.del(key, now))),
                 Some(Value::Str(_)) => w.bulk(b"string"),
                 Some(Value::List(_)) => w.bulk(b"list"),
+                Some(Value::Hash(_)) => w.bulk(b"hash"),
             }
             return Ok(Done::Written);
         } else {
@@ -1288,6 +1320,9 @@ impl ModelNode {
             Known::SemaphoreAcquire => self.semaphore_acquire(keys, argv, now),
             Known::SemaphoreRelease => self.semaphore_release(keys, argv, now),
             Known::SemaphoreExtend => self.semaphore_extend(keys, argv, now),
+            Known::RwAcquire => self.rw_acquire(keys, argv, now),
+            Known::RwRelease => self.rw_release(keys, argv, now),
+            Known::RwExtend => self.rw_extend(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -1884,11 +1919,12 @@ enum Command {
     Zcard,
     Zscan,
     Type,
+    Hget,
 }
 
 impl Command {
     fn parse(name: &[u8], config: &ModelConfig) -> Option<Command> {
-        const TABLE: [(&[u8], Command); 25] = [
+        const TABLE: [(&[u8], Command); 26] = [
             (b"GET", Command::Get),
             (b"SET", Command::Set),
             (b"PTTL", Command::Pttl),
@@ -1914,6 +1950,7 @@ impl Command {
             (b"ZCARD", Command::Zcard),
             (b"ZSCAN", Command::Zscan),
             (b"TYPE", Command::Type),
+            (b"HGET", Command::Hget),
         ];
         let command = TABLE
             .iter()
@@ -1938,6 +1975,7 @@ impl Command {
             | Command::Select
             | Command::Zcard
             | Command::Type => n == 1,
+            Command::Hget => n == 2,
             Command::Set => n >= 2,
             Command::Del | Command::Script | Command::Client | Command::Auth => n >= 1,
             Command::DelIfEq => n == 2,
@@ -2460,6 +2498,9 @@ mod tests {
                 (Known::SemaphoreAcquire, "semaphore-acquire"),
                 (Known::SemaphoreRelease, "semaphore-release"),
                 (Known::SemaphoreExtend, "semaphore-extend"),
+                (Known::RwAcquire, "rw-acquire"),
+                (Known::RwRelease, "rw-release"),
+                (Known::RwExtend, "rw-extend"),
             ]
         );
     }

@@ -35,6 +35,7 @@ impl ModelNode {
             None | Some(Value::ZSet(_)) => return Ok(()),
             Some(Value::Str(_)) => b"string",
             Some(Value::List(_)) => b"list",
+            Some(Value::Hash(_)) => b"hash",
         };
         let mut message = b"WRONGTYPE lock key: the name holds a ".to_vec();
         message.extend_from_slice(kind);

@@ -31,6 +31,8 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod rw;
+
 use crate::demo::{self, DemoOptions};
 use distlock_core::LockOptions;
 use distlock_host::Client;
@@ -431,6 +433,13 @@ pub(crate) enum Workload {
     /// Guest apps linked to the lock component, one instance per client thread.
     #[cfg(feature = "component")]
     Guest(guest::GuestLoad),
+    /// The Rust driver's readers and writers of one read-write lock (scenario R).
+    ReadWrite {
+        /// Its client (one node).
+        client: Client,
+        /// What it does.
+        load: rw::RwLoad,
+    },
 }
 
 /// What C's load costs clients that need no lock library: as many raw connections as the
@@ -571,6 +580,7 @@ impl Workload {
         match self {
             Workload::Native { path, .. } => path,
             Workload::Raw(_) => "raw",
+            Workload::ReadWrite { .. } => "native",
             #[cfg(feature = "component")]
             Workload::Guest(guest) if guest.fair() => "guest-fair",
             #[cfg(feature = "component")]
@@ -583,6 +593,7 @@ impl Workload {
         match self {
             Workload::Native { load, .. } => load.lock.fair,
             Workload::Raw(_) => false,
+            Workload::ReadWrite { .. } => false,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.fair(),
         }
@@ -592,6 +603,7 @@ impl Workload {
         match self {
             Workload::Native { client, load, .. } => native(client, *load, duration).await,
             Workload::Raw(raw) => raw.run(duration).await,
+            Workload::ReadWrite { client, load } => rw::run(client, *load, duration).await,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.run(duration).await,
         }
@@ -942,6 +954,63 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             let label =
                 format!("S: {clients} clients, one semaphore of {SEMAPHORE_PERMITS} permits");
             scenario("S", label, &single, load, one, Extra::NONE, &mut rows).await?;
+        }
+    }
+    if want("r") {
+        // Scenario R: readers and writers of one name, each acquire with a wait and released
+        // at once; reads only first, so the mix's cost reads against it and the floor.
+        for (write_every, what) in [(0, "reads only"), (5, "1 write in 5")] {
+            let clients = 8;
+            let load = rw::RwLoad {
+                clients,
+                write_every,
+                tag: "bench:r",
+                lock: options.lock,
+            };
+            let label = format!("R: {clients} clients, one read-write lock, {what}");
+            let mut workloads = vec![Workload::ReadWrite {
+                client: single.clone(),
+                load,
+            }];
+            let mut floor = Floor::connect(one).await?;
+            let (floor_sample, samples) = interleave(
+                "R",
+                &mut floor,
+                &mut workloads,
+                options.duration,
+                options.slice,
+            )
+            .await?;
+            for sample in &samples {
+                let as_load = Load {
+                    clients,
+                    names: 1,
+                    hold: None,
+                    tag: load.tag,
+                    lock: load.lock,
+                    limit: None,
+                };
+                let mut r = row(
+                    &label,
+                    "native",
+                    sample,
+                    &floor_sample,
+                    as_load,
+                    None,
+                    Baselines {
+                        polling: None,
+                        raw: None,
+                    },
+                );
+                let min = sample.per_worker.iter().min().copied().unwrap_or(0);
+                let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+                r.overlaps = Some(sample.overlaps);
+                r.note = format!(
+                    "overlaps {} (a writer beside anyone, or a reader beside a writer); per client min {min} / max {max}",
+                    sample.overlaps
+                );
+                rows.push(r);
+            }
         }
     }
     crate::output::tell!("");

@@ -183,6 +183,12 @@ enum Command {
         /// The token holds a permit of a semaphore of N permits (acquired with --limit N).
         #[arg(long, value_name = "N", conflicts_with_all = ["fair", "reentrant"])]
         limit: Option<u32>,
+        /// The token holds a read hold of a read-write lock (acquired with --read).
+        #[arg(long, conflicts_with_all = ["fair", "reentrant", "limit", "write"])]
+        read: bool,
+        /// The token holds the write hold of a read-write lock (acquired with --write).
+        #[arg(long, conflicts_with_all = ["fair", "reentrant", "limit"])]
+        write: bool,
     },
     /// Extend a lock held by TOKEN to TTL from now.
     Extend {
@@ -198,6 +204,12 @@ enum Command {
         /// The token holds a permit of a semaphore of N permits (acquired with --limit N).
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// The token holds a read hold of a read-write lock (acquired with --read).
+        #[arg(long, conflicts_with_all = ["limit", "write"])]
+        read: bool,
+        /// The token holds the write hold of a read-write lock (acquired with --write).
+        #[arg(long, conflicts_with = "limit")]
+        write: bool,
     },
     /// Show who holds a lock, on each node.
     ///
@@ -243,7 +255,8 @@ enum Command {
     #[command(after_help = "Example:\n  distlock bench --scenario all --duration 5s --json")]
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
-        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4), or all.
+        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4), r (readers and
+        /// writers of one read-write lock), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -306,6 +319,24 @@ struct LockArgs {
     /// pass the same N; one node and the tagged layout only.
     #[arg(long, value_name = "N", conflicts_with = "fair")]
     limit: Option<u32>,
+    /// Take a read hold of a read-write lock of this name instead of the lock: any number of
+    /// readers at once, never beside a writer, never past a waiting writer (`exec --read`).
+    /// One node and the tagged layout only.
+    #[arg(long, conflicts_with_all = ["fair", "limit", "write"])]
+    read: bool,
+    /// Take the write hold of a read-write lock of this name instead of the lock: one writer,
+    /// no reader; while it waits, new readers are turned away (`exec --write`).
+    #[arg(long, conflicts_with_all = ["fair", "limit"])]
+    write: bool,
+}
+
+/// The side of a read-write lock `--read` or `--write` names; `None`: neither.
+fn rw_mode(read: bool, write: bool) -> Option<distlock_host::RwMode> {
+    match (read, write) {
+        (true, _) => Some(distlock_host::RwMode::Read),
+        (_, true) => Some(distlock_host::RwMode::Write),
+        _ => None,
+    }
 }
 
 /// The `--layout` choices (`distlock_host::KeyLayout`).
@@ -538,6 +569,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             reentrant,
             fair,
             limit,
+            read,
+            write,
         } => {
             warn_if_embedded(&client, "release");
             let options = distlock_core::LockOptions {
@@ -545,9 +578,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 fair,
                 ..distlock_core::LockOptions::default()
             };
-            let released = match limit {
-                Some(limit) => client.release_permit(&name, &token, limit).await?,
-                None => client.release_with(&name, &token, options).await?,
+            let released = match (limit, rw_mode(read, write)) {
+                (_, Some(mode)) => client.release_rw(&name, &token, mode).await?,
+                (Some(limit), None) => client.release_permit(&name, &token, limit).await?,
+                (None, None) => client.release_with(&name, &token, options).await?,
             };
             Ok(printed(match released {
                 distlock_core::Released::StillHeld { holds } => {
@@ -561,11 +595,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             token,
             ttl,
             limit,
+            read,
+            write,
         } => {
             warn_if_embedded(&client, "extend");
-            let extended = match limit {
-                Some(limit) => client.extend_permit(&name, &token, ttl, limit).await?,
-                None => client.extend(&name, &token, ttl).await?,
+            let extended = match (limit, rw_mode(read, write)) {
+                (_, Some(mode)) => client.extend_rw(&name, &token, ttl, mode).await?,
+                (Some(limit), None) => client.extend_permit(&name, &token, ttl, limit).await?,
+                (None, None) => client.extend(&name, &token, ttl).await?,
             };
             let left = extended
                 .valid_until
@@ -685,11 +722,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d", "s"]
+    if !["all", "a", "b", "c", "d", "s", "r"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");
@@ -779,6 +816,7 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
         .fenced(lock.fenced)
         .fair(lock.fair)
         .limit(lock.limit)
+        .rw(rw_mode(lock.read, lock.write))
 }
 
 /// Puts a cluster URL's seed list back together after the comma split of `--redis` and

@@ -80,6 +80,7 @@ impl Lock {
             options,
             limit: Some(limit),
             rw: None,
+            multi: None,
         })
     }
 

@@ -19,7 +19,7 @@
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
 //!   `ZCARD`, `TYPE`, `ZSCAN` (the whole set in one page) and `HGET`. Anything else is
 //!   `-ERR unknown command`.
-//! - Scripts: the model has no Lua. It recognises the core's twelve scripts
+//! - Scripts: the model has no Lua. It recognises the core's scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
@@ -90,6 +90,7 @@ use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
 use distlock_core::{Protocol, SCRIPTS, Script};
 
+mod multi;
 mod rwlock;
 mod semaphore;
 
@@ -206,6 +207,9 @@ pub struct ModelFaults {
     /// The read-write write acquire counts every reader in the set, dead ones too (no
     /// pruning): a crashed reader's hold never ends.
     pub rw_write_counts_dead_readers: bool,
+    /// The multi-name acquire takes the names one by one and stops at the first held one,
+    /// keeping those it took: partial holds.
+    pub multi_takes_names_one_by_one: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -274,11 +278,15 @@ enum Known {
     RwAcquire,
     RwRelease,
     RwExtend,
+    MultiAcquire,
+    MultiRelease,
+    MultiExtend,
+    MultiRaiseFence,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 12] = [
+static KNOWN: [(Known, Script); 16] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -291,6 +299,10 @@ static KNOWN: [(Known, Script); 12] = [
     (Known::RwAcquire, SCRIPTS[9]),
     (Known::RwRelease, SCRIPTS[10]),
     (Known::RwExtend, SCRIPTS[11]),
+    (Known::MultiAcquire, SCRIPTS[12]),
+    (Known::MultiRelease, SCRIPTS[13]),
+    (Known::MultiExtend, SCRIPTS[14]),
+    (Known::MultiRaiseFence, SCRIPTS[15]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -321,6 +333,10 @@ impl Known {
             Known::RwAcquire => 9,
             Known::RwRelease => 10,
             Known::RwExtend => 11,
+            Known::MultiAcquire => 12,
+            Known::MultiRelease => 13,
+            Known::MultiExtend => 14,
+            Known::MultiRaiseFence => 15,
         }
     }
 
@@ -1323,6 +1339,10 @@ impl ModelNode {
             Known::RwAcquire => self.rw_acquire(keys, argv, now),
             Known::RwRelease => self.rw_release(keys, argv, now),
             Known::RwExtend => self.rw_extend(keys, argv, now),
+            Known::MultiAcquire => self.multi_acquire(keys, argv, now),
+            Known::MultiRelease => self.multi_release(keys, argv, now),
+            Known::MultiExtend => self.multi_extend(keys, argv, now),
+            Known::MultiRaiseFence => self.multi_raise_fence(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -1653,6 +1673,18 @@ impl ModelNode {
             },
         );
         Ok(())
+    }
+
+    /// `redis.call('SET', key, value)` inside a script, after its `write_check`: a string
+    /// without expiry (a fencing counter).
+    fn set_forever(&mut self, key: &[u8], value: &[u8]) {
+        self.keys.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Str(value.to_vec()),
+                expires_at: None,
+            },
+        );
     }
 
     // ---- keyspace primitives (each checks types; writes check READONLY) ----
@@ -2501,6 +2533,10 @@ mod tests {
                 (Known::RwAcquire, "rw-acquire"),
                 (Known::RwRelease, "rw-release"),
                 (Known::RwExtend, "rw-extend"),
+                (Known::MultiAcquire, "multi-acquire"),
+                (Known::MultiRelease, "multi-release"),
+                (Known::MultiExtend, "multi-extend"),
+                (Known::MultiRaiseFence, "multi-raise-fence"),
             ]
         );
     }

@@ -75,7 +75,7 @@
 //! replies exactly once later); a key is never visible after its expiry.
 //!
 //! Not modelled: other data types, replication, eviction, `MULTI`, ACL users (the only user is
-//! `default`, with no password), keyspace notifications, and Lua beyond the six scripts. Sorted
+//! `default`, with no password), keyspace notifications, and Lua beyond the lock scripts. Sorted
 //! sets are reached only through the fair scripts (no `Z*` command of their own).
 
 #![no_std]

@@ -109,6 +109,14 @@ impl Client {
         }
     }
 
+    /// See [`crate::Client::lock_many`].
+    pub fn lock_many<N: AsRef<[u8]>>(&self, names: impl IntoIterator<Item = N>) -> LockBuilder {
+        LockBuilder {
+            runtime: Arc::clone(&self.runtime),
+            inner: self.inner.lock_many(names),
+        }
+    }
+
     /// See [`crate::Client::read_lock`].
     pub fn read_lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
         LockBuilder {

@@ -198,6 +198,36 @@ impl Client {
             token: None,
             limit: None,
             rw: None,
+            names: None,
+        }
+    }
+
+    /// Starts building an acquire of several names at once, all or nothing, under one token:
+    /// the guard holds every name or none, and renews and releases them together. Each name
+    /// is held as [`Client::lock`] holds it, so a plain lock of one of the names and this one
+    /// exclude each other. The names are sorted before anything is sent; 1 to
+    /// [`distlock_core::MAX_MULTI_NAMES`] of them, none twice (else the acquire fails with
+    /// [`ConfigError::NoNames`], [`ConfigError::TooManyNames`] or
+    /// [`ConfigError::DuplicateName`] before anything is sent). The tagged key layout, not
+    /// reentrant or fair ([`ConfigError::MultiUnsupported`]); on a Redis Cluster the names
+    /// must share a hash tag (`{orders}:1`, `{orders}:2`), else [`Error::SpansSlots`]. A
+    /// fenced acquire gives one fence, larger than every earlier holder's of each name. See
+    /// "Multi-name locks" in the README.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// use std::time::Duration;
+    /// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+    /// let both = client.lock_many(["account:17", "account:42"]).wait(Duration::from_secs(10)).acquire().await?;
+    /// // … move money between the two accounts: nobody holds either …
+    /// both.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lock_many<N: AsRef<[u8]>>(&self, names: impl IntoIterator<Item = N>) -> LockBuilder {
+        let names: Vec<Vec<u8>> = names.into_iter().map(|n| n.as_ref().to_vec()).collect();
+        LockBuilder {
+            names: Some(names),
+            ..self.lock(Vec::new())
         }
     }
 
@@ -421,6 +451,22 @@ impl Client {
         Ok(lock)
     }
 
+    /// The lock of a multi-name acquire ([`Client::lock_many`]), checked to fit one cluster
+    /// slot when the client has a cluster.
+    pub(crate) fn multi_lock_spec(
+        &self,
+        names: &[Vec<u8>],
+        options: LockOptions,
+    ) -> Result<Lock, Error> {
+        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let lock = Lock::multi((*self.layout).clone(), &names, options)?;
+        if self.pool.has_cluster() {
+            // One script takes every name: on a cluster they must share one slot.
+            lock.slot()?;
+        }
+        Ok(lock)
+    }
+
     /// [`Client::lock_spec`] of a lock (`limit` `None`) or of a semaphore of `limit` permits.
     pub(crate) fn lock_spec_of(
         &self,
@@ -626,6 +672,8 @@ pub struct LockBuilder {
     /// `Some(mode)`: one hold of a read-write lock ([`Client::read_lock`],
     /// [`Client::write_lock`]).
     pub(crate) rw: Option<RwMode>,
+    /// `Some(names)`: every one of these names at once ([`Client::lock_many`]).
+    pub(crate) names: Option<Vec<Vec<u8>>>,
 }
 
 impl LockBuilder {

@@ -66,9 +66,10 @@ impl LockBuilder {
         wait: Duration,
         cancel: crate::drive::Cancel<'_>,
     ) -> Result<Guard, Error> {
-        let lock = match self.rw {
-            Some(mode) => self.client.rw_lock_spec(&self.name, self.options, mode)?,
-            None => self
+        let lock = match (&self.names, self.rw) {
+            (Some(names), _) => self.client.multi_lock_spec(names, self.options)?,
+            (None, Some(mode)) => self.client.rw_lock_spec(&self.name, self.options, mode)?,
+            (None, None) => self
                 .client
                 .lock_spec_of(&self.name, self.options, self.limit)?,
         };
@@ -227,10 +228,16 @@ impl Guard {
         self.holds
     }
 
-    /// The lock's name.
+    /// The lock's name (for [`Client::lock_many`], the first of its names in byte order:
+    /// [`Guard::names`] lists them all).
     #[must_use]
     pub fn name(&self) -> &[u8] {
         self.lock.keys().name().as_bytes()
+    }
+
+    /// Every name the guard holds, in byte order: one, except for [`Client::lock_many`].
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.lock.every_name().iter().map(|k| k.name().as_bytes())
     }
 
     /// How much validity is left (zero once it ran out or the lease was lost).

@@ -1,0 +1,222 @@
+//! Multi-name locks ([`Client::lock_many`]) against a real `redis-server`: every name or
+//! none (a set with one name held takes nothing, not even its free names), one token and one
+//! expiry for all, exclusion against plain locks of the same names and between overlapping
+//! sets (observed by the holders themselves), a crashed holder's names all free at its TTL,
+//! one fence above every earlier holder's of each name, and bad input refused before anything
+//! is sent.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use distlock_core::{ConfigError, MAX_MULTI_NAMES};
+use distlock_host::{Client, Error};
+use support::{
+    RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, wait_for,
+};
+
+/// Every wait in these tests ends within this, or the test fails.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn get(server: &RedisServer, name: &str) -> Option<String> {
+    blocking(|| server.raw().ok(&["GET", &lock_key(name)]).text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_name_or_none() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let (a, b) = (
+        Client::connect([server.url()]).await.unwrap(),
+        Client::connect([server.url()]).await.unwrap(),
+    );
+    let [x, y, z] = ["x", "y", "z"].map(|n| unique_name(&format!("multi-{n}")));
+
+    let both = a.lock_many([&y, &x]).acquire().await.expect("both free");
+    assert_eq!(get(&server, &x).as_deref(), Some(both.token()));
+    assert_eq!(get(&server, &y).as_deref(), Some(both.token()));
+    let mut names: Vec<&[u8]> = both.names().collect();
+    names.sort();
+    assert_eq!(names, [x.as_bytes(), y.as_bytes()], "sorted, every name");
+
+    // A plain lock of one of the names, and a set that overlaps, are refused; the overlapping
+    // set takes nothing, not even its free name.
+    let plain = b.lock(&y).try_acquire().await.unwrap_err();
+    assert!(plain.is_not_acquired(), "{plain:?}");
+    let overlapping = b.lock_many([&y, &z]).try_acquire().await.unwrap_err();
+    assert!(overlapping.is_not_acquired(), "{overlapping:?}");
+    assert_eq!(
+        get(&server, &z),
+        None,
+        "all or nothing: the free name was not taken"
+    );
+
+    both.release().await.expect("released together");
+    assert_eq!((get(&server, &x), get(&server, &y)), (None, None));
+    let taken = b.lock_many([&y, &z]).try_acquire().await.expect("free now");
+    taken.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_sets_never_hold_a_name_together() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let names: Vec<String> = (0..3).map(|i| unique_name(&format!("ring-{i}"))).collect();
+    // Each worker takes two neighbours of a ring of three names (every pair overlaps
+    // another), a fourth takes one name alone, as a plain lock; inside, each marks its names
+    // busy and counts it an overlap when one already was.
+    let sets: Vec<Vec<String>> = vec![
+        vec![names[0].clone(), names[1].clone()],
+        vec![names[1].clone(), names[2].clone()],
+        vec![names[2].clone(), names[0].clone()],
+        vec![names[1].clone()],
+    ];
+    let busy: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(false)).collect());
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for set in sets {
+        let client = Client::connect([server.url()]).await.unwrap();
+        let (busy, overlaps, names) = (Arc::clone(&busy), Arc::clone(&overlaps), names.clone());
+        workers.push(tokio::spawn(async move {
+            let slots: Vec<usize> = set
+                .iter()
+                .map(|n| names.iter().position(|m| m == n).unwrap())
+                .collect();
+            let mut held = 0u32;
+            for _ in 0..25 {
+                let builder = if set.len() == 1 {
+                    client.lock(&set[0])
+                } else {
+                    client.lock_many(&set)
+                };
+                let guard = builder
+                    .wait(Duration::from_secs(10))
+                    .acquire()
+                    .await
+                    .expect("every worker gets its turn");
+                for &i in &slots {
+                    if busy[i].swap(true, Ordering::SeqCst) {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                // Hold ~1 ms (the hold, not a synchronisation): the others' attempts land
+                // while this one is inside.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                for &i in &slots {
+                    busy[i].store(false, Ordering::SeqCst);
+                }
+                guard.release().await.expect("release");
+                held += 1;
+            }
+            held
+        }));
+    }
+    for worker in workers {
+        let held = tokio::time::timeout(LIMIT, worker)
+            .await
+            .expect("the workers finish")
+            .expect("a worker");
+        assert_eq!(held, 25);
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "a name was held twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holders_names_all_free_at_its_ttl() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.unwrap();
+    let [x, y] = ["x", "y"].map(|n| unique_name(&format!("crash-{n}")));
+    let ttl = Duration::from_millis(1500);
+    let guard = client.lock_many([&x, &y]).ttl(ttl).acquire().await.unwrap();
+    let taken = Instant::now();
+    // One expiry for all: the keys' remaining lives differ by no more than the time between
+    // the two reads.
+    let pttl = |name: &str| blocking(|| server.raw().ok(&["PTTL", &lock_key(name)]).int().unwrap());
+    let (px, py) = (pttl(&x), pttl(&y));
+    assert!((px - py).abs() <= 50, "one expiry: {px} ms and {py} ms");
+    // The holder dies: nothing releases or renews.
+    std::mem::forget(guard);
+    blocking(|| {
+        wait_for("both names to expire", LIMIT, || {
+            (get(&server, &x).is_none() && get(&server, &y).is_none()).then_some(())
+        })
+    });
+    assert!(
+        taken.elapsed() >= ttl - Duration::from_millis(100),
+        "not before the TTL"
+    );
+    let again = client
+        .lock_many([&x, &y])
+        .try_acquire()
+        .await
+        .expect("free");
+    again.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fence_above_every_earlier_holders_of_each_name() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.unwrap();
+    let [x, y] = ["x", "y"].map(|n| unique_name(&format!("fence-{n}")));
+    let fence_of = |builder: distlock_host::LockBuilder| async move {
+        let guard = builder.fenced(true).acquire().await.unwrap();
+        let fence = guard.fence().expect("fenced");
+        guard.release().await.unwrap();
+        fence
+    };
+    let first_x = fence_of(client.lock(&x)).await;
+    let second_x = fence_of(client.lock(&x)).await;
+    let first_y = fence_of(client.lock(&y)).await;
+    let both = fence_of(client.lock_many([&x, &y])).await;
+    assert!(
+        both > second_x.max(first_x) && both > first_y,
+        "{both} after {second_x}, {first_y}"
+    );
+    let next_y = fence_of(client.lock(&y)).await;
+    assert!(next_y > both, "counters only grow: {next_y} after {both}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sets_are_refused_before_anything_is_sent() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.unwrap();
+    let stats = || blocking(|| server.raw().ok(&["INFO", "commandstats"]).text().unwrap());
+    let before = stats();
+    let name = unique_name("bad");
+    let config = |result: Result<distlock_host::Guard, Error>| match result {
+        Err(Error::Config(e)) => e,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    assert_eq!(
+        config(client.lock_many(Vec::<String>::new()).try_acquire().await),
+        ConfigError::NoNames
+    );
+    let many: Vec<String> = (0..=MAX_MULTI_NAMES)
+        .map(|i| format!("{name}-{i}"))
+        .collect();
+    assert!(matches!(
+        config(client.lock_many(&many).try_acquire().await),
+        ConfigError::TooManyNames { .. }
+    ));
+    assert!(matches!(
+        config(client.lock_many([&name, &name]).try_acquire().await),
+        ConfigError::DuplicateName { .. }
+    ));
+    assert_eq!(
+        config(client.lock_many([&name]).fair(true).try_acquire().await),
+        ConfigError::MultiUnsupported
+    );
+    let after = stats();
+    for command in ["set", "eval", "evalsha"] {
+        assert_eq!(
+            command_calls(&after, command),
+            command_calls(&before, command),
+            "{command} was sent: {after}"
+        );
+    }
+}

@@ -199,6 +199,12 @@ pub struct ModelFaults {
     pub semaphore_counts_dead_holders: bool,
     /// The semaphore acquire takes a permit whatever the count: no limit at all.
     pub semaphore_ignores_limit: bool,
+    /// The fair semaphore acquire takes a free permit whatever the queue holds: a newcomer
+    /// barges past live waiters.
+    pub semaphore_fair_ignores_queue: bool,
+    /// The fair semaphore release hands a permit to the queue's head whether or not it is
+    /// live, and for good (no expiry): a hand-off without liveness.
+    pub semaphore_handoff_ignores_liveness: bool,
     /// The read-write write acquire takes the lock while readers hold it: no exclusion.
     pub rw_write_ignores_readers: bool,
     /// The read-write read acquire ignores waiting writers: no writer preference.
@@ -274,11 +280,13 @@ enum Known {
     RwAcquire,
     RwRelease,
     RwExtend,
+    SemaphoreFairAcquire,
+    SemaphoreFairRelease,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 12] = [
+static KNOWN: [(Known, Script); 14] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -291,6 +299,8 @@ static KNOWN: [(Known, Script); 12] = [
     (Known::RwAcquire, SCRIPTS[9]),
     (Known::RwRelease, SCRIPTS[10]),
     (Known::RwExtend, SCRIPTS[11]),
+    (Known::SemaphoreFairAcquire, SCRIPTS[12]),
+    (Known::SemaphoreFairRelease, SCRIPTS[13]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -321,6 +331,8 @@ impl Known {
             Known::RwAcquire => 9,
             Known::RwRelease => 10,
             Known::RwExtend => 11,
+            Known::SemaphoreFairAcquire => 12,
+            Known::SemaphoreFairRelease => 13,
         }
     }
 
@@ -407,7 +419,7 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 12],
+    scripts: [bool; 14],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -448,7 +460,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 12];
+        self.scripts = [false; 14];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -1323,6 +1335,8 @@ impl ModelNode {
             Known::RwAcquire => self.rw_acquire(keys, argv, now),
             Known::RwRelease => self.rw_release(keys, argv, now),
             Known::RwExtend => self.rw_extend(keys, argv, now),
+            Known::SemaphoreFairAcquire => self.semaphore_fair_acquire(keys, argv, now),
+            Known::SemaphoreFairRelease => self.semaphore_fair_release(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -2501,6 +2515,8 @@ mod tests {
                 (Known::RwAcquire, "rw-acquire"),
                 (Known::RwRelease, "rw-release"),
                 (Known::RwExtend, "rw-extend"),
+                (Known::SemaphoreFairAcquire, "semaphore-fair-acquire"),
+                (Known::SemaphoreFairRelease, "semaphore-fair-release"),
             ]
         );
     }

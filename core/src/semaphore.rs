@@ -41,8 +41,8 @@
 //!   `limit` live permits exist and no live waiter is ahead in the queue (dead ones are
 //!   dropped from its head), so a newcomer never takes a permit a live waiter queues for. A
 //!   release that leaves a permit free hands it to the first live waiter: it creates that
-//!   waiter's permit key for `min(its liveness, `[`crate::fair`]`'s hand-off cap) <= R`,
-//!   counts it among the holders (so the limit holds through the hand-off) and wakes only that
+//!   waiter's permit key for the lesser of its remaining liveness and fair mode's hand-off
+//!   cap (so at most `R`), counts it among the holders (so the limit holds through the hand-off) and wakes only that
 //!   waiter, which confirms the permit (for its full ttl) on its next cycle. A waiter that
 //!   died before confirming holds the handed permit at most `R`; then the next live waiter's
 //!   cycle takes it. The simulator checks the limit, first in first out among live waiters
@@ -68,8 +68,8 @@ impl Lock {
     /// A counting semaphore named `name` of `limit` permits under `layout`: each acquire
     /// takes one permit, a lease of its own (see the `semaphore` module doc: permits are
     /// reclaimed at their expiry, the limit must agree among clients, a name is a mutex or a
-    /// semaphore; with [`LockOptions::fair`], freed permits go to the first live waiter). Refused
-    /// before anything is sent: a limit outside `1..=`[`MAX_PERMITS`]
+    /// semaphore; with [`LockOptions::fair`], freed permits go to the first live waiter).
+    /// Refused before anything is sent: a limit outside `1..=`[`MAX_PERMITS`]
     /// ([`ConfigError::BadLimit`]), a layout other than the tagged one or re-entry
     /// ([`ConfigError::SemaphoreUnsupported`]), and [`Scripts::Never`]
     /// ([`ConfigError::NeedsScripts`]). Over more than one node, the machines refuse it.

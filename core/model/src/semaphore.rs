@@ -23,6 +23,10 @@ type ScriptResult = Result<ScriptValue, (Fail, u64)>;
 /// A failing script call that returns nothing.
 type ScriptResultUnit = Result<(), (Fail, u64)>;
 
+/// The live holders as the fair scripts count them: `(live, soonest PTTL or -1, whether the
+/// caller's token is one)`, or the `WRONGLIMIT` reply.
+type Count = Result<(i64, i64, bool), Fail>;
+
 fn nil() -> (Fail, u64) {
     (
         Fail::new(b"ERR Lua redis lib command arguments must be strings or integers"),
@@ -126,7 +130,7 @@ impl ModelNode {
         me: &[u8],
         limit: i64,
         now: Instant,
-    ) -> Result<Result<(i64, i64, bool), Fail>, (Fail, u64)> {
+    ) -> Result<Count, (Fail, u64)> {
         let mut live = 0;
         let mut soonest = -1;
         let mut mine = false;

@@ -260,6 +260,9 @@ impl Encoder<'_> {
         if let Some(mode) = self.lock.rw_mode() {
             return self.encode_rw(request, mode, token, sink);
         }
+        if let Some(names) = &self.lock.multi {
+            return self.encode_multi(request, names, token, sink);
+        }
         match (request, encoding) {
             (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
                 sink.array(6);

@@ -323,6 +323,23 @@ pub enum ConfigError {
     /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
     /// quorum of independent primaries is the durability.
     Durability,
+    /// A multi-name lock ([`crate::Lock::multi`]) was given no name.
+    NoNames,
+    /// A multi-name lock was given more than [`crate::MAX_MULTI_NAMES`] names.
+    TooManyNames {
+        /// How many names were given.
+        count: usize,
+    },
+    /// A multi-name lock was given the same name twice (at these places of the caller's list).
+    DuplicateName {
+        /// The first place of the name.
+        first: usize,
+        /// The place that repeats it.
+        second: usize,
+    },
+    /// A multi-name lock ([`crate::Lock::multi`]) needs the tagged key layout and is neither
+    /// reentrant nor fair.
+    MultiUnsupported,
 }
 
 /// What only a Lua script gives a lock, so [`crate::Scripts::Never`] refuses it.
@@ -341,6 +358,9 @@ pub enum ScriptedFeature {
     /// A read-write lock ([`crate::Lock::rw`]): readers, writers and their intents are
     /// scripts.
     RwLock,
+    /// A multi-name lock ([`crate::Lock::multi`]): every name taken in one atomic step is a
+    /// script.
+    MultiName,
 }
 
 impl ScriptedFeature {
@@ -353,6 +373,7 @@ impl ScriptedFeature {
             ScriptedFeature::Fair => "fair",
             ScriptedFeature::Semaphore => "limit",
             ScriptedFeature::RwLock => "read-write",
+            ScriptedFeature::MultiName => "several names",
         }
     }
 }
@@ -528,6 +549,19 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::Durability => f.write_str(
                 "a durable lease needs at least 1 replica, a timeout of at least 1 ms, and one node (a server or a sentinel group; Redlock's independent primaries are their own durability)",
+            ),
+            ConfigError::NoNames => f.write_str("a multi-name lock needs at least one name"),
+            ConfigError::TooManyNames { count } => write!(
+                f,
+                "{count} names are too many for one lock: at most {}",
+                crate::limits::MAX_MULTI_NAMES
+            ),
+            ConfigError::DuplicateName { first, second } => write!(
+                f,
+                "names {first} and {second} (counting from 0) are the same: a multi-name lock takes each name once"
+            ),
+            ConfigError::MultiUnsupported => f.write_str(
+                "a multi-name lock needs the tagged key layout, and is neither reentrant nor fair",
             ),
         }
     }

@@ -26,6 +26,8 @@
 //!   [`Lease`] of its own, reclaimed at its expiry when its holder dies.
 //! - **Read-write locks**: [`Lock::rw`] builds one side ([`RwMode`]) of a read-write lock
 //!   with writer preference; each read or write hold is a [`Lease`] of its own.
+//! - **Multi-name locks**: [`Lock::multi`] takes up to [`MAX_MULTI_NAMES`] names all or
+//!   nothing under one token and one [`Lease`]; released, extended and renewed together.
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -109,6 +111,7 @@ mod limits;
 mod link;
 mod lock;
 mod machine;
+mod multi;
 mod release;
 mod renewal;
 mod reset;
@@ -157,7 +160,8 @@ pub use keys::{
     RESET_SCAN_COUNT, RESET_WALK_LIMIT, Token,
 };
 pub use limits::{
-    MAX_NAME_LEN, MAX_NODES, MAX_PERMITS, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL, MIN_TOKEN_LEN,
+    MAX_MULTI_NAMES, MAX_NAME_LEN, MAX_NODES, MAX_PERMITS, MAX_PREFIX_LEN, MAX_TOKEN_LEN, MAX_TTL,
+    MIN_TOKEN_LEN,
 };
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Lease, Lock, LockOptions, Scripts, quorum};

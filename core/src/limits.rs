@@ -30,3 +30,8 @@ pub const MAX_TOKEN_LEN: usize = 64;
 /// a dead holder's permit stops counting the moment its key expires), so a script runs
 /// O(limit) commands while it blocks the server; 1024 keeps that well under a millisecond.
 pub const MAX_PERMITS: u32 = 1024;
+
+/// The most names one multi-name lock ([`crate::Lock::multi`]) takes. Its scripts touch every
+/// name's keys while they block the server, and Redis passes them all as `KEYS`; 16 keeps a
+/// script short and the command small.
+pub const MAX_MULTI_NAMES: usize = 16;

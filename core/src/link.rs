@@ -371,7 +371,7 @@ impl Link {
             lock.options(),
             &self.server,
             self.scripts_only,
-            lock.limit().is_some() || lock.rw_mode().is_some(),
+            lock.limit().is_some() || lock.rw_mode().is_some() || lock.multi.is_some(),
         )
     }
 

@@ -102,6 +102,8 @@ pub struct Lock {
     pub(crate) limit: Option<u32>,
     /// `Some(mode)`: one side of a read-write lock ([`Lock::rw`]); `None`: not one.
     pub(crate) rw: Option<crate::rwlock::RwMode>,
+    /// `Some(names)`: a multi-name lock ([`Lock::multi`]); `None`: one name.
+    pub(crate) multi: Option<crate::multi::MultiNames>,
 }
 
 impl Lock {
@@ -117,6 +119,7 @@ impl Lock {
             options,
             limit: None,
             rw: None,
+            multi: None,
         })
     }
 
@@ -144,6 +147,7 @@ impl Lock {
             options,
             limit: self.limit,
             rw: self.rw,
+            multi: self.multi.clone(),
         })
     }
 
@@ -160,6 +164,7 @@ impl Lock {
             options,
             limit: self.limit,
             rw: self.rw,
+            multi: self.multi.clone(),
         })
     }
 

@@ -116,6 +116,7 @@ impl Lock {
             options,
             limit: None,
             rw: Some(mode),
+            multi: None,
         })
     }
 

@@ -24,7 +24,8 @@
 pub struct Script {
     /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire`,
     /// `fair-release`, `semaphore-acquire`, `semaphore-release`, `semaphore-extend`, `rw-acquire`,
-    /// `rw-release`, `rw-extend`, `semaphore-fair-acquire` or `semaphore-fair-release`.
+    /// `rw-release`, `rw-extend`, `multi-acquire`, `multi-release`, `multi-extend`,
+    /// `multi-raise-fence`, `semaphore-fair-acquire` or `semaphore-fair-release`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -663,6 +664,105 @@ return 1
     *b"7fc6156cfda7ead395c3a73e74dd8988f03cc1af",
 );
 
+/// Multi-name acquire: every name or none, in one step on the node (see [`crate::Lock::multi`]).
+///
+/// `KEYS`: each name's lock and fence, in name order (`lock1, fence1, lock2, fence2, …`).
+/// `ARGV`: this attempt's token, ttl ms, fenced (`1`/`0`). When no lock key exists, sets
+/// every one to the token with the same `PX` and returns `{1, fence}`; when any exists,
+/// writes nothing and returns `{0, pttl}` of the first held one. Fenced, the one fence is one
+/// more than the largest of the names' counters, and every counter is set to it, so it is
+/// larger than every earlier holder's of each name. Every call that can fail (a fence key of
+/// another type, or not a number) comes before the first write.
+pub const MULTI_ACQUIRE: Script = Script::new(
+    "multi-acquire",
+    r"local n = #KEYS / 2
+for i = 1, n do
+ if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
+  return {0, redis.call('PTTL', KEYS[2 * i - 1])}
+ end
+end
+local fence = 0
+if ARGV[3] == '1' then
+ for i = 1, n do
+  local f = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  if not f then return redis.error_reply('ERR fence key is not a number') end
+  if f > fence then fence = f end
+ end
+ fence = fence + 1
+ for i = 1, n do redis.call('SET', KEYS[2 * i], fence) end
+end
+for i = 1, n do redis.call('SET', KEYS[2 * i - 1], ARGV[1], 'PX', ARGV[2]) end
+return {1, fence}
+",
+    *b"053ac471248f46428d5a920b1ca5890e79d3d514",
+);
+
+/// Multi-name compare-and-delete, with each released name's wake-up signal.
+///
+/// `KEYS`: each name's lock and wake-up list, in name order. `ARGV`: token, signal ttl ms
+/// (`0`: no signal). Reads every lock key first (a key of another type is not the token's),
+/// then deletes those holding the token and pushes their signals. Returns -1 when the token
+/// holds none of them, else 0.
+pub const MULTI_RELEASE: Script = Script::new(
+    "multi-release",
+    r"local n = #KEYS / 2
+local mine = {}
+for i = 1, n do
+ mine[i] = redis.pcall('GET', KEYS[2 * i - 1]) == ARGV[1]
+end
+local released = -1
+for i = 1, n do
+ if mine[i] then
+  released = 0
+  redis.call('DEL', KEYS[2 * i - 1])
+  if ARGV[2] ~= '0' then
+   redis.call('DEL', KEYS[2 * i])
+   redis.call('LPUSH', KEYS[2 * i], 1)
+   redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+  end
+ end
+end
+return released
+",
+    *b"092c09f10eec67888815ca904201df2931af47fd",
+);
+
+/// Multi-name compare-and-extend: all or none.
+///
+/// `KEYS`: each name's lock key, in name order. `ARGV`: token, ttl ms. Returns 1 when every
+/// key held the token and each was extended, 0 (nothing changed) otherwise.
+pub const MULTI_EXTEND: Script = Script::new(
+    "multi-extend",
+    r"for i = 1, #KEYS do
+ if redis.pcall('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+",
+    *b"c150dd6a14ed80a7c5c3ba461b3bac38e225040d",
+);
+
+/// Raise every name's fencing counter to at least a value (the second round of a fenced
+/// multi-name Redlock).
+///
+/// `KEYS`: each name's fence. `ARGV`: the value. Returns the smallest counter afterwards.
+pub const MULTI_RAISE_FENCE: Script = Script::new(
+    "multi-raise-fence",
+    r"local wanted = tonumber(ARGV[1])
+local least = nil
+for i = 1, #KEYS do
+ local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+ if current < wanted then
+  redis.call('SET', KEYS[i], ARGV[1])
+  current = wanted
+ end
+ if not least or current < least then least = current end
+end
+return least
+",
+    *b"1f5c32120474a77182e05837614928b8341fc34b",
+);
+
 /// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue), for `reset`: `1`
 /// deleted, `0` no such key, else the key's type (left alone). One script, so the check and
 /// the delete are one step on the node. Sent by source (`EVAL`): an operator command, not a
@@ -674,7 +774,7 @@ return t";
 
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 14] = [
+pub const SCRIPTS: [Script; 18] = [
     ACQUIRE,
     RELEASE,
     EXTEND,
@@ -687,6 +787,10 @@ pub const SCRIPTS: [Script; 14] = [
     RW_ACQUIRE,
     RW_RELEASE,
     RW_EXTEND,
+    MULTI_ACQUIRE,
+    MULTI_RELEASE,
+    MULTI_EXTEND,
+    MULTI_RAISE_FENCE,
     SEMAPHORE_FAIR_ACQUIRE,
     SEMAPHORE_FAIR_RELEASE,
 ];

@@ -96,6 +96,7 @@ impl Lock {
             options,
             limit: Some(limit),
             rw: None,
+            multi: None,
         })
     }
 

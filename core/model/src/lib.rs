@@ -19,7 +19,7 @@
 //!   `HELLO`, `AUTH`, `CLIENT SETNAME`, `INFO`, `SELECT`, `PING`, `QUIT`, and for `status`
 //!   `ZCARD`, `TYPE`, `ZSCAN` (the whole set in one page) and `HGET`. Anything else is
 //!   `-ERR unknown command`.
-//! - Scripts: the model has no Lua. It recognises the core's twelve scripts
+//! - Scripts: the model has no Lua. It recognises the core's scripts
 //!   ([`distlock_core::SCRIPTS`]) by SHA-1 (`EVALSHA`, case-insensitive) or by their exact source
 //!   (`EVAL`, which also caches the script as Redis does) and runs a faithful Rust
 //!   re-implementation of each, atomically. Like Redis, a script that fails half-way keeps the
@@ -75,7 +75,7 @@
 //! replies exactly once later); a key is never visible after its expiry.
 //!
 //! Not modelled: other data types, replication, eviction, `MULTI`, ACL users (the only user is
-//! `default`, with no password), keyspace notifications, and Lua beyond the six scripts. Sorted
+//! `default`, with no password), keyspace notifications, and Lua beyond the lock scripts. Sorted
 //! sets are reached only through the fair scripts (no `Z*` command of their own).
 
 #![no_std]
@@ -90,6 +90,7 @@ use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
 use distlock_core::{Protocol, SCRIPTS, Script};
 
+mod multi;
 mod rwlock;
 mod semaphore;
 
@@ -212,6 +213,9 @@ pub struct ModelFaults {
     /// The read-write write acquire counts every reader in the set, dead ones too (no
     /// pruning): a crashed reader's hold never ends.
     pub rw_write_counts_dead_readers: bool,
+    /// The multi-name acquire takes the names one by one and stops at the first held one,
+    /// keeping those it took: partial holds.
+    pub multi_takes_names_one_by_one: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -280,13 +284,17 @@ enum Known {
     RwAcquire,
     RwRelease,
     RwExtend,
+    MultiAcquire,
+    MultiRelease,
+    MultiExtend,
+    MultiRaiseFence,
     SemaphoreFairAcquire,
     SemaphoreFairRelease,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 14] = [
+static KNOWN: [(Known, Script); 18] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -299,8 +307,12 @@ static KNOWN: [(Known, Script); 14] = [
     (Known::RwAcquire, SCRIPTS[9]),
     (Known::RwRelease, SCRIPTS[10]),
     (Known::RwExtend, SCRIPTS[11]),
-    (Known::SemaphoreFairAcquire, SCRIPTS[12]),
-    (Known::SemaphoreFairRelease, SCRIPTS[13]),
+    (Known::MultiAcquire, SCRIPTS[12]),
+    (Known::MultiRelease, SCRIPTS[13]),
+    (Known::MultiExtend, SCRIPTS[14]),
+    (Known::MultiRaiseFence, SCRIPTS[15]),
+    (Known::SemaphoreFairAcquire, SCRIPTS[16]),
+    (Known::SemaphoreFairRelease, SCRIPTS[17]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -331,8 +343,12 @@ impl Known {
             Known::RwAcquire => 9,
             Known::RwRelease => 10,
             Known::RwExtend => 11,
-            Known::SemaphoreFairAcquire => 12,
-            Known::SemaphoreFairRelease => 13,
+            Known::MultiAcquire => 12,
+            Known::MultiRelease => 13,
+            Known::MultiExtend => 14,
+            Known::MultiRaiseFence => 15,
+            Known::SemaphoreFairAcquire => 16,
+            Known::SemaphoreFairRelease => 17,
         }
     }
 
@@ -419,7 +435,9 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 14],
+    // One flag per script of `SCRIPTS`, by `Known::index` (sized from it so a new script is
+    // never left out of the cache).
+    scripts: [bool; SCRIPTS.len()],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -460,7 +478,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 14];
+        self.scripts = [false; SCRIPTS.len()];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -1335,6 +1353,10 @@ impl ModelNode {
             Known::RwAcquire => self.rw_acquire(keys, argv, now),
             Known::RwRelease => self.rw_release(keys, argv, now),
             Known::RwExtend => self.rw_extend(keys, argv, now),
+            Known::MultiAcquire => self.multi_acquire(keys, argv, now),
+            Known::MultiRelease => self.multi_release(keys, argv, now),
+            Known::MultiExtend => self.multi_extend(keys, argv, now),
+            Known::MultiRaiseFence => self.multi_raise_fence(keys, argv, now),
             Known::SemaphoreFairAcquire => self.semaphore_fair_acquire(keys, argv, now),
             Known::SemaphoreFairRelease => self.semaphore_fair_release(keys, argv, now),
             Known::RaiseFence => {
@@ -1667,6 +1689,18 @@ impl ModelNode {
             },
         );
         Ok(())
+    }
+
+    /// `redis.call('SET', key, value)` inside a script, after its `write_check`: a string
+    /// without expiry (a fencing counter).
+    fn set_forever(&mut self, key: &[u8], value: &[u8]) {
+        self.keys.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Str(value.to_vec()),
+                expires_at: None,
+            },
+        );
     }
 
     // ---- keyspace primitives (each checks types; writes check READONLY) ----
@@ -2515,6 +2549,10 @@ mod tests {
                 (Known::RwAcquire, "rw-acquire"),
                 (Known::RwRelease, "rw-release"),
                 (Known::RwExtend, "rw-extend"),
+                (Known::MultiAcquire, "multi-acquire"),
+                (Known::MultiRelease, "multi-release"),
+                (Known::MultiExtend, "multi-extend"),
+                (Known::MultiRaiseFence, "multi-raise-fence"),
                 (Known::SemaphoreFairAcquire, "semaphore-fair-acquire"),
                 (Known::SemaphoreFairRelease, "semaphore-fair-release"),
             ]

@@ -419,12 +419,65 @@ impl Encoder<'_> {
     }
 
     /// A semaphore's request (see [`crate::Lock::semaphore`]): its scripts, with `token` the
-    /// attempt's (acquire, rollback) or the permit's (release, extend). The replies have the
-    /// mutex's shapes, so [`interpret`] reads them alike.
+    /// attempt's (acquire, rollback) or the permit's (release, extend); a fair semaphore's
+    /// cycles and releases run the fair semaphore scripts with fair mode's numbers
+    /// ([`crate::fair`]). The replies have the mutex's shapes, so [`interpret`] reads them
+    /// alike.
     fn encode_semaphore(&self, request: Request, limit: u32, token: &[u8], sink: &mut dyn Sink) {
         let keys = self.lock.keys();
         let options = self.lock.options();
         match request {
+            Request::FairAcquire {
+                enqueue,
+                block,
+                extra,
+                ..
+            } if options.fair => {
+                if !block.is_zero() {
+                    let wake = keys.wake_prefix();
+                    sink.array(3);
+                    sink.bulk(b"BLPOP");
+                    sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);
+                    self.block_timeout(block, sink);
+                }
+                self.script_header(
+                    sink,
+                    &script::SEMAPHORE_FAIR_ACQUIRE,
+                    &[
+                        &keys.lock(),
+                        &keys.fence(),
+                        &keys.permit_prefix(),
+                        &keys.queue(),
+                        &keys.wake_prefix(),
+                        &keys.alive_prefix(),
+                    ],
+                    7,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(options.ttl.as_millis());
+                sink.bulk_u64(extra.as_millis());
+                sink.bulk_u64(u64::from(limit));
+                sink.bulk(if options.fenced { b"1" } else { b"0" });
+                sink.bulk_u64(crate::fair::liveness(options.request_timeout).as_millis());
+                sink.bulk(if enqueue { b"1" } else { b"0" });
+            }
+            Request::Release | Request::Rollback { .. } if options.fair => {
+                self.script_header(
+                    sink,
+                    &script::SEMAPHORE_FAIR_RELEASE,
+                    &[
+                        &keys.lock(),
+                        &keys.permit_prefix(),
+                        &keys.queue(),
+                        &keys.wake_prefix(),
+                        &keys.alive_prefix(),
+                    ],
+                    3,
+                );
+                sink.bulk(token);
+                sink.bulk_u64(u64::from(limit));
+                sink.bulk_u64(crate::fair::handoff_cap(options.request_timeout).as_millis());
+            }
             Request::Acquire { .. } | Request::FairAcquire { .. } => {
                 self.script_header(
                     sink,

@@ -314,8 +314,7 @@ pub enum ConfigError {
         limit: u32,
     },
     /// A semaphore ([`crate::Lock::semaphore`]) runs on one node with the tagged key layout,
-    /// and is neither reentrant nor fair (each permit is its own lease; fair hand-off of
-    /// permits is not built yet).
+    /// and is not reentrant (each permit is its own lease).
     SemaphoreUnsupported,
     /// A read-write lock ([`crate::Lock::rw`]) runs on one node with the tagged key layout,
     /// and is neither reentrant nor fair (each hold is its own lease).
@@ -529,7 +528,7 @@ impl fmt::Display for ConfigError {
                 crate::limits::MAX_PERMITS
             ),
             ConfigError::SemaphoreUnsupported => f.write_str(
-                "a semaphore runs on one node with the tagged key layout, and is neither reentrant nor fair",
+                "a semaphore runs on one node with the tagged key layout, and is not reentrant",
             ),
             ConfigError::RwLockUnsupported => f.write_str(
                 "a read-write lock runs on one node with the tagged key layout, and is neither reentrant nor fair",

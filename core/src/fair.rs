@@ -5,7 +5,10 @@
 //! cap, all derived from the lock's request timeout `R`) and the waiter's sub-state
 //! [`Queued`], which [`crate::acquire::AcquireOp`] delegates to when
 //! [`crate::LockOptions::fair`] is on. The scripts are [`crate::script::FAIR_ACQUIRE`] and
-//! [`crate::script::FAIR_RELEASE`]; the keys are in [`crate::keys`].
+//! [`crate::script::FAIR_RELEASE`]; the keys are in [`crate::keys`]. A fair semaphore
+//! ([`crate::Lock::semaphore`]) runs the same waiter and numbers with its own scripts,
+//! [`crate::script::SEMAPHORE_FAIR_ACQUIRE`] and [`crate::script::SEMAPHORE_FAIR_RELEASE`]:
+//! there "the lock" below is one of the permits.
 //!
 //! ## A waiter's cycle
 //! An *attempt* keeps one token ([`crate::Token::for_attempt`]) and its place in the queue

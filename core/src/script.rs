@@ -10,7 +10,9 @@
 //! a prefix passed in `KEYS`. The prefix carries the lock's hash tag, so those keys are in the
 //! same slot and a Cluster routes the script right — and the semaphore's permit keys,
 //! `<prefix>{N}:permit:<token>`, built the same way by [`SEMAPHORE_ACQUIRE`],
-//! [`SEMAPHORE_RELEASE`] and [`SEMAPHORE_EXTEND`];
+//! [`SEMAPHORE_RELEASE`], [`SEMAPHORE_EXTEND`], and the fair semaphore's
+//! [`SEMAPHORE_FAIR_ACQUIRE`] and [`SEMAPHORE_FAIR_RELEASE`], which also build the fair
+//! per-waiter keys;
 //! each returns integers or a flat array of integers, so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
@@ -22,8 +24,8 @@
 pub struct Script {
     /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire`,
     /// `fair-release`, `semaphore-acquire`, `semaphore-release`, `semaphore-extend`, `rw-acquire`,
-    /// `rw-release`, `rw-extend`, `multi-acquire`, `multi-release`, `multi-extend` or
-    /// `multi-raise-fence`.
+    /// `rw-release`, `rw-extend`, `multi-acquire`, `multi-release`, `multi-extend`,
+    /// `multi-raise-fence`, `semaphore-fair-acquire` or `semaphore-fair-release`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -363,6 +365,141 @@ return 1
     *b"61c4cb2c34db782dc616f7b0ace99eca3c011fcb",
 );
 
+/// Fair semaphore acquire: one waiter's cycle for a permit, run after its `BLPOP` on its own
+/// wake-up list (see [`crate::fair`] and [`crate::Lock::semaphore`]).
+///
+/// `KEYS`: holders, fence, permit prefix, queue, wake-list prefix, liveness prefix. `ARGV`:
+/// this attempt's token, ttl ms, extra ms (the batch's `BLPOP` span, added to the permit's
+/// life as in [`FAIR_ACQUIRE`]), limit, fenced (`1`/`0`), liveness ms, enqueue (`1`/`0`).
+///
+/// Refuses a mutex's name (`WRONGTYPE`) and, as [`SEMAPHORE_ACQUIRE`], counts the live
+/// holders (dropping the dead, refusing another limit with `WRONGLIMIT`). Then, in order: a
+/// token that is a live holder (a release handed it a permit) confirms it; with fewer than
+/// `limit` live holders, a permit is taken when the queue is empty or this token is at its
+/// head, after dropping dead waiters (no liveness key) from the head — O(dead); otherwise,
+/// with enqueue `1`, the token joins the queue behind the last ticket (or keeps its place) and
+/// its liveness key is set. A take or confirm sets the permit key for ttl + extra, adds the
+/// token to the holders (kept alive at least as long), increments the fence when fenced and
+/// drops the token from the queue. Returns `{1, fence}`, or `{0, pttl}` with the soonest
+/// permit's PTTL (0 when a permit is free but a live waiter is ahead). A try-lock (enqueue
+/// `0`) never takes a permit a live waiter queues for. O(limit + dead waiters).
+pub const SEMAPHORE_FAIR_ACQUIRE: Script = Script::new(
+    "semaphore-fair-acquire",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a semaphore')
+end
+local me, limit = ARGV[1], tonumber(ARGV[4])
+local px = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live, soonest, mine = 0, -1, false
+for i = 1, #members, 2 do
+ local left = redis.call('PTTL', KEYS[3] .. members[i])
+ if left == -2 then
+  redis.call('ZREM', KEYS[1], members[i])
+ else
+  if tonumber(members[i + 1]) ~= limit then
+   return redis.error_reply('WRONGLIMIT semaphore permits were taken with limit ' .. members[i + 1])
+  end
+  live = live + 1
+  if members[i] == me then mine = true end
+  if left >= 0 and (soonest < 0 or left < soonest) then soonest = left end
+ end
+end
+local function take()
+ redis.call('ZREM', KEYS[4], me)
+ local fence = 0
+ if ARGV[5] == '1' then fence = redis.call('INCR', KEYS[2]) end
+ redis.call('SET', KEYS[3] .. me, 1, 'PX', px)
+ redis.call('ZADD', KEYS[1], limit, me)
+ if redis.call('PTTL', KEYS[1]) < px then redis.call('PEXPIRE', KEYS[1], px) end
+ redis.call('DEL', KEYS[5] .. me, KEYS[6] .. me)
+ return {1, fence}
+end
+if mine then return take() end
+if live < limit then
+ while true do
+  local head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+  if not head or head == me then return take() end
+  if redis.call('EXISTS', KEYS[6] .. head) == 1 then break end
+  redis.call('ZREM', KEYS[4], head)
+ end
+end
+if ARGV[7] == '1' then
+ if not redis.call('ZSCORE', KEYS[4], me) then
+  local last = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')[2]
+  redis.call('ZADD', KEYS[4], (tonumber(last) or 0) + 1, me)
+ end
+ redis.call('SET', KEYS[6] .. me, 1, 'PX', ARGV[6])
+ if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[6]) then
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+ end
+end
+if live < limit then return {0, 0} end
+return {0, soonest}
+",
+    *b"8cb089b3d410cf8523427e0c5cc194a80a53e061",
+);
+
+/// Fair semaphore release: give one permit back and hand a free permit to the first live
+/// waiter.
+///
+/// `KEYS`: holders, permit prefix, queue, wake-list prefix, liveness prefix. `ARGV`: token,
+/// limit, hand-off cap ms. First drops the token from the queue (with its liveness key and
+/// wake-up list: a waiter giving up, or a rolled-back cycle, leaves the queue here), then
+/// from the holders, deleting its permit key. Then counts the live holders (dropping the
+/// dead); when fewer than `limit` live under this limit, dead waiters are dropped from the
+/// queue's head and the first live one, `H`, is handed a permit: `H`'s permit key is set for
+/// `min(H's remaining liveness, cap)`, `H` joins the holders (kept alive as long) and leaves
+/// the queue, and `1` is pushed to `H`'s own wake-up list (with the same expiry). Only `H` is
+/// woken; it confirms with [`SEMAPHORE_FAIR_ACQUIRE`] within its cycle, or the short permit
+/// runs out. Returns -1 when the token held no permit (a free permit is still handed on), 0
+/// when released. `WRONGTYPE` on a mutex name. O(limit + dead waiters).
+pub const SEMAPHORE_FAIR_RELEASE: Script = Script::new(
+    "semaphore-fair-release",
+    r"local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'zset' and t ~= 'none' then
+ return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a semaphore')
+end
+local me, limit = ARGV[1], tonumber(ARGV[2])
+redis.call('ZREM', KEYS[3], me)
+redis.call('DEL', KEYS[4] .. me, KEYS[5] .. me)
+redis.call('ZREM', KEYS[1], me)
+local result = -1
+if redis.call('DEL', KEYS[2] .. me) == 1 then result = 0 end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live = 0
+for i = 1, #members, 2 do
+ if redis.call('EXISTS', KEYS[2] .. members[i]) == 0 then
+  redis.call('ZREM', KEYS[1], members[i])
+ elseif tonumber(members[i + 1]) ~= limit then
+  return result
+ else
+  live = live + 1
+ end
+end
+if live >= limit then return result end
+while true do
+ local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+ if not head then break end
+ redis.call('ZREM', KEYS[3], head)
+ local lease = redis.call('PTTL', KEYS[5] .. head)
+ if lease > 0 then
+  lease = math.min(lease, tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2] .. head, 1, 'PX', lease)
+  redis.call('ZADD', KEYS[1], limit, head)
+  if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
+  redis.call('DEL', KEYS[5] .. head, KEYS[4] .. head)
+  redis.call('LPUSH', KEYS[4] .. head, 1)
+  redis.call('PEXPIRE', KEYS[4] .. head, lease)
+  break
+ end
+end
+return result
+",
+    *b"5290f506c4314df4702e7a3a3996a3489e0e05ee",
+);
+
 /// Read-write acquire: one read or write hold (see [`crate::Lock::rw`]).
 ///
 /// `KEYS`: marker (the name's own key, a hash), fence, writer, readers, reader prefix, queue
@@ -637,7 +774,7 @@ return t";
 
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 16] = [
+pub const SCRIPTS: [Script; 18] = [
     ACQUIRE,
     RELEASE,
     EXTEND,
@@ -654,6 +791,8 @@ pub const SCRIPTS: [Script; 16] = [
     MULTI_RELEASE,
     MULTI_EXTEND,
     MULTI_RAISE_FENCE,
+    SEMAPHORE_FAIR_ACQUIRE,
+    SEMAPHORE_FAIR_RELEASE,
 ];
 
 #[cfg(test)]

@@ -32,15 +32,30 @@
 //! - **Waiting**: a refused acquire learns when the soonest permit expires and blocks on the
 //!   wake-up list for at most that long; a release pushes one element, so it wakes one
 //!   waiter, not a herd, and the list keeps up to `limit` of them so that releases in quick
-//!   succession each wake one. Fair hand-off of permits is not built yet.
+//!   succession each wake one. A non-fair waiter can lose a freed permit to a newcomer.
+//! - **Fair mode** ([`crate::LockOptions::fair`]): the waiter is fair mode's
+//!   ([`crate::fair`]: cycles of `BLPOP` on its own wake-up list and a script, a queue in
+//!   arrival order, a liveness key per waiter, every number from `R`); only the scripts are
+//!   the semaphore's ([`crate::script::SEMAPHORE_FAIR_ACQUIRE`],
+//!   [`crate::script::SEMAPHORE_FAIR_RELEASE`]). A permit is taken only when fewer than
+//!   `limit` live permits exist and no live waiter is ahead in the queue (dead ones are
+//!   dropped from its head), so a newcomer never takes a permit a live waiter queues for. A
+//!   release that leaves a permit free hands it to the first live waiter: it creates that
+//!   waiter's permit key for the lesser of its remaining liveness and fair mode's hand-off
+//!   cap (so at most `R`), counts it among the holders (so the limit holds through the hand-off) and wakes only that
+//!   waiter, which confirms the permit (for its full ttl) on its next cycle. A waiter that
+//!   died before confirming holds the handed permit at most `R`; then the next live waiter's
+//!   cycle takes it. The simulator checks the limit, first in first out among live waiters
+//!   and that bound (`core/tests/semaphore_simulation.rs`). All clients of a semaphore must
+//!   agree on fair mode: a non-fair acquire does not look at the queue.
 //! - **Fencing**: the name's fence counter, incremented by every permit taken, as a mutex's.
 //!   Fences order permits, they do not make them exclusive: a resource guarded by a
 //!   semaphore admits up to `limit` holders by design.
 //!
 //! ## Limits
 //! One node (a Redlock of semaphores would need a quorum of counts, which the intersection
-//! argument for mutexes does not give), the tagged key layout, scripts on, not reentrant,
-//! not fair ([`ConfigError::SemaphoreUnsupported`], [`ConfigError::NeedsScripts`]); `limit`
+//! argument for mutexes does not give), the tagged key layout, scripts on, not reentrant
+//! ([`ConfigError::SemaphoreUnsupported`], [`ConfigError::NeedsScripts`]); `limit`
 //! in `1..=`[`MAX_PERMITS`] ([`ConfigError::BadLimit`]). All are refused before anything is
 //! sent.
 
@@ -53,8 +68,9 @@ impl Lock {
     /// A counting semaphore named `name` of `limit` permits under `layout`: each acquire
     /// takes one permit, a lease of its own (see the `semaphore` module doc: permits are
     /// reclaimed at their expiry, the limit must agree among clients, a name is a mutex or a
-    /// semaphore). Refused before anything is sent: a limit outside `1..=`[`MAX_PERMITS`]
-    /// ([`ConfigError::BadLimit`]), a layout other than the tagged one, re-entry or fair mode
+    /// semaphore; with [`LockOptions::fair`], freed permits go to the first live waiter).
+    /// Refused before anything is sent: a limit outside `1..=`[`MAX_PERMITS`]
+    /// ([`ConfigError::BadLimit`]), a layout other than the tagged one or re-entry
     /// ([`ConfigError::SemaphoreUnsupported`]), and [`Scripts::Never`]
     /// ([`ConfigError::NeedsScripts`]). Over more than one node, the machines refuse it.
     pub fn semaphore(
@@ -72,7 +88,7 @@ impl Lock {
         if options.scripts == Scripts::Never {
             return Err(ConfigError::NeedsScripts(ScriptedFeature::Semaphore));
         }
-        if options.reentrant || options.fair || !matches!(layout, KeyLayout::Tagged { .. }) {
+        if options.reentrant || !matches!(layout, KeyLayout::Tagged { .. }) {
             return Err(ConfigError::SemaphoreUnsupported);
         }
         Ok(Lock {
@@ -109,25 +125,32 @@ mod tests {
             let lock = Lock::semaphore(layout.clone(), b"jobs", limit, options).unwrap();
             assert_eq!(lock.limit(), Some(limit));
         }
+        let fair = LockOptions {
+            fair: true,
+            ..options
+        };
+        let lock = Lock::semaphore(layout.clone(), b"jobs", 3, fair).unwrap();
+        assert!(lock.options().fair);
+        assert_eq!(
+            Lock::semaphore(KeyLayout::redis_py(), b"jobs", 2, fair),
+            Err(ConfigError::SemaphoreUnsupported)
+        );
         assert_eq!(
             Lock::new(layout.clone(), b"jobs", options).unwrap().limit(),
             None
         );
-        for refused in [
-            LockOptions {
-                reentrant: true,
-                ..options
-            },
-            LockOptions {
-                fair: true,
-                ..options
-            },
-        ] {
-            assert_eq!(
-                Lock::semaphore(layout.clone(), b"jobs", 2, refused),
-                Err(ConfigError::SemaphoreUnsupported)
-            );
-        }
+        assert_eq!(
+            Lock::semaphore(
+                layout.clone(),
+                b"jobs",
+                2,
+                LockOptions {
+                    reentrant: true,
+                    ..options
+                }
+            ),
+            Err(ConfigError::SemaphoreUnsupported)
+        );
         assert_eq!(
             Lock::semaphore(KeyLayout::redis_py(), b"jobs", 2, options),
             Err(ConfigError::SemaphoreUnsupported)

@@ -1271,6 +1271,136 @@ fn the_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     );
 }
 
+/// The fair semaphore scripts give a real server's replies on the model node, as the
+/// semaphore scripts do: arrival order, a hand-off counted against the limit, a try refused
+/// while a live waiter is owed the permit, a confirm, the limit and the name's kind enforced.
+#[test]
+fn the_fair_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
+    let Some([server]) = servers() else { return };
+    let mut raw = Raw::to(&server);
+    let mut model = distlock_model::ModelNode::new();
+    let mut model_conn = distlock_model::ModelConnection::new();
+    let holders = key("sf", "");
+    let queue = key("sf", ":queue");
+    let [permits, wake, alive, fence] =
+        [":permit:", ":wake:", ":alive:", ":fence"].map(|s| key("sf", s));
+    let words =
+        |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|s| s.as_bytes().to_vec()).collect() };
+    let cycle = |who: &str, limit: &str, enqueue: &str| {
+        words(&[
+            "EVAL",
+            script::SEMAPHORE_FAIR_ACQUIRE.source,
+            "6",
+            &holders,
+            &fence,
+            &permits,
+            &queue,
+            &wake,
+            &alive,
+            who,
+            "60000",
+            "0",
+            limit,
+            "1",
+            "60000",
+            enqueue,
+        ])
+    };
+    let release = |who: &str| {
+        words(&[
+            "EVAL",
+            script::SEMAPHORE_FAIR_RELEASE.source,
+            "5",
+            &holders,
+            &permits,
+            &queue,
+            &wake,
+            &alive,
+            who,
+            "1",
+            "60000",
+        ])
+    };
+    let on_mutex = |mut call: Vec<Vec<u8>>| {
+        call[3] = key("fm", "").into_bytes();
+        call
+    };
+    let calls = [
+        cycle("token-a-0000000001", "1", "1"),
+        cycle("token-b-0000000001", "1", "1"),
+        cycle("token-c-0000000001", "1", "1"),
+        cycle("token-d-0000000001", "1", "0"),
+        release("token-a-0000000001"),
+        cycle("token-d-0000000001", "1", "0"),
+        cycle("token-b-0000000001", "1", "1"),
+        release("token-x-0000000001"),
+        release("token-b-0000000001"),
+        cycle("token-c-0000000001", "1", "1"),
+        cycle("token-e-0000000001", "2", "1"),
+        words(&["SET", &key("fm", ""), "tok", "PX", "60000"]),
+        on_mutex(cycle("token-f-0000000001", "1", "1")),
+        on_mutex(release("token-f-0000000001")),
+    ];
+    let sign = |frame: OwnedFrame| match frame {
+        OwnedFrame::Array(items) if items.len() == 2 && items[0] == OwnedFrame::Integer(0) => {
+            let OwnedFrame::Integer(ttl) = items[1] else {
+                panic!("{items:?}")
+            };
+            OwnedFrame::Array(vec![
+                OwnedFrame::Integer(0),
+                OwnedFrame::Integer(ttl.signum()),
+            ])
+        }
+        OwnedFrame::Error(message) => OwnedFrame::Error(
+            message
+                .split(" script:")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        other => other,
+    };
+    for call in calls {
+        let refs: Vec<&[u8]> = call.iter().map(Vec::as_slice).collect();
+        let real = sign(raw.cmd(&refs));
+        let mut bytes = format!("*{}\r\n", call.len()).into_bytes();
+        for arg in &call {
+            bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            bytes.extend_from_slice(arg);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        model_conn.receive(&bytes);
+        let mut out = Vec::new();
+        model.serve(&mut model_conn, Instant::from_millis(0), &mut out);
+        let (frame, _) = decode_resp2(&out).expect("RESP2").expect("a reply");
+        assert_eq!(
+            real,
+            sign(frame),
+            "{} {}",
+            String::from_utf8_lossy(&call[1][..30]),
+            String::from_utf8_lossy(&call[call.len().min(10) - 1])
+        );
+    }
+    let only_c = vec![b"token-c-0000000001".to_vec()];
+    assert_eq!(
+        raw.cmd(&[b"ZRANGE", holders.as_bytes(), b"0", b"-1"]),
+        OwnedFrame::Array(vec![OwnedFrame::BulkString(only_c[0].clone())])
+    );
+    assert_eq!(
+        model.sorted_set(holders.as_bytes(), Instant::from_millis(0)),
+        only_c
+    );
+    assert_eq!(
+        raw.cmd(&[b"ZCARD", queue.as_bytes()]),
+        OwnedFrame::Integer(0)
+    );
+    assert!(
+        model
+            .sorted_set(queue.as_bytes(), Instant::from_millis(0))
+            .is_empty()
+    );
+}
+
 #[test]
 fn a_semaphore_admits_its_limit_and_a_release_or_an_expiry_lets_the_next_in() {
     let Some([server]) = servers() else { return };

@@ -18,11 +18,29 @@
 //! - **S3, bounded operations**: an acquire ends by its wait plus three request timeouts;
 //!   a release or an extend by three request timeouts.
 //!
+//!
+//! ## Fair semaphores (`LockOptions::fair`: fair mode's waiter, the fair semaphore scripts)
+//! The same world with every client fair, waiting clients that crash now and then (they stop
+//! cycling; the client comes back later as a new process), S1 and S3 as above, and instead
+//! of S2 (a free permit is now kept for the live waiter ahead):
+//! - **F1, first in first out among live waiters** (as the mutex's property 9) — around every
+//!   command the node runs, from the queue, liveness keys and live permits before and after:
+//!   a live waiter leaves the queue only with a permit or by its own command; a permit taken
+//!   by a waiter's own cycle passes no live waiter queued ahead of it; a permit handed over
+//!   by another's command goes to the first live waiter.
+//! - **F2, a hand-off is bounded** — a handed permit's key expires within `R` of the hand-off,
+//!   and a waiter that never confirms holds it no longer than `R`: a dead waiter stalls the
+//!   queue at most `R` (plus one cycle for the next waiter), never a TTL.
+//!
 //! ## Broken variants (each must be caught)
 //! - `IgnoresLimit`: the node takes a permit whatever the count
 //!   (`ModelFaults::semaphore_ignores_limit`): S1.
 //! - `CountsDeadHolders`: the node counts holders without pruning those whose permit key is
 //!   gone (`ModelFaults::semaphore_counts_dead_holders`): S2.
+//! - `FairIgnoresQueue`: a fair acquire takes a free permit past live waiters (a newcomer
+//!   barging, `ModelFaults::semaphore_fair_ignores_queue`): F1.
+//! - `FairHandoffIgnoresLiveness`: the fair release hands a permit to the queue's head live
+//!   or not, for good (`ModelFaults::semaphore_handoff_ignores_liveness`): F2.
 //!
 //! CI runs `SEMAPHORE_RUNS` seeds of the correct protocol (`DISTLOCK_SEM_RUNS` for more) and
 //! shows each broken variant caught within `BROKEN_RUNS` seeds.
@@ -41,12 +59,26 @@ const BROKEN_RUNS: u64 = 40;
 const RUN_MS: u64 = 20_000;
 const HOLDERS: &[u8] = b"distlock:{sim}";
 const PERMITS: &[u8] = b"distlock:{sim}:permit:";
+const QUEUE: &[u8] = b"distlock:{sim}:queue";
+const ALIVE: &[u8] = b"distlock:{sim}:alive:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Correct,
     IgnoresLimit,
     CountsDeadHolders,
+    FairCorrect,
+    FairIgnoresQueue,
+    FairHandoffIgnoresLiveness,
+}
+
+impl Variant {
+    fn fair(self) -> bool {
+        matches!(
+            self,
+            Variant::FairCorrect | Variant::FairIgnoresQueue | Variant::FairHandoffIgnoresLiveness
+        )
+    }
 }
 
 /// One client–node connection: bytes on their way in each direction, with delivery times.
@@ -99,6 +131,14 @@ struct World {
     limit: u32,
     violations: Vec<String>,
     grants: u64,
+    /// What the machines are told of the node (fair runs: mostly a server with fractional
+    /// `BLPOP` timeouts, so waiters block; else they poll).
+    server: ServerInfo,
+    /// Fair runs: permits handed over and not confirmed yet, with when.
+    handed: Vec<(Vec<u8>, u64)>,
+    /// Fair runs: hand-offs seen, and waiters that crashed.
+    handoffs: u64,
+    waiter_crashes: u64,
 }
 
 fn at(ms: u64) -> Instant {
@@ -117,6 +157,7 @@ impl World {
             limit,
             LockOptions {
                 ttl: Duration::from_millis(ttl),
+                fair: variant.fair(),
                 ..LockOptions::default()
             },
         )
@@ -125,6 +166,8 @@ impl World {
         node.set_faults(ModelFaults {
             semaphore_ignores_limit: variant == Variant::IgnoresLimit,
             semaphore_counts_dead_holders: variant == Variant::CountsDeadHolders,
+            semaphore_fair_ignores_queue: variant == Variant::FairIgnoresQueue,
+            semaphore_handoff_ignores_liveness: variant == Variant::FairHandoffIgnoresLiveness,
             ..ModelFaults::default()
         });
         // Scripts cached from the start (this world has no `SCRIPT FLUSH`), so every acquire
@@ -133,6 +176,15 @@ impl World {
             let load: [&[u8]; 3] = [b"SCRIPT", b"LOAD", known.source.as_bytes()];
             let _ = node.execute(&load, at(0), distlock_core::Protocol::Resp2);
         }
+        let server = if variant.fair() && rng.between(0, 3) > 0 {
+            ServerInfo {
+                protocol: distlock_core::Protocol::Resp2,
+                flavor: distlock_core::Flavor::Redis,
+                version: distlock_core::Version::new(7, 2, 4),
+            }
+        } else {
+            ServerInfo::default()
+        };
         let mut world = World {
             variant,
             rng,
@@ -144,6 +196,10 @@ impl World {
             limit,
             violations: Vec::new(),
             grants: 0,
+            server,
+            handed: Vec::new(),
+            handoffs: 0,
+            waiter_crashes: 0,
         };
         for _ in 0..clients {
             let wire = world.open_wire();
@@ -246,9 +302,40 @@ impl World {
         let mut out = Vec::new();
         let mut free_before = None;
         let mut violation = None;
+        let fair = self.variant.fair();
+        let request_timeout = self.lock.options().request_timeout.as_millis();
+        let mut fair_before = None;
+        let mut handed = Vec::new();
+        let mut confirmed = Vec::new();
         let mut server = std::mem::take(&mut self.wires[wire].server);
         self.node
             .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                if fair {
+                    let own = own_token(args);
+                    match stage {
+                        Stage::Before => fair_before = Some(FairState::read(node, now)),
+                        Stage::After => {
+                            let after = FairState::read(node, now);
+                            if let Some(before) = fair_before.take() {
+                                let found = check_fair(
+                                    &before,
+                                    &after,
+                                    own,
+                                    (node, now, request_timeout),
+                                    &mut handed,
+                                );
+                                violation = violation.take().or(found);
+                            }
+                            if let Some(own) = own
+                                && after.holders.iter().any(|h| h.as_slice() == own)
+                            {
+                                confirmed.push(own.to_vec());
+                            }
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
                 let is_acquire = args.len() > 7
                     && (args[1] == script::SEMAPHORE_ACQUIRE.sha
                         || args[1] == script::SEMAPHORE_ACQUIRE.source.as_bytes());
@@ -274,6 +361,10 @@ impl World {
         if let Some(v) = violation {
             self.violations.push(v);
         }
+        self.handoffs += handed.len() as u64;
+        self.handed
+            .retain(|(token, _)| !confirmed.iter().any(|c| c == token));
+        self.handed.extend(handed.into_iter().map(|t| (t, now)));
         if out.is_empty() || self.wires[wire].broken || self.lose(wire) {
             return;
         }
@@ -332,21 +423,23 @@ impl World {
                 let token = self.token();
                 let seed = self.rng.next_u64();
                 let mut m = Box::new(
-                    Acquire::new(
-                        &self.lock,
-                        token,
-                        &[ServerInfo::default()],
-                        wait,
-                        at(now),
-                        seed,
-                    )
-                    .expect("acquire"),
+                    Acquire::new(&self.lock, token, &[self.server], wait, at(now), seed)
+                        .expect("acquire"),
                 );
                 self.pump(c, &mut *m);
                 let request = self.lock.options().request_timeout.as_millis();
                 Phase::Acquiring {
                     m,
                     deadline: now + wait.as_millis() + 3 * request,
+                }
+            }
+            Phase::Acquiring { .. } if self.variant.fair() && self.rng.between(0, 4999) == 0 => {
+                // A waiter dies: it stops cycling (its queue entry outlives it until its
+                // liveness key expires); the client comes back later as a new process.
+                self.waiter_crashes += 1;
+                self.retire_wire(c);
+                Phase::Idle {
+                    until: now + self.rng.between(0, 300),
                 }
             }
             Phase::Acquiring { mut m, deadline } => {
@@ -420,14 +513,8 @@ impl World {
                     extend_at = None;
                     let seed = self.rng.next_u64();
                     let mut m = Box::new(
-                        Extend::new(
-                            &self.lock,
-                            token.clone(),
-                            &[ServerInfo::default()],
-                            at(now),
-                            seed,
-                        )
-                        .expect("extend"),
+                        Extend::new(&self.lock, token.clone(), &[self.server], at(now), seed)
+                            .expect("extend"),
                     );
                     self.pump(c, &mut *m);
                     extend = Some((m, now + 3 * request));
@@ -436,7 +523,7 @@ impl World {
                     self.retire_wire(c);
                     let seed = self.rng.next_u64();
                     let mut m = Box::new(
-                        Release::new(&self.lock, token, &[ServerInfo::default()], at(now), seed)
+                        Release::new(&self.lock, token, &[self.server], at(now), seed)
                             .expect("release"),
                     );
                     self.pump(c, &mut *m);
@@ -492,7 +579,27 @@ impl World {
         }
     }
 
-    fn run(mut self) -> (Vec<String>, u64) {
+    /// F2: a permit handed over and not confirmed is gone within `R` of the hand-off.
+    fn check_handed(&mut self) {
+        let now = self.now;
+        let request_timeout = self.lock.options().request_timeout.as_millis();
+        let node = &self.node;
+        self.handed
+            .retain(|(token, _)| node.value(&[PERMITS, token].concat(), at(now)).is_some());
+        if let Some((token, since)) = self
+            .handed
+            .iter()
+            .find(|(_, since)| now > since + request_timeout)
+        {
+            self.violations.push(format!(
+                "F2: the permit handed to {} at {since} ms is still held, unconfirmed, at {now} ms",
+                String::from_utf8_lossy(token)
+            ));
+        }
+    }
+
+    /// Steps the world to its end (or its first violation).
+    fn run_to_end(&mut self) {
         // 1 ms steps: every timer in this world is in whole milliseconds.
         while self.now < RUN_MS && self.violations.is_empty() {
             self.serve_node();
@@ -500,11 +607,132 @@ impl World {
                 self.step_client(c);
             }
             self.check_limit();
+            if self.variant.fair() {
+                self.check_handed();
+            }
             self.now += 1;
         }
-        let _ = self.variant;
+    }
+
+    fn run(mut self) -> (Vec<String>, u64) {
+        self.run_to_end();
         (self.violations, self.grants)
     }
+
+    /// [`World::run`], also reporting the hand-offs seen and the waiters that crashed.
+    fn run_fair(mut self) -> (Vec<String>, u64, u64, u64) {
+        self.run_to_end();
+        (
+            self.violations,
+            self.grants,
+            self.handoffs,
+            self.waiter_crashes,
+        )
+    }
+}
+
+/// The token a fair semaphore script call acts for (the waiter's own cycle or release).
+fn own_token(args: &[Vec<u8>]) -> Option<&[u8]> {
+    let script = args.get(1)?;
+    let is = |s: &script::Script| script == &s.sha || script == s.source.as_bytes();
+    if is(&script::SEMAPHORE_FAIR_ACQUIRE) {
+        args.get(9).map(Vec::as_slice)
+    } else if is(&script::SEMAPHORE_FAIR_RELEASE) {
+        args.get(8).map(Vec::as_slice)
+    } else {
+        None
+    }
+}
+
+/// What F1 and F2 compare around a command: the queue in order with each waiter's liveness,
+/// and the holders whose permit key lives.
+struct FairState {
+    queue: Vec<(Vec<u8>, bool)>,
+    holders: Vec<Vec<u8>>,
+}
+
+impl FairState {
+    fn read(node: &ModelNode, now: u64) -> FairState {
+        let queue = node
+            .sorted_set(QUEUE, at(now))
+            .into_iter()
+            .map(|w| {
+                // Live while its key has time left (PTTL > 0), as the release reads it and
+                // as the mutex's property 9 counts it.
+                let key = [ALIVE, &w].concat();
+                let alive = matches!(node.expiry(&key, at(now)), Some(Some(end)) if end > at(now));
+                (w, alive)
+            })
+            .collect();
+        FairState {
+            queue,
+            holders: live_permits(node, now),
+        }
+    }
+
+    /// The first live waiter other than `leaving` (a waiter leaves the queue by its own
+    /// release before that release hands a permit on).
+    fn first_live(&self, leaving: Option<&[u8]>) -> Option<&[u8]> {
+        self.queue
+            .iter()
+            .find(|(w, alive)| *alive && Some(w.as_slice()) != leaving)
+            .map(|(w, _)| w.as_slice())
+    }
+}
+
+/// F1 and F2 for one command: `own` is the token the command acts for, if a fair script's.
+/// New hand-offs are added to `handed`.
+fn check_fair(
+    before: &FairState,
+    after: &FairState,
+    own: Option<&[u8]>,
+    (node, now, request_timeout): (&ModelNode, u64, u64),
+    handed: &mut Vec<Vec<u8>>,
+) -> Option<String> {
+    let name = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
+    for (waiter, alive) in &before.queue {
+        let stays = after.queue.iter().any(|(w, _)| w == waiter);
+        let holds = after.holders.contains(waiter);
+        if *alive && !stays && !holds && own != Some(waiter.as_slice()) {
+            return Some(format!(
+                "F1: live waiter {} left the queue without a permit at {now} ms",
+                name(waiter)
+            ));
+        }
+    }
+    for holder in after.holders.iter().filter(|h| !before.holders.contains(h)) {
+        if own == Some(holder.as_slice()) {
+            let ahead = before
+                .queue
+                .iter()
+                .take_while(|(w, _)| w != holder)
+                .find(|(_, alive)| *alive);
+            if let Some((waiter, _)) = ahead {
+                return Some(format!(
+                    "F1: {} took a permit past live waiter {} at {now} ms",
+                    name(holder),
+                    name(waiter)
+                ));
+            }
+            continue;
+        }
+        let expiry = node.expiry(&[PERMITS, holder].concat(), at(now)).flatten();
+        if expiry.is_none_or(|e| e.as_millis() > now + request_timeout) {
+            return Some(format!(
+                "F2: the permit handed to {} at {now} ms lives past R ({expiry:?})",
+                name(holder)
+            ));
+        }
+        if before.first_live(own) != Some(holder.as_slice()) {
+            return Some(format!(
+                "F1: a permit handed to {} at {now} ms, not to the first live waiter {:?}",
+                name(holder),
+                before.first_live(own).map(name)
+            ));
+        }
+        handed.push(holder.clone());
+    }
+    None
 }
 
 /// The holders whose permit key lives at `now`, as the acquire script should count them.
@@ -569,4 +797,65 @@ fn sem_a_node_that_counts_dead_holders_is_caught_by_s2() {
         found.len()
     );
     assert!(found.iter().any(|(_, v)| v.starts_with("S2")), "{found:?}");
+}
+
+fn fair_runs() -> u64 {
+    std::env::var("DISTLOCK_SEM_FAIR_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEMAPHORE_RUNS)
+}
+
+#[test]
+fn sem_fair_never_exceeds_the_limit_serves_live_waiters_in_order_and_bounds_hand_offs() {
+    let runs = fair_runs();
+    let base: u64 = std::env::var("DISTLOCK_SEM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xfa15);
+    let mut grants = 0;
+    let mut handoffs = 0;
+    let mut crashes = 0;
+    let mut found = Vec::new();
+    for seed in base..base + runs {
+        let world = World::new(seed, Variant::FairCorrect);
+        let (violations, g, h, w) = world.run_fair();
+        grants += g;
+        handoffs += h;
+        crashes += w;
+        if let Some(v) = violations.into_iter().next() {
+            found.push((seed, v));
+        }
+    }
+    println!(
+        "fair semaphore simulation: {runs} runs, {grants} permits granted, {handoffs} hand-offs, {crashes} waiters crashed, {} violations",
+        found.len()
+    );
+    assert!(found.is_empty(), "{found:?}");
+    assert!(grants > runs * 20, "the runs took permits: {grants}");
+    assert!(
+        handoffs > runs * 5,
+        "the runs handed permits over: {handoffs}"
+    );
+    assert!(crashes > 0, "waiters crashed: {crashes}");
+}
+
+#[test]
+fn sem_fair_a_newcomer_barging_past_live_waiters_is_caught_by_f1() {
+    let (found, _) = campaign(Variant::FairIgnoresQueue, BROKEN_RUNS);
+    println!(
+        "fair ignores-queue: caught in {} of {BROKEN_RUNS} runs",
+        found.len()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("F1")), "{found:?}");
+}
+
+#[test]
+fn sem_fair_a_hand_off_without_a_liveness_check_is_caught_by_f2() {
+    let (found, _) = campaign(Variant::FairHandoffIgnoresLiveness, BROKEN_RUNS);
+    println!(
+        "fair hand-off ignores liveness: caught in {} of {BROKEN_RUNS} runs",
+        found.len()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("F2")), "{found:?}");
 }

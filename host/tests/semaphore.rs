@@ -1,9 +1,10 @@
 //! Semaphores against a real `redis-server`: `distlock exec --limit N` runs at most N jobs at
 //! once (each job counts itself in and out of a Redis counter, and the most it ever saw is
 //! asserted), a holder killed with SIGKILL frees its permit within its TTL, a lost permit
-//! stops its job as a lost lock does, the Rust API's permits are guards like leases, and bad
+//! stops its job as a lost lock does, the Rust API's permits are guards like leases, bad
 //! input is a typed error with its exit code (N = 0, N too large, a name that is a mutex,
-//! another N).
+//! another N), and a fair semaphore (API and `--limit N --fair`) hands freed permits to its
+//! queued waiters in arrival order, never letting more than N in.
 
 mod support;
 
@@ -11,12 +12,15 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use distlock_core::{ConfigError, MAX_PERMITS, ServerErrorKind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use distlock_core::{ConfigError, LockOptions, MAX_PERMITS, ServerErrorKind};
 use distlock_host::{Client, Error};
 use support::holders::{gone, kill_if_running, read_number};
 use support::{
-    KillOnDrop, RedisServer, distlock, lock_key, redis_cli_binary, require_redis, run_bounded,
-    show, unique_name, wait_for,
+    KillOnDrop, RedisServer, blocking, distlock, lock_key, redis_cli_binary, require_redis,
+    run_bounded, show, stdout, unique_name, until, wait_for,
 };
 
 /// Every wait in these tests ends within this, or the test fails.
@@ -394,4 +398,168 @@ fn permits_are_guards_that_release_and_renew() {
         );
         mutex.release().await.expect("release mutex");
     });
+}
+
+/// Holders counted in and out around every permit this test takes: how many are inside,
+/// and how many times an entry found more than the limit inside.
+struct Inside {
+    now: AtomicUsize,
+    over_limit: AtomicUsize,
+    limit: usize,
+}
+
+impl Inside {
+    fn enter(&self) {
+        if self.now.fetch_add(1, Ordering::SeqCst) + 1 > self.limit {
+            self.over_limit.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Called before the release, so a permit handed on is never counted twice.
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fair_permits_go_to_queued_waiters_in_arrival_order_never_past_the_limit() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let url = server.url();
+    let name = unique_name("fairpool");
+    let queue = format!("{}:queue", lock_key(&name));
+    let limit = 2;
+    let options = LockOptions {
+        ttl: distlock_core::Duration::from_secs(10),
+        // A long request timeout makes each waiter's liveness (R) outlast a loaded
+        // machine's pauses, so no live waiter is taken for dead.
+        request_timeout: distlock_core::Duration::from_secs(4),
+        fenced: true,
+        fair: true,
+        ..LockOptions::default()
+    };
+    let inside = Arc::new(Inside {
+        now: AtomicUsize::new(0),
+        over_limit: AtomicUsize::new(0),
+        limit: limit as usize,
+    });
+    let client = Client::connect([&url]).await.expect("connect");
+    let mut held = Vec::new();
+    for _ in 0..limit {
+        let permit = client
+            .semaphore(&name, limit)
+            .options(options)
+            .try_acquire()
+            .await
+            .expect("a free permit");
+        inside.enter();
+        held.push(permit);
+    }
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 1..=3i64 {
+        let client = Client::connect([&url]).await.expect("connect");
+        let (name, order, inside) = (name.clone(), order.clone(), inside.clone());
+        waiters.push(tokio::spawn(async move {
+            let permit = client
+                .semaphore(&name, limit)
+                .options(options)
+                .wait(Duration::from_secs(25))
+                .acquire()
+                .await
+                .expect("every waiter gets a permit");
+            inside.enter();
+            order.lock().expect("order").push((n, permit.fence()));
+            inside.leave();
+            permit.release().await.expect("release");
+        }));
+        // The next waiter starts only once this one is queued: the arrival order is known.
+        let queue = queue.clone();
+        until("the waiter to queue", LIMIT, || {
+            blocking(|| server.raw().ok(&["ZCARD", &queue]).int()) == Some(n)
+        })
+        .await;
+    }
+    // One permit freed: the three waiters pass through it one after the other while the
+    // other permit stays held.
+    let first = held.remove(0);
+    inside.leave();
+    first.release().await.expect("release the first permit");
+    for waiter in waiters {
+        tokio::time::timeout(LIMIT, waiter)
+            .await
+            .expect("the waiters finish")
+            .expect("waiter task");
+    }
+    let order = order.lock().expect("order").clone();
+    assert_eq!(
+        order.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "freed permits go to the waiters in arrival order"
+    );
+    let fences: Vec<u64> = order.iter().map(|(_, f)| f.expect("fenced")).collect();
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    assert_eq!(
+        inside.over_limit.load(Ordering::SeqCst),
+        0,
+        "never more than {limit}"
+    );
+    let mut raw = server.raw();
+    assert_eq!(raw.ok(&["ZCARD", &queue]).int(), Some(0));
+    assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(1));
+    held.remove(0)
+        .release()
+        .await
+        .expect("release the second permit");
+    assert_eq!(raw.ok(&["EXISTS", &lock_key(&name)]).int(), Some(0));
+}
+
+#[test]
+fn cli_fair_limit_queues_a_waiter_and_release_hands_it_the_permit() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("fairc");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let first = run(&[
+        "acquire", "--name", &name, "--limit", "1", "--fair", "--ttl", "30s",
+    ]);
+    assert_eq!(code(&first), Some(0), "{}", show(&first));
+    let token = stdout(&first).trim().to_owned();
+    let waiter = {
+        let (url, name) = (url.clone(), name.clone());
+        std::thread::spawn(move || {
+            run_bounded(
+                distlock(
+                    &url,
+                    &[
+                        "acquire", "--name", &name, "--limit", "1", "--fair", "--ttl", "30s",
+                        "--wait", "20s",
+                    ],
+                ),
+                LIMIT,
+            )
+            .expect("run distlock")
+        })
+    };
+    let queue = format!("{}:queue", lock_key(&name));
+    wait_for("the second acquire to queue", LIMIT, || {
+        (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
+    });
+    let released = run(&[
+        "release", "--name", &name, "--limit", "1", "--fair", "--token", &token,
+    ]);
+    assert_eq!(code(&released), Some(0), "{}", show(&released));
+    let second = waiter.join().expect("waiter");
+    assert_eq!(code(&second), Some(0), "{}", show(&second));
+    let second_token = stdout(&second).trim().to_owned();
+    assert_ne!(second_token, token);
+    let mut raw = server.raw();
+    assert!(
+        raw.ok(&["ZSCORE", &lock_key(&name), &second_token])
+            .text()
+            .is_some(),
+        "the waiter holds the permit"
+    );
+    assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(1));
 }

@@ -200,6 +200,12 @@ pub struct ModelFaults {
     pub semaphore_counts_dead_holders: bool,
     /// The semaphore acquire takes a permit whatever the count: no limit at all.
     pub semaphore_ignores_limit: bool,
+    /// The fair semaphore acquire takes a free permit whatever the queue holds: a newcomer
+    /// barges past live waiters.
+    pub semaphore_fair_ignores_queue: bool,
+    /// The fair semaphore release hands a permit to the queue's head whether or not it is
+    /// live, and for good (no expiry): a hand-off without liveness.
+    pub semaphore_handoff_ignores_liveness: bool,
     /// The read-write write acquire takes the lock while readers hold it: no exclusion.
     pub rw_write_ignores_readers: bool,
     /// The read-write read acquire ignores waiting writers: no writer preference.
@@ -282,11 +288,13 @@ enum Known {
     MultiRelease,
     MultiExtend,
     MultiRaiseFence,
+    SemaphoreFairAcquire,
+    SemaphoreFairRelease,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 16] = [
+static KNOWN: [(Known, Script); 18] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -303,6 +311,8 @@ static KNOWN: [(Known, Script); 16] = [
     (Known::MultiRelease, SCRIPTS[13]),
     (Known::MultiExtend, SCRIPTS[14]),
     (Known::MultiRaiseFence, SCRIPTS[15]),
+    (Known::SemaphoreFairAcquire, SCRIPTS[16]),
+    (Known::SemaphoreFairRelease, SCRIPTS[17]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -337,6 +347,8 @@ impl Known {
             Known::MultiRelease => 13,
             Known::MultiExtend => 14,
             Known::MultiRaiseFence => 15,
+            Known::SemaphoreFairAcquire => 16,
+            Known::SemaphoreFairRelease => 17,
         }
     }
 
@@ -423,7 +435,9 @@ pub struct ModelNode {
     config: ModelConfig,
     faults: ModelFaults,
     keys: BTreeMap<Vec<u8>, Entry>,
-    scripts: [bool; 12],
+    // One flag per script of `SCRIPTS`, by `Known::index` (sized from it so a new script is
+    // never left out of the cache).
+    scripts: [bool; SCRIPTS.len()],
     loading: bool,
     readonly: bool,
     next_id: u64,
@@ -464,7 +478,7 @@ impl ModelNode {
 
     /// `SCRIPT FLUSH`: every script must be sent by `EVAL` (or loaded) again.
     pub fn flush_scripts(&mut self) {
-        self.scripts = [false; 12];
+        self.scripts = [false; SCRIPTS.len()];
     }
 
     /// A crash and restart. Keys with a TTL are lost (what Redlock assumes of a restart);
@@ -1343,6 +1357,8 @@ impl ModelNode {
             Known::MultiRelease => self.multi_release(keys, argv, now),
             Known::MultiExtend => self.multi_extend(keys, argv, now),
             Known::MultiRaiseFence => self.multi_raise_fence(keys, argv, now),
+            Known::SemaphoreFairAcquire => self.semaphore_fair_acquire(keys, argv, now),
+            Known::SemaphoreFairRelease => self.semaphore_fair_release(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -2537,6 +2553,8 @@ mod tests {
                 (Known::MultiRelease, "multi-release"),
                 (Known::MultiExtend, "multi-extend"),
                 (Known::MultiRaiseFence, "multi-raise-fence"),
+                (Known::SemaphoreFairAcquire, "semaphore-fair-acquire"),
+                (Known::SemaphoreFairRelease, "semaphore-fair-release"),
             ]
         );
     }

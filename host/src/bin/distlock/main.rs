@@ -180,8 +180,9 @@ enum Command {
         /// The lock is fair (acquired with --fair): hand it to the first live waiter.
         #[arg(long)]
         fair: bool,
-        /// The token holds a permit of a semaphore of N permits (acquired with --limit N).
-        #[arg(long, value_name = "N", conflicts_with_all = ["fair", "reentrant"])]
+        /// The token holds a permit of a semaphore of N permits (acquired with --limit N;
+        /// with --fair, the permit goes to the first live waiter).
+        #[arg(long, value_name = "N", conflicts_with = "reentrant")]
         limit: Option<u32>,
         /// The token holds a read hold of a read-write lock (acquired with --read).
         #[arg(long, conflicts_with_all = ["fair", "reentrant", "limit", "write"])]
@@ -316,8 +317,9 @@ struct LockArgs {
     fair: bool,
     /// Take one of N permits of a semaphore of this name instead of the lock: at most N
     /// holders at once (`exec --limit N` runs at most N jobs). Every client of the name must
-    /// pass the same N; one node and the tagged layout only.
-    #[arg(long, value_name = "N", conflicts_with = "fair")]
+    /// pass the same N; one node and the tagged layout only. With --fair, waiters queue in
+    /// arrival order and a release hands its permit to the first live waiter.
+    #[arg(long, value_name = "N")]
     limit: Option<u32>,
     /// Take a read hold of a read-write lock of this name instead of the lock: any number of
     /// readers at once, never beside a writer, never past a waiting writer (`exec --read`).
@@ -580,7 +582,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             };
             let released = match (limit, rw_mode(read, write)) {
                 (_, Some(mode)) => client.release_rw(&name, &token, mode).await?,
-                (Some(limit), None) => client.release_permit(&name, &token, limit).await?,
+                (Some(limit), None) => {
+                    client
+                        .release_permit_with(&name, &token, limit, options)
+                        .await?
+                }
                 (None, None) => client.release_with(&name, &token, options).await?,
             };
             Ok(printed(match released {

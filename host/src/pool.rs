@@ -18,6 +18,9 @@
 //!   connect. Until a node answers, one connect at a time finds out whether it will; a ready
 //!   node gets as many connections as operations need. A connect past its deadline goes on in the background (up to the connect
 //!   timeout): if the node answers, its connection joins the pool and the node is back.
+//! - **An announced failover is followed.** A sentinel-managed node keeps a `+switch-master`
+//!   subscription (`sentinel_switch.rs`) for as long as the pool lives (aborted on drop);
+//!   once it names a new primary, no connection to another primary is lent or taken back.
 //! - **A node appears once.** The same server given twice (by URL, or by two names for one
 //!   address) is refused before anything is sent: its vote would count twice.
 

@@ -48,7 +48,10 @@
 //!   sentinel to ask and when to give up, [`parse_primary_address`] and [`parse_role`] read
 //!   the answers (a primary is used only once its `ROLE` says `master`; a sentinel that
 //!   needs a password gets [`sentinel_auth_command`] first), and
-//!   [`FailoverWatch`] says when a `READONLY` reply means the primary was demoted.
+//!   [`FailoverWatch`] says when a `READONLY` reply means the primary was demoted;
+//!   [`SwitchSubscription`] keeps one `+switch-master` subscription per node (which sentinel,
+//!   the pause after a loss) and says when an announced failover means the connections to
+//!   the old primary must go.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
 //!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`], what `reset`
 //!   sends by source for fair mode's queue.
@@ -127,6 +130,7 @@ pub mod script;
 mod script;
 mod semaphore;
 mod sentinel;
+mod sentinel_switch;
 mod server;
 mod session;
 mod slot;
@@ -180,6 +184,10 @@ pub use sentinel::{
     SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,
     SentinelReplyError, get_master_addr_command, parse_auth_reply, parse_primary_address,
     parse_role, sentinel_auth_command, sentinel_reply_len,
+};
+pub use sentinel_switch::{
+    Pushed, SUBSCRIBE_RETRY_BASE, SUBSCRIBE_RETRY_CAP, SUBSCRIBE_SWITCH_MASTER,
+    SWITCH_MASTER_CHANNEL, SubscribeStep, Switch, SwitchAction, SwitchSubscription, parse_pushed,
 };
 pub use server::{Flavor, NativeCommand, ServerInfo, Version};
 pub use session::{

@@ -2,13 +2,16 @@
 //! random and garbage) never panic and are read as what they say; a discovery always ends,
 //! within its rounds and its deadline, and reports a primary only after one was verified;
 //! the failover watch trips on `READONLY` however the bytes are split; a sentinel's refused
-//! login ends a discovery at its next step, typed. The real-sentinel
+//! login ends a discovery at its next step, typed; the `+switch-master` subscription never
+//! panics on garbage, ignores other services, goes round the sentinels and never pauses past
+//! its cap. The real-sentinel
 //! tests are `host/tests/sentinel.rs`.
 
 use distlock_core::{
     Asked, Credentials, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, Instant, Protocol,
-    Role, SENTINEL_ROUNDS, SentinelAnswer, SentinelReplyError, ServerError, ServerErrorKind,
-    parse_auth_reply, parse_primary_address, parse_role, sentinel_auth_command, sentinel_reply_len,
+    Role, SENTINEL_ROUNDS, SUBSCRIBE_RETRY_CAP, SentinelAnswer, SentinelReplyError, ServerError,
+    ServerErrorKind, SubscribeStep, SwitchAction, SwitchSubscription, parse_auth_reply,
+    parse_primary_address, parse_pushed, parse_role, sentinel_auth_command, sentinel_reply_len,
 };
 use proptest::prelude::*;
 
@@ -171,5 +174,129 @@ fn the_sentinel_login_is_sent_as_auth_and_its_refusals_are_told_apart() {
             Asked::after_refusal(&ServerError::from_message(message)),
             asked
         );
+    }
+}
+
+fn switch_message(payload: &[u8]) -> Vec<u8> {
+    let mut frame = format!(
+        "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n${}\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"\r\n");
+    frame
+}
+
+proptest! {
+    #[test]
+    fn garbage_on_the_subscription_never_panics(
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..128), 0..8),
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+        resp3: bool,
+    ) {
+        let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+        let mut sub = SwitchSubscription::new("mymaster", 3, 9);
+        let mut now = Instant::from_millis(0);
+        for (frame, payload) in frames.iter().zip(payloads.iter().chain(std::iter::repeat(&Vec::new()))) {
+            let _ = parse_pushed(frame, protocol);
+            let message = switch_message(payload);
+            let _ = parse_pushed(&message, protocol);
+            match sub.next(now) {
+                SubscribeStep::Subscribe(i) | SubscribeStep::Listen(i) => {
+                    prop_assert!(i < 3);
+                    let _ = sub.frame(i, frame, protocol, now);
+                    let _ = sub.frame(i, &message, protocol, now);
+                }
+                SubscribeStep::Pause(until) => {
+                    prop_assert!(until > now);
+                    prop_assert!(until <= now.saturating_add(SUBSCRIBE_RETRY_CAP));
+                    now = until;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_for_another_service_changes_nothing(
+        service in "[a-z]{1,12}",
+        old_port in 1u16..,
+        new_port in 1u16..,
+        losses in 0usize..4,
+    ) {
+        prop_assume!(service != "mymaster");
+        let mut sub = SwitchSubscription::new("mymaster", 3, 5);
+        let mut now = Instant::from_millis(0);
+        for _ in 0..losses {
+            match sub.next(now) {
+                SubscribeStep::Subscribe(i) => sub.lost(i, now),
+                SubscribeStep::Pause(until) => now = until,
+                _ => {}
+            }
+        }
+        let sentinel = loop {
+            match sub.next(now) {
+                SubscribeStep::Subscribe(i) | SubscribeStep::Listen(i) => break i,
+                SubscribeStep::Pause(until) => now = until,
+                _ => {}
+            }
+        };
+        let payload = format!("{service} 10.0.0.1 {old_port} 10.0.0.2 {new_port}");
+        let before = sub.clone();
+        prop_assert_eq!(
+            sub.frame(sentinel, &switch_message(payload.as_bytes()), Protocol::Resp2, now),
+            SwitchAction::Nothing
+        );
+        prop_assert_eq!(&sub, &before);
+        // The same message for this service is followed, and names both primaries.
+        let ours = format!("mymaster 10.0.0.1 {old_port} 10.0.0.2 {new_port}");
+        match sub.frame(sentinel, &switch_message(ours.as_bytes()), Protocol::Resp2, now) {
+            SwitchAction::Follow { switch, announced_by } => {
+                prop_assert_eq!(announced_by, sentinel);
+                prop_assert_eq!((switch.old.host(), switch.old.port()), ("10.0.0.1", old_port));
+                prop_assert_eq!((switch.new.host(), switch.new.port()), ("10.0.0.2", new_port));
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+
+    #[test]
+    fn subscribe_attempts_go_round_the_sentinels_and_never_pause_past_the_cap(
+        sentinels in 1usize..6,
+        seed: u64,
+        events in proptest::collection::vec(any::<bool>(), 1..40),
+    ) {
+        let mut sub = SwitchSubscription::new("s", sentinels, seed);
+        let mut now = Instant::from_millis(0);
+        let mut last = None;
+        for confirm in events {
+            let sentinel = loop {
+                match sub.next(now) {
+                    SubscribeStep::Subscribe(i) => break i,
+                    SubscribeStep::Pause(until) => {
+                        prop_assert!(until > now && until <= now.saturating_add(SUBSCRIBE_RETRY_CAP));
+                        now = until;
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            };
+            if let Some(previous) = last {
+                prop_assert_eq!(sentinel, (previous + 1) % sentinels, "another sentinel each time");
+            }
+            last = Some(sentinel);
+            if confirm {
+                let ok = b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+                prop_assert_eq!(sub.frame(sentinel, ok, Protocol::Resp2, now), SwitchAction::Nothing);
+                prop_assert_eq!(sub.next(now), SubscribeStep::Listen(sentinel));
+                sub.lost(sentinel, now);
+                // After a working subscription, the next sentinel is tried at once.
+                prop_assert!(matches!(sub.next(now), SubscribeStep::Subscribe(_)));
+                sub.lost((sentinel + 1) % sentinels, now);
+                last = Some((sentinel + 1) % sentinels);
+            } else {
+                sub.lost(sentinel, now);
+            }
+        }
     }
 }

@@ -273,6 +273,14 @@ impl Conn {
         self.stream.is_stale()
     }
 
+    /// The primary a sentinel-discovered connection goes to; `None` for any other.
+    pub(crate) fn sentinel_primary(&self) -> Option<(&str, u16)> {
+        match &self.stream {
+            Stream::Sentinel(sentinel) => Some(sentinel.primary()),
+            _ => None,
+        }
+    }
+
     /// Opens and handshakes a connection to `endpoint`, asking for `protocol` (a server
     /// without RESP3 gives RESP2 whatever is asked; `conn.server.protocol` says which).
     pub(crate) async fn open(
@@ -287,7 +295,7 @@ impl Conn {
         }
         if endpoint.sentinel.is_some() {
             // The sentinels are asked, and the primary opened and checked, by this function.
-            return Box::pin(crate::sentinel::open(endpoint, options, protocol, clock)).await;
+            return Box::pin(crate::sentinel::open(endpoint, options, protocol, clock, 0)).await;
         }
         let name = endpoint.to_string();
         let work = async {

@@ -53,6 +53,7 @@ mod error;
 mod guard;
 mod pool;
 mod sentinel;
+mod sentinel_switch;
 
 pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};

@@ -18,6 +18,9 @@
 //!   connect. Until a node answers, one connect at a time finds out whether it will; a ready
 //!   node gets as many connections as operations need. A connect past its deadline goes on in the background (up to the connect
 //!   timeout): if the node answers, its connection joins the pool and the node is back.
+//! - **An announced failover is followed.** A sentinel-managed node keeps a `+switch-master`
+//!   subscription (`sentinel_switch.rs`) for as long as the pool lives (aborted on drop);
+//!   once it names a new primary, no connection to another primary is lent or taken back.
 //! - **A node appears once.** The same server given twice (by URL, or by two names for one
 //!   address) is refused before anything is sent: its vote would count twice.
 
@@ -63,6 +66,30 @@ struct Node {
     /// Woken when a connect to the node ends or a connection comes back idle: what an
     /// operation waiting on the node's one connect under way listens for.
     changed: tokio::sync::Notify,
+    /// A sentinel-managed node's primary, as the last `+switch-master` or discovery named it.
+    followed: std::sync::Mutex<Followed>,
+}
+
+/// What a sentinel-managed node knows of its current primary (see [`Pool::follow`]).
+#[derive(Default)]
+struct Followed {
+    /// The primary connections must go to; those to another are let go.
+    primary: Option<(String, u16)>,
+    /// The sentinel a discovery asks first: the one that announced the last switch.
+    preferred: usize,
+    /// Switches followed so far: a discovery that started before one does not overrule it.
+    switches: u64,
+}
+
+impl Followed {
+    /// Whether `conn` may be used: not a sentinel connection, nothing announced yet, or a
+    /// connection to the primary announced.
+    fn allows(&self, conn: &Conn) -> bool {
+        match (&self.primary, conn.sentinel_primary()) {
+            (Some((host, port)), Some((to, at))) => at == *port && to.eq_ignore_ascii_case(host),
+            _ => true,
+        }
+    }
 }
 
 /// The nodes of one client, their idle connections and the clock (see the module doc).
@@ -74,6 +101,20 @@ pub(crate) struct Pool {
     connect: ConnectOptions,
     /// Operations under way over this pool (see [`Pool::operation`]).
     operations: std::sync::atomic::AtomicUsize,
+    /// The `+switch-master` subscriptions of the sentinel-managed nodes: aborted on drop.
+    subscriptions: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let subscriptions = self
+            .subscriptions
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for subscription in subscriptions.drain(..) {
+            subscription.abort();
+        }
+    }
 }
 
 /// One operation under way over a [`Pool`], counted until dropped.
@@ -112,6 +153,7 @@ impl Pool {
         refuse_duplicates(&endpoints, deadline).await?;
         let pool =
             Self::with_targets(endpoints.into_iter().map(Target::Remote).collect(), connect)?;
+        pool.subscribe_to_switches();
         // Check reachability now, so a typo fails here rather than at the first lock.
         pool.until_ready(deadline).await?;
         Ok(pool)
@@ -140,6 +182,7 @@ impl Pool {
                 idle: std::sync::Mutex::new(Vec::new()),
                 known: std::sync::Mutex::new(None),
                 changed: tokio::sync::Notify::new(),
+                followed: std::sync::Mutex::new(Followed::default()),
             })
             .collect();
         Ok(Arc::new(Pool {
@@ -148,7 +191,74 @@ impl Pool {
             clock: Clock::new(),
             connect,
             operations: std::sync::atomic::AtomicUsize::new(0),
+            subscriptions: std::sync::Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Starts the `+switch-master` subscription of every sentinel-managed node.
+    fn subscribe_to_switches(self: &Arc<Self>) {
+        for (node, slot) in self.nodes.iter().enumerate() {
+            let Target::Remote(endpoint) = &slot.target else {
+                continue;
+            };
+            if endpoint.sentinel.is_none() {
+                continue;
+            }
+            let task = crate::sentinel_switch::spawn(
+                Arc::downgrade(self),
+                node,
+                endpoint.clone(),
+                self.connect.clone(),
+                self.clock,
+            );
+            if let Ok(mut subscriptions) = self.subscriptions.lock() {
+                subscriptions.push(task.abort_handle());
+            }
+        }
+    }
+
+    /// A sentinel announced that `node`'s service failed over to `primary`, by sentinel
+    /// `announced_by`: the node's idle connections to any other primary are closed now, those
+    /// in use are not taken back, and the next connect asks `announced_by` first — and still
+    /// checks the new primary's `ROLE`.
+    pub(crate) fn follow(
+        &self,
+        node: usize,
+        primary: &distlock_core::Primary,
+        announced_by: usize,
+    ) {
+        let Some(slot) = self.nodes.get(node) else {
+            return;
+        };
+        let Ok(mut followed) = slot.followed.lock() else {
+            return;
+        };
+        followed.primary = Some((primary.host().to_owned(), primary.port()));
+        followed.preferred = announced_by;
+        followed.switches = followed.switches.wrapping_add(1);
+        let gone: Vec<Conn> = match slot.idle.lock() {
+            Ok(mut idle) => {
+                let (keep, gone) = idle.drain(..).partition(|conn| followed.allows(conn));
+                *idle = keep;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        drop(followed);
+        debug!(
+            node,
+            closed = gone.len(),
+            "a sentinel announced a new primary"
+        );
+        drop(gone);
+    }
+
+    /// Whether `conn` may serve `node` (see [`Followed::allows`]).
+    fn allowed(&self, node: usize, conn: &Conn) -> bool {
+        self.nodes
+            .get(node)
+            .and_then(|slot| slot.followed.lock().ok().map(|f| f.allows(conn)))
+            .unwrap_or(true)
     }
 
     /// Runs `f` on the session, brought up to now first (its deadlines are checked whenever
@@ -407,7 +517,7 @@ impl Pool {
     pub(crate) fn take_idle(&self, node: usize) -> Option<Conn> {
         let mut idle = self.nodes.get(node)?.idle.lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if !conn.is_stale() {
+            if !conn.is_stale() && self.allowed(node, &conn) {
                 return Some(conn);
             }
             // Not a session event: an idle connection the server closed (a restart, its idle
@@ -468,10 +578,26 @@ impl Pool {
             return Err(Error::TooManyNodes(node));
         };
         let clock = self.clock;
+        let (preferred, switches) = slot
+            .followed
+            .lock()
+            .map_or((0, 0), |f| (f.preferred, f.switches));
         let conn = match &slot.target {
+            Target::Remote(endpoint) if endpoint.sentinel.is_some() => {
+                crate::sentinel::open(endpoint, &self.connect, protocol, &clock, preferred).await
+            }
             Target::Remote(endpoint) => Conn::open(endpoint, &self.connect, protocol, &clock).await,
             Target::Embedded(store) => store.connect(protocol, &clock).await,
         };
+        // A primary discovered and checked since the last switch is the current one: a later
+        // failover the subscription missed must not leave every new connection refused.
+        if let Ok(conn) = &conn
+            && let Some((host, port)) = conn.sentinel_primary()
+            && let Ok(mut followed) = slot.followed.lock()
+            && followed.switches == switches
+        {
+            followed.primary = Some((host.to_owned(), port));
+        }
         if let (Ok(conn), Ok(mut known)) = (&conn, slot.known.lock()) {
             *known = Some(conn.server);
         }
@@ -493,6 +619,10 @@ impl Pool {
     /// Takes `conn` back as one of `node`'s idle connections. Only a connection that owes no
     /// reply may come back (see the module doc).
     pub(crate) fn checkin(&self, node: usize, conn: Conn) {
+        // A connection to a primary a sentinel announced as replaced is closed, not kept.
+        if !self.allowed(node, &conn) {
+            return;
+        }
         if let Some(node) = self.nodes.get(node)
             && let Ok(mut idle) = node.idle.lock()
         {

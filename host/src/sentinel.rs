@@ -9,7 +9,11 @@
 //! core [`FailoverWatch`] sees every reply: after a `READONLY` (the primary was demoted) the
 //! connection reads as closed and is stale, so the driver drops it, it is never pooled
 //! again, and the next connect discovers anew. A
-//! closed connection (a killed primary) is dropped by the driver as for any server.
+//! closed connection (a killed primary) is dropped by the driver as for any server. A
+//! failover the sentinels announce is followed sooner: `sentinel_switch.rs` subscribes to
+//! `+switch-master` and the pool closes the connections to the old primary (each
+//! [`SentinelStream`] knows which primary it goes to), and the next connect asks the
+//! announcing sentinel first.
 //!
 //! Invariants: a lock command reaches a server only after that server's own `ROLE` said
 //! `master` on the same connection; discovery ends by the connect timeout
@@ -40,9 +44,17 @@ const READ_CHUNK: usize = 4096;
 pub(crate) struct SentinelStream {
     inner: Stream,
     watch: FailoverWatch,
+    /// The primary's address as the sentinel named it: what a `+switch-master` announcement
+    /// is compared with.
+    primary: (String, u16),
 }
 
 impl SentinelStream {
+    /// The primary this connection goes to, as the sentinel named it.
+    pub(crate) fn primary(&self) -> (&str, u16) {
+        (&self.primary.0, self.primary.1)
+    }
+
     /// Whether the connection must not be used again: the primary was demoted, or the
     /// connection itself is dead or out of step.
     pub(crate) fn is_stale(&self) -> bool {
@@ -98,17 +110,9 @@ enum Checked {
     Fail(Error),
 }
 
-/// Finds the primary of the sentinel group `endpoint` names and returns its connection,
-/// handshaken for `protocol` and checked by `ROLE`. See the module doc.
-pub(crate) async fn open(
-    endpoint: &Endpoint,
-    options: &ConnectOptions,
-    protocol: Protocol,
-    clock: &Clock,
-) -> Result<Conn, Error> {
-    let service = endpoint.sentinel.clone().unwrap_or_default();
-    let sentinels = endpoint.seeds();
-    let login = endpoint
+/// The sentinels' own login (`?sentinel_password=`, `&sentinel_username=`), when given.
+pub(crate) fn sentinel_login(endpoint: &Endpoint) -> Option<Credentials> {
+    endpoint
         .sentinel_password
         .as_ref()
         .map(|password| Credentials {
@@ -117,9 +121,29 @@ pub(crate) async fn open(
                 .as_ref()
                 .map(|u| u.as_bytes().to_vec()),
             password: password.as_bytes().to_vec(),
-        });
+        })
+}
+
+/// Finds the primary of the sentinel group `endpoint` names and returns its connection,
+/// handshaken for `protocol` and checked by `ROLE`, asking sentinel `preferred` first (the
+/// one that announced the last `+switch-master`: it already names the new primary). See the
+/// module doc.
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+    protocol: Protocol,
+    clock: &Clock,
+    preferred: usize,
+) -> Result<Conn, Error> {
+    let service = endpoint.sentinel.clone().unwrap_or_default();
+    let sentinels = endpoint.seeds();
+    let login = sentinel_login(endpoint);
     let budget = distlock_core::Duration::from_millis(options.connect_timeout.as_millis() as u64);
-    let mut discovery = Discovery::new(sentinels.len(), 0, clock.now().saturating_add(budget));
+    let mut discovery = Discovery::new(
+        sentinels.len(),
+        preferred,
+        clock.now().saturating_add(budget),
+    );
     let mut last = String::from("no sentinel was asked");
     loop {
         let sentinel = match discovery.next(clock.now()) {
@@ -256,6 +280,7 @@ async fn check_primary(
             stream: Stream::Sentinel(Box::new(SentinelStream {
                 inner: conn.stream,
                 watch: FailoverWatch::new(),
+                primary: (target.host.clone(), target.port),
             })),
             server: conn.server,
         }),
@@ -275,7 +300,7 @@ async fn check_primary(
 }
 
 /// Writes `command` and reads its one reply, whole, as the core frames it.
-async fn exchange(
+pub(crate) async fn exchange(
     stream: &mut Stream,
     command: &[u8],
 ) -> io::Result<Result<Vec<u8>, SentinelReplyError>> {

@@ -656,3 +656,52 @@ fn bench_reports_each_scenario_against_its_floor() {
     }
     assert!(stdout(&out).contains("÷floor"), "the table: {}", show(&out));
 }
+
+/// `distlock bench --cluster`: A and C also run through a Redis Cluster of three primaries
+/// the bench starts itself, one `cluster` row beside each single-node row set, in the same
+/// slices (the same floor), each set against the single-node native row.
+#[test]
+fn bench_runs_a_and_c_through_a_cluster_it_starts() {
+    require_redis!();
+    if support::redis_cli_binary().is_none() {
+        support::skip_or_fail("redis-cli is needed to form the bench's cluster");
+        return;
+    }
+    let server = RedisServer::start();
+    for (scenario, sets) in [("a", 1), ("c", 3)] {
+        let out = run(
+            &server.url(),
+            &[
+                "bench",
+                "--scenario",
+                scenario,
+                "--duration",
+                "300ms",
+                "--native-only",
+                "--cluster",
+                "--json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let rows: Vec<serde_json::Value> = stdout(&out)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("a JSON row"))
+            .collect();
+        let cluster: Vec<&serde_json::Value> =
+            rows.iter().filter(|r| r["path"] == "cluster").collect();
+        assert_eq!(cluster.len(), sets, "{}", show(&out));
+        // A: native and cluster; C: native, raw and cluster, at 1, 4 and 16 clients.
+        let per_set = if scenario == "a" { 2 } else { 3 };
+        assert_eq!(rows.len(), per_set * sets, "{}", show(&out));
+        for row in cluster {
+            assert!(row["ops_per_sec"].as_f64().expect("ops") > 0.0, "{row}");
+            assert!(
+                row["floor_ops_per_sec"].as_f64().expect("floor") > 0.0,
+                "{row}"
+            );
+            let note = row["note"].as_str().expect("note");
+            assert!(note.contains("the single-node native row's ops/s"), "{row}");
+        }
+    }
+}

@@ -14,10 +14,10 @@ use std::time::Duration;
 use distlock_host::{Client, ConnectOptions, Durability, DurableError, Error, KeyLayout};
 use support::failover::{AFTER, BEFORE, WORKERS, lock_run};
 use support::fake::{FakeServer, Step};
-use support::sentinel::{GHOST, PasswordSentinel, SERVICE, SentinelGroup};
+use support::sentinel::{CLIENT_RENAMED, GHOST, PasswordSentinel, SERVICE, SentinelGroup};
 use support::{
-    RedisServer, blocking, bounded, distlock, free_port, lock_key, require_redis, run_bounded,
-    unique_name,
+    RedisServer, blocking, bounded, command_calls, distlock, free_port, lock_key, require_redis,
+    run_bounded, unique_name,
 };
 
 /// One replica, waited for at most a second.
@@ -456,7 +456,19 @@ async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
         .release()
         .await
         .expect("release");
-    let asked = sentinel.commands().len();
+    // Only the questions count: the client's `+switch-master` subscription talks to the
+    // (fake) sentinel too.
+    let questions = || {
+        sentinel
+            .commands()
+            .iter()
+            .filter(|c| {
+                c.first()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(b"SENTINEL"))
+            })
+            .count()
+    };
+    let asked = questions();
 
     // Demoted under the client's pooled connection.
     blocking(|| {
@@ -475,7 +487,7 @@ async fn a_demoted_primary_is_left_and_never_written_as_a_replica() {
         assert!(result.is_err(), "a lease on a replica: {result:?}");
     }
     assert!(
-        sentinel.commands().len() > asked,
+        questions() > asked,
         "the sentinel was asked again after READONLY"
     );
     let written = primary.raw().ok(&["EXISTS", &lock_key(&name)]).int();
@@ -577,4 +589,111 @@ async fn sentinels_with_a_password_are_logged_in_to() {
             "{query}: a password-like value is hidden"
         );
     }
+}
+
+/// The connections named `distlock` (the client's) that `server` lists; `CLIENT` is renamed
+/// on the stubborn primary.
+fn client_connections(server: &RedisServer, client_command: &str) -> usize {
+    server
+        .raw()
+        .command(&[client_command, "LIST"])
+        .ok()
+        .and_then(|reply| reply.text())
+        .map_or(0, |list| {
+            list.lines()
+                .filter(|l| l.contains(" name=distlock "))
+                .count()
+        })
+}
+
+/// The lock commands (`EVALSHA`, `EVAL`, `FCALL`) `server` has run.
+fn lock_commands(server: &RedisServer) -> u64 {
+    let stats = server
+        .raw()
+        .ok(&["INFO", "commandstats"])
+        .text()
+        .unwrap_or_default();
+    ["evalsha", "eval", "fcall"]
+        .iter()
+        .map(|c| command_calls(&stats, c))
+        .sum()
+}
+
+/// `+switch-master`: a client keeps one subscription on the sentinels and, when one announces
+/// that the service failed over, closes its pooled connections to the old primary at once, so
+/// its next acquire — one attempt, no wait — goes to the new primary after its `ROLE` check.
+/// The old primary here stays a primary nobody names (the sentinels cannot reconfigure it),
+/// so a client that kept its pooled connection would write the lock there: nothing reaches
+/// it. Dropping the client ends the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switch_master_announcement_is_followed_at_once() {
+    require_redis!();
+    let group = blocking(SentinelGroup::start_with_a_stubborn_primary);
+    let client = Client::connect([group.url(SERVICE)])
+        .await
+        .expect("connect");
+    let name = unique_name("switch-master");
+    client
+        .lock(&name)
+        .acquire()
+        .await
+        .expect("acquire on the first primary")
+        .release()
+        .await
+        .expect("release");
+    let old = &group.servers[0];
+    let new = &group.servers[1];
+    support::until(
+        "one subscriber on the sentinels",
+        Duration::from_secs(20),
+        || blocking(|| group.subscribers()) == 1,
+    )
+    .await;
+    assert!(
+        blocking(|| client_connections(old, CLIENT_RENAMED)) >= 1,
+        "a pooled connection to the first primary"
+    );
+    let commands_before = blocking(|| lock_commands(old));
+
+    blocking(|| {
+        group.force_failover();
+        group.until_primary(1);
+    });
+    // Announced and followed: the client's connections to the old primary are gone, while
+    // the old primary still says it is one.
+    support::until(
+        "the pooled connections to the old primary to close",
+        Duration::from_secs(20),
+        || blocking(|| client_connections(old, CLIENT_RENAMED)) == 0,
+    )
+    .await;
+    assert_eq!(
+        blocking(|| group.role(0)).as_deref(),
+        Some("master"),
+        "the old primary was not reconfigured: a stale connection would still be written"
+    );
+
+    // One attempt (no wait): it must reach the new primary first time.
+    let guard = client
+        .lock(&name)
+        .acquire()
+        .await
+        .expect("the first attempt after the switch reaches the new primary");
+    let held = blocking(|| new.raw().ok(&["GET", &lock_key(&name)]).text());
+    assert_eq!(held.as_deref(), Some(guard.token()));
+    assert_eq!(
+        blocking(|| lock_commands(old)),
+        commands_before,
+        "no lock command reached the old primary after the switch"
+    );
+    let written = blocking(|| old.raw().ok(&["EXISTS", &lock_key(&name)]).int());
+    assert_eq!(written, Some(0));
+    guard.release().await.expect("release");
+
+    // No subscription outlives its client.
+    drop(client);
+    support::until("the subscription to end", Duration::from_secs(20), || {
+        blocking(|| group.subscribers()) == 0
+    })
+    .await;
 }

@@ -15,6 +15,8 @@ pub(crate) const SERVICE: &str = "mymaster";
 /// A second service whose primary is a port nothing listens on: the sentinels name it, and
 /// it never answers.
 pub(crate) const GHOST: &str = "ghost";
+/// What [`SentinelGroup::start_with_a_stubborn_primary`] renames `CLIENT` to.
+pub(crate) const CLIENT_RENAMED: &str = "CLIENT-RENAMED";
 /// How long a group gets to form, and a failover to finish.
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -37,15 +39,24 @@ impl SentinelGroup {
     /// over. Under load a busy primary can look down for 500 ms: failover tests must accept
     /// a failover they did not ask for.
     pub(crate) fn start() -> SentinelGroup {
-        Self::start_with(500)
+        Self::start_with(500, &[])
     }
 
     /// A group for tests that need the primary to stay put: `down-after-milliseconds` 10 s.
     pub(crate) fn start_steady() -> SentinelGroup {
-        Self::start_with(10_000)
+        Self::start_with(10_000, &[])
     }
 
-    fn start_with(down_after_ms: u32) -> SentinelGroup {
+    /// A steady group whose first primary cannot be turned into a replica by the sentinels:
+    /// its `CLIENT` is renamed [`CLIENT_RENAMED`], so the transaction a sentinel reconfigures
+    /// a server with (`MULTI`, `REPLICAOF`, `CLIENT KILL`, `EXEC`) aborts. After a failover it
+    /// stays a primary nobody names — the window in which a client that only notices a
+    /// failover by its connection would still write to it.
+    pub(crate) fn start_with_a_stubborn_primary() -> SentinelGroup {
+        Self::start_with(10_000, &["--rename-command", "CLIENT", CLIENT_RENAMED])
+    }
+
+    fn start_with(down_after_ms: u32, primary_args: &[&str]) -> SentinelGroup {
         // A replica's full sync writes an RDB file: into a directory of the test's own, never
         // the working directory.
         let configs = tempfile::tempdir().expect("temporary directory");
@@ -54,7 +65,9 @@ impl SentinelGroup {
         for dir in [&primary_dir, &replica_dir] {
             std::fs::create_dir(dir).expect("server directory");
         }
-        let primary = RedisServer::start_with(&["--dir", primary_dir.to_str().expect("UTF-8")]);
+        let mut args = vec!["--dir", primary_dir.to_str().expect("UTF-8")];
+        args.extend_from_slice(primary_args);
+        let primary = RedisServer::start_with(&args);
         let replica = RedisServer::start_with(&[
             "--dir",
             replica_dir.to_str().expect("UTF-8"),
@@ -120,6 +133,17 @@ impl SentinelGroup {
         }
         let index = self.servers.iter().position(|s| s.port() == port)?;
         (self.role(index).as_deref() == Some("master")).then_some(index)
+    }
+
+    /// How many clients are subscribed on the sentinels (`sub=1` in their `CLIENT LIST`):
+    /// the sentinels themselves subscribe only on the servers they watch.
+    pub(crate) fn subscribers(&self) -> usize {
+        self.sentinels
+            .iter()
+            .filter_map(|s| Raw::connect(s.port).ok()?.command(&["CLIENT", "LIST"]).ok())
+            .filter_map(|reply| reply.text())
+            .map(|list| list.lines().filter(|l| l.contains(" sub=1 ")).count())
+            .sum()
     }
 
     /// Waits until every sentinel names server `index` and it says `ROLE master`.

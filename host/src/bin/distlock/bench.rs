@@ -20,6 +20,11 @@
 //! same interleaved slices, so fair and non-fair rows share one floor. C also runs a `raw` row:
 //! as many raw connections as clients doing the floor's pair at once (a raw async client with
 //! no lock library), to set C's native row against the same work done without one.
+//! With `--cluster`, A and C also run a `cluster` row: the same load through a Redis Cluster
+//! of three primaries the bench starts itself (`bench/cluster.rs`), in the same interleaved
+//! slices as the single-node rows, so its cost reads against the single-node `native` row of
+//! the same slices (A: per operation; C: does the load spread over the primaries?). The
+//! floor stays the single node's pair.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +36,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub(crate) mod cluster;
 mod rw;
 
 use crate::demo::{self, DemoOptions};
@@ -57,7 +63,7 @@ pub(crate) enum Error {
 pub(crate) struct BenchResult {
     /// Scenario id and description.
     pub(crate) scenario: String,
-    /// `floor`, `native`, `fair`, `polling`, `raw`, `guest` or `guest-fair`.
+    /// `floor`, `native`, `fair`, `polling`, `raw`, `cluster`, `guest` or `guest-fair`.
     pub(crate) path: String,
     /// Lock operations per second: acquire + release pairs, or acquisitions (B).
     pub(crate) ops_per_sec: f64,
@@ -108,6 +114,8 @@ pub(crate) struct BenchOptions {
     pub(crate) fair: bool,
     /// Length of one slice.
     pub(crate) slice: Duration,
+    /// A Redis Cluster's URL: A and C also run their load through it (the `cluster` row).
+    pub(crate) cluster: Option<String>,
 }
 
 /// The lock every scenario takes: a 30 s TTL (no holder gets near it), every other option
@@ -743,6 +751,8 @@ struct Extra {
     fair: bool,
     /// `raw`: C's baseline, as many raw connections as clients doing the floor's pair.
     raw: bool,
+    /// `cluster`: the same load through the Redis Cluster, when the bench has one.
+    cluster: bool,
 }
 
 impl Extra {
@@ -750,6 +760,7 @@ impl Extra {
         polling: false,
         fair: false,
         raw: false,
+        cluster: false,
     };
 }
 
@@ -757,6 +768,10 @@ impl Extra {
 pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Error> {
     let want = |id: &str| options.scenario == "all" || options.scenario.eq_ignore_ascii_case(id);
     let single = Client::connect([&options.urls[0]]).await?;
+    let cluster = match &options.cluster {
+        Some(url) => Some(Client::connect([url]).await?),
+        None => None,
+    };
     #[cfg(feature = "component")]
     let guests = if options.guest {
         Some(guest::Guests::new(&options.urls)?)
@@ -774,7 +789,12 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                           client: &Client,
                           load: Load,
                           urls: &[String],
-                          Extra { polling, fair, raw }: Extra,
+                          Extra {
+                              polling,
+                              fair,
+                              raw,
+                              cluster: through_cluster,
+                          }: Extra,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
         let fair_load = Load {
@@ -811,6 +831,13 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         }
         if raw {
             workloads.push(Workload::Raw(RawLoad::connect(&urls[0], load).await?));
+        }
+        if let Some(cluster) = cluster.as_ref().filter(|_| through_cluster) {
+            workloads.push(Workload::Native {
+                path: "cluster",
+                client: cluster.clone(),
+                load,
+            });
         }
         #[cfg(feature = "component")]
         if let Some(guests) = guests.as_ref().filter(|_| load.limit.is_none()) {
@@ -874,6 +901,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
             fair: options.fair,
+            cluster: true,
             ..Extra::NONE
         };
         scenario("A", label, &single, load, one, extra, &mut rows).await?;
@@ -910,6 +938,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             let label = format!("C: {clients} clients over 1024 names");
             let extra = Extra {
                 raw: true,
+                cluster: true,
                 ..Extra::NONE
             };
             scenario("C", label, &single, load, one, extra, &mut rows).await?;
@@ -1075,6 +1104,14 @@ fn row(
         notes.push(format!(
             "permits cycled through a semaphore of {limit}; more than {limit} holders at once: {} times",
             sample.overlaps
+        ));
+    }
+    if let Some(native) = native.filter(|_| path == "cluster") {
+        notes.push(format!(
+            "{:.2}× the single-node native row's ops/s, p50 {:.2}× its p50, in the same slices ({} primaries)",
+            sample.ops_per_sec() / native.ops_per_sec().max(1e-9),
+            sample.quantile(0.5) as f64 / native_p50.max(1) as f64,
+            cluster::PRIMARIES
         ));
     }
     if path.starts_with("guest") && native_p50 > 0 {

@@ -275,6 +275,10 @@ enum Command {
         /// Also run A and B with fair mode on, beside the non-fair rows, in the same slices.
         #[arg(long)]
         fair: bool,
+        /// Also run A and C through a Redis Cluster of 3 primaries the bench starts itself,
+        /// beside the single-node rows, in the same slices (the `cluster` rows).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
     #[cfg(feature = "component")]
@@ -515,12 +519,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         json,
         native_only,
         fair,
+        cluster,
     } = &cli.command
     {
         let workers = workers.iter().map(|&w| w.max(1)).collect();
         let paths = BenchPaths {
             guest: !*native_only,
             fair: *fair,
+            cluster: *cluster,
         };
         return bench(&cli, scenario, *duration, workers, *json, paths).await;
     }
@@ -717,6 +723,8 @@ struct BenchPaths {
     guest: bool,
     /// Fair mode (A and B).
     fair: bool,
+    /// A and C through a Redis Cluster the bench starts.
+    cluster: bool,
 }
 
 async fn bench(
@@ -753,6 +761,16 @@ async fn bench(
         }
         urls = local.iter().map(|r| r.url.clone()).collect();
     }
+    let local_cluster = if paths.cluster {
+        Some(
+            bench::cluster::LocalCluster::start().map_err(|e| Error::Connect {
+                endpoint: "local Redis Cluster".into(),
+                source: e,
+            })?,
+        )
+    } else {
+        None
+    };
     let options = BenchOptions {
         scenario: scenario.to_ascii_lowercase(),
         duration,
@@ -762,6 +780,7 @@ async fn bench(
         guest: paths.guest,
         fair: paths.fair,
         slice: Duration::from_millis(500),
+        cluster: local_cluster.as_ref().map(|c| c.url.clone()),
     };
     let results = match bench::run(&options).await {
         Ok(results) => results,

@@ -57,7 +57,16 @@ pub(crate) async fn lock_run(
             Arc::clone(&failed),
         );
         workers.push(tokio::spawn(async move {
-            let mut client = Client::connect([url]).await.expect("connect");
+            // A patient connect: the run is about the failover, and on a loaded machine a
+            // sentinel group's first answers can take longer than the default 1 s.
+            let patient = distlock_host::ConnectOptions {
+                ready_timeout: Duration::from_secs(5),
+                ..distlock_host::ConnectOptions::default()
+            };
+            let mut client =
+                Client::connect_with([url], patient, distlock_host::KeyLayout::default())
+                    .await
+                    .expect("connect");
             if let Some(durability) = durability {
                 client = client.durable(durability).expect("one node");
             }

@@ -712,18 +712,28 @@ impl Harness {
         );
     }
 
-    /// A fair lease counts from `t0 = min(reply, sent + extra)` of the cycle that granted it
-    /// and is valid until `t0 + ttl - drift(ttl + extra)`, since the script set the key for
-    /// `ttl + extra` (`core/src/fair.rs`, "Validity of a cycle's grant").
-    fn check_fair_validity(&self, lease: &Lease) {
-        let options = self.setup.lock.options();
-        let started = lease.started();
-        let cycle = self.nodes[0]
+    /// The fair cycle whose grant a fair lease reports: the last one granted (after it the
+    /// outcome is out, so no later cycle is sent).
+    fn granting_cycle(&self) -> Option<&AcquireRec> {
+        self.nodes[0]
             .acquires
             .iter()
             .rev()
-            .find(|a| a.sent_at <= started)
-            .unwrap_or_else(|| panic!("no fair cycle was sent by the lease's start {started:?}"));
+            .find(|a| a.grant.flatten().is_some())
+    }
+
+    /// A fair lease counts from `t0 = min(reply, sent + extra)` of the cycle that granted it
+    /// and is valid until `t0 + ttl - drift(ttl + extra)`, since the script set the key for
+    /// `ttl + extra` (`core/src/fair.rs`, "Validity of a cycle's grant"). The script ran after
+    /// the command was last sent (the cycle's batch, or the resend of its script after
+    /// `NOSCRIPT`, which keeps the cycle's first send as `sent`), so the key lives at least
+    /// until `sent_at + extra + ttl` of the record that granted: `t0` may not be later.
+    fn check_fair_validity(&self, lease: &Lease) {
+        let options = self.setup.lock.options();
+        let started = lease.started();
+        let cycle = self
+            .granting_cycle()
+            .unwrap_or_else(|| panic!("a fair lease with no granted cycle: {lease:?}"));
         assert!(
             started <= cycle.sent_at.saturating_add(cycle.extra),
             "a fair lease counts from {started:?}, past its cycle's send {:?} + extra {:?}",
@@ -796,7 +806,7 @@ impl Harness {
                     .iter()
                     .map(|n| {
                         let a = if options.fair {
-                            n.acquires.iter().rev().find(|a| a.sent_at <= started)?
+                            self.granting_cycle()?
                         } else {
                             n.acquires.iter().rev().find(|a| a.sent_at >= started)?
                         };

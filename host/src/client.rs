@@ -336,9 +336,8 @@ impl Client {
         token: &str,
         options: LockOptions,
     ) -> Result<Released, Error> {
-        let lock = self.lock_spec(name.as_ref(), options)?;
-        let token = Token::new(token.as_bytes())?;
-        self.release_lock(&lock, token).await
+        self.release_by_token(name.as_ref(), Shape::Lock, token, options)
+            .await
     }
 
     /// Gives back the permit `token` holds of the semaphore `name` of `limit` permits
@@ -350,13 +349,9 @@ impl Client {
         token: &str,
         limit: u32,
     ) -> Result<Released, Error> {
-        let options = LockOptions {
-            scripts: self.scripts,
-            ..LockOptions::default()
-        };
-        let lock = self.lock_spec_of(name.as_ref(), options, Some(limit))?;
-        let token = Token::new(token.as_bytes())?;
-        self.release_lock(&lock, token).await
+        let options = self.default_options();
+        self.release_by_token(name.as_ref(), Shape::Semaphore(limit), token, options)
+            .await
     }
 
     /// [`Client::release_permit`] of a permit acquired with `options` (its `fair` matters): a
@@ -370,9 +365,8 @@ impl Client {
         limit: u32,
         options: LockOptions,
     ) -> Result<Released, Error> {
-        let lock = self.lock_spec_of(name.as_ref(), options, Some(limit))?;
-        let token = Token::new(token.as_bytes())?;
-        self.release_lock(&lock, token).await
+        self.release_by_token(name.as_ref(), Shape::Semaphore(limit), token, options)
+            .await
     }
 
     /// Extends the permit `token` holds of the semaphore `name` of `limit` permits to `ttl`
@@ -384,14 +378,8 @@ impl Client {
         ttl: Duration,
         limit: u32,
     ) -> Result<Extended, Error> {
-        let options = LockOptions {
-            ttl: from_std(ttl),
-            scripts: self.scripts,
-            ..LockOptions::default()
-        };
-        let lock = self.lock_spec_of(name.as_ref(), options, Some(limit))?;
-        let token = Token::new(token.as_bytes())?;
-        self.extend_lock(&lock, token).await
+        self.extend_by_token(name.as_ref(), Shape::Semaphore(limit), token, ttl)
+            .await
     }
 
     /// Gives back the `mode` hold `token` has of the read-write lock `name` (printed by
@@ -403,13 +391,9 @@ impl Client {
         token: &str,
         mode: RwMode,
     ) -> Result<Released, Error> {
-        let options = LockOptions {
-            scripts: self.scripts,
-            ..LockOptions::default()
-        };
-        let lock = self.rw_lock_spec(name.as_ref(), options, mode)?;
-        let token = Token::new(token.as_bytes())?;
-        self.release_lock(&lock, token).await
+        let options = self.default_options();
+        self.release_by_token(name.as_ref(), Shape::Rw(mode), token, options)
+            .await
     }
 
     /// Extends the `mode` hold `token` has of the read-write lock `name` to `ttl` from now
@@ -421,14 +405,8 @@ impl Client {
         ttl: Duration,
         mode: RwMode,
     ) -> Result<Extended, Error> {
-        let options = LockOptions {
-            ttl: from_std(ttl),
-            scripts: self.scripts,
-            ..LockOptions::default()
-        };
-        let lock = self.rw_lock_spec(name.as_ref(), options, mode)?;
-        let token = Token::new(token.as_bytes())?;
-        self.extend_lock(&lock, token).await
+        self.extend_by_token(name.as_ref(), Shape::Rw(mode), token, ttl)
+            .await
     }
 
     /// Extends `name` held by `token` to `ttl` from now.
@@ -438,68 +416,73 @@ impl Client {
         token: &str,
         ttl: Duration,
     ) -> Result<Extended, Error> {
-        let lock = self.lock_spec(
-            name.as_ref(),
-            LockOptions {
-                ttl: from_std(ttl),
-                scripts: self.scripts,
-                ..LockOptions::default()
-            },
-        )?;
+        self.extend_by_token(name.as_ref(), Shape::Lock, token, ttl)
+            .await
+    }
+
+    /// The lock options of a by-token call: the defaults, with this client's scripts.
+    fn default_options(&self) -> LockOptions {
+        LockOptions {
+            scripts: self.scripts,
+            ..LockOptions::default()
+        }
+    }
+
+    /// Releases the `shape` of `name` that `token` holds (the by-token releases).
+    async fn release_by_token(
+        &self,
+        name: &[u8],
+        shape: Shape<'_>,
+        token: &str,
+        options: LockOptions,
+    ) -> Result<Released, Error> {
+        let lock = self.lock_spec_of(name, shape, options)?;
+        let token = Token::new(token.as_bytes())?;
+        self.release_lock(&lock, token).await
+    }
+
+    /// Extends the `shape` of `name` that `token` holds to `ttl` from now (the by-token
+    /// extends).
+    async fn extend_by_token(
+        &self,
+        name: &[u8],
+        shape: Shape<'_>,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extended, Error> {
+        let options = LockOptions {
+            ttl: from_std(ttl),
+            ..self.default_options()
+        };
+        let lock = self.lock_spec_of(name, shape, options)?;
         let token = Token::new(token.as_bytes())?;
         self.extend_lock(&lock, token).await
     }
 
     pub(crate) fn lock_spec(&self, name: &[u8], options: LockOptions) -> Result<Lock, Error> {
-        self.lock_spec_of(name, options, None)
+        self.lock_spec_of(name, Shape::Lock, options)
     }
 
-    /// [`Client::lock_spec`] of one side of a read-write lock.
-    pub(crate) fn rw_lock_spec(
-        &self,
-        name: &[u8],
-        options: LockOptions,
-        mode: RwMode,
-    ) -> Result<Lock, Error> {
-        let lock = Lock::rw((*self.layout).clone(), name, mode, options)?;
-        if self.pool.has_cluster() {
-            // A cluster runs a lock's scripts only when all its keys share one slot.
-            distlock_core::lock_slot(lock.keys())?;
-        }
-        Ok(lock)
-    }
-
-    /// The lock of a multi-name acquire ([`Client::lock_many`]), checked to fit one cluster
-    /// slot when the client has a cluster.
-    pub(crate) fn multi_lock_spec(
-        &self,
-        names: &[Vec<u8>],
-        options: LockOptions,
-    ) -> Result<Lock, Error> {
-        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
-        let lock = Lock::multi((*self.layout).clone(), &names, options)?;
-        if self.pool.has_cluster() {
-            // One script takes every name: on a cluster they must share one slot.
-            lock.slot()?;
-        }
-        Ok(lock)
-    }
-
-    /// [`Client::lock_spec`] of a lock (`limit` `None`) or of a semaphore of `limit` permits.
+    /// The core's lock for `name` in `shape` under this client's layout; on a cluster,
+    /// checked to keep all its keys in one slot (a cluster runs a lock's scripts only then).
     pub(crate) fn lock_spec_of(
         &self,
         name: &[u8],
+        shape: Shape<'_>,
         options: LockOptions,
-        limit: Option<u32>,
     ) -> Result<Lock, Error> {
         let layout = (*self.layout).clone();
-        let lock = match limit {
-            None => Lock::new(layout, name, options)?,
-            Some(limit) => Lock::semaphore(layout, name, limit, options)?,
+        let lock = match shape {
+            Shape::Lock => Lock::new(layout, name, options)?,
+            Shape::Semaphore(limit) => Lock::semaphore(layout, name, limit, options)?,
+            Shape::Rw(mode) => Lock::rw(layout, name, mode, options)?,
+            Shape::Multi(names) => {
+                let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                Lock::multi(layout, &names, options)?
+            }
         };
         if self.pool.has_cluster() {
-            // A cluster runs a lock's scripts only when all its keys share one slot.
-            distlock_core::lock_slot(lock.keys())?;
+            lock.slot()?;
         }
         Ok(lock)
     }
@@ -672,6 +655,19 @@ impl Client {
     pub fn layout(&self) -> &KeyLayout {
         &self.layout
     }
+}
+
+/// Which kind of lock a name stands for: the one choice between the core's constructors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape<'a> {
+    /// A lock ([`Client::lock`]).
+    Lock,
+    /// One permit of a semaphore of this many ([`Client::semaphore`]).
+    Semaphore(u32),
+    /// One side of a read-write lock ([`Client::read_lock`], [`Client::write_lock`]).
+    Rw(RwMode),
+    /// Every one of these names at once ([`Client::lock_many`]).
+    Multi(&'a [Vec<u8>]),
 }
 
 /// Options for one acquire; finish with [`LockBuilder::acquire`] or [`LockBuilder::try_acquire`].

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::MAX_NODES;
-use crate::client::{Client, LockBuilder};
+use crate::client::{Client, LockBuilder, Shape};
 use crate::clock::{from_std, to_std};
 use crate::entropy::{random_bytes, random_u64};
 use crate::error::Error;
@@ -66,13 +66,13 @@ impl LockBuilder {
         wait: Duration,
         cancel: crate::drive::Cancel<'_>,
     ) -> Result<Guard, Error> {
-        let lock = match (&self.names, self.rw) {
-            (Some(names), _) => self.client.multi_lock_spec(names, self.options)?,
-            (None, Some(mode)) => self.client.rw_lock_spec(&self.name, self.options, mode)?,
-            (None, None) => self
-                .client
-                .lock_spec_of(&self.name, self.options, self.limit)?,
+        let shape = match (&self.names, self.rw, self.limit) {
+            (Some(names), _, _) => Shape::Multi(names),
+            (None, Some(mode), _) => Shape::Rw(mode),
+            (None, None, Some(limit)) => Shape::Semaphore(limit),
+            (None, None, None) => Shape::Lock,
         };
+        let lock = self.client.lock_spec_of(&self.name, shape, self.options)?;
         let token = match &self.token {
             Some(t) => Token::new(t.as_bytes())?,
             None => Token::from_entropy(random_bytes()),

@@ -45,13 +45,14 @@
 //! CI runs `SEMAPHORE_RUNS` seeds of the correct protocol (`DISTLOCK_SEM_RUNS` for more) and
 //! shows each broken variant caught within `BROKEN_RUNS` seeds.
 
-use std::collections::VecDeque;
+mod wires;
 
 use distlock_core::{
     Acquire, Duration, Extend, Instant, KeyLayout, Lock, LockOptions, Machine, Operation, Release,
     ServerInfo, SplitMix64, Token, script,
 };
-use distlock_model::{ModelConnection, ModelFaults, ModelNode, Stage};
+use distlock_model::{ModelFaults, ModelNode, Stage};
+use wires::Wire;
 
 const SEMAPHORE_RUNS: u64 = 60;
 const BROKEN_RUNS: u64 = 40;
@@ -79,17 +80,6 @@ impl Variant {
             Variant::FairCorrect | Variant::FairIgnoresQueue | Variant::FairHandoffIgnoresLiveness
         )
     }
-}
-
-/// One client–node connection: bytes on their way in each direction, with delivery times.
-struct Wire {
-    server: ModelConnection,
-    to_node: VecDeque<(u64, Vec<u8>)>,
-    to_client: VecDeque<(u64, Vec<u8>)>,
-    /// Broken: replies are dropped; requests already on their way still run (late).
-    broken: bool,
-    /// When the client learns the break (then the machine hears of it).
-    notice_at: Option<u64>,
 }
 
 /// What a client is doing.
@@ -213,49 +203,8 @@ impl World {
     }
 
     fn open_wire(&mut self) -> usize {
-        self.wires.push(Wire {
-            server: ModelConnection::new(),
-            to_node: VecDeque::new(),
-            to_client: VecDeque::new(),
-            broken: false,
-            notice_at: None,
-        });
+        self.wires.push(Wire::new());
         self.wires.len() - 1
-    }
-
-    /// A one-way delay: usually a few ms, at times past the request timeout.
-    fn latency(&mut self) -> u64 {
-        if self.rng.between(0, 99) == 0 {
-            self.rng.between(500, 2500)
-        } else {
-            self.rng.between(0, 4)
-        }
-    }
-
-    /// A message lost (2 in 1000): the connection breaks, the client learns it later.
-    fn lose(&mut self, wire: usize) -> bool {
-        if self.rng.between(0, 999) < 2 {
-            let notice = self.now + self.rng.between(1, 300);
-            let w = &mut self.wires[wire];
-            w.broken = true;
-            w.notice_at = Some(notice);
-            return true;
-        }
-        false
-    }
-
-    fn send(&mut self, wire: usize, bytes: Vec<u8>) {
-        if self.wires[wire].broken || self.lose(wire) {
-            return;
-        }
-        let delay = self.latency();
-        let w = &mut self.wires[wire];
-        let when = w
-            .to_node
-            .back()
-            .map_or(0, |(t, _)| *t)
-            .max(self.now + delay);
-        w.to_node.push_back((when, bytes));
     }
 
     /// Writes everything a machine has to send on the client's current wire.
@@ -263,7 +212,7 @@ impl World {
         let mut buf = vec![0u8; 2048];
         while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
             let wire = self.clients[client].wire;
-            self.send(wire, buf[..tx.len].to_vec());
+            self.wires[wire].send(buf[..tx.len].to_vec(), &mut self.rng, self.now);
         }
     }
 
@@ -272,18 +221,7 @@ impl World {
     fn serve_node(&mut self) {
         let now = self.now;
         for wire in 0..self.wires.len() {
-            let mut arrived = Vec::new();
-            while self.wires[wire]
-                .to_node
-                .front()
-                .is_some_and(|(t, _)| *t <= now)
-            {
-                arrived.push(self.wires[wire].to_node.pop_front().expect("front").1);
-            }
-            let has_input = !arrived.is_empty();
-            for bytes in arrived {
-                self.wires[wire].server.receive(&bytes);
-            }
+            let has_input = self.wires[wire].deliver(now);
             if has_input || self.wires[wire].server.is_blocked() {
                 self.serve_wire(wire);
             }
@@ -365,13 +303,7 @@ impl World {
         self.handed
             .retain(|(token, _)| !confirmed.iter().any(|c| c == token));
         self.handed.extend(handed.into_iter().map(|t| (t, now)));
-        if out.is_empty() || self.wires[wire].broken || self.lose(wire) {
-            return;
-        }
-        let delay = self.latency();
-        let w = &mut self.wires[wire];
-        let when = w.to_client.back().map_or(0, |(t, _)| *t).max(now + delay);
-        w.to_client.push_back((when, out));
+        self.wires[wire].reply(out, &mut self.rng, now);
     }
 
     fn token(&mut self) -> Token {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use distlock_core::{ConfigError, ServerErrorKind};
 use distlock_host::{Client, Error, LockOptions};
-use support::holders::{gone, kill_if_running, read_number};
+use support::holders::{ExecHolder, gone, kill_if_running};
 use support::{
     KillOnDrop, RedisServer, distlock, lock_key, redis_cli_binary, require_redis, run_bounded,
     show, unique_name, wait_for,
@@ -222,8 +222,6 @@ fn a_killed_readers_hold_ends_within_its_own_ttl_while_a_renewing_reader_stays()
     let server = RedisServer::start();
     let url = server.url();
     let name = unique_name("killed");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pid_file = dir.path().join("pid");
     let ttl = Duration::from_secs(2);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let client = runtime
@@ -238,36 +236,14 @@ fn a_killed_readers_hold_ends_within_its_own_ttl_while_a_renewing_reader_stays()
                 .try_acquire(),
         )
         .expect("a renewing reader");
-    let mut holder = KillOnDrop(
-        distlock(
-            &url,
-            &[
-                "exec",
-                "--name",
-                &name,
-                "--read",
-                "--ttl",
-                "2s",
-                "--",
-                "sh",
-                "-c",
-                "echo $$ > \"$PIDF\"; exec sleep 60",
-            ],
-        )
-        .env("PIDF", &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder"),
-    );
-    let job = wait_for("the holder's job", LIMIT, || read_number(&pid_file));
+    let mut holder = ExecHolder::spawn(&url, &name, &["--read", "--ttl", "2s"], "exec sleep 60");
+    let job = holder.command_pid();
     let mut raw = server.raw();
     let readers = format!("{}:readers", lock_key(&name));
     assert_eq!(raw.ok(&["ZCARD", &readers]).int(), Some(2));
-    holder.0.kill().expect("SIGKILL distlock");
-    let _ = holder.0.wait();
-    kill_if_running(u32::try_from(job).expect("pid"));
+    holder.distlock.0.kill().expect("SIGKILL distlock");
+    let _ = holder.distlock.0.wait();
+    kill_if_running(job);
     let killed = Instant::now();
     let killed_key = |raw: &mut support::Raw| {
         let members = raw.ok(&["ZRANGE", &readers, "0", "-1"]);
@@ -310,39 +286,15 @@ fn a_lost_write_hold_stops_its_job() {
     let server = RedisServer::start();
     let url = server.url();
     let name = unique_name("lost");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pid_file = dir.path().join("pid");
-    let mut holder = KillOnDrop(
-        distlock(
-            &url,
-            &[
-                "exec",
-                "--name",
-                &name,
-                "--write",
-                "--ttl",
-                "3s",
-                "--",
-                "sh",
-                "-c",
-                "echo $$ > \"$PIDF\"; exec sleep 60",
-            ],
-        )
-        .env("PIDF", &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder"),
-    );
-    let job = u32::try_from(wait_for("the job", LIMIT, || read_number(&pid_file))).expect("pid");
+    let mut holder = ExecHolder::spawn(&url, &name, &["--write", "--ttl", "3s"], "exec sleep 60");
+    let job = holder.command_pid();
     // Someone deletes the write hold: the renewal's extend finds nothing, the job must stop
     // before the hold's validity would have ended.
     let mut raw = server.raw();
     let writer = format!("{}:writer", lock_key(&name));
     assert_eq!(raw.ok(&["DEL", &writer]).int(), Some(1));
     let status = wait_for("exec to stop its job", LIMIT, || {
-        holder.0.try_wait().ok().flatten()
+        holder.distlock.0.try_wait().ok().flatten()
     });
     assert_eq!(status.code(), Some(75), "lost: exit 75");
     wait_for("the job to be gone", LIMIT, || gone(job).then_some(()));

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use distlock_core::{ConfigError, LockOptions, MAX_PERMITS, ServerErrorKind};
 use distlock_host::{Client, Error};
-use support::holders::{gone, kill_if_running, read_number};
+use support::holders::{ExecHolder, gone, kill_if_running};
 use support::{
     KillOnDrop, RedisServer, blocking, distlock, lock_key, redis_cli_binary, require_redis,
     run_bounded, show, stdout, unique_name, until, wait_for,
@@ -114,39 +114,19 @@ fn a_killed_holders_permit_is_reclaimed_within_its_ttl() {
     let server = RedisServer::start();
     let url = server.url();
     let name = unique_name("killed");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pid_file = dir.path().join("pid");
     let ttl = Duration::from_secs(2);
-    let mut holder = KillOnDrop(
-        distlock(
-            &url,
-            &[
-                "exec",
-                "--name",
-                &name,
-                "--limit",
-                "1",
-                "--ttl",
-                "2s",
-                "--",
-                "sh",
-                "-c",
-                "echo $$ > \"$PIDF\"; exec sleep 60",
-            ],
-        )
-        .env("PIDF", &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder"),
+    let mut holder = ExecHolder::spawn(
+        &url,
+        &name,
+        &["--limit", "1", "--ttl", "2s"],
+        "exec sleep 60",
     );
-    let job = wait_for("the holder's job", LIMIT, || read_number(&pid_file));
+    let job = holder.command_pid();
     let mut raw = server.raw();
     // The holder dies without a word: no release, no renewal from now on.
-    holder.0.kill().expect("SIGKILL distlock");
-    let _ = holder.0.wait();
-    kill_if_running(u32::try_from(job).expect("pid"));
+    holder.distlock.0.kill().expect("SIGKILL distlock");
+    let _ = holder.distlock.0.wait();
+    kill_if_running(job);
     let killed = Instant::now();
     let holders = raw.ok(&["ZCARD", &lock_key(&name)]).int().expect("ZCARD");
     assert_eq!(holders, 1, "the dead holder's permit is still counted");
@@ -174,39 +154,19 @@ fn a_lost_permit_stops_its_job() {
     let server = RedisServer::start();
     let url = server.url();
     let name = unique_name("lost");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pid_file = dir.path().join("pid");
-    let mut holder = KillOnDrop(
-        distlock(
-            &url,
-            &[
-                "exec",
-                "--name",
-                &name,
-                "--limit",
-                "2",
-                "--ttl",
-                "3s",
-                "--",
-                "sh",
-                "-c",
-                "echo $$ > \"$PIDF\"; exec sleep 60",
-            ],
-        )
-        .env("PIDF", &pid_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn holder"),
+    let mut holder = ExecHolder::spawn(
+        &url,
+        &name,
+        &["--limit", "2", "--ttl", "3s"],
+        "exec sleep 60",
     );
-    let job = u32::try_from(wait_for("the job", LIMIT, || read_number(&pid_file))).expect("pid");
+    let job = holder.command_pid();
     // Someone deletes the holders' set: the renewal's extend finds no permit, the job must
     // stop before the permit's validity would have ended.
     let mut raw = server.raw();
     assert_eq!(raw.ok(&["DEL", &lock_key(&name)]).int(), Some(1));
     let status = wait_for("exec to stop its job", LIMIT, || {
-        holder.0.try_wait().ok().flatten()
+        holder.distlock.0.try_wait().ok().flatten()
     });
     assert_eq!(status.code(), Some(75), "lost: exit 75");
     wait_for("the job to be gone", LIMIT, || gone(job).then_some(()));

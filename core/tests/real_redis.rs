@@ -1128,6 +1128,53 @@ fn fair_mode_keeps_re_entry() {
 // Semaphores.
 // ---------------------------------------------------------------------------------------
 
+/// Sends each of `calls` to the real server and to the model (one connection each, in
+/// order) and asserts the same answer, up to what differs by design: a busy reply's TTL by its
+/// sign only (the two clocks differ), an error by its message without Redis's note of where in
+/// the script it was raised. `label` names a call whose answers differ.
+fn same_answers(
+    raw: &mut Raw,
+    model: &mut distlock_model::ModelNode,
+    calls: &[Vec<Vec<u8>>],
+    label: impl Fn(&[Vec<u8>]) -> String,
+) {
+    let sign = |frame: OwnedFrame| match frame {
+        OwnedFrame::Array(items) if items.len() == 2 && items[0] == OwnedFrame::Integer(0) => {
+            let OwnedFrame::Integer(ttl) = items[1] else {
+                panic!("{items:?}")
+            };
+            OwnedFrame::Array(vec![
+                OwnedFrame::Integer(0),
+                OwnedFrame::Integer(ttl.signum()),
+            ])
+        }
+        OwnedFrame::Error(message) => OwnedFrame::Error(
+            message
+                .split(" script:")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        other => other,
+    };
+    let mut model_conn = distlock_model::ModelConnection::new();
+    for call in calls {
+        let refs: Vec<&[u8]> = call.iter().map(Vec::as_slice).collect();
+        let real = sign(raw.cmd(&refs));
+        let mut bytes = format!("*{}\r\n", call.len()).into_bytes();
+        for arg in call {
+            bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            bytes.extend_from_slice(arg);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        model_conn.receive(&bytes);
+        let mut out = Vec::new();
+        model.serve(&mut model_conn, Instant::from_millis(0), &mut out);
+        let (frame, _) = decode_resp2(&out).expect("RESP2").expect("a reply");
+        assert_eq!(real, sign(frame), "{}", label(call));
+    }
+}
+
 fn semaphore(name: &str, limit: u32, options: LockOptions) -> Lock {
     Lock::semaphore(KeyLayout::default(), name.as_bytes(), limit, options).expect("semaphore")
 }
@@ -1140,7 +1187,6 @@ fn the_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     let Some([server]) = servers() else { return };
     let mut raw = Raw::to(&server);
     let mut model = distlock_model::ModelNode::new();
-    let mut model_conn = distlock_model::ModelConnection::new();
     let holders = key("s", "");
     let permits = key("s", ":permit:");
     let signal = key("s", ":signal");
@@ -1215,46 +1261,9 @@ fn the_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
         on_mutex(release("token-d-0000000001")),
         on_mutex(extend("token-d-0000000001")),
     ];
-    let sign = |frame: OwnedFrame| match frame {
-        OwnedFrame::Array(items) if items.len() == 2 && items[0] == OwnedFrame::Integer(0) => {
-            let OwnedFrame::Integer(ttl) = items[1] else {
-                panic!("{items:?}")
-            };
-            OwnedFrame::Array(vec![
-                OwnedFrame::Integer(0),
-                OwnedFrame::Integer(ttl.signum()),
-            ])
-        }
-        // Redis adds where in the script an error was raised; the model says only what.
-        OwnedFrame::Error(message) => OwnedFrame::Error(
-            message
-                .split(" script:")
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        other => other,
-    };
-    for call in calls {
-        let refs: Vec<&[u8]> = call.iter().map(Vec::as_slice).collect();
-        let real = sign(raw.cmd(&refs));
-        let mut bytes = format!("*{}\r\n", call.len()).into_bytes();
-        for arg in &call {
-            bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            bytes.extend_from_slice(arg);
-            bytes.extend_from_slice(b"\r\n");
-        }
-        model_conn.receive(&bytes);
-        let mut out = Vec::new();
-        model.serve(&mut model_conn, Instant::from_millis(0), &mut out);
-        let (frame, _) = decode_resp2(&out).expect("RESP2").expect("a reply");
-        assert_eq!(
-            real,
-            sign(frame),
-            "{}",
-            String::from_utf8_lossy(&call[call.len().min(7) - 1])
-        );
-    }
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        format!("{}", String::from_utf8_lossy(&call[call.len().min(7) - 1]))
+    });
     assert_eq!(
         raw.cmd(&[b"ZRANGE", holders.as_bytes(), b"0", b"-1"]),
         OwnedFrame::Array(vec![
@@ -1279,7 +1288,6 @@ fn the_fair_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     let Some([server]) = servers() else { return };
     let mut raw = Raw::to(&server);
     let mut model = distlock_model::ModelNode::new();
-    let mut model_conn = distlock_model::ModelConnection::new();
     let holders = key("sf", "");
     let queue = key("sf", ":queue");
     let [permits, wake, alive, fence] =
@@ -1341,46 +1349,13 @@ fn the_fair_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
         on_mutex(cycle("token-f-0000000001", "1", "1")),
         on_mutex(release("token-f-0000000001")),
     ];
-    let sign = |frame: OwnedFrame| match frame {
-        OwnedFrame::Array(items) if items.len() == 2 && items[0] == OwnedFrame::Integer(0) => {
-            let OwnedFrame::Integer(ttl) = items[1] else {
-                panic!("{items:?}")
-            };
-            OwnedFrame::Array(vec![
-                OwnedFrame::Integer(0),
-                OwnedFrame::Integer(ttl.signum()),
-            ])
-        }
-        OwnedFrame::Error(message) => OwnedFrame::Error(
-            message
-                .split(" script:")
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        other => other,
-    };
-    for call in calls {
-        let refs: Vec<&[u8]> = call.iter().map(Vec::as_slice).collect();
-        let real = sign(raw.cmd(&refs));
-        let mut bytes = format!("*{}\r\n", call.len()).into_bytes();
-        for arg in &call {
-            bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            bytes.extend_from_slice(arg);
-            bytes.extend_from_slice(b"\r\n");
-        }
-        model_conn.receive(&bytes);
-        let mut out = Vec::new();
-        model.serve(&mut model_conn, Instant::from_millis(0), &mut out);
-        let (frame, _) = decode_resp2(&out).expect("RESP2").expect("a reply");
-        assert_eq!(
-            real,
-            sign(frame),
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        format!(
             "{} {}",
             String::from_utf8_lossy(&call[1][..30]),
             String::from_utf8_lossy(&call[call.len().min(10) - 1])
-        );
-    }
+        )
+    });
     let only_c = vec![b"token-c-0000000001".to_vec()];
     assert_eq!(
         raw.cmd(&[b"ZRANGE", holders.as_bytes(), b"0", b"-1"]),
@@ -1496,7 +1471,6 @@ fn the_rw_scripts_answer_on_the_model_as_on_a_real_server() {
     let Some([server]) = servers() else { return };
     let mut raw = Raw::to(&server);
     let mut model = distlock_model::ModelNode::new();
-    let mut model_conn = distlock_model::ModelConnection::new();
     let k = |suffix: &str| key("rw", suffix);
     let (marker, fence, writer, readers) = (k(""), k(":fence"), k(":writer"), k(":readers"));
     let (reader, queue, alive) = (k(":reader:"), k(":queue"), k(":alive:"));
@@ -1630,47 +1604,13 @@ fn the_rw_scripts_answer_on_the_model_as_on_a_real_server() {
             b,
         ]),
     ];
-    let sign = |frame: OwnedFrame| match frame {
-        OwnedFrame::Array(items) if items.len() == 2 && items[0] == OwnedFrame::Integer(0) => {
-            let OwnedFrame::Integer(ttl) = items[1] else {
-                panic!("{items:?}")
-            };
-            OwnedFrame::Array(vec![
-                OwnedFrame::Integer(0),
-                OwnedFrame::Integer(ttl.signum()),
-            ])
-        }
-        // Redis adds where in the script an error was raised; the model says only what.
-        OwnedFrame::Error(message) => OwnedFrame::Error(
-            message
-                .split(" script:")
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        other => other,
-    };
-    for call in calls {
-        let refs: Vec<&[u8]> = call.iter().map(Vec::as_slice).collect();
-        let real = sign(raw.cmd(&refs));
-        let mut bytes = format!("*{}\r\n", call.len()).into_bytes();
-        for arg in &call {
-            bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            bytes.extend_from_slice(arg);
-            bytes.extend_from_slice(b"\r\n");
-        }
-        model_conn.receive(&bytes);
-        let mut out = Vec::new();
-        model.serve(&mut model_conn, Instant::from_millis(0), &mut out);
-        let (frame, _) = decode_resp2(&out).expect("RESP2").expect("a reply");
-        assert_eq!(
-            real,
-            sign(frame),
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        format!(
             "{} {}",
             String::from_utf8_lossy(&call[call.len().min(14) - 3]),
-            String::from_utf8_lossy(&call[call.len().min(14) - 2]),
-        );
-    }
+            String::from_utf8_lossy(&call[call.len().min(14) - 2])
+        )
+    });
     let at = Instant::from_millis(0);
     assert_eq!(
         raw.cmd(&[b"ZRANGE", readers.as_bytes(), b"0", b"-1"]),

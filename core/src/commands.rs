@@ -380,13 +380,7 @@ impl Encoder<'_> {
                 },
                 _,
             ) => {
-                if !block.is_zero() {
-                    let wake = keys.wake_prefix();
-                    sink.array(3);
-                    sink.bulk(b"BLPOP");
-                    sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);
-                    self.block_timeout(block, sink);
-                }
+                self.fair_block(block, token, sink);
                 self.script_header(
                     sink,
                     &script::FAIR_ACQUIRE,
@@ -433,13 +427,7 @@ impl Encoder<'_> {
                 extra,
                 ..
             } if options.fair => {
-                if !block.is_zero() {
-                    let wake = keys.wake_prefix();
-                    sink.array(3);
-                    sink.bulk(b"BLPOP");
-                    sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);
-                    self.block_timeout(block, sink);
-                }
+                self.fair_block(block, token, sink);
                 self.script_header(
                     sink,
                     &script::SEMAPHORE_FAIR_ACQUIRE,
@@ -547,6 +535,19 @@ impl Encoder<'_> {
         for key in keys {
             sink.bulk_parts(&key[..]);
         }
+    }
+
+    /// A fair cycle's block before its script: `BLPOP` on the attempt's own wake-up list for
+    /// `block` (nothing for a cycle that does not block: the first, or a poll).
+    fn fair_block(&self, block: Duration, token: &[u8], sink: &mut dyn Sink) {
+        if block.is_zero() {
+            return;
+        }
+        let wake = self.lock.keys().wake_prefix();
+        sink.array(3);
+        sink.bulk(b"BLPOP");
+        sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);
+        self.block_timeout(block, sink);
     }
 
     /// A `BLPOP` timeout: never 0 (that blocks forever); fractional seconds where the server

@@ -89,7 +89,11 @@ fn compute_keys(keys: &Keys) -> Option<[Vec<u8>; 3]> {
         k.extend_from_slice(suffix);
         k
     };
-    Some([key(b"}:value"), key(b"}:value:waiters"), key(b"}:value:wake")])
+    Some([
+        key(b"}:value"),
+        key(b"}:value:waiters"),
+        key(b"}:value:wake"),
+    ])
 }
 
 fn lock_key(keys: &Keys) -> Vec<u8> {
@@ -254,7 +258,10 @@ impl FetchTask {
             (text, block)
         } else {
             let secs = ms.div_ceil(1000);
-            (decimal(secs), Duration::from_millis(secs.saturating_mul(1000)))
+            (
+                decimal(secs),
+                Duration::from_millis(secs.saturating_mul(1000)),
+            )
         };
         self.sent = Sent::Wait;
         Step::Block(command(&[b"BLPOP", &wake, &timeout]), blocks_for)
@@ -355,13 +362,7 @@ impl GetOrLock {
         };
         let budget = wait.saturating_add(request_timeout.saturating_mul(budget_slack()));
         Ok(GetOrLock {
-            dialogues: Dialogues::new(
-                alloc::vec![task],
-                servers,
-                request_timeout,
-                budget,
-                now,
-            ),
+            dialogues: Dialogues::new(alloc::vec![task], servers, request_timeout, budget, now),
         })
     }
 
@@ -492,13 +493,7 @@ impl FinishCompute {
         // One script, and its resend after `NOSCRIPT`.
         let budget = request_timeout.saturating_mul(2);
         Ok(FinishCompute {
-            dialogues: Dialogues::new(
-                alloc::vec![task],
-                servers,
-                request_timeout,
-                budget,
-                now,
-            ),
+            dialogues: Dialogues::new(alloc::vec![task], servers, request_timeout, budget, now),
         })
     }
 

@@ -161,7 +161,7 @@ pub use error::{
 };
 pub use extend::{Extend, Extended};
 pub use get_or_compute::{
-    FinishCompute, Fetched, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS, budget_slack, wake_ttl,
+    Fetched, FinishCompute, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS, budget_slack, wake_ttl,
 };
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{

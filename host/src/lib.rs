@@ -43,6 +43,7 @@ mod cluster;
 mod cluster_reset;
 #[cfg(feature = "component")]
 pub mod component;
+mod compute;
 mod conn;
 mod drive;
 mod durable;
@@ -57,6 +58,7 @@ mod sentinel_switch;
 
 pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};
+pub use compute::{ComputeError, ComputeOptions};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{
     ConfigError, Durability, DurableError, Extended, KeyLayout, LockOptions, NativeCommand,

@@ -13,7 +13,8 @@
 //! [`SEMAPHORE_RELEASE`], [`SEMAPHORE_EXTEND`], and the fair semaphore's
 //! [`SEMAPHORE_FAIR_ACQUIRE`] and [`SEMAPHORE_FAIR_RELEASE`], which also build the fair
 //! per-waiter keys;
-//! each returns integers or a flat array of integers, so a reply never needs more than one
+//! each returns integers or a flat array of integers (get-or-compute's [`GET_OR_LOCK`] also
+//! `{2, value}`, an integer and the value's bytes), so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
 // Public to the fuzzer, model and simulator under `fuzzing`; crate-private otherwise.

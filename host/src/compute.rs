@@ -31,7 +31,7 @@ pub struct ComputeOptions {
     /// [`ComputeError::NotAcquired`]. Default 10 s.
     pub wait: Duration,
     /// The computation lock's TTL: a computer that dies is replaced after at most this long.
-    /// Default 30 s.
+    /// Default: the core's default lock TTL (30 s).
     pub lock_ttl: Duration,
 }
 
@@ -39,7 +39,7 @@ impl Default for ComputeOptions {
     fn default() -> Self {
         ComputeOptions {
             wait: Duration::from_secs(10),
-            lock_ttl: Duration::from_secs(30),
+            lock_ttl: crate::clock::to_std(LockOptions::default().ttl),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! of one missing key run the closure once and all get its value (the computer waits until
 //! the server counts the seven others as waiters, so they surely waited for it); a closure
 //! that fails lets exactly one waiter compute next, and every waiter gets that value; a
-//! present value is returned without the lock being touched; a Redlock client is refused.
+//! present value is returned without the lock being touched; a Redlock client is refused;
+//! and on the embedded in-process store, a caller that finds the lock held gets the
+//! computer's value (or, with no wait, `NotAcquired`), never running its own closure.
 
 mod support;
 
@@ -179,4 +181,65 @@ async fn a_redlock_client_is_refused_before_anything_is_sent() {
         ),
         "{refused:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_computes_once_for_concurrent_callers() {
+    let client = Client::embedded();
+    let computed = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finish = Arc::new(tokio::sync::Notify::new());
+    let first = {
+        let (client, computed, started, finish) = (
+            client.clone(),
+            Arc::clone(&computed),
+            Arc::clone(&started),
+            Arc::clone(&finish),
+        );
+        tokio::spawn(async move {
+            client
+                .get_or_compute_with("embedded", LIMIT, options(), || async {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    started.notify_one();
+                    finish.notified().await;
+                    Ok::<_, std::io::Error>(b"from the first".to_vec())
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    // The lock is held: this caller waits for the value, its closure never runs.
+    let second = {
+        let (client, computed) = (client.clone(), Arc::clone(&computed));
+        tokio::spawn(async move {
+            client
+                .get_or_compute_with("embedded", LIMIT, options(), || async {
+                    computed.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(b"from the second".to_vec())
+                })
+                .await
+        })
+    };
+    let refused = client
+        .get_or_compute_with(
+            "embedded",
+            LIMIT,
+            ComputeOptions::default().wait(Duration::ZERO),
+            || async { Ok::<_, std::io::Error>(b"never".to_vec()) },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ComputeError::NotAcquired {
+                holder_ttl: Some(_)
+            }
+        ),
+        "{refused:?}"
+    );
+    finish.notify_one();
+    assert_eq!(first.await.unwrap().unwrap(), b"from the first");
+    assert_eq!(second.await.unwrap().unwrap(), b"from the first");
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
 }

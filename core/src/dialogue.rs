@@ -1,6 +1,7 @@
 //! One conversation per node for the operator machines ([`crate::Inspect`],
-//! [`crate::Reset`]): a command, its reply, the next command chosen from that reply, until the
-//! node's task is done or fails.
+//! [`crate::Reset`]) and get-or-compute's ([`crate::GetOrLock`], [`crate::FinishCompute`]):
+//! a command, its reply, the next command chosen from that reply, until the node's task is
+//! done or fails.
 //!
 //! What it owns: framing and decoding each node's replies (in the RESP version the node's
 //! connection speaks), the deadlines, and turning every way a node can fail into a
@@ -10,9 +11,10 @@
 //! - **One request in flight per node**, so a reply always answers the request before it; a
 //!   reply that answers nothing, or bytes that are not RESP, fail the node and put its
 //!   connection out of step ([`Dialogues::owed_replies`] is `None`).
-//! - **Bounded.** Each request ends within the request timeout; each node's whole task ends
-//!   within its budget (connect time included: the clock starts when the first command is
-//!   handed to the driver); a reply is buffered up to [`ADMIN_REPLY_CAP`] bytes, no more.
+//! - **Bounded.** Each request ends within the request timeout (a blocking one,
+//!   get-or-compute's `BLPOP`, within its block plus that); each node's whole task ends within
+//!   its budget (connect time included: the clock starts when the first command is handed to
+//!   the driver); a reply is buffered up to [`ADMIN_REPLY_CAP`] bytes, no more.
 //! - **Never free by failure.** A node that times out, disconnects or answers garbage ends in
 //!   `Err`, never in a task's result.
 

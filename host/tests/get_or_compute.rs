@@ -243,3 +243,34 @@ async fn the_embedded_store_computes_once_for_concurrent_callers() {
     assert_eq!(second.await.unwrap().unwrap(), b"from the first");
     assert_eq!(computed.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn the_blocking_client_computes_then_returns_the_cached_value() {
+    require_redis!();
+    let server = RedisServer::start();
+    let client = distlock_host::blocking::Client::connect([server.url()]).unwrap();
+    let name = unique_name("blocking");
+    let computed = AtomicUsize::new(0);
+    let compute = || {
+        computed.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(b"computed once".to_vec())
+    };
+    let first = client.get_or_compute(&name, LIMIT, options(), compute);
+    let again = client.get_or_compute(&name, LIMIT, options(), compute);
+    assert_eq!(first.unwrap(), b"computed once");
+    assert_eq!(again.unwrap(), b"computed once");
+    assert_eq!(
+        computed.load(Ordering::SeqCst),
+        1,
+        "the second call read the value"
+    );
+    let failed = client
+        .get_or_compute(unique_name("failing"), LIMIT, options(), || {
+            Err::<Vec<u8>, _>("no backend")
+        })
+        .unwrap_err();
+    assert!(
+        matches!(failed, ComputeError::Compute("no backend")),
+        "{failed:?}"
+    );
+}

@@ -26,8 +26,10 @@
 //!   moment the script was sent), so the claim is the mutex's, checked by the simulator
 //!   (`core/tests/get_or_compute_simulation.rs`).
 //! - **No lost wake-up**: a waiter is counted in the same script that saw the lock held, so
-//!   a store that comes after it pushes a wake-up for it; a wake-up pushed before the waiter
-//!   reaches its `BLPOP` waits in the list (which lives [`wake_ttl`]). Up to
+//!   a store that comes after it pushes a wake-up for it (the count outlives every
+//!   registered waiter's block: each registration sets its expiry to the holder's PTTL plus
+//!   a request timeout, and a waiter blocks no longer than that PTTL); a wake-up pushed before the waiter
+//!   reaches its `BLPOP` waits in the list (which lives two request timeouts). Up to
 //!   [`MAX_WAKEUPS`] are pushed per store; a waiter beyond them, or whose wake-up was taken
 //!   by another, asks again when its wait (the holder's PTTL) ends. A stale wake-up only makes
 //!   a waiter ask once more: wake-ups are hints, every one is followed by the script.
@@ -36,7 +38,11 @@
 //!   when the waiters' `BLPOP` (timed by that TTL) ends. Either way the next script call
 //!   takes the lock by `SET NX`: one wins, the rest wait again.
 //! - **Bounded**: each request ends within the request timeout (a `BLPOP` within its block
-//!   plus that), the whole fetch within the wait plus [`budget_slack`] request timeouts.
+//!   plus that), the whole fetch within the wait plus three request timeouts (the first
+//!   script, the last one after the wait, the last `BLPOP`'s round trip), a finish within
+//!   two.
+//! - **Allocates**: a value is bytes of any length up to [`MAX_VALUE_LEN`], so these machines
+//!   use the heap (as the operator machines do); the lock machines' hot path is untouched.
 //!
 //! ## Limits
 //! One node, the tagged layout, scripts on, a plain lock (not reentrant, fenced or fair):
@@ -63,15 +69,11 @@ pub const MAX_WAKEUPS: u32 = 1024;
 
 /// Request timeouts a fetch may take beyond its wait: the first script, the last one after
 /// the wait, and the round trip of the last `BLPOP`.
-#[must_use]
-pub const fn budget_slack() -> u64 {
-    3
-}
+const BUDGET_SLACK: u64 = 3;
 
 /// How long pushed wake-ups wait for their waiters: two request timeouts (a waiter reaches
 /// its `BLPOP` one round trip after its script).
-#[must_use]
-pub fn wake_ttl(request_timeout: Duration) -> Duration {
+fn wake_ttl(request_timeout: Duration) -> Duration {
     request_timeout.saturating_mul(2)
 }
 
@@ -360,7 +362,7 @@ impl GetOrLock {
             sent_at: now,
             attempts: 0,
         };
-        let budget = wait.saturating_add(request_timeout.saturating_mul(budget_slack()));
+        let budget = wait.saturating_add(request_timeout.saturating_mul(BUDGET_SLACK));
         Ok(GetOrLock {
             dialogues: Dialogues::new(alloc::vec![task], servers, request_timeout, budget, now),
         })

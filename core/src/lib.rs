@@ -160,9 +160,7 @@ pub use error::{
     ConfigError, Error, NodeFailure, ProtocolError, ScriptedFeature, ServerError, ServerErrorKind,
 };
 pub use extend::{Extend, Extended};
-pub use get_or_compute::{
-    Fetched, FinishCompute, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS, budget_slack, wake_ttl,
-};
+pub use get_or_compute::{Fetched, FinishCompute, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{
     Inspect, Inspection, Permits, Reading, RwHolds, Seen, Verdict, is_majority, verdict,

@@ -28,6 +28,10 @@
 //!   with writer preference; each read or write hold is a [`Lease`] of its own.
 //! - **Multi-name locks**: [`Lock::multi`] takes up to [`MAX_MULTI_NAMES`] names all or
 //!   nothing under one token and one [`Lease`]; released, extended and renewed together.
+//! - **Get-or-compute** (the dogpile helper): [`GetOrLock`] returns a cached value, or the
+//!   lock to compute it ([`Fetched`]), waiting for another computer's value rather than for
+//!   its lock; [`FinishCompute`] stores the value and wakes every waiter, or gives up and
+//!   wakes one. One node, values up to [`MAX_VALUE_LEN`].
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -107,6 +111,7 @@ mod durable;
 mod error;
 mod extend;
 mod fair;
+mod get_or_compute;
 mod handshake;
 mod inspect;
 mod keys;
@@ -155,6 +160,7 @@ pub use error::{
     ConfigError, Error, NodeFailure, ProtocolError, ScriptedFeature, ServerError, ServerErrorKind,
 };
 pub use extend::{Extend, Extended};
+pub use get_or_compute::{Fetched, FinishCompute, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{
     Inspect, Inspection, Permits, Reading, RwHolds, Seen, Verdict, is_majority, verdict,

@@ -1708,3 +1708,81 @@ fn rw_readers_share_and_a_waiting_writer_gets_in_when_they_leave_while_new_reade
     };
     assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
 }
+
+/// Get-or-compute's scripts give a real server's replies on the model node (which the
+/// simulator trusts): the lock taken when the value is missing, waiters counted, a store by a
+/// token that does not hold the lock refused, giving up waking one waiter and keeping the
+/// count, a store waking every registered waiter and resetting the count, the value returned.
+#[test]
+fn the_get_or_compute_scripts_answer_on_the_model_as_on_a_real_server() {
+    let Some([server]) = servers() else { return };
+    let mut raw = Raw::to(&server);
+    let mut model = distlock_model::ModelNode::new();
+    let (value, lock, waiters, wake) = (
+        key("c", ":value"),
+        key("c", ""),
+        key("c", ":value:waiters"),
+        key("c", ":value:wake"),
+    );
+    let call =
+        |parts: &[&str]| -> Vec<Vec<u8>> { parts.iter().map(|s| s.as_bytes().to_vec()).collect() };
+    let get_or_lock = |who: &str| {
+        call(&[
+            "EVAL",
+            script::GET_OR_LOCK.source,
+            "3",
+            &value,
+            &lock,
+            &waiters,
+            who,
+            "60000",
+            "1000",
+        ])
+    };
+    let finish = |who: &str, store: &str, bytes: &str| {
+        call(&[
+            "EVAL",
+            script::FINISH_COMPUTE.source,
+            "4",
+            &lock,
+            &value,
+            &waiters,
+            &wake,
+            who,
+            store,
+            bytes,
+            "60000",
+            "1024",
+            "2000",
+        ])
+    };
+    let calls = [
+        get_or_lock("token-a-0000000001"),
+        get_or_lock("token-b-0000000001"),
+        get_or_lock("token-c-0000000001"),
+        call(&["GET", &waiters]),
+        finish("token-b-0000000001", "1", "stolen"),
+        finish("token-a-0000000001", "0", ""),
+        call(&["GET", &waiters]),
+        call(&["BLPOP", &wake, "1"]),
+        get_or_lock("token-b-0000000001"),
+        get_or_lock("token-c-0000000001"),
+        finish("token-b-0000000001", "1", "the value"),
+        call(&["GET", &waiters]),
+        call(&["GET", &lock]),
+        call(&["BLPOP", &wake, "1"]),
+        call(&["BLPOP", &wake, "1"]),
+        call(&["BLPOP", &wake, "1"]),
+        get_or_lock("token-c-0000000001"),
+        finish("token-c-0000000001", "1", "late"),
+        call(&["GET", &value]),
+    ];
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        String::from_utf8_lossy(&call[..call.len().min(9)].concat()).into_owned()
+    });
+    assert_eq!(raw.get(&value), Some(b"the value".to_vec()));
+    assert_eq!(
+        model.value(value.as_bytes(), Instant::from_millis(0)),
+        Some(&b"the value"[..])
+    );
+}

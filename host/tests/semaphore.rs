@@ -523,3 +523,55 @@ fn cli_fair_limit_queues_a_waiter_and_release_hands_it_the_permit() {
     );
     assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(1));
 }
+
+/// A plain mutex meeting a semaphore's or a read-write lock's name: `SET NX` refuses it like a
+/// held lock, and the probe after that refusal tells the kinds apart. The mutex fails with
+/// `WRONGTYPE` (exit 76) instead of waiting: its wait here (an hour) is far past the bound
+/// the test allows, so a mutex that waited fails the test.
+#[test]
+fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let semaphore = unique_name("sem-kind");
+    let rw = unique_name("rw-kind");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let out = run(&[
+        "acquire", "--name", &semaphore, "--limit", "2", "--ttl", "60s",
+    ]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = run(&["acquire", "--name", &rw, "--read", "--ttl", "60s"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    for name in [&semaphore, &rw] {
+        let out = run(&["exec", "--name", name, "--wait", "1h", "--", "true"]);
+        assert_eq!(code(&out), Some(76), "{name}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
+            "{}",
+            show(&out)
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect([url.as_str()]).await.expect("connect");
+        for name in [&semaphore, &rw] {
+            let refused = tokio::time::timeout(
+                LIMIT,
+                client.lock(name).wait(Duration::from_secs(3600)).acquire(),
+            )
+            .await
+            .expect("the mutex fails instead of waiting");
+            assert!(
+                matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
+                "{name}: {refused:?}"
+            );
+        }
+        // The holders were left alone: the semaphore still has its permit, the reader its hold.
+        let mut raw = server.raw();
+        assert_eq!(raw.ok(&["ZCARD", &lock_key(&semaphore)]).int(), Some(1));
+        assert_eq!(
+            raw.ok(&["ZCARD", &format!("{}:readers", lock_key(&rw))]).int(),
+            Some(1)
+        );
+    });
+}

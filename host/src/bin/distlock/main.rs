@@ -229,7 +229,9 @@ enum Command {
     /// Force-unlock (for operators after a crash). Fencing counters are kept.
     ///
     /// Deletes a lock's key and re-entry count only where they hold what distlock writes
-    /// there (a token, a count); any other key of the same name is left alone and reported.
+    /// there (a token, a count), and a fair lock's queue; a semaphore's or read-write lock's
+    /// name loses every key but its fencing counter (holders, permits, readers, writer,
+    /// waiting writers, queue). Any other key of the same name is left alone and reported.
     /// Exits 69 when a majority of nodes failed.
     #[command(
         after_help = "Examples:\n  distlock --redis redis://127.0.0.1 reset --name nightly\n  distlock --redis redis://127.0.0.1 reset --all --dry-run\n  distlock --redis redis://127.0.0.1 reset --all --yes"

@@ -261,8 +261,9 @@ enum Command {
     #[command(after_help = "Example:\n  distlock bench --scenario all --duration 5s --json")]
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
-        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4), r (readers and
-        /// writers of one read-write lock), or all.
+        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4, non-fair and fair),
+        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), or
+        /// all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -799,11 +800,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d", "s", "r"]
+    if !["all", "a", "b", "c", "d", "s", "r", "m"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");

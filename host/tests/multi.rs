@@ -470,3 +470,56 @@ fn cli_refuses_one_name_flags_with_several_names() {
     let keys = server.raw().ok(&["DBSIZE"]).int();
     assert_eq!(keys, Some(0), "a refused command wrote something");
 }
+
+/// `exec` with several names renews them together past several TTLs (both keys keep the
+/// job's token) and releases them together when the job ends.
+#[test]
+fn cli_exec_renews_and_releases_its_names_together() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [x, y] = ["x", "y"].map(|n| unique_name(&format!("renew-{n}")));
+    let ttl = Duration::from_millis(600);
+    let mut exec = support::KillOnDrop(
+        support::distlock(
+            &url,
+            &[
+                "exec", "--name", &x, "--name", &y, "--ttl", "600ms", "--", "sh", "-c",
+                "echo \"$DISTLOCK_TOKEN\" > \"$DIR/token\"; i=0; while [ ! -e \"$DIR/go\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+            ],
+        )
+        .env("DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn exec"),
+    );
+    let token = wait_for("the job's token", LIMIT, || {
+        std::fs::read_to_string(dir.path().join("token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    });
+    let renewed_past = Instant::now() + 3 * ttl;
+    wait_for("three TTLs to pass while the job runs", LIMIT, || {
+        (Instant::now() >= renewed_past).then_some(())
+    });
+    assert_eq!(
+        get(&server, &x).as_deref(),
+        Some(token.as_str()),
+        "{x} renewed"
+    );
+    assert_eq!(
+        get(&server, &y).as_deref(),
+        Some(token.as_str()),
+        "{y} renewed"
+    );
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let status = wait_for("exec to end", LIMIT, || exec.0.try_wait().expect("wait"));
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        (get(&server, &x), get(&server, &y)),
+        (None, None),
+        "released together"
+    );
+}

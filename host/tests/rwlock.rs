@@ -480,8 +480,8 @@ fn the_embedded_store_runs_rw_locks_and_their_status() {
     });
 }
 
-/// `reset` of a read-write lock's name clears its readers, its writer and a waiting writer's
-/// intent but keeps the fencing counter: a fresh writer gets in at once, a former reader's
+/// `reset` of a read-write lock's name (by name, and by `--all`) clears its readers, its
+/// writer and a waiting writer's intent but keeps the fencing counter: a fresh writer gets in at once, a former reader's
 /// release and extend report the hold lost (exit 1), and a writer waiting behind the reset
 /// readers gets in.
 #[test]
@@ -585,7 +585,8 @@ fn reset_clears_a_read_write_locks_holds_and_intent_but_keeps_its_fence() {
     wait_for("the writer to queue", LIMIT, || {
         (server.raw().ok(&["ZCARD", &key(":queue")]).int() == Some(1)).then_some(())
     });
-    let out = run(&["reset", "--name", &name]);
+    // This time by the walk of every lock under the prefix.
+    let out = run(&["reset", "--all", "--yes"]);
     assert_eq!(code(&out), Some(0), "{}", show(&out));
     let writer = token_of(&waiter.join().expect("waiter"));
     assert_eq!(raw.ok(&["GET", &key(":writer")]).text(), Some(writer));

@@ -57,8 +57,9 @@
 //!   the pause after a loss) and says when an announced failover means the connections to
 //!   the old primary must go.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
-//!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`], what `reset`
-//!   sends by source for fair mode's queue.
+//!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`] and
+//!   [`RESET_SEMAPHORE_OR_RW`], what `reset` sends by source for fair mode's queue and for a
+//!   semaphore's or read-write lock's name.
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -184,7 +185,7 @@ pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use rwlock::RwMode;
-pub use script::{DELETE_QUEUE, SCRIPTS, Script};
+pub use script::{DELETE_QUEUE, RESET_SEMAPHORE_OR_RW, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,
     SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,

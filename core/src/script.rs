@@ -828,6 +828,72 @@ if t == 'zset' then return redis.call('DEL', KEYS[1]) end
 if t == 'none' then return 0 end
 return t";
 
+/// Clears a semaphore's or a read-write lock's name, for `reset`: every key of the name
+/// except its fencing counter. Sent by source (`EVAL`), like [`DELETE_QUEUE`]: an operator
+/// command, not among [`SCRIPTS`]. One script, so what it reads (the name's kind, the tokens
+/// in its sets) and what it deletes are one step on the node: a hold taken meanwhile is not
+/// half-deleted.
+///
+/// `KEYS`: the name's own key, queue, wake-list prefix, liveness prefix, permit prefix,
+/// writer, readers, reader prefix, signal, readers' signal. `ARGV`: dry run (`1`/`0`), signal
+/// ttl ms (`0`: no signal).
+///
+/// A sorted set with a live permit key among its members is a semaphore's holders: each
+/// holder's permit key goes, then the set (a set with none is a user's, or a semaphore with
+/// nothing left to hold that expires by itself: left alone). A hash with `rw = 1` is a
+/// read-write lock's marker: the writer key, each reader's key and the
+/// readers' set go, then the marker. Either way the queue's waiters' liveness keys and
+/// wake-up lists go (a fair semaphore's waiters; a read-write lock's waiting writers, whose
+/// intent turns readers away), then the queue. With a signal ttl, the wake-up lists are
+/// emptied and one wake-up pushed to each, as a release does, so waiters retry at once and
+/// get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is
+/// written), or the name's type when it is neither (left alone; `none`: no such name).
+pub const RESET_SEMAPHORE_OR_RW: &str = "local t = redis.call('TYPE', KEYS[1]).ok
+local dry, gone = ARGV[1] == '1', {}
+local function drop(key)
+ if redis.call('EXISTS', key) == 1 then
+  gone[#gone + 1] = key
+  if not dry then redis.call('DEL', key) end
+ end
+end
+local function members(set, prefix)
+ if redis.call('TYPE', set).ok ~= 'zset' then return end
+ for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do drop(prefix .. m) end
+end
+local lists = {KEYS[9]}
+local function holds_a_permit()
+ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', KEYS[5] .. m) == 1 then return true end
+ end
+ return false
+end
+if t == 'zset' and holds_a_permit() then
+ members(KEYS[1], KEYS[5])
+elseif t == 'hash' and redis.call('HGET', KEYS[1], 'rw') == '1' then
+ drop(KEYS[6])
+ members(KEYS[7], KEYS[8])
+ if redis.call('TYPE', KEYS[7]).ok == 'zset' then drop(KEYS[7]) end
+ lists[2] = KEYS[10]
+else
+ return t
+end
+if redis.call('TYPE', KEYS[2]).ok == 'zset' then
+ for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  drop(KEYS[4] .. m)
+  drop(KEYS[3] .. m)
+ end
+ drop(KEYS[2])
+end
+drop(KEYS[1])
+if not dry and ARGV[2] ~= '0' then
+ for _, list in ipairs(lists) do
+  redis.call('DEL', list)
+  redis.call('LPUSH', list, 1)
+  redis.call('PEXPIRE', list, ARGV[2])
+ end
+end
+return gone";
+
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
 pub const SCRIPTS: [Script; 20] = [

@@ -92,6 +92,7 @@ use distlock_core::{Protocol, SCRIPTS, Script};
 
 mod compute;
 mod multi;
+mod reset;
 mod rwlock;
 mod semaphore;
 
@@ -1056,6 +1057,12 @@ impl ModelNode {
                 Some(Value::List(_)) => w.bulk(b"list"),
                 Some(Value::Hash(_)) => w.bulk(b"hash"),
             }
+            return Ok(Done::Written);
+        } else if body == distlock_core::RESET_SEMAPHORE_OR_RW.as_bytes() {
+            // `reset` of a semaphore's or read-write lock's name, sent by source.
+            let keys = args.get(2..12).unwrap_or_default();
+            let argv = args.get(12..).unwrap_or_default();
+            self.reset_semaphore_or_rw(keys, argv, now, w)?;
             return Ok(Done::Written);
         } else {
             let known = Known::by_source(body).ok_or_else(unknown_script)?;

@@ -148,6 +148,7 @@ fn server_error(e: inner::ServerError) -> outer::ServerError {
         I::NoAuth => O::NoAuth,
         I::NoPerm => O::NoPerm,
         I::WrongType => O::WrongType,
+        I::WrongLimit => O::WrongLimit,
         I::Moved => O::Moved,
         I::Ask => O::Ask,
         I::UnknownCommand => O::UnknownCommand,
@@ -191,6 +192,9 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::FairUnsupported => O::FairUnsupported,
         I::NeedsScripts => O::NeedsScripts,
         I::MissingNativeCommand => O::MissingNativeCommand,
+        I::BadLimit => O::BadLimit,
+        I::SemaphoreUnsupported => O::SemaphoreUnsupported,
+        I::RwLockUnsupported => O::RwLockUnsupported,
         I::Other => O::Other,
     }
 }

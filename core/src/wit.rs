@@ -10,7 +10,8 @@
 //! wasmtime). Their generated types have the same names and shapes but are different Rust
 //! types, so a function cannot serve both; [`wit_error_conversions!`](crate::wit_error_conversions) expands the same
 //! conversion functions next to each set of bindings instead. A change to the core's errors
-//! or to the WIT then fails to compile in both places at once, never in one only.
+//! or to the WIT then fails to compile in both places at once, never in one only. The same
+//! holds for a lock's `shape` ([`wit_shape_conversion!`](crate::wit_shape_conversion)).
 
 use crate::{ConfigError, KeyLayout, Lock, LockOptions, RwMode, Scripts};
 
@@ -144,6 +145,35 @@ macro_rules! wit_error_conversions {
     };
 }
 
+/// Expands, in the calling module, `core_shape(&Shape) -> wit::Shape`: the `shape` variant
+/// of the WIT interface at the given module path (the engine's `machines`, or `distlock`) as
+/// the core's [`Shape`], case for case. For the same reason as [`wit_error_conversions!`]:
+/// each implementation has its own generated `Shape` type, and a change to the WIT then fails
+/// to compile in every one of them at once.
+///
+/// ```ignore
+/// distlock_core::wit_shape_conversion!(crate::bindings::exports::distlock::lock::distlock);
+/// ```
+#[macro_export]
+macro_rules! wit_shape_conversion {
+    ($($api:ident)::+) => {
+        /// The interface's `shape` as the core's, whose constructor then decides.
+        pub(crate) fn core_shape(shape: &$($api)::+::Shape) -> $crate::wit::Shape {
+            use $($api)::+::Shape as S;
+            use $crate::wit::Shape;
+            match shape {
+                S::Lock => Shape::Lock,
+                S::Semaphore(semaphore) => Shape::Semaphore {
+                    limit: semaphore.limit,
+                    fair: semaphore.fair,
+                },
+                S::Read => Shape::Read,
+                S::Write => Shape::Write,
+            }
+        }
+    };
+}
+
 /// A client's lock settings as the WIT records carry them (`distlock.config`,
 /// `machines.options`): each implementation copies its generated record into this, and
 /// [`LockSettings::options`] makes the [`LockOptions`] — so the lock component, the engine
@@ -192,7 +222,9 @@ impl LockSettings {
 /// Which kind of lock an interface call takes (the engine's `shape` variant): every
 /// implementation copies its generated value into this, and [`Shape::lock`] makes the core's
 /// [`Lock`], so that the lock component, the engine and the host's native driver cannot
-/// differ in which constructor a shape means or in what its options become.
+/// differ in which constructor a shape means or in what its options become (a driver with
+/// a builder of its own, the host's, takes [`Shape::options`], [`Shape::limit`] and
+/// [`Shape::rw_mode`] instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Shape {
@@ -225,14 +257,42 @@ impl Shape {
         name: &[u8],
         options: LockOptions,
     ) -> Result<Lock, ConfigError> {
+        let options = self.options(options);
+        match (self.limit(), self.rw_mode()) {
+            (Some(limit), _) => Lock::semaphore(layout, name, limit, options),
+            (None, Some(mode)) => Lock::rw(layout, name, mode, options),
+            (None, None) => Lock::new(layout, name, options),
+        }
+    }
+
+    /// The client's `options` as this shape takes them: a semaphore's own fair mode, where
+    /// it names one, replaces the client's.
+    #[must_use]
+    pub fn options(self, options: LockOptions) -> LockOptions {
         match self {
-            Shape::Lock => Lock::new(layout, name, options),
-            Shape::Semaphore { limit, fair } => {
-                let fair = fair.unwrap_or(options.fair);
-                Lock::semaphore(layout, name, limit, LockOptions { fair, ..options })
-            }
-            Shape::Read => Lock::rw(layout, name, RwMode::Read, options),
-            Shape::Write => Lock::rw(layout, name, RwMode::Write, options),
+            Shape::Semaphore {
+                fair: Some(fair), ..
+            } => LockOptions { fair, ..options },
+            _ => options,
+        }
+    }
+
+    /// A semaphore's permit count; `None` for the other shapes.
+    #[must_use]
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Shape::Semaphore { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// A read-write lock's side; `None` for the other shapes.
+    #[must_use]
+    pub fn rw_mode(self) -> Option<RwMode> {
+        match self {
+            Shape::Read => Some(RwMode::Read),
+            Shape::Write => Some(RwMode::Write),
+            _ => None,
         }
     }
 }

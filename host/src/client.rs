@@ -421,7 +421,7 @@ impl Client {
     }
 
     /// The lock options of a by-token call: the defaults, with this client's scripts.
-    fn default_options(&self) -> LockOptions {
+    pub(crate) fn default_options(&self) -> LockOptions {
         LockOptions {
             scripts: self.scripts,
             ..LockOptions::default()

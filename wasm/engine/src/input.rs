@@ -1,5 +1,6 @@
 //! What the runtime passes in, as the core takes it: instants as `f64` milliseconds, spans as
-//! `u32` milliseconds, entropy as bytes, a lock's `shape` as [`Shape`].
+//! `u32` milliseconds, entropy as bytes, a lock's `shape` as the core's
+//! [`distlock_core::wit::Shape`].
 //!
 //! Invariant: no input is refused by a trap. An instant that is negative or not finite counts
 //! as 0 and one past 2^53 as 2^53 (a JavaScript number's exact range); entropy that is too
@@ -7,7 +8,6 @@
 
 use alloc::format;
 
-use distlock_core::wit::Shape;
 use distlock_core::{Duration, Instant};
 
 use crate::api;
@@ -19,19 +19,6 @@ const EXACT: u64 = 1 << 53;
 const TOKEN_BYTES: usize = 16;
 /// Entropy bytes a retry seed takes.
 const SEED_BYTES: usize = 8;
-
-/// The runtime's `shape` as the core's (whose constructor then checks it).
-pub(crate) fn shape(shape: &api::Shape) -> Shape {
-    match shape {
-        api::Shape::Lock => Shape::Lock,
-        api::Shape::Semaphore(semaphore) => Shape::Semaphore {
-            limit: semaphore.limit,
-            fair: semaphore.fair,
-        },
-        api::Shape::Read => Shape::Read,
-        api::Shape::Write => Shape::Write,
-    }
-}
 
 /// The runtime's `instant` as the core's.
 pub(crate) fn instant(ms: f64) -> Instant {
@@ -90,3 +77,5 @@ fn short(needed: usize, got: usize) -> api::Error {
         message: format!("entropy: {needed} random bytes needed, {got} given"),
     })
 }
+
+distlock_core::wit_shape_conversion!(crate::bindings::exports::distlock::lock::machines);

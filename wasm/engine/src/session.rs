@@ -423,7 +423,7 @@ impl api::GuestSession for Session {
         let at = input::instant(now);
         self.build(
             |shared, servers| {
-                let lock = shared.lock_shaped(&name, input::shape(&shape))?;
+                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
                 let (token, seed) = input::token_and_seed(&entropy)?;
                 let token = Token::from_entropy(token);
                 let wait = input::span(wait_ms);
@@ -446,7 +446,7 @@ impl api::GuestSession for Session {
         let at = input::instant(now);
         self.build(
             |shared, servers| {
-                let lock = shared.lock_shaped(&name, input::shape(&shape))?;
+                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
                 let token = token(&token_text)?;
                 let seed = input::seed(&entropy)?;
                 Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
@@ -470,7 +470,7 @@ impl api::GuestSession for Session {
         self.build(
             |shared, servers| {
                 let lock = shared
-                    .lock_shaped(&name, input::shape(&shape))?
+                    .lock_shaped(&name, input::core_shape(&shape))?
                     .with_ttl(input::span(ttl_ms))
                     .map_err(config_error)?;
                 let token = token(&token_text)?;
@@ -491,7 +491,7 @@ impl api::GuestSession for Session {
         entropy: api::Entropy,
     ) -> Result<api::Renewal, api::Error> {
         let shared = self.shared.borrow();
-        let lock = shared.lock_shaped(&name, input::shape(&shape))?;
+        let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
         let token = token(&lease.token)?;
         let seed = input::seed(&entropy)?;
         let renewal = Renewal::new(

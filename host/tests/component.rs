@@ -485,7 +485,7 @@ fn shapes<L: Locks>(a: &mut L, b: &mut L, server: &RedisServer) {
     for shape in [wit::Shape::Read, wit::Shape::Write] {
         assert!(
             matches!(
-                b.acquire_shaped(&name, shape.clone(), none),
+                b.acquire_shaped(&name, shape, none),
                 Err(Kind::NotAcquired { .. })
             ),
             "{shape:?} beside a writer"

@@ -109,7 +109,7 @@ fn semaphore_limit() {
     );
     assert!(permits.holders.iter().all(|h| h.ttl_ms.is_some()));
 
-    let third = waiter(server.url(), &name, two.clone());
+    let third = waiter(server.url(), &name, two);
     wait_until_blocked(&server, "the third acquire to wait");
     assert_eq!(client.release_shaped(&name, &two, &first.token), Ok(0));
     let third = third
@@ -161,7 +161,7 @@ fn rw_readers_share() {
         sorted([r1.token.clone(), r2.token.clone()])
     );
 
-    let writer = waiter(server.url(), &name, write.clone());
+    let writer = waiter(server.url(), &name, write);
     wait_until_blocked(&server, "the writer to wait");
     for reader in [&r1, &r2] {
         assert_eq!(client.release_shaped(&name, &read, &reader.token), Ok(0));

@@ -314,3 +314,36 @@ fn shaped_bad_input() {
         [&permit.token]
     );
 }
+
+/// A semaphore's own fair mode (`fair: some(true)` in a session that is not fair): a released
+/// permit is handed to the waiter, which holds it when its acquire returns; the release's
+/// fair script is the one `release-shaped` with the same shape sends.
+#[test]
+fn a_fair_semaphore_hands_a_released_permit_to_its_waiter() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut client = host(&server);
+    let name = unique_name("engine-fair-semaphore");
+    let fair_one = semaphore(1, Some(true));
+    let held = client
+        .acquire_shaped(&name, &fair_one, 0)
+        .expect("the permit");
+    let waiting = waiter(server.url(), &name, fair_one);
+    wait_for("the fair waiter to queue", Duration::from_secs(5), || {
+        let queued = server
+            .raw()
+            .ok(&["ZCARD", &format!("{}:queue", lock_key(&name))])
+            .int();
+        (queued == Some(1)).then_some(())
+    });
+    assert_eq!(client.release_shaped(&name, &fair_one, &held.token), Ok(0));
+    let handed = waiting
+        .join()
+        .expect("the waiter thread")
+        .expect("the waiter gets the released permit");
+    assert!(exists(&server, &permit_key(&name, &handed.token)));
+    assert_not_acquired(
+        client.acquire_shaped(&name, &fair_one, 0),
+        "one permit, handed on",
+    );
+}

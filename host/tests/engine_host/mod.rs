@@ -15,6 +15,9 @@
 #![allow(dead_code)]
 
 mod flat;
+mod shaped;
+
+pub(crate) use shaped::semaphore;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};

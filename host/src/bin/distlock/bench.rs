@@ -415,6 +415,9 @@ pub(crate) struct Load {
     /// (waiting for it), releases it at once, and counts the holders inside: more than `n`
     /// at once is an overlap (must be 0). The guest path has no semaphores yet.
     pub(crate) limit: Option<u32>,
+    /// Release with [`distlock_host::Guard::release_pipelined`] instead of waiting for the
+    /// release's reply (A's `pipelined` row): the reply is read by the next acquire.
+    pub(crate) pipelined: bool,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -681,6 +684,7 @@ async fn native_client(
 ) -> Result<Sample, Error> {
     let mut sample = Sample::new();
     let mut draw = worker;
+    let confirmed_before = client.pipelined_releases().released;
     let started = Instant::now();
     while started.elapsed() < duration {
         let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
@@ -704,7 +708,11 @@ async fn native_client(
         }
         match client.lock(&name).options(load.lock).try_acquire().await {
             Ok(guard) => {
-                guard.release().await?;
+                if load.pipelined {
+                    guard.release_pipelined().await?;
+                } else {
+                    guard.release().await?;
+                }
                 sample.record(t.elapsed());
                 sample.ops += 1;
             }
@@ -713,6 +721,19 @@ async fn native_client(
         }
     }
     sample.elapsed = started.elapsed();
+    if load.pipelined {
+        // Outside the slice's time: the last release's reply, then every pair's release must
+        // have been confirmed — a row of releases that did not run would measure nothing.
+        client.settle_releases().await;
+        let confirmed = client.pipelined_releases().released - confirmed_before;
+        if confirmed != sample.ops {
+            return Err(Error::Worker(format!(
+                "{confirmed} of {} pipelined releases confirmed: {:?}",
+                sample.ops,
+                client.pipelined_releases()
+            )));
+        }
+    }
     Ok(sample)
 }
 
@@ -753,6 +774,9 @@ struct Extra {
     raw: bool,
     /// `cluster`: the same load through the Redis Cluster, when the bench has one.
     cluster: bool,
+    /// `pipelined`: the same load releasing pipelined (the reply read by the next acquire),
+    /// reported apart from the native row.
+    pipelined: bool,
 }
 
 impl Extra {
@@ -761,6 +785,7 @@ impl Extra {
         fair: false,
         raw: false,
         cluster: false,
+        pipelined: false,
     };
 }
 
@@ -794,6 +819,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                               fair,
                               raw,
                               cluster: through_cluster,
+                              pipelined,
                           }: Extra,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
@@ -831,6 +857,19 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         }
         if raw {
             workloads.push(Workload::Raw(RawLoad::connect(&urls[0], load).await?));
+        }
+        if pipelined {
+            // A client of its own: its connection owes a release between slices, which
+            // the other rows' client must not find in its pool.
+            let own = Client::connect(urls).await?;
+            workloads.push(Workload::Native {
+                path: "pipelined",
+                client: own,
+                load: Load {
+                    pipelined: true,
+                    ..load
+                },
+            });
         }
         if let Some(cluster) = cluster.as_ref().filter(|_| through_cluster) {
             workloads.push(Workload::Native {
@@ -897,11 +936,13 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             tag: "bench:a",
             lock: options.lock,
             limit: None,
+            pipelined: false,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
             fair: options.fair,
             cluster: true,
+            pipelined: true,
             ..Extra::NONE
         };
         scenario("A", label, &single, load, one, extra, &mut rows).await?;
@@ -915,6 +956,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:b",
                 lock: options.lock,
                 limit: None,
+                pipelined: false,
             };
             let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
             let extra = Extra {
@@ -934,6 +976,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:c",
                 lock: options.lock,
                 limit: None,
+                pipelined: false,
             };
             let label = format!("C: {clients} clients over 1024 names");
             let extra = Extra {
@@ -960,6 +1003,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:d",
                 lock: options.lock,
                 limit: None,
+                pipelined: false,
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
             let urls = &options.urls[..n];
@@ -979,6 +1023,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:s",
                 lock: options.lock,
                 limit: Some(SEMAPHORE_PERMITS),
+                pipelined: false,
             };
             let label =
                 format!("S: {clients} clients, one semaphore of {SEMAPHORE_PERMITS} permits");
@@ -1018,6 +1063,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                     tag: load.tag,
                     lock: load.lock,
                     limit: None,
+                    pipelined: false,
                 };
                 let mut r = row(
                     &label,
@@ -1112,6 +1158,13 @@ fn row(
             sample.ops_per_sec() / native.ops_per_sec().max(1e-9),
             sample.quantile(0.5) as f64 / native_p50.max(1) as f64,
             cluster::PRIMARIES
+        ));
+    }
+    if let Some(native) = native.filter(|_| path == "pipelined") {
+        notes.push(format!(
+            "release pipelined (its reply read by the next acquire; every release confirmed): {:.2}× the native row's pairs/s, p50 {:.2}× its p50, in the same slices",
+            sample.ops_per_sec() / native.ops_per_sec().max(1e-9),
+            sample.quantile(0.5) as f64 / native_p50.max(1) as f64,
         ));
     }
     if path.starts_with("guest") && native_p50 > 0 {

@@ -130,7 +130,9 @@ pub(crate) use sealed::Decide;
 ///    node's connection for something else, discard [`Machine::owed_replies`] replies from it
 ///    (or reconnect when that says `None`) — or hand it to the next machine as it is:
 ///    [`Machine::handover`] here, [`Machine::discard_replies`] there, and that machine skips
-///    them itself.
+///    them itself. A connection that owes a pipelined release's reply
+///    ([`crate::PipelinedRelease`]) goes to the next machine with [`Machine::owe_release`],
+///    which reads and checks that reply first ([`Machine::take_release_check`]).
 ///
 /// The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
 /// in as arguments, so the same inputs give the same outputs, byte for byte.

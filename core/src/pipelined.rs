@@ -23,9 +23,11 @@
 //! **Safety.** The delete compares the token and deletes in one atomic step, as every release
 //! does, so running it late can only delete our own key: a late delete of our own token only
 //! keeps the name held longer, and a delete that finds another token's key leaves it alone
-//! ([`ReleaseCheck::NotHeld`]). Until the server runs it the key is ours and nobody else can
-//! take the name; once it ran, the name is free as after any release. So a pipelined release
-//! never lets two holders in (the simulator's pipelined-release property checks this).
+//! ([`ReleaseCheck::NotHeld`]). Until the server runs it, the key stands as if no release had
+//! been sent (ours until its TTL: nobody else can take the name); once it ran, the name is
+//! free as after any release. So a pipelined release never lets two holders in: the
+//! simulator's exclusion and fencing properties hold with half its clients releasing this way
+//! under every fault (`sim_budget_one_node_pipelined` in `core/tests/simulation.rs`).
 //!
 //! **What the caller may assume when a pipelined release returns**: the bytes are written,
 //! nothing more. The name is not yet free; a waiter wakes when the server runs the delete

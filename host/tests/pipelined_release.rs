@@ -261,3 +261,21 @@ async fn redlock_is_refused_and_the_guard_released_on_drop() {
     .await;
     assert_eq!(client.pipelined_releases(), PipelinedReleases::default());
 }
+
+/// The blocking API releases pipelined the same way.
+#[test]
+fn the_blocking_api_releases_pipelined_too() {
+    require_redis!();
+    let server = RedisServer::start();
+    let client = distlock_host::blocking::Client::connect([server.url()]).expect("connect");
+    let name = unique_name("pipelined-blocking");
+    for pair in 0..3 {
+        let guard = client
+            .lock(&name)
+            .try_acquire()
+            .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
+        guard.release_pipelined().expect("release sent");
+    }
+    client.settle_releases();
+    assert_eq!(client.pipelined_releases(), counts(3, 0, 0));
+}

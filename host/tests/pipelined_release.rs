@@ -279,3 +279,20 @@ fn the_blocking_api_releases_pipelined_too() {
     client.settle_releases();
     assert_eq!(client.pipelined_releases(), counts(3, 0, 0));
 }
+
+/// The embedded in-process store takes pipelined releases like a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_takes_pipelined_releases() {
+    let client = Client::embedded();
+    let name = unique_name("pipelined-embedded");
+    for pair in 0..3 {
+        let guard = client
+            .lock(&name)
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
+        guard.release_pipelined().await.expect("release sent");
+    }
+    client.settle_releases().await;
+    assert_eq!(client.pipelined_releases(), counts(3, 0, 0));
+}

@@ -163,18 +163,7 @@ pub(crate) fn interpret(
             Reply::Integer(n @ 0..) => Answer::Raised(n.unsigned_abs()),
             _ => unexpected,
         },
-        (Request::Release | Request::Rollback { .. }, Encoding::Native) => match reply {
-            Reply::Integer(1) => Answer::Released { still_held: 0 },
-            Reply::Integer(0) => Answer::NotHeld,
-            _ => unexpected,
-        },
-        (Request::Release | Request::Rollback { .. }, _) => match reply {
-            Reply::Integer(-1) => Answer::NotHeld,
-            Reply::Integer(n @ 0..) => Answer::Released {
-                still_held: u32::try_from(*n).unwrap_or(u32::MAX),
-            },
-            _ => unexpected,
-        },
+        (Request::Release | Request::Rollback { .. }, _) => interpret_release(encoding, reply),
         (Request::Extend, Encoding::Native) => match reply {
             Reply::Simple(b"OK") => Answer::Extended,
             Reply::Nil => Answer::NotHeld,
@@ -223,6 +212,25 @@ pub(crate) fn merge_probe(answer: &mut Answer, index: u8, reply: &Reply<'_>) {
             *answer = Answer::Failed(NodeFailure::Server(ServerError::from_message(&message)));
         }
         _ => {}
+    }
+}
+
+/// What a reply means for a release or a rollback (a server error included): the lock's
+/// options play no part, so a pipelined release's owed reply is read without its lock.
+pub(crate) fn interpret_release(encoding: Encoding, reply: &Reply<'_>) -> Answer {
+    let unexpected = Answer::Failed(NodeFailure::Protocol(ProtocolError::UnexpectedReply));
+    match (encoding, reply) {
+        (_, Reply::Error(message)) => {
+            Answer::Failed(NodeFailure::Server(ServerError::from_message(message)))
+        }
+        (Encoding::Native, Reply::Integer(1)) => Answer::Released { still_held: 0 },
+        (Encoding::Native, Reply::Integer(0)) => Answer::NotHeld,
+        (Encoding::Native, _) => unexpected,
+        (_, Reply::Integer(-1)) => Answer::NotHeld,
+        (_, Reply::Integer(n @ 0..)) => Answer::Released {
+            still_held: u32::try_from(*n).unwrap_or(u32::MAX),
+        },
+        _ => unexpected,
     }
 }
 

@@ -349,6 +349,10 @@ pub enum ConfigError {
     /// A multi-name lock ([`crate::Lock::multi`]) needs the tagged key layout and is neither
     /// reentrant nor fair.
     MultiUnsupported,
+    /// A pipelined release ([`crate::PipelinedRelease`]) is for a single-node lock of one
+    /// name: not over several nodes (a Redlock release is a quorum verdict whose failed nodes
+    /// are retried), nor for a semaphore, a read-write lock or a multi-name lock.
+    PipelinedUnsupported,
 }
 
 /// What only a Lua script gives a lock, so [`crate::Scripts::Never`] refuses it.
@@ -579,6 +583,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::MultiUnsupported => f.write_str(
                 "a multi-name lock needs the tagged key layout, and is neither reentrant nor fair",
+            ),
+            ConfigError::PipelinedUnsupported => f.write_str(
+                "a pipelined release is for a single-node lock of one name (not Redlock, a semaphore, a read-write or a multi-name lock); release it the normal way",
             ),
         }
     }

@@ -32,6 +32,10 @@
 //!   lock to compute it ([`Fetched`]), waiting for another computer's value rather than for
 //!   its lock; [`FinishCompute`] stores the value and wakes every waiter, or gives up and
 //!   wakes one. One node, values up to [`MAX_VALUE_LEN`].
+//! - **Pipelined release**: [`PipelinedRelease`] writes a single-node release without
+//!   waiting for its reply; the connection owes an [`OwedRelease`], read first by the next
+//!   machine on it ([`Machine::owe_release`]) or by a [`ReleaseReader`], and checked as a
+//!   [`ReleaseCheck`] (released, not ours, or unconfirmed — never "released" unread).
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -121,6 +125,7 @@ mod link;
 mod lock;
 mod machine;
 mod multi;
+mod pipelined;
 mod release;
 mod renewal;
 mod reset;
@@ -177,6 +182,7 @@ pub use limits::{
 pub use link::{REPLY_CAP, Transmit};
 pub use lock::{Lease, Lock, LockOptions, Scripts, quorum};
 pub use machine::{Machine, Operation};
+pub use pipelined::{OwedRelease, PipelinedRelease, ReleaseCheck, ReleaseReader};
 pub use release::{Release, Released};
 pub use renewal::{ExtendOutcome, LostReason, Renewal, RenewalEvent};
 pub use reset::{LeftAlone, NodeReset, Reset, ResetOutcome, Unfinished, WalkRefused, walk_pattern};

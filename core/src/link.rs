@@ -14,6 +14,13 @@
 //!   marks the link *desynchronised*: from then on it accepts nothing until the driver
 //!   reconnects ([`Links::disconnected`]).
 //! - RESP3 push frames are out-of-band and never count as replies.
+//! - A pipelined release the connection still owes ([`OwedRelease`], from the operation that
+//!   used it before) was written before anything of ours, so its replies come first: they go
+//!   to it, never to a request, and its [`ReleaseCheck`] waits for the driver
+//!   ([`Links::take_release_check`]). A timeout, a disconnect or a broken reply before they
+//!   are all in leaves it [`ReleaseCheck::Unconfirmed`], never released. Pipelined releases
+//!   are single-node, so a machine holds at most one (beside its links, not in each: the
+//!   multi-node machines do not grow for it).
 //! - `NOSCRIPT` makes the request go again by `EVAL` (and the link use `EVAL` from then on);
 //!   `ERR unknown command` on a native command makes it go again as a script (and the link
 //!   use scripts from then on). Neither reaches the operation — except under
@@ -25,6 +32,7 @@ use crate::commands::{Encoder, Encoding, interpret, merge_probe};
 use crate::error::{NodeFailure, ProtocolError, ServerErrorKind};
 use crate::keys::Token;
 use crate::lock::{Lock, LockOptions, Scripts};
+use crate::pipelined::{OwedRelease, ReleaseCheck};
 use crate::resp::{self, BufferTooSmall, Framer, Reply};
 use crate::server::ServerInfo;
 use crate::time::{Duration, Instant};
@@ -74,6 +82,46 @@ pub(crate) struct Link {
 #[derive(Debug, Clone)]
 pub(crate) struct Links<const N: usize> {
     links: heapless::Vec<Link, N>,
+    /// The pipelined release a connection owes from before this machine, if any.
+    deferred: Deferred,
+}
+
+/// Where the one pipelined release a machine's connection may owe stands.
+#[derive(Debug, Clone)]
+enum Deferred {
+    Nothing,
+    /// Node `.0`'s connection owes its replies; they come before any of ours.
+    Owed(usize, OwedRelease),
+    /// Its check, until the driver takes it.
+    Checked(usize, ReleaseCheck),
+}
+
+impl Deferred {
+    /// The release `node`'s connection owes, while its replies are still coming.
+    fn owed_by(&mut self, node: usize) -> Option<&mut OwedRelease> {
+        match self {
+            Deferred::Owed(n, owed) if *n == node => Some(owed),
+            _ => None,
+        }
+    }
+
+    /// Replies `node`'s connection still owes the release.
+    fn remaining(&self, node: usize) -> u32 {
+        match self {
+            Deferred::Owed(n, owed) if *n == node => owed.remaining(),
+            _ => 0,
+        }
+    }
+
+    /// `node`'s owed release will not be read in full: it is unconfirmed. Returns the
+    /// replies it still owed (to read past, should the connection go on).
+    fn fail(&mut self, node: usize, failure: NodeFailure) -> u32 {
+        let remaining = self.remaining(node);
+        if matches!(self, Deferred::Owed(n, _) if *n == node) {
+            *self = Deferred::Checked(node, ReleaseCheck::Unconfirmed(failure));
+        }
+        remaining
+    }
 }
 
 impl<const N: usize> Links<N> {
@@ -97,7 +145,10 @@ impl<const N: usize> Links<N> {
                 })
                 .ok()?;
         }
-        Some(Links { links })
+        Some(Links {
+            links,
+            deferred: Deferred::Nothing,
+        })
     }
 
     /// How many nodes.
@@ -148,7 +199,36 @@ impl<const N: usize> Links<N> {
             .in_flight
             .as_ref()
             .map_or(0, |f| u32::from(f.replies.saturating_sub(f.seen)));
-        Some(link.stale.saturating_add(in_flight))
+        let release = self.deferred.remaining(node);
+        Some(link.stale.saturating_add(in_flight).saturating_add(release))
+    }
+
+    /// `node`'s connection owes a pipelined release's replies, ahead of anything this machine
+    /// sends. False when there is no such node, a release is owed already, or the connection
+    /// owes replies to an earlier machine (it then carries more than the link can account
+    /// for: reconnect it).
+    pub(crate) fn owe_release(&mut self, node: usize, owed: OwedRelease) -> bool {
+        let Some(link) = self.links.get(node) else {
+            return false;
+        };
+        // A connection owing replies to an earlier machine (`discard`) would give those
+        // first: one owing a release owes nothing else.
+        if !matches!(self.deferred, Deferred::Nothing) || link.stale > 0 || link.desynced {
+            return false;
+        }
+        self.deferred = Deferred::Owed(node, owed);
+        true
+    }
+
+    /// The deferred confirmation of the pipelined release `node` owed, once decided.
+    pub(crate) fn take_release_check(&mut self, node: usize) -> Option<ReleaseCheck> {
+        match core::mem::replace(&mut self.deferred, Deferred::Nothing) {
+            Deferred::Checked(n, check) if n == node => Some(check),
+            other => {
+                self.deferred = other;
+                None
+            }
+        }
     }
 
     /// [`Links::owed`], when the connection can be handed to another machine as it is: not
@@ -173,11 +253,16 @@ impl<const N: usize> Links<N> {
         true
     }
 
-    /// The earliest reply deadline of the requests in flight.
+    /// The earliest reply deadline of the requests in flight and the pipelined release owed.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let release = match &self.deferred {
+            Deferred::Owed(_, owed) => Some(owed.deadline()),
+            _ => None,
+        };
         self.links
             .iter()
             .filter_map(|l| l.in_flight.as_ref().map(|f| f.deadline))
+            .chain(release)
             .min()
     }
 
@@ -247,13 +332,14 @@ impl<const N: usize> Links<N> {
         let Some(link) = self.links.get_mut(node) else {
             return;
         };
+        let deferred = &mut self.deferred;
         while !link.desynced {
             let taken = link.framer.push(bytes);
             bytes = bytes.get(taken..).unwrap_or_default();
             loop {
                 match link.framer.next_frame_len() {
                     Ok(Some(len)) => {
-                        let outcome = link.take_frame(len, lock);
+                        let outcome = link.take_frame(len, lock, node, deferred);
                         link.framer.consume(len);
                         if let Some((request, answer)) = outcome {
                             on_answer(node, request, answer);
@@ -264,7 +350,7 @@ impl<const N: usize> Links<N> {
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        if let Some((request, answer)) = link.desync(error) {
+                        if let Some((request, answer)) = link.desync(error, node, deferred) {
                             on_answer(node, request, answer);
                         }
                         break;
@@ -283,6 +369,15 @@ impl<const N: usize> Links<N> {
         now: Instant,
         mut on_answer: impl FnMut(usize, Request, Answer),
     ) {
+        if let Deferred::Owed(node, owed) = &self.deferred
+            && owed.deadline() <= now
+        {
+            let node = *node;
+            let remaining = self.deferred.fail(node, NodeFailure::Timeout);
+            if let Some(link) = self.links.get_mut(node) {
+                link.stale = link.stale.saturating_add(remaining);
+            }
+        }
         for (node, link) in self.links.iter_mut().enumerate() {
             if link.in_flight.as_ref().is_some_and(|f| f.deadline <= now)
                 && let Some(request) = link.abandon_in_flight()
@@ -301,6 +396,7 @@ impl<const N: usize> Links<N> {
         let Some(link) = self.links.get_mut(node) else {
             return;
         };
+        self.deferred.fail(node, NodeFailure::Disconnected);
         link.framer.clear();
         link.stale = 0;
         link.desynced = false;
@@ -386,7 +482,13 @@ impl Link {
 
     /// The link is out of step with its connection. The request in flight, or one queued to
     /// go again (after `NOSCRIPT`) that now never will, fails: the operation must hear of it.
-    fn desync(&mut self, error: ProtocolError) -> Option<(Request, Answer)> {
+    fn desync(
+        &mut self,
+        error: ProtocolError,
+        node: usize,
+        deferred: &mut Deferred,
+    ) -> Option<(Request, Answer)> {
+        deferred.fail(node, NodeFailure::Protocol(error));
         self.desynced = true;
         self.framer.clear();
         let request = match self.in_flight.take() {
@@ -398,18 +500,32 @@ impl Link {
     }
 
     /// Matches one complete frame (the first `len` buffered bytes) to what is owed.
-    fn take_frame(&mut self, len: usize, lock: &Lock) -> Option<(Request, Answer)> {
+    /// `deferred`: the pipelined release the machine's connections owe, whose replies come
+    /// first on `node`'s (this link's) connection.
+    fn take_frame(
+        &mut self,
+        len: usize,
+        lock: &Lock,
+        node: usize,
+        deferred: &mut Deferred,
+    ) -> Option<(Request, Answer)> {
         let reply = match resp::decode(self.framer.frame(len), self.server.protocol) {
             Ok(Reply::Push(_)) => return None,
             Ok(reply) => reply,
-            Err(error) => return self.desync(error),
+            Err(error) => return self.desync(error, node, deferred),
         };
+        if let Some(owed) = deferred.owed_by(node) {
+            if let Some(check) = owed.on_reply(&reply) {
+                *deferred = Deferred::Checked(node, check);
+            }
+            return None;
+        }
         if self.stale > 0 {
             self.stale -= 1;
             return None;
         }
         let Some(flight) = self.in_flight.as_mut() else {
-            return self.desync(ProtocolError::Unsolicited);
+            return self.desync(ProtocolError::Unsolicited, node, deferred);
         };
         let index = flight.seen;
         flight.seen = flight.seen.saturating_add(1);

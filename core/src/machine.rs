@@ -130,7 +130,9 @@ pub(crate) use sealed::Decide;
 ///    node's connection for something else, discard [`Machine::owed_replies`] replies from it
 ///    (or reconnect when that says `None`) — or hand it to the next machine as it is:
 ///    [`Machine::handover`] here, [`Machine::discard_replies`] there, and that machine skips
-///    them itself.
+///    them itself. A connection that owes a pipelined release's reply
+///    ([`crate::PipelinedRelease`]) goes to the next machine with [`Machine::owe_release`],
+///    which reads and checks that reply first ([`Machine::take_release_check`]).
 ///
 /// The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
 /// in as arguments, so the same inputs give the same outputs, byte for byte.
@@ -239,6 +241,28 @@ impl<Op: Operation, const N: usize> Machine<Op, N> {
     /// Call it before the first [`Machine::poll_transmit`]. False when there is no such node.
     pub fn discard_replies(&mut self, node: usize, replies: u32) -> bool {
         self.ctx.links.discard(node, replies)
+    }
+
+    /// `node`'s connection owes the replies of a pipelined release written on it before
+    /// ([`crate::PipelinedRelease`]): they come before anything of this machine's, so this
+    /// machine reads them first and checks them, and its operation never sees them. Call it
+    /// before the first [`Machine::poll_transmit`]; then [`Machine::take_release_check`]
+    /// after the outcome (while replies are owed, [`Machine::owed_replies`] counts them). A
+    /// disconnect, a reply deadline passed or a broken reply before they are in leaves the
+    /// release [`crate::ReleaseCheck::Unconfirmed`]. False (nothing changed) when there is
+    /// no such node, the node already owes one, or it owes replies to an earlier machine
+    /// ([`Machine::discard_replies`]): a connection that owes a release owes nothing else.
+    pub fn owe_release(&mut self, node: usize, owed: crate::OwedRelease) -> bool {
+        self.ctx.links.owe_release(node, owed)
+    }
+
+    /// The deferred confirmation of the pipelined release `node`'s connection owed
+    /// ([`Machine::owe_release`]), once its replies are read (or given up on); once.
+    /// `None` while they are still owed: a driver that drops the connection then must report
+    /// the release as unconfirmed itself.
+    #[must_use]
+    pub fn take_release_check(&mut self, node: usize) -> Option<crate::ReleaseCheck> {
+        self.ctx.links.take_release_check(node)
     }
 
     /// How many nodes the operation runs over.

@@ -227,18 +227,20 @@ fn an_array_reply_allocates() {
 /// a lock machine is inline storage: the lock (a name of up to 256 bytes, a prefix of up to
 /// 64), the token (up to 64) and, per node, a 512-byte reply framer. The handshake buffers
 /// replies up to 16 KiB (`INFO server`, `HELLO`). An acquire also carries fair mode's waiter
-/// state (about 190 bytes, its own outcome and backoff among them).
+/// state (about 190 bytes, its own outcome and backoff among them). Every machine may carry
+/// the one pipelined release its connection still owes (48 bytes, beside its links: the
+/// bounds of one node were raised for it).
 #[test]
 fn machine_sizes_are_bounded() {
     use std::mem::size_of;
     let sizes = [
-        ("Acquire<1>", size_of::<Acquire<1>>(), 1_900),
+        ("Acquire<1>", size_of::<Acquire<1>>(), 1_950),
         ("Acquire<3>", size_of::<Acquire<3>>(), 3_200),
         ("Acquire<5>", size_of::<Acquire<5>>(), 4_500),
-        ("Release<1>", size_of::<Release<1>>(), 1_450),
+        ("Release<1>", size_of::<Release<1>>(), 1_500),
         ("Release<3>", size_of::<Release<3>>(), 2_750),
         ("Release<5>", size_of::<Release<5>>(), 4_000),
-        ("Extend<1>", size_of::<Extend<1>>(), 1_450),
+        ("Extend<1>", size_of::<Extend<1>>(), 1_500),
         ("Extend<3>", size_of::<Extend<3>>(), 2_750),
         ("Extend<5>", size_of::<Extend<5>>(), 4_000),
         ("Handshake", size_of::<Handshake>(), 17_000),

@@ -323,6 +323,7 @@ fn params(
             // so are scriptless ones (`budget`).
             fair: false,
             scriptless: false,
+            pipelined: false,
             variant,
             faults,
         })
@@ -387,10 +388,10 @@ fn budget_of(
     seed: u64,
     shape: impl Fn(&mut Params) + Copy + 'static,
 ) {
-    let fair = {
+    let (fair, pipelined) = {
         let mut probe = Params::decode("").unwrap();
         shape(&mut probe);
-        probe.fair
+        (probe.fair, probe.pipelined)
     };
     let started = WallClock::now();
     let ops = Cell::new(0u64);
@@ -400,6 +401,8 @@ fn budget_of(
     let renewing = Cell::new((0u64, 0u64, 0u64));
     // Fair runs: hand-offs and crashed waiters.
     let fair_counts = Cell::new((0u64, 0u64));
+    // Pipelined runs: releases written, then checked released, not held, unconfirmed.
+    let pipelined_counts = Cell::new([0u64; 4]);
     let strategy = with(params(nodes, OPS_PER_RUN, Variant::Correct, true), shape);
     let result = runner(base_seed(seed), cases).run(&strategy, |p| {
         let report = sim::run(&p, false);
@@ -417,6 +420,17 @@ fn budget_of(
             handoffs + report.stats.handoffs,
             crashes + report.stats.waiter_crashes,
         ));
+        let mut counts = pipelined_counts.get();
+        let stats = &report.stats;
+        for (count, more) in counts.iter_mut().zip([
+            stats.pipelined_releases,
+            stats.pipelined_released,
+            stats.pipelined_not_held,
+            stats.pipelined_unconfirmed,
+        ]) {
+            *count += more;
+        }
+        pipelined_counts.set(counts);
         match &report.violation {
             None => Ok(()),
             Some(_) => Err(TestCaseError::fail(failure(&report))),
@@ -438,6 +452,21 @@ fn budget_of(
         let (handoffs, crashes) = fair_counts.get();
         println!("{name}: {handoffs} hand-offs, {crashes} waiters crashed");
         assert!(handoffs > 0 && crashes > 0, "{name}: fair mode barely ran");
+    }
+    if pipelined {
+        let [sent, released, not_held, unconfirmed] = pipelined_counts.get();
+        println!(
+            "{name}: {sent} pipelined releases: {released} checked released, {not_held} not held, {unconfirmed} unconfirmed"
+        );
+        // Each check is counted once, and no release is checked twice.
+        assert!(
+            released + not_held + unconfirmed <= sent,
+            "{name}: more checks than releases"
+        );
+        assert!(
+            released > 0 && unconfirmed > 0,
+            "{name}: pipelined release barely ran"
+        );
     }
     // The renewal schedule ran, both ways: leases kept past their TTL, and leases lost to
     // the faults (each checked by property 6).
@@ -462,6 +491,17 @@ fn sim_budget_three_nodes() {
 #[test]
 fn sim_budget_five_nodes() {
     budget("five nodes", Just(5usize), 20, 0xd157_0005, false);
+}
+
+/// Pipelined release on one node under the whole fault mix: half the clients release
+/// without waiting for the reply, and the next machine on the connection reads and checks
+/// it. Exclusion and every other property hold: a late delete of our own token only keeps
+/// the name held longer.
+#[test]
+fn sim_budget_one_node_pipelined() {
+    budget_of("one node, pipelined", Just(1usize), 30, 0xd157_7e1e, |p| {
+        p.pipelined = true;
+    });
 }
 
 /// Fair mode under the whole fault mix, crashed waiters included: exclusion, fence order
@@ -498,6 +538,7 @@ fn sim_fair_without_faults_serves_every_waiter_in_order() {
             fenced: i % 2 == 0,
             fair: true,
             scriptless: false,
+            pipelined: false,
             variant: Variant::Correct,
             faults: Faults {
                 drift_ppm: 3_000,
@@ -538,6 +579,7 @@ fn sim_without_faults_every_client_acquires() {
             fenced: i != 1,
             fair: false,
             scriptless: false,
+            pipelined: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -563,6 +605,7 @@ fn sim_without_faults_renewing_holders_keep_their_leases() {
             fenced: i != 1,
             fair: false,
             scriptless: false,
+            pipelined: false,
             variant: Variant::Correct,
             faults: Faults {
                 drift_ppm: 5_000,

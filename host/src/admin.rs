@@ -495,7 +495,7 @@ pub(crate) async fn run<M: Driven, E>(
     pool: &Arc<Pool>,
     build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
 ) -> Result<M::Outcome, E> {
-    let (mut slots, servers) = take_slots(pool);
+    let (mut slots, servers) = take_slots(pool, false);
     let mut machine = match build(&servers, pool.clock().now()) {
         Ok(machine) => machine,
         Err(e) => {

@@ -93,6 +93,17 @@ impl Client {
         })
     }
 
+    /// See [`crate::Client::settle_releases`].
+    pub fn settle_releases(&self) {
+        self.runtime.block_on(self.inner.settle_releases());
+    }
+
+    /// See [`crate::Client::pipelined_releases`].
+    #[must_use]
+    pub fn pipelined_releases(&self) -> crate::PipelinedReleases {
+        self.inner.pipelined_releases()
+    }
+
     /// See [`crate::Client::lock`].
     pub fn lock(&self, name: impl AsRef<[u8]>) -> LockBuilder {
         LockBuilder {
@@ -262,6 +273,13 @@ impl Guard {
     pub fn release(mut self) -> Result<Released, Error> {
         let guard = self.inner.take().expect("guard present until release");
         self.runtime.block_on(guard.release())
+    }
+
+    /// See [`crate::Guard::release_pipelined`]: the release is sent, not done; its reply is
+    /// read by the client's next operation or [`Client::settle_releases`].
+    pub fn release_pipelined(mut self) -> Result<(), Error> {
+        let guard = self.inner.take().expect("guard present until release");
+        self.runtime.block_on(guard.release_pipelined())
     }
 }
 

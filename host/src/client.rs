@@ -23,6 +23,7 @@ use crate::endpoint::Endpoint;
 use crate::entropy::random_u64;
 use crate::error::Error;
 use crate::pool::Pool;
+use crate::release_check::{OwedReply, ReleaseReports};
 
 /// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded
 /// in-process store. Cheap to clone; connections are pooled per node.
@@ -43,6 +44,8 @@ pub struct Client {
     scripts: Scripts,
     /// Replica-durable leases ([`Client::durable`]).
     durable: Option<Durability>,
+    /// How its pipelined releases were confirmed (shared by its clones).
+    releases: Arc<ReleaseReports>,
 }
 
 impl std::fmt::Debug for Client {
@@ -135,6 +138,7 @@ impl Client {
             layout: Arc::new(layout),
             scripts: Scripts::Auto,
             durable: None,
+            releases: Arc::default(),
         }
     }
 
@@ -616,7 +620,7 @@ impl Client {
     {
         let pool = &self.pool;
         let _counted = pool.operation();
-        let (mut slots, servers) = take_slots(pool);
+        let (mut slots, servers) = take_slots(pool, true);
         let mut machine = match build(&servers, pool.clock().now()) {
             Ok(machine) => machine,
             Err(e) => {
@@ -625,6 +629,7 @@ impl Client {
                 return Err(e.into());
             }
         };
+        let owed = owe_releases(&mut machine, &mut slots);
         let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
         let durable = match (&self.durable, valid_until(&outcome)) {
             (Some(durability), Some(until)) => Some(
@@ -634,6 +639,7 @@ impl Client {
             _ => None,
         };
         if in_step(&machine, &slots) {
+            report_releases(&mut machine, owed);
             return_slots(pool, slots);
         } else {
             // Replies still owed (a Redlock round's slower nodes, a rollback's answers): read
@@ -643,6 +649,7 @@ impl Client {
             tokio::spawn(async move {
                 let request_timeout = machine.lock().options().request_timeout;
                 settle(&mut machine, &mut slots, &servers, &pool, request_timeout).await;
+                report_releases(&mut machine, owed);
                 return_slots(&pool, slots);
             });
         }
@@ -685,6 +692,11 @@ impl Client {
         self.pool.clock()
     }
 
+    /// Where this client's pipelined releases are reported (`pipelined.rs`).
+    pub(crate) fn release_reports(&self) -> &Arc<ReleaseReports> {
+        &self.releases
+    }
+
     /// The node pool, for the operator commands (`admin.rs`) that talk to each node directly.
     pub(crate) fn pool(&self) -> &Arc<Pool> {
         &self.pool
@@ -694,6 +706,48 @@ impl Client {
     #[must_use]
     pub fn layout(&self) -> &KeyLayout {
         &self.layout
+    }
+}
+
+/// Tells `machine` of the pipelined releases its connections owe (their replies come first),
+/// and keeps their records to report what it reads of them ([`report_releases`]). A
+/// connection the machine cannot take one from is not used.
+fn owe_releases<Op: Operation>(
+    machine: &mut Machine<Op, MAX_NODES>,
+    slots: &mut [Slot],
+) -> Vec<(usize, OwedReply)> {
+    let mut owed = Vec::new();
+    for (node, slot) in slots.iter_mut().enumerate() {
+        let Slot::Ready(conn) = slot else {
+            continue;
+        };
+        let Some(mut reply) = conn.owed.take() else {
+            continue;
+        };
+        let taken = reply
+            .take_release()
+            .is_some_and(|release| machine.owe_release(node, release));
+        if taken {
+            owed.push((node, reply));
+        } else {
+            // Dropped with the connection: reported unconfirmed.
+            *slot = Slot::Closed;
+        }
+    }
+    owed
+}
+
+/// Reports the check `machine` made of each pipelined release its connections owed; one it
+/// did not get to (the connection dropped with the reply unread) is reported unconfirmed
+/// as its record drops.
+fn report_releases<Op: Operation>(
+    machine: &mut Machine<Op, MAX_NODES>,
+    owed: Vec<(usize, OwedReply)>,
+) {
+    for (node, reply) in owed {
+        if let Some(check) = machine.take_release_check(node) {
+            reply.report(&check);
+        }
     }
 }
 

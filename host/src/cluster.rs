@@ -107,6 +107,7 @@ pub(crate) async fn open(
                 return Ok(Conn {
                     stream: Stream::Cluster(Box::new(stream)),
                     server,
+                    owed: None,
                 });
             }
             Err(e) => last = Some(e),

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::cluster::ClusterStream;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::release_check::OwedReply;
 use crate::sentinel::SentinelStream;
 
 /// The bytes underneath a connection.
@@ -207,6 +208,9 @@ impl Default for ConnectOptions {
 pub(crate) struct Conn {
     pub(crate) stream: Stream,
     pub(crate) server: ServerInfo,
+    /// The reply of a pipelined release written on it and not read yet: the next reader of
+    /// the connection takes it first (see `release_check.rs`).
+    pub(crate) owed: Option<OwedReply>,
 }
 
 impl Stream {
@@ -357,7 +361,11 @@ impl Conn {
             }
             if let Some(outcome) = machine.poll_outcome() {
                 return outcome
-                    .map(|server| Conn { stream, server })
+                    .map(|server| Conn {
+                        stream,
+                        server,
+                        owed: None,
+                    })
                     .map_err(HandshakeFailure::Refused);
             }
             let n = stream.read(&mut buf).await.map_err(HandshakeFailure::Io)?;

@@ -88,12 +88,14 @@ pub(crate) async fn drive<M: Driven>(
 
 /// One slot per node for the next operation: an idle connection where the pool has one,
 /// else none (opened while the machine runs), and for each node the server the machine is to
-/// be built for — the connection's, or what the node's last handshake learned.
-pub(crate) fn take_slots(pool: &Pool) -> (Vec<Slot>, Vec<ServerInfo>) {
+/// be built for — the connection's, or what the node's last handshake learned. `owing`: the
+/// operation is a lock machine, which can take a connection that owes a pipelined release's
+/// reply (it must be told: `Machine::owe_release`).
+pub(crate) fn take_slots(pool: &Pool, owing: bool) -> (Vec<Slot>, Vec<ServerInfo>) {
     let mut slots = Vec::with_capacity(pool.len());
     let mut servers = Vec::with_capacity(pool.len());
     for node in 0..pool.len() {
-        match pool.take_idle(node) {
+        match pool.take_idle(node, owing) {
             Some(conn) => {
                 servers.push(conn.server);
                 slots.push(Slot::Ready(conn));

@@ -365,6 +365,50 @@ impl Guard {
         self.held.released.store(true, Ordering::Release);
     }
 
+    /// Releases the lock without waiting for the server's reply: the release is written on
+    /// an idle connection of the client and this returns, so a loop of acquire and release
+    /// costs one round trip per pair instead of two. Opt-in; for a single-node lock of one
+    /// name (see "Pipelined release" in the README).
+    ///
+    /// When it returns `Ok(())` the release is **sent, not done**: the name is not yet free
+    /// (a waiter wakes, and another client can take the name, once the server runs the
+    /// delete), and the lease must be treated as given up. The server's reply is read when
+    /// the client next uses that connection — its next lock operation reads it before its own
+    /// replies — or by [`Client::settle_releases`], and reported (never hidden, never turned
+    /// into "released"): [`Client::pipelined_releases`] counts, a `tracing` warning for each
+    /// release that was no longer ours or is unconfirmed, and [`Client::on_release_check`].
+    /// A late delete only keeps the name held longer: it deletes nothing but our own key.
+    ///
+    /// With no idle connection free to carry it (the client's first operation, or the last
+    /// connection still owes an earlier pipelined release) or if the write fails, the
+    /// release runs the normal way and its result is returned (`Ok` then means released).
+    ///
+    /// Refused before anything is sent — Redlock over several nodes, a semaphore, a
+    /// read-write or multi-name lock ([`ConfigError::PipelinedUnsupported`]), a Redis Cluster
+    /// ([`Error::NotOnCluster`]) — the guard is dropped, which releases it in the background
+    /// as any dropped guard.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock_host::Error> {
+    /// let client = distlock_host::Client::connect(["redis://127.0.0.1:6379"]).await?;
+    /// for job in 0..1000 {
+    ///     let guard = client.lock("queue-head").try_acquire().await?;
+    ///     // … the critical section …
+    ///     guard.release_pipelined().await?; // sent; its reply is read by the next acquire
+    /// }
+    /// client.settle_releases().await; // read the last reply before shutting down
+    /// assert_eq!(client.pipelined_releases().not_held, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`ConfigError::PipelinedUnsupported`]: distlock_core::ConfigError::PipelinedUnsupported
+    pub async fn release_pipelined(mut self) -> Result<(), Error> {
+        self.client.check_pipelined(&self.lock, &self.token)?;
+        self.stop_renewal();
+        self.held.released.store(true, Ordering::Release);
+        self.client.release_pipelined(&self.lock, &self.token).await
+    }
+
     fn stop_renewal(&mut self) {
         if let Some(task) = self.renewal.take() {
             task.abort();

@@ -56,7 +56,9 @@ mod endpoint;
 mod entropy;
 mod error;
 mod guard;
+mod pipelined;
 mod pool;
+mod release_check;
 mod sentinel;
 mod sentinel_switch;
 
@@ -64,6 +66,7 @@ pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds,
 pub use client::{Client, LockBuilder};
 pub use compute::{ComputeError, ComputeOptions};
 pub use conn::{ConnectOptions, TlsSettings};
+pub use distlock_core::ReleaseCheck;
 pub use distlock_core::{
     ConfigError, Durability, DurableError, Extended, KeyLayout, LockOptions, NativeCommand,
     Released, RetryPolicy, ScriptedFeature, Scripts,
@@ -71,6 +74,7 @@ pub use distlock_core::{
 pub use endpoint::Endpoint;
 pub use error::Error;
 pub use guard::Guard;
+pub use release_check::PipelinedReleases;
 
 /// The most nodes a client can run Redlock over (the core's limit, for every driver).
 pub use distlock_core::MAX_NODES;

@@ -497,7 +497,7 @@ impl Pool {
                     };
                 }
             };
-            if let Some(conn) = self.take_idle(node) {
+            if let Some(conn) = self.take_idle(node, false) {
                 if conn.server.protocol == protocol {
                     return Ok(conn);
                 }
@@ -513,11 +513,27 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `node` that is still alive; dead ones are dropped.
-    pub(crate) fn take_idle(&self, node: usize) -> Option<Conn> {
+    /// An idle connection to `node` that is still alive, the last one checked in first;
+    /// dead ones are dropped. `owing`: one that owes a pipelined release's reply will do
+    /// too — only for a lock machine, which reads that reply first
+    /// (`Machine::owe_release`); without it such connections stay idle.
+    pub(crate) fn take_idle(&self, node: usize, owing: bool) -> Option<Conn> {
         let mut idle = self.nodes.get(node)?.idle.lock().ok()?;
-        while let Some(conn) = idle.pop() {
-            if !conn.is_stale() && self.allowed(node, &conn) {
+        let mut at = idle.len();
+        while at > 0 {
+            at -= 1;
+            let Some(conn) = idle.get(at) else {
+                break;
+            };
+            if conn.owed.is_some() && !owing {
+                continue;
+            }
+            let conn = idle.remove(at);
+            // A connection owing a reply is readable once the reply is in: that says nothing
+            // of whether it is dead (its reader finds out, and reports the release
+            // unconfirmed if so).
+            let alive = conn.owed.is_some() || !conn.is_stale();
+            if alive && self.allowed(node, &conn) {
                 return Some(conn);
             }
             // Not a session event: an idle connection the server closed (a restart, its idle
@@ -525,6 +541,14 @@ impl Pool {
             debug!(node, "dropping a dead idle connection");
         }
         None
+    }
+
+    /// An idle connection to `node` that owes a pipelined release's reply, to be read by
+    /// [`crate::pipelined`]'s settling.
+    pub(crate) fn take_owing(&self, node: usize) -> Option<Conn> {
+        let mut idle = self.nodes.get(node)?.idle.lock().ok()?;
+        let at = idle.iter().rposition(|conn| conn.owed.is_some())?;
+        Some(idle.remove(at))
     }
 
     /// Asks the core's session whether a connect to `node` may start now, and tells it one

@@ -283,6 +283,7 @@ async fn check_primary(
                 primary: (target.host.clone(), target.port),
             })),
             server: conn.server,
+            owed: None,
         }),
         Ok(role) => Err(Checked::Next(
             Asked::NotPrimary,

@@ -76,6 +76,13 @@ pub struct Stats {
     pub leases: u64,
     pub extends: u64,
     pub releases: u64,
+    /// Pipelined releases written, and their deferred checks as the next machine read them:
+    /// released, not ours any more, unconfirmed (the connection dropped or the reply was late
+    /// or unread).
+    pub pipelined_releases: u64,
+    pub pipelined_released: u64,
+    pub pipelined_not_held: u64,
+    pub pipelined_unconfirmed: u64,
     pub resource_writes: u64,
     /// Writes a fencing resource refused (an older fence after a newer one).
     pub rejected_writes: u64,

@@ -165,6 +165,10 @@ pub struct Params {
     /// Scriptless (every client's lock is `Scripts::Never`, unfenced, not reentrant): the
     /// nodes have the native commands and no scripting at all.
     pub scriptless: bool,
+    /// Pipelined release (one node only): every other pair of clients (2, 3, 6, 7, …)
+    /// releases by `PipelinedRelease` when its connection owes nothing, and the next machine
+    /// on the connection reads and checks the owed reply (`Machine::owe_release`).
+    pub pipelined: bool,
     pub variant: Variant,
     pub faults: Faults,
 }
@@ -174,7 +178,7 @@ impl Params {
     pub fn encode(&self) -> String {
         let f = &self.faults;
         format!(
-            "seed={},nodes={},clients={},ops={},fenced={},fair={},scriptless={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
+            "seed={},nodes={},clients={},ops={},fenced={},fair={},scriptless={},pipelined={},variant={},drift={},latency={},spikes={},loss={},dup={},late={},partitions={},crashes={},flushes={},readonly={},pauses={},pause_max={}",
             self.seed,
             self.nodes,
             self.clients,
@@ -182,6 +186,7 @@ impl Params {
             u8::from(self.fenced),
             u8::from(self.fair),
             u8::from(self.scriptless),
+            u8::from(self.pipelined),
             self.variant.name(),
             f.drift_ppm,
             f.latency_us,
@@ -208,6 +213,7 @@ impl Params {
             fenced: true,
             fair: false,
             scriptless: false,
+            pipelined: false,
             variant: Variant::Correct,
             faults: Faults::NONE,
         };
@@ -229,6 +235,7 @@ impl Params {
                 "fenced" => p.fenced = num()? != 0,
                 "fair" => p.fair = num()? != 0,
                 "scriptless" => p.scriptless = num()? != 0,
+                "pipelined" => p.pipelined = num()? != 0,
                 "variant" => {
                     p.variant =
                         Variant::parse(value).ok_or_else(|| format!("unknown variant `{value}`"))?
@@ -253,6 +260,9 @@ impl Params {
         }
         if p.fair && p.nodes != 1 {
             return Err("fair mode is single-node only".into());
+        }
+        if p.pipelined && p.nodes != 1 {
+            return Err("pipelined release is single-node only".into());
         }
         if p.scriptless && (p.fair || p.fenced) {
             return Err("scriptless locks are neither fair nor fenced".into());

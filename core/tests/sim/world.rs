@@ -19,8 +19,9 @@ use distlock_core::SplitMix64;
 use distlock_core::resp::frame_len;
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, ExtendOutcome, Handshake, Instant, Jitter, KeyLayout,
-    Lock, LockOptions, LostReason, NodeState, RECONNECT, Release, Renewal, RenewalEvent,
-    RetryPolicy, Scripts, ServerInfo, Session, SessionOptions, Token, quorum,
+    Lock, LockOptions, LostReason, NodeState, OwedRelease, PipelinedRelease, RECONNECT, Release,
+    ReleaseCheck, Renewal, RenewalEvent, RetryPolicy, Scripts, ServerInfo, Session, SessionOptions,
+    Token, quorum,
 };
 use distlock_model::{ModelConfig, ModelConnection, ModelFaults, ModelNode, Scripting, Stage};
 
@@ -318,6 +319,9 @@ struct Link {
     carry: u32,
     held: Vec<u8>,
     inbuf: Vec<u8>,
+    /// A pipelined release written on the connection, for the next machine to read first
+    /// (`Machine::owe_release`); the bytes that arrive before that machine wait in `held`.
+    owed_release: Option<OwedRelease>,
     /// Connects reported to the session as started and not yet as ended: the handshake
     /// under way, if any, is the only one (checked after every step).
     reported: u32,
@@ -561,6 +565,7 @@ impl World {
                             carry: 0,
                             held: Vec::new(),
                             inbuf: Vec::new(),
+                            owed_release: None,
                             reported: 0,
                         })
                         .collect(),
@@ -1529,6 +1534,10 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
+        if link.owed_release.take().is_some() {
+            // Its reply is never read: unconfirmed (the key goes at its TTL at the latest).
+            self.check.stats.pipelined_unconfirmed += 1;
+        }
         // The simulator's runs (and the seeds its tests pin) date from handshakes that loaded
         // the scripts; it keeps doing so, as a driver may (`load_scripts`). The path without
         // (`NOSCRIPT`, then `EVAL`) runs whenever a node restarts or flushes its scripts.
@@ -1562,6 +1571,11 @@ impl World {
             if carry > 0 {
                 let known = with_op!(&mut run.op, m => m.discard_replies(node, carry));
                 assert!(known, "node {node} is one of the machine's");
+            }
+            // Written after what `carry` discards, before anything of this machine's.
+            if let Some(owed) = link.owed_release.take() {
+                let known = with_op!(&mut run.op, m => m.owe_release(node, owed));
+                assert!(known, "node {node} owes no other pipelined release");
             }
             let held = std::mem::take(&mut link.held);
             if !held.is_empty() {
@@ -1603,6 +1617,10 @@ impl World {
         link.carry = 0;
         link.held.clear();
         link.inbuf.clear();
+        if link.owed_release.take().is_some() {
+            // Its reply is never read: unconfirmed (the key goes at its TTL at the latest).
+            self.check.stats.pipelined_unconfirmed += 1;
+        }
         if let Some(run) = &mut client.run {
             with_op!(&mut run.op, m => m.handle_disconnect(node, Instant::from_millis(now_ms)));
         }
@@ -1735,7 +1753,7 @@ impl World {
         let client = &mut self.clients[c];
         match &mut client.run {
             Some(run) => with_op!(&mut run.op, m => m.handle_input(node, &data, now)),
-            None if client.links[node].carry > 0 => {
+            None if client.links[node].carry > 0 || client.links[node].owed_release.is_some() => {
                 client.links[node].held.extend_from_slice(&data);
                 return;
             }
@@ -1931,8 +1949,16 @@ impl World {
         let Some(out) = out else {
             return false;
         };
-        let run = self.clients[c].run.take().expect("running");
+        let mut run = self.clients[c].run.take().expect("running");
         self.ops += 1;
+        for node in 0..self.nodes.len() {
+            match with_op!(&mut run.op, m => m.take_release_check(node)) {
+                Some(ReleaseCheck::Released(_)) => self.check.stats.pipelined_released += 1,
+                Some(ReleaseCheck::NotHeld) => self.check.stats.pipelined_not_held += 1,
+                Some(_) => self.check.stats.pipelined_unconfirmed += 1,
+                None => {}
+            }
+        }
         // Replies still owed: odd-numbered clients discard them in the connection reader;
         // even-numbered ones hand the connection to the next machine, which discards them
         // itself (`handover` / `discard_replies`), so both ways stay checked.
@@ -2449,6 +2475,9 @@ impl World {
             self.check.stop(c, now_true);
             // Releasing ends the renewal schedule, as dropping the host's guard does.
             held.renewal = None;
+            if self.release_pipelined(c, &held, &servers, now, now_ms) {
+                return true;
+            }
             let seed = self.rng.next_u64();
             let client = &mut self.clients[c];
             let machine = Release::new(&client.lock, held.token.clone(), &servers, now, seed)
@@ -2469,6 +2498,64 @@ impl World {
         }
         self.clients[c].held = Some(held);
         false
+    }
+
+    /// A pipelining client (see `Params::pipelined`) writes its release without waiting for
+    /// the reply, when its one connection is ready and owes nothing; the release is then over
+    /// for the client (the name is freed when the node runs the delete), and the next
+    /// machine on the connection reads the reply first. False: release the normal way.
+    fn release_pipelined(
+        &mut self,
+        c: usize,
+        held: &Held,
+        servers: &[ServerInfo],
+        now: Instant,
+        now_ms: u64,
+    ) -> bool {
+        if !self.p.pipelined || (c / 2).is_multiple_of(2) {
+            return false;
+        }
+        let client = &self.clients[c];
+        let [link] = client.links.as_slice() else {
+            return false;
+        };
+        let idle = link.ready
+            && link.conn.is_some()
+            && link.skip == 0
+            && link.carry == 0
+            && link.held.is_empty()
+            && link.inbuf.is_empty()
+            && link.owed_release.is_none();
+        if !idle {
+            return false;
+        }
+        let release = PipelinedRelease::new(&client.lock, &held.token, servers)
+            .expect("a single-node lock of one name");
+        let (len, owed) = release
+            .encode(now, &mut self.buf)
+            .expect("the buffer fits a release");
+        let bytes = self.buf[..len].to_vec();
+        if !self.client_write(c, 0, bytes) {
+            return false;
+        }
+        self.clients[c].links[0].owed_release = Some(owed);
+        self.ops += 1;
+        self.check.stats.releases += 1;
+        self.check.stats.pipelined_releases += 1;
+        let lease = held.lease;
+        self.log(&format!("c{c}"), Some(now_ms), || {
+            format!("releases lease #{lease}, pipelined")
+        });
+        self.clients[c].held = None;
+        self.clients[c].phase = if self.clients[c].final_round {
+            Phase::Done
+        } else {
+            let think = self.rand(1, self.clients[c].think_max.max(1));
+            Phase::Idle {
+                until: now_ms + think,
+            }
+        };
+        true
     }
 
     /// Property 5: a machine ends by its deadline, and a machine without an outcome always

@@ -422,6 +422,9 @@ pub(crate) struct Load {
     /// drawn name's `:0`, `:1`, … taken all or nothing. The guest path has no multi-name
     /// locks yet.
     pub(crate) names_per_lock: usize,
+    /// Release with [`distlock_host::Guard::release_pipelined`] instead of waiting for the
+    /// release's reply (A's `pipelined` row): the reply is read by the next acquire.
+    pub(crate) pipelined: bool,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -688,6 +691,7 @@ async fn native_client(
 ) -> Result<Sample, Error> {
     let mut sample = Sample::new();
     let mut draw = worker;
+    let confirmed_before = client.pipelined_releases().released;
     let started = Instant::now();
     while started.elapsed() < duration {
         let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
@@ -719,7 +723,11 @@ async fn native_client(
         };
         match builder.options(load.lock).try_acquire().await {
             Ok(guard) => {
-                guard.release().await?;
+                if load.pipelined {
+                    guard.release_pipelined().await?;
+                } else {
+                    guard.release().await?;
+                }
                 sample.record(t.elapsed());
                 sample.ops += 1;
             }
@@ -728,6 +736,19 @@ async fn native_client(
         }
     }
     sample.elapsed = started.elapsed();
+    if load.pipelined {
+        // Outside the slice's time: the last release's reply, then every pair's release must
+        // have been confirmed — a row of releases that did not run would measure nothing.
+        client.settle_releases().await;
+        let confirmed = client.pipelined_releases().released - confirmed_before;
+        if confirmed != sample.ops {
+            return Err(Error::Worker(format!(
+                "{confirmed} of {} pipelined releases confirmed: {:?}",
+                sample.ops,
+                client.pipelined_releases()
+            )));
+        }
+    }
     Ok(sample)
 }
 
@@ -768,6 +789,9 @@ struct Extra {
     raw: bool,
     /// `cluster`: the same load through the Redis Cluster, when the bench has one.
     cluster: bool,
+    /// `pipelined`: the same load releasing pipelined (the reply read by the next acquire),
+    /// reported apart from the native row.
+    pipelined: bool,
 }
 
 impl Extra {
@@ -776,6 +800,7 @@ impl Extra {
         fair: false,
         raw: false,
         cluster: false,
+        pipelined: false,
     };
 }
 
@@ -809,6 +834,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                               fair,
                               raw,
                               cluster: through_cluster,
+                              pipelined,
                           }: Extra,
                           rows: &mut Vec<BenchResult>|
            -> Result<(), Error> {
@@ -846,6 +872,19 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
         }
         if raw {
             workloads.push(Workload::Raw(RawLoad::connect(&urls[0], load).await?));
+        }
+        if pipelined {
+            // A client of its own: its connection owes a release between slices, which
+            // the other rows' client must not find in its pool.
+            let own = Client::connect(urls).await?;
+            workloads.push(Workload::Native {
+                path: "pipelined",
+                client: own,
+                load: Load {
+                    pipelined: true,
+                    ..load
+                },
+            });
         }
         if let Some(cluster) = cluster.as_ref().filter(|_| through_cluster) {
             workloads.push(Workload::Native {
@@ -916,11 +955,13 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             lock: options.lock,
             limit: None,
             names_per_lock: 1,
+            pipelined: false,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
             fair: options.fair,
             cluster: true,
+            pipelined: true,
             ..Extra::NONE
         };
         scenario("A", label, &single, load, one, extra, &mut rows).await?;
@@ -935,6 +976,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
                 limit: None,
                 names_per_lock: 1,
+                pipelined: false,
             };
             let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
             let extra = Extra {
@@ -955,6 +997,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
                 limit: None,
                 names_per_lock: 1,
+                pipelined: false,
             };
             let label = format!("C: {clients} clients over 1024 names");
             let extra = Extra {
@@ -982,6 +1025,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
                 limit: None,
                 names_per_lock: 1,
+                pipelined: false,
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
             let urls = &options.urls[..n];
@@ -1002,6 +1046,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
                 limit: Some(SEMAPHORE_PERMITS),
                 names_per_lock: 1,
+                pipelined: false,
             };
             let label =
                 format!("S: {clients} clients, one semaphore of {SEMAPHORE_PERMITS} permits");
@@ -1066,6 +1111,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                     lock: load.lock,
                     limit: None,
                     names_per_lock: 1,
+                    pipelined: false,
                 };
                 let mut r = row(
                     &label,
@@ -1166,6 +1212,13 @@ fn row(
             sample.ops_per_sec() / native.ops_per_sec().max(1e-9),
             sample.quantile(0.5) as f64 / native_p50.max(1) as f64,
             cluster::PRIMARIES
+        ));
+    }
+    if let Some(native) = native.filter(|_| path == "pipelined") {
+        notes.push(format!(
+            "release pipelined (its reply read by the next acquire; every release confirmed): {:.2}× the native row's pairs/s, p50 {:.2}× its p50, in the same slices",
+            sample.ops_per_sec() / native.ops_per_sec().max(1e-9),
+            sample.quantile(0.5) as f64 / native_p50.max(1) as f64,
         ));
     }
     if path.starts_with("guest") && native_p50 > 0 {

@@ -1,0 +1,298 @@
+//! Pipelined release against real `redis-server` processes: the release is written and the
+//! call returns; the reply is read and checked by the client's next operation on that
+//! connection, or by `settle_releases`, and reported — released, not ours any more, or
+//! unconfirmed — never hidden and never turned into "released".
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distlock_host::{
+    Client, ConfigError, Error, LockOptions, PipelinedReleases, ReleaseCheck, Released,
+};
+use support::{RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, until};
+use tokio::time::timeout;
+
+/// The ids of the server's connections from the library (named `distlock`); a connection
+/// reopened shows up under a new id.
+fn library_connections(server: &RedisServer) -> Vec<u64> {
+    let list = server
+        .raw()
+        .ok(&["CLIENT", "LIST"])
+        .text()
+        .unwrap_or_default();
+    list.lines()
+        .filter(|line| line.split(' ').any(|kv| kv == "name=distlock"))
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix("id="))?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn counts(released: u64, not_held: u64, unconfirmed: u64) -> PipelinedReleases {
+    pending(0, released, not_held, unconfirmed)
+}
+
+fn pending(pending: u64, released: u64, not_held: u64, unconfirmed: u64) -> PipelinedReleases {
+    let mut expected = PipelinedReleases::default();
+    expected.pending = pending;
+    expected.released = released;
+    expected.not_held = not_held;
+    expected.unconfirmed = unconfirmed;
+    expected
+}
+
+/// A loop of try-acquire and pipelined release on one name, one client: every acquire gets
+/// the lock at its first `SET NX` — so each release ran before the next acquire's `SET`, on
+/// the same connection — and every release is confirmed by the operation after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_release_then_an_acquire_on_the_same_client_gets_the_lock() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let name = unique_name("pipelined-loop");
+    let connections_before = blocking(|| library_connections(&server));
+    assert_eq!(connections_before.len(), 1, "{connections_before:?}");
+    let stats_before = blocking(|| server.raw().ok(&["INFO", "commandstats"]).text().unwrap());
+    const PAIRS: u64 = 50;
+    for pair in 0..PAIRS {
+        let guard = client
+            .lock(&name)
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
+        guard.release_pipelined().await.expect("release sent");
+        assert_eq!(client.pipelined_releases().pending, 1, "pair {pair}");
+    }
+    // Every release but the last was read by the next acquire; the last is still owed.
+    assert_eq!(client.pipelined_releases(), pending(1, PAIRS - 1, 0, 0));
+    client.settle_releases().await;
+    assert_eq!(client.pipelined_releases(), counts(PAIRS, 0, 0));
+    let key = lock_key(&name);
+    assert_eq!(
+        blocking(|| server.raw().ok(&["EXISTS", &key]).int()),
+        Some(0),
+        "the last release ran"
+    );
+    let stats = blocking(|| server.raw().ok(&["INFO", "commandstats"]).text().unwrap());
+    let delta =
+        |command: &str| command_calls(&stats, command) - command_calls(&stats_before, command);
+    // One SET per acquire (none refused, none retried) and one release each, by source.
+    assert_eq!(delta("set"), PAIRS);
+    assert_eq!(delta("eval"), PAIRS);
+    assert_eq!(delta("evalsha"), 0);
+    // All of it over the one pooled connection: nothing was reopened.
+    assert_eq!(
+        blocking(|| library_connections(&server)),
+        connections_before
+    );
+}
+
+/// A second client waiting on the name is woken by the pipelined release's signal (well
+/// before the TTL could free the name) and gets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_waiting_on_the_name_is_woken() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let holder = Client::connect([server.url()])
+        .await
+        .expect("connect holder");
+    let waiter = Client::connect([server.url()])
+        .await
+        .expect("connect waiter");
+    let name = unique_name("pipelined-wake");
+    let guard = holder
+        .lock(&name)
+        .ttl(Duration::from_secs(60))
+        .acquire()
+        .await
+        .expect("holder acquires");
+    let waiting = {
+        let name = name.clone();
+        tokio::spawn(async move {
+            waiter
+                .lock(&name)
+                .wait(Duration::from_secs(30))
+                .acquire()
+                .await
+        })
+    };
+    support::until_blocked(&server, 1).await;
+    guard.release_pipelined().await.expect("release sent");
+    let woken = timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter is woken long before the 60 s TTL")
+        .expect("task");
+    let second = woken.expect("the waiter gets the lock");
+    assert!(second.is_held());
+    holder.settle_releases().await;
+    assert_eq!(holder.pipelined_releases(), counts(1, 0, 0));
+    assert!(matches!(second.release().await, Ok(Released::Free)));
+}
+
+/// The lease is lost meanwhile — its key reset by another client, then the name taken by
+/// another token — and the pipelined release is reported as not ours: by the client's next
+/// acquire (which reads the reply first), to the callback and in the counts. The other
+/// token's key is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_of_a_lease_lost_meanwhile_is_reported() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    {
+        let seen = Arc::clone(&seen);
+        client.on_release_check(move |check| seen.lock().unwrap().push(check.clone()));
+    }
+    let name = unique_name("pipelined-lost");
+    let key = lock_key(&name);
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    blocking(|| {
+        let mut raw = server.raw();
+        raw.ok(&["DEL", &key]);
+        raw.ok(&["SET", &key, "another-owner-token-0123456789"]);
+    });
+    guard.release_pipelined().await.expect("release sent");
+    // The next operation on the client (another name) reads the owed reply first.
+    let other = client
+        .lock(unique_name("pipelined-other"))
+        .try_acquire()
+        .await
+        .expect("the other name is free");
+    assert_eq!(client.pipelined_releases(), counts(0, 1, 0));
+    assert_eq!(*seen.lock().unwrap(), vec![ReleaseCheck::NotHeld]);
+    assert_eq!(
+        blocking(|| server.raw().ok(&["GET", &key]).text()),
+        Some("another-owner-token-0123456789".into()),
+        "the other token's key stands"
+    );
+    other.release().await.expect("release");
+}
+
+/// The server stops answering with the reply owed: the release is reported unconfirmed once
+/// its reply deadline passes, not released; and a connection that dies with the reply owed
+/// is reported unconfirmed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_reply_is_unconfirmed_not_released() {
+    require_redis!();
+    let mut server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let options = LockOptions {
+        request_timeout: distlock_core::Duration::from_millis(200),
+        ..LockOptions::default()
+    };
+    let name = unique_name("pipelined-frozen");
+    let guard = client
+        .lock(&name)
+        .options(options)
+        .acquire()
+        .await
+        .expect("acquire");
+    blocking(|| server.pause());
+    guard
+        .release_pipelined()
+        .await
+        .expect("written to the socket");
+    assert_eq!(client.pipelined_releases().pending, 1);
+    // Past the 200 ms reply deadline: unconfirmed, and the connection is not reused.
+    timeout(Duration::from_secs(5), client.settle_releases())
+        .await
+        .expect("settling ends at the reply's deadline");
+    assert_eq!(client.pipelined_releases(), counts(0, 0, 1));
+    blocking(|| server.resume());
+
+    // Again, and the server dies before answering: the connection's end with the reply
+    // owed is reported unconfirmed.
+    let guard = client
+        .lock(unique_name("pipelined-dies"))
+        .options(options)
+        .acquire()
+        .await
+        .expect("acquire");
+    blocking(|| server.pause());
+    guard
+        .release_pipelined()
+        .await
+        .expect("written to the socket");
+    blocking(|| server.stop());
+    timeout(Duration::from_secs(5), client.settle_releases())
+        .await
+        .expect("settling ends with the connection");
+    assert_eq!(client.pipelined_releases(), counts(0, 0, 2));
+}
+
+/// Redlock is refused with a typed error before anything is sent; the guard, dropped, is
+/// released in the background as any dropped guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_is_refused_and_the_guard_released_on_drop() {
+    require_redis!();
+    let servers: Vec<RedisServer> = (0..3).map(|_| blocking(RedisServer::start)).collect();
+    let client = Client::connect(servers.iter().map(RedisServer::url))
+        .await
+        .expect("connect");
+    let name = unique_name("pipelined-redlock");
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    let key = lock_key(&name);
+    // The acquire returns at a quorum; a slower node's `SET` still on its way could run after
+    // a release sent on another connection and leave the key to its TTL.
+    until("every node holds the key", Duration::from_secs(5), || {
+        servers
+            .iter()
+            .all(|s| blocking(|| s.raw().ok(&["EXISTS", &key]).int()) == Some(1))
+    })
+    .await;
+    let refused = guard.release_pipelined().await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Config(ConfigError::PipelinedUnsupported))
+        ),
+        "{refused:?}"
+    );
+    until("every node's key released", Duration::from_secs(5), || {
+        servers
+            .iter()
+            .all(|s| blocking(|| s.raw().ok(&["EXISTS", &key]).int()) == Some(0))
+    })
+    .await;
+    assert_eq!(client.pipelined_releases(), PipelinedReleases::default());
+}
+
+/// The blocking API releases pipelined the same way.
+#[test]
+fn the_blocking_api_releases_pipelined_too() {
+    require_redis!();
+    let server = RedisServer::start();
+    let client = distlock_host::blocking::Client::connect([server.url()]).expect("connect");
+    let name = unique_name("pipelined-blocking");
+    for pair in 0..3 {
+        let guard = client
+            .lock(&name)
+            .try_acquire()
+            .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
+        guard.release_pipelined().expect("release sent");
+    }
+    client.settle_releases();
+    assert_eq!(client.pipelined_releases(), counts(3, 0, 0));
+}
+
+/// The embedded in-process store takes pipelined releases like a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_takes_pipelined_releases() {
+    let client = Client::embedded();
+    let name = unique_name("pipelined-embedded");
+    for pair in 0..3 {
+        let guard = client
+            .lock(&name)
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
+        guard.release_pipelined().await.expect("release sent");
+    }
+    client.settle_releases().await;
+    assert_eq!(client.pipelined_releases(), counts(3, 0, 0));
+}

@@ -1072,6 +1072,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
                 limit: None,
                 names_per_lock: MULTI_NAMES,
+                pipelined: false,
             };
             let label = format!("M: {clients} clients, {MULTI_NAMES} names per lock, 1 node");
             scenario("M", label, &single, load, one, Extra::NONE, &mut rows).await?;

@@ -558,11 +558,10 @@ impl api::GuestSession for Session {
         self.in_slot(slot, |op| api::GuestOperation::tick(op, now))
     }
 
-    fn cancel_flat(&self, slot: u32, now: api::Instant) -> Vec<u8> {
-        self.in_slot(slot, |op| {
+    fn cancel_flat(&self, slot: u32, now: api::Instant) {
+        if let Some(op) = self.slots.borrow().get(slot) {
             api::GuestOperation::cancel(op, now);
-            api::GuestOperation::tick(op, now)
-        })
+        }
     }
 
     fn outcome_flat(&self, slot: u32) -> Option<Result<api::Outcome, api::Error>> {

@@ -30,3 +30,16 @@ def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(star
     [last] = pool.spent
     client.close()
     assert not pool.spent and last._self is None
+
+
+def test_a_full_name_table_is_emptied_once_and_the_lock_still_taken(start):
+    [s] = start()
+    client = Client.connect(s.url)
+    slots = client.pool(client.ttl, client.fenced).slots
+    names = [unique(f"many-{i}") for i in range(4096)]  # the engine's bound per session
+    ids = {slots.name_id(name) for name in names}
+    assert len(ids) == 4096 and slots.name_id(names[0]) in ids  # one id per name, kept
+    lease = client.acquire(unique("one-more"))  # the table is full: forgotten, registered again
+    assert list(slots.ids) == [lease.name]
+    lease.release()
+    client.close()

@@ -95,10 +95,9 @@ class Slots:
 
     def acquire(self, name: str, wait_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
         """``acquire-flat``: the operation's slot and its first step (slotted layout)."""
-        name_id = self.name_id(name)
-        with self.engine.lock:
+        with self.engine.lock:  # with the id: no other thread forgets it in between
             args = self._calls["acquire-flat"][2]
-            args.u32(1, name_id)
+            args.u32(1, self.name_id(name))
             args.u32(2, wait_ms)
             args.f64(3, now_ms)
             args.bytes(4, entropy)
@@ -107,10 +106,9 @@ class Slots:
 
     def release(self, name: str, token: str, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
         """``release-flat``: the operation's slot and its first step (slotted layout)."""
-        name_id = self.name_id(name)
         with self.engine.lock:
             args = self._calls["release-flat"][2]
-            args.u32(1, name_id)
+            args.u32(1, self.name_id(name))
             args.bytes(2, token.encode("ascii"))
             args.f64(3, now_ms)
             args.bytes(4, entropy)

@@ -173,6 +173,12 @@ impl Host {
                 }
             }
             if step.result.outcome.is_some() || step.outcome_elsewhere {
+                if step.outcome_elsewhere {
+                    assert!(
+                        self.tick_slot(slot).is_empty(),
+                        "an operation over steps no more while its outcome waits"
+                    );
+                }
                 let outcome = match step.result.outcome {
                     Some(outcome) => outcome,
                     None => self

@@ -179,10 +179,12 @@ impl Session {
     }
 
     /// Runs one flat step on the operation in `slot` and answers it in the slotted layout,
-    /// freeing the slot once the outcome is handed out; an unknown slot answers nothing.
+    /// freeing the slot once the outcome is handed out; an unknown slot, or one whose
+    /// operation is over, answers nothing.
     fn in_slot(&self, slot: u32, step: impl FnOnce(&Operation) -> Vec<u8>) -> Vec<u8> {
         let slots = self.slots.borrow();
-        let Some(op) = slots.get(slot) else {
+        // Over and waiting for `outcome-flat`: nothing more to step, as for an unknown slot.
+        let Some(op) = slots.get(slot).filter(|op| !op.finished()) else {
             return Vec::new();
         };
         let answer = flat::slotted(slot, &step(op));

@@ -14,7 +14,9 @@
 //!   expires, so a crashed holder (whose key expires, pushing no signal) frees its waiters at
 //!   once. The first attempt no longer asks for that TTL (an uncontended acquire is one
 //!   `SET NX PX`); a refusal that did not say it is retried at once with the `PTTL`, so no wait
-//!   is ever timed by the retry cap alone.
+//!   is ever timed by the retry cap alone. The same retry asks the key's `TYPE`: a name that
+//!   is a semaphore's or a read-write lock's refuses `SET NX` like a held lock, and would
+//!   keep a mutex waiting for nothing; it fails with `WRONGTYPE` instead.
 //! - **Rollbacks that pushed no signal.** Over several nodes a failed attempt rolls back the
 //!   keys it took; a waiter refused by such a key was never woken when it went, and slept out
 //!   its span (up to the cap) while a quorum was free. Rollbacks now push the signal.

@@ -2,7 +2,7 @@
 //!
 //! A [`Request`] is what an operation asks one node (take the lock, release it, extend it,
 //! wait for a wake-up signal, ...). [`Encoder`] writes it as RESP — a plain command, a
-//! pipelined batch (`SET NX PX` + `PTTL`; a native delete + the wake-up signal; a fair
+//! pipelined batch (`SET NX PX` + `PTTL` + `TYPE`; a native delete + the wake-up signal; a fair
 //! waiter's `BLPOP` + fair acquire script), a script by digest or by source, or a native
 //! compare command — for the server it goes to, and says how many replies that batch
 //! produces. [`interpret`] turns the batch's answering reply (the first, except after a fair
@@ -25,7 +25,8 @@ use crate::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// Take the lock for attempt `attempt`; `probe_ttl`: also ask how long the holder's key
-    /// lives (to time waits).
+    /// lives (to time waits) and what kind of value it is (a semaphore's or read-write lock's
+    /// name refuses a plain `SET NX` like a held lock: see [`merge_probe`]).
     Acquire { probe_ttl: bool, attempt: u32 },
     /// Raise the fencing counter to at least this.
     RaiseFence(u64),
@@ -191,6 +192,40 @@ pub(crate) fn interpret(
     }
 }
 
+/// Merges the probe replies of a plain acquire (`SET NX PX` + `PTTL` + `TYPE`, the batch an
+/// attempt sends after a refusal) into the `SET`'s answer: reply 1 is how long the holder's
+/// key lives, reply 2 its kind.
+///
+/// `SET NX` refuses any existing key, so a name that is a semaphore (a sorted set) or a
+/// read-write lock (a hash) reads as "held" and a mutex would wait on it until its deadline.
+/// The probe tells the kinds apart: a key that is neither a string nor gone turns the refusal
+/// into the `WRONGTYPE` error the semaphore's and read-write lock's scripts give the other
+/// way round. The uncontended acquire sends no probe, so it pays nothing for this. A `TYPE`
+/// the server refuses (an ACL without it) leaves the refusal as it was: unknown is not
+/// another kind.
+pub(crate) fn merge_probe(answer: &mut Answer, index: u8, reply: &Reply<'_>) {
+    let Answer::Busy { holder_ttl } = answer else {
+        return;
+    };
+    match (index, reply) {
+        (1, Reply::Integer(ms)) if *ms >= 0 => {
+            *holder_ttl = Some(Duration::from_millis(ms.unsigned_abs()));
+        }
+        (1, Reply::Integer(-2)) => *holder_ttl = Some(Duration::ZERO),
+        (1, _) => *holder_ttl = None,
+        (2, Reply::Simple(kind)) if !matches!(*kind, b"string" | b"none") => {
+            let message = [
+                &b"WRONGTYPE lock key: the name holds a "[..],
+                kind,
+                b", not a lock",
+            ]
+            .concat();
+            *answer = Answer::Failed(NodeFailure::Server(ServerError::from_message(&message)));
+        }
+        _ => {}
+    }
+}
+
 /// `{a, b}` of two integers, the shape every array-returning script uses.
 fn int_pair(reply: &Reply<'_>) -> Option<(i64, i64)> {
     match reply {
@@ -219,7 +254,7 @@ impl Encoder<'_> {
                     probe_ttl: true, ..
                 },
                 Encoding::Command,
-            ) => 2,
+            ) => 3,
             (Request::Release | Request::Rollback { .. }, Encoding::Native)
                 if self.signal_ttl(request).is_some() =>
             {
@@ -275,6 +310,9 @@ impl Encoder<'_> {
                 if probe_ttl {
                     sink.array(2);
                     sink.bulk(b"PTTL");
+                    sink.bulk_parts(&keys.lock());
+                    sink.array(2);
+                    sink.bulk(b"TYPE");
                     sink.bulk_parts(&keys.lock());
                 }
             }

@@ -1,6 +1,7 @@
 //! One conversation per node for the operator machines ([`crate::Inspect`],
-//! [`crate::Reset`]): a command, its reply, the next command chosen from that reply, until the
-//! node's task is done or fails.
+//! [`crate::Reset`]) and get-or-compute's ([`crate::GetOrLock`], [`crate::FinishCompute`]):
+//! a command, its reply, the next command chosen from that reply, until the node's task is
+//! done or fails.
 //!
 //! What it owns: framing and decoding each node's replies (in the RESP version the node's
 //! connection speaks), the deadlines, and turning every way a node can fail into a
@@ -10,9 +11,10 @@
 //! - **One request in flight per node**, so a reply always answers the request before it; a
 //!   reply that answers nothing, or bytes that are not RESP, fail the node and put its
 //!   connection out of step ([`Dialogues::owed_replies`] is `None`).
-//! - **Bounded.** Each request ends within the request timeout; each node's whole task ends
-//!   within its budget (connect time included: the clock starts when the first command is
-//!   handed to the driver); a reply is buffered up to [`ADMIN_REPLY_CAP`] bytes, no more.
+//! - **Bounded.** Each request ends within the request timeout (a blocking one,
+//!   get-or-compute's `BLPOP`, within its block plus that); each node's whole task ends within
+//!   its budget (connect time included: the clock starts when the first command is handed to
+//!   the driver); a reply is buffered up to [`ADMIN_REPLY_CAP`] bytes, no more.
 //! - **Never free by failure.** A node that times out, disconnects or answers garbage ends in
 //!   `Err`, never in a task's result.
 
@@ -123,6 +125,10 @@ pub(crate) fn command(args: &[&[u8]]) -> Vec<u8> {
 pub(crate) enum Step<D> {
     /// Send this command and hand its reply to [`Task::on_reply`].
     Send(Vec<u8>),
+    /// Send this blocking command (`BLPOP`), which may hold the connection this long before
+    /// it answers: its reply is awaited for that plus the request timeout (within the
+    /// node's budget), and the transmit says it blocks.
+    Block(Vec<u8>, Duration),
     /// The node's part is done.
     Done(D),
     /// The node failed.
@@ -149,8 +155,8 @@ struct Node<T: Task> {
     task: T,
     state: State<T::Done>,
     protocol: Protocol,
-    /// A command waiting for [`Dialogues::poll_transmit`].
-    queued: Option<Vec<u8>>,
+    /// A command waiting for [`Dialogues::poll_transmit`], and how long it may block.
+    queued: Option<(Vec<u8>, Option<Duration>)>,
     /// The request in flight: when it times out, and the limit that sets it.
     in_flight: Option<(Instant, Duration)>,
     /// When the node's whole part times out.
@@ -164,7 +170,8 @@ struct Node<T: Task> {
 impl<T: Task> Node<T> {
     fn apply(&mut self, step: Step<T::Done>) {
         match step {
-            Step::Send(bytes) => self.queued = Some(bytes),
+            Step::Send(bytes) => self.queued = Some((bytes, None)),
+            Step::Block(bytes, block) => self.queued = Some((bytes, Some(block))),
             Step::Done(done) => self.finish(Ok(done)),
             Step::Fail(e) => self.finish(Err(e)),
         }
@@ -278,9 +285,10 @@ impl<T: Task> Dialogues<T> {
         else {
             return Ok(None);
         };
-        let Some(bytes) = node.queued.as_deref() else {
+        let Some((bytes, blocking)) = node.queued.as_ref() else {
             return Ok(None);
         };
+        let blocking = *blocking;
         let Some(out) = buf.get_mut(..bytes.len()) else {
             return Err(BufferTooSmall {
                 required: bytes.len(),
@@ -289,16 +297,17 @@ impl<T: Task> Dialogues<T> {
         out.copy_from_slice(bytes);
         let len = bytes.len();
         node.queued = None;
-        let by_request = now.saturating_add(request_timeout);
+        let limit = request_timeout.saturating_add(blocking.unwrap_or(Duration::ZERO));
+        let by_request = now.saturating_add(limit);
         node.in_flight = Some(if by_request <= node.deadline {
-            (by_request, request_timeout)
+            (by_request, limit)
         } else {
             (node.deadline, budget)
         });
         Ok(Some(Transmit {
             node: index,
             len,
-            blocking: None,
+            blocking,
         }))
     }
 

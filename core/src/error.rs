@@ -319,6 +319,15 @@ pub enum ConfigError {
     /// A read-write lock ([`crate::Lock::rw`]) runs on one node with the tagged key layout,
     /// and is neither reentrant nor fair (each hold is its own lease).
     RwLockUnsupported,
+    /// Get-or-compute ([`crate::GetOrLock`]) runs on one node with the tagged key layout and
+    /// scripts, over a plain lock: not reentrant, fenced or fair, not a semaphore, a
+    /// read-write or a multi-name lock.
+    ComputeUnsupported,
+    /// A value to store is longer than [`crate::MAX_VALUE_LEN`] bytes.
+    ValueTooLong {
+        /// Its length.
+        len: usize,
+    },
     /// A durable lease ([`crate::Durability`]) needs at least one replica and a timeout of at
     /// least 1 ms (`WAIT … 0` would block for ever), and one node: over several, Redlock's
     /// quorum of independent primaries is the durability.
@@ -532,6 +541,14 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::RwLockUnsupported => f.write_str(
                 "a read-write lock runs on one node with the tagged key layout, and is neither reentrant nor fair",
+            ),
+            ConfigError::ComputeUnsupported => f.write_str(
+                "get-or-compute runs on one node with the tagged key layout and scripts, over a plain lock (not reentrant, fenced or fair)",
+            ),
+            ConfigError::ValueTooLong { len } => write!(
+                f,
+                "a value of {len} bytes is longer than the {} bytes get-or-compute stores",
+                crate::get_or_compute::MAX_VALUE_LEN
             ),
             ConfigError::FairUnsupported => f.write_str(
                 "fair mode is single-node only, with the tagged key layout; Redlock waiters use wake-up signals",

@@ -108,6 +108,32 @@ impl Inspection {
     }
 }
 
+impl Inspection {
+    /// Whether a majority of the nodes ([`quorum`]) read the name as a semaphore with live
+    /// permits or a read-write lock with live holds: the name is held, by the holders those
+    /// readings list ([`Reading::permits`], [`Reading::rw`]), perhaps several at once — what
+    /// [`Inspection::verdict`] has no word for (it says unknown, never free). A node that
+    /// could not be read never counts.
+    #[must_use]
+    pub fn shared_holds(&self) -> bool {
+        let held = self
+            .nodes
+            .iter()
+            .filter(|n| match n {
+                Ok(Reading {
+                    permits: Some(permits),
+                    ..
+                }) => !permits.holders.is_empty(),
+                Ok(Reading {
+                    rw: Some(holds), ..
+                }) => holds.writer.is_some() || !holds.readers.is_empty(),
+                _ => false,
+            })
+            .count();
+        held >= quorum(self.nodes.len())
+    }
+}
+
 /// One node's answer, as [`verdict`] counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1112,6 +1138,56 @@ mod tests {
                 rw: None,
             })]
         );
+    }
+
+    #[test]
+    fn shared_holds_need_live_holds_on_a_majority() {
+        let token = || Token::new(TOKEN).unwrap();
+        let idle = Reading {
+            holder: None,
+            ttl: None,
+            fence: None,
+            queued: None,
+            permits: None,
+            rw: None,
+        };
+        let permits = |holders: usize| Reading {
+            permits: Some(Permits {
+                limit: 2,
+                holders: (0..holders).map(|_| (token(), None)).collect(),
+            }),
+            ..idle.clone()
+        };
+        let reader = Reading {
+            rw: Some(RwHolds {
+                writer: None,
+                readers: vec![(token(), None)],
+            }),
+            ..idle.clone()
+        };
+        let writer = Reading {
+            rw: Some(RwHolds {
+                writer: Some((token(), None)),
+                readers: Vec::new(),
+            }),
+            ..idle.clone()
+        };
+        let unread = || {
+            Err(NodeError::Timeout {
+                after: Duration::from_millis(1),
+            })
+        };
+        let of = |nodes: Vec<Result<Reading, NodeError>>| Inspection { nodes };
+        assert!(of(vec![Ok(permits(1))]).shared_holds());
+        assert!(of(vec![Ok(reader.clone())]).shared_holds());
+        assert!(of(vec![Ok(writer)]).shared_holds());
+        assert!(!of(vec![Ok(permits(0))]).shared_holds(), "no live permit");
+        assert!(!of(vec![Ok(idle.clone())]).shared_holds());
+        assert!(!of(vec![unread()]).shared_holds(), "unread is not held");
+        assert!(!of(vec![Ok(reader.clone()), unread(), Ok(idle.clone())]).shared_holds());
+        assert!(of(vec![Ok(reader.clone()), unread(), Ok(reader)]).shared_holds());
+        // Whatever the shared holds, the lock's verdict is never free.
+        assert_eq!(of(vec![Ok(permits(1))]).verdict(), Verdict::Unknown);
     }
 
     #[test]

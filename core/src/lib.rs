@@ -28,6 +28,10 @@
 //!   with writer preference; each read or write hold is a [`Lease`] of its own.
 //! - **Multi-name locks**: [`Lock::multi`] takes up to [`MAX_MULTI_NAMES`] names all or
 //!   nothing under one token and one [`Lease`]; released, extended and renewed together.
+//! - **Get-or-compute** (the dogpile helper): [`GetOrLock`] returns a cached value, or the
+//!   lock to compute it ([`Fetched`]), waiting for another computer's value rather than for
+//!   its lock; [`FinishCompute`] stores the value and wakes every waiter, or gives up and
+//!   wakes one. One node, values up to [`MAX_VALUE_LEN`].
 //! - **Holding**: [`Renewal`] schedules extends and says when a lease is lost;
 //!   [`stop_deadlines`] says when a job under a lease must be terminated and killed so that it
 //!   never outlives it.
@@ -53,8 +57,9 @@
 //!   the pause after a loss) and says when an announced failover means the connections to
 //!   the old primary must go.
 //! - **Scripts**: [`SCRIPTS`], the Lua the protocol runs on a server, for operators who
-//!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`], what `reset`
-//!   sends by source for fair mode's queue.
+//!   preload them (`SCRIPT LOAD`) or allow-list them by digest; [`DELETE_QUEUE`] and
+//!   [`RESET_SEMAPHORE_OR_RW`], what `reset` sends by source for fair mode's queue and for a
+//!   semaphore's or read-write lock's name.
 //!
 //! ```
 //! use distlock_core::{Acquire, Instant, Duration, KeyLayout, Lock, LockOptions, ServerInfo, Token};
@@ -107,6 +112,7 @@ mod durable;
 mod error;
 mod extend;
 mod fair;
+mod get_or_compute;
 mod handshake;
 mod inspect;
 mod keys;
@@ -155,6 +161,7 @@ pub use error::{
     ConfigError, Error, NodeFailure, ProtocolError, ScriptedFeature, ServerError, ServerErrorKind,
 };
 pub use extend::{Extend, Extended};
+pub use get_or_compute::{Fetched, FinishCompute, GetOrLock, MAX_VALUE_LEN, MAX_WAKEUPS};
 pub use handshake::{Credentials, Handshake, HandshakeError, HandshakeOptions};
 pub use inspect::{
     Inspect, Inspection, Permits, Reading, RwHolds, Seen, Verdict, is_majority, verdict,
@@ -178,7 +185,7 @@ pub use resp::{BufferTooSmall, Protocol};
 pub use retry::{Backoff, SplitMix64};
 pub use retry::{Jitter, RetryPolicy, operation_seed};
 pub use rwlock::RwMode;
-pub use script::{DELETE_QUEUE, SCRIPTS, Script};
+pub use script::{DELETE_QUEUE, RESET_SEMAPHORE_OR_RW, SCRIPTS, Script};
 pub use sentinel::{
     Asked, Discovery, DiscoveryError, DiscoveryStep, FailoverWatch, MAX_SENTINELS, ROLE, Role,
     SENTINEL_PORT, SENTINEL_REPLY_CAP, SENTINEL_ROUND_PAUSE, SENTINEL_ROUNDS, SentinelAnswer,

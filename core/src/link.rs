@@ -2,7 +2,7 @@
 //! and the fallbacks that need no decision from the operation.
 //!
 //! Each node has one [`Link`]: at most one request queued and one in flight. A request is a
-//! *batch* of pipelined commands (`SET NX PX` + `PTTL`, say); its replies are merged into one
+//! *batch* of pipelined commands (`SET NX PX` + `PTTL` + `TYPE`, say); its replies are merged into one
 //! [`Answer`] for the operation, so an operation sees exactly one answer per request sent —
 //! its reply, or [`NodeFailure`] on timeout, disconnect or a broken reply.
 //!
@@ -21,7 +21,7 @@
 //!   error naming the command): a scriptless lock never falls back to a script.
 
 use crate::commands::{Answer, Request};
-use crate::commands::{Encoder, Encoding, interpret};
+use crate::commands::{Encoder, Encoding, interpret, merge_probe};
 use crate::error::{NodeFailure, ProtocolError, ServerErrorKind};
 use crate::keys::Token;
 use crate::lock::{Lock, LockOptions, Scripts};
@@ -434,18 +434,16 @@ impl Link {
                 _ => flight.answer = Some(interpret(flight.request, flight.encoding, &reply, lock)),
             }
         } else if let (
-            Some(Answer::Busy { holder_ttl }),
+            Some(answer),
             Request::Acquire {
                 probe_ttl: true, ..
             },
-        ) = (flight.answer.as_mut(), flight.request)
+            Encoding::Command,
+        ) = (flight.answer.as_mut(), flight.request, flight.encoding)
         {
-            // The PTTL piggy-backed on SET NX: how long until the holder's key expires.
-            *holder_ttl = match reply {
-                Reply::Integer(ms) if ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
-                Reply::Integer(-2) => Some(Duration::ZERO),
-                _ => None,
-            };
+            // The PTTL and TYPE piggy-backed on SET NX: how long the holder's key lives, and
+            // whether it is a lock's at all.
+            merge_probe(answer, index, &reply);
         }
         if flight.seen < flight.replies {
             return None;

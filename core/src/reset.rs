@@ -7,7 +7,11 @@
 //! wake-up signal, as a release does. Fair mode's queue (tagged layout) is no string: it is
 //! deleted by a script that deletes it only while it is a sorted set ([`DELETE_QUEUE`]); a dry
 //! run asks its `TYPE`. Its waiters' own keys are left to expire (within a request timeout),
-//! and a waiter still live queues again on its next cycle. It ends with a [`ResetOutcome`]: per node the keys
+//! and a waiter still live queues again on its next cycle. A lock key that is no string
+//! (`GET` says `WRONGTYPE`) may be a semaphore's holders or a read-write lock's marker
+//! (tagged layout): one script ([`RESET_SEMAPHORE_OR_RW`]) clears every key of that name but
+//! its fencing counter — permits, holders, writer, readers, waiting writers' intent, waiters'
+//! wake-up lists — and pushes the wake-up signals, or says the key's type and leaves it alone. It ends with a [`ResetOutcome`]: per node the keys
 //! deleted (a dry run: that would be), those left alone and why, how far an unfinished walk
 //! got, or the [`NodeError`] that stopped the node.
 //!
@@ -15,7 +19,9 @@
 //! - **Only lock keys are deleted.** A key is a candidate only when the layout built it
 //!   ([`KeyLayout::recognise`]) for a role a reset deletes ([`KeyRole::is_reset`]: never the
 //!   fencing counter, so fences stay monotonic), and it is deleted only when it holds what the
-//!   protocol writes there ([`KeyRole::fits`]; for the queue: a sorted set). The delete compares with the value just read,
+//!   protocol writes there ([`KeyRole::fits`]; for the queue: a sorted set; for a semaphore or
+//!   a read-write lock: its holders' set or its `rw` marker, read in the same script that
+//!   deletes). The delete compares with the value just read,
 //!   so a key rewritten between the check and the delete is left alone. A dry run sends no
 //!   write at all.
 //! - **Bounded.** Every request ends within the lock's request timeout. A node's reset by name
@@ -261,7 +267,7 @@ pub fn walk_pattern(layout: &KeyLayout) -> Result<Vec<u8>, WalkRefused> {
     Ok(out)
 }
 
-pub(crate) use crate::script::DELETE_QUEUE;
+pub(crate) use crate::script::{DELETE_QUEUE, RESET_SEMAPHORE_OR_RW};
 
 /// A key to reset, with the lock and role the layout proved it belongs to.
 #[derive(Debug, Clone)]
@@ -292,6 +298,8 @@ enum Asked {
     Delete(Candidate),
     /// Fair mode's queue: its `TYPE` (dry run) or [`DELETE_QUEUE`].
     Queue(Candidate),
+    /// A lock key of another type: [`RESET_SEMAPHORE_OR_RW`].
+    SemaphoreOrRw(Candidate),
 }
 
 /// One node's reset: candidates by name, or found by a walk.
@@ -412,6 +420,11 @@ impl ResetNode {
             Value::Nil => return None,
             Value::Text(value) => value,
             Value::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                if candidate.role == KeyRole::Lock && self.layout.prefix().is_some() {
+                    let ask = self.reset_semaphore_or_rw(&candidate);
+                    self.asked = Asked::SemaphoreOrRw(candidate);
+                    return Some(Step::Send(ask));
+                }
                 let ask = command(&[b"TYPE", &candidate.key]);
                 self.asked = Asked::Type(candidate);
                 return Some(Step::Send(ask));
@@ -433,6 +446,29 @@ impl ResetNode {
         let delete = self.delete(&candidate, &value);
         self.asked = Asked::Delete(candidate);
         Some(Step::Send(delete))
+    }
+
+    /// [`RESET_SEMAPHORE_OR_RW`] for the name whose lock key `candidate` is.
+    fn reset_semaphore_or_rw(&self, candidate: &Candidate) -> Vec<u8> {
+        let keys = Keys::new(self.layout.clone(), candidate.name.clone());
+        let named = [
+            keys.queue().concat(),
+            keys.wake_prefix().concat(),
+            keys.alive_prefix().concat(),
+            keys.permit_prefix().concat(),
+            keys.writer().concat(),
+            keys.readers().concat(),
+            keys.reader_prefix().concat(),
+            keys.signal().concat(),
+            keys.read_signal().concat(),
+        ];
+        let dry: &[u8] = if self.dry_run { b"1" } else { b"0" };
+        let mut args: Vec<&[u8]> = Vec::with_capacity(16);
+        args.extend([&b"EVAL"[..], RESET_SEMAPHORE_OR_RW.as_bytes(), b"10"]);
+        args.push(&candidate.key);
+        args.extend(named.iter().map(Vec::as_slice));
+        args.extend([dry, &self.signal_ms]);
+        command(&args)
     }
 
     /// The release script, as the holder of `value` would run it: compare-and-delete.
@@ -488,6 +524,23 @@ impl Task for ResetNode {
                 };
                 self.left_alone(candidate, LeftAlone::NotAString { kind });
             }
+            Asked::SemaphoreOrRw(candidate) => match reply {
+                Value::List(keys) => {
+                    for key in keys {
+                        let Value::Text(key) = key else {
+                            return Step::Fail(failure(Value::Other));
+                        };
+                        self.report.deleted.push(key);
+                    }
+                }
+                // Gone between the `GET` and the script: nothing left to reset.
+                Value::Text(kind) if kind.as_slice() == b"none" => {}
+                Value::Text(kind) => {
+                    let kind = Some(String::from_utf8_lossy(&kind).into_owned());
+                    self.left_alone(candidate, LeftAlone::NotAString { kind });
+                }
+                other => return Step::Fail(failure(other)),
+            },
             Asked::Queue(candidate) => match reply {
                 Value::Int(1) => self.report.deleted.push(candidate.key),
                 Value::Int(0) => {}
@@ -666,6 +719,60 @@ mod tests {
             shown.to_string(),
             "it is a list, not a sorted set: not a fair-mode queue"
         );
+    }
+
+    #[test]
+    fn a_semaphores_or_read_write_locks_name_is_cleared_by_one_script() {
+        let t0 = Instant::from_millis(0);
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        for (dry_run, reply, deleted, left_alone) in [
+            (
+                false,
+                &b"*2\r\n$25\r\ndistlock:{job}:permit:abc\r\n$14\r\ndistlock:{job}\r\n"[..],
+                2,
+                0,
+            ),
+            (true, b"*1\r\n$14\r\ndistlock:{job}\r\n", 1, 0),
+            (false, b"$4\r\nhash\r\n", 0, 1),
+            (false, b"$4\r\nnone\r\n", 0, 0),
+        ] {
+            let mut reset =
+                Reset::by_name(&lock(KeyLayout::default()), &servers(1), dry_run, t0).unwrap();
+            assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
+            reset.handle_input(0, wrong, t0);
+            let eval = next(&mut reset, t0).unwrap();
+            let eval: Vec<&[u8]> = eval.iter().map(Vec::as_slice).collect();
+            assert_eq!(
+                eval,
+                [
+                    &b"EVAL"[..],
+                    RESET_SEMAPHORE_OR_RW.as_bytes(),
+                    b"10",
+                    b"distlock:{job}",
+                    b"distlock:{job}:queue",
+                    b"distlock:{job}:wake:",
+                    b"distlock:{job}:alive:",
+                    b"distlock:{job}:permit:",
+                    b"distlock:{job}:writer",
+                    b"distlock:{job}:readers",
+                    b"distlock:{job}:reader:",
+                    b"distlock:{job}:signal",
+                    b"distlock:{job}:read-signal",
+                    if dry_run { b"1" } else { b"0" },
+                    b"1000",
+                ]
+            );
+            reset.handle_input(0, reply, t0);
+            // The re-entry count and the queue follow, as for a mutex: neither exists.
+            assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
+            reset.handle_input(0, b"$-1\r\n", t0);
+            assert!(next(&mut reset, t0).is_some());
+            reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
+            assert!(next(&mut reset, t0).is_none());
+            let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
+            assert_eq!(node.deleted.len(), deleted, "{reply:?}");
+            assert_eq!(node.left_alone.len(), left_alone, "{reply:?}");
+        }
     }
 
     #[test]
@@ -852,6 +959,18 @@ mod tests {
                         reply
                     }
                     b"TYPE" => b"+hash\r\n".to_vec(),
+                    b"EVAL" if command[1] == RESET_SEMAPHORE_OR_RW.as_bytes() => {
+                        // Only for a lock key that said it is no string; a dry run's script
+                        // is told so (it then writes nothing).
+                        let key = &command[3];
+                        prop_assert_eq!(layout.recognise(key).map(|(_, role)| role), Some(KeyRole::Lock));
+                        prop_assert!(served.get(key).is_some_and(|v| v.starts_with(b"-WRONGTYPE")));
+                        prop_assert_eq!(command[13].as_slice(), if dry_run { b"1" } else { b"0" });
+                        deleted += 1;
+                        let mut reply = b"*1\r\n".to_vec();
+                        reply.extend(bulk(key));
+                        reply
+                    }
                     b"EVAL" if command[1] == DELETE_QUEUE.as_bytes() => {
                         prop_assert!(!dry_run, "a dry run sent a delete");
                         let (_, role) = layout.recognise(&command[3]).expect("delete of a key not recognised");

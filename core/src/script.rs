@@ -13,7 +13,8 @@
 //! [`SEMAPHORE_RELEASE`], [`SEMAPHORE_EXTEND`], and the fair semaphore's
 //! [`SEMAPHORE_FAIR_ACQUIRE`] and [`SEMAPHORE_FAIR_RELEASE`], which also build the fair
 //! per-waiter keys;
-//! each returns integers or a flat array of integers, so a reply never needs more than one
+//! each returns integers or a flat array of integers (get-or-compute's [`GET_OR_LOCK`] also
+//! `{2, value}`, an integer and the value's bytes), so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
 
 // Public to the fuzzer, model and simulator under `fuzzing`; crate-private otherwise.
@@ -25,7 +26,8 @@ pub struct Script {
     /// What it does: `acquire`, `release`, `extend`, `raise-fence`, `fair-acquire`,
     /// `fair-release`, `semaphore-acquire`, `semaphore-release`, `semaphore-extend`, `rw-acquire`,
     /// `rw-release`, `rw-extend`, `multi-acquire`, `multi-release`, `multi-extend`,
-    /// `multi-raise-fence`, `semaphore-fair-acquire` or `semaphore-fair-release`.
+    /// `multi-raise-fence`, `semaphore-fair-acquire`, `semaphore-fair-release`, `get-or-lock` or
+    /// `finish-compute`.
     pub name: &'static str,
     /// The Lua source, as sent by `EVAL`.
     pub source: &'static str,
@@ -763,6 +765,60 @@ return least
     *b"1f5c32120474a77182e05837614928b8341fc34b",
 );
 
+/// Get-or-compute's first step ([`crate::GetOrLock`]): the cached value, else the
+/// computation's lock, else a registration as a waiter.
+///
+/// `KEYS`: value, lock, waiters. `ARGV`: the caller's token, the lock's ttl ms, how long a
+/// waiter's registration outlives the holder's key (ms). Returns `{2, value}` when the value
+/// is there (nothing written), `{1, 0}` when the caller took the lock (`SET NX PX`, as a
+/// mutex's acquire: the same key, so renewal and status see a plain lock), or `{0, pttl}`
+/// when another computes: the caller is counted among the waiters (`INCR`), and the count
+/// lives until the holder's key expires plus the allowance, so a store can wake every
+/// registered waiter. The one reply that is not integers only: the value's bytes.
+pub const GET_OR_LOCK: Script = Script::new(
+    "get-or-lock",
+    r"local v = redis.call('GET', KEYS[1])
+if v then return {2, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, 0} end
+local left = redis.call('PTTL', KEYS[2])
+redis.call('INCR', KEYS[3])
+local keep = left
+if keep < 0 then keep = tonumber(ARGV[2]) end
+redis.call('PEXPIRE', KEYS[3], keep + tonumber(ARGV[3]))
+return {0, left}
+",
+    *b"0e8580d73a101161bdb92547ce3fafce41b0f1ee",
+);
+
+/// Get-or-compute's last step ([`crate::FinishCompute`]): store the value and wake the
+/// waiters, or give the computation up and wake one of them — only while the caller's token
+/// still holds the lock.
+///
+/// `KEYS`: lock, value, waiters, wake-up list. `ARGV`: the caller's token, store (`1`/`0`),
+/// the value, its ttl ms, the most wake-ups to push, the wake-up list's ttl ms. Returns `-1`
+/// when the token does not hold the lock (nothing written: a computer that lost its lock
+/// stores nothing), else the wake-ups pushed: on a store, one per registered waiter (capped;
+/// the count is reset), on giving up, at most one (the count is kept, so the next computer's
+/// store still wakes everyone).
+pub const FINISH_COMPUTE: Script = Script::new(
+    "finish-compute",
+    r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+redis.call('DEL', KEYS[1])
+local waiting = tonumber(redis.call('GET', KEYS[3])) or 0
+local wake = math.min(waiting, tonumber(ARGV[5]))
+if ARGV[2] == '1' then
+ redis.call('DEL', KEYS[3])
+else
+ wake = math.min(wake, 1)
+end
+for i = 1, wake do redis.call('LPUSH', KEYS[4], '1') end
+if wake > 0 then redis.call('PEXPIRE', KEYS[4], ARGV[6]) end
+return wake
+",
+    *b"dcfb06bddc438efd3a5cb998902de5a19f1f1e6f",
+);
+
 /// Deletes `KEYS[1]` only while it is a sorted set (fair mode's queue), for `reset`: `1`
 /// deleted, `0` no such key, else the key's type (left alone). One script, so the check and
 /// the delete are one step on the node. Sent by source (`EVAL`): an operator command, not a
@@ -772,9 +828,75 @@ if t == 'zset' then return redis.call('DEL', KEYS[1]) end
 if t == 'none' then return 0 end
 return t";
 
+/// Clears a semaphore's or a read-write lock's name, for `reset`: every key of the name
+/// except its fencing counter. Sent by source (`EVAL`), like [`DELETE_QUEUE`]: an operator
+/// command, not among [`SCRIPTS`]. One script, so what it reads (the name's kind, the tokens
+/// in its sets) and what it deletes are one step on the node: a hold taken meanwhile is not
+/// half-deleted.
+///
+/// `KEYS`: the name's own key, queue, wake-list prefix, liveness prefix, permit prefix,
+/// writer, readers, reader prefix, signal, readers' signal. `ARGV`: dry run (`1`/`0`), signal
+/// ttl ms (`0`: no signal).
+///
+/// A sorted set with a live permit key among its members is a semaphore's holders: each
+/// holder's permit key goes, then the set (a set with none is a user's, or a semaphore with
+/// nothing left to hold that expires by itself: left alone). A hash with `rw = 1` is a
+/// read-write lock's marker: the writer key, each reader's key and the
+/// readers' set go, then the marker. Either way the queue's waiters' liveness keys and
+/// wake-up lists go (a fair semaphore's waiters; a read-write lock's waiting writers, whose
+/// intent turns readers away), then the queue. With a signal ttl, the wake-up lists are
+/// emptied and one wake-up pushed to each, as a release does, so waiters retry at once and
+/// get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is
+/// written), or the name's type when it is neither (left alone; `none`: no such name).
+pub const RESET_SEMAPHORE_OR_RW: &str = "local t = redis.call('TYPE', KEYS[1]).ok
+local dry, gone = ARGV[1] == '1', {}
+local function drop(key)
+ if redis.call('EXISTS', key) == 1 then
+  gone[#gone + 1] = key
+  if not dry then redis.call('DEL', key) end
+ end
+end
+local function members(set, prefix)
+ if redis.call('TYPE', set).ok ~= 'zset' then return end
+ for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do drop(prefix .. m) end
+end
+local lists = {KEYS[9]}
+local function holds_a_permit()
+ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', KEYS[5] .. m) == 1 then return true end
+ end
+ return false
+end
+if t == 'zset' and holds_a_permit() then
+ members(KEYS[1], KEYS[5])
+elseif t == 'hash' and redis.call('HGET', KEYS[1], 'rw') == '1' then
+ drop(KEYS[6])
+ members(KEYS[7], KEYS[8])
+ if redis.call('TYPE', KEYS[7]).ok == 'zset' then drop(KEYS[7]) end
+ lists[2] = KEYS[10]
+else
+ return t
+end
+if redis.call('TYPE', KEYS[2]).ok == 'zset' then
+ for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  drop(KEYS[4] .. m)
+  drop(KEYS[3] .. m)
+ end
+ drop(KEYS[2])
+end
+drop(KEYS[1])
+if not dry and ARGV[2] ~= '0' then
+ for _, list in ipairs(lists) do
+  redis.call('DEL', list)
+  redis.call('LPUSH', list, 1)
+  redis.call('PEXPIRE', list, ARGV[2])
+ end
+end
+return gone";
+
 /// Every script the protocol runs on a server: for operators who preload them with
 /// `SCRIPT LOAD` or allow-list them by digest, and for tests.
-pub const SCRIPTS: [Script; 18] = [
+pub const SCRIPTS: [Script; 20] = [
     ACQUIRE,
     RELEASE,
     EXTEND,
@@ -793,6 +915,8 @@ pub const SCRIPTS: [Script; 18] = [
     MULTI_RAISE_FENCE,
     SEMAPHORE_FAIR_ACQUIRE,
     SEMAPHORE_FAIR_RELEASE,
+    GET_OR_LOCK,
+    FINISH_COMPUTE,
 ];
 
 #[cfg(test)]

@@ -2,16 +2,18 @@
 //! every crate that implements them: the core's errors as their `error` variant, case for
 //! case, and their lock settings (the `distlock` interface's `config`, the engine's
 //! `options`) as [`LockOptions`], with the defaults and the checks in one place
-//! ([`LockSettings`]).
+//! ([`LockSettings`]), and which kind of lock a call takes ([`Shape`]: a mutex, a
+//! semaphore's permit, a read-write lock's side) with the one constructor for each.
 //!
 //! Two crates implement that interface: the lock component (`wasm/`, bindings from
 //! wit-bindgen) and the host's native driver (`host/src/component/native.rs`, bindings from
 //! wasmtime). Their generated types have the same names and shapes but are different Rust
 //! types, so a function cannot serve both; [`wit_error_conversions!`](crate::wit_error_conversions) expands the same
 //! conversion functions next to each set of bindings instead. A change to the core's errors
-//! or to the WIT then fails to compile in both places at once, never in one only.
+//! or to the WIT then fails to compile in both places at once, never in one only. The same
+//! holds for a lock's `shape` ([`wit_shape_conversion!`](crate::wit_shape_conversion)).
 
-use crate::{ConfigError, LockOptions, Scripts};
+use crate::{ConfigError, KeyLayout, Lock, LockOptions, RwMode, Scripts};
 
 /// Expands, in the calling module, the conversions from the core's errors to the WIT
 /// `distlock` interface's types found at the given module path:
@@ -79,6 +81,9 @@ macro_rules! wit_error_conversions {
                 C::FairUnsupported => K::FairUnsupported,
                 C::NeedsScripts { .. } => K::NeedsScripts,
                 C::MissingNativeCommand { .. } => K::MissingNativeCommand,
+                C::BadLimit { .. } => K::BadLimit,
+                C::SemaphoreUnsupported => K::SemaphoreUnsupported,
+                C::RwLockUnsupported => K::RwLockUnsupported,
                 _ => K::Other,
             };
             api::Error::Invalid(api::ConfigError {
@@ -112,6 +117,7 @@ macro_rules! wit_error_conversions {
                 S::NoAuth => K::NoAuth,
                 S::NoPerm => K::NoPerm,
                 S::WrongType => K::WrongType,
+                S::WrongLimit => K::WrongLimit,
                 S::Moved => K::Moved,
                 S::Ask => K::Ask,
                 S::UnknownCommand => K::UnknownCommand,
@@ -134,6 +140,35 @@ macro_rules! wit_error_conversions {
                 P::Streamed => api::ProtocolError::Streamed,
                 P::Unsolicited => api::ProtocolError::Unsolicited,
                 _ => api::ProtocolError::UnexpectedReply,
+            }
+        }
+    };
+}
+
+/// Expands, in the calling module, `core_shape(&Shape) -> wit::Shape`: the `shape` variant
+/// of the WIT interface at the given module path (the engine's `machines`, or `distlock`) as
+/// the core's [`Shape`], case for case. For the same reason as [`wit_error_conversions!`]:
+/// each implementation has its own generated `Shape` type, and a change to the WIT then fails
+/// to compile in every one of them at once.
+///
+/// ```ignore
+/// distlock_core::wit_shape_conversion!(crate::bindings::exports::distlock::lock::distlock);
+/// ```
+#[macro_export]
+macro_rules! wit_shape_conversion {
+    ($($api:ident)::+) => {
+        /// The interface's `shape` as the core's, whose constructor then decides.
+        pub(crate) fn core_shape(shape: &$($api)::+::Shape) -> $crate::wit::Shape {
+            use $($api)::+::Shape as S;
+            use $crate::wit::Shape;
+            match shape {
+                S::Lock => Shape::Lock,
+                S::Semaphore(semaphore) => Shape::Semaphore {
+                    limit: semaphore.limit,
+                    fair: semaphore.fair,
+                },
+                S::Read => Shape::Read,
+                S::Write => Shape::Write,
             }
         }
     };
@@ -184,6 +219,84 @@ impl LockSettings {
     }
 }
 
+/// Which kind of lock an interface call takes (the engine's `shape` variant): every
+/// implementation copies its generated value into this, and [`Shape::lock`] makes the core's
+/// [`Lock`], so that the lock component, the engine and the host's native driver cannot
+/// differ in which constructor a shape means or in what its options become (a driver with
+/// a builder of its own, the host's, takes [`Shape::options`], [`Shape::limit`] and
+/// [`Shape::rw_mode`] instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shape {
+    /// A mutex ([`Lock::new`]).
+    Lock,
+    /// One of `limit` permits of a counting semaphore ([`Lock::semaphore`]); `fair`:
+    /// `none` is the client's fair mode.
+    Semaphore {
+        /// How many permits the semaphore has.
+        limit: u32,
+        /// Fair mode for this semaphore; `None`: the client's.
+        fair: Option<bool>,
+    },
+    /// A shared hold of a read-write lock ([`Lock::rw`], [`RwMode::Read`]).
+    Read,
+    /// The exclusive hold of a read-write lock ([`Lock::rw`], [`RwMode::Write`]).
+    Write,
+}
+
+impl Shape {
+    /// The lock `name` in this shape under `layout`, with the client's `options`.
+    ///
+    /// # Errors
+    /// The constructor's [`ConfigError`]: a bad name, [`ConfigError::BadLimit`],
+    /// [`ConfigError::SemaphoreUnsupported`], [`ConfigError::RwLockUnsupported`], … Nothing
+    /// is sent before it.
+    pub fn lock(
+        self,
+        layout: KeyLayout,
+        name: &[u8],
+        options: LockOptions,
+    ) -> Result<Lock, ConfigError> {
+        let options = self.options(options);
+        match (self.limit(), self.rw_mode()) {
+            (Some(limit), _) => Lock::semaphore(layout, name, limit, options),
+            (None, Some(mode)) => Lock::rw(layout, name, mode, options),
+            (None, None) => Lock::new(layout, name, options),
+        }
+    }
+
+    /// The client's `options` as this shape takes them: a semaphore's own fair mode, where
+    /// it names one, replaces the client's.
+    #[must_use]
+    pub fn options(self, options: LockOptions) -> LockOptions {
+        match self {
+            Shape::Semaphore {
+                fair: Some(fair), ..
+            } => LockOptions { fair, ..options },
+            _ => options,
+        }
+    }
+
+    /// A semaphore's permit count; `None` for the other shapes.
+    #[must_use]
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Shape::Semaphore { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// A read-write lock's side; `None` for the other shapes.
+    #[must_use]
+    pub fn rw_mode(self) -> Option<RwMode> {
+        match self {
+            Shape::Read => Some(RwMode::Read),
+            Shape::Write => Some(RwMode::Write),
+            _ => None,
+        }
+    }
+}
+
 /// A span as an interface's milliseconds: `u64` in `distlock`, `u32` (saturating) in
 /// `machines`, whose numbers a JavaScript number must carry exactly.
 #[doc(hidden)]
@@ -215,4 +328,61 @@ impl FromMillis for u32 {
 #[doc(hidden)]
 pub fn message(error: &impl core::fmt::Display) -> alloc::string::String {
     alloc::string::ToString::to_string(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_PERMITS;
+
+    #[test]
+    fn each_shape_makes_its_constructors_lock() {
+        let layout = KeyLayout::default();
+        let options = LockOptions::default();
+        let mutex = Shape::Lock.lock(layout.clone(), b"jobs", options).unwrap();
+        assert_eq!((mutex.limit(), mutex.rw_mode()), (None, None));
+        let permit = Shape::Semaphore {
+            limit: 3,
+            fair: None,
+        }
+        .lock(layout.clone(), b"jobs", options)
+        .unwrap();
+        assert_eq!(permit.limit(), Some(3));
+        assert!(!permit.options().fair, "none: the client's fair mode (off)");
+        let fair = LockOptions {
+            fair: true,
+            ..options
+        };
+        let inherited = Shape::Semaphore {
+            limit: 3,
+            fair: None,
+        }
+        .lock(layout.clone(), b"jobs", fair)
+        .unwrap();
+        assert!(
+            inherited.options().fair,
+            "none: the client's fair mode (on)"
+        );
+        let overridden = Shape::Semaphore {
+            limit: 3,
+            fair: Some(false),
+        }
+        .lock(layout.clone(), b"jobs", fair)
+        .unwrap();
+        assert!(!overridden.options().fair);
+        for (shape, mode) in [(Shape::Read, RwMode::Read), (Shape::Write, RwMode::Write)] {
+            let side = shape.lock(layout.clone(), b"doc", options).unwrap();
+            assert_eq!(side.rw_mode(), Some(mode));
+            assert_eq!(
+                shape.lock(layout.clone(), b"doc", fair),
+                Err(ConfigError::RwLockUnsupported)
+            );
+        }
+        for limit in [0, MAX_PERMITS + 1] {
+            assert_eq!(
+                Shape::Semaphore { limit, fair: None }.lock(layout.clone(), b"jobs", options),
+                Err(ConfigError::BadLimit { limit })
+            );
+        }
+    }
 }

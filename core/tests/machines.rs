@@ -119,10 +119,15 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     refuse_first_attempt(&mut m, ms(0));
     // Refused without the holder's TTL: the next attempt goes at once, and asks for it.
     let sent = drain(&mut m, ms(0));
-    assert_eq!(sent[0].commands.len(), 2, "SET NX PX and PTTL, pipelined");
+    assert_eq!(
+        sent[0].commands.len(),
+        3,
+        "SET NX PX, PTTL and TYPE, pipelined"
+    );
     assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
+    assert_eq!(sent[0].commands[2], args(&["TYPE", "distlock:{job}"]));
     // Held; the holder's key has 300 ms left.
-    m.handle_input(0, b"$-1\r\n:300\r\n", ms(1));
+    m.handle_input(0, b"$-1\r\n:300\r\n+string\r\n", ms(1));
     assert_eq!(m.poll_outcome(), None);
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent.len(), 1);
@@ -140,7 +145,7 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     );
     let sent = drain(&mut m, ms(50));
     assert_eq!(name_of(&sent[0].commands[0]), "SET");
-    m.handle_input(0, b"+OK\r\n:-2\r\n", ms(51));
+    m.handle_input(0, b"+OK\r\n:-2\r\n+none\r\n", ms(51));
     let lease = m.poll_outcome().unwrap().unwrap();
     assert_eq!(lease.started(), ms(50));
 }
@@ -175,7 +180,7 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent.len(), 1, "retried at once");
     assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
-    m.handle_input(0, b"$-1\r\n:120\r\n", ms(2));
+    m.handle_input(0, b"$-1\r\n:120\r\n+string\r\n", ms(2));
     let sent = drain(&mut m, ms(2));
     assert_eq!(
         sent[0].commands,
@@ -186,8 +191,8 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     // earlier round's.
     m.handle_input(0, b"*-1\r\n", ms(123));
     let sent = drain(&mut m, ms(123));
-    assert_eq!(sent[0].commands.len(), 2);
-    m.handle_input(0, b"$-1\r\n:40\r\n", ms(124));
+    assert_eq!(sent[0].commands.len(), 3);
+    m.handle_input(0, b"$-1\r\n:40\r\n+string\r\n", ms(124));
     let sent = drain(&mut m, ms(124));
     assert_eq!(
         sent[0].commands,
@@ -218,7 +223,7 @@ fn a_waiter_blocks_no_longer_than_the_retry_cap() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     // The holder's key lives 30 s more; its release might push no signal.
-    m.handle_input(0, b"$-1\r\n:30000\r\n", ms(1));
+    m.handle_input(0, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent[0].blocking, Some(Duration::from_millis(500)));
     // The wait times out without a signal: another attempt, not a sleep.
@@ -246,7 +251,7 @@ fn fractional_block_timeouts_on_servers_that_take_them() {
     .unwrap();
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
-    m.handle_input(0, b"_\r\n:9000\r\n", ms(1));
+    m.handle_input(0, b"_\r\n:9000\r\n+string\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     // The wait has 249 ms left, less than the holder's 9 s.
     assert_eq!(
@@ -543,7 +548,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
-        m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
+        m.handle_input(node, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
     }
     let waited = blocked_on(&drain(&mut m, ms(1)));
     let others: Vec<usize> = (0..3).filter(|&n| n != waited).collect();
@@ -579,7 +584,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
-        m.handle_input(node, b"$-1\r\n:30000\r\n", ms(1));
+        m.handle_input(node, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
     }
     let waited = blocked_on(&drain(&mut m, ms(1)));
     let idle = (0..3).find(|&n| n != waited).unwrap();
@@ -728,7 +733,7 @@ fn a_late_reply_to_a_timed_out_attempt_never_completes_the_next() {
     // arrive, then the retry's: only the last pair answers the retry.
     m.handle_input(0, b"+OK\r\n:30000\r\n:1\r\n", at);
     assert_eq!(m.poll_outcome(), None, "stale replies decide nothing");
-    m.handle_input(0, b"$-1\r\n:29000\r\n", at);
+    m.handle_input(0, b"$-1\r\n:29000\r\n+string\r\n", at);
     assert_eq!(
         m.poll_outcome(),
         None,
@@ -777,7 +782,7 @@ fn every_attempt_writes_its_own_token_and_rolls_back_only_that() {
         assert_eq!(sent.commands[0][2], second_token.as_bytes());
     }
     for node in 0..3 {
-        m.handle_input(node, b"+OK\r\n:-2\r\n", at);
+        m.handle_input(node, b"+OK\r\n:-2\r\n+none\r\n", at);
     }
     let lease = m.poll_outcome().unwrap().unwrap();
     assert_eq!(
@@ -1253,4 +1258,76 @@ fn a_half_read_reply_is_not_handed_over() {
     assert!(m.poll_outcome().unwrap().is_ok());
     assert!(m.owed_replies(2).is_some_and(|n| n > 0));
     assert_eq!(m.handover(2), None);
+}
+
+/// A waiting plain mutex refused, then probed: what the `TYPE` says is the outcome.
+fn probe_reply_after_refusal<const N: usize>(kind_reply: &[u8]) -> Acquire<N> {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<N> = Acquire::new(
+        &lock,
+        token(40),
+        &servers(N),
+        Duration::from_secs(5),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    refuse_first_attempt(&mut m, ms(0));
+    let probe = drain(&mut m, ms(0));
+    assert_eq!(probe.len(), N);
+    for sent in &probe {
+        assert_eq!(sent.commands[2], args(&["TYPE", "distlock:{job}"]));
+        let reply = [&b"$-1\r\n:20000\r\n"[..], kind_reply].concat();
+        m.handle_input(sent.node, &reply, ms(1));
+    }
+    m
+}
+
+#[test]
+fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
+    for (kind, reply) in [("zset", &b"+zset\r\n"[..]), ("hash", b"+hash\r\n")] {
+        let mut m = probe_reply_after_refusal::<1>(reply);
+        match m.poll_outcome() {
+            Some(Err(Error::Server { node: 0, error })) => {
+                assert_eq!(error.kind, ServerErrorKind::WrongType, "{kind}");
+                assert!(error.message.contains(kind), "{}", error.message);
+            }
+            other => panic!("{kind}: the mutex must not wait on it: {other:?}"),
+        }
+        // Nothing was taken, so nothing is rolled back; no wait is queued.
+        assert!(drain(&mut m, ms(1)).is_empty());
+    }
+    // Over three nodes, every node saying so leaves no quorum to wait for.
+    // (The attempt settles on two replies; the third node's possible grant is rolled back
+    // before the outcome is out.)
+    let mut m = probe_reply_after_refusal::<3>(b"+zset\r\n");
+    let rollback = drain(&mut m, ms(1));
+    assert!(rollback.iter().all(|s| name_of(&s.commands[0]) == "EVAL"));
+    match m.poll_outcome() {
+        Some(Err(Error::Server { error, .. })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_held_mutex_or_an_unreadable_kind_still_waits() {
+    // A string is a mutex's holder; `none`: it expired between the SET and the TYPE; an
+    // error: the ACL user may not run TYPE (unknown is not another kind).
+    for reply in [
+        &b"+string\r\n"[..],
+        b"+none\r\n",
+        b"-NOPERM this user has no permissions to run the 'type' command\r\n",
+    ] {
+        let mut m = probe_reply_after_refusal::<1>(reply);
+        assert_eq!(
+            m.poll_outcome(),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(reply)
+        );
+        let wait = drain(&mut m, ms(1));
+        assert_eq!(name_of(&wait[0].commands[0]), "BLPOP");
+    }
 }

@@ -1708,3 +1708,211 @@ fn rw_readers_share_and_a_waiting_writer_gets_in_when_they_leave_while_new_reade
     };
     assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
 }
+
+/// Get-or-compute's scripts give a real server's replies on the model node (which the
+/// simulator trusts): the lock taken when the value is missing, waiters counted, a store by a
+/// token that does not hold the lock refused, giving up waking one waiter and keeping the
+/// count, a store waking every registered waiter and resetting the count, the value returned.
+#[test]
+fn the_get_or_compute_scripts_answer_on_the_model_as_on_a_real_server() {
+    let Some([server]) = servers() else { return };
+    let mut raw = Raw::to(&server);
+    let mut model = distlock_model::ModelNode::new();
+    let (value, lock, waiters, wake) = (
+        key("c", ":value"),
+        key("c", ""),
+        key("c", ":value:waiters"),
+        key("c", ":value:wake"),
+    );
+    let call =
+        |parts: &[&str]| -> Vec<Vec<u8>> { parts.iter().map(|s| s.as_bytes().to_vec()).collect() };
+    let get_or_lock = |who: &str| {
+        call(&[
+            "EVAL",
+            script::GET_OR_LOCK.source,
+            "3",
+            &value,
+            &lock,
+            &waiters,
+            who,
+            "60000",
+            "1000",
+        ])
+    };
+    let finish = |who: &str, store: &str, bytes: &str| {
+        call(&[
+            "EVAL",
+            script::FINISH_COMPUTE.source,
+            "4",
+            &lock,
+            &value,
+            &waiters,
+            &wake,
+            who,
+            store,
+            bytes,
+            "60000",
+            "1024",
+            "2000",
+        ])
+    };
+    let calls = [
+        get_or_lock("token-a-0000000001"),
+        get_or_lock("token-b-0000000001"),
+        get_or_lock("token-c-0000000001"),
+        call(&["GET", &waiters]),
+        finish("token-b-0000000001", "1", "stolen"),
+        finish("token-a-0000000001", "0", ""),
+        call(&["GET", &waiters]),
+        call(&["BLPOP", &wake, "1"]),
+        get_or_lock("token-b-0000000001"),
+        get_or_lock("token-c-0000000001"),
+        finish("token-b-0000000001", "1", "the value"),
+        call(&["GET", &waiters]),
+        call(&["GET", &lock]),
+        call(&["BLPOP", &wake, "1"]),
+        call(&["BLPOP", &wake, "1"]),
+        call(&["BLPOP", &wake, "1"]),
+        get_or_lock("token-c-0000000001"),
+        finish("token-c-0000000001", "1", "late"),
+        call(&["GET", &value]),
+    ];
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        String::from_utf8_lossy(&call[..call.len().min(9)].concat()).into_owned()
+    });
+    assert_eq!(raw.get(&value), Some(b"the value".to_vec()));
+    assert_eq!(
+        model.value(value.as_bytes(), Instant::from_millis(0)),
+        Some(&b"the value"[..])
+    );
+}
+
+/// `reset`'s script for a semaphore's or read-write lock's name gives a real server's replies
+/// on the model node (which the embedded store and the simulator trust): the same keys
+/// listed by a dry run and deleted by a real one, in the same order; the name's type for a
+/// mutex or no name; the fencing counters and the pushed wake-up lists left alike.
+#[test]
+fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
+    let Some([server]) = servers() else { return };
+    let mut raw = Raw::to(&server);
+    let mut model = distlock_model::ModelNode::new();
+    let words =
+        |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|s| s.as_bytes().to_vec()).collect() };
+    let reset = |name: &str, dry: &str| {
+        let k = |suffix: &str| key(name, suffix);
+        words(&[
+            "EVAL",
+            distlock_core::RESET_SEMAPHORE_OR_RW,
+            "10",
+            &k(""),
+            &k(":queue"),
+            &k(":wake:"),
+            &k(":alive:"),
+            &k(":permit:"),
+            &k(":writer"),
+            &k(":readers"),
+            &k(":reader:"),
+            &k(":signal"),
+            &k(":read-signal"),
+            dry,
+            "1000",
+        ])
+    };
+    let permit_of = |name: &str, who: &str| {
+        words(&[
+            "EVAL",
+            script::SEMAPHORE_ACQUIRE.source,
+            "3",
+            &key(name, ""),
+            &key(name, ":fence"),
+            &key(name, ":permit:"),
+            who,
+            "60000",
+            "2",
+            "1",
+        ])
+    };
+    let permit = |who: &str| permit_of("rs", who);
+    let k = |suffix: &str| key("rr", suffix);
+    let rw = |who: &str, mode: &str| {
+        words(&[
+            "EVAL",
+            script::RW_ACQUIRE.source,
+            "8",
+            &k(""),
+            &k(":fence"),
+            &k(":writer"),
+            &k(":readers"),
+            &k(":reader:"),
+            &k(":queue"),
+            &k(":alive:"),
+            &k(":read-signal"),
+            who,
+            "60000",
+            mode,
+            "1",
+            "1",
+            who,
+            "30000",
+            "1000",
+        ])
+    };
+    let calls = [
+        permit("token-a-0000000001"),
+        permit("token-b-0000000001"),
+        rw("token-r-0000000001", "r"),
+        // A writer refused by the reader registers its intent (queue and liveness key).
+        rw("token-w-0000000001", "w"),
+        words(&["SET", &key("rm", ""), "token-m-0000000001", "PX", "60000"]),
+        // A sorted set at a name with no live permit key among its members (a user's, or a
+        // semaphore whose permits are gone): left alone.
+        permit_of("uz", "token-u-0000000001"),
+        words(&["DEL", &key("uz", ":permit:token-u-0000000001")]),
+        reset("uz", "0"),
+        reset("rs", "1"),
+        reset("rs", "0"),
+        reset("rs", "0"),
+        reset("rr", "1"),
+        reset("rr", "0"),
+        reset("rm", "0"),
+        reset("nothing", "0"),
+    ];
+    same_answers(&mut raw, &mut model, &calls, |call| {
+        String::from_utf8_lossy(&call[3]).into_owned()
+    });
+    let at = Instant::from_millis(0);
+    for fence in [key("rs", ":fence"), key("rr", ":fence")] {
+        let OwnedFrame::BulkString(real) = raw.cmd(&[b"GET", fence.as_bytes()]) else {
+            panic!("{fence} is gone")
+        };
+        assert_eq!(Some(real.as_slice()), model.value(fence.as_bytes(), at));
+    }
+    for list in [
+        key("rs", ":signal"),
+        key("rr", ":signal"),
+        key("rr", ":read-signal"),
+    ] {
+        assert_eq!(
+            raw.cmd(&[b"LLEN", list.as_bytes()]),
+            OwnedFrame::Integer(1),
+            "{list}"
+        );
+        assert_eq!(model.list_len(list.as_bytes(), at), 1, "{list}");
+    }
+    // Every other key of the two names is gone, on both.
+    for name in ["rs", "rr"] {
+        let pattern = format!("distlock:{{{name}}}*")
+            .replace('{', "\\{")
+            .replace('}', "\\}");
+        let OwnedFrame::Array(left) = raw.cmd(&[b"KEYS", pattern.as_bytes()]) else {
+            panic!("KEYS")
+        };
+        let expected = if name == "rs" { 2 } else { 3 };
+        assert_eq!(left.len(), expected, "{name}: {left:?}");
+    }
+    assert_eq!(
+        model.key_count(at),
+        5 + 3,
+        "fences, lists, the mutex, and the set left alone with its fence"
+    );
+}

@@ -13,8 +13,9 @@ use distlock_fuzz::seeds::{encode_encoding, encode_events};
 use distlock_fuzz::setup::SetupChoice;
 
 // ---- captured from redis-server 7.0.15 ----
-const SET_NX_PTTL_OK: &[u8] = b"+OK\r\n:30000\r\n";
-const SET_NX_PTTL_BUSY: &[u8] = b"$-1\r\n:29499\r\n";
+// A probed attempt's batch: `SET NX PX`, `PTTL`, `TYPE`.
+const SET_NX_PTTL_OK: &[u8] = b"+OK\r\n:30000\r\n+string\r\n";
+const SET_NX_PTTL_BUSY: &[u8] = b"$-1\r\n:29499\r\n+string\r\n";
 const NOSCRIPT: &[u8] = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
 const EVAL_ACQUIRE_FENCED: &[u8] = b"*2\r\n:1\r\n:1\r\n";
 const EVAL_ACQUIRE_BUSY: &[u8] = b"*2\r\n:0\r\n:29549\r\n";

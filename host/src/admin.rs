@@ -525,7 +525,9 @@ impl Client {
 
     /// Force-unlocks `name` on every node, whoever holds it (for operators after a crash):
     /// the lock key and the re-entry count, each only when it holds what the protocol writes
-    /// there (a user's key of the same name is left alone). The fencing counter is kept, so
+    /// there (a user's key of the same name is left alone), and a fair lock's queue; a
+    /// semaphore's or read-write lock's name loses every key but its fencing counter (see
+    /// [`distlock_core::RESET_SEMAPHORE_OR_RW`]). The fencing counter is kept, so
     /// fences stay monotonic. Like a release it then pushes a wake-up signal, so waiters
     /// blocked on it — ours, and python-redis-lock's, which may block with no timeout at all —
     /// try at once. Returns the keys deleted; fails when a majority of nodes failed.

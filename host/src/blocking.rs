@@ -133,6 +133,21 @@ impl Client {
         }
     }
 
+    /// See [`crate::Client::get_or_compute_with`]: the cached value under `key`, or the one
+    /// `compute` returns (run by one caller at a time, the others wait for its value).
+    pub fn get_or_compute<E>(
+        &self,
+        key: impl AsRef<[u8]>,
+        ttl: Duration,
+        options: crate::ComputeOptions,
+        compute: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, crate::ComputeError<E>> {
+        self.runtime.block_on(
+            self.inner
+                .get_or_compute_with(key, ttl, options, || async { compute() }),
+        )
+    }
+
     /// See [`crate::Client::release`].
     pub fn release(&self, name: impl AsRef<[u8]>, token: &str) -> Result<Released, Error> {
         self.runtime

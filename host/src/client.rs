@@ -420,8 +420,48 @@ impl Client {
             .await
     }
 
+    /// Releases every one of `names` that `token` holds (taken together by
+    /// [`Client::lock_many`]; the token printed by [`Guard::token`](crate::Guard::token),
+    /// possibly in another process), waking each name's waiters. The names in any order;
+    /// refused as [`Client::lock_many`] refuses them. [`Released::NotHeld`] when the token
+    /// holds none of them.
+    pub async fn release_many<N: AsRef<[u8]>>(
+        &self,
+        names: &[N],
+        token: &str,
+    ) -> Result<Released, Error> {
+        self.release_many_with(names, token, self.default_options())
+            .await
+    }
+
+    /// [`Client::release_many`] with the options the names were acquired with.
+    pub async fn release_many_with<N: AsRef<[u8]>>(
+        &self,
+        names: &[N],
+        token: &str,
+        options: LockOptions,
+    ) -> Result<Released, Error> {
+        let names: Vec<Vec<u8>> = names.iter().map(|n| n.as_ref().to_vec()).collect();
+        self.release_by_token(&[], Shape::Multi(&names), token, options)
+            .await
+    }
+
+    /// Extends every one of `names` that `token` holds (taken together by
+    /// [`Client::lock_many`]) to `ttl` from now: all of them, or none when the token does
+    /// not hold every one.
+    pub async fn extend_many<N: AsRef<[u8]>>(
+        &self,
+        names: &[N],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Extended, Error> {
+        let names: Vec<Vec<u8>> = names.iter().map(|n| n.as_ref().to_vec()).collect();
+        self.extend_by_token(&[], Shape::Multi(&names), token, ttl)
+            .await
+    }
+
     /// The lock options of a by-token call: the defaults, with this client's scripts.
-    fn default_options(&self) -> LockOptions {
+    pub(crate) fn default_options(&self) -> LockOptions {
         LockOptions {
             scripts: self.scripts,
             ..LockOptions::default()

@@ -175,7 +175,12 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    fn new(client: Client, lock: Lock, lease: distlock_core::Lease, auto_renew: bool) -> Guard {
+    pub(crate) fn new(
+        client: Client,
+        lock: Lock,
+        lease: distlock_core::Lease,
+        auto_renew: bool,
+    ) -> Guard {
         let (lost, _) = watch::channel(false);
         let held = Arc::new(Held {
             valid_until: AtomicU64::new(lease.valid_until().as_millis()),
@@ -351,6 +356,13 @@ impl Guard {
             tokio::task::yield_now().await;
         }
         released
+    }
+
+    /// Stops renewing and forgets the lock without releasing it: its owner ends it another
+    /// way (get-or-compute's finish script releases it as it stores the value).
+    pub(crate) fn disarm(mut self) {
+        self.stop_renewal();
+        self.held.released.store(true, Ordering::Release);
     }
 
     fn stop_renewal(&mut self) {

@@ -7,6 +7,10 @@
 //!   connections are pooled per node, TLS (`rediss://`) and ACL users come from the URL.
 //! - [`LockBuilder`] → [`Guard`]: acquire with a wait, a TTL, fencing, re-entry and
 //!   auto-renewal; the guard reports its validity and loss, and releases on drop.
+//! - [`Client::get_or_compute`]: the dogpile helper — one caller computes a missing value
+//!   under the name's lock, the others wait for the value ([`ComputeOptions`],
+//!   [`ComputeError`]; the core's `GetOrLock` and `FinishCompute` decide, `compute.rs` runs
+//!   the closure).
 //! - [`blocking`]: the same API for code without an async runtime.
 //! - The `distlock` command (`src/bin/distlock/`): `exec`, `acquire`, `release`, `extend`,
 //!   `status`, `reset`, `demo`.
@@ -43,6 +47,7 @@ mod cluster;
 mod cluster_reset;
 #[cfg(feature = "component")]
 pub mod component;
+mod compute;
 mod conn;
 mod drive;
 mod durable;
@@ -57,6 +62,7 @@ mod sentinel_switch;
 
 pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};
+pub use compute::{ComputeError, ComputeOptions};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::{
     ConfigError, Durability, DurableError, Extended, KeyLayout, LockOptions, NativeCommand,

@@ -13,6 +13,7 @@
 //! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - The per-acquire cost of the component paths next to the native one (printed).
+//! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
 
 mod support;
 
@@ -182,9 +183,13 @@ fn the_example_app_imports_distlock_and_is_a_command() {
 /// What the suite tells apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
-    NotAcquired { attempts: u32 },
+    NotAcquired {
+        attempts: u32,
+    },
     NotHeld,
     Invalid,
+    /// A node refused with `WRONGTYPE`: the name holds another kind of lock.
+    WrongType,
     Unavailable,
     Other(String),
 }
@@ -204,6 +209,13 @@ trait Locks {
     type Lease;
     fn acquire(&mut self, name: &str, wait: Duration) -> Result<Self::Lease, Kind>;
     fn try_acquire(&mut self, name: &str) -> Result<Self::Lease, Kind>;
+    /// A semaphore's permit or a read-write lock's hold (`wait` zero: one attempt).
+    fn acquire_shaped(
+        &mut self,
+        name: &str,
+        shape: wit::Shape,
+        wait: Duration,
+    ) -> Result<Self::Lease, Kind>;
     fn name(&mut self, lease: &Self::Lease) -> String;
     fn token(&mut self, lease: &Self::Lease) -> String;
     fn fence(&mut self, lease: &Self::Lease) -> Option<u64>;
@@ -354,6 +366,8 @@ fn conformance<P: Path>(path: &P, server: &RedisServer) {
     );
     prefixed.drop_lease(held);
 
+    shapes(&mut a, &mut b, server);
+
     // Refusals: bad names, bad settings, unreachable nodes.
     assert_eq!(a.try_acquire("").err(), Some(Kind::Invalid), "empty name");
     assert_eq!(
@@ -395,6 +409,115 @@ fn conformance<P: Path>(path: &P, server: &RedisServer) {
     );
 }
 
+/// One of `limit` permits of a semaphore, the client's fair mode.
+fn permits(limit: u32) -> wit::Shape {
+    wit::Shape::Semaphore(wit::SemaphoreShape { limit, fair: None })
+}
+
+/// The suite's semaphores and read-write locks (`client.acquire-shaped`): the limit is never
+/// exceeded and a released permit admits the next holder; readers share and a writer
+/// excludes readers and writers; each lease's extend acts on its own key; bad input is
+/// refused before anything is written.
+fn shapes<L: Locks>(a: &mut L, b: &mut L, server: &RedisServer) {
+    let none = Duration::ZERO;
+    let name = unique_name("semaphore");
+    let first = a.acquire_shaped(&name, permits(2), none).expect("a permit");
+    let second = b
+        .acquire_shaped(&name, permits(2), none)
+        .expect("a second permit");
+    let (t1, t2) = (a.token(&first), b.token(&second));
+    assert_ne!(t1, t2);
+    let permit_key = |token: &str| format!("{}:permit:{token}", lock_key(&name));
+    assert!(
+        matches!(
+            a.acquire_shaped(&name, permits(2), none),
+            Err(Kind::NotAcquired { attempts: 1 })
+        ),
+        "a third holder of two permits"
+    );
+    let validity = a
+        .extend(&first, Duration::from_secs(60))
+        .expect("extend a permit");
+    assert!(validity > Duration::from_secs(55), "{validity:?}");
+    let pttl = |key: &str| server.raw().ok(&["PTTL", key]).int().unwrap_or(-2);
+    assert!(
+        pttl(&permit_key(&t1)) > 55_000,
+        "the permit's own key was extended"
+    );
+    b.release(&second).expect("release a permit");
+    assert_eq!(pttl(&permit_key(&t2)), -2, "its key is gone");
+    let third = b
+        .acquire_shaped(&name, permits(2), Duration::from_secs(5))
+        .expect("the released permit admits the next holder");
+    a.release(&first).expect("release");
+    b.release(&third).expect("release");
+    a.drop_lease(first);
+    for lease in [second, third] {
+        b.drop_lease(lease);
+    }
+
+    let name = unique_name("rw");
+    let r1 = a
+        .acquire_shaped(&name, wit::Shape::Read, none)
+        .expect("a read hold");
+    let r2 = b
+        .acquire_shaped(&name, wit::Shape::Read, none)
+        .expect("readers share");
+    assert!(
+        matches!(
+            a.acquire_shaped(&name, wit::Shape::Write, none),
+            Err(Kind::NotAcquired { .. })
+        ),
+        "a writer beside readers"
+    );
+    a.release(&r1).expect("release a read hold");
+    b.release(&r2).expect("release a read hold");
+    let w = a
+        .acquire_shaped(&name, wit::Shape::Write, none)
+        .expect("a write hold");
+    assert_eq!(
+        server
+            .raw()
+            .ok(&["GET", &format!("{}:writer", lock_key(&name))])
+            .text(),
+        Some(a.token(&w))
+    );
+    for shape in [wit::Shape::Read, wit::Shape::Write] {
+        assert!(
+            matches!(
+                b.acquire_shaped(&name, shape, none),
+                Err(Kind::NotAcquired { .. })
+            ),
+            "{shape:?} beside a writer"
+        );
+    }
+    a.release(&w).expect("release the write hold");
+    for lease in [r1, w] {
+        a.drop_lease(lease);
+    }
+    b.drop_lease(r2);
+
+    let name = unique_name("shapes-bad");
+    for limit in [0, distlock_core::MAX_PERMITS + 1] {
+        assert_eq!(
+            a.acquire_shaped(&name, permits(limit), none).err(),
+            Some(Kind::Invalid),
+            "limit {limit}"
+        );
+    }
+    assert_eq!(
+        server.raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+        Some(0)
+    );
+    let mutex = a.try_acquire(&name).expect("a lock");
+    assert_eq!(
+        b.acquire_shaped(&name, permits(2), none).err(),
+        Some(Kind::WrongType),
+        "a semaphore on a lock's name"
+    );
+    a.drop_lease(mutex);
+}
+
 // The native driver.
 
 struct NativePath<'a> {
@@ -414,6 +537,11 @@ fn native_kind(e: distlock_host::Error) -> Kind {
             Kind::NotAcquired { attempts }
         }
         distlock_host::Error::Lock(distlock_core::Error::NotHeld) => Kind::NotHeld,
+        distlock_host::Error::Lock(distlock_core::Error::Server { error, .. })
+            if error.kind == distlock_core::ServerErrorKind::WrongType =>
+        {
+            Kind::WrongType
+        }
         distlock_host::Error::Config(_) | distlock_host::Error::BadUrl { .. } => Kind::Invalid,
         distlock_host::Error::Connect { .. } | distlock_host::Error::TooFewNodes { .. } => {
             Kind::Unavailable
@@ -480,6 +608,27 @@ impl Locks for NativeLocks<'_> {
         Ok(std::cell::RefCell::new(Some(guard)))
     }
 
+    fn acquire_shaped(
+        &mut self,
+        name: &str,
+        shape: wit::Shape,
+        wait: Duration,
+    ) -> Result<Self::Lease, Kind> {
+        // The Rust API's own calls for each shape, as a user writes them.
+        let builder = match shape {
+            wit::Shape::Lock => self.client.lock(name),
+            wit::Shape::Semaphore(semaphore) => self.client.semaphore(name, semaphore.limit),
+            wit::Shape::Read => self.client.read_lock(name),
+            wit::Shape::Write => self.client.write_lock(name),
+        };
+        let builder = builder.options(self.options).wait(wait);
+        let guard = self
+            .runtime
+            .block_on(builder.acquire())
+            .map_err(native_kind)?;
+        Ok(std::cell::RefCell::new(Some(guard)))
+    }
+
     fn name(&mut self, lease: &Self::Lease) -> String {
         String::from_utf8_lossy(lease.borrow().as_ref().expect("held").name()).into_owned()
     }
@@ -542,6 +691,11 @@ fn component_kind(e: CallError) -> Kind {
         CallError::Lock(wit::Error::NotHeld) => Kind::NotHeld,
         CallError::Lock(wit::Error::Invalid(_)) => Kind::Invalid,
         CallError::Lock(wit::Error::Unavailable(_)) => Kind::Unavailable,
+        CallError::Lock(wit::Error::Server(refused))
+            if refused.error.kind == wit::ServerErrorKind::WrongType =>
+        {
+            Kind::WrongType
+        }
         other => Kind::Other(other.to_string()),
     }
 }
@@ -577,6 +731,17 @@ impl Locks for ComponentLocks {
     fn try_acquire(&mut self, name: &str) -> Result<LeaseHandle, Kind> {
         self.instance
             .try_acquire(&self.client, name)
+            .map_err(component_kind)
+    }
+
+    fn acquire_shaped(
+        &mut self,
+        name: &str,
+        shape: wit::Shape,
+        wait: Duration,
+    ) -> Result<LeaseHandle, Kind> {
+        self.instance
+            .acquire_shaped(&self.client, name, shape, wait)
             .map_err(component_kind)
     }
 
@@ -1258,6 +1423,37 @@ fn a_guest_that_traps_while_holding_a_lease_has_it_released() {
         );
         assert_eq!(report.leases_released, 1, "{serve:?}");
         assert_released_and_serving(&adapter, &server, &name);
+    }
+}
+
+#[test]
+fn a_guest_that_traps_while_holding_a_permit_has_it_released() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("trap-permit");
+        let report = run_failing(&adapter, "trap-permit", &name, serve, Limits::default());
+        assert!(
+            matches!(report.ended, Ended::Trapped(_)),
+            "{serve:?}: {:?}",
+            report.ended
+        );
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        // The permit (its key and its place among the holders) is gone at once, not at its
+        // TTL: the host released it as a permit, not as a lock.
+        assert_eq!(
+            server.raw().ok(&["ZCARD", &lock_key(&name)]).int(),
+            Some(0),
+            "{serve:?}: the permit was not released"
+        );
+        let keys = server
+            .raw()
+            .ok(&["KEYS", &format!("{}:permit:*", lock_key(&name))]);
+        assert!(
+            matches!(&keys, support::Reply::Array(Some(left)) if left.is_empty()),
+            "{serve:?}: permit keys left: {keys:?}"
+        );
     }
 }
 

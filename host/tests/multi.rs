@@ -220,3 +220,306 @@ async fn bad_sets_are_refused_before_anything_is_sent() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// On the command line: `--name` repeated.
+// ---------------------------------------------------------------------------------------
+
+fn cli(url: &str, args: &[&str]) -> std::process::Output {
+    support::run_bounded(support::distlock(url, args), LIMIT).expect("run distlock")
+}
+
+fn stats(server: &RedisServer) -> String {
+    server
+        .raw()
+        .ok(&["INFO", "commandstats"])
+        .text()
+        .unwrap_or_default()
+}
+
+/// A job holding the names `$NAMES`: counts itself into each name's Redis counter (the value
+/// it saw appended to `$SEEN`: above 1, two holders of a name at once), says it started,
+/// stays until the test creates `$DIR/go`, and counts itself out.
+const NAMES_JOB: &str = r#"
+cli() { "$CLI" -p "$PORT" "$@"; }
+for n in $NAMES; do cli INCR "in:$n" >> "$SEEN"; done
+touch "$DIR/started-$ID"
+i=0
+while [ ! -e "$DIR/go" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+for n in $NAMES; do cli DECR "in:$n" > /dev/null; done
+"#;
+
+/// Two `exec` with overlapping name sets never run together: the second waits (seen
+/// blocking on a wake-up list) while the first holds, and a set disjoint from the first runs
+/// beside it; every name's counter never saw two holders.
+#[test]
+fn cli_execs_with_overlapping_names_never_run_together() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seen = dir.path().join("seen");
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| unique_name(&format!("cli-{n}")));
+    let spawn = |id: &str, names: &[&String]| {
+        let mut args = vec!["exec"];
+        for name in names {
+            args.extend(["--name", name.as_str()]);
+        }
+        args.extend(["--wait", "25s", "--", "sh", "-c", NAMES_JOB]);
+        let joined: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+        support::KillOnDrop(
+            support::distlock(&url, &args)
+                .env("CLI", support::redis_cli_binary().expect("redis-cli"))
+                .env("PORT", server.port().to_string())
+                .env("SEEN", &seen)
+                .env("DIR", dir.path())
+                .env("ID", id)
+                .env("NAMES", joined.join(" "))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn distlock exec"),
+        )
+    };
+    let started = |id: &str| dir.path().join(format!("started-{id}")).exists();
+    let mut first = spawn("ab", &[&b, &a]);
+    wait_for("{a, b} to start", LIMIT, || started("ab").then_some(()));
+    let blpops = command_calls(&stats(&server), "blpop");
+    let mut second = spawn("bc", &[&b, &c]);
+    wait_for("{b, c} to wait on a wake-up list", LIMIT, || {
+        (command_calls(&stats(&server), "blpop") > blpops).then_some(())
+    });
+    let mut disjoint = spawn("cd", &[&d, &c]);
+    wait_for("{c, d} to start beside {a, b}", LIMIT, || {
+        started("cd").then_some(())
+    });
+    assert!(!started("bc"), "{{b, c}} ran beside {{a, b}} or {{c, d}}");
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    for (what, child) in [
+        ("{a, b}", &mut first),
+        ("{b, c}", &mut second),
+        ("{c, d}", &mut disjoint),
+    ] {
+        let status = wait_for(what, LIMIT, || child.0.try_wait().expect("wait"));
+        assert!(status.success(), "{what}: {status}");
+    }
+    assert!(started("bc"));
+    let seen = std::fs::read_to_string(&seen).expect("seen");
+    let counts: Vec<&str> = seen.lines().collect();
+    assert_eq!(counts.len(), 6, "every job counted itself into its names");
+    assert!(
+        counts.iter().all(|c| *c == "1"),
+        "two holders of one name at once: {counts:?}"
+    );
+}
+
+/// `acquire` with several names prints one token; `extend` and `release` take the same names
+/// (in any order) with it. A killed `exec`'s names expire together: never one without the
+/// other.
+#[test]
+fn cli_acquire_extend_release_and_a_killed_holders_names_expire_together() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let [x, y] = ["x", "y"].map(|n| unique_name(&format!("cli-{n}")));
+    let out = cli(
+        &url,
+        &["acquire", "--name", &x, "--name", &y, "--ttl", "60s"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", support::show(&out));
+    let token = support::stdout(&out).trim().to_owned();
+    assert_eq!(get(&server, &x).as_deref(), Some(token.as_str()));
+    assert_eq!(get(&server, &y).as_deref(), Some(token.as_str()));
+    // Held: a plain lock of one of the names is refused (75).
+    let out = cli(&url, &["acquire", "--name", &y]);
+    assert_eq!(out.status.code(), Some(75), "{}", support::show(&out));
+    let out = cli(
+        &url,
+        &[
+            "extend", "--name", &y, "--name", &x, "--token", &token, "--ttl", "90s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", support::show(&out));
+    for name in [&x, &y] {
+        let ttl = server
+            .raw()
+            .ok(&["PTTL", &lock_key(name)])
+            .int()
+            .expect("PTTL");
+        assert!(ttl > 60_000, "{name} not extended: {ttl}");
+    }
+    let out = cli(
+        &url,
+        &["release", "--name", &y, "--name", &x, "--token", &token],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", support::show(&out));
+    assert_eq!((get(&server, &x), get(&server, &y)), (None, None));
+    let out = cli(
+        &url,
+        &["release", "--name", &x, "--name", &y, "--token", &token],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not held any more: {}",
+        support::show(&out)
+    );
+
+    // A holder killed with SIGKILL: nobody renews or releases; both names go at once.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pidfile = dir.path().join("job.pid");
+    let mut holder = support::KillOnDrop(
+        support::distlock(
+            &url,
+            &[
+                "exec",
+                "--name",
+                &x,
+                "--name",
+                &y,
+                "--ttl",
+                "2s",
+                "--",
+                "sh",
+                "-c",
+                "echo $$ > \"$PIDFILE\"; exec sleep 60",
+            ],
+        )
+        .env("PIDFILE", &pidfile)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn exec"),
+    );
+    let pid: u32 = wait_for("the job to start", LIMIT, || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    });
+    holder.0.kill().expect("SIGKILL distlock");
+    let _ = holder.0.wait();
+    support::holders::kill_if_running(pid);
+    let (kx, ky) = (lock_key(&x), lock_key(&y));
+    let mut observed = Vec::new();
+    wait_for("both names to expire", LIMIT, || {
+        let live = server
+            .raw()
+            .ok(&["EXISTS", &kx, &ky])
+            .int()
+            .expect("EXISTS");
+        observed.push(live);
+        (live == 0).then_some(())
+    });
+    assert!(
+        observed.iter().all(|&live| live == 2 || live == 0),
+        "one name outlived the other: {observed:?}"
+    );
+    assert_eq!(
+        observed.first(),
+        Some(&2),
+        "the names were still held after the kill"
+    );
+}
+
+/// Flags about one name make no sense with several: a usage error (64), as are a name given
+/// twice and more names than the core takes; nothing is sent.
+#[test]
+fn cli_refuses_one_name_flags_with_several_names() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let token = "0123456789abcdef0123456789abcdef";
+    let many: Vec<String> = (0..=MAX_MULTI_NAMES).map(|i| format!("n{i}")).collect();
+    let mut too_many = vec!["exec"];
+    for name in &many {
+        too_many.extend(["--name", name.as_str()]);
+    }
+    too_many.extend(["--", "true"]);
+    for args in [
+        &[
+            "exec", "--name", "a", "--name", "b", "--limit", "2", "--", "true",
+        ][..],
+        &["exec", "--name", "a", "--name", "b", "--read", "--", "true"],
+        &["acquire", "--name", "a", "--name", "b", "--write"],
+        &["exec", "--name", "a", "--name", "b", "--fair", "--", "true"],
+        &["exec", "--name", "a", "--name", "a", "--", "true"],
+        &too_many,
+        &[
+            "release",
+            "--name",
+            "a",
+            "--name",
+            "b",
+            "--token",
+            token,
+            "--reentrant",
+        ],
+        &[
+            "release", "--name", "a", "--name", "b", "--token", token, "--limit", "2",
+        ],
+        &[
+            "extend", "--name", "a", "--name", "b", "--token", token, "--ttl", "5s", "--read",
+        ],
+    ] {
+        let out = cli(&url, args);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            support::show(&out)
+        );
+    }
+    let keys = server.raw().ok(&["DBSIZE"]).int();
+    assert_eq!(keys, Some(0), "a refused command wrote something");
+}
+
+/// `exec` with several names renews them together past several TTLs (both keys keep the
+/// job's token) and releases them together when the job ends.
+#[test]
+fn cli_exec_renews_and_releases_its_names_together() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [x, y] = ["x", "y"].map(|n| unique_name(&format!("renew-{n}")));
+    let ttl = Duration::from_millis(600);
+    let mut exec = support::KillOnDrop(
+        support::distlock(
+            &url,
+            &[
+                "exec", "--name", &x, "--name", &y, "--ttl", "600ms", "--", "sh", "-c",
+                "echo \"$DISTLOCK_TOKEN\" > \"$DIR/token\"; i=0; while [ ! -e \"$DIR/go\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+            ],
+        )
+        .env("DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn exec"),
+    );
+    let token = wait_for("the job's token", LIMIT, || {
+        std::fs::read_to_string(dir.path().join("token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    });
+    let renewed_past = Instant::now() + 3 * ttl;
+    wait_for("three TTLs to pass while the job runs", LIMIT, || {
+        (Instant::now() >= renewed_past).then_some(())
+    });
+    assert_eq!(
+        get(&server, &x).as_deref(),
+        Some(token.as_str()),
+        "{x} renewed"
+    );
+    assert_eq!(
+        get(&server, &y).as_deref(),
+        Some(token.as_str()),
+        "{y} renewed"
+    );
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let status = wait_for("exec to end", LIMIT, || exec.0.try_wait().expect("wait"));
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        (get(&server, &x), get(&server, &y)),
+        (None, None),
+        "released together"
+    );
+}

@@ -479,3 +479,117 @@ fn the_embedded_store_runs_rw_locks_and_their_status() {
         w.release().await.expect("release w");
     });
 }
+
+/// `reset` of a read-write lock's name (by name, and by `--all`) clears its readers, its
+/// writer and a waiting writer's intent but keeps the fencing counter: a fresh writer gets in at once, a former reader's
+/// release and extend report the hold lost (exit 1), and a writer waiting behind the reset
+/// readers gets in.
+#[test]
+fn reset_clears_a_read_write_locks_holds_and_intent_but_keeps_its_fence() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let mut raw = server.raw();
+    let name = unique_name("rw-reset");
+    let key = |suffix: &str| format!("{}{suffix}", lock_key(&name));
+    let token_of = |out: &Output| {
+        assert_eq!(code(out), Some(0), "{}", show(out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("a token")
+            .to_owned()
+    };
+    let write = token_of(&run(&["acquire", "--name", &name, "--write", "--fenced"]));
+    let out = run(&["release", "--name", &name, "--write", "--token", &write]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    assert_eq!(
+        raw.ok(&["GET", &key(":fence")]).text().as_deref(),
+        Some("1")
+    );
+    let readers = [
+        token_of(&run(&[
+            "acquire", "--name", &name, "--read", "--ttl", "60s",
+        ])),
+        token_of(&run(&[
+            "acquire", "--name", &name, "--read", "--ttl", "60s",
+        ])),
+    ];
+    // A writer that queued its intent and died: its intent would turn readers away.
+    let mut dead_writer = KillOnDrop(
+        distlock(
+            &url,
+            &["acquire", "--name", &name, "--write", "--wait", "25s"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn a writer"),
+    );
+    wait_for("the writer to queue", LIMIT, || {
+        (server.raw().ok(&["ZCARD", &key(":queue")]).int() == Some(1)).then_some(())
+    });
+    dead_writer.0.kill().expect("SIGKILL the writer");
+    let _ = dead_writer.0.wait();
+
+    let out = run(&["reset", "--name", &name]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let pattern = format!("{}*", key("").replace('{', "\\{").replace('}', "\\}"));
+    let support::Reply::Array(Some(left)) = raw.ok(&["KEYS", &pattern]) else {
+        panic!("KEYS gave no array");
+    };
+    let mut left: Vec<String> = left.iter().filter_map(support::Reply::text).collect();
+    left.sort();
+    // The fencing counter and the two wake-up lists the reset pushed, nothing else.
+    assert_eq!(
+        left,
+        [key(":fence"), key(":read-signal"), key(":signal")],
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        raw.ok(&["GET", &key(":fence")]).text().as_deref(),
+        Some("1")
+    );
+    for token in &readers {
+        let out = run(&["release", "--name", &name, "--read", "--token", token]);
+        assert_eq!(code(&out), Some(1), "{}", show(&out));
+        let out = run(&[
+            "extend", "--name", &name, "--read", "--token", token, "--ttl", "60s",
+        ]);
+        assert_eq!(code(&out), Some(1), "{}", show(&out));
+    }
+    // No reader left to refuse a writer, no intent left to refuse a reader.
+    let write = token_of(&run(&["acquire", "--name", &name, "--write", "--fenced"]));
+    let out = run(&["release", "--name", &name, "--write", "--token", &write]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let reader = token_of(&run(&[
+        "acquire", "--name", &name, "--read", "--ttl", "60s",
+    ]));
+
+    // A writer waiting live behind a reader gets in once the reset clears the reader.
+    let waiter = {
+        let (url, name) = (url.clone(), name.clone());
+        std::thread::spawn(move || {
+            run_bounded(
+                distlock(
+                    &url,
+                    &["acquire", "--name", &name, "--write", "--wait", "25s"],
+                ),
+                LIMIT,
+            )
+            .expect("run distlock")
+        })
+    };
+    wait_for("the writer to queue", LIMIT, || {
+        (server.raw().ok(&["ZCARD", &key(":queue")]).int() == Some(1)).then_some(())
+    });
+    // This time by the walk of every lock under the prefix.
+    let out = run(&["reset", "--all", "--yes"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let writer = token_of(&waiter.join().expect("waiter"));
+    assert_eq!(raw.ok(&["GET", &key(":writer")]).text(), Some(writer));
+    let out = run(&["release", "--name", &name, "--read", "--token", &reader]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+}

@@ -523,3 +523,165 @@ fn cli_fair_limit_queues_a_waiter_and_release_hands_it_the_permit() {
     );
     assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(1));
 }
+
+/// A plain mutex meeting a semaphore's or a read-write lock's name: `SET NX` refuses it like a
+/// held lock, and the probe after that refusal tells the kinds apart. The mutex fails with
+/// `WRONGTYPE` (exit 76) instead of waiting: its wait here (an hour) is far past the bound
+/// the test allows, so a mutex that waited fails the test.
+#[test]
+fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let semaphore = unique_name("sem-kind");
+    let rw = unique_name("rw-kind");
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let out = run(&[
+        "acquire", "--name", &semaphore, "--limit", "2", "--ttl", "60s",
+    ]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = run(&["acquire", "--name", &rw, "--read", "--ttl", "60s"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    for name in [&semaphore, &rw] {
+        let out = run(&["exec", "--name", name, "--wait", "1h", "--", "true"]);
+        assert_eq!(code(&out), Some(76), "{name}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
+            "{}",
+            show(&out)
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect([url.as_str()]).await.expect("connect");
+        for name in [&semaphore, &rw] {
+            let refused = tokio::time::timeout(
+                LIMIT,
+                client.lock(name).wait(Duration::from_secs(3600)).acquire(),
+            )
+            .await
+            .expect("the mutex fails instead of waiting");
+            assert!(
+                matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
+                "{name}: {refused:?}"
+            );
+        }
+        // The holders were left alone: the semaphore still has its permit, the reader its hold.
+        let mut raw = server.raw();
+        assert_eq!(raw.ok(&["ZCARD", &lock_key(&semaphore)]).int(), Some(1));
+        assert_eq!(
+            raw.ok(&["ZCARD", &format!("{}:readers", lock_key(&rw))]).int(),
+            Some(1)
+        );
+    });
+}
+
+/// Every key of a name on the server (each test has its own server, so `KEYS` is small).
+fn keys_of(raw: &mut support::Raw, name: &str) -> Vec<String> {
+    let pattern = format!(
+        "{}*",
+        lock_key(name).replace('{', "\\{").replace('}', "\\}")
+    );
+    let support::Reply::Array(Some(keys)) = raw.ok(&["KEYS", &pattern]) else {
+        panic!("KEYS gave no array");
+    };
+    let mut keys: Vec<String> = keys.iter().filter_map(support::Reply::text).collect();
+    keys.sort();
+    keys
+}
+
+/// `reset` of a semaphore's name clears its holders and permits (by name, and by `--all`)
+/// but keeps its fencing counter: a fresh acquire gets in at once, a former holder's release
+/// and extend report the permit lost (exit 1), and a fair waiter queued behind the reset
+/// holder gets in.
+#[test]
+fn reset_clears_a_semaphores_permits_and_queue_but_keeps_its_fence() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let mut raw = server.raw();
+    for how in [&["--all", "--yes"][..], &["--name"][..]] {
+        let name = unique_name("sem-reset");
+        let acquire = || {
+            let out = run(&[
+                "acquire", "--name", &name, "--limit", "2", "--fenced", "--ttl", "60s",
+            ]);
+            assert_eq!(code(&out), Some(0), "{}", show(&out));
+            stdout(&out).lines().next().expect("a token").to_owned()
+        };
+        let held = [acquire(), acquire()];
+        let fence = format!("{}:fence", lock_key(&name));
+        assert_eq!(raw.ok(&["GET", &fence]).text().as_deref(), Some("2"));
+        let mut args = vec!["reset"];
+        args.extend_from_slice(how);
+        if how == ["--name"] {
+            args.push(&name);
+        }
+        let out = run(&args);
+        assert_eq!(code(&out), Some(0), "{}", show(&out));
+        // Only the fencing counter is left (and the wake-up list the reset pushed).
+        let signal = format!("{}:signal", lock_key(&name));
+        assert_eq!(keys_of(&mut raw, &name), {
+            let mut kept = vec![fence.clone(), signal];
+            kept.sort();
+            kept
+        });
+        assert_eq!(raw.ok(&["GET", &fence]).text().as_deref(), Some("2"));
+        for token in &held {
+            let out = run(&["release", "--name", &name, "--limit", "2", "--token", token]);
+            assert_eq!(code(&out), Some(1), "{}", show(&out));
+            let out = run(&[
+                "extend", "--name", &name, "--limit", "2", "--token", token, "--ttl", "60s",
+            ]);
+            assert_eq!(code(&out), Some(1), "{}", show(&out));
+        }
+        // Both permits are free again, and the fence goes on from where it was.
+        let fresh = run(&[
+            "acquire", "--name", &name, "--limit", "2", "--fenced", "--ttl", "60s",
+        ]);
+        assert_eq!(code(&fresh), Some(0), "{}", show(&fresh));
+        assert!(stdout(&fresh).contains("fence 3"), "{}", show(&fresh));
+        let _ = acquire();
+    }
+
+    // A fair semaphore: the holder is reset while a waiter queues behind it.
+    let name = unique_name("sem-reset-fair");
+    let fair = |extra: &[&str]| {
+        let mut args = vec![
+            "acquire", "--name", &name, "--limit", "1", "--fair", "--ttl", "60s",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let first = run(&fair(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code(&first), Some(0), "{}", show(&first));
+    let token = stdout(&first).trim().to_owned();
+    let waiter = {
+        let (url, args) = (url.clone(), fair(&["--wait", "25s"]));
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_bounded(distlock(&url, &args), LIMIT).expect("run distlock")
+        })
+    };
+    let queue = format!("{}:queue", lock_key(&name));
+    wait_for("the waiter to queue", LIMIT, || {
+        (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
+    });
+    let out = run(&["reset", "--name", &name]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let second = waiter.join().expect("waiter");
+    assert_eq!(code(&second), Some(0), "{}", show(&second));
+    let second_token = stdout(&second).trim().to_owned();
+    assert_eq!(
+        raw.ok(&["ZRANGE", &lock_key(&name), "0", "-1"]),
+        support::Reply::Array(Some(vec![support::Reply::Bulk(Some(
+            second_token.into_bytes()
+        ))])),
+        "the waiter holds the only permit"
+    );
+    let out = run(&[
+        "release", "--name", &name, "--limit", "1", "--fair", "--token", &token,
+    ]);
+    assert_eq!(code(&out), Some(1), "{}", show(&out));
+}

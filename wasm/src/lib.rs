@@ -26,6 +26,7 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use core::cell::{Cell, RefCell};
 
+use distlock_core::wit::Shape;
 use distlock_core::{
     Acquire, Duration, Extend, ExtendOutcome, Instant, KeyLayout, Lock, LockOptions, LostReason,
     Release, Renewal, RenewalEvent, Token,
@@ -121,18 +122,39 @@ impl api::GuestClient for Client {
     }
 
     fn acquire(&self, name: String, wait_ms: u64) -> Result<api::Lease, api::Error> {
-        self.acquire_within(name, Duration::from_millis(wait_ms))
+        self.acquire_within(name, Shape::Lock, Duration::from_millis(wait_ms))
     }
 
     fn try_acquire(&self, name: String) -> Result<api::Lease, api::Error> {
-        self.acquire_within(name, Duration::ZERO)
+        self.acquire_within(name, Shape::Lock, Duration::ZERO)
+    }
+
+    fn acquire_shaped(
+        &self,
+        name: String,
+        shape: api::Shape,
+        wait_ms: u64,
+    ) -> Result<api::Lease, api::Error> {
+        self.acquire_within(
+            name,
+            convert::core_shape(&shape),
+            Duration::from_millis(wait_ms),
+        )
     }
 }
 
 impl Client {
-    fn acquire_within(&self, name: String, wait: Duration) -> Result<api::Lease, api::Error> {
+    /// Acquires `shape` on `name`; the lease keeps the core's lock of that shape, so its
+    /// extend, renewal and release act on that permit or hold.
+    fn acquire_within(
+        &self,
+        name: String,
+        shape: Shape,
+        wait: Duration,
+    ) -> Result<api::Lease, api::Error> {
         let shared = &self.shared;
-        let lock = Lock::new(shared.layout.clone(), name.as_bytes(), shared.options)
+        let lock = shape
+            .lock(shared.layout.clone(), name.as_bytes(), shared.options)
             .map_err(convert::config_error)?;
         let token = Token::from_entropy(entropy());
         let seed = seed();

@@ -1,10 +1,11 @@
-// distlock for Node.js: `Client.connect(urls)`, `await using lease = await client.acquire(name)`.
+// distlock for Node.js: `Client.connect(urls)`, `await using lease = await client.acquire(name)`
+// (a semaphore's permit: `acquire(name, { limit })`; a read-write lock: `readLock`/`writeLock`).
 // The lock protocol is the engine component's (generated/engine.js, transpiled from
 // wasm/engine by `npm run build`); src/driver.js moves its bytes over node:net/node:tls.
 import { machines } from '../generated/engine.js';
 import { Pool, now, entropy } from './driver.js';
 import { Slots } from './slots.js';
-import { engineCall, fromEngine, LockLost } from './errors.js';
+import { engineCall, fromEngine, InvalidArgument, LockLost } from './errors.js';
 
 export * from './errors.js';
 
@@ -78,31 +79,65 @@ export class Client {
    * Acquires lock `name`. Options: `wait` (ms to wait for a holder to let go; 0: one
    * attempt), `ttl`, `fenced`, `fair` (queue in arrival order; the release hands the lock to
    * the first live waiter; one node only; every client of the lock must use it), `autoRenew`
-   * (default true), `signal` (an AbortSignal).
-   * Rejects with `NotAcquired`, `Unavailable`, `InvalidArgument`.
+   * (default true), `signal` (an AbortSignal), `limit` (take one of `limit` permits of the
+   * semaphore `name` instead: at most `limit` holders at once, each lease a permit of its own;
+   * one node only; every client of the semaphore must pass the same limit).
+   * Rejects with `NotAcquired`, `Unavailable`, `InvalidArgument` (a `limit` of 0 or above the
+   * engine's bound: kind `bad-limit`), `ServerError` (a name that is another kind of lock:
+   * `wrong-type`; another limit while a permit lives: `wrong-limit`).
    */
-  async acquire(name, { wait = 0, ttl, fenced, fair, autoRenew = true, signal } = {}) {
-    const pool = this.#pool(ttl, fenced, fair);
-    const { val } = await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
-      (slots, lent) => slots.acquire(name, wait, now(), entropy(), lent));
-    return new Lease(this, pool, name, val, autoRenew);
+  async acquire(name, { wait = 0, ttl, fenced, fair, autoRenew = true, signal, limit, mode } = {}) {
+    const pool = this.#pool(ttl, fenced, fair), shape = shapeOf(limit, mode);
+    const { val } = shape
+      ? await this.#run(pool, (s) => s.acquireShaped(name, shape, wait, now(), entropy()), signal)
+      : await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
+        (slots, lent) => slots.acquire(name, wait, now(), entropy(), lent));
+    return new Lease(this, pool, name, val, autoRenew, shape);
   }
 
-  /** Acquires lock `name` only if it is free right now. */
+  /** Acquires lock `name` (or a permit, with `limit`) only if it is free right now. */
   tryAcquire(name, options = {}) { return this.acquire(name, { ...options, wait: 0 }); }
 
-  /** Releases lock `name` held by `token` (from any process that has it). */
-  async release(name, token) {
-    await this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
-      (slots, lent) => slots.release(name, token, now(), entropy(), lent));
+  /**
+   * Takes a read hold of the read-write lock `name`: readers share it, never beside a writer,
+   * and a waiting writer goes first. The options of `acquire` but `fair` and `limit` (a
+   * read-write lock is never fair: a client connected with `fair` is refused with
+   * `InvalidArgument` of kind `rw-lock-unsupported`). One node only.
+   */
+  readLock(name, options = {}) { return this.acquire(name, { ...options, mode: 'read' }); }
+
+  /** Takes the write hold of the read-write lock `name`: no reader, no other writer (see `readLock`). */
+  writeLock(name, options = {}) { return this.acquire(name, { ...options, mode: 'write' }); }
+
+  /**
+   * Releases lock `name` held by `token` (from any process that has it); a semaphore's permit
+   * with `{ limit }`, a read-write lock's hold with `{ mode: 'read' | 'write' }`.
+   */
+  async release(name, token, { limit, mode } = {}) {
+    const shape = shapeOf(limit, mode);
+    await (shape ? this.#run(this.#pool(), (s) => s.releaseShaped(name, shape, token, now(), entropy()))
+      : this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
+        (slots, lent) => slots.release(name, token, now(), entropy(), lent)));
   }
 
-  /** Extends lock `name` held by `token` to `ttl` ms from now; resolves with the new `validUntil`. */
-  async extend(name, token, ttl) {
-    return (await this.#run(this.#pool(), (s) => s.extend(name, token, ttl, now(), entropy()))).val.validUntil;
+  /**
+   * Extends lock `name` held by `token` to `ttl` ms from now (a permit or hold: `{ limit }` or
+   * `{ mode }`, as `release`); resolves with the new `validUntil`.
+   */
+  async extend(name, token, ttl, { limit, mode } = {}) {
+    const shape = shapeOf(limit, mode);
+    const make = shape ? (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()) : (s) => s.extend(name, token, ttl, now(), entropy());
+    return (await this.#run(this.#pool(), make)).val.validUntil;
   }
 
-  /** What the nodes say about lock `name`: `{ verdict: {tag: 'held', val: token} | {tag: 'free'} | {tag: 'unknown'}, nodes }`. */
+  /**
+   * What the nodes say about lock `name`: `{ verdict, nodes }`. `verdict` is `{tag: 'held',
+   * val: token}`, `{tag: 'free'}`, `{tag: 'unknown'}` (too few nodes read: never free) or
+   * `{tag: 'shared'}` (a semaphore's permits or a read-write lock's holds live). `nodes[i]` is
+   * `{tag: 'ok', val: reading}` or `{tag: 'err', val: failure}`; a reading has `holder`,
+   * `ttlMs`, `fence`, `permits` (`{ limit, holders: [{ token, ttlMs }] }`) and `rw`
+   * (`{ writer, readers }`).
+   */
   async status(name) {
     return (await this.#run(this.#pool(), (s) => s.status(name, now()))).val;
   }
@@ -114,15 +149,30 @@ export class Client {
   close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); this.#default = null; }
 }
 
-/** A held lock. `signal` fires (with a `LockLost` reason) when the lease is lost. */
+/**
+ * The engine's `shape` of a semaphore's permit (`limit`) or a read-write lock's hold (`mode`);
+ * `undefined` for the lock itself. The engine checks the values (a bad limit is `bad-limit`).
+ */
+function shapeOf(limit, mode) {
+  if (limit !== undefined && mode !== undefined) throw new InvalidArgument('a lease is a permit (limit) or a read-write hold (mode), not both', 'invalid');
+  if (limit !== undefined) return { tag: 'semaphore', val: { limit, fair: undefined } };
+  if (mode === undefined) return undefined;
+  if (mode !== 'read' && mode !== 'write') throw new InvalidArgument(`mode must be 'read' or 'write', not ${mode}`, 'invalid');
+  return { tag: mode };
+}
+
+/** A held lock, permit or read-write hold. `signal` fires (with a `LockLost` reason) when the lease is lost. */
 export class Lease {
   // The AbortController is made on the first read of `signal` (or on loss): most leases are
   // released without anyone asking, and making one costs more than the rest of the lease.
-  #client; #pool; #renewal; #timer; #controller = null; #released = false;
-  constructor(client, pool, name, lease, autoRenew) {
+  #client; #pool; #renewal; #timer; #controller = null; #released = false; #shape;
+  constructor(client, pool, name, lease, autoRenew, shape) {
     this.name = name; this.token = lease.token; this.fence = lease.fence; this.validUntil = lease.validUntil;
-    this.#client = client; this.#pool = pool;
-    if (autoRenew) { this.#renewal = engineCall(() => pool.session.renewal(name, lease, entropy())); this.#schedule(); }
+    this.#client = client; this.#pool = pool; this.#shape = shape;
+    if (autoRenew) {
+      this.#renewal = engineCall(() => (shape ? pool.session.renewalShaped(name, shape, lease, entropy()) : pool.session.renewal(name, lease, entropy())));
+      this.#schedule();
+    }
   }
 
   /** An AbortSignal that fires when the lease is lost; its reason is a `LockLost`. */
@@ -157,6 +207,8 @@ export class Lease {
     if (this.#released) return;
     this.#released = true;
     clearTimeout(this.#timer);
+    const shape = this.#shape;
+    if (shape) return void await this.#client.runOn(this.#pool, (s) => s.releaseShaped(this.name, shape, this.token, now(), entropy()));
     await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()), undefined,
       (slots, lent) => slots.release(this.name, this.token, now(), entropy(), lent));
   }

@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument } from '../src/index.js';
+import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument, ServerError } from '../src/index.js';
 import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
 import { machines, leanFeed, leanAcquireFlat, leanReleaseFlat, leanFeedFlat } from '../generated/engine.js';
 import { decodeStep } from '../src/flat.js';
@@ -30,6 +30,11 @@ const unique = (what) => `${what}-${process.pid}-${counter++}`;
 const key = (name) => `distlock:{${name}}`;
 const rejectsWith = (promise, Class, check = () => true) => assert.rejects(promise, (e) => e instanceof Class && check(e));
 const WRONG = '0123456789abcdef0123456789abcdef';
+const permitKey = (name, token) => `${key(name)}:permit:${token}`;
+// The core's bound on a semaphore's limit (distlock_core::MAX_PERMITS).
+const MAX_PERMITS = 1024;
+// Resolves once a client blocks on a wake-up list (a waiter is waiting, observed).
+const blocked = async (s) => { while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10)); };
 
 const impl = {
   'acquire-release': async () => {
@@ -253,6 +258,109 @@ const impl = {
       await new Promise((r) => setTimeout(r, 20));
     }
     await lease.release();
+  },
+  'semaphore-limit': async () => {
+    const [s] = await start();
+    const [a, b] = [await connect(s.url), await connect(s.url)];
+    const name = unique('semaphore');
+    const first = await a.acquire(name, { limit: 2, autoRenew: false });
+    const second = await a.acquire(name, { limit: 2, autoRenew: false });
+    assert.notEqual(first.token, second.token);
+    for (const lease of [first, second]) assert.ok((await command(s.port, 'PTTL', permitKey(name, lease.token))) > 0);
+    await rejectsWith(a.tryAcquire(name, { limit: 2 }), NotAcquired, (e) => e.detail.attempts === 1);
+    const status = await a.status(name);
+    assert.equal(status.verdict.tag, 'shared');
+    const { permits, holder } = status.nodes[0].val;
+    assert.equal(holder, undefined);
+    assert.equal(permits.limit, 2);
+    assert.deepEqual(permits.holders.map((h) => h.token).sort(), [first.token, second.token].sort());
+    const waiting = b.acquire(name, { limit: 2, wait: 10_000, autoRenew: false });
+    await blocked(s);
+    await a.release(name, first.token, { limit: 2 });
+    const third = await waiting;
+    assert.equal(await command(s.port, 'EXISTS', permitKey(name, first.token)), 0);
+    assert.equal(await command(s.port, 'EXISTS', permitKey(name, third.token)), 1);
+    await rejectsWith(a.release(name, first.token, { limit: 2 }), LockLost);
+    await rejectsWith(a.tryAcquire(name, { limit: 2 }), NotAcquired);
+    await second.release();
+    await third.release();
+    assert.equal((await a.status(name)).verdict.tag, 'free');
+  },
+  'rw-readers-share': async () => {
+    const [s] = await start();
+    const [a, b] = [await connect(s.url), await connect(s.url)];
+    const name = unique('rw');
+    const r1 = await a.readLock(name, { autoRenew: false });
+    const r2 = await a.readLock(name, { autoRenew: false });
+    assert.notEqual(r1.token, r2.token);
+    await rejectsWith(a.writeLock(name), NotAcquired, (e) => e.detail.attempts === 1);
+    let status = await a.status(name);
+    assert.equal(status.verdict.tag, 'shared');
+    assert.equal(status.nodes[0].val.rw.writer, undefined);
+    assert.deepEqual(status.nodes[0].val.rw.readers.map((h) => h.token).sort(), [r1.token, r2.token].sort());
+    const waiting = b.writeLock(name, { wait: 10_000, autoRenew: false });
+    await blocked(s);
+    await r1.release();
+    await a.release(name, r2.token, { mode: 'read' });
+    const writer = await waiting;
+    assert.equal(await command(s.port, 'GET', `${key(name)}:writer`), writer.token);
+    await rejectsWith(a.readLock(name), NotAcquired);
+    await rejectsWith(a.writeLock(name), NotAcquired);
+    status = await a.status(name);
+    assert.equal(status.verdict.tag, 'shared');
+    assert.equal(status.nodes[0].val.rw.writer.token, writer.token);
+    assert.deepEqual(status.nodes[0].val.rw.readers, []);
+    await writer.release();
+    assert.equal((await a.status(name)).verdict.tag, 'free');
+  },
+  'shaped-extend-renewal': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const name = unique('shaped-extend');
+    const permit = await client.acquire(name, { limit: 3, autoRenew: false });
+    await client.extend(name, permit.token, 60_000, { limit: 3 });
+    assert.ok((await command(s.port, 'PTTL', permitKey(name, permit.token))) > 30_000);
+    await permit.release();
+    const rwName = unique('shaped-extend-rw');
+    const hold = await client.writeLock(rwName, { autoRenew: false });
+    await client.extend(rwName, hold.token, 60_000, { mode: 'write' });
+    assert.ok((await command(s.port, 'PTTL', `${key(rwName)}:writer`)) > 30_000);
+    await rejectsWith(client.extend(rwName, hold.token, 60_000, { mode: 'read' }), LockLost);
+    await hold.release();
+    const renewed = await client.acquire(name, { limit: 3 });
+    // Held past three TTLs from the acquire: only the renewal's extends can do that.
+    const until = now() + 1800, deadline = now() + 10_000;
+    while (!(now() > until && renewed.validUntil > until)) {
+      assert.ok(now() < deadline && renewed.validity > 0, 'the permit was not renewed');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await command(s.port, 'EXISTS', permitKey(name, renewed.token)), 1);
+    await renewed.release();
+  },
+  'shaped-bad-input': async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const name = unique('shaped-bad');
+    for (const limit of [0, MAX_PERMITS + 1]) {
+      await rejectsWith(client.acquire(name, { limit }), InvalidArgument, (e) => e.detail.kind === 'bad-limit');
+    }
+    const fair = await connect(s.url, { fair: true });
+    await rejectsWith(fair.readLock(name), InvalidArgument, (e) => e.detail.kind === 'rw-lock-unsupported');
+    await rejectsWith(fair.writeLock(name), InvalidArgument, (e) => e.detail.kind === 'rw-lock-unsupported');
+    const others = await start(2);
+    const redlock = await connect([s.url, ...others.map((o) => o.url)]);
+    await rejectsWith(redlock.acquire(name, { limit: 2 }), InvalidArgument, (e) => e.detail.kind === 'semaphore-unsupported');
+    assert.equal(await command(s.port, 'DBSIZE'), 0);
+    const mutex = await client.acquire(name, { autoRenew: false });
+    await rejectsWith(client.acquire(name, { limit: 2 }), ServerError, (e) => e.detail.error.kind === 'wrong-type');
+    assert.equal(await command(s.port, 'GET', key(name)), mutex.token);
+    const jobs = unique('shaped-bad-jobs');
+    const permit = await client.acquire(jobs, { limit: 2, autoRenew: false });
+    await rejectsWith(client.writeLock(jobs), ServerError, (e) => e.detail.error.kind === 'wrong-type');
+    await rejectsWith(client.acquire(jobs, { limit: 3 }), ServerError, (e) => e.detail.error.kind === 'wrong-limit');
+    const { permits } = (await client.status(jobs)).nodes[0].val;
+    assert.equal(permits.limit, 2);
+    assert.deepEqual(permits.holders.map((h) => h.token), [permit.token]);
   },
 };
 

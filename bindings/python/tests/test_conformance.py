@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import unique, wait_until
 
-from distlock import Client, InvalidArgument, LockLost, NotAcquired, Unavailable
+from distlock import Client, InvalidArgument, LockLost, NotAcquired, ServerError, Unavailable
 from distlock._engine import Engine, EngineError, Handle, Record, entropy, now, split_option
 
 CASES = json.loads((Path(__file__).resolve().parents[2] / "conformance.json").read_text())["cases"]
@@ -335,6 +335,156 @@ def frozen_node_skipped(start, clients):
     assert took < 0.3, f"the second try waited {took:.3f} s"
     lease = wait_until(lambda: (lambda r: None if isinstance(r, Unavailable) else r)(attempt()), "the node to be taken back once it answers")
     lease.release()
+
+
+def permit_key(name: str, token: str) -> bytes:
+    return key(name) + f":permit:{token}".encode()
+
+
+# The core's bound on a semaphore's limit (distlock_core::MAX_PERMITS).
+MAX_PERMITS = 1024
+
+
+def in_thread(call):
+    """Runs ``call`` in a thread; the returned list gets its lease or its error."""
+    out: list = []
+
+    def run():
+        try:
+            out.append(call())
+        except Exception as error:  # handed to the test, which asserts on it
+            out.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+@case("semaphore-limit")
+def semaphore_limit(start, clients):
+    [s] = start()
+    a, b = connect(clients, s.url), connect(clients, s.url)
+    name = unique("semaphore")
+    first, second = a.acquire(name, limit=2), a.acquire(name, limit=2)
+    assert first.token != second.token
+    for lease in (first, second):
+        assert s.redis.pttl(permit_key(name, lease.token)) > 0
+    with pytest.raises(NotAcquired) as caught:
+        a.acquire(name, limit=2)
+    assert caught.value.detail.attempts == 1
+    status = a.status(name)
+    assert status.verdict.tag == "shared"
+    reading = status.nodes[0]
+    assert reading.holder is None and reading.permits.limit == 2
+    assert sorted(h.token for h in reading.permits.holders) == sorted([first.token, second.token])
+    thread, taken = in_thread(lambda: b.acquire(name, limit=2, wait=10))
+    wait_until(lambda: s.blocked_clients() > 0, "the third acquire to wait")
+    a.release(name, first.token, limit=2)
+    thread.join(15)
+    assert taken and not isinstance(taken[0], Exception), taken
+    third = taken[0]
+    assert not s.redis.exists(permit_key(name, first.token))
+    assert s.redis.exists(permit_key(name, third.token))
+    with pytest.raises(LockLost):
+        a.release(name, first.token, limit=2)
+    with pytest.raises(NotAcquired):
+        a.acquire(name, limit=2)
+    second.release()
+    third.release()
+    assert a.status(name).verdict.tag == "free"
+
+
+@case("rw-readers-share")
+def rw_readers_share(start, clients):
+    [s] = start()
+    a, b = connect(clients, s.url), connect(clients, s.url)
+    name = unique("rw")
+    r1, r2 = a.acquire(name, mode="read"), a.acquire(name, mode="read")
+    assert r1.token != r2.token
+    with pytest.raises(NotAcquired) as caught:
+        a.acquire(name, mode="write")
+    assert caught.value.detail.attempts == 1
+    status = a.status(name)
+    assert status.verdict.tag == "shared"
+    assert status.nodes[0].rw.writer is None
+    assert sorted(h.token for h in status.nodes[0].rw.readers) == sorted([r1.token, r2.token])
+    thread, taken = in_thread(lambda: b.acquire(name, mode="write", wait=10))
+    wait_until(lambda: s.blocked_clients() > 0, "the writer to wait")
+    r1.release()
+    a.release(name, r2.token, mode="read")
+    thread.join(15)
+    assert taken and not isinstance(taken[0], Exception), taken
+    writer = taken[0]
+    assert s.redis.get(key(name) + b":writer") == writer.token.encode()
+    for mode in ("read", "write"):
+        with pytest.raises(NotAcquired):
+            a.acquire(name, mode=mode)
+    status = a.status(name)
+    assert status.verdict.tag == "shared"
+    assert status.nodes[0].rw.writer.token == writer.token and status.nodes[0].rw.readers == []
+    writer.release()
+    assert a.status(name).verdict.tag == "free"
+
+
+@case("shaped-extend-renewal")
+def shaped_extend_renewal(start, clients):
+    [s] = start()
+    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    name = unique("shaped-extend")
+    permit = client.acquire(name, limit=3)
+    client.extend(name, permit.token, 60, limit=3)
+    assert s.redis.pttl(permit_key(name, permit.token)) > 30_000
+    permit.release()
+    rw_name = unique("shaped-extend-rw")
+    hold = client.acquire(rw_name, mode="write")
+    client.extend(rw_name, hold.token, 60, mode="write")
+    assert s.redis.pttl(key(rw_name) + b":writer") > 30_000
+    with pytest.raises(LockLost):
+        client.extend(rw_name, hold.token, 60, mode="read")
+    hold.release()
+    renewed = client.acquire(name, limit=3, auto_renewal=True)
+    first_end = renewed.valid_until
+    # Observed: the renewal moved the validity past three TTLs from the acquire.
+    wait_until(lambda: renewed.valid_until > first_end + 1200, "renewals of the permit")
+    assert s.redis.exists(permit_key(name, renewed.token))
+    renewed.release()
+
+
+@case("shaped-bad-input")
+def shaped_bad_input(start, clients):
+    [s] = start()
+    client = connect(clients, s.url)
+    name = unique("shaped-bad")
+    for limit in (0, MAX_PERMITS + 1):
+        with pytest.raises(InvalidArgument) as caught:
+            client.acquire(name, limit=limit)
+        assert caught.value.kind == "bad-limit"
+    fair = connect(clients, s.url, fair=True)
+    for mode in ("read", "write"):
+        with pytest.raises(InvalidArgument) as caught:
+            fair.acquire(name, mode=mode)
+        assert caught.value.kind == "rw-lock-unsupported"
+    others = start(2)
+    redlock = connect(clients, [s.url] + [o.url for o in others])
+    with pytest.raises(InvalidArgument) as caught:
+        redlock.acquire(name, limit=2)
+    assert caught.value.kind == "semaphore-unsupported"
+    assert s.redis.dbsize() == 0
+    mutex = client.acquire(name)
+    with pytest.raises(ServerError) as refused:
+        client.acquire(name, limit=2)
+    assert refused.value.detail.error.kind == "wrong-type"
+    assert s.redis.get(key(name)) == mutex.token.encode()
+    jobs = unique("shaped-bad-jobs")
+    permit = client.acquire(jobs, limit=2)
+    with pytest.raises(ServerError) as refused:
+        client.acquire(jobs, mode="write")
+    assert refused.value.detail.error.kind == "wrong-type"
+    with pytest.raises(ServerError) as refused:
+        client.acquire(jobs, limit=3)
+    assert refused.value.detail.error.kind == "wrong-limit"
+    permits = client.status(jobs).nodes[0].permits
+    assert permits.limit == 2 and [h.token for h in permits.holders] == [permit.token]
 
 
 def test_every_conformance_case_has_a_test():

@@ -90,7 +90,9 @@ use distlock_core::{Duration, Instant};
 use distlock_core::{Flavor, Version};
 use distlock_core::{Protocol, SCRIPTS, Script};
 
+mod compute;
 mod multi;
+mod reset;
 mod rwlock;
 mod semaphore;
 
@@ -206,6 +208,9 @@ pub struct ModelFaults {
     /// The fair semaphore release hands a permit to the queue's head whether or not it is
     /// live, and for good (no expiry): a hand-off without liveness.
     pub semaphore_handoff_ignores_liveness: bool,
+    /// Get-or-compute's get-or-lock takes the computation's lock whatever holds it: no
+    /// exclusion between computers.
+    pub compute_lock_ignores_holder: bool,
     /// The read-write write acquire takes the lock while readers hold it: no exclusion.
     pub rw_write_ignores_readers: bool,
     /// The read-write read acquire ignores waiting writers: no writer preference.
@@ -290,11 +295,13 @@ enum Known {
     MultiRaiseFence,
     SemaphoreFairAcquire,
     SemaphoreFairRelease,
+    GetOrLock,
+    FinishCompute,
 }
 
 /// The core's scripts in its order (`every_known_script_is_the_core_script_of_its_name`
 /// checks the names line up).
-static KNOWN: [(Known, Script); 18] = [
+static KNOWN: [(Known, Script); 20] = [
     (Known::Acquire, SCRIPTS[0]),
     (Known::Release, SCRIPTS[1]),
     (Known::Extend, SCRIPTS[2]),
@@ -313,6 +320,8 @@ static KNOWN: [(Known, Script); 18] = [
     (Known::MultiRaiseFence, SCRIPTS[15]),
     (Known::SemaphoreFairAcquire, SCRIPTS[16]),
     (Known::SemaphoreFairRelease, SCRIPTS[17]),
+    (Known::GetOrLock, SCRIPTS[18]),
+    (Known::FinishCompute, SCRIPTS[19]),
 ];
 
 /// `n` in decimal, written to the end of `buf`.
@@ -349,6 +358,8 @@ impl Known {
             Known::MultiRaiseFence => 15,
             Known::SemaphoreFairAcquire => 16,
             Known::SemaphoreFairRelease => 17,
+            Known::GetOrLock => 18,
+            Known::FinishCompute => 19,
         }
     }
 
@@ -1047,6 +1058,12 @@ impl ModelNode {
                 Some(Value::Hash(_)) => w.bulk(b"hash"),
             }
             return Ok(Done::Written);
+        } else if body == distlock_core::RESET_SEMAPHORE_OR_RW.as_bytes() {
+            // `reset` of a semaphore's or read-write lock's name, sent by source.
+            let keys = args.get(2..12).unwrap_or_default();
+            let argv = args.get(12..).unwrap_or_default();
+            self.reset_semaphore_or_rw(keys, argv, now, w)?;
+            return Ok(Done::Written);
         } else {
             let known = Known::by_source(body).ok_or_else(unknown_script)?;
             if let Some(loaded) = self.scripts.get_mut(known.index()) {
@@ -1070,6 +1087,11 @@ impl ModelNode {
                 w.array(2);
                 w.int(a);
                 w.int(b);
+            }
+            Ok(ScriptValue::Tagged(a, bytes)) => {
+                w.array(2);
+                w.int(a);
+                w.bulk(&bytes);
             }
             // An error the script returned itself (`redis.error_reply`): as it is.
             Err((fail, SCRIPT_REPLY)) => return Err(fail),
@@ -1359,6 +1381,8 @@ impl ModelNode {
             Known::MultiRaiseFence => self.multi_raise_fence(keys, argv, now),
             Known::SemaphoreFairAcquire => self.semaphore_fair_acquire(keys, argv, now),
             Known::SemaphoreFairRelease => self.semaphore_fair_release(keys, argv, now),
+            Known::GetOrLock => self.get_or_lock(keys, argv, now),
+            Known::FinishCompute => self.finish_compute(keys, argv, now),
             Known::RaiseFence => {
                 let fence = key(0).ok_or_else(|| nil(1))?;
                 let current = match self.get_str(fence, now).map_err(|e| (e, 1))? {
@@ -1907,6 +1931,8 @@ fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
 enum ScriptValue {
     Int(i64),
     Pair(i64, i64),
+    /// `{n, bytes}` (get-or-lock's value).
+    Tagged(i64, Vec<u8>),
 }
 
 /// What a command did when it did not fail.
@@ -2555,6 +2581,8 @@ mod tests {
                 (Known::MultiRaiseFence, "multi-raise-fence"),
                 (Known::SemaphoreFairAcquire, "semaphore-fair-acquire"),
                 (Known::SemaphoreFairRelease, "semaphore-fair-release"),
+                (Known::GetOrLock, "get-or-lock"),
+                (Known::FinishCompute, "finish-compute"),
             ]
         );
     }

@@ -70,12 +70,12 @@ pub fn drain<Op: Operation, const N: usize>(m: &mut Machine<Op, N>, now: Instant
     out
 }
 
-/// A "held by another token" reply for a sent acquire: nil, plus the PTTL answer when the
-/// batch asked for it.
+/// A "held by another token" reply for a sent acquire: nil, plus the PTTL and TYPE answers
+/// (a mutex's key, a string) when the batch asked for them.
 pub fn busy(sent: &Sent, holder_ttl_ms: u64) -> Vec<u8> {
     let mut reply = b"$-1\r\n".to_vec();
-    if sent.commands.len() == 2 {
-        reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n").as_bytes());
+    if sent.commands.len() == 3 {
+        reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n+string\r\n").as_bytes());
     }
     reply
 }

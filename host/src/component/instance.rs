@@ -108,6 +108,22 @@ impl LockInstance {
         Ok(LeaseHandle(lease))
     }
 
+    /// `client.acquire-shaped`: a semaphore's permit or a read-write lock's hold.
+    pub fn acquire_shaped(
+        &mut self,
+        client: &ClientHandle,
+        name: &str,
+        shape: wit::Shape,
+        wait: Duration,
+    ) -> Result<LeaseHandle, CallError> {
+        let lease = self
+            .api
+            .client()
+            .call_acquire_shaped(&mut self.store, client.0, name, shape, millis(wait))?
+            .map_err(CallError::Lock)?;
+        Ok(LeaseHandle(lease))
+    }
+
     /// `lease.name`.
     pub fn name(&mut self, lease: &LeaseHandle) -> Result<String, CallError> {
         Ok(self.api.lease().call_name(&mut self.store, lease.0)?)

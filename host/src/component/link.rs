@@ -5,7 +5,7 @@
 //! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], in `resources.rs`) that wrap the lock
 //! component's own handles; dropping one drops the wrapped handle, so the lock component's
 //! destructor runs (a dropped lease releases its lock there). Each lease also keeps what a
-//! release needs (name, token, nodes, prefix), so the host can release it natively if the
+//! release needs (name, token, shape, nodes, prefix), so the host can release it natively if the
 //! guest ends without dropping it, even when the lock component itself cannot be called
 //! any more (it ran out of time inside a call, say).
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType};
 
-use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error};
+use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error, Shape};
 use super::resources::{ClientSpec, LinkedClient, LinkedLease};
 use super::state::HostState;
 
@@ -74,6 +74,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "[method]client.try-acquire",
         |cx: Cx<'_>, (client, name): (Resource<LinkedClient>, String)| {
             acquire(cx, &client, name, None)
+        },
+    )?;
+    i.func_wrap(
+        "[method]client.acquire-shaped",
+        |cx: Cx<'_>,
+         (client, name, shape, wait_ms): (Resource<LinkedClient>, String, Shape, u64)| {
+            acquire_shaped(cx, &client, name, shape, wait_ms)
         },
     )?;
 
@@ -138,14 +145,41 @@ fn acquire(
     wait_ms: Option<u64>,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let api = cx.data().provider()?;
-    let (inner, spec) = {
-        let client = cx.data().table.get(client)?;
-        (client.inner, Arc::clone(&client.spec))
-    };
+    let inner = cx.data().table.get(client)?.inner;
     let acquired = match wait_ms {
         Some(wait_ms) => api.client().call_acquire(&mut cx, inner, &name, wait_ms)?,
         None => api.client().call_try_acquire(&mut cx, inner, &name)?,
     };
+    keep(cx, client, name, distlock_core::wit::Shape::Lock, acquired)
+}
+
+/// `acquire-shaped`, forwarded; the lease remembers its shape for a native release.
+fn acquire_shaped(
+    mut cx: Cx<'_>,
+    client: &Resource<LinkedClient>,
+    name: String,
+    shape: Shape,
+    wait_ms: u64,
+) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
+    let api = cx.data().provider()?;
+    let inner = cx.data().table.get(client)?.inner;
+    let kept = core_shape(&shape);
+    let acquired = api
+        .client()
+        .call_acquire_shaped(&mut cx, inner, &name, shape, wait_ms)?;
+    keep(cx, client, name, kept, acquired)
+}
+
+/// The lock component's answer to an acquire, its lease wrapped for the guest.
+fn keep(
+    mut cx: Cx<'_>,
+    client: &Resource<LinkedClient>,
+    name: String,
+    shape: distlock_core::wit::Shape,
+    acquired: Result<wasmtime::component::ResourceAny, Error>,
+) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
+    let api = cx.data().provider()?;
+    let spec = Arc::clone(&cx.data().table.get(client)?.spec);
     let lease = match acquired {
         Ok(lease) => lease,
         Err(e) => return Ok((Err(e),)),
@@ -156,8 +190,12 @@ fn acquire(
         inner: lease,
         name,
         token,
+        shape,
         spec,
         done: false,
     };
     Ok((Ok(cx.data_mut().table.push(lease)?),))
 }
+
+// The interface's `shape` as the core's, case for case.
+distlock_core::wit_shape_conversion!(super::bindings::provider::exports::distlock::lock::distlock);

@@ -72,7 +72,8 @@ pub use stop::Stopper;
 pub mod wit {
     pub use super::bindings::provider::exports::distlock::lock::distlock::{
         Config, ConfigError, ConfigErrorKind, Error, NodeFailure, NodeProtocolError,
-        NodeServerError, NotAcquired, ProtocolError, QuorumLost, ServerError, ServerErrorKind,
+        NodeServerError, NotAcquired, ProtocolError, QuorumLost, SemaphoreShape, ServerError,
+        ServerErrorKind, Shape,
     };
 }
 

@@ -65,6 +65,16 @@ impl api::HostClient for HostState {
         self.acquire_within(&client, name, Duration::ZERO)
     }
 
+    fn acquire_shaped(
+        &mut self,
+        client: Resource<NativeClient>,
+        name: String,
+        shape: api::Shape,
+        wait_ms: u64,
+    ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
+        self.acquire_shaped_within(&client, name, shape, Duration::from_millis(wait_ms))
+    }
+
     fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
         self.table.delete(client)?;
         Ok(())
@@ -78,9 +88,29 @@ impl HostState {
         name: String,
         wait: Duration,
     ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
+        self.acquire_shaped_within(client, name, api::Shape::Lock, wait)
+    }
+
+    /// Acquires `shape` on `name`: the core's reading of the shape (its options, limit and
+    /// side) goes to the host's builder, whose guard then extends, renews and releases that
+    /// permit or hold.
+    fn acquire_shaped_within(
+        &mut self,
+        client: &Resource<NativeClient>,
+        name: String,
+        shape: api::Shape,
+        wait: Duration,
+    ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
         let halt = self.halt();
         let client = self.table.get(client)?;
-        let builder = client.client.lock(&name).options(client.options).wait(wait);
+        let shape = core_shape(&shape);
+        let builder = client
+            .client
+            .lock(&name)
+            .options(shape.options(client.options))
+            .limit(shape.limit())
+            .rw(shape.rw_mode())
+            .wait(wait);
         // A stop drops the acquire mid-way: whatever it took then frees at its TTL.
         let guard = match halt.block_on(builder.acquire())? {
             Ok(guard) => guard,
@@ -195,3 +225,5 @@ fn host_error(error: crate::Error) -> Error {
 
 // The core's errors, case for case: the same conversions the lock component expands.
 distlock_core::wit_error_conversions!(super::bindings::app::distlock::lock::distlock);
+// The interface's `shape` as the core's, case for case.
+distlock_core::wit_shape_conversion!(super::bindings::app::distlock::lock::distlock);

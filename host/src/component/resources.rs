@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use distlock_core::wit::Shape;
 use distlock_core::{LockOptions, Renewal};
 use wasmtime::component::ResourceAny;
 
@@ -91,6 +92,8 @@ pub(crate) struct LinkedClient {
 pub(crate) struct LeaseRecord {
     pub(crate) name: String,
     pub(crate) token: String,
+    /// A lock, a semaphore's permit or a read-write lock's hold: what to release.
+    pub(crate) shape: Shape,
     pub(crate) nodes: Vec<String>,
     pub(crate) prefix: Option<String>,
 }
@@ -100,6 +103,7 @@ pub(crate) struct LinkedLease {
     pub(crate) inner: ResourceAny,
     pub(crate) name: String,
     pub(crate) token: String,
+    pub(crate) shape: Shape,
     pub(crate) spec: Arc<ClientSpec>,
     /// Released (or dropped) through the lock component: nothing left to do.
     pub(crate) done: bool,
@@ -114,6 +118,7 @@ impl LinkedLease {
         Some(LeaseRecord {
             name: self.name.clone(),
             token: self.token.clone(),
+            shape: self.shape,
             nodes: self.spec.nodes.clone(),
             prefix: self.spec.prefix.clone(),
         })

@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::provider::exports::distlock::lock::distlock::Guest as ProviderApi;
 use super::net::Net;
 use super::options::Limits;
-use super::resources::{LinkedLease, NativeLease};
+use super::resources::{LeaseRecord, LinkedLease, NativeLease};
 use super::stop::{Halt, Limiter, Stop, StopFlag, Stopper};
 
 /// The store data of one guest (and of the lock component instance linked to it).
@@ -101,7 +101,7 @@ impl HostState {
                 .client(&record.nodes, record.prefix.as_deref())
                 .and_then(|client| {
                     runtime
-                        .block_on(client.release(&record.name, &record.token, false))
+                        .block_on(release_record(&client, &record))
                         .map(|_| ())
                 });
             leftovers.note(record.name, released);
@@ -110,6 +110,26 @@ impl HostState {
             leftovers.note(name, runtime.block_on(guard.release()).map(|_| ()));
         }
         leftovers
+    }
+}
+
+/// Releases a linked lease the guest left behind natively: the lock, or the permit or
+/// hold its shape names (a permit with the shape's fair mode, so a fair semaphore's release
+/// still hands the permit on).
+async fn release_record(
+    client: &crate::Client,
+    record: &LeaseRecord,
+) -> Result<crate::Released, crate::Error> {
+    let (name, token, shape) = (&record.name, &record.token, record.shape);
+    match (shape.limit(), shape.rw_mode()) {
+        (Some(limit), _) => {
+            let options = shape.options(client.default_options());
+            client
+                .release_permit_with(name, token, limit, options)
+                .await
+        }
+        (None, Some(mode)) => client.release_rw(name, token, mode).await,
+        (None, None) => client.release(name, token, false).await,
     }
 }
 

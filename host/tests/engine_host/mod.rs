@@ -16,7 +16,10 @@
 #![allow(dead_code)]
 
 mod flat;
+mod shaped;
 mod slotted;
+
+pub(crate) use shaped::semaphore;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};

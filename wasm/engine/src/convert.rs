@@ -1,13 +1,16 @@
 //! The core's errors and outcomes as the `machines` interface's types. The lock errors are
 //! the core's own conversions ([`distlock_core::wit_error_conversions`], the same ones the
 //! `provider` component expands for `distlock`); this module adds the handshake's errors and
-//! `status` readings and `reset` counts, which only this interface carries.
+//! `status` readings (with a semaphore's permits and a read-write lock's holds) and `reset`
+//! counts, which only this interface carries.
 
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use distlock_core::{HandshakeError, Inspection, NodeError, Reading, ResetOutcome, Verdict};
+use distlock_core::{
+    Duration, HandshakeError, Inspection, NodeError, Reading, ResetOutcome, Token, Verdict,
+};
 
 use crate::api;
 use crate::input::node_index;
@@ -34,9 +37,12 @@ pub(crate) fn handshake_error(node: usize, shown: &str, error: HandshakeError) -
 
 /// What `status` read.
 pub(crate) fn status(inspection: Inspection) -> api::Status {
+    // The core's verdict has no word for several holders (it says unknown, never free);
+    // the core also says when a majority holds shared holds: that is `shared`.
     let verdict = match inspection.verdict() {
         Verdict::Held(token) => api::Verdict::Held(token.as_str().to_string()),
         Verdict::Free => api::Verdict::Free,
+        _ if inspection.shared_holds() => api::Verdict::Shared,
         _ => api::Verdict::Unknown,
     };
     let nodes: Vec<_> = inspection
@@ -65,6 +71,22 @@ fn reading(reading: Reading) -> api::Reading {
         holder: reading.holder.map(|t| t.as_str().to_string()),
         ttl_ms: reading.ttl.map(distlock_core::wit::millis),
         fence: reading.fence,
+        permits: reading.permits.map(|permits| api::Permits {
+            limit: permits.limit,
+            holders: permits.holders.into_iter().map(hold).collect(),
+        }),
+        rw: reading.rw.map(|holds| api::RwHolds {
+            writer: holds.writer.map(hold),
+            readers: holds.readers.into_iter().map(hold).collect(),
+        }),
+    }
+}
+
+/// One live permit or read-write hold: its token and how long its key lives.
+fn hold((token, ttl): (Token, Option<Duration>)) -> api::Hold {
+    api::Hold {
+        token: token.as_str().to_string(),
+        ttl_ms: ttl.map(distlock_core::wit::millis),
     }
 }
 

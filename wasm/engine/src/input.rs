@@ -1,5 +1,6 @@
 //! What the runtime passes in, as the core takes it: instants as `f64` milliseconds, spans as
-//! `u32` milliseconds, entropy as bytes.
+//! `u32` milliseconds, entropy as bytes, a lock's `shape` as the core's
+//! [`distlock_core::wit::Shape`].
 //!
 //! Invariant: no input is refused by a trap. An instant that is negative or not finite counts
 //! as 0 and one past 2^53 as 2^53 (a JavaScript number's exact range); entropy that is too
@@ -76,3 +77,5 @@ fn short(needed: usize, got: usize) -> api::Error {
         message: format!("entropy: {needed} random bytes needed, {got} given"),
     })
 }
+
+distlock_core::wit_shape_conversion!(crate::bindings::exports::distlock::lock::machines);

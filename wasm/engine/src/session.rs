@@ -15,7 +15,7 @@ use core::cell::RefCell;
 use distlock_core::{
     Acquire, ConnectOutcome, Credentials, Duration, Extend, HandshakeOptions, Inspect, Instant,
     KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset, ServerInfo, SessionOptions, Token,
-    quorum,
+    quorum, wit::Shape,
 };
 
 use crate::api;
@@ -49,7 +49,15 @@ pub(crate) struct Shared {
 impl Shared {
     /// `name` under the session's layout and defaults.
     pub(crate) fn lock(&self, name: &str) -> Result<Lock, api::Error> {
-        Lock::new(self.layout.clone(), name.as_bytes(), self.options).map_err(config_error)
+        self.lock_shaped(name, Shape::Lock)
+    }
+
+    /// `name` in `shape` (a mutex, a semaphore's permit, a read-write lock's side) under the
+    /// session's layout and defaults: the core's constructor for that shape decides.
+    pub(crate) fn lock_shaped(&self, name: &str, shape: Shape) -> Result<Lock, api::Error> {
+        shape
+            .lock(self.layout.clone(), name.as_bytes(), self.options)
+            .map_err(config_error)
     }
 
     /// The servers a machine is built for, in node order (a node not known yet as the
@@ -357,19 +365,7 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared.lock(&name)?;
-                let (token, seed) = input::token_and_seed(&entropy)?;
-                let token = Token::from_entropy(token);
-                let wait = input::span(wait_ms);
-                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
-                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        self.acquire_shaped(name, api::Shape::Lock, wait_ms, now, entropy)
     }
 
     fn acquire_started(
@@ -418,18 +414,7 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared.lock(&name)?;
-                let token = token(&token_text)?;
-                let seed = input::seed(&entropy)?;
-                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        self.release_shaped(name, api::Shape::Lock, token_text, now, entropy)
     }
 
     fn extend(
@@ -440,21 +425,7 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared
-                    .lock(&name)?
-                    .with_ttl(input::span(ttl_ms))
-                    .map_err(config_error)?;
-                let token = token(&token_text)?;
-                let seed = input::seed(&entropy)?;
-                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        self.extend_shaped(name, api::Shape::Lock, token_text, ttl_ms, now, entropy)
     }
 
     fn status(&self, name: String, now: api::Instant) -> Result<api::Operation, api::Error> {
@@ -587,8 +558,89 @@ impl api::GuestSession for Session {
         lease: api::Lease,
         entropy: api::Entropy,
     ) -> Result<api::Renewal, api::Error> {
+        self.renewal_shaped(name, api::Shape::Lock, lease, entropy)
+    }
+
+    fn acquire_shaped(
+        &self,
+        name: String,
+        shape: api::Shape,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
+                let (token, seed) = input::token_and_seed(&entropy)?;
+                let token = Token::from_entropy(token);
+                let wait = input::span(wait_ms);
+                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
+                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn release_shaped(
+        &self,
+        name: String,
+        shape: api::Shape,
+        token_text: String,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
+                let token = token(&token_text)?;
+                let seed = input::seed(&entropy)?;
+                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
+                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn extend_shaped(
+        &self,
+        name: String,
+        shape: api::Shape,
+        token_text: String,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared
+                    .lock_shaped(&name, input::core_shape(&shape))?
+                    .with_ttl(input::span(ttl_ms))
+                    .map_err(config_error)?;
+                let token = token(&token_text)?;
+                let seed = input::seed(&entropy)?;
+                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
+                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn renewal_shaped(
+        &self,
+        name: String,
+        shape: api::Shape,
+        lease: api::Lease,
+        entropy: api::Entropy,
+    ) -> Result<api::Renewal, api::Error> {
         let shared = self.shared.borrow();
-        let lock = shared.lock(&name)?;
+        let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
         let token = token(&lease.token)?;
         let seed = input::seed(&entropy)?;
         let renewal = Renewal::new(

@@ -1,16 +1,19 @@
 """distlock for Python: a distributed lock for Redis and Valkey (one node, or Redlock over
 several) on the sans-IO distlock engine component, driven over ``socket``/``selectors``
-(``Lock``, ``Client``) or ``asyncio`` (``AsyncLock``, ``AsyncClient``)."""
+(``Lock``, ``Semaphore``, ``RWLock``, ``Client``) or ``asyncio`` (``AsyncLock``,
+``AsyncSemaphore``, ``AsyncRWLock``, ``AsyncClient``)."""
 
-from .aio import AsyncClient, AsyncLock
+from .aio import AsyncClient, AsyncLock, AsyncRWLock, AsyncSemaphore
 from .client import Client, Lease
 from .dogpile import get_or_compute
 from .errors import InvalidArgument, LockError, LockLost, NotAcquired, ServerError, Unavailable
-from .lock import Lock, reset
+from .lock import Lock, RWLock, Semaphore, reset
 
 __all__ = [
     "AsyncClient",
     "AsyncLock",
+    "AsyncRWLock",
+    "AsyncSemaphore",
     "Client",
     "InvalidArgument",
     "Lease",
@@ -18,6 +21,8 @@ __all__ = [
     "LockError",
     "LockLost",
     "NotAcquired",
+    "RWLock",
+    "Semaphore",
     "ServerError",
     "Unavailable",
     "get_or_compute",

@@ -1,5 +1,6 @@
 """The ``asyncio`` twin of ``client.py`` and ``lock.py``: ``AsyncClient``, its leases (renewed
-by a task on the engine's schedule) and ``AsyncLock`` (``async with``). The same engine, the
+by a task on the engine's schedule), ``AsyncLock`` (``async with``), ``AsyncSemaphore`` and
+``AsyncRWLock``. The same engine, the
 same decisions; only the driver (``_aio_driver.py``) differs.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from ._aio_driver import AsyncPool
 from ._engine import Handle, Operation, entropy, field, now, split_option, split_result
-from .client import Client, Lease, millis
+from .client import Client, Lease, millis, shape_of, shaped
 from .errors import LockError, LockLost, NotAcquired, engine_errors, from_engine
 from .lock import urls_of
 
@@ -49,16 +50,17 @@ class AsyncClient(Client):
             raise from_engine(value)
         return value.payload
 
-    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False) -> AsyncLease:  # type: ignore[override]
+    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None) -> AsyncLease:  # type: ignore[override]
+        shape = shape_of(limit, mode)
         pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
-        lease = await self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
-        return AsyncLease(self, pool, name, lease, auto_renewal)
+        lease = await self.run(pool, *shaped("acquire", shape, name, millis(wait, "wait"), now(), entropy()))
+        return AsyncLease(self, pool, name, lease, auto_renewal, shape)
 
-    async def release(self, name: str, token: str) -> None:  # type: ignore[override]
-        await self.run(self.pool(self.ttl, self.fenced), "release", name, token, now(), entropy())
+    async def release(self, name: str, token: str, *, limit: int | None = None, mode: str | None = None) -> None:  # type: ignore[override]
+        await self.run(self.pool(self.ttl, self.fenced), *shaped("release", shape_of(limit, mode), name, token, now(), entropy()))
 
-    async def extend(self, name: str, token: str, ttl: float) -> float:  # type: ignore[override]
-        extended = await self.run(self.pool(self.ttl, self.fenced), "extend", name, token, millis(ttl, "ttl"), now(), entropy())
+    async def extend(self, name: str, token: str, ttl: float, *, limit: int | None = None, mode: str | None = None) -> float:  # type: ignore[override]
+        extended = await self.run(self.pool(self.ttl, self.fenced), *shaped("extend", shape_of(limit, mode), name, token, millis(ttl, "ttl"), now(), entropy()))
         return float(field(extended, "valid_until"))
 
     async def status(self, name: str) -> Any:  # type: ignore[override]
@@ -71,13 +73,13 @@ class AsyncClient(Client):
 class AsyncLease(Lease):
     """A held lock; with ``auto_renewal`` a task runs the engine's renewal schedule."""
 
-    def __init__(self, client: AsyncClient, pool: Any, name: str, lease: Any, auto_renewal: bool) -> None:
-        super().__init__(client, pool, name, lease, False)
+    def __init__(self, client: AsyncClient, pool: Any, name: str, lease: Any, auto_renewal: bool, shape: Any = None) -> None:
+        super().__init__(client, pool, name, lease, False, shape)
         self._task: asyncio.Task | None = None
         self._stopped = asyncio.Event()
         if auto_renewal:
             with engine_errors():
-                renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
+                renewal = Handle(client.engine, "renewal", pool.session.fallible(*shaped("renewal", shape, name, lease, entropy())))
             self._task = asyncio.ensure_future(_renew(weakref.ref(self), renewal, self._stopped))
 
     @property
@@ -85,7 +87,7 @@ class AsyncLease(Lease):
         return 0.0 if self.lost or self._stopped.is_set() else max(0.0, (self.valid_until - now()) / 1000)
 
     async def extend(self, ttl: float) -> None:  # type: ignore[override]
-        extended = await self.client.run(self.pool, "extend", self.name, self.token, millis(ttl, "ttl"), now(), entropy())
+        extended = await self.client.run(self.pool, *shaped("extend", self.shape, self.name, self.token, millis(ttl, "ttl"), now(), entropy()))
         self.valid_until = float(field(extended, "valid_until"))
 
     async def release(self) -> None:  # type: ignore[override]
@@ -95,7 +97,7 @@ class AsyncLease(Lease):
                 await self._task
         if self.lost:
             raise self.lost
-        await self.client.run(self.pool, "release", self.name, self.token, now(), entropy())  # its own session
+        await self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))  # its own session
 
 
 async def _renew(lease_ref: Any, renewal: Handle, stopped: asyncio.Event) -> None:
@@ -152,6 +154,7 @@ class AsyncLock:
         self.fenced, self.fair, self.auto_renewal = fenced, fair, auto_renewal
         millis(expire, "expire"), millis(timeout, "timeout")
         self._lease: AsyncLease | None = None
+        self._shape: dict[str, Any] = {}  # as `Lock._shape`: the lock, a permit or a hold
 
     @property
     def client(self) -> AsyncClient:
@@ -166,7 +169,7 @@ class AsyncLock:
             raise InvalidArgument("timeout only applies to a blocking acquire", "invalid")
         wait = 0.0 if not blocking else timeout if timeout is not None else self.timeout
         try:
-            self._lease = await self.client.acquire(self.name, wait=(2**32 - 1) / 1000 if wait is None else wait, ttl=self.expire, fenced=self.fenced, fair=self.fair, auto_renewal=self.auto_renewal)
+            self._lease = await self.client.acquire(self.name, wait=(2**32 - 1) / 1000 if wait is None else wait, ttl=self.expire, fenced=self.fenced, fair=self.fair, auto_renewal=self.auto_renewal, **self._shape)
         except NotAcquired:
             return False
         return True
@@ -185,7 +188,7 @@ class AsyncLock:
         verdict = (await self.client.status(self.name)).verdict
         if verdict.tag == "unknown":
             raise Unavailable(f"too few nodes could be read to tell whether {self.name!r} is held", "unavailable")
-        return verdict.tag == "held"
+        return verdict.tag in ("held", "shared")
 
     async def extend(self, expire: float | None = None) -> None:
         lease = self._held()
@@ -213,3 +216,33 @@ class AsyncLock:
         except LockLost:
             if kind is None:
                 raise
+
+
+class AsyncSemaphore(AsyncLock):
+    """``Semaphore``'s twin: ``async with AsyncSemaphore(url_or_client, name, limit=N): …``."""
+
+    def __init__(self, url_or_client: Any, name: str, limit: int, expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        super().__init__(url_or_client, name, expire, timeout, **options)
+        self.limit = limit
+        self._shape = {"limit": limit}
+
+
+class AsyncRWLock:
+    """``RWLock``'s twin: ``async with rw.read(): …``, ``async with rw.write(): …``."""
+
+    def __init__(self, url_or_client: Any, name: str, expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        self._source, self.name, self.expire, self.timeout, self._options = url_or_client, name, expire, timeout, options
+        millis(expire, "expire"), millis(timeout, "timeout")
+
+    def read(self) -> AsyncLock:
+        """A read hold's ``AsyncLock`` (not taken yet)."""
+        return self._side("read")
+
+    def write(self) -> AsyncLock:
+        """The write hold's ``AsyncLock`` (not taken yet)."""
+        return self._side("write")
+
+    def _side(self, mode: str) -> AsyncLock:
+        lock = AsyncLock(self._source, self.name, self.expire, self.timeout, **self._options)
+        lock._shape = {"mode": mode}
+        return lock

@@ -1,5 +1,6 @@
 """The blocking client: ``Client`` (one engine instance and its sessions) and ``Lease`` (a held
-lock, optionally renewed by a thread running the engine's renewal schedule).
+lock, semaphore permit or read-write hold, optionally renewed by a thread running the engine's
+renewal schedule).
 
 Owns: which session serves which TTL/fencing pair, and the renewal thread's life. Every number
 about the protocol (retry delays, renewal times, when a lease is lost) comes from the engine.
@@ -16,6 +17,8 @@ import weakref
 from functools import partial
 from typing import Any, Iterable
 
+import wasmtime.component as wc
+
 from ._driver import Pool
 from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
 from ._slots import Slots
@@ -24,6 +27,29 @@ from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
 # Operations the engine also builds and starts in one call, in a session slot (`<method>-flat`).
 STARTED = ("acquire", "release")
+
+
+def shape_of(limit: int | None, mode: str | None) -> Any:
+    """The engine's ``shape`` of a semaphore's permit (``limit``) or a read-write lock's hold
+    (``mode``: ``read`` or ``write``); ``None`` for the lock itself. The engine checks the
+    values (a limit of 0 or over its bound is ``InvalidArgument`` of kind ``bad-limit``)."""
+    if limit is not None and mode is not None:
+        raise InvalidArgument("a lease is a permit (limit) or a read-write hold (mode), not both", "invalid")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_SPAN_MS:
+            raise InvalidArgument(f"limit must be a whole number of permits, not {limit!r}", "invalid")
+        return wc.Variant("semaphore", Record(limit=limit, fair=None))
+    if mode is None:
+        return None
+    if mode not in ("read", "write"):
+        raise InvalidArgument(f"mode must be 'read' or 'write', not {mode!r}", "invalid")
+    return wc.Variant(mode)
+
+
+def shaped(method: str, shape: Any, name: str, *rest: Any) -> tuple[Any, ...]:
+    """``method``'s name and arguments for a lease of ``shape``: the lock's own call, or its
+    ``…_shaped`` twin with the shape after the name."""
+    return (method, name, *rest) if shape is None else (f"{method}_shaped", name, shape, *rest)
 
 
 def millis(seconds: float | None, what: str) -> int | None:
@@ -126,27 +152,36 @@ class Client:
         build = partial(_build, self.engine, pool.session, method, args)
         return build, (partial(getattr(pool.slots, method), *args) if method in STARTED else None)
 
-    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False) -> Lease:
+    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None) -> Lease:
         """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go;
-        ``fair``: queue in arrival order (default: the client's). Raises ``NotAcquired``,
-        ``Unavailable``, ``InvalidArgument``."""
+        ``fair``: queue in arrival order (default: the client's). ``limit``: one of ``limit``
+        permits of the semaphore ``name`` instead; ``mode`` (``read``/``write``): a hold of
+        the read-write lock ``name`` instead (both one node only). Raises ``NotAcquired``,
+        ``Unavailable``, ``InvalidArgument``, ``ServerError`` (``wrong-type``: the name is
+        another kind of lock; ``wrong-limit``: a permit lives under another limit)."""
+        shape = shape_of(limit, mode)
         pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
-        lease = self.run(pool, "acquire", name, millis(wait, "wait"), now(), entropy())
-        return Lease(self, pool, name, lease, auto_renewal)
+        lease = self.run(pool, *shaped("acquire", shape, name, millis(wait, "wait"), now(), entropy()))
+        return Lease(self, pool, name, lease, auto_renewal, shape)
 
-    def release(self, name: str, token: str) -> None:
-        """Releases lock ``name`` held by ``token`` (from any process that has it)."""
-        self.run(self.pool(self.ttl, self.fenced), "release", name, token, now(), entropy())
+    def release(self, name: str, token: str, *, limit: int | None = None, mode: str | None = None) -> None:
+        """Releases lock ``name`` held by ``token`` (from any process that has it); a
+        semaphore's permit with ``limit``, a read-write lock's hold with ``mode``."""
+        self.run(self.pool(self.ttl, self.fenced), *shaped("release", shape_of(limit, mode), name, token, now(), entropy()))
 
-    def extend(self, name: str, token: str, ttl: float) -> float:
-        """Extends lock ``name`` held by ``token`` to ``ttl`` seconds from now; returns the new
-        end of validity (monotonic milliseconds)."""
-        extended = self.run(self.pool(self.ttl, self.fenced), "extend", name, token, millis(ttl, "ttl"), now(), entropy())
+    def extend(self, name: str, token: str, ttl: float, *, limit: int | None = None, mode: str | None = None) -> float:
+        """Extends lock ``name`` held by ``token`` (a permit or hold: ``limit``/``mode`` as
+        ``release``) to ``ttl`` seconds from now; returns the new end of validity (monotonic
+        milliseconds)."""
+        extended = self.run(self.pool(self.ttl, self.fenced), *shaped("extend", shape_of(limit, mode), name, token, millis(ttl, "ttl"), now(), entropy()))
         return float(field(extended, "valid_until"))
 
     def status(self, name: str) -> Any:
         """What the nodes say about lock ``name``: ``.verdict`` is ``Variant('held', token)``,
-        ``Variant('free')`` or ``Variant('unknown')``; ``.nodes`` each node's reading."""
+        ``Variant('free')``, ``Variant('unknown')`` (too few nodes read: never free) or
+        ``Variant('shared')`` (a semaphore's permits or a read-write lock's holds live);
+        ``.nodes`` each node's reading (``holder``, ``ttl-ms``, ``fence``, ``permits`` with
+        ``limit`` and ``holders``, ``rw`` with ``writer`` and ``readers``)."""
         return self.run(self.pool(self.ttl, self.fenced), "status", name, now())
 
     def reset(self, name: str) -> list[Any]:
@@ -173,12 +208,13 @@ def _build(engine: Engine, session: Handle, method: str, args: tuple[Any, ...]) 
 
 
 class Lease:
-    """A held lock: ``token``, ``fence`` (fenced clients), ``valid_until`` (monotonic ms)."""
+    """A held lock, semaphore permit or read-write hold: ``token``, ``fence`` (fenced
+    clients; a read hold's is the last write's), ``valid_until`` (monotonic ms)."""
 
-    __slots__ = ("client", "pool", "name", "token", "fence", "valid_until", "lost", "_released", "_stop", "_thread", "__weakref__")
+    __slots__ = ("client", "pool", "name", "shape", "token", "fence", "valid_until", "lost", "_released", "_stop", "_thread", "__weakref__")
 
-    def __init__(self, client: Client, pool: Pool, name: str, lease: Any, auto_renewal: bool) -> None:
-        self.client, self.pool, self.name = client, pool, name
+    def __init__(self, client: Client, pool: Pool, name: str, lease: Any, auto_renewal: bool, shape: Any = None) -> None:
+        self.client, self.pool, self.name, self.shape = client, pool, name, shape
         self.token: str = lease.token
         self.fence: int | None = lease.fence
         self.valid_until: float = getattr(lease, "valid-until")
@@ -189,7 +225,7 @@ class Lease:
         if auto_renewal:
             self._stop = threading.Event()
             with engine_errors():
-                renewal = Handle(client.engine, "renewal", pool.session.fallible("renewal", name, lease, entropy()))
+                renewal = Handle(client.engine, "renewal", pool.session.fallible(*shaped("renewal", shape, name, lease, entropy())))
             self._thread = threading.Thread(target=_renew, args=(weakref.ref(self), renewal, self._stop), name=f"distlock-renewal:{name}", daemon=True)
             self._thread.start()
             # Collected while held: stop renewing (setting an event, no I/O); the key expires.
@@ -206,7 +242,7 @@ class Lease:
 
     def extend(self, ttl: float) -> None:
         """Extends the lease to ``ttl`` seconds from now. Raises ``LockLost``."""
-        extended = self.client.run(self.pool, "extend", self.name, self.token, millis(ttl, "ttl"), now(), entropy())
+        extended = self.client.run(self.pool, *shaped("extend", self.shape, self.name, self.token, millis(ttl, "ttl"), now(), entropy()))
         self.valid_until = float(field(extended, "valid_until"))
 
     def release(self) -> None:
@@ -214,7 +250,7 @@ class Lease:
         self.stop_renewal()
         if self.lost:
             raise self.lost
-        self.client.run(self.pool, "release", self.name, self.token, now(), entropy())
+        self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))
 
     def stop_renewal(self) -> None:
         self._released = True

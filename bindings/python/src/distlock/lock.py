@@ -1,6 +1,7 @@
 """The API redis-py's ``Lock`` and python-redis-lock's users know: ``Lock(url_or_client, name,
 expire=…, timeout=…)`` with ``acquire``/``extend``/``release``/``locked``, ``with`` blocks,
-``auto_renewal``, and ``reset``.
+``auto_renewal``, and ``reset``; in the same shape, ``Semaphore(…, limit=N)`` (one of ``N``
+permits per holder) and ``RWLock(…).read()``/``.write()`` (a read-write lock's two sides).
 
 Owns: turning a URL, a list of URLs, a redis-py client or a ``Client`` into a shared
 ``Client``, and the libraries' habits (seconds, ``acquire`` returning a bool). A ``Lock``
@@ -80,6 +81,8 @@ class Lock:
         self.fenced, self.fair, self.auto_renewal = fenced, fair, auto_renewal
         millis(expire, "expire"), millis(timeout, "timeout")
         self._lease: Lease | None = None
+        # What a lease of this lock is: the lock (empty), a permit (`limit`) or a hold (`mode`).
+        self._shape: dict[str, Any] = {}
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Takes the lock: ``True`` when held, ``False`` when another holds it (after waiting
@@ -98,6 +101,7 @@ class Lock:
                 fenced=self.fenced,
                 fair=self.fair,
                 auto_renewal=self.auto_renewal,
+                **self._shape,
             )
         except NotAcquired:
             return False
@@ -123,12 +127,13 @@ class Lock:
         return self._lease is not None and self._lease.validity > 0
 
     def locked(self) -> bool:
-        """Whether anyone holds the lock, as the nodes say. Raises ``Unavailable`` when too
-        few nodes could be read to tell."""
+        """Whether anyone holds the lock (for a semaphore or read-write lock: any permit or
+        hold), as the nodes say. Raises ``Unavailable`` when too few nodes could be read to
+        tell."""
         verdict = self.client.status(self.name).verdict
         if verdict.tag == "unknown":
             raise Unavailable(f"too few nodes could be read to tell whether {self.name!r} is held", "unavailable")
-        return verdict.tag == "held"
+        return verdict.tag in ("held", "shared")
 
     def extend(self, expire: float | None = None) -> None:
         """Resets the lock's expiry to ``expire`` seconds (default: this lock's ``expire``,
@@ -161,6 +166,45 @@ class Lock:
         except LockLost:
             if kind is None:
                 raise  # the block ran past its lease: say so
+
+
+class Semaphore(Lock):
+    """A counting semaphore: ``Lock``'s API, where each holder takes one of ``limit`` permits
+    (at most ``limit`` holders at once, each permit a lease with its own expiry and renewal).
+    Every client of a semaphore must pass the same ``limit`` while a permit lives (else
+    ``ServerError`` of kind ``wrong-limit``); ``limit`` is 1 to the engine's bound (else
+    ``InvalidArgument`` of kind ``bad-limit``). One node, the tagged layout; ``fair``: a freed
+    permit goes to the first live waiter."""
+
+    def __init__(self, url_or_client: Any, name: str, limit: int, expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        super().__init__(url_or_client, name, expire, timeout, **options)
+        self.limit = limit
+        self._shape = {"limit": limit}
+
+
+class RWLock:
+    """A read-write lock: ``with rw.read(): …`` (readers share it, never beside a writer) and
+    ``with rw.write(): …`` (one writer, no reader; a waiting writer goes before later
+    readers). Each call gives a new ``Lock`` of that side with ``Lock``'s API, so that each
+    reader holds its own lease. One node, the tagged layout, never fair (a fair client is
+    refused with ``InvalidArgument`` of kind ``rw-lock-unsupported``)."""
+
+    def __init__(self, url_or_client: Any, name: str, expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        self.name, self.expire, self.timeout, self._options = name, expire, timeout, options
+        self.client = Lock(url_or_client, name, expire, timeout, **options).client  # checks the options now
+
+    def read(self) -> Lock:
+        """A read hold's ``Lock`` (not taken yet)."""
+        return self._side("read")
+
+    def write(self) -> Lock:
+        """The write hold's ``Lock`` (not taken yet)."""
+        return self._side("write")
+
+    def _side(self, mode: str) -> Lock:
+        lock = Lock(self.client, self.name, self.expire, self.timeout, **self._options)
+        lock._shape = {"mode": mode}
+        return lock
 
 
 def reset(url_or_client: Any, name: str, **settings: Any) -> int:

@@ -98,7 +98,7 @@ pub(crate) struct BenchResult {
 /// What `distlock bench` runs.
 #[derive(Debug, Clone)]
 pub(crate) struct BenchOptions {
-    /// a, b, c, d, s or all.
+    /// a, b, c, d, s, r, m or all.
     pub(crate) scenario: String,
     /// How long each scenario's measured slices add up to (per path).
     pub(crate) duration: Duration,
@@ -126,6 +126,9 @@ pub(crate) fn lock_options() -> LockOptions {
         ..LockOptions::default()
     }
 }
+
+/// Scenario M's names per lock.
+const MULTI_NAMES: usize = 4;
 
 /// Scenario S's semaphore size.
 const SEMAPHORE_PERMITS: u32 = 4;
@@ -415,6 +418,10 @@ pub(crate) struct Load {
     /// (waiting for it), releases it at once, and counts the holders inside: more than `n`
     /// at once is an overlap (must be 0). The guest path has no semaphores yet.
     pub(crate) limit: Option<u32>,
+    /// Names each lock takes at once ([`Client::lock_many`]): 1 is a plain lock; more, the
+    /// drawn name's `:0`, `:1`, … taken all or nothing. The guest path has no multi-name
+    /// locks yet.
+    pub(crate) names_per_lock: usize,
 }
 
 /// The name the `i`-th draw of worker `worker` locks.
@@ -702,7 +709,15 @@ async fn native_client(
             sample.ops += 1;
             continue;
         }
-        match client.lock(&name).options(load.lock).try_acquire().await {
+        let builder = if load.names_per_lock > 1 {
+            let names: Vec<String> = (0..load.names_per_lock)
+                .map(|j| format!("{name}:{j}"))
+                .collect();
+            client.lock_many(&names)
+        } else {
+            client.lock(&name)
+        };
+        match builder.options(load.lock).try_acquire().await {
             Ok(guard) => {
                 guard.release().await?;
                 sample.record(t.elapsed());
@@ -840,7 +855,10 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             });
         }
         #[cfg(feature = "component")]
-        if let Some(guests) = guests.as_ref().filter(|_| load.limit.is_none()) {
+        if let Some(guests) = guests
+            .as_ref()
+            .filter(|_| load.limit.is_none() && load.names_per_lock == 1)
+        {
             workloads.push(Workload::Guest(guests.load(urls, load).await?));
             if fair {
                 workloads.push(Workload::Guest(guests.load(urls, fair_load).await?));
@@ -897,6 +915,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
             tag: "bench:a",
             lock: options.lock,
             limit: None,
+            names_per_lock: 1,
         };
         let label = "A: uncontended acquire + release, 1 node".to_owned();
         let extra = Extra {
@@ -915,6 +934,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:b",
                 lock: options.lock,
                 limit: None,
+                names_per_lock: 1,
             };
             let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
             let extra = Extra {
@@ -934,6 +954,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:c",
                 lock: options.lock,
                 limit: None,
+                names_per_lock: 1,
             };
             let label = format!("C: {clients} clients over 1024 names");
             let extra = Extra {
@@ -960,6 +981,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:d",
                 lock: options.lock,
                 limit: None,
+                names_per_lock: 1,
             };
             let label = format!("D: uncontended acquire + release, Redlock over {n} nodes");
             let urls = &options.urls[..n];
@@ -979,10 +1001,35 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: "bench:s",
                 lock: options.lock,
                 limit: Some(SEMAPHORE_PERMITS),
+                names_per_lock: 1,
             };
             let label =
                 format!("S: {clients} clients, one semaphore of {SEMAPHORE_PERMITS} permits");
-            scenario("S", label, &single, load, one, Extra::NONE, &mut rows).await?;
+            // The fair semaphore's rows (queued waiters, hand-off on the server) beside the
+            // non-fair ones, in the same slices.
+            let extra = Extra {
+                fair: true,
+                ..Extra::NONE
+            };
+            scenario("S", label, &single, load, one, extra, &mut rows).await?;
+        }
+    }
+    if want("m") {
+        // Multi-name locks: MULTI_NAMES names taken and released at once, one script each
+        // way, as the floor's pair is two round trips: the ratio reads what the extra names
+        // cost. One client (uncontended), then 4 over 1024 draws (rarely contended).
+        for clients in [1usize, 4] {
+            let load = Load {
+                clients,
+                names: 1024,
+                hold: None,
+                tag: "bench:m",
+                lock: options.lock,
+                limit: None,
+                names_per_lock: MULTI_NAMES,
+            };
+            let label = format!("M: {clients} clients, {MULTI_NAMES} names per lock, 1 node");
+            scenario("M", label, &single, load, one, Extra::NONE, &mut rows).await?;
         }
     }
     if want("r") {
@@ -1018,6 +1065,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                     tag: load.tag,
                     lock: load.lock,
                     limit: None,
+                    names_per_lock: 1,
                 };
                 let mut r = row(
                     &label,
@@ -1098,6 +1146,12 @@ fn row(
             "{:.2}× the raw clients' pairs/s ({} connections)",
             sample.ops_per_sec() / raw.max(1e-9),
             load.clients
+        ));
+    }
+    if load.names_per_lock > 1 {
+        notes.push(format!(
+            "{} names taken and released at once per operation (one script each way)",
+            load.names_per_lock
         ));
     }
     if let Some(limit) = load.limit {

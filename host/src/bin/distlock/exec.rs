@@ -87,7 +87,7 @@ pub(crate) async fn exec(
         {
             tell!(
                 "distlock: {signal} while waiting for lock '{}': not acquired",
-                lock.name
+                lock.label()
             );
             return Ok(ExitCode::from(signalled(signal as i32)));
         }
@@ -106,7 +106,7 @@ pub(crate) async fn exec(
         Ok(child) => child,
         Err(e) => {
             tell!("distlock: cannot run {program}: {e}");
-            release(guard, &lock.name).await;
+            release(guard, &lock.label()).await;
             return Ok(ExitCode::from(code_of_spawn_error(program, &e)));
         }
     };
@@ -117,13 +117,14 @@ pub(crate) async fn exec(
     else {
         // Only a child already reaped has no id: nothing of it runs any more.
         let status = child.wait().await;
-        release(guard, &lock.name).await;
+        release(guard, &lock.label()).await;
         return Ok(ExitCode::from(code_of_status(status, None, program)));
     };
     let terminal = Terminal::hand_to(group);
+    let label = lock.label();
     let mut watch = Watch {
         guard: &guard,
-        name: &lock.name,
+        name: &label,
         program,
         group,
         on_lost,
@@ -145,7 +146,7 @@ pub(crate) async fn exec(
         // Most likely someone else's lock now: releasing is only in case it is not (the
         // validity ran out with the key still ours), so its refusal is no news.
         Some(Why::Lost) => drop(guard.release().await),
-        _ => release(guard, &lock.name).await,
+        _ => release(guard, &lock.label()).await,
     }
     Ok(ExitCode::from(code_of_status(status, why, program)))
 }

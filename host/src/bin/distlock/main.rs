@@ -116,7 +116,8 @@ enum Command {
     /// Run a command while holding the lock, like flock(1) across machines.
     ///
     /// Acquires, renews the lock while COMMAND runs, releases when it ends, and exits with
-    /// its exit code. Exits 75 when the lock cannot be had.
+    /// its exit code. Exits 75 when the lock cannot be had. With --name repeated, every name
+    /// is taken at once or none, under one token, renewed and released together.
     ///
     /// COMMAND runs in a process group of its own, and whatever stops it stops that whole
     /// group: COMMAND and everything it started that stayed in its group (pipelines, `sh -c`
@@ -158,7 +159,8 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Acquire and print the token (and fence); release it later with `release`.
+    /// Acquire and print the token (and fence); release it later with `release` (with the
+    /// same --name, repeated for a lock of several names).
     Acquire {
         #[command(flatten)]
         lock: LockArgs,
@@ -168,9 +170,9 @@ enum Command {
     },
     /// Release a lock held by TOKEN.
     Release {
-        /// The lock's name.
-        #[arg(long)]
-        name: String,
+        /// The lock's name; repeated: the names `acquire` took at once (all are released).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
         /// The token `acquire` printed.
         #[arg(long)]
         token: String,
@@ -193,9 +195,10 @@ enum Command {
     },
     /// Extend a lock held by TOKEN to TTL from now.
     Extend {
-        /// The lock's name.
-        #[arg(long)]
-        name: String,
+        /// The lock's name; repeated: the names `acquire` took at once (all or none are
+        /// extended).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
         /// The token `acquire` printed.
         #[arg(long)]
         token: String,
@@ -229,7 +232,9 @@ enum Command {
     /// Force-unlock (for operators after a crash). Fencing counters are kept.
     ///
     /// Deletes a lock's key and re-entry count only where they hold what distlock writes
-    /// there (a token, a count); any other key of the same name is left alone and reported.
+    /// there (a token, a count), and a fair lock's queue; a semaphore's or read-write lock's
+    /// name loses every key but its fencing counter (holders, permits, readers, writer,
+    /// waiting writers, queue). Any other key of the same name is left alone and reported.
     /// Exits 69 when a majority of nodes failed.
     #[command(
         after_help = "Examples:\n  distlock --redis redis://127.0.0.1 reset --name nightly\n  distlock --redis redis://127.0.0.1 reset --all --dry-run\n  distlock --redis redis://127.0.0.1 reset --all --yes"
@@ -256,8 +261,9 @@ enum Command {
     #[command(after_help = "Example:\n  distlock bench --scenario all --duration 5s --json")]
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
-        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4), r (readers and
-        /// writers of one read-write lock), or all.
+        /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4, non-fair and fair),
+        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), or
+        /// all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -299,9 +305,11 @@ enum Command {
 
 #[derive(Args)]
 struct LockArgs {
-    /// The lock's name.
-    #[arg(long)]
-    name: String,
+    /// The lock's name. Repeat it to take several names at once, all or nothing, under one
+    /// token (up to 16, none twice; renewed and released together; not with --limit,
+    /// --read, --write or --fair).
+    #[arg(long = "name", value_name = "NAME", required = true)]
+    names: Vec<String>,
     /// How long the lock lives without renewal (at least 4 ms: the clock-drift allowance,
     /// 1% + 2 ms, must leave some validity).
     #[arg(long, default_value = "30s", value_parser = parse_ttl)]
@@ -334,6 +342,30 @@ struct LockArgs {
     /// no reader; while it waits, new readers are turned away (`exec --write`).
     #[arg(long, conflicts_with_all = ["fair", "limit"])]
     write: bool,
+}
+
+impl LockArgs {
+    /// The names as one label for messages: `a`, or `a, b` for several.
+    fn label(&self) -> String {
+        self.names.join(", ")
+    }
+
+    /// Why these arguments make no sense together, if they do not: a semaphore's permit or
+    /// a read-write lock's hold is of one name.
+    fn refusal(&self) -> Option<&'static str> {
+        several_names_refusal(
+            self.names.len(),
+            self.limit.is_some() || self.read || self.write,
+        )
+    }
+}
+
+/// Several `--name`s with a flag that is about one name (`--limit`, `--read`, `--write`, and
+/// for `release` `--reentrant`): a usage error.
+fn several_names_refusal(names: usize, one_name_flag: bool) -> Option<&'static str> {
+    (names > 1 && one_name_flag).then_some(
+        "several --name take the names at once as one lock: --limit, --read, --write and --reentrant are about one name",
+    )
 }
 
 /// The side of a read-write lock `--read` or `--write` names; `None`: neither.
@@ -402,6 +434,34 @@ fn main() -> ExitCode {
         }
     };
     cli.redis = join_cluster_seeds(std::mem::take(&mut cli.redis));
+    let refusal = match &cli.command {
+        Command::Exec { lock, .. } | Command::Acquire { lock, .. } => lock.refusal(),
+        Command::Release {
+            names,
+            reentrant,
+            limit,
+            read,
+            write,
+            ..
+        } => several_names_refusal(
+            names.len(),
+            *reentrant || limit.is_some() || *read || *write,
+        ),
+        Command::Extend {
+            names,
+            limit,
+            read,
+            write,
+            ..
+        } => several_names_refusal(names.len(), limit.is_some() || *read || *write),
+        _ => None,
+    };
+    if let Some(why) = refusal {
+        let _ = Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, why)
+            .print();
+        return ExitCode::from(exit::USAGE);
+    }
     if cli.prefix.is_some() && cli.layout != Layout::Tagged {
         let _ = Cli::command()
             .error(
@@ -548,7 +608,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let (token, fence) = (guard.token(), guard.fence());
             let written = if json {
                 let out = serde_json::json!({
-                    "name": lock.name, "token": token, "fence": fence,
+                    "name": lock.label(), "names": lock.names, "token": token, "fence": fence,
                     "validity_ms": guard.validity().as_millis() as u64,
                 });
                 say!("{out}")
@@ -562,7 +622,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 if let Err(e) = guard.release().await {
                     tell!(
                         "distlock: releasing '{}' failed: {e}; it expires at its TTL",
-                        lock.name
+                        lock.label()
                     );
                 }
                 return Ok(ExitCode::from(exit::IO_ERROR));
@@ -572,7 +632,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Release {
-            name,
+            names,
             token,
             reentrant,
             fair,
@@ -586,14 +646,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 fair,
                 ..distlock_core::LockOptions::default()
             };
-            let released = match (limit, rw_mode(read, write)) {
-                (_, Some(mode)) => client.release_rw(&name, &token, mode).await?,
-                (Some(limit), None) => {
+            let released = match (names.as_slice(), limit, rw_mode(read, write)) {
+                ([name], _, Some(mode)) => client.release_rw(name, &token, mode).await?,
+                ([name], Some(limit), None) => {
                     client
-                        .release_permit_with(&name, &token, limit, options)
+                        .release_permit_with(name, &token, limit, options)
                         .await?
                 }
-                (None, None) => client.release_with(&name, &token, options).await?,
+                ([name], None, None) => client.release_with(name, &token, options).await?,
+                (names, ..) => client.release_many_with(names, &token, options).await?,
             };
             Ok(printed(match released {
                 distlock_core::Released::StillHeld { holds } => {
@@ -603,7 +664,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }))
         }
         Command::Extend {
-            name,
+            names,
             token,
             ttl,
             limit,
@@ -611,10 +672,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             write,
         } => {
             warn_if_embedded(&client, "extend");
-            let extended = match (limit, rw_mode(read, write)) {
-                (_, Some(mode)) => client.extend_rw(&name, &token, ttl, mode).await?,
-                (Some(limit), None) => client.extend_permit(&name, &token, ttl, limit).await?,
-                (None, None) => client.extend(&name, &token, ttl).await?,
+            let extended = match (names.as_slice(), limit, rw_mode(read, write)) {
+                ([name], _, Some(mode)) => client.extend_rw(name, &token, ttl, mode).await?,
+                ([name], Some(limit), None) => {
+                    client.extend_permit(name, &token, ttl, limit).await?
+                }
+                ([name], None, None) => client.extend(name, &token, ttl).await?,
+                (names, ..) => client.extend_many(names, &token, ttl).await?,
             };
             let left = extended
                 .valid_until
@@ -736,11 +800,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d", "s", "r"]
+    if !["all", "a", "b", "c", "d", "s", "r", "m"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");
@@ -834,8 +898,11 @@ fn builder(client: &Client, lock: &LockArgs) -> distlock_host::LockBuilder {
     } else {
         lock.wait
     };
-    client
-        .lock(&lock.name)
+    let builder = match lock.names.as_slice() {
+        [name] => client.lock(name),
+        names => client.lock_many(names),
+    };
+    builder
         .ttl(lock.ttl)
         .wait(wait)
         .fenced(lock.fenced)

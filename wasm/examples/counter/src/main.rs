@@ -8,6 +8,7 @@
 //! ```text
 //! distlock-counter count NAME FILE ITERATIONS [HOLD_MS]   increment FILE ITERATIONS times
 //! distlock-counter trap  NAME                             acquire, then trap (a panic)
+//! distlock-counter trap-permit NAME                       take one of 2 permits, then trap
 //! distlock-counter spin  NAME                             acquire, then loop forever
 //! distlock-counter hog   NAME                             acquire, then eat memory
 //! ```
@@ -25,7 +26,7 @@ mod bindings {
     });
 }
 
-use bindings::distlock::lock::distlock::{Client, Config, Error, Lease};
+use bindings::distlock::lock::distlock::{Client, Config, Error, Lease, SemaphoreShape, Shape};
 
 /// How long an acquire waits for the lock.
 const WAIT_MS: u64 = 30_000;
@@ -45,7 +46,8 @@ fn run(args: &[String]) -> Result<(), String> {
     let arg = |i: usize| args.get(i).map(String::as_str);
     let (Some(mode), Some(name)) = (arg(1), arg(2)) else {
         return Err(
-            "usage: distlock-counter count|trap|spin|hog NAME [FILE ITERATIONS [HOLD_MS]]".into(),
+            "usage: distlock-counter count|trap|trap-permit|spin|hog NAME [FILE ITERATIONS [HOLD_MS]]"
+                .into(),
         );
     };
     let client = Client::open(&Config {
@@ -77,6 +79,20 @@ fn run(args: &[String]) -> Result<(), String> {
             let lease = client.acquire(name, WAIT_MS).map_err(|e| say(&e))?;
             println!("holding {}", lease.token());
             panic!("trapping on purpose while holding {}", lease.name());
+        }
+        "trap-permit" => {
+            let two = Shape::Semaphore(SemaphoreShape {
+                limit: 2,
+                fair: None,
+            });
+            let lease = client
+                .acquire_shaped(name, two, WAIT_MS)
+                .map_err(|e| say(&e))?;
+            println!("holding {}", lease.token());
+            panic!(
+                "trapping on purpose while holding a permit of {}",
+                lease.name()
+            );
         }
         "spin" => {
             let lease = client.acquire(name, WAIT_MS).map_err(|e| say(&e))?;

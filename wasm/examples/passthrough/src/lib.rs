@@ -61,6 +61,28 @@ impl outer::GuestClient for Client {
         let lease = self.0.try_acquire(&name).map_err(error)?;
         Ok(outer::Lease::new(Lease(lease)))
     }
+
+    fn acquire_shaped(
+        &self,
+        name: String,
+        shape: outer::Shape,
+        wait_ms: u64,
+    ) -> Result<outer::Lease, outer::Error> {
+        let shape = match shape {
+            outer::Shape::Lock => inner::Shape::Lock,
+            outer::Shape::Semaphore(s) => inner::Shape::Semaphore(inner::SemaphoreShape {
+                limit: s.limit,
+                fair: s.fair,
+            }),
+            outer::Shape::Read => inner::Shape::Read,
+            outer::Shape::Write => inner::Shape::Write,
+        };
+        let lease = self
+            .0
+            .acquire_shaped(&name, shape, wait_ms)
+            .map_err(error)?;
+        Ok(outer::Lease::new(Lease(lease)))
+    }
 }
 
 /// Dropping it drops the imported lease, which releases the lock.
@@ -148,6 +170,7 @@ fn server_error(e: inner::ServerError) -> outer::ServerError {
         I::NoAuth => O::NoAuth,
         I::NoPerm => O::NoPerm,
         I::WrongType => O::WrongType,
+        I::WrongLimit => O::WrongLimit,
         I::Moved => O::Moved,
         I::Ask => O::Ask,
         I::UnknownCommand => O::UnknownCommand,
@@ -191,6 +214,9 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::FairUnsupported => O::FairUnsupported,
         I::NeedsScripts => O::NeedsScripts,
         I::MissingNativeCommand => O::MissingNativeCommand,
+        I::BadLimit => O::BadLimit,
+        I::SemaphoreUnsupported => O::SemaphoreUnsupported,
+        I::RwLockUnsupported => O::RwLockUnsupported,
         I::Other => O::Other,
     }
 }

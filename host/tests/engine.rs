@@ -653,6 +653,99 @@ fn flat_calls_drive_the_same_machines() {
     assert_ne!(again.token, lease.token);
 }
 
+/// The session-level flat calls (`register`, `acquire-flat`, `release-flat`,
+/// `extend-flat`, `feed-flat`, `outcome-flat`: the uncontended path of the Node and Python
+/// hosts) drive the same machines: a lock taken, refused to another client (the error
+/// through `outcome-flat`), extended, read and released, with the server's key agreeing; the
+/// host checks at every outcome that the engine freed the slot.
+#[test]
+fn slotted_calls_drive_the_same_machines() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = host(&server);
+    let mut other = host(&server);
+    let name = unique_name("engine-slotted");
+    let lease = holder
+        .acquire_slotted(&name, 0)
+        .expect("acquire a free lock");
+    assert_eq!(lease.token.len(), 32, "a fresh token: {}", lease.token);
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone())
+    );
+    match other.acquire_slotted(&name, 0) {
+        Err(api::Error::NotAcquired(not)) => assert_eq!(not.attempts, 1),
+        refused => panic!("expected not-acquired, got {refused:?}"),
+    }
+    let extended = holder
+        .extend_slotted(&name, &lease.token, 60_000)
+        .expect("extend");
+    assert!(extended.valid_until > lease.valid_until);
+    let status = other.status(&name).expect("status after slotted calls");
+    assert_eq!(status.verdict, api::Verdict::Held(lease.token.clone()));
+    assert_eq!(other.release_slotted(&name, &lease.token), Ok(0));
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+    assert_eq!(
+        holder.release_slotted(&name, &lease.token),
+        Err(api::Error::NotHeld)
+    );
+    // A pair after many: the connections stayed in step through every slotted operation.
+    for _ in 0..50 {
+        let lease = holder.acquire_slotted(&name, 0).expect("acquire again");
+        assert_eq!(holder.release_slotted(&name, &lease.token), Ok(0));
+    }
+}
+
+/// The slotted calls' bounds and ids: a name registered twice has one id; a bad name is
+/// refused as `acquire` refuses it; past 4096 names or 4096 operations in flight a call is
+/// refused (`invalid`, kind `other`) and changes nothing; a forgotten name's id and an
+/// abandoned slot are unknown from then on, never another's.
+#[test]
+fn slotted_bounds_and_stale_ids() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let first = host.register("bounds-0").expect("register");
+    assert_eq!(host.register("bounds-0"), Ok(first), "one id per name");
+    assert_eq!(
+        host.register("").map_err(|e| invalid_kind(&e)),
+        Err(api::ConfigErrorKind::EmptyName)
+    );
+    for n in 1..4096 {
+        host.register(&format!("bounds-{n}"))
+            .expect("within the bound");
+    }
+    let past = host.register("bounds-4096").expect_err("past the bound");
+    assert_eq!(invalid_kind(&past), api::ConfigErrorKind::Other);
+    host.forget_names();
+    let stale = host.acquire_parked(first).expect_err("a forgotten id");
+    assert_eq!(invalid_kind(&stale), api::ConfigErrorKind::Other);
+    let id = host
+        .register("bounds-again")
+        .expect("room again after forget-names");
+
+    let slots: Vec<u32> = (0..4096)
+        .map(|_| host.acquire_parked(id).expect("a slot within the bound"))
+        .collect();
+    let full = host.acquire_parked(id).expect_err("past the slot bound");
+    assert_eq!(invalid_kind(&full), api::ConfigErrorKind::Other);
+    host.abandon(slots[7]);
+    assert!(
+        host.tick_slot(slots[7]).is_empty(),
+        "an abandoned slot answers nothing"
+    );
+    let reused = host.acquire_parked(id).expect("the abandoned slot's room");
+    assert_ne!(reused, slots[7], "a reused slot has a new number");
+    assert!(
+        host.tick_slot(slots[7]).is_empty(),
+        "the old number stays unknown"
+    );
+    assert!(!host.tick_slot(reused).is_empty(), "the new one answers");
+    for slot in slots.into_iter().chain([reused]) {
+        host.abandon(slot);
+    }
+}
+
 /// `options.no-scripts` reaches the engine's core: with fencing it is refused
 /// (`needs-scripts`); on Valkey 9.1, as a user whose ACL forbids every script, a lock is
 /// taken, refused to another and released with no script.

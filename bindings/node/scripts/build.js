@@ -11,6 +11,13 @@ const root = resolve(here, '..', '..', '..');
 const target = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(root, 'target');
 const wasm = join(target, 'wasm', 'wasm32-wasip2', 'release', 'distlock_engine.wasm');
 const out = join(here, '..', 'generated');
+// The calls `lean` (below) appends, by their jco wrapper, export and argument types.
+const LEAN = [
+  { name: 'leanFeed', wrapper: 'Operation.prototype.feed', method: 'feed', export: '[method]operation.feed', args: ['f64', 'u8', 'bytes'], answer: 'list' },
+  { name: 'leanFeedFlat', wrapper: 'Session.prototype.feedFlat', method: 'feedFlat', export: '[method]session.feed-flat', args: ['u32', 'f64', 'u8', 'bytes'], answer: 'list' },
+  { name: 'leanAcquireFlat', wrapper: 'Session.prototype.acquireFlat', method: 'acquireFlat', export: '[method]session.acquire-flat', args: ['u32', 'u32', 'f64', 'bytes', 'u32'], answer: 'result' },
+  { name: 'leanReleaseFlat', wrapper: 'Session.prototype.releaseFlat', method: 'releaseFlat', export: '[method]session.release-flat', args: ['u32', 'bytes', 'f64', 'bytes', 'u32'], answer: 'result' },
+];
 
 let bytes;
 try {
@@ -47,55 +54,80 @@ for (const [name, content] of Object.entries(files)) {
   await mkdir(dirname(path), { recursive: true });
   let text = name.endsWith('.js') ? decoder.decode(content) : null;
   if (text?.includes(PER_CALL_LOGGER)) text = text.replace(PER_CALL_LOGGER, LOAD_TIME_LOGGER);
-  if (name === 'engine.js') text += leanFeed(text);
+  if (name === 'engine.js') text += LEAN.map((call) => lean(text, call)).join('');
   await writeFile(path, text ?? content);
 }
 console.log(`distlock: transpiled ${wasm} into ${out}`);
 
-// `operation.feed` is called once per reply, and jco's wrapper spends most of a call on
+// The calls made once per operation or per reply — `operation.feed`, and the session-level
+// `acquire-flat`, `release-flat`, `feed-flat` (src/slots.js) — spend most of a jco call on
 // bookkeeping for component-model async tasks (a task object, two closures, its exit) that a
 // component with no imports never needs: ~3.7 us a call where the same canonical-ABI call
-// made directly costs ~1.4 us. This appends `leanFeed(op, now, node, bytes)`: the same call
-// (the trap check, the borrow check, the bytes lowered with `cabi_realloc`, the step copied
-// out, the post-return), found by name in jco's own output. Where this jco's output does not
-// have the pieces, it exports `leanFeed = null` and src/flat.js calls jco's `op.feed`.
-function leanFeed(text) {
+// made directly costs ~1.4 us. `lean` appends each as `leanX(self, ...args)`: the same call
+// (the trap check, the borrow check, numbers converted as jco does, bytes lowered with
+// `cabi_realloc`, the answer's bytes copied out, the post-return), its pieces found by name in
+// jco's own output. Where this jco's output does not have them, it exports `leanX = null` and
+// the caller uses jco's method. A `result<list<u8>, error>` answer that is an error is
+// refused input, which changes nothing in the engine (wit/engine.wit): the lean call then
+// makes jco's own call again, which lifts the error and throws it as jco does.
+
+function lean(text, { name, wrapper: wrapperName, method, export: exportName, args, answer }) {
   const escape = (literal) => literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const feed = escape('distlock:lock/machines@0.1.0#[method]operation.feed');
-  const call = text.match(new RegExp(`(\\w+) = exports\\d+\\['${feed}'\\];`))?.[1];
-  const postReturn = text.match(new RegExp(`(\\w+) = exports\\d+\\['cabi_post_${feed}'\\];`))?.[1];
-  const start = text.indexOf('Operation.prototype.feed = function');
+  const exported = escape(`distlock:lock/machines@0.1.0#${exportName}`);
+  const call = text.match(new RegExp(`(\\w+) = exports\\d+\\['${exported}'\\];`))?.[1];
+  const start = text.indexOf(`${wrapperName} = function`);
   const wrapper = start < 0 ? '' : text.slice(start, text.indexOf('\n};', start));
+  // By the wrapper's own call: jco shares one post-return among exports whose core functions are alike.
+  const postReturn = wrapper.match(/(postReturn\d+)\(ret\)/)?.[1];
   const table = wrapper.match(/(handleTable\d+)\[\(handle1 << 1\) \+ 1\] & T_FLAG/)?.[1];
   const realloc = wrapper.match(/(realloc\d+)\(0, 0, 1, /)?.[1];
   const memory = wrapper.match(/new Uint8Array\((memory\d+)\.buffer, ptr/)?.[1];
-  const needed = [call, postReturn, table, realloc, memory, 'symbolRscHandle', 'T_FLAG', 'toUint8', 'getOrCreateAsyncState'];
-  if (needed.some((name) => !name || !new RegExp(`\\b${name}\\b`).test(text)) || !wrapper.includes(`${postReturn}(ret)`) || !wrapper.includes('getOrCreateAsyncState(0)')) {
-    console.log("distlock: this jco's output lacks what the lean feed needs; the driver calls jco's operation.feed");
-    return '\nexport const leanFeed = null;\n';
+  const needed = [call, postReturn, table, realloc, memory, 'symbolRscHandle', 'T_FLAG', 'toUint8', 'toUint32', 'getOrCreateAsyncState'];
+  if (needed.some((piece) => !piece || !new RegExp(`\\b${piece}\\b`).test(text)) || !wrapper.includes(`${postReturn}(ret)`) || !wrapper.includes('getOrCreateAsyncState(0)')) {
+    console.log(`distlock: this jco's output lacks what the lean ${exportName} needs; the driver calls jco's`);
+    return `\nexport const ${name} = null;\n`;
   }
+  const params = args.map((_, i) => `a${i}`);
+  const lowered = [], lowering = [];
+  args.forEach((kind, i) => {
+    if (kind === 'f64') lowered.push(`+a${i}`);
+    else if (kind === 'u8') lowered.push(`toUint8(a${i})`);
+    else if (kind === 'u32') lowered.push(`toUint32(a${i})`);
+    else {
+      lowering.push(`const len${i} = a${i}.byteLength, ptr${i} = ${realloc}(0, 0, 1, len${i});`, `new Uint8Array(${memory}.buffer, ptr${i}, len${i}).set(a${i});`);
+      lowered.push(`ptr${i}`, `len${i}`);
+    }
+  });
+  const list = answer === 'list' ? 'ret' : 'ret + 4';
+  const refused = answer === 'list' ? '' : `if (view.getUint8(ret) !== 0) {
+    state.mayLeave = false;
+    ${postReturn}(ret);
+    state.mayLeave = true;
+    return self.${method}(${params.join(', ')});
+  }
+  `;
   return `
-// Appended by scripts/build.js: operation.feed without the per-call async-task bookkeeping.
-export function leanFeed(op, now, node, bytes) {
+// Appended by scripts/build.js: ${exportName} without the per-call async-task bookkeeping.
+export function ${name}(self, ${params.join(', ')}) {
   const state = getOrCreateAsyncState(0);
   state.throwIfTrapped();
-  const handle = op[symbolRscHandle];
-  if (!handle || (${table}[(handle << 1) + 1] & T_FLAG) === 0) throw new TypeError('Resource error: Not a valid "Operation" resource.');
-  const length = bytes.byteLength, ptr = ${realloc}(0, 0, 1, length);
-  new Uint8Array(${memory}.buffer, ptr, length).set(bytes);
+  const handle = self[symbolRscHandle];
+  if (!handle || (${table}[(handle << 1) + 1] & T_FLAG) === 0) throw new TypeError('Resource error: Not a valid "${wrapperName.split('.')[0]}" resource.');
+  ${lowering.join('\n  ')}
   let ret;
   try {
-    ret = ${call}(${table}[(handle << 1) + 1] & ~T_FLAG, +now, toUint8(node), ptr, length);
+    ret = ${call}(${table}[(handle << 1) + 1] & ~T_FLAG, ${lowered.join(', ')});
   } catch (err) {
     state.markTrapped(err);
     throw err;
   }
-  const view = new DataView(${memory}.buffer), at = view.getUint32(ret, true);
-  const step = new Uint8Array(${memory}.buffer.slice(at, at + view.getUint32(ret + 4, true)));
+  const view = new DataView(${memory}.buffer);
+  ${refused}const at = view.getUint32(${list}, true);
+  const out = new Uint8Array(${memory}.buffer.slice(at, at + view.getUint32(${list} + 4, true)));
   state.mayLeave = false;
   ${postReturn}(ret);
   state.mayLeave = true;
-  return step;
+  return out;
 }
 `;
 }

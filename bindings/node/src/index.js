@@ -4,6 +4,7 @@
 // wasm/engine by `npm run build`); src/driver.js moves its bytes over node:net/node:tls.
 import { machines } from '../generated/engine.js';
 import { Pool, now, entropy } from './driver.js';
+import { Slots } from './slots.js';
 import { engineCall, fromEngine, InvalidArgument, LockLost } from './errors.js';
 
 export * from './errors.js';
@@ -48,21 +49,22 @@ export class Client {
         requestTimeoutMs: this.#options.requestTimeout, fair, noScripts: this.#options.noScripts,
       }, entropy()));
       pool = new Pool(session, this.#options.tls);
+      pool.slots = new Slots(session); // the slotted acquire and release (src/slots.js)
       this.#pools.set(key, pool);
     }
     if (key === `${this.#options.ttl}/${this.#options.fenced ?? false}/${this.#options.fair ?? false}`) this.#default = pool;
     return pool;
   }
 
-  // `make(session)` builds the operation; `started(session, lent)`, where given, builds it and
-  // takes its first step in one engine call (the fast path of an uncontended lock).
+  // `make(session)` builds the operation; `started(slots, lent)`, where given, builds it in a
+  // session slot and takes its first step in one engine call (the fast path of an uncontended lock).
   async #run(pool, make, signal, started) {
     let outcome;
     try {
       // The engine builds operations for the servers the handshakes found: connect first
       // (once; a connected pool skips the await).
       if (!pool.connected) await pool.ready();
-      outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.session, lent)));
+      outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.slots, lent)));
     } catch (error) {
       throw error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error;
     }
@@ -89,7 +91,7 @@ export class Client {
     const { val } = shape
       ? await this.#run(pool, (s) => s.acquireShaped(name, shape, wait, now(), entropy()), signal)
       : await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
-        (s, lent) => s.acquireStarted(name, wait, now(), entropy(), lent));
+        (slots, lent) => slots.acquire(name, wait, now(), entropy(), lent));
     return new Lease(this, pool, name, val, autoRenew, shape);
   }
 
@@ -115,7 +117,7 @@ export class Client {
     const shape = shapeOf(limit, mode);
     await (shape ? this.#run(this.#pool(), (s) => s.releaseShaped(name, shape, token, now(), entropy()))
       : this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
-        (s, lent) => s.releaseStarted(name, token, now(), entropy(), lent)));
+        (slots, lent) => slots.release(name, token, now(), entropy(), lent)));
   }
 
   /**
@@ -208,7 +210,7 @@ export class Lease {
     const shape = this.#shape;
     if (shape) return void await this.#client.runOn(this.#pool, (s) => s.releaseShaped(this.name, shape, this.token, now(), entropy()));
     await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()), undefined,
-      (s, lent) => s.releaseStarted(this.name, this.token, now(), entropy(), lent));
+      (slots, lent) => slots.release(this.name, this.token, now(), entropy(), lent));
   }
 
   /** `await using lease = …`: releases at the end of the block (errors are swallowed: a lost lease needs no release). */

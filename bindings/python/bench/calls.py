@@ -2,7 +2,7 @@
 (records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
 ``feed`` (bytes in, bytes out, arguments kept lowered between calls), the flat calls' floor
 (``tick``), an operation's build and its drop, one acquire's and one release's engine work
-without the network, and each way to lower a ``list<u8>`` or a ``string``. A measurement to
+without the network (as a resource, and in a session slot: ``_slots.py``), and each way to lower a ``list<u8>`` or a ``string``. A measurement to
 report, not a test: ``python bench/calls.py redis://127.0.0.1:6379``. The per-call rows go to
 an operation that is over, so each does the conversions and no lock work."""
 
@@ -77,6 +77,20 @@ def main(url: str) -> None:
         released.drop()
 
     per_call("release: started + feed(:1) + drop", release_engine_work)
+    slots = pool.slots
+    per_call("feed-flat, a freed slot (the floor)", lambda: slots.feed(0, now(), 0, REPLY))
+
+    def acquire_slotted() -> None:
+        acquired, _ = slots.acquire("bench-calls", 0, now(), entropy(), b"\x01")
+        acquired.feed(now(), 0, b"+OK\r\n")  # the outcome: the engine frees the slot
+
+    per_call("acquire: acquire-flat + feed-flat(+OK)", acquire_slotted)
+
+    def release_slotted() -> None:
+        released, _ = slots.release("bench-calls", "0" * 32, now(), entropy(), b"\x01")
+        released.feed(now(), 0, b":1\r\n")
+
+    per_call("release: release-flat + feed-flat(:1)", release_slotted)
     for left in spent:
         left.drop()
     lowering(client)

@@ -1,6 +1,7 @@
-"""The selectors driver's bookkeeping around the hot path: an operation that ended on one
-quiet connection is dropped during the next operation's wait (``Pool.spent``), never lost:
-at most one waits at a time, and closing the client drops it."""
+"""The selectors driver's bookkeeping around the hot path: an acquire and a release run in
+session slots the engine frees with their outcome (nothing for the driver to drop); another
+operation that ended on one quiet connection is dropped during the next operation's wait
+(``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it."""
 
 from __future__ import annotations
 
@@ -9,15 +10,36 @@ from conftest import unique
 from distlock import Client
 
 
-def test_spent_operations_are_dropped_by_the_next_operation_or_close(start):
+def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(start):
     [s] = start()
     client = Client.connect(s.url)
     pool = client.pool(client.ttl, client.fenced)
     name, seen = unique("spent"), []
     for _ in range(20):
-        client.acquire(name).release()
-        assert len(pool.spent) <= 1  # the release's; the acquire's went during the release
+        lease = client.acquire(name)
+        assert not pool.spent  # the acquire's slot went with its outcome
+        lease.extend(30)  # a resource operation, on the same quiet connection
+        assert len(pool.spent) == 1
         seen.extend(pool.spent)
-    assert {id(op) for op in seen} and all(op._self is None for op in seen[:-1])
+        lease.release()
+        assert not pool.spent  # the extend's went during the release; the release's slot is free
+    assert len({id(op) for op in seen}) == 20 and all(op._self is None for op in seen)
+    assert list(pool.slots.ids) == [name]  # the name registered once
+    lease = client.acquire(name)
+    lease.extend(30)
+    [last] = pool.spent
     client.close()
-    assert not pool.spent and seen[-1]._self is None
+    assert not pool.spent and last._self is None
+
+
+def test_a_full_name_table_is_emptied_once_and_the_lock_still_taken(start):
+    [s] = start()
+    client = Client.connect(s.url)
+    slots = client.pool(client.ttl, client.fenced).slots
+    names = [unique(f"many-{i}") for i in range(4096)]  # the engine's bound per session
+    ids = {slots.name_id(name) for name in names}
+    assert len(ids) == 4096 and slots.name_id(names[0]) in ids  # one id per name, kept
+    lease = client.acquire(unique("one-more"))  # the table is full: forgotten, registered again
+    assert list(slots.ids) == [lease.name]
+    lease.release()
+    client.close()

@@ -11,6 +11,16 @@ pub(crate) struct FlatStep {
     pub(crate) outcome_elsewhere: bool,
 }
 
+/// Reads the slotted layout (the session-level `*-flat` calls' answers: version 2, the
+/// slot, then the rest as version 1): the slot and the step.
+pub(crate) fn decode_slotted(bytes: &[u8]) -> (u32, FlatStep) {
+    assert_eq!(bytes.first(), Some(&2), "slotted flat encoding version");
+    let slot = u32::from_le_bytes(bytes[1..5].try_into().unwrap());
+    let mut plain = vec![1];
+    plain.extend_from_slice(&bytes[5..]);
+    (slot, decode(&plain))
+}
+
 /// Reads `bytes`; panics on anything the layout does not allow (a test fails then).
 pub(crate) fn decode(bytes: &[u8]) -> FlatStep {
     let mut at = 0;

@@ -9,13 +9,15 @@
 //! only moves bytes and reads the clock. Operations are driven by `operation.step`, one call
 //! per event — or, on a host made `flat`, by its flat twins (`start`/`feed`/`lose`/`tick`,
 //! read by [`flat`], with `acquire`/`release` built and started in one call), the path the
-//! Node and Python hosts take. One operation runs at a time on a host (a second client is a
+//! Node and Python hosts take; [`slotted`] drives the session-level flat calls (operations
+//! addressed by a slot). One operation runs at a time on a host (a second client is a
 //! second host).
 
 #![allow(dead_code)]
 
 mod flat;
 mod shaped;
+mod slotted;
 
 pub(crate) use shaped::semaphore;
 

@@ -1,6 +1,7 @@
-//! The flat encoding of a step's result (`operation.start`/`feed`/`lose`/`tick` and the
-//! `*-started` constructors): the bytes `wit/engine.wit` documents, for runtimes where
-//! converting component values costs more than the step itself.
+//! The flat encoding of a step's result (`operation.start`/`feed`/`lose`/`tick`, the
+//! `*-started` constructors, and in its slotted form the session-level `*-flat` calls): the
+//! bytes `wit/engine.wit` documents, for runtimes where converting component values costs
+//! more than the step itself.
 //!
 //! Owns the layout only; what a step does is [`crate::operation`]'s. Invariants: every
 //! encoding starts with [`VERSION`]; an outcome the layout has no fields for (status,
@@ -13,6 +14,9 @@ use crate::api;
 
 /// The layout's version: the first byte.
 pub(crate) const VERSION: u8 = 1;
+/// The session-level flat calls' layout (`acquire-flat`, `feed-flat`, …): [`VERSION`]'s,
+/// with the operation's `u32` slot right after the version byte.
+pub(crate) const SLOTTED_VERSION: u8 = 2;
 
 const PENDING: u8 = 0;
 const OVER: u8 = 1;
@@ -26,6 +30,17 @@ const OUTCOME_OTHER: u8 = 3;
 const KEEP: u8 = 0;
 const CLOSE: u8 = 1;
 const SILENT: u8 = 2;
+
+/// A step encoded by [`encode`] (`step`) in the slotted layout: version
+/// [`SLOTTED_VERSION`], the slot, then the rest of `step` as it is.
+pub(crate) fn slotted(slot: u32, step: &[u8]) -> Vec<u8> {
+    let rest = step.get(1..).unwrap_or_default();
+    let mut out = Vec::with_capacity(rest.len() + 5);
+    out.push(SLOTTED_VERSION);
+    out.extend_from_slice(&slot.to_le_bytes());
+    out.extend_from_slice(rest);
+    out
+}
 
 /// `result` in the flat layout. Returns the outcome when it is one the layout does not
 /// carry, for the caller to keep for `poll-outcome`.

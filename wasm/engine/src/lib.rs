@@ -9,7 +9,8 @@
 //! Every protocol decision — commands, retries, quorum, fencing, validity, when to connect,
 //! when to renew and when a lease is lost — is `distlock-core`'s. This crate only holds the
 //! machines behind WIT resources: [`session`] (the node set and the factory of machines),
-//! [`handshake`], [`operation`], [`renewal`], plus the conversions of time, entropy
+//! [`handshake`], [`operation`], [`renewal`], the session-level flat calls' name and slot
+//! tables ([`slots`]), plus the conversions of time, entropy
 //! ([`input`]) and errors ([`convert`]), and the flat step encoding ([`flat`]).
 //!
 //! Built for `wasm32-wasip2` only, like the `provider` component beside it.
@@ -26,6 +27,7 @@ mod renewal;
 #[path = "../../src/rt.rs"]
 mod rt;
 mod session;
+mod slots;
 #[path = "../../src/url.rs"]
 mod url;
 

@@ -175,6 +175,18 @@ impl Operation {
         self.flat(api::GuestOperation::step(self, now, events))
     }
 
+    /// Whether the outcome has been handed out: given by a step whose layout carries it, or
+    /// read with `poll-outcome` (what frees a session-level flat call's slot).
+    pub(crate) fn outcome_given(&self) -> bool {
+        self.finished.get() && self.kept.borrow().is_none()
+    }
+
+    /// Whether a step has ended the operation (its outcome given, or kept for
+    /// `poll-outcome`).
+    pub(crate) fn finished(&self) -> bool {
+        self.finished.get()
+    }
+
     /// Tells the renewal, if any, how its extend ended.
     fn report(&self, outcome: ExtendOutcome) {
         if let Some(schedule) = self.renewal.borrow_mut().take() {

@@ -24,7 +24,8 @@ use crate::handshake::Handshake;
 use crate::input::{self, node, node_index};
 use crate::operation::{Machine, Operation};
 use crate::renewal::Renewal;
-use crate::url;
+use crate::slots::Slots;
+use crate::{flat, url};
 
 /// One node: where it is and how to log in.
 pub(crate) struct Node {
@@ -89,6 +90,8 @@ impl Shared {
 /// `machines.session`.
 pub(crate) struct Session {
     shared: Rc<RefCell<Shared>>,
+    /// The session-level flat calls' names and operations in flight.
+    slots: RefCell<Slots>,
 }
 
 impl Session {
@@ -128,6 +131,7 @@ impl Session {
                 layout,
                 options: lock_options,
             })),
+            slots: RefCell::new(Slots::new()),
         })
     }
 
@@ -138,6 +142,15 @@ impl Session {
         make: impl FnOnce(&Shared, &[ServerInfo]) -> Result<Machine, api::Error>,
         now: Instant,
     ) -> Result<api::Operation, api::Error> {
+        self.build_operation(make, now).map(api::Operation::new)
+    }
+
+    /// [`Session::build`]'s operation, before it becomes a resource (or a slot's).
+    fn build_operation(
+        &self,
+        make: impl FnOnce(&Shared, &[ServerInfo]) -> Result<Machine, api::Error>,
+        now: Instant,
+    ) -> Result<Operation, api::Error> {
         let shared = self.shared.borrow();
         // Input errors first: bad input is `invalid` whatever the connections.
         let machine = make(&shared, &shared.servers())?;
@@ -145,13 +158,51 @@ impl Session {
         let unknown = shared.unknown();
         drop(shared);
         self.shared.borrow_mut().policy.handle_timeout(now);
-        Ok(api::Operation::new(Operation::new(
+        Ok(Operation::new(
             machine,
             None,
             Rc::clone(&self.shared),
             unknown,
             now,
-        )))
+        ))
+    }
+
+    /// A session-level flat constructor: the operation `make` builds for the lock of
+    /// `name_id`, put in a slot and started with the connections `lent` lends it.
+    fn start_in_slot(
+        &self,
+        name_id: u32,
+        make: impl FnOnce(&Lock, &[ServerInfo], Instant) -> Result<Machine, api::Error>,
+        now: api::Instant,
+        lent: u32,
+    ) -> Result<Vec<u8>, api::Error> {
+        let at = input::instant(now);
+        let lock = self.slots.borrow().lock(name_id)?.clone();
+        let op = self.build_operation(|_, servers| make(&lock, servers, at), at)?;
+        let slot = self.slots.borrow_mut().insert(op)?;
+        let lent: Vec<u8> = (0..MAX_NODES)
+            .map(|n| u8::from(n < 32 && (lent >> n) & 1 == 1))
+            .collect();
+        Ok(self.in_slot(slot, |op| op.start_flat(now, &lent)))
+    }
+
+    /// Runs one flat step on the operation in `slot` and answers it in the slotted layout,
+    /// freeing the slot once the outcome is handed out; an unknown slot, or one whose
+    /// operation is over, answers nothing.
+    fn in_slot(&self, slot: u32, step: impl FnOnce(&Operation) -> Vec<u8>) -> Vec<u8> {
+        let slots = self.slots.borrow();
+        // Over and waiting for `outcome-flat`: nothing more to step, as for an unknown slot.
+        let Some(op) = slots.get(slot).filter(|op| !op.finished()) else {
+            return Vec::new();
+        };
+        let answer = flat::slotted(slot, &step(op));
+        let over = op.outcome_given();
+        drop(slots);
+        if over {
+            let done = self.slots.borrow_mut().remove(slot);
+            drop(done);
+        }
+        answer
     }
 }
 
@@ -401,6 +452,104 @@ impl api::GuestSession for Session {
             },
             at,
         )
+    }
+
+    fn register(&self, name: String) -> Result<u32, api::Error> {
+        let lock = self.shared.borrow().lock(&name)?;
+        self.slots.borrow_mut().register(&name, lock)
+    }
+
+    fn forget_names(&self) {
+        self.slots.borrow_mut().forget_names();
+    }
+
+    fn acquire_flat(
+        &self,
+        name_id: u32,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+        lent: u32,
+    ) -> Result<Vec<u8>, api::Error> {
+        let make = |lock: &Lock, servers: &[ServerInfo], at: Instant| {
+            let (token, seed) = input::token_and_seed(&entropy)?;
+            let token = Token::from_entropy(token);
+            Acquire::<MAX_NODES>::new(lock, token, servers, input::span(wait_ms), at, seed)
+                .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
+                .map_err(config_error)
+        };
+        self.start_in_slot(name_id, make, now, lent)
+    }
+
+    fn release_flat(
+        &self,
+        name_id: u32,
+        token_bytes: Vec<u8>,
+        now: api::Instant,
+        entropy: api::Entropy,
+        lent: u32,
+    ) -> Result<Vec<u8>, api::Error> {
+        let make = |lock: &Lock, servers: &[ServerInfo], at: Instant| {
+            let token = Token::new(&token_bytes).map_err(config_error)?;
+            let seed = input::seed(&entropy)?;
+            Release::<MAX_NODES>::new(lock, token, servers, at, seed)
+                .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
+                .map_err(config_error)
+        };
+        self.start_in_slot(name_id, make, now, lent)
+    }
+
+    fn extend_flat(
+        &self,
+        name_id: u32,
+        token_bytes: Vec<u8>,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+        lent: u32,
+    ) -> Result<Vec<u8>, api::Error> {
+        let make = |lock: &Lock, servers: &[ServerInfo], at: Instant| {
+            let lock = lock.with_ttl(input::span(ttl_ms)).map_err(config_error)?;
+            let token = Token::new(&token_bytes).map_err(config_error)?;
+            let seed = input::seed(&entropy)?;
+            Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
+                .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
+                .map_err(config_error)
+        };
+        self.start_in_slot(name_id, make, now, lent)
+    }
+
+    fn feed_flat(&self, slot: u32, now: api::Instant, n: u8, bytes: Vec<u8>) -> Vec<u8> {
+        self.in_slot(slot, |op| api::GuestOperation::feed(op, now, n, bytes))
+    }
+
+    fn lose_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
+        self.in_slot(slot, |op| api::GuestOperation::lose(op, now, n))
+    }
+
+    fn tick_flat(&self, slot: u32, now: api::Instant) -> Vec<u8> {
+        self.in_slot(slot, |op| api::GuestOperation::tick(op, now))
+    }
+
+    fn cancel_flat(&self, slot: u32, now: api::Instant) {
+        if let Some(op) = self.slots.borrow().get(slot) {
+            api::GuestOperation::cancel(op, now);
+        }
+    }
+
+    fn outcome_flat(&self, slot: u32) -> Option<Result<api::Outcome, api::Error>> {
+        let slots = self.slots.borrow();
+        let op = slots.get(slot).filter(|op| op.finished())?;
+        let outcome = api::GuestOperation::poll_outcome(op)?;
+        drop(slots);
+        let done = self.slots.borrow_mut().remove(slot);
+        drop(done);
+        Some(outcome)
+    }
+
+    fn abandon(&self, slot: u32) {
+        let done = self.slots.borrow_mut().remove(slot);
+        drop(done);
     }
 
     fn renewal(

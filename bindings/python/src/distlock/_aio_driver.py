@@ -239,7 +239,7 @@ class AsyncPool:
                     self.idle[node].append(conn)
                 else:  # out of step, silent (the session backs the node off), or cancelled
                     conn.close()
-            if op is not None:
+            if op is not None and not (after is not None and op.engine_frees):  # a slot over is freed
                 op.drop()
 
 

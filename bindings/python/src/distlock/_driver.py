@@ -5,7 +5,8 @@ honours the deadlines the machines name. A call blocks its thread; several threa
 operations on one pool at once (each operation borrows its own connections).
 
 An operation is driven by the engine's flat calls (``_flat.py``): one call per event — the
-first step (``start``, or built and started in one call by ``acquire-started``), bytes read
+first step (``start``, or built and started in one call in a session slot by ``acquire-flat``
+or ``release-flat``, ``_slots.py``), bytes read
 (``feed``), a connection lost (``lose``), a deadline (``tick``) — each bringing back what to
 send, the next deadline and, at the end, what to do with each connection.
 """
@@ -290,7 +291,7 @@ class Pool:
                 else:  # out of step, silent (the session backs the node off), or interrupted
                     conn.close()
             self.drop_spent()  # what this operation's wait had no time for (a reply at once)
-            if op is not None:
+            if op is not None and not (after is not None and op.engine_frees):  # a slot over is freed
                 if alone is None or waiter is not None or after is None:  # not the hot path
                     op.drop()
                 else:

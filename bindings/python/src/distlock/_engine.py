@@ -346,6 +346,8 @@ class Operation(Handle):
     an answer carries (:meth:`moved`); the ``ResourceAny`` the generic calls need
     (``poll_outcome``, ``discard_replies``) is made only when one is called."""
 
+    engine_frees = False  # a resource: dropped by its runtime, outcome or not
+
     def __init__(self, engine: Engine, kind: str, resource: wc.ResourceAny) -> None:
         self.engine, self.kind, self._resource = engine, kind, resource
         self._self = VAL()

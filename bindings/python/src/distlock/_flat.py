@@ -1,5 +1,7 @@
 """Reads the engine's flat step encoding (``wit/engine.wit``, ``operation.feed``): the bytes
-that ``start``, ``feed``, ``lose``, ``tick`` and the ``*-started`` constructors return.
+that ``start``, ``feed``, ``lose``, ``tick`` and the ``*-started`` constructors return, and its
+slotted form (version 2, the slot after the version byte) that the session-level ``*-flat``
+calls return.
 
 Owns the layout only; every decision in it is the engine's. The outcome comes back as the
 same component values ``operation.step`` would give (``Variant('ok', Variant('acquired',
@@ -17,6 +19,7 @@ import wasmtime.component as wc
 from ._engine import split_option
 
 VERSION = 1
+SLOTTED = 2  # the session-level flat calls' layout: the slot (u32) after the version byte
 KEEP, CLOSE, SILENT = 0, 1, 2
 
 _TRANSMIT = struct.Struct("<BI")
@@ -39,10 +42,15 @@ class Step(NamedTuple):
 
 def decode(data: bytes, op: Any) -> Step:
     """``data`` as a :class:`Step`; ``op`` (its ``Handle``) answers ``poll_outcome``."""
-    if data[0] != VERSION:
-        raise RuntimeError(f"distlock: unknown engine step encoding {data[0]}")
-    at, transmits = 2, []
-    for _ in range(data[1]):
+    version = data[0] if data else None
+    if version == VERSION:
+        base = 1
+    elif version == SLOTTED:
+        base = 5
+    else:  # an empty answer: the slot is unknown to the engine
+        raise RuntimeError(f"distlock: unknown engine step encoding {version}")
+    at, transmits = base + 1, []
+    for _ in range(data[base]):
         node, length = _TRANSMIT.unpack_from(data, at)
         at += 5
         transmits.append((node, data[at : at + length]))

@@ -21,12 +21,12 @@ import wasmtime.component as wc
 
 from ._driver import Pool
 from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
-from ._engine import started as start_operation
+from ._slots import Slots
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
-# Operations the engine also builds and starts in one call: their `<method>-started`.
-STARTED = {"acquire": "acquire_started", "release": "release_started"}
+# Operations the engine also builds and starts in one call, in a session slot (`<method>-flat`).
+STARTED = ("acquire", "release")
 
 
 def shape_of(limit: int | None, mode: str | None) -> Any:
@@ -133,6 +133,7 @@ class Client:
                 with engine_errors():
                     session = Handle(self.engine, "session", self.engine.fallible("open", options, entropy()))
                 pool = self._pools[(ttl, fenced, fair)] = self.pool_class(session, self.tls)
+                pool.slots = Slots(session)
             return pool
 
     def run(self, pool: Pool, method: str, *args: Any) -> Any:
@@ -146,11 +147,10 @@ class Client:
 
     def builders(self, pool: Any, method: str, args: tuple[Any, ...]) -> tuple[Any, Any]:
         """How ``pool.run`` builds operation ``method``: alone, and (for ``acquire`` and
-        ``release``, the hot path) built and started in one engine call."""
-        session = pool.session
-        started = STARTED.get(method)
+        ``release``, the hot path) built and started in one engine call, in a session slot."""
         # Partials rather than closures: called once per operation, one Python frame less.
-        return partial(_build, self.engine, session, method, args), started and partial(start_operation, session, started, *args)
+        build = partial(_build, self.engine, pool.session, method, args)
+        return build, (partial(getattr(pool.slots, method), *args) if method in STARTED else None)
 
     def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None) -> Lease:
         """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go;

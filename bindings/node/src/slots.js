@@ -1,0 +1,72 @@
+// The engine's session-level flat calls (wit/engine.wit: `session.register`, `acquire-flat`,
+// `release-flat`, `feed-flat`, …): an uncontended acquire and its release in four component
+// calls with only numbers and bytes crossing — the lock name registered once (a u32 name
+// id), the operation addressed by a slot number the engine frees itself with the outcome
+// (nothing to dispose). Bookkeeping only: every decision is the engine's.
+//
+// A `Slot` answers the calls src/driver.js makes on an operation (`feed`, `lose`, `tick`,
+// `cancel`, `pollOutcome`), so the driver runs either alike. The hot calls go through the
+// lean wrappers scripts/build.js appends to the generated bindings, where it could.
+import { leanAcquireFlat, leanReleaseFlat, leanFeedFlat } from '../generated/engine.js';
+
+const ascii = new TextEncoder();
+
+/** One session's name ids and the constructors of its slotted operations. */
+export class Slots {
+  #ids = new Map();
+  constructor(session) {
+    this.session = session;
+    this.acquireFlat = leanAcquireFlat ? (id, wait, now, entropy, lent) => leanAcquireFlat(session, id, wait, now, entropy, lent)
+      : (id, wait, now, entropy, lent) => session.acquireFlat(id, wait, now, entropy, lent);
+    this.releaseFlat = leanReleaseFlat ? (id, token, now, entropy, lent) => leanReleaseFlat(session, id, token, now, entropy, lent)
+      : (id, token, now, entropy, lent) => session.releaseFlat(id, token, now, entropy, lent);
+    this.feedFlat = leanFeedFlat ? (slot, now, node, bytes) => leanFeedFlat(session, slot, now, node, bytes)
+      : (slot, now, node, bytes) => session.feedFlat(slot, now, node, bytes);
+  }
+
+  /** The id of lock `name`, registered on first use; a full table is emptied once and tried again. */
+  nameId(name) {
+    let id = this.#ids.get(name);
+    if (id !== undefined) return id;
+    try {
+      id = this.session.register(name);
+    } catch (error) {
+      if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
+      this.session.forgetNames(); this.#ids.clear(); // operations in flight keep their lock
+      id = this.session.register(name);
+    }
+    this.#ids.set(name, id);
+    return id;
+  }
+
+  /** `acquire-flat`: `[slot, first step]`; `lent[node]` 1 where a connection owing nothing is lent. */
+  acquire(name, wait, now, entropy, lent) {
+    return this.#started(this.acquireFlat(this.nameId(name), wait, now, entropy, bits(lent)));
+  }
+
+  /** `release-flat`, as `acquire`. */
+  release(name, token, now, entropy, lent) {
+    return this.#started(this.releaseFlat(this.nameId(name), ascii.encode(token), now, entropy, bits(lent)));
+  }
+
+  #started(first) {
+    return [new Slot(this, new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(1, true)), first];
+  }
+}
+
+/** One operation in a session slot: the calls src/driver.js makes on an operation, by slot number. */
+export class Slot {
+  constructor(slots, slot) { this.slots = slots; this.slot = slot; }
+  feed(now, node, bytes) { return this.slots.feedFlat(this.slot, now, node, bytes); }
+  lose(now, node) { return this.slots.session.loseFlat(this.slot, now, node); }
+  tick(now) { return this.slots.session.tickFlat(this.slot, now); }
+  cancel(now) { this.slots.session.cancelFlat(this.slot, now); }
+  /** The outcome the slotted layout does not carry (an error), once; the engine frees the slot. */
+  pollOutcome() { return this.slots.session.outcomeFlat(this.slot); }
+}
+
+function bits(lent) {
+  let mask = 0;
+  for (let node = 0; node < lent.length; node++) if (lent[node]) mask |= 1 << node;
+  return mask >>> 0;
+}

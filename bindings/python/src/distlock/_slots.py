@@ -1,0 +1,173 @@
+"""The engine's session-level flat calls (``wit/engine.wit``: ``session.register``,
+``acquire-flat``, ``release-flat``, ``feed-flat``, …): an uncontended acquire and its release
+in four component calls with only scalars and bytes crossing — the lock name registered once
+(a ``u32`` name id), the operation addressed by a slot number the engine frees itself once
+its outcome is handed out (no resource to drop).
+
+Owns: one session's name ids (registered on first use, forgotten all at once when the
+engine's table is full), the exports' arguments kept lowered between calls (``_lowered.py``),
+and a :class:`Slot` per operation with the same calls as ``_engine.Operation`` (``feed``,
+``lose``, ``tick``, ``poll_outcome``, ``drop``), so the drivers run either alike. Every
+decision is the engine's.
+
+Invariants: calls are made under the engine's lock; a slot is abandoned (``drop``) only when
+its operation did not end (the engine frees it with its outcome otherwise); a name id is used
+only on the session that registered it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from wasmtime import _ffi as ffi
+from wasmtime.component._enter import enter_wasm
+
+from ._engine import EngineError, Handle, split_result
+from ._lowered import VAL, Args, lift_bytes, moved_out
+
+_RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
+_func_call = ffi.wasmtime_component_func_call
+_val_delete = ffi.wasmtime_component_val_delete
+_byref = ctypes.byref
+_from_le = int.from_bytes
+
+# The exports called with kept arguments, and how many each takes (the session first).
+_HOT = {"acquire-flat": 6, "release-flat": 6, "feed-flat": 5, "lose-flat": 4, "tick-flat": 3}
+
+
+class Slots:
+    """The session-level flat calls of one session (``session``, its ``Handle``)."""
+
+    def __init__(self, session: Handle) -> None:
+        self.session, self.engine = session, session.engine
+        self.ids: dict[str, int] = {}
+        self._self = VAL()  # the session's handle, lowered once; freed with the session
+        self._self.kind = _RESOURCE_KIND
+        self._self.of.resource = ffi.wasmtime_component_resource_any_clone(session.resource.ptr())
+        self._calls: dict[str, tuple[Any, Any, Args]] = {}
+        for method, n in _HOT.items():
+            export = self.engine._func(f"[method]session.{method}")
+            args = Args(n)
+            args.handle(0, self._self)
+            self._calls[method] = (export, _byref(export.func._func), args)
+
+    def name_id(self, name: str) -> int:
+        """``name``'s id, registered on first use; a full table is emptied once and tried again
+        (operations in flight keep their lock). Raises ``EngineError`` for a bad name."""
+        known = self.ids.get(name)
+        if known is not None:
+            return known
+        with self.engine.lock:
+            try:
+                id_ = self.session.fallible("register", name)
+            except EngineError:
+                if not self.ids:
+                    raise  # nothing to forget: the name itself is refused
+                self.session.forget_names()
+                self.ids.clear()
+                id_ = self.session.fallible("register", name)
+            self.ids[name] = id_
+            return id_
+
+    def _call(self, method: str) -> Any:
+        """Calls ``method`` with the arguments its caller wrote into its ``Args``; the answer
+        as a C value (under the engine's lock)."""
+        _, func, args = self._calls[method]
+        result = VAL()
+        error = _func_call(func, self.engine.context, args.vals, args.n, _byref(result), 1)
+        if error:
+            enter_wasm(lambda: error)
+        return result
+
+    def _started(self, method: str) -> tuple[Slot, bytes]:
+        """Runs a ``*-flat`` constructor (its arguments written): its slot and first step."""
+        result = self._call(method)
+        outcome = result.of.result
+        if not outcome.is_ok:  # refused: nothing was built, nothing changed
+            _, error = split_result(self._calls[method][0].result.convert_from_c(result))
+            raise EngineError(error)
+        list_val = outcome.val.contents
+        first = lift_bytes(list_val)
+        moved_out(list_val)  # its list is freed already
+        _val_delete(_byref(result))
+        return Slot(self, _from_le(first[1:5], "little")), first
+
+    def acquire(self, name: str, wait_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
+        """``acquire-flat``: the operation's slot and its first step (slotted layout)."""
+        with self.engine.lock:  # with the id: no other thread forgets it in between
+            args = self._calls["acquire-flat"][2]
+            args.u32(1, self.name_id(name))
+            args.u32(2, wait_ms)
+            args.f64(3, now_ms)
+            args.bytes(4, entropy)
+            args.u32(5, _bits(lent))
+            return self._started("acquire-flat")
+
+    def release(self, name: str, token: str, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
+        """``release-flat``: the operation's slot and its first step (slotted layout)."""
+        with self.engine.lock:
+            args = self._calls["release-flat"][2]
+            args.u32(1, self.name_id(name))
+            args.bytes(2, token.encode("ascii"))
+            args.f64(3, now_ms)
+            args.bytes(4, entropy)
+            args.u32(5, _bits(lent))
+            return self._started("release-flat")
+
+    def feed(self, slot: int, now_ms: float, node: int, data: bytes) -> bytes:
+        with self.engine.lock:
+            args = self._calls["feed-flat"][2]
+            args.u32(1, slot)
+            args.f64(2, now_ms)
+            args.u8(3, node)
+            args.bytes(4, data)
+            return lift_bytes(self._call("feed-flat"))
+
+    def lose(self, slot: int, now_ms: float, node: int) -> bytes:
+        with self.engine.lock:
+            args = self._calls["lose-flat"][2]
+            args.u32(1, slot)
+            args.f64(2, now_ms)
+            args.u8(3, node)
+            return lift_bytes(self._call("lose-flat"))
+
+    def tick(self, slot: int, now_ms: float) -> bytes:
+        with self.engine.lock:
+            args = self._calls["tick-flat"][2]
+            args.u32(1, slot)
+            args.f64(2, now_ms)
+            return lift_bytes(self._call("tick-flat"))
+
+
+def _bits(lent: bytes) -> int:
+    """``lent`` (1 per node lent a connection) as the engine's bitmask."""
+    return sum(1 << node for node, given in enumerate(lent) if given)
+
+
+class Slot:
+    """One operation in a session's slot: ``_engine.Operation``'s flat calls by slot number."""
+
+    __slots__ = ("slots", "slot")
+    engine_frees = True  # the engine frees the slot with the outcome: no drop after one
+
+    def __init__(self, slots: Slots, slot: int) -> None:
+        self.slots, self.slot = slots, slot
+
+    def feed(self, now_ms: float, node: int, data: bytes) -> bytes:
+        return self.slots.feed(self.slot, now_ms, node, data)
+
+    def lose(self, now_ms: float, node: int) -> bytes:
+        return self.slots.lose(self.slot, now_ms, node)
+
+    def tick(self, now_ms: float) -> bytes:
+        return self.slots.tick(self.slot, now_ms)
+
+    def poll_outcome(self) -> Any:
+        """The outcome the slotted layout does not carry (an error, …), once; frees the slot."""
+        return self.slots.session.outcome_flat(self.slot)
+
+    def drop(self) -> None:
+        """Abandons an operation that did not end (bookkeeping only, no I/O)."""
+        self.slots.session.abandon(self.slot)
+

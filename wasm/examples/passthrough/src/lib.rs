@@ -217,6 +217,10 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::BadLimit => O::BadLimit,
         I::SemaphoreUnsupported => O::SemaphoreUnsupported,
         I::RwLockUnsupported => O::RwLockUnsupported,
+        I::NoNames => O::NoNames,
+        I::TooManyNames => O::TooManyNames,
+        I::DuplicateName => O::DuplicateName,
+        I::MultiUnsupported => O::MultiUnsupported,
         I::Other => O::Other,
     }
 }

@@ -3,7 +3,8 @@
 //! case, and their lock settings (the `distlock` interface's `config`, the engine's
 //! `options`) as [`LockOptions`], with the defaults and the checks in one place
 //! ([`LockSettings`]), and which kind of lock a call takes ([`Shape`]: a mutex, a
-//! semaphore's permit, a read-write lock's side) with the one constructor for each.
+//! semaphore's permit, a read-write lock's side) with the one constructor for each, and a
+//! multi-name lock's set ([`multi_lock`]).
 //!
 //! Two crates implement that interface: the lock component (`wasm/`, bindings from
 //! wit-bindgen) and the host's native driver (`host/src/component/native.rs`, bindings from
@@ -84,6 +85,10 @@ macro_rules! wit_error_conversions {
                 C::BadLimit { .. } => K::BadLimit,
                 C::SemaphoreUnsupported => K::SemaphoreUnsupported,
                 C::RwLockUnsupported => K::RwLockUnsupported,
+                C::NoNames => K::NoNames,
+                C::TooManyNames { .. } => K::TooManyNames,
+                C::DuplicateName { .. } => K::DuplicateName,
+                C::MultiUnsupported => K::MultiUnsupported,
                 _ => K::Other,
             };
             api::Error::Invalid(api::ConfigError {
@@ -297,6 +302,24 @@ impl Shape {
     }
 }
 
+/// The multi-name lock of every name in `names` under `layout` (the interfaces'
+/// `…-many` calls), with the client's `options`: [`Lock::multi`] decides, so every
+/// implementation sorts, bounds and refuses a set the same way.
+///
+/// # Errors
+/// [`Lock::multi`]'s [`ConfigError`]: [`ConfigError::NoNames`],
+/// [`ConfigError::TooManyNames`], [`ConfigError::DuplicateName`], a bad name,
+/// [`ConfigError::MultiUnsupported`], [`ConfigError::NeedsScripts`]. Nothing is sent before
+/// it.
+pub fn multi_lock<N: AsRef<[u8]>>(
+    layout: KeyLayout,
+    names: &[N],
+    options: LockOptions,
+) -> Result<Lock, ConfigError> {
+    let names: alloc::vec::Vec<&[u8]> = names.iter().map(AsRef::as_ref).collect();
+    Lock::multi(layout, &names, options)
+}
+
 /// A span as an interface's milliseconds: `u64` in `distlock`, `u32` (saturating) in
 /// `machines`, whose numbers a JavaScript number must carry exactly.
 #[doc(hidden)]
@@ -334,6 +357,32 @@ pub fn message(error: &impl core::fmt::Display) -> alloc::string::String {
 mod tests {
     use super::*;
     use crate::limits::MAX_PERMITS;
+
+    #[test]
+    fn a_set_of_names_is_the_cores_multi_name_lock() {
+        let layout = KeyLayout::default();
+        let options = LockOptions::default();
+        let set = multi_lock(layout.clone(), &["b", "a"], options).unwrap();
+        assert!(set.is_multi());
+        let sorted: alloc::vec::Vec<&[u8]> = set
+            .every_name()
+            .iter()
+            .map(|keys| keys.name().as_bytes())
+            .collect();
+        assert_eq!(sorted, [b"a".as_slice(), b"b".as_slice()]);
+        let none: [&str; 0] = [];
+        assert_eq!(
+            multi_lock(layout.clone(), &none, options),
+            Err(ConfigError::NoNames)
+        );
+        assert_eq!(
+            multi_lock(layout, &["a", "b", "a"], options),
+            Err(ConfigError::DuplicateName {
+                first: 0,
+                second: 2
+            })
+        );
+    }
 
     #[test]
     fn each_shape_makes_its_constructors_lock() {

@@ -216,6 +216,8 @@ trait Locks {
         shape: wit::Shape,
         wait: Duration,
     ) -> Result<Self::Lease, Kind>;
+    /// Every name at once, all or nothing (`wait` zero: one attempt).
+    fn acquire_many(&mut self, names: &[String], wait: Duration) -> Result<Self::Lease, Kind>;
     fn name(&mut self, lease: &Self::Lease) -> String;
     fn token(&mut self, lease: &Self::Lease) -> String;
     fn fence(&mut self, lease: &Self::Lease) -> Option<u64>;
@@ -367,6 +369,7 @@ fn conformance<P: Path>(path: &P, server: &RedisServer) {
     prefixed.drop_lease(held);
 
     shapes(&mut a, &mut b, server);
+    many(&mut a, &mut b, server);
 
     // Refusals: bad names, bad settings, unreachable nodes.
     assert_eq!(a.try_acquire("").err(), Some(Kind::Invalid), "empty name");
@@ -518,6 +521,68 @@ fn shapes<L: Locks>(a: &mut L, b: &mut L, server: &RedisServer) {
     a.drop_lease(mutex);
 }
 
+/// The suite's multi-name locks (`client.acquire-many`): a set with one held name takes
+/// nothing; the set holds every name under one token and excludes overlapping sets and locks
+/// of its names; its extend moves every name's expiry and its release frees them all; a bad
+/// set is refused before anything is written.
+fn many<L: Locks>(a: &mut L, b: &mut L, server: &RedisServer) {
+    let none = Duration::ZERO;
+    let base = unique_name("many");
+    let [x, y, z] = ["x", "y", "z"].map(|n| format!("{base}-{n}"));
+    let value = |name: &str| server.raw().ok(&["GET", &lock_key(name)]).text();
+    let plain = b.acquire(&y, none).expect("a lock of y");
+    assert!(
+        matches!(
+            a.acquire_many(&[x.clone(), y.clone()], none),
+            Err(Kind::NotAcquired { .. })
+        ),
+        "y is held"
+    );
+    assert_eq!(value(&x), None, "a held name takes nothing");
+    b.release(&plain).expect("release y");
+
+    let set = a
+        .acquire_many(&[y.clone(), x.clone()], none)
+        .expect("the set");
+    let token = a.token(&set);
+    for name in [&x, &y] {
+        assert_eq!(value(name).as_deref(), Some(token.as_str()), "{name}");
+    }
+    assert!(matches!(
+        b.acquire_many(&[y.clone(), z.clone()], none),
+        Err(Kind::NotAcquired { .. })
+    ));
+    assert_eq!(value(&z), None);
+    assert!(matches!(b.try_acquire(&x), Err(Kind::NotAcquired { .. })));
+    a.extend(&set, Duration::from_secs(60))
+        .expect("extend the set");
+    for name in [&x, &y] {
+        let pttl = server.raw().ok(&["PTTL", &lock_key(name)]).int();
+        assert!(pttl.is_some_and(|ms| ms > 30_000), "{name}: {pttl:?}");
+    }
+    a.release(&set).expect("release the set");
+    for name in [&x, &y] {
+        assert_eq!(value(name), None, "{name} released");
+    }
+    let other = b
+        .acquire_many(&[y.clone(), z.clone()], none)
+        .expect("the overlapping set, now free");
+    b.drop_lease(other);
+
+    for bad in [
+        vec![],
+        vec![x.clone(), x.clone()],
+        vec![x.clone(), String::new()],
+    ] {
+        assert_eq!(
+            a.acquire_many(&bad, none).err(),
+            Some(Kind::Invalid),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(value(&x), None, "nothing written");
+}
+
 // The native driver.
 
 struct NativePath<'a> {
@@ -622,6 +687,19 @@ impl Locks for NativeLocks<'_> {
             wit::Shape::Write => self.client.write_lock(name),
         };
         let builder = builder.options(self.options).wait(wait);
+        let guard = self
+            .runtime
+            .block_on(builder.acquire())
+            .map_err(native_kind)?;
+        Ok(std::cell::RefCell::new(Some(guard)))
+    }
+
+    fn acquire_many(&mut self, names: &[String], wait: Duration) -> Result<Self::Lease, Kind> {
+        let builder = self
+            .client
+            .lock_many(names)
+            .options(self.options)
+            .wait(wait);
         let guard = self
             .runtime
             .block_on(builder.acquire())
@@ -742,6 +820,12 @@ impl Locks for ComponentLocks {
     ) -> Result<LeaseHandle, Kind> {
         self.instance
             .acquire_shaped(&self.client, name, shape, wait)
+            .map_err(component_kind)
+    }
+
+    fn acquire_many(&mut self, names: &[String], wait: Duration) -> Result<LeaseHandle, Kind> {
+        self.instance
+            .acquire_many(&self.client, names, wait)
             .map_err(component_kind)
     }
 
@@ -1454,6 +1538,31 @@ fn a_guest_that_traps_while_holding_a_permit_has_it_released() {
             matches!(&keys, support::Reply::Array(Some(left)) if left.is_empty()),
             "{serve:?}: permit keys left: {keys:?}"
         );
+    }
+}
+
+#[test]
+fn a_guest_that_traps_while_holding_a_set_of_names_has_it_released() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("trap-many");
+        let report = run_failing(&adapter, "trap-many", &name, serve, Limits::default());
+        assert!(
+            matches!(report.ended, Ended::Trapped(_)),
+            "{serve:?}: {:?}",
+            report.ended
+        );
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        // Every name is free at once, not at its TTL: the host released the set as a set.
+        for each in [format!("{name}:a"), format!("{name}:b")] {
+            assert_eq!(
+                server.raw().ok(&["EXISTS", &lock_key(&each)]).int(),
+                Some(0),
+                "{serve:?}: {each} was not released"
+            );
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 //!
 //! The case list is written once, in that file, for every host of the engine (this one, the
 //! Node.js binding's tests); `every_case_has_a_test` fails when a case has no test here or a
-//! test names no case. The semaphore and read-write lock cases are in [`engine_shapes`].
+//! test names no case. The semaphore and read-write lock cases are in [`engine_shapes`], the
+//! multi-name lock cases in [`engine_multi`].
 
 mod engine_host;
+mod engine_multi;
 mod engine_shapes;
 mod support;
 
@@ -41,6 +43,10 @@ const IMPLEMENTED: &[&str] = &[
     "rw-readers-share",
     "shaped-extend-renewal",
     "shaped-bad-input",
+    "multi-all-or-nothing",
+    "multi-overlap-excludes",
+    "multi-extend-renewal",
+    "multi-bad-sets",
 ];
 
 #[test]

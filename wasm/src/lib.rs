@@ -24,6 +24,7 @@ mod url;
 
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use distlock_core::wit::Shape;
@@ -141,6 +142,13 @@ impl api::GuestClient for Client {
             Duration::from_millis(wait_ms),
         )
     }
+
+    fn acquire_many(&self, names: Vec<String>, wait_ms: u64) -> Result<api::Lease, api::Error> {
+        let shared = &self.shared;
+        let lock = distlock_core::wit::multi_lock(shared.layout.clone(), &names, shared.options)
+            .map_err(convert::config_error)?;
+        self.acquire_lock(names.join(", "), lock, Duration::from_millis(wait_ms))
+    }
 }
 
 impl Client {
@@ -156,6 +164,19 @@ impl Client {
         let lock = shape
             .lock(shared.layout.clone(), name.as_bytes(), shared.options)
             .map_err(convert::config_error)?;
+        self.acquire_lock(name, lock, wait)
+    }
+
+    /// Acquires `lock` (a lock of one name in some shape, or a set of names), known to the
+    /// guest as `name`; the lease keeps the lock, so its extend, renewal and release act on
+    /// what was taken.
+    fn acquire_lock(
+        &self,
+        name: String,
+        lock: Lock,
+        wait: Duration,
+    ) -> Result<api::Lease, api::Error> {
+        let shared = &self.shared;
         let token = Token::from_entropy(entropy());
         let seed = seed();
         let lease = shared

@@ -95,6 +95,31 @@ export class Client {
     return new Lease(this, pool, name, val, autoRenew, shape);
   }
 
+  /**
+   * Acquires every name in `names` at once, all or nothing, under one token: one lease for
+   * the set (released, extended and renewed together; fenced, one fence above every name's).
+   * A held name takes nothing. Each name is held as `acquire` holds it, so a plain lock of one
+   * of the names excludes the set. The options of `acquire` but `fair`, `limit` and `mode`.
+   * The engine sorts the names and refuses a bad set with `InvalidArgument`: kind `no-names`,
+   * `too-many-names` (above 16), `duplicate-name`, a bad name's kind, `multi-unsupported` (a
+   * client connected with `fair`).
+   */
+  async acquireMany(names, { wait = 0, ttl, fenced, autoRenew = true, signal } = {}) {
+    const pool = this.#pool(ttl, fenced), set = [...names];
+    const { val } = await this.#run(pool, (s) => s.acquireMany(set, wait, now(), entropy()), signal);
+    return new Lease(this, pool, set.join(', '), val, autoRenew, { tag: 'many', val: set });
+  }
+
+  /** Releases every name in `names` held by `token` (the set `acquireMany` took, in any order). */
+  async releaseMany(names, token) {
+    await this.#run(this.#pool(), (s) => s.releaseMany([...names], token, now(), entropy()));
+  }
+
+  /** Extends every name in `names` held by `token` to `ttl` ms from now, all or none; resolves with the new `validUntil`. */
+  async extendMany(names, token, ttl) {
+    return (await this.#run(this.#pool(), (s) => s.extendMany([...names], token, ttl, now(), entropy()))).val.validUntil;
+  }
+
   /** Acquires lock `name` (or a permit, with `limit`) only if it is free right now. */
   tryAcquire(name, options = {}) { return this.acquire(name, { ...options, wait: 0 }); }
 
@@ -161,7 +186,22 @@ function shapeOf(limit, mode) {
   return { tag: mode };
 }
 
-/** A held lock, permit or read-write hold. `signal` fires (with a `LockLost` reason) when the lease is lost. */
+// A lease's engine calls by its shape: `undefined` for the lock itself, a `shape` of the engine,
+// or `{ tag: 'many', val: names }` for a multi-name lock (which the engine's calls of their own take).
+function renewalOf(session, name, shape, lease) {
+  if (shape?.tag === 'many') return session.renewalMany(shape.val, lease, entropy());
+  return shape ? session.renewalShaped(name, shape, lease, entropy()) : session.renewal(name, lease, entropy());
+}
+function releaseOf(session, name, shape, token) {
+  if (shape?.tag === 'many') return session.releaseMany(shape.val, token, now(), entropy());
+  return session.releaseShaped(name, shape, token, now(), entropy());
+}
+
+/**
+ * A held lock, permit, read-write hold or set of names (`names`: the set, sorted as given;
+ * `name`: the names joined, for messages). `signal` fires (with a `LockLost` reason) when the
+ * lease is lost.
+ */
 export class Lease {
   // The AbortController is made on the first read of `signal` (or on loss): most leases are
   // released without anyone asking, and making one costs more than the rest of the lease.
@@ -169,8 +209,9 @@ export class Lease {
   constructor(client, pool, name, lease, autoRenew, shape) {
     this.name = name; this.token = lease.token; this.fence = lease.fence; this.validUntil = lease.validUntil;
     this.#client = client; this.#pool = pool; this.#shape = shape;
+    if (shape?.tag === 'many') this.names = shape.val;
     if (autoRenew) {
-      this.#renewal = engineCall(() => (shape ? pool.session.renewalShaped(name, shape, lease, entropy()) : pool.session.renewal(name, lease, entropy())));
+      this.#renewal = engineCall(() => renewalOf(pool.session, name, shape, lease));
       this.#schedule();
     }
   }
@@ -202,13 +243,22 @@ export class Lease {
     this.#schedule();
   }
 
+  /** Extends the lease to `ttl` ms from now (a set: every name, all or none); resolves with the new `validUntil`. */
+  async extend(ttl) {
+    const shape = this.#shape, many = shape?.tag === 'many';
+    const make = many ? (s) => s.extendMany(shape.val, this.token, ttl, now(), entropy())
+      : shape ? (s) => s.extendShaped(this.name, shape, this.token, ttl, now(), entropy())
+        : (s) => s.extend(this.name, this.token, ttl, now(), entropy());
+    return (this.validUntil = (await this.#client.runOn(this.#pool, make)).val.validUntil);
+  }
+
   /** Releases the lock. Rejects with `LockLost` when it was no longer held. */
   async release() {
     if (this.#released) return;
     this.#released = true;
     clearTimeout(this.#timer);
     const shape = this.#shape;
-    if (shape) return void await this.#client.runOn(this.#pool, (s) => s.releaseShaped(this.name, shape, this.token, now(), entropy()));
+    if (shape) return void await this.#client.runOn(this.#pool, (s) => releaseOf(s, this.name, shape, this.token));
     await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()), undefined,
       (slots, lent) => slots.release(this.name, this.token, now(), entropy(), lent));
   }

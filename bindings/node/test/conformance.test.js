@@ -33,6 +33,8 @@ const WRONG = '0123456789abcdef0123456789abcdef';
 const permitKey = (name, token) => `${key(name)}:permit:${token}`;
 // The core's bound on a semaphore's limit (distlock_core::MAX_PERMITS).
 const MAX_PERMITS = 1024;
+// The core's bound on a multi-name lock's names (distlock_core::MAX_MULTI_NAMES).
+const MAX_MULTI_NAMES = 16;
 // Resolves once a client blocks on a wake-up list (a waiter is waiting, observed).
 const blocked = async (s) => { while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10)); };
 
@@ -361,6 +363,70 @@ const impl = {
     const { permits } = (await client.status(jobs)).nodes[0].val;
     assert.equal(permits.limit, 2);
     assert.deepEqual(permits.holders.map((h) => h.token), [permit.token]);
+  },
+  'multi-all-or-nothing': async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const [a, b] = [unique('multi-all-a'), unique('multi-all-b')];
+    const plain = await client.acquire(b, { autoRenew: false });
+    await rejectsWith(client.acquireMany([a, b]), NotAcquired, (e) => e.detail.attempts === 1);
+    assert.equal(await command(s.port, 'GET', key(a)), null, 'a held name takes nothing');
+    await plain.release();
+    const set = await client.acquireMany([b, a], { autoRenew: false });
+    assert.deepEqual(set.names, [b, a]);
+    for (const name of [a, b]) assert.equal(await command(s.port, 'GET', key(name)), set.token);
+    await client.releaseMany([a, b], set.token);
+    for (const name of [a, b]) assert.equal(await command(s.port, 'GET', key(name)), null);
+    await rejectsWith(client.releaseMany([a, b], set.token), LockLost);
+  },
+  'multi-overlap-excludes': async () => {
+    const [s] = await start();
+    const [one, two] = [await connect(s.url), await connect(s.url)];
+    const [a, b, c] = ['a', 'b', 'c'].map((x) => unique(`multi-overlap-${x}`));
+    const first = await one.acquireMany([a, b], { autoRenew: false });
+    await rejectsWith(one.acquireMany([b, c]), NotAcquired, (e) => e.detail.attempts === 1);
+    assert.equal(await command(s.port, 'GET', key(c)), null);
+    await rejectsWith(one.tryAcquire(a), NotAcquired);
+    const waiting = two.acquireMany([b, c], { wait: 10_000, autoRenew: false });
+    await blocked(s);
+    await first.release();
+    const second = await waiting;
+    for (const name of [b, c]) assert.equal(await command(s.port, 'GET', key(name)), second.token);
+    assert.equal(await command(s.port, 'GET', key(a)), null);
+    await second.release();
+  },
+  'multi-extend-renewal': async () => {
+    const [s] = await start();
+    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const [a, b] = [unique('multi-extend-a'), unique('multi-extend-b')];
+    const set = await client.acquireMany([a, b], { autoRenew: false });
+    await client.extendMany([a, b], set.token, 60_000);
+    for (const name of [a, b]) assert.ok((await command(s.port, 'PTTL', key(name))) > 30_000, name);
+    await rejectsWith(client.extendMany([a, b], WRONG, 60_000), LockLost);
+    await set.release();
+    const renewed = await client.acquireMany([a, b]);
+    // Held past three TTLs from the acquire: only the renewal's extends can do that.
+    const until = now() + 1800, deadline = now() + 10_000;
+    while (!(now() > until && renewed.validUntil > until)) {
+      assert.ok(now() < deadline && renewed.validity > 0, 'the set was not renewed');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const name of [a, b]) assert.equal(await command(s.port, 'GET', key(name)), renewed.token);
+    await renewed.release();
+  },
+  'multi-bad-sets': async () => {
+    const [s] = await start();
+    const client = await connect(s.url);
+    const [a, b] = [unique('multi-bad-a'), unique('multi-bad-b')];
+    const kind = (k) => (e) => e.detail.kind === k;
+    await rejectsWith(client.acquireMany([]), InvalidArgument, kind('no-names'));
+    const many = [...Array(MAX_MULTI_NAMES + 1)].map((_, i) => `${a}-${i}`);
+    await rejectsWith(client.acquireMany(many), InvalidArgument, kind('too-many-names'));
+    await rejectsWith(client.acquireMany([a, b, a]), InvalidArgument, kind('duplicate-name'));
+    await rejectsWith(client.acquireMany([a, '']), InvalidArgument, kind('empty-name'));
+    const fair = await connect(s.url, { fair: true });
+    await rejectsWith(fair.acquireMany([a, b]), InvalidArgument, kind('multi-unsupported'));
+    assert.equal(await command(s.port, 'DBSIZE'), 0, 'nothing written');
   },
 };
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import unique, wait_until
 
-from distlock import Client, InvalidArgument, LockLost, NotAcquired, ServerError, Unavailable
+from distlock import Client, InvalidArgument, LockLost, MultiLock, NotAcquired, ServerError, Unavailable
 from distlock._engine import Engine, EngineError, Handle, Record, entropy, now, split_option
 
 CASES = json.loads((Path(__file__).resolve().parents[2] / "conformance.json").read_text())["cases"]
@@ -485,6 +485,100 @@ def shaped_bad_input(start, clients):
     assert refused.value.detail.error.kind == "wrong-limit"
     permits = client.status(jobs).nodes[0].permits
     assert permits.limit == 2 and [h.token for h in permits.holders] == [permit.token]
+
+
+# The core's bound on a multi-name lock's names (distlock_core::MAX_MULTI_NAMES).
+MAX_MULTI_NAMES = 16
+
+
+@case("multi-all-or-nothing")
+def multi_all_or_nothing(start, clients):
+    [s] = start()
+    client = connect(clients, s.url)
+    a, b = unique("multi-all-a"), unique("multi-all-b")
+    plain = client.acquire(b)
+    with pytest.raises(NotAcquired) as caught:
+        client.acquire_many([a, b])
+    assert caught.value.detail.attempts == 1
+    assert s.redis.get(key(a)) is None, "a held name takes nothing"
+    plain.release()
+    held = MultiLock(client, [b, a])
+    assert held.acquire(blocking=False)
+    for name in (a, b):
+        assert s.redis.get(key(name)) == held.token.encode()
+    token = held.token
+    held.release()
+    for name in (a, b):
+        assert s.redis.get(key(name)) is None
+    with pytest.raises(LockLost):
+        client.release_many([a, b], token)
+
+
+@case("multi-overlap-excludes")
+def multi_overlap_excludes(start, clients):
+    [s] = start()
+    one, two = connect(clients, s.url), connect(clients, s.url)
+    a, b, c = (unique(f"multi-overlap-{x}") for x in "abc")
+    first = one.acquire_many([a, b])
+    with pytest.raises(NotAcquired) as caught:
+        one.acquire_many([b, c])
+    assert caught.value.detail.attempts == 1
+    assert s.redis.get(key(c)) is None
+    with pytest.raises(NotAcquired):
+        one.acquire(a)
+    thread, taken = in_thread(lambda: two.acquire_many([b, c], wait=10))
+    wait_until(lambda: s.blocked_clients() > 0, "the overlapping set to wait")
+    first.release()
+    thread.join(15)
+    assert taken and not isinstance(taken[0], Exception), taken
+    second = taken[0]
+    for name in (b, c):
+        assert s.redis.get(key(name)) == second.token.encode()
+    assert s.redis.get(key(a)) is None
+    second.release()
+
+
+@case("multi-extend-renewal")
+def multi_extend_renewal(start, clients):
+    [s] = start()
+    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    a, b = unique("multi-extend-a"), unique("multi-extend-b")
+    held = client.acquire_many([a, b])
+    client.extend_many([a, b], held.token, 60)
+    for name in (a, b):
+        assert s.redis.pttl(key(name)) > 30_000, name
+    with pytest.raises(LockLost):
+        client.extend_many([a, b], WRONG, 60)
+    held.release()
+    renewed = client.acquire_many([a, b], auto_renewal=True)
+    first_end = renewed.valid_until
+    # Observed: the renewal moved the validity past three TTLs from the acquire.
+    wait_until(lambda: renewed.valid_until > first_end + 1200, "renewals of the set")
+    for name in (a, b):
+        assert s.redis.get(key(name)) == renewed.token.encode()
+    renewed.release()
+
+
+@case("multi-bad-sets")
+def multi_bad_sets(start, clients):
+    [s] = start()
+    client = connect(clients, s.url)
+    a, b = unique("multi-bad-a"), unique("multi-bad-b")
+    bad = {
+        "no-names": [],
+        "too-many-names": [f"{a}-{i}" for i in range(MAX_MULTI_NAMES + 1)],
+        "duplicate-name": [a, b, a],
+        "empty-name": [a, ""],
+    }
+    for kind, names in bad.items():
+        with pytest.raises(InvalidArgument) as caught:
+            client.acquire_many(names)
+        assert caught.value.kind == kind
+    fair = connect(clients, s.url, fair=True)
+    with pytest.raises(InvalidArgument) as caught:
+        fair.acquire_many([a, b])
+    assert caught.value.kind == "multi-unsupported"
+    assert s.redis.dbsize() == 0, "nothing written"
 
 
 def test_every_conformance_case_has_a_test():

@@ -124,6 +124,21 @@ impl LockInstance {
         Ok(LeaseHandle(lease))
     }
 
+    /// `client.acquire-many`: every name at once, all or nothing.
+    pub fn acquire_many(
+        &mut self,
+        client: &ClientHandle,
+        names: &[String],
+        wait: Duration,
+    ) -> Result<LeaseHandle, CallError> {
+        let lease = self
+            .api
+            .client()
+            .call_acquire_many(&mut self.store, client.0, names, millis(wait))?
+            .map_err(CallError::Lock)?;
+        Ok(LeaseHandle(lease))
+    }
+
     /// `lease.name`.
     pub fn name(&mut self, lease: &LeaseHandle) -> Result<String, CallError> {
         Ok(self.api.lease().call_name(&mut self.store, lease.0)?)

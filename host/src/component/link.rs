@@ -5,7 +5,7 @@
 //! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], in `resources.rs`) that wrap the lock
 //! component's own handles; dropping one drops the wrapped handle, so the lock component's
 //! destructor runs (a dropped lease releases its lock there). Each lease also keeps what a
-//! release needs (name, token, shape, nodes, prefix), so the host can release it natively if the
+//! release needs (name, token, shape or set of names, nodes, prefix), so the host can release it natively if the
 //! guest ends without dropping it, even when the lock component itself cannot be called
 //! any more (it ran out of time inside a call, say).
 
@@ -15,7 +15,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceType};
 
 use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error, Shape};
-use super::resources::{ClientSpec, LinkedClient, LinkedLease};
+use super::resources::{ClientSpec, Held, LinkedClient, LinkedLease};
 use super::state::HostState;
 
 /// The interface the functions below serve.
@@ -85,6 +85,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     )?;
 
     i.func_wrap(
+        "[method]client.acquire-many",
+        |cx: Cx<'_>, (client, names, wait_ms): (Resource<LinkedClient>, Vec<String>, u64)| {
+            acquire_many(cx, &client, names, wait_ms)
+        },
+    )?;
+
+    i.func_wrap(
         "[method]lease.name",
         |cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
             Ok((cx.data().table.get(&lease)?.name.clone(),))
@@ -150,7 +157,13 @@ fn acquire(
         Some(wait_ms) => api.client().call_acquire(&mut cx, inner, &name, wait_ms)?,
         None => api.client().call_try_acquire(&mut cx, inner, &name)?,
     };
-    keep(cx, client, name, distlock_core::wit::Shape::Lock, acquired)
+    keep(
+        cx,
+        client,
+        name,
+        Held::Shaped(distlock_core::wit::Shape::Lock),
+        acquired,
+    )
 }
 
 /// `acquire-shaped`, forwarded; the lease remembers its shape for a native release.
@@ -163,11 +176,26 @@ fn acquire_shaped(
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let api = cx.data().provider()?;
     let inner = cx.data().table.get(client)?.inner;
-    let kept = core_shape(&shape);
+    let kept = Held::Shaped(core_shape(&shape));
     let acquired = api
         .client()
         .call_acquire_shaped(&mut cx, inner, &name, shape, wait_ms)?;
     keep(cx, client, name, kept, acquired)
+}
+
+/// `acquire-many`, forwarded; the lease remembers the names for a native release.
+fn acquire_many(
+    mut cx: Cx<'_>,
+    client: &Resource<LinkedClient>,
+    names: Vec<String>,
+    wait_ms: u64,
+) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
+    let api = cx.data().provider()?;
+    let inner = cx.data().table.get(client)?.inner;
+    let acquired = api
+        .client()
+        .call_acquire_many(&mut cx, inner, &names, wait_ms)?;
+    keep(cx, client, names.join(", "), Held::Many(names), acquired)
 }
 
 /// The lock component's answer to an acquire, its lease wrapped for the guest.
@@ -175,7 +203,7 @@ fn keep(
     mut cx: Cx<'_>,
     client: &Resource<LinkedClient>,
     name: String,
-    shape: distlock_core::wit::Shape,
+    held: Held,
     acquired: Result<wasmtime::component::ResourceAny, Error>,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let api = cx.data().provider()?;
@@ -190,7 +218,7 @@ fn keep(
         inner: lease,
         name,
         token,
-        shape,
+        held,
         spec,
         done: false,
     };

@@ -75,6 +75,21 @@ impl api::HostClient for HostState {
         self.acquire_shaped_within(&client, name, shape, Duration::from_millis(wait_ms))
     }
 
+    fn acquire_many(
+        &mut self,
+        client: Resource<NativeClient>,
+        names: Vec<String>,
+        wait_ms: u64,
+    ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
+        let native = self.table.get(&client)?;
+        let builder = native
+            .client
+            .lock_many(&names)
+            .options(native.options)
+            .wait(Duration::from_millis(wait_ms));
+        self.acquire_built(builder, names.join(", "))
+    }
+
     fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
         self.table.delete(client)?;
         Ok(())
@@ -101,7 +116,6 @@ impl HostState {
         shape: api::Shape,
         wait: Duration,
     ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
-        let halt = self.halt();
         let client = self.table.get(client)?;
         let shape = core_shape(&shape);
         let builder = client
@@ -111,6 +125,17 @@ impl HostState {
             .limit(shape.limit())
             .rw(shape.rw_mode())
             .wait(wait);
+        self.acquire_built(builder, name)
+    }
+
+    /// Runs `builder`'s acquire (a lock of one name in a shape, or a set of names) and keeps
+    /// its guard as the guest's lease, known as `name`.
+    fn acquire_built(
+        &mut self,
+        builder: crate::LockBuilder,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
+        let halt = self.halt();
         // A stop drops the acquire mid-way: whatever it took then frees at its TTL.
         let guard = match halt.block_on(builder.acquire())? {
             Ok(guard) => guard,

@@ -88,12 +88,22 @@ pub(crate) struct LinkedClient {
     pub(crate) spec: Arc<ClientSpec>,
 }
 
+/// What a linked lease holds, for its native release: one name in a shape, or a set of
+/// names (`acquire-many`).
+#[derive(Debug, Clone)]
+pub(crate) enum Held {
+    /// A lock, a semaphore's permit or a read-write lock's hold of the lease's name.
+    Shaped(Shape),
+    /// Every name of a multi-name lock, as the guest gave them.
+    Many(Vec<String>),
+}
+
 /// A linked lease, as the store releases it when the guest left it behind.
 pub(crate) struct LeaseRecord {
     pub(crate) name: String,
     pub(crate) token: String,
-    /// A lock, a semaphore's permit or a read-write lock's hold: what to release.
-    pub(crate) shape: Shape,
+    /// A lock, a semaphore's permit, a read-write lock's hold or a set: what to release.
+    pub(crate) held: Held,
     pub(crate) nodes: Vec<String>,
     pub(crate) prefix: Option<String>,
 }
@@ -103,7 +113,7 @@ pub(crate) struct LinkedLease {
     pub(crate) inner: ResourceAny,
     pub(crate) name: String,
     pub(crate) token: String,
-    pub(crate) shape: Shape,
+    pub(crate) held: Held,
     pub(crate) spec: Arc<ClientSpec>,
     /// Released (or dropped) through the lock component: nothing left to do.
     pub(crate) done: bool,
@@ -118,7 +128,7 @@ impl LinkedLease {
         Some(LeaseRecord {
             name: self.name.clone(),
             token: self.token.clone(),
-            shape: self.shape,
+            held: self.held.clone(),
             nodes: self.spec.nodes.clone(),
             prefix: self.spec.prefix.clone(),
         })

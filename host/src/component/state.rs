@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::provider::exports::distlock::lock::distlock::Guest as ProviderApi;
 use super::net::Net;
 use super::options::Limits;
-use super::resources::{LeaseRecord, LinkedLease, NativeLease};
+use super::resources::{Held, LeaseRecord, LinkedLease, NativeLease};
 use super::stop::{Halt, Limiter, Stop, StopFlag, Stopper};
 
 /// The store data of one guest (and of the lock component instance linked to it).
@@ -113,14 +113,18 @@ impl HostState {
     }
 }
 
-/// Releases a linked lease the guest left behind natively: the lock, or the permit or
-/// hold its shape names (a permit with the shape's fair mode, so a fair semaphore's release
-/// still hands the permit on).
+/// Releases a linked lease the guest left behind natively: the lock, the permit or hold its
+/// shape names (a permit with the shape's fair mode, so a fair semaphore's release still
+/// hands the permit on), or every name of its set.
 async fn release_record(
     client: &crate::Client,
     record: &LeaseRecord,
 ) -> Result<crate::Released, crate::Error> {
-    let (name, token, shape) = (&record.name, &record.token, record.shape);
+    let (name, token) = (&record.name, &record.token);
+    let shape = match &record.held {
+        Held::Shaped(shape) => *shape,
+        Held::Many(names) => return client.release_many(names, token).await,
+    };
     match (shape.limit(), shape.rw_mode()) {
         (Some(limit), _) => {
             let options = shape.options(client.default_options());

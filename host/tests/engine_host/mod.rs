@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 mod flat;
+mod many;
 mod shaped;
 mod slotted;
 

@@ -60,6 +60,13 @@ impl Shared {
             .map_err(config_error)
     }
 
+    /// The multi-name lock of every name in `names` under the session's layout and
+    /// defaults: the core sorts, bounds and refuses the set.
+    pub(crate) fn lock_many(&self, names: &[String]) -> Result<Lock, api::Error> {
+        distlock_core::wit::multi_lock(self.layout.clone(), names, self.options)
+            .map_err(config_error)
+    }
+
     /// The servers a machine is built for, in node order (a node not known yet as the
     /// default: the machine never talks to it, see [`Shared::unknown`]).
     pub(crate) fn servers(&self) -> Vec<ServerInfo> {
@@ -569,19 +576,8 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
-                let (token, seed) = input::token_and_seed(&entropy)?;
-                let token = Token::from_entropy(token);
-                let wait = input::span(wait_ms);
-                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
-                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        let lock = |shared: &Shared| shared.lock_shaped(&name, input::core_shape(&shape));
+        self.acquire_of(lock, wait_ms, now, &entropy)
     }
 
     fn release_shaped(
@@ -592,18 +588,8 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
-                let token = token(&token_text)?;
-                let seed = input::seed(&entropy)?;
-                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        let lock = |shared: &Shared| shared.lock_shaped(&name, input::core_shape(&shape));
+        self.release_of(lock, &token_text, now, &entropy)
     }
 
     fn extend_shaped(
@@ -615,21 +601,8 @@ impl api::GuestSession for Session {
         now: api::Instant,
         entropy: api::Entropy,
     ) -> Result<api::Operation, api::Error> {
-        let at = input::instant(now);
-        self.build(
-            |shared, servers| {
-                let lock = shared
-                    .lock_shaped(&name, input::core_shape(&shape))?
-                    .with_ttl(input::span(ttl_ms))
-                    .map_err(config_error)?;
-                let token = token(&token_text)?;
-                let seed = input::seed(&entropy)?;
-                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
-            },
-            at,
-        )
+        let lock = |shared: &Shared| shared.lock_shaped(&name, input::core_shape(&shape));
+        self.extend_of(lock, &token_text, ttl_ms, now, &entropy)
     }
 
     fn renewal_shaped(
@@ -639,10 +612,136 @@ impl api::GuestSession for Session {
         lease: api::Lease,
         entropy: api::Entropy,
     ) -> Result<api::Renewal, api::Error> {
+        let lock = |shared: &Shared| shared.lock_shaped(&name, input::core_shape(&shape));
+        self.renewal_of(lock, &lease, &entropy)
+    }
+
+    fn acquire_many(
+        &self,
+        names: Vec<String>,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let lock = |shared: &Shared| shared.lock_many(&names);
+        self.acquire_of(lock, wait_ms, now, &entropy)
+    }
+
+    fn release_many(
+        &self,
+        names: Vec<String>,
+        token_text: String,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let lock = |shared: &Shared| shared.lock_many(&names);
+        self.release_of(lock, &token_text, now, &entropy)
+    }
+
+    fn extend_many(
+        &self,
+        names: Vec<String>,
+        token_text: String,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let lock = |shared: &Shared| shared.lock_many(&names);
+        self.extend_of(lock, &token_text, ttl_ms, now, &entropy)
+    }
+
+    fn renewal_many(
+        &self,
+        names: Vec<String>,
+        lease: api::Lease,
+        entropy: api::Entropy,
+    ) -> Result<api::Renewal, api::Error> {
+        let lock = |shared: &Shared| shared.lock_many(&names);
+        self.renewal_of(lock, &lease, &entropy)
+    }
+}
+
+/// The resource constructors for any lock: `lock` makes it from the session's settings (a
+/// shape on one name, or a set of names), the core's machine does the rest. The lock is
+/// made first, so a refused name or set is `invalid` whatever the connections.
+impl Session {
+    fn acquire_of(
+        &self,
+        lock: impl FnOnce(&Shared) -> Result<Lock, api::Error>,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: &[u8],
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = lock(shared)?;
+                let (token, seed) = input::token_and_seed(entropy)?;
+                let token = Token::from_entropy(token);
+                let wait = input::span(wait_ms);
+                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
+                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn release_of(
+        &self,
+        lock: impl FnOnce(&Shared) -> Result<Lock, api::Error>,
+        token_text: &str,
+        now: api::Instant,
+        entropy: &[u8],
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = lock(shared)?;
+                let token = token(token_text)?;
+                let seed = input::seed(entropy)?;
+                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
+                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn extend_of(
+        &self,
+        lock: impl FnOnce(&Shared) -> Result<Lock, api::Error>,
+        token_text: &str,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: &[u8],
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = lock(shared)?
+                    .with_ttl(input::span(ttl_ms))
+                    .map_err(config_error)?;
+                let token = token(token_text)?;
+                let seed = input::seed(entropy)?;
+                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
+                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn renewal_of(
+        &self,
+        lock: impl FnOnce(&Shared) -> Result<Lock, api::Error>,
+        lease: &api::Lease,
+        entropy: &[u8],
+    ) -> Result<api::Renewal, api::Error> {
         let shared = self.shared.borrow();
-        let lock = shared.lock_shaped(&name, input::core_shape(&shape))?;
+        let lock = lock(&shared)?;
         let token = token(&lease.token)?;
-        let seed = input::seed(&entropy)?;
+        let seed = input::seed(entropy)?;
         let renewal = Renewal::new(
             Rc::clone(&self.shared),
             lock,

@@ -1,6 +1,6 @@
 """The ``asyncio`` twin of ``client.py`` and ``lock.py``: ``AsyncClient``, its leases (renewed
-by a task on the engine's schedule), ``AsyncLock`` (``async with``), ``AsyncSemaphore`` and
-``AsyncRWLock``. The same engine, the
+by a task on the engine's schedule), ``AsyncLock`` (``async with``), ``AsyncSemaphore``,
+``AsyncRWLock`` and ``AsyncMultiLock``. The same engine, the
 same decisions; only the driver (``_aio_driver.py``) differs.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from ._aio_driver import AsyncPool
 from ._engine import Handle, Operation, entropy, field, now, split_option, split_result
-from .client import Client, Lease, millis, shape_of, shaped
+from .client import Client, Lease, many_of, millis, shape_of, shaped
 from .errors import LockError, LockLost, NotAcquired, engine_errors, from_engine
 from .lock import urls_of
 
@@ -50,8 +50,19 @@ class AsyncClient(Client):
             raise from_engine(value)
         return value.payload
 
-    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None) -> AsyncLease:  # type: ignore[override]
-        shape = shape_of(limit, mode)
+    async def acquire_many(self, names: Any, **options: Any) -> AsyncLease:  # type: ignore[override]
+        names = many_of(names)
+        return await self.acquire(", ".join(names), names=names, **options)
+
+    async def release_many(self, names: Any, token: str) -> None:  # type: ignore[override]
+        await self.run(self.pool(self.ttl, self.fenced), *shaped("release", many_of(names), "", token, now(), entropy()))
+
+    async def extend_many(self, names: Any, token: str, ttl: float) -> float:  # type: ignore[override]
+        extended = await self.run(self.pool(self.ttl, self.fenced), *shaped("extend", many_of(names), "", token, millis(ttl, "ttl"), now(), entropy()))
+        return float(field(extended, "valid_until"))
+
+    async def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None, names: Any = None) -> AsyncLease:  # type: ignore[override]
+        shape = shape_of(limit, mode, names)
         pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
         lease = await self.run(pool, *shaped("acquire", shape, name, millis(wait, "wait"), now(), entropy()))
         return AsyncLease(self, pool, name, lease, auto_renewal, shape)
@@ -225,6 +236,22 @@ class AsyncSemaphore(AsyncLock):
         super().__init__(url_or_client, name, expire, timeout, **options)
         self.limit = limit
         self._shape = {"limit": limit}
+
+
+class AsyncMultiLock(AsyncLock):
+    """``MultiLock``'s twin: ``async with AsyncMultiLock(url_or_client, ["a", "b"]): …``."""
+
+    def __init__(self, url_or_client: Any, names: Any, expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        self.names = many_of(names)
+        super().__init__(url_or_client, ", ".join(self.names), expire, timeout, **options)
+        self._shape = {"names": self.names}
+
+    async def locked(self) -> bool:  # type: ignore[override]
+        for name in self.names:
+            lock = AsyncLock(self.client, name)
+            if await lock.locked():
+                return True
+        return False
 
 
 class AsyncRWLock:

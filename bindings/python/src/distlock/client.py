@@ -1,5 +1,5 @@
 """The blocking client: ``Client`` (one engine instance and its sessions) and ``Lease`` (a held
-lock, semaphore permit or read-write hold, optionally renewed by a thread running the engine's
+lock, semaphore permit, read-write hold or set of names, optionally renewed by a thread running the engine's
 renewal schedule).
 
 Owns: which session serves which TTL/fencing pair, and the renewal thread's life. Every number
@@ -29,12 +29,31 @@ LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
 STARTED = ("acquire", "release")
 
 
-def shape_of(limit: int | None, mode: str | None) -> Any:
+class Many(tuple):
+    """The names of a multi-name lock, as a lease's shape: the engine's ``…-many`` calls take
+    them in place of a name (and sort, bound and check them: a bad set is ``InvalidArgument``
+    of kind ``no-names``, ``too-many-names``, ``duplicate-name``, …)."""
+
+    __slots__ = ()
+
+
+def many_of(names: Iterable[str]) -> Many:
+    """``names`` as a multi-name lock's shape; a lone string is refused (it would be taken as
+    its characters)."""
+    if isinstance(names, (str, bytes)):
+        raise InvalidArgument("names must be a list of lock names, not one string", "invalid")
+    return Many(names)
+
+
+def shape_of(limit: int | None, mode: str | None, names: Iterable[str] | None = None) -> Any:
     """The engine's ``shape`` of a semaphore's permit (``limit``) or a read-write lock's hold
-    (``mode``: ``read`` or ``write``); ``None`` for the lock itself. The engine checks the
-    values (a limit of 0 or over its bound is ``InvalidArgument`` of kind ``bad-limit``)."""
-    if limit is not None and mode is not None:
-        raise InvalidArgument("a lease is a permit (limit) or a read-write hold (mode), not both", "invalid")
+    (``mode``: ``read`` or ``write``), or a multi-name lock's set (``names``, a ``Many``);
+    ``None`` for the lock itself. The engine checks the values (a limit of 0 or over its
+    bound is ``InvalidArgument`` of kind ``bad-limit``)."""
+    if sum(x is not None for x in (limit, mode, names)) > 1:
+        raise InvalidArgument("a lease is a permit (limit), a read-write hold (mode) or a set of names (names), not several", "invalid")
+    if names is not None:
+        return many_of(names)
     if limit is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_SPAN_MS:
             raise InvalidArgument(f"limit must be a whole number of permits, not {limit!r}", "invalid")
@@ -47,9 +66,14 @@ def shape_of(limit: int | None, mode: str | None) -> Any:
 
 
 def shaped(method: str, shape: Any, name: str, *rest: Any) -> tuple[Any, ...]:
-    """``method``'s name and arguments for a lease of ``shape``: the lock's own call, or its
-    ``…_shaped`` twin with the shape after the name."""
-    return (method, name, *rest) if shape is None else (f"{method}_shaped", name, shape, *rest)
+    """``method``'s name and arguments for a lease of ``shape``: the lock's own call, its
+    ``…_shaped`` twin with the shape after the name, or for a set of names its ``…_many``
+    twin with the names in place of the name."""
+    if shape is None:
+        return (method, name, *rest)
+    if isinstance(shape, Many):
+        return (f"{method}_many", list(shape), *rest)
+    return (f"{method}_shaped", name, shape, *rest)
 
 
 def millis(seconds: float | None, what: str) -> int | None:
@@ -152,14 +176,36 @@ class Client:
         build = partial(_build, self.engine, pool.session, method, args)
         return build, (partial(getattr(pool.slots, method), *args) if method in STARTED else None)
 
-    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None) -> Lease:
+    def acquire_many(self, names: Iterable[str], **options: Any) -> Lease:
+        """Acquires every name in ``names`` at once, all or nothing, under one token: one
+        lease for the set (extended, renewed and released together; fenced, one fence above
+        every name's). A held name takes nothing. ``acquire``'s options but ``fair``,
+        ``limit`` and ``mode`` (a set is never fair: ``InvalidArgument`` of kind
+        ``multi-unsupported``). A bad set is ``InvalidArgument`` (``no-names``,
+        ``too-many-names`` above 16, ``duplicate-name``, a bad name's kind)."""
+        names = many_of(names)
+        return self.acquire(", ".join(names), names=names, **options)
+
+    def release_many(self, names: Iterable[str], token: str) -> None:
+        """Releases every name in ``names`` held by ``token`` (the set, in any order)."""
+        self.run(self.pool(self.ttl, self.fenced), *shaped("release", many_of(names), "", token, now(), entropy()))
+
+    def extend_many(self, names: Iterable[str], token: str, ttl: float) -> float:
+        """Extends every name in ``names`` held by ``token`` to ``ttl`` seconds from now, all
+        or none; returns the new end of validity (monotonic milliseconds)."""
+        extended = self.run(self.pool(self.ttl, self.fenced), *shaped("extend", many_of(names), "", token, millis(ttl, "ttl"), now(), entropy()))
+        return float(field(extended, "valid_until"))
+
+    def acquire(self, name: str, *, wait: float = 0, ttl: float | None = None, fenced: bool | None = None, fair: bool | None = None, auto_renewal: bool = False, limit: int | None = None, mode: str | None = None, names: Iterable[str] | None = None) -> Lease:
         """Acquires lock ``name``, waiting up to ``wait`` seconds for a holder to let go;
         ``fair``: queue in arrival order (default: the client's). ``limit``: one of ``limit``
         permits of the semaphore ``name`` instead; ``mode`` (``read``/``write``): a hold of
         the read-write lock ``name`` instead (both one node only). Raises ``NotAcquired``,
         ``Unavailable``, ``InvalidArgument``, ``ServerError`` (``wrong-type``: the name is
-        another kind of lock; ``wrong-limit``: a permit lives under another limit)."""
-        shape = shape_of(limit, mode)
+        another kind of lock; ``wrong-limit``: a permit lives under another limit).
+        ``names``: the set of a multi-name lock instead (``name`` only names it in messages;
+        see ``acquire_many``)."""
+        shape = shape_of(limit, mode, names)
         pool = self.pool(self.ttl if ttl is None else millis(ttl, "ttl"), self.fenced if fenced is None else fenced, fair)
         lease = self.run(pool, *shaped("acquire", shape, name, millis(wait, "wait"), now(), entropy()))
         return Lease(self, pool, name, lease, auto_renewal, shape)
@@ -208,8 +254,9 @@ def _build(engine: Engine, session: Handle, method: str, args: tuple[Any, ...]) 
 
 
 class Lease:
-    """A held lock, semaphore permit or read-write hold: ``token``, ``fence`` (fenced
-    clients; a read hold's is the last write's), ``valid_until`` (monotonic ms)."""
+    """A held lock, semaphore permit, read-write hold or set of names (``shape`` a ``Many``):
+    ``token``, ``fence`` (fenced clients; a read hold's is the last write's), ``valid_until``
+    (monotonic ms)."""
 
     __slots__ = ("client", "pool", "name", "shape", "token", "fence", "valid_until", "lost", "_released", "_stop", "_thread", "__weakref__")
 

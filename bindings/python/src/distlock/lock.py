@@ -1,7 +1,8 @@
 """The API redis-py's ``Lock`` and python-redis-lock's users know: ``Lock(url_or_client, name,
 expire=…, timeout=…)`` with ``acquire``/``extend``/``release``/``locked``, ``with`` blocks,
 ``auto_renewal``, and ``reset``; in the same shape, ``Semaphore(…, limit=N)`` (one of ``N``
-permits per holder) and ``RWLock(…).read()``/``.write()`` (a read-write lock's two sides).
+permits per holder), ``RWLock(…).read()``/``.write()`` (a read-write lock's two sides) and
+``MultiLock(…, names)`` (several names at once, all or nothing).
 
 Owns: turning a URL, a list of URLs, a redis-py client or a ``Client`` into a shared
 ``Client``, and the libraries' habits (seconds, ``acquire`` returning a bool). A ``Lock``
@@ -13,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable
 
-from .client import Client, Lease, millis
+from .client import Client, Lease, many_of, millis
 from .errors import InvalidArgument, LockError, LockLost, NotAcquired, Unavailable
 
 _clients: dict[tuple, Client] = {}
@@ -180,6 +181,26 @@ class Semaphore(Lock):
         super().__init__(url_or_client, name, expire, timeout, **options)
         self.limit = limit
         self._shape = {"limit": limit}
+
+
+class MultiLock(Lock):
+    """Several names locked at once, all or nothing, under one token: ``Lock``'s API
+    (``with``, ``acquire(blocking=False)``, ``extend``, ``release``, ``token``, ``fence``)
+    over the set. A held name takes nothing, and each name is held as a ``Lock`` of it would
+    hold it, so the two exclude each other. The engine sorts the names (any order is the same
+    lock) and refuses a bad set with ``InvalidArgument``: kind ``no-names``,
+    ``too-many-names`` (above 16), ``duplicate-name``, a bad name's kind, or
+    ``multi-unsupported`` (a fair client, another layout). ``name`` is the names joined, for
+    messages."""
+
+    def __init__(self, url_or_client: Any, names: Iterable[str], expire: float | None = None, timeout: float | None = None, **options: Any) -> None:
+        self.names = many_of(names)
+        super().__init__(url_or_client, ", ".join(self.names), expire, timeout, **options)
+        self._shape = {"names": self.names}
+
+    def locked(self) -> bool:
+        """Whether anyone holds any of the names, as the nodes say."""
+        return any(Lock(self.client, name).locked() for name in self.names)
 
 
 class RWLock:

@@ -9,6 +9,7 @@
 //! distlock-counter count NAME FILE ITERATIONS [HOLD_MS]   increment FILE ITERATIONS times
 //! distlock-counter trap  NAME                             acquire, then trap (a panic)
 //! distlock-counter trap-permit NAME                       take one of 2 permits, then trap
+//! distlock-counter trap-many NAME                         take NAME:a and NAME:b, then trap
 //! distlock-counter spin  NAME                             acquire, then loop forever
 //! distlock-counter hog   NAME                             acquire, then eat memory
 //! ```
@@ -46,7 +47,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let arg = |i: usize| args.get(i).map(String::as_str);
     let (Some(mode), Some(name)) = (arg(1), arg(2)) else {
         return Err(
-            "usage: distlock-counter count|trap|trap-permit|spin|hog NAME [FILE ITERATIONS [HOLD_MS]]"
+            "usage: distlock-counter count|trap|trap-permit|trap-many|spin|hog NAME [FILE ITERATIONS [HOLD_MS]]"
                 .into(),
         );
     };
@@ -93,6 +94,12 @@ fn run(args: &[String]) -> Result<(), String> {
                 "trapping on purpose while holding a permit of {}",
                 lease.name()
             );
+        }
+        "trap-many" => {
+            let names = [format!("{name}:a"), format!("{name}:b")];
+            let lease = client.acquire_many(&names, WAIT_MS).map_err(|e| say(&e))?;
+            println!("holding {}", lease.token());
+            panic!("trapping on purpose while holding {}", lease.name());
         }
         "spin" => {
             let lease = client.acquire(name, WAIT_MS).map_err(|e| say(&e))?;

@@ -83,6 +83,11 @@ impl outer::GuestClient for Client {
             .map_err(error)?;
         Ok(outer::Lease::new(Lease(lease)))
     }
+
+    fn acquire_many(&self, names: Vec<String>, wait_ms: u64) -> Result<outer::Lease, outer::Error> {
+        let lease = self.0.acquire_many(&names, wait_ms).map_err(error)?;
+        Ok(outer::Lease::new(Lease(lease)))
+    }
 }
 
 /// Dropping it drops the imported lease, which releases the lock.
@@ -217,6 +222,10 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::BadLimit => O::BadLimit,
         I::SemaphoreUnsupported => O::SemaphoreUnsupported,
         I::RwLockUnsupported => O::RwLockUnsupported,
+        I::NoNames => O::NoNames,
+        I::TooManyNames => O::TooManyNames,
+        I::DuplicateName => O::DuplicateName,
+        I::MultiUnsupported => O::MultiUnsupported,
         I::Other => O::Other,
     }
 }

@@ -223,6 +223,7 @@ fn success(target: Option<Cmd>, fenced: bool, signal: &[u8], state: &mut ServerS
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative | Cmd::Ltrim) | None => b"+OK\r\n".to_vec(),
         Some(Cmd::Pttl) => int(1500),
+        Some(Cmd::Type) => b"+string\r\n".to_vec(),
         Some(Cmd::AcquireScript | Cmd::FairAcquireScript { .. }) => {
             let fence = if fenced {
                 state.fence = state.fence.saturating_add(1);
@@ -249,6 +250,8 @@ fn refuse(target: Option<Cmd>, protocol: Protocol) -> Vec<u8> {
         Some(Cmd::AcquireSet | Cmd::ExtendNative) | None => null(protocol, false),
         Some(Cmd::Blpop | Cmd::FairBlpop) => null(protocol, true),
         Some(Cmd::Pttl) => int(-2),
+        // A name of another kind (a semaphore's sorted set): the refusal becomes WRONGTYPE.
+        Some(Cmd::Type) => b"+zset\r\n".to_vec(),
         Some(Cmd::AcquireScript | Cmd::FairAcquireScript { .. }) => pair(0, 900),
         Some(Cmd::RaiseFence(_)) => int(0),
         Some(Cmd::ReleaseScript | Cmd::FairReleaseScript) => int(-1),

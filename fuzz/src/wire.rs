@@ -25,6 +25,9 @@ pub enum Cmd {
     AcquireSet,
     /// `PTTL key` (pipelined after `SET NX`).
     Pttl,
+    /// `TYPE key` (pipelined after `SET NX` and `PTTL` once an attempt was refused: a key of
+    /// another kind turns the refusal into `WRONGTYPE`).
+    Type,
     /// The acquire script.
     AcquireScript,
     /// The raise-fence script, with the value asked for.
@@ -401,7 +404,7 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
     let unknown_native = never && !server.is_known();
     let mut attempt = None;
     let out = match (verb, commands.len()) {
-        (b"SET", 1 | 2) if commands[0].iter().any(|a| a == b"NX") => {
+        (b"SET", 1..=3) if commands[0].iter().any(|a| a == b"NX") => {
             assert_eq!(kind, Kind::Acquire, "only an acquire sends SET NX");
             assert!(!options.fair, "a fair lock acquires with the fair script");
             assert!(
@@ -414,11 +417,17 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
                 commands[0],
                 args(&[b"SET", &e.lock(), &token, b"NX", b"PX", &e.ttl()])
             );
-            if let Some(pttl) = commands.get(1) {
-                assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
-                vec![Cmd::AcquireSet, Cmd::Pttl]
-            } else {
-                vec![Cmd::AcquireSet]
+            match (commands.get(1), commands.get(2)) {
+                (Some(pttl), Some(kind)) => {
+                    assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
+                    assert_eq!(kind, &args(&[b"TYPE", &e.lock()]));
+                    vec![Cmd::AcquireSet, Cmd::Pttl, Cmd::Type]
+                }
+                (Some(pttl), None) => {
+                    assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
+                    vec![Cmd::AcquireSet, Cmd::Pttl]
+                }
+                _ => vec![Cmd::AcquireSet],
             }
         }
         (b"SET", 1) => {

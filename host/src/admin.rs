@@ -93,18 +93,25 @@ pub enum Verdict<'a> {
 impl Status {
     /// The verdict: held by a token on a majority, free when no token can have a majority
     /// even if every unread node had it, unknown otherwise (the core's
-    /// [`distlock_core::verdict`]). A semaphore with live permits is unknown here, never
-    /// free: its holders are in [`Status::permits`].
+    /// [`distlock_core::verdict`]). A semaphore with live permits or a read-write lock with
+    /// live holds is unknown here, never free: its holders are in [`Status::permits`] and
+    /// [`Status::rw`].
     #[must_use]
     pub fn verdict(&self) -> Verdict<'_> {
         let seen = self.nodes.iter().map(|n| match n {
             NodeStatus::Answered {
                 holder: Some(h), ..
             } => Seen::Holder(h.as_str()),
-            // A held semaphore is never "free" (see `Status::permits` for its holders).
+            // A held semaphore or read-write lock is never "free" (its holders are in
+            // `Status::permits` / `Status::rw`), as in the core's `Inspection::verdict`.
             NodeStatus::Answered {
                 permits: Some(p), ..
             } if !p.holders.is_empty() => Seen::Unread,
+            NodeStatus::Answered { rw: Some(h), .. }
+                if h.writer.is_some() || !h.readers.is_empty() =>
+            {
+                Seen::Unread
+            }
             NodeStatus::Answered { holder: None, .. } => Seen::Free,
             NodeStatus::Unreachable(_) => Seen::Unread,
         });
@@ -633,6 +640,22 @@ mod tests {
         ]);
         assert_eq!(s.holder(), None);
         assert_eq!(s.verdict(), Verdict::Unknown, "the unread node may hold a");
+    }
+
+    #[test]
+    fn a_held_read_write_lock_is_never_free() {
+        let read = NodeStatus::Answered {
+            holder: None,
+            ttl: None,
+            fence: None,
+            queued: None,
+            permits: None,
+            rw: Some(RwHolds {
+                writer: None,
+                readers: vec![("r".into(), None)],
+            }),
+        };
+        assert_eq!(status(vec![read]).verdict(), Verdict::Unknown);
     }
 
     #[test]

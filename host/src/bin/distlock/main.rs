@@ -47,7 +47,7 @@ use output::{say, tell};
     )
 )]
 struct Cli {
-    /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS; a Redis
+    /// A Redis node: `redis://[user:pass@]host:port[/db]` or rediss:// for TLS; a Redis
     /// Cluster (one node of the lock): redis+cluster://host:port[,host:port…] or
     /// rediss+cluster://; a primary found through Redis Sentinel (one node too):
     /// redis+sentinel://host:port[,host:port…]/service[/db] or rediss+sentinel://. Repeat

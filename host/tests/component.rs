@@ -1465,6 +1465,13 @@ fn run_failing(
         .expect("run the guest")
 }
 
+/// Waits (bounded) until `command` answers the integer `want` on `server`.
+fn answers(server: &RedisServer, command: &[&str], want: i64, what: &str) {
+    support::wait_for(what, Duration::from_secs(30), || {
+        (server.raw().ok(command).int() == Some(want)).then_some(())
+    });
+}
+
 /// The lock is free at once (not after its 10 s TTL), and the adapter still serves guests.
 fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &str) {
     assert_eq!(
@@ -1587,7 +1594,7 @@ fn a_guest_that_traps_while_holding_a_fair_lock_has_it_handed_to_the_first_waite
                     .expect("run the guest")
             })
         };
-        wait_for(
+        answers(
             &server,
             &["EXISTS", &lock_key(&name)],
             1,
@@ -1609,7 +1616,7 @@ fn a_guest_that_traps_while_holding_a_fair_lock_has_it_handed_to_the_first_waite
             })
         };
         let queue = format!("{}:queue", lock_key(&name));
-        wait_for(&server, &["ZCARD", &queue], 1, "the waiter to queue");
+        answers(&server, &["ZCARD", &queue], 1, "the waiter to queue");
         std::fs::write(dir.path().join("go"), "").expect("signal the guest");
         let report = guest.join().expect("the guest thread");
         assert!(
@@ -1632,15 +1639,6 @@ fn a_guest_that_traps_while_holding_a_fair_lock_has_it_handed_to_the_first_waite
             .runtime
             .block_on(guard.release())
             .expect("the waiter releases");
-    }
-}
-
-/// Waits (bounded) until `command` answers the integer `want` on `server`.
-fn wait_for(server: &RedisServer, command: &[&str], want: i64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.raw().ok(command).int() != Some(want) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -302,8 +302,8 @@ enum Command {
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
         /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4, non-fair and fair),
-        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), or
-        /// all.
+        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), g
+        /// (get-or-compute of one key), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -860,11 +860,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d", "s", "r", "m"]
+    if !["all", "a", "b", "c", "d", "s", "r", "m", "g"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m, g or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");

@@ -48,6 +48,8 @@ const IMPLEMENTED: &[&str] = &[
     "multi-overlap-excludes",
     "multi-extend-renewal",
     "multi-bad-sets",
+    "get-or-compute",
+    "get-or-compute-bad-input",
 ];
 
 #[test]

@@ -224,13 +224,18 @@ fn get_or_compute_bad_input() {
         "and stored nothing"
     );
 
-    let stranger = "s".repeat(24);
+    // An operator resets the lock while the computation runs: its store is refused.
+    one.raw().ok(&["DEL", &lock_key(&name)]);
     assert_eq!(
-        computer.finish_compute(&name, &stranger, b"v", VALUE_TTL_MS),
+        computer.finish_compute(&name, &lease.token, b"v", VALUE_TTL_MS),
         Err(api::Error::NotHeld),
-        "a token that does not hold the lock stores nothing"
+        "a computation whose lock was lost stores nothing"
     );
     assert_eq!(key_value(one, &value_key(&name)), None);
+    let lease = match computer.get_or_lock(&name, 0).expect("get-or-lock") {
+        api::Fetched::Computing(lease) => lease,
+        other => panic!("the value is still missing: {other:?}"),
+    };
     assert_eq!(
         computer.finish_compute(&name, &lease.token, b"v", VALUE_TTL_MS),
         Ok(0)

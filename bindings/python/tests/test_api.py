@@ -16,6 +16,7 @@ from conftest import free_port, make_certificates, unique, wait_until
 
 import distlock
 from distlock import AsyncLock, InvalidArgument, Lock, LockError, LockLost, NotAcquired, Unavailable
+from distlock._engine import entropy, now
 
 
 def key(name: str) -> bytes:
@@ -229,6 +230,18 @@ def test_get_or_compute_gives_a_failed_computation_up(start):
         distlock.get_or_compute(s.url, cache_key, broken, expire=60)
     assert s.redis.get(f"distlock:{{{cache_key}}}") is None, "the lock was given up"
     assert distlock.get_or_compute(s.url, cache_key, lambda: 7, expire=60) == 7
+
+
+def test_get_or_compute_that_cannot_wait_says_the_value_is_not_there_yet(start):
+    [s] = start()
+    cache_key = unique("dogpile-busy")
+    with distlock.Client.connect(s.url) as client:
+        computing = client.run(client.pool(client.ttl, client.fenced), "get_or_lock", cache_key, 0, now(), entropy())
+        assert not isinstance(computing, bytes), "a missing value is this caller's to compute"
+        with pytest.raises(NotAcquired) as caught:
+            distlock.get_or_compute(client, cache_key, lambda: pytest.fail("computed beside the computer"), expire=60, wait=0)
+    assert "not computed within" in str(caught.value) and caught.value.code == "not-acquired"
+    assert s.redis.get(f"distlock:{{{cache_key}}}") == computing.token.encode(), "the computer keeps its lock"
 
 
 def test_async_get_or_compute_computes_once_while_the_others_wait_for_the_value(start):

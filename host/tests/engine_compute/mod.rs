@@ -204,6 +204,11 @@ fn get_or_compute_bad_input() {
         api::Fetched::Computing(lease) => lease,
         other => panic!("a missing value is this caller's to compute: {other:?}"),
     };
+    // While it computes, a caller that will not wait is told so: the value is not there yet.
+    match host(one).get_or_lock(&name, 0) {
+        Err(api::Error::NotAcquired(not)) => assert!(not.holder_ttl_ms.is_some_and(|ttl| ttl > 0)),
+        other => panic!("expected not-acquired while another computes, got {other:?}"),
+    }
     let too_long = vec![b'x'; 1_000_001];
     let error = computer
         .finish_compute(&name, &lease.token, &too_long, VALUE_TTL_MS)
@@ -238,7 +243,8 @@ fn get_or_compute_bad_input() {
     };
     assert_eq!(
         computer.finish_compute(&name, &lease.token, b"v", VALUE_TTL_MS),
-        Ok(0)
+        Ok(1),
+        "the store wakes the one caller that registered as a waiter"
     );
     assert_eq!(key_value(one, &value_key(&name)), Some("v".to_owned()));
 }

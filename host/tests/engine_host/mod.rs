@@ -15,11 +15,13 @@
 
 #![allow(dead_code)]
 
+mod compute;
 mod flat;
 mod many;
 mod shaped;
 mod slotted;
 
+pub(crate) use compute::ComputeFailure;
 pub(crate) use shaped::semaphore;
 
 use std::cell::RefCell;

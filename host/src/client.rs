@@ -639,6 +639,7 @@ impl Client {
     {
         let pool = &self.pool;
         let _counted = pool.operation();
+        claim_read_in_background(pool).await;
         let (mut slots, servers) = take_slots(pool, true);
         let mut machine = match build(&servers, pool.clock().now()) {
             Ok(machine) => machine,
@@ -734,6 +735,21 @@ impl Client {
     #[must_use]
     pub fn layout(&self) -> &KeyLayout {
         &self.layout
+    }
+}
+
+/// Takes back, for each node, the connection last left owing a pipelined release's reply and
+/// read in the background (`pipelined.rs`), and puts it among the idle ones, where
+/// [`take_slots`] takes it first: what the operation sends then goes behind the release on
+/// that connection, and its machine reads what is still owed first ([`owe_releases`]).
+/// Waits at most for a reply under way to be in (its deadline).
+async fn claim_read_in_background(pool: &Arc<Pool>) {
+    for node in 0..pool.len() {
+        if let Some(claimed) = pool.claim_reading(node)
+            && let Ok(conn) = claimed.await
+        {
+            pool.checkin(node, conn);
+        }
     }
 }
 

@@ -382,9 +382,10 @@ impl Guard {
     ///
     /// When it returns `Ok(())` the release is **sent, not done**: the name is not yet free
     /// (a waiter wakes, and another client can take the name, once the server runs the
-    /// delete), and the lease must be treated as given up. The server's reply is read when
-    /// the client next uses that connection — its next lock operation reads it before its own
-    /// replies — or by [`Client::settle_releases`], and reported (never hidden, never turned
+    /// delete), and the lease must be treated as given up. The server's reply is read in the
+    /// background while the connection is idle — or by the client's next lock operation,
+    /// which claims the connection and reads it before its own replies — and reported
+    /// ([`Client::settle_releases`] waits for every one; never hidden, never turned
     /// into "released"): [`Client::pipelined_releases`] counts, a `tracing` warning for each
     /// release that was no longer ours or is unconfirmed, and [`Client::on_release_check`].
     /// A late delete only keeps the name held longer: it deletes nothing but our own key.

@@ -133,6 +133,12 @@ pub(crate) use sealed::Decide;
 ///    them itself. A connection that owes a pipelined release's reply
 ///    ([`crate::PipelinedRelease`]) goes to the next machine with [`Machine::owe_release`],
 ///    which reads and checks that reply first ([`Machine::take_release_check`]).
+///    Replies still owed after the outcome (a Redlock acquire returns at a quorum) mean the
+///    requests behind them may not have run yet: what a later operation on the same lease
+///    sends to that node goes behind them on the same connection (the hand-over above), or
+///    waits until they are read or given up at the lock's request timeout — never beside
+///    them on another connection, where a release could overtake the acquire's `SET` and
+///    leave the key until its TTL.
 ///
 /// The machine does no I/O, reads no clock and draws no randomness: `now` and the seed come
 /// in as arguments, so the same inputs give the same outputs, byte for byte.

@@ -6,7 +6,9 @@
 //! once; the connection carries an [`OwedRelease`]. Replies on one connection come in the
 //! order of the commands, so the owed reply is the first the connection gives: the next
 //! machine to use the connection takes it first ([`crate::Machine::owe_release`]) and then
-//! its own, or a [`ReleaseReader`] reads it on a connection left idle. Either way the reply
+//! its own, or a [`ReleaseReader`] reads it on a connection left idle — and gives it up
+//! between replies to a machine that wants the connection ([`ReleaseReader::take_owed`]),
+//! so the next operation still goes behind the release on it. Either way the reply
 //! becomes a [`ReleaseCheck`] — the deferred confirmation — which the driver reports to the
 //! caller; the operation the connection carries next never sees the owed reply.
 //!
@@ -286,6 +288,17 @@ impl ReleaseReader {
     #[must_use]
     pub fn in_step(&self) -> bool {
         self.owed.is_none() && !self.desynced && self.framer.buffered() == 0
+    }
+
+    /// Stops reading and gives back what the connection still owes, for a machine that takes
+    /// the connection over and reads the rest ([`crate::Machine::owe_release`]): possible
+    /// only between replies — no reply half-read, no check decided, in step. `None`
+    /// otherwise (nothing changed): read on until [`ReleaseReader::poll_check`] has it.
+    pub fn take_owed(&mut self) -> Option<OwedRelease> {
+        if self.desynced || self.framer.buffered() != 0 {
+            return None;
+        }
+        self.owed.take()
     }
 
     fn desync(&mut self, error: ProtocolError) {

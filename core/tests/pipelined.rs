@@ -316,6 +316,46 @@ fn a_reader_checks_the_reply_on_an_idle_connection() {
     );
 }
 
+/// A reader on an idle connection gives what is still owed back to a machine that takes
+/// the connection over, only between replies: with half a reply read it keeps it (the
+/// machine would misread the rest); with the first of four replies read, the machine reads
+/// the other three and then its own, and reports the check.
+#[test]
+fn a_reader_hands_the_owed_release_to_a_machine_only_between_replies() {
+    let (_, owed) = pipelined(&lock_with(LockOptions::default()), &token(1), valkey9(), 0);
+    assert_eq!(owed.remaining(), 4, "the answer and the signal's three");
+    let mut reader = ReleaseReader::new(owed.clone(), Protocol::Resp2);
+    assert_eq!(reader.take_owed(), Some(owed.clone()), "nothing read yet");
+    assert_eq!(reader.poll_check(), None);
+
+    let mut reader = ReleaseReader::new(owed, Protocol::Resp2);
+    reader.handle_input(b":1\r\n:");
+    assert_eq!(reader.take_owed(), None, "half a reply read");
+    reader.handle_input(b"1\r\n");
+    let rest = reader.take_owed().expect("between replies");
+    assert_eq!(rest.remaining(), 2);
+    assert_eq!(reader.poll_check(), None, "the machine reports it now");
+    let mut acquire = next_acquire(rest);
+    assert_eq!(
+        acquire.owed_replies(0),
+        Some(3),
+        "two of the release's, the SET's"
+    );
+    acquire.handle_input(0, b"+OK\r\n:1\r\n+OK\r\n", ms(2));
+    assert_eq!(
+        acquire.take_release_check(0),
+        Some(ReleaseCheck::Released(Released::Free))
+    );
+    assert!(acquire.poll_outcome().unwrap().is_ok());
+
+    let mut decided = ReleaseReader::new(
+        pipelined(&lock_with(LockOptions::default()), &token(1), valkey9(), 0).1,
+        Protocol::Resp2,
+    );
+    decided.handle_disconnect();
+    assert_eq!(decided.take_owed(), None, "given up: nothing to hand over");
+}
+
 #[test]
 fn a_reentrant_release_reports_the_holds_left() {
     let lock = lock_with(LockOptions {

@@ -276,7 +276,8 @@ impl Guard {
     }
 
     /// See [`crate::Guard::release_pipelined`]: the release is sent, not done; its reply is
-    /// read by the client's next operation or [`Client::settle_releases`].
+    /// read in the background (the client's runtime has a worker thread of its own), or by
+    /// the client's next operation; [`Client::settle_releases`] waits for it.
     pub fn release_pipelined(mut self) -> Result<(), Error> {
         let guard = self.inner.take().expect("guard present until release");
         self.runtime.block_on(guard.release_pipelined())

@@ -24,6 +24,7 @@ use crate::entropy::random_u64;
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::release_check::{OwedReply, ReleaseReports};
+use crate::straggler::Stragglers;
 
 /// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded
 /// in-process store. Cheap to clone; connections are pooled per node.
@@ -532,9 +533,26 @@ impl Client {
     }
 
     pub(crate) async fn release_lock(&self, lock: &Lock, token: Token) -> Result<Released, Error> {
+        self.release_after(lock, token, &Stragglers::default())
+            .await
+    }
+
+    /// Releases `lock` held by `token`, sending to each of the acquire's straggler nodes only
+    /// once its owed replies are read (see `straggler.rs`).
+    pub(crate) async fn release_after(
+        &self,
+        lock: &Lock,
+        token: Token,
+        acquired: &Stragglers,
+    ) -> Result<Released, Error> {
         let seed = random_u64();
-        let outcome = self
-            .run(|servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed))
+        let (outcome, _, _) = self
+            .run_ordered(
+                |servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed),
+                None,
+                |_| None,
+                acquired,
+            )
             .await?;
         Ok(outcome?)
     }
@@ -571,38 +589,9 @@ impl Client {
 
     /// Takes an idle connection per node where there is one, builds the machine at once (a
     /// node without one is described by what its last handshake learned, and its connection
-    /// is opened while the machine runs), drives it, and returns the connections that are
-    /// still in step to the pool.
-    pub(crate) async fn run<Op: Operation>(
-        &self,
-        build: impl FnOnce(
-            &[ServerInfo],
-            distlock_core::Instant,
-        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
-    ) -> Result<Op::Outcome, Error>
-    where
-        Machine<Op, MAX_NODES>: Send + 'static,
-    {
-        self.run_until(build, None).await
-    }
-
-    /// [`Client::run`], giving the operation up when `cancel` completes first (see
-    /// [`crate::drive::drive`]).
-    pub(crate) async fn run_until<Op: Operation>(
-        &self,
-        build: impl FnOnce(
-            &[ServerInfo],
-            distlock_core::Instant,
-        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
-        cancel: Cancel<'_>,
-    ) -> Result<Op::Outcome, Error>
-    where
-        Machine<Op, MAX_NODES>: Send + 'static,
-    {
-        Ok(self.run_durably(build, cancel, |_| None).await?.0)
-    }
-
-    /// [`Client::run_until`]; for a durable client ([`Client::durable`]) whose outcome gave
+    /// is opened while the machine runs), drives it — giving the operation up when `cancel`
+    /// completes first (see [`crate::drive::drive`]) — and returns the connections that are
+    /// still in step to the pool. For a durable client ([`Client::durable`]) whose outcome gave
     /// a lease valid until the instant `valid_until` reads from it, also asks the node, on
     /// the connection that carried the operation, whether enough replicas hold it (`None`:
     /// not asked).
@@ -618,8 +607,39 @@ impl Client {
     where
         Machine<Op, MAX_NODES>: Send + 'static,
     {
+        let (outcome, durable, _) = self
+            .run_ordered(build, cancel, valid_until, &Stragglers::default())
+            .await?;
+        Ok((outcome, durable))
+    }
+
+    /// [`Client::run_durably`], after an earlier operation on the same lease (`after`): what
+    /// the machine sends to a node whose replies that operation still owed is held back until
+    /// they are read (see `straggler.rs`). Also returns this operation's own stragglers: the
+    /// nodes whose replies it still owed when it returned, read in the background.
+    pub(crate) async fn run_ordered<Op: Operation>(
+        &self,
+        build: impl FnOnce(
+            &[ServerInfo],
+            distlock_core::Instant,
+        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+        cancel: Cancel<'_>,
+        valid_until: impl FnOnce(&Op::Outcome) -> Option<distlock_core::Instant>,
+        after: &Stragglers,
+    ) -> Result<
+        (
+            Op::Outcome,
+            Option<Result<(), distlock_core::DurableError>>,
+            Stragglers,
+        ),
+        Error,
+    >
+    where
+        Machine<Op, MAX_NODES>: Send + 'static,
+    {
         let pool = &self.pool;
         let _counted = pool.operation();
+        claim_read_in_background(pool).await;
         let (mut slots, servers) = take_slots(pool, true);
         let mut machine = match build(&servers, pool.clock().now()) {
             Ok(machine) => machine,
@@ -630,6 +650,7 @@ impl Client {
             }
         };
         let owed = owe_releases(&mut machine, &mut slots);
+        after.hold_back(pool, &mut slots, &servers);
         let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
         let durable = match (&self.durable, valid_until(&outcome)) {
             (Some(durability), Some(until)) => Some(
@@ -641,19 +662,27 @@ impl Client {
         if in_step(&machine, &slots) {
             report_releases(&mut machine, owed);
             return_slots(pool, slots);
-        } else {
-            // Replies still owed (a Redlock round's slower nodes, a rollback's answers): read
-            // them in the background, so the caller has its outcome now and the connections
-            // go back to the pool instead of being reopened.
-            let pool = Arc::clone(pool);
-            tokio::spawn(async move {
-                let request_timeout = machine.lock().options().request_timeout;
-                settle(&mut machine, &mut slots, &servers, &pool, request_timeout).await;
-                report_releases(&mut machine, owed);
-                return_slots(&pool, slots);
-            });
+            return Ok((outcome, durable, Stragglers::default()));
         }
-        Ok((outcome, durable))
+        // Replies still owed (a Redlock round's slower nodes, a rollback's answers): read
+        // them in the background, so the caller has its outcome now and the connections go
+        // back to the pool instead of being reopened. A later operation on the lease waits
+        // for them before it sends to those nodes (`straggler.rs`).
+        let owing = (0..slots.len())
+            .filter(|&node| {
+                !matches!(slots[node], Slot::Closed) && machine.owed_replies(node) != Some(0)
+            })
+            .collect();
+        let (stragglers, settled) = Stragglers::owed(owing);
+        let pool = Arc::clone(pool);
+        tokio::spawn(async move {
+            let request_timeout = machine.lock().options().request_timeout;
+            settle(&mut machine, &mut slots, &servers, &pool, request_timeout).await;
+            report_releases(&mut machine, owed);
+            return_slots(&pool, slots);
+            settled.done();
+        });
+        Ok((outcome, durable, stragglers))
     }
 
     /// Sends the durable check on the one node's connection, which must be in step (it
@@ -706,6 +735,21 @@ impl Client {
     #[must_use]
     pub fn layout(&self) -> &KeyLayout {
         &self.layout
+    }
+}
+
+/// Takes back, for each node, the connection last left owing a pipelined release's reply and
+/// read in the background (`pipelined.rs`), and puts it among the idle ones, where
+/// [`take_slots`] takes it first: what the operation sends then goes behind the release on
+/// that connection, and its machine reads what is still owed first ([`owe_releases`]).
+/// Waits at most for a reply under way to be in (its deadline).
+async fn claim_read_in_background(pool: &Arc<Pool>) {
+    for node in 0..pool.len() {
+        if let Some(claimed) = pool.claim_reading(node)
+            && let Ok(conn) = claimed.await
+        {
+            pool.checkin(node, conn);
+        }
     }
 }
 

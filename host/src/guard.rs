@@ -32,6 +32,7 @@ use crate::client::{Client, LockBuilder, Shape};
 use crate::clock::{from_std, to_std};
 use crate::entropy::{random_bytes, random_u64};
 use crate::error::Error;
+use crate::straggler::Stragglers;
 
 impl LockBuilder {
     /// Acquires, waiting up to [`LockBuilder::wait`].
@@ -79,23 +80,28 @@ impl LockBuilder {
         };
         let seed = random_u64();
         let client = &self.client;
-        let (lease, durable) = client
-            .run_durably(
+        let (lease, durable, stragglers) = client
+            .run_ordered(
                 |servers, now| {
                     Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
                 },
                 cancel,
                 |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
+                &Stragglers::default(),
             )
             .await?;
         let lease = lease?;
         if let Err(e) = client.durable_verdict(durable) {
             // Not confirmed by the replicas: a failover could lose it, so it is not reported
             // and not kept (released when the node answers; else it expires at its TTL).
-            let _ = client.release_lock(&lock, lease.token().clone()).await;
+            let _ = client
+                .release_after(&lock, lease.token().clone(), &stragglers)
+                .await;
             return Err(e);
         }
-        Ok(Guard::new(client.clone(), lock, lease, self.auto_renew))
+        let mut guard = Guard::new(client.clone(), lock, lease, self.auto_renew);
+        guard.stragglers = stragglers;
+        Ok(guard)
     }
 }
 
@@ -158,6 +164,9 @@ pub struct Guard {
     started: distlock_core::Instant,
     held: Arc<Held>,
     renewal: Option<tokio::task::JoinHandle<()>>,
+    /// The acquire's nodes whose replies were still owed when it returned: the release
+    /// sends to them only once those are read (`straggler.rs`).
+    stragglers: Stragglers,
 }
 
 impl std::fmt::Debug for Guard {
@@ -212,6 +221,7 @@ impl Guard {
             started: lease.started(),
             held,
             renewal,
+            stragglers: Stragglers::default(),
         }
     }
 
@@ -341,7 +351,7 @@ impl Guard {
         self.held.released.store(true, Ordering::Release);
         let released = self
             .client
-            .release_lock(&self.lock, self.token.clone())
+            .release_after(&self.lock, self.token.clone(), &self.stragglers)
             .await;
         if self.lock.options().wake_signal.is_some() && self.client.pool().busy() {
             // The signal this release pushed may have woken a waiter of this client, whose
@@ -372,9 +382,10 @@ impl Guard {
     ///
     /// When it returns `Ok(())` the release is **sent, not done**: the name is not yet free
     /// (a waiter wakes, and another client can take the name, once the server runs the
-    /// delete), and the lease must be treated as given up. The server's reply is read when
-    /// the client next uses that connection — its next lock operation reads it before its own
-    /// replies — or by [`Client::settle_releases`], and reported (never hidden, never turned
+    /// delete), and the lease must be treated as given up. The server's reply is read in the
+    /// background while the connection is idle — or by the client's next lock operation,
+    /// which claims the connection and reads it before its own replies — and reported
+    /// ([`Client::settle_releases`] waits for every one; never hidden, never turned
     /// into "released"): [`Client::pipelined_releases`] counts, a `tracing` warning for each
     /// release that was no longer ours or is unconfirmed, and [`Client::on_release_check`].
     /// A late delete only keeps the name held longer: it deletes nothing but our own key.
@@ -423,10 +434,11 @@ impl Drop for Guard {
             return;
         }
         let (client, lock, token) = (self.client.clone(), self.lock.clone(), self.token.clone());
+        let stragglers = std::mem::take(&mut self.stragglers);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(e) = client.release_lock(&lock, token).await {
+                    if let Err(e) = client.release_after(&lock, token, &stragglers).await {
                         warn!(error = %e, "releasing a dropped guard failed; the lock expires at its TTL");
                     }
                 });

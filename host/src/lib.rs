@@ -62,6 +62,7 @@ mod pool;
 mod release_check;
 mod sentinel;
 mod sentinel_switch;
+mod straggler;
 
 pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};

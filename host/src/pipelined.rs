@@ -1,8 +1,12 @@
 //! Pipelined release over the pool: writes the core's release ([`PipelinedRelease`]) on an
 //! idle connection without waiting for the reply, and puts the connection back owing it
-//! ([`OwedReply`]). The reply is read by whatever reads the connection next: the next lock
-//! operation (its machine reads it first: `Machine::owe_release`, in `client.rs`), or
-//! [`Client::settle_releases`] on a connection left idle (the core's [`ReleaseReader`]).
+//! ([`OwedReply`]), read in the background while the connection is idle (the core's
+//! [`ReleaseReader`], in a task of its own: a caller that pipelines a release and then does
+//! nothing still hears how it went). The next lock operation that needs the connection
+//! claims it from that reader ([`Pool::claim_reading`]) and gets it as it stands between
+//! replies — still owing the rest, which its machine reads first (`Machine::owe_release`,
+//! in `client.rs`) — so what it sends goes behind the release on the same connection.
+//! [`Client::settle_releases`] waits for every owed reply.
 //! What the reply means is the core's ([`distlock_core::ReleaseCheck`]); where it is reported
 //! is `release_check.rs`.
 //!
@@ -10,6 +14,8 @@
 //! token, so running late it can only delete our own key; until it runs the name stays held,
 //! by us. A late delete of our own token only keeps the name held longer; it never lets two
 //! holders in.
+
+use std::sync::Arc;
 
 use distlock_core::{Lock, PipelinedRelease, ReleaseCheck, ReleaseReader, ServerInfo, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +25,8 @@ use crate::client::Client;
 use crate::clock::Clock;
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::release_check::PipelinedReleases;
+use crate::pool::{Pool, Reader};
+use crate::release_check::{OwedReply, PipelinedReleases};
 
 /// The release script by source, with the longest name and prefix, fits.
 const WRITE_BUF: usize = 4096;
@@ -77,8 +84,9 @@ impl Client {
             return self.release_lock(lock, token.clone()).await.map(drop);
         }
         let name = String::from_utf8_lossy(lock.keys().name().as_bytes()).into_owned();
-        conn.owed = Some(self.release_reports().owe(owed, name));
-        pool.checkin(0, conn);
+        let reply = self.release_reports().owe(owed, name);
+        let reader = pool.start_reading(0);
+        tokio::spawn(read_while_idle(Arc::clone(pool), reader, conn, reply));
         Ok(())
     }
 
@@ -92,8 +100,9 @@ impl Client {
     }
 
     /// Calls `callback` with the deferred confirmation of every later pipelined release, from
-    /// the task that reads its reply (the next lock operation on the connection, or
-    /// [`Client::settle_releases`]): keep it short and non-blocking. Replaces an earlier one.
+    /// the task that reads its reply (the connection's background reader, the next lock
+    /// operation on the connection, or [`Client::settle_releases`]): keep it short and
+    /// non-blocking. Replaces an earlier one.
     /// Shared by the client's clones.
     pub fn on_release_check(&self, callback: impl Fn(&ReleaseCheck) + Send + Sync + 'static) {
         self.release_reports()
@@ -102,13 +111,22 @@ impl Client {
 
     /// Reads the replies that idle connections still owe for pipelined releases — each
     /// within its deadline, the lock's request timeout from when it was written — and
-    /// reports them ([`Client::pipelined_releases`], [`Client::on_release_check`]). Call it
-    /// before shutting down, or when no lock operation will use the connections for a
-    /// while: a reply still owed when its connection is dropped is reported unconfirmed.
+    /// reports them ([`Client::pipelined_releases`], [`Client::on_release_check`]), and
+    /// returns once every one is. They are read in the background anyway (see
+    /// [`Guard::release_pipelined`](crate::Guard::release_pipelined)); call it to wait for
+    /// them, before shutting down say: a reply still owed when its connection is dropped is
+    /// reported unconfirmed.
     pub async fn settle_releases(&self) {
         let pool = self.pool();
         let clock = pool.clock();
         for node in 0..pool.len() {
+            // The background readers' connections, as they stand: reported already, or
+            // still owing (read below).
+            while let Some(claimed) = pool.claim_reading(node) {
+                if let Ok(conn) = claimed.await {
+                    pool.checkin(node, conn);
+                }
+            }
             while let Some(mut conn) = pool.take_owing(node) {
                 let Some(mut owed) = conn.owed.take() else {
                     pool.checkin(node, conn);
@@ -131,6 +149,47 @@ impl Client {
             }
         }
     }
+}
+
+/// Reads the reply `conn` owes for a pipelined release while the connection is idle, and
+/// reports the core's check of it (`reply`); then puts the connection back in the pool if
+/// it is in step. An operation that claims the connection meanwhile gets it as it stands
+/// between replies, still owing the rest, which its machine reads first
+/// (`Machine::owe_release`); with part of a reply read, once that reply is in.
+async fn read_while_idle(pool: Arc<Pool>, reader: Reader, mut conn: Conn, mut reply: OwedReply) {
+    // A record without its release cannot be read: dropped, it reports unconfirmed.
+    let Some(release) = reply.take_release() else {
+        return;
+    };
+    let clock = pool.clock();
+    let mut check = ReleaseReader::new(release, conn.server.protocol);
+    let mut claimed = false;
+    let mut buf = [0u8; 512];
+    while let Some(deadline) = check.poll_timeout() {
+        if claimed && let Some(rest) = check.take_owed() {
+            reply.restore(rest);
+            conn.owed = Some(reply);
+            pool.finish_reading(reader, Some(conn));
+            return;
+        }
+        let read = conn.stream.read(&mut buf);
+        // Cancelling a read loses no bytes: a claim stops it between two reads.
+        tokio::select! {
+            biased;
+            () = reader.claimed(), if !claimed => claimed = true,
+            read = tokio::time::timeout_at(clock.to_tokio(deadline), read) => match read {
+                Ok(Ok(0) | Err(_)) => check.handle_disconnect(),
+                Ok(Ok(n)) => check.handle_input(&buf[..n]),
+                Err(_) => check.handle_timeout(clock.now().max(deadline)),
+            },
+        }
+    }
+    if let Some(decided) = check.poll_check() {
+        reply.report(&decided);
+    }
+    // Out of step (stray bytes, the reply late or cut off): closed, not reused.
+    let conn = check.in_step().then_some(conn);
+    pool.finish_reading(reader, conn);
 }
 
 /// Reads `conn` until `reader` has its check: the reply, the connection's end, or the

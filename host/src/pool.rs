@@ -10,7 +10,11 @@
 //! Invariants:
 //! - **Only clean connections are idle.** A connection is checked in only when it owes no
 //!   reply (fresh from its handshake, or in step with the machine that used it), so a late
-//!   reply never reaches the next user; callers drop the others instead.
+//!   reply never reaches the next user; callers drop the others instead. A connection that
+//!   owes a pipelined release's reply is held by its background reader instead
+//!   ([`Pool::start_reading`]), which puts it back once the reply is read — or hands it, as
+//!   it stands between replies, to the operation that claims it ([`Pool::claim_reading`]),
+//!   whose machine reads the rest first.
 //! - **The core decides when to connect.** Which node may be opened now, how long a connect
 //!   may go unanswered (the ready timeout) and how long a node that failed is left alone
 //!   (jittered backoff) are the core's [`Session`]: the pool reports each connect's start and
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use distlock_core::{
     ConnectOutcome, NodeDown, NodeState, Protocol, ServerInfo, Session, SessionOptions, quorum,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -68,6 +72,35 @@ struct Node {
     changed: tokio::sync::Notify,
     /// A sentinel-managed node's primary, as the last `+switch-master` or discovery named it.
     followed: std::sync::Mutex<Followed>,
+    /// Connections read in the background while idle ([`Pool::start_reading`]): lent on
+    /// claim, the newest last.
+    reading: std::sync::Mutex<Vec<Reading>>,
+}
+
+/// A connection a background reader holds while it is idle (see [`Pool::start_reading`]).
+struct Reading {
+    id: u64,
+    /// Notified when an operation claims the connection.
+    claim: Arc<tokio::sync::Notify>,
+    /// Where the reader sends the connection once claimed.
+    back: oneshot::Receiver<Conn>,
+}
+
+/// The reader's side of a connection read in the background while idle: it watches
+/// [`Reader::claimed`], and hands the connection over with [`Pool::finish_reading`].
+pub(crate) struct Reader {
+    node: usize,
+    id: u64,
+    claim: Arc<tokio::sync::Notify>,
+    back: oneshot::Sender<Conn>,
+}
+
+impl Reader {
+    /// Completes when an operation has claimed the connection: the reader gives it up as
+    /// soon as it stands between replies.
+    pub(crate) async fn claimed(&self) {
+        self.claim.notified().await;
+    }
 }
 
 /// What a sentinel-managed node knows of its current primary (see [`Pool::follow`]).
@@ -101,6 +134,8 @@ pub(crate) struct Pool {
     connect: ConnectOptions,
     /// Operations under way over this pool (see [`Pool::operation`]).
     operations: std::sync::atomic::AtomicUsize,
+    /// The id of the next background reader ([`Pool::start_reading`]).
+    readers: std::sync::atomic::AtomicU64,
     /// The `+switch-master` subscriptions of the sentinel-managed nodes: aborted on drop.
     subscriptions: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -183,6 +218,7 @@ impl Pool {
                 known: std::sync::Mutex::new(None),
                 changed: tokio::sync::Notify::new(),
                 followed: std::sync::Mutex::new(Followed::default()),
+                reading: std::sync::Mutex::new(Vec::new()),
             })
             .collect();
         Ok(Arc::new(Pool {
@@ -191,6 +227,7 @@ impl Pool {
             clock: Clock::new(),
             connect,
             operations: std::sync::atomic::AtomicUsize::new(0),
+            readers: std::sync::atomic::AtomicU64::new(0),
             subscriptions: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -549,6 +586,69 @@ impl Pool {
         let mut idle = self.nodes.get(node)?.idle.lock().ok()?;
         let at = idle.iter().rposition(|conn| conn.owed.is_some())?;
         Some(idle.remove(at))
+    }
+
+    /// A connection to `node` is read in the background while idle (a pipelined release's
+    /// reply, `pipelined.rs`): until the reader ends with [`Pool::finish_reading`], an
+    /// operation may claim it ([`Pool::claim_reading`]) and the reader hands it over.
+    pub(crate) fn start_reading(&self, node: usize) -> Reader {
+        let id = self
+            .readers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let claim = Arc::new(tokio::sync::Notify::new());
+        let (back, receive) = oneshot::channel();
+        if let Some(slot) = self.nodes.get(node)
+            && let Ok(mut reading) = slot.reading.lock()
+        {
+            reading.push(Reading {
+                id,
+                claim: Arc::clone(&claim),
+                back: receive,
+            });
+        }
+        Reader {
+            node,
+            id,
+            claim,
+            back,
+        }
+    }
+
+    /// Claims the connection to `node` last put to background reading, if there is one: it comes through the receiver once its reader stands between replies
+    /// (at once, or when the reply under way is in: within its deadline); `Err` when the
+    /// reader dropped it (out of step, or lost).
+    pub(crate) fn claim_reading(&self, node: usize) -> Option<oneshot::Receiver<Conn>> {
+        let mut reading = self.nodes.get(node)?.reading.lock().ok()?;
+        let claimed = reading.pop()?;
+        drop(reading);
+        claimed.claim.notify_one();
+        Some(claimed.back)
+    }
+
+    /// The reader ends, with the connection when it is in step: to the operation that
+    /// claimed it, else back among the idle ones — in one step with the reader's leaving, so
+    /// an operation finds the connection either claimable or idle, never neither.
+    pub(crate) fn finish_reading(&self, reader: Reader, conn: Option<Conn>) {
+        let Some(slot) = self.nodes.get(reader.node) else {
+            return;
+        };
+        let Ok(mut reading) = slot.reading.lock() else {
+            return;
+        };
+        match reading.iter().position(|r| r.id == reader.id) {
+            Some(at) => {
+                reading.remove(at);
+                if let Some(conn) = conn {
+                    self.checkin(reader.node, conn);
+                }
+            }
+            None => {
+                if let Some(conn) = conn {
+                    // The claimer may have gone: the connection then closes.
+                    let _ = reader.back.send(conn);
+                }
+            }
+        }
     }
 
     /// Asks the core's session whether a connect to `node` may start now, and tells it one

@@ -121,6 +121,12 @@ impl OwedReply {
         self.release.take()
     }
 
+    /// Puts back what is still owed, taken with [`OwedReply::take_release`] by a reader that
+    /// hands the connection on before the reply is in.
+    pub(crate) fn restore(&mut self, release: OwedRelease) {
+        self.release = Some(release);
+    }
+
     /// Reports the core's check of the reply.
     pub(crate) fn report(mut self, check: &ReleaseCheck) {
         if let Some(reports) = self.reports.take() {

@@ -13,11 +13,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock_host::{Client, ConnectOptions, KeyLayout, Released};
+use distlock_host::{Client, ConnectOptions, KeyLayout, LockOptions, Released};
 use support::faults::{deadline, drift};
 use support::holders::Section;
 use support::proxy::{Dir, Proxy};
-use support::{RedisServer, blocking, bounded, require_redis, unique_name};
+use support::{
+    RedisServer, blocking, bounded, command_calls, lock_key, require_redis, unique_name,
+};
 
 /// 25 ms each way (a 50 ms round trip): the lock works, only slower. Three workers take it
 /// four times each without overlapping, fences rise by one per acquisition, every acquire
@@ -122,4 +124,87 @@ async fn slow_drip_still_correct() {
         worker.await.expect("worker");
     }
     section.assert_one_at_a_time_fenced((WORKERS * ROUNDS) as u64);
+}
+
+/// How many times `server` has run each of `commands` so far.
+fn calls(server: &RedisServer, commands: &[&str]) -> u64 {
+    let stats = server
+        .raw()
+        .ok(&["INFO", "commandstats"])
+        .text()
+        .expect("INFO commandstats");
+    commands.iter().map(|c| command_calls(&stats, c)).sum()
+}
+
+/// Redlock over three nodes, the third slow to take the acquire's `SET`: its proxy delays
+/// the requests it reads while the acquire is out by a second, then lets later ones through at
+/// once. The acquire returns at the quorum of the other two with the slow node's `SET` still
+/// on its way, and the guard is released (then, in a second round, dropped) right away. The
+/// release must reach the slow node after its `SET`, not before (the `SET` landing after the
+/// delete would keep the name held until its TTL): once that node has run the `SET` and a
+/// release, no node holds the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_right_after_a_quorum_acquire_is_ordered_after_the_slow_nodes_set() {
+    require_redis!();
+    let servers: Vec<RedisServer> = (0..3).map(|_| blocking(RedisServer::start)).collect();
+    let proxy = Proxy::start(servers[2].port());
+    let urls = [servers[0].url(), servers[1].url(), proxy.url()];
+    let client = Client::connect(urls).await.expect("connect");
+    let options = LockOptions {
+        // Far beyond the slow node's delay: its reply is late, never given up.
+        request_timeout: distlock_core::Duration::from_secs(5),
+        ..LockOptions::default()
+    };
+    let slow = &servers[2];
+    for (round, drop_it) in [(0, false), (1, true)] {
+        let name = unique_name("straggler");
+        let key = lock_key(&name);
+        let sets_before = blocking(|| calls(slow, &["set"]));
+        let releases_before = blocking(|| calls(slow, &["eval", "evalsha"]));
+        let read_before = proxy.read(Dir::Up);
+        proxy.latency(Dir::Up, Duration::from_secs(1));
+        let guard = client
+            .lock(&name)
+            .options(options)
+            .ttl(Duration::from_secs(60))
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: acquire at the quorum of two: {e:?}"));
+        // The `SET` to the slow node is in the proxy, due in a second; what comes next is not
+        // delayed.
+        support::until(
+            "the slow node's SET in the proxy",
+            Duration::from_secs(5),
+            || proxy.read(Dir::Up) > read_before,
+        )
+        .await;
+        proxy.latency(Dir::Up, Duration::ZERO);
+        assert_eq!(
+            blocking(|| calls(slow, &["set"])),
+            sets_before,
+            "round {round}: the slow node ran the SET before the release was sent"
+        );
+        if drop_it {
+            drop(guard);
+        } else {
+            let (released, _) = bounded("release", deadline(Duration::ZERO), guard.release()).await;
+            assert_eq!(released.expect("release"), Released::Free, "round {round}");
+        }
+        support::until(
+            "the slow node to run the SET and a release",
+            Duration::from_secs(10),
+            || {
+                blocking(|| calls(slow, &["set"])) > sets_before
+                    && blocking(|| calls(slow, &["eval", "evalsha"])) > releases_before
+            },
+        )
+        .await;
+        for (node, server) in servers.iter().enumerate() {
+            assert_eq!(
+                blocking(|| server.raw().ok(&["EXISTS", &key]).int()),
+                Some(0),
+                "round {round}: node {node} still holds the released lock's key"
+            );
+        }
+    }
 }

@@ -48,7 +48,8 @@ fn pending(pending: u64, released: u64, not_held: u64, unconfirmed: u64) -> Pipe
 
 /// A loop of try-acquire and pipelined release on one name, one client: every acquire gets
 /// the lock at its first `SET NX` — so each release ran before the next acquire's `SET`, on
-/// the same connection — and every release is confirmed by the operation after it.
+/// the same connection, which the acquire claims from the background reader — and every
+/// release is confirmed, by the reader or by the operation after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_release_then_an_acquire_on_the_same_client_gets_the_lock() {
     require_redis!();
@@ -66,10 +67,15 @@ async fn a_pipelined_release_then_an_acquire_on_the_same_client_gets_the_lock() 
             .await
             .unwrap_or_else(|e| panic!("acquire {pair}: the last release had not run: {e}"));
         guard.release_pipelined().await.expect("release sent");
-        assert_eq!(client.pipelined_releases().pending, 1, "pair {pair}");
+        // Every earlier release confirmed; this one read in the background, or still owed.
+        let so_far = client.pipelined_releases();
+        assert_eq!(
+            so_far,
+            pending(so_far.pending, pair + 1 - so_far.pending, 0, 0),
+            "pair {pair}"
+        );
+        assert!(so_far.pending <= 1, "pair {pair}: {so_far:?}");
     }
-    // Every release but the last was read by the next acquire; the last is still owed.
-    assert_eq!(client.pipelined_releases(), pending(1, PAIRS - 1, 0, 0));
     client.settle_releases().await;
     assert_eq!(client.pipelined_releases(), counts(PAIRS, 0, 0));
     let key = lock_key(&name);
@@ -135,9 +141,10 @@ async fn a_second_client_waiting_on_the_name_is_woken() {
 }
 
 /// The lease is lost meanwhile — its key reset by another client, then the name taken by
-/// another token — and the pipelined release is reported as not ours: by the client's next
-/// acquire (which reads the reply first), to the callback and in the counts. The other
-/// token's key is left alone.
+/// another token — and the pipelined release is reported as not ours: by the time the
+/// client's next acquire returns (its machine reads the reply first, unless the background
+/// reader already had), to the callback and in the counts. The other token's key is left
+/// alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_of_a_lease_lost_meanwhile_is_reported() {
     require_redis!();
@@ -171,6 +178,66 @@ async fn a_release_of_a_lease_lost_meanwhile_is_reported() {
         "the other token's key stands"
     );
     other.release().await.expect("release");
+}
+
+/// A caller pipelines a release and then does nothing: the reply is read in the background
+/// all the same and reported to the callback — released, and in a second round, after the
+/// key was reset and taken by another token, not ours. The connection then serves the next
+/// acquire: nothing is reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connections_owed_reply_is_read_on_its_own() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let (seen, mut checks) = tokio::sync::mpsc::unbounded_channel();
+    client.on_release_check(move |check| {
+        let _ = seen.send(check.clone());
+    });
+    let connections_before = blocking(|| library_connections(&server));
+    let name = unique_name("pipelined-idle");
+    let key = lock_key(&name);
+    let guard = client.lock(&name).acquire().await.expect("acquire");
+    guard.release_pipelined().await.expect("release sent");
+    let check = timeout(Duration::from_secs(10), checks.recv())
+        .await
+        .expect("reported with no other operation on the client")
+        .expect("the callback is kept");
+    assert_eq!(check, ReleaseCheck::Released(Released::Free));
+    assert_eq!(client.pipelined_releases(), counts(1, 0, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["EXISTS", &key]).int()),
+        Some(0)
+    );
+
+    let guard = client.lock(&name).acquire().await.expect("acquire again");
+    blocking(|| {
+        let mut raw = server.raw();
+        raw.ok(&["DEL", &key]);
+        raw.ok(&["SET", &key, "another-owner-token-0123456789"]);
+    });
+    guard.release_pipelined().await.expect("release sent");
+    let check = timeout(Duration::from_secs(10), checks.recv())
+        .await
+        .expect("reported with no other operation on the client")
+        .expect("the callback is kept");
+    assert_eq!(check, ReleaseCheck::NotHeld);
+    assert_eq!(client.pipelined_releases(), counts(1, 1, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["GET", &key]).text()),
+        Some("another-owner-token-0123456789".into()),
+        "the other token's key stands"
+    );
+    let other = client
+        .lock(unique_name("pipelined-idle-next"))
+        .try_acquire()
+        .await
+        .expect("the next acquire");
+    other.release().await.expect("release");
+    assert_eq!(
+        blocking(|| library_connections(&server)),
+        connections_before,
+        "the read connection went back to the pool"
+    );
 }
 
 /// The server stops answering with the reply owed: the release is reported unconfirmed once

@@ -50,6 +50,12 @@ pub enum Property {
     ///    lock is without a confirmed holder for at most one cycle (`R / 2`), or `2 R` while
     ///    a waiter has crashed.
     FairWakeUp,
+    /// 11. After a release returns confirmed, no node gains the released token's key: a
+    ///     write of the acquire still on its way to a slow node is ordered before the
+    ///     release's delete (they share the connection), never landing after it. Checked
+    ///     without the replay faults (a half-open connection's late `SET` may land after
+    ///     it: the name stays held until its TTL, a liveness cost).
+    ReleasedStaysReleased,
 }
 
 impl Property {
@@ -65,6 +71,9 @@ impl Property {
             Property::Session => "connects only as the session allows, each reported once",
             Property::FairQueue => "fair: first in first out among live waiters",
             Property::FairWakeUp => "fair: no lost wake-up, bounded stall after a waiter crash",
+            Property::ReleasedStaysReleased => {
+                "no node gains a key after its token's release was confirmed"
+            }
         }
     }
 }

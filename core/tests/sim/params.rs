@@ -42,10 +42,14 @@ pub enum Variant {
     /// Fair mode on a node whose release wakes the head without setting the lock to it
     /// (`ModelFaults::wake_before_handoff`).
     WakeBeforeHandoff,
+    /// After an acquire returns at a quorum, clients leave a connection that still owes the
+    /// acquire's replies (its requests on their way still run) and send the release over a
+    /// new one: a slow node's `SET` can land after the delete.
+    ReleaseBesideStragglers,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 13] = [
+    pub const ALL: [Variant; 14] = [
         Variant::Correct,
         Variant::ZeroDrift,
         Variant::WideClocksDefaultDrift,
@@ -59,6 +63,7 @@ impl Variant {
         Variant::ReconnectIgnoresSession,
         Variant::HandoffWithoutLiveness,
         Variant::WakeBeforeHandoff,
+        Variant::ReleaseBesideStragglers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Variant {
             Variant::ReconnectIgnoresSession => "reconnect-ignores-session",
             Variant::HandoffWithoutLiveness => "handoff-without-liveness",
             Variant::WakeBeforeHandoff => "wake-before-handoff",
+            Variant::ReleaseBesideStragglers => "release-beside-stragglers",
         }
     }
 

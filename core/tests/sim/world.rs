@@ -417,6 +417,8 @@ struct World {
     check: Checker,
     ops: u64,
     tokens: u64,
+    /// Tokens whose release returned confirmed (property 10).
+    released: std::collections::HashSet<Vec<u8>>,
     drain: Option<Drain>,
     max_ttl: u64,
     max_rt: u64,
@@ -599,6 +601,7 @@ impl World {
             check: Checker::new(p.clients),
             ops: 0,
             tokens: 0,
+            released: std::collections::HashSet::new(),
             drain: None,
             max_ttl,
             max_rt,
@@ -1300,6 +1303,17 @@ impl World {
         false
     }
 
+    /// Whether a request carrying `token` is still on its way to the node over `conn_id`:
+    /// it runs after what the node just ran there (one connection's requests stay in order).
+    fn request_follows(&self, conn_id: u64, token: &[u8]) -> bool {
+        self.queue.values().any(|ev| match ev {
+            Ev::ToNode { conn, bytes } => {
+                *conn == conn_id && bytes.windows(token.len()).any(|w| w == token)
+            }
+            _ => false,
+        })
+    }
+
     // ---- nodes ----
 
     fn deliver_to_node(&mut self, conn_id: u64, mut bytes: Vec<u8>) {
@@ -1355,6 +1369,10 @@ impl World {
         let mut fair_bad: Option<String> = None;
         let mut fair_after: Option<FairState> = None;
         let mut lines: Vec<String> = Vec::new();
+        // Property 10 holds only where no request is replayed late.
+        let released =
+            (self.p.faults.late == 0 && self.p.faults.dup == 0).then_some(&self.released);
+        let mut regained: Option<(String, Vec<u8>)> = None;
         model.serve_observed(&mut nc.mc, now, &mut out, |stage, m, args| match stage {
             Stage::Before => {
                 before = m
@@ -1368,6 +1386,22 @@ impl World {
                 }
             }
             Stage::After => {
+                let holder_after = m.value(LOCK_KEY, now);
+                if let (Some(released), Some(token)) = (released, holder_after)
+                    && before.as_ref().is_none_or(|(h, _)| h.as_slice() != token)
+                    && released.contains(token)
+                    && regained.is_none()
+                {
+                    regained = Some((
+                        format!(
+                            "`{}` set the lock to token {}, whose release had returned confirmed, \
+                             and no delete of that token follows on the connection",
+                            render_command(args),
+                            short(token)
+                        ),
+                        token.to_vec(),
+                    ));
+                }
                 if let Some((holder, expiry)) = &before {
                     let unchanged = m.value(LOCK_KEY, now) == Some(holder.as_slice())
                         && m.expiry(LOCK_KEY, now).flatten() == *expiry;
@@ -1405,6 +1439,8 @@ impl World {
             }
             _ => {}
         });
+        // A gain the delete behind it on the same connection already undid is in order.
+        let regained = regained.filter(|(_, token)| model.value(LOCK_KEY, now) == Some(token));
         let blocked = nc.mc.is_blocked();
         if blocked && !was_blocked {
             *next_block += 1;
@@ -1438,6 +1474,16 @@ impl World {
         if let Some(detail) = fair_bad {
             let at = self.now;
             self.check.fail(Property::FairQueue, at, detail);
+        }
+        if let Some((detail, token)) = regained
+            && !self.request_follows(conn_id, &token)
+        {
+            let at = self.now;
+            self.check.fail(
+                Property::ReleasedStaysReleased,
+                at,
+                format!("on node {node}: {detail}"),
+            );
         }
         if let Some(state) = fair_after {
             self.watch_fair_gap(state);
@@ -1951,6 +1997,10 @@ impl World {
         };
         let mut run = self.clients[c].run.take().expect("running");
         self.ops += 1;
+        if matches!(out, Out::Released(true)) {
+            let token = with_op!(&run.op, m => m.token().as_str().as_bytes().to_vec());
+            self.released.insert(token);
+        }
         for node in 0..self.nodes.len() {
             match with_op!(&mut run.op, m => m.take_release_check(node)) {
                 Some(ReleaseCheck::Released(_)) => self.check.stats.pipelined_released += 1,
@@ -1963,7 +2013,17 @@ impl World {
         // even-numbered ones hand the connection to the next machine, which discards them
         // itself (`handover` / `discard_replies`), so both ways stay checked.
         let handover = c.is_multiple_of(2);
+        let leave_stragglers = self.p.variant == Variant::ReleaseBesideStragglers
+            && matches!(out, Out::Acquired(Ok(_)));
         for node in 0..self.nodes.len() {
+            if leave_stragglers && with_op!(&run.op, m => m.owed_replies(node)) != Some(0) {
+                // The broken driver: the old connection still delivers what is on its way.
+                if let Some(conn) = self.clients[c].links[node].conn {
+                    self.break_conn(conn, None, true);
+                }
+                self.drop_link(c, node);
+                continue;
+            }
             let owed = if handover {
                 with_op!(&run.op, m => m.handover(node))
             } else {

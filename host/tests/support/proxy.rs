@@ -66,11 +66,22 @@ struct Shared {
     cut: watch::Sender<u64>,
     accepted: AtomicU64,
     open: AtomicUsize,
+    /// Bytes read so far going up and down (delivered later or not at all, as the faults
+    /// then said).
+    read_up: AtomicU64,
+    read_down: AtomicU64,
 }
 
 impl Shared {
     fn shape(&self, dir: Dir) -> Shape {
         *self.faults.lock().expect("proxy faults").shape(dir)
+    }
+
+    fn read_counter(&self, dir: Dir) -> &AtomicU64 {
+        match dir {
+            Dir::Up => &self.read_up,
+            Dir::Down => &self.read_down,
+        }
     }
 
     fn change(&self, f: impl FnOnce(&mut Faults)) {
@@ -102,6 +113,8 @@ impl Proxy {
             cut: watch::channel(0).0,
             accepted: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            read_up: AtomicU64::new(0),
+            read_down: AtomicU64::new(0),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -170,6 +183,12 @@ impl Proxy {
     pub(crate) fn open(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)
     }
+
+    /// Bytes read going `dir` so far, over every connection: once a request's bytes are
+    /// counted, the faults in force then decide when (and whether) they arrive.
+    pub(crate) fn read(&self, dir: Dir) -> u64 {
+        self.shared.read_counter(dir).load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Proxy {
@@ -235,15 +254,17 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, dir: Dir, shared:
                 Ok(n) => n,
             };
             let shape = shared.shape(dir);
-            if shape.black_hole {
-                continue;
-            }
-            if tx
-                .send((Instant::now() + shape.latency, Some(buf[..n].to_vec())))
-                .is_err()
+            if !shape.black_hole
+                && tx
+                    .send((Instant::now() + shape.latency, Some(buf[..n].to_vec())))
+                    .is_err()
             {
                 return;
             }
+            // Counted once stamped: a test that sees the count knows these bytes' fate.
+            shared
+                .read_counter(dir)
+                .fetch_add(n as u64, Ordering::AcqRel);
         }
         // A partition carries no FIN either: hold it back until the hole closes.
         let mut changed = shared.changed.subscribe();

@@ -1,5 +1,6 @@
 """Arguments of an engine call lowered into the component's C values once and kept for the next
-call, and ``list<u8>`` answers lifted in one copy.
+call, and ``list<u8>`` answers (and ``list<u64>`` answers carrying bytes, the packed calls')
+lifted in one copy.
 
 Owns: the C array a hot export is called with (``Args``), which value sits in each slot, and
 freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
@@ -7,7 +8,9 @@ and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_
 list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
 what changed: a scalar in place, the same name not at all, a byte list of a length seen
 before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
-values kept for that length. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
+values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
+calls) cost wasmtime an eighth of the values; they are written and read as whole words by
+one strided copy of the payloads viewed as ``u64``. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
 
 Invariants: wasmtime's ``wasmtime_component_func_call`` borrows its arguments (they are
 ``const`` in the C API, converted, never taken), so a value kept here stays valid across calls;
@@ -19,6 +22,8 @@ lock only.
 from __future__ import annotations
 
 import ctypes
+import sys
+from array import array
 from typing import Any
 
 from wasmtime import _ffi as ffi
@@ -30,6 +35,7 @@ PAYLOAD = VAL.of.offset  # where a value's payload starts, after its kind byte
 _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _U8_KINDS = bytes([_U8]) * 4096
 _U32 = ffi.WASMTIME_COMPONENT_U32
+_U64 = ffi.WASMTIME_COMPONENT_U64.value
 _F64 = ffi.WASMTIME_COMPONENT_F64
 _STRING = ffi.WASMTIME_COMPONENT_STRING
 _LIST = ffi.WASMTIME_COMPONENT_LIST
@@ -43,6 +49,10 @@ _vallist_delete = ffi.wasmtime_component_vallist_delete
 _val_delete = ffi.wasmtime_component_val_delete
 _string_at = ctypes.string_at
 _byref = ctypes.byref
+_WORD = 8  # bytes a packed u64 carries
+_WORDS_APART = VAL_SIZE // _WORD  # one value's stride, in words
+_WORD_AT = PAYLOAD // _WORD  # a value's payload, in words (a u64 payload is 8-aligned)
+_LITTLE = sys.byteorder == "little"  # the C values hold host-order words; the packing is little-endian
 
 
 def lift_bytes(result: Any) -> bytes:
@@ -53,6 +63,24 @@ def lift_bytes(result: Any) -> bytes:
     data = _string_at(items.data, size * VAL_SIZE)[PAYLOAD::VAL_SIZE] if size else b""
     _vallist_delete(_byref(items))
     return data
+
+
+def lift_words(result: Any) -> bytes:
+    """A ``list<u64>`` answer of a packed call (``result``, a ``VAL``) as the bytes its words
+    carry, eight each, little-endian (with the zeros padding the last word), freeing its C
+    list: one copy, then the payloads viewed as ``u64`` at a stride of one value."""
+    items = result.of.list
+    size = items.size
+    if not size:
+        _vallist_delete(_byref(items))
+        return b""
+    words = memoryview(_string_at(items.data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART]
+    _vallist_delete(_byref(items))
+    if _LITTLE:
+        return words.tobytes()
+    swapped = array("Q", words.tobytes())
+    swapped.byteswap()
+    return swapped.tobytes()
 
 
 def moved_out(val: Any) -> None:
@@ -129,6 +157,39 @@ class Args:
         if entry[2] != data:
             if size:
                 entry[1][PAYLOAD::VAL_SIZE] = data
+            entry[2] = bytes(data)
+        self._slots[i].kind = _LIST
+        self._payloads[i].list = entry[0]
+
+    def words(self, i: int, data: bytes) -> None:
+        """``data`` as a packed call's ``list<u64>`` (eight bytes a word, little-endian, the last
+        word zero-padded; its length goes in its own argument): the slot points at the list kept
+        for this many words, rewritten in place (one strided write) when the bytes differ."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("expected bytes value")
+        size = -(-len(data) // _WORD)
+        lists = self._lists[i]
+        entry = lists.get(size)
+        if entry is None:
+            if len(lists) >= _LISTS_PER_SLOT:
+                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+            raw = ffi.wasmtime_component_vallist_t()
+            _vallist_new_uninit(_byref(raw), size)
+            view = None
+            if size:
+                values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+                values[0::VAL_SIZE] = bytes([_U64]) * size
+                view = values.cast("Q")[_WORD_AT::_WORDS_APART]
+            entry = lists[size] = [raw, view, None]
+        if entry[2] != data:
+            if size:
+                padded = bytes(data) + bytes(size * _WORD - len(data))
+                if _LITTLE:
+                    entry[1][:] = memoryview(padded).cast("Q")
+                else:
+                    swapped = array("Q", padded)
+                    swapped.byteswap()
+                    entry[1][:] = memoryview(swapped)
             entry[2] = bytes(data)
         self._slots[i].kind = _LIST
         self._payloads[i].list = entry[0]

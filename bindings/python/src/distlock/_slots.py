@@ -1,18 +1,21 @@
-"""The engine's session-level flat calls (``wit/engine.wit``: ``session.register``,
-``acquire-flat``, ``release-flat``, ``feed-flat``, …): an uncontended acquire and its release
-in four component calls with only scalars and bytes crossing — the lock name registered once
-(a ``u32`` name id), the operation addressed by a slot number the engine frees itself once
-its outcome is handed out (no resource to drop).
+"""The engine's session-level flat calls in their packed form (``wit/engine.wit``:
+``session.register``, ``acquire-flat-packed``, ``release-flat-packed``, ``extend-flat-packed``,
+``feed-flat-packed``, …): an uncontended acquire and its release in four component calls with
+only scalars and bytes crossing — the lock name registered once (a ``u32`` name id), the
+operation addressed by a slot number the engine frees itself once its outcome is handed out
+(no resource to drop), and every byte list packed eight bytes to a ``u64``, so
+``wasmtime.component``, which converts a list one element at a time, converts an eighth of
+the values.
 
 Owns: one session's name ids (registered on first use, forgotten all at once when the
 engine's table is full), the exports' arguments kept lowered between calls (``_lowered.py``),
 and a :class:`Slot` per operation with the same calls as ``_engine.Operation`` (``feed``,
 ``lose``, ``tick``, ``poll_outcome``, ``drop``), so the drivers run either alike. Every
-decision is the engine's.
+decision is the engine's; this only packs bytes.
 
 Invariants: calls are made under the engine's lock; a slot is abandoned (``drop``) only when
 its operation did not end (the engine frees it with its outcome otherwise); a name id is used
-only on the session that registered it.
+only on the session that registered it; a packed byte list goes with its exact length.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from ._engine import EngineError, Handle, split_result
-from ._lowered import VAL, Args, lift_bytes, moved_out
+from ._lowered import VAL, Args, lift_words, moved_out
 
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _func_call = ffi.wasmtime_component_func_call
@@ -33,7 +36,14 @@ _byref = ctypes.byref
 _from_le = int.from_bytes
 
 # The exports called with kept arguments, and how many each takes (the session first).
-_HOT = {"acquire-flat": 6, "release-flat": 6, "feed-flat": 5, "lose-flat": 4, "tick-flat": 3}
+_HOT = {
+    "acquire-flat-packed": 6,
+    "release-flat-packed": 7,
+    "extend-flat-packed": 8,
+    "feed-flat-packed": 6,
+    "lose-flat-packed": 4,
+    "tick-flat-packed": 3,
+}
 
 
 class Slots:
@@ -81,63 +91,84 @@ class Slots:
         return result
 
     def _started(self, method: str) -> tuple[Slot, bytes]:
-        """Runs a ``*-flat`` constructor (its arguments written): its slot and first step."""
+        """Runs a ``*-flat-packed`` constructor (its arguments written): its slot and first
+        step."""
         result = self._call(method)
         outcome = result.of.result
         if not outcome.is_ok:  # refused: nothing was built, nothing changed
             _, error = split_result(self._calls[method][0].result.convert_from_c(result))
             raise EngineError(error)
         list_val = outcome.val.contents
-        first = lift_bytes(list_val)
+        first = lift_words(list_val)
         moved_out(list_val)  # its list is freed already
         _val_delete(_byref(result))
         return Slot(self, _from_le(first[1:5], "little")), first
 
     def acquire(self, name: str, wait_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
-        """``acquire-flat``: the operation's slot and its first step (slotted layout)."""
+        """``acquire-flat-packed``: the operation's slot and its first step (slotted layout)."""
         with self.engine.lock:  # with the id: no other thread forgets it in between
-            args = self._calls["acquire-flat"][2]
+            args = self._calls["acquire-flat-packed"][2]
             args.u32(1, self.name_id(name))
             args.u32(2, wait_ms)
             args.f64(3, now_ms)
-            args.bytes(4, entropy)
+            args.words(4, entropy)
             args.u32(5, _bits(lent))
-            return self._started("acquire-flat")
+            return self._started("acquire-flat-packed")
 
     def release(self, name: str, token: str, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
-        """``release-flat``: the operation's slot and its first step (slotted layout)."""
+        """``release-flat-packed``: the operation's slot and its first step (slotted layout)."""
         with self.engine.lock:
-            args = self._calls["release-flat"][2]
+            args = self._calls["release-flat-packed"][2]
             args.u32(1, self.name_id(name))
-            args.bytes(2, token.encode("ascii"))
-            args.f64(3, now_ms)
-            args.bytes(4, entropy)
-            args.u32(5, _bits(lent))
-            return self._started("release-flat")
+            self._token(args, 2, token)
+            args.f64(4, now_ms)
+            args.words(5, entropy)
+            args.u32(6, _bits(lent))
+            return self._started("release-flat-packed")
+
+    def extend(self, name: str, token: str, ttl_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
+        """``extend-flat-packed``: the operation's slot and its first step (slotted layout)."""
+        with self.engine.lock:
+            args = self._calls["extend-flat-packed"][2]
+            args.u32(1, self.name_id(name))
+            self._token(args, 2, token)
+            args.u32(4, ttl_ms)
+            args.f64(5, now_ms)
+            args.words(6, entropy)
+            args.u32(7, _bits(lent))
+            return self._started("extend-flat-packed")
+
+    @staticmethod
+    def _token(args: Args, i: int, token: str) -> None:
+        """A lease's token as its ASCII bytes packed (slot ``i``) and their count (``i + 1``)."""
+        data = token.encode("ascii")
+        args.words(i, data)
+        args.u32(i + 1, len(data))
 
     def feed(self, slot: int, now_ms: float, node: int, data: bytes) -> bytes:
         with self.engine.lock:
-            args = self._calls["feed-flat"][2]
+            args = self._calls["feed-flat-packed"][2]
             args.u32(1, slot)
             args.f64(2, now_ms)
             args.u8(3, node)
-            args.bytes(4, data)
-            return lift_bytes(self._call("feed-flat"))
+            args.words(4, data)
+            args.u32(5, len(data))
+            return lift_words(self._call("feed-flat-packed"))
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
         with self.engine.lock:
-            args = self._calls["lose-flat"][2]
+            args = self._calls["lose-flat-packed"][2]
             args.u32(1, slot)
             args.f64(2, now_ms)
             args.u8(3, node)
-            return lift_bytes(self._call("lose-flat"))
+            return lift_words(self._call("lose-flat-packed"))
 
     def tick(self, slot: int, now_ms: float) -> bytes:
         with self.engine.lock:
-            args = self._calls["tick-flat"][2]
+            args = self._calls["tick-flat-packed"][2]
             args.u32(1, slot)
             args.f64(2, now_ms)
-            return lift_bytes(self._call("tick-flat"))
+            return lift_words(self._call("tick-flat-packed"))
 
 
 def _bits(lent: bytes) -> int:

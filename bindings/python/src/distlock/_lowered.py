@@ -84,7 +84,8 @@ def lift_words(result: Any) -> bytes:
 
 
 def moved_out(val: Any) -> None:
-    """Marks ``val`` (inside an answer) as taken, so the answer's delete does not free it."""
+    """Marks ``val`` (inside an answer, or an answer consumed) as taken: a ``bool``, which
+    neither the answer's delete nor wasmtime writing a new answer over it frees again."""
     val.kind = _BOOL
 
 

@@ -46,7 +46,7 @@ def read_string(args: Args, i: int) -> str:
 @pytest.mark.parametrize("seed", range(20))
 def test_a_slot_holds_the_last_value_written(seed):
     rng = random.Random(seed)
-    args = Args(5)
+    args = Args(6)
     names = ["a", "b", "lock:é", "x" * 300, ""]
     lengths = range(_LISTS_PER_SLOT * 2)  # more lengths than a slot keeps: some are evicted
     word_lengths = range(_LISTS_PER_SLOT * 8 * 2)  # more word counts than a slot keeps
@@ -65,6 +65,16 @@ def test_a_slot_holds_the_last_value_written(seed):
             assert read_string(args, 1) == name
             assert args.vals[2].of.f64 == scalar
             assert read_words(args, 4) == packed + bytes(-len(packed) % 8)
+            # A slot that takes a scalar between word lists points at its list again after.
+            if rng.random() < 0.3:
+                scalar_word = rng.randrange(2**32)
+                args.u32(5, scalar_word)
+                assert args.vals[5].kind == ffi.WASMTIME_COMPONENT_U32.value
+                assert args.vals[5].of.u32 == scalar_word
+            else:
+                mixed = rng.randbytes(rng.choice(range(24)))
+                args.words(5, mixed)
+                assert read_words(args, 5) == mixed + bytes(-len(mixed) % 8)
     finally:
         args.free()
 

@@ -27,7 +27,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from ._engine import EngineError, Handle, split_result
-from ._lowered import VAL, Args, lift_words, moved_out
+from ._lowered import PAYLOAD, VAL, Args, lift_words, moved_out
 
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _val_delete = ffi.wasmtime_component_val_delete
@@ -68,6 +68,7 @@ class Slots:
         self._context_at = ctypes.cast(self.engine.context, ctypes.c_void_p).value
         self._result = VAL()
         self._result_at = _addressof(self._result)
+        self._answer_list_at = self._result_at + PAYLOAD  # a step call's list<u64> answer
         self._calls: dict[str, tuple[Any, int, Args, int]] = {}
         for method, n in _HOT.items():
             export = self.engine._func(f"[method]session.{method}")
@@ -114,7 +115,7 @@ class Slots:
             _, error = split_result(self._calls[method][0].result.convert_from_c(result))
             raise EngineError(error)
         list_val = outcome.val.contents
-        first = lift_words(list_val)
+        first = lift_words(_addressof(list_val) + PAYLOAD)
         moved_out(list_val)  # its list is freed already
         _val_delete(_byref(result))
         return Slot(self, _from_le(first[1:5], "little")), first
@@ -168,7 +169,8 @@ class Slots:
             args.u8(3, node)
             args.words(4, data)
             args.u32(5, len(data))
-            return lift_words(self._call("feed-flat-packed"))
+            self._call("feed-flat-packed")
+            return lift_words(self._answer_list_at)
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
         with self.engine.lock:
@@ -176,14 +178,16 @@ class Slots:
             args.u32(1, slot)
             args.f64(2, now_ms)
             args.u8(3, node)
-            return lift_words(self._call("lose-flat-packed"))
+            self._call("lose-flat-packed")
+            return lift_words(self._answer_list_at)
 
     def tick(self, slot: int, now_ms: float) -> bytes:
         with self.engine.lock:
             args = self._calls["tick-flat-packed"][2]
             args.u32(1, slot)
             args.f64(2, now_ms)
-            return lift_words(self._call("tick-flat-packed"))
+            self._call("tick-flat-packed")
+            return lift_words(self._answer_list_at)
 
 
 def _bits(lent: bytes) -> int:

@@ -89,6 +89,8 @@ macro_rules! wit_error_conversions {
                 C::TooManyNames { .. } => K::TooManyNames,
                 C::DuplicateName { .. } => K::DuplicateName,
                 C::MultiUnsupported => K::MultiUnsupported,
+                C::ComputeUnsupported => K::ComputeUnsupported,
+                C::ValueTooLong { .. } => K::ValueTooLong,
                 _ => K::Other,
             };
             api::Error::Invalid(api::ConfigError {

@@ -26,6 +26,9 @@
 //!   (`ModelFaults::compute_lock_ignores_holder`): G1.
 //! - `WaiterSkipsRecheck`: a waiter takes its wake-up (or the end of its block) as its turn
 //!   and computes without asking the node again: G1.
+//! - `ValueFromLockKey`: the node's get-or-lock reads the value from the lock key, so a
+//!   caller is handed the computer's token as the value
+//!   (`ModelFaults::compute_value_from_lock_key`): G2.
 
 mod wires;
 
@@ -46,6 +49,7 @@ enum Variant {
     Correct,
     LockIgnoresHolder,
     WaiterSkipsRecheck,
+    ValueFromLockKey,
 }
 
 /// What a client is doing.
@@ -124,6 +128,7 @@ impl World {
         let mut node = ModelNode::new();
         node.set_faults(ModelFaults {
             compute_lock_ignores_holder: variant == Variant::LockIgnoresHolder,
+            compute_value_from_lock_key: variant == Variant::ValueFromLockKey,
             ..ModelFaults::default()
         });
         for known in distlock_core::SCRIPTS {
@@ -476,4 +481,14 @@ fn goc_waiters_that_do_not_ask_again_are_caught_by_g1() {
         found.len()
     );
     assert!(found.iter().any(|(_, v)| v.starts_with("G1")), "{found:?}");
+}
+
+#[test]
+fn goc_a_node_that_reads_the_value_from_the_lock_key_is_caught_by_g2() {
+    let (found, _) = campaign(Variant::ValueFromLockKey, BROKEN_RUNS);
+    println!(
+        "value-from-lock-key: caught in {} of {BROKEN_RUNS} runs",
+        found.len()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("G2")), "{found:?}");
 }

@@ -502,6 +502,16 @@ pub(crate) async fn run<M: Driven, E>(
     pool: &Arc<Pool>,
     build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
 ) -> Result<M::Outcome, E> {
+    run_until(pool, build, None).await
+}
+
+/// [`run`], with `cancel`: when it completes first, the machine is cancelled and driven to
+/// the outcome it then gives (its own rollback, if it has one).
+pub(crate) async fn run_until<M: Driven, E>(
+    pool: &Arc<Pool>,
+    build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<M, E>,
+    cancel: crate::drive::Cancel<'_>,
+) -> Result<M::Outcome, E> {
     let (mut slots, servers) = take_slots(pool, false);
     let mut machine = match build(&servers, pool.clock().now()) {
         Ok(machine) => machine,
@@ -511,7 +521,7 @@ pub(crate) async fn run<M: Driven, E>(
             return Err(e);
         }
     };
-    let outcome = drive(&mut machine, &mut slots, &servers, pool, None).await;
+    let outcome = drive(&mut machine, &mut slots, &servers, pool, cancel).await;
     close_out_of_step(&machine, &mut slots);
     return_slots(pool, slots);
     Ok(outcome)

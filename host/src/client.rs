@@ -427,8 +427,8 @@ impl Client {
     /// Releases every one of `names` that `token` holds (taken together by
     /// [`Client::lock_many`]; the token printed by [`Guard::token`](crate::Guard::token),
     /// possibly in another process), waking each name's waiters. The names in any order;
-    /// refused as [`Client::lock_many`] refuses them. [`Released::NotHeld`] when the token
-    /// holds none of them.
+    /// refused as [`Client::lock_many`] refuses them. [`distlock_core::Error::NotHeld`] (in
+    /// [`Error::Lock`]) when the token holds none of them.
     pub async fn release_many<N: AsRef<[u8]>>(
         &self,
         names: &[N],

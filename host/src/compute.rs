@@ -1,21 +1,23 @@
-//! Get-or-compute for the Rust API ([`Client::get_or_compute`]): drives the core's
-//! [`GetOrLock`] and [`FinishCompute`] machines and runs the caller's closure in between,
-//! under a guard that renews the computation's lock.
+//! Get-or-compute for the Rust API ([`Client::get_or_compute`], and in two steps
+//! [`Client::begin_compute`] → [`Computation`]): drives the core's [`GetOrLock`] and
+//! [`FinishCompute`] machines and runs the caller's computation in between, under a guard
+//! that renews the computation's lock.
 //!
 //! Every decision (what to send, how long a waiter blocks, who computes, what a reply means)
 //! is the core's (`core/src/get_or_compute.rs`); this module runs the closure, keeps the
 //! lock renewed while it runs, and maps outcomes to [`ComputeError`].
 //!
-//! Invariant: the closure runs only while this caller holds the lock (a
+//! Invariants: the computation runs only while this caller holds the lock (a
 //! [`Fetched::Computing`] lease, renewed by the guard); its value is stored only by
-//! [`FinishCompute::store`], which stores nothing when the lock was lost.
+//! [`FinishCompute::store`], which stores nothing when the lock was lost; a [`Computation`]
+//! ends once — stored, given up, or (dropped) given up in the background.
 
 use std::future::Future;
 use std::time::Duration;
 
 use distlock_core::{Fetched, FinishCompute, GetOrLock, LockOptions, MAX_VALUE_LEN, Token};
 
-use crate::admin::run;
+use crate::admin::{run, run_until};
 use crate::client::Client;
 use crate::clock::from_std;
 use crate::entropy::random_bytes;
@@ -63,7 +65,7 @@ impl ComputeOptions {
 /// Why [`Client::get_or_compute`] returned no value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ComputeError<E> {
+pub enum ComputeError<E = std::convert::Infallible> {
     /// The wait ran out while another caller computed (the value is not there yet).
     #[error("the value was not computed within the wait (another caller is computing it)")]
     NotAcquired {
@@ -81,6 +83,118 @@ pub enum ComputeError<E> {
     /// node: get-or-compute is single-node; a value over [`MAX_VALUE_LEN`] bytes).
     #[error(transparent)]
     Client(#[from] Error),
+}
+
+/// What [`Client::begin_compute`] found: the value, or the computation for this caller.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Begun {
+    /// The cached value (there at once, or stored by the computer this caller waited for).
+    Value(Vec<u8>),
+    /// This caller computes: while [`Computation::guard`] holds the lock, compute the value,
+    /// then [`Computation::store`] it (or [`Computation::abandon`] the computation).
+    Compute(Box<Computation>),
+}
+
+/// A computation this caller holds the lock for ([`Begun::Compute`]). Its guard renews the
+/// lock while the value is computed; [`Computation::store`] stores the value only while the
+/// lock is still this caller's. Dropped without either ending, it gives the computation up
+/// in the background (as [`Computation::abandon`] does), so one waiter computes next.
+#[derive(Debug)]
+pub struct Computation {
+    client: Client,
+    lock: distlock_core::Lock,
+    token: Token,
+    /// `None` once the computation ended (stored or given up).
+    guard: Option<Guard>,
+}
+
+impl Computation {
+    /// The computation's lock: its token, validity and loss ([`Guard::lost`]) — stop
+    /// computing when it is lost, since the value will not be stored.
+    ///
+    /// # Panics
+    ///
+    /// Never: the guard is taken only by the calls that consume the computation.
+    pub fn guard(&self) -> &Guard {
+        self.guard
+            .as_ref()
+            .expect("a computation keeps its guard until it ends")
+    }
+
+    /// Stores `value` under the key for `ttl`, wakes every waiter, and releases the lock —
+    /// all in one script, and only while this caller's token holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`ComputeError::LockLost`] when the lock was lost (nothing stored: another caller may
+    /// be computing now); a value over [`MAX_VALUE_LEN`] bytes ([`ConfigError::ValueTooLong`](
+    /// distlock_core::ConfigError::ValueTooLong): nothing stored, the computation given up);
+    /// [`ComputeError::Client`] when the node failed.
+    pub async fn store(mut self, value: &[u8], ttl: Duration) -> Result<(), ComputeError> {
+        if let Some(guard) = self.guard.take() {
+            // From here on the finish script decides: the guard neither renews nor releases.
+            guard.disarm();
+        }
+        if value.len() > MAX_VALUE_LEN {
+            self.client.abandon(&self.lock, &self.token).await;
+            return Err(Error::Config(distlock_core::ConfigError::ValueTooLong {
+                len: value.len(),
+            })
+            .into());
+        }
+        let (lock, token) = (&self.lock, &self.token);
+        let stored = run(self.client.pool(), |servers, now| {
+            FinishCompute::store(lock, token, servers, value, from_std(ttl), now)
+        })
+        .await
+        .map_err(Error::from)?;
+        match stored {
+            Ok(_) => Ok(()),
+            Err(distlock_core::Error::NotHeld) => Err(ComputeError::LockLost),
+            Err(e) => Err(Error::Lock(e).into()),
+        }
+    }
+
+    /// Gives the computation up: releases its lock and wakes one waiter, which computes next.
+    /// A failure here leaves the lock to expire at its TTL, when the waiters take over anyway.
+    pub async fn abandon(mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.disarm();
+        }
+        self.client.abandon(&self.lock, &self.token).await;
+    }
+}
+
+impl Drop for Computation {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        guard.disarm();
+        let (client, lock, token) = (self.client.clone(), self.lock.clone(), self.token.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { client.abandon(&lock, &token).await });
+            }
+            Err(_) => tracing::warn!(
+                "computation dropped outside a tokio runtime: its lock expires at its TTL"
+            ),
+        }
+    }
+}
+
+impl ComputeError {
+    /// The same error for a computation whose own errors are `E` (an error of
+    /// [`Client::begin_compute`] or [`Computation::store`] has none of its own).
+    fn widen<E>(self) -> ComputeError<E> {
+        match self {
+            ComputeError::NotAcquired { holder_ttl } => ComputeError::NotAcquired { holder_ttl },
+            ComputeError::Compute(never) => match never {},
+            ComputeError::LockLost => ComputeError::LockLost,
+            ComputeError::Client(e) => ComputeError::Client(e),
+        }
+    }
 }
 
 impl Client {
@@ -117,20 +231,85 @@ impl Client {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, E>>,
     {
+        let computation = match self
+            .begin_compute(key, options)
+            .await
+            .map_err(ComputeError::widen)?
+        {
+            Begun::Value(value) => return Ok(value),
+            Begun::Compute(computation) => computation,
+        };
+        match compute().await {
+            Ok(value) => {
+                computation
+                    .store(&value, ttl)
+                    .await
+                    .map_err(ComputeError::widen)?;
+                Ok(value)
+            }
+            Err(e) => {
+                computation.abandon().await;
+                Err(ComputeError::Compute(e))
+            }
+        }
+    }
+
+    /// Get-or-compute in two steps, for a computation that is not a closure (a process, a
+    /// job on another task): the value cached under `key` ([`Begun::Value`], after waiting
+    /// up to `options.wait` for another caller's computation), or this caller's turn to
+    /// compute it ([`Begun::Compute`]), holding the lock named `key`, renewed until the
+    /// [`Computation`] is stored or given up. One node only.
+    ///
+    /// # Errors
+    ///
+    /// [`ComputeError::NotAcquired`] when the wait ran out while another caller computed;
+    /// [`ComputeError::Client`] for a refusal before anything is sent (Redlock, a Python key
+    /// layout, scripts off: [`ConfigError::ComputeUnsupported`](
+    /// distlock_core::ConfigError::ComputeUnsupported)) or a node that failed.
+    pub async fn begin_compute(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: ComputeOptions,
+    ) -> Result<Begun, ComputeError> {
+        self.begin_compute_cancellable(key.as_ref(), options, None)
+            .await
+    }
+
+    /// [`Client::begin_compute`], given up when `cancel` completes first (a signal, a
+    /// shutdown): then [`distlock_core::Error::Cancelled`] (in [`ComputeError::Client`]). A
+    /// lock taken by a reply still in flight when it was cancelled expires at its TTL.
+    pub async fn begin_compute_until(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: ComputeOptions,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<Begun, ComputeError> {
+        self.begin_compute_cancellable(key.as_ref(), options, Some(Box::pin(cancel)))
+            .await
+    }
+
+    async fn begin_compute_cancellable(
+        &self,
+        key: &[u8],
+        options: ComputeOptions,
+        cancel: crate::drive::Cancel<'_>,
+    ) -> Result<Begun, ComputeError> {
         let lock_options = LockOptions {
             ttl: from_std(options.lock_ttl),
             ..self.default_options()
         };
-        let lock = self.lock_spec(key.as_ref(), lock_options)?;
+        let lock = self.lock_spec(key, lock_options)?;
         let token = Token::from_entropy(random_bytes());
         let wait = from_std(options.wait);
-        let fetched = run(self.pool(), |servers, now| {
-            GetOrLock::new(&lock, token.clone(), servers, wait, now)
-        })
+        let fetched = run_until(
+            self.pool(),
+            |servers, now| GetOrLock::new(&lock, token.clone(), servers, wait, now),
+            cancel,
+        )
         .await
         .map_err(Error::from)?;
         let lease = match fetched {
-            Ok(Fetched::Value(value)) => return Ok(value),
+            Ok(Fetched::Value(value)) => return Ok(Begun::Value(value)),
             Ok(Fetched::Computing(lease)) => lease,
             Ok(_) => return Err(Error::Lock(distlock_core::Error::Cancelled).into()),
             Err(distlock_core::Error::NotAcquired { holder_ttl, .. }) => {
@@ -142,34 +321,12 @@ impl Client {
         };
         let token = lease.token().clone();
         let guard = Guard::new(self.clone(), lock.clone(), lease, true);
-        let computed = compute().await;
-        // From here on the finish script decides: the guard neither renews nor releases.
-        guard.disarm();
-        let value = match computed {
-            Ok(value) if value.len() <= MAX_VALUE_LEN => value,
-            Ok(value) => {
-                self.abandon(&lock, &token).await;
-                return Err(Error::Config(distlock_core::ConfigError::ValueTooLong {
-                    len: value.len(),
-                })
-                .into());
-            }
-            Err(e) => {
-                self.abandon(&lock, &token).await;
-                return Err(ComputeError::Compute(e));
-            }
-        };
-        let value_ttl = from_std(ttl);
-        let stored = run(self.pool(), |servers, now| {
-            FinishCompute::store(&lock, &token, servers, &value, value_ttl, now)
-        })
-        .await
-        .map_err(Error::from)?;
-        match stored {
-            Ok(_) => Ok(value),
-            Err(distlock_core::Error::NotHeld) => Err(ComputeError::LockLost),
-            Err(e) => Err(Error::Lock(e).into()),
-        }
+        Ok(Begun::Compute(Box::new(Computation {
+            client: self.clone(),
+            lock,
+            token,
+            guard: Some(guard),
+        })))
     }
 
     /// Gives a failed computation up (releases its lock, wakes one waiter); a failure here
@@ -181,8 +338,13 @@ impl Client {
         .await
         .map_err(Error::from)
         .and_then(|outcome| outcome.map_err(Error::Lock));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "giving up a computation failed; its lock expires at its TTL");
+        match result {
+            Ok(_) => {}
+            // The lock is no longer this caller's: there is nothing to give up.
+            Err(Error::Lock(distlock_core::Error::NotHeld)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "giving up a computation failed; its lock expires at its TTL");
+            }
         }
     }
 }

@@ -9,11 +9,12 @@
 //!   auto-renewal; the guard reports its validity and loss, and releases on drop.
 //! - [`Client::get_or_compute`]: the dogpile helper — one caller computes a missing value
 //!   under the name's lock, the others wait for the value ([`ComputeOptions`],
-//!   [`ComputeError`]; the core's `GetOrLock` and `FinishCompute` decide, `compute.rs` runs
-//!   the closure).
+//!   [`ComputeError`]; in two steps, for a computation that is no closure,
+//!   [`Client::begin_compute`] → [`Begun`] / [`Computation`]; the core's `GetOrLock` and
+//!   `FinishCompute` decide, `compute.rs` runs the computation).
 //! - [`blocking`]: the same API for code without an async runtime.
 //! - The `distlock` command (`src/bin/distlock/`): `exec`, `acquire`, `release`, `extend`,
-//!   `status`, `reset`, `demo`.
+//!   `compute`, `status`, `reset`, `demo`.
 //!
 //! The host makes no lock decision of its own. Retry, quorum, validity and fencing
 //! ([`distlock_core::Acquire`], `Release`, `Extend`), renewal ([`distlock_core::Renewal`]),
@@ -64,7 +65,7 @@ mod sentinel_switch;
 
 pub use admin::{NodeReset, NodeStatus, Permits, ResetDone, ResetReport, RwHolds, Status, Verdict};
 pub use client::{Client, LockBuilder};
-pub use compute::{ComputeError, ComputeOptions};
+pub use compute::{Begun, Computation, ComputeError, ComputeOptions};
 pub use conn::{ConnectOptions, TlsSettings};
 pub use distlock_core::ReleaseCheck;
 pub use distlock_core::{

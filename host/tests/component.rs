@@ -1465,6 +1465,13 @@ fn run_failing(
         .expect("run the guest")
 }
 
+/// Waits (bounded) until `command` answers the integer `want` on `server`.
+fn answers(server: &RedisServer, command: &[&str], want: i64, what: &str) {
+    support::wait_for(what, Duration::from_secs(30), || {
+        (server.raw().ok(command).int() == Some(want)).then_some(())
+    });
+}
+
 /// The lock is free at once (not after its 10 s TTL), and the adapter still serves guests.
 fn assert_released_and_serving(adapter: &Adapter, server: &RedisServer, name: &str) {
     assert_eq!(
@@ -1563,6 +1570,75 @@ fn a_guest_that_traps_while_holding_a_set_of_names_has_it_released() {
                 "{serve:?}: {each} was not released"
             );
         }
+    }
+}
+
+#[test]
+fn a_guest_that_traps_while_holding_a_fair_lock_has_it_handed_to_the_first_waiter() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    for serve in [Serve::Linked, Serve::Native] {
+        let name = unique_name("trap-fair");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let guest = {
+            let (adapter, name, dir) = (adapter.clone(), name.clone(), dir.path().to_path_buf());
+            thread::spawn(move || {
+                let mut options =
+                    RunOptions::args(["distlock-counter", "trap-fair", &name, "/data/go"]);
+                options.dirs.push((dir, "/data".into()));
+                options.serve = serve;
+                options.inherit_stdio = false;
+                adapter
+                    .run(&shared().counter, &options)
+                    .expect("run the guest")
+            })
+        };
+        answers(
+            &server,
+            &["EXISTS", &lock_key(&name)],
+            1,
+            "the guest to take the lock",
+        );
+        let waiter = {
+            let (url, name) = (server.url(), name.clone());
+            thread::spawn(move || {
+                let runtime = &shared().runtime;
+                let client = runtime.block_on(Client::connect([url])).expect("connect");
+                let lock = client
+                    .lock(&name)
+                    .fair(true)
+                    .ttl(Duration::from_secs(10))
+                    .wait(Duration::from_secs(30));
+                runtime
+                    .block_on(lock.acquire())
+                    .expect("the waiter acquires")
+            })
+        };
+        let queue = format!("{}:queue", lock_key(&name));
+        answers(&server, &["ZCARD", &queue], 1, "the waiter to queue");
+        std::fs::write(dir.path().join("go"), "").expect("signal the guest");
+        let report = guest.join().expect("the guest thread");
+        assert!(
+            matches!(report.ended, Ended::Trapped(_)),
+            "{serve:?}: {:?}",
+            report.ended
+        );
+        assert_eq!(report.leases_released, 1, "{serve:?}");
+        // The host's release was the fair one: it set the key to the queued waiter's token
+        // before it returned. A plain release would have deleted it and left the waiter
+        // blocked on its own wake-up list until its next cycle.
+        let handed = server.raw().ok(&["GET", &lock_key(&name)]);
+        let guard = waiter.join().expect("the waiter thread");
+        assert_eq!(
+            handed.text().as_deref(),
+            Some(guard.token()),
+            "{serve:?}: the lock was not handed to the queued waiter"
+        );
+        shared()
+            .runtime
+            .block_on(guard.release())
+            .expect("the waiter releases");
     }
 }
 

@@ -7,6 +7,7 @@
 //! test names no case. The semaphore and read-write lock cases are in [`engine_shapes`], the
 //! multi-name lock cases in [`engine_multi`].
 
+mod engine_compute;
 mod engine_host;
 mod engine_multi;
 mod engine_shapes;
@@ -47,6 +48,8 @@ const IMPLEMENTED: &[&str] = &[
     "multi-overlap-excludes",
     "multi-extend-renewal",
     "multi-bad-sets",
+    "get-or-compute",
+    "get-or-compute-bad-input",
 ];
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use distlock_core::ConfigError;
-use distlock_host::{Client, ComputeError, ComputeOptions, Error};
+use distlock_host::{Begun, Client, ComputeError, ComputeOptions, Error};
 use support::{
     RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, wait_for,
 };
@@ -273,4 +273,43 @@ fn the_blocking_client_computes_then_returns_the_cached_value() {
         matches!(failed, ComputeError::Compute("no backend")),
         "{failed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_computation_hands_the_turn_to_a_waiter_at_once() {
+    require_redis!();
+    let server = Arc::new(blocking(RedisServer::start));
+    let name = unique_name("dropped");
+    // The lock and the waiter's wait are far longer than the test may take: only a wake-up
+    // can let the waiter in before LIMIT.
+    let long = ComputeOptions::default()
+        .wait(LIMIT * 4)
+        .lock_ttl(LIMIT * 4);
+    let first = Client::connect([server.url()]).await.unwrap();
+    let Ok(Begun::Compute(computation)) = first.begin_compute(&name, long).await else {
+        panic!("the first caller computes");
+    };
+    let waiter = {
+        let (client, name) = (Client::connect([server.url()]).await.unwrap(), name.clone());
+        tokio::spawn(async move { client.begin_compute(&name, long).await })
+    };
+    until_waiting(&server, &name, 1);
+    drop(computation);
+    let taken = tokio::time::timeout(LIMIT, waiter)
+        .await
+        .expect("the waiter was not woken when the computation was dropped")
+        .expect("the waiter's task");
+    let Ok(Begun::Compute(next)) = taken else {
+        panic!("the waiter computes next: {taken:?}");
+    };
+    let holder = blocking(|| server.raw().ok(&["GET", &lock_key(&name)]).text());
+    assert_eq!(holder.as_deref(), Some(next.guard().token()));
+    next.store(b"computed by the waiter", LIMIT)
+        .await
+        .expect("stored");
+    let value = first
+        .get_or_compute(&name, LIMIT, || async { Err::<Vec<u8>, ()>(()) })
+        .await
+        .expect("the stored value");
+    assert_eq!(value, b"computed by the waiter");
 }

@@ -1,11 +1,12 @@
 // distlock for Node.js: `Client.connect(urls)`, `await using lease = await client.acquire(name)`
-// (a semaphore's permit: `acquire(name, { limit })`; a read-write lock: `readLock`/`writeLock`).
+// (a semaphore's permit: `acquire(name, { limit })`; a read-write lock: `readLock`/`writeLock`;
+// the dogpile helper: `getOrCompute(key, fn, { ttl })`).
 // The lock protocol is the engine component's (generated/engine.js, transpiled from
 // wasm/engine by `npm run build`); src/driver.js moves its bytes over node:net/node:tls.
 import { machines } from '../generated/engine.js';
 import { Pool, now, entropy } from './driver.js';
 import { Slots } from './slots.js';
-import { engineCall, fromEngine, InvalidArgument, LockLost } from './errors.js';
+import { engineCall, fromEngine, InvalidArgument, LockLost, NotAcquired } from './errors.js';
 
 export * from './errors.js';
 
@@ -168,11 +169,73 @@ export class Client {
     return (await this.#run(this.#pool(), (s) => s.status(name, now()))).val;
   }
 
+  /**
+   * The value cached under `key`, or the one `fn` computes, stored for `ttl` ms (required).
+   * Exactly one caller at a time runs `fn`, under the lock `key` (its TTL `lockTtl`, default
+   * the client's, renewed while `fn` runs; `fn` gets an AbortSignal that fires if that lock
+   * is lost); the others wait up to `wait` ms (default 10000) for its value, woken by its
+   * store, without ever taking the lock. When `fn` throws, the lock is given up, one waiter
+   * computes next, and the error is rethrown here. `encode`/`decode` turn a value into the
+   * stored bytes (a string or Uint8Array) and back: JSON by default. `signal` aborts the wait.
+   * One node only: several nodes, a fenced or fair client reject with `InvalidArgument` of kind
+   * `compute-unsupported`; a value over the engine's bound `value-too-long`; a `ttl` of 0
+   * `bad-ttl`. Rejects with `NotAcquired` when the wait ran out while another computed, and
+   * `LockLost` when the lock was lost while `fn` ran (nothing was stored).
+   */
+  async getOrCompute(key, fn, { ttl, wait = 10_000, lockTtl, signal, encode = JSON.stringify, decode = decodeJson } = {}) {
+    if (!Number.isInteger(ttl)) throw new InvalidArgument('getOrCompute needs { ttl }: how long the value lives, in ms', 'invalid');
+    const pool = this.#pool(lockTtl);
+    let fetched;
+    try {
+      fetched = (await this.#run(pool, (s) => s.getOrLock(key, wait, now(), entropy()), signal)).val;
+    } catch (error) {
+      if (!(error instanceof NotAcquired)) throw error;
+      throw new NotAcquired(`the value of ${key} was not computed within ${wait} ms (another caller is computing it)`, error.code, error.detail);
+    }
+    if (fetched.tag === 'value') return decode(fetched.val);
+    const lease = new Lease(this, pool, key, fetched.val, true); // renewed while `fn` runs
+    let value, bytes;
+    try {
+      value = await fn(lease.signal);
+      bytes = encoded(encode(value));
+    } catch (error) {
+      lease.stopRenewal();
+      await this.#giveUp(pool, key, lease.token);
+      throw error;
+    }
+    lease.stopRenewal();
+    try {
+      await this.#run(pool, (s) => s.finishCompute(key, lease.token, bytes, ttl, now()));
+    } catch (error) {
+      if (error instanceof InvalidArgument) await this.#giveUp(pool, key, lease.token); // refused before anything was sent
+      if (!(error instanceof LockLost)) throw error;
+      throw new LockLost(`the computation's lock of ${key} was lost while computing; the value was not stored`, error.code, error.detail);
+    }
+    return value;
+  }
+
+  // Gives a failed computation's lock up, waking one waiter; a failure here leaves the lock to
+  // expire at its TTL, when the waiters take over anyway (the caller's error matters more).
+  async #giveUp(pool, key, token) {
+    await this.#run(pool, (s) => s.abandonCompute(key, token, now())).catch(() => {});
+  }
+
   /** @internal */
   runOn(pool, make, signal, started) { return this.#run(pool, make, signal, started); }
 
   /** Closes every connection. Leases not released expire at their TTL. */
   close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); this.#default = null; }
+}
+
+const utf8 = new TextDecoder();
+const decodeJson = (bytes) => JSON.parse(utf8.decode(bytes));
+const utf8Encoder = new TextEncoder();
+
+/** What a `getOrCompute` `encode` made, as the bytes to store. */
+function encoded(data) {
+  if (typeof data === 'string') return utf8Encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  throw new InvalidArgument(`encode must return a string or a Uint8Array, not ${typeof data}`, 'invalid');
 }
 
 /**
@@ -253,6 +316,9 @@ export class Lease {
     const started = shape ? undefined : (slots, lent) => slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
     return (this.validUntil = (await this.#client.runOn(this.#pool, make, undefined, started)).val.validUntil);
   }
+
+  /** @internal Stops renewing (no I/O): the lease lives until its TTL unless released. */
+  stopRenewal() { this.#released = true; clearTimeout(this.#timer); }
 
   /** Releases the lock. Rejects with `LockLost` when it was no longer held. */
   async release() {

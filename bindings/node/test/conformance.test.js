@@ -428,6 +428,66 @@ const impl = {
     await rejectsWith(fair.acquireMany([a, b]), InvalidArgument, kind('multi-unsupported'));
     assert.equal(await command(s.port, 'DBSIZE'), 0, 'nothing written');
   },
+  'get-or-compute': async () => {
+    const [s] = await start();
+    const waiting = async (name) => Number((await command(s.port, 'GET', `${key(name)}:value:waiters`)) ?? 0);
+    const until = async (check) => { while (!(await check())) await new Promise((r) => setTimeout(r, 10)); };
+    const asText = { encode: (v) => v, decode: (b) => new TextDecoder().decode(b) };
+    const name = unique('compute');
+    const computed = [];
+    const callers = await Promise.all([...Array(5)].map(() => connect(s.url)));
+    const got = await Promise.all(callers.map((client, i) => client.getOrCompute(name, async () => {
+      computed.push(i);
+      await until(async () => (await waiting(name)) >= 4); // the four others wait for the value
+      return `computed by ${i}`;
+    }, { ttl: 60_000, wait: 20_000, ...asText })));
+    assert.equal(computed.length, 1, 'the computation ran once');
+    assert.ok(got.every((v) => v === got[0]) && got[0].startsWith('computed by '), String(got));
+    assert.equal(await command(s.port, 'GET', key(name)), null, 'the store freed the lock');
+    assert.equal(await command(s.port, 'GET', `${key(name)}:value`), got[0]);
+    const setCalls = async () => Number(/cmdstat_set:calls=(\d+)/.exec(await command(s.port, 'INFO', 'commandstats'))?.[1] ?? 0);
+    const sets = await setCalls();
+    const reader = await connect(s.url);
+    assert.equal(await reader.getOrCompute(name, () => assert.fail('recomputed'), { ttl: 60_000, ...asText }), got[0]);
+    assert.equal(await setCalls(), sets, 'a present value writes nothing');
+
+    // A computation that fails gives its lock up: exactly one waiter computes next.
+    const flaky = unique('compute-flaky');
+    const failing = (await connect(s.url)).getOrCompute(flaky, async () => {
+      await until(async () => (await waiting(flaky)) >= 3);
+      throw new Error('the backend is down');
+    }, { ttl: 60_000, ...asText });
+    await until(async () => (await command(s.port, 'EXISTS', key(flaky))) === 1);
+    const retried = [];
+    const waiters = await Promise.all([...Array(3)].map(() => connect(s.url)));
+    const values = Promise.all(waiters.map((client, i) => client.getOrCompute(flaky, () => { retried.push(i); return `retried by ${i}`; }, { ttl: 60_000, wait: 20_000, ...asText })));
+    await assert.rejects(failing, (e) => e.message === 'the backend is down');
+    const again = await values;
+    assert.equal(retried.length, 1, 'exactly one waiter computed');
+    assert.ok(again.every((v) => v === again[0]) && again[0].startsWith('retried by '), String(again));
+  },
+  'get-or-compute-bad-input': async () => {
+    const servers = await start(3);
+    const name = unique('compute-bad');
+    const never = () => assert.fail('computed');
+    const refused = [
+      await connect(servers.map((s) => s.url)),
+      await connect(servers[0].url, { fenced: true }),
+    ];
+    for (const client of refused) await rejectsWith(client.getOrCompute(name, never, { ttl: 60_000 }), InvalidArgument, (e) => e.detail.kind === 'compute-unsupported');
+    // (A Node client has no key layout option: its locks always use the tagged layout.)
+    const [s] = servers;
+    for (const server of servers) assert.equal(await command(server.port, 'DBSIZE'), 0, 'nothing written');
+    const client = await connect(s.url);
+    await rejectsWith(client.getOrCompute(name, () => 'x'.repeat(1_000_001), { ttl: 60_000, encode: (v) => v }), InvalidArgument, (e) => e.detail.kind === 'value-too-long');
+    await rejectsWith(client.getOrCompute(name, () => 'v', { ttl: 0, encode: (v) => v }), InvalidArgument, (e) => e.detail.kind === 'bad-ttl');
+    assert.equal(await command(s.port, 'GET', `${key(name)}:value`), null, 'neither stored a value');
+    assert.equal(await command(s.port, 'GET', key(name)), null, 'and the refused computations gave their lock up');
+    // An operator resets the lock while the computation runs: its store is refused.
+    await rejectsWith(client.getOrCompute(name, async () => { await command(s.port, 'DEL', key(name)); return 'v'; }, { ttl: 60_000, encode: (v) => v }),
+      LockLost, (e) => e.code === 'not-held');
+    assert.equal(await command(s.port, 'GET', `${key(name)}:value`), null, 'a computation whose lock was lost stores nothing');
+  },
 };
 
 test('every conformance case has a test', () => {

@@ -16,6 +16,7 @@ from conftest import free_port, make_certificates, unique, wait_until
 
 import distlock
 from distlock import AsyncLock, InvalidArgument, Lock, LockError, LockLost, NotAcquired, Unavailable
+from distlock._engine import entropy, now
 
 
 def key(name: str) -> bytes:
@@ -204,6 +205,68 @@ def test_get_or_compute_computes_once_while_the_others_wait_for_the_value(start)
     assert len(computed) == 1
     assert results == [{"answer": 42}] * 4
     assert distlock.get_or_compute(s.redis, cache_key, lambda: pytest.fail("recomputed"), expire=60) == {"answer": 42}
+    # Through the engine: the value sits at the name's value key, and the lock is free again.
+    assert s.redis.get(f"distlock:{{{cache_key}}}:value") == b'{"answer": 42}'
+    assert s.redis.get(f"distlock:{{{cache_key}}}") is None
+
+
+def test_get_or_compute_over_several_nodes_is_refused_typed(start):
+    servers = start(3)
+    with distlock.Client.connect([s.url for s in servers]) as client:
+        with pytest.raises(InvalidArgument) as caught:
+            distlock.get_or_compute(client, unique("dogpile-redlock"), lambda: pytest.fail("computed"), expire=60)
+    assert caught.value.kind == "compute-unsupported"
+    assert all(s.redis.dbsize() == 0 for s in servers), "nothing written"
+
+
+def test_get_or_compute_gives_a_failed_computation_up(start):
+    [s] = start()
+    cache_key = unique("dogpile-fail")
+
+    def broken():
+        raise KeyError("backend")
+
+    with pytest.raises(KeyError):
+        distlock.get_or_compute(s.url, cache_key, broken, expire=60)
+    assert s.redis.get(f"distlock:{{{cache_key}}}") is None, "the lock was given up"
+    assert distlock.get_or_compute(s.url, cache_key, lambda: 7, expire=60) == 7
+
+
+def test_get_or_compute_that_cannot_wait_says_the_value_is_not_there_yet(start):
+    [s] = start()
+    cache_key = unique("dogpile-busy")
+    with distlock.Client.connect(s.url) as client:
+        computing = client.run(client.pool(client.ttl, client.fenced), "get_or_lock", cache_key, 0, now(), entropy())
+        assert not isinstance(computing, bytes), "a missing value is this caller's to compute"
+        with pytest.raises(NotAcquired) as caught:
+            distlock.get_or_compute(client, cache_key, lambda: pytest.fail("computed beside the computer"), expire=60, wait=0)
+    assert "not computed within" in str(caught.value) and caught.value.code == "not-acquired"
+    assert s.redis.get(f"distlock:{{{cache_key}}}") == computing.token.encode(), "the computer keeps its lock"
+
+
+def test_async_get_or_compute_computes_once_while_the_others_wait_for_the_value(start):
+    [s] = start()
+    cache_key = unique("dogpile-async")
+    waiters = f"distlock:{{{cache_key}}}:value:waiters".encode()
+    computed = []
+
+    async def compute():
+        computed.append(1)
+        # Held until the server counts the three others as waiters (observed, polled).
+        while int(s.redis.get(waiters) or 0) < 3:
+            await asyncio.sleep(0.01)
+        return {"answer": 42}
+
+    async def main():
+        client = await distlock.AsyncClient.connect(s.url)
+        try:
+            calls = [distlock.async_get_or_compute(client, cache_key, compute, expire=60, wait=30) for _ in range(4)]
+            return await asyncio.wait_for(asyncio.gather(*calls), 30)
+        finally:
+            client.close()
+
+    assert asyncio.run(main()) == [{"answer": 42}] * 4
+    assert len(computed) == 1
 
 
 def test_a_fair_lock_taken_through_a_url_hands_over_at_its_release(start):

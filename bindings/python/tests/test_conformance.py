@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import unique, wait_until
 
-from distlock import Client, InvalidArgument, LockLost, MultiLock, NotAcquired, ServerError, Unavailable
+from distlock import Client, InvalidArgument, LockLost, MultiLock, NotAcquired, ServerError, Unavailable, get_or_compute
+from distlock.dogpile import split_fetched
 from distlock._engine import Engine, EngineError, Handle, Record, entropy, now, split_option
 
 CASES = json.loads((Path(__file__).resolve().parents[2] / "conformance.json").read_text())["cases"]
@@ -579,6 +580,120 @@ def multi_bad_sets(start, clients):
         fair.acquire_many([a, b])
     assert caught.value.kind == "multi-unsupported"
     assert s.redis.dbsize() == 0, "nothing written"
+
+
+def waiting(s, name: str) -> int:
+    """The waiters the server counts for ``name``'s value."""
+    return int(s.redis.get(key(name) + b":value:waiters") or 0)
+
+
+def compute_callers(clients, s, name, n, computed, compute):
+    """``n`` clients of ``name`` on their own threads, each ``get_or_compute`` with a computation
+    that counts itself in ``computed`` and returns ``compute(i)``; their results, in ``got``."""
+    got: list = []
+
+    def call(i):
+        client = connect(clients, s.url)
+
+        def fn():
+            computed.append(i)
+            return compute(i)
+
+        got.append(get_or_compute(client, name, fn, expire=60, wait=30, dumps=str, loads=bytes.decode))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    return threads, got
+
+
+def joined(threads) -> None:
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive(), "a caller did not return"
+
+
+@case("get-or-compute")
+def get_or_compute_case(start, clients):
+    [s] = start()
+    name, computed = unique("compute"), []
+
+    def compute(i):
+        wait_until(lambda: waiting(s, name) >= 4, "the four others waiting", 30)
+        return f"computed by {i}"
+
+    threads, got = compute_callers(clients, s, name, 5, computed, compute)
+    joined(threads)
+    assert len(computed) == 1, "the computation ran once"
+    assert len(got) == 5 and len(set(got)) == 1 and got[0].startswith("computed by "), got
+    assert s.redis.get(key(name)) is None, "the store freed the lock"
+    assert s.redis.get(key(name) + b":value") == got[0].encode()
+    sets = s.redis.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+    reader = connect(clients, s.url)
+    assert get_or_compute(reader, name, lambda: pytest.fail("recomputed"), expire=60, dumps=str, loads=bytes.decode) == got[0]
+    assert s.redis.info("commandstats").get("cmdstat_set", {}).get("calls", 0) == sets, "a present value writes nothing"
+
+    # A computation that fails gives its lock up: exactly one waiter computes next.
+    name, failing = unique("compute-flaky"), connect(clients, s.url)
+    raised = []
+
+    def fail():
+        wait_until(lambda: waiting(s, name) >= 3, "three waiters", 30)
+        raise RuntimeError("the backend is down")
+
+    def call_failing():
+        try:
+            get_or_compute(failing, name, fail, expire=60, dumps=str, loads=bytes.decode)
+        except RuntimeError as error:
+            raised.append(error)
+
+    first = threading.Thread(target=call_failing)
+    first.start()
+    wait_until(lambda: s.redis.exists(key(name)), "the first computer's lock")
+    retried = []
+    threads, got = compute_callers(clients, s, name, 3, retried, lambda i: f"retried by {i}")
+    joined([first, *threads])
+    assert [str(e) for e in raised] == ["the backend is down"], "the computation's error reaches its caller"
+    assert len(retried) == 1, "exactly one waiter computed"
+    assert len(got) == 3 and len(set(got)) == 1 and got[0].startswith("retried by "), got
+
+
+@case("get-or-compute-bad-input")
+def get_or_compute_bad_input(start, clients):
+    servers = start(3)
+    name = unique("compute-bad")
+    refusals = {
+        "a value on a majority is not a value": connect(clients, [s.url for s in servers]),
+        "a fenced session": connect(clients, servers[0].url, fenced=True),
+        "another library's key layout": connect(clients, servers[0].url, layout="redis-py"),
+    }
+    for what, client in refusals.items():
+        with pytest.raises(InvalidArgument) as caught:
+            client.run(client.pool(client.ttl, client.fenced), "get_or_lock", name, 0, now(), entropy())
+        assert caught.value.kind == "compute-unsupported", what
+    for s in servers:
+        assert s.redis.dbsize() == 0, "nothing written"
+    s = servers[0]
+    client = connect(clients, s.url)
+    pool = client.pool(client.ttl, client.fenced)
+    value, lease = split_fetched(client.run(pool, "get_or_lock", name, 0, now(), entropy()))
+    assert value is None and lease is not None, "a missing value is this caller's to compute"
+    token = lease.token
+    for kind, value, ttl in (("value-too-long", b"x" * 1_000_001, 60_000), ("bad-ttl", b"v", 0)):
+        with pytest.raises(InvalidArgument) as caught:
+            client.run(pool, "finish_compute", name, token, value, ttl, now())
+        assert caught.value.kind == kind
+    assert s.redis.get(key(name)) == token.encode(), "the refusals left the computer's lock alone"
+    assert s.redis.get(key(name) + b":value") is None, "and stored nothing"
+    s.redis.delete(key(name))  # an operator resets the lock while the computation runs
+    with pytest.raises(LockLost) as caught:
+        client.run(pool, "finish_compute", name, token, b"v", 60_000, now())
+    assert caught.value.code == "not-held"
+    assert s.redis.get(key(name) + b":value") is None, "a computation whose lock was lost stores nothing"
+    value, lease = split_fetched(client.run(pool, "get_or_lock", name, 0, now(), entropy()))
+    token = lease.token
+    assert client.run(pool, "finish_compute", name, token, b"v", 60_000, now()) == 0
+    assert s.redis.get(key(name) + b":value") == b"v"
 
 
 def test_every_conformance_case_has_a_test():

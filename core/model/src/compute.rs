@@ -1,7 +1,8 @@
 //! Get-or-compute's two scripts ([`distlock_core::script::GET_OR_LOCK`] and
 //! [`distlock_core::script::FINISH_COMPUTE`]), call for call as their Lua does them, and
-//! broken as [`crate::ModelFaults::compute_lock_ignores_holder`] asks (the lock taken
-//! whatever holds it) so that the simulator's get-or-compute properties can be seen to fail.
+//! broken as [`crate::ModelFaults::compute_lock_ignores_holder`] (the lock taken whatever
+//! holds it) or [`crate::ModelFaults::compute_value_from_lock_key`] (the value read from the
+//! lock key) asks, so that the simulator's get-or-compute properties can be seen to fail.
 
 use distlock_core::Instant;
 
@@ -37,7 +38,12 @@ impl ModelNode {
         let [token, ttl, allowance, ..] = *argv else {
             return Err(nil(3));
         };
-        if let Some(v) = self.get_str(value, now).map_err(|e| (e, 1))? {
+        let read = if self.faults.compute_value_from_lock_key {
+            lock
+        } else {
+            value
+        };
+        if let Some(v) = self.get_str(read, now).map_err(|e| (e, 1))? {
             return Ok(ScriptValue::Tagged(2, v));
         }
         if self.live(lock, now).is_none() || self.faults.compute_lock_ignores_holder {

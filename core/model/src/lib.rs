@@ -211,6 +211,9 @@ pub struct ModelFaults {
     /// Get-or-compute's get-or-lock takes the computation's lock whatever holds it: no
     /// exclusion between computers.
     pub compute_lock_ignores_holder: bool,
+    /// Get-or-compute's get-or-lock reads the value from the lock key (the keys mixed up):
+    /// a waiter is handed the computer's token as if it were the value.
+    pub compute_value_from_lock_key: bool,
     /// The read-write write acquire takes the lock while readers hold it: no exclusion.
     pub rw_write_ignores_readers: bool,
     /// The read-write read acquire ignores waiting writers: no writer preference.

@@ -54,9 +54,22 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "[static]client.open",
         |mut cx: Cx<'_>, (config,): (Config,)| {
             let api = cx.data().provider()?;
+            // The options the lock component takes its locks with: a lease the guest leaves
+            // behind is released with them (a fair lock's release hands the lock on). A config
+            // they refuse is refused by the component too, so no lease comes of it.
+            let options = distlock_core::wit::LockSettings {
+                fenced: config.fenced,
+                fair: config.fair,
+                no_scripts: config.no_scripts,
+                ttl_ms: config.ttl_ms,
+                request_timeout_ms: config.request_timeout_ms,
+            }
+            .options()
+            .unwrap_or_default();
             let spec = Arc::new(ClientSpec {
                 nodes: config.nodes.clone(),
                 prefix: config.key_prefix.clone(),
+                options,
             });
             Ok((match api.client().call_open(&mut cx, &config)? {
                 Ok(inner) => Ok(cx.data_mut().table.push(LinkedClient { inner, spec })?),

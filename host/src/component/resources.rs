@@ -80,6 +80,8 @@ pub(crate) struct ClientSpec {
     /// As the guest gave them (empty: the adapter's).
     pub(crate) nodes: Vec<String>,
     pub(crate) prefix: Option<String>,
+    /// The guest's lock options, as the lock component took its locks with them.
+    pub(crate) options: LockOptions,
 }
 
 /// A linked guest's `client`: the lock component's.
@@ -106,6 +108,8 @@ pub(crate) struct LeaseRecord {
     pub(crate) held: Held,
     pub(crate) nodes: Vec<String>,
     pub(crate) prefix: Option<String>,
+    /// The options the lease was taken with: a fair lock is released with the fair release.
+    pub(crate) options: LockOptions,
 }
 
 /// A linked guest's `lease`: the lock component's, and what releasing it natively needs.
@@ -131,6 +135,7 @@ impl LinkedLease {
             held: self.held.clone(),
             nodes: self.spec.nodes.clone(),
             prefix: self.spec.prefix.clone(),
+            options: self.spec.options,
         })
     }
 }

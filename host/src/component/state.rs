@@ -114,8 +114,8 @@ impl HostState {
 }
 
 /// Releases a linked lease the guest left behind natively: the lock, the permit or hold its
-/// shape names (a permit with the shape's fair mode, so a fair semaphore's release still
-/// hands the permit on), or every name of its set.
+/// shape names, with the options the guest's client took it with (so a fair lock's or a fair
+/// semaphore's release still hands it on to the first live waiter), or every name of its set.
 async fn release_record(
     client: &crate::Client,
     record: &LeaseRecord,
@@ -123,17 +123,19 @@ async fn release_record(
     let (name, token) = (&record.name, &record.token);
     let shape = match &record.held {
         Held::Shaped(shape) => *shape,
-        Held::Many(names) => return client.release_many(names, token).await,
+        Held::Many(names) => {
+            return client.release_many_with(names, token, record.options).await;
+        }
     };
+    let options = shape.options(record.options);
     match (shape.limit(), shape.rw_mode()) {
         (Some(limit), _) => {
-            let options = shape.options(client.default_options());
             client
                 .release_permit_with(name, token, limit, options)
                 .await
         }
         (None, Some(mode)) => client.release_rw(name, token, mode).await,
-        (None, None) => client.release(name, token, false).await,
+        (None, None) => client.release_with(name, token, options).await,
     }
 }
 

@@ -15,12 +15,14 @@
 
 #![allow(dead_code)]
 
+mod compute;
 mod flat;
 mod many;
 mod packed;
 mod shaped;
 mod slotted;
 
+pub(crate) use compute::ComputeFailure;
 pub(crate) use shaped::semaphore;
 
 use std::cell::RefCell;

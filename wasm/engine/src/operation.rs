@@ -1,5 +1,5 @@
 //! `machines.operation`: one of the core's lock machines (acquire, release, extend, status,
-//! reset) behind one WIT resource, driven by the runtime's loop — one `step` per event, its
+//! reset, and get-or-compute's fetch and finish) behind one WIT resource, driven by the runtime's loop — one `step` per event, its
 //! flat twins (`start`/`feed`/`lose`/`tick`, encoded by [`crate::flat`]), or the
 //! fine-grained `poll-*`/`handle-*` calls.
 //!
@@ -24,7 +24,8 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use distlock_core::{
-    Acquire, Driven, Duration, Extend, ExtendOutcome, Inspect, Instant, MAX_NODES, Release, Reset,
+    Acquire, Driven, Duration, Extend, ExtendOutcome, Fetched, FinishCompute, GetOrLock, Inspect,
+    Instant, MAX_NODES, Release, Reset,
 };
 
 use crate::api;
@@ -41,6 +42,8 @@ pub(crate) enum Machine {
     Extend(Box<Extend<MAX_NODES>>),
     Status(Box<Inspect>),
     Reset(Box<Reset>),
+    GetOrLock(Box<GetOrLock>),
+    FinishCompute(Box<FinishCompute>),
 }
 
 /// Runs `$body` with `$m` bound to the machine, as a [`Driven`].
@@ -52,6 +55,8 @@ macro_rules! driven {
             Machine::Extend($m) => $body,
             Machine::Status($m) => $body,
             Machine::Reset($m) => $body,
+            Machine::GetOrLock($m) => $body,
+            Machine::FinishCompute($m) => $body,
         }
     };
 }
@@ -330,6 +335,20 @@ impl api::GuestOperation for Operation {
             }
             Machine::Status(m) => Ok(api::Outcome::Status(status(m.poll_outcome()?))),
             Machine::Reset(m) => Ok(api::Outcome::Reset(reset(m.poll_outcome()?))),
+            Machine::GetOrLock(m) => m.poll_outcome()?.and_then(|fetched| match fetched {
+                Fetched::Value(value) => Ok(api::Outcome::Fetched(api::Fetched::Value(value))),
+                Fetched::Computing(lease) => {
+                    Ok(api::Outcome::Fetched(api::Fetched::Computing(api::Lease {
+                        token: lease.token().as_str().into(),
+                        fence: lease.fence(),
+                        started: input::millis(lease.started()),
+                        valid_until: input::millis(lease.valid_until()),
+                    })))
+                }
+                // A kind of outcome this engine does not know yet: nothing to hand out.
+                _ => Err(distlock_core::Error::Cancelled),
+            }),
+            Machine::FinishCompute(m) => m.poll_outcome()?.map(api::Outcome::Computed),
         };
         Some(outcome.map_err(lock_error))
     }
@@ -346,6 +365,8 @@ impl api::GuestOperation for Operation {
             Machine::Extend(m) => m.handover(node(n)),
             Machine::Status(m) => m.owed_replies(node(n)),
             Machine::Reset(m) => m.owed_replies(node(n)),
+            Machine::GetOrLock(m) => m.owed_replies(node(n)),
+            Machine::FinishCompute(m) => m.owed_replies(node(n)),
         }
     }
 
@@ -354,8 +375,12 @@ impl api::GuestOperation for Operation {
             Machine::Acquire(m) => m.discard_replies(node(n), replies),
             Machine::Release(m) => m.discard_replies(node(n), replies),
             Machine::Extend(m) => m.discard_replies(node(n), replies),
-            // `status` and `reset` run on connections that owe nothing.
-            Machine::Status(_) | Machine::Reset(_) => replies == 0,
+            // `status`, `reset` and get-or-compute's conversations run on connections that
+            // owe nothing.
+            Machine::Status(_)
+            | Machine::Reset(_)
+            | Machine::GetOrLock(_)
+            | Machine::FinishCompute(_) => replies == 0,
         }
     }
 }

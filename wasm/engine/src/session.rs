@@ -13,9 +13,9 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use distlock_core::{
-    Acquire, ConnectOutcome, Credentials, Duration, Extend, HandshakeOptions, Inspect, Instant,
-    KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset, ServerInfo, SessionOptions, Token,
-    quorum, wit::Shape,
+    Acquire, ConnectOutcome, Credentials, Duration, Extend, FinishCompute, GetOrLock,
+    HandshakeOptions, Inspect, Instant, KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset,
+    ServerInfo, SessionOptions, Token, quorum, wit::Shape,
 };
 
 use crate::api;
@@ -724,6 +724,68 @@ impl api::GuestSession for Session {
     ) -> Result<api::Renewal, api::Error> {
         let lock = |shared: &Shared| shared.lock_many(&names);
         self.renewal_of(lock, &lease, &entropy)
+    }
+
+    fn get_or_lock(
+        &self,
+        name: String,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: api::Entropy,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared.lock(&name)?;
+                let (token, _) = input::token_and_seed(&entropy)?;
+                let token = Token::from_entropy(token);
+                GetOrLock::new(&lock, token, servers, input::span(wait_ms), at)
+                    .map(|m| Machine::GetOrLock(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn finish_compute(
+        &self,
+        name: String,
+        token_text: String,
+        value: Vec<u8>,
+        value_ttl_ms: u32,
+        now: api::Instant,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared.lock(&name)?;
+                let token = token(&token_text)?;
+                let ttl = input::span(value_ttl_ms);
+                FinishCompute::store(&lock, &token, servers, &value, ttl, at)
+                    .map(|m| Machine::FinishCompute(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
+    }
+
+    fn abandon_compute(
+        &self,
+        name: String,
+        token_text: String,
+        now: api::Instant,
+    ) -> Result<api::Operation, api::Error> {
+        let at = input::instant(now);
+        self.build(
+            |shared, servers| {
+                let lock = shared.lock(&name)?;
+                let token = token(&token_text)?;
+                FinishCompute::abandon(&lock, &token, servers, at)
+                    .map(|m| Machine::FinishCompute(alloc::boxed::Box::new(m)))
+                    .map_err(config_error)
+            },
+            at,
+        )
     }
 }
 

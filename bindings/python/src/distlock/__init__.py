@@ -3,7 +3,7 @@ several) on the sans-IO distlock engine component, driven over ``socket``/``sele
 (``Lock``, ``Semaphore``, ``RWLock``, ``MultiLock``, ``Client``) or ``asyncio``
 (``AsyncLock``, ``AsyncSemaphore``, ``AsyncRWLock``, ``AsyncMultiLock``, ``AsyncClient``)."""
 
-from .aio import AsyncClient, AsyncLock, AsyncMultiLock, AsyncRWLock, AsyncSemaphore
+from .aio import AsyncClient, AsyncLock, AsyncMultiLock, AsyncRWLock, AsyncSemaphore, async_get_or_compute
 from .client import Client, Lease
 from .dogpile import get_or_compute
 from .errors import InvalidArgument, LockError, LockLost, NotAcquired, ServerError, Unavailable
@@ -27,6 +27,7 @@ __all__ = [
     "Semaphore",
     "ServerError",
     "Unavailable",
+    "async_get_or_compute",
     "get_or_compute",
     "reset",
 ]

@@ -1,20 +1,23 @@
-"""The ``asyncio`` twin of ``client.py`` and ``lock.py``: ``AsyncClient``, its leases (renewed
-by a task on the engine's schedule), ``AsyncLock`` (``async with``), ``AsyncSemaphore``,
-``AsyncRWLock`` and ``AsyncMultiLock``. The same engine, the
-same decisions; only the driver (``_aio_driver.py``) differs.
+"""The ``asyncio`` twin of ``client.py``, ``lock.py`` and ``dogpile.py``: ``AsyncClient``, its
+leases (renewed by a task on the engine's schedule), ``AsyncLock`` (``async with``),
+``AsyncSemaphore``, ``AsyncRWLock``, ``AsyncMultiLock`` and ``async_get_or_compute``. The same
+engine, the same decisions; only the driver (``_aio_driver.py``) differs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import json
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from ._aio_driver import AsyncPool
 from ._engine import Handle, Operation, entropy, field, now, split_option, split_result
 from .client import Client, Lease, many_of, millis, shape_of, shaped
-from .errors import LockError, LockLost, NotAcquired, engine_errors, from_engine
+from .dogpile import compute_pool, encoded, split_fetched, stored, waited_for
+from .errors import InvalidArgument, LockError, LockLost, NotAcquired, engine_errors, from_engine
 from .lock import urls_of
 
 
@@ -101,11 +104,15 @@ class AsyncLease(Lease):
         extended = await self.client.run(self.pool, *shaped("extend", self.shape, self.name, self.token, millis(ttl, "ttl"), now(), entropy()))
         self.valid_until = float(field(extended, "valid_until"))
 
-    async def release(self) -> None:  # type: ignore[override]
+    async def stop(self) -> None:
+        """Stops renewing (no I/O): the lease lives until its TTL unless released."""
         self._stopped.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def release(self) -> None:  # type: ignore[override]
+        await self.stop()
         if self.lost:
             raise self.lost
         await self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))  # its own session
@@ -273,3 +280,50 @@ class AsyncRWLock:
         lock = AsyncLock(self._source, self.name, self.expire, self.timeout, **self._options)
         lock._shape = {"mode": mode}
         return lock
+
+
+async def async_get_or_compute(
+    url_or_client: Any,
+    key: str,
+    fn: Callable[[], Any],
+    expire: float,
+    *,
+    wait: float = 60,
+    lock_ttl: float | None = None,
+    dumps: Callable[[Any], bytes | str] = json.dumps,
+    loads: Callable[[bytes], Any] = json.loads,
+) -> Any:
+    """``get_or_compute``'s twin: ``fn`` may be a coroutine function (or return an awaitable);
+    waiters wait without blocking the loop. The same arguments, errors and guarantees."""
+    client = async_client_of(url_or_client)
+    pool = compute_pool(client, lock_ttl)
+    value_ttl, wait_ms = millis(expire, "expire"), millis(wait, "wait")
+    with waited_for(key, wait):
+        fetched = await client.run(pool, "get_or_lock", key, wait_ms, now(), entropy())
+    value, computing = split_fetched(fetched)
+    if computing is None:
+        return loads(value)
+    lease = AsyncLease(client, pool, key, computing, auto_renewal=True)
+    try:
+        value = fn()
+        if inspect.isawaitable(value):
+            value = await value
+        data = encoded(dumps(value))
+    except BaseException:
+        await lease.stop()
+        await _give_up(client, pool, key, lease.token)
+        raise
+    await lease.stop()
+    try:
+        with stored(key):
+            await client.run(pool, "finish_compute", key, lease.token, data, value_ttl, now())
+    except InvalidArgument:  # refused before anything was sent: the lock is still ours
+        await _give_up(client, pool, key, lease.token)
+        raise
+    return value
+
+
+async def _give_up(client: AsyncClient, pool: Any, key: str, token: str) -> None:
+    """``dogpile.give_up``'s twin."""
+    with contextlib.suppress(LockError):
+        await client.run(pool, "abandon_compute", key, token, now())

@@ -37,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub(crate) mod cluster;
+mod compute;
 mod rw;
 
 use crate::demo::{self, DemoOptions};
@@ -208,6 +209,8 @@ pub(crate) struct Sample {
     pub(crate) overlaps: u64,
     /// B's racy shared counter lost an update (only possible with two holders at once).
     pub(crate) lost_updates: bool,
+    /// G: values computed (the other calls got a stored value).
+    pub(crate) computed: u64,
 }
 
 impl Sample {
@@ -221,6 +224,7 @@ impl Sample {
             per_worker: Vec::new(),
             overlaps: 0,
             lost_updates: false,
+            computed: 0,
         }
     }
 
@@ -245,6 +249,7 @@ impl Sample {
         }
         self.overlaps += other.overlaps;
         self.lost_updates |= other.lost_updates;
+        self.computed += other.computed;
     }
 
     /// Operations per second of measuring time.
@@ -458,6 +463,13 @@ pub(crate) enum Workload {
         /// What it does.
         load: rw::RwLoad,
     },
+    /// The Rust driver's get-or-compute callers of one key (scenario G).
+    Compute {
+        /// Its client (one node).
+        client: Client,
+        /// What it does.
+        load: compute::ComputeLoad,
+    },
 }
 
 /// What C's load costs clients that need no lock library: as many raw connections as the
@@ -598,7 +610,7 @@ impl Workload {
         match self {
             Workload::Native { path, .. } => path,
             Workload::Raw(_) => "raw",
-            Workload::ReadWrite { .. } => "native",
+            Workload::ReadWrite { .. } | Workload::Compute { .. } => "native",
             #[cfg(feature = "component")]
             Workload::Guest(guest) if guest.fair() => "guest-fair",
             #[cfg(feature = "component")]
@@ -611,7 +623,7 @@ impl Workload {
         match self {
             Workload::Native { load, .. } => load.lock.fair,
             Workload::Raw(_) => false,
-            Workload::ReadWrite { .. } => false,
+            Workload::ReadWrite { .. } | Workload::Compute { .. } => false,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.fair(),
         }
@@ -622,6 +634,7 @@ impl Workload {
             Workload::Native { client, load, .. } => native(client, *load, duration).await,
             Workload::Raw(raw) => raw.run(duration).await,
             Workload::ReadWrite { client, load } => rw::run(client, *load, duration).await,
+            Workload::Compute { client, load } => compute::run(client, *load, duration).await,
             #[cfg(feature = "component")]
             Workload::Guest(guest) => guest.run(duration).await,
         }
@@ -1132,6 +1145,75 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 r.note = format!(
                     "overlaps {} (a writer beside anyone, or a reader beside a writer); per client min {min} / max {max}",
                     sample.overlaps
+                );
+                rows.push(r);
+            }
+        }
+    }
+    if want("g") {
+        // Scenario G: get-or-compute callers of one key. One client with a value that
+        // outlives the run: every call is the cached path (one script, one round trip,
+        // against the floor's two). Then 8 clients with a value that lives 10 ms and takes
+        // 1 ms to compute: one caller computes after each expiry while the others wait for
+        // its value.
+        let loads = [
+            (1usize, options.duration * 4, "cached value"),
+            (
+                8,
+                Duration::from_millis(10),
+                "value lives 10 ms, computed in 1 ms",
+            ),
+        ];
+        for (clients, value_ttl, what) in loads {
+            let load = compute::ComputeLoad {
+                clients,
+                value_ttl,
+                compute_time: Duration::from_millis(1),
+                tag: if clients == 1 { "bench:g1" } else { "bench:g" },
+            };
+            let label = format!("G: {clients} clients, get-or-compute of one key, {what}");
+            let mut workloads = vec![Workload::Compute {
+                client: single.clone(),
+                load,
+            }];
+            let mut floor = Floor::connect(one).await?;
+            let (floor_sample, samples) = interleave(
+                "G",
+                &mut floor,
+                &mut workloads,
+                options.duration,
+                options.slice,
+            )
+            .await?;
+            for sample in &samples {
+                let as_load = Load {
+                    clients,
+                    names: 1,
+                    hold: None,
+                    tag: load.tag,
+                    lock: options.lock,
+                    limit: None,
+                    names_per_lock: 1,
+                    pipelined: false,
+                };
+                let mut r = row(
+                    &label,
+                    "native",
+                    sample,
+                    &floor_sample,
+                    as_load,
+                    None,
+                    Baselines {
+                        polling: None,
+                        raw: None,
+                    },
+                );
+                let min = sample.per_worker.iter().min().copied().unwrap_or(0);
+                let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+                r.overlaps = Some(sample.overlaps);
+                r.note = format!(
+                    "computed {} of {} calls; overlaps {} (two computations at once); per client min {min} / max {max}",
+                    sample.computed, sample.ops, sample.overlaps
                 );
                 rows.push(r);
             }

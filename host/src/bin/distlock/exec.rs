@@ -52,7 +52,7 @@ pub(crate) async fn exec(
     command: &[String],
 ) -> Result<ExitCode, Error> {
     warn_if_embedded(client, "exec");
-    let Some((program, args)) = command.split_first() else {
+    let Some(program) = command.first() else {
         return Ok(ExitCode::from(exit::USAGE));
     };
     // From here on a signal to distlock never takes its default action: while waiting for
@@ -69,16 +69,7 @@ pub(crate) async fn exec(
     let mut stopped_by = None;
     let acquired = builder(client, lock)
         .auto_renew(true)
-        .acquire_until(async {
-            loop {
-                // No job yet: USR1 and USR2 have no one to reach, and end nothing.
-                let signal = signals.recv().await;
-                if !matches!(signal, Signal::SIGUSR1 | Signal::SIGUSR2) {
-                    stopped_by = Some(signal);
-                    return;
-                }
-            }
-        })
+        .acquire_until(async { stopped_by = Some(stopping_signal(&mut signals).await) })
         .await;
     let guard = match (acquired, stopped_by) {
         (Ok(guard), _) => guard,
@@ -93,67 +84,204 @@ pub(crate) async fn exec(
         }
         (Err(e), _) => return Err(e),
     };
-    let spawned = tokio::process::Command::new(program)
-        .args(args)
-        .env("DISTLOCK_TOKEN", guard.token())
-        .env(
-            "DISTLOCK_FENCE",
-            guard.fence().map(|f| f.to_string()).unwrap_or_default(),
-        )
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            tell!("distlock: cannot run {program}: {e}");
-            release(guard, &lock.label()).await;
-            return Ok(ExitCode::from(code_of_spawn_error(program, &e)));
-        }
-    };
-    let Some(group) = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(|id| Group(Pid::from_raw(id)))
-    else {
-        // Only a child already reaped has no id: nothing of it runs any more.
-        let status = child.wait().await;
-        release(guard, &lock.label()).await;
-        return Ok(ExitCode::from(code_of_status(status, None, program)));
-    };
-    let terminal = Terminal::hand_to(group);
-    let label = lock.label();
-    let mut watch = Watch {
-        guard: &guard,
-        name: &label,
-        program,
-        group,
+    let job = Job {
+        command,
+        label: &lock.label(),
         on_lost,
         ttl: lock.ttl,
-        grace: kill_grace,
-        origin: Instant::now(),
-        why: None,
-        term_sent: false,
-        kill_sent: false,
-        signal_kill_at: None,
+        kill_grace,
+        capture: false,
     };
-    let status = watch.run(&mut child, &mut signals).await;
-    watch.stop_leftovers().await;
-    if let Some(terminal) = terminal {
-        terminal.take_back();
-    }
-    let why = watch.why;
-    match why {
+    let ended = match job.run(&guard, &mut signals).await {
+        Ok(ended) => ended,
+        Err(code) => {
+            release(guard, &lock.label()).await;
+            return Ok(ExitCode::from(code));
+        }
+    };
+    match ended.why {
         // Most likely someone else's lock now: releasing is only in case it is not (the
         // validity ran out with the key still ours), so its refusal is no news.
         Some(Why::Lost) => drop(guard.release().await),
         _ => release(guard, &lock.label()).await,
     }
-    Ok(ExitCode::from(code_of_status(status, why, program)))
+    Ok(ExitCode::from(ended.code(program)))
+}
+
+/// A command to run under a held lock, as `exec` and `compute` run it.
+pub(crate) struct Job<'a> {
+    /// The program and its arguments.
+    pub(crate) command: &'a [String],
+    /// The lock's name(s), for messages.
+    pub(crate) label: &'a str,
+    pub(crate) on_lost: OnLost,
+    /// The lock's TTL, for the stop deadlines.
+    pub(crate) ttl: Duration,
+    pub(crate) kill_grace: Duration,
+    /// Read the command's stdout (up to [`Job::CAPTURE_LIMIT`] bytes) instead of leaving it
+    /// on distlock's.
+    pub(crate) capture: bool,
+}
+
+/// How a job ended.
+pub(crate) struct Ended {
+    pub(crate) status: std::io::Result<ExitStatus>,
+    /// Why distlock stopped it, if it did.
+    pub(crate) why: Option<Why>,
+    /// What it wrote to stdout, when captured.
+    pub(crate) output: Captured,
+}
+
+/// A job's captured stdout.
+pub(crate) enum Captured {
+    /// Not captured (the job wrote to distlock's stdout).
+    Inherited,
+    /// All of it, up to end of file.
+    Whole(Vec<u8>),
+    /// More than the limit: the first bytes, the rest read and dropped.
+    TooLong(Vec<u8>),
+    /// Reading it failed, or something outside the job's group still held it open once the
+    /// group was gone.
+    Unread(String),
+}
+
+impl Ended {
+    /// distlock's exit code for this job (see [`code_of_status`]).
+    pub(crate) fn code(self, program: &str) -> u8 {
+        code_of_status(self.status, self.why, program)
+    }
+
+    /// The job exited with 0 by itself.
+    pub(crate) fn succeeded(&self) -> bool {
+        self.why.is_none() && self.status.as_ref().is_ok_and(ExitStatus::success)
+    }
+}
+
+impl Job<'_> {
+    /// The most stdout a captured job may write: a stored value's limit.
+    pub(crate) const CAPTURE_LIMIT: usize = distlock_core::MAX_VALUE_LEN;
+
+    /// Runs the command under `guard` in a process group of its own, watches it (the lease,
+    /// the signals), and returns once no process of its group is left; `Err(code)` when it
+    /// could not be started (nothing of it runs).
+    pub(crate) async fn run(&self, guard: &Guard, signals: &mut Signals) -> Result<Ended, u8> {
+        let Some((program, args)) = self.command.split_first() else {
+            return Err(exit::USAGE);
+        };
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env("DISTLOCK_TOKEN", guard.token())
+            .env(
+                "DISTLOCK_FENCE",
+                guard.fence().map(|f| f.to_string()).unwrap_or_default(),
+            )
+            .process_group(0);
+        if self.capture {
+            command.stdout(std::process::Stdio::piped());
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                tell!("distlock: cannot run {program}: {e}");
+                return Err(code_of_spawn_error(program, &e));
+            }
+        };
+        let reader = child
+            .stdout
+            .take()
+            .map(|stdout| tokio::spawn(read_capped(stdout, Self::CAPTURE_LIMIT)));
+        let Some(group) = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(|id| Group(Pid::from_raw(id)))
+        else {
+            // Only a child already reaped has no id: nothing of it runs any more.
+            let status = child.wait().await;
+            let output = self.collect(reader).await;
+            return Ok(Ended {
+                status,
+                why: None,
+                output,
+            });
+        };
+        let terminal = Terminal::hand_to(group);
+        let mut watch = Watch {
+            guard,
+            name: self.label,
+            program,
+            group,
+            on_lost: self.on_lost,
+            ttl: self.ttl,
+            grace: self.kill_grace,
+            origin: Instant::now(),
+            why: None,
+            term_sent: false,
+            kill_sent: false,
+            signal_kill_at: None,
+        };
+        let status = watch.run(&mut child, signals).await;
+        watch.stop_leftovers().await;
+        if let Some(terminal) = terminal {
+            terminal.take_back();
+        }
+        let output = self.collect(reader).await;
+        Ok(Ended {
+            status,
+            why: watch.why,
+            output,
+        })
+    }
+
+    /// The captured output, once the group is gone: its end of file comes at once then,
+    /// unless a process that left the group still holds the pipe — waited for up to the kill
+    /// grace, then the output counts as unread (never as whole).
+    async fn collect(&self, reader: Option<tokio::task::JoinHandle<Captured>>) -> Captured {
+        let Some(reader) = reader else {
+            return Captured::Inherited;
+        };
+        let reading = reader.abort_handle();
+        match tokio::time::timeout(self.kill_grace, reader).await {
+            Ok(Ok(captured)) => captured,
+            Ok(Err(e)) => Captured::Unread(format!("reading the output failed: {e}")),
+            Err(_) => {
+                reading.abort();
+                Captured::Unread(
+                    "a process outside the command's group still holds its stdout open".into(),
+                )
+            }
+        }
+    }
+}
+
+/// Reads `stdout` to its end, keeping at most `limit` bytes (the rest is read and dropped,
+/// so the writer never blocks on a full pipe).
+async fn read_capped(mut stdout: tokio::process::ChildStdout, limit: usize) -> Captured {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut over = false;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stdout.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+                over |= n > room;
+            }
+            Err(e) => return Captured::Unread(format!("reading the output failed: {e}")),
+        }
+    }
+    if over {
+        Captured::TooLong(kept)
+    } else {
+        Captured::Whole(kept)
+    }
 }
 
 /// Why `exec` stopped the job.
 #[derive(Debug, Clone, Copy)]
-enum Why {
+pub(crate) enum Why {
     /// The lock turned out to be someone else's (or its validity ran out).
     Lost,
     /// Renewal kept failing and the validity was about to run out.
@@ -442,8 +570,19 @@ fn stops(signal: Signal) -> bool {
     )
 }
 
+/// The next signal that ends a wait for the lock: with no job yet, USR1 and USR2 have no one
+/// to reach, and end nothing.
+pub(crate) async fn stopping_signal(signals: &mut Signals) -> Signal {
+    loop {
+        let signal = signals.recv().await;
+        if !matches!(signal, Signal::SIGUSR1 | Signal::SIGUSR2) {
+            return signal;
+        }
+    }
+}
+
 /// The signals `exec` passes on to the job.
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -453,7 +592,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Signals> {
+    pub(crate) fn new() -> std::io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -465,7 +604,7 @@ impl Signals {
     }
 
     /// The next signal received.
-    async fn recv(&mut self) -> Signal {
+    pub(crate) async fn recv(&mut self) -> Signal {
         tokio::select! {
             Some(()) = self.term.recv() => Signal::SIGTERM,
             Some(()) = self.int.recv() => Signal::SIGINT,
@@ -525,7 +664,7 @@ fn without_sigttou<T>(f: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
 }
 
 /// Releases the lock, saying so when that fails (it then expires at its TTL).
-async fn release(guard: Guard, name: &str) {
+pub(crate) async fn release(guard: Guard, name: &str) {
     if let Err(e) = guard.release().await {
         tell!("distlock: releasing '{name}' failed: {e}; it expires at its TTL");
     }
@@ -553,7 +692,11 @@ fn exists(program: &str) -> bool {
 /// `exec`'s exit code: 75 when the lock was lost or about to be; 128 + N after signal N to
 /// distlock (unless the job exited by itself); else the job's code (128 + N if it was killed
 /// by signal N).
-fn code_of_status(status: std::io::Result<ExitStatus>, why: Option<Why>, program: &str) -> u8 {
+pub(crate) fn code_of_status(
+    status: std::io::Result<ExitStatus>,
+    why: Option<Why>,
+    program: &str,
+) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (why, status) {
         (Some(Why::Lost | Why::Lease), _) => exit::NOT_ACQUIRED,
@@ -569,6 +712,6 @@ fn code_of_status(status: std::io::Result<ExitStatus>, why: Option<Why>, program
     }
 }
 
-fn signalled(signal: i32) -> u8 {
+pub(crate) fn signalled(signal: i32) -> u8 {
     exit::SIGNALLED.saturating_add(u8::try_from(signal).unwrap_or(0))
 }

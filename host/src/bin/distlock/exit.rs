@@ -39,18 +39,18 @@ macro_rules! table {
         "Exit codes:\n  \
         0     done\n  \
         1     release/extend: the token does not hold the lock\n  \
-        64    bad arguments, names, TTLs, tokens or URLs; a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024; --read with --write, --fair or --limit; a semaphore or read-write lock over several nodes; several --name with --limit, --read, --write, --fair or --reentrant, a name twice, more than 16 names\n  \
+        64    bad arguments, names, TTLs, tokens or URLs; compute: COMMAND wrote more than 1,000,000 bytes, or a lock compute cannot use (Redlock, a Python layout, --no-scripts); a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024; --read with --write, --fair or --limit; a semaphore or read-write lock over several nodes; several --name with --limit, --read, --write, --fair or --reentrant, a name twice, more than 16 names\n  \
         66    run: the guest app cannot be read\n  \
         69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary; a cluster primary reset --all could not walk)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \
-        74    the result could not be written (stdout closed); an acquired lock was released\n  \
-        75    the lock is held by another owner; exec --on-lost kill lost it\n  \
+        74    the result could not be written (stdout closed); an acquired lock was released; compute: COMMAND's output could not be read to its end\n  \
+        75    the lock is held by another owner; exec --on-lost kill lost it; compute: the value was not computed within --wait, or the lock was lost while COMMAND ran\n  \
         76    a server refused the command or broke the protocol (WRONGTYPE, WRONGLIMIT, OOM, MOVED, not RESP), gave no slot map, or refused WAIT (--durable)\n  \
         77    a server or a sentinel refused the credentials or the user's rights (NOAUTH, WRONGPASS, NOPERM)\n  \
-        126   exec: the command cannot be executed\n  \
-        127   exec: the command was not found\n  \
-        128+N exec, run: stopped by signal N (the locks released first)\n  \
-        other exec, run: the command's (guest's) own exit code"
+        126   exec, compute: the command cannot be executed\n  \
+        127   exec, compute: the command was not found\n  \
+        128+N exec, compute, run: stopped by signal N (the locks released first)\n  \
+        other exec, compute, run: the command's (guest's) own exit code"
     };
 }
 pub(crate) use table;

@@ -5,6 +5,7 @@
 //! terminal goes through [`output`], which never panics.
 
 mod bench;
+mod compute;
 mod demo;
 mod exec;
 mod exit;
@@ -47,7 +48,7 @@ use output::{say, tell};
     )
 )]
 struct Cli {
-    /// A Redis node: redis://[user:pass@]host:port[/db] or rediss:// for TLS; a Redis
+    /// A Redis node: `redis://[user:pass@]host:port[/db]` or rediss:// for TLS; a Redis
     /// Cluster (one node of the lock): redis+cluster://host:port[,host:port…] or
     /// rediss+cluster://; a primary found through Redis Sentinel (one node too):
     /// redis+sentinel://host:port[,host:port…]/service[/db] or rediss+sentinel://. Repeat
@@ -159,6 +160,45 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Print the value cached under a name, or compute it once by running a command (the
+    /// dogpile helper).
+    ///
+    /// When the value is there, it is printed as stored and COMMAND does not run. Else one
+    /// caller runs COMMAND, holding the name's lock (renewed while it runs; stopped as `exec`
+    /// stops a job when the lock is lost, and on signals), and stores what it wrote to stdout
+    /// (at most 1,000,000 bytes) as the value for --value-ttl; every other caller waits up to
+    /// --wait for that value and prints it, without running COMMAND or taking the lock.
+    ///
+    /// COMMAND's stderr is distlock's. When COMMAND fails (exits non-zero, or is stopped),
+    /// nothing is stored, what it wrote to stdout is passed on, distlock exits with its code,
+    /// and one waiter runs COMMAND next. Exits 75 when --wait ran out while another caller
+    /// computed, or the lock was lost while COMMAND ran (nothing stored); 64 when COMMAND wrote
+    /// more than 1,000,000 bytes. One node only (no Redlock; the tagged layout; scripts on).
+    #[command(after_help = "Example:
+  distlock --redis redis://127.0.0.1 compute --name report:2026-12 --value-ttl 1h --wait 2m -- ./build-report.sh")]
+    Compute {
+        /// The value's name: its key and the computation's lock.
+        #[arg(long)]
+        name: String,
+        /// How long the stored value lives (e.g. 10m, 1h).
+        #[arg(long, value_parser = positive_duration)]
+        value_ttl: Duration,
+        /// How long the computation's lock lives without renewal.
+        #[arg(long, default_value = "30s", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// How long to wait for another caller's computation.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// What to do with COMMAND's process group if the lock is lost while it runs.
+        #[arg(long, value_enum, default_value_t = OnLost::Kill)]
+        on_lost: OnLost,
+        /// How long COMMAND's group gets to end after SIGTERM before SIGKILL.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        kill_grace: Duration,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Acquire and print the token (and fence); release it later with `release` (with the
     /// same --name, repeated for a lock of several names).
     Acquire {
@@ -262,8 +302,8 @@ enum Command {
     Bench {
         /// Which scenario: a (uncontended), b (contended hand-off), c (many names), d
         /// (Redlock over 3 and 5 nodes), s (permits of a semaphore of 4, non-fair and fair),
-        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), or
-        /// all.
+        /// r (readers and writers of one read-write lock), m (locks of 4 names at once), g
+        /// (get-or-compute of one key), or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How long each scenario runs.
@@ -602,6 +642,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             kill_grace,
             command,
         } => exec::exec(&client, &lock, on_lost, kill_grace, &command).await,
+        Command::Compute {
+            name,
+            value_ttl,
+            ttl,
+            wait,
+            on_lost,
+            kill_grace,
+            command,
+        } => {
+            let args = compute::ComputeArgs {
+                name: &name,
+                value_ttl,
+                ttl,
+                wait,
+                on_lost,
+                kill_grace,
+                command: &command,
+            };
+            compute::compute(&client, &args).await
+        }
         Command::Acquire { lock, json } => {
             warn_if_embedded(&client, "acquire");
             let guard = builder(&client, &lock).acquire().await?;
@@ -800,11 +860,11 @@ async fn bench(
     paths: BenchPaths,
 ) -> Result<ExitCode, Error> {
     use bench::{BenchOptions, LocalRedis};
-    if !["all", "a", "b", "c", "d", "s", "r", "m"]
+    if !["all", "a", "b", "c", "d", "s", "r", "m", "g"]
         .iter()
         .any(|s| scenario.eq_ignore_ascii_case(s))
     {
-        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m or all");
+        tell!("distlock: unknown scenario '{scenario}': use a, b, c, d, s, r, m, g or all");
         return Ok(ExitCode::from(exit::USAGE));
     }
     let want_d = scenario == "all" || scenario.eq_ignore_ascii_case("d");

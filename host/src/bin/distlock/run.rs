@@ -41,7 +41,7 @@ pub(crate) struct RunArgs {
     /// (`count NAME FILE ITERATIONS [HOLD_MS]`).
     #[arg(long)]
     example: bool,
-    /// A host directory the guest may read and write: HOST[::GUEST] (GUEST defaults to HOST).
+    /// A host directory the guest may read and write: `HOST[::GUEST]` (GUEST defaults to HOST).
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
     /// An environment variable for the guest: KEY=VALUE.

@@ -10,6 +10,7 @@
 //! distlock-counter trap  NAME                             acquire, then trap (a panic)
 //! distlock-counter trap-permit NAME                       take one of 2 permits, then trap
 //! distlock-counter trap-many NAME                         take NAME:a and NAME:b, then trap
+//! distlock-counter trap-fair NAME FILE                    take NAME in fair mode, trap once FILE exists
 //! distlock-counter spin  NAME                             acquire, then loop forever
 //! distlock-counter hog   NAME                             acquire, then eat memory
 //! ```
@@ -47,7 +48,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let arg = |i: usize| args.get(i).map(String::as_str);
     let (Some(mode), Some(name)) = (arg(1), arg(2)) else {
         return Err(
-            "usage: distlock-counter count|trap|trap-permit|trap-many|spin|hog NAME [FILE ITERATIONS [HOLD_MS]]"
+            "usage: distlock-counter count|trap|trap-permit|trap-many|trap-fair|spin|hog NAME [FILE [ITERATIONS [HOLD_MS]]]"
                 .into(),
         );
     };
@@ -57,7 +58,7 @@ fn run(args: &[String]) -> Result<(), String> {
         ttl_ms: Some(10_000),
         fenced: false,
         request_timeout_ms: None,
-        fair: None,
+        fair: (mode == "trap-fair").then_some(true),
         no_scripts: None,
     })
     .map_err(|e| say(&e))?;
@@ -100,6 +101,23 @@ fn run(args: &[String]) -> Result<(), String> {
             let lease = client.acquire_many(&names, WAIT_MS).map_err(|e| say(&e))?;
             println!("holding {}", lease.token());
             panic!("trapping on purpose while holding {}", lease.name());
+        }
+        "trap-fair" => {
+            let file = arg(3).ok_or("trap-fair needs FILE")?;
+            let lease = client.acquire(name, WAIT_MS).map_err(|e| say(&e))?;
+            println!("holding {}", lease.token());
+            // Held until the caller says (by creating FILE) that its waiter has queued.
+            let deadline = std::time::Instant::now() + Duration::from_millis(WAIT_MS);
+            while !std::path::Path::new(file).exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("{file} never appeared"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!(
+                "trapping on purpose while holding {} in fair mode",
+                lease.name()
+            );
         }
         "spin" => {
             let lease = client.acquire(name, WAIT_MS).map_err(|e| say(&e))?;

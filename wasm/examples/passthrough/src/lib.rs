@@ -226,6 +226,8 @@ fn config_error_kind(k: inner::ConfigErrorKind) -> outer::ConfigErrorKind {
         I::TooManyNames => O::TooManyNames,
         I::DuplicateName => O::DuplicateName,
         I::MultiUnsupported => O::MultiUnsupported,
+        I::ComputeUnsupported => O::ComputeUnsupported,
+        I::ValueTooLong => O::ValueTooLong,
         I::Other => O::Other,
     }
 }

@@ -705,6 +705,104 @@ fn slotted_calls_drive_the_same_machines() {
     }
 }
 
+/// The packed session-level flat calls (`acquire-flat-packed`, `release-flat-packed`,
+/// `extend-flat-packed`, `feed-flat-packed`: the Python host's path) drive the same machines
+/// as the unpacked ones, every answer the slotted layout packed (checked by the host): a lock
+/// taken, refused to another client, extended, read and released, with the server's key
+/// agreeing, and a packed client and an unpacked one excluding each other.
+#[test]
+fn packed_calls_drive_the_same_machines() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut holder = host(&server);
+    let mut other = host(&server);
+    let name = unique_name("engine-packed");
+    let lease = holder
+        .acquire_packed(&name, 0)
+        .expect("acquire a free lock");
+    assert_eq!(lease.token.len(), 32, "a fresh token: {}", lease.token);
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone())
+    );
+    match other.acquire_packed(&name, 0) {
+        Err(api::Error::NotAcquired(not)) => assert_eq!(not.attempts, 1),
+        refused => panic!("expected not-acquired, got {refused:?}"),
+    }
+    match other.acquire_slotted(&name, 0) {
+        Err(api::Error::NotAcquired(_)) => {}
+        refused => panic!("an unpacked client is refused too, got {refused:?}"),
+    }
+    let extended = holder
+        .extend_packed(&name, &lease.token, 60_000)
+        .expect("extend");
+    assert!(extended.valid_until > lease.valid_until);
+    let status = other.status(&name).expect("status after packed calls");
+    assert_eq!(status.verdict, api::Verdict::Held(lease.token.clone()));
+    assert_eq!(other.release_packed(&name, &lease.token), Ok(0));
+    assert_eq!(key_value(&server, &lock_key(&name)), None);
+    assert_eq!(
+        holder.release_packed(&name, &lease.token),
+        Err(api::Error::NotHeld)
+    );
+    // Tokens and replies of every length modulo 8 cross: many pairs, both forms in turn.
+    for round in 0..40 {
+        let lease = if round % 2 == 0 {
+            holder.acquire_packed(&name, 0)
+        } else {
+            holder.acquire_slotted(&name, 0)
+        }
+        .expect("acquire again");
+        assert_eq!(holder.release_packed(&name, &lease.token), Ok(0));
+    }
+}
+
+/// A packed call whose claimed length is past its words is refused and changes nothing: a
+/// constructor answers `invalid` (kind `other`) and the lock stays as it was; `feed-flat-packed`
+/// answers nothing and the operation still waits for its reply.
+#[test]
+fn packed_lengths_past_their_words_change_nothing() {
+    require_redis!();
+    let server = RedisServer::start();
+    let mut host = host(&server);
+    let name = unique_name("engine-packed-bad");
+    let lease = host.acquire_packed(&name, 0).expect("acquire");
+    let token = lease.token.as_bytes();
+    let past = u32::try_from(token.len().div_ceil(8) * 8 + 1).unwrap();
+    let refused = host
+        .release_packed_claiming(&name, token, past)
+        .expect_err("a token length past its words");
+    assert_eq!(invalid_kind(&refused), api::ConfigErrorKind::Other);
+    let refused = host
+        .extend_packed_claiming(&name, token, past, 60_000)
+        .expect_err("a token length past its words");
+    assert_eq!(invalid_kind(&refused), api::ConfigErrorKind::Other);
+    assert_eq!(
+        key_value(&server, &lock_key(&name)),
+        Some(lease.token.clone()),
+        "still held"
+    );
+    // A shorter claim is the token's prefix: a token this lock does not know.
+    let short = u32::try_from(token.len() - 1).unwrap();
+    assert_eq!(
+        host.release_packed_claiming(&name, token, short),
+        Err(api::Error::NotHeld)
+    );
+
+    let id = host.register(&name).expect("register");
+    let slot = host.acquire_parked(id).expect("a parked acquire");
+    assert!(
+        host.feed_packed_claiming(slot, b"+OK\r\n", 9).is_empty(),
+        "a reply length past its words answers nothing"
+    );
+    assert!(
+        !host.tick_slot(slot).is_empty(),
+        "the operation was not fed and still waits"
+    );
+    host.abandon(slot);
+    assert_eq!(host.release_packed(&name, &lease.token), Ok(0));
+}
+
 /// The slotted calls' bounds and ids: a name registered twice has one id; a bad name is
 /// refused as `acquire` refuses it; past 4096 names or 4096 operations in flight a call is
 /// refused (`invalid`, kind `other`) and changes nothing; a forgotten name's id and an

@@ -152,8 +152,9 @@ export class Client {
    */
   async extend(name, token, ttl, { limit, mode } = {}) {
     const shape = shapeOf(limit, mode);
-    const make = shape ? (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()) : (s) => s.extend(name, token, ttl, now(), entropy());
-    return (await this.#run(this.#pool(), make)).val.validUntil;
+    if (shape) return (await this.#run(this.#pool(), (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()))).val.validUntil;
+    return (await this.#run(this.#pool(), (s) => s.extend(name, token, ttl, now(), entropy()), undefined,
+      (slots, lent) => slots.extend(name, token, ttl, now(), entropy(), lent))).val.validUntil;
   }
 
   /**
@@ -312,7 +313,8 @@ export class Lease {
     const make = many ? (s) => s.extendMany(shape.val, this.token, ttl, now(), entropy())
       : shape ? (s) => s.extendShaped(this.name, shape, this.token, ttl, now(), entropy())
         : (s) => s.extend(this.name, this.token, ttl, now(), entropy());
-    return (this.validUntil = (await this.#client.runOn(this.#pool, make)).val.validUntil);
+    const started = shape ? undefined : (slots, lent) => slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
+    return (this.validUntil = (await this.#client.runOn(this.#pool, make, undefined, started)).val.validUntil);
   }
 
   /** @internal Stops renewing (no I/O): the lease lives until its TTL unless released. */

@@ -1,5 +1,5 @@
 // The engine's session-level flat calls (wit/engine.wit: `session.register`, `acquire-flat`,
-// `release-flat`, `feed-flat`, …): an uncontended acquire and its release in four component
+// `release-flat`, `extend-flat`, `feed-flat`, …): an uncontended acquire and its release in four component
 // calls with only numbers and bytes crossing — the lock name registered once (a u32 name
 // id), the operation addressed by a slot number the engine frees itself with the outcome
 // (nothing to dispose). Bookkeeping only: every decision is the engine's.
@@ -47,6 +47,11 @@ export class Slots {
   /** `release-flat`, as `acquire`. */
   release(name, token, now, entropy, lent) {
     return this.#started(this.releaseFlat(this.nameId(name), ascii.encode(token), now, entropy, bits(lent)));
+  }
+
+  /** `extend-flat` (the lease held by `token` to `ttl` ms from now), as `acquire`. */
+  extend(name, token, ttl, now, entropy, lent) {
+    return this.#started(this.session.extendFlat(this.nameId(name), ascii.encode(token), ttl, now, entropy, bits(lent)));
   }
 
   #started(first) {

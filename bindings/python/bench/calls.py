@@ -2,9 +2,11 @@
 (records and variants through ``wasmtime.component``'s value conversion) beside its flat twin
 ``feed`` (bytes in, bytes out, arguments kept lowered between calls), the flat calls' floor
 (``tick``), an operation's build and its drop, one acquire's and one release's engine work
-without the network (as a resource, and in a session slot: ``_slots.py``), and each way to lower a ``list<u8>`` or a ``string``. A measurement to
-report, not a test: ``python bench/calls.py redis://127.0.0.1:6379``. The per-call rows go to
-an operation that is over, so each does the conversions and no lock work."""
+without the network (as a resource, and in a session slot: ``_slots.py``), a slotted call
+with its bytes as ``list<u8>`` against its packed twin (``list<u64>``), and each way to lower a
+``list<u8>`` or a ``string``. A measurement to report, not a test: ``python bench/calls.py
+redis://127.0.0.1:6379``. The per-call rows go to an operation that is over (or a freed
+slot), so each does the conversions and no lock work."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from wasmtime.component import _types
 
 import distlock
 from distlock._engine import Operation, Record, entropy, now, started
-from distlock._lowered import VAL, Args
+from distlock._lowered import VAL, Args, lift_bytes
+from distlock._slots import Slots
 
 ROUNDS = 20000
 REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
@@ -78,24 +81,48 @@ def main(url: str) -> None:
 
     per_call("release: started + feed(:1) + drop", release_engine_work)
     slots = pool.slots
-    per_call("feed-flat, a freed slot (the floor)", lambda: slots.feed(0, now(), 0, REPLY))
+    per_call("tick-flat-packed, a freed slot (floor)", lambda: slots.tick(0, now()))
+    unpacked = unpacked_feed(slots)
+    for size in (0, 200, 1000):
+        data = b"x" * size
+        per_call(f"feed-flat, freed slot, {size} B", lambda: unpacked(data))
+        per_call(f"feed-flat-packed, freed slot, {size} B", lambda: slots.feed(0, now(), 0, data))
 
     def acquire_slotted() -> None:
         acquired, _ = slots.acquire("bench-calls", 0, now(), entropy(), b"\x01")
         acquired.feed(now(), 0, b"+OK\r\n")  # the outcome: the engine frees the slot
 
-    per_call("acquire: acquire-flat + feed-flat(+OK)", acquire_slotted)
+    per_call("acquire: acquire-flat-packed + feed", acquire_slotted)
 
     def release_slotted() -> None:
         released, _ = slots.release("bench-calls", "0" * 32, now(), entropy(), b"\x01")
         released.feed(now(), 0, b":1\r\n")
 
-    per_call("release: release-flat + feed-flat(:1)", release_slotted)
+    per_call("release: release-flat-packed + feed", release_slotted)
     for left in spent:
         left.drop()
     lowering(client)
     Operation.drop(op)
     client.close()
+
+
+def unpacked_feed(slots: Slots):
+    """``feed-flat`` (bytes as ``list<u8>``, one C value a byte) on a freed slot, with the
+    arguments kept lowered and the raw call ``Slots`` makes: the packed call's twin."""
+    export = slots.engine._func("[method]session.feed-flat")
+    args = Args(5)
+    args.handle(0, slots._self)
+    slots._calls["feed-flat"] = (export, ctypes.addressof(export.func._func), args, ctypes.addressof(args.vals))
+
+    def feed(data: bytes) -> bytes:
+        with slots.engine.lock:
+            args.u32(1, 0)
+            args.f64(2, now())
+            args.u8(3, 0)
+            args.bytes(4, data)
+            return lift_bytes(slots._call("feed-flat"))
+
+    return feed
 
 
 def lowering(client: distlock.Client) -> None:

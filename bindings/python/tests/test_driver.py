@@ -1,5 +1,5 @@
-"""The selectors driver's bookkeeping around the hot path: an acquire and a release run in
-session slots the engine frees with their outcome (nothing for the driver to drop); another
+"""The selectors driver's bookkeeping around the hot path: an acquire, an extend and a release
+run in session slots the engine frees with their outcome (nothing for the driver to drop); another
 operation that ended on one quiet connection is dropped during the next operation's wait
 (``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it."""
 
@@ -18,15 +18,17 @@ def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(star
     for _ in range(20):
         lease = client.acquire(name)
         assert not pool.spent  # the acquire's slot went with its outcome
-        lease.extend(30)  # a resource operation, on the same quiet connection
+        lease.extend(30)
+        assert not pool.spent  # so did the extend's
+        client.status(name)  # a resource operation, on the same quiet connection
         assert len(pool.spent) == 1
         seen.extend(pool.spent)
         lease.release()
-        assert not pool.spent  # the extend's went during the release; the release's slot is free
+        assert not pool.spent  # the status went during the release; the release's slot is free
     assert len({id(op) for op in seen}) == 20 and all(op._self is None for op in seen)
     assert list(pool.slots.ids) == [name]  # the name registered once
     lease = client.acquire(name)
-    lease.extend(30)
+    client.status(name)
     [last] = pool.spent
     client.close()
     assert not pool.spent and last._self is None

@@ -23,6 +23,21 @@ pub(crate) fn decode_slotted(bytes: &[u8]) -> (u32, FlatStep) {
 
 /// Reads `bytes`; panics on anything the layout does not allow (a test fails then).
 pub(crate) fn decode(bytes: &[u8]) -> FlatStep {
+    let (step, used) = decode_prefix(bytes);
+    assert_eq!(used, bytes.len(), "nothing after the step");
+    step
+}
+
+/// The length of the slotted step at the start of `bytes` (what follows is not read).
+pub(crate) fn slotted_len(bytes: &[u8]) -> usize {
+    assert_eq!(bytes.first(), Some(&2), "slotted flat encoding version");
+    let mut plain = vec![1];
+    plain.extend_from_slice(&bytes[5..]);
+    decode_prefix(&plain).1 + 4
+}
+
+/// Reads the step at the start of `bytes`, and how many bytes it took.
+fn decode_prefix(bytes: &[u8]) -> (FlatStep, usize) {
     let mut at = 0;
     let mut take = |n: usize| {
         let slice = &bytes[at..at + n];
@@ -46,11 +61,11 @@ pub(crate) fn decode(bytes: &[u8]) -> FlatStep {
     if take(1)[0] == 0 {
         let timeout = f64_of(take(8));
         result.timeout = (!timeout.is_nan()).then_some(timeout);
-        assert_eq!(at, bytes.len(), "nothing after a pending step");
-        return FlatStep {
+        let step = FlatStep {
             result,
             outcome_elsewhere: false,
         };
+        return (step, at);
     }
     let mut outcome_elsewhere = false;
     result.outcome = match take(1)[0] {
@@ -89,9 +104,9 @@ pub(crate) fn decode(bytes: &[u8]) -> FlatStep {
             other => panic!("unknown connection verdict {other}"),
         });
     }
-    assert_eq!(at, bytes.len(), "nothing after the connections");
-    FlatStep {
+    let step = FlatStep {
         result,
         outcome_elsewhere,
-    }
+    };
+    (step, at)
 }

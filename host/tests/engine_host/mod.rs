@@ -10,14 +10,15 @@
 //! per event — or, on a host made `flat`, by its flat twins (`start`/`feed`/`lose`/`tick`,
 //! read by [`flat`], with `acquire`/`release` built and started in one call), the path the
 //! Node and Python hosts take; [`slotted`] drives the session-level flat calls (operations
-//! addressed by a slot). One operation runs at a time on a host (a second client is a
-//! second host).
+//! addressed by a slot), [`packed`] their packed twins (byte lists as `list<u64>`). One
+//! operation runs at a time on a host (a second client is a second host).
 
 #![allow(dead_code)]
 
 mod compute;
 mod flat;
 mod many;
+mod packed;
 mod shaped;
 mod slotted;
 

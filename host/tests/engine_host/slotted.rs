@@ -4,11 +4,21 @@
 //! frees — driven over the same sockets and loop as the resource calls, so the conformance
 //! tests can hold the slotted path to the same outcomes.
 //!
+//! [`packed`] runs the same loop over the packed twins (`*-flat-packed`).
+//!
 //! Every answer is checked against the slot lifetime the WIT promises: the slot an
 //! operation's first answer names is the one every later answer names, and once the outcome
 //! is handed out the slot answers nothing.
 
-use super::{Conn, Host, api, earliest, entropy, flat};
+use super::{Conn, Host, api, earliest, entropy, flat, packed};
+
+/// How an operation's byte lists cross: as the flat calls' `list<u8>`, or packed eight bytes
+/// to a `u64` (the `*-flat-packed` calls, [`packed`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Form {
+    Bytes,
+    Packed,
+}
 
 impl Host {
     /// The name id of `name` (`session.register`).
@@ -55,7 +65,7 @@ impl Host {
                 lent,
             )
             .expect("no trap")?;
-        match self.run_slotted(first)? {
+        match self.run_slotted(first, Form::Bytes)? {
             api::Outcome::Acquired(lease) => Ok(lease),
             other => panic!("acquire ended with {other:?}"),
         }
@@ -78,7 +88,7 @@ impl Host {
                 lent,
             )
             .expect("no trap")?;
-        match self.run_slotted(first)? {
+        match self.run_slotted(first, Form::Bytes)? {
             api::Outcome::Released(holds) => Ok(holds),
             other => panic!("release ended with {other:?}"),
         }
@@ -107,7 +117,7 @@ impl Host {
                 lent,
             )
             .expect("no trap")?;
-        match self.run_slotted(first)? {
+        match self.run_slotted(first, Form::Bytes)? {
             api::Outcome::Extended(extended) => Ok(extended),
             other => panic!("extend ended with {other:?}"),
         }
@@ -151,7 +161,11 @@ impl Host {
     /// Drives the operation whose first answer is `first` to its outcome, one `feed-flat`,
     /// `lose-flat` or `tick-flat` per event, then does with each connection what the engine
     /// says.
-    fn run_slotted(&mut self, first: Vec<u8>) -> Result<api::Outcome, api::Error> {
+    pub(crate) fn run_slotted(
+        &mut self,
+        first: Vec<u8>,
+        form: Form,
+    ) -> Result<api::Outcome, api::Error> {
         let (slot, _) = flat::decode_slotted(&first);
         let mut answer = first;
         let mut events = Vec::new();
@@ -201,14 +215,27 @@ impl Host {
             let now = self.now();
             let sessions = self.sessions();
             let store = &mut *self.store.borrow_mut();
-            answer = match (!events.is_empty()).then(|| events.remove(0)) {
-                Some(api::NodeEvent::Data(data)) => {
-                    sessions.call_feed_flat(store, self.session, slot, now, data.node, &data.bytes)
+            let (session, event) = (self.session, (!events.is_empty()).then(|| events.remove(0)));
+            answer = match (form, event) {
+                (Form::Bytes, Some(api::NodeEvent::Data(data))) => {
+                    sessions.call_feed_flat(store, session, slot, now, data.node, &data.bytes)
                 }
-                Some(api::NodeEvent::Disconnect(node)) => {
-                    sessions.call_lose_flat(store, self.session, slot, now, node)
+                (Form::Bytes, Some(api::NodeEvent::Disconnect(node))) => {
+                    sessions.call_lose_flat(store, session, slot, now, node)
                 }
-                None => sessions.call_tick_flat(store, self.session, slot, now),
+                (Form::Bytes, None) => sessions.call_tick_flat(store, session, slot, now),
+                (Form::Packed, Some(api::NodeEvent::Data(data))) => {
+                    let (words, len) = packed::pack(&data.bytes);
+                    sessions
+                        .call_feed_flat_packed(store, session, slot, now, data.node, &words, len)
+                        .map(|answer| packed::unpacked(&answer))
+                }
+                (Form::Packed, Some(api::NodeEvent::Disconnect(node))) => sessions
+                    .call_lose_flat_packed(store, session, slot, now, node)
+                    .map(|answer| packed::unpacked(&answer)),
+                (Form::Packed, None) => sessions
+                    .call_tick_flat_packed(store, session, slot, now)
+                    .map(|answer| packed::unpacked(&answer)),
             }
             .expect("no trap");
         }

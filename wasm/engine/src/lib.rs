@@ -11,7 +11,8 @@
 //! machines behind WIT resources: [`session`] (the node set and the factory of machines),
 //! [`handshake`], [`operation`], [`renewal`], the session-level flat calls' name and slot
 //! tables ([`slots`]), plus the conversions of time, entropy
-//! ([`input`]) and errors ([`convert`]), and the flat step encoding ([`flat`]).
+//! ([`input`]) and errors ([`convert`]), the flat step encoding ([`flat`]) and its packed
+//! form, bytes eight to a `u64` ([`packed`]).
 //!
 //! Built for `wasm32-wasip2` only, like the `provider` component beside it.
 #![no_std]
@@ -23,6 +24,7 @@ mod flat;
 mod handshake;
 mod input;
 mod operation;
+mod packed;
 mod renewal;
 #[path = "../../src/rt.rs"]
 mod rt;

@@ -25,7 +25,7 @@ use crate::input::{self, node, node_index};
 use crate::operation::{Machine, Operation};
 use crate::renewal::Renewal;
 use crate::slots::Slots;
-use crate::{flat, url};
+use crate::{flat, packed, url};
 
 /// One node: where it is and how to log in.
 pub(crate) struct Node {
@@ -557,6 +557,72 @@ impl api::GuestSession for Session {
     fn abandon(&self, slot: u32) {
         let done = self.slots.borrow_mut().remove(slot);
         drop(done);
+    }
+
+    fn acquire_flat_packed(
+        &self,
+        name_id: u32,
+        wait_ms: u32,
+        now: api::Instant,
+        entropy: Vec<u64>,
+        lent: u32,
+    ) -> Result<Vec<u64>, api::Error> {
+        let entropy = packed::all_bytes(&entropy);
+        self.acquire_flat(name_id, wait_ms, now, entropy, lent)
+            .map(|answer| packed::pack(&answer))
+    }
+
+    fn release_flat_packed(
+        &self,
+        name_id: u32,
+        token: Vec<u64>,
+        token_len: u32,
+        now: api::Instant,
+        entropy: Vec<u64>,
+        lent: u32,
+    ) -> Result<Vec<u64>, api::Error> {
+        let token = packed::unpack_arg(&token, token_len, "token")?;
+        let entropy = packed::all_bytes(&entropy);
+        self.release_flat(name_id, token, now, entropy, lent)
+            .map(|answer| packed::pack(&answer))
+    }
+
+    fn extend_flat_packed(
+        &self,
+        name_id: u32,
+        token: Vec<u64>,
+        token_len: u32,
+        ttl_ms: u32,
+        now: api::Instant,
+        entropy: Vec<u64>,
+        lent: u32,
+    ) -> Result<Vec<u64>, api::Error> {
+        let token = packed::unpack_arg(&token, token_len, "token")?;
+        let entropy = packed::all_bytes(&entropy);
+        self.extend_flat(name_id, token, ttl_ms, now, entropy, lent)
+            .map(|answer| packed::pack(&answer))
+    }
+
+    fn feed_flat_packed(
+        &self,
+        slot: u32,
+        now: api::Instant,
+        n: u8,
+        bytes: Vec<u64>,
+        bytes_len: u32,
+    ) -> Vec<u64> {
+        // A length past the words: refused as an unknown slot is, nothing fed.
+        packed::unpack(&bytes, bytes_len)
+            .map(|bytes| packed::pack(&self.feed_flat(slot, now, n, bytes)))
+            .unwrap_or_default()
+    }
+
+    fn lose_flat_packed(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u64> {
+        packed::pack(&self.lose_flat(slot, now, n))
+    }
+
+    fn tick_flat_packed(&self, slot: u32, now: api::Instant) -> Vec<u64> {
+        packed::pack(&self.tick_flat(slot, now))
     }
 
     fn renewal(

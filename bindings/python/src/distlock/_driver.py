@@ -5,10 +5,10 @@ honours the deadlines the machines name. A call blocks its thread; several threa
 operations on one pool at once (each operation borrows its own connections).
 
 An operation is driven by the engine's flat calls (``_flat.py``): one call per event — the
-first step (``start``, or built and started in one call in a session slot by ``acquire-flat``
-or ``release-flat``, ``_slots.py``), bytes read
-(``feed``), a connection lost (``lose``), a deadline (``tick``) — each bringing back what to
-send, the next deadline and, at the end, what to do with each connection.
+first step (``start``, or built and started in one call in a session slot by the packed
+``acquire-flat``, ``release-flat`` or ``extend-flat``, ``_slots.py``), bytes read (``feed``), a
+connection lost (``lose``), a deadline (``tick``) — each bringing back what to send, the next
+deadline and, at the end, what to do with each connection.
 """
 
 from __future__ import annotations

@@ -29,6 +29,14 @@ _FENCE = struct.Struct("<BQdd")
 _SPAN = struct.Struct("<dd")
 _AFTER = struct.Struct("<BI")
 
+# Steps and outcome values built without their Python-level constructors (a decode runs once
+# per engine call): ``Step`` through ``tuple.__new__`` (what its generated ``__new__`` calls),
+# ``Record`` and ``Variant`` (a plain dataclass: no ``__post_init__``, not frozen; wasmtime is
+# pinned, see ``pyproject.toml``) with their attributes set directly.
+_new_step = tuple.__new__
+_new = object.__new__
+_Record, _Variant = wc.Record, wc.Variant
+
 
 class Step(NamedTuple):
     """One step's answer: what to send, when to step again, and the outcome once over."""
@@ -40,13 +48,27 @@ class Step(NamedTuple):
     connections: list[tuple[int, int]]  # per node: (KEEP/CLOSE/SILENT, replies owed)
 
 
+def _variant(tag: str, payload: Any) -> Any:
+    """``wc.Variant(tag, payload)``."""
+    variant = _new(_Variant)
+    variant.tag, variant.payload = tag, payload
+    return variant
+
+
+def _record(fields: dict[str, Any]) -> Any:
+    """A ``wc.Record`` with ``fields``."""
+    record = _new(_Record)
+    record.__dict__ = fields
+    return record
+
+
 def decode(data: bytes, op: Any) -> Step:
     """``data`` as a :class:`Step`; ``op`` (its ``Handle``) answers ``poll_outcome``."""
     version = data[0] if data else None
-    if version == VERSION:
-        base = 1
-    elif version == SLOTTED:
+    if version == SLOTTED:
         base = 5
+    elif version == VERSION:
+        base = 1
     else:  # an empty answer: the slot is unknown to the engine
         raise RuntimeError(f"distlock: unknown engine step encoding {version}")
     at, transmits = base + 1, []
@@ -57,26 +79,27 @@ def decode(data: bytes, op: Any) -> Step:
         at += length
     if data[at] == 0:
         (timeout,) = _F64.unpack_from(data, at + 1)
-        return Step(transmits, None if timeout != timeout else timeout, False, None, [])
+        return _new_step(Step, (transmits, None if timeout != timeout else timeout, False, None, []))
     code, at = data[at + 1], at + 2
     if code == 0:
         length = data[at]
         token = data[at + 1 : at + 1 + length].decode("ascii")
         has_fence, fence, started, valid_until = _FENCE.unpack_from(data, at + 1 + length)
-        lease = wc.Record()
-        lease.__dict__.update({"token": token, "fence": fence if has_fence else None, "started": started, "valid-until": valid_until})
-        outcome = wc.Variant("ok", wc.Variant("acquired", lease))
+        lease = _record({"token": token, "fence": fence if has_fence else None, "started": started, "valid-until": valid_until})
+        outcome = _variant("ok", _variant("acquired", lease))
         at += 1 + length + _FENCE.size
     elif code == 1:
-        outcome = wc.Variant("ok", wc.Variant("released", _U32.unpack_from(data, at)[0]))
+        outcome = _variant("ok", _variant("released", _U32.unpack_from(data, at)[0]))
         at += 4
     elif code == 2:
         started, valid_until = _SPAN.unpack_from(data, at)
-        span = wc.Record()
-        span.__dict__.update({"started": started, "valid-until": valid_until})
-        outcome = wc.Variant("ok", wc.Variant("extended", span))
+        outcome = _variant("ok", _variant("extended", _record({"started": started, "valid-until": valid_until})))
         at += _SPAN.size
     else:
         outcome = split_option(op.poll_outcome())[1]
-    connections = [_AFTER.unpack_from(data, at + 1 + 5 * i) for i in range(data[at])]
-    return Step(transmits, None, True, outcome, connections)
+    count = data[at]
+    if count == 1:  # one node: no comprehension
+        connections = [_AFTER.unpack_from(data, at + 1)]
+    else:
+        connections = [_AFTER.unpack_from(data, at + 1 + 5 * i) for i in range(count)]
+    return _new_step(Step, (transmits, None, True, outcome, connections))

@@ -1,5 +1,6 @@
 """Arguments of an engine call lowered into the component's C values once and kept for the next
-call, and ``list<u8>`` answers lifted in one copy.
+call, and ``list<u8>`` answers (and ``list<u64>`` answers carrying bytes, the packed calls')
+lifted in one copy.
 
 Owns: the C array a hot export is called with (``Args``), which value sits in each slot, and
 freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
@@ -7,18 +8,25 @@ and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_
 list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
 what changed: a scalar in place, the same name not at all, a byte list of a length seen
 before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
-values kept for that length. Pinned to wasmtime 51 (see ``pyproject.toml``), whose C layout this relies on.
+values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
+calls) cost wasmtime an eighth of the values; they are written and read as whole words by
+one strided copy of the payloads viewed as ``u64``. Pinned to wasmtime 51 (see
+``pyproject.toml``), whose C layout this relies on.
 
 Invariants: wasmtime's ``wasmtime_component_func_call`` borrows its arguments (they are
 ``const`` in the C API, converted, never taken), so a value kept here stays valid across calls;
 a slot holds a value this module lowered (freed when replaced, evicted or by ``free``) or a
-borrowed resource handle its owner frees (``handle``); an ``Args`` is used under its engine's
-lock only.
+borrowed resource handle its owner frees (``handle``); a packed slot is pointed at its kept
+list again whenever anything else was written into it since (``_pointing`` says what it
+points at); an ``Args`` is used under its engine's lock only.
 """
 
 from __future__ import annotations
 
 import ctypes
+import struct
+import sys
+from array import array
 from typing import Any
 
 from wasmtime import _ffi as ffi
@@ -30,6 +38,7 @@ PAYLOAD = VAL.of.offset  # where a value's payload starts, after its kind byte
 _U8 = ffi.WASMTIME_COMPONENT_U8.value
 _U8_KINDS = bytes([_U8]) * 4096
 _U32 = ffi.WASMTIME_COMPONENT_U32
+_U64 = ffi.WASMTIME_COMPONENT_U64.value
 _F64 = ffi.WASMTIME_COMPONENT_F64
 _STRING = ffi.WASMTIME_COMPONENT_STRING
 _LIST = ffi.WASMTIME_COMPONENT_LIST
@@ -43,6 +52,13 @@ _vallist_delete = ffi.wasmtime_component_vallist_delete
 _val_delete = ffi.wasmtime_component_val_delete
 _string_at = ctypes.string_at
 _byref = ctypes.byref
+_WORD = 8  # bytes a packed u64 carries
+_WORDS_APART = VAL_SIZE // _WORD  # one value's stride, in words
+_WORD_AT = PAYLOAD // _WORD  # a value's payload, in words (a u64 payload is 8-aligned)
+_LITTLE = sys.byteorder == "little"  # the C values hold host-order words; the packing is little-endian
+_LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
+_read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
+_vallist_delete_at = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("wasmtime_component_vallist_delete", ffi.dll))
 
 
 def lift_bytes(result: Any) -> bytes:
@@ -55,8 +71,25 @@ def lift_bytes(result: Any) -> bytes:
     return data
 
 
+def lift_words(list_at: int) -> bytes:
+    """A ``list<u64>`` answer of a packed call as the bytes its words carry, eight each,
+    little-endian (with the zeros padding the last word), freeing its C list. ``list_at``: the
+    address of the answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by
+    address rather than through ctypes' structure views (each attribute is an object): its
+    head, then its values in one copy, the payloads viewed as ``u64`` a value apart."""
+    size, data = _LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size))
+    words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes() if size else b""
+    _vallist_delete_at(list_at)
+    if _LITTLE:
+        return words
+    swapped = array("Q", words)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
 def moved_out(val: Any) -> None:
-    """Marks ``val`` (inside an answer) as taken, so the answer's delete does not free it."""
+    """Marks ``val`` (inside an answer, or an answer consumed) as taken: a ``bool``, which
+    neither the answer's delete nor wasmtime writing a new answer over it frees again."""
     val.kind = _BOOL
 
 
@@ -66,7 +99,7 @@ _LISTS_PER_SLOT = 8  # lengths a byte-list slot keeps lowered (replies come in a
 class Args:
     """``n`` argument slots for one export, kept lowered between calls (see the module doc)."""
 
-    __slots__ = ("vals", "n", "_slots", "_payloads", "_kept", "_lists")
+    __slots__ = ("vals", "n", "_slots", "_payloads", "_kept", "_lists", "_pointing")
 
     def __init__(self, n: int) -> None:
         self.vals = (VAL * n)()
@@ -78,20 +111,27 @@ class Args:
         # A byte-list slot's lowered lists by length: [C list, its values as a writable view,
         # the bytes they hold]; the slot points at one of them, this owns them all.
         self._lists: list[dict[int, list[Any]]] = [{} for _ in range(n)]
+        # A packed slot's C value points at the list kept for this many words (``None``: at
+        # none): pointing it again is skipped (copying a list head in is ~0.5 µs).
+        self._pointing: list[int | None] = [None] * n
 
     def handle(self, i: int, val: Any) -> None:
         """A resource handle whose owner keeps and frees it (a copy of its C value)."""
+        self._pointing[i] = None
         self.vals[i] = val
 
     def u8(self, i: int, x: int) -> None:
+        self._pointing[i] = None
         self._slots[i].kind = _U8
         self._payloads[i].u8 = x
 
     def u32(self, i: int, x: int) -> None:
+        self._pointing[i] = None
         self._slots[i].kind = _U32
         self._payloads[i].u32 = x
 
     def f64(self, i: int, x: float) -> None:
+        self._pointing[i] = None
         self._slots[i].kind = _F64
         self._payloads[i].f64 = x
 
@@ -102,6 +142,7 @@ class Args:
         if not isinstance(s, str):
             raise TypeError("expected a string")
         self._free_string(i)
+        self._pointing[i] = None
         data = s.encode("utf-8")
         val = self.vals[i]
         _byte_vec_new(_byref(val.of.string), len(data), data)
@@ -130,8 +171,44 @@ class Args:
             if size:
                 entry[1][PAYLOAD::VAL_SIZE] = data
             entry[2] = bytes(data)
+        self._pointing[i] = None
         self._slots[i].kind = _LIST
         self._payloads[i].list = entry[0]
+
+    def words(self, i: int, data: bytes) -> None:
+        """``data`` as a packed call's ``list<u64>`` (eight bytes a word, little-endian, the last
+        word zero-padded; its length goes in its own argument): the slot points at the list kept
+        for this many words, rewritten in place (one strided write) when the bytes differ."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("expected bytes value")
+        size = -(-len(data) // _WORD)
+        lists = self._lists[i]
+        entry = lists.get(size)
+        if entry is None:
+            if len(lists) >= _LISTS_PER_SLOT:
+                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+            raw = ffi.wasmtime_component_vallist_t()
+            _vallist_new_uninit(_byref(raw), size)
+            view = None
+            if size:
+                values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+                values[0::VAL_SIZE] = bytes([_U64]) * size
+                view = values.cast("Q")[_WORD_AT::_WORDS_APART]
+            entry = lists[size] = [raw, view, None]
+        if entry[2] != data:
+            if size:
+                padded = bytes(data) + bytes(size * _WORD - len(data))
+                if _LITTLE:
+                    entry[1][:] = memoryview(padded).cast("Q")
+                else:
+                    swapped = array("Q", padded)
+                    swapped.byteswap()
+                    entry[1][:] = memoryview(swapped)
+            entry[2] = data if type(data) is bytes else bytes(data)
+        if self._pointing[i] != size:
+            self._slots[i].kind = _LIST
+            self._payloads[i].list = entry[0]
+            self._pointing[i] = size
 
     def _free_string(self, i: int) -> None:
         if self._kept[i] is not None:
@@ -145,3 +222,4 @@ class Args:
             for raw, _, _ in self._lists[i].values():
                 _vallist_delete(_byref(raw))
             self._lists[i].clear()
+            self._pointing[i] = None

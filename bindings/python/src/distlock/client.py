@@ -25,8 +25,9 @@ from ._slots import Slots
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
 LAYOUTS = ("tagged", "redis-py", "python-redis-lock")
-# Operations the engine also builds and starts in one call, in a session slot (`<method>-flat`).
-STARTED = ("acquire", "release")
+# Operations the engine also builds and starts in one call, in a session slot
+# (`<method>-flat-packed`).
+STARTED = ("acquire", "release", "extend")
 
 
 class Many(tuple):
@@ -170,8 +171,9 @@ class Client:
         return value.payload
 
     def builders(self, pool: Any, method: str, args: tuple[Any, ...]) -> tuple[Any, Any]:
-        """How ``pool.run`` builds operation ``method``: alone, and (for ``acquire`` and
-        ``release``, the hot path) built and started in one engine call, in a session slot."""
+        """How ``pool.run`` builds operation ``method``: alone, and (for ``acquire``,
+        ``release`` and ``extend``, the hot path) built and started in one engine call, in a
+        session slot."""
         # Partials rather than closures: called once per operation, one Python frame less.
         build = partial(_build, self.engine, pool.session, method, args)
         return build, (partial(getattr(pool.slots, method), *args) if method in STARTED else None)

@@ -17,6 +17,10 @@
 //! `{holds, fence}` (pinned below), a signalled `BLPOP`, the handshake's `HELLO` map; so does
 //! a server error's message (`Box<str>`). None is on a plain lock's hot path.
 //!
+//! A Redis Cluster node's link (`ClusterLink`, which routes every command of that node) is
+//! counted per command: three allocations (its copy of the command, the transmit, the reply
+//! held in order), pinned so that decoding or buffering does not creep back in.
+//!
 //! `machine_sizes_are_bounded` prints each machine's `size_of` (`--nocapture`).
 
 mod common;

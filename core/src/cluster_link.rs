@@ -176,30 +176,55 @@ impl ClusterLink {
     ///
     /// [`ClusterLinkError::BadCommand`] when they are not RESP.
     pub fn write(&mut self, bytes: &[u8], now: Instant) -> Result<(), ClusterLinkError> {
-        self.written.extend_from_slice(bytes);
-        loop {
-            let len = match frame_len(&self.written) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(_) => return Err(ClusterLinkError::BadCommand),
-            };
-            let bytes: Vec<u8> = self.written.drain(..len).collect();
-            let target = command_target(&bytes).ok_or(ClusterLinkError::BadCommand)?;
-            let id = self.first_id + self.commands.len() as u64;
-            self.commands.push_back(Command {
-                bytes,
-                target,
-                held: target == Target::AfterPrevious,
-                redirects: Some(Redirects::new(now, self.request_timeout)),
-                resend_at: None,
-                reply: None,
-            });
-            if target != Target::AfterPrevious {
-                self.route(id, None);
+        if self.written.is_empty() {
+            // The usual case: whole commands, routed straight from the writer's bytes
+            // without passing through the buffer.
+            let mut rest = bytes;
+            loop {
+                match frame_len(rest) {
+                    Ok(Some(len)) => {
+                        let (command, after) = rest.split_at(len);
+                        self.push_command(command.to_vec(), now)?;
+                        rest = after;
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Err(ClusterLinkError::BadCommand),
+                }
+            }
+            self.written.extend_from_slice(rest);
+        } else {
+            self.written.extend_from_slice(bytes);
+            loop {
+                let len = match frame_len(&self.written) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(_) => return Err(ClusterLinkError::BadCommand),
+                };
+                let command: Vec<u8> = self.written.drain(..len).collect();
+                self.push_command(command, now)?;
             }
         }
         // A command routing gave up on at once (an unserved slot) is answered already.
         self.hand_back();
+        Ok(())
+    }
+
+    /// Queues one whole command written at `now`, and routes it unless it waits for the
+    /// commands before it.
+    fn push_command(&mut self, bytes: Vec<u8>, now: Instant) -> Result<(), ClusterLinkError> {
+        let target = command_target(&bytes).ok_or(ClusterLinkError::BadCommand)?;
+        let id = self.first_id + self.commands.len() as u64;
+        self.commands.push_back(Command {
+            bytes,
+            target,
+            held: target == Target::AfterPrevious,
+            redirects: Some(Redirects::new(now, self.request_timeout)),
+            resend_at: None,
+            reply: None,
+        });
+        if target != Target::AfterPrevious {
+            self.route(id, None);
+        }
         Ok(())
     }
 
@@ -225,31 +250,66 @@ impl ClusterLink {
             .iter()
             .position(|p| &p.primary == primary)
             .ok_or(ClusterLinkError::BadReply)?;
-        self.primaries[index].input.extend_from_slice(bytes);
-        loop {
-            if self.primaries[index].input.len() > SLOT_MAP_REPLY_CAP {
-                // No reply to anything the link sends is this long: a bounded buffer.
-                return Err(ClusterLinkError::BadReply);
+        if self.primaries[index].input.is_empty() {
+            // The usual case: whole replies, taken straight from the primary's bytes
+            // without passing through the buffer.
+            let mut rest = bytes;
+            loop {
+                match frame_len(rest) {
+                    Ok(Some(len)) => {
+                        let (frame, after) = rest.split_at(len);
+                        self.take_reply(index, primary, frame, now)?;
+                        rest = after;
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Err(ClusterLinkError::BadReply),
+                }
             }
-            let state = &mut self.primaries[index];
-            let len = match frame_len(&state.input) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(_) => return Err(ClusterLinkError::BadReply),
-            };
-            let frame: Vec<u8> = state.input.drain(..len).collect();
-            // RESP3 push frames answer nothing.
-            if frame.first() == Some(&b'>') {
-                continue;
-            }
-            match state.owed.pop_front().ok_or(ClusterLinkError::BadReply)? {
-                Owed::Command(id) => self.answer(id, frame, primary, now),
-                Owed::Map { shards } => self.read_map(&frame, shards, primary),
-                // `ASKING` says `+OK`; were it refused, the command after it says why.
-                Owed::Asking => {}
+            self.primaries[index].input.extend_from_slice(rest);
+        } else {
+            self.primaries[index].input.extend_from_slice(bytes);
+            loop {
+                let state = &mut self.primaries[index];
+                let len = match frame_len(&state.input) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(_) => return Err(ClusterLinkError::BadReply),
+                };
+                let frame: Vec<u8> = state.input.drain(..len).collect();
+                self.take_reply(index, primary, &frame, now)?;
             }
         }
+        if self.primaries[index].input.len() > SLOT_MAP_REPLY_CAP {
+            // No reply to anything the link sends is this long: a bounded buffer.
+            return Err(ClusterLinkError::BadReply);
+        }
         self.hand_back();
+        Ok(())
+    }
+
+    /// One whole reply `frame` from `primary` (the link's `index`th): the answer to what
+    /// that primary owes first.
+    fn take_reply(
+        &mut self,
+        index: usize,
+        primary: &Primary,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(), ClusterLinkError> {
+        // RESP3 push frames answer nothing.
+        if frame.first() == Some(&b'>') {
+            return Ok(());
+        }
+        match self.primaries[index]
+            .owed
+            .pop_front()
+            .ok_or(ClusterLinkError::BadReply)?
+        {
+            Owed::Command(id) => self.answer(id, frame, primary, now),
+            Owed::Map { shards } => self.read_map(frame, shards, primary),
+            // `ASKING` says `+OK`; were it refused, the command after it says why.
+            Owed::Asking => {}
+        }
         Ok(())
     }
 
@@ -409,16 +469,23 @@ impl ClusterLink {
     }
 
     /// `frame` answers command `id`, from `from`.
-    fn answer(&mut self, id: u64, frame: Vec<u8>, from: &Primary, now: Instant) {
-        let redirect = match decode(&frame, self.protocol) {
-            Ok(Reply::Error(message)) => Redirect::parse(message, from.host()),
+    fn answer(&mut self, id: u64, frame: &[u8], from: &Primary, now: Instant) {
+        // Only an error reply (`-` in RESP2, `!` a RESP3 blob error) can be a redirect: the
+        // rest are handed back without being decoded.
+        let redirect = match frame.first() {
+            Some(b'-' | b'!') => match decode(frame, self.protocol) {
+                Ok(Reply::Error(message)) => Redirect::parse(message, from.host()),
+                _ => None,
+            },
             _ => None,
         };
         let Some(redirect) = redirect else {
             if let Some(command) = self.command(id) {
                 let keyed = matches!(command.target, Target::Slot(_));
-                command.reply = Some(frame);
-                if keyed {
+                command.reply = Some(frame.to_vec());
+                // Compared before copied: a primary is some 260 bytes, and it is nearly
+                // always the same one.
+                if keyed && self.last_keyed.as_ref() != Some(from) {
                     self.last_keyed = Some(from.clone());
                 }
             }
@@ -488,14 +555,14 @@ impl ClusterLink {
 /// Where a command goes: by its first key's slot, to the seed without keys, or after the
 /// commands before it (`WAIT`, `WAITAOF`); `None` when the bytes are not a command.
 fn command_target(frame: &[u8]) -> Option<Target> {
-    let Ok(Reply::Array(args)) = decode(frame, Protocol::Resp2) else {
-        return None;
-    };
-    let arg = |i: usize| match args.get(i) {
-        Some(Reply::Bulk(bytes)) => Some(*bytes),
-        _ => None,
-    };
-    let name = arg(0)?;
+    // Only the first four arguments decide, read in place: this runs for every command.
+    let mut args = CommandArgs::new(frame)?;
+    let mut first = [None::<&[u8]>; 4];
+    for slot in &mut first {
+        *slot = args.next();
+    }
+    let [name, arg1, arg2, arg3] = first;
+    let name = name?;
     let upper = |name: &[u8], of: &[u8]| name.eq_ignore_ascii_case(of);
     const KEYLESS: [&[u8]; 14] = [
         b"HELLO",
@@ -528,14 +595,75 @@ fn command_target(frame: &[u8]) -> Option<Target> {
         b"FCALL_RO",
     ];
     if SCRIPTED.iter().any(|k| upper(name, k)) {
-        let keys = core::str::from_utf8(arg(2)?).ok()?.parse::<u64>().ok()?;
+        let keys = core::str::from_utf8(arg2?).ok()?.parse::<u64>().ok()?;
         return Some(if keys == 0 {
             Target::Seed
         } else {
-            Target::Slot(key_slot(arg(3)?))
+            Target::Slot(key_slot(arg3?))
         });
     }
-    Some(arg(1).map_or(Target::Seed, |key| Target::Slot(key_slot(key))))
+    Some(arg1.map_or(Target::Seed, |key| Target::Slot(key_slot(key))))
+}
+
+/// The arguments of one command frame as the lock machines write it — a RESP array of bulk
+/// strings — read in place, one at a time. Total: anything else ends the arguments early
+/// (`None` from [`CommandArgs::new`] when the frame is not an array at all).
+struct CommandArgs<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> CommandArgs<'a> {
+    fn new(frame: &'a [u8]) -> Option<Self> {
+        let (header, rest) = line(frame.strip_prefix(b"*")?)?;
+        Some(CommandArgs {
+            rest,
+            left: decimal(header)?,
+        })
+    }
+}
+
+impl<'a> Iterator for CommandArgs<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.left = self.left.checked_sub(1)?;
+        let parsed = (|| {
+            let (header, rest) = line(self.rest.strip_prefix(b"$")?)?;
+            let len = decimal(header)?;
+            let bytes = rest.get(..len)?;
+            let after = rest.get(len..)?.strip_prefix(b"\r\n")?;
+            Some((bytes, after))
+        })();
+        match parsed {
+            Some((bytes, after)) => {
+                self.rest = after;
+                Some(bytes)
+            }
+            None => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+}
+
+/// The bytes up to the first CRLF, and those after it.
+fn line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    Some((bytes.get(..end)?, bytes.get(end + 2..)?))
+}
+
+/// A non-negative decimal of at most 9 digits (a length in a frame of bounded size).
+fn decimal(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+    )
 }
 
 #[cfg(test)]
@@ -772,5 +900,78 @@ mod tests {
             Some(Target::Slot(5061))
         );
         assert_eq!(command_target(b"+OK\r\n"), None);
+        // Arguments are read by their length: a key may hold CRLF.
+        assert_eq!(
+            command_target(b"*2\r\n$4\r\nPTTL\r\n$5\r\na\r\nbc\r\n"),
+            Some(Target::Slot(key_slot(b"a\r\nbc")))
+        );
+        // A short or non-bulk first argument is no command.
+        assert_eq!(command_target(b"*1\r\n:5\r\n"), None);
+        assert_eq!(command_target(b"*2\r\n$9\r\nPTTL\r\n"), None);
+        assert_eq!(command_target(b"*-1\r\n"), None);
+    }
+
+    /// RESP arrays of bulk strings, as the lock machines write commands.
+    fn encoded(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The in-place argument reader agrees with the full RESP decoder on every command
+        /// (any bytes in any argument).
+        #[test]
+        fn arguments_read_in_place_are_the_decoded_ones(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..12), 0..6)
+        ) {
+            let frame = encoded(&args);
+            let read: Vec<&[u8]> = CommandArgs::new(&frame).unwrap().collect();
+            let Ok(Reply::Array(decoded)) = decode(&frame, Protocol::Resp2) else {
+                panic!("not an array");
+            };
+            let decoded: Vec<&[u8]> = decoded
+                .iter()
+                .map(|r| match r {
+                    Reply::Bulk(b) => *b,
+                    _ => panic!("not bulk"),
+                })
+                .collect();
+            proptest::prop_assert_eq!(read, decoded);
+        }
+
+        /// Commands and replies split anywhere give the same routing and the same reply bytes
+        /// as whole ones: the buffered path and the in-place one agree.
+        #[test]
+        fn splits_anywhere_route_and_answer_alike(cut in 0usize..64, cut2 in 0usize..64) {
+            let commands = [GET_FOO, PING, GET_FOO].concat();
+            let cut = cut.min(commands.len());
+            let mut link = link();
+            link.write(&commands[..cut], NOW).unwrap();
+            link.write(&commands[cut..], NOW).unwrap();
+            let mut sent: Vec<(Primary, Vec<u8>)> = Vec::new();
+            while let Some(tx) = link.poll_transmit() {
+                sent.push(tx);
+            }
+            proptest::prop_assert_eq!(
+                sent,
+                [
+                    (primary(1), GET_FOO.to_vec()),
+                    (primary(9), PING.to_vec()),
+                    (primary(1), GET_FOO.to_vec()),
+                ]
+            );
+            let replies = b"$1\r\nx\r\n$-1\r\n";
+            let cut2 = cut2.min(replies.len());
+            link.handle_input(&primary(9), b"+PONG\r\n", NOW).unwrap();
+            link.handle_input(&primary(1), &replies[..cut2], NOW).unwrap();
+            link.handle_input(&primary(1), &replies[cut2..], NOW).unwrap();
+            proptest::prop_assert_eq!(read_all(&mut link), b"$1\r\nx\r\n+PONG\r\n$-1\r\n".to_vec());
+            proptest::prop_assert!(link.is_idle());
+        }
     }
 }

@@ -17,6 +17,10 @@
 //! `{holds, fence}` (pinned below), a signalled `BLPOP`, the handshake's `HELLO` map; so does
 //! a server error's message (`Box<str>`). None is on a plain lock's hot path.
 //!
+//! A Redis Cluster node's link (`ClusterLink`, which routes every command of that node) is
+//! counted per command: three allocations (its copy of the command, the transmit, the reply
+//! held in order), pinned so that decoding or buffering does not creep back in.
+//!
 //! `machine_sizes_are_bounded` prints each machine's `size_of` (`--nocapture`).
 
 mod common;
@@ -284,5 +288,68 @@ fn fair_uncontended_acquire_and_release_allocate_only_the_array_reply() {
     assert_none(
         "release, 1 node, fair",
         &release::<1>(&lock, &t, redis_8_4(), b":0\r\n"),
+    );
+}
+
+/// What a Redis Cluster node adds per command on the driver's side ([`ClusterLink`]):
+/// scenario A's pair (`SET NX PX`, `EVALSHA`) written, sent, answered and read. Each command
+/// costs three allocations — the link's copy of it (kept to send again after a redirect),
+/// the transmit, the reply held until the replies before it are read — and nothing else:
+/// the command's arguments are read in place and a reply that is not an error is not
+/// decoded.
+#[test]
+fn a_cluster_link_round_trip_allocates_three_times_per_command() {
+    use distlock_core::{ClusterLink, Primary, SlotMap};
+    let map = SlotMap::from_slots(
+        b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\nh\r\n:1\r\n",
+        Protocol::Resp2,
+        "h",
+    )
+    .unwrap();
+    let mut link = ClusterLink::new(
+        map,
+        Primary::new("h", 9).unwrap(),
+        Protocol::Resp2,
+        Duration::from_millis(1_000),
+        false,
+    );
+    let acquire: &[u8] = b"*6\r\n$3\r\nSET\r\n$12\r\ndistlock:{a}\r\n$3\r\ntok\r\n$2\r\nNX\r\n$2\r\nPX\r\n$4\r\n1000\r\n";
+    let release: &[u8] =
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$12\r\ndistlock:{a}\r\n$3\r\ntok\r\n";
+    let pair = |link: &mut ClusterLink| {
+        let mut buf = [0u8; 16];
+        let mut read = Vec::new();
+        for (command, reply) in [(acquire, &b"+OK\r\n"[..]), (release, b":1\r\n")] {
+            link.write(command, ms(0)).unwrap();
+            let (primary, bytes) = link.poll_transmit().unwrap();
+            assert_eq!(bytes, command);
+            link.handle_input(&primary, reply, ms(1)).unwrap();
+            let n = link.read(&mut buf);
+            read.push(buf[..n].to_vec());
+        }
+        read
+    };
+    // Once outside: the link's buffers and queues reach their size.
+    assert_eq!(pair(&mut link), [b"+OK\r\n".to_vec(), b":1\r\n".to_vec()]);
+    let mut read = Vec::with_capacity(20);
+    let counted = measure(|| {
+        for _ in 0..10 {
+            let mut buf = [0u8; 16];
+            for (command, reply) in [(acquire, &b"+OK\r\n"[..]), (release, b":1\r\n")] {
+                link.write(command, ms(0)).unwrap();
+                let (primary, bytes) = link.poll_transmit().unwrap();
+                link.handle_input(&primary, reply, ms(1)).unwrap();
+                let n = link.read(&mut buf);
+                read.push((bytes.len(), n));
+            }
+        }
+    });
+    assert_eq!(read.len(), 20);
+    assert!(read.iter().all(|&(sent, n)| sent > 0 && n > 0));
+    assert!(link.is_idle());
+    println!("cluster link, 10 pairs: {counted:?}");
+    assert!(
+        counted.count_total <= 20 * 3,
+        "the cluster link allocates more per command than its three copies: {counted:?}"
     );
 }

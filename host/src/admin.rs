@@ -443,7 +443,11 @@ fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
 }
 
 /// The host's report of the core's reset outcome.
-fn report_of(outcome: ResetOutcome, endpoints: Vec<String>, dry_run: bool) -> ResetReport {
+pub(crate) fn report_of(
+    outcome: ResetOutcome,
+    endpoints: Vec<String>,
+    dry_run: bool,
+) -> ResetReport {
     let nodes = outcome
         .nodes
         .into_iter()
@@ -588,20 +592,20 @@ impl Client {
     /// python-redis-lock's), with [`Error::EmptyPrefix`] under an empty one (that walk is
     /// the whole database).
     ///
-    /// On a Redis Cluster (the client's one node), every primary of the slot map is walked
-    /// (a dry run each), and each lock found is then reset by name through the cluster's
-    /// routing; a slot without a primary, or a primary that could
-    /// not be walked, fails the whole reset with [`Error::ClusterWalk`] before anything is
-    /// deleted. A cluster beside other nodes is refused with [`Error::NotOnCluster`].
+    /// On a Redis Cluster, every primary of the slot map is walked (a dry run each), and
+    /// each lock found is then reset by name through the cluster's routing; a slot without
+    /// a primary, or a primary that could not be walked, fails the whole reset with
+    /// [`Error::ClusterWalk`] before anything is deleted on any node. Under Redlock with
+    /// clusters among the nodes, each cluster is walked so (all of them first), the plain
+    /// nodes are walked and reset as without a cluster, and the report has one entry per
+    /// node, in node order.
     pub async fn reset_all_report(&self, dry_run: bool) -> Result<ResetReport, Error> {
         if let Some((endpoint, options)) = self.pool().only_cluster() {
             // Boxed: the walk's futures hold slot maps and whole reset machines.
             return Box::pin(self.reset_all_on_cluster(&endpoint, &options, dry_run)).await;
         }
-        if self.pool().has_cluster() {
-            return Err(Error::NotOnCluster(
-                "reset --all over a cluster beside other nodes",
-            ));
+        if let Some((endpoints, options)) = self.pool().with_clusters() {
+            return Box::pin(self.reset_all_beside_clusters(endpoints, &options, dry_run)).await;
         }
         let layout = self.layout();
         let outcome = run(self.pool(), |servers, now| {

@@ -252,12 +252,33 @@ impl ClusterStream {
         &mut self.primaries[last]
     }
 
+    /// Hands the link's sends to their primaries' connections (opened when there is none)
+    /// and writes what each open one takes now. What a connection does not take yet stays in
+    /// its buffer for [`ClusterStream::pump`].
+    fn send(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while let Some((primary, bytes)) = self.link.poll_transmit() {
+            self.to(primary).out.extend_from_slice(&bytes);
+        }
+        for to in &mut self.primaries {
+            if let PrimaryConn::Ready(conn) = &mut to.conn {
+                write_out(&to.primary, conn, &mut to.out, cx)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Does everything that can be done now: hands the link's sends to their connections,
-    /// finishes opening connections, writes, reads into the link and runs its timer. Every
-    /// poll that returned `Pending` has registered `cx`.
-    fn pump(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// finishes opening connections, writes, reads into the link and runs its timer — until
+    /// nothing more can be done (every poll that returned `Pending` has registered `cx`),
+    /// or, with `until_readable`, as soon as the link has reply bytes for the reader (the
+    /// caller returns them and is polled again for the rest).
+    ///
+    /// A pass goes round again only when it changed what the next pass would do: a
+    /// connection opened, bytes read, the timer fired. A write that went through changes
+    /// nothing for the others, so it costs no second pass.
+    fn pump(&mut self, cx: &mut Context<'_>, until_readable: bool) -> io::Result<()> {
         loop {
-            let mut progressed = false;
+            let mut again = false;
             while let Some((primary, bytes)) = self.link.poll_transmit() {
                 self.to(primary).out.extend_from_slice(&bytes);
             }
@@ -267,7 +288,7 @@ impl ClusterStream {
                     match connect.as_mut().poll(cx) {
                         Poll::Ready(Ok(conn)) => {
                             to.conn = PrimaryConn::Ready(conn);
-                            progressed = true;
+                            again = true;
                         }
                         Poll::Ready(Err(e)) => {
                             return Err(io::Error::new(
@@ -281,22 +302,7 @@ impl ClusterStream {
                 let PrimaryConn::Ready(conn) = &mut to.conn else {
                     continue;
                 };
-                while !to.out.is_empty() {
-                    match Pin::new(&mut conn.stream).poll_write(cx, &to.out) {
-                        Poll::Ready(Ok(0)) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::WriteZero,
-                                format!("cluster primary {} took no bytes", to.primary),
-                            ));
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            to.out.drain(..n);
-                            progressed = true;
-                        }
-                        Poll::Ready(Err(e)) => return Err(primary_error(&to.primary, e)),
-                        Poll::Pending => break,
-                    }
-                }
+                write_out(&to.primary, conn, &mut to.out, cx)?;
                 let mut chunk = [0u8; READ_CHUNK];
                 let mut read = ReadBuf::new(&mut chunk);
                 match Pin::new(&mut conn.stream).poll_read(cx, &mut read) {
@@ -318,7 +324,10 @@ impl ClusterStream {
                                     format!("cluster primary {}: {e}", to.primary),
                                 )
                             })?;
-                        progressed = true;
+                        again = true;
+                        if until_readable && self.link.readable() > 0 {
+                            break;
+                        }
                     }
                     Poll::Ready(Err(e)) => return Err(primary_error(&to.primary, e)),
                     Poll::Pending => {}
@@ -327,12 +336,15 @@ impl ClusterStream {
             for index in closed.into_iter().rev() {
                 self.primaries.remove(index);
             }
+            if until_readable && self.link.readable() > 0 {
+                return Ok(());
+            }
             if let Some(at) = self.link.poll_timeout() {
                 let now = self.clock.now();
                 if now >= at {
                     self.link.handle_timeout(now);
                     self.timer = None;
-                    progressed = true;
+                    again = true;
                 } else {
                     let until = self.clock.to_tokio(at);
                     let timer = self
@@ -340,15 +352,41 @@ impl ClusterStream {
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
                     timer.as_mut().reset(until);
                     if timer.as_mut().poll(cx).is_ready() {
-                        progressed = true;
+                        again = true;
                     }
                 }
             }
-            if !progressed {
+            if !again {
                 return Ok(());
             }
         }
     }
+}
+
+/// Writes what `out` holds to `primary`'s connection, as far as it takes it now (a
+/// connection that takes nothing more has registered `cx`).
+fn write_out(
+    primary: &Primary,
+    conn: &mut Conn,
+    out: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match Pin::new(&mut conn.stream).poll_write(cx, &out[written..]) {
+            Poll::Ready(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("cluster primary {primary} took no bytes"),
+                ));
+            }
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => return Err(primary_error(primary, e)),
+            Poll::Pending => break,
+        }
+    }
+    out.drain(..written);
+    Ok(())
 }
 
 fn primary_error(primary: &Primary, e: io::Error) -> io::Error {
@@ -362,9 +400,12 @@ impl AsyncRead for ClusterStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.pump(cx)?;
+        // Replies already here are handed out without touching a socket.
         if this.link.readable() == 0 {
-            return Poll::Pending;
+            this.pump(cx, true)?;
+            if this.link.readable() == 0 {
+                return Poll::Pending;
+            }
         }
         let n = this.link.read(buf.initialize_unfilled());
         buf.advance(n);
@@ -382,13 +423,15 @@ impl AsyncWrite for ClusterStream {
         this.link
             .write(buf, this.clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        this.pump(cx)?;
+        // Sent at once; the reads (and whatever the sockets did not take) wait for the
+        // reader's poll, which is next: a write needs no pass over every primary.
+        this.send(cx)?;
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.pump(cx)?;
+        this.pump(cx, false)?;
         if this.primaries.iter().all(|p| p.out.is_empty()) {
             Poll::Ready(Ok(()))
         } else {

@@ -113,8 +113,8 @@ pub enum Error {
         /// Why.
         why: distlock_core::ClusterWalkError,
     },
-    /// An operator command a Redis Cluster node cannot run yet. Nothing was sent.
-    #[error("{0} is not supported on a Redis Cluster node yet: reset the locks one by one by name")]
+    /// Something a Redis Cluster node cannot do yet (a pipelined release). Nothing was sent.
+    #[error("{0} is not supported on a Redis Cluster node yet")]
     NotOnCluster(&'static str),
     /// No primary of a Redis Sentinel group could be found and checked (`redis+sentinel://`):
     /// the sentinels do not know the service, none answered, or none named a primary that

@@ -194,6 +194,19 @@ impl Pool {
         Ok(pool)
     }
 
+    /// A pool over the Redis nodes at `endpoints` of a client that is connected already (an
+    /// operator command's part of its nodes): no reachability check, each connection is
+    /// opened when an operation first sends to its node, within that operation's deadline.
+    pub(crate) fn beside(
+        endpoints: Vec<Endpoint>,
+        connect: ConnectOptions,
+    ) -> Result<Arc<Pool>, Error> {
+        let pool =
+            Self::with_targets(endpoints.into_iter().map(Target::Remote).collect(), connect)?;
+        pool.subscribe_to_switches();
+        Ok(pool)
+    }
+
     /// A pool over a fresh embedded in-process store (one node).
     pub(crate) fn embedded() -> Arc<Pool> {
         Self::with_targets(
@@ -346,6 +359,23 @@ impl Pool {
             ] if endpoint.cluster => Some((endpoint.clone(), self.connect.clone())),
             _ => None,
         }
+    }
+
+    /// Every node's endpoint (in node order) and the connect options, when some node is a
+    /// Redis Cluster (`redis+cluster://`; the nodes are then all remote).
+    pub(crate) fn with_clusters(&self) -> Option<(Vec<Endpoint>, ConnectOptions)> {
+        if !self.has_cluster() {
+            return None;
+        }
+        let endpoints = self
+            .nodes
+            .iter()
+            .map(|n| match &n.target {
+                Target::Remote(endpoint) => Some(endpoint.clone()),
+                Target::Embedded(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((endpoints, self.connect.clone()))
     }
 
     /// Each node's endpoint, in node order, as messages name it.

@@ -400,25 +400,13 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
             .int(),
         Some(0)
     );
-    // A database other than 0, reset --all over a cluster beside another node (Redlock) and
-    // run are usage errors before anything is sent.
+    // A database other than 0 and run are usage errors before anything is sent.
     let bad = run_bounded(
         distlock(&format!("{url}/2"), &["status", "--name", &name]),
         Duration::from_secs(20),
     )
     .expect("run distlock");
     assert_eq!(bad.status.code(), Some(64));
-    let plain = support::RedisServer::start();
-    let beside = run_bounded(
-        distlock(
-            &format!("{url},{}", plain.url()),
-            &["reset", "--all", "--yes"],
-        ),
-        Duration::from_secs(20),
-    )
-    .expect("run distlock");
-    assert_eq!(beside.status.code(), Some(64), "{}", support::show(&beside));
-    assert!(support::stderr(&beside).contains("beside other nodes"));
     // The lock component does not route a cluster yet: `run` says so instead of guessing.
     let guest = run(&["run", "--example"]);
     assert_eq!(
@@ -529,6 +517,149 @@ async fn reset_all_walks_every_primary_and_a_dead_one_fails_it_whole() {
         support::show(&failed)
     );
     assert_eq!(held(&cluster, &kept), Some(1), "nothing deleted");
+}
+
+/// `reset --all` over a Redlock of a cluster and a plain server: the cluster's primaries are
+/// all walked and the plain node too, so a dry run lists every lock on each node (those of
+/// the Redlock, one only on the cluster, one only on the plain node) and deletes nothing; the
+/// reset removes them all on both nodes (fencing counters stay); and a primary that cannot
+/// be walked fails the whole reset, typed (exit 69), with nothing deleted on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reset_all_over_a_redlock_walks_the_cluster_and_the_plain_node() {
+    require_redis!();
+    let mut cluster = blocking(|| Cluster::start(3));
+    let plain = blocking(support::RedisServer::start);
+    let cluster_url = cluster.url(&[0, 1]);
+    let both = Client::connect([cluster_url.clone(), plain.url()])
+        .await
+        .expect("connect");
+    let hold = async |client: &Client, name: &str| {
+        let guard = client
+            .lock(name)
+            .ttl(Duration::from_secs(60))
+            .fenced(true)
+            .acquire()
+            .await
+            .expect("acquire");
+        std::mem::forget(guard);
+    };
+    // A Redlock lock on each primary's slots, and one lock on each node alone.
+    let redlock: Vec<String> = (0..3).map(|node| name_on(&cluster, node, "rl")).collect();
+    for name in &redlock {
+        hold(&both, name).await;
+    }
+    let cluster_only = name_on(&cluster, 1, "cl");
+    let plain_only = unique_name("pl");
+    let on_cluster = Client::connect([cluster_url.clone()])
+        .await
+        .expect("connect");
+    hold(&on_cluster, &cluster_only).await;
+    let on_plain = Client::connect([plain.url()]).await.expect("connect");
+    hold(&on_plain, &plain_only).await;
+    let sorted = |names: Vec<&String>| {
+        let mut keys: Vec<String> = names.into_iter().map(|n| lock_key(n)).collect();
+        keys.sort();
+        keys
+    };
+    let cluster_keys = sorted(redlock.iter().chain([&cluster_only]).collect());
+    let plain_keys = sorted(redlock.iter().chain([&plain_only]).collect());
+    let all_keys = sorted(redlock.iter().chain([&cluster_only, &plain_only]).collect());
+    let on_owner = |cluster: &Cluster, key: &str| {
+        let owner = cluster.owner(cluster.slot(key), 0);
+        cluster.nodes[owner].raw().ok(&["EXISTS", key]).int()
+    };
+    let on_plain_node = |key: &str| plain.raw().ok(&["EXISTS", key]).int();
+    let urls = format!("{cluster_url},{}", plain.url());
+    let run = |args: &[&str]| {
+        run_bounded(distlock(&urls, args), Duration::from_secs(30)).expect("run distlock")
+    };
+
+    // The dry run: each node's own locks, in node order; nothing deleted.
+    let report = both.reset_all_report(true).await.expect("dry run");
+    assert_eq!(report.nodes.len(), 2, "{}", report.describe());
+    let listed = |node: usize| {
+        let mut keys = report.nodes[node]
+            .outcome
+            .as_ref()
+            .expect("walked")
+            .deleted
+            .clone();
+        keys.sort();
+        keys
+    };
+    assert_eq!(listed(0), cluster_keys, "{}", report.describe());
+    assert_eq!(listed(1), plain_keys, "{}", report.describe());
+    assert_eq!(report.keys(), all_keys);
+    let dry = run(&["reset", "--all", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", support::show(&dry));
+    assert_eq!(support::stdout(&dry), format!("{}\n", all_keys.join("\n")));
+    for key in &cluster_keys {
+        assert_eq!(
+            on_owner(&cluster, key),
+            Some(1),
+            "{key}: a dry run deletes nothing"
+        );
+    }
+    for key in &plain_keys {
+        assert_eq!(
+            on_plain_node(key),
+            Some(1),
+            "{key}: a dry run deletes nothing"
+        );
+    }
+
+    // The reset: every lock gone on both nodes, the fencing counters kept.
+    let reset = run(&["reset", "--all", "--yes"]);
+    assert_eq!(reset.status.code(), Some(0), "{}", support::show(&reset));
+    for key in &cluster_keys {
+        assert_eq!(
+            on_owner(&cluster, key),
+            Some(0),
+            "{key} reset on the cluster"
+        );
+        let fence = format!("{key}:fence");
+        assert_eq!(on_owner(&cluster, &fence), Some(1), "{fence} stays");
+    }
+    for key in &plain_keys {
+        assert_eq!(on_plain_node(key), Some(0), "{key} reset on the plain node");
+        let fence = format!("{key}:fence");
+        assert_eq!(on_plain_node(&fence), Some(1), "{fence} stays");
+    }
+    assert_eq!(both.reset_all().await.expect("nothing left"), 0);
+
+    // A primary that cannot be walked: typed, and nothing deleted on either node.
+    let kept = name_on(&cluster, 0, "kept");
+    hold(&both, &kept).await;
+    let dead = cluster.nodes[2].port();
+    blocking(|| cluster.nodes[2].stop());
+    let err = both.reset_all().await.expect_err("a primary was not read");
+    assert!(
+        matches!(
+            &err,
+            Error::ClusterWalk {
+                why: distlock_core::ClusterWalkError::Unread { primary, .. },
+                ..
+            } if primary.port() == dead
+        ),
+        "the dead primary named: {err:?}"
+    );
+    let failed = run(&["reset", "--all", "--yes"]);
+    assert_eq!(failed.status.code(), Some(69), "{}", support::show(&failed));
+    assert!(
+        support::stderr(&failed).contains("cannot walk the cluster"),
+        "{}",
+        support::show(&failed)
+    );
+    assert_eq!(
+        on_owner(&cluster, &lock_key(&kept)),
+        Some(1),
+        "kept on the cluster"
+    );
+    assert_eq!(
+        on_plain_node(&lock_key(&kept)),
+        Some(1),
+        "kept on the plain node"
+    );
 }
 
 /// Bad cluster URLs are usage errors (64) that name what is wrong, and nothing is sent: the

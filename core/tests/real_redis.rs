@@ -1558,6 +1558,84 @@ fn set_nx_get_answers_on_the_model_as_on_a_real_server() {
     });
 }
 
+/// The multi-name acquire script answers on the model as on a real server: a free set is
+/// taken, a set with a held name is refused with that name's PTTL, and a set with a
+/// semaphore's name is `WRONGTYPE` — whether the other names are free or held — and writes
+/// nothing. Then the machine: a multi-name try-lock and a waiting one on the semaphore's name
+/// fail with the typed `WRONGTYPE` at once.
+#[test]
+fn a_multi_name_acquire_on_a_semaphores_name_is_wrongtype_on_the_model_as_on_a_real_server() {
+    let Some([server]) = servers() else { return };
+    let mut raw = Raw::to(&server);
+    let mut model = distlock_model::ModelNode::new();
+    let (holders, fence, permits) = (key("s", ""), key("s", ":fence"), key("s", ":permit:"));
+    let multi = |names: &[&str], who: &str| -> Vec<Vec<u8>> {
+        let mut call = vec![
+            "EVAL".to_owned(),
+            script::MULTI_ACQUIRE.source.to_owned(),
+            (2 * names.len()).to_string(),
+        ];
+        for name in names {
+            call.push(key(name, ""));
+            call.push(key(name, ":fence"));
+        }
+        call.extend([who.to_owned(), "60000".to_owned(), "1".to_owned()]);
+        call.into_iter().map(String::into_bytes).collect()
+    };
+    let calls = vec![
+        multi(&["a", "b"], "t1"),
+        multi(&["b", "c"], "t2"),
+        [
+            "EVAL",
+            script::SEMAPHORE_ACQUIRE.source,
+            "3",
+            &holders,
+            &fence,
+            &permits,
+            "p",
+            "60000",
+            "2",
+            "0",
+        ]
+        .iter()
+        .map(|w| w.as_bytes().to_vec())
+        .collect(),
+        multi(&["c", "s"], "t3"),
+        multi(&["a", "s"], "t4"),
+        multi(&["s"], "t5"),
+        vec![b"GET".to_vec(), key("c", "").into_bytes()],
+        vec![b"GET".to_vec(), key("c", ":fence").into_bytes()],
+        vec![b"TYPE".to_vec(), holders.clone().into_bytes()],
+    ];
+    same_answers(&mut raw, &mut model, &calls, |c| {
+        String::from_utf8_lossy(&c[3..].concat()).into_owned()
+    });
+
+    let ports = [server.port];
+    let set = Lock::multi(
+        KeyLayout::default(),
+        &[b"free", b"s"],
+        LockOptions::default(),
+    )
+    .expect("multi lock");
+    for wait in [Duration::ZERO, secs(3600)] {
+        let started = std::time::Instant::now();
+        let Err(Error::Server { node: 0, error }) = acquire(&set, &token(9), &ports, wait).0 else {
+            panic!("a set meeting a semaphore's name must be refused")
+        };
+        assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+        assert!(
+            started.elapsed() < StdDuration::from_secs(10),
+            "it did not wait"
+        );
+    }
+    assert_eq!(
+        raw.get(&key("free", "")),
+        None,
+        "the free name was not taken"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Read-write locks.
 // ---------------------------------------------------------------------------------------

@@ -14,9 +14,19 @@
 //!   expires, so a crashed holder (whose key expires, pushing no signal) frees its waiters at
 //!   once. The first attempt no longer asks for that TTL (an uncontended acquire is one
 //!   `SET NX PX`); a refusal that did not say it is retried at once with the `PTTL`, so no wait
-//!   is ever timed by the retry cap alone. The same retry asks the key's `TYPE`: a name that
-//!   is a semaphore's or a read-write lock's refuses `SET NX` like a held lock, and would
-//!   keep a mutex waiting for nothing; it fails with `WRONGTYPE` instead.
+//!   is ever timed by the retry cap alone.
+//!
+//! ## A name that is another kind of lock
+//! A plain `SET NX` refuses a semaphore's or a read-write lock's name (a key of another type)
+//! like a held lock, and would keep a mutex waiting for nothing, or tell a try-lock "held".
+//! Where the server has it ([`ServerInfo::has_set_nx_get`]: Redis ≥ 7.0, Valkey) every
+//! attempt is `SET NX PX GET`, which answers `WRONGTYPE` itself: the acquire fails with that
+//! typed server error from its first attempt, a try-lock included, and the uncontended
+//! acquire is still one command. On older servers the retry after a refusal also asks the
+//! key's `TYPE` and fails the same way; a try-lock there makes one attempt and no retry, so
+//! it still reports such a name held. Closing that would cost a refused try-lock a second
+//! round trip (and the machine a request kind of its own) on servers that will not grow the
+//! command; it is documented instead.
 //! - **Rollbacks that pushed no signal.** Over several nodes a failed attempt rolls back the
 //!   keys it took; a waiter refused by such a key was never woken when it went, and slept out
 //!   its span (up to the cap) while a quorum was free. Rollbacks now push the signal.

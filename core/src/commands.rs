@@ -2,7 +2,7 @@
 //!
 //! A [`Request`] is what an operation asks one node (take the lock, release it, extend it,
 //! wait for a wake-up signal, ...). [`Encoder`] writes it as RESP — a plain command, a
-//! pipelined batch (`SET NX PX` + `PTTL` + `TYPE`; a native delete + the wake-up signal; a fair
+//! pipelined batch (`SET NX PX [GET]` + `PTTL` [+ `TYPE`]; a native delete + the wake-up signal; a fair
 //! waiter's `BLPOP` + fair acquire script), a script by digest or by source, or a native
 //! compare command — for the server it goes to, and says how many replies that batch
 //! produces. [`interpret`] turns the batch's answering reply (the first, except after a fair
@@ -116,8 +116,15 @@ pub enum Answer {
 /// How a request was encoded (decides what its replies mean and which fallback applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
+    /// A plain command: an acquire's `SET NX PX` (`OK` taken, nil refused), a `BLPOP`.
     Command,
+    /// An acquire's `SET NX PX … GET` ([`ServerInfo::has_set_nx_get`]): nil taken, the
+    /// holder's token refused, `WRONGTYPE` a name of another kind of lock — told apart in
+    /// the one round trip, so a try-lock on a semaphore's name is refused as such.
+    CommandGet,
+    /// One of our scripts.
     Script,
+    /// A native compare command (`DELIFEQ`, `DELEX … IFEQ`, `SET … IFEQ`).
     Native,
 }
 
@@ -136,6 +143,13 @@ pub(crate) fn interpret(
         (Request::Acquire { .. }, Encoding::Command) => match reply {
             Reply::Simple(b"OK") => Answer::Granted { holds: 1, fence: 0 },
             Reply::Nil => Answer::Busy { holder_ttl: None },
+            _ => unexpected,
+        },
+        // Nil is the old value of a key that was not there: `NX` set it. A string is the
+        // holder's token: `NX` refused. (A key of another kind is the error reply above.)
+        (Request::Acquire { .. }, Encoding::CommandGet) => match reply {
+            Reply::Nil => Answer::Granted { holds: 1, fence: 0 },
+            Reply::Bulk(_) => Answer::Busy { holder_ttl: None },
             _ => unexpected,
         },
         (Request::Acquire { .. } | Request::FairAcquire { .. }, _) => match int_pair(reply) {
@@ -181,17 +195,19 @@ pub(crate) fn interpret(
     }
 }
 
-/// Merges the probe replies of a plain acquire (`SET NX PX` + `PTTL` + `TYPE`, the batch an
-/// attempt sends after a refusal) into the `SET`'s answer: reply 1 is how long the holder's
-/// key lives, reply 2 its kind.
+/// Merges the probe replies of a plain acquire (`SET NX PX` + `PTTL` + `TYPE`, or
+/// `SET NX PX GET` + `PTTL`: the batch an attempt sends after a refusal) into the `SET`'s
+/// answer: reply 1 is how long the holder's key lives, reply 2 (plain `SET NX` only) its kind.
 ///
-/// `SET NX` refuses any existing key, so a name that is a semaphore (a sorted set) or a
-/// read-write lock (a hash) reads as "held" and a mutex would wait on it until its deadline.
-/// The probe tells the kinds apart: a key that is neither a string nor gone turns the refusal
-/// into the `WRONGTYPE` error the semaphore's and read-write lock's scripts give the other
-/// way round. The uncontended acquire sends no probe, so it pays nothing for this. A `TYPE`
-/// the server refuses (an ACL without it) leaves the refusal as it was: unknown is not
-/// another kind.
+/// A plain `SET NX` refuses any existing key, so a name that is a semaphore (a sorted set)
+/// or a read-write lock (a hash) reads as "held" and a mutex would wait on it until its
+/// deadline. The `TYPE` tells the kinds apart: a key that is neither a string nor gone turns
+/// the refusal into the `WRONGTYPE` error the semaphore's and read-write lock's scripts give
+/// the other way round. (`SET NX GET` answers `WRONGTYPE` itself, from the first attempt on,
+/// and needs no `TYPE`.) The uncontended acquire sends no probe, so it pays nothing for
+/// this; on a server without `SET NX GET` a try-lock, which sends none, still reads another
+/// kind's name as held (see [`crate::Acquire`]). A `TYPE` the server refuses (an ACL without
+/// it) leaves the refusal as it was: unknown is not another kind.
 pub(crate) fn merge_probe(answer: &mut Answer, index: u8, reply: &Reply<'_>) {
     let Answer::Busy { holder_ttl } = answer else {
         return;
@@ -263,6 +279,12 @@ impl Encoder<'_> {
                 },
                 Encoding::Command,
             ) => 3,
+            (
+                Request::Acquire {
+                    probe_ttl: true, ..
+                },
+                Encoding::CommandGet,
+            ) => 2,
             (Request::Release | Request::Rollback { .. }, Encoding::Native)
                 if self.signal_ttl(request).is_some() =>
             {
@@ -307,21 +329,27 @@ impl Encoder<'_> {
             return self.encode_multi(request, names, token, sink);
         }
         match (request, encoding) {
-            (Request::Acquire { probe_ttl, .. }, Encoding::Command) => {
-                sink.array(6);
+            (Request::Acquire { probe_ttl, .. }, Encoding::Command | Encoding::CommandGet) => {
+                let get = encoding == Encoding::CommandGet;
+                sink.array(if get { 7 } else { 6 });
                 sink.bulk(b"SET");
                 sink.bulk_parts(&keys.lock());
                 sink.bulk(token);
                 sink.bulk(b"NX");
                 sink.bulk(b"PX");
                 sink.bulk_u64(options.ttl.as_millis());
+                if get {
+                    sink.bulk(b"GET");
+                }
                 if probe_ttl {
                     sink.array(2);
                     sink.bulk(b"PTTL");
                     sink.bulk_parts(&keys.lock());
-                    sink.array(2);
-                    sink.bulk(b"TYPE");
-                    sink.bulk_parts(&keys.lock());
+                    if !get {
+                        sink.array(2);
+                        sink.bulk(b"TYPE");
+                        sink.bulk_parts(&keys.lock());
+                    }
                 }
             }
             (Request::Acquire { .. }, _) => {

@@ -4,7 +4,7 @@
 //! time to live (`PTTL`), the fencing counter (`GET`) and, under the tagged layout, how many
 //! waiters fair mode's queue holds (`ZCARD`, O(1)), one command at a time, and ends with
 //! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
-//! [`verdict`] turns readings into held / free / unknown.
+//! [`Inspection::verdict`] turns readings into held / shared / free / unknown.
 //!
 //! A name whose key is a semaphore's holders' set ([`Lock::semaphore`]; `GET` answers
 //! `WRONGTYPE`) is read as one: `ZSCAN` for the holders and their limit, then
@@ -84,12 +84,17 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// The verdict over every node ([`verdict`]). A node holding a semaphore's live
-    /// permits, or a read-write lock's live holds, counts as unread: a lock's verdict has no
-    /// word for "held by several", and a held semaphore or read-write lock must never read as
-    /// free (read [`Reading::permits`] or [`Reading::rw`] for who holds it).
+    /// The verdict over every node: the one every driver reports (the host's `Status`, its
+    /// CLI text and JSON, the engine's `status`). [`Verdict::Shared`] when a majority holds a
+    /// semaphore's live permits or a read-write lock's live holds ([`Inspection::shared_holds`]);
+    /// else [`verdict`], where such a node counts as unread: a held semaphore or read-write
+    /// lock on a minority must never let the name read as free when the unread nodes could
+    /// make it a majority (read [`Reading::permits`] or [`Reading::rw`] for who holds it).
     #[must_use]
     pub fn verdict(&self) -> Verdict<&Token> {
+        if self.shared_holds() {
+            return Verdict::Shared;
+        }
         verdict(self.nodes.iter().map(|n| match n {
             Ok(Reading {
                 holder: Some(token),
@@ -156,6 +161,11 @@ pub enum Verdict<T> {
     Free,
     /// The nodes that answered cannot decide: too many could not be read.
     Unknown,
+    /// A majority of nodes hold a semaphore's live permits or a read-write lock's live
+    /// holds: the name is held, perhaps by several at once ([`Reading::permits`],
+    /// [`Reading::rw`] list them). Only [`Inspection::verdict`] says it; [`verdict`], over
+    /// single tokens, never does.
+    Shared,
 }
 
 /// The verdict of the nodes' answers: held by a token on a majority ([`quorum`]), free when
@@ -816,7 +826,7 @@ mod tests {
         let outcome = inspect.poll_outcome().unwrap();
         assert_eq!(
             outcome.verdict(),
-            Verdict::Unknown,
+            Verdict::Shared,
             "held by several: never free"
         );
         assert_eq!(
@@ -957,7 +967,7 @@ mod tests {
         );
         assert!(holds.readers.is_empty());
         let inspection = Inspection { nodes };
-        assert_eq!(inspection.verdict(), Verdict::Unknown, "held, never free");
+        assert_eq!(inspection.verdict(), Verdict::Shared, "held, never free");
         let free = Inspection {
             nodes: vec![Ok(Reading {
                 holder: None,
@@ -1185,9 +1195,19 @@ mod tests {
         assert!(!of(vec![Ok(idle.clone())]).shared_holds());
         assert!(!of(vec![unread()]).shared_holds(), "unread is not held");
         assert!(!of(vec![Ok(reader.clone()), unread(), Ok(idle.clone())]).shared_holds());
-        assert!(of(vec![Ok(reader.clone()), unread(), Ok(reader)]).shared_holds());
-        // Whatever the shared holds, the lock's verdict is never free.
-        assert_eq!(of(vec![Ok(permits(1))]).verdict(), Verdict::Unknown);
+        assert!(of(vec![Ok(reader.clone()), unread(), Ok(reader.clone())]).shared_holds());
+        // Shared holds on a majority are the verdict; on a minority they are never free
+        // while unread nodes could make them a majority.
+        assert_eq!(of(vec![Ok(permits(1))]).verdict(), Verdict::Shared);
+        assert_eq!(
+            of(vec![Ok(reader.clone()), unread(), Ok(idle.clone())]).verdict(),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            of(vec![Ok(permits(1)), Ok(idle.clone()), Ok(idle.clone())]).verdict(),
+            Verdict::Free,
+            "one node of three: no majority can hold it"
+        );
     }
 
     #[test]
@@ -1240,6 +1260,7 @@ mod tests {
                     prop_assert!((0..3).all(|t| count(t) < needed));
                     prop_assert!((0..3).any(|t| count(t) + unread >= needed));
                 }
+                Verdict::Shared => prop_assert!(false, "no shared holds among single tokens"),
             }
         }
 

@@ -2,7 +2,7 @@
 //! and the fallbacks that need no decision from the operation.
 //!
 //! Each node has one [`Link`]: at most one request queued and one in flight. A request is a
-//! *batch* of pipelined commands (`SET NX PX` + `PTTL` + `TYPE`, say); its replies are merged into one
+//! *batch* of pipelined commands (`SET NX PX GET` + `PTTL`, say); its replies are merged into one
 //! [`Answer`] for the operation, so an operation sees exactly one answer per request sent —
 //! its reply, or [`NodeFailure`] on timeout, disconnect or a broken reply.
 //!
@@ -26,6 +26,9 @@
 //!   use scripts from then on). Neither reaches the operation — except under
 //!   [`Scripts::Never`], where the `unknown command` is the operation's answer (a server
 //!   error naming the command): a scriptless lock never falls back to a script.
+//!   `ERR syntax error` on an acquire's `SET NX PX GET` (a server that reported a version
+//!   it does not have: Redis 6.2 refuses `GET` beside `NX`) makes it go again as a plain
+//!   `SET NX PX` (and the link use that from then on); the refused command set nothing.
 
 use crate::commands::{Answer, Request};
 use crate::commands::{Encoder, Encoding, interpret, merge_probe};
@@ -36,6 +39,9 @@ use crate::pipelined::{OwedRelease, ReleaseCheck};
 use crate::resp::{self, BufferTooSmall, Framer, Reply};
 use crate::server::ServerInfo;
 use crate::time::{Duration, Instant};
+
+/// How a server refuses `SET NX PX GET` when it lacks it (Redis 6.2: `GET` beside `NX`).
+const SYNTAX_ERROR: &[u8] = b"ERR syntax error";
 
 /// Reply bytes a link buffers; longer replies are refused. Lock replies are a few dozen bytes,
 /// server error messages rarely above 200.
@@ -75,6 +81,8 @@ pub(crate) struct Link {
     stale: u32,
     use_eval: bool,
     scripts_only: bool,
+    /// The server refused `SET NX PX GET`: acquire with a plain `SET NX PX`.
+    plain_set_only: bool,
     desynced: bool,
 }
 
@@ -141,6 +149,7 @@ impl<const N: usize> Links<N> {
                     stale: 0,
                     use_eval: false,
                     scripts_only: false,
+                    plain_set_only: false,
                     desynced: false,
                 })
                 .ok()?;
@@ -411,8 +420,14 @@ impl<const N: usize> Links<N> {
 }
 
 /// How `request` is spelled for `server` under `options`; `scripts_only`: the server
-/// answered a native command with `unknown command` earlier. The one place that decides
-/// between scripts and native commands (the handshake's script loading asks it too).
+/// answered a native command with `unknown command` earlier; `plain_set_only`: it refused
+/// `SET NX PX GET` earlier. The one place that decides between scripts and native commands
+/// (the handshake's script loading asks it too).
+///
+/// A plain acquire is `SET NX PX GET` where the server has it
+/// ([`ServerInfo::has_set_nx_get`]): in the same one command as `SET NX PX`, it also tells a
+/// name of another kind of lock (`WRONGTYPE`) from a held one, which a try-lock has no second
+/// round to ask.
 ///
 /// Under [`Scripts::Never`] nothing is a script: the options were checked to need none
 /// ([`LockOptions::validate`]) and the known servers to have the native commands (the
@@ -426,8 +441,14 @@ pub(crate) fn encoding(
     options: &LockOptions,
     server: &ServerInfo,
     scripts_only: bool,
+    plain_set_only: bool,
     semaphore: bool,
 ) -> Encoding {
+    let plain_acquire = if server.has_set_nx_get() && !plain_set_only {
+        Encoding::CommandGet
+    } else {
+        Encoding::Command
+    };
     if semaphore {
         return match request {
             Request::Wait(_) => Encoding::Command,
@@ -439,7 +460,8 @@ pub(crate) fn encoding(
         // A server not known yet (its node was down when the machine was built) gets the
         // native command too: if it lacks it, its `unknown command` is the answer.
         return match request {
-            Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
+            Request::Acquire { .. } => plain_acquire,
+            Request::Wait(_) => Encoding::Command,
             Request::Release | Request::Rollback { .. } | Request::Extend => Encoding::Native,
             // Only fenced and fair locks send these, and `validate` refuses both.
             Request::RaiseFence(_) | Request::FairAcquire { .. } => Encoding::Script,
@@ -448,7 +470,8 @@ pub(crate) fn encoding(
     match request {
         Request::Acquire { .. } if options.fenced || options.reentrant => Encoding::Script,
         Request::FairAcquire { .. } => Encoding::Script,
-        Request::Acquire { .. } | Request::Wait(_) => Encoding::Command,
+        Request::Acquire { .. } => plain_acquire,
+        Request::Wait(_) => Encoding::Command,
         Request::RaiseFence(_) => Encoding::Script,
         Request::Release | Request::Rollback { .. }
             if native_allowed && !options.fair && server.native_delete().is_some() =>
@@ -467,6 +490,7 @@ impl Link {
             lock.options(),
             &self.server,
             self.scripts_only,
+            self.plain_set_only,
             lock.limit().is_some() || lock.rw_mode().is_some() || lock.multi.is_some(),
         )
     }
@@ -547,6 +571,14 @@ impl Link {
                     flight.again = true;
                     self.scripts_only = true;
                 }
+                Reply::Error(message)
+                    if flight.encoding == Encoding::CommandGet
+                        && message.len() >= SYNTAX_ERROR.len()
+                        && message[..SYNTAX_ERROR.len()].eq_ignore_ascii_case(SYNTAX_ERROR) =>
+                {
+                    flight.again = true;
+                    self.plain_set_only = true;
+                }
                 _ => flight.answer = Some(interpret(flight.request, flight.encoding, &reply, lock)),
             }
         } else if let (
@@ -554,11 +586,11 @@ impl Link {
             Request::Acquire {
                 probe_ttl: true, ..
             },
-            Encoding::Command,
+            Encoding::Command | Encoding::CommandGet,
         ) = (flight.answer.as_mut(), flight.request, flight.encoding)
         {
-            // The PTTL and TYPE piggy-backed on SET NX: how long the holder's key lives, and
-            // whether it is a lock's at all.
+            // The PTTL (and TYPE) piggy-backed on SET NX: how long the holder's key lives,
+            // and whether it is a lock's at all.
             merge_probe(answer, index, &reply);
         }
         if flight.seen < flight.replies {

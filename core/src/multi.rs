@@ -18,7 +18,9 @@
 //!   [`Lock::new`] of one of its names exclude each other (a mutex's `SET NX` sees the key
 //!   held, the multi-name script sees the mutex's key), and `status`/`reset` read it as usual.
 //! - **All or nothing, on each node.** [`crate::script::MULTI_ACQUIRE`] checks every name's
-//!   key before it writes any: if one exists, it writes nothing and reports that key's PTTL;
+//!   key before it writes any: if one is of another kind (a semaphore's or a read-write
+//!   lock's name) it fails with `WRONGTYPE`, as a mutex does there; if one holds a token, it
+//!   writes nothing and reports that key's PTTL;
 //!   else it sets all of them with the same `PX`. Keys set with one `PX` in one script expire
 //!   at the same instant, and extend renews all or none, so on a node the names hold the
 //!   token all together or not at all, at every instant — the claim the simulator checks

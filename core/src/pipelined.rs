@@ -112,8 +112,14 @@ impl<'a> PipelinedRelease<'a> {
         {
             return Err(ConfigError::MissingNativeCommand { node: 0, command });
         }
-        let encoding =
-            crate::link::encoding(Request::Release, lock.options(), server, false, false);
+        let encoding = crate::link::encoding(
+            Request::Release,
+            lock.options(),
+            server,
+            false,
+            false,
+            false,
+        );
         Ok(PipelinedRelease {
             lock,
             token,

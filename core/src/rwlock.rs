@@ -47,9 +47,11 @@
 //! - **A name is a mutex, a semaphore or a read-write lock.** `<prefix>{N}` is a hash marker
 //!   while any hold lives, so a read-write script refuses a name holding a mutex's string or a
 //!   semaphore's set, and a mutex's or semaphore's scripts refuse the marker, all with
-//!   `WRONGTYPE` ([`crate::ServerErrorKind::WrongType`]). A plain mutex's `SET NX` refuses
-//!   the marker like a held lock; the `TYPE` probe its next attempt sends turns that into
-//!   `WRONGTYPE` too (a try-lock, one attempt and no probe, reports the name held).
+//!   `WRONGTYPE` ([`crate::ServerErrorKind::WrongType`]). A plain mutex's `SET NX PX GET`
+//!   (Redis ≥ 7.0, Valkey) answers `WRONGTYPE` on the marker too; on older servers its plain
+//!   `SET NX` refuses the marker like a held lock, the `TYPE` probe its next attempt sends
+//!   turns that into `WRONGTYPE`, and a try-lock there (one attempt, no probe) reports the
+//!   name held (see [`crate::Acquire`]).
 //!
 //! ## Limits
 //! One node (a Redlock of readers would need a quorum of counts, as for the semaphore), the

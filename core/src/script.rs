@@ -670,19 +670,27 @@ return 1
 ///
 /// `KEYS`: each name's lock and fence, in name order (`lock1, fence1, lock2, fence2, …`).
 /// `ARGV`: this attempt's token, ttl ms, fenced (`1`/`0`). When no lock key exists, sets
-/// every one to the token with the same `PX` and returns `{1, fence}`; when any exists,
-/// writes nothing and returns `{0, pttl}` of the first held one. Fenced, the one fence is one
+/// every one to the token with the same `PX` and returns `{1, fence}`; when any holds a
+/// token, writes nothing and returns `{0, pttl}` of the first held one. A name whose key is
+/// of another kind (a semaphore's set, a read-write lock's hash) is `WRONGTYPE`, whatever
+/// the other names hold, and writes nothing: waiting would not make it a lock (`EXISTS`,
+/// used before, read it as held, and the set waited out its deadline). Fenced, the one fence is one
 /// more than the largest of the names' counters, and every counter is set to it, so it is
 /// larger than every earlier holder's of each name. Every call that can fail (a fence key of
 /// another type, or not a number) comes before the first write.
 pub const MULTI_ACQUIRE: Script = Script::new(
     "multi-acquire",
     r"local n = #KEYS / 2
+local held
 for i = 1, n do
- if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
-  return {0, redis.call('PTTL', KEYS[2 * i - 1])}
+ local t = redis.call('TYPE', KEYS[2 * i - 1]).ok
+ if t == 'string' then
+  held = held or i
+ elseif t ~= 'none' then
+  return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a lock')
  end
 end
+if held then return {0, redis.call('PTTL', KEYS[2 * held - 1])} end
 local fence = 0
 if ARGV[3] == '1' then
  for i = 1, n do
@@ -696,7 +704,7 @@ end
 for i = 1, n do redis.call('SET', KEYS[2 * i - 1], ARGV[1], 'PX', ARGV[2]) end
 return {1, fence}
 ",
-    *b"053ac471248f46428d5a920b1ca5890e79d3d514",
+    *b"4edf7654edf2bd896231958205c0bb124eff9da7",
 );
 
 /// Multi-name compare-and-delete, with each released name's wake-up signal.

@@ -27,10 +27,12 @@
 //! - **A name is a mutex or a semaphore**: the holders' set is the mutex's lock key, so a
 //!   semaphore's script refuses a name holding a mutex's token, and a mutex's scripts and
 //!   native compare commands refuse the set, both with `WRONGTYPE`
-//!   ([`crate::ServerErrorKind::WrongType`]). A plain mutex's `SET NX` refuses the set like
-//!   a held lock; the `TYPE` probe its next attempt sends turns that refusal into the same
-//!   `WRONGTYPE` (`crate::commands::merge_probe`), so it fails instead of waiting. A
-//!   try-lock makes one attempt and sends no probe: it reports the name held.
+//!   ([`crate::ServerErrorKind::WrongType`]). A plain mutex's `SET NX PX GET` (Redis ≥ 7.0,
+//!   Valkey) answers `WRONGTYPE` on the set itself, a try-lock's one attempt included. On
+//!   older servers a plain `SET NX` refuses the set like a held lock; the `TYPE` probe its
+//!   next attempt sends turns that refusal into the same `WRONGTYPE`
+//!   (`crate::commands::merge_probe`), so it fails instead of waiting, but a try-lock there
+//!   (one attempt, no probe) reports the name held (see [`crate::Acquire`]).
 //! - **Waiting**: a refused acquire learns when the soonest permit expires and blocks on the
 //!   wake-up list for at most that long; a release pushes one element, so it wakes one
 //!   waiter, not a herd, and the list keeps up to `limit` of them so that releases in quick

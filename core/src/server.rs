@@ -138,6 +138,21 @@ impl ServerInfo {
         }
     }
 
+    /// Whether `SET key value NX PX ttl GET` exists (Redis ≥ 7.0; every Valkey, which began
+    /// at 7.2): one command that takes a free key (reply nil), names the holder of a held one
+    /// (its value), and answers `WRONGTYPE` for a key of another kind — a semaphore's or a
+    /// read-write lock's name — where a plain `SET NX` reads that as "held". Redis 6.2 knows
+    /// `GET` but refuses it beside `NX` (`ERR syntax error`); a server not known is not
+    /// assumed to have it.
+    #[must_use]
+    pub fn has_set_nx_get(&self) -> bool {
+        match self.flavor {
+            Flavor::Valkey => true,
+            Flavor::Redis => self.version >= Version::new(7, 0, 0),
+            Flavor::Unknown => false,
+        }
+    }
+
     /// Whether a handshake told anything about the server (its flavour or its version).
     #[must_use]
     pub fn is_known(&self) -> bool {
@@ -216,5 +231,10 @@ mod tests {
         assert!(!ServerInfo::default().has_set_ifeq());
         assert!(!ServerInfo::default().has_fractional_block_timeout());
         assert!(server(Flavor::Redis, (6, 0, 0)).has_fractional_block_timeout());
+        assert!(server(Flavor::Redis, (7, 0, 0)).has_set_nx_get());
+        assert!(!server(Flavor::Redis, (6, 2, 14)).has_set_nx_get());
+        assert!(server(Flavor::Valkey, (7, 2, 4)).has_set_nx_get());
+        assert!(!server(Flavor::Unknown, (7, 2, 4)).has_set_nx_get());
+        assert!(!ServerInfo::default().has_set_nx_get());
     }
 }

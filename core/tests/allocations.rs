@@ -84,6 +84,12 @@ fn redis_8_4() -> ServerInfo {
 }
 
 fn acquire<const N: usize>(lock: &Lock, token: &Token, server: ServerInfo) -> Counts {
+    // How a free lock answers: `OK` to `SET NX PX`, nil (no old value) to `SET NX PX GET`.
+    let granted: &[u8] = match (server.has_set_nx_get(), server.protocol) {
+        (false, _) => b"+OK\r\n",
+        (true, Protocol::Resp3) => b"_\r\n",
+        (true, _) => b"$-1\r\n",
+    };
     count(
         || {
             Acquire::<N>::new(
@@ -96,7 +102,7 @@ fn acquire<const N: usize>(lock: &Lock, token: &Token, server: ServerInfo) -> Co
             )
             .unwrap()
         },
-        b"+OK\r\n",
+        granted,
         |outcome| assert!(outcome.is_ok(), "{outcome:?}"),
     )
 }
@@ -168,6 +174,15 @@ fn plain_lock_operations_do_not_allocate() {
     // Redis 8.4: `DELEX IFEQ` pipelined with the signal's `LPUSH`, `LTRIM`, `PEXPIRE`;
     // `SET IFEQ PX`.
     let server = redis_8_4();
+    // Redis ≥ 7.0: `SET NX PX GET`, answered nil.
+    assert_none(
+        "acquire, 1 node, SET NX GET (Redis 8.4)",
+        &acquire::<1>(&lock, &t, server),
+    );
+    assert_none(
+        "acquire, 5 nodes, SET NX GET (Redis 8.4)",
+        &acquire::<5>(&lock, &t, server),
+    );
     assert_none(
         "release, 1 node, native (Redis 8.4)",
         &release::<1>(&lock, &t, server, b":1\r\n:1\r\n+OK\r\n:1\r\n"),

@@ -5,14 +5,14 @@
 
 mod common;
 
-use common::{args, busy, drain, lock_with, ms, name_of, plain, servers, token};
+use common::{args, busy, drain, lock_with, ms, name_of, plain, refused, servers, token};
 use distlock_core::{
     Acquire, Drift, Duration, Error, Extend, Extended, Flavor, LockOptions, NodeFailure, Protocol,
     ProtocolError, Release, Released, RetryPolicy, ServerErrorKind, ServerInfo, Version, script,
 };
 
-/// Drains a waiting acquire's first attempt — a plain `SET NX PX` on every node, no `PTTL` —
-/// and refuses it everywhere with a bare nil, as a held lock answers `SET NX`. What the
+/// Drains a waiting acquire's first attempt — a `SET NX PX` (`GET`) on every node, no `PTTL` —
+/// and refuses it everywhere as a held lock answers it (nil, or the holder's token). What the
 /// machine sends next is the retry that asks for the holder's TTL.
 fn refuse_first_attempt<const N: usize>(m: &mut Acquire<N>, now: distlock_core::Instant) {
     let sent = drain(m, now);
@@ -24,7 +24,7 @@ fn refuse_first_attempt<const N: usize>(m: &mut Acquire<N>, now: distlock_core::
             "the first attempt asks nothing about the holder"
         );
         assert_eq!(name_of(&s.commands[0]), "SET");
-        m.handle_input(s.node, b"$-1\r\n", now);
+        m.handle_input(s.node, &refused(s), now);
     }
     assert_eq!(m.poll_outcome(), None);
     // Over several nodes the attempt may settle before the last node answered: that node
@@ -175,12 +175,28 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &redis7, Duration::from_secs(5), ms(0), 0).unwrap();
     drain(&mut m, ms(0));
-    m.handle_input(0, b"$-1\r\n", ms(1));
+    // Redis 7 answers `SET NX GET` with the holder's token when it refuses.
+    m.handle_input(0, b"$1\r\nh\r\n", ms(1));
     // No wait is timed without the holder's TTL: the retry goes now, with no timer between.
+    // `SET NX GET` answers `WRONGTYPE` itself, so the retry asks no `TYPE`.
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent.len(), 1, "retried at once");
-    assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
-    m.handle_input(0, b"$-1\r\n:120\r\n+string\r\n", ms(2));
+    assert_eq!(
+        sent[0].commands,
+        vec![
+            args(&[
+                "SET",
+                "distlock:{job}",
+                token(2).for_attempt(2, false).as_str(),
+                "NX",
+                "PX",
+                "30000",
+                "GET"
+            ]),
+            args(&["PTTL", "distlock:{job}"])
+        ]
+    );
+    m.handle_input(0, b"$1\r\nh\r\n:120\r\n", ms(2));
     let sent = drain(&mut m, ms(2));
     assert_eq!(
         sent[0].commands,
@@ -191,8 +207,8 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     // earlier round's.
     m.handle_input(0, b"*-1\r\n", ms(123));
     let sent = drain(&mut m, ms(123));
-    assert_eq!(sent[0].commands.len(), 3);
-    m.handle_input(0, b"$-1\r\n:40\r\n+string\r\n", ms(124));
+    assert_eq!(sent[0].commands.len(), 2);
+    m.handle_input(0, b"$1\r\nh\r\n:40\r\n", ms(124));
     let sent = drain(&mut m, ms(124));
     assert_eq!(
         sent[0].commands,
@@ -251,7 +267,8 @@ fn fractional_block_timeouts_on_servers_that_take_them() {
     .unwrap();
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
-    m.handle_input(0, b"_\r\n:9000\r\n+string\r\n", ms(1));
+    // RESP3: the holder's token, its TTL (`SET NX GET` needs no `TYPE`).
+    m.handle_input(0, b"$1\r\nh\r\n:9000\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     // The wait has 249 ms left, less than the holder's 9 s.
     assert_eq!(
@@ -1330,4 +1347,166 @@ fn a_held_mutex_or_an_unreadable_kind_still_waits() {
         let wait = drain(&mut m, ms(1));
         assert_eq!(name_of(&wait[0].commands[0]), "BLPOP");
     }
+}
+
+/// Servers with `SET NX PX GET` (Redis ≥ 7.0, Valkey).
+fn redis7(n: usize) -> Vec<ServerInfo> {
+    vec![
+        ServerInfo {
+            protocol: Protocol::Resp2,
+            flavor: Flavor::Redis,
+            version: Version::new(7, 0, 15),
+        };
+        n
+    ]
+}
+
+const WRONGTYPE: &[u8] = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+
+#[test]
+fn a_try_lock_on_redis_7_is_one_set_nx_get_that_tells_taken_held_and_another_kind_apart() {
+    let lock = lock_with(LockOptions::default());
+    let t = token(50);
+    let try_lock = || Acquire::<1>::new(&lock, t.clone(), &redis7(1), Duration::ZERO, ms(0), 0);
+    // Free: nil (no old value) means `NX` set it.
+    let mut m = try_lock().unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&[
+            "SET",
+            "distlock:{job}",
+            t.for_attempt(1, false).as_str(),
+            "NX",
+            "PX",
+            "30000",
+            "GET"
+        ])],
+        "one command, no probe"
+    );
+    m.handle_input(0, b"$-1\r\n", ms(1));
+    assert!(matches!(m.poll_outcome(), Some(Ok(_))));
+    // Held: the holder's token.
+    let mut m = try_lock().unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, b"$6\r\nholder\r\n", ms(1));
+    assert!(matches!(
+        m.poll_outcome(),
+        Some(Err(Error::NotAcquired { attempts: 1, .. }))
+    ));
+    // A semaphore's or read-write lock's name: the server's own `WRONGTYPE`, at once.
+    let mut m = try_lock().unwrap();
+    drain(&mut m, ms(0));
+    m.handle_input(0, WRONGTYPE, ms(1));
+    match m.poll_outcome() {
+        Some(Err(Error::Server { node: 0, error })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("a try-lock must not call another kind of lock held: {other:?}"),
+    }
+    assert!(
+        drain(&mut m, ms(1)).is_empty(),
+        "nothing taken, nothing sent"
+    );
+}
+
+#[test]
+fn a_redlock_try_lock_on_redis_7_reports_wrongtype_when_no_quorum_is_a_lock() {
+    let lock = lock_with(LockOptions::default());
+    let start = || Acquire::<3>::new(&lock, token(51), &redis7(3), Duration::ZERO, ms(0), 0);
+    // Every node: another kind. (The attempt settles on two replies; the third node's
+    // possible grant is rolled back before the outcome is out.)
+    let mut m = start().unwrap();
+    for s in drain(&mut m, ms(0)) {
+        assert_eq!(s.commands.len(), 1);
+        m.handle_input(s.node, WRONGTYPE, ms(1));
+    }
+    drain(&mut m, ms(1));
+    match m.poll_outcome() {
+        Some(Err(Error::Server { error, .. })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two nodes of three: no quorum can be a lock; the one grant is rolled back.
+    let mut m = start().unwrap();
+    for (s, reply) in drain(&mut m, ms(0))
+        .iter()
+        .zip([&b"$-1\r\n"[..], WRONGTYPE, WRONGTYPE])
+    {
+        m.handle_input(s.node, reply, ms(1));
+    }
+    let rollback = drain(&mut m, ms(1));
+    assert_eq!(rollback.len(), 1);
+    assert_eq!(
+        (rollback[0].node, name_of(&rollback[0].commands[0])),
+        (0, "EVAL")
+    );
+    match m.poll_outcome() {
+        Some(Err(Error::Server { error, .. })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("{other:?}"),
+    }
+    // One node of three: a quorum of grants is a lock.
+    let mut m = start().unwrap();
+    for (s, reply) in drain(&mut m, ms(0))
+        .iter()
+        .zip([WRONGTYPE, b"$-1\r\n", b"$-1\r\n"])
+    {
+        m.handle_input(s.node, reply, ms(1));
+    }
+    assert!(matches!(m.poll_outcome(), Some(Ok(_))));
+}
+
+#[test]
+fn a_server_refusing_set_nx_get_gets_the_plain_set_nx_and_keeps_it() {
+    // Claims Redis 7 but answers like Redis 6.2 (`GET` beside `NX` is a syntax error).
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> = Acquire::new(
+        &lock,
+        token(52),
+        &redis7(1),
+        Duration::from_secs(5),
+        ms(0),
+        0,
+    )
+    .unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert!(common::is_set_get(&sent[0]));
+    m.handle_input(0, b"-ERR syntax error\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), None, "the refused command set nothing");
+    let sent = drain(&mut m, ms(1));
+    assert_eq!(sent[0].commands.len(), 1);
+    assert!(!common::is_set_get(&sent[0]), "{:?}", sent[0].commands);
+    assert_eq!(name_of(&sent[0].commands[0]), "SET");
+    // Refused: the retry with the probe is the plain form's, `TYPE` included.
+    m.handle_input(0, b"$-1\r\n", ms(2));
+    let sent = drain(&mut m, ms(2));
+    assert_eq!(sent[0].commands.len(), 3);
+    assert!(!common::is_set_get(&sent[0]));
+    m.handle_input(0, b"$-1\r\n:20000\r\n+zset\r\n", ms(3));
+    match m.poll_outcome() {
+        Some(Err(Error::Server { error, .. })) => {
+            assert_eq!(error.kind, ServerErrorKind::WrongType)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_try_lock_on_a_server_without_set_nx_get_still_reads_another_kind_as_held() {
+    // The documented gap on servers before Redis 7.0 (and servers not known): one plain
+    // `SET NX PX`, whose nil cannot tell a semaphore's name from a held lock.
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(53), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(sent[0].commands.len(), 1);
+    assert!(!common::is_set_get(&sent[0]));
+    m.handle_input(0, b"$-1\r\n", ms(1));
+    assert!(matches!(
+        m.poll_outcome(),
+        Some(Err(Error::NotAcquired { .. }))
+    ));
 }

@@ -147,6 +147,8 @@ enum Judged {
 fn judge(cmd: Cmd, reply: &Reply<'_>, fenced: bool) -> Judged {
     match (cmd, reply) {
         (Cmd::AcquireSet, Reply::Simple(b"OK")) => Judged::Grant { holds: 1, fence: 0 },
+        // No old value: `NX` set the key.
+        (Cmd::AcquireSetGet, Reply::Nil) => Judged::Grant { holds: 1, fence: 0 },
         (Cmd::AcquireScript | Cmd::FairAcquireScript { .. }, Reply::Array(items)) => {
             match items.as_slice() {
                 [Reply::Integer(holds @ 1..), Reply::Integer(fence @ 0..)]
@@ -533,7 +535,10 @@ impl Harness {
                 continue;
             };
             match cmd {
-                Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. } => {
+                Cmd::AcquireSet
+                | Cmd::AcquireSetGet
+                | Cmd::AcquireScript
+                | Cmd::FairAcquireScript { .. } => {
                     n.acquires[rec].grant = Some(match judged {
                         Judged::Grant { holds, fence } => Some(Grant { holds, fence }),
                         _ => None,
@@ -650,7 +655,10 @@ impl Harness {
             }
             for cmd in checked.cmds {
                 let rec = match cmd {
-                    Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. } => {
+                    Cmd::AcquireSet
+                    | Cmd::AcquireSetGet
+                    | Cmd::AcquireScript
+                    | Cmd::FairAcquireScript { .. } => {
                         let extra = match cmd {
                             Cmd::FairAcquireScript { extra } => Duration::from_millis(extra),
                             _ => Duration::ZERO,

@@ -185,12 +185,12 @@ pub fn encode(
     state: &mut ServerState,
 ) -> Vec<u8> {
     match kind {
-        ReplyKind::Success => success(target, fenced, signal, state),
+        ReplyKind::Success => success(target, protocol, fenced, signal, state),
         ReplyKind::Refuse => refuse(target, protocol),
         ReplyKind::OtherProtocol => refuse(target, other(protocol)),
         ReplyKind::AttributedSuccess => {
             let mut out = b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n".to_vec();
-            out.extend(success(target, fenced, signal, state));
+            out.extend(success(target, protocol, fenced, signal, state));
             out
         }
         ReplyKind::Error(e) => error(e),
@@ -219,9 +219,17 @@ pub fn encode(
     }
 }
 
-fn success(target: Option<Cmd>, fenced: bool, signal: &[u8], state: &mut ServerState) -> Vec<u8> {
+fn success(
+    target: Option<Cmd>,
+    protocol: Protocol,
+    fenced: bool,
+    signal: &[u8],
+    state: &mut ServerState,
+) -> Vec<u8> {
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative | Cmd::Ltrim) | None => b"+OK\r\n".to_vec(),
+        // No old value: taken.
+        Some(Cmd::AcquireSetGet) => null(protocol, false),
         Some(Cmd::Pttl) => int(1500),
         Some(Cmd::Type) => b"+string\r\n".to_vec(),
         Some(Cmd::AcquireScript | Cmd::FairAcquireScript { .. }) => {
@@ -249,6 +257,8 @@ fn refuse(target: Option<Cmd>, protocol: Protocol) -> Vec<u8> {
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative) | None => null(protocol, false),
         Some(Cmd::Blpop | Cmd::FairBlpop) => null(protocol, true),
+        // The holder's token.
+        Some(Cmd::AcquireSetGet) => bulk(b"holder"),
         Some(Cmd::Pttl) => int(-2),
         // A name of another kind (a semaphore's sorted set): the refusal becomes WRONGTYPE.
         Some(Cmd::Type) => b"+zset\r\n".to_vec(),

@@ -21,12 +21,15 @@ pub type Command = Vec<Vec<u8>>;
 /// What a command asks, as far as matching its reply goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
-    /// `SET key token NX PX ttl`.
+    /// `SET key token NX PX ttl`: `OK` taken, nil refused.
     AcquireSet,
-    /// `PTTL key` (pipelined after `SET NX`).
+    /// `SET key token NX PX ttl GET` (Redis ≥ 7.0, Valkey): nil taken, the holder's token
+    /// refused, `WRONGTYPE` a name of another kind.
+    AcquireSetGet,
+    /// `PTTL key` (pipelined after `SET NX`, with or without `GET`).
     Pttl,
-    /// `TYPE key` (pipelined after `SET NX` and `PTTL` once an attempt was refused: a key of
-    /// another kind turns the refusal into `WRONGTYPE`).
+    /// `TYPE key` (pipelined after a plain `SET NX` and `PTTL` once an attempt was refused: a
+    /// key of another kind turns the refusal into `WRONGTYPE`; `SET NX GET` says that itself).
     Type,
     /// The acquire script.
     AcquireScript,
@@ -65,7 +68,10 @@ impl Cmd {
     pub fn is_acquire(self) -> bool {
         matches!(
             self,
-            Cmd::AcquireSet | Cmd::AcquireScript | Cmd::FairAcquireScript { .. }
+            Cmd::AcquireSet
+                | Cmd::AcquireSetGet
+                | Cmd::AcquireScript
+                | Cmd::FairAcquireScript { .. }
         )
     }
 
@@ -296,6 +302,15 @@ fn native_delete(server: &ServerInfo) -> Option<bool> {
     }
 }
 
+/// `SET … NX … GET` (Redis ≥ 7.0, every Valkey; not assumed of a server not known).
+fn has_set_nx_get(server: &ServerInfo) -> bool {
+    match server.flavor {
+        Flavor::Valkey => true,
+        Flavor::Redis => server.version >= Version::new(7, 0, 0),
+        _ => false,
+    }
+}
+
 fn has_set_ifeq(server: &ServerInfo) -> bool {
     match server.flavor {
         Flavor::Valkey => server.version >= Version::new(8, 1, 0),
@@ -413,11 +428,25 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
             );
             let token = commands[0].get(2).cloned().unwrap_or_default();
             attempt = Some(e.attempt(&token));
-            assert_eq!(
-                commands[0],
-                args(&[b"SET", &e.lock(), &token, b"NX", b"PX", &e.ttl()])
-            );
+            // `SET NX GET` only where the server has it; the plain form anywhere (the core
+            // falls back to it when a server refuses the pair).
+            let mut set = args(&[b"SET", &e.lock(), &token, b"NX", b"PX", &e.ttl()]);
+            let with_get = commands[0].last().is_some_and(|a| a == b"GET");
+            if with_get {
+                assert!(has_set_nx_get(&server), "SET NX GET sent to {server:?}");
+                assert!(
+                    commands.len() <= 2,
+                    "SET NX GET needs no TYPE: {commands:?}"
+                );
+                set.push(b"GET".to_vec());
+            }
+            assert_eq!(commands[0], set);
             match (commands.get(1), commands.get(2)) {
+                (Some(pttl), None) if with_get => {
+                    assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
+                    vec![Cmd::AcquireSetGet, Cmd::Pttl]
+                }
+                _ if with_get => vec![Cmd::AcquireSetGet],
                 (Some(pttl), Some(kind)) => {
                     assert_eq!(pttl, &args(&[b"PTTL", &e.lock()]));
                     assert_eq!(kind, &args(&[b"TYPE", &e.lock()]));

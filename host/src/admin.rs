@@ -2,10 +2,12 @@
 //!
 //! A thin driver: the commands are the core's machines ([`Inspect`], [`Reset`]), which decide
 //! what is sent, which keys are a lock's and which a reset deletes, what a reply means, the
-//! deadlines and the majorities ([`distlock_core::verdict`],
-//! [`distlock_core::is_majority`]). This module moves their bytes over the pool's
-//! connections ([`crate::drive`]) and turns their outcome into the host's report types, with
-//! their text and JSON forms.
+//! deadlines and the majorities ([`Inspection::verdict`], [`distlock_core::is_majority`]).
+//! This module moves their bytes over the pool's connections ([`crate::drive`]) and turns
+//! their outcome into the host's report types, with their text and JSON forms.
+//!
+//! A [`Status`] carries the core's verdict as decided ([`Status::verdict`]); its text, its
+//! JSON `state` and [`Status::holder`] all read that one field, never the nodes again.
 //!
 //! Invariants (the core's, kept in what is reported):
 //! - **Unknown is not free.** A node that could not be read is reported with what failed,
@@ -17,10 +19,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distlock_core::WalkRefused;
 use distlock_core::{
     ConfigError, Driven, Inspect, Inspection, LockOptions, Reset, ResetOutcome, ServerInfo,
 };
-use distlock_core::{Seen, WalkRefused};
 
 use crate::client::Client;
 use crate::clock::to_std;
@@ -31,6 +33,10 @@ use crate::pool::Pool;
 /// What the nodes say about a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// What the core decided from every node's reading ([`Inspection::verdict`]): the one
+    /// verdict the text ([`Status::describe`]), the JSON `state` ([`Status::to_json`]) and
+    /// [`Status::holder`] report.
+    pub verdict: Verdict,
     /// Each node's view, in node order.
     pub nodes: Vec<NodeStatus>,
     /// Each node's endpoint, in node order.
@@ -79,50 +85,43 @@ pub struct RwHolds {
     pub readers: Vec<(String, Option<Duration>)>,
 }
 
-/// What a [`Status`] says about the lock as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict<'a> {
+/// What a [`Status`] says about the lock as a whole: the core's [`distlock_core::Verdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
     /// A majority of nodes has this token in the lock key.
-    Held(&'a str),
+    Held(String),
+    /// A majority of nodes hold a semaphore's live permits or a read-write lock's live holds:
+    /// held, perhaps by several ([`Status::permits`], [`Status::rw`] list them).
+    Shared,
     /// No token can be on a majority, even counting every node that could not be read.
     Free,
     /// The nodes that answered cannot decide: too many could not be read.
     Unknown,
 }
 
-impl Status {
-    /// The verdict: held by a token on a majority, free when no token can have a majority
-    /// even if every unread node had it, unknown otherwise (the core's
-    /// [`distlock_core::verdict`]). A semaphore with live permits or a read-write lock with
-    /// live holds is unknown here, never free: its holders are in [`Status::permits`] and
-    /// [`Status::rw`].
-    #[must_use]
-    pub fn verdict(&self) -> Verdict<'_> {
-        let seen = self.nodes.iter().map(|n| match n {
-            NodeStatus::Answered {
-                holder: Some(h), ..
-            } => Seen::Holder(h.as_str()),
-            // A held semaphore or read-write lock is never "free" (its holders are in
-            // `Status::permits` / `Status::rw`), as in the core's `Inspection::verdict`.
-            NodeStatus::Answered {
-                permits: Some(p), ..
-            } if !p.holders.is_empty() => Seen::Unread,
-            NodeStatus::Answered { rw: Some(h), .. }
-                if h.writer.is_some() || !h.readers.is_empty() =>
-            {
-                Seen::Unread
-            }
-            NodeStatus::Answered { holder: None, .. } => Seen::Free,
-            NodeStatus::Unreachable(_) => Seen::Unread,
-        });
-        match distlock_core::verdict(seen) {
-            distlock_core::Verdict::Held(holder) => Verdict::Held(holder),
+impl Verdict {
+    /// The core's verdict, owned. Anything the core may add later is no verdict of "free".
+    fn of(verdict: distlock_core::Verdict<&distlock_core::Token>) -> Self {
+        match verdict {
+            distlock_core::Verdict::Held(token) => Verdict::Held(token.as_str().to_owned()),
+            distlock_core::Verdict::Shared => Verdict::Shared,
             distlock_core::Verdict::Free => Verdict::Free,
-            // Anything the core may add later is no verdict of "free".
             _ => Verdict::Unknown,
         }
     }
 
+    /// The JSON `state`: `held` (one token, or shared holds), `free` or `unknown`.
+    fn state(&self) -> &'static str {
+        match self {
+            Verdict::Held(_) | Verdict::Shared => "held",
+            Verdict::Free => "free",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+impl Status {
     /// How many nodes could not be read.
     #[must_use]
     pub fn unreadable(&self) -> usize {
@@ -160,38 +159,21 @@ impl Status {
         })
     }
 
-    /// A readable summary: the verdict, then one line per node.
+    /// A readable summary: the verdict, then one line per node. Shared holds (a semaphore's
+    /// permits, a read-write lock's holds, on a majority) are listed under the verdict
+    /// instead, each token with its TTL.
     #[must_use]
     pub fn describe(&self) -> String {
-        let ms = |ttl: &Option<Duration>| {
-            ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()))
-        };
-        if let Some(holds) = self.rw() {
-            let mut out = match &holds.writer {
-                Some((token, ttl)) => {
-                    format!("read-write lock: written by {token} ttl {}\n", ms(ttl))
+        let mut out = match &self.verdict {
+            Verdict::Shared => {
+                let mut out = String::new();
+                if let Some(holds) = self.rw() {
+                    push_rw(&mut out, "read-write lock", holds);
+                } else if let Some(permits) = self.permits() {
+                    push_permits(&mut out, "semaphore", permits);
                 }
-                None if holds.readers.is_empty() => "read-write lock: not held\n".to_owned(),
-                None => format!("read-write lock: {} readers\n", holds.readers.len()),
-            };
-            for (token, ttl) in &holds.readers {
-                out.push_str(&format!("  reader {token} ttl {}\n", ms(ttl)));
+                return out;
             }
-            return out;
-        }
-        if let Some(permits) = self.permits() {
-            let mut out = format!(
-                "semaphore: {} of {} permits held\n",
-                permits.holders.len(),
-                permits.limit
-            );
-            for (token, ttl) in &permits.holders {
-                let ttl = ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()));
-                out.push_str(&format!("  {token} ttl {ttl}\n"));
-            }
-            return out;
-        }
-        let mut out = match self.verdict() {
             Verdict::Held(holder) => format!("held by {holder}\n"),
             Verdict::Free => "not held\n".to_owned(),
             Verdict::Unknown => format!(
@@ -202,34 +184,42 @@ impl Status {
         };
         for (i, node) in self.nodes.iter().enumerate() {
             let endpoint = self.endpoints.get(i).map_or("?", String::as_str);
-            let line = match node {
+            let at = format!("node {i} ({endpoint})");
+            match node {
+                // A node's own view of another kind of lock: its holds, not "free".
+                NodeStatus::Answered { rw: Some(h), .. } => {
+                    push_rw(&mut out, &format!("{at}: read-write lock"), h);
+                }
+                NodeStatus::Answered {
+                    permits: Some(p), ..
+                } => push_permits(&mut out, &format!("{at}: semaphore"), p),
                 NodeStatus::Answered {
                     holder,
                     ttl,
                     fence,
                     queued,
                     ..
-                } => format!(
-                    "node {i} ({endpoint}): {} ttl {} fence {}{}",
+                } => out.push_str(&format!(
+                    "{at}: {} ttl {} fence {}{}\n",
                     holder.as_deref().unwrap_or("free"),
-                    ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis())),
+                    ms(ttl),
                     fence.map_or("-".to_owned(), |f| f.to_string()),
                     // Only fair mode queues: say nothing of an empty or absent queue.
                     queued
                         .filter(|&n| n > 0)
                         .map_or(String::new(), |n| format!(" queued {n}")),
-                ),
+                )),
                 NodeStatus::Unreachable(e) => {
-                    format!("node {i} ({endpoint}): could not be read: {e}")
+                    out.push_str(&format!("{at}: could not be read: {e}\n"));
                 }
-            };
-            out.push_str(&line);
-            out.push('\n');
+            }
         }
         out
     }
 
-    /// The status as JSON: `state` is `held`, `free` or `unknown`; each node has either
+    /// The status as JSON: `state` is the verdict, `held` (one token on a majority, or a
+    /// semaphore's or read-write lock's holds on a majority), `free` or `unknown`; each node
+    /// has either
     /// `holder`, `ttl_ms`, `fence`, `queued` (fair mode's waiters; null without a queue),
     /// `permits` (a semaphore's `limit` and `holders`, each `token` and `ttl_ms`; null for a
     /// lock) and `rw` (a read-write lock's `writer` and `readers`, each `token` and `ttl_ms`;
@@ -276,18 +266,8 @@ impl Status {
                 }
             })
             .collect();
-        let rw_held = self
-            .rw()
-            .is_some_and(|h| h.writer.is_some() || !h.readers.is_empty());
-        let state = match (self.permits(), self.verdict()) {
-            _ if rw_held => "held",
-            (Some(p), _) if !p.holders.is_empty() => "held",
-            (_, Verdict::Held(_)) => "held",
-            (_, Verdict::Free) => "free",
-            (_, Verdict::Unknown) => "unknown",
-        };
         serde_json::json!({
-            "name": name, "state": state, "holder": self.holder(),
+            "name": name, "state": self.verdict.state(), "holder": self.holder(),
             "unreadable": self.unreadable(), "nodes": nodes,
         })
     }
@@ -295,10 +275,42 @@ impl Status {
     /// The token a majority of nodes agree holds the lock.
     #[must_use]
     pub fn holder(&self) -> Option<&str> {
-        match self.verdict() {
+        match &self.verdict {
             Verdict::Held(holder) => Some(holder),
-            Verdict::Free | Verdict::Unknown => None,
+            _ => None,
         }
+    }
+}
+
+/// A TTL as text: `1500 ms`, or `-` when none.
+fn ms(ttl: &Option<Duration>) -> String {
+    ttl.map_or("-".to_owned(), |t| format!("{} ms", t.as_millis()))
+}
+
+/// `{what}: written by TOKEN ttl …`, `{what}: N readers` (each reader on its own line) or
+/// `{what}: not held`.
+fn push_rw(out: &mut String, what: &str, holds: &RwHolds) {
+    match &holds.writer {
+        Some((token, ttl)) => {
+            out.push_str(&format!("{what}: written by {token} ttl {}\n", ms(ttl)))
+        }
+        None if holds.readers.is_empty() => out.push_str(&format!("{what}: not held\n")),
+        None => out.push_str(&format!("{what}: {} readers\n", holds.readers.len())),
+    }
+    for (token, ttl) in &holds.readers {
+        out.push_str(&format!("  reader {token} ttl {}\n", ms(ttl)));
+    }
+}
+
+/// `{what}: N of L permits held`, then each holder on its own line.
+fn push_permits(out: &mut String, what: &str, permits: &Permits) {
+    out.push_str(&format!(
+        "{what}: {} of {} permits held\n",
+        permits.holders.len(),
+        permits.limit
+    ));
+    for (token, ttl) in &permits.holders {
+        out.push_str(&format!("  {token} ttl {}\n", ms(ttl)));
     }
 }
 
@@ -408,6 +420,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The host's status of the core's inspection.
 fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
+    let verdict = Verdict::of(inspection.verdict());
     let nodes = inspection
         .nodes
         .into_iter()
@@ -439,7 +452,11 @@ fn status_of(inspection: Inspection, endpoints: Vec<String>) -> Status {
             Err(e) => NodeStatus::Unreachable(e.to_string()),
         })
         .collect();
-    Status { nodes, endpoints }
+    Status {
+        verdict,
+        nodes,
+        endpoints,
+    }
 }
 
 /// The host's report of the core's reset outcome.
@@ -620,73 +637,147 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distlock_core::{NodeError, Reading, Token};
 
-    fn answered(h: Option<&str>) -> NodeStatus {
-        NodeStatus::Answered {
-            holder: h.map(Into::into),
-            ttl: None,
-            fence: None,
-            queued: None,
-            permits: None,
-            rw: None,
-        }
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn token(t: &str) -> Token {
+        Token::new(t.as_bytes()).unwrap()
     }
 
-    fn status(nodes: Vec<NodeStatus>) -> Status {
-        Status {
-            endpoints: nodes.iter().map(|_| "x".into()).collect(),
-            nodes,
-        }
-    }
-
-    #[test]
-    fn holder_needs_a_majority() {
-        let s = status(vec![
-            answered(Some("a")),
-            answered(Some("a")),
-            answered(None),
-        ]);
-        assert_eq!(s.verdict(), Verdict::Held("a"));
-        let s = status(vec![
-            answered(Some("a")),
-            answered(Some("b")),
-            NodeStatus::Unreachable("x".into()),
-        ]);
-        assert_eq!(s.holder(), None);
-        assert_eq!(s.verdict(), Verdict::Unknown, "the unread node may hold a");
-    }
-
-    #[test]
-    fn a_held_read_write_lock_is_never_free() {
-        let read = NodeStatus::Answered {
+    fn free() -> Result<Reading, NodeError> {
+        Ok(Reading {
             holder: None,
             ttl: None,
             fence: None,
             queued: None,
             permits: None,
-            rw: Some(RwHolds {
-                writer: None,
-                readers: vec![("r".into(), None)],
+            rw: None,
+        })
+    }
+
+    fn held(t: &str) -> Result<Reading, NodeError> {
+        free().map(|r| Reading {
+            holder: Some(token(t)),
+            ..r
+        })
+    }
+
+    fn permits(holders: &[&str]) -> Result<Reading, NodeError> {
+        free().map(|r| Reading {
+            permits: Some(distlock_core::Permits {
+                limit: 2,
+                holders: holders.iter().map(|t| (token(t), None)).collect(),
             }),
+            ..r
+        })
+    }
+
+    fn reader(t: &str) -> Result<Reading, NodeError> {
+        free().map(|r| Reading {
+            rw: Some(distlock_core::RwHolds {
+                writer: None,
+                readers: vec![(token(t), None)],
+            }),
+            ..r
+        })
+    }
+
+    fn unread() -> Result<Reading, NodeError> {
+        Err(NodeError::Disconnected)
+    }
+
+    /// The host's status of these readings, and what the core decided from them.
+    fn status(nodes: Vec<Result<Reading, NodeError>>) -> (Status, Verdict) {
+        let inspection = Inspection { nodes };
+        let core = Verdict::of(inspection.verdict());
+        let endpoints = inspection.nodes.iter().map(|_| "x".into()).collect();
+        (status_of(inspection, endpoints), core)
+    }
+
+    /// The status reports the core's verdict, and its text, JSON and holder say the same.
+    fn says(nodes: Vec<Result<Reading, NodeError>>, want: Verdict, text_starts: &str) -> Status {
+        let (s, core) = status(nodes);
+        assert_eq!(s.verdict, core, "the core's verdict, carried as decided");
+        assert_eq!(s.verdict, want);
+        let text = s.describe();
+        assert!(text.starts_with(text_starts), "{text}");
+        assert_eq!(s.to_json("n")["state"], want.state(), "{text}");
+        let holder = match &want {
+            Verdict::Held(t) => Some(t.as_str()),
+            _ => None,
         };
-        assert_eq!(status(vec![read]).verdict(), Verdict::Unknown);
+        assert_eq!(s.holder(), holder);
+        assert_eq!(s.to_json("n")["holder"].as_str(), holder);
+        s
+    }
+
+    #[test]
+    fn text_json_and_holder_read_the_cores_one_verdict() {
+        says(
+            vec![held(A), held(A), free()],
+            Verdict::Held(A.into()),
+            &format!("held by {A}"),
+        );
+        says(
+            vec![held(A), held(B), unread()],
+            Verdict::Unknown,
+            "unknown: 1 of 3",
+        );
+        says(vec![unread()], Verdict::Unknown, "unknown: 1 of 1");
+        says(vec![free(), free(), unread()], Verdict::Free, "not held");
+        // Shared holds on a majority: held, by the holders listed.
+        let s = says(vec![permits(&[A, B])], Verdict::Shared, "semaphore: 2 of 2");
+        assert!(s.describe().contains(B));
+        says(
+            vec![reader(A)],
+            Verdict::Shared,
+            "read-write lock: 1 readers",
+        );
+        says(
+            vec![reader(A), unread(), free()],
+            Verdict::Unknown,
+            "unknown: 1 of 3",
+        );
+    }
+
+    /// A Redlock of three whose name is a semaphore's or a read-write lock's on one node only:
+    /// no majority can hold it, so the core says free. The host used to say "held" in JSON
+    /// and list the permits as the name's in the text (its own any-node check); now both say
+    /// "not held", and the node's own line still shows what it holds.
+    #[test]
+    fn shared_holds_on_a_minority_are_not_the_names() {
+        let s = says(
+            vec![permits(&[A]), free(), free()],
+            Verdict::Free,
+            "not held",
+        );
+        let text = s.describe();
+        assert!(
+            text.contains("node 0 (x): semaphore: 1 of 2 permits held"),
+            "{text}"
+        );
+        assert!(text.contains("node 1 (x): free"), "{text}");
+        let s = says(vec![reader(A), free(), free()], Verdict::Free, "not held");
+        assert!(
+            s.describe()
+                .contains("node 0 (x): read-write lock: 1 readers"),
+            "{}",
+            s.describe()
+        );
+        // A mutex key on one node of three: not held either, in both forms.
+        says(vec![held(A), free(), free()], Verdict::Free, "not held");
     }
 
     #[test]
     fn unknown_is_not_free() {
-        let unread = || NodeStatus::Unreachable("x".into());
-        assert_eq!(status(vec![unread()]).verdict(), Verdict::Unknown);
-        assert!(status(vec![unread()]).majority_unreadable());
-        assert_eq!(status(vec![answered(None)]).verdict(), Verdict::Free);
-        // One of three unread, two free: no token can reach 2.
-        let s = status(vec![answered(None), answered(None), unread()]);
-        assert_eq!(s.verdict(), Verdict::Free);
+        let (s, _) = status(vec![unread()]);
+        assert!(s.majority_unreadable());
+        let (s, _) = status(vec![free(), free(), unread()]);
         assert!(!s.majority_unreadable());
-        // One free, one unread of three... plus one holding: the unread one decides.
-        let s = status(vec![answered(Some("a")), answered(None), unread()]);
-        assert_eq!(s.verdict(), Verdict::Unknown);
-        let s = status(vec![answered(None), unread(), unread()]);
-        assert_eq!(s.verdict(), Verdict::Unknown);
+        let (s, _) = status(vec![free(), unread(), unread()]);
+        assert_eq!(s.verdict, Verdict::Unknown);
         assert!(s.majority_unreadable());
     }
 }

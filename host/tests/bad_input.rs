@@ -718,12 +718,12 @@ async fn a_lock_key_of_the_wrong_type_is_a_typed_server_error() {
                 .map(|_| ()),
             "extend",
         );
-        let (e, _) = lock_error(client.lock(&name).try_acquire().await);
-        assert!(
-            matches!(e, distlock_core::Error::NotAcquired { .. }),
-            "{kind} plain acquire: {e:?}"
+        // A plain try-lock's `SET NX PX GET` (Redis ≥ 7.0) says `WRONGTYPE` itself.
+        wrong_type(
+            client.lock(&name).try_acquire().await.map(|_| ()),
+            "plain acquire",
         );
-        // The scripts' `GET` ran (and failed); the plain acquire's `SET NX` found the key.
+        // The scripts' `GET` ran (and failed); so did the plain acquire's `SET NX GET`.
         // Scripts load on first use: `NOSCRIPT` to an `EVALSHA`, then `EVAL`.
         blocking(|| assert_untouched(&server, &before, &["evalsha", "eval", "get", "set"], kind));
         let kept = blocking(|| server.raw().ok(&["TYPE", &key]).text());
@@ -990,19 +990,20 @@ async fn a_server_closing_mid_reply_is_a_lost_connection() {
 }
 
 /// RESP3 push frames (client-side caching invalidations) before and between replies, whole
-/// or split a byte at a time, are not replies: every operation still succeeds.
+/// or split a byte at a time, are not replies: every operation still succeeds. (The fake is
+/// a Redis 7.2: the acquire is `SET NX PX GET`, whose RESP3 null — no old value — grants.)
 #[tokio::test]
 async fn push_frames_between_replies_are_ignored() {
     const PUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n*0\r\n";
     let with_push = |reply: &[u8]| [PUSH, PUSH, reply].concat();
     let fake = FakeServer::start(vec![
-        Step::Send(with_push(b"+OK\r\n")),
+        Step::Send(with_push(b"_\r\n")),
         Step::Trickle(with_push(b":1\r\n"), 1),
         Step::Trickle(with_push(b":0\r\n"), 3),
     ]);
     let client = fake_client(&fake).await;
     let (guard, _) = bounded(client.lock("job").try_acquire(), "acquire").await;
-    let guard = guard.expect("the push frames are skipped and +OK grants");
+    let guard = guard.expect("the push frames are skipped and the null grants");
     let (extended, _) = bounded(guard.extend(Duration::from_secs(30)), "extend").await;
     extended.expect("the push frames are skipped and :1 extends");
     let (released, _) = bounded(guard.release(), "release").await;
@@ -1045,9 +1046,10 @@ async fn a_huge_declared_length_is_refused_at_once() {
     }
 }
 
-/// Well-formed RESP3 of a type the command never returns, where `+OK`/nil (acquire) or an
-/// integer (release, extend) is expected: a typed protocol error. RESP3 null (`_`) is a
-/// legal nil: for `SET NX` it means "held".
+/// Well-formed RESP3 of a type the command never returns, where nil or a bulk string (the
+/// acquire's `SET NX PX GET`: the fake is a Redis 7.2) or an integer (release, extend) is
+/// expected: a typed protocol error. RESP3 null (`_`) is a legal nil, and a bulk string the
+/// holder's token: "held".
 #[tokio::test]
 async fn unexpected_resp3_types_are_protocol_errors() {
     let unexpected = NodeFailure::Protocol(ProtocolError::UnexpectedReply);
@@ -1059,18 +1061,29 @@ async fn unexpected_resp3_types_are_protocol_errors() {
         b"~1\r\n+OK\r\n",
         b":1\r\n",
         b"=7\r\ntxt:yes\r\n",
+        b"+OK\r\n",
     ];
     for reply in replies {
         let shown_reply = reply.escape_ascii().to_string();
         let fake = FakeServer::start(vec![Step::send(reply); 3]);
         let client = fake_client(&fake).await;
         let (acquired, _) = bounded(client.lock("job").try_acquire(), &shown_reply).await;
-        let (failure, shown) = node_failure(acquired);
-        assert_eq!(failure, unexpected, "acquire {shown_reply}");
-        assert!(
-            shown.contains("reply has a type or value this command never returns"),
-            "{shown}"
-        );
+        if reply.starts_with(b"=") {
+            // A verbatim string decodes as a bulk string: to `SET NX GET` a holder's token,
+            // a refusal — never a grant.
+            let (e, _) = lock_error(acquired);
+            assert!(
+                matches!(e, distlock_core::Error::NotAcquired { .. }),
+                "acquire {shown_reply}: {e:?}"
+            );
+        } else {
+            let (failure, shown) = node_failure(acquired);
+            assert_eq!(failure, unexpected, "acquire {shown_reply}");
+            assert!(
+                shown.contains("reply has a type or value this command never returns"),
+                "{shown}"
+            );
+        }
         // `:1` is a legal release or extend answer; the rest are not.
         if *reply != b":1\r\n" {
             let (released, _) =
@@ -1089,9 +1102,9 @@ async fn unexpected_resp3_types_are_protocol_errors() {
         }
     }
 
-    let fake = FakeServer::start(vec![Step::send(b"_\r\n"), Step::send(b"_\r\n")]);
+    let fake = FakeServer::start(vec![Step::send(b"$6\r\nholder\r\n"), Step::send(b"_\r\n")]);
     let client = fake_client(&fake).await;
-    let (acquired, _) = bounded(client.lock("job").try_acquire(), "null").await;
+    let (acquired, _) = bounded(client.lock("job").try_acquire(), "held").await;
     let (e, _) = lock_error(acquired);
     assert!(
         matches!(e, distlock_core::Error::NotAcquired { attempts: 1, .. }),

@@ -2,8 +2,9 @@
 //! none (a set with one name held takes nothing, not even its free names), one token and one
 //! expiry for all, exclusion against plain locks of the same names and between overlapping
 //! sets (observed by the holders themselves), a crashed holder's names all free at its TTL,
-//! one fence above every earlier holder's of each name, and bad input refused before anything
-//! is sent.
+//! one fence above every earlier holder's of each name, a set meeting a semaphore's or a
+//! read-write lock's name refused with `WRONGTYPE` (76) instead of waiting, and bad input
+//! refused before anything is sent.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use distlock_core::{ConfigError, MAX_MULTI_NAMES};
+use distlock_core::{ConfigError, MAX_MULTI_NAMES, ServerErrorKind};
 use distlock_host::{Client, Error};
 use support::{
     RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, wait_for,
@@ -521,5 +522,80 @@ fn cli_exec_renews_and_releases_its_names_together() {
         (get(&server, &x), get(&server, &y)),
         (None, None),
         "released together"
+    );
+}
+
+/// A set one of whose names is a semaphore's or a read-write lock's: the acquire script reads
+/// each name's `TYPE`, and another kind is `WRONGTYPE` (exit 76) at once, even when another
+/// name of the set is held, instead of a wait until the deadline (an hour here, far past what
+/// the test allows). The set's free names stay free, the other holders keep their holds.
+#[test]
+fn a_set_meeting_another_kind_of_locks_name_fails_with_wrongtype() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let [free, held, sem, rw] =
+        ["free", "held", "sem", "rw"].map(|n| unique_name(&format!("kind-{n}")));
+    for args in [
+        &["acquire", "--name", &sem, "--limit", "2", "--ttl", "60s"][..],
+        &["acquire", "--name", &rw, "--read", "--ttl", "60s"],
+        &["acquire", "--name", &held, "--ttl", "60s"],
+    ] {
+        let out = cli(&url, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            support::show(&out)
+        );
+    }
+    let held_by = get(&server, &held);
+    for other in [&sem, &rw] {
+        for wait in ["0s", "1h"] {
+            for with in [&free, &held] {
+                let out = cli(
+                    &url,
+                    &["acquire", "--name", with, "--name", other, "--wait", wait],
+                );
+                assert_eq!(out.status.code(), Some(76), "{}", support::show(&out));
+                assert!(
+                    String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
+                    "{}",
+                    support::show(&out)
+                );
+            }
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect([url.as_str()]).await.expect("connect");
+        for other in [&sem, &rw] {
+            let refused = tokio::time::timeout(
+                LIMIT,
+                client
+                    .lock_many([&free, other])
+                    .wait(Duration::from_secs(3600))
+                    .acquire(),
+            )
+            .await
+            .expect("the set fails instead of waiting");
+            assert!(
+                matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
+                "{other}: {refused:?}"
+            );
+        }
+    });
+    assert_eq!(get(&server, &free), None, "the free name was not taken");
+    assert_eq!(
+        get(&server, &held),
+        held_by,
+        "the held name kept its holder"
+    );
+    let mut raw = server.raw();
+    assert_eq!(raw.ok(&["ZCARD", &lock_key(&sem)]).int(), Some(1));
+    assert_eq!(
+        raw.ok(&["ZCARD", &format!("{}:readers", lock_key(&rw))])
+            .int(),
+        Some(1)
     );
 }

@@ -2,7 +2,8 @@
 //! hostile fakes: a reset deletes only keys that are provably lock keys (every other key,
 //! whatever its type, is byte for byte unchanged), fences survive, an empty prefix is refused;
 //! `status` says "unknown" and exits 69 when a majority of nodes cannot be read, names what
-//! failed on each node, and ends within its deadline against servers that misbehave.
+//! failed on each node, ends within its deadline against servers that misbehave, and says
+//! the core's one verdict in its text and its JSON.
 
 mod support;
 
@@ -408,6 +409,59 @@ fn status_of_a_lock_key_of_another_type() {
     let out = run(&urls, &["status", "--name", &name]);
     assert_eq!(out.status.code(), Some(69), "{}", show(&out));
     assert!(stdout(&out).starts_with("unknown"), "{}", show(&out));
+}
+
+/// `status` over a Redlock of three reports the core's one verdict in its text, its JSON and
+/// its exit status, also where the host used to decide again: a semaphore's permits or a
+/// read-write lock's holds on one node of three are no majority, so the name is not held
+/// ("not held", `free`), the node's own line still showing them; on a single node the same
+/// holds are the name's (`held`).
+#[test]
+fn status_text_and_json_read_the_cores_verdict_over_three_nodes() {
+    require_redis!();
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let first = servers[0].url();
+    let all = servers
+        .iter()
+        .map(RedisServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let sem = unique_name("minority-sem");
+    let rw = unique_name("minority-rw");
+    for args in [
+        &["acquire", "--name", &sem, "--limit", "2", "--ttl", "60s"][..],
+        &["acquire", "--name", &rw, "--read", "--ttl", "60s"],
+    ] {
+        let out = run(&first, args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", show(&out));
+    }
+    for (name, holds) in [
+        (&sem, "semaphore: 1 of 2 permits held"),
+        (&rw, "read-write lock: 1 readers"),
+    ] {
+        let out = run(&all, &["status", "--name", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let text = stdout(&out);
+        assert!(text.starts_with("not held"), "{}", show(&out));
+        let node_0 = text
+            .lines()
+            .find(|l| l.starts_with("node 0 ("))
+            .unwrap_or_default();
+        assert!(node_0.ends_with(holds), "{text}");
+        let out = run(&all, &["status", "--name", name, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["state"], "free", "{json}");
+        assert!(json["holder"].is_null(), "{json}");
+        // The first node alone: the holds are the name's.
+        let out = run(&first, &["status", "--name", name, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["state"], "held", "{json}");
+    }
 }
 
 /// Servers that handshake and then misbehave — garbage, a closed connection, silence, a

@@ -274,9 +274,9 @@ fn the_embedded_store_runs_semaphores_and_their_status() {
         assert!(client.semaphore("e", 1).try_acquire().await.is_err());
         let status = client.status("e").await.expect("status");
         assert_eq!(
-            status.verdict(),
-            distlock_host::Verdict::Unknown,
-            "a held semaphore is never free"
+            status.verdict,
+            distlock_host::Verdict::Shared,
+            "a held semaphore is held, by its permits' holders"
         );
         let permits = status.permits().expect("a semaphore");
         assert_eq!(permits.limit, 1);
@@ -524,10 +524,11 @@ fn cli_fair_limit_queues_a_waiter_and_release_hands_it_the_permit() {
     assert_eq!(raw.ok(&["ZCARD", &lock_key(&name)]).int(), Some(1));
 }
 
-/// A plain mutex meeting a semaphore's or a read-write lock's name: `SET NX` refuses it like a
-/// held lock, and the probe after that refusal tells the kinds apart. The mutex fails with
-/// `WRONGTYPE` (exit 76) instead of waiting: its wait here (an hour) is far past the bound
-/// the test allows, so a mutex that waited fails the test.
+/// A plain mutex meeting a semaphore's or a read-write lock's name fails with `WRONGTYPE`
+/// (exit 76) instead of waiting: its wait here (an hour) is far past the bound the test
+/// allows, so a mutex that waited fails the test. A try-lock (`--wait 0s`, the CLI's default)
+/// says the same, not "held" (75): the server here (Redis ≥ 7.0) answers the acquire's
+/// `SET NX PX GET` with `WRONGTYPE` in its one round trip.
 #[test]
 fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
     require_redis!();
@@ -543,13 +544,19 @@ fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
     let out = run(&["acquire", "--name", &rw, "--read", "--ttl", "60s"]);
     assert_eq!(code(&out), Some(0), "{}", show(&out));
     for name in [&semaphore, &rw] {
-        let out = run(&["exec", "--name", name, "--wait", "1h", "--", "true"]);
-        assert_eq!(code(&out), Some(76), "{name}: {}", show(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
-            "{}",
-            show(&out)
-        );
+        for args in [
+            &["exec", "--name", name, "--wait", "1h", "--", "true"][..],
+            &["acquire", "--name", name, "--wait", "0s"],
+            &["acquire", "--name", name],
+        ] {
+            let out = run(args);
+            assert_eq!(code(&out), Some(76), "{args:?}: {}", show(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("WRONGTYPE"),
+                "{args:?}: {}",
+                show(&out)
+            );
+        }
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -564,6 +571,11 @@ fn a_mutex_on_a_semaphores_or_read_write_locks_name_fails_with_wrongtype() {
             assert!(
                 matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
                 "{name}: {refused:?}"
+            );
+            let refused = client.lock(name).try_acquire().await;
+            assert!(
+                matches!(&refused, Err(Error::Lock(distlock_core::Error::Server { error, .. })) if error.kind == ServerErrorKind::WrongType),
+                "{name} try-lock: {refused:?}"
             );
         }
         // The holders were left alone: the semaphore still has its permit, the reader its hold.

@@ -27,7 +27,8 @@
 //!   `NOSCRIPT`; an unknown source is `-ERR unknown command`.
 //! - The server's flavour and version ([`ModelConfig`]), reported by `HELLO` and `INFO` and
 //!   deciding which commands exist: `HELLO` (Redis ≥ 6, Valkey), `SET … IFEQ` (Valkey ≥ 8.1,
-//!   Redis ≥ 8.4), `DELIFEQ` (Valkey ≥ 9.0), `DELEX` (Redis ≥ 8.4), fractional `BLPOP`
+//!   Redis ≥ 8.4), `SET … GET` (Redis ≥ 6.2, Valkey; beside `NX` Redis ≥ 7.0: 6.2 answers
+//!   `ERR syntax error`), `DELIFEQ` (Valkey ≥ 9.0), `DELEX` (Redis ≥ 8.4), fractional `BLPOP`
 //!   timeouts (Redis ≥ 6, Valkey). So both the script paths and the native paths of the core
 //!   can be exercised.
 //! - Scripting ([`ModelConfig::scripting`]): allowed, absent (`EVAL`, `EVALSHA`, `SCRIPT`
@@ -160,6 +161,14 @@ impl ModelConfig {
 
     fn has_hello(&self) -> bool {
         self.flavor == Flavor::Valkey || self.at_least(6, 0)
+    }
+
+    fn has_set_get(&self) -> bool {
+        self.flavor == Flavor::Valkey || self.at_least(6, 2)
+    }
+
+    fn has_set_nx_get(&self) -> bool {
+        self.flavor == Flavor::Valkey || self.at_least(7, 0)
     }
 
     fn has_set_ifeq(&self) -> bool {
@@ -903,7 +912,8 @@ impl ModelNode {
                     condition = SetCondition::IfEq(expected);
                     i += 1;
                 }
-                b"GET" => get = true,
+                // `GET` came with Redis 6.2, and beside `NX` with 7.0 (6.2 refuses the pair).
+                b"GET" if self.config.has_set_get() => get = true,
                 b"KEEPTTL" if expiry == SetExpiry::Clear => expiry = SetExpiry::Keep,
                 b"PX" | b"EX" if expiry == SetExpiry::Clear => {
                     let amount = next.ok_or_else(Fail::syntax)?;
@@ -924,6 +934,9 @@ impl ModelNode {
                 _ => return Err(Fail::syntax()),
             }
             i += 1;
+        }
+        if get && condition == SetCondition::Nx && !self.config.has_set_nx_get() {
+            return Err(Fail::syntax());
         }
         let (exists, old, old_expiry) = match self.live(key, now) {
             None => (false, None, None),
@@ -2691,6 +2704,48 @@ mod tests {
             "$1\r\n1\r\n"
         );
         assert_eq!(run(&mut n, &["PTTL", "t"], 100), ":400\r\n");
+    }
+
+    #[test]
+    fn set_nx_get_takes_a_free_key_names_a_holder_and_refuses_another_type() {
+        let mut n = ModelNode::new();
+        let take =
+            |n: &mut ModelNode, who: &str| run(n, &["SET", "L", who, "NX", "PX", "100", "GET"], 0);
+        assert_eq!(take(&mut n, "a"), "$-1\r\n", "a free key is taken: nil");
+        assert_eq!(take(&mut n, "b"), "$1\r\na\r\n", "a held key: its holder");
+        assert_eq!(run(&mut n, &["GET", "L"], 0), "$1\r\na\r\n", "NX kept it");
+        run(&mut n, &["LPUSH", "list", "1"], 0);
+        assert!(
+            run(&mut n, &["SET", "list", "t", "NX", "PX", "100", "GET"], 0)
+                .starts_with("-WRONGTYPE")
+        );
+        assert_eq!(
+            run(&mut n, &["SET", "list", "t", "NX", "PX", "100"], 0),
+            "$-1\r\n",
+            "a plain SET NX reads another type as held"
+        );
+        // `GET` came with Redis 6.2, and beside `NX` with 7.0.
+        let mut redis62 = ModelNode::with_config(ModelConfig::redis(6, 2, 14));
+        assert_eq!(
+            run(
+                &mut redis62,
+                &["SET", "L", "a", "NX", "PX", "100", "GET"],
+                0
+            ),
+            "-ERR syntax error\r\n"
+        );
+        assert_eq!(redis62.key_count(ms(0)), 0, "a refused SET sets nothing");
+        assert_eq!(run(&mut redis62, &["SET", "L", "a", "GET"], 0), "$-1\r\n");
+        let mut redis60 = ModelNode::with_config(ModelConfig::redis(6, 0, 20));
+        assert_eq!(
+            run(&mut redis60, &["SET", "L", "a", "GET"], 0),
+            "-ERR syntax error\r\n"
+        );
+        let mut valkey = ModelNode::with_config(ModelConfig::valkey(7, 2, 4));
+        assert_eq!(
+            run(&mut valkey, &["SET", "L", "a", "NX", "PX", "100", "GET"], 0),
+            "$-1\r\n"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use distlock_core::Instant;
 
-use super::{ExpireMode, Fail, ModelNode, SCRIPT_REPLY, ScriptValue, lua_tonumber};
+use super::{ExpireMode, Fail, ModelNode, SCRIPT_REPLY, ScriptValue, Value, lua_tonumber};
 
 /// A failing script call: the error and the script line it stands for.
 type ScriptResult = Result<ScriptValue, (Fail, u64)>;
@@ -45,10 +45,27 @@ impl ModelNode {
             }
             return Ok(ScriptValue::Pair(1, 0));
         }
+        // Every name's `TYPE` first: another kind of key anywhere is `WRONGTYPE`, before a
+        // held name is reported.
+        let mut held = None;
         for (lock, _) in &pairs {
-            if self.live(lock, now).is_some() {
-                return Ok(ScriptValue::Pair(0, self.pttl(lock, now)));
-            }
+            let kind: &[u8] = match self.live(lock, now).map(|e| &e.value) {
+                None => continue,
+                Some(Value::Str(_)) => {
+                    held = held.or(Some(*lock));
+                    continue;
+                }
+                Some(Value::List(_)) => b"list",
+                Some(Value::ZSet(_)) => b"zset",
+                Some(Value::Hash(_)) => b"hash",
+            };
+            let mut message = b"WRONGTYPE lock key: the name holds a ".to_vec();
+            message.extend_from_slice(kind);
+            message.extend_from_slice(b", not a lock");
+            return Err((Fail(message), SCRIPT_REPLY));
+        }
+        if let Some(lock) = held {
+            return Ok(ScriptValue::Pair(0, self.pttl(lock, now)));
         }
         let mut fence = 0;
         if fenced == b"1" {

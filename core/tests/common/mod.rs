@@ -70,14 +70,33 @@ pub fn drain<Op: Operation, const N: usize>(m: &mut Machine<Op, N>, now: Instant
     out
 }
 
-/// A "held by another token" reply for a sent acquire: nil, plus the PTTL and TYPE answers
-/// (a mutex's key, a string) when the batch asked for them.
+/// A "held by another token" reply for a sent acquire: nil to a plain `SET NX`, the
+/// holder's token to `SET NX GET`, plus the PTTL (and, to a plain `SET NX`, the TYPE: a
+/// mutex's key, a string) when the batch asked for them.
 pub fn busy(sent: &Sent, holder_ttl_ms: u64) -> Vec<u8> {
-    let mut reply = b"$-1\r\n".to_vec();
-    if sent.commands.len() == 3 {
-        reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n+string\r\n").as_bytes());
+    let mut reply = refused(sent);
+    if sent.commands.len() > 1 {
+        reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n").as_bytes());
+    }
+    if sent.commands.len() > 2 {
+        reply.extend_from_slice(b"+string\r\n");
     }
     reply
+}
+
+/// Whether a sent acquire's `SET NX` is the `SET NX PX GET` spelling.
+pub fn is_set_get(sent: &Sent) -> bool {
+    sent.commands[0].last().is_some_and(|a| a == b"GET")
+}
+
+/// How a held lock refuses the sent acquire's `SET NX`: nil, or (`SET NX GET`) the holder's
+/// token.
+pub fn refused(sent: &Sent) -> Vec<u8> {
+    if is_set_get(sent) {
+        b"$6\r\nholder\r\n".to_vec()
+    } else {
+        b"$-1\r\n".to_vec()
+    }
 }
 
 pub fn args(list: &[&str]) -> Command {

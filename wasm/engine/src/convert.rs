@@ -37,12 +37,11 @@ pub(crate) fn handshake_error(node: usize, shown: &str, error: HandshakeError) -
 
 /// What `status` read.
 pub(crate) fn status(inspection: Inspection) -> api::Status {
-    // The core's verdict has no word for several holders (it says unknown, never free);
-    // the core also says when a majority holds shared holds: that is `shared`.
+    // The core's verdict, word for word; anything it may add later is no verdict of "free".
     let verdict = match inspection.verdict() {
         Verdict::Held(token) => api::Verdict::Held(token.as_str().to_string()),
         Verdict::Free => api::Verdict::Free,
-        _ if inspection.shared_holds() => api::Verdict::Shared,
+        Verdict::Shared => api::Verdict::Shared,
         _ => api::Verdict::Unknown,
     };
     let nodes: Vec<_> = inspection

@@ -257,10 +257,12 @@ enum Command {
     },
     /// Show who holds a lock, on each node.
     ///
-    /// Says "held by TOKEN" when a majority of nodes has TOKEN, "not held" when no token can
-    /// have a majority, and "unknown" when the nodes that answered cannot decide; a node that
-    /// could not be read is listed with what failed, never as free. Exits 69 when a majority
-    /// of nodes could not be read. Each node is asked within the request timeout (1 s).
+    /// Says "held by TOKEN" when a majority of nodes has TOKEN, a semaphore's permits or a
+    /// read-write lock's holds when a majority holds them, "not held" when no token can
+    /// have a majority, and "unknown" when the nodes that answered cannot decide (the core's
+    /// verdict, the same in the text and the JSON); a node that could not be read is listed
+    /// with what failed, never as free. Exits 69 when a majority of nodes could not be read.
+    /// Each node is asked within the request timeout (1 s).
     Status {
         /// The lock's name.
         #[arg(long)]

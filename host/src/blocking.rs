@@ -159,6 +159,27 @@ impl Client {
         )
     }
 
+    /// See [`crate::Client::begin_compute`]: the cached value under `key`, or this caller's
+    /// [`Computation`] of it.
+    pub fn begin_compute(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: crate::ComputeOptions,
+    ) -> Result<Begun, crate::ComputeError> {
+        Ok(
+            match self
+                .runtime
+                .block_on(self.inner.begin_compute(key, options))?
+            {
+                crate::Begun::Value(value) => Begun::Value(value),
+                crate::Begun::Compute(inner) => Begun::Compute(Computation {
+                    runtime: Arc::clone(&self.runtime),
+                    inner: Some(inner),
+                }),
+            },
+        )
+    }
+
     /// See [`crate::Client::release`].
     pub fn release(&self, name: impl AsRef<[u8]>, token: &str) -> Result<Released, Error> {
         self.runtime
@@ -223,6 +244,77 @@ impl LockBuilder {
             runtime: self.runtime,
             inner: Some(guard),
         })
+    }
+}
+
+/// What [`Client::begin_compute`] found (see [`crate::Begun`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Begun {
+    /// The cached value.
+    Value(Vec<u8>),
+    /// This caller computes: then [`Computation::store`] or [`Computation::abandon`].
+    Compute(Computation),
+}
+
+/// A blocking [`crate::Computation`]; dropping it unfinished gives the computation up before
+/// returning (one waiter computes next).
+#[derive(Debug)]
+#[must_use = "dropping a computation gives it up at once"]
+pub struct Computation {
+    runtime: Arc<Runtime>,
+    inner: Option<Box<crate::Computation>>,
+}
+
+impl Computation {
+    fn computation(&self) -> &crate::Computation {
+        // Only `store`, `abandon` and `drop` take it, and they consume `self`.
+        self.inner
+            .as_ref()
+            .expect("computation present until it ends")
+    }
+
+    /// The computation lock's token.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        self.computation().guard().token()
+    }
+
+    /// How long the computation's lock is still valid (renewed in the background).
+    #[must_use]
+    pub fn validity(&self) -> Duration {
+        self.computation().guard().validity()
+    }
+
+    /// Whether the computation's lock is still held: when not, stop computing (the value
+    /// would not be stored).
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.computation().guard().is_held()
+    }
+
+    /// See [`crate::Computation::store`].
+    pub fn store(mut self, value: &[u8], ttl: Duration) -> Result<(), crate::ComputeError> {
+        let inner = self
+            .inner
+            .take()
+            .expect("computation present until it ends");
+        self.runtime.block_on(inner.store(value, ttl))
+    }
+
+    /// See [`crate::Computation::abandon`].
+    pub fn abandon(mut self) {
+        if let Some(inner) = self.inner.take() {
+            self.runtime.block_on(inner.abandon());
+        }
+    }
+}
+
+impl Drop for Computation {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            self.runtime.block_on(inner.abandon());
+        }
     }
 }
 

@@ -313,3 +313,37 @@ async fn a_dropped_computation_hands_the_turn_to_a_waiter_at_once() {
         .expect("the stored value");
     assert_eq!(value, b"computed by the waiter");
 }
+
+#[test]
+fn the_blocking_two_step_form_stores_and_a_dropped_computation_is_given_up() {
+    require_redis!();
+    let server = RedisServer::start();
+    let client = distlock_host::blocking::Client::connect([server.url()]).unwrap();
+    let name = unique_name("blocking-steps");
+    let Ok(distlock_host::blocking::Begun::Compute(computation)) =
+        client.begin_compute(&name, options())
+    else {
+        panic!("a missing value is this caller's to compute");
+    };
+    assert!(computation.is_held());
+    let holder = server.raw().ok(&["GET", &lock_key(&name)]).text();
+    assert_eq!(holder.as_deref(), Some(computation.token()));
+    // Dropped unfinished: given up before `drop` returns (the lock key is gone at once).
+    drop(computation);
+    assert_eq!(
+        server.raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+        Some(0)
+    );
+
+    let Ok(distlock_host::blocking::Begun::Compute(computation)) =
+        client.begin_compute(&name, options())
+    else {
+        panic!("given up: the next caller computes");
+    };
+    computation.store(b"two steps", LIMIT).expect("stored");
+    let Ok(distlock_host::blocking::Begun::Value(value)) = client.begin_compute(&name, options())
+    else {
+        panic!("the stored value");
+    };
+    assert_eq!(value, b"two steps");
+}

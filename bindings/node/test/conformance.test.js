@@ -495,6 +495,22 @@ test('every conformance case has a test', () => {
 });
 for (const { id, says } of cases) test(`${id}: ${says}`, { timeout: 30_000 }, impl[id]);
 
+test("getOrCompute's fn gets an AbortSignal that fires when its lock is lost", { timeout: 30_000 }, async () => {
+  const [s] = await start();
+  const client = await connect(s.url);
+  const name = unique('compute-abort');
+  let seen;
+  await rejectsWith(client.getOrCompute(name, async (signal) => {
+    seen = signal;
+    await command(s.port, 'DEL', key(name)); // an operator resets the lock while fn runs
+    // The renewal (a fraction of the 600 ms lock TTL) finds the lock gone and aborts fn.
+    await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+    return 'late';
+  }, { ttl: 60_000, lockTtl: 600, encode: (v) => v }), LockLost);
+  assert.ok(seen?.aborted, 'the signal fired');
+  assert.equal(await command(s.port, 'GET', `${key(name)}:value`), null, 'nothing stored');
+});
+
 test('many concurrent locks on one client', async () => {
   const [s] = await start();
   const client = await connect(s.url);

@@ -1103,51 +1103,24 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 lock: options.lock,
             };
             let label = format!("R: {clients} clients, one read-write lock, {what}");
-            let mut workloads = vec![Workload::ReadWrite {
+            let workload = Workload::ReadWrite {
                 client: single.clone(),
                 load,
-            }];
-            let mut floor = Floor::connect(one).await?;
-            let (floor_sample, samples) = interleave(
-                "R",
-                &mut floor,
-                &mut workloads,
-                options.duration,
-                options.slice,
-            )
-            .await?;
-            for sample in &samples {
-                let as_load = Load {
-                    clients,
-                    names: 1,
-                    hold: None,
-                    tag: load.tag,
-                    lock: load.lock,
-                    limit: None,
-                    names_per_lock: 1,
-                    pipelined: false,
-                };
-                let mut r = row(
-                    &label,
-                    "native",
-                    sample,
-                    &floor_sample,
-                    as_load,
-                    None,
-                    Baselines {
-                        polling: None,
-                        raw: None,
-                    },
-                );
-                let min = sample.per_worker.iter().min().copied().unwrap_or(0);
-                let max = sample.per_worker.iter().max().copied().unwrap_or(0);
-                r.overlaps = Some(sample.overlaps);
-                r.note = format!(
-                    "overlaps {} (a writer beside anyone, or a reader beside a writer); per client min {min} / max {max}",
+            };
+            let shape = OneName {
+                id: "R",
+                label: &label,
+                clients,
+                tag: load.tag,
+                lock: load.lock,
+            };
+            one_name_rows(shape, workload, one, options, &mut rows, |sample| {
+                format!(
+                    "overlaps {} (a writer beside anyone, or a reader beside a writer)",
                     sample.overlaps
-                );
-                rows.push(r);
-            }
+                )
+            })
+            .await?;
         }
     }
     if want("g") {
@@ -1172,55 +1145,108 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 tag: if clients == 1 { "bench:g1" } else { "bench:g" },
             };
             let label = format!("G: {clients} clients, get-or-compute of one key, {what}");
-            let mut workloads = vec![Workload::Compute {
+            let workload = Workload::Compute {
                 client: single.clone(),
                 load,
-            }];
-            let mut floor = Floor::connect(one).await?;
-            let (floor_sample, samples) = interleave(
-                "G",
-                &mut floor,
-                &mut workloads,
-                options.duration,
-                options.slice,
-            )
-            .await?;
-            for sample in &samples {
-                let as_load = Load {
-                    clients,
-                    names: 1,
-                    hold: None,
-                    tag: load.tag,
-                    lock: options.lock,
-                    limit: None,
-                    names_per_lock: 1,
-                    pipelined: false,
-                };
-                let mut r = row(
-                    &label,
-                    "native",
-                    sample,
-                    &floor_sample,
-                    as_load,
-                    None,
-                    Baselines {
-                        polling: None,
-                        raw: None,
-                    },
-                );
-                let min = sample.per_worker.iter().min().copied().unwrap_or(0);
-                let max = sample.per_worker.iter().max().copied().unwrap_or(0);
-                r.overlaps = Some(sample.overlaps);
-                r.note = format!(
-                    "computed {} of {} calls; overlaps {} (two computations at once); per client min {min} / max {max}",
+            };
+            let shape = OneName {
+                id: "G",
+                label: &label,
+                clients,
+                tag: load.tag,
+                lock: options.lock,
+            };
+            one_name_rows(shape, workload, one, options, &mut rows, |sample| {
+                format!(
+                    "computed {} of {} calls; overlaps {} (two computations at once)",
                     sample.computed, sample.ops, sample.overlaps
-                );
-                rows.push(r);
-            }
+                )
+            })
+            .await?;
         }
     }
     crate::output::tell!("");
     Ok(rows)
+}
+
+/// The clients' samples summed into one: per-client counts kept apart (the spread), the
+/// measuring time the longest client's (they ran at once).
+pub(crate) async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Sample, Error>>>,
+) -> Result<Sample, Error> {
+    let mut total = Sample::new();
+    let mut elapsed = Duration::ZERO;
+    for task in tasks {
+        let part = task.await.map_err(|e| Error::Worker(e.to_string()))??;
+        elapsed = elapsed.max(part.elapsed);
+        total.per_worker.push(part.ops);
+        total.absorb(part);
+    }
+    total.elapsed = elapsed;
+    Ok(total)
+}
+
+/// A one-name scenario whose workload checks its own section (R, G).
+struct OneName<'a> {
+    id: &'static str,
+    label: &'a str,
+    clients: usize,
+    tag: &'static str,
+    lock: LockOptions,
+}
+
+/// Runs `workload` interleaved with the floor on `one` and adds its rows: each with the
+/// overlaps the holders counted and `note` (what the row counted), then the per-client
+/// spread.
+async fn one_name_rows(
+    shape: OneName<'_>,
+    workload: Workload,
+    one: &[String],
+    options: &BenchOptions,
+    rows: &mut Vec<BenchResult>,
+    note: impl Fn(&Sample) -> String,
+) -> Result<(), Error> {
+    let mut workloads = vec![workload];
+    let mut floor = Floor::connect(one).await?;
+    let (floor_sample, samples) = interleave(
+        shape.id,
+        &mut floor,
+        &mut workloads,
+        options.duration,
+        options.slice,
+    )
+    .await?;
+    for sample in &samples {
+        let as_load = Load {
+            clients: shape.clients,
+            names: 1,
+            hold: None,
+            tag: shape.tag,
+            lock: shape.lock,
+            limit: None,
+            names_per_lock: 1,
+            pipelined: false,
+        };
+        let no_baselines = Baselines {
+            polling: None,
+            raw: None,
+        };
+        let mut r = row(
+            shape.label,
+            "native",
+            sample,
+            &floor_sample,
+            as_load,
+            None,
+            no_baselines,
+        );
+        let min = sample.per_worker.iter().min().copied().unwrap_or(0);
+        let max = sample.per_worker.iter().max().copied().unwrap_or(0);
+        r.overlaps = Some(sample.overlaps);
+        r.note = format!("{}; per client min {min} / max {max}", note(sample));
+        rows.push(r);
+    }
+    Ok(())
 }
 
 /// The baselines a scenario ran beside its rows, in the same slices: operations per second.

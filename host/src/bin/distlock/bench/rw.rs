@@ -56,15 +56,7 @@ pub(crate) async fn run(
             one_client(&client, load, worker, duration, &inside).await
         }));
     }
-    let mut total = Sample::new();
-    let mut elapsed = Duration::ZERO;
-    for task in tasks {
-        let part = task.await.map_err(|e| Error::Worker(e.to_string()))??;
-        elapsed = elapsed.max(part.elapsed);
-        total.per_worker.push(part.ops);
-        total.absorb(part);
-    }
-    total.elapsed = elapsed;
+    let mut total = super::gather(tasks).await?;
     total.overlaps = inside.overlaps.load(Ordering::SeqCst);
     Ok(total)
 }

@@ -2598,6 +2598,7 @@ mod tests {
         pub(super) const RELEASE: Script = KNOWN[1].1;
         pub(super) const EXTEND: Script = KNOWN[2].1;
         pub(super) const RAISE_FENCE: Script = KNOWN[3].1;
+        pub(super) const MULTI_ACQUIRE: Script = KNOWN[12].1;
     }
 
     #[test]
@@ -2734,6 +2735,37 @@ mod tests {
     }
 
     #[test]
+    fn multi_acquire_refuses_another_kind_unless_broken_to_check_exists() {
+        let acquire = |n: &mut ModelNode| {
+            let words = [
+                "EVAL",
+                script::MULTI_ACQUIRE.source,
+                "4",
+                "a",
+                "fa",
+                "b",
+                "fb",
+            ];
+            run(n, &[&words[..], &["me", "100", "0"]].concat(), 0)
+        };
+        let mut correct = ModelNode::new();
+        run(&mut correct, &["LPUSH", "b", "x"], 0);
+        assert!(acquire(&mut correct).starts_with("-WRONGTYPE"));
+        let mut broken = ModelNode::new();
+        broken.set_faults(ModelFaults {
+            multi_checks_exists_not_type: true,
+            ..ModelFaults::default()
+        });
+        run(&mut broken, &["LPUSH", "b", "x"], 0);
+        assert_eq!(
+            acquire(&mut broken),
+            "*2\r\n:0\r\n:-1\r\n",
+            "the broken node reports the name held (a list without a TTL)"
+        );
+        assert_eq!(broken.type_of(b"a", ms(0)), None, "and takes nothing");
+    }
+
+    #[test]
     fn set_nx_get_takes_a_free_key_names_a_holder_and_refuses_another_type() {
         let mut n = ModelNode::new();
         let take =
@@ -2756,19 +2788,19 @@ mod tests {
             set_nx_get_ignores_type: true,
             ..ModelFaults::default()
         });
-        run(&mut broken, &["ZADD", "set", "1", "p"], 0);
+        run(&mut broken, &["LPUSH", "list", "x"], 0);
         assert_eq!(
             run(
                 &mut broken,
-                &["SET", "set", "t", "NX", "PX", "100", "GET"],
+                &["SET", "list", "t", "NX", "PX", "100", "GET"],
                 0
             ),
             "$-1\r\n",
             "the broken node answers nil, as for a free key"
         );
         assert_eq!(
-            broken.type_of(b"set", ms(0)),
-            Some("zset"),
+            broken.type_of(b"list", ms(0)),
+            Some("list"),
             "and sets nothing"
         );
         // `GET` came with Redis 6.2, and beside `NX` with 7.0.

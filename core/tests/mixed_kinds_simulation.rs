@@ -5,7 +5,10 @@
 //! waiting), a fair mutex, a counting semaphore of `N` permits, both sides of a read-write
 //! lock and a multi-name lock over this name and another ([`distlock_core::Lock::multi`]),
 //! every one of them on the name `sim`, against one model node ([`distlock_model`]) that
-//! claims to be Redis ≥ 7.0 or Valkey (so a mutex's attempt is `SET NX PX GET`). The network
+//! claims to be Redis ≥ 7.0 or Valkey (so a mutex's attempt is `SET NX PX GET`; on older
+//! servers a plain `SET NX` reads another kind's key as held until the `TYPE` probe of its
+//! next attempt, and a try-lock makes no such attempt: the documented limit that K2 below
+//! would flag, so this world does not claim such a server). The network
 //! is the primitives' simulators' (`core/tests/wires`): delays up to past the request
 //! timeout, lost messages that break the connection (requests on it may still run late).
 //! Each client has one kind; it takes its lock (try or wait), holds it up to 1.3 × its

@@ -2,7 +2,8 @@
 //! and a name of another kind refused with a typed error, in bounded time
 //!
 //! The real machines ([`distlock_core::Acquire`], `Release`) of a plain mutex (try-lock and
-//! waiting), a fair mutex, a counting semaphore of `N` permits, both sides of a read-write
+//! waiting), a fair mutex, a counting semaphore of `N` permits and one of the same name
+//! under `N + 1` (which must meet `WRONGLIMIT`), both sides of a read-write
 //! lock and a multi-name lock over this name and another ([`distlock_core::Lock::multi`]),
 //! every one of them on the name `sim`, against one model node ([`distlock_model`]) that
 //! claims to be Redis ≥ 7.0 or Valkey (so a mutex's attempt is `SET NX PX GET`; on older
@@ -21,7 +22,7 @@
 //! - **K1, no two kinds hold the name**: at no instant do two clients believe (a grant,
 //!   before its `valid_until`) they hold `sim` in conflicting ways: a mutex, fair-mutex,
 //!   writer or multi-name holder beside anyone; readers only beside readers; semaphore
-//!   permits only beside permits, at most `N`.
+//!   permits only beside permits of the same limit, at most that limit.
 //! - **K2, another kind is refused with a typed error, in bounded time**: every acquire
 //!   command of one kind (`SET … NX`, or an acquire script) that runs on the node while the
 //!   name's key lives as another kind's (a string for the mutexes and the multi-name lock, a
@@ -86,17 +87,21 @@ enum Kind {
     FairMutex,
     /// One permit of the semaphore of `limit`.
     Permit,
+    /// One permit of the same name under `limit + 1`: refused with `WRONGLIMIT` while a
+    /// permit of the other limit lives.
+    PermitOtherLimit,
     Reader,
     Writer,
     /// A multi-name lock over `sim` and `other`.
     Multi,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::MutexTry,
     Kind::MutexWait,
     Kind::FairMutex,
     Kind::Permit,
+    Kind::PermitOtherLimit,
     Kind::Reader,
     Kind::Writer,
     Kind::Multi,
@@ -176,6 +181,8 @@ struct World {
     grants: u64,
     /// Acquires the machines ended with `WRONGTYPE` or `WRONGLIMIT`.
     typed_refusals: u64,
+    /// Of those, the `WRONGLIMIT` ones.
+    wrong_limits: u64,
     /// The acquire commands K2 judged.
     meetings: Meetings,
 }
@@ -227,6 +234,7 @@ impl World {
             violations: Vec::new(),
             grants: 0,
             typed_refusals: 0,
+            wrong_limits: 0,
             meetings: Meetings::new(),
         };
         let count = world.rng.between(4, 8) as usize;
@@ -250,6 +258,7 @@ impl World {
                     },
                 ),
                 Kind::Permit => Lock::semaphore(layout, NAME, limit, options),
+                Kind::PermitOtherLimit => Lock::semaphore(layout, NAME, limit + 1, options),
                 Kind::Reader => Lock::rw(layout, NAME, RwMode::Read, options),
                 Kind::Writer => Lock::rw(layout, NAME, RwMode::Write, options),
                 Kind::Multi => Lock::multi(layout, &[NAME, OTHER], options),
@@ -454,6 +463,9 @@ impl World {
                                     )
                                 {
                                     self.typed_refusals += 1;
+                                    if error.kind == ServerErrorKind::WrongLimit {
+                                        self.wrong_limits += 1;
+                                    }
                                 }
                                 Phase::Idle {
                                     until: now + self.rng.between(0, 300),
@@ -512,10 +524,16 @@ impl World {
             .collect();
         let readers = holders.iter().filter(|k| **k == Kind::Reader).count();
         let permits = holders.iter().filter(|k| **k == Kind::Permit).count();
-        let exclusive = holders.len() - readers - permits;
+        let other_permits = holders
+            .iter()
+            .filter(|k| **k == Kind::PermitOtherLimit)
+            .count();
+        let exclusive = holders.len() - readers - permits - other_permits;
         let conflict = (exclusive > 0 && holders.len() > 1)
-            || (readers > 0 && permits > 0)
-            || permits > self.limit as usize;
+            || (readers > 0 && permits + other_permits > 0)
+            || (permits > 0 && other_permits > 0)
+            || permits > self.limit as usize
+            || other_permits > self.limit as usize + 1;
         if conflict {
             self.violations.push(format!(
                 "K1: {holders:?} all believe they hold the name at {now} ms (limit {})",
@@ -538,6 +556,7 @@ impl World {
             violations: self.violations,
             grants: self.grants,
             typed_refusals: self.typed_refusals,
+            wrong_limits: self.wrong_limits,
             meetings: self.meetings,
         }
     }
@@ -547,6 +566,7 @@ struct Outcome {
     violations: Vec<String>,
     grants: u64,
     typed_refusals: u64,
+    wrong_limits: u64,
     meetings: Meetings,
 }
 
@@ -562,6 +582,7 @@ fn campaign(variant: Variant, judge_replies: bool, runs: u64) -> (Vec<(u64, Stri
         let outcome = World::new(seed, variant, judge_replies).run();
         totals.grants += outcome.grants;
         totals.typed_refusals += outcome.typed_refusals;
+        totals.wrong_limits += outcome.wrong_limits;
         for (meeting, n) in outcome.meetings {
             *totals.meetings.entry(meeting).or_default() += n;
         }
@@ -576,6 +597,7 @@ fn campaign(variant: Variant, judge_replies: bool, runs: u64) -> (Vec<(u64, Stri
 struct Totals {
     grants: u64,
     typed_refusals: u64,
+    wrong_limits: u64,
     meetings: Meetings,
 }
 
@@ -596,9 +618,10 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(MIX_RUNS);
     let (found, totals) = campaign(Variant::Correct, true, runs);
-    let (grants, refusals) = (totals.grants, totals.typed_refusals);
+    let (grants, refusals, wrong_limits) =
+        (totals.grants, totals.typed_refusals, totals.wrong_limits);
     println!(
-        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals, {} violations; K2 judged {:?}",
+        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} violations; K2 judged {:?}",
         found.len(),
         totals.meetings
     );
@@ -611,6 +634,7 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
         "only {refusals} typed refusals in {runs} runs"
     );
     if runs >= 10 {
+        assert!(wrong_limits > 0, "no semaphore met another limit");
         for (what, types) in MUST_MEET {
             for found in types {
                 assert!(

@@ -233,6 +233,13 @@ pub struct ModelFaults {
     /// The multi-name acquire takes the names one by one and stops at the first held one,
     /// keeping those it took: partial holds.
     pub multi_takes_names_one_by_one: bool,
+    /// `SET … NX … GET` on a key of another type (a semaphore's set, a read-write lock's
+    /// marker) answers nil, as if the key were free, instead of `WRONGTYPE`: a mutex told it
+    /// holds a name another kind of lock holds.
+    pub set_nx_get_ignores_type: bool,
+    /// The multi-name acquire asks whether each name `EXISTS` instead of its `TYPE`: a name of
+    /// another kind of lock is reported held (waited on) instead of refused with `WRONGTYPE`.
+    pub multi_checks_exists_not_type: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -539,6 +546,19 @@ impl ModelNode {
             }) if expires_at.is_none_or(|e| now <= e) => Some(v),
             _ => None,
         }
+    }
+
+    /// The type of `key` at `now`, as `TYPE` names it (`None` when absent or expired): which
+    /// kind of lock holds a name, for checkers.
+    #[must_use]
+    pub fn type_of(&self, key: &[u8], now: Instant) -> Option<&'static str> {
+        let entry = self.keys.get(key).filter(|e| e.alive(now))?;
+        Some(match entry.value {
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::ZSet(_) => "zset",
+            Value::Hash(_) => "hash",
+        })
     }
 
     /// The expiry of `key` at `now`: `None` when the key is absent or expired, `Some(None)`
@@ -938,6 +958,8 @@ impl ModelNode {
         if get && condition == SetCondition::Nx && !self.config.has_set_nx_get() {
             return Err(Fail::syntax());
         }
+        let type_ignored =
+            self.faults.set_nx_get_ignores_type && get && condition == SetCondition::Nx;
         let (exists, old, old_expiry) = match self.live(key, now) {
             None => (false, None, None),
             Some(Entry {
@@ -945,6 +967,11 @@ impl ModelNode {
                 expires_at,
             }) => (true, Some(v.clone()), *expires_at),
             Some(Entry { expires_at, .. }) => {
+                if type_ignored {
+                    // Broken on purpose: nil, as for a free key, and nothing set.
+                    w.null_bulk();
+                    return Ok(Done::Written);
+                }
                 if get || matches!(condition, SetCondition::IfEq(_)) {
                     return Err(Fail::wrong_type());
                 }
@@ -2571,6 +2598,7 @@ mod tests {
         pub(super) const RELEASE: Script = KNOWN[1].1;
         pub(super) const EXTEND: Script = KNOWN[2].1;
         pub(super) const RAISE_FENCE: Script = KNOWN[3].1;
+        pub(super) const MULTI_ACQUIRE: Script = KNOWN[12].1;
     }
 
     #[test]
@@ -2707,6 +2735,37 @@ mod tests {
     }
 
     #[test]
+    fn multi_acquire_refuses_another_kind_unless_broken_to_check_exists() {
+        let acquire = |n: &mut ModelNode| {
+            let words = [
+                "EVAL",
+                script::MULTI_ACQUIRE.source,
+                "4",
+                "a",
+                "fa",
+                "b",
+                "fb",
+            ];
+            run(n, &[&words[..], &["me", "100", "0"]].concat(), 0)
+        };
+        let mut correct = ModelNode::new();
+        run(&mut correct, &["LPUSH", "b", "x"], 0);
+        assert!(acquire(&mut correct).starts_with("-WRONGTYPE"));
+        let mut broken = ModelNode::new();
+        broken.set_faults(ModelFaults {
+            multi_checks_exists_not_type: true,
+            ..ModelFaults::default()
+        });
+        run(&mut broken, &["LPUSH", "b", "x"], 0);
+        assert_eq!(
+            acquire(&mut broken),
+            "*2\r\n:0\r\n:-1\r\n",
+            "the broken node reports the name held (a list without a TTL)"
+        );
+        assert_eq!(broken.type_of(b"a", ms(0)), None, "and takes nothing");
+    }
+
+    #[test]
     fn set_nx_get_takes_a_free_key_names_a_holder_and_refuses_another_type() {
         let mut n = ModelNode::new();
         let take =
@@ -2723,6 +2782,26 @@ mod tests {
             run(&mut n, &["SET", "list", "t", "NX", "PX", "100"], 0),
             "$-1\r\n",
             "a plain SET NX reads another type as held"
+        );
+        let mut broken = ModelNode::new();
+        broken.set_faults(ModelFaults {
+            set_nx_get_ignores_type: true,
+            ..ModelFaults::default()
+        });
+        run(&mut broken, &["LPUSH", "list", "x"], 0);
+        assert_eq!(
+            run(
+                &mut broken,
+                &["SET", "list", "t", "NX", "PX", "100", "GET"],
+                0
+            ),
+            "$-1\r\n",
+            "the broken node answers nil, as for a free key"
+        );
+        assert_eq!(
+            broken.type_of(b"list", ms(0)),
+            Some("list"),
+            "and sets nothing"
         );
         // `GET` came with Redis 6.2, and beside `NX` with 7.0.
         let mut redis62 = ModelNode::with_config(ModelConfig::redis(6, 2, 14));

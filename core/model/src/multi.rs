@@ -49,8 +49,14 @@ impl ModelNode {
         // held name is reported.
         let mut held = None;
         for (lock, _) in &pairs {
+            let exists_only = self.faults.multi_checks_exists_not_type;
             let kind: &[u8] = match self.live(lock, now).map(|e| &e.value) {
                 None => continue,
+                // Broken on purpose: any live key is a held name, whatever its type.
+                Some(_) if exists_only => {
+                    held = held.or(Some(*lock));
+                    continue;
+                }
                 Some(Value::Str(_)) => {
                     held = held.or(Some(*lock));
                     continue;

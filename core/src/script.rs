@@ -673,24 +673,31 @@ return 1
 /// every one to the token with the same `PX` and returns `{1, fence}`; when any holds a
 /// token, writes nothing and returns `{0, pttl}` of the first held one. A name whose key is
 /// of another kind (a semaphore's set, a read-write lock's hash) is `WRONGTYPE`, whatever
-/// the other names hold, and writes nothing: waiting would not make it a lock (`EXISTS`,
-/// used before, read it as held, and the set waited out its deadline). Fenced, the one fence is one
+/// the other names hold, and writes nothing: waiting would not make it a lock (`EXISTS`
+/// alone read it as held, and the set waited out its deadline). One `EXISTS` over every lock
+/// key comes first: when none exists (the common, free case) no name can be held or of
+/// another kind, and the per-name `TYPE` reads are skipped (each `redis.call` costs the
+/// server about a microsecond: 4 names took 8 calls, now 5). Fenced, the one fence is one
 /// more than the largest of the names' counters, and every counter is set to it, so it is
 /// larger than every earlier holder's of each name. Every call that can fail (a fence key of
 /// another type, or not a number) comes before the first write.
 pub const MULTI_ACQUIRE: Script = Script::new(
     "multi-acquire",
     r"local n = #KEYS / 2
-local held
-for i = 1, n do
- local t = redis.call('TYPE', KEYS[2 * i - 1]).ok
- if t == 'string' then
-  held = held or i
- elseif t ~= 'none' then
-  return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a lock')
+local locks = {}
+for i = 1, n do locks[i] = KEYS[2 * i - 1] end
+if redis.call('EXISTS', unpack(locks)) > 0 then
+ local held
+ for i = 1, n do
+  local t = redis.call('TYPE', locks[i]).ok
+  if t == 'string' then
+   held = held or i
+  elseif t ~= 'none' then
+   return redis.error_reply('WRONGTYPE lock key: the name holds a ' .. t .. ', not a lock')
+  end
  end
+ if held then return {0, redis.call('PTTL', locks[held])} end
 end
-if held then return {0, redis.call('PTTL', KEYS[2 * held - 1])} end
 local fence = 0
 if ARGV[3] == '1' then
  for i = 1, n do
@@ -704,37 +711,42 @@ end
 for i = 1, n do redis.call('SET', KEYS[2 * i - 1], ARGV[1], 'PX', ARGV[2]) end
 return {1, fence}
 ",
-    *b"4edf7654edf2bd896231958205c0bb124eff9da7",
+    *b"117b0ef2e38582a27a6f896322890aa04b26e152",
 );
 
 /// Multi-name compare-and-delete, with each released name's wake-up signal.
 ///
 /// `KEYS`: each name's lock and wake-up list, in name order. `ARGV`: token, signal ttl ms
-/// (`0`: no signal). Reads every lock key first (a key of another type is not the token's),
-/// then deletes those holding the token and pushes their signals. Returns -1 when the token
-/// holds none of them, else 0.
+/// (`0`: no signal). Reads every lock key first, in one `MGET` (which reads a key of another
+/// type as nil: it is not the token's, and the script never fails half-way), then deletes
+/// the lock keys holding the token and their old signals in one `DEL`, and pushes a fresh
+/// signal for each released name. Returns -1 when the token holds none of them, else 0.
+/// Batched so that a release of n names costs 2 + 2n calls, not 5n (20 for 4 names).
 pub const MULTI_RELEASE: Script = Script::new(
     "multi-release",
     r"local n = #KEYS / 2
-local mine = {}
+local locks = {}
+for i = 1, n do locks[i] = KEYS[2 * i - 1] end
+local held = redis.call('MGET', unpack(locks))
+local mine, gone = {}, {}
 for i = 1, n do
- mine[i] = redis.pcall('GET', KEYS[2 * i - 1]) == ARGV[1]
-end
-local released = -1
-for i = 1, n do
- if mine[i] then
-  released = 0
-  redis.call('DEL', KEYS[2 * i - 1])
-  if ARGV[2] ~= '0' then
-   redis.call('DEL', KEYS[2 * i])
-   redis.call('LPUSH', KEYS[2 * i], 1)
-   redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
-  end
+ if held[i] == ARGV[1] then
+  mine[#mine + 1] = i
+  gone[#gone + 1] = KEYS[2 * i - 1]
+  if ARGV[2] ~= '0' then gone[#gone + 1] = KEYS[2 * i] end
  end
 end
-return released
+if #mine == 0 then return -1 end
+redis.call('DEL', unpack(gone))
+if ARGV[2] ~= '0' then
+ for _, i in ipairs(mine) do
+  redis.call('LPUSH', KEYS[2 * i], 1)
+  redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+ end
+end
+return 0
 ",
-    *b"092c09f10eec67888815ca904201df2931af47fd",
+    *b"b7f1924dfe6c470f09e5f47151c8481c8d7b8308",
 );
 
 /// Multi-name compare-and-extend: all or none.

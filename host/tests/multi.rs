@@ -181,6 +181,75 @@ async fn one_fence_above_every_earlier_holders_of_each_name() {
     assert!(next_y > both, "counters only grow: {next_y} after {both}");
 }
 
+/// The scripts batch their reads and deletes: a free set of 4 names costs one `EXISTS` (no
+/// per-name `TYPE`) to take and one `MGET` and one `DEL` to release, and still pushes every
+/// released name's wake-up signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_set_is_taken_and_released_with_batched_reads() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.unwrap();
+    let names = ["a", "b", "c", "d"].map(|n| unique_name(&format!("batched-{n}")));
+    let before = blocking(|| stats(&server));
+    let set = client.lock_many(&names).try_acquire().await.expect("free");
+    set.release().await.expect("released");
+    let after = blocking(|| stats(&server));
+    let calls = |command: &str| command_calls(&after, command) - command_calls(&before, command);
+    let counted = ["type", "get", "exists", "mget", "del", "lpush", "pexpire"].map(calls);
+    assert_eq!(counted, [0, 0, 1, 1, 1, 4, 4], "{after}");
+    let mut raw = server.raw();
+    for name in &names {
+        let signal = format!("{}:signal", lock_key(name));
+        assert_eq!(raw.ok(&["LLEN", &signal]).int(), Some(1), "{name}");
+        assert_eq!(
+            raw.ok(&["EXISTS", &lock_key(name)]).int(),
+            Some(0),
+            "{name}"
+        );
+    }
+}
+
+/// A release by token frees only the names the token holds: a name taken over by another
+/// holder keeps it, a semaphore's name among them is read as not the token's (no
+/// `WRONGTYPE`, nothing half-done), only the freed name gets a wake-up signal, and the
+/// guard's own release then finds nothing to free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_frees_only_the_names_its_token_holds() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.unwrap();
+    let [mine, taken, sem] = ["mine", "taken", "sem"].map(|n| unique_name(&format!("part-{n}")));
+    let set = client
+        .lock_many([&mine, &taken])
+        .try_acquire()
+        .await
+        .expect("free");
+    let token = set.token().to_owned();
+    let permit = client.semaphore(&sem, 2).try_acquire().await.expect("free");
+    let mut raw = server.raw();
+    // As if `taken`'s key had expired and another holder had taken it.
+    raw.ok(&["SET", &lock_key(&taken), "another-holder"]);
+
+    client
+        .release_many(&[&mine, &taken, &sem], &token)
+        .await
+        .expect("the token held one of them");
+    assert_eq!(get(&server, &mine), None);
+    assert_eq!(get(&server, &taken).as_deref(), Some("another-holder"));
+    assert_eq!(raw.ok(&["ZCARD", &lock_key(&sem)]).int(), Some(1));
+    let signal = |name: &str| format!("{}:signal", lock_key(name));
+    assert_eq!(raw.ok(&["LLEN", &signal(&mine)]).int(), Some(1));
+    assert_eq!(raw.ok(&["EXISTS", &signal(&taken)]).int(), Some(0));
+    assert_eq!(raw.ok(&["EXISTS", &signal(&sem)]).int(), Some(0));
+
+    let again = set.release().await;
+    assert!(
+        matches!(&again, Err(Error::Lock(distlock_core::Error::NotHeld))),
+        "{again:?}"
+    );
+    permit.release().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sets_are_refused_before_anything_is_sent() {
     require_redis!();

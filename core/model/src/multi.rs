@@ -109,7 +109,8 @@ impl ModelNode {
             return Err(not_a_number(SCRIPT_REPLY));
         };
         let pairs: Vec<(&[u8], &[u8])> = keys.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-        // `redis.pcall('GET', k) == ARGV[1]`: a key of another type is not the token's.
+        // `MGET` of the lock keys, compared with ARGV[1]: a key of another type reads as nil,
+        // not the token's.
         let mine: Vec<bool> = pairs
             .iter()
             .map(|(lock, _)| self.get_str(lock, now).ok().flatten().as_deref() == Some(me))

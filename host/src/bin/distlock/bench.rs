@@ -19,7 +19,10 @@
 //! With `--fair`, A and B also run each path with fair mode on (`fair`, `guest-fair`) in the
 //! same interleaved slices, so fair and non-fair rows share one floor. C also runs a `raw` row:
 //! as many raw connections as clients doing the floor's pair at once (a raw async client with
-//! no lock library), to set C's native row against the same work done without one.
+//! no lock library), to set C's native row against the same work done without one. M's `raw`
+//! row runs the multi-name scripts themselves over raw connections: M's floor is the one-name
+//! pair, and a 4-name pair costs the server several times its work, so only the raw row tells
+//! what the library adds.
 //! With `--cluster`, A and C also run a `cluster` row: the same load through a Redis Cluster
 //! of three primaries the bench starts itself (`bench/cluster.rs`), in the same interleaved
 //! slices as the single-node rows, so its cost reads against the single-node `native` row of
@@ -472,11 +475,12 @@ pub(crate) enum Workload {
     },
 }
 
-/// What C's load costs clients that need no lock library: as many raw connections as the
-/// load has clients, each doing the floor's pair (`SET NX PX`, then the release script by
-/// `EVALSHA`) on the load's names at once, pipelining nothing. Every pair is counted, also
-/// the few whose `SET` found the name taken (two clients drew it at once): its release then
-/// answers "not held", the same two round trips.
+/// What C's (or M's) load costs clients that need no lock library: as many raw connections
+/// as the load has clients, each doing the floor's pair (`SET NX PX`, then the release script
+/// by `EVALSHA`) on the load's names at once, pipelining nothing; for a multi-name load, the
+/// multi-name acquire and release scripts by `EVALSHA` on the same names the native row
+/// takes. Every pair is counted, also the few whose acquire found a name taken (two clients
+/// drew it at once): its release then answers "not held", the same two round trips.
 pub(crate) struct RawLoad {
     clients: Option<Vec<RawClient>>,
     load: Load,
@@ -488,11 +492,19 @@ struct RawClient {
 }
 
 impl RawLoad {
-    /// One connection per client of `load`, to `url` (the release script loaded on it).
+    /// One connection per client of `load`, to `url` (the scripts it runs loaded on it).
     pub(crate) async fn connect(url: &str, load: Load) -> Result<RawLoad, Error> {
         let mut clients = Vec::new();
         for _ in 0..load.clients {
-            let (socket, endpoint) = raw_connection(url).await?;
+            let (mut socket, endpoint) = raw_connection(url).await?;
+            if load.names_per_lock > 1 {
+                for script in [core_script("multi-acquire"), core_script("multi-release")] {
+                    let load = command(&[b"SCRIPT", b"LOAD", script.source.as_bytes()]);
+                    round_trip(&mut socket, &load)
+                        .await
+                        .map_err(|e| connect_error(&endpoint, e))?;
+                }
+            }
             clients.push(RawClient { socket, endpoint });
         }
         Ok(RawLoad {
@@ -554,35 +566,18 @@ impl RawClient {
         duration: Duration,
     ) -> Result<Sample, Error> {
         let token = format!("raw-token-{worker:016x}");
-        let sha = &release_script().sha;
         let mut sample = Sample::new();
         let mut draw = worker;
         let started = Instant::now();
         while started.elapsed() < duration {
             let name = format!("{}:{}", load.tag, pick(worker, &mut draw, load.names));
             let t = Instant::now();
-            // Built per pair, as a client builds its commands from the name it is given.
-            let key = format!("distlock:{{{name}}}");
-            let set = command(&[
-                b"SET",
-                key.as_bytes(),
-                token.as_bytes(),
-                b"NX",
-                b"PX",
-                b"30000",
-            ]);
-            let release = command(&[
-                b"EVALSHA",
-                sha,
-                b"3",
-                key.as_bytes(),
-                format!("{key}:holds").as_bytes(),
-                format!("{key}:signal").as_bytes(),
-                token.as_bytes(),
-                b"0",
-                b"1000",
-            ]);
-            for request in [&set, &release] {
+            let (acquire, release) = if load.names_per_lock > 1 {
+                multi_pair(&name, load.names_per_lock, &token)
+            } else {
+                single_pair(&name, &token)
+            };
+            for request in [&acquire, &release] {
                 round_trip(&mut self.socket, request)
                     .await
                     .map_err(|e| connect_error(&self.endpoint, e))?;
@@ -595,12 +590,72 @@ impl RawClient {
     }
 }
 
+/// The floor's pair on `name`: `SET NX PX`, then the release script. Built per pair, as a
+/// client builds its commands from the name it is given.
+fn single_pair(name: &str, token: &str) -> (Vec<u8>, Vec<u8>) {
+    let sha = &release_script().sha;
+    let key = format!("distlock:{{{name}}}");
+    let set = command(&[
+        b"SET",
+        key.as_bytes(),
+        token.as_bytes(),
+        b"NX",
+        b"PX",
+        b"30000",
+    ]);
+    let release = command(&[
+        b"EVALSHA",
+        sha,
+        b"3",
+        key.as_bytes(),
+        format!("{key}:holds").as_bytes(),
+        format!("{key}:signal").as_bytes(),
+        token.as_bytes(),
+        b"0",
+        b"1000",
+    ]);
+    (set, release)
+}
+
+/// The multi-name scripts' pair on the names the native row takes for `name` (`name:0`, …,
+/// already in byte order below 10 names): acquire with the bench's TTL, release with the
+/// default wake-up signal, as [`distlock_core::Lock::multi`] encodes them.
+fn multi_pair(name: &str, names_per_lock: usize, token: &str) -> (Vec<u8>, Vec<u8>) {
+    let keys: Vec<String> = (0..names_per_lock)
+        .map(|j| format!("distlock:{{{name}:{j}}}"))
+        .collect();
+    let count = (2 * names_per_lock).to_string();
+    let script = |name: &str, sibling: &str, args: &[&[u8]]| {
+        let keys: Vec<String> = keys
+            .iter()
+            .flat_map(|key| [key.clone(), format!("{key}:{sibling}")])
+            .collect();
+        let sha = &core_script(name).sha;
+        let mut parts: Vec<&[u8]> = vec![b"EVALSHA", sha, count.as_bytes()];
+        parts.extend(keys.iter().map(String::as_bytes));
+        parts.extend_from_slice(args);
+        command(&parts)
+    };
+    let acquire = script(
+        "multi-acquire",
+        "fence",
+        &[token.as_bytes(), b"30000", b"0"],
+    );
+    let release = script("multi-release", "signal", &[token.as_bytes(), b"1000"]);
+    (acquire, release)
+}
+
 /// The core's release script, which the floor and the raw clients run.
 fn release_script() -> &'static distlock_core::Script {
+    core_script("release")
+}
+
+/// The core's script called `name`, which the floor and the raw clients run.
+fn core_script(name: &str) -> &'static distlock_core::Script {
     distlock_core::SCRIPTS
         .iter()
-        .find(|s| s.name == "release")
-        .expect("the core has a release script")
+        .find(|s| s.name == name)
+        .expect("the core has the scripts the bench names")
 }
 
 impl Workload {
@@ -1088,7 +1143,13 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 pipelined: false,
             };
             let label = format!("M: {clients} clients, {MULTI_NAMES} names per lock, 1 node");
-            scenario("M", label, &single, load, one, Extra::NONE, &mut rows).await?;
+            // `raw`: the same scripts without the library. M's floor is the one-name pair;
+            // the raw row tells the library's cost apart from the server's 4-name work.
+            let extra = Extra {
+                raw: true,
+                ..Extra::NONE
+            };
+            scenario("M", label, &single, load, one, extra, &mut rows).await?;
         }
     }
     if want("r") {

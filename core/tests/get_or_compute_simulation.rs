@@ -37,7 +37,7 @@ use distlock_core::{
     ServerInfo, SplitMix64, Token,
 };
 use distlock_model::{ModelFaults, ModelNode};
-use wires::Wire;
+use wires::{Network, Serves};
 
 const RUNS: u64 = 60;
 const BROKEN_RUNS: u64 = 40;
@@ -95,7 +95,7 @@ struct World {
     rng: SplitMix64,
     now: u64,
     node: ModelNode,
-    wires: Vec<Wire>,
+    wires: Network,
     clients: Vec<Client>,
     lock: Lock,
     value_ttl: Duration,
@@ -145,7 +145,7 @@ impl World {
             rng,
             now: 0,
             node,
-            wires: Vec::new(),
+            wires: Network::new(),
             clients: Vec::new(),
             lock,
             value_ttl,
@@ -155,7 +155,7 @@ impl World {
             counts: Counts::default(),
         };
         for _ in 0..clients {
-            let wire = world.open_wire();
+            let wire = world.wires.open();
             let until = world.rng.between(0, 200);
             world.clients.push(Client {
                 phase: Phase::Idle { until },
@@ -165,46 +165,11 @@ impl World {
         world
     }
 
-    fn open_wire(&mut self) -> usize {
-        self.wires.push(Wire::new());
-        self.wires.len() - 1
-    }
-
     /// Writes everything a machine has to send on the client's wire; whether the last write
     /// blocks (a `BLPOP`).
-    fn pump(&mut self, client: usize, m: &mut impl Driven) -> Option<bool> {
-        let mut buf = vec![0u8; 8192];
-        let mut blocking = None;
-        while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
-            let wire = self.clients[client].wire;
-            self.wires[wire].send(buf[..tx.len].to_vec(), &mut self.rng, self.now);
-            blocking = Some(tx.blocking.is_some());
-        }
-        blocking
-    }
-
-    /// Runs what reached the node, and every blocked pop that can finish.
-    fn serve_node(&mut self) {
-        let now = self.now;
-        for wire in 0..self.wires.len() {
-            let has_input = self.wires[wire].deliver(now);
-            if has_input || self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-        for wire in 0..self.wires.len() {
-            if self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-    }
-
-    fn serve_wire(&mut self, wire: usize) {
-        let mut out = Vec::new();
-        let mut server = std::mem::take(&mut self.wires[wire].server);
-        self.node.serve(&mut server, at(self.now), &mut out);
-        self.wires[wire].server = server;
-        self.wires[wire].reply(out, &mut self.rng, self.now);
+    fn pump(&mut self, c: usize, m: &mut impl Driven) -> Option<bool> {
+        self.wires
+            .pump(self.clients[c].wire, m, &mut self.rng, self.now)
     }
 
     fn token(&mut self) -> Token {
@@ -216,32 +181,12 @@ impl World {
 
     /// Delivers replies and break notices to client `c`'s machine; whether any reply came.
     fn feed(&mut self, c: usize, m: &mut impl Driven) -> bool {
-        let wire = self.clients[c].wire;
-        let now = self.now;
-        let mut replied = false;
-        while let Some((t, _)) = self.wires[wire].to_client.front()
-            && *t <= now
-        {
-            let bytes = self.wires[wire].to_client.pop_front().expect("front").1;
-            m.handle_input(0, &bytes, at(now));
-            replied = true;
-        }
-        if self.wires[wire].notice_at.is_some_and(|t| t <= now) {
-            self.wires[wire].notice_at = None;
-            let fresh = self.open_wire();
-            self.clients[c].wire = fresh;
-            m.handle_disconnect(0, at(now));
-        }
-        m.handle_timeout(at(now));
-        replied
+        self.wires.feed(&mut self.clients[c].wire, m, self.now)
     }
 
     /// A machine done: a fresh connection for the next one (what it still owes is dropped).
     fn retire_wire(&mut self, c: usize) {
-        let old = self.clients[c].wire;
-        self.wires[old].broken = true;
-        self.wires[old].to_client.clear();
-        self.clients[c].wire = self.open_wire();
+        self.wires.retire(&mut self.clients[c].wire);
     }
 
     fn idle(&mut self) -> Phase {
@@ -411,7 +356,7 @@ impl World {
 
     fn run(mut self) -> (Vec<String>, Counts) {
         while self.now < RUN_MS && self.violations.is_empty() {
-            self.serve_node();
+            self.serve_node(self.now);
             for c in 0..self.clients.len() {
                 self.step_client(c);
             }
@@ -419,6 +364,20 @@ impl World {
             self.now += 1;
         }
         (self.violations, self.counts)
+    }
+}
+
+impl Serves for World {
+    fn network(&mut self) -> &mut Network {
+        &mut self.wires
+    }
+
+    fn serve_wire(&mut self, wire: usize) {
+        let mut out = Vec::new();
+        let mut server = std::mem::take(&mut self.wires[wire].server);
+        self.node.serve(&mut server, at(self.now), &mut out);
+        self.wires[wire].server = server;
+        self.wires[wire].reply(out, &mut self.rng, self.now);
     }
 }
 

@@ -56,7 +56,7 @@ use distlock_core::{
     script,
 };
 use distlock_model::{ModelConfig, ModelFaults, ModelNode, Stage};
-use wires::Wire;
+use wires::{Network, Serves};
 
 const MIX_RUNS: u64 = 40;
 const BROKEN_RUNS: u64 = 40;
@@ -171,7 +171,7 @@ struct World {
     now: u64,
     node: ModelNode,
     server: ServerInfo,
-    wires: Vec<Wire>,
+    wires: Network,
     clients: Vec<Client>,
     limit: u32,
     /// Whether K2 judges the node's replies (off: the broken variant shows K1 alone, the
@@ -227,7 +227,7 @@ impl World {
             now: 0,
             node,
             server,
-            wires: Vec::new(),
+            wires: Network::new(),
             clients: Vec::new(),
             limit,
             judge_replies,
@@ -264,7 +264,7 @@ impl World {
                 Kind::Multi => Lock::multi(layout, &[NAME, OTHER], options),
             }
             .expect("a lock of this kind");
-            let wire = world.open_wire();
+            let wire = world.wires.open();
             let until = world.rng.between(0, 200);
             world.clients.push(Client {
                 kind,
@@ -276,11 +276,6 @@ impl World {
         world
     }
 
-    fn open_wire(&mut self) -> usize {
-        self.wires.push(Wire::new());
-        self.wires.len() - 1
-    }
-
     fn token(&mut self) -> Token {
         let mut entropy = [0u8; 16];
         entropy[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
@@ -290,107 +285,20 @@ impl World {
 
     /// Writes everything a machine has to send on the client's current wire.
     fn pump<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
-        let mut buf = vec![0u8; 4096];
-        while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
-            let wire = self.clients[c].wire;
-            self.wires[wire].send(buf[..tx.len].to_vec(), &mut self.rng, self.now);
-        }
+        self.wires
+            .pump(self.clients[c].wire, m, &mut self.rng, self.now);
     }
 
-    /// Delivers replies and break notices to client `c`'s machine.
+    /// Delivers replies and break notices to client `c`'s machine, then writes what it has
+    /// to send.
     fn feed<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
-        let wire = self.clients[c].wire;
-        let now = self.now;
-        while let Some((t, _)) = self.wires[wire].to_client.front()
-            && *t <= now
-        {
-            let bytes = self.wires[wire].to_client.pop_front().expect("front").1;
-            m.handle_input(0, &bytes, at(now));
-        }
-        if self.wires[wire].notice_at.is_some_and(|t| t <= now) {
-            self.wires[wire].notice_at = None;
-            // A new connection for what comes next; the old one's requests may still run.
-            let fresh = self.open_wire();
-            self.clients[c].wire = fresh;
-            m.handle_disconnect(0, at(now));
-        }
-        m.handle_timeout(at(now));
+        self.wires.feed(&mut self.clients[c].wire, m, self.now);
         self.pump(c, m);
     }
 
     /// A machine done: a fresh connection for the next one (what it still owes is dropped).
     fn retire_wire(&mut self, c: usize) {
-        let old = self.clients[c].wire;
-        self.wires[old].broken = true;
-        self.wires[old].to_client.clear();
-        self.clients[c].wire = self.open_wire();
-    }
-
-    /// Runs what reached the node, and every blocked pop that can finish.
-    fn serve_node(&mut self) {
-        let now = self.now;
-        for wire in 0..self.wires.len() {
-            let has_input = self.wires[wire].deliver(now);
-            if has_input || self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-        // A push may unblock a pop on any connection.
-        for wire in 0..self.wires.len() {
-            if self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-    }
-
-    /// Runs one connection's commands, checking K2 on every acquire that meets another
-    /// kind's key.
-    fn serve_wire(&mut self, wire: usize) {
-        let now = self.now;
-        let mut out = Vec::new();
-        // Per command run: the kind it would take and the type `sim` had, when they differ.
-        let mut commands: Vec<Option<(&'static str, &'static str, &'static str)>> = Vec::new();
-        let mut server = std::mem::take(&mut self.wires[wire].server);
-        let pop_pending = server.is_blocked();
-        self.node
-            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
-                if stage != Stage::Before {
-                    return;
-                }
-                let found = node.type_of(NAME_KEY, at(now));
-                commands.push(match (acquire_kind(args), found) {
-                    (Some((what, wants)), Some(found)) if wants != found => {
-                        Some((what, wants, found))
-                    }
-                    _ => None,
-                });
-            });
-        self.wires[wire].server = server;
-        // A blocked pop that finished answers first; the observer saw no command for it.
-        let skip = usize::from(pop_pending && !commands.is_empty());
-        let mut replies = Vec::new();
-        let mut rest = &out[..];
-        while let Ok(Some(len)) = resp::frame_len(rest) {
-            replies.push(&rest[..len]);
-            rest = &rest[len..];
-        }
-        for (i, cross) in commands.iter().enumerate() {
-            let (Some((what, wants, found)), Some(frame)) = (cross, replies.get(i + skip)) else {
-                continue;
-            };
-            *self.meetings.entry((what, found)).or_default() += 1;
-            let typed = matches!(
-                resp::decode(frame, Protocol::Resp2),
-                Ok(Reply::Error(e)) if e.starts_with(b"WRONGTYPE") || e.starts_with(b"WRONGLIMIT")
-            );
-            if !typed && self.judge_replies {
-                self.violations.push(format!(
-                    "K2: {what} (taking a {wants}) ran on a {found} at {now} ms and answered {:?}",
-                    String::from_utf8_lossy(frame)
-                ));
-            }
-        }
-        self.wires[wire].reply(out, &mut self.rng, now);
+        self.wires.retire(&mut self.clients[c].wire);
     }
 
     fn step_client(&mut self, c: usize) {
@@ -545,7 +453,7 @@ impl World {
     fn run(mut self) -> Outcome {
         // 1 ms steps: every timer in this world is in whole milliseconds.
         while self.now < RUN_MS && self.violations.is_empty() {
-            self.serve_node();
+            self.serve_node(self.now);
             for c in 0..self.clients.len() {
                 self.step_client(c);
             }
@@ -559,6 +467,62 @@ impl World {
             wrong_limits: self.wrong_limits,
             meetings: self.meetings,
         }
+    }
+}
+
+impl Serves for World {
+    fn network(&mut self) -> &mut Network {
+        &mut self.wires
+    }
+
+    /// Runs one connection's commands, checking K2 on every acquire that meets another
+    /// kind's key.
+    fn serve_wire(&mut self, wire: usize) {
+        let now = self.now;
+        let mut out = Vec::new();
+        // Per command run: the kind it would take and the type `sim` had, when they differ.
+        let mut commands: Vec<Option<(&'static str, &'static str, &'static str)>> = Vec::new();
+        let mut server = std::mem::take(&mut self.wires[wire].server);
+        let pop_pending = server.is_blocked();
+        self.node
+            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                if stage != Stage::Before {
+                    return;
+                }
+                let found = node.type_of(NAME_KEY, at(now));
+                commands.push(match (acquire_kind(args), found) {
+                    (Some((what, wants)), Some(found)) if wants != found => {
+                        Some((what, wants, found))
+                    }
+                    _ => None,
+                });
+            });
+        self.wires[wire].server = server;
+        // A blocked pop that finished answers first; the observer saw no command for it.
+        let skip = usize::from(pop_pending && !commands.is_empty());
+        let mut replies = Vec::new();
+        let mut rest = &out[..];
+        while let Ok(Some(len)) = resp::frame_len(rest) {
+            replies.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        for (i, cross) in commands.iter().enumerate() {
+            let (Some((what, wants, found)), Some(frame)) = (cross, replies.get(i + skip)) else {
+                continue;
+            };
+            *self.meetings.entry((what, found)).or_default() += 1;
+            let typed = matches!(
+                resp::decode(frame, Protocol::Resp2),
+                Ok(Reply::Error(e)) if e.starts_with(b"WRONGTYPE") || e.starts_with(b"WRONGLIMIT")
+            );
+            if !typed && self.judge_replies {
+                self.violations.push(format!(
+                    "K2: {what} (taking a {wants}) ran on a {found} at {now} ms and answered {:?}",
+                    String::from_utf8_lossy(frame)
+                ));
+            }
+        }
+        self.wires[wire].reply(out, &mut self.rng, now);
     }
 }
 

@@ -44,7 +44,7 @@ use distlock_core::{
     RwMode, ServerInfo, SplitMix64, Token, script,
 };
 use distlock_model::{ModelFaults, ModelNode, Stage};
-use wires::Wire;
+use wires::{Network, Serves};
 
 const RW_RUNS: u64 = 60;
 const BROKEN_RUNS: u64 = 40;
@@ -100,7 +100,7 @@ struct World {
     rng: SplitMix64,
     now: u64,
     node: ModelNode,
-    wires: Vec<Wire>,
+    wires: Network,
     clients: Vec<Client>,
     read: Lock,
     write: Lock,
@@ -143,7 +143,7 @@ impl World {
             rng,
             now: 0,
             node,
-            wires: Vec::new(),
+            wires: Network::new(),
             clients: Vec::new(),
             read,
             write,
@@ -151,7 +151,7 @@ impl World {
             grants: (0, 0),
         };
         for _ in 0..clients {
-            let wire = world.open_wire();
+            let wire = world.wires.open();
             let until = world.rng.between(0, 200);
             world.clients.push(Client {
                 phase: Phase::Idle { until },
@@ -161,90 +161,10 @@ impl World {
         world
     }
 
-    fn open_wire(&mut self) -> usize {
-        self.wires.push(Wire::new());
-        self.wires.len() - 1
-    }
-
     /// Writes everything a machine has to send on the client's current wire.
-    fn pump<O: Operation>(&mut self, client: usize, m: &mut Machine<O, 1>) {
-        let mut buf = vec![0u8; 2048];
-        while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
-            let wire = self.clients[client].wire;
-            self.wires[wire].send(buf[..tx.len].to_vec(), &mut self.rng, self.now);
-        }
-    }
-
-    /// Runs what reached the node, and every blocked pop that can finish, checking S2 at
-    /// each semaphore acquire.
-    fn serve_node(&mut self) {
-        let now = self.now;
-        for wire in 0..self.wires.len() {
-            let has_input = self.wires[wire].deliver(now);
-            if has_input || self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-        // A push may unblock a pop on any connection.
-        for wire in 0..self.wires.len() {
-            if self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-    }
-
-    fn serve_wire(&mut self, wire: usize) {
-        let now = self.now;
-        let mut out = Vec::new();
-        let mut free_before = None;
-        let mut intent_before = false;
-        let mut violation = None;
-        let mut server = std::mem::take(&mut self.wires[wire].server);
-        self.node
-            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
-                let is_acquire = args.len() > 18
-                    && (args[1] == script::RW_ACQUIRE.sha
-                        || args[1] == script::RW_ACQUIRE.source.as_bytes());
-                if !is_acquire {
-                    return;
-                }
-                let (me, write) = (&args[11], args[13] == b"w");
-                match stage {
-                    Stage::Before => {
-                        let writer = node.value(WRITER, at(now)).is_some();
-                        let intent = live_members(node, QUEUE, ALIVE, now) > 0;
-                        let readers = live_members(node, READERS, READER, now);
-                        free_before = Some(!writer && if write { readers == 0 } else { !intent });
-                        intent_before = intent;
-                    }
-                    Stage::After => {
-                        let got_in = if write {
-                            node.value(WRITER, at(now)) == Some(&me[..])
-                        } else {
-                            node.value(&[READER, &me[..]].concat(), at(now)).is_some()
-                        };
-                        let side = if write { "write" } else { "read" };
-                        if free_before == Some(true) && !got_in {
-                            violation = Some(format!(
-                                "W2: {side} acquire by {} refused at {now} ms with nothing live in its way",
-                                String::from_utf8_lossy(me)
-                            ));
-                        }
-                        if !write && intent_before && got_in {
-                            violation = Some(format!(
-                                "W3: read by {} granted at {now} ms past a waiting writer",
-                                String::from_utf8_lossy(me)
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            });
-        self.wires[wire].server = server;
-        if let Some(v) = violation {
-            self.violations.push(v);
-        }
-        self.wires[wire].reply(out, &mut self.rng, now);
+    fn pump<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
+        self.wires
+            .pump(self.clients[c].wire, m, &mut self.rng, self.now);
     }
 
     fn token(&mut self) -> Token {
@@ -254,33 +174,16 @@ impl World {
         Token::from_entropy(entropy)
     }
 
-    /// Delivers replies and break notices to client `c`'s machine.
+    /// Delivers replies and break notices to client `c`'s machine, then writes what it has
+    /// to send.
     fn feed<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
-        let wire = self.clients[c].wire;
-        let now = self.now;
-        while let Some((t, _)) = self.wires[wire].to_client.front()
-            && *t <= now
-        {
-            let bytes = self.wires[wire].to_client.pop_front().expect("front").1;
-            m.handle_input(0, &bytes, at(now));
-        }
-        if self.wires[wire].notice_at.is_some_and(|t| t <= now) {
-            self.wires[wire].notice_at = None;
-            // A new connection for what comes next; the old one's requests may still run.
-            let fresh = self.open_wire();
-            self.clients[c].wire = fresh;
-            m.handle_disconnect(0, at(now));
-        }
-        m.handle_timeout(at(now));
+        self.wires.feed(&mut self.clients[c].wire, m, self.now);
         self.pump(c, m);
     }
 
     /// A machine done: a fresh connection for the next one (what it still owes is dropped).
     fn retire_wire(&mut self, c: usize) {
-        let old = self.clients[c].wire;
-        self.wires[old].broken = true;
-        self.wires[old].to_client.clear();
-        self.clients[c].wire = self.open_wire();
+        self.wires.retire(&mut self.clients[c].wire);
     }
 
     fn step_client(&mut self, c: usize) {
@@ -504,7 +407,7 @@ impl World {
     fn run(mut self) -> (Vec<String>, (u64, u64)) {
         // 1 ms steps: every timer in this world is in whole milliseconds.
         while self.now < RUN_MS && self.violations.is_empty() {
-            self.serve_node();
+            self.serve_node(self.now);
             for c in 0..self.clients.len() {
                 self.step_client(c);
             }
@@ -513,6 +416,66 @@ impl World {
         }
         let _ = self.variant;
         (self.violations, self.grants)
+    }
+}
+
+impl Serves for World {
+    fn network(&mut self) -> &mut Network {
+        &mut self.wires
+    }
+
+    fn serve_wire(&mut self, wire: usize) {
+        let now = self.now;
+        let mut out = Vec::new();
+        let mut free_before = None;
+        let mut intent_before = false;
+        let mut violation = None;
+        let mut server = std::mem::take(&mut self.wires[wire].server);
+        self.node
+            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                let is_acquire = args.len() > 18
+                    && (args[1] == script::RW_ACQUIRE.sha
+                        || args[1] == script::RW_ACQUIRE.source.as_bytes());
+                if !is_acquire {
+                    return;
+                }
+                let (me, write) = (&args[11], args[13] == b"w");
+                match stage {
+                    Stage::Before => {
+                        let writer = node.value(WRITER, at(now)).is_some();
+                        let intent = live_members(node, QUEUE, ALIVE, now) > 0;
+                        let readers = live_members(node, READERS, READER, now);
+                        free_before = Some(!writer && if write { readers == 0 } else { !intent });
+                        intent_before = intent;
+                    }
+                    Stage::After => {
+                        let got_in = if write {
+                            node.value(WRITER, at(now)) == Some(&me[..])
+                        } else {
+                            node.value(&[READER, &me[..]].concat(), at(now)).is_some()
+                        };
+                        let side = if write { "write" } else { "read" };
+                        if free_before == Some(true) && !got_in {
+                            violation = Some(format!(
+                                "W2: {side} acquire by {} refused at {now} ms with nothing live in its way",
+                                String::from_utf8_lossy(me)
+                            ));
+                        }
+                        if !write && intent_before && got_in {
+                            violation = Some(format!(
+                                "W3: read by {} granted at {now} ms past a waiting writer",
+                                String::from_utf8_lossy(me)
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            });
+        self.wires[wire].server = server;
+        if let Some(v) = violation {
+            self.violations.push(v);
+        }
+        self.wires[wire].reply(out, &mut self.rng, now);
     }
 }
 

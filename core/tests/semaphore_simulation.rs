@@ -52,7 +52,7 @@ use distlock_core::{
     ServerInfo, SplitMix64, Token, script,
 };
 use distlock_model::{ModelFaults, ModelNode, Stage};
-use wires::Wire;
+use wires::{Network, Serves};
 
 const SEMAPHORE_RUNS: u64 = 60;
 const BROKEN_RUNS: u64 = 40;
@@ -115,7 +115,7 @@ struct World {
     rng: SplitMix64,
     now: u64,
     node: ModelNode,
-    wires: Vec<Wire>,
+    wires: Network,
     clients: Vec<Client>,
     lock: Lock,
     limit: u32,
@@ -180,7 +180,7 @@ impl World {
             rng,
             now: 0,
             node,
-            wires: Vec::new(),
+            wires: Network::new(),
             clients: Vec::new(),
             lock,
             limit,
@@ -192,7 +192,7 @@ impl World {
             waiter_crashes: 0,
         };
         for _ in 0..clients {
-            let wire = world.open_wire();
+            let wire = world.wires.open();
             let until = world.rng.between(0, 200);
             world.clients.push(Client {
                 phase: Phase::Idle { until },
@@ -202,108 +202,10 @@ impl World {
         world
     }
 
-    fn open_wire(&mut self) -> usize {
-        self.wires.push(Wire::new());
-        self.wires.len() - 1
-    }
-
     /// Writes everything a machine has to send on the client's current wire.
-    fn pump<O: Operation>(&mut self, client: usize, m: &mut Machine<O, 1>) {
-        let mut buf = vec![0u8; 2048];
-        while let Some(tx) = m.poll_transmit(at(self.now), &mut buf).expect("buffer") {
-            let wire = self.clients[client].wire;
-            self.wires[wire].send(buf[..tx.len].to_vec(), &mut self.rng, self.now);
-        }
-    }
-
-    /// Runs what reached the node, and every blocked pop that can finish, checking S2 at
-    /// each semaphore acquire.
-    fn serve_node(&mut self) {
-        let now = self.now;
-        for wire in 0..self.wires.len() {
-            let has_input = self.wires[wire].deliver(now);
-            if has_input || self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-        // A push may unblock a pop on any connection.
-        for wire in 0..self.wires.len() {
-            if self.wires[wire].server.is_blocked() {
-                self.serve_wire(wire);
-            }
-        }
-    }
-
-    fn serve_wire(&mut self, wire: usize) {
-        let now = self.now;
-        let limit = self.limit as usize;
-        let mut out = Vec::new();
-        let mut free_before = None;
-        let mut violation = None;
-        let fair = self.variant.fair();
-        let request_timeout = self.lock.options().request_timeout.as_millis();
-        let mut fair_before = None;
-        let mut handed = Vec::new();
-        let mut confirmed = Vec::new();
-        let mut server = std::mem::take(&mut self.wires[wire].server);
-        self.node
-            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
-                if fair {
-                    let own = own_token(args);
-                    match stage {
-                        Stage::Before => fair_before = Some(FairState::read(node, now)),
-                        Stage::After => {
-                            let after = FairState::read(node, now);
-                            if let Some(before) = fair_before.take() {
-                                let found = check_fair(
-                                    &before,
-                                    &after,
-                                    own,
-                                    (node, now, request_timeout),
-                                    &mut handed,
-                                );
-                                violation = violation.take().or(found);
-                            }
-                            if let Some(own) = own
-                                && after.holders.iter().any(|h| h.as_slice() == own)
-                            {
-                                confirmed.push(own.to_vec());
-                            }
-                        }
-                        _ => {}
-                    }
-                    return;
-                }
-                let is_acquire = args.len() > 7
-                    && (args[1] == script::SEMAPHORE_ACQUIRE.sha
-                        || args[1] == script::SEMAPHORE_ACQUIRE.source.as_bytes());
-                if !is_acquire {
-                    return;
-                }
-                let live = live_permits(node, now);
-                match stage {
-                    Stage::Before => free_before = Some(live.len() < limit),
-                    Stage::After => {
-                        let me = &args[6];
-                        if free_before == Some(true) && !live.contains(me) {
-                            violation = Some(format!(
-                                "S2: acquire by {} refused at {now} ms with a permit free",
-                                String::from_utf8_lossy(me)
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            });
-        self.wires[wire].server = server;
-        if let Some(v) = violation {
-            self.violations.push(v);
-        }
-        self.handoffs += handed.len() as u64;
-        self.handed
-            .retain(|(token, _)| !confirmed.iter().any(|c| c == token));
-        self.handed.extend(handed.into_iter().map(|t| (t, now)));
-        self.wires[wire].reply(out, &mut self.rng, now);
+    fn pump<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
+        self.wires
+            .pump(self.clients[c].wire, m, &mut self.rng, self.now);
     }
 
     fn token(&mut self) -> Token {
@@ -313,33 +215,16 @@ impl World {
         Token::from_entropy(entropy)
     }
 
-    /// Delivers replies and break notices to client `c`'s machine.
+    /// Delivers replies and break notices to client `c`'s machine, then writes what it has
+    /// to send.
     fn feed<O: Operation>(&mut self, c: usize, m: &mut Machine<O, 1>) {
-        let wire = self.clients[c].wire;
-        let now = self.now;
-        while let Some((t, _)) = self.wires[wire].to_client.front()
-            && *t <= now
-        {
-            let bytes = self.wires[wire].to_client.pop_front().expect("front").1;
-            m.handle_input(0, &bytes, at(now));
-        }
-        if self.wires[wire].notice_at.is_some_and(|t| t <= now) {
-            self.wires[wire].notice_at = None;
-            // A new connection for what comes next; the old one's requests may still run.
-            let fresh = self.open_wire();
-            self.clients[c].wire = fresh;
-            m.handle_disconnect(0, at(now));
-        }
-        m.handle_timeout(at(now));
+        self.wires.feed(&mut self.clients[c].wire, m, self.now);
         self.pump(c, m);
     }
 
     /// A machine done: a fresh connection for the next one (what it still owes is dropped).
     fn retire_wire(&mut self, c: usize) {
-        let old = self.clients[c].wire;
-        self.wires[old].broken = true;
-        self.wires[old].to_client.clear();
-        self.clients[c].wire = self.open_wire();
+        self.wires.retire(&mut self.clients[c].wire);
     }
 
     fn step_client(&mut self, c: usize) {
@@ -534,7 +419,7 @@ impl World {
     fn run_to_end(&mut self) {
         // 1 ms steps: every timer in this world is in whole milliseconds.
         while self.now < RUN_MS && self.violations.is_empty() {
-            self.serve_node();
+            self.serve_node(self.now);
             for c in 0..self.clients.len() {
                 self.step_client(c);
             }
@@ -560,6 +445,84 @@ impl World {
             self.handoffs,
             self.waiter_crashes,
         )
+    }
+}
+
+impl Serves for World {
+    fn network(&mut self) -> &mut Network {
+        &mut self.wires
+    }
+
+    fn serve_wire(&mut self, wire: usize) {
+        let now = self.now;
+        let limit = self.limit as usize;
+        let mut out = Vec::new();
+        let mut free_before = None;
+        let mut violation = None;
+        let fair = self.variant.fair();
+        let request_timeout = self.lock.options().request_timeout.as_millis();
+        let mut fair_before = None;
+        let mut handed = Vec::new();
+        let mut confirmed = Vec::new();
+        let mut server = std::mem::take(&mut self.wires[wire].server);
+        self.node
+            .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                if fair {
+                    let own = own_token(args);
+                    match stage {
+                        Stage::Before => fair_before = Some(FairState::read(node, now)),
+                        Stage::After => {
+                            let after = FairState::read(node, now);
+                            if let Some(before) = fair_before.take() {
+                                let found = check_fair(
+                                    &before,
+                                    &after,
+                                    own,
+                                    (node, now, request_timeout),
+                                    &mut handed,
+                                );
+                                violation = violation.take().or(found);
+                            }
+                            if let Some(own) = own
+                                && after.holders.iter().any(|h| h.as_slice() == own)
+                            {
+                                confirmed.push(own.to_vec());
+                            }
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+                let is_acquire = args.len() > 7
+                    && (args[1] == script::SEMAPHORE_ACQUIRE.sha
+                        || args[1] == script::SEMAPHORE_ACQUIRE.source.as_bytes());
+                if !is_acquire {
+                    return;
+                }
+                let live = live_permits(node, now);
+                match stage {
+                    Stage::Before => free_before = Some(live.len() < limit),
+                    Stage::After => {
+                        let me = &args[6];
+                        if free_before == Some(true) && !live.contains(me) {
+                            violation = Some(format!(
+                                "S2: acquire by {} refused at {now} ms with a permit free",
+                                String::from_utf8_lossy(me)
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            });
+        self.wires[wire].server = server;
+        if let Some(v) = violation {
+            self.violations.push(v);
+        }
+        self.handoffs += handed.len() as u64;
+        self.handed
+            .retain(|(token, _)| !confirmed.iter().any(|c| c == token));
+        self.handed.extend(handed.into_iter().map(|t| (t, now)));
+        self.wires[wire].reply(out, &mut self.rng, now);
     }
 }
 

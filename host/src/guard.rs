@@ -161,6 +161,10 @@ pub struct Guard {
     fence: Option<u64>,
     holds: u32,
     /// When the acquire started: where a renewal schedule starts counting.
+    #[cfg_attr(
+        not(feature = "component"),
+        allow(dead_code, reason = "only a guest's renewal by hand reads it")
+    )]
     started: distlock_core::Instant,
     held: Arc<Held>,
     renewal: Option<tokio::task::JoinHandle<()>>,
@@ -310,6 +314,7 @@ impl Guard {
     /// The core's renewal schedule of this lease, counted from its acquire: for a holder
     /// that renews by hand, one [`Guard::renew_due`] at a time (a WebAssembly guest's
     /// `lease.renew`), instead of the background task.
+    #[cfg(feature = "component")]
     pub(crate) fn renewal(&self) -> Renewal {
         let valid_until =
             distlock_core::Instant::from_millis(self.held.valid_until.load(Ordering::Acquire));
@@ -325,6 +330,7 @@ impl Guard {
     /// to the lease's TTL, answered by the validity's end ([`Renewal::extend_lock`]) — and
     /// returns how long until the next step is due, or why the lease is lost (the guard's
     /// validity is zero from then on). Makes no decision: the schedule makes them all.
+    #[cfg(feature = "component")]
     pub(crate) async fn renew_due(&self, schedule: &mut Renewal) -> Result<Duration, LostReason> {
         let clock = self.client.clock();
         schedule.handle_timeout(clock.now());

@@ -55,6 +55,7 @@ pub(crate) enum Error {
     #[error(transparent)]
     Lock(#[from] LockError),
     /// The guest path could not be set up, or a guest call failed.
+    #[cfg(feature = "component")]
     #[error("guest path: {0}")]
     Guest(String),
     /// A worker task ended abnormally.

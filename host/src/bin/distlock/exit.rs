@@ -11,10 +11,12 @@ pub(crate) const NOT_HELD: u8 = 1;
 /// EX_USAGE: bad arguments, names, TTLs, tokens, URLs or a node given twice.
 pub(crate) const USAGE: u8 = 64;
 /// EX_NOINPUT: `run`: the guest app cannot be read.
+#[cfg(feature = "component")]
 pub(crate) const NO_INPUT: u8 = 66;
 /// EX_UNAVAILABLE: too few servers answered (not connected, timed out, or lost mid-wait).
 pub(crate) const UNAVAILABLE: u8 = 69;
 /// EX_SOFTWARE: `run`: the guest trapped, or a limit (time, memory) stopped it.
+#[cfg(feature = "component")]
 pub(crate) const GUEST_FAILED: u8 = 70;
 /// EX_IOERR: the result could not be written (stdout closed); what was taken was released.
 pub(crate) const IO_ERROR: u8 = 74;

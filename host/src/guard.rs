@@ -115,6 +115,8 @@ struct Held {
     /// one whose result is stored last is also the one that reached the servers last.
     extending: tokio::sync::Mutex<()>,
     lost: watch::Sender<bool>,
+    /// Marked changed each time an extend stores a validity ([`Guard::validity_moved`]).
+    moved: watch::Sender<()>,
     released: AtomicBool,
 }
 
@@ -128,6 +130,7 @@ impl Held {
         if let Ok(extended) = &result {
             self.valid_until
                 .store(extended.valid_until.as_millis(), Ordering::Release);
+            self.moved.send_replace(());
         }
         result
     }
@@ -195,10 +198,12 @@ impl Guard {
         auto_renew: bool,
     ) -> Guard {
         let (lost, _) = watch::channel(false);
+        let (moved, _) = watch::channel(());
         let held = Arc::new(Held {
             valid_until: AtomicU64::new(lease.valid_until().as_millis()),
             extending: tokio::sync::Mutex::new(()),
             lost,
+            moved,
             released: AtomicBool::new(false),
         });
         let renewal = auto_renew.then(|| {
@@ -294,6 +299,18 @@ impl Guard {
                 _ = lost.changed() => {}
                 _ = tokio::time::sleep_until(clock.to_tokio(until)) => {}
             }
+        }
+    }
+
+    /// Resolves once the lease's validity moves after this call: an extend (by hand or the
+    /// renewal) stored a new one. The future is ready to be kept from the moment it is made,
+    /// so a caller that makes it *before* it reads [`Guard::validity`] misses no move — what
+    /// a watcher that schedules by the validity needs (`distlock exec` forwards each move to
+    /// its job's watchdog). It also resolves once the guard is gone.
+    pub fn validity_moved(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut moved = self.held.moved.subscribe();
+        async move {
+            let _ = moved.changed().await;
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -58,10 +59,30 @@ impl Job {
 
     /// [`Job::exec`] with the innermost process ignoring `ignore` (a signal name).
     fn exec_ignoring(&self, url: &str, args: &[&str], outer: &str, ignore: &str) -> KillOnDrop {
+        let child = self
+            .command(url, args, outer, ignore)
+            .spawn()
+            .expect("spawn distlock exec");
+        KillOnDrop(child)
+    }
+
+    /// [`Job::exec`] with `distlock` in a process group of its own, as a shell starts a job
+    /// (so a test can signal that whole group, as `kill -9 %1` does).
+    fn exec_as_shell_job(&self, url: &str, args: &[&str], outer: &str) -> KillOnDrop {
+        let child = self
+            .command(url, args, outer, "")
+            .process_group(0)
+            .spawn()
+            .expect("spawn distlock exec");
+        KillOnDrop(child)
+    }
+
+    fn command(&self, url: &str, args: &[&str], outer: &str, ignore: &str) -> Command {
         let mut all: Vec<&str> = vec!["exec"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--", "sh", "-c", outer]);
-        let child = distlock(url, &all)
+        let mut command = distlock(url, &all);
+        command
             .env("PIDF", self.path("pid"))
             .env("BEAT", self.path("beat"))
             .env("GOT", self.path("got"))
@@ -71,10 +92,8 @@ impl Job {
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(self.stderr_file())
-            .spawn()
-            .expect("spawn distlock exec");
-        KillOnDrop(child)
+            .stderr(self.stderr_file());
+        command
     }
 
     /// distlock's stderr goes to a file, not a pipe: a job that outlives distlock would hold
@@ -136,6 +155,15 @@ fn wall_ns() -> u128 {
 
 fn exists(server: &RedisServer, name: &str) -> bool {
     server.raw().ok(&["EXISTS", &lock_key(name)]).int() == Some(1)
+}
+
+/// Sends `signal` to the process group `pgid` (a process that leads its own group).
+fn send_signal_to_group(pgid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), "--".into(), format!("-{pgid}")])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} -- -{pgid}");
 }
 
 /// Waits for `child` to end (within [`LIMIT`]).
@@ -238,6 +266,117 @@ fn failing_renewal_stops_the_group_before_the_validity_ends() {
     wait_for("the key to expire", LIMIT, || {
         (raw.ok(&["EXISTS", &key]).int() == Some(0)).then_some(())
     });
+}
+
+/// `distlock` killed with SIGKILL — here its whole process group, as `kill -9 %1` or the OOM
+/// killer's group kill does — cannot stop its job itself: its watchdog, in a group of its own,
+/// sees the pipe from it close and kills the job's whole group at once, down to the
+/// grandchild, while the lock still has most of its 30 s TTL. Before, the job ran on
+/// unprotected past the TTL.
+#[test]
+fn a_sigkilled_exec_leaves_no_job_running() {
+    require_redis!();
+    let server = RedisServer::start();
+    let name = unique_name("sigkilled");
+    let job = Job::new();
+    let mut holder = job.exec_as_shell_job(
+        &server.url(),
+        &["--name", &name, "--ttl", "30s"],
+        r#"sh -c "$INNER"; true"#,
+    );
+    let pid = job.pid();
+    wait_for("a heartbeat", LIMIT, || {
+        (!job.beats().is_empty()).then_some(())
+    });
+    send_signal_to_group(holder.0.id(), "KILL");
+    ended(&mut holder.0);
+    wait_for("the watchdog to kill the job", LIMIT, || {
+        gone(pid).then_some(())
+    });
+    job.assert_still();
+    assert!(
+        exists(&server, &name),
+        "nobody released the lock: it frees at its TTL, after the job is gone"
+    );
+    let err = job.stderr();
+    assert!(
+        err.contains("distlock watchdog: distlock ended while the job ran"),
+        "stderr: {err}"
+    );
+}
+
+/// A healthy job that runs for several TTLs is renewed and never touched: each renewal moves
+/// the watchdog's kill deadline before the old one comes, so the watchdog stays quiet and the
+/// job's own exit code comes back.
+#[test]
+fn a_renewed_job_outlives_many_ttls_with_its_watchdog_quiet() {
+    require_redis!();
+    let server = RedisServer::start();
+    let name = unique_name("renewed");
+    let job = Job::new();
+    let mut holder = job.exec(
+        &server.url(),
+        &["--name", &name, "--ttl", "2s"],
+        "sleep 7; exit 3",
+    );
+    let status = ended(&mut holder.0);
+    let err = job.stderr();
+    assert_eq!(status.code(), Some(3), "the job's own exit; stderr: {err}");
+    assert!(!err.contains("watchdog"), "stderr: {err}");
+    assert!(!exists(&server, &name), "released when the job ended");
+}
+
+/// `distlock` frozen (SIGSTOP) cannot renew nor stop its job: its watchdog kills the job's
+/// group at the lease's kill deadline, which `distlock` told it, so the job's last heartbeat
+/// comes before the lock's key expires. The job ignores SIGTERM, so only a kill stops it.
+#[test]
+fn a_frozen_exec_has_its_job_killed_before_the_lease_ends() {
+    require_redis!();
+    let server = RedisServer::start();
+    let name = unique_name("frozen");
+    let job = Job::new();
+    let mut holder = job.exec_ignoring(
+        &server.url(),
+        &["--name", &name, "--ttl", "3s", "--kill-grace", "10s"],
+        r#"sh -c "$INNER"; true"#,
+        "TERM",
+    );
+    let pid = job.pid();
+    wait_for("a heartbeat", LIMIT, || {
+        (!job.beats().is_empty()).then_some(())
+    });
+    let distlock_pid = holder.0.id();
+    send_signal(distlock_pid, "STOP");
+    wait_for("distlock to stop", LIMIT, || {
+        (process_state(distlock_pid) == Some('T')).then_some(())
+    });
+    let mut raw = server.raw();
+    let key = lock_key(&name);
+    // Nothing renews the lock from now on: the key expires at this PTTL.
+    let pttl = raw
+        .ok(&["PTTL", &key])
+        .int()
+        .expect("PTTL of the held lock");
+    assert!(pttl > 0, "the lock should be held: PTTL {pttl}");
+    let expires_at = wall_ns() + u128::try_from(pttl).unwrap_or(0) * 1_000_000;
+    wait_for("the watchdog to kill the job", LIMIT, || {
+        gone(pid).then_some(())
+    });
+    let last = job.beats().last().copied().expect("heartbeats");
+    let err = job.stderr();
+    assert!(
+        last < expires_at,
+        "the job beat {} ms after the lease's key expired; stderr: {err}",
+        (last - expires_at) / 1_000_000
+    );
+    job.assert_still();
+    send_signal(distlock_pid, "CONT");
+    ended(&mut holder.0);
+    let err = job.stderr();
+    assert!(
+        err.contains("distlock watchdog: the lease's kill deadline passed"),
+        "stderr: {err}"
+    );
 }
 
 /// SIGTERM, SIGINT, SIGHUP and SIGQUIT to distlock's pid reach the job's whole group (the

@@ -21,8 +21,13 @@
 //! - When `distlock` has the terminal's foreground, the job's group gets it while it runs
 //!   (as a shell does for a job), so the job can read the terminal and Ctrl-C reaches it.
 //!
-//! Not covered: a `distlock` killed with SIGKILL cannot stop its job; the job then runs on
-//! past the lease (its fence, with `--fenced`, is what protects the resource then).
+//! - With `--on-lost kill`, a watchdog process ([`crate::watchdog`]) stands beside the job,
+//!   told each kill deadline as the lease moves: when `distlock` is killed with SIGKILL or
+//!   frozen, it kills the group at once or at that deadline, so the job still ends before the
+//!   lease's validity does.
+//!
+//! Not covered: what leaves the job's process group (a new session, `setsid`), and a
+//! SIGKILL to the watchdog itself while `distlock` is frozen or killed too.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -38,6 +43,7 @@ use tokio::time::Instant;
 
 use crate::exit;
 use crate::output::tell;
+use crate::watchdog::Watchdog;
 use crate::{LockArgs, OnLost, builder, warn_if_embedded};
 
 /// How often the job's process group is looked at once its leader has ended (the others are
@@ -206,6 +212,9 @@ impl Job<'_> {
             });
         };
         let terminal = Terminal::hand_to(group);
+        let watchdog = matches!(self.on_lost, OnLost::Kill)
+            .then(|| Watchdog::start(group.0.as_raw(), program))
+            .flatten();
         let mut watch = Watch {
             guard,
             name: self.label,
@@ -219,9 +228,13 @@ impl Job<'_> {
             term_sent: false,
             kill_sent: false,
             signal_kill_at: None,
+            watchdog,
         };
         let status = watch.run(&mut child, signals).await;
         watch.stop_leftovers().await;
+        if let Some(watchdog) = watch.watchdog.take() {
+            watchdog.stand_down().await;
+        }
         if let Some(terminal) = terminal {
             terminal.take_back();
         }
@@ -361,6 +374,8 @@ struct Watch<'a> {
     kill_sent: bool,
     /// After a stopping signal: when the grace it gave the job ends.
     signal_kill_at: Option<Instant>,
+    /// Told every kill deadline of the lease, in case `distlock` cannot act on it.
+    watchdog: Option<Watchdog>,
 }
 
 /// The lease's stop deadlines on tokio's clock.
@@ -378,7 +393,12 @@ impl Watch<'_> {
     ) -> std::io::Result<ExitStatus> {
         let mut lost_seen = false;
         loop {
+            // Made before the validity is read, so no renewal slips between the two.
+            let moved = self.guard.validity_moved();
             let lease = self.lease_deadlines();
+            if let (Some(watchdog), Some(lease)) = (self.watchdog.as_mut(), lease.as_ref()) {
+                watchdog.arm(lease.kill).await;
+            }
             let next = [
                 lease.as_ref().map(|l| l.term).filter(|_| !self.term_sent),
                 lease.as_ref().map(|l| l.kill).filter(|_| !self.kill_sent),
@@ -395,6 +415,8 @@ impl Watch<'_> {
                     self.on_lost();
                 }
                 () = sleep_until(next) => self.on_deadline(),
+                // The watchdog learns the new deadline on the next turn.
+                () = moved, if self.watchdog.is_some() => {}
             }
         }
     }

@@ -12,6 +12,7 @@ mod exit;
 mod output;
 #[cfg(feature = "component")]
 mod run;
+mod watchdog;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -136,8 +137,9 @@ enum Command {
     /// exited by itself). SIGUSR1 and SIGUSR2 are passed on and COMMAND goes on. When COMMAND
     /// ends, what it left running in its group is stopped the same way before the lock is
     /// released. When distlock has the terminal's foreground, COMMAND's group gets it while it
-    /// runs (COMMAND can read the terminal, Ctrl-C reaches it). distlock itself killed with
-    /// SIGKILL cannot stop COMMAND: it then runs on unprotected past the TTL.
+    /// runs (COMMAND can read the terminal, Ctrl-C reaches it). A watchdog process stands
+    /// beside COMMAND: when distlock itself is killed with SIGKILL it kills COMMAND's group at
+    /// once, and when distlock is frozen (SIGSTOP) it kills it before the lease's validity ends.
     ///
     /// COMMAND finds the lock's token in DISTLOCK_TOKEN and, with --fenced, its fence in
     /// DISTLOCK_FENCE (empty without): pass the fence along with every write to the resource
@@ -343,6 +345,14 @@ enum Command {
         #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
         hold: Duration,
     },
+    /// The dead man's switch `exec` starts beside its job (see `watchdog.rs`); not for
+    /// people to run.
+    #[command(hide = true)]
+    Watchdog {
+        /// The job's process group.
+        #[arg(long)]
+        group: i32,
+    },
 }
 
 #[derive(Args)]
@@ -475,6 +485,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::Watchdog { group } = cli.command {
+        return watchdog::watch(group);
+    }
     cli.redis = join_cluster_seeds(std::mem::take(&mut cli.redis));
     let refusal = match &cli.command {
         Command::Exec { lock, .. } | Command::Acquire { lock, .. } => lock.refusal(),
@@ -823,6 +836,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench { .. } => unreachable!("bench runs before connecting"),
         #[cfg(feature = "component")]
         Command::Run(_) => unreachable!("run runs before connecting"),
+        Command::Watchdog { .. } => unreachable!("the watchdog runs before connecting"),
         Command::Demo {
             workers,
             duration,

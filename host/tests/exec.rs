@@ -114,6 +114,13 @@ impl Job {
         })
     }
 
+    /// Waits for the first heartbeat: the innermost process runs.
+    fn wait_beating(&self) {
+        wait_for("a heartbeat", LIMIT, || {
+            (!self.beats().is_empty()).then_some(())
+        });
+    }
+
     /// The heartbeats so far (ns since the epoch).
     fn beats(&self) -> Vec<u128> {
         std::fs::read_to_string(self.path("beat"))
@@ -157,6 +164,14 @@ fn exists(server: &RedisServer, name: &str) -> bool {
     server.raw().ok(&["EXISTS", &lock_key(name)]).int() == Some(1)
 }
 
+/// When the held lock's `key` expires if nothing extends it (ns since the epoch, from its
+/// PTTL now).
+fn expiry(raw: &mut support::Raw, key: &str) -> u128 {
+    let pttl = raw.ok(&["PTTL", key]).int().expect("PTTL of the held lock");
+    assert!(pttl > 0, "the lock should be held: PTTL {pttl}");
+    wall_ns() + u128::try_from(pttl).unwrap_or(0) * 1_000_000
+}
+
 /// Sends `signal` to the process group `pgid` (a process that leads its own group).
 fn send_signal_to_group(pgid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -190,9 +205,7 @@ fn a_reset_lock_stops_the_whole_process_group() {
         r#"sh -c "$INNER" & wait"#,
     );
     let pid = job.pid();
-    wait_for("a heartbeat", LIMIT, || {
-        (!job.beats().is_empty()).then_some(())
-    });
+    job.wait_beating();
 
     let reset = run_bounded(distlock(&url, &["reset", "--name", &name]), LIMIT).expect("reset");
     assert_eq!(reset.status.code(), Some(0), "{}", show(&reset));
@@ -236,21 +249,14 @@ fn failing_renewal_stops_the_group_before_the_validity_ends() {
         "TERM",
     );
     let pid = job.pid();
-    wait_for("a heartbeat", LIMIT, || {
-        (!job.beats().is_empty()).then_some(())
-    });
+    job.wait_beating();
     let mut raw = server.raw();
     let key = lock_key(&name);
 
     proxy.black_hole(Dir::Up, true);
     proxy.black_hole(Dir::Down, true);
     // Nothing reaches the server from now on: the key expires at this PTTL at the latest.
-    let pttl = raw
-        .ok(&["PTTL", &key])
-        .int()
-        .expect("PTTL of the held lock");
-    let expires_at = wall_ns() + u128::try_from(pttl).unwrap_or(0) * 1_000_000;
-    assert!(pttl > 0, "the lock should be held: PTTL {pttl}");
+    let expires_at = expiry(&mut raw, &key);
 
     let status = ended(&mut holder.0);
     let err = job.stderr();
@@ -285,9 +291,7 @@ fn a_sigkilled_exec_leaves_no_job_running() {
         r#"sh -c "$INNER"; true"#,
     );
     let pid = job.pid();
-    wait_for("a heartbeat", LIMIT, || {
-        (!job.beats().is_empty()).then_some(())
-    });
+    job.wait_beating();
     send_signal_to_group(holder.0.id(), "KILL");
     ended(&mut holder.0);
     wait_for("the watchdog to kill the job", LIMIT, || {
@@ -342,9 +346,7 @@ fn a_frozen_exec_has_its_job_killed_before_the_lease_ends() {
         "TERM",
     );
     let pid = job.pid();
-    wait_for("a heartbeat", LIMIT, || {
-        (!job.beats().is_empty()).then_some(())
-    });
+    job.wait_beating();
     let distlock_pid = holder.0.id();
     send_signal(distlock_pid, "STOP");
     wait_for("distlock to stop", LIMIT, || {
@@ -353,12 +355,7 @@ fn a_frozen_exec_has_its_job_killed_before_the_lease_ends() {
     let mut raw = server.raw();
     let key = lock_key(&name);
     // Nothing renews the lock from now on: the key expires at this PTTL.
-    let pttl = raw
-        .ok(&["PTTL", &key])
-        .int()
-        .expect("PTTL of the held lock");
-    assert!(pttl > 0, "the lock should be held: PTTL {pttl}");
-    let expires_at = wall_ns() + u128::try_from(pttl).unwrap_or(0) * 1_000_000;
+    let expires_at = expiry(&mut raw, &key);
     wait_for("the watchdog to kill the job", LIMIT, || {
         gone(pid).then_some(())
     });

@@ -95,6 +95,11 @@ pub(crate) struct BenchResult {
     pub(crate) handoff_round_trips: Option<f64>,
     /// B: 99th percentile of one acquire's time, from its call to its return, µs.
     pub(crate) acquire_wait_p99_us: Option<u64>,
+    /// B: the holders' mean time in the critical section (the hold they really had), µs.
+    pub(crate) mean_hold_us: Option<u64>,
+    /// B: issue #14's bound on the acquire-wait p99, 1.5 × workers × (hold + 1 round trip),
+    /// with the mean hold measured and half the floor pair's p50 as the round trip, µs.
+    pub(crate) acquire_wait_bound_us: Option<u64>,
     /// Fairness, comparisons with the other path.
     pub(crate) note: String,
 }
@@ -214,6 +219,8 @@ pub(crate) struct Sample {
     pub(crate) lost_updates: bool,
     /// G: values computed (the other calls got a stored value).
     pub(crate) computed: u64,
+    /// B: the holders' time in the critical section, summed, and how many holders.
+    pub(crate) held: (Duration, u64),
 }
 
 impl Sample {
@@ -228,6 +235,7 @@ impl Sample {
             overlaps: 0,
             lost_updates: false,
             computed: 0,
+            held: (Duration::ZERO, 0),
         }
     }
 
@@ -253,6 +261,8 @@ impl Sample {
         self.overlaps += other.overlaps;
         self.lost_updates |= other.lost_updates;
         self.computed += other.computed;
+        self.held.0 += other.held.0;
+        self.held.1 += other.held.1;
     }
 
     /// Operations per second of measuring time.
@@ -722,6 +732,7 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
         sample.lost_updates = report.counter != report.acquisitions();
         sample.per_worker = report.per_worker;
         sample.overlaps = report.overlaps;
+        sample.held = report.held;
         return Ok(sample);
     }
     let inside = Arc::new(AtomicU32::new(0));
@@ -1046,7 +1057,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 names_per_lock: 1,
                 pipelined: false,
             };
-            let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
+            let label = format!("B: {workers} workers, one name, 1 ms hold (hand-off gap)");
             let extra = Extra {
                 polling: true,
                 fair: options.fair,
@@ -1339,10 +1350,15 @@ fn row(
     let max = sample.per_worker.iter().max().copied().unwrap_or(0);
     let fairness = min as f64 / max.max(1) as f64;
     let wait_p99 = (!sample.waits.is_empty()).then(|| sample.waits.value_at_quantile(0.99));
+    let mean_hold = crate::demo::mean_hold(sample.held).map(micros);
+    let wait_bound = mean_hold
+        .map(|hold| (1.5 * load.clients as f64 * (hold as f64 + floor_p50 as f64 / 2.0)) as u64);
     let ratio_to_floor = if contended {
         notes.push(format!(
-            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; acquire wait p99 {} µs; overlaps {}; counter {}",
+            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; mean hold {} µs; acquire wait p99 {} µs (bound {} µs); overlaps {}; counter {}",
+            mean_hold.map_or("-".to_owned(), |h| h.to_string()),
             wait_p99.map_or("-".to_owned(), |w| w.to_string()),
+            wait_bound.map_or("-".to_owned(), |b| b.to_string()),
             sample.overlaps,
             if sample.lost_updates { "LOST UPDATES" } else { "exact" },
         ));
@@ -1412,6 +1428,8 @@ fn row(
         fairness_min_over_max: contended.then_some(fairness),
         handoff_round_trips: contended.then_some(round_trips),
         acquire_wait_p99_us: wait_p99.filter(|_| contended),
+        mean_hold_us: mean_hold.filter(|_| contended),
+        acquire_wait_bound_us: wait_bound.filter(|_| contended),
         note: notes.join("; "),
     }
 }
@@ -1577,6 +1595,7 @@ pub(crate) mod guest {
                 total.per_worker = per_worker;
                 total.overlaps = section.overlaps();
                 total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
+                total.held = section.held();
                 (workers, Ok(total))
             })
             .await
@@ -1624,7 +1643,7 @@ pub(crate) mod guest {
                     if let Some(gap) = entry.handoff {
                         sample.record(gap);
                     }
-                    std::thread::sleep(hold);
+                    crate::hold::until_blocking(Instant::now() + hold);
                     section.leave(entry);
                 }
                 let released = self.instance.release(&lease);

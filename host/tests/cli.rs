@@ -653,6 +653,10 @@ fn bench_reports_each_scenario_against_its_floor() {
             // The hold runs to its deadline: never shorter than the 1 ms it says.
             let hold = row["mean_hold_us"].as_u64().expect("mean hold");
             assert!(hold >= 1_000, "{row}");
+            assert!(
+                row["hold_p50_us"].as_u64().expect("hold p50") >= 1_000,
+                "{row}"
+            );
             // Issue #14's bound, 1.5 × workers (3) × (hold + half the floor's pair).
             let floor_p50 = row["floor_p50_us"].as_u64().expect("floor p50") as f64;
             let bound = 1.5 * 3.0 * (hold as f64 + floor_p50 / 2.0);

@@ -97,6 +97,9 @@ pub(crate) struct BenchResult {
     pub(crate) acquire_wait_p99_us: Option<u64>,
     /// B: the holders' mean time in the critical section (the hold they really had), µs.
     pub(crate) mean_hold_us: Option<u64>,
+    /// B: the median holder's time in the critical section, µs (how precise the hold is; the
+    /// mean also carries the holds a loaded machine stretched).
+    pub(crate) hold_p50_us: Option<u64>,
     /// B: issue #14's bound on the acquire-wait p99, 1.5 × workers × (hold + 1 round trip),
     /// with the mean hold measured and half the floor pair's p50 as the round trip, µs.
     pub(crate) acquire_wait_bound_us: Option<u64>,
@@ -221,6 +224,8 @@ pub(crate) struct Sample {
     pub(crate) computed: u64,
     /// B: the holders' time in the critical section, summed, and how many holders.
     pub(crate) held: (Duration, u64),
+    /// B: each holder's time in the critical section, µs.
+    pub(crate) holds: Histogram<u64>,
 }
 
 impl Sample {
@@ -236,6 +241,7 @@ impl Sample {
             lost_updates: false,
             computed: 0,
             held: (Duration::ZERO, 0),
+            holds: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
 
@@ -263,6 +269,7 @@ impl Sample {
         self.computed += other.computed;
         self.held.0 += other.held.0;
         self.held.1 += other.held.1;
+        let _ = self.holds.add(other.holds);
     }
 
     /// Operations per second of measuring time.
@@ -733,6 +740,9 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
         sample.per_worker = report.per_worker;
         sample.overlaps = report.overlaps;
         sample.held = report.held;
+        for hold in &report.holds {
+            let _ = sample.holds.record(micros(*hold));
+        }
         return Ok(sample);
     }
     let inside = Arc::new(AtomicU32::new(0));
@@ -1351,11 +1361,13 @@ fn row(
     let fairness = min as f64 / max.max(1) as f64;
     let wait_p99 = (!sample.waits.is_empty()).then(|| sample.waits.value_at_quantile(0.99));
     let mean_hold = crate::demo::mean_hold(sample.held).map(micros);
+    let hold_p50 = (!sample.holds.is_empty()).then(|| sample.holds.value_at_quantile(0.5));
     let wait_bound = mean_hold
         .map(|hold| (1.5 * load.clients as f64 * (hold as f64 + floor_p50 as f64 / 2.0)) as u64);
     let ratio_to_floor = if contended {
         notes.push(format!(
-            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; mean hold {} µs; acquire wait p99 {} µs (bound {} µs); overlaps {}; counter {}",
+            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; hold p50 {} µs, mean {} µs; acquire wait p99 {} µs (bound {} µs); overlaps {}; counter {}",
+            hold_p50.map_or("-".to_owned(), |h| h.to_string()),
             mean_hold.map_or("-".to_owned(), |h| h.to_string()),
             wait_p99.map_or("-".to_owned(), |w| w.to_string()),
             wait_bound.map_or("-".to_owned(), |b| b.to_string()),
@@ -1429,6 +1441,7 @@ fn row(
         handoff_round_trips: contended.then_some(round_trips),
         acquire_wait_p99_us: wait_p99.filter(|_| contended),
         mean_hold_us: mean_hold.filter(|_| contended),
+        hold_p50_us: hold_p50.filter(|_| contended),
         acquire_wait_bound_us: wait_bound.filter(|_| contended),
         note: notes.join("; "),
     }
@@ -1464,7 +1477,7 @@ pub(crate) fn table(results: &[BenchResult]) -> String {
 /// The guest path: guest apps linked to the lock component, on their own threads.
 #[cfg(feature = "component")]
 pub(crate) mod guest {
-    use super::{Error, Load, Sample, pick};
+    use super::{Error, Load, Sample, micros, pick};
     use crate::demo::Section;
     use distlock_host::component::{
         Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
@@ -1644,7 +1657,7 @@ pub(crate) mod guest {
                         sample.record(gap);
                     }
                     crate::hold::until_blocking(Instant::now() + hold);
-                    section.leave(entry);
+                    let _ = sample.holds.record(micros(section.leave(entry)));
                 }
                 let released = self.instance.release(&lease);
                 self.instance.drop_lease(lease).map_err(adapter_error)?;

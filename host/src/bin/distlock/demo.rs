@@ -62,6 +62,9 @@ pub(crate) struct DemoReport {
     pub(crate) counter: u64,
     /// The holders' time in the critical section, summed, and how many holders left it.
     pub(crate) held: (Duration, u64),
+    /// Each holder's time in the critical section, sorted (a loaded machine shows in the
+    /// tail: the median says how precise the hold itself is).
+    pub(crate) holds: Vec<Duration>,
     /// Hand-off gaps (release → next acquisition), sorted.
     pub(crate) handoffs: Vec<Duration>,
     /// How long each successful acquire took, from its call to its return, sorted.
@@ -120,6 +123,10 @@ impl DemoReport {
             total as f64 / self.elapsed.as_secs_f64().max(1e-9)
         ));
         out.push_str(&format!("mean hold           {}\n", fmt(self.mean_hold())));
+        out.push_str(&format!(
+            "hold p50            {}\n",
+            fmt(quantile(&self.holds, 0.50))
+        ));
         out.push_str(&format!(
             "hand-off p50        {}\n",
             fmt(self.handoff_quantile(0.50))
@@ -215,15 +222,17 @@ impl Section {
     }
 
     /// Leaves (just before releasing): writes back the counter read on entry plus one —
-    /// racy on purpose, so two holders at once lose an update — and stamps the time.
-    pub(crate) fn leave(&self, entry: Entry) {
+    /// racy on purpose, so two holders at once lose an update — and stamps the time. Returns
+    /// how long this holder was inside.
+    pub(crate) fn leave(&self, entry: Entry) -> Duration {
         self.counter.store(entry.seen + 1, Ordering::Release);
         self.inside.store(false, Ordering::Release);
         let now_us = self.origin.elapsed().as_micros().max(1) as u64;
         self.released_at.store(now_us, Ordering::Release);
-        self.held_us
-            .fetch_add(now_us.saturating_sub(entry.entered_us), Ordering::Relaxed);
+        let held_us = now_us.saturating_sub(entry.entered_us);
+        self.held_us.fetch_add(held_us, Ordering::Relaxed);
         self.holds.fetch_add(1, Ordering::Relaxed);
+        Duration::from_micros(held_us)
     }
 
     /// The holders' time inside, summed, and how many holders left: what the hold really was.
@@ -295,8 +304,10 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
     });
     let mut handoffs = Vec::new();
     let mut waits = Vec::new();
+    let mut holds = Vec::new();
     for task in tasks {
         if let Ok(mut times) = task.await {
+            holds.append(&mut times.holds);
             handoffs.append(&mut times.handoffs);
             waits.append(&mut times.waits);
         }
@@ -307,11 +318,13 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
     }
     handoffs.sort();
     waits.sort();
+    holds.sort();
     Ok(DemoReport {
         per_worker: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
         overlaps: shared.section.overlaps(),
         counter: shared.section.counter(),
         held: shared.section.held(),
+        holds,
         handoffs,
         waits,
         errors: shared.errors.load(Ordering::Relaxed),
@@ -332,6 +345,7 @@ fn describe(client: &Client) -> String {
 /// What one worker timed.
 #[derive(Default)]
 struct Times {
+    holds: Vec<Duration>,
     handoffs: Vec<Duration>,
     waits: Vec<Duration>,
 }
@@ -375,7 +389,7 @@ async fn worker(
         }
         crate::hold::until(Instant::now() + options.hold).await;
         count.fetch_add(1, Ordering::Relaxed);
-        shared.section.leave(entry);
+        times.holds.push(shared.section.leave(entry));
         if guard.release().await.is_err() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }

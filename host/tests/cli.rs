@@ -552,8 +552,8 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 }
 
 /// `distlock bench` against a given server: every row comes with the floor measured in the
-/// slices interleaved with it, A's ratio to that floor, B's overlap count (zero) and exact
-/// counter, R's and G's overlap counts (zero: no writer beside anyone, no two computations
+/// slices interleaved with it, A's ratio to that floor, B's overlap count (zero), exact
+/// counter, mean hold (never under the 1 ms it says) and issue #14's wait bound, R's and G's overlap counts (zero: no writer beside anyone, no two computations
 /// at once, as the holders saw it), and,
 /// with the component feature, the guest path beside the native one; with `--fair`, A and B
 /// also in fair mode, in the same slices; S's permits never more than its limit at once.
@@ -650,6 +650,18 @@ fn bench_reports_each_scenario_against_its_floor() {
                 row["acquire_wait_p99_us"].as_u64().expect("wait p99") > 0,
                 "{row}"
             );
+            // The hold runs to its deadline: never shorter than the 1 ms it says.
+            let hold = row["mean_hold_us"].as_u64().expect("mean hold");
+            assert!(hold >= 1_000, "{row}");
+            assert!(
+                row["hold_p50_us"].as_u64().expect("hold p50") >= 1_000,
+                "{row}"
+            );
+            // Issue #14's bound, 1.5 × workers (3) × (hold + half the floor's pair).
+            let floor_p50 = row["floor_p50_us"].as_u64().expect("floor p50") as f64;
+            let bound = 1.5 * 3.0 * (hold as f64 + floor_p50 / 2.0);
+            let reported = row["acquire_wait_bound_us"].as_u64().expect("bound") as f64;
+            assert!((reported - bound).abs() <= 10.0, "{row}");
         } else {
             if scenario.starts_with("R:") || scenario.starts_with("G:") {
                 assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");

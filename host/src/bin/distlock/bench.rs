@@ -96,6 +96,14 @@ pub(crate) struct BenchResult {
     pub(crate) handoff_round_trips: Option<f64>,
     /// B: 99th percentile of one acquire's time, from its call to its return, µs.
     pub(crate) acquire_wait_p99_us: Option<u64>,
+    /// B: the holders' mean time in the critical section (the hold they really had), µs.
+    pub(crate) mean_hold_us: Option<u64>,
+    /// B: the median holder's time in the critical section, µs (how precise the hold is; the
+    /// mean also carries the holds a loaded machine stretched).
+    pub(crate) hold_p50_us: Option<u64>,
+    /// B: issue #14's bound on the acquire-wait p99, 1.5 × workers × (hold + 1 round trip),
+    /// with the mean hold measured and half the floor pair's p50 as the round trip, µs.
+    pub(crate) acquire_wait_bound_us: Option<u64>,
     /// Fairness, comparisons with the other path.
     pub(crate) note: String,
 }
@@ -215,6 +223,10 @@ pub(crate) struct Sample {
     pub(crate) lost_updates: bool,
     /// G: values computed (the other calls got a stored value).
     pub(crate) computed: u64,
+    /// B: the holders' time in the critical section, summed, and how many holders.
+    pub(crate) held: (Duration, u64),
+    /// B: each holder's time in the critical section, µs.
+    pub(crate) holds: Histogram<u64>,
 }
 
 impl Sample {
@@ -229,6 +241,8 @@ impl Sample {
             overlaps: 0,
             lost_updates: false,
             computed: 0,
+            held: (Duration::ZERO, 0),
+            holds: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
 
@@ -254,6 +268,9 @@ impl Sample {
         self.overlaps += other.overlaps;
         self.lost_updates |= other.lost_updates;
         self.computed += other.computed;
+        self.held.0 += other.held.0;
+        self.held.1 += other.held.1;
+        let _ = self.holds.add(other.holds);
     }
 
     /// Operations per second of measuring time.
@@ -723,6 +740,10 @@ async fn native(client: &Client, load: Load, duration: Duration) -> Result<Sampl
         sample.lost_updates = report.counter != report.acquisitions();
         sample.per_worker = report.per_worker;
         sample.overlaps = report.overlaps;
+        sample.held = report.held;
+        for hold in &report.holds {
+            let _ = sample.holds.record(micros(*hold));
+        }
         return Ok(sample);
     }
     let inside = Arc::new(AtomicU32::new(0));
@@ -1047,7 +1068,7 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Vec<BenchResult>, Erro
                 names_per_lock: 1,
                 pipelined: false,
             };
-            let label = format!("B: {workers} workers, one name, ~1 ms hold (hand-off gap)");
+            let label = format!("B: {workers} workers, one name, 1 ms hold (hand-off gap)");
             let extra = Extra {
                 polling: true,
                 fair: options.fair,
@@ -1340,10 +1361,17 @@ fn row(
     let max = sample.per_worker.iter().max().copied().unwrap_or(0);
     let fairness = min as f64 / max.max(1) as f64;
     let wait_p99 = (!sample.waits.is_empty()).then(|| sample.waits.value_at_quantile(0.99));
+    let mean_hold = crate::demo::mean_hold(sample.held).map(micros);
+    let hold_p50 = (!sample.holds.is_empty()).then(|| sample.holds.value_at_quantile(0.5));
+    let wait_bound = mean_hold
+        .map(|hold| (1.5 * load.clients as f64 * (hold as f64 + floor_p50 as f64 / 2.0)) as u64);
     let ratio_to_floor = if contended {
         notes.push(format!(
-            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; acquire wait p99 {} µs; overlaps {}; counter {}",
+            "hand-off p50 {round_trips:.1} round trips; per worker min {min} / max {max} = {fairness:.2}; hold p50 {} µs, mean {} µs; acquire wait p99 {} µs (bound {} µs); overlaps {}; counter {}",
+            hold_p50.map_or("-".to_owned(), |h| h.to_string()),
+            mean_hold.map_or("-".to_owned(), |h| h.to_string()),
             wait_p99.map_or("-".to_owned(), |w| w.to_string()),
+            wait_bound.map_or("-".to_owned(), |b| b.to_string()),
             sample.overlaps,
             if sample.lost_updates { "LOST UPDATES" } else { "exact" },
         ));
@@ -1413,6 +1441,9 @@ fn row(
         fairness_min_over_max: contended.then_some(fairness),
         handoff_round_trips: contended.then_some(round_trips),
         acquire_wait_p99_us: wait_p99.filter(|_| contended),
+        mean_hold_us: mean_hold.filter(|_| contended),
+        hold_p50_us: hold_p50.filter(|_| contended),
+        acquire_wait_bound_us: wait_bound.filter(|_| contended),
         note: notes.join("; "),
     }
 }
@@ -1447,7 +1478,7 @@ pub(crate) fn table(results: &[BenchResult]) -> String {
 /// The guest path: guest apps linked to the lock component, on their own threads.
 #[cfg(feature = "component")]
 pub(crate) mod guest {
-    use super::{Error, Load, Sample, pick};
+    use super::{Error, Load, Sample, micros, pick};
     use crate::demo::Section;
     use distlock_host::component::{
         Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
@@ -1578,6 +1609,7 @@ pub(crate) mod guest {
                 total.per_worker = per_worker;
                 total.overlaps = section.overlaps();
                 total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
+                total.held = section.held();
                 (workers, Ok(total))
             })
             .await
@@ -1625,8 +1657,8 @@ pub(crate) mod guest {
                     if let Some(gap) = entry.handoff {
                         sample.record(gap);
                     }
-                    std::thread::sleep(hold);
-                    section.leave(entry);
+                    crate::hold::until_blocking(Instant::now() + hold);
+                    let _ = sample.holds.record(micros(section.leave(entry)));
                 }
                 let released = self.instance.release(&lease);
                 self.instance.drop_lease(lease).map_err(adapter_error)?;

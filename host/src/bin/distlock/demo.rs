@@ -60,6 +60,11 @@ pub(crate) struct DemoReport {
     pub(crate) overlaps: u64,
     /// The shared counter at the end (equals the acquisitions when nothing overlapped).
     pub(crate) counter: u64,
+    /// The holders' time in the critical section, summed, and how many holders left it.
+    pub(crate) held: (Duration, u64),
+    /// Each holder's time in the critical section, sorted (a loaded machine shows in the
+    /// tail: the median says how precise the hold itself is).
+    pub(crate) holds: Vec<Duration>,
     /// Hand-off gaps (release → next acquisition), sorted.
     pub(crate) handoffs: Vec<Duration>,
     /// How long each successful acquire took, from its call to its return, sorted.
@@ -79,6 +84,12 @@ impl DemoReport {
     #[must_use]
     pub(crate) fn acquisitions(&self) -> u64 {
         self.per_worker.iter().sum()
+    }
+
+    /// The holders' mean time in the critical section: the hold they really had.
+    #[must_use]
+    pub(crate) fn mean_hold(&self) -> Option<Duration> {
+        mean_hold(self.held)
     }
 
     /// The `q`-quantile (0..=1) of the hand-off gaps.
@@ -111,6 +122,11 @@ impl DemoReport {
             "acquisitions/s      {:.0}\n",
             total as f64 / self.elapsed.as_secs_f64().max(1e-9)
         ));
+        out.push_str(&format!("mean hold           {}\n", fmt(self.mean_hold())));
+        out.push_str(&format!(
+            "hold p50            {}\n",
+            fmt(quantile(&self.holds, 0.50))
+        ));
         out.push_str(&format!(
             "hand-off p50        {}\n",
             fmt(self.handoff_quantile(0.50))
@@ -139,6 +155,14 @@ impl DemoReport {
     }
 }
 
+/// A mean hold from the holds' summed time and their number (`None` for none).
+pub(crate) fn mean_hold((held, holds): (Duration, u64)) -> Option<Duration> {
+    // In whole nanoseconds: a mean of holds that each lasted their 1 ms is never read as less.
+    (holds > 0).then(|| {
+        Duration::from_nanos(u64::try_from(held.as_nanos() / u128::from(holds)).unwrap_or(u64::MAX))
+    })
+}
+
 /// The `q`-quantile (0..=1) of sorted durations.
 fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
     let last = sorted.len().checked_sub(1)?;
@@ -153,6 +177,9 @@ pub(crate) struct Section {
     counter: AtomicU64,
     /// When the last holder left, in µs since `origin`; 0: nobody yet.
     released_at: AtomicU64,
+    /// Every holder's time inside, from entering to leaving, µs, and how many holders.
+    held_us: AtomicU64,
+    holds: AtomicU64,
     origin: Instant,
 }
 
@@ -161,6 +188,7 @@ pub(crate) struct Entry {
     /// Time since the previous holder left (`None` for the first holder).
     pub(crate) handoff: Option<Duration>,
     seen: u64,
+    entered_us: u64,
 }
 
 impl Section {
@@ -170,6 +198,8 @@ impl Section {
             overlaps: AtomicU64::new(0),
             counter: AtomicU64::new(0),
             released_at: AtomicU64::new(0),
+            held_us: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
             origin: Instant::now(),
         }
     }
@@ -187,18 +217,30 @@ impl Section {
         Entry {
             handoff,
             seen: self.counter.load(Ordering::Acquire),
+            entered_us: now_us,
         }
     }
 
     /// Leaves (just before releasing): writes back the counter read on entry plus one —
-    /// racy on purpose, so two holders at once lose an update — and stamps the time.
-    pub(crate) fn leave(&self, entry: Entry) {
+    /// racy on purpose, so two holders at once lose an update — and stamps the time. Returns
+    /// how long this holder was inside.
+    pub(crate) fn leave(&self, entry: Entry) -> Duration {
         self.counter.store(entry.seen + 1, Ordering::Release);
         self.inside.store(false, Ordering::Release);
-        self.released_at.store(
-            self.origin.elapsed().as_micros().max(1) as u64,
-            Ordering::Release,
-        );
+        let now_us = self.origin.elapsed().as_micros().max(1) as u64;
+        self.released_at.store(now_us, Ordering::Release);
+        let held_us = now_us.saturating_sub(entry.entered_us);
+        self.held_us.fetch_add(held_us, Ordering::Relaxed);
+        self.holds.fetch_add(1, Ordering::Relaxed);
+        Duration::from_micros(held_us)
+    }
+
+    /// The holders' time inside, summed, and how many holders left: what the hold really was.
+    pub(crate) fn held(&self) -> (Duration, u64) {
+        (
+            Duration::from_micros(self.held_us.load(Ordering::Relaxed)),
+            self.holds.load(Ordering::Relaxed),
+        )
     }
 
     /// Times a holder found another inside.
@@ -262,8 +304,10 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
     });
     let mut handoffs = Vec::new();
     let mut waits = Vec::new();
+    let mut holds = Vec::new();
     for task in tasks {
         if let Ok(mut times) = task.await {
+            holds.append(&mut times.holds);
             handoffs.append(&mut times.handoffs);
             waits.append(&mut times.waits);
         }
@@ -274,10 +318,13 @@ pub(crate) async fn run(client: &Client, options: &DemoOptions) -> Result<DemoRe
     }
     handoffs.sort();
     waits.sort();
+    holds.sort();
     Ok(DemoReport {
         per_worker: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
         overlaps: shared.section.overlaps(),
         counter: shared.section.counter(),
+        held: shared.section.held(),
+        holds,
         handoffs,
         waits,
         errors: shared.errors.load(Ordering::Relaxed),
@@ -298,6 +345,7 @@ fn describe(client: &Client) -> String {
 /// What one worker timed.
 #[derive(Default)]
 struct Times {
+    holds: Vec<Duration>,
     handoffs: Vec<Duration>,
     waits: Vec<Duration>,
 }
@@ -339,9 +387,9 @@ async fn worker(
         if let Some(gap) = entry.handoff {
             times.handoffs.push(gap);
         }
-        tokio::time::sleep(options.hold).await;
+        crate::hold::until(Instant::now() + options.hold).await;
         count.fetch_add(1, Ordering::Relaxed);
-        shared.section.leave(entry);
+        times.holds.push(shared.section.leave(entry));
         if guard.release().await.is_err() {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }

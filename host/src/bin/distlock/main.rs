@@ -9,6 +9,7 @@ mod compute;
 mod demo;
 mod exec;
 mod exit;
+mod hold;
 mod output;
 #[cfg(feature = "component")]
 mod run;

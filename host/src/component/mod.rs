@@ -33,6 +33,7 @@
 
 // The layers, each importing only those above it:
 //   options                        settings and the adapter's error
+//   own_runtime                    a store's own runtime for its transport connections
 //   net, stop                      the way to the servers; stopping a guest
 //   resources                      what the resource table holds per WIT resource
 //   bindings                       the generated bindings (resources mapped in)
@@ -46,6 +47,7 @@ mod link;
 mod native;
 mod net;
 mod options;
+mod own_runtime;
 mod poll;
 mod resources;
 mod state;

@@ -41,7 +41,10 @@ use tokio::net::TcpStream;
 
 pub(crate) mod cluster;
 mod compute;
+mod cpu;
 mod rw;
+
+use cpu::ProcessCpu;
 
 use crate::demo::{self, DemoOptions};
 use distlock_core::LockOptions;
@@ -95,6 +98,9 @@ pub(crate) struct BenchResult {
     pub(crate) handoff_round_trips: Option<f64>,
     /// B: 99th percentile of one acquire's time, from its call to its return, µs.
     pub(crate) acquire_wait_p99_us: Option<u64>,
+    /// The bench process's CPU time per operation, µs: what the row's client spends (the
+    /// servers not counted).
+    pub(crate) client_cpu_us_per_op: Option<f64>,
     /// Fairness, comparisons with the other path.
     pub(crate) note: String,
 }
@@ -214,6 +220,8 @@ pub(crate) struct Sample {
     pub(crate) lost_updates: bool,
     /// G: values computed (the other calls got a stored value).
     pub(crate) computed: u64,
+    /// The bench process's CPU time over the measured slices (`None`: not measured).
+    pub(crate) cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -228,6 +236,7 @@ impl Sample {
             overlaps: 0,
             lost_updates: false,
             computed: 0,
+            cpu: None,
         }
     }
 
@@ -253,6 +262,17 @@ impl Sample {
         self.overlaps += other.overlaps;
         self.lost_updates |= other.lost_updates;
         self.computed += other.computed;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(mine), Some(theirs)) => Some(mine + theirs),
+            (mine, theirs) => mine.or(theirs),
+        };
+    }
+
+    /// The client's CPU time per operation, µs (`None`: not measured, or no operation).
+    #[must_use]
+    pub(crate) fn cpu_us_per_op(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.ops > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ops as f64)
     }
 
     /// Operations per second of measuring time.
@@ -837,13 +857,25 @@ pub(crate) async fn interleave(
     let mut samples: Vec<Sample> = workloads.iter().map(|_| Sample::new()).collect();
     for i in 0..slices {
         crate::output::tell_inline!("\r{label}: slice {}/{slices}   ", i + 1);
-        floor_sample.absorb(floor.run(slice).await?);
+        floor_sample.absorb(measured(floor.run(slice)).await?);
         for (workload, sample) in workloads.iter_mut().zip(samples.iter_mut()) {
-            sample.absorb(workload.run(slice).await?);
+            sample.absorb(measured(workload.run(slice)).await?);
         }
     }
     crate::output::tell_inline!("\r{label}: done{:20}\r", "");
     Ok((floor_sample, samples))
+}
+
+/// A slice's sample with the process CPU time it took (only one slice runs at a time).
+async fn measured(
+    slice: impl std::future::Future<Output = Result<Sample, Error>>,
+) -> Result<Sample, Error> {
+    let before = ProcessCpu::now();
+    let mut sample = slice.await?;
+    sample.cpu = ProcessCpu::now()
+        .zip(before)
+        .map(|(after, before)| after.since(before));
+    Ok(sample)
 }
 
 /// The rows a scenario runs beside its native row, in the same interleaved slices.
@@ -1397,6 +1429,15 @@ fn row(
             sample.quantile(0.5) as f64 / native_p50 as f64
         ));
     }
+    if let Some(cpu) = sample.cpu_us_per_op() {
+        let against_native = native
+            .filter(|_| path != "native")
+            .and_then(Sample::cpu_us_per_op)
+            .map_or(String::new(), |native| {
+                format!(" ({:.2}× the native path's)", cpu / native.max(1e-9))
+            });
+        notes.push(format!("client CPU {cpu:.1} µs per op{against_native}"));
+    }
     BenchResult {
         scenario: label.to_owned(),
         path: path.to_owned(),
@@ -1412,6 +1453,7 @@ fn row(
         fairness_min_over_max: contended.then_some(fairness),
         handoff_round_trips: contended.then_some(round_trips),
         acquire_wait_p99_us: wait_p99.filter(|_| contended),
+        client_cpu_us_per_op: sample.cpu_us_per_op(),
         note: notes.join("; "),
     }
 }
@@ -1545,15 +1587,21 @@ pub(crate) mod guest {
                         .enumerate()
                         .map(|(index, worker)| {
                             let section = Arc::clone(&section);
-                            scope
-                                .spawn(move || worker.slice(load, index as u64, duration, &section))
+                            // Named, so a profile tells the guests' threads from the runtime's.
+                            std::thread::Builder::new()
+                                .name(format!("guest-{index}"))
+                                .spawn_scoped(scope, move || {
+                                    worker.slice(load, index as u64, duration, &section)
+                                })
                         })
                         .collect();
                     handles
                         .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked")))
+                        .map(|h| match h {
+                            Ok(h) => h
+                                .join()
+                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked"))),
+                            Err(e) => Err(adapter_error(format!("starting a guest thread: {e}"))),
                         })
                         .collect()
                 });

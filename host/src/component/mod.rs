@@ -238,8 +238,10 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Compiles the lock component and prepares the linkers. `runtime` runs the connections
-    /// (a multi-threaded runtime: guests block on it from their own threads).
+    /// Compiles the lock component and prepares the linkers. `runtime` runs the native
+    /// driver's connections and the stop watchdogs (a multi-threaded runtime: guests block on
+    /// it from their own threads); the lock component's `transport` connections run on a
+    /// runtime of their store's own, driven by the guest's thread.
     pub fn new(
         options: AdapterOptions,
         runtime: tokio::runtime::Handle,

@@ -553,8 +553,9 @@ fn demo_reports_no_overlaps_and_an_exact_counter() {
 
 /// `distlock bench` against a given server: every row comes with the floor measured in the
 /// slices interleaved with it, A's ratio to that floor, B's overlap count (zero), exact
-/// counter, mean hold (never under the 1 ms it says) and issue #14's wait bound, R's and G's overlap counts (zero: no writer beside anyone, no two computations
-/// at once, as the holders saw it), and,
+/// counter, mean hold (never under the 1 ms it says) and issue #14's wait bound, R's and G's
+/// overlap counts (zero: no writer beside anyone, no two computations at once, as the holders
+/// saw it), the client's CPU per operation, and,
 /// with the component feature, the guest path beside the native one; with `--fair`, A and B
 /// also in fair mode, in the same slices; S's permits never more than its limit at once.
 #[test]
@@ -636,6 +637,13 @@ fn bench_reports_each_scenario_against_its_floor() {
         );
         assert!(row["ops_per_sec"].as_f64().expect("ops") > 0.0, "{row}");
         assert!(row["p50_us"].as_u64().expect("p50") <= row["p999_us"].as_u64().expect("p999"));
+        if cfg!(unix) {
+            // Operations were done, so the client spent CPU on them.
+            assert!(
+                row["client_cpu_us_per_op"].as_f64().expect("client CPU") > 0.0,
+                "{row}"
+            );
+        }
         if scenario.starts_with("B:") {
             assert_eq!(row["overlaps"].as_u64(), Some(0), "{row}");
             assert_eq!(row["counter_exact"].as_bool(), Some(true), "{row}");

@@ -12,6 +12,7 @@
 //!   key could expire.
 //! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
 //!   clear report, its lease is released, and the adapter keeps serving.
+//! - An instance holding open connections drops cleanly anywhere, even inside async code.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
 
@@ -1074,6 +1075,40 @@ fn lock_component_keeps_its_redlock_connections() {
             Some(0)
         );
     }
+}
+
+/// A store's `transport` connections run on a runtime of the store's own, driven by the
+/// thread that calls it. An instance holding open connections can still be dropped anywhere
+/// a Rust value can — here inside a task of another runtime, where dropping a runtime the
+/// ordinary way panics — and its connections close.
+#[test]
+fn an_instance_with_open_connections_drops_inside_async_code() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let connected = || server.info_number("clients", "connected_clients");
+    let before = connected();
+    let mut instance = adapter.lock_component(Limits::default()).expect("instance");
+    let client = instance
+        .open(&config_with_ttl(Duration::from_secs(30)))
+        .expect("open");
+    let name = unique_name("drop-async");
+    let lease = instance.try_acquire(&client, &name).expect("free lock");
+    instance.release(&lease).expect("release");
+    instance.drop_lease(lease).expect("drop");
+    assert!(connected() > before, "the instance holds no connection");
+    let dropped = shared()
+        .runtime
+        .block_on(async move { tokio::spawn(async move { drop(instance) }).await });
+    assert!(
+        dropped.is_ok(),
+        "dropping the instance inside a task panicked"
+    );
+    support::wait_for(
+        "the instance's connection to close",
+        Duration::from_secs(5),
+        || (connected() == before).then_some(()),
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@
 
 // The layers, each importing only those above it:
 //   options                        settings and the adapter's error
+//   own_runtime                    a store's own runtime for its transport connections
 //   net, stop                      the way to the servers; stopping a guest
 //   resources                      what the resource table holds per WIT resource
 //   bindings                       the generated bindings (resources mapped in)
@@ -46,6 +47,7 @@ mod link;
 mod native;
 mod net;
 mod options;
+mod own_runtime;
 mod poll;
 mod resources;
 mod state;
@@ -236,8 +238,10 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Compiles the lock component and prepares the linkers. `runtime` runs the connections
-    /// (a multi-threaded runtime: guests block on it from their own threads).
+    /// Compiles the lock component and prepares the linkers. `runtime` runs the native
+    /// driver's connections and the stop watchdogs (a multi-threaded runtime: guests block on
+    /// it from their own threads); the lock component's `transport` connections run on a
+    /// runtime of their store's own, driven by the guest's thread.
     pub fn new(
         options: AdapterOptions,
         runtime: tokio::runtime::Handle,

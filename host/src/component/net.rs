@@ -11,7 +11,9 @@ use super::options::{AdapterError, AdapterOptions};
 
 /// The way to the servers, shared by every store of an adapter.
 pub(crate) struct Net {
-    /// Runs the connections; guests block on it from their own threads.
+    /// Runs the native driver's connections and the stop watchdogs; guests block on it from
+    /// their own threads. (The lock component's `transport` connections run on their store's
+    /// own runtime instead: `own_runtime.rs`.)
     pub(crate) runtime: tokio::runtime::Handle,
     /// The configured nodes, as given.
     pub(crate) nodes: Vec<String>,

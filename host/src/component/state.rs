@@ -1,6 +1,7 @@
 //! [`HostState`]: what a guest's store holds — its WASI context and resource table, its
-//! limits and stop flag, the way to the servers, and the lock component's exports when the
-//! guest is linked to one — and the release of the leases a guest left behind.
+//! limits and stop flag, the way to the servers (and the runtime its `transport` connections
+//! run on), and the lock component's exports when the guest is linked to one — and the
+//! release of the leases a guest left behind.
 //!
 //! Invariant: every lease handed to a guest lives in the store's resource table until the
 //! guest drops it; whatever is left when the guest ends is released by
@@ -16,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::provider::exports::distlock::lock::distlock::Guest as ProviderApi;
 use super::net::Net;
 use super::options::Limits;
+use super::own_runtime::OwnRuntime;
 use super::resources::{Held, LeaseRecord, LinkedLease, NativeLease};
 use super::stop::{Halt, Limiter, Stop, StopFlag, Stopper};
 
@@ -27,6 +29,8 @@ pub(crate) struct HostState {
     provider: Option<ProviderApi>,
     limiter: Limiter,
     stop: StopFlag,
+    /// Drives the `transport` connections on the guest's thread; made by the first open.
+    own_runtime: Option<Arc<OwnRuntime>>,
 }
 
 impl HostState {
@@ -45,7 +49,19 @@ impl HostState {
             provider: None,
             limiter: stop.limiter(limits.memory),
             stop,
+            own_runtime: None,
         }
+    }
+
+    /// The store's own runtime, which every `transport` connection of the store is opened
+    /// on (one per store, made on first use).
+    pub(crate) fn own_runtime(&mut self) -> std::io::Result<Arc<OwnRuntime>> {
+        if let Some(runtime) = &self.own_runtime {
+            return Ok(Arc::clone(runtime));
+        }
+        let runtime = Arc::new(OwnRuntime::new()?);
+        self.own_runtime = Some(Arc::clone(&runtime));
+        Ok(runtime)
     }
 
     /// What host calls that can block wait through.

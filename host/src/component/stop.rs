@@ -5,11 +5,12 @@
 //! timer, by its [`Stopper`] (a signal to `distlock run`, say) or by the memory limiter
 //! ([`Limiter`]). Wasm code sees it at the next epoch tick ([`StopFlag::on_epoch`]); every
 //! host call that can block (the `transport` reads and writes, the native driver's acquire,
-//! extend and renew, WASI `poll`) waits on it beside its own work ([`Halt::block_on`]), so a
-//! guest blocked in the host is stopped as promptly as one that computes. Releasing is the
-//! one wait that is never cut short: it is what stopping is for. An acquire cut short may
-//! have been granted by a server in the instant before: the guest never got that lease, so
-//! nobody holds it, and it frees at its TTL.
+//! extend and renew, WASI `poll`) waits on it beside its own work ([`Halt::block_on`], or
+//! [`Halt::block_on_own`] on the store's own runtime), so a guest blocked in the host is
+//! stopped as promptly as one that computes. Releasing is the one wait that is never cut
+//! short: it is what stopping is for. An acquire cut short may have been granted by a server
+//! in the instant before: the guest never got that lease, so nobody holds it, and it frees
+//! at its TTL.
 //!
 //! Invariant: once raised, the flag keeps its first reason; the watchdog that raises it on
 //! time ends with the flag.
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
+
+use super::own_runtime::OwnRuntime;
 
 /// Why the host stopped a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,14 +188,28 @@ impl Halt {
     /// `work` is dropped (never started when the guest is already stopped) and the call
     /// traps, which ends the guest.
     pub(crate) fn block_on<F: Future>(&self, work: F) -> wasmtime::Result<F::Output> {
+        self.runtime.block_on(self.unless_stopped(work))
+    }
+
+    /// [`Halt::block_on`] on the store's own runtime, for work on the connections registered
+    /// with it (the lock component's `transport`): this thread drives their I/O itself.
+    pub(crate) fn block_on_own<F: Future>(
+        &self,
+        own: &OwnRuntime,
+        work: F,
+    ) -> wasmtime::Result<F::Output> {
+        own.block_on(self.unless_stopped(work))
+    }
+
+    /// `work`'s output, or the stop's trap if the guest is stopped first. The stop flag is a
+    /// `watch` channel: its wake-up reaches whichever runtime waits on it.
+    async fn unless_stopped<F: Future>(&self, work: F) -> wasmtime::Result<F::Output> {
         let mut stop = self.stop.clone();
-        self.runtime.block_on(async move {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(Option::is_some) => Err(stopped_trap()),
-                out = work => Ok(out),
-            }
-        })
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(Option::is_some) => Err(stopped_trap()),
+            out = work => Ok(out),
+        }
     }
 }
 

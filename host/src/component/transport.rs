@@ -1,6 +1,7 @@
 //! `distlock:lock/transport` for the lock component: byte streams to the configured nodes,
 //! opened by the native API's own connection code ([`Stream::connect`]: TCP, TLS for
-//! `rediss://`). Each call blocks the guest's thread on the adapter's tokio runtime.
+//! `rediss://`). Each call blocks the guest's thread, which drives the connections itself on
+//! the store's own runtime (`own_runtime.rs`: a reply wakes the guest's thread directly).
 //!
 //! Invariant: a connection opens only to an endpoint among the adapter's nodes; the
 //! component does the Redis handshake (and so authentication) itself. Every wait here ends
@@ -54,8 +55,9 @@ impl transport::HostConnection for HostState {
     ) -> wasmtime::Result<Result<(), TransportError>> {
         let halt = self.halt();
         let conn = self.table.get_mut(&conn)?;
+        let (stream, runtime) = (&mut conn.stream, &conn.runtime);
         Ok(halt
-            .block_on(conn.stream.write_all(&bytes))?
+            .block_on_own(runtime, stream.write_all(&bytes))?
             .map_err(|e| io_error(&e)))
     }
 
@@ -66,11 +68,14 @@ impl transport::HostConnection for HostState {
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, TransportError>> {
         let halt = self.halt();
-        let (stream, buf) = self.table.get_mut(&conn)?.parts(max_len);
+        let conn = self.table.get_mut(&conn)?;
+        let runtime = conn.runtime();
+        let (stream, buf) = conn.parts(max_len);
         let timeout = Duration::from_millis(timeout_ms);
         // The timer is made inside `block_on`: it needs the runtime's context.
-        let result =
-            halt.block_on(async { tokio::time::timeout(timeout, stream.read(buf)).await })?;
+        let result = halt.block_on_own(&runtime, async {
+            tokio::time::timeout(timeout, stream.read(buf)).await
+        })?;
         Ok(read_result(result, buf))
     }
 
@@ -111,8 +116,16 @@ impl transport::Host for HostState {
             sentinel_password: None,
         };
         let timeout = Duration::from_millis(timeout_ms);
+        let runtime = match self.own_runtime() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                return Ok(Err(TransportError::Connect(format!(
+                    "cannot connect to {target}: no runtime for the connection ({e})"
+                ))));
+            }
+        };
         let net = &self.net;
-        let opened = self.halt().block_on(async {
+        let opened = self.halt().block_on_own(&runtime, async {
             tokio::time::timeout(timeout, Stream::connect(&target, &net.connect)).await
         })?;
         let stream = match opened {
@@ -127,6 +140,7 @@ impl transport::Host for HostState {
         Ok(Ok(self.table.push(Connection {
             stream,
             buf: Vec::new(),
+            runtime,
         })?))
     }
 
@@ -150,11 +164,12 @@ impl transport::Host for HostState {
             })?;
             conns.push((index, conn));
         }
-        if conns.is_empty() {
+        // Every connection of a store runs on the store's one runtime.
+        let Some(runtime) = conns.first().map(|(_, conn)| conn.runtime()) else {
             // Nothing to read from: a plain wait.
             halt.block_on(async { tokio::time::sleep(timeout).await })?;
             return Ok(Ok(None));
-        }
+        };
         let reads = conns.into_iter().map(|(index, conn)| {
             Box::pin(async move {
                 let (stream, buf) = conn.parts(max_len);
@@ -163,8 +178,9 @@ impl transport::Host for HostState {
             })
         });
         let reads: Vec<_> = reads.collect();
-        let first =
-            halt.block_on(async { tokio::time::timeout(timeout, first_ready(reads)).await })?;
+        let first = halt.block_on_own(&runtime, async {
+            tokio::time::timeout(timeout, first_ready(reads)).await
+        })?;
         Ok(match first {
             Err(_elapsed) => Ok(None),
             Ok((index, Ok(bytes))) if bytes.is_empty() => Err(Failed {

@@ -41,7 +41,10 @@ use tokio::net::TcpStream;
 
 pub(crate) mod cluster;
 mod compute;
+mod cpu;
 mod rw;
+
+use cpu::ProcessCpu;
 
 use crate::demo::{self, DemoOptions};
 use distlock_core::LockOptions;
@@ -104,6 +107,9 @@ pub(crate) struct BenchResult {
     /// B: issue #14's bound on the acquire-wait p99, 1.5 × workers × (hold + 1 round trip),
     /// with the mean hold measured and half the floor pair's p50 as the round trip, µs.
     pub(crate) acquire_wait_bound_us: Option<u64>,
+    /// The bench process's CPU time per operation, µs: what the row's client spends (the
+    /// servers not counted).
+    pub(crate) client_cpu_us_per_op: Option<f64>,
     /// Fairness, comparisons with the other path.
     pub(crate) note: String,
 }
@@ -227,6 +233,8 @@ pub(crate) struct Sample {
     pub(crate) held: (Duration, u64),
     /// B: each holder's time in the critical section, µs.
     pub(crate) holds: Histogram<u64>,
+    /// The bench process's CPU time over the measured slices (`None`: not measured).
+    pub(crate) cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -243,6 +251,7 @@ impl Sample {
             computed: 0,
             held: (Duration::ZERO, 0),
             holds: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            cpu: None,
         }
     }
 
@@ -271,6 +280,17 @@ impl Sample {
         self.held.0 += other.held.0;
         self.held.1 += other.held.1;
         let _ = self.holds.add(other.holds);
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(mine), Some(theirs)) => Some(mine + theirs),
+            (mine, theirs) => mine.or(theirs),
+        };
+    }
+
+    /// The client's CPU time per operation, µs (`None`: not measured, or no operation).
+    #[must_use]
+    pub(crate) fn cpu_us_per_op(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.ops > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ops as f64)
     }
 
     /// Operations per second of measuring time.
@@ -859,13 +879,25 @@ pub(crate) async fn interleave(
     let mut samples: Vec<Sample> = workloads.iter().map(|_| Sample::new()).collect();
     for i in 0..slices {
         crate::output::tell_inline!("\r{label}: slice {}/{slices}   ", i + 1);
-        floor_sample.absorb(floor.run(slice).await?);
+        floor_sample.absorb(measured(floor.run(slice)).await?);
         for (workload, sample) in workloads.iter_mut().zip(samples.iter_mut()) {
-            sample.absorb(workload.run(slice).await?);
+            sample.absorb(measured(workload.run(slice)).await?);
         }
     }
     crate::output::tell_inline!("\r{label}: done{:20}\r", "");
     Ok((floor_sample, samples))
+}
+
+/// A slice's sample with the process CPU time it took (only one slice runs at a time).
+async fn measured(
+    slice: impl std::future::Future<Output = Result<Sample, Error>>,
+) -> Result<Sample, Error> {
+    let before = ProcessCpu::now();
+    let mut sample = slice.await?;
+    sample.cpu = ProcessCpu::now()
+        .zip(before)
+        .map(|(after, before)| after.since(before));
+    Ok(sample)
 }
 
 /// The rows a scenario runs beside its native row, in the same interleaved slices.
@@ -1426,6 +1458,15 @@ fn row(
             sample.quantile(0.5) as f64 / native_p50 as f64
         ));
     }
+    if let Some(cpu) = sample.cpu_us_per_op() {
+        let against_native = native
+            .filter(|_| path != "native")
+            .and_then(Sample::cpu_us_per_op)
+            .map_or(String::new(), |native| {
+                format!(" ({:.2}× the native path's)", cpu / native.max(1e-9))
+            });
+        notes.push(format!("client CPU {cpu:.1} µs per op{against_native}"));
+    }
     BenchResult {
         scenario: label.to_owned(),
         path: path.to_owned(),
@@ -1444,6 +1485,7 @@ fn row(
         mean_hold_us: mean_hold.filter(|_| contended),
         hold_p50_us: hold_p50.filter(|_| contended),
         acquire_wait_bound_us: wait_bound.filter(|_| contended),
+        client_cpu_us_per_op: sample.cpu_us_per_op(),
         note: notes.join("; "),
     }
 }
@@ -1577,15 +1619,21 @@ pub(crate) mod guest {
                         .enumerate()
                         .map(|(index, worker)| {
                             let section = Arc::clone(&section);
-                            scope
-                                .spawn(move || worker.slice(load, index as u64, duration, &section))
+                            // Named, so a profile tells the guests' threads from the runtime's.
+                            std::thread::Builder::new()
+                                .name(format!("guest-{index}"))
+                                .spawn_scoped(scope, move || {
+                                    worker.slice(load, index as u64, duration, &section)
+                                })
                         })
                         .collect();
                     handles
                         .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked")))
+                        .map(|h| match h {
+                            Ok(h) => h
+                                .join()
+                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked"))),
+                            Err(e) => Err(adapter_error(format!("starting a guest thread: {e}"))),
                         })
                         .collect()
                 });

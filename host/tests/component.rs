@@ -14,7 +14,9 @@
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
+//! - Get-or-compute for guest apps (`client.get-or-lock`, `computation`): `component_compute`.
 
+mod component_compute;
 mod support;
 
 use std::sync::OnceLock;

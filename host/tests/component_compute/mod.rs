@@ -422,10 +422,17 @@ fn get_or_lock_refuses_typed_and_writes_nothing_on_every_path() {
         }
 
         // Dropped unfinished: no I/O in the destructor; given up at the client's next call
-        // (the lock component's own queue), or in the background (served natively).
+        // (the lock component's own queue), or in the background (served natively). The
+        // lock's TTL outlasts every wait here, so only a give-up frees it.
+        let long_lived = instance
+            .open(&wit::Config {
+                ttl_ms: Some(2 * LIMIT.as_millis() as u64),
+                ..one()
+            })
+            .expect("open");
         let dropped = unique_name("component-compute-drop");
         let Fetched::Computing(computation) = instance
-            .get_or_lock(&client, &dropped, Duration::ZERO)
+            .get_or_lock(&long_lived, &dropped, Duration::ZERO)
             .expect("get-or-lock")
         else {
             panic!("{via:?}: missing");
@@ -437,14 +444,20 @@ fn get_or_lock_refuses_typed_and_writes_nothing_on_every_path() {
                 "{via:?}: the destructor sent the give-up itself"
             );
             let other = unique_name("component-compute-next");
-            let lease = instance.try_acquire(&client, &other).expect("next call");
+            let lease = instance
+                .try_acquire(&long_lived, &other)
+                .expect("next call");
+            assert!(
+                !exists(server, &lock_key(&dropped)),
+                "{via:?}: the client's next call did not give the dropped computation up"
+            );
             instance.drop_lease(lease).expect("drop");
         }
         wait_for("the dropped computation given up", LIMIT, || {
             (!exists(server, &lock_key(&dropped))).then_some(())
         });
         assert!(!exists(server, &value_key(&dropped)), "{via:?}: stored");
-        for client in [client, redlock, fenced, fair, scriptless] {
+        for client in [client, long_lived, redlock, fenced, fair, scriptless] {
             instance.drop_client(client).expect("drop client");
         }
     }

@@ -26,6 +26,7 @@ pub struct ComputationHandle(ResourceAny);
 
 /// What [`LockInstance::get_or_lock`] found.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Fetched {
     /// The cached value.
     Value(Vec<u8>),

@@ -443,13 +443,22 @@ impl FinishCompute {
         value_ttl: Duration,
         now: Instant,
     ) -> Result<Self, ConfigError> {
+        Self::check_store(value, value_ttl)?;
+        Self::new(lock, token, servers, Some((value, value_ttl)), now)
+    }
+
+    /// Whether [`FinishCompute::store`] takes `value` for `value_ttl`: a value up to
+    /// [`MAX_VALUE_LEN`] bytes ([`ConfigError::ValueTooLong`]), a TTL from 1 ms up to the
+    /// lock's bound ([`ConfigError::BadTtl`]). For a driver that must know before it commits
+    /// to storing (a refused store changes nothing).
+    pub fn check_store(value: &[u8], value_ttl: Duration) -> Result<(), ConfigError> {
         if value.len() > MAX_VALUE_LEN {
             return Err(ConfigError::ValueTooLong { len: value.len() });
         }
         if value_ttl.is_zero() || value_ttl > crate::limits::MAX_TTL {
             return Err(ConfigError::BadTtl);
         }
-        Self::new(lock, token, servers, Some((value, value_ttl)), now)
+        Ok(())
     }
 
     /// Gives the computation up: releases the lock, if `token` still holds it, and wakes one

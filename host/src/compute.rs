@@ -69,6 +69,8 @@ pub enum ComputeError<E = std::convert::Infallible> {
     /// The wait ran out while another caller computed (the value is not there yet).
     #[error("the value was not computed within the wait (another caller is computing it)")]
     NotAcquired {
+        /// How many times the value was asked for, the first included.
+        attempts: u32,
         /// How long the computer's lock had left at the last look, when known.
         holder_ttl: Option<Duration>,
     },
@@ -164,6 +166,15 @@ impl Computation {
         }
         self.client.abandon(&self.lock, &self.token).await;
     }
+
+    /// [`Computation::abandon`], saying how it went: `Err(`[`distlock_core::Error::NotHeld`]`)`
+    /// when the lock was no longer this computation's (nothing to give up).
+    pub(crate) async fn give_up(mut self) -> Result<(), Error> {
+        if let Some(guard) = self.guard.take() {
+            guard.disarm();
+        }
+        self.client.give_up(&self.lock, &self.token).await
+    }
 }
 
 impl Drop for Computation {
@@ -189,7 +200,13 @@ impl ComputeError {
     /// [`Client::begin_compute`] or [`Computation::store`] has none of its own).
     fn widen<E>(self) -> ComputeError<E> {
         match self {
-            ComputeError::NotAcquired { holder_ttl } => ComputeError::NotAcquired { holder_ttl },
+            ComputeError::NotAcquired {
+                attempts,
+                holder_ttl,
+            } => ComputeError::NotAcquired {
+                attempts,
+                holder_ttl,
+            },
             ComputeError::Compute(never) => match never {},
             ComputeError::LockLost => ComputeError::LockLost,
             ComputeError::Client(e) => ComputeError::Client(e),
@@ -271,7 +288,8 @@ impl Client {
         key: impl AsRef<[u8]>,
         options: ComputeOptions,
     ) -> Result<Begun, ComputeError> {
-        self.begin_compute_cancellable(key.as_ref(), options, None)
+        let lock_options = self.compute_lock_options(options);
+        self.begin_compute_cancellable(key.as_ref(), lock_options, options.wait, true, None)
             .await
     }
 
@@ -284,23 +302,45 @@ impl Client {
         options: ComputeOptions,
         cancel: impl Future<Output = ()> + Send,
     ) -> Result<Begun, ComputeError> {
-        self.begin_compute_cancellable(key.as_ref(), options, Some(Box::pin(cancel)))
+        let lock_options = self.compute_lock_options(options);
+        let cancel = Some(Box::pin(cancel) as _);
+        self.begin_compute_cancellable(key.as_ref(), lock_options, options.wait, true, cancel)
             .await
+    }
+
+    /// [`Client::begin_compute`] for a holder that renews by hand (a WebAssembly guest's
+    /// `computation.renew`, one [`Guard::renew_due`] at a time): the computation's lock is
+    /// taken with `options` (its TTL, and the settings the core checks), and no background
+    /// task renews it.
+    pub(crate) async fn begin_compute_renewed_by_hand(
+        &self,
+        key: &[u8],
+        options: LockOptions,
+        wait: Duration,
+    ) -> Result<Begun, ComputeError> {
+        self.begin_compute_cancellable(key, options, wait, false, None)
+            .await
+    }
+
+    /// The client's lock options with the computation lock's TTL.
+    fn compute_lock_options(&self, options: ComputeOptions) -> LockOptions {
+        LockOptions {
+            ttl: from_std(options.lock_ttl),
+            ..self.default_options()
+        }
     }
 
     async fn begin_compute_cancellable(
         &self,
         key: &[u8],
-        options: ComputeOptions,
+        lock_options: LockOptions,
+        wait: Duration,
+        auto_renew: bool,
         cancel: crate::drive::Cancel<'_>,
     ) -> Result<Begun, ComputeError> {
-        let lock_options = LockOptions {
-            ttl: from_std(options.lock_ttl),
-            ..self.default_options()
-        };
         let lock = self.lock_spec(key, lock_options)?;
         let token = Token::from_entropy(random_bytes());
-        let wait = from_std(options.wait);
+        let wait = from_std(wait);
         let fetched = run_until(
             self.pool(),
             |servers, now| GetOrLock::new(&lock, token.clone(), servers, wait, now),
@@ -312,15 +352,19 @@ impl Client {
             Ok(Fetched::Value(value)) => return Ok(Begun::Value(value)),
             Ok(Fetched::Computing(lease)) => lease,
             Ok(_) => return Err(Error::Lock(distlock_core::Error::Cancelled).into()),
-            Err(distlock_core::Error::NotAcquired { holder_ttl, .. }) => {
+            Err(distlock_core::Error::NotAcquired {
+                attempts,
+                holder_ttl,
+            }) => {
                 return Err(ComputeError::NotAcquired {
+                    attempts,
                     holder_ttl: holder_ttl.map(crate::clock::to_std),
                 });
             }
             Err(e) => return Err(Error::Lock(e).into()),
         };
         let token = lease.token().clone();
-        let guard = Guard::new(self.clone(), lock.clone(), lease, true);
+        let guard = Guard::new(self.clone(), lock.clone(), lease, auto_renew);
         Ok(Begun::Compute(Box::new(Computation {
             client: self.clone(),
             lock,
@@ -332,13 +376,7 @@ impl Client {
     /// Gives a failed computation up (releases its lock, wakes one waiter); a failure here
     /// leaves the lock to expire at its TTL, when the waiters take over anyway.
     async fn abandon(&self, lock: &distlock_core::Lock, token: &Token) {
-        let result = run(self.pool(), |servers, now| {
-            FinishCompute::abandon(lock, token, servers, now)
-        })
-        .await
-        .map_err(Error::from)
-        .and_then(|outcome| outcome.map_err(Error::Lock));
-        match result {
+        match self.give_up(lock, token).await {
             Ok(_) => {}
             // The lock is no longer this caller's: there is nothing to give up.
             Err(Error::Lock(distlock_core::Error::NotHeld)) => {}
@@ -346,5 +384,29 @@ impl Client {
                 tracing::warn!(error = %e, "giving up a computation failed; its lock expires at its TTL");
             }
         }
+    }
+
+    /// Gives up the computation `token` holds the lock of: releases the lock and wakes one
+    /// waiter; `Err(`[`distlock_core::Error::NotHeld`]`)` when the token no longer held it.
+    async fn give_up(&self, lock: &distlock_core::Lock, token: &Token) -> Result<(), Error> {
+        run(self.pool(), |servers, now| {
+            FinishCompute::abandon(lock, token, servers, now)
+        })
+        .await
+        .map_err(Error::from)
+        .and_then(|outcome| outcome.map(|_| ()).map_err(Error::Lock))
+    }
+
+    /// Gives up the computation of `name` whose lock `token` holds (a computation a guest
+    /// left behind: only its name, token and options are known), taken with `options`.
+    pub(crate) async fn give_up_computation(
+        &self,
+        name: &str,
+        token: &str,
+        options: LockOptions,
+    ) -> Result<(), Error> {
+        let lock = self.lock_spec(name.as_bytes(), options)?;
+        let token = Token::new(token.as_bytes())?;
+        self.give_up(&lock, &token).await
     }
 }

@@ -15,7 +15,9 @@
 //! - An instance holding open connections drops cleanly anywhere, even inside async code.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
+//! - Get-or-compute for guest apps (`client.get-or-lock`, `computation`): `component_compute`.
 
+mod component_compute;
 mod support;
 
 use std::sync::OnceLock;

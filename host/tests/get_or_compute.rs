@@ -233,6 +233,7 @@ async fn the_embedded_store_computes_once_for_concurrent_callers() {
         matches!(
             refused,
             ComputeError::NotAcquired {
+                attempts: 1..,
                 holder_ttl: Some(_)
             }
         ),

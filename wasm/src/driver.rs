@@ -19,6 +19,14 @@
 //! a whole request timeout without a reply byte (a node frozen while connected) is closed
 //! when its operation ends and reported to the session as silent, which backs the node off:
 //! such a node costs one operation a request timeout, not every one after it.
+//!
+//! Two kinds of machine run here ([`Runnable`]): the lock machines ([`Machine`]), which take
+//! over a connection that still owes an earlier operation replies and need no node to be
+//! open; and the core's conversations (get-or-compute's [`GetOrLock`] and [`FinishCompute`]),
+//! which send their first command at once and cannot skip an earlier operation's replies.
+//! Before a conversation, a connection owing replies is reconnected and the handshakes under
+//! way are waited for (each bounded by the session's handshake deadline), so a conversation
+//! starts on connections that owe nothing, or finds its node down.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -31,7 +39,7 @@ use distlock_core::{
     ConfigError, ConnectOutcome, Credentials, Duration, Handshake, Instant, NodeState, ServerInfo,
     Session, SessionOptions,
 };
-use distlock_core::{Machine, Operation};
+use distlock_core::{Driven, FinishCompute, GetOrLock, Machine, Operation};
 
 use crate::api;
 use crate::bindings::distlock::lock::transport::{self, Connection, Endpoint, TransportError};
@@ -270,6 +278,65 @@ fn connect_deadline(links: &[Link], session: &Session<MAX_NODES>) -> Option<Inst
     }
 }
 
+/// A machine this driver runs: what it needs beyond [`Driven`] to share connections with
+/// the operations before and after it.
+pub(crate) trait Runnable: Driven {
+    /// Whether the machine can take a connection that still owes an earlier operation
+    /// replies ([`Runnable::discard_replies`]); a conversation cannot.
+    const TAKES_OWED_REPLIES: bool;
+
+    /// `node`'s connection still owes an earlier operation `replies` replies: skip them, or
+    /// say false (the connection cannot be used).
+    fn discard_replies(&mut self, node: usize, replies: u32) -> bool;
+
+    /// After the outcome: what `node`'s connection still owes this machine (`None`: out of
+    /// step, reconnect it).
+    fn handover(&self, node: usize) -> Option<u32>;
+
+    /// `node`'s handshake completed while the machine ran, for the server it was built for.
+    fn join(&mut self, node: usize, now: Instant);
+}
+
+impl<Op: Operation> Runnable for Machine<Op, MAX_NODES> {
+    const TAKES_OWED_REPLIES: bool = true;
+
+    fn discard_replies(&mut self, node: usize, replies: u32) -> bool {
+        Machine::discard_replies(self, node, replies)
+    }
+
+    fn handover(&self, node: usize) -> Option<u32> {
+        Machine::handover(self, node)
+    }
+
+    /// Joins as a fresh connection that owes nothing: the machine asks that node again.
+    fn join(&mut self, node: usize, now: Instant) {
+        self.handle_disconnect(node, now);
+    }
+}
+
+/// A conversation: one command at a time from its start, on a connection that owes nothing.
+macro_rules! conversation {
+    ($machine:ty) => {
+        impl Runnable for $machine {
+            const TAKES_OWED_REPLIES: bool = false;
+
+            fn discard_replies(&mut self, _node: usize, replies: u32) -> bool {
+                replies == 0
+            }
+
+            fn handover(&self, node: usize) -> Option<u32> {
+                self.owed_replies(node)
+            }
+
+            /// A node that was not open when the conversation started has already failed
+            /// its part: nothing to rejoin.
+            fn join(&mut self, _node: usize, _now: Instant) {}
+        }
+    };
+}
+conversation!(GetOrLock);
+conversation!(FinishCompute);
+
 /// The nodes of one client and a connection to each.
 pub(crate) struct Servers {
     nodes: Vec<Node>,
@@ -399,10 +466,10 @@ impl Servers {
     /// Starts connecting nodes that are down (without waiting for them), builds the machine
     /// (telling it what each connection still owes the previous one), drives it to its
     /// outcome, and keeps the connections.
-    pub(crate) fn run<Op: Operation>(
+    pub(crate) fn run<M: Runnable>(
         &self,
-        build: impl FnOnce(&[ServerInfo], Instant) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
-    ) -> Result<Op::Outcome, api::Error> {
+        build: impl FnOnce(&[ServerInfo], Instant) -> Result<M, ConfigError>,
+    ) -> Result<M::Outcome, api::Error> {
         // Calls into one component instance never nest, so the links are never borrowed here.
         let (Ok(mut links), Ok(mut session)) =
             (self.links.try_borrow_mut(), self.session.try_borrow_mut())
@@ -415,6 +482,9 @@ impl Servers {
         // Reconnect what the session says is due (a lost node at once, a failed one after its
         // pause), without waiting for it.
         tend(&self.nodes, &mut links, session, self.connect_timeout);
+        if !M::TAKES_OWED_REPLIES {
+            self.ready_for_conversation(&mut links, session);
+        }
         let servers: Vec<ServerInfo> = links
             .iter()
             .map(|l| match &l.slot {
@@ -423,9 +493,11 @@ impl Servers {
             })
             .collect();
         let mut machine = build(&servers, now()).map_err(convert::config_error)?;
-        for (node, link) in links.iter().enumerate() {
-            if let Slot::Open(conn) = &link.slot {
-                machine.discard_replies(node, conn.owed);
+        for (node, link) in links.iter_mut().enumerate() {
+            if let Slot::Open(conn) = &link.slot
+                && !machine.discard_replies(node, conn.owed)
+            {
+                link.lose(session, node);
             }
         }
         let (outcome, unanswered_since) =
@@ -458,19 +530,68 @@ impl Servers {
         }
         Ok(outcome)
     }
+
+    /// Readies the connections for a conversation: one that owes an earlier operation replies
+    /// is reconnected, and every handshake under way (those included) is waited for until it
+    /// completes or the session gives it up (its request timeout).
+    fn ready_for_conversation(&self, links: &mut [Link], session: &mut Session<MAX_NODES>) {
+        let mut owing = false;
+        for (node, link) in links.iter_mut().enumerate() {
+            if let Slot::Open(conn) = &link.slot
+                && conn.owed > 0
+            {
+                link.lose(session, node);
+                owing = true;
+            }
+        }
+        if owing {
+            tend(&self.nodes, links, session, self.connect_timeout);
+        }
+        while links.iter().any(|l| matches!(l.slot, Slot::Connecting(_))) {
+            let until = connect_deadline(links, session);
+            let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
+            match receive(links, wait_ms) {
+                Received::Bytes(node, bytes) => {
+                    if let (Some(spec), Some(link)) = (self.nodes.get(node), links.get_mut(node)) {
+                        link.step_handshake(spec, node, session, Some(&bytes));
+                    }
+                }
+                Received::Nothing => {
+                    for (node, (spec, link)) in self.nodes.iter().zip(links.iter_mut()).enumerate()
+                    {
+                        link.step_handshake(spec, node, session, None);
+                    }
+                }
+                Received::Lost(node) => {
+                    if let (Some(spec), Some(link)) = (self.nodes.get(node), links.get_mut(node)) {
+                        if link.is_open() {
+                            link.lose(session, node);
+                        } else {
+                            let why = format!(
+                                "cannot connect to {}: the server closed the connection",
+                                spec.shown
+                            );
+                            link.fail(session, node, why);
+                        }
+                    }
+                }
+            }
+            abandon_silent(&self.nodes, links, session);
+        }
+    }
 }
 
 /// The loop of `distlock_core::machine`: send what the machine asks, feed what arrives,
 /// honour its deadline; handshakes under way progress in the same waits. `built` is the
 /// server each node's part of the machine was built for. Returns the outcome and, for each
 /// node, since when a request sent to it has gone without any reply bytes.
-fn drive<Op: Operation>(
-    machine: &mut Machine<Op, MAX_NODES>,
+fn drive<M: Runnable>(
+    machine: &mut M,
     nodes: &[Node],
     links: &mut [Link],
     session: &mut Session<MAX_NODES>,
     built: &[ServerInfo],
-) -> (Op::Outcome, Vec<Option<Instant>>) {
+) -> (M::Outcome, Vec<Option<Instant>>) {
     let mut out = vec![0u8; 1024];
     let mut unanswered_since: Vec<Option<Instant>> = vec![None; links.len()];
     loop {
@@ -559,8 +680,8 @@ fn drive<Op: Operation>(
 
 /// Gives handshakes whose deadline passed their timeout, and closes those the session gave
 /// up on. Nothing new is opened mid-operation (an open may block): the next operation does.
-fn settle_handshakes<Op: Operation>(
-    machine: &mut Machine<Op, MAX_NODES>,
+fn settle_handshakes<M: Runnable>(
+    machine: &mut M,
     nodes: &[Node],
     links: &mut [Link],
     session: &mut Session<MAX_NODES>,
@@ -577,16 +698,11 @@ fn settle_handshakes<Op: Operation>(
 /// A node whose handshake just completed joins the running machine, as a fresh connection
 /// that owes nothing, if the machine was built for the server it found; else it waits, open,
 /// for the next operation.
-fn join<Op: Operation>(
-    machine: &mut Machine<Op, MAX_NODES>,
-    node: usize,
-    link: &Link,
-    built: &[ServerInfo],
-) {
+fn join<M: Runnable>(machine: &mut M, node: usize, link: &Link, built: &[ServerInfo]) {
     if let Slot::Open(conn) = &link.slot
         && built.get(node) == Some(&conn.server)
     {
-        machine.handle_disconnect(node, now());
+        machine.join(node, now());
     }
 }
 

@@ -8,8 +8,9 @@
 //! Everything the lock decides — commands, retries, quorum, fencing, validity, when to renew
 //! a lease and when it is lost — is `distlock-core`'s; this crate is the driver loop of
 //! `distlock_core::machine` over blocking `transport` calls ([`driver`]), a lease's renewal
-//! schedule ([`Renewal`]) run one `lease.renew` call at a time, the conversion of node URLs
-//! ([`url`]) and of errors ([`convert`]), and the glue a `no_std` component needs ([`rt`]).
+//! schedule ([`Renewal`]) run one `lease.renew` call at a time, get-or-compute's
+//! computations ([`compute`]), the conversion of node URLs ([`url`]) and of errors
+//! ([`convert`]), and the glue a `no_std` component needs ([`rt`]).
 //!
 //! Built for `wasm32-wasip2` only (`cargo build --release --target wasm32-wasip2`); the
 //! target's linker turns the module into a component.
@@ -17,6 +18,7 @@
 
 extern crate alloc;
 
+mod compute;
 mod convert;
 mod driver;
 mod rt;
@@ -55,6 +57,7 @@ struct Component;
 impl api::Guest for Component {
     type Client = Client;
     type Lease = Lease;
+    type Computation = compute::Computation;
 }
 
 /// Milliseconds on the runtime's monotonic clock, as the core wants time.
@@ -82,6 +85,9 @@ struct Shared {
     servers: Servers,
     layout: KeyLayout,
     options: LockOptions,
+    /// Computations the guest dropped unfinished, given up at the client's next call (a
+    /// destructor does no network I/O).
+    dropped: compute::Dropped,
 }
 
 /// `distlock.client`.
@@ -118,15 +124,18 @@ impl api::GuestClient for Client {
                 servers,
                 layout,
                 options,
+                dropped: compute::Dropped::default(),
             }),
         }))
     }
 
     fn acquire(&self, name: String, wait_ms: u64) -> Result<api::Lease, api::Error> {
+        self.shared.give_up_dropped();
         self.acquire_within(name, Shape::Lock, Duration::from_millis(wait_ms))
     }
 
     fn try_acquire(&self, name: String) -> Result<api::Lease, api::Error> {
+        self.shared.give_up_dropped();
         self.acquire_within(name, Shape::Lock, Duration::ZERO)
     }
 
@@ -136,6 +145,7 @@ impl api::GuestClient for Client {
         shape: api::Shape,
         wait_ms: u64,
     ) -> Result<api::Lease, api::Error> {
+        self.shared.give_up_dropped();
         self.acquire_within(
             name,
             convert::core_shape(&shape),
@@ -144,10 +154,16 @@ impl api::GuestClient for Client {
     }
 
     fn acquire_many(&self, names: Vec<String>, wait_ms: u64) -> Result<api::Lease, api::Error> {
+        self.shared.give_up_dropped();
         let shared = &self.shared;
         let lock = distlock_core::wit::multi_lock(shared.layout.clone(), &names, shared.options)
             .map_err(convert::config_error)?;
         self.acquire_lock(names.join(", "), lock, Duration::from_millis(wait_ms))
+    }
+
+    fn get_or_lock(&self, name: String, wait_ms: u64) -> Result<api::Fetched, api::Error> {
+        self.shared.give_up_dropped();
+        compute::get_or_lock(&self.shared, name, Duration::from_millis(wait_ms))
     }
 }
 
@@ -183,22 +199,7 @@ impl Client {
             .servers
             .run(|servers, now| Acquire::<MAX_NODES>::new(&lock, token, servers, wait, now, seed))?
             .map_err(convert::lock_error)?;
-        let renewal = Renewal::new(
-            shared.options.ttl,
-            lease.started(),
-            lease.valid_until(),
-            crate::seed(),
-        );
-        Ok(api::Lease::new(Lease {
-            shared: Rc::clone(shared),
-            name,
-            lock,
-            token: lease.token().clone(),
-            fence: lease.fence(),
-            valid_until: Cell::new(lease.valid_until()),
-            renewal: RefCell::new(renewal),
-            released: Cell::new(false),
-        }))
+        Ok(api::Lease::new(Lease::holding(shared, name, lock, &lease)))
     }
 }
 
@@ -314,6 +315,39 @@ impl api::GuestLease for Lease {
 }
 
 impl Lease {
+    /// The lease of `lock` (known to the guest as `name`) that `lease` holds, on the core's
+    /// renewal schedule for the client's TTL.
+    fn holding(
+        shared: &Rc<Shared>,
+        name: String,
+        lock: Lock,
+        lease: &distlock_core::Lease,
+    ) -> Lease {
+        let renewal = Renewal::new(
+            shared.options.ttl,
+            lease.started(),
+            lease.valid_until(),
+            crate::seed(),
+        );
+        Lease {
+            shared: Rc::clone(shared),
+            name,
+            lock,
+            token: lease.token().clone(),
+            fence: lease.fence(),
+            valid_until: Cell::new(lease.valid_until()),
+            renewal: RefCell::new(renewal),
+            released: Cell::new(false),
+        }
+    }
+
+    /// Marks the lease as no longer held (released, ended or found lost): every later call
+    /// says so, and dropping it does nothing.
+    fn give_up(&self) {
+        self.released.set(true);
+        self.valid_until.set(Instant::ZERO);
+    }
+
     /// The extend `schedule` asked for: to the client's TTL, answered by the end of the
     /// validity ([`Renewal::extend_lock`]); its outcome, for the schedule.
     fn extend_for(&self, schedule: &Renewal) -> ExtendOutcome {

@@ -30,6 +30,7 @@ pub mod app {
         with: {
             "distlock:lock/distlock.client": crate::component::resources::NativeClient,
             "distlock:lock/distlock.lease": crate::component::resources::NativeLease,
+            "distlock:lock/distlock.computation": crate::component::resources::NativeComputation,
         },
         imports: { default: trappable },
     });

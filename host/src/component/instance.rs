@@ -18,6 +18,22 @@ pub struct ClientHandle(ResourceAny);
 #[derive(Debug)]
 pub struct LeaseHandle(ResourceAny);
 
+/// A `computation` of a [`LockInstance`] (`client.get-or-lock` found the value missing).
+/// Pass it to [`LockInstance::drop_computation`] when done (dropping an unfinished one gives
+/// it up without network I/O, as the interface says).
+#[derive(Debug)]
+pub struct ComputationHandle(ResourceAny);
+
+/// What [`LockInstance::get_or_lock`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Fetched {
+    /// The cached value.
+    Value(Vec<u8>),
+    /// This caller computes the value.
+    Computing(ComputationHandle),
+}
+
 /// Why a call into a component failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -195,6 +211,96 @@ impl LockInstance {
     /// Drops a lease (releasing the lock if it is still held).
     pub fn drop_lease(&mut self, lease: LeaseHandle) -> Result<(), CallError> {
         Ok(lease.0.resource_drop(&mut self.store)?)
+    }
+
+    /// `client.get-or-lock`: the value cached under `name`, or this caller's computation of
+    /// it, waiting up to `wait` for another caller's value.
+    pub fn get_or_lock(
+        &mut self,
+        client: &ClientHandle,
+        name: &str,
+        wait: Duration,
+    ) -> Result<Fetched, CallError> {
+        let fetched = self
+            .api
+            .client()
+            .call_get_or_lock(&mut self.store, client.0, name, millis(wait))?
+            .map_err(CallError::Lock)?;
+        Ok(match fetched {
+            wit::Fetched::Value(value) => Fetched::Value(value),
+            wit::Fetched::Computing(computation) => {
+                Fetched::Computing(ComputationHandle(computation))
+            }
+        })
+    }
+
+    /// `computation.name`.
+    pub fn computation_name(&mut self, c: &ComputationHandle) -> Result<String, CallError> {
+        Ok(self.api.computation().call_name(&mut self.store, c.0)?)
+    }
+
+    /// `computation.token`.
+    pub fn computation_token(&mut self, c: &ComputationHandle) -> Result<String, CallError> {
+        Ok(self.api.computation().call_token(&mut self.store, c.0)?)
+    }
+
+    /// `computation.validity-ms`.
+    pub fn computation_validity(&mut self, c: &ComputationHandle) -> Result<Duration, CallError> {
+        let ms = self
+            .api
+            .computation()
+            .call_validity_ms(&mut self.store, c.0)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// `computation.extend`: the new validity.
+    pub fn computation_extend(
+        &mut self,
+        c: &ComputationHandle,
+        ttl: Duration,
+    ) -> Result<Duration, CallError> {
+        let ms = self
+            .api
+            .computation()
+            .call_extend(&mut self.store, c.0, millis(ttl))?
+            .map_err(CallError::Lock)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// `computation.renew`: how long until the next call is due.
+    pub fn computation_renew(&mut self, c: &ComputationHandle) -> Result<Duration, CallError> {
+        let ms = self
+            .api
+            .computation()
+            .call_renew(&mut self.store, c.0)?
+            .map_err(CallError::Lock)?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// `computation.store`: stores `value` for `ttl` and wakes the waiters.
+    pub fn store(
+        &mut self,
+        c: &ComputationHandle,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CallError> {
+        self.api
+            .computation()
+            .call_store(&mut self.store, c.0, value, millis(ttl))?
+            .map_err(CallError::Lock)
+    }
+
+    /// `computation.abandon`: gives the computation up and wakes one waiter.
+    pub fn abandon(&mut self, c: &ComputationHandle) -> Result<(), CallError> {
+        self.api
+            .computation()
+            .call_abandon(&mut self.store, c.0)?
+            .map_err(CallError::Lock)
+    }
+
+    /// Drops a computation (an unfinished one is given up, as the interface says).
+    pub fn drop_computation(&mut self, c: ComputationHandle) -> Result<(), CallError> {
+        Ok(c.0.resource_drop(&mut self.store)?)
     }
 
     /// Drops a client.

@@ -2,26 +2,43 @@
 //! import is a host function that calls the matching export of the lock component
 //! (instance to instance, through the host's `Linker`).
 //!
-//! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], in `resources.rs`) that wrap the lock
+//! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], [`LinkedComputation`],
+//! in `resources.rs`) that wrap the lock
 //! component's own handles; dropping one drops the wrapped handle, so the lock component's
 //! destructor runs (a dropped lease releases its lock there). Each lease also keeps what a
 //! release needs (name, token, shape or set of names, nodes, prefix), so the host can release it natively if the
 //! guest ends without dropping it, even when the lock component itself cannot be called
-//! any more (it ran out of time inside a call, say).
+//! any more (it ran out of time inside a call, say). Each computation keeps its name and token
+//! the same way, so the host gives it up natively when the guest ends before it ended; a
+//! computation the guest drops unfinished is dropped in the lock component (which gives it
+//! up at its client's next call, without I/O in the destructor) and stays in the store, so
+//! the host gives it up too if the guest ends first.
 
 use std::sync::Arc;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceType};
+use wasmtime::component::{ComponentType, Linker, Lower, Resource, ResourceAny, ResourceType};
 
-use super::bindings::provider::exports::distlock::lock::distlock::{Config, Error, Shape};
-use super::resources::{ClientSpec, Held, LinkedClient, LinkedLease};
+use super::bindings::provider::exports::distlock::lock::distlock::{
+    Config, Error, Fetched as ProviderFetched, Shape,
+};
+use super::resources::{ClientSpec, Held, LinkedClient, LinkedComputation, LinkedLease};
 use super::state::HostState;
 
 /// The interface the functions below serve.
 const INTERFACE: &str = "distlock:lock/distlock@0.1.0";
 
 type Cx<'a> = StoreContextMut<'a, HostState>;
+
+/// `fetched`, as the guest receives it: the lock component's computation wrapped.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum Fetched {
+    #[component(name = "value")]
+    Value(Vec<u8>),
+    #[component(name = "computing")]
+    Computing(Resource<LinkedComputation>),
+}
 
 /// Defines the `distlock` interface in `linker` as calls into the store's lock component.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -47,6 +64,25 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 .delete(Resource::<LinkedLease>::new_own(rep))?;
             // The lock component's destructor releases the lock unless it was released.
             lease.inner.resource_drop(&mut cx)
+        },
+    )?;
+
+    i.resource(
+        "computation",
+        ResourceType::host::<LinkedComputation>(),
+        |mut cx: Cx<'_>, rep| {
+            let mut computation = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedComputation>::new_own(rep))?;
+            // Kept for the guest's end: the lock component gives it up at its client's next
+            // call, the host when the guest ends, whichever comes first (giving up twice
+            // finds the lock no longer this token's, and changes nothing).
+            if let Some(record) = computation.take_record() {
+                cx.data_mut().dropped_computations.push(record);
+            }
+            // No network I/O: the lock component only queues it.
+            computation.inner.resource_drop(&mut cx)
         },
     )?;
 
@@ -101,6 +137,73 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "[method]client.acquire-many",
         |cx: Cx<'_>, (client, names, wait_ms): (Resource<LinkedClient>, Vec<String>, u64)| {
             acquire_many(cx, &client, names, wait_ms)
+        },
+    )?;
+
+    i.func_wrap(
+        "[method]client.get-or-lock",
+        |cx: Cx<'_>, (client, name, wait_ms): (Resource<LinkedClient>, String, u64)| {
+            get_or_lock(cx, &client, name, wait_ms)
+        },
+    )?;
+
+    i.func_wrap(
+        "[method]computation.name",
+        |cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
+            Ok((cx.data().table.get(&computation)?.name.clone(),))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.token",
+        |cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
+            Ok((cx.data().table.get(&computation)?.token.clone(),))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.validity-ms",
+        |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_validity_ms(&mut cx, inner)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.extend",
+        |mut cx: Cx<'_>, (computation, ttl_ms): (Resource<LinkedComputation>, u64)| {
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_extend(&mut cx, inner, ttl_ms)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.renew",
+        |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_renew(&mut cx, inner)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.store",
+        |mut cx: Cx<'_>,
+         (computation, value, value_ttl_ms): (Resource<LinkedComputation>, Vec<u8>, u64)| {
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            let stored = api
+                .computation()
+                .call_store(&mut cx, inner, &value, value_ttl_ms)?;
+            // A store refused before it was sent (`invalid`) leaves the computation going.
+            if !matches!(stored, Err(Error::Invalid(_))) {
+                cx.data_mut().table.get_mut(&computation)?.done = true;
+            }
+            Ok((stored,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]computation.abandon",
+        |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            let abandoned = api.computation().call_abandon(&mut cx, inner)?;
+            if !matches!(abandoned, Err(Error::Invalid(_))) {
+                cx.data_mut().table.get_mut(&computation)?.done = true;
+            }
+            Ok((abandoned,))
         },
     )?;
 
@@ -209,6 +312,53 @@ fn acquire_many(
         .client()
         .call_acquire_many(&mut cx, inner, &names, wait_ms)?;
     keep(cx, client, names.join(", "), Held::Many(names), acquired)
+}
+
+/// `get-or-lock`, forwarded; a computation remembers its name and token for a native give-up.
+fn get_or_lock(
+    mut cx: Cx<'_>,
+    client: &Resource<LinkedClient>,
+    name: String,
+    wait_ms: u64,
+) -> wasmtime::Result<(Result<Fetched, Error>,)> {
+    let api = cx.data().provider()?;
+    let (inner, spec) = {
+        let client = cx.data().table.get(client)?;
+        (client.inner, Arc::clone(&client.spec))
+    };
+    let inner = match api
+        .client()
+        .call_get_or_lock(&mut cx, inner, &name, wait_ms)?
+    {
+        Ok(ProviderFetched::Value(value)) => return Ok((Ok(Fetched::Value(value)),)),
+        Ok(ProviderFetched::Computing(inner)) => inner,
+        Err(e) => return Ok((Err(e),)),
+    };
+    let token = api.computation().call_token(&mut cx, inner)?;
+    let computation = LinkedComputation {
+        inner,
+        name,
+        token,
+        spec,
+        done: false,
+    };
+    Ok((Ok(Fetched::Computing(
+        cx.data_mut().table.push(computation)?,
+    )),))
+}
+
+/// The lock component's exports and its handle of a linked computation.
+fn inner_computation(
+    cx: &Cx<'_>,
+    computation: &Resource<LinkedComputation>,
+) -> wasmtime::Result<(
+    super::bindings::provider::exports::distlock::lock::distlock::Guest,
+    ResourceAny,
+)> {
+    Ok((
+        cx.data().provider()?,
+        cx.data().table.get(computation)?.inner,
+    ))
 }
 
 /// The lock component's answer to an acquire, its lease wrapped for the guest.

@@ -66,7 +66,9 @@ use net::Net;
 use state::HostState;
 use stop::Stop;
 
-pub use instance::{CallError, ClientHandle, LeaseHandle, LockInstance};
+pub use instance::{
+    CallError, ClientHandle, ComputationHandle, Fetched, LeaseHandle, LockInstance,
+};
 pub use options::{AdapterError, AdapterOptions, Limits};
 pub use stop::Stopper;
 

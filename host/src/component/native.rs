@@ -1,19 +1,23 @@
 //! A guest's `distlock` import served by the Rust driver: each call runs [`crate::Client`]
 //! on the adapter's runtime, blocking the guest's thread until it is done (or the guest is
-//! stopped). The resources it hands out are [`NativeClient`] and [`NativeLease`].
+//! stopped). The resources it hands out are [`NativeClient`], [`NativeLease`] and
+//! [`NativeComputation`].
 //!
 //! Same semantics as the lock component: a lease released (or found lost) is inert, a
-//! dropped lease is released, errors are the `error` variant case for case.
+//! dropped lease is released, errors are the `error` variant case for case. A computation
+//! runs on [`crate::Client::begin_compute`]'s machinery, renewed only by the guest's `renew`;
+//! one dropped unfinished is given up in the background on the adapter's runtime (as a
+//! dropped [`crate::Computation`] is), so the destructor does no network I/O itself.
 
 use std::time::Duration;
 
-use distlock_core::LostReason;
+use distlock_core::{FinishCompute, LostReason};
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::app::distlock::lock::distlock::{
     self as api, Config, ConfigError, ConfigErrorKind, Error,
 };
-use super::resources::{NativeClient, NativeLease};
+use super::resources::{NativeClient, NativeComputation, NativeLease};
 use super::state::HostState;
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -88,6 +92,34 @@ impl api::HostClient for HostState {
             .options(native.options)
             .wait(Duration::from_millis(wait_ms));
         self.acquire_built(builder, names.join(", "))
+    }
+
+    fn get_or_lock(
+        &mut self,
+        client: Resource<NativeClient>,
+        name: String,
+        wait_ms: u64,
+    ) -> wasmtime::Result<Result<api::Fetched, Error>> {
+        let halt = self.halt();
+        let native = self.table.get(&client)?;
+        let begun = halt.block_on(native.client.begin_compute_renewed_by_hand(
+            name.as_bytes(),
+            native.options,
+            Duration::from_millis(wait_ms),
+        ))?;
+        let computation = match begun {
+            Ok(crate::Begun::Value(value)) => return Ok(Ok(api::Fetched::Value(value))),
+            Ok(crate::Begun::Compute(computation)) => computation,
+            Err(e) => return Ok(Err(compute_error(e))),
+        };
+        let renewal = computation.guard().renewal();
+        let computation = NativeComputation {
+            token: computation.guard().token().to_owned(),
+            computation: Some(computation),
+            name,
+            renewal,
+        };
+        Ok(Ok(api::Fetched::Computing(self.table.push(computation)?)))
     }
 
     fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
@@ -228,6 +260,118 @@ impl api::HostLease for HostState {
             }
         }
         Ok(())
+    }
+}
+
+impl api::HostComputation for HostState {
+    fn name(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&computation)?.name.clone())
+    }
+
+    fn token(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&computation)?.token.clone())
+    }
+
+    fn validity_ms(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<u64> {
+        let computation = self.table.get(&computation)?;
+        Ok(computation.computation.as_ref().map_or(0, |c| {
+            u64::try_from(c.guard().validity().as_millis()).unwrap_or(u64::MAX)
+        }))
+    }
+
+    fn extend(
+        &mut self,
+        computation: Resource<NativeComputation>,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let halt = self.halt();
+        let Some(computation) = self.table.get(&computation)?.computation.as_ref() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        let extend = computation.guard().extend(Duration::from_millis(ttl_ms));
+        Ok(match halt.block_on(extend)? {
+            Ok(validity) => Ok(u64::try_from(validity.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => Err(host_error(e)),
+        })
+    }
+
+    fn renew(
+        &mut self,
+        computation: Resource<NativeComputation>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let halt = self.halt();
+        let NativeComputation {
+            computation,
+            renewal,
+            ..
+        } = self.table.get_mut(&computation)?;
+        let Some(computation) = computation.as_ref() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(
+            match halt.block_on(computation.guard().renew_due(renewal))? {
+                Ok(next) => Ok(u64::try_from(next.as_millis()).unwrap_or(u64::MAX)),
+                Err(LostReason::NotHeld) => Err(Error::NotHeld),
+                Err(_) => Err(Error::Expired),
+            },
+        )
+    }
+
+    // Like a release, never cut short by a stop: bounded by the request timeout.
+    fn store(
+        &mut self,
+        computation: Resource<NativeComputation>,
+        value: Vec<u8>,
+        value_ttl_ms: u64,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let ttl = Duration::from_millis(value_ttl_ms);
+        // A refused value changes nothing: the computation goes on (the core's check).
+        if let Err(e) = FinishCompute::check_store(&value, crate::clock::from_std(ttl)) {
+            return Ok(Err(config_error(e)));
+        }
+        let runtime = self.net.runtime.clone();
+        let Some(computation) = self.table.get_mut(&computation)?.take() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(runtime
+            .block_on(computation.store(&value, ttl))
+            .map_err(compute_error))
+    }
+
+    fn abandon(
+        &mut self,
+        computation: Resource<NativeComputation>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let runtime = self.net.runtime.clone();
+        let Some(computation) = self.table.get_mut(&computation)?.take() else {
+            return Ok(Err(Error::NotHeld));
+        };
+        Ok(runtime.block_on(computation.give_up()).map_err(host_error))
+    }
+
+    fn drop(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<()> {
+        let computation = self.table.delete(computation)?;
+        // Dropped inside the runtime, an unfinished computation gives itself up in a task of
+        // its own: nothing here waits on the network.
+        let _runtime = self.net.runtime.enter();
+        drop(computation);
+        Ok(())
+    }
+}
+
+/// A get-or-compute error as the `error` variant.
+fn compute_error(error: crate::ComputeError) -> Error {
+    match error {
+        crate::ComputeError::NotAcquired {
+            attempts,
+            holder_ttl,
+        } => Error::NotAcquired(api::NotAcquired {
+            attempts,
+            holder_ttl_ms: holder_ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        }),
+        crate::ComputeError::LockLost => Error::NotHeld,
+        crate::ComputeError::Client(e) => host_error(e),
+        crate::ComputeError::Compute(never) => match never {},
     }
 }
 

@@ -1,7 +1,8 @@
 //! What a store's resource table holds for each WIT resource the host serves: a
-//! `transport` [`Connection`]; a natively served `client` and `lease` ([`NativeClient`],
-//! [`NativeLease`]); a linked guest's `client` and `lease` ([`LinkedClient`],
-//! [`LinkedLease`]), which wrap the lock component's own handles.
+//! `transport` [`Connection`]; a natively served `client`, `lease` and `computation`
+//! ([`NativeClient`], [`NativeLease`], [`NativeComputation`]); a linked guest's `client`,
+//! `lease` and `computation` ([`LinkedClient`], [`LinkedLease`], [`LinkedComputation`]),
+//! which wrap the lock component's own handles.
 //!
 //! Data only, importing nothing of the adapter but the runtime a connection is registered
 //! with (`own_runtime.rs`): the generated bindings map the WIT resources to these types
@@ -10,7 +11,9 @@
 //!
 //! Invariant: a lease that still holds its lock says so — [`NativeLease::take_guard`] and
 //! [`LinkedLease::take_record`] give it up once — so the host releases each lock at most
-//! once.
+//! once; a computation that has not ended says so the same way
+//! ([`NativeComputation::take`], [`LinkedComputation::take_record`]), so the host gives up
+//! each at most once.
 
 use std::sync::Arc;
 
@@ -85,6 +88,25 @@ impl NativeLease {
     }
 }
 
+/// A natively served guest's `computation`: `None` once it ended (stored or given up).
+// `pub`: the generated bindings re-export it.
+#[allow(unreachable_pub)]
+pub struct NativeComputation {
+    pub(crate) computation: Option<Box<crate::Computation>>,
+    pub(crate) name: String,
+    /// The computation lock's token (still answered after the computation ended).
+    pub(crate) token: String,
+    /// The core's renewal schedule of the computation's lock, driven by `renew`.
+    pub(crate) renewal: Renewal,
+}
+
+impl NativeComputation {
+    /// The computation, if it has not ended.
+    pub(crate) fn take(&mut self) -> Option<Box<crate::Computation>> {
+        self.computation.take()
+    }
+}
+
 /// What a linked lock needs to be released natively.
 #[derive(Debug)]
 pub(crate) struct ClientSpec {
@@ -109,6 +131,43 @@ pub(crate) enum Held {
     Shaped(Shape),
     /// Every name of a multi-name lock, as the guest gave them.
     Many(Vec<String>),
+}
+
+/// A linked guest's `computation`: the lock component's, and what giving it up natively
+/// needs.
+pub(crate) struct LinkedComputation {
+    pub(crate) inner: ResourceAny,
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) spec: Arc<ClientSpec>,
+    /// Stored or given up through the lock component: nothing left to do.
+    pub(crate) done: bool,
+}
+
+impl LinkedComputation {
+    /// What is left to give up, once.
+    pub(crate) fn take_record(&mut self) -> Option<ComputationRecord> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        Some(ComputationRecord {
+            name: self.name.clone(),
+            token: self.token.clone(),
+            nodes: self.spec.nodes.clone(),
+            prefix: self.spec.prefix.clone(),
+            options: self.spec.options,
+        })
+    }
+}
+
+/// A linked computation that did not end, as the store gives it up when the guest ends.
+pub(crate) struct ComputationRecord {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) prefix: Option<String>,
+    /// The options the computation's lock was taken with.
+    pub(crate) options: LockOptions,
 }
 
 /// A linked lease, as the store releases it when the guest left it behind.

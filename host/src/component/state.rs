@@ -1,12 +1,14 @@
 //! [`HostState`]: what a guest's store holds — its WASI context and resource table, its
 //! limits and stop flag, the way to the servers (and the runtime its `transport` connections
 //! run on), and the lock component's exports when the guest is linked to one — and the
-//! release of the leases a guest left behind.
+//! release of the leases a guest left behind, and the give-up of its unfinished computations.
 //!
-//! Invariant: every lease handed to a guest lives in the store's resource table until the
-//! guest drops it; whatever is left when the guest ends is released by
-//! [`HostState::release_leftovers`], never cut short by the stop flag (releasing is what
-//! stopping is for; each release is bounded by its request timeout).
+//! Invariant: every lease and computation handed to a guest lives in the store's resource
+//! table until the guest drops it (a linked computation dropped unfinished moves to
+//! [`HostState::dropped_computations`]); whatever is left when the guest ends is released or
+//! given up by [`HostState::release_leftovers`], never cut short by the stop flag (releasing
+//! is what stopping is for; each release is bounded by its request timeout). Giving up a
+//! computation wakes one of its waiters, which computes next.
 
 use std::sync::Arc;
 
@@ -18,7 +20,10 @@ use super::bindings::provider::exports::distlock::lock::distlock::Guest as Provi
 use super::net::Net;
 use super::options::Limits;
 use super::own_runtime::OwnRuntime;
-use super::resources::{Held, LeaseRecord, LinkedLease, NativeLease};
+use super::resources::{
+    ComputationRecord, Held, LeaseRecord, LinkedComputation, LinkedLease, NativeComputation,
+    NativeLease,
+};
 use super::stop::{Halt, Limiter, Stop, StopFlag, Stopper};
 
 /// The store data of one guest (and of the lock component instance linked to it).
@@ -27,6 +32,9 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) net: Arc<Net>,
     provider: Option<ProviderApi>,
+    /// Linked computations the guest dropped unfinished: the lock component gives each up
+    /// at its client's next call; if the guest ends first, the host does.
+    pub(crate) dropped_computations: Vec<ComputationRecord>,
     limiter: Limiter,
     stop: StopFlag,
     /// Drives the `transport` connections on the guest's thread; made by the first open.
@@ -47,6 +55,7 @@ impl HostState {
             table: ResourceTable::new(),
             net,
             provider: None,
+            dropped_computations: Vec::new(),
             limiter: stop.limiter(limits.memory),
             stop,
             own_runtime: None,
@@ -94,12 +103,15 @@ impl HostState {
         self.stop.on_epoch()
     }
 
-    /// Releases every lease still in the table (the guest ended without dropping it), and
-    /// says what became of each: released, no longer held, or not released (that lock frees
-    /// at its TTL).
+    /// Releases every lease still in the table (the guest ended without dropping it) and
+    /// gives up every computation that did not end (so one waiter computes next), and says
+    /// what became of each: released, no longer held, or not released (that lock frees at
+    /// its TTL). A computation counts as a lease: it holds the name's lock.
     pub(crate) fn release_leftovers(&mut self) -> Leftovers {
         let mut linked = Vec::new();
         let mut native = Vec::new();
+        let mut computations = Vec::new();
+        let mut native_computations = Vec::new();
         for entry in self.table.iter_mut() {
             if let Some(lease) = entry.downcast_mut::<LinkedLease>() {
                 linked.extend(lease.take_record());
@@ -107,8 +119,15 @@ impl HostState {
                 && let Some(guard) = lease.take_guard()
             {
                 native.push((lease.name().to_owned(), guard));
+            } else if let Some(computation) = entry.downcast_mut::<LinkedComputation>() {
+                computations.extend(computation.take_record());
+            } else if let Some(computation) = entry.downcast_mut::<NativeComputation>()
+                && let Some(taken) = computation.take()
+            {
+                native_computations.push((computation.name.clone(), taken));
             }
         }
+        let dropped = std::mem::take(&mut self.dropped_computations);
         let mut leftovers = Leftovers::default();
         let runtime = self.net.runtime.clone();
         for record in linked {
@@ -125,7 +144,32 @@ impl HostState {
         for (name, guard) in native {
             leftovers.note(name, runtime.block_on(guard.release()).map(|_| ()));
         }
+        for record in computations {
+            let given_up = self.give_up(&record);
+            leftovers.note(record.name, given_up);
+        }
+        for (name, computation) in native_computations {
+            leftovers.note(name, runtime.block_on(computation.give_up()));
+        }
+        // Dropped by the guest: the lock component may have given it up already (then the
+        // lock is no longer this token's, and there is nothing to report).
+        for record in dropped {
+            match self.give_up(&record) {
+                Err(crate::Error::Lock(distlock_core::Error::NotHeld)) => {}
+                given_up => leftovers.note(record.name, given_up),
+            }
+        }
         leftovers
+    }
+
+    /// Gives up a linked computation natively, with the options it was taken with.
+    fn give_up(&self, record: &ComputationRecord) -> Result<(), crate::Error> {
+        let client = self.net.client(&record.nodes, record.prefix.as_deref())?;
+        self.net.runtime.block_on(client.give_up_computation(
+            &record.name,
+            &record.token,
+            record.options,
+        ))
     }
 }
 

@@ -13,7 +13,15 @@
 //! distlock-counter trap-fair NAME FILE                    take NAME in fair mode, trap once FILE exists
 //! distlock-counter spin  NAME                             acquire, then loop forever
 //! distlock-counter hog   NAME                             acquire, then eat memory
+//! distlock-counter compute NAME DIR ID WAIT_MS THEN       get-or-compute NAME's value
 //! ```
+//!
+//! `compute` asks for the value cached under NAME, waiting up to WAIT_MS for another guest's
+//! computation. When it is this guest's turn to compute, it counts the computation in
+//! `DIR/computations` (a racy increment under the computation's lock), waits (renewing the
+//! lock) until `DIR/go` exists, then ends the computation as THEN says: `store` the value
+//! `computed by ID`, `abandon` it, `drop` it unfinished and end, or `trap` while holding it.
+//! It writes what it got to `DIR/ID.out`: `value …`, `abandoned` or `dropped`.
 //!
 //! Run it with `distlock run distlock-counter.wasm --dir DIR --redis URL -- count …`.
 
@@ -28,7 +36,9 @@ mod bindings {
     });
 }
 
-use bindings::distlock::lock::distlock::{Client, Config, Error, Lease, SemaphoreShape, Shape};
+use bindings::distlock::lock::distlock::{
+    Client, Computation, Config, Error, Fetched, Lease, SemaphoreShape, Shape,
+};
 
 /// How long an acquire waits for the lock.
 const WAIT_MS: u64 = 30_000;
@@ -48,7 +58,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let arg = |i: usize| args.get(i).map(String::as_str);
     let (Some(mode), Some(name)) = (arg(1), arg(2)) else {
         return Err(
-            "usage: distlock-counter count|trap|trap-permit|trap-many|trap-fair|spin|hog NAME [FILE [ITERATIONS [HOLD_MS]]]"
+            "usage: distlock-counter count|trap|trap-permit|trap-many|trap-fair|spin|hog|compute NAME [FILE [ITERATIONS [HOLD_MS]]]"
                 .into(),
         );
     };
@@ -133,7 +143,54 @@ fn run(args: &[String]) -> Result<(), String> {
                 std::hint::black_box(&hoard);
             }
         }
+        "compute" => {
+            let (Some(dir), Some(id), Some(wait_ms), Some(then)) = (arg(3), arg(4), arg(5), arg(6))
+            else {
+                return Err("compute needs DIR ID WAIT_MS THEN".into());
+            };
+            let wait_ms: u64 = wait_ms.parse().map_err(|_| "WAIT_MS is a number")?;
+            let out = format!("{dir}/{id}.out");
+            let got = match client.get_or_lock(name, wait_ms).map_err(|e| say(&e))? {
+                Fetched::Value(value) => format!("value {}", String::from_utf8_lossy(&value)),
+                Fetched::Computing(computation) => compute(computation, dir, id, then)?,
+            };
+            std::fs::write(&out, got).map_err(|e| format!("writing {out}: {e}"))
+        }
         other => Err(format!("unknown mode {other}")),
+    }
+}
+
+/// This guest's turn to compute: counts the computation, waits for `DIR/go` while renewing
+/// the lock, then ends as `then` says; what to write to the guest's `.out` file.
+fn compute(computation: Computation, dir: &str, id: &str, then: &str) -> Result<String, String> {
+    increment(&format!("{dir}/computations"), Duration::from_millis(1))?;
+    let go = format!("{dir}/go");
+    let deadline = std::time::Instant::now() + Duration::from_millis(WAIT_MS);
+    while !std::path::Path::new(&go).exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{go} never appeared"));
+        }
+        computation.renew().map_err(|e| say(&e))?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match then {
+        "store" => {
+            let value = format!("computed by {id}");
+            computation
+                .store(value.as_bytes(), 60_000)
+                .map_err(|e| say(&e))?;
+            Ok(format!("value {value}"))
+        }
+        "abandon" => {
+            computation.abandon().map_err(|e| say(&e))?;
+            Ok("abandoned".into())
+        }
+        "drop" => {
+            drop(computation);
+            Ok("dropped".into())
+        }
+        "trap" => panic!("trapping on purpose while computing {}", computation.name()),
+        other => Err(format!("unknown THEN {other}")),
     }
 }
 

@@ -33,6 +33,7 @@ struct Passthrough;
 impl outer::Guest for Passthrough {
     type Client = Client;
     type Lease = Lease;
+    type Computation = Computation;
 }
 
 struct Client(inner::Client);
@@ -87,6 +88,49 @@ impl outer::GuestClient for Client {
     fn acquire_many(&self, names: Vec<String>, wait_ms: u64) -> Result<outer::Lease, outer::Error> {
         let lease = self.0.acquire_many(&names, wait_ms).map_err(error)?;
         Ok(outer::Lease::new(Lease(lease)))
+    }
+
+    fn get_or_lock(&self, name: String, wait_ms: u64) -> Result<outer::Fetched, outer::Error> {
+        Ok(match self.0.get_or_lock(&name, wait_ms).map_err(error)? {
+            inner::Fetched::Value(value) => outer::Fetched::Value(value),
+            inner::Fetched::Computing(computation) => {
+                outer::Fetched::Computing(outer::Computation::new(Computation(computation)))
+            }
+        })
+    }
+}
+
+/// Dropping it drops the imported computation (given up without network I/O, as the
+/// interface says).
+struct Computation(inner::Computation);
+
+impl outer::GuestComputation for Computation {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn token(&self) -> String {
+        self.0.token()
+    }
+
+    fn validity_ms(&self) -> u64 {
+        self.0.validity_ms()
+    }
+
+    fn extend(&self, ttl_ms: u64) -> Result<u64, outer::Error> {
+        self.0.extend(ttl_ms).map_err(error)
+    }
+
+    fn renew(&self) -> Result<u64, outer::Error> {
+        self.0.renew().map_err(error)
+    }
+
+    fn store(&self, value: Vec<u8>, value_ttl_ms: u64) -> Result<(), outer::Error> {
+        self.0.store(&value, value_ttl_ms).map_err(error)
+    }
+
+    fn abandon(&self) -> Result<(), outer::Error> {
+        self.0.abandon().map_err(error)
     }
 }
 

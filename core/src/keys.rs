@@ -56,8 +56,9 @@
 //! handed the name by another kind (a fair release handing the name to a writer's token that
 //! nobody confirms). Separate keys, rather than scripts that skip the other kind's entries,
 //! because a script cannot tell a waiter's kind from its token, and separate keys need no
-//! check at all. Keys of waiters written by an older distlock (writers in `:queue`) are
-//! read by no current script: they expire with their liveness.
+//! check at all. A writer's entry that an older distlock left in `:queue` is read by no
+//! read-write script, only by fair mode's (as before), until its liveness lapses (the
+//! README's upgrade note).
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it

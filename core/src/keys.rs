@@ -47,18 +47,20 @@
 //! | `<prefix>{N}:writer-signal` | wakes one writer |
 //! | `<prefix>{N}:read-signal` | wakes the waiting readers, one after another |
 //!
-//! **No key is shared by two kinds.** Each kind's waiters live in keys only that kind's
-//! scripts touch: the fair mutex's (and fair semaphore's) queue is `:queue` with `:alive:` and
-//! `:wake:`, the read-write lock's waiting writers `:writers` with `:writer-alive:` and
-//! `:writer-signal`. The lock key says which kind holds a name, but waiters outlive holds (a
+//! **A read-write lock's waiters share no key with a lock's.** Its waiting writers live in
+//! `:writers`, `:writer-alive:` and `:writer-signal`, keys only the read-write scripts touch;
+//! fair mode's waiters live in `:queue`, `:alive:` and `:wake:`, a mutex's wake-up list is
+//! `:signal`. The lock key says which kind holds a name, but waiters outlive holds (a
 //! writer's intent lives on after the last read hold is gone, and the name may then be taken
 //! by a mutex), so a shared queue would let one kind's waiters sort ahead of, block, or be
 //! handed the name by another kind (a fair release handing the name to a writer's token that
 //! nobody confirms). Separate keys, rather than scripts that skip the other kind's entries,
 //! because a script cannot tell a waiter's kind from its token, and separate keys need no
-//! check at all. A writer's entry that an older distlock left in `:queue` is read by no
-//! read-write script, only by fair mode's (as before), until its liveness lapses (the
-//! README's upgrade note).
+//! check at all. Still shared between the other kinds: fair mode's queue by a fair mutex and
+//! a fair semaphore of one name, and `:signal` by a mutex's and a semaphore's waiters (each
+//! bounded by liveness and the hand-off cap, as this was). A writer's entry that an older
+//! distlock left in `:queue` is read by no read-write script, only by fair mode's (as
+//! before), until its liveness lapses (the README's upgrade note).
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it

@@ -42,10 +42,25 @@
 //! | `<prefix>{N}:writer` | the write holder's token (its expiry is the write hold's) |
 //! | `<prefix>{N}:readers` | the read holders' tokens (sorted set, score 0) |
 //! | `<prefix>{N}:reader:<token>` | exists while that read hold lives (its expiry is the hold's) |
-//! | `<prefix>{N}:queue` | the waiting writers' tokens (sorted set, score 0) |
-//! | `<prefix>{N}:alive:<token>` | exists while that writer waits (its expiry is the deadline) |
-//! | `<prefix>{N}:signal` | wakes one writer |
+//! | `<prefix>{N}:writers` | the waiting writers' tokens (sorted set, score 0) |
+//! | `<prefix>{N}:writer-alive:<token>` | exists while that writer waits (its expiry is the deadline) |
+//! | `<prefix>{N}:writer-signal` | wakes one writer |
 //! | `<prefix>{N}:read-signal` | wakes the waiting readers, one after another |
+//!
+//! **A read-write lock's waiters share no key with a lock's.** Its waiting writers live in
+//! `:writers`, `:writer-alive:` and `:writer-signal`, keys only the read-write scripts touch;
+//! fair mode's waiters live in `:queue`, `:alive:` and `:wake:`, a mutex's wake-up list is
+//! `:signal`. The lock key says which kind holds a name, but waiters outlive holds (a
+//! writer's intent lives on after the last read hold is gone, and the name may then be taken
+//! by a mutex), so a shared queue would let one kind's waiters sort ahead of, block, or be
+//! handed the name by another kind (a fair release handing the name to a writer's token that
+//! nobody confirms). Separate keys, rather than scripts that skip the other kind's entries,
+//! because a script cannot tell a waiter's kind from its token, and separate keys need no
+//! check at all. Still shared between the other kinds: fair mode's queue by a fair mutex and
+//! a fair semaphore of one name, and `:signal` by a mutex's and a semaphore's waiters (each
+//! bounded by liveness and the hand-off cap, as this was). A writer's entry that an older
+//! distlock left in `:queue` is read by no read-write script, only by fair mode's (as
+//! before), until its liveness lapses (the README's upgrade note).
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
@@ -266,6 +281,9 @@ enum Role {
     Readers,
     Reader,
     ReadSignal,
+    WriterQueue,
+    WriterAlive,
+    WriterSignal,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -394,10 +412,31 @@ impl Keys {
         self.key(Role::Reader)
     }
 
-    /// A read-write lock's readers' wake-up list (writers wait on [`Keys::signal`]).
+    /// A read-write lock's readers' wake-up list (writers wait on [`Keys::writer_signal`]).
     #[must_use]
     pub fn read_signal(&self) -> [&[u8]; 4] {
         self.key(Role::ReadSignal)
+    }
+
+    /// A read-write lock's waiting writers (a sorted set of their owner tokens, score 0):
+    /// its own, never fair mode's [`Keys::queue`] (see the module doc).
+    #[must_use]
+    pub fn writers(&self) -> [&[u8]; 4] {
+        self.key(Role::WriterQueue)
+    }
+
+    /// A read-write lock's waiting writers' liveness keys: this prefix followed by the
+    /// writer's owner token; the key exists while that writer's intent lives.
+    #[must_use]
+    pub fn writer_alive_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::WriterAlive)
+    }
+
+    /// A read-write lock's writers' wake-up list (readers wait on [`Keys::read_signal`]; a
+    /// mutex's waiters on [`Keys::signal`]).
+    #[must_use]
+    pub fn writer_signal(&self) -> [&[u8]; 4] {
+        self.key(Role::WriterSignal)
     }
 }
 
@@ -417,6 +456,9 @@ impl Role {
             Role::Readers => b":readers",
             Role::Reader => b":reader:",
             Role::ReadSignal => b":read-signal",
+            Role::WriterQueue => b":writers",
+            Role::WriterAlive => b":writer-alive:",
+            Role::WriterSignal => b":writer-signal",
         }
     }
 
@@ -435,6 +477,9 @@ impl Role {
             Role::Readers => b"}:readers",
             Role::Reader => b"}:reader:",
             Role::ReadSignal => b"}:read-signal",
+            Role::WriterQueue => b"}:writers",
+            Role::WriterAlive => b"}:writer-alive:",
+            Role::WriterSignal => b"}:writer-signal",
         }
     }
 }
@@ -456,15 +501,20 @@ pub enum KeyRole {
     /// request timeout that every waiter's cycle renews. Its per-waiter keys (`:alive:<token>`,
     /// `:wake:<token>`) are not recognised: they live at most a request timeout.
     Queue,
+    /// A read-write lock's waiting writers (tagged layout only): a sorted set, with a TTL of
+    /// a writer's liveness that every waiting attempt renews. Its per-writer keys
+    /// (`:writer-alive:<token>`) are not recognised: they live at most that liveness.
+    Writers,
 }
 
 impl KeyRole {
-    const ALL: [KeyRole; 5] = [
+    const ALL: [KeyRole; 6] = [
         KeyRole::Lock,
         KeyRole::Fence,
         KeyRole::Holds,
         KeyRole::Signal,
         KeyRole::Queue,
+        KeyRole::Writers,
     ];
 
     fn role(self) -> Role {
@@ -474,24 +524,36 @@ impl KeyRole {
             KeyRole::Holds => Role::Holds,
             KeyRole::Signal => Role::Signal,
             KeyRole::Queue => Role::Queue,
+            KeyRole::Writers => Role::WriterQueue,
         }
     }
 
     /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key, the
-    /// re-entry count and fair mode's queue (its waiters queue again on their next cycle).
+    /// re-entry count, fair mode's queue (its waiters queue again on their next cycle) and a
+    /// read-write lock's waiting writers (they register again on their next attempt).
     /// Never the fencing counter (fences must stay monotonic across a reset); the wake-up list
     /// is not deleted either: it always carries a TTL of its own, and a reset replaces it with
     /// a fresh wake-up as a release does.
     #[must_use]
     pub const fn is_reset(self) -> bool {
-        matches!(self, KeyRole::Lock | KeyRole::Holds | KeyRole::Queue)
+        matches!(
+            self,
+            KeyRole::Lock | KeyRole::Holds | KeyRole::Queue | KeyRole::Writers
+        )
+    }
+
+    /// Whether keys of this role are sorted sets of waiters (fair mode's queue, a read-write
+    /// lock's waiting writers): a reset deletes them only while they are sorted sets.
+    #[must_use]
+    pub const fn is_waiters(self) -> bool {
+        matches!(self, KeyRole::Queue | KeyRole::Writers)
     }
 
     /// Whether `value`, the string a key of this role holds, is what the lock protocol writes
     /// there: a [`Token`] in the lock key, a decimal count (1 to 10 digits) in the re-entry
     /// count or the fence. A reset deletes a key only when it is (anything else is someone
     /// else's data under a name that happens to look like ours). The wake-up list and the
-    /// queue are no strings, so no string fits them.
+    /// waiters' sets are no strings, so no string fits them.
     #[must_use]
     pub fn fits(self, value: &[u8]) -> bool {
         match self {
@@ -499,7 +561,7 @@ impl KeyRole {
             KeyRole::Holds | KeyRole::Fence => {
                 (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
             }
-            KeyRole::Signal | KeyRole::Queue => false,
+            KeyRole::Signal | KeyRole::Queue | KeyRole::Writers => false,
         }
     }
 }
@@ -514,8 +576,8 @@ impl KeyLayout {
     #[must_use]
     pub fn recognise(&self, key: &[u8]) -> Option<(LockName, KeyRole)> {
         KeyRole::ALL.into_iter().find_map(|role| {
-            // Only the tagged layout has fair mode's queue.
-            if role == KeyRole::Queue && !matches!(self, KeyLayout::Tagged { .. }) {
+            // Only the tagged layout has waiters' sets.
+            if role.is_waiters() && !matches!(self, KeyLayout::Tagged { .. }) {
                 return None;
             }
             let name = self.name_in(key, role.role())?;
@@ -927,14 +989,27 @@ mod tests {
             layout.recognise(b"distlock:{jobs}:queue"),
             Some((name(b"jobs"), KeyRole::Queue))
         );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:writers"),
+            Some((name(b"jobs"), KeyRole::Writers))
+        );
         // A waiter's own keys are not recognised: they end with its token.
         assert_eq!(
             layout.recognise(b"distlock:{jobs}:alive:0123456789abcdef0123456789abcdef"),
             None
         );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:writer-alive:0123456789abcdef0123456789abcdef"),
+            None
+        );
+        assert_eq!(layout.recognise(b"distlock:{jobs}:writer-signal"), None);
         // The Python layouts have no queue.
         assert_eq!(
             KeyLayout::redis_py().recognise(b"distlock-redis-py:{jobs}:queue"),
+            None
+        );
+        assert_eq!(
+            KeyLayout::redis_py().recognise(b"distlock-redis-py:{jobs}:writers"),
             None
         );
         // A name may hold a `}`: the role is the suffix after the last brace.
@@ -987,7 +1062,9 @@ mod tests {
         assert!(!KeyRole::Holds.fits(b"12345678901"));
         assert!(!KeyRole::Signal.fits(b"1"));
         assert!(!KeyRole::Queue.fits(b"1"));
+        assert!(!KeyRole::Writers.fits(b"1"));
         assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset() && KeyRole::Queue.is_reset());
+        assert!(KeyRole::Writers.is_reset() && KeyRole::Writers.is_waiters());
         assert!(!KeyRole::Fence.is_reset() && !KeyRole::Signal.is_reset());
     }
 
@@ -1016,11 +1093,16 @@ mod tests {
             ] {
                 proptest::prop_assert_eq!(layout.recognise(&key), Some((name.clone(), role)));
             }
-            let queue = layout.recognise(&joined(keys.queue()));
-            if keys.has_queue() {
-                proptest::prop_assert_eq!(queue, Some((name.clone(), KeyRole::Queue)));
-            } else {
-                proptest::prop_assert_eq!(queue, None);
+            for (key, role) in [
+                (joined(keys.queue()), KeyRole::Queue),
+                (joined(keys.writers()), KeyRole::Writers),
+            ] {
+                let found = layout.recognise(&key);
+                if keys.has_queue() {
+                    proptest::prop_assert_eq!(found, Some((name.clone(), role)));
+                } else {
+                    proptest::prop_assert_eq!(found, None);
+                }
             }
         }
 
@@ -1029,7 +1111,7 @@ mod tests {
             key in proptest::collection::vec(
                 proptest::prop_oneof![
                     Just(b'{'), Just(b'}'), Just(b':'),
-                    proptest::sample::select(b"distlock:fenceholdssignalqueue".to_vec()),
+                    proptest::sample::select(b"distlock:fenceholdssignalqueuewriters".to_vec()),
                     0x00u8..=0xff
                 ],
                 0..24,

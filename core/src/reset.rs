@@ -4,14 +4,16 @@
 //! [`Reset`] runs on every node at once, one command at a time per node. For each candidate
 //! key it reads the value (`GET`), checks it, and deletes it with the release script
 //! ([`script::RELEASE`]) given the value just read; a lock key's delete also pushes the
-//! wake-up signal, as a release does. Fair mode's queue (tagged layout) is no string: it is
-//! deleted by a script that deletes it only while it is a sorted set ([`DELETE_QUEUE`]); a dry
-//! run asks its `TYPE`. Its waiters' own keys are left to expire (within a request timeout),
-//! and a waiter still live queues again on its next cycle. A lock key that is no string
+//! wake-up signal, as a release does. Fair mode's queue and a read-write lock's waiting
+//! writers (tagged layout, `:queue` and `:writers`: each kind's waiters have keys of their
+//! own) are no strings: each is deleted by a script that deletes it only while it is a sorted
+//! set ([`DELETE_QUEUE`]); a dry run asks its `TYPE`. Their waiters' own keys are left to
+//! expire (within a request timeout, or a writer's liveness), and a waiter still live queues
+//! again on its next cycle. A lock key that is no string
 //! (`GET` says `WRONGTYPE`) may be a semaphore's holders or a read-write lock's marker
 //! (tagged layout): one script ([`RESET_SEMAPHORE_OR_RW`]) clears every key of that name but
 //! its fencing counter — permits, holders, writer, readers, waiting writers' intent, waiters'
-//! wake-up lists — and pushes the wake-up signals, or says the key's type and leaves it alone. It ends with a [`ResetOutcome`]: per node the keys
+//! wake-up lists, each kind's own — and pushes the wake-up signals, or says the key's type and leaves it alone. It ends with a [`ResetOutcome`]: per node the keys
 //! deleted (a dry run: that would be), those left alone and why, how far an unfinished walk
 //! got, or the [`NodeError`] that stopped the node.
 //!
@@ -19,7 +21,7 @@
 //! - **Only lock keys are deleted.** A key is a candidate only when the layout built it
 //!   ([`KeyLayout::recognise`]) for a role a reset deletes ([`KeyRole::is_reset`]: never the
 //!   fencing counter, so fences stay monotonic), and it is deleted only when it holds what the
-//!   protocol writes there ([`KeyRole::fits`]; for the queue: a sorted set; for a semaphore or
+//!   protocol writes there ([`KeyRole::fits`]; for a waiters' set: a sorted set; for a semaphore or
 //!   a read-write lock: its holders' set or its `rw` marker, read in the same script that
 //!   deletes). The delete compares with the value just read,
 //!   so a key rewritten between the check and the delete is left alone. A dry run sends no
@@ -62,7 +64,8 @@ pub enum LeftAlone {
     Changed,
     /// Its type changed between the check and the delete.
     ChangedType,
-    /// Fair mode's queue key holds no sorted set. `kind` is what `TYPE` said.
+    /// A waiters' set (fair mode's queue, a read-write lock's waiting writers) holds no sorted
+    /// set. `kind` is what `TYPE` said.
     NotAQueue {
         /// The key's type, when the server said.
         kind: Option<String>,
@@ -83,10 +86,10 @@ impl fmt::Display for LeftAlone {
             LeftAlone::Changed => f.write_str("it changed after it was checked"),
             LeftAlone::ChangedType => f.write_str("it changed type after it was checked"),
             LeftAlone::NotAQueue { kind: Some(kind) } => {
-                write!(f, "it is a {kind}, not a sorted set: not a fair-mode queue")
+                write!(f, "it is a {kind}, not a sorted set: not a waiters' queue")
             }
             LeftAlone::NotAQueue { kind: None } => {
-                f.write_str("it is not a sorted set: not a fair-mode queue")
+                f.write_str("it is not a sorted set: not a waiters' queue")
             }
         }
     }
@@ -163,8 +166,8 @@ impl fmt::Debug for Reset {
 
 impl Reset {
     /// Resets `lock` on each of `servers` (1 to [`crate::MAX_NODES`]): its lock key, its
-    /// re-entry count and (tagged layout) fair mode's queue, each node within the lock's
-    /// request timeout. `dry_run`: reads only.
+    /// re-entry count and (tagged layout) fair mode's queue and a read-write lock's waiting
+    /// writers, each node within the lock's request timeout. `dry_run`: reads only.
     pub fn by_name(
         lock: &Lock,
         servers: &[ServerInfo],
@@ -174,15 +177,18 @@ impl Reset {
         check_nodes(servers.len())?;
         let keys = lock.keys();
         let name = keys.name();
-        let queue = keys
-            .has_queue()
-            .then(|| (KeyRole::Queue, keys.queue().concat()));
+        let waiters = keys.has_queue().then(|| {
+            [
+                (KeyRole::Queue, keys.queue().concat()),
+                (KeyRole::Writers, keys.writers().concat()),
+            ]
+        });
         let pending: VecDeque<Candidate> = [
             (KeyRole::Lock, keys.lock().concat()),
             (KeyRole::Holds, keys.holds().concat()),
         ]
         .into_iter()
-        .chain(queue)
+        .chain(waiters.into_iter().flatten())
         .map(|(role, key)| Candidate {
             name: name.clone(),
             role,
@@ -296,7 +302,8 @@ enum Asked {
     Value(Candidate),
     Type(Candidate),
     Delete(Candidate),
-    /// Fair mode's queue: its `TYPE` (dry run) or [`DELETE_QUEUE`].
+    /// A waiters' set (fair mode's queue, a read-write lock's waiting writers): its `TYPE`
+    /// (dry run) or [`DELETE_QUEUE`].
     Queue(Candidate),
     /// A lock key of another type: [`RESET_SEMAPHORE_OR_RW`].
     SemaphoreOrRw(Candidate),
@@ -341,7 +348,7 @@ impl ResetNode {
     /// The next command: the next candidate's value, else the next page, else done.
     fn next(&mut self, now: Instant) -> Step<NodeReset> {
         if let Some(candidate) = self.pending.pop_front() {
-            if candidate.role == KeyRole::Queue {
+            if candidate.role.is_waiters() {
                 let ask = if self.dry_run {
                     command(&[b"TYPE", &candidate.key])
                 } else {
@@ -461,10 +468,13 @@ impl ResetNode {
             keys.reader_prefix().concat(),
             keys.signal().concat(),
             keys.read_signal().concat(),
+            keys.writers().concat(),
+            keys.writer_alive_prefix().concat(),
+            keys.writer_signal().concat(),
         ];
         let dry: &[u8] = if self.dry_run { b"1" } else { b"0" };
-        let mut args: Vec<&[u8]> = Vec::with_capacity(16);
-        args.extend([&b"EVAL"[..], RESET_SEMAPHORE_OR_RW.as_bytes(), b"10"]);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(19);
+        args.extend([&b"EVAL"[..], RESET_SEMAPHORE_OR_RW.as_bytes(), b"13"]);
         args.push(&candidate.key);
         args.extend(named.iter().map(Vec::as_slice));
         args.extend([dry, &self.signal_ms]);
@@ -679,12 +689,29 @@ mod tests {
             ]
         );
         reset.handle_input(0, b":1\r\n", t0);
+        // A read-write lock's waiting writers: their own set, deleted the same way.
+        let writers = next(&mut reset, t0).unwrap();
+        let writers: Vec<&[u8]> = writers.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            writers,
+            [
+                &b"EVAL"[..],
+                DELETE_QUEUE.as_bytes(),
+                b"1",
+                b"distlock:{job}:writers"
+            ]
+        );
+        reset.handle_input(0, b":1\r\n", t0);
         assert!(next(&mut reset, t0).is_none());
         let outcome = reset.poll_outcome().unwrap();
         assert_eq!(
             outcome.nodes,
             vec![Ok(NodeReset {
-                deleted: vec![b"distlock:{job}".to_vec(), b"distlock:{job}:queue".to_vec()],
+                deleted: vec![
+                    b"distlock:{job}".to_vec(),
+                    b"distlock:{job}:queue".to_vec(),
+                    b"distlock:{job}:writers".to_vec()
+                ],
                 ..NodeReset::default()
             })]
         );
@@ -707,6 +734,9 @@ mod tests {
             let ask = next(&mut reset, t0).unwrap();
             assert_eq!(ask[0], if dry_run { &b"TYPE"[..] } else { b"EVAL" });
             reset.handle_input(0, reply, t0);
+            // The waiting writers' set: gone.
+            let _ = next(&mut reset, t0).unwrap();
+            reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
             assert!(next(&mut reset, t0).is_none());
             let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
             assert_eq!(node.left_alone.len(), usize::from(left_alone), "{reply:?}");
@@ -717,7 +747,7 @@ mod tests {
         };
         assert_eq!(
             shown.to_string(),
-            "it is a list, not a sorted set: not a fair-mode queue"
+            "it is a list, not a sorted set: not a waiters' queue"
         );
     }
 
@@ -747,7 +777,7 @@ mod tests {
                 [
                     &b"EVAL"[..],
                     RESET_SEMAPHORE_OR_RW.as_bytes(),
-                    b"10",
+                    b"13",
                     b"distlock:{job}",
                     b"distlock:{job}:queue",
                     b"distlock:{job}:wake:",
@@ -758,16 +788,21 @@ mod tests {
                     b"distlock:{job}:reader:",
                     b"distlock:{job}:signal",
                     b"distlock:{job}:read-signal",
+                    b"distlock:{job}:writers",
+                    b"distlock:{job}:writer-alive:",
+                    b"distlock:{job}:writer-signal",
                     if dry_run { b"1" } else { b"0" },
                     b"1000",
                 ]
             );
             reset.handle_input(0, reply, t0);
-            // The re-entry count and the queue follow, as for a mutex: neither exists.
+            // The re-entry count and the waiters' sets follow, as for a mutex: none exists.
             assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
             reset.handle_input(0, b"$-1\r\n", t0);
-            assert!(next(&mut reset, t0).is_some());
-            reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
+            for _ in 0..2 {
+                assert!(next(&mut reset, t0).is_some());
+                reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
+            }
             assert!(next(&mut reset, t0).is_none());
             let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
             assert_eq!(node.deleted.len(), deleted, "{reply:?}");
@@ -894,6 +929,8 @@ mod tests {
             Just(b"distlock:{a}:fence".to_vec()),
             Just(b"distlock:{a}:signal".to_vec()),
             Just(b"distlock:{a}:queue".to_vec()),
+            Just(b"distlock:{a}:writers".to_vec()),
+            Just(b"distlock:{a}:writer-alive:x".to_vec()),
             Just(b"distlock:{a}:other".to_vec()),
             Just(b"distlock:config".to_vec()),
             Just(b"distlock:{}x".to_vec()),
@@ -965,7 +1002,7 @@ mod tests {
                         let key = &command[3];
                         prop_assert_eq!(layout.recognise(key).map(|(_, role)| role), Some(KeyRole::Lock));
                         prop_assert!(served.get(key).is_some_and(|v| v.starts_with(b"-WRONGTYPE")));
-                        prop_assert_eq!(command[13].as_slice(), if dry_run { b"1" } else { b"0" });
+                        prop_assert_eq!(command[16].as_slice(), if dry_run { b"1" } else { b"0" });
                         deleted += 1;
                         let mut reply = b"*1\r\n".to_vec();
                         reply.extend(bulk(key));
@@ -974,7 +1011,7 @@ mod tests {
                     b"EVAL" if command[1] == DELETE_QUEUE.as_bytes() => {
                         prop_assert!(!dry_run, "a dry run sent a delete");
                         let (_, role) = layout.recognise(&command[3]).expect("delete of a key not recognised");
-                        prop_assert_eq!(role, KeyRole::Queue);
+                        prop_assert!(role.is_waiters());
                         deleted += 1;
                         b":1\r\n".to_vec()
                     }

@@ -26,14 +26,15 @@
 //!   so on the node there is never a writer key beside a live reader key, nor two writers:
 //!   the claim `core/tests/rwlock_simulation.rs` checks against the clients' own beliefs (W1).
 //! - **Writer preference, bounded.** A writer refused while it waits registers its intent:
-//!   its owner token in `<prefix>{N}:queue` and a liveness key `<prefix>{N}:alive:<owner>`
+//!   its owner token in `<prefix>{N}:writers` and a liveness key
+//!   `<prefix>{N}:writer-alive:<owner>`
 //!   that lives [`writer_liveness`] (`retry.cap + request_timeout`: its longest wait between
 //!   attempts plus a round trip), refreshed by each of its attempts. A read is refused while
 //!   any waiting writer's liveness key lives, so a stream of readers cannot starve a writer
 //!   (W3); a writer that dies or gives up stops blocking readers within that liveness. A
 //!   try-lock writer (no wait) never registers. The price, as for every writer-preferring
 //!   lock: a continuous stream of writers can keep readers out.
-//! - **Waking only who can proceed.** Writers wait on `<prefix>{N}:signal`, readers on
+//! - **Waking only who can proceed.** Writers wait on `<prefix>{N}:writer-signal`, readers on
 //!   `<prefix>{N}:read-signal`. The release that leaves nothing held wakes one writer when a
 //!   live writer waits; otherwise a write release wakes one reader, and each reader that had
 //!   waited pushes the signal on when it gets in, so the waiting readers wake one after
@@ -52,6 +53,12 @@
 //!   `SET NX` refuses the marker like a held lock, the `TYPE` probe its next attempt sends
 //!   turns that into `WRONGTYPE`, and a try-lock there (one attempt, no probe) reports the
 //!   name held (see [`crate::Acquire`]).
+//! - **Waiters of their own.** The waiting writers' keys (`:writers`, `:writer-alive:`,
+//!   `:writer-signal`) are the read-write lock's alone, never fair mode's queue or a mutex's
+//!   wake-up list: a writer's intent outlives the holds (the name may meanwhile become a
+//!   mutex's), and in a shared queue it would sort ahead of a fair mutex's waiters and be
+//!   handed a name nobody confirms (see [`crate::keys`]). A refused attempt writes nothing:
+//!   the `WRONGTYPE` check comes first.
 //!
 //! ## Limits
 //! One node (a Redlock of readers would need a quorum of counts, as for the semaphore), the
@@ -173,8 +180,8 @@ impl Encoder<'_> {
                         &keys.writer(),
                         &keys.readers(),
                         &keys.reader_prefix(),
-                        &keys.queue(),
-                        &keys.alive_prefix(),
+                        &keys.writers(),
+                        &keys.writer_alive_prefix(),
                         &keys.read_signal(),
                     ],
                     8,
@@ -197,9 +204,9 @@ impl Encoder<'_> {
                         &keys.writer(),
                         &keys.readers(),
                         &keys.reader_prefix(),
-                        &keys.queue(),
-                        &keys.alive_prefix(),
-                        &keys.signal(),
+                        &keys.writers(),
+                        &keys.writer_alive_prefix(),
+                        &keys.writer_signal(),
                         &keys.read_signal(),
                     ],
                     3,
@@ -235,7 +242,7 @@ impl Encoder<'_> {
                 sink.bulk(b"BLPOP");
                 match mode {
                     RwMode::Read => sink.bulk_parts(&keys.read_signal()),
-                    RwMode::Write => sink.bulk_parts(&keys.signal()),
+                    RwMode::Write => sink.bulk_parts(&keys.writer_signal()),
                 }
                 self.block_timeout(timeout, sink);
             }

@@ -504,13 +504,14 @@ return result
 
 /// Read-write acquire: one read or write hold (see [`crate::Lock::rw`]).
 ///
-/// `KEYS`: marker (the name's own key, a hash), fence, writer, readers, reader prefix, queue
-/// (waiting writers), liveness prefix, readers' signal. `ARGV`: this attempt's token, ttl ms,
+/// `KEYS`: marker (the name's own key, a hash), fence, writer, readers, reader prefix, waiting
+/// writers (`:writers`, never fair mode's queue), their liveness prefix, readers' signal. `ARGV`: this attempt's token, ttl ms,
 /// mode (`r`/`w`), fenced (`1`/`0`), waiting (`1`/`0`: the caller was refused before and
 /// waits on), the owner's token, liveness ms (how long a waiting writer's intent lives
 /// without another attempt), signal ttl ms (`0`: no signal).
 ///
-/// Refuses a name whose key is no hash (a mutex or a semaphore holds it) with `WRONGTYPE`.
+/// Refuses a name whose key is no hash (a mutex or a semaphore holds it) with `WRONGTYPE`,
+/// before anything is written: a refused writer leaves no intent behind.
 /// `first_live` drops dead members (no key under the prefix) from a set's head and returns
 /// the first live one's PTTL (-2: none), so each call is O(dead members) + 1.
 /// - Write: busy while the writer key lives or a live reader remains; a waiting writer then
@@ -581,8 +582,8 @@ return {1, fence}
 
 /// Read-write release: give one hold back and wake whoever can proceed.
 ///
-/// `KEYS`: marker, writer, readers, reader prefix, queue, liveness prefix, writers' signal,
-/// readers' signal. `ARGV`: token, mode (`r`/`w`), signal ttl ms (`0`: no signal).
+/// `KEYS`: marker, writer, readers, reader prefix, waiting writers, their liveness prefix,
+/// writers' signal, readers' signal. `ARGV`: token, mode (`r`/`w`), signal ttl ms (`0`: no signal).
 ///
 /// A write release deletes the writer key when it holds the token; a read release drops the
 /// token from the readers and deletes its key. A read release that leaves a live reader wakes
@@ -855,18 +856,19 @@ return t";
 /// half-deleted.
 ///
 /// `KEYS`: the name's own key, queue, wake-list prefix, liveness prefix, permit prefix,
-/// writer, readers, reader prefix, signal, readers' signal. `ARGV`: dry run (`1`/`0`), signal
-/// ttl ms (`0`: no signal).
+/// writer, readers, reader prefix, signal, readers' signal, waiting writers, their liveness
+/// prefix, writers' signal. `ARGV`: dry run (`1`/`0`), signal ttl ms (`0`: no signal).
 ///
 /// A sorted set with a live permit key among its members is a semaphore's holders: each
 /// holder's permit key goes, then the set (a set with none is a user's, or a semaphore with
-/// nothing left to hold that expires by itself: left alone). A hash with `rw = 1` is a
-/// read-write lock's marker: the writer key, each reader's key and the
-/// readers' set go, then the marker. Either way the queue's waiters' liveness keys and
-/// wake-up lists go (a fair semaphore's waiters; a read-write lock's waiting writers, whose
-/// intent turns readers away), then the queue. With a signal ttl, the wake-up lists are
-/// emptied and one wake-up pushed to each, as a release does, so waiters retry at once and
-/// get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is
+/// nothing left to hold that expires by itself: left alone), and fair mode's queue with its
+/// waiters' liveness keys and wake-up lists (a fair semaphore's waiters). A hash with `rw = 1`
+/// is a read-write lock's marker: the writer key, each reader's key and the readers' set go,
+/// then the waiting writers' liveness keys (their intent turns readers away) and their set,
+/// then the marker; the fair queue is no read-write lock's and is left alone. With a signal
+/// ttl, the kind's wake-up lists (the semaphore's signal; the read-write lock's writers' and
+/// readers' signals) are emptied and one wake-up pushed to each, as a release does, so
+/// waiters retry at once and get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is
 /// written), or the name's type when it is neither (left alone; `none`: no such name).
 pub const RESET_SEMAPHORE_OR_RW: &str = "local t = redis.call('TYPE', KEYS[1]).ok
 local dry, gone = ARGV[1] == '1', {}
@@ -880,7 +882,7 @@ local function members(set, prefix)
  if redis.call('TYPE', set).ok ~= 'zset' then return end
  for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do drop(prefix .. m) end
 end
-local lists = {KEYS[9]}
+local lists
 local function holds_a_permit()
  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if redis.call('EXISTS', KEYS[5] .. m) == 1 then return true end
@@ -889,20 +891,23 @@ local function holds_a_permit()
 end
 if t == 'zset' and holds_a_permit() then
  members(KEYS[1], KEYS[5])
+ if redis.call('TYPE', KEYS[2]).ok == 'zset' then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+   drop(KEYS[4] .. m)
+   drop(KEYS[3] .. m)
+  end
+  drop(KEYS[2])
+ end
+ lists = {KEYS[9]}
 elseif t == 'hash' and redis.call('HGET', KEYS[1], 'rw') == '1' then
  drop(KEYS[6])
  members(KEYS[7], KEYS[8])
  if redis.call('TYPE', KEYS[7]).ok == 'zset' then drop(KEYS[7]) end
- lists[2] = KEYS[10]
+ members(KEYS[11], KEYS[12])
+ if redis.call('TYPE', KEYS[11]).ok == 'zset' then drop(KEYS[11]) end
+ lists = {KEYS[13], KEYS[10]}
 else
  return t
-end
-if redis.call('TYPE', KEYS[2]).ok == 'zset' then
- for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  drop(KEYS[4] .. m)
-  drop(KEYS[3] .. m)
- end
- drop(KEYS[2])
 end
 drop(KEYS[1])
 if not dry and ARGV[2] ~= '0' then

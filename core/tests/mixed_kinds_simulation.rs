@@ -30,9 +30,16 @@
 //!   or `WRONGLIMIT`: never a grant, never "held by another" (a reply that would make a
 //!   client wait on a lock it can never take). And every acquire ends by its wait plus three
 //!   request timeouts, a release by three request timeouts.
+//! - **K3, a fair hand-off goes to a fair waiter**: whenever a fair release
+//!   ([`distlock_core::script::FAIR_RELEASE`]) leaves a new token in `sim`'s key, that token is
+//!   a fair mutex client's: never a waiting writer's (or any other kind's), which would hold
+//!   the name as a string nobody confirms until the hand-off cap while the real fair waiters
+//!   stall. Each kind's waiters have keys of their own ([`distlock_core::Keys`]), so no
+//!   kind's waiter is ever in another kind's queue.
 //!
 //! The correct runs also count the typed refusals the machines reported (their
-//! [`distlock_core::ServerErrorKind`]), so a campaign in which kinds never met fails.
+//! [`distlock_core::ServerErrorKind`]) and the fair hand-offs K3 judged, so a campaign in
+//! which kinds never met, or no fair release ever handed the name on, fails.
 //!
 //! ## Broken variants (each must be caught)
 //! - `SetNxGetIgnoresType`: `SET … NX … GET` answers nil on another kind's key, as for a free
@@ -41,6 +48,10 @@
 //! - `MultiChecksExists`: the multi-name acquire asks `EXISTS` instead of `TYPE`
 //!   (`ModelFaults::multi_checks_exists_not_type`): another kind's name is reported held, not
 //!   refused: K2.
+//! - `WritersShareFairQueue`: the read-write scripts keep their waiting writers in fair
+//!   mode's queue and liveness keys, as distlock did before each kind had its own
+//!   (`ModelFaults::rw_writers_share_fair_queue`): a fair release hands the name to a
+//!   writer's token: K3.
 //!
 //! CI runs `MIX_RUNS` seeds of the correct protocol (`DISTLOCK_MIX_RUNS` for more) and shows
 //! each broken variant caught within `BROKEN_RUNS` seeds.
@@ -74,6 +85,7 @@ enum Variant {
     Correct,
     SetNxGetIgnoresType,
     MultiChecksExists,
+    WritersShareFairQueue,
 }
 
 /// What kind of lock a client takes on `sim`.
@@ -185,6 +197,11 @@ struct World {
     wrong_limits: u64,
     /// The acquire commands K2 judged.
     meetings: Meetings,
+    /// The kind of lock each acquire's token was made for (its owner token's bytes: what a
+    /// waiter queues under and a hand-off writes, up to an attempt suffix `.n`).
+    owners: BTreeMap<Vec<u8>, Kind>,
+    /// Fair hand-offs K3 judged (to a fair waiter: all of them, on the correct scripts).
+    handoffs: u64,
 }
 
 fn at(ms: u64) -> Instant {
@@ -208,6 +225,7 @@ impl World {
         node.set_faults(ModelFaults {
             set_nx_get_ignores_type: variant == Variant::SetNxGetIgnoresType,
             multi_checks_exists_not_type: variant == Variant::MultiChecksExists,
+            rw_writers_share_fair_queue: variant == Variant::WritersShareFairQueue,
             ..ModelFaults::default()
         });
         // Scripts cached from the start (this world has no `SCRIPT FLUSH`): K2 judges the
@@ -236,15 +254,20 @@ impl World {
             typed_refusals: 0,
             wrong_limits: 0,
             meetings: Meetings::new(),
+            owners: BTreeMap::new(),
+            handoffs: 0,
         };
         let count = world.rng.between(4, 8) as usize;
-        // Kinds in a shuffled order, at least four of them different.
+        // Kinds in a shuffled order, at least four of them different; then a fair mutex and a
+        // writer (so that fair waiters queue behind fair holders, next to waiting writers:
+        // what K3 judges), then any.
         let first = world.rng.between(0, KINDS.len() as u64 - 1) as usize;
         for c in 0..count {
-            let kind = if c < 4 {
-                KINDS[(first + c * 2) % KINDS.len()]
-            } else {
-                KINDS[world.rng.between(0, KINDS.len() as u64 - 1) as usize]
+            let kind = match c {
+                0..4 => KINDS[(first + c * 2) % KINDS.len()],
+                4 => Kind::FairMutex,
+                5 => Kind::Writer,
+                _ => KINDS[world.rng.between(0, KINDS.len() as u64 - 1) as usize],
             };
             let layout = KeyLayout::default();
             let lock = match kind {
@@ -316,6 +339,8 @@ impl World {
                     _ => Duration::from_millis(self.rng.between(100, 3000)),
                 };
                 let token = self.token();
+                self.owners
+                    .insert(token.as_bytes().to_vec(), self.clients[c].kind);
                 let seed = self.rng.next_u64();
                 let mut m = Box::new(
                     Acquire::new(
@@ -466,8 +491,43 @@ impl World {
             typed_refusals: self.typed_refusals,
             wrong_limits: self.wrong_limits,
             meetings: self.meetings,
+            handoffs: self.handoffs,
         }
     }
+
+    /// K3: a fair release that left `handed` in `sim`'s key handed the name to a fair waiter.
+    fn check_handoff(&mut self, handed: &[u8]) {
+        // A queued token is an attempt's: the owner's, or the owner's with `.n`.
+        let owner = handed
+            .iter()
+            .rposition(|&b| b == b'.')
+            .map_or(handed, |dot| &handed[..dot]);
+        let kind = self
+            .owners
+            .get(handed)
+            .or_else(|| self.owners.get(owner))
+            .copied();
+        if kind == Some(Kind::FairMutex) {
+            self.handoffs += 1;
+        } else {
+            self.violations.push(format!(
+                "K3: a fair release handed the name to {} ({kind:?}), not a fair waiter, at {} ms",
+                String::from_utf8_lossy(handed),
+                self.now
+            ));
+        }
+    }
+}
+
+/// Whether `args` run the fair release on `sim`.
+fn is_fair_release(args: &[Vec<u8>]) -> bool {
+    let eval = args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"EVALSHA") || a.eq_ignore_ascii_case(b"EVAL"));
+    let body = args.get(1);
+    eval && body.is_some_and(|b| {
+        *b == script::FAIR_RELEASE.sha || *b == script::FAIR_RELEASE.source.as_bytes()
+    }) && args.get(3).is_some_and(|k| k == NAME_KEY)
 }
 
 impl Serves for World {
@@ -484,8 +544,20 @@ impl Serves for World {
         let mut commands: Vec<Option<(&'static str, &'static str, &'static str)>> = Vec::new();
         let mut server = std::mem::take(&mut self.wires[wire].server);
         let pop_pending = server.is_blocked();
+        // The name's token before a fair release, and each new token one left there.
+        let (mut before_release, mut handed) = (None::<Option<Vec<u8>>>, Vec::new());
         self.node
             .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                if is_fair_release(args) {
+                    let holder = node.value(NAME_KEY, at(now)).map(<[u8]>::to_vec);
+                    if stage == Stage::Before {
+                        before_release = Some(holder);
+                    } else if let (Some(before), Some(after)) = (before_release.take(), holder)
+                        && before.as_ref() != Some(&after)
+                    {
+                        handed.push(after);
+                    }
+                }
                 if stage != Stage::Before {
                     return;
                 }
@@ -498,6 +570,9 @@ impl Serves for World {
                 });
             });
         self.wires[wire].server = server;
+        for token in handed {
+            self.check_handoff(&token);
+        }
         // A blocked pop that finished answers first; the observer saw no command for it.
         let skip = usize::from(pop_pending && !commands.is_empty());
         let mut replies = Vec::new();
@@ -532,6 +607,7 @@ struct Outcome {
     typed_refusals: u64,
     wrong_limits: u64,
     meetings: Meetings,
+    handoffs: u64,
 }
 
 /// Runs `runs` seeds from `DISTLOCK_MIX_SEED` (or a fixed base): the first violation of each
@@ -547,6 +623,7 @@ fn campaign(variant: Variant, judge_replies: bool, runs: u64) -> (Vec<(u64, Stri
         totals.grants += outcome.grants;
         totals.typed_refusals += outcome.typed_refusals;
         totals.wrong_limits += outcome.wrong_limits;
+        totals.handoffs += outcome.handoffs;
         for (meeting, n) in outcome.meetings {
             *totals.meetings.entry(meeting).or_default() += n;
         }
@@ -563,6 +640,7 @@ struct Totals {
     typed_refusals: u64,
     wrong_limits: u64,
     meetings: Meetings,
+    handoffs: u64,
 }
 
 /// Every acquire command of the mix, and the other kinds' key types it must be seen meeting.
@@ -585,7 +663,8 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
     let (grants, refusals, wrong_limits) =
         (totals.grants, totals.typed_refusals, totals.wrong_limits);
     println!(
-        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} violations; K2 judged {:?}",
+        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} fair hand-offs, {} violations; K2 judged {:?}",
+        totals.handoffs,
         found.len(),
         totals.meetings
     );
@@ -599,6 +678,7 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
     );
     if runs >= 10 {
         assert!(wrong_limits > 0, "no semaphore met another limit");
+        assert!(totals.handoffs > 0, "K3 never judged a fair hand-off");
         for (what, types) in MUST_MEET {
             for found in types {
                 assert!(
@@ -638,4 +718,16 @@ fn mixed_kinds_a_multi_acquire_that_checks_exists_is_caught_by_k2() {
         found.iter().filter(|(_, v)| v.starts_with("K2")).count()
     );
     assert!(found.iter().any(|(_, v)| v.starts_with("K2")), "{found:?}");
+}
+
+#[test]
+fn mixed_kinds_writers_in_the_fair_queue_are_caught_by_k3() {
+    let (found, _) = campaign(Variant::WritersShareFairQueue, true, BROKEN_RUNS);
+    println!(
+        "writers-share-fair-queue: caught in {} of {BROKEN_RUNS} runs, {} by K3; first: {:?}",
+        found.len(),
+        found.iter().filter(|(_, v)| v.starts_with("K3")).count(),
+        found.first()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("K3")), "{found:?}");
 }

@@ -1654,8 +1654,8 @@ fn the_rw_scripts_answer_on_the_model_as_on_a_real_server() {
     let mut model = distlock_model::ModelNode::new();
     let k = |suffix: &str| key("rw", suffix);
     let (marker, fence, writer, readers) = (k(""), k(":fence"), k(":writer"), k(":readers"));
-    let (reader, queue, alive) = (k(":reader:"), k(":queue"), k(":alive:"));
-    let (signal, read_signal) = (k(":signal"), k(":read-signal"));
+    let (reader, queue, alive) = (k(":reader:"), k(":writers"), k(":writer-alive:"));
+    let (signal, read_signal) = (k(":writer-signal"), k(":read-signal"));
     let words =
         |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|s| s.as_bytes().to_vec()).collect() };
     let acquire = |who: &str, mode: &str, waiting: &str| {
@@ -1841,7 +1841,7 @@ fn rw_readers_share_and_a_waiting_writer_gets_in_when_they_leave_while_new_reade
         thread::spawn(move || acquire(&write, &token(3), &ports, secs(10)).0)
     };
     let mut raw = Raw::to(&server);
-    let queue = key("doc", ":queue");
+    let queue = key("doc", ":writers");
     let give_up = std::time::Instant::now() + StdDuration::from_secs(10);
     while raw.cmd(&[b"ZCARD", queue.as_bytes()]) == OwnedFrame::Integer(0) {
         assert!(
@@ -1888,6 +1888,122 @@ fn rw_readers_share_and_a_waiting_writer_gets_in_when_they_leave_while_new_reade
         panic!("a mutex on a read-write lock's name must be refused")
     };
     assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+}
+
+/// A fair mutex and a read-write lock of one name never meet in each other's waiters (each
+/// kind has keys of its own): a writer's intent left from when the name was a read-write lock
+/// neither heads the fair mutex's queue nor is handed the name; a writer refused with
+/// `WRONGTYPE` on the fair mutex's name, and a fair mutex refused on the read-write lock's,
+/// write nothing; and the fair holder's release hands the name straight to its fair waiter
+/// (in the release script itself: not after a hand-off cap spent on a writer).
+#[test]
+fn a_fair_mutex_and_a_writer_of_one_name_never_meet_in_each_others_waiters() {
+    use distlock_core::RwMode::{Read, Write};
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let options = LockOptions {
+        ttl: secs(10),
+        ..LockOptions::default()
+    };
+    let (read, write, fair) = (
+        rw("kinds", Read, options),
+        rw("kinds", Write, options),
+        fair_lock("kinds", options),
+    );
+    let k = |suffix: &str| key("kinds", suffix);
+    let keys_like = |raw: &mut Raw, suffix: &str| {
+        let pattern = k(suffix).replace('{', "\\{").replace('}', "\\}") + "*";
+        let OwnedFrame::Array(found) = raw.cmd(&[b"KEYS", pattern.as_bytes()]) else {
+            panic!("KEYS")
+        };
+        found.len()
+    };
+    let reader = acquire(&read, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("a read hold");
+    // A fair mutex on the read-write lock's name: refused, and nothing queued.
+    let Err(Error::Server { error, .. }) = acquire(&fair, &token(2), &ports, secs(1)).0 else {
+        panic!("a fair mutex on a read-write lock's name must be refused")
+    };
+    assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+    assert_eq!(keys_like(&mut raw, ":queue"), 0, "no fair queue");
+    assert_eq!(keys_like(&mut raw, ":alive:"), 0, "no fair liveness key");
+    // A writer that waits behind the reader and dies: its intent lives 30 s.
+    let dead = token(9);
+    let (marker, fence, writer, readers) = (k(""), k(":fence"), k(":writer"), k(":readers"));
+    let (reader_prefix, writers, writer_alive) =
+        (k(":reader:"), k(":writers"), k(":writer-alive:"));
+    let read_signal = k(":read-signal");
+    let mut words: Vec<&[u8]> = vec![b"EVAL", script::RW_ACQUIRE.source.as_bytes(), b"8"];
+    words.extend(
+        [
+            &marker,
+            &fence,
+            &writer,
+            &readers,
+            &reader_prefix,
+            &writers,
+            &writer_alive,
+            &read_signal,
+        ]
+        .map(|key| key.as_bytes()),
+    );
+    words.extend([
+        dead.as_bytes(),
+        b"10000",
+        b"w",
+        b"0",
+        b"1",
+        dead.as_bytes(),
+        b"30000",
+        b"1000",
+    ]);
+    assert!(matches!(raw.cmd(&words), OwnedFrame::Array(_)));
+    assert_eq!(raw.int(&[b"ZCARD", writers.as_bytes()]), 1, "the intent");
+    assert_eq!(raw.int(&[b"EXISTS", k(":queue").as_bytes()]), 0);
+    assert_eq!(release(&read, reader.token(), &ports), Ok(Released::Free));
+
+    // The name is free: a fair try-lock takes it at once, the writer's intent no waiter of its.
+    let holder = acquire(&fair, &token(3), &ports, Duration::ZERO)
+        .0
+        .expect("a fair mutex takes the free name past a writer's intent");
+    let waiter = {
+        let fair = fair.clone();
+        thread::spawn(move || acquire(&fair, &token(4), &ports, secs(10)).0)
+    };
+    assert!(
+        eventually(StdDuration::from_secs(5), || queued(&mut raw, "kinds") == 1),
+        "the fair waiter never queued"
+    );
+    // A writer on the fair mutex's name: refused, and nothing registered.
+    let Err(Error::Server { error, .. }) = acquire(&write, &token(5), &ports, secs(1)).0 else {
+        panic!("a writer on a fair mutex's name must be refused")
+    };
+    assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+    assert_eq!(
+        raw.cmd(&[b"ZRANGE", writers.as_bytes(), b"0", b"-1"]),
+        OwnedFrame::Array(vec![OwnedFrame::BulkString(dead.as_bytes().to_vec())]),
+        "only the dead writer's intent"
+    );
+    assert_eq!(
+        keys_like(&mut raw, ":writer-alive:"),
+        1,
+        "only the dead writer's"
+    );
+    assert_eq!(queued(&mut raw, "kinds"), 1, "only the fair waiter");
+
+    // The release hands the name to the fair waiter, in the same script.
+    assert_eq!(release(&fair, holder.token(), &ports), Ok(Released::Free));
+    let handed = raw.get(&k("")).expect("handed on");
+    assert_ne!(handed, dead.as_bytes(), "never to the writer");
+    let lease = waiter
+        .join()
+        .expect("waiter thread")
+        .expect("the fair waiter gets the name");
+    assert_eq!(handed, lease.token().as_bytes(), "to the fair waiter");
+    assert_eq!(release(&fair, lease.token(), &ports), Ok(Released::Free));
+    assert_eq!(queued(&mut raw, "kinds"), 0);
 }
 
 /// Get-or-compute's scripts give a real server's replies on the model node (which the
@@ -1984,7 +2100,7 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
         words(&[
             "EVAL",
             distlock_core::RESET_SEMAPHORE_OR_RW,
-            "10",
+            "13",
             &k(""),
             &k(":queue"),
             &k(":wake:"),
@@ -1995,6 +2111,9 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
             &k(":reader:"),
             &k(":signal"),
             &k(":read-signal"),
+            &k(":writers"),
+            &k(":writer-alive:"),
+            &k(":writer-signal"),
             dry,
             "1000",
         ])
@@ -2025,8 +2144,8 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
             &k(":writer"),
             &k(":readers"),
             &k(":reader:"),
-            &k(":queue"),
-            &k(":alive:"),
+            &k(":writers"),
+            &k(":writer-alive:"),
             &k(":read-signal"),
             who,
             "60000",
@@ -2042,7 +2161,7 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
         permit("token-a-0000000001"),
         permit("token-b-0000000001"),
         rw("token-r-0000000001", "r"),
-        // A writer refused by the reader registers its intent (queue and liveness key).
+        // A writer refused by the reader registers its intent (its set and liveness key).
         rw("token-w-0000000001", "w"),
         words(&["SET", &key("rm", ""), "token-m-0000000001", "PX", "60000"]),
         // A sorted set at a name with no live permit key among its members (a user's, or a
@@ -2070,7 +2189,7 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
     }
     for list in [
         key("rs", ":signal"),
-        key("rr", ":signal"),
+        key("rr", ":writer-signal"),
         key("rr", ":read-signal"),
     ] {
         assert_eq!(

@@ -42,8 +42,8 @@ const ACQUIRE_KEYS: [&str; 9] = [
     "distlock:{doc}:writer",
     "distlock:{doc}:readers",
     "distlock:{doc}:reader:",
-    "distlock:{doc}:queue",
-    "distlock:{doc}:alive:",
+    "distlock:{doc}:writers",
+    "distlock:{doc}:writer-alive:",
     "distlock:{doc}:read-signal",
 ];
 
@@ -113,7 +113,7 @@ fn a_waiting_writer_registers_from_its_first_attempt_and_each_mode_blocks_on_its
     let sent = drain(&mut m, ms(1));
     assert_eq!(
         only_call(&sent)[..2],
-        args(&["BLPOP", "distlock:{doc}:signal"])[..]
+        args(&["BLPOP", "distlock:{doc}:writer-signal"])[..]
     );
     assert_eq!(sent[0].blocking, Some(Duration::from_millis(251)));
 
@@ -155,9 +155,9 @@ fn release_and_extend_are_the_rw_scripts_with_the_holds_token_and_mode() {
                 "distlock:{doc}:writer",
                 "distlock:{doc}:readers",
                 "distlock:{doc}:reader:",
-                "distlock:{doc}:queue",
-                "distlock:{doc}:alive:",
-                "distlock:{doc}:signal",
+                "distlock:{doc}:writers",
+                "distlock:{doc}:writer-alive:",
+                "distlock:{doc}:writer-signal",
                 "distlock:{doc}:read-signal",
             ])[..]
         );
@@ -289,9 +289,9 @@ const MARKER: &str = "distlock:{doc}";
 const WRITER: &str = "distlock:{doc}:writer";
 const READERS: &str = "distlock:{doc}:readers";
 const READER: &str = "distlock:{doc}:reader:";
-const QUEUE: &str = "distlock:{doc}:queue";
-const ALIVE: &str = "distlock:{doc}:alive:";
-const SIGNAL: &str = "distlock:{doc}:signal";
+const WRITERS: &str = "distlock:{doc}:writers";
+const WRITER_ALIVE: &str = "distlock:{doc}:writer-alive:";
+const WRITER_SIGNAL: &str = "distlock:{doc}:writer-signal";
 const READ_SIGNAL: &str = "distlock:{doc}:read-signal";
 /// A waiting writer's intent lives this long in these tests.
 const LIVENESS: u64 = 300;
@@ -326,8 +326,8 @@ fn acquire(
             WRITER,
             READERS,
             READER,
-            QUEUE,
-            ALIVE,
+            WRITERS,
+            WRITER_ALIVE,
             READ_SIGNAL,
             who,
             &ttl,
@@ -353,9 +353,9 @@ fn release(node: &mut ModelNode, who: &str, mode: &str, now: u64) -> String {
             WRITER,
             READERS,
             READER,
-            QUEUE,
-            ALIVE,
-            SIGNAL,
+            WRITERS,
+            WRITER_ALIVE,
+            WRITER_SIGNAL,
             READ_SIGNAL,
             who,
             mode,
@@ -440,9 +440,17 @@ fn a_waiting_writer_turns_new_readers_away_until_it_gets_in_or_its_intent_expire
     );
     // The last reader's release wakes the writer, and only it.
     assert_eq!(release(&mut n, A, "r", 50), ":0\r\n");
-    assert_eq!(n.list_len(SIGNAL.as_bytes(), ms(50)), 0, "a reader remains");
+    assert_eq!(
+        n.list_len(WRITER_SIGNAL.as_bytes(), ms(50)),
+        0,
+        "a reader remains"
+    );
     assert_eq!(release(&mut n, B, "r", 60), ":0\r\n");
-    assert_eq!(n.list_len(SIGNAL.as_bytes(), ms(60)), 1, "one writer woken");
+    assert_eq!(
+        n.list_len(WRITER_SIGNAL.as_bytes(), ms(60)),
+        1,
+        "one writer woken"
+    );
     assert_eq!(
         n.list_len(READ_SIGNAL.as_bytes(), ms(60)),
         0,
@@ -450,14 +458,14 @@ fn a_waiting_writer_turns_new_readers_away_until_it_gets_in_or_its_intent_expire
     );
     assert_eq!(acquire(&mut n, W, "w", true, 1000, 70), granted(1));
     assert!(
-        n.sorted_set(QUEUE.as_bytes(), ms(70)).is_empty(),
+        n.sorted_set(WRITERS.as_bytes(), ms(70)).is_empty(),
         "its intent is gone"
     );
     // The write release, with no writer waiting, wakes one reader, who passes it on.
     assert_eq!(release(&mut n, W, "w", 80), ":0\r\n");
     assert_eq!(n.list_len(READ_SIGNAL.as_bytes(), ms(80)), 1);
     assert_eq!(
-        n.list_len(SIGNAL.as_bytes(), ms(80)),
+        n.list_len(WRITER_SIGNAL.as_bytes(), ms(80)),
         1,
         "the earlier wake, not a new one"
     );
@@ -523,7 +531,7 @@ fn a_mutex_or_semaphore_name_is_refused_both_ways_and_left_alone() {
     assert_eq!(extend(&mut n, A, "r", 100, 1), wrong("string"));
     assert_eq!(n.value(MARKER.as_bytes(), ms(1)), Some(&b"someone"[..]));
     assert!(
-        n.sorted_set(QUEUE.as_bytes(), ms(1)).is_empty(),
+        n.sorted_set(WRITERS.as_bytes(), ms(1)).is_empty(),
         "nothing registered"
     );
 
@@ -610,7 +618,7 @@ proptest! {
             };
             let writer = |n: &ModelNode, now: u64| n.value(WRITER.as_bytes(), ms(now)).is_some();
             let intent = |n: &ModelNode, now: u64| {
-                (0..5).any(|j| n.value(format!("{ALIVE}{}", who(j)).as_bytes(), ms(now)).is_some())
+                (0..5).any(|j| n.value(format!("{WRITER_ALIVE}{}", who(j)).as_bytes(), ms(now)).is_some())
             };
             match op {
                 0 | 1 => {

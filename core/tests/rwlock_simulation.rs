@@ -53,8 +53,8 @@ const RUN_MS: u64 = 20_000;
 const WRITER: &[u8] = b"distlock:{sim}:writer";
 const READERS: &[u8] = b"distlock:{sim}:readers";
 const READER: &[u8] = b"distlock:{sim}:reader:";
-const QUEUE: &[u8] = b"distlock:{sim}:queue";
-const ALIVE: &[u8] = b"distlock:{sim}:alive:";
+const WRITERS: &[u8] = b"distlock:{sim}:writers";
+const WRITER_ALIVE: &[u8] = b"distlock:{sim}:writer-alive:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -443,7 +443,7 @@ impl Serves for World {
                 match stage {
                     Stage::Before => {
                         let writer = node.value(WRITER, at(now)).is_some();
-                        let intent = live_members(node, QUEUE, ALIVE, now) > 0;
+                        let intent = live_members(node, WRITERS, WRITER_ALIVE, now) > 0;
                         let readers = live_members(node, READERS, READER, now);
                         free_before = Some(!writer && if write { readers == 0 } else { !intent });
                         intent_before = intent;

@@ -86,6 +86,11 @@ fn unrelated_keys(tag: &str) -> Vec<(String, Vec<Vec<String>>)> {
             k("distlock:{TAG-word}:queue"),
             vec![cmd(&["SET", "distlock:{TAG-word}:queue", TOKEN])],
         ),
+        // Shaped like a read-write lock's waiting writers, but no sorted set.
+        (
+            k("distlock:{TAG-word}:writers"),
+            vec![cmd(&["HSET", "distlock:{TAG-word}:writers", "f", TOKEN])],
+        ),
         // A lock of another prefix.
         (
             k("other:{TAG-lock}"),

@@ -182,7 +182,7 @@ fn a_waiting_writer_turns_new_readers_away_and_gets_in_when_they_leave() {
             })
         };
         let mut raw = server.raw();
-        let queue = format!("{}:queue", lock_key(&name));
+        let queue = format!("{}:writers", lock_key(&name));
         wait_for("the writer to register", LIMIT, || {
             (raw.ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
         });
@@ -528,7 +528,7 @@ fn reset_clears_a_read_write_locks_holds_and_intent_but_keeps_its_fence() {
         .expect("spawn a writer"),
     );
     wait_for("the writer to queue", LIMIT, || {
-        (server.raw().ok(&["ZCARD", &key(":queue")]).int() == Some(1)).then_some(())
+        (server.raw().ok(&["ZCARD", &key(":writers")]).int() == Some(1)).then_some(())
     });
     dead_writer.0.kill().expect("SIGKILL the writer");
     let _ = dead_writer.0.wait();
@@ -544,7 +544,7 @@ fn reset_clears_a_read_write_locks_holds_and_intent_but_keeps_its_fence() {
     // The fencing counter and the two wake-up lists the reset pushed, nothing else.
     assert_eq!(
         left,
-        [key(":fence"), key(":read-signal"), key(":signal")],
+        [key(":fence"), key(":read-signal"), key(":writer-signal")],
         "{}",
         show(&out)
     );
@@ -583,7 +583,7 @@ fn reset_clears_a_read_write_locks_holds_and_intent_but_keeps_its_fence() {
         })
     };
     wait_for("the writer to queue", LIMIT, || {
-        (server.raw().ok(&["ZCARD", &key(":queue")]).int() == Some(1)).then_some(())
+        (server.raw().ok(&["ZCARD", &key(":writers")]).int() == Some(1)).then_some(())
     });
     // This time by the walk of every lock under the prefix.
     let out = run(&["reset", "--all", "--yes"]);

@@ -240,6 +240,11 @@ pub struct ModelFaults {
     /// The multi-name acquire asks whether each name `EXISTS` instead of its `TYPE`: a name of
     /// another kind of lock is reported held (waited on) instead of refused with `WRONGTYPE`.
     pub multi_checks_exists_not_type: bool,
+    /// The read-write scripts keep their waiting writers in fair mode's queue and liveness
+    /// keys (`:queue`, `:alive:`) and wake them on the mutex's wake-up list (`:signal`), as
+    /// distlock did before each kind had waiter keys of its own: a writer's intent sorts
+    /// ahead of a fair mutex's waiters, and a fair release can hand the name to a writer.
+    pub rw_writers_share_fair_queue: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -1103,8 +1108,8 @@ impl ModelNode {
             return Ok(Done::Written);
         } else if body == distlock_core::RESET_SEMAPHORE_OR_RW.as_bytes() {
             // `reset` of a semaphore's or read-write lock's name, sent by source.
-            let keys = args.get(2..12).unwrap_or_default();
-            let argv = args.get(12..).unwrap_or_default();
+            let keys = args.get(2..15).unwrap_or_default();
+            let argv = args.get(15..).unwrap_or_default();
             self.reset_semaphore_or_rw(keys, argv, now, w)?;
             return Ok(Done::Written);
         } else {

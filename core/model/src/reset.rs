@@ -11,7 +11,7 @@ use distlock_core::Instant;
 use super::{ExpireMode, Fail, ModelNode, Res, Value, Writer};
 
 impl ModelNode {
-    /// Runs the script with its ten `KEYS` and two `ARGV` and writes its reply: the keys
+    /// Runs the script with its thirteen `KEYS` and two `ARGV` and writes its reply: the keys
     /// deleted, or the name's type when it is neither kind. A read-only node refuses it
     /// unless dry (the Lua fails at its first write; nothing is written before it).
     pub(super) fn reset_semaphore_or_rw(
@@ -33,6 +33,9 @@ impl ModelNode {
                 reader,
                 signal,
                 read_signal,
+                writers,
+                writer_alive,
+                writer_signal,
             ],
             [dry, signal_ms],
         ) = (keys, argv)
@@ -46,7 +49,7 @@ impl ModelNode {
             self.write_check()?;
         }
         let mut gone: Vec<Vec<u8>> = Vec::new();
-        let mut lists: Vec<&[u8]> = alloc::vec![*signal];
+        let mut lists: Vec<&[u8]> = Vec::new();
         let holds_a_permit = match self.live(name, now).map(|e| &e.value) {
             Some(Value::ZSet(members)) => {
                 let members: Vec<Vec<u8>> = members.iter().map(|(_, m)| m.clone()).collect();
@@ -59,6 +62,15 @@ impl ModelNode {
         match self.live(name, now).map(|e| &e.value) {
             Some(Value::ZSet(_)) if holds_a_permit => {
                 self.drop_members(name, permit, dry, &mut gone, now);
+                if let Some(Value::ZSet(members)) = self.live(queue, now).map(|e| &e.value) {
+                    let waiters: Vec<Vec<u8>> = members.iter().map(|(_, m)| m.clone()).collect();
+                    for waiter in waiters {
+                        self.drop_key(&[*alive, &waiter].concat(), dry, &mut gone, now);
+                        self.drop_key(&[*wake, &waiter].concat(), dry, &mut gone, now);
+                    }
+                    self.drop_key(queue, dry, &mut gone, now);
+                }
+                lists.push(signal);
             }
             Some(Value::Hash(fields)) if fields.iter().any(|(f, v)| f == b"rw" && v == b"1") => {
                 self.drop_key(writer, dry, &mut gone, now);
@@ -69,7 +81,14 @@ impl ModelNode {
                 ) {
                     self.drop_key(readers, dry, &mut gone, now);
                 }
-                lists.push(read_signal);
+                self.drop_members(writers, writer_alive, dry, &mut gone, now);
+                if matches!(
+                    self.live(writers, now).map(|e| &e.value),
+                    Some(Value::ZSet(_))
+                ) {
+                    self.drop_key(writers, dry, &mut gone, now);
+                }
+                lists.extend([*writer_signal, *read_signal]);
             }
             other => {
                 let kind: &[u8] = match other {
@@ -82,14 +101,6 @@ impl ModelNode {
                 w.bulk(kind);
                 return Ok(());
             }
-        }
-        if let Some(Value::ZSet(members)) = self.live(queue, now).map(|e| &e.value) {
-            let waiters: Vec<Vec<u8>> = members.iter().map(|(_, m)| m.clone()).collect();
-            for waiter in waiters {
-                self.drop_key(&[*alive, &waiter].concat(), dry, &mut gone, now);
-                self.drop_key(&[*wake, &waiter].concat(), dry, &mut gone, now);
-            }
-            self.drop_key(queue, dry, &mut gone, now);
         }
         self.drop_key(name, dry, &mut gone, now);
         let ms = core::str::from_utf8(signal_ms)

@@ -1,7 +1,8 @@
 //! The read-write lock's three scripts ([`distlock_core::script::RW_ACQUIRE`], `RW_RELEASE`,
 //! `RW_EXTEND`), call for call as their Lua does them, and broken as [`crate::ModelFaults`]
-//! asks (a write beside readers, a read past a waiting writer, a count of dead readers) so
-//! that the simulator's read-write properties can be seen to fail.
+//! asks (a write beside readers, a read past a waiting writer, a count of dead readers,
+//! waiting writers in fair mode's queue) so that the simulator's read-write and mixed-kind
+//! properties can be seen to fail.
 //!
 //! Invariant kept from the Lua: every error the script returns itself comes before its first
 //! write except the pruning of dead members, which is a clean-up and changes no hold.
@@ -31,7 +32,27 @@ fn not_integer(line: u64) -> (Fail, u64) {
     )
 }
 
+/// `key` with its suffix `own` (a read-write lock's waiter key) turned into `fair` (fair
+/// mode's): where [`crate::ModelFaults::rw_writers_share_fair_queue`] keeps waiting writers.
+fn fair_twin(key: &[u8], own: &[u8], fair: &[u8]) -> Vec<u8> {
+    key.strip_suffix(own)
+        .map_or_else(|| key.to_vec(), |stem| cat(stem, fair))
+}
+
 impl ModelNode {
+    /// The waiting writers' set, liveness prefix and wake-up list the scripts are given, or
+    /// fair mode's and the mutex's keys on a node whose writers share them (a fault).
+    fn rw_writer_keys(&self, writers: &[u8], alive: &[u8], signal: &[u8]) -> [Vec<u8>; 3] {
+        if !self.faults.rw_writers_share_fair_queue {
+            return [writers.to_vec(), alive.to_vec(), signal.to_vec()];
+        }
+        [
+            fair_twin(writers, b":writers", b":queue"),
+            fair_twin(alive, b":writer-alive:", b":alive:"),
+            fair_twin(signal, b":writer-signal", b":signal"),
+        ]
+    }
+
     /// `TYPE KEYS[1]` must be `hash` or `none`: a mutex's token or a semaphore's set there is
     /// a `WRONGTYPE`.
     fn rw_key_check(&mut self, marker: &[u8], now: Instant) -> Result<(), (Fail, u64)> {
@@ -161,6 +182,8 @@ impl ModelNode {
             return Err(nil());
         };
         self.rw_key_check(marker, now)?;
+        let [queue, alive, _] = self.rw_writer_keys(queue, alive, b"");
+        let (queue, alive) = (queue.as_slice(), alive.as_slice());
         let ttl_ms = lua_tonumber(ttl).ok_or_else(|| not_integer(39))?;
         let mut busy = self.pttl(writer, now);
         let mut granted_fence = 0;
@@ -233,6 +256,8 @@ impl ModelNode {
             return Err(nil());
         };
         self.rw_key_check(marker, now)?;
+        let [queue, alive, signal] = self.rw_writer_keys(queue, alive, signal);
+        let (queue, alive, signal) = (queue.as_slice(), alive.as_slice(), signal.as_slice());
         if mode == b"w" {
             if self.get_str(writer, now).map_err(|e| (e, 16))?.as_deref() != Some(me) {
                 return Ok(ScriptValue::Int(-1));

@@ -265,6 +265,16 @@ fn redlock_majority_down() {
     }
 }
 
+/// The TTL of the renewal tests: short, so renewal happens within the test, yet long enough
+/// that a loaded machine stalling the test's thread for a few hundred ms does not lose the
+/// lease (a 600 ms TTL did, at load ~6).
+const RENEWAL_TTL_MS: u32 = 1_500;
+
+/// Past three renewal TTLs after `started`: only extends can hold a lease that long.
+fn three_ttls_after(started: f64) -> f64 {
+    started + 3.0 * f64::from(RENEWAL_TTL_MS)
+}
+
 /// A session with a short TTL, so renewal happens within the test.
 fn short_ttl_host(server: &RedisServer, ttl_ms: u32) -> Host {
     let mut opts = options(&[server.url()]);
@@ -277,12 +287,11 @@ fn short_ttl_host(server: &RedisServer, ttl_ms: u32) -> Host {
 fn renewal_keeps_lease() {
     require_redis!();
     let server = RedisServer::start();
-    let mut host = short_ttl_host(&server, 600);
+    let mut host = short_ttl_host(&server, RENEWAL_TTL_MS);
     let name = unique_name("engine-renew");
     let lease = host.acquire(&name, 0).expect("acquire");
     let renewal = host.renewal(&name, &lease).expect("a renewal");
-    // Held past three TTLs from the acquire: only extends can do that.
-    let until = lease.started + 1_800.0;
+    let until = three_ttls_after(lease.started);
     let lost = host.renew_until(renewal, |host, valid_until| {
         host.now() > until && valid_until > until
     });

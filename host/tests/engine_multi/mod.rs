@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::engine_host::{Host, api, options};
 use crate::support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
-use crate::{host, invalid_kind, key_value, short_ttl_host};
+use crate::{RENEWAL_TTL_MS, host, invalid_kind, key_value, short_ttl_host, three_ttls_after};
 
 /// How long `key` lives, in ms (-2: no such key).
 fn pttl(server: &RedisServer, key: &str) -> i64 {
@@ -114,7 +114,7 @@ fn multi_overlap_excludes() {
 fn multi_extend_renewal() {
     require_redis!();
     let server = RedisServer::start();
-    let mut client = short_ttl_host(&server, 600);
+    let mut client = short_ttl_host(&server, RENEWAL_TTL_MS);
     let [a, b, _] = three_names("engine-multi-extend");
     let set = client.acquire_many(&[&a, &b], 0).expect("the set");
     client
@@ -133,8 +133,7 @@ fn multi_extend_renewal() {
 
     let renewed = client.acquire_many(&[&a, &b], 0).expect("the set");
     let renewal = client.renewal_many(&[&a, &b], &renewed).expect("a renewal");
-    // Held past three TTLs from the acquire: only extends can do that.
-    let until = renewed.started + 1_800.0;
+    let until = three_ttls_after(renewed.started);
     let lost = client.renew_until(renewal, |host, valid_until| {
         host.now() > until && valid_until > until
     });

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::engine_host::{Host, api, options, semaphore};
 use crate::support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
-use crate::{host, invalid_kind, key_value, short_ttl_host};
+use crate::{RENEWAL_TTL_MS, host, invalid_kind, key_value, short_ttl_host, three_ttls_after};
 
 /// The key of the permit `token` holds of semaphore `name`.
 fn permit_key(name: &str, token: &str) -> String {
@@ -198,7 +198,7 @@ fn rw_readers_share() {
 fn shaped_extend_renewal() {
     require_redis!();
     let server = RedisServer::start();
-    let mut client = short_ttl_host(&server, 600);
+    let mut client = short_ttl_host(&server, RENEWAL_TTL_MS);
     let name = unique_name("engine-shaped-extend");
     let three = semaphore(3, None);
     let permit = client.acquire_shaped(&name, &three, 0).expect("a permit");
@@ -232,8 +232,7 @@ fn shaped_extend_renewal() {
     let renewal = client
         .renewal_shaped(&name, &three, &renewed)
         .expect("a renewal");
-    // Held past three TTLs from the acquire: only extends can do that.
-    let until = renewed.started + 1_800.0;
+    let until = three_ttls_after(renewed.started);
     let lost = client.renew_until(renewal, |host, valid_until| {
         host.now() > until && valid_until > until
     });

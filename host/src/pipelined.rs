@@ -10,22 +10,34 @@
 //! What the reply means is the core's ([`distlock_core::ReleaseCheck`]); where it is reported
 //! is `release_check.rs`.
 //!
+//! **One round trip per pair.** The connection, its reader's state and the record of what
+//! it owes live in one shared place ([`IdleRead`]); the reader task only reads under its
+//! lock, one poll at a time. So a claim takes the connection there and then, between two of
+//! the reader's polls, and the operation writes at once — it never waits for the reader's
+//! task to be scheduled (on another thread: on a loaded machine as long as the round trip
+//! the pipelining saves). Only with half a reply in does the claim wait, for the rest of that
+//! reply. This relies on one connection's replies coming in the order of its commands: the
+//! release was written first, so its reply comes first, whoever reads it.
+//!
 //! Safety (the core's argument, `distlock_core::PipelinedRelease`): the delete compares the
 //! token, so running late it can only delete our own key; until it runs the name stays held,
 //! by us. A late delete of our own token only keeps the name held longer; it never lets two
 //! holders in.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use distlock_core::{Lock, PipelinedRelease, ReleaseCheck, ReleaseReader, ServerInfo, Token};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::client::Client;
 use crate::clock::Clock;
 use crate::conn::Conn;
 use crate::error::Error;
-use crate::pool::{Pool, Reader};
+use crate::pool::{BackgroundRead, Claim, Pool};
 use crate::release_check::{OwedReply, PipelinedReleases};
 
 /// The release script by source, with the longest name and prefix, fits.
@@ -85,8 +97,7 @@ impl Client {
         }
         let name = String::from_utf8_lossy(lock.keys().name().as_bytes()).into_owned();
         let reply = self.release_reports().owe(owed, name);
-        let reader = pool.start_reading(0);
-        tokio::spawn(read_while_idle(Arc::clone(pool), reader, conn, reply));
+        IdleRead::start(pool, 0, conn, reply);
         Ok(())
     }
 
@@ -122,9 +133,15 @@ impl Client {
         for node in 0..pool.len() {
             // The background readers' connections, as they stand: reported already, or
             // still owing (read below).
-            while let Some(claimed) = pool.claim_reading(node) {
-                if let Ok(conn) = claimed.await {
-                    pool.checkin(node, conn);
+            while let Some(claim) = pool.claim_reading(node) {
+                match claim {
+                    Claim::Now(conn) => pool.checkin(node, conn),
+                    Claim::Later(conn) => {
+                        if let Ok(conn) = conn.await {
+                            pool.checkin(node, conn);
+                        }
+                    }
+                    Claim::Gone => {}
                 }
             }
             while let Some(mut conn) = pool.take_owing(node) {
@@ -151,45 +168,240 @@ impl Client {
     }
 }
 
-/// Reads the reply `conn` owes for a pipelined release while the connection is idle, and
-/// reports the core's check of it (`reply`); then puts the connection back in the pool if
-/// it is in step. An operation that claims the connection meanwhile gets it as it stands
-/// between replies, still owing the rest, which its machine reads first
-/// (`Machine::owe_release`); with part of a reply read, once that reply is in.
-async fn read_while_idle(pool: Arc<Pool>, reader: Reader, mut conn: Conn, mut reply: OwedReply) {
-    // A record without its release cannot be read: dropped, it reports unconfirmed.
-    let Some(release) = reply.take_release() else {
-        return;
-    };
-    let clock = pool.clock();
-    let mut check = ReleaseReader::new(release, conn.server.protocol);
-    let mut claimed = false;
-    let mut buf = [0u8; 512];
-    while let Some(deadline) = check.poll_timeout() {
-        if claimed && let Some(rest) = check.take_owed() {
+/// A connection owing a pipelined release's reply, read in the background while idle: shared
+/// by its reader task and the pool, which lends it to an operation that claims it (see the
+/// module doc). Every change happens under the one lock, so the connection is read by the
+/// task or taken by a claim, never both.
+/// The pool is not kept here (it keeps this while registered): the task holds it, and the
+/// pool passes itself to a claim.
+struct IdleRead {
+    node: usize,
+    state: Mutex<ReadState>,
+}
+
+enum ReadState {
+    /// Not yet registered with the pool (for the moment [`IdleRead::start`] takes).
+    Starting,
+    Reading {
+        id: u64,
+        conn: Conn,
+        check: ReleaseReader,
+        /// The record of the release, without its `OwedRelease` (in `check`).
+        reply: OwedReply,
+        /// The reader task's, while it waits for bytes: woken when a claim takes the
+        /// connection, so the task ends instead of waiting for its deadline.
+        waker: Option<Waker>,
+        /// An operation that claimed the connection with half a reply in.
+        claimer: Option<oneshot::Sender<Conn>>,
+    },
+    /// The connection went to an operation, back to the pool, or was closed.
+    Ended,
+}
+
+/// What to do once the lock is let go: report the check (a callback runs user code), wake
+/// the reader task.
+#[derive(Default)]
+#[must_use]
+struct AfterUnlock {
+    report: Option<(OwedReply, ReleaseCheck)>,
+    wake: Option<Waker>,
+}
+
+impl AfterUnlock {
+    fn run(self) {
+        if let Some((reply, check)) = self.report {
+            reply.report(&check);
+        }
+        if let Some(waker) = self.wake {
+            waker.wake();
+        }
+    }
+}
+
+impl IdleRead {
+    /// Puts `conn`, which owes `reply`, to background reading on `node`: registered with the
+    /// pool (claimable from now on) and read by a task of its own until the reply is in, its
+    /// deadline passes or an operation claims the connection.
+    fn start(pool: &Arc<Pool>, node: usize, conn: Conn, mut reply: OwedReply) {
+        // A record without its release cannot be read: dropped, it reports unconfirmed.
+        let Some(release) = reply.take_release() else {
+            return;
+        };
+        let deadline = release.deadline();
+        let check = ReleaseReader::new(release, conn.server.protocol);
+        let read = Arc::new(IdleRead {
+            node,
+            state: Mutex::new(ReadState::Starting),
+        });
+        // The state is complete before the pool lends it to a claim.
+        let mut state = read.lock();
+        let id = pool.start_reading(node, Arc::clone(&read) as Arc<dyn BackgroundRead>);
+        *state = ReadState::Reading {
+            id,
+            conn,
+            check,
+            reply,
+            waker: None,
+            claimer: None,
+        };
+        drop(state);
+        let clock = pool.clock();
+        let pool = Arc::clone(pool);
+        tokio::spawn(async move {
+            let reading = std::future::poll_fn(|cx| read.poll_read(&pool, cx));
+            tokio::select! {
+                biased;
+                () = reading => {}
+                () = tokio::time::sleep_until(clock.to_tokio(deadline)) => {
+                    read.time_out(&pool, clock.now().max(deadline));
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads what has arrived; ready once the reader has ended (the check made, or the
+    /// connection claimed).
+    fn poll_read(&self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        let ReadState::Reading {
+            conn,
+            check,
+            waker,
+            claimer,
+            ..
+        } = &mut *state
+        else {
+            return Poll::Ready(());
+        };
+        let mut buf = [0u8; 512];
+        loop {
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut conn.stream).poll_read(cx, &mut read) {
+                Poll::Pending => {
+                    *waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    check.handle_input(read.filled());
+                }
+                Poll::Ready(_) => check.handle_disconnect(),
+            }
+            if claimer.is_some()
+                && let Some(rest) = check.take_owed()
+            {
+                // The claimer waited for the reply under way; it reads the rest.
+                self.hand_over(pool, &mut state, rest);
+                return Poll::Ready(());
+            }
+            if check.poll_timeout().is_none() {
+                let after = self.end(pool, &mut state);
+                drop(state);
+                after.run();
+                return Poll::Ready(());
+            }
+        }
+    }
+
+    /// The reply's deadline passed: a reply not in by then leaves the release unconfirmed.
+    fn time_out(&self, pool: &Pool, now: distlock_core::Instant) {
+        let mut state = self.lock();
+        if let ReadState::Reading { check, .. } = &mut *state {
+            check.handle_timeout(now);
+            if check.poll_timeout().is_none() {
+                let after = self.end(pool, &mut state);
+                drop(state);
+                after.run();
+            }
+        }
+    }
+
+    /// Hands the connection, still owing `rest`, to the operation that claimed it meanwhile.
+    fn hand_over(&self, pool: &Pool, state: &mut ReadState, rest: distlock_core::OwedRelease) {
+        if let ReadState::Reading {
+            id,
+            mut conn,
+            mut reply,
+            claimer: Some(claimer),
+            ..
+        } = std::mem::replace(state, ReadState::Ended)
+        {
             reply.restore(rest);
             conn.owed = Some(reply);
-            pool.finish_reading(reader, Some(conn));
-            return;
-        }
-        let read = conn.stream.read(&mut buf);
-        // Cancelling a read loses no bytes: a claim stops it between two reads.
-        tokio::select! {
-            biased;
-            () = reader.claimed(), if !claimed => claimed = true,
-            read = tokio::time::timeout_at(clock.to_tokio(deadline), read) => match read {
-                Ok(Ok(0) | Err(_)) => check.handle_disconnect(),
-                Ok(Ok(n)) => check.handle_input(&buf[..n]),
-                Err(_) => check.handle_timeout(clock.now().max(deadline)),
-            },
+            pool.finish_reading(self.node, id, None);
+            // The claimer may have gone: the connection then closes, and its record reports
+            // the release unconfirmed.
+            let _ = claimer.send(conn);
         }
     }
-    if let Some(decided) = check.poll_check() {
-        reply.report(&decided);
+
+    /// The check is made: the connection goes to a claimer waiting for it or back to the
+    /// pool when in step (closed otherwise: stray bytes, the reply late or cut off); the
+    /// check is reported once the lock is let go.
+    fn end(&self, pool: &Pool, state: &mut ReadState) -> AfterUnlock {
+        let ReadState::Reading {
+            id,
+            conn,
+            mut check,
+            reply,
+            claimer,
+            ..
+        } = std::mem::replace(state, ReadState::Ended)
+        else {
+            return AfterUnlock::default();
+        };
+        let in_step = check.in_step();
+        let report = check.poll_check().map(|decided| (reply, decided));
+        match (in_step, claimer) {
+            (true, Some(claimer)) => {
+                pool.finish_reading(self.node, id, None);
+                if let Err(conn) = claimer.send(conn) {
+                    pool.checkin(self.node, conn);
+                }
+            }
+            (true, None) => pool.finish_reading(self.node, id, Some(conn)),
+            (false, _) => pool.finish_reading(self.node, id, None),
+        }
+        AfterUnlock { report, wake: None }
     }
-    // Out of step (stray bytes, the reply late or cut off): closed, not reused.
-    let conn = check.in_step().then_some(conn);
-    pool.finish_reading(reader, conn);
+}
+
+impl BackgroundRead for IdleRead {
+    fn claim(&self, pool: &Pool) -> Claim {
+        let mut state = self.lock();
+        let ReadState::Reading { check, claimer, .. } = &mut *state else {
+            return Claim::Gone;
+        };
+        let Some(rest) = check.take_owed() else {
+            // Half a reply is in: the reader hands the connection over once it is all in.
+            let (send, receive) = oneshot::channel();
+            *claimer = Some(send);
+            return Claim::Later(receive);
+        };
+        let ReadState::Reading {
+            id,
+            mut conn,
+            mut reply,
+            waker,
+            ..
+        } = std::mem::replace(&mut *state, ReadState::Ended)
+        else {
+            return Claim::Gone;
+        };
+        reply.restore(rest);
+        conn.owed = Some(reply);
+        pool.finish_reading(self.node, id, None);
+        drop(state);
+        AfterUnlock {
+            report: None,
+            wake: waker,
+        }
+        .run();
+        Claim::Now(conn)
+    }
 }
 
 /// Reads `conn` until `reader` has its check: the reply, the connection's end, or the
@@ -203,5 +415,36 @@ async fn read_owed(conn: &mut Conn, reader: &mut ReleaseReader, clock: &Clock) {
             Ok(Ok(n)) => reader.handle_input(&buf[..n]),
             Err(_) => reader.handle_timeout(clock.now().max(deadline)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim that a lock operation makes takes a connection owing a pipelined release's
+    /// reply there and then: on a one-thread runtime, with no await between the release and
+    /// the claim, the reader's task has not run — and the claim does not need it to.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_claim_takes_the_connection_without_its_reader_task_running() {
+        let client = Client::embedded();
+        let guard = client.lock("claimed").try_acquire().await.expect("acquire");
+        guard.release_pipelined().await.expect("release sent");
+        let pool = client.pool();
+        let Some(Claim::Now(conn)) = pool.claim_reading(0) else {
+            panic!("the connection was not taken at once");
+        };
+        assert!(conn.owed.is_some(), "it still owes the release's reply");
+        assert!(pool.claim_reading(0).is_none(), "lent once");
+        pool.checkin(0, conn);
+        // The next acquire goes behind the release on that connection and reads its reply.
+        let guard = client
+            .lock("claimed")
+            .try_acquire()
+            .await
+            .expect("acquire again");
+        assert_eq!(client.pipelined_releases().released, 1);
+        assert_eq!(client.pipelined_releases().pending, 0);
+        guard.release().await.expect("release");
     }
 }

@@ -14,7 +14,9 @@
 //!   owes a pipelined release's reply is held by its background reader instead
 //!   ([`Pool::start_reading`]), which puts it back once the reply is read — or hands it, as
 //!   it stands between replies, to the operation that claims it ([`Pool::claim_reading`]),
-//!   whose machine reads the rest first.
+//!   whose machine reads the rest first. That claim takes the connection at once, without
+//!   waiting for the reader's task to run (a hop to another thread, as long as a round trip
+//!   on a busy machine), unless half a reply is in.
 //! - **The core decides when to connect.** Which node may be opened now, how long a connect
 //!   may go unanswered (the ready timeout) and how long a node that failed is left alone
 //!   (jittered backoff) are the core's [`Session`]: the pool reports each connect's start and
@@ -77,30 +79,33 @@ struct Node {
     reading: std::sync::Mutex<Vec<Reading>>,
 }
 
-/// A connection a background reader holds while it is idle (see [`Pool::start_reading`]).
+/// A connection read in the background while idle (a pipelined release's reply,
+/// `pipelined.rs`), as the pool sees it: something an operation can claim the connection
+/// from. The pool knows nothing of what is read; the reader decides when it can let go.
+pub(crate) trait BackgroundRead: Send + Sync {
+    /// Gives the connection up to the operation that claims it: at once when it stands
+    /// between replies (still owing the rest, which that operation's machine reads first),
+    /// else once the reply under way is in. Called without any lock of the pool held, and
+    /// once: the pool forgets the reader as it calls this.
+    fn claim(&self, pool: &Pool) -> Claim;
+}
+
+/// What claiming a connection read in the background gives (see [`BackgroundRead::claim`]).
+pub(crate) enum Claim {
+    /// The connection, taken from its reader without waiting for it: it may still owe part
+    /// of a pipelined release's reply (`conn.owed`).
+    Now(Conn),
+    /// Half a reply is in: the connection comes through here once it is all in (within the
+    /// reply's deadline); `Err` when the reader dropped it (out of step, or lost).
+    Later(oneshot::Receiver<Conn>),
+    /// The reader had already ended: its connection is among the idle ones again, or closed.
+    Gone,
+}
+
+/// One background reader of a node's connection (see [`Pool::start_reading`]).
 struct Reading {
     id: u64,
-    /// Notified when an operation claims the connection.
-    claim: Arc<tokio::sync::Notify>,
-    /// Where the reader sends the connection once claimed.
-    back: oneshot::Receiver<Conn>,
-}
-
-/// The reader's side of a connection read in the background while idle: it watches
-/// [`Reader::claimed`], and hands the connection over with [`Pool::finish_reading`].
-pub(crate) struct Reader {
-    node: usize,
-    id: u64,
-    claim: Arc<tokio::sync::Notify>,
-    back: oneshot::Sender<Conn>,
-}
-
-impl Reader {
-    /// Completes when an operation has claimed the connection: the reader gives it up as
-    /// soon as it stands between replies.
-    pub(crate) async fn claimed(&self) {
-        self.claim.notified().await;
-    }
+    read: Arc<dyn BackgroundRead>,
 }
 
 /// What a sentinel-managed node knows of its current primary (see [`Pool::follow`]).
@@ -619,65 +624,49 @@ impl Pool {
     }
 
     /// A connection to `node` is read in the background while idle (a pipelined release's
-    /// reply, `pipelined.rs`): until the reader ends with [`Pool::finish_reading`], an
-    /// operation may claim it ([`Pool::claim_reading`]) and the reader hands it over.
-    pub(crate) fn start_reading(&self, node: usize) -> Reader {
+    /// reply, `pipelined.rs`) by `read`: until the reader ends with [`Pool::finish_reading`]
+    /// (passing the id returned here), an operation may claim the connection from it
+    /// ([`Pool::claim_reading`]).
+    pub(crate) fn start_reading(&self, node: usize, read: Arc<dyn BackgroundRead>) -> u64 {
         let id = self
             .readers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let claim = Arc::new(tokio::sync::Notify::new());
-        let (back, receive) = oneshot::channel();
         if let Some(slot) = self.nodes.get(node)
             && let Ok(mut reading) = slot.reading.lock()
         {
-            reading.push(Reading {
-                id,
-                claim: Arc::clone(&claim),
-                back: receive,
-            });
+            reading.push(Reading { id, read });
         }
-        Reader {
-            node,
-            id,
-            claim,
-            back,
-        }
+        id
     }
 
-    /// Claims the connection to `node` last put to background reading, if there is one: it comes through the receiver once its reader stands between replies
-    /// (at once, or when the reply under way is in: within its deadline); `Err` when the
-    /// reader dropped it (out of step, or lost).
-    pub(crate) fn claim_reading(&self, node: usize) -> Option<oneshot::Receiver<Conn>> {
+    /// Claims the connection to `node` last put to background reading, if there is one (see
+    /// [`BackgroundRead::claim`]). No wait when the reader stands between replies: the
+    /// operation goes on at once, without the reader's task having to run.
+    pub(crate) fn claim_reading(&self, node: usize) -> Option<Claim> {
         let mut reading = self.nodes.get(node)?.reading.lock().ok()?;
         let claimed = reading.pop()?;
+        // The reader's own lock is taken in `claim`, never while this one is held: the
+        // reader calls `finish_reading` (this lock) while holding its own.
         drop(reading);
-        claimed.claim.notify_one();
-        Some(claimed.back)
+        Some(claimed.read.claim(self))
     }
 
-    /// The reader ends, with the connection when it is in step: to the operation that
-    /// claimed it, else back among the idle ones — in one step with the reader's leaving, so
-    /// an operation finds the connection either claimable or idle, never neither.
-    pub(crate) fn finish_reading(&self, reader: Reader, conn: Option<Conn>) {
-        let Some(slot) = self.nodes.get(reader.node) else {
+    /// The reader `id` of `node` ends, with its connection when it is in step (its reply read
+    /// and reported): back among the idle ones. The reader calls this once no operation can
+    /// claim the connection from it any more, and before letting one that tries find out,
+    /// so an operation finds the connection claimable, idle, or closed — never lent twice,
+    /// never missing.
+    pub(crate) fn finish_reading(&self, node: usize, id: u64, conn: Option<Conn>) {
+        let Some(slot) = self.nodes.get(node) else {
             return;
         };
-        let Ok(mut reading) = slot.reading.lock() else {
-            return;
-        };
-        match reading.iter().position(|r| r.id == reader.id) {
-            Some(at) => {
-                reading.remove(at);
-                if let Some(conn) = conn {
-                    self.checkin(reader.node, conn);
-                }
-            }
-            None => {
-                if let Some(conn) = conn {
-                    // The claimer may have gone: the connection then closes.
-                    let _ = reader.back.send(conn);
-                }
-            }
+        if let Ok(mut reading) = slot.reading.lock()
+            && let Some(at) = reading.iter().position(|r| r.id == id)
+        {
+            reading.remove(at);
+        }
+        if let Some(conn) = conn {
+            self.checkin(node, conn);
         }
     }
 

@@ -172,30 +172,28 @@ impl Client {
 /// by its reader task and the pool, which lends it to an operation that claims it (see the
 /// module doc). Every change happens under the one lock, so the connection is read by the
 /// task or taken by a claim, never both.
+///
 /// The pool is not kept here (it keeps this while registered): the task holds it, and the
 /// pool passes itself to a claim.
 struct IdleRead {
     node: usize,
-    state: Mutex<ReadState>,
+    /// `None` before the reader is registered with the pool (for the moment
+    /// [`IdleRead::start`] takes) and once the connection went to an operation, back to the
+    /// pool, or was closed.
+    state: Mutex<Option<Reading>>,
 }
 
-enum ReadState {
-    /// Not yet registered with the pool (for the moment [`IdleRead::start`] takes).
-    Starting,
-    Reading {
-        id: u64,
-        conn: Conn,
-        check: ReleaseReader,
-        /// The record of the release, without its `OwedRelease` (in `check`).
-        reply: OwedReply,
-        /// The reader task's, while it waits for bytes: woken when a claim takes the
-        /// connection, so the task ends instead of waiting for its deadline.
-        waker: Option<Waker>,
-        /// An operation that claimed the connection with half a reply in.
-        claimer: Option<oneshot::Sender<Conn>>,
-    },
-    /// The connection went to an operation, back to the pool, or was closed.
-    Ended,
+struct Reading {
+    id: u64,
+    conn: Conn,
+    check: ReleaseReader,
+    /// The record of the release, without its `OwedRelease` (in `check`).
+    reply: OwedReply,
+    /// The reader task's, while it waits for bytes: woken when a claim takes the connection,
+    /// so the task ends instead of waiting for its deadline.
+    waker: Option<Waker>,
+    /// An operation that claimed the connection with half a reply in.
+    claimer: Option<oneshot::Sender<Conn>>,
 }
 
 /// What to do once the lock is let go: report the check (a callback runs user code), wake
@@ -231,19 +229,19 @@ impl IdleRead {
         let check = ReleaseReader::new(release, conn.server.protocol);
         let read = Arc::new(IdleRead {
             node,
-            state: Mutex::new(ReadState::Starting),
+            state: Mutex::new(None),
         });
         // The state is complete before the pool lends it to a claim.
         let mut state = read.lock();
         let id = pool.start_reading(node, Arc::clone(&read) as Arc<dyn BackgroundRead>);
-        *state = ReadState::Reading {
+        *state = Some(Reading {
             id,
             conn,
             check,
             reply,
             waker: None,
             claimer: None,
-        };
+        });
         drop(state);
         let clock = pool.clock();
         let pool = Arc::clone(pool);
@@ -259,7 +257,7 @@ impl IdleRead {
         });
     }
 
-    fn lock(&self) -> MutexGuard<'_, ReadState> {
+    fn lock(&self) -> MutexGuard<'_, Option<Reading>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -267,13 +265,13 @@ impl IdleRead {
     /// connection claimed).
     fn poll_read(&self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
-        let ReadState::Reading {
+        let Some(Reading {
             conn,
             check,
             waker,
             claimer,
             ..
-        } = &mut *state
+        }) = &mut *state
         else {
             return Poll::Ready(());
         };
@@ -309,7 +307,7 @@ impl IdleRead {
     /// The reply's deadline passed: a reply not in by then leaves the release unconfirmed.
     fn time_out(&self, pool: &Pool, now: distlock_core::Instant) {
         let mut state = self.lock();
-        if let ReadState::Reading { check, .. } = &mut *state {
+        if let Some(Reading { check, .. }) = &mut *state {
             check.handle_timeout(now);
             if check.poll_timeout().is_none() {
                 let after = self.end(pool, &mut state);
@@ -319,15 +317,21 @@ impl IdleRead {
         }
     }
 
-    /// Hands the connection, still owing `rest`, to the operation that claimed it meanwhile.
-    fn hand_over(&self, pool: &Pool, state: &mut ReadState, rest: distlock_core::OwedRelease) {
-        if let ReadState::Reading {
+    /// Hands the connection, still owing `rest`, to the operation that claimed it meanwhile
+    /// (called only when one did).
+    fn hand_over(
+        &self,
+        pool: &Pool,
+        state: &mut Option<Reading>,
+        rest: distlock_core::OwedRelease,
+    ) {
+        if let Some(Reading {
             id,
             mut conn,
             mut reply,
             claimer: Some(claimer),
             ..
-        } = std::mem::replace(state, ReadState::Ended)
+        }) = state.take()
         {
             reply.restore(rest);
             conn.owed = Some(reply);
@@ -341,15 +345,15 @@ impl IdleRead {
     /// The check is made: the connection goes to a claimer waiting for it or back to the
     /// pool when in step (closed otherwise: stray bytes, the reply late or cut off); the
     /// check is reported once the lock is let go.
-    fn end(&self, pool: &Pool, state: &mut ReadState) -> AfterUnlock {
-        let ReadState::Reading {
+    fn end(&self, pool: &Pool, state: &mut Option<Reading>) -> AfterUnlock {
+        let Some(Reading {
             id,
             conn,
             mut check,
             reply,
             claimer,
             ..
-        } = std::mem::replace(state, ReadState::Ended)
+        }) = state.take()
         else {
             return AfterUnlock::default();
         };
@@ -372,7 +376,7 @@ impl IdleRead {
 impl BackgroundRead for IdleRead {
     fn claim(&self, pool: &Pool) -> Claim {
         let mut state = self.lock();
-        let ReadState::Reading { check, claimer, .. } = &mut *state else {
+        let Some(Reading { check, claimer, .. }) = &mut *state else {
             return Claim::Gone;
         };
         let Some(rest) = check.take_owed() else {
@@ -381,13 +385,13 @@ impl BackgroundRead for IdleRead {
             *claimer = Some(send);
             return Claim::Later(receive);
         };
-        let ReadState::Reading {
+        let Some(Reading {
             id,
             mut conn,
             mut reply,
             waker,
             ..
-        } = std::mem::replace(&mut *state, ReadState::Ended)
+        }) = state.take()
         else {
             return Claim::Gone;
         };

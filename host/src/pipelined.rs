@@ -1,8 +1,8 @@
 //! Pipelined release over the pool: writes the core's release ([`PipelinedRelease`]) on an
 //! idle connection without waiting for the reply, and puts the connection back owing it
 //! ([`OwedReply`]), read in the background while the connection is idle (the core's
-//! [`ReleaseReader`], in a task of its own: a caller that pipelines a release and then does
-//! nothing still hears how it went). The next lock operation that needs the connection
+//! [`ReleaseReader`], run by the pool's background task, [`Pool::watch_reading`]: a caller
+//! that pipelines a release and then does nothing still hears how it went). The next lock operation that needs the connection
 //! claims it from that reader ([`Pool::claim_reading`]) and gets it as it stands between
 //! replies — still owing the rest, which its machine reads first (`Machine::owe_release`,
 //! in `client.rs`) — so what it sends goes behind the release on the same connection.
@@ -10,14 +10,17 @@
 //! What the reply means is the core's ([`distlock_core::ReleaseCheck`]); where it is reported
 //! is `release_check.rs`.
 //!
-//! **One round trip per pair.** The connection, its reader's state and the record of what
-//! it owes live in one shared place ([`IdleRead`]); the reader task only reads under its
-//! lock, one poll at a time. So a claim takes the connection there and then, between two of
-//! the reader's polls, and the operation writes at once — it never waits for the reader's
-//! task to be scheduled (on another thread: on a loaded machine as long as the round trip
-//! the pipelining saves). Only with half a reply in does the claim wait, for the rest of that
-//! reply. This relies on one connection's replies coming in the order of its commands: the
-//! release was written first, so its reply comes first, whoever reads it.
+//! **One round trip per pair, no thread woken.** The connection, its reader's state and the
+//! record of what it owes live in one shared place ([`IdleRead`]); the background task only
+//! reads under its lock, one poll at a time. So a claim takes the connection there and then,
+//! between two of the task's polls, and the operation writes at once — it never waits for
+//! the task to be scheduled (on another thread: on a loaded machine as long as the round
+//! trip the pipelining saves). Only with half a reply in does the claim wait, for the rest
+//! of that reply. Nor does a release wake the task, as a rule: it registers the task's waker
+//! on the connection itself, so the task runs only if the reply arrives before an operation
+//! claims the connection, or at its timer (see [`Pool::watch_reading`]). This relies on one
+//! connection's replies coming in the order of its commands: the release was written first,
+//! so its reply comes first, whoever reads it.
 //!
 //! Safety (the core's argument, `distlock_core::PipelinedRelease`): the delete compares the
 //! token, so running late it can only delete our own key; until it runs the name stays held,
@@ -26,7 +29,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use distlock_core::{Lock, PipelinedRelease, ReleaseCheck, ReleaseReader, ServerInfo, Token};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -189,20 +192,15 @@ struct Reading {
     check: ReleaseReader,
     /// The record of the release, without its `OwedRelease` (in `check`).
     reply: OwedReply,
-    /// The reader task's, while it waits for bytes: woken when a claim takes the connection,
-    /// so the task ends instead of waiting for its deadline.
-    waker: Option<Waker>,
     /// An operation that claimed the connection with half a reply in.
     claimer: Option<oneshot::Sender<Conn>>,
 }
 
-/// What to do once the lock is let go: report the check (a callback runs user code), wake
-/// the reader task.
+/// What to do once the lock is let go: report the check (a callback runs user code).
 #[derive(Default)]
 #[must_use]
 struct AfterUnlock {
     report: Option<(OwedReply, ReleaseCheck)>,
-    wake: Option<Waker>,
 }
 
 impl AfterUnlock {
@@ -210,51 +208,37 @@ impl AfterUnlock {
         if let Some((reply, check)) = self.report {
             reply.report(&check);
         }
-        if let Some(waker) = self.wake {
-            waker.wake();
-        }
     }
 }
 
 impl IdleRead {
     /// Puts `conn`, which owes `reply`, to background reading on `node`: registered with the
-    /// pool (claimable from now on) and read by a task of its own until the reply is in, its
-    /// deadline passes or an operation claims the connection.
+    /// pool (claimable from now on) and read by the pool's background task
+    /// ([`Pool::watch_reading`]) until the reply is in, its deadline passes or an operation
+    /// claims the connection.
     fn start(pool: &Arc<Pool>, node: usize, conn: Conn, mut reply: OwedReply) {
         // A record without its release cannot be read: dropped, it reports unconfirmed.
         let Some(release) = reply.take_release() else {
             return;
         };
-        let deadline = release.deadline();
         let check = ReleaseReader::new(release, conn.server.protocol);
-        let read = Arc::new(IdleRead {
+        let read_state = Arc::new(IdleRead {
             node,
             state: Mutex::new(None),
         });
-        // The state is complete before the pool lends it to a claim.
-        let mut state = read.lock();
-        let id = pool.start_reading(node, Arc::clone(&read) as Arc<dyn BackgroundRead>);
+        let read: Arc<dyn BackgroundRead> = Arc::clone(&read_state) as Arc<dyn BackgroundRead>;
+        // The state is complete before the pool lends it to a claim or its task reads it.
+        let mut state = read_state.lock();
+        let id = pool.start_reading(node, Arc::clone(&read));
         *state = Some(Reading {
             id,
             conn,
             check,
             reply,
-            waker: None,
             claimer: None,
         });
         drop(state);
-        let clock = pool.clock();
-        let pool = Arc::clone(pool);
-        tokio::spawn(async move {
-            let reading = std::future::poll_fn(|cx| read.poll_read(&pool, cx));
-            tokio::select! {
-                biased;
-                () = reading => {}
-                () = tokio::time::sleep_until(clock.to_tokio(deadline)) => {
-                    read.time_out(&pool, clock.now().max(deadline));
-                }
-            }
-        });
+        pool.watch_reading(&read);
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Reading>> {
@@ -263,12 +247,11 @@ impl IdleRead {
 
     /// Reads what has arrived; ready once the reader has ended (the check made, or the
     /// connection claimed).
-    fn poll_read(&self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
+    fn read_some(&self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
         let Some(Reading {
             conn,
             check,
-            waker,
             claimer,
             ..
         }) = &mut *state
@@ -279,10 +262,7 @@ impl IdleRead {
         loop {
             let mut read = ReadBuf::new(&mut buf);
             match Pin::new(&mut conn.stream).poll_read(cx, &mut read) {
-                Poll::Pending => {
-                    *waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                     check.handle_input(read.filled());
                 }
@@ -305,7 +285,7 @@ impl IdleRead {
     }
 
     /// The reply's deadline passed: a reply not in by then leaves the release unconfirmed.
-    fn time_out(&self, pool: &Pool, now: distlock_core::Instant) {
+    fn expire(&self, pool: &Pool, now: distlock_core::Instant) {
         let mut state = self.lock();
         if let Some(Reading { check, .. }) = &mut *state {
             check.handle_timeout(now);
@@ -369,7 +349,7 @@ impl IdleRead {
             (true, None) => pool.finish_reading(self.node, id, Some(conn)),
             (false, _) => pool.finish_reading(self.node, id, None),
         }
-        AfterUnlock { report, wake: None }
+        AfterUnlock { report }
     }
 }
 
@@ -389,7 +369,6 @@ impl BackgroundRead for IdleRead {
             id,
             mut conn,
             mut reply,
-            waker,
             ..
         }) = state.take()
         else {
@@ -398,13 +377,23 @@ impl BackgroundRead for IdleRead {
         reply.restore(rest);
         conn.owed = Some(reply);
         pool.finish_reading(self.node, id, None);
-        drop(state);
-        AfterUnlock {
-            report: None,
-            wake: waker,
-        }
-        .run();
+        // The pool's background task is not woken: it finds this reader gone on its next run,
+        // and the operation's own reads take over the connection's wake-ups.
         Claim::Now(conn)
+    }
+
+    fn poll_read(&self, pool: &Pool, cx: &mut Context<'_>) -> Poll<()> {
+        self.read_some(pool, cx)
+    }
+
+    fn deadline(&self) -> Option<distlock_core::Instant> {
+        self.lock()
+            .as_ref()
+            .and_then(|reading| reading.check.poll_timeout())
+    }
+
+    fn time_out(&self, pool: &Pool, now: distlock_core::Instant) {
+        self.expire(pool, now);
     }
 }
 

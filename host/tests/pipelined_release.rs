@@ -339,6 +339,53 @@ async fn an_idle_connections_owed_reply_is_read_on_its_own() {
     );
 }
 
+/// In a loop of acquire and pipelined release, the client's background reader is not woken
+/// per release: the release registers it on the connection instead. When the loop stops, the
+/// last reply is still read as soon as it arrives — long before its deadline (30 s here),
+/// when the reader's timer would run it — and reported with no other operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_reply_of_a_loop_is_read_as_it_arrives() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let (seen, mut checks) = tokio::sync::mpsc::unbounded_channel();
+    client.on_release_check(move |check| {
+        let _ = seen.send(check.clone());
+    });
+    let options = LockOptions {
+        request_timeout: distlock_core::Duration::from_secs(30),
+        ..LockOptions::default()
+    };
+    let name = unique_name("pipelined-last");
+    const PAIRS: u64 = 20;
+    for pair in 0..PAIRS {
+        let guard = client
+            .lock(&name)
+            .options(options)
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {pair}: {e}"));
+        guard.release_pipelined().await.expect("release sent");
+    }
+    for pair in 0..PAIRS {
+        let check = timeout(Duration::from_secs(10), checks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("release {pair} not reported within 10 s"))
+            .expect("the callback is kept");
+        assert_eq!(
+            check,
+            ReleaseCheck::Released(Released::Free),
+            "release {pair}"
+        );
+    }
+    assert_eq!(client.pipelined_releases(), counts(PAIRS, 0, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["EXISTS", &lock_key(&name)]).int()),
+        Some(0),
+        "the last release ran"
+    );
+}
+
 /// The server stops answering with the reply owed: the release is reported unconfirmed once
 /// its reply deadline passes, not released; and a connection that dies with the reply owed
 /// is reported unconfirmed too.

@@ -22,7 +22,7 @@ use crate::drive::{Cancel, Slot, drive, in_step, return_slots, settle, take_slot
 use crate::endpoint::Endpoint;
 use crate::entropy::random_u64;
 use crate::error::Error;
-use crate::pool::Pool;
+use crate::pool::{Claim, Pool};
 use crate::release_check::{OwedReply, ReleaseReports};
 use crate::straggler::Stragglers;
 
@@ -742,13 +742,18 @@ impl Client {
 /// read in the background (`pipelined.rs`), and puts it among the idle ones, where
 /// [`take_slots`] takes it first: what the operation sends then goes behind the release on
 /// that connection, and its machine reads what is still owed first ([`owe_releases`]).
-/// Waits at most for a reply under way to be in (its deadline).
+/// Takes it at once when it stands between replies (the usual case: the reader's task need
+/// not run first); waits only for a reply half read to be in (its deadline at most).
 async fn claim_read_in_background(pool: &Arc<Pool>) {
     for node in 0..pool.len() {
-        if let Some(claimed) = pool.claim_reading(node)
-            && let Ok(conn) = claimed.await
-        {
-            pool.checkin(node, conn);
+        match pool.claim_reading(node) {
+            Some(Claim::Now(conn)) => pool.checkin(node, conn),
+            Some(Claim::Later(conn)) => {
+                if let Ok(conn) = conn.await {
+                    pool.checkin(node, conn);
+                }
+            }
+            Some(Claim::Gone) | None => {}
         }
     }
 }

@@ -14,7 +14,10 @@
 //!   owes a pipelined release's reply is held by its background reader instead
 //!   ([`Pool::start_reading`]), which puts it back once the reply is read — or hands it, as
 //!   it stands between replies, to the operation that claims it ([`Pool::claim_reading`]),
-//!   whose machine reads the rest first.
+//!   whose machine reads the rest first. That claim takes the connection at once, without
+//!   waiting for the reader's task to run (a hop to another thread, as long as a round trip
+//!   on a busy machine), unless half a reply is in. One task per pool reads all such
+//!   connections ([`Pool::watch_reading`]), each within its reply's deadline.
 //! - **The core decides when to connect.** Which node may be opened now, how long a connect
 //!   may go unanswered (the ready timeout) and how long a node that failed is left alone
 //!   (jittered backoff) are the core's [`Session`]: the pool reports each connect's start and
@@ -77,30 +80,60 @@ struct Node {
     reading: std::sync::Mutex<Vec<Reading>>,
 }
 
-/// A connection a background reader holds while it is idle (see [`Pool::start_reading`]).
+/// A connection read in the background while idle (a pipelined release's reply,
+/// `pipelined.rs`), as the pool sees it: something an operation can claim the connection
+/// from. The pool knows nothing of what is read; the reader decides when it can let go.
+pub(crate) trait BackgroundRead: Send + Sync {
+    /// Gives the connection up to the operation that claims it: at once when it stands
+    /// between replies (still owing the rest, which that operation's machine reads first),
+    /// else once the reply under way is in. Called without any lock of the pool held, and
+    /// once: the pool forgets the reader as it calls this.
+    fn claim(&self, pool: &Pool) -> Claim;
+
+    /// Reads what has arrived, registering `cx`'s waker for more; ready once the reader has
+    /// ended (its check made, or its connection claimed).
+    fn poll_read(&self, pool: &Pool, cx: &mut std::task::Context<'_>) -> std::task::Poll<()>;
+
+    /// When the reply is due; `None` once the reader has ended.
+    fn deadline(&self) -> Option<distlock_core::Instant>;
+
+    /// The reply's deadline has passed by `now`.
+    fn time_out(&self, pool: &Pool, now: distlock_core::Instant);
+}
+
+/// The pool's one task that reads idle connections in the background (see
+/// [`Pool::watch_reading`]).
+#[derive(Default)]
+struct Background {
+    /// The task, once started: aborted when the pool is dropped.
+    task: Option<tokio::task::AbortHandle>,
+    /// Its waker, from its last run.
+    waker: Option<std::task::Waker>,
+    /// When it runs next at the latest (its timer: the earliest reply deadline it knew of);
+    /// `None` while it has nothing to read and waits to be woken.
+    runs_by: Option<distlock_core::Instant>,
+    /// The latest reply deadline registered: with nothing left to read, the task keeps its
+    /// timer until then, so a loop of releases (each claimed before the task gets to it)
+    /// does not wake it once per release.
+    latest: Option<distlock_core::Instant>,
+}
+
+/// What claiming a connection read in the background gives (see [`BackgroundRead::claim`]).
+pub(crate) enum Claim {
+    /// The connection, taken from its reader without waiting for it: it may still owe part
+    /// of a pipelined release's reply (`conn.owed`).
+    Now(Conn),
+    /// Half a reply is in: the connection comes through here once it is all in (within the
+    /// reply's deadline); `Err` when the reader dropped it (out of step, or lost).
+    Later(oneshot::Receiver<Conn>),
+    /// The reader had already ended: its connection is among the idle ones again, or closed.
+    Gone,
+}
+
+/// One background reader of a node's connection (see [`Pool::start_reading`]).
 struct Reading {
     id: u64,
-    /// Notified when an operation claims the connection.
-    claim: Arc<tokio::sync::Notify>,
-    /// Where the reader sends the connection once claimed.
-    back: oneshot::Receiver<Conn>,
-}
-
-/// The reader's side of a connection read in the background while idle: it watches
-/// [`Reader::claimed`], and hands the connection over with [`Pool::finish_reading`].
-pub(crate) struct Reader {
-    node: usize,
-    id: u64,
-    claim: Arc<tokio::sync::Notify>,
-    back: oneshot::Sender<Conn>,
-}
-
-impl Reader {
-    /// Completes when an operation has claimed the connection: the reader gives it up as
-    /// soon as it stands between replies.
-    pub(crate) async fn claimed(&self) {
-        self.claim.notified().await;
-    }
+    read: Arc<dyn BackgroundRead>,
 }
 
 /// What a sentinel-managed node knows of its current primary (see [`Pool::follow`]).
@@ -138,6 +171,8 @@ pub(crate) struct Pool {
     readers: std::sync::atomic::AtomicU64,
     /// The `+switch-master` subscriptions of the sentinel-managed nodes: aborted on drop.
     subscriptions: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The task reading idle connections in the background ([`Pool::watch_reading`]).
+    background: std::sync::Mutex<Background>,
 }
 
 impl Drop for Pool {
@@ -148,6 +183,13 @@ impl Drop for Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for subscription in subscriptions.drain(..) {
             subscription.abort();
+        }
+        let background = self
+            .background
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(task) = background.task.take() {
+            task.abort();
         }
     }
 }
@@ -242,6 +284,7 @@ impl Pool {
             operations: std::sync::atomic::AtomicUsize::new(0),
             readers: std::sync::atomic::AtomicU64::new(0),
             subscriptions: std::sync::Mutex::new(Vec::new()),
+            background: std::sync::Mutex::new(Background::default()),
         }))
     }
 
@@ -619,65 +662,141 @@ impl Pool {
     }
 
     /// A connection to `node` is read in the background while idle (a pipelined release's
-    /// reply, `pipelined.rs`): until the reader ends with [`Pool::finish_reading`], an
-    /// operation may claim it ([`Pool::claim_reading`]) and the reader hands it over.
-    pub(crate) fn start_reading(&self, node: usize) -> Reader {
+    /// reply, `pipelined.rs`) by `read`: until the reader ends with [`Pool::finish_reading`]
+    /// (passing the id returned here), an operation may claim the connection from it
+    /// ([`Pool::claim_reading`]).
+    pub(crate) fn start_reading(&self, node: usize, read: Arc<dyn BackgroundRead>) -> u64 {
         let id = self
             .readers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let claim = Arc::new(tokio::sync::Notify::new());
-        let (back, receive) = oneshot::channel();
         if let Some(slot) = self.nodes.get(node)
             && let Ok(mut reading) = slot.reading.lock()
         {
-            reading.push(Reading {
-                id,
-                claim: Arc::clone(&claim),
-                back: receive,
-            });
+            reading.push(Reading { id, read });
         }
-        Reader {
-            node,
-            id,
-            claim,
-            back,
+        id
+    }
+
+    /// Has the pool's background task read `read` (registered with [`Pool::start_reading`])
+    /// until it ends, without waking the task when it can be helped: the task's waker is
+    /// registered on the connection here, by a poll from the calling thread, so the reply
+    /// wakes the task only if no operation claimed the connection first; and the task is
+    /// woken only when its timer would not run it by the reply's deadline (it was idle, or
+    /// this reply is due sooner). Call without holding any lock of `read`.
+    pub(crate) fn watch_reading(self: &Arc<Self>, read: &Arc<dyn BackgroundRead>) {
+        let Some(deadline) = read.deadline() else {
+            return;
+        };
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // None yet, or ended with the runtime it ran on (a client outliving one).
+        if background
+            .task
+            .as_ref()
+            .is_none_or(|task| task.is_finished())
+        {
+            // Its first run reads every registered connection, this one included.
+            background.waker = None;
+            background.runs_by = None;
+            let task = tokio::spawn(read_in_background(Arc::downgrade(self)));
+            background.task = Some(task.abort_handle());
+            return;
+        }
+        background.latest = Some(background.latest.map_or(deadline, |l| l.max(deadline)));
+        let Some(waker) = background.waker.clone() else {
+            // Started, not yet run: it will read this one when it runs.
+            return;
+        };
+        let covered = background.runs_by.is_some_and(|by| by <= deadline);
+        drop(background);
+        if covered {
+            let _ = read.poll_read(self, &mut std::task::Context::from_waker(&waker));
+        } else {
+            waker.wake();
         }
     }
 
-    /// Claims the connection to `node` last put to background reading, if there is one: it comes through the receiver once its reader stands between replies
-    /// (at once, or when the reply under way is in: within its deadline); `Err` when the
-    /// reader dropped it (out of step, or lost).
-    pub(crate) fn claim_reading(&self, node: usize) -> Option<oneshot::Receiver<Conn>> {
+    /// Every connection read in the background now.
+    fn reading_now(&self) -> Vec<Arc<dyn BackgroundRead>> {
+        let mut all = Vec::new();
+        for node in &self.nodes {
+            if let Ok(reading) = node.reading.lock() {
+                all.extend(reading.iter().map(|r| Arc::clone(&r.read)));
+            }
+        }
+        all
+    }
+
+    /// One run of the background task: times out the replies past their deadline, reads
+    /// the rest, and sets its timer to the earliest deadline left — with nothing left to
+    /// read, to the latest deadline registered while that is still ahead, else none (woken
+    /// by [`Pool::watch_reading`]). Returns when the task must run next at the latest.
+    fn poll_background(&self, cx: &mut std::task::Context<'_>) -> Option<distlock_core::Instant> {
+        loop {
+            let now = self.clock.now();
+            let mut earliest: Option<distlock_core::Instant> = None;
+            for read in self.reading_now() {
+                match read.deadline() {
+                    Some(due) if due <= now => read.time_out(self, now),
+                    Some(_) => {
+                        if read.poll_read(self, cx).is_pending()
+                            && let Some(due) = read.deadline()
+                        {
+                            earliest = Some(earliest.map_or(due, |e| e.min(due)));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let mut background = self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            background.waker = Some(cx.waker().clone());
+            // Lock order: this lock, then the reading lists and a reader's own; nothing
+            // takes this one while holding those (`watch_reading` is called without them).
+            // A connection registered since the snapshot, before this lock, saw the old
+            // timer: read it now. One registered after takes this lock next and sees this
+            // run's timer (or none, and wakes the task).
+            if earliest.is_none() && self.reading_now().iter().any(|r| r.deadline().is_some()) {
+                continue;
+            }
+            let due = earliest.or(background.latest.filter(|&latest| latest > now));
+            background.runs_by = due;
+            return due;
+        }
+    }
+
+    /// Claims the connection to `node` last put to background reading, if there is one (see
+    /// [`BackgroundRead::claim`]). No wait when the reader stands between replies: the
+    /// operation goes on at once, without the reader's task having to run.
+    pub(crate) fn claim_reading(&self, node: usize) -> Option<Claim> {
         let mut reading = self.nodes.get(node)?.reading.lock().ok()?;
         let claimed = reading.pop()?;
+        // The reader's own lock is taken in `claim`, never while this one is held: the
+        // reader calls `finish_reading` (this lock) while holding its own.
         drop(reading);
-        claimed.claim.notify_one();
-        Some(claimed.back)
+        Some(claimed.read.claim(self))
     }
 
-    /// The reader ends, with the connection when it is in step: to the operation that
-    /// claimed it, else back among the idle ones — in one step with the reader's leaving, so
-    /// an operation finds the connection either claimable or idle, never neither.
-    pub(crate) fn finish_reading(&self, reader: Reader, conn: Option<Conn>) {
-        let Some(slot) = self.nodes.get(reader.node) else {
+    /// The reader `id` of `node` ends, with its connection when it is in step (its reply read
+    /// and reported): back among the idle ones. The reader calls this once no operation can
+    /// claim the connection from it any more, and before letting one that tries find out,
+    /// so an operation finds the connection claimable, idle, or closed — never lent twice,
+    /// never missing.
+    pub(crate) fn finish_reading(&self, node: usize, id: u64, conn: Option<Conn>) {
+        let Some(slot) = self.nodes.get(node) else {
             return;
         };
-        let Ok(mut reading) = slot.reading.lock() else {
-            return;
-        };
-        match reading.iter().position(|r| r.id == reader.id) {
-            Some(at) => {
-                reading.remove(at);
-                if let Some(conn) = conn {
-                    self.checkin(reader.node, conn);
-                }
-            }
-            None => {
-                if let Some(conn) = conn {
-                    // The claimer may have gone: the connection then closes.
-                    let _ = reader.back.send(conn);
-                }
-            }
+        if let Ok(mut reading) = slot.reading.lock()
+            && let Some(at) = reading.iter().position(|r| r.id == id)
+        {
+            reading.remove(at);
+        }
+        if let Some(conn) = conn {
+            self.checkin(node, conn);
         }
     }
 
@@ -865,4 +984,29 @@ async fn refuse_duplicates(
         }
     }
     Ok(())
+}
+
+/// The pool's background reader (see [`Pool::watch_reading`]): runs while the pool lives,
+/// reading the connections registered with it, each until its reply is in, its deadline
+/// passes or an operation claims it.
+async fn read_in_background(pool: std::sync::Weak<Pool>) {
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        loop {
+            let Some(pool) = pool.upgrade() else {
+                return std::task::Poll::Ready(());
+            };
+            let Some(due) = pool.poll_background(cx) else {
+                timer = None;
+                return std::task::Poll::Pending;
+            };
+            let at = pool.clock.to_tokio(due);
+            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            sleep.as_mut().reset(at);
+            if sleep.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+        }
+    })
+    .await;
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use distlock_host::{
     Client, ConfigError, Error, LockOptions, PipelinedReleases, ReleaseCheck, Released,
 };
+use support::proxy::{Dir, Proxy};
 use support::{RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, until};
 use tokio::time::timeout;
 
@@ -95,6 +96,104 @@ async fn a_pipelined_release_then_an_acquire_on_the_same_client_gets_the_lock() 
     assert_eq!(
         blocking(|| library_connections(&server)),
         connections_before
+    );
+}
+
+/// The next acquire does not wait for the owed release's reply: with the replies held back
+/// in a proxy, its `SET` reaches the server — on the same connection, behind the release —
+/// while the client has still not read the release's reply (one round trip per pair, not
+/// two). That reply is then read by the acquire and reported: released; and in a second
+/// round, where the key was taken by another token before the release ran, not ours — never
+/// turned into "released".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_acquire_is_written_before_the_owed_reply_arrives() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let proxy = Proxy::start(server.port());
+    let client = Client::connect([proxy.url()]).await.expect("connect");
+    // Far beyond the replies' hold-up below: nothing here may time out.
+    let options = LockOptions {
+        request_timeout: distlock_core::Duration::from_secs(30),
+        ..LockOptions::default()
+    };
+    let name = unique_name("pipelined-ahead");
+    let key = lock_key(&name);
+    let connections = blocking(|| library_connections(&server));
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    let set_calls = || {
+        let stats = server.raw().ok(&["INFO", "commandstats"]).text().unwrap();
+        command_calls(&stats, "set")
+    };
+
+    let first = client
+        .lock(&name)
+        .options(options)
+        .try_acquire()
+        .await
+        .expect("acquire");
+    // From here every reply reaches the client late; requests go through at once.
+    proxy.latency(Dir::Down, Duration::from_secs(3));
+    let sets_before = blocking(set_calls);
+    first.release_pipelined().await.expect("release sent");
+    let next = tokio::spawn({
+        let lock = client.lock(&name).options(options);
+        async move { lock.try_acquire().await }
+    });
+    until(
+        "the next acquire's SET on the server",
+        Duration::from_secs(2),
+        || blocking(set_calls) > sets_before,
+    )
+    .await;
+    assert_eq!(
+        client.pipelined_releases(),
+        pending(1, 0, 0, 0),
+        "the SET went out before the release's reply was read"
+    );
+    let second = next
+        .await
+        .expect("task")
+        .expect("the name was free: the release ran first");
+    assert_eq!(client.pipelined_releases(), counts(1, 0, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["GET", &key]).text()),
+        Some(second.token().to_owned())
+    );
+
+    // The lease is lost before the release runs: the key now another token's.
+    blocking(|| {
+        let mut raw = server.raw();
+        raw.ok(&["DEL", &key]);
+        raw.ok(&["SET", &key, "another-owner-token-0123456789"]);
+    });
+    let sets_before = blocking(set_calls);
+    second.release_pipelined().await.expect("release sent");
+    let next = tokio::spawn({
+        let lock = client.lock(&name).options(options);
+        async move { lock.try_acquire().await }
+    });
+    until(
+        "the next acquire's SET on the server",
+        Duration::from_secs(2),
+        || blocking(set_calls) > sets_before,
+    )
+    .await;
+    assert_eq!(client.pipelined_releases(), pending(1, 1, 0, 0));
+    let refused = next
+        .await
+        .expect("task")
+        .expect_err("the other token holds the name");
+    assert!(refused.is_not_acquired(), "{refused}");
+    assert_eq!(client.pipelined_releases(), counts(1, 1, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["GET", &key]).text()),
+        Some("another-owner-token-0123456789".into()),
+        "the other token's key stands"
+    );
+    assert_eq!(
+        blocking(|| library_connections(&server)),
+        connections,
+        "all of it on the one connection"
     );
 }
 
@@ -237,6 +336,53 @@ async fn an_idle_connections_owed_reply_is_read_on_its_own() {
         blocking(|| library_connections(&server)),
         connections_before,
         "the read connection went back to the pool"
+    );
+}
+
+/// In a loop of acquire and pipelined release, the client's background reader is not woken
+/// per release: the release registers it on the connection instead. When the loop stops, the
+/// last reply is still read as soon as it arrives — long before its deadline (30 s here),
+/// when the reader's timer would run it — and reported with no other operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_reply_of_a_loop_is_read_as_it_arrives() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let client = Client::connect([server.url()]).await.expect("connect");
+    let (seen, mut checks) = tokio::sync::mpsc::unbounded_channel();
+    client.on_release_check(move |check| {
+        let _ = seen.send(check.clone());
+    });
+    let options = LockOptions {
+        request_timeout: distlock_core::Duration::from_secs(30),
+        ..LockOptions::default()
+    };
+    let name = unique_name("pipelined-last");
+    const PAIRS: u64 = 20;
+    for pair in 0..PAIRS {
+        let guard = client
+            .lock(&name)
+            .options(options)
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {pair}: {e}"));
+        guard.release_pipelined().await.expect("release sent");
+    }
+    for pair in 0..PAIRS {
+        let check = timeout(Duration::from_secs(10), checks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("release {pair} not reported within 10 s"))
+            .expect("the callback is kept");
+        assert_eq!(
+            check,
+            ReleaseCheck::Released(Released::Free),
+            "release {pair}"
+        );
+    }
+    assert_eq!(client.pipelined_releases(), counts(PAIRS, 0, 0));
+    assert_eq!(
+        blocking(|| server.raw().ok(&["EXISTS", &lock_key(&name)]).int()),
+        Some(0),
+        "the last release ran"
     );
 }
 

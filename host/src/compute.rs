@@ -169,6 +169,7 @@ impl Computation {
 
     /// [`Computation::abandon`], saying how it went: `Err(`[`distlock_core::Error::NotHeld`]`)`
     /// when the lock was no longer this computation's (nothing to give up).
+    #[cfg(feature = "component")]
     pub(crate) async fn give_up(mut self) -> Result<(), Error> {
         if let Some(guard) = self.guard.take() {
             guard.disarm();
@@ -312,6 +313,7 @@ impl Client {
     /// `computation.renew`, one [`Guard::renew_due`] at a time): the computation's lock is
     /// taken with `options` (its TTL, and the settings the core checks), and no background
     /// task renews it.
+    #[cfg(feature = "component")]
     pub(crate) async fn begin_compute_renewed_by_hand(
         &self,
         key: &[u8],
@@ -399,6 +401,7 @@ impl Client {
 
     /// Gives up the computation of `name` whose lock `token` holds (a computation a guest
     /// left behind: only its name, token and options are known), taken with `options`.
+    #[cfg(feature = "component")]
     pub(crate) async fn give_up_computation(
         &self,
         name: &str,

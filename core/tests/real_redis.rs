@@ -1289,9 +1289,9 @@ fn the_fair_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     let mut raw = Raw::to(&server);
     let mut model = distlock_model::ModelNode::new();
     let holders = key("sf", "");
-    let queue = key("sf", ":queue");
+    let queue = key("sf", ":permit-queue");
     let [permits, wake, alive, fence] =
-        [":permit:", ":wake:", ":alive:", ":fence"].map(|s| key("sf", s));
+        [":permit:", ":permit-wake:", ":permit-alive:", ":fence"].map(|s| key("sf", s));
     let words =
         |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|s| s.as_bytes().to_vec()).collect() };
     let cycle = |who: &str, limit: &str, enqueue: &str| {

@@ -489,7 +489,8 @@ impl Encoder<'_> {
     /// A semaphore's request (see [`crate::Lock::semaphore`]): its scripts, with `token` the
     /// attempt's (acquire, rollback) or the permit's (release, extend); a fair semaphore's
     /// cycles and releases run the fair semaphore scripts with fair mode's numbers
-    /// ([`crate::fair`]). The replies have the mutex's shapes, so [`interpret`] reads them
+    /// ([`crate::fair`]) on the fair semaphore's own waiter keys (`:permit-queue`,
+    /// `:permit-wake:`, `:permit-alive:`), never a fair mutex's. The replies have the mutex's shapes, so [`interpret`] reads them
     /// alike.
     fn encode_semaphore(&self, request: Request, limit: u32, token: &[u8], sink: &mut dyn Sink) {
         let keys = self.lock.keys();
@@ -509,9 +510,9 @@ impl Encoder<'_> {
                         &keys.lock(),
                         &keys.fence(),
                         &keys.permit_prefix(),
-                        &keys.queue(),
-                        &keys.wake_prefix(),
-                        &keys.alive_prefix(),
+                        &keys.permit_queue(),
+                        &keys.permit_wake_prefix(),
+                        &keys.permit_alive_prefix(),
                     ],
                     7,
                 );
@@ -530,9 +531,9 @@ impl Encoder<'_> {
                     &[
                         &keys.lock(),
                         &keys.permit_prefix(),
-                        &keys.queue(),
-                        &keys.wake_prefix(),
-                        &keys.alive_prefix(),
+                        &keys.permit_queue(),
+                        &keys.permit_wake_prefix(),
+                        &keys.permit_alive_prefix(),
                     ],
                     3,
                 );
@@ -611,13 +612,19 @@ impl Encoder<'_> {
         }
     }
 
-    /// A fair cycle's block before its script: `BLPOP` on the attempt's own wake-up list for
-    /// `block` (nothing for a cycle that does not block: the first, or a poll).
+    /// A fair cycle's block before its script: `BLPOP` on the attempt's own wake-up list (a
+    /// fair semaphore's waiters have their own, see [`crate::keys`]) for `block` (nothing for
+    /// a cycle that does not block: the first, or a poll).
     fn fair_block(&self, block: Duration, token: &[u8], sink: &mut dyn Sink) {
         if block.is_zero() {
             return;
         }
-        let wake = self.lock.keys().wake_prefix();
+        let keys = self.lock.keys();
+        let wake = if self.lock.limit().is_some() {
+            keys.permit_wake_prefix()
+        } else {
+            keys.wake_prefix()
+        };
         sink.array(3);
         sink.bulk(b"BLPOP");
         sink.bulk_parts(&[wake[0], wake[1], wake[2], wake[3], token]);

@@ -2,7 +2,8 @@
 //!
 //! [`Inspect`] reads, on every node at once, the lock key (`GET`: the holder's token), its
 //! time to live (`PTTL`), the fencing counter (`GET`) and, under the tagged layout, how many
-//! waiters fair mode's queue holds (`ZCARD`, O(1)), one command at a time, and ends with
+//! waiters a fair mutex's queue holds (`ZCARD`, O(1); a fair semaphore's waiters are in keys of
+//! their own, not read here), one command at a time, and ends with
 //! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
 //! [`Inspection::verdict`] turns readings into held / shared / free / unknown.
 //!

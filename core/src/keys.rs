@@ -17,7 +17,7 @@
 //! | `<prefix>{N}:signal` | the wake-up list |
 //!
 //! Fair mode ([`crate::LockOptions::fair`], tagged layout only) adds a queue and two keys per
-//! waiter, with the same tag:
+//! waiter, with the same tag (a fair mutex's; a fair semaphore's are its own, below):
 //!
 //! | key | holds |
 //! |---|---|
@@ -32,6 +32,9 @@
 //! |---|---|
 //! | `<prefix>{N}` | the holders' tokens (sorted set, score = the limit they took a permit under) |
 //! | `<prefix>{N}:permit:<token>` | exists while that permit is held (its expiry is the permit's) |
+//! | `<prefix>{N}:permit-queue` | a fair semaphore's waiters' tokens in arrival order (sorted set, score = ticket) |
+//! | `<prefix>{N}:permit-alive:<token>` | exists while that fair-semaphore waiter is live (its expiry is the deadline) |
+//! | `<prefix>{N}:permit-wake:<token>` | that fair-semaphore waiter's own wake-up list, pushed by the hand-off to it |
 //!
 //! A read-write lock ([`crate::Lock::rw`], tagged layout only) marks its name with a hash, so
 //! a name is a mutex, a semaphore or a read-write lock, never two:
@@ -47,19 +50,21 @@
 //! | `<prefix>{N}:writer-signal` | wakes one writer |
 //! | `<prefix>{N}:read-signal` | wakes the waiting readers, one after another |
 //!
-//! **A read-write lock's waiters share no key with a lock's.** Its waiting writers live in
+//! **No queue is shared by two kinds.** A read-write lock's waiting writers live in
 //! `:writers`, `:writer-alive:` and `:writer-signal`, keys only the read-write scripts touch;
-//! fair mode's waiters live in `:queue`, `:alive:` and `:wake:`, a mutex's wake-up list is
-//! `:signal`. The lock key says which kind holds a name, but waiters outlive holds (a
+//! a fair semaphore's waiters in `:permit-queue`, `:permit-alive:` and `:permit-wake:`, keys
+//! only the fair semaphore scripts touch; a fair mutex's waiters in `:queue`, `:alive:` and
+//! `:wake:`. The lock key says which kind holds a name, but waiters outlive holds (a
 //! writer's intent lives on after the last read hold is gone, and the name may then be taken
 //! by a mutex), so a shared queue would let one kind's waiters sort ahead of, block, or be
 //! handed the name by another kind (a fair release handing the name to a writer's token that
-//! nobody confirms). Separate keys, rather than scripts that skip the other kind's entries,
-//! because a script cannot tell a waiter's kind from its token, and separate keys need no
-//! check at all. Still shared between the other kinds: fair mode's queue by a fair mutex and
-//! a fair semaphore of one name, and `:signal` by a mutex's and a semaphore's waiters (each
-//! bounded by liveness and the hand-off cap, as this was). A writer's entry that an older
-//! distlock left in `:queue` is read by no read-write script, only by fair mode's (as
+//! nobody confirms, a fair semaphore's release handing a permit to a fair mutex's waiter).
+//! Separate keys, rather than scripts that skip the other kind's entries, because a script
+//! cannot tell a waiter's kind from its token, and separate keys need no check at all. Still
+//! shared: `:signal`, the non-fair wake-up list, by a mutex's and a semaphore's waiters (a
+//! wake-up there hands nothing over: a waiter woken for another kind's release retries and
+//! waits again). A writer's or fair-semaphore waiter's entry that an older distlock left in
+//! `:queue` is read by no read-write or semaphore script, only by the fair mutex's (as
 //! before), until its liveness lapses (the README's upgrade note).
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
@@ -284,6 +289,9 @@ enum Role {
     WriterQueue,
     WriterAlive,
     WriterSignal,
+    PermitQueue,
+    PermitAlive,
+    PermitWake,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -365,20 +373,23 @@ impl Keys {
         matches!(self.layout, KeyLayout::Tagged { .. })
     }
 
-    /// Fair mode's queue of waiters (a sorted set: waiter token by arrival ticket).
+    /// A fair mutex's queue of waiters (a sorted set: waiter token by arrival ticket); a fair
+    /// semaphore's is [`Keys::permit_queue`].
     #[must_use]
     pub fn queue(&self) -> [&[u8]; 4] {
         self.key(Role::Queue)
     }
 
-    /// Fair mode's per-waiter wake-up lists: this prefix followed by the waiter's token.
+    /// A fair mutex's per-waiter wake-up lists: this prefix followed by the waiter's token (a
+    /// fair semaphore's: [`Keys::permit_wake_prefix`]).
     #[must_use]
     pub fn wake_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::Wake)
     }
 
-    /// Fair mode's per-waiter liveness keys: this prefix followed by the waiter's token; the
-    /// key exists while the waiter is live.
+    /// A fair mutex's per-waiter liveness keys: this prefix followed by the waiter's token;
+    /// the key exists while the waiter is live (a fair semaphore's:
+    /// [`Keys::permit_alive_prefix`]).
     #[must_use]
     pub fn alive_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::Alive)
@@ -389,6 +400,27 @@ impl Keys {
     #[must_use]
     pub fn permit_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::Permit)
+    }
+
+    /// A fair semaphore's queue of waiters (a sorted set: waiter token by arrival ticket):
+    /// its own, never a fair mutex's [`Keys::queue`] (see the module doc).
+    #[must_use]
+    pub fn permit_queue(&self) -> [&[u8]; 4] {
+        self.key(Role::PermitQueue)
+    }
+
+    /// A fair semaphore's per-waiter liveness keys: this prefix followed by the waiter's
+    /// token; the key exists while the waiter is live.
+    #[must_use]
+    pub fn permit_alive_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::PermitAlive)
+    }
+
+    /// A fair semaphore's per-waiter wake-up lists: this prefix followed by the waiter's
+    /// token, pushed by the hand-off of a permit to that waiter.
+    #[must_use]
+    pub fn permit_wake_prefix(&self) -> [&[u8]; 4] {
+        self.key(Role::PermitWake)
     }
 
     /// A read-write lock's write holder: a string holding its token, whose expiry is the
@@ -459,6 +491,9 @@ impl Role {
             Role::WriterQueue => b":writers",
             Role::WriterAlive => b":writer-alive:",
             Role::WriterSignal => b":writer-signal",
+            Role::PermitQueue => b":permit-queue",
+            Role::PermitAlive => b":permit-alive:",
+            Role::PermitWake => b":permit-wake:",
         }
     }
 
@@ -480,6 +515,9 @@ impl Role {
             Role::WriterQueue => b"}:writers",
             Role::WriterAlive => b"}:writer-alive:",
             Role::WriterSignal => b"}:writer-signal",
+            Role::PermitQueue => b"}:permit-queue",
+            Role::PermitAlive => b"}:permit-alive:",
+            Role::PermitWake => b"}:permit-wake:",
         }
     }
 }
@@ -497,10 +535,14 @@ pub enum KeyRole {
     Holds,
     /// The wake-up list: a list of `1`s, always with a short TTL (it expires on its own).
     Signal,
-    /// Fair mode's queue of waiters (tagged layout only): a sorted set, with a TTL of a
+    /// A fair mutex's queue of waiters (tagged layout only): a sorted set, with a TTL of a
     /// request timeout that every waiter's cycle renews. Its per-waiter keys (`:alive:<token>`,
     /// `:wake:<token>`) are not recognised: they live at most a request timeout.
     Queue,
+    /// A fair semaphore's queue of waiters (tagged layout only), as [`KeyRole::Queue`] is a
+    /// fair mutex's. Its per-waiter keys (`:permit-alive:<token>`, `:permit-wake:<token>`) are
+    /// not recognised: they live at most a request timeout.
+    PermitQueue,
     /// A read-write lock's waiting writers (tagged layout only): a sorted set, with a TTL of
     /// a writer's liveness that every waiting attempt renews. Its per-writer keys
     /// (`:writer-alive:<token>`) are not recognised: they live at most that liveness.
@@ -508,12 +550,13 @@ pub enum KeyRole {
 }
 
 impl KeyRole {
-    const ALL: [KeyRole; 6] = [
+    const ALL: [KeyRole; 7] = [
         KeyRole::Lock,
         KeyRole::Fence,
         KeyRole::Holds,
         KeyRole::Signal,
         KeyRole::Queue,
+        KeyRole::PermitQueue,
         KeyRole::Writers,
     ];
 
@@ -524,12 +567,14 @@ impl KeyRole {
             KeyRole::Holds => Role::Holds,
             KeyRole::Signal => Role::Signal,
             KeyRole::Queue => Role::Queue,
+            KeyRole::PermitQueue => Role::PermitQueue,
             KeyRole::Writers => Role::WriterQueue,
         }
     }
 
     /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key, the
-    /// re-entry count, fair mode's queue (its waiters queue again on their next cycle) and a
+    /// re-entry count, fair mode's queues (a fair mutex's and a fair semaphore's: their waiters
+    /// queue again on their next cycle) and a
     /// read-write lock's waiting writers (they register again on their next attempt).
     /// Never the fencing counter (fences must stay monotonic across a reset); the wake-up list
     /// is not deleted either: it always carries a TTL of its own, and a reset replaces it with
@@ -538,15 +583,22 @@ impl KeyRole {
     pub const fn is_reset(self) -> bool {
         matches!(
             self,
-            KeyRole::Lock | KeyRole::Holds | KeyRole::Queue | KeyRole::Writers
+            KeyRole::Lock
+                | KeyRole::Holds
+                | KeyRole::Queue
+                | KeyRole::PermitQueue
+                | KeyRole::Writers
         )
     }
 
-    /// Whether keys of this role are sorted sets of waiters (fair mode's queue, a read-write
+    /// Whether keys of this role are sorted sets of waiters (fair mode's queues, a read-write
     /// lock's waiting writers): a reset deletes them only while they are sorted sets.
     #[must_use]
     pub const fn is_waiters(self) -> bool {
-        matches!(self, KeyRole::Queue | KeyRole::Writers)
+        matches!(
+            self,
+            KeyRole::Queue | KeyRole::PermitQueue | KeyRole::Writers
+        )
     }
 
     /// Whether `value`, the string a key of this role holds, is what the lock protocol writes
@@ -561,7 +613,7 @@ impl KeyRole {
             KeyRole::Holds | KeyRole::Fence => {
                 (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
             }
-            KeyRole::Signal | KeyRole::Queue | KeyRole::Writers => false,
+            KeyRole::Signal | KeyRole::Queue | KeyRole::PermitQueue | KeyRole::Writers => false,
         }
     }
 }
@@ -993,6 +1045,10 @@ mod tests {
             layout.recognise(b"distlock:{jobs}:writers"),
             Some((name(b"jobs"), KeyRole::Writers))
         );
+        assert_eq!(
+            layout.recognise(b"distlock:{jobs}:permit-queue"),
+            Some((name(b"jobs"), KeyRole::PermitQueue))
+        );
         // A waiter's own keys are not recognised: they end with its token.
         assert_eq!(
             layout.recognise(b"distlock:{jobs}:alive:0123456789abcdef0123456789abcdef"),
@@ -1003,6 +1059,14 @@ mod tests {
             None
         );
         assert_eq!(layout.recognise(b"distlock:{jobs}:writer-signal"), None);
+        for waiter_key in [&b"permit-alive:"[..], b"permit-wake:"] {
+            let key = [
+                &b"distlock:{jobs}:"[..],
+                waiter_key,
+                b"0123456789abcdef0123456789abcdef",
+            ];
+            assert_eq!(layout.recognise(&key.concat()), None);
+        }
         // The Python layouts have no queue.
         assert_eq!(
             KeyLayout::redis_py().recognise(b"distlock-redis-py:{jobs}:queue"),
@@ -1063,6 +1127,8 @@ mod tests {
         assert!(!KeyRole::Signal.fits(b"1"));
         assert!(!KeyRole::Queue.fits(b"1"));
         assert!(!KeyRole::Writers.fits(b"1"));
+        assert!(!KeyRole::PermitQueue.fits(b"1"));
+        assert!(KeyRole::PermitQueue.is_reset() && KeyRole::PermitQueue.is_waiters());
         assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset() && KeyRole::Queue.is_reset());
         assert!(KeyRole::Writers.is_reset() && KeyRole::Writers.is_waiters());
         assert!(!KeyRole::Fence.is_reset() && !KeyRole::Signal.is_reset());
@@ -1096,6 +1162,7 @@ mod tests {
             for (key, role) in [
                 (joined(keys.queue()), KeyRole::Queue),
                 (joined(keys.writers()), KeyRole::Writers),
+                (joined(keys.permit_queue()), KeyRole::PermitQueue),
             ] {
                 let found = layout.recognise(&key);
                 if keys.has_queue() {
@@ -1111,7 +1178,7 @@ mod tests {
             key in proptest::collection::vec(
                 proptest::prop_oneof![
                     Just(b'{'), Just(b'}'), Just(b':'),
-                    proptest::sample::select(b"distlock:fenceholdssignalqueuewriters".to_vec()),
+                    proptest::sample::select(b"distlock:fenceholdssignalqueuewriterspermit-".to_vec()),
                     0x00u8..=0xff
                 ],
                 0..24,

@@ -4,9 +4,9 @@
 //! [`Reset`] runs on every node at once, one command at a time per node. For each candidate
 //! key it reads the value (`GET`), checks it, and deletes it with the release script
 //! ([`script::RELEASE`]) given the value just read; a lock key's delete also pushes the
-//! wake-up signal, as a release does. Fair mode's queue and a read-write lock's waiting
-//! writers (tagged layout, `:queue` and `:writers`: each kind's waiters have keys of their
-//! own) are no strings: each is deleted by a script that deletes it only while it is a sorted
+//! wake-up signal, as a release does. A fair mutex's queue, a fair semaphore's and a
+//! read-write lock's waiting writers (tagged layout, `:queue`, `:permit-queue` and
+//! `:writers`: each kind's waiters have keys of their own) are no strings: each is deleted by a script that deletes it only while it is a sorted
 //! set ([`DELETE_QUEUE`]); a dry run asks its `TYPE`. Their waiters' own keys are left to
 //! expire (within a request timeout, or a writer's liveness), and a waiter still live queues
 //! again on its next cycle. A lock key that is no string
@@ -64,7 +64,7 @@ pub enum LeftAlone {
     Changed,
     /// Its type changed between the check and the delete.
     ChangedType,
-    /// A waiters' set (fair mode's queue, a read-write lock's waiting writers) holds no sorted
+    /// A waiters' set (fair mode's queues, a read-write lock's waiting writers) holds no sorted
     /// set. `kind` is what `TYPE` said.
     NotAQueue {
         /// The key's type, when the server said.
@@ -166,8 +166,8 @@ impl fmt::Debug for Reset {
 
 impl Reset {
     /// Resets `lock` on each of `servers` (1 to [`crate::MAX_NODES`]): its lock key, its
-    /// re-entry count and (tagged layout) fair mode's queue and a read-write lock's waiting
-    /// writers, each node within the lock's request timeout. `dry_run`: reads only.
+    /// re-entry count and (tagged layout) fair mode's queues (a fair mutex's, a fair
+    /// semaphore's) and a read-write lock's waiting writers, each node within the lock's request timeout. `dry_run`: reads only.
     pub fn by_name(
         lock: &Lock,
         servers: &[ServerInfo],
@@ -180,6 +180,7 @@ impl Reset {
         let waiters = keys.has_queue().then(|| {
             [
                 (KeyRole::Queue, keys.queue().concat()),
+                (KeyRole::PermitQueue, keys.permit_queue().concat()),
                 (KeyRole::Writers, keys.writers().concat()),
             ]
         });
@@ -302,7 +303,7 @@ enum Asked {
     Value(Candidate),
     Type(Candidate),
     Delete(Candidate),
-    /// A waiters' set (fair mode's queue, a read-write lock's waiting writers): its `TYPE`
+    /// A waiters' set (fair mode's queues, a read-write lock's waiting writers): its `TYPE`
     /// (dry run) or [`DELETE_QUEUE`].
     Queue(Candidate),
     /// A lock key of another type: [`RESET_SEMAPHORE_OR_RW`].
@@ -458,10 +459,12 @@ impl ResetNode {
     /// [`RESET_SEMAPHORE_OR_RW`] for the name whose lock key `candidate` is.
     fn reset_semaphore_or_rw(&self, candidate: &Candidate) -> Vec<u8> {
         let keys = Keys::new(self.layout.clone(), candidate.name.clone());
+        // The fair semaphore's own waiter keys: a fair mutex's queue of the same name is no
+        // semaphore's, and is reset as a candidate of its own.
         let named = [
-            keys.queue().concat(),
-            keys.wake_prefix().concat(),
-            keys.alive_prefix().concat(),
+            keys.permit_queue().concat(),
+            keys.permit_wake_prefix().concat(),
+            keys.permit_alive_prefix().concat(),
             keys.permit_prefix().concat(),
             keys.writer().concat(),
             keys.readers().concat(),
@@ -676,7 +679,7 @@ mod tests {
         reset.handle_input(0, b":0\r\n", t0);
         assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:holds");
         reset.handle_input(0, b"$-1\r\n", t0);
-        // Fair mode's queue: deleted by one script, only while it is a sorted set.
+        // A fair mutex's queue: deleted by one script, only while it is a sorted set.
         let queue = next(&mut reset, t0).unwrap();
         let queue: Vec<&[u8]> = queue.iter().map(Vec::as_slice).collect();
         assert_eq!(
@@ -686,6 +689,19 @@ mod tests {
                 DELETE_QUEUE.as_bytes(),
                 b"1",
                 b"distlock:{job}:queue"
+            ]
+        );
+        reset.handle_input(0, b":1\r\n", t0);
+        // A fair semaphore's queue: its own set, deleted the same way.
+        let permit_queue = next(&mut reset, t0).unwrap();
+        let permit_queue: Vec<&[u8]> = permit_queue.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            permit_queue,
+            [
+                &b"EVAL"[..],
+                DELETE_QUEUE.as_bytes(),
+                b"1",
+                b"distlock:{job}:permit-queue"
             ]
         );
         reset.handle_input(0, b":1\r\n", t0);
@@ -710,6 +726,7 @@ mod tests {
                 deleted: vec![
                     b"distlock:{job}".to_vec(),
                     b"distlock:{job}:queue".to_vec(),
+                    b"distlock:{job}:permit-queue".to_vec(),
                     b"distlock:{job}:writers".to_vec()
                 ],
                 ..NodeReset::default()
@@ -734,9 +751,11 @@ mod tests {
             let ask = next(&mut reset, t0).unwrap();
             assert_eq!(ask[0], if dry_run { &b"TYPE"[..] } else { b"EVAL" });
             reset.handle_input(0, reply, t0);
-            // The waiting writers' set: gone.
-            let _ = next(&mut reset, t0).unwrap();
-            reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
+            // The fair semaphore's queue and the waiting writers' set: gone.
+            for _ in 0..2 {
+                let _ = next(&mut reset, t0).unwrap();
+                reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
+            }
             assert!(next(&mut reset, t0).is_none());
             let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
             assert_eq!(node.left_alone.len(), usize::from(left_alone), "{reply:?}");
@@ -779,9 +798,9 @@ mod tests {
                     RESET_SEMAPHORE_OR_RW.as_bytes(),
                     b"13",
                     b"distlock:{job}",
-                    b"distlock:{job}:queue",
-                    b"distlock:{job}:wake:",
-                    b"distlock:{job}:alive:",
+                    b"distlock:{job}:permit-queue",
+                    b"distlock:{job}:permit-wake:",
+                    b"distlock:{job}:permit-alive:",
                     b"distlock:{job}:permit:",
                     b"distlock:{job}:writer",
                     b"distlock:{job}:readers",
@@ -799,7 +818,7 @@ mod tests {
             // The re-entry count and the waiters' sets follow, as for a mutex: none exists.
             assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
             reset.handle_input(0, b"$-1\r\n", t0);
-            for _ in 0..2 {
+            for _ in 0..3 {
                 assert!(next(&mut reset, t0).is_some());
                 reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
             }
@@ -930,6 +949,8 @@ mod tests {
             Just(b"distlock:{a}:signal".to_vec()),
             Just(b"distlock:{a}:queue".to_vec()),
             Just(b"distlock:{a}:writers".to_vec()),
+            Just(b"distlock:{a}:permit-queue".to_vec()),
+            Just(b"distlock:{a}:permit-alive:x".to_vec()),
             Just(b"distlock:{a}:writer-alive:x".to_vec()),
             Just(b"distlock:{a}:other".to_vec()),
             Just(b"distlock:config".to_vec()),

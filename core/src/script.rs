@@ -11,8 +11,10 @@
 //! same slot and a Cluster routes the script right — and the semaphore's permit keys,
 //! `<prefix>{N}:permit:<token>`, built the same way by [`SEMAPHORE_ACQUIRE`],
 //! [`SEMAPHORE_RELEASE`], [`SEMAPHORE_EXTEND`], and the fair semaphore's
-//! [`SEMAPHORE_FAIR_ACQUIRE`] and [`SEMAPHORE_FAIR_RELEASE`], which also build the fair
-//! per-waiter keys;
+//! [`SEMAPHORE_FAIR_ACQUIRE`] and [`SEMAPHORE_FAIR_RELEASE`], which also build a fair
+//! semaphore's per-waiter keys (`<prefix>{N}:permit-wake:<token>`,
+//! `<prefix>{N}:permit-alive:<token>`: the encoder passes the fair semaphore's own prefixes,
+//! so its waiters never meet a fair mutex's);
 //! each returns integers or a flat array of integers (get-or-compute's [`GET_OR_LOCK`] also
 //! `{2, value}`, an integer and the value's bytes), so a reply never needs more than one
 //! level of decoding; compare-and-act happens inside one script, so it is atomic on the node.
@@ -370,7 +372,8 @@ return 1
 /// Fair semaphore acquire: one waiter's cycle for a permit, run after its `BLPOP` on its own
 /// wake-up list (see [`crate::fair`] and [`crate::Lock::semaphore`]).
 ///
-/// `KEYS`: holders, fence, permit prefix, queue, wake-list prefix, liveness prefix. `ARGV`:
+/// `KEYS`: holders, fence, permit prefix, the fair semaphore's queue (`:permit-queue`),
+/// wake-list prefix (`:permit-wake:`), liveness prefix (`:permit-alive:`). `ARGV`:
 /// this attempt's token, ttl ms, extra ms (the batch's `BLPOP` span, added to the permit's
 /// life as in [`FAIR_ACQUIRE`]), limit, fenced (`1`/`0`), liveness ms, enqueue (`1`/`0`).
 ///
@@ -446,7 +449,8 @@ return {0, soonest}
 /// Fair semaphore release: give one permit back and hand a free permit to the first live
 /// waiter.
 ///
-/// `KEYS`: holders, permit prefix, queue, wake-list prefix, liveness prefix. `ARGV`: token,
+/// `KEYS`: holders, permit prefix, the fair semaphore's queue (`:permit-queue`), wake-list
+/// prefix (`:permit-wake:`), liveness prefix (`:permit-alive:`). `ARGV`: token,
 /// limit, hand-off cap ms. First drops the token from the queue (with its liveness key and
 /// wake-up list: a waiter giving up, or a rolled-back cycle, leaves the queue here), then
 /// from the holders, deleting its permit key. Then counts the live holders (dropping the
@@ -855,17 +859,18 @@ return t";
 /// in its sets) and what it deletes are one step on the node: a hold taken meanwhile is not
 /// half-deleted.
 ///
-/// `KEYS`: the name's own key, queue, wake-list prefix, liveness prefix, permit prefix,
+/// `KEYS`: the name's own key, the fair semaphore's queue, wake-list prefix and liveness
+/// prefix (`:permit-queue`, `:permit-wake:`, `:permit-alive:`), permit prefix,
 /// writer, readers, reader prefix, signal, readers' signal, waiting writers, their liveness
 /// prefix, writers' signal. `ARGV`: dry run (`1`/`0`), signal ttl ms (`0`: no signal).
 ///
 /// A sorted set with a live permit key among its members is a semaphore's holders: each
 /// holder's permit key goes, then the set (a set with none is a user's, or a semaphore with
-/// nothing left to hold that expires by itself: left alone), and fair mode's queue with its
-/// waiters' liveness keys and wake-up lists (a fair semaphore's waiters). A hash with `rw = 1`
+/// nothing left to hold that expires by itself: left alone), and the fair semaphore's queue
+/// with its waiters' liveness keys and wake-up lists. A hash with `rw = 1`
 /// is a read-write lock's marker: the writer key, each reader's key and the readers' set go,
 /// then the waiting writers' liveness keys (their intent turns readers away) and their set,
-/// then the marker; the fair queue is no read-write lock's and is left alone. With a signal
+/// then the marker; the fair semaphore's queue is no read-write lock's and is left alone. With a signal
 /// ttl, the kind's wake-up lists (the semaphore's signal; the read-write lock's writers' and
 /// readers' signals) are emptied and one wake-up pushed to each, as a release does, so
 /// waiters retry at once and get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is

@@ -41,7 +41,15 @@
 //!   ([`crate::fair`]: cycles of `BLPOP` on its own wake-up list and a script, a queue in
 //!   arrival order, a liveness key per waiter, every number from `R`); only the scripts are
 //!   the semaphore's ([`crate::script::SEMAPHORE_FAIR_ACQUIRE`],
-//!   [`crate::script::SEMAPHORE_FAIR_RELEASE`]). A permit is taken only when fewer than
+//!   [`crate::script::SEMAPHORE_FAIR_RELEASE`]). Its waiters have keys of their own
+//!   (`<prefix>{N}:permit-queue`, `:permit-alive:<token>`, `:permit-wake:<token>`; see
+//!   [`crate::keys`]), never a fair mutex's `:queue`: a waiter's entry outlives the holds
+//!   (the name may pass from permits to a mutex while it waits), so in a shared queue a
+//!   semaphore's release could hand a permit to a fair mutex's waiter, and a fair mutex's
+//!   release the name to a semaphore's (simulation K3 in
+//!   `core/tests/mixed_kinds_simulation.rs`, and `core/tests/real_redis.rs::
+//!   a_fair_mutex_and_a_fair_semaphore_of_one_name_never_meet_in_each_others_waiters`).
+//!   A permit is taken only when fewer than
 //!   `limit` live permits exist and no live waiter is ahead in the queue (dead ones are
 //!   dropped from its head), so a newcomer never takes a permit a live waiter queues for. A
 //!   release that leaves a permit free hands it to the first live waiter: it creates that

@@ -2,8 +2,8 @@
 //! and a name of another kind refused with a typed error, in bounded time
 //!
 //! The real machines ([`distlock_core::Acquire`], `Release`) of a plain mutex (try-lock and
-//! waiting), a fair mutex, a counting semaphore of `N` permits and one of the same name
-//! under `N + 1` (which must meet `WRONGLIMIT`), both sides of a read-write
+//! waiting), a fair mutex, a counting semaphore of `N` permits, a fair one of the same `N`
+//! and one of the same name under `N + 1` (which must meet `WRONGLIMIT`), both sides of a read-write
 //! lock and a multi-name lock over this name and another ([`distlock_core::Lock::multi`]),
 //! every one of them on the name `sim`, against one model node ([`distlock_model`]) that
 //! claims to be Redis ≥ 7.0 or Valkey (so a mutex's attempt is `SET NX PX GET`; on older
@@ -30,16 +30,19 @@
 //!   or `WRONGLIMIT`: never a grant, never "held by another" (a reply that would make a
 //!   client wait on a lock it can never take). And every acquire ends by its wait plus three
 //!   request timeouts, a release by three request timeouts.
-//! - **K3, a fair hand-off goes to a fair waiter**: whenever a fair release
-//!   ([`distlock_core::script::FAIR_RELEASE`]) leaves a new token in `sim`'s key, that token is
-//!   a fair mutex client's: never a waiting writer's (or any other kind's), which would hold
-//!   the name as a string nobody confirms until the hand-off cap while the real fair waiters
-//!   stall. Each kind's waiters have keys of their own ([`distlock_core::Keys`]), so no
-//!   kind's waiter is ever in another kind's queue.
+//! - **K3, every hand-off goes to a waiter of the handing kind**: whenever a fair mutex's
+//!   release ([`distlock_core::script::FAIR_RELEASE`]) leaves a new token in `sim`'s key,
+//!   that token is a fair mutex client's; whenever a fair semaphore's release
+//!   ([`distlock_core::script::SEMAPHORE_FAIR_RELEASE`]) adds a token to `sim`'s holders, that
+//!   token is a fair semaphore client's. Never a waiting writer's, nor the other fair kind's
+//!   (or any other kind's): such a token would hold the name or a permit nobody confirms until
+//!   the hand-off cap while the real fair waiters stall. Each kind's waiters have keys of
+//!   their own ([`distlock_core::Keys`]), so no kind's waiter is ever in another kind's
+//!   queue.
 //!
 //! The correct runs also count the typed refusals the machines reported (their
 //! [`distlock_core::ServerErrorKind`]) and the fair hand-offs K3 judged, so a campaign in
-//! which kinds never met, or no fair release ever handed the name on, fails.
+//! which kinds never met, or no fair release of either kind ever handed on, fails.
 //!
 //! ## Broken variants (each must be caught)
 //! - `SetNxGetIgnoresType`: `SET … NX … GET` answers nil on another kind's key, as for a free
@@ -52,6 +55,11 @@
 //!   mode's queue and liveness keys, as distlock did before each kind had its own
 //!   (`ModelFaults::rw_writers_share_fair_queue`): a fair release hands the name to a
 //!   writer's token: K3.
+//! - `SemaphoreSharesFairQueue`: the fair semaphore scripts keep their waiters in a fair
+//!   mutex's queue, liveness keys and wake-up lists, as distlock did before each kind had its
+//!   own (`ModelFaults::semaphore_waiters_share_fair_queue`): a fair mutex's release hands
+//!   the name to a semaphore waiter's token, or a fair semaphore's release a permit to a
+//!   fair mutex waiter's: K3.
 //!
 //! CI runs `MIX_RUNS` seeds of the correct protocol (`DISTLOCK_MIX_RUNS` for more) and shows
 //! each broken variant caught within `BROKEN_RUNS` seeds.
@@ -86,6 +94,7 @@ enum Variant {
     SetNxGetIgnoresType,
     MultiChecksExists,
     WritersShareFairQueue,
+    SemaphoreSharesFairQueue,
 }
 
 /// What kind of lock a client takes on `sim`.
@@ -99,6 +108,8 @@ enum Kind {
     FairMutex,
     /// One permit of the semaphore of `limit`.
     Permit,
+    /// One permit of the same semaphore, in fair mode (waits in the semaphore's queue).
+    FairPermit,
     /// One permit of the same name under `limit + 1`: refused with `WRONGLIMIT` while a
     /// permit of the other limit lives.
     PermitOtherLimit,
@@ -108,11 +119,12 @@ enum Kind {
     Multi,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::MutexTry,
     Kind::MutexWait,
     Kind::FairMutex,
     Kind::Permit,
+    Kind::FairPermit,
     Kind::PermitOtherLimit,
     Kind::Reader,
     Kind::Writer,
@@ -200,8 +212,11 @@ struct World {
     /// The kind of lock each acquire's token was made for (its owner token's bytes: what a
     /// waiter queues under and a hand-off writes, up to an attempt suffix `.n`).
     owners: BTreeMap<Vec<u8>, Kind>,
-    /// Fair hand-offs K3 judged (to a fair waiter: all of them, on the correct scripts).
+    /// Fair mutex hand-offs K3 judged (to a fair mutex waiter: all of them, on the correct
+    /// scripts).
     handoffs: u64,
+    /// Fair semaphore hand-offs K3 judged (to a fair semaphore waiter: all of them, likewise).
+    permit_handoffs: u64,
 }
 
 fn at(ms: u64) -> Instant {
@@ -226,6 +241,7 @@ impl World {
             set_nx_get_ignores_type: variant == Variant::SetNxGetIgnoresType,
             multi_checks_exists_not_type: variant == Variant::MultiChecksExists,
             rw_writers_share_fair_queue: variant == Variant::WritersShareFairQueue,
+            semaphore_waiters_share_fair_queue: variant == Variant::SemaphoreSharesFairQueue,
             ..ModelFaults::default()
         });
         // Scripts cached from the start (this world has no `SCRIPT FLUSH`): K2 judges the
@@ -256,17 +272,19 @@ impl World {
             meetings: Meetings::new(),
             owners: BTreeMap::new(),
             handoffs: 0,
+            permit_handoffs: 0,
         };
-        let count = world.rng.between(4, 8) as usize;
-        // Kinds in a shuffled order, at least four of them different; then a fair mutex and a
-        // writer (so that fair waiters queue behind fair holders, next to waiting writers:
-        // what K3 judges), then any.
+        let count = world.rng.between(7, 9) as usize;
+        // Kinds in a shuffled order, at least four of them different; then a fair mutex, a
+        // writer and a fair semaphore (so that fair waiters of both kinds queue behind fair
+        // holders, next to waiting writers: what K3 judges), then any.
         let first = world.rng.between(0, KINDS.len() as u64 - 1) as usize;
         for c in 0..count {
             let kind = match c {
                 0..4 => KINDS[(first + c * 2) % KINDS.len()],
                 4 => Kind::FairMutex,
                 5 => Kind::Writer,
+                6 => Kind::FairPermit,
                 _ => KINDS[world.rng.between(0, KINDS.len() as u64 - 1) as usize],
             };
             let layout = KeyLayout::default();
@@ -281,6 +299,15 @@ impl World {
                     },
                 ),
                 Kind::Permit => Lock::semaphore(layout, NAME, limit, options),
+                Kind::FairPermit => Lock::semaphore(
+                    layout,
+                    NAME,
+                    limit,
+                    LockOptions {
+                        fair: true,
+                        ..options
+                    },
+                ),
                 Kind::PermitOtherLimit => Lock::semaphore(layout, NAME, limit + 1, options),
                 Kind::Reader => Lock::rw(layout, NAME, RwMode::Read, options),
                 Kind::Writer => Lock::rw(layout, NAME, RwMode::Write, options),
@@ -332,7 +359,7 @@ impl World {
             Phase::Idle { until } if until <= now => {
                 let wait = match self.clients[c].kind {
                     Kind::MutexTry => Duration::ZERO,
-                    Kind::MutexWait | Kind::FairMutex => {
+                    Kind::MutexWait | Kind::FairMutex | Kind::FairPermit => {
                         Duration::from_millis(self.rng.between(100, 3000))
                     }
                     _ if self.rng.between(0, 3) == 0 => Duration::ZERO,
@@ -456,7 +483,10 @@ impl World {
             .map(|c| c.kind)
             .collect();
         let readers = holders.iter().filter(|k| **k == Kind::Reader).count();
-        let permits = holders.iter().filter(|k| **k == Kind::Permit).count();
+        let permits = holders
+            .iter()
+            .filter(|k| matches!(k, Kind::Permit | Kind::FairPermit))
+            .count();
         let other_permits = holders
             .iter()
             .filter(|k| **k == Kind::PermitOtherLimit)
@@ -492,11 +522,14 @@ impl World {
             wrong_limits: self.wrong_limits,
             meetings: self.meetings,
             handoffs: self.handoffs,
+            permit_handoffs: self.permit_handoffs,
         }
     }
 
-    /// K3: a fair release that left `handed` in `sim`'s key handed the name to a fair waiter.
-    fn check_handoff(&mut self, handed: &[u8]) {
+    /// K3: a fair release of `kind` (a fair mutex's or a fair semaphore's) that left `handed`
+    /// in `sim`'s key (the mutex's token, or a new member of the semaphore's holders) handed
+    /// it to a waiter of that kind.
+    fn check_handoff(&mut self, handing: Kind, handed: &[u8]) {
         // A queued token is an attempt's: the owner's, or the owner's with `.n`.
         let owner = handed
             .iter()
@@ -507,27 +540,51 @@ impl World {
             .get(handed)
             .or_else(|| self.owners.get(owner))
             .copied();
-        if kind == Some(Kind::FairMutex) {
-            self.handoffs += 1;
-        } else {
-            self.violations.push(format!(
-                "K3: a fair release handed the name to {} ({kind:?}), not a fair waiter, at {} ms",
+        match kind {
+            Some(kind) if kind == handing && handing == Kind::FairMutex => self.handoffs += 1,
+            Some(kind) if kind == handing => self.permit_handoffs += 1,
+            _ => self.violations.push(format!(
+                "K3: a {handing:?} release handed {} to {} ({kind:?}), not its own kind's waiter, at {} ms",
+                if handing == Kind::FairMutex { "the name" } else { "a permit" },
                 String::from_utf8_lossy(handed),
                 self.now
-            ));
+            )),
         }
     }
 }
 
-/// Whether `args` run the fair release on `sim`.
-fn is_fair_release(args: &[Vec<u8>]) -> bool {
+/// The fair release `args` run on `sim`, named by the kind whose release it is: a fair
+/// mutex's ([`script::FAIR_RELEASE`]) or a fair semaphore's
+/// ([`script::SEMAPHORE_FAIR_RELEASE`]); `None` for any other command.
+fn fair_release(args: &[Vec<u8>]) -> Option<Kind> {
     let eval = args
         .first()
         .is_some_and(|a| a.eq_ignore_ascii_case(b"EVALSHA") || a.eq_ignore_ascii_case(b"EVAL"));
-    let body = args.get(1);
-    eval && body.is_some_and(|b| {
-        *b == script::FAIR_RELEASE.sha || *b == script::FAIR_RELEASE.source.as_bytes()
-    }) && args.get(3).is_some_and(|k| k == NAME_KEY)
+    let body = args.get(1)?;
+    let runs = |s: &Script| *body == s.sha || *body == s.source.as_bytes();
+    if !eval || args.get(3).is_none_or(|k| k != NAME_KEY) {
+        return None;
+    }
+    if runs(&script::FAIR_RELEASE) {
+        Some(Kind::FairMutex)
+    } else if runs(&script::SEMAPHORE_FAIR_RELEASE) {
+        Some(Kind::FairPermit)
+    } else {
+        None
+    }
+}
+
+/// What `sim`'s key holds, as K3 compares it around a fair release: the mutex's token, or the
+/// semaphore's holders.
+fn holders_of(node: &ModelNode, now: u64) -> Vec<Vec<u8>> {
+    match node.type_of(NAME_KEY, at(now)) {
+        Some("zset") => node.sorted_set(NAME_KEY, at(now)),
+        _ => node
+            .value(NAME_KEY, at(now))
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .collect(),
+    }
 }
 
 impl Serves for World {
@@ -544,18 +601,22 @@ impl Serves for World {
         let mut commands: Vec<Option<(&'static str, &'static str, &'static str)>> = Vec::new();
         let mut server = std::mem::take(&mut self.wires[wire].server);
         let pop_pending = server.is_blocked();
-        // The name's token before a fair release, and each new token one left there.
-        let (mut before_release, mut handed) = (None::<Option<Vec<u8>>>, Vec::new());
+        // The name's holders before a fair release, and each new holder one left there (with
+        // the kind whose release it was).
+        let (mut before_release, mut handed) = (None::<Vec<Vec<u8>>>, Vec::new());
         self.node
             .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
-                if is_fair_release(args) {
-                    let holder = node.value(NAME_KEY, at(now)).map(<[u8]>::to_vec);
+                if let Some(handing) = fair_release(args) {
+                    let holders = holders_of(node, now);
                     if stage == Stage::Before {
-                        before_release = Some(holder);
-                    } else if let (Some(before), Some(after)) = (before_release.take(), holder)
-                        && before.as_ref() != Some(&after)
-                    {
-                        handed.push(after);
+                        before_release = Some(holders);
+                    } else if let Some(before) = before_release.take() {
+                        handed.extend(
+                            holders
+                                .into_iter()
+                                .filter(|h| !before.contains(h))
+                                .map(|h| (handing, h)),
+                        );
                     }
                 }
                 if stage != Stage::Before {
@@ -570,8 +631,8 @@ impl Serves for World {
                 });
             });
         self.wires[wire].server = server;
-        for token in handed {
-            self.check_handoff(&token);
+        for (handing, token) in handed {
+            self.check_handoff(handing, &token);
         }
         // A blocked pop that finished answers first; the observer saw no command for it.
         let skip = usize::from(pop_pending && !commands.is_empty());
@@ -608,6 +669,7 @@ struct Outcome {
     wrong_limits: u64,
     meetings: Meetings,
     handoffs: u64,
+    permit_handoffs: u64,
 }
 
 /// Runs `runs` seeds from `DISTLOCK_MIX_SEED` (or a fixed base): the first violation of each
@@ -624,6 +686,7 @@ fn campaign(variant: Variant, judge_replies: bool, runs: u64) -> (Vec<(u64, Stri
         totals.typed_refusals += outcome.typed_refusals;
         totals.wrong_limits += outcome.wrong_limits;
         totals.handoffs += outcome.handoffs;
+        totals.permit_handoffs += outcome.permit_handoffs;
         for (meeting, n) in outcome.meetings {
             *totals.meetings.entry(meeting).or_default() += n;
         }
@@ -641,15 +704,17 @@ struct Totals {
     wrong_limits: u64,
     meetings: Meetings,
     handoffs: u64,
+    permit_handoffs: u64,
 }
 
 /// Every acquire command of the mix, and the other kinds' key types it must be seen meeting.
-const MUST_MEET: [(&str, [&str; 2]); 6] = [
+const MUST_MEET: [(&str, [&str; 2]); 7] = [
     ("SET NX", ["zset", "hash"]),
     ("acquire", ["zset", "hash"]),
     ("fair-acquire", ["zset", "hash"]),
     ("multi-acquire", ["zset", "hash"]),
     ("semaphore-acquire", ["string", "hash"]),
+    ("semaphore-fair-acquire", ["string", "hash"]),
     ("rw-acquire", ["string", "zset"]),
 ];
 
@@ -663,8 +728,9 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
     let (grants, refusals, wrong_limits) =
         (totals.grants, totals.typed_refusals, totals.wrong_limits);
     println!(
-        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} fair hand-offs, {} violations; K2 judged {:?}",
+        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} fair mutex and {} fair semaphore hand-offs, {} violations; K2 judged {:?}",
         totals.handoffs,
+        totals.permit_handoffs,
         found.len(),
         totals.meetings
     );
@@ -678,7 +744,14 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
     );
     if runs >= 10 {
         assert!(wrong_limits > 0, "no semaphore met another limit");
-        assert!(totals.handoffs > 0, "K3 never judged a fair hand-off");
+        assert!(
+            totals.handoffs > 0,
+            "K3 never judged a fair mutex's hand-off"
+        );
+        assert!(
+            totals.permit_handoffs > 0,
+            "K3 never judged a fair semaphore's hand-off"
+        );
         for (what, types) in MUST_MEET {
             for found in types {
                 assert!(
@@ -725,6 +798,18 @@ fn mixed_kinds_writers_in_the_fair_queue_are_caught_by_k3() {
     let (found, _) = campaign(Variant::WritersShareFairQueue, true, BROKEN_RUNS);
     println!(
         "writers-share-fair-queue: caught in {} of {BROKEN_RUNS} runs, {} by K3; first: {:?}",
+        found.len(),
+        found.iter().filter(|(_, v)| v.starts_with("K3")).count(),
+        found.first()
+    );
+    assert!(found.iter().any(|(_, v)| v.starts_with("K3")), "{found:?}");
+}
+
+#[test]
+fn mixed_kinds_fair_semaphore_waiters_in_the_fair_mutex_queue_are_caught_by_k3() {
+    let (found, _) = campaign(Variant::SemaphoreSharesFairQueue, true, BROKEN_RUNS);
+    println!(
+        "semaphore-shares-fair-queue: caught in {} of {BROKEN_RUNS} runs, {} by K3; first: {:?}",
         found.len(),
         found.iter().filter(|(_, v)| v.starts_with("K3")).count(),
         found.first()

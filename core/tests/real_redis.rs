@@ -1289,9 +1289,9 @@ fn the_fair_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     let mut raw = Raw::to(&server);
     let mut model = distlock_model::ModelNode::new();
     let holders = key("sf", "");
-    let queue = key("sf", ":queue");
+    let queue = key("sf", ":permit-queue");
     let [permits, wake, alive, fence] =
-        [":permit:", ":wake:", ":alive:", ":fence"].map(|s| key("sf", s));
+        [":permit:", ":permit-wake:", ":permit-alive:", ":fence"].map(|s| key("sf", s));
     let words =
         |list: &[&str]| -> Vec<Vec<u8>> { list.iter().map(|s| s.as_bytes().to_vec()).collect() };
     let cycle = |who: &str, limit: &str, enqueue: &str| {
@@ -2004,6 +2004,188 @@ fn a_fair_mutex_and_a_writer_of_one_name_never_meet_in_each_others_waiters() {
     assert_eq!(handed, lease.token().as_bytes(), "to the fair waiter");
     assert_eq!(release(&fair, lease.token(), &ports), Ok(Released::Free));
     assert_eq!(queued(&mut raw, "kinds"), 0);
+}
+
+/// A fair mutex and a fair semaphore of one name never meet in each other's waiters (each
+/// kind has keys of its own): a live fair-mutex waiter's entry, left in `:queue` from when the
+/// name was a fair mutex's, neither heads the semaphore's queue nor is handed the freed
+/// permit, and a live fair-semaphore waiter's entry in `:permit-queue` is never handed the
+/// fair mutex's name; a fair mutex refused with `WRONGTYPE` on the semaphore's name, and a
+/// fair semaphore refused on the fair mutex's, write nothing in either kind's waiter keys; and
+/// each release hands on to its own kind's waiter in the release script itself.
+#[test]
+fn a_fair_mutex_and_a_fair_semaphore_of_one_name_never_meet_in_each_others_waiters() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let options = LockOptions {
+        ttl: secs(10),
+        ..LockOptions::default()
+    };
+    let fair_options = LockOptions {
+        fair: true,
+        ..options
+    };
+    let (sem, mutex) = (
+        semaphore("fairkinds", 1, fair_options),
+        fair_lock("fairkinds", options),
+    );
+    let k = |suffix: &str| key("fairkinds", suffix);
+    let keys_like = |raw: &mut Raw, suffix: &str| {
+        let pattern = k(suffix).replace('{', "\\{").replace('}', "\\}") + "*";
+        let OwnedFrame::Array(found) = raw.cmd(&[b"KEYS", pattern.as_bytes()]) else {
+            panic!("KEYS")
+        };
+        found.len()
+    };
+    let members = |raw: &mut Raw, suffix: &str| -> Vec<Vec<u8>> {
+        let OwnedFrame::Array(found) = raw.cmd(&[b"ZRANGE", k(suffix).as_bytes(), b"0", b"-1"])
+        else {
+            panic!("ZRANGE")
+        };
+        found
+            .into_iter()
+            .map(|member| match member {
+                OwnedFrame::BulkString(bytes) => bytes,
+                other => panic!("a member {other:?}"),
+            })
+            .collect()
+    };
+    // A live waiter's entry of one kind, as its own acquire script leaves it (ticket 1,
+    // liveness 30 s): the kind's queue and liveness key.
+    let plant = |raw: &mut Raw, queue: &str, alive: &str, who: &Token| {
+        assert_eq!(
+            raw.int(&[b"ZADD", k(queue).as_bytes(), b"1", who.as_bytes()]),
+            1
+        );
+        let alive = k(alive) + who.as_str();
+        assert_eq!(
+            raw.cmd(&[b"SET", alive.as_bytes(), b"1", b"PX", b"30000"]),
+            OwnedFrame::SimpleString(b"OK".to_vec())
+        );
+    };
+
+    // The name is a fair semaphore's; a fair mutex's waiter is still live in `:queue`.
+    let holder = acquire(&sem, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("the permit");
+    let mutex_waiter = token(9);
+    plant(&mut raw, ":queue", ":alive:", &mutex_waiter);
+    // A fair mutex on the semaphore's name: refused, and nothing written in either kind's
+    // waiter keys.
+    let Err(Error::Server { error, .. }) = acquire(&mutex, &token(2), &ports, secs(1)).0 else {
+        panic!("a fair mutex on a semaphore's name must be refused")
+    };
+    assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+    assert_eq!(members(&mut raw, ":queue"), [mutex_waiter.as_bytes()]);
+    assert_eq!(
+        keys_like(&mut raw, ":alive:"),
+        1,
+        "only the planted waiter's"
+    );
+    assert_eq!(keys_like(&mut raw, ":wake:"), 0);
+    assert_eq!(
+        keys_like(&mut raw, ":permit-"),
+        0,
+        "no fair semaphore waiter key"
+    );
+    // A fair semaphore waiter queues in its own queue, never behind the mutex's waiter.
+    let waiter = {
+        let sem = sem.clone();
+        thread::spawn(move || acquire(&sem, &token(3), &ports, secs(10)).0)
+    };
+    assert!(
+        eventually(StdDuration::from_secs(5), || {
+            raw.int(&[b"ZCARD", k(":permit-queue").as_bytes()]) == 1
+        }),
+        "the fair semaphore waiter never queued"
+    );
+    assert_eq!(members(&mut raw, ":queue"), [mutex_waiter.as_bytes()]);
+    // The release hands the freed permit to the semaphore's waiter, in the same script:
+    // never to the fair mutex's waiter, which queued first.
+    assert_eq!(release(&sem, holder.token(), &ports), Ok(Released::Free));
+    let handed = members(&mut raw, "");
+    assert!(
+        !handed.contains(&mutex_waiter.as_bytes().to_vec()),
+        "a permit handed to a fair mutex's waiter"
+    );
+    let permit_of_mutex_waiter = k(":permit:") + mutex_waiter.as_str();
+    assert_eq!(raw.int(&[b"EXISTS", permit_of_mutex_waiter.as_bytes()]), 0);
+    let lease = waiter
+        .join()
+        .expect("waiter thread")
+        .expect("the fair semaphore waiter gets the permit");
+    assert_eq!(
+        handed,
+        [lease.token().as_bytes()],
+        "to the semaphore's waiter"
+    );
+    assert_eq!(release(&sem, lease.token(), &ports), Ok(Released::Free));
+    assert_eq!(raw.int(&[b"ZCARD", k(":permit-queue").as_bytes()]), 0);
+    assert_eq!(members(&mut raw, ":queue"), [mutex_waiter.as_bytes()]);
+    // The planted mutex waiter gives up (its entry would head a fair mutex's queue).
+    let alive = k(":alive:") + mutex_waiter.as_str();
+    raw.int(&[b"DEL", k(":queue").as_bytes(), alive.as_bytes()]);
+
+    // The name is a fair mutex's; a fair semaphore's waiter is still live in `:permit-queue`.
+    let permit_waiter = token(8);
+    plant(&mut raw, ":permit-queue", ":permit-alive:", &permit_waiter);
+    let holder = acquire(&mutex, &token(4), &ports, Duration::ZERO)
+        .0
+        .expect("a fair mutex takes the free name past a semaphore waiter's entry");
+    // A fair semaphore on the fair mutex's name: refused, and nothing written.
+    let Err(Error::Server { error, .. }) = acquire(&sem, &token(5), &ports, secs(1)).0 else {
+        panic!("a fair semaphore on a fair mutex's name must be refused")
+    };
+    assert_eq!(error.kind, ServerErrorKind::WrongType, "{error}");
+    assert_eq!(
+        members(&mut raw, ":permit-queue"),
+        [permit_waiter.as_bytes()]
+    );
+    assert_eq!(
+        keys_like(&mut raw, ":permit-alive:"),
+        1,
+        "only the planted one"
+    );
+    assert_eq!(keys_like(&mut raw, ":permit-wake:"), 0);
+    assert_eq!(keys_like(&mut raw, ":queue"), 0, "no fair mutex queue");
+    assert_eq!(
+        keys_like(&mut raw, ":alive:"),
+        0,
+        "no fair mutex liveness key"
+    );
+    // A fair mutex waiter queues in `:queue`; the release hands the name to it, never to
+    // the semaphore's waiter.
+    let waiter = {
+        let mutex = mutex.clone();
+        thread::spawn(move || acquire(&mutex, &token(6), &ports, secs(10)).0)
+    };
+    assert!(
+        eventually(StdDuration::from_secs(5), || queued(&mut raw, "fairkinds")
+            == 1),
+        "the fair mutex waiter never queued"
+    );
+    assert_eq!(release(&mutex, holder.token(), &ports), Ok(Released::Free));
+    let handed = raw.get(&k("")).expect("handed on");
+    assert_ne!(
+        handed,
+        permit_waiter.as_bytes(),
+        "never to the semaphore's waiter"
+    );
+    let lease = waiter
+        .join()
+        .expect("waiter thread")
+        .expect("the fair mutex waiter gets the name");
+    assert_eq!(
+        handed,
+        lease.token().as_bytes(),
+        "to the fair mutex's waiter"
+    );
+    assert_eq!(release(&mutex, lease.token(), &ports), Ok(Released::Free));
+    assert_eq!(
+        members(&mut raw, ":permit-queue"),
+        [permit_waiter.as_bytes()]
+    );
 }
 
 /// Get-or-compute's scripts give a real server's replies on the model node (which the

@@ -80,9 +80,9 @@ fn a_fair_waiter_runs_the_fair_semaphore_script_then_blocks_on_its_own_list() {
             "distlock:{job}",
             "distlock:{job}:fence",
             "distlock:{job}:permit:",
-            "distlock:{job}:queue",
-            "distlock:{job}:wake:",
-            "distlock:{job}:alive:",
+            "distlock:{job}:permit-queue",
+            "distlock:{job}:permit-wake:",
+            "distlock:{job}:permit-alive:",
         ])[..]
     );
     assert_eq!(call[9], mine.as_bytes());
@@ -94,7 +94,7 @@ fn a_fair_waiter_runs_the_fair_semaphore_script_then_blocks_on_its_own_list() {
     let sent = drain(&mut m, ms(2));
     let cycle = only_batch(&sent);
     assert_eq!(cycle.blocking, Some(Duration::from_millis(500)));
-    let mut wake = b"distlock:{job}:wake:".to_vec();
+    let mut wake = b"distlock:{job}:permit-wake:".to_vec();
     wake.extend_from_slice(mine.as_bytes());
     assert_eq!(cycle.commands[0][..2], [b"BLPOP".to_vec(), wake][..]);
     assert_eq!(cycle.commands[0][2], b"0.500");
@@ -130,9 +130,9 @@ fn a_fair_release_runs_the_fair_semaphore_release_with_the_hand_off_cap() {
             "5",
             "distlock:{job}",
             "distlock:{job}:permit:",
-            "distlock:{job}:queue",
-            "distlock:{job}:wake:",
-            "distlock:{job}:alive:",
+            "distlock:{job}:permit-queue",
+            "distlock:{job}:permit-wake:",
+            "distlock:{job}:permit-alive:",
         ])[..]
     );
     assert_eq!(call[8], t.as_bytes());
@@ -217,9 +217,9 @@ proptest! {
 
 const HOLDERS: &str = "distlock:{job}";
 const PERMITS: &str = "distlock:{job}:permit:";
-const QUEUE: &str = "distlock:{job}:queue";
-const WAKE: &str = "distlock:{job}:wake:";
-const ALIVE: &str = "distlock:{job}:alive:";
+const QUEUE: &str = "distlock:{job}:permit-queue";
+const WAKE: &str = "distlock:{job}:permit-wake:";
+const ALIVE: &str = "distlock:{job}:permit-alive:";
 
 fn run(node: &mut ModelNode, words: &[&str], now: u64) -> String {
     let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();

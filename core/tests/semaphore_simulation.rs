@@ -60,8 +60,8 @@ const BROKEN_RUNS: u64 = 40;
 const RUN_MS: u64 = 20_000;
 const HOLDERS: &[u8] = b"distlock:{sim}";
 const PERMITS: &[u8] = b"distlock:{sim}:permit:";
-const QUEUE: &[u8] = b"distlock:{sim}:queue";
-const ALIVE: &[u8] = b"distlock:{sim}:alive:";
+const QUEUE: &[u8] = b"distlock:{sim}:permit-queue";
+const ALIVE: &[u8] = b"distlock:{sim}:permit-alive:";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {

@@ -86,6 +86,11 @@ fn unrelated_keys(tag: &str) -> Vec<(String, Vec<Vec<String>>)> {
             k("distlock:{TAG-word}:queue"),
             vec![cmd(&["SET", "distlock:{TAG-word}:queue", TOKEN])],
         ),
+        // Shaped like a fair semaphore's queue, but no sorted set.
+        (
+            k("distlock:{TAG-word}:permit-queue"),
+            vec![cmd(&["RPUSH", "distlock:{TAG-word}:permit-queue", TOKEN])],
+        ),
         // Shaped like a read-write lock's waiting writers, but no sorted set.
         (
             k("distlock:{TAG-word}:writers"),

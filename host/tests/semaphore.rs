@@ -387,7 +387,7 @@ async fn fair_permits_go_to_queued_waiters_in_arrival_order_never_past_the_limit
     let server = blocking(RedisServer::start);
     let url = server.url();
     let name = unique_name("fairpool");
-    let queue = format!("{}:queue", lock_key(&name));
+    let queue = format!("{}:permit-queue", lock_key(&name));
     let limit = 2;
     let options = LockOptions {
         ttl: distlock_core::Duration::from_secs(10),
@@ -502,7 +502,7 @@ fn cli_fair_limit_queues_a_waiter_and_release_hands_it_the_permit() {
             .expect("run distlock")
         })
     };
-    let queue = format!("{}:queue", lock_key(&name));
+    let queue = format!("{}:permit-queue", lock_key(&name));
     wait_for("the second acquire to queue", LIMIT, || {
         (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
     });
@@ -676,7 +676,7 @@ fn reset_clears_a_semaphores_permits_and_queue_but_keeps_its_fence() {
             run_bounded(distlock(&url, &args), LIMIT).expect("run distlock")
         })
     };
-    let queue = format!("{}:queue", lock_key(&name));
+    let queue = format!("{}:permit-queue", lock_key(&name));
     wait_for("the waiter to queue", LIMIT, || {
         (server.raw().ok(&["ZCARD", &queue]).int() == Some(1)).then_some(())
     });

@@ -245,6 +245,11 @@ pub struct ModelFaults {
     /// distlock did before each kind had waiter keys of its own: a writer's intent sorts
     /// ahead of a fair mutex's waiters, and a fair release can hand the name to a writer.
     pub rw_writers_share_fair_queue: bool,
+    /// The fair semaphore scripts keep their waiters in a fair mutex's queue, liveness keys
+    /// and wake-up lists (`:queue`, `:alive:`, `:wake:`), as distlock did before each kind had
+    /// waiter keys of its own: a fair semaphore's release can hand a permit to a fair mutex's
+    /// waiter, and a fair mutex's release the name to a semaphore's waiter.
+    pub semaphore_waiters_share_fair_queue: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -1965,6 +1970,14 @@ struct FairKeys<'a> {
     queue: &'a [u8],
     wake: &'a [u8],
     alive: &'a [u8],
+}
+
+/// `key` with its suffix `own` (one kind's waiter key) turned into `fair` (a fair mutex's):
+/// where the faults that share fair mode's queue ([`ModelFaults::rw_writers_share_fair_queue`],
+/// [`ModelFaults::semaphore_waiters_share_fair_queue`]) keep another kind's waiters.
+fn fair_twin(key: &[u8], own: &[u8], fair: &[u8]) -> Vec<u8> {
+    key.strip_suffix(own)
+        .map_or_else(|| key.to_vec(), |stem| cat(stem, fair))
 }
 
 /// `a .. b`, as the fair scripts build a waiter's key from a prefix and its token.

@@ -32,13 +32,6 @@ fn not_integer(line: u64) -> (Fail, u64) {
     )
 }
 
-/// `key` with its suffix `own` (a read-write lock's waiter key) turned into `fair` (fair
-/// mode's): where [`crate::ModelFaults::rw_writers_share_fair_queue`] keeps waiting writers.
-fn fair_twin(key: &[u8], own: &[u8], fair: &[u8]) -> Vec<u8> {
-    key.strip_suffix(own)
-        .map_or_else(|| key.to_vec(), |stem| cat(stem, fair))
-}
-
 impl ModelNode {
     /// The waiting writers' set, liveness prefix and wake-up list the scripts are given, or
     /// fair mode's and the mutex's keys on a node whose writers share them (a fault).
@@ -47,9 +40,9 @@ impl ModelNode {
             return [writers.to_vec(), alive.to_vec(), signal.to_vec()];
         }
         [
-            fair_twin(writers, b":writers", b":queue"),
-            fair_twin(alive, b":writer-alive:", b":alive:"),
-            fair_twin(signal, b":writer-signal", b":signal"),
+            super::fair_twin(writers, b":writers", b":queue"),
+            super::fair_twin(alive, b":writer-alive:", b":alive:"),
+            super::fair_twin(signal, b":writer-signal", b":signal"),
         ]
     }
 

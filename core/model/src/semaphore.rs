@@ -2,8 +2,8 @@
 //! `SEMAPHORE_RELEASE`, `SEMAPHORE_EXTEND`, and the fair `SEMAPHORE_FAIR_ACQUIRE` and
 //! `SEMAPHORE_FAIR_RELEASE`), call for call as their Lua does them, and broken as
 //! [`crate::ModelFaults`] asks (a count without pruning, a permit taken without the count, a
-//! newcomer barging past the queue, a hand-off without liveness) so that the simulator's
-//! semaphore properties can be seen to fail.
+//! newcomer barging past the queue, a hand-off without liveness, waiters in a fair mutex's
+//! queue) so that the simulator's semaphore and mixed-kind properties can be seen to fail.
 //!
 //! Invariant kept from the Lua: every error the script returns itself comes before its first
 //! write except the pruning of dead holders, which is a clean-up and changes no count.
@@ -26,6 +26,20 @@ type ScriptResultUnit = Result<(), (Fail, u64)>;
 /// The live holders as the fair scripts count them: `(live, soonest PTTL or -1, whether the
 /// caller's token is one)`, or the `WRONGLIMIT` reply.
 type Count = Result<(i64, i64, bool), Fail>;
+
+/// The fair semaphore's queue, wake-list prefix and liveness prefix the scripts are given, or
+/// a fair mutex's (`:queue`, `:wake:`, `:alive:`) on a node whose semaphore waiters share them
+/// ([`crate::ModelFaults::semaphore_waiters_share_fair_queue`]).
+fn waiter_keys(node: &ModelNode, queue: &[u8], wake: &[u8], alive: &[u8]) -> [Vec<u8>; 3] {
+    if !node.faults.semaphore_waiters_share_fair_queue {
+        return [queue.to_vec(), wake.to_vec(), alive.to_vec()];
+    }
+    [
+        super::fair_twin(queue, b":permit-queue", b":queue"),
+        super::fair_twin(wake, b":permit-wake:", b":wake:"),
+        super::fair_twin(alive, b":permit-alive:", b":alive:"),
+    ]
+}
 
 fn nil() -> (Fail, u64) {
     (
@@ -164,6 +178,8 @@ impl ModelNode {
         let [holders, fence, permits, queue, wake, alive, ..] = *keys else {
             return Err(nil());
         };
+        let [queue, wake, alive] = waiter_keys(self, queue, wake, alive);
+        let (queue, wake, alive) = (queue.as_slice(), wake.as_slice(), alive.as_slice());
         let [me, ttl, extra, limit, fenced, liveness, enqueue, ..] = *argv else {
             return Err(nil());
         };
@@ -251,6 +267,8 @@ impl ModelNode {
         let [holders, permits, queue, wake, alive, ..] = *keys else {
             return Err(nil());
         };
+        let [queue, wake, alive] = waiter_keys(self, queue, wake, alive);
+        let (queue, wake, alive) = (queue.as_slice(), wake.as_slice(), alive.as_slice());
         let [me, limit, cap, ..] = *argv else {
             return Err(nil());
         };

@@ -331,7 +331,7 @@ fn a_fair_semaphore_hands_a_released_permit_to_its_waiter() {
     wait_for("the fair waiter to queue", Duration::from_secs(5), || {
         let queued = server
             .raw()
-            .ok(&["ZCARD", &format!("{}:queue", lock_key(&name))])
+            .ok(&["ZCARD", &format!("{}:permit-queue", lock_key(&name))])
             .int();
         (queued == Some(1)).then_some(())
     });

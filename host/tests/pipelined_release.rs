@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock_host::{
-    Client, ConfigError, Error, LockOptions, PipelinedReleases, ReleaseCheck, Released,
+    Client, ConfigError, Error, Guard, LockOptions, PipelinedReleases, ReleaseCheck, Released,
 };
 use support::proxy::{Dir, Proxy};
 use support::{RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, until};
@@ -125,6 +125,24 @@ async fn the_next_acquire_is_written_before_the_owed_reply_arrives() {
         command_calls(&stats, "set")
     };
 
+    // Releases `guard` pipelined, starts the next try-acquire of the name and returns it once
+    // the server has counted its `SET` (the client may not have read the release's reply).
+    let release_then_next = |guard: Guard| {
+        let lock = client.lock(&name).options(options);
+        async move {
+            let sets_before = blocking(set_calls);
+            guard.release_pipelined().await.expect("release sent");
+            let next = tokio::spawn(async move { lock.try_acquire().await });
+            until(
+                "the next acquire's SET on the server",
+                Duration::from_secs(2),
+                || blocking(set_calls) > sets_before,
+            )
+            .await;
+            next
+        }
+    };
+
     let first = client
         .lock(&name)
         .options(options)
@@ -133,18 +151,7 @@ async fn the_next_acquire_is_written_before_the_owed_reply_arrives() {
         .expect("acquire");
     // From here every reply reaches the client late; requests go through at once.
     proxy.latency(Dir::Down, Duration::from_secs(3));
-    let sets_before = blocking(set_calls);
-    first.release_pipelined().await.expect("release sent");
-    let next = tokio::spawn({
-        let lock = client.lock(&name).options(options);
-        async move { lock.try_acquire().await }
-    });
-    until(
-        "the next acquire's SET on the server",
-        Duration::from_secs(2),
-        || blocking(set_calls) > sets_before,
-    )
-    .await;
+    let next = release_then_next(first).await;
     assert_eq!(
         client.pipelined_releases(),
         pending(1, 0, 0, 0),
@@ -166,18 +173,7 @@ async fn the_next_acquire_is_written_before_the_owed_reply_arrives() {
         raw.ok(&["DEL", &key]);
         raw.ok(&["SET", &key, "another-owner-token-0123456789"]);
     });
-    let sets_before = blocking(set_calls);
-    second.release_pipelined().await.expect("release sent");
-    let next = tokio::spawn({
-        let lock = client.lock(&name).options(options);
-        async move { lock.try_acquire().await }
-    });
-    until(
-        "the next acquire's SET on the server",
-        Duration::from_secs(2),
-        || blocking(set_calls) > sets_before,
-    )
-    .await;
+    let next = release_then_next(second).await;
     assert_eq!(client.pipelined_releases(), pending(1, 1, 0, 0));
     let refused = next
         .await

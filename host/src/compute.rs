@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use distlock_core::{Fetched, FinishCompute, GetOrLock, LockOptions, MAX_VALUE_LEN, Token};
+use distlock_core::{Fetched, FinishCompute, GetOrLock, LockOptions, Token};
 
 use crate::admin::{run, run_until};
 use crate::client::Client;
@@ -82,7 +82,8 @@ pub enum ComputeError<E = std::convert::Infallible> {
     #[error("the computation's lock was lost while computing; the value was not stored")]
     LockLost,
     /// The client failed: a node that did not answer, a refusal, bad settings (more than one
-    /// node: get-or-compute is single-node; a value over [`MAX_VALUE_LEN`] bytes).
+    /// node: get-or-compute is single-node; a value over
+    /// [`MAX_VALUE_LEN`](distlock_core::MAX_VALUE_LEN) bytes).
     #[error(transparent)]
     Client(#[from] Error),
 }
@@ -130,20 +131,21 @@ impl Computation {
     /// # Errors
     ///
     /// [`ComputeError::LockLost`] when the lock was lost (nothing stored: another caller may
-    /// be computing now); a value over [`MAX_VALUE_LEN`] bytes ([`ConfigError::ValueTooLong`](
-    /// distlock_core::ConfigError::ValueTooLong): nothing stored, the computation given up);
+    /// be computing now); a value over [`MAX_VALUE_LEN`](distlock_core::MAX_VALUE_LEN) bytes
+    /// ([`ConfigError::ValueTooLong`](distlock_core::ConfigError::ValueTooLong)) or a TTL the
+    /// core refuses ([`ConfigError::BadTtl`](distlock_core::ConfigError::BadTtl)): nothing
+    /// stored, the computation given up, as [`FinishCompute::check_store`] rules;
     /// [`ComputeError::Client`] when the node failed.
     pub async fn store(mut self, value: &[u8], ttl: Duration) -> Result<(), ComputeError> {
         if let Some(guard) = self.guard.take() {
             // From here on the finish script decides: the guard neither renews nor releases.
             guard.disarm();
         }
-        if value.len() > MAX_VALUE_LEN {
+        // The core's rule, checked before anything is sent: a refused value or TTL gives the
+        // computation up at once (a waiter computes next), nothing stored.
+        if let Err(refused) = FinishCompute::check_store(value, from_std(ttl)) {
             self.client.abandon(&self.lock, &self.token).await;
-            return Err(Error::Config(distlock_core::ConfigError::ValueTooLong {
-                len: value.len(),
-            })
-            .into());
+            return Err(Error::Config(refused).into());
         }
         let (lock, token) = (&self.lock, &self.token);
         let stored = run(self.client.pool(), |servers, now| {

@@ -782,37 +782,44 @@ fn mixed_kinds_a_set_nx_get_that_ignores_the_type_is_caught_by_k2_and_by_k1_alon
     );
 }
 
+/// Runs the broken `variant` with K2's reply check on and asserts that `property` (`"K2"`,
+/// `"K3"`) caught it in at least one run, printing how often.
+fn assert_caught_by(variant: Variant, label: &str, property: &str) {
+    let (found, _) = campaign(variant, true, BROKEN_RUNS);
+    println!(
+        "{label}: caught in {} of {BROKEN_RUNS} runs, {} by {property}; first: {:?}",
+        found.len(),
+        found
+            .iter()
+            .filter(|(_, v)| v.starts_with(property))
+            .count(),
+        found.first()
+    );
+    assert!(
+        found.iter().any(|(_, v)| v.starts_with(property)),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn mixed_kinds_a_multi_acquire_that_checks_exists_is_caught_by_k2() {
-    let (found, _) = campaign(Variant::MultiChecksExists, true, BROKEN_RUNS);
-    println!(
-        "multi-checks-exists: caught in {} of {BROKEN_RUNS} runs, {} by K2",
-        found.len(),
-        found.iter().filter(|(_, v)| v.starts_with("K2")).count()
-    );
-    assert!(found.iter().any(|(_, v)| v.starts_with("K2")), "{found:?}");
+    assert_caught_by(Variant::MultiChecksExists, "multi-checks-exists", "K2");
 }
 
 #[test]
 fn mixed_kinds_writers_in_the_fair_queue_are_caught_by_k3() {
-    let (found, _) = campaign(Variant::WritersShareFairQueue, true, BROKEN_RUNS);
-    println!(
-        "writers-share-fair-queue: caught in {} of {BROKEN_RUNS} runs, {} by K3; first: {:?}",
-        found.len(),
-        found.iter().filter(|(_, v)| v.starts_with("K3")).count(),
-        found.first()
+    assert_caught_by(
+        Variant::WritersShareFairQueue,
+        "writers-share-fair-queue",
+        "K3",
     );
-    assert!(found.iter().any(|(_, v)| v.starts_with("K3")), "{found:?}");
 }
 
 #[test]
 fn mixed_kinds_fair_semaphore_waiters_in_the_fair_mutex_queue_are_caught_by_k3() {
-    let (found, _) = campaign(Variant::SemaphoreSharesFairQueue, true, BROKEN_RUNS);
-    println!(
-        "semaphore-shares-fair-queue: caught in {} of {BROKEN_RUNS} runs, {} by K3; first: {:?}",
-        found.len(),
-        found.iter().filter(|(_, v)| v.starts_with("K3")).count(),
-        found.first()
+    assert_caught_by(
+        Variant::SemaphoreSharesFairQueue,
+        "semaphore-shares-fair-queue",
+        "K3",
     );
-    assert!(found.iter().any(|(_, v)| v.starts_with("K3")), "{found:?}");
 }

@@ -279,6 +279,15 @@ async fn a_release_of_a_lease_lost_meanwhile_is_reported() {
     other.release().await.expect("release");
 }
 
+/// Every release check the client reports, in order, as they come.
+fn release_checks(client: &Client) -> tokio::sync::mpsc::UnboundedReceiver<ReleaseCheck> {
+    let (seen, checks) = tokio::sync::mpsc::unbounded_channel();
+    client.on_release_check(move |check| {
+        let _ = seen.send(check.clone());
+    });
+    checks
+}
+
 /// A caller pipelines a release and then does nothing: the reply is read in the background
 /// all the same and reported to the callback — released, and in a second round, after the
 /// key was reset and taken by another token, not ours. The connection then serves the next
@@ -288,10 +297,7 @@ async fn an_idle_connections_owed_reply_is_read_on_its_own() {
     require_redis!();
     let server = blocking(RedisServer::start);
     let client = Client::connect([server.url()]).await.expect("connect");
-    let (seen, mut checks) = tokio::sync::mpsc::unbounded_channel();
-    client.on_release_check(move |check| {
-        let _ = seen.send(check.clone());
-    });
+    let mut checks = release_checks(&client);
     let connections_before = blocking(|| library_connections(&server));
     let name = unique_name("pipelined-idle");
     let key = lock_key(&name);
@@ -348,10 +354,7 @@ async fn the_last_reply_of_a_loop_is_read_as_it_arrives() {
     require_redis!();
     let server = blocking(RedisServer::start);
     let client = Client::connect([server.url()]).await.expect("connect");
-    let (seen, mut checks) = tokio::sync::mpsc::unbounded_channel();
-    client.on_release_check(move |check| {
-        let _ = seen.send(check.clone());
-    });
+    let mut checks = release_checks(&client);
     let options = LockOptions {
         request_timeout: distlock_core::Duration::from_secs(30),
         ..LockOptions::default()

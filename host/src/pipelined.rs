@@ -168,6 +168,9 @@ impl Client {
                 }
             }
         }
+        // A background reader that ended as it was claimed above (found gone) may still be
+        // reporting: every report is made before this returns.
+        pool.reports_settled().await;
     }
 }
 
@@ -204,9 +207,10 @@ struct AfterUnlock {
 }
 
 impl AfterUnlock {
-    fn run(self) {
+    fn run(self, pool: &Pool) {
         if let Some((reply, check)) = self.report {
             reply.report(&check);
+            pool.report_finished();
         }
     }
 }
@@ -278,7 +282,7 @@ impl IdleRead {
             if check.poll_timeout().is_none() {
                 let after = self.end(pool, &mut state);
                 drop(state);
-                after.run();
+                after.run(pool);
                 return Poll::Ready(());
             }
         }
@@ -292,7 +296,7 @@ impl IdleRead {
             if check.poll_timeout().is_none() {
                 let after = self.end(pool, &mut state);
                 drop(state);
-                after.run();
+                after.run(pool);
             }
         }
     }
@@ -339,6 +343,10 @@ impl IdleRead {
         };
         let in_step = check.in_step();
         let report = check.poll_check().map(|decided| (reply, decided));
+        if report.is_some() {
+            // Before the reader leaves the pool's list: `settle_releases` then waits for it.
+            pool.report_started();
+        }
         match (in_step, claimer) {
             (true, Some(claimer)) => {
                 pool.finish_reading(self.node, id, None);

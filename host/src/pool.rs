@@ -173,6 +173,11 @@ pub(crate) struct Pool {
     subscriptions: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// The task reading idle connections in the background ([`Pool::watch_reading`]).
     background: std::sync::Mutex<Background>,
+    /// Background readers whose check is decided but not yet reported (a reader reports
+    /// once its lock is let go): [`Pool::reports_settled`] waits for them.
+    reports_in_flight: std::sync::atomic::AtomicUsize,
+    /// Told when the last report in flight is made.
+    reports_done: tokio::sync::Notify,
 }
 
 impl Drop for Pool {
@@ -285,6 +290,8 @@ impl Pool {
             readers: std::sync::atomic::AtomicU64::new(0),
             subscriptions: std::sync::Mutex::new(Vec::new()),
             background: std::sync::Mutex::new(Background::default()),
+            reports_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            reports_done: tokio::sync::Notify::new(),
         }))
     }
 
@@ -779,6 +786,43 @@ impl Pool {
         // reader calls `finish_reading` (this lock) while holding its own.
         drop(reading);
         Some(claimed.read.claim(self))
+    }
+
+    /// A background reader's check is decided and will be reported once the reader lets its
+    /// lock go; [`Pool::report_finished`] follows the report.
+    pub(crate) fn report_started(&self) {
+        self.reports_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The report [`Pool::report_started`] announced is made.
+    pub(crate) fn report_finished(&self) {
+        if self
+            .reports_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.reports_done.notify_waiters();
+        }
+    }
+
+    /// Returns once no background reader's report is in flight: a reader that ended (so
+    /// claims find it gone) has also reported.
+    pub(crate) async fn reports_settled(&self) {
+        loop {
+            let done = self.reports_done.notified();
+            tokio::pin!(done);
+            // Registered before the count is read, so a report finishing in between wakes it.
+            done.as_mut().enable();
+            if self
+                .reports_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// The reader `id` of `node` ends, with its connection when it is in step (its reply read

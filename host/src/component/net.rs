@@ -45,6 +45,15 @@ impl Net {
         self.endpoints.iter().map(ToString::to_string).collect()
     }
 
+    /// The first configured node that only the native driver can reach (a Redis Cluster or
+    /// a Sentinel group: routed, not a fixed address), password hidden.
+    pub(crate) fn routed_node(&self) -> Option<String> {
+        self.endpoints
+            .iter()
+            .find(|e| e.cluster || e.sentinel.is_some())
+            .map(ToString::to_string)
+    }
+
     /// Whether `transport` may open a connection to `host:port` (with TLS or not).
     pub(crate) fn allows(&self, host: &str, port: u16, tls: bool) -> bool {
         self.endpoints

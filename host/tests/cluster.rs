@@ -66,6 +66,61 @@ async fn acquire_extend_release_through_a_seed_that_does_not_own_the_slot() {
     again.release().await.expect("release again");
 }
 
+/// The client's connections to a cluster node (named `distlock` by the handshake).
+fn client_connections(cluster: &Cluster, node: usize) -> usize {
+    let list = cluster.nodes[node]
+        .raw()
+        .ok(&["CLIENT", "LIST", "TYPE", "normal"])
+        .text()
+        .unwrap_or_default();
+    list.lines()
+        .filter(|l| l.contains(" name=distlock "))
+        .count()
+}
+
+/// A pooled cluster connection whose primaries' connections the servers closed while it sat
+/// idle (`CLIENT KILL`, as a server's idle `timeout` or a restart would) is noticed when it
+/// is taken from the pool, before a command is written on it: a try-acquire, which has no
+/// second attempt, succeeds at once every time — with the owner's connection closed, the
+/// seed's (which does not own the slot), and both. (The close is queued on the client's
+/// socket before `CLIENT KILL` answers; the runtime's reactor is woken by it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_the_servers_closed_while_pooled_are_noticed_before_a_command_is_written() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let name = cluster.name_on(2, "closed-idle");
+    let client = Client::connect([cluster.url(&[0])]).await.expect("connect");
+    let take = async || {
+        let guard = client.lock(&name).try_acquire().await;
+        let guard = guard.unwrap_or_else(|e| panic!("try-acquire failed: {e:?} ({e})"));
+        guard.release().await.expect("release");
+    };
+    for killed in [&[2][..], &[0], &[0, 2], &[2], &[0]] {
+        take().await;
+        // Pooled: one stream holding the seed's connection and the owner's.
+        blocking(|| {
+            for node in [0, 2] {
+                assert_eq!(client_connections(&cluster, node), 1, "node {node}");
+            }
+            for &node in killed {
+                cluster.nodes[node]
+                    .raw()
+                    .ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+                assert_eq!(client_connections(&cluster, node), 0, "node {node} killed");
+            }
+        });
+        let (_, took) = bounded(
+            "a try-acquire after the servers closed pooled connections",
+            REQUEST_TIMEOUT * 3,
+            take(),
+        )
+        .await;
+        eprintln!(
+            "nodes {killed:?} closed the pooled connections: try-acquire and release {took:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn locks_over_many_names_land_on_every_primary() {
     require_redis!();

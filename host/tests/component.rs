@@ -14,7 +14,8 @@
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - An instance holding open connections drops cleanly anywhere, even inside async code.
 //! - The lock component refuses to serve nodes that need routing (a Redis Cluster, a Sentinel
-//!   group), typed and before anything is sent; such guests are served natively.
+//!   group), typed and before anything is sent; such guests are served natively. A guest
+//!   reaches only the configured nodes, served either way.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
 //! - Get-or-compute for guest apps (`client.get-or-lock`, `computation`): `component_compute`.
@@ -1193,6 +1194,54 @@ fn the_lock_component_refuses_nodes_that_need_routing() {
     assert!(
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "something connected to the node"
+    );
+}
+
+/// A guest reaches the configured nodes and nothing else, served either way: a client it
+/// opens naming another node (a listener standing in for a server nobody configured) fails
+/// `unavailable` — natively at `open`, saying the node is not one of those given — and the
+/// listener is never connected to; naming the configured node works.
+#[test]
+fn a_guest_reaches_only_the_configured_nodes() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let other = format!(
+        "redis://127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    for serve in [Serve::Linked, Serve::Native] {
+        let mut instance = adapter
+            .guest_exports(&shared().passthrough, serve, Limits::default())
+            .expect("instance");
+        let config = |nodes: Vec<String>| wit::Config {
+            nodes,
+            ..config_with_ttl(Duration::from_secs(30))
+        };
+        let name = unique_name("unconfigured");
+        let refused = instance
+            .open(&config(vec![other.clone()]))
+            .and_then(|client| instance.try_acquire(&client, &name).map(|_| ()));
+        let error = refused.expect_err("a node nobody configured");
+        match (serve, error.lock_error()) {
+            (Serve::Native, Some(wit::Error::Unavailable(why))) => assert!(
+                why.contains("not one of the nodes this runtime was given"),
+                "{serve:?}: {why}"
+            ),
+            (Serve::Native, _) => panic!("{serve:?}: {error:?}"),
+            (_, lock) => assert!(lock.is_some(), "{serve:?}: {error:?}"),
+        }
+        let client = instance
+            .open(&config(vec![server.url()]))
+            .expect("the configured node");
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        instance.release(&lease).expect("release");
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a guest connected to a node nobody configured"
     );
 }
 

@@ -12,8 +12,10 @@
 //! Invariants: a primary's connection that fails, closes while it owes replies, or sends
 //! something that is not a reply ends the whole stream with an I/O error — the driver drops
 //! it and the lock machine counts the node as failed, as for a single server; nothing owed
-//! is ever silently lost. An idle stream is pooled only when every command it carried was
-//! answered ([`ClusterStream::is_stale`]).
+//! is ever silently lost. Only connections that owe replies are read; one that closes or
+//! says something while it owes nothing is found by the pool's probe when the stream is
+//! next taken ([`ClusterStream::is_stale`]), before a command is written on it. An idle
+//! stream is pooled only when every command it carried was answered.
 
 use std::future::Future;
 use std::io;
@@ -225,7 +227,12 @@ async fn ask(
 
 impl ClusterStream {
     /// Whether an idle stream must not be pooled: a command is still unanswered, or a
-    /// primary's connection is dead or out of step.
+    /// primary's connection is dead or out of step (it closed, or said something, while it
+    /// owed nothing). Each connection's probe is [`Conn::is_stale`]'s: free (no system call)
+    /// while the runtime has seen nothing arrive on it, which is the usual case — so a
+    /// stream over several primaries costs a checkout no more reads than one node does.
+    /// A dead connection drops the whole stream, not only that connection: a primary that
+    /// is gone may have failed over, and the next stream reads the slot map again.
     pub(crate) fn is_stale(&self) -> bool {
         !self.link.is_idle()
             || self.primaries.iter().any(|p| match &p.conn {
@@ -282,8 +289,7 @@ impl ClusterStream {
             while let Some((primary, bytes)) = self.link.poll_transmit() {
                 self.to(primary).out.extend_from_slice(&bytes);
             }
-            let mut closed = Vec::new();
-            for (index, to) in self.primaries.iter_mut().enumerate() {
+            for to in &mut self.primaries {
                 if let PrimaryConn::Opening(connect) = &mut to.conn {
                     match connect.as_mut().poll(cx) {
                         Poll::Ready(Ok(conn)) => {
@@ -303,17 +309,21 @@ impl ClusterStream {
                     continue;
                 };
                 write_out(&to.primary, conn, &mut to.out, cx)?;
+                // A connection owed nothing has nothing to say, so it is not read (nor its
+                // waker registered) on every pass. Whatever it does say while idle — its
+                // close, stray bytes — is readable when the stream is next taken from the
+                // pool, whose probe drops the stream for it ([`ClusterStream::is_stale`]).
+                if !self.link.owes(&to.primary) {
+                    continue;
+                }
                 let mut chunk = [0u8; READ_CHUNK];
                 let mut read = ReadBuf::new(&mut chunk);
                 match Pin::new(&mut conn.stream).poll_read(cx, &mut read) {
                     Poll::Ready(Ok(())) if read.filled().is_empty() => {
-                        if self.link.owes(&to.primary) {
-                            return Err(io::Error::new(
-                                io::ErrorKind::ConnectionAborted,
-                                format!("cluster primary {} closed the connection", to.primary),
-                            ));
-                        }
-                        closed.push(index);
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("cluster primary {} closed the connection", to.primary),
+                        ));
                     }
                     Poll::Ready(Ok(())) => {
                         self.link
@@ -332,9 +342,6 @@ impl ClusterStream {
                     Poll::Ready(Err(e)) => return Err(primary_error(&to.primary, e)),
                     Poll::Pending => {}
                 }
-            }
-            for index in closed.into_iter().rev() {
-                self.primaries.remove(index);
             }
             if until_readable && self.link.readable() > 0 {
                 return Ok(());

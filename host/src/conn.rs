@@ -216,6 +216,12 @@ pub(crate) struct Conn {
 impl Stream {
     /// Whether an idle connection's stream is dead or out of step: an idle connection owes nothing, so
     /// anything readable (an EOF after a server restart, stray bytes) means it must go.
+    ///
+    /// Free while nothing arrived: tokio's `try_read` answers `WouldBlock` without a system
+    /// call when its reactor has recorded no readiness for the socket, and reads only once
+    /// the reactor was woken by something (the kernel queues a peer's close on the socket
+    /// and wakes the reactor as it does). BENCHMARKS.md ("The cluster path's checkout
+    /// probe") counts the system calls.
     pub(crate) fn is_stale(&self) -> bool {
         let tcp = match self {
             Stream::Tcp(tcp) => tcp,

@@ -1,7 +1,8 @@
 //! Locks on a real Redis Cluster (three primaries from `redis-server`, joined by
 //! `redis-cli --cluster create`): operations routed through a seed that does not own the
 //! lock's slot, locks spread over every primary, a slot migrated while workers contend, a
-//! primary killed, and the `distlock` command with a `redis+cluster://` URL.
+//! primary killed, and the `distlock` command with a `redis+cluster://` URL (`distlock run`
+//! on a cluster is in `tests/run.rs`).
 
 mod support;
 
@@ -23,21 +24,11 @@ fn lock_key(name: &str) -> String {
     format!("distlock:{{{name}}}")
 }
 
-/// A name whose slot node `node` owns.
-fn name_on(cluster: &Cluster, node: usize, what: &str) -> String {
-    loop {
-        let name = unique_name(what);
-        if cluster.owner(cluster.slot(&name), 0) == node {
-            return name;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acquire_extend_release_through_a_seed_that_does_not_own_the_slot() {
     require_redis!();
     let cluster = blocking(|| Cluster::start(3));
-    let name = name_on(&cluster, 2, "routed");
+    let name = cluster.name_on(2, "routed");
     // The only seed given owns nothing of this lock.
     let client = Client::connect([cluster.url(&[0])]).await.expect("connect");
     assert_eq!(client.nodes(), 1, "a cluster is one node of the lock");
@@ -73,6 +64,61 @@ async fn acquire_extend_release_through_a_seed_that_does_not_own_the_slot() {
         .expect("acquire again");
     assert_eq!(again.fence(), Some(2));
     again.release().await.expect("release again");
+}
+
+/// The client's connections to a cluster node (named `distlock` by the handshake).
+fn client_connections(cluster: &Cluster, node: usize) -> usize {
+    let list = cluster.nodes[node]
+        .raw()
+        .ok(&["CLIENT", "LIST", "TYPE", "normal"])
+        .text()
+        .unwrap_or_default();
+    list.lines()
+        .filter(|l| l.contains(" name=distlock "))
+        .count()
+}
+
+/// A pooled cluster connection whose primaries' connections the servers closed while it sat
+/// idle (`CLIENT KILL`, as a server's idle `timeout` or a restart would) is noticed when it
+/// is taken from the pool, before a command is written on it: a try-acquire, which has no
+/// second attempt, succeeds at once every time — with the owner's connection closed, the
+/// seed's (which does not own the slot), and both. (The close is queued on the client's
+/// socket before `CLIENT KILL` answers; the runtime's reactor is woken by it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_the_servers_closed_while_pooled_are_noticed_before_a_command_is_written() {
+    require_redis!();
+    let cluster = blocking(|| Cluster::start(3));
+    let name = cluster.name_on(2, "closed-idle");
+    let client = Client::connect([cluster.url(&[0])]).await.expect("connect");
+    let take = async || {
+        let guard = client.lock(&name).try_acquire().await;
+        let guard = guard.unwrap_or_else(|e| panic!("try-acquire failed: {e:?} ({e})"));
+        guard.release().await.expect("release");
+    };
+    for killed in [&[2][..], &[0], &[0, 2], &[2], &[0]] {
+        take().await;
+        // Pooled: one stream holding the seed's connection and the owner's.
+        blocking(|| {
+            for node in [0, 2] {
+                assert_eq!(client_connections(&cluster, node), 1, "node {node}");
+            }
+            for &node in killed {
+                cluster.nodes[node]
+                    .raw()
+                    .ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+                assert_eq!(client_connections(&cluster, node), 0, "node {node} killed");
+            }
+        });
+        let (_, took) = bounded(
+            "a try-acquire after the servers closed pooled connections",
+            REQUEST_TIMEOUT * 3,
+            take(),
+        )
+        .await;
+        eprintln!(
+            "nodes {killed:?} closed the pooled connections: try-acquire and release {took:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,7 +170,7 @@ async fn locks_over_many_names_land_on_every_primary() {
 async fn a_slot_migration_during_a_lock_run_lets_no_two_holders_in() {
     require_redis!();
     let cluster = Arc::new(blocking(|| Cluster::start(3)));
-    let name = name_on(&cluster, 0, "migrate");
+    let name = cluster.name_on(0, "migrate");
     let slot = cluster.slot(&name);
     let section = Arc::new(Section::default());
     let moved = Arc::new(AtomicBool::new(false));
@@ -207,8 +253,8 @@ async fn a_slot_migration_during_a_lock_run_lets_no_two_holders_in() {
 async fn a_killed_primary_fails_its_slots_within_the_request_timeout_and_others_keep_working() {
     require_redis!();
     let mut cluster = blocking(|| Cluster::start(3));
-    let dead = name_on(&cluster, 2, "dead");
-    let alive = name_on(&cluster, 1, "alive");
+    let dead = cluster.name_on(2, "dead");
+    let alive = cluster.name_on(1, "alive");
     let options = ConnectOptions {
         ready_timeout: REQUEST_TIMEOUT,
         ..ConnectOptions::default()
@@ -266,8 +312,8 @@ async fn a_killed_primary_fails_over_to_its_replica_during_a_lock_run() {
         // The primaries as seeds, the one killed first among them: connecting skips it.
         (
             cluster.url(&[0, 1, 2]),
-            name_on(&cluster, 0, "failover-durable"),
-            name_on(&cluster, 0, "failover-plain"),
+            cluster.name_on(0, "failover-durable"),
+            cluster.name_on(0, "failover-plain"),
         )
     };
     let slot = blocking(|| cluster.lock().expect("cluster").slot(&durable_name));
@@ -400,22 +446,13 @@ fn the_command_acquires_reports_and_releases_on_a_cluster() {
             .int(),
         Some(0)
     );
-    // A database other than 0 and run are usage errors before anything is sent.
+    // A database other than 0 is a usage error before anything is sent.
     let bad = run_bounded(
         distlock(&format!("{url}/2"), &["status", "--name", &name]),
         Duration::from_secs(20),
     )
     .expect("run distlock");
     assert_eq!(bad.status.code(), Some(64));
-    // The lock component does not route a cluster yet: `run` says so instead of guessing.
-    let guest = run(&["run", "--example"]);
-    assert_eq!(
-        guest.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&guest.stderr)
-    );
-    assert!(String::from_utf8_lossy(&guest.stderr).contains("Redis Cluster"));
 }
 
 /// `reset --all` walks every primary of the map: a dry run lists the locks on all of them,
@@ -428,12 +465,7 @@ async fn reset_all_walks_every_primary_and_a_dead_one_fails_it_whole() {
     let url = cluster.url(&[0, 1]);
     let client = Client::connect([url.clone()]).await.expect("connect");
     let mut names: Vec<String> = (0..3)
-        .flat_map(|node| {
-            [
-                name_on(&cluster, node, "walk"),
-                name_on(&cluster, node, "walk"),
-            ]
-        })
+        .flat_map(|node| [cluster.name_on(node, "walk"), cluster.name_on(node, "walk")])
         .collect();
     names.sort();
     for name in &names {
@@ -485,7 +517,7 @@ async fn reset_all_walks_every_primary_and_a_dead_one_fails_it_whole() {
     assert_eq!(client.reset_all().await.expect("nothing left"), 0);
 
     // A primary that cannot be walked: typed, and the locks the others hold stay.
-    let kept = name_on(&cluster, 0, "kept");
+    let kept = cluster.name_on(0, "kept");
     std::mem::forget(
         client
             .lock(&kept)
@@ -544,11 +576,11 @@ async fn reset_all_over_a_redlock_walks_the_cluster_and_the_plain_node() {
         std::mem::forget(guard);
     };
     // A Redlock lock on each primary's slots, and one lock on each node alone.
-    let redlock: Vec<String> = (0..3).map(|node| name_on(&cluster, node, "rl")).collect();
+    let redlock: Vec<String> = (0..3).map(|node| cluster.name_on(node, "rl")).collect();
     for name in &redlock {
         hold(&both, name).await;
     }
-    let cluster_only = name_on(&cluster, 1, "cl");
+    let cluster_only = cluster.name_on(1, "cl");
     let plain_only = unique_name("pl");
     let on_cluster = Client::connect([cluster_url.clone()])
         .await
@@ -628,7 +660,7 @@ async fn reset_all_over_a_redlock_walks_the_cluster_and_the_plain_node() {
     assert_eq!(both.reset_all().await.expect("nothing left"), 0);
 
     // A primary that cannot be walked: typed, and nothing deleted on either node.
-    let kept = name_on(&cluster, 0, "kept");
+    let kept = cluster.name_on(0, "kept");
     hold(&both, &kept).await;
     let dead = cluster.nodes[2].port();
     blocking(|| cluster.nodes[2].stop());

@@ -13,6 +13,9 @@
 //! - A guest that traps, runs away or eats memory while holding a lease is stopped with a
 //!   clear report, its lease is released, and the adapter keeps serving.
 //! - An instance holding open connections drops cleanly anywhere, even inside async code.
+//! - The lock component refuses to serve nodes that need routing (a Redis Cluster, a Sentinel
+//!   group), typed and before anything is sent; such guests are served natively. A guest
+//!   reaches only the configured nodes, served either way.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
 //! - Get-or-compute for guest apps (`client.get-or-lock`, `computation`): `component_compute`.
@@ -25,8 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use distlock_host::component::{
-    Adapter, AdapterOptions, COUNTER_WASM, CallError, ClientHandle, Ended, Guest, LeaseHandle,
-    Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
+    Adapter, AdapterError, AdapterOptions, COUNTER_WASM, CallError, ClientHandle, Ended, Guest,
+    LeaseHandle, Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
 };
 use distlock_host::{Client, Guard, KeyLayout, LockOptions};
 use support::{RedisServer, lock_key, require_redis, unique_name};
@@ -1110,6 +1113,135 @@ fn an_instance_with_open_connections_drops_inside_async_code() {
         "the instance's connection to close",
         Duration::from_secs(5),
         || (connected() == before).then_some(()),
+    );
+}
+
+/// A Redis Cluster or Sentinel group among the nodes needs routing the lock component does
+/// not do: every way of asking it to serve is refused with `AdapterError::Routed` (naming the
+/// node without its password) before anything is sent — the listener standing in for the
+/// node is never connected to — while a guest served natively is not refused. Plain nodes
+/// need no routing.
+#[test]
+fn the_lock_component_refuses_nodes_that_need_routing() {
+    let shared = shared();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("address").port();
+    let plain = AdapterOptions {
+        nodes: vec![format!("redis://127.0.0.1:{port}")],
+        ..AdapterOptions::default()
+    };
+    let plain = shared
+        .adapter
+        .configure(plain, shared.runtime.handle().clone())
+        .expect("adapter");
+    assert_eq!(plain.routed_node(), None);
+    for url in [
+        format!("redis+cluster://user:secret@127.0.0.1:{port}"),
+        format!("redis+sentinel://user:secret@127.0.0.1:{port}/mymaster"),
+    ] {
+        let options = AdapterOptions {
+            nodes: vec![format!("redis://127.0.0.1:{port}"), url.clone()],
+            ..AdapterOptions::default()
+        };
+        let adapter = shared
+            .adapter
+            .configure(options, shared.runtime.handle().clone())
+            .expect("adapter");
+        let shown = url.replace("secret", "***");
+        assert_eq!(adapter.routed_node().as_deref(), Some(shown.as_str()));
+        let refused = |what: &str, e: AdapterError| {
+            let message = e.to_string();
+            assert!(
+                matches!(&e, AdapterError::Routed { node } if *node == shown),
+                "{url}, {what}: {e:?}"
+            );
+            assert!(
+                message.contains("serve the guest natively") && !message.contains("secret"),
+                "{url}, {what}: {message}"
+            );
+        };
+        refused(
+            "lock_component",
+            adapter
+                .lock_component(Limits::default())
+                .map(|_| ())
+                .expect_err("refused"),
+        );
+        refused(
+            "guest_exports",
+            adapter
+                .guest_exports(&shared.passthrough, Serve::Linked, Limits::default())
+                .map(|_| ())
+                .expect_err("refused"),
+        );
+        let mut options = RunOptions::args(["counter", "count", "n", "/nowhere", "1"]);
+        options.inherit_stdio = false;
+        refused(
+            "run",
+            adapter
+                .run(&shared.counter, &options)
+                .map(|_| ())
+                .expect_err("refused"),
+        );
+        // Natively the same guest is not refused (its exports are instantiated; nothing is
+        // called, so nothing connects).
+        adapter
+            .guest_exports(&shared.passthrough, Serve::Native, Limits::default())
+            .map(|_| ())
+            .expect("a guest served natively");
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "something connected to the node"
+    );
+}
+
+/// A guest reaches the configured nodes and nothing else, served either way: a client it
+/// opens naming another node (a listener standing in for a server nobody configured) fails
+/// `unavailable` — natively at `open`, saying the node is not one of those given — and the
+/// listener is never connected to; naming the configured node works.
+#[test]
+fn a_guest_reaches_only_the_configured_nodes() {
+    require_redis!();
+    let server = RedisServer::start();
+    let adapter = adapter_for(&server);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let other = format!(
+        "redis://127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    for serve in [Serve::Linked, Serve::Native] {
+        let mut instance = adapter
+            .guest_exports(&shared().passthrough, serve, Limits::default())
+            .expect("instance");
+        let config = |nodes: Vec<String>| wit::Config {
+            nodes,
+            ..config_with_ttl(Duration::from_secs(30))
+        };
+        let name = unique_name("unconfigured");
+        let refused = instance
+            .open(&config(vec![other.clone()]))
+            .and_then(|client| instance.try_acquire(&client, &name).map(|_| ()));
+        let error = refused.expect_err("a node nobody configured");
+        match (serve, error.lock_error()) {
+            (Serve::Native, Some(wit::Error::Unavailable(why))) => assert!(
+                why.contains("not one of the nodes this runtime was given"),
+                "{serve:?}: {why}"
+            ),
+            (Serve::Native, _) => panic!("{serve:?}: {error:?}"),
+            (_, lock) => assert!(lock.is_some(), "{serve:?}: {error:?}"),
+        }
+        let client = instance
+            .open(&config(vec![server.url()]))
+            .expect("the configured node");
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        instance.release(&lease).expect("release");
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a guest connected to a node nobody configured"
     );
 }
 

@@ -7,6 +7,10 @@
 //! - `--time-limit` stops a guest that waits for a lock or sleeps while it holds one (not
 //!   only one that computes), and the output says one true thing.
 //! - A frozen node costs the lock component's operations their vote, not a connect timeout.
+//! - On a Redis Cluster and through a Sentinel group (URLs the lock component cannot route:
+//!   the guest is served natively, said once) each lock lands on the primary that owns it,
+//!   and a guest waiting for a lock across a forced failover takes it on the promoted primary.
+//!   Routed URLs that cannot be used are refused before the guest starts (exit 64).
 
 mod support;
 
@@ -14,6 +18,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::cluster::Cluster;
+use support::sentinel::{SERVICE, SentinelGroup};
 use support::{
     KillOnDrop, RedisServer, distlock, lock_key, require_redis, run_bounded, send_signal, show,
     stderr, unique_name, wait_for,
@@ -21,6 +27,9 @@ use support::{
 
 /// Each way of serving the guest's `distlock` import: (label, extra `run` flags).
 const SERVES: [(&str, &[&str]); 2] = [("linked", &[]), ("native", &["--native"])];
+
+/// What `run` says (once) when it serves a guest natively because a URL needs routing.
+const SERVED_NATIVELY: &str = "serving the guest natively";
 
 /// The `run` arguments for the example guest counting `iterations` times on `name`, holding
 /// the lock `hold_ms` each time, with its counter file in `dir`.
@@ -76,6 +85,18 @@ fn wait_exit(child: &mut KillOnDrop, limit: Duration) -> (ExitStatus, Output) {
 
 fn exists(server: &RedisServer, name: &str) -> bool {
     server.raw().ok(&["EXISTS", &lock_key(name)]).int() == Some(1)
+}
+
+/// The counter file's count, once the guest wrote it.
+fn counted(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("counter"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// How often `out`'s stderr says the guest is served natively.
+fn native_notes(out: &Output) -> usize {
+    stderr(out).matches(SERVED_NATIVELY).count()
 }
 
 /// A signal to `distlock run` while its guest holds a lease (sleeping through a long hold):
@@ -317,4 +338,157 @@ fn a_node_frozen_mid_run_costs_the_lock_component_one_request_timeout() {
          for the frozen node\n{}",
         show(&out)
     );
+}
+
+/// `run` on a Redis Cluster given only a seed that does not own the lock's slot, both ways:
+/// without `--native` the guest is served natively all the same (the lock component talks
+/// to fixed nodes) and stderr says so once. Every lock lands on the primary that owns the
+/// slot of its key (`CLUSTER KEYSLOT`, `GET` on that primary while the guest holds it), the
+/// guest counts to the end, and nothing is left on the owner.
+#[test]
+fn a_guest_locks_on_a_cluster_through_a_seed_that_does_not_own_its_slot() {
+    require_redis!();
+    let cluster = Cluster::start(3);
+    let url = cluster.url(&[0]);
+    for (label, serve) in SERVES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir_arg = dir_arg(dir.path());
+        let name = cluster.name_on(2, "run-cluster");
+        let key = lock_key(&name);
+        let owner = cluster.owner(cluster.slot(&key), 0);
+        assert_eq!(owner, 2, "{label}: the key's hash tag is the name");
+        // Two iterations holding a second each: time to look at the key while it is held.
+        let args = count_args(serve, &[], &dir_arg, &name, "2", "1000");
+        let mut child = spawn(distlock(&url, &args));
+        let token = wait_for(
+            &format!("{label}: the guest's lock on the slot's owner"),
+            Duration::from_secs(20),
+            || cluster.nodes[owner].raw().ok(&["GET", &key]).text(),
+        );
+        let (status, out) = wait_exit(&mut child, Duration::from_secs(30));
+        assert!(status.success(), "{label}: {}", show(&out));
+        assert!(!token.is_empty(), "{label}: an empty token");
+        assert_eq!(
+            counted(dir.path()),
+            Some(2),
+            "{label}: every iteration counted"
+        );
+        assert_eq!(
+            cluster.nodes[owner].raw().ok(&["EXISTS", &key]).int(),
+            Some(0),
+            "{label}: the lock was left on the owner\n{}",
+            show(&out)
+        );
+        let want_notes = usize::from(serve.is_empty());
+        assert_eq!(
+            native_notes(&out),
+            want_notes,
+            "{label}: said {want_notes} time(s) that the guest is served natively?\n{}",
+            show(&out)
+        );
+    }
+}
+
+/// `run` through a Sentinel group (a primary, a replica, three sentinels): the guest's lock
+/// lands on the primary the sentinels name. Then a guest waits for a lock another owner
+/// holds while the group fails over (`SENTINEL FAILOVER`): it keeps waiting, follows the
+/// promoted primary, takes the lock there once the other owner's key is gone, and counts.
+#[test]
+fn a_guest_locks_through_a_sentinel_group_and_across_a_failover() {
+    require_redis!();
+    // Steady: the only failover is the one this test forces.
+    let group = SentinelGroup::start_steady();
+    let url = group.url(SERVICE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let name = unique_name("run-sentinel");
+    let key = lock_key(&name);
+    let args = count_args(&[], &[], &dir_arg, &name, "1", "1000");
+
+    let mut child = spawn(distlock(&url, &args));
+    wait_for(
+        "the guest's lock on the first primary",
+        Duration::from_secs(20),
+        || group.servers[0].raw().ok(&["GET", &key]).text(),
+    );
+    let (status, out) = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{}", show(&out));
+    assert_eq!(native_notes(&out), 1, "{}", show(&out));
+    assert!(!exists(&group.servers[0], &name), "left on the primary");
+
+    // Held by another owner, replicated, so it outlives the failover.
+    group.servers[0]
+        .raw()
+        .ok(&["SET", &key, "someone-else", "PX", "60000"]);
+    wait_for(
+        "the replica to hold the other owner's lock",
+        Duration::from_secs(20),
+        || {
+            let held = group.servers[1].raw().ok(&["GET", &key]).text();
+            (held.as_deref() == Some("someone-else")).then_some(())
+        },
+    );
+    let mut child = spawn(distlock(&url, &args));
+    wait_for(
+        "the guest to wait for the lock",
+        Duration::from_secs(20),
+        || (group.servers[0].blocked_clients() >= 1).then_some(()),
+    );
+    group.force_failover();
+    group.until_primary(1);
+    group.servers[1].raw().ok(&["DEL", &key]);
+    let token = wait_for(
+        "the waiting guest's lock on the promoted primary",
+        Duration::from_secs(30),
+        || {
+            let held = group.servers[1].raw().ok(&["GET", &key]).text();
+            held.filter(|token| token != "someone-else")
+        },
+    );
+    let (status, out) = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{}", show(&out));
+    assert!(!token.is_empty(), "an empty token");
+    assert_eq!(counted(dir.path()), Some(2), "both guests counted");
+    assert!(
+        !exists(&group.servers[1], &name),
+        "left on the promoted primary"
+    );
+}
+
+/// Routed URLs `run` cannot use are refused before the guest is compiled or a server is
+/// reached, with exit 64 and what is wrong (as every command refuses them): a cluster with
+/// no seed or a database, a sentinel URL without a service; and `--durable`, which a guest's
+/// lock does not do (plain leases taken silently would pass for durable ones). No server is
+/// needed: nothing is reached.
+#[test]
+fn unusable_cluster_and_sentinel_urls_are_refused_before_the_guest_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir_arg(dir.path());
+    let name = unique_name("run-bad-url");
+    let args = count_args(&[], &[], &dir_arg, &name, "1", "1");
+    for (url, says) in [
+        ("redis+cluster://", "seed"),
+        ("redis+cluster://127.0.0.1:7000/2", "database"),
+        ("redis+sentinel://127.0.0.1:26379", "service"),
+    ] {
+        let out = run_bounded(distlock(url, &args), Duration::from_secs(30)).expect("run distlock");
+        assert_eq!(out.status.code(), Some(64), "{url}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(says),
+            "{url}: says nothing of the {says}: {err}"
+        );
+        assert_eq!(native_notes(&out), 0, "{url}: {err}");
+        assert!(counted(dir.path()).is_none(), "{url}: the guest ran");
+    }
+    let mut durable = vec!["--durable", "1"];
+    durable.extend_from_slice(&args);
+    let out = run_bounded(
+        distlock("redis+sentinel://127.0.0.1:26379/mymaster", &durable),
+        Duration::from_secs(30),
+    )
+    .expect("run distlock");
+    assert_eq!(out.status.code(), Some(64), "--durable: {}", show(&out));
+    assert!(stderr(&out).contains("--durable"), "{}", show(&out));
+    assert!(counted(dir.path()).is_none(), "--durable: the guest ran");
 }

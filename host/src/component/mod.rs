@@ -8,6 +8,14 @@
 //!   linking it to a lock component instance in the same store ([`Serve::Linked`]: every call
 //!   is forwarded instance to instance, `link.rs`) or from the Rust driver
 //!   ([`Serve::Native`], `native.rs`). Both pass the same conformance suite.
+//! - A **Redis Cluster or Sentinel group** among the nodes (`redis+cluster://`,
+//!   `redis+sentinel://`) is reached only natively: [`crate::Client`] owns the routing (the
+//!   slot map and its redirects, the discovered primary and its `+switch-master` follow-up),
+//!   while the lock component's `transport` gives it byte streams to fixed addresses. A
+//!   stream that rerouted under the component would carry its handshake to one server and
+//!   its lock commands to others, and hide redirects and switches it would need to see.
+//!   So while [`Adapter::routed_node`] names one, the lock component refuses to serve
+//!   ([`AdapterError::Routed`]) and guests are run with [`Serve::Native`].
 //! - Guests run under a **time limit** and a **memory limit** ([`Limits`]), and can be
 //!   stopped from another thread ([`Stopper`]). The time limit and a stop hold whatever the
 //!   guest is doing: computing (epoch interruption), blocked in a `distlock` call, or
@@ -311,6 +319,14 @@ impl Adapter {
         })
     }
 
+    /// The first configured node that only the native driver can reach — a Redis Cluster
+    /// or a Sentinel group, as a URL without its password — or `None` when every node is a
+    /// fixed server. While there is one, [`Serve::Linked`] and [`Adapter::lock_component`]
+    /// are refused with [`AdapterError::Routed`]: serve guests with [`Serve::Native`].
+    pub fn routed_node(&self) -> Option<String> {
+        self.net.routed_node()
+    }
+
     /// Compiles a guest component.
     pub fn load(&self, wasm: &[u8]) -> Result<Guest, AdapterError> {
         let component = Component::new(&self.inner.engine, wasm)
@@ -319,8 +335,13 @@ impl Adapter {
     }
 
     /// Runs a guest command (its `wasi:cli/run` export) to its end, on this thread, then
-    /// releases whatever leases it still holds.
+    /// releases whatever leases it still holds. [`Serve::Linked`] with a node that needs
+    /// routing ([`Adapter::routed_node`]) is refused before the guest starts
+    /// ([`AdapterError::Routed`]).
     pub fn run(&self, guest: &Guest, options: &RunOptions) -> Result<RunReport, AdapterError> {
+        if options.serve == Serve::Linked {
+            self.fixed_nodes_only()?;
+        }
         let mut store = self.store(options)?;
         if store.data().stopped().is_some() {
             // Stopped before it started: it never runs, so it holds nothing.
@@ -360,6 +381,7 @@ impl Adapter {
     /// An instance of the lock component, to call its `distlock` exports from Rust: the
     /// component driven over the host's `transport`.
     pub fn lock_component(&self, limits: Limits) -> Result<LockInstance, AdapterError> {
+        self.fixed_nodes_only()?;
         let options = RunOptions {
             limits,
             ..RunOptions::default()
@@ -430,11 +452,20 @@ impl Adapter {
     ) -> Result<&Linker<HostState>, AdapterError> {
         match serve {
             Serve::Linked => {
+                self.fixed_nodes_only()?;
                 let api = self.instantiate_provider(store)?;
                 store.data_mut().set_provider(api);
                 Ok(&self.inner.linked_linker)
             }
             Serve::Native => Ok(&self.inner.native_linker),
+        }
+    }
+
+    /// Refuses the lock component while a node needs routing it does not do.
+    fn fixed_nodes_only(&self) -> Result<(), AdapterError> {
+        match self.net.routed_node() {
+            Some(node) => Err(AdapterError::Routed { node }),
+            None => Ok(()),
         }
     }
 

@@ -39,6 +39,11 @@ impl api::HostClient for HostState {
             Ok(options) => options,
             Err(e) => return Ok(Err(config_error(e))),
         };
+        // A guest reaches the configured nodes only, served natively as by the lock
+        // component (whose `transport` refuses the rest).
+        if let Some(why) = self.net.refuse_unconfigured(&config.nodes) {
+            return Ok(Err(Error::Unavailable(why)));
+        }
         let (halt, net) = (self.halt(), std::sync::Arc::clone(&self.net));
         let connected =
             halt.block_on(net.connect_client(&config.nodes, config.key_prefix.as_deref()))?;

@@ -2,7 +2,9 @@
 //! that runs the connections, the configured nodes, and native clients for them.
 //!
 //! Invariant: the parsed [`Net::endpoints`] are the only places `transport` opens
-//! connections to ([`Net::allows`]), and a guest's empty node list means exactly these.
+//! connections to ([`Net::allows`]) and the only nodes a natively served guest's client may
+//! name ([`Net::refuse_unconfigured`]); a guest's empty node list means exactly these. Served
+//! either way, a guest reaches the configured nodes and nothing else.
 
 use crate::conn::ConnectOptions;
 use crate::endpoint::Endpoint;
@@ -40,9 +42,40 @@ impl Net {
         })
     }
 
+    /// Why a guest may not name `nodes` (parsed as URLs; a URL that does not parse is left
+    /// to the connect, which says what is wrong with it): the first that is not a configured
+    /// node — the same address, TLS and kind (a server, a cluster, a sentinel group's
+    /// service); login and database may differ — as `transport` refuses to open it for the
+    /// lock component, in the same words.
+    pub(crate) fn refuse_unconfigured(&self, nodes: &[String]) -> Option<String> {
+        nodes.iter().find_map(|node| {
+            let asked = node.parse::<Endpoint>().ok()?;
+            let configured = self.endpoints.iter().any(|e| {
+                e.same_address(&asked)
+                    && e.tls == asked.tls
+                    && e.cluster == asked.cluster
+                    && e.sentinel == asked.sentinel
+            });
+            (!configured).then(|| {
+                format!(
+                    "not allowed by the runtime: {asked} is not one of the nodes this runtime was given"
+                )
+            })
+        })
+    }
+
     /// The nodes with passwords hidden.
     pub(crate) fn shown_nodes(&self) -> Vec<String> {
         self.endpoints.iter().map(ToString::to_string).collect()
+    }
+
+    /// The first configured node that only the native driver can reach (a Redis Cluster or
+    /// a Sentinel group: routed, not a fixed address), password hidden.
+    pub(crate) fn routed_node(&self) -> Option<String> {
+        self.endpoints
+            .iter()
+            .find(|e| e.cluster || e.sentinel.is_some())
+            .map(ToString::to_string)
     }
 
     /// Whether `transport` may open a connection to `host:port` (with TLS or not).

@@ -43,6 +43,18 @@ pub enum AdapterError {
     /// A node URL is not usable.
     #[error(transparent)]
     Config(#[from] crate::Error),
+    /// The lock component was asked to serve while a configured node is a Redis Cluster or
+    /// a Sentinel group (`node`, password hidden): reaching one takes routing (a slot map and
+    /// its redirects, a discovered and followed primary) that only the native driver does;
+    /// the lock component talks to fixed nodes. Serve the guest natively
+    /// ([`Serve::Native`](super::Serve::Native)).
+    #[error(
+        "{node} needs routing the lock component does not do (it talks to fixed nodes): serve the guest natively"
+    )]
+    Routed {
+        /// The node, as a URL without its password.
+        node: String,
+    },
     /// A component could not be compiled or instantiated (not a component, or it imports what
     /// the adapter does not supply).
     #[error("{what}: {error:#}")]

@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{RedisServer, free_port, redis_cli_binary, run_bounded};
+use super::{RedisServer, free_port, redis_cli_binary, run_bounded, unique_name};
 
 /// How long a cluster gets to form (`redis-cli --cluster create`, then every node agreeing).
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -247,6 +247,16 @@ impl Cluster {
             .int()
             .expect("CLUSTER KEYSLOT");
         u16::try_from(slot).expect("a slot")
+    }
+
+    /// A lock name (from [`unique_name`]) whose slot node `node` owns.
+    pub(crate) fn name_on(&self, node: usize, what: &str) -> String {
+        loop {
+            let name = unique_name(what);
+            if self.owner(self.slot(&name), 0) == node {
+                return name;
+            }
+        }
     }
 
     /// The index of the node that owns `slot`, as node `asked` sees it (`CLUSTER NODES`).

@@ -332,6 +332,11 @@ enum Command {
         cluster: bool,
     },
     /// Run a WebAssembly guest app (a component importing distlock:lock/distlock).
+    ///
+    /// On a Redis Cluster or through a Sentinel group (`redis+cluster://`,
+    /// `redis+sentinel://`) the guest is served natively, as with --native, and stderr says so
+    /// once: only the Rust driver routes them; the lock component talks to fixed nodes.
+    /// --durable is refused (64): a guest's lock sends no WAIT.
     #[cfg(feature = "component")]
     Run(run::RunArgs),
     /// Workers contend on one lock; prints acquisitions, hand-off latency and overlaps (0).
@@ -648,6 +653,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
     #[cfg(feature = "component")]
     if let Command::Run(args) = cli.command {
+        if cli.durable.is_some() {
+            // Silently taking plain leases would tell the user they are durable.
+            tell!(
+                "distlock: `run` cannot make a guest's leases durable (--durable, DISTLOCK_DURABLE): the guest's lock sends no WAIT; leave --durable out"
+            );
+            return Ok(ExitCode::from(exit::USAGE));
+        }
         return Ok(run::run(args, &cli.redis).await);
     }
     let client = connect(&cli).await?;

@@ -5,6 +5,10 @@
 //! held, and the command exits 128 + the signal's number. A guest that runs on after the
 //! command is gone would hold its locks to their TTL with nobody to release them.
 //!
+//! A Redis Cluster or Sentinel group among the nodes is reached only by the native driver
+//! (the lock component talks to fixed nodes: `component/mod.rs` says why), so the guest is
+//! then served natively even without `--native`, and stderr says so once.
+//!
 //! Messages go to stderr without ever panicking (a closed stderr must not turn a release
 //! into a crash); each says one thing that is true.
 
@@ -15,7 +19,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use distlock_host::component::{
-    Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
+    Adapter, AdapterError, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
 };
 
 use crate::exit;
@@ -25,7 +29,10 @@ use crate::output::tell;
 /// `wit/distlock.wit` (a WASI command that imports `distlock:lock/distlock`).
 ///
 /// The guest reaches only the `--redis` nodes, through the lock; it gets no network, no
-/// environment and no files unless given (`--dir`, `--env`). Exits with the guest's exit code;
+/// environment and no files unless given (`--dir`, `--env`). A Redis Cluster
+/// (`redis+cluster://`) or a Sentinel group (`redis+sentinel://`) among them is routed by the
+/// native driver: the guest is then served natively, as with `--native` (said once on
+/// stderr). Exits with the guest's exit code;
 /// 70 when it traps or is stopped by a limit (`--time-limit` holds whatever it is doing:
 /// computing, waiting for a lock, sleeping); 128+N when distlock gets signal N (TERM, INT,
 /// HUP, QUIT): the guest is stopped. Whatever leases it still held are released first.
@@ -47,7 +54,8 @@ pub(crate) struct RunArgs {
     /// An environment variable for the guest: KEY=VALUE.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Serve `distlock` from the Rust driver instead of a linked lock component.
+    /// Serve `distlock` from the Rust driver instead of a linked lock component (always so
+    /// when a node is a Redis Cluster or Sentinel group: only the Rust driver routes them).
     #[arg(long)]
     native: bool,
     /// Stop the guest after this long, wall clock (e.g. 30s, 5m).
@@ -67,16 +75,6 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     if nodes.is_empty() {
         tell!(
             "distlock: `run` needs --redis (or DISTLOCK_REDIS): a guest reaches only the nodes given here"
-        );
-        return ExitCode::from(exit::USAGE);
-    }
-    if let Some(cluster) = nodes
-        .iter()
-        .find(|u| u.contains("+cluster://") || u.contains("+sentinel://"))
-    {
-        tell!(
-            "distlock: `run` cannot reach a Redis Cluster or Sentinel group yet ({}): the lock component talks to fixed nodes; give redis:// nodes",
-            cluster.split('@').next_back().unwrap_or_default()
         );
         return ExitCode::from(exit::USAGE);
     }
@@ -125,6 +123,7 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     let runtime = tokio::runtime::Handle::current();
     // Compiling and running block: off the async threads.
     let outcome = tokio::task::spawn_blocking(move || {
+        // A bad URL is refused here, before anything is compiled or sent.
         let adapter = Adapter::new(
             AdapterOptions {
                 nodes,
@@ -132,6 +131,14 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
             },
             runtime,
         )?;
+        if options.serve == Serve::Linked
+            && let Some(node) = adapter.routed_node()
+        {
+            tell!(
+                "distlock: serving the guest natively, as with --native: {node} needs routing that only the native driver does (the lock component talks to fixed nodes)"
+            );
+            options.serve = Serve::Native;
+        }
         let guest = adapter.load(&wasm)?;
         adapter.run(&guest, &options)
     })
@@ -139,6 +146,10 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     listening.abort();
     let report = match outcome {
         Ok(Ok(report)) => report,
+        Ok(Err(AdapterError::Config(e))) => {
+            tell!("distlock: {e}");
+            return ExitCode::from(exit::code_of(&e));
+        }
         Ok(Err(e)) => {
             tell!("distlock: {e}");
             return ExitCode::from(exit::UNAVAILABLE);

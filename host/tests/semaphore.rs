@@ -634,8 +634,8 @@ fn reset_clears_a_semaphores_permits_and_queue_but_keeps_its_fence() {
         }
         let out = run(&args);
         assert_eq!(code(&out), Some(0), "{}", show(&out));
-        // Only the fencing counter is left (and the wake-up list the reset pushed).
-        let signal = format!("{}:signal", lock_key(&name));
+        // Only the fencing counter is left (and the semaphore's wake-up list the reset pushed).
+        let signal = format!("{}:permit-signal", lock_key(&name));
         assert_eq!(keys_of(&mut raw, &name), {
             let mut kept = vec![fence.clone(), signal];
             kept.sort();

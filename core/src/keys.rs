@@ -369,7 +369,8 @@ impl Keys {
         self.key(Role::Holds)
     }
 
-    /// The wake-up list.
+    /// A mutex's wake-up list (a plain semaphore's is [`Keys::permit_signal`], a read-write
+    /// lock's [`Keys::writer_signal`] and [`Keys::read_signal`]).
     #[must_use]
     pub fn signal(&self) -> [&[u8]; 4] {
         self.key(Role::Signal)

@@ -557,7 +557,7 @@ impl Encoder<'_> {
                 self.script_header(
                     sink,
                     &script::SEMAPHORE_RELEASE,
-                    &[&keys.lock(), &keys.permit_prefix(), &keys.signal()],
+                    &[&keys.lock(), &keys.permit_prefix(), &keys.permit_signal()],
                     3,
                 );
                 sink.bulk(token);
@@ -580,10 +580,13 @@ impl Encoder<'_> {
                 self.script_header(sink, &script::RAISE_FENCE, &[&keys.fence()], 1);
                 sink.bulk_u64(value);
             }
+            // The semaphore's own wake-up list, never a mutex's `:signal`: a mutex waiter
+            // of the name must not take the wake-up a permit's release pushed (see
+            // `crate::keys`).
             Request::Wait(timeout) => {
                 sink.array(3);
                 sink.bulk(b"BLPOP");
-                sink.bulk_parts(&keys.signal());
+                sink.bulk_parts(&keys.permit_signal());
                 self.block_timeout(timeout, sink);
             }
         }

@@ -2,10 +2,17 @@
 //!
 //! [`Inspect`] reads, on every node at once, the lock key (`GET`: the holder's token), its
 //! time to live (`PTTL`), the fencing counter (`GET`) and, under the tagged layout, how many
-//! waiters a fair mutex's queue holds (`ZCARD`, O(1); a fair semaphore's waiters are in keys of
-//! their own, not read here), one command at a time, and ends with
+//! waiters queue on the name ([`Reading::queued`]), one command at a time, and ends with
 //! an [`Inspection`]: per node a [`Reading`] or the [`NodeError`] that kept it from being read.
 //! [`Inspection::verdict`] turns readings into held / shared / free / unknown.
+//!
+//! **Waiters.** Each kind keeps its waiters in a sorted set of its own ([`crate::keys`]): a
+//! fair mutex's `:queue`, a fair semaphore's `:permit-queue`, a read-write lock's waiting
+//! writers `:writers`. `status` counts (`ZCARD`, O(1)) the set of the kind the name holds;
+//! for a name nobody holds, all three, since waiters outlive holds (a writer waits on after
+//! the last read hold is gone). Waiters that keep nothing on the server — a plain mutex's or
+//! plain semaphore's, blocked on a wake-up list, and a read-write lock's readers — are not
+//! counted: nothing says they wait.
 //!
 //! A name whose key is a semaphore's holders' set ([`Lock::semaphore`]; `GET` answers
 //! `WRONGTYPE`) is read as one: `ZSCAN` for the holders and their limit, then
@@ -18,13 +25,15 @@
 //!
 //! Invariants:
 //! - **Read only.** It sends `GET`, `PTTL`, `ZCARD`, `ZSCAN` and `HGET`, nothing that
-//!   writes.
+//!   writes. A waiters' set that is no sorted set is someone else's key under our name: the
+//!   node is unread ([`NodeError::NotALock`]), as for a lock key holding no token.
 //! - **Unknown is never free.** A node that could not be read — unreachable, silent past the
 //!   request timeout, not RESP, a refusal (`NOPERM`, `WRONGTYPE`), a lock key holding no token,
 //!   a fence that is no number — is an `Err`, and [`verdict`] says free only when no token can
 //!   reach a majority even if every such node held it.
 //! - **Held means a majority.** [`Verdict::Held`] only for a token on [`quorum`] nodes.
-//! - **Bounded.** Each node's three requests together end within the lock's request timeout.
+//! - **Bounded.** Each node's requests (at most three `ZCARD`s among them) together end
+//!   within the lock's request timeout.
 
 use alloc::vec::Vec;
 
@@ -44,9 +53,13 @@ pub struct Reading {
     pub ttl: Option<Duration>,
     /// The fencing counter: the last fence handed out.
     pub fence: Option<u64>,
-    /// Fair mode's queued waiters (`ZCARD` of the queue; 0 without one); `None` under a
-    /// layout that has no queue. It may still count a waiter that died less than a request
-    /// timeout ago: the next release or take drops it.
+    /// The waiters queued on the name (see the module doc): a fair mutex's queue, a fair
+    /// semaphore's waiters or a read-write lock's waiting writers, whichever kind holds the
+    /// name; for a name nobody holds, all three together (0 without any). `None` under a
+    /// layout that has no waiters' sets. Plain waiters (blocked on a wake-up list) and
+    /// waiting readers are not counted. It may still count a waiter that died less than a
+    /// request timeout ago (a writer: less than its liveness): the next release or take drops
+    /// it.
     pub queued: Option<u64>,
     /// The name is a semaphore ([`Lock::semaphore`]): its live permits and their limit
     /// (`holder` is then `None`). `None` for a lock.
@@ -221,7 +234,11 @@ impl Inspect {
         let keys = lock.keys();
         let lock_key = keys.lock().concat();
         let fence_key = keys.fence().concat();
-        let queue_key = keys.has_queue().then(|| keys.queue().concat());
+        let waiter_keys = keys.has_queue().then(|| WaiterKeys {
+            queue: keys.queue().concat(),
+            permit_queue: keys.permit_queue().concat(),
+            writers: keys.writers().concat(),
+        });
         let permit_prefix = keys.has_queue().then(|| keys.permit_prefix().concat());
         let rw_keys = keys.has_queue().then(|| RwKeys {
             writer: keys.writer().concat(),
@@ -233,7 +250,7 @@ impl Inspect {
             .map(|_| ReadLock {
                 lock_key: lock_key.clone(),
                 fence_key: fence_key.clone(),
-                queue_key: queue_key.clone(),
+                waiter_keys: waiter_keys.clone(),
                 permit_prefix: permit_prefix.clone(),
                 rw_keys: rw_keys.clone(),
                 stage: Stage::Holder,
@@ -281,10 +298,10 @@ enum Stage {
         holder: Option<Token>,
         ttl: Option<Duration>,
     },
-    Queue {
-        holder: Option<Token>,
-        ttl: Option<Duration>,
-        fence: Option<u64>,
+    /// `ZCARD` of the last of `pending`, a waiters' set; `reading` so far counts the others.
+    Waiters {
+        reading: Reading,
+        pending: Vec<Vec<u8>>,
     },
     /// `ZSCAN` pages of a semaphore's holders, sent after `GET` said `WRONGTYPE` (that
     /// refusal is the node's failure should the key be no sorted set either).
@@ -328,6 +345,30 @@ enum Stage {
     },
 }
 
+/// Each kind's waiters' set (the tagged layout only).
+#[derive(Clone)]
+struct WaiterKeys {
+    /// A fair mutex's queue.
+    queue: Vec<u8>,
+    /// A fair semaphore's waiters.
+    permit_queue: Vec<u8>,
+    /// A read-write lock's waiting writers.
+    writers: Vec<u8>,
+}
+
+/// Which waiters' sets a reading counts.
+#[derive(Clone, Copy)]
+enum WaitersOf {
+    /// A fair mutex's (the name holds a mutex's token).
+    Mutex,
+    /// A fair semaphore's (the name holds live permits).
+    Semaphore,
+    /// A read-write lock's writers (the name holds live read or write holds).
+    Rw,
+    /// Every kind's: nobody holds the name.
+    Free,
+}
+
 /// A read-write lock's keys (the tagged layout only).
 #[derive(Clone)]
 struct RwKeys {
@@ -339,13 +380,14 @@ struct RwKeys {
 /// A `ZSCAN` page of a semaphore's holders: the next cursor and each (token, limit).
 type ScanPage = (Vec<u8>, Vec<(Token, u32)>);
 
-/// One node's reading: `GET` lock, `PTTL` lock, `GET` fence, then `ZCARD` queue where the
-/// layout has one; or, for a semaphore, `ZSCAN` holders, `PTTL` of each permit, `GET`
-/// fence.
+/// One node's reading: `GET` lock, `PTTL` lock, `GET` fence; or, for a semaphore, `ZSCAN`
+/// holders, `PTTL` of each permit, `GET` fence; or a read-write lock's steps; then, where the
+/// layout has waiters' sets, `ZCARD` of those the reading counts.
 struct ReadLock {
     lock_key: Vec<u8>,
     fence_key: Vec<u8>,
-    queue_key: Option<Vec<u8>>,
+    /// Each kind's waiters' set (the tagged layout only).
+    waiter_keys: Option<WaiterKeys>,
     /// Where a semaphore's permit keys start (the tagged layout only).
     permit_prefix: Option<Vec<u8>>,
     /// A read-write lock's keys (the tagged layout only).
@@ -354,6 +396,64 @@ struct ReadLock {
 }
 
 impl ReadLock {
+    /// The reading read but for its waiters: `ZCARD` of each set `of` names, or done under
+    /// a layout without them.
+    fn count_waiters(&mut self, reading: Reading, of: WaitersOf) -> Step<Reading> {
+        let Some(keys) = &self.waiter_keys else {
+            return Step::Done(reading);
+        };
+        // In reverse: the next is last.
+        let pending = match of {
+            WaitersOf::Mutex => alloc::vec![keys.queue.clone()],
+            WaitersOf::Semaphore => alloc::vec![keys.permit_queue.clone()],
+            WaitersOf::Rw => alloc::vec![keys.writers.clone()],
+            WaitersOf::Free => alloc::vec![
+                keys.writers.clone(),
+                keys.permit_queue.clone(),
+                keys.queue.clone(),
+            ],
+        };
+        let reading = Reading {
+            queued: Some(0),
+            ..reading
+        };
+        self.next_waiters(reading, pending)
+    }
+
+    /// `ZCARD` of the next waiters' set, or the reading.
+    fn next_waiters(&mut self, reading: Reading, pending: Vec<Vec<u8>>) -> Step<Reading> {
+        let Some(next) = pending.last() else {
+            return Step::Done(reading);
+        };
+        let step = Step::Send(command(&[b"ZCARD", next]));
+        self.stage = Stage::Waiters { reading, pending };
+        step
+    }
+
+    /// A `ZCARD` of the last of `pending`: counted, or why the node fails.
+    fn on_waiters(
+        &mut self,
+        mut reading: Reading,
+        mut pending: Vec<Vec<u8>>,
+        reply: Value,
+    ) -> Step<Reading> {
+        let count = match reply {
+            Value::Int(count) => u64::try_from(count).unwrap_or(0),
+            // A set of another type is someone else's key under our name: unknown, as a
+            // lock key holding no token is.
+            Value::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                return Step::Fail(NodeError::NotALock {
+                    key: pending.pop().unwrap_or_default(),
+                    why: "a waiters' set is not a sorted set",
+                });
+            }
+            other => return Step::Fail(failure(other)),
+        };
+        reading.queued = Some(reading.queued.unwrap_or(0).saturating_add(count));
+        pending.pop();
+        self.next_waiters(reading, pending)
+    }
+
     /// The read-write lock's steps after its writer: a `ZSCAN` page of its readers.
     fn scan_readers(&mut self, holds: RwHolds, seen: Vec<Token>, cursor: &[u8]) -> Step<Reading> {
         let Some(keys) = &self.rw_keys else {
@@ -477,14 +577,22 @@ impl ReadLock {
                 self.next_reader(holds, pending)
             }
             (Stage::RwFence { holds }, reply) => match self.fence_of(reply) {
-                Ok(fence) => Step::Done(Reading {
-                    holder: None,
-                    ttl: None,
-                    fence,
-                    queued: None,
-                    permits: None,
-                    rw: Some(holds),
-                }),
+                Ok(fence) => {
+                    let of = if holds.writer.is_some() || !holds.readers.is_empty() {
+                        WaitersOf::Rw
+                    } else {
+                        WaitersOf::Free
+                    };
+                    let reading = Reading {
+                        holder: None,
+                        ttl: None,
+                        fence,
+                        queued: None,
+                        permits: None,
+                        rw: Some(holds),
+                    };
+                    self.count_waiters(reading, of)
+                }
                 Err(e) => Step::Fail(e),
             },
             (_, other) => Step::Fail(failure(other)),
@@ -593,43 +701,22 @@ impl Task for ReadLock {
                     },
                     other => return Step::Fail(failure(other)),
                 };
-                match &self.queue_key {
-                    Some(queue_key) => {
-                        let zcard = command(&[b"ZCARD", queue_key]);
-                        self.stage = Stage::Queue { holder, ttl, fence };
-                        Step::Send(zcard)
-                    }
-                    None => Step::Done(Reading {
-                        holder,
-                        ttl,
-                        fence,
-                        queued: None,
-                        permits: None,
-                        rw: None,
-                    }),
-                }
-            }
-            Stage::Queue { holder, ttl, fence } => {
-                // A queue of another type is someone else's key under our name: unknown,
-                // as a lock key holding no token is.
-                let Value::Int(count) = reply else {
-                    return Step::Fail(match reply {
-                        Value::Error(e) if e.starts_with(b"WRONGTYPE") => NodeError::NotALock {
-                            key: self.queue_key.clone().unwrap_or_default(),
-                            why: "fair mode's queue is not a sorted set",
-                        },
-                        other => failure(other),
-                    });
+                let of = if holder.is_some() {
+                    WaitersOf::Mutex
+                } else {
+                    WaitersOf::Free
                 };
-                Step::Done(Reading {
+                let reading = Reading {
                     holder,
                     ttl,
                     fence,
-                    queued: Some(u64::try_from(count).unwrap_or(0)),
+                    queued: None,
                     permits: None,
                     rw: None,
-                })
+                };
+                self.count_waiters(reading, of)
             }
+            Stage::Waiters { reading, pending } => self.on_waiters(reading, pending, reply),
             Stage::Holders { refusal, .. }
                 if matches!(&reply, Value::Error(e) if e.starts_with(b"WRONGTYPE"))
                     && self.rw_keys.is_some() =>
@@ -699,14 +786,20 @@ impl Task for ReadLock {
                     },
                     other => return Step::Fail(failure(other)),
                 };
-                Step::Done(Reading {
+                let of = if permits.holders.is_empty() {
+                    WaitersOf::Free
+                } else {
+                    WaitersOf::Semaphore
+                };
+                let reading = Reading {
                     holder: None,
                     ttl: None,
                     fence,
                     queued: None,
                     permits: Some(permits),
                     rw: None,
-                })
+                };
+                self.count_waiters(reading, of)
             }
             stage @ (Stage::RwMarker { .. }
             | Stage::RwWriter
@@ -824,6 +917,12 @@ mod tests {
             vec![(0, args(&[b"GET", b"distlock:{job}:fence"]))]
         );
         inspect.handle_input(0, b"$1\r\n4\r\n", t0);
+        // Held by permits: the fair semaphore's waiters are counted, no other kind's.
+        assert_eq!(
+            sent(&mut inspect, t0),
+            vec![(0, args(&[b"ZCARD", b"distlock:{job}:permit-queue"]))]
+        );
+        inspect.handle_input(0, b":1\r\n", t0);
         let outcome = inspect.poll_outcome().unwrap();
         assert_eq!(
             outcome.verdict(),
@@ -836,7 +935,7 @@ mod tests {
                 holder: None,
                 ttl: None,
                 fence: Some(4),
-                queued: None,
+                queued: Some(1),
                 permits: Some(Permits {
                     limit: 3,
                     holders: vec![(Token::new(a).unwrap(), Some(Duration::from_millis(500)))],
@@ -910,13 +1009,19 @@ mod tests {
             &[b"GET", b"distlock:{job}:fence"],
             b"$1\r\n9\r\n",
         );
+        // Held by a reader: its waiting writers are counted, no other kind's.
+        step(
+            &mut inspect,
+            &[b"ZCARD", b"distlock:{job}:writers"],
+            b":1\r\n",
+        );
         assert_eq!(
             inspect.poll_outcome().unwrap().nodes,
             vec![Ok(Reading {
                 holder: None,
                 ttl: None,
                 fence: Some(9),
-                queued: None,
+                queued: Some(1),
                 permits: None,
                 rw: Some(RwHolds {
                     writer: None,
@@ -955,6 +1060,11 @@ mod tests {
             b"*2\r\n$1\r\n0\r\n*0\r\n",
         );
         step(&mut inspect, &[b"GET", b"distlock:{job}:fence"], b"$-1\r\n");
+        step(
+            &mut inspect,
+            &[b"ZCARD", b"distlock:{job}:writers"],
+            b":0\r\n",
+        );
         let nodes = inspect.poll_outcome().unwrap().nodes;
         let Ok(Reading {
             rw: Some(holds), ..
@@ -1031,6 +1141,103 @@ mod tests {
         );
         assert_eq!(inspect.owed_replies(0), Some(0), "the connection is clean");
         assert!(inspect.poll_outcome().is_none(), "the outcome comes once");
+    }
+
+    #[test]
+    fn a_free_name_counts_every_kinds_waiters() {
+        let t0 = Instant::from_millis(0);
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for (expect, reply) in [
+            (&[&b"GET"[..], b"distlock:{job}"][..], &b"$-1\r\n"[..]),
+            (&[b"PTTL", b"distlock:{job}"], b":-2\r\n"),
+            (&[b"GET", b"distlock:{job}:fence"], b"$1\r\n3\r\n"),
+            (&[b"ZCARD", b"distlock:{job}:queue"], b":1\r\n"),
+            (&[b"ZCARD", b"distlock:{job}:permit-queue"], b":0\r\n"),
+            (&[b"ZCARD", b"distlock:{job}:writers"], b":2\r\n"),
+        ] {
+            assert!(inspect.poll_outcome().is_none());
+            assert_eq!(sent(&mut inspect, t0), vec![(0, args(expect))]);
+            inspect.handle_input(0, reply, t0);
+        }
+        let outcome = inspect.poll_outcome().unwrap();
+        assert_eq!(
+            outcome.nodes,
+            vec![Ok(Reading {
+                holder: None,
+                ttl: None,
+                fence: Some(3),
+                queued: Some(3),
+                permits: None,
+                rw: None,
+            })],
+            "waiters outlive holds: a free name's are every kind's"
+        );
+        assert_eq!(outcome.verdict(), Verdict::Free, "waiters hold nothing");
+        assert_eq!(inspect.owed_replies(0), Some(0));
+
+        // A semaphore whose permits are all gone is free too: every kind's waiters.
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for reply in [
+            &wrong[..],
+            b"*2\r\n$1\r\n0\r\n*2\r\n$18\r\ntoken-a-0000000001\r\n$1\r\n2\r\n",
+            b":-2\r\n",
+            b"$-1\r\n",
+        ] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        for (key, reply) in [
+            (&b"distlock:{job}:queue"[..], &b":0\r\n"[..]),
+            (b"distlock:{job}:permit-queue", b":4\r\n"),
+            (b"distlock:{job}:writers", b":0\r\n"),
+        ] {
+            assert_eq!(sent(&mut inspect, t0), vec![(0, args(&[b"ZCARD", key]))]);
+            inspect.handle_input(0, reply, t0);
+        }
+        let node = inspect.poll_outcome().unwrap().nodes.remove(0).unwrap();
+        assert_eq!(node.queued, Some(4));
+        assert_eq!(node.permits.map(|p| p.holders.len()), Some(0));
+    }
+
+    #[test]
+    fn a_waiters_set_of_another_type_is_not_a_lock_whichever_kind() {
+        let t0 = Instant::from_millis(0);
+        let wrong = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+        // A free name: the third set (the writers') is a user's list.
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for reply in [
+            &b"$-1\r\n"[..],
+            b":-2\r\n",
+            b"$-1\r\n",
+            b":0\r\n",
+            b":0\r\n",
+            wrong,
+        ] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        let node = inspect.poll_outcome().unwrap().nodes.remove(0);
+        assert!(
+            matches!(&node, Err(NodeError::NotALock { key, .. }) if key == b"distlock:{job}:writers"),
+            "{node:?}"
+        );
+        // A count that is no integer: the node fails, never reads as nobody waiting.
+        let mut inspect = Inspect::new(&lock(), &servers(1), t0).unwrap();
+        for reply in [
+            &b"$-1\r\n"[..],
+            b":-2\r\n",
+            b"$-1\r\n",
+            b":0\r\n",
+            b"$1\r\n1\r\n",
+        ] {
+            let _ = sent(&mut inspect, t0);
+            inspect.handle_input(0, reply, t0);
+        }
+        assert!(matches!(
+            inspect.poll_outcome().unwrap().nodes[0],
+            Err(NodeError::Protocol(ProtocolError::UnexpectedReply))
+        ));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! |---|---|
 //! | `<prefix>{N}` | the holders' tokens (sorted set, score = the limit they took a permit under) |
 //! | `<prefix>{N}:permit:<token>` | exists while that permit is held (its expiry is the permit's) |
+//! | `<prefix>{N}:permit-signal` | a plain semaphore's wake-up list: a release pushes, its waiters `BLPOP` |
 //! | `<prefix>{N}:permit-queue` | a fair semaphore's waiters' tokens in arrival order (sorted set, score = ticket) |
 //! | `<prefix>{N}:permit-alive:<token>` | exists while that fair-semaphore waiter is live (its expiry is the deadline) |
 //! | `<prefix>{N}:permit-wake:<token>` | that fair-semaphore waiter's own wake-up list, pushed by the hand-off to it |
@@ -60,12 +61,18 @@
 //! handed the name by another kind (a fair release handing the name to a writer's token that
 //! nobody confirms, a fair semaphore's release handing a permit to a fair mutex's waiter).
 //! Separate keys, rather than scripts that skip the other kind's entries, because a script
-//! cannot tell a waiter's kind from its token, and separate keys need no check at all. Still
-//! shared: `:signal`, the non-fair wake-up list, by a mutex's and a semaphore's waiters (a
-//! wake-up there hands nothing over: a waiter woken for another kind's release retries and
-//! waits again). A writer's or fair-semaphore waiter's entry that an older distlock left in
+//! cannot tell a waiter's kind from its token, and separate keys need no check at all. The
+//! non-fair wake-up lists are each kind's own too: a mutex's waiters `BLPOP` `:signal`, a
+//! plain semaphore's `:permit-signal`, a read-write lock's `:writer-signal` and
+//! `:read-signal`. A wake-up hands nothing over, but it is consumed by whoever pops it: on a
+//! shared list a mutex waiter of the name (waiting since before the name passed to permits)
+//! could take the one element a permit's release pushed, and the semaphore waiter it was
+//! meant for would sleep out its block span (simulation K4 in
+//! `core/tests/mixed_kinds_simulation.rs`). A writer's or fair-semaphore waiter's entry that an older distlock left in
 //! `:queue` is read by no read-write or semaphore script, only by the fair mutex's (as
-//! before), until its liveness lapses (the README's upgrade note).
+//! before), until its liveness lapses; a plain semaphore waiter of an older distlock still
+//! blocks on `:signal`, which a newer release no longer pushes, so it notices a freed permit
+//! at the end of its block span (the README's upgrade notes).
 //!
 //! Redis takes the tag between the first `{` and the first `}` after it (the whole key when
 //! that is empty). The prefix has no braces, so the first `{` is ours; the first `}` after it
@@ -292,6 +299,7 @@ enum Role {
     PermitQueue,
     PermitAlive,
     PermitWake,
+    PermitSignal,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -361,7 +369,8 @@ impl Keys {
         self.key(Role::Holds)
     }
 
-    /// The wake-up list.
+    /// A mutex's wake-up list (a plain semaphore's is [`Keys::permit_signal`], a read-write
+    /// lock's [`Keys::writer_signal`] and [`Keys::read_signal`]).
     #[must_use]
     pub fn signal(&self) -> [&[u8]; 4] {
         self.key(Role::Signal)
@@ -421,6 +430,15 @@ impl Keys {
     #[must_use]
     pub fn permit_wake_prefix(&self) -> [&[u8]; 4] {
         self.key(Role::PermitWake)
+    }
+
+    /// A plain (non-fair) semaphore's wake-up list: a release pushes to it and the
+    /// semaphore's waiters `BLPOP` it. Its own, never a mutex's [`Keys::signal`]: waiters
+    /// outlive holds, so on a shared list a mutex waiter of the same name could take the
+    /// wake-up a permit's release meant for a semaphore waiter (see the module doc).
+    #[must_use]
+    pub fn permit_signal(&self) -> [&[u8]; 4] {
+        self.key(Role::PermitSignal)
     }
 
     /// A read-write lock's write holder: a string holding its token, whose expiry is the
@@ -494,6 +512,7 @@ impl Role {
             Role::PermitQueue => b":permit-queue",
             Role::PermitAlive => b":permit-alive:",
             Role::PermitWake => b":permit-wake:",
+            Role::PermitSignal => b":permit-signal",
         }
     }
 
@@ -518,6 +537,7 @@ impl Role {
             Role::PermitQueue => b"}:permit-queue",
             Role::PermitAlive => b"}:permit-alive:",
             Role::PermitWake => b"}:permit-wake:",
+            Role::PermitSignal => b"}:permit-signal",
         }
     }
 }
@@ -547,10 +567,13 @@ pub enum KeyRole {
     /// a writer's liveness that every waiting attempt renews. Its per-writer keys
     /// (`:writer-alive:<token>`) are not recognised: they live at most that liveness.
     Writers,
+    /// A plain semaphore's wake-up list (tagged layout only), as [`KeyRole::Signal`] is a
+    /// mutex's: a list of `1`s with a short TTL of its own.
+    PermitSignal,
 }
 
 impl KeyRole {
-    const ALL: [KeyRole; 7] = [
+    const ALL: [KeyRole; 8] = [
         KeyRole::Lock,
         KeyRole::Fence,
         KeyRole::Holds,
@@ -558,6 +581,7 @@ impl KeyRole {
         KeyRole::Queue,
         KeyRole::PermitQueue,
         KeyRole::Writers,
+        KeyRole::PermitSignal,
     ];
 
     fn role(self) -> Role {
@@ -569,7 +593,14 @@ impl KeyRole {
             KeyRole::Queue => Role::Queue,
             KeyRole::PermitQueue => Role::PermitQueue,
             KeyRole::Writers => Role::WriterQueue,
+            KeyRole::PermitSignal => Role::PermitSignal,
         }
+    }
+
+    /// Whether only the tagged layout builds keys of this role (the waiters' sets, a
+    /// semaphore's wake-up list).
+    const fn is_tagged_only(self) -> bool {
+        self.is_waiters() || matches!(self, KeyRole::PermitSignal)
     }
 
     /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key, the
@@ -613,7 +644,11 @@ impl KeyRole {
             KeyRole::Holds | KeyRole::Fence => {
                 (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
             }
-            KeyRole::Signal | KeyRole::Queue | KeyRole::PermitQueue | KeyRole::Writers => false,
+            KeyRole::Signal
+            | KeyRole::PermitSignal
+            | KeyRole::Queue
+            | KeyRole::PermitQueue
+            | KeyRole::Writers => false,
         }
     }
 }
@@ -628,8 +663,8 @@ impl KeyLayout {
     #[must_use]
     pub fn recognise(&self, key: &[u8]) -> Option<(LockName, KeyRole)> {
         KeyRole::ALL.into_iter().find_map(|role| {
-            // Only the tagged layout has waiters' sets.
-            if role.is_waiters() && !matches!(self, KeyLayout::Tagged { .. }) {
+            // Only the tagged layout has waiters' sets and a semaphore's wake-up list.
+            if role.is_tagged_only() && !matches!(self, KeyLayout::Tagged { .. }) {
                 return None;
             }
             let name = self.name_in(key, role.role())?;
@@ -1132,6 +1167,7 @@ mod tests {
         assert!(KeyRole::Lock.is_reset() && KeyRole::Holds.is_reset() && KeyRole::Queue.is_reset());
         assert!(KeyRole::Writers.is_reset() && KeyRole::Writers.is_waiters());
         assert!(!KeyRole::Fence.is_reset() && !KeyRole::Signal.is_reset());
+        assert!(!KeyRole::PermitSignal.is_reset() && !KeyRole::PermitSignal.fits(b"1"));
     }
 
     proptest::proptest! {
@@ -1163,6 +1199,7 @@ mod tests {
                 (joined(keys.queue()), KeyRole::Queue),
                 (joined(keys.writers()), KeyRole::Writers),
                 (joined(keys.permit_queue()), KeyRole::PermitQueue),
+                (joined(keys.permit_signal()), KeyRole::PermitSignal),
             ] {
                 let found = layout.recognise(&key);
                 if keys.has_queue() {

@@ -323,7 +323,8 @@ return {1, fence}
 
 /// Semaphore release: give one permit back and wake one waiter.
 ///
-/// `KEYS`: holders, permit prefix, signal. `ARGV`: token, signal ttl ms (`0`: no signal),
+/// `KEYS`: holders, permit prefix, the semaphore's own wake-up list (`:permit-signal`, never
+/// a mutex's `:signal`: see [`crate::keys`]). `ARGV`: token, signal ttl ms (`0`: no signal),
 /// limit. The token leaves the set and its permit key is deleted; when the key existed, one
 /// `1` is pushed to the wake-up list, which is kept at most `limit` long: each release wakes
 /// one waiter (not a herd), and releases that come faster than waiters wake are not lost.
@@ -861,7 +862,8 @@ return t";
 ///
 /// `KEYS`: the name's own key, the fair semaphore's queue, wake-list prefix and liveness
 /// prefix (`:permit-queue`, `:permit-wake:`, `:permit-alive:`), permit prefix,
-/// writer, readers, reader prefix, signal, readers' signal, waiting writers, their liveness
+/// writer, readers, reader prefix, the semaphore's wake-up list (`:permit-signal`), readers'
+/// signal, waiting writers, their liveness
 /// prefix, writers' signal. `ARGV`: dry run (`1`/`0`), signal ttl ms (`0`: no signal).
 ///
 /// A sorted set with a live permit key among its members is a semaphore's holders: each
@@ -871,7 +873,7 @@ return t";
 /// is a read-write lock's marker: the writer key, each reader's key and the readers' set go,
 /// then the waiting writers' liveness keys (their intent turns readers away) and their set,
 /// then the marker; the fair semaphore's queue is no read-write lock's and is left alone. With a signal
-/// ttl, the kind's wake-up lists (the semaphore's signal; the read-write lock's writers' and
+/// ttl, the kind's wake-up lists (the semaphore's `:permit-signal`; the read-write lock's writers' and
 /// readers' signals) are emptied and one wake-up pushed to each, as a release does, so
 /// waiters retry at once and get in. Returns the keys deleted (a dry run: the keys that would be, and nothing is
 /// written), or the name's type when it is neither (left alone; `none`: no such name).

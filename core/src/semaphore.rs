@@ -34,7 +34,9 @@
 //!   (`crate::commands::merge_probe`), so it fails instead of waiting, but a try-lock there
 //!   (one attempt, no probe) reports the name held (see [`crate::Acquire`]).
 //! - **Waiting**: a refused acquire learns when the soonest permit expires and blocks on the
-//!   wake-up list for at most that long; a release pushes one element, so it wakes one
+//!   semaphore's own wake-up list (`<prefix>{N}:permit-signal`, never a mutex's `:signal`: a
+//!   mutex waiter of the name must not take a permit's wake-up, see [`crate::keys`]) for at
+//!   most that long; a release pushes one element, so it wakes one
 //!   waiter, not a herd, and the list keeps up to `limit` of them so that releases in quick
 //!   succession each wake one. A non-fair waiter can lose a freed permit to a newcomer.
 //! - **Fair mode** ([`crate::LockOptions::fair`]): the waiter is fair mode's

@@ -40,6 +40,17 @@
 //!   their own ([`distlock_core::Keys`]), so no kind's waiter is ever in another kind's
 //!   queue.
 //!
+//! - **K4, no wake-up of one kind is taken by another**: every element a release (or a
+//!   rollback, or a reader passing the wake-up on) pushes to one of `sim`'s non-fair wake-up
+//!   lists is popped, if at all, by a waiter of the pushing kind's family: a mutex's (plain,
+//!   fair or multi-name) by a mutex or multi-name waiter, a semaphore's by a semaphore waiter,
+//!   a read-write lock's by a reader or writer. A wake-up hands nothing over, but it is
+//!   consumed: taken by another kind's waiter (which finds the name still not its kind's and
+//!   waits again), it is lost for the waiter it was pushed for, which sleeps out its block
+//!   span. Judged on the node, whatever keys the commands name: the lists' lengths and
+//!   expiries before and after each command say which list a command pushed to, and a
+//!   `BLPOP`'s reply which list it popped.
+//!
 //! The correct runs also count the typed refusals the machines reported (their
 //! [`distlock_core::ServerErrorKind`]) and the fair hand-offs K3 judged, so a campaign in
 //! which kinds never met, or no fair release of either kind ever handed on, fails.
@@ -60,6 +71,10 @@
 //!   own (`ModelFaults::semaphore_waiters_share_fair_queue`): a fair mutex's release hands
 //!   the name to a semaphore waiter's token, or a fair semaphore's release a permit to a
 //!   fair mutex waiter's: K3.
+//! - `SemaphoreSharesSignal`: a plain semaphore's releases push to, and its waiters block on,
+//!   the mutex's wake-up list `:signal`, as distlock did before the semaphore had
+//!   `:permit-signal` (`ModelFaults::semaphore_signal_shared_with_mutex`): a mutex waiter takes
+//!   a permit's wake-up, or a semaphore waiter a mutex's: K4.
 //!
 //! CI runs `MIX_RUNS` seeds of the correct protocol (`DISTLOCK_MIX_RUNS` for more) and shows
 //! each broken variant caught within `BROKEN_RUNS` seeds.
@@ -95,6 +110,7 @@ enum Variant {
     MultiChecksExists,
     WritersShareFairQueue,
     SemaphoreSharesFairQueue,
+    SemaphoreSharesSignal,
 }
 
 /// What kind of lock a client takes on `sim`.
@@ -187,6 +203,48 @@ fn acquire_kind(args: &[Vec<u8>]) -> Option<(&'static str, &'static str)> {
         .then_some((script.name, *kind))
 }
 
+/// The non-fair wake-up lists K4 watches: a mutex's (`sim`'s and the multi-name lock's
+/// other name's), a plain semaphore's, a read-write lock's readers' and writers'.
+const WAKE_LISTS: [&[u8]; 5] = [
+    b"distlock:{sim}:signal",
+    b"distlock:{other}:signal",
+    b"distlock:{sim}:permit-signal",
+    b"distlock:{sim}:read-signal",
+    b"distlock:{sim}:writer-signal",
+];
+
+/// Whose wake-ups a kind's releases push and its waiters take (K4): one kind of lock, its
+/// variants together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Family {
+    /// A plain, fair or multi-name mutex.
+    Mutex,
+    /// A semaphore, fair or not, of any limit.
+    Semaphore,
+    /// A read-write lock's readers and writers.
+    Rw,
+}
+
+impl Kind {
+    fn family(self) -> Family {
+        match self {
+            Kind::MutexTry | Kind::MutexWait | Kind::FairMutex | Kind::Multi => Family::Mutex,
+            Kind::Permit | Kind::FairPermit | Kind::PermitOtherLimit => Family::Semaphore,
+            Kind::Reader | Kind::Writer => Family::Rw,
+        }
+    }
+}
+
+/// What a command did to a wake-up list, as K4 reads it off the node.
+enum WakeEvent {
+    /// Pushed one element (the list is then `len` long).
+    Push { list: usize, len: usize },
+    /// Trimmed or deleted, pushing nothing (the list is then `len` long).
+    Trim { list: usize, len: usize },
+    /// Popped its head.
+    Pop { list: usize },
+}
+
 /// How many acquires of each command met a key of each other type.
 type Meetings = BTreeMap<(&'static str, &'static str), u64>;
 
@@ -217,6 +275,14 @@ struct World {
     handoffs: u64,
     /// Fair semaphore hand-offs K3 judged (to a fair semaphore waiter: all of them, likewise).
     permit_handoffs: u64,
+    /// The kind of lock whose machine sent on each wire (a wire may run requests after its
+    /// client moved on to a fresh one).
+    wire_kinds: BTreeMap<usize, Kind>,
+    /// Per wake-up list (`WAKE_LISTS`' order), the family that pushed each element still in
+    /// it, head last.
+    wake_pushers: [Vec<Family>; WAKE_LISTS.len()],
+    /// The wake-ups K4 judged, by the family that took them.
+    wakeups: BTreeMap<Family, u64>,
 }
 
 fn at(ms: u64) -> Instant {
@@ -242,6 +308,7 @@ impl World {
             multi_checks_exists_not_type: variant == Variant::MultiChecksExists,
             rw_writers_share_fair_queue: variant == Variant::WritersShareFairQueue,
             semaphore_waiters_share_fair_queue: variant == Variant::SemaphoreSharesFairQueue,
+            semaphore_signal_shared_with_mutex: variant == Variant::SemaphoreSharesSignal,
             ..ModelFaults::default()
         });
         // Scripts cached from the start (this world has no `SCRIPT FLUSH`): K2 judges the
@@ -273,11 +340,15 @@ impl World {
             owners: BTreeMap::new(),
             handoffs: 0,
             permit_handoffs: 0,
+            wire_kinds: BTreeMap::new(),
+            wake_pushers: Default::default(),
+            wakeups: BTreeMap::new(),
         };
-        let count = world.rng.between(7, 9) as usize;
+        let count = world.rng.between(8, 10) as usize;
         // Kinds in a shuffled order, at least four of them different; then a fair mutex, a
         // writer and a fair semaphore (so that fair waiters of both kinds queue behind fair
-        // holders, next to waiting writers: what K3 judges), then any.
+        // holders, next to waiting writers: what K3 judges), a plain semaphore (whose waiters
+        // block on its wake-up list next to the mutexes': what K4 judges), then any.
         let first = world.rng.between(0, KINDS.len() as u64 - 1) as usize;
         for c in 0..count {
             let kind = match c {
@@ -285,6 +356,7 @@ impl World {
                 4 => Kind::FairMutex,
                 5 => Kind::Writer,
                 6 => Kind::FairPermit,
+                7 => Kind::Permit,
                 _ => KINDS[world.rng.between(0, KINDS.len() as u64 - 1) as usize],
             };
             let layout = KeyLayout::default();
@@ -471,6 +543,9 @@ impl World {
             other => other,
         };
         self.clients[c].phase = next;
+        // The wire it may have sent on (fresh after a retire or a break).
+        self.wire_kinds
+            .insert(self.clients[c].wire, self.clients[c].kind);
     }
 
     /// K1: the clients that believe they hold `sim` now hold it in compatible ways.
@@ -523,6 +598,44 @@ impl World {
             meetings: self.meetings,
             handoffs: self.handoffs,
             permit_handoffs: self.permit_handoffs,
+            wakeups: self.wakeups,
+        }
+    }
+
+    /// K4: what the commands a client of `kind` ran did to the wake-up lists, in order.
+    fn check_wakeups(&mut self, kind: Option<Kind>, events: Vec<WakeEvent>) {
+        for event in events {
+            match event {
+                WakeEvent::Push { list, len } => {
+                    let pushers = &mut self.wake_pushers[list];
+                    // Unknown sender: an element nobody can be judged against.
+                    let Some(kind) = kind else {
+                        pushers.clear();
+                        continue;
+                    };
+                    pushers.push(kind.family());
+                    let drop = pushers.len().saturating_sub(len);
+                    pushers.drain(..drop);
+                }
+                WakeEvent::Trim { list, len } => {
+                    let pushers = &mut self.wake_pushers[list];
+                    let drop = pushers.len().saturating_sub(len);
+                    pushers.drain(..drop);
+                }
+                WakeEvent::Pop { list } => {
+                    let (Some(pusher), Some(kind)) = (self.wake_pushers[list].pop(), kind) else {
+                        continue;
+                    };
+                    *self.wakeups.entry(kind.family()).or_default() += 1;
+                    if pusher != kind.family() {
+                        self.violations.push(format!(
+                            "K4: a {pusher:?} release's wake-up on {} was taken by a {kind:?} waiter at {} ms",
+                            String::from_utf8_lossy(WAKE_LISTS[list]),
+                            self.now
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -574,6 +687,50 @@ fn fair_release(args: &[Vec<u8>]) -> Option<Kind> {
     }
 }
 
+/// Each wake-up list's length and expiry on the node now.
+fn wake_lists(node: &ModelNode, now: u64) -> [(usize, Option<Option<Instant>>); WAKE_LISTS.len()] {
+    WAKE_LISTS.map(|key| (node.list_len(key, at(now)), node.expiry(key, at(now))))
+}
+
+/// What the command `args` did to each wake-up list, from the lists before and after it.
+fn wake_events(
+    args: &[Vec<u8>],
+    before: &[(usize, Option<Option<Instant>>)],
+    after: &[(usize, Option<Option<Instant>>)],
+    events: &mut Vec<WakeEvent>,
+) {
+    let name = args.first().map(Vec::as_slice).unwrap_or_default();
+    let pop = name.eq_ignore_ascii_case(b"BLPOP");
+    // Only a script or an `LPUSH` pushes; a release's `LTRIM` or `PEXPIRE` in a pipeline
+    // (none on these servers) would only trim.
+    let pushes = ["EVAL", "EVALSHA", "LPUSH"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+    for (list, (was, is)) in before.iter().zip(after).enumerate() {
+        if was == is {
+            continue;
+        }
+        events.push(if pop && is.0 + 1 == was.0 {
+            WakeEvent::Pop { list }
+        } else if pushes && is.0 > 0 {
+            WakeEvent::Push { list, len: is.0 }
+        } else {
+            WakeEvent::Trim { list, len: is.0 }
+        });
+    }
+}
+
+/// The list a `BLPOP` reply `frame` popped, when it is a wake-up list.
+fn popped_list(frame: &[u8]) -> Option<usize> {
+    let Ok(Reply::Array(items)) = resp::decode(frame, Protocol::Resp2) else {
+        return None;
+    };
+    let [Reply::Bulk(key), Reply::Bulk(_)] = items.as_slice() else {
+        return None;
+    };
+    WAKE_LISTS.iter().position(|l| l == key)
+}
+
 /// What `sim`'s key holds, as K3 compares it around a fair release: the mutex's token, or the
 /// semaphore's holders.
 fn holders_of(node: &ModelNode, now: u64) -> Vec<Vec<u8>> {
@@ -604,8 +761,15 @@ impl Serves for World {
         // The name's holders before a fair release, and each new holder one left there (with
         // the kind whose release it was).
         let (mut before_release, mut handed) = (None::<Vec<Vec<u8>>>, Vec::new());
+        // K4: the wake-up lists before each command, and what each command did to them.
+        let (mut lists_before, mut wake) = (None, Vec::new());
         self.node
             .serve_observed(&mut server, at(now), &mut out, |stage, node, args| {
+                if stage == Stage::Before {
+                    lists_before = Some(wake_lists(node, now));
+                } else if let Some(before) = lists_before.take() {
+                    wake_events(args, &before, &wake_lists(node, now), &mut wake);
+                }
                 if let Some(handing) = fair_release(args) {
                     let holders = holders_of(node, now);
                     if stage == Stage::Before {
@@ -642,6 +806,15 @@ impl Serves for World {
             replies.push(&rest[..len]);
             rest = &rest[len..];
         }
+        // That pop came before every command the observer saw.
+        let resumed = pop_pending
+            .then(|| replies.first().and_then(|frame| popped_list(frame)))
+            .flatten();
+        if let Some(list) = resumed {
+            wake.insert(0, WakeEvent::Pop { list });
+        }
+        let kind = self.wire_kinds.get(&wire).copied();
+        self.check_wakeups(kind, wake);
         for (i, cross) in commands.iter().enumerate() {
             let (Some((what, wants, found)), Some(frame)) = (cross, replies.get(i + skip)) else {
                 continue;
@@ -663,6 +836,7 @@ impl Serves for World {
 }
 
 struct Outcome {
+    wakeups: BTreeMap<Family, u64>,
     violations: Vec<String>,
     grants: u64,
     typed_refusals: u64,
@@ -687,6 +861,9 @@ fn campaign(variant: Variant, judge_replies: bool, runs: u64) -> (Vec<(u64, Stri
         totals.wrong_limits += outcome.wrong_limits;
         totals.handoffs += outcome.handoffs;
         totals.permit_handoffs += outcome.permit_handoffs;
+        for (family, n) in outcome.wakeups {
+            *totals.wakeups.entry(family).or_default() += n;
+        }
         for (meeting, n) in outcome.meetings {
             *totals.meetings.entry(meeting).or_default() += n;
         }
@@ -705,6 +882,8 @@ struct Totals {
     meetings: Meetings,
     handoffs: u64,
     permit_handoffs: u64,
+    /// The wake-ups K4 judged, by the family that took them.
+    wakeups: BTreeMap<Family, u64>,
 }
 
 /// Every acquire command of the mix, and the other kinds' key types it must be seen meeting.
@@ -728,9 +907,10 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
     let (grants, refusals, wrong_limits) =
         (totals.grants, totals.typed_refusals, totals.wrong_limits);
     println!(
-        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} fair mutex and {} fair semaphore hand-offs, {} violations; K2 judged {:?}",
+        "mixed-kinds simulation: {runs} runs, {grants} holds granted, {refusals} typed refusals ({wrong_limits} WRONGLIMIT), {} fair mutex and {} fair semaphore hand-offs, wake-ups taken {:?}, {} violations; K2 judged {:?}",
         totals.handoffs,
         totals.permit_handoffs,
+        totals.wakeups,
         found.len(),
         totals.meetings
     );
@@ -752,6 +932,13 @@ fn mixed_kinds_never_hold_one_name_together_and_refuse_each_other_typed() {
             totals.permit_handoffs > 0,
             "K3 never judged a fair semaphore's hand-off"
         );
+        for family in [Family::Mutex, Family::Semaphore, Family::Rw] {
+            assert!(
+                totals.wakeups.contains_key(&family),
+                "K4 never judged a wake-up a {family:?} waiter took: {:?}",
+                totals.wakeups
+            );
+        }
         for (what, types) in MUST_MEET {
             for found in types {
                 assert!(
@@ -821,5 +1008,14 @@ fn mixed_kinds_fair_semaphore_waiters_in_the_fair_mutex_queue_are_caught_by_k3()
         Variant::SemaphoreSharesFairQueue,
         "semaphore-shares-fair-queue",
         "K3",
+    );
+}
+
+#[test]
+fn mixed_kinds_a_semaphore_on_the_mutexs_wake_up_list_is_caught_by_k4() {
+    assert_caught_by(
+        Variant::SemaphoreSharesSignal,
+        "semaphore-shares-signal",
+        "K4",
     );
 }

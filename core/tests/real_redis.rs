@@ -1189,7 +1189,7 @@ fn the_semaphore_scripts_answer_on_the_model_as_on_a_real_server() {
     let mut model = distlock_model::ModelNode::new();
     let holders = key("s", "");
     let permits = key("s", ":permit:");
-    let signal = key("s", ":signal");
+    let signal = key("s", ":permit-signal");
     let fence = key("s", ":fence");
     let acquire = |who: &str, limit: &str| -> Vec<Vec<u8>> {
         [
@@ -2291,7 +2291,7 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
             &k(":writer"),
             &k(":readers"),
             &k(":reader:"),
-            &k(":signal"),
+            &k(":permit-signal"),
             &k(":read-signal"),
             &k(":writers"),
             &k(":writer-alive:"),
@@ -2370,7 +2370,7 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
         assert_eq!(Some(real.as_slice()), model.value(fence.as_bytes(), at));
     }
     for list in [
-        key("rs", ":signal"),
+        key("rs", ":permit-signal"),
         key("rr", ":writer-signal"),
         key("rr", ":read-signal"),
     ] {

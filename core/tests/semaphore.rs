@@ -87,7 +87,10 @@ fn a_refused_acquire_waits_on_the_signal_until_the_soonest_permit_expires() {
     m.handle_input(0, b"*2\r\n:0\r\n:250\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     let call = only_call(&sent);
-    assert_eq!(call[..2], args(&["BLPOP", "distlock:{job}:signal"])[..]);
+    assert_eq!(
+        call[..2],
+        args(&["BLPOP", "distlock:{job}:permit-signal"])[..]
+    );
     assert_eq!(call[2], b"0.251", "blocks until the soonest permit is gone");
     assert_eq!(sent[0].blocking, Some(Duration::from_millis(251)));
     // Woken: a full attempt follows, the same script again.
@@ -110,7 +113,7 @@ fn release_and_extend_are_the_semaphore_scripts_even_where_native_commands_exist
             "3",
             "distlock:{job}",
             "distlock:{job}:permit:",
-            "distlock:{job}:signal"
+            "distlock:{job}:permit-signal"
         ])[..]
     );
     assert_eq!(call[6], t.as_bytes());
@@ -233,7 +236,7 @@ proptest! {
 
 const HOLDERS: &str = "distlock:{job}";
 const PERMITS: &str = "distlock:{job}:permit:";
-const SIGNAL: &str = "distlock:{job}:signal";
+const SIGNAL: &str = "distlock:{job}:permit-signal";
 
 fn run(node: &mut ModelNode, words: &[&str], now: u64) -> String {
     let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();

@@ -54,7 +54,10 @@ pub enum NodeStatus {
         ttl: Option<Duration>,
         /// The fencing counter (the last fence handed out).
         fence: Option<u64>,
-        /// Fair mode's queued waiters; `None` under a key layout without a queue.
+        /// The waiters queued on the name, as the core counts them
+        /// ([`distlock_core::Reading::queued`]): the fair mutex's, the fair semaphore's or the
+        /// read-write lock's waiting writers, whichever kind holds it; every kind's when
+        /// nobody does. `None` under a key layout without waiters' sets.
         queued: Option<u64>,
         /// The name is a semaphore: its live permits (`holder` is then `None`).
         permits: Option<Permits>,
@@ -167,10 +170,29 @@ impl Status {
         let mut out = match &self.verdict {
             Verdict::Shared => {
                 let mut out = String::new();
+                // The waiters the node that read the holds counted (one node: such locks
+                // run on one).
+                let queued = |shared: fn(&NodeStatus) -> bool| {
+                    self.nodes.iter().find(|n| shared(n)).and_then(|n| match n {
+                        NodeStatus::Answered { queued, .. } => *queued,
+                        NodeStatus::Unreachable(_) => None,
+                    })
+                };
                 if let Some(holds) = self.rw() {
-                    push_rw(&mut out, "read-write lock", holds);
+                    let of_rw =
+                        |n: &NodeStatus| matches!(n, NodeStatus::Answered { rw: Some(_), .. });
+                    push_rw(&mut out, "read-write lock", holds, queued(of_rw));
                 } else if let Some(permits) = self.permits() {
-                    push_permits(&mut out, "semaphore", permits);
+                    let of_permits = |n: &NodeStatus| {
+                        matches!(
+                            n,
+                            NodeStatus::Answered {
+                                permits: Some(_),
+                                ..
+                            }
+                        )
+                    };
+                    push_permits(&mut out, "semaphore", permits, queued(of_permits));
                 }
                 return out;
             }
@@ -187,12 +209,18 @@ impl Status {
             let at = format!("node {i} ({endpoint})");
             match node {
                 // A node's own view of another kind of lock: its holds, not "free".
-                NodeStatus::Answered { rw: Some(h), .. } => {
-                    push_rw(&mut out, &format!("{at}: read-write lock"), h);
+                NodeStatus::Answered {
+                    rw: Some(h),
+                    queued,
+                    ..
+                } => {
+                    push_rw(&mut out, &format!("{at}: read-write lock"), h, *queued);
                 }
                 NodeStatus::Answered {
-                    permits: Some(p), ..
-                } => push_permits(&mut out, &format!("{at}: semaphore"), p),
+                    permits: Some(p),
+                    queued,
+                    ..
+                } => push_permits(&mut out, &format!("{at}: semaphore"), p, *queued),
                 NodeStatus::Answered {
                     holder,
                     ttl,
@@ -204,10 +232,7 @@ impl Status {
                     holder.as_deref().unwrap_or("free"),
                     ms(ttl),
                     fence.map_or("-".to_owned(), |f| f.to_string()),
-                    // Only fair mode queues: say nothing of an empty or absent queue.
-                    queued
-                        .filter(|&n| n > 0)
-                        .map_or(String::new(), |n| format!(" queued {n}")),
+                    queued_text(*queued),
                 )),
                 NodeStatus::Unreachable(e) => {
                     out.push_str(&format!("{at}: could not be read: {e}\n"));
@@ -220,7 +245,9 @@ impl Status {
     /// The status as JSON: `state` is the verdict, `held` (one token on a majority, or a
     /// semaphore's or read-write lock's holds on a majority), `free` or `unknown`; each node
     /// has either
-    /// `holder`, `ttl_ms`, `fence`, `queued` (fair mode's waiters; null without a queue),
+    /// `holder`, `ttl_ms`, `fence`, `queued` (the waiters queued on the name, whichever kind
+    /// holds it: a fair mutex's, a fair semaphore's, a read-write lock's waiting writers; every
+    /// kind's for a free name; null under a layout without waiters' sets),
     /// `permits` (a semaphore's `limit` and `holders`, each `token` and `ttl_ms`; null for a
     /// lock) and `rw` (a read-write lock's `writer` and `readers`, each `token` and `ttl_ms`;
     /// null otherwise), or `error`.
@@ -289,25 +316,39 @@ fn ms(ttl: &Option<Duration>) -> String {
 
 /// `{what}: written by TOKEN ttl …`, `{what}: N readers` (each reader on its own line) or
 /// `{what}: not held`.
-fn push_rw(out: &mut String, what: &str, holds: &RwHolds) {
+fn push_rw(out: &mut String, what: &str, holds: &RwHolds, queued: Option<u64>) {
+    let queued = queued_text(queued);
     match &holds.writer {
-        Some((token, ttl)) => {
-            out.push_str(&format!("{what}: written by {token} ttl {}\n", ms(ttl)))
-        }
-        None if holds.readers.is_empty() => out.push_str(&format!("{what}: not held\n")),
-        None => out.push_str(&format!("{what}: {} readers\n", holds.readers.len())),
+        Some((token, ttl)) => out.push_str(&format!(
+            "{what}: written by {token} ttl {}{queued}\n",
+            ms(ttl)
+        )),
+        None if holds.readers.is_empty() => out.push_str(&format!("{what}: not held{queued}\n")),
+        None => out.push_str(&format!(
+            "{what}: {} readers{queued}\n",
+            holds.readers.len()
+        )),
     }
     for (token, ttl) in &holds.readers {
         out.push_str(&format!("  reader {token} ttl {}\n", ms(ttl)));
     }
 }
 
+/// ` queued N` after a node's line when waiters queue on the name; nothing for none, or
+/// under a layout without waiters' sets.
+fn queued_text(queued: Option<u64>) -> String {
+    queued
+        .filter(|&n| n > 0)
+        .map_or(String::new(), |n| format!(" queued {n}"))
+}
+
 /// `{what}: N of L permits held`, then each holder on its own line.
-fn push_permits(out: &mut String, what: &str, permits: &Permits) {
+fn push_permits(out: &mut String, what: &str, permits: &Permits, queued: Option<u64>) {
     out.push_str(&format!(
-        "{what}: {} of {} permits held\n",
+        "{what}: {} of {} permits held{}\n",
         permits.holders.len(),
-        permits.limit
+        permits.limit,
+        queued_text(queued)
     ));
     for (token, ttl) in &permits.holders {
         out.push_str(&format!("  {token} ttl {}\n", ms(ttl)));
@@ -768,6 +809,48 @@ mod tests {
         );
         // A mutex key on one node of three: not held either, in both forms.
         says(vec![held(A), free(), free()], Verdict::Free, "not held");
+    }
+
+    /// Every kind's waiters show on its line (a node's; a shared hold's, under the verdict), in
+    /// text and JSON alike.
+    #[test]
+    fn queued_waiters_show_for_every_kind() {
+        let queued = |r: Result<Reading, NodeError>, n| {
+            r.map(|r| Reading {
+                queued: Some(n),
+                ..r
+            })
+        };
+        for (reading, line) in [
+            (
+                queued(held(A), 2),
+                format!("node 0 (x): {A} ttl - fence - queued 2"),
+            ),
+            (
+                queued(permits(&[A, B]), 1),
+                "semaphore: 2 of 2 permits held queued 1".into(),
+            ),
+            (
+                queued(reader(A), 1),
+                "read-write lock: 1 readers queued 1".into(),
+            ),
+            (
+                queued(free(), 3),
+                "node 0 (x): free ttl - fence - queued 3".into(),
+            ),
+        ] {
+            let (s, _) = status(vec![reading]);
+            let text = s.describe();
+            assert!(text.contains(&format!("{line}\n")), "{text}");
+            assert!(
+                s.to_json("n")["nodes"][0]["queued"].as_u64() > Some(0),
+                "{text}"
+            );
+        }
+        // Nobody waiting: nothing said in text, 0 in JSON.
+        let (s, _) = status(vec![queued(reader(A), 0)]);
+        assert!(s.describe().contains("1 readers\n"), "{}", s.describe());
+        assert_eq!(s.to_json("n")["nodes"][0]["queued"], 0);
     }
 
     #[test]

@@ -351,6 +351,7 @@ fn status() {
         [Ok(reading)] => {
             assert_eq!(reading.holder.as_deref(), Some(lease.token.as_str()));
             assert!(reading.ttl_ms.is_some_and(|t| t > 0));
+            assert_eq!(reading.queued, Some(0), "nobody waits");
         }
         other => panic!("one reading expected: {other:?}"),
     }
@@ -387,6 +388,11 @@ fn fair_arrival_order() {
             (server.raw().ok(&["ZCARD", &queue]).int() == Some(arrival + 1)).then_some(())
         });
     }
+    let status = holder.status(&name).expect("status");
+    assert!(
+        matches!(status.nodes.as_slice(), [Ok(reading)] if reading.queued == Some(3)),
+        "status counts the three queued waiters: {status:?}"
+    );
     let mut token = first.token;
     for arrival in 0..3i64 {
         holder.release(&name, &token).expect("release by token");

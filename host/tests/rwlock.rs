@@ -4,7 +4,8 @@
 //! writer turns new readers away and gets in when the readers leave, a reader killed with
 //! SIGKILL loses its hold within its own TTL while another reader's renewal carries only that
 //! reader's, a lost write hold stops its job, and bad input is a typed error with its exit
-//! code (a name that is a mutex or a semaphore, several nodes, fair or reentrant).
+//! code (a name that is a mutex or a semaphore, several nodes, fair or reentrant); `status`
+//! counts a writer waiting behind a reader until it is served.
 
 mod support;
 
@@ -452,6 +453,66 @@ fn status_shows_a_rw_locks_readers_and_writer() {
     let out = run(&["status", "--name", &name, "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["state"], "free", "{json}");
+}
+
+/// `status` counts a writer waiting behind a reader (its entry in `:writers`), in the CLI's
+/// text and JSON, and no longer once the writer was served.
+#[test]
+fn status_counts_a_writer_waiting_behind_a_reader_until_it_is_served() {
+    require_redis!();
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = unique_name("writerwait");
+    let writers = format!("{}:writers", lock_key(&name));
+    let run = |args: &[&str]| run_bounded(distlock(&url, args), LIMIT).expect("run distlock");
+    let status = |run: &dyn Fn(&[&str]) -> Output| {
+        let text = run(&["status", "--name", &name]);
+        assert_eq!(code(&text), Some(0), "{}", show(&text));
+        let json = run(&["status", "--name", &name, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        (String::from_utf8_lossy(&text.stdout).into_owned(), json)
+    };
+    let out = run(&[
+        "acquire", "--name", &name, "--read", "--ttl", "20s", "--json",
+    ]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reader = json["token"].as_str().expect("token").to_owned();
+    let (text, json) = status(&run);
+    assert!(text.starts_with("read-write lock: 1 readers\n"), "{text}");
+    assert_eq!(json["nodes"][0]["queued"], 0, "{json}");
+
+    let writer = {
+        let (url, name) = (url.clone(), name.clone());
+        std::thread::spawn(move || {
+            let args = [
+                "acquire", "--name", &name, "--write", "--ttl", "20s", "--wait", "25s",
+            ];
+            run_bounded(distlock(&url, &args), LIMIT).expect("run distlock")
+        })
+    };
+    wait_for("the writer to wait", LIMIT, || {
+        (server.raw().ok(&["ZCARD", &writers]).int() == Some(1)).then_some(())
+    });
+    let (text, json) = status(&run);
+    assert!(
+        text.starts_with("read-write lock: 1 readers queued 1\n"),
+        "{text}"
+    );
+    assert_eq!(json["nodes"][0]["queued"], 1, "{json}");
+
+    let out = run(&["release", "--name", &name, "--token", &reader, "--read"]);
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let out = writer.join().expect("the writer thread");
+    assert_eq!(code(&out), Some(0), "{}", show(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (text, json) = status(&run);
+    assert!(
+        text.starts_with(&format!("read-write lock: written by {token} ttl ")),
+        "{text}"
+    );
+    assert!(!text.contains("queued"), "{text}");
+    assert_eq!(json["nodes"][0]["queued"], 0, "{json}");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! stops its job as a lost lock does, the Rust API's permits are guards like leases, bad
 //! input is a typed error with its exit code (N = 0, N too large, a name that is a mutex,
 //! another N), and a fair semaphore (API and `--limit N --fair`) hands freed permits to its
-//! queued waiters in arrival order, never letting more than N in.
+//! queued waiters in arrival order, never letting more than N in; `status` counts a fair
+//! waiter until it gives up or is served, and a plain semaphore's release wakes its own
+//! waiter, never a mutex waiter of the same name.
 
 mod support;
 
@@ -20,7 +22,7 @@ use distlock_host::{Client, Error};
 use support::holders::{ExecHolder, gone, kill_if_running};
 use support::{
     KillOnDrop, RedisServer, blocking, distlock, lock_key, redis_cli_binary, require_redis,
-    run_bounded, show, stdout, unique_name, until, wait_for,
+    run_bounded, show, stdout, unique_name, until, until_blocked, wait_for,
 };
 
 /// Every wait in these tests ends within this, or the test fails.
@@ -632,8 +634,8 @@ fn reset_clears_a_semaphores_permits_and_queue_but_keeps_its_fence() {
         }
         let out = run(&args);
         assert_eq!(code(&out), Some(0), "{}", show(&out));
-        // Only the fencing counter is left (and the wake-up list the reset pushed).
-        let signal = format!("{}:signal", lock_key(&name));
+        // Only the fencing counter is left (and the semaphore's wake-up list the reset pushed).
+        let signal = format!("{}:permit-signal", lock_key(&name));
         assert_eq!(keys_of(&mut raw, &name), {
             let mut kept = vec![fence.clone(), signal];
             kept.sort();
@@ -696,4 +698,195 @@ fn reset_clears_a_semaphores_permits_and_queue_but_keeps_its_fence() {
         "release", "--name", &name, "--limit", "1", "--fair", "--token", &token,
     ]);
     assert_eq!(code(&out), Some(1), "{}", show(&out));
+}
+
+/// The waiters the first node counts (`Status::nodes[0]`'s `queued`).
+fn queued(status: &distlock_host::Status) -> Option<u64> {
+    match status.nodes.first() {
+        Some(distlock_host::NodeStatus::Answered { queued, .. }) => *queued,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `status` counts a fair semaphore's waiter behind full permits — in the native API's
+/// reading and in the CLI's text and JSON — and no longer once it gave up (it leaves the
+/// queue) or was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_a_fair_semaphores_waiter_until_it_gives_up_or_is_served() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let url = server.url();
+    let name = unique_name("fairwait");
+    let queue = format!("{}:permit-queue", lock_key(&name));
+    let options = LockOptions {
+        ttl: distlock_core::Duration::from_secs(20),
+        // A long liveness (R): a loaded machine's pause never makes the waiter look dead.
+        request_timeout: distlock_core::Duration::from_secs(4),
+        fair: true,
+        ..LockOptions::default()
+    };
+    let client = Client::connect([&url]).await.expect("connect");
+    let holder = client
+        .semaphore(&name, 1)
+        .options(options)
+        .try_acquire()
+        .await
+        .expect("the free permit");
+    assert_eq!(
+        queued(&client.status(&name).await.expect("status")),
+        Some(0)
+    );
+    let wait_behind = |wait: Duration| {
+        let (url, name) = (url.clone(), name.clone());
+        tokio::spawn(async move {
+            let client = Client::connect([&url]).await.expect("connect");
+            client
+                .semaphore(&name, 1)
+                .options(options)
+                .wait(wait)
+                .acquire()
+                .await
+        })
+    };
+    let queued_in_redis =
+        |n: i64| blocking(|| server.raw().ok(&["ZCARD", &queue]).int()) == Some(n);
+
+    // A waiter that gives up.
+    let gives_up = wait_behind(Duration::from_secs(8));
+    until("the waiter to queue", LIMIT, || queued_in_redis(1)).await;
+    assert_eq!(
+        queued(&client.status(&name).await.expect("status")),
+        Some(1)
+    );
+    let gave_up = tokio::time::timeout(LIMIT, gives_up)
+        .await
+        .expect("the waiter gives up within its wait")
+        .expect("waiter task");
+    assert!(
+        gave_up.is_err(),
+        "no permit was free: {:?}",
+        gave_up.map(|p| p.token().to_owned())
+    );
+    assert_eq!(
+        queued(&client.status(&name).await.expect("status")),
+        Some(0),
+        "a waiter that gave up left the queue"
+    );
+
+    // A waiter that is served; the CLI shows it while it waits.
+    let served = wait_behind(LIMIT);
+    until("the waiter to queue", LIMIT, || queued_in_redis(1)).await;
+    let run = |args: &[&str]| {
+        blocking(|| run_bounded(distlock(&url, args), LIMIT).expect("run distlock"))
+    };
+    let text = run(&["status", "--name", &name]);
+    assert_eq!(code(&text), Some(0), "{}", show(&text));
+    assert!(
+        stdout(&text).starts_with("semaphore: 1 of 1 permits held queued 1\n"),
+        "{}",
+        show(&text)
+    );
+    let json = run(&["status", "--name", &name, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    assert_eq!(json["nodes"][0]["queued"], 1, "{json}");
+    holder.release().await.expect("release");
+    let permit = tokio::time::timeout(LIMIT, served)
+        .await
+        .expect("the waiter is served")
+        .expect("waiter task")
+        .expect("the freed permit");
+    let status = client.status(&name).await.expect("status");
+    assert_eq!(queued(&status), Some(0), "a served waiter left the queue");
+    let text = run(&["status", "--name", &name]);
+    assert!(
+        stdout(&text).starts_with("semaphore: 1 of 1 permits held\n"),
+        "{}",
+        show(&text)
+    );
+    permit.release().await.expect("release");
+}
+
+/// A plain semaphore's release wakes the semaphore's waiter, not a mutex waiter of the same
+/// name: a `BLPOP` on the mutex's wake-up list (`:signal`, as a mutex waiter that waited since
+/// before the name passed to permits blocks on), planted first in line, stays blocked; the
+/// semaphore waiter takes the one wake-up from the semaphore's own list (`:permit-signal`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_release_wakes_the_semaphores_waiter_not_a_mutex_waiter() {
+    require_redis!();
+    let server = blocking(RedisServer::start);
+    let url = server.url();
+    let name = unique_name("semwake");
+    let signal = format!("{}:signal", lock_key(&name));
+    let permit_signal = format!("{}:permit-signal", lock_key(&name));
+    let options = LockOptions {
+        ttl: distlock_core::Duration::from_secs(20),
+        // The wake-up outlives the test unless popped, and the waiter blocks until woken
+        // (no retry cap, no permit expiry within the test): only a wake-up can let it in
+        // before the planted pop is checked.
+        wake_signal: Some(distlock_core::Duration::from_secs(60)),
+        retry: distlock_core::RetryPolicy {
+            cap: distlock_core::Duration::from_secs(60),
+            ..distlock_core::RetryPolicy::default()
+        },
+        ..LockOptions::default()
+    };
+    let client = Client::connect([&url]).await.expect("connect");
+    let holder = client
+        .semaphore(&name, 1)
+        .options(options)
+        .try_acquire()
+        .await
+        .expect("the free permit");
+    // The mutex waiter, first in line.
+    let planted = {
+        let (port, signal) = (server.port(), signal.clone());
+        std::thread::spawn(move || {
+            let mut raw = support::Raw::connect(port).expect("connect");
+            raw.set_timeout(LIMIT).expect("timeout");
+            raw.ok(&["BLPOP", &signal, "25"])
+        })
+    };
+    until_blocked(&server, 1).await;
+    let waiter = {
+        let (url, name) = (url.clone(), name.clone());
+        tokio::spawn(async move {
+            let client = Client::connect([&url]).await.expect("connect");
+            client
+                .semaphore(&name, 1)
+                .options(options)
+                .wait(Duration::from_secs(25))
+                .acquire()
+                .await
+        })
+    };
+    until_blocked(&server, 2).await;
+    holder.release().await.expect("release");
+    let permit = tokio::time::timeout(LIMIT, waiter)
+        .await
+        .expect("the semaphore waiter is woken")
+        .expect("waiter task")
+        .expect("the freed permit");
+    let mut raw = server.raw();
+    assert_eq!(
+        raw.ok(&["LLEN", &permit_signal]).int(),
+        Some(0),
+        "the semaphore waiter took the release's wake-up"
+    );
+    assert!(!planted.is_finished(), "the mutex waiter took no wake-up");
+    assert_eq!(
+        blocking(|| server.blocked_clients()),
+        1,
+        "the mutex waiter still waits"
+    );
+    // It was still waiting on its own list: a push there reaches it.
+    raw.ok(&["LPUSH", &signal, "mine"]);
+    let popped = planted.join().expect("planted pop");
+    assert_eq!(
+        popped,
+        support::Reply::Array(Some(vec![
+            support::Reply::Bulk(Some(signal.into_bytes())),
+            support::Reply::Bulk(Some(b"mine".to_vec())),
+        ]))
+    );
+    permit.release().await.expect("release");
 }

@@ -162,8 +162,9 @@ export class Client {
    * val: token}`, `{tag: 'free'}`, `{tag: 'unknown'}` (too few nodes read: never free) or
    * `{tag: 'shared'}` (a semaphore's permits or a read-write lock's holds live). `nodes[i]` is
    * `{tag: 'ok', val: reading}` or `{tag: 'err', val: failure}`; a reading has `holder`,
-   * `ttlMs`, `fence`, `permits` (`{ limit, holders: [{ token, ttlMs }] }`) and `rw`
-   * (`{ writer, readers }`).
+   * `ttlMs`, `fence`, `queued` (a BigInt: the waiters queued on the name, the fair mutex's,
+   * fair semaphore's or waiting writers of the kind holding it, every kind's when free),
+   * `permits` (`{ limit, holders: [{ token, ttlMs }] }`) and `rw` (`{ writer, readers }`).
    */
   async status(name) {
     return (await this.#run(this.#pool(), (s) => s.status(name, now()))).val;

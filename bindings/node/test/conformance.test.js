@@ -166,6 +166,7 @@ const impl = {
     const held = await client.status(name);
     assert.deepEqual(held.verdict, { tag: 'held', val: lease.token });
     assert.equal(held.nodes[0].val.holder, lease.token);
+    assert.equal(held.nodes[0].val.queued, 0n, 'nobody waits');
     await lease.release();
     assert.equal((await client.status(name)).verdict.tag, 'free');
   },
@@ -182,6 +183,7 @@ const impl = {
       // The next waiter starts only once this one is in the queue: arrival order is known.
       while ((await command(s.port, 'ZCARD', `${key(name)}:queue`)) !== arrival + 1) await new Promise((r) => setTimeout(r, 10));
     }
+    assert.equal((await holder.status(name)).nodes[0].val.queued, 3n, 'status counts the queued waiters');
     for (let arrival = 0; arrival < 3; arrival++) {
       await holder.release(name, lease.token);
       const served = await Promise.race(pending.values());

@@ -200,6 +200,7 @@ def status(start, clients):
     held = client.status(name)
     assert (held.verdict.tag, held.verdict.payload) == ("held", lease.token)
     assert held.nodes[0].holder == lease.token
+    assert held.nodes[0].queued == 0, "nobody waits"
     lease.release()
     assert client.status(name).verdict.tag == "free"
 
@@ -227,6 +228,7 @@ def fair_arrival_order(start, clients):
         waiters.append(waiter)
         # The next waiter starts only once this one is in the queue: arrival order is known.
         wait_until(lambda: s.redis.zcard(queue) == arrival + 1, "the waiter to queue")
+    assert holder.status(name).nodes[0].queued == 3, "status counts the queued waiters"
     for arrival in range(3):
         holder.release(name, token)
         wait_until(lambda: len(served) == arrival + 1, "a waiter to be handed the lock")

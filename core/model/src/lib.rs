@@ -250,6 +250,11 @@ pub struct ModelFaults {
     /// waiter keys of its own: a fair semaphore's release can hand a permit to a fair mutex's
     /// waiter, and a fair mutex's release the name to a semaphore's waiter.
     pub semaphore_waiters_share_fair_queue: bool,
+    /// A plain semaphore's release pushes, and its waiters' `BLPOP` blocks on, the mutex's
+    /// wake-up list (`:signal`) instead of the semaphore's own (`:permit-signal`), as distlock
+    /// did before: a mutex waiter of the name can take the wake-up a permit's release meant
+    /// for a semaphore waiter, and a semaphore waiter a mutex release's.
+    pub semaphore_signal_shared_with_mutex: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -1062,7 +1067,8 @@ impl ModelNode {
             return Err(Fail::arity(b"blpop"));
         };
         let ms = parse_timeout(timeout, self.config.has_fractional_timeouts())?;
-        for key in keys {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| self.wake_list(k)).collect();
+        for key in &keys {
             match self.live(key, now).map(|e| &e.value) {
                 Some(Value::List(_)) => {
                     if let Some(element) = self.pop_front(key, now) {
@@ -1081,10 +1087,18 @@ impl ModelNode {
         } else {
             Some(now.saturating_add(Duration::from_millis(ms)))
         };
-        Ok(Done::Block(
-            keys.iter().map(|k| k.to_vec()).collect(),
-            until,
-        ))
+        Ok(Done::Block(keys, until))
+    }
+
+    /// The wake-up list a `BLPOP` or a semaphore release acts on: `key` itself, or the mutex's
+    /// `:signal` for a semaphore's `:permit-signal` on a node whose semaphores share it
+    /// ([`ModelFaults::semaphore_signal_shared_with_mutex`]).
+    pub(crate) fn wake_list(&self, key: &[u8]) -> Vec<u8> {
+        if self.faults.semaphore_signal_shared_with_mutex {
+            fair_twin(key, b":permit-signal", b":signal")
+        } else {
+            key.to_vec()
+        }
     }
 
     fn cmd_eval(

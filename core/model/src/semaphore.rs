@@ -352,6 +352,8 @@ impl ModelNode {
         let [me, signal_ttl, limit, ..] = *argv else {
             return Err(nil());
         };
+        let signal = self.wake_list(signal);
+        let signal = signal.as_slice();
         self.semaphore_key_check(holders, now)?;
         self.zset_rem(holders, me, now).map_err(|e| (e, 5))?;
         self.write_check().map_err(|e| (e, 6))?;

@@ -335,6 +335,9 @@ fn a_fair_semaphore_hands_a_released_permit_to_its_waiter() {
             .int();
         (queued == Some(1)).then_some(())
     });
+    // The engine's status counts the waiter behind the full permits.
+    let status = client.status(&name).expect("status");
+    assert_eq!(reading(&status).queued, Some(1));
     assert_eq!(client.release_shaped(&name, &fair_one, &held.token), Ok(0));
     let handed = waiting
         .join()

@@ -70,6 +70,7 @@ fn reading(reading: Reading) -> api::Reading {
         holder: reading.holder.map(|t| t.as_str().to_string()),
         ttl_ms: reading.ttl.map(distlock_core::wit::millis),
         fence: reading.fence,
+        queued: reading.queued,
         permits: reading.permits.map(|permits| api::Permits {
             limit: permits.limit,
             holders: permits.holders.into_iter().map(hold).collect(),

@@ -228,8 +228,10 @@ class Client:
         """What the nodes say about lock ``name``: ``.verdict`` is ``Variant('held', token)``,
         ``Variant('free')``, ``Variant('unknown')`` (too few nodes read: never free) or
         ``Variant('shared')`` (a semaphore's permits or a read-write lock's holds live);
-        ``.nodes`` each node's reading (``holder``, ``ttl-ms``, ``fence``, ``permits`` with
-        ``limit`` and ``holders``, ``rw`` with ``writer`` and ``readers``)."""
+        ``.nodes`` each node's reading (``holder``, ``ttl-ms``, ``fence``, ``queued`` (the
+        waiters queued on the name: the fair mutex's, fair semaphore's or waiting writers of
+        the kind holding it, every kind's when free), ``permits`` with ``limit`` and
+        ``holders``, ``rw`` with ``writer`` and ``readers``)."""
         return self.run(self.pool(self.ttl, self.fenced), "status", name, now())
 
     def reset(self, name: str) -> list[Any]:

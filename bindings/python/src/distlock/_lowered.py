@@ -43,6 +43,8 @@ _F64 = ffi.WASMTIME_COMPONENT_F64
 _STRING = ffi.WASMTIME_COMPONENT_STRING
 _LIST = ffi.WASMTIME_COMPONENT_LIST
 _BOOL = ffi.WASMTIME_COMPONENT_BOOL
+# The kind byte of a scalar value, by its ``struct`` code (for :func:`scalar_run`).
+KIND = {"B": _U8, "I": _U32.value, "d": _F64.value}
 
 # `wasm_byte_vec_new` taking the bytes object itself (wasmtime's own prototype wants a ctypes
 # array, one more copy): a function object of its own, so wasmtime's prototype stays as it is.
@@ -72,19 +74,40 @@ def lift_bytes(result: Any) -> bytes:
 
 
 def lift_words(list_at: int) -> bytes:
-    """A ``list<u64>`` answer of a packed call as the bytes its words carry, eight each,
-    little-endian (with the zeros padding the last word), freeing its C list. ``list_at``: the
-    address of the answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by
-    address rather than through ctypes' structure views (each attribute is an object): its
-    head, then its values in one copy, the payloads viewed as ``u64`` a value apart."""
-    size, data = _LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size))
-    words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes() if size else b""
+    """A ``list<u64>`` answer of a packed call as the bytes its words carry (see
+    :func:`read_words`), freeing its C list."""
+    data = read_words(list_at)
     _vallist_delete_at(list_at)
+    return data
+
+
+def read_words(list_at: int) -> bytes:
+    """A ``list<u64>`` answer of a packed call as the bytes its words carry, eight each,
+    little-endian (with the zeros padding the last word), leaving the C list in place (an
+    answer value the next call overwrites frees it then). ``list_at``: the address of the
+    answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by address rather
+    than through ctypes' structure views (each attribute is an object): its head, then its
+    values in one copy, the payloads viewed as ``u64`` a value apart."""
+    size, data = _LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size))
+    if not size:
+        return b""
+    words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes()
     if _LITTLE:
         return words
     swapped = array("Q", words)
     swapped.byteswap()
     return swapped.tobytes()
+
+
+def scalar_run(codes: str) -> struct.Struct:
+    """A ``Struct`` that writes consecutive scalar arguments in one ``pack_into`` at the first
+    one's offset in an ``Args``' values: per value its kind byte and its payload (``codes``, one
+    ``struct`` code a value: ``B`` u8, ``I`` u32, ``d`` f64), a value's width apart; packed as
+    ``kind, value, kind, value, …`` (see :data:`KIND`)."""
+    fmt = "="
+    for code in codes:
+        fmt += f"B{PAYLOAD - 1}x{code}{VAL_SIZE - PAYLOAD - struct.calcsize('=' + code)}x"
+    return struct.Struct(fmt)
 
 
 def moved_out(val: Any) -> None:
@@ -179,25 +202,15 @@ class Args:
         """``data`` as a packed call's ``list<u64>`` (eight bytes a word, little-endian, the last
         word zero-padded; its length goes in its own argument): the slot points at the list kept
         for this many words, rewritten in place (one strided write) when the bytes differ."""
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("expected bytes value")
-        size = -(-len(data) // _WORD)
-        lists = self._lists[i]
-        entry = lists.get(size)
+        size = (len(data) + _WORD - 1) // _WORD
+        entry = self._lists[i].get(size)
         if entry is None:
-            if len(lists) >= _LISTS_PER_SLOT:
-                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
-            raw = ffi.wasmtime_component_vallist_t()
-            _vallist_new_uninit(_byref(raw), size)
-            view = None
-            if size:
-                values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
-                values[0::VAL_SIZE] = bytes([_U64]) * size
-                view = values.cast("Q")[_WORD_AT::_WORDS_APART]
-            entry = lists[size] = [raw, view, None]
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("expected bytes value")
+            entry = self._new_words(i, size)
         if entry[2] != data:
             if size:
-                padded = bytes(data) + bytes(size * _WORD - len(data))
+                padded = data + bytes(size * _WORD - len(data)) if len(data) % _WORD else data
                 if _LITTLE:
                     entry[1][:] = memoryview(padded).cast("Q")
                 else:
@@ -209,6 +222,21 @@ class Args:
             self._slots[i].kind = _LIST
             self._payloads[i].list = entry[0]
             self._pointing[i] = size
+
+    def _new_words(self, i: int, size: int) -> list[Any]:
+        """The list kept for ``size`` words in slot ``i``, lowered (its values' kinds set)."""
+        lists = self._lists[i]
+        if len(lists) >= _LISTS_PER_SLOT:
+            _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+        raw = ffi.wasmtime_component_vallist_t()
+        _vallist_new_uninit(_byref(raw), size)
+        view = None
+        if size:
+            values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+            values[0::VAL_SIZE] = bytes([_U64]) * size
+            view = values.cast("Q")[_WORD_AT::_WORDS_APART]
+        entry = lists[size] = [raw, view, None]
+        return entry
 
     def _free_string(self, i: int) -> None:
         if self._kept[i] is not None:

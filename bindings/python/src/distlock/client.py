@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import wasmtime.component as wc
 
 from ._driver import Pool
-from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
+from ._engine import MAX_SPAN_MS, Engine, EngineError, Handle, Operation, Record, entropy, field, now, split_option, split_result
 from ._slots import Slots
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
@@ -51,6 +51,8 @@ def shape_of(limit: int | None, mode: str | None, names: Iterable[str] | None = 
     (``mode``: ``read`` or ``write``), or a multi-name lock's set (``names``, a ``Many``);
     ``None`` for the lock itself. The engine checks the values (a limit of 0 or over its
     bound is ``InvalidArgument`` of kind ``bad-limit``)."""
+    if limit is None and mode is None and names is None:  # the lock itself: the hot path
+        return None
     if sum(x is not None for x in (limit, mode, names)) > 1:
         raise InvalidArgument("a lease is a permit (limit), a read-write hold (mode) or a set of names (names), not several", "invalid")
     if names is not None:
@@ -151,6 +153,9 @@ class Client:
 
     def pool(self, ttl: int | None, fenced: bool, fair: bool | None = None) -> Pool:
         fair = self.fair if fair is None else fair
+        pool = self._pools.get((ttl, fenced, fair))  # a dict read is atomic: the lock only to add
+        if pool is not None:
+            return pool
         with self._lock:
             pool = self._pools.get((ttl, fenced, fair))
             if pool is None:
@@ -163,9 +168,12 @@ class Client:
 
     def run(self, pool: Pool, method: str, *args: Any) -> Any:
         """Builds operation ``method`` on ``pool``'s session and drives it to its outcome."""
-        self.ready(pool)
-        with engine_errors():
+        if not pool.connected:
+            self.ready(pool)
+        try:
             ok, value = split_result(pool.run(*self.builders(pool, method, args)))
+        except EngineError as error:
+            raise from_engine(error.error) from None
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -243,6 +251,7 @@ class Client:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+            pool.slots.close()
 
     def __enter__(self) -> Client:
         return self

@@ -106,18 +106,33 @@ class Conn:
         """Connected, handshakes over and nothing left to send: only a reply to wait for."""
         return self.alive and not (self.hs or self.connecting or self.want or self.out)
 
-    def wait_alone(self, deadline: float | None) -> None:
-        """The wait of an operation on this one quiet connection: until a reply (read here)
-        or ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
+    def wait_alone(self, deadline: float | None) -> bytes | None:
+        """The wait of an operation on this one quiet connection: until a reply or
+        ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
         operation. One ``poll`` (it answers at once when the reply is there already), then
-        one ``recv``."""
+        one ``recv``. Returns what a plain socket read (the caller hands it to the engine);
+        anything else (TLS, a closed socket, a handshake's bytes) goes through ``read`` to the
+        operation's events, and ``None`` comes back, as at the deadline."""
         poller = self.poller
         if poller is None:
             poller = self.poller = select.poll()
             poller.register(self.fd, select.POLLIN)
         wait = IDLE_WAIT_S * 1000 if deadline is None else min(max(0.0, deadline - now()), IDLE_WAIT_S * 1000)
-        if poller.poll(math.ceil(wait)):
+        if not poller.poll(math.ceil(wait)):
+            return None
+        if self.tls or self.hs:
             self.read()
+            return None
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if data:
+            return data
+        self.close()  # reported as lost in the operation's events
+        return None
 
     def tls_handshake(self) -> None:
         """One round of the TLS handshake; when it is done, the engine's handshake starts."""
@@ -270,7 +285,10 @@ class Pool:
                     return outcome
                 if not events:
                     if waiter is None and conn.quiet():
-                        conn.wait_alone(timeout)
+                        data = conn.wait_alone(timeout)
+                        if data is not None:  # the reply: straight to the engine
+                            transmits, timeout, over, outcome, connections = _flat.decode(op.feed(now(), 0, data), op)
+                            continue
                     else:  # a send left bytes over, or the connection closed
                         waiter = waiter or _Waiter().__enter__()
                         waiter.wait((conn,), timeout)
@@ -336,7 +354,8 @@ class Pool:
                     if alone is not None and waiter is None and alone.quiet():
                         if self.spent:  # dropped while the reply is on its way
                             self.drop_spent()
-                        alone.wait_alone(step.timeout)
+                        if (data := alone.wait_alone(step.timeout)) is not None:
+                            events.append((alone.node, data))
                     else:  # several nodes, or a connection still connecting or sending
                         waiter = waiter or _Waiter().__enter__()
                         waiter.wait(conns.values(), step.timeout)

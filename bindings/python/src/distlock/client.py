@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 import wasmtime.component as wc
 
+_Variant = wc.Variant
+
 from ._driver import Pool
 from ._engine import MAX_SPAN_MS, Engine, EngineError, Handle, Operation, Record, entropy, field, now, split_option, split_result
 from ._slots import Slots
@@ -171,9 +173,12 @@ class Client:
         if not pool.connected:
             self.ready(pool)
         try:
-            ok, value = split_result(pool.run(*self.builders(pool, method, args)))
+            outcome = pool.run(*self.builders(pool, method, args))
         except EngineError as error:
             raise from_engine(error.error) from None
+        if outcome.__class__ is _Variant and outcome.tag == "ok":  # what the flat layout gives
+            return outcome.payload.payload
+        ok, value = split_result(outcome)
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -305,7 +310,10 @@ class Lease:
 
     def release(self) -> None:
         """Releases the lock. Raises ``LockLost`` when it was no longer held."""
-        self.stop_renewal()
+        if self._stop is None:  # no renewal thread: nothing to stop
+            self._released = True
+        else:
+            self.stop_renewal()
         if self.lost:
             raise self.lost
         self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))

@@ -58,7 +58,7 @@ _WORD = 8  # bytes a packed u64 carries
 _WORDS_APART = VAL_SIZE // _WORD  # one value's stride, in words
 _WORD_AT = PAYLOAD // _WORD  # a value's payload, in words (a u64 payload is 8-aligned)
 _LITTLE = sys.byteorder == "little"  # the C values hold host-order words; the packing is little-endian
-_LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
+LIST_HEAD = _LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
 _read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
 _vallist_delete_at = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("wasmtime_component_vallist_delete", ffi.dll))
 
@@ -86,9 +86,13 @@ def read_words(list_at: int) -> bytes:
     little-endian (with the zeros padding the last word), leaving the C list in place (an
     answer value the next call overwrites frees it then). ``list_at``: the address of the
     answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by address rather
-    than through ctypes' structure views (each attribute is an object): its head, then its
-    values in one copy, the payloads viewed as ``u64`` a value apart."""
-    size, data = _LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size))
+    than through ctypes' structure views (each attribute is an object)."""
+    return words_at(*_LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size)))
+
+
+def words_at(size: int, data: int) -> bytes:
+    """The bytes carried by the ``size`` ``u64`` values at address ``data`` (a list's values):
+    one copy, the payloads viewed as ``u64`` a value apart."""
     if not size:
         return b""
     words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes()

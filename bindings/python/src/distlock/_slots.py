@@ -30,13 +30,12 @@ from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from ._engine import EngineError, Handle, split_result
-from ._lowered import KIND, PAYLOAD, VAL, VAL_SIZE, Args, moved_out, read_words, scalar_run
+from ._lowered import KIND, LIST_HEAD, PAYLOAD, VAL, VAL_SIZE, Args, moved_out, read_words, scalar_run, words_at
 
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _val_delete = ffi.wasmtime_component_val_delete
 _byref = ctypes.byref
 _addressof = ctypes.addressof
-_read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
 _from_le = int.from_bytes
 _ERROR = ctypes.POINTER(ffi.wasmtime_error_t)
 # `wasmtime_component_func_call` taking every pointer as an address kept from the start:
@@ -47,6 +46,7 @@ _func_call_at = ctypes.CFUNCTYPE(
 )(("wasmtime_component_func_call", ffi.dll))
 # A `result`'s payload (`wasmtime_component_valresult_t`): is it ok, and its value's address.
 _RESULT_HEAD = struct.Struct("@?P")
+_LIST_HEAD_FROM = LIST_HEAD.unpack_from
 
 # The exports called with kept arguments, how many each takes (the session first), and which of
 # them are scalars written together (the first's index and their `struct` codes): one
@@ -92,8 +92,9 @@ class Slots:
         self._context_at = ctypes.cast(self.engine.context, ctypes.c_void_p).value
         self._result = VAL()
         self._result_at = _addressof(self._result)
-        # The answer's payload: a step call's list<u64>, or a constructor's result<list<u64>, error>.
-        self._answer_at = self._result_at + PAYLOAD
+        # The answer's payload: a step call's list<u64>, or a constructor's result<list<u64>, error>;
+        # read through a view of the answer value's own bytes (no ctypes call).
+        self._answer = memoryview((ctypes.c_ubyte * VAL_SIZE).from_address(self._result_at)).cast("B")
         self._calls: dict[str, _Export] = {}
         for method, (n, runs) in _HOT.items():
             export = self._calls[method] = _Export(self.engine._func(f"[method]session.{method}"), n, runs)
@@ -136,7 +137,7 @@ class Slots:
         """Runs a ``*-flat-packed`` constructor (its arguments written): its slot and first
         step, or raises ``EngineError`` (refused: nothing was built, nothing changed)."""
         self._call_at(export.func_at, export.args_at, export.args.n)
-        is_ok, value_at = _RESULT_HEAD.unpack(_read(self._answer_at, _RESULT_HEAD.size))
+        is_ok, value_at = _RESULT_HEAD.unpack_from(self._answer, PAYLOAD)
         if not is_ok:
             _, error = split_result(export.func.result.convert_from_c(self._result))
             moved_out(self._result)  # the conversion took what it held
@@ -197,21 +198,21 @@ class Slots:
             args.words(4, data)
             export.runs[5].pack_into(args.vals, 5 * VAL_SIZE, _U32, len(data))
             self._call_at(export.func_at, export.args_at, 6)
-            return read_words(self._answer_at)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
         export = self._lose
         with self.lock:
             export.runs[1].pack_into(export.args.vals, VAL_SIZE, _U32, slot, _F64, now_ms, _U8, node)
             self._call_at(export.func_at, export.args_at, 4)
-            return read_words(self._answer_at)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def tick(self, slot: int, now_ms: float) -> bytes:
         export = self._tick
         with self.lock:
             export.runs[1].pack_into(export.args.vals, VAL_SIZE, _U32, slot, _F64, now_ms)
             self._call_at(export.func_at, export.args_at, 3)
-            return read_words(self._answer_at)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def close(self) -> None:
         """Frees the last answer (the calls stay usable: the next one writes a fresh answer)."""

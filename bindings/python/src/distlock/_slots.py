@@ -130,8 +130,8 @@ class Slots:
 
     def _call_at(self, func_at: int, args_at: int, n: int) -> None:
         error = _func_call_at(func_at, self._context_at, args_at, n, self._result_at, 1)
-        if error:  # a trap writes no answer: the last one stays, freed by the next
-            enter_wasm(lambda: ctypes.cast(error, _ERROR))
+        if error:
+            _trap(error)
 
     def _started(self, export: _Export) -> tuple[Slot, bytes]:
         """Runs a ``*-flat-packed`` constructor (its arguments written): its slot and first
@@ -197,7 +197,9 @@ class Slots:
             export.runs[1].pack_into(args.vals, VAL_SIZE, _U32, slot, _F64, now_ms, _U8, node)
             args.words(4, data)
             export.runs[5].pack_into(args.vals, 5 * VAL_SIZE, _U32, len(data))
-            self._call_at(export.func_at, export.args_at, 6)
+            error = _func_call_at(export.func_at, self._context_at, export.args_at, 6, self._result_at, 1)  # `_call_at`, inline: once per reply
+            if error:
+                _trap(error)
             return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
@@ -219,6 +221,12 @@ class Slots:
         with self.lock:
             _val_delete(_byref(self._result))
             moved_out(self._result)
+
+
+def _trap(error: Any) -> None:
+    """Raises the trap or error a call returned (a trap writes no answer: the last one stays,
+    freed by the next call)."""
+    enter_wasm(lambda: ctypes.cast(error, _ERROR))
 
 
 def _bits(lent: bytes) -> int:

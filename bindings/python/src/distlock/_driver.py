@@ -285,6 +285,8 @@ class Pool:
                     return outcome
                 if not events:
                     if waiter is None and conn.quiet():
+                        if self.spent:  # dropped while the reply is on its way
+                            self.drop_spent()
                         data = conn.wait_alone(timeout)
                         if data is not None:  # the reply: straight to the engine
                             transmits, timeout, over, outcome, connections = _flat.decode(op.feed(now(), 0, data), op)

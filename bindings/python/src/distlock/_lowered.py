@@ -6,9 +6,9 @@ Owns: the C array a hot export is called with (``Args``), which value sits in ea
 freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
 and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_t``; a byte
 list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
-what changed: a scalar in place, the same name not at all, a byte list of a length seen
-before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
-values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
+what changed: a scalar in place (a run of them by one ``pack_into``, ``scalar_run``), the
+same name not at all, a byte list of a length seen before (entropy, ``lent``, replies, which
+come in a few sizes) by one strided write into the values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
 calls) cost wasmtime an eighth of the values; they are written and read as whole words by
 one strided copy of the payloads viewed as ``u64``. Pinned to wasmtime 51 (see
 ``pyproject.toml``), whose C layout this relies on.
@@ -60,7 +60,6 @@ _WORD_AT = PAYLOAD // _WORD  # a value's payload, in words (a u64 payload is 8-a
 _LITTLE = sys.byteorder == "little"  # the C values hold host-order words; the packing is little-endian
 LIST_HEAD = _LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
 _read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
-_vallist_delete_at = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("wasmtime_component_vallist_delete", ffi.dll))
 
 
 def lift_bytes(result: Any) -> bytes:
@@ -70,14 +69,6 @@ def lift_bytes(result: Any) -> bytes:
     size = items.size
     data = _string_at(items.data, size * VAL_SIZE)[PAYLOAD::VAL_SIZE] if size else b""
     _vallist_delete(_byref(items))
-    return data
-
-
-def lift_words(list_at: int) -> bytes:
-    """A ``list<u64>`` answer of a packed call as the bytes its words carry (see
-    :func:`read_words`), freeing its C list."""
-    data = read_words(list_at)
-    _vallist_delete_at(list_at)
     return data
 
 

@@ -20,9 +20,10 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import _types
 
 import distlock
+from distlock import _flat
 from distlock._engine import Operation, Record, entropy, now, started
-from distlock._lowered import VAL, Args, lift_bytes
-from distlock._slots import Slots
+from distlock._lowered import VAL, Args, lift_bytes, moved_out
+from distlock._slots import Slots, _Export
 
 ROUNDS = 20000
 REPLY = b"*2\r\n:1\r\n:30000\r\n"  # the size of an acquire's reply
@@ -88,15 +89,20 @@ def main(url: str) -> None:
         per_call(f"feed-flat, freed slot, {size} B", lambda: unpacked(data))
         per_call(f"feed-flat-packed, freed slot, {size} B", lambda: slots.feed(0, now(), 0, data))
 
+    # The replies a one-node session on a RESP3 server gets (`SET … NX PX … GET` answers null
+    # when the name was free; the release script the keys it deleted); each answer is decoded,
+    # as the drivers do, which hands over an outcome the layout does not carry and frees its slot.
     def acquire_slotted() -> None:
-        acquired, _ = slots.acquire("bench-calls", 0, now(), entropy(), b"\x01")
-        acquired.feed(now(), 0, b"+OK\r\n")  # the outcome: the engine frees the slot
+        acquired, first = slots.acquire("bench-calls", 0, now(), entropy(), b"\x01")
+        _flat.decode(first, acquired)
+        _flat.decode(acquired.feed(now(), 0, b"_\r\n"), acquired)  # the outcome: the engine frees the slot
 
     per_call("acquire: acquire-flat-packed + feed", acquire_slotted)
 
     def release_slotted() -> None:
-        released, _ = slots.release("bench-calls", "0" * 32, now(), entropy(), b"\x01")
-        released.feed(now(), 0, b":1\r\n")
+        released, first = slots.release("bench-calls", "0" * 32, now(), entropy(), b"\x01")
+        _flat.decode(first, released)
+        _flat.decode(released.feed(now(), 0, b":0\r\n"), released)
 
     per_call("release: release-flat-packed + feed", release_slotted)
     for left in spent:
@@ -109,10 +115,10 @@ def main(url: str) -> None:
 def unpacked_feed(slots: Slots):
     """``feed-flat`` (bytes as ``list<u8>``, one C value a byte) on a freed slot, with the
     arguments kept lowered and the raw call ``Slots`` makes: the packed call's twin."""
-    export = slots.engine._func("[method]session.feed-flat")
-    args = Args(5)
-    args.handle(0, slots._self)
-    slots._calls["feed-flat"] = (export, ctypes.addressof(export.func._func), args, ctypes.addressof(args.vals))
+    export = _Export(slots.engine._func("[method]session.feed-flat"), 5, [])
+    export.args.handle(0, slots._self)
+    slots._calls["feed-flat"] = export
+    args = export.args
 
     def feed(data: bytes) -> bytes:
         with slots.engine.lock:
@@ -120,7 +126,10 @@ def unpacked_feed(slots: Slots):
             args.f64(2, now())
             args.u8(3, 0)
             args.bytes(4, data)
-            return lift_bytes(slots._call("feed-flat"))
+            answer = slots._call("feed-flat")
+            lifted = lift_bytes(answer)  # frees the list: the next call must find nothing to free
+            moved_out(answer)
+            return lifted
 
     return feed
 

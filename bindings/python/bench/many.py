@@ -2,7 +2,9 @@
 tries it once and releases it at once, for this package beside redis-py's ``Lock`` and
 python-redis-lock in the same run: pairs/s (a busy name is counted apart, not waited for).
 A measurement to report, not a test: ``python bench/many.py redis://127.0.0.1:6379 [seconds]
-[clients]``. The libraries run in interleaved half-second slices (``interleave``)."""
+[clients] [warm-up seconds]``. The libraries run in interleaved half-second slices
+(``interleave``); with a warm-up, each first runs that long uncounted, so the rows measure a
+steady state rather than each name's first use."""
 
 from __future__ import annotations
 
@@ -60,13 +62,16 @@ class Row:
         print(f"{self.label:20} {self.pairs / self.elapsed:8.0f} pairs/s   busy {self.busy}" + (f"   ERRORS {self.errors[:2]}" if self.errors else ""))
 
 
-def main(url: str, seconds: float, clients: int) -> None:
-    print(f"{clients} clients over {NAMES} names, try-acquire + release, {seconds:.0f} s each (interleaved slices)")
+def main(url: str, seconds: float, clients: int, warmup: float) -> None:
+    print(f"{clients} clients over {NAMES} names, try-acquire + release, {seconds:.0f} s each (interleaved slices)" + (f", after {warmup:.1f} s of warm-up each" if warmup else ""))
     rows = [Row(label, connect, url, clients) for label, connect in LIBRARIES if label != "distlock fair"]
+    for row in rows if warmup else []:  # not counted: first uses of each name (a session registers a name once)
+        row.run(warmup)
+        row.pairs, row.busy, row.elapsed = 0, 0, 0.0
     interleave(rows, seconds)
     for row in rows:
         row.report()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 3.0, int(sys.argv[3]) if len(sys.argv) > 3 else 16)
+    main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 3.0, int(sys.argv[3]) if len(sys.argv) > 3 else 16, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)

@@ -1,9 +1,11 @@
 """Uncontended acquire+release latency (p50, p99) on one server, for this package (sync and
 asyncio drivers) beside redis-py's ``Lock`` and python-redis-lock on the same workload, and
 the round-trip floor: the same two round trips (``SET NX PX``, then ``DEL``) on a bare
-socket. A measurement to report, not a test: ``python bench/uncontended.py
-redis://127.0.0.1:6379``. The rows run in interleaved slices of ``SLICE`` pairs, the order
-reversed every round, so drift in the shared machine's load lands on all of them alike."""
+socket; per row also the CPU time of a pair (this thread's, the median over the row's
+slices: the interpreter, the engine and the system calls, not the server's work). A
+measurement to report, not a test: ``python bench/uncontended.py redis://127.0.0.1:6379``.
+The rows run in interleaved slices of ``SLICE`` pairs, the order reversed every round, so
+drift in the shared machine's load lands on all of them alike."""
 
 from __future__ import annotations
 
@@ -73,16 +75,22 @@ def main(url: str) -> None:
         ("python-redis-lock", sync_slice(lambda: (prl.acquire(blocking=False), prl.release()))),
     ]
     samples: dict[str, list[float]] = {label: [] for label, _ in rows}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in rows}  # per slice: thread CPU per pair
     for label, run in rows:
         run([], WARMUP)
     order = list(rows)
     for _ in range(ROUNDS):
         for label, run in order:
+            began = time.thread_time()
             run(samples[label], SLICE)
+            cpu[label].append((time.thread_time() - began) / SLICE * 1e6)
         order.reverse()
     for label, _ in rows:
         taken = sorted(samples[label])
-        print(f"{label:28} p50 {statistics.median(taken):8.0f} us   p99 {taken[int(len(taken) * 0.99)]:8.0f} us")
+        print(
+            f"{label:28} p50 {statistics.median(taken):8.0f} us   p99 {taken[int(len(taken) * 0.99)]:8.0f} us"
+            f"   CPU/pair {statistics.median(cpu[label]):6.0f} us"
+        )
     client.close()
 
     async def close_async() -> None:

@@ -1,13 +1,16 @@
 """The selectors driver's bookkeeping around the hot path: an acquire, an extend and a release
 run in session slots the engine frees with their outcome (nothing for the driver to drop); another
 operation that ended on one quiet connection is dropped during the next operation's wait
-(``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it."""
+(``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it. A
+pooled connection the server closed is found by the hot path's read, reported to the engine as
+lost, and replaced by the next operation."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import unique
 
-from distlock import Client
+from distlock import Client, Unavailable
 
 
 def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(start):
@@ -44,4 +47,24 @@ def test_a_full_name_table_is_emptied_once_and_the_lock_still_taken(start):
     lease = client.acquire(unique("one-more"))  # the table is full: forgotten, registered again
     assert list(slots.ids) == [lease.name]
     lease.release()
+    client.close()
+
+
+def test_a_pooled_connection_the_server_closed_is_lost_typed_and_the_next_operation_reconnects(start):
+    [s] = start()
+    client = Client.connect(s.url, request_timeout=30)
+    pool = client.pool(client.ttl, client.fenced)
+    name = unique("closed")
+    client.acquire(name).release()  # leaves one quiet pooled connection: the hot path's
+    [[pooled]] = pool.idle
+    assert s.redis.client_kill_filter(_type="normal", skipme=True) == 1  # the server closes it
+    with pytest.raises(Unavailable) as caught:
+        client.acquire(name)
+    # Told by the socket (a read of nothing), not by the 30 s request timeout.
+    assert getattr(caught.value.detail, "last-failure").tag == "disconnected"
+    assert not pooled.alive and pooled not in pool.idle[0]
+    lease = client.acquire(name)  # on a fresh connection
+    assert s.redis.get(f"distlock:{{{name}}}").decode() == lease.token
+    lease.release()
+    assert s.redis.get(f"distlock:{{{name}}}") is None
     client.close()

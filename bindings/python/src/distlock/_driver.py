@@ -28,6 +28,7 @@ from . import _flat
 from ._engine import Handle, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
+ONE_NODE_LENT = b"\x01"  # `lent` of a one-node session whose connection is lent
 R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -80,41 +81,58 @@ class Conn:
         if mask & W and self.alive:
             self.send(b"")
         if mask & R and self.alive:
-            try:
-                data = self.sock.recv(65536)
-                while self.tls and self.sock.pending():  # decrypted already: no socket event follows
-                    data += self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return
-            except OSError:
-                data = b""
-            if not data:
-                return self.close()
-            if self.hs:
-                self.hs.handle_input(data, now())
-                self.step()
-            elif self.events is not None:
-                self.events.append((self.node, data))
+            self.read()
+
+    def read(self) -> None:
+        """Reads what the socket holds: to the handshake, else to the borrowing operation's
+        events; a closed or broken socket is closed (and reported as lost)."""
+        try:
+            data = self.sock.recv(65536)
+            while self.tls and self.sock.pending():  # decrypted already: no socket event follows
+                data += self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self.close()
+        if self.hs:
+            self.hs.handle_input(data, now())
+            self.step()
+        elif self.events is not None:
+            self.events.append((self.node, data))
 
     def quiet(self) -> bool:
         """Connected, handshakes over and nothing left to send: only a reply to wait for."""
         return self.alive and not (self.hs or self.connecting or self.want or self.out)
 
-    def wait_alone(self, deadline: float | None, meanwhile: Any) -> None:
-        """The wait of an operation on this one quiet connection: until a reply (read here)
-        or ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
-        operation. A reply already there is read at once; otherwise ``meanwhile()`` runs
-        (bookkeeping that would otherwise delay the caller) before the wait."""
+    def wait_alone(self, deadline: float | None) -> bytes | None:
+        """The wait of an operation on this one quiet connection: until a reply or
+        ``deadline``, on a ``poll`` kept with the socket, so no selector is set up per
+        operation. One ``poll`` (it answers at once when the reply is there already), then
+        one ``recv``. Returns what a plain socket read (the caller hands it to the engine);
+        anything else (TLS, a closed socket, a handshake's bytes) goes through ``read`` to the
+        operation's events, and ``None`` comes back, as at the deadline."""
         poller = self.poller
         if poller is None:
             poller = self.poller = select.poll()
             poller.register(self.fd, select.POLLIN)
-        if not poller.poll(0):
-            meanwhile()
-            wait = IDLE_WAIT_S * 1000 if deadline is None else min(max(0.0, deadline - now()), IDLE_WAIT_S * 1000)
-            if not poller.poll(math.ceil(wait)):
-                return
-        self.ready(R)
+        wait = IDLE_WAIT_S * 1000 if deadline is None else min(max(0.0, deadline - now()), IDLE_WAIT_S * 1000)
+        if not poller.poll(math.ceil(wait)):
+            return None
+        if self.tls or self.hs:
+            self.read()
+            return None
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if data:
+            return data
+        self.close()  # reported as lost in the operation's events
+        return None
 
     def tls_handshake(self) -> None:
         """One round of the TLS handshake; when it is done, the engine's handshake starts."""
@@ -152,14 +170,19 @@ class Conn:
         self.queued.append(data) if self.hs else self.send(data)
 
     def send(self, data: bytes) -> None:
-        self.out += data
+        """Sends ``data`` after what is left to send; what the socket does not take now is
+        kept for its next writable event."""
+        out = self.out + data if self.out else data
+        self.out = b""
         try:
-            if self.out and not self.connecting and not self.want:
-                self.out = self.out[self.sock.send(self.out) :]
+            if out and not self.connecting and not self.want:
+                sent = self.sock.send(out)
+                out = out[sent:] if sent < len(out) else b""
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError:
-            self.close()
+            return self.close()
+        self.out = out
 
     def close(self) -> None:
         if not self.alive:
@@ -233,6 +256,68 @@ class Pool:
         in ``spent``, dropped during the next operation's first wait or ``close``). ``started(lent)``, where
         given, builds it and takes its first step in one engine call: the fast path, used
         unless a pooled connection still owes an earlier operation replies."""
+        if started is not None and len(self.idle) == 1:
+            with self.lock:
+                conn = self.idle[0].pop() if self.idle[0] else None
+            if conn is not None:
+                if conn.owed == 0 and conn.quiet():
+                    return self._run_alone(conn, started)
+                self.keep(conn, conn.owed)  # not the hot path's: the general one takes it again
+        return self._run_any(build, started)
+
+    def _run_alone(self, conn: Conn, started: Any) -> Any:
+        """``run``'s hot path: one node, its pooled connection quiet and owing nothing, the
+        operation built and started in one engine call (in a session slot, which the engine
+        frees with the outcome). The same loop as ``_run_any`` without its per-node
+        bookkeeping: send what a step says, wait on the connection's own ``poll`` for the
+        reply or the step's deadline, hand the engine what happened."""
+        events: list[Any] = []
+        conn.events = events
+        op, after, waiter = None, None, None
+        try:
+            op, raw = started(ONE_NODE_LENT)
+            transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+            while True:
+                for _, data in transmits:
+                    conn.send(data)
+                if over:
+                    after = connections
+                    return outcome
+                if not events:
+                    if waiter is None and conn.quiet():
+                        if self.spent:  # dropped while the reply is on its way
+                            self.drop_spent()
+                        data = conn.wait_alone(timeout)
+                        if data is not None:  # the reply: straight to the engine
+                            transmits, timeout, over, outcome, connections = _flat.decode(op.feed(now(), 0, data), op)
+                            continue
+                    else:  # a send left bytes over, or the connection closed
+                        waiter = waiter or _Waiter().__enter__()
+                        waiter.wait((conn,), timeout)
+                if events:
+                    event = events.pop(0)
+                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                else:
+                    raw = op.tick(now())
+                transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+        finally:
+            if waiter is not None:
+                waiter.__exit__()
+            conn.events = None
+            if op is None and conn.alive:  # never built: lent back as it was
+                self.keep(conn, 0)
+            elif conn.alive and after is not None and after[0][0] == _flat.KEEP:
+                self.keep(conn, after[0][1])
+            else:  # out of step, silent (the session backs the node off), or interrupted
+                conn.close()
+            if op is not None and after is None:  # did not end: its slot is abandoned
+                op.drop()
+            if self.spent:
+                self.drop_spent()
+
+    def _run_any(self, build: Any, started: Any = None) -> Any:
+        """``run`` over any number of nodes, connections still connecting, owing replies or in
+        their handshake."""
         conns: dict[int, Conn] = {}
         events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
         lent = bytearray(len(self.idle))
@@ -269,7 +354,10 @@ class Pool:
                     return step.outcome
                 if not events:
                     if alone is not None and waiter is None and alone.quiet():
-                        alone.wait_alone(step.timeout, self.drop_spent)
+                        if self.spent:  # dropped while the reply is on its way
+                            self.drop_spent()
+                        if (data := alone.wait_alone(step.timeout)) is not None:
+                            events.append((alone.node, data))
                     else:  # several nodes, or a connection still connecting or sending
                         waiter = waiter or _Waiter().__enter__()
                         waiter.wait(conns.values(), step.timeout)

@@ -71,12 +71,18 @@ def decode(data: bytes, op: Any) -> Step:
         base = 1
     else:  # an empty answer: the slot is unknown to the engine
         raise RuntimeError(f"distlock: unknown engine step encoding {version}")
-    at, transmits = base + 1, []
-    for _ in range(data[base]):
+    at, count = base + 1, data[base]
+    if count == 1:  # the usual step: one command to one node
         node, length = _TRANSMIT.unpack_from(data, at)
-        at += 5
-        transmits.append((node, data[at : at + length]))
-        at += length
+        at += 5 + length
+        transmits = [(node, data[at - length : at])]
+    else:
+        transmits = []
+        for _ in range(count):
+            node, length = _TRANSMIT.unpack_from(data, at)
+            at += 5
+            transmits.append((node, data[at : at + length]))
+            at += length
     if data[at] == 0:
         (timeout,) = _F64.unpack_from(data, at + 1)
         return _new_step(Step, (transmits, None if timeout != timeout else timeout, False, None, []))
@@ -85,7 +91,8 @@ def decode(data: bytes, op: Any) -> Step:
         length = data[at]
         token = data[at + 1 : at + 1 + length].decode("ascii")
         has_fence, fence, started, valid_until = _FENCE.unpack_from(data, at + 1 + length)
-        lease = _record({"token": token, "fence": fence if has_fence else None, "started": started, "valid-until": valid_until})
+        lease = _new(_Record)
+        lease.__dict__ = {"token": token, "fence": fence if has_fence else None, "started": started, "valid-until": valid_until}
         outcome = _variant("ok", _variant("acquired", lease))
         at += 1 + length + _FENCE.size
     elif code == 1:

@@ -6,9 +6,9 @@ Owns: the C array a hot export is called with (``Args``), which value sits in ea
 freeing each lowered value exactly once. ``wasmtime.component`` lowers every argument afresh
 and frees it after the call (a string is encoded, copied into a ``wasm_byte_vec_t``; a byte
 list becomes one ``wasmtime_component_val_t`` per byte); the hot path instead rewrites only
-what changed: a scalar in place, the same name not at all, a byte list of a length seen
-before (entropy, ``lent``, replies, which come in a few sizes) by one strided write into the
-values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
+what changed: a scalar in place (a run of them by one ``pack_into``, ``scalar_run``), the
+same name not at all, a byte list of a length seen before (entropy, ``lent``, replies, which
+come in a few sizes) by one strided write into the values kept for that length. Bytes packed eight to a ``u64`` (``wit/engine.wit``'s packed
 calls) cost wasmtime an eighth of the values; they are written and read as whole words by
 one strided copy of the payloads viewed as ``u64``. Pinned to wasmtime 51 (see
 ``pyproject.toml``), whose C layout this relies on.
@@ -43,6 +43,8 @@ _F64 = ffi.WASMTIME_COMPONENT_F64
 _STRING = ffi.WASMTIME_COMPONENT_STRING
 _LIST = ffi.WASMTIME_COMPONENT_LIST
 _BOOL = ffi.WASMTIME_COMPONENT_BOOL
+# The kind byte of a scalar value, by its ``struct`` code (for :func:`scalar_run`).
+KIND = {"B": _U8, "I": _U32.value, "d": _F64.value}
 
 # `wasm_byte_vec_new` taking the bytes object itself (wasmtime's own prototype wants a ctypes
 # array, one more copy): a function object of its own, so wasmtime's prototype stays as it is.
@@ -56,9 +58,8 @@ _WORD = 8  # bytes a packed u64 carries
 _WORDS_APART = VAL_SIZE // _WORD  # one value's stride, in words
 _WORD_AT = PAYLOAD // _WORD  # a value's payload, in words (a u64 payload is 8-aligned)
 _LITTLE = sys.byteorder == "little"  # the C values hold host-order words; the packing is little-endian
-_LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
+LIST_HEAD = _LIST_HEAD = struct.Struct("@nP")  # a wasmtime_component_vallist_t: size_t size, the values' pointer
 _read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
-_vallist_delete_at = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("wasmtime_component_vallist_delete", ffi.dll))
 
 
 def lift_bytes(result: Any) -> bytes:
@@ -71,20 +72,37 @@ def lift_bytes(result: Any) -> bytes:
     return data
 
 
-def lift_words(list_at: int) -> bytes:
+def read_words(list_at: int) -> bytes:
     """A ``list<u64>`` answer of a packed call as the bytes its words carry, eight each,
-    little-endian (with the zeros padding the last word), freeing its C list. ``list_at``: the
-    address of the answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by
-    address rather than through ctypes' structure views (each attribute is an object): its
-    head, then its values in one copy, the payloads viewed as ``u64`` a value apart."""
-    size, data = _LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size))
-    words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes() if size else b""
-    _vallist_delete_at(list_at)
+    little-endian (with the zeros padding the last word), leaving the C list in place (an
+    answer value the next call overwrites frees it then). ``list_at``: the address of the
+    answer's ``wasmtime_component_vallist_t`` (a ``VAL``'s payload), read by address rather
+    than through ctypes' structure views (each attribute is an object)."""
+    return words_at(*_LIST_HEAD.unpack(_read(list_at, _LIST_HEAD.size)))
+
+
+def words_at(size: int, data: int) -> bytes:
+    """The bytes carried by the ``size`` ``u64`` values at address ``data`` (a list's values):
+    one copy, the payloads viewed as ``u64`` a value apart."""
+    if not size:
+        return b""
+    words = memoryview(_read(data, size * VAL_SIZE)).cast("Q")[_WORD_AT::_WORDS_APART].tobytes()
     if _LITTLE:
         return words
     swapped = array("Q", words)
     swapped.byteswap()
     return swapped.tobytes()
+
+
+def scalar_run(codes: str) -> struct.Struct:
+    """A ``Struct`` that writes consecutive scalar arguments in one ``pack_into`` at the first
+    one's offset in an ``Args``' values: per value its kind byte and its payload (``codes``, one
+    ``struct`` code a value: ``B`` u8, ``I`` u32, ``d`` f64), a value's width apart; packed as
+    ``kind, value, kind, value, …`` (see :data:`KIND`)."""
+    fmt = "="
+    for code in codes:
+        fmt += f"B{PAYLOAD - 1}x{code}{VAL_SIZE - PAYLOAD - struct.calcsize('=' + code)}x"
+    return struct.Struct(fmt)
 
 
 def moved_out(val: Any) -> None:
@@ -179,25 +197,15 @@ class Args:
         """``data`` as a packed call's ``list<u64>`` (eight bytes a word, little-endian, the last
         word zero-padded; its length goes in its own argument): the slot points at the list kept
         for this many words, rewritten in place (one strided write) when the bytes differ."""
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("expected bytes value")
-        size = -(-len(data) // _WORD)
-        lists = self._lists[i]
-        entry = lists.get(size)
+        size = (len(data) + _WORD - 1) // _WORD
+        entry = self._lists[i].get(size)
         if entry is None:
-            if len(lists) >= _LISTS_PER_SLOT:
-                _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
-            raw = ffi.wasmtime_component_vallist_t()
-            _vallist_new_uninit(_byref(raw), size)
-            view = None
-            if size:
-                values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
-                values[0::VAL_SIZE] = bytes([_U64]) * size
-                view = values.cast("Q")[_WORD_AT::_WORDS_APART]
-            entry = lists[size] = [raw, view, None]
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError("expected bytes value")
+            entry = self._new_words(i, size)
         if entry[2] != data:
             if size:
-                padded = bytes(data) + bytes(size * _WORD - len(data))
+                padded = data + bytes(size * _WORD - len(data)) if len(data) % _WORD else data
                 if _LITTLE:
                     entry[1][:] = memoryview(padded).cast("Q")
                 else:
@@ -209,6 +217,21 @@ class Args:
             self._slots[i].kind = _LIST
             self._payloads[i].list = entry[0]
             self._pointing[i] = size
+
+    def _new_words(self, i: int, size: int) -> list[Any]:
+        """The list kept for ``size`` words in slot ``i``, lowered (its values' kinds set)."""
+        lists = self._lists[i]
+        if len(lists) >= _LISTS_PER_SLOT:
+            _vallist_delete(_byref(lists.pop(next(iter(lists)))[0]))
+        raw = ffi.wasmtime_component_vallist_t()
+        _vallist_new_uninit(_byref(raw), size)
+        view = None
+        if size:
+            values = memoryview((ctypes.c_ubyte * (size * VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
+            values[0::VAL_SIZE] = bytes([_U64]) * size
+            view = values.cast("Q")[_WORD_AT::_WORDS_APART]
+        entry = lists[size] = [raw, view, None]
+        return entry
 
     def _free_string(self, i: int) -> None:
         if self._kept[i] is not None:

@@ -13,7 +13,9 @@ and a :class:`Slot` per operation with the same calls as ``_engine.Operation`` (
 ``lose``, ``tick``, ``poll_outcome``, ``drop``), so the drivers run either alike. Every
 decision is the engine's; this only packs bytes.
 
-Invariants: calls are made under the engine's lock; a slot is abandoned (``drop``) only when
+Invariants: calls are made under the engine's lock; the one answer value every call reuses
+holds the last answer (or nothing, marked moved out) until wasmtime frees it as it writes the
+next one over it, so nothing here frees an answer it reads (``close`` frees the last); a slot is abandoned (``drop``) only when
 its operation did not end (the engine frees it with its outcome otherwise); a name id is used
 only on the session that registered it; a packed byte list goes with its exact length.
 """
@@ -21,13 +23,14 @@ only on the session that registered it; a packed byte list goes with its exact l
 from __future__ import annotations
 
 import ctypes
+import struct
 from typing import Any
 
 from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
 from ._engine import EngineError, Handle, split_result
-from ._lowered import PAYLOAD, VAL, Args, lift_words, moved_out
+from ._lowered import KIND, LIST_HEAD, PAYLOAD, VAL, VAL_SIZE, Args, moved_out, read_words, scalar_run, words_at
 
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _val_delete = ffi.wasmtime_component_val_delete
@@ -41,16 +44,38 @@ _ERROR = ctypes.POINTER(ffi.wasmtime_error_t)
 _func_call_at = ctypes.CFUNCTYPE(
     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t
 )(("wasmtime_component_func_call", ffi.dll))
+# A `result`'s payload (`wasmtime_component_valresult_t`): is it ok, and its value's address.
+_RESULT_HEAD = struct.Struct("@?P")
+_LIST_HEAD_FROM = LIST_HEAD.unpack_from
+_U32_VALUE = struct.Struct("=I")  # a u32 value's payload
+_read = getattr(ctypes, "_string_at", ctypes.string_at)  # (address, size): string_at without its wrapper
 
-# The exports called with kept arguments, and how many each takes (the session first).
+# The exports called with kept arguments, how many each takes (the session first), and which of
+# them are scalars written together (the first's index and their `struct` codes): one
+# ``pack_into`` a run instead of a ctypes attribute per kind and payload.
 _HOT = {
-    "acquire-flat-packed": 6,
-    "release-flat-packed": 7,
-    "extend-flat-packed": 8,
-    "feed-flat-packed": 6,
-    "lose-flat-packed": 4,
-    "tick-flat-packed": 3,
+    "acquire-flat-packed": (6, [(1, "IId"), (5, "I")]),  # name id, wait, now; entropy; lent
+    "release-flat-packed": (7, [(1, "I"), (3, "Id"), (6, "I")]),  # name id; token; its length, now; entropy; lent
+    "extend-flat-packed": (8, [(1, "I"), (3, "IId"), (7, "I")]),  # name id; token; its length, ttl, now; entropy; lent
+    "feed-flat-packed": (6, [(1, "IdB"), (5, "I")]),  # slot, now, node; bytes; their length
+    "lose-flat-packed": (4, [(1, "IdB")]),  # slot, now, node
+    "tick-flat-packed": (3, [(1, "Id")]),  # slot, now
+    "register": (2, []),  # name (a string, lowered again only when it changes)
 }
+_U32, _F64, _U8 = KIND["I"], KIND["d"], KIND["B"]
+
+
+class _Export:
+    """One hot export: its function's address, its kept arguments (``args``, and the address
+    ``args_at`` of their C values) and the ``struct`` of each scalar run, by its first index."""
+
+    __slots__ = ("func", "func_at", "args", "args_at", "runs")
+
+    def __init__(self, func: Any, n: int, runs: list[tuple[int, str]]) -> None:
+        self.func, self.func_at = func, _addressof(func.func._func)
+        self.args = Args(n)
+        self.args_at = _addressof(self.args.vals)
+        self.runs = {first: scalar_run(codes) for first, codes in runs}
 
 
 class Slots:
@@ -58,23 +83,27 @@ class Slots:
 
     def __init__(self, session: Handle) -> None:
         self.session, self.engine = session, session.engine
+        self.lock = self.engine.lock
         self.ids: dict[str, int] = {}
         self._self = VAL()  # the session's handle, lowered once; freed with the session
         self._self.kind = _RESOURCE_KIND
         self._self.of.resource = ffi.wasmtime_component_resource_any_clone(session.resource.ptr())
         # The raw call's addresses: the store's context (the engine keeps it for the store's
-        # life), one answer value reused by every call (each answer is consumed before the
-        # engine's lock is let go), and per export its function and its kept arguments.
+        # life), one answer value reused by every call (read before the engine's lock is let
+        # go, and freed by wasmtime as it writes the next answer over it), and per export its
+        # function and its kept arguments.
         self._context_at = ctypes.cast(self.engine.context, ctypes.c_void_p).value
         self._result = VAL()
         self._result_at = _addressof(self._result)
-        self._answer_list_at = self._result_at + PAYLOAD  # a step call's list<u64> answer
-        self._calls: dict[str, tuple[Any, int, Args, int]] = {}
-        for method, n in _HOT.items():
-            export = self.engine._func(f"[method]session.{method}")
-            args = Args(n)
-            args.handle(0, self._self)
-            self._calls[method] = (export, _addressof(export.func._func), args, _addressof(args.vals))
+        # The answer's payload: a step call's list<u64>, or a constructor's result<list<u64>, error>;
+        # read through a view of the answer value's own bytes (no ctypes call).
+        self._answer = memoryview((ctypes.c_ubyte * VAL_SIZE).from_address(self._result_at)).cast("B")
+        self._calls: dict[str, _Export] = {}
+        for method, (n, runs) in _HOT.items():
+            export = self._calls[method] = _Export(self.engine._func(f"[method]session.{method}"), n, runs)
+            export.args.handle(0, self._self)
+        self._acquire, self._release, self._extend = (self._calls[f"{m}-flat-packed"] for m in ("acquire", "release", "extend"))
+        self._feed, self._lose, self._tick = (self._calls[f"{m}-flat-packed"] for m in ("feed", "lose", "tick"))
 
     def name_id(self, name: str) -> int:
         """``name``'s id, registered on first use; a full table is emptied once and tried again
@@ -82,112 +111,139 @@ class Slots:
         known = self.ids.get(name)
         if known is not None:
             return known
-        with self.engine.lock:
+        with self.lock:
             try:
-                id_ = self.session.fallible("register", name)
+                id_ = self._register(name)
             except EngineError:
                 if not self.ids:
                     raise  # nothing to forget: the name itself is refused
                 self.session.forget_names()
                 self.ids.clear()
-                id_ = self.session.fallible("register", name)
+                id_ = self._register(name)
             self.ids[name] = id_
             return id_
 
+    def _register(self, name: str) -> int:
+        """``register`` by the raw call (a new name costs one, ~40 µs through the generic
+        conversions: a workload over many names pays it once a name): the id, or raises
+        ``EngineError``."""
+        export = self._calls["register"]
+        export.args.string(1, name)
+        self._call_at(export.func_at, export.args_at, 2)
+        is_ok, value_at = _RESULT_HEAD.unpack_from(self._answer, PAYLOAD)
+        if not is_ok:
+            _, error = split_result(export.func.result.convert_from_c(self._result))
+            moved_out(self._result)  # the conversion took what it held
+            raise EngineError(error)
+        return _U32_VALUE.unpack(_read(value_at + PAYLOAD, _U32_VALUE.size))[0]
+
     def _call(self, method: str) -> Any:
         """Calls ``method`` with the arguments its caller wrote into its ``Args``; the answer
-        as a C value, the one every call reuses: consumed before the engine's lock is let go."""
-        _, func_at, args, args_at = self._calls[method]
-        # wasmtime drops what the answer value holds as it writes the answer: the last answer
-        # was freed already, so mark it empty.
-        moved_out(self._result)
-        error = _func_call_at(func_at, self._context_at, args_at, args.n, self._result_at, 1)
-        if error:
-            enter_wasm(lambda: ctypes.cast(error, _ERROR))
+        as a C value, the one every call reuses: read before the engine's lock is let go, left
+        in place (the next call's answer frees it as wasmtime writes over it)."""
+        export = self._calls[method]
+        self._call_at(export.func_at, export.args_at, export.args.n)
         return self._result
 
-    def _started(self, method: str) -> tuple[Slot, bytes]:
+    def _call_at(self, func_at: int, args_at: int, n: int) -> None:
+        error = _func_call_at(func_at, self._context_at, args_at, n, self._result_at, 1)
+        if error:
+            _trap(error)
+
+    def _started(self, export: _Export) -> tuple[Slot, bytes]:
         """Runs a ``*-flat-packed`` constructor (its arguments written): its slot and first
-        step."""
-        result = self._call(method)
-        outcome = result.of.result
-        if not outcome.is_ok:  # refused: nothing was built, nothing changed
-            _, error = split_result(self._calls[method][0].result.convert_from_c(result))
+        step, or raises ``EngineError`` (refused: nothing was built, nothing changed)."""
+        self._call_at(export.func_at, export.args_at, export.args.n)
+        is_ok, value_at = _RESULT_HEAD.unpack_from(self._answer, PAYLOAD)
+        if not is_ok:
+            _, error = split_result(export.func.result.convert_from_c(self._result))
+            moved_out(self._result)  # the conversion took what it held
             raise EngineError(error)
-        list_val = outcome.val.contents
-        first = lift_words(_addressof(list_val) + PAYLOAD)
-        moved_out(list_val)  # its list is freed already
-        _val_delete(_byref(result))
+        first = read_words(value_at + PAYLOAD)
         return Slot(self, _from_le(first[1:5], "little")), first
 
     def acquire(self, name: str, wait_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
         """``acquire-flat-packed``: the operation's slot and its first step (slotted layout)."""
-        with self.engine.lock:  # with the id: no other thread forgets it in between
-            args = self._calls["acquire-flat-packed"][2]
-            args.u32(1, self.name_id(name))
-            args.u32(2, wait_ms)
-            args.f64(3, now_ms)
+        export = self._acquire
+        with self.lock:  # with the id: no other thread forgets it in between
+            name_id = self.ids.get(name)
+            if name_id is None:
+                name_id = self.name_id(name)
+            args, runs = export.args, export.runs
+            runs[1].pack_into(args.vals, VAL_SIZE, _U32, name_id, _U32, wait_ms, _F64, now_ms)
             args.words(4, entropy)
-            args.u32(5, _bits(lent))
-            return self._started("acquire-flat-packed")
+            runs[5].pack_into(args.vals, 5 * VAL_SIZE, _U32, _bits(lent))
+            return self._started(export)
 
     def release(self, name: str, token: str, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
         """``release-flat-packed``: the operation's slot and its first step (slotted layout)."""
-        with self.engine.lock:
-            args = self._calls["release-flat-packed"][2]
-            args.u32(1, self.name_id(name))
-            self._token(args, 2, token)
-            args.f64(4, now_ms)
+        export = self._release
+        with self.lock:
+            name_id = self.ids.get(name)
+            if name_id is None:
+                name_id = self.name_id(name)
+            args, runs = export.args, export.runs
+            data = token.encode("ascii")
+            runs[1].pack_into(args.vals, VAL_SIZE, _U32, name_id)
+            args.words(2, data)
+            runs[3].pack_into(args.vals, 3 * VAL_SIZE, _U32, len(data), _F64, now_ms)
             args.words(5, entropy)
-            args.u32(6, _bits(lent))
-            return self._started("release-flat-packed")
+            runs[6].pack_into(args.vals, 6 * VAL_SIZE, _U32, _bits(lent))
+            return self._started(export)
 
     def extend(self, name: str, token: str, ttl_ms: int, now_ms: float, entropy: bytes, lent: bytes) -> tuple[Slot, bytes]:
         """``extend-flat-packed``: the operation's slot and its first step (slotted layout)."""
-        with self.engine.lock:
-            args = self._calls["extend-flat-packed"][2]
-            args.u32(1, self.name_id(name))
-            self._token(args, 2, token)
-            args.u32(4, ttl_ms)
-            args.f64(5, now_ms)
+        export = self._extend
+        with self.lock:
+            name_id = self.ids.get(name)
+            if name_id is None:
+                name_id = self.name_id(name)
+            args, runs = export.args, export.runs
+            data = token.encode("ascii")
+            runs[1].pack_into(args.vals, VAL_SIZE, _U32, name_id)
+            args.words(2, data)
+            runs[3].pack_into(args.vals, 3 * VAL_SIZE, _U32, len(data), _U32, ttl_ms, _F64, now_ms)
             args.words(6, entropy)
-            args.u32(7, _bits(lent))
-            return self._started("extend-flat-packed")
-
-    @staticmethod
-    def _token(args: Args, i: int, token: str) -> None:
-        """A lease's token as its ASCII bytes packed (slot ``i``) and their count (``i + 1``)."""
-        data = token.encode("ascii")
-        args.words(i, data)
-        args.u32(i + 1, len(data))
+            runs[7].pack_into(args.vals, 7 * VAL_SIZE, _U32, _bits(lent))
+            return self._started(export)
 
     def feed(self, slot: int, now_ms: float, node: int, data: bytes) -> bytes:
-        with self.engine.lock:
-            args = self._calls["feed-flat-packed"][2]
-            args.u32(1, slot)
-            args.f64(2, now_ms)
-            args.u8(3, node)
+        export = self._feed
+        with self.lock:
+            args = export.args
+            export.runs[1].pack_into(args.vals, VAL_SIZE, _U32, slot, _F64, now_ms, _U8, node)
             args.words(4, data)
-            args.u32(5, len(data))
-            self._call("feed-flat-packed")
-            return lift_words(self._answer_list_at)
+            export.runs[5].pack_into(args.vals, 5 * VAL_SIZE, _U32, len(data))
+            error = _func_call_at(export.func_at, self._context_at, export.args_at, 6, self._result_at, 1)  # `_call_at`, inline: once per reply
+            if error:
+                _trap(error)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
-        with self.engine.lock:
-            args = self._calls["lose-flat-packed"][2]
-            args.u32(1, slot)
-            args.f64(2, now_ms)
-            args.u8(3, node)
-            self._call("lose-flat-packed")
-            return lift_words(self._answer_list_at)
+        export = self._lose
+        with self.lock:
+            export.runs[1].pack_into(export.args.vals, VAL_SIZE, _U32, slot, _F64, now_ms, _U8, node)
+            self._call_at(export.func_at, export.args_at, 4)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def tick(self, slot: int, now_ms: float) -> bytes:
-        with self.engine.lock:
-            args = self._calls["tick-flat-packed"][2]
-            args.u32(1, slot)
-            args.f64(2, now_ms)
-            self._call("tick-flat-packed")
-            return lift_words(self._answer_list_at)
+        export = self._tick
+        with self.lock:
+            export.runs[1].pack_into(export.args.vals, VAL_SIZE, _U32, slot, _F64, now_ms)
+            self._call_at(export.func_at, export.args_at, 3)
+            return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
+
+    def close(self) -> None:
+        """Frees the last answer (the calls stay usable: the next one writes a fresh answer)."""
+        with self.lock:
+            _val_delete(_byref(self._result))
+            moved_out(self._result)
+
+
+def _trap(error: Any) -> None:
+    """Raises the trap or error a call returned (a trap writes no answer: the last one stays,
+    freed by the next call)."""
+    enter_wasm(lambda: ctypes.cast(error, _ERROR))
 
 
 def _bits(lent: bytes) -> int:

@@ -19,8 +19,10 @@ from typing import Any, Iterable
 
 import wasmtime.component as wc
 
+_Variant = wc.Variant
+
 from ._driver import Pool
-from ._engine import MAX_SPAN_MS, Engine, Handle, Operation, Record, entropy, field, now, split_option, split_result
+from ._engine import MAX_SPAN_MS, Engine, EngineError, Handle, Operation, Record, entropy, field, now, split_option, split_result
 from ._slots import Slots
 from .errors import InvalidArgument, LockLost, engine_errors, from_engine
 
@@ -51,6 +53,8 @@ def shape_of(limit: int | None, mode: str | None, names: Iterable[str] | None = 
     (``mode``: ``read`` or ``write``), or a multi-name lock's set (``names``, a ``Many``);
     ``None`` for the lock itself. The engine checks the values (a limit of 0 or over its
     bound is ``InvalidArgument`` of kind ``bad-limit``)."""
+    if limit is None and mode is None and names is None:  # the lock itself: the hot path
+        return None
     if sum(x is not None for x in (limit, mode, names)) > 1:
         raise InvalidArgument("a lease is a permit (limit), a read-write hold (mode) or a set of names (names), not several", "invalid")
     if names is not None:
@@ -151,6 +155,9 @@ class Client:
 
     def pool(self, ttl: int | None, fenced: bool, fair: bool | None = None) -> Pool:
         fair = self.fair if fair is None else fair
+        pool = self._pools.get((ttl, fenced, fair))  # a dict read is atomic: the lock only to add
+        if pool is not None:
+            return pool
         with self._lock:
             pool = self._pools.get((ttl, fenced, fair))
             if pool is None:
@@ -163,9 +170,15 @@ class Client:
 
     def run(self, pool: Pool, method: str, *args: Any) -> Any:
         """Builds operation ``method`` on ``pool``'s session and drives it to its outcome."""
-        self.ready(pool)
-        with engine_errors():
-            ok, value = split_result(pool.run(*self.builders(pool, method, args)))
+        if not pool.connected:
+            self.ready(pool)
+        try:
+            outcome = pool.run(*self.builders(pool, method, args))
+        except EngineError as error:
+            raise from_engine(error.error) from None
+        if outcome.__class__ is _Variant and outcome.tag == "ok":  # what the flat layout gives
+            return outcome.payload.payload
+        ok, value = split_result(outcome)
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -245,6 +258,7 @@ class Client:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+            pool.slots.close()
 
     def __enter__(self) -> Client:
         return self
@@ -298,7 +312,10 @@ class Lease:
 
     def release(self) -> None:
         """Releases the lock. Raises ``LockLost`` when it was no longer held."""
-        self.stop_renewal()
+        if self._stop is None:  # no renewal thread: nothing to stop
+            self._released = True
+        else:
+            self.stop_renewal()
         if self.lost:
             raise self.lost
         self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))

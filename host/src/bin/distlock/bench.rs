@@ -448,7 +448,7 @@ async fn read_reply(socket: &mut TcpStream) -> std::io::Result<()> {
 /// What the clients of a workload do.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
-    /// Concurrent clients (tasks; on the guest path, one guest instance each).
+    /// Concurrent clients (tasks, or guest threads).
     pub(crate) clients: usize,
     /// Names they spread over (uniformly at random).
     pub(crate) names: u64,
@@ -494,7 +494,7 @@ pub(crate) enum Workload {
     },
     /// Raw clients without the lock library, one connection each: C's `raw` row.
     Raw(RawLoad),
-    /// Guest apps linked to the lock component, one instance per client task.
+    /// Guest apps linked to the lock component, one instance per client thread.
     #[cfg(feature = "component")]
     Guest(guest::GuestLoad),
     /// The Rust driver's readers and writers of one read-write lock (scenario R).
@@ -1517,14 +1517,13 @@ pub(crate) fn table(results: &[BenchResult]) -> String {
     out
 }
 
-/// The guest path: guest apps linked to the lock component, each a task on the bench's runtime
-/// (the same workers the native path's clients run on).
+/// The guest path: guest apps linked to the lock component, on their own threads.
 #[cfg(feature = "component")]
 pub(crate) mod guest {
     use super::{Error, Load, Sample, micros, pick};
     use crate::demo::Section;
     use distlock_host::component::{
-        Adapter, AdapterOptions, AsyncLockInstance, ClientHandle, Guest, Limits, PASSTHROUGH_WASM,
+        Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
         Serve, wit,
     };
     use std::sync::Arc;
@@ -1557,27 +1556,30 @@ pub(crate) mod guest {
 
         /// One guest instance per client of `load`, each with a client open on `urls`.
         pub(crate) async fn load(&self, urls: &[String], load: Load) -> Result<GuestLoad, Error> {
-            let mut workers = Vec::with_capacity(load.clients);
-            for _ in 0..load.clients {
-                let mut instance = self
-                    .adapter
-                    .guest_exports_async(&self.guest, Serve::Linked, Limits::default())
-                    .await
-                    .map_err(adapter_error)?;
-                let client = instance
-                    .open(&wit::Config {
-                        nodes: urls.to_vec(),
-                        key_prefix: None,
-                        ttl_ms: Some(load.lock.ttl.as_millis()),
-                        fenced: load.lock.fenced,
-                        request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
-                        fair: Some(load.lock.fair),
-                        no_scripts: None,
+            let (adapter, guest, urls) = (self.adapter.clone(), self.guest.clone(), urls.to_vec());
+            let workers = tokio::task::spawn_blocking(move || {
+                (0..load.clients)
+                    .map(|_| {
+                        let mut instance = adapter
+                            .guest_exports(&guest, Serve::Linked, Limits::default())
+                            .map_err(adapter_error)?;
+                        let client = instance
+                            .open(&wit::Config {
+                                nodes: urls.clone(),
+                                key_prefix: None,
+                                ttl_ms: Some(load.lock.ttl.as_millis()),
+                                fenced: load.lock.fenced,
+                                request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
+                                fair: Some(load.lock.fair),
+                                no_scripts: None,
+                            })
+                            .map_err(adapter_error)?;
+                        Ok(Worker { instance, client })
                     })
-                    .await
-                    .map_err(adapter_error)?;
-                workers.push(Worker { instance, client });
-            }
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+            .await
+            .map_err(adapter_error)??;
             Ok(GuestLoad {
                 workers: Some(workers),
                 load,
@@ -1586,7 +1588,7 @@ pub(crate) mod guest {
     }
 
     struct Worker {
-        instance: AsyncLockInstance,
+        instance: LockInstance,
         client: ClientHandle,
     }
 
@@ -1602,60 +1604,71 @@ pub(crate) mod guest {
             self.load.lock.fair
         }
 
-        /// One slice: every guest a task of its own for `duration`.
+        /// One slice: every guest on its own thread for `duration`.
         pub(super) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
-            let workers = self
+            let mut workers = self
                 .workers
                 .take()
                 .ok_or_else(|| adapter_error("a previous slice failed"))?;
             let load = self.load;
-            let section = Arc::new(Section::new());
-            let tasks: Vec<_> = workers
-                .into_iter()
-                .enumerate()
-                .map(|(index, mut worker)| {
-                    let section = Arc::clone(&section);
-                    tokio::spawn(async move {
-                        let part = worker.slice(load, index as u64, duration, &section).await;
-                        (worker, part)
-                    })
-                })
-                .collect();
-            let mut workers = Vec::with_capacity(tasks.len());
-            let mut parts = Vec::with_capacity(tasks.len());
-            for task in tasks {
-                // A task that panicked took its guest with it: the load is not whole any
-                // more, so no later slice runs (`workers` stays `None`).
-                let (worker, part) = task
-                    .await
-                    .map_err(|e| adapter_error(format!("a guest task failed: {e}")))?;
-                workers.push(worker);
-                parts.push(part);
-            }
-            self.workers = Some(workers);
-            let mut total = Sample::new();
-            let mut elapsed = Duration::ZERO;
-            let mut per_worker = Vec::new();
-            for part in parts {
-                let part = part?;
-                elapsed = elapsed.max(part.elapsed);
-                per_worker.push(part.ops);
-                total.absorb(Sample {
-                    per_worker: Vec::new(),
-                    ..part
+            let (workers, result) = tokio::task::spawn_blocking(move || {
+                let section = Arc::new(Section::new());
+                let parts: Vec<Result<Sample, Error>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = workers
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(index, worker)| {
+                            let section = Arc::clone(&section);
+                            // Named, so a profile tells the guests' threads from the runtime's.
+                            std::thread::Builder::new()
+                                .name(format!("guest-{index}"))
+                                .spawn_scoped(scope, move || {
+                                    worker.slice(load, index as u64, duration, &section)
+                                })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| match h {
+                            Ok(h) => h
+                                .join()
+                                .unwrap_or_else(|_| Err(adapter_error("a guest thread panicked"))),
+                            Err(e) => Err(adapter_error(format!("starting a guest thread: {e}"))),
+                        })
+                        .collect()
                 });
-            }
-            total.elapsed = elapsed;
-            total.per_worker = per_worker;
-            total.overlaps = section.overlaps();
-            total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
-            total.held = section.held();
-            Ok(total)
+                let mut total = Sample::new();
+                let mut elapsed = Duration::ZERO;
+                let mut per_worker = Vec::new();
+                for part in parts {
+                    match part {
+                        Ok(part) => {
+                            elapsed = elapsed.max(part.elapsed);
+                            per_worker.push(part.ops);
+                            total.absorb(Sample {
+                                per_worker: Vec::new(),
+                                ..part
+                            });
+                        }
+                        Err(e) => return (workers, Err(e)),
+                    }
+                }
+                total.elapsed = elapsed;
+                total.per_worker = per_worker;
+                total.overlaps = section.overlaps();
+                total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
+                total.held = section.held();
+                (workers, Ok(total))
+            })
+            .await
+            .map_err(adapter_error)?;
+            self.workers = Some(workers);
+            result
         }
     }
 
     impl Worker {
-        async fn slice(
+        fn slice(
             &mut self,
             load: Load,
             index: u64,
@@ -1670,13 +1683,14 @@ pub(crate) mod guest {
                 let name = format!("{}:{}", load.tag, pick(index, &mut draw, load.names));
                 let t = Instant::now();
                 let acquired = match load.hold {
-                    None => self.instance.try_acquire(&self.client, &name).await,
-                    Some(_) => {
-                        let wait = stop_at
+                    None => self.instance.try_acquire(&self.client, &name),
+                    Some(_) => self.instance.acquire(
+                        &self.client,
+                        &name,
+                        stop_at
                             .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(1));
-                        self.instance.acquire(&self.client, &name, wait).await
-                    }
+                            .max(Duration::from_millis(1)),
+                    ),
                 };
                 let lease = match acquired {
                     Ok(lease) => lease,
@@ -1691,14 +1705,11 @@ pub(crate) mod guest {
                     if let Some(gap) = entry.handoff {
                         sample.record(gap);
                     }
-                    crate::hold::until(Instant::now() + hold).await;
+                    crate::hold::until_blocking(Instant::now() + hold);
                     let _ = sample.holds.record(micros(section.leave(entry)));
                 }
-                let released = self.instance.release(&lease).await;
-                self.instance
-                    .drop_lease(lease)
-                    .await
-                    .map_err(adapter_error)?;
+                let released = self.instance.release(&lease);
+                self.instance.drop_lease(lease).map_err(adapter_error)?;
                 released.map_err(adapter_error)?;
                 if load.hold.is_none() {
                     sample.record(t.elapsed());

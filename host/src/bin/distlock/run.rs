@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use distlock_host::component::{
-    Adapter, AdapterError, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
+    Adapter, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
 };
 
 use crate::exit;
@@ -123,8 +123,8 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
     };
     options.stopper = Some(stopper);
     let runtime = tokio::runtime::Handle::current();
-    // Compiling blocks: off the async threads. The guest then runs as a task of the runtime.
-    let compiled = tokio::task::spawn_blocking(move || {
+    // Compiling and running block: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || {
         let adapter = Adapter::new(
             AdapterOptions {
                 nodes,
@@ -133,16 +133,9 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
             runtime,
         )?;
         let guest = adapter.load(&wasm)?;
-        Ok::<_, AdapterError>((adapter, guest))
+        adapter.run(&guest, &options)
     })
     .await;
-    let outcome = match compiled {
-        Ok(Ok((adapter, guest))) => {
-            tokio::spawn(async move { adapter.run_async(&guest, &options).await }).await
-        }
-        Ok(Err(e)) => Ok(Err(e)),
-        Err(e) => Err(e),
-    };
     listening.abort();
     let report = match outcome {
         Ok(Ok(report)) => report,
@@ -151,7 +144,7 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
             return ExitCode::from(exit::UNAVAILABLE);
         }
         Err(e) => {
-            tell!("distlock: the guest's task failed: {e}");
+            tell!("distlock: the guest's thread failed: {e}");
             return ExitCode::from(exit::UNAVAILABLE);
         }
     };

@@ -66,7 +66,7 @@ export class Slots {
   }
 
   #started(first) {
-    return [new Slot(this, new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(1, true)), first];
+    return [new Slot(this, (first[1] | first[2] << 8 | first[3] << 16 | first[4] << 24) >>> 0), first]; // the u32 slot after the version byte
   }
 }
 

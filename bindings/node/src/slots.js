@@ -22,6 +22,7 @@ const encoded = (token) => {
 /** One session's name ids and the constructors of its slotted operations. */
 export class Slots {
   #ids = new Map();
+  #lastName = undefined; #lastId = 0;
   constructor(session) {
     this.session = session;
     this.acquireFlat = leanAcquireFlat ? (id, wait, now, entropy, lent) => leanAcquireFlat(session, id, wait, now, entropy, lent)
@@ -35,18 +36,26 @@ export class Slots {
       : (slot, now, node, bytes) => session.feedFlat(slot, now, node, bytes);
   }
 
-  /** The id of lock `name`, registered on first use; a full table is emptied once and tried again. */
+  /**
+   * The id of lock `name`, registered on first use; a full table is emptied once and tried
+   * again. The last name looked up is kept beside the table: a lease's release (and most
+   * extends) asks for the name its acquire just did, and comparing the same string costs
+   * nothing where the table hashes it again (a name built per call is a new string each time).
+   */
   nameId(name) {
+    if (name === this.#lastName) return this.#lastId;
     let id = this.#ids.get(name);
-    if (id !== undefined) return id;
-    try {
-      id = this.register(name);
-    } catch (error) {
-      if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
-      this.session.forgetNames(); this.#ids.clear(); // operations in flight keep their lock
-      id = this.register(name);
+    if (id === undefined) {
+      try {
+        id = this.register(name);
+      } catch (error) {
+        if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
+        this.session.forgetNames(); this.#ids.clear(); this.#lastName = undefined; // operations in flight keep their lock
+        id = this.register(name);
+      }
+      this.#ids.set(name, id);
     }
-    this.#ids.set(name, id);
+    this.#lastName = name; this.#lastId = id;
     return id;
   }
 

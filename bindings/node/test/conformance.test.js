@@ -550,6 +550,26 @@ test('closing the client ends a wait in flight (its connection is closed, not le
   await lease.release();
 });
 
+test('a client past the engine\'s 4096 registered names forgets them and goes on; a lease taken before releases after', async () => {
+  const [s] = await start();
+  const client = await connect(s.url);
+  const base = unique('names'), before = await client.acquire(`${base}-held`, { autoRenew: false });
+  for (let i = 0; i < 4200; i++) await (await client.acquire(`${base}-${i}`, { autoRenew: false })).release(); // 4097th: forgets
+  assert.equal(await command(s.port, 'GET', key(`${base}-held`)), before.token);
+  await before.release(); // its name was forgotten with the rest: registered again
+  assert.equal(await command(s.port, 'GET', key(`${base}-held`)), null);
+  const again = await client.acquire(`${base}-0`, { autoRenew: false }); // forgotten too
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), again.token);
+  await again.release();
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), null);
+  // A refused name empties the table too (it cannot tell a full table from a bad name first):
+  // the name used last must be looked up again, not answered from before.
+  await assert.rejects(client.acquire(''), InvalidArgument);
+  const after = await client.acquire(`${base}-0`, { autoRenew: false });
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), after.token);
+  await after.release();
+});
+
 // A session whose one handshake is done, driven by hand (the engine builds no operation before).
 async function handshaken(server) {
   const session = machines.open({ nodes: [server.url], fenced: false }, entropy());

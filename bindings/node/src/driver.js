@@ -46,7 +46,7 @@ class Run { // one a call, so its fields are set one by one (`Object.assign` cos
   handle(bytes) { // one engine call per event: what happened in, what to do out
     const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) return this.pool.due(this, timeout);
     const op = this.op; this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
-    this.conns.forEach((c, node) => { if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } });
+    for (let node = 0; node < this.conns.length; node++) { const c = this.conns[node]; if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } }
     op[Symbol.dispose]?.(); this.settle(outcome);
   }
 }
@@ -91,10 +91,10 @@ export class Pool {
           run.first = run.op.start(now(), lent);
         }
       } catch (error) { conns.forEach((c) => c && this.give(c, c.owed)); return run.settle({ tag: 'err', val: error }); } // connections back as they were
-      conns.forEach((c) => c && (c.run = run));
+      for (const c of conns) if (c) c.run = run;
       if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.tick(); }), { once: true });
       if (signal?.aborted) run.op.cancel(now()); run.handle(run.first);
-      conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); });
+      for (let node = 0; node < conns.length; node++) { const c = conns[node]; while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); }
     });
   }
 }

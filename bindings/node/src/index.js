@@ -57,8 +57,8 @@ export class Client {
     return pool;
   }
 
-  // `make(session)` builds the operation; `started(slots, lent)`, where given, builds it in a
-  // session slot and takes its first step in one engine call (the fast path of an uncontended
+  // `make(session)` builds the operation; `started(lent)`, where given, builds it in a
+  // session slot (`pool.slots`) and takes its first step in one engine call (the fast path of an uncontended
   // lock); `then(value)`, where given, makes what the call resolves with from the outcome's
   // value. Answers the operation's one Promise (no `async` layer on the hot path): the driver
   // settles it from the step that carries the outcome.
@@ -67,7 +67,7 @@ export class Client {
       if (outcome.tag === 'err') throw failure(outcome.val, signal);
       return then ? then(outcome.val) : outcome.val;
     };
-    const run = () => pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.slots, lent)), finish);
+    const run = () => pool.run(() => make(pool.session), signal, started, finish);
     // The engine builds operations for the servers the handshakes found: connect first (once;
     // a connected pool goes straight on).
     return pool.connected ? run() : pool.ready().then(run, (error) => { throw failure(error); });
@@ -92,7 +92,7 @@ export class Client {
       return shape
         ? this.#run(pool, (s) => s.acquireShaped(name, shape, wait, now(), entropy()), signal, undefined, lease)
         : this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
-          (slots, lent) => slots.acquire(name, wait, now(), entropy(), lent), lease);
+          (lent) => pool.slots.acquire(name, wait, now(), entropy(), lent), lease);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -142,10 +142,10 @@ export class Client {
    * with `{ limit }`, a read-write lock's hold with `{ mode: 'read' | 'write' }`.
    */
   async release(name, token, { limit, mode } = {}) {
-    const shape = shapeOf(limit, mode);
-    await (shape ? this.#run(this.#pool(), (s) => s.releaseShaped(name, shape, token, now(), entropy()))
-      : this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
-        (slots, lent) => slots.release(name, token, now(), entropy(), lent)));
+    const shape = shapeOf(limit, mode), pool = this.#pool();
+    await (shape ? this.#run(pool, (s) => s.releaseShaped(name, shape, token, now(), entropy()))
+      : this.#run(pool, (s) => s.release(name, token, now(), entropy()), undefined,
+        (lent) => pool.slots.release(name, token, now(), entropy(), lent)));
   }
 
   /**
@@ -153,10 +153,10 @@ export class Client {
    * `{ mode }`, as `release`); resolves with the new `validUntil`.
    */
   async extend(name, token, ttl, { limit, mode } = {}) {
-    const shape = shapeOf(limit, mode);
-    if (shape) return (await this.#run(this.#pool(), (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()))).val.validUntil;
-    return (await this.#run(this.#pool(), (s) => s.extend(name, token, ttl, now(), entropy()), undefined,
-      (slots, lent) => slots.extend(name, token, ttl, now(), entropy(), lent))).val.validUntil;
+    const shape = shapeOf(limit, mode), pool = this.#pool();
+    if (shape) return (await this.#run(pool, (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()))).val.validUntil;
+    return (await this.#run(pool, (s) => s.extend(name, token, ttl, now(), entropy()), undefined,
+      (lent) => pool.slots.extend(name, token, ttl, now(), entropy(), lent))).val.validUntil;
   }
 
   /**
@@ -323,7 +323,7 @@ export class Lease {
     const make = many ? (s) => s.extendMany(shape.val, this.token, ttl, now(), entropy())
       : shape ? (s) => s.extendShaped(this.name, shape, this.token, ttl, now(), entropy())
         : (s) => s.extend(this.name, this.token, ttl, now(), entropy());
-    const started = shape ? undefined : (slots, lent) => slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
+    const started = shape ? undefined : (lent) => this.#pool.slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
     return (this.validUntil = (await this.#client.runOn(this.#pool, make, undefined, started)).val.validUntil);
   }
 
@@ -338,7 +338,7 @@ export class Lease {
     const shape = this.#shape, { name, token } = this;
     if (shape) return this.#client.runOn(this.#pool, (s) => releaseOf(s, name, shape, token), undefined, undefined, nothing);
     return this.#client.runOn(this.#pool, (s) => s.release(name, token, now(), entropy()), undefined,
-      (slots, lent) => slots.release(name, token, now(), entropy(), lent), nothing);
+      (lent) => this.#pool.slots.release(name, token, now(), entropy(), lent), nothing);
   }
 
   /** `await using lease = …`: releases at the end of the block (errors are swallowed: a lost lease needs no release). */

@@ -5,7 +5,7 @@
 // its CPU is spent). On a loaded machine pairs/s follows CPU per pair; this reads the CPU
 // itself. Each library's clients live through the run, as an application's do; their first
 // pass over every name (where this package registers each name with its session once) is
-// reported apart. The summary is each row's minimum and median over the blocks: load from
+// reported apart, and carries the process's warm-up too (V8 compiling the engine and the JS). The summary is each row's minimum and median over the blocks: load from
 // elsewhere only adds. A measurement to report, not a test:
 // `cd bench && npm install && node cpu.js redis://127.0.0.1:6379 [blocks] [seconds a block]`.
 import Redis from 'ioredis';

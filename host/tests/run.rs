@@ -519,6 +519,9 @@ fn established_to(port: u16) -> usize {
         .count()
 }
 
+/// The key a lock of a name lives in, under the options of a case.
+type KeyOf = fn(&str) -> String;
+
 /// `--prefix` and `--layout` reach the guest's locks: each lock lands under the key the
 /// options name (seen while the guest holds it), not under the default one, on both serves;
 /// a Python library's layout, which the lock component cannot keep, is honoured natively and
@@ -527,7 +530,7 @@ fn established_to(port: u16) -> usize {
 fn prefix_and_layout_reach_the_guests_locks_or_are_refused() {
     require_redis!();
     let server = RedisServer::start();
-    let cases: [(&[&str], fn(&str) -> String); 3] = [
+    let cases: [(&[&str], KeyOf); 3] = [
         (&["--prefix", "team-a:"], |name| {
             format!("team-a:{{{name}}}")
         }),

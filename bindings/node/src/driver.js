@@ -53,13 +53,13 @@ class Run { // one a call, so its fields are set one by one (`Object.assign` cos
 // The connections of one session, per node, and what runs on them (handshakes, operations).
 export class Pool {
   constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []), lent: new Uint8Array(session.nodes()), running: new Set() }); }
-  open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
+  open(node) { const hs = !this.closed && this.session.connect(node, now()); return hs && new Conn(this, node, hs); } // none once closed
   give(conn, owed) { // back to the pool, owing `owed` replies (a closed one is forgotten)
     const idle = this.idle[conn.node], at = idle.indexOf(conn); conn.run = null; conn.owed = owed;
     if (at >= 0) idle.splice(at, 1); if (conn.alive) idle.push(conn); this.tick?.();
   }
-  close() { // every connection: idle, lent to an operation, or in its handshake
-    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
+  close() { // operations in flight given up (an acquire rolls back), then every connection: idle, lent, or in its handshake
+    this.closed = true; for (const r of [...this.running]) if (r.op) { r.op.cancel(now()); r.tick(); } clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
   }
   // One timer for the pool, at the earliest deadline (`at`, then `tick()`): most replies come first and arm none.
   due(item, at) {

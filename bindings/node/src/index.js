@@ -64,7 +64,7 @@ export class Client {
   // settles it from the step that carries the outcome.
   #run(pool, make, signal, started, then) {
     const finish = (outcome) => {
-      if (outcome.tag === 'err') throw failure(outcome.val, signal);
+      if (outcome.tag === 'err') throw failure(outcome.val, signal, pool);
       return then ? then(outcome.val) : outcome.val;
     };
     const run = () => pool.run(() => make(pool.session), signal, started, finish);
@@ -226,14 +226,18 @@ export class Client {
   /** @internal */
   runOn(pool, make, signal, started, then) { return this.#run(pool, make, signal, started, then); }
 
-  /** Closes every connection. Leases not released expire at their TTL. */
+  /**
+   * Gives up every call in flight (a waiting `acquire` rejects at once with an `AbortError`,
+   * "the client was closed") and closes every connection. Leases not released expire at their TTL.
+   */
   close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); this.#default = null; }
 }
 
-// What an operation's failure throws: the abort's reason for a cancelled one, the typed error
-// for the engine's, anything else as it is.
-function failure(error, signal) {
-  if (error?.tag === 'cancelled') return signal?.reason ?? new DOMException('aborted', 'AbortError');
+// What an operation's failure throws: the abort's reason for a cancelled one (an `AbortError`
+// saying so when `client.close()` gave it up), the typed error for the engine's, anything else
+// as it is.
+function failure(error, signal, pool) {
+  if (error?.tag === 'cancelled') return signal?.reason ?? new DOMException(pool?.closed ? 'the client was closed' : 'aborted', 'AbortError');
   return error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error;
 }
 const nothing = () => undefined;

@@ -328,6 +328,39 @@ def test_async_acquire_gives_up_after_its_timeout_and_the_client_closes_outside_
     holder.release()
 
 
+def test_a_cancelled_async_acquire_gives_its_wait_up_on_the_hot_path_and_leaves_no_lock_behind(start):
+    [s] = start()
+    name = unique("async-cancel")
+    holder = Lock(s.url, name)
+    holder.acquire()
+
+    async def main():
+        client = await distlock.AsyncClient.connect(s.url)
+        try:
+            await (await client.acquire(unique("async-warm"))).release()
+            pool = client.pool(client.ttl, client.fenced)
+            assert [conn.quiet() for conn in pool.idle[0]] == [True]  # the next acquire takes the hot path
+            waiting = asyncio.ensure_future(client.acquire(name, wait=30))
+            while s.blocked_clients() == 0:  # observed: the waiter blocks on the server
+                await asyncio.sleep(0.01)
+            assert pool.idle[0] == []  # it waits on the pooled connection
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            while s.blocked_clients():  # its connection closed: the server stops serving its wait
+                await asyncio.sleep(0.01)
+            holder.release()
+            assert s.redis.get(key(name)) is None  # the cancelled attempt took nothing
+            lease = await client.acquire(name)  # one try, on a fresh connection
+            assert s.redis.get(key(name)) == lease.token.encode()
+            await lease.release()
+            assert s.redis.get(key(name)) is None
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(main(), 15))
+
+
 def test_async_renewal_reports_a_lost_lease(start):
     [s] = start()
     name = unique("async-lost")

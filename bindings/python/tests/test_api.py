@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 
 import pytest
@@ -450,3 +451,36 @@ def test_no_scripts_locks_with_native_commands_only(valkey):
     assert "cmdstat_eval" not in stats and "cmdstat_evalsha" not in stats, stats
     client.close()
     other.close()
+
+
+def test_entropy_hands_each_draw_out_once_across_threads_and_never_to_a_forked_child():
+    from distlock import _engine
+
+    drawn: list[bytes] = []
+
+    def draw() -> None:
+        for _ in range(300):
+            drawn.append(entropy())
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(drawn) == 1200 and len(set(drawn)) == 1200  # several batches, no draw twice
+    assert all(len(d) == _engine.ENTROPY_SIZE for d in drawn)
+
+    entropy()
+    unread = list(_engine._drawn)  # what the parent hands out next
+    assert unread
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first draw, to the parent
+        os.write(write_end, entropy())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read_end, 64)
+    os.close(read_end)
+    assert status == 0 and len(child) == _engine.ENTROPY_SIZE
+    assert child not in unread and child not in drawn

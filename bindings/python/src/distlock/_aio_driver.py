@@ -258,17 +258,22 @@ class AsyncPool:
         if started is not None and len(self.idle) == 1 and self.tls is None:
             idle = self.idle[0]
             if idle and idle[-1].owed == 0 and idle[-1].quiet():
-                return self._run_alone(idle.pop(), started)
+                return self._run_alone(build, started)
         return self._run_any(build, started)
 
-    async def _run_alone(self, conn: AsyncConn, started: Any) -> Any:
+    async def _run_alone(self, build: Any, started: Any) -> Any:
         """``run``'s hot path: one node without TLS, its pooled connection quiet and owing
         nothing, the operation built and started in one engine call (in a session slot the
         engine frees with the outcome). The loop of ``_run_any`` without its per-node
         bookkeeping: write what a step says, await the connection's alarm until bytes arrive
         or the step's deadline, hand the engine what happened. Cancelled while waiting, the
         connection is closed (its late reply cannot reach another operation) and the slot
-        abandoned, as on the general path."""
+        abandoned, as on the general path. The connection is taken here, not in ``run``: a
+        coroutine never awaited then holds none."""
+        idle = self.idle[0]
+        if not (idle and idle[-1].owed == 0 and idle[-1].quiet()):  # changed since `run` looked
+            return await self._run_any(build, started)
+        conn = idle.pop()
         events: list[Any] = []
         alarm = conn.alarm
         conn.events, conn.wake = events, alarm  # type: ignore[assignment]

@@ -2,15 +2,17 @@
 run in session slots the engine frees with their outcome (nothing for the driver to drop); another
 operation that ended on one quiet connection is dropped during the next operation's wait
 (``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it. A
-pooled connection the server closed is found by the hot path's read, reported to the engine as
-lost, and replaced by the next operation."""
+pooled connection the server closed while it was idle is found before it is lent (asyncio: the
+loop saw it close) and replaced, so a holder's release still reaches the server."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import unique
+import asyncio
+import select
 
-from distlock import Client, Unavailable
+from conftest import unique, wait_until
+
+from distlock import AsyncLock, Client, Lock
 
 
 def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(start):
@@ -50,21 +52,60 @@ def test_a_full_name_table_is_emptied_once_and_the_lock_still_taken(start):
     client.close()
 
 
-def test_a_pooled_connection_the_server_closed_is_lost_typed_and_the_next_operation_reconnects(start):
+def test_a_pooled_connection_the_server_closed_is_replaced_before_it_is_lent(start):
     [s] = start()
     client = Client.connect(s.url, request_timeout=30)
     pool = client.pool(client.ttl, client.fenced)
     name = unique("closed")
     client.acquire(name).release()  # leaves one quiet pooled connection: the hot path's
     [[pooled]] = pool.idle
+    assert not pooled.stale()
     assert s.redis.client_kill_filter(_type="normal", skipme=True) == 1  # the server closes it
-    with pytest.raises(Unavailable) as caught:
-        client.acquire(name)
-    # Told by the socket (a read of nothing), not by the 30 s request timeout.
-    assert getattr(caught.value.detail, "last-failure").tag == "disconnected"
+    wait_until(lambda: readable(pooled), "the pooled socket to see the server's close")
+    assert pooled.stale()
+    lease = client.acquire(name)  # on a fresh connection: the closed one is never written to
     assert not pooled.alive and pooled not in pool.idle[0]
-    lease = client.acquire(name)  # on a fresh connection
     assert s.redis.get(f"distlock:{{{name}}}").decode() == lease.token
     lease.release()
     assert s.redis.get(f"distlock:{{{name}}}") is None
     client.close()
+
+
+def test_a_holder_whose_idle_connection_the_server_closed_still_releases(start):
+    [s] = start()
+    name = unique("idle-killed")
+    lock = Lock(s.url, name, expire=60)
+    assert lock.acquire()
+    pooled = idle_connections(lock.client)
+    assert pooled and s.redis.client_kill_filter(_type="normal", skipme=True) == len(pooled)  # while it is held
+    wait_until(lambda: all(readable(conn) for conn in pooled), "the pooled sockets to see the server's close")
+    lock.release()  # not `Unavailable`, and not left to the key's 60 s TTL
+    assert s.redis.get(f"distlock:{{{name}}}") is None
+    assert not any(conn.alive for conn in pooled)
+
+
+def test_an_async_holder_whose_idle_connection_the_server_closed_still_releases(start):
+    [s] = start()
+    name = unique("async-idle-killed")
+
+    async def main():
+        lock = AsyncLock(s.url, name, expire=60)
+        assert await lock.acquire()
+        pooled = idle_connections(lock.client)
+        assert pooled and s.redis.client_kill_filter(_type="normal", skipme=True) == len(pooled)  # while it is held
+        while any(conn.alive for conn in pooled):  # observed: the loop ran their `connection_lost`
+            await asyncio.sleep(0.01)
+        await lock.release()
+        assert s.redis.get(f"distlock:{{{name}}}") is None
+
+    asyncio.run(asyncio.wait_for(main(), 15))
+
+
+def idle_connections(client):
+    """Every connection pooled idle in ``client``'s sessions (one per TTL and fencing in use)."""
+    return [conn for pool in client._pools.values() for conns in pool.idle for conn in conns]
+
+
+def readable(conn):
+    """Whether ``conn``'s socket has something to read: the server's close, once it is in."""
+    return bool(select.select([conn.sock], [], [], 0)[0])

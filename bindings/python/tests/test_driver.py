@@ -12,7 +12,7 @@ import select
 import threading
 
 import pytest
-from conftest import unique, wait_until
+from conftest import make_certificates, unique, wait_until
 
 from distlock import AsyncLock, Client, Lock
 
@@ -103,6 +103,26 @@ def test_an_async_holder_whose_idle_connection_the_server_closed_still_releases(
     asyncio.run(asyncio.wait_for(main(), 15))
 
 
+
+def test_under_tls_the_probe_keeps_a_live_connection_and_finds_a_closed_one(start, tmp_path):
+    tls = make_certificates(tmp_path)
+    [s] = start(tls=tls)
+    client = Client.connect(s.url, tls_ca=tls["ca"])
+    pool = client.pool(client.ttl, client.fenced)
+    name = unique("tls-closed")
+    client.acquire(name).release()
+    [[pooled]] = pool.idle
+    for _ in range(3):  # nothing left unread at rest (a TLS 1.3 ticket, say): the same connection
+        client.acquire(name).release()
+    assert pool.idle == [[pooled]] and not pooled.stale()
+    assert s.redis.client_kill_filter(_type="normal", skipme=True) == 1
+    wait_until(lambda: readable(pooled), "the pooled socket to see the server's close")
+    assert pooled.stale()
+    lease = client.acquire(name)  # on a fresh connection
+    assert s.redis.get(f"distlock:{{{name}}}").decode() == lease.token
+    lease.release()
+    assert not pooled.alive and pooled not in pool.idle[0]
+    client.close()
 
 # The engine keeps a node an operation was told it lost out of that operation for good
 # (`wit/engine.wit`, `step-result.transmits`: "none goes to a node reported with `disconnect`";

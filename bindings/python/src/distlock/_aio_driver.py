@@ -231,6 +231,17 @@ class AsyncPool:
         handshake = self.session.connect(node, now())
         return handshake and AsyncConn(self, node, Handle(self.session.engine, "handshake", handshake), wake)
 
+    def take_idle(self, node: int) -> AsyncConn | None:
+        """An idle connection to ``node`` fit to lend, or None. One the server closed while it
+        was idle (a restart, ``CLIENT KILL``, its idle timeout) is closed already: the loop
+        ran its ``connection_lost``; it is passed over, and the caller opens a new one."""
+        idle = self.idle[node]
+        while idle:
+            conn = idle.pop()
+            if conn.alive:
+                return conn
+        return None
+
     def close(self) -> None:
         for conns in self.idle:
             for conn in conns:
@@ -322,7 +333,7 @@ class AsyncPool:
         lent = bytearray(len(self.idle))
         owing = False
         for node in range(len(self.idle)):
-            conn = self.idle[node].pop() if self.idle[node] else None
+            conn = self.take_idle(node)
             conn = conn or self.open(node, wake)
             if conn and conn.alive:
                 conn.events, conn.wake, conns[node], lent[node] = events, wake, conn, 1

@@ -29,6 +29,7 @@ from ._engine import Handle, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 ONE_NODE_LENT = b"\x01"  # `lent` of a one-node session whose connection is lent
+_raw_recv = socket.socket.recv  # the TCP bytes under TLS too (``SSLSocket.recv`` takes no flags)
 R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
@@ -105,6 +106,19 @@ class Conn:
     def quiet(self) -> bool:
         """Connected, handshakes over and nothing left to send: only a reply to wait for."""
         return self.alive and not (self.hs or self.connecting or self.want or self.out)
+
+    def stale(self) -> bool:
+        """Whether this idle connection must not be lent: the server closed it (a restart,
+        ``CLIENT KILL``, its idle timeout) or, owing nothing, it holds stray bytes. One
+        non-blocking peek at the socket's TCP bytes; a connection owing replies is readable
+        once they are in, so only a close counts for it (its reader finds the rest out)."""
+        try:
+            data = _raw_recv(self.sock, 1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return not data or self.owed == 0
 
     def wait_alone(self, deadline: float | None) -> bytes | None:
         """The wait of an operation on this one quiet connection: until a reply or
@@ -213,6 +227,18 @@ class Pool:
         handshake = self.session.connect(node, now())
         return handshake and Conn(self, node, Handle(self.session.engine, "handshake", handshake))
 
+    def take_idle(self, node: int) -> Conn | None:
+        """An idle connection to ``node`` fit to lend, or None. A stale one (``Conn.stale``)
+        is closed on the way: not a session event, as the server closing an idle connection
+        says nothing of whether the node answers now (the next connect finds out)."""
+        while True:
+            with self.lock:
+                conn = self.idle[node].pop() if self.idle[node] else None
+            if conn is None or not conn.stale():
+                return conn
+            conn.failed = True
+            conn.close()
+
     def drop_spent(self) -> None:
         spent = self.spent
         while spent:
@@ -257,8 +283,7 @@ class Pool:
         given, builds it and takes its first step in one engine call: the fast path, used
         unless a pooled connection still owes an earlier operation replies."""
         if started is not None and len(self.idle) == 1:
-            with self.lock:
-                conn = self.idle[0].pop() if self.idle[0] else None
+            conn = self.take_idle(0)
             if conn is not None:
                 if conn.owed == 0 and conn.quiet():
                     return self._run_alone(conn, started)
@@ -323,9 +348,7 @@ class Pool:
         lent = bytearray(len(self.idle))
         owing = False
         for node in range(len(self.idle)):
-            with self.lock:
-                conn = self.idle[node].pop() if self.idle[node] else None
-            conn = conn or self.open(node)
+            conn = self.take_idle(node) or self.open(node)
             if conn and conn.alive:
                 conn.events, conns[node], lent[node] = events, conn, 1
                 owing = owing or conn.owed > 0

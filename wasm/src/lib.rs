@@ -1,7 +1,9 @@
 //! # distlock-wasm
 //!
 //! The distlock core as a WebAssembly component: the `provider` world of `wit/distlock.wit`.
-//! It exports `distlock:lock/distlock` (clients and leases) and imports only
+//! It exports `distlock:lock/distlock` (clients and leases) and `distlock:lock/linking`
+//! (the same acquires answered with the lease's token, for a host that links applications
+//! to it), and imports only
 //! `distlock:lock/transport` (byte streams, supplied by the runtime),
 //! `wasi:clocks/monotonic-clock` and `wasi:random/random`.
 //!
@@ -36,6 +38,7 @@ use distlock_core::{
 };
 
 use crate::bindings::exports::distlock::lock::distlock as api;
+use crate::bindings::exports::distlock::lock::linking;
 use crate::driver::{MAX_NODES, Servers};
 
 /// The bindings `wit-bindgen` generates for the `provider` world.
@@ -201,6 +204,39 @@ impl api::GuestClient for Client {
     }
 }
 
+/// `linking`: the acquires of `distlock.client`, each answered with its lease's token, so a
+/// linking host needs no second call for it.
+impl linking::Guest for Component {
+    fn acquire_held(
+        client: api::ClientBorrow<'_>,
+        name: String,
+        shape: api::Shape,
+        wait_ms: u64,
+    ) -> Result<linking::Held, api::Error> {
+        let client: &Client = client.get();
+        client.shared.give_up_dropped();
+        client
+            .acquire_within(
+                name,
+                convert::core_shape(&shape),
+                Duration::from_millis(wait_ms),
+            )
+            .map(Lease::held)
+    }
+
+    fn acquire_many_held(
+        client: api::ClientBorrow<'_>,
+        names: Vec<String>,
+        wait_ms: u64,
+    ) -> Result<linking::Held, api::Error> {
+        let client: &Client = client.get();
+        client.shared.give_up_dropped();
+        client
+            .acquire_names(&names, Duration::from_millis(wait_ms))
+            .map(Lease::held)
+    }
+}
+
 impl Client {
     /// Acquires `shape` on `name`; the lease keeps the core's lock of that shape, so its
     /// extend, renewal and release act on that permit or hold.
@@ -356,6 +392,15 @@ impl api::GuestLease for Lease {
 }
 
 impl Lease {
+    /// `lease` handed to the guest with its token (`linking.held`).
+    fn held(lease: Lease) -> linking::Held {
+        let token = lease.token.as_str().to_string();
+        linking::Held {
+            lease: api::Lease::new(lease),
+            token,
+        }
+    }
+
     /// The lease of `lock` (known to the guest as `name`) that `lease` holds, on the core's
     /// renewal schedule for the client's TTL; `draw` is what its acquire drew (the jitter of
     /// its renewal and release).

@@ -387,7 +387,7 @@ impl Adapter {
             ..RunOptions::default()
         };
         let mut store = self.store(&options)?;
-        let api = self.instantiate_provider(&mut store)?;
+        let (api, _linking) = self.instantiate_provider(&mut store)?;
         Ok(LockInstance::new(store, api))
     }
 
@@ -409,10 +409,12 @@ impl Adapter {
         let instance = linker
             .instantiate(&mut store, &guest.component)
             .map_err(AdapterError::wasm("instantiating the guest"))?;
-        let api = bindings::provider::Provider::new(&mut store, &instance)
-            .map_err(AdapterError::wasm("reading the guest's distlock exports"))?
-            .distlock_lock_distlock()
-            .clone();
+        // The guest exports `distlock` alone (the lock component's `linking` is the host's).
+        let api = bindings::provider::exports::distlock::lock::distlock::GuestIndices::new(
+            &instance.instance_pre(&store),
+        )
+        .and_then(|indices| indices.load(&mut store, &instance))
+        .map_err(AdapterError::wasm("reading the guest's distlock exports"))?;
         Ok(LockInstance::new(store, api))
     }
 
@@ -453,8 +455,8 @@ impl Adapter {
         match serve {
             Serve::Linked => {
                 self.fixed_nodes_only()?;
-                let api = self.instantiate_provider(store)?;
-                store.data_mut().set_provider(api);
+                let (api, linking) = self.instantiate_provider(store)?;
+                store.data_mut().set_provider(api, linking);
                 Ok(&self.inner.linked_linker)
             }
             Serve::Native => Ok(&self.inner.native_linker),
@@ -472,14 +474,23 @@ impl Adapter {
     fn instantiate_provider(
         &self,
         store: &mut Store<HostState>,
-    ) -> Result<bindings::provider::exports::distlock::lock::distlock::Guest, AdapterError> {
+    ) -> Result<
+        (
+            bindings::provider::exports::distlock::lock::distlock::Guest,
+            bindings::provider::exports::distlock::lock::linking::Guest,
+        ),
+        AdapterError,
+    > {
         let provider = bindings::provider::Provider::instantiate(
             &mut *store,
             &self.inner.provider,
             &self.inner.provider_linker,
         )
         .map_err(AdapterError::wasm("instantiating the lock component"))?;
-        Ok(provider.distlock_lock_distlock().clone())
+        Ok((
+            provider.distlock_lock_distlock().clone(),
+            provider.distlock_lock_linking().clone(),
+        ))
     }
 }
 

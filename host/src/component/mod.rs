@@ -1,9 +1,11 @@
 //! The wasmtime adapter: the lock as a WebAssembly component, and guest apps that use it.
 //!
 //! - The **lock component** (`wasm/`, the `provider` world of `wit/distlock.wit`) runs the
-//!   core behind `distlock:lock/distlock`. The adapter supplies its imports: `transport`
-//!   (`transport.rs`: TCP and TLS through the same connection code as [`crate::Client`],
-//!   limited to the configured nodes), and `wasi:clocks`/`wasi:random` (wasmtime-wasi).
+//!   core behind `distlock:lock/distlock` (and `distlock:lock/linking`, the acquires
+//!   answered with the lease's token, which `link.rs` calls). The adapter supplies its
+//!   imports: `transport` (`transport.rs`: TCP and TLS through the same connection code as
+//!   [`crate::Client`], limited to the configured nodes), and `wasi:clocks`/`wasi:random`
+//!   (wasmtime-wasi).
 //! - A **guest app** (the `app` world) imports `distlock`. The adapter serves it either by
 //!   linking it to a lock component instance in the same store ([`Serve::Linked`]: every call
 //!   is forwarded instance to instance, `link.rs`) or from the Rust driver

@@ -15,7 +15,10 @@
 //! - An instance holding open connections drops cleanly anywhere, even inside async code.
 //! - The lock component refuses to serve nodes that need routing (a Redis Cluster, a Sentinel
 //!   group), typed and before anything is sent; such guests are served natively. A guest
-//!   reaches only the configured nodes, served either way.
+//!   reaches only the configured nodes, served either way (a cluster named by its seeds in
+//!   any order is the configured one).
+//! - The adapter's key settings (prefix or layout, no-scripts) hold for every guest client,
+//!   served either way; what the lock component cannot keep is refused for it, typed.
 //! - The per-acquire cost of the component paths next to the native one (printed).
 //! - Semaphores and read-write locks (`client.acquire-shaped`) on every path, in the suite.
 //! - Get-or-compute for guest apps (`client.get-or-lock`, `computation`): `component_compute`.
@@ -32,6 +35,7 @@ use distlock_host::component::{
     LeaseHandle, Limits, LockInstance, PASSTHROUGH_WASM, PROVIDER_WASM, RunOptions, Serve, wit,
 };
 use distlock_host::{Client, Guard, KeyLayout, LockOptions};
+use support::cluster::Cluster;
 use support::{RedisServer, lock_key, require_redis, unique_name};
 
 // ---------------------------------------------------------------------------------------
@@ -1249,6 +1253,202 @@ fn a_guest_reaches_only_the_configured_nodes() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a guest connected to a node nobody configured"
     );
+}
+
+/// A guest names a cluster the runtime was given by its seeds in any order, or some of them:
+/// the same cluster, served natively, and the lock lands on it. A seed nobody configured
+/// among them is refused at `open` (`unavailable`), and the listener standing in for it is
+/// never connected to.
+#[test]
+fn a_guest_names_a_configured_cluster_by_its_seeds_in_any_order() {
+    require_redis!();
+    let cluster = Cluster::start(3);
+    let shared = shared();
+    let options = AdapterOptions {
+        nodes: vec![cluster.url(&[0, 1, 2])],
+        ..AdapterOptions::default()
+    };
+    let adapter = shared
+        .adapter
+        .configure(options, shared.runtime.handle().clone())
+        .expect("adapter");
+    let mut instance = adapter
+        .guest_exports(&shared.passthrough, Serve::Native, Limits::default())
+        .expect("instance");
+    let config = |nodes: Vec<String>| wit::Config {
+        nodes,
+        ..config_with_ttl(Duration::from_secs(30))
+    };
+    for seeds in [&[2, 0, 1][..], &[1, 2, 0], &[1]] {
+        let name = unique_name("seed-order");
+        let client = instance
+            .open(&config(vec![cluster.url(seeds)]))
+            .unwrap_or_else(|e| panic!("seeds {seeds:?}: {e:?}"));
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        let token = instance.token(&lease).expect("token");
+        let key = lock_key(&name);
+        let owner = cluster.owner(cluster.slot(&key), 0);
+        assert_eq!(
+            cluster.nodes[owner].raw().ok(&["GET", &key]).text(),
+            Some(token),
+            "seeds {seeds:?}: the lock is not on the slot's owner"
+        );
+        instance.release(&lease).expect("release");
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("address").port();
+    let with_stranger = format!("{},127.0.0.1:{port}", cluster.url(&[1, 0]));
+    match instance.open(&config(vec![with_stranger.clone()])) {
+        Err(e) => match e.lock_error() {
+            Some(wit::Error::Unavailable(why)) => assert!(
+                why.contains("not one of the nodes this runtime was given"),
+                "{why}"
+            ),
+            _ => panic!("{with_stranger}: {e:?}"),
+        },
+        Ok(_) => panic!("{with_stranger}: opened with a seed nobody configured"),
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a guest connected to a seed nobody configured"
+    );
+}
+
+/// The `invalid` kind of a refused call, or a panic saying what came instead.
+fn invalid_kind<T>(what: &str, result: Result<T, CallError>) -> wit::ConfigErrorKind {
+    match result.map(|_| ()) {
+        Err(e) => match e.lock_error() {
+            Some(wit::Error::Invalid(invalid)) => invalid.kind,
+            _ => panic!("{what}: {e:?}"),
+        },
+        Ok(()) => panic!("{what}: accepted"),
+    }
+}
+
+/// The adapter's key settings hold for every client a guest opens, served either way, and
+/// for the lock component called from Rust: its prefix is what an unset `key-prefix` means
+/// (the lock lands under it) and another prefix is refused (`bad-prefix`); its no-scripts
+/// mode is what an unset `no-scripts` means (a fair lock, which needs scripts, is refused)
+/// and asking for scripts is refused (`needs-scripts`). A Python library's layout is served
+/// natively (the lock lands under its key) and refused for the lock component, typed.
+#[test]
+fn the_adapters_key_settings_hold_for_every_guest_client() {
+    require_redis!();
+    let server = RedisServer::start();
+    let shared = shared();
+    let configure = |layout: Option<KeyLayout>, no_scripts: bool| {
+        let options = AdapterOptions {
+            nodes: vec![server.url()],
+            layout,
+            no_scripts,
+            ..AdapterOptions::default()
+        };
+        shared
+            .adapter
+            .configure(options, shared.runtime.handle().clone())
+            .expect("adapter")
+    };
+    let config = || config_with_ttl(Duration::from_secs(30));
+    let prefixed = configure(Some(KeyLayout::tagged(b"team-b:").expect("prefix")), false);
+    let scriptless = configure(None, true);
+    let instances = |adapter: &Adapter| {
+        vec![
+            (
+                "linked",
+                adapter
+                    .guest_exports(&shared.passthrough, Serve::Linked, Limits::default())
+                    .expect("instance"),
+            ),
+            (
+                "native",
+                adapter
+                    .guest_exports(&shared.passthrough, Serve::Native, Limits::default())
+                    .expect("instance"),
+            ),
+            (
+                "lock component",
+                adapter.lock_component(Limits::default()).expect("instance"),
+            ),
+        ]
+    };
+    for (label, mut instance) in instances(&prefixed) {
+        let name = unique_name("runtime-prefix");
+        let client = instance.open(&config()).expect("open");
+        let lease = instance.try_acquire(&client, &name).expect("acquire");
+        let token = instance.token(&lease).expect("token");
+        assert_eq!(
+            server
+                .raw()
+                .ok(&["GET", &format!("team-b:{{{name}}}")])
+                .text(),
+            Some(token),
+            "{label}: not under the runtime's prefix"
+        );
+        assert_eq!(
+            server.raw().ok(&["EXISTS", &lock_key(&name)]).int(),
+            Some(0),
+            "{label}: under the default prefix too"
+        );
+        instance.release(&lease).expect("release");
+        let other = wit::Config {
+            key_prefix: Some("other:".into()),
+            ..config()
+        };
+        assert_eq!(
+            invalid_kind(label, instance.open(&other)),
+            wit::ConfigErrorKind::BadPrefix,
+            "{label}"
+        );
+    }
+    for (label, mut instance) in instances(&scriptless) {
+        let fair = wit::Config {
+            fair: Some(true),
+            ..config()
+        };
+        assert_eq!(
+            invalid_kind(label, instance.open(&fair)),
+            wit::ConfigErrorKind::NeedsScripts,
+            "{label}: a fair lock under no scripts"
+        );
+        let scripts = wit::Config {
+            no_scripts: Some(false),
+            ..config()
+        };
+        assert_eq!(
+            invalid_kind(label, instance.open(&scripts)),
+            wit::ConfigErrorKind::NeedsScripts,
+            "{label}: scripts asked for"
+        );
+    }
+    let python = configure(Some(KeyLayout::python_redis_lock()), false);
+    assert!(
+        matches!(
+            python.guest_exports(&shared.passthrough, Serve::Linked, Limits::default()),
+            Err(AdapterError::NeedsNative {
+                setting: "layout",
+                ..
+            })
+        ),
+        "a linked guest under python-redis-lock's layout"
+    );
+    assert!(matches!(
+        python.lock_component(Limits::default()),
+        Err(AdapterError::NeedsNative { .. })
+    ));
+    let mut native = python
+        .guest_exports(&shared.passthrough, Serve::Native, Limits::default())
+        .expect("instance");
+    let name = unique_name("runtime-layout");
+    let client = native.open(&config()).expect("open");
+    let lease = native.try_acquire(&client, &name).expect("acquire");
+    let token = native.token(&lease).expect("token");
+    assert_eq!(
+        server.raw().ok(&["GET", &format!("lock:{name}")]).text(),
+        Some(token),
+        "not under python-redis-lock's key"
+    );
+    native.release(&lease).expect("release");
 }
 
 // ---------------------------------------------------------------------------------------

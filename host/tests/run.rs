@@ -22,7 +22,7 @@ use support::cluster::Cluster;
 use support::sentinel::{SERVICE, SentinelGroup};
 use support::{
     KillOnDrop, RedisServer, distlock, lock_key, require_redis, run_bounded, send_signal, show,
-    stderr, unique_name, wait_for,
+    stderr, stdout, unique_name, wait_for,
 };
 
 /// Each way of serving the guest's `distlock` import: (label, extra `run` flags).
@@ -491,4 +491,206 @@ fn unusable_cluster_and_sentinel_urls_are_refused_before_the_guest_starts() {
     assert_eq!(out.status.code(), Some(64), "--durable: {}", show(&out));
     assert!(stderr(&out).contains("--durable"), "{}", show(&out));
     assert!(counted(dir.path()).is_none(), "--durable: the guest ran");
+}
+
+/// How many keys on `server` contain `name` (unique per test): what a guest wrote for it.
+fn keys_naming(server: &RedisServer, name: &str) -> usize {
+    match server.raw().ok(&["KEYS", &format!("*{name}*")]) {
+        support::Reply::Array(Some(keys)) => keys.len(),
+        other => panic!("KEYS: {other:?}"),
+    }
+}
+
+/// The server-side sockets of connections the kernel completed to `port` (state
+/// ESTABLISHED in `/proc/net/tcp`): they show a client connecting to a frozen server.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// The key a lock of a name lives in, under the options of a case.
+type KeyOf = fn(&str) -> String;
+
+/// `--prefix` and `--layout` reach the guest's locks: each lock lands under the key the
+/// options name (seen while the guest holds it), not under the default one, on both serves;
+/// a Python library's layout, which the lock component cannot keep, is honoured natively and
+/// refused (64) linked, before the guest runs or anything reaches the server.
+#[test]
+fn prefix_and_layout_reach_the_guests_locks_or_are_refused() {
+    require_redis!();
+    let server = RedisServer::start();
+    let cases: [(&[&str], KeyOf); 3] = [
+        (&["--prefix", "team-a:"], |name| {
+            format!("team-a:{{{name}}}")
+        }),
+        (&["--layout", "python-redis-lock"], |name| {
+            format!("lock:{name}")
+        }),
+        (&["--layout", "redis-py"], |name| name.to_owned()),
+    ];
+    for (options, key_of) in cases {
+        for (label, serve) in SERVES {
+            let label = format!("{options:?} {label}");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let dir_arg = dir_arg(dir.path());
+            let name = unique_name("run-layout");
+            let key = key_of(&name);
+            let mut args = options.to_vec();
+            // One iteration holding the lock for a second: time to see its key.
+            args.extend(count_args(serve, &[], &dir_arg, &name, "1", "1000"));
+            let refused = options[0] == "--layout" && serve.is_empty();
+            if refused {
+                let out = run_bounded(distlock(&server.url(), &args), Duration::from_secs(30))
+                    .expect("run distlock");
+                assert_eq!(out.status.code(), Some(64), "{label}: {}", show(&out));
+                assert!(
+                    stderr(&out).contains("--layout") && stderr(&out).contains("--native"),
+                    "{label}: {}",
+                    show(&out)
+                );
+                assert!(counted(dir.path()).is_none(), "{label}: the guest ran");
+                assert_eq!(
+                    keys_naming(&server, &name),
+                    0,
+                    "{label}: something was written"
+                );
+                continue;
+            }
+            let mut child = spawn(distlock(&server.url(), &args));
+            let token = wait_for(
+                &format!("{label}: the guest's lock under {key}"),
+                Duration::from_secs(20),
+                || server.raw().ok(&["GET", &key]).text(),
+            );
+            assert!(!token.is_empty(), "{label}: an empty token");
+            assert!(
+                !exists(&server, &name),
+                "{label}: a lock under the default key too"
+            );
+            let (status, out) = wait_exit(&mut child, Duration::from_secs(30));
+            assert!(status.success(), "{label}: {}", show(&out));
+            assert_eq!(counted(dir.path()), Some(1), "{label}: {}", show(&out));
+            assert_eq!(
+                server.raw().ok(&["EXISTS", &key]).int(),
+                Some(0),
+                "{label}: the lock was left behind"
+            );
+        }
+    }
+}
+
+/// `--no-scripts` reaches the guest's locks on both serves: on a server without the native
+/// commands it needs (this redis-server) the guest's lock is refused (the guest fails,
+/// saying so) where without it the guest counts; and a guest asking for fair mode, which
+/// needs scripts, is refused too.
+#[test]
+fn no_scripts_reaches_the_guests_locks() {
+    require_redis!();
+    let server = RedisServer::start();
+    for (label, serve) in SERVES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir_arg = dir_arg(dir.path());
+        let name = unique_name("run-no-scripts");
+        let scripted = count_args(serve, &[], &dir_arg, &name, "1", "1");
+        let out = run_bounded(distlock(&server.url(), &scripted), Duration::from_secs(60))
+            .expect("run distlock");
+        assert!(out.status.success(), "{label}: {}", show(&out));
+        assert_eq!(counted(dir.path()), Some(1), "{label}");
+
+        let mut args = vec!["--no-scripts"];
+        args.extend(count_args(serve, &[], &dir_arg, &name, "1", "1"));
+        let out = run_bounded(distlock(&server.url(), &args), Duration::from_secs(60))
+            .expect("run distlock");
+        assert_eq!(out.status.code(), Some(1), "{label}: {}", show(&out));
+        let err = stderr(&out).to_ascii_lowercase();
+        assert!(
+            err.contains("distlock-counter:") && err.contains("scripts are set to never"),
+            "{label}: {}",
+            show(&out)
+        );
+        assert_eq!(
+            counted(dir.path()),
+            Some(1),
+            "{label}: counted without a lock"
+        );
+
+        let mut fair = vec!["--no-scripts", "run", "--example"];
+        fair.extend_from_slice(serve);
+        fair.extend_from_slice(&["--", "trap-fair", &name, "/nonexistent"]);
+        let out =
+            run_bounded(distlock(&server.url(), &fair), Duration::from_secs(60)).expect("run");
+        assert_eq!(out.status.code(), Some(1), "{label}: {}", show(&out));
+        assert!(!stdout(&out).contains("holding"), "{label}: {}", show(&out));
+        assert!(!exists(&server, &name), "{label}: a fair lock was taken");
+    }
+}
+
+/// `--connect-timeout` is honoured natively: with the only node frozen, a guest run with a
+/// long one keeps waiting to connect while a guest run without it (the default, a second)
+/// gives up, and it counts once the node answers again. Linked, where the lock component
+/// waits for a connect as long as the guest's request timeout, it is refused (64) before the
+/// guest runs.
+#[test]
+fn connect_timeout_is_honoured_natively_and_refused_linked() {
+    require_redis!();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let patient_dir = dir_arg(dir.path());
+    let name = unique_name("run-connect-timeout");
+
+    let mut linked = vec!["--connect-timeout", "10m"];
+    linked.extend(count_args(&[], &[], &patient_dir, &name, "1", "1"));
+    let out = run_bounded(distlock(&server.url(), &linked), Duration::from_secs(30))
+        .expect("run distlock");
+    assert_eq!(out.status.code(), Some(64), "{}", show(&out));
+    assert!(stderr(&out).contains("--connect-timeout"), "{}", show(&out));
+    assert!(counted(dir.path()).is_none(), "the linked guest ran");
+
+    server.pause();
+    let before = established_to(server.port());
+    let mut patient_args = vec!["--connect-timeout", "10m"];
+    patient_args.extend(count_args(
+        &["--native"],
+        &[],
+        &patient_dir,
+        &name,
+        "1",
+        "1",
+    ));
+    let mut patient = spawn(distlock(&server.url(), &patient_args));
+    wait_for(
+        "the patient guest to connect to the frozen node",
+        Duration::from_secs(30),
+        || (established_to(server.port()) > before).then_some(()),
+    );
+    // Started after the patient guest was already connecting: its default wait ends first.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other_arg = dir_arg(other_dir.path());
+    let hasty = count_args(&["--native"], &[], &other_arg, &name, "1", "1");
+    let out = run_bounded(distlock(&server.url(), &hasty), Duration::from_secs(60))
+        .expect("run distlock");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        counted(other_dir.path()).is_none(),
+        "counted without a lock"
+    );
+    assert!(
+        patient.0.try_wait().expect("try_wait").is_none(),
+        "the guest with --connect-timeout 10m gave up with the default's"
+    );
+    server.resume();
+    let (status, out) = wait_exit(&mut patient, Duration::from_secs(60));
+    assert!(status.success(), "{}", show(&out));
+    assert_eq!(counted(dir.path()), Some(1), "{}", show(&out));
 }

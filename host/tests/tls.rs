@@ -1,5 +1,6 @@
 //! `rediss://` with an ACL user, against a TLS-only `redis-server`: the Rust API and the
-//! `distlock --tls-ca` path lock and unlock; a wrong password is a clear handshake error.
+//! `distlock --tls-ca` path lock and unlock (`distlock run`'s guest too, served either way);
+//! a wrong password is a clear handshake error.
 //!
 //! Needs `redis-server` built with TLS and the `openssl` command (to make a CA and a server
 //! certificate). Without them the test fails and says why (`DISTLOCK_SKIP_REDIS=1` skips it).
@@ -235,6 +236,39 @@ async fn tls_and_acl_user_lock_and_unlock() {
         "exec", "--name", &cli_name, "--ttl", "5s", "--", "sh", "-c", "exit 3",
     ]);
     assert_eq!(exec.status.code(), Some(3), "{}", show(&exec));
+
+    // `distlock run`: the guest's connections trust --tls-ca too, served either way; without
+    // it the server's certificate is not trusted and the guest takes no lock.
+    let counter_dir = tempfile::tempdir().expect("temp dir");
+    let dir_arg = format!("{}::/data", counter_dir.path().display());
+    let counted = || std::fs::read_to_string(counter_dir.path().join("counter")).ok();
+    for (iteration, serve) in [&[][..], &["--native"][..]].into_iter().enumerate() {
+        let mut args = vec!["run", "--example", "--dir", dir_arg.as_str()];
+        args.extend_from_slice(serve);
+        args.extend_from_slice(&["--", "count", &cli_name, "/data/counter", "1", "1"]);
+        let untrusted = tokio::task::block_in_place(|| {
+            run_bounded(distlock(&url, &args), Duration::from_secs(60)).expect("run distlock")
+        });
+        assert_eq!(
+            untrusted.status.code(),
+            Some(1),
+            "{serve:?} without --tls-ca: {}",
+            show(&untrusted)
+        );
+        let trusted = run(&args);
+        assert_eq!(
+            trusted.status.code(),
+            Some(0),
+            "{serve:?}: {}",
+            show(&trusted)
+        );
+        assert_eq!(
+            counted().as_deref().map(str::trim),
+            Some((iteration + 1).to_string().as_str()),
+            "{serve:?}: {}",
+            show(&trusted)
+        );
+    }
 
     // The CLI with a wrong password: refused credentials (77), and the message says why.
     let mut command = distlock(&wrong, &["--tls-ca", &ca, "acquire", "--name", &cli_name]);

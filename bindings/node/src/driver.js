@@ -7,8 +7,7 @@ import { decodeStep, feed } from './flat.js';
 export const now = () => performance.now();
 // Random bytes, 24 a call (a token, retry jitter), cut from 4 KiB of CSPRNG output (one `randomFillSync` costs ~3 us).
 let random = new Uint8Array(0), taken = 0;
-const refill = () => { random = randomFillSync(new Uint8Array(4096)); taken = 0; };
-export const entropy = () => { if (taken + 24 > random.length) refill(); return random.subarray(taken, (taken += 24)); };
+export const entropy = () => { if (taken + 24 > random.length) [random, taken] = [randomFillSync(new Uint8Array(4096)), 0]; return random.subarray(taken, (taken += 24)); };
 // One socket to one node: its handshake first, then lent to one operation (`run`) at a time.
 class Conn {
   constructor(pool, node, handshake) {
@@ -39,27 +38,28 @@ class Conn {
   }
   destroy() { this.socket.destroy(); this.closed(); }
 }
-// One operation over the flat calls (src/flat.js), from its first step to its outcome.
-class Run {
-  constructor(pool, resolve) { Object.assign(this, { pool, resolve, conns: [], op: null, first: null, at: undefined, write: (node, bytes) => this.conns[node]?.write(bytes) }); }
+// One operation over the flat calls (src/flat.js) to its outcome, which `finish` makes what its Promise settles with.
+class Run { // one a call, so its fields are set one by one (`Object.assign` cost more than the rest of it)
+  constructor(pool, resolve, reject, finish) { this.pool = pool; this.resolve = resolve; this.reject = reject; this.finish = finish; this.conns = []; this.op = this.first = null; this.at = undefined; this.write = (node, bytes) => this.conns[node]?.write(bytes); }
   tick() { this.handle(this.op.tick(now())); }
+  settle(outcome) { try { this.resolve(this.finish(outcome)); } catch (error) { this.reject(error); } } // an operation not built: its error
   handle(bytes) { // one engine call per event: what happened in, what to do out
     const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) return this.pool.due(this, timeout);
     const op = this.op; this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
-    this.conns.forEach((c, node) => { if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } });
-    op[Symbol.dispose]?.(); this.resolve(outcome);
+    for (let node = 0; node < this.conns.length; node++) { const c = this.conns[node]; if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } }
+    op[Symbol.dispose]?.(); this.settle(outcome);
   }
 }
 // The connections of one session, per node, and what runs on them (handshakes, operations).
 export class Pool {
   constructor(session, tls) { Object.assign(this, { session, tls, idle: [...Array(session.nodes())].map(() => []), lent: new Uint8Array(session.nodes()), running: new Set() }); }
-  open(node) { const hs = this.session.connect(node, now()); return hs && new Conn(this, node, hs); }
+  open(node) { const hs = !this.closed && this.session.connect(node, now()); return hs && new Conn(this, node, hs); } // none once closed
   give(conn, owed) { // back to the pool, owing `owed` replies (a closed one is forgotten)
     const idle = this.idle[conn.node], at = idle.indexOf(conn); conn.run = null; conn.owed = owed;
     if (at >= 0) idle.splice(at, 1); if (conn.alive) idle.push(conn); this.tick?.();
   }
-  close() { // every connection: idle, lent to an operation, or in its handshake
-    clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
+  close() { // operations in flight given up (an acquire rolls back), then every connection: idle, lent, or in its handshake
+    this.closed = true; for (const r of [...this.running]) if (r.op) { r.op.cancel(now()); r.tick(); } clearTimeout(this.timer); this.alarm = undefined; for (const c of [...this.idle.flat(), ...[...this.running].flatMap((r) => r.conns ?? [r])]) c?.socket?.destroy();
   }
   // One timer for the pool, at the earliest deadline (`at`, then `tick()`): most replies come first and arm none.
   due(item, at) {
@@ -78,10 +78,10 @@ export class Pool {
       for (let node; (node = this.session.pollConnect(now())) !== undefined; ) this.open(node); this.tick();
     }));
   }
-  // One operation to its outcome: `build()` makes it, or `started(lent)` makes it and takes its first step at once.
-  run(build, signal, started) {
-    return new Promise((resolve) => {
-      const run = new Run(this, resolve), { conns } = run, lent = this.lent;
+  // One operation to `finish(outcome)` (or what it throws): `build()` makes it, or `started(lent)` makes it and steps it at once.
+  run(build, signal, started, finish = (outcome) => outcome) {
+    return new Promise((resolve, reject) => {
+      const run = new Run(this, resolve, reject, finish), { conns } = run, lent = this.lent;
       for (let node = 0; node < lent.length; node++) lent[node] = (conns[node] = this.idle[node].pop() ?? this.open(node)) ? 1 : 0;
       try {
         if (started && !conns.some((c) => c?.owed)) [run.op, run.first] = started(lent);
@@ -90,11 +90,11 @@ export class Pool {
           conns.forEach((c, node) => { if (c?.owed && !run.op.discardReplies(node, c.owed)) { c.destroy(); lent[node] = (conns[node] = this.open(node)) ? 1 : 0; } });
           run.first = run.op.start(now(), lent);
         }
-      } catch (error) { conns.forEach((c) => c && this.give(c, c.owed)); throw error; } // not built: connections back as they were
-      conns.forEach((c) => c && (c.run = run));
+      } catch (error) { conns.forEach((c) => c && this.give(c, c.owed)); return run.settle({ tag: 'err', val: error }); } // connections back as they were
+      for (const c of conns) if (c) c.run = run;
       if ((run.signal = signal)) signal.addEventListener('abort', (run.abort = () => { run.op.cancel(now()); run.tick(); }), { once: true });
       if (signal?.aborted) run.op.cancel(now()); run.handle(run.first);
-      conns.forEach((c, node) => { while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); });
+      for (let node = 0; node < conns.length; node++) { const c = conns[node]; while (run.op && c?.idle.length) run.handle(feed(run.op, now(), node, c.idle.shift())); }
     });
   }
 }

@@ -4,8 +4,9 @@
 // decision in it is the engine's. An outcome the layout does not carry (status, reset, an
 // error) is read with `op.pollOutcome()`.
 //
-// Allocation is kept to what the caller keeps: the transmits go straight to `write`, and the
-// step comes back in one record reused by every call (read it before the next call).
+// Allocation is kept to what the caller keeps: the transmits go straight to `write`, the
+// step comes back in one record reused by every call (read it before the next call), and the
+// bytes are read through a DataView kept while they share one buffer.
 import { leanFeed } from '../generated/engine.js';
 
 import { Slot } from './slots.js';
@@ -27,14 +28,13 @@ const step = { timeout: undefined, outcome: undefined, owed: [] };
  * out of step, or silent, which the engine already told the session).
  */
 export function decodeStep(bytes, op, write) {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), version = bytes[0];
+  const version = bytes[0], start = bytes.byteOffset, view = viewOf(bytes.buffer);
   // An empty answer: the engine knows no such slot.
   if (version !== VERSION && version !== SLOTTED) throw new Error(`distlock: unknown engine step encoding ${version}`);
-  const base = version === SLOTTED ? 5 : 1;
-  let at = base + 1;
-  for (let i = view.getUint8(base); i > 0; i--) {
-    const node = view.getUint8(at), length = view.getUint32(at + 1, true);
-    write(node, bytes.subarray(at + 5, at + 5 + length));
+  let at = start + (version === SLOTTED ? 5 : 1) + 1; // `at`: a position in the buffer, `at - start` in `bytes`
+  for (let i = view.getUint8(at - 1); i > 0; i--) {
+    const node = view.getUint8(at), length = view.getUint32(at + 1, true), from = at + 5 - start;
+    write(node, bytes.subarray(from, from + length));
     at += 5 + length;
   }
   step.owed.length = 0;
@@ -47,8 +47,8 @@ export function decodeStep(bytes, op, write) {
   step.timeout = undefined;
   switch (view.getUint8(at + 1)) {
     case 0: {
-      const length = view.getUint8(at + 2);
-      const token = ascii.decode(bytes.subarray(at + 3, at + 3 + length));
+      const length = view.getUint8(at + 2), from = at + 3 - start;
+      const token = ascii.decode(bytes.subarray(from, from + length));
       at += 3 + length;
       const fence = view.getUint8(at) ? view.getBigUint64(at + 1, true) : undefined;
       const started = view.getFloat64(at + 9, true), validUntil = view.getFloat64(at + 17, true);
@@ -71,4 +71,12 @@ export function decodeStep(bytes, op, write) {
   // Per node: 0 keep (then u32 replies owed), 1 close, 2 silent.
   for (let i = view.getUint8(at++); i > 0; i--, at += 5) step.owed.push(view.getUint8(at) === 0 ? view.getUint32(at + 1, true) : -1);
   return step;
+}
+
+// A DataView of the buffer a step's bytes sit in, made again only for another buffer: the
+// lean calls' answers share Node's `Buffer` pool, so most steps are read through one view.
+let viewed = null, viewing = null;
+function viewOf(buffer) {
+  if (buffer !== viewed) { viewed = buffer; viewing = new DataView(buffer); }
+  return viewing;
 }

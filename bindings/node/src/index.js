@@ -57,23 +57,20 @@ export class Client {
     return pool;
   }
 
-  // `make(session)` builds the operation; `started(slots, lent)`, where given, builds it in a
-  // session slot and takes its first step in one engine call (the fast path of an uncontended lock).
-  async #run(pool, make, signal, started) {
-    let outcome;
-    try {
-      // The engine builds operations for the servers the handshakes found: connect first
-      // (once; a connected pool skips the await).
-      if (!pool.connected) await pool.ready();
-      outcome = await pool.run(() => make(pool.session), signal, started && ((lent) => started(pool.slots, lent)));
-    } catch (error) {
-      throw error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error;
-    }
-    if (outcome.tag === 'err') {
-      if (outcome.val.tag === 'cancelled') throw signal?.reason ?? new DOMException('aborted', 'AbortError');
-      throw fromEngine(outcome.val);
-    }
-    return outcome.val;
+  // `make(session)` builds the operation; `started(lent)`, where given, builds it in a
+  // session slot (`pool.slots`) and takes its first step in one engine call (the fast path of an uncontended
+  // lock); `then(value)`, where given, makes what the call resolves with from the outcome's
+  // value. Answers the operation's one Promise (no `async` layer on the hot path): the driver
+  // settles it from the step that carries the outcome.
+  #run(pool, make, signal, started, then) {
+    const finish = (outcome) => {
+      if (outcome.tag === 'err') throw failure(outcome.val, signal, pool);
+      return then ? then(outcome.val) : outcome.val;
+    };
+    const run = () => pool.run(() => make(pool.session), signal, started, finish);
+    // The engine builds operations for the servers the handshakes found: connect first (once;
+    // a connected pool goes straight on).
+    return pool.connected ? run() : pool.ready().then(run, (error) => { throw failure(error); });
   }
 
   /**
@@ -87,13 +84,18 @@ export class Client {
    * engine's bound: kind `bad-limit`), `ServerError` (a name that is another kind of lock:
    * `wrong-type`; another limit while a permit lives: `wrong-limit`).
    */
-  async acquire(name, { wait = 0, ttl, fenced, fair, autoRenew = true, signal, limit, mode } = {}) {
-    const pool = this.#pool(ttl, fenced, fair), shape = shapeOf(limit, mode);
-    const { val } = shape
-      ? await this.#run(pool, (s) => s.acquireShaped(name, shape, wait, now(), entropy()), signal)
-      : await this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
-        (slots, lent) => slots.acquire(name, wait, now(), entropy(), lent));
-    return new Lease(this, pool, name, val, autoRenew, shape);
+  acquire(name, options = {}) {
+    try { // what goes wrong before the operation runs rejects too, as an `async` call's would
+      const { wait = 0, ttl, fenced, fair, autoRenew = true, signal, limit, mode } = options;
+      const pool = this.#pool(ttl, fenced, fair), shape = shapeOf(limit, mode);
+      const lease = ({ val }) => new Lease(this, pool, name, val, autoRenew, shape);
+      return shape
+        ? this.#run(pool, (s) => s.acquireShaped(name, shape, wait, now(), entropy()), signal, undefined, lease)
+        : this.#run(pool, (s) => s.acquire(name, wait, now(), entropy()), signal,
+          (lent) => pool.slots.acquire(name, wait, now(), entropy(), lent), lease);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -140,10 +142,10 @@ export class Client {
    * with `{ limit }`, a read-write lock's hold with `{ mode: 'read' | 'write' }`.
    */
   async release(name, token, { limit, mode } = {}) {
-    const shape = shapeOf(limit, mode);
-    await (shape ? this.#run(this.#pool(), (s) => s.releaseShaped(name, shape, token, now(), entropy()))
-      : this.#run(this.#pool(), (s) => s.release(name, token, now(), entropy()), undefined,
-        (slots, lent) => slots.release(name, token, now(), entropy(), lent)));
+    const shape = shapeOf(limit, mode), pool = this.#pool();
+    await (shape ? this.#run(pool, (s) => s.releaseShaped(name, shape, token, now(), entropy()))
+      : this.#run(pool, (s) => s.release(name, token, now(), entropy()), undefined,
+        (lent) => pool.slots.release(name, token, now(), entropy(), lent)));
   }
 
   /**
@@ -151,10 +153,10 @@ export class Client {
    * `{ mode }`, as `release`); resolves with the new `validUntil`.
    */
   async extend(name, token, ttl, { limit, mode } = {}) {
-    const shape = shapeOf(limit, mode);
-    if (shape) return (await this.#run(this.#pool(), (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()))).val.validUntil;
-    return (await this.#run(this.#pool(), (s) => s.extend(name, token, ttl, now(), entropy()), undefined,
-      (slots, lent) => slots.extend(name, token, ttl, now(), entropy(), lent))).val.validUntil;
+    const shape = shapeOf(limit, mode), pool = this.#pool();
+    if (shape) return (await this.#run(pool, (s) => s.extendShaped(name, shape, token, ttl, now(), entropy()))).val.validUntil;
+    return (await this.#run(pool, (s) => s.extend(name, token, ttl, now(), entropy()), undefined,
+      (lent) => pool.slots.extend(name, token, ttl, now(), entropy(), lent))).val.validUntil;
   }
 
   /**
@@ -222,11 +224,23 @@ export class Client {
   }
 
   /** @internal */
-  runOn(pool, make, signal, started) { return this.#run(pool, make, signal, started); }
+  runOn(pool, make, signal, started, then) { return this.#run(pool, make, signal, started, then); }
 
-  /** Closes every connection. Leases not released expire at their TTL. */
+  /**
+   * Gives up every call in flight (a waiting `acquire` rejects at once with an `AbortError`,
+   * "the client was closed") and closes every connection. Leases not released expire at their TTL.
+   */
   close() { for (const pool of this.#pools.values()) pool.close(); this.#pools.clear(); this.#default = null; }
 }
+
+// What an operation's failure throws: the abort's reason for a cancelled one (an `AbortError`
+// saying so when `client.close()` gave it up), the typed error for the engine's, anything else
+// as it is.
+function failure(error, signal, pool) {
+  if (error?.tag === 'cancelled') return signal?.reason ?? new DOMException(pool?.closed ? 'the client was closed' : 'aborted', 'AbortError');
+  return error && typeof error === 'object' && 'tag' in error ? fromEngine(error) : error;
+}
+const nothing = () => undefined;
 
 const utf8 = new TextDecoder();
 const decodeJson = (bytes) => JSON.parse(utf8.decode(bytes));
@@ -314,7 +328,7 @@ export class Lease {
     const make = many ? (s) => s.extendMany(shape.val, this.token, ttl, now(), entropy())
       : shape ? (s) => s.extendShaped(this.name, shape, this.token, ttl, now(), entropy())
         : (s) => s.extend(this.name, this.token, ttl, now(), entropy());
-    const started = shape ? undefined : (slots, lent) => slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
+    const started = shape ? undefined : (lent) => this.#pool.slots.extend(this.name, this.token, ttl, now(), entropy(), lent);
     return (this.validUntil = (await this.#client.runOn(this.#pool, make, undefined, started)).val.validUntil);
   }
 
@@ -322,14 +336,14 @@ export class Lease {
   stopRenewal() { this.#released = true; clearTimeout(this.#timer); }
 
   /** Releases the lock. Rejects with `LockLost` when it was no longer held. */
-  async release() {
-    if (this.#released) return;
+  release() {
+    if (this.#released) return Promise.resolve();
     this.#released = true;
     clearTimeout(this.#timer);
-    const shape = this.#shape;
-    if (shape) return void await this.#client.runOn(this.#pool, (s) => releaseOf(s, this.name, shape, this.token));
-    await this.#client.runOn(this.#pool, (s) => s.release(this.name, this.token, now(), entropy()), undefined,
-      (slots, lent) => slots.release(this.name, this.token, now(), entropy(), lent));
+    const shape = this.#shape, { name, token } = this;
+    if (shape) return this.#client.runOn(this.#pool, (s) => releaseOf(s, name, shape, token), undefined, undefined, nothing);
+    return this.#client.runOn(this.#pool, (s) => s.release(name, token, now(), entropy()), undefined,
+      (lent) => this.#pool.slots.release(name, token, now(), entropy(), lent), nothing);
   }
 
   /** `await using lease = …`: releases at the end of the block (errors are swallowed: a lost lease needs no release). */

@@ -5,37 +5,57 @@
 // (nothing to dispose). Bookkeeping only: every decision is the engine's.
 //
 // A `Slot` answers the calls src/driver.js makes on an operation (`feed`, `lose`, `tick`,
-// `cancel`, `pollOutcome`), so the driver runs either alike. The hot calls go through the
-// lean wrappers scripts/build.js appends to the generated bindings, where it could.
-import { leanAcquireFlat, leanReleaseFlat, leanFeedFlat } from '../generated/engine.js';
+// `cancel`, `pollOutcome`), so the driver runs either alike. The hot calls (the three
+// constructors, `feed-flat`, and `register`, once per name) go through the lean wrappers
+// scripts/build.js appends to the generated bindings, where it could.
+import { leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 
 const ascii = new TextEncoder();
+// A lease's token as bytes, written here instead of a new array per release or extend (the
+// engine copies it in); a token that does not fit whole is encoded on its own.
+const tokenBytes = new Uint8Array(256);
+const encoded = (token) => {
+  const { read, written } = ascii.encodeInto(token, tokenBytes);
+  return read === token.length ? tokenBytes.subarray(0, written) : ascii.encode(token);
+};
 
 /** One session's name ids and the constructors of its slotted operations. */
 export class Slots {
   #ids = new Map();
+  #lastName = undefined; #lastId = 0;
   constructor(session) {
     this.session = session;
     this.acquireFlat = leanAcquireFlat ? (id, wait, now, entropy, lent) => leanAcquireFlat(session, id, wait, now, entropy, lent)
       : (id, wait, now, entropy, lent) => session.acquireFlat(id, wait, now, entropy, lent);
     this.releaseFlat = leanReleaseFlat ? (id, token, now, entropy, lent) => leanReleaseFlat(session, id, token, now, entropy, lent)
       : (id, token, now, entropy, lent) => session.releaseFlat(id, token, now, entropy, lent);
+    this.extendFlat = leanExtendFlat ? (id, token, ttl, now, entropy, lent) => leanExtendFlat(session, id, token, ttl, now, entropy, lent)
+      : (id, token, ttl, now, entropy, lent) => session.extendFlat(id, token, ttl, now, entropy, lent);
+    this.register = leanRegister ? (name) => leanRegister(session, name) : (name) => session.register(name);
     this.feedFlat = leanFeedFlat ? (slot, now, node, bytes) => leanFeedFlat(session, slot, now, node, bytes)
       : (slot, now, node, bytes) => session.feedFlat(slot, now, node, bytes);
   }
 
-  /** The id of lock `name`, registered on first use; a full table is emptied once and tried again. */
+  /**
+   * The id of lock `name`, registered on first use; a full table is emptied once and tried
+   * again. The last name looked up is kept beside the table: a lease's release (and most
+   * extends) asks for the name its acquire just did, and comparing the same string costs
+   * nothing where the table hashes it again (a name built per call is a new string each time).
+   */
   nameId(name) {
+    if (name === this.#lastName) return this.#lastId;
     let id = this.#ids.get(name);
-    if (id !== undefined) return id;
-    try {
-      id = this.session.register(name);
-    } catch (error) {
-      if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
-      this.session.forgetNames(); this.#ids.clear(); // operations in flight keep their lock
-      id = this.session.register(name);
+    if (id === undefined) {
+      try {
+        id = this.register(name);
+      } catch (error) {
+        if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
+        this.session.forgetNames(); this.#ids.clear(); this.#lastName = undefined; // operations in flight keep their lock
+        id = this.register(name);
+      }
+      this.#ids.set(name, id);
     }
-    this.#ids.set(name, id);
+    this.#lastName = name; this.#lastId = id;
     return id;
   }
 
@@ -46,16 +66,16 @@ export class Slots {
 
   /** `release-flat`, as `acquire`. */
   release(name, token, now, entropy, lent) {
-    return this.#started(this.releaseFlat(this.nameId(name), ascii.encode(token), now, entropy, bits(lent)));
+    return this.#started(this.releaseFlat(this.nameId(name), encoded(token), now, entropy, bits(lent)));
   }
 
   /** `extend-flat` (the lease held by `token` to `ttl` ms from now), as `acquire`. */
   extend(name, token, ttl, now, entropy, lent) {
-    return this.#started(this.session.extendFlat(this.nameId(name), ascii.encode(token), ttl, now, entropy, bits(lent)));
+    return this.#started(this.extendFlat(this.nameId(name), encoded(token), ttl, now, entropy, bits(lent)));
   }
 
   #started(first) {
-    return [new Slot(this, new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(1, true)), first];
+    return [new Slot(this, (first[1] | first[2] << 8 | first[3] << 16 | first[4] << 24) >>> 0), first]; // the u32 slot after the version byte
   }
 }
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument, ServerError } from '../src/index.js';
 import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
-import { machines, leanFeed, leanAcquireFlat, leanReleaseFlat, leanFeedFlat } from '../generated/engine.js';
+import { machines, leanFeed, leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 import { decodeStep } from '../src/flat.js';
 import net from 'node:net';
 import { now, entropy } from '../src/driver.js';
@@ -537,7 +537,7 @@ test('an aborted wait rejects with the signal reason and leaves the holder alone
   await lease.release();
 });
 
-test('closing the client ends a wait in flight (its connection is closed, not left to the wait) and leaves the holder alone', async () => {
+test('closing the client ends a wait in flight (given up, its connection closed, not left to the wait) and leaves the holder alone', async () => {
   const [s] = await start();
   const [a, b] = [await connect(s.url), await connect(s.url)];
   const name = unique('close-wait');
@@ -545,11 +545,31 @@ test('closing the client ends a wait in flight (its connection is closed, not le
   const waiting = b.acquire(name, { wait: 60_000 });
   while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10));
   b.close();
-  // The node's connection is gone: the wait fails as unreachable, not as a wait that ran out.
-  await rejectsWith(waiting, Unavailable, (e) => e.detail.lastFailure?.tag === 'disconnected');
+  // Given up at once (an AbortError saying why), not left to fail when the 60 s wait runs out.
+  await assert.rejects(waiting, (e) => e.name === 'AbortError' && e.message === 'the client was closed');
   while ((await s.blockedClients()) !== 0) await new Promise((r) => setTimeout(r, 10));
   assert.equal(await command(s.port, 'GET', key(name)), lease.token);
   await lease.release();
+});
+
+test('a client past the engine\'s 4096 registered names forgets them and goes on; a lease taken before releases after', async () => {
+  const [s] = await start();
+  const client = await connect(s.url);
+  const base = unique('names'), before = await client.acquire(`${base}-held`, { autoRenew: false });
+  for (let i = 0; i < 4200; i++) await (await client.acquire(`${base}-${i}`, { autoRenew: false })).release(); // 4097th: forgets
+  assert.equal(await command(s.port, 'GET', key(`${base}-held`)), before.token);
+  await before.release(); // its name was forgotten with the rest: registered again
+  assert.equal(await command(s.port, 'GET', key(`${base}-held`)), null);
+  const again = await client.acquire(`${base}-0`, { autoRenew: false }); // forgotten too
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), again.token);
+  await again.release();
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), null);
+  // A refused name empties the table too (it cannot tell a full table from a bad name first):
+  // the name used last must be looked up again, not answered from before.
+  await assert.rejects(client.acquire(''), InvalidArgument);
+  const after = await client.acquire(`${base}-0`, { autoRenew: false });
+  assert.equal(await command(s.port, 'GET', key(`${base}-0`)), after.token);
+  await after.release();
 });
 
 // A session whose one handshake is done, driven by hand (the engine builds no operation before).
@@ -586,18 +606,22 @@ test("the lean operation.feed scripts/build.js adds is in place and answers as j
   const shape = (bytes) => { const { outcome, owed } = decodeStep(bytes, null, () => {}); return { tag: outcome?.val.tag, token: outcome?.val.val.token.length, owed: [...owed] }; };
   assert.deepEqual(shape(leanFeed(viaLean, now(), 0, reply)), { tag: 'acquired', token: 32, owed: [0] });
   assert.deepEqual(shape(viaJco.feed(now(), 0, reply)), { tag: 'acquired', token: 32, owed: [0] });
-  const at = now(); // over: both answer the same step, byte for byte
-  assert.deepEqual(leanFeed(viaLean, at, 0, reply), viaJco.feed(at, 0, reply));
+  const at = now(); // over: both answer the same step, byte for byte (the lean one in a Node Buffer)
+  assert.deepEqual([...leanFeed(viaLean, at, 0, reply)], [...viaJco.feed(at, 0, reply)]);
   viaLean[Symbol.dispose]();
   viaJco[Symbol.dispose]();
   assert.throws(() => leanFeed(viaLean, now(), 0, reply), /Not a valid "Operation" resource/);
 });
 
 test("the lean session-level flat calls scripts/build.js adds answer as jco's do, refusals included", async () => {
-  for (const lean of [leanAcquireFlat, leanReleaseFlat, leanFeedFlat]) assert.equal(typeof lean, 'function', "scripts/build.js found what it needs in this jco's output");
+  for (const lean of [leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister]) assert.equal(typeof lean, 'function', "scripts/build.js found what it needs in this jco's output");
   const [s] = await start();
   const session = await handshaken(s);
-  const id = session.register(unique('lean-slot'));
+  const name = unique('lean-slot'), id = leanRegister(session, name);
+  assert.equal(session.register(name), id, 'one name, one id, whichever call registered it');
+  const other = leanRegister(session, `${name}-é`); // UTF-8 lowered at its length: a name of its own
+  assert.notEqual(other, id);
+  assert.equal(session.register(`${name}-é`), other);
   const encode = (text) => new TextEncoder().encode(text), slotOf = (bytes) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(1, true);
   const shape = (bytes) => { const { outcome, owed } = decodeStep(bytes, null, () => {}); return { tag: outcome?.val.tag, owed: [...owed] }; };
   const [viaLean, viaJco] = [leanAcquireFlat(session, id, 0, now(), entropy(), 1), session.acquireFlat(id, 0, now(), entropy(), 1)];
@@ -608,12 +632,17 @@ test("the lean session-level flat calls scripts/build.js adds answer as jco's do
   assert.deepEqual([leanFeedFlat(session, slotOf(viaLean), now(), 0, encode(':1\r\n')).length, session.feedFlat(slotOf(viaJco), now(), 0, encode(':1\r\n')).length], [0, 0]);
   const released = leanReleaseFlat(session, id, encode('t'.repeat(32)), now(), entropy(), 1);
   assert.deepEqual(shape(session.feedFlat(slotOf(released), now(), 0, encode(':1\r\n'))), { tag: 'released', owed: [0] });
+  const extended = leanExtendFlat(session, id, encode('t'.repeat(32)), 5_000, now(), entropy(), 1);
+  const notHeld = decodeStep(leanFeedFlat(session, slotOf(extended), now(), 0, encode(':0\r\n')), { pollOutcome: () => session.outcomeFlat(slotOf(extended)) }, () => {});
+  assert.deepEqual([notHeld.outcome.val.tag, [...notHeld.owed]], ['not-held', [0]]);
   // Refused input changes nothing, so the lean call's second, jco-made call throws what jco throws.
   const refusal = (call) => { try { call(); } catch (error) { return error; } return assert.fail('not refused'); };
   const stale = id ^ 0x10000, short = entropy().subarray(0, 4);
   assert.deepEqual(refusal(() => leanAcquireFlat(session, stale, 0, now(), entropy(), 1)), refusal(() => session.acquireFlat(stale, 0, now(), entropy(), 1)));
   assert.deepEqual(refusal(() => leanReleaseFlat(session, id, encode('t'), now(), entropy(), 1)).val.kind, 'bad-token');
   assert.equal(refusal(() => leanAcquireFlat(session, id, 0, now(), short, 1)).tag, 'invalid');
+  assert.deepEqual(refusal(() => leanExtendFlat(session, id, encode('t'), 5_000, now(), entropy(), 1)).val.kind, 'bad-token');
+  for (const bad of ['', 'control\u0001', 'x'.repeat(2000)]) assert.deepEqual(refusal(() => leanRegister(session, bad)), refusal(() => session.register(bad)));
 });
 
 test('a wait blocked past the request timeout is not a silent node', async () => {

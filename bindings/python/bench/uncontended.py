@@ -1,5 +1,5 @@
 """Uncontended acquire+release latency (p50, p99) on one server, for this package (sync and
-asyncio drivers) beside redis-py's ``Lock`` and python-redis-lock on the same workload, and
+asyncio drivers) beside redis-py's ``Lock`` (sync and ``redis.asyncio``) and python-redis-lock on the same workload, and
 the round-trip floor: the same two round trips (``SET NX PX``, then ``DEL``) on a bare
 socket; per row also the CPU time of a pair (this thread's, the median over the row's
 slices: the interpreter, the engine and the system calls, not the server's work). A
@@ -17,6 +17,7 @@ import time
 import uuid
 
 import redis
+import redis.asyncio
 import redis_lock
 
 import distlock
@@ -49,11 +50,24 @@ def main(url: str) -> None:
     loop = asyncio.new_event_loop()
     aclient = loop.run_until_complete(distlock.AsyncClient.connect(url, ttl=30))
 
-    async def async_slice(samples: list[float], n: int) -> None:
-        for _ in range(n):
-            start = time.perf_counter()
-            await (await aclient.acquire("bench-async")).release()
-            samples.append((time.perf_counter() - start) * 1e6)
+    arp = redis.asyncio.Redis(port=port)
+    arp_lock = arp.lock(f"bench-redis-py-async-{uuid.uuid4()}", timeout=30)
+
+    async def distlock_async_pair() -> None:
+        await (await aclient.acquire("bench-async")).release()
+
+    async def redis_py_async_pair() -> None:
+        await arp_lock.acquire(blocking=False)
+        await arp_lock.release()
+
+    def async_slice(pair):
+        async def run(samples: list[float], n: int) -> None:
+            for _ in range(n):
+                start = time.perf_counter()
+                await pair()
+                samples.append((time.perf_counter() - start) * 1e6)
+
+        return lambda samples, n: loop.run_until_complete(run(samples, n))
 
     def sync_slice(once):
         def run(samples: list[float], n: int) -> None:
@@ -70,8 +84,9 @@ def main(url: str) -> None:
         ("floor (SET NX + DEL)", sync_slice(floor(port))),
         ("distlock (selectors)", sync_slice(lambda: client.acquire("bench-sync").release())),
         ("distlock.Lock", sync_slice(lambda: (lock.acquire(blocking=False), lock.release()))),
-        ("distlock (asyncio)", lambda samples, n: loop.run_until_complete(async_slice(samples, n))),
+        ("distlock (asyncio)", async_slice(distlock_async_pair)),
         ("redis-py Lock", sync_slice(lambda: (rp.acquire(blocking=False), rp.release()))),
+        ("redis-py asyncio Lock", async_slice(redis_py_async_pair)),
         ("python-redis-lock", sync_slice(lambda: (prl.acquire(blocking=False), prl.release()))),
     ]
     samples: dict[str, list[float]] = {label: [] for label, _ in rows}
@@ -95,6 +110,7 @@ def main(url: str) -> None:
 
     async def close_async() -> None:
         aclient.close()
+        await arp.aclose()
 
     loop.run_until_complete(close_async())
     loop.close()

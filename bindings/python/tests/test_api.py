@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import threading
 
 import pytest
@@ -328,6 +329,39 @@ def test_async_acquire_gives_up_after_its_timeout_and_the_client_closes_outside_
     holder.release()
 
 
+def test_a_cancelled_async_acquire_gives_its_wait_up_on_the_hot_path_and_leaves_no_lock_behind(start):
+    [s] = start()
+    name = unique("async-cancel")
+    holder = Lock(s.url, name)
+    holder.acquire()
+
+    async def main():
+        client = await distlock.AsyncClient.connect(s.url)
+        try:
+            await (await client.acquire(unique("async-warm"))).release()
+            pool = client.pool(client.ttl, client.fenced)
+            assert [conn.quiet() for conn in pool.idle[0]] == [True]  # the next acquire takes the hot path
+            waiting = asyncio.ensure_future(client.acquire(name, wait=30))
+            while s.blocked_clients() == 0:  # observed: the waiter blocks on the server
+                await asyncio.sleep(0.01)
+            assert pool.idle[0] == []  # it waits on the pooled connection
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            while s.blocked_clients():  # its connection closed: the server stops serving its wait
+                await asyncio.sleep(0.01)
+            holder.release()
+            assert s.redis.get(key(name)) is None  # the cancelled attempt took nothing
+            lease = await client.acquire(name)  # one try, on a fresh connection
+            assert s.redis.get(key(name)) == lease.token.encode()
+            await lease.release()
+            assert s.redis.get(key(name)) is None
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(main(), 15))
+
+
 def test_async_renewal_reports_a_lost_lease(start):
     [s] = start()
     name = unique("async-lost")
@@ -417,3 +451,36 @@ def test_no_scripts_locks_with_native_commands_only(valkey):
     assert "cmdstat_eval" not in stats and "cmdstat_evalsha" not in stats, stats
     client.close()
     other.close()
+
+
+def test_entropy_hands_each_draw_out_once_across_threads_and_never_to_a_forked_child():
+    from distlock import _engine
+
+    drawn: list[bytes] = []
+
+    def draw() -> None:
+        for _ in range(300):
+            drawn.append(entropy())
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(drawn) == 1200 and len(set(drawn)) == 1200  # several batches, no draw twice
+    assert all(len(d) == _engine.ENTROPY_SIZE for d in drawn)
+
+    entropy()
+    unread = list(_engine._drawn)  # what the parent hands out next
+    assert unread
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first draw, to the parent
+        os.write(write_end, entropy())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read_end, 64)
+    os.close(read_end)
+    assert status == 0 and len(child) == _engine.ENTROPY_SIZE
+    assert child not in unread and child not in drawn

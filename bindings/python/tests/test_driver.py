@@ -3,14 +3,16 @@ run in session slots the engine frees with their outcome (nothing for the driver
 operation that ended on one quiet connection is dropped during the next operation's wait
 (``Pool.spent``), never lost: at most one waits at a time, and closing the client drops it. A
 pooled connection the server closed is found by the hot path's read, reported to the engine as
-lost, and replaced by the next operation."""
+lost, and replaced by the next operation; the asyncio driver's hot path alike."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from conftest import unique
 
-from distlock import Client, Unavailable
+from distlock import AsyncClient, Client, Unavailable
 
 
 def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(start):
@@ -68,3 +70,32 @@ def test_a_pooled_connection_the_server_closed_is_lost_typed_and_the_next_operat
     lease.release()
     assert s.redis.get(f"distlock:{{{name}}}") is None
     client.close()
+
+
+def test_an_async_pooled_connection_the_server_closed_is_lost_typed_on_the_hot_path_and_replaced(start):
+    [s] = start()
+    name = unique("async-closed")
+
+    async def main() -> None:
+        client = await AsyncClient.connect(s.url, request_timeout=30)
+        try:
+            pool = client.pool(client.ttl, client.fenced)
+            await (await client.acquire(name)).release()
+            [[pooled]] = pool.idle
+            assert pooled.quiet()  # the next acquire takes the hot path
+            # The loop does not run until the next await: the close is not read yet, so the
+            # hot path lends the connection and learns of the close from it.
+            assert s.redis.client_kill_filter(_type="normal", skipme=True) == 1
+            with pytest.raises(Unavailable) as caught:
+                await client.acquire(name)
+            # Told by the connection (lost), not by the 30 s request timeout.
+            assert getattr(caught.value.detail, "last-failure").tag == "disconnected"
+            assert not pooled.alive and pooled not in pool.idle[0]
+            lease = await client.acquire(name)  # on a fresh connection
+            assert s.redis.get(f"distlock:{{{name}}}").decode() == lease.token
+            await lease.release()
+            assert s.redis.get(f"distlock:{{{name}}}") is None
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(main(), 15))

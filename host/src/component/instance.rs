@@ -85,12 +85,16 @@ impl LockInstance {
         LockInstance { store, api }
     }
 
-    /// `client.open`.
+    /// `client.open`, under the adapter's key settings (its layout or prefix and scripts
+    /// mode fill what `config` leaves unset; another prefix, or scripts where it sends none,
+    /// is refused with `invalid`), as a guest's clients are.
     pub fn open(&mut self, config: &wit::Config) -> Result<ClientHandle, CallError> {
+        let mut config = config.clone();
+        super::link::settle(&self.store.data().net, &mut config).map_err(CallError::Lock)?;
         let client = self
             .api
             .client()
-            .call_open(&mut self.store, config)?
+            .call_open(&mut self.store, &config)?
             .map_err(CallError::Lock)?;
         Ok(ClientHandle(client))
     }

@@ -22,9 +22,10 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Linker, Lower, Resource, ResourceAny, ResourceType};
 
 use super::bindings::provider::exports::distlock::lock::distlock::{
-    Config, Error, Fetched as ProviderFetched, Shape,
+    Config, ConfigError, ConfigErrorKind, Error, Fetched as ProviderFetched, Shape,
 };
 use super::bindings::provider::exports::distlock::lock::linking::Held as ProviderHeld;
+use super::net::{ConfigRefusal, Net};
 use super::resources::{ClientSpec, Held, LinkedClient, LinkedComputation, LinkedLease};
 use super::state::HostState;
 
@@ -91,8 +92,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
     i.func_wrap(
         "[static]client.open",
-        |mut cx: Cx<'_>, (config,): (Config,)| {
+        |mut cx: Cx<'_>, (mut config,): (Config,)| {
             let api = cx.data().provider()?;
+            if let Err(refused) = settle(&cx.data().net, &mut config) {
+                return Ok((Err(refused),));
+            }
             // The options the lock component takes its locks with: a lease the guest leaves
             // behind is released with them (a fair lock's release hands the lock on). A config
             // they refuse is refused by the component too, so no lease comes of it.
@@ -261,6 +265,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         },
     )?;
     Ok(())
+}
+
+/// Puts a config for the lock component under the runtime's key settings
+/// ([`Net::settle_config`]): the runtime's prefix and scripts mode reach the component
+/// through the client's config, the way it takes them; a config naming others is refused
+/// with the `invalid` error the guest gets.
+pub(crate) fn settle(net: &Net, config: &mut Config) -> Result<(), Error> {
+    net.settle_config(&mut config.key_prefix, &mut config.no_scripts)
+        .map_err(|(refusal, message)| {
+            let kind = match refusal {
+                ConfigRefusal::BadPrefix => ConfigErrorKind::BadPrefix,
+                ConfigRefusal::NeedsScripts => ConfigErrorKind::NeedsScripts,
+            };
+            Error::Invalid(ConfigError { kind, message })
+        })
 }
 
 /// `acquire` (`wait_ms` given) or `try-acquire` (one attempt: a wait of 0), forwarded as

@@ -18,6 +18,11 @@
 //!   its lock commands to others, and hide redirects and switches it would need to see.
 //!   So while [`Adapter::routed_node`] names one, the lock component refuses to serve
 //!   ([`AdapterError::Routed`]) and guests are run with [`Serve::Native`].
+//! - The adapter's **key settings** ([`AdapterOptions::layout`], [`AdapterOptions::no_scripts`])
+//!   hold for every client a guest opens, served either way: they fill what its `config`
+//!   leaves unset and refuse a config naming others (`net.rs`). The lock component gets them
+//!   through that `config`; what it cannot take (a Python library's layout,
+//!   [`AdapterOptions::ready_timeout`]) refuses linked serving ([`AdapterError::NeedsNative`]).
 //! - Guests run under a **time limit** and a **memory limit** ([`Limits`]), and can be
 //!   stopped from another thread ([`Stopper`]). The time limit and a stop hold whatever the
 //!   guest is doing: computing (epoch interruption), blocked in a `distlock` call, or
@@ -339,7 +344,8 @@ impl Adapter {
     /// Runs a guest command (its `wasi:cli/run` export) to its end, on this thread, then
     /// releases whatever leases it still holds. [`Serve::Linked`] with a node that needs
     /// routing ([`Adapter::routed_node`]) is refused before the guest starts
-    /// ([`AdapterError::Routed`]).
+    /// ([`AdapterError::Routed`]), and so is it with a setting only the native driver
+    /// honours ([`AdapterError::NeedsNative`]: a layout other than tagged, a ready timeout).
     pub fn run(&self, guest: &Guest, options: &RunOptions) -> Result<RunReport, AdapterError> {
         if options.serve == Serve::Linked {
             self.fixed_nodes_only()?;
@@ -465,10 +471,14 @@ impl Adapter {
         }
     }
 
-    /// Refuses the lock component while a node needs routing it does not do.
+    /// Refuses the lock component while a node needs routing it does not do, or a setting
+    /// asks what only the native driver honours ([`AdapterError::NeedsNative`]).
     fn fixed_nodes_only(&self) -> Result<(), AdapterError> {
-        match self.net.routed_node() {
-            Some(node) => Err(AdapterError::Routed { node }),
+        if let Some(node) = self.net.routed_node() {
+            return Err(AdapterError::Routed { node });
+        }
+        match self.net.linked_refusal() {
+            Some(refused) => Err(refused),
             None => Ok(()),
         }
     }

@@ -8,6 +8,9 @@
 //! runs on [`crate::Client::begin_compute`]'s machinery, renewed only by the guest's `renew`;
 //! one dropped unfinished is given up in the background on the adapter's runtime (as a
 //! dropped [`crate::Computation`] is), so the destructor does no network I/O itself.
+//!
+//! A client opens under the runtime's key settings (`net.rs`: its layout or prefix, its
+//! scripts mode), as the linked lock component's clients do.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use super::bindings::app::distlock::lock::distlock::{
     self as api, Config, ConfigError, ConfigErrorKind, Error,
 };
+use super::net::ConfigRefusal;
 use super::resources::{NativeClient, NativeComputation, NativeLease};
 use super::state::HostState;
 
@@ -27,7 +31,23 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 impl api::Host for HostState {}
 
 impl api::HostClient for HostState {
-    fn open(&mut self, config: Config) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
+    fn open(
+        &mut self,
+        mut config: Config,
+    ) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
+        // The runtime's layout, prefix and scripts mode, as the lock component gets them.
+        if let Err((refusal, message)) = self
+            .net
+            .settle_config(&mut config.key_prefix, &mut config.no_scripts)
+        {
+            return Ok(Err(Error::Invalid(ConfigError {
+                kind: match refusal {
+                    ConfigRefusal::BadPrefix => ConfigErrorKind::BadPrefix,
+                    ConfigRefusal::NeedsScripts => ConfigErrorKind::NeedsScripts,
+                },
+                message,
+            })));
+        }
         let settings = distlock_core::wit::LockSettings {
             fenced: config.fenced,
             fair: config.fair,

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::KeyLayout;
 use crate::conn::ConnectOptions;
 
 /// What a guest may use.
@@ -32,9 +33,27 @@ pub struct AdapterOptions {
     /// The Redis nodes (`redis://…`), what a guest's empty `config.nodes` stands for. Guests
     /// reach these and nothing else (with none, they can take no lock).
     pub nodes: Vec<String>,
-    /// Connect timeout, TLS settings and client name for the `transport` connections and the
-    /// native driver.
+    /// TLS settings and client name for the `transport` connections and the native driver;
+    /// the native driver's connect timeouts. (The lock component bounds a node's connect by
+    /// the guest's request timeout, its own decision: see [`AdapterOptions::ready_timeout`].)
     pub connect: ConnectOptions,
+    /// How long the native driver's connecting waits for the nodes to answer, replacing
+    /// `connect.ready_timeout`; `None`: that one. Given, only natively served guests can honour
+    /// it (the lock component waits for a node as long as the guest's request timeout says),
+    /// so a linked guest is refused before it starts ([`AdapterError::NeedsNative`]).
+    pub ready_timeout: Option<Duration>,
+    /// The key layout every guest lock lives in; `None`: each client's `key-prefix` decides
+    /// (`distlock:` when unset). A tagged layout's prefix is what a guest's unset
+    /// `key-prefix` stands for, and a client naming another prefix is refused (`invalid`,
+    /// `bad-prefix`): its locks would live under keys the runtime's other clients never look
+    /// at. Another layout (a Python library's keys) is served natively only (the lock
+    /// component takes a prefix, not a layout): a linked guest is refused before it starts
+    /// ([`AdapterError::NeedsNative`]), and a native client naming a prefix is refused.
+    pub layout: Option<KeyLayout>,
+    /// Every guest lock sends no script: a client's unset `no-scripts` stands for `true`, and
+    /// a client asking for scripts (`no-scripts: false`) is refused (`invalid`,
+    /// `needs-scripts`). Both serves honour it.
+    pub no_scripts: bool,
 }
 
 /// Why the adapter could not do what was asked.
@@ -54,6 +73,19 @@ pub enum AdapterError {
     Routed {
         /// The node, as a URL without its password.
         node: String,
+    },
+    /// A setting of the adapter that only the native driver honours was given while a guest
+    /// was to be served by the lock component: refused before the guest starts, as silently
+    /// dropping it would have the guest's locks live under other keys or wait otherwise than
+    /// asked. Serve the guest natively ([`Serve::Native`](super::Serve::Native)).
+    #[error(
+        "{setting} is honoured only for a guest served natively: {why}; serve the guest natively"
+    )]
+    NeedsNative {
+        /// The setting, as [`AdapterOptions`] names it.
+        setting: &'static str,
+        /// Why the lock component cannot honour it.
+        why: &'static str,
     },
     /// A component could not be compiled or instantiated (not a component, or it imports what
     /// the adapter does not supply).

@@ -2,6 +2,13 @@
 asyncio twin of ``_driver.py``. Every decision is the engine's; this file moves bytes and waits on the event
 loop until the earliest deadline a machine names. Nothing blocks the loop. An operation is
 driven by the engine's flat calls, one per event, as in ``_driver.py``.
+
+A one-node pool without TLS whose pooled connection is quiet runs its slot operations on a
+hot path (``AsyncPool._run_alone``): no per-operation dict, list copy or wake object, the one
+future awaited per reply set straight from ``data_received``, and a timer per connection that
+is re-armed only when a deadline comes earlier than the one it already holds (an early ring
+just waits again: the engine is ticked only at its deadline). Handshakes, TLS, several nodes,
+connections owing replies and lost connections take the general loop (``_run_any``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from . import _flat
 from ._engine import Handle, field, now, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
+IDLE_WAIT_MS = IDLE_WAIT_S * 1000
+ONE_NODE_LENT = b"\x01"  # `lent` of a one-node session whose connection is lent
 
 
 class Wake:
@@ -50,6 +59,59 @@ class Wake:
             self._future = None
 
 
+class Alarm:
+    """A connection's wake for the hot path, kept with it: ``set`` by the connection when it
+    reads bytes or is lost; ``wait_until`` awaits one future and re-arms the connection's one
+    timer only when asked for an earlier time than it holds. A timer left from an earlier
+    operation may ring first: ``wait_until`` then returns early and its caller waits again
+    (it checks the clock), so a wait never ends later than asked and never creates a timer
+    per operation."""
+
+    __slots__ = ("is_set", "_future", "_timer", "_timer_at")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._future: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def set(self) -> None:
+        self.is_set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        self.is_set = False
+
+    def _ring(self) -> None:
+        self._timer = None
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait_until(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        """Until set, ``at`` (``loop.time()``) or an earlier timer's ring."""
+        if self.is_set:
+            return
+        timer = self._timer
+        if timer is None or self._timer_at > at:
+            if timer is not None:
+                timer.cancel()
+            self._timer, self._timer_at = loop.call_at(at, self._ring), at
+        future = self._future = loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
+
+    def stop(self) -> None:
+        """Cancels the timer (the connection is closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 def _current_task() -> asyncio.Task[Any] | None:
     """The running task, or None when called outside the loop (``close`` may be)."""
     try:
@@ -73,6 +135,7 @@ class AsyncConn(asyncio.Protocol):
         self.events: list[Any] | None = None  # the borrowing operation's next step's events
         self.owed, self.inbox, self.queued, self.alive, self.failed = 0, [], [], True, False
         self.transport: asyncio.Transport | None = None
+        self.alarm = Alarm()  # the hot path's wake (``AsyncPool._run_alone``)
         self.task = asyncio.ensure_future(self.open())
 
     async def open(self) -> None:
@@ -126,6 +189,10 @@ class AsyncConn(asyncio.Protocol):
             self.write(data)
         self.queued = []
 
+    def quiet(self) -> bool:
+        """Connected, handshake over, nothing read while idle: only a reply to wait for."""
+        return self.alive and self.transport is not None and not (self.hs or self.inbox or self.queued)
+
     def write(self, data: bytes) -> None:
         """An operation's bytes: they wait for the handshake to end."""
         if self.hs:
@@ -149,6 +216,7 @@ class AsyncConn(asyncio.Protocol):
             self.pool.session.disconnected(self.node, now())
         if self.events is not None:
             self.events.append(self.node)  # node-event `disconnect`
+        self.alarm.stop()
         self.wake.set()
 
 
@@ -183,9 +251,72 @@ class AsyncPool:
         for conn in conns:
             self.idle[conn.node].append(conn) if conn.alive and not conn.hs else conn.close()
 
-    async def run(self, build: Any, started: Any = None) -> Any:
-        """``Pool.run`` of ``_driver.py`` on the event loop: builds an operation, drives it to
-        its outcome (a ``result<outcome, error>`` value) and drops it."""
+    def run(self, build: Any, started: Any = None) -> Any:
+        """``Pool.run`` of ``_driver.py`` on the event loop: an awaitable that builds an
+        operation, drives it to its outcome (a ``result<outcome, error>`` value) and drops it.
+        A plain function choosing the coroutine, so the hot path awaits one coroutine, not two."""
+        if started is not None and len(self.idle) == 1 and self.tls is None:
+            idle = self.idle[0]
+            if idle and idle[-1].owed == 0 and idle[-1].quiet():
+                return self._run_alone(build, started)
+        return self._run_any(build, started)
+
+    async def _run_alone(self, build: Any, started: Any) -> Any:
+        """``run``'s hot path: one node without TLS, its pooled connection quiet and owing
+        nothing, the operation built and started in one engine call (in a session slot the
+        engine frees with the outcome). The loop of ``_run_any`` without its per-node
+        bookkeeping: write what a step says, await the connection's alarm until bytes arrive
+        or the step's deadline, hand the engine what happened. Cancelled while waiting, the
+        connection is closed (its late reply cannot reach another operation) and the slot
+        abandoned, as on the general path. The connection is taken here, not in ``run``: a
+        coroutine never awaited then holds none."""
+        idle = self.idle[0]
+        if not (idle and idle[-1].owed == 0 and idle[-1].quiet()):  # changed since `run` looked
+            return await self._run_any(build, started)
+        conn = idle.pop()
+        events: list[Any] = []
+        alarm = conn.alarm
+        conn.events, conn.wake = events, alarm  # type: ignore[assignment]
+        alarm.clear()
+        loop = asyncio.get_running_loop()
+        op, after = None, None
+        try:
+            op, raw = started(ONE_NODE_LENT)
+            transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+            while True:
+                for _, data in transmits:
+                    conn.write(data)
+                if over:
+                    after = connections
+                    return outcome
+                t = now()
+                if not events:
+                    limit = t + IDLE_WAIT_MS if timeout is None or timeout - t > IDLE_WAIT_MS else timeout
+                    while not events and limit > t:  # an early ring (an older timer's) waits again
+                        await alarm.wait_until(loop, loop.time() + (limit - t) / 1000)
+                        alarm.clear()
+                        t = now()
+                if events:
+                    event = events.pop(0)
+                    raw = op.lose(t, event) if event.__class__ is int else op.feed(t, *event)
+                else:
+                    raw = op.tick(t)
+                transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+        finally:
+            conn.events = None
+            if op is None and conn.alive:  # never built: lent back as it was
+                self.idle[0].append(conn)
+            elif conn.alive and after is not None and after[0][0] == _flat.KEEP:
+                conn.owed = after[0][1]
+                self.idle[0].append(conn)
+            else:  # out of step, silent (the session backs the node off), or cancelled
+                conn.close()
+            if op is not None and after is None:  # did not end: its slot is abandoned
+                op.drop()
+
+    async def _run_any(self, build: Any, started: Any = None) -> Any:
+        """``run`` over any number of nodes, connections still connecting, owing replies, in
+        their handshake or over TLS."""
         wake, conns = Wake(), {}
         events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
         lent = bytearray(len(self.idle))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,26 @@ def now() -> float:
     return time.monotonic() * 1000.0
 
 
+ENTROPY_SIZE = 24  # random bytes an engine call takes: enough for a token and retry jitter
+_ENTROPY_BATCH = 64  # draws read from the OS's generator at once
+_drawn: deque[bytes] = deque()  # read and not handed out yet
+
+
 def entropy() -> bytes:
-    """Random bytes for a token and retry jitter (24: enough for every call)."""
-    return os.urandom(24)
+    """``ENTROPY_SIZE`` random bytes from the OS's generator for a token and retry jitter,
+    each draw handed out once: read ``_ENTROPY_BATCH`` draws at a time, so an operation
+    makes no ``getrandom`` call of its own (nor lets go of the GIL for one). ``popleft`` is
+    atomic, so two threads never get the same draw; a forked child forgets the draws its
+    parent read and did not hand out (see below), so no two processes share one."""
+    try:
+        return _drawn.popleft()
+    except IndexError:
+        data = os.urandom(ENTROPY_SIZE * _ENTROPY_BATCH)
+        _drawn.extend([data[at : at + ENTROPY_SIZE] for at in range(ENTROPY_SIZE, len(data), ENTROPY_SIZE)])
+        return data[:ENTROPY_SIZE]
+
+
+os.register_at_fork(after_in_child=_drawn.clear)
 
 
 def wasm_path() -> Path:

@@ -14,11 +14,15 @@ import weakref
 from typing import Any, Callable
 
 from ._aio_driver import AsyncPool
-from ._engine import Handle, Operation, entropy, field, now, split_option, split_result
+import wasmtime.component as wc
+
+from ._engine import EngineError, Handle, Operation, entropy, field, now, split_option, split_result
 from .client import Client, Lease, many_of, millis, shape_of, shaped
 from .dogpile import compute_pool, encoded, split_fetched, stored, waited_for
 from .errors import InvalidArgument, LockError, LockLost, NotAcquired, engine_errors, from_engine
 from .lock import urls_of
+
+_Variant = wc.Variant
 
 
 class AsyncClient(Client):
@@ -46,9 +50,15 @@ class AsyncClient(Client):
             pool.connected = True
 
     async def run(self, pool: Any, method: str, *args: Any) -> Any:  # type: ignore[override]
-        await self.ready(pool)
-        with engine_errors():
-            ok, value = split_result(await pool.run(*self.builders(pool, method, args)))
+        if not pool.connected:
+            await self.ready(pool)
+        try:
+            outcome = await pool.run(*self.builders(pool, method, args))
+        except EngineError as error:
+            raise from_engine(error.error) from None
+        if outcome.__class__ is _Variant and outcome.tag == "ok":  # what the flat layout gives
+            return outcome.payload.payload
+        ok, value = split_result(outcome)
         if not ok:
             raise from_engine(value)
         return value.payload
@@ -90,15 +100,17 @@ class AsyncLease(Lease):
     def __init__(self, client: AsyncClient, pool: Any, name: str, lease: Any, auto_renewal: bool, shape: Any = None) -> None:
         super().__init__(client, pool, name, lease, False, shape)
         self._task: asyncio.Task | None = None
-        self._stopped = asyncio.Event()
+        self._stopped: asyncio.Event | None = None  # the renewal task's, only with one
         if auto_renewal:
+            self._stopped = asyncio.Event()
             with engine_errors():
                 renewal = Handle(client.engine, "renewal", pool.session.fallible(*shaped("renewal", shape, name, lease, entropy())))
             self._task = asyncio.ensure_future(_renew(weakref.ref(self), renewal, self._stopped))
 
     @property
     def validity(self) -> float:
-        return 0.0 if self.lost or self._stopped.is_set() else max(0.0, (self.valid_until - now()) / 1000)
+        stopped = self._released if self._stopped is None else self._stopped.is_set()
+        return 0.0 if self.lost or stopped else max(0.0, (self.valid_until - now()) / 1000)
 
     async def extend(self, ttl: float) -> None:  # type: ignore[override]
         extended = await self.client.run(self.pool, *shaped("extend", self.shape, self.name, self.token, millis(ttl, "ttl"), now(), entropy()))
@@ -106,13 +118,19 @@ class AsyncLease(Lease):
 
     async def stop(self) -> None:
         """Stops renewing (no I/O): the lease lives until its TTL unless released."""
+        if self._stopped is None:  # no renewal task: nothing to stop
+            self._released = True
+            return
         self._stopped.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def release(self) -> None:  # type: ignore[override]
-        await self.stop()
+        if self._stopped is None:  # no renewal task: no coroutine to await
+            self._released = True
+        else:
+            await self.stop()
         if self.lost:
             raise self.lost
         await self.client.run(self.pool, *shaped("release", self.shape, self.name, self.token, now(), entropy()))  # its own session

@@ -41,7 +41,7 @@ macro_rules! table {
         "Exit codes:\n  \
         0     done\n  \
         1     release/extend: the token does not hold the lock\n  \
-        64    bad arguments, names, TTLs, tokens or URLs; compute: COMMAND wrote more than 1,000,000 bytes, or a lock compute cannot use (Redlock, a Python layout, --no-scripts); a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024; --read with --write, --fair or --limit; a semaphore or read-write lock over several nodes; several --name with --limit, --read, --write, --fair or --reentrant, a name twice, more than 16 names; run with --durable\n  \
+        64    bad arguments, names, TTLs, tokens or URLs; compute: COMMAND wrote more than 1,000,000 bytes, or a lock compute cannot use (Redlock, a Python layout, --no-scripts); a node given twice; a lock spanning cluster slots; a --limit outside 1..=1024; --read with --write, --fair or --limit; a semaphore or read-write lock over several nodes; several --name with --limit, --read, --write, --fair or --reentrant, a name twice, more than 16 names; run with --durable, or linked (no --native) with --connect-timeout or a Python --layout\n  \
         66    run: the guest app cannot be read\n  \
         69    too few servers answered (unreachable, timed out, or lost while waiting; no sentinel named a primary; a cluster primary reset --all could not walk)\n  \
         70    run: the guest trapped or a limit (--time-limit, memory) stopped it\n  \

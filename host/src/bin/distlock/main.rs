@@ -336,7 +336,13 @@ enum Command {
     /// On a Redis Cluster or through a Sentinel group (`redis+cluster://`,
     /// `redis+sentinel://`) the guest is served natively, as with --native, and stderr says so
     /// once: only the Rust driver routes them; the lock component talks to fixed nodes.
-    /// --durable is refused (64): a guest's lock sends no WAIT.
+    /// --durable is refused (64): a guest's lock sends no WAIT. --prefix, --no-scripts and
+    /// the TLS options hold for every lock and connection of the guest, served either way (a
+    /// guest client naming another prefix, or asking for scripts under --no-scripts, gets an
+    /// `invalid` error); --layout redis-py or python-redis-lock and --connect-timeout are
+    /// honoured when the guest is served natively and refused (64) otherwise: the lock
+    /// component keeps the tagged layout only, and waits for a connect as long as the
+    /// guest's request timeout.
     #[cfg(feature = "component")]
     Run(run::RunArgs),
     /// Workers contend on one lock; prints acquisitions, hand-off latency and overlaps (0).
@@ -559,8 +565,9 @@ fn printed(written: std::io::Result<()>) -> ExitCode {
     }
 }
 
-async fn connect(cli: &Cli) -> Result<Client, Error> {
-    let layout = cli.layout()?;
+/// The connection settings of `--tls-ca`, `--tls-cert`, `--tls-key` (every command's) and
+/// `--connect-timeout`.
+fn connect_options(cli: &Cli) -> Result<ConnectOptions, Error> {
     let mut options = ConnectOptions::default();
     if let Some(wait) = cli.connect_timeout {
         options.ready_timeout = wait;
@@ -574,6 +581,12 @@ async fn connect(cli: &Cli) -> Result<Client, Error> {
             })?,
         );
     }
+    Ok(options)
+}
+
+async fn connect(cli: &Cli) -> Result<Client, Error> {
+    let layout = cli.layout()?;
+    let options = connect_options(cli)?;
     let urls: Vec<&str> = cli
         .redis
         .iter()
@@ -652,7 +665,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         return bench(&cli, scenario, *duration, workers, *json, paths).await;
     }
     #[cfg(feature = "component")]
-    if let Command::Run(args) = cli.command {
+    if let Command::Run(args) = &cli.command {
         if cli.durable.is_some() {
             // Silently taking plain leases would tell the user they are durable.
             tell!(
@@ -660,7 +673,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             );
             return Ok(ExitCode::from(exit::USAGE));
         }
-        return Ok(run::run(args, &cli.redis).await);
+        // Every other global option reaches the guest's locks, or `run` refuses (64) before
+        // the guest starts (`run.rs`).
+        let settings = run::Settings {
+            connect: connect_options(&cli)?,
+            connect_timeout: cli.connect_timeout,
+            layout: match cli.layout {
+                // No --prefix: each guest client's own key-prefix, as before.
+                Layout::Tagged => cli.prefix.as_ref().map(|_| cli.layout()).transpose()?,
+                _ => Some(cli.layout()?),
+            },
+            no_scripts: cli.no_scripts,
+        };
+        return Ok(run::run(args, &cli.redis, settings).await);
     }
     let client = connect(&cli).await?;
     match cli.command {

@@ -9,6 +9,13 @@
 //! (the lock component talks to fixed nodes: `component/mod.rs` says why), so the guest is
 //! then served natively even without `--native`, and stderr says so once.
 //!
+//! Every global option either reaches the guest's locks and connections or is refused (64)
+//! before the guest starts: `--prefix`, `--no-scripts` and TLS on both serves; `--layout`
+//! (a Python library's) and `--connect-timeout` natively only (the lock component keeps the
+//! tagged layout and bounds its connects by the guest's request timeout); `--durable` never
+//! (`main.rs`). Ignoring one would put the guest's locks where the user's other clients do
+//! not look.
+//!
 //! Messages go to stderr without ever panicking (a closed stderr must not turn a release
 //! into a crash); each says one thing that is true.
 
@@ -21,6 +28,7 @@ use std::time::Duration;
 use distlock_host::component::{
     Adapter, AdapterError, AdapterOptions, COUNTER_WASM, Ended, Limits, RunOptions, Serve, Stopper,
 };
+use distlock_host::{ConnectOptions, KeyLayout};
 
 use crate::exit;
 use crate::output::tell;
@@ -69,8 +77,21 @@ pub(crate) struct RunArgs {
     args: Vec<String>,
 }
 
-/// Runs `args` against the nodes `redis`; the process's exit code.
-pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
+/// The global options `run` applies to the guest's locks and connections (`--durable` is
+/// refused before these are read).
+pub(crate) struct Settings {
+    /// TLS (`--tls-ca`, `--tls-cert`, `--tls-key`): the guest's connections, either serve.
+    pub(crate) connect: ConnectOptions,
+    /// `--connect-timeout`: natively served guests only.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// `--layout` (and `--prefix`); `None`: neither given, each guest client's key-prefix.
+    pub(crate) layout: Option<KeyLayout>,
+    /// `--no-scripts`.
+    pub(crate) no_scripts: bool,
+}
+
+/// Runs `args` against the nodes `redis` under `settings`; the process's exit code.
+pub(crate) async fn run(args: &RunArgs, redis: &[String], settings: Settings) -> ExitCode {
     let nodes: Vec<String> = redis.iter().filter(|u| !u.is_empty()).cloned().collect();
     if nodes.is_empty() {
         tell!(
@@ -127,7 +148,10 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         let adapter = Adapter::new(
             AdapterOptions {
                 nodes,
-                ..AdapterOptions::default()
+                connect: settings.connect,
+                ready_timeout: settings.connect_timeout,
+                layout: settings.layout,
+                no_scripts: settings.no_scripts,
             },
             runtime,
         )?;
@@ -149,6 +173,19 @@ pub(crate) async fn run(args: RunArgs, redis: &[String]) -> ExitCode {
         Ok(Err(AdapterError::Config(e))) => {
             tell!("distlock: {e}");
             return ExitCode::from(exit::code_of(&e));
+        }
+        Ok(Err(AdapterError::NeedsNative { setting, why })) => {
+            // Run linked, the guest's locks would live under other keys (or its connects
+            // wait otherwise) than the option says: refused before the guest starts.
+            let option = match setting {
+                "layout" => "--layout",
+                "ready_timeout" => "--connect-timeout",
+                other => other,
+            };
+            tell!(
+                "distlock: `run` honours {option} only for a guest served natively: {why}; add --native, or leave {option} out"
+            );
+            return ExitCode::from(exit::USAGE);
         }
         Ok(Err(e)) => {
             tell!("distlock: {e}");

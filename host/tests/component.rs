@@ -153,7 +153,13 @@ fn the_lock_component_imports_only_transport_clocks_and_random() {
             "wasi:random/random@0.2.12"
         ]
     );
-    assert_eq!(exports, ["distlock:lock/distlock@0.1.0"]);
+    assert_eq!(
+        exports,
+        [
+            "distlock:lock/distlock@0.1.0",
+            "distlock:lock/linking@0.1.0"
+        ]
+    );
     assert!(
         PROVIDER_WASM.len() < 400 * 1024,
         "the lock component grew to {} bytes",

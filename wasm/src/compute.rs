@@ -22,7 +22,7 @@ use distlock_core::wit::Shape;
 use distlock_core::{Duration, Fetched, FinishCompute, GetOrLock, Lock, Token};
 
 use crate::api;
-use crate::{Lease, Shared, convert, entropy};
+use crate::{Draw, Lease, Shared, convert};
 
 /// Computations dropped unfinished: the lock and token of each, to give up.
 #[derive(Default)]
@@ -53,7 +53,8 @@ pub(crate) fn get_or_lock(
     let lock = Shape::Lock
         .lock(shared.layout.clone(), name.as_bytes(), shared.options)
         .map_err(convert::config_error)?;
-    let token = Token::from_entropy(entropy());
+    let draw = Draw::new();
+    let token = Token::from_entropy(draw.token);
     let fetched = shared
         .servers
         .run(|servers, now| GetOrLock::new(&lock, token, servers, wait, now))?
@@ -62,7 +63,7 @@ pub(crate) fn get_or_lock(
         Fetched::Value(value) => Ok(api::Fetched::Value(value)),
         Fetched::Computing(lease) => Ok(api::Fetched::Computing(api::Computation::new(
             Computation {
-                held: Lease::holding(shared, name, lock, &lease),
+                held: Lease::holding(shared, name, lock, &lease, &draw),
             },
         ))),
         // An outcome this component does not know: hand out nothing (its lock, if any, frees

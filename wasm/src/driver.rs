@@ -240,25 +240,39 @@ fn read_ready_handshakes(nodes: &[Node], links: &mut [Link], session: &mut Sessi
     }
 }
 
-/// Brings the session up to now: closes the handshakes it gave up on (no answer within the
-/// request timeout), then opens every node it names.
-fn tend(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>, timeout: Duration) {
-    abandon_silent(nodes, links, session);
-    let at = now();
+/// Brings the session up to `at` (now): closes the handshakes it gave up on (no answer
+/// within the request timeout), then opens every node it names. True when it opened any
+/// (an open may block: `at` is then out of date).
+fn tend(
+    nodes: &[Node],
+    links: &mut [Link],
+    session: &mut Session<MAX_NODES>,
+    timeout: Duration,
+    at: Instant,
+) -> bool {
+    abandon_silent(nodes, links, session, at);
+    let mut opened = false;
     while let Some(node) = session.poll_connect(at) {
+        opened = true;
         match (nodes.get(node), links.get_mut(node)) {
             (Some(spec), Some(link)) => link.start_connect(spec, node, session, timeout),
             // Cannot happen (one link per node); never ask about it again.
             _ => session.connect_failed(node, at),
         }
     }
+    opened
 }
 
-/// Brings the session's deadlines up to now and closes the handshakes it gave up on (no
-/// answer within the request timeout). The node's pause already runs: the report only ends
-/// the connect.
-fn abandon_silent(nodes: &[Node], links: &mut [Link], session: &mut Session<MAX_NODES>) {
-    session.handle_timeout(now());
+/// Brings the session's deadlines up to `at` (now) and closes the handshakes it gave up on
+/// (no answer within the request timeout). The node's pause already runs: the report only
+/// ends the connect.
+fn abandon_silent(
+    nodes: &[Node],
+    links: &mut [Link],
+    session: &mut Session<MAX_NODES>,
+    at: Instant,
+) {
+    session.handle_timeout(at);
     for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
         if matches!(link.slot, Slot::Connecting(_))
             && !matches!(session.state(node), Some(NodeState::Connecting { .. }))
@@ -401,7 +415,7 @@ impl Servers {
                 last_error: String::new(),
             })
             .collect();
-        tend(&nodes, &mut links, &mut session, request_timeout);
+        let _ = tend(&nodes, &mut links, &mut session, request_timeout, now());
         let outcome = loop {
             match session.connect_outcome() {
                 Some(ConnectOutcome::Ready) if session.any_connecting() => {}
@@ -432,7 +446,7 @@ impl Servers {
                 }
             }
             // Only give up on silent handshakes here: the first connect is one try per node.
-            abandon_silent(&nodes, &mut links, &mut session);
+            abandon_silent(&nodes, &mut links, &mut session, now());
         };
         if let ConnectOutcome::TooFew {
             ready,
@@ -479,11 +493,24 @@ impl Servers {
         let session = &mut *session;
         // Handshakes that answered between operations, or ran out of time.
         read_ready_handshakes(&self.nodes, &mut links, session);
+        // One clock read serves everything up to the first wait (each read is a call out of
+        // the component): tending, building the machine, its first requests.
+        let mut started = now();
         // Reconnect what the session says is due (a lost node at once, a failed one after its
         // pause), without waiting for it.
-        tend(&self.nodes, &mut links, session, self.connect_timeout);
+        let opened = tend(
+            &self.nodes,
+            &mut links,
+            session,
+            self.connect_timeout,
+            started,
+        );
         if !M::TAKES_OWED_REPLIES {
             self.ready_for_conversation(&mut links, session);
+        }
+        if opened || !M::TAKES_OWED_REPLIES {
+            // An open, or the wait for handshakes, took time.
+            started = now();
         }
         let servers: Vec<ServerInfo> = links
             .iter()
@@ -492,7 +519,7 @@ impl Servers {
                 _ => l.known,
             })
             .collect();
-        let mut machine = build(&servers, now()).map_err(convert::config_error)?;
+        let mut machine = build(&servers, started).map_err(convert::config_error)?;
         for (node, link) in links.iter_mut().enumerate() {
             if let Slot::Open(conn) = &link.slot
                 && !machine.discard_replies(node, conn.owed)
@@ -500,14 +527,19 @@ impl Servers {
                 link.lose(session, node);
             }
         }
-        let (outcome, unanswered_since) =
-            drive(&mut machine, &self.nodes, &mut links, session, &servers);
+        let (outcome, unanswered_since, at) = drive(
+            &mut machine,
+            &self.nodes,
+            &mut links,
+            session,
+            &servers,
+            started,
+        );
         // Hand each connection on as it is, with what it still owes; one that is out of step
         // (or has half a reply read) is reconnected by the next operation instead. One that
         // has not answered for a whole request timeout (a frozen node) is closed and the node
         // reconnected in the background: kept, it would cost every later operation that
-        // timeout again.
-        let at = now();
+        // timeout again. `at` is when the outcome came: no wait since.
         for (node, link) in links.iter_mut().enumerate() {
             let silent = unanswered_since
                 .get(node)
@@ -545,7 +577,7 @@ impl Servers {
             }
         }
         if owing {
-            tend(&self.nodes, links, session, self.connect_timeout);
+            let _ = tend(&self.nodes, links, session, self.connect_timeout, now());
         }
         while links.iter().any(|l| matches!(l.slot, Slot::Connecting(_))) {
             let until = connect_deadline(links, session);
@@ -576,29 +608,37 @@ impl Servers {
                     }
                 }
             }
-            abandon_silent(&self.nodes, links, session);
+            abandon_silent(&self.nodes, links, session, now());
         }
     }
 }
 
 /// The loop of `distlock_core::machine`: send what the machine asks, feed what arrives,
 /// honour its deadline; handshakes under way progress in the same waits. `built` is the
-/// server each node's part of the machine was built for. Returns the outcome and, for each
-/// node, since when a request sent to it has gone without any reply bytes.
+/// server each node's part of the machine was built for; `started` the time it was built
+/// at. Returns the outcome, for each node since when a request sent to it has gone without
+/// any reply bytes, and the time of the step that gave the outcome.
+///
+/// The clock is read once per step, not per call into the machine (each read is a call out
+/// of the component): after each wait, and before a wait that follows sends (a send may
+/// block, and the wait must end at the machine's deadline, not after it).
 fn drive<M: Runnable>(
     machine: &mut M,
     nodes: &[Node],
     links: &mut [Link],
     session: &mut Session<MAX_NODES>,
     built: &[ServerInfo],
-) -> (M::Outcome, Vec<Option<Instant>>) {
+    started: Instant,
+) -> (M::Outcome, Vec<Option<Instant>>, Instant) {
     let mut out = vec![0u8; 1024];
     let mut unanswered_since: Vec<Option<Instant>> = vec![None; links.len()];
+    let mut at = started;
     loop {
         // 1. Everything the machine wants sent, now. A node that is not open has no
         //    connection for this request: the machine counts it as failed, at once.
+        let mut sent_any = false;
         loop {
-            let tx = match machine.poll_transmit(now(), &mut out) {
+            let tx = match machine.poll_transmit(at, &mut out) {
                 Ok(Some(tx)) => tx,
                 Ok(None) => break,
                 Err(short) => {
@@ -617,31 +657,40 @@ fn drive<M: Runnable>(
                         link.lose(session, tx.node);
                     }
                     if sent && let Some(since) = unanswered_since.get_mut(tx.node) {
-                        since.get_or_insert_with(now);
+                        since.get_or_insert(at);
                     }
+                    sent_any |= sent;
                     sent
                 }
                 _ => false,
             };
             if !sent {
-                machine.handle_disconnect(tx.node, now());
+                machine.handle_disconnect(tx.node, at);
             }
         }
         if let Some(outcome) = machine.poll_outcome() {
-            return (outcome, unanswered_since);
+            return (outcome, unanswered_since, at);
+        }
+        if sent_any {
+            at = now();
         }
         // 2. Wait for bytes from any node, or the machine's deadline (or the session's).
         let until = match (machine.poll_timeout(), connect_deadline(links, session)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let wait_ms = until.map_or(IDLE_WAIT_MS, |at| at.saturating_since(now()).as_millis());
+        let wait_ms = until.map_or(IDLE_WAIT_MS, |due| due.saturating_since(at).as_millis());
         if wait_ms == 0 {
-            settle_handshakes(machine, nodes, links, session, built);
-            machine.handle_timeout(now());
+            // A deadline already due (rare): a fresh read, so that time moves on while the
+            // machine's deadlines fire.
+            at = now();
+            settle_handshakes(machine, nodes, links, session, built, at);
+            machine.handle_timeout(at);
             continue;
         }
-        match receive(links, wait_ms) {
+        let received = receive(links, wait_ms);
+        at = now();
+        match received {
             Received::Bytes(node, bytes) => {
                 let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) else {
                     continue;
@@ -650,14 +699,14 @@ fn drive<M: Runnable>(
                     if let Some(since) = unanswered_since.get_mut(node) {
                         *since = None;
                     }
-                    machine.handle_input(node, &bytes, now());
+                    machine.handle_input(node, &bytes, at);
                 } else if link.step_handshake(spec, node, session, Some(&bytes)) {
                     join(machine, node, link, built);
                 }
             }
             Received::Nothing => {
-                settle_handshakes(machine, nodes, links, session, built);
-                machine.handle_timeout(now());
+                settle_handshakes(machine, nodes, links, session, built, at);
+                machine.handle_timeout(at);
             }
             Received::Lost(node) => {
                 let (Some(spec), Some(link)) = (nodes.get(node), links.get_mut(node)) else {
@@ -665,7 +714,7 @@ fn drive<M: Runnable>(
                 };
                 if link.is_open() {
                     link.lose(session, node);
-                    machine.handle_disconnect(node, now());
+                    machine.handle_disconnect(node, at);
                 } else {
                     let why = format!(
                         "cannot connect to {}: the server closed the connection",
@@ -679,20 +728,22 @@ fn drive<M: Runnable>(
 }
 
 /// Gives handshakes whose deadline passed their timeout, and closes those the session gave
-/// up on. Nothing new is opened mid-operation (an open may block): the next operation does.
+/// up on by `at` (now). Nothing new is opened mid-operation (an open may block): the next
+/// operation does.
 fn settle_handshakes<M: Runnable>(
     machine: &mut M,
     nodes: &[Node],
     links: &mut [Link],
     session: &mut Session<MAX_NODES>,
     built: &[ServerInfo],
+    at: Instant,
 ) {
     for (node, (spec, link)) in nodes.iter().zip(links.iter_mut()).enumerate() {
         if link.step_handshake(spec, node, session, None) {
             join(machine, node, link, built);
         }
     }
-    abandon_silent(nodes, links, session);
+    abandon_silent(nodes, links, session, at);
 }
 
 /// A node whose handshake just completed joins the running machine, as a fresh connection

@@ -1,7 +1,9 @@
 //! # distlock-wasm
 //!
 //! The distlock core as a WebAssembly component: the `provider` world of `wit/distlock.wit`.
-//! It exports `distlock:lock/distlock` (clients and leases) and imports only
+//! It exports `distlock:lock/distlock` (clients and leases) and `distlock:lock/linking`
+//! (the same acquires answered with the lease's token, for a host that links applications
+//! to it), and imports only
 //! `distlock:lock/transport` (byte streams, supplied by the runtime),
 //! `wasi:clocks/monotonic-clock` and `wasi:random/random`.
 //!
@@ -36,6 +38,7 @@ use distlock_core::{
 };
 
 use crate::bindings::exports::distlock::lock::distlock as api;
+use crate::bindings::exports::distlock::lock::linking;
 use crate::driver::{MAX_NODES, Servers};
 
 /// The bindings `wit-bindgen` generates for the `provider` world.
@@ -65,17 +68,50 @@ fn now() -> Instant {
     Instant::from_millis(bindings::wasi::clocks::monotonic_clock::now() / 1_000_000)
 }
 
-/// 16 bytes of the runtime's CSPRNG, for a token.
-fn entropy() -> [u8; 16] {
-    let bytes = bindings::wasi::random::random::get_random_bytes(16);
-    let mut out = [0u8; 16];
-    for (slot, byte) in out.iter_mut().zip(bytes) {
-        *slot = byte;
-    }
-    out
+/// What one lock operation draws from the runtime's CSPRNG, in one `wasi:random` call: an
+/// acquire needs a token and three jitter seeds (its own retries, the lease's renewal
+/// schedule, the lease's release), and one call costs far less than four.
+///
+/// The token's 16 bytes come fresh from the CSPRNG for every acquire, as before: nothing is
+/// kept between operations, so a copy of the component's memory holds no future token.
+struct Draw {
+    /// Entropy for [`Token::from_entropy`].
+    token: [u8; 16],
+    /// Retry jitter for the acquire.
+    acquire: u64,
+    /// Jitter for the lease's [`Renewal`] schedule.
+    renewal: u64,
+    /// Retry jitter for the lease's release.
+    release: u64,
 }
 
-/// Random bits for retry jitter.
+impl Draw {
+    /// Bytes one draw takes: the token's 16 and three seeds of 8.
+    const LEN: usize = 16 + 3 * 8;
+
+    fn new() -> Draw {
+        let bytes = bindings::wasi::random::random::get_random_bytes(Draw::LEN as u64);
+        let mut all = [0u8; Draw::LEN];
+        for (slot, byte) in all.iter_mut().zip(bytes) {
+            *slot = byte;
+        }
+        let seed_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(all.get(at..at + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(word)
+        };
+        let mut token = [0u8; 16];
+        token.copy_from_slice(all.get(..16).unwrap_or(&[0; 16]));
+        Draw {
+            token,
+            acquire: seed_at(16),
+            renewal: seed_at(24),
+            release: seed_at(32),
+        }
+    }
+}
+
+/// Random bits for retry jitter (operations other than an acquire: one call each).
 fn seed() -> u64 {
     bindings::wasi::random::random::get_random_u64()
 }
@@ -132,11 +168,13 @@ impl api::GuestClient for Client {
     fn acquire(&self, name: String, wait_ms: u64) -> Result<api::Lease, api::Error> {
         self.shared.give_up_dropped();
         self.acquire_within(name, Shape::Lock, Duration::from_millis(wait_ms))
+            .map(api::Lease::new)
     }
 
     fn try_acquire(&self, name: String) -> Result<api::Lease, api::Error> {
         self.shared.give_up_dropped();
         self.acquire_within(name, Shape::Lock, Duration::ZERO)
+            .map(api::Lease::new)
     }
 
     fn acquire_shaped(
@@ -151,19 +189,51 @@ impl api::GuestClient for Client {
             convert::core_shape(&shape),
             Duration::from_millis(wait_ms),
         )
+        .map(api::Lease::new)
     }
 
     fn acquire_many(&self, names: Vec<String>, wait_ms: u64) -> Result<api::Lease, api::Error> {
         self.shared.give_up_dropped();
-        let shared = &self.shared;
-        let lock = distlock_core::wit::multi_lock(shared.layout.clone(), &names, shared.options)
-            .map_err(convert::config_error)?;
-        self.acquire_lock(names.join(", "), lock, Duration::from_millis(wait_ms))
+        self.acquire_names(&names, Duration::from_millis(wait_ms))
+            .map(api::Lease::new)
     }
 
     fn get_or_lock(&self, name: String, wait_ms: u64) -> Result<api::Fetched, api::Error> {
         self.shared.give_up_dropped();
         compute::get_or_lock(&self.shared, name, Duration::from_millis(wait_ms))
+    }
+}
+
+/// `linking`: the acquires of `distlock.client`, each answered with its lease's token, so a
+/// linking host needs no second call for it.
+impl linking::Guest for Component {
+    fn acquire_held(
+        client: api::ClientBorrow<'_>,
+        name: String,
+        shape: api::Shape,
+        wait_ms: u64,
+    ) -> Result<linking::Held, api::Error> {
+        let client: &Client = client.get();
+        client.shared.give_up_dropped();
+        client
+            .acquire_within(
+                name,
+                convert::core_shape(&shape),
+                Duration::from_millis(wait_ms),
+            )
+            .map(Lease::held)
+    }
+
+    fn acquire_many_held(
+        client: api::ClientBorrow<'_>,
+        names: Vec<String>,
+        wait_ms: u64,
+    ) -> Result<linking::Held, api::Error> {
+        let client: &Client = client.get();
+        client.shared.give_up_dropped();
+        client
+            .acquire_names(&names, Duration::from_millis(wait_ms))
+            .map(Lease::held)
     }
 }
 
@@ -175,7 +245,7 @@ impl Client {
         name: String,
         shape: Shape,
         wait: Duration,
-    ) -> Result<api::Lease, api::Error> {
+    ) -> Result<Lease, api::Error> {
         let shared = &self.shared;
         let lock = shape
             .lock(shared.layout.clone(), name.as_bytes(), shared.options)
@@ -183,23 +253,28 @@ impl Client {
         self.acquire_lock(name, lock, wait)
     }
 
+    /// Acquires every name of `names` at once; the lease is known by the names joined.
+    fn acquire_names(&self, names: &[String], wait: Duration) -> Result<Lease, api::Error> {
+        let shared = &self.shared;
+        let lock = distlock_core::wit::multi_lock(shared.layout.clone(), names, shared.options)
+            .map_err(convert::config_error)?;
+        self.acquire_lock(names.join(", "), lock, wait)
+    }
+
     /// Acquires `lock` (a lock of one name in some shape, or a set of names), known to the
     /// guest as `name`; the lease keeps the lock, so its extend, renewal and release act on
     /// what was taken.
-    fn acquire_lock(
-        &self,
-        name: String,
-        lock: Lock,
-        wait: Duration,
-    ) -> Result<api::Lease, api::Error> {
+    fn acquire_lock(&self, name: String, lock: Lock, wait: Duration) -> Result<Lease, api::Error> {
         let shared = &self.shared;
-        let token = Token::from_entropy(entropy());
-        let seed = seed();
+        let draw = Draw::new();
+        let token = Token::from_entropy(draw.token);
         let lease = shared
             .servers
-            .run(|servers, now| Acquire::<MAX_NODES>::new(&lock, token, servers, wait, now, seed))?
+            .run(|servers, now| {
+                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, now, draw.acquire)
+            })?
             .map_err(convert::lock_error)?;
-        Ok(api::Lease::new(Lease::holding(shared, name, lock, &lease)))
+        Ok(Lease::holding(shared, name, lock, &lease, &draw))
     }
 }
 
@@ -218,6 +293,8 @@ struct Lease {
     renewal: RefCell<Renewal>,
     /// Released (or a release was tried): dropping does nothing more.
     released: Cell<bool>,
+    /// Retry jitter for the release, drawn with the token ([`Draw`]).
+    release_seed: u64,
 }
 
 impl api::GuestLease for Lease {
@@ -303,7 +380,7 @@ impl api::GuestLease for Lease {
             return Err(api::Error::NotHeld);
         }
         self.valid_until.set(Instant::ZERO);
-        let seed = seed();
+        let seed = self.release_seed;
         let token = self.token.clone();
         let lock = &self.lock;
         self.shared
@@ -315,19 +392,30 @@ impl api::GuestLease for Lease {
 }
 
 impl Lease {
+    /// `lease` handed to the guest with its token (`linking.held`).
+    fn held(lease: Lease) -> linking::Held {
+        let token = lease.token.as_str().to_string();
+        linking::Held {
+            lease: api::Lease::new(lease),
+            token,
+        }
+    }
+
     /// The lease of `lock` (known to the guest as `name`) that `lease` holds, on the core's
-    /// renewal schedule for the client's TTL.
+    /// renewal schedule for the client's TTL; `draw` is what its acquire drew (the jitter of
+    /// its renewal and release).
     fn holding(
         shared: &Rc<Shared>,
         name: String,
         lock: Lock,
         lease: &distlock_core::Lease,
+        draw: &Draw,
     ) -> Lease {
         let renewal = Renewal::new(
             shared.options.ttl,
             lease.started(),
             lease.valid_until(),
-            crate::seed(),
+            draw.renewal,
         );
         Lease {
             shared: Rc::clone(shared),
@@ -338,6 +426,7 @@ impl Lease {
             valid_until: Cell::new(lease.valid_until()),
             renewal: RefCell::new(renewal),
             released: Cell::new(false),
+            release_seed: draw.release,
         }
     }
 

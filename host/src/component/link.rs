@@ -1,6 +1,8 @@
 //! A guest's `distlock` import served by a lock component instance in the same store: each
 //! import is a host function that calls the matching export of the lock component
-//! (instance to instance, through the host's `Linker`).
+//! (instance to instance, through the host's `Linker`). The acquires call the lock
+//! component's `linking` exports instead, which answer with the lease's token as well: one
+//! call into the lock component per acquire, not a second one for the token.
 //!
 //! The guest holds host resources ([`LinkedClient`], [`LinkedLease`], [`LinkedComputation`],
 //! in `resources.rs`) that wrap the lock
@@ -22,6 +24,7 @@ use wasmtime::component::{ComponentType, Linker, Lower, Resource, ResourceAny, R
 use super::bindings::provider::exports::distlock::lock::distlock::{
     Config, ConfigError, ConfigErrorKind, Error, Fetched as ProviderFetched, Shape,
 };
+use super::bindings::provider::exports::distlock::lock::linking::Held as ProviderHeld;
 use super::net::{ConfigRefusal, Net};
 use super::resources::{ClientSpec, Held, LinkedClient, LinkedComputation, LinkedLease};
 use super::state::HostState;
@@ -279,19 +282,18 @@ pub(crate) fn settle(net: &Net, config: &mut Config) -> Result<(), Error> {
         })
 }
 
-/// `acquire` (`wait_ms` given) or `try-acquire`, forwarded.
+/// `acquire` (`wait_ms` given) or `try-acquire` (one attempt: a wait of 0), forwarded as
+/// the lock component's `linking.acquire-held` of shape `lock`.
 fn acquire(
     mut cx: Cx<'_>,
     client: &Resource<LinkedClient>,
     name: String,
     wait_ms: Option<u64>,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
-    let api = cx.data().provider()?;
+    let linking = cx.data().linking()?;
     let inner = cx.data().table.get(client)?.inner;
-    let acquired = match wait_ms {
-        Some(wait_ms) => api.client().call_acquire(&mut cx, inner, &name, wait_ms)?,
-        None => api.client().call_try_acquire(&mut cx, inner, &name)?,
-    };
+    let acquired =
+        linking.call_acquire_held(&mut cx, inner, &name, Shape::Lock, wait_ms.unwrap_or(0))?;
     keep(
         cx,
         client,
@@ -309,12 +311,10 @@ fn acquire_shaped(
     shape: Shape,
     wait_ms: u64,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
-    let api = cx.data().provider()?;
+    let linking = cx.data().linking()?;
     let inner = cx.data().table.get(client)?.inner;
     let kept = Held::Shaped(core_shape(&shape));
-    let acquired = api
-        .client()
-        .call_acquire_shaped(&mut cx, inner, &name, shape, wait_ms)?;
+    let acquired = linking.call_acquire_held(&mut cx, inner, &name, shape, wait_ms)?;
     keep(cx, client, name, kept, acquired)
 }
 
@@ -325,11 +325,9 @@ fn acquire_many(
     names: Vec<String>,
     wait_ms: u64,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
-    let api = cx.data().provider()?;
+    let linking = cx.data().linking()?;
     let inner = cx.data().table.get(client)?.inner;
-    let acquired = api
-        .client()
-        .call_acquire_many(&mut cx, inner, &names, wait_ms)?;
+    let acquired = linking.call_acquire_many_held(&mut cx, inner, &names, wait_ms)?;
     keep(cx, client, names.join(", "), Held::Many(names), acquired)
 }
 
@@ -380,22 +378,21 @@ fn inner_computation(
     ))
 }
 
-/// The lock component's answer to an acquire, its lease wrapped for the guest.
+/// The lock component's answer to an acquire, its lease wrapped for the guest. The answer
+/// carries the lease's token (`linking`), kept host-side with the rest of what a native
+/// release needs if the guest never drops the lease.
 fn keep(
     mut cx: Cx<'_>,
     client: &Resource<LinkedClient>,
     name: String,
     held: Held,
-    acquired: Result<wasmtime::component::ResourceAny, Error>,
+    acquired: Result<ProviderHeld, Error>,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
-    let api = cx.data().provider()?;
     let spec = Arc::clone(&cx.data().table.get(client)?.spec);
-    let lease = match acquired {
-        Ok(lease) => lease,
+    let ProviderHeld { lease, token } = match acquired {
+        Ok(held) => held,
         Err(e) => return Ok((Err(e),)),
     };
-    // Kept host-side: what a native release needs if the guest never drops the lease.
-    let token = api.lease().call_token(&mut cx, lease)?;
     let lease = LinkedLease {
         inner: lease,
         name,

@@ -1,9 +1,11 @@
 //! The wasmtime adapter: the lock as a WebAssembly component, and guest apps that use it.
 //!
 //! - The **lock component** (`wasm/`, the `provider` world of `wit/distlock.wit`) runs the
-//!   core behind `distlock:lock/distlock`. The adapter supplies its imports: `transport`
-//!   (`transport.rs`: TCP and TLS through the same connection code as [`crate::Client`],
-//!   limited to the configured nodes), and `wasi:clocks`/`wasi:random` (wasmtime-wasi).
+//!   core behind `distlock:lock/distlock` (and `distlock:lock/linking`, the acquires
+//!   answered with the lease's token, which `link.rs` calls). The adapter supplies its
+//!   imports: `transport` (`transport.rs`: TCP and TLS through the same connection code as
+//!   [`crate::Client`], limited to the configured nodes), and `wasi:clocks`/`wasi:random`
+//!   (wasmtime-wasi).
 //! - A **guest app** (the `app` world) imports `distlock`. The adapter serves it either by
 //!   linking it to a lock component instance in the same store ([`Serve::Linked`]: every call
 //!   is forwarded instance to instance, `link.rs`) or from the Rust driver
@@ -393,7 +395,7 @@ impl Adapter {
             ..RunOptions::default()
         };
         let mut store = self.store(&options)?;
-        let api = self.instantiate_provider(&mut store)?;
+        let (api, _linking) = self.instantiate_provider(&mut store)?;
         Ok(LockInstance::new(store, api))
     }
 
@@ -415,10 +417,12 @@ impl Adapter {
         let instance = linker
             .instantiate(&mut store, &guest.component)
             .map_err(AdapterError::wasm("instantiating the guest"))?;
-        let api = bindings::provider::Provider::new(&mut store, &instance)
-            .map_err(AdapterError::wasm("reading the guest's distlock exports"))?
-            .distlock_lock_distlock()
-            .clone();
+        // The guest exports `distlock` alone (the lock component's `linking` is the host's).
+        let api = bindings::provider::exports::distlock::lock::distlock::GuestIndices::new(
+            &instance.instance_pre(&store),
+        )
+        .and_then(|indices| indices.load(&mut store, &instance))
+        .map_err(AdapterError::wasm("reading the guest's distlock exports"))?;
         Ok(LockInstance::new(store, api))
     }
 
@@ -459,8 +463,8 @@ impl Adapter {
         match serve {
             Serve::Linked => {
                 self.fixed_nodes_only()?;
-                let api = self.instantiate_provider(store)?;
-                store.data_mut().set_provider(api);
+                let (api, linking) = self.instantiate_provider(store)?;
+                store.data_mut().set_provider(api, linking);
                 Ok(&self.inner.linked_linker)
             }
             Serve::Native => Ok(&self.inner.native_linker),
@@ -482,14 +486,23 @@ impl Adapter {
     fn instantiate_provider(
         &self,
         store: &mut Store<HostState>,
-    ) -> Result<bindings::provider::exports::distlock::lock::distlock::Guest, AdapterError> {
+    ) -> Result<
+        (
+            bindings::provider::exports::distlock::lock::distlock::Guest,
+            bindings::provider::exports::distlock::lock::linking::Guest,
+        ),
+        AdapterError,
+    > {
         let provider = bindings::provider::Provider::instantiate(
             &mut *store,
             &self.inner.provider,
             &self.inner.provider_linker,
         )
         .map_err(AdapterError::wasm("instantiating the lock component"))?;
-        Ok(provider.distlock_lock_distlock().clone())
+        Ok((
+            provider.distlock_lock_distlock().clone(),
+            provider.distlock_lock_linking().clone(),
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::provider::exports::distlock::lock::distlock::Guest as ProviderApi;
+use super::bindings::provider::exports::distlock::lock::linking::Guest as LinkingApi;
 use super::net::Net;
 use super::options::Limits;
 use super::own_runtime::OwnRuntime;
@@ -32,6 +33,8 @@ pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) net: Arc<Net>,
     provider: Option<ProviderApi>,
+    /// The lock component's `linking` exports (its acquires answered with the token).
+    linking: Option<LinkingApi>,
     /// Linked computations the guest dropped unfinished: the lock component gives each up
     /// at its client's next call; if the guest ends first, the host does.
     pub(crate) dropped_computations: Vec<ComputationRecord>,
@@ -55,6 +58,7 @@ impl HostState {
             table: ResourceTable::new(),
             net,
             provider: None,
+            linking: None,
             dropped_computations: Vec::new(),
             limiter: stop.limiter(limits.memory),
             stop,
@@ -85,8 +89,16 @@ impl HostState {
             .ok_or_else(|| wasmtime::Error::msg("no lock component is linked to this guest"))
     }
 
-    pub(crate) fn set_provider(&mut self, api: ProviderApi) {
+    /// The linked lock component's `linking` exports (set with [`HostState::set_provider`]).
+    pub(crate) fn linking(&self) -> wasmtime::Result<LinkingApi> {
+        self.linking
+            .clone()
+            .ok_or_else(|| wasmtime::Error::msg("no lock component is linked to this guest"))
+    }
+
+    pub(crate) fn set_provider(&mut self, api: ProviderApi, linking: LinkingApi) {
         self.provider = Some(api);
+        self.linking = Some(linking);
     }
 
     pub(crate) fn limiter(&mut self) -> &mut Limiter {

@@ -255,6 +255,13 @@ pub struct ModelFaults {
     /// did before: a mutex waiter of the name can take the wake-up a permit's release meant
     /// for a semaphore waiter, and a semaphore waiter a mutex release's.
     pub semaphore_signal_shared_with_mutex: bool,
+    /// The release script pushes the wake-up only when told to push always, never looking at
+    /// the waiting mark: a release that skips the push a marked waiter needs.
+    pub release_ignores_waiting_mark: bool,
+    /// A plain mutex waiter's mark (`SET <prefix>{N}:waiting 1 PX …`) is answered `OK` and
+    /// not stored, as if the waiter had not marked before its attempt: its first wait (and
+    /// every later one) is unmarked, so a release in it pushes nothing.
+    pub waiting_mark_lost: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -927,6 +934,11 @@ impl ModelNode {
 
     fn cmd_set(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
         let (key, value) = (arg(args, 0), arg(args, 1));
+        if self.faults.waiting_mark_lost && key.ends_with(b":waiting") {
+            // Broken on purpose: the waiter's mark is acknowledged and dropped.
+            w.ok();
+            return Ok(Done::Written);
+        }
         let mut condition = SetCondition::Always;
         let mut expiry = SetExpiry::Clear;
         let mut get = false;
@@ -1406,7 +1418,14 @@ impl ModelNode {
                 self.write_check().map_err(|e| (e, 7))?;
                 self.del(lock, now);
                 let signal_ttl = argument(2).ok_or_else(|| nil(8))?;
-                if signal_ttl != b"0" {
+                // `ARGV[4] == '1' or EXISTS KEYS[4]`, read only when the signal is on.
+                let push = signal_ttl != b"0"
+                    && (argument(3) == Some(b"1")
+                        || (!self.faults.release_ignores_waiting_mark
+                            && self
+                                .type_of(key(3).ok_or_else(|| nil(8))?, now)
+                                .is_some()));
+                if push {
                     let signal = key(2).ok_or_else(|| nil(9))?;
                     self.write_check().map_err(|e| (e, 9))?;
                     self.del(signal, now);

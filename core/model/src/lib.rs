@@ -3152,26 +3152,57 @@ mod tests {
             "*2\r\n:1\r\n:2\r\n"
         );
 
-        // Release: not the holder, then the holder (pushing a signal).
-        let release = |token: &str, signal: &str| {
+        // Release: not the holder, then the holder (pushing a signal only while a waiter's
+        // mark `W` exists, or always when told).
+        let release = |token: &str, signal: &str, always: &str| {
             vec![
                 "EVAL".to_string(),
                 script::RELEASE.source.into(),
-                "3".into(),
+                "4".into(),
                 "L".into(),
                 "H".into(),
                 "S".into(),
+                "W".into(),
                 token.to_string(),
                 "0".into(),
                 signal.to_string(),
+                always.to_string(),
             ]
         };
-        assert_eq!(exec(&mut n, release("tok-a", "500"), 1002), ":-1\r\n");
+        assert_eq!(exec(&mut n, release("tok-a", "500", "0"), 1002), ":-1\r\n");
         assert_eq!(n.value(b"L", ms(1002)), Some(&b"tok-b"[..]));
-        assert_eq!(exec(&mut n, release("tok-b", "500"), 1002), ":0\r\n");
+        assert_eq!(exec(&mut n, release("tok-b", "500", "0"), 1002), ":0\r\n");
         assert_eq!(n.value(b"L", ms(1002)), None);
-        assert_eq!(n.list_len(b"S", ms(1002)), 1);
-        assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
+        assert_eq!(n.list_len(b"S", ms(1002)), 0, "nobody marked: no push");
+        for (marked, always, pushed) in [(true, "0", true), (false, "1", true)] {
+            if marked {
+                run(&mut n, &["SET", "W", "1", "PX", "30000"], 1002);
+            }
+            run(&mut n, &["SET", "L", "tok-b"], 1002);
+            assert_eq!(exec(&mut n, release("tok-b", "500", always), 1002), ":0\r\n");
+            assert_eq!(n.list_len(b"S", ms(1002)), usize::from(pushed));
+            assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
+            run(&mut n, &["DEL", "S", "W"], 1002);
+        }
+        // The broken variants: a release that ignores the mark, a mark that is dropped.
+        let mut broken = ModelNode::new();
+        broken.set_faults(ModelFaults {
+            release_ignores_waiting_mark: true,
+            ..ModelFaults::default()
+        });
+        run(&mut broken, &["SET", "W", "1", "PX", "30000"], 0);
+        run(&mut broken, &["SET", "L", "tok-b"], 0);
+        assert_eq!(exec(&mut broken, release("tok-b", "500", "0"), 0), ":0\r\n");
+        assert_eq!(broken.list_len(b"S", ms(0)), 0, "marked, yet no push");
+        broken.set_faults(ModelFaults {
+            waiting_mark_lost: true,
+            ..ModelFaults::default()
+        });
+        assert_eq!(
+            run(&mut broken, &["SET", "x:waiting", "1", "PX", "30000"], 0),
+            "+OK\r\n"
+        );
+        assert_eq!(broken.type_of(b"x:waiting", ms(0)), None, "the mark dropped");
 
         // Extend and raise-fence.
         run(&mut n, &["SET", "L", "tok-c", "PX", "100"], 2000);

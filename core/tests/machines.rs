@@ -130,7 +130,11 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
         4,
         "the mark, SET NX PX, PTTL and TYPE, pipelined"
     );
-    assert_eq!(sent[0].commands[0], mark(), "the mark goes before the attempt");
+    assert_eq!(
+        sent[0].commands[0],
+        mark(),
+        "the mark goes before the attempt"
+    );
     assert_eq!(name_of(&sent[0].commands[1]), "SET");
     assert_eq!(sent[0].commands[2], args(&["PTTL", "distlock:{job}"]));
     assert_eq!(sent[0].commands[3], args(&["TYPE", "distlock:{job}"]));
@@ -234,7 +238,11 @@ fn a_script_refusal_is_retried_at_once_with_the_mark_before_the_waiter_blocks() 
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
     let sent = drain(&mut m, ms(0));
-    assert_eq!(sent[0].commands.len(), 1, "the first attempt is the script alone");
+    assert_eq!(
+        sent[0].commands.len(),
+        1,
+        "the first attempt is the script alone"
+    );
     // The script says the holder's TTL, but the attempt carried no mark: a wait now could
     // sleep through a release that pushes nothing. The marked retry goes at once.
     m.handle_input(0, b"*2\r\n:0\r\n:250\r\n", ms(1));
@@ -245,7 +253,11 @@ fn a_script_refusal_is_retried_at_once_with_the_mark_before_the_waiter_blocks() 
     assert_eq!(sent[0].commands[1][1], script::ACQUIRE.sha);
     m.handle_input(0, b"+OK\r\n*2\r\n:0\r\n:249\r\n", ms(2));
     let sent = drain(&mut m, ms(2));
-    assert_eq!(name_of(&sent[0].commands[0]), "BLPOP", "marked: now it waits");
+    assert_eq!(
+        name_of(&sent[0].commands[0]),
+        "BLPOP",
+        "marked: now it waits"
+    );
     assert_eq!(sent[0].blocking, Some(Duration::from_millis(250)));
 }
 

@@ -2506,8 +2506,7 @@ fn under_python_redis_locks_layout_a_release_pushes_without_a_mark() {
         let OwnedFrame::Array(reply) = raw.cmd(&[b"SCAN", &cursor, b"MATCH", b"*waiting*"]) else {
             panic!("SCAN reply")
         };
-        let (OwnedFrame::BulkString(next), OwnedFrame::Array(page)) = (&reply[0], &reply[1])
-        else {
+        let (OwnedFrame::BulkString(next), OwnedFrame::Array(page)) = (&reply[0], &reply[1]) else {
             panic!("SCAN reply shape")
         };
         keys.extend(page.iter().cloned());

@@ -1191,7 +1191,10 @@ fn sim_catches_waiters_that_do_not_mark_and_releases_that_ignore_the_mark() {
             };
             let report = sim::wakeup::run(&p);
             let violation = report.violation.expect("a lost wake-up is caught");
-            assert!(violation.contains("lost wake-up"), "{faults:?}: {violation}");
+            assert!(
+                violation.contains("lost wake-up"),
+                "{faults:?}: {violation}"
+            );
         }
     }
 }

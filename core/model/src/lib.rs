@@ -1422,9 +1422,7 @@ impl ModelNode {
                 let push = signal_ttl != b"0"
                     && (argument(3) == Some(b"1")
                         || (!self.faults.release_ignores_waiting_mark
-                            && self
-                                .type_of(key(3).ok_or_else(|| nil(8))?, now)
-                                .is_some()));
+                            && self.type_of(key(3).ok_or_else(|| nil(8))?, now).is_some()));
                 if push {
                     let signal = key(2).ok_or_else(|| nil(9))?;
                     self.write_check().map_err(|e| (e, 9))?;
@@ -3179,7 +3177,10 @@ mod tests {
                 run(&mut n, &["SET", "W", "1", "PX", "30000"], 1002);
             }
             run(&mut n, &["SET", "L", "tok-b"], 1002);
-            assert_eq!(exec(&mut n, release("tok-b", "500", always), 1002), ":0\r\n");
+            assert_eq!(
+                exec(&mut n, release("tok-b", "500", always), 1002),
+                ":0\r\n"
+            );
             assert_eq!(n.list_len(b"S", ms(1002)), usize::from(pushed));
             assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
             run(&mut n, &["DEL", "S", "W"], 1002);
@@ -3202,7 +3203,11 @@ mod tests {
             run(&mut broken, &["SET", "x:waiting", "1", "PX", "30000"], 0),
             "+OK\r\n"
         );
-        assert_eq!(broken.type_of(b"x:waiting", ms(0)), None, "the mark dropped");
+        assert_eq!(
+            broken.type_of(b"x:waiting", ms(0)),
+            None,
+            "the mark dropped"
+        );
 
         // Extend and raise-fence.
         run(&mut n, &["SET", "L", "tok-c", "PX", "100"], 2000);

@@ -616,7 +616,7 @@ impl AcquireOp {
 
 /// How long a waiter's mark ([`crate::Keys::waiting`]) lives: the same for every client, so a
 /// later mark never shortens an earlier one. Long enough that every blocking span the retry
-/// policy allows fits in it (see [`marked_span`]); a crashed waiter's mark only makes releases
+/// policy allows fits in it (see `marked_span`); a crashed waiter's mark only makes releases
 /// push (what every release did before marks) until it expires.
 pub const WAITING_MARK_LIFE: Duration = Duration::from_secs(30);
 

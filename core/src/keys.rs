@@ -390,8 +390,8 @@ impl Keys {
     }
 
     /// A plain mutex's waiting mark: `1` while some waiter may block on [`Keys::signal`], so a
-    /// release knows to push a wake-up (see [`crate::script::RELEASE`] and the `acquire`
-    /// module's "Waking up"). `None` under the python-redis-lock layout: that library's
+    /// release knows to push a wake-up (see the release script in `core/src/script.rs` and
+    /// the `acquire` module's "Waking up"). `None` under the python-redis-lock layout: that library's
     /// waiters never mark, so a release there always pushes.
     #[must_use]
     pub fn waiting(&self) -> Option<[&[u8]; 4]> {

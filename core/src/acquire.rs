@@ -36,6 +36,27 @@
 //!   no signal. A waiter watches one node, so a lock freed by a competitor's rollback on
 //!   another node is noticed at the end of the span (the documented Redlock limit).
 //!
+//! - **Releases that push only when someone waits.** Pushing the signal (`DEL`, `LPUSH`,
+//!   `PEXPIRE`) more than doubled what a release costs the server, and most releases have no
+//!   waiter. Lua cannot see who is blocked in `BLPOP`, so a plain mutex's waiters say they
+//!   wait: every attempt that may be followed by a wait (the ones after a refusal, which
+//!   also ask the holder's TTL) sends `SET <waiting> 1 PX` [`WAITING_MARK_LIFE`] on each node
+//!   *before* its `SET NX PX` (or acquire script), in the same batch on the same connection,
+//!   and the release script pushes only while that mark exists. No wake-up is lost: the mark
+//!   is on the server before the waiter's attempt runs. A release that ran before the mark
+//!   left the lock free at the attempt, or taken by a client whose own release comes after
+//!   the attempt, hence after the mark; a release after the mark pushes. A refused attempt
+//!   that carried no mark (the first one) is retried at once with it, like the `PTTL` probe,
+//!   so no wait follows an unmarked attempt. The mark must outlive the wait it covers: the
+//!   mark's life is one constant for every client (a later mark never shortens an earlier
+//!   one), and a span is cut so that the attempt, the span and the `BLPOP`'s reply (at most
+//!   two request timeouts besides the span) end before the mark does; with no span left the
+//!   waiter polls. The uncontended acquire sends nothing new (one command), a try-lock never
+//!   marks, and a crashed waiter's mark only makes releases push until it expires. Under the
+//!   python-redis-lock layout, whose own waiters never mark, a release always pushes; so
+//!   does a reset. An older distlock's waiter does not mark: under a newer releaser it
+//!   notices a release at the end of its span (at most the retry cap).
+//!
 //! On one node no signal is lost: every release wakes the longest-blocked waiter. The tail
 //! measured there (acquire-wait p99 of tens of ms with 4 workers, workers starved outright
 //! with 8) came from barging: the releaser's next `SET NX` reached the server before the woken
@@ -268,12 +289,15 @@ impl AcquireOp {
         let waits = self.refused || ctx.lock.is_write_side();
         let probe_ttl = waits && self.may_retry_after(&ctx.lock, now);
         self.probed = probe_ttl;
+        // The attempt that may be followed by a wait marks the name first (see "Waking up").
+        let mark_waiting = probe_ttl && marks_waiting(&ctx.lock);
         for node in 0..ctx.links.len() {
             let vote = if ctx.links.queue(
                 node,
                 Request::Acquire {
                     probe_ttl,
                     attempt: self.attempts,
+                    mark_waiting,
                 },
             ) {
                 Vote::Pending
@@ -393,7 +417,10 @@ impl AcquireOp {
         }
         if busy > 0 {
             self.refused = true;
-            if self.holder_ttl.is_none() && !self.probed {
+            // The same when the attempt carried no waiting mark (the acquire script says the
+            // TTL from the first attempt on): a wait after an unmarked attempt could sleep
+            // through a release that pushed nothing.
+            if !self.probed && (self.holder_ttl.is_none() || marks_waiting(&ctx.lock)) {
                 // Refused without learning the holder's TTL (a plain `SET NX`: the first
                 // attempt does not ask). Waiting now would be timed by the retry cap alone,
                 // and a holder whose key expires (a crashed holder pushes no signal) would
@@ -441,6 +468,15 @@ impl AcquireOp {
             .map_or(cap, |t| t.min(cap))
             .min(remaining)
             .max(Duration::from_millis(1));
+        // A marked waiter's cycle must end while its mark lives; when no span is left, poll.
+        let (span, waiter) = if marks_waiting(&ctx.lock) {
+            match marked_span(span, ctx.lock.options().request_timeout) {
+                Some(span) => (span, waiter),
+                None => (span, None),
+            }
+        } else {
+            (span, waiter)
+        };
         match waiter {
             Some(node) if ctx.links.queue(node, Request::Wait(span)) => {
                 self.phase = Phase::Waiting { node };
@@ -576,6 +612,37 @@ impl AcquireOp {
         }
         self.last_failure = Some(failure);
     }
+}
+
+/// How long a waiter's mark ([`crate::Keys::waiting`]) lives: the same for every client, so a
+/// later mark never shortens an earlier one. Long enough that every blocking span the retry
+/// policy allows fits in it (see `marked_span`); a crashed waiter's mark only makes releases
+/// push (what every release did before marks) until it expires.
+pub const WAITING_MARK_LIFE: Duration = Duration::from_secs(30);
+
+/// Whether an acquire of `lock` marks the name before an attempt that may be followed by a
+/// wait: a plain (non-fair) mutex of one name, with wake-up signals on, under a layout that
+/// has the mark. Semaphores, read-write locks, multi-name and fair locks have release scripts
+/// of their own, which push as before.
+fn marks_waiting(lock: &Lock) -> bool {
+    let options = lock.options();
+    lock.limit().is_none()
+        && lock.rw_mode().is_none()
+        && lock.multi.is_none()
+        && !options.fair
+        && options.wake_signal.is_some()
+        && lock.keys().waiting().is_some()
+}
+
+/// A marked waiter's blocking span, clamped so its cycle ends before its mark expires: the
+/// mark was set by the attempt that preceded the wait, whose reply took up to one request
+/// timeout, and the `BLPOP` may answer up to one request timeout past its span. `None` when
+/// nothing is left (a request timeout of 15 s or more): the waiter polls instead.
+#[must_use]
+pub(crate) fn marked_span(span: Duration, request_timeout: Duration) -> Option<Duration> {
+    let round_trips = request_timeout.saturating_add(request_timeout);
+    let room = WAITING_MARK_LIFE.saturating_sub(round_trips);
+    (!room.is_zero()).then(|| span.min(room))
 }
 
 impl Decide for AcquireOp {

@@ -26,8 +26,15 @@ use crate::time::Duration;
 pub enum Request {
     /// Take the lock for attempt `attempt`; `probe_ttl`: also ask how long the holder's key
     /// lives (to time waits) and what kind of value it is (a semaphore's or read-write lock's
-    /// name refuses a plain `SET NX` like a held lock: see [`merge_probe`]).
-    Acquire { probe_ttl: bool, attempt: u32 },
+    /// name refuses a plain `SET NX` like a held lock: see [`merge_probe`]); `mark_waiting`:
+    /// first set the name's waiting mark ([`crate::Keys::waiting`], for
+    /// [`crate::WAITING_MARK_LIFE`]), so a release after it pushes a wake-up (a plain mutex's
+    /// attempt that may be followed by a wait, see [`crate::Acquire`]).
+    Acquire {
+        probe_ttl: bool,
+        attempt: u32,
+        mark_waiting: bool,
+    },
     /// Raise the fencing counter to at least this.
     RaiseFence(u64),
     /// Compare-and-delete.
@@ -78,6 +85,9 @@ impl Request {
     pub(crate) fn answering_reply(self) -> u8 {
         match self {
             Request::FairAcquire { block, .. } if !block.is_zero() => 1,
+            Request::Acquire {
+                mark_waiting: true, ..
+            } => 1,
             _ => 0,
         }
     }
@@ -272,7 +282,13 @@ pub(crate) struct Encoder<'a> {
 impl Encoder<'_> {
     /// How many replies the encoded batch produces.
     pub(crate) fn replies(&self, request: Request, encoding: Encoding) -> u8 {
-        match (request, encoding) {
+        let mark = match request {
+            Request::Acquire {
+                mark_waiting: true, ..
+            } => 1,
+            _ => 0,
+        };
+        mark + match (request, encoding) {
             (
                 Request::Acquire {
                     probe_ttl: true, ..
@@ -327,6 +343,22 @@ impl Encoder<'_> {
         }
         if let Some(names) = &self.lock.multi {
             return self.encode_multi(request, names, token, sink);
+        }
+        if let (
+            Request::Acquire {
+                mark_waiting: true, ..
+            },
+            Some(waiting),
+        ) = (request, keys.waiting())
+        {
+            // Before the attempt, on the same connection: the mark is on the server when the
+            // attempt runs, so a release after a refusal sees it (see `crate::acquire`).
+            sink.array(5);
+            sink.bulk(b"SET");
+            sink.bulk_parts(&waiting);
+            sink.bulk(b"1");
+            sink.bulk(b"PX");
+            sink.bulk_u64(crate::WAITING_MARK_LIFE.as_millis());
         }
         match (request, encoding) {
             (Request::Acquire { probe_ttl, .. }, Encoding::Command | Encoding::CommandGet) => {
@@ -420,15 +452,24 @@ impl Encoder<'_> {
                 sink.bulk_u64(crate::fair::handoff_cap(options.request_timeout).as_millis());
             }
             (Request::Release | Request::Rollback { .. }, _) => {
+                // A layout without a waiting mark (python-redis-lock's, whose waiters never
+                // mark) pushes always; its signal key stands in for the mark, never read.
+                let waiting = keys.waiting();
                 self.script_header(
                     sink,
                     &script::RELEASE,
-                    &[&keys.lock(), &keys.holds(), &keys.signal()],
-                    3,
+                    &[
+                        &keys.lock(),
+                        &keys.holds(),
+                        &keys.signal(),
+                        &waiting.unwrap_or_else(|| keys.signal()),
+                    ],
+                    4,
                 );
                 sink.bulk(token);
                 sink.bulk(flag(options.reentrant));
                 sink.bulk_u64(self.signal_ttl(request).map_or(0, Duration::as_millis));
+                sink.bulk(flag(waiting.is_none()));
             }
             (Request::Extend, Encoding::Native) => {
                 sink.array(7);

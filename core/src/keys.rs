@@ -15,6 +15,7 @@
 //! | `<prefix>{N}:fence` | the fencing counter |
 //! | `<prefix>{N}:holds` | the re-entry count |
 //! | `<prefix>{N}:signal` | the wake-up list |
+//! | `<prefix>{N}:waiting` | `1` while a plain mutex's waiter may block on the wake-up list |
 //!
 //! Fair mode ([`crate::LockOptions::fair`], tagged layout only) adds a queue and two keys per
 //! waiter, with the same tag (a fair mutex's; a fair semaphore's are its own, below):
@@ -92,6 +93,7 @@
 //! | wake-up list | `distlock-redis-py:{N}:signal` | `lock-signal:N` (python-redis-lock's own) |
 //! | fencing counter | `distlock-redis-py:{N}:fence` | `distlock-python-redis-lock:N:fence` |
 //! | re-entry count | `distlock-redis-py:{N}:holds` | `distlock-python-redis-lock:N:holds` |
+//! | waiting mark | `distlock-redis-py:{N}:waiting` | none (every release pushes) |
 //!
 //! - redis-py has no wake-up list (its waiters sleep and poll), so a redis-py release wakes
 //!   no distlock waiter: they notice within the retry cap. distlock's releases push to the
@@ -99,6 +101,8 @@
 //! - python-redis-lock's release deletes `lock:N`, deletes `lock-signal:N`, `LPUSH`es `1` to
 //!   it and `PEXPIRE`s it (1 s by default), and its waiters `BLPOP` it: the same steps as
 //!   [`crate::script::RELEASE`], so a release by either library wakes a waiter of either.
+//!   Its waiters do not mark that they wait, so under this layout distlock's release pushes
+//!   whether or not a mark exists (the layout has no [`Keys::waiting`]).
 //! - Names of a redis-py lock that contain a `}` use `distlock-redis-py:raw:N:fence` (and
 //!   `:holds`, `:signal`) instead: see below. Under [`KeyLayout::RedisPy`] a name may not
 //!   start with `distlock-redis-py:` ([`ConfigError::ReservedName`]), so no lock key is ever
@@ -252,6 +256,14 @@ impl KeyLayout {
         }
     }
 
+    /// Whether this layout has a plain mutex's waiting mark ([`Keys::waiting`]): the tagged
+    /// and redis-py layouts. The python-redis-lock layout has none: that library's waiters
+    /// block on `lock-signal:<name>` without marking, so every release there pushes.
+    #[must_use]
+    pub fn has_waiting(&self) -> bool {
+        !matches!(self, KeyLayout::PythonRedisLock)
+    }
+
     /// The prefix every key of the layout starts with and that nothing else writes under:
     /// what a "reset every lock" may walk. `None` for the layouts whose lock keys belong to
     /// another library: a redis-py lock key is any key at all, and python-redis-lock's
@@ -300,6 +312,7 @@ enum Role {
     PermitAlive,
     PermitWake,
     PermitSignal,
+    Waiting,
 }
 
 /// The keys of one lock, as parts a key is written from (concatenated, they are the key).
@@ -374,6 +387,15 @@ impl Keys {
     #[must_use]
     pub fn signal(&self) -> [&[u8]; 4] {
         self.key(Role::Signal)
+    }
+
+    /// A plain mutex's waiting mark: `1` while some waiter may block on [`Keys::signal`], so a
+    /// release knows to push a wake-up (see the release script in `core/src/script.rs` and
+    /// the `acquire` module's "Waking up"). `None` under the python-redis-lock layout: that library's
+    /// waiters never mark, so a release there always pushes.
+    #[must_use]
+    pub fn waiting(&self) -> Option<[&[u8]; 4]> {
+        self.layout.has_waiting().then(|| self.key(Role::Waiting))
     }
 
     /// Whether the layout has room for fair mode's keys (the tagged layout only).
@@ -513,6 +535,7 @@ impl Role {
             Role::PermitAlive => b":permit-alive:",
             Role::PermitWake => b":permit-wake:",
             Role::PermitSignal => b":permit-signal",
+            Role::Waiting => b":waiting",
         }
     }
 
@@ -538,6 +561,7 @@ impl Role {
             Role::PermitAlive => b"}:permit-alive:",
             Role::PermitWake => b"}:permit-wake:",
             Role::PermitSignal => b"}:permit-signal",
+            Role::Waiting => b"}:waiting",
         }
     }
 }
@@ -570,10 +594,13 @@ pub enum KeyRole {
     /// A plain semaphore's wake-up list (tagged layout only), as [`KeyRole::Signal`] is a
     /// mutex's: a list of `1`s with a short TTL of its own.
     PermitSignal,
+    /// A plain mutex's waiting mark (tagged and redis-py layouts): the string `1`, with an
+    /// expiry of [`crate::WAITING_MARK_LIFE`]; while it exists a release pushes the wake-up.
+    Waiting,
 }
 
 impl KeyRole {
-    const ALL: [KeyRole; 8] = [
+    const ALL: [KeyRole; 9] = [
         KeyRole::Lock,
         KeyRole::Fence,
         KeyRole::Holds,
@@ -582,6 +609,7 @@ impl KeyRole {
         KeyRole::PermitQueue,
         KeyRole::Writers,
         KeyRole::PermitSignal,
+        KeyRole::Waiting,
     ];
 
     fn role(self) -> Role {
@@ -594,6 +622,7 @@ impl KeyRole {
             KeyRole::PermitQueue => Role::PermitQueue,
             KeyRole::Writers => Role::WriterQueue,
             KeyRole::PermitSignal => Role::PermitSignal,
+            KeyRole::Waiting => Role::Waiting,
         }
     }
 
@@ -604,7 +633,8 @@ impl KeyRole {
     }
 
     /// Whether a force-unlock (`reset`) deletes keys of this role: the lock key, the
-    /// re-entry count, fair mode's queues (a fair mutex's and a fair semaphore's: their waiters
+    /// re-entry count, the waiting mark (a waiter still live marks again on its next attempt),
+    /// fair mode's queues (a fair mutex's and a fair semaphore's: their waiters
     /// queue again on their next cycle) and a
     /// read-write lock's waiting writers (they register again on their next attempt).
     /// Never the fencing counter (fences must stay monotonic across a reset); the wake-up list
@@ -616,6 +646,7 @@ impl KeyRole {
             self,
             KeyRole::Lock
                 | KeyRole::Holds
+                | KeyRole::Waiting
                 | KeyRole::Queue
                 | KeyRole::PermitQueue
                 | KeyRole::Writers
@@ -644,6 +675,7 @@ impl KeyRole {
             KeyRole::Holds | KeyRole::Fence => {
                 (1..=10).contains(&value.len()) && value.iter().all(u8::is_ascii_digit)
             }
+            KeyRole::Waiting => value == b"1",
             KeyRole::Signal
             | KeyRole::PermitSignal
             | KeyRole::Queue
@@ -665,6 +697,10 @@ impl KeyLayout {
         KeyRole::ALL.into_iter().find_map(|role| {
             // Only the tagged layout has waiters' sets and a semaphore's wake-up list.
             if role.is_tagged_only() && !matches!(self, KeyLayout::Tagged { .. }) {
+                return None;
+            }
+            // The python-redis-lock layout has no waiting mark.
+            if role == KeyRole::Waiting && !self.has_waiting() {
                 return None;
             }
             let name = self.name_in(key, role.role())?;

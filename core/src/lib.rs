@@ -150,7 +150,7 @@ mod time;
 #[doc(hidden)]
 pub mod wit;
 
-pub use acquire::Acquire;
+pub use acquire::{Acquire, WAITING_MARK_LIFE};
 pub use cluster::{
     ASKING, CLUSTER_SHARDS, CLUSTER_SLOTS, MAX_HOST_LEN, MAX_REDIRECTS, MAX_SHARDS, NextHop,
     Primary, Redirect, Redirects, RouteError, SLOT_MAP_REPLY_CAP, SlotMap, SlotMapError,

@@ -591,7 +591,12 @@ impl Link {
         {
             // The PTTL (and TYPE) piggy-backed on SET NX: how long the holder's key lives,
             // and whether it is a lock's at all.
-            merge_probe(answer, index, &reply);
+            // Counted from the `SET`'s reply (a waiting mark may come before it).
+            merge_probe(
+                answer,
+                index.saturating_sub(flight.request.answering_reply()),
+                &reply,
+            );
         }
         if flight.seen < flight.replies {
             return None;

@@ -60,6 +60,8 @@ pub enum LeftAlone {
     NotAToken,
     /// A re-entry count whose value is no count.
     NotACount,
+    /// A waiting mark whose value is not the `1` waiters write.
+    NotAMark,
     /// Its value changed between the check and the delete.
     Changed,
     /// Its type changed between the check and the delete.
@@ -83,6 +85,7 @@ impl fmt::Display for LeftAlone {
             }
             LeftAlone::NotAToken => f.write_str("its value is not a lock token"),
             LeftAlone::NotACount => f.write_str("its value is not a count"),
+            LeftAlone::NotAMark => f.write_str("its value is not a waiting mark"),
             LeftAlone::Changed => f.write_str("it changed after it was checked"),
             LeftAlone::ChangedType => f.write_str("it changed type after it was checked"),
             LeftAlone::NotAQueue { kind: Some(kind) } => {
@@ -184,11 +187,13 @@ impl Reset {
                 (KeyRole::Writers, keys.writers().concat()),
             ]
         });
+        let waiting = keys.waiting().map(|key| (KeyRole::Waiting, key.concat()));
         let pending: VecDeque<Candidate> = [
             (KeyRole::Lock, keys.lock().concat()),
             (KeyRole::Holds, keys.holds().concat()),
         ]
         .into_iter()
+        .chain(waiting)
         .chain(waiters.into_iter().flatten())
         .map(|(role, key)| Candidate {
             name: name.clone(),
@@ -442,6 +447,7 @@ impl ResetNode {
         if !candidate.role.fits(&value) {
             let why = match candidate.role {
                 KeyRole::Lock => LeftAlone::NotAToken,
+                KeyRole::Waiting => LeftAlone::NotAMark,
                 _ => LeftAlone::NotACount,
             };
             self.left_alone(candidate, why);
@@ -489,23 +495,27 @@ impl ResetNode {
         let keys = Keys::new(self.layout.clone(), candidate.name.clone());
         let (holds, signal) = (keys.holds().concat(), keys.signal().concat());
         let key = candidate.key.as_slice();
-        // The release script's KEYS are lock, holds, signal; for the re-entry count itself the
-        // same key stands in for all three (it is deleted, never decremented: not reentrant),
-        // and no signal is pushed.
-        let (keys, signal_ms): ([&[u8]; 3], &[u8]) = match candidate.role {
-            KeyRole::Lock => ([key, &holds, &signal], &self.signal_ms),
-            _ => ([key, key, key], b"0"),
+        // The release script's KEYS are lock, holds, signal, waiting mark; for the re-entry
+        // count and the waiting mark themselves the same key stands in for all four (it is
+        // deleted, never decremented: not reentrant), and no signal is pushed. A lock key's
+        // delete pushes whether or not a waiter marked: a waiter of an older distlock, or of
+        // python-redis-lock, never marks.
+        let (keys, signal_ms): ([&[u8]; 4], &[u8]) = match candidate.role {
+            KeyRole::Lock => ([key, &holds, &signal, &signal], &self.signal_ms),
+            _ => ([key, key, key, key], b"0"),
         };
         command(&[
             b"EVAL",
             script::RELEASE.source.as_bytes(),
-            b"3",
+            b"4",
             keys[0],
             keys[1],
             keys[2],
+            keys[3],
             value,
             b"0",
             signal_ms,
+            b"1",
         ])
     }
 }
@@ -667,18 +677,41 @@ mod tests {
         assert_eq!(
             rest,
             [
-                &b"3"[..],
+                &b"4"[..],
                 b"distlock:{job}",
                 b"distlock:{job}:holds",
                 b"distlock:{job}:signal",
+                b"distlock:{job}:signal",
                 TOKEN,
                 b"0",
-                b"1000"
+                b"1000",
+                // Pushes whether or not a waiter marked (an older one never does).
+                b"1"
             ]
         );
         reset.handle_input(0, b":0\r\n", t0);
         assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:holds");
         reset.handle_input(0, b"$-1\r\n", t0);
+        // The waiting mark: deleted with the value just read, pushing nothing.
+        assert_eq!(next(&mut reset, t0).unwrap()[1], b"distlock:{job}:waiting");
+        reset.handle_input(0, b"$1\r\n1\r\n", t0);
+        let mark = next(&mut reset, t0).unwrap();
+        let mark: Vec<&[u8]> = mark[2..].iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            mark,
+            [
+                &b"4"[..],
+                b"distlock:{job}:waiting",
+                b"distlock:{job}:waiting",
+                b"distlock:{job}:waiting",
+                b"distlock:{job}:waiting",
+                b"1",
+                b"0",
+                b"0",
+                b"1"
+            ]
+        );
+        reset.handle_input(0, b":0\r\n", t0);
         // A fair mutex's queue: deleted by one script, only while it is a sorted set.
         let queue = next(&mut reset, t0).unwrap();
         let queue: Vec<&[u8]> = queue.iter().map(Vec::as_slice).collect();
@@ -725,6 +758,7 @@ mod tests {
             vec![Ok(NodeReset {
                 deleted: vec![
                     b"distlock:{job}".to_vec(),
+                    b"distlock:{job}:waiting".to_vec(),
                     b"distlock:{job}:queue".to_vec(),
                     b"distlock:{job}:permit-queue".to_vec(),
                     b"distlock:{job}:writers".to_vec()
@@ -744,7 +778,8 @@ mod tests {
         ] {
             let mut reset =
                 Reset::by_name(&lock(KeyLayout::default()), &servers(1), dry_run, t0).unwrap();
-            for _ in 0..2 {
+            // The lock key, the re-entry count and the waiting mark: none exists.
+            for _ in 0..3 {
                 let _ = next(&mut reset, t0);
                 reset.handle_input(0, b"$-1\r\n", t0);
             }
@@ -815,9 +850,12 @@ mod tests {
                 ]
             );
             reset.handle_input(0, reply, t0);
-            // The re-entry count and the waiters' sets follow, as for a mutex: none exists.
-            assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
-            reset.handle_input(0, b"$-1\r\n", t0);
+            // The re-entry count, the waiting mark and the waiters' sets follow, as for a
+            // mutex: none exists.
+            for _ in 0..2 {
+                assert_eq!(next(&mut reset, t0).unwrap()[0], b"GET");
+                reset.handle_input(0, b"$-1\r\n", t0);
+            }
             for _ in 0..3 {
                 assert!(next(&mut reset, t0).is_some());
                 reset.handle_input(0, if dry_run { b"+none\r\n" } else { b":0\r\n" }, t0);
@@ -850,6 +888,12 @@ mod tests {
         reset.handle_input(0, b"$1\r\n2\r\n", t0);
         assert_eq!(next(&mut reset, t0).unwrap()[0], b"EVAL");
         reset.handle_input(0, b":-1\r\n", t0);
+        // The waiting mark holds something no waiter writes.
+        assert_eq!(
+            next(&mut reset, t0).unwrap(),
+            [b"GET".to_vec(), b"distlock-redis-py:{job}:waiting".to_vec()]
+        );
+        reset.handle_input(0, b"$1\r\n2\r\n", t0);
         assert!(next(&mut reset, t0).is_none());
         let node = reset.poll_outcome().unwrap().nodes.remove(0).unwrap();
         assert!(node.deleted.is_empty());
@@ -865,6 +909,10 @@ mod tests {
                 (
                     b"distlock-redis-py:{job}:holds".to_vec(),
                     LeftAlone::Changed
+                ),
+                (
+                    b"distlock-redis-py:{job}:waiting".to_vec(),
+                    LeftAlone::NotAMark
                 ),
             ]
         );
@@ -1041,7 +1089,7 @@ mod tests {
                         let key = &command[3];
                         let (_, role) = layout.recognise(key).expect("delete of a key not recognised");
                         prop_assert!(role.is_reset());
-                        let value = &command[6];
+                        let value = &command[7];
                         prop_assert!(role.fits(value));
                         prop_assert_eq!(served.get(key), Some(&bulk(value)), "not the value read");
                         deleted += 1;

@@ -106,9 +106,16 @@ return {0, redis.call('PTTL', KEYS[1])}
 
 /// Compare-and-delete, with re-entry and the wake-up signal.
 ///
-/// `KEYS`: lock, holds, signal. `ARGV`: token, reentrant (`1`/`0`), signal ttl ms (`0`: no
-/// signal). Returns -1 when the token does not hold the lock, 0 when released, n > 0 when a
-/// reentrant lock is still held n times.
+/// `KEYS`: lock, holds, signal, waiting mark. `ARGV`: token, reentrant (`1`/`0`), signal ttl
+/// ms (`0`: no signal), always push (`1`: push whether or not a waiter marked, for layouts
+/// whose waiters never mark and for a reset; `0`: push only while the waiting mark exists).
+/// Returns -1 when the token does not hold the lock, 0 when released, n > 0 when a reentrant
+/// lock is still held n times.
+///
+/// A release nobody waits for pushes nothing: the three signal commands cost the server more
+/// than the compare-and-delete itself. Lua cannot see who is blocked in `BLPOP`, so waiters
+/// say so: each attempt that may be followed by a wait sets the mark first (see the
+/// `acquire` module's "Waking up" for why no wake-up is lost).
 pub const RELEASE: Script = Script::new(
     "release",
     r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -118,14 +125,14 @@ if ARGV[2] == '1' then
   redis.call('DEL', KEYS[2])
 end
 redis.call('DEL', KEYS[1])
-if ARGV[3] ~= '0' then
+if ARGV[3] ~= '0' and (ARGV[4] == '1' or redis.call('EXISTS', KEYS[4]) == 1) then
   redis.call('DEL', KEYS[3])
   redis.call('LPUSH', KEYS[3], 1)
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
 return 0
 ",
-    *b"92c8fb7aafb5fc063c45decba1674d17cf4c0c70",
+    *b"74d3829e663194476edc5e9f78a2f049a55c7ec8",
 );
 
 /// Compare-and-extend.

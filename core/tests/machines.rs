@@ -11,6 +11,11 @@ use distlock_core::{
     ProtocolError, Release, Released, RetryPolicy, ServerErrorKind, ServerInfo, Version, script,
 };
 
+/// The waiting mark a plain mutex's attempt that may be followed by a wait sends first.
+fn mark() -> common::Command {
+    args(&["SET", "distlock:{job}:waiting", "1", "PX", "30000"])
+}
+
 /// Drains a waiting acquire's first attempt — a `SET NX PX` (`GET`) on every node, no `PTTL` —
 /// and refuses it everywhere as a held lock answers it (nil, or the holder's token). What the
 /// machine sends next is the retry that asks for the holder's TTL.
@@ -117,17 +122,24 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
     refuse_first_attempt(&mut m, ms(0));
-    // Refused without the holder's TTL: the next attempt goes at once, and asks for it.
+    // Refused without the holder's TTL: the next attempt goes at once, and asks for it; it
+    // may be followed by a wait, so it marks the name first.
     let sent = drain(&mut m, ms(0));
     assert_eq!(
         sent[0].commands.len(),
-        3,
-        "SET NX PX, PTTL and TYPE, pipelined"
+        4,
+        "the mark, SET NX PX, PTTL and TYPE, pipelined"
     );
-    assert_eq!(sent[0].commands[1], args(&["PTTL", "distlock:{job}"]));
-    assert_eq!(sent[0].commands[2], args(&["TYPE", "distlock:{job}"]));
+    assert_eq!(
+        sent[0].commands[0],
+        mark(),
+        "the mark goes before the attempt"
+    );
+    assert_eq!(name_of(&sent[0].commands[1]), "SET");
+    assert_eq!(sent[0].commands[2], args(&["PTTL", "distlock:{job}"]));
+    assert_eq!(sent[0].commands[3], args(&["TYPE", "distlock:{job}"]));
     // Held; the holder's key has 300 ms left.
-    m.handle_input(0, b"$-1\r\n:300\r\n+string\r\n", ms(1));
+    m.handle_input(0, b"+OK\r\n$-1\r\n:300\r\n+string\r\n", ms(1));
     assert_eq!(m.poll_outcome(), None);
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent.len(), 1);
@@ -144,8 +156,8 @@ fn a_waiter_blocks_on_the_signal_until_the_holder_key_would_expire() {
         ms(50),
     );
     let sent = drain(&mut m, ms(50));
-    assert_eq!(name_of(&sent[0].commands[0]), "SET");
-    m.handle_input(0, b"+OK\r\n:-2\r\n+none\r\n", ms(51));
+    assert_eq!(sent[0].commands[0], mark(), "a waiter marks every attempt");
+    m.handle_input(0, b"+OK\r\n+OK\r\n:-2\r\n+none\r\n", ms(51));
     let lease = m.poll_outcome().unwrap().unwrap();
     assert_eq!(lease.started(), ms(50));
 }
@@ -184,6 +196,7 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     assert_eq!(
         sent[0].commands,
         vec![
+            mark(),
             args(&[
                 "SET",
                 "distlock:{job}",
@@ -196,7 +209,7 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
             args(&["PTTL", "distlock:{job}"])
         ]
     );
-    m.handle_input(0, b"$1\r\nh\r\n:120\r\n", ms(2));
+    m.handle_input(0, b"+OK\r\n$1\r\nh\r\n:120\r\n", ms(2));
     let sent = drain(&mut m, ms(2));
     assert_eq!(
         sent[0].commands,
@@ -207,8 +220,8 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
     // earlier round's.
     m.handle_input(0, b"*-1\r\n", ms(123));
     let sent = drain(&mut m, ms(123));
-    assert_eq!(sent[0].commands.len(), 2);
-    m.handle_input(0, b"$1\r\nh\r\n:40\r\n", ms(124));
+    assert_eq!(sent[0].commands.len(), 3);
+    m.handle_input(0, b"+OK\r\n$1\r\nh\r\n:40\r\n", ms(124));
     let sent = drain(&mut m, ms(124));
     assert_eq!(
         sent[0].commands,
@@ -217,18 +230,35 @@ fn a_refused_attempt_learns_the_holder_ttl_before_it_waits() {
 }
 
 #[test]
-fn a_script_refusal_carries_the_holder_ttl_so_the_waiter_blocks_at_once() {
+fn a_script_refusal_is_retried_at_once_with_the_mark_before_the_waiter_blocks() {
     let lock = lock_with(LockOptions {
         reentrant: true,
         ..Default::default()
     });
     let mut m: Acquire<1> =
         Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
-    drain(&mut m, ms(0));
+    let sent = drain(&mut m, ms(0));
+    assert_eq!(
+        sent[0].commands.len(),
+        1,
+        "the first attempt is the script alone"
+    );
+    // The script says the holder's TTL, but the attempt carried no mark: a wait now could
+    // sleep through a release that pushes nothing. The marked retry goes at once.
     m.handle_input(0, b"*2\r\n:0\r\n:250\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
-    assert_eq!(name_of(&sent[0].commands[0]), "BLPOP", "no extra attempt");
-    assert_eq!(sent[0].blocking, Some(Duration::from_millis(251)));
+    assert_eq!(sent[0].commands.len(), 2);
+    assert_eq!(sent[0].commands[0], mark());
+    assert_eq!(name_of(&sent[0].commands[1]), "EVALSHA");
+    assert_eq!(sent[0].commands[1][1], script::ACQUIRE.sha);
+    m.handle_input(0, b"+OK\r\n*2\r\n:0\r\n:249\r\n", ms(2));
+    let sent = drain(&mut m, ms(2));
+    assert_eq!(
+        name_of(&sent[0].commands[0]),
+        "BLPOP",
+        "marked: now it waits"
+    );
+    assert_eq!(sent[0].blocking, Some(Duration::from_millis(250)));
 }
 
 #[test]
@@ -239,13 +269,13 @@ fn a_waiter_blocks_no_longer_than_the_retry_cap() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     // The holder's key lives 30 s more; its release might push no signal.
-    m.handle_input(0, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
+    m.handle_input(0, b"+OK\r\n$-1\r\n:30000\r\n+string\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     assert_eq!(sent[0].blocking, Some(Duration::from_millis(500)));
     // The wait times out without a signal: another attempt, not a sleep.
     m.handle_input(0, b"*-1\r\n", ms(501));
     let sent = drain(&mut m, ms(501));
-    assert_eq!(name_of(&sent[0].commands[0]), "SET");
+    assert_eq!(sent[0].commands[0], mark());
 }
 
 #[test]
@@ -268,7 +298,7 @@ fn fractional_block_timeouts_on_servers_that_take_them() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     // RESP3: the holder's token, its TTL (`SET NX GET` needs no `TYPE`).
-    m.handle_input(0, b"$1\r\nh\r\n:9000\r\n", ms(1));
+    m.handle_input(0, b"+OK\r\n$1\r\nh\r\n:9000\r\n", ms(1));
     let sent = drain(&mut m, ms(1));
     // The wait has 249 ms left, less than the holder's 9 s.
     assert_eq!(
@@ -457,9 +487,14 @@ fn redlock_failure_rolls_back_the_minority_it_took() {
     assert_eq!(name_of(release), "EVAL");
     assert_eq!(release[1], script::RELEASE.source.as_bytes());
     assert_eq!(
-        release.last().unwrap(),
+        release[release.len() - 2],
         b"1000",
         "a rollback pushes the wake-up signal: a waiter refused by its key is woken"
+    );
+    assert_eq!(
+        release.last().unwrap(),
+        b"0",
+        "as a release does: only while a waiter marked"
     );
     assert_eq!(
         m.poll_outcome(),
@@ -565,7 +600,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
-        m.handle_input(node, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
+        m.handle_input(node, b"+OK\r\n$-1\r\n:30000\r\n+string\r\n", ms(1));
     }
     let waited = blocked_on(&drain(&mut m, ms(1)));
     let others: Vec<usize> = (0..3).filter(|&n| n != waited).collect();
@@ -601,7 +636,7 @@ fn a_waiter_whose_majority_dies_mid_wait_reports_a_lost_quorum() {
     refuse_first_attempt(&mut m, ms(0));
     drain(&mut m, ms(0));
     for node in 0..3 {
-        m.handle_input(node, b"$-1\r\n:30000\r\n+string\r\n", ms(1));
+        m.handle_input(node, b"+OK\r\n$-1\r\n:30000\r\n+string\r\n", ms(1));
     }
     let waited = blocked_on(&drain(&mut m, ms(1)));
     let idle = (0..3).find(|&n| n != waited).unwrap();
@@ -750,7 +785,7 @@ fn a_late_reply_to_a_timed_out_attempt_never_completes_the_next() {
     // arrive, then the retry's: only the last pair answers the retry.
     m.handle_input(0, b"+OK\r\n:30000\r\n:1\r\n", at);
     assert_eq!(m.poll_outcome(), None, "stale replies decide nothing");
-    m.handle_input(0, b"$-1\r\n:29000\r\n+string\r\n", at);
+    m.handle_input(0, b"+OK\r\n$-1\r\n:29000\r\n+string\r\n", at);
     assert_eq!(
         m.poll_outcome(),
         None,
@@ -783,7 +818,7 @@ fn every_attempt_writes_its_own_token_and_rolls_back_only_that() {
     let rollback = drain(&mut m, ms(1));
     assert_eq!(rollback.len(), 1);
     assert_eq!(
-        rollback[0].commands[0][6],
+        rollback[0].commands[0][7],
         t.for_attempt(1, false).as_bytes(),
         "{:?}",
         rollback[0].commands
@@ -952,13 +987,16 @@ fn release_script_and_its_answers() {
             vec![args(&[
                 "EVALSHA",
                 std::str::from_utf8(&script::RELEASE.sha).unwrap(),
-                "3",
+                "4",
                 "distlock:{job}",
                 "distlock:{job}:holds",
                 "distlock:{job}:signal",
+                "distlock:{job}:waiting",
                 t.as_str(),
                 "0",
-                "1000"
+                "1000",
+                // Pushes only while a waiter marked.
+                "0"
             ])]
         );
         m.handle_input(0, reply, ms(1));
@@ -1293,8 +1331,8 @@ fn probe_reply_after_refusal<const N: usize>(kind_reply: &[u8]) -> Acquire<N> {
     let probe = drain(&mut m, ms(0));
     assert_eq!(probe.len(), N);
     for sent in &probe {
-        assert_eq!(sent.commands[2], args(&["TYPE", "distlock:{job}"]));
-        let reply = [&b"$-1\r\n:20000\r\n"[..], kind_reply].concat();
+        assert_eq!(sent.commands[3], args(&["TYPE", "distlock:{job}"]));
+        let reply = [&b"+OK\r\n$-1\r\n:20000\r\n"[..], kind_reply].concat();
         m.handle_input(sent.node, &reply, ms(1));
     }
     m
@@ -1483,9 +1521,9 @@ fn a_server_refusing_set_nx_get_gets_the_plain_set_nx_and_keeps_it() {
     // Refused: the retry with the probe is the plain form's, `TYPE` included.
     m.handle_input(0, b"$-1\r\n", ms(2));
     let sent = drain(&mut m, ms(2));
-    assert_eq!(sent[0].commands.len(), 3);
+    assert_eq!(sent[0].commands.len(), 4);
     assert!(!common::is_set_get(&sent[0]));
-    m.handle_input(0, b"$-1\r\n:20000\r\n+zset\r\n", ms(3));
+    m.handle_input(0, b"+OK\r\n$-1\r\n:20000\r\n+zset\r\n", ms(3));
     match m.poll_outcome() {
         Some(Err(Error::Server { error, .. })) => {
             assert_eq!(error.kind, ServerErrorKind::WrongType)
@@ -1509,4 +1547,137 @@ fn a_try_lock_on_a_server_without_set_nx_get_still_reads_another_kind_as_held() 
         m.poll_outcome(),
         Some(Err(Error::NotAcquired { .. }))
     ));
+}
+
+// ---- the waiting mark (a release nobody waits for pushes no wake-up) ----
+
+/// Refuses a waiting acquire's first attempt and answers its marked retry with a holder whose
+/// key lives `holder_ttl_ms`; returns what the machine sends next.
+fn refuse_marked_retry(m: &mut Acquire<1>, holder_ttl_ms: u64) -> Vec<common::Sent> {
+    refuse_first_attempt(m, ms(0));
+    let retry = drain(m, ms(0));
+    assert_eq!(retry[0].commands[0], mark(), "the retry marks first");
+    m.handle_input(0, &busy(&retry[0], holder_ttl_ms), ms(1));
+    drain(m, ms(1))
+}
+
+#[test]
+fn a_try_lock_never_marks_even_when_refused() {
+    for options in [
+        LockOptions::default(),
+        LockOptions {
+            reentrant: true,
+            ..Default::default()
+        },
+    ] {
+        let lock = lock_with(options);
+        let mut m: Acquire<1> =
+            Acquire::new(&lock, token(1), &plain(), Duration::ZERO, ms(0), 0).unwrap();
+        let sent = drain(&mut m, ms(0));
+        assert_eq!(sent[0].commands.len(), 1, "{:?}", sent[0].commands);
+        assert!(!common::is_marked(&sent[0]));
+        let refusal = if name_of(&sent[0].commands[0]) == "EVALSHA" {
+            b"*2\r\n:0\r\n:500\r\n".to_vec()
+        } else {
+            busy(&sent[0], 500)
+        };
+        m.handle_input(0, &refusal, ms(1));
+        assert!(matches!(
+            m.poll_outcome(),
+            Some(Err(Error::NotAcquired { attempts: 1, .. }))
+        ));
+        assert!(drain(&mut m, ms(1)).is_empty(), "no marked retry");
+    }
+}
+
+#[test]
+fn a_marked_waiters_span_ends_before_its_mark_would() {
+    // A cap long enough that the mark's life, not the cap, bounds the span: with a 14 s
+    // request timeout a cycle is the span plus up to 28 s of round trips, so 2 s are left.
+    let lock = lock_with(LockOptions {
+        request_timeout: Duration::from_secs(14),
+        retry: RetryPolicy {
+            cap: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        },
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(60), ms(0), 0).unwrap();
+    let wait = refuse_marked_retry(&mut m, 25_000);
+    assert_eq!(name_of(&wait[0].commands[0]), "BLPOP");
+    assert_eq!(
+        wait[0].blocking,
+        Some(
+            distlock_core::WAITING_MARK_LIFE
+                .saturating_sub(Duration::from_secs(28))
+                .min(Duration::from_secs(20))
+        )
+    );
+    assert_eq!(wait[0].blocking, Some(Duration::from_secs(2)));
+
+    // A request timeout of 15 s leaves no span inside the mark's life: the waiter polls.
+    let lock = lock_with(LockOptions {
+        request_timeout: Duration::from_secs(15),
+        retry: RetryPolicy {
+            cap: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        },
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(60), ms(0), 0).unwrap();
+    assert!(refuse_marked_retry(&mut m, 25_000).is_empty(), "no BLPOP");
+    let next = m.poll_timeout().expect("a poll is due");
+    assert!(next > ms(1), "sleeps a backoff delay");
+}
+
+#[test]
+fn waiters_without_a_wait_signal_or_a_mark_in_their_layout_do_not_mark() {
+    // Signals off: nobody blocks, so nobody marks.
+    let lock = lock_with(LockOptions {
+        wake_signal: None,
+        ..Default::default()
+    });
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
+    let retry = drain(&mut m, ms(0));
+    assert!(!common::is_marked(&retry[0]), "{:?}", retry[0].commands);
+    assert_eq!(retry[0].commands.len(), 3, "SET NX PX, PTTL, TYPE");
+
+    // python-redis-lock's layout has no mark: its waiters probe as before, and its release
+    // always pushes (its own waiters never mark).
+    let lock = distlock_core::Lock::new(
+        distlock_core::KeyLayout::python_redis_lock(),
+        b"job",
+        LockOptions::default(),
+    )
+    .unwrap();
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(2), &plain(), Duration::from_secs(5), ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
+    let retry = drain(&mut m, ms(0));
+    assert!(!common::is_marked(&retry[0]), "{:?}", retry[0].commands);
+    assert_eq!(retry[0].commands.len(), 3);
+    let t = token(20);
+    let mut release: Release<1> = Release::new(&lock, t.clone(), &plain(), ms(0), 0).unwrap();
+    let sent = drain(&mut release, ms(0));
+    assert_eq!(
+        sent[0].commands,
+        vec![args(&[
+            "EVALSHA",
+            std::str::from_utf8(&script::RELEASE.sha).unwrap(),
+            "4",
+            "lock:job",
+            "distlock-python-redis-lock:job:holds",
+            "lock-signal:job",
+            // No mark to read: the signal key stands in, and "always" says so.
+            "lock-signal:job",
+            t.as_str(),
+            "0",
+            "1000",
+            "1"
+        ])]
+    );
 }

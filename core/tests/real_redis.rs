@@ -2398,3 +2398,122 @@ fn the_reset_script_answers_on_the_model_as_on_a_real_server() {
         "fences, lists, the mutex, and the set left alone with its fence"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The waiting mark: a release pushes the wake-up only while a waiter said it waits.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_uncontended_release_pushes_no_wake_up_and_a_marked_one_does() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = lock("quiet", LockOptions::default());
+    let a = token(1);
+    let signal = key("quiet", ":signal");
+    let waiting = key("quiet", ":waiting");
+
+    // A waiting acquire that nobody refuses sends no mark; its release pushes nothing.
+    let (lease, sent) = acquire(&lock, &a, &ports, secs(5));
+    let lease = lease.expect("uncontended acquire");
+    assert!(sent.iter().all(|s| !contains(&s.bytes, b":waiting")));
+    assert_eq!(raw.int(&[b"EXISTS", waiting.as_bytes()]), 0);
+    assert_eq!(release(&lock, lease.token(), &ports), Ok(Released::Free));
+    assert_eq!(
+        raw.int(&[b"EXISTS", signal.as_bytes()]),
+        0,
+        "no :signal key after a release nobody waited for"
+    );
+
+    // The same release with a waiter's mark on the server pushes one wake-up.
+    raw.cmd(&[b"SET", waiting.as_bytes(), b"1", b"PX", b"30000"]);
+    let lease = acquire(&lock, &a, &ports, secs(5)).0.expect("acquire");
+    assert_eq!(release(&lock, lease.token(), &ports), Ok(Released::Free));
+    assert_eq!(raw.int(&[b"LLEN", signal.as_bytes()]), 1, "marked: pushed");
+}
+
+#[test]
+fn a_marked_waiter_is_woken_at_once_by_a_release() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    // A span far longer than any wake-up: a waiter that slept it out would be obvious.
+    let options = LockOptions {
+        retry: distlock_core::RetryPolicy {
+            cap: secs(20),
+            ..distlock_core::RetryPolicy::default()
+        },
+        ..LockOptions::default()
+    };
+    let lock = lock("marked", options);
+    let (a, b) = (token(1), token(2));
+    let held = acquire(&lock, &a, &ports, Duration::ZERO)
+        .0
+        .expect("A acquires");
+
+    let waiter = {
+        let (lock, b) = (lock.clone(), b.clone());
+        thread::spawn(move || {
+            let (outcome, sent) = acquire(&lock, &b, &ports, secs(25));
+            (outcome, sent, std::time::Instant::now())
+        })
+    };
+    let blocked = eventually(StdDuration::from_secs(5), || {
+        raw.info("clients", "blocked_clients") == "1"
+    });
+    assert!(blocked, "B never blocked on the wake-up signal");
+    let ttl = raw.int(&[b"PTTL", key("marked", ":waiting").as_bytes()]);
+    assert!(
+        (1..=30_000).contains(&ttl),
+        "B marked the name before it blocked: {ttl}"
+    );
+    let released_at = std::time::Instant::now();
+    assert_eq!(release(&lock, held.token(), &ports), Ok(Released::Free));
+
+    let (outcome, sent, acquired_at) = waiter.join().expect("waiter thread");
+    outcome.expect("B acquires once A releases");
+    let spans: Vec<_> = sent.iter().filter_map(|s| s.tx.blocking).collect();
+    assert_eq!(spans.len(), 1, "one wait: {spans:?}");
+    assert!(spans[0] > secs(10), "the span was long: {spans:?}");
+    // Woken by the release, not by the span's end (20 s).
+    assert!(
+        acquired_at.duration_since(released_at) < StdDuration::from_secs(5),
+        "B slept {:?} after the release",
+        acquired_at.duration_since(released_at)
+    );
+}
+
+#[test]
+fn under_python_redis_locks_layout_a_release_pushes_without_a_mark() {
+    let Some([server]) = servers() else { return };
+    let ports = [server.port];
+    let mut raw = Raw::to(&server);
+    let lock = Lock::new(
+        KeyLayout::python_redis_lock(),
+        b"prl",
+        LockOptions::default(),
+    )
+    .expect("lock config");
+    let lease = acquire(&lock, &token(1), &ports, Duration::ZERO)
+        .0
+        .expect("acquire");
+    assert_eq!(release(&lock, lease.token(), &ports), Ok(Released::Free));
+    // python-redis-lock's waiters BLPOP this list and never mark.
+    assert_eq!(raw.int(&[b"LLEN", b"lock-signal:prl"]), 1);
+    let mut cursor = b"0".to_vec();
+    let mut keys = Vec::new();
+    loop {
+        let OwnedFrame::Array(reply) = raw.cmd(&[b"SCAN", &cursor, b"MATCH", b"*waiting*"]) else {
+            panic!("SCAN reply")
+        };
+        let (OwnedFrame::BulkString(next), OwnedFrame::Array(page)) = (&reply[0], &reply[1]) else {
+            panic!("SCAN reply shape")
+        };
+        keys.extend(page.iter().cloned());
+        cursor.clone_from(next);
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert!(keys.is_empty(), "no mark under this layout: {keys:?}");
+}

@@ -129,7 +129,10 @@
 //!    (7 ms), within the retry cap over several (a waiter watches one node's list; a lock
 //!    freed by a rollback elsewhere is noticed at the end of its span). `sim_no_lost_wakeup`
 //!    (1, 3, 5 nodes; 2–12 clients), the broken variant `sim_catches_releases_that_push_no_signal`
-//!    (one client releases without a signal: caught), the limits
+//!    (one client releases without a signal: caught), the waiting mark's broken variants
+//!    `sim_catches_waiters_that_do_not_mark_and_releases_that_ignore_the_mark` (a server that
+//!    drops the waiter's mark, so its attempts run unmarked; a release that skips the push
+//!    without looking at the mark: both caught), the limits
 //!    `limit_redlock_waiters_watch_one_node` and `limit_mixed_ttls_time_waits_by_an_earlier_holder`
 //!    (holders with different TTLs on one lock: a waiter's span is timed by the holder that
 //!    refused it). Campaign: `DISTLOCK_SIM_OPS=200000 cargo test -p distlock-core --test
@@ -1064,6 +1067,7 @@ fn wake_params(seed: u64, nodes: usize, clients: usize, silent: usize) -> sim::w
         acquisitions: 600,
         mixed_ttls: false,
         silent_releasers: silent,
+        faults: distlock_model::ModelFaults::default(),
     }
 }
 
@@ -1088,6 +1092,8 @@ fn sim_no_lost_wakeup() {
             assert!(report.abandoned > 0, "expiries were exercised: {report:?}");
             if clients > 2 {
                 assert!(report.woken_by_signal > 0, "{report:?}");
+                // The waiters' marks were there for the releases that woke them.
+                assert!(report.releases_marked > 0, "{report:?}");
             }
             checked += report.freed_with_waiters;
         }
@@ -1158,6 +1164,38 @@ fn sim_catches_releases_that_push_no_signal() {
         let report = sim::wakeup::run(&p);
         let violation = report.violation.expect("a lost wake-up is caught");
         assert!(violation.contains("lost wake-up"), "{violation}");
+    }
+}
+
+/// The broken variants of the waiting mark, each caught: the waiter's mark never lands (its
+/// attempt runs unmarked, as when a waiter marks after its attempt or only from a later
+/// wait), and a release that skips the push without looking at the mark.
+#[test]
+fn sim_catches_waiters_that_do_not_mark_and_releases_that_ignore_the_mark() {
+    let seed = base_seed(0x3a4e_0005);
+    let broken = [
+        distlock_model::ModelFaults {
+            waiting_mark_lost: true,
+            ..Default::default()
+        },
+        distlock_model::ModelFaults {
+            release_ignores_waiting_mark: true,
+            ..Default::default()
+        },
+    ];
+    for faults in broken {
+        for clients in [3usize, 4, 8] {
+            let p = sim::wakeup::WakeParams {
+                faults,
+                ..wake_params(seed, 1, clients, 0)
+            };
+            let report = sim::wakeup::run(&p);
+            let violation = report.violation.expect("a lost wake-up is caught");
+            assert!(
+                violation.contains("lost wake-up"),
+                "{faults:?}: {violation}"
+            );
+        }
     }
 }
 

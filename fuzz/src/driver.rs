@@ -681,6 +681,17 @@ impl Harness {
                     }
                     _ => 0,
                 };
+                if cmd == Cmd::Blpop {
+                    // A wait follows a marked attempt on the node it waits on, or a release
+                    // that saw no mark could leave it asleep (`core/src/acquire.rs`).
+                    let last_acquire = n.log.iter().rposition(|c| c.is_acquire());
+                    assert!(
+                        last_acquire.is_some_and(|i| i > 0 && n.log[i - 1] == Cmd::WaitingMark),
+                        "node {}: a BLPOP after an unmarked attempt: {:?}",
+                        tx.node,
+                        n.log
+                    );
+                }
                 n.log.push(cmd);
                 if !n.broken {
                     n.unanswered.push_back((cmd, rec));

@@ -227,7 +227,9 @@ fn success(
     state: &mut ServerState,
 ) -> Vec<u8> {
     match target {
-        Some(Cmd::AcquireSet | Cmd::ExtendNative | Cmd::Ltrim) | None => b"+OK\r\n".to_vec(),
+        Some(Cmd::AcquireSet | Cmd::ExtendNative | Cmd::Ltrim | Cmd::WaitingMark) | None => {
+            b"+OK\r\n".to_vec()
+        }
         // No old value: taken.
         Some(Cmd::AcquireSetGet) => null(protocol, false),
         Some(Cmd::Pttl) => int(1500),
@@ -256,6 +258,8 @@ fn success(
 fn refuse(target: Option<Cmd>, protocol: Protocol) -> Vec<u8> {
     match target {
         Some(Cmd::AcquireSet | Cmd::ExtendNative) | None => null(protocol, false),
+        // A plain `SET` is never refused.
+        Some(Cmd::WaitingMark) => b"+OK\r\n".to_vec(),
         Some(Cmd::Blpop | Cmd::FairBlpop) => null(protocol, true),
         // The holder's token.
         Some(Cmd::AcquireSetGet) => bulk(b"holder"),

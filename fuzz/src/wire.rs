@@ -21,6 +21,9 @@ pub type Command = Vec<Vec<u8>>;
 /// What a command asks, as far as matching its reply goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
+    /// `SET <prefix>{N}:waiting 1 PX <WAITING_MARK_LIFE>`: a plain mutex's waiter marks the
+    /// name before an attempt that may be followed by a wait (always `OK`).
+    WaitingMark,
     /// `SET key token NX PX ttl`: `OK` taken, nil refused.
     AcquireSet,
     /// `SET key token NX PX ttl GET` (Redis ≥ 7.0, Valkey): nil taken, the holder's token
@@ -196,6 +199,9 @@ impl Expect<'_> {
     }
     fn queue(&self) -> Vec<u8> {
         self.key(b"}:queue")
+    }
+    fn waiting(&self) -> Vec<u8> {
+        self.key(b"}:waiting")
     }
     fn wake_prefix(&self) -> Vec<u8> {
         self.key(b"}:wake:")
@@ -409,7 +415,28 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
     let server = setup.servers[tx.node];
     let options = setup.lock.options();
     let e = Expect { setup };
-    let commands = split_commands(bytes);
+    let mut commands = split_commands(bytes);
+    // The waiting mark comes first, before the attempt it covers, in the same batch.
+    let marked = commands[0].get(1) == Some(&e.waiting());
+    if marked {
+        assert_eq!(
+            setup.kind,
+            Kind::Acquire,
+            "only an acquire marks: {commands:?}"
+        );
+        assert!(!options.fair, "a fair waiter queues instead of marking");
+        assert!(
+            options.wake_signal.is_some(),
+            "a mark without wake-up signals"
+        );
+        let life = dec(distlock_core::WAITING_MARK_LIFE.as_millis());
+        assert_eq!(
+            commands[0],
+            args(&[b"SET", &e.waiting(), b"1", b"PX", &life])
+        );
+        assert!(commands.len() > 1, "a mark with no attempt after it");
+        commands.remove(0);
+    }
     let verb = commands[0][0].as_slice();
     let kind = setup.kind;
     let scripted = options.fenced || options.reentrant;
@@ -639,17 +666,23 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
                 let signal = options.wake_signal.map_or(0, Duration::as_millis);
                 let token = match kind {
                     Kind::Acquire => {
-                        let token = cmd.get(6).cloned().unwrap_or_default();
+                        let token = cmd.get(7).cloned().unwrap_or_default();
                         attempt = Some(e.attempt(&token));
                         token
                     }
                     _ => e.token(),
                 };
+                // Pushes only while a waiter marked (the fuzzed layouts all have the mark).
                 script_call(
                     cmd,
                     &RELEASE,
-                    &[e.lock(), e.holds(), e.signal()],
-                    &[token, Expect::flag(options.reentrant), dec(signal)],
+                    &[e.lock(), e.holds(), e.signal(), e.waiting()],
+                    &[
+                        token,
+                        Expect::flag(options.reentrant),
+                        dec(signal),
+                        Expect::flag(false),
+                    ],
                 );
                 vec![Cmd::ReleaseScript]
             } else {
@@ -687,6 +720,12 @@ pub fn check_transmit(setup: &Setup, tx: &Transmit, bytes: &[u8]) -> Checked {
         "only BLPOP blocks: {commands:?} {:?}",
         tx.blocking
     );
+    let out = if marked {
+        assert!(out[0].is_acquire(), "a mark before {commands:?}");
+        [Cmd::WaitingMark].into_iter().chain(out).collect()
+    } else {
+        out
+    };
     Checked {
         cmds: out,
         token: attempt,

@@ -255,6 +255,13 @@ pub struct ModelFaults {
     /// did before: a mutex waiter of the name can take the wake-up a permit's release meant
     /// for a semaphore waiter, and a semaphore waiter a mutex release's.
     pub semaphore_signal_shared_with_mutex: bool,
+    /// The release script pushes the wake-up only when told to push always, never looking at
+    /// the waiting mark: a release that skips the push a marked waiter needs.
+    pub release_ignores_waiting_mark: bool,
+    /// A plain mutex waiter's mark (`SET <prefix>{N}:waiting 1 PX …`) is answered `OK` and
+    /// not stored, as if the waiter had not marked before its attempt: its first wait (and
+    /// every later one) is unmarked, so a release in it pushes nothing.
+    pub waiting_mark_lost: bool,
 }
 
 /// What [`ModelNode::execute`] did with a command.
@@ -927,6 +934,11 @@ impl ModelNode {
 
     fn cmd_set(&mut self, args: &[&[u8]], now: Instant, mut w: Writer<'_>) -> Res<Done> {
         let (key, value) = (arg(args, 0), arg(args, 1));
+        if self.faults.waiting_mark_lost && key.ends_with(b":waiting") {
+            // Broken on purpose: the waiter's mark is acknowledged and dropped.
+            w.ok();
+            return Ok(Done::Written);
+        }
         let mut condition = SetCondition::Always;
         let mut expiry = SetExpiry::Clear;
         let mut get = false;
@@ -1406,7 +1418,12 @@ impl ModelNode {
                 self.write_check().map_err(|e| (e, 7))?;
                 self.del(lock, now);
                 let signal_ttl = argument(2).ok_or_else(|| nil(8))?;
-                if signal_ttl != b"0" {
+                // `ARGV[4] == '1' or EXISTS KEYS[4]`, read only when the signal is on.
+                let push = signal_ttl != b"0"
+                    && (argument(3) == Some(b"1")
+                        || (!self.faults.release_ignores_waiting_mark
+                            && self.type_of(key(3).ok_or_else(|| nil(8))?, now).is_some()));
+                if push {
                     let signal = key(2).ok_or_else(|| nil(9))?;
                     self.write_check().map_err(|e| (e, 9))?;
                     self.del(signal, now);
@@ -3133,26 +3150,64 @@ mod tests {
             "*2\r\n:1\r\n:2\r\n"
         );
 
-        // Release: not the holder, then the holder (pushing a signal).
-        let release = |token: &str, signal: &str| {
+        // Release: not the holder, then the holder (pushing a signal only while a waiter's
+        // mark `W` exists, or always when told).
+        let release = |token: &str, signal: &str, always: &str| {
             vec![
                 "EVAL".to_string(),
                 script::RELEASE.source.into(),
-                "3".into(),
+                "4".into(),
                 "L".into(),
                 "H".into(),
                 "S".into(),
+                "W".into(),
                 token.to_string(),
                 "0".into(),
                 signal.to_string(),
+                always.to_string(),
             ]
         };
-        assert_eq!(exec(&mut n, release("tok-a", "500"), 1002), ":-1\r\n");
+        assert_eq!(exec(&mut n, release("tok-a", "500", "0"), 1002), ":-1\r\n");
         assert_eq!(n.value(b"L", ms(1002)), Some(&b"tok-b"[..]));
-        assert_eq!(exec(&mut n, release("tok-b", "500"), 1002), ":0\r\n");
+        assert_eq!(exec(&mut n, release("tok-b", "500", "0"), 1002), ":0\r\n");
         assert_eq!(n.value(b"L", ms(1002)), None);
-        assert_eq!(n.list_len(b"S", ms(1002)), 1);
-        assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
+        assert_eq!(n.list_len(b"S", ms(1002)), 0, "nobody marked: no push");
+        for (marked, always, pushed) in [(true, "0", true), (false, "1", true)] {
+            if marked {
+                run(&mut n, &["SET", "W", "1", "PX", "30000"], 1002);
+            }
+            run(&mut n, &["SET", "L", "tok-b"], 1002);
+            assert_eq!(
+                exec(&mut n, release("tok-b", "500", always), 1002),
+                ":0\r\n"
+            );
+            assert_eq!(n.list_len(b"S", ms(1002)), usize::from(pushed));
+            assert_eq!(n.expiry(b"S", ms(1002)), Some(Some(ms(1502))));
+            run(&mut n, &["DEL", "S", "W"], 1002);
+        }
+        // The broken variants: a release that ignores the mark, a mark that is dropped.
+        let mut broken = ModelNode::new();
+        broken.set_faults(ModelFaults {
+            release_ignores_waiting_mark: true,
+            ..ModelFaults::default()
+        });
+        run(&mut broken, &["SET", "W", "1", "PX", "30000"], 0);
+        run(&mut broken, &["SET", "L", "tok-b"], 0);
+        assert_eq!(exec(&mut broken, release("tok-b", "500", "0"), 0), ":0\r\n");
+        assert_eq!(broken.list_len(b"S", ms(0)), 0, "marked, yet no push");
+        broken.set_faults(ModelFaults {
+            waiting_mark_lost: true,
+            ..ModelFaults::default()
+        });
+        assert_eq!(
+            run(&mut broken, &["SET", "x:waiting", "1", "PX", "30000"], 0),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            broken.type_of(b"x:waiting", ms(0)),
+            None,
+            "the mark dropped"
+        );
 
         // Extend and raise-fence.
         run(&mut n, &["SET", "L", "tok-c", "PX", "100"], 2000);

@@ -75,28 +75,48 @@ pub fn drain<Op: Operation, const N: usize>(m: &mut Machine<Op, N>, now: Instant
 /// mutex's key, a string) when the batch asked for them.
 pub fn busy(sent: &Sent, holder_ttl_ms: u64) -> Vec<u8> {
     let mut reply = refused(sent);
-    if sent.commands.len() > 1 {
+    let attempt = attempt_of(sent);
+    if attempt.len() > 1 {
         reply.extend_from_slice(format!(":{holder_ttl_ms}\r\n").as_bytes());
     }
-    if sent.commands.len() > 2 {
+    if attempt.len() > 2 {
         reply.extend_from_slice(b"+string\r\n");
     }
     reply
 }
 
+/// Whether a sent acquire starts with the name's waiting mark (`SET <key>:waiting 1 PX ms`),
+/// as a plain mutex's attempt that may be followed by a wait does.
+pub fn is_marked(sent: &Sent) -> bool {
+    sent.commands.first().is_some_and(|c| {
+        c.len() == 5 && c[0] == b"SET" && c[1].ends_with(b":waiting") && c[2] == b"1"
+    })
+}
+
+/// A sent acquire's commands after its waiting mark (all of them when it has none).
+pub fn attempt_of(sent: &Sent) -> &[Command] {
+    &sent.commands[usize::from(is_marked(sent))..]
+}
+
 /// Whether a sent acquire's `SET NX` is the `SET NX PX GET` spelling.
 pub fn is_set_get(sent: &Sent) -> bool {
-    sent.commands[0].last().is_some_and(|a| a == b"GET")
+    attempt_of(sent)[0].last().is_some_and(|a| a == b"GET")
 }
 
 /// How a held lock refuses the sent acquire's `SET NX`: nil, or (`SET NX GET`) the holder's
-/// token.
+/// token; after the waiting mark's `OK` when the attempt carries one.
 pub fn refused(sent: &Sent) -> Vec<u8> {
-    if is_set_get(sent) {
-        b"$6\r\nholder\r\n".to_vec()
+    let mut reply = if is_marked(sent) {
+        b"+OK\r\n".to_vec()
     } else {
-        b"$-1\r\n".to_vec()
+        Vec::new()
+    };
+    if is_set_get(sent) {
+        reply.extend_from_slice(b"$6\r\nholder\r\n");
+    } else {
+        reply.extend_from_slice(b"$-1\r\n");
     }
+    reply
 }
 
 pub fn args(list: &[&str]) -> Command {

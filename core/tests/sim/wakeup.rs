@@ -27,7 +27,7 @@ use distlock_core::{
     Acquire, Duration, Flavor, Instant, KeyLayout, Lease, Lock, LockOptions, Protocol, Release,
     ServerInfo, SplitMix64, Token, Version,
 };
-use distlock_model::{ModelConnection, ModelNode};
+use distlock_model::{ModelConnection, ModelFaults, ModelNode};
 
 /// The fastest one-way trip, ms.
 pub const MIN_LATENCY_MS: u64 = 1;
@@ -36,6 +36,8 @@ pub const MAX_LATENCY_MS: u64 = 3;
 /// The lock key and its wake-up list, as the default key layout names them for `wake`.
 const LOCK_KEY: &[u8] = b"distlock:{wake}";
 const SIGNAL_KEY: &[u8] = b"distlock:{wake}:signal";
+/// The waiting mark: while it exists a release pushes the wake-up.
+const WAITING_KEY: &[u8] = b"distlock:{wake}:waiting";
 
 /// The longest the waiters of a free lock may go unattended.
 ///
@@ -74,6 +76,9 @@ pub struct WakeParams {
     /// releases push none; their own acquires poll), as another library or a client
     /// configured without signals would.
     pub silent_releasers: usize,
+    /// Broken servers for the checker to catch: the waiting mark dropped (the waiter's
+    /// attempt runs unmarked), or a release that never looks at the mark.
+    pub faults: ModelFaults,
 }
 
 /// What a run measured.
@@ -92,6 +97,11 @@ pub struct WakeReport {
     pub woken_by_signal: u64,
     /// The longest a free node's waiters went unattended, ms.
     pub longest_unattended_ms: u64,
+    /// Releases and rollbacks that reached a node with no waiting mark there: each one a
+    /// release that pushed no wake-up.
+    pub releases_unmarked: u64,
+    /// Releases and rollbacks that reached a node while a waiter's mark was there.
+    pub releases_marked: u64,
 }
 
 enum Op {
@@ -182,7 +192,11 @@ impl World {
         };
         let nodes = (0..p.nodes)
             .map(|_| Node {
-                model: ModelNode::new(),
+                model: {
+                    let mut model = ModelNode::new();
+                    model.set_faults(p.faults);
+                    model
+                },
                 conns: (0..p.clients).map(|_| ModelConnection::new()).collect(),
                 blocked: VecDeque::new(),
                 free_since: Some(0),
@@ -425,6 +439,18 @@ impl World {
         let now = Instant::from_millis(self.now);
         let before = self.key_present(n);
         let acquire_arrived = bytes.windows(3).any(|w| w == b"SET");
+        let release = &distlock_core::script::RELEASE;
+        if bytes.windows(40).any(|w| w == release.sha)
+            || bytes
+                .windows(release.source.len())
+                .any(|w| w == release.source.as_bytes())
+        {
+            if self.nodes[n].model.type_of(WAITING_KEY, now).is_some() {
+                self.report.releases_marked += 1;
+            } else {
+                self.report.releases_unmarked += 1;
+            }
+        }
         if self.trace.len() == 40 {
             self.trace.pop_front();
         }

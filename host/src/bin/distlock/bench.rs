@@ -328,16 +328,19 @@ impl Floor {
         let token = b"floor-token-0123456789abcdef";
         let release_script = release_script();
         let set = command(&[b"SET", b"distlock:{floor}", token, b"NX", b"PX", b"30000"]);
+        // As the core sends it: nobody waits on the floor's name, so no mark, no push.
         let release = command(&[
             b"EVALSHA",
             &release_script.sha,
-            b"3",
+            b"4",
             b"distlock:{floor}",
             b"distlock:{floor}:holds",
             b"distlock:{floor}:signal",
+            b"distlock:{floor}:waiting",
             token,
             b"0",
             b"1000",
+            b"0",
         ]);
         let mut nodes = Vec::new();
         for url in urls {
@@ -644,13 +647,15 @@ fn single_pair(name: &str, token: &str) -> (Vec<u8>, Vec<u8>) {
     let release = command(&[
         b"EVALSHA",
         sha,
-        b"3",
+        b"4",
         key.as_bytes(),
         format!("{key}:holds").as_bytes(),
         format!("{key}:signal").as_bytes(),
+        format!("{key}:waiting").as_bytes(),
         token.as_bytes(),
         b"0",
         b"1000",
+        b"0",
     ]);
     (set, release)
 }

@@ -76,7 +76,12 @@ fn check_commands(sent: &[Sent], prefix: &[u8], name: &[u8], token: &Token, opti
         key(prefix, name, b"}:fence"),
         key(prefix, name, b"}:holds"),
         key(prefix, name, b"}:signal"),
+        key(prefix, name, b"}:waiting"),
     ];
+    let mark_life = distlock_core::WAITING_MARK_LIFE
+        .as_millis()
+        .to_string()
+        .into_bytes();
     let ttl = options.ttl.as_millis().to_string().into_bytes();
     // What the first acquire attempt writes (the token itself on a plain lock); release and
     // extend carry the token as given.
@@ -85,6 +90,11 @@ fn check_commands(sent: &[Sent], prefix: &[u8], name: &[u8], token: &Token, opti
     for command in sent.iter().flat_map(|s| &s.commands) {
         let verb = std::str::from_utf8(&command[0]).unwrap();
         match verb {
+            // A waiter's mark: `SET <waiting> 1 PX <mark life>`, before its attempt.
+            "SET" if command[1] == known_keys[4] => {
+                let mark: Vec<&[u8]> = command[2..].iter().map(Vec::as_slice).collect();
+                assert_eq!(mark, [b"1".as_slice(), b"PX", &mark_life]);
+            }
             "SET" => {
                 assert_eq!(command[1], lock_key);
                 assert!(tokens.contains(&command[2].as_slice()));

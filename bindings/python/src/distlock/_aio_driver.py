@@ -38,9 +38,7 @@ class Wake:
 
     def set(self) -> None:
         self.is_set = True
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
+        _resolve_pending(self._future)
 
     def clear(self) -> None:
         self.is_set = False
@@ -51,7 +49,7 @@ class Wake:
             return
         loop = asyncio.get_running_loop()
         future = self._future = loop.create_future()
-        timer = loop.call_later(timeout_s, _resolve, future)
+        timer = loop.call_later(timeout_s, _resolve_pending, future)
         try:
             await future
         finally:
@@ -59,7 +57,7 @@ class Wake:
             self._future = None
 
 
-class Alarm:
+class Alarm(Wake):
     """A connection's wake for the hot path, kept with it: ``set`` by the connection when it
     reads bytes or is lost; ``wait_until`` awaits one future and re-arms the connection's one
     timer only when asked for an earlier time than it holds. A timer left from an earlier
@@ -67,28 +65,16 @@ class Alarm:
     (it checks the clock), so a wait never ends later than asked and never creates a timer
     per operation."""
 
-    __slots__ = ("is_set", "_future", "_timer", "_timer_at")
+    __slots__ = ("_timer", "_timer_at")
 
     def __init__(self) -> None:
-        self.is_set = False
-        self._future: asyncio.Future[None] | None = None
+        super().__init__()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def set(self) -> None:
-        self.is_set = True
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def clear(self) -> None:
-        self.is_set = False
-
     def _ring(self) -> None:
         self._timer = None
-        future = self._future
-        if future is not None and not future.done():
-            future.set_result(None)
+        _resolve_pending(self._future)
 
     async def wait_until(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         """Until set, ``at`` (``loop.time()``) or an earlier timer's ring."""
@@ -120,8 +106,9 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _resolve_pending(future: asyncio.Future[None] | None) -> None:
+    """Resolves ``future`` unless there is none or it is already done."""
+    if future is not None and not future.done():
         future.set_result(None)
 
 

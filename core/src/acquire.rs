@@ -51,7 +51,9 @@
 //!   mark's life is one constant for every client (a later mark never shortens an earlier
 //!   one), and a span is cut so that the attempt, the span and the `BLPOP`'s reply (at most
 //!   two request timeouts besides the span) end before the mark does; with no span left the
-//!   waiter polls. The uncontended acquire sends nothing new (one command), a try-lock never
+//!   waiter polls. So does a waiter whose mark a node refused (an ACL that denies the mark's
+//!   key): a release there may push nothing, so it never blocks on that node's signal until a
+//!   later attempt's mark is taken. The uncontended acquire sends nothing new (one command), a try-lock never
 //!   marks, and a crashed waiter's mark only makes releases push until it expires. Under the
 //!   python-redis-lock layout, whose own waiters never mark, a release always pushes; so
 //!   does a reset. An older distlock's waiter does not mark: under a newer releaser it
@@ -460,7 +462,9 @@ impl AcquireOp {
             // Unknown counts as longest; the first node wins a tie.
             .max_by_key(|(node, (_, ttl))| (**ttl, core::cmp::Reverse(*node)))
             .map(|(node, _)| node)
-            .filter(|_| self.signal_usable);
+            .filter(|_| self.signal_usable)
+            // A node that refused the mark may release without a push: poll it instead.
+            .filter(|&node| !ctx.links.mark_refused(node));
         // Never longer than the retry cap either: a release that pushes no signal (a client
         // with signals off, another library, a reset) is then noticed within the cap.
         let cap = ctx.lock.options().retry.cap;

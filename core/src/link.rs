@@ -83,6 +83,9 @@ pub(crate) struct Link {
     scripts_only: bool,
     /// The server refused `SET NX PX GET`: acquire with a plain `SET NX PX`.
     plain_set_only: bool,
+    /// The server refused the last waiting mark sent here (an ACL that denies the mark's key,
+    /// say): a release there may not push, so a waiter must not block on this node's signal.
+    mark_refused: bool,
     desynced: bool,
 }
 
@@ -150,6 +153,7 @@ impl<const N: usize> Links<N> {
                     use_eval: false,
                     scripts_only: false,
                     plain_set_only: false,
+                    mark_refused: false,
                     desynced: false,
                 })
                 .ok()?;
@@ -238,6 +242,11 @@ impl<const N: usize> Links<N> {
                 None
             }
         }
+    }
+
+    /// Whether `node` refused the last waiting mark it was sent (see [`Link::mark_refused`]).
+    pub(crate) fn mark_refused(&self, node: usize) -> bool {
+        self.links.get(node).is_some_and(|link| link.mark_refused)
     }
 
     /// [`Links::owed`], when the connection can be handed to another machine as it is: not
@@ -553,6 +562,14 @@ impl Link {
         };
         let index = flight.seen;
         flight.seen = flight.seen.saturating_add(1);
+        if index < flight.request.answering_reply()
+            && let Request::Acquire {
+                mark_waiting: true, ..
+            } = flight.request
+        {
+            // The waiting mark's reply: anything but `OK` leaves the name unmarked here.
+            self.mark_refused = !matches!(reply, Reply::Simple(_));
+        }
         if index == flight.request.answering_reply() {
             match &reply {
                 Reply::Error(message)

@@ -1633,6 +1633,38 @@ fn a_marked_waiters_span_ends_before_its_mark_would() {
 }
 
 #[test]
+fn a_waiter_whose_mark_the_server_refuses_polls_instead_of_blocking() {
+    // An ACL that lets the client set the lock's key but not the mark's: a release there
+    // pushes nothing for this waiter, so a `BLPOP` could sleep through it for its whole span.
+    let lock = lock_with(LockOptions::default());
+    let mut m: Acquire<1> =
+        Acquire::new(&lock, token(4), &plain(), Duration::from_secs(60), ms(0), 0).unwrap();
+    refuse_first_attempt(&mut m, ms(0));
+    let retry = drain(&mut m, ms(0));
+    assert_eq!(retry[0].commands[0], mark(), "the retry marks first");
+    let mut reply = b"-NOPERM No permissions to access a key\r\n".to_vec();
+    reply.extend_from_slice(&busy(&retry[0], 25_000)[b"+OK\r\n".len()..]);
+    m.handle_input(0, &reply, ms(1));
+    assert!(
+        drain(&mut m, ms(1)).is_empty(),
+        "no BLPOP on an unmarked name"
+    );
+    let next = m.poll_timeout().expect("a poll is due");
+    assert!(
+        next > ms(1) && next < ms(25_000),
+        "sleeps a backoff delay, not the TTL"
+    );
+
+    // The next attempt marks again; once the server takes the mark, the waiter blocks.
+    m.handle_timeout(next);
+    let again = drain(&mut m, next);
+    assert_eq!(again[0].commands[0], mark());
+    m.handle_input(0, &busy(&again[0], 25_000), next);
+    let wait = drain(&mut m, next);
+    assert_eq!(name_of(&wait[0].commands[0]), "BLPOP");
+}
+
+#[test]
 fn waiters_without_a_wait_signal_or_a_mark_in_their_layout_do_not_mark() {
     // Signals off: nobody blocks, so nobody marks.
     let lock = lock_with(LockOptions {

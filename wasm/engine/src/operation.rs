@@ -151,6 +151,10 @@ impl Operation {
         if let Some(absent) = self.absent.borrow_mut().get_mut(node) {
             *absent = true;
         }
+        // The request that went unanswered went with the connection: a new one starts afresh.
+        if let Some(since) = self.unanswered.borrow_mut().get_mut(node) {
+            *since = None;
+        }
         let completed = self.shared.borrow().completed.get(node).copied();
         if let (Some(mark), Some(completed)) =
             (self.lost_after.borrow_mut().get_mut(node), completed)
@@ -169,13 +173,9 @@ impl Operation {
             return;
         };
         let shared = self.shared.borrow();
-        let since_loss = shared.completed.get(node).copied().unwrap_or(0)
-            > self
-                .lost_after
-                .borrow()
-                .get(node)
-                .copied()
-                .unwrap_or(u64::MAX);
+        let lost_after = self.lost_after.borrow().get(node).copied();
+        let completed = shared.completed.get(node).copied();
+        let since_loss = matches!((lost_after, completed), (Some(mark), Some(now)) if now > mark);
         let same_protocol = shared
             .known
             .get(node)
@@ -188,9 +188,6 @@ impl Operation {
         }
         if let Some(absent) = self.absent.borrow_mut().get_mut(node) {
             *absent = false;
-        }
-        if let Some(since) = self.unanswered.borrow_mut().get_mut(node) {
-            *since = None;
         }
     }
 

@@ -18,24 +18,33 @@ async function until(check) {
   }
 }
 
-test('a waiter whose connection the server closed gets the lock once it is free', { timeout: 20_000 }, async () => {
-  const s = await RedisServer.start();
-  cleanup.push(() => s.stop());
-  const [holder, waiter] = [await Client.connect(s.url), await Client.connect(s.url)];
-  cleanup.push(() => { holder.close(); waiter.close(); });
-  const name = `waiter-killed-${process.pid}`;
-  const lease = await holder.acquire(name, { autoRenew: false });
-  const WAIT = 30_000, asked = performance.now();
-  const waiting = waiter.acquire(name, { wait: WAIT, autoRenew: false });
-  const [killed] = await until(async () => { const ids = await s.blockedClientIds(); return ids.length === 1 && ids; });
-  assert.equal(await command(s.port, 'CLIENT', 'KILL', 'ID', String(killed)), 1);
-  // Without a new connection the waiter would never block again, and fail once its wait ran out.
-  await until(async () => { const ids = await s.blockedClientIds(); return ids.length === 1 && ids[0] !== killed; });
-  await lease.release();
-  const taken = await waiting;
-  const took = performance.now() - asked;
-  assert.ok(took < WAIT / 2, `got the lock after ${took} ms of its ${WAIT} ms wait`);
-  assert.equal(await command(s.port, 'GET', `distlock:{${name}}`), taken.token);
-  await taken.release();
-  assert.equal(await command(s.port, 'GET', `distlock:{${name}}`), null);
-});
+// A lock's waiter runs in a session slot (`Slot.lend`), a semaphore's permit on a resource
+// operation (jco's `lend`): each key the token holds once it is had.
+const KINDS = {
+  lock: { options: {}, key: (name) => `distlock:{${name}}`, held: (value, token) => value === token },
+  semaphore: { options: { limit: 1 }, key: (name, token) => `distlock:{${name}}:permit:${token}`, held: (value) => value !== null },
+};
+
+for (const [kind, { options, key, held }] of Object.entries(KINDS)) {
+  test(`a ${kind} waiter whose connection the server closed gets it once it is free`, { timeout: 20_000 }, async () => {
+    const s = await RedisServer.start();
+    cleanup.push(() => s.stop());
+    const [holder, waiter] = [await Client.connect(s.url), await Client.connect(s.url)];
+    cleanup.push(() => { holder.close(); waiter.close(); });
+    const name = `${kind}-waiter-killed-${process.pid}`;
+    const lease = await holder.acquire(name, { ...options, autoRenew: false });
+    const WAIT = 30_000, asked = performance.now();
+    const waiting = waiter.acquire(name, { ...options, wait: WAIT, autoRenew: false });
+    const [killed] = await until(async () => { const ids = await s.blockedClientIds(); return ids.length === 1 && ids; });
+    assert.equal(await command(s.port, 'CLIENT', 'KILL', 'ID', String(killed)), 1);
+    // Without a new connection the waiter would never block again, and fail once its wait ran out.
+    await until(async () => { const ids = await s.blockedClientIds(); return ids.length === 1 && ids[0] !== killed; });
+    await lease.release();
+    const taken = await waiting;
+    const took = performance.now() - asked;
+    assert.ok(took < WAIT / 2, `got it after ${took} ms of its ${WAIT} ms wait`);
+    assert.ok(held(await command(s.port, 'GET', key(name, taken.token)), taken.token));
+    await taken.release();
+    assert.equal(await command(s.port, 'GET', key(name, taken.token)), null);
+  });
+}

@@ -1713,3 +1713,42 @@ fn waiters_without_a_wait_signal_or_a_mark_in_their_layout_do_not_mark() {
         ])]
     );
 }
+
+/// A release or an extend whose connection is lost mid-request never asks that node again,
+/// whatever connection the driver has for it next (the engine lends one after a loss): the
+/// compare-and-act may have run, and a second one would call a release that worked "not
+/// held". A node that refused with a transient error did not run it, and is asked again
+/// after its pause.
+#[test]
+fn a_ballot_never_repeats_a_request_lost_mid_flight_but_retries_a_refused_one() {
+    let lock = lock_with(LockOptions::default());
+    let mut m: Release<3> = Release::new(&lock, token(26), &servers(3), ms(0), 1).unwrap();
+    assert_eq!(drain(&mut m, ms(0)).len(), 3);
+    m.handle_disconnect(0, ms(1)); // lost with the delete in flight
+    m.handle_input(1, b"-LOADING loading\r\n", ms(1));
+    m.handle_input(2, b":0\r\n", ms(1));
+    assert_eq!(m.poll_outcome(), None, "node 1 is still hopeful");
+    m.handle_disconnect(1, ms(2)); // lost while it waits for its retry: nothing in flight
+    let at = m.poll_timeout().expect("node 1's retry");
+    m.handle_timeout(at);
+    let asked: Vec<usize> = drain(&mut m, at).iter().map(|sent| sent.node).collect();
+    assert_eq!(asked, [1], "only the node that refused is asked again");
+    m.handle_input(1, b":0\r\n", at);
+    assert_eq!(m.poll_outcome(), Some(Ok(Released::Free)));
+
+    let mut m: Extend<1> = Extend::new(&lock, token(26), &plain(), ms(0), 1).unwrap();
+    assert_eq!(drain(&mut m, ms(0)).len(), 1);
+    m.handle_disconnect(0, ms(1));
+    m.handle_timeout(ms(5_000));
+    assert!(
+        drain(&mut m, ms(5_000)).is_empty(),
+        "the extend is not repeated"
+    );
+    assert!(matches!(
+        m.poll_outcome(),
+        Some(Err(Error::QuorumLost {
+            last_failure: Some(NodeFailure::Disconnected),
+            ..
+        }))
+    ));
+}

@@ -917,3 +917,127 @@ fn no_scripts_from_the_options() {
         "{stats}"
     );
 }
+
+/// How a waiter's host drives its acquire, for [`a_waiter_the_server_cut_off`].
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Step,
+    Flat,
+    Slotted,
+    Packed,
+}
+
+/// What a waiter's host does about a node it lost while an operation runs.
+#[derive(Clone, Copy, Debug)]
+enum Waiter {
+    /// Opens a new connection when the session allows and lends it (`connected`).
+    Reconnecting,
+    /// Nothing: the node stays out of the operation.
+    NeverLending,
+    /// Sends `connected` at once, with no new connection (the engine must ignore it).
+    LendingTooEarly,
+}
+
+/// A waiter blocked on the lock's wake-up list has its connection closed by the server
+/// (`CLIENT KILL`); once it waits again on a new connection (a reconnecting waiter), or the
+/// server has dropped it (any other), the holder releases. Answers the waiter's result and
+/// how long its acquire took; a waiter that got the lock holds its key.
+fn a_waiter_the_server_cut_off(
+    path: Path,
+    waiter: Waiter,
+    wait_ms: u32,
+) -> (Result<api::Lease, api::Error>, Duration) {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut holder = host(&server);
+    let name = unique_name("engine-cut-off");
+    let lease = holder.acquire(&name, 0).expect("acquire");
+    let waiting = {
+        let name = name.clone();
+        thread::spawn(move || {
+            let host = Host::connect(options(&[url])).expect("connect");
+            let mut host = match waiter {
+                Waiter::Reconnecting => host.reconnecting(),
+                Waiter::NeverLending => host,
+                Waiter::LendingTooEarly => host.lending_too_early(),
+            };
+            let started = Instant::now();
+            let result = match path {
+                Path::Step => host.acquire(&name, wait_ms),
+                Path::Flat => {
+                    let mut host = host.flat();
+                    host.acquire(&name, wait_ms)
+                }
+                Path::Slotted => host.acquire_slotted(&name, wait_ms),
+                Path::Packed => host.acquire_packed(&name, wait_ms),
+            };
+            (result, started.elapsed())
+        })
+    };
+    let [killed] = wait_for("the waiter to block", Duration::from_secs(5), || {
+        <[u64; 1]>::try_from(server.blocked_client_ids()).ok()
+    });
+    server
+        .raw()
+        .ok(&["CLIENT", "KILL", "ID", &killed.to_string()]);
+    if matches!(waiter, Waiter::Reconnecting) {
+        wait_for(
+            "the waiter to block again on a new connection",
+            Duration::from_secs(5),
+            || {
+                let ids = server.blocked_client_ids();
+                (!ids.is_empty() && !ids.contains(&killed)).then_some(())
+            },
+        );
+    } else {
+        wait_for(
+            "the server to drop the waiter's connection",
+            Duration::from_secs(5),
+            || (server.blocked_clients() == 0).then_some(()),
+        );
+    }
+    holder.release(&name, &lease.token).expect("release");
+    let (result, took) = waiting.join().expect("the waiter thread");
+    if let Ok(taken) = &result {
+        assert_eq!(
+            key_value(&server, &lock_key(&name)),
+            Some(taken.token.clone())
+        );
+    }
+    (result, took)
+}
+
+/// `node-event.connected`: a waiter whose connection the server closed is lent a new one
+/// (opened when the session allows, lent once its handshake ends) and gets the lock once it
+/// is free, long before its wait runs out — whichever way the operation is driven.
+#[test]
+fn a_lost_node_is_lent_a_new_connection_and_the_wait_goes_on() {
+    require_redis!();
+    for path in [Path::Step, Path::Flat, Path::Slotted, Path::Packed] {
+        // Without the new connection the acquire would fail once its 30 s wait ran out.
+        let (result, took) = a_waiter_the_server_cut_off(path, Waiter::Reconnecting, 30_000);
+        // (The lock key holding the waiter's token is checked by the helper.)
+        if let Err(error) = result {
+            panic!("{path:?}: the waiter gets the lock, not {error:?} after {took:?}");
+        }
+    }
+}
+
+/// A runtime that never sends `connected` keeps the old behaviour: the lost node stays out
+/// of the operation, and the wait runs out though the lock came free. So does one that
+/// sends it with no handshake of the node completed since the loss: the engine ignores it.
+#[test]
+fn without_a_new_handshake_a_lost_node_stays_out_of_the_operation() {
+    require_redis!();
+    for waiter in [Waiter::NeverLending, Waiter::LendingTooEarly] {
+        let (result, took) = a_waiter_the_server_cut_off(Path::Flat, waiter, 1_500);
+        let kept_out = matches!(
+            result,
+            Err(api::Error::QuorumLost(_) | api::Error::Unavailable(_))
+        );
+        assert!(
+            kept_out,
+            "{waiter:?}: the lost node is never written to again: {result:?} after {took:?}"
+        );
+    }
+}

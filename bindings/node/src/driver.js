@@ -6,9 +6,8 @@ import { randomFillSync } from 'node:crypto';
 import { decodeStep, feed } from './flat.js';
 export const now = () => performance.now();
 // Random bytes, 24 a call (a token, retry jitter), cut from 4 KiB of CSPRNG output (one `randomFillSync` costs ~3 us).
-let random = new Uint8Array(0), taken = 0;
-export const entropy = () => { if (taken + 24 > random.length) [random, taken] = [randomFillSync(new Uint8Array(4096)), 0]; return random.subarray(taken, (taken += 24)); };
-// One socket to one node: its handshake first, then lent to one operation (`run`) at a time.
+let random = new Uint8Array(0), taken = 0; export const entropy = () => { if (taken + 24 > random.length) [random, taken] = [randomFillSync(new Uint8Array(4096)), 0]; return random.subarray(taken, (taken += 24)); };
+// One socket to one node: its handshake first, then lent to one operation (`run`) at a time (one `Run.reopen` made: at its handshake's end).
 class Conn {
   constructor(pool, node, handshake) {
     Object.assign(this, { pool, node, handshake, run: null, owed: 0, idle: [], queued: [], alive: true, at: undefined });
@@ -27,7 +26,7 @@ class Conn {
     const outcome = this.handshake.pollOutcome(); if (!outcome) return this.pool.due(this, this.handshake.pollTimeout());
     this.handshake = null; this.pool.running.delete(this); if (outcome.tag === 'err') { this.failed = true; return this.destroy(); }
     for (const bytes of this.queued.splice(0)) this.socket.write(bytes); // written while it shook hands
-    if (!this.run) this.pool.give(this, 0);
+    if (!this.run) this.pool.give(this, 0); else this.run.handle(this.run.op.lend(now(), this.node)); // `connected`: the engine takes it for a node its operation lost
   }
   write(bytes) { if (this.handshake) this.queued.push(bytes); else this.socket.write(bytes); }
   closed() { // 'error' is always followed by 'close'
@@ -42,9 +41,10 @@ class Conn {
 class Run { // one a call, so its fields are set one by one (`Object.assign` cost more than the rest of it)
   constructor(pool, resolve, reject, finish) { this.pool = pool; this.resolve = resolve; this.reject = reject; this.finish = finish; this.conns = []; this.op = this.first = null; this.at = undefined; this.write = (node, bytes) => this.conns[node]?.write(bytes); }
   tick() { this.handle(this.op.tick(now())); }
+  reopen() { for (let n = 0; n < this.conns.length; n++) if (!this.conns[n] && (this.conns[n] = this.pool.open(n))) this.conns[n].run = this; } // a node without a connection: a new one, when the session allows
   settle(outcome) { try { this.resolve(this.finish(outcome)); } catch (error) { this.reject(error); } } // an operation not built: its error
   handle(bytes) { // one engine call per event: what happened in, what to do out
-    const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) return this.pool.due(this, timeout);
+    const { timeout, outcome, owed } = decodeStep(bytes, this.op, this.write); if (!outcome) { this.reopen(); return this.pool.due(this, timeout); }
     const op = this.op; this.op = null; this.pool.running.delete(this); this.signal?.removeEventListener('abort', this.abort);
     for (let node = 0; node < this.conns.length; node++) { const c = this.conns[node]; if (c) { c.run = null; if (owed[node] >= 0) this.pool.give(c, owed[node]); else c.destroy(); } }
     op[Symbol.dispose]?.(); this.settle(outcome);

@@ -1,5 +1,5 @@
 // Reads the engine's flat step encoding (wit/engine.wit, `operation.feed`): the bytes that
-// `start`, `feed`, `lose`, `tick` and the `*-started` constructors return, and its slotted
+// `start`, `feed`, `lose`, `lend`, `tick` and the `*-started` constructors return, and its slotted
 // form (src/slots.js) that the session-level `*-flat` calls return. Layout only: every
 // decision in it is the engine's. An outcome the layout does not carry (status, reset, an
 // error) is read with `op.pollOutcome()`.

@@ -4,7 +4,7 @@
 // id), the operation addressed by a slot number the engine frees itself with the outcome
 // (nothing to dispose). Bookkeeping only: every decision is the engine's.
 //
-// A `Slot` answers the calls src/driver.js makes on an operation (`feed`, `lose`, `tick`,
+// A `Slot` answers the calls src/driver.js makes on an operation (`feed`, `lose`, `lend`, `tick`,
 // `cancel`, `pollOutcome`), so the driver runs either alike. The hot calls (the three
 // constructors, `feed-flat`, and `register`, once per name) go through the lean wrappers
 // scripts/build.js appends to the generated bindings, where it could.
@@ -84,6 +84,7 @@ export class Slot {
   constructor(slots, slot) { this.slots = slots; this.slot = slot; }
   feed(now, node, bytes) { return this.slots.feedFlat(this.slot, now, node, bytes); }
   lose(now, node) { return this.slots.session.loseFlat(this.slot, now, node); }
+  lend(now, node) { return this.slots.session.lendFlat(this.slot, now, node); }
   tick(now) { return this.slots.session.tickFlat(this.slot, now); }
   cancel(now) { this.slots.session.cancelFlat(this.slot, now); }
   /** The outcome the slotted layout does not carry (an error), once; the engine frees the slot. */

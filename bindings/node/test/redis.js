@@ -85,4 +85,9 @@ export class RedisServer {
   resume() { this.child.kill('SIGCONT'); }
   stop() { this.child.kill('SIGKILL'); }
   async blockedClients() { return Number(/blocked_clients:(\d+)/.exec(await command(this.port, 'INFO', 'clients'))[1]); }
+  /** The ids of the clients blocked on a list (`b` in their `CLIENT LIST` flags): a waiter that blocks again on a new connection shows up under a new id. */
+  async blockedClientIds() {
+    const list = await command(this.port, 'CLIENT', 'LIST');
+    return list.split('\n').filter((line) => / flags=\S*b/.test(line)).map((line) => Number(/\bid=(\d+)/.exec(line)[1]));
+  }
 }

@@ -97,6 +97,11 @@ class RedisServer:
     def blocked_clients(self) -> int:
         return int(self.redis.info("clients")["blocked_clients"])
 
+    def blocked_client_ids(self) -> list[int]:
+        """The ids of the clients blocked on a list (``b`` in their ``CLIENT LIST`` flags): a
+        waiter that blocks again on a new connection shows up under a new id."""
+        return [int(c["id"]) for c in self.redis.client_list() if "b" in c["flags"]]
+
 
 @pytest.fixture
 def start():

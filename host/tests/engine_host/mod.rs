@@ -105,6 +105,12 @@ pub(crate) struct Host {
     request_timeout: Duration,
     /// Drive operations through the flat calls instead of `step`.
     flat: bool,
+    /// While an operation runs, open a new connection for a node it has none for (when the
+    /// session allows) and lend it with `connected` once its handshake ends.
+    reconnecting: bool,
+    /// Send `connected` for a lost node at once, with no new connection nor handshake: what
+    /// the engine must ignore.
+    lends_too_early: bool,
 }
 
 /// The generated world (`Engine`, not to be confused with `wasmtime::Engine`).
@@ -159,6 +165,8 @@ impl Host {
             epoch: Instant::now(),
             request_timeout,
             flat: false,
+            reconnecting: false,
+            lends_too_early: false,
         };
         host.tend();
         loop {
@@ -187,6 +195,34 @@ impl Host {
     pub(crate) fn flat(mut self) -> Host {
         self.flat = true;
         self
+    }
+
+    /// This host, lending its operations new connections for the nodes they lost (see
+    /// `node-event.connected` in the WIT): what the Node and Python hosts do.
+    pub(crate) fn reconnecting(mut self) -> Host {
+        self.reconnecting = true;
+        self
+    }
+
+    /// This host, wrongly sending `connected` right after each `disconnect` (no new
+    /// connection, no handshake since the loss): the engine keeps the node out.
+    pub(crate) fn lending_too_early(mut self) -> Host {
+        self.lends_too_early = true;
+        self
+    }
+
+    /// On a reconnecting host, while an operation runs: opens a connection to each node
+    /// without one, where the session allows now (its backoff decides; nothing is retried
+    /// here).
+    pub(crate) fn reopen_lost(&mut self) {
+        if !self.reconnecting {
+            return;
+        }
+        for node in 0..self.conns.len() {
+            if self.conns[node].is_none() {
+                self.open(node as u8);
+            }
+        }
     }
 
     /// The session's `connect-outcome`.
@@ -345,7 +381,7 @@ impl Host {
         };
         match self.events.recv_timeout(timeout) {
             Ok(event) => self.dispatch(event, events),
-            Err(RecvTimeoutError::Timeout) => self.timeouts(),
+            Err(RecvTimeoutError::Timeout) => self.timeouts(events),
             Err(RecvTimeoutError::Disconnected) => unreachable!("the host holds a sender"),
         }
     }
@@ -381,7 +417,7 @@ impl Host {
                 self.handshakes()
                     .call_handle_input(&mut *self.store.borrow_mut(), handshake, &bytes, now)
                     .expect("no trap");
-                self.settle_handshake(node);
+                self.settle_handshake(node, events);
             }
             Some(Conn::Ready { early, .. }) => match events {
                 Some(events) => events.push(api::NodeEvent::Data(api::Received {
@@ -395,8 +431,9 @@ impl Host {
     }
 
     /// Sends what `node`'s handshake asks and, once it ended, makes the connection ready (a
-    /// node that comes up during an operation joins the next one) or closes it.
-    fn settle_handshake(&mut self, node: usize) {
+    /// node that comes up during an operation joins the next one, or on a reconnecting host
+    /// is lent to it: `connected` in `events`) or closes it.
+    fn settle_handshake(&mut self, node: usize, events: Option<&mut Vec<api::NodeEvent>>) {
         let Some(Conn::Handshaking {
             handshake, stream, ..
         }) = &mut self.conns[node]
@@ -431,6 +468,9 @@ impl Host {
                     owed: 0,
                     early: Vec::new(),
                 });
+                if let Some(events) = events.filter(|_| self.reconnecting) {
+                    events.push(api::NodeEvent::Connected(node as u8));
+                }
             }
             Some(Err(_)) => self.close(node),
         }
@@ -445,7 +485,7 @@ impl Host {
                 self.handshakes()
                     .call_handle_disconnect(&mut *self.store.borrow_mut(), handshake, now)
                     .expect("no trap");
-                self.settle_handshake(node);
+                self.settle_handshake(node, None);
                 self.close(node);
             }
             Some(Conn::Ready { .. }) => {
@@ -455,6 +495,9 @@ impl Host {
                     .expect("no trap");
                 if let Some(events) = events {
                     events.push(api::NodeEvent::Disconnect(node as u8));
+                    if self.lends_too_early {
+                        events.push(api::NodeEvent::Connected(node as u8));
+                    }
                 }
             }
             None => {}
@@ -463,7 +506,7 @@ impl Host {
 
     /// A deadline passed: the handshakes and the session check their own (an operation
     /// checks its own in its next step).
-    fn timeouts(&mut self) {
+    fn timeouts(&mut self, mut events: Option<&mut Vec<api::NodeEvent>>) {
         let now = self.now();
         for node in 0..self.conns.len() {
             if let Some(Conn::Handshaking { handshake, .. }) = &self.conns[node] {
@@ -471,7 +514,7 @@ impl Host {
                 self.handshakes()
                     .call_handle_timeout(&mut *self.store.borrow_mut(), handshake, now)
                     .expect("no trap");
-                self.settle_handshake(node);
+                self.settle_handshake(node, events.as_deref_mut());
             }
         }
         self.sessions()
@@ -537,6 +580,7 @@ impl Host {
             if let Some(outcome) = step.outcome {
                 break (outcome, step.connections);
             }
+            self.reopen_lost();
             if events.is_empty() {
                 let deadline = earliest(step.timeout, self.connect_deadline());
                 self.wait(deadline, Some(&mut events));
@@ -602,6 +646,7 @@ impl Host {
                         ops.call_feed(&mut *store, op, now, data.node, &data.bytes)
                     }
                     api::NodeEvent::Disconnect(node) => ops.call_lose(&mut *store, op, now, node),
+                    api::NodeEvent::Connected(node) => ops.call_lend(&mut *store, op, now, node),
                 }
                 .expect("no trap"),
             );

@@ -159,7 +159,7 @@ impl Host {
     }
 
     /// Drives the operation whose first answer is `first` to its outcome, one `feed-flat`,
-    /// `lose-flat` or `tick-flat` per event, then does with each connection what the engine
+    /// `lose-flat`, `lend-flat` or `tick-flat` per event, then does with each connection what the engine
     /// says.
     pub(crate) fn run_slotted(
         &mut self,
@@ -208,6 +208,7 @@ impl Host {
                 self.hand_over(&step.result.connections);
                 return outcome;
             }
+            self.reopen_lost();
             if events.is_empty() {
                 let deadline = earliest(step.result.timeout, self.connect_deadline());
                 self.wait(deadline, Some(&mut events));
@@ -223,6 +224,9 @@ impl Host {
                 (Form::Bytes, Some(api::NodeEvent::Disconnect(node))) => {
                     sessions.call_lose_flat(store, session, slot, now, node)
                 }
+                (Form::Bytes, Some(api::NodeEvent::Connected(node))) => {
+                    sessions.call_lend_flat(store, session, slot, now, node)
+                }
                 (Form::Bytes, None) => sessions.call_tick_flat(store, session, slot, now),
                 (Form::Packed, Some(api::NodeEvent::Data(data))) => {
                     let (words, len) = packed::pack(&data.bytes);
@@ -232,6 +236,9 @@ impl Host {
                 }
                 (Form::Packed, Some(api::NodeEvent::Disconnect(node))) => sessions
                     .call_lose_flat_packed(store, session, slot, now, node)
+                    .map(|answer| packed::unpacked(&answer)),
+                (Form::Packed, Some(api::NodeEvent::Connected(node))) => sessions
+                    .call_lend_flat_packed(store, session, slot, now, node)
                     .map(|answer| packed::unpacked(&answer)),
                 (Form::Packed, None) => sessions
                     .call_tick_flat_packed(store, session, slot, now)

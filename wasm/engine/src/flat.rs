@@ -1,4 +1,4 @@
-//! The flat encoding of a step's result (`operation.start`/`feed`/`lose`/`tick`, the
+//! The flat encoding of a step's result (`operation.start`/`feed`/`lose`/`lend`/`tick`, the
 //! `*-started` constructors, and in its slotted form the session-level `*-flat` calls): the
 //! bytes `wit/engine.wit` documents, for runtimes where converting component values costs
 //! more than the step itself.

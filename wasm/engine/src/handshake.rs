@@ -71,6 +71,9 @@ impl Handshake {
                 if let Some(known) = shared.known.get_mut(self.node) {
                     *known = Some(server);
                 }
+                if let Some(completed) = shared.completed.get_mut(self.node) {
+                    *completed = completed.saturating_add(1);
+                }
                 shared.policy.connected(self.node, now);
                 Ok(())
             }

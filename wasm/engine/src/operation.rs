@@ -1,6 +1,6 @@
 //! `machines.operation`: one of the core's lock machines (acquire, release, extend, status,
 //! reset, and get-or-compute's fetch and finish) behind one WIT resource, driven by the runtime's loop — one `step` per event, its
-//! flat twins (`start`/`feed`/`lose`/`tick`, encoded by [`crate::flat`]), or the
+//! flat twins (`start`/`feed`/`lose`/`lend`/`tick`, encoded by [`crate::flat`]), or the
 //! fine-grained `poll-*`/`handle-*` calls.
 //!
 //! Invariants:
@@ -11,6 +11,11 @@
 //!   operation was built (its protocol is unknown, so bytes framed for a guess could be
 //!   misread both ways), or one the runtime reported disconnected in a `step`: the machine
 //!   counts such a node as failed instead;
+//! - a node lost (or never lent) is present again only by a `connected` event, and only
+//!   when it was known when the operation was built, a handshake of it has completed since
+//!   the loss, and the session records the protocol the machine frames that node's requests
+//!   in; otherwise the event changes nothing. The machine's own retry decides when its next
+//!   request goes out (then on the new connection): taking a connection back sends nothing;
 //! - a node whose request went a whole request timeout without a reply byte is reported
 //!   `silent` with the outcome, and the session hears it (`Session::silent`) once, so a
 //!   frozen node costs one operation its request timeout and the next ones nothing;
@@ -25,7 +30,7 @@ use core::cell::{Cell, RefCell};
 
 use distlock_core::{
     Acquire, Driven, Duration, Extend, ExtendOutcome, Fetched, FinishCompute, GetOrLock, Inspect,
-    Instant, MAX_NODES, Release, Reset,
+    Instant, MAX_NODES, Protocol, Release, Reset,
 };
 
 use crate::api;
@@ -73,6 +78,12 @@ pub(crate) struct Operation {
     shared: Rc<RefCell<Shared>>,
     /// Per node, whether nothing may be sent to it (see the module doc).
     absent: RefCell<Vec<bool>>,
+    /// Per node, the protocol the machine frames its requests in; `None`: the node was not
+    /// known when the operation was built, and stays absent.
+    framed: Vec<Option<Protocol>>,
+    /// Per node, the session's count of completed handshakes when the node was last reported
+    /// disconnected: a new connection must come from a handshake after that.
+    lost_after: RefCell<Vec<u64>>,
     /// Per node, since when a request `step` handed out has gone without a reply byte —
     /// counted from the end of its blocking time for a blocking command (`BLPOP`), whose
     /// server rightly stays silent that long.
@@ -84,22 +95,25 @@ pub(crate) struct Operation {
 }
 
 impl Operation {
-    /// `unknown`: per node, whether no handshake had completed when `machine` was built.
+    /// `framed`: per node, the protocol `machine` was built to speak to it (`None`: no
+    /// handshake had completed, the node is absent).
     pub(crate) fn new(
         machine: Machine,
         renewal: Option<Rc<RefCell<Schedule>>>,
         shared: Rc<RefCell<Shared>>,
-        unknown: Vec<bool>,
+        framed: Vec<Option<Protocol>>,
         now: Instant,
     ) -> Operation {
-        let nodes = unknown.len();
+        let nodes = framed.len();
         Operation {
             machine: RefCell::new(machine),
             renewal: RefCell::new(renewal),
             last_now: Cell::new(now),
             buf: RefCell::new(vec![0u8; 1024]),
             shared,
-            absent: RefCell::new(unknown),
+            absent: RefCell::new(framed.iter().map(Option::is_none).collect()),
+            framed,
+            lost_after: RefCell::new(vec![0; nodes]),
             unanswered: RefCell::new(vec![None; nodes]),
             finished: Cell::new(false),
             kept: RefCell::new(None),
@@ -128,6 +142,52 @@ impl Operation {
                 Ok(None) => return None,
                 Err(short) => buf.resize(short.required, 0),
             }
+        }
+    }
+
+    /// `node`'s connection was lost, could not be opened, or is not there: the machine fails
+    /// what was in flight on it, and nothing more goes to it until [`Operation::reconnected`].
+    fn lost(&self, node: usize, at: Instant) {
+        if let Some(absent) = self.absent.borrow_mut().get_mut(node) {
+            *absent = true;
+        }
+        // The request that went unanswered went with the connection: a new one starts afresh.
+        if let Some(since) = self.unanswered.borrow_mut().get_mut(node) {
+            *since = None;
+        }
+        let completed = self.shared.borrow().completed.get(node).copied();
+        if let (Some(mark), Some(completed)) =
+            (self.lost_after.borrow_mut().get_mut(node), completed)
+        {
+            *mark = completed;
+        }
+        driven!(&mut *self.machine.borrow_mut(), m => m.handle_disconnect(node, at));
+    }
+
+    /// The runtime lends absent `node` a new connection: taken (the node is present again)
+    /// only on the terms of the module doc. The link is clean already — the loss cleared it
+    /// and every transmit since failed at once — so the machine's next request for the node
+    /// is the connection's first.
+    fn reconnected(&self, node: usize) {
+        let Some(&Some(framed)) = self.framed.get(node) else {
+            return;
+        };
+        let shared = self.shared.borrow();
+        let lost_after = self.lost_after.borrow().get(node).copied();
+        let completed = shared.completed.get(node).copied();
+        let since_loss = matches!((lost_after, completed), (Some(mark), Some(now)) if now > mark);
+        let same_protocol = shared
+            .known
+            .get(node)
+            .copied()
+            .flatten()
+            .is_some_and(|server| server.protocol == framed);
+        drop(shared);
+        if !(since_loss && same_protocol) {
+            return;
+        }
+        if let Some(absent) = self.absent.borrow_mut().get_mut(node) {
+            *absent = false;
         }
     }
 
@@ -225,12 +285,8 @@ impl api::GuestOperation for Operation {
                     }
                     driven!(&mut *self.machine.borrow_mut(), m => m.handle_input(n, &received.bytes, at));
                 }
-                api::NodeEvent::Disconnect(n) => {
-                    if let Some(absent) = self.absent.borrow_mut().get_mut(node(n)) {
-                        *absent = true;
-                    }
-                    driven!(&mut *self.machine.borrow_mut(), m => m.handle_disconnect(node(n), at));
-                }
+                api::NodeEvent::Disconnect(n) => self.lost(node(n), at),
+                api::NodeEvent::Connected(n) => self.reconnected(node(n)),
             }
         }
         let due = driven!(&*self.machine.borrow(), m => m.poll_timeout()).is_some_and(|t| t <= at);
@@ -265,6 +321,11 @@ impl api::GuestOperation for Operation {
     fn lose(&self, now: api::Instant, n: u8) -> Vec<u8> {
         let lost = api::NodeEvent::Disconnect(n);
         self.flat(api::GuestOperation::step(self, now, vec![lost]))
+    }
+
+    fn lend(&self, now: api::Instant, n: u8) -> Vec<u8> {
+        let lent = api::NodeEvent::Connected(n);
+        self.flat(api::GuestOperation::step(self, now, vec![lent]))
     }
 
     fn tick(&self, now: api::Instant) -> Vec<u8> {

@@ -74,12 +74,12 @@ impl api::GuestRenewal for Renewal {
         match event {
             RenewalEvent::Extend => {
                 let lock = self.schedule.borrow().extend_lock(&self.lock, at);
-                let (built, unknown) = {
+                let (built, framed) = {
                     let shared = self.shared.borrow();
                     let servers = shared.servers();
                     let built =
                         Extend::<MAX_NODES>::new(&lock, self.token.clone(), &servers, at, seed);
-                    (built, shared.unknown())
+                    (built, shared.framed())
                 };
                 match built {
                     Ok(machine) => Some(api::RenewalEvent::Extend(api::Operation::new(
@@ -87,7 +87,7 @@ impl api::GuestRenewal for Renewal {
                             Machine::Extend(Box::new(machine)),
                             Some(Rc::clone(&self.schedule)),
                             Rc::clone(&self.shared),
-                            unknown,
+                            framed,
                             at,
                         ),
                     ))),

@@ -14,8 +14,8 @@ use core::cell::RefCell;
 
 use distlock_core::{
     Acquire, ConnectOutcome, Credentials, Duration, Extend, FinishCompute, GetOrLock,
-    HandshakeOptions, Inspect, Instant, KeyLayout, Lock, LockOptions, MAX_NODES, Release, Reset,
-    ServerInfo, SessionOptions, Token, quorum, wit::Shape,
+    HandshakeOptions, Inspect, Instant, KeyLayout, Lock, LockOptions, MAX_NODES, Protocol, Release,
+    Reset, ServerInfo, SessionOptions, Token, quorum, wit::Shape,
 };
 
 use crate::api;
@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     /// What each node's last completed handshake found: what machines are built for.
     /// `None`: no handshake of the node has completed, so its protocol is not known.
     pub(crate) known: Vec<Option<ServerInfo>>,
+    /// Per node, how many of its handshakes have completed: an operation that lost the node
+    /// takes a new connection only after one more has (see [`crate::operation`]).
+    pub(crate) completed: Vec<u64>,
     pub(crate) layout: KeyLayout,
     pub(crate) options: LockOptions,
 }
@@ -73,9 +76,10 @@ impl Shared {
         self.known.iter().map(|k| k.unwrap_or_default()).collect()
     }
 
-    /// Per node, whether no handshake has completed: a machine built now leaves it out.
-    pub(crate) fn unknown(&self) -> Vec<bool> {
-        self.known.iter().map(Option::is_none).collect()
+    /// Per node, the protocol a machine built now frames its requests in; `None` where no
+    /// handshake has completed: such a machine leaves the node out.
+    pub(crate) fn framed(&self) -> Vec<Option<Protocol>> {
+        self.known.iter().map(|k| k.map(|k| k.protocol)).collect()
     }
 
     /// Refuses to build a machine while fewer than a majority of the nodes have completed
@@ -134,6 +138,7 @@ impl Session {
             shared: Rc::new(RefCell::new(Shared {
                 policy,
                 known: nodes.iter().map(|_| None).collect(),
+                completed: nodes.iter().map(|_| 0).collect(),
                 nodes,
                 layout,
                 options: lock_options,
@@ -162,14 +167,14 @@ impl Session {
         // Input errors first: bad input is `invalid` whatever the connections.
         let machine = make(&shared, &shared.servers())?;
         shared.check_known()?;
-        let unknown = shared.unknown();
+        let framed = shared.framed();
         drop(shared);
         self.shared.borrow_mut().policy.handle_timeout(now);
         Ok(Operation::new(
             machine,
             None,
             Rc::clone(&self.shared),
-            unknown,
+            framed,
             now,
         ))
     }
@@ -534,6 +539,10 @@ impl api::GuestSession for Session {
         self.in_slot(slot, |op| api::GuestOperation::lose(op, now, n))
     }
 
+    fn lend_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
+        self.in_slot(slot, |op| api::GuestOperation::lend(op, now, n))
+    }
+
     fn tick_flat(&self, slot: u32, now: api::Instant) -> Vec<u8> {
         self.in_slot(slot, |op| api::GuestOperation::tick(op, now))
     }
@@ -619,6 +628,10 @@ impl api::GuestSession for Session {
 
     fn lose_flat_packed(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u64> {
         packed::pack(&self.lose_flat(slot, now, n))
+    }
+
+    fn lend_flat_packed(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u64> {
+        packed::pack(&self.lend_flat(slot, now, n))
     }
 
     fn tick_flat_packed(&self, slot: u32, now: api::Instant) -> Vec<u64> {

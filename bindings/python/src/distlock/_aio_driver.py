@@ -7,8 +7,13 @@ A one-node pool without TLS whose pooled connection is quiet runs its slot opera
 hot path (``AsyncPool._run_alone``): no per-operation dict, list copy or wake object, the one
 future awaited per reply set straight from ``data_received``, and a timer per connection that
 is re-armed only when a deadline comes earlier than the one it already holds (an early ring
-just waits again: the engine is ticked only at its deadline). Handshakes, TLS, several nodes,
-connections owing replies and lost connections take the general loop (``_run_any``).
+just waits again: the engine is ticked only at its deadline). Handshakes, TLS, several nodes
+and connections owing replies take the general loop (``_run_any``).
+
+While an operation has no connection to a node (it lost it, or had none), each of its steps
+asks the session for a new one (``AsyncPool.reopen``: the session says when) and lends it once
+its handshake ends (``lend``), as in ``_driver.py``; on the hot path the new connection's
+handshake is awaited by the general wait (``_wait``), which runs its deadline.
 """
 
 from __future__ import annotations
@@ -175,6 +180,8 @@ class AsyncConn(asyncio.Protocol):
         for data in self.queued:
             self.write(data)
         self.queued = []
+        if self.events is not None:  # node-event `connected`: lent to the running operation
+            self.events.append(~self.node)
 
     def quiet(self) -> bool:
         """Connected, handshake over, nothing read while idle: only a reply to wait for."""
@@ -217,6 +224,17 @@ class AsyncPool:
     def open(self, node: int, wake: Wake) -> AsyncConn | None:
         handshake = self.session.connect(node, now())
         return handshake and AsyncConn(self, node, Handle(self.session.engine, "handshake", handshake), wake)
+
+    def reopen(self, lost: set[int], conns: dict[int, AsyncConn], events: list[Any], wake: Wake) -> None:
+        """Opens a connection for each node in ``lost`` (the running operation has none there)
+        that the session allows now, into ``conns``; each appends ``~node`` to ``events`` when
+        its handshake ends (lent: node-event ``connected``). A node the session holds back
+        (its backoff) stays in ``lost``, asked for again at the operation's next step."""
+        for node in list(lost):
+            fresh = self.open(node, wake)
+            if fresh is not None and fresh.alive:
+                fresh.events, conns[node] = events, fresh
+                lost.discard(node)
 
     def take_idle(self, node: int) -> AsyncConn | None:
         """An idle connection to ``node`` fit to lend, or None. One the server closed while it
@@ -289,17 +307,28 @@ class AsyncPool:
                     return outcome
                 t = now()
                 if not events:
-                    limit = t + IDLE_WAIT_MS if timeout is None or timeout - t > IDLE_WAIT_MS else timeout
-                    while not events and limit > t:  # an early ring (an older timer's) waits again
-                        await alarm.wait_until(loop, loop.time() + (limit - t) / 1000)
-                        alarm.clear()
+                    if conn.transport is not None and not conn.hs:
+                        limit = t + IDLE_WAIT_MS if timeout is None or timeout - t > IDLE_WAIT_MS else timeout
+                        while not events and limit > t:  # an early ring (an older timer's) waits again
+                            await alarm.wait_until(loop, loop.time() + (limit - t) / 1000)
+                            alarm.clear()
+                            t = now()
+                    else:  # a new connection in its handshake: the general wait runs its deadline
+                        await _wait(alarm, (conn,), timeout)
                         t = now()
                 if events:
                     event = events.pop(0)
-                    raw = op.lose(t, event) if event.__class__ is int else op.feed(t, *event)
+                    if event.__class__ is int:
+                        raw = op.lose(t, event) if event >= 0 else op.lend(t, ~event)
+                    else:
+                        raw = op.feed(t, *event)
                 else:
                     raw = op.tick(t)
                 transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+                if not conn.alive and not over:  # lost: a new one where the session allows
+                    replaced = {0: conn}
+                    self.reopen({0}, replaced, events, alarm)
+                    conn = replaced[0]
         finally:
             conn.events = None
             if op is None and conn.alive:  # never built: lent back as it was
@@ -316,7 +345,7 @@ class AsyncPool:
         """``run`` over any number of nodes, connections still connecting, owing replies, in
         their handshake or over TLS."""
         wake, conns = Wake(), {}
-        events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
+        events: list[Any] = []  # (node, bytes) read, a node lost, or ~node lent; the connections append
         lent = bytearray(len(self.idle))
         owing = False
         for node in range(len(self.idle)):
@@ -344,17 +373,22 @@ class AsyncPool:
                 events[:0] = [(node, data) for data in conn.inbox]
                 conn.inbox = []
             step = _flat.decode(first, op)
+            lost = {node for node, given in enumerate(lent) if not given}
             while True:
                 for node, data in step.transmits:
                     conns[node].write(data)
                 if step.over:
                     after = step.connections
                     return step.outcome
+                if lost:
+                    self.reopen(lost, conns, events, wake)
                 if not events:
                     await _wait(wake, conns.values(), step.timeout)
                 if events:
                     event = events.pop(0)
-                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                    if event.__class__ is int and event >= 0:
+                        lost.add(event)
+                    raw = _on_event(op, event)
                 else:
                     raw = op.tick(now())
                 step = _flat.decode(raw, op)
@@ -370,6 +404,15 @@ class AsyncPool:
                     conn.close()
             if op is not None and not (after is not None and op.engine_frees):  # a slot over is freed
                 op.drop()
+
+
+def _on_event(op: Any, event: Any) -> bytes:
+    """The engine's step for one event a connection appended to an operation's events: bytes
+    read (``(node, data)``), a node lost (``node``), or a new connection to a node lent
+    (``~node``, below 0: its handshake ended)."""
+    if event.__class__ is int:
+        return op.lose(now(), event) if event >= 0 else op.lend(now(), ~event)
+    return op.feed(now(), *event)
 
 
 async def _wait(wake: Wake, conns: Any, deadline: float | None) -> None:

@@ -7,8 +7,14 @@ operations on one pool at once (each operation borrows its own connections).
 An operation is driven by the engine's flat calls (``_flat.py``): one call per event — the
 first step (``start``, or built and started in one call in a session slot by the packed
 ``acquire-flat``, ``release-flat`` or ``extend-flat``, ``_slots.py``), bytes read (``feed``), a
-connection lost (``lose``), a deadline (``tick``) — each bringing back what to send, the next
-deadline and, at the end, what to do with each connection.
+connection lost (``lose``), a new one lent in its place (``lend``), a deadline (``tick``) — each
+bringing back what to send, the next deadline and, at the end, what to do with each connection.
+
+While an operation has no connection to a node (it lost it, or had none), each of its steps
+asks the session for a new one (``Pool.reopen``: the session says when, during a node's backoff
+it says no) and lends it once its handshake ends; the engine decides whether to use it, and
+its own retry when to send on it. So a waiting acquire outlives a server closing its
+connection (``CLIENT KILL``, a restart, an idle timeout).
 """
 
 from __future__ import annotations
@@ -111,7 +117,11 @@ class Conn:
         """Whether this idle connection must not be lent: the server closed it (a restart,
         ``CLIENT KILL``, its idle timeout) or, owing nothing, it holds stray bytes. One
         non-blocking peek at the socket's TCP bytes; a connection owing replies is readable
-        once they are in, so only a close counts for it (its reader finds the rest out)."""
+        once they are in, so only a close counts for it (its reader finds the rest out). One
+        still in its handshake (opened for an operation that ended first) is not stale: its
+        handshake reads what is there."""
+        if self.hs:
+            return False
         try:
             data = _raw_recv(self.sock, 1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
@@ -178,6 +188,8 @@ class Conn:
         for data in self.queued:
             self.send(data)
         self.queued = []
+        if self.events is not None:  # node-event `connected`: lent to the running operation
+            self.events.append(~self.node)
 
     def write(self, data: bytes) -> None:
         """An operation's bytes: they wait for the handshake to end."""
@@ -226,6 +238,17 @@ class Pool:
     def open(self, node: int) -> Conn | None:
         handshake = self.session.connect(node, now())
         return handshake and Conn(self, node, Handle(self.session.engine, "handshake", handshake))
+
+    def reopen(self, lost: set[int], conns: dict[int, Conn], events: list[Any]) -> None:
+        """Opens a connection for each node in ``lost`` (the running operation has none there)
+        that the session allows now, into ``conns``; each appends ``~node`` to ``events`` when
+        its handshake ends (lent: node-event ``connected``). A node the session holds back
+        (its backoff) stays in ``lost``, asked for again at the operation's next step."""
+        for node in list(lost):
+            fresh = self.open(node)
+            if fresh is not None and fresh.alive:
+                fresh.events, conns[node] = events, fresh
+                lost.discard(node)
 
     def take_idle(self, node: int) -> Conn | None:
         """An idle connection to ``node`` fit to lend, or None. A stale one (``Conn.stale``)
@@ -319,12 +342,12 @@ class Pool:
                     else:  # a send left bytes over, or the connection closed
                         waiter = waiter or _Waiter().__enter__()
                         waiter.wait((conn,), timeout)
-                if events:
-                    event = events.pop(0)
-                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
-                else:
-                    raw = op.tick(now())
+                raw = _on_event(op, events.pop(0)) if events else op.tick(now())
                 transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
+                if not conn.alive and not over:  # lost: a new one where the session allows
+                    replaced = {0: conn}
+                    self.reopen({0}, replaced, events)
+                    conn = replaced[0]
         finally:
             if waiter is not None:
                 waiter.__exit__()
@@ -344,7 +367,7 @@ class Pool:
         """``run`` over any number of nodes, connections still connecting, owing replies or in
         their handshake."""
         conns: dict[int, Conn] = {}
-        events: list[Any] = []  # (node, bytes) read, or a node lost; the connections append
+        events: list[Any] = []  # (node, bytes) read, a node lost, or ~node lent; the connections append
         lent = bytearray(len(self.idle))
         owing = False
         for node in range(len(self.idle)):
@@ -368,6 +391,7 @@ class Pool:
                             fresh.events, conns[node], lent[node] = events, fresh, 1
                 first = op.start(now(), bytes(lent))
             step = _flat.decode(first, op)
+            lost = {node for node, given in enumerate(lent) if not given}
             alone = next(iter(conns.values())) if len(conns) == 1 else None
             while True:
                 for node, data in step.transmits:
@@ -375,6 +399,8 @@ class Pool:
                 if step.over:
                     after = step.connections
                     return step.outcome
+                if lost:
+                    self.reopen(lost, conns, events)
                 if not events:
                     if alone is not None and waiter is None and alone.quiet():
                         if self.spent:  # dropped while the reply is on its way
@@ -386,7 +412,9 @@ class Pool:
                         waiter.wait(conns.values(), step.timeout)
                 if events:
                     event = events.pop(0)
-                    raw = op.lose(now(), event) if isinstance(event, int) else op.feed(now(), *event)
+                    if event.__class__ is int and event >= 0:
+                        lost.add(event)
+                    raw = _on_event(op, event)
                 else:
                     raw = op.tick(now())
                 step = _flat.decode(raw, op)
@@ -407,6 +435,15 @@ class Pool:
                     op.drop()
                 else:
                     self.spent.append(op)
+
+
+def _on_event(op: Any, event: Any) -> bytes:
+    """The engine's step for one event a connection appended to an operation's events: bytes
+    read (``(node, data)``), a node lost (``node``), or a new connection to a node lent
+    (``~node``, below 0: its handshake ended)."""
+    if event.__class__ is int:
+        return op.lose(now(), event) if event >= 0 else op.lend(now(), ~event)
+    return op.feed(now(), *event)
 
 
 class _Waiter:

@@ -356,7 +356,7 @@ class Handle:
 
 
 class Operation(Handle):
-    """An ``operation`` with its flat calls (``start``, ``feed``, ``lose``, ``tick``: scalars
+    """An ``operation`` with its flat calls (``start``, ``feed``, ``lose``, ``lend``, ``tick``: scalars
     and bytes in, bytes out) made without the generic conversions: the operation's handle is
     lowered once, each export's arguments stay lowered in the engine's ``Args`` between calls
     (``_lowered.py``), and the answer's bytes are lifted in one copy. Built from a
@@ -411,6 +411,10 @@ class Operation(Handle):
     def lose(self, now_ms: float, node: int) -> bytes:
         return self._flat("lose", _fill_lose, now_ms, node)
 
+    def lend(self, now_ms: float, node: int) -> bytes:
+        """``step`` with a ``connected`` event: a new connection to ``node`` lent to it."""
+        return self._flat("lend", _fill_lose, now_ms, node)
+
     def tick(self, now_ms: float) -> bytes:
         return self._flat("tick", _fill_tick, now_ms)
 
@@ -441,6 +445,7 @@ def _fill_feed(args: Args, now_ms: float, node: int, data: bytes) -> None:
 
 
 def _fill_lose(args: Args, now_ms: float, node: int) -> None:
+    """``lose``'s arguments, and ``lend``'s (the same)."""
     args.f64(1, now_ms)
     args.u8(2, node)
 

@@ -1,7 +1,7 @@
 """The engine's session-level flat calls in their packed form (``wit/engine.wit``:
 ``session.register``, ``acquire-flat-packed``, ``release-flat-packed``, ``extend-flat-packed``,
-``feed-flat-packed``, …): an uncontended acquire and its release in four component calls with
-only scalars and bytes crossing — the lock name registered once (a ``u32`` name id), the
+``feed-flat-packed``, ``lose-flat-packed``, ``lend-flat-packed``, …): an uncontended acquire and
+its release in four component calls with only scalars and bytes crossing — the lock name registered once (a ``u32`` name id), the
 operation addressed by a slot number the engine frees itself once its outcome is handed out
 (no resource to drop), and every byte list packed eight bytes to a ``u64``, so
 ``wasmtime.component``, which converts a list one element at a time, converts an eighth of
@@ -10,8 +10,8 @@ the values.
 Owns: one session's name ids (registered on first use, forgotten all at once when the
 engine's table is full), the exports' arguments kept lowered between calls (``_lowered.py``),
 and a :class:`Slot` per operation with the same calls as ``_engine.Operation`` (``feed``,
-``lose``, ``tick``, ``poll_outcome``, ``drop``), so the drivers run either alike. Every
-decision is the engine's; this only packs bytes.
+``lose``, ``lend``, ``tick``, ``poll_outcome``, ``drop``), so the drivers run either alike.
+Every decision is the engine's; this only packs bytes.
 
 Invariants: calls are made under the engine's lock; the one answer value every call reuses
 holds the last answer (or nothing, marked moved out) until wasmtime frees it as it writes the
@@ -59,6 +59,7 @@ _HOT = {
     "extend-flat-packed": (8, [(1, "I"), (3, "IId"), (7, "I")]),  # name id; token; its length, ttl, now; entropy; lent
     "feed-flat-packed": (6, [(1, "IdB"), (5, "I")]),  # slot, now, node; bytes; their length
     "lose-flat-packed": (4, [(1, "IdB")]),  # slot, now, node
+    "lend-flat-packed": (4, [(1, "IdB")]),  # slot, now, node
     "tick-flat-packed": (3, [(1, "Id")]),  # slot, now
     "register": (2, []),  # name (a string, lowered again only when it changes)
 }
@@ -103,7 +104,7 @@ class Slots:
             export = self._calls[method] = _Export(self.engine._func(f"[method]session.{method}"), n, runs)
             export.args.handle(0, self._self)
         self._acquire, self._release, self._extend = (self._calls[f"{m}-flat-packed"] for m in ("acquire", "release", "extend"))
-        self._feed, self._lose, self._tick = (self._calls[f"{m}-flat-packed"] for m in ("feed", "lose", "tick"))
+        self._feed, self._lose, self._lend, self._tick = (self._calls[f"{m}-flat-packed"] for m in ("feed", "lose", "lend", "tick"))
 
     def name_id(self, name: str) -> int:
         """``name``'s id, registered on first use; a full table is emptied once and tried again
@@ -220,7 +221,13 @@ class Slots:
             return words_at(*_LIST_HEAD_FROM(self._answer, PAYLOAD))
 
     def lose(self, slot: int, now_ms: float, node: int) -> bytes:
-        export = self._lose
+        return self._node_event(self._lose, slot, now_ms, node)
+
+    def lend(self, slot: int, now_ms: float, node: int) -> bytes:
+        return self._node_event(self._lend, slot, now_ms, node)
+
+    def _node_event(self, export: _Export, slot: int, now_ms: float, node: int) -> bytes:
+        """``lose-flat-packed`` or ``lend-flat-packed`` (``export``): one node's event."""
         with self.lock:
             export.runs[1].pack_into(export.args.vals, VAL_SIZE, _U32, slot, _F64, now_ms, _U8, node)
             self._call_at(export.func_at, export.args_at, 4)
@@ -267,6 +274,9 @@ class Slot:
 
     def lose(self, now_ms: float, node: int) -> bytes:
         return self.slots.lose(self.slot, now_ms, node)
+
+    def lend(self, now_ms: float, node: int) -> bytes:
+        return self.slots.lend(self.slot, now_ms, node)
 
     def tick(self, now_ms: float) -> bytes:
         return self.slots.tick(self.slot, now_ms)

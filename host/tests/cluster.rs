@@ -82,12 +82,19 @@ fn client_connections(cluster: &Cluster, node: usize) -> usize {
 /// idle (`CLIENT KILL`, as a server's idle `timeout` or a restart would) is noticed when it
 /// is taken from the pool, before a command is written on it: a try-acquire, which has no
 /// second attempt, succeeds at once every time — with the owner's connection closed, the
-/// seed's (which does not own the slot), and both. (The close is queued on the client's
-/// socket before `CLIENT KILL` answers; the runtime's reactor is woken by it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// seed's (which does not own the slot), and both.
+///
+/// What the probe can know is what the client's runtime has seen: the kernel queues the
+/// close on the client's socket before `CLIENT KILL` answers, and the runtime records it
+/// when its reactor next runs. So the test runs the client on a current-thread runtime and
+/// kills from a blocking task it awaits: the runtime waits in its reactor meanwhile and reads
+/// the close before the task's completion wakes the test (on a multi-threaded runtime the
+/// test went on while the reactor's thread had not run yet, and a loaded CI saw a closed
+/// connection taken as live).
+#[tokio::test(flavor = "current_thread")]
 async fn connections_the_servers_closed_while_pooled_are_noticed_before_a_command_is_written() {
     require_redis!();
-    let cluster = blocking(|| Cluster::start(3));
+    let cluster = std::sync::Arc::new(Cluster::start(3));
     let name = cluster.name_on(2, "closed-idle");
     let client = Client::connect([cluster.url(&[0])]).await.expect("connect");
     let take = async || {
@@ -98,17 +105,20 @@ async fn connections_the_servers_closed_while_pooled_are_noticed_before_a_comman
     for killed in [&[2][..], &[0], &[0, 2], &[2], &[0]] {
         take().await;
         // Pooled: one stream holding the seed's connection and the owner's.
-        blocking(|| {
+        let servers = std::sync::Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || {
             for node in [0, 2] {
-                assert_eq!(client_connections(&cluster, node), 1, "node {node}");
+                assert_eq!(client_connections(&servers, node), 1, "node {node}");
             }
             for &node in killed {
-                cluster.nodes[node]
+                servers.nodes[node]
                     .raw()
                     .ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-                assert_eq!(client_connections(&cluster, node), 0, "node {node} killed");
+                assert_eq!(client_connections(&servers, node), 0, "node {node} killed");
             }
-        });
+        })
+        .await
+        .expect("the kill");
         let (_, took) = bounded(
             "a try-acquire after the servers closed pooled connections",
             REQUEST_TIMEOUT * 3,

@@ -1092,9 +1092,10 @@ fn lock_component_keeps_its_redlock_connections() {
     }
 }
 
-/// An instance holding open `transport` connections (and no lease) can be dropped anywhere a
-/// Rust value can — here inside a task of another runtime, where blocking on a runtime
-/// panics — and its connections close.
+/// A store's `transport` connections run on a runtime of the store's own, driven by the
+/// thread that calls it. An instance holding open connections can still be dropped anywhere
+/// a Rust value can — here inside a task of another runtime, where dropping a runtime the
+/// ordinary way panics — and its connections close.
 #[test]
 fn an_instance_with_open_connections_drops_inside_async_code() {
     require_redis!();

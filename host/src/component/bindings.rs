@@ -4,8 +4,6 @@
 //!
 //! The WIT resources the host serves are mapped to the plain types of `resources.rs`; the
 //! drivers that implement the generated traits import these bindings, never the reverse.
-//! Every import and export is async: a guest runs as a task, and a host call that waits (on
-//! a server, a timer, a stop) is an `.await` that frees the runtime's worker meanwhile.
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
 /// The `provider` world: the lock component.
@@ -19,8 +17,7 @@ pub mod provider {
             "wasi:random": wasmtime_wasi::p2::bindings::random,
             "distlock:lock/transport.connection": crate::component::resources::Connection,
         },
-        imports: { default: async | trappable },
-        exports: { default: async },
+        imports: { default: trappable },
         require_store_data_send: true,
     });
 }
@@ -35,7 +32,6 @@ pub mod app {
             "distlock:lock/distlock.lease": crate::component::resources::NativeLease,
             "distlock:lock/distlock.computation": crate::component::resources::NativeComputation,
         },
-        imports: { default: async | trappable },
-        require_store_data_send: true,
+        imports: { default: trappable },
     });
 }

@@ -47,119 +47,110 @@ enum Fetched {
 /// Defines the `distlock` interface in `linker` as calls into the store's lock component.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(INTERFACE)?;
-    i.resource_async(
+    i.resource(
         "client",
         ResourceType::host::<LinkedClient>(),
         |mut cx: Cx<'_>, rep| {
-            Box::new(async move {
-                let client = cx
-                    .data_mut()
-                    .table
-                    .delete(Resource::<LinkedClient>::new_own(rep))?;
-                client.inner.resource_drop_async(&mut cx).await
-            })
+            let client = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedClient>::new_own(rep))?;
+            client.inner.resource_drop(&mut cx)
         },
     )?;
-    i.resource_async(
+    i.resource(
         "lease",
         ResourceType::host::<LinkedLease>(),
         |mut cx: Cx<'_>, rep| {
-            Box::new(async move {
-                let lease = cx
-                    .data_mut()
-                    .table
-                    .delete(Resource::<LinkedLease>::new_own(rep))?;
-                // The lock component's destructor releases the lock unless it was released.
-                lease.inner.resource_drop_async(&mut cx).await
-            })
+            let lease = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedLease>::new_own(rep))?;
+            // The lock component's destructor releases the lock unless it was released.
+            lease.inner.resource_drop(&mut cx)
         },
     )?;
 
-    i.resource_async(
+    i.resource(
         "computation",
         ResourceType::host::<LinkedComputation>(),
         |mut cx: Cx<'_>, rep| {
-            Box::new(async move {
-                let mut computation = cx
-                    .data_mut()
-                    .table
-                    .delete(Resource::<LinkedComputation>::new_own(rep))?;
-                // Kept for the guest's end: the lock component gives it up at its client's
-                // next call, the host when the guest ends, whichever comes first (giving up
-                // twice finds the lock no longer this token's, and changes nothing).
-                if let Some(record) = computation.take_record() {
-                    cx.data_mut().dropped_computations.push(record);
-                }
-                // No network I/O: the lock component only queues it.
-                computation.inner.resource_drop_async(&mut cx).await
-            })
+            let mut computation = cx
+                .data_mut()
+                .table
+                .delete(Resource::<LinkedComputation>::new_own(rep))?;
+            // Kept for the guest's end: the lock component gives it up at its client's next
+            // call, the host when the guest ends, whichever comes first (giving up twice
+            // finds the lock no longer this token's, and changes nothing).
+            if let Some(record) = computation.take_record() {
+                cx.data_mut().dropped_computations.push(record);
+            }
+            // No network I/O: the lock component only queues it.
+            computation.inner.resource_drop(&mut cx)
         },
     )?;
 
-    i.func_wrap_async(
+    i.func_wrap(
         "[static]client.open",
         |mut cx: Cx<'_>, (mut config,): (Config,)| {
-            Box::new(async move {
-                let api = cx.data().provider()?;
-                if let Err(refused) = settle(&cx.data().net, &mut config) {
-                    return Ok((Err(refused),));
-                }
-                // The options the lock component takes its locks with: a lease the guest
-                // leaves behind is released with them (a fair lock's release hands the lock
-                // on). A config they refuse is refused by the component too, so no lease
-                // comes of it.
-                let options = distlock_core::wit::LockSettings {
-                    fenced: config.fenced,
-                    fair: config.fair,
-                    no_scripts: config.no_scripts,
-                    ttl_ms: config.ttl_ms,
-                    request_timeout_ms: config.request_timeout_ms,
-                }
-                .options()
-                .unwrap_or_default();
-                let spec = Arc::new(ClientSpec {
-                    nodes: config.nodes.clone(),
-                    prefix: config.key_prefix.clone(),
-                    options,
-                });
-                Ok((match api.client().call_open(&mut cx, &config).await? {
-                    Ok(inner) => Ok(cx.data_mut().table.push(LinkedClient { inner, spec })?),
-                    Err(e) => Err(e),
-                },))
-            })
+            let api = cx.data().provider()?;
+            if let Err(refused) = settle(&cx.data().net, &mut config) {
+                return Ok((Err(refused),));
+            }
+            // The options the lock component takes its locks with: a lease the guest leaves
+            // behind is released with them (a fair lock's release hands the lock on). A config
+            // they refuse is refused by the component too, so no lease comes of it.
+            let options = distlock_core::wit::LockSettings {
+                fenced: config.fenced,
+                fair: config.fair,
+                no_scripts: config.no_scripts,
+                ttl_ms: config.ttl_ms,
+                request_timeout_ms: config.request_timeout_ms,
+            }
+            .options()
+            .unwrap_or_default();
+            let spec = Arc::new(ClientSpec {
+                nodes: config.nodes.clone(),
+                prefix: config.key_prefix.clone(),
+                options,
+            });
+            Ok((match api.client().call_open(&mut cx, &config)? {
+                Ok(inner) => Ok(cx.data_mut().table.push(LinkedClient { inner, spec })?),
+                Err(e) => Err(e),
+            },))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]client.acquire",
         |cx: Cx<'_>, (client, name, wait_ms): (Resource<LinkedClient>, String, u64)| {
-            Box::new(acquire(cx, client, name, Some(wait_ms)))
+            acquire(cx, &client, name, Some(wait_ms))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]client.try-acquire",
         |cx: Cx<'_>, (client, name): (Resource<LinkedClient>, String)| {
-            Box::new(acquire(cx, client, name, None))
+            acquire(cx, &client, name, None)
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]client.acquire-shaped",
         |cx: Cx<'_>,
          (client, name, shape, wait_ms): (Resource<LinkedClient>, String, Shape, u64)| {
-            Box::new(acquire_shaped(cx, client, name, shape, wait_ms))
+            acquire_shaped(cx, &client, name, shape, wait_ms)
         },
     )?;
 
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]client.acquire-many",
         |cx: Cx<'_>, (client, names, wait_ms): (Resource<LinkedClient>, Vec<String>, u64)| {
-            Box::new(acquire_many(cx, client, names, wait_ms))
+            acquire_many(cx, &client, names, wait_ms)
         },
     )?;
 
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]client.get-or-lock",
         |cx: Cx<'_>, (client, name, wait_ms): (Resource<LinkedClient>, String, u64)| {
-            Box::new(get_or_lock(cx, client, name, wait_ms))
+            get_or_lock(cx, &client, name, wait_ms)
         },
     )?;
 
@@ -175,65 +166,51 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             Ok((cx.data().table.get(&computation)?.token.clone(),))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]computation.validity-ms",
         |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_computation(&cx, &computation)?;
-                Ok((api.computation().call_validity_ms(&mut cx, inner).await?,))
-            })
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_validity_ms(&mut cx, inner)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]computation.extend",
         |mut cx: Cx<'_>, (computation, ttl_ms): (Resource<LinkedComputation>, u64)| {
-            Box::new(async move {
-                let (api, inner) = inner_computation(&cx, &computation)?;
-                Ok((api
-                    .computation()
-                    .call_extend(&mut cx, inner, ttl_ms)
-                    .await?,))
-            })
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_extend(&mut cx, inner, ttl_ms)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]computation.renew",
         |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_computation(&cx, &computation)?;
-                Ok((api.computation().call_renew(&mut cx, inner).await?,))
-            })
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            Ok((api.computation().call_renew(&mut cx, inner)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]computation.store",
         |mut cx: Cx<'_>,
          (computation, value, value_ttl_ms): (Resource<LinkedComputation>, Vec<u8>, u64)| {
-            Box::new(async move {
-                let (api, inner) = inner_computation(&cx, &computation)?;
-                let stored = api
-                    .computation()
-                    .call_store(&mut cx, inner, &value, value_ttl_ms)
-                    .await?;
-                // A store refused before it was sent (`invalid`) leaves the computation going.
-                if !matches!(stored, Err(Error::Invalid(_))) {
-                    cx.data_mut().table.get_mut(&computation)?.done = true;
-                }
-                Ok((stored,))
-            })
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            let stored = api
+                .computation()
+                .call_store(&mut cx, inner, &value, value_ttl_ms)?;
+            // A store refused before it was sent (`invalid`) leaves the computation going.
+            if !matches!(stored, Err(Error::Invalid(_))) {
+                cx.data_mut().table.get_mut(&computation)?.done = true;
+            }
+            Ok((stored,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]computation.abandon",
         |mut cx: Cx<'_>, (computation,): (Resource<LinkedComputation>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_computation(&cx, &computation)?;
-                let abandoned = api.computation().call_abandon(&mut cx, inner).await?;
-                if !matches!(abandoned, Err(Error::Invalid(_))) {
-                    cx.data_mut().table.get_mut(&computation)?.done = true;
-                }
-                Ok((abandoned,))
-            })
+            let (api, inner) = inner_computation(&cx, &computation)?;
+            let abandoned = api.computation().call_abandon(&mut cx, inner)?;
+            if !matches!(abandoned, Err(Error::Invalid(_))) {
+                cx.data_mut().table.get_mut(&computation)?.done = true;
+            }
+            Ok((abandoned,))
         },
     )?;
 
@@ -249,52 +226,42 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             Ok((cx.data().table.get(&lease)?.token.clone(),))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]lease.fence",
         |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_lease(&cx, &lease)?;
-                Ok((api.lease().call_fence(&mut cx, inner).await?,))
-            })
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_fence(&mut cx, inner)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]lease.validity-ms",
         |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_lease(&cx, &lease)?;
-                Ok((api.lease().call_validity_ms(&mut cx, inner).await?,))
-            })
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_validity_ms(&mut cx, inner)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]lease.extend",
         |mut cx: Cx<'_>, (lease, ttl_ms): (Resource<LinkedLease>, u64)| {
-            Box::new(async move {
-                let (api, inner) = inner_lease(&cx, &lease)?;
-                Ok((api.lease().call_extend(&mut cx, inner, ttl_ms).await?,))
-            })
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_extend(&mut cx, inner, ttl_ms)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]lease.renew",
         |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_lease(&cx, &lease)?;
-                Ok((api.lease().call_renew(&mut cx, inner).await?,))
-            })
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            Ok((api.lease().call_renew(&mut cx, inner)?,))
         },
     )?;
-    i.func_wrap_async(
+    i.func_wrap(
         "[method]lease.release",
         |mut cx: Cx<'_>, (lease,): (Resource<LinkedLease>,)| {
-            Box::new(async move {
-                let (api, inner) = inner_lease(&cx, &lease)?;
-                let released = api.lease().call_release(&mut cx, inner).await?;
-                // Tried, whatever the answer: nothing is left for the host to release.
-                cx.data_mut().table.get_mut(&lease)?.done = true;
-                Ok((released,))
-            })
+            let (api, inner) = (cx.data().provider()?, cx.data().table.get(&lease)?.inner);
+            let released = api.lease().call_release(&mut cx, inner)?;
+            // Tried, whatever the answer: nothing is left for the host to release.
+            cx.data_mut().table.get_mut(&lease)?.done = true;
+            Ok((released,))
         },
     )?;
     Ok(())
@@ -317,20 +284,19 @@ pub(crate) fn settle(net: &Net, config: &mut Config) -> Result<(), Error> {
 
 /// `acquire` (`wait_ms` given) or `try-acquire` (one attempt: a wait of 0), forwarded as
 /// the lock component's `linking.acquire-held` of shape `lock`.
-async fn acquire(
+fn acquire(
     mut cx: Cx<'_>,
-    client: Resource<LinkedClient>,
+    client: &Resource<LinkedClient>,
     name: String,
     wait_ms: Option<u64>,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let linking = cx.data().linking()?;
-    let inner = cx.data().table.get(&client)?.inner;
-    let acquired = linking
-        .call_acquire_held(&mut cx, inner, &name, Shape::Lock, wait_ms.unwrap_or(0))
-        .await?;
+    let inner = cx.data().table.get(client)?.inner;
+    let acquired =
+        linking.call_acquire_held(&mut cx, inner, &name, Shape::Lock, wait_ms.unwrap_or(0))?;
     keep(
         cx,
-        &client,
+        client,
         name,
         Held::Shaped(distlock_core::wit::Shape::Lock),
         acquired,
@@ -338,59 +304,54 @@ async fn acquire(
 }
 
 /// `acquire-shaped`, forwarded; the lease remembers its shape for a native release.
-async fn acquire_shaped(
+fn acquire_shaped(
     mut cx: Cx<'_>,
-    client: Resource<LinkedClient>,
+    client: &Resource<LinkedClient>,
     name: String,
     shape: Shape,
     wait_ms: u64,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let linking = cx.data().linking()?;
-    let inner = cx.data().table.get(&client)?.inner;
+    let inner = cx.data().table.get(client)?.inner;
     let kept = Held::Shaped(core_shape(&shape));
-    let acquired = linking
-        .call_acquire_held(&mut cx, inner, &name, shape, wait_ms)
-        .await?;
-    keep(cx, &client, name, kept, acquired)
+    let acquired = linking.call_acquire_held(&mut cx, inner, &name, shape, wait_ms)?;
+    keep(cx, client, name, kept, acquired)
 }
 
 /// `acquire-many`, forwarded; the lease remembers the names for a native release.
-async fn acquire_many(
+fn acquire_many(
     mut cx: Cx<'_>,
-    client: Resource<LinkedClient>,
+    client: &Resource<LinkedClient>,
     names: Vec<String>,
     wait_ms: u64,
 ) -> wasmtime::Result<(Result<Resource<LinkedLease>, Error>,)> {
     let linking = cx.data().linking()?;
-    let inner = cx.data().table.get(&client)?.inner;
-    let acquired = linking
-        .call_acquire_many_held(&mut cx, inner, &names, wait_ms)
-        .await?;
-    keep(cx, &client, names.join(", "), Held::Many(names), acquired)
+    let inner = cx.data().table.get(client)?.inner;
+    let acquired = linking.call_acquire_many_held(&mut cx, inner, &names, wait_ms)?;
+    keep(cx, client, names.join(", "), Held::Many(names), acquired)
 }
 
 /// `get-or-lock`, forwarded; a computation remembers its name and token for a native give-up.
-async fn get_or_lock(
+fn get_or_lock(
     mut cx: Cx<'_>,
-    client: Resource<LinkedClient>,
+    client: &Resource<LinkedClient>,
     name: String,
     wait_ms: u64,
 ) -> wasmtime::Result<(Result<Fetched, Error>,)> {
     let api = cx.data().provider()?;
     let (inner, spec) = {
-        let client = cx.data().table.get(&client)?;
+        let client = cx.data().table.get(client)?;
         (client.inner, Arc::clone(&client.spec))
     };
     let inner = match api
         .client()
-        .call_get_or_lock(&mut cx, inner, &name, wait_ms)
-        .await?
+        .call_get_or_lock(&mut cx, inner, &name, wait_ms)?
     {
         Ok(ProviderFetched::Value(value)) => return Ok((Ok(Fetched::Value(value)),)),
         Ok(ProviderFetched::Computing(inner)) => inner,
         Err(e) => return Ok((Err(e),)),
     };
-    let token = api.computation().call_token(&mut cx, inner).await?;
+    let token = api.computation().call_token(&mut cx, inner)?;
     let computation = LinkedComputation {
         inner,
         name,
@@ -415,17 +376,6 @@ fn inner_computation(
         cx.data().provider()?,
         cx.data().table.get(computation)?.inner,
     ))
-}
-
-/// The lock component's exports and its handle of a linked lease.
-fn inner_lease(
-    cx: &Cx<'_>,
-    lease: &Resource<LinkedLease>,
-) -> wasmtime::Result<(
-    super::bindings::provider::exports::distlock::lock::distlock::Guest,
-    ResourceAny,
-)> {
-    Ok((cx.data().provider()?, cx.data().table.get(lease)?.inner))
 }
 
 /// The lock component's answer to an acquire, its lease wrapped for the guest. The answer

@@ -28,11 +28,6 @@
 //!   guest is doing: computing (epoch interruption), blocked in a `distlock` call, or
 //!   sleeping through `wasi:io/poll` (`poll.rs`). A guest that is stopped, traps or exits
 //!   while holding leases has them released by the host, which keeps serving.
-//! - Guests run as **tasks** on the adapter's tokio runtime ([`Adapter::run_async`],
-//!   [`AsyncLockInstance`]): every import that waits (a server's reply, a timer, a stop) is
-//!   an `.await`, and at each epoch tick a computing guest yields, so many guests share the
-//!   runtime's few workers. The blocking forms ([`Adapter::run`], [`LockInstance`]) run the
-//!   same futures to their end with `block_on`.
 //!
 //! Nothing here decides anything about the lock: that is the core's, inside the component or
 //! behind [`crate::Client`]; this module moves calls and bytes.
@@ -53,6 +48,7 @@
 
 // The layers, each importing only those above it:
 //   options                        settings and the adapter's error
+//   own_runtime                    a store's own runtime for its transport connections
 //   net, stop                      the way to the servers; stopping a guest
 //   resources                      what the resource table holds per WIT resource
 //   bindings                       the generated bindings (resources mapped in)
@@ -66,6 +62,7 @@ mod link;
 mod native;
 mod net;
 mod options;
+mod own_runtime;
 mod poll;
 mod resources;
 mod state;
@@ -85,8 +82,7 @@ use state::HostState;
 use stop::Stop;
 
 pub use instance::{
-    AsyncLockInstance, CallError, ClientHandle, ComputationHandle, Fetched, LeaseHandle,
-    LockInstance,
+    CallError, ClientHandle, ComputationHandle, Fetched, LeaseHandle, LockInstance,
 };
 pub use options::{AdapterError, AdapterOptions, Limits};
 pub use stop::Stopper;
@@ -115,12 +111,6 @@ pub const COUNTER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/distlo
 /// (`wasm/examples/passthrough`): what the conformance suite drives to test the guest path.
 pub const PASSTHROUGH_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/distlock_passthrough.wasm"));
-
-/// The most component instances of an adapter's engine alive at once (see [`pool`]).
-pub const MAX_INSTANCES: u32 = 1000;
-/// How much of a pooled fiber stack stays resident between calls: what a call into the lock
-/// component touches, so reusing a stack faults in no page.
-const STACK_KEPT_RESIDENT: usize = 256 << 10;
 
 /// The engine's epoch tick: the resolution of [`Limits::time`].
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -265,9 +255,10 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Compiles the lock component and prepares the linkers. `runtime` (multi-threaded: the
-    /// blocking forms block on it from their own threads) runs the guests' connections, the
-    /// native driver's and the stop watchdogs, and the blocking forms' guests.
+    /// Compiles the lock component and prepares the linkers. `runtime` runs the native
+    /// driver's connections and the stop watchdogs (a multi-threaded runtime: guests block on
+    /// it from their own threads); the lock component's `transport` connections run on a
+    /// runtime of their store's own, driven by the guest's thread.
     pub fn new(
         options: AdapterOptions,
         runtime: tokio::runtime::Handle,
@@ -276,7 +267,6 @@ impl Adapter {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        config.allocation_strategy(pool());
         let engine = Engine::new(&config).map_err(AdapterError::wasm("setting up wasmtime"))?;
         let provider = Component::new(&engine, PROVIDER_WASM)
             .map_err(AdapterError::wasm("compiling the lock component"))?;
@@ -351,20 +341,12 @@ impl Adapter {
         Ok(Guest { component })
     }
 
-    /// Runs a guest command (its `wasi:cli/run` export) to its end, then releases whatever
-    /// leases it still holds: [`Adapter::run_async`], waited for on this thread (never call
-    /// it from inside an async task).
+    /// Runs a guest command (its `wasi:cli/run` export) to its end, on this thread, then
+    /// releases whatever leases it still holds. [`Serve::Linked`] with a node that needs
+    /// routing ([`Adapter::routed_node`]) is refused before the guest starts
+    /// ([`AdapterError::Routed`]), and so is it with a setting only the native driver
+    /// honours ([`AdapterError::NeedsNative`]: a layout other than tagged, a ready timeout).
     pub fn run(&self, guest: &Guest, options: &RunOptions) -> Result<RunReport, AdapterError> {
-        self.net.runtime.block_on(self.run_async(guest, options))
-    }
-
-    /// Runs a guest command (its `wasi:cli/run` export) to its end as part of the calling
-    /// task, then releases whatever leases it still holds.
-    pub async fn run_async(
-        &self,
-        guest: &Guest,
-        options: &RunOptions,
-    ) -> Result<RunReport, AdapterError> {
         if options.serve == Serve::Linked {
             self.fixed_nodes_only()?;
         }
@@ -377,17 +359,15 @@ impl Adapter {
                 leases_not_released: Vec::new(),
             });
         }
-        let linker = self.link(&mut store, options.serve).await?;
+        let linker = self.link(&mut store, options.serve)?;
         let pre = linker
             .instantiate_pre(&guest.component)
             .map_err(AdapterError::wasm("linking the guest"))?;
-        let command = match wasmtime_wasi::p2::bindings::CommandPre::new(pre) {
-            Ok(pre) => pre.instantiate_async(&mut store).await,
-            Err(e) => Err(e),
-        }
-        .map_err(AdapterError::wasm("instantiating the guest"));
+        let command = wasmtime_wasi::p2::bindings::sync::CommandPre::new(pre)
+            .and_then(|pre| pre.instantiate(&mut store))
+            .map_err(AdapterError::wasm("instantiating the guest"));
         let ended = match command {
-            Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
+            Ok(command) => match command.wasi_cli_run().call_run(&mut store) {
                 Ok(Ok(())) => Ended::Exited(0),
                 Ok(Err(())) => Ended::Exited(1),
                 Err(error) => ended_by(&store, &options.limits, error),
@@ -398,7 +378,7 @@ impl Adapter {
             }
             Err(e) => return Err(e),
         };
-        let leftovers = store.data_mut().release_leftovers().await;
+        let leftovers = store.data_mut().release_leftovers();
         Ok(RunReport {
             ended,
             leases_released: leftovers.released,
@@ -406,64 +386,36 @@ impl Adapter {
         })
     }
 
-    /// An instance of the lock component, to call its `distlock` exports from a thread: the
+    /// An instance of the lock component, to call its `distlock` exports from Rust: the
     /// component driven over the host's `transport`.
     pub fn lock_component(&self, limits: Limits) -> Result<LockInstance, AdapterError> {
-        let instance = self
-            .net
-            .runtime
-            .block_on(self.lock_component_async(limits))?;
-        Ok(LockInstance::new(instance, self.net.runtime.clone()))
-    }
-
-    /// An instance of the lock component, to call its `distlock` exports from a task.
-    pub async fn lock_component_async(
-        &self,
-        limits: Limits,
-    ) -> Result<AsyncLockInstance, AdapterError> {
         self.fixed_nodes_only()?;
         let options = RunOptions {
             limits,
             ..RunOptions::default()
         };
         let mut store = self.store(&options)?;
-        let (api, _linking) = self.instantiate_provider(&mut store).await?;
-        Ok(AsyncLockInstance::new(store, api))
+        let (api, _linking) = self.instantiate_provider(&mut store)?;
+        Ok(LockInstance::new(store, api))
     }
 
     /// An instance of `guest`, a component that exports `distlock` (and may import it, served
-    /// as `serve` says), to call its exports from a thread.
+    /// as `serve` says), to call its exports from Rust.
     pub fn guest_exports(
         &self,
         guest: &Guest,
         serve: Serve,
         limits: Limits,
     ) -> Result<LockInstance, AdapterError> {
-        let instance = self
-            .net
-            .runtime
-            .block_on(self.guest_exports_async(guest, serve, limits))?;
-        Ok(LockInstance::new(instance, self.net.runtime.clone()))
-    }
-
-    /// An instance of `guest`, a component that exports `distlock` (and may import it, served
-    /// as `serve` says), to call its exports from a task.
-    pub async fn guest_exports_async(
-        &self,
-        guest: &Guest,
-        serve: Serve,
-        limits: Limits,
-    ) -> Result<AsyncLockInstance, AdapterError> {
         let options = RunOptions {
             limits,
             serve,
             ..RunOptions::default()
         };
         let mut store = self.store(&options)?;
-        let linker = self.link(&mut store, serve).await?;
+        let linker = self.link(&mut store, serve)?;
         let instance = linker
-            .instantiate_async(&mut store, &guest.component)
-            .await
+            .instantiate(&mut store, &guest.component)
             .map_err(AdapterError::wasm("instantiating the guest"))?;
         // The guest exports `distlock` alone (the lock component's `linking` is the host's).
         let api = bindings::provider::exports::distlock::lock::distlock::GuestIndices::new(
@@ -471,7 +423,7 @@ impl Adapter {
         )
         .and_then(|indices| indices.load(&mut store, &instance))
         .map_err(AdapterError::wasm("reading the guest's distlock exports"))?;
-        Ok(AsyncLockInstance::new(store, api))
+        Ok(LockInstance::new(store, api))
     }
 
     /// A store for one guest, with its WASI context and limits.
@@ -495,8 +447,7 @@ impl Adapter {
         );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| state.limiter());
-        // Every tick: a stop (time limit, stopper) can come at any moment; if none did, the
-        // guest yields to the runtime (`StopFlag::on_epoch`).
+        // Every tick: a stop (time limit, stopper) can come at any moment.
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().on_epoch());
         store.set_epoch_deadline(1);
         Ok(store)
@@ -504,7 +455,7 @@ impl Adapter {
 
     /// The linker for a guest served as `serve`; for [`Serve::Linked`], instantiates the lock
     /// component in `store` first.
-    async fn link(
+    fn link(
         &self,
         store: &mut Store<HostState>,
         serve: Serve,
@@ -512,7 +463,7 @@ impl Adapter {
         match serve {
             Serve::Linked => {
                 self.fixed_nodes_only()?;
-                let (api, linking) = self.instantiate_provider(store).await?;
+                let (api, linking) = self.instantiate_provider(store)?;
                 store.data_mut().set_provider(api, linking);
                 Ok(&self.inner.linked_linker)
             }
@@ -532,7 +483,7 @@ impl Adapter {
         }
     }
 
-    async fn instantiate_provider(
+    fn instantiate_provider(
         &self,
         store: &mut Store<HostState>,
     ) -> Result<
@@ -542,37 +493,17 @@ impl Adapter {
         ),
         AdapterError,
     > {
-        let provider = bindings::provider::Provider::instantiate_async(
+        let provider = bindings::provider::Provider::instantiate(
             &mut *store,
             &self.inner.provider,
             &self.inner.provider_linker,
         )
-        .await
         .map_err(AdapterError::wasm("instantiating the lock component"))?;
         Ok((
             provider.distlock_lock_distlock().clone(),
             provider.distlock_lock_linking().clone(),
         ))
     }
-}
-
-/// The engine's instance allocator: a pool. Every async call runs on a fiber with a stack of
-/// its own, and a guest's call into the lock component nests a second one; allocated on
-/// demand, each of those is an `mmap`, an `mprotect`, page faults and an `munmap` — per call
-/// (the store keeps one stack for reuse, not two), which cost the guest path more CPU per
-/// lock than the lock itself. Pooled, a stack is taken from and given back to the pool, its
-/// first pages kept resident. Memories keep wasmtime's limits for 32-bit memories (4 GiB; a
-/// store's memory limit, [`Limits::memory`], is the one that stops a guest).
-///
-/// The pool bounds how many instances live at once: [`MAX_INSTANCES`] component instances
-/// (a linked guest takes two) and as many fiber stacks; one more fails to instantiate, with
-/// an error, and takes nothing from the others.
-fn pool() -> wasmtime::InstanceAllocationStrategy {
-    let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(MAX_INSTANCES)
-        .total_stacks(MAX_INSTANCES)
-        .async_stack_keep_resident(STACK_KEPT_RESIDENT);
-    wasmtime::InstanceAllocationStrategy::Pooling(pool)
 }
 
 /// How a guest that failed with `error` ended: stopped by a limit, exited, or trapped.

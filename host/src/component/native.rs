@@ -1,6 +1,6 @@
-//! A guest's `distlock` import served by the Rust driver: each call awaits [`crate::Client`]
-//! in the guest's task on the adapter's runtime until it is done (or the guest is stopped).
-//! The resources it hands out are [`NativeClient`], [`NativeLease`] and
+//! A guest's `distlock` import served by the Rust driver: each call runs [`crate::Client`]
+//! on the adapter's runtime, blocking the guest's thread until it is done (or the guest is
+//! stopped). The resources it hands out are [`NativeClient`], [`NativeLease`] and
 //! [`NativeComputation`].
 //!
 //! Same semantics as the lock component: a lease released (or found lost) is inert, a
@@ -31,7 +31,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 impl api::Host for HostState {}
 
 impl api::HostClient for HostState {
-    async fn open(
+    fn open(
         &mut self,
         mut config: Config,
     ) -> wasmtime::Result<Result<Resource<NativeClient>, Error>> {
@@ -65,9 +65,8 @@ impl api::HostClient for HostState {
             return Ok(Err(Error::Unavailable(why)));
         }
         let (halt, net) = (self.halt(), std::sync::Arc::clone(&self.net));
-        let connected = halt
-            .unless_stopped(net.connect_client(&config.nodes, config.key_prefix.as_deref()))
-            .await?;
+        let connected =
+            halt.block_on(net.connect_client(&config.nodes, config.key_prefix.as_deref()))?;
         let client = match connected {
             Ok(client) => client,
             Err(e) => return Ok(Err(host_error(e))),
@@ -78,25 +77,24 @@ impl api::HostClient for HostState {
         Ok(Ok(self.table.push(NativeClient { client, options })?))
     }
 
-    async fn acquire(
+    fn acquire(
         &mut self,
         client: Resource<NativeClient>,
         name: String,
         wait_ms: u64,
     ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
         self.acquire_within(&client, name, Duration::from_millis(wait_ms))
-            .await
     }
 
-    async fn try_acquire(
+    fn try_acquire(
         &mut self,
         client: Resource<NativeClient>,
         name: String,
     ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
-        self.acquire_within(&client, name, Duration::ZERO).await
+        self.acquire_within(&client, name, Duration::ZERO)
     }
 
-    async fn acquire_shaped(
+    fn acquire_shaped(
         &mut self,
         client: Resource<NativeClient>,
         name: String,
@@ -104,10 +102,9 @@ impl api::HostClient for HostState {
         wait_ms: u64,
     ) -> wasmtime::Result<Result<Resource<api::Lease>, Error>> {
         self.acquire_shaped_within(&client, name, shape, Duration::from_millis(wait_ms))
-            .await
     }
 
-    async fn acquire_many(
+    fn acquire_many(
         &mut self,
         client: Resource<NativeClient>,
         names: Vec<String>,
@@ -119,10 +116,10 @@ impl api::HostClient for HostState {
             .lock_many(&names)
             .options(native.options)
             .wait(Duration::from_millis(wait_ms));
-        self.acquire_built(builder, names.join(", ")).await
+        self.acquire_built(builder, names.join(", "))
     }
 
-    async fn get_or_lock(
+    fn get_or_lock(
         &mut self,
         client: Resource<NativeClient>,
         name: String,
@@ -130,13 +127,11 @@ impl api::HostClient for HostState {
     ) -> wasmtime::Result<Result<api::Fetched, Error>> {
         let halt = self.halt();
         let native = self.table.get(&client)?;
-        let begun = halt
-            .unless_stopped(native.client.begin_compute_renewed_by_hand(
-                name.as_bytes(),
-                native.options,
-                Duration::from_millis(wait_ms),
-            ))
-            .await?;
+        let begun = halt.block_on(native.client.begin_compute_renewed_by_hand(
+            name.as_bytes(),
+            native.options,
+            Duration::from_millis(wait_ms),
+        ))?;
         let computation = match begun {
             Ok(crate::Begun::Value(value)) => return Ok(Ok(api::Fetched::Value(value))),
             Ok(crate::Begun::Compute(computation)) => computation,
@@ -152,27 +147,26 @@ impl api::HostClient for HostState {
         Ok(Ok(api::Fetched::Computing(self.table.push(computation)?)))
     }
 
-    async fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
+    fn drop(&mut self, client: Resource<NativeClient>) -> wasmtime::Result<()> {
         self.table.delete(client)?;
         Ok(())
     }
 }
 
 impl HostState {
-    async fn acquire_within(
+    fn acquire_within(
         &mut self,
         client: &Resource<NativeClient>,
         name: String,
         wait: Duration,
     ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
         self.acquire_shaped_within(client, name, api::Shape::Lock, wait)
-            .await
     }
 
     /// Acquires `shape` on `name`: the core's reading of the shape (its options, limit and
     /// side) goes to the host's builder, whose guard then extends, renews and releases that
     /// permit or hold.
-    async fn acquire_shaped_within(
+    fn acquire_shaped_within(
         &mut self,
         client: &Resource<NativeClient>,
         name: String,
@@ -188,19 +182,19 @@ impl HostState {
             .limit(shape.limit())
             .rw(shape.rw_mode())
             .wait(wait);
-        self.acquire_built(builder, name).await
+        self.acquire_built(builder, name)
     }
 
     /// Runs `builder`'s acquire (a lock of one name in a shape, or a set of names) and keeps
     /// its guard as the guest's lease, known as `name`.
-    async fn acquire_built(
+    fn acquire_built(
         &mut self,
         builder: crate::LockBuilder,
         name: String,
     ) -> wasmtime::Result<Result<Resource<NativeLease>, Error>> {
         let halt = self.halt();
         // A stop drops the acquire mid-way: whatever it took then frees at its TTL.
-        let guard = match halt.unless_stopped(builder.acquire()).await? {
+        let guard = match halt.block_on(builder.acquire())? {
             Ok(guard) => guard,
             Err(e) => return Ok(Err(host_error(e))),
         };
@@ -216,26 +210,26 @@ impl HostState {
 }
 
 impl api::HostLease for HostState {
-    async fn name(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
+    fn name(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
         Ok(self.table.get(&lease)?.name.clone())
     }
 
-    async fn token(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
+    fn token(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<String> {
         Ok(self.table.get(&lease)?.token.clone())
     }
 
-    async fn fence(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Option<u64>> {
+    fn fence(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Option<u64>> {
         Ok(self.table.get(&lease)?.fence)
     }
 
-    async fn validity_ms(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<u64> {
+    fn validity_ms(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<u64> {
         let lease = self.table.get(&lease)?;
         Ok(lease.guard.as_ref().map_or(0, |g| {
             u64::try_from(g.validity().as_millis()).unwrap_or(u64::MAX)
         }))
     }
 
-    async fn extend(
+    fn extend(
         &mut self,
         lease: Resource<NativeLease>,
         ttl_ms: u64,
@@ -246,10 +240,7 @@ impl api::HostLease for HostState {
             return Ok(Err(Error::NotHeld));
         };
         Ok(
-            match halt
-                .unless_stopped(guard.extend(Duration::from_millis(ttl_ms)))
-                .await?
-            {
+            match halt.block_on(guard.extend(Duration::from_millis(ttl_ms)))? {
                 Ok(validity) => Ok(u64::try_from(validity.as_millis()).unwrap_or(u64::MAX)),
                 Err(e) => Err(host_error(e)),
             },
@@ -258,16 +249,13 @@ impl api::HostLease for HostState {
 
     // The guard runs the core's schedule one step; a stop cuts the extend short like any
     // other wait (the guest ends, and its leases are released).
-    async fn renew(
-        &mut self,
-        lease: Resource<NativeLease>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    fn renew(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<u64, Error>> {
         let halt = self.halt();
         let NativeLease { guard, renewal, .. } = self.table.get_mut(&lease)?;
         let Some(guard) = guard.as_ref() else {
             return Ok(Err(Error::NotHeld));
         };
-        Ok(match halt.unless_stopped(guard.renew_due(renewal)).await? {
+        Ok(match halt.block_on(guard.renew_due(renewal))? {
             Ok(next) => Ok(u64::try_from(next.as_millis()).unwrap_or(u64::MAX)),
             Err(LostReason::NotHeld) => Err(Error::NotHeld),
             Err(_) => Err(Error::Expired),
@@ -276,22 +264,23 @@ impl api::HostLease for HostState {
 
     // Releasing is never cut short by a stop (it is what stopping is for): a plain wait,
     // bounded by the request timeout.
-    async fn release(
-        &mut self,
-        lease: Resource<NativeLease>,
-    ) -> wasmtime::Result<Result<(), Error>> {
+    fn release(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<Result<(), Error>> {
+        let runtime = self.net.runtime.clone();
         let Some(guard) = self.table.get_mut(&lease)?.guard.take() else {
             return Ok(Err(Error::NotHeld));
         };
-        Ok(guard.release().await.map(|_| ()).map_err(host_error))
+        Ok(runtime
+            .block_on(guard.release())
+            .map(|_| ())
+            .map_err(host_error))
     }
 
-    async fn drop(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<()> {
+    fn drop(&mut self, lease: Resource<NativeLease>) -> wasmtime::Result<()> {
         let lease = self.table.delete(lease)?;
         if let Some(guard) = lease.guard {
             // As the lock component does: errors are not the guest's to see; the lock
             // expires at its TTL.
-            if let Err(e) = guard.release().await {
+            if let Err(e) = self.net.runtime.block_on(guard.release()) {
                 tracing::debug!(error = %e, "releasing a dropped lease failed");
             }
         }
@@ -300,28 +289,22 @@ impl api::HostLease for HostState {
 }
 
 impl api::HostComputation for HostState {
-    async fn name(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<String> {
+    fn name(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<String> {
         Ok(self.table.get(&computation)?.name.clone())
     }
 
-    async fn token(
-        &mut self,
-        computation: Resource<NativeComputation>,
-    ) -> wasmtime::Result<String> {
+    fn token(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<String> {
         Ok(self.table.get(&computation)?.token.clone())
     }
 
-    async fn validity_ms(
-        &mut self,
-        computation: Resource<NativeComputation>,
-    ) -> wasmtime::Result<u64> {
+    fn validity_ms(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<u64> {
         let computation = self.table.get(&computation)?;
         Ok(computation.computation.as_ref().map_or(0, |c| {
             u64::try_from(c.guard().validity().as_millis()).unwrap_or(u64::MAX)
         }))
     }
 
-    async fn extend(
+    fn extend(
         &mut self,
         computation: Resource<NativeComputation>,
         ttl_ms: u64,
@@ -331,13 +314,13 @@ impl api::HostComputation for HostState {
             return Ok(Err(Error::NotHeld));
         };
         let extend = computation.guard().extend(Duration::from_millis(ttl_ms));
-        Ok(match halt.unless_stopped(extend).await? {
+        Ok(match halt.block_on(extend)? {
             Ok(validity) => Ok(u64::try_from(validity.as_millis()).unwrap_or(u64::MAX)),
             Err(e) => Err(host_error(e)),
         })
     }
 
-    async fn renew(
+    fn renew(
         &mut self,
         computation: Resource<NativeComputation>,
     ) -> wasmtime::Result<Result<u64, Error>> {
@@ -351,10 +334,7 @@ impl api::HostComputation for HostState {
             return Ok(Err(Error::NotHeld));
         };
         Ok(
-            match halt
-                .unless_stopped(computation.guard().renew_due(renewal))
-                .await?
-            {
+            match halt.block_on(computation.guard().renew_due(renewal))? {
                 Ok(next) => Ok(u64::try_from(next.as_millis()).unwrap_or(u64::MAX)),
                 Err(LostReason::NotHeld) => Err(Error::NotHeld),
                 Err(_) => Err(Error::Expired),
@@ -363,7 +343,7 @@ impl api::HostComputation for HostState {
     }
 
     // Like a release, never cut short by a stop: bounded by the request timeout.
-    async fn store(
+    fn store(
         &mut self,
         computation: Resource<NativeComputation>,
         value: Vec<u8>,
@@ -374,23 +354,27 @@ impl api::HostComputation for HostState {
         if let Err(e) = FinishCompute::check_store(&value, crate::clock::from_std(ttl)) {
             return Ok(Err(config_error(e)));
         }
+        let runtime = self.net.runtime.clone();
         let Some(computation) = self.table.get_mut(&computation)?.take() else {
             return Ok(Err(Error::NotHeld));
         };
-        Ok(computation.store(&value, ttl).await.map_err(compute_error))
+        Ok(runtime
+            .block_on(computation.store(&value, ttl))
+            .map_err(compute_error))
     }
 
-    async fn abandon(
+    fn abandon(
         &mut self,
         computation: Resource<NativeComputation>,
     ) -> wasmtime::Result<Result<(), Error>> {
+        let runtime = self.net.runtime.clone();
         let Some(computation) = self.table.get_mut(&computation)?.take() else {
             return Ok(Err(Error::NotHeld));
         };
-        Ok(computation.give_up().await.map_err(host_error))
+        Ok(runtime.block_on(computation.give_up()).map_err(host_error))
     }
 
-    async fn drop(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<()> {
+    fn drop(&mut self, computation: Resource<NativeComputation>) -> wasmtime::Result<()> {
         let computation = self.table.delete(computation)?;
         // Dropped inside the runtime, an unfinished computation gives itself up in a task of
         // its own: nothing here waits on the network.

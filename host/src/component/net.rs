@@ -24,8 +24,9 @@ use super::options::{AdapterError, AdapterOptions};
 
 /// The way to the servers, shared by every store of an adapter.
 pub(crate) struct Net {
-    /// The adapter's runtime: guests run as its tasks (their `transport` connections and
-    /// the native driver's with them), and the stop watchdogs too.
+    /// Runs the native driver's connections and the stop watchdogs; guests block on it from
+    /// their own threads. (The lock component's `transport` connections run on their store's
+    /// own runtime instead: `own_runtime.rs`.)
     pub(crate) runtime: tokio::runtime::Handle,
     /// The configured nodes, as given.
     pub(crate) nodes: Vec<String>,
@@ -186,7 +187,18 @@ impl Net {
             .any(|e| e.host == host && e.port == port && e.tls == tls)
     }
 
-    /// A native client for `nodes` (the configured ones when empty) under `prefix`.
+    /// A native client for `nodes` (the configured ones when empty) under `prefix` (`None`:
+    /// the runtime's layout, else the default one).
+    pub(crate) fn client(
+        &self,
+        nodes: &[String],
+        prefix: Option<&str>,
+    ) -> Result<crate::Client, crate::Error> {
+        self.runtime.block_on(self.connect_client(nodes, prefix))
+    }
+
+    /// [`Net::client`], to await (for a caller that waits on it and on the guest's stop
+    /// together).
     pub(crate) async fn connect_client(
         &self,
         nodes: &[String],

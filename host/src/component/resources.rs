@@ -4,7 +4,8 @@
 //! `lease` and `computation` ([`LinkedClient`], [`LinkedLease`], [`LinkedComputation`]),
 //! which wrap the lock component's own handles.
 //!
-//! Data only, importing nothing of the adapter: the generated bindings map the WIT resources to these types
+//! Data only, importing nothing of the adapter but the runtime a connection is registered
+//! with (`own_runtime.rs`): the generated bindings map the WIT resources to these types
 //! (`bindings.rs`), the drivers (`transport.rs`, `native.rs`, `link.rs`) give them behaviour,
 //! and the store (`state.rs`) finds the leases a guest left behind.
 //!
@@ -20,6 +21,7 @@ use distlock_core::wit::Shape;
 use distlock_core::{LockOptions, Renewal};
 use wasmtime::component::ResourceAny;
 
+use super::own_runtime::OwnRuntime;
 use crate::conn::Stream;
 
 /// The most bytes one `transport` receive returns.
@@ -29,9 +31,13 @@ pub(crate) const MAX_READ: u32 = 64 * 1024;
 // `pub`: the generated bindings re-export it.
 #[allow(unreachable_pub)]
 pub struct Connection {
+    /// Registered with `runtime`; declared first, so it is dropped before the runtime.
     pub(crate) stream: Stream,
     /// Reused across receives.
     pub(crate) buf: Vec<u8>,
+    /// The store's own runtime, which drives `stream` (the same for every connection of a
+    /// store).
+    pub(crate) runtime: Arc<OwnRuntime>,
 }
 
 impl Connection {
@@ -42,6 +48,11 @@ impl Connection {
             self.buf.resize(len, 0);
         }
         (&mut self.stream, &mut self.buf[..len])
+    }
+
+    /// The runtime that drives this connection.
+    pub(crate) fn runtime(&self) -> Arc<OwnRuntime> {
+        Arc::clone(&self.runtime)
     }
 }
 

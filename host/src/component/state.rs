@@ -1,5 +1,6 @@
 //! [`HostState`]: what a guest's store holds — its WASI context and resource table, its
-//! limits and stop flag, the way to the servers, and the lock component's exports when the guest is linked to one — and the
+//! limits and stop flag, the way to the servers (and the runtime its `transport` connections
+//! run on), and the lock component's exports when the guest is linked to one — and the
 //! release of the leases a guest left behind, and the give-up of its unfinished computations.
 //!
 //! Invariant: every lease and computation handed to a guest lives in the store's resource
@@ -19,6 +20,7 @@ use super::bindings::provider::exports::distlock::lock::distlock::Guest as Provi
 use super::bindings::provider::exports::distlock::lock::linking::Guest as LinkingApi;
 use super::net::Net;
 use super::options::Limits;
+use super::own_runtime::OwnRuntime;
 use super::resources::{
     ComputationRecord, Held, LeaseRecord, LinkedComputation, LinkedLease, NativeComputation,
     NativeLease,
@@ -38,6 +40,8 @@ pub(crate) struct HostState {
     pub(crate) dropped_computations: Vec<ComputationRecord>,
     limiter: Limiter,
     stop: StopFlag,
+    /// Drives the `transport` connections on the guest's thread; made by the first open.
+    own_runtime: Option<Arc<OwnRuntime>>,
 }
 
 impl HostState {
@@ -58,10 +62,22 @@ impl HostState {
             dropped_computations: Vec::new(),
             limiter: stop.limiter(limits.memory),
             stop,
+            own_runtime: None,
         }
     }
 
-    /// What host calls that can wait go through.
+    /// The store's own runtime, which every `transport` connection of the store is opened
+    /// on (one per store, made on first use).
+    pub(crate) fn own_runtime(&mut self) -> std::io::Result<Arc<OwnRuntime>> {
+        if let Some(runtime) = &self.own_runtime {
+            return Ok(Arc::clone(runtime));
+        }
+        let runtime = Arc::new(OwnRuntime::new()?);
+        self.own_runtime = Some(Arc::clone(&runtime));
+        Ok(runtime)
+    }
+
+    /// What host calls that can block wait through.
     pub(crate) fn halt(&self) -> Halt {
         self.stop.halt()
     }
@@ -103,108 +119,70 @@ impl HostState {
     /// gives up every computation that did not end (so one waiter computes next), and says
     /// what became of each: released, no longer held, or not released (that lock frees at
     /// its TTL). A computation counts as a lease: it holds the name's lock.
-    pub(crate) async fn release_leftovers(&mut self) -> Leftovers {
-        self.take_left_behind().release().await
-    }
-
-    /// Takes what the guest left behind out of the store, without any I/O: each lease and
-    /// computation is taken once, so a second call finds nothing.
-    pub(crate) fn take_left_behind(&mut self) -> LeftBehind {
-        let mut left = LeftBehind {
-            net: Arc::clone(&self.net),
-            linked: Vec::new(),
-            native: Vec::new(),
-            computations: Vec::new(),
-            native_computations: Vec::new(),
-            dropped: std::mem::take(&mut self.dropped_computations),
-        };
+    pub(crate) fn release_leftovers(&mut self) -> Leftovers {
+        let mut linked = Vec::new();
+        let mut native = Vec::new();
+        let mut computations = Vec::new();
+        let mut native_computations = Vec::new();
         for entry in self.table.iter_mut() {
             if let Some(lease) = entry.downcast_mut::<LinkedLease>() {
-                left.linked.extend(lease.take_record());
+                linked.extend(lease.take_record());
             } else if let Some(lease) = entry.downcast_mut::<NativeLease>()
                 && let Some(guard) = lease.take_guard()
             {
-                left.native.push((lease.name().to_owned(), guard));
+                native.push((lease.name().to_owned(), guard));
             } else if let Some(computation) = entry.downcast_mut::<LinkedComputation>() {
-                left.computations.extend(computation.take_record());
+                computations.extend(computation.take_record());
             } else if let Some(computation) = entry.downcast_mut::<NativeComputation>()
                 && let Some(taken) = computation.take()
             {
-                left.native_computations
-                    .push((computation.name.clone(), taken));
+                native_computations.push((computation.name.clone(), taken));
             }
         }
-        left
-    }
-}
-
-/// The leases and computations a guest left behind, taken out of its store
-/// ([`HostState::take_left_behind`]), to be released and given up.
-pub(crate) struct LeftBehind {
-    net: Arc<Net>,
-    linked: Vec<LeaseRecord>,
-    native: Vec<(String, crate::Guard)>,
-    computations: Vec<ComputationRecord>,
-    native_computations: Vec<(String, Box<crate::Computation>)>,
-    /// Dropped by the guest unfinished.
-    dropped: Vec<ComputationRecord>,
-}
-
-impl LeftBehind {
-    /// Whether there is nothing to release or give up.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.linked.is_empty()
-            && self.native.is_empty()
-            && self.computations.is_empty()
-            && self.native_computations.is_empty()
-            && self.dropped.is_empty()
-    }
-
-    /// Releases and gives up each (every release bounded by its request timeout), and says
-    /// what became of each.
-    pub(crate) async fn release(self) -> Leftovers {
+        let dropped = std::mem::take(&mut self.dropped_computations);
         let mut leftovers = Leftovers::default();
-        for record in self.linked {
-            let released = match self
+        let runtime = self.net.runtime.clone();
+        for record in linked {
+            let released = self
                 .net
-                .connect_client(&record.nodes, record.prefix.as_deref())
-                .await
-            {
-                Ok(client) => release_record(&client, &record).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
+                .client(&record.nodes, record.prefix.as_deref())
+                .and_then(|client| {
+                    runtime
+                        .block_on(release_record(&client, &record))
+                        .map(|_| ())
+                });
             leftovers.note(record.name, released);
         }
-        for (name, guard) in self.native {
-            leftovers.note(name, guard.release().await.map(|_| ()));
+        for (name, guard) in native {
+            leftovers.note(name, runtime.block_on(guard.release()).map(|_| ()));
         }
-        for record in self.computations {
-            let given_up = give_up(&self.net, &record).await;
+        for record in computations {
+            let given_up = self.give_up(&record);
             leftovers.note(record.name, given_up);
         }
-        for (name, computation) in self.native_computations {
-            leftovers.note(name, computation.give_up().await);
+        for (name, computation) in native_computations {
+            leftovers.note(name, runtime.block_on(computation.give_up()));
         }
         // Dropped by the guest: the lock component may have given it up already (then the
         // lock is no longer this token's, and there is nothing to report).
-        for record in self.dropped {
-            match give_up(&self.net, &record).await {
+        for record in dropped {
+            match self.give_up(&record) {
                 Err(crate::Error::Lock(distlock_core::Error::NotHeld)) => {}
                 given_up => leftovers.note(record.name, given_up),
             }
         }
         leftovers
     }
-}
 
-/// Gives up a linked computation natively, with the options it was taken with.
-async fn give_up(net: &Net, record: &ComputationRecord) -> Result<(), crate::Error> {
-    let client = net
-        .connect_client(&record.nodes, record.prefix.as_deref())
-        .await?;
-    client
-        .give_up_computation(&record.name, &record.token, record.options)
-        .await
+    /// Gives up a linked computation natively, with the options it was taken with.
+    fn give_up(&self, record: &ComputationRecord) -> Result<(), crate::Error> {
+        let client = self.net.client(&record.nodes, record.prefix.as_deref())?;
+        self.net.runtime.block_on(client.give_up_computation(
+            &record.name,
+            &record.token,
+            record.options,
+        ))
+    }
 }
 
 /// Releases a linked lease the guest left behind natively: the lock, the permit or hold its

@@ -3,12 +3,11 @@
 //!
 //! A store has one stop flag ([`StopFlag`], first reason wins), raised by its time limit's
 //! timer, by its [`Stopper`] (a signal to `distlock run`, say) or by the memory limiter
-//! ([`Limiter`]). Wasm code sees it at the next epoch tick ([`StopFlag::on_epoch`], which
-//! otherwise yields to the runtime, so a guest that computes without end shares its worker);
-//! every host call that can wait (the `transport` reads and writes, the native driver's
-//! acquire, extend and renew, WASI `poll`) awaits it beside its own work
-//! ([`Halt::unless_stopped`]), so a guest waiting in the host is stopped as promptly as one
-//! that computes. Releasing is the one wait that is never cut
+//! ([`Limiter`]). Wasm code sees it at the next epoch tick ([`StopFlag::on_epoch`]); every
+//! host call that can block (the `transport` reads and writes, the native driver's acquire,
+//! extend and renew, WASI `poll`) waits on it beside its own work ([`Halt::block_on`], or
+//! [`Halt::block_on_own`] on the store's own runtime), so a guest blocked in the host is
+//! stopped as promptly as one that computes. Releasing is the one wait that is never cut
 //! short: it is what stopping is for. An acquire cut short may have been granted by a server
 //! in the instant before: the guest never got that lease, so nobody holds it, and it frees
 //! at its TTL.
@@ -22,6 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use wasmtime::{ResourceLimiter, UpdateDeadline};
+
+use super::own_runtime::OwnRuntime;
 
 /// Why the host stopped a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,7 @@ impl Stopper {
 pub(crate) struct StopFlag {
     /// Raised once, with the first reason.
     flag: Arc<watch::Sender<Option<Stop>>>,
+    runtime: tokio::runtime::Handle,
     /// Ends with the flag.
     watchdog: Option<tokio::task::JoinHandle<()>>,
 }
@@ -135,12 +137,17 @@ impl StopFlag {
                 raise(&flag, why);
             })
         });
-        StopFlag { flag, watchdog }
+        StopFlag {
+            flag,
+            runtime: runtime.clone(),
+            watchdog,
+        }
     }
 
-    /// What host calls that can wait go through.
+    /// What host calls that can block wait through.
     pub(crate) fn halt(&self) -> Halt {
         Halt {
+            runtime: self.runtime.clone(),
             stop: self.flag.subscribe(),
         }
     }
@@ -158,30 +165,45 @@ impl StopFlag {
         *self.flag.borrow()
     }
 
-    /// An epoch tick while wasm runs: trap once the guest is stopped, else yield to the
-    /// runtime (a guest that computes without end then shares its worker with the other
-    /// guests' tasks instead of holding it).
+    /// An epoch tick while wasm runs: trap once the guest is stopped.
     pub(crate) fn on_epoch(&self) -> wasmtime::Result<UpdateDeadline> {
         match self.stopped() {
             Some(Stop::Time) => Err(wasmtime::Error::msg("the guest ran past its time limit")),
             Some(_) => Err(stopped_trap()),
-            None => Ok(UpdateDeadline::Yield(1)),
+            None => Ok(UpdateDeadline::Continue(1)),
         }
     }
 }
 
 /// Waits on host work unless the store's guest is stopped: what every host call that can
-/// wait goes through.
+/// block goes through.
 #[derive(Clone)]
 pub(crate) struct Halt {
+    runtime: tokio::runtime::Handle,
     stop: watch::Receiver<Option<Stop>>,
 }
 
 impl Halt {
-    /// `work`'s output, or the stop's trap (which ends the guest) if the guest is stopped
-    /// first: then `work` is dropped, never started when the guest is already stopped. The
-    /// stop flag is a `watch` channel: its wake-up reaches whichever task waits on it.
-    pub(crate) async fn unless_stopped<F: Future>(&self, work: F) -> wasmtime::Result<F::Output> {
+    /// Runs `work` to its end on the adapter's runtime, or until the guest is stopped: then
+    /// `work` is dropped (never started when the guest is already stopped) and the call
+    /// traps, which ends the guest.
+    pub(crate) fn block_on<F: Future>(&self, work: F) -> wasmtime::Result<F::Output> {
+        self.runtime.block_on(self.unless_stopped(work))
+    }
+
+    /// [`Halt::block_on`] on the store's own runtime, for work on the connections registered
+    /// with it (the lock component's `transport`): this thread drives their I/O itself.
+    pub(crate) fn block_on_own<F: Future>(
+        &self,
+        own: &OwnRuntime,
+        work: F,
+    ) -> wasmtime::Result<F::Output> {
+        own.block_on(self.unless_stopped(work))
+    }
+
+    /// `work`'s output, or the stop's trap if the guest is stopped first. The stop flag is a
+    /// `watch` channel: its wake-up reaches whichever runtime waits on it.
+    async fn unless_stopped<F: Future>(&self, work: F) -> wasmtime::Result<F::Output> {
         let mut stop = self.stop.clone();
         tokio::select! {
             biased;

@@ -1,8 +1,7 @@
 //! `distlock:lock/transport` for the lock component: byte streams to the configured nodes,
 //! opened by the native API's own connection code ([`Stream::connect`]: TCP, TLS for
-//! `rediss://`). To the lock component each call blocks; to the host it is an `.await` in
-//! the guest's task, so a reply wakes that task on the runtime the guest runs on, with no
-//! thread of its own to wake.
+//! `rediss://`). Each call blocks the guest's thread, which drives the connections itself on
+//! the store's own runtime (`own_runtime.rs`: a reply wakes the guest's thread directly).
 //!
 //! Invariant: a connection opens only to an endpoint among the adapter's nodes; the
 //! component does the Redis handshake (and so authentication) itself. Every wait here ends
@@ -49,35 +48,38 @@ fn read_result(
 }
 
 impl transport::HostConnection for HostState {
-    async fn send(
+    fn send(
         &mut self,
         conn: Resource<Connection>,
         bytes: Vec<u8>,
     ) -> wasmtime::Result<Result<(), TransportError>> {
         let halt = self.halt();
-        let stream = &mut self.table.get_mut(&conn)?.stream;
+        let conn = self.table.get_mut(&conn)?;
+        let (stream, runtime) = (&mut conn.stream, &conn.runtime);
         Ok(halt
-            .unless_stopped(stream.write_all(&bytes))
-            .await?
+            .block_on_own(runtime, stream.write_all(&bytes))?
             .map_err(|e| io_error(&e)))
     }
 
-    async fn receive(
+    fn receive(
         &mut self,
         conn: Resource<Connection>,
         max_len: u32,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, TransportError>> {
         let halt = self.halt();
-        let (stream, buf) = self.table.get_mut(&conn)?.parts(max_len);
+        let conn = self.table.get_mut(&conn)?;
+        let runtime = conn.runtime();
+        let (stream, buf) = conn.parts(max_len);
         let timeout = Duration::from_millis(timeout_ms);
-        let result = halt
-            .unless_stopped(tokio::time::timeout(timeout, stream.read(buf)))
-            .await?;
+        // The timer is made inside `block_on`: it needs the runtime's context.
+        let result = halt.block_on_own(&runtime, async {
+            tokio::time::timeout(timeout, stream.read(buf)).await
+        })?;
         Ok(read_result(result, buf))
     }
 
-    async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+    fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
         // Dropping the stream closes it.
         self.table.delete(conn)?;
         Ok(())
@@ -85,11 +87,11 @@ impl transport::HostConnection for HostState {
 }
 
 impl transport::Host for HostState {
-    async fn nodes(&mut self) -> wasmtime::Result<Vec<String>> {
+    fn nodes(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.net.nodes.clone())
     }
 
-    async fn open(
+    fn open(
         &mut self,
         endpoint: Endpoint,
         timeout_ms: u64,
@@ -114,14 +116,18 @@ impl transport::Host for HostState {
             sentinel_password: None,
         };
         let timeout = Duration::from_millis(timeout_ms);
+        let runtime = match self.own_runtime() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                return Ok(Err(TransportError::Connect(format!(
+                    "cannot connect to {target}: no runtime for the connection ({e})"
+                ))));
+            }
+        };
         let net = &self.net;
-        let opened = self
-            .halt()
-            .unless_stopped(tokio::time::timeout(
-                timeout,
-                Stream::connect(&target, &net.connect),
-            ))
-            .await?;
+        let opened = self.halt().block_on_own(&runtime, async {
+            tokio::time::timeout(timeout, Stream::connect(&target, &net.connect)).await
+        })?;
         let stream = match opened {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Ok(Err(TransportError::Connect(e.to_string()))),
@@ -134,10 +140,11 @@ impl transport::Host for HostState {
         Ok(Ok(self.table.push(Connection {
             stream,
             buf: Vec::new(),
+            runtime,
         })?))
     }
 
-    async fn receive_any(
+    fn receive_any(
         &mut self,
         connections: Vec<Resource<Connection>>,
         max_len: u32,
@@ -157,19 +164,23 @@ impl transport::Host for HostState {
             })?;
             conns.push((index, conn));
         }
-        let reads: Vec<_> = conns
-            .into_iter()
-            .map(|(index, conn)| {
-                Box::pin(async move {
-                    let (stream, buf) = conn.parts(max_len);
-                    let result = stream.read(buf).await;
-                    (index, result.map(|n| buf[..n].to_vec()))
-                })
+        // Every connection of a store runs on the store's one runtime.
+        let Some(runtime) = conns.first().map(|(_, conn)| conn.runtime()) else {
+            // Nothing to read from: a plain wait.
+            halt.block_on(async { tokio::time::sleep(timeout).await })?;
+            return Ok(Ok(None));
+        };
+        let reads = conns.into_iter().map(|(index, conn)| {
+            Box::pin(async move {
+                let (stream, buf) = conn.parts(max_len);
+                let result = stream.read(buf).await;
+                (index, result.map(|n| buf[..n].to_vec()))
             })
-            .collect();
-        let first = halt
-            .unless_stopped(tokio::time::timeout(timeout, first_ready(reads)))
-            .await?;
+        });
+        let reads: Vec<_> = reads.collect();
+        let first = halt.block_on_own(&runtime, async {
+            tokio::time::timeout(timeout, first_ready(reads)).await
+        })?;
         Ok(match first {
             Err(_elapsed) => Ok(None),
             Ok((index, Ok(bytes))) if bytes.is_empty() => Err(Failed {
@@ -186,7 +197,7 @@ impl transport::Host for HostState {
 }
 
 /// The output of whichever future is ready first (reads are cancel-safe, so the others can
-/// be dropped); with none, never (the caller's timeout ends the wait).
+/// be dropped).
 async fn first_ready<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> F::Output {
     std::future::poll_fn(move |cx| {
         for f in futures.iter_mut() {

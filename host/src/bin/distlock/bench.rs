@@ -451,7 +451,7 @@ async fn read_reply(socket: &mut TcpStream) -> std::io::Result<()> {
 /// What the clients of a workload do.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
-    /// Concurrent clients (tasks; on the guest path, one guest instance each).
+    /// Concurrent clients (tasks, or guest threads).
     pub(crate) clients: usize,
     /// Names they spread over (uniformly at random).
     pub(crate) names: u64,
@@ -497,7 +497,7 @@ pub(crate) enum Workload {
     },
     /// Raw clients without the lock library, one connection each: C's `raw` row.
     Raw(RawLoad),
-    /// Guest apps linked to the lock component, one instance per client task.
+    /// Guest apps linked to the lock component, one instance per client thread.
     #[cfg(feature = "component")]
     Guest(guest::GuestLoad),
     /// The Rust driver's readers and writers of one read-write lock (scenario R).
@@ -1522,14 +1522,13 @@ pub(crate) fn table(results: &[BenchResult]) -> String {
     out
 }
 
-/// The guest path: guest apps linked to the lock component, each a task of one of a few
-/// current-thread runtimes (one per core), each runtime driven by a thread of its own.
+/// The guest path: guest apps linked to the lock component, on their own threads.
 #[cfg(feature = "component")]
 pub(crate) mod guest {
     use super::{Error, Load, Sample, micros, pick};
     use crate::demo::Section;
     use distlock_host::component::{
-        Adapter, AdapterOptions, AsyncLockInstance, ClientHandle, Guest, Limits, PASSTHROUGH_WASM,
+        Adapter, AdapterOptions, ClientHandle, Guest, Limits, LockInstance, PASSTHROUGH_WASM,
         Serve, wit,
     };
     use std::sync::Arc;
@@ -1560,76 +1559,48 @@ pub(crate) mod guest {
             Ok(Guests { adapter, guest })
         }
 
-        /// One guest instance per client of `load`, each with a client open on `urls`,
-        /// dealt round-robin into one group per core (at most one per client), each group's
-        /// instances made on its own runtime so their connections are registered there.
+        /// One guest instance per client of `load`, each with a client open on `urls`.
         pub(crate) async fn load(&self, urls: &[String], load: Load) -> Result<GuestLoad, Error> {
-            let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            let groups = cores.min(load.clients).max(1);
             let (adapter, guest, urls) = (self.adapter.clone(), self.guest.clone(), urls.to_vec());
-            // Made off the async threads: a runtime cannot be entered from inside another.
-            let groups = tokio::task::spawn_blocking(move || {
-                (0..groups)
-                    .map(|group| {
-                        let runtime = group_runtime()?;
-                        let indexes: Vec<usize> = (group..load.clients).step_by(groups).collect();
-                        let mut workers = Vec::with_capacity(indexes.len());
-                        for index in indexes {
-                            let instance = runtime
-                                .block_on(Worker::open(&adapter, &guest, &urls, load, index))?;
-                            workers.push(instance);
-                        }
-                        Ok(Group { workers, runtime })
+            let workers = tokio::task::spawn_blocking(move || {
+                (0..load.clients)
+                    .map(|_| {
+                        let mut instance = adapter
+                            .guest_exports(&guest, Serve::Linked, Limits::default())
+                            .map_err(adapter_error)?;
+                        let client = instance
+                            .open(&wit::Config {
+                                nodes: urls.clone(),
+                                key_prefix: None,
+                                ttl_ms: Some(load.lock.ttl.as_millis()),
+                                fenced: load.lock.fenced,
+                                request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
+                                fair: Some(load.lock.fair),
+                                no_scripts: None,
+                            })
+                            .map_err(adapter_error)?;
+                        Ok(Worker { instance, client })
                     })
                     .collect::<Result<Vec<_>, Error>>()
             })
             .await
             .map_err(adapter_error)??;
             Ok(GuestLoad {
-                groups: Some(groups),
+                workers: Some(workers),
                 load,
             })
         }
     }
 
-    /// A current-thread runtime for one group of guests: the thread that runs a slice drives
-    /// its guests' sockets itself, and takes every reply that is in when it looks.
-    fn group_runtime() -> Result<tokio::runtime::Runtime, Error> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| adapter_error(format!("starting a guest runtime: {e}")))
-    }
-
-    /// Guests that share one thread: each a task of the group's runtime, so a guest waiting
-    /// for a reply parks its fiber, not the thread, and one `epoll_wait` serves them all.
-    struct Group {
-        /// Before the runtime: their connections are dropped while it still runs.
-        workers: Vec<Worker>,
-        runtime: tokio::runtime::Runtime,
-    }
-
     struct Worker {
-        index: u64,
-        instance: AsyncLockInstance,
+        instance: LockInstance,
         client: ClientHandle,
     }
 
     /// Guest instances doing a [`Load`].
     pub(crate) struct GuestLoad {
-        groups: Option<Vec<Group>>,
+        workers: Option<Vec<Worker>>,
         load: Load,
-    }
-
-    impl Drop for GuestLoad {
-        fn drop(&mut self) {
-            // A group's runtime is dropped off the async threads (dropping a runtime inside
-            // another panics); its guests hold no leases between slices.
-            if let Some(groups) = self.groups.take() {
-                std::thread::spawn(move || drop(groups));
-            }
-        }
     }
 
     impl GuestLoad {
@@ -1638,26 +1609,27 @@ pub(crate) mod guest {
             self.load.lock.fair
         }
 
-        /// One slice: each group on a thread of its own for `duration`, its guests tasks of
-        /// the group's runtime.
+        /// One slice: every guest on its own thread for `duration`.
         pub(super) async fn run(&mut self, duration: Duration) -> Result<Sample, Error> {
-            let mut groups = self
-                .groups
+            let mut workers = self
+                .workers
                 .take()
                 .ok_or_else(|| adapter_error("a previous slice failed"))?;
             let load = self.load;
-            let section = Arc::new(Section::new());
-            let (groups, parts) = tokio::task::spawn_blocking(move || {
-                let parts: Vec<Result<Vec<Sample>, Error>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = groups
+            let (workers, result) = tokio::task::spawn_blocking(move || {
+                let section = Arc::new(Section::new());
+                let parts: Vec<Result<Sample, Error>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = workers
                         .iter_mut()
                         .enumerate()
-                        .map(|(index, group)| {
+                        .map(|(index, worker)| {
                             let section = Arc::clone(&section);
                             // Named, so a profile tells the guests' threads from the runtime's.
                             std::thread::Builder::new()
-                                .name(format!("guests-{index}"))
-                                .spawn_scoped(scope, move || group.slice(load, duration, &section))
+                                .name(format!("guest-{index}"))
+                                .spawn_scoped(scope, move || {
+                                    worker.slice(load, index as u64, duration, &section)
+                                })
                         })
                         .collect();
                     handles
@@ -1670,116 +1642,44 @@ pub(crate) mod guest {
                         })
                         .collect()
                 });
-                (groups, (parts, section))
+                let mut total = Sample::new();
+                let mut elapsed = Duration::ZERO;
+                let mut per_worker = Vec::new();
+                for part in parts {
+                    match part {
+                        Ok(part) => {
+                            elapsed = elapsed.max(part.elapsed);
+                            per_worker.push(part.ops);
+                            total.absorb(Sample {
+                                per_worker: Vec::new(),
+                                ..part
+                            });
+                        }
+                        Err(e) => return (workers, Err(e)),
+                    }
+                }
+                total.elapsed = elapsed;
+                total.per_worker = per_worker;
+                total.overlaps = section.overlaps();
+                total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
+                total.held = section.held();
+                (workers, Ok(total))
             })
             .await
             .map_err(adapter_error)?;
-            let (parts, section) = parts;
-            let mut total = Sample::new();
-            let mut elapsed = Duration::ZERO;
-            let mut per_worker = Vec::new();
-            for part in parts {
-                for part in part? {
-                    elapsed = elapsed.max(part.elapsed);
-                    per_worker.push(part.ops);
-                    total.absorb(Sample {
-                        per_worker: Vec::new(),
-                        ..part
-                    });
-                }
-            }
-            // Only a whole load runs the next slice.
-            self.groups = Some(groups);
-            total.elapsed = elapsed;
-            total.per_worker = per_worker;
-            total.overlaps = section.overlaps();
-            total.lost_updates = load.hold.is_some() && section.counter() != total.ops;
-            total.held = section.held();
-            Ok(total)
-        }
-    }
-
-    impl Group {
-        /// Every guest of the group as a task of its runtime, driven by this thread until the
-        /// last one ends; the guests come back to the group whatever happened.
-        fn slice(
-            &mut self,
-            load: Load,
-            duration: Duration,
-            section: &Arc<Section>,
-        ) -> Result<Vec<Sample>, Error> {
-            let workers = std::mem::take(&mut self.workers);
-            let (workers, parts) = self.runtime.block_on(async {
-                let tasks: Vec<_> = workers
-                    .into_iter()
-                    .map(|mut worker| {
-                        let section = Arc::clone(section);
-                        tokio::spawn(async move {
-                            let part = worker.slice(load, duration, &section).await;
-                            (worker, part)
-                        })
-                    })
-                    .collect();
-                let mut workers = Vec::with_capacity(tasks.len());
-                let mut parts = Vec::with_capacity(tasks.len());
-                for task in tasks {
-                    match task.await {
-                        Ok((worker, part)) => {
-                            workers.push(worker);
-                            parts.push(part);
-                        }
-                        // A task that panicked took its guest with it: the group is short.
-                        Err(e) => {
-                            parts.push(Err(adapter_error(format!("a guest task failed: {e}"))))
-                        }
-                    }
-                }
-                (workers, parts)
-            });
-            self.workers = workers;
-            parts.into_iter().collect()
+            self.workers = Some(workers);
+            result
         }
     }
 
     impl Worker {
-        /// Guest number `index` of `load`, with a client open on `urls`.
-        async fn open(
-            adapter: &Adapter,
-            guest: &Guest,
-            urls: &[String],
-            load: Load,
-            index: usize,
-        ) -> Result<Worker, Error> {
-            let mut instance = adapter
-                .guest_exports_async(guest, Serve::Linked, Limits::default())
-                .await
-                .map_err(adapter_error)?;
-            let client = instance
-                .open(&wit::Config {
-                    nodes: urls.to_vec(),
-                    key_prefix: None,
-                    ttl_ms: Some(load.lock.ttl.as_millis()),
-                    fenced: load.lock.fenced,
-                    request_timeout_ms: Some(load.lock.request_timeout.as_millis()),
-                    fair: Some(load.lock.fair),
-                    no_scripts: None,
-                })
-                .await
-                .map_err(adapter_error)?;
-            Ok(Worker {
-                index: index as u64,
-                instance,
-                client,
-            })
-        }
-
-        async fn slice(
+        fn slice(
             &mut self,
             load: Load,
+            index: u64,
             duration: Duration,
             section: &Section,
         ) -> Result<Sample, Error> {
-            let index = self.index;
             let mut sample = Sample::new();
             let mut draw = index;
             let started = Instant::now();
@@ -1788,13 +1688,14 @@ pub(crate) mod guest {
                 let name = format!("{}:{}", load.tag, pick(index, &mut draw, load.names));
                 let t = Instant::now();
                 let acquired = match load.hold {
-                    None => self.instance.try_acquire(&self.client, &name).await,
-                    Some(_) => {
-                        let wait = stop_at
+                    None => self.instance.try_acquire(&self.client, &name),
+                    Some(_) => self.instance.acquire(
+                        &self.client,
+                        &name,
+                        stop_at
                             .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(1));
-                        self.instance.acquire(&self.client, &name, wait).await
-                    }
+                            .max(Duration::from_millis(1)),
+                    ),
                 };
                 let lease = match acquired {
                     Ok(lease) => lease,
@@ -1809,14 +1710,11 @@ pub(crate) mod guest {
                     if let Some(gap) = entry.handoff {
                         sample.record(gap);
                     }
-                    crate::hold::until(Instant::now() + hold).await;
+                    crate::hold::until_blocking(Instant::now() + hold);
                     let _ = sample.holds.record(micros(section.leave(entry)));
                 }
-                let released = self.instance.release(&lease).await;
-                self.instance
-                    .drop_lease(lease)
-                    .await
-                    .map_err(adapter_error)?;
+                let released = self.instance.release(&lease);
+                self.instance.drop_lease(lease).map_err(adapter_error)?;
                 released.map_err(adapter_error)?;
                 if load.hold.is_none() {
                     sample.record(t.elapsed());

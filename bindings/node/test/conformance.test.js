@@ -7,6 +7,7 @@ import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument, ServerErro
 import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
 import { machines, leanFeed, leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 import { decodeStep } from '../src/flat.js';
+import { Slots, NAMES_PER_SESSION } from '../src/slots.js';
 import net from 'node:net';
 import { now, entropy } from '../src/driver.js';
 
@@ -564,12 +565,35 @@ test('a client past the engine\'s 4096 registered names forgets them and goes on
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), again.token);
   await again.release();
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), null);
-  // A refused name empties the table too (it cannot tell a full table from a bad name first):
-  // the name used last must be looked up again, not answered from before.
-  await assert.rejects(client.acquire(''), InvalidArgument);
+  // A refused name is the name's fault (the table has room again): it is refused, and the
+  // name used last still answers with its own id.
+  await assert.rejects(client.acquire(''), (e) => e instanceof InvalidArgument && e.detail.kind === 'empty-name');
   const after = await client.acquire(`${base}-0`, { autoRenew: false });
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), after.token);
   await after.release();
+});
+
+test('a refused name leaves the registered names alone; only a full table is emptied', async () => {
+  const [s] = await start();
+  const session = await handshaken(s);
+  const slots = new Slots(session);
+  const refusal = (call) => { try { call(); } catch (error) { return error; } return assert.fail('not refused'); };
+  const base = unique('table'), first = slots.nameId(`${base}-a`), second = slots.nameId(`${base}-b`);
+  for (const [bad, kind] of [['', 'empty-name'], ['control\u0001', 'name-control-byte']]) {
+    const error = refusal(() => slots.nameId(bad));
+    assert.deepEqual([error.tag, error.val.kind], ['invalid', kind]);
+  }
+  // Still registered, under their ids, in the engine (a forgotten name would get a new id) and here.
+  assert.equal(session.register(`${base}-b`), second);
+  assert.equal(session.register(`${base}-a`), first);
+  assert.deepEqual([slots.nameId(`${base}-b`), slots.nameId(`${base}-a`)], [second, first]);
+  // Filled to the engine's bound, the engine refuses a new name; the driver then forgets the
+  // table once and registers the name, which the engine then knows.
+  for (let i = 2; i < NAMES_PER_SESSION; i++) slots.nameId(`${base}-${i}`);
+  assert.equal(refusal(() => session.register(`${base}-full`)).tag, 'invalid', 'the engine\'s bound is NAMES_PER_SESSION');
+  const fresh = slots.nameId(`${base}-full`);
+  assert.equal(session.register(`${base}-full`), fresh);
+  assert.equal(slots.nameId(`${base}-full`), fresh);
 });
 
 // A session whose one handshake is done, driven by hand (the engine builds no operation before).

@@ -37,6 +37,18 @@ const MAX_PERMITS = 1024;
 // The core's bound on a multi-name lock's names (distlock_core::MAX_MULTI_NAMES).
 const MAX_MULTI_NAMES = 16;
 // Resolves once a client blocks on a wake-up list (a waiter is waiting, observed).
+// The renewal cases' TTL: short, so renewals happen within the test, yet long enough that a
+// loaded machine (a renewal every third of it, each extend given the validity left, at most the
+// default 1 s request timeout) keeps or loses the lease for the reason the case names, not for
+// a slow scheduler. The handshake keeps the default request timeout: a renewal needs no shorter
+// one, and a 200 ms one failed the connect under load.
+const RENEWAL_TTL_MS = 1500;
+// Polls `check` until it holds; fails after `ms`.
+const waitFor = async (check, what, ms = 10_000) => {
+  for (const end = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 10))) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+  }
+};
 const blocked = async (s) => { while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10)); };
 
 const impl = {
@@ -128,17 +140,19 @@ const impl = {
   },
   'renewal-keeps-lease': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('renew');
     const lease = await client.acquire(name);
-    await new Promise((r) => setTimeout(r, 1800));
+    const firstEnd = lease.validUntil;
+    // Observed: the renewal moved the validity past the first lease's end by a whole TTL.
+    await waitFor(() => lease.validUntil > firstEnd + RENEWAL_TTL_MS, 'three renewals');
     assert.equal(await command(s.port, 'GET', key(name)), lease.token);
     assert.ok(lease.validity > 0);
     await lease.release();
   },
   'lease-lost': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('lost');
     const lease = await client.acquire(name);
     const lost = new Promise((resolve) => lease.signal.addEventListener('abort', () => resolve(lease.signal.reason)));

@@ -150,15 +150,23 @@ def redlock_majority_down(start, clients):
         Client.connect([s.url for s in nodes], request_timeout=0.3)
 
 
+# The renewal cases' TTL: short, so renewals happen within the test, yet long enough that a
+# loaded machine (a renewal every third of it, each extend given the validity left, at most the
+# default 1 s request timeout) keeps or loses the lease for the reason the case names, not for
+# a slow scheduler. The handshake keeps the default request timeout: a renewal needs no
+# shorter one, and a 0.2 s one failed the connect ("0 of 1 nodes reachable") under load.
+RENEWAL_TTL = 1.5
+
+
 @case("renewal-keeps-lease")
 def renewal_keeps_lease(start, clients):
     [s] = start()
-    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    client = connect(clients, s.url, ttl=RENEWAL_TTL)
     name = unique("renew")
     lease = client.acquire(name, auto_renewal=True)
     first_end = lease.valid_until
     # Observed: the renewal moved the validity past the first lease's end by a whole TTL.
-    wait_until(lambda: lease.valid_until > first_end + 600, "two renewals")
+    wait_until(lambda: lease.valid_until > first_end + RENEWAL_TTL * 1000, "three renewals")
     assert s.redis.get(key(name)) == lease.token.encode()
     assert lease.validity > 0
     lease.release()
@@ -167,7 +175,7 @@ def renewal_keeps_lease(start, clients):
 @case("lease-lost")
 def lease_lost(start, clients):
     [s] = start()
-    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    client = connect(clients, s.url, ttl=RENEWAL_TTL)
     name = unique("lost")
     lease = client.acquire(name, auto_renewal=True)
     s.redis.delete(key(name))  # an operator resets the lock

@@ -334,7 +334,7 @@ const impl = {
   },
   'shaped-extend-renewal': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('shaped-extend');
     const permit = await client.acquire(name, { limit: 3, autoRenew: false });
     await client.extend(name, permit.token, 60_000, { limit: 3 });
@@ -348,7 +348,7 @@ const impl = {
     await hold.release();
     const renewed = await client.acquire(name, { limit: 3 });
     // Held past three TTLs from the acquire: only the renewal's extends can do that.
-    const until = now() + 1800, deadline = now() + 10_000;
+    const until = now() + 3 * RENEWAL_TTL_MS, deadline = now() + 10_000;
     while (!(now() > until && renewed.validUntil > until)) {
       assert.ok(now() < deadline && renewed.validity > 0, 'the permit was not renewed');
       await new Promise((r) => setTimeout(r, 20));
@@ -414,7 +414,7 @@ const impl = {
   },
   'multi-extend-renewal': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const [a, b] = [unique('multi-extend-a'), unique('multi-extend-b')];
     const set = await client.acquireMany([a, b], { autoRenew: false });
     await client.extendMany([a, b], set.token, 60_000);
@@ -423,7 +423,7 @@ const impl = {
     await set.release();
     const renewed = await client.acquireMany([a, b]);
     // Held past three TTLs from the acquire: only the renewal's extends can do that.
-    const until = now() + 1800, deadline = now() + 10_000;
+    const until = now() + 3 * RENEWAL_TTL_MS, deadline = now() + 10_000;
     while (!(now() > until && renewed.validUntil > until)) {
       assert.ok(now() < deadline && renewed.validity > 0, 'the set was not renewed');
       await new Promise((r) => setTimeout(r, 20));

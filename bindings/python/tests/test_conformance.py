@@ -440,7 +440,7 @@ def rw_readers_share(start, clients):
 @case("shaped-extend-renewal")
 def shaped_extend_renewal(start, clients):
     [s] = start()
-    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    client = connect(clients, s.url, ttl=RENEWAL_TTL)
     name = unique("shaped-extend")
     permit = client.acquire(name, limit=3)
     client.extend(name, permit.token, 60, limit=3)
@@ -456,7 +456,7 @@ def shaped_extend_renewal(start, clients):
     renewed = client.acquire(name, limit=3, auto_renewal=True)
     first_end = renewed.valid_until
     # Observed: the renewal moved the validity past three TTLs from the acquire.
-    wait_until(lambda: renewed.valid_until > first_end + 1200, "renewals of the permit")
+    wait_until(lambda: renewed.valid_until > first_end + 2 * RENEWAL_TTL * 1000, "renewals of the permit")
     assert s.redis.exists(permit_key(name, renewed.token))
     renewed.release()
 
@@ -552,7 +552,7 @@ def multi_overlap_excludes(start, clients):
 @case("multi-extend-renewal")
 def multi_extend_renewal(start, clients):
     [s] = start()
-    client = connect(clients, s.url, ttl=0.6, request_timeout=0.2)
+    client = connect(clients, s.url, ttl=RENEWAL_TTL)
     a, b = unique("multi-extend-a"), unique("multi-extend-b")
     held = client.acquire_many([a, b])
     client.extend_many([a, b], held.token, 60)
@@ -564,7 +564,7 @@ def multi_extend_renewal(start, clients):
     renewed = client.acquire_many([a, b], auto_renewal=True)
     first_end = renewed.valid_until
     # Observed: the renewal moved the validity past three TTLs from the acquire.
-    wait_until(lambda: renewed.valid_until > first_end + 1200, "renewals of the set")
+    wait_until(lambda: renewed.valid_until > first_end + 2 * RENEWAL_TTL * 1000, "renewals of the set")
     for name in (a, b):
         assert s.redis.get(key(name)) == renewed.token.encode()
     renewed.release()

@@ -15,11 +15,11 @@ import threading
 
 import pytest
 from conftest import make_certificates, unique, wait_until
-
-from distlock import AsyncClient, AsyncLock, Client, Lock, Unavailable
 from distlock._engine import EngineError
 from distlock._slots import NAMES_PER_SESSION
 from distlock.errors import from_engine
+
+from distlock import AsyncClient, AsyncLock, Client, Lock, Unavailable
 
 
 def test_slotted_pairs_leave_nothing_and_spent_operations_are_dropped_later(start):

@@ -52,7 +52,9 @@ proptest! {
 
     #[test]
     fn tagged_and_redis_py_locks_share_one_slot(
-        name in proptest::collection::vec(any::<u8>().prop_filter("printable", |b| b.is_ascii_graphic()), 1..40),
+        // Printable bytes drawn as such: a filter over any byte threw away 63% of them (some
+        // 35 rejects a name), which ran out proptest's local-reject budget past ~1,900 cases.
+        name in proptest::collection::vec(b'!'..=b'~', 1..40),
     ) {
         let Ok(name) = LockName::new(&name) else { return Ok(()) };
         let tagged = Keys::new(KeyLayout::default(), name.clone());

@@ -10,6 +10,10 @@
 // scripts/build.js appends to the generated bindings, where it could.
 import { leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 
+// The names one session registers at most (wit/engine.wit, "Bounds"): past them `register`
+// refuses every new name until `forget-names`.
+export const NAMES_PER_SESSION = 4096;
+
 const ascii = new TextEncoder();
 // A lease's token as bytes, written here instead of a new array per release or extend (the
 // engine copies it in); a token that does not fit whole is encoded on its own.
@@ -41,6 +45,11 @@ export class Slots {
    * again. The last name looked up is kept beside the table: a lease's release (and most
    * extends) asks for the name its acquire just did, and comparing the same string costs
    * nothing where the table hashes it again (a name built per call is a new string each time).
+   *
+   * A refusal empties the table only when the table is full: the engine answers a full table
+   * and a bad name with the same `invalid` error, but it checks the name first, and this
+   * table holds exactly the names the engine's does (this is the session's only registrant),
+   * so below the bound the refusal is the name's and the names registered stay.
    */
   nameId(name) {
     if (name === this.#lastName) return this.#lastId;
@@ -49,7 +58,7 @@ export class Slots {
       try {
         id = this.register(name);
       } catch (error) {
-        if (this.#ids.size === 0) throw error; // nothing to forget: the name itself is refused
+        if (this.#ids.size < NAMES_PER_SESSION) throw error; // room left: the name itself is refused
         this.session.forgetNames(); this.#ids.clear(); this.#lastName = undefined; // operations in flight keep their lock
         id = this.register(name);
       }

@@ -7,6 +7,7 @@ import { Client, NotAcquired, LockLost, Unavailable, InvalidArgument, ServerErro
 import { RedisServer, command, commandOver, makeCertificates } from './redis.js';
 import { machines, leanFeed, leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 import { decodeStep } from '../src/flat.js';
+import { Slots, NAMES_PER_SESSION } from '../src/slots.js';
 import net from 'node:net';
 import { now, entropy } from '../src/driver.js';
 
@@ -36,6 +37,22 @@ const MAX_PERMITS = 1024;
 // The core's bound on a multi-name lock's names (distlock_core::MAX_MULTI_NAMES).
 const MAX_MULTI_NAMES = 16;
 // Resolves once a client blocks on a wake-up list (a waiter is waiting, observed).
+// The request timeout of the cases with a frozen or stopped node: it also bounds the
+// handshakes, which a loaded machine missed at 300 ms; a frozen node costs a try this much
+// once, and a skipped one must cost less.
+const FROZEN_REQUEST_TIMEOUT_MS = 1000;
+// The renewal cases' TTL: short, so renewals happen within the test, yet long enough that a
+// loaded machine (a renewal every third of it, each extend given the validity left, at most the
+// default 1 s request timeout) keeps or loses the lease for the reason the case names, not for
+// a slow scheduler. The handshake keeps the default request timeout: a renewal needs no shorter
+// one, and a 200 ms one failed the connect under load.
+const RENEWAL_TTL_MS = 1500;
+// Polls `check` until it holds; fails after `ms`.
+const waitFor = async (check, what, ms = 10_000) => {
+  for (const end = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 10))) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+  }
+};
 const blocked = async (s) => { while ((await s.blockedClients()) === 0) await new Promise((r) => setTimeout(r, 10)); };
 
 const impl = {
@@ -108,7 +125,7 @@ const impl = {
   },
   'redlock-frozen-node': async () => {
     const nodes = await start(3);
-    const client = await connect(nodes.map((s) => s.url), { requestTimeout: 300 });
+    const client = await connect(nodes.map((s) => s.url), { requestTimeout: FROZEN_REQUEST_TIMEOUT_MS });
     nodes[2].pause();
     try {
       const name = unique('frozen');
@@ -123,21 +140,23 @@ const impl = {
     const nodes = await start(3);
     nodes[1].stop();
     nodes[2].stop();
-    await rejectsWith(Client.connect(nodes.map((s) => s.url), { requestTimeout: 300 }), Unavailable, (e) => /1 of 3/.test(e.message));
+    await rejectsWith(Client.connect(nodes.map((s) => s.url), { requestTimeout: FROZEN_REQUEST_TIMEOUT_MS }), Unavailable, (e) => /1 of 3/.test(e.message));
   },
   'renewal-keeps-lease': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('renew');
     const lease = await client.acquire(name);
-    await new Promise((r) => setTimeout(r, 1800));
+    const firstEnd = lease.validUntil;
+    // Observed: the renewal moved the validity past the first lease's end by a whole TTL.
+    await waitFor(() => lease.validUntil > firstEnd + RENEWAL_TTL_MS, 'three renewals');
     assert.equal(await command(s.port, 'GET', key(name)), lease.token);
     assert.ok(lease.validity > 0);
     await lease.release();
   },
   'lease-lost': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('lost');
     const lease = await client.acquire(name);
     const lost = new Promise((resolve) => lease.signal.addEventListener('abort', () => resolve(lease.signal.reason)));
@@ -239,7 +258,7 @@ const impl = {
   },
   'frozen-node-skipped': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { requestTimeout: 300 });
+    const client = await connect(s.url, { requestTimeout: FROZEN_REQUEST_TIMEOUT_MS });
     const name = unique('frozen-one');
     const attempt = () => client.tryAcquire(name, { autoRenew: false }).catch((e) => e);
     s.pause();
@@ -254,7 +273,7 @@ const impl = {
     }
     assert.ok(first instanceof Unavailable && first.detail.lastFailure?.tag === 'timeout', `${first}`);
     assert.ok(second instanceof Unavailable && second.detail.lastFailure?.tag === 'disconnected', `${second}`);
-    assert.ok(took < 300, `the second try waited ${took} ms`);
+    assert.ok(took < FROZEN_REQUEST_TIMEOUT_MS, `the second try waited ${took} ms: the silent node again`);
     const deadline = now() + 10_000; // once it answers again (after its backoff pause), the lock is had
     let lease;
     while (!((lease = await attempt()) instanceof Object && lease.token)) {
@@ -319,7 +338,7 @@ const impl = {
   },
   'shaped-extend-renewal': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const name = unique('shaped-extend');
     const permit = await client.acquire(name, { limit: 3, autoRenew: false });
     await client.extend(name, permit.token, 60_000, { limit: 3 });
@@ -333,7 +352,7 @@ const impl = {
     await hold.release();
     const renewed = await client.acquire(name, { limit: 3 });
     // Held past three TTLs from the acquire: only the renewal's extends can do that.
-    const until = now() + 1800, deadline = now() + 10_000;
+    const until = now() + 3 * RENEWAL_TTL_MS, deadline = now() + 10_000;
     while (!(now() > until && renewed.validUntil > until)) {
       assert.ok(now() < deadline && renewed.validity > 0, 'the permit was not renewed');
       await new Promise((r) => setTimeout(r, 20));
@@ -399,7 +418,7 @@ const impl = {
   },
   'multi-extend-renewal': async () => {
     const [s] = await start();
-    const client = await connect(s.url, { ttl: 600, requestTimeout: 200 });
+    const client = await connect(s.url, { ttl: RENEWAL_TTL_MS });
     const [a, b] = [unique('multi-extend-a'), unique('multi-extend-b')];
     const set = await client.acquireMany([a, b], { autoRenew: false });
     await client.extendMany([a, b], set.token, 60_000);
@@ -408,7 +427,7 @@ const impl = {
     await set.release();
     const renewed = await client.acquireMany([a, b]);
     // Held past three TTLs from the acquire: only the renewal's extends can do that.
-    const until = now() + 1800, deadline = now() + 10_000;
+    const until = now() + 3 * RENEWAL_TTL_MS, deadline = now() + 10_000;
     while (!(now() > until && renewed.validUntil > until)) {
       assert.ok(now() < deadline && renewed.validity > 0, 'the set was not renewed');
       await new Promise((r) => setTimeout(r, 20));
@@ -564,12 +583,35 @@ test('a client past the engine\'s 4096 registered names forgets them and goes on
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), again.token);
   await again.release();
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), null);
-  // A refused name empties the table too (it cannot tell a full table from a bad name first):
-  // the name used last must be looked up again, not answered from before.
-  await assert.rejects(client.acquire(''), InvalidArgument);
+  // A refused name is the name's fault (the table has room again): it is refused, and the
+  // name used last still answers with its own id.
+  await assert.rejects(client.acquire(''), (e) => e instanceof InvalidArgument && e.detail.kind === 'empty-name');
   const after = await client.acquire(`${base}-0`, { autoRenew: false });
   assert.equal(await command(s.port, 'GET', key(`${base}-0`)), after.token);
   await after.release();
+});
+
+test('a refused name leaves the registered names alone; only a full table is emptied', async () => {
+  const [s] = await start();
+  const session = await handshaken(s);
+  const slots = new Slots(session);
+  const refusal = (call) => { try { call(); } catch (error) { return error; } return assert.fail('not refused'); };
+  const base = unique('table'), first = slots.nameId(`${base}-a`), second = slots.nameId(`${base}-b`);
+  for (const [bad, kind] of [['', 'empty-name'], ['control\u0001', 'name-control-byte']]) {
+    const error = refusal(() => slots.nameId(bad));
+    assert.deepEqual([error.tag, error.val.kind], ['invalid', kind]);
+  }
+  // Still registered, under their ids, in the engine (a forgotten name would get a new id) and here.
+  assert.equal(session.register(`${base}-b`), second);
+  assert.equal(session.register(`${base}-a`), first);
+  assert.deepEqual([slots.nameId(`${base}-b`), slots.nameId(`${base}-a`)], [second, first]);
+  // Filled to the engine's bound, the engine refuses a new name; the driver then forgets the
+  // table once and registers the name, which the engine then knows.
+  for (let i = 2; i < NAMES_PER_SESSION; i++) slots.nameId(`${base}-${i}`);
+  assert.equal(refusal(() => session.register(`${base}-full`)).tag, 'invalid', 'the engine\'s bound is NAMES_PER_SESSION');
+  const fresh = slots.nameId(`${base}-full`);
+  assert.equal(session.register(`${base}-full`), fresh);
+  assert.equal(slots.nameId(`${base}-full`), fresh);
 });
 
 // A session whose one handshake is done, driven by hand (the engine builds no operation before).

@@ -16,6 +16,9 @@ from functools import partial
 
 import pytest
 from conftest import make_certificates, unique, wait_until
+from distlock._engine import EngineError
+from distlock._slots import NAMES_PER_SESSION
+from distlock.errors import from_engine
 
 from distlock import AsyncClient, AsyncLock, AsyncSemaphore, Client, Lock, Semaphore, Unavailable
 
@@ -48,12 +51,27 @@ def test_a_full_name_table_is_emptied_once_and_the_lock_still_taken(start):
     [s] = start()
     client = Client.connect(s.url)
     slots = client.pool(client.ttl, client.fenced).slots
-    names = [unique(f"many-{i}") for i in range(4096)]  # the engine's bound per session
+    names = [unique(f"many-{i}") for i in range(NAMES_PER_SESSION)]  # the engine's bound per session
     ids = {slots.name_id(name) for name in names}
-    assert len(ids) == 4096 and slots.name_id(names[0]) in ids  # one id per name, kept
+    assert len(ids) == NAMES_PER_SESSION and slots.name_id(names[0]) in ids  # one id per name, kept
     lease = client.acquire(unique("one-more"))  # the table is full: forgotten, registered again
     assert list(slots.ids) == [lease.name]
     lease.release()
+    client.close()
+
+
+def test_a_refused_name_leaves_the_name_table_alone(start):
+    [s] = start()
+    client = Client.connect(s.url)
+    slots = client.pool(client.ttl, client.fenced).slots
+    kept = {name: slots.name_id(name) for name in (unique("kept-a"), unique("kept-b"))}
+    for bad, kind in (("", "empty-name"), ("control\x01", "name-control-byte")):
+        with pytest.raises(EngineError) as refused:
+            slots.name_id(bad)
+        assert from_engine(refused.value.error).kind == kind
+        assert slots.ids == kept  # nothing forgotten here ...
+    for name, id_ in kept.items():
+        assert slots._register(name) == id_  # ... nor in the engine (a forgotten name gets a new id)
     client.close()
 
 

@@ -126,3 +126,11 @@ pub fn args(list: &[&str]) -> Command {
 pub fn name_of(cmd: &Command) -> &str {
     std::str::from_utf8(&cmd[0]).unwrap()
 }
+
+/// Whether `reply` arrived in `pieces`, the bytes one node sent, read as the one stream the
+/// machine reads: a piece may be empty, hold several replies, or end in the middle of one, so
+/// no single piece need hold the reply whole (a property's oracle that looks piece by piece
+/// misses a reply cut in two).
+pub fn stream_holds(pieces: &[Vec<u8>], reply: &[u8]) -> bool {
+    pieces.concat().windows(reply.len()).any(|w| w == reply)
+}

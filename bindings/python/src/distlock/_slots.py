@@ -32,6 +32,10 @@ from wasmtime.component._enter import enter_wasm
 from ._engine import EngineError, Handle, split_result
 from ._lowered import KIND, LIST_HEAD, PAYLOAD, VAL, VAL_SIZE, Args, moved_out, read_words, scalar_run, words_at
 
+# The names one session registers at most (``wit/engine.wit``, "Bounds"): past them
+# ``register`` refuses every new name until ``forget-names``.
+NAMES_PER_SESSION = 4096
+
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _val_delete = ffi.wasmtime_component_val_delete
 _byref = ctypes.byref
@@ -108,7 +112,8 @@ class Slots:
 
     def name_id(self, name: str) -> int:
         """``name``'s id, registered on first use; a full table is emptied once and tried again
-        (operations in flight keep their lock). Raises ``EngineError`` for a bad name."""
+        (operations in flight keep their lock); a refused name leaves the table alone. Raises
+        ``EngineError`` for a bad name."""
         known = self.ids.get(name)
         if known is not None:
             return known
@@ -116,8 +121,12 @@ class Slots:
             try:
                 id_ = self._register(name)
             except EngineError:
-                if not self.ids:
-                    raise  # nothing to forget: the name itself is refused
+                # The engine answers a bad name and a full table alike, but checks the name
+                # first, and ``ids`` holds exactly the names its table does (this is the
+                # session's only registrant): with room left, the name itself is refused, and
+                # the names registered stay.
+                if len(self.ids) < NAMES_PER_SESSION:
+                    raise
                 self.session.forget_names()
                 self.ids.clear()
                 id_ = self._register(name)

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use engine_host::{Host, api, entropy, instantiate, options};
-use support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
+use support::{RedisServer, SOON, lock_key, require_redis, unique_name, wait_for};
 
 /// The case ids this file implements, in the order of `bindings/conformance.json`.
 const IMPLEMENTED: &[&str] = &[
@@ -142,7 +142,7 @@ fn wait_for_release() {
         })
     };
     // The waiter blocks on the lock's wake-up list: release once it does.
-    wait_for("the waiter to block", Duration::from_secs(5), || {
+    wait_for("the waiter to block", SOON, || {
         (server.blocked_clients() > 0).then_some(())
     });
     holder.release(&name, &lease.token).expect("release");
@@ -392,7 +392,7 @@ fn fair_arrival_order() {
             granted.send((arrival, taken)).expect("the test listens");
         }));
         // The next waiter starts only once this one is in the queue: arrival order is known.
-        wait_for("the waiter to queue", Duration::from_secs(5), || {
+        wait_for("the waiter to queue", SOON, || {
             (server.raw().ok(&["ZCARD", &queue]).int() == Some(arrival + 1)).then_some(())
         });
     }
@@ -982,7 +982,7 @@ fn a_waiter_the_server_cut_off(
             (result, started.elapsed())
         })
     };
-    let [killed] = wait_for("the waiter to block", Duration::from_secs(5), || {
+    let [killed] = wait_for("the waiter to block", SOON, || {
         <[u64; 1]>::try_from(server.blocked_client_ids()).ok()
     });
     server
@@ -991,18 +991,16 @@ fn a_waiter_the_server_cut_off(
     if matches!(waiter, Waiter::Reconnecting) {
         wait_for(
             "the waiter to block again on a new connection",
-            Duration::from_secs(5),
+            SOON,
             || {
                 let ids = server.blocked_client_ids();
                 (!ids.is_empty() && !ids.contains(&killed)).then_some(())
             },
         );
     } else {
-        wait_for(
-            "the server to drop the waiter's connection",
-            Duration::from_secs(5),
-            || (server.blocked_clients() == 0).then_some(()),
-        );
+        wait_for("the server to drop the waiter's connection", SOON, || {
+            (server.blocked_clients() == 0).then_some(())
+        });
     }
     holder.release(&name, &lease.token).expect("release");
     let (result, took) = waiting.join().expect("the waiter thread");

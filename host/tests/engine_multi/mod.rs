@@ -5,10 +5,9 @@
 //! the typed error the core gives, with nothing written.
 
 use std::thread;
-use std::time::Duration;
 
 use crate::engine_host::{Host, api, options};
-use crate::support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
+use crate::support::{RedisServer, SOON, lock_key, require_redis, unique_name, wait_for};
 use crate::{RENEWAL_TTL_MS, host, invalid_kind, key_value, short_ttl_host, three_ttls_after};
 
 /// How long `key` lives, in ms (-2: no such key).
@@ -91,11 +90,9 @@ fn multi_overlap_excludes() {
         let mut other = Host::connect(options(&[url])).expect("connect");
         other.acquire_many(&[&b_name, &c_name], 10_000)
     });
-    wait_for(
-        "the overlapping set to wait",
-        Duration::from_secs(5),
-        || (server.blocked_clients() > 0).then_some(()),
-    );
+    wait_for("the overlapping set to wait", SOON, || {
+        (server.blocked_clients() > 0).then_some(())
+    });
     assert_eq!(client.release_many(&[&a, &b], &first.token), Ok(0));
     let second = waiter
         .join()

@@ -5,10 +5,9 @@
 //! error the core gives, with nothing written.
 
 use std::thread;
-use std::time::Duration;
 
 use crate::engine_host::{Host, api, options, semaphore};
-use crate::support::{RedisServer, lock_key, require_redis, unique_name, wait_for};
+use crate::support::{RedisServer, SOON, lock_key, require_redis, unique_name, wait_for};
 use crate::{RENEWAL_TTL_MS, host, invalid_kind, key_value, short_ttl_host, three_ttls_after};
 
 /// The key of the permit `token` holds of semaphore `name`.
@@ -73,9 +72,7 @@ fn waiter(
 
 /// Waits until a client blocks on a wake-up list (a waiter waits there, observed).
 fn wait_until_blocked(server: &RedisServer, what: &str) {
-    wait_for(what, Duration::from_secs(5), || {
-        (server.blocked_clients() > 0).then_some(())
-    });
+    wait_for(what, SOON, || (server.blocked_clients() > 0).then_some(()));
 }
 
 #[test]
@@ -328,7 +325,7 @@ fn a_fair_semaphore_hands_a_released_permit_to_its_waiter() {
         .acquire_shaped(&name, &fair_one, 0)
         .expect("the permit");
     let waiting = waiter(server.url(), &name, fair_one);
-    wait_for("the fair waiter to queue", Duration::from_secs(5), || {
+    wait_for("the fair waiter to queue", SOON, || {
         let queued = server
             .raw()
             .ok(&["ZCARD", &format!("{}:permit-queue", lock_key(&name))])

@@ -742,6 +742,11 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>
     })
 }
 
+/// How long a test waits for a state it expects at once (a waiter blocking on the server, a
+/// dropped connection seen) before failing: generous, since a loaded CI machine may take
+/// seconds to start a client; a passing run goes on as soon as the state is observed.
+pub(crate) const SOON: Duration = Duration::from_secs(30);
+
 /// Polls `check` every 20 ms until it returns `Some`; panics with `what` after `timeout`.
 pub(crate) fn wait_for<T>(
     what: &str,

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::MAX_NODES;
-use crate::client::{Client, LockBuilder, Shape};
+use crate::client::{Client, LockBuilder, ONE_NODE, Shape};
 use crate::clock::{from_std, to_std};
 use crate::entropy::{random_bytes, random_u64};
 use crate::error::Error;
@@ -80,16 +80,12 @@ impl LockBuilder {
         };
         let seed = random_u64();
         let client = &self.client;
-        let (lease, durable, stragglers) = client
-            .run_ordered(
-                |servers, now| {
-                    Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
-                },
-                cancel,
-                |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
-                &Stragglers::default(),
-            )
-            .await?;
+        let wait = from_std(wait);
+        let (lease, durable, stragglers) = if client.nodes() == ONE_NODE {
+            run_acquire::<ONE_NODE>(client, &lock, token, wait, seed, cancel).await?
+        } else {
+            run_acquire::<MAX_NODES>(client, &lock, token, wait, seed, cancel).await?
+        };
         let lease = lease?;
         if let Err(e) = client.durable_verdict(durable) {
             // Not confirmed by the replicas: a failover could lose it, so it is not reported
@@ -103,6 +99,34 @@ impl LockBuilder {
         guard.stragglers = stragglers;
         Ok(guard)
     }
+}
+
+/// What an acquire's machine for up to `N` nodes gave: its outcome, the durable check's
+/// verdict (`None`: not asked) and the nodes whose replies it still owed.
+type AcquireRun = (
+    Result<distlock_core::Lease, distlock_core::Error>,
+    Option<Result<(), distlock_core::DurableError>>,
+    Stragglers,
+);
+
+/// Drives one acquire of `lock` with a machine for up to `N` nodes (see
+/// [`crate::client::ONE_NODE`]).
+async fn run_acquire<const N: usize>(
+    client: &Client,
+    lock: &Lock,
+    token: Token,
+    wait: distlock_core::Duration,
+    seed: u64,
+    cancel: crate::drive::Cancel<'_>,
+) -> Result<AcquireRun, Error> {
+    client
+        .run_ordered(
+            |servers, now| Acquire::<N>::new(lock, token, servers, wait, now, seed),
+            cancel,
+            |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
+            &Stragglers::default(),
+        )
+        .await
 }
 
 /// State a guard shares with its renewal task.

@@ -556,7 +556,9 @@ impl Client {
         if self.nodes() == ONE_NODE {
             self.release_sized::<ONE_NODE>(lock, token, acquired).await
         } else {
-            self.release_sized::<MAX_NODES>(lock, token, acquired).await
+            // Boxed so that a single-node release's future is not sized for this branch's
+            // machine (see `ONE_NODE`).
+            Box::pin(self.release_sized::<MAX_NODES>(lock, token, acquired)).await
         }
     }
 
@@ -583,7 +585,8 @@ impl Client {
         if self.nodes() == ONE_NODE {
             self.extend_sized::<ONE_NODE>(lock, token).await
         } else {
-            self.extend_sized::<MAX_NODES>(lock, token).await
+            // Boxed, as in `release_after`.
+            Box::pin(self.extend_sized::<MAX_NODES>(lock, token)).await
         }
     }
 

@@ -28,10 +28,11 @@ use crate::straggler::Stragglers;
 
 /// The node capacity of a single-node client's machines. A machine has room for `N` nodes
 /// (each ~624 bytes, most of it the reply framer: BENCHMARKS.md "State machine sizes"), and
-/// every operation builds, moves and drops one: sized for the one node a single-node client
-/// has, it is a third of one sized for [`MAX_NODES`], which was the host's largest CPU cost
-/// per lock pair outside system calls (BENCHMARKS.md "The native host's CPU per lock pair").
-/// Which capacity a client's machines get changes nothing of what they send or decide.
+/// every operation builds one and carries it in its future, which each level that awaits it
+/// copies whole (those copies led the host's CPU per lock pair: BENCHMARKS.md "The native
+/// host's CPU per lock pair"). Sized for the one node a single-node client has, it is a
+/// third of one sized for [`MAX_NODES`]. Which capacity a client's machines get changes
+/// nothing of what they send or decide.
 pub(crate) const ONE_NODE: usize = 1;
 
 /// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded

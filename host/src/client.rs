@@ -26,6 +26,15 @@ use crate::pool::{Claim, Pool};
 use crate::release_check::{OwedReply, ReleaseReports};
 use crate::straggler::Stragglers;
 
+/// The node capacity of a single-node client's machines. A machine has room for `N` nodes
+/// (each ~624 bytes, most of it the reply framer: BENCHMARKS.md "State machine sizes"), and
+/// every operation builds one and carries it in its future, which each level that awaits it
+/// copies whole (those copies led the host's CPU per lock pair: BENCHMARKS.md "The native
+/// host's CPU per lock pair"). Sized for the one node a single-node client has, it is a
+/// third of one sized for [`MAX_NODES`]. Which capacity a client's machines get changes
+/// nothing of what they send or decide.
+pub(crate) const ONE_NODE: usize = 1;
+
 /// A handle on the lock service: one Redis node, N nodes for Redlock, or the embedded
 /// in-process store. Cheap to clone; connections are pooled per node.
 ///
@@ -545,10 +554,26 @@ impl Client {
         token: Token,
         acquired: &Stragglers,
     ) -> Result<Released, Error> {
+        if self.nodes() == ONE_NODE {
+            self.release_sized::<ONE_NODE>(lock, token, acquired).await
+        } else {
+            // Boxed so that a single-node release's future is not sized for this branch's
+            // machine (see `ONE_NODE`).
+            Box::pin(self.release_sized::<MAX_NODES>(lock, token, acquired)).await
+        }
+    }
+
+    /// [`Client::release_after`] with a machine for up to `N` nodes.
+    async fn release_sized<const N: usize>(
+        &self,
+        lock: &Lock,
+        token: Token,
+        acquired: &Stragglers,
+    ) -> Result<Released, Error> {
         let seed = random_u64();
         let (outcome, _, _) = self
             .run_ordered(
-                |servers, now| Release::<MAX_NODES>::new(lock, token, servers, now, seed),
+                |servers, now| Release::<N>::new(lock, token, servers, now, seed),
                 None,
                 |_| None,
                 acquired,
@@ -558,10 +583,24 @@ impl Client {
     }
 
     pub(crate) async fn extend_lock(&self, lock: &Lock, token: Token) -> Result<Extended, Error> {
+        if self.nodes() == ONE_NODE {
+            self.extend_sized::<ONE_NODE>(lock, token).await
+        } else {
+            // Boxed, as in `release_after`.
+            Box::pin(self.extend_sized::<MAX_NODES>(lock, token)).await
+        }
+    }
+
+    /// [`Client::extend_lock`] with a machine for up to `N` nodes.
+    async fn extend_sized<const N: usize>(
+        &self,
+        lock: &Lock,
+        token: Token,
+    ) -> Result<Extended, Error> {
         let seed = random_u64();
         let (outcome, durable) = self
             .run_durably(
-                |servers, now| Extend::<MAX_NODES>::new(lock, token, servers, now, seed),
+                |servers, now| Extend::<N>::new(lock, token, servers, now, seed),
                 None,
                 |outcome| outcome.as_ref().ok().map(|e| e.valid_until),
             )
@@ -595,17 +634,14 @@ impl Client {
     /// a lease valid until the instant `valid_until` reads from it, also asks the node, on
     /// the connection that carried the operation, whether enough replicas hold it (`None`:
     /// not asked).
-    pub(crate) async fn run_durably<Op: Operation>(
+    pub(crate) async fn run_durably<Op: Operation, const N: usize>(
         &self,
-        build: impl FnOnce(
-            &[ServerInfo],
-            distlock_core::Instant,
-        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+        build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<Machine<Op, N>, ConfigError>,
         cancel: Cancel<'_>,
         valid_until: impl FnOnce(&Op::Outcome) -> Option<distlock_core::Instant>,
     ) -> Result<(Op::Outcome, Option<Result<(), distlock_core::DurableError>>), Error>
     where
-        Machine<Op, MAX_NODES>: Send + 'static,
+        Machine<Op, N>: Send + 'static,
     {
         let (outcome, durable, _) = self
             .run_ordered(build, cancel, valid_until, &Stragglers::default())
@@ -617,12 +653,9 @@ impl Client {
     /// the machine sends to a node whose replies that operation still owed is held back until
     /// they are read (see `straggler.rs`). Also returns this operation's own stragglers: the
     /// nodes whose replies it still owed when it returned, read in the background.
-    pub(crate) async fn run_ordered<Op: Operation>(
+    pub(crate) async fn run_ordered<Op: Operation, const N: usize>(
         &self,
-        build: impl FnOnce(
-            &[ServerInfo],
-            distlock_core::Instant,
-        ) -> Result<Machine<Op, MAX_NODES>, ConfigError>,
+        build: impl FnOnce(&[ServerInfo], distlock_core::Instant) -> Result<Machine<Op, N>, ConfigError>,
         cancel: Cancel<'_>,
         valid_until: impl FnOnce(&Op::Outcome) -> Option<distlock_core::Instant>,
         after: &Stragglers,
@@ -635,7 +668,7 @@ impl Client {
         Error,
     >
     where
-        Machine<Op, MAX_NODES>: Send + 'static,
+        Machine<Op, N>: Send + 'static,
     {
         let pool = &self.pool;
         let _counted = pool.operation();
@@ -688,10 +721,10 @@ impl Client {
     /// Sends the durable check on the one node's connection, which must be in step (it
     /// carried the operation that just succeeded); a connection the check leaves out of step
     /// is dropped.
-    async fn confirm_durable<Op: Operation>(
+    async fn confirm_durable<Op: Operation, const N: usize>(
         &self,
         durability: &Durability,
-        machine: &Machine<Op, MAX_NODES>,
+        machine: &Machine<Op, N>,
         slots: &mut [Slot],
         valid_until: distlock_core::Instant,
     ) -> Result<(), distlock_core::DurableError> {
@@ -761,8 +794,8 @@ async fn claim_read_in_background(pool: &Arc<Pool>) {
 /// Tells `machine` of the pipelined releases its connections owe (their replies come first),
 /// and keeps their records to report what it reads of them ([`report_releases`]). A
 /// connection the machine cannot take one from is not used.
-fn owe_releases<Op: Operation>(
-    machine: &mut Machine<Op, MAX_NODES>,
+fn owe_releases<Op: Operation, const N: usize>(
+    machine: &mut Machine<Op, N>,
     slots: &mut [Slot],
 ) -> Vec<(usize, OwedReply)> {
     let mut owed = Vec::new();
@@ -789,8 +822,8 @@ fn owe_releases<Op: Operation>(
 /// Reports the check `machine` made of each pipelined release its connections owed; one it
 /// did not get to (the connection dropped with the reply unread) is reported unconfirmed
 /// as its record drops.
-fn report_releases<Op: Operation>(
-    machine: &mut Machine<Op, MAX_NODES>,
+fn report_releases<Op: Operation, const N: usize>(
+    machine: &mut Machine<Op, N>,
     owed: Vec<(usize, OwedReply)>,
 ) {
     for (node, reply) in owed {

@@ -106,11 +106,7 @@ pub(crate) async fn open(
                     }],
                     timer: None,
                 };
-                return Ok(Conn {
-                    stream: Stream::Cluster(Box::new(stream)),
-                    server,
-                    owed: None,
-                });
+                return Ok(Conn::new(Stream::Cluster(Box::new(stream)), server));
             }
             Err(e) => last = Some(e),
         }

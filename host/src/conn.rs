@@ -204,6 +204,9 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Bytes one read of an operation's replies takes (`drive.rs`).
+const READ_CHUNK: usize = 4096;
+
 /// A connection that has done its handshake.
 pub(crate) struct Conn {
     pub(crate) stream: Stream,
@@ -211,6 +214,10 @@ pub(crate) struct Conn {
     /// The reply of a pipelined release written on it and not read yet: the next reader of
     /// the connection takes it first (see `release_check.rs`).
     pub(crate) owed: Option<OwedReply>,
+    /// Where an operation reads this connection's replies into (`drive.rs`): made once with
+    /// the connection, so an operation neither zeroes a buffer of its own nor carries one in
+    /// its future (every future level that awaits it copies it whole).
+    pub(crate) read_buf: Box<[u8]>,
 }
 
 impl Stream {
@@ -277,6 +284,16 @@ impl Stream {
 }
 
 impl Conn {
+    /// A handshaken connection on `stream` to `server`, owing nothing.
+    pub(crate) fn new(stream: Stream, server: ServerInfo) -> Conn {
+        Conn {
+            stream,
+            server,
+            owed: None,
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
     /// Whether an idle connection is dead or out of step: an idle connection owes nothing, so
     /// anything readable (an EOF after a server restart, stray bytes) means it must go.
     pub(crate) fn is_stale(&self) -> bool {
@@ -367,11 +384,7 @@ impl Conn {
             }
             if let Some(outcome) = machine.poll_outcome() {
                 return outcome
-                    .map(|server| Conn {
-                        stream,
-                        server,
-                        owed: None,
-                    })
+                    .map(|server| Conn::new(stream, server))
                     .map_err(HandshakeFailure::Refused);
             }
             let n = stream.read(&mut buf).await.map_err(HandshakeFailure::Io)?;

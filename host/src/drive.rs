@@ -28,10 +28,11 @@ use crate::conn::Conn;
 use crate::error::Error;
 use crate::pool::Pool;
 
-/// Bytes a single read takes.
-const READ_CHUNK: usize = 4096;
-/// The largest transmit the core produces (an `EVAL` with the longest script and key).
-const WRITE_BUF: usize = 4096;
+/// Room for a transmit without the heap: a lock command (`SET … NX PX`, an `EVALSHA` with its
+/// keys and token) is a few hundred bytes at most; a longer one (an `EVAL` with a script's
+/// source, a long name) goes to the heap. Small, because the buffer lives in the operation's
+/// future, which every level that awaits it copies whole.
+const WRITE_BUF: usize = 512;
 
 /// One node's connection, as the driver sees it.
 pub(crate) enum Slot {
@@ -183,10 +184,10 @@ async fn pump<M: Driven, T>(
     mut done: impl FnMut(&mut M, &[Slot]) -> Option<T>,
 ) -> T {
     let clock = &pool.clock();
-    // Most commands fit the stack buffer; an EVAL with a long key may need the heap.
+    // Most commands fit the stack buffer; an EVAL with a long key may need the heap. Replies
+    // are read into the connection's own buffer (`Conn::read_buf`).
     let mut stack = [0u8; WRITE_BUF];
     let mut heap = Vec::new();
-    let mut read_buf = [0u8; READ_CHUNK];
     loop {
         // 1. Everything the machine wants sent, now (or as soon as its connection is open).
         loop {
@@ -232,19 +233,14 @@ async fn pump<M: Driven, T>(
             return value;
         }
         // 2. Wait for bytes from a node, a connection to open, or the machine's deadline.
-        let wake = wait(
-            slots,
-            &mut read_buf,
-            machine.poll_timeout(),
-            &mut cancel,
-            clock,
-        )
-        .await;
+        let wake = wait(slots, machine.poll_timeout(), &mut cancel, clock).await;
         let now = clock.now();
         match wake {
             Wake::Read(node, Ok(n)) if n > 0 => {
                 trace!(node, bytes = n, "read");
-                machine.handle_input(node, &read_buf[..n], now);
+                if let Some(Slot::Ready(conn)) = slots.get(node) {
+                    machine.handle_input(node, &conn.read_buf[..n], now);
+                }
                 if machine.owed_replies(node).is_none() {
                     // Out of step: the machine takes nothing more from this connection.
                     debug!(node, "connection out of step; replacing it");
@@ -308,13 +304,12 @@ fn close(slots: &mut [Slot], node: usize) {
     }
 }
 
-/// Waits for the first of: bytes on a ready connection (read into `buf`), a connection
+/// Waits for the first of: bytes on a ready connection (read into its `read_buf`), a connection
 /// opening (or failing to), the caller's cancel (taken, once), the deadline. Reads are
 /// preferred over the timer, so a reply that is there is used even when its deadline has
 /// just passed.
 async fn wait(
     slots: &mut [Slot],
-    buf: &mut [u8],
     deadline: Option<distlock_core::Instant>,
     cancel: &mut Cancel<'_>,
     clock: &Clock,
@@ -325,7 +320,7 @@ async fn wait(
         for (node, slot) in slots.iter_mut().enumerate() {
             match slot {
                 Slot::Ready(conn) => {
-                    let mut read = ReadBuf::new(buf);
+                    let mut read = ReadBuf::new(&mut conn.read_buf);
                     if let Poll::Ready(result) = Pin::new(&mut conn.stream).poll_read(cx, &mut read)
                     {
                         let n = read.filled().len();

@@ -17,8 +17,8 @@
 //! - **A guard is released once.** By [`Guard::release`], or else in the background when it
 //!   is dropped; the renewal task is stopped first either way.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use distlock_core::{
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::MAX_NODES;
-use crate::client::{Client, LockBuilder, Shape};
+use crate::client::{Client, LockBuilder, ONE_NODE, Shape};
 use crate::clock::{from_std, to_std};
 use crate::entropy::{random_bytes, random_u64};
 use crate::error::Error;
@@ -80,16 +80,17 @@ impl LockBuilder {
         };
         let seed = random_u64();
         let client = &self.client;
-        let (lease, durable, stragglers) = client
-            .run_ordered(
-                |servers, now| {
-                    Acquire::<MAX_NODES>::new(&lock, token, servers, from_std(wait), now, seed)
-                },
-                cancel,
-                |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
-                &Stragglers::default(),
-            )
-            .await?;
+        let wait = from_std(wait);
+        let (lease, durable, stragglers) = if client.nodes() == ONE_NODE {
+            run_acquire::<ONE_NODE>(client, &lock, token, wait, seed, cancel).await?
+        } else {
+            // Boxed: a future holds the larger of its branches, and this one's machine would
+            // make every single-node acquire's future three times the size (see `ONE_NODE`).
+            Box::pin(run_acquire::<MAX_NODES>(
+                client, &lock, token, wait, seed, cancel,
+            ))
+            .await?
+        };
         let lease = lease?;
         if let Err(e) = client.durable_verdict(durable) {
             // Not confirmed by the replicas: a failover could lose it, so it is not reported
@@ -105,6 +106,34 @@ impl LockBuilder {
     }
 }
 
+/// What an acquire's machine for up to `N` nodes gave: its outcome, the durable check's
+/// verdict (`None`: not asked) and the nodes whose replies it still owed.
+type AcquireRun = (
+    Result<distlock_core::Lease, distlock_core::Error>,
+    Option<Result<(), distlock_core::DurableError>>,
+    Stragglers,
+);
+
+/// Drives one acquire of `lock` with a machine for up to `N` nodes (see
+/// [`crate::client::ONE_NODE`]).
+async fn run_acquire<const N: usize>(
+    client: &Client,
+    lock: &Lock,
+    token: Token,
+    wait: distlock_core::Duration,
+    seed: u64,
+    cancel: crate::drive::Cancel<'_>,
+) -> Result<AcquireRun, Error> {
+    client
+        .run_ordered(
+            |servers, now| Acquire::<N>::new(lock, token, servers, wait, now, seed),
+            cancel,
+            |outcome| outcome.as_ref().ok().map(distlock_core::Lease::valid_until),
+            &Stragglers::default(),
+        )
+        .await
+}
+
 /// State a guard shares with its renewal task.
 struct Held {
     /// The validity the last extend to finish set (or the acquire's). Stored, never maxed: an
@@ -114,13 +143,33 @@ struct Held {
     /// Held across each extend, by hand or by the renewal task: one extend at a time, so the
     /// one whose result is stored last is also the one that reached the servers last.
     extending: tokio::sync::Mutex<()>,
-    lost: watch::Sender<bool>,
-    /// Marked changed each time an extend stores a validity ([`Guard::validity_moved`]).
-    moved: watch::Sender<()>,
+    /// Whether the lease was lost; made by the first to set or watch it ([`Held::lost`]).
+    lost: OnceLock<watch::Sender<bool>>,
+    /// Marked changed each time an extend stores a validity ([`Guard::validity_moved`]); made
+    /// by the first extend or watcher ([`Held::moved`]).
+    moved: OnceLock<watch::Sender<()>>,
     released: AtomicBool,
 }
 
 impl Held {
+    /// The lease-lost channel, made on first use. Every sender and every watcher goes through
+    /// here, so they all share one channel, made before either acts: a guard nobody watches
+    /// and that is never lost (most) makes none — a watch channel costs an allocation, and
+    /// eight wake-up lists to notify when it drops.
+    fn lost(&self) -> &watch::Sender<bool> {
+        self.lost.get_or_init(|| watch::channel(false).0)
+    }
+
+    /// Whether the lease was marked lost. No channel yet: nobody marked it.
+    fn is_lost(&self) -> bool {
+        self.lost.get().is_some_and(|lost| *lost.borrow())
+    }
+
+    /// The validity-moved channel, made on first use, as [`Held::lost`].
+    fn moved(&self) -> &watch::Sender<()> {
+        self.moved.get_or_init(|| watch::channel(()).0)
+    }
+
     /// Extends `lock` held by `token`, one extend at a time (by hand or by the renewal), and
     /// stores the validity it gives: the last extend to finish is the one that reached the
     /// servers last, so its validity is the keys' (a shorter TTL moves it earlier).
@@ -130,7 +179,7 @@ impl Held {
         if let Ok(extended) = &result {
             self.valid_until
                 .store(extended.valid_until.as_millis(), Ordering::Release);
-            self.moved.send_replace(());
+            self.moved().send_replace(());
         }
         result
     }
@@ -197,13 +246,11 @@ impl Guard {
         lease: distlock_core::Lease,
         auto_renew: bool,
     ) -> Guard {
-        let (lost, _) = watch::channel(false);
-        let (moved, _) = watch::channel(());
         let held = Arc::new(Held {
             valid_until: AtomicU64::new(lease.valid_until().as_millis()),
             extending: tokio::sync::Mutex::new(()),
-            lost,
-            moved,
+            lost: OnceLock::new(),
+            moved: OnceLock::new(),
             released: AtomicBool::new(false),
         });
         let renewal = auto_renew.then(|| {
@@ -267,7 +314,7 @@ impl Guard {
     /// How much validity is left (zero once it ran out or the lease was lost).
     #[must_use]
     pub fn validity(&self) -> Duration {
-        if *self.held.lost.borrow() {
+        if self.held.is_lost() {
             return Duration::ZERO;
         }
         let until =
@@ -284,7 +331,7 @@ impl Guard {
     /// Resolves when the lease is lost: its validity ran out (renewal failed or was not
     /// asked for) or the lock turned out to be held by another token.
     pub async fn lost(&self) {
-        let mut lost = self.held.lost.subscribe();
+        let mut lost = self.held.lost().subscribe();
         loop {
             if *lost.borrow_and_update() {
                 return;
@@ -308,7 +355,7 @@ impl Guard {
     /// a watcher that schedules by the validity needs (`distlock exec` forwards each move to
     /// its job's watchdog). It also resolves once the guard is gone.
     pub fn validity_moved(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut moved = self.held.moved.subscribe();
+        let mut moved = self.held.moved().subscribe();
         async move {
             let _ = moved.changed().await;
         }
@@ -321,7 +368,7 @@ impl Guard {
             Ok(_) => Ok(self.validity()),
             Err(e) => {
                 if matches!(e.lock_error(), Some(distlock_core::Error::NotHeld)) {
-                    self.held.lost.send_replace(true);
+                    self.held.lost().send_replace(true);
                 }
                 Err(e)
             }
@@ -361,7 +408,7 @@ impl Guard {
             schedule.handle_extend_outcome(outcome, clock.now());
         }
         if let Some(reason) = schedule.lost() {
-            self.held.lost.send_replace(true);
+            self.held.lost().send_replace(true);
             return Err(reason);
         }
         let next = schedule.poll_timeout().unwrap_or_else(|| clock.now());
@@ -500,7 +547,7 @@ async fn renew(client: Client, lock: Lock, token: Token, held: Arc<Held>, mut sc
                         }
                         _ => warn!("lease lost: renewal kept failing until the validity ran out"),
                     }
-                    held.lost.send_replace(true);
+                    held.lost().send_replace(true);
                     return;
                 }
                 _ => {}

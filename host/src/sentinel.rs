@@ -276,15 +276,14 @@ async fn check_primary(
         Err(e) => return Err(Checked::Next(Asked::PrimaryUnreachable, e.to_string())),
     };
     match reply.and_then(|reply| parse_role(&reply, conn.server.protocol)) {
-        Ok(Role::Primary) => Ok(Conn {
-            stream: Stream::Sentinel(Box::new(SentinelStream {
+        Ok(Role::Primary) => Ok(Conn::new(
+            Stream::Sentinel(Box::new(SentinelStream {
                 inner: conn.stream,
                 watch: FailoverWatch::new(),
                 primary: (target.host.clone(), target.port),
             })),
-            server: conn.server,
-            owed: None,
-        }),
+            conn.server,
+        )),
         Ok(role) => Err(Checked::Next(
             Asked::NotPrimary,
             format!("its ROLE is {role:?}, not master"),

@@ -4,7 +4,8 @@
 //! more than the step itself.
 //!
 //! Owns the layout only; what a step does is [`crate::operation`]'s. Invariants: every
-//! encoding starts with [`VERSION`]; an outcome the layout has no fields for (status,
+//! encoding starts with its layout's version ([`VERSION`], or [`SLOTTED_VERSION`] and the
+//! slot); an outcome the layout has no fields for (status,
 //! reset, an error) is code [`OUTCOME_OTHER`], and its caller keeps the value for
 //! `poll-outcome`, so nothing is lost by going flat.
 
@@ -31,25 +32,30 @@ const KEEP: u8 = 0;
 const CLOSE: u8 = 1;
 const SILENT: u8 = 2;
 
-/// A step encoded by [`encode`] (`step`) in the slotted layout: version
-/// [`SLOTTED_VERSION`], the slot, then the rest of `step` as it is.
-pub(crate) fn slotted(slot: u32, step: &[u8]) -> Vec<u8> {
-    let rest = step.get(1..).unwrap_or_default();
-    let mut out = Vec::with_capacity(rest.len() + 5);
-    out.push(SLOTTED_VERSION);
-    out.extend_from_slice(&slot.to_le_bytes());
-    out.extend_from_slice(rest);
-    out
+/// Which layout a step is encoded in: an operation's own ([`VERSION`]), or a session-level
+/// flat call's ([`SLOTTED_VERSION`] and the operation's slot, then the same fields).
+#[derive(Clone, Copy)]
+pub(crate) enum Layout {
+    Plain,
+    Slotted(u32),
 }
 
-/// `result` in the flat layout. Returns the outcome when it is one the layout does not
-/// carry, for the caller to keep for `poll-outcome`.
+/// `result` in `layout`, written once (a slotted answer is not a copy of a plain one).
+/// Returns the outcome when it is one the layout does not carry, for the caller to keep for
+/// `poll-outcome`.
 pub(crate) fn encode(
     result: api::StepResult,
+    layout: Layout,
 ) -> (Vec<u8>, Option<Result<api::Outcome, api::Error>>) {
     let payload: usize = result.transmits.iter().map(|tx| tx.bytes.len() + 5).sum();
     let mut out = Vec::with_capacity(payload + 64 + result.connections.len() * 5);
-    out.push(VERSION);
+    match layout {
+        Layout::Plain => out.push(VERSION),
+        Layout::Slotted(slot) => {
+            out.push(SLOTTED_VERSION);
+            out.extend_from_slice(&slot.to_le_bytes());
+        }
+    }
     // Nodes never exceed `MAX_NODES` and a step sends one request per node at most, far
     // below 256 transmits.
     out.push(u8::try_from(result.transmits.len()).unwrap_or(u8::MAX));

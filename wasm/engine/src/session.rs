@@ -194,8 +194,11 @@ impl Session {
         lent: u32,
     ) -> Result<Vec<u8>, api::Error> {
         let at = input::instant(now);
-        let lock = self.slots.borrow().lock(name_id)?.clone();
-        let op = self.build_operation(|_, servers| make(&lock, servers, at), at)?;
+        // The registered lock is read in place (building touches the session, not the slots).
+        let slots = self.slots.borrow();
+        let lock = slots.lock(name_id)?;
+        let op = self.build_operation(|_, servers| make(lock, servers, at), at)?;
+        drop(slots);
         let slot = self.slots.borrow_mut().insert(op)?;
         let lent = |n: usize| n < 32 && (lent >> n) & 1 == 1;
         Ok(self.in_slot(slot, |op| op.start(now, lent)))

@@ -40,79 +40,106 @@ pub(crate) enum Layout {
     Slotted(u32),
 }
 
-/// `result` in `layout`, written once (a slotted answer is not a copy of a plain one).
-/// Returns the outcome when it is one the layout does not carry, for the caller to keep for
-/// `poll-outcome`.
-pub(crate) fn encode(
-    result: api::StepResult,
-    layout: Layout,
-) -> (Vec<u8>, Option<Result<api::Outcome, api::Error>>) {
-    let payload: usize = result.transmits.iter().map(|tx| tx.bytes.len() + 5).sum();
-    let mut out = Vec::with_capacity(payload + 64 + result.connections.len() * 5);
-    match layout {
-        Layout::Plain => out.push(VERSION),
-        Layout::Slotted(slot) => {
-            out.push(SLOTTED_VERSION);
-            out.extend_from_slice(&slot.to_le_bytes());
+/// A flat answer being written: its header, then each transmit as the step hands it out
+/// (straight from the session's step buffer), then the rest of the step by [`Answer::finish`].
+pub(crate) struct Answer {
+    out: Vec<u8>,
+    /// Where the transmit count is, and the count so far.
+    count_at: usize,
+    count: u8,
+}
+
+impl Answer {
+    /// An answer in `layout`, no transmits yet.
+    pub(crate) fn new(layout: Layout) -> Answer {
+        // Room for a step's usual requests and its outcome, so most answers never grow.
+        let mut out = Vec::with_capacity(256);
+        match layout {
+            Layout::Plain => out.push(VERSION),
+            Layout::Slotted(slot) => {
+                out.push(SLOTTED_VERSION);
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+        }
+        let count_at = out.len();
+        out.push(0);
+        Answer {
+            out,
+            count_at,
+            count: 0,
         }
     }
-    // Nodes never exceed `MAX_NODES` and a step sends one request per node at most, far
-    // below 256 transmits.
-    out.push(u8::try_from(result.transmits.len()).unwrap_or(u8::MAX));
-    for tx in result.transmits.iter().take(usize::from(u8::MAX)) {
-        out.push(tx.node);
-        out.extend_from_slice(
-            &u32::try_from(tx.bytes.len())
-                .unwrap_or(u32::MAX)
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(&tx.bytes);
-    }
-    let Some(outcome) = result.outcome else {
-        out.push(PENDING);
-        out.extend_from_slice(&result.timeout.unwrap_or(f64::NAN).to_le_bytes());
-        return (out, None);
-    };
-    out.push(OVER);
-    let kept = match outcome {
-        Ok(api::Outcome::Acquired(lease)) => {
-            out.push(OUTCOME_ACQUIRED);
-            // A token is 16 to 64 bytes (the interface's `lease` doc).
-            let token = lease.token.as_bytes();
-            let token = token.get(..usize::from(u8::MAX)).unwrap_or(token);
-            out.push(u8::try_from(token.len()).unwrap_or(u8::MAX));
-            out.extend_from_slice(token);
-            out.push(u8::from(lease.fence.is_some()));
-            out.extend_from_slice(&lease.fence.unwrap_or(0).to_le_bytes());
-            out.extend_from_slice(&lease.started.to_le_bytes());
-            out.extend_from_slice(&lease.valid_until.to_le_bytes());
-            None
-        }
-        Ok(api::Outcome::Released(holds)) => {
-            out.push(OUTCOME_RELEASED);
-            out.extend_from_slice(&holds.to_le_bytes());
-            None
-        }
-        Ok(api::Outcome::Extended(extended)) => {
-            out.push(OUTCOME_EXTENDED);
-            out.extend_from_slice(&extended.started.to_le_bytes());
-            out.extend_from_slice(&extended.valid_until.to_le_bytes());
-            None
-        }
-        other => {
-            out.push(OUTCOME_OTHER);
-            Some(other)
-        }
-    };
-    out.push(u8::try_from(result.connections.len()).unwrap_or(u8::MAX));
-    for after in &result.connections {
-        let (verdict, owed) = match after {
-            api::After::Keep(owed) => (KEEP, *owed),
-            api::After::Close => (CLOSE, 0),
-            api::After::Silent => (SILENT, 0),
+
+    /// One transmit. Nodes never exceed `MAX_NODES` and a step sends one request per node
+    /// at most, far below the 255 the count holds: past them, a transmit is left out.
+    pub(crate) fn transmit(&mut self, node: u8, bytes: &[u8]) {
+        let Some(count) = self.count.checked_add(1) else {
+            return;
         };
-        out.push(verdict);
-        out.extend_from_slice(&owed.to_le_bytes());
+        self.count = count;
+        if let Some(slot) = self.out.get_mut(self.count_at) {
+            *slot = count;
+        }
+        self.out.push(node);
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(bytes);
     }
-    (out, kept)
+
+    /// The rest of `result` (its `transmits` were handed to [`Answer::transmit`]). Returns
+    /// the outcome when it is one the layout does not carry, for the caller to keep for
+    /// `poll-outcome`.
+    pub(crate) fn finish(
+        self,
+        result: api::StepResult,
+    ) -> (Vec<u8>, Option<Result<api::Outcome, api::Error>>) {
+        let mut out = self.out;
+        let Some(outcome) = result.outcome else {
+            out.push(PENDING);
+            out.extend_from_slice(&result.timeout.unwrap_or(f64::NAN).to_le_bytes());
+            return (out, None);
+        };
+        out.push(OVER);
+        let kept = match outcome {
+            Ok(api::Outcome::Acquired(lease)) => {
+                out.push(OUTCOME_ACQUIRED);
+                // A token is 16 to 64 bytes (the interface's `lease` doc).
+                let token = lease.token.as_bytes();
+                let token = token.get(..usize::from(u8::MAX)).unwrap_or(token);
+                out.push(u8::try_from(token.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(token);
+                out.push(u8::from(lease.fence.is_some()));
+                out.extend_from_slice(&lease.fence.unwrap_or(0).to_le_bytes());
+                out.extend_from_slice(&lease.started.to_le_bytes());
+                out.extend_from_slice(&lease.valid_until.to_le_bytes());
+                None
+            }
+            Ok(api::Outcome::Released(holds)) => {
+                out.push(OUTCOME_RELEASED);
+                out.extend_from_slice(&holds.to_le_bytes());
+                None
+            }
+            Ok(api::Outcome::Extended(extended)) => {
+                out.push(OUTCOME_EXTENDED);
+                out.extend_from_slice(&extended.started.to_le_bytes());
+                out.extend_from_slice(&extended.valid_until.to_le_bytes());
+                None
+            }
+            other => {
+                out.push(OUTCOME_OTHER);
+                Some(other)
+            }
+        };
+        out.push(u8::try_from(result.connections.len()).unwrap_or(u8::MAX));
+        for after in &result.connections {
+            let (verdict, owed) = match after {
+                api::After::Keep(owed) => (KEEP, *owed),
+                api::After::Close => (CLOSE, 0),
+                api::After::Silent => (SILENT, 0),
+            };
+            out.push(verdict);
+            out.extend_from_slice(&owed.to_le_bytes());
+        }
+        (out, kept)
+    }
 }

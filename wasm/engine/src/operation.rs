@@ -114,10 +114,14 @@ impl Operation {
         }
     }
 
-    /// The next bytes to send to a node that is not absent, and for how long the command
-    /// may rightly block; a transmit for an absent node fails that node's request in the
-    /// machine instead.
-    fn next_transmit(&self, at: Instant) -> Option<(api::Transmit, Option<Duration>)> {
+    /// Hands `take` the next bytes to send to a node that is not absent, and for how long
+    /// the command may rightly block, straight from the step buffer; a transmit for an absent
+    /// node fails that node's request in the machine instead. `None`: nothing to send.
+    fn next_transmit<R>(
+        &self,
+        at: Instant,
+        take: impl FnOnce(usize, &[u8], Option<Duration>) -> R,
+    ) -> Option<R> {
         let mut machine = self.machine.borrow_mut();
         self.with_step_buffer(|buf| {
             loop {
@@ -128,11 +132,8 @@ impl Operation {
                             driven!(&mut *machine, m => m.handle_disconnect(tx.node, at));
                             continue;
                         }
-                        let transmit = api::Transmit {
-                            node: node_index(tx.node),
-                            bytes: buf.get(..tx.len).map(<[u8]>::to_vec).unwrap_or_default(),
-                        };
-                        return Some((transmit, tx.blocking));
+                        let bytes = buf.get(..tx.len).unwrap_or_default();
+                        return Some(take(tx.node, bytes, tx.blocking));
                     }
                     Ok(None) => return None,
                     Err(short) => buf.resize(short.required, 0),
@@ -217,23 +218,36 @@ impl Operation {
         at
     }
 
-    /// `result` in `layout`, keeping an outcome it cannot carry for `poll-outcome`.
-    pub(crate) fn flat(&self, result: api::StepResult, layout: flat::Layout) -> Vec<u8> {
-        let (bytes, kept) = flat::encode(result, layout);
+    /// A step on `events` answered in `layout`: each request written into the answer as the
+    /// machine makes it; an outcome the layout cannot carry is kept for `poll-outcome`.
+    pub(crate) fn run_flat(
+        &self,
+        now: api::Instant,
+        events: impl IntoIterator<Item = api::NodeEvent>,
+        layout: flat::Layout,
+    ) -> Vec<u8> {
+        let mut answer = flat::Answer::new(layout);
+        let result = self.run_with(now, events, |n, bytes| answer.transmit(n, bytes));
+        let (bytes, kept) = answer.finish(result);
         if kept.is_some() {
             *self.kept.borrow_mut() = kept;
         }
         bytes
     }
 
-    /// The first step: a `disconnect` for every node the runtime lends no connection
-    /// (`lent(n)` false).
-    pub(crate) fn start(&self, now: api::Instant, lent: impl Fn(usize) -> bool) -> api::StepResult {
+    /// The first step, answered in `layout`: a `disconnect` for every node the runtime lends
+    /// no connection (`lent(n)` false).
+    pub(crate) fn start_flat(
+        &self,
+        now: api::Instant,
+        lent: impl Fn(usize) -> bool,
+        layout: flat::Layout,
+    ) -> Vec<u8> {
         let nodes = self.nodes.borrow().len();
         let events = (0..nodes)
             .filter(|&n| !lent(n))
             .map(|n| api::NodeEvent::Disconnect(node_index(n)));
-        self.run(now, events)
+        self.run_flat(now, events, layout)
     }
 
     /// Whether the outcome has been handed out: given by a step whose layout carries it, or
@@ -306,11 +320,14 @@ fn released(
 }
 
 impl Operation {
-    /// `step` on `events`, taken one at a time (a flat call's one event needs no list).
-    pub(crate) fn run(
+    /// `step` on `events`, taken one at a time (a flat call's one event needs no list),
+    /// each request handed to `sent` (node, bytes) as the machine makes it instead of into
+    /// the result's `transmits`.
+    fn run_with(
         &self,
         now: api::Instant,
         events: impl IntoIterator<Item = api::NodeEvent>,
+        mut sent: impl FnMut(u8, &[u8]),
     ) -> api::StepResult {
         let at = self.at(now);
         let mut result = api::StepResult {
@@ -341,13 +358,14 @@ impl Operation {
         if due {
             driven!(&mut *self.machine.borrow_mut(), m => m.handle_timeout(at));
         }
-        while let Some((tx, blocking)) = self.next_transmit(at) {
-            if let Some(track) = self.nodes.borrow_mut().get_mut(node(tx.node)) {
+        let mut send = |n: usize, bytes: &[u8], blocking: Option<Duration>| {
+            if let Some(track) = self.nodes.borrow_mut().get_mut(n) {
                 let since = at.saturating_add(blocking.unwrap_or(Duration::ZERO));
                 track.unanswered.get_or_insert(since);
             }
-            result.transmits.push(tx);
-        }
+            sent(node_index(n), bytes);
+        };
+        while self.next_transmit(at, &mut send).is_some() {}
         result.outcome = api::GuestOperation::poll_outcome(self);
         if result.outcome.is_some() {
             self.finished.set(true);
@@ -361,36 +379,47 @@ impl Operation {
 
 impl api::GuestOperation for Operation {
     fn step(&self, now: api::Instant, events: Vec<api::NodeEvent>) -> api::StepResult {
-        self.run(now, events)
+        let mut transmits = Vec::new();
+        let mut result = self.run_with(now, events, |node, bytes| {
+            transmits.push(api::Transmit {
+                node,
+                bytes: bytes.to_vec(),
+            });
+        });
+        result.transmits = transmits;
+        result
     }
 
     fn start(&self, now: api::Instant, lent: Vec<u8>) -> Vec<u8> {
-        let result = Operation::start(self, now, |n| lent.get(n) == Some(&1));
-        self.flat(result, flat::Layout::Plain)
+        let lent = |n| lent.get(n) == Some(&1);
+        self.start_flat(now, lent, flat::Layout::Plain)
     }
 
     fn feed(&self, now: api::Instant, n: u8, bytes: Vec<u8>) -> Vec<u8> {
         let data = api::NodeEvent::Data(api::Received { node: n, bytes });
-        self.flat(self.run(now, [data]), flat::Layout::Plain)
+        self.run_flat(now, [data], flat::Layout::Plain)
     }
 
     fn lose(&self, now: api::Instant, n: u8) -> Vec<u8> {
         let lost = api::NodeEvent::Disconnect(n);
-        self.flat(self.run(now, [lost]), flat::Layout::Plain)
+        self.run_flat(now, [lost], flat::Layout::Plain)
     }
 
     fn lend(&self, now: api::Instant, n: u8) -> Vec<u8> {
         let lent = api::NodeEvent::Connected(n);
-        self.flat(self.run(now, [lent]), flat::Layout::Plain)
+        self.run_flat(now, [lent], flat::Layout::Plain)
     }
 
     fn tick(&self, now: api::Instant) -> Vec<u8> {
-        self.flat(self.run(now, []), flat::Layout::Plain)
+        self.run_flat(now, [], flat::Layout::Plain)
     }
 
     fn poll_transmit(&self, now: api::Instant) -> Option<api::Transmit> {
         let at = self.at(now);
-        self.next_transmit(at).map(|(tx, _)| tx)
+        self.next_transmit(at, |n, bytes, _| api::Transmit {
+            node: node_index(n),
+            bytes: bytes.to_vec(),
+        })
     }
 
     fn handle_input(&self, n: u8, bytes: Vec<u8>, now: api::Instant) {

@@ -201,19 +201,23 @@ impl Session {
         drop(slots);
         let slot = self.slots.borrow_mut().insert(op)?;
         let lent = |n: usize| n < 32 && (lent >> n) & 1 == 1;
-        Ok(self.in_slot(slot, |op| op.start(now, lent)))
+        Ok(self.in_slot(slot, |op, layout| op.start_flat(now, lent, layout)))
     }
 
     /// Runs one flat step on the operation in `slot` and answers it in the slotted layout,
     /// freeing the slot once the outcome is handed out; an unknown slot, or one whose
     /// operation is over, answers nothing.
-    fn in_slot(&self, slot: u32, step: impl FnOnce(&Operation) -> api::StepResult) -> Vec<u8> {
+    fn in_slot(
+        &self,
+        slot: u32,
+        step: impl FnOnce(&Operation, flat::Layout) -> Vec<u8>,
+    ) -> Vec<u8> {
         let slots = self.slots.borrow();
         // Over and waiting for `outcome-flat`: nothing more to step, as for an unknown slot.
         let Some(op) = slots.get(slot).filter(|op| !op.finished()) else {
             return Vec::new();
         };
-        let answer = op.flat(step(op), flat::Layout::Slotted(slot));
+        let answer = step(op, flat::Layout::Slotted(slot));
         let over = op.outcome_given();
         drop(slots);
         if over {
@@ -276,11 +280,10 @@ fn layout(layout: Option<api::KeyLayout>, prefix: Option<&str>) -> Result<KeyLay
 /// A `…-started` call's answer: the operation built, and its first step's flat record (the
 /// transmits it has for the connections `lent` lends it).
 fn started(op: api::Operation, now: api::Instant, lent: &[u8]) -> (api::Operation, Vec<u8>) {
-    let started = op.get::<Operation>();
-    let first = started.flat(
-        started.start(now, |n| lent.get(n) == Some(&1)),
-        flat::Layout::Plain,
-    );
+    let lent = |n| lent.get(n) == Some(&1);
+    let first = op
+        .get::<Operation>()
+        .start_flat(now, lent, flat::Layout::Plain);
     (op, first)
 }
 
@@ -538,19 +541,21 @@ impl api::GuestSession for Session {
 
     fn feed_flat(&self, slot: u32, now: api::Instant, n: u8, bytes: Vec<u8>) -> Vec<u8> {
         let data = api::NodeEvent::Data(api::Received { node: n, bytes });
-        self.in_slot(slot, |op| op.run(now, [data]))
+        self.in_slot(slot, |op, layout| op.run_flat(now, [data], layout))
     }
 
     fn lose_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
-        self.in_slot(slot, |op| op.run(now, [api::NodeEvent::Disconnect(n)]))
+        let lost = api::NodeEvent::Disconnect(n);
+        self.in_slot(slot, |op, layout| op.run_flat(now, [lost], layout))
     }
 
     fn lend_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
-        self.in_slot(slot, |op| op.run(now, [api::NodeEvent::Connected(n)]))
+        let lent = api::NodeEvent::Connected(n);
+        self.in_slot(slot, |op, layout| op.run_flat(now, [lent], layout))
     }
 
     fn tick_flat(&self, slot: u32, now: api::Instant) -> Vec<u8> {
-        self.in_slot(slot, |op| op.run(now, []))
+        self.in_slot(slot, |op, layout| op.run_flat(now, [], layout))
     }
 
     fn cancel_flat(&self, slot: u32, now: api::Instant) {

@@ -117,6 +117,8 @@ impl Operation {
     /// Hands `take` the next bytes to send to a node that is not absent, and for how long
     /// the command may rightly block, straight from the step buffer; a transmit for an absent
     /// node fails that node's request in the machine instead. `None`: nothing to send.
+    /// `take` runs while the session is borrowed for its buffer: it must not borrow the
+    /// session (the tracking and the answer it writes are the operation's own).
     fn next_transmit<R>(
         &self,
         at: Instant,

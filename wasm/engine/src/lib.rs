@@ -9,7 +9,7 @@
 //! Every protocol decision — commands, retries, quorum, fencing, validity, when to connect,
 //! when to renew and when a lease is lost — is `distlock-core`'s. This crate only holds the
 //! machines behind WIT resources: [`session`] (the node set and the factory of machines),
-//! [`handshake`], [`operation`], [`renewal`], the session-level flat calls' name and slot
+//! [`handshake`], [`operation`] (running a [`machine`] sized to the session), [`renewal`], the session-level flat calls' name and slot
 //! tables ([`slots`]), plus the conversions of time, entropy
 //! ([`input`]) and errors ([`convert`]), the flat step encoding ([`flat`]) and its packed
 //! form, bytes eight to a `u64` ([`packed`]).
@@ -23,6 +23,7 @@ mod convert;
 mod flat;
 mod handshake;
 mod input;
+mod machine;
 mod operation;
 mod packed;
 mod renewal;

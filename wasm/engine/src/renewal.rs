@@ -7,15 +7,15 @@
 //! timeout cut to the validity left, retries while the validity lasts, lost when it runs out
 //! or an extend finds another token — and once lost it stays lost.
 
-use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::RefCell;
 
-use distlock_core::{Extend, Instant, LostReason, MAX_NODES, RenewalEvent, Token};
+use distlock_core::{Instant, LostReason, RenewalEvent, Token};
 
 use crate::api;
 use crate::input;
-use crate::operation::{Machine, Operation};
+use crate::machine::Machine;
+use crate::operation::Operation;
 use crate::session::Shared;
 
 /// The core's schedule, shared with the extend operation it asked for.
@@ -74,23 +74,24 @@ impl api::GuestRenewal for Renewal {
         match event {
             RenewalEvent::Extend => {
                 let lock = self.schedule.borrow().extend_lock(&self.lock, at);
-                let (built, framed) = {
+                let built = {
                     let shared = self.shared.borrow();
-                    let servers = shared.servers();
-                    let built =
-                        Extend::<MAX_NODES>::new(&lock, self.token.clone(), &servers, at, seed);
-                    (built, shared.framed())
+                    shared
+                        .with_servers(|servers| {
+                            Machine::extend(&lock, self.token.clone(), servers, at, seed)
+                        })
+                        .map(|machine| {
+                            Operation::new(
+                                machine,
+                                Some(Rc::clone(&self.schedule)),
+                                Rc::clone(&self.shared),
+                                shared.framed(),
+                                at,
+                            )
+                        })
                 };
                 match built {
-                    Ok(machine) => Some(api::RenewalEvent::Extend(api::Operation::new(
-                        Operation::new(
-                            Machine::Extend(Box::new(machine)),
-                            Some(Rc::clone(&self.schedule)),
-                            Rc::clone(&self.shared),
-                            framed,
-                            at,
-                        ),
-                    ))),
+                    Ok(op) => Some(api::RenewalEvent::Extend(api::Operation::new(op))),
                     Err(_) => {
                         // The lock was built for this session, so this cannot happen; were it
                         // to, the schedule retries while the validity lasts.

@@ -9,20 +9,22 @@
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use distlock_core::{
-    Acquire, ConnectOutcome, Credentials, Duration, Extend, FinishCompute, GetOrLock,
-    HandshakeOptions, Inspect, Instant, KeyLayout, Lock, LockOptions, MAX_NODES, Protocol, Release,
-    Reset, ServerInfo, SessionOptions, Token, quorum, wit::Shape,
+    ConnectOutcome, Credentials, Duration, FinishCompute, GetOrLock, HandshakeOptions, Inspect,
+    Instant, KeyLayout, Lock, LockOptions, MAX_NODES, Protocol, Reset, ServerInfo, SessionOptions,
+    Token, quorum, wit::Shape,
 };
 
 use crate::api;
 use crate::convert::config_error;
 use crate::handshake::Handshake;
 use crate::input::{self, node, node_index};
-use crate::operation::{Machine, Operation};
+use crate::machine::Machine;
+use crate::operation::{Operation, STEP_BUFFER};
 use crate::renewal::Renewal;
 use crate::slots::Slots;
 use crate::{flat, packed, url};
@@ -47,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) completed: Vec<u64>,
     pub(crate) layout: KeyLayout,
     pub(crate) options: LockOptions,
+    /// The buffer every operation's step writes its requests into, one per session
+    /// ([`crate::operation`]): reused, so a step allocates none.
+    pub(crate) step_buffer: Vec<u8>,
 }
 
 impl Shared {
@@ -70,16 +75,21 @@ impl Shared {
             .map_err(config_error)
     }
 
-    /// The servers a machine is built for, in node order (a node not known yet as the
-    /// default: the machine never talks to it, see [`Shared::unknown`]).
-    pub(crate) fn servers(&self) -> Vec<ServerInfo> {
-        self.known.iter().map(|k| k.unwrap_or_default()).collect()
+    /// Runs `build` on the servers a machine is built for, in node order (a node not known
+    /// yet as the default: the machine never talks to it, see [`Shared::framed`]) — listed
+    /// on the stack, as a session has at most [`MAX_NODES`].
+    pub(crate) fn with_servers<R>(&self, build: impl FnOnce(&[ServerInfo]) -> R) -> R {
+        let mut servers = [ServerInfo::default(); MAX_NODES];
+        for (server, known) in servers.iter_mut().zip(&self.known) {
+            *server = known.unwrap_or_default();
+        }
+        build(servers.get(..self.known.len()).unwrap_or(&servers))
     }
 
     /// Per node, the protocol a machine built now frames its requests in; `None` where no
     /// handshake has completed: such a machine leaves the node out.
-    pub(crate) fn framed(&self) -> Vec<Option<Protocol>> {
-        self.known.iter().map(|k| k.map(|k| k.protocol)).collect()
+    pub(crate) fn framed(&self) -> impl Iterator<Item = Option<Protocol>> + '_ {
+        self.known.iter().map(|k| k.map(|k| k.protocol))
     }
 
     /// Refuses to build a machine while fewer than a majority of the nodes have completed
@@ -142,6 +152,7 @@ impl Session {
                 nodes,
                 layout,
                 options: lock_options,
+                step_buffer: vec![0; STEP_BUFFER],
             })),
             slots: RefCell::new(Slots::new()),
         })
@@ -165,18 +176,12 @@ impl Session {
     ) -> Result<Operation, api::Error> {
         let shared = self.shared.borrow();
         // Input errors first: bad input is `invalid` whatever the connections.
-        let machine = make(&shared, &shared.servers())?;
+        let machine = shared.with_servers(|servers| make(&shared, servers))?;
         shared.check_known()?;
-        let framed = shared.framed();
+        let op = Operation::new(machine, None, Rc::clone(&self.shared), shared.framed(), now);
         drop(shared);
         self.shared.borrow_mut().policy.handle_timeout(now);
-        Ok(Operation::new(
-            machine,
-            None,
-            Rc::clone(&self.shared),
-            framed,
-            now,
-        ))
+        Ok(op)
     }
 
     /// A session-level flat constructor: the operation `make` builds for the lock of
@@ -189,25 +194,30 @@ impl Session {
         lent: u32,
     ) -> Result<Vec<u8>, api::Error> {
         let at = input::instant(now);
-        let lock = self.slots.borrow().lock(name_id)?.clone();
-        let op = self.build_operation(|_, servers| make(&lock, servers, at), at)?;
+        // The registered lock is read in place (building touches the session, not the slots).
+        let slots = self.slots.borrow();
+        let lock = slots.lock(name_id)?;
+        let op = self.build_operation(|_, servers| make(lock, servers, at), at)?;
+        drop(slots);
         let slot = self.slots.borrow_mut().insert(op)?;
-        let lent: Vec<u8> = (0..MAX_NODES)
-            .map(|n| u8::from(n < 32 && (lent >> n) & 1 == 1))
-            .collect();
-        Ok(self.in_slot(slot, |op| op.start_flat(now, &lent)))
+        let lent = |n: usize| n < 32 && (lent >> n) & 1 == 1;
+        Ok(self.in_slot(slot, |op, layout| op.start_flat(now, lent, layout)))
     }
 
     /// Runs one flat step on the operation in `slot` and answers it in the slotted layout,
     /// freeing the slot once the outcome is handed out; an unknown slot, or one whose
     /// operation is over, answers nothing.
-    fn in_slot(&self, slot: u32, step: impl FnOnce(&Operation) -> Vec<u8>) -> Vec<u8> {
+    fn in_slot(
+        &self,
+        slot: u32,
+        step: impl FnOnce(&Operation, flat::Layout) -> Vec<u8>,
+    ) -> Vec<u8> {
         let slots = self.slots.borrow();
         // Over and waiting for `outcome-flat`: nothing more to step, as for an unknown slot.
         let Some(op) = slots.get(slot).filter(|op| !op.finished()) else {
             return Vec::new();
         };
-        let answer = flat::slotted(slot, &step(op));
+        let answer = step(op, flat::Layout::Slotted(slot));
         let over = op.outcome_given();
         drop(slots);
         if over {
@@ -267,14 +277,17 @@ fn layout(layout: Option<api::KeyLayout>, prefix: Option<&str>) -> Result<KeyLay
     }
 }
 
-/// A token the caller passed in.
 /// A `…-started` call's answer: the operation built, and its first step's flat record (the
 /// transmits it has for the connections `lent` lends it).
 fn started(op: api::Operation, now: api::Instant, lent: &[u8]) -> (api::Operation, Vec<u8>) {
-    let first = op.get::<Operation>().start_flat(now, lent);
+    let lent = |n| lent.get(n) == Some(&1);
+    let first = op
+        .get::<Operation>()
+        .start_flat(now, lent, flat::Layout::Plain);
     (op, first)
 }
 
+/// A token the caller passed in.
 fn token(text: &str) -> Result<Token, api::Error> {
     Token::new(text.as_bytes()).map_err(config_error)
 }
@@ -486,8 +499,7 @@ impl api::GuestSession for Session {
         let make = |lock: &Lock, servers: &[ServerInfo], at: Instant| {
             let (token, seed) = input::token_and_seed(&entropy)?;
             let token = Token::from_entropy(token);
-            Acquire::<MAX_NODES>::new(lock, token, servers, input::span(wait_ms), at, seed)
-                .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
+            Machine::acquire(lock, token, servers, input::span(wait_ms), at, seed)
                 .map_err(config_error)
         };
         self.start_in_slot(name_id, make, now, lent)
@@ -504,9 +516,7 @@ impl api::GuestSession for Session {
         let make = |lock: &Lock, servers: &[ServerInfo], at: Instant| {
             let token = Token::new(&token_bytes).map_err(config_error)?;
             let seed = input::seed(&entropy)?;
-            Release::<MAX_NODES>::new(lock, token, servers, at, seed)
-                .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
-                .map_err(config_error)
+            Machine::release(lock, token, servers, at, seed).map_err(config_error)
         };
         self.start_in_slot(name_id, make, now, lent)
     }
@@ -524,27 +534,28 @@ impl api::GuestSession for Session {
             let lock = lock.with_ttl(input::span(ttl_ms)).map_err(config_error)?;
             let token = Token::new(&token_bytes).map_err(config_error)?;
             let seed = input::seed(&entropy)?;
-            Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
-                .map_err(config_error)
+            Machine::extend(&lock, token, servers, at, seed).map_err(config_error)
         };
         self.start_in_slot(name_id, make, now, lent)
     }
 
     fn feed_flat(&self, slot: u32, now: api::Instant, n: u8, bytes: Vec<u8>) -> Vec<u8> {
-        self.in_slot(slot, |op| api::GuestOperation::feed(op, now, n, bytes))
+        let data = api::NodeEvent::Data(api::Received { node: n, bytes });
+        self.in_slot(slot, |op, layout| op.run_flat(now, [data], layout))
     }
 
     fn lose_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
-        self.in_slot(slot, |op| api::GuestOperation::lose(op, now, n))
+        let lost = api::NodeEvent::Disconnect(n);
+        self.in_slot(slot, |op, layout| op.run_flat(now, [lost], layout))
     }
 
     fn lend_flat(&self, slot: u32, now: api::Instant, n: u8) -> Vec<u8> {
-        self.in_slot(slot, |op| api::GuestOperation::lend(op, now, n))
+        let lent = api::NodeEvent::Connected(n);
+        self.in_slot(slot, |op, layout| op.run_flat(now, [lent], layout))
     }
 
     fn tick_flat(&self, slot: u32, now: api::Instant) -> Vec<u8> {
-        self.in_slot(slot, |op| api::GuestOperation::tick(op, now))
+        self.in_slot(slot, |op, layout| op.run_flat(now, [], layout))
     }
 
     fn cancel_flat(&self, slot: u32, now: api::Instant) {
@@ -820,9 +831,7 @@ impl Session {
                 let (token, seed) = input::token_and_seed(entropy)?;
                 let token = Token::from_entropy(token);
                 let wait = input::span(wait_ms);
-                Acquire::<MAX_NODES>::new(&lock, token, servers, wait, at, seed)
-                    .map(|m| Machine::Acquire(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
+                Machine::acquire(&lock, token, servers, wait, at, seed).map_err(config_error)
             },
             at,
         )
@@ -841,9 +850,7 @@ impl Session {
                 let lock = lock(shared)?;
                 let token = token(token_text)?;
                 let seed = input::seed(entropy)?;
-                Release::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Release(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
+                Machine::release(&lock, token, servers, at, seed).map_err(config_error)
             },
             at,
         )
@@ -865,9 +872,7 @@ impl Session {
                     .map_err(config_error)?;
                 let token = token(token_text)?;
                 let seed = input::seed(entropy)?;
-                Extend::<MAX_NODES>::new(&lock, token, servers, at, seed)
-                    .map(|m| Machine::Extend(alloc::boxed::Box::new(m)))
-                    .map_err(config_error)
+                Machine::extend(&lock, token, servers, at, seed).map_err(config_error)
             },
             at,
         )

@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{Sent, args, drain, ms, stream_holds, token};
+use common::{Sent, args, drain, ms, one_machine_on, token};
 use distlock_core::{
-    Acquire, ConfigError, Duration, Error, Extend, Extended, Flavor, Instant, KeyLayout, Lock,
-    LockOptions, Protocol, Release, Released, RwMode, ServerErrorKind, ServerInfo, Version, script,
+    Acquire, ConfigError, Duration, Error, Extend, Flavor, Instant, KeyLayout, Lock, LockOptions,
+    Protocol, Release, Released, RwMode, ServerErrorKind, ServerInfo, Version, script,
 };
 use distlock_model::{Exec, ModelNode};
 use proptest::prelude::*;
@@ -246,51 +246,7 @@ fn rw_machine_on(replies: &[Vec<u8>], which: u8, write: bool) -> Result<bool, Te
             ..LockOptions::default()
         },
     );
-    let mut now = 0;
-    macro_rules! feed {
-        ($m:expr) => {{
-            let _ = drain(&mut $m, ms(now));
-            for bytes in replies {
-                now += 7;
-                $m.handle_input(0, bytes, ms(now));
-                $m.handle_timeout(ms(now));
-                let _ = drain(&mut $m, ms(now));
-            }
-            now += 5_000;
-            $m.handle_timeout(ms(now));
-            $m.poll_outcome()
-        }};
-    }
-    match which {
-        0 => {
-            let mut m: Acquire<1> = Acquire::new(
-                &lock,
-                token(6),
-                &valkey9(),
-                Duration::from_millis(50),
-                ms(0),
-                0,
-            )
-            .unwrap();
-            if let Some(Ok(lease)) = feed!(m) {
-                prop_assert!(stream_holds(replies, b"*2\r\n:1\r\n"));
-                prop_assert!(lease.valid_until() > lease.started());
-                return Ok(true);
-            }
-        }
-        1 => {
-            let mut m: Release<1> = Release::new(&lock, token(6), &valkey9(), ms(0), 0).unwrap();
-            let _ = feed!(m);
-        }
-        _ => {
-            let mut m: Extend<1> = Extend::new(&lock, token(6), &valkey9(), ms(0), 0).unwrap();
-            if let Some(Ok(Extended { .. })) = feed!(m) {
-                prop_assert!(stream_holds(replies, b":1\r\n"));
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+    one_machine_on(&lock, &valkey9(), which, replies)
 }
 
 proptest! {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Sent, args, drain, ms, stream_holds, token};
+use common::{Sent, args, drain, ms, one_machine_on, token};
 use distlock_core::{
     Acquire, Duration, Error, Flavor, Instant, KeyLayout, Lock, LockOptions, Protocol, Release,
     Released, ServerInfo, Version, script,
@@ -179,41 +179,7 @@ fn a_waiter_whose_wait_runs_out_leaves_the_queue_through_the_fair_release() {
 /// and a lease it reports is one the bytes granted. Answers whether it ended with a lease.
 fn fair_semaphore_machine_on(replies: &[Vec<u8>], releasing: bool) -> Result<bool, TestCaseError> {
     let lock = fair_semaphore(3, LockOptions::default());
-    let mut now = 0;
-    macro_rules! feed {
-        ($m:expr) => {{
-            let _ = drain(&mut $m, ms(now));
-            for bytes in replies {
-                now += 7;
-                $m.handle_input(0, bytes, ms(now));
-                $m.handle_timeout(ms(now));
-                let _ = drain(&mut $m, ms(now));
-            }
-            now += 5_000;
-            $m.handle_timeout(ms(now));
-            $m.poll_outcome()
-        }};
-    }
-    if releasing {
-        let mut m: Release<1> = Release::new(&lock, token(6), &valkey9(), ms(0), 0).unwrap();
-        let _ = feed!(m);
-    } else {
-        let mut m: Acquire<1> = Acquire::new(
-            &lock,
-            token(6),
-            &valkey9(),
-            Duration::from_millis(50),
-            ms(0),
-            0,
-        )
-        .unwrap();
-        if let Some(Ok(lease)) = feed!(m) {
-            prop_assert!(stream_holds(replies, b"*2\r\n:1\r\n"));
-            prop_assert!(lease.valid_until() > lease.started());
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    one_machine_on(&lock, &valkey9(), u8::from(releasing), replies)
 }
 
 proptest! {

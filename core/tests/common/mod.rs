@@ -134,3 +134,56 @@ pub fn name_of(cmd: &Command) -> &str {
 pub fn stream_holds(pieces: &[Vec<u8>], reply: &[u8]) -> bool {
     pieces.concat().windows(reply.len()).any(|w| w == reply)
 }
+
+/// Feeds `replies` (7 ms apart, then 5 s of silence) to a one-node machine of `lock` on
+/// `servers` — `which`: 0 an acquire (waiting up to 50 ms), 1 a release, anything else an
+/// extend: no panic, and a lease or an extend it reports is one the bytes granted (the
+/// scripts' `{1, fence}` or `1`, read as one stream: [`stream_holds`]). Answers whether it
+/// ended granted.
+pub fn one_machine_on(
+    lock: &Lock,
+    servers: &[ServerInfo],
+    which: u8,
+    replies: &[Vec<u8>],
+) -> Result<bool, proptest::test_runner::TestCaseError> {
+    use distlock_core::{Acquire, Extend, Extended, Release};
+    use proptest::prop_assert;
+    let mut now = 0;
+    macro_rules! feed {
+        ($m:expr) => {{
+            let _ = drain(&mut $m, ms(now));
+            for bytes in replies {
+                now += 7;
+                $m.handle_input(0, bytes, ms(now));
+                $m.handle_timeout(ms(now));
+                let _ = drain(&mut $m, ms(now));
+            }
+            now += 5_000;
+            $m.handle_timeout(ms(now));
+            $m.poll_outcome()
+        }};
+    }
+    match which {
+        0 => {
+            let mut m: Acquire<1> =
+                Acquire::new(lock, token(6), servers, Duration::from_millis(50), ms(0), 0).unwrap();
+            if let Some(Ok(lease)) = feed!(m) {
+                prop_assert!(stream_holds(replies, b"*2\r\n:1\r\n"));
+                prop_assert!(lease.valid_until() > lease.started());
+                return Ok(true);
+            }
+        }
+        1 => {
+            let mut m: Release<1> = Release::new(lock, token(6), servers, ms(0), 0).unwrap();
+            let _ = feed!(m);
+        }
+        _ => {
+            let mut m: Extend<1> = Extend::new(lock, token(6), servers, ms(0), 0).unwrap();
+            if let Some(Ok(Extended { .. })) = feed!(m) {
+                prop_assert!(stream_holds(replies, b":1\r\n"));
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}

@@ -23,7 +23,7 @@ import ssl
 from typing import Any
 
 from . import _flat
-from ._engine import Handle, field, now, split_option
+from ._engine import Handle, field, now, on_event, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 IDLE_WAIT_MS = IDLE_WAIT_S * 1000
@@ -388,7 +388,7 @@ class AsyncPool:
                     event = events.pop(0)
                     if event.__class__ is int and event >= 0:
                         lost.add(event)
-                    raw = _on_event(op, event)
+                    raw = on_event(op, event)
                 else:
                     raw = op.tick(now())
                 step = _flat.decode(raw, op)
@@ -404,15 +404,6 @@ class AsyncPool:
                     conn.close()
             if op is not None and not (after is not None and op.engine_frees):  # a slot over is freed
                 op.drop()
-
-
-def _on_event(op: Any, event: Any) -> bytes:
-    """The engine's step for one event a connection appended to an operation's events: bytes
-    read (``(node, data)``), a node lost (``node``), or a new connection to a node lent
-    (``~node``, below 0: its handshake ended)."""
-    if event.__class__ is int:
-        return op.lose(now(), event) if event >= 0 else op.lend(now(), ~event)
-    return op.feed(now(), *event)
 
 
 async def _wait(wake: Wake, conns: Any, deadline: float | None) -> None:

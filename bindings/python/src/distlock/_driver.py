@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any
 
 from . import _flat
-from ._engine import Handle, field, now, split_option
+from ._engine import Handle, field, now, on_event, split_option
 
 IDLE_WAIT_S = 1.0  # a guard only: while anything waits for a reply, a machine names a deadline
 ONE_NODE_LENT = b"\x01"  # `lent` of a one-node session whose connection is lent
@@ -342,7 +342,7 @@ class Pool:
                     else:  # a send left bytes over, or the connection closed
                         waiter = waiter or _Waiter().__enter__()
                         waiter.wait((conn,), timeout)
-                raw = _on_event(op, events.pop(0)) if events else op.tick(now())
+                raw = on_event(op, events.pop(0)) if events else op.tick(now())
                 transmits, timeout, over, outcome, connections = _flat.decode(raw, op)
                 if not conn.alive and not over:  # lost: a new one where the session allows
                     replaced = {0: conn}
@@ -414,7 +414,7 @@ class Pool:
                     event = events.pop(0)
                     if event.__class__ is int and event >= 0:
                         lost.add(event)
-                    raw = _on_event(op, event)
+                    raw = on_event(op, event)
                 else:
                     raw = op.tick(now())
                 step = _flat.decode(raw, op)
@@ -435,15 +435,6 @@ class Pool:
                     op.drop()
                 else:
                     self.spent.append(op)
-
-
-def _on_event(op: Any, event: Any) -> bytes:
-    """The engine's step for one event a connection appended to an operation's events: bytes
-    read (``(node, data)``), a node lost (``node``), or a new connection to a node lent
-    (``~node``, below 0: its handshake ended)."""
-    if event.__class__ is int:
-        return op.lose(now(), event) if event >= 0 else op.lend(now(), ~event)
-    return op.feed(now(), *event)
 
 
 class _Waiter:

@@ -272,6 +272,15 @@ def split_option(value: Any) -> tuple[bool, Any]:
     return value is not None, value
 
 
+def on_event(op: Any, event: Any) -> bytes:
+    """The engine's step for one event a driver's connection appended to an operation's
+    events: bytes read (``(node, data)``), a node lost (``node``), or a new connection to a
+    node lent (``~node``, below 0: its handshake ended)."""
+    if event.__class__ is int:
+        return op.lose(now(), event) if event >= 0 else op.lend(now(), ~event)
+    return op.feed(now(), *event)
+
+
 class EngineError(Exception):
     """An engine ``error`` value (turned into a typed error by ``errors.from_engine``)."""
 

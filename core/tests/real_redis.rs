@@ -1010,12 +1010,14 @@ fn a_hand_off_to_a_dead_waiter_is_taken_over_within_two_request_timeouts() {
     let Some([server]) = servers() else { return };
     let ports = [server.port];
     let mut raw = Raw::to(&server);
-    let r = StdDuration::from_millis(500);
+    // R: long enough that a loaded machine's scheduling is small beside it, so "within 2 R"
+    // says the protocol's bound (the hand-off lease of R, then one cycle), not its speed.
+    let r = StdDuration::from_secs(2);
     let lock = fair_lock(
         "dead",
         LockOptions {
             ttl: secs(10),
-            request_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(2000),
             ..LockOptions::default()
         },
     );
@@ -1037,7 +1039,7 @@ fn a_hand_off_to_a_dead_waiter_is_taken_over_within_two_request_timeouts() {
             b"0",
             b"0",
             dead.as_bytes(),
-            b"500",
+            b"2000",
             b"1",
         ]);
         assert!(matches!(gone.cmd(&words), OwnedFrame::Array(_)));
@@ -1050,7 +1052,7 @@ fn a_hand_off_to_a_dead_waiter_is_taken_over_within_two_request_timeouts() {
         })
     };
     assert!(
-        eventually(StdDuration::from_secs(5), || queued(&mut raw, "dead") == 2),
+        eventually(StdDuration::from_secs(30), || queued(&mut raw, "dead") == 2),
         "the live waiter never queued"
     );
     let released = std::time::Instant::now();
@@ -1062,7 +1064,7 @@ fn a_hand_off_to_a_dead_waiter_is_taken_over_within_two_request_timeouts() {
     );
     let pttl = raw.int(&[b"PTTL", key("dead", "").as_bytes()]);
     assert!(
-        (1..=500).contains(&pttl),
+        (1..=2000).contains(&pttl),
         "a short hand-off lease, not a TTL: {pttl} ms"
     );
     assert!(

@@ -946,7 +946,7 @@ fn lock_component_runs_redlock_over_three_nodes() {
         key_prefix: None,
         ttl_ms: None,
         fenced,
-        request_timeout_ms: Some(300),
+        request_timeout_ms: None,
         fair: None,
         no_scripts: None,
     };
@@ -1007,7 +1007,7 @@ fn lock_component_takes_back_nodes_that_return() {
             key_prefix: None,
             ttl_ms: None,
             fenced: false,
-            request_timeout_ms: Some(300),
+            request_timeout_ms: None,
             fair: None,
             no_scripts: None,
         })

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use distlock_host::{Client, ConnectOptions, Error, KeyLayout};
+use distlock_host::{Client, ConnectOptions, Error, KeyLayout, LockOptions};
 use support::{
     RedisServer, blocking, bounded, distlock, lock_key, require_redis, run_bounded, show, stderr,
     unique_name,
@@ -26,6 +26,12 @@ use support::{
 const LIMIT: Duration = Duration::from_secs(3);
 /// What `run_bounded` allows before it kills a command that hangs.
 const HANG: Duration = Duration::from_secs(20);
+/// The ready timeout of the client with a silent node: long enough for the two live nodes
+/// to answer a loaded machine's connect, short enough that a run sees several of them.
+const SILENT_READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// The request timeout of that client's operations: what an operation that waited for the
+/// silent node would take, far above what one that skips it takes on a loaded machine.
+const SILENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `distlock` with `--redis` once per URL, and none of the variables it reads.
 fn distlock_nodes(urls: &[&str], args: &[&str]) -> Command {
@@ -188,22 +194,33 @@ async fn a_late_node_joins_once_it_answers() {
     .await;
 }
 
-/// A silent node is not flooded with connects while operations go on without it: until it
-/// answers, the core's session lets one connect at a time find out whether it will, and
-/// after each ready timeout without an answer backs the node off by a jittered pause that
-/// grows (100 ms, up to 2 s). Before, every operation within the ready timeout opened a
-/// connect of its own, and a background probe followed every ready timeout, each left
-/// hanging up to the 5 s connect timeout (some 25 connects in these 4 s).
+/// A silent node is not waited for, nor flooded with connects, while operations go on
+/// without it: until it answers, the core's session lets one connect at a time find out
+/// whether it will, and after each ready timeout without an answer backs the node off by a
+/// jittered pause that grows (100 ms, up to 2 s). Operations run until the silent node has
+/// seen three connects (two of them opened by operations), however long a loaded machine
+/// takes; nothing is counted within a window of time.
+///
+/// - Not waited for: every acquire succeeds on the two live nodes and returns well before
+///   one request timeout (`SILENT_REQUEST_TIMEOUT`) — waiting for the silent node would cost
+///   it the whole of one. Only an operation that carries a connect waits for it (a release,
+///   which hears from every node it sent to): at most one operation per connect is slow.
+/// - One connect at a time: each connect is left unanswered a whole ready timeout before
+///   the next may start, so no two arrive at the silent node closer together than that
+///   (less a margin). Before, every operation opened a connect of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
     require_redis!();
     let (listener, silent) = silent_server();
-    // Accepts and keeps every connection, and never answers: counts the connects.
+    // Accepts and keeps every connection, and never answers: counts the connects and notes
+    // when each came (a thread of its own that does nothing else, so it notes them at once).
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, noted) = (Arc::clone(&accepted), Arc::clone(&arrivals));
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         for stream in listener.incoming().flatten() {
+            noted.lock().expect("arrivals").push(Instant::now());
             counter.fetch_add(1, Ordering::SeqCst);
             kept.push(stream);
         }
@@ -212,37 +229,75 @@ async fn a_silent_node_gets_one_connect_at_a_time_not_one_per_operation() {
     let mut urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     urls.push(silent.clone());
     let options = ConnectOptions {
-        ready_timeout: Duration::from_millis(100),
+        ready_timeout: SILENT_READY_TIMEOUT,
         ..ConnectOptions::default()
     };
     let (client, _) = bounded(
         "connect with one node silent",
-        LIMIT,
+        HANG,
         Client::connect_with(&urls, options, KeyLayout::default()),
     )
     .await;
     let client = client.expect("a quorum answers");
+    let lock_options = LockOptions {
+        request_timeout: distlock_core::Duration::from_millis(
+            SILENT_REQUEST_TIMEOUT.as_millis() as u64
+        ),
+        ttl: distlock_core::Duration::from_secs(30),
+        ..LockOptions::default()
+    };
+    // Well under what waiting for the silent node costs, far over a round trip to a live
+    // node on a loaded machine.
+    let waited = SILENT_REQUEST_TIMEOUT / 2;
     let name = unique_name("silent-flood");
-    // Four seconds of operations (forty ready timeouts, under the connect timeout), as many
-    // as fit: each must succeed on the two nodes that answer. With every pause at its
-    // shortest a connect would start every 200 ms (20); the pauses grow, so far fewer do.
-    let window = Instant::now();
-    let mut operations = 0;
-    while window.elapsed() < Duration::from_secs(4) {
-        let guard = client
-            .lock(&name)
-            .ttl(Duration::from_secs(10))
-            .try_acquire()
-            .await
-            .expect("acquire on the two live nodes");
-        guard.release().await.expect("release");
-        operations += 1;
-    }
+    let mut operations = 0_usize;
+    let mut slow_acquires = Vec::new();
+    let mut slow_operations = 0_usize;
+    let ran = async {
+        while accepted.load(Ordering::SeqCst) < 3 {
+            let started = Instant::now();
+            let guard = client
+                .lock(&name)
+                .options(lock_options)
+                .try_acquire()
+                .await
+                .expect("acquire on the two live nodes");
+            let acquiring = started.elapsed();
+            guard
+                .release()
+                .await
+                .expect("release on the two live nodes");
+            if acquiring >= waited {
+                slow_acquires.push(acquiring);
+            }
+            // The first may join the client's own connect, up to the rest of its ready timeout.
+            if operations > 0 && started.elapsed() >= waited {
+                slow_operations += 1;
+            }
+            operations += 1;
+        }
+    };
+    bounded("three connects to the silent node", HANG * 3, ran).await;
     let connects = accepted.load(Ordering::SeqCst);
-    assert!(operations >= 10, "only {operations} operations in 4 s");
     assert!(
-        (1..=12).contains(&connects),
-        "{operations} operations opened {connects} connects to the silent node"
+        slow_acquires.is_empty(),
+        "acquires waited for the silent node: {slow_acquires:?}"
+    );
+    assert!(
+        slow_operations < connects,
+        "{slow_operations} of {operations} operations after the first took {waited:?} or more, \
+         with {connects} connects (the first the client's): only one carrying a connect may \
+         wait for it"
+    );
+    // Half a ready timeout: a connect may start only once the one before it went unanswered
+    // a whole one; half leaves room for the noting thread to be late on a loaded machine.
+    let arrivals = arrivals.lock().expect("arrivals").clone();
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|gap| *gap >= SILENT_READY_TIMEOUT / 2),
+        "{operations} operations opened connects to the silent node this far apart: {gaps:?}; \
+         the next may start only once one went unanswered for the ready timeout \
+         ({SILENT_READY_TIMEOUT:?})"
     );
 }
 

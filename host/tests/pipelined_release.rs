@@ -15,6 +15,10 @@ use support::proxy::{Dir, Proxy};
 use support::{RedisServer, blocking, command_calls, lock_key, require_redis, unique_name, until};
 use tokio::time::timeout;
 
+/// How long settling may go on before the test calls it hung: far past the one reply
+/// deadline (2 s) it waits out, so it says "it ended", not how fast.
+const SETTLING_HANG: Duration = Duration::from_secs(30);
+
 /// The ids of the server's connections from the library (named `distlock`); a connection
 /// reopened shows up under a new id.
 fn library_connections(server: &RedisServer) -> Vec<u64> {
@@ -397,8 +401,10 @@ async fn an_unread_reply_is_unconfirmed_not_released() {
     require_redis!();
     let mut server = blocking(RedisServer::start);
     let client = Client::connect([server.url()]).await.expect("connect");
+    // Long enough for the acquire on a loaded machine: the release's reply deadline is this
+    // too, so settling waits it out once (a bound below, not a measure).
     let options = LockOptions {
-        request_timeout: distlock_core::Duration::from_millis(200),
+        request_timeout: distlock_core::Duration::from_secs(2),
         ..LockOptions::default()
     };
     let name = unique_name("pipelined-frozen");
@@ -414,8 +420,8 @@ async fn an_unread_reply_is_unconfirmed_not_released() {
         .await
         .expect("written to the socket");
     assert_eq!(client.pipelined_releases().pending, 1);
-    // Past the 200 ms reply deadline: unconfirmed, and the connection is not reused.
-    timeout(Duration::from_secs(5), client.settle_releases())
+    // Past the 2 s reply deadline: unconfirmed, and the connection is not reused.
+    timeout(SETTLING_HANG, client.settle_releases())
         .await
         .expect("settling ends at the reply's deadline");
     assert_eq!(client.pipelined_releases(), counts(0, 0, 1));
@@ -435,7 +441,7 @@ async fn an_unread_reply_is_unconfirmed_not_released() {
         .await
         .expect("written to the socket");
     blocking(|| server.stop());
-    timeout(Duration::from_secs(5), client.settle_releases())
+    timeout(SETTLING_HANG, client.settle_releases())
         .await
         .expect("settling ends with the connection");
     assert_eq!(client.pipelined_releases(), counts(0, 0, 2));

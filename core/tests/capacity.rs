@@ -11,6 +11,10 @@ use distlock_core::{
 };
 use proptest::prelude::*;
 
+mod common;
+
+use common::reply_or_noise;
+
 /// What a driver feeds a machine.
 #[derive(Debug, Clone)]
 enum Event {
@@ -31,32 +35,9 @@ struct Seen<O> {
     handover: Option<u32>,
 }
 
-fn replies() -> impl Strategy<Value = Vec<u8>> {
-    let replies: Vec<&'static [u8]> = vec![
-        b"+OK\r\n",
-        b"$-1\r\n",
-        b"_\r\n",
-        b":0\r\n",
-        b":1\r\n",
-        b":-2\r\n",
-        b":1500\r\n",
-        b"*2\r\n:1\r\n:7\r\n",
-        b"*2\r\n:0\r\n:900\r\n",
-        b"*-1\r\n",
-        b"*2\r\n$1\r\nk\r\n$1\r\n1\r\n",
-        b"-NOSCRIPT No matching script\r\n",
-        b"-LOADING loading\r\n",
-        b"-ERR unknown command 'DELIFEQ'\r\n",
-    ];
-    prop_oneof![
-        4 => proptest::sample::select(replies).prop_map(<[u8]>::to_vec),
-        1 => proptest::collection::vec(any::<u8>(), 0..24),
-    ]
-}
-
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        6 => replies().prop_map(Event::Input),
+        6 => reply_or_noise().prop_map(Event::Input),
         3 => (0u64..2000).prop_map(Event::Advance),
         1 => Just(Event::Disconnect),
         1 => Just(Event::Cancel),

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::VecDeque;
 
-use common::{Command, Sent, drain, ms};
+use common::{Command, Sent, drain, ms, reply_or_noise};
 use distlock_core::{
     Acquire, ConfigError, Drift, Duration, Error, Extend, Flavor, Instant, KeyLayout, Lock,
     LockOptions, Machine, Operation, Protocol, Release, RetryPolicy, ServerInfo, Token, Version,
@@ -183,43 +183,9 @@ enum Event {
     Cancel,
 }
 
-fn reply_piece() -> impl Strategy<Value = Vec<u8>> {
-    let replies: Vec<&'static [u8]> = vec![
-        b"+OK\r\n",
-        b"$-1\r\n",
-        b"_\r\n",
-        b":0\r\n",
-        b":1\r\n",
-        b":-1\r\n",
-        b":-2\r\n",
-        b":1500\r\n",
-        b"*2\r\n:1\r\n:7\r\n",
-        b"*2\r\n:0\r\n:900\r\n",
-        b"*2\r\n:2\r\n:0\r\n",
-        b"*-1\r\n",
-        b"*2\r\n$1\r\nk\r\n$1\r\n1\r\n",
-        b"-NOSCRIPT No matching script\r\n",
-        b"-LOADING loading\r\n",
-        b"-READONLY replica\r\n",
-        b"-BUSY script\r\n",
-        b"-WRONGTYPE wrong\r\n",
-        b"-MOVED 1 127.0.0.1:7000\r\n",
-        b"-NOAUTH auth\r\n",
-        b"-ERR unknown command 'DELIFEQ'\r\n",
-        b">2\r\n$10\r\ninvalidate\r\n*0\r\n",
-        b"%1\r\n+a\r\n:1\r\n",
-        b"$99999999999\r\n",
-        b"*3000000000\r\n",
-    ];
-    prop_oneof![
-        4 => proptest::sample::select(replies).prop_map(|r| r.to_vec()),
-        1 => proptest::collection::vec(any::<u8>(), 0..40),
-    ]
-}
-
 fn event_strategy(nodes: usize) -> impl Strategy<Value = Event> {
     prop_oneof![
-        6 => (0..nodes, reply_piece(), any::<usize>()).prop_map(|(n, bytes, cut)| {
+        6 => (0..nodes, reply_or_noise(), any::<usize>()).prop_map(|(n, bytes, cut)| {
             // Sometimes only part of it: the rest may come in a later event, or never.
             let cut = if bytes.is_empty() { 0 } else { cut % (bytes.len() + 1) };
             let bytes = if cut == 0 { bytes } else { bytes[..cut].to_vec() };

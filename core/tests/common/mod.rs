@@ -187,3 +187,41 @@ pub fn one_machine_on(
     }
     Ok(false)
 }
+
+/// A server's reply for a property to feed a machine: mostly one a server could send (grants,
+/// refusals, nils in both protocols, the errors a driver meets, pushes, absurd lengths), else
+/// noise.
+pub fn reply_or_noise() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let replies: Vec<&'static [u8]> = vec![
+        b"+OK\r\n",
+        b"$-1\r\n",
+        b"_\r\n",
+        b":0\r\n",
+        b":1\r\n",
+        b":-1\r\n",
+        b":-2\r\n",
+        b":1500\r\n",
+        b"*2\r\n:1\r\n:7\r\n",
+        b"*2\r\n:0\r\n:900\r\n",
+        b"*2\r\n:2\r\n:0\r\n",
+        b"*-1\r\n",
+        b"*2\r\n$1\r\nk\r\n$1\r\n1\r\n",
+        b"-NOSCRIPT No matching script\r\n",
+        b"-LOADING loading\r\n",
+        b"-READONLY replica\r\n",
+        b"-BUSY script\r\n",
+        b"-WRONGTYPE wrong\r\n",
+        b"-MOVED 1 127.0.0.1:7000\r\n",
+        b"-NOAUTH auth\r\n",
+        b"-ERR unknown command 'DELIFEQ'\r\n",
+        b">2\r\n$10\r\ninvalidate\r\n*0\r\n",
+        b"%1\r\n+a\r\n:1\r\n",
+        b"$99999999999\r\n",
+        b"*3000000000\r\n",
+    ];
+    prop_oneof![
+        4 => proptest::sample::select(replies).prop_map(|r| r.to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}

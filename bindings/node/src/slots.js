@@ -10,10 +10,6 @@
 // scripts/build.js appends to the generated bindings, where it could.
 import { leanAcquireFlat, leanReleaseFlat, leanExtendFlat, leanFeedFlat, leanRegister } from '../generated/engine.js';
 
-// The names one session registers at most (wit/engine.wit, "Bounds"): past them `register`
-// refuses every new name until `forget-names`.
-export const NAMES_PER_SESSION = 4096;
-
 const ascii = new TextEncoder();
 // A lease's token as bytes, written here instead of a new array per release or extend (the
 // engine copies it in); a token that does not fit whole is encoded on its own.
@@ -46,10 +42,9 @@ export class Slots {
    * extends) asks for the name its acquire just did, and comparing the same string costs
    * nothing where the table hashes it again (a name built per call is a new string each time).
    *
-   * A refusal empties the table only when the table is full: the engine answers a full table
-   * and a bad name with the same `invalid` error, but it checks the name first, and this
-   * table holds exactly the names the engine's does (this is the session's only registrant),
-   * so below the bound the refusal is the name's and the names registered stay.
+   * A refusal empties the table only when the table is full: the engine checks the name
+   * first, and says a full table with an `invalid` error of kind `other`, which no name's
+   * own refusal has (wit/engine.wit, `register`); a refused name leaves the names registered.
    */
   nameId(name) {
     if (name === this.#lastName) return this.#lastId;
@@ -58,7 +53,7 @@ export class Slots {
       try {
         id = this.register(name);
       } catch (error) {
-        if (this.#ids.size < NAMES_PER_SESSION) throw error; // room left: the name itself is refused
+        if (error?.tag !== 'invalid' || error.val?.kind !== 'other') throw error; // the name itself is refused
         this.session.forgetNames(); this.#ids.clear(); this.#lastName = undefined; // operations in flight keep their lock
         id = this.register(name);
       }

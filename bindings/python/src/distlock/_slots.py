@@ -29,12 +29,8 @@ from typing import Any
 from wasmtime import _ffi as ffi
 from wasmtime.component._enter import enter_wasm
 
-from ._engine import EngineError, Handle, split_result
+from ._engine import EngineError, Handle, field, split_result
 from ._lowered import KIND, LIST_HEAD, PAYLOAD, VAL, VAL_SIZE, Args, moved_out, read_words, scalar_run, words_at
-
-# The names one session registers at most (``wit/engine.wit``, "Bounds"): past them
-# ``register`` refuses every new name until ``forget-names``.
-NAMES_PER_SESSION = 4096
 
 _RESOURCE_KIND = ffi.WASMTIME_COMPONENT_RESOURCE
 _val_delete = ffi.wasmtime_component_val_delete
@@ -120,12 +116,12 @@ class Slots:
         with self.lock:
             try:
                 id_ = self._register(name)
-            except EngineError:
-                # The engine answers a bad name and a full table alike, but checks the name
-                # first, and ``ids`` holds exactly the names its table does (this is the
-                # session's only registrant): with room left, the name itself is refused, and
-                # the names registered stay.
-                if len(self.ids) < NAMES_PER_SESSION:
+            except EngineError as refused:
+                # The engine checks the name first and says a full table with an ``invalid``
+                # error of kind ``other``, which no name's own refusal has (``wit/engine.wit``,
+                # ``register``): any other refusal is the name's, and the names registered stay.
+                error = refused.error
+                if error.tag != "invalid" or str(field(error.payload, "kind")) != "other":
                     raise
                 self.session.forget_names()
                 self.ids.clear()
